@@ -1,0 +1,96 @@
+/**
+ * Versioned schema. Each entry runs once, in order, in its own transaction; the applied version is kept in
+ * `PRAGMA user_version`. Times are epoch milliseconds; JSON columns hold arrays and objects.
+ */
+export const SQLITE_MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE workspaces (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL
+  );
+
+  CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+    name TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    prefix TEXT NOT NULL,
+    permissions TEXT NOT NULL,
+    allowed_cidrs TEXT,
+    created_at INTEGER NOT NULL,
+    last_used_at INTEGER,
+    expires_at INTEGER,
+    revoked_at INTEGER
+  );
+  CREATE INDEX api_keys_workspace ON api_keys(workspace_id);
+
+  CREATE TABLE tags (
+    workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+    name TEXT NOT NULL,
+    PRIMARY KEY (workspace_id, name)
+  ) WITHOUT ROWID;
+
+  CREATE TABLE campaigns (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+    name TEXT NOT NULL,
+    description TEXT,
+    tag_names TEXT NOT NULL,
+    draft INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    duplicated_from TEXT
+  );
+  CREATE INDEX campaigns_workspace ON campaigns(workspace_id, seq);
+
+  CREATE TABLE jobs (
+    id TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+    status TEXT NOT NULL,
+    source_campaign_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    description TEXT,
+    tag_names TEXT,
+    channel TEXT NOT NULL,
+    api_key_id TEXT NOT NULL,
+    api_key_name TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    run_at INTEGER NOT NULL,
+    lease_owner TEXT,
+    lease_expires_at INTEGER,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    finished_at INTEGER,
+    result_campaign_id TEXT,
+    error_code TEXT,
+    error_message TEXT
+  );
+  CREATE INDEX jobs_due ON jobs(run_at) WHERE status = 'PENDING';
+  CREATE INDEX jobs_leased ON jobs(lease_expires_at) WHERE status = 'RUNNING';
+  CREATE INDEX jobs_finished ON jobs(finished_at) WHERE finished_at IS NOT NULL;
+
+  CREATE TABLE security_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    workspace_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    occurred_at INTEGER NOT NULL,
+    api_key_id TEXT,
+    api_key_name TEXT,
+    channel TEXT,
+    ip TEXT,
+    job_id TEXT,
+    campaign_id TEXT,
+    details TEXT NOT NULL
+  );
+  CREATE INDEX security_events_workspace ON security_events(workspace_id, seq);
+  CREATE INDEX security_events_job ON security_events(workspace_id, job_id, seq) WHERE job_id IS NOT NULL;
+  CREATE INDEX security_events_key ON security_events(workspace_id, api_key_id, seq);
+  CREATE INDEX security_events_type ON security_events(workspace_id, type, seq);
+  CREATE INDEX security_events_time ON security_events(workspace_id, occurred_at);
+  `,
+];

@@ -1,0 +1,422 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import type { GatewayStore, JobOutcome, ListOptions, SeqItem } from '../../domain/ports.js';
+import type {
+  ApiKeyRecord,
+  Campaign,
+  DuplicationJob,
+  JobError,
+  NewSecurityEvent,
+  SecurityEvent,
+  SecurityEventFilter,
+  Workspace,
+} from '../../domain/types.js';
+import { SQLITE_MIGRATIONS } from './migrations.js';
+
+type Row = Record<string, unknown>;
+
+const date = (value: unknown): Date => new Date(Number(value));
+const maybeDate = (value: unknown): Date | null => (value === null || value === undefined ? null : date(value));
+const ms = (value: Date | null): number | null => (value === null ? null : value.getTime());
+const json = (value: unknown): string => JSON.stringify(value);
+const parse = <T>(value: unknown): T => JSON.parse(String(value)) as T;
+
+export const rowToWorkspace = (row: Row): Workspace => ({
+  id: String(row.id),
+  name: String(row.name),
+  createdAt: date(row.created_at),
+});
+
+export const rowToApiKey = (row: Row): ApiKeyRecord => ({
+  id: String(row.id),
+  workspaceId: String(row.workspace_id),
+  name: String(row.name),
+  hash: String(row.hash),
+  prefix: String(row.prefix),
+  permissions: parse(row.permissions),
+  allowedCidrs: row.allowed_cidrs === null ? null : parse(row.allowed_cidrs),
+  createdAt: date(row.created_at),
+  lastUsedAt: maybeDate(row.last_used_at),
+  expiresAt: maybeDate(row.expires_at),
+  revokedAt: maybeDate(row.revoked_at),
+});
+
+export const rowToCampaign = (row: Row): Campaign => ({
+  id: String(row.id),
+  workspaceId: String(row.workspace_id),
+  name: String(row.name),
+  description: row.description === null ? null : String(row.description),
+  tagNames: parse(row.tag_names),
+  draft: Boolean(row.draft),
+  body: parse(row.body),
+  createdAt: date(row.created_at),
+  updatedAt: date(row.updated_at),
+  duplicatedFrom: row.duplicated_from === null ? null : String(row.duplicated_from),
+});
+
+export const rowToJob = (row: Row): DuplicationJob => ({
+  id: String(row.id),
+  workspaceId: String(row.workspace_id),
+  status: row.status as DuplicationJob['status'],
+  sourceCampaignId: String(row.source_campaign_id),
+  name: String(row.name),
+  description: row.description === null ? null : String(row.description),
+  tagNames: row.tag_names === null ? null : parse(row.tag_names),
+  channel: row.channel as DuplicationJob['channel'],
+  apiKeyId: String(row.api_key_id),
+  apiKeyName: String(row.api_key_name),
+  ip: String(row.ip),
+  attempts: Number(row.attempts),
+  runAt: date(row.run_at),
+  leaseOwner: row.lease_owner === null ? null : String(row.lease_owner),
+  leaseExpiresAt: maybeDate(row.lease_expires_at),
+  createdAt: date(row.created_at),
+  updatedAt: date(row.updated_at),
+  finishedAt: maybeDate(row.finished_at),
+  resultCampaignId: row.result_campaign_id === null ? null : String(row.result_campaign_id),
+  error: row.error_code === null ? null : { code: String(row.error_code), message: String(row.error_message) },
+});
+
+export const rowToEvent = (row: Row): SecurityEvent => ({
+  id: String(row.id),
+  seq: Number(row.seq),
+  workspaceId: String(row.workspace_id),
+  type: row.type as SecurityEvent['type'],
+  occurredAt: date(row.occurred_at),
+  apiKeyId: (row.api_key_id as string | null) ?? null,
+  apiKeyName: (row.api_key_name as string | null) ?? null,
+  channel: (row.channel as SecurityEvent['channel']) ?? null,
+  ip: (row.ip as string | null) ?? null,
+  jobId: (row.job_id as string | null) ?? null,
+  campaignId: (row.campaign_id as string | null) ?? null,
+  details: parse(row.details),
+});
+
+export interface SqliteStoreOptions {
+  /** A file path, or ':memory:'. */
+  filename: string;
+}
+
+/**
+ * The embedded store. WAL journal with `synchronous = FULL`: every commit is on disk before the call
+ * returns, so a 202 survives a crash of the process or of the machine.
+ */
+export class SqliteStore implements GatewayStore {
+  readonly kind = 'sqlite';
+  private readonly db: Database.Database;
+  private readonly statements = new Map<string, Database.Statement>();
+
+  constructor(options: SqliteStoreOptions) {
+    if (options.filename !== ':memory:') mkdirSync(dirname(options.filename), { recursive: true });
+    this.db = new Database(options.filename);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = FULL');
+    this.db.pragma('foreign_keys = ON');
+    this.db.pragma('busy_timeout = 5000');
+  }
+
+  private sql(text: string): Database.Statement {
+    let statement = this.statements.get(text);
+    if (!statement) {
+      statement = this.db.prepare(text);
+      this.statements.set(text, statement);
+    }
+    return statement;
+  }
+
+  async migrate(): Promise<void> {
+    const current = Number(this.db.pragma('user_version', { simple: true }));
+    SQLITE_MIGRATIONS.slice(current).forEach((migration, index) => {
+      this.db.transaction(() => {
+        this.db.exec(migration);
+        this.db.pragma(`user_version = ${current + index + 1}`);
+      }).immediate();
+    });
+  }
+
+  async ping(): Promise<void> {
+    this.sql('SELECT 1').get();
+  }
+
+  async close(): Promise<void> {
+    this.statements.clear();
+    if (this.db.open) this.db.close();
+  }
+
+  async createWorkspace(workspace: Workspace): Promise<void> {
+    this.sql('INSERT INTO workspaces (id, name, created_at) VALUES (?, ?, ?)').run(
+      workspace.id,
+      workspace.name,
+      workspace.createdAt.getTime(),
+    );
+  }
+
+  async findWorkspace(idOrName: string): Promise<Workspace | null> {
+    const row = this.sql('SELECT * FROM workspaces WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1').get(
+      idOrName,
+      idOrName,
+      idOrName,
+    ) as Row | undefined;
+    return row ? rowToWorkspace(row) : null;
+  }
+
+  async listWorkspaces(): Promise<Workspace[]> {
+    return (this.sql('SELECT * FROM workspaces ORDER BY created_at, name').all() as Row[]).map(rowToWorkspace);
+  }
+
+  async insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<void> {
+    this.db.transaction(() => {
+      this.sql(
+        `INSERT INTO api_keys (id, workspace_id, name, hash, prefix, permissions, allowed_cidrs, created_at,
+           last_used_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ).run(
+        key.id,
+        key.workspaceId,
+        key.name,
+        key.hash,
+        key.prefix,
+        json(key.permissions),
+        key.allowedCidrs === null ? null : json(key.allowedCidrs),
+        key.createdAt.getTime(),
+        ms(key.lastUsedAt),
+        ms(key.expiresAt),
+        ms(key.revokedAt),
+      );
+      this.insertEventSync(event);
+    }).immediate();
+  }
+
+  async findApiKeyByHash(hash: string): Promise<ApiKeyRecord | null> {
+    const row = this.sql('SELECT * FROM api_keys WHERE hash = ?').get(hash) as Row | undefined;
+    return row ? rowToApiKey(row) : null;
+  }
+
+  async findApiKey(id: string): Promise<ApiKeyRecord | null> {
+    const row = this.sql('SELECT * FROM api_keys WHERE id = ?').get(id) as Row | undefined;
+    return row ? rowToApiKey(row) : null;
+  }
+
+  async listApiKeys(workspaceId?: string): Promise<ApiKeyRecord[]> {
+    const rows =
+      workspaceId === undefined
+        ? this.sql('SELECT * FROM api_keys ORDER BY created_at, id').all()
+        : this.sql('SELECT * FROM api_keys WHERE workspace_id = ? ORDER BY created_at, id').all(workspaceId);
+    return (rows as Row[]).map(rowToApiKey);
+  }
+
+  async revokeApiKey(id: string, at: Date, event: NewSecurityEvent): Promise<boolean> {
+    return this.db.transaction(() => {
+      const result = this.sql('UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(
+        at.getTime(),
+        id,
+      );
+      if (result.changes === 0) return false;
+      this.insertEventSync(event);
+      return true;
+    }).immediate();
+  }
+
+  async touchApiKey(id: string, at: Date): Promise<void> {
+    this.sql('UPDATE api_keys SET last_used_at = ? WHERE id = ?').run(at.getTime(), id);
+  }
+
+  async upsertTags(workspaceId: string, names: string[]): Promise<void> {
+    const insert = this.sql('INSERT OR IGNORE INTO tags (workspace_id, name) VALUES (?, ?)');
+    this.db.transaction(() => names.forEach((name) => insert.run(workspaceId, name)))();
+  }
+
+  async missingTags(workspaceId: string, names: string[]): Promise<string[]> {
+    const exists = this.sql('SELECT 1 FROM tags WHERE workspace_id = ? AND name = ?');
+    return names.filter((name) => exists.get(workspaceId, name) === undefined);
+  }
+
+  async insertCampaign(campaign: Campaign): Promise<void> {
+    this.insertCampaignSync(campaign);
+  }
+
+  private insertCampaignSync(campaign: Campaign): void {
+    this.sql(
+      `INSERT INTO campaigns (id, workspace_id, name, description, tag_names, draft, body, created_at, updated_at,
+         duplicated_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(
+      campaign.id,
+      campaign.workspaceId,
+      campaign.name,
+      campaign.description,
+      json(campaign.tagNames),
+      campaign.draft ? 1 : 0,
+      json(campaign.body),
+      campaign.createdAt.getTime(),
+      campaign.updatedAt.getTime(),
+      campaign.duplicatedFrom,
+    );
+  }
+
+  async getCampaign(workspaceId: string, id: string): Promise<Campaign | null> {
+    const row = this.sql('SELECT * FROM campaigns WHERE id = ? AND workspace_id = ?').get(id, workspaceId) as
+      | Row
+      | undefined;
+    return row ? rowToCampaign(row) : null;
+  }
+
+  async listCampaigns(workspaceId: string, options: ListOptions): Promise<SeqItem<Campaign>[]> {
+    const rows = this.sql(
+      'SELECT * FROM campaigns WHERE workspace_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?',
+    ).all(workspaceId, options.beforeSeq ?? Number.MAX_SAFE_INTEGER, options.first) as Row[];
+    return rows.map((row) => ({ seq: Number(row.seq), item: rowToCampaign(row) }));
+  }
+
+  async enqueueJob(job: DuplicationJob, event: NewSecurityEvent): Promise<void> {
+    this.db.transaction(() => {
+      this.sql(
+        `INSERT INTO jobs (id, workspace_id, status, source_campaign_id, name, description, tag_names, channel,
+           api_key_id, api_key_name, ip, attempts, run_at, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ).run(
+        job.id,
+        job.workspaceId,
+        job.status,
+        job.sourceCampaignId,
+        job.name,
+        job.description,
+        job.tagNames === null ? null : json(job.tagNames),
+        job.channel,
+        job.apiKeyId,
+        job.apiKeyName,
+        job.ip,
+        job.attempts,
+        job.runAt.getTime(),
+        job.createdAt.getTime(),
+        job.updatedAt.getTime(),
+      );
+      this.insertEventSync(event);
+    }).immediate();
+  }
+
+  async getJob(workspaceId: string, id: string): Promise<DuplicationJob | null> {
+    const row = this.sql('SELECT * FROM jobs WHERE id = ? AND workspace_id = ?').get(id, workspaceId) as
+      | Row
+      | undefined;
+    return row ? rowToJob(row) : null;
+  }
+
+  async claimJobs(owner: string, limit: number, now: Date, leaseExpiresAt: Date): Promise<DuplicationJob[]> {
+    const rows = this.sql(
+      `UPDATE jobs SET status = 'RUNNING', lease_owner = @owner, lease_expires_at = @lease,
+         attempts = attempts + 1, updated_at = @now
+       WHERE id IN (
+         SELECT id FROM (
+           SELECT id, run_at FROM jobs WHERE status = 'PENDING' AND run_at <= @now
+           UNION ALL
+           SELECT id, lease_expires_at FROM jobs WHERE status = 'RUNNING' AND lease_expires_at < @now
+         ) ORDER BY run_at LIMIT @limit
+       )
+       RETURNING *`,
+    ).all({ owner, lease: leaseExpiresAt.getTime(), now: now.getTime(), limit }) as Row[];
+    return rows.map(rowToJob);
+  }
+
+  async finishJob(jobId: string, owner: string, outcome: JobOutcome, now: Date): Promise<boolean> {
+    return this.db.transaction(() => {
+      const result = this.sql(
+        `UPDATE jobs SET status = ?, finished_at = ?, updated_at = ?, result_campaign_id = ?, error_code = ?,
+           error_message = ?, lease_owner = NULL, lease_expires_at = NULL
+         WHERE id = ? AND status = 'RUNNING' AND lease_owner = ?`,
+      ).run(
+        outcome.status,
+        now.getTime(),
+        now.getTime(),
+        outcome.resultCampaignId,
+        outcome.error?.code ?? null,
+        outcome.error?.message ?? null,
+        jobId,
+        owner,
+      );
+      if (result.changes === 0) return false;
+      if (outcome.newCampaign) this.insertCampaignSync(outcome.newCampaign);
+      this.insertEventSync(outcome.event);
+      return true;
+    }).immediate();
+  }
+
+  async retryJob(jobId: string, owner: string, runAt: Date, error: JobError | null, now: Date): Promise<boolean> {
+    const result = this.sql(
+      `UPDATE jobs SET status = 'PENDING', run_at = ?, updated_at = ?, error_code = ?, error_message = ?,
+         lease_owner = NULL, lease_expires_at = NULL
+       WHERE id = ? AND status = 'RUNNING' AND lease_owner = ?`,
+    ).run(runAt.getTime(), now.getTime(), error?.code ?? null, error?.message ?? null, jobId, owner);
+    return result.changes > 0;
+  }
+
+  async releaseJobs(owner: string, now: Date): Promise<number> {
+    const result = this.sql(
+      `UPDATE jobs SET status = 'PENDING', attempts = MAX(attempts - 1, 0), run_at = ?, updated_at = ?,
+         lease_owner = NULL, lease_expires_at = NULL
+       WHERE status = 'RUNNING' AND lease_owner = ?`,
+    ).run(now.getTime(), now.getTime(), owner);
+    return result.changes;
+  }
+
+  async countJobsByStatus(): Promise<Record<string, number>> {
+    const rows = this.sql('SELECT status, COUNT(*) AS count FROM jobs GROUP BY status').all() as Row[];
+    return Object.fromEntries(rows.map((row) => [String(row.status), Number(row.count)]));
+  }
+
+  async insertEvent(event: NewSecurityEvent): Promise<void> {
+    this.insertEventSync(event);
+  }
+
+  private insertEventSync(event: NewSecurityEvent): void {
+    this.sql(
+      `INSERT INTO security_events (id, workspace_id, type, occurred_at, api_key_id, api_key_name, channel, ip,
+         job_id, campaign_id, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(
+      event.id,
+      event.workspaceId,
+      event.type,
+      event.occurredAt.getTime(),
+      event.apiKeyId,
+      event.apiKeyName,
+      event.channel,
+      event.ip,
+      event.jobId,
+      event.campaignId,
+      json(event.details),
+    );
+  }
+
+  async listEvents(workspaceId: string, filter: SecurityEventFilter, options: ListOptions): Promise<SecurityEvent[]> {
+    const where = ['workspace_id = @workspaceId', 'seq < @beforeSeq'];
+    const params: Record<string, unknown> = {
+      workspaceId,
+      beforeSeq: options.beforeSeq ?? Number.MAX_SAFE_INTEGER,
+      first: options.first,
+    };
+    if (filter.jobId !== undefined) {
+      where.push('job_id = @jobId');
+      params.jobId = filter.jobId;
+    }
+    if (filter.apiKeyId !== undefined) {
+      where.push('api_key_id = @apiKeyId');
+      params.apiKeyId = filter.apiKeyId;
+    }
+    if (filter.types !== undefined) {
+      const names = filter.types.map((_, index) => `@type${index}`);
+      where.push(filter.types.length === 0 ? '0' : `type IN (${names.join(', ')})`);
+      filter.types.forEach((type, index) => (params[`type${index}`] = type));
+    }
+    if (filter.since !== undefined) {
+      where.push('occurred_at >= @since');
+      params.since = filter.since.getTime();
+    }
+    if (filter.until !== undefined) {
+      where.push('occurred_at < @until');
+      params.until = filter.until.getTime();
+    }
+    const rows = this.sql(
+      `SELECT * FROM security_events WHERE ${where.join(' AND ')} ORDER BY seq DESC LIMIT @first`,
+    ).all(params) as Row[];
+    return rows.map(rowToEvent);
+  }
+}

@@ -1,0 +1,20 @@
+import { decodeCursor } from '../domain/cursor.js';
+import type { CampaignReader, GatewayStore } from '../domain/ports.js';
+import { toPage } from '../domain/service.js';
+import type { Campaign, Page } from '../domain/types.js';
+
+/** Campaigns as the embedded store holds them (local mode). */
+export class StoreCampaignReader implements CampaignReader {
+  readonly validatesOnAccept = true;
+
+  constructor(private readonly store: GatewayStore) {}
+
+  get(workspaceId: string, id: string): Promise<Campaign | null> {
+    return this.store.getCampaign(workspaceId, id);
+  }
+
+  async list(workspaceId: string, first: number, after: string | null): Promise<Page<Campaign>> {
+    const rows = await this.store.listCampaigns(workspaceId, { first: first + 1, beforeSeq: decodeCursor('c', after) });
+    return toPage(rows, first, 'c');
+  }
+}

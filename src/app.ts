@@ -1,0 +1,99 @@
+import 'reflect-metadata';
+import { join } from 'node:path';
+import type { FastifyInstance, FastifyServerOptions } from 'fastify';
+import { RateLimiterMemory } from 'rate-limiter-flexible';
+import { RateLimiterQuota } from './adapters/rate-limiter-quota.js';
+import { SqliteStore } from './adapters/sqlite/store.js';
+import { StoreCampaignReader } from './adapters/store-campaign-reader.js';
+import type { Config } from './config.js';
+import { AdminService } from './domain/admin.js';
+import { systemClock, type CampaignReader, type Clock, type Duplicator, type GatewayStore, type Quota } from './domain/ports.js';
+import { GatewayService } from './domain/service.js';
+import { LocalDuplicator } from './duplicators/local.js';
+import { buildHttpServer } from './http/server.js';
+import { JobWorker } from './jobs/worker.js';
+
+export interface App {
+  config: Config;
+  http: FastifyInstance;
+  service: GatewayService;
+  admin: AdminService;
+  store: GatewayStore;
+  worker: JobWorker;
+  /** Stops the worker (handing back unfinished jobs), the HTTP server and the stores. */
+  close(): Promise<void>;
+}
+
+export interface AppOverrides {
+  store?: GatewayStore;
+  quota?: Quota;
+  clock?: Clock;
+  logger?: FastifyServerOptions['logger'];
+}
+
+/** The embedded store unless DATABASE_URL says otherwise. */
+export async function createStore(config: Config): Promise<GatewayStore> {
+  const store = new SqliteStore({ filename: join(config.dataDir, 'gateway.db') });
+  await store.migrate();
+  return store;
+}
+
+function createQuota(config: Config): Quota {
+  return new RateLimiterQuota(
+    new RateLimiterMemory({
+      keyPrefix: 'duplicate',
+      points: config.duplicateRateLimit,
+      duration: config.duplicateRateWindowSeconds,
+    }),
+  );
+}
+
+/** The composition root: every adapter is chosen here and nowhere else. */
+export async function buildApp(config: Config, overrides: AppOverrides = {}): Promise<App> {
+  const clock = overrides.clock ?? systemClock;
+  const store = overrides.store ?? (await createStore(config));
+  const quota = overrides.quota ?? createQuota(config);
+  const campaigns: CampaignReader = new StoreCampaignReader(store);
+  const duplicator: Duplicator = new LocalDuplicator(store, clock);
+
+  let worker: JobWorker | undefined;
+  const service = new GatewayService({ store, quota, campaigns, clock, onJobEnqueued: () => worker?.notify() });
+  const admin = new AdminService(store, clock);
+  const http = await buildHttpServer({
+    config,
+    service,
+    logger: overrides.logger,
+    checkReady: () => store.ping(),
+  });
+  worker = new JobWorker(
+    store,
+    duplicator,
+    clock,
+    {
+      concurrency: config.workerConcurrency,
+      leaseMs: config.jobLeaseMs,
+      pollIntervalMs: 500,
+      maxAttempts: config.jobMaxAttempts,
+      backoffBaseMs: 1000,
+      backoffMaxMs: 5 * 60_000,
+    },
+    http.log.child({ component: 'worker' }),
+  );
+  const jobWorker = worker;
+
+  let closed: Promise<void> | undefined;
+  return {
+    config,
+    http,
+    service,
+    admin,
+    store,
+    worker: jobWorker,
+    close: () =>
+      (closed ??= (async () => {
+        await http.close();
+        await jobWorker.stop();
+        await store.close();
+      })()),
+  };
+}

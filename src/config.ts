@@ -1,0 +1,99 @@
+import { resolve } from 'node:path';
+
+export interface Config {
+  nodeEnv: string;
+  production: boolean;
+  port: number;
+  host: string;
+  dataDir: string;
+  databaseUrl: string | null;
+  redisUrl: string | null;
+  upstreamUrl: string | null;
+  upstreamApiKey: string | null;
+  duplicateRateLimit: number;
+  duplicateRateWindowSeconds: number;
+  workerConcurrency: number;
+  jobLeaseMs: number;
+  jobMaxAttempts: number;
+  bodyLimitBytes: number;
+  logLevel: string;
+  /** Whether the GraphQL explorer and introspection are served. */
+  explorer: boolean;
+  /** First start with an empty store: create the `demo` workspace and print an admin key. */
+  seedDemo: boolean;
+}
+
+/** Start-up stops with this one line when the environment is wrong. */
+export class ConfigError extends Error {
+  constructor(variable: string, problem: string) {
+    super(`invalid configuration: ${variable} ${problem}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (!/^\d+$/.test(raw.trim())) throw new ConfigError(name, `must be a whole number from ${min} to ${max}, got '${raw}'`);
+  const value = Number(raw.trim());
+  if (value < min || value > max) throw new ConfigError(name, `must be a whole number from ${min} to ${max}, got '${raw}'`);
+  return value;
+}
+
+function boolean(env: Env, name: string, fallback: boolean): boolean {
+  const raw = env[name]?.trim().toLowerCase();
+  if (raw === undefined || raw === '') return fallback;
+  if (['1', 'true', 'yes', 'on'].includes(raw)) return true;
+  if (['0', 'false', 'no', 'off'].includes(raw)) return false;
+  throw new ConfigError(name, `must be true or false, got '${env[name]}'`);
+}
+
+function url(env: Env, name: string, protocols: string[]): string | null {
+  const raw = env[name]?.trim();
+  if (!raw) return null;
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    throw new ConfigError(name, 'must be a URL');
+  }
+  if (!protocols.includes(parsed.protocol)) {
+    throw new ConfigError(name, `must start with ${protocols.map((p) => `${p}//`).join(' or ')}`);
+  }
+  return raw;
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+export function loadConfig(env: Env = process.env): Config {
+  const nodeEnv = env.NODE_ENV?.trim() || 'development';
+  const production = nodeEnv === 'production';
+  const logLevel = env.LOG_LEVEL?.trim() || 'info';
+  if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}`);
+  const upstreamUrl = url(env, 'UPSTREAM_URL', ['http:', 'https:']);
+  const upstreamApiKey = env.UPSTREAM_API_KEY?.trim() || null;
+  if (upstreamUrl && !upstreamApiKey) throw new ConfigError('UPSTREAM_API_KEY', 'must be set when UPSTREAM_URL is set');
+  const host = env.HOST?.trim() || '127.0.0.1';
+  return {
+    nodeEnv,
+    production,
+    port: integer(env, 'PORT', 4000, 0, 65535),
+    host,
+    dataDir: resolve(env.DATA_DIR?.trim() || './data'),
+    databaseUrl: url(env, 'DATABASE_URL', ['postgres:', 'postgresql:']),
+    redisUrl: url(env, 'REDIS_URL', ['redis:', 'rediss:']),
+    upstreamUrl,
+    upstreamApiKey,
+    duplicateRateLimit: integer(env, 'DUPLICATE_RATE_LIMIT', 100, 1, 1_000_000_000),
+    duplicateRateWindowSeconds: integer(env, 'DUPLICATE_RATE_WINDOW_SECONDS', 60, 1, 86_400),
+    workerConcurrency: integer(env, 'WORKER_CONCURRENCY', 4, 0, 1000),
+    jobLeaseMs: integer(env, 'JOB_LEASE_SECONDS', 30, 1, 3600) * 1000,
+    jobMaxAttempts: integer(env, 'JOB_MAX_ATTEMPTS', 5, 1, 100),
+    bodyLimitBytes: integer(env, 'BODY_LIMIT_BYTES', 64 * 1024, 1024, 10 * 1024 * 1024),
+    logLevel,
+    explorer: boolean(env, 'GRAPHQL_EXPLORER', !production),
+    seedDemo: boolean(env, 'SEED_DEMO', true),
+  };
+}

@@ -1,0 +1,57 @@
+/** The closed set of error codes. Each transport maps them in exactly one place. */
+export const ERROR_CODES = {
+  BAD_USER_INPUT: { httpStatus: 400, graphqlCode: 'BAD_USER_INPUT', message: 'Bad request' },
+  UNAUTHENTICATED: { httpStatus: 401, graphqlCode: 'UNAUTHENTICATED', message: 'Invalid API key' },
+  FORBIDDEN: { httpStatus: 403, graphqlCode: 'FORBIDDEN', message: 'Access Denied' },
+  NOT_FOUND: { httpStatus: 404, graphqlCode: 'NOT_FOUND', message: 'Not Found' },
+  IDEMPOTENCY_IN_FLIGHT: { httpStatus: 409, graphqlCode: 'CONFLICT', message: 'A request with this idempotency key is still being processed' },
+  IDEMPOTENCY_MISMATCH: { httpStatus: 422, graphqlCode: 'CONFLICT', message: 'This idempotency key was already used with a different request' },
+  PAYLOAD_TOO_LARGE: { httpStatus: 413, graphqlCode: 'BAD_USER_INPUT', message: 'Request body is too large' },
+  UNSUPPORTED_MEDIA_TYPE: { httpStatus: 415, graphqlCode: 'BAD_USER_INPUT', message: 'Content-Type must be application/json' },
+  RATE_LIMITED: { httpStatus: 429, graphqlCode: 'RATE_LIMITED', message: 'Rate limit exceeded' },
+  UPSTREAM_ERROR: { httpStatus: 502, graphqlCode: 'UPSTREAM_ERROR', message: 'The upstream service failed' },
+  UNAVAILABLE: { httpStatus: 503, graphqlCode: 'SERVICE_UNAVAILABLE', message: 'Service unavailable' },
+  INTERNAL: { httpStatus: 500, graphqlCode: 'INTERNAL_SERVER_ERROR', message: 'Internal server error' },
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** One problem with one input field; transports name the field in their own convention. */
+export interface FieldIssue {
+  field: string;
+  message: string;
+}
+
+export interface RateLimitState {
+  limit: number;
+  remaining: number;
+  /** When the current window ends. */
+  resetAt: Date;
+}
+
+export interface GatewayErrorOptions {
+  issues?: FieldIssue[];
+  retryAfterSeconds?: number;
+  rateLimit?: RateLimitState;
+}
+
+/** A failure the caller may see. Its message is safe to return; anything else becomes INTERNAL. */
+export class GatewayError extends Error {
+  readonly issues: FieldIssue[];
+  readonly retryAfterSeconds?: number;
+  rateLimit?: RateLimitState;
+
+  constructor(
+    readonly code: ErrorCode,
+    message: string = ERROR_CODES[code].message,
+    options: GatewayErrorOptions = {},
+  ) {
+    super(message);
+    this.name = 'GatewayError';
+    this.issues = options.issues ?? [];
+    this.retryAfterSeconds = options.retryAfterSeconds;
+    this.rateLimit = options.rateLimit;
+  }
+}
+
+export const isGatewayError = (error: unknown): error is GatewayError => error instanceof GatewayError;

@@ -1,0 +1,53 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+
+/**
+ * Keys look like `cgw_<32 base62 chars><6 base62 chars of checksum>`: 190 random bits, a prefix secret
+ * scanners can match, and a checksum that lets the gateway refuse a mistyped or forged key before any
+ * store lookup.
+ */
+export const KEY_PREFIX = 'cgw_';
+const BODY_LENGTH = 32;
+const CHECKSUM_LENGTH = 6;
+const BASE62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
+const KEY_PATTERN = new RegExp(`^${KEY_PREFIX}[0-9A-Za-z]{${BODY_LENGTH + CHECKSUM_LENGTH}}$`);
+
+function toBase62(bytes: Buffer, length: number): string {
+  let value = BigInt(`0x${bytes.toString('hex')}`);
+  let out = '';
+  while (out.length < length) {
+    out = BASE62[Number(value % 62n)] + out;
+    value /= 62n;
+  }
+  return out;
+}
+
+function checksum(body: string): string {
+  return toBase62(createHash('sha256').update(body).digest().subarray(0, 8), CHECKSUM_LENGTH);
+}
+
+export function generateApiKey(): string {
+  const body = toBase62(randomBytes(24), BODY_LENGTH);
+  return `${KEY_PREFIX}${body}${checksum(body)}`;
+}
+
+/** True when the key has the right shape and its checksum matches. */
+export function isWellFormedApiKey(key: string): boolean {
+  if (!KEY_PATTERN.test(key)) return false;
+  const body = key.slice(KEY_PREFIX.length, KEY_PREFIX.length + BODY_LENGTH);
+  const expected = Buffer.from(checksum(body));
+  const actual = Buffer.from(key.slice(KEY_PREFIX.length + BODY_LENGTH));
+  return timingSafeEqual(expected, actual);
+}
+
+export function hashApiKey(key: string): string {
+  return createHash('sha256').update(key).digest('hex');
+}
+
+export function hashesEqual(a: string, b: string): boolean {
+  const left = Buffer.from(a, 'hex');
+  const right = Buffer.from(b, 'hex');
+  return left.length === right.length && timingSafeEqual(left, right);
+}
+
+/** What listings show of a key: enough to tell keys apart, never enough to use one. */
+export const displayPrefix = (key: string): string => key.slice(0, KEY_PREFIX.length + 6);

@@ -1,0 +1,117 @@
+import type { RateLimitState } from './errors.js';
+import type {
+  ApiKeyRecord,
+  Campaign,
+  DuplicationJob,
+  JobError,
+  NewSecurityEvent,
+  Page,
+  SecurityEvent,
+  SecurityEventFilter,
+  Workspace,
+} from './types.js';
+
+export interface ListOptions {
+  first: number;
+  /** Return rows strictly before (older than) this sequence number. */
+  beforeSeq?: number;
+}
+
+export interface SeqItem<T> {
+  seq: number;
+  item: T;
+}
+
+export interface JobOutcome {
+  status: 'SUCCEEDED' | 'FAILED';
+  resultCampaignId: string | null;
+  error: JobError | null;
+  /** Local mode: the copy, written in the same transaction as the outcome. */
+  newCampaign?: Campaign;
+  event: NewSecurityEvent;
+}
+
+/**
+ * Persistence. Every method that takes a workspace id only ever sees that workspace's rows.
+ * Adapters: SQLite (embedded default) and PostgreSQL; all pass test/contract/store.contract.ts.
+ */
+export interface GatewayStore {
+  readonly kind: string;
+  migrate(): Promise<void>;
+  ping(): Promise<void>;
+  close(): Promise<void>;
+
+  createWorkspace(workspace: Workspace): Promise<void>;
+  findWorkspace(idOrName: string): Promise<Workspace | null>;
+  listWorkspaces(): Promise<Workspace[]>;
+
+  insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<void>;
+  findApiKeyByHash(hash: string): Promise<ApiKeyRecord | null>;
+  findApiKey(id: string): Promise<ApiKeyRecord | null>;
+  listApiKeys(workspaceId?: string): Promise<ApiKeyRecord[]>;
+  revokeApiKey(id: string, at: Date, event: NewSecurityEvent): Promise<boolean>;
+  touchApiKey(id: string, at: Date): Promise<void>;
+
+  upsertTags(workspaceId: string, names: string[]): Promise<void>;
+  /** Of the given tag names, those that do not exist in the workspace. */
+  missingTags(workspaceId: string, names: string[]): Promise<string[]>;
+  insertCampaign(campaign: Campaign): Promise<void>;
+  getCampaign(workspaceId: string, id: string): Promise<Campaign | null>;
+  listCampaigns(workspaceId: string, options: ListOptions): Promise<SeqItem<Campaign>[]>;
+
+  /** Inserts the job and its CAMPAIGN_DUPLICATION_REQUESTED event in one transaction. */
+  enqueueJob(job: DuplicationJob, event: NewSecurityEvent): Promise<void>;
+  getJob(workspaceId: string, id: string): Promise<DuplicationJob | null>;
+  /**
+   * Claims up to `limit` runnable jobs (pending and due, or running with an expired lease) for `owner`,
+   * marks them RUNNING with a lease until `leaseExpiresAt` and counts an attempt.
+   */
+  claimJobs(owner: string, limit: number, now: Date, leaseExpiresAt: Date): Promise<DuplicationJob[]>;
+  /**
+   * Writes the terminal state, the outcome event and (local mode) the new campaign in one transaction,
+   * only while `owner` still holds the lease. Returns false, writing nothing, when it does not.
+   */
+  finishJob(jobId: string, owner: string, outcome: JobOutcome, now: Date): Promise<boolean>;
+  /** Returns a running job to the queue, due at `runAt`, keeping the error of the failed attempt. */
+  retryJob(jobId: string, owner: string, runAt: Date, error: JobError | null, now: Date): Promise<boolean>;
+  /** Hands back every job `owner` holds (graceful shutdown) without counting the attempt. */
+  releaseJobs(owner: string, now: Date): Promise<number>;
+  countJobsByStatus(): Promise<Record<string, number>>;
+
+  insertEvent(event: NewSecurityEvent): Promise<void>;
+  listEvents(workspaceId: string, filter: SecurityEventFilter, options: ListOptions): Promise<SecurityEvent[]>;
+}
+
+/** A quota: a number of points per window, per key (a workspace). */
+export interface Quota {
+  readonly limit: number;
+  /** Takes points; rejects with GatewayError RATE_LIMITED (carrying the state) when the quota is spent. */
+  consume(key: string, points?: number): Promise<RateLimitState>;
+  /** The state without taking a point. */
+  peek(key: string): Promise<RateLimitState>;
+}
+
+export type DuplicationResult =
+  | { kind: 'succeeded'; resultCampaignId: string | null; newCampaign?: Campaign; details?: Record<string, unknown> }
+  | { kind: 'permanent'; error: JobError }
+  | { kind: 'transient'; error: JobError; retryAfterMs?: number };
+
+/** Executes one duplication job: in the embedded store (local) or against Braze (braze). */
+export interface Duplicator {
+  readonly kind: 'local' | 'braze';
+  duplicate(job: DuplicationJob): Promise<DuplicationResult>;
+}
+
+/** Read access to campaigns: the embedded store, or Braze's list/details endpoints in upstream mode. */
+export interface CampaignReader {
+  /** Whether accepting a job checks that the source campaign and the tags exist (local mode). */
+  readonly validatesOnAccept: boolean;
+  get(workspaceId: string, id: string): Promise<Campaign | null>;
+  list(workspaceId: string, first: number, after: string | null): Promise<Page<Campaign>>;
+}
+
+export interface Clock {
+  now(): Date;
+}
+
+export const systemClock: Clock = { now: () => new Date() };

@@ -1,0 +1,124 @@
+import type { Permission } from './permissions.js';
+
+export type Channel = 'REST' | 'GRAPHQL';
+export type JobStatus = 'PENDING' | 'RUNNING' | 'SUCCEEDED' | 'FAILED';
+export const TERMINAL_STATUSES: readonly JobStatus[] = ['SUCCEEDED', 'FAILED'];
+
+export const SECURITY_EVENT_TYPES = [
+  'CAMPAIGN_DUPLICATION_REQUESTED',
+  'CAMPAIGN_DUPLICATED',
+  'CAMPAIGN_DUPLICATION_FAILED',
+  'PERMISSION_DENIED',
+  'API_KEY_CREATED',
+  'API_KEY_REVOKED',
+] as const;
+export type SecurityEventType = (typeof SECURITY_EVENT_TYPES)[number];
+
+export interface Workspace {
+  id: string;
+  name: string;
+  createdAt: Date;
+}
+
+export interface ApiKeyRecord {
+  id: string;
+  workspaceId: string;
+  name: string;
+  /** SHA-256 of the whole key, hex. The key itself is never stored. */
+  hash: string;
+  /** The first characters of the key, so people can tell keys apart. */
+  prefix: string;
+  permissions: Permission[];
+  allowedCidrs: string[] | null;
+  createdAt: Date;
+  lastUsedAt: Date | null;
+  expiresAt: Date | null;
+  revokedAt: Date | null;
+}
+
+/** Who is calling: a key that authenticated, and from where. */
+export interface Principal {
+  keyId: string;
+  keyName: string;
+  workspaceId: string;
+  permissions: ReadonlySet<Permission>;
+  ip: string;
+  channel: Channel;
+}
+
+export interface Campaign {
+  id: string;
+  workspaceId: string;
+  name: string;
+  description: string | null;
+  tagNames: string[];
+  draft: boolean;
+  /** Everything else a campaign carries (messages, schedule, audience), copied as it is. */
+  body: Record<string, unknown>;
+  createdAt: Date;
+  updatedAt: Date;
+  duplicatedFrom: string | null;
+}
+
+export interface JobError {
+  code: string;
+  message: string;
+}
+
+export interface DuplicationJob {
+  id: string;
+  workspaceId: string;
+  status: JobStatus;
+  sourceCampaignId: string;
+  name: string;
+  description: string | null;
+  /** null: keep the source campaign's tags. */
+  tagNames: string[] | null;
+  channel: Channel;
+  apiKeyId: string;
+  apiKeyName: string;
+  ip: string;
+  attempts: number;
+  runAt: Date;
+  leaseOwner: string | null;
+  leaseExpiresAt: Date | null;
+  createdAt: Date;
+  updatedAt: Date;
+  finishedAt: Date | null;
+  resultCampaignId: string | null;
+  error: JobError | null;
+}
+
+export interface SecurityEvent {
+  id: string;
+  /** Insertion order; the basis of stable cursors. */
+  seq: number;
+  workspaceId: string;
+  type: SecurityEventType;
+  occurredAt: Date;
+  apiKeyId: string | null;
+  apiKeyName: string | null;
+  channel: Channel | null;
+  ip: string | null;
+  jobId: string | null;
+  campaignId: string | null;
+  details: Record<string, unknown>;
+}
+
+export type NewSecurityEvent = Omit<SecurityEvent, 'seq'>;
+
+export interface SecurityEventFilter {
+  jobId?: string;
+  types?: SecurityEventType[];
+  apiKeyId?: string;
+  since?: Date;
+  until?: Date;
+}
+
+export interface Page<T> {
+  items: T[];
+  hasNextPage: boolean;
+  /** Cursor of the last item, to pass as `after`. */
+  endCursor: string | null;
+  cursors: string[];
+}

@@ -1,0 +1,81 @@
+import { z } from 'zod';
+import { GatewayError, type FieldIssue } from './errors.js';
+
+export const LIMITS = {
+  campaignIdLength: 128,
+  nameLength: 255,
+  descriptionLength: 4096,
+  tagCount: 50,
+  tagLength: 100,
+  idempotencyKeyLength: 255,
+} as const;
+
+// Control characters (other than tab/newline in descriptions) are never meaningful in these fields.
+const NO_CONTROL = /^[^\u0000-\u001f\u007f]*$/;
+const NO_CONTROL_MULTILINE = /^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]*$/;
+
+const text = (message: string, max: number, pattern: RegExp) =>
+  z
+    .string({ error: message })
+    .refine((value) => value.trim().length > 0, { message })
+    .refine((value) => value.length <= max, { message: `must be at most ${max} characters` })
+    .refine((value) => pattern.test(value), { message: 'must not contain control characters' })
+    .refine((value) => value.isWellFormed(), { message: 'must be valid Unicode' });
+
+const tagName = text('must be a non-empty string', LIMITS.tagLength, NO_CONTROL);
+
+const duplicateInputSchema = z.object({
+  campaignId: text('must be a string of the object api identifier', LIMITS.campaignIdLength, NO_CONTROL),
+  name: text('must be a non-empty string', LIMITS.nameLength, NO_CONTROL),
+  description: z
+    .string({ error: 'must be a string' })
+    .max(LIMITS.descriptionLength, { message: `must be at most ${LIMITS.descriptionLength} characters` })
+    .refine((value) => NO_CONTROL_MULTILINE.test(value), { message: 'must not contain control characters' })
+    .refine((value) => value.isWellFormed(), { message: 'must be valid Unicode' })
+    .nullish(),
+  tagNames: z
+    .union([tagName.transform((tag) => [tag]), z.array(tagName, { error: 'must be an array of strings' })], {
+      error: 'must be an array of strings',
+    })
+    .refine((tags) => tags.length <= LIMITS.tagCount, { message: `must have at most ${LIMITS.tagCount} tags` })
+    .nullish(),
+}, { error: 'must be a JSON object' });
+
+export interface DuplicateCampaignInput {
+  campaignId: string;
+  name: string;
+  description: string | null;
+  /** null: keep the source campaign's tags. */
+  tagNames: string[] | null;
+}
+
+/** Whatever the transport received; anything but an object with these fields is refused. */
+export type RawDuplicateCampaignInput = unknown;
+
+function toIssues(error: z.ZodError): FieldIssue[] {
+  const seen = new Set<string>();
+  const issues: FieldIssue[] = [];
+  for (const issue of error.issues) {
+    const field = String(issue.path[0] ?? 'body');
+    if (seen.has(field)) continue;
+    seen.add(field);
+    issues.push({ field, message: issue.message });
+  }
+  return issues;
+}
+
+export function validationError(issues: FieldIssue[]): GatewayError {
+  return new GatewayError('BAD_USER_INPUT', 'Invalid request', { issues });
+}
+
+export function parseDuplicateInput(raw: RawDuplicateCampaignInput): DuplicateCampaignInput {
+  const result = duplicateInputSchema.safeParse(raw);
+  if (!result.success) throw validationError(toIssues(result.error));
+  const { campaignId, name, description, tagNames } = result.data;
+  return {
+    campaignId,
+    name: name.trim(),
+    description: description ?? null,
+    tagNames: tagNames ? [...new Set(tagNames.map((tag) => tag.trim()))] : null,
+  };
+}

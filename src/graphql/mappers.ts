@@ -1,0 +1,49 @@
+import type * as domain from '../domain/types.js';
+import type { Campaign, DuplicationJob, SecurityEvent } from './types.js';
+
+export const toGraphQLJob = (job: domain.DuplicationJob): DuplicationJob => ({
+  id: job.id,
+  status: job.status,
+  sourceCampaignId: job.sourceCampaignId,
+  name: job.name,
+  description: job.description,
+  tagNames: job.tagNames ?? [],
+  channel: job.channel,
+  apiKey: { id: job.apiKeyId, name: job.apiKeyName },
+  attempts: job.attempts,
+  createdAt: job.createdAt,
+  updatedAt: job.updatedAt,
+  finishedAt: job.finishedAt,
+  resultCampaignId: job.resultCampaignId,
+  error: job.error,
+});
+
+export const toGraphQLCampaign = (campaign: domain.Campaign): Campaign => ({
+  id: campaign.id,
+  name: campaign.name,
+  description: campaign.description,
+  tagNames: campaign.tagNames,
+  draft: campaign.draft,
+  createdAt: campaign.createdAt,
+  updatedAt: campaign.updatedAt,
+  duplicatedFrom: campaign.duplicatedFrom,
+});
+
+export const toGraphQLEvent = (event: domain.SecurityEvent): SecurityEvent => ({
+  id: event.id,
+  type: event.type,
+  occurredAt: event.occurredAt,
+  apiKey: event.apiKeyId === null ? null : { id: event.apiKeyId, name: event.apiKeyName ?? '' },
+  channel: event.channel,
+  ip: event.ip,
+  jobId: event.jobId,
+  campaignId: event.campaignId,
+  details: event.details,
+});
+
+export function toConnection<T, N>(page: domain.Page<T>, map: (item: T) => N) {
+  return {
+    edges: page.items.map((item, index) => ({ cursor: page.cursors[index], node: map(item) })),
+    pageInfo: { hasNextPage: page.hasNextPage, endCursor: page.endCursor },
+  };
+}

@@ -1,0 +1,97 @@
+import { Arg, Ctx, FieldResolver, ID, Int, Mutation, Query, Resolver, Root } from 'type-graphql';
+import type { SecurityEventType as DomainEventType } from '../domain/types.js';
+import { isGatewayError } from '../domain/errors.js';
+import { recordRateLimit, type GraphQLContext } from './context.js';
+import { toConnection, toGraphQLCampaign, toGraphQLEvent, toGraphQLJob } from './mappers.js';
+import {
+  Campaign,
+  CampaignConnection,
+  DuplicateCampaignInput,
+  DuplicateCampaignPayload,
+  DuplicationJob,
+  SecurityEvent,
+  SecurityEventConnection,
+  SecurityEventFilter,
+} from './types.js';
+
+@Resolver()
+export class DuplicationResolver {
+  @Mutation(() => DuplicateCampaignPayload, {
+    description: 'Accepts a duplication job and answers at once with it, PENDING. Costs one point of the workspace quota per field.',
+  })
+  async duplicateCampaign(
+    @Arg('input', () => DuplicateCampaignInput) input: DuplicateCampaignInput,
+    @Ctx() context: GraphQLContext,
+  ): Promise<DuplicateCampaignPayload> {
+    try {
+      const { job, rateLimit } = await context.service.duplicateCampaign(context.request, {
+        campaignId: input.campaignId,
+        name: input.name,
+        description: input.description,
+        tagNames: input.tagNames,
+      });
+      recordRateLimit(context, rateLimit);
+      return { job: toGraphQLJob(job) };
+    } catch (error) {
+      if (isGatewayError(error)) recordRateLimit(context, error.rateLimit);
+      throw error;
+    }
+  }
+
+  @Query(() => DuplicationJob, { nullable: true, description: 'A job of yours (or of your workspace with security_events.read).' })
+  async duplicationJob(@Arg('id', () => ID) id: string, @Ctx() context: GraphQLContext): Promise<DuplicationJob | null> {
+    const job = await context.service.getJob(await context.principal(), id);
+    return job ? toGraphQLJob(job) : null;
+  }
+
+  @Query(() => CampaignConnection, { description: 'Campaigns of your workspace, newest first. Permission campaigns.list.' })
+  async campaigns(
+    @Arg('first', () => Int, { defaultValue: 50 }) first: number,
+    @Arg('after', () => String, { nullable: true }) after: string | null,
+    @Ctx() context: GraphQLContext,
+  ): Promise<CampaignConnection> {
+    const page = await context.service.listCampaigns(await context.principal(), first, after);
+    return toConnection(page, toGraphQLCampaign);
+  }
+
+  @Query(() => Campaign, { nullable: true, description: 'One campaign of your workspace. Permission campaigns.details.' })
+  async campaign(@Arg('id', () => ID) id: string, @Ctx() context: GraphQLContext): Promise<Campaign | null> {
+    const campaign = await context.service.getCampaign(await context.principal(), id);
+    return campaign ? toGraphQLCampaign(campaign) : null;
+  }
+}
+
+@Resolver(() => SecurityEvent)
+export class SecurityEventResolver {
+  @Query(() => SecurityEventConnection, {
+    description:
+      'Security events, newest first. With security_events.read: every event of your workspace; without: the events your own key caused. Poll a job with filter: {jobId}.',
+  })
+  async securityEvents(
+    @Arg('filter', () => SecurityEventFilter, { nullable: true }) filter: SecurityEventFilter | null,
+    @Arg('first', () => Int, { defaultValue: 50, description: 'At most 200.' }) first: number,
+    @Arg('after', () => String, { nullable: true }) after: string | null,
+    @Ctx() context: GraphQLContext,
+  ): Promise<SecurityEventConnection> {
+    const page = await context.service.listSecurityEvents(
+      await context.principal(),
+      {
+        jobId: filter?.jobId ?? undefined,
+        types: (filter?.types as DomainEventType[] | null | undefined) ?? undefined,
+        apiKeyId: filter?.apiKeyId ?? undefined,
+        since: filter?.since ?? undefined,
+        until: filter?.until ?? undefined,
+      },
+      first,
+      after,
+    );
+    return toConnection(page, toGraphQLEvent);
+  }
+
+  @FieldResolver(() => DuplicationJob, { nullable: true, description: 'The current state of the job the event is about.' })
+  async job(@Root() event: SecurityEvent, @Ctx() context: GraphQLContext): Promise<DuplicationJob | null> {
+    if (!event.jobId) return null;
+    const job = await context.service.getJob(await context.principal(), event.jobId);
+    return job ? toGraphQLJob(job) : null;
+  }
+}

@@ -1,0 +1,243 @@
+import { DateTimeResolver, JSONObjectResolver } from 'graphql-scalars';
+import { Field, ID, InputType, Int, ObjectType, registerEnumType } from 'type-graphql';
+import { LIMITS } from '../domain/validation.js';
+
+export const DuplicationJobStatus = { PENDING: 'PENDING', RUNNING: 'RUNNING', SUCCEEDED: 'SUCCEEDED', FAILED: 'FAILED' } as const;
+export const RequestChannel = { REST: 'REST', GRAPHQL: 'GRAPHQL' } as const;
+export const SecurityEventType = {
+  CAMPAIGN_DUPLICATION_REQUESTED: 'CAMPAIGN_DUPLICATION_REQUESTED',
+  CAMPAIGN_DUPLICATED: 'CAMPAIGN_DUPLICATED',
+  CAMPAIGN_DUPLICATION_FAILED: 'CAMPAIGN_DUPLICATION_FAILED',
+  PERMISSION_DENIED: 'PERMISSION_DENIED',
+  API_KEY_CREATED: 'API_KEY_CREATED',
+  API_KEY_REVOKED: 'API_KEY_REVOKED',
+} as const;
+
+registerEnumType(DuplicationJobStatus, {
+  name: 'DuplicationJobStatus',
+  description: 'PENDING → RUNNING → SUCCEEDED | FAILED. A job whose worker died returns to PENDING.',
+});
+registerEnumType(RequestChannel, { name: 'RequestChannel', description: 'The transport a request came through.' });
+registerEnumType(SecurityEventType, {
+  name: 'SecurityEventType',
+  valuesConfig: {
+    CAMPAIGN_DUPLICATION_REQUESTED: { description: 'A duplication job was accepted.' },
+    CAMPAIGN_DUPLICATED: { description: 'A duplication job succeeded.' },
+    CAMPAIGN_DUPLICATION_FAILED: { description: 'A duplication job failed for good.' },
+    PERMISSION_DENIED: { description: 'A valid key was refused a permission.' },
+    API_KEY_CREATED: { description: 'An API key was created.' },
+    API_KEY_REVOKED: { description: 'An API key was revoked.' },
+  },
+});
+
+@ObjectType({ description: 'An API key, as events and jobs refer to it. Never the secret.' })
+export class ApiKeyRef {
+  @Field(() => ID)
+  id!: string;
+
+  @Field(() => String)
+  name!: string;
+}
+
+@ObjectType()
+export class JobError {
+  @Field(() => String, { description: 'A stable, machine-readable code.' })
+  code!: string;
+
+  @Field(() => String)
+  message!: string;
+}
+
+@ObjectType({ description: 'An asynchronous campaign duplication.' })
+export class DuplicationJob {
+  @Field(() => ID)
+  id!: string;
+
+  @Field(() => DuplicationJobStatus)
+  status!: string;
+
+  @Field(() => ID)
+  sourceCampaignId!: string;
+
+  @Field(() => String, { description: 'Name of the new campaign.' })
+  name!: string;
+
+  @Field(() => String, { nullable: true })
+  description!: string | null;
+
+  @Field(() => [String], { description: "Tags of the new campaign; empty when the source campaign's tags are kept." })
+  tagNames!: string[];
+
+  @Field(() => RequestChannel)
+  channel!: string;
+
+  @Field(() => ApiKeyRef)
+  apiKey!: ApiKeyRef;
+
+  @Field(() => Int, { description: 'Attempts started so far.' })
+  attempts!: number;
+
+  @Field(() => Date)
+  createdAt!: Date;
+
+  @Field(() => Date)
+  updatedAt!: Date;
+
+  @Field(() => Date, { nullable: true })
+  finishedAt!: Date | null;
+
+  @Field(() => ID, { nullable: true, description: 'The new campaign (local mode); null when the upstream does not say.' })
+  resultCampaignId!: string | null;
+
+  @Field(() => JobError, { nullable: true, description: 'Why the job failed, or why the last attempt failed while it is retried.' })
+  error!: JobError | null;
+}
+
+@ObjectType()
+export class DuplicateCampaignPayload {
+  @Field(() => DuplicationJob, { description: 'The accepted job, PENDING. Poll it with duplicationJob or securityEvents(filter: {jobId}).' })
+  job!: DuplicationJob;
+}
+
+@ObjectType()
+export class Campaign {
+  @Field(() => ID)
+  id!: string;
+
+  @Field(() => String)
+  name!: string;
+
+  @Field(() => String, { nullable: true })
+  description!: string | null;
+
+  @Field(() => [String])
+  tagNames!: string[];
+
+  @Field(() => Boolean)
+  draft!: boolean;
+
+  @Field(() => Date)
+  createdAt!: Date;
+
+  @Field(() => Date)
+  updatedAt!: Date;
+
+  @Field(() => ID, { nullable: true, description: 'The campaign this one was copied from.' })
+  duplicatedFrom!: string | null;
+}
+
+@ObjectType()
+export class PageInfo {
+  @Field(() => Boolean)
+  hasNextPage!: boolean;
+
+  @Field(() => String, { nullable: true, description: 'Pass as `after` to get the next page.' })
+  endCursor!: string | null;
+}
+
+@ObjectType()
+export class CampaignEdge {
+  @Field(() => String)
+  cursor!: string;
+
+  @Field(() => Campaign)
+  node!: Campaign;
+}
+
+@ObjectType()
+export class CampaignConnection {
+  @Field(() => [CampaignEdge])
+  edges!: CampaignEdge[];
+
+  @Field(() => PageInfo)
+  pageInfo!: PageInfo;
+}
+
+@ObjectType({ description: 'Something that happened to a key, a job or a permission check; newest first in lists.' })
+export class SecurityEvent {
+  @Field(() => ID)
+  id!: string;
+
+  @Field(() => SecurityEventType)
+  type!: string;
+
+  @Field(() => Date)
+  occurredAt!: Date;
+
+  @Field(() => ApiKeyRef, { nullable: true, description: 'Who; null only for events with no key.' })
+  apiKey!: ApiKeyRef | null;
+
+  @Field(() => RequestChannel, { nullable: true, description: 'Where a request caused it.' })
+  channel!: string | null;
+
+  @Field(() => String, { nullable: true })
+  ip!: string | null;
+
+  @Field(() => ID, { nullable: true })
+  jobId!: string | null;
+
+  @Field(() => ID, { nullable: true })
+  campaignId!: string | null;
+
+  @Field(() => JSONObjectResolver)
+  details!: Record<string, unknown>;
+}
+
+@ObjectType()
+export class SecurityEventEdge {
+  @Field(() => String)
+  cursor!: string;
+
+  @Field(() => SecurityEvent)
+  node!: SecurityEvent;
+}
+
+@ObjectType()
+export class SecurityEventConnection {
+  @Field(() => [SecurityEventEdge])
+  edges!: SecurityEventEdge[];
+
+  @Field(() => PageInfo)
+  pageInfo!: PageInfo;
+}
+
+@InputType()
+export class DuplicateCampaignInput {
+  @Field(() => ID, { description: 'The campaign to copy.' })
+  campaignId!: string;
+
+  @Field(() => String, { description: `Name of the new campaign (at most ${LIMITS.nameLength} characters).` })
+  name!: string;
+
+  @Field(() => String, { nullable: true, description: "Description of the new campaign; the source's when omitted." })
+  description?: string | null;
+
+  @Field(() => [String], { nullable: true, description: "Existing tags; when given they replace the source campaign's tags." })
+  tagNames?: string[] | null;
+
+  @Field(() => String, {
+    nullable: true,
+    description: `Retrying with the same key and input returns the same job (workspace-scoped, at most ${LIMITS.idempotencyKeyLength} characters).`,
+  })
+  idempotencyKey?: string | null;
+}
+
+@InputType()
+export class SecurityEventFilter {
+  @Field(() => ID, { nullable: true })
+  jobId?: string | null;
+
+  @Field(() => [SecurityEventType], { nullable: true })
+  types?: string[] | null;
+
+  @Field(() => ID, { nullable: true })
+  apiKeyId?: string | null;
+
+  @Field(() => Date, { nullable: true, description: 'Events at or after this time.' })
+  since?: Date | null;
+
+  @Field(() => Date, { nullable: true, description: 'Events before this time.' })
+  until?: Date | null;
+}
+
+export const scalarsMap = [{ type: Date, scalar: DateTimeResolver }];

@@ -1,0 +1,47 @@
+import type { FastifyError } from 'fastify';
+import { ERROR_CODES, GatewayError, isGatewayError, type FieldIssue } from '../domain/errors.js';
+
+/** Braze's error body: every REST error has one, never HTML or an empty body. */
+export interface RestErrorBody {
+  message: string;
+  errors?: string[];
+}
+
+const snakeCase = (field: string): string => field.replace(/[A-Z]/g, (letter) => `_${letter.toLowerCase()}`);
+
+export const renderRestIssue = (issue: FieldIssue): string => `'${snakeCase(issue.field)}' ${issue.message}`;
+
+/** Errors fastify raises before a handler runs (body parsing, content type, size). */
+function fromFastify(error: FastifyError): GatewayError | null {
+  switch (error.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new GatewayError('PAYLOAD_TOO_LARGE');
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+    case 'FST_ERR_CTP_INVALID_TYPE':
+      return new GatewayError('UNSUPPORTED_MEDIA_TYPE');
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return new GatewayError('BAD_USER_INPUT', 'Request body is empty; send a JSON object');
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return new GatewayError('BAD_USER_INPUT', 'Malformed JSON body');
+    default:
+      break;
+  }
+  if (error instanceof SyntaxError || error.statusCode === 400) return new GatewayError('BAD_USER_INPUT', 'Malformed request');
+  if (error.statusCode === 413) return new GatewayError('PAYLOAD_TOO_LARGE');
+  if (error.statusCode === 415) return new GatewayError('UNSUPPORTED_MEDIA_TYPE');
+  if (error.statusCode === 404) return new GatewayError('NOT_FOUND');
+  return null;
+}
+
+/** The one place REST maps an error to a status and a body. Unknown errors say nothing about their cause. */
+export function toRestError(error: unknown): { status: number; body: RestErrorBody; gatewayError: GatewayError; unexpected: boolean } {
+  const gatewayError = isGatewayError(error)
+    ? error
+    : (error instanceof Error && fromFastify(error as FastifyError)) || null;
+  if (!gatewayError) {
+    return { status: 500, body: { message: ERROR_CODES.INTERNAL.message }, gatewayError: new GatewayError('INTERNAL'), unexpected: true };
+  }
+  const body: RestErrorBody = { message: gatewayError.message };
+  if (gatewayError.issues.length > 0) body.errors = gatewayError.issues.map(renderRestIssue);
+  return { status: ERROR_CODES[gatewayError.code].httpStatus, body, gatewayError, unexpected: false };
+}

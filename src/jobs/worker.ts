@@ -1,0 +1,203 @@
+import { randomUUID } from 'node:crypto';
+import type { Clock, Duplicator, DuplicationResult, GatewayStore, JobOutcome } from '../domain/ports.js';
+import type { DuplicationJob, JobError, NewSecurityEvent } from '../domain/types.js';
+
+export interface WorkerOptions {
+  /** Jobs run at once by this process. 0 disables the worker. */
+  concurrency: number;
+  /** How long a claim lasts; a job whose lease runs out (a crashed worker) is claimed again. */
+  leaseMs: number;
+  /** How often to look for due jobs when nothing woke the worker. */
+  pollIntervalMs: number;
+  maxAttempts: number;
+  backoffBaseMs: number;
+  backoffMaxMs: number;
+}
+
+export interface WorkerLogger {
+  info(object: object, message: string): void;
+  warn(object: object, message: string): void;
+  error(object: object, message: string): void;
+}
+
+export interface WorkerObserver {
+  jobFinished?(status: 'SUCCEEDED' | 'FAILED', durationMs: number): void;
+  jobRetried?(): void;
+}
+
+/** Exponential backoff with jitter, never shorter than what the upstream asked for. */
+export function backoffDelay(attempt: number, options: Pick<WorkerOptions, 'backoffBaseMs' | 'backoffMaxMs'>, retryAfterMs = 0, random = Math.random): number {
+  const exponential = Math.min(options.backoffMaxMs, options.backoffBaseMs * 2 ** Math.max(0, attempt - 1));
+  const jittered = exponential / 2 + random() * (exponential / 2);
+  return Math.max(Math.round(jittered), retryAfterMs);
+}
+
+/** Claim → run → complete, retry or fail. Several workers (processes) may share one store. */
+export class JobWorker {
+  readonly owner = `worker-${randomUUID()}`;
+  private running = false;
+  private loopDone: Promise<void> = Promise.resolve();
+  private readonly active = new Set<Promise<void>>();
+  private wake: (() => void) | null = null;
+  private woken = false;
+
+  constructor(
+    private readonly store: GatewayStore,
+    private readonly duplicator: Duplicator,
+    private readonly clock: Clock,
+    private readonly options: WorkerOptions,
+    private readonly logger: WorkerLogger,
+    private readonly observer: WorkerObserver = {},
+  ) {}
+
+  start(): void {
+    if (this.running || this.options.concurrency <= 0) return;
+    this.running = true;
+    this.loopDone = this.loop();
+  }
+
+  /** Tells the worker a job was enqueued, so it does not wait for the next poll. */
+  notify(): void {
+    this.woken = true;
+    this.wake?.();
+  }
+
+  /** Stops claiming, lets running jobs finish for up to `graceMs`, then hands back what it still holds. */
+  async stop(graceMs = 10_000): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    this.notify();
+    await this.loopDone;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled([...this.active]),
+      new Promise((resolve) => (timer = setTimeout(resolve, graceMs))),
+    ]);
+    clearTimeout(timer);
+    const released = await this.store.releaseJobs(this.owner, this.clock.now());
+    if (released > 0) this.logger.warn({ released }, 'returned unfinished jobs to the queue');
+  }
+
+  get activeJobs(): number {
+    return this.active.size;
+  }
+
+  private async loop(): Promise<void> {
+    while (this.running) {
+      const free = this.options.concurrency - this.active.size;
+      let claimed: DuplicationJob[] = [];
+      if (free > 0) {
+        try {
+          const now = this.clock.now();
+          claimed = await this.store.claimJobs(this.owner, free, now, new Date(now.getTime() + this.options.leaseMs));
+        } catch (error) {
+          this.logger.error({ err: error }, 'claiming jobs failed; retrying');
+        }
+      }
+      for (const job of claimed) {
+        const run = this.run(job).finally(() => {
+          this.active.delete(run);
+          this.notify();
+        });
+        this.active.add(run);
+      }
+      if (claimed.length === 0 || this.active.size >= this.options.concurrency) await this.idle();
+    }
+  }
+
+  private idle(): Promise<void> {
+    if (this.woken) {
+      this.woken = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, this.options.pollIntervalMs);
+      const self = this;
+      function done() {
+        clearTimeout(timer);
+        self.wake = null;
+        self.woken = false;
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+
+  private async run(job: DuplicationJob): Promise<void> {
+    const startedAt = Date.now();
+    try {
+      const result: DuplicationResult =
+        job.attempts > this.options.maxAttempts
+          ? { kind: 'permanent', error: job.error ?? { code: 'ATTEMPTS_EXHAUSTED', message: 'The job was interrupted too many times' } }
+          : await this.duplicator.duplicate(job).catch((error: unknown) => {
+              this.logger.error({ err: error, jobId: job.id }, 'duplication raised an unexpected error');
+              return { kind: 'transient', error: { code: 'INTERNAL_ERROR', message: 'Unexpected error while duplicating' } } as const;
+            });
+      const now = this.clock.now();
+      if (result.kind === 'transient' && job.attempts < this.options.maxAttempts) {
+        const delay = backoffDelay(job.attempts, this.options, result.retryAfterMs);
+        await this.store.retryJob(job.id, this.owner, new Date(now.getTime() + delay), result.error, now);
+        this.observer.jobRetried?.();
+        this.logger.warn({ jobId: job.id, attempt: job.attempts, delayMs: delay, error: result.error }, 'job will be retried');
+        return;
+      }
+      const outcome = this.outcome(job, result, now);
+      const finished = await this.store.finishJob(job.id, this.owner, outcome, now);
+      if (!finished) {
+        this.logger.warn({ jobId: job.id }, 'lease lost before the job finished; another worker owns it');
+        return;
+      }
+      this.observer.jobFinished?.(outcome.status, Date.now() - startedAt);
+      this.logger.info({ jobId: job.id, status: outcome.status, attempts: job.attempts }, 'job finished');
+    } catch (error) {
+      // The store failed; the lease will expire and the job will be claimed again.
+      this.logger.error({ err: error, jobId: job.id }, 'recording the job outcome failed');
+    }
+  }
+
+  private outcome(job: DuplicationJob, result: DuplicationResult, now: Date): JobOutcome {
+    if (result.kind === 'succeeded') {
+      return {
+        status: 'SUCCEEDED',
+        resultCampaignId: result.resultCampaignId,
+        error: null,
+        newCampaign: result.newCampaign,
+        event: this.event(job, 'CAMPAIGN_DUPLICATED', now, {
+          sourceCampaignId: job.sourceCampaignId,
+          resultCampaignId: result.resultCampaignId,
+          name: job.name,
+          attempts: job.attempts,
+          ...result.details,
+        }),
+      };
+    }
+    const error: JobError = result.error;
+    return {
+      status: 'FAILED',
+      resultCampaignId: null,
+      error,
+      event: this.event(job, 'CAMPAIGN_DUPLICATION_FAILED', now, {
+        sourceCampaignId: job.sourceCampaignId,
+        name: job.name,
+        attempts: job.attempts,
+        error,
+      }),
+    };
+  }
+
+  private event(job: DuplicationJob, type: NewSecurityEvent['type'], now: Date, details: Record<string, unknown>): NewSecurityEvent {
+    return {
+      id: randomUUID(),
+      workspaceId: job.workspaceId,
+      type,
+      occurredAt: now,
+      apiKeyId: job.apiKeyId,
+      apiKeyName: job.apiKeyName,
+      channel: job.channel,
+      ip: job.ip,
+      jobId: job.id,
+      campaignId: job.sourceCampaignId,
+      details,
+    };
+  }
+}
