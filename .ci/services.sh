@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs and starts what the integration tests need: PostgreSQL, Redis and Chromium from Debian's
+# packages. Idempotent; safe to run on a developer machine as root. Source it to get the TEST_* variables.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+missing=()
+command -v pg_ctlcluster > /dev/null || missing+=(postgresql)
+command -v redis-server > /dev/null || missing+=(redis-server)
+command -v chromium > /dev/null || missing+=(chromium)
+if ((${#missing[@]})); then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
+fi
+
+pg_version="$(ls /etc/postgresql | sort -V | tail -1)"
+if ! pg_lsclusters -h | awk '{print $4}' | grep -q online; then
+  pg_ctlcluster "$pg_version" main start
+fi
+until pg_isready -q -h 127.0.0.1; do sleep 0.2; done
+su postgres -c "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname = 'gateway'\"" | grep -q 1 ||
+  su postgres -c "psql -qc \"CREATE ROLE gateway LOGIN SUPERUSER PASSWORD 'gateway'\""
+su postgres -c "psql -qtAc \"SELECT 1 FROM pg_database WHERE datname = 'gateway'\"" | grep -q 1 ||
+  su postgres -c "psql -qc 'CREATE DATABASE gateway OWNER gateway'"
+
+if ! redis-cli -h 127.0.0.1 ping > /dev/null 2>&1; then
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no > /dev/null
+  until redis-cli -h 127.0.0.1 ping > /dev/null 2>&1; do sleep 0.1; done
+fi
+
+export TEST_DATABASE_URL="postgres://gateway:gateway@127.0.0.1:5432/gateway"
+export TEST_REDIS_URL="redis://127.0.0.1:6379"
+export CHROMIUM_PATH="$(command -v chromium)"

@@ -1,0 +1,122 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { request } from 'undici';
+import { buildApp, type App, type AppOverrides } from '../../src/app.js';
+import { loadConfig, type Config } from '../../src/config.js';
+import { PERMISSIONS } from '../../src/domain/permissions.js';
+import type { Campaign, Workspace } from '../../src/domain/types.js';
+
+export interface TestGateway {
+  app: App;
+  config: Config;
+  baseUrl: string;
+  dataDir: string;
+  /** Creates a workspace with one campaign and a tag, and a key with the given permissions. */
+  workspace(name?: string, permissions?: string[]): Promise<TestWorkspace>;
+  close(): Promise<void>;
+}
+
+export interface TestWorkspace {
+  workspace: Workspace;
+  key: string;
+  keyId: string;
+  campaign: Campaign;
+  /** Another key of the same workspace. */
+  addKey(permissions: string[], name?: string): Promise<{ key: string; keyId: string }>;
+}
+
+let counter = 0;
+
+/**
+ * A real gateway listening on a loopback port, on a fresh SQLite store in a temporary directory
+ * (or whatever `env` selects), with the worker running.
+ */
+export async function startGateway(env: Record<string, string> = {}, overrides: AppOverrides = {}): Promise<TestGateway> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'cgw-test-'));
+  const config = loadConfig({ LOG_LEVEL: 'silent', DATA_DIR: dataDir, PORT: '0', SEED_DEMO: 'false', ...env });
+  const app = await buildApp(config, overrides);
+  await app.http.listen({ port: 0, host: '127.0.0.1' });
+  app.worker.start();
+  const address = app.http.server.address();
+  if (!address || typeof address === 'string') throw new Error('no address');
+  const baseUrl = `http://127.0.0.1:${address.port}`;
+
+  return {
+    app,
+    config,
+    baseUrl,
+    dataDir,
+    async workspace(name = `ws-${process.pid}-${++counter}`, permissions = [...PERMISSIONS]) {
+      const workspace = await app.admin.createWorkspace(name);
+      const campaign = await app.admin.addCampaign(workspace.id, {
+        name: `${name} welcome`,
+        description: 'source campaign',
+        tagNames: ['onboarding'],
+        body: { channels: ['email'], messages: 2 },
+      });
+      await app.store.upsertTags(workspace.id, ['promo', 'newsletter']);
+      const addKey = async (keyPermissions: string[], keyName = `key-${++counter}`) => {
+        const created = await app.admin.createKey({ workspace: workspace.id, name: keyName, permissions: keyPermissions });
+        return { key: created.key, keyId: created.record.id };
+      };
+      const { key, keyId } = await addKey(permissions, `${name} admin`);
+      return { workspace, key, keyId, campaign, addKey };
+    },
+    async close() {
+      await app.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface HttpResult {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: any;
+  text: string;
+}
+
+/** A real HTTP request with undici. */
+export async function http(
+  baseUrl: string,
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE' | 'OPTIONS',
+  path: string,
+  options: { headers?: Record<string, string>; body?: string | Buffer } = {},
+): Promise<HttpResult> {
+  const response = await request(`${baseUrl}${path}`, { method, headers: options.headers, body: options.body });
+  const text = await response.body.text();
+  let body: unknown = undefined;
+  try {
+    body = text ? JSON.parse(text) : undefined;
+  } catch {
+    body = undefined;
+  }
+  return { status: response.statusCode, headers: response.headers, body, text };
+}
+
+export const bearer = (key: string) => ({ authorization: `Bearer ${key}` });
+export const json = { 'content-type': 'application/json' };
+
+export async function graphql(
+  baseUrl: string,
+  key: string | null,
+  query: string,
+  variables?: Record<string, unknown>,
+): Promise<HttpResult> {
+  return http(baseUrl, 'POST', '/graphql', {
+    headers: { ...json, ...(key ? bearer(key) : {}) },
+    body: JSON.stringify({ query, variables }),
+  });
+}
+
+/** Polls until `check` returns a value, without fixed sleeps in the tests themselves. */
+export async function waitFor<T>(check: () => Promise<T | undefined | null | false>, timeoutMs = 15_000, intervalMs = 25): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}
