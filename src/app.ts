@@ -11,6 +11,7 @@ import { systemClock, type CampaignReader, type Clock, type Duplicator, type Gat
 import { GatewayService } from './domain/service.js';
 import { LocalDuplicator } from './duplicators/local.js';
 import { buildHttpServer } from './http/server.js';
+import { RetentionPruner } from './jobs/retention.js';
 import { JobWorker } from './jobs/worker.js';
 
 export interface App {
@@ -20,6 +21,9 @@ export interface App {
   admin: AdminService;
   store: GatewayStore;
   worker: JobWorker;
+  retention: RetentionPruner;
+  /** Starts the background work: the worker and the retention pruner. */
+  start(): void;
   /** Stops the worker (handing back unfinished jobs), the HTTP server and the stores. */
   close(): Promise<void>;
 }
@@ -57,7 +61,14 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   const duplicator: Duplicator = new LocalDuplicator(store, clock);
 
   let worker: JobWorker | undefined;
-  const service = new GatewayService({ store, quota, campaigns, clock, onJobEnqueued: () => worker?.notify() });
+  const service = new GatewayService({
+    store,
+    quota,
+    campaigns,
+    clock,
+    onJobEnqueued: () => worker?.notify(),
+    idempotencyTtlMs: config.idempotencyTtlMs,
+  });
   const admin = new AdminService(store, clock);
   const http = await buildHttpServer({
     config,
@@ -80,6 +91,17 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     http.log.child({ component: 'worker' }),
   );
   const jobWorker = worker;
+  const retention = new RetentionPruner(
+    store,
+    clock,
+    {
+      jobRetentionMs: config.jobRetentionMs,
+      eventRetentionMs: config.eventRetentionMs,
+      intervalMs: config.retentionIntervalMs,
+      batchSize: 1000,
+    },
+    http.log.child({ component: 'retention' }),
+  );
 
   let closed: Promise<void> | undefined;
   return {
@@ -89,9 +111,15 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     admin,
     store,
     worker: jobWorker,
+    retention,
+    start: () => {
+      jobWorker.start();
+      retention.start();
+    },
     close: () =>
       (closed ??= (async () => {
         await http.close();
+        await retention.stop();
         await jobWorker.stop();
         await store.close();
       })()),

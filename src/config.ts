@@ -16,6 +16,10 @@ export interface Config {
   jobLeaseMs: number;
   jobMaxAttempts: number;
   bodyLimitBytes: number;
+  idempotencyTtlMs: number;
+  jobRetentionMs: number;
+  eventRetentionMs: number;
+  retentionIntervalMs: number;
   logLevel: string;
   /** Whether the GraphQL explorer and introspection are served. */
   explorer: boolean;
@@ -92,6 +96,10 @@ export function loadConfig(env: Env = process.env): Config {
     jobLeaseMs: integer(env, 'JOB_LEASE_SECONDS', 30, 1, 3600) * 1000,
     jobMaxAttempts: integer(env, 'JOB_MAX_ATTEMPTS', 5, 1, 100),
     bodyLimitBytes: integer(env, 'BODY_LIMIT_BYTES', 64 * 1024, 1024, 10 * 1024 * 1024),
+    idempotencyTtlMs: integer(env, 'IDEMPOTENCY_TTL_HOURS', 24, 1, 24 * 30) * 3600_000,
+    jobRetentionMs: integer(env, 'JOB_RETENTION_DAYS', 7, 1, 3650) * 86_400_000,
+    eventRetentionMs: integer(env, 'EVENT_RETENTION_DAYS', 90, 1, 3650) * 86_400_000,
+    retentionIntervalMs: integer(env, 'RETENTION_INTERVAL_MINUTES', 10, 1, 1440) * 60_000,
     logLevel,
     explorer: boolean(env, 'GRAPHQL_EXPLORER', !production),
     seedDemo: boolean(env, 'SEED_DEMO', true),

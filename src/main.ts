@@ -7,7 +7,7 @@ async function main(): Promise<void> {
   const app = await buildApp(config);
   const seed = config.seedDemo ? await seedDemoWorkspace(app.store, app.admin) : null;
   await app.http.listen({ port: config.port, host: config.host });
-  app.worker.start();
+  app.start();
   const address = app.http.server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   const baseUrl = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;

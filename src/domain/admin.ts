@@ -57,6 +57,8 @@ export class AdminService {
       prefix: displayPrefix(key),
       permissions: [...new Set(input.permissions)] as Permission[],
       allowedCidrs: input.allowedCidrs ?? null,
+      previousHash: null,
+      previousHashExpiresAt: null,
       createdAt: now,
       lastUsedAt: null,
       expiresAt: input.expiresAt ?? null,

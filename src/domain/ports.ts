@@ -3,6 +3,7 @@ import type {
   ApiKeyRecord,
   Campaign,
   DuplicationJob,
+  IdempotencyRecord,
   JobError,
   NewSecurityEvent,
   Page,
@@ -50,6 +51,11 @@ export interface GatewayStore {
   findApiKey(id: string): Promise<ApiKeyRecord | null>;
   listApiKeys(workspaceId?: string): Promise<ApiKeyRecord[]>;
   revokeApiKey(id: string, at: Date, event: NewSecurityEvent): Promise<boolean>;
+  /**
+   * Replaces a key's secret. The old hash stays valid until `previousValidUntil` (null: not at all).
+   * `findApiKeyByHash` finds the key by either hash; the caller checks the previous hash's expiry.
+   */
+  rotateApiKey(id: string, hash: string, prefix: string, previousValidUntil: Date | null, event: NewSecurityEvent): Promise<boolean>;
   touchApiKey(id: string, at: Date): Promise<void>;
 
   upsertTags(workspaceId: string, names: string[]): Promise<void>;
@@ -59,8 +65,11 @@ export interface GatewayStore {
   getCampaign(workspaceId: string, id: string): Promise<Campaign | null>;
   listCampaigns(workspaceId: string, options: ListOptions): Promise<SeqItem<Campaign>[]>;
 
-  /** Inserts the job and its CAMPAIGN_DUPLICATION_REQUESTED event in one transaction. */
-  enqueueJob(job: DuplicationJob, event: NewSecurityEvent): Promise<void>;
+  /**
+   * Inserts the job and its CAMPAIGN_DUPLICATION_REQUESTED event in one transaction, and, when given,
+   * binds the reserved idempotency key to the job in the same transaction.
+   */
+  enqueueJob(job: DuplicationJob, event: NewSecurityEvent, idempotencyKey?: string): Promise<void>;
   getJob(workspaceId: string, id: string): Promise<DuplicationJob | null>;
   /**
    * Claims up to `limit` runnable jobs (pending and due, or running with an expired lease) for `owner`,
@@ -77,6 +86,20 @@ export interface GatewayStore {
   /** Hands back every job `owner` holds (graceful shutdown) without counting the attempt. */
   releaseJobs(owner: string, now: Date): Promise<number>;
   countJobsByStatus(): Promise<Record<string, number>>;
+
+  /**
+   * Reserves an idempotency key for a request being accepted. Returns null when this call reserved it;
+   * otherwise the record that holds it. An expired record, or a reservation older than `staleBefore`
+   * that never got a job (its request died), is replaced.
+   */
+  reserveIdempotencyKey(record: IdempotencyRecord, staleBefore: Date): Promise<IdempotencyRecord | null>;
+  /** Drops a reservation that did not produce a job (the request failed). */
+  releaseIdempotencyKey(workspaceId: string, key: string): Promise<void>;
+
+  /** Retention, in bounded batches: each call deletes at most `limit` rows and returns how many it did. */
+  pruneFinishedJobs(finishedBefore: Date, limit: number): Promise<number>;
+  pruneEvents(occurredBefore: Date, limit: number): Promise<number>;
+  pruneIdempotencyKeys(expiredBefore: Date, limit: number): Promise<number>;
 
   insertEvent(event: NewSecurityEvent): Promise<void>;
   listEvents(workspaceId: string, filter: SecurityEventFilter, options: ListOptions): Promise<SecurityEvent[]>;

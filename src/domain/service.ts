@@ -1,4 +1,5 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
+import stableStringify from 'safe-stable-stringify';
 import { decodeCursor, encodeCursor } from './cursor.js';
 import { GatewayError, type RateLimitState } from './errors.js';
 import { hashApiKey, hashesEqual, isWellFormedApiKey } from './keys.js';
@@ -8,13 +9,14 @@ import type {
   Campaign,
   Channel,
   DuplicationJob,
+  IdempotencyRecord,
   NewSecurityEvent,
   Page,
   Principal,
   SecurityEvent,
   SecurityEventFilter,
 } from './types.js';
-import { parseDuplicateInput, validationError, type RawDuplicateCampaignInput } from './validation.js';
+import { LIMITS, parseDuplicateInput, validationError, type RawDuplicateCampaignInput } from './validation.js';
 
 export const MAX_PAGE_SIZE = 200;
 
@@ -29,6 +31,8 @@ export interface RequestContext {
 export interface DuplicationAccepted {
   job: DuplicationJob;
   rateLimit: RateLimitState;
+  /** True when an idempotency key returned the job of an earlier request. */
+  replayed: boolean;
 }
 
 export interface GatewayServiceDeps {
@@ -38,7 +42,25 @@ export interface GatewayServiceDeps {
   clock: Clock;
   /** Wakes the worker after a job was committed. */
   onJobEnqueued?: () => void;
+  /** How long an idempotency key is kept (24 h by default). */
+  idempotencyTtlMs?: number;
 }
+
+/** A reservation whose request never produced a job (the process died) is given up after this long. */
+const IDEMPOTENCY_RESERVATION_MS = 60_000;
+const DEFAULT_IDEMPOTENCY_TTL_MS = 24 * 3600_000;
+
+function parseIdempotencyKey(key: string): string {
+  if (key.length === 0 || key.length > LIMITS.idempotencyKeyLength || !/^[\x21-\x7e]+$/.test(key)) {
+    throw validationError([
+      { field: 'idempotencyKey', message: `must be 1 to ${LIMITS.idempotencyKeyLength} visible ASCII characters` },
+    ]);
+  }
+  return key;
+}
+
+/** The same input, whatever the key order or transport, hashes the same. */
+const hashRequest = (raw: unknown): string => createHash('sha256').update(stableStringify(raw) ?? 'null').digest('hex');
 
 const BEARER = /^Bearer +(\S+) *$/i;
 
@@ -47,7 +69,11 @@ const BEARER = /^Bearer +(\S+) *$/i;
  * authenticate → authorize → quota → validate → enqueue.
  */
 export class GatewayService {
-  constructor(private readonly deps: GatewayServiceDeps) {}
+  private readonly idempotencyTtlMs: number;
+
+  constructor(private readonly deps: GatewayServiceDeps) {
+    this.idempotencyTtlMs = deps.idempotencyTtlMs ?? DEFAULT_IDEMPOTENCY_TTL_MS;
+  }
 
   async authenticate(context: RequestContext): Promise<Principal> {
     const match = context.authorization === undefined ? null : BEARER.exec(context.authorization);
@@ -56,9 +82,16 @@ export class GatewayService {
     const hash = hashApiKey(key);
     const record = await this.deps.store.findApiKeyByHash(hash);
     const now = this.deps.clock.now();
+    const matches =
+      record !== null &&
+      (hashesEqual(record.hash, hash) ||
+        (record.previousHash !== null &&
+          hashesEqual(record.previousHash, hash) &&
+          record.previousHashExpiresAt !== null &&
+          record.previousHashExpiresAt > now));
     if (
       !record ||
-      !hashesEqual(record.hash, hash) ||
+      !matches ||
       record.revokedAt !== null ||
       (record.expiresAt !== null && record.expiresAt <= now)
     ) {
@@ -85,8 +118,8 @@ export class GatewayService {
     throw error;
   }
 
-  async duplicateCampaign(context: RequestContext, raw: RawDuplicateCampaignInput): Promise<DuplicationAccepted> {
-    return this.acceptDuplication(await this.authorizeDuplication(context), raw);
+  async duplicateCampaign(context: RequestContext, raw: RawDuplicateCampaignInput, idempotencyKey?: string | null): Promise<DuplicationAccepted> {
+    return this.acceptDuplication(await this.authorizeDuplication(context), raw, idempotencyKey);
   }
 
   /** The checks that come before the request body is even read: who is calling, and may they duplicate. */
@@ -96,8 +129,49 @@ export class GatewayService {
     return principal;
   }
 
-  /** Takes a point of the workspace's quota, validates, and commits the job with its event. */
-  async acceptDuplication(principal: Principal, raw: RawDuplicateCampaignInput): Promise<DuplicationAccepted> {
+  /**
+   * Takes a point of the workspace's quota, validates, and commits the job with its event. With an
+   * idempotency key, a repeat of an accepted request returns the same job and takes no point.
+   */
+  async acceptDuplication(
+    principal: Principal,
+    raw: RawDuplicateCampaignInput,
+    idempotencyKey?: string | null,
+  ): Promise<DuplicationAccepted> {
+    if (idempotencyKey === null || idempotencyKey === undefined) return this.enqueue(principal, raw);
+    const key = parseIdempotencyKey(idempotencyKey);
+    const now = this.deps.clock.now();
+    const requestHash = hashRequest(raw);
+    const holder = await this.deps.store.reserveIdempotencyKey(
+      {
+        workspaceId: principal.workspaceId,
+        key,
+        requestHash,
+        jobId: null,
+        createdAt: now,
+        expiresAt: new Date(now.getTime() + this.idempotencyTtlMs),
+      },
+      new Date(now.getTime() - IDEMPOTENCY_RESERVATION_MS),
+    );
+    if (holder) return this.replay(principal, holder, requestHash);
+    try {
+      return await this.enqueue(principal, raw, key);
+    } catch (error) {
+      await this.deps.store.releaseIdempotencyKey(principal.workspaceId, key);
+      throw error;
+    }
+  }
+
+  private async replay(principal: Principal, holder: IdempotencyRecord, requestHash: string): Promise<DuplicationAccepted> {
+    if (!hashesEqual(holder.requestHash, requestHash)) throw new GatewayError('IDEMPOTENCY_MISMATCH');
+    if (holder.jobId === null) throw new GatewayError('IDEMPOTENCY_IN_FLIGHT', undefined, { retryAfterSeconds: 1 });
+    const job = await this.deps.store.getJob(principal.workspaceId, holder.jobId);
+    // The job was pruned while its key was still kept: the key is as good as new.
+    if (!job) throw new GatewayError('IDEMPOTENCY_MISMATCH', 'This idempotency key belongs to a job that no longer exists');
+    return { job, rateLimit: await this.deps.quota.peek(principal.workspaceId), replayed: true };
+  }
+
+  private async enqueue(principal: Principal, raw: RawDuplicateCampaignInput, idempotencyKey?: string): Promise<DuplicationAccepted> {
     const rateLimit = await this.deps.quota.consume(principal.workspaceId);
     try {
       const input = parseDuplicateInput(raw);
@@ -142,9 +216,10 @@ export class GatewayService {
           campaignId: job.sourceCampaignId,
           details: { name: job.name, description: job.description, tagNames: job.tagNames },
         }),
+        idempotencyKey,
       );
       this.deps.onJobEnqueued?.();
-      return { job, rateLimit };
+      return { job, rateLimit, replayed: false };
     } catch (error) {
       if (error instanceof GatewayError) error.rateLimit ??= rateLimit;
       throw error;

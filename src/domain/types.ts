@@ -30,6 +30,9 @@ export interface ApiKeyRecord {
   prefix: string;
   permissions: Permission[];
   allowedCidrs: string[] | null;
+  /** After a rotation, the replaced secret's hash, valid until `previousHashExpiresAt`. */
+  previousHash: string | null;
+  previousHashExpiresAt: Date | null;
   createdAt: Date;
   lastUsedAt: Date | null;
   expiresAt: Date | null;
@@ -121,4 +124,16 @@ export interface Page<T> {
   /** Cursor of the last item, to pass as `after`. */
   endCursor: string | null;
   cursors: string[];
+}
+
+/** A workspace-scoped Idempotency-Key: the request it was first used with, and the job it produced. */
+export interface IdempotencyRecord {
+  workspaceId: string;
+  key: string;
+  /** Hash of the request's input; the same key with another input is refused. */
+  requestHash: string;
+  /** null while the first request is still being accepted. */
+  jobId: string | null;
+  createdAt: Date;
+  expiresAt: Date;
 }

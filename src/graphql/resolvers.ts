@@ -29,7 +29,7 @@ export class DuplicationResolver {
         name: input.name,
         description: input.description,
         tagNames: input.tagNames,
-      });
+      }, input.idempotencyKey);
       recordRateLimit(context, rateLimit);
       return { job: toGraphQLJob(job) };
     } catch (error) {

@@ -38,7 +38,13 @@ export async function restRoutes(app: FastifyInstance, options: { service: Gatew
       },
     },
     async (request, reply) => {
-      const { job, rateLimit } = await service.acceptDuplication(request.principal as Principal, toDuplicateInput(request.body));
+      const idempotencyKey = request.headers['idempotency-key'];
+      if (Array.isArray(idempotencyKey)) throw new GatewayError('BAD_USER_INPUT', 'Send at most one Idempotency-Key header');
+      const { job, rateLimit } = await service.acceptDuplication(
+        request.principal as Principal,
+        toDuplicateInput(request.body),
+        idempotencyKey,
+      );
       reply.headers(rateLimitHeaders(rateLimit));
       reply.header('location', `/duplication_jobs/${job.id}`);
       return reply.status(202).send({ message: 'success', job_id: job.id, status: 'pending' });

@@ -37,7 +37,7 @@ export async function startGateway(env: Record<string, string> = {}, overrides: 
   const config = loadConfig({ LOG_LEVEL: 'silent', DATA_DIR: dataDir, PORT: '0', SEED_DEMO: 'false', ...env });
   const app = await buildApp(config, overrides);
   await app.http.listen({ port: 0, host: '127.0.0.1' });
-  app.worker.start();
+  app.start();
   const address = app.http.server.address();
   if (!address || typeof address === 'string') throw new Error('no address');
   const baseUrl = `http://127.0.0.1:${address.port}`;

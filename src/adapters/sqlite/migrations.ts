@@ -18,6 +18,8 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
     prefix TEXT NOT NULL,
     permissions TEXT NOT NULL,
     allowed_cidrs TEXT,
+    previous_hash TEXT UNIQUE,
+    previous_hash_expires_at INTEGER,
     created_at INTEGER NOT NULL,
     last_used_at INTEGER,
     expires_at INTEGER,
@@ -92,5 +94,17 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   CREATE INDEX security_events_key ON security_events(workspace_id, api_key_id, seq);
   CREATE INDEX security_events_type ON security_events(workspace_id, type, seq);
   CREATE INDEX security_events_time ON security_events(workspace_id, occurred_at);
+  CREATE INDEX security_events_age ON security_events(occurred_at);
+
+  CREATE TABLE idempotency_keys (
+    workspace_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    job_id TEXT,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (workspace_id, key)
+  ) WITHOUT ROWID;
+  CREATE INDEX idempotency_keys_expiry ON idempotency_keys(expires_at);
   `,
 ];

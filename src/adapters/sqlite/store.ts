@@ -6,6 +6,7 @@ import type {
   ApiKeyRecord,
   Campaign,
   DuplicationJob,
+  IdempotencyRecord,
   JobError,
   NewSecurityEvent,
   SecurityEvent,
@@ -36,6 +37,8 @@ export const rowToApiKey = (row: Row): ApiKeyRecord => ({
   prefix: String(row.prefix),
   permissions: parse(row.permissions),
   allowedCidrs: row.allowed_cidrs === null ? null : parse(row.allowed_cidrs),
+  previousHash: (row.previous_hash as string | null) ?? null,
+  previousHashExpiresAt: maybeDate(row.previous_hash_expires_at),
   createdAt: date(row.created_at),
   lastUsedAt: maybeDate(row.last_used_at),
   expiresAt: maybeDate(row.expires_at),
@@ -76,6 +79,15 @@ export const rowToJob = (row: Row): DuplicationJob => ({
   finishedAt: maybeDate(row.finished_at),
   resultCampaignId: row.result_campaign_id === null ? null : String(row.result_campaign_id),
   error: row.error_code === null ? null : { code: String(row.error_code), message: String(row.error_message) },
+});
+
+export const rowToIdempotency = (row: Row): IdempotencyRecord => ({
+  workspaceId: String(row.workspace_id),
+  key: String(row.key),
+  requestHash: String(row.request_hash),
+  jobId: (row.job_id as string | null) ?? null,
+  createdAt: date(row.created_at),
+  expiresAt: date(row.expires_at),
 });
 
 export const rowToEvent = (row: Row): SecurityEvent => ({
@@ -168,8 +180,9 @@ export class SqliteStore implements GatewayStore {
   async insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<void> {
     this.db.transaction(() => {
       this.sql(
-        `INSERT INTO api_keys (id, workspace_id, name, hash, prefix, permissions, allowed_cidrs, created_at,
-           last_used_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO api_keys (id, workspace_id, name, hash, prefix, permissions, allowed_cidrs, previous_hash,
+           previous_hash_expires_at, created_at, last_used_at, expires_at, revoked_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ).run(
         key.id,
         key.workspaceId,
@@ -178,6 +191,8 @@ export class SqliteStore implements GatewayStore {
         key.prefix,
         json(key.permissions),
         key.allowedCidrs === null ? null : json(key.allowedCidrs),
+        key.previousHash,
+        ms(key.previousHashExpiresAt),
         key.createdAt.getTime(),
         ms(key.lastUsedAt),
         ms(key.expiresAt),
@@ -188,7 +203,10 @@ export class SqliteStore implements GatewayStore {
   }
 
   async findApiKeyByHash(hash: string): Promise<ApiKeyRecord | null> {
-    const row = this.sql('SELECT * FROM api_keys WHERE hash = ?').get(hash) as Row | undefined;
+    const row = this.sql('SELECT * FROM api_keys WHERE hash = ? UNION ALL SELECT * FROM api_keys WHERE previous_hash = ? LIMIT 1').get(
+      hash,
+      hash,
+    ) as Row | undefined;
     return row ? rowToApiKey(row) : null;
   }
 
@@ -211,6 +229,18 @@ export class SqliteStore implements GatewayStore {
         at.getTime(),
         id,
       );
+      if (result.changes === 0) return false;
+      this.insertEventSync(event);
+      return true;
+    }).immediate();
+  }
+
+  async rotateApiKey(id: string, hash: string, prefix: string, previousValidUntil: Date | null, event: NewSecurityEvent): Promise<boolean> {
+    return this.db.transaction(() => {
+      const result = this.sql(
+        `UPDATE api_keys SET previous_hash = CASE WHEN ? IS NULL THEN NULL ELSE hash END, previous_hash_expires_at = ?,
+           hash = ?, prefix = ? WHERE id = ? AND revoked_at IS NULL`,
+      ).run(ms(previousValidUntil), ms(previousValidUntil), hash, prefix, id);
       if (result.changes === 0) return false;
       this.insertEventSync(event);
       return true;
@@ -267,7 +297,7 @@ export class SqliteStore implements GatewayStore {
     return rows.map((row) => ({ seq: Number(row.seq), item: rowToCampaign(row) }));
   }
 
-  async enqueueJob(job: DuplicationJob, event: NewSecurityEvent): Promise<void> {
+  async enqueueJob(job: DuplicationJob, event: NewSecurityEvent, idempotencyKey?: string): Promise<void> {
     this.db.transaction(() => {
       this.sql(
         `INSERT INTO jobs (id, workspace_id, status, source_campaign_id, name, description, tag_names, channel,
@@ -291,6 +321,9 @@ export class SqliteStore implements GatewayStore {
         job.updatedAt.getTime(),
       );
       this.insertEventSync(event);
+      if (idempotencyKey !== undefined) {
+        this.sql('UPDATE idempotency_keys SET job_id = ? WHERE workspace_id = ? AND key = ?').run(job.id, job.workspaceId, idempotencyKey);
+      }
     }).immediate();
   }
 
@@ -361,6 +394,51 @@ export class SqliteStore implements GatewayStore {
   async countJobsByStatus(): Promise<Record<string, number>> {
     const rows = this.sql('SELECT status, COUNT(*) AS count FROM jobs GROUP BY status').all() as Row[];
     return Object.fromEntries(rows.map((row) => [String(row.status), Number(row.count)]));
+  }
+
+  async reserveIdempotencyKey(record: IdempotencyRecord, staleBefore: Date): Promise<IdempotencyRecord | null> {
+    return this.db.transaction(() => {
+      const row = this.sql('SELECT * FROM idempotency_keys WHERE workspace_id = ? AND key = ?').get(record.workspaceId, record.key) as
+        | Row
+        | undefined;
+      if (row) {
+        const existing = rowToIdempotency(row);
+        const expired = existing.expiresAt <= record.createdAt;
+        const abandoned = existing.jobId === null && existing.createdAt < staleBefore;
+        if (!expired && !abandoned) return existing;
+      }
+      this.sql(
+        `INSERT INTO idempotency_keys (workspace_id, key, request_hash, job_id, created_at, expires_at)
+         VALUES (?, ?, ?, NULL, ?, ?)
+         ON CONFLICT (workspace_id, key) DO UPDATE SET request_hash = excluded.request_hash, job_id = NULL,
+           created_at = excluded.created_at, expires_at = excluded.expires_at`,
+      ).run(record.workspaceId, record.key, record.requestHash, record.createdAt.getTime(), record.expiresAt.getTime());
+      return null;
+    }).immediate();
+  }
+
+  async releaseIdempotencyKey(workspaceId: string, key: string): Promise<void> {
+    this.sql('DELETE FROM idempotency_keys WHERE workspace_id = ? AND key = ? AND job_id IS NULL').run(workspaceId, key);
+  }
+
+  async pruneFinishedJobs(finishedBefore: Date, limit: number): Promise<number> {
+    return this.sql(
+      `DELETE FROM jobs WHERE id IN (
+         SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? ORDER BY finished_at LIMIT ?)`,
+    ).run(finishedBefore.getTime(), limit).changes;
+  }
+
+  async pruneEvents(occurredBefore: Date, limit: number): Promise<number> {
+    return this.sql(
+      'DELETE FROM security_events WHERE seq IN (SELECT seq FROM security_events WHERE occurred_at < ? ORDER BY occurred_at LIMIT ?)',
+    ).run(occurredBefore.getTime(), limit).changes;
+  }
+
+  async pruneIdempotencyKeys(expiredBefore: Date, limit: number): Promise<number> {
+    return this.sql(
+      `DELETE FROM idempotency_keys WHERE (workspace_id, key) IN (
+         SELECT workspace_id, key FROM idempotency_keys WHERE expires_at < ? LIMIT ?)`,
+    ).run(expiredBefore.getTime(), limit).changes;
   }
 
   async insertEvent(event: NewSecurityEvent): Promise<void> {

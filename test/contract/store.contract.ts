@@ -1,0 +1,274 @@
+import { randomUUID } from 'node:crypto';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { GatewayStore } from '../../src/domain/ports.js';
+import { apiKeyFixture, at, campaignFixture, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
+
+export interface StoreHarness {
+  /** A fresh, migrated, empty store. */
+  create(): Promise<GatewayStore>;
+  /** Drops whatever create() made. */
+  destroy(store: GatewayStore): Promise<void>;
+}
+
+/** The behaviour every store adapter promises. Run unchanged against each adapter. */
+export function storeContract(name: string, harness: StoreHarness): void {
+  describe(`store contract: ${name}`, () => {
+    let store: GatewayStore;
+    let ws: string;
+    let other: string;
+
+    beforeEach(async () => {
+      store = await harness.create();
+      const a = workspaceFixture();
+      const b = workspaceFixture();
+      await store.createWorkspace(a);
+      await store.createWorkspace(b);
+      ws = a.id;
+      other = b.id;
+    });
+
+    afterEach(async () => {
+      await harness.destroy(store);
+    });
+
+    it('migrates idempotently and answers pings', async () => {
+      await store.migrate();
+      await expect(store.ping()).resolves.toBeUndefined();
+    });
+
+    it('finds workspaces by id or by name and lists them', async () => {
+      const found = await store.findWorkspace(ws);
+      expect(found?.id).toBe(ws);
+      expect((await store.findWorkspace(found!.name))?.id).toBe(ws);
+      expect(await store.findWorkspace('no-such-workspace')).toBeNull();
+      expect((await store.listWorkspaces()).map((w) => w.id).sort()).toEqual([ws, other].sort());
+    });
+
+    it('stores keys by hash, lists, revokes once and records both events', async () => {
+      const key = apiKeyFixture(ws, { allowedCidrs: ['10.0.0.0/8'], expiresAt: at(5000), permissions: ['campaigns.list', 'campaigns.duplicate'] });
+      await store.insertApiKey(key, eventFixture(ws, { type: 'API_KEY_CREATED', apiKeyId: key.id }));
+      expect(await store.findApiKeyByHash(key.hash)).toEqual(key);
+      expect(await store.findApiKey(key.id)).toEqual(key);
+      expect(await store.findApiKeyByHash('f'.repeat(64))).toBeNull();
+      expect((await store.listApiKeys(ws)).map((k) => k.id)).toEqual([key.id]);
+      expect(await store.listApiKeys(other)).toEqual([]);
+
+      expect(await store.revokeApiKey(key.id, at(10), eventFixture(ws, { type: 'API_KEY_REVOKED', apiKeyId: key.id }))).toBe(true);
+      expect(await store.revokeApiKey(key.id, at(20), eventFixture(ws, { type: 'API_KEY_REVOKED', apiKeyId: key.id }))).toBe(false);
+      expect((await store.findApiKey(key.id))?.revokedAt).toEqual(at(10));
+      const events = await store.listEvents(ws, { apiKeyId: key.id }, { first: 10 });
+      expect(events.map((e) => e.type)).toEqual(['API_KEY_REVOKED', 'API_KEY_CREATED']);
+
+      await store.touchApiKey(key.id, at(30));
+      expect((await store.findApiKey(key.id))?.lastUsedAt).toEqual(at(30));
+    });
+
+    it('rotates a key, finding it by the new hash and, during the overlap, the old one', async () => {
+      const key = apiKeyFixture(ws);
+      await store.insertApiKey(key, eventFixture(ws, { type: 'API_KEY_CREATED' }));
+      const newHash = 'a'.repeat(64);
+      expect(await store.rotateApiKey(key.id, newHash, 'cgw_newkey', at(1000), eventFixture(ws, { type: 'API_KEY_CREATED' }))).toBe(true);
+      const rotated = await store.findApiKeyByHash(newHash);
+      expect(rotated).toMatchObject({ id: key.id, hash: newHash, prefix: 'cgw_newkey', previousHash: key.hash, previousHashExpiresAt: at(1000) });
+      expect((await store.findApiKeyByHash(key.hash))?.id).toBe(key.id);
+
+      const newer = 'b'.repeat(64);
+      await store.rotateApiKey(key.id, newer, 'cgw_newer', null, eventFixture(ws, { type: 'API_KEY_CREATED' }));
+      expect(await store.findApiKeyByHash(newHash)).toBeNull();
+      expect((await store.findApiKeyByHash(newer))?.previousHash).toBeNull();
+    });
+
+    it('keeps campaigns and tags per workspace and pages campaigns newest first', async () => {
+      const campaigns = [];
+      for (let i = 0; i < 5; i += 1) {
+        const campaign = campaignFixture(ws, { name: `c${i}` });
+        await store.insertCampaign(campaign);
+        campaigns.push(campaign);
+      }
+      expect(await store.getCampaign(ws, campaigns[0].id)).toEqual(campaigns[0]);
+      expect(await store.getCampaign(other, campaigns[0].id)).toBeNull();
+      const first = await store.listCampaigns(ws, { first: 2 });
+      expect(first.map((row) => row.item.name)).toEqual(['c4', 'c3']);
+      const next = await store.listCampaigns(ws, { first: 10, beforeSeq: first[1].seq });
+      expect(next.map((row) => row.item.name)).toEqual(['c2', 'c1', 'c0']);
+      expect(await store.listCampaigns(other, { first: 10 })).toEqual([]);
+
+      await store.upsertTags(ws, ['promo', 'email', 'promo']);
+      expect(await store.missingTags(ws, ['promo', 'nope', 'email'])).toEqual(['nope']);
+      expect(await store.missingTags(other, ['promo'])).toEqual(['promo']);
+    });
+
+    it('enqueues a job with its event in one step, visible only in its workspace', async () => {
+      const job = jobFixture(ws, { tagNames: ['promo'], description: 'd' });
+      await store.enqueueJob(job, eventFixture(ws, { jobId: job.id }));
+      expect(await store.getJob(ws, job.id)).toEqual(job);
+      expect(await store.getJob(other, job.id)).toBeNull();
+      expect((await store.listEvents(ws, { jobId: job.id }, { first: 5 })).map((e) => e.type)).toEqual(['CAMPAIGN_DUPLICATION_REQUESTED']);
+      expect(await store.countJobsByStatus()).toMatchObject({ PENDING: 1 });
+    });
+
+    it('claims due jobs once, with a lease, and counts the attempt', async () => {
+      const due = jobFixture(ws, { runAt: at(0) });
+      const later = jobFixture(ws, { runAt: at(60_000) });
+      await store.enqueueJob(due, eventFixture(ws));
+      await store.enqueueJob(later, eventFixture(ws));
+      const claimed = await store.claimJobs('a', 10, at(1000), at(31_000));
+      expect(claimed.map((j) => j.id)).toEqual([due.id]);
+      expect(claimed[0]).toMatchObject({ status: 'RUNNING', leaseOwner: 'a', leaseExpiresAt: at(31_000), attempts: 1 });
+      expect(await store.claimJobs('b', 10, at(2000), at(32_000))).toEqual([]);
+    });
+
+    it('honours the claim limit and lets concurrent claimers share the queue without overlap', async () => {
+      const ids = [];
+      for (let i = 0; i < 20; i += 1) {
+        const job = jobFixture(ws, { runAt: at(i) });
+        ids.push(job.id);
+        await store.enqueueJob(job, eventFixture(ws));
+      }
+      expect(await store.claimJobs('a', 3, at(1000), at(9000))).toHaveLength(3);
+      const batches = await Promise.all(['b', 'c', 'd', 'e'].map((owner) => store.claimJobs(owner, 5, at(1000), at(9000))));
+      const claimed = batches.flat().map((j) => j.id);
+      expect(new Set(claimed).size).toBe(claimed.length);
+      expect(claimed.length).toBe(17);
+    });
+
+    it('reclaims a job whose lease expired, and only the new owner can finish it', async () => {
+      const job = jobFixture(ws);
+      await store.enqueueJob(job, eventFixture(ws));
+      await store.claimJobs('dead', 1, at(0), at(1000));
+      expect(await store.claimJobs('b', 1, at(500), at(2000))).toEqual([]);
+      const [reclaimed] = await store.claimJobs('b', 1, at(1500), at(9000));
+      expect(reclaimed).toMatchObject({ id: job.id, leaseOwner: 'b', attempts: 2 });
+
+      const copy = campaignFixture(ws, { duplicatedFrom: job.sourceCampaignId });
+      const outcome = {
+        status: 'SUCCEEDED' as const,
+        resultCampaignId: copy.id,
+        error: null,
+        newCampaign: copy,
+        event: eventFixture(ws, { type: 'CAMPAIGN_DUPLICATED', jobId: job.id }),
+      };
+      expect(await store.finishJob(job.id, 'dead', outcome, at(1600))).toBe(false);
+      expect(await store.getCampaign(ws, copy.id)).toBeNull();
+      expect(await store.finishJob(job.id, 'b', outcome, at(1700))).toBe(true);
+      expect(await store.finishJob(job.id, 'b', outcome, at(1800))).toBe(false);
+      expect(await store.getJob(ws, job.id)).toMatchObject({ status: 'SUCCEEDED', resultCampaignId: copy.id, finishedAt: at(1700), leaseOwner: null });
+      expect(await store.getCampaign(ws, copy.id)).toEqual(copy);
+      expect((await store.listEvents(ws, { jobId: job.id, types: ['CAMPAIGN_DUPLICATED'] }, { first: 5 })).length).toBe(1);
+    });
+
+    it('records a failure with its error, retries with a due time, and releases without counting', async () => {
+      const failing = jobFixture(ws);
+      const retried = jobFixture(ws);
+      const released = jobFixture(ws);
+      for (const job of [failing, retried, released]) await store.enqueueJob(job, eventFixture(ws));
+      await store.claimJobs('w', 3, at(0), at(10_000));
+
+      const error = { code: 'UPSTREAM_400', message: 'Invalid Campaign ID' };
+      await store.finishJob(failing.id, 'w', { status: 'FAILED', resultCampaignId: null, error, event: eventFixture(ws, { type: 'CAMPAIGN_DUPLICATION_FAILED', jobId: failing.id }) }, at(100));
+      expect(await store.getJob(ws, failing.id)).toMatchObject({ status: 'FAILED', error });
+
+      expect(await store.retryJob(retried.id, 'w', at(5000), { code: 'UPSTREAM_503', message: 'busy' }, at(100))).toBe(true);
+      expect(await store.getJob(ws, retried.id)).toMatchObject({ status: 'PENDING', runAt: at(5000), attempts: 1, error: { code: 'UPSTREAM_503' } });
+      expect(await store.retryJob(retried.id, 'w', at(5000), null, at(100))).toBe(false);
+      expect(await store.claimJobs('x', 5, at(4999), at(20_000))).toEqual([]);
+      expect((await store.claimJobs('x', 5, at(5000), at(20_000))).map((j) => j.id)).toEqual([retried.id]);
+
+      expect(await store.releaseJobs('w', at(200))).toBe(1);
+      expect(await store.getJob(ws, released.id)).toMatchObject({ status: 'PENDING', attempts: 0, leaseOwner: null });
+      expect(await store.countJobsByStatus()).toMatchObject({ FAILED: 1, RUNNING: 1, PENDING: 1 });
+    });
+
+    it('filters events and pages them newest first, stable under concurrent inserts, per workspace', async () => {
+      const jobId = randomUUID();
+      const keyId = randomUUID();
+      for (let i = 0; i < 30; i += 1) {
+        await store.insertEvent(
+          eventFixture(ws, {
+            occurredAt: at(i * 1000),
+            type: i % 3 === 0 ? 'CAMPAIGN_DUPLICATED' : 'CAMPAIGN_DUPLICATION_REQUESTED',
+            jobId: i % 2 === 0 ? jobId : null,
+            apiKeyId: i < 10 ? keyId : null,
+            details: { i },
+          }),
+        );
+      }
+      await store.insertEvent(eventFixture(other, { jobId }));
+
+      const all = await store.listEvents(ws, {}, { first: 100 });
+      expect(all.map((e) => e.details.i)).toEqual([...Array(30).keys()].reverse());
+      expect((await store.listEvents(ws, { jobId }, { first: 100 })).length).toBe(15);
+      expect((await store.listEvents(ws, { types: ['CAMPAIGN_DUPLICATED'] }, { first: 100 })).length).toBe(10);
+      expect((await store.listEvents(ws, { types: [] }, { first: 100 })).length).toBe(0);
+      expect((await store.listEvents(ws, { apiKeyId: keyId }, { first: 100 })).length).toBe(10);
+      const window = await store.listEvents(ws, { since: at(5000), until: at(8000) }, { first: 100 });
+      expect(window.map((e) => e.details.i)).toEqual([7, 6, 5]);
+      expect((await store.listEvents(other, {}, { first: 100 })).length).toBe(1);
+
+      const seen: number[] = [];
+      let beforeSeq: number | undefined;
+      for (;;) {
+        const page = await store.listEvents(ws, {}, { first: 7, beforeSeq });
+        seen.push(...page.map((e) => e.details.i as number));
+        await store.insertEvent(eventFixture(ws, { details: { i: -1 } }));
+        if (page.length < 7) break;
+        beforeSeq = page.at(-1)!.seq;
+      }
+      expect(seen).toEqual([...Array(30).keys()].reverse());
+    });
+
+    it('reserves idempotency keys once per workspace and binds them to the job', async () => {
+      const record = { workspaceId: ws, key: 'k1', requestHash: 'h1', jobId: null, createdAt: at(0), expiresAt: at(86_400_000) };
+      expect(await store.reserveIdempotencyKey(record, at(-60_000))).toBeNull();
+      expect(await store.reserveIdempotencyKey({ ...record, requestHash: 'h2' }, at(-60_000))).toMatchObject({ requestHash: 'h1', jobId: null });
+      expect(await store.reserveIdempotencyKey({ ...record, workspaceId: other }, at(-60_000))).toBeNull();
+
+      const job = jobFixture(ws);
+      await store.enqueueJob(job, eventFixture(ws), 'k1');
+      expect(await store.reserveIdempotencyKey({ ...record, createdAt: at(1000) }, at(-59_000))).toMatchObject({ jobId: job.id });
+      await store.releaseIdempotencyKey(ws, 'k1');
+      expect(await store.reserveIdempotencyKey({ ...record, createdAt: at(1000) }, at(-59_000))).toMatchObject({ jobId: job.id });
+
+      const concurrent = await Promise.all(
+        Array.from({ length: 10 }, () => store.reserveIdempotencyKey({ ...record, key: 'k2' }, at(-60_000))),
+      );
+      expect(concurrent.filter((holder) => holder === null)).toHaveLength(1);
+    });
+
+    it('replaces abandoned reservations and expired keys', async () => {
+      const record = { workspaceId: ws, key: 'k', requestHash: 'h1', jobId: null, createdAt: at(0), expiresAt: at(10_000) };
+      await store.reserveIdempotencyKey(record, at(-60_000));
+      expect(await store.reserveIdempotencyKey({ ...record, requestHash: 'h2', createdAt: at(61_000), expiresAt: at(99_000) }, at(1))).toBeNull();
+      const job = jobFixture(ws);
+      await store.enqueueJob(job, eventFixture(ws), 'k');
+      expect(await store.reserveIdempotencyKey({ ...record, createdAt: at(98_000) }, at(38_000))).toMatchObject({ jobId: job.id, requestHash: 'h2' });
+      expect(await store.reserveIdempotencyKey({ ...record, createdAt: at(99_000), expiresAt: at(200_000) }, at(39_000))).toBeNull();
+    });
+
+    it('prunes finished jobs, old events and expired keys in bounded batches, keeping the rest', async () => {
+      const old = jobFixture(ws);
+      const recent = jobFixture(ws);
+      const pending = jobFixture(ws, { createdAt: at(0) });
+      for (const job of [old, recent, pending]) await store.enqueueJob(job, eventFixture(ws, { occurredAt: at(0) }));
+      await store.claimJobs('w', 2, at(0), at(1_000_000));
+      const claimed = [old, recent];
+      await store.finishJob(claimed[0].id, 'w', { status: 'FAILED', resultCampaignId: null, error: { code: 'X', message: 'x' }, event: eventFixture(ws, { occurredAt: at(100) }) }, at(100));
+      await store.finishJob(claimed[1].id, 'w', { status: 'FAILED', resultCampaignId: null, error: { code: 'X', message: 'x' }, event: eventFixture(ws, { occurredAt: at(900_000) }) }, at(900_000));
+      for (let i = 0; i < 5; i += 1) await store.insertEvent(eventFixture(ws, { occurredAt: at(i) }));
+
+      expect(await store.pruneFinishedJobs(at(500_000), 10)).toBe(1);
+      expect(await store.getJob(ws, old.id)).toBeNull();
+      expect(await store.getJob(ws, recent.id)).not.toBeNull();
+      expect(await store.getJob(ws, pending.id)).not.toBeNull();
+
+      expect(await store.pruneEvents(at(500_000), 4)).toBe(4);
+      expect(await store.pruneEvents(at(500_000), 100)).toBe(5);
+      expect((await store.listEvents(ws, {}, { first: 100 })).map((e) => e.occurredAt)).toEqual([at(900_000)]);
+
+      await store.reserveIdempotencyKey({ workspaceId: ws, key: 'a', requestHash: 'h', jobId: null, createdAt: at(0), expiresAt: at(10) }, at(-1));
+      await store.reserveIdempotencyKey({ workspaceId: ws, key: 'b', requestHash: 'h', jobId: null, createdAt: at(0), expiresAt: at(1000) }, at(-1));
+      expect(await store.pruneIdempotencyKeys(at(500), 10)).toBe(1);
+      expect(await store.reserveIdempotencyKey({ workspaceId: ws, key: 'b', requestHash: 'x', jobId: null, createdAt: at(1), expiresAt: at(1000) }, at(-1))).toMatchObject({ key: 'b' });
+    });
+  });
+}
