@@ -94,6 +94,8 @@ export function createApollo(options: ApolloOptions): ApolloServer<GraphQLContex
     includeStacktraceInErrorResponses: false,
     csrfPrevention: true,
     allowBatchedHttpRequests: false,
+    // main.ts owns shutdown; Apollo's own handlers would re-raise the signal and kill the process mid-drain.
+    stopOnTerminationSignals: false,
     formatError: formatGraphQLError,
     plugins: [ApolloServerPluginLandingPageDisabled(), httpSemanticsPlugin(options.logger)],
   });

@@ -46,11 +46,11 @@ export class DuplicationResolver {
 
   @Query(() => CampaignConnection, { description: 'Campaigns of your workspace, newest first. Permission campaigns.list.' })
   async campaigns(
-    @Arg('first', () => Int, { defaultValue: 50 }) first: number,
+    @Arg('first', () => Int, { nullable: true, defaultValue: 50 }) first: number | null,
     @Arg('after', () => String, { nullable: true }) after: string | null,
     @Ctx() context: GraphQLContext,
   ): Promise<CampaignConnection> {
-    const page = await context.service.listCampaigns(await context.principal(), first, after);
+    const page = await context.service.listCampaigns(await context.principal(), first ?? 50, after);
     return toConnection(page, toGraphQLCampaign);
   }
 
@@ -69,7 +69,7 @@ export class SecurityEventResolver {
   })
   async securityEvents(
     @Arg('filter', () => SecurityEventFilter, { nullable: true }) filter: SecurityEventFilter | null,
-    @Arg('first', () => Int, { defaultValue: 50, description: 'At most 200.' }) first: number,
+    @Arg('first', () => Int, { nullable: true, defaultValue: 50, description: 'At most 200.' }) first: number | null,
     @Arg('after', () => String, { nullable: true }) after: string | null,
     @Ctx() context: GraphQLContext,
   ): Promise<SecurityEventConnection> {
@@ -82,7 +82,7 @@ export class SecurityEventResolver {
         since: filter?.since ?? undefined,
         until: filter?.until ?? undefined,
       },
-      first,
+      first ?? 50,
       after,
     );
     return toConnection(page, toGraphQLEvent);

@@ -35,6 +35,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     logger: deps.logger ?? loggerOptions(config),
     bodyLimit: config.bodyLimitBytes,
     trustProxy: false,
+    forceCloseConnections: 'idle',
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
     requestIdHeader: false,

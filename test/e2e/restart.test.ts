@@ -1,0 +1,53 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { bearer, http, json, waitFor } from '../support/gateway.js';
+import { spawnGateway, type GatewayProcess } from '../support/process.js';
+import { jobEvents } from '../support/transports.js';
+
+const dataDir = mkdtempSync(join(tmpdir(), 'cgw-e2e-'));
+const processes: GatewayProcess[] = [];
+
+afterAll(async () => {
+  for (const gateway of processes) gateway.child.kill('SIGKILL');
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+describe('a real gateway process', () => {
+  it('seeds a demo workspace on first start, and a job accepted just before a kill -9 completes after a restart', async () => {
+    const first = await spawnGateway({ DATA_DIR: dataDir, WORKER_CONCURRENCY: '0' });
+    processes.push(first);
+    const key = /^\s+(cgw_[0-9A-Za-z]+)$/m.exec(first.output())?.[1];
+    const campaignId = /"campaign_id":"([0-9a-f-]{36})"/.exec(first.output())?.[1];
+    expect(key).toBeDefined();
+    expect(campaignId).toBeDefined();
+
+    const accepted = await http(first.baseUrl, 'POST', '/campaigns/duplicate', {
+      headers: { ...json, ...bearer(key!) },
+      body: JSON.stringify({ campaign_id: campaignId, name: 'Survives a crash' }),
+    });
+    expect(accepted.status).toBe(202);
+    const jobId = accepted.body.job_id as string;
+    first.child.kill('SIGKILL');
+    expect((await first.exited).signal).toBe('SIGKILL');
+
+    const second = await spawnGateway({ DATA_DIR: dataDir });
+    processes.push(second);
+    expect(second.output()).not.toContain('cgw_');
+    const done = await waitFor(async () => {
+      const events = await jobEvents(second.baseUrl, key!, jobId);
+      return events.job?.status === 'SUCCEEDED' && events;
+    });
+    expect(done.types).toEqual(['CAMPAIGN_DUPLICATED', 'CAMPAIGN_DUPLICATION_REQUESTED']);
+
+    second.child.kill('SIGTERM');
+    expect((await second.exited).code).toBe(0);
+  });
+
+  it('stops with one clear line naming the variable when the configuration is invalid', async () => {
+    await expect(spawnGateway({ DATA_DIR: dataDir, PORT: 'eighty' }, 10_000)).rejects.toThrow(
+      /campaign-gateway: invalid configuration: PORT must be a whole number/,
+    );
+  });
+});

@@ -1,0 +1,177 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ERROR_CODES, type ErrorCode } from '../../src/domain/errors.js';
+import { graphql, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { jobEvents, transports, type DuplicateArgs, type DuplicateOutcome } from '../support/transports.js';
+
+let gateway: TestGateway;
+let ws: TestWorkspace;
+let otherWs: TestWorkspace;
+
+beforeAll(async () => {
+  gateway = await startGateway({ DUPLICATE_RATE_LIMIT: '100000' });
+  ws = await gateway.workspace();
+  otherWs = await gateway.workspace();
+});
+
+afterAll(async () => {
+  await gateway?.close();
+});
+
+function expectError(outcome: DuplicateOutcome, code: ErrorCode, transport: string) {
+  expect(outcome.jobId).toBeNull();
+  expect(outcome.code).toBe(ERROR_CODES[code].graphqlCode);
+  if (transport === 'REST') expect(outcome.httpStatus).toBe(ERROR_CODES[code].httpStatus);
+}
+
+const long = (n: number) => 'x'.repeat(n);
+
+describe.each(transports)('duplicateCampaign over $name', (transport) => {
+  const valid = (): DuplicateArgs => ({ campaignId: ws.campaign.id, name: 'Copy of welcome' });
+
+  it('accepts a valid request at once with a pending job', async () => {
+    const outcome = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), description: 'new', tagNames: ['promo'] });
+    expect(outcome.httpStatus).toBe(transport.name === 'REST' ? 202 : 200);
+    expect(outcome.jobId).toMatch(/^[0-9a-f-]{36}$/);
+    const job = await gateway.app.store.getJob(ws.workspace.id, outcome.jobId!);
+    expect(job).toMatchObject({ sourceCampaignId: ws.campaign.id, name: 'Copy of welcome', tagNames: ['promo'], channel: transport.name });
+    expect(outcome.headers['x-ratelimit-limit']).toBe('100000');
+  });
+
+  it('runs the job to SUCCEEDED, as seen through securityEvents(filter: {jobId})', async () => {
+    const { jobId } = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), tagNames: ['newsletter'] });
+    const seen = await waitFor(async () => {
+      const events = await jobEvents(gateway.baseUrl, ws.key, jobId!);
+      return events.types.includes('CAMPAIGN_DUPLICATED') && events;
+    });
+    expect(seen.types).toEqual(['CAMPAIGN_DUPLICATED', 'CAMPAIGN_DUPLICATION_REQUESTED']);
+    expect(seen.job?.status).toBe('SUCCEEDED');
+    const copy = await gateway.app.store.getCampaign(ws.workspace.id, seen.job!.resultCampaignId!);
+    expect(copy).toMatchObject({
+      name: 'Copy of welcome',
+      description: ws.campaign.description,
+      tagNames: ['newsletter'],
+      draft: true,
+      duplicatedFrom: ws.campaign.id,
+      body: ws.campaign.body,
+    });
+  });
+
+  it.each([
+    ['no key', null, undefined],
+    ['a malformed key', 'cgw_short', undefined],
+    ['a well-formed key nobody issued', null, 'Bearer cgw_0000000000000000000000000000000000000A'],
+    ['an empty bearer', null, 'Bearer '],
+    ['another scheme', null, 'Basic dXNlcjpwYXNz'],
+  ])('refuses %s as UNAUTHENTICATED', async (_label, key, authorization) => {
+    const outcome = await transport.duplicate(gateway.baseUrl, key, valid(), { authorization });
+    expectError(outcome, 'UNAUTHENTICATED', transport.name);
+    expect(outcome.httpStatus).toBe(401);
+    expect(outcome.message).toBe('Invalid API key');
+  });
+
+  it('refuses a revoked key on the very next request', async () => {
+    const { key, keyId } = await ws.addKey(['campaigns.duplicate']);
+    expect((await transport.duplicate(gateway.baseUrl, key, valid())).jobId).not.toBeNull();
+    await gateway.app.admin.revokeKey(keyId);
+    expectError(await transport.duplicate(gateway.baseUrl, key, valid()), 'UNAUTHENTICATED', transport.name);
+  });
+
+  it('checks the permission before the input: 403 before 400, and records PERMISSION_DENIED', async () => {
+    const { key, keyId } = await ws.addKey(['campaigns.list']);
+    const outcome = await transport.duplicate(gateway.baseUrl, key, { campaignId: ws.campaign.id, name: '' });
+    expectError(outcome, 'FORBIDDEN', transport.name);
+    expect(outcome.message).toBe('Access Denied');
+    const events = await gateway.app.store.listEvents(ws.workspace.id, { apiKeyId: keyId }, { first: 10 });
+    expect(events.map((event) => [event.type, event.channel, event.details.permission])).toContainEqual([
+      'PERMISSION_DENIED',
+      transport.name,
+      'campaigns.duplicate',
+    ]);
+  });
+
+  const invalid: [string, () => DuplicateArgs, string][] = [
+    ['campaign id missing', () => ({ name: 'n' }), 'campaignId'],
+    ['campaign id empty', () => ({ campaignId: '', name: 'n' }), 'campaignId'],
+    ['campaign id too long', () => ({ campaignId: long(129), name: 'n' }), 'campaignId'],
+    ['name missing', () => ({ campaignId: ws.campaign.id }), 'name'],
+    ['name blank', () => ({ campaignId: ws.campaign.id, name: '   ' }), 'name'],
+    ['name too long', () => ({ campaignId: ws.campaign.id, name: long(256) }), 'name'],
+    ['name with a control character', () => ({ campaignId: ws.campaign.id, name: 'a\u0000b' }), 'name'],
+    ['description too long', () => ({ campaignId: ws.campaign.id, name: 'n', description: long(4097) }), 'description'],
+    ['an empty tag', () => ({ campaignId: ws.campaign.id, name: 'n', tagNames: [''] }), 'tagNames'],
+    ['too many tags', () => ({ campaignId: ws.campaign.id, name: 'n', tagNames: Array.from({ length: 51 }, (_, i) => `t${i}`) }), 'tagNames'],
+    ['a tag that does not exist', () => ({ campaignId: ws.campaign.id, name: 'n', tagNames: ['promo', 'no-such-tag'] }), 'tagNames'],
+  ];
+
+  it.each(invalid)('refuses %s as BAD_USER_INPUT, naming the field', async (_label, args, field) => {
+    const before = await gateway.app.store.countJobsByStatus();
+    const outcome = await transport.duplicate(gateway.baseUrl, ws.key, args());
+    expectError(outcome, 'BAD_USER_INPUT', transport.name);
+    const text = [outcome.message, ...outcome.details].join(' ');
+    const name = transport.name === 'REST' ? field.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`) : field;
+    expect(text).toContain(name);
+    expect(await gateway.app.store.countJobsByStatus()).toEqual(before);
+  });
+
+  it('accepts a single tag name given as a string as one tag', async () => {
+    const outcome = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), tagNames: 'promo' });
+    const job = await gateway.app.store.getJob(ws.workspace.id, outcome.jobId!);
+    expect(job?.tagNames).toEqual(['promo']);
+  });
+
+  it("answers a campaign of another workspace exactly like one that does not exist", async () => {
+    const unknown = await transport.duplicate(gateway.baseUrl, ws.key, { campaignId: '00000000-0000-4000-8000-000000000000', name: 'n' });
+    const foreign = await transport.duplicate(gateway.baseUrl, ws.key, { campaignId: otherWs.campaign.id, name: 'n' });
+    expectError(unknown, 'BAD_USER_INPUT', transport.name);
+    expect(unknown.message).toContain('Invalid Campaign ID');
+    expect({ ...foreign, headers: undefined }).toEqual({ ...unknown, headers: undefined });
+  });
+});
+
+describe('the quota', () => {
+  let limited: TestGateway;
+
+  beforeAll(async () => {
+    limited = await startGateway({ DUPLICATE_RATE_LIMIT: '100', DUPLICATE_RATE_WINDOW_SECONDS: '60' });
+  });
+
+  afterAll(async () => {
+    await limited?.close();
+  });
+
+  it('is shared by both transports: 60 REST and 40 GraphQL calls spend it, then both get 429', async () => {
+    const team = await limited.workspace();
+    const args = { campaignId: team.campaign.id, name: 'copy' };
+    const [restTransport, graphqlTransport] = transports;
+    const accepted = await Promise.all([
+      ...Array.from({ length: 60 }, () => restTransport.duplicate(limited.baseUrl, team.key, args)),
+      ...Array.from({ length: 40 }, () => graphqlTransport.duplicate(limited.baseUrl, team.key, args)),
+    ]);
+    expect(accepted.filter((outcome) => outcome.jobId !== null)).toHaveLength(100);
+
+    for (const transport of transports) {
+      const refused = await transport.duplicate(limited.baseUrl, team.key, args);
+      expectError(refused, 'RATE_LIMITED', transport.name);
+      expect(refused.httpStatus).toBe(429);
+      expect(Number(refused.headers['retry-after'])).toBeGreaterThan(0);
+      expect(Number(refused.headers['retry-after'])).toBeLessThanOrEqual(60);
+      expect(refused.headers['x-ratelimit-remaining']).toBe('0');
+      expect(Number(refused.headers['x-ratelimit-reset'])).toBeGreaterThan(Date.now() / 1000);
+    }
+    const other = await limited.workspace();
+    expect((await transports[0].duplicate(limited.baseUrl, other.key, { campaignId: other.campaign.id, name: 'x' })).jobId).not.toBeNull();
+  });
+
+  it('counts every executed duplicateCampaign field, so aliases cannot multiply one request', async () => {
+    const team = await limited.workspace();
+    const fields = Array.from(
+      { length: 3 },
+      (_, i) => `c${i}: duplicateCampaign(input: {campaignId: "${team.campaign.id}", name: "alias ${i}"}) { job { id } }`,
+    );
+    const response = await graphql(limited.baseUrl, team.key, `mutation { ${fields.join('\n')} }`);
+    expect(Object.keys(response.body.data)).toHaveLength(3);
+    expect(response.headers['x-ratelimit-remaining']).toBe('97');
+    const jobs = await limited.app.store.listEvents(team.workspace.id, { types: ['CAMPAIGN_DUPLICATION_REQUESTED'] }, { first: 10 });
+    expect(jobs).toHaveLength(3);
+  });
+});

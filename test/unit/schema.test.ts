@@ -1,0 +1,29 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import type { GraphQLField } from 'graphql';
+import { gatewaySchema } from '../../src/graphql/schema.js';
+import { printGatewaySchema } from '../../src/graphql/sdl.js';
+
+describe('schema.graphql', () => {
+  it('is what the code emits (run `npm run schema` after changing the schema)', async () => {
+    const committed = readFileSync(new URL('../../schema.graphql', import.meta.url), 'utf8');
+    expect(committed).toBe(await printGatewaySchema());
+  });
+
+  it('keeps the root fields of the contract (DESIGN §3)', async () => {
+    const schema = await gatewaySchema();
+    const signature = (field: GraphQLField<unknown, unknown>) =>
+      `${field.name}(${[...field.args].sort((a, b) => a.name.localeCompare(b.name)).map((arg) => `${arg.name}: ${String(arg.type)}${arg.defaultValue === undefined ? '' : ` = ${String(arg.defaultValue)}`}`).join(', ')}): ${String(field.type)}`;
+    expect(signature(schema.getMutationType()!.getFields().duplicateCampaign)).toBe(
+      'duplicateCampaign(input: DuplicateCampaignInput!): DuplicateCampaignPayload!',
+    );
+    expect(Object.values(schema.getQueryType()!.getFields()).map(signature).sort()).toEqual(
+      expect.arrayContaining([
+        'campaign(id: ID!): Campaign',
+        'campaigns(after: String, first: Int = 50): CampaignConnection!',
+        'duplicationJob(id: ID!): DuplicationJob',
+        'securityEvents(after: String, filter: SecurityEventFilter, first: Int = 50): SecurityEventConnection!',
+      ]),
+    );
+  });
+});
