@@ -1,14 +1,18 @@
 import 'reflect-metadata';
 import { join } from 'node:path';
-import type { FastifyInstance, FastifyServerOptions } from 'fastify';
-import { RateLimiterMemory } from 'rate-limiter-flexible';
+import type { FastifyBaseLogger, FastifyInstance, FastifyServerOptions } from 'fastify';
+import { RateLimiterMemory, type IRateLimiterOptions, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import { BrazeCampaignReader } from './adapters/braze-campaign-reader.js';
+import { BrazeClient, type BrazeClientOptions } from './adapters/braze-client.js';
 import { RateLimiterQuota } from './adapters/rate-limiter-quota.js';
 import { SqliteStore } from './adapters/sqlite/store.js';
 import { StoreCampaignReader } from './adapters/store-campaign-reader.js';
+import { UpstreamPacer } from './adapters/upstream-pacer.js';
 import type { Config } from './config.js';
 import { AdminService } from './domain/admin.js';
 import { systemClock, type CampaignReader, type Clock, type Duplicator, type GatewayStore, type Quota } from './domain/ports.js';
 import { GatewayService } from './domain/service.js';
+import { BrazeDuplicator } from './duplicators/braze.js';
 import { LocalDuplicator } from './duplicators/local.js';
 import { buildHttpServer } from './http/server.js';
 import { RetentionPruner } from './jobs/retention.js';
@@ -33,6 +37,8 @@ export interface AppOverrides {
   quota?: Quota;
   clock?: Clock;
   logger?: FastifyServerOptions['logger'];
+  /** The limiter behind upstream pacing; instances given the same one share the pace. */
+  upstreamLimiter?: RateLimiterAbstract;
 }
 
 /** The embedded store unless DATABASE_URL says otherwise. */
@@ -42,14 +48,29 @@ export async function createStore(config: Config): Promise<GatewayStore> {
   return store;
 }
 
+/** Every rate-limiter-flexible limiter is built here, so the caller quota and upstream pacing share one backend. */
+function createLimiter(options: IRateLimiterOptions): RateLimiterAbstract {
+  return new RateLimiterMemory(options);
+}
+
 function createQuota(config: Config): Quota {
   return new RateLimiterQuota(
-    new RateLimiterMemory({
-      keyPrefix: 'duplicate',
-      points: config.duplicateRateLimit,
-      duration: config.duplicateRateWindowSeconds,
-    }),
+    createLimiter({ keyPrefix: 'duplicate', points: config.duplicateRateLimit, duration: config.duplicateRateWindowSeconds }),
   );
+}
+
+/** Upstream mode: the one client (and socket pool) shared by the duplicator, the campaign reader and readiness. */
+function createUpstream(config: Config, clock: Clock, logger: BrazeClientOptions['logger']): BrazeClient | null {
+  if (!config.upstreamUrl || !config.upstreamApiKey) return null;
+  return new BrazeClient({
+    baseUrl: config.upstreamUrl,
+    apiKey: config.upstreamApiKey,
+    timeoutMs: config.upstreamTimeoutMs,
+    connectTimeoutMs: config.upstreamConnectTimeoutMs,
+    connections: Math.max(4, config.workerConcurrency * 2),
+    clock,
+    logger,
+  });
 }
 
 /** The composition root: every adapter is chosen here and nowhere else. */
@@ -57,8 +78,19 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   const clock = overrides.clock ?? systemClock;
   const store = overrides.store ?? (await createStore(config));
   const quota = overrides.quota ?? createQuota(config);
-  const campaigns: CampaignReader = new StoreCampaignReader(store);
-  const duplicator: Duplicator = new LocalDuplicator(store, clock);
+  // The HTTP server owns the logger and is built last; the upstream only calls out once it exists.
+  let upstreamLog: FastifyBaseLogger | undefined;
+  const upstream = createUpstream(config, clock, { warn: (object, message) => upstreamLog?.warn(object, message) });
+  const campaigns: CampaignReader = upstream ? new BrazeCampaignReader(upstream) : new StoreCampaignReader(store);
+  const duplicator: Duplicator = upstream
+    ? new BrazeDuplicator(
+        upstream,
+        new UpstreamPacer(
+          overrides.upstreamLimiter ??
+            createLimiter({ keyPrefix: 'upstream', points: config.upstreamRateLimit, duration: config.upstreamRateWindowSeconds }),
+        ),
+      )
+    : new LocalDuplicator(store, clock);
 
   let worker: JobWorker | undefined;
   const service = new GatewayService({
@@ -74,8 +106,13 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     config,
     service,
     logger: overrides.logger,
-    checkReady: () => store.ping(),
+    readinessChecks: {
+      store: () => store.ping(),
+      quota: async () => void (await quota.peek('readiness')),
+      ...(upstream ? { upstream: () => upstream.ping() } : {}),
+    },
   });
+  upstreamLog = http.log.child({ component: 'upstream' });
   worker = new JobWorker(
     store,
     duplicator,
@@ -121,6 +158,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
         await http.close();
         await retention.stop();
         await jobWorker.stop();
+        await upstream?.close();
         await store.close();
       })()),
   };

@@ -10,6 +10,12 @@ export interface Config {
   redisUrl: string | null;
   upstreamUrl: string | null;
   upstreamApiKey: string | null;
+  /** Whole-request deadline for one upstream call (connect, headers and body). */
+  upstreamTimeoutMs: number;
+  upstreamConnectTimeoutMs: number;
+  /** Upstream duplications the gateway as a whole sends per window. */
+  upstreamRateLimit: number;
+  upstreamRateWindowSeconds: number;
   duplicateRateLimit: number;
   duplicateRateWindowSeconds: number;
   workerConcurrency: number;
@@ -77,8 +83,15 @@ export function loadConfig(env: Env = process.env): Config {
   const logLevel = env.LOG_LEVEL?.trim() || 'info';
   if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}`);
   const upstreamUrl = url(env, 'UPSTREAM_URL', ['http:', 'https:']);
+  if (upstreamUrl && /[?#]/.test(upstreamUrl)) throw new ConfigError('UPSTREAM_URL', 'must not have a query or a fragment');
   const upstreamApiKey = env.UPSTREAM_API_KEY?.trim() || null;
   if (upstreamUrl && !upstreamApiKey) throw new ConfigError('UPSTREAM_API_KEY', 'must be set when UPSTREAM_URL is set');
+  const upstreamTimeoutMs = integer(env, 'UPSTREAM_TIMEOUT_MS', 10_000, 50, 600_000);
+  const jobLeaseMs = integer(env, 'JOB_LEASE_SECONDS', 30, 1, 3600) * 1000;
+  // A lease shorter than an upstream call would let a second worker claim a job while the first still waits on it.
+  if (upstreamUrl && jobLeaseMs < upstreamTimeoutMs + 5000) {
+    throw new ConfigError('JOB_LEASE_SECONDS', `must be at least 5 seconds longer than UPSTREAM_TIMEOUT_MS (${upstreamTimeoutMs} ms)`);
+  }
   const host = env.HOST?.trim() || '127.0.0.1';
   return {
     nodeEnv,
@@ -90,10 +103,14 @@ export function loadConfig(env: Env = process.env): Config {
     redisUrl: url(env, 'REDIS_URL', ['redis:', 'rediss:']),
     upstreamUrl,
     upstreamApiKey,
+    upstreamTimeoutMs,
+    upstreamConnectTimeoutMs: integer(env, 'UPSTREAM_CONNECT_TIMEOUT_MS', Math.min(5000, upstreamTimeoutMs), 50, upstreamTimeoutMs),
+    upstreamRateLimit: integer(env, 'UPSTREAM_RATE_LIMIT', 100, 1, 1_000_000_000),
+    upstreamRateWindowSeconds: integer(env, 'UPSTREAM_RATE_WINDOW_SECONDS', 60, 1, 86_400),
     duplicateRateLimit: integer(env, 'DUPLICATE_RATE_LIMIT', 100, 1, 1_000_000_000),
     duplicateRateWindowSeconds: integer(env, 'DUPLICATE_RATE_WINDOW_SECONDS', 60, 1, 86_400),
     workerConcurrency: integer(env, 'WORKER_CONCURRENCY', 4, 0, 1000),
-    jobLeaseMs: integer(env, 'JOB_LEASE_SECONDS', 30, 1, 3600) * 1000,
+    jobLeaseMs,
     jobMaxAttempts: integer(env, 'JOB_MAX_ATTEMPTS', 5, 1, 100),
     bodyLimitBytes: integer(env, 'BODY_LIMIT_BYTES', 64 * 1024, 1024, 10 * 1024 * 1024),
     idempotencyTtlMs: integer(env, 'IDEMPOTENCY_TTL_HOURS', 24, 1, 24 * 30) * 3600_000,

@@ -83,6 +83,11 @@ export interface GatewayStore {
   finishJob(jobId: string, owner: string, outcome: JobOutcome, now: Date): Promise<boolean>;
   /** Returns a running job to the queue, due at `runAt`, keeping the error of the failed attempt. */
   retryJob(jobId: string, owner: string, runAt: Date, error: JobError | null, now: Date): Promise<boolean>;
+  /**
+   * Returns a running job to the queue, due at `runAt`, without counting the attempt it was claimed with:
+   * it was never tried (e.g. it waited for an upstream pacing slot). Keeps the job's error.
+   */
+  deferJob(jobId: string, owner: string, runAt: Date, now: Date): Promise<boolean>;
   /** Hands back every job `owner` holds (graceful shutdown) without counting the attempt. */
   releaseJobs(owner: string, now: Date): Promise<number>;
   countJobsByStatus(): Promise<Record<string, number>>;
@@ -117,7 +122,12 @@ export interface Quota {
 export type DuplicationResult =
   | { kind: 'succeeded'; resultCampaignId: string | null; newCampaign?: Campaign; details?: Record<string, unknown> }
   | { kind: 'permanent'; error: JobError }
-  | { kind: 'transient'; error: JobError; retryAfterMs?: number };
+  | { kind: 'transient'; error: JobError; retryAfterMs?: number }
+  /**
+   * Not tried at all (no upstream pacing slot yet): back to the queue for `retryAfterMs`, no attempt counted.
+   * No other job can be tried before then either, so the worker stops claiming until that time.
+   */
+  | { kind: 'deferred'; retryAfterMs: number };
 
 /** Executes one duplication job: in the embedded store (local) or against Braze (braze). */
 export interface Duplicator {

@@ -14,12 +14,34 @@ import { restContext, restRoutes } from './rest.js';
 export interface HttpDeps {
   config: Config;
   service: GatewayService;
-  /** Readiness of the parts the gateway depends on; throws when one is not ready. */
-  checkReady: () => Promise<void>;
+  /** One check per dependency (store, quota, upstream, …), each throwing when its dependency is not ready. */
+  readinessChecks: Record<string, () => Promise<void>>;
   logger?: FastifyServerOptions['logger'];
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+/** A dependency that does not answer a readiness check within this is reported down, so /readyz never hangs. */
+const READINESS_TIMEOUT_MS = 3000;
+
+type DependencyStatus = { status: 'up' } | { status: 'down'; message: string };
+
+async function checkDependency(check: () => Promise<void>, onDown: (error: unknown) => void): Promise<DependencyStatus> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      check(),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new GatewayError('UNAVAILABLE', 'No answer in time')), READINESS_TIMEOUT_MS);
+      }),
+    ]);
+    return { status: 'up' };
+  } catch (error) {
+    onDown(error);
+    return { status: 'down', message: error instanceof GatewayError ? error.message : 'Not ready' };
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 export function loggerOptions(config: Config): FastifyServerOptions['logger'] {
   return {
@@ -74,15 +96,15 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   });
 
   app.get('/healthz', async () => ({ status: 'ok' }));
+  // Readiness only: an unreachable dependency takes the instance out of rotation, never fails liveness.
   app.get('/readyz', async (request, reply) => {
-    try {
-      await deps.checkReady();
-      return { status: 'ready' };
-    } catch (error) {
-      request.log.warn({ err: error }, 'not ready');
-      const message = error instanceof GatewayError ? error.message : 'A dependency is not ready';
-      return reply.status(503).send({ status: 'not ready', message });
-    }
+    const names = Object.keys(deps.readinessChecks);
+    const results = await Promise.all(
+      names.map((name) => checkDependency(deps.readinessChecks[name], (error) => request.log.warn({ err: error, dependency: name }, 'not ready'))),
+    );
+    const checks = Object.fromEntries(names.map((name, index) => [name, results[index]]));
+    const ready = results.every((result) => result.status === 'up');
+    return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks });
   });
 
   return app;

@@ -23,6 +23,7 @@ export interface WorkerLogger {
 export interface WorkerObserver {
   jobFinished?(status: 'SUCCEEDED' | 'FAILED', durationMs: number): void;
   jobRetried?(): void;
+  jobDeferred?(): void;
 }
 
 /** Exponential backoff with jitter, never shorter than what the upstream asked for. */
@@ -40,6 +41,8 @@ export class JobWorker {
   private readonly active = new Set<Promise<void>>();
   private wake: (() => void) | null = null;
   private woken = false;
+  /** Set when the duplicator deferred a job: nothing can run before then, so claiming waits. */
+  private claimPausedUntil = 0;
 
   constructor(
     private readonly store: GatewayStore,
@@ -86,9 +89,9 @@ export class JobWorker {
     while (this.running) {
       const free = this.options.concurrency - this.active.size;
       let claimed: DuplicationJob[] = [];
-      if (free > 0) {
+      const now = this.clock.now();
+      if (free > 0 && now.getTime() >= this.claimPausedUntil) {
         try {
-          const now = this.clock.now();
           claimed = await this.store.claimJobs(this.owner, free, now, new Date(now.getTime() + this.options.leaseMs));
         } catch (error) {
           this.logger.error({ err: error }, 'claiming jobs failed; retrying');
@@ -134,6 +137,14 @@ export class JobWorker {
               return { kind: 'transient', error: { code: 'INTERNAL_ERROR', message: 'Unexpected error while duplicating' } } as const;
             });
       const now = this.clock.now();
+      if (result.kind === 'deferred') {
+        const runAt = new Date(now.getTime() + result.retryAfterMs);
+        this.claimPausedUntil = Math.max(this.claimPausedUntil, runAt.getTime());
+        await this.store.deferJob(job.id, this.owner, runAt, now);
+        this.observer.jobDeferred?.();
+        this.logger.info({ jobId: job.id, delayMs: result.retryAfterMs }, 'job waits for an upstream slot');
+        return;
+      }
       if (result.kind === 'transient' && job.attempts < this.options.maxAttempts) {
         const delay = backoffDelay(job.attempts, this.options, result.retryAfterMs);
         await this.store.retryJob(job.id, this.owner, new Date(now.getTime() + delay), result.error, now);
@@ -155,7 +166,7 @@ export class JobWorker {
     }
   }
 
-  private outcome(job: DuplicationJob, result: DuplicationResult, now: Date): JobOutcome {
+  private outcome(job: DuplicationJob, result: Exclude<DuplicationResult, { kind: 'deferred' }>, now: Date): JobOutcome {
     if (result.kind === 'succeeded') {
       return {
         status: 'SUCCEEDED',

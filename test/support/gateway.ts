@@ -120,3 +120,9 @@ export async function waitFor<T>(check: () => Promise<T | undefined | null | fal
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
 }
+
+/** A gateway logger that keeps every line, for tests about what is (and is not) logged. */
+export function recordingLogger(level = 'info'): { logger: AppOverrides['logger']; lines: string[] } {
+  const lines: string[] = [];
+  return { logger: { level, stream: { write: (line: string) => void lines.push(line) } }, lines };
+}

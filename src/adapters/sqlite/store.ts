@@ -382,6 +382,15 @@ export class SqliteStore implements GatewayStore {
     return result.changes > 0;
   }
 
+  async deferJob(jobId: string, owner: string, runAt: Date, now: Date): Promise<boolean> {
+    const result = this.sql(
+      `UPDATE jobs SET status = 'PENDING', attempts = MAX(attempts - 1, 0), run_at = ?, updated_at = ?,
+         lease_owner = NULL, lease_expires_at = NULL
+       WHERE id = ? AND status = 'RUNNING' AND lease_owner = ?`,
+    ).run(runAt.getTime(), now.getTime(), jobId, owner);
+    return result.changes > 0;
+  }
+
   async releaseJobs(owner: string, now: Date): Promise<number> {
     const result = this.sql(
       `UPDATE jobs SET status = 'PENDING', attempts = MAX(attempts - 1, 0), run_at = ?, updated_at = ?,

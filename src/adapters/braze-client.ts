@@ -1,0 +1,207 @@
+import { Agent, request, type Dispatcher } from 'undici';
+import { GatewayError } from '../domain/errors.js';
+import { systemClock, type Clock } from '../domain/ports.js';
+import type { JobError } from '../domain/types.js';
+
+export interface BrazeClientOptions {
+  /** The upstream's REST base URL, e.g. https://rest.iad-01.braze.com (a path prefix is kept). */
+  baseUrl: string;
+  /** The server-side upstream key. It goes into the Authorization header and nowhere else. */
+  apiKey: string;
+  /** Deadline for a whole call: connect, headers and body. */
+  timeoutMs: number;
+  connectTimeoutMs: number;
+  /** Sockets kept open to the upstream. */
+  connections?: number;
+  clock?: Clock;
+  logger?: { warn(object: object, message: string): void };
+}
+
+/** One upstream call, classified: what the caller does next depends only on `kind`. */
+export type UpstreamResponse =
+  | { kind: 'ok'; status: number; body: unknown }
+  /** The upstream refused the request itself (400, 401, 403, 404, …): sending it again cannot help. */
+  | { kind: 'rejected'; status: number; body: unknown; error: JobError }
+  /** 408, 429, 5xx, timeouts, connection errors: worth trying again, not before `retryAfterMs` when given. */
+  | { kind: 'unavailable'; status: number | null; error: JobError; retryAfterMs?: number };
+
+const MAX_RESPONSE_BYTES = 1024 * 1024;
+const MAX_MESSAGE_LENGTH = 500;
+const MAX_RETRY_AFTER_MS = 24 * 60 * 60 * 1000;
+const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
+const REJECTED_CODES: Record<number, string> = {
+  400: 'UPSTREAM_BAD_REQUEST',
+  401: 'UPSTREAM_UNAUTHORIZED',
+  403: 'UPSTREAM_FORBIDDEN',
+  404: 'UPSTREAM_NOT_FOUND',
+};
+
+export const isRecord = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/**
+ * The HTTP side of upstream mode: one keep-alive undici Agent for the gateway's lifetime, every call bounded by
+ * a deadline, every answer classified. It never retries: the job worker owns retries and their backoff.
+ */
+export class BrazeClient {
+  private readonly agent: Agent;
+  private readonly baseUrl: string;
+  private readonly clock: Clock;
+
+  constructor(private readonly options: BrazeClientOptions) {
+    this.baseUrl = options.baseUrl.replace(/\/+$/, '');
+    this.clock = options.clock ?? systemClock;
+    this.agent = new Agent({
+      connections: options.connections ?? 16,
+      keepAliveTimeout: 10_000,
+      connect: { timeout: options.connectTimeoutMs },
+      headersTimeout: options.timeoutMs,
+      bodyTimeout: options.timeoutMs,
+      maxResponseSize: MAX_RESPONSE_BYTES,
+    });
+  }
+
+  async call(
+    method: 'GET' | 'POST',
+    path: string,
+    options: { query?: Record<string, string>; json?: unknown } = {},
+  ): Promise<UpstreamResponse> {
+    const query = options.query ? `?${new URLSearchParams(options.query)}` : '';
+    const headers: Record<string, string> = {
+      authorization: `Bearer ${this.options.apiKey}`,
+      accept: 'application/json',
+      'user-agent': 'campaign-gateway',
+    };
+    if (options.json !== undefined) headers['content-type'] = 'application/json';
+    let response: Dispatcher.ResponseData;
+    let text: string | null;
+    try {
+      // The signal bounds the whole call, body included: a server that trickles bytes cannot hold a worker.
+      response = await request(`${this.baseUrl}${path}${query}`, {
+        dispatcher: this.agent,
+        method,
+        headers,
+        body: options.json === undefined ? undefined : JSON.stringify(options.json),
+        signal: AbortSignal.timeout(this.options.timeoutMs),
+      });
+      text = await response.body.text().catch(() => null);
+    } catch (error) {
+      return this.failed(method, path, this.networkFailure(error), error);
+    }
+    return this.classify(method, path, response, text);
+  }
+
+  /** Reachability for /readyz: any answer below 500 from the upstream's origin, without the key. */
+  async ping(): Promise<void> {
+    let status: number;
+    try {
+      const response = await request(`${this.baseUrl}/`, {
+        dispatcher: this.agent,
+        method: 'GET',
+        headers: { 'user-agent': 'campaign-gateway' },
+        signal: AbortSignal.timeout(Math.min(this.options.timeoutMs, 3000)),
+      });
+      status = response.statusCode;
+      await response.body.dump();
+    } catch (error) {
+      throw new GatewayError('UNAVAILABLE', this.networkFailure(error).error.message);
+    }
+    if (status >= 500) throw new GatewayError('UNAVAILABLE', `The upstream answered ${status}`);
+  }
+
+  close(): Promise<void> {
+    return this.agent.close();
+  }
+
+  private classify(method: string, path: string, response: Dispatcher.ResponseData, text: string | null): UpstreamResponse {
+    const status = response.statusCode;
+    const body = parseJson(text);
+    if (status >= 200 && status < 300) return { kind: 'ok', status, body };
+    const message = `The upstream answered ${status}: ${this.upstreamMessage(body)}`;
+    if (status === 408 || status === 429 || status >= 500) {
+      const retryAfterMs = this.retryAfterMs(response.headers, status === 429);
+      return this.failed(method, path, {
+        kind: 'unavailable',
+        status,
+        error: { code: status === 429 ? 'UPSTREAM_RATE_LIMITED' : 'UPSTREAM_UNAVAILABLE', message },
+        ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
+      });
+    }
+    return this.failed(method, path, {
+      kind: 'rejected',
+      status,
+      body,
+      error: { code: REJECTED_CODES[status] ?? 'UPSTREAM_REJECTED', message },
+    });
+  }
+
+  /** Braze's error body is `{message, errors?}`; anything else is described, never echoed raw. */
+  private upstreamMessage(body: unknown): string {
+    if (!isRecord(body)) return 'no JSON body';
+    const parts: string[] = [];
+    if (typeof body.message === 'string') parts.push(body.message);
+    if (Array.isArray(body.errors)) parts.push(...body.errors.filter((item): item is string => typeof item === 'string'));
+    if (parts.length === 0) return 'no message';
+    // The upstream could echo what it received; the key must not travel on into jobs, events or responses.
+    const text = parts.join('; ').split(this.options.apiKey).join('[redacted]').replace(/[\u0000-\u001f\u007f]+/g, ' ');
+    return text.length > MAX_MESSAGE_LENGTH ? `${text.slice(0, MAX_MESSAGE_LENGTH)}…` : text;
+  }
+
+  /** Retry-After (seconds or an HTTP date) and, on 429, X-RateLimit-Reset (epoch seconds): the later wins. */
+  private retryAfterMs(headers: Dispatcher.ResponseData['headers'], rateLimited: boolean): number | undefined {
+    const now = this.clock.now().getTime();
+    const candidates: number[] = [];
+    const retryAfter = header(headers, 'retry-after');
+    if (retryAfter !== undefined) {
+      if (/^\d+$/.test(retryAfter)) candidates.push(Number(retryAfter) * 1000);
+      else if (!Number.isNaN(Date.parse(retryAfter))) candidates.push(Date.parse(retryAfter) - now);
+    }
+    const reset = header(headers, 'x-ratelimit-reset');
+    if (rateLimited && reset !== undefined && /^\d+(\.\d+)?$/.test(reset)) {
+      const value = Number(reset);
+      // Braze sends epoch seconds; a small number can only be seconds from now.
+      candidates.push(value > 1e9 ? value * 1000 - now : value * 1000);
+    }
+    if (candidates.length === 0) return undefined;
+    return Math.min(MAX_RETRY_AFTER_MS, Math.max(0, Math.ceil(Math.max(...candidates))));
+  }
+
+  private networkFailure(error: unknown): Extract<UpstreamResponse, { kind: 'unavailable' }> {
+    const code = (error as { code?: unknown } | null)?.code;
+    const name = (error as { name?: unknown } | null)?.name;
+    if (name === 'TimeoutError' || (typeof code === 'string' && TIMEOUT_CODES.has(code))) {
+      return {
+        kind: 'unavailable',
+        status: null,
+        error: { code: 'UPSTREAM_TIMEOUT', message: `The upstream did not answer within ${this.options.timeoutMs} ms` },
+      };
+    }
+    return {
+      kind: 'unavailable',
+      status: null,
+      error: { code: 'UPSTREAM_UNREACHABLE', message: 'The connection to the upstream failed' },
+    };
+  }
+
+  private failed<T extends UpstreamResponse>(method: string, path: string, response: T, cause?: unknown): T {
+    if (response.kind !== 'ok') {
+      const detail = cause instanceof Error ? { name: cause.name, code: (cause as { code?: unknown }).code, message: cause.message } : undefined;
+      this.options.logger?.warn({ method, path, status: response.status, error: response.error, cause: detail }, 'upstream call failed');
+    }
+    return response;
+  }
+}
+
+function header(headers: Dispatcher.ResponseData['headers'], name: string): string | undefined {
+  const value = headers[name];
+  return (Array.isArray(value) ? value[0] : value)?.trim();
+}
+
+function parseJson(text: string | null): unknown {
+  if (!text) return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}

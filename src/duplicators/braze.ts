@@ -1,0 +1,66 @@
+import type { BrazeClient } from '../adapters/braze-client.js';
+import type { UpstreamPacer } from '../adapters/upstream-pacer.js';
+import type { Duplicator, DuplicationResult } from '../domain/ports.js';
+import type { DuplicationJob } from '../domain/types.js';
+
+/** Braze's request body, exactly: optional fields are left out rather than sent as null. */
+export function brazeDuplicateBody(job: DuplicationJob): Record<string, unknown> {
+  return {
+    campaign_id: job.sourceCampaignId,
+    name: job.name,
+    ...(job.description === null ? {} : { description: job.description }),
+    ...(job.tagNames === null ? {} : { tag_names: job.tagNames }),
+  };
+}
+
+/** Braze answers 202 without naming the copy; an upstream that does name it is believed. */
+function copyId(body: unknown, job: DuplicationJob): string | null {
+  if (typeof body !== 'object' || body === null) return null;
+  const { new_campaign_id: named, campaign_id: echoed } = body as Record<string, unknown>;
+  if (typeof named === 'string' && named) return named;
+  if (typeof echoed === 'string' && echoed && echoed !== job.sourceCampaignId) return echoed;
+  return null;
+}
+
+/**
+ * Runs a job against the upstream's `POST /campaigns/duplicate`. Each call is at least once: a call whose answer
+ * was lost (timeout, dropped connection) is sent again, which the upstream may carry out twice.
+ */
+export class BrazeDuplicator implements Duplicator {
+  readonly kind = 'braze';
+
+  constructor(
+    private readonly client: BrazeClient,
+    private readonly pacer: UpstreamPacer,
+  ) {}
+
+  async duplicate(job: DuplicationJob): Promise<DuplicationResult> {
+    let waitMs: number;
+    try {
+      waitMs = await this.pacer.take();
+    } catch {
+      return { kind: 'transient', error: { code: 'UPSTREAM_PACING_UNAVAILABLE', message: 'The upstream pacing store is unavailable' } };
+    }
+    if (waitMs > 0) return { kind: 'deferred', retryAfterMs: waitMs };
+
+    const response = await this.client.call('POST', '/campaigns/duplicate', { json: brazeDuplicateBody(job) });
+    switch (response.kind) {
+      case 'ok': {
+        const message = (response.body as { message?: unknown } | undefined)?.message;
+        return {
+          kind: 'succeeded',
+          resultCampaignId: copyId(response.body, job),
+          details: { upstreamStatus: response.status, ...(typeof message === 'string' ? { upstreamMessage: message } : {}) },
+        };
+      }
+      case 'rejected':
+        return { kind: 'permanent', error: response.error };
+      case 'unavailable':
+        if (response.status === 429 && response.retryAfterMs) {
+          // Best effort: this job's own delay already honours the upstream; the pause keeps the others back too.
+          await this.pacer.pause(response.retryAfterMs).catch(() => undefined);
+        }
+        return { kind: 'transient', error: response.error, ...(response.retryAfterMs === undefined ? {} : { retryAfterMs: response.retryAfterMs }) };
+    }
+  }
+}

@@ -1,0 +1,112 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sampleCampaigns, startFakeBraze, type FakeBraze, type FakeReply } from '../support/fake-braze.js';
+import { graphql, startGateway, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+
+const UPSTREAM_KEY = 'braze-upstream-key-reads-8c41b0';
+const LIST = 'GET /campaigns/list';
+const DETAILS = 'GET /campaigns/details';
+
+const CAMPAIGNS = `query ($first: Int, $after: String) {
+  campaigns(first: $first, after: $after) { edges { cursor node { id name tagNames updatedAt } } pageInfo { hasNextPage endCursor } }
+}`;
+const CAMPAIGN = `query ($id: ID!) { campaign(id: $id) { id name description tagNames draft createdAt updatedAt duplicatedFrom } }`;
+
+describe('upstream mode: campaigns and campaign read through to the upstream', () => {
+  let fake: FakeBraze;
+  let gateway: TestGateway;
+  let ws: TestWorkspace;
+
+  beforeAll(async () => {
+    fake = await startFakeBraze(UPSTREAM_KEY, sampleCampaigns(150));
+    gateway = await startGateway({ UPSTREAM_URL: fake.url, UPSTREAM_API_KEY: UPSTREAM_KEY, UPSTREAM_TIMEOUT_MS: '300' });
+    ws = await gateway.workspace();
+  });
+  afterAll(async () => {
+    await gateway?.close();
+    await fake?.close();
+  });
+
+  it("pages through the upstream's 100-campaign pages, newest first, with the upstream key", async () => {
+    const before = fake.requestsTo(LIST).length;
+    const first = await graphql(gateway.baseUrl, ws.key, CAMPAIGNS, { first: 120 });
+    expect(first.body.errors).toBeUndefined();
+    const page = first.body.data.campaigns;
+    expect(page.edges).toHaveLength(120);
+    expect(page.edges[0].node).toEqual({ id: 'cmp-0150', name: 'Campaign 150', tagNames: [], updatedAt: '2030-01-01T02:29:00.000Z' });
+    expect(page.edges[119].node.id).toBe('cmp-0031');
+    expect(page.pageInfo.hasNextPage).toBe(true);
+
+    const calls = fake.requestsTo(LIST).slice(before);
+    expect(calls.map((call) => call.query)).toEqual([
+      { page: '0', sort_direction: 'desc' },
+      { page: '1', sort_direction: 'desc' },
+    ]);
+    expect(calls.every((call) => call.headers.authorization === `Bearer ${UPSTREAM_KEY}`)).toBe(true);
+
+    const rest = await graphql(gateway.baseUrl, ws.key, CAMPAIGNS, { first: 50, after: page.pageInfo.endCursor });
+    const tail = rest.body.data.campaigns;
+    expect(tail.edges.map((edge: { node: { id: string } }) => edge.node.id)).toEqual(
+      Array.from({ length: 30 }, (_, index) => `cmp-${String(30 - index).padStart(4, '0')}`),
+    );
+    expect(tail.pageInfo.hasNextPage).toBe(false);
+    expect(tail.edges[2].node).toMatchObject({ id: 'cmp-0028', tagNames: ['promo'] });
+  });
+
+  it("maps the upstream's details; an id the upstream does not know is null", async () => {
+    const found = await graphql(gateway.baseUrl, ws.key, CAMPAIGN, { id: 'cmp-0001' });
+    expect(found.body.data.campaign).toEqual({
+      id: 'cmp-0001',
+      name: 'Campaign 1',
+      description: 'Description 1',
+      tagNames: ['promo'],
+      draft: false,
+      createdAt: '2030-01-01T00:00:00.000Z',
+      updatedAt: '2030-01-01T00:00:00.000Z',
+      duplicatedFrom: null,
+    });
+    expect(fake.requestsTo(DETAILS).at(-1)?.query).toEqual({ campaign_id: 'cmp-0001' });
+    const draft = await graphql(gateway.baseUrl, ws.key, CAMPAIGN, { id: 'cmp-0002' });
+    expect(draft.body.data.campaign).toMatchObject({ description: null, draft: true, tagNames: [] });
+
+    const missing = await graphql(gateway.baseUrl, ws.key, CAMPAIGN, { id: 'nope' });
+    expect(missing.body).toEqual({ data: { campaign: null } });
+  });
+
+  it.each<[string, FakeReply, string, string, number | undefined]>([
+    ['a 500', { status: 500, json: { message: 'Internal Server Error' } }, 'SERVICE_UNAVAILABLE', 'The upstream answered 500: Internal Server Error', undefined],
+    ['a 503 with a non-JSON body', { status: 503, raw: '<html>down</html>' }, 'SERVICE_UNAVAILABLE', 'The upstream answered 503: no JSON body', undefined],
+    ['a 429', { status: 429, json: { message: 'Rate limit exceeded' }, headers: { 'retry-after': '5' } }, 'SERVICE_UNAVAILABLE', 'The upstream answered 429: Rate limit exceeded', 5],
+    ['a slow upstream', { status: 200, json: { message: 'success' }, delayMs: 10_000 }, 'SERVICE_UNAVAILABLE', 'The upstream did not answer within 300 ms', undefined],
+    ['a dropped connection', { drop: true }, 'SERVICE_UNAVAILABLE', 'The connection to the upstream failed', undefined],
+    ['a 401 for the gateway', { status: 401, json: { message: `Invalid API key ${UPSTREAM_KEY}` } }, 'UPSTREAM_ERROR', 'The upstream answered 401: Invalid API key [redacted]', undefined],
+    ['a 200 that is not JSON', { status: 200, raw: '<html>hello</html>' }, 'UPSTREAM_ERROR', 'The upstream returned campaign details the gateway cannot read', undefined],
+  ])('%s reaches the caller as a clear GraphQL error, never a hang or internals', async (_, reply, code, message, retryAfterSeconds) => {
+    fake.script(DETAILS, reply);
+    const response = await graphql(gateway.baseUrl, ws.key, CAMPAIGN, { id: 'cmp-0001' });
+    expect(response.status).toBe(200);
+    expect(response.body.data).toEqual({ campaign: null });
+    expect(response.body.errors).toEqual([
+      {
+        message,
+        locations: expect.any(Array),
+        path: ['campaign'],
+        extensions: { code, ...(retryAfterSeconds === undefined ? {} : { retryAfterSeconds }) },
+      },
+    ]);
+    expect(response.text).not.toContain(UPSTREAM_KEY);
+  });
+
+  it('a failing list page fails the whole list with the same mapping', async () => {
+    fake.script(LIST, { status: 502, json: { message: 'Bad Gateway' } });
+    const response = await graphql(gateway.baseUrl, ws.key, CAMPAIGNS, { first: 10 });
+    expect(response.body.errors[0]).toMatchObject({ message: 'The upstream answered 502: Bad Gateway', extensions: { code: 'SERVICE_UNAVAILABLE' } });
+  });
+
+  it('still checks the caller: no campaigns.details, no upstream call', async () => {
+    const { key } = await ws.addKey(['campaigns.duplicate']);
+    const before = fake.requests.length;
+    const response = await graphql(gateway.baseUrl, key, CAMPAIGN, { id: 'cmp-0001' });
+    expect(response.body.errors[0].extensions.code).toBe('FORBIDDEN');
+    expect(fake.requests).toHaveLength(before);
+  });
+});

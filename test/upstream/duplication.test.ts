@@ -1,0 +1,268 @@
+import { RateLimiterMemory } from 'rate-limiter-flexible';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { DuplicationJob } from '../../src/domain/types.js';
+import { ManualClock } from '../support/clock.js';
+import { startFakeBraze, type FakeBraze, type FakeReply } from '../support/fake-braze.js';
+import { bearer, http, json, recordingLogger, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+
+const UPSTREAM_KEY = 'braze-upstream-key-5f1e7c2a9d';
+const DUPLICATE = 'POST /campaigns/duplicate';
+const PACER_KEY = 'duplicate';
+
+/** A gateway in upstream mode on a manual clock, a fake Braze, and what the tests need to drive them. */
+async function upstreamGateway(env: Record<string, string> = {}, limiter = new RateLimiterMemory({ points: 100, duration: 60 })) {
+  const fake = await startFakeBraze(UPSTREAM_KEY);
+  const clock = new ManualClock();
+  const { logger, lines } = recordingLogger();
+  const gateway = await startGateway(
+    { UPSTREAM_URL: fake.url, UPSTREAM_API_KEY: UPSTREAM_KEY, UPSTREAM_TIMEOUT_MS: '300', JOB_MAX_ATTEMPTS: '3', ...env },
+    { clock, logger, upstreamLimiter: limiter },
+  );
+  const ws = await gateway.workspace();
+  return { fake, clock, lines, gateway, ws, limiter };
+}
+
+type Harness = Awaited<ReturnType<typeof upstreamGateway>>;
+
+let names = 0;
+
+async function enqueue(h: Harness, body: Record<string, unknown> = {}): Promise<{ id: string; name: string }> {
+  const name = `Copy ${++names}`;
+  const response = await http(h.gateway.baseUrl, 'POST', '/campaigns/duplicate', {
+    headers: { ...json, ...bearer(h.ws.key) },
+    body: JSON.stringify({ campaign_id: 'cmp-0001', name, ...body }),
+  });
+  expect(response.status).toBe(202);
+  return { id: response.body.job_id, name };
+}
+
+const getJob = async (h: Harness, id: string) => (await h.gateway.app.store.getJob(h.ws.workspace.id, id)) as DuplicationJob;
+
+const until = (h: Harness, id: string, predicate: (job: DuplicationJob) => boolean) =>
+  waitFor(async () => {
+    const job = await getJob(h, id);
+    return predicate(job) && job;
+  });
+
+const retried = (attempts: number) => (job: DuplicationJob) => job.status === 'PENDING' && job.attempts === attempts;
+const finished = (job: DuplicationJob) => job.status === 'SUCCEEDED' || job.status === 'FAILED';
+
+/** Moves the clock to when the job is due and wakes the worker. */
+function advanceTo(h: Harness, at: Date): void {
+  h.clock.advance(Math.max(0, at.getTime() - h.clock.now().getTime()));
+  h.gateway.app.worker.notify();
+}
+
+const delayOf = (h: Harness, job: DuplicationJob) => job.runAt.getTime() - h.clock.now().getTime();
+const requestsFor = (h: Harness, name: string) => h.fake.requestsTo(DUPLICATE).filter((request) => JSON.parse(request.body).name === name);
+const eventsOf = (h: Harness, jobId: string) => h.gateway.app.store.listEvents(h.ws.workspace.id, { jobId }, { first: 50 });
+
+describe('upstream mode: what each upstream answer does to a job', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await upstreamGateway();
+  });
+  afterAll(async () => {
+    await h.gateway.close();
+    await h.fake.close();
+  });
+  afterEach(async () => {
+    // A 429 pauses the whole gateway's pacing; each test starts with the upstream's window open again.
+    await h.limiter.delete(PACER_KEY);
+  });
+
+  it("sends Braze's exact request with the upstream key, and a 202 succeeds on the first attempt", async () => {
+    const { id, name } = await enqueue(h, { description: 'A copy', tag_names: ['promo', 'email'] });
+    const job = await until(h, id, finished);
+    expect(job).toMatchObject({ status: 'SUCCEEDED', attempts: 1, resultCampaignId: null, error: null });
+    const [request] = requestsFor(h, name);
+    expect(request.headers.authorization).toBe(`Bearer ${UPSTREAM_KEY}`);
+    expect(request.headers['content-type']).toBe('application/json');
+    expect(JSON.parse(request.body)).toStrictEqual({ campaign_id: 'cmp-0001', name, description: 'A copy', tag_names: ['promo', 'email'] });
+    expect(request.body).not.toContain(h.ws.key);
+    const events = await eventsOf(h, id);
+    expect(events.map((event) => event.type)).toEqual(['CAMPAIGN_DUPLICATED', 'CAMPAIGN_DUPLICATION_REQUESTED']);
+    expect(events[0].details).toMatchObject({ upstreamStatus: 202, upstreamMessage: 'success', attempts: 1 });
+  });
+
+  it('leaves optional fields out of the upstream body when the caller left them out', async () => {
+    const { id, name } = await enqueue(h);
+    await until(h, id, finished);
+    expect(JSON.parse(requestsFor(h, name)[0].body)).toStrictEqual({ campaign_id: 'cmp-0001', name });
+  });
+
+  it.each<[string, FakeReply, string | null]>([
+    ['a 201 that names the copy', { status: 201, json: { message: 'success', new_campaign_id: 'cmp-copy-1' } }, 'cmp-copy-1'],
+    ['a 202 with a non-JSON body', { status: 202, raw: 'Accepted' }, null],
+    ['a 202 whose body never ends', { status: 202, json: { message: 'success' }, stallBody: true }, null],
+  ])('%s succeeds on the first attempt', async (_, reply, resultCampaignId) => {
+    h.fake.script(DUPLICATE, reply);
+    const { id, name } = await enqueue(h);
+    const job = await until(h, id, finished);
+    expect(job).toMatchObject({ status: 'SUCCEEDED', attempts: 1, resultCampaignId, error: null });
+    expect(requestsFor(h, name)).toHaveLength(1);
+  });
+
+  it.each<[number, FakeReply, string, string]>([
+    [400, { status: 400, json: { message: 'Invalid campaign_id' } }, 'UPSTREAM_BAD_REQUEST', 'The upstream answered 400: Invalid campaign_id'],
+    [401, { status: 401, json: { message: 'Invalid API key' } }, 'UPSTREAM_UNAUTHORIZED', 'The upstream answered 401: Invalid API key'],
+    [403, { status: 403, json: { message: 'Access Denied', errors: ['missing campaigns.duplicate'] } }, 'UPSTREAM_FORBIDDEN', 'The upstream answered 403: Access Denied; missing campaigns.duplicate'],
+    [404, { status: 404, json: { message: 'Not Found' } }, 'UPSTREAM_NOT_FOUND', 'The upstream answered 404: Not Found'],
+    [400, { status: 400, raw: '<html><body>Bad Request</body></html>' }, 'UPSTREAM_BAD_REQUEST', 'The upstream answered 400: no JSON body'],
+  ])('%i fails at once with the upstream message in the error and the event', async (_, reply, code, message) => {
+    h.fake.script(DUPLICATE, reply);
+    const { id, name } = await enqueue(h);
+    const job = await until(h, id, finished);
+    expect(job).toMatchObject({ status: 'FAILED', attempts: 1, error: { code, message } });
+    expect(requestsFor(h, name)).toHaveLength(1);
+    const [outcome] = await eventsOf(h, id);
+    expect(outcome.type).toBe('CAMPAIGN_DUPLICATION_FAILED');
+    expect(outcome.details).toMatchObject({ attempts: 1, error: { code, message } });
+  });
+
+  it('retries 500, 502 and 503 with exponential, jittered backoff, then fails with the last error', async () => {
+    h.fake.script(DUPLICATE, { status: 500, json: { message: 'Internal Server Error' } }, { status: 502, raw: '<html>Bad Gateway</html>' }, { status: 503, json: { message: 'Service Unavailable' } });
+    const { id, name } = await enqueue(h);
+
+    const first = await until(h, id, retried(1));
+    expect(first.error).toEqual({ code: 'UPSTREAM_UNAVAILABLE', message: 'The upstream answered 500: Internal Server Error' });
+    // Base 1 s, doubled per attempt, jittered into the upper half.
+    expect(delayOf(h, first)).toBeGreaterThanOrEqual(500);
+    expect(delayOf(h, first)).toBeLessThanOrEqual(1000);
+    advanceTo(h, first.runAt);
+
+    const second = await until(h, id, retried(2));
+    expect(second.error).toEqual({ code: 'UPSTREAM_UNAVAILABLE', message: 'The upstream answered 502: no JSON body' });
+    expect(delayOf(h, second)).toBeGreaterThanOrEqual(1000);
+    expect(delayOf(h, second)).toBeLessThanOrEqual(2000);
+    advanceTo(h, second.runAt);
+
+    const last = await until(h, id, finished);
+    expect(last).toMatchObject({ status: 'FAILED', attempts: 3, error: { code: 'UPSTREAM_UNAVAILABLE', message: 'The upstream answered 503: Service Unavailable' } });
+    expect(requestsFor(h, name)).toHaveLength(3);
+    const events = await eventsOf(h, id);
+    expect(events.map((event) => event.type)).toEqual(['CAMPAIGN_DUPLICATION_FAILED', 'CAMPAIGN_DUPLICATION_REQUESTED']);
+    expect(events[0].details).toMatchObject({ attempts: 3 });
+  });
+
+  // Header values carry whole seconds; `at` is the first whole second at least `seconds` from now.
+  const at = (now: Date, seconds: number) => Math.ceil(now.getTime() / 1000) + seconds;
+  it.each<[string, (now: Date) => Record<string, string>, (now: Date) => number]>([
+    ['Retry-After in seconds', () => ({ 'retry-after': '7' }), () => 7000],
+    ['Retry-After as an HTTP date', (now) => ({ 'retry-after': new Date(at(now, 12) * 1000).toUTCString() }), (now) => at(now, 12) * 1000 - now.getTime()],
+    [
+      'X-RateLimit-Reset (epoch seconds)',
+      (now) => ({ 'x-ratelimit-limit': '100', 'x-ratelimit-remaining': '0', 'x-ratelimit-reset': String(at(now, 30)) }),
+      (now) => at(now, 30) * 1000 - now.getTime(),
+    ],
+  ])('429 with %s: the job waits exactly that long, and every other job waits too', async (_, headers, expectedDelay) => {
+    const now = h.clock.now();
+    h.fake.script(DUPLICATE, { status: 429, json: { message: 'Rate limit exceeded' }, headers: headers(now) });
+    const limited = await enqueue(h);
+    const job = await until(h, limited.id, retried(1));
+    expect(job.error).toEqual({ code: 'UPSTREAM_RATE_LIMITED', message: 'The upstream answered 429: Rate limit exceeded' });
+    expect(delayOf(h, job)).toBe(expectedDelay(now));
+
+    // The upstream's window is spent for everyone: a new job is held back without a call and without an attempt.
+    const other = await enqueue(h);
+    const held = await until(h, other.id, (candidate) => candidate.status === 'PENDING' && candidate.runAt > candidate.createdAt);
+    expect(held.attempts).toBe(0);
+    expect(requestsFor(h, other.name)).toHaveLength(0);
+
+    await h.limiter.delete(PACER_KEY); // the upstream's window has passed
+    advanceTo(h, new Date(Math.max(job.runAt.getTime(), held.runAt.getTime())));
+    expect(await until(h, limited.id, finished)).toMatchObject({ status: 'SUCCEEDED', attempts: 2 });
+    expect(await until(h, other.id, finished)).toMatchObject({ status: 'SUCCEEDED', attempts: 1 });
+    expect(requestsFor(h, limited.name)).toHaveLength(2);
+  });
+
+  it.each<[string, FakeReply, string]>([
+    ['an answer slower than the timeout', { status: 202, json: { message: 'success' }, delayMs: 10_000 }, 'UPSTREAM_TIMEOUT'],
+    ['an upstream that never answers', { hang: true }, 'UPSTREAM_TIMEOUT'],
+    ['a 500 whose body never ends', { status: 500, raw: '<html>', stallBody: true }, 'UPSTREAM_UNAVAILABLE'],
+    ['a dropped connection', { drop: true }, 'UPSTREAM_UNREACHABLE'],
+  ])('%s is retried, and never holds the worker past the timeout', async (_, reply, code) => {
+    h.fake.script(DUPLICATE, reply);
+    const { id, name } = await enqueue(h);
+    const job = await until(h, id, retried(1));
+    expect(job.error?.code).toBe(code);
+    advanceTo(h, job.runAt);
+    expect(await until(h, id, finished)).toMatchObject({ status: 'SUCCEEDED', attempts: 2, error: null });
+    expect(requestsFor(h, name)).toHaveLength(2);
+  });
+
+  it('never lets the upstream key into a job, an event, a response or a log, even when the upstream echoes it', async () => {
+    h.fake.script(DUPLICATE, { status: 401, json: { message: `Invalid API key: Bearer ${UPSTREAM_KEY}` } });
+    const { id } = await enqueue(h);
+    const job = await until(h, id, finished);
+    expect(job.error).toEqual({ code: 'UPSTREAM_UNAUTHORIZED', message: 'The upstream answered 401: Invalid API key: Bearer [redacted]' });
+    const status = await http(h.gateway.baseUrl, 'GET', `/duplication_jobs/${id}`, { headers: bearer(h.ws.key) });
+    expect(status.body.error.message).toContain('[redacted]');
+    const everything = [status.text, JSON.stringify(await eventsOf(h, id)), ...h.lines].join('\n');
+    expect(h.lines.some((line) => line.includes('upstream call failed'))).toBe(true);
+    expect(everything).not.toContain(UPSTREAM_KEY);
+  });
+});
+
+describe('upstream mode: pacing', () => {
+  const harnesses: Harness[] = [];
+  afterEach(async () => {
+    for (const h of harnesses.splice(0)) {
+      await h.gateway.close();
+      await h.fake.close();
+    }
+  });
+
+  const jobsOf = async (h: Harness, ids: string[]) => Promise.all(ids.map((id) => getJob(h, id)));
+  /**
+   * Nothing is running and every job has succeeded or waits, unattempted; when some wait, the worker has met
+   * the spent window (a job was deferred past the current moment) and claims nothing until then.
+   */
+  const settled = (h: Harness, jobs: DuplicationJob[]) =>
+    jobs.every((job) => job.status === 'SUCCEEDED' || (job.status === 'PENDING' && job.attempts === 0)) &&
+    (jobs.every((job) => job.status === 'SUCCEEDED') || jobs.some((job) => job.status === 'PENDING' && job.runAt > h.clock.now()));
+
+  it('never sends more than the limit per window; the other jobs wait their turn without spending an attempt', async () => {
+    const h = await upstreamGateway({ UPSTREAM_RATE_LIMIT: '2' }, new RateLimiterMemory({ points: 2, duration: 60 }));
+    harnesses.push(h);
+    const ids: string[] = [];
+    for (let index = 0; index < 5; index++) ids.push((await enqueue(h)).id);
+
+    for (const expected of [2, 4, 5]) {
+      const jobs = await waitFor(async () => {
+        const current = await jobsOf(h, ids);
+        return current.filter((job) => job.status === 'SUCCEEDED').length === expected && settled(h, current) && current;
+      });
+      expect(h.fake.requestsTo(DUPLICATE)).toHaveLength(expected);
+      for (const job of jobs) expect(job.attempts).toBe(job.status === 'SUCCEEDED' ? 1 : 0);
+      const waiting = jobs.filter((job) => job.status === 'PENDING');
+      if (waiting.length === 0) break;
+      await h.limiter.delete(PACER_KEY); // the window has passed
+      advanceTo(h, new Date(Math.max(...waiting.map((job) => job.runAt.getTime()))));
+    }
+    const events = await h.gateway.app.store.listEvents(h.ws.workspace.id, { types: ['CAMPAIGN_DUPLICATION_FAILED'] }, { first: 50 });
+    expect(events).toHaveLength(0);
+  });
+
+  it('instances sharing one limiter share one pace', async () => {
+    const limiter = new RateLimiterMemory({ points: 3, duration: 60 });
+    const a = await upstreamGateway({ UPSTREAM_RATE_LIMIT: '3' }, limiter);
+    const b = await upstreamGateway({ UPSTREAM_RATE_LIMIT: '3' }, limiter);
+    harnesses.push(a, b);
+    const enqueued = new Map<Harness, string[]>([[a, []], [b, []]]);
+    for (let index = 0; index < 3; index++) {
+      for (const h of [a, b]) enqueued.get(h)?.push((await enqueue(h)).id);
+    }
+    const all = await waitFor(async () => {
+      const jobs: DuplicationJob[] = [];
+      for (const [h, ids] of enqueued) {
+        const current = await jobsOf(h, ids);
+        if (!settled(h, current)) return false;
+        jobs.push(...current);
+      }
+      return jobs.filter((job) => job.status === 'SUCCEEDED').length === 3 && jobs;
+    });
+    expect(a.fake.requestsTo(DUPLICATE).length + b.fake.requestsTo(DUPLICATE).length).toBe(3);
+    expect(all.filter((job) => job.status === 'PENDING')).toHaveLength(3);
+  });
+});

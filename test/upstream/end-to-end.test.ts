@@ -1,0 +1,86 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { startFakeBraze, type FakeBraze } from '../support/fake-braze.js';
+import { bearer, graphql, http, json, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
+
+const UPSTREAM_KEY = 'braze-upstream-key-e2e-31d9aa';
+
+describe('upstream mode end to end: a gateway in front of a Braze-like upstream', () => {
+  let fake: FakeBraze | undefined;
+  let gateway: TestGateway | undefined;
+  afterEach(async () => {
+    await gateway?.close();
+    await fake?.close();
+    gateway = fake = undefined;
+  });
+
+  it('REST duplicate → the upstream receives its own key and exactly Braze’s body → job SUCCEEDED', async () => {
+    fake = await startFakeBraze(UPSTREAM_KEY);
+    gateway = await startGateway({ UPSTREAM_URL: `${fake.url}/`, UPSTREAM_API_KEY: UPSTREAM_KEY });
+    const ws = await gateway.workspace();
+    const body = { campaign_id: 'cmp-0002', name: 'Spring copy', description: 'For spring', tag_names: 'promo' };
+
+    const accepted = await http(gateway.baseUrl, 'POST', '/campaigns/duplicate', {
+      headers: { ...json, ...bearer(ws.key) },
+      body: JSON.stringify(body),
+    });
+    expect(accepted.status).toBe(202);
+    const jobId = accepted.body.job_id;
+    const finished = await waitFor(async () => {
+      const status = await http(gateway!.baseUrl, 'GET', `/duplication_jobs/${jobId}`, { headers: bearer(ws.key) });
+      return status.body.status !== 'pending' && status.body.status !== 'running' && status.body;
+    });
+    expect(finished).toMatchObject({ status: 'succeeded', attempts: 1, result_campaign_id: null, error: null });
+
+    expect(fake.requests).toHaveLength(1);
+    const [received] = fake.requests;
+    expect(received.method).toBe('POST');
+    expect(received.path).toBe('/campaigns/duplicate');
+    expect(received.headers.authorization).toBe(`Bearer ${UPSTREAM_KEY}`);
+    expect(JSON.parse(received.body)).toStrictEqual({ campaign_id: 'cmp-0002', name: 'Spring copy', description: 'For spring', tag_names: ['promo'] });
+    expect(JSON.stringify(received)).not.toContain(ws.key);
+
+    const events = await graphql(gateway.baseUrl, ws.key, `query ($jobId: ID!) { securityEvents(filter: {jobId: $jobId}) { edges { node { type job { status } } } } }`, { jobId });
+    expect(events.body.data.securityEvents.edges.map((edge: { node: { type: string } }) => edge.node.type)).toEqual([
+      'CAMPAIGN_DUPLICATED',
+      'CAMPAIGN_DUPLICATION_REQUESTED',
+    ]);
+  });
+
+  it('/readyz reports each dependency and an unreachable upstream; /healthz stays live', async () => {
+    fake = await startFakeBraze(UPSTREAM_KEY);
+    gateway = await startGateway({ UPSTREAM_URL: fake.url, UPSTREAM_API_KEY: UPSTREAM_KEY, UPSTREAM_TIMEOUT_MS: '500' });
+    const ready = await http(gateway.baseUrl, 'GET', '/readyz');
+    expect(ready.status).toBe(200);
+    expect(ready.body).toEqual({ status: 'ready', checks: { store: { status: 'up' }, quota: { status: 'up' }, upstream: { status: 'up' } } });
+    expect(fake.requests.at(-1)?.headers.authorization).toBeUndefined();
+
+    await fake.close();
+    fake = undefined;
+    const notReady = await http(gateway.baseUrl, 'GET', '/readyz');
+    expect(notReady.status).toBe(503);
+    expect(notReady.body).toEqual({
+      status: 'not ready',
+      checks: {
+        store: { status: 'up' },
+        quota: { status: 'up' },
+        upstream: { status: 'down', message: 'The connection to the upstream failed' },
+      },
+    });
+    const live = await http(gateway.baseUrl, 'GET', '/healthz');
+    expect(live.status).toBe(200);
+  });
+
+  it('an upstream answering 5xx is not ready; local mode has no upstream check', async () => {
+    fake = await startFakeBraze(UPSTREAM_KEY);
+    fake.script('GET /', { status: 503, json: { message: 'Service Unavailable' } });
+    gateway = await startGateway({ UPSTREAM_URL: fake.url, UPSTREAM_API_KEY: UPSTREAM_KEY });
+    const notReady = await http(gateway.baseUrl, 'GET', '/readyz');
+    expect(notReady.status).toBe(503);
+    expect(notReady.body.checks.upstream).toEqual({ status: 'down', message: 'The upstream answered 503' });
+    await gateway.close();
+
+    gateway = await startGateway();
+    const local = await http(gateway.baseUrl, 'GET', '/readyz');
+    expect(local.body).toEqual({ status: 'ready', checks: { store: { status: 'up' }, quota: { status: 'up' } } });
+  });
+});
