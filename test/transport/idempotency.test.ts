@@ -1,0 +1,87 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startGateway, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { transports } from '../support/transports.js';
+
+let gateway: TestGateway;
+
+beforeAll(async () => {
+  gateway = await startGateway({ DUPLICATE_RATE_LIMIT: '1000' });
+});
+
+afterAll(async () => {
+  await gateway?.close();
+});
+
+const requested = async (team: TestWorkspace) =>
+  (await gateway.app.store.listEvents(team.workspace.id, { types: ['CAMPAIGN_DUPLICATION_REQUESTED'] }, { first: 200 })).length;
+
+describe.each(transports)('idempotency keys over $name', (transport) => {
+  it('returns the same job for a retried request without taking a second quota point', async () => {
+    const team = await gateway.workspace();
+    const args = { campaignId: team.campaign.id, name: 'retried', tagNames: ['promo'] };
+    const first = await transport.duplicate(gateway.baseUrl, team.key, args, { idempotencyKey: 'order-42' });
+    const again = await transport.duplicate(gateway.baseUrl, team.key, args, { idempotencyKey: 'order-42' });
+    expect(first.jobId).not.toBeNull();
+    expect(again.jobId).toBe(first.jobId);
+    expect(again.httpStatus).toBe(first.httpStatus);
+    expect(again.headers['x-ratelimit-remaining']).toBe(first.headers['x-ratelimit-remaining']);
+    expect(await requested(team)).toBe(1);
+  });
+
+  it('refuses the same key with a different body as CONFLICT (422 over REST)', async () => {
+    const team = await gateway.workspace();
+    await transport.duplicate(gateway.baseUrl, team.key, { campaignId: team.campaign.id, name: 'one' }, { idempotencyKey: 'k' });
+    const other = await transport.duplicate(gateway.baseUrl, team.key, { campaignId: team.campaign.id, name: 'two' }, { idempotencyKey: 'k' });
+    expect(other.code).toBe('CONFLICT');
+    if (transport.name === 'REST') expect(other.httpStatus).toBe(422);
+    expect(other.message).toMatch(/different request/);
+    expect(await requested(team)).toBe(1);
+  });
+
+  it('stores nothing for a request that failed validation', async () => {
+    const team = await gateway.workspace();
+    const invalid = await transport.duplicate(gateway.baseUrl, team.key, { campaignId: team.campaign.id, name: '' }, { idempotencyKey: 'retry-me' });
+    expect(invalid.code).toBe('BAD_USER_INPUT');
+    const fixed = await transport.duplicate(gateway.baseUrl, team.key, { campaignId: team.campaign.id, name: 'fixed' }, { idempotencyKey: 'retry-me' });
+    expect(fixed.jobId).not.toBeNull();
+  });
+
+  it('scopes keys to the workspace', async () => {
+    const a = await gateway.workspace();
+    const b = await gateway.workspace();
+    const first = await transport.duplicate(gateway.baseUrl, a.key, { campaignId: a.campaign.id, name: 'x' }, { idempotencyKey: 'shared' });
+    const second = await transport.duplicate(gateway.baseUrl, b.key, { campaignId: b.campaign.id, name: 'x' }, { idempotencyKey: 'shared' });
+    expect(second.jobId).not.toBeNull();
+    expect(second.jobId).not.toBe(first.jobId);
+  });
+
+  it.each([['too long', 'k'.repeat(256)], ['with a space', 'a b'], ['empty', '']])('refuses a key that is %s', async (_label, key) => {
+    const team = await gateway.workspace();
+    const outcome = await transport.duplicate(gateway.baseUrl, team.key, { campaignId: team.campaign.id, name: 'x' }, { idempotencyKey: key });
+    expect(outcome.code).toBe('BAD_USER_INPUT');
+    expect(await requested(team)).toBe(0);
+  });
+
+  it('creates exactly one job from 50 simultaneous requests with one key', async () => {
+    const team = await gateway.workspace();
+    const args = { campaignId: team.campaign.id, name: 'burst' };
+    const outcomes = await Promise.all(
+      Array.from({ length: 50 }, () => transport.duplicate(gateway.baseUrl, team.key, args, { idempotencyKey: 'burst-1' })),
+    );
+    const jobIds = new Set(outcomes.map((outcome) => outcome.jobId).filter(Boolean));
+    expect(jobIds.size).toBe(1);
+    for (const outcome of outcomes.filter((o) => o.jobId === null)) {
+      expect(outcome.code).toBe('CONFLICT');
+      if (transport.name === 'REST') expect(outcome.httpStatus).toBe(409);
+    }
+    expect(await requested(team)).toBe(1);
+  });
+});
+
+it('treats the same key and body as one request whichever transport repeats it', async () => {
+  const team = await gateway.workspace();
+  const args = { campaignId: team.campaign.id, name: 'either way', description: 'd', tagNames: ['promo'] };
+  const viaRest = await transports[0].duplicate(gateway.baseUrl, team.key, args, { idempotencyKey: 'cross' });
+  const viaGraphQL = await transports[1].duplicate(gateway.baseUrl, team.key, args, { idempotencyKey: 'cross' });
+  expect(viaGraphQL.jobId).toBe(viaRest.jobId);
+});

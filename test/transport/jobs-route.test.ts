@@ -1,0 +1,61 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bearer, http, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { rest } from '../support/transports.js';
+
+let gateway: TestGateway;
+let team: TestWorkspace;
+
+beforeAll(async () => {
+  gateway = await startGateway();
+  team = await gateway.workspace();
+});
+
+afterAll(async () => {
+  await gateway?.close();
+});
+
+describe('GET /duplication_jobs/{job_id}', () => {
+  it('is where the 202 points, and follows the job to its end in snake_case', async () => {
+    const accepted = await rest.duplicate(gateway.baseUrl, team.key, { campaignId: team.campaign.id, name: 'followed', tagNames: ['promo'] });
+    expect(accepted.headers.location).toBe(`/duplication_jobs/${accepted.jobId}`);
+    const done = await waitFor(async () => {
+      const response = await http(gateway.baseUrl, 'GET', accepted.headers.location as string, { headers: bearer(team.key) });
+      expect(response.status).toBe(200);
+      if (response.body.status === 'pending' || response.body.status === 'running') {
+        expect(response.headers['retry-after']).toBe('1');
+        return null;
+      }
+      return response;
+    });
+    expect(done.headers['retry-after']).toBeUndefined();
+    expect(done.body).toMatchObject({
+      job_id: accepted.jobId,
+      status: 'succeeded',
+      source_campaign_id: team.campaign.id,
+      name: 'followed',
+      tag_names: ['promo'],
+      channel: 'REST',
+      api_key_id: team.keyId,
+      attempts: 1,
+      error: null,
+    });
+    expect(done.body.result_campaign_id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(Date.parse(done.body.finished_at)).not.toBeNaN();
+  });
+
+  it("shows a job to its own key and to security_events.read, and to nobody else", async () => {
+    const { jobId } = await rest.duplicate(gateway.baseUrl, team.key, { campaignId: team.campaign.id, name: 'private' });
+    const colleague = await team.addKey(['campaigns.duplicate']);
+    const auditor = await team.addKey(['security_events.read']);
+    const stranger = await gateway.workspace();
+    const get = (key: string) => http(gateway.baseUrl, 'GET', `/duplication_jobs/${jobId}`, { headers: bearer(key) });
+    expect((await get(auditor.key)).status).toBe(200);
+    const hidden = [await get(colleague.key), await get(stranger.key)];
+    const missing = await http(gateway.baseUrl, 'GET', '/duplication_jobs/00000000-0000-4000-8000-000000000000', { headers: bearer(stranger.key) });
+    for (const response of hidden) {
+      expect(response.status).toBe(404);
+      expect(response.body).toEqual(missing.body);
+    }
+    expect((await http(gateway.baseUrl, 'GET', `/duplication_jobs/${jobId}`)).status).toBe(401);
+  });
+});

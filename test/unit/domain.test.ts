@@ -1,0 +1,106 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../../src/config.js';
+import { decodeCursor, encodeCursor } from '../../src/domain/cursor.js';
+import { GatewayError } from '../../src/domain/errors.js';
+import { generateApiKey, hashApiKey, isWellFormedApiKey } from '../../src/domain/keys.js';
+import { parseDuplicateInput } from '../../src/domain/validation.js';
+import { backoffDelay } from '../../src/jobs/worker.js';
+
+describe('API keys', () => {
+  it('look like cgw_ + 38 base62 characters, and are never the same twice', () => {
+    const keys = Array.from({ length: 200 }, generateApiKey);
+    for (const key of keys) {
+      expect(key).toMatch(/^cgw_[0-9A-Za-z]{38}$/);
+      expect(isWellFormedApiKey(key)).toBe(true);
+    }
+    expect(new Set(keys).size).toBe(keys.length);
+  });
+
+  it('carry a checksum that catches any changed character', () => {
+    const key = generateApiKey();
+    for (let i = 4; i < key.length; i += 1) {
+      const replacement = key[i] === 'A' ? 'B' : 'A';
+      expect(isWellFormedApiKey(key.slice(0, i) + replacement + key.slice(i + 1))).toBe(false);
+    }
+    expect(isWellFormedApiKey(key.slice(0, -1))).toBe(false);
+    expect(isWellFormedApiKey(`${key}0`)).toBe(false);
+    expect(isWellFormedApiKey(key.replace('cgw_', 'cgx_'))).toBe(false);
+  });
+
+  it('are stored as a SHA-256 hex digest', () => {
+    const key = generateApiKey();
+    expect(hashApiKey(key)).toMatch(/^[0-9a-f]{64}$/);
+    expect(hashApiKey(key)).not.toContain(key.slice(4));
+  });
+});
+
+describe('duplicate input', () => {
+  it('trims the name, keeps one copy of each tag, and takes one string as one tag', () => {
+    expect(parseDuplicateInput({ campaignId: 'c', name: '  n  ', tagNames: ['a', ' a', 'b'] })).toEqual({
+      campaignId: 'c',
+      name: 'n',
+      description: null,
+      tagNames: ['a', 'b'],
+    });
+    expect(parseDuplicateInput({ campaignId: 'c', name: 'n', tagNames: 'solo' }).tagNames).toEqual(['solo']);
+  });
+
+  it.each([
+    ['not an object', 'hello', 'body'],
+    ['an array', [1, 2], 'body'],
+    ['null', null, 'body'],
+    ['a number as campaign id', { campaignId: 5, name: 'n' }, 'campaignId'],
+    ['tags as an object', { campaignId: 'c', name: 'n', tagNames: { a: 1 } }, 'tagNames'],
+    ['a number as description', { campaignId: 'c', name: 'n', description: 3 }, 'description'],
+    ['a lone surrogate in the name', { campaignId: 'c', name: 'a\ud800b' }, 'name'],
+  ])('refuses %s, naming the field', (_label, raw, field) => {
+    try {
+      parseDuplicateInput(raw);
+      expect.unreachable();
+    } catch (error) {
+      expect(error).toBeInstanceOf(GatewayError);
+      expect((error as GatewayError).code).toBe('BAD_USER_INPUT');
+      expect((error as GatewayError).issues.map((issue) => issue.field)).toContain(field);
+    }
+  });
+});
+
+describe('cursors', () => {
+  it('round-trip and refuse anything they did not make', () => {
+    expect(decodeCursor('e', encodeCursor('e', 1234))).toBe(1234);
+    expect(decodeCursor('e', null)).toBeUndefined();
+    expect(() => decodeCursor('e', encodeCursor('c', 1))).toThrow(GatewayError);
+    expect(() => decodeCursor('e', 'not-a-cursor')).toThrow(GatewayError);
+  });
+});
+
+describe('backoff', () => {
+  const options = { backoffBaseMs: 1000, backoffMaxMs: 60_000 };
+
+  it('doubles per attempt within jitter, caps, and never undercuts the upstream', () => {
+    expect(backoffDelay(1, options, 0, () => 0)).toBe(500);
+    expect(backoffDelay(1, options, 0, () => 1)).toBe(1000);
+    expect(backoffDelay(4, options, 0, () => 1)).toBe(8000);
+    expect(backoffDelay(20, options, 0, () => 1)).toBe(60_000);
+    expect(backoffDelay(1, options, 30_000, () => 1)).toBe(30_000);
+  });
+});
+
+describe('configuration', () => {
+  it('has working defaults with no environment at all', () => {
+    const config = loadConfig({});
+    expect(config).toMatchObject({ port: 4000, host: '127.0.0.1', duplicateRateLimit: 100, duplicateRateWindowSeconds: 60, explorer: true });
+    expect(loadConfig({ NODE_ENV: 'production' }).explorer).toBe(false);
+  });
+
+  it.each([
+    [{ PORT: '70000' }, 'PORT'],
+    [{ DUPLICATE_RATE_LIMIT: '0' }, 'DUPLICATE_RATE_LIMIT'],
+    [{ DATABASE_URL: 'mysql://x' }, 'DATABASE_URL'],
+    [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
+    [{ GRAPHQL_EXPLORER: 'maybe' }, 'GRAPHQL_EXPLORER'],
+  ])('names the variable that is wrong: %o', (env, variable) => {
+    expect(() => loadConfig(env)).toThrow(ConfigError);
+    expect(() => loadConfig(env)).toThrow(new RegExp(`^invalid configuration: ${variable} `));
+  });
+});

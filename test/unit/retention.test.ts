@@ -1,0 +1,56 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { SqliteStore } from '../../src/adapters/sqlite/store.js';
+import { RetentionPruner } from '../../src/jobs/retention.js';
+import { ManualClock } from '../support/clock.js';
+import { eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
+
+const DAY = 86_400_000;
+const silent = { info() {}, warn() {}, error() {} };
+
+describe('retention', () => {
+  let dir: string;
+  let store: SqliteStore;
+  let clock: ManualClock;
+
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'cgw-retention-'));
+    store = new SqliteStore({ filename: join(dir, 'gateway.db') });
+    await store.migrate();
+    clock = new ManualClock();
+  });
+
+  afterEach(async () => {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('removes finished jobs after their period and events after a longer one, keeping unfinished jobs', async () => {
+    const ws = workspaceFixture();
+    await store.createWorkspace(ws);
+    const start = clock.now();
+    const finished = jobFixture(ws.id, { createdAt: start, runAt: start });
+    const pending = jobFixture(ws.id, { createdAt: start, runAt: new Date(start.getTime() + 365 * DAY) });
+    await store.enqueueJob(finished, eventFixture(ws.id, { occurredAt: start, jobId: finished.id }));
+    await store.enqueueJob(pending, eventFixture(ws.id, { occurredAt: start, jobId: pending.id }));
+    await store.claimJobs('w', 1, start, new Date(start.getTime() + 60_000));
+    await store.finishJob(finished.id, 'w', { status: 'SUCCEEDED', resultCampaignId: null, error: null, event: eventFixture(ws.id, { occurredAt: start }) }, start);
+    await store.reserveIdempotencyKey({ workspaceId: ws.id, key: 'k', requestHash: 'h', jobId: null, createdAt: start, expiresAt: new Date(start.getTime() + DAY) }, start);
+    for (let i = 0; i < 2500; i += 1) await store.insertEvent(eventFixture(ws.id, { occurredAt: start }));
+
+    const pruner = new RetentionPruner(store, clock, { jobRetentionMs: 7 * DAY, eventRetentionMs: 30 * DAY, intervalMs: 60_000, batchSize: 1000 }, silent);
+    clock.advance(DAY + 1);
+    expect(await pruner.pruneOnce()).toEqual({ jobs: 0, events: 0, idempotencyKeys: 1 });
+
+    clock.advance(7 * DAY);
+    expect(await pruner.pruneOnce()).toEqual({ jobs: 1, events: 0, idempotencyKeys: 0 });
+    expect(await store.getJob(ws.id, finished.id)).toBeNull();
+    expect(await store.getJob(ws.id, pending.id)).not.toBeNull();
+
+    clock.advance(30 * DAY);
+    expect(await pruner.pruneOnce()).toEqual({ jobs: 0, events: 2503, idempotencyKeys: 0 });
+    expect(await store.getJob(ws.id, pending.id)).not.toBeNull();
+  });
+});
