@@ -14,6 +14,7 @@ import { systemClock, type CampaignReader, type Clock, type Duplicator, type Gat
 import { GatewayService } from './domain/service.js';
 import { BrazeDuplicator } from './duplicators/braze.js';
 import { LocalDuplicator } from './duplicators/local.js';
+import { GatewayMetrics } from './http/metrics.js';
 import { buildHttpServer } from './http/server.js';
 import { RetentionPruner } from './jobs/retention.js';
 import { JobWorker } from './jobs/worker.js';
@@ -39,6 +40,7 @@ export interface AppOverrides {
   logger?: FastifyServerOptions['logger'];
   /** The limiter behind upstream pacing; instances given the same one share the pace. */
   upstreamLimiter?: RateLimiterAbstract;
+  logDestination?: NodeJS.WritableStream;
 }
 
 /** The embedded store unless DATABASE_URL says otherwise. */
@@ -92,6 +94,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       )
     : new LocalDuplicator(store, clock);
 
+  const metrics = new GatewayMetrics(store);
   let worker: JobWorker | undefined;
   const service = new GatewayService({
     store,
@@ -100,12 +103,15 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     clock,
     onJobEnqueued: () => worker?.notify(),
     idempotencyTtlMs: config.idempotencyTtlMs,
+    onQuotaRejected: (channel) => metrics.quotaRejected(channel),
   });
   const admin = new AdminService(store, clock);
   const http = await buildHttpServer({
     config,
     service,
+    metrics,
     logger: overrides.logger,
+    logDestination: overrides.logDestination,
     readinessChecks: {
       store: () => store.ping(),
       quota: async () => void (await quota.peek('readiness')),
@@ -126,6 +132,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       backoffMaxMs: 5 * 60_000,
     },
     http.log.child({ component: 'worker' }),
+    metrics.workerObserver,
   );
   const jobWorker = worker;
   const retention = new RetentionPruner(

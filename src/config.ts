@@ -27,6 +27,8 @@ export interface Config {
   eventRetentionMs: number;
   retentionIntervalMs: number;
   logLevel: string;
+  /** `auto`: readable lines in development on a terminal, JSON lines otherwise. */
+  logFormat: 'auto' | 'json' | 'pretty';
   /** Whether the GraphQL explorer and introspection are served. */
   explorer: boolean;
   /** First start with an empty store: create the `demo` workspace and print an admin key. */
@@ -82,6 +84,8 @@ export function loadConfig(env: Env = process.env): Config {
   const production = nodeEnv === 'production';
   const logLevel = env.LOG_LEVEL?.trim() || 'info';
   if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}`);
+  const logFormat = (env.LOG_FORMAT?.trim().toLowerCase() || 'auto') as Config['logFormat'];
+  if (!['auto', 'json', 'pretty'].includes(logFormat)) throw new ConfigError('LOG_FORMAT', 'must be one of auto, json, pretty');
   const upstreamUrl = url(env, 'UPSTREAM_URL', ['http:', 'https:']);
   if (upstreamUrl && /[?#]/.test(upstreamUrl)) throw new ConfigError('UPSTREAM_URL', 'must not have a query or a fragment');
   const upstreamApiKey = env.UPSTREAM_API_KEY?.trim() || null;
@@ -118,6 +122,7 @@ export function loadConfig(env: Env = process.env): Config {
     eventRetentionMs: integer(env, 'EVENT_RETENTION_DAYS', 90, 1, 3650) * 86_400_000,
     retentionIntervalMs: integer(env, 'RETENTION_INTERVAL_MINUTES', 10, 1, 1440) * 60_000,
     logLevel,
+    logFormat,
     explorer: boolean(env, 'GRAPHQL_EXPLORER', !production),
     seedDemo: boolean(env, 'SEED_DEMO', true),
   };

@@ -51,3 +51,9 @@ export function hashesEqual(a: string, b: string): boolean {
 
 /** What listings show of a key: enough to tell keys apart, never enough to use one. */
 export const displayPrefix = (key: string): string => key.slice(0, KEY_PREFIX.length + 6);
+
+// Anything that starts like a key, even truncated or mistyped: logs must never carry one.
+const KEY_LIKE = new RegExp(`${KEY_PREFIX}[0-9A-Za-z]{4,}`, 'g');
+
+/** Replaces every key-shaped token in a text. */
+export const redactApiKeys = (text: string): string => text.replace(KEY_LIKE, `${KEY_PREFIX}[redacted]`);

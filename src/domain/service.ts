@@ -16,9 +16,11 @@ import type {
   SecurityEvent,
   SecurityEventFilter,
 } from './types.js';
-import { LIMITS, parseDuplicateInput, validationError, type RawDuplicateCampaignInput } from './validation.js';
+import { LIMITS, parseDuplicateInput, parseEventRange, validationError, type EventRange, type RawDuplicateCampaignInput } from './validation.js';
 
 export const MAX_PAGE_SIZE = 200;
+/** Events read from the store at a time while a download streams. */
+export const DOWNLOAD_BATCH_SIZE = 1000;
 
 /** What a transport knows about a request before the service sees it. */
 export interface RequestContext {
@@ -44,6 +46,14 @@ export interface GatewayServiceDeps {
   onJobEnqueued?: () => void;
   /** How long an idempotency key is kept (24 h by default). */
   idempotencyTtlMs?: number;
+  /** Told when a request was refused because its workspace's quota was spent (metrics). */
+  onQuotaRejected?: (channel: Channel) => void;
+}
+
+export interface SecurityEventDownload {
+  range: EventRange;
+  /** The workspace's events in the range, newest first, read from the store batch by batch as they are consumed. */
+  events: AsyncIterable<SecurityEvent>;
 }
 
 /** A reservation whose request never produced a job (the process died) is given up after this long. */
@@ -172,7 +182,10 @@ export class GatewayService {
   }
 
   private async enqueue(principal: Principal, raw: RawDuplicateCampaignInput, idempotencyKey?: string): Promise<DuplicationAccepted> {
-    const rateLimit = await this.deps.quota.consume(principal.workspaceId);
+    const rateLimit = await this.deps.quota.consume(principal.workspaceId).catch((error: unknown) => {
+      if (error instanceof GatewayError && error.code === 'RATE_LIMITED') this.deps.onQuotaRejected?.(principal.channel);
+      throw error;
+    });
     try {
       const input = parseDuplicateInput(raw);
       const { campaigns, store } = this.deps;
@@ -248,6 +261,28 @@ export class GatewayService {
     }
     const rows = await this.deps.store.listEvents(principal.workspaceId, scoped, { first: size + 1, beforeSeq });
     return toPage(rows.map((event) => ({ seq: event.seq, item: event })), size, 'e');
+  }
+
+  /**
+   * Braze's "Security Event Download": every event of the workspace in the range. Permission first, then the
+   * range, then the first batch, so that a refusal or a failing store is an error response, not a cut stream.
+   */
+  async downloadSecurityEvents(principal: Principal, raw: { start?: unknown; end?: unknown }): Promise<SecurityEventDownload> {
+    await this.authorize(principal, 'security_events.read');
+    const range = parseEventRange(raw);
+    const { store } = this.deps;
+    const filter: SecurityEventFilter = { since: range.start, until: range.end };
+    const first = await store.listEvents(principal.workspaceId, filter, { first: DOWNLOAD_BATCH_SIZE });
+    async function* events(): AsyncGenerator<SecurityEvent> {
+      let batch = first;
+      while (batch.length > 0) {
+        yield* batch;
+        if (batch.length < DOWNLOAD_BATCH_SIZE) return;
+        const beforeSeq = batch[batch.length - 1].seq;
+        batch = await store.listEvents(principal.workspaceId, filter, { first: DOWNLOAD_BATCH_SIZE, beforeSeq });
+      }
+    }
+    return { range, events: events() };
   }
 
   async listCampaigns(principal: Principal, first: number, after: string | null | undefined): Promise<Page<Campaign>> {

@@ -1,7 +1,9 @@
 import type { Permission } from './permissions.js';
 
-export type Channel = 'REST' | 'GRAPHQL';
+export const CHANNELS = ['REST', 'GRAPHQL'] as const;
+export type Channel = (typeof CHANNELS)[number];
 export type JobStatus = 'PENDING' | 'RUNNING' | 'SUCCEEDED' | 'FAILED';
+export const JOB_STATUSES: readonly JobStatus[] = ['PENDING', 'RUNNING', 'SUCCEEDED', 'FAILED'];
 export const TERMINAL_STATUSES: readonly JobStatus[] = ['SUCCEEDED', 'FAILED'];
 
 export const SECURITY_EVENT_TYPES = [

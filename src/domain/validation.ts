@@ -79,3 +79,44 @@ export function parseDuplicateInput(raw: RawDuplicateCampaignInput): DuplicateCa
     tagNames: tagNames ? [...new Set(tagNames.map((tag) => tag.trim()))] : null,
   };
 }
+
+/** The widest window one security-event download may cover. */
+export const MAX_EVENT_RANGE_DAYS = 366;
+
+export interface EventRange {
+  /** Inclusive. */
+  start: Date;
+  /** Exclusive. */
+  end: Date;
+}
+
+const RANGE_BOUND_HINT = 'an ISO 8601 date (2024-05-01) or date-time with a time zone (2024-05-01T12:00:00Z)';
+// A date-time without a zone would be read in the server's zone: refuse it rather than guess.
+const rangeBound = z.union([z.iso.date(), z.iso.datetime({ offset: true })]);
+
+function parseRangeBound(field: 'start' | 'end', raw: unknown, issues: FieldIssue[]): Date | null {
+  if (raw === undefined || raw === '') {
+    issues.push({ field, message: `is required: ${RANGE_BOUND_HINT}` });
+    return null;
+  }
+  if (!rangeBound.safeParse(raw).success) {
+    issues.push({ field, message: `must be ${RANGE_BOUND_HINT}` });
+    return null;
+  }
+  return new Date(raw as string);
+}
+
+/** `start` and `end` as a transport received them (query string values), checked and turned into a range. */
+export function parseEventRange(raw: { start?: unknown; end?: unknown }): EventRange {
+  const issues: FieldIssue[] = [];
+  const start = parseRangeBound('start', raw.start, issues);
+  const end = parseRangeBound('end', raw.end, issues);
+  if (start && end) {
+    if (end <= start) issues.push({ field: 'end', message: 'must be after start' });
+    else if (end.getTime() - start.getTime() > MAX_EVENT_RANGE_DAYS * 86_400_000) {
+      issues.push({ field: 'end', message: `must be at most ${MAX_EVENT_RANGE_DAYS} days after start` });
+    }
+  }
+  if (issues.length > 0 || !start || !end) throw new GatewayError('BAD_USER_INPUT', 'Invalid date range', { issues });
+  return { start, end };
+}

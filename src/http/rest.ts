@@ -2,6 +2,8 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { GatewayError } from '../domain/errors.js';
 import type { GatewayService, RequestContext } from '../domain/service.js';
 import type { Principal } from '../domain/types.js';
+import { LIMITS } from '../domain/validation.js';
+import { errorResponses } from './openapi.js';
 import { rateLimitHeaders } from './rate-limit-headers.js';
 
 declare module 'fastify' {
@@ -25,13 +27,104 @@ function toDuplicateInput(body: unknown): unknown {
   return { campaignId: body.campaign_id, name: body.name, description: body.description, tagNames: body.tag_names };
 }
 
+const RATE_LIMIT_HEADERS = {
+  'x-ratelimit-limit': { type: 'integer', description: 'Points per window (requests per window of the workspace quota)' },
+  'x-ratelimit-remaining': { type: 'integer', description: 'Points left in the current window' },
+  'x-ratelimit-reset': { type: 'integer', description: 'UTC epoch seconds when the window resets' },
+} as const;
+
+const nullableString = { type: ['string', 'null'] } as const;
+
+const duplicateSchema = {
+  tags: ['campaigns'],
+  summary: 'Duplicate a campaign (asynchronously)',
+  description:
+    "Braze's `POST /campaigns/duplicate`. Needs the permission campaigns.duplicate, checked before the body is read. " +
+    'Takes one point of the workspace quota. Answers 202 at once with the job; follow it with GET /duplication_jobs/{job_id}.',
+  security: [{ apiKey: [] }],
+  headers: {
+    type: 'object',
+    properties: {
+      'idempotency-key': {
+        type: 'string',
+        maxLength: LIMITS.idempotencyKeyLength,
+        description: 'Repeating a request with the same key and body returns the same job without taking quota (kept 24 h, per workspace)',
+      },
+    },
+  },
+  body: {
+    type: 'object',
+    required: ['campaign_id', 'name'],
+    properties: {
+      campaign_id: { type: 'string', maxLength: LIMITS.campaignIdLength, description: 'The campaign to copy' },
+      name: { type: 'string', minLength: 1, maxLength: LIMITS.nameLength, description: 'Name of the new campaign' },
+      description: { type: ['string', 'null'], maxLength: LIMITS.descriptionLength, description: "Description of the new campaign; the source's when omitted" },
+      tag_names: {
+        description: "Existing tags; when given they replace the source campaign's tags. A single string is one tag.",
+        anyOf: [{ type: 'array', maxItems: LIMITS.tagCount, items: { type: 'string', maxLength: LIMITS.tagLength } }, { type: 'string' }, { type: 'null' }],
+      },
+    },
+  },
+  response: {
+    202: {
+      description: 'Accepted: the job is committed and will run',
+      type: 'object',
+      required: ['message', 'job_id', 'status'],
+      properties: { message: { const: 'success' }, job_id: { type: 'string' }, status: { const: 'pending' } },
+      headers: { ...RATE_LIMIT_HEADERS, location: { type: 'string', description: 'The job: /duplication_jobs/{job_id}' } },
+    },
+    ...errorResponses([400, 403], RATE_LIMIT_HEADERS),
+    ...errorResponses([401, 413, 415, 422, 500]),
+    ...errorResponses([409], { 'retry-after': { type: 'integer', description: 'Seconds to wait' } }),
+    ...errorResponses([429], { ...RATE_LIMIT_HEADERS, 'retry-after': { type: 'integer', description: 'Seconds to wait' } }),
+  },
+};
+
+const jobSchema = {
+  tags: ['campaigns'],
+  summary: 'A duplication job',
+  description: 'A job of the calling key, or of its workspace with security_events.read. Retry-After is set while it is not finished.',
+  security: [{ apiKey: [] }],
+  params: { type: 'object', required: ['job_id'], properties: { job_id: { type: 'string' } } },
+  response: {
+    200: {
+      description: 'The job',
+      type: 'object',
+      properties: {
+        job_id: { type: 'string' },
+        status: { enum: ['pending', 'running', 'succeeded', 'failed'] },
+        source_campaign_id: { type: 'string' },
+        name: { type: 'string' },
+        description: nullableString,
+        tag_names: { type: 'array', items: { type: 'string' } },
+        channel: { enum: ['REST', 'GRAPHQL'] },
+        api_key_id: { type: 'string' },
+        attempts: { type: 'integer' },
+        created_at: { type: 'string', format: 'date-time' },
+        updated_at: { type: 'string', format: 'date-time' },
+        finished_at: { type: ['string', 'null'], format: 'date-time' },
+        result_campaign_id: nullableString,
+        error: {
+          type: ['object', 'null'],
+          properties: { code: { type: 'string' }, message: { type: 'string' } },
+        },
+      },
+      headers: { 'retry-after': { type: 'integer', description: 'While the job is pending or running: seconds before asking again' } },
+    },
+    ...errorResponses([401, 404, 500]),
+  },
+};
+
 /** The Braze-compatible routes. Thin: parse, call the service, map the result. */
 export async function restRoutes(app: FastifyInstance, options: { service: GatewayService }): Promise<void> {
   const { service } = options;
+  // fastify parses text/plain by default; Braze's API takes JSON only, anything else is a 415.
+  app.removeContentTypeParser('text/plain');
 
   app.post(
     '/campaigns/duplicate',
     {
+      schema: duplicateSchema,
       // Who is calling and whether they may duplicate is settled before the body is read, as Braze does.
       onRequest: async (request) => {
         request.principal = await service.authorizeDuplication(restContext(request, 'REST'));
@@ -51,7 +144,7 @@ export async function restRoutes(app: FastifyInstance, options: { service: Gatew
     },
   );
 
-  app.get<{ Params: { job_id: string } }>('/duplication_jobs/:job_id', async (request, reply) => {
+  app.get<{ Params: { job_id: string } }>('/duplication_jobs/:job_id', { schema: jobSchema }, async (request, reply) => {
     const principal = await service.authenticate(restContext(request, 'REST'));
     const job = await service.getJob(principal, request.params.job_id);
     if (!job) throw new GatewayError('NOT_FOUND', 'Job not found');

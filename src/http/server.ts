@@ -1,60 +1,43 @@
 import { randomUUID } from 'node:crypto';
+import fastifySwagger from '@fastify/swagger';
 import { fastifyApolloHandler } from '@as-integrations/fastify';
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifySchema, type FastifyServerOptions } from 'fastify';
 import type { Config } from '../config.js';
-import { GatewayError } from '../domain/errors.js';
 import type { GatewayService } from '../domain/service.js';
 import { createApollo } from '../graphql/apollo.js';
 import { createContext } from '../graphql/context.js';
 import { gatewaySchema } from '../graphql/schema.js';
 import { toRestError } from './errors.js';
+import { explorerAssetRoutes, sendExplorer, wantsExplorer } from './explorer.js';
+import { healthRoutes, type ReadinessChecks } from './health.js';
+import { loggerOptions } from './logging.js';
+import { metricsRoutes, type GatewayMetrics } from './metrics.js';
+import { openapiOptions, openapiRoutes, schemasOnlyDocument } from './openapi.js';
 import { rateLimitHeaders } from './rate-limit-headers.js';
 import { restContext, restRoutes } from './rest.js';
+import { securityEventsDownloadRoutes } from './security-events-download.js';
 
 export interface HttpDeps {
   config: Config;
   service: GatewayService;
-  /** One check per dependency (store, quota, upstream, …), each throwing when its dependency is not ready. */
-  readinessChecks: Record<string, () => Promise<void>>;
+  metrics: GatewayMetrics;
+  /** GET /readyz: one check per dependency (store, quota, upstream, …), each throwing when it is not ready. */
+  readinessChecks: ReadinessChecks;
   logger?: FastifyServerOptions['logger'];
+  /** Where JSON log lines go (default stdout); tests read them here. */
+  logDestination?: NodeJS.WritableStream;
 }
+
+// GraphQL is documented by its own schema (schema.graphql, the explorer's Docs), not by the OpenAPI document.
+const hiddenFromOpenapi: FastifySchema = { hide: true };
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
-/** A dependency that does not answer a readiness check within this is reported down, so /readyz never hangs. */
-const READINESS_TIMEOUT_MS = 3000;
-
-type DependencyStatus = { status: 'up' } | { status: 'down'; message: string };
-
-async function checkDependency(check: () => Promise<void>, onDown: (error: unknown) => void): Promise<DependencyStatus> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    await Promise.race([
-      check(),
-      new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new GatewayError('UNAVAILABLE', 'No answer in time')), READINESS_TIMEOUT_MS);
-      }),
-    ]);
-    return { status: 'up' };
-  } catch (error) {
-    onDown(error);
-    return { status: 'down', message: error instanceof GatewayError ? error.message : 'Not ready' };
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-export function loggerOptions(config: Config): FastifyServerOptions['logger'] {
-  return {
-    level: config.logLevel,
-    redact: { paths: ['req.headers.authorization', 'req.headers.cookie', 'headers.authorization'], censor: '[redacted]' },
-  };
-}
 
 /** Builds the HTTP server without listening, so tests and main.ts share it. */
 export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> {
   const { config, service } = deps;
   const app = Fastify({
-    logger: deps.logger ?? loggerOptions(config),
+    logger: deps.logger ?? loggerOptions(config, deps.logDestination),
     bodyLimit: config.bodyLimitBytes,
     trustProxy: false,
     forceCloseConnections: 'idle',
@@ -82,29 +65,38 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
 
   app.setNotFoundHandler((request, reply) => reply.status(404).send({ message: 'Not Found' }));
 
-  await app.register(restRoutes, { service });
+  app.addHook('onResponse', async (request, reply) => {
+    // The route template, never the raw URL: label values must stay few.
+    deps.metrics.observeRequest(request.method, request.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000);
+  });
+
+  await app.register(fastifySwagger, openapiOptions);
+  await app.register(async (api) => {
+    schemasOnlyDocument(api);
+    await api.register(restRoutes, { service });
+    await api.register(securityEventsDownloadRoutes, { service });
+    await api.register(healthRoutes, { readinessChecks: deps.readinessChecks });
+    await api.register(metricsRoutes, { metrics: deps.metrics });
+    await api.register(openapiRoutes);
+  });
 
   const apollo = createApollo({ schema: await gatewaySchema(), introspection: config.explorer, logger: app.log });
   await apollo.start();
   app.addHook('onClose', () => apollo.stop());
-  app.route({
+  if (config.explorer) await app.register(explorerAssetRoutes);
+  app.route<{ Reply: string }>({
     url: '/graphql',
     method: ['GET', 'POST', 'OPTIONS'],
+    schema: hiddenFromOpenapi,
+    // A browser gets the explorer; GraphQL clients, GET ones included, get Apollo.
+    onRequest: config.explorer
+      ? async (request, reply) => {
+          if (wantsExplorer(request)) return sendExplorer(reply);
+        }
+      : undefined,
     handler: fastifyApolloHandler(apollo, {
       context: async (request) => createContext(service, restContext(request, 'GRAPHQL'), request.id),
     }),
-  });
-
-  app.get('/healthz', async () => ({ status: 'ok' }));
-  // Readiness only: an unreachable dependency takes the instance out of rotation, never fails liveness.
-  app.get('/readyz', async (request, reply) => {
-    const names = Object.keys(deps.readinessChecks);
-    const results = await Promise.all(
-      names.map((name) => checkDependency(deps.readinessChecks[name], (error) => request.log.warn({ err: error, dependency: name }, 'not ready'))),
-    );
-    const checks = Object.fromEntries(names.map((name, index) => [name, results[index]]));
-    const ready = results.every((result) => result.status === 'up');
-    return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks });
   });
 
   return app;

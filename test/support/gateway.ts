@@ -80,7 +80,7 @@ export interface HttpResult {
 /** A real HTTP request with undici. */
 export async function http(
   baseUrl: string,
-  method: 'GET' | 'POST' | 'PUT' | 'DELETE' | 'OPTIONS',
+  method: 'GET' | 'HEAD' | 'POST' | 'PUT' | 'DELETE' | 'OPTIONS',
   path: string,
   options: { headers?: Record<string, string>; body?: string | Buffer } = {},
 ): Promise<HttpResult> {

@@ -1,0 +1,223 @@
+import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+
+/**
+ * The GraphQL explorer: GraphiQL's UMD build and React's, served by the gateway from node_modules, so it works
+ * with no internet access. Apollo's own landing page would load its Sandbox from a CDN.
+ */
+
+const require = createRequire(import.meta.url);
+const packageDir = (name: string): string => dirname(require.resolve(`${name}/package.json`));
+
+interface Asset {
+  type: string;
+  load: () => Promise<string>;
+}
+
+// Source maps are not shipped: drop the comment so browsers do not ask for them.
+const fromPackage = (name: string, file: string) => async () =>
+  (await readFile(join(packageDir(name), file), 'utf8')).replace(/\n\/[/*]# sourceMappingURL=\S+\s*$/, '\n');
+
+const JS = 'text/javascript; charset=utf-8';
+
+/** Starts GraphiQL from the configuration the page carries (no inline script, so the CSP can forbid them). */
+const BOOT_SCRIPT = `(function () {
+  var config = JSON.parse(document.getElementById('explorer-config').textContent);
+  // GraphiQL 4 leaves the variables editor empty on a first visit even when the default tab has variables.
+  var storedVariables = null;
+  try {
+    storedVariables = window.localStorage.getItem('graphiql:variables');
+  } catch (error) {}
+  var root = ReactDOM.createRoot(document.getElementById('explorer'));
+  root.render(
+    React.createElement(
+      GraphiQL,
+      {
+        fetcher: GraphiQL.createFetcher({ url: window.location.pathname }),
+        defaultTabs: [{ query: config.query, variables: config.variables, headers: config.headers }],
+        variables: storedVariables === null ? config.variables : undefined,
+        defaultHeaders: config.headers,
+        defaultEditorToolsVisibility: 'headers',
+        shouldPersistHeaders: false,
+        isHeadersEditorEnabled: true,
+      },
+      React.createElement(GraphiQL.Logo, null, 'campaign-gateway'),
+    ),
+  );
+})();
+`;
+
+const ASSETS: Record<string, Asset> = {
+  'react.js': { type: JS, load: fromPackage('react', 'umd/react.production.min.js') },
+  'react-dom.js': { type: JS, load: fromPackage('react-dom', 'umd/react-dom.production.min.js') },
+  'graphiql.js': { type: JS, load: fromPackage('graphiql', 'dist/index.umd.js') },
+  'graphiql.css': { type: 'text/css; charset=utf-8', load: fromPackage('graphiql', 'dist/style.css') },
+  'explorer.js': { type: JS, load: async () => BOOT_SCRIPT },
+};
+
+interface LoadedAsset {
+  type: string;
+  body: Buffer;
+  gzip: Buffer;
+}
+
+// Read and compressed once per process, on first use.
+const loaded = new Map<string, Promise<LoadedAsset>>();
+function loadAsset(name: string, asset: Asset): Promise<LoadedAsset> {
+  let entry = loaded.get(name);
+  if (!entry) {
+    entry = asset.load().then((text) => {
+      const body = Buffer.from(text);
+      return { type: asset.type, body, gzip: gzipSync(body) };
+    });
+    entry.catch(() => loaded.delete(name));
+    loaded.set(name, entry);
+  }
+  return entry;
+}
+
+const ASSET_VERSION = ['react', 'react-dom', 'graphiql']
+  .map((name) => (require(`${name}/package.json`) as { version: string }).version)
+  .join('-');
+
+export const EXAMPLE_OPERATIONS = `# Duplicate a campaign, then poll its job.
+#
+# 1. Headers: your API key after "Bearer ".
+# 2. Run ListCampaigns; copy an id into
+#    Variables: input.campaignId.
+# 3. Run DuplicateCampaign (PENDING at once);
+#    copy job.id into Variables: jobId.
+# 4. Run PollJob until CAMPAIGN_DUPLICATED.
+#
+# Ctrl-Enter runs the operation at the cursor.
+# Docs: the book icon, top left.
+
+mutation DuplicateCampaign($input: DuplicateCampaignInput!) {
+  duplicateCampaign(input: $input) {
+    job {
+      id
+      status
+      sourceCampaignId
+      name
+      createdAt
+    }
+  }
+}
+
+query PollJob($jobId: ID!) {
+  securityEvents(filter: { jobId: $jobId }, first: 10) {
+    edges {
+      node {
+        type
+        occurredAt
+        channel
+        details
+        job {
+          status
+          resultCampaignId
+          error {
+            code
+            message
+          }
+        }
+      }
+    }
+  }
+}
+
+query ListCampaigns {
+  campaigns(first: 20) {
+    edges {
+      node {
+        id
+        name
+        tagNames
+      }
+    }
+  }
+}
+`;
+
+export const EXAMPLE_VARIABLES = JSON.stringify(
+  { input: { campaignId: 'PUT-A-CAMPAIGN-ID-HERE', name: 'Copy made in the explorer' }, jobId: '' },
+  null,
+  2,
+);
+
+export const DEFAULT_HEADERS = JSON.stringify({ Authorization: 'Bearer ' }, null, 2);
+
+// Everything the page loads comes from the gateway itself; the browser enforces it too.
+const CONTENT_SECURITY_POLICY = [
+  "default-src 'self'",
+  "script-src 'self'",
+  "style-src 'self' 'unsafe-inline'",
+  "img-src 'self' data:",
+  "font-src 'self' data:",
+  "connect-src 'self'",
+  "base-uri 'none'",
+  "form-action 'none'",
+  "frame-ancestors 'none'",
+].join('; ');
+
+// JSON inside <script> must not be able to close the element.
+const scriptSafeJson = (value: unknown): string => JSON.stringify(value).replace(/</g, '\\u003c');
+
+function page(): string {
+  const asset = (name: string) => `explorer/assets/${name}?v=${ASSET_VERSION}`;
+  const config = { query: EXAMPLE_OPERATIONS, variables: EXAMPLE_VARIABLES, headers: DEFAULT_HEADERS };
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>campaign-gateway · GraphQL explorer</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="${asset('graphiql.css')}">
+<style>html, body, #explorer { height: 100%; margin: 0; }</style>
+</head>
+<body>
+<div id="explorer">Loading the GraphQL explorer…</div>
+<script id="explorer-config" type="application/json">${scriptSafeJson(config)}</script>
+<script src="${asset('react.js')}"></script>
+<script src="${asset('react-dom.js')}"></script>
+<script src="${asset('graphiql.js')}"></script>
+<script src="${asset('explorer.js')}"></script>
+</body>
+</html>
+`;
+}
+
+/** A browser navigating to the endpoint, as opposed to a GraphQL client (Apollo's landing page uses the same test). */
+export function wantsExplorer(request: FastifyRequest): boolean {
+  const accept = request.headers.accept ?? '';
+  return request.method === 'GET' && accept.split(',').some((type) => type.trim().toLowerCase().startsWith('text/html'));
+}
+
+export function sendExplorer(reply: FastifyReply): FastifyReply {
+  return reply
+    .type('text/html; charset=utf-8')
+    .header('content-security-policy', CONTENT_SECURITY_POLICY)
+    .header('x-content-type-options', 'nosniff')
+    .header('cache-control', 'no-cache')
+    .send(page());
+}
+
+/** The explorer's static files. Registered only when the explorer is enabled. */
+export async function explorerAssetRoutes(app: FastifyInstance): Promise<void> {
+  app.get<{ Params: { file: string } }>('/explorer/assets/:file', { schema: { hide: true } }, async (request, reply) => {
+    const asset = Object.hasOwn(ASSETS, request.params.file) ? ASSETS[request.params.file] : undefined;
+    if (!asset) return reply.status(404).send({ message: 'Not Found' });
+    const { type, body, gzip } = await loadAsset(request.params.file, asset);
+    const acceptsGzip = /\bgzip\b/.test(String(request.headers['accept-encoding'] ?? ''));
+    reply
+      .type(type)
+      .header('x-content-type-options', 'nosniff')
+      .header('cache-control', 'public, max-age=86400')
+      .header('vary', 'accept-encoding');
+    if (acceptsGzip) reply.header('content-encoding', 'gzip');
+    return reply.send(acceptsGzip ? gzip : body);
+  });
+}

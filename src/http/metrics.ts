@@ -1,0 +1,119 @@
+import type { FastifyInstance } from 'fastify';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { GatewayStore } from '../domain/ports.js';
+import { CHANNELS, JOB_STATUSES, type Channel } from '../domain/types.js';
+import type { WorkerObserver } from '../jobs/worker.js';
+
+/**
+ * The gateway's Prometheus metrics, in a registry of its own: several apps in one process (tests) must not
+ * share or collide on a global registry.
+ */
+export class GatewayMetrics {
+  readonly registry = new Registry();
+  private readonly requests: Counter<'method' | 'route' | 'status_code'>;
+  private readonly requestDuration: Histogram<'method' | 'route' | 'status_code'>;
+  private readonly jobs: Gauge<'status'>;
+  private readonly queueDepth: Gauge;
+  private readonly jobDuration: Histogram<'status'>;
+  private readonly jobRetries: Counter;
+  private readonly jobDeferrals: Counter;
+  private readonly quotaRejections: Counter<'channel'>;
+
+  constructor(private readonly store: GatewayStore) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry });
+    this.requests = new Counter({
+      name: 'gateway_http_requests_total',
+      help: 'HTTP requests answered, by method, route template and status code.',
+      labelNames: ['method', 'route', 'status_code'],
+      registers,
+    });
+    this.requestDuration = new Histogram({
+      name: 'gateway_http_request_duration_seconds',
+      help: 'Time to answer an HTTP request, by method, route template and status code.',
+      labelNames: ['method', 'route', 'status_code'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
+    this.jobs = new Gauge({
+      name: 'gateway_duplication_jobs',
+      help: 'Duplication jobs in the store, by status (read from the store at each scrape).',
+      labelNames: ['status'],
+      registers,
+    });
+    this.queueDepth = new Gauge({
+      name: 'gateway_duplication_queue_depth',
+      help: 'Duplication jobs waiting to run: pending, including those waiting for a retry.',
+      registers,
+    });
+    this.jobDuration = new Histogram({
+      name: 'gateway_duplication_job_duration_seconds',
+      help: 'Time the worker spent on the attempt that finished a job, by outcome.',
+      labelNames: ['status'],
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers,
+    });
+    this.jobRetries = new Counter({
+      name: 'gateway_duplication_job_retries_total',
+      help: 'Attempts that failed transiently and were scheduled again.',
+      registers,
+    });
+    this.jobDeferrals = new Counter({
+      name: 'gateway_duplication_job_deferrals_total',
+      help: 'Jobs put back in the queue to wait for an upstream pacing slot (upstream mode), without using an attempt.',
+      registers,
+    });
+    this.quotaRejections = new Counter({
+      name: 'gateway_quota_rejections_total',
+      help: 'Duplication requests refused because the workspace quota was spent, by channel.',
+      labelNames: ['channel'],
+      registers,
+    });
+    // Both channels exist from the start, so a rate over them is defined before the first rejection.
+    for (const channel of CHANNELS) this.quotaRejections.inc({ channel }, 0);
+  }
+
+  readonly workerObserver: WorkerObserver = {
+    jobFinished: (status, durationMs) => this.jobDuration.observe({ status }, durationMs / 1000),
+    jobRetried: () => this.jobRetries.inc(),
+    jobDeferred: () => this.jobDeferrals.inc(),
+  };
+
+  quotaRejected(channel: Channel): void {
+    this.quotaRejections.inc({ channel });
+  }
+
+  observeRequest(method: string, route: string, statusCode: number, seconds: number): void {
+    const labels = { method, route, status_code: String(statusCode) };
+    this.requests.inc(labels);
+    this.requestDuration.observe(labels, seconds);
+  }
+
+  /** The exposition text, with the job gauges read from the store now. */
+  async render(): Promise<string> {
+    const counts = await this.store.countJobsByStatus();
+    for (const status of JOB_STATUSES) this.jobs.set({ status }, counts[status] ?? 0);
+    this.queueDepth.set(counts.PENDING ?? 0);
+    return this.registry.metrics();
+  }
+}
+
+/** GET /metrics: the Prometheus text exposition format. */
+export async function metricsRoutes(app: FastifyInstance, options: { metrics: GatewayMetrics }): Promise<void> {
+  const { metrics } = options;
+  app.get(
+    '/metrics',
+    {
+      schema: {
+        tags: ['operations'],
+        summary: 'Prometheus metrics',
+        description: 'Request counts and durations, jobs by status, queue depth, job durations, quota rejections, process metrics.',
+        response: { 200: { description: 'Prometheus text exposition format 0.0.4', content: { 'text/plain': { schema: { type: 'string' } } } } },
+      },
+    },
+    async (request, reply) => {
+      const text = await metrics.render();
+      return reply.type(metrics.registry.contentType).send(text);
+    },
+  );
+}

@@ -1,0 +1,100 @@
+import { Readable, pipeline } from 'node:stream';
+import { stringify } from 'csv-stringify';
+import type { FastifyInstance } from 'fastify';
+import type { GatewayService } from '../domain/service.js';
+import type { SecurityEvent, SecurityEventType } from '../domain/types.js';
+import { MAX_EVENT_RANGE_DAYS } from '../domain/validation.js';
+import { errorResponses } from './openapi.js';
+import { restContext } from './rest.js';
+
+/** Braze's "Security Event Download" columns, in Braze's order. */
+export const CSV_COLUMNS = ['CreatedAt', 'EmailAtTimeOfEvent', 'CurrentEmail', 'EventName', 'OtherAccount', 'JsonProperties'] as const;
+
+export const EVENT_NAMES: Record<SecurityEventType, string> = {
+  CAMPAIGN_DUPLICATION_REQUESTED: 'Requested Campaign Duplication via API',
+  CAMPAIGN_DUPLICATED: 'Duplicated Campaign via API',
+  CAMPAIGN_DUPLICATION_FAILED: 'Failed Campaign Duplication via API',
+  PERMISSION_DENIED: 'Denied API Key Permission',
+  API_KEY_CREATED: 'Created API Key',
+  API_KEY_REVOKED: 'Revoked API Key',
+};
+
+/**
+ * One CSV row. Events are caused by API keys, which have no email address: the email columns stay empty and
+ * who did it is in JsonProperties.
+ */
+export function toCsvRecord(event: SecurityEvent): string[] {
+  const resultCampaignId = event.details.resultCampaignId;
+  const properties = {
+    event_id: event.id,
+    event_type: event.type,
+    api_key_id: event.apiKeyId,
+    api_key_name: event.apiKeyName,
+    channel: event.channel,
+    ip: event.ip,
+    job_id: event.jobId,
+    campaign_id: event.campaignId,
+    result_campaign_id: typeof resultCampaignId === 'string' ? resultCampaignId : null,
+    details: event.details,
+  };
+  return [event.occurredAt.toISOString(), '', '', EVENT_NAMES[event.type], '', JSON.stringify(properties)];
+}
+
+async function* csvRecords(events: AsyncIterable<SecurityEvent>): AsyncGenerator<string[]> {
+  for await (const event of events) yield toCsvRecord(event);
+}
+
+const fileStamp = (date: Date): string => date.toISOString().replace(/[:.]/g, '-');
+
+const rangeBound = (which: string) => ({
+  type: 'string',
+  description: `${which}: an ISO 8601 date (UTC midnight) or date-time with a time zone`,
+  examples: [which.startsWith('Start') ? '2024-05-01T00:00:00Z' : '2024-06-01'],
+});
+
+/** GET /security_events/download: the workspace's events in [start, end) as CSV, streamed. */
+export async function securityEventsDownloadRoutes(app: FastifyInstance, options: { service: GatewayService }): Promise<void> {
+  const { service } = options;
+  app.get<{ Querystring: { start?: unknown; end?: unknown } }>(
+    '/security_events/download',
+    {
+      // fastify's automatic HEAD would read the whole range from the store only to throw it away.
+      exposeHeadRoute: false,
+      schema: {
+        tags: ['security events'],
+        summary: 'Download security events as CSV',
+        description:
+          `Every security event of the key's workspace from \`start\` (inclusive) to \`end\` (exclusive), newest first, ` +
+          `at most ${MAX_EVENT_RANGE_DAYS} days, with Braze's columns. Needs the permission security_events.read. Streamed.`,
+        security: [{ apiKey: [] }],
+        querystring: {
+          type: 'object',
+          required: ['start', 'end'],
+          properties: { start: rangeBound('Start of the range, inclusive'), end: rangeBound('End of the range, exclusive') },
+        },
+        response: {
+          200: {
+            description: `CSV with the header ${CSV_COLUMNS.join(',')}`,
+            content: { 'text/csv': { schema: { type: 'string' } } },
+          },
+          ...errorResponses([400, 401, 403, 500]),
+        },
+      },
+    },
+    async (request, reply) => {
+      const principal = await service.authenticate(restContext(request, 'REST'));
+      const { range, events } = await service.downloadSecurityEvents(principal, request.query);
+      const csv = stringify({ header: true, columns: [...CSV_COLUMNS] });
+      // Readable.from pulls the next event only when the CSV stream wants more, and pipeline stops paging
+      // through the store when the client goes away.
+      pipeline(Readable.from(csvRecords(events)), csv, (error) => {
+        if (error && error.code !== 'ERR_STREAM_PREMATURE_CLOSE') request.log.error({ err: error }, 'security event download failed');
+      });
+      return reply
+        .type('text/csv; charset=utf-8')
+        .header('content-disposition', `attachment; filename="security_events_${fileStamp(range.start)}_${fileStamp(range.end)}.csv"`)
+        .header('cache-control', 'no-store')
+        .send(csv);
+    },
+  );
+}

@@ -1,0 +1,77 @@
+import { gunzipSync } from 'node:zlib';
+import { request } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { http, startGateway, type TestGateway } from '../support/gateway.js';
+
+const BROWSER_ACCEPT = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
+
+describe('the GraphQL explorer, outside production', () => {
+  let gateway: TestGateway;
+  beforeAll(async () => {
+    gateway = await startGateway({ NODE_ENV: 'development' });
+  });
+  afterAll(() => gateway?.close());
+
+  it('is what a browser gets from GET /graphql: a page that loads only the gateway\'s own files', async () => {
+    const page = await http(gateway.baseUrl, 'GET', '/graphql', { headers: { accept: BROWSER_ACCEPT } });
+    expect(page.status).toBe(200);
+    expect(page.headers['content-type']).toBe('text/html; charset=utf-8');
+    expect(page.headers['content-security-policy']).toContain("default-src 'self'");
+    expect(page.headers['content-security-policy']).toContain("script-src 'self'");
+    expect(page.text).not.toMatch(/(src|href)="(https?:)?\/\//);
+
+    const config = JSON.parse(/<script id="explorer-config" type="application\/json">(.*?)<\/script>/s.exec(page.text)![1]);
+    expect(JSON.parse(config.headers)).toEqual({ Authorization: 'Bearer ' });
+    expect(config.query).toContain('mutation DuplicateCampaign(');
+    expect(config.query).toContain('securityEvents(filter: { jobId: $jobId }');
+
+    const assets = [...page.text.matchAll(/(?:src|href)="(explorer\/assets\/[^"]+)"/g)].map((match) => match[1]);
+    expect(assets.map((asset) => asset.split('?')[0]).sort()).toEqual(
+      ['explorer/assets/explorer.js', 'explorer/assets/graphiql.css', 'explorer/assets/graphiql.js', 'explorer/assets/react-dom.js', 'explorer/assets/react.js'],
+    );
+    for (const asset of assets) {
+      const response = await request(`${gateway.baseUrl}/${asset}`, { headers: { 'accept-encoding': 'gzip' } });
+      const body = Buffer.from(await response.body.arrayBuffer());
+      expect(response.statusCode, asset).toBe(200);
+      expect(response.headers['content-encoding']).toBe('gzip');
+      expect(response.headers['content-type']).toMatch(asset.includes('.css') ? /^text\/css/ : /^text\/javascript/);
+      expect(gunzipSync(body).length).toBeGreaterThan(asset.includes('explorer.js') ? 100 : 10_000);
+    }
+    const plain = await http(gateway.baseUrl, 'GET', '/explorer/assets/react.js');
+    expect(plain.headers['content-encoding']).toBeUndefined();
+    expect(plain.text).toContain('React');
+    expect((await http(gateway.baseUrl, 'GET', '/explorer/assets/..%2Fpackage.json')).status).toBe(404);
+  });
+
+  it('leaves every other GET /graphql to Apollo', async () => {
+    const response = await http(gateway.baseUrl, 'GET', '/graphql?query=%7B__typename%7D', {
+      headers: { accept: 'application/graphql-response+json, application/json', 'apollo-require-preflight': 'true' },
+    });
+    expect(response.status).toBe(200);
+    expect(response.body).toEqual({ data: { __typename: 'Query' } });
+    expect((await http(gateway.baseUrl, 'GET', '/graphql', { headers: { accept: '*/*' } })).headers['content-type']).not.toMatch(/html/);
+  });
+});
+
+describe.each([
+  ['in production', { NODE_ENV: 'production' }, false],
+  ['in production with GRAPHQL_EXPLORER=true', { NODE_ENV: 'production', GRAPHQL_EXPLORER: 'true' }, true],
+  ['outside production with GRAPHQL_EXPLORER=false', { NODE_ENV: 'development', GRAPHQL_EXPLORER: 'false' }, false],
+])('the explorer %s', (_name, env, enabled) => {
+  let gateway: TestGateway;
+  beforeAll(async () => {
+    gateway = await startGateway(env);
+  });
+  afterAll(() => gateway?.close());
+
+  it(enabled ? 'is served, with introspection' : 'is not served, nor is introspection', async () => {
+    const page = await http(gateway.baseUrl, 'GET', '/graphql', { headers: { accept: BROWSER_ACCEPT } });
+    expect(String(page.headers['content-type']).startsWith('text/html')).toBe(enabled);
+    expect((await http(gateway.baseUrl, 'GET', '/explorer/assets/graphiql.js')).status).toBe(enabled ? 200 : 404);
+    const introspection = await http(gateway.baseUrl, 'POST', '/graphql', {
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ query: '{ __schema { queryType { name } } }' }),
+    });
+    expect(introspection.body.data?.__schema?.queryType?.name === 'Query').toBe(enabled);
+  });
+});

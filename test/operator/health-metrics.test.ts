@@ -1,0 +1,147 @@
+import { Writable } from 'node:stream';
+import { Redis } from 'ioredis';
+import { RateLimiterRedis } from 'rate-limiter-flexible';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RateLimiterQuota } from '../../src/adapters/rate-limiter-quota.js';
+import { bearer, graphql, http, json, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+
+/** The value of one sample of the Prometheus text format, or undefined when the series is absent. */
+function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  for (const line of text.split('\n')) {
+    const match = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!match || match[1] !== name) continue;
+    const found = Object.fromEntries([...(match[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((pair) => [pair[1], pair[2]]));
+    if (Object.entries(labels).every(([key, value]) => found[key] === value)) return Number(match[3]);
+  }
+  return undefined;
+}
+
+const scrape = async (gateway: TestGateway) => {
+  const response = await http(gateway.baseUrl, 'GET', '/metrics');
+  expect(response.status).toBe(200);
+  expect(response.headers['content-type']).toBe('text/plain; version=0.0.4; charset=utf-8');
+  return response.text;
+};
+
+const DUPLICATE = 'mutation($input: DuplicateCampaignInput!) { duplicateCampaign(input: $input) { job { id } } }';
+
+describe('GET /healthz and GET /readyz', () => {
+  it('say ok and ready, naming each check', async () => {
+    const gateway = await startGateway();
+    try {
+      expect((await http(gateway.baseUrl, 'GET', '/healthz')).body).toEqual({ status: 'ok' });
+      const ready = await http(gateway.baseUrl, 'GET', '/readyz');
+      expect(ready.status).toBe(200);
+      expect(ready.body).toEqual({ status: 'ready', checks: { store: { status: 'up' }, quota: { status: 'up' } } });
+    } finally {
+      await gateway.close();
+    }
+  });
+
+  it('answer 503 and say what is wrong when the quota backend is unreachable, while the process stays live', async () => {
+    // A real Redis client for a port nothing listens on, failing at once instead of queueing commands.
+    const redis = new Redis({ host: '127.0.0.1', port: 1, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => null, lazyConnect: true });
+    redis.on('error', () => {});
+    const quota = new RateLimiterQuota(new RateLimiterRedis({ storeClient: redis, points: 10, duration: 60 }));
+    const gateway = await startGateway({}, { quota });
+    try {
+      const ready = await http(gateway.baseUrl, 'GET', '/readyz');
+      expect(ready.status).toBe(503);
+      expect(ready.body.status).toBe('not ready');
+      expect(ready.body.checks).toEqual({ store: { status: 'up' }, quota: { status: 'down', message: 'Not ready' } });
+      expect((await http(gateway.baseUrl, 'GET', '/healthz')).status).toBe(200);
+      const document = (await http(gateway.baseUrl, 'GET', '/openapi.json')).body;
+      expect(document.paths['/readyz'].get.responses['503']).toBeDefined();
+    } finally {
+      await gateway.close();
+      redis.disconnect();
+    }
+  });
+
+  it('answer 503 naming the store when the store is gone, and log why', async () => {
+    let log = '';
+    const sink = new Writable({
+      write(chunk, _encoding, done) {
+        log += chunk.toString();
+        done();
+      },
+    });
+    const gateway = await startGateway({ LOG_LEVEL: 'warn', LOG_FORMAT: 'json' }, { logDestination: sink });
+    try {
+      await gateway.app.worker.stop();
+      await gateway.app.store.close();
+      const ready = await http(gateway.baseUrl, 'GET', '/readyz');
+      expect(ready.status).toBe(503);
+      expect(ready.body.checks).toEqual({ store: { status: 'down', message: 'Not ready' }, quota: { status: 'up' } });
+      const warning = log.split('\n').filter(Boolean).map((line) => JSON.parse(line)).find((line) => line.msg === 'not ready');
+      expect(warning).toMatchObject({ dependency: 'store', reqId: ready.headers['x-request-id'], err: { message: expect.stringMatching(/not open/) } });
+    } finally {
+      await gateway.close();
+    }
+  });
+});
+
+describe('GET /metrics', () => {
+  let gateway: TestGateway;
+  let idle: TestGateway;
+  let ws: TestWorkspace;
+
+  beforeAll(async () => {
+    [gateway, idle] = await Promise.all([startGateway({ DUPLICATE_RATE_LIMIT: '2' }), startGateway({ WORKER_CONCURRENCY: '0' })]);
+    ws = await gateway.workspace();
+  });
+  afterAll(() => Promise.all([gateway?.close(), idle?.close()]));
+
+  it('counts requests by route template and status, jobs and their durations, and quota rejections by channel', async () => {
+    const rest = () =>
+      http(gateway.baseUrl, 'POST', '/campaigns/duplicate', {
+        headers: { ...json, ...bearer(ws.key) },
+        body: JSON.stringify({ campaign_id: ws.campaign.id, name: 'copy' }),
+      });
+    const viaGraphql = () => graphql(gateway.baseUrl, ws.key, DUPLICATE, { input: { campaignId: ws.campaign.id, name: 'copy' } });
+
+    expect((await rest()).status).toBe(202);
+    expect((await viaGraphql()).body.data.duplicateCampaign.job.id).toEqual(expect.any(String));
+    expect((await rest()).status).toBe(429);
+    expect((await viaGraphql()).status).toBe(429);
+    expect((await http(gateway.baseUrl, 'GET', '/duplication_jobs/some-id', { headers: bearer(ws.key) })).status).toBe(404);
+    expect((await http(gateway.baseUrl, 'GET', '/no/such/route')).status).toBe(404);
+
+    const text = await waitFor(async () => {
+      const scraped = await scrape(gateway);
+      return sample(scraped, 'gateway_duplication_jobs', { status: 'SUCCEEDED' }) === 2 ? scraped : null;
+    });
+    expect(sample(text, 'gateway_http_requests_total', { method: 'POST', route: '/campaigns/duplicate', status_code: '202' })).toBe(1);
+    expect(sample(text, 'gateway_http_requests_total', { method: 'POST', route: '/campaigns/duplicate', status_code: '429' })).toBe(1);
+    expect(sample(text, 'gateway_http_requests_total', { method: 'POST', route: '/graphql', status_code: '200' })).toBe(1);
+    expect(sample(text, 'gateway_http_requests_total', { method: 'GET', route: '/duplication_jobs/:job_id', status_code: '404' })).toBe(1);
+    expect(sample(text, 'gateway_http_requests_total', { method: 'GET', route: 'unmatched', status_code: '404' })).toBe(1);
+    expect(sample(text, 'gateway_http_request_duration_seconds_count', { method: 'POST', route: '/campaigns/duplicate', status_code: '202' })).toBe(1);
+    expect(sample(text, 'gateway_quota_rejections_total', { channel: 'REST' })).toBe(1);
+    expect(sample(text, 'gateway_quota_rejections_total', { channel: 'GRAPHQL' })).toBe(1);
+    expect(sample(text, 'gateway_duplication_jobs', { status: 'PENDING' })).toBe(0);
+    expect(sample(text, 'gateway_duplication_queue_depth')).toBe(0);
+    expect(sample(text, 'gateway_duplication_job_duration_seconds_count', { status: 'SUCCEEDED' })).toBe(2);
+    expect(sample(text, 'gateway_duplication_job_duration_seconds_bucket', { status: 'SUCCEEDED', le: '+Inf' })).toBe(2);
+    expect(sample(text, 'gateway_duplication_job_retries_total')).toBe(0);
+    expect(sample(text, 'gateway_duplication_job_deferrals_total')).toBe(0);
+    expect(sample(text, 'process_cpu_user_seconds_total')).toBeGreaterThan(0);
+    expect(sample(text, 'nodejs_heap_size_used_bytes')).toBeGreaterThan(0);
+  });
+
+  it('reads the queue depth from the store, and keeps each app to its own registry', async () => {
+    const other = await idle.workspace();
+    for (let index = 0; index < 3; index++) {
+      const response = await http(idle.baseUrl, 'POST', '/campaigns/duplicate', {
+        headers: { ...json, ...bearer(other.key) },
+        body: JSON.stringify({ campaign_id: other.campaign.id, name: `queued ${index}` }),
+      });
+      expect(response.status).toBe(202);
+    }
+    const text = await scrape(idle);
+    expect(sample(text, 'gateway_duplication_queue_depth')).toBe(3);
+    expect(sample(text, 'gateway_duplication_jobs', { status: 'PENDING' })).toBe(3);
+    expect(sample(text, 'gateway_http_requests_total', { method: 'POST', route: '/campaigns/duplicate', status_code: '202' })).toBe(3);
+    expect(sample(text, 'gateway_quota_rejections_total', { channel: 'REST' })).toBe(0);
+  });
+});

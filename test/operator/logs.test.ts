@@ -1,0 +1,107 @@
+import { Writable } from 'node:stream';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { usesPrettyLogs } from '../../src/http/logging.js';
+import { bearer, graphql, http, json, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+
+/** Collects what the gateway writes to its log. */
+class LogSink extends Writable {
+  text = '';
+  override _write(chunk: Buffer, _encoding: BufferEncoding, done: () => void): void {
+    this.text += chunk.toString();
+    done();
+  }
+  lines(): Record<string, any>[] {
+    return this.text.split('\n').filter(Boolean).map((line) => JSON.parse(line));
+  }
+}
+
+describe('logs', () => {
+  const sink = new LogSink();
+  let gateway: TestGateway;
+  let ws: TestWorkspace;
+
+  beforeAll(async () => {
+    gateway = await startGateway({ LOG_LEVEL: 'trace', LOG_FORMAT: 'json', WORKER_CONCURRENCY: '0' }, { logDestination: sink });
+    ws = await gateway.workspace();
+  });
+  afterAll(() => gateway?.close());
+  beforeEach(() => {
+    sink.text = '';
+  });
+
+  /** Waits for fastify's last line about a request, written after the response is sent. */
+  const completed = (requestId: string) =>
+    waitFor(async () => sink.lines().some((line) => line.reqId === requestId && line.msg === 'request completed'));
+
+  it('keeps an incoming x-request-id, echoes it, and puts it on every line of the request', async () => {
+    const response = await graphql(gateway.baseUrl, ws.key, '{ duplicationJob(id: "nope") { id } }');
+    expect(response.status).toBe(200);
+    sink.text = '';
+
+    const traced = await http(gateway.baseUrl, 'POST', '/graphql', {
+      headers: { ...json, ...bearer('cgw_wrong'), 'x-request-id': 'trace-42.a:b' },
+      body: JSON.stringify({ query: '{ duplicationJob(id: "nope") { id } }' }),
+    });
+    expect(traced.status).toBe(401);
+    expect(traced.headers['x-request-id']).toBe('trace-42.a:b');
+    await completed('trace-42.a:b');
+    const lines = sink.lines();
+    expect(lines.length).toBeGreaterThanOrEqual(2);
+    for (const line of lines) expect(line.reqId, JSON.stringify(line)).toBe('trace-42.a:b');
+  });
+
+  it('makes an id when there is none, or when the incoming one is not safe to log', async () => {
+    const variants: Record<string, string>[] = [{}, { 'x-request-id': 'has spaces\tand a tab' }, { 'x-request-id': 'x'.repeat(129) }];
+    for (const headers of variants) {
+      sink.text = '';
+      const response = await http(gateway.baseUrl, 'GET', '/healthz', { headers });
+      const id = response.headers['x-request-id'] as string;
+      expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+      await completed(id);
+      for (const line of sink.lines()) expect(line.reqId).toBe(id);
+    }
+  });
+
+  it('never writes a key, whether it came in a header, a query string or a body, nor a secret query parameter', async () => {
+    const key = ws.key;
+    await http(gateway.baseUrl, 'GET', `/duplication_jobs/x?api_key=${key}&token=hunter2-secret`, { headers: bearer(key) });
+    await http(gateway.baseUrl, 'GET', `/security_events/download?start=${key}&end=${key.slice(0, 20)}`, { headers: bearer(key) });
+    await http(gateway.baseUrl, 'POST', `/campaigns/duplicate?key=${key}`, {
+      headers: { ...json, authorization: `Bearer ${key}` },
+      body: JSON.stringify({ campaign_id: key, name: key }),
+    });
+    await http(gateway.baseUrl, 'POST', '/campaigns/duplicate', { headers: { ...json, ...bearer(key) }, body: `{"campaign_id": "${key}", ` });
+    await graphql(gateway.baseUrl, key, `{ duplicationJob(id: "${key}") { id } }`, { unused: key });
+    // Whatever some code might log: a message or a field carrying a key.
+    gateway.app.http.log.error({ body: { apiKey: key }, headers: { authorization: `Bearer ${key}` } }, `something failed for ${key}`);
+    await waitFor(async () => sink.lines().filter((line) => line.msg === 'request completed').length >= 5);
+
+    expect(sink.text).toContain('/duplication_jobs/x?api_key=[redacted]&token=[redacted]');
+    expect(sink.text).toContain('something failed for cgw_[redacted]');
+    expect(sink.text).not.toContain(key);
+    expect(sink.text).not.toContain(key.slice(4, 20));
+    expect(sink.text).not.toContain('hunter2-secret');
+  });
+
+  it('are readable lines with LOG_FORMAT=pretty, or in development on a terminal', async () => {
+    const pretty = new LogSink();
+    const readable = await startGateway({ LOG_LEVEL: 'info', LOG_FORMAT: 'pretty' }, { logDestination: pretty });
+    try {
+      await http(readable.baseUrl, 'GET', `/healthz?api_key=${ws.key}`, { headers: { 'x-request-id': 'pretty-1' } });
+      await waitFor(async () => pretty.text.includes('request completed'));
+    } finally {
+      await readable.close();
+    }
+    expect(pretty.text).toMatch(/INFO.*: incoming request\n\s+reqId: "pretty-1"/);
+    expect(pretty.text).not.toContain(ws.key);
+    expect(() => JSON.parse(pretty.text.split('\n')[0])).toThrow();
+
+    expect(usesPrettyLogs(loadConfig({ NODE_ENV: 'development' }), true)).toBe(true);
+    expect(usesPrettyLogs(loadConfig({ NODE_ENV: 'development' }), false)).toBe(false);
+    expect(usesPrettyLogs(loadConfig({ NODE_ENV: 'production' }), true)).toBe(false);
+    expect(usesPrettyLogs(loadConfig({ NODE_ENV: 'production', LOG_FORMAT: 'pretty' }), false)).toBe(true);
+    expect(usesPrettyLogs(loadConfig({ NODE_ENV: 'development', LOG_FORMAT: 'json' }), true)).toBe(false);
+    expect(() => loadConfig({ LOG_FORMAT: 'xml' })).toThrow('invalid configuration: LOG_FORMAT must be one of auto, json, pretty');
+  });
+});

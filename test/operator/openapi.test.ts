@@ -1,0 +1,122 @@
+import { Validator } from '@seriousme/openapi-schema-validator';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import formats from 'ajv-formats';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bearer, http, json, startGateway, waitFor, type HttpResult, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+
+interface Exchange {
+  method: string;
+  /** The path as the document names it, e.g. /duplication_jobs/{job_id}. */
+  path: string;
+  response: HttpResult;
+}
+
+describe('GET /openapi.json', () => {
+  let gateway: TestGateway;
+  let ws: TestWorkspace;
+  let document: any;
+
+  beforeAll(async () => {
+    gateway = await startGateway({ DUPLICATE_RATE_LIMIT: '3' });
+    ws = await gateway.workspace();
+    document = (await http(gateway.baseUrl, 'GET', '/openapi.json')).body;
+  });
+  afterAll(() => gateway?.close());
+
+  it('is a valid OpenAPI 3.1 document of every REST route, and of nothing else', async () => {
+    const result = await new Validator().validate(document);
+    expect(result.errors).toBeUndefined();
+    expect(result.valid).toBe(true);
+    expect(document.openapi).toBe('3.1.0');
+    expect(Object.fromEntries(Object.entries(document.paths).map(([path, item]) => [path, Object.keys(item as object)]))).toEqual({
+      '/campaigns/duplicate': ['post'],
+      '/duplication_jobs/{job_id}': ['get'],
+      '/security_events/download': ['get'],
+      '/healthz': ['get'],
+      '/readyz': ['get'],
+      '/metrics': ['get'],
+      '/openapi.json': ['get'],
+    });
+    expect(document.paths['/campaigns/duplicate'].post.requestBody.content['application/json'].schema.required).toEqual(['campaign_id', 'name']);
+  });
+
+  it('documents every status, media type and JSON body the routes really answer with', async () => {
+    const exchanges: Exchange[] = [];
+    const call = async (method: 'GET' | 'POST', path: string, url: string, options: Parameters<typeof http>[3] = {}) => {
+      const response = await http(gateway.baseUrl, method, url, options);
+      exchanges.push({ method: method.toLowerCase(), path, response });
+      return response;
+    };
+    const duplicate = (body: string, headers: Record<string, string> = { ...json, ...bearer(ws.key) }) =>
+      call('POST', '/campaigns/duplicate', '/campaigns/duplicate', { headers, body });
+    const valid = JSON.stringify({ campaign_id: ws.campaign.id, name: 'copy' });
+    const reader = await ws.addKey(['campaigns.list']);
+
+    const accepted = await duplicate(valid);
+    await duplicate(JSON.stringify({ campaign_id: 7 }));
+    await duplicate('{"campaign_id": ');
+    await duplicate(valid, json);
+    await duplicate(valid, { ...json, ...bearer(reader.key) });
+    // The schema documents the body but does not enforce it: permission comes first.
+    expect((await duplicate('{"campaign_id": 7, "extra": true}', { ...json, ...bearer(reader.key) })).status).toBe(403);
+    await duplicate(JSON.stringify({ campaign_id: ws.campaign.id, name: 'x'.repeat(70 * 1024) }));
+    await duplicate(valid, { 'content-type': 'text/plain', ...bearer(ws.key) });
+    const idempotent = { ...json, ...bearer(ws.key), 'idempotency-key': 'openapi-1' };
+    await duplicate(valid, idempotent);
+    await duplicate(JSON.stringify({ campaign_id: ws.campaign.id, name: 'another' }), idempotent);
+    await duplicate(valid);
+    await duplicate(valid);
+
+    const jobPath = '/duplication_jobs/{job_id}';
+    await waitFor(async () => (await call('GET', jobPath, `/duplication_jobs/${accepted.body.job_id}`, { headers: bearer(ws.key) })).body.status === 'succeeded');
+    await call('GET', jobPath, '/duplication_jobs/no-such-job', { headers: bearer(ws.key) });
+    await call('GET', jobPath, `/duplication_jobs/${accepted.body.job_id}`);
+
+    const downloadPath = '/security_events/download';
+    const range = `?start=${new Date(Date.now() - 86_400_000).toISOString()}&end=${new Date(Date.now() + 60_000).toISOString()}`;
+    await call('GET', downloadPath, `${downloadPath}${range}`, { headers: bearer(ws.key) });
+    await call('GET', downloadPath, `${downloadPath}?start=nope`, { headers: bearer(ws.key) });
+    await call('GET', downloadPath, `${downloadPath}${range}`);
+    await call('GET', downloadPath, `${downloadPath}${range}`, { headers: bearer(reader.key) });
+
+    for (const path of ['/healthz', '/readyz', '/metrics', '/openapi.json']) await call('GET', path, path);
+
+    const ajv = new Ajv2020({ strict: false, allErrors: true });
+    formats.default(ajv);
+    for (const { method, path, response } of exchanges) {
+      const where = `${method.toUpperCase()} ${path} → ${response.status}`;
+      const documented = document.paths[path][method].responses[String(response.status)];
+      expect(documented, `${where} is not documented`).toBeDefined();
+      const mediaType = String(response.headers['content-type']).split(';')[0];
+      expect(Object.keys(documented.content ?? {}), `${where} answered ${mediaType}`).toContain(mediaType);
+      if (mediaType === 'application/json') {
+        const validate = ajv.compile(documented.content[mediaType].schema);
+        expect(validate(response.body) ? [] : validate.errors, `${where} body`).toEqual([]);
+      }
+    }
+    const seen = new Set(exchanges.map(({ method, path, response }) => `${method} ${path} ${response.status}`));
+    expect([...seen].sort()).toEqual(
+      [
+        'post /campaigns/duplicate 202',
+        'post /campaigns/duplicate 400',
+        'post /campaigns/duplicate 401',
+        'post /campaigns/duplicate 403',
+        'post /campaigns/duplicate 413',
+        'post /campaigns/duplicate 415',
+        'post /campaigns/duplicate 422',
+        'post /campaigns/duplicate 429',
+        `get ${jobPath} 200`,
+        `get ${jobPath} 401`,
+        `get ${jobPath} 404`,
+        `get ${downloadPath} 200`,
+        `get ${downloadPath} 400`,
+        `get ${downloadPath} 401`,
+        `get ${downloadPath} 403`,
+        'get /healthz 200',
+        'get /readyz 200',
+        'get /metrics 200',
+        'get /openapi.json 200',
+      ].sort(),
+    );
+  });
+});
