@@ -1,8 +1,9 @@
 import 'reflect-metadata';
 import { join } from 'node:path';
 import type { FastifyInstance, FastifyServerOptions } from 'fastify';
-import { RateLimiterMemory } from 'rate-limiter-flexible';
-import { RateLimiterQuota } from './adapters/rate-limiter-quota.js';
+import { PostgresStore } from './adapters/postgres/store.js';
+import { givenQuota, memoryQuota, postgresQuota, type QuotaBackend } from './adapters/quota-backends.js';
+import { RedisQuota } from './adapters/redis/quota.js';
 import { SqliteStore } from './adapters/sqlite/store.js';
 import { StoreCampaignReader } from './adapters/store-campaign-reader.js';
 import type { Config } from './config.js';
@@ -13,6 +14,7 @@ import { LocalDuplicator } from './duplicators/local.js';
 import { buildHttpServer } from './http/server.js';
 import { RetentionPruner } from './jobs/retention.js';
 import { JobWorker } from './jobs/worker.js';
+import { checkDependencies } from './readiness.js';
 
 export interface App {
   config: Config;
@@ -35,28 +37,34 @@ export interface AppOverrides {
   logger?: FastifyServerOptions['logger'];
 }
 
-/** The embedded store unless DATABASE_URL says otherwise. */
+/** PostgreSQL when DATABASE_URL is set (several instances can share it), the embedded SQLite file otherwise. */
 export async function createStore(config: Config): Promise<GatewayStore> {
-  const store = new SqliteStore({ filename: join(config.dataDir, 'gateway.db') });
-  await store.migrate();
+  const store = config.databaseUrl
+    ? new PostgresStore({ connectionString: config.databaseUrl })
+    : new SqliteStore({ filename: join(config.dataDir, 'gateway.db') });
+  try {
+    await store.migrate();
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
   return store;
 }
 
-function createQuota(config: Config): Quota {
-  return new RateLimiterQuota(
-    new RateLimiterMemory({
-      keyPrefix: 'duplicate',
-      points: config.duplicateRateLimit,
-      duration: config.duplicateRateWindowSeconds,
-    }),
-  );
+/** Redis when REDIS_URL is set, else the PostgreSQL store's database, else this process's memory. */
+export function createQuota(config: Config, store: GatewayStore): QuotaBackend {
+  const settings = { points: config.duplicateRateLimit, durationSeconds: config.duplicateRateWindowSeconds };
+  if (config.redisUrl) return new RedisQuota(config.redisUrl, settings);
+  if (store instanceof PostgresStore) return postgresQuota(store.pool, settings);
+  return memoryQuota(settings);
 }
 
 /** The composition root: every adapter is chosen here and nowhere else. */
 export async function buildApp(config: Config, overrides: AppOverrides = {}): Promise<App> {
   const clock = overrides.clock ?? systemClock;
   const store = overrides.store ?? (await createStore(config));
-  const quota = overrides.quota ?? createQuota(config);
+  const quotaBackend = overrides.quota ? givenQuota(overrides.quota) : createQuota(config, store);
+  const quota = quotaBackend.quota;
   const campaigns: CampaignReader = new StoreCampaignReader(store);
   const duplicator: Duplicator = new LocalDuplicator(store, clock);
 
@@ -74,8 +82,16 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     config,
     service,
     logger: overrides.logger,
-    checkReady: () => store.ping(),
+    checkReady: () =>
+      checkDependencies({
+        store: async () => {
+          await store.ping();
+          return { status: 'ok', backend: store.kind };
+        },
+        quota: () => quotaBackend.check(),
+      }),
   });
+  quotaBackend.logTo(http.log.child({ component: 'quota' }));
   worker = new JobWorker(
     store,
     duplicator,
@@ -118,9 +134,9 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     },
     close: () =>
       (closed ??= (async () => {
-        await http.close();
-        await retention.stop();
-        await jobWorker.stop();
+        // In-flight requests and running jobs finish side by side, both within the grace period.
+        await Promise.all([http.close(), retention.stop(), jobWorker.stop(config.shutdownGraceMs)]);
+        await quotaBackend.close();
         await store.close();
       })()),
   };

@@ -2,11 +2,11 @@ import { randomUUID } from 'node:crypto';
 import { fastifyApolloHandler } from '@as-integrations/fastify';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { Config } from '../config.js';
-import { GatewayError } from '../domain/errors.js';
 import type { GatewayService } from '../domain/service.js';
 import { createApollo } from '../graphql/apollo.js';
 import { createContext } from '../graphql/context.js';
 import { gatewaySchema } from '../graphql/schema.js';
+import type { ReadinessReport } from '../readiness.js';
 import { toRestError } from './errors.js';
 import { rateLimitHeaders } from './rate-limit-headers.js';
 import { restContext, restRoutes } from './rest.js';
@@ -14,8 +14,8 @@ import { restContext, restRoutes } from './rest.js';
 export interface HttpDeps {
   config: Config;
   service: GatewayService;
-  /** Readiness of the parts the gateway depends on; throws when one is not ready. */
-  checkReady: () => Promise<void>;
+  /** How each dependency (store, quota, …) is doing; the instance is ready when none is down. */
+  checkReady: () => Promise<ReadinessReport>;
   logger?: FastifyServerOptions['logger'];
 }
 
@@ -45,8 +45,15 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     },
   });
 
+  // Node keeps a keep-alive connection open after a request that was in flight at close() finishes, and
+  // close() waits for it; telling the client to hang up lets shutdown complete once the response is out.
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
+    if (closing) reply.header('connection', 'close');
   });
 
   app.setErrorHandler((error, request, reply) => {
@@ -74,14 +81,12 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
 
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (request, reply) => {
-    try {
-      await deps.checkReady();
-      return { status: 'ready' };
-    } catch (error) {
-      request.log.warn({ err: error }, 'not ready');
-      const message = error instanceof GatewayError ? error.message : 'A dependency is not ready';
-      return reply.status(503).send({ status: 'not ready', message });
-    }
+    const { ready, checks } = await deps.checkReady();
+    const troubled = Object.entries(checks).filter(([, check]) => check.status !== 'ok');
+    const message = troubled.map(([name, check]) => `${name}: ${check.message ?? check.status}`).join('; ') || undefined;
+    if (ready) return { status: troubled.length > 0 ? 'degraded' : 'ready', message, checks };
+    request.log.warn({ checks }, 'not ready');
+    return reply.status(503).send({ status: 'not ready', message, checks });
   });
 
   return app;

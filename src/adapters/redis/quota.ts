@@ -1,0 +1,80 @@
+import { Redis } from 'ioredis';
+import { RateLimiterRedis } from 'rate-limiter-flexible';
+import type { DependencyStatus } from '../../readiness.js';
+import { describeFailure } from '../../readiness.js';
+import { KEY_PREFIX, memoryLimiter, type QuotaBackend, type QuotaLogger, type QuotaSettings } from '../quota-backends.js';
+import { RateLimiterQuota } from '../rate-limiter-quota.js';
+
+const DEGRADED = 'Redis is unreachable; each instance enforces the quota on its own with an in-process limiter until Redis is back';
+
+/**
+ * The quota shared by every instance through Redis. When Redis cannot answer, rate-limiter-flexible hands
+ * each call to an in-process insurance limiter, so the gateway keeps serving (each instance then counts on
+ * its own); once the connection is ready again, calls go back to Redis by themselves.
+ */
+export class RedisQuota implements QuotaBackend {
+  readonly quota: RateLimiterQuota;
+  private readonly client: Redis;
+  private logger: QuotaLogger | undefined;
+  private trouble: unknown = null;
+  private closing = false;
+
+  constructor(url: string, settings: QuotaSettings) {
+    this.client = new Redis(url, {
+      // Fail at once while disconnected instead of queueing: the insurance limiter answers meanwhile.
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      commandTimeout: 1000,
+      connectTimeout: 2000,
+      // Keep reconnecting for as long as the process runs.
+      retryStrategy: (attempt) => Math.min(attempt * 100, 1000),
+    });
+    this.client.on('error', (error: unknown) => this.degrade(error));
+    this.client.on('close', () => this.degrade(new Error('connection closed')));
+    this.client.on('ready', () => this.recover());
+    this.quota = new RateLimiterQuota(
+      new RateLimiterRedis({
+        storeClient: this.client,
+        rejectIfRedisNotReady: true,
+        insuranceLimiter: memoryLimiter(settings),
+        keyPrefix: KEY_PREFIX,
+        points: settings.points,
+        duration: settings.durationSeconds,
+      }),
+    );
+  }
+
+  private degrade(error: unknown): void {
+    if (this.trouble !== null || this.closing) return;
+    this.trouble = error;
+    this.logger?.warn({ err: error }, DEGRADED);
+  }
+
+  private recover(): void {
+    if (this.trouble === null) return;
+    this.trouble = null;
+    this.logger?.info({}, 'Redis is reachable again; the quota is shared through Redis again');
+  }
+
+  logTo(logger: QuotaLogger): void {
+    this.logger = logger;
+    if (this.trouble !== null) logger.warn({ err: this.trouble }, DEGRADED);
+  }
+
+  async check(): Promise<DependencyStatus> {
+    if (this.client.status !== 'ready') {
+      return { status: 'degraded', backend: 'redis', message: `${DEGRADED} (connection ${this.client.status})` };
+    }
+    try {
+      await this.client.ping();
+      return { status: 'ok', backend: 'redis' };
+    } catch (error) {
+      return { status: 'degraded', backend: 'redis', message: `${DEGRADED} (${describeFailure(error)})` };
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    this.client.disconnect();
+  }
+}
