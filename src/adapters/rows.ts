@@ -1,4 +1,4 @@
-import type { ApiKeyRecord, Campaign, DuplicationJob, IdempotencyRecord, SecurityEvent, Workspace } from '../domain/types.js';
+import type { ApiKeyRecord, Campaign, DuplicationJob, IdempotencyRecord, NewSecurityEvent, SecurityEvent, Workspace } from '../domain/types.js';
 
 /** Rows as the SQL stores return them, mapped to domain objects. Numbers that PostgreSQL returns as strings (bigint) are converted. */
 export type Row = Record<string, unknown>;
@@ -90,3 +90,85 @@ export const rowToEvent = (row: Row): SecurityEvent => ({
   campaignId: (row.campaign_id as string | null) ?? null,
   details: parse(row.details),
 });
+
+/** How a store keeps the values SQL drivers disagree on: times (epoch ms or timestamptz) and booleans. */
+export interface SqlValues {
+  date(value: Date): unknown;
+  bool(value: boolean): unknown;
+}
+
+const maybe = (value: Date | null, sql: SqlValues): unknown => (value === null ? null : sql.date(value));
+// Arrays and objects are stored as JSON text; pg would otherwise send an array as a PostgreSQL array.
+const text = (value: unknown): string | null => (value === null ? null : JSON.stringify(value));
+
+/** Domain objects to the rows both SQL stores insert, column name to value. */
+export const apiKeyToRow = (key: ApiKeyRecord, sql: SqlValues): Row => ({
+  id: key.id,
+  workspace_id: key.workspaceId,
+  name: key.name,
+  hash: key.hash,
+  prefix: key.prefix,
+  permissions: text(key.permissions),
+  allowed_cidrs: text(key.allowedCidrs),
+  previous_hash: key.previousHash,
+  previous_hash_expires_at: maybe(key.previousHashExpiresAt, sql),
+  created_at: sql.date(key.createdAt),
+  last_used_at: maybe(key.lastUsedAt, sql),
+  expires_at: maybe(key.expiresAt, sql),
+  revoked_at: maybe(key.revokedAt, sql),
+});
+
+export const campaignToRow = (campaign: Campaign, sql: SqlValues): Row => ({
+  id: campaign.id,
+  workspace_id: campaign.workspaceId,
+  name: campaign.name,
+  description: campaign.description,
+  tag_names: text(campaign.tagNames),
+  draft: sql.bool(campaign.draft),
+  body: text(campaign.body),
+  created_at: sql.date(campaign.createdAt),
+  updated_at: sql.date(campaign.updatedAt),
+  duplicated_from: campaign.duplicatedFrom,
+});
+
+/** A job as it is enqueued; lease and outcome columns start empty. */
+export const newJobToRow = (job: DuplicationJob, sql: SqlValues): Row => ({
+  id: job.id,
+  workspace_id: job.workspaceId,
+  status: job.status,
+  source_campaign_id: job.sourceCampaignId,
+  name: job.name,
+  description: job.description,
+  tag_names: text(job.tagNames),
+  channel: job.channel,
+  api_key_id: job.apiKeyId,
+  api_key_name: job.apiKeyName,
+  ip: job.ip,
+  attempts: job.attempts,
+  run_at: sql.date(job.runAt),
+  created_at: sql.date(job.createdAt),
+  updated_at: sql.date(job.updatedAt),
+});
+
+export const eventToRow = (event: NewSecurityEvent, sql: SqlValues): Row => ({
+  id: event.id,
+  workspace_id: event.workspaceId,
+  type: event.type,
+  occurred_at: sql.date(event.occurredAt),
+  api_key_id: event.apiKeyId,
+  api_key_name: event.apiKeyName,
+  channel: event.channel,
+  ip: event.ip,
+  job_id: event.jobId,
+  campaign_id: event.campaignId,
+  details: text(event.details),
+});
+
+/** `INSERT INTO table (columns) VALUES (placeholders)` for a row; `placeholder` numbers from 1 (pg) or ignores it (SQLite). */
+export function insertStatement(table: string, row: Row, placeholder: (position: number) => string): { text: string; values: unknown[] } {
+  const columns = Object.keys(row);
+  return {
+    text: `INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map((_, index) => placeholder(index + 1)).join(', ')})`,
+    values: Object.values(row),
+  };
+}

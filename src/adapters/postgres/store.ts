@@ -11,15 +11,29 @@ import type {
   SecurityEventFilter,
   Workspace,
 } from '../../domain/types.js';
-import { rowToApiKey, rowToCampaign, rowToEvent, rowToIdempotency, rowToJob, rowToWorkspace, type Row } from '../rows.js';
+import {
+  apiKeyToRow,
+  campaignToRow,
+  eventToRow,
+  insertStatement,
+  newJobToRow,
+  rowToApiKey,
+  rowToCampaign,
+  rowToEvent,
+  rowToIdempotency,
+  rowToJob,
+  rowToWorkspace,
+  type Row,
+  type SqlValues,
+} from '../rows.js';
 import { POSTGRES_MIGRATIONS } from './migrations.js';
 import { clientConfig, createPool, transaction, type PostgresOptions, type Queryable } from './pool.js';
 
 /** Any constant works; it only has to be the same for every instance of the gateway. */
 const MIGRATION_LOCK = 0x6367_7701;
 
-// Arrays must be sent as JSON text: pg would otherwise turn them into PostgreSQL arrays.
-const json = (value: unknown): string | null => (value === null || value === undefined ? null : JSON.stringify(value));
+// pg sends Dates as timestamptz and booleans as they are.
+const PG: SqlValues = { date: (value) => value, bool: (value) => value };
 
 /**
  * The shared store for several gateway instances. Jobs are claimed with `FOR UPDATE SKIP LOCKED` and a
@@ -37,6 +51,11 @@ export class PostgresStore implements GatewayStore {
 
   private async rows(text: string, values: unknown[] = [], client: Queryable = this.pool): Promise<Row[]> {
     return (await client.query(text, values)).rows as Row[];
+  }
+
+  private async insert(client: Queryable, table: string, row: Row): Promise<void> {
+    const { text, values } = insertStatement(table, row, (position) => `$${position}`);
+    await client.query(text, values);
   }
 
   private async count(text: string, values: unknown[], client: Queryable = this.pool): Promise<number> {
@@ -99,26 +118,7 @@ export class PostgresStore implements GatewayStore {
 
   async insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<void> {
     await transaction(this.pool, async (client) => {
-      await client.query(
-        `INSERT INTO api_keys (id, workspace_id, name, hash, prefix, permissions, allowed_cidrs, previous_hash,
-           previous_hash_expires_at, created_at, last_used_at, expires_at, revoked_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
-        [
-          key.id,
-          key.workspaceId,
-          key.name,
-          key.hash,
-          key.prefix,
-          json(key.permissions),
-          json(key.allowedCidrs),
-          key.previousHash,
-          key.previousHashExpiresAt,
-          key.createdAt,
-          key.lastUsedAt,
-          key.expiresAt,
-          key.revokedAt,
-        ],
-      );
+      await this.insert(client, 'api_keys', apiKeyToRow(key, PG));
       await this.insertEventWith(client, event);
     });
   }
@@ -194,22 +194,7 @@ export class PostgresStore implements GatewayStore {
   }
 
   private async insertCampaignWith(client: Queryable, campaign: Campaign): Promise<void> {
-    await client.query(
-      `INSERT INTO campaigns (id, workspace_id, name, description, tag_names, draft, body, created_at, updated_at,
-         duplicated_from) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-      [
-        campaign.id,
-        campaign.workspaceId,
-        campaign.name,
-        campaign.description,
-        json(campaign.tagNames),
-        campaign.draft,
-        json(campaign.body),
-        campaign.createdAt,
-        campaign.updatedAt,
-        campaign.duplicatedFrom,
-      ],
-    );
+    await this.insert(client, 'campaigns', campaignToRow(campaign, PG));
   }
 
   async getCampaign(workspaceId: string, id: string): Promise<Campaign | null> {
@@ -228,28 +213,7 @@ export class PostgresStore implements GatewayStore {
 
   async enqueueJob(job: DuplicationJob, event: NewSecurityEvent, idempotencyKey?: string): Promise<void> {
     await transaction(this.pool, async (client) => {
-      await client.query(
-        `INSERT INTO jobs (id, workspace_id, status, source_campaign_id, name, description, tag_names, channel,
-           api_key_id, api_key_name, ip, attempts, run_at, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
-        [
-          job.id,
-          job.workspaceId,
-          job.status,
-          job.sourceCampaignId,
-          job.name,
-          job.description,
-          json(job.tagNames),
-          job.channel,
-          job.apiKeyId,
-          job.apiKeyName,
-          job.ip,
-          job.attempts,
-          job.runAt,
-          job.createdAt,
-          job.updatedAt,
-        ],
-      );
+      await this.insert(client, 'jobs', newJobToRow(job, PG));
       await this.insertEventWith(client, event);
       if (idempotencyKey !== undefined) {
         await client.query('UPDATE idempotency_keys SET job_id = $1 WHERE workspace_id = $2 AND key = $3', [
@@ -379,23 +343,7 @@ export class PostgresStore implements GatewayStore {
   }
 
   private async insertEventWith(client: Queryable, event: NewSecurityEvent): Promise<void> {
-    await client.query(
-      `INSERT INTO security_events (id, workspace_id, type, occurred_at, api_key_id, api_key_name, channel, ip,
-         job_id, campaign_id, details) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-      [
-        event.id,
-        event.workspaceId,
-        event.type,
-        event.occurredAt,
-        event.apiKeyId,
-        event.apiKeyName,
-        event.channel,
-        event.ip,
-        event.jobId,
-        event.campaignId,
-        json(event.details),
-      ],
-    );
+    await this.insert(client, 'security_events', eventToRow(event, PG));
   }
 
   async listEvents(workspaceId: string, filter: SecurityEventFilter, options: ListOptions): Promise<SecurityEvent[]> {

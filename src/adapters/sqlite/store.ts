@@ -13,11 +13,26 @@ import type {
   SecurityEventFilter,
   Workspace,
 } from '../../domain/types.js';
-import { rowToApiKey, rowToCampaign, rowToEvent, rowToIdempotency, rowToJob, rowToWorkspace, type Row } from '../rows.js';
+import {
+  apiKeyToRow,
+  campaignToRow,
+  eventToRow,
+  insertStatement,
+  newJobToRow,
+  rowToApiKey,
+  rowToCampaign,
+  rowToEvent,
+  rowToIdempotency,
+  rowToJob,
+  rowToWorkspace,
+  type Row,
+  type SqlValues,
+} from '../rows.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
 
 const ms = (value: Date | null): number | null => (value === null ? null : value.getTime());
-const json = (value: unknown): string => JSON.stringify(value);
+// Times are kept as epoch milliseconds, booleans as 0 and 1.
+const SQLITE: SqlValues = { date: (value) => value.getTime(), bool: (value) => (value ? 1 : 0) };
 
 export interface SqliteStoreOptions {
   /** A file path, or ':memory:'. */
@@ -49,6 +64,11 @@ export class SqliteStore implements GatewayStore {
       this.statements.set(text, statement);
     }
     return statement;
+  }
+
+  private insert(table: string, row: Row): void {
+    const { text, values } = insertStatement(table, row, () => '?');
+    this.sql(text).run(...values);
   }
 
   async migrate(): Promise<void> {
@@ -93,25 +113,7 @@ export class SqliteStore implements GatewayStore {
 
   async insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<void> {
     this.db.transaction(() => {
-      this.sql(
-        `INSERT INTO api_keys (id, workspace_id, name, hash, prefix, permissions, allowed_cidrs, previous_hash,
-           previous_hash_expires_at, created_at, last_used_at, expires_at, revoked_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      ).run(
-        key.id,
-        key.workspaceId,
-        key.name,
-        key.hash,
-        key.prefix,
-        json(key.permissions),
-        key.allowedCidrs === null ? null : json(key.allowedCidrs),
-        key.previousHash,
-        ms(key.previousHashExpiresAt),
-        key.createdAt.getTime(),
-        ms(key.lastUsedAt),
-        ms(key.expiresAt),
-        ms(key.revokedAt),
-      );
+      this.insert('api_keys', apiKeyToRow(key, SQLITE));
       this.insertEventSync(event);
     }).immediate();
   }
@@ -180,21 +182,7 @@ export class SqliteStore implements GatewayStore {
   }
 
   private insertCampaignSync(campaign: Campaign): void {
-    this.sql(
-      `INSERT INTO campaigns (id, workspace_id, name, description, tag_names, draft, body, created_at, updated_at,
-         duplicated_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    ).run(
-      campaign.id,
-      campaign.workspaceId,
-      campaign.name,
-      campaign.description,
-      json(campaign.tagNames),
-      campaign.draft ? 1 : 0,
-      json(campaign.body),
-      campaign.createdAt.getTime(),
-      campaign.updatedAt.getTime(),
-      campaign.duplicatedFrom,
-    );
+    this.insert('campaigns', campaignToRow(campaign, SQLITE));
   }
 
   async getCampaign(workspaceId: string, id: string): Promise<Campaign | null> {
@@ -213,27 +201,7 @@ export class SqliteStore implements GatewayStore {
 
   async enqueueJob(job: DuplicationJob, event: NewSecurityEvent, idempotencyKey?: string): Promise<void> {
     this.db.transaction(() => {
-      this.sql(
-        `INSERT INTO jobs (id, workspace_id, status, source_campaign_id, name, description, tag_names, channel,
-           api_key_id, api_key_name, ip, attempts, run_at, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      ).run(
-        job.id,
-        job.workspaceId,
-        job.status,
-        job.sourceCampaignId,
-        job.name,
-        job.description,
-        job.tagNames === null ? null : json(job.tagNames),
-        job.channel,
-        job.apiKeyId,
-        job.apiKeyName,
-        job.ip,
-        job.attempts,
-        job.runAt.getTime(),
-        job.createdAt.getTime(),
-        job.updatedAt.getTime(),
-      );
+      this.insert('jobs', newJobToRow(job, SQLITE));
       this.insertEventSync(event);
       if (idempotencyKey !== undefined) {
         this.sql('UPDATE idempotency_keys SET job_id = ? WHERE workspace_id = ? AND key = ?').run(job.id, job.workspaceId, idempotencyKey);
@@ -360,22 +328,7 @@ export class SqliteStore implements GatewayStore {
   }
 
   private insertEventSync(event: NewSecurityEvent): void {
-    this.sql(
-      `INSERT INTO security_events (id, workspace_id, type, occurred_at, api_key_id, api_key_name, channel, ip,
-         job_id, campaign_id, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    ).run(
-      event.id,
-      event.workspaceId,
-      event.type,
-      event.occurredAt.getTime(),
-      event.apiKeyId,
-      event.apiKeyName,
-      event.channel,
-      event.ip,
-      event.jobId,
-      event.campaignId,
-      json(event.details),
-    );
+    this.insert('security_events', eventToRow(event, SQLITE));
   }
 
   async listEvents(workspaceId: string, filter: SecurityEventFilter, options: ListOptions): Promise<SecurityEvent[]> {
