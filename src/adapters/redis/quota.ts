@@ -24,7 +24,8 @@ export class RedisQuota implements QuotaBackend {
       // Fail at once while disconnected instead of queueing: the insurance limiter answers meanwhile.
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
-      commandTimeout: 1000,
+      // Long enough that a busy event loop is not mistaken for a Redis outage, short enough to fail over.
+      commandTimeout: 2000,
       connectTimeout: 2000,
       // Keep reconnecting for as long as the process runs.
       retryStrategy: (attempt) => Math.min(attempt * 100, 1000),
