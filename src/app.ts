@@ -1,10 +1,13 @@
 import 'reflect-metadata';
 import { join } from 'node:path';
 import type { FastifyBaseLogger, FastifyInstance, FastifyServerOptions } from 'fastify';
-import { RateLimiterMemory, type IRateLimiterOptions, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import type { RateLimiterAbstract } from 'rate-limiter-flexible';
 import { BrazeCampaignReader } from './adapters/braze-campaign-reader.js';
 import { BrazeClient, type BrazeClientOptions } from './adapters/braze-client.js';
+import { memoryLimiters, postgresLimiters, type LimiterBackend } from './adapters/limiter-backends.js';
+import { PostgresStore } from './adapters/postgres/store.js';
 import { RateLimiterQuota } from './adapters/rate-limiter-quota.js';
+import { RedisLimiters } from './adapters/redis/limiters.js';
 import { SqliteStore } from './adapters/sqlite/store.js';
 import { StoreCampaignReader } from './adapters/store-campaign-reader.js';
 import { UpstreamPacer } from './adapters/upstream-pacer.js';
@@ -18,6 +21,7 @@ import { GatewayMetrics } from './http/metrics.js';
 import { buildHttpServer } from './http/server.js';
 import { RetentionPruner } from './jobs/retention.js';
 import { JobWorker } from './jobs/worker.js';
+import { checkDependencies } from './readiness.js';
 
 export interface App {
   config: Config;
@@ -43,22 +47,28 @@ export interface AppOverrides {
   logDestination?: NodeJS.WritableStream;
 }
 
-/** The embedded store unless DATABASE_URL says otherwise. */
+/** PostgreSQL when DATABASE_URL is set (several instances can share it), the embedded SQLite file otherwise. */
 export async function createStore(config: Config): Promise<GatewayStore> {
-  const store = new SqliteStore({ filename: join(config.dataDir, 'gateway.db') });
-  await store.migrate();
+  const store = config.databaseUrl
+    ? new PostgresStore({ connectionString: config.databaseUrl })
+    : new SqliteStore({ filename: join(config.dataDir, 'gateway.db') });
+  try {
+    await store.migrate();
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
   return store;
 }
 
-/** Every rate-limiter-flexible limiter is built here, so the caller quota and upstream pacing share one backend. */
-function createLimiter(options: IRateLimiterOptions): RateLimiterAbstract {
-  return new RateLimiterMemory(options);
-}
-
-function createQuota(config: Config): Quota {
-  return new RateLimiterQuota(
-    createLimiter({ keyPrefix: 'duplicate', points: config.duplicateRateLimit, duration: config.duplicateRateWindowSeconds }),
-  );
+/**
+ * Where every rate-limiter-flexible limiter keeps its counters, so the caller quota and upstream pacing are
+ * shared by all instances: Redis when REDIS_URL is set, else the PostgreSQL store's database, else memory.
+ */
+export function createLimiterBackend(config: Config, store: GatewayStore): LimiterBackend {
+  if (config.redisUrl) return new RedisLimiters(config.redisUrl);
+  if (store instanceof PostgresStore) return postgresLimiters(store.pool);
+  return memoryLimiters();
 }
 
 /** Upstream mode: the one client (and socket pool) shared by the duplicator, the campaign reader and readiness. */
@@ -79,7 +89,12 @@ function createUpstream(config: Config, clock: Clock, logger: BrazeClientOptions
 export async function buildApp(config: Config, overrides: AppOverrides = {}): Promise<App> {
   const clock = overrides.clock ?? systemClock;
   const store = overrides.store ?? (await createStore(config));
-  const quota = overrides.quota ?? createQuota(config);
+  const limiters = createLimiterBackend(config, store);
+  const quota =
+    overrides.quota ??
+    new RateLimiterQuota(
+      limiters.limiter({ keyPrefix: 'duplicate', points: config.duplicateRateLimit, durationSeconds: config.duplicateRateWindowSeconds }),
+    );
   // The HTTP server owns the logger and is built last; the upstream only calls out once it exists.
   let upstreamLog: FastifyBaseLogger | undefined;
   const upstream = createUpstream(config, clock, { warn: (object, message) => upstreamLog?.warn(object, message) });
@@ -89,7 +104,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
         upstream,
         new UpstreamPacer(
           overrides.upstreamLimiter ??
-            createLimiter({ keyPrefix: 'upstream', points: config.upstreamRateLimit, duration: config.upstreamRateWindowSeconds }),
+            limiters.limiter({ keyPrefix: 'upstream', points: config.upstreamRateLimit, durationSeconds: config.upstreamRateWindowSeconds }),
         ),
       )
     : new LocalDuplicator(store, clock);
@@ -112,12 +127,28 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     metrics,
     logger: overrides.logger,
     logDestination: overrides.logDestination,
-    readinessChecks: {
-      store: () => store.ping(),
-      quota: async () => void (await quota.peek('readiness')),
-      ...(upstream ? { upstream: () => upstream.ping() } : {}),
-    },
+    checkReady: () =>
+      checkDependencies({
+        store: async () => {
+          await store.ping();
+          return { status: 'up', backend: store.kind };
+        },
+        quota: async () => {
+          const status = await limiters.check();
+          await quota.peek('readiness');
+          return overrides.quota ? { ...status, backend: 'custom' } : status;
+        },
+        ...(upstream
+          ? {
+              upstream: async () => {
+                await upstream.ping();
+                return { status: 'up' as const, backend: 'braze' };
+              },
+            }
+          : {}),
+      }),
   });
+  limiters.logTo(http.log.child({ component: 'limits' }));
   upstreamLog = http.log.child({ component: 'upstream' });
   worker = new JobWorker(
     store,
@@ -162,10 +193,10 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     },
     close: () =>
       (closed ??= (async () => {
-        await http.close();
-        await retention.stop();
-        await jobWorker.stop();
+        // In-flight requests and running jobs finish side by side, both within the grace period.
+        await Promise.all([http.close(), retention.stop(), jobWorker.stop(config.shutdownGraceMs)]);
         await upstream?.close();
+        await limiters.close();
         await store.close();
       })()),
   };

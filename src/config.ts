@@ -21,6 +21,8 @@ export interface Config {
   workerConcurrency: number;
   jobLeaseMs: number;
   jobMaxAttempts: number;
+  /** On SIGTERM/SIGINT: how long in-flight requests and running jobs get to finish. */
+  shutdownGraceMs: number;
   bodyLimitBytes: number;
   idempotencyTtlMs: number;
   jobRetentionMs: number;
@@ -116,6 +118,7 @@ export function loadConfig(env: Env = process.env): Config {
     workerConcurrency: integer(env, 'WORKER_CONCURRENCY', 4, 0, 1000),
     jobLeaseMs,
     jobMaxAttempts: integer(env, 'JOB_MAX_ATTEMPTS', 5, 1, 100),
+    shutdownGraceMs: integer(env, 'SHUTDOWN_GRACE_SECONDS', 10, 1, 3600) * 1000,
     bodyLimitBytes: integer(env, 'BODY_LIMIT_BYTES', 64 * 1024, 1024, 10 * 1024 * 1024),
     idempotencyTtlMs: integer(env, 'IDEMPOTENCY_TTL_HOURS', 24, 1, 24 * 30) * 3600_000,
     jobRetentionMs: integer(env, 'JOB_RETENTION_DAYS', 7, 1, 3650) * 86_400_000,

@@ -19,6 +19,11 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     app.http.log.info({ signal }, 'shutting down');
+    // Closing waits for the grace period at most; this only fires when something hangs beyond it.
+    setTimeout(() => {
+      app.http.log.error({ graceMs: config.shutdownGraceMs }, 'shutdown did not finish in time; exiting');
+      process.exit(1);
+    }, config.shutdownGraceMs + 5000).unref();
     app
       .close()
       .then(() => process.exit(0))

@@ -33,7 +33,14 @@ const SAMPLE_CAMPAIGNS = [
 /** First start with an empty store: a `demo` workspace, sample campaigns and tags, and an admin key. */
 export async function seedDemoWorkspace(store: GatewayStore, admin: AdminService): Promise<DemoSeed | null> {
   if ((await store.listWorkspaces()).length > 0) return null;
-  const workspace = await admin.createWorkspace('demo');
+  let workspace: Workspace;
+  try {
+    workspace = await admin.createWorkspace('demo');
+  } catch (error) {
+    // Several instances started on one empty database at once, and another one is seeding it.
+    if (await store.findWorkspace('demo')) return null;
+    throw error;
+  }
   await store.upsertTags(workspace.id, ['newsletter']);
   const campaigns: Campaign[] = [];
   for (const sample of SAMPLE_CAMPAIGNS) campaigns.push(await admin.addCampaign(workspace.id, sample));

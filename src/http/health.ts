@@ -1,52 +1,28 @@
 import type { FastifyInstance } from 'fastify';
-import { GatewayError } from '../domain/errors.js';
+import type { ReadinessReport } from '../readiness.js';
 
-/** A named check of something the gateway needs (store, quota backend, upstream); it throws when that is not ready. */
-export type ReadinessChecks = Record<string, () => Promise<void>>;
-
-/** A dependency that does not answer a readiness check within this is reported down, so /readyz never hangs. */
-const READINESS_TIMEOUT_MS = 3000;
-
-type DependencyStatus = { status: 'up' } | { status: 'down'; message: string };
-
-async function checkDependency(check: () => Promise<void>, onDown: (error: unknown) => void): Promise<DependencyStatus> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    await Promise.race([
-      check(),
-      new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new GatewayError('UNAVAILABLE', 'No answer in time')), READINESS_TIMEOUT_MS);
-      }),
-    ]);
-    return { status: 'up' };
-  } catch (error) {
-    onDown(error);
-    return { status: 'down', message: error instanceof GatewayError ? error.message : 'Not ready' };
-  } finally {
-    clearTimeout(timer);
-  }
-}
+const dependency = {
+  type: 'object',
+  required: ['status'],
+  properties: {
+    status: { enum: ['up', 'degraded', 'down'] },
+    backend: { type: 'string', description: 'The implementation in use: sqlite, postgres, redis, memory, braze' },
+    message: { type: 'string', description: 'What is wrong, when something is' },
+  },
+} as const;
 
 const readinessBody = {
   type: 'object',
   required: ['status', 'checks'],
   properties: {
-    status: { enum: ['ready', 'not ready'] },
-    checks: {
-      type: 'object',
-      description: 'Each dependency by name: up, or down with what is wrong.',
-      additionalProperties: {
-        type: 'object',
-        required: ['status'],
-        properties: { status: { enum: ['up', 'down'] }, message: { type: 'string' } },
-      },
-    },
+    status: { enum: ['ready', 'degraded', 'not ready'] },
+    message: { type: 'string', description: 'Every dependency that is not up, and why' },
+    checks: { type: 'object', description: 'Each dependency by name', additionalProperties: dependency },
   },
 } as const;
 
 /** GET /healthz (the process answers) and GET /readyz (what it depends on answers too). */
-export async function healthRoutes(app: FastifyInstance, options: { readinessChecks: ReadinessChecks }): Promise<void> {
-  const { readinessChecks } = options;
+export async function healthRoutes(app: FastifyInstance, options: { checkReady: () => Promise<ReadinessReport> }): Promise<void> {
   app.get(
     '/healthz',
     {
@@ -67,19 +43,18 @@ export async function healthRoutes(app: FastifyInstance, options: { readinessChe
         tags: ['operations'],
         summary: 'Readiness: the store, the quota backend and, in upstream mode, the upstream',
         response: {
-          200: { description: 'Every dependency is up', ...readinessBody },
+          200: { description: 'Every dependency is up, or degraded but serving (e.g. Redis down, in-process limits)', ...readinessBody },
           503: { description: 'At least one dependency is down; `checks` says which', ...readinessBody },
         },
       },
     },
     async (request, reply) => {
-      const names = Object.keys(readinessChecks);
-      const results = await Promise.all(
-        names.map((name) => checkDependency(readinessChecks[name], (error) => request.log.warn({ err: error, dependency: name }, 'not ready'))),
-      );
-      const checks = Object.fromEntries(names.map((name, index) => [name, results[index]]));
-      const ready = results.every((result) => result.status === 'up');
-      return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks });
+      const { ready, checks, failures } = await options.checkReady();
+      for (const [dependency, error] of Object.entries(failures)) request.log.warn({ err: error, dependency }, 'not ready');
+      const troubled = Object.entries(checks).filter(([, check]) => check.status !== 'up');
+      const message = troubled.map(([name, check]) => `${name}: ${check.message ?? check.status}`).join('; ') || undefined;
+      const status = !ready ? 'not ready' : troubled.length > 0 ? 'degraded' : 'ready';
+      return reply.status(ready ? 200 : 503).send({ status, ...(message ? { message } : {}), checks });
     },
   );
 }

@@ -7,9 +7,10 @@ import type { GatewayService } from '../domain/service.js';
 import { createApollo } from '../graphql/apollo.js';
 import { createContext } from '../graphql/context.js';
 import { gatewaySchema } from '../graphql/schema.js';
+import type { ReadinessReport } from '../readiness.js';
 import { toRestError } from './errors.js';
 import { explorerAssetRoutes, sendExplorer, wantsExplorer } from './explorer.js';
-import { healthRoutes, type ReadinessChecks } from './health.js';
+import { healthRoutes } from './health.js';
 import { loggerOptions } from './logging.js';
 import { metricsRoutes, type GatewayMetrics } from './metrics.js';
 import { openapiOptions, openapiRoutes, schemasOnlyDocument } from './openapi.js';
@@ -21,8 +22,8 @@ export interface HttpDeps {
   config: Config;
   service: GatewayService;
   metrics: GatewayMetrics;
-  /** GET /readyz: one check per dependency (store, quota, upstream, …), each throwing when it is not ready. */
-  readinessChecks: ReadinessChecks;
+  /** How each dependency (store, quota, …) is doing; the instance is ready when none is down. */
+  checkReady: () => Promise<ReadinessReport>;
   logger?: FastifyServerOptions['logger'];
   /** Where JSON log lines go (default stdout); tests read them here. */
   logDestination?: NodeJS.WritableStream;
@@ -51,8 +52,15 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     },
   });
 
+  // Node keeps a keep-alive connection open after a request that was in flight at close() finishes, and
+  // close() waits for it; telling the client to hang up lets shutdown complete once the response is out.
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
+    if (closing) reply.header('connection', 'close');
   });
 
   app.setErrorHandler((error, request, reply) => {
@@ -75,7 +83,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     schemasOnlyDocument(api);
     await api.register(restRoutes, { service });
     await api.register(securityEventsDownloadRoutes, { service });
-    await api.register(healthRoutes, { readinessChecks: deps.readinessChecks });
+    await api.register(healthRoutes, { checkReady: deps.checkReady });
     await api.register(metricsRoutes, { metrics: deps.metrics });
     await api.register(openapiRoutes);
   });

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import type { Clock, Duplicator, DuplicationResult, GatewayStore, JobOutcome } from '../domain/ports.js';
 import type { DuplicationJob, JobError, NewSecurityEvent } from '../domain/types.js';
 
@@ -35,7 +36,8 @@ export function backoffDelay(attempt: number, options: Pick<WorkerOptions, 'back
 
 /** Claim → run → complete, retry or fail. Several workers (processes) may share one store. */
 export class JobWorker {
-  readonly owner = `worker-${randomUUID()}`;
+  /** Names the process holding a lease, so operators can tell which instance runs a job. */
+  readonly owner = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   private running = false;
   private loopDone: Promise<void> = Promise.resolve();
   private readonly active = new Set<Promise<void>>();

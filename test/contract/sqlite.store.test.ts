@@ -4,18 +4,22 @@ import { join } from 'node:path';
 import { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import { storeContract } from './store.contract.js';
 
-const dirs = new Map<SqliteStore, string>();
+const files = new Map<SqliteStore, string>();
 
 storeContract('sqlite', {
   async create() {
-    const dir = mkdtempSync(join(tmpdir(), 'cgw-store-'));
-    const store = new SqliteStore({ filename: join(dir, 'gateway.db') });
-    await store.migrate();
-    dirs.set(store, dir);
+    const filename = join(mkdtempSync(join(tmpdir(), 'cgw-store-')), 'gateway.db');
+    const store = new SqliteStore({ filename });
+    files.set(store, filename);
     return store;
+  },
+  async open(store) {
+    return new SqliteStore({ filename: files.get(store as SqliteStore)! });
   },
   async destroy(store) {
     await store.close();
-    rmSync(dirs.get(store as SqliteStore)!, { recursive: true, force: true });
+    const filename = files.get(store as SqliteStore)!;
+    files.delete(store as SqliteStore);
+    rmSync(join(filename, '..'), { recursive: true, force: true });
   },
 });

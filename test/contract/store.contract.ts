@@ -4,9 +4,11 @@ import type { GatewayStore } from '../../src/domain/ports.js';
 import { apiKeyFixture, at, campaignFixture, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
 
 export interface StoreHarness {
-  /** A fresh, migrated, empty store. */
+  /** A store on a fresh, empty database that is not migrated yet. */
   create(): Promise<GatewayStore>;
-  /** Drops whatever create() made. */
+  /** Another store on the same database, as a second gateway instance would open it. The caller closes it. */
+  open(store: GatewayStore): Promise<GatewayStore>;
+  /** Closes the store and drops whatever create() made. */
   destroy(store: GatewayStore): Promise<void>;
 }
 
@@ -19,6 +21,7 @@ export function storeContract(name: string, harness: StoreHarness): void {
 
     beforeEach(async () => {
       store = await harness.create();
+      await store.migrate();
       const a = workspaceFixture();
       const b = workspaceFixture();
       await store.createWorkspace(a);
@@ -179,6 +182,17 @@ export function storeContract(name: string, harness: StoreHarness): void {
       expect(await store.countJobsByStatus()).toMatchObject({ FAILED: 1, RUNNING: 1, PENDING: 1 });
     });
 
+    it('defers a running job to a later time without counting the attempt, for its owner only', async () => {
+      const job = jobFixture(ws);
+      await store.enqueueJob(job, eventFixture(ws));
+      await store.claimJobs('w', 1, at(0), at(10_000));
+      expect(await store.deferJob(job.id, 'other', at(5000), at(100))).toBe(false);
+      expect(await store.deferJob(job.id, 'w', at(5000), at(100))).toBe(true);
+      expect(await store.getJob(ws, job.id)).toMatchObject({ status: 'PENDING', attempts: 0, runAt: at(5000), leaseOwner: null });
+      expect(await store.claimJobs('x', 1, at(4999), at(20_000))).toEqual([]);
+      expect(await store.claimJobs('x', 1, at(5000), at(20_000))).toMatchObject([{ id: job.id, attempts: 1 }]);
+    });
+
     it('filters events and pages them newest first, stable under concurrent inserts, per workspace', async () => {
       const jobId = randomUUID();
       const keyId = randomUUID();
@@ -269,6 +283,63 @@ export function storeContract(name: string, harness: StoreHarness): void {
       await store.reserveIdempotencyKey({ workspaceId: ws, key: 'b', requestHash: 'h', jobId: null, createdAt: at(0), expiresAt: at(1000) }, at(-1));
       expect(await store.pruneIdempotencyKeys(at(500), 10)).toBe(1);
       expect(await store.reserveIdempotencyKey({ workspaceId: ws, key: 'b', requestHash: 'x', jobId: null, createdAt: at(1), expiresAt: at(1000) }, at(-1))).toMatchObject({ key: 'b' });
+    });
+
+    it('migrates one fresh database once when several instances start at the same moment', async () => {
+      const fresh = await harness.create();
+      const others = await Promise.all([harness.open(fresh), harness.open(fresh)]);
+      try {
+        await Promise.all([fresh, ...others].map((instance) => instance.migrate()));
+        const workspace = workspaceFixture();
+        await others[0].createWorkspace(workspace);
+        expect((await others[1].findWorkspace(workspace.name))?.id).toBe(workspace.id);
+        expect(await fresh.listWorkspaces()).toHaveLength(1);
+        await Promise.all([fresh, ...others].map((instance) => instance.migrate()));
+        expect(await others[1].listWorkspaces()).toHaveLength(1);
+      } finally {
+        await Promise.all(others.map((instance) => instance.close()));
+        await harness.destroy(fresh);
+      }
+    });
+
+    it('shares one queue between instances: concurrent claims never overlap and one finish wins', async () => {
+      const second = await harness.open(store);
+      try {
+        const jobs = Array.from({ length: 30 }, (_, i) => jobFixture(ws, { runAt: at(i) }));
+        for (const job of jobs) await store.enqueueJob(job, eventFixture(ws, { jobId: job.id }));
+        const handles = [store, second];
+        const batches = await Promise.all(
+          ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'].map((owner, i) => handles[i % 2].claimJobs(owner, 5, at(1000), at(9000))),
+        );
+        const claimed = batches.flat();
+        expect(new Set(claimed.map((job) => job.id)).size).toBe(30);
+        expect(claimed).toHaveLength(30);
+        expect(await second.countJobsByStatus()).toMatchObject({ RUNNING: 30 });
+
+        // Both instances see the leases run out and race for the same jobs.
+        const again = await Promise.all([store.claimJobs('x', 30, at(10_000), at(20_000)), second.claimJobs('y', 30, at(10_000), at(20_000))]);
+        expect(again.flat()).toHaveLength(30);
+        expect(new Set(again.flat().map((job) => job.id)).size).toBe(30);
+
+        const [job] = again.flat();
+        const copies = [campaignFixture(ws), campaignFixture(ws)];
+        const finish = (instance: GatewayStore, owner: string, copy: (typeof copies)[number]) =>
+          instance.finishJob(job.id, owner, {
+            status: 'SUCCEEDED',
+            resultCampaignId: copy.id,
+            error: null,
+            newCampaign: copy,
+            event: eventFixture(ws, { type: 'CAMPAIGN_DUPLICATED', jobId: job.id }),
+          }, at(11_000));
+        const owner = job.leaseOwner!;
+        const results = await Promise.all([finish(store, owner, copies[0]), finish(second, owner, copies[1])]);
+        expect(results.filter(Boolean)).toHaveLength(1);
+        const written = await Promise.all(copies.map((copy) => second.getCampaign(ws, copy.id)));
+        expect(written.filter((campaign) => campaign !== null)).toHaveLength(1);
+        expect(await store.listEvents(ws, { jobId: job.id, types: ['CAMPAIGN_DUPLICATED'] }, { first: 5 })).toHaveLength(1);
+      } finally {
+        await second.close();
+      }
     });
   });
 }

@@ -32,7 +32,7 @@ describe('GET /healthz and GET /readyz', () => {
       expect((await http(gateway.baseUrl, 'GET', '/healthz')).body).toEqual({ status: 'ok' });
       const ready = await http(gateway.baseUrl, 'GET', '/readyz');
       expect(ready.status).toBe(200);
-      expect(ready.body).toEqual({ status: 'ready', checks: { store: { status: 'up' }, quota: { status: 'up' } } });
+      expect(ready.body).toEqual({ status: 'ready', checks: { store: { status: 'up', backend: 'sqlite' }, quota: { status: 'up', backend: 'memory' } } });
     } finally {
       await gateway.close();
     }
@@ -48,7 +48,11 @@ describe('GET /healthz and GET /readyz', () => {
       const ready = await http(gateway.baseUrl, 'GET', '/readyz');
       expect(ready.status).toBe(503);
       expect(ready.body.status).toBe('not ready');
-      expect(ready.body.checks).toEqual({ store: { status: 'up' }, quota: { status: 'down', message: 'Not ready' } });
+      expect(ready.body.checks).toEqual({
+        store: { status: 'up', backend: 'sqlite' },
+        quota: { status: 'down', message: expect.stringMatching(/^(not reachable or )?failing/) },
+      });
+      expect(ready.body.message).toMatch(/^quota: /);
       expect((await http(gateway.baseUrl, 'GET', '/healthz')).status).toBe(200);
       const document = (await http(gateway.baseUrl, 'GET', '/openapi.json')).body;
       expect(document.paths['/readyz'].get.responses['503']).toBeDefined();
@@ -72,7 +76,10 @@ describe('GET /healthz and GET /readyz', () => {
       await gateway.app.store.close();
       const ready = await http(gateway.baseUrl, 'GET', '/readyz');
       expect(ready.status).toBe(503);
-      expect(ready.body.checks).toEqual({ store: { status: 'down', message: 'Not ready' }, quota: { status: 'up' } });
+      expect(ready.body.checks).toEqual({
+        store: { status: 'down', message: expect.stringMatching(/^failing/) },
+        quota: { status: 'up', backend: 'memory' },
+      });
       const warning = log.split('\n').filter(Boolean).map((line) => JSON.parse(line)).find((line) => line.msg === 'not ready');
       expect(warning).toMatchObject({ dependency: 'store', reqId: ready.headers['x-request-id'], err: { message: expect.stringMatching(/not open/) } });
     } finally {

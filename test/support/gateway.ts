@@ -1,10 +1,12 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { request } from 'undici';
+import { request, type Dispatcher } from 'undici';
 import { buildApp, type App, type AppOverrides } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config.js';
+import type { AdminService } from '../../src/domain/admin.js';
 import { PERMISSIONS } from '../../src/domain/permissions.js';
+import type { GatewayStore } from '../../src/domain/ports.js';
 import type { Campaign, Workspace } from '../../src/domain/types.js';
 
 export interface TestGateway {
@@ -28,6 +30,29 @@ export interface TestWorkspace {
 
 let counter = 0;
 
+/** A workspace with one campaign and a few tags, and a key with the given permissions, in any store. */
+export async function createTestWorkspace(
+  store: GatewayStore,
+  admin: AdminService,
+  name = `ws-${process.pid}-${++counter}`,
+  permissions: string[] = [...PERMISSIONS],
+): Promise<TestWorkspace> {
+  const workspace = await admin.createWorkspace(name);
+  const campaign = await admin.addCampaign(workspace.id, {
+    name: `${name} welcome`,
+    description: 'source campaign',
+    tagNames: ['onboarding'],
+    body: { channels: ['email'], messages: 2 },
+  });
+  await store.upsertTags(workspace.id, ['promo', 'newsletter']);
+  const addKey = async (keyPermissions: string[], keyName = `key-${++counter}`) => {
+    const created = await admin.createKey({ workspace: workspace.id, name: keyName, permissions: keyPermissions });
+    return { key: created.key, keyId: created.record.id };
+  };
+  const { key, keyId } = await addKey(permissions, `${name} admin`);
+  return { workspace, key, keyId, campaign, addKey };
+}
+
 /**
  * A real gateway listening on a loopback port, on a fresh SQLite store in a temporary directory
  * (or whatever `env` selects), with the worker running.
@@ -47,22 +72,7 @@ export async function startGateway(env: Record<string, string> = {}, overrides: 
     config,
     baseUrl,
     dataDir,
-    async workspace(name = `ws-${process.pid}-${++counter}`, permissions = [...PERMISSIONS]) {
-      const workspace = await app.admin.createWorkspace(name);
-      const campaign = await app.admin.addCampaign(workspace.id, {
-        name: `${name} welcome`,
-        description: 'source campaign',
-        tagNames: ['onboarding'],
-        body: { channels: ['email'], messages: 2 },
-      });
-      await app.store.upsertTags(workspace.id, ['promo', 'newsletter']);
-      const addKey = async (keyPermissions: string[], keyName = `key-${++counter}`) => {
-        const created = await app.admin.createKey({ workspace: workspace.id, name: keyName, permissions: keyPermissions });
-        return { key: created.key, keyId: created.record.id };
-      };
-      const { key, keyId } = await addKey(permissions, `${name} admin`);
-      return { workspace, key, keyId, campaign, addKey };
-    },
+    workspace: (name, permissions) => createTestWorkspace(app.store, app.admin, name, permissions),
     async close() {
       await app.close();
       rmSync(dataDir, { recursive: true, force: true });
@@ -82,9 +92,9 @@ export async function http(
   baseUrl: string,
   method: 'GET' | 'HEAD' | 'POST' | 'PUT' | 'DELETE' | 'OPTIONS',
   path: string,
-  options: { headers?: Record<string, string>; body?: string | Buffer } = {},
+  options: { headers?: Record<string, string>; body?: string | Buffer; dispatcher?: Dispatcher } = {},
 ): Promise<HttpResult> {
-  const response = await request(`${baseUrl}${path}`, { method, headers: options.headers, body: options.body });
+  const response = await request(`${baseUrl}${path}`, { method, headers: options.headers, body: options.body, dispatcher: options.dispatcher });
   const text = await response.body.text();
   let body: unknown = undefined;
   try {
@@ -103,10 +113,12 @@ export async function graphql(
   key: string | null,
   query: string,
   variables?: Record<string, unknown>,
+  dispatcher?: Dispatcher,
 ): Promise<HttpResult> {
   return http(baseUrl, 'POST', '/graphql', {
     headers: { ...json, ...(key ? bearer(key) : {}) },
     body: JSON.stringify({ query, variables }),
+    dispatcher,
   });
 }
 

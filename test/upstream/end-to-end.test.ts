@@ -51,7 +51,10 @@ describe('upstream mode end to end: a gateway in front of a Braze-like upstream'
     gateway = await startGateway({ UPSTREAM_URL: fake.url, UPSTREAM_API_KEY: UPSTREAM_KEY, UPSTREAM_TIMEOUT_MS: '500' });
     const ready = await http(gateway.baseUrl, 'GET', '/readyz');
     expect(ready.status).toBe(200);
-    expect(ready.body).toEqual({ status: 'ready', checks: { store: { status: 'up' }, quota: { status: 'up' }, upstream: { status: 'up' } } });
+    expect(ready.body).toEqual({
+      status: 'ready',
+      checks: { store: { status: 'up', backend: 'sqlite' }, quota: { status: 'up', backend: 'memory' }, upstream: { status: 'up', backend: 'braze' } },
+    });
     expect(fake.requests.at(-1)?.headers.authorization).toBeUndefined();
 
     await fake.close();
@@ -60,9 +63,10 @@ describe('upstream mode end to end: a gateway in front of a Braze-like upstream'
     expect(notReady.status).toBe(503);
     expect(notReady.body).toEqual({
       status: 'not ready',
+      message: 'upstream: The connection to the upstream failed',
       checks: {
-        store: { status: 'up' },
-        quota: { status: 'up' },
+        store: { status: 'up', backend: 'sqlite' },
+        quota: { status: 'up', backend: 'memory' },
         upstream: { status: 'down', message: 'The connection to the upstream failed' },
       },
     });
@@ -81,6 +85,6 @@ describe('upstream mode end to end: a gateway in front of a Braze-like upstream'
 
     gateway = await startGateway();
     const local = await http(gateway.baseUrl, 'GET', '/readyz');
-    expect(local.body).toEqual({ status: 'ready', checks: { store: { status: 'up' }, quota: { status: 'up' } } });
+    expect(local.body).toEqual({ status: 'ready', checks: { store: { status: 'up', backend: 'sqlite' }, quota: { status: 'up', backend: 'memory' } } });
   });
 });

@@ -13,97 +13,26 @@ import type {
   SecurityEventFilter,
   Workspace,
 } from '../../domain/types.js';
+import {
+  apiKeyToRow,
+  campaignToRow,
+  eventToRow,
+  insertStatement,
+  newJobToRow,
+  rowToApiKey,
+  rowToCampaign,
+  rowToEvent,
+  rowToIdempotency,
+  rowToJob,
+  rowToWorkspace,
+  type Row,
+  type SqlValues,
+} from '../rows.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
 
-type Row = Record<string, unknown>;
-
-const date = (value: unknown): Date => new Date(Number(value));
-const maybeDate = (value: unknown): Date | null => (value === null || value === undefined ? null : date(value));
 const ms = (value: Date | null): number | null => (value === null ? null : value.getTime());
-const json = (value: unknown): string => JSON.stringify(value);
-const parse = <T>(value: unknown): T => JSON.parse(String(value)) as T;
-
-export const rowToWorkspace = (row: Row): Workspace => ({
-  id: String(row.id),
-  name: String(row.name),
-  createdAt: date(row.created_at),
-});
-
-export const rowToApiKey = (row: Row): ApiKeyRecord => ({
-  id: String(row.id),
-  workspaceId: String(row.workspace_id),
-  name: String(row.name),
-  hash: String(row.hash),
-  prefix: String(row.prefix),
-  permissions: parse(row.permissions),
-  allowedCidrs: row.allowed_cidrs === null ? null : parse(row.allowed_cidrs),
-  previousHash: (row.previous_hash as string | null) ?? null,
-  previousHashExpiresAt: maybeDate(row.previous_hash_expires_at),
-  createdAt: date(row.created_at),
-  lastUsedAt: maybeDate(row.last_used_at),
-  expiresAt: maybeDate(row.expires_at),
-  revokedAt: maybeDate(row.revoked_at),
-});
-
-export const rowToCampaign = (row: Row): Campaign => ({
-  id: String(row.id),
-  workspaceId: String(row.workspace_id),
-  name: String(row.name),
-  description: row.description === null ? null : String(row.description),
-  tagNames: parse(row.tag_names),
-  draft: Boolean(row.draft),
-  body: parse(row.body),
-  createdAt: date(row.created_at),
-  updatedAt: date(row.updated_at),
-  duplicatedFrom: row.duplicated_from === null ? null : String(row.duplicated_from),
-});
-
-export const rowToJob = (row: Row): DuplicationJob => ({
-  id: String(row.id),
-  workspaceId: String(row.workspace_id),
-  status: row.status as DuplicationJob['status'],
-  sourceCampaignId: String(row.source_campaign_id),
-  name: String(row.name),
-  description: row.description === null ? null : String(row.description),
-  tagNames: row.tag_names === null ? null : parse(row.tag_names),
-  channel: row.channel as DuplicationJob['channel'],
-  apiKeyId: String(row.api_key_id),
-  apiKeyName: String(row.api_key_name),
-  ip: String(row.ip),
-  attempts: Number(row.attempts),
-  runAt: date(row.run_at),
-  leaseOwner: row.lease_owner === null ? null : String(row.lease_owner),
-  leaseExpiresAt: maybeDate(row.lease_expires_at),
-  createdAt: date(row.created_at),
-  updatedAt: date(row.updated_at),
-  finishedAt: maybeDate(row.finished_at),
-  resultCampaignId: row.result_campaign_id === null ? null : String(row.result_campaign_id),
-  error: row.error_code === null ? null : { code: String(row.error_code), message: String(row.error_message) },
-});
-
-export const rowToIdempotency = (row: Row): IdempotencyRecord => ({
-  workspaceId: String(row.workspace_id),
-  key: String(row.key),
-  requestHash: String(row.request_hash),
-  jobId: (row.job_id as string | null) ?? null,
-  createdAt: date(row.created_at),
-  expiresAt: date(row.expires_at),
-});
-
-export const rowToEvent = (row: Row): SecurityEvent => ({
-  id: String(row.id),
-  seq: Number(row.seq),
-  workspaceId: String(row.workspace_id),
-  type: row.type as SecurityEvent['type'],
-  occurredAt: date(row.occurred_at),
-  apiKeyId: (row.api_key_id as string | null) ?? null,
-  apiKeyName: (row.api_key_name as string | null) ?? null,
-  channel: (row.channel as SecurityEvent['channel']) ?? null,
-  ip: (row.ip as string | null) ?? null,
-  jobId: (row.job_id as string | null) ?? null,
-  campaignId: (row.campaign_id as string | null) ?? null,
-  details: parse(row.details),
-});
+// Times are kept as epoch milliseconds, booleans as 0 and 1.
+const SQLITE: SqlValues = { date: (value) => value.getTime(), bool: (value) => (value ? 1 : 0) };
 
 export interface SqliteStoreOptions {
   /** A file path, or ':memory:'. */
@@ -135,6 +64,11 @@ export class SqliteStore implements GatewayStore {
       this.statements.set(text, statement);
     }
     return statement;
+  }
+
+  private insert(table: string, row: Row): void {
+    const { text, values } = insertStatement(table, row, () => '?');
+    this.sql(text).run(...values);
   }
 
   async migrate(): Promise<void> {
@@ -179,25 +113,7 @@ export class SqliteStore implements GatewayStore {
 
   async insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<void> {
     this.db.transaction(() => {
-      this.sql(
-        `INSERT INTO api_keys (id, workspace_id, name, hash, prefix, permissions, allowed_cidrs, previous_hash,
-           previous_hash_expires_at, created_at, last_used_at, expires_at, revoked_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      ).run(
-        key.id,
-        key.workspaceId,
-        key.name,
-        key.hash,
-        key.prefix,
-        json(key.permissions),
-        key.allowedCidrs === null ? null : json(key.allowedCidrs),
-        key.previousHash,
-        ms(key.previousHashExpiresAt),
-        key.createdAt.getTime(),
-        ms(key.lastUsedAt),
-        ms(key.expiresAt),
-        ms(key.revokedAt),
-      );
+      this.insert('api_keys', apiKeyToRow(key, SQLITE));
       this.insertEventSync(event);
     }).immediate();
   }
@@ -266,21 +182,7 @@ export class SqliteStore implements GatewayStore {
   }
 
   private insertCampaignSync(campaign: Campaign): void {
-    this.sql(
-      `INSERT INTO campaigns (id, workspace_id, name, description, tag_names, draft, body, created_at, updated_at,
-         duplicated_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    ).run(
-      campaign.id,
-      campaign.workspaceId,
-      campaign.name,
-      campaign.description,
-      json(campaign.tagNames),
-      campaign.draft ? 1 : 0,
-      json(campaign.body),
-      campaign.createdAt.getTime(),
-      campaign.updatedAt.getTime(),
-      campaign.duplicatedFrom,
-    );
+    this.insert('campaigns', campaignToRow(campaign, SQLITE));
   }
 
   async getCampaign(workspaceId: string, id: string): Promise<Campaign | null> {
@@ -299,27 +201,7 @@ export class SqliteStore implements GatewayStore {
 
   async enqueueJob(job: DuplicationJob, event: NewSecurityEvent, idempotencyKey?: string): Promise<void> {
     this.db.transaction(() => {
-      this.sql(
-        `INSERT INTO jobs (id, workspace_id, status, source_campaign_id, name, description, tag_names, channel,
-           api_key_id, api_key_name, ip, attempts, run_at, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      ).run(
-        job.id,
-        job.workspaceId,
-        job.status,
-        job.sourceCampaignId,
-        job.name,
-        job.description,
-        job.tagNames === null ? null : json(job.tagNames),
-        job.channel,
-        job.apiKeyId,
-        job.apiKeyName,
-        job.ip,
-        job.attempts,
-        job.runAt.getTime(),
-        job.createdAt.getTime(),
-        job.updatedAt.getTime(),
-      );
+      this.insert('jobs', newJobToRow(job, SQLITE));
       this.insertEventSync(event);
       if (idempotencyKey !== undefined) {
         this.sql('UPDATE idempotency_keys SET job_id = ? WHERE workspace_id = ? AND key = ?').run(job.id, job.workspaceId, idempotencyKey);
@@ -455,22 +337,7 @@ export class SqliteStore implements GatewayStore {
   }
 
   private insertEventSync(event: NewSecurityEvent): void {
-    this.sql(
-      `INSERT INTO security_events (id, workspace_id, type, occurred_at, api_key_id, api_key_name, channel, ip,
-         job_id, campaign_id, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    ).run(
-      event.id,
-      event.workspaceId,
-      event.type,
-      event.occurredAt.getTime(),
-      event.apiKeyId,
-      event.apiKeyName,
-      event.channel,
-      event.ip,
-      event.jobId,
-      event.campaignId,
-      json(event.details),
-    );
+    this.insert('security_events', eventToRow(event, SQLITE));
   }
 
   async listEvents(workspaceId: string, filter: SecurityEventFilter, options: ListOptions): Promise<SecurityEvent[]> {

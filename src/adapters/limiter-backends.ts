@@ -1,0 +1,59 @@
+import type pg from 'pg';
+import { RateLimiterMemory, RateLimiterPostgres, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import type { DependencyStatus } from '../readiness.js';
+
+export interface LimiterSettings {
+  /** Keeps the counters of different limiters apart in a shared store. */
+  keyPrefix: string;
+  points: number;
+  durationSeconds: number;
+}
+
+export interface LimiterLogger {
+  info(object: object, message: string): void;
+  warn(object: object, message: string): void;
+}
+
+/**
+ * Where rate-limiter-flexible keeps its counters: the caller quota and upstream pacing both take their
+ * limiters from one backend, so several instances share both.
+ */
+export interface LimiterBackend {
+  readonly name: string;
+  limiter(settings: LimiterSettings): RateLimiterAbstract;
+  check(): Promise<DependencyStatus>;
+  /** From now on, report changes of the backend's health (and the current trouble, if any) to `logger`. */
+  logTo(logger: LimiterLogger): void;
+  close(): Promise<void>;
+}
+
+export const memoryLimiter = (settings: LimiterSettings): RateLimiterAbstract =>
+  new RateLimiterMemory({ keyPrefix: settings.keyPrefix, points: settings.points, duration: settings.durationSeconds });
+
+/** Per process: right for one instance, not shared between several. */
+export const memoryLimiters = (): LimiterBackend => ({
+  name: 'memory',
+  limiter: memoryLimiter,
+  check: async () => ({ status: 'up', backend: 'memory' }),
+  logTo: () => undefined,
+  close: async () => undefined,
+});
+
+/** Shared by every instance through the store's database (the `rate_limits` table its migrations create). */
+export const postgresLimiters = (pool: pg.Pool): LimiterBackend => ({
+  name: 'postgres',
+  limiter: (settings) =>
+    new RateLimiterPostgres({
+      storeClient: pool,
+      storeType: 'pool',
+      tableName: 'rate_limits',
+      tableCreated: true,
+      keyPrefix: settings.keyPrefix,
+      points: settings.points,
+      duration: settings.durationSeconds,
+    }),
+  // The store's own readiness check covers the database.
+  check: async () => ({ status: 'up', backend: 'postgres' }),
+  logTo: () => undefined,
+  close: async () => undefined,
+});

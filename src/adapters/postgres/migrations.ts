@@ -1,0 +1,120 @@
+/**
+ * Versioned schema. Each entry runs once, in order, in its own transaction, while the migrating process
+ * holds an advisory lock, so instances that start together apply it exactly once. Applied versions are
+ * kept in `schema_migrations`. Times are timestamptz (millisecond precision is kept); sequence numbers
+ * are bigserial so cursors stay stable; JSON columns are jsonb.
+ */
+export const POSTGRES_MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE workspaces (
+    id text PRIMARY KEY,
+    name text NOT NULL UNIQUE,
+    created_at timestamptz NOT NULL
+  );
+
+  CREATE TABLE api_keys (
+    id text PRIMARY KEY,
+    workspace_id text NOT NULL REFERENCES workspaces(id),
+    name text NOT NULL,
+    hash text NOT NULL UNIQUE,
+    prefix text NOT NULL,
+    permissions jsonb NOT NULL,
+    allowed_cidrs jsonb,
+    previous_hash text UNIQUE,
+    previous_hash_expires_at timestamptz,
+    created_at timestamptz NOT NULL,
+    last_used_at timestamptz,
+    expires_at timestamptz,
+    revoked_at timestamptz
+  );
+  CREATE INDEX api_keys_workspace ON api_keys(workspace_id);
+
+  CREATE TABLE tags (
+    workspace_id text NOT NULL REFERENCES workspaces(id),
+    name text NOT NULL,
+    PRIMARY KEY (workspace_id, name)
+  );
+
+  CREATE TABLE campaigns (
+    seq bigserial PRIMARY KEY,
+    id text NOT NULL UNIQUE,
+    workspace_id text NOT NULL REFERENCES workspaces(id),
+    name text NOT NULL,
+    description text,
+    tag_names jsonb NOT NULL,
+    draft boolean NOT NULL,
+    body jsonb NOT NULL,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL,
+    duplicated_from text
+  );
+  CREATE INDEX campaigns_workspace ON campaigns(workspace_id, seq);
+
+  CREATE TABLE jobs (
+    id text PRIMARY KEY,
+    workspace_id text NOT NULL REFERENCES workspaces(id),
+    status text NOT NULL CHECK (status IN ('PENDING', 'RUNNING', 'SUCCEEDED', 'FAILED')),
+    source_campaign_id text NOT NULL,
+    name text NOT NULL,
+    description text,
+    tag_names jsonb,
+    channel text NOT NULL,
+    api_key_id text NOT NULL,
+    api_key_name text NOT NULL,
+    ip text NOT NULL,
+    attempts integer NOT NULL DEFAULT 0,
+    run_at timestamptz NOT NULL,
+    lease_owner text,
+    lease_expires_at timestamptz,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL,
+    finished_at timestamptz,
+    result_campaign_id text,
+    error_code text,
+    error_message text
+  );
+  CREATE INDEX jobs_due ON jobs(run_at) WHERE status = 'PENDING';
+  CREATE INDEX jobs_leased ON jobs(lease_expires_at) WHERE status = 'RUNNING';
+  CREATE INDEX jobs_owner ON jobs(lease_owner) WHERE status = 'RUNNING';
+  CREATE INDEX jobs_finished ON jobs(finished_at) WHERE finished_at IS NOT NULL;
+
+  CREATE TABLE security_events (
+    seq bigserial PRIMARY KEY,
+    id text NOT NULL UNIQUE,
+    workspace_id text NOT NULL,
+    type text NOT NULL,
+    occurred_at timestamptz NOT NULL,
+    api_key_id text,
+    api_key_name text,
+    channel text,
+    ip text,
+    job_id text,
+    campaign_id text,
+    details jsonb NOT NULL
+  );
+  CREATE INDEX security_events_workspace ON security_events(workspace_id, seq);
+  CREATE INDEX security_events_job ON security_events(workspace_id, job_id, seq) WHERE job_id IS NOT NULL;
+  CREATE INDEX security_events_key ON security_events(workspace_id, api_key_id, seq);
+  CREATE INDEX security_events_type ON security_events(workspace_id, type, seq);
+  CREATE INDEX security_events_time ON security_events(workspace_id, occurred_at);
+  CREATE INDEX security_events_age ON security_events(occurred_at);
+
+  CREATE TABLE idempotency_keys (
+    workspace_id text NOT NULL,
+    key text NOT NULL,
+    request_hash text NOT NULL,
+    job_id text,
+    created_at timestamptz NOT NULL,
+    expires_at timestamptz NOT NULL,
+    PRIMARY KEY (workspace_id, key)
+  );
+  CREATE INDEX idempotency_keys_expiry ON idempotency_keys(expires_at);
+
+  -- The shared quota when there is no Redis; the layout rate-limiter-flexible's RateLimiterPostgres expects.
+  CREATE TABLE rate_limits (
+    key varchar(255) PRIMARY KEY,
+    points integer NOT NULL DEFAULT 0,
+    expire bigint
+  );
+  `,
+];

@@ -1,0 +1,66 @@
+import pg from 'pg';
+
+export interface PostgresOptions {
+  connectionString: string;
+  /** Keep the tables in this schema instead of the role's default search_path (tests use one per run). */
+  schema?: string;
+  /** Connections per process; several instances share the server's max_connections. */
+  poolSize?: number;
+  /** No statement runs longer than this, waits for locks included. */
+  statementTimeoutMs?: number;
+  /** How long a request waits for a connection (new or from the pool) before it fails. */
+  connectionTimeoutMs?: number;
+}
+
+const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+
+/** Connection settings shared by the pool and the migration connection. */
+export function clientConfig(options: PostgresOptions): pg.ClientConfig {
+  if (options.schema !== undefined && !SCHEMA_NAME.test(options.schema)) {
+    throw new Error(`invalid schema name '${options.schema}'`);
+  }
+  return {
+    connectionString: options.connectionString,
+    application_name: 'campaign-gateway',
+    keepAlive: true,
+    connectionTimeoutMillis: options.connectionTimeoutMs ?? 10_000,
+    // A crashed or stuck caller must not keep rows locked; the lease mechanism takes over instead.
+    idle_in_transaction_session_timeout: 60_000,
+    ...(options.schema ? { options: `-c search_path=${options.schema}` } : {}),
+  };
+}
+
+export function createPool(options: PostgresOptions): pg.Pool {
+  const pool = new pg.Pool({
+    ...clientConfig(options),
+    max: options.poolSize ?? 10,
+    idleTimeoutMillis: 30_000,
+    statement_timeout: options.statementTimeoutMs ?? 10_000,
+  });
+  // Idle connections die when the server restarts. Without a listener that would crash the process; the pool
+  // drops them, the next query opens a new one, and /readyz shows whether that works.
+  pool.on('error', () => undefined);
+  return pool;
+}
+
+export type Queryable = Pick<pg.PoolClient, 'query'>;
+
+/** Runs `work` in one transaction on one connection; rolls back when it throws. */
+export async function transaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  let broken: Error | undefined;
+  try {
+    await client.query('BEGIN');
+    const result = await work(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (error) {
+    await client.query('ROLLBACK').catch((rollbackError: Error) => {
+      broken = rollbackError;
+    });
+    throw error;
+  } finally {
+    // A connection that could not roll back is discarded rather than reused.
+    client.release(broken);
+  }
+}

@@ -1,0 +1,374 @@
+import pg from 'pg';
+import type { GatewayStore, JobOutcome, ListOptions, SeqItem } from '../../domain/ports.js';
+import type {
+  ApiKeyRecord,
+  Campaign,
+  DuplicationJob,
+  IdempotencyRecord,
+  JobError,
+  NewSecurityEvent,
+  SecurityEvent,
+  SecurityEventFilter,
+  Workspace,
+} from '../../domain/types.js';
+import {
+  apiKeyToRow,
+  campaignToRow,
+  eventToRow,
+  insertStatement,
+  newJobToRow,
+  rowToApiKey,
+  rowToCampaign,
+  rowToEvent,
+  rowToIdempotency,
+  rowToJob,
+  rowToWorkspace,
+  type Row,
+  type SqlValues,
+} from '../rows.js';
+import { POSTGRES_MIGRATIONS } from './migrations.js';
+import { clientConfig, createPool, transaction, type PostgresOptions, type Queryable } from './pool.js';
+
+/** Any constant works; it only has to be the same for every instance of the gateway. */
+const MIGRATION_LOCK = 0x6367_7701;
+
+// pg sends Dates as timestamptz and booleans as they are.
+const PG: SqlValues = { date: (value) => value, bool: (value) => value };
+
+/**
+ * The shared store for several gateway instances. Jobs are claimed with `FOR UPDATE SKIP LOCKED` and a
+ * lease, so instances never run the same job at once and a dead instance's jobs are picked up by another
+ * once its leases expire.
+ */
+export class PostgresStore implements GatewayStore {
+  readonly kind = 'postgres';
+  /** Shared with the PostgreSQL quota, so one instance keeps one pool. */
+  readonly pool: pg.Pool;
+
+  constructor(private readonly options: PostgresOptions) {
+    this.pool = createPool(options);
+  }
+
+  private async rows(text: string, values: unknown[] = [], client: Queryable = this.pool): Promise<Row[]> {
+    return (await client.query(text, values)).rows as Row[];
+  }
+
+  private async insert(client: Queryable, table: string, row: Row): Promise<void> {
+    const { text, values } = insertStatement(table, row, (position) => `$${position}`);
+    await client.query(text, values);
+  }
+
+  private async count(text: string, values: unknown[], client: Queryable = this.pool): Promise<number> {
+    return (await client.query(text, values)).rowCount ?? 0;
+  }
+
+  /** Applies pending migrations under an advisory lock, on a connection of its own without a statement timeout. */
+  async migrate(): Promise<void> {
+    const client = new pg.Client(clientConfig(this.options));
+    // A broken connection also fails the pending query, which is where it is reported.
+    client.on('error', () => undefined);
+    await client.connect();
+    try {
+      await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
+      await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())');
+      const { rows } = await client.query('SELECT COALESCE(MAX(version), 0) AS version FROM schema_migrations');
+      const current = Number(rows[0].version);
+      for (const [index, migration] of POSTGRES_MIGRATIONS.entries()) {
+        const version = index + 1;
+        if (version <= current) continue;
+        await client.query('BEGIN');
+        try {
+          await client.query(migration);
+          await client.query('INSERT INTO schema_migrations (version) VALUES ($1)', [version]);
+          await client.query('COMMIT');
+        } catch (error) {
+          await client.query('ROLLBACK');
+          throw error;
+        }
+      }
+    } finally {
+      await client.end();
+    }
+  }
+
+  async ping(): Promise<void> {
+    await this.pool.query('SELECT 1');
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+
+  async createWorkspace(workspace: Workspace): Promise<void> {
+    await this.pool.query('INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, $3)', [
+      workspace.id,
+      workspace.name,
+      workspace.createdAt,
+    ]);
+  }
+
+  async findWorkspace(idOrName: string): Promise<Workspace | null> {
+    const [row] = await this.rows('SELECT * FROM workspaces WHERE id = $1 OR name = $1 ORDER BY (id = $1) DESC LIMIT 1', [idOrName]);
+    return row ? rowToWorkspace(row) : null;
+  }
+
+  async listWorkspaces(): Promise<Workspace[]> {
+    return (await this.rows('SELECT * FROM workspaces ORDER BY created_at, name')).map(rowToWorkspace);
+  }
+
+  async insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<void> {
+    await transaction(this.pool, async (client) => {
+      await this.insert(client, 'api_keys', apiKeyToRow(key, PG));
+      await this.insertEventWith(client, event);
+    });
+  }
+
+  async findApiKeyByHash(hash: string): Promise<ApiKeyRecord | null> {
+    const [row] = await this.rows(
+      'SELECT * FROM api_keys WHERE hash = $1 UNION ALL SELECT * FROM api_keys WHERE previous_hash = $1 LIMIT 1',
+      [hash],
+    );
+    return row ? rowToApiKey(row) : null;
+  }
+
+  async findApiKey(id: string): Promise<ApiKeyRecord | null> {
+    const [row] = await this.rows('SELECT * FROM api_keys WHERE id = $1', [id]);
+    return row ? rowToApiKey(row) : null;
+  }
+
+  async listApiKeys(workspaceId?: string): Promise<ApiKeyRecord[]> {
+    const rows =
+      workspaceId === undefined
+        ? await this.rows('SELECT * FROM api_keys ORDER BY created_at, id')
+        : await this.rows('SELECT * FROM api_keys WHERE workspace_id = $1 ORDER BY created_at, id', [workspaceId]);
+    return rows.map(rowToApiKey);
+  }
+
+  async revokeApiKey(id: string, at: Date, event: NewSecurityEvent): Promise<boolean> {
+    return transaction(this.pool, async (client) => {
+      const changed = await this.count('UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL', [at, id], client);
+      if (changed === 0) return false;
+      await this.insertEventWith(client, event);
+      return true;
+    });
+  }
+
+  async rotateApiKey(id: string, hash: string, prefix: string, previousValidUntil: Date | null, event: NewSecurityEvent): Promise<boolean> {
+    return transaction(this.pool, async (client) => {
+      const changed = await this.count(
+        `UPDATE api_keys SET previous_hash = CASE WHEN $1::timestamptz IS NULL THEN NULL ELSE hash END,
+           previous_hash_expires_at = $1, hash = $2, prefix = $3
+         WHERE id = $4 AND revoked_at IS NULL`,
+        [previousValidUntil, hash, prefix, id],
+        client,
+      );
+      if (changed === 0) return false;
+      await this.insertEventWith(client, event);
+      return true;
+    });
+  }
+
+  async touchApiKey(id: string, at: Date): Promise<void> {
+    await this.pool.query('UPDATE api_keys SET last_used_at = $1 WHERE id = $2', [at, id]);
+  }
+
+  async upsertTags(workspaceId: string, names: string[]): Promise<void> {
+    await this.pool.query('INSERT INTO tags (workspace_id, name) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING', [
+      workspaceId,
+      names,
+    ]);
+  }
+
+  async missingTags(workspaceId: string, names: string[]): Promise<string[]> {
+    const rows = await this.rows(
+      `SELECT wanted.name FROM unnest($2::text[]) WITH ORDINALITY AS wanted(name, position)
+       WHERE NOT EXISTS (SELECT 1 FROM tags WHERE tags.workspace_id = $1 AND tags.name = wanted.name)
+       ORDER BY wanted.position`,
+      [workspaceId, names],
+    );
+    return rows.map((row) => String(row.name));
+  }
+
+  async insertCampaign(campaign: Campaign): Promise<void> {
+    await this.insertCampaignWith(this.pool, campaign);
+  }
+
+  private async insertCampaignWith(client: Queryable, campaign: Campaign): Promise<void> {
+    await this.insert(client, 'campaigns', campaignToRow(campaign, PG));
+  }
+
+  async getCampaign(workspaceId: string, id: string): Promise<Campaign | null> {
+    const [row] = await this.rows('SELECT * FROM campaigns WHERE id = $1 AND workspace_id = $2', [id, workspaceId]);
+    return row ? rowToCampaign(row) : null;
+  }
+
+  async listCampaigns(workspaceId: string, options: ListOptions): Promise<SeqItem<Campaign>[]> {
+    const rows = await this.rows('SELECT * FROM campaigns WHERE workspace_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3', [
+      workspaceId,
+      options.beforeSeq ?? Number.MAX_SAFE_INTEGER,
+      options.first,
+    ]);
+    return rows.map((row) => ({ seq: Number(row.seq), item: rowToCampaign(row) }));
+  }
+
+  async enqueueJob(job: DuplicationJob, event: NewSecurityEvent, idempotencyKey?: string): Promise<void> {
+    await transaction(this.pool, async (client) => {
+      await this.insert(client, 'jobs', newJobToRow(job, PG));
+      await this.insertEventWith(client, event);
+      if (idempotencyKey !== undefined) {
+        await client.query('UPDATE idempotency_keys SET job_id = $1 WHERE workspace_id = $2 AND key = $3', [
+          job.id,
+          job.workspaceId,
+          idempotencyKey,
+        ]);
+      }
+    });
+  }
+
+  async getJob(workspaceId: string, id: string): Promise<DuplicationJob | null> {
+    const [row] = await this.rows('SELECT * FROM jobs WHERE id = $1 AND workspace_id = $2', [id, workspaceId]);
+    return row ? rowToJob(row) : null;
+  }
+
+  async claimJobs(owner: string, limit: number, now: Date, leaseExpiresAt: Date): Promise<DuplicationJob[]> {
+    // Rows another instance is claiming right now are skipped, not waited for. FOR UPDATE cannot sit under
+    // a UNION, hence one locking CTE per kind of runnable job.
+    const rows = await this.rows(
+      `WITH expired AS (
+         SELECT id, lease_expires_at AS due FROM jobs WHERE status = 'RUNNING' AND lease_expires_at < $3
+         ORDER BY lease_expires_at LIMIT $4 FOR UPDATE SKIP LOCKED
+       ), pending AS (
+         SELECT id, run_at AS due FROM jobs WHERE status = 'PENDING' AND run_at <= $3
+         ORDER BY run_at LIMIT $4 FOR UPDATE SKIP LOCKED
+       ), picked AS (
+         SELECT id FROM (SELECT * FROM expired UNION ALL SELECT * FROM pending) runnable ORDER BY due LIMIT $4
+       )
+       UPDATE jobs SET status = 'RUNNING', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, updated_at = $3
+       FROM picked WHERE jobs.id = picked.id
+       RETURNING jobs.*`,
+      [owner, leaseExpiresAt, now, limit],
+    );
+    return rows.map(rowToJob).sort((a, b) => a.runAt.getTime() - b.runAt.getTime());
+  }
+
+  async finishJob(jobId: string, owner: string, outcome: JobOutcome, now: Date): Promise<boolean> {
+    return transaction(this.pool, async (client) => {
+      const changed = await this.count(
+        `UPDATE jobs SET status = $1, finished_at = $2, updated_at = $2, result_campaign_id = $3, error_code = $4,
+           error_message = $5, lease_owner = NULL, lease_expires_at = NULL
+         WHERE id = $6 AND status = 'RUNNING' AND lease_owner = $7`,
+        [outcome.status, now, outcome.resultCampaignId, outcome.error?.code ?? null, outcome.error?.message ?? null, jobId, owner],
+        client,
+      );
+      if (changed === 0) return false;
+      if (outcome.newCampaign) await this.insertCampaignWith(client, outcome.newCampaign);
+      await this.insertEventWith(client, outcome.event);
+      return true;
+    });
+  }
+
+  async retryJob(jobId: string, owner: string, runAt: Date, error: JobError | null, now: Date): Promise<boolean> {
+    const changed = await this.count(
+      `UPDATE jobs SET status = 'PENDING', run_at = $1, updated_at = $2, error_code = $3, error_message = $4,
+         lease_owner = NULL, lease_expires_at = NULL
+       WHERE id = $5 AND status = 'RUNNING' AND lease_owner = $6`,
+      [runAt, now, error?.code ?? null, error?.message ?? null, jobId, owner],
+    );
+    return changed > 0;
+  }
+
+  async deferJob(jobId: string, owner: string, runAt: Date, now: Date): Promise<boolean> {
+    const changed = await this.count(
+      `UPDATE jobs SET status = 'PENDING', attempts = GREATEST(attempts - 1, 0), run_at = $1, updated_at = $2,
+         lease_owner = NULL, lease_expires_at = NULL
+       WHERE id = $3 AND status = 'RUNNING' AND lease_owner = $4`,
+      [runAt, now, jobId, owner],
+    );
+    return changed > 0;
+  }
+
+  async releaseJobs(owner: string, now: Date): Promise<number> {
+    return this.count(
+      `UPDATE jobs SET status = 'PENDING', attempts = GREATEST(attempts - 1, 0), run_at = $1, updated_at = $1,
+         lease_owner = NULL, lease_expires_at = NULL
+       WHERE status = 'RUNNING' AND lease_owner = $2`,
+      [now, owner],
+    );
+  }
+
+  async countJobsByStatus(): Promise<Record<string, number>> {
+    const rows = await this.rows('SELECT status, COUNT(*) AS count FROM jobs GROUP BY status');
+    return Object.fromEntries(rows.map((row) => [String(row.status), Number(row.count)]));
+  }
+
+  async reserveIdempotencyKey(record: IdempotencyRecord, staleBefore: Date): Promise<IdempotencyRecord | null> {
+    // The holder can disappear between the two statements (released, pruned): then try again.
+    for (;;) {
+      const reserved = await this.count(
+        `INSERT INTO idempotency_keys AS held (workspace_id, key, request_hash, job_id, created_at, expires_at)
+         VALUES ($1, $2, $3, NULL, $4, $5)
+         ON CONFLICT (workspace_id, key) DO UPDATE SET request_hash = excluded.request_hash, job_id = NULL,
+           created_at = excluded.created_at, expires_at = excluded.expires_at
+         WHERE held.expires_at <= excluded.created_at OR (held.job_id IS NULL AND held.created_at < $6)`,
+        [record.workspaceId, record.key, record.requestHash, record.createdAt, record.expiresAt, staleBefore],
+      );
+      if (reserved > 0) return null;
+      const [row] = await this.rows('SELECT * FROM idempotency_keys WHERE workspace_id = $1 AND key = $2', [record.workspaceId, record.key]);
+      if (row) return rowToIdempotency(row);
+    }
+  }
+
+  async releaseIdempotencyKey(workspaceId: string, key: string): Promise<void> {
+    await this.pool.query('DELETE FROM idempotency_keys WHERE workspace_id = $1 AND key = $2 AND job_id IS NULL', [workspaceId, key]);
+  }
+
+  // Several instances prune at once: rows another one is deleting are skipped rather than waited for.
+  async pruneFinishedJobs(finishedBefore: Date, limit: number): Promise<number> {
+    return this.count(
+      `DELETE FROM jobs WHERE id IN (
+         SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < $1 ORDER BY finished_at LIMIT $2
+         FOR UPDATE SKIP LOCKED)`,
+      [finishedBefore, limit],
+    );
+  }
+
+  async pruneEvents(occurredBefore: Date, limit: number): Promise<number> {
+    return this.count(
+      `DELETE FROM security_events WHERE seq IN (
+         SELECT seq FROM security_events WHERE occurred_at < $1 ORDER BY occurred_at LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+      [occurredBefore, limit],
+    );
+  }
+
+  async pruneIdempotencyKeys(expiredBefore: Date, limit: number): Promise<number> {
+    return this.count(
+      `DELETE FROM idempotency_keys WHERE (workspace_id, key) IN (
+         SELECT workspace_id, key FROM idempotency_keys WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+      [expiredBefore, limit],
+    );
+  }
+
+  async insertEvent(event: NewSecurityEvent): Promise<void> {
+    await this.insertEventWith(this.pool, event);
+  }
+
+  private async insertEventWith(client: Queryable, event: NewSecurityEvent): Promise<void> {
+    await this.insert(client, 'security_events', eventToRow(event, PG));
+  }
+
+  async listEvents(workspaceId: string, filter: SecurityEventFilter, options: ListOptions): Promise<SecurityEvent[]> {
+    const values: unknown[] = [workspaceId, options.beforeSeq ?? Number.MAX_SAFE_INTEGER];
+    const param = (value: unknown): string => `$${values.push(value)}`;
+    const where = ['workspace_id = $1', 'seq < $2'];
+    if (filter.jobId !== undefined) where.push(`job_id = ${param(filter.jobId)}`);
+    if (filter.apiKeyId !== undefined) where.push(`api_key_id = ${param(filter.apiKeyId)}`);
+    if (filter.types !== undefined) where.push(`type = ANY(${param(filter.types)}::text[])`);
+    if (filter.since !== undefined) where.push(`occurred_at >= ${param(filter.since)}`);
+    if (filter.until !== undefined) where.push(`occurred_at < ${param(filter.until)}`);
+    const rows = await this.rows(
+      `SELECT * FROM security_events WHERE ${where.join(' AND ')} ORDER BY seq DESC LIMIT ${param(options.first)}`,
+      values,
+    );
+    return rows.map(rowToEvent);
+  }
+}

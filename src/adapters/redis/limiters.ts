@@ -1,0 +1,80 @@
+import { Redis } from 'ioredis';
+import { RateLimiterRedis, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import { describeFailure, type DependencyStatus } from '../../readiness.js';
+import { memoryLimiter, type LimiterBackend, type LimiterLogger, type LimiterSettings } from '../limiter-backends.js';
+
+const DEGRADED = 'Redis is unreachable; each instance enforces its limits on its own with an in-process limiter until Redis is back';
+
+/**
+ * Limiters shared by every instance through Redis. When Redis cannot answer, rate-limiter-flexible hands
+ * each call to an in-process insurance limiter, so the gateway keeps serving (each instance then counts on
+ * its own); once the connection is ready again, calls go back to Redis by themselves.
+ */
+export class RedisLimiters implements LimiterBackend {
+  readonly name = 'redis';
+  private readonly client: Redis;
+  private logger: LimiterLogger | undefined;
+  private trouble: unknown = null;
+  private closing = false;
+
+  constructor(url: string) {
+    this.client = new Redis(url, {
+      // Fail at once while disconnected instead of queueing: the insurance limiter answers meanwhile.
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      // Long enough that a busy event loop is not mistaken for a Redis outage, short enough to fail over.
+      commandTimeout: 2000,
+      connectTimeout: 2000,
+      // Keep reconnecting for as long as the process runs.
+      retryStrategy: (attempt) => Math.min(attempt * 100, 1000),
+    });
+    this.client.on('error', (error: unknown) => this.degrade(error));
+    this.client.on('close', () => this.degrade(new Error('connection closed')));
+    this.client.on('ready', () => this.recover());
+  }
+
+  limiter(settings: LimiterSettings): RateLimiterAbstract {
+    return new RateLimiterRedis({
+      storeClient: this.client,
+      rejectIfRedisNotReady: true,
+      insuranceLimiter: memoryLimiter(settings),
+      keyPrefix: settings.keyPrefix,
+      points: settings.points,
+      duration: settings.durationSeconds,
+    });
+  }
+
+  private degrade(error: unknown): void {
+    if (this.trouble !== null || this.closing) return;
+    this.trouble = error;
+    this.logger?.warn({ err: error }, DEGRADED);
+  }
+
+  private recover(): void {
+    if (this.trouble === null) return;
+    this.trouble = null;
+    this.logger?.info({}, 'Redis is reachable again; limits are shared through Redis again');
+  }
+
+  logTo(logger: LimiterLogger): void {
+    this.logger = logger;
+    if (this.trouble !== null) logger.warn({ err: this.trouble }, DEGRADED);
+  }
+
+  async check(): Promise<DependencyStatus> {
+    if (this.client.status !== 'ready') {
+      return { status: 'degraded', backend: 'redis', message: `${DEGRADED} (connection ${this.client.status})` };
+    }
+    try {
+      await this.client.ping();
+      return { status: 'up', backend: 'redis' };
+    } catch (error) {
+      return { status: 'degraded', backend: 'redis', message: `${DEGRADED} (${describeFailure(error)})` };
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    this.client.disconnect();
+  }
+}

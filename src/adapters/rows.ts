@@ -1,0 +1,174 @@
+import type { ApiKeyRecord, Campaign, DuplicationJob, IdempotencyRecord, NewSecurityEvent, SecurityEvent, Workspace } from '../domain/types.js';
+
+/** Rows as the SQL stores return them, mapped to domain objects. Numbers that PostgreSQL returns as strings (bigint) are converted. */
+export type Row = Record<string, unknown>;
+
+// Dates arrive as epoch milliseconds (SQLite) or as Date objects (PostgreSQL timestamptz).
+const date = (value: unknown): Date => new Date(Number(value));
+const maybeDate = (value: unknown): Date | null => (value === null || value === undefined ? null : date(value));
+// JSON arrives as text (SQLite) or already parsed (PostgreSQL jsonb).
+const parse = <T>(value: unknown): T => (typeof value === 'string' ? JSON.parse(value) : value) as T;
+
+export const rowToWorkspace = (row: Row): Workspace => ({
+  id: String(row.id),
+  name: String(row.name),
+  createdAt: date(row.created_at),
+});
+
+export const rowToApiKey = (row: Row): ApiKeyRecord => ({
+  id: String(row.id),
+  workspaceId: String(row.workspace_id),
+  name: String(row.name),
+  hash: String(row.hash),
+  prefix: String(row.prefix),
+  permissions: parse(row.permissions),
+  allowedCidrs: row.allowed_cidrs === null ? null : parse(row.allowed_cidrs),
+  previousHash: (row.previous_hash as string | null) ?? null,
+  previousHashExpiresAt: maybeDate(row.previous_hash_expires_at),
+  createdAt: date(row.created_at),
+  lastUsedAt: maybeDate(row.last_used_at),
+  expiresAt: maybeDate(row.expires_at),
+  revokedAt: maybeDate(row.revoked_at),
+});
+
+export const rowToCampaign = (row: Row): Campaign => ({
+  id: String(row.id),
+  workspaceId: String(row.workspace_id),
+  name: String(row.name),
+  description: row.description === null ? null : String(row.description),
+  tagNames: parse(row.tag_names),
+  draft: Boolean(row.draft),
+  body: parse(row.body),
+  createdAt: date(row.created_at),
+  updatedAt: date(row.updated_at),
+  duplicatedFrom: row.duplicated_from === null ? null : String(row.duplicated_from),
+});
+
+export const rowToJob = (row: Row): DuplicationJob => ({
+  id: String(row.id),
+  workspaceId: String(row.workspace_id),
+  status: row.status as DuplicationJob['status'],
+  sourceCampaignId: String(row.source_campaign_id),
+  name: String(row.name),
+  description: row.description === null ? null : String(row.description),
+  tagNames: row.tag_names === null ? null : parse(row.tag_names),
+  channel: row.channel as DuplicationJob['channel'],
+  apiKeyId: String(row.api_key_id),
+  apiKeyName: String(row.api_key_name),
+  ip: String(row.ip),
+  attempts: Number(row.attempts),
+  runAt: date(row.run_at),
+  leaseOwner: row.lease_owner === null ? null : String(row.lease_owner),
+  leaseExpiresAt: maybeDate(row.lease_expires_at),
+  createdAt: date(row.created_at),
+  updatedAt: date(row.updated_at),
+  finishedAt: maybeDate(row.finished_at),
+  resultCampaignId: row.result_campaign_id === null ? null : String(row.result_campaign_id),
+  error: row.error_code === null ? null : { code: String(row.error_code), message: String(row.error_message) },
+});
+
+export const rowToIdempotency = (row: Row): IdempotencyRecord => ({
+  workspaceId: String(row.workspace_id),
+  key: String(row.key),
+  requestHash: String(row.request_hash),
+  jobId: (row.job_id as string | null) ?? null,
+  createdAt: date(row.created_at),
+  expiresAt: date(row.expires_at),
+});
+
+export const rowToEvent = (row: Row): SecurityEvent => ({
+  id: String(row.id),
+  seq: Number(row.seq),
+  workspaceId: String(row.workspace_id),
+  type: row.type as SecurityEvent['type'],
+  occurredAt: date(row.occurred_at),
+  apiKeyId: (row.api_key_id as string | null) ?? null,
+  apiKeyName: (row.api_key_name as string | null) ?? null,
+  channel: (row.channel as SecurityEvent['channel']) ?? null,
+  ip: (row.ip as string | null) ?? null,
+  jobId: (row.job_id as string | null) ?? null,
+  campaignId: (row.campaign_id as string | null) ?? null,
+  details: parse(row.details),
+});
+
+/** How a store keeps the values SQL drivers disagree on: times (epoch ms or timestamptz) and booleans. */
+export interface SqlValues {
+  date(value: Date): unknown;
+  bool(value: boolean): unknown;
+}
+
+const maybe = (value: Date | null, sql: SqlValues): unknown => (value === null ? null : sql.date(value));
+// Arrays and objects are stored as JSON text; pg would otherwise send an array as a PostgreSQL array.
+const text = (value: unknown): string | null => (value === null ? null : JSON.stringify(value));
+
+/** Domain objects to the rows both SQL stores insert, column name to value. */
+export const apiKeyToRow = (key: ApiKeyRecord, sql: SqlValues): Row => ({
+  id: key.id,
+  workspace_id: key.workspaceId,
+  name: key.name,
+  hash: key.hash,
+  prefix: key.prefix,
+  permissions: text(key.permissions),
+  allowed_cidrs: text(key.allowedCidrs),
+  previous_hash: key.previousHash,
+  previous_hash_expires_at: maybe(key.previousHashExpiresAt, sql),
+  created_at: sql.date(key.createdAt),
+  last_used_at: maybe(key.lastUsedAt, sql),
+  expires_at: maybe(key.expiresAt, sql),
+  revoked_at: maybe(key.revokedAt, sql),
+});
+
+export const campaignToRow = (campaign: Campaign, sql: SqlValues): Row => ({
+  id: campaign.id,
+  workspace_id: campaign.workspaceId,
+  name: campaign.name,
+  description: campaign.description,
+  tag_names: text(campaign.tagNames),
+  draft: sql.bool(campaign.draft),
+  body: text(campaign.body),
+  created_at: sql.date(campaign.createdAt),
+  updated_at: sql.date(campaign.updatedAt),
+  duplicated_from: campaign.duplicatedFrom,
+});
+
+/** A job as it is enqueued; lease and outcome columns start empty. */
+export const newJobToRow = (job: DuplicationJob, sql: SqlValues): Row => ({
+  id: job.id,
+  workspace_id: job.workspaceId,
+  status: job.status,
+  source_campaign_id: job.sourceCampaignId,
+  name: job.name,
+  description: job.description,
+  tag_names: text(job.tagNames),
+  channel: job.channel,
+  api_key_id: job.apiKeyId,
+  api_key_name: job.apiKeyName,
+  ip: job.ip,
+  attempts: job.attempts,
+  run_at: sql.date(job.runAt),
+  created_at: sql.date(job.createdAt),
+  updated_at: sql.date(job.updatedAt),
+});
+
+export const eventToRow = (event: NewSecurityEvent, sql: SqlValues): Row => ({
+  id: event.id,
+  workspace_id: event.workspaceId,
+  type: event.type,
+  occurred_at: sql.date(event.occurredAt),
+  api_key_id: event.apiKeyId,
+  api_key_name: event.apiKeyName,
+  channel: event.channel,
+  ip: event.ip,
+  job_id: event.jobId,
+  campaign_id: event.campaignId,
+  details: text(event.details),
+});
+
+/** `INSERT INTO table (columns) VALUES (placeholders)` for a row; `placeholder` numbers from 1 (pg) or ignores it (SQLite). */
+export function insertStatement(table: string, row: Row, placeholder: (position: number) => string): { text: string; values: unknown[] } {
+  const columns = Object.keys(row);
+  return {
+    text: `INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map((_, index) => placeholder(index + 1)).join(', ')})`,
+    values: Object.values(row),
+  };
+}

@@ -1,0 +1,97 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PostgresStore } from '../../src/adapters/postgres/store.js';
+import { memoryLimiters, postgresLimiters, type LimiterBackend } from '../../src/adapters/limiter-backends.js';
+import { RateLimiterQuota } from '../../src/adapters/rate-limiter-quota.js';
+import { RedisLimiters } from '../../src/adapters/redis/limiters.js';
+import { GatewayError } from '../../src/domain/errors.js';
+import { createTestSchema, openPostgresStore, TEST_DATABASE_URL } from '../support/postgres.js';
+import { waitFor } from '../support/gateway.js';
+
+const TEST_REDIS_URL = process.env.TEST_REDIS_URL;
+const cleanups: (() => Promise<void>)[] = [];
+
+afterAll(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+});
+
+interface Backend {
+  name: string;
+  missing: boolean;
+  create(): Promise<LimiterBackend>;
+}
+
+const backends: Backend[] = [
+  { name: 'memory', missing: false, create: async () => memoryLimiters() },
+  {
+    name: 'redis',
+    missing: !TEST_REDIS_URL,
+    async create() {
+      if (!TEST_REDIS_URL) throw new Error('TEST_REDIS_URL is not set');
+      const backend = new RedisLimiters(TEST_REDIS_URL);
+      cleanups.push(() => backend.close());
+      await waitFor(async () => (await backend.check()).status === 'up');
+      return backend;
+    },
+  },
+  {
+    name: 'postgres',
+    missing: !TEST_DATABASE_URL,
+    async create() {
+      const schema = await createTestSchema();
+      const store: PostgresStore = openPostgresStore(schema.url, schema.schema);
+      await store.migrate();
+      cleanups.push(async () => {
+        await store.close();
+        await schema.drop();
+      });
+      return postgresLimiters(store.pool);
+    },
+  },
+];
+
+/** One suite for every limiter backend: exact under concurrency, per key, and refusals the service understands. */
+describe.each(backends.filter((backend) => !backend.missing || process.env.CI))('quota on $name limiters', (backend) => {
+  let limiters: LimiterBackend;
+  let quota: RateLimiterQuota;
+
+  beforeAll(async () => {
+    limiters = await backend.create();
+    quota = new RateLimiterQuota(limiters.limiter({ keyPrefix: 'duplicate', points: 100, durationSeconds: 60 }));
+  });
+
+  it('grants exactly the quota to concurrent callers and refuses the rest with the state to report', async () => {
+    expect((await limiters.check()).status).toBe('up');
+    const key = randomUUID();
+    const results = await Promise.allSettled(Array.from({ length: 150 }, () => quota.consume(key)));
+    const granted = results.filter((result) => result.status === 'fulfilled');
+    const refused = results.filter((result) => result.status === 'rejected');
+    expect(granted).toHaveLength(100);
+    expect(granted.map((result) => result.value.remaining).sort((a, b) => a - b)).toEqual([...Array(100).keys()]);
+    expect(refused).toHaveLength(50);
+    for (const { reason } of refused) {
+      expect(reason).toBeInstanceOf(GatewayError);
+      expect(reason).toMatchObject({ code: 'RATE_LIMITED', rateLimit: { limit: 100, remaining: 0 } });
+      expect(reason.retryAfterSeconds).toBeGreaterThanOrEqual(1);
+    }
+  });
+
+  it('keeps keys apart and peeks without taking a point', async () => {
+    const [a, b] = [randomUUID(), randomUUID()];
+    await quota.consume(a, 3);
+    expect((await quota.peek(a)).remaining).toBe(97);
+    expect((await quota.peek(a)).remaining).toBe(97);
+    expect((await quota.peek(b)).remaining).toBe(100);
+    expect((await quota.consume(b)).remaining).toBe(99);
+  });
+
+  it('keeps limiters with different prefixes apart on one backend', async () => {
+    const pacing = new RateLimiterQuota(limiters.limiter({ keyPrefix: 'upstream', points: 2, durationSeconds: 60 }));
+    const key = randomUUID();
+    await quota.consume(key, 5);
+    expect((await pacing.peek(key)).remaining).toBe(2);
+    await pacing.consume(key, 2);
+    await expect(pacing.consume(key)).rejects.toMatchObject({ code: 'RATE_LIMITED' });
+    expect((await quota.peek(key)).remaining).toBe(95);
+  });
+});

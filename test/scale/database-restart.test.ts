@@ -1,0 +1,65 @@
+import { existsSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { PostgresStore } from '../../src/adapters/postgres/store.js';
+import { AdminService } from '../../src/domain/admin.js';
+import { systemClock } from '../../src/domain/ports.js';
+import { bearer, createTestWorkspace, http, json, waitFor, type TestWorkspace } from '../support/gateway.js';
+import { openPostgresStore } from '../support/postgres.js';
+import { createPrivateCluster, readiness, spawnGateway, type ChildGateway, type PrivateCluster } from './support.js';
+
+// Restarting the shared server would disturb other suites, so this one runs a PostgreSQL cluster of its own.
+describe.skipIf(!existsSync('/usr/lib/postgresql') && !process.env.CI)('PostgreSQL restarting under a running gateway', () => {
+  let cluster: PrivateCluster;
+  let store: PostgresStore;
+  let gateway: ChildGateway;
+  let tenant: TestWorkspace;
+
+  beforeAll(async () => {
+    cluster = await createPrivateCluster();
+    gateway = await spawnGateway('restarting', { DATABASE_URL: cluster.url });
+    store = openPostgresStore(cluster.url);
+    tenant = await createTestWorkspace(store, new AdminService(store, systemClock));
+  }, 120_000);
+
+  afterAll(async () => {
+    await gateway?.kill();
+    await store?.close();
+    cluster?.destroy();
+  });
+
+  const duplicateAndFinish = async (name: string) => {
+    const accepted = await http(gateway.baseUrl, 'POST', '/campaigns/duplicate', {
+      headers: { ...json, ...bearer(tenant.key) },
+      body: JSON.stringify({ campaign_id: tenant.campaign.id, name }),
+    });
+    expect(accepted.status).toBe(202);
+    return waitFor(async () => {
+      const job = await http(gateway.baseUrl, 'GET', `/duplication_jobs/${accepted.body.job_id}`, { headers: bearer(tenant.key) });
+      return job.body.status === 'succeeded' ? job.body : null;
+    });
+  };
+
+  it('reports not ready while the database is down, then recovers without a restart', async () => {
+    expect(await readiness(gateway)).toEqual({
+      code: 200,
+      status: 'ready',
+      checks: { store: { status: 'up', backend: 'postgres' }, quota: { status: 'up', backend: 'postgres' } },
+    });
+    await duplicateAndFinish('before the restart');
+
+    cluster.stop();
+    const down = await waitFor(async () => {
+      const report = await readiness(gateway);
+      return report.code === 503 ? report : null;
+    });
+    expect(down).toMatchObject({ status: 'not ready', checks: { store: { status: 'down' } } });
+    expect(down.checks!.store.message).toMatch(/ECONNREFUSED|57P0/);
+    expect((down as { message?: string }).message).toMatch(/^store: /);
+
+    cluster.start();
+    await waitFor(async () => (await readiness(gateway)).code === 200);
+    const job = await duplicateAndFinish('after the restart');
+    expect(job.result_campaign_id).toEqual(expect.any(String));
+    expect(await Promise.race([gateway.exited.then(() => 'exited'), Promise.resolve('running')])).toBe('running');
+  }, 120_000);
+});

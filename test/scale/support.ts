@@ -1,0 +1,297 @@
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { Agent } from 'undici';
+import type { PostgresStore } from '../../src/adapters/postgres/store.js';
+import { AdminService } from '../../src/domain/admin.js';
+import { systemClock } from '../../src/domain/ports.js';
+import { bearer, createTestWorkspace, graphql, http, json, waitFor, type TestWorkspace } from '../support/gateway.js';
+import { createTestDatabase, openPostgresStore } from '../support/postgres.js';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+export const TEST_REDIS_URL = process.env.TEST_REDIS_URL;
+
+/** A gateway running as its own process (`node --import tsx src/main.ts`), as an operator would run it. */
+export interface ChildGateway {
+  name: string;
+  pid: number;
+  port: number;
+  baseUrl: string;
+  /** Its JSON log lines, as they arrive. */
+  logs: Record<string, any>[];
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  signal(signal: NodeJS.Signals): void;
+  /** SIGKILL if it is still running, then wait for it. */
+  kill(): Promise<void>;
+}
+
+/** Starts a gateway process on a port of its own and waits until its readiness says every dependency is ok. */
+export async function spawnGateway(name: string, env: Record<string, string>): Promise<ChildGateway> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await spawnOnce(name, await freePort(), env);
+    } catch (error) {
+      // Another process took the free port between the probe and the start; try another one.
+      if (!(error instanceof PortTaken) || attempt === 3) throw error;
+    }
+  }
+}
+
+class PortTaken extends Error {}
+
+async function spawnOnce(name: string, port: number, env: Record<string, string>): Promise<ChildGateway> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'cgw-scale-'));
+  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: ROOT,
+    env: {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      TMPDIR: process.env.TMPDIR,
+      NODE_ENV: 'test',
+      LOG_LEVEL: 'info',
+      HOST: '127.0.0.1',
+      PORT: String(port),
+      SEED_DEMO: 'false',
+      DATA_DIR: dataDir,
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const logs: Record<string, any>[] = [];
+  let output = '';
+  child.stderr!.on('data', (chunk) => (output += chunk));
+  createInterface({ input: child.stdout! }).on('line', (line) => {
+    try {
+      logs.push(JSON.parse(line));
+    } catch {
+      output += `${line}\n`;
+    }
+  });
+  let exitedEarly = false;
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) =>
+    child.once('exit', (code, signal) => {
+      exitedEarly = true;
+      rmSync(dataDir, { recursive: true, force: true });
+      done({ code, signal });
+    }),
+  );
+  const baseUrl = `http://127.0.0.1:${port}`;
+  const gateway: ChildGateway = {
+    name,
+    pid: child.pid!,
+    port,
+    baseUrl,
+    logs,
+    exited,
+    signal: (signal) => {
+      if (!exitedEarly) child.kill(signal);
+    },
+    async kill() {
+      gateway.signal('SIGKILL');
+      await exited;
+    },
+  };
+  try {
+    await waitFor(async () => {
+      if (exitedEarly) {
+        const failure = `${output}${logs.map((line) => JSON.stringify(line)).join('\n')}`;
+        if (failure.includes('EADDRINUSE')) throw new PortTaken(failure);
+        throw new Error(`gateway ${name} exited during start-up: ${failure}`);
+      }
+      return (await readiness(gateway).catch(() => null))?.status === 'ready';
+    }, 60_000, 100);
+  } catch (error) {
+    await gateway.kill();
+    throw error;
+  }
+  return gateway;
+}
+
+export async function readiness(gateway: { baseUrl: string }): Promise<{ code: number; status?: string; checks?: Record<string, any> }> {
+  const response = await http(gateway.baseUrl, 'GET', '/readyz');
+  return { code: response.status, ...response.body };
+}
+
+/** Whether anything still accepts connections on the port. */
+export function isListening(port: number): Promise<boolean> {
+  return new Promise((done) => {
+    const socket = connect({ port, host: '127.0.0.1' });
+    socket.once('connect', () => {
+      socket.destroy();
+      done(true);
+    });
+    socket.once('error', () => done(false));
+  });
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((done, fail) => {
+    const server = createServer();
+    server.once('error', fail);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => done(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
+}
+
+export type Transport = 'REST' | 'GRAPHQL';
+
+export interface DuplicateAttempt {
+  gateway: string;
+  transport: Transport;
+  /** accepted: 202 (REST) or a job (GraphQL); limited: 429 with RATE_LIMITED; other: anything else. */
+  outcome: 'accepted' | 'limited' | 'other';
+  status: number;
+  jobId?: string;
+}
+
+const MUTATION = 'mutation($input: DuplicateCampaignInput!) { duplicateCampaign(input: $input) { job { id status } } }';
+
+/** One duplicate request over either transport, classified the same way for both. */
+export async function duplicate(
+  gateway: ChildGateway,
+  transport: Transport,
+  key: string,
+  campaignId: string,
+  name: string,
+  dispatcher?: Agent,
+): Promise<DuplicateAttempt> {
+  if (transport === 'REST') {
+    const response = await http(gateway.baseUrl, 'POST', '/campaigns/duplicate', {
+      headers: { ...json, ...bearer(key) },
+      body: JSON.stringify({ campaign_id: campaignId, name }),
+      dispatcher,
+    });
+    const outcome = response.status === 202 ? 'accepted' : response.status === 429 ? 'limited' : 'other';
+    return { gateway: gateway.name, transport, outcome, status: response.status, jobId: response.body?.job_id };
+  }
+  const response = await graphql(gateway.baseUrl, key, MUTATION, { input: { campaignId, name } }, dispatcher);
+  const jobId = response.body?.data?.duplicateCampaign?.job?.id;
+  const limited = response.status === 429 && response.body?.errors?.[0]?.extensions?.code === 'RATE_LIMITED';
+  const outcome = response.status === 200 && jobId ? 'accepted' : limited ? 'limited' : 'other';
+  return { gateway: gateway.name, transport, outcome, status: response.status, jobId };
+}
+
+/**
+ * Sends `count` duplicate requests at once, spread evenly over the gateways and both transports.
+ * `connections` bounds the sockets per gateway; the requests beyond it queue in the client.
+ */
+export async function duplicateMany(
+  gateways: ChildGateway[],
+  key: string,
+  campaignId: string,
+  count: number,
+  connections = 32,
+): Promise<DuplicateAttempt[]> {
+  const agent = new Agent({ connections, pipelining: 1 });
+  try {
+    const transports: Transport[] = ['REST', 'GRAPHQL'];
+    return await Promise.all(
+      Array.from({ length: count }, (_, i) =>
+        duplicate(gateways[i % gateways.length], transports[Math.floor(i / gateways.length) % 2], key, campaignId, `copy ${i}`, agent),
+      ),
+    );
+  } finally {
+    await agent.close();
+  }
+}
+
+export const tally = <T extends string>(values: T[]): Partial<Record<T, number>> =>
+  values.reduce<Partial<Record<T, number>>>((counts, value) => ({ ...counts, [value]: (counts[value] ?? 0) + 1 }), {});
+
+/** Runs a command as the `postgres` user when this process is root (PostgreSQL refuses to run as root). */
+function asPostgres(command: string, args: string[]): void {
+  const [file, argv] = process.getuid?.() === 0 ? ['runuser', ['-u', 'postgres', '--', command, ...args]] : [command, args];
+  execFileSync(file, argv, { stdio: 'pipe' });
+}
+
+function postgresBin(): string {
+  const base = '/usr/lib/postgresql';
+  const version = existsSync(base)
+    ? readdirSync(base).sort((a, b) => Number(a) - Number(b)).at(-1)
+    : undefined;
+  if (!version) throw new Error('no PostgreSQL server binaries under /usr/lib/postgresql');
+  return join(base, version, 'bin');
+}
+
+/** A PostgreSQL cluster of this suite's own, in a temporary directory, that it may stop and start at will. */
+export interface PrivateCluster {
+  url: string;
+  start(): void;
+  stop(): void;
+  destroy(): void;
+}
+
+export async function createPrivateCluster(): Promise<PrivateCluster> {
+  const bin = postgresBin();
+  const dir = mkdtempSync(join(tmpdir(), 'cgw-pg-'));
+  if (process.getuid?.() === 0) execFileSync('chown', ['postgres', dir]);
+  const data = join(dir, 'data');
+  const port = await freePort();
+  asPostgres(join(bin, 'initdb'), ['-D', data, '-A', 'trust', '-U', 'postgres', '--no-sync']);
+  const pgCtl = join(bin, 'pg_ctl');
+  const options = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off`;
+  const cluster: PrivateCluster = {
+    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    start: () => asPostgres(pgCtl, ['start', '-w', '-D', data, '-l', join(dir, 'log'), '-o', options]),
+    stop: () => asPostgres(pgCtl, ['stop', '-w', '-m', 'fast', '-D', data]),
+    destroy: () => {
+      try {
+        asPostgres(pgCtl, ['stop', '-w', '-m', 'immediate', '-D', data]);
+      } catch {
+        // Already stopped.
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  cluster.start();
+  return cluster;
+}
+
+
+/** A fresh database for one suite, a store on it for seeding and inspecting, and its gateways. */
+export interface SharedDatabase {
+  url: string;
+  store: PostgresStore;
+  admin: AdminService;
+  gateways: ChildGateway[];
+  /** Starts gateways at the same moment, all on this database (they migrate it together). */
+  spawn(names: string[], env?: Record<string, string>): Promise<ChildGateway[]>;
+  workspace(): Promise<TestWorkspace>;
+  query<T = Record<string, any>>(text: string, values?: unknown[]): Promise<T[]>;
+  close(): Promise<void>;
+}
+
+export async function sharedDatabase(): Promise<SharedDatabase> {
+  const database = await createTestDatabase();
+  const store = openPostgresStore(database.url);
+  const admin = new AdminService(store, systemClock);
+  const gateways: ChildGateway[] = [];
+  return {
+    url: database.url,
+    store,
+    admin,
+    gateways,
+    async spawn(names, env = {}) {
+      const results = await Promise.allSettled(names.map((name) => spawnGateway(name, { DATABASE_URL: database.url, ...env })));
+      const started = results.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
+      gateways.push(...started);
+      const failed = results.find((result) => result.status === 'rejected');
+      if (failed) throw failed.reason;
+      return started;
+    },
+    workspace: () => createTestWorkspace(store, admin, undefined, ['campaigns.duplicate', 'security_events.read']),
+    query: async (text, values) => (await store.pool.query(text, values)).rows,
+    async close() {
+      await Promise.all(gateways.map((gateway) => gateway.kill()));
+      await store.close();
+      await database.drop();
+    },
+  };
+}

@@ -1,0 +1,47 @@
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
+import { PostgresStore } from '../../src/adapters/postgres/store.js';
+
+/** The PostgreSQL the suites use; when it is missing they skip, except under CI where they fail. */
+export const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL;
+export const skipWithoutPostgres = !TEST_DATABASE_URL && !process.env.CI;
+
+function requireUrl(): string {
+  if (!TEST_DATABASE_URL) throw new Error('TEST_DATABASE_URL is not set');
+  return TEST_DATABASE_URL;
+}
+
+export async function withAdmin<T>(work: (client: pg.Client) => Promise<T>, url = requireUrl()): Promise<T> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return await work(client);
+  } finally {
+    await client.end();
+  }
+}
+
+const uniqueName = (prefix: string) => `${prefix}_${process.pid}_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
+
+/** A fresh, empty schema in the test database; the store keeps its tables there. */
+export async function createTestSchema(): Promise<{ url: string; schema: string; drop(): Promise<void> }> {
+  const url = requireUrl();
+  const schema = uniqueName('cgw_test');
+  await withAdmin((client) => client.query(`CREATE SCHEMA ${schema}`));
+  return { url, schema, drop: () => withAdmin((client) => client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)).then(() => undefined) };
+}
+
+/** A fresh, empty database on the test server, for suites whose gateways run as separate processes. */
+export async function createTestDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+  const base = requireUrl();
+  const name = uniqueName('cgw_test');
+  await withAdmin((client) => client.query(`CREATE DATABASE ${name}`));
+  const url = new URL(base);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    drop: () => withAdmin((client) => client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)).then(() => undefined),
+  };
+}
+
+export const openPostgresStore = (url: string, schema?: string) => new PostgresStore({ connectionString: url, schema, poolSize: 4 });
