@@ -2,12 +2,21 @@ import 'reflect-metadata';
 import { join } from 'node:path';
 import type { FastifyInstance, FastifyServerOptions } from 'fastify';
 import { RateLimiterMemory } from 'rate-limiter-flexible';
+import { RateLimiterAuthFailures } from './adapters/rate-limiter-auth-failures.js';
 import { RateLimiterQuota } from './adapters/rate-limiter-quota.js';
 import { SqliteStore } from './adapters/sqlite/store.js';
 import { StoreCampaignReader } from './adapters/store-campaign-reader.js';
 import type { Config } from './config.js';
 import { AdminService } from './domain/admin.js';
-import { systemClock, type CampaignReader, type Clock, type Duplicator, type GatewayStore, type Quota } from './domain/ports.js';
+import {
+  systemClock,
+  type AuthFailureLimiter,
+  type CampaignReader,
+  type Clock,
+  type Duplicator,
+  type GatewayStore,
+  type Quota,
+} from './domain/ports.js';
 import { GatewayService } from './domain/service.js';
 import { LocalDuplicator } from './duplicators/local.js';
 import { buildHttpServer } from './http/server.js';
@@ -52,6 +61,18 @@ function createQuota(config: Config): Quota {
   );
 }
 
+/** Failed authentications per client IP: counted in this process. */
+function createAuthFailureLimiter(config: Config): AuthFailureLimiter {
+  return new RateLimiterAuthFailures(
+    new RateLimiterMemory({
+      keyPrefix: 'auth-failures',
+      points: config.authFailureLimit,
+      duration: config.authFailureWindowSeconds,
+      blockDuration: config.authFailureBlockSeconds,
+    }),
+  );
+}
+
 /** The composition root: every adapter is chosen here and nowhere else. */
 export async function buildApp(config: Config, overrides: AppOverrides = {}): Promise<App> {
   const clock = overrides.clock ?? systemClock;
@@ -64,6 +85,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   const service = new GatewayService({
     store,
     quota,
+    authFailures: createAuthFailureLimiter(config),
     campaigns,
     clock,
     onJobEnqueued: () => worker?.notify(),

@@ -1,10 +1,12 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { request } from 'undici';
 import { buildApp, type App, type AppOverrides } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { PERMISSIONS } from '../../src/domain/permissions.js';
+import type { Clock } from '../../src/domain/ports.js';
 import type { Campaign, Workspace } from '../../src/domain/types.js';
 
 export interface TestGateway {
@@ -118,5 +120,33 @@ export async function waitFor<T>(check: () => Promise<T | undefined | null | fal
     if (value) return value;
     if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}
+
+/** A clock the test moves by hand (key expiry, rotation overlaps). */
+export class TestClock implements Clock {
+  constructor(private ms = Date.now()) {}
+
+  now(): Date {
+    return new Date(this.ms);
+  }
+
+  advance(ms: number): void {
+    this.ms += ms;
+  }
+}
+
+/** Collects the gateway's log lines: pass `stream` in the logger options. */
+export class LogCapture {
+  readonly lines: string[] = [];
+  readonly stream = new Writable({
+    write: (chunk: Buffer, _encoding, callback) => {
+      this.lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+      callback();
+    },
+  });
+
+  get text(): string {
+    return this.lines.join('\n');
   }
 }
