@@ -64,12 +64,8 @@ function createQuota(config: Config): Quota {
 /** Failed authentications per client IP: counted in this process. */
 function createAuthFailureLimiter(config: Config): AuthFailureLimiter {
   return new RateLimiterAuthFailures(
-    new RateLimiterMemory({
-      keyPrefix: 'auth-failures',
-      points: config.authFailureLimit,
-      duration: config.authFailureWindowSeconds,
-      blockDuration: config.authFailureBlockSeconds,
-    }),
+    new RateLimiterMemory({ keyPrefix: 'auth-failures', points: config.authFailureLimit, duration: config.authFailureWindowSeconds }),
+    config.authFailureBlockSeconds,
   );
 }
 

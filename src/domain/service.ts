@@ -17,6 +17,7 @@ import type {
   Principal,
   SecurityEvent,
   SecurityEventFilter,
+  SecurityEventType,
 } from './types.js';
 import { LIMITS, parseDuplicateInput, validationError, type RawDuplicateCampaignInput } from './validation.js';
 
@@ -74,6 +75,17 @@ const stableStringify = configure({ maximumDepth: 8 });
 const hashRequest = (raw: unknown): string => createHash('sha256').update(stableStringify(raw) ?? 'null').digest('hex');
 
 /** RFC 7235: the scheme is case-insensitive and one or more spaces separate it from the credentials. */
+/**
+ * The events a request causes, carrying the key that made it: all a key without security_events.read sees
+ * of its own. Key lifecycle events are an operator's doing, not the key's.
+ */
+const REQUEST_EVENT_TYPES: readonly SecurityEventType[] = [
+  'CAMPAIGN_DUPLICATION_REQUESTED',
+  'CAMPAIGN_DUPLICATED',
+  'CAMPAIGN_DUPLICATION_FAILED',
+  'PERMISSION_DENIED',
+];
+
 const BEARER = /^Bearer +(\S+) *$/i;
 
 /**
@@ -304,6 +316,7 @@ export class GatewayService {
     if (!(await this.authorize(principal, 'security_events.read', { optional: true }))) {
       if (filter.apiKeyId !== undefined && filter.apiKeyId !== principal.keyId) return emptyPage();
       scoped.apiKeyId = principal.keyId;
+      scoped.types = (filter.types ?? REQUEST_EVENT_TYPES).filter((type) => REQUEST_EVENT_TYPES.includes(type));
     }
     const rows = await this.deps.store.listEvents(principal.workspaceId, scoped, { first: size + 1, beforeSeq });
     return toPage(rows.map((event) => ({ seq: event.seq, item: event })), size, 'e');
