@@ -16,10 +16,13 @@ export const LIMITS = {
 const NO_CONTROL = /^[^\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]*$/;
 const NO_CONTROL_MULTILINE = /^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*$/;
 
+// At least one character that shows: a name of spaces or zero-width characters only is empty.
+const VISIBLE = /[^\s\p{C}\p{Z}]/u;
+
 const text = (message: string, max: number, pattern: RegExp) =>
   z
     .string({ error: message })
-    .refine((value) => value.trim().length > 0, { message })
+    .refine((value) => VISIBLE.test(value), { message })
     .refine((value) => value.length <= max, { message: `must be at most ${max} characters` })
     .refine((value) => pattern.test(value), { message: 'must not contain control or bidirectional formatting characters' })
     .refine((value) => value.isWellFormed(), { message: 'must be valid Unicode' });

@@ -8,6 +8,19 @@ import type { GraphQLContext } from './context.js';
 import { costLimitPlugin, operationShapeRule, type GraphQLLimits } from './limits.js';
 import { rateLimitHeaders } from '../http/rate-limit-headers.js';
 
+/** The error at the bottom of GraphQL's wrapping: what actually went wrong. */
+function rootCause(error: unknown): unknown {
+  let current = error;
+  while (current instanceof GraphQLError && current.originalError) current = current.originalError;
+  return current;
+}
+
+/** A failure of ours rather than of the request: neither a GatewayError nor one of GraphQL's own errors. */
+const isUnexpected = (error: unknown): boolean => {
+  const cause = rootCause(error);
+  return !isGatewayError(cause) && !(cause instanceof GraphQLError);
+};
+
 export const renderGraphQLIssue = (issue: FieldIssue): string => `'${issue.field}' ${issue.message}`;
 
 /** The one place GraphQL maps an error to its wire form. Anything not meant for callers becomes INTERNAL_SERVER_ERROR. */
@@ -26,9 +39,10 @@ export function formatGraphQLError(formatted: GraphQLFormattedError, error: unkn
       },
     };
   }
-  // Errors GraphQL itself raised (parse, validation, variable coercion) are about the request and safe to show.
-  const isRequestError = original instanceof GraphQLError && original.originalError === undefined;
-  if (isRequestError || (formatted.extensions?.code && !(original instanceof Error && !(original instanceof GraphQLError)))) {
+  // Errors GraphQL and Apollo raised about the request (parse, validation, variable coercion, a bad HTTP
+  // request) carry a client code and are safe to show; anything Apollo calls internal is not.
+  const code = formatted.extensions?.code;
+  if (!isUnexpected(error) && code !== undefined && code !== ERROR_CODES.INTERNAL.graphqlCode) {
     const { stacktrace: _stacktrace, ...extensions } = formatted.extensions ?? {};
     return { ...formatted, extensions };
   }
@@ -58,10 +72,7 @@ function httpSemanticsPlugin(logger: FastifyBaseLogger): ApolloServerPlugin<Grap
       return {
         async didEncounterErrors({ errors, contextValue }) {
           for (const error of errors) {
-            const original = unwrapResolverError(error);
-            if (!isGatewayError(original) && !(original instanceof GraphQLError)) {
-              logger.error({ err: original, reqId: contextValue.requestId }, 'unexpected error in a GraphQL resolver');
-            }
+            if (isUnexpected(error)) logger.error({ err: rootCause(error), reqId: contextValue.requestId }, 'unexpected error in a GraphQL request');
           }
         },
         async willSendResponse({ response, contextValue, operation }) {

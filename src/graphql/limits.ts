@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import type { ApolloServerPlugin } from '@apollo/server';
-import { GraphQLError, Kind, type GraphQLSchema, type SelectionSetNode, type ValidationContext, type ValidationRule } from 'graphql';
+import { GraphQLError, Kind, type DocumentNode, type GraphQLSchema, type SelectionSetNode, type ValidationContext, type ValidationRule } from 'graphql';
 import type { ComplexityEstimator } from 'graphql-query-complexity/cjs';
 
 // The CommonJS entry, required: the ESM build imports graphql/index.mjs, a second copy of graphql in the
@@ -69,14 +69,22 @@ function measure(context: ValidationContext, set: SelectionSetNode, fragments: M
   return shape;
 }
 
-/** Depth, aliases and duplicateCampaign fields per operation, checked while the document is validated. */
+/**
+ * Per operation, while the document is validated: an operation type the schema has, and the depth, aliases
+ * and duplicateCampaign fields within the limits.
+ */
 export function operationShapeRule(limits: GraphQLLimits): ValidationRule {
   return (context) => {
     const fragments = new Map<string, Shape>();
     return {
       OperationDefinition(node) {
-        const shape = measure(context, node.selectionSet, fragments, new Set());
         const report = (message: string) => context.reportError(new GraphQLError(message, { nodes: [node] }));
+        // graphql-js 16 would only find out while executing, and call it an internal error.
+        if (!context.getSchema().getRootType(node.operation)) {
+          report(`This API has no ${node.operation} operations`);
+          return;
+        }
+        const shape = measure(context, node.selectionSet, fragments, new Set());
         if (shape.depth > limits.maxDepth) report(`The operation is nested ${shape.depth} levels deep; at most ${limits.maxDepth} are allowed`);
         if (shape.aliases > limits.maxAliases) report(`The operation has ${shape.aliases} aliases; at most ${limits.maxAliases} are allowed`);
         if (shape.duplicates > limits.maxDuplicatesPerOperation) {
@@ -99,13 +107,20 @@ export function costLimitPlugin(schema: GraphQLSchema, maxCost: number): ApolloS
   return {
     async requestDidStart() {
       return {
-        async didResolveOperation({ request, document }) {
+        async didResolveOperation({ request, document, operation }) {
+          // No such operation: Apollo answers that itself.
+          if (!operation) return;
+          // Only the operation that runs, with the fragments: the library trips over anonymous operations
+          // when given an operation name.
+          const query: DocumentNode = {
+            kind: Kind.DOCUMENT,
+            definitions: [operation, ...document.definitions.filter((definition) => definition.kind === Kind.FRAGMENT_DEFINITION)],
+          };
           let cost: number;
           try {
             cost = getComplexity({
               schema,
-              query: document,
-              operationName: request.operationName ?? undefined,
+              query,
               variables: request.variables ?? {},
               estimators: [paginatedEstimator, simpleEstimator({ defaultComplexity: 1 })],
             });
