@@ -5,14 +5,15 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXIT, runCli } from '../../src/cli/commands.js';
-import { bearer, graphql, startGateway, TestClock, type TestGateway } from '../support/gateway.js';
-import { restClient } from '../support/transports.js';
+import { bearer, graphql, startGateway, type TestGateway } from '../support/gateway.js';
+import { ManualClock } from '../support/clock.js';
+import { restClient } from '../support/callers.js';
 
 const KEY = /cgw_[0-9A-Za-z]{38}/g;
 
 describe('the CLI', () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'cgw-cli-'));
-  const clock = new TestClock(Date.UTC(2026, 5, 1));
+  const clock = new ManualClock(new Date('2026-06-01T00:00:00.000Z'));
   let gw: TestGateway;
 
   const cli = async (...argv: string[]) => {

@@ -7,8 +7,9 @@ import { createStore } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import type { GatewayStore } from '../../src/domain/ports.js';
 import { loggerOptions } from '../../src/http/server.js';
-import { bearer, graphql, LogCapture, startGateway, TestClock, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
-import { bothTransports, type TransportClient } from '../support/transports.js';
+import { bearer, graphql, recordingLogger, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { ManualClock } from '../support/clock.js';
+import { bothTransports, type TransportClient } from '../support/callers.js';
 
 /** The real store, counting key lookups by hash. */
 function countingStore(store: GatewayStore): { store: GatewayStore; lookups: () => number } {
@@ -36,8 +37,8 @@ describe('API keys', () => {
   let ws: TestWorkspace;
   let clients: TransportClient[];
   let lookups: () => number;
-  const clock = new TestClock();
-  const logs = new LogCapture();
+  const clock = new ManualClock();
+  const logs = recordingLogger();
   const storeDir = mkdtempSync(join(tmpdir(), 'cgw-keys-'));
   const issuedKeys: string[] = [];
 
@@ -49,7 +50,7 @@ describe('API keys', () => {
     const env = { DATA_DIR: storeDir, TRUST_PROXY: 'true', DUPLICATE_RATE_LIMIT: '10000', AUTH_FAILURE_LIMIT: '10000', LOG_LEVEL: 'info' };
     const counting = countingStore(await createStore(loadConfig(env)));
     lookups = counting.lookups;
-    gw = await startGateway(env, { store: counting.store, clock, logger: { ...(loggerOptions(loadConfig(env)) as object), stream: logs.stream } });
+    gw = await startGateway(env, { store: counting.store, clock, logger: { ...(loggerOptions(loadConfig(env)) as object), ...(logs.logger as object) } });
     ws = await gw.workspace('keys');
     issuedKeys.push(ws.key);
     clients = bothTransports(gw.baseUrl);
@@ -187,7 +188,7 @@ describe('API keys', () => {
     expect(dump).toContain(issuedKeys[0].slice(0, 10));
     for (const key of issuedKeys) {
       const secret = key.slice(10);
-      for (const haystack of [dump, ...files, logs.text]) {
+      for (const haystack of [dump, ...files, logs.lines.join('')]) {
         expect(haystack).not.toContain(key);
         expect(haystack).not.toContain(secret);
       }

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateApiKey } from '../../src/domain/keys.js';
 import { bearer, startGateway, type TestGateway, type TestWorkspace } from '../support/gateway.js';
-import { bothTransports, type TransportClient } from '../support/transports.js';
+import { bothTransports, type TransportClient } from '../support/callers.js';
 
 const LIMIT = 5;
 

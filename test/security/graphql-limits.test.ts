@@ -7,7 +7,7 @@ import { createStore } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import type { GatewayStore } from '../../src/domain/ports.js';
 import { loggerOptions } from '../../src/http/server.js';
-import { bearer, graphql, http, json, LogCapture, startGateway, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { bearer, graphql, http, json, recordingLogger, startGateway, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 
 const EVENTS_DEPTH_6 = '{ securityEvents { edges { node { job { apiKey { id } } } } } }';
 
@@ -137,7 +137,7 @@ describe('GraphQL in production', () => {
   let gw: TestGateway;
   let ws: TestWorkspace;
   let failing = false;
-  const logs = new LogCapture();
+  const logs = recordingLogger();
   const dir = mkdtempSync(join(tmpdir(), 'cgw-prod-'));
 
   beforeAll(async () => {
@@ -156,7 +156,7 @@ describe('GraphQL in production', () => {
         };
       },
     }) as GatewayStore;
-    gw = await startGateway(env, { store: broken, logger: { ...(loggerOptions(loadConfig(env)) as object), stream: logs.stream } });
+    gw = await startGateway(env, { store: broken, logger: { ...(loggerOptions(loadConfig(env)) as object), ...(logs.logger as object) } });
     ws = await gw.workspace('production');
   });
 

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SECURITY_EVENT_TYPES } from '../../src/domain/types.js';
 import { bearer, graphql, http, json, startGateway, waitFor, type HttpResult, type TestGateway, type TestWorkspace } from '../support/gateway.js';
-import { bothTransports } from '../support/transports.js';
+import { bothTransports } from '../support/callers.js';
 
 /**
  * Workspace A's key (every permission) tries every id of workspace B on every route and field. Each answer

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PERMISSIONS, type Permission } from '../../src/domain/permissions.js';
 import { bearer, graphql, http, json, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
-import { bothTransports } from '../support/transports.js';
+import { bothTransports } from '../support/callers.js';
 
 const EVENTS_QUERY = `query Events($filter: SecurityEventFilter) {
   securityEvents(filter: $filter, first: 200) { edges { node { id type apiKey { id } jobId channel details job { id } } } }

@@ -1,12 +1,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { request } from 'undici';
 import { buildApp, type App, type AppOverrides } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { PERMISSIONS } from '../../src/domain/permissions.js';
-import type { Clock } from '../../src/domain/ports.js';
 import type { Campaign, Workspace } from '../../src/domain/types.js';
 
 export interface TestGateway {
@@ -123,30 +121,8 @@ export async function waitFor<T>(check: () => Promise<T | undefined | null | fal
   }
 }
 
-/** A clock the test moves by hand (key expiry, rotation overlaps). */
-export class TestClock implements Clock {
-  constructor(private ms = Date.now()) {}
-
-  now(): Date {
-    return new Date(this.ms);
-  }
-
-  advance(ms: number): void {
-    this.ms += ms;
-  }
-}
-
-/** Collects the gateway's log lines: pass `stream` in the logger options. */
-export class LogCapture {
-  readonly lines: string[] = [];
-  readonly stream = new Writable({
-    write: (chunk: Buffer, _encoding, callback) => {
-      this.lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
-      callback();
-    },
-  });
-
-  get text(): string {
-    return this.lines.join('\n');
-  }
+/** A gateway logger that keeps every line, for tests about what is (and is not) logged. */
+export function recordingLogger(level = 'info'): { logger: AppOverrides['logger']; lines: string[] } {
+  const lines: string[] = [];
+  return { logger: { level, stream: { write: (line: string) => void lines.push(line) } }, lines };
 }

@@ -1,3 +1,7 @@
+/**
+ * Callers for the security suites: a duplication and a job lookup over either transport, with any request
+ * headers (a client address in X-Forwarded-For, odd Authorization headers) and one vocabulary for the answer.
+ */
 import { ERROR_CODES } from '../../src/domain/errors.js';
 import { http, json, type HttpResult } from './gateway.js';
 
