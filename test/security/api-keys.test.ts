@@ -6,7 +6,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import type { GatewayStore } from '../../src/domain/ports.js';
-import { loggerOptions } from '../../src/http/server.js';
 import { bearer, graphql, recordingLogger, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { ManualClock } from '../support/clock.js';
 import { bothTransports, type TransportClient } from '../support/callers.js';
@@ -47,10 +46,10 @@ describe('API keys', () => {
     client.duplicate({ ...bearer(key), ...extra }, { campaignId: ws.campaign.id, name: 'Copy' });
 
   beforeAll(async () => {
-    const env = { DATA_DIR: storeDir, TRUST_PROXY: 'true', DUPLICATE_RATE_LIMIT: '10000', AUTH_FAILURE_LIMIT: '10000', LOG_LEVEL: 'info' };
+    const env = { DATA_DIR: storeDir, TRUST_PROXY: 'true', DUPLICATE_RATE_LIMIT: '10000', AUTH_FAILURE_LIMIT: '10000' };
     const counting = countingStore(await createStore(loadConfig(env)));
     lookups = counting.lookups;
-    gw = await startGateway(env, { store: counting.store, clock, logger: { ...(loggerOptions(loadConfig(env)) as object), ...(logs.logger as object) } });
+    gw = await startGateway(env, { store: counting.store, clock, logger: logs.logger });
     ws = await gw.workspace('keys');
     issuedKeys.push(ws.key);
     clients = bothTransports(gw.baseUrl);

@@ -6,7 +6,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import type { GatewayStore } from '../../src/domain/ports.js';
-import { loggerOptions } from '../../src/http/server.js';
 import { bearer, graphql, http, json, recordingLogger, startGateway, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 
 const EVENTS_DEPTH_6 = '{ securityEvents { edges { node { job { apiKey { id } } } } } }';
@@ -141,7 +140,7 @@ describe('GraphQL in production', () => {
   const dir = mkdtempSync(join(tmpdir(), 'cgw-prod-'));
 
   beforeAll(async () => {
-    const env = { NODE_ENV: 'production', DATA_DIR: dir, LOG_LEVEL: 'info' };
+    const env = { NODE_ENV: 'production', DATA_DIR: dir };
     const store = await createStore(loadConfig(env));
     // A store that fails on demand, with a message that must never reach a caller.
     const broken = new Proxy(store, {
@@ -156,7 +155,7 @@ describe('GraphQL in production', () => {
         };
       },
     }) as GatewayStore;
-    gw = await startGateway(env, { store: broken, logger: { ...(loggerOptions(loadConfig(env)) as object), ...(logs.logger as object) } });
+    gw = await startGateway(env, { store: broken, logger: logs.logger });
     ws = await gw.workspace('production');
   });
 
