@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import type { ApolloServerPlugin } from '@apollo/server';
-import { GraphQLError, Kind, type DocumentNode, type GraphQLSchema, type SelectionSetNode, type ValidationContext, type ValidationRule } from 'graphql';
+import { getVariableValues, GraphQLError, Kind, type DocumentNode, type GraphQLSchema, type SelectionSetNode, type ValidationContext, type ValidationRule } from 'graphql';
 import type { ComplexityEstimator } from 'graphql-query-complexity/cjs';
 
 // The CommonJS entry, required: the ESM build imports graphql/index.mjs, a second copy of graphql in the
@@ -108,8 +108,9 @@ export function costLimitPlugin(schema: GraphQLSchema, maxCost: number): ApolloS
     async requestDidStart() {
       return {
         async didResolveOperation({ request, document, operation }) {
-          // No such operation: Apollo answers that itself.
+          // No such operation, or variables that do not fit it: Apollo answers those itself, with its own codes.
           if (!operation) return;
+          if (getVariableValues(schema, operation.variableDefinitions ?? [], request.variables ?? {}).errors) return;
           // Only the operation that runs, with the fragments: the library trips over anonymous operations
           // when given an operation name.
           const query: DocumentNode = {
