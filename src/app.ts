@@ -6,6 +6,7 @@ import { BrazeCampaignReader } from './adapters/braze-campaign-reader.js';
 import { BrazeClient, type BrazeClientOptions } from './adapters/braze-client.js';
 import { memoryLimiters, postgresLimiters, type LimiterBackend } from './adapters/limiter-backends.js';
 import { PostgresStore } from './adapters/postgres/store.js';
+import { RateLimiterAuthFailures } from './adapters/rate-limiter-auth-failures.js';
 import { RateLimiterQuota } from './adapters/rate-limiter-quota.js';
 import { RedisLimiters } from './adapters/redis/limiters.js';
 import { SqliteStore } from './adapters/sqlite/store.js';
@@ -13,7 +14,15 @@ import { StoreCampaignReader } from './adapters/store-campaign-reader.js';
 import { UpstreamPacer } from './adapters/upstream-pacer.js';
 import type { Config } from './config.js';
 import { AdminService } from './domain/admin.js';
-import { systemClock, type CampaignReader, type Clock, type Duplicator, type GatewayStore, type Quota } from './domain/ports.js';
+import {
+  systemClock,
+  type AuthFailureLimiter,
+  type CampaignReader,
+  type Clock,
+  type Duplicator,
+  type GatewayStore,
+  type Quota,
+} from './domain/ports.js';
 import { GatewayService } from './domain/service.js';
 import { BrazeDuplicator } from './duplicators/braze.js';
 import { LocalDuplicator } from './duplicators/local.js';
@@ -85,6 +94,14 @@ function createUpstream(config: Config, clock: Clock, logger: BrazeClientOptions
   });
 }
 
+/** Failed authentications per client IP, counted on the shared limiter backend so every instance sees them. */
+function createAuthFailureLimiter(config: Config, limiters: LimiterBackend): AuthFailureLimiter {
+  return new RateLimiterAuthFailures(
+    limiters.limiter({ keyPrefix: 'auth-failures', points: config.authFailureLimit, durationSeconds: config.authFailureWindowSeconds }),
+    config.authFailureBlockSeconds,
+  );
+}
+
 /** The composition root: every adapter is chosen here and nowhere else. */
 export async function buildApp(config: Config, overrides: AppOverrides = {}): Promise<App> {
   const clock = overrides.clock ?? systemClock;
@@ -114,6 +131,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   const service = new GatewayService({
     store,
     quota,
+    authFailures: createAuthFailureLimiter(config, limiters),
     campaigns,
     clock,
     onJobEnqueued: () => worker?.notify(),

@@ -1,4 +1,5 @@
 import { resolve } from 'node:path';
+import { AllowlistError, parseAllowlist } from './domain/ip-allowlist.js';
 
 export interface Config {
   nodeEnv: string;
@@ -35,6 +36,19 @@ export interface Config {
   explorer: boolean;
   /** First start with an empty store: create the `demo` workspace and print an admin key. */
   seedDemo: boolean;
+  /** Whom X-Forwarded-For is believed from: nobody (false), any peer (true), or these proxies. */
+  trustProxy: boolean | string[];
+  /** Browser origins allowed to call the API (CORS); none by default. */
+  corsOrigins: string[];
+  /** Failed authentications allowed per client IP per window, then the IP is blocked. */
+  authFailureLimit: number;
+  authFailureWindowSeconds: number;
+  authFailureBlockSeconds: number;
+  graphqlMaxDepth: number;
+  graphqlMaxCost: number;
+  graphqlMaxAliases: number;
+  /** duplicateCampaign fields one GraphQL operation may hold (each still takes a quota point). */
+  graphqlMaxDuplicatesPerOperation: number;
 }
 
 /** Start-up stops with this one line when the environment is wrong. */
@@ -77,6 +91,39 @@ function url(env: Env, name: string, protocols: string[]): string | null {
     throw new ConfigError(name, `must start with ${protocols.map((p) => `${p}//`).join(' or ')}`);
   }
   return raw;
+}
+
+function trustProxy(env: Env): Config['trustProxy'] {
+  const raw = env.TRUST_PROXY?.trim();
+  if (!raw) return false;
+  if (/^[a-z0-9]+$/i.test(raw) && !raw.includes('.')) return boolean(env, 'TRUST_PROXY', false);
+  try {
+    return parseAllowlist(raw.split(','));
+  } catch (error) {
+    if (error instanceof AllowlistError) {
+      throw new ConfigError('TRUST_PROXY', `must be true, false or a list of proxy addresses/CIDR ranges: ${error.message}`);
+    }
+    throw error;
+  }
+}
+
+function origins(env: Env, name: string): string[] {
+  const raw = env[name]?.trim();
+  if (!raw) return [];
+  return raw.split(',').map((entry) => {
+    const origin = entry.trim();
+    let parsed: URL | null = null;
+    try {
+      parsed = new URL(origin);
+    } catch {
+      parsed = null;
+    }
+    // Exact origins only: a wildcard would let any site call the API with a key it holds.
+    if (!parsed || !['http:', 'https:'].includes(parsed.protocol) || parsed.origin !== origin) {
+      throw new ConfigError(name, `must be a comma-separated list of origins like https://app.example.com, got '${origin}'`);
+    }
+    return origin;
+  });
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -128,5 +175,14 @@ export function loadConfig(env: Env = process.env): Config {
     logFormat,
     explorer: boolean(env, 'GRAPHQL_EXPLORER', !production),
     seedDemo: boolean(env, 'SEED_DEMO', true),
+    trustProxy: trustProxy(env),
+    corsOrigins: origins(env, 'CORS_ORIGINS'),
+    authFailureLimit: integer(env, 'AUTH_FAILURE_LIMIT', 20, 1, 1_000_000),
+    authFailureWindowSeconds: integer(env, 'AUTH_FAILURE_WINDOW_SECONDS', 60, 1, 86_400),
+    authFailureBlockSeconds: integer(env, 'AUTH_FAILURE_BLOCK_SECONDS', 300, 1, 86_400),
+    graphqlMaxDepth: integer(env, 'GRAPHQL_MAX_DEPTH', 10, 2, 100),
+    graphqlMaxCost: integer(env, 'GRAPHQL_MAX_COST', 10_000, 1, 10_000_000),
+    graphqlMaxAliases: integer(env, 'GRAPHQL_MAX_ALIASES', 30, 0, 1000),
+    graphqlMaxDuplicatesPerOperation: integer(env, 'GRAPHQL_MAX_DUPLICATES_PER_OPERATION', 5, 1, 100),
   };
 }

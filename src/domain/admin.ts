@@ -1,9 +1,22 @@
 import { randomUUID } from 'node:crypto';
 import { GatewayError } from './errors.js';
+import { AllowlistError, parseAllowlist } from './ip-allowlist.js';
 import { displayPrefix, generateApiKey, hashApiKey } from './keys.js';
-import { isPermission, type Permission } from './permissions.js';
+import { isPermission, PERMISSIONS, type Permission } from './permissions.js';
 import type { Clock, GatewayStore } from './ports.js';
-import type { ApiKeyRecord, Campaign, Workspace } from './types.js';
+import type { ApiKeyRecord, Campaign, NewSecurityEvent, SecurityEventType, Workspace } from './types.js';
+
+const NAME_LENGTH = 100;
+const PRINTABLE = /^[^\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]+$/;
+
+function requireName(what: string, raw: string): string {
+  const name = raw.trim();
+  if (!name) throw new GatewayError('BAD_USER_INPUT', `A ${what} needs a name`);
+  if (name.length > NAME_LENGTH || !PRINTABLE.test(name) || !name.isWellFormed()) {
+    throw new GatewayError('BAD_USER_INPUT', `A ${what} name is 1 to ${NAME_LENGTH} printable characters`);
+  }
+  return name;
+}
 
 export interface CreateKeyInput {
   workspace: string;
@@ -19,6 +32,14 @@ export interface CreatedKey {
   record: ApiKeyRecord;
 }
 
+export interface RotatedKey extends CreatedKey {
+  /** Until when the replaced secret keeps working; null: it stopped at once. */
+  previousValidUntil: Date | null;
+}
+
+/** The longest a replaced secret may stay valid after a rotation. */
+export const MAX_ROTATION_OVERLAP_MS = 30 * 86_400_000;
+
 /** Operator actions on workspaces and keys (CLI, first-start seeding). */
 export class AdminService {
   constructor(
@@ -27,8 +48,7 @@ export class AdminService {
   ) {}
 
   async createWorkspace(name: string): Promise<Workspace> {
-    const trimmed = name.trim();
-    if (!trimmed) throw new GatewayError('BAD_USER_INPUT', 'A workspace needs a name');
+    const trimmed = requireName('workspace', name);
     if (await this.store.findWorkspace(trimmed)) throw new GatewayError('BAD_USER_INPUT', `Workspace '${trimmed}' already exists`);
     const workspace = { id: randomUUID(), name: trimmed, createdAt: this.clock.now() };
     await this.store.createWorkspace(workspace);
@@ -41,14 +61,32 @@ export class AdminService {
     return workspace;
   }
 
+  listWorkspaces(): Promise<Workspace[]> {
+    return this.store.listWorkspaces();
+  }
+
   async createKey(input: CreateKeyInput): Promise<CreatedKey> {
     const workspace = await this.requireWorkspace(input.workspace);
-    const name = input.name.trim();
-    if (!name) throw new GatewayError('BAD_USER_INPUT', 'A key needs a name');
+    const name = requireName('key', input.name);
+    if (input.permissions.length === 0) {
+      throw new GatewayError('BAD_USER_INPUT', `A key needs at least one permission (${PERMISSIONS.join(', ')})`);
+    }
     const unknown = input.permissions.filter((permission) => !isPermission(permission));
-    if (unknown.length > 0) throw new GatewayError('BAD_USER_INPUT', `Unknown permission: ${unknown.join(', ')}`);
-    const key = generateApiKey();
+    if (unknown.length > 0) {
+      throw new GatewayError('BAD_USER_INPUT', `Unknown permission: ${unknown.join(', ')} (known: ${PERMISSIONS.join(', ')})`);
+    }
     const now = this.clock.now();
+    if (input.expiresAt && input.expiresAt <= now) throw new GatewayError('BAD_USER_INPUT', 'The expiry must be in the future');
+    let allowedCidrs: string[] | null = null;
+    if (input.allowedCidrs && input.allowedCidrs.length > 0) {
+      try {
+        allowedCidrs = parseAllowlist(input.allowedCidrs);
+      } catch (error) {
+        if (error instanceof AllowlistError) throw new GatewayError('BAD_USER_INPUT', error.message);
+        throw error;
+      }
+    }
+    const key = generateApiKey();
     const record: ApiKeyRecord = {
       id: randomUUID(),
       workspaceId: workspace.id,
@@ -56,7 +94,7 @@ export class AdminService {
       hash: hashApiKey(key),
       prefix: displayPrefix(key),
       permissions: [...new Set(input.permissions)] as Permission[],
-      allowedCidrs: input.allowedCidrs ?? null,
+      allowedCidrs,
       previousHash: null,
       previousHashExpiresAt: null,
       createdAt: now,
@@ -64,40 +102,66 @@ export class AdminService {
       expiresAt: input.expiresAt ?? null,
       revokedAt: null,
     };
-    await this.store.insertApiKey(record, {
-      id: randomUUID(),
-      workspaceId: workspace.id,
-      type: 'API_KEY_CREATED',
-      occurredAt: now,
-      apiKeyId: record.id,
-      apiKeyName: record.name,
-      channel: null,
-      ip: null,
-      jobId: null,
-      campaignId: null,
-      details: { permissions: record.permissions, expiresAt: record.expiresAt?.toISOString() ?? null },
-    });
+    await this.store.insertApiKey(
+      record,
+      keyEvent(record, 'API_KEY_CREATED', now, {
+        permissions: record.permissions,
+        expiresAt: record.expiresAt?.toISOString() ?? null,
+        allowedCidrs: record.allowedCidrs,
+      }),
+    );
     return { key, record };
   }
 
-  async revokeKey(id: string): Promise<ApiKeyRecord> {
+  /** Keys of one workspace (by id or name), or of all. */
+  async listKeys(workspace?: string): Promise<ApiKeyRecord[]> {
+    if (workspace === undefined) return this.store.listApiKeys();
+    return this.store.listApiKeys((await this.requireWorkspace(workspace)).id);
+  }
+
+  private async requireKey(id: string): Promise<ApiKeyRecord> {
     const record = await this.store.findApiKey(id);
     if (!record) throw new GatewayError('NOT_FOUND', `No key '${id}'`);
+    return record;
+  }
+
+  /**
+   * Revokes a key; the very next request with it is refused. Revoking a revoked key changes nothing
+   * (`alreadyRevoked`).
+   */
+  async revokeKey(id: string): Promise<{ record: ApiKeyRecord; alreadyRevoked: boolean }> {
+    const record = await this.requireKey(id);
     const now = this.clock.now();
-    await this.store.revokeApiKey(id, now, {
-      id: randomUUID(),
-      workspaceId: record.workspaceId,
-      type: 'API_KEY_REVOKED',
-      occurredAt: now,
-      apiKeyId: record.id,
-      apiKeyName: record.name,
-      channel: null,
-      ip: null,
-      jobId: null,
-      campaignId: null,
-      details: {},
-    });
-    return { ...record, revokedAt: record.revokedAt ?? now };
+    const revoked = await this.store.revokeApiKey(id, now, keyEvent(record, 'API_KEY_REVOKED', now, {}));
+    if (!revoked) return { record: await this.requireKey(id), alreadyRevoked: true };
+    return { record: { ...record, revokedAt: now }, alreadyRevoked: false };
+  }
+
+  /**
+   * Gives a key a new secret, keeping its id, permissions and history. The old secret keeps working for
+   * `overlapMs` (0: not at all), so callers can switch without downtime.
+   */
+  async rotateKey(id: string, overlapMs = 0): Promise<RotatedKey> {
+    if (!Number.isInteger(overlapMs) || overlapMs < 0 || overlapMs > MAX_ROTATION_OVERLAP_MS) {
+      throw new GatewayError('BAD_USER_INPUT', 'The overlap must be between none and 30 days');
+    }
+    const record = await this.requireKey(id);
+    const now = this.clock.now();
+    if (record.revokedAt !== null) throw new GatewayError('BAD_USER_INPUT', `Key '${id}' is revoked; create a new one`);
+    if (record.expiresAt !== null && record.expiresAt <= now) throw new GatewayError('BAD_USER_INPUT', `Key '${id}' has expired; create a new one`);
+    const key = generateApiKey();
+    const hash = hashApiKey(key);
+    const prefix = displayPrefix(key);
+    const previousValidUntil = overlapMs > 0 ? new Date(now.getTime() + overlapMs) : null;
+    const event = keyEvent(record, 'API_KEY_ROTATED', now, { previousValidUntil: previousValidUntil?.toISOString() ?? null });
+    if (!(await this.store.rotateApiKey(id, hash, prefix, previousValidUntil, event))) {
+      throw new GatewayError('BAD_USER_INPUT', `Key '${id}' is revoked; create a new one`);
+    }
+    return {
+      key,
+      record: { ...record, hash, prefix, previousHash: previousValidUntil ? record.hash : null, previousHashExpiresAt: previousValidUntil },
+      previousValidUntil,
+    };
   }
 
   async addCampaign(workspaceId: string, fields: Pick<Campaign, 'name' | 'description' | 'tagNames' | 'body'> & { draft?: boolean }): Promise<Campaign> {
@@ -118,4 +182,21 @@ export class AdminService {
     await this.store.insertCampaign(campaign);
     return campaign;
   }
+}
+
+/** Key lifecycle events are written by operators, not requests: no channel, no ip. */
+function keyEvent(record: ApiKeyRecord, type: SecurityEventType, at: Date, details: Record<string, unknown>): NewSecurityEvent {
+  return {
+    id: randomUUID(),
+    workspaceId: record.workspaceId,
+    type,
+    occurredAt: at,
+    apiKeyId: record.id,
+    apiKeyName: record.name,
+    channel: null,
+    ip: null,
+    jobId: null,
+    campaignId: null,
+    details,
+  };
 }

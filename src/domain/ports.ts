@@ -119,6 +119,17 @@ export interface Quota {
   peek(key: string): Promise<RateLimitState>;
 }
 
+/**
+ * Failed authentications per client (an IP address): past the limit the client is blocked for a while,
+ * whatever key it sends, so keys cannot be guessed at speed.
+ */
+export interface AuthFailureLimiter {
+  /** Rejects with GatewayError RATE_LIMITED (with retryAfterSeconds) while the client is blocked. */
+  check(client: string): Promise<void>;
+  /** Counts one failed authentication. */
+  recordFailure(client: string): Promise<void>;
+}
+
 export type DuplicationResult =
   | { kind: 'succeeded'; resultCampaignId: string | null; newCampaign?: Campaign; details?: Record<string, unknown> }
   | { kind: 'permanent'; error: JobError }

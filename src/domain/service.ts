@@ -1,11 +1,13 @@
 import { createHash, randomUUID } from 'node:crypto';
-import stableStringify from 'safe-stable-stringify';
+import { configure } from 'safe-stable-stringify';
 import { decodeCursor, encodeCursor } from './cursor.js';
 import { GatewayError, type RateLimitState } from './errors.js';
+import { isAllowedIp } from './ip-allowlist.js';
 import { hashApiKey, hashesEqual, isWellFormedApiKey } from './keys.js';
 import type { Permission } from './permissions.js';
-import type { CampaignReader, Clock, GatewayStore, Quota } from './ports.js';
+import type { AuthFailureLimiter, CampaignReader, Clock, GatewayStore, Quota } from './ports.js';
 import type {
+  ApiKeyRecord,
   Campaign,
   Channel,
   DuplicationJob,
@@ -15,6 +17,7 @@ import type {
   Principal,
   SecurityEvent,
   SecurityEventFilter,
+  SecurityEventType,
 } from './types.js';
 import { LIMITS, parseDuplicateInput, parseEventRange, validationError, type EventRange, type RawDuplicateCampaignInput } from './validation.js';
 
@@ -24,8 +27,8 @@ export const DOWNLOAD_BATCH_SIZE = 1000;
 
 /** What a transport knows about a request before the service sees it. */
 export interface RequestContext {
-  /** The Authorization header as received, if any. */
-  authorization: string | undefined;
+  /** The Authorization header as received: undefined when absent, every value when sent more than once. */
+  authorization: string | readonly string[] | undefined;
   ip: string;
   channel: Channel;
 }
@@ -40,6 +43,7 @@ export interface DuplicationAccepted {
 export interface GatewayServiceDeps {
   store: GatewayStore;
   quota: Quota;
+  authFailures: AuthFailureLimiter;
   campaigns: CampaignReader;
   clock: Clock;
   /** Wakes the worker after a job was committed. */
@@ -59,6 +63,8 @@ export interface SecurityEventDownload {
 /** A reservation whose request never produced a job (the process died) is given up after this long. */
 const IDEMPOTENCY_RESERVATION_MS = 60_000;
 const DEFAULT_IDEMPOTENCY_TTL_MS = 24 * 3600_000;
+/** last_used_at is written at most this often per key, so authentication stays a read. */
+const LAST_USED_RESOLUTION_MS = 60_000;
 
 function parseIdempotencyKey(key: string): string {
   if (key.length === 0 || key.length > LIMITS.idempotencyKeyLength || !/^[\x21-\x7e]+$/.test(key)) {
@@ -69,8 +75,26 @@ function parseIdempotencyKey(key: string): string {
   return key;
 }
 
+/**
+ * Bounded depth: a hostile body nested thousands of levels deep must not exhaust the stack. A valid input is
+ * two levels deep, so two bodies that differ only below this depth are both invalid anyway.
+ */
+const stableStringify = configure({ maximumDepth: 8 });
+
 /** The same input, whatever the key order or transport, hashes the same. */
 const hashRequest = (raw: unknown): string => createHash('sha256').update(stableStringify(raw) ?? 'null').digest('hex');
+
+/** RFC 7235: the scheme is case-insensitive and one or more spaces separate it from the credentials. */
+/**
+ * The events a request causes, carrying the key that made it: all a key without security_events.read sees
+ * of its own. Key lifecycle events are an operator's doing, not the key's.
+ */
+const REQUEST_EVENT_TYPES: readonly SecurityEventType[] = [
+  'CAMPAIGN_DUPLICATION_REQUESTED',
+  'CAMPAIGN_DUPLICATED',
+  'CAMPAIGN_DUPLICATION_FAILED',
+  'PERMISSION_DENIED',
+];
 
 const BEARER = /^Bearer +(\S+) *$/i;
 
@@ -85,9 +109,26 @@ export class GatewayService {
     this.idempotencyTtlMs = deps.idempotencyTtlMs ?? DEFAULT_IDEMPOTENCY_TTL_MS;
   }
 
+  /**
+   * Who is calling. A client that failed too often recently is refused before its key is even looked at;
+   * every failure (no key, a malformed, unknown, expired or revoked key, an address outside the key's
+   * allowlist) counts against it.
+   */
   async authenticate(context: RequestContext): Promise<Principal> {
-    const match = context.authorization === undefined ? null : BEARER.exec(context.authorization);
+    await this.deps.authFailures.check(context.ip);
+    try {
+      return await this.identify(context);
+    } catch (error) {
+      await this.deps.authFailures.recordFailure(context.ip);
+      throw error;
+    }
+  }
+
+  private async identify(context: RequestContext): Promise<Principal> {
+    const { authorization } = context;
+    const match = typeof authorization === 'string' ? BEARER.exec(authorization) : null;
     const key = match?.[1];
+    // A malformed key or checksum is refused here, without a store lookup.
     if (!key || !isWellFormedApiKey(key)) throw new GatewayError('UNAUTHENTICATED');
     const hash = hashApiKey(key);
     const record = await this.deps.store.findApiKeyByHash(hash);
@@ -107,7 +148,7 @@ export class GatewayService {
     ) {
       throw new GatewayError('UNAUTHENTICATED');
     }
-    return {
+    const principal: Principal = {
       keyId: record.id,
       keyName: record.name,
       workspaceId: record.workspaceId,
@@ -115,27 +156,56 @@ export class GatewayService {
       ip: context.ip,
       channel: context.channel,
     };
+    if (record.allowedCidrs !== null && !isAllowedIp(context.ip, record.allowedCidrs)) {
+      await this.deps.store.insertEvent(this.event(principal, 'PERMISSION_DENIED', { details: { reason: 'ip_not_allowed' } }));
+      throw new GatewayError('FORBIDDEN');
+    }
+    this.touch(record, now);
+    return principal;
   }
 
-  /** The single place a permission is checked; a refusal is recorded as PERMISSION_DENIED. */
-  async authorize(principal: Principal, permission: Permission, rateLimited = false): Promise<void> {
-    if (principal.permissions.has(permission)) return;
+  /** Records that the key was used, at most once a minute, without making the request wait for it. */
+  private touch(record: ApiKeyRecord, now: Date): void {
+    if (record.lastUsedAt !== null && now.getTime() - record.lastUsedAt.getTime() < LAST_USED_RESOLUTION_MS) return;
+    // last_used_at is advisory: failing to write it must not fail the request.
+    this.deps.store.touchApiKey(record.id, now).catch(() => undefined);
+  }
+
+  /**
+   * The single place a permission is checked. A missing required permission is recorded as
+   * PERMISSION_DENIED and refused with FORBIDDEN (carrying the quota state when `withQuota`). An
+   * optional one only widens what the key sees: the answer says whether the key holds it.
+   */
+  async authorize(
+    principal: Principal,
+    permission: Permission,
+    options: { optional?: boolean; withQuota?: boolean } = {},
+  ): Promise<boolean> {
+    if (principal.permissions.has(permission)) return true;
+    if (options.optional) return false;
     await this.deps.store.insertEvent(
       this.event(principal, 'PERMISSION_DENIED', { details: { permission } }),
     );
     const error = new GatewayError('FORBIDDEN');
-    if (rateLimited) error.rateLimit = await this.deps.quota.peek(principal.workspaceId);
+    if (options.withQuota) error.rateLimit = await this.deps.quota.peek(principal.workspaceId);
     throw error;
   }
 
-  async duplicateCampaign(context: RequestContext, raw: RawDuplicateCampaignInput, idempotencyKey?: string | null): Promise<DuplicationAccepted> {
-    return this.acceptDuplication(await this.authorizeDuplication(context), raw, idempotencyKey);
+  async duplicateCampaign(
+    caller: RequestContext | Principal,
+    raw: RawDuplicateCampaignInput,
+    idempotencyKey?: string | null,
+  ): Promise<DuplicationAccepted> {
+    return this.acceptDuplication(await this.authorizeDuplication(caller), raw, idempotencyKey);
   }
 
-  /** The checks that come before the request body is even read: who is calling, and may they duplicate. */
-  async authorizeDuplication(context: RequestContext): Promise<Principal> {
-    const principal = await this.authenticate(context);
-    await this.authorize(principal, 'campaigns.duplicate', true);
+  /**
+   * The checks that come before the request body is even read: who is calling (authenticated here unless the
+   * transport already did), and may they duplicate.
+   */
+  async authorizeDuplication(caller: RequestContext | Principal): Promise<Principal> {
+    const principal = 'keyId' in caller ? caller : await this.authenticate(caller);
+    await this.authorize(principal, 'campaigns.duplicate', { withQuota: true });
     return principal;
   }
 
@@ -242,7 +312,8 @@ export class GatewayService {
   /** A job the principal may see: its own, or any of its workspace with `security_events.read`. */
   async getJob(principal: Principal, id: string): Promise<DuplicationJob | null> {
     const job = await this.deps.store.getJob(principal.workspaceId, id);
-    if (!job || !this.canSee(principal, job.apiKeyId)) return null;
+    if (!job) return null;
+    if (job.apiKeyId !== principal.keyId && !(await this.authorize(principal, 'security_events.read', { optional: true }))) return null;
     return job;
   }
 
@@ -255,9 +326,10 @@ export class GatewayService {
     const size = pageSize(first);
     const beforeSeq = decodeCursor('e', after);
     const scoped: SecurityEventFilter = { ...filter };
-    if (!principal.permissions.has('security_events.read')) {
+    if (!(await this.authorize(principal, 'security_events.read', { optional: true }))) {
       if (filter.apiKeyId !== undefined && filter.apiKeyId !== principal.keyId) return emptyPage();
       scoped.apiKeyId = principal.keyId;
+      scoped.types = (filter.types ?? REQUEST_EVENT_TYPES).filter((type) => REQUEST_EVENT_TYPES.includes(type));
     }
     const rows = await this.deps.store.listEvents(principal.workspaceId, scoped, { first: size + 1, beforeSeq });
     return toPage(rows.map((event) => ({ seq: event.seq, item: event })), size, 'e');
@@ -293,10 +365,6 @@ export class GatewayService {
   async getCampaign(principal: Principal, id: string): Promise<Campaign | null> {
     await this.authorize(principal, 'campaigns.details');
     return this.deps.campaigns.get(principal.workspaceId, id);
-  }
-
-  private canSee(principal: Principal, apiKeyId: string | null): boolean {
-    return principal.permissions.has('security_events.read') || apiKeyId === principal.keyId;
   }
 
   private event(

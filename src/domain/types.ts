@@ -13,6 +13,7 @@ export const SECURITY_EVENT_TYPES = [
   'PERMISSION_DENIED',
   'API_KEY_CREATED',
   'API_KEY_REVOKED',
+  'API_KEY_ROTATED',
 ] as const;
 export type SecurityEventType = (typeof SECURITY_EVENT_TYPES)[number];
 

@@ -10,16 +10,21 @@ export const LIMITS = {
   idempotencyKeyLength: 255,
 } as const;
 
-// Control characters (other than tab/newline in descriptions) are never meaningful in these fields.
-const NO_CONTROL = /^[^\u0000-\u001f\u007f]*$/;
-const NO_CONTROL_MULTILINE = /^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]*$/;
+// C0/C1 control characters (other than tab and newlines in descriptions), and the bidirectional overrides and
+// isolates that make text display other than it reads, are never meaningful in these fields. Right-to-left
+// scripts, emoji and zero-width joiners are ordinary text and pass.
+const NO_CONTROL = /^[^\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]*$/;
+const NO_CONTROL_MULTILINE = /^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*$/;
+
+// At least one character that shows: a name of spaces or zero-width characters only is empty.
+const VISIBLE = /[^\s\p{C}\p{Z}]/u;
 
 const text = (message: string, max: number, pattern: RegExp) =>
   z
     .string({ error: message })
-    .refine((value) => value.trim().length > 0, { message })
+    .refine((value) => VISIBLE.test(value), { message })
     .refine((value) => value.length <= max, { message: `must be at most ${max} characters` })
-    .refine((value) => pattern.test(value), { message: 'must not contain control characters' })
+    .refine((value) => pattern.test(value), { message: 'must not contain control or bidirectional formatting characters' })
     .refine((value) => value.isWellFormed(), { message: 'must be valid Unicode' });
 
 const tagName = text('must be a non-empty string', LIMITS.tagLength, NO_CONTROL);
@@ -30,7 +35,7 @@ const duplicateInputSchema = z.object({
   description: z
     .string({ error: 'must be a string' })
     .max(LIMITS.descriptionLength, { message: `must be at most ${LIMITS.descriptionLength} characters` })
-    .refine((value) => NO_CONTROL_MULTILINE.test(value), { message: 'must not contain control characters' })
+    .refine((value) => NO_CONTROL_MULTILINE.test(value), { message: 'must not contain control or bidirectional formatting characters' })
     .refine((value) => value.isWellFormed(), { message: 'must be valid Unicode' })
     .nullish(),
   tagNames: z

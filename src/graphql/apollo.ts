@@ -3,9 +3,23 @@ import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/dis
 import { unwrapResolverError } from '@apollo/server/errors';
 import type { FastifyBaseLogger } from 'fastify';
 import { GraphQLError, type GraphQLFormattedError, type GraphQLSchema } from 'graphql';
-import { ERROR_CODES, isGatewayError, type FieldIssue } from '../domain/errors.js';
+import { ERROR_CODES, isGatewayError, type FieldIssue, type GatewayError } from '../domain/errors.js';
 import type { GraphQLContext } from './context.js';
+import { costLimitPlugin, operationShapeRule, type GraphQLLimits } from './limits.js';
 import { rateLimitHeaders } from '../http/rate-limit-headers.js';
+
+/** The error at the bottom of GraphQL's wrapping: what actually went wrong. */
+function rootCause(error: unknown): unknown {
+  let current = error;
+  while (current instanceof GraphQLError && current.originalError) current = current.originalError;
+  return current;
+}
+
+/** A failure of ours rather than of the request: neither a GatewayError nor one of GraphQL's own errors. */
+const isUnexpected = (error: unknown): boolean => {
+  const cause = rootCause(error);
+  return !isGatewayError(cause) && !(cause instanceof GraphQLError);
+};
 
 export const renderGraphQLIssue = (issue: FieldIssue): string => `'${issue.field}' ${issue.message}`;
 
@@ -25,9 +39,10 @@ export function formatGraphQLError(formatted: GraphQLFormattedError, error: unkn
       },
     };
   }
-  // Errors GraphQL itself raised (parse, validation, variable coercion) are about the request and safe to show.
-  const isRequestError = original instanceof GraphQLError && original.originalError === undefined;
-  if (isRequestError || (formatted.extensions?.code && !(original instanceof Error && !(original instanceof GraphQLError)))) {
+  // Errors GraphQL and Apollo raised about the request (parse, validation, variable coercion, a bad HTTP
+  // request) carry a client code and are safe to show; anything Apollo calls internal is not.
+  const code = formatted.extensions?.code;
+  if (!isUnexpected(error) && code !== undefined && code !== ERROR_CODES.INTERNAL.graphqlCode) {
     const { stacktrace: _stacktrace, ...extensions } = formatted.extensions ?? {};
     return { ...formatted, extensions };
   }
@@ -39,23 +54,30 @@ export function formatGraphQLError(formatted: GraphQLFormattedError, error: unkn
   };
 }
 
-/** HTTP semantics on top of GraphQL: 401 for a bad key, 429 when every root field was rate limited, quota headers. */
+/** A /graphql request refused before GraphQL saw it (body too large, not JSON): still the GraphQL error shape. */
+export function graphqlErrorBody(error: GatewayError, requestId: string): { errors: GraphQLFormattedError[] } {
+  const formatted = formatGraphQLError({ message: error.message }, error);
+  if (error.code === 'INTERNAL') (formatted.extensions as Record<string, unknown>).requestId = requestId;
+  return { errors: [formatted] };
+}
+
+/**
+ * HTTP semantics on top of GraphQL: a request whose key was refused gets the refusal's status (401, 403 for an
+ * address outside the key's allowlist, 429 for a client blocked after failed authentications); 429 when every
+ * root field was rate limited; quota headers.
+ */
 function httpSemanticsPlugin(logger: FastifyBaseLogger): ApolloServerPlugin<GraphQLContext> {
   return {
     async requestDidStart() {
       return {
         async didEncounterErrors({ errors, contextValue }) {
           for (const error of errors) {
-            const original = unwrapResolverError(error);
-            if (!isGatewayError(original) && !(original instanceof GraphQLError)) {
-              logger.error({ err: original, reqId: contextValue.requestId }, 'unexpected error in a GraphQL resolver');
-            }
+            if (isUnexpected(error)) logger.error({ err: rootCause(error), reqId: contextValue.requestId }, 'unexpected error in a GraphQL request');
           }
         },
         async willSendResponse({ response, contextValue, operation }) {
           if (response.body.kind !== 'single') return;
           const errors = response.body.singleResult.errors ?? [];
-          const codes = errors.map((error) => error.extensions?.code);
           for (const [name, value] of Object.entries(rateLimitHeaders(contextValue.rateLimit))) {
             response.http.headers.set(name, value);
           }
@@ -64,8 +86,10 @@ function httpSemanticsPlugin(logger: FastifyBaseLogger): ApolloServerPlugin<Grap
               (error.extensions as Record<string, unknown>).requestId = contextValue.requestId;
             }
           }
-          if (codes.includes(ERROR_CODES.UNAUTHENTICATED.graphqlCode)) {
-            response.http.status = 401;
+          const refusal = contextValue.authentication.error;
+          if (refusal) {
+            response.http.status = ERROR_CODES[refusal.code].httpStatus;
+            if (refusal.retryAfterSeconds !== undefined) response.http.headers.set('retry-after', String(refusal.retryAfterSeconds));
             return;
           }
           const rootFields = operation?.selectionSet.selections.length ?? 0;
@@ -84,19 +108,33 @@ function httpSemanticsPlugin(logger: FastifyBaseLogger): ApolloServerPlugin<Grap
 export interface ApolloOptions {
   schema: GraphQLSchema;
   introspection: boolean;
+  /** Production: no "Did you mean …?" hints that would reveal the schema without introspection. */
+  hideSchemaDetails: boolean;
+  limits: GraphQLLimits;
   logger: FastifyBaseLogger;
 }
+
+/** Longest document, in tokens: far above any real operation, far below what would exhaust the parser. */
+const MAX_TOKENS = 2000;
 
 export function createApollo(options: ApolloOptions): ApolloServer<GraphQLContext> {
   return new ApolloServer<GraphQLContext>({
     schema: options.schema,
     introspection: options.introspection,
+    hideSchemaDetailsFromClientErrors: options.hideSchemaDetails,
     includeStacktraceInErrorResponses: false,
     csrfPrevention: true,
     allowBatchedHttpRequests: false,
     // main.ts owns shutdown; Apollo's own handlers would re-raise the signal and kill the process mid-drain.
     stopOnTerminationSignals: false,
+    parseOptions: { maxTokens: MAX_TOKENS },
+    maxRecursiveSelections: true,
+    validationRules: [operationShapeRule(options.limits)],
     formatError: formatGraphQLError,
-    plugins: [ApolloServerPluginLandingPageDisabled(), httpSemanticsPlugin(options.logger)],
+    plugins: [
+      ApolloServerPluginLandingPageDisabled(),
+      costLimitPlugin(options.schema, options.limits.maxCost),
+      httpSemanticsPlugin(options.logger),
+    ],
   });
 }

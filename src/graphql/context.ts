@@ -1,4 +1,4 @@
-import type { RateLimitState } from '../domain/errors.js';
+import { isGatewayError, type GatewayError, type RateLimitState } from '../domain/errors.js';
 import type { GatewayService, RequestContext } from '../domain/service.js';
 import type { Principal } from '../domain/types.js';
 
@@ -8,6 +8,11 @@ export interface GraphQLContext {
   requestId: string;
   /** Authenticates once per request, on first use. */
   principal(): Promise<Principal>;
+  /**
+   * Why the request's key was refused, once principal() has failed: decides the HTTP status. An object of its
+   * own because Apollo hands resolvers and plugins a shallow copy of the context.
+   */
+  authentication: { error?: GatewayError };
   /** The quota after the last point this request took, for the X-RateLimit-* headers. */
   rateLimit?: RateLimitState;
 }
@@ -19,10 +24,16 @@ export function recordRateLimit(context: GraphQLContext, state: RateLimitState |
 
 export function createContext(service: GatewayService, request: RequestContext, requestId: string): GraphQLContext {
   let principal: Promise<Principal> | undefined;
+  const authentication: GraphQLContext['authentication'] = {};
   return {
     service,
     request,
     requestId,
-    principal: () => (principal ??= service.authenticate(request)),
+    authentication,
+    principal: () =>
+      (principal ??= service.authenticate(request).catch((error: unknown) => {
+        if (isGatewayError(error)) authentication.error = error;
+        throw error;
+      })),
   };
 }

@@ -24,7 +24,7 @@ export class DuplicationResolver {
     @Ctx() context: GraphQLContext,
   ): Promise<DuplicateCampaignPayload> {
     try {
-      const { job, rateLimit } = await context.service.duplicateCampaign(context.request, {
+      const { job, rateLimit } = await context.service.duplicateCampaign(await context.principal(), {
         campaignId: input.campaignId,
         name: input.name,
         description: input.description,

@@ -11,6 +11,7 @@ export const SecurityEventType = {
   PERMISSION_DENIED: 'PERMISSION_DENIED',
   API_KEY_CREATED: 'API_KEY_CREATED',
   API_KEY_REVOKED: 'API_KEY_REVOKED',
+  API_KEY_ROTATED: 'API_KEY_ROTATED',
 } as const;
 
 registerEnumType(DuplicationJobStatus, {
@@ -27,6 +28,7 @@ registerEnumType(SecurityEventType, {
     PERMISSION_DENIED: { description: 'A valid key was refused a permission.' },
     API_KEY_CREATED: { description: 'An API key was created.' },
     API_KEY_REVOKED: { description: 'An API key was revoked.' },
+    API_KEY_ROTATED: { description: "An API key's secret was replaced; details say until when the old one is valid." },
   },
 });
 

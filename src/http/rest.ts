@@ -12,8 +12,18 @@ declare module 'fastify' {
   }
 }
 
+/** Node keeps only the first of repeated Authorization headers; the raw headers show every one. */
+function authorization(request: FastifyRequest): RequestContext['authorization'] {
+  const raw = request.raw.rawHeaders;
+  const values: string[] = [];
+  for (let index = 0; index < raw.length; index += 2) {
+    if (raw[index].toLowerCase() === 'authorization') values.push(raw[index + 1]);
+  }
+  return values.length > 1 ? values : request.headers.authorization;
+}
+
 export const restContext = (request: FastifyRequest, channel: RequestContext['channel']): RequestContext => ({
-  authorization: request.headers.authorization,
+  authorization: authorization(request),
   ip: request.ip,
   channel,
 });

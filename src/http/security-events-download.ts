@@ -17,6 +17,7 @@ export const EVENT_NAMES: Record<SecurityEventType, string> = {
   PERMISSION_DENIED: 'Denied API Key Permission',
   API_KEY_CREATED: 'Created API Key',
   API_KEY_REVOKED: 'Revoked API Key',
+  API_KEY_ROTATED: 'Rotated API Key',
 };
 
 /**

@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import fastifySwagger from '@fastify/swagger';
 import { fastifyApolloHandler } from '@as-integrations/fastify';
+import cors from '@fastify/cors';
 import Fastify, { type FastifyInstance, type FastifySchema, type FastifyServerOptions } from 'fastify';
 import type { Config } from '../config.js';
 import type { GatewayService } from '../domain/service.js';
-import { createApollo } from '../graphql/apollo.js';
+import { createApollo, graphqlErrorBody } from '../graphql/apollo.js';
 import { createContext } from '../graphql/context.js';
 import { gatewaySchema } from '../graphql/schema.js';
 import type { ReadinessReport } from '../readiness.js';
@@ -40,7 +41,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   const app = Fastify({
     logger: deps.logger ?? loggerOptions(config, deps.logDestination),
     bodyLimit: config.bodyLimitBytes,
-    trustProxy: false,
+    trustProxy: config.trustProxy,
     forceCloseConnections: 'idle',
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
@@ -63,12 +64,17 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     if (closing) reply.header('connection', 'close');
   });
 
+  // Only JSON is parsed: any other body is refused with 415 before a handler runs.
+  app.removeContentTypeParser('text/plain');
+  if (config.corsOrigins.length > 0) await app.register(cors, corsOptions(config.corsOrigins));
+
   app.setErrorHandler((error, request, reply) => {
     const mapped = toRestError(error);
     if (mapped.unexpected) request.log.error({ err: error }, 'unexpected error');
     reply.headers(rateLimitHeaders(mapped.gatewayError.rateLimit));
     if (mapped.gatewayError.retryAfterSeconds !== undefined) reply.header('retry-after', String(mapped.gatewayError.retryAfterSeconds));
-    return reply.status(mapped.status).send(mapped.body);
+    const body = request.routeOptions.url === '/graphql' ? graphqlErrorBody(mapped.gatewayError, request.id) : mapped.body;
+    return reply.status(mapped.status).send(body);
   });
 
   app.setNotFoundHandler((request, reply) => reply.status(404).send({ message: 'Not Found' }));
@@ -88,7 +94,18 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     await api.register(openapiRoutes);
   });
 
-  const apollo = createApollo({ schema: await gatewaySchema(), introspection: config.explorer, logger: app.log });
+  const apollo = createApollo({
+    schema: await gatewaySchema(),
+    introspection: config.explorer,
+    hideSchemaDetails: config.production,
+    limits: {
+      maxDepth: config.graphqlMaxDepth,
+      maxCost: config.graphqlMaxCost,
+      maxAliases: config.graphqlMaxAliases,
+      maxDuplicatesPerOperation: config.graphqlMaxDuplicatesPerOperation,
+    },
+    logger: app.log,
+  });
   await apollo.start();
   app.addHook('onClose', () => apollo.stop());
   if (config.explorer) await app.register(explorerAssetRoutes);
@@ -108,4 +125,22 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   });
 
   return app;
+}
+
+/**
+ * Browser frontends on the configured origins only. A request from any other origin gets no CORS headers at
+ * all, and credentials (cookies) are never allowed: callers authenticate with the Authorization header.
+ */
+function corsOptions(origins: string[]) {
+  const allowed = new Set(origins);
+  return {
+    origin: (origin: string | undefined, callback: (error: Error | null, allow: string | false) => void) =>
+      callback(null, origin !== undefined && allowed.has(origin) ? origin : false),
+    credentials: false,
+    strictPreflight: false,
+    methods: ['GET', 'POST'],
+    allowedHeaders: ['authorization', 'content-type', 'idempotency-key', 'apollo-require-preflight', 'x-apollo-operation-name', 'x-request-id'],
+    exposedHeaders: ['x-request-id', 'x-ratelimit-limit', 'x-ratelimit-remaining', 'x-ratelimit-reset', 'retry-after', 'location'],
+    maxAge: 600,
+  };
 }

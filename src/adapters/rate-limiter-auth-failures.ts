@@ -1,0 +1,35 @@
+import { RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import { GatewayError } from '../domain/errors.js';
+import type { AuthFailureLimiter } from '../domain/ports.js';
+
+/**
+ * Failed authentications counted with any rate-limiter-flexible limiter (memory, Redis, PostgreSQL): the
+ * limiter's `points` failures per `duration` are allowed; the failure that reaches them blocks the client
+ * for `blockSeconds`.
+ */
+export class RateLimiterAuthFailures implements AuthFailureLimiter {
+  constructor(
+    private readonly limiter: RateLimiterAbstract,
+    private readonly blockSeconds: number,
+  ) {}
+
+  async check(client: string): Promise<void> {
+    const state = await this.limiter.get(client);
+    if (state && state.consumedPoints > this.limiter.points && state.msBeforeNext > 0) {
+      throw new GatewayError('RATE_LIMITED', undefined, { retryAfterSeconds: Math.max(1, Math.ceil(state.msBeforeNext / 1000)) });
+    }
+  }
+
+  async recordFailure(client: string): Promise<void> {
+    let state: RateLimiterRes;
+    try {
+      state = await this.limiter.consume(client);
+    } catch (rejection) {
+      // Failures racing past the limit: the block is already in place. An Error is the limiter's store
+      // failing, and propagates like any store failure.
+      if (rejection instanceof RateLimiterRes) return;
+      throw rejection;
+    }
+    if (state.consumedPoints >= this.limiter.points) await this.limiter.block(client, this.blockSeconds);
+  }
+}

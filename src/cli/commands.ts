@@ -1,0 +1,298 @@
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { createStore } from '../app.js';
+import { ConfigError, loadConfig } from '../config.js';
+import { AdminService } from '../domain/admin.js';
+import { isGatewayError } from '../domain/errors.js';
+import { PERMISSIONS } from '../domain/permissions.js';
+import { systemClock, type Clock } from '../domain/ports.js';
+import type { ApiKeyRecord, Workspace } from '../domain/types.js';
+
+export interface CliIo {
+  env: Record<string, string | undefined>;
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+  clock?: Clock;
+}
+
+/** 0: done; 1: the operation failed (unknown key, invalid value, store unreachable); 2: the command line is wrong. */
+export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
+
+export const USAGE = `Usage: npm run cli -- <command> [options]
+
+Commands:
+  workspaces create <name>
+  workspaces list
+  keys create --workspace <id or name> --name <name> --permissions <p1,p2,...>
+              [--expires-in <30d|12h|15m> | --expires-at <ISO 8601 time>] [--allow-ip <ip or CIDR,...>]
+  keys list [--workspace <id or name>]
+  keys revoke <key id>
+  keys rotate <key id> [--overlap <1h|7d|...>]
+
+Options:
+  --json    print JSON instead of text
+  --help    show this help
+
+Permissions: ${PERMISSIONS.join(', ')}
+Uses the same configuration as the gateway (DATA_DIR, DATABASE_URL).
+Exit codes: 0 done, 1 the operation failed, 2 the command line is wrong.`;
+
+class UsageError extends Error {}
+
+const DURATION = /^(\d+)([smhdw])$/;
+const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3600_000, d: 86_400_000, w: 7 * 86_400_000 };
+
+/** `90s`, `15m`, `12h`, `30d`, `2w` → milliseconds. */
+export function parseDuration(option: string, text: string): number {
+  const match = DURATION.exec(text.trim());
+  if (!match) throw new UsageError(`--${option} must be a number followed by s, m, h, d or w (like 30d), got '${text}'`);
+  return Number(match[1]) * UNIT_MS[match[2]];
+}
+
+function parseInstant(option: string, text: string): Date {
+  const value = new Date(text);
+  if (!/^\d{4}-\d{2}-\d{2}/.test(text) || Number.isNaN(value.getTime())) {
+    throw new UsageError(`--${option} must be an ISO 8601 time like 2027-01-31T00:00:00Z, got '${text}'`);
+  }
+  return value;
+}
+
+const list = (text: string | undefined): string[] =>
+  (text ?? '')
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item.length > 0);
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+const COMMON: Options = { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } };
+
+function parse(args: string[], options: Options, positionals: number) {
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options: { ...COMMON, ...options }, allowPositionals: true, strict: true });
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
+  if (!parsed.values.help && parsed.positionals.length !== positionals) {
+    throw new UsageError(positionals === 0 ? `unexpected argument '${parsed.positionals[0]}'` : 'wrong number of arguments');
+  }
+  return parsed as { values: Record<string, string | boolean | undefined>; positionals: string[] };
+}
+
+const iso = (date: Date | null): string => (date ? date.toISOString() : '-');
+
+function keyStatus(key: ApiKeyRecord, now: Date): string {
+  if (key.revokedAt) return 'revoked';
+  if (key.expiresAt && key.expiresAt <= now) return 'expired';
+  return 'active';
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)));
+  return rows.map((row) => row.map((cell, column) => cell.padEnd(widths[column])).join('  ').trimEnd()).join('\n');
+}
+
+const keyJson = (key: ApiKeyRecord, workspaces: Map<string, Workspace>, now: Date) => ({
+  id: key.id,
+  name: key.name,
+  workspace: { id: key.workspaceId, name: workspaces.get(key.workspaceId)?.name ?? null },
+  permissions: key.permissions,
+  prefix: key.prefix,
+  status: keyStatus(key, now),
+  allowedCidrs: key.allowedCidrs,
+  createdAt: key.createdAt.toISOString(),
+  lastUsedAt: key.lastUsedAt?.toISOString() ?? null,
+  expiresAt: key.expiresAt?.toISOString() ?? null,
+  revokedAt: key.revokedAt?.toISOString() ?? null,
+  previousSecretValidUntil: key.previousHash ? (key.previousHashExpiresAt?.toISOString() ?? null) : null,
+});
+
+/** Runs one CLI command against the configured store. Never throws: errors become one line and an exit code. */
+export async function runCli(argv: string[], io: CliIo): Promise<number> {
+  const clock = io.clock ?? systemClock;
+  const [group, action, ...rest] = argv;
+  if (group === undefined || group === 'help' || group === '--help' || group === '-h') {
+    (group === undefined ? io.stderr : io.stdout)(`${USAGE}\n`);
+    return group === undefined ? EXIT.usage : EXIT.ok;
+  }
+  let store: Awaited<ReturnType<typeof createStore>> | undefined;
+  try {
+    const command = `${group} ${action ?? ''}`.trim();
+    const spec = COMMANDS[command];
+    if (!spec) throw new UsageError(`unknown command '${command}'`);
+    const { values, positionals } = parse(rest, spec.options, spec.positionals);
+    if (values.help) {
+      io.stdout(`${USAGE}\n`);
+      return EXIT.ok;
+    }
+    store = await createStore(loadConfig(io.env));
+    const admin = new AdminService(store, clock);
+    const print = (text: string, json: unknown) => io.stdout(`${values.json ? JSON.stringify(json, null, 2) : text}\n`);
+    await spec.run({ admin, values, positionals, print, now: clock.now() });
+    return EXIT.ok;
+  } catch (error) {
+    if (error instanceof UsageError) {
+      io.stderr(`campaign-gateway: ${error.message} (see --help)\n`);
+      return EXIT.usage;
+    }
+    const message = isGatewayError(error) || error instanceof ConfigError || error instanceof Error ? error.message : String(error);
+    io.stderr(`campaign-gateway: ${message}\n`);
+    return EXIT.failed;
+  } finally {
+    await store?.close();
+  }
+}
+
+interface CommandContext {
+  admin: AdminService;
+  values: Record<string, string | boolean | undefined>;
+  positionals: string[];
+  print: (text: string, json: unknown) => void;
+  now: Date;
+}
+
+interface Command {
+  options: Options;
+  positionals: number;
+  run(context: CommandContext): Promise<void>;
+}
+
+const COMMANDS: Record<string, Command> = {
+  'workspaces create': {
+    options: {},
+    positionals: 1,
+    async run({ admin, positionals, print }) {
+      const workspace = await admin.createWorkspace(positionals[0]);
+      print(`Created workspace "${workspace.name}" (id ${workspace.id}).`, {
+        id: workspace.id,
+        name: workspace.name,
+        createdAt: workspace.createdAt.toISOString(),
+      });
+    },
+  },
+
+  'workspaces list': {
+    options: {},
+    positionals: 0,
+    async run({ admin, print }) {
+      const workspaces = await admin.listWorkspaces();
+      print(
+        workspaces.length === 0
+          ? 'No workspaces yet: npm run cli -- workspaces create <name>'
+          : table([['ID', 'NAME', 'CREATED'], ...workspaces.map((w) => [w.id, w.name, iso(w.createdAt)])]),
+        workspaces.map((w) => ({ id: w.id, name: w.name, createdAt: w.createdAt.toISOString() })),
+      );
+    },
+  },
+
+  'keys create': {
+    options: {
+      workspace: { type: 'string' },
+      name: { type: 'string' },
+      permissions: { type: 'string' },
+      'expires-in': { type: 'string' },
+      'expires-at': { type: 'string' },
+      'allow-ip': { type: 'string' },
+    },
+    positionals: 0,
+    async run({ admin, values, print, now }) {
+      for (const required of ['workspace', 'name', 'permissions']) {
+        if (typeof values[required] !== 'string') throw new UsageError(`--${required} is required`);
+      }
+      if (values['expires-in'] !== undefined && values['expires-at'] !== undefined) {
+        throw new UsageError('give --expires-in or --expires-at, not both');
+      }
+      let expiresAt: Date | null = null;
+      if (typeof values['expires-in'] === 'string') {
+        const ms = parseDuration('expires-in', values['expires-in']);
+        if (ms === 0) throw new UsageError('--expires-in must be longer than 0');
+        expiresAt = new Date(now.getTime() + ms);
+      }
+      if (typeof values['expires-at'] === 'string') expiresAt = parseInstant('expires-at', values['expires-at']);
+      const { key, record } = await admin.createKey({
+        workspace: values.workspace as string,
+        name: values.name as string,
+        permissions: list(values.permissions as string),
+        expiresAt,
+        allowedCidrs: values['allow-ip'] === undefined ? null : list(values['allow-ip'] as string),
+      });
+      const workspace = await admin.requireWorkspace(record.workspaceId);
+      print(
+        [
+          `Created key "${record.name}" (id ${record.id}) in workspace "${workspace.name}".`,
+          `Permissions: ${record.permissions.join(', ')}`,
+          `Expires:     ${record.expiresAt ? record.expiresAt.toISOString() : 'never'}`,
+          `Allowed IPs: ${record.allowedCidrs ? record.allowedCidrs.join(', ') : 'any'}`,
+          '',
+          'This key is shown only once; store it now:',
+          '',
+          `  ${key}`,
+        ].join('\n'),
+        { key, ...keyJson(record, new Map([[workspace.id, workspace]]), now) },
+      );
+    },
+  },
+
+  'keys list': {
+    options: { workspace: { type: 'string' } },
+    positionals: 0,
+    async run({ admin, values, print, now }) {
+      const keys = await admin.listKeys(values.workspace as string | undefined);
+      const workspaces = new Map((await admin.listWorkspaces()).map((w) => [w.id, w]));
+      const rows = keys.map((key) => [
+        key.id,
+        key.name,
+        workspaces.get(key.workspaceId)?.name ?? key.workspaceId,
+        key.permissions.join(','),
+        `${key.prefix}…`,
+        keyStatus(key, now),
+        iso(key.createdAt),
+        iso(key.lastUsedAt),
+        iso(key.expiresAt),
+        iso(key.revokedAt),
+        key.allowedCidrs?.join(',') ?? 'any',
+      ]);
+      print(
+        keys.length === 0
+          ? 'No keys.'
+          : table([['ID', 'NAME', 'WORKSPACE', 'PERMISSIONS', 'KEY', 'STATUS', 'CREATED', 'LAST USED', 'EXPIRES', 'REVOKED', 'ALLOWED IPS'], ...rows]),
+        keys.map((key) => keyJson(key, workspaces, now)),
+      );
+    },
+  },
+
+  'keys revoke': {
+    options: {},
+    positionals: 1,
+    async run({ admin, positionals, print, now }) {
+      const { record, alreadyRevoked } = await admin.revokeKey(positionals[0]);
+      print(
+        alreadyRevoked
+          ? `Key "${record.name}" (id ${record.id}) was already revoked at ${iso(record.revokedAt)}.`
+          : `Revoked key "${record.name}" (id ${record.id}); requests with it are refused from now on.`,
+        { id: record.id, name: record.name, revokedAt: iso(record.revokedAt), alreadyRevoked, status: keyStatus(record, now) },
+      );
+    },
+  },
+
+  'keys rotate': {
+    options: { overlap: { type: 'string' } },
+    positionals: 1,
+    async run({ admin, values, positionals, print }) {
+      const overlapMs = typeof values.overlap === 'string' ? parseDuration('overlap', values.overlap) : 0;
+      const { key, record, previousValidUntil } = await admin.rotateKey(positionals[0], overlapMs);
+      print(
+        [
+          `Rotated key "${record.name}" (id ${record.id}).`,
+          previousValidUntil
+            ? `The previous secret stays valid until ${previousValidUntil.toISOString()}.`
+            : 'The previous secret no longer works.',
+          '',
+          'The new key is shown only once; store it now:',
+          '',
+          `  ${key}`,
+        ].join('\n'),
+        { key, id: record.id, name: record.name, prefix: record.prefix, previousSecretValidUntil: previousValidUntil?.toISOString() ?? null },
+      );
+    },
+  },
+};

@@ -1,0 +1,50 @@
+import ipaddr from 'ipaddr.js';
+
+type Range = [ipaddr.IPv4 | ipaddr.IPv6, number];
+
+/** Strict forms only: `10.1` or `0x0a.0.0.1` are valid to ipaddr.js but never what an operator means. */
+function parseEntry(entry: string): Range | null {
+  const text = entry.trim();
+  const [address, bits, extra] = text.split('/');
+  if (extra !== undefined || !address) return null;
+  if (ipaddr.IPv4.isValidFourPartDecimal(address)) {
+    return bits === undefined ? [ipaddr.IPv4.parse(address), 32] : ipaddr.IPv4.isValidCIDRFourPartDecimal(text) ? ipaddr.IPv4.parseCIDR(text) : null;
+  }
+  if (ipaddr.IPv6.isValid(address) && !address.includes('%')) {
+    return bits === undefined ? [ipaddr.IPv6.parse(address), 128] : ipaddr.IPv6.isValidCIDR(text) ? ipaddr.IPv6.parseCIDR(text) : null;
+  }
+  return null;
+}
+
+const canonical = ([address, bits]: Range): string => {
+  const network =
+    address.kind() === 'ipv4'
+      ? ipaddr.IPv4.networkAddressFromCIDR(`${address.toString()}/${bits}`)
+      : ipaddr.IPv6.networkAddressFromCIDR(`${address.toString()}/${bits}`);
+  return `${network.toString()}/${bits}`;
+};
+
+export class AllowlistError extends Error {}
+
+/**
+ * Parses allowlist entries (an IPv4 or IPv6 address, or a CIDR range) into canonical CIDR ranges:
+ * `10.1.2.3/8` → `10.0.0.0/8`, `::1` → `::1/128`. Throws on the first entry that is neither.
+ */
+export function parseAllowlist(entries: readonly string[]): string[] {
+  const ranges = entries.map((entry) => {
+    const range = parseEntry(entry);
+    if (!range) throw new AllowlistError(`'${entry}' is not an IP address or CIDR range`);
+    return canonical(range);
+  });
+  return [...new Set(ranges)];
+}
+
+/** Whether the client address is inside one of the ranges. IPv4-mapped IPv6 addresses count as IPv4. */
+export function isAllowedIp(ip: string, ranges: readonly string[]): boolean {
+  if (!ipaddr.isValid(ip)) return false;
+  const address = ipaddr.process(ip);
+  return ranges.some((text) => {
+    const range = parseEntry(text);
+    return range !== null && range[0].kind() === address.kind() && address.match(range);
+  });
+}

@@ -1,0 +1,186 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EXIT, runCli } from '../../src/cli/commands.js';
+import { bearer, graphql, startGateway, type TestGateway } from '../support/gateway.js';
+import { ManualClock } from '../support/clock.js';
+import { restClient } from '../support/callers.js';
+
+const KEY = /cgw_[0-9A-Za-z]{38}/g;
+
+describe('the CLI', () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'cgw-cli-'));
+  const clock = new ManualClock(new Date('2026-06-01T00:00:00.000Z'));
+  let gw: TestGateway;
+
+  const cli = async (...argv: string[]) => {
+    let stdout = '';
+    let stderr = '';
+    const code = await runCli(argv, {
+      env: { DATA_DIR: dataDir },
+      stdout: (text) => (stdout += text),
+      stderr: (text) => (stderr += text),
+      clock,
+    });
+    return { code, stdout, stderr };
+  };
+  const cliJson = async (...argv: string[]) => {
+    const result = await cli(...argv, '--json');
+    expect(result).toMatchObject({ code: EXIT.ok, stderr: '' });
+    return JSON.parse(result.stdout);
+  };
+
+  beforeAll(async () => {
+    // The gateway and the CLI share the store, as an operator's would.
+    gw = await startGateway({ DATA_DIR: dataDir, TRUST_PROXY: 'true' }, { clock });
+  });
+
+  afterAll(async () => {
+    await gw.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('creates and lists workspaces', async () => {
+    const created = await cli('workspaces', 'create', 'acme');
+    expect(created.code).toBe(EXIT.ok);
+    expect(created.stdout).toMatch(/^Created workspace "acme" \(id [0-9a-f-]{36}\)\.\n$/);
+    const listed = await cli('workspaces', 'list');
+    expect(listed.stdout).toMatch(/^ID +NAME +CREATED\n[0-9a-f-]{36} +acme +2026-06-01T00:00:00\.000Z\n$/);
+    expect(await cliJson('workspaces', 'list')).toEqual([{ id: expect.any(String), name: 'acme', createdAt: '2026-06-01T00:00:00.000Z' }]);
+    expect(await cli('workspaces', 'create', 'acme')).toEqual({ code: EXIT.failed, stdout: '', stderr: "campaign-gateway: Workspace 'acme' already exists\n" });
+  });
+
+  it('creates a key, shows it once, and the key works against the gateway', async () => {
+    const created = await cli('keys', 'create', '--workspace', 'acme', '--name', 'ci deploy', '--permissions', 'campaigns.duplicate, campaigns.list');
+    expect(created.code).toBe(EXIT.ok);
+    const keys: string[] = created.stdout.match(KEY) ?? [];
+    expect(keys).toHaveLength(1);
+    expect(created.stdout).toContain('shown only once');
+    expect(created.stdout).toContain('Permissions: campaigns.duplicate, campaigns.list');
+    expect(created.stdout).toContain('Expires:     never');
+    const campaigns = await graphql(gw.baseUrl, keys[0], '{ campaigns { edges { node { id } } } }');
+    expect(campaigns.status).toBe(200);
+    expect(campaigns.body.errors).toBeUndefined();
+
+    const listed = await cli('keys', 'list', '--workspace', 'acme');
+    expect(listed.stdout).not.toMatch(KEY);
+    expect(listed.stdout).toContain(`${keys[0].slice(0, 10)}…`);
+    expect(listed.stdout.split('\n')[0].split(/ {2,}/)).toEqual(['ID', 'NAME', 'WORKSPACE', 'PERMISSIONS', 'KEY', 'STATUS', 'CREATED', 'LAST USED', 'EXPIRES', 'REVOKED', 'ALLOWED IPS']);
+    const [listedKey] = await cliJson('keys', 'list', '--workspace', 'acme');
+    expect(listedKey).toMatchObject({
+      name: 'ci deploy',
+      workspace: { name: 'acme' },
+      permissions: ['campaigns.duplicate', 'campaigns.list'],
+      prefix: keys[0].slice(0, 10),
+      status: 'active',
+      createdAt: '2026-06-01T00:00:00.000Z',
+      expiresAt: null,
+      revokedAt: null,
+      allowedCidrs: null,
+    });
+    expect(listedKey.lastUsedAt).not.toBeNull();
+    expect(JSON.stringify(listedKey)).not.toMatch(KEY);
+  });
+
+  it('sets expiry and an IP allowlist', async () => {
+    const inThirtyDays = await cliJson('keys', 'create', '--workspace', 'acme', '--name', 'temp', '--permissions', 'campaigns.list', '--expires-in', '30d', '--allow-ip', '10.0.0.0/8,::1');
+    expect(inThirtyDays).toMatchObject({ expiresAt: '2026-07-01T00:00:00.000Z', allowedCidrs: ['10.0.0.0/8', '::1/128'], key: expect.stringMatching(/^cgw_/) });
+    const at = await cliJson('keys', 'create', '--workspace', 'acme', '--name', 'until', '--permissions', 'campaigns.list', '--expires-at', '2026-12-31T00:00:00Z');
+    expect(at.expiresAt).toBe('2026-12-31T00:00:00.000Z');
+
+    const query = '{ campaigns { edges { node { id } } } }';
+    const from = (ip: string) => ({ ...bearer(inThirtyDays.key), 'x-forwarded-for': ip, 'content-type': 'application/json' });
+    const inside = await restClient(gw.baseUrl).job(from('10.9.8.7'), 'none');
+    expect(inside.status).toBe(404);
+    const outside = await restClient(gw.baseUrl).job(from('192.0.2.1'), 'none');
+    expect(outside.status).toBe(403);
+    expect((await graphql(gw.baseUrl, inThirtyDays.key, query)).status).toBe(403);
+  });
+
+  it('revokes a key at once, and says so when it already was', async () => {
+    const created = await cliJson('keys', 'create', '--workspace', 'acme', '--name', 'leaked', '--permissions', 'campaigns.list');
+    expect((await graphql(gw.baseUrl, created.key, '{ campaigns { edges { node { id } } } }')).status).toBe(200);
+    const revoked = await cli('keys', 'revoke', created.id);
+    expect(revoked).toEqual({ code: EXIT.ok, stderr: '', stdout: `Revoked key "leaked" (id ${created.id}); requests with it are refused from now on.\n` });
+    expect((await graphql(gw.baseUrl, created.key, '{ campaigns { edges { node { id } } } }')).status).toBe(401);
+    expect((await cli('keys', 'revoke', created.id)).stdout).toMatch(/was already revoked at 2026-06-01T00:00:00.000Z/);
+    expect((await cliJson('keys', 'list')).find((key: any) => key.id === created.id).status).toBe('revoked');
+  });
+
+  it('rotates a key, with or without an overlap', async () => {
+    const created = await cliJson('keys', 'create', '--workspace', 'acme', '--name', 'rotating', '--permissions', 'campaigns.list');
+    const rotated = await cli('keys', 'rotate', created.id, '--overlap', '1h');
+    expect(rotated.code).toBe(EXIT.ok);
+    expect(rotated.stdout).toContain('The previous secret stays valid until 2026-06-01T01:00:00.000Z.');
+    const [fresh = ''] = rotated.stdout.match(KEY) ?? [];
+    expect(fresh).not.toBe(created.key);
+    const list = '{ campaigns { edges { node { id } } } }';
+    expect((await graphql(gw.baseUrl, fresh, list)).status).toBe(200);
+    expect((await graphql(gw.baseUrl, created.key, list)).status).toBe(200);
+    expect((await cliJson('keys', 'list')).find((key: any) => key.id === created.id).previousSecretValidUntil).toBe('2026-06-01T01:00:00.000Z');
+
+    const again = await cliJson('keys', 'rotate', created.id);
+    expect(again.previousSecretValidUntil).toBeNull();
+    expect((await graphql(gw.baseUrl, fresh, list)).status).toBe(401);
+    expect((await graphql(gw.baseUrl, again.key, list)).status).toBe(200);
+  });
+
+  it.each([
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x'], EXIT.usage, '--permissions is required (see --help)'],
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-in', 'forever'], EXIT.usage, "--expires-in must be a number followed by s, m, h, d or w (like 30d), got 'forever'"],
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-in', '1d', '--expires-at', '2027-01-01'], EXIT.usage, 'give --expires-in or --expires-at, not both'],
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-at', 'tomorrow'], EXIT.usage, "--expires-at must be an ISO 8601 time like 2027-01-31T00:00:00Z, got 'tomorrow'"],
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-at', '2020-01-01T00:00:00Z'], EXIT.failed, 'The expiry must be in the future'],
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.delete'], EXIT.failed, 'Unknown permission: campaigns.delete (known: campaigns.duplicate, campaigns.list, campaigns.details, security_events.read)'],
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', ','], EXIT.failed, 'A key needs at least one permission (campaigns.duplicate, campaigns.list, campaigns.details, security_events.read)'],
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--allow-ip', '10.0.0.0/33'], EXIT.failed, "'10.0.0.0/33' is not an IP address or CIDR range"],
+    [['keys', 'create', '--workspace', 'nowhere', '--name', 'x', '--permissions', 'campaigns.list'], EXIT.failed, "No workspace 'nowhere'"],
+    [['keys', 'create', '--workspace', 'acme', '--name', '\u0007', '--permissions', 'campaigns.list'], EXIT.failed, 'A key name is 1 to 100 printable characters'],
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--admin'], EXIT.usage, "Unknown option '--admin'"],
+    [['keys', 'revoke'], EXIT.usage, 'wrong number of arguments (see --help)'],
+    [['keys', 'revoke', 'no-such-key'], EXIT.failed, "No key 'no-such-key'"],
+    [['keys', 'rotate', 'no-such-key'], EXIT.failed, "No key 'no-such-key'"],
+    [['keys', 'rotate', 'no-such-key', '--overlap', '31d'], EXIT.failed, 'The overlap must be between none and 30 days'],
+    [['keys', 'list', 'extra'], EXIT.usage, "unexpected argument 'extra' (see --help)"],
+    [['keys', 'list', '--workspace', 'nowhere'], EXIT.failed, "No workspace 'nowhere'"],
+    [['workspaces', 'create', '   '], EXIT.failed, 'A workspace needs a name'],
+    [['workspaces', 'delete', 'acme'], EXIT.usage, "unknown command 'workspaces delete' (see --help)"],
+    [['frobnicate'], EXIT.usage, "unknown command 'frobnicate' (see --help)"],
+  ])('%j fails with exit code %i and one line', async (argv, code, message) => {
+    const result = await cli(...argv);
+    expect(result.code).toBe(code);
+    expect(result.stdout).toBe('');
+    expect(result.stderr.split('\n')).toHaveLength(2);
+    expect(result.stderr).toContain(`campaign-gateway: ${message}`);
+  });
+
+  it('prints help, and usage when called with nothing', async () => {
+    const help = await cli('--help');
+    expect(help.code).toBe(EXIT.ok);
+    expect(help.stdout).toMatch(/^Usage: npm run cli -- <command>/);
+    expect((await cli('keys', 'create', '--help')).code).toBe(EXIT.ok);
+    const bare = await cli();
+    expect(bare.code).toBe(EXIT.usage);
+    expect(bare.stderr).toMatch(/^Usage:/);
+  });
+
+  it('stops with one line on invalid configuration', async () => {
+    let stderr = '';
+    const code = await runCli(['workspaces', 'list'], { env: { DATABASE_URL: 'mysql://db/gateway' }, stdout: () => undefined, stderr: (text) => (stderr += text) });
+    expect(code).toBe(EXIT.failed);
+    expect(stderr).toBe('campaign-gateway: invalid configuration: DATABASE_URL must start with postgres:// or postgresql://\n');
+  });
+
+  it('runs as printed in the README: npm run cli -- …', async () => {
+    const run = promisify(execFile);
+    const env = { ...process.env, DATA_DIR: dataDir, NODE_OPTIONS: '' };
+    const workspace = await run('npm', ['run', '-s', 'cli', '--', 'workspaces', 'create', 'from-npm'], { env });
+    expect(workspace.stdout).toMatch(/^Created workspace "from-npm"/);
+    const key = await run('npm', ['run', '-s', 'cli', '--', 'keys', 'create', '--workspace', 'from-npm', '--name', 'ci', '--permissions', 'campaigns.duplicate,campaigns.list'], { env });
+    const [secret = ''] = key.stdout.match(KEY) ?? [];
+    expect((await graphql(gw.baseUrl, secret, '{ campaigns { edges { node { id } } } }')).body.data.campaigns.edges).toEqual([]);
+  }, 60_000);
+});

@@ -1,0 +1,197 @@
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createStore } from '../../src/app.js';
+import { loadConfig } from '../../src/config.js';
+import type { GatewayStore } from '../../src/domain/ports.js';
+import { bearer, graphql, recordingLogger, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { ManualClock } from '../support/clock.js';
+import { bothTransports, type TransportClient } from '../support/callers.js';
+
+/** The real store, counting key lookups by hash. */
+function countingStore(store: GatewayStore): { store: GatewayStore; lookups: () => number } {
+  let lookups = 0;
+  const proxy = new Proxy(store, {
+    get(target, property) {
+      const value = Reflect.get(target, property, target);
+      if (typeof value !== 'function') return value;
+      if (property === 'findApiKeyByHash') {
+        return (...args: unknown[]) => {
+          lookups += 1;
+          return value.apply(target, args);
+        };
+      }
+      return value.bind(target);
+    },
+  });
+  return { store: proxy, lookups: () => lookups };
+}
+
+const flipLastChecksumCharacter = (key: string) => key.slice(0, -1) + (key.endsWith('A') ? 'B' : 'A');
+
+describe('API keys', () => {
+  let gw: TestGateway;
+  let ws: TestWorkspace;
+  let clients: TransportClient[];
+  let lookups: () => number;
+  const clock = new ManualClock();
+  const logs = recordingLogger();
+  const storeDir = mkdtempSync(join(tmpdir(), 'cgw-keys-'));
+  const issuedKeys: string[] = [];
+
+  const xff = (ip: string) => ({ 'x-forwarded-for': ip });
+  const duplicate = (client: TransportClient, key: string, extra: Record<string, string> = {}) =>
+    client.duplicate({ ...bearer(key), ...extra }, { campaignId: ws.campaign.id, name: 'Copy' });
+
+  beforeAll(async () => {
+    const env = { DATA_DIR: storeDir, TRUST_PROXY: 'true', DUPLICATE_RATE_LIMIT: '10000', AUTH_FAILURE_LIMIT: '10000' };
+    const counting = countingStore(await createStore(loadConfig(env)));
+    lookups = counting.lookups;
+    gw = await startGateway(env, { store: counting.store, clock, logger: logs.logger });
+    ws = await gw.workspace('keys');
+    issuedKeys.push(ws.key);
+    clients = bothTransports(gw.baseUrl);
+  });
+
+  afterAll(async () => {
+    await gw.close();
+    rmSync(storeDir, { recursive: true, force: true });
+  });
+
+  it('refuses a key with a bad checksum without looking it up', async () => {
+    for (const client of clients) {
+      const before = lookups();
+      const refused = await duplicate(client, flipLastChecksumCharacter(ws.key));
+      expect(refused).toMatchObject({ status: 401, code: 'UNAUTHENTICATED' });
+      expect(lookups()).toBe(before);
+      const accepted = await duplicate(client, ws.key);
+      expect(accepted.code).toBeNull();
+      expect(lookups()).toBe(before + 1);
+    }
+  });
+
+  it('refuses an expired key from the moment it expires', async () => {
+    const created = await gw.app.admin.createKey({
+      workspace: ws.workspace.id,
+      name: 'short-lived',
+      permissions: ['campaigns.duplicate'],
+      expiresAt: new Date(clock.now().getTime() + 3600_000),
+    });
+    issuedKeys.push(created.key);
+    for (const client of clients) expect((await duplicate(client, created.key)).status).toBeLessThan(300);
+    clock.advance(3600_000);
+    for (const client of clients) expect(await duplicate(client, created.key)).toMatchObject({ status: 401, code: 'UNAUTHENTICATED' });
+  });
+
+  it('refuses a revoked key on the very next request, and records the revocation', async () => {
+    for (const client of clients) {
+      const { key, keyId } = await ws.addKey(['campaigns.duplicate']);
+      issuedKeys.push(key);
+      expect((await duplicate(client, key)).status).toBeLessThan(300);
+      const { alreadyRevoked } = await gw.app.admin.revokeKey(keyId);
+      expect(alreadyRevoked).toBe(false);
+      expect(await duplicate(client, key)).toMatchObject({ status: 401, code: 'UNAUTHENTICATED' });
+      expect((await client.job(bearer(key), '00000000-0000-0000-0000-000000000000')).status).toBe(401);
+      expect((await gw.app.admin.revokeKey(keyId)).alreadyRevoked).toBe(true);
+      const events = await gw.app.store.listEvents(ws.workspace.id, { apiKeyId: keyId, types: ['API_KEY_CREATED', 'API_KEY_REVOKED', 'CAMPAIGN_DUPLICATION_REQUESTED'] }, { first: 10 });
+      expect(events.map((event) => event.type)).toEqual(['API_KEY_REVOKED', 'CAMPAIGN_DUPLICATION_REQUESTED', 'API_KEY_CREATED']);
+    }
+  });
+
+  it('rotates a key: the new secret works at once, the old one only for the overlap', async () => {
+    const { key: original, keyId } = await ws.addKey(['campaigns.duplicate'], 'rotating');
+    issuedKeys.push(original);
+    const withOverlap = await gw.app.admin.rotateKey(keyId, 3600_000);
+    issuedKeys.push(withOverlap.key);
+    expect(withOverlap.previousValidUntil).toEqual(new Date(clock.now().getTime() + 3600_000));
+    for (const client of clients) {
+      const old = await duplicate(client, original);
+      const fresh = await duplicate(client, withOverlap.key);
+      expect([old.code, fresh.code]).toEqual([null, null]);
+      expect((await gw.app.store.getJob(ws.workspace.id, fresh.jobId!))?.apiKeyId).toBe(keyId);
+      expect((await gw.app.store.getJob(ws.workspace.id, old.jobId!))?.apiKeyId).toBe(keyId);
+    }
+    clock.advance(3600_000);
+    for (const client of clients) {
+      expect(await duplicate(client, original)).toMatchObject({ status: 401 });
+      expect((await duplicate(client, withOverlap.key)).code).toBeNull();
+    }
+
+    const immediate = await gw.app.admin.rotateKey(keyId);
+    issuedKeys.push(immediate.key);
+    expect(immediate.previousValidUntil).toBeNull();
+    for (const client of clients) {
+      expect(await duplicate(client, withOverlap.key)).toMatchObject({ status: 401 });
+      expect((await duplicate(client, immediate.key)).code).toBeNull();
+    }
+    const events = await gw.app.store.listEvents(ws.workspace.id, { apiKeyId: keyId, types: ['API_KEY_ROTATED', 'API_KEY_CREATED'] }, { first: 10 });
+    expect(events.map((event) => [event.type, event.details.previousValidUntil ?? null])).toEqual([
+      ['API_KEY_ROTATED', null],
+      ['API_KEY_ROTATED', withOverlap.previousValidUntil!.toISOString()],
+      ['API_KEY_CREATED', null],
+    ]);
+
+    await gw.app.admin.revokeKey(keyId);
+    await expect(gw.app.admin.rotateKey(keyId)).rejects.toThrow(/revoked/);
+  });
+
+  it('answers 403 to a key used from outside its IPv4/IPv6 allowlist, on both transports', async () => {
+    const created = await gw.app.admin.createKey({
+      workspace: ws.workspace.id,
+      name: 'office only',
+      permissions: ['campaigns.duplicate'],
+      allowedCidrs: ['10.0.0.0/8', '2001:db8::/32'],
+    });
+    issuedKeys.push(created.key);
+    for (const client of clients) {
+      for (const inside of ['10.1.2.3', '2001:db8:0:1::7']) expect((await duplicate(client, created.key, xff(inside))).code).toBeNull();
+      for (const outside of ['192.0.2.1', '2001:db9::1', '::ffff:11.0.0.1']) {
+        expect(await duplicate(client, created.key, xff(outside))).toMatchObject({ status: 403, code: 'FORBIDDEN' });
+      }
+      // Without X-Forwarded-For the caller is 127.0.0.1: outside too.
+      expect(await duplicate(client, created.key)).toMatchObject({ status: 403, code: 'FORBIDDEN' });
+    }
+    const denied = await gw.app.store.listEvents(ws.workspace.id, { apiKeyId: created.record.id, types: ['PERMISSION_DENIED'] }, { first: 20 });
+    expect(denied).toHaveLength(8);
+    expect(denied[0]).toMatchObject({ ip: '127.0.0.1', details: { reason: 'ip_not_allowed' } });
+    expect(denied.map((event) => event.ip)).toContain('2001:db9::1');
+  });
+
+  it('records when a key was last used, at most once a minute', async () => {
+    const { key, keyId } = await ws.addKey(['campaigns.list']);
+    issuedKeys.push(key);
+    const lastUsed = async () => (await gw.app.store.findApiKey(keyId))!.lastUsedAt;
+    expect(await lastUsed()).toBeNull();
+    const list = () => graphql(gw.baseUrl, key, '{ campaigns { edges { node { id } } } }');
+    expect((await list()).status).toBe(200);
+    const first = await waitFor(lastUsed);
+    expect(first).toEqual(clock.now());
+    clock.advance(30_000);
+    await list();
+    expect(await lastUsed()).toEqual(first);
+    clock.advance(31_000);
+    await list();
+    await waitFor(async () => (await lastUsed())?.getTime() === clock.now().getTime());
+  });
+
+  it('keeps no key anywhere in the database files or the log', async () => {
+    expect(issuedKeys.length).toBeGreaterThan(8);
+    const db = new Database(join(storeDir, 'gateway.db'), { readonly: true });
+    const tables = (db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all() as { name: string }[]).map((row) => row.name);
+    expect(tables).toEqual(expect.arrayContaining(['api_keys', 'security_events', 'jobs', 'campaigns', 'workspaces', 'idempotency_keys']));
+    const dump = tables.map((table) => JSON.stringify(db.prepare(`SELECT * FROM "${table}"`).all())).join('\n');
+    db.close();
+    const files = readdirSync(storeDir).map((file) => readFileSync(join(storeDir, file)).toString('latin1'));
+    expect(dump).toContain(issuedKeys[0].slice(0, 10));
+    for (const key of issuedKeys) {
+      const secret = key.slice(10);
+      for (const haystack of [dump, ...files, logs.lines.join('')]) {
+        expect(haystack).not.toContain(key);
+        expect(haystack).not.toContain(secret);
+      }
+    }
+    expect(logs.lines.length).toBeGreaterThan(0);
+  });
+});

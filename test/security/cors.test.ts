@@ -1,0 +1,105 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { bearer, graphql, http, json, startGateway, type HttpResult, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+
+const APP = 'https://app.example.com';
+const LOCAL = 'http://localhost:3000';
+
+const preflight = (baseUrl: string, path: string, origin: string) =>
+  http(baseUrl, 'OPTIONS', path, {
+    headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization,content-type' },
+  });
+
+const corsHeaders = (result: HttpResult) =>
+  Object.fromEntries(Object.entries(result.headers).filter(([name]) => name.startsWith('access-control-')));
+
+describe('CORS with CORS_ORIGINS set', () => {
+  let gw: TestGateway;
+  let ws: TestWorkspace;
+
+  beforeAll(async () => {
+    gw = await startGateway({ CORS_ORIGINS: `${APP},${LOCAL}` });
+    ws = await gw.workspace('cors');
+  });
+
+  afterAll(() => gw.close());
+
+  it.each(['/graphql', '/campaigns/duplicate'])('answers a preflight to %s from a configured origin, without credentials', async (path) => {
+    for (const origin of [APP, LOCAL]) {
+      const result = await preflight(gw.baseUrl, path, origin);
+      expect(result.status).toBe(204);
+      expect(result.headers['access-control-allow-origin']).toBe(origin);
+      expect(String(result.headers['access-control-allow-headers'])).toMatch(/authorization/);
+      expect(String(result.headers['access-control-allow-methods'])).toMatch(/POST/);
+      expect(result.headers['access-control-allow-credentials']).toBeUndefined();
+      expect(String(result.headers.vary)).toMatch(/origin/i);
+    }
+  });
+
+  it('lets a configured origin read responses and the headers it needs', async () => {
+    const result = await http(gw.baseUrl, 'POST', '/graphql', {
+      headers: { ...json, ...bearer(ws.key), origin: APP },
+      body: JSON.stringify({ query: '{ securityEvents { edges { node { id } } } }' }),
+    });
+    expect(result.status).toBe(200);
+    expect(result.headers['access-control-allow-origin']).toBe(APP);
+    expect(String(result.headers['access-control-expose-headers'])).toMatch(/x-request-id.*x-ratelimit-remaining.*retry-after/);
+    expect(result.headers['access-control-allow-credentials']).toBeUndefined();
+  });
+
+  it.each(['https://evil.example', 'null', `${APP}.evil.example`, 'https://APP.example.com', 'http://app.example.com', `${APP}:8443`])(
+    'gives origin %s nothing: no CORS headers on a preflight or a request',
+    async (origin) => {
+      for (const path of ['/graphql', '/campaigns/duplicate']) {
+        const result = await preflight(gw.baseUrl, path, origin);
+        expect(result.status).toBeLessThan(500);
+        expect(corsHeaders(result)).toEqual({});
+        expect(result.body).toBeTypeOf('object');
+      }
+      const request = await http(gw.baseUrl, 'POST', '/graphql', {
+        headers: { ...json, ...bearer(ws.key), origin },
+        body: JSON.stringify({ query: '{ __typename }' }),
+      });
+      expect(request.status).toBe(200);
+      expect(corsHeaders(request)).toEqual({});
+    },
+  );
+});
+
+describe('CORS by default', () => {
+  let gw: TestGateway;
+  let ws: TestWorkspace;
+
+  beforeAll(async () => {
+    gw = await startGateway();
+    ws = await gw.workspace('no-cors');
+  });
+
+  afterAll(() => gw.close());
+
+  it('allows no origin at all', async () => {
+    for (const path of ['/graphql', '/campaigns/duplicate']) {
+      const result = await preflight(gw.baseUrl, path, APP);
+      expect(result.status).toBeGreaterThanOrEqual(400);
+      expect(result.status).toBeLessThan(500);
+      expect(corsHeaders(result)).toEqual({});
+      expect(result.body).toBeTypeOf('object');
+    }
+    const request = await graphql(gw.baseUrl, ws.key, '{ __typename }');
+    expect(corsHeaders(request)).toEqual({});
+  });
+});
+
+describe('CORS_ORIGINS validation', () => {
+  it.each(['*', 'https://app.example.com/', 'https://app.example.com/path', 'app.example.com', 'ftp://files.example.com', 'https://a.example.com,,'])(
+    'refuses %j with one line naming the variable',
+    (value) => {
+      expect(() => loadConfig({ CORS_ORIGINS: value })).toThrow(/^invalid configuration: CORS_ORIGINS must be a comma-separated list of origins/);
+    },
+  );
+
+  it('accepts exact origins, trimmed', () => {
+    expect(loadConfig({ CORS_ORIGINS: ` ${APP} , ${LOCAL}` }).corsOrigins).toEqual([APP, LOCAL]);
+    expect(loadConfig({}).corsOrigins).toEqual([]);
+  });
+});

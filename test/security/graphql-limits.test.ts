@@ -1,0 +1,213 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { getIntrospectionQuery } from 'graphql';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createStore } from '../../src/app.js';
+import { loadConfig } from '../../src/config.js';
+import type { GatewayStore } from '../../src/domain/ports.js';
+import { bearer, graphql, http, json, recordingLogger, startGateway, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+
+const EVENTS_DEPTH_6 = '{ securityEvents { edges { node { job { apiKey { id } } } } } }';
+
+const codeOf = (body: any): string | undefined => body?.errors?.[0]?.extensions?.code;
+
+describe('GraphQL limits', () => {
+  let gw: TestGateway;
+  let ws: TestWorkspace;
+
+  beforeAll(async () => {
+    gw = await startGateway({
+      GRAPHQL_MAX_DEPTH: '5',
+      GRAPHQL_MAX_COST: '500',
+      GRAPHQL_MAX_ALIASES: '6',
+      DUPLICATE_RATE_LIMIT: '4',
+      DUPLICATE_RATE_WINDOW_SECONDS: '3600',
+    });
+    ws = await gw.workspace('limits');
+  });
+
+  afterAll(() => gw.close());
+
+  const refused = async (query: string, variables?: Record<string, unknown>) => {
+    const result = await graphql(gw.baseUrl, ws.key, query, variables);
+    expect(result.status).toBe(400);
+    expect(result.body.data).toBeUndefined();
+    return result;
+  };
+
+  it('refuses an operation nested deeper than the limit, fragments included', async () => {
+    const deep = await refused(EVENTS_DEPTH_6);
+    expect(deep.body.errors[0]).toMatchObject({ message: expect.stringMatching(/nested 6 levels deep; at most 5/), extensions: { code: 'GRAPHQL_VALIDATION_FAILED' } });
+    await refused('{ securityEvents { ...E } } fragment E on SecurityEventConnection { edges { node { ...N } } } fragment N on SecurityEvent { job { apiKey { id } } }');
+    const shallow = await graphql(gw.baseUrl, ws.key, '{ securityEvents { edges { node { job { id } } } } }');
+    expect(shallow.status).toBe(200);
+  });
+
+  it('does not count introspection fields, so the explorer can load the schema', async () => {
+    const result = await graphql(gw.baseUrl, ws.key, getIntrospectionQuery());
+    expect(result.status).toBe(200);
+    expect(result.body.data.__schema.queryType.name).toBe('Query');
+  });
+
+  it('refuses an operation whose estimated cost is over the limit, counting page sizes and variables', async () => {
+    const query = 'query($n: Int!) { securityEvents(first: $n) { edges { node { id } } } }';
+    const costly = await refused(query, { n: 200 });
+    expect(costly.body.errors[0]).toMatchObject({
+      message: expect.stringMatching(/estimated cost is 601; at most 500/),
+      extensions: { code: 'GRAPHQL_VALIDATION_FAILED', cost: 601, maxCost: 500 },
+    });
+    expect(costly.body.errors[0].extensions.http).toBeUndefined();
+    expect((await graphql(gw.baseUrl, ws.key, query, { n: 100 })).status).toBe(200);
+  });
+
+  it('refuses more aliases than the limit, counting a fragment each time it is spread', async () => {
+    const aliased = (count: number, field = 'campaigns') =>
+      Array.from({ length: count }, (_, index) => `${field[0]}${index}: ${field}(first: 1) { pageInfo { hasNextPage } }`).join(' ');
+    const seven = await refused(`{ ${aliased(7)} }`);
+    expect(seven.body.errors[0].message).toMatch(/7 aliases; at most 6/);
+    // Four aliases in a fragment spread twice (through another fragment once) are eight.
+    await refused(`query { ...F ...G } fragment F on Query { ${aliased(4)} } fragment G on Query { ...F }`);
+    expect((await graphql(gw.baseUrl, ws.key, `{ ${aliased(6, 'securityEvents')} }`)).status).toBe(200);
+  });
+
+  it('allows a few duplicateCampaign fields per operation, each taking its own quota point', async () => {
+    const fields = (count: number) =>
+      `mutation { ${Array.from({ length: count }, (_, index) => `d${index}: duplicateCampaign(input: {campaignId: "${ws.campaign.id}", name: "copy ${index}"}) { job { id } }`).join(' ')} }`;
+    const jobsBefore = await gw.app.store.countJobsByStatus();
+    const tooMany = await refused(fields(6));
+    expect(tooMany.body.errors[0].message).toMatch(/6 duplicateCampaign fields; at most 5/);
+    expect(await gw.app.store.countJobsByStatus()).toEqual(jobsBefore);
+
+    // Five fields against a quota of four points: four jobs, one RATE_LIMITED field (which nulls the whole
+    // result, the payload being non-null).
+    const five = await graphql(gw.baseUrl, ws.key, fields(5));
+    expect(five.status).toBe(200);
+    const total = (counts: Record<string, number>) => Object.values(counts).reduce((sum, count) => sum + count, 0);
+    expect(total(await gw.app.store.countJobsByStatus())).toBe(total(jobsBefore) + 4);
+    expect(five.body.errors.map((error: any) => error.extensions.code)).toEqual(['RATE_LIMITED']);
+    expect(five.headers['x-ratelimit-remaining']).toBe('0');
+    const limited = await graphql(gw.baseUrl, ws.key, fields(1));
+    expect(limited.status).toBe(429);
+    expect(Number(limited.headers['retry-after'])).toBeGreaterThan(0);
+  });
+
+  it('refuses batched (array) requests', async () => {
+    const result = await http(gw.baseUrl, 'POST', '/graphql', {
+      headers: { ...json, ...bearer(ws.key) },
+      body: JSON.stringify([{ query: '{ __typename }' }, { query: '{ __typename }' }]),
+    });
+    expect(result.status).toBe(400);
+    expect(codeOf(result.body)).toBe('BAD_REQUEST');
+  });
+
+  it('prevents CSRF: simple requests a browser would send cross-site are refused', async () => {
+    const query = encodeURIComponent('{ __typename }');
+    const get = await http(gw.baseUrl, 'GET', `/graphql?query=${query}`, { headers: bearer(ws.key) });
+    expect(get.status).toBe(400);
+    expect(get.body.errors[0].message).toMatch(/Cross-Site Request Forgery/);
+    for (const type of ['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x']) {
+      const post = await http(gw.baseUrl, 'POST', '/graphql', { headers: { 'content-type': type, ...bearer(ws.key) }, body: '{"query":"{ __typename }"}' });
+      expect(post.status).toBe(415);
+      expect(post.body.errors[0].extensions.code).toBe('BAD_USER_INPUT');
+    }
+    const preflighted = await http(gw.baseUrl, 'GET', `/graphql?query=${query}`, { headers: { ...bearer(ws.key), 'apollo-require-preflight': 'true' } });
+    expect(preflighted.status).toBe(200);
+  });
+
+  it('refuses documents over the token limit and deeply nested documents with a parse error, not a crash', async () => {
+    const long = await refused(`{ ${Array.from({ length: 1100 }, (_, index) => `f${index}: __typename`).join(' ')} }`);
+    expect(long.body.errors[0]).toMatchObject({ message: expect.stringMatching(/more th\w+ 2000 tokens/), extensions: { code: 'GRAPHQL_PARSE_FAILED' } });
+    const nested = await refused(`{ ${'a { '.repeat(700)}b${' }'.repeat(700)} }`);
+    expect(nested.body.errors[0].extensions.code).toBe('GRAPHQL_PARSE_FAILED');
+    expect(nested.text).not.toMatch(/call stack/i);
+    const bomb = [
+      'query { ...F0 }',
+      ...Array.from({ length: 30 }, (_, index) => `fragment F${index} on Query { ...F${index + 1} ...F${index + 1} }`),
+      'fragment F30 on Query { __typename }',
+    ].join('\n');
+    const exploded = await refused(bomb);
+    expect(exploded.text).not.toMatch(/call stack|internal/i);
+    expect((await http(gw.baseUrl, 'GET', '/healthz')).status).toBe(200);
+  });
+});
+
+describe('GraphQL in production', () => {
+  let gw: TestGateway;
+  let ws: TestWorkspace;
+  let failing = false;
+  const logs = recordingLogger();
+  const dir = mkdtempSync(join(tmpdir(), 'cgw-prod-'));
+
+  beforeAll(async () => {
+    const env = { NODE_ENV: 'production', DATA_DIR: dir };
+    const store = await createStore(loadConfig(env));
+    // A store that fails on demand, with a message that must never reach a caller.
+    const broken = new Proxy(store, {
+      get(target, property) {
+        const value = Reflect.get(target, property, target);
+        if (typeof value !== 'function') return value;
+        return (...args: unknown[]) => {
+          if (failing && (property === 'listEvents' || property === 'getJob')) {
+            throw new Error('disk /var/secret/gateway.db exploded');
+          }
+          return value.apply(target, args);
+        };
+      },
+    }) as GatewayStore;
+    gw = await startGateway(env, { store: broken, logger: logs.logger });
+    ws = await gw.workspace('production');
+  });
+
+  afterAll(async () => {
+    await gw.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('turns introspection off', async () => {
+    for (const query of ['{ __schema { types { name } } }', '{ __type(name: "Query") { fields { name } } }', getIntrospectionQuery()]) {
+      const result = await graphql(gw.baseUrl, ws.key, query);
+      expect(result.status).toBe(400);
+      expect(result.body.errors[0].message).toMatch(/introspection is not allowed/i);
+    }
+  });
+
+  it('gives no "Did you mean" hints about the schema', async () => {
+    const result = await graphql(gw.baseUrl, ws.key, '{ securityEvent { edges { node { id } } } }');
+    expect(result.status).toBe(400);
+    expect(result.text).not.toMatch(/did you mean/i);
+    expect(result.text).not.toContain('securityEvents');
+    const input = await graphql(gw.baseUrl, ws.key, 'mutation { duplicateCampaign(input: {campaignID: "x", name: "y"}) { job { id } } }');
+    expect(input.status).toBe(400);
+    expect(input.text).not.toMatch(/did you mean/i);
+  });
+
+  it('answers an unexpected failure with INTERNAL_SERVER_ERROR and a request id that is in the log, over both transports', async () => {
+    failing = true;
+    try {
+      const gqlAnswer = await graphql(gw.baseUrl, ws.key, '{ securityEvents { edges { node { id } } } }');
+      const restAnswer = await http(gw.baseUrl, 'GET', '/duplication_jobs/anything', { headers: bearer(ws.key) });
+
+      const gqlError = gqlAnswer.body.errors[0];
+      expect(gqlError).toEqual({
+        message: 'Internal server error',
+        locations: [{ line: 1, column: 3 }],
+        path: ['securityEvents'],
+        extensions: { code: 'INTERNAL_SERVER_ERROR', requestId: gqlAnswer.headers['x-request-id'] },
+      });
+      expect(restAnswer.status).toBe(500);
+      expect(restAnswer.body).toEqual({ message: 'Internal server error' });
+
+      for (const answer of [gqlAnswer, restAnswer]) {
+        expect(answer.text).not.toMatch(/exploded|secret|gateway\.db|at .*\.ts|stack/i);
+        const requestId = String(answer.headers['x-request-id']);
+        expect(requestId).toMatch(/^[0-9a-f-]{36}$/);
+        const logged = logs.lines.filter((line) => line.includes(requestId) && line.includes('exploded'));
+        expect(logged.length).toBeGreaterThan(0);
+        expect(JSON.parse(logged[0]).level).toBe(50);
+      }
+    } finally {
+      failing = false;
+    }
+  });
+});

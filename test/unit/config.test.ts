@@ -1,0 +1,44 @@
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+
+describe('security configuration', () => {
+  it('has safe defaults', () => {
+    expect(loadConfig({})).toMatchObject({
+      trustProxy: false,
+      corsOrigins: [],
+      authFailureLimit: 20,
+      authFailureWindowSeconds: 60,
+      authFailureBlockSeconds: 300,
+      graphqlMaxDepth: 10,
+      graphqlMaxCost: 10_000,
+      graphqlMaxAliases: 30,
+      graphqlMaxDuplicatesPerOperation: 5,
+      explorer: true,
+    });
+    expect(loadConfig({ NODE_ENV: 'production' }).explorer).toBe(false);
+  });
+
+  it.each([
+    ['true', true],
+    ['off', false],
+    ['10.0.0.1', ['10.0.0.1/32']],
+    ['10.0.0.0/8, ::1', ['10.0.0.0/8', '::1/128']],
+  ] as const)('reads TRUST_PROXY=%s', (value, expected) => {
+    expect(loadConfig({ TRUST_PROXY: value }).trustProxy).toEqual(expected);
+  });
+
+  it.each([
+    ['TRUST_PROXY', '2'],
+    ['TRUST_PROXY', '10.0.0.0/40'],
+    ['TRUST_PROXY', 'proxy.internal'],
+    ['AUTH_FAILURE_LIMIT', '0'],
+    ['AUTH_FAILURE_WINDOW_SECONDS', 'a minute'],
+    ['AUTH_FAILURE_BLOCK_SECONDS', '-5'],
+    ['GRAPHQL_MAX_DEPTH', '1'],
+    ['GRAPHQL_MAX_COST', '0'],
+    ['GRAPHQL_MAX_ALIASES', '1.5'],
+    ['GRAPHQL_MAX_DUPLICATES_PER_OPERATION', '0'],
+  ])('stops start-up on %s=%s with one line naming the variable', (name, value) => {
+    expect(() => loadConfig({ [name]: value })).toThrow(new RegExp(`^invalid configuration: ${name} `));
+  });
+});
