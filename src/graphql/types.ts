@@ -50,7 +50,10 @@ export class JobError {
   message!: string;
 }
 
-@ObjectType({ description: 'An asynchronous campaign duplication.' })
+@ObjectType({
+  description:
+    'An asynchronous campaign duplication. Finished jobs are deleted after JOB_RETENTION_DAYS (7 by default); REST callers follow a job at GET /duplication_jobs/{id}.',
+})
 export class DuplicationJob {
   @Field(() => ID)
   id!: string;
@@ -155,7 +158,10 @@ export class CampaignConnection {
   pageInfo!: PageInfo;
 }
 
-@ObjectType({ description: 'Something that happened to a key, a job or a permission check; newest first in lists.' })
+@ObjectType({
+  description:
+    'Something that happened to a key, a job or a permission check; newest first in lists. Kept EVENT_RETENTION_DAYS (90 by default), longer than jobs.',
+})
 export class SecurityEvent {
   @Field(() => ID)
   id!: string;
@@ -219,7 +225,7 @@ export class DuplicateCampaignInput {
 
   @Field(() => String, {
     nullable: true,
-    description: `Retrying with the same key and input returns the same job (workspace-scoped, at most ${LIMITS.idempotencyKeyLength} characters).`,
+    description: `Retrying with the same key and input returns the same job without taking a quota point; the same key with other input is a CONFLICT. Scoped to the workspace, kept 24 h by default, 1 to ${LIMITS.idempotencyKeyLength} visible ASCII characters.`,
   })
   idempotencyKey?: string | null;
 }
