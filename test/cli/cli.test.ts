@@ -5,9 +5,9 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXIT, runCli } from '../../src/cli/commands.js';
-import { bearer, graphql, startGateway, type TestGateway } from '../support/gateway.js';
+import { graphql, startGateway, type TestGateway } from '../support/gateway.js';
 import { ManualClock } from '../support/clock.js';
-import { restClient } from '../support/callers.js';
+import { rest } from '../support/transports.js';
 
 const KEY = /cgw_[0-9A-Za-z]{38}/g;
 
@@ -92,10 +92,10 @@ describe('the CLI', () => {
     expect(at.expiresAt).toBe('2026-12-31T00:00:00.000Z');
 
     const query = '{ campaigns { edges { node { id } } } }';
-    const from = (ip: string) => ({ ...bearer(inThirtyDays.key), 'x-forwarded-for': ip, 'content-type': 'application/json' });
-    const inside = await restClient(gw.baseUrl).job(from('10.9.8.7'), 'none');
+    const from = (ip: string) => ({ headers: { 'x-forwarded-for': ip, 'content-type': 'application/json' } });
+    const inside = await rest.job(gw.baseUrl, inThirtyDays.key, 'none', from('10.9.8.7'));
     expect(inside.status).toBe(404);
-    const outside = await restClient(gw.baseUrl).job(from('192.0.2.1'), 'none');
+    const outside = await rest.job(gw.baseUrl, inThirtyDays.key, 'none', from('192.0.2.1'));
     expect(outside.status).toBe(403);
     expect((await graphql(gw.baseUrl, inThirtyDays.key, query)).status).toBe(403);
   });

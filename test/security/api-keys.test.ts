@@ -6,9 +6,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import type { GatewayStore } from '../../src/domain/ports.js';
-import { bearer, graphql, recordingLogger, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { graphql, recordingLogger, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { ManualClock } from '../support/clock.js';
-import { bothTransports, type TransportClient } from '../support/callers.js';
+import { transports, type Transport } from '../support/transports.js';
 
 /** The real store, counting key lookups by hash. */
 function countingStore(store: GatewayStore): { store: GatewayStore; lookups: () => number } {
@@ -34,7 +34,6 @@ const flipLastChecksumCharacter = (key: string) => key.slice(0, -1) + (key.endsW
 describe('API keys', () => {
   let gw: TestGateway;
   let ws: TestWorkspace;
-  let clients: TransportClient[];
   let lookups: () => number;
   const clock = new ManualClock();
   const logs = recordingLogger();
@@ -42,8 +41,8 @@ describe('API keys', () => {
   const issuedKeys: string[] = [];
 
   const xff = (ip: string) => ({ 'x-forwarded-for': ip });
-  const duplicate = (client: TransportClient, key: string, extra: Record<string, string> = {}) =>
-    client.duplicate({ ...bearer(key), ...extra }, { campaignId: ws.campaign.id, name: 'Copy' });
+  const duplicate = (client: Transport, key: string, extra: Record<string, string> = {}) =>
+    client.duplicate(gw.baseUrl, key, { campaignId: ws.campaign.id, name: 'Copy' }, { headers: extra });
 
   beforeAll(async () => {
     const env = { DATA_DIR: storeDir, TRUST_PROXY: 'true', DUPLICATE_RATE_LIMIT: '10000', AUTH_FAILURE_LIMIT: '10000' };
@@ -52,7 +51,6 @@ describe('API keys', () => {
     gw = await startGateway(env, { store: counting.store, clock, logger: logs.logger });
     ws = await gw.workspace('keys');
     issuedKeys.push(ws.key);
-    clients = bothTransports(gw.baseUrl);
   });
 
   afterAll(async () => {
@@ -61,7 +59,7 @@ describe('API keys', () => {
   });
 
   it('refuses a key with a bad checksum without looking it up', async () => {
-    for (const client of clients) {
+    for (const client of transports) {
       const before = lookups();
       const refused = await duplicate(client, flipLastChecksumCharacter(ws.key));
       expect(refused).toMatchObject({ status: 401, code: 'UNAUTHENTICATED' });
@@ -80,20 +78,20 @@ describe('API keys', () => {
       expiresAt: new Date(clock.now().getTime() + 3600_000),
     });
     issuedKeys.push(created.key);
-    for (const client of clients) expect((await duplicate(client, created.key)).status).toBeLessThan(300);
+    for (const client of transports) expect((await duplicate(client, created.key)).status).toBeLessThan(300);
     clock.advance(3600_000);
-    for (const client of clients) expect(await duplicate(client, created.key)).toMatchObject({ status: 401, code: 'UNAUTHENTICATED' });
+    for (const client of transports) expect(await duplicate(client, created.key)).toMatchObject({ status: 401, code: 'UNAUTHENTICATED' });
   });
 
   it('refuses a revoked key on the very next request, and records the revocation', async () => {
-    for (const client of clients) {
+    for (const client of transports) {
       const { key, keyId } = await ws.addKey(['campaigns.duplicate']);
       issuedKeys.push(key);
       expect((await duplicate(client, key)).status).toBeLessThan(300);
       const { alreadyRevoked } = await gw.app.admin.revokeKey(keyId);
       expect(alreadyRevoked).toBe(false);
       expect(await duplicate(client, key)).toMatchObject({ status: 401, code: 'UNAUTHENTICATED' });
-      expect((await client.job(bearer(key), '00000000-0000-0000-0000-000000000000')).status).toBe(401);
+      expect((await client.job(gw.baseUrl, key, '00000000-0000-0000-0000-000000000000')).status).toBe(401);
       expect((await gw.app.admin.revokeKey(keyId)).alreadyRevoked).toBe(true);
       const events = await gw.app.store.listEvents(ws.workspace.id, { apiKeyId: keyId, types: ['API_KEY_CREATED', 'API_KEY_REVOKED', 'CAMPAIGN_DUPLICATION_REQUESTED'] }, { first: 10 });
       expect(events.map((event) => event.type)).toEqual(['API_KEY_REVOKED', 'CAMPAIGN_DUPLICATION_REQUESTED', 'API_KEY_CREATED']);
@@ -106,7 +104,7 @@ describe('API keys', () => {
     const withOverlap = await gw.app.admin.rotateKey(keyId, 3600_000);
     issuedKeys.push(withOverlap.key);
     expect(withOverlap.previousValidUntil).toEqual(new Date(clock.now().getTime() + 3600_000));
-    for (const client of clients) {
+    for (const client of transports) {
       const old = await duplicate(client, original);
       const fresh = await duplicate(client, withOverlap.key);
       expect([old.code, fresh.code]).toEqual([null, null]);
@@ -114,7 +112,7 @@ describe('API keys', () => {
       expect((await gw.app.store.getJob(ws.workspace.id, old.jobId!))?.apiKeyId).toBe(keyId);
     }
     clock.advance(3600_000);
-    for (const client of clients) {
+    for (const client of transports) {
       expect(await duplicate(client, original)).toMatchObject({ status: 401 });
       expect((await duplicate(client, withOverlap.key)).code).toBeNull();
     }
@@ -122,7 +120,7 @@ describe('API keys', () => {
     const immediate = await gw.app.admin.rotateKey(keyId);
     issuedKeys.push(immediate.key);
     expect(immediate.previousValidUntil).toBeNull();
-    for (const client of clients) {
+    for (const client of transports) {
       expect(await duplicate(client, withOverlap.key)).toMatchObject({ status: 401 });
       expect((await duplicate(client, immediate.key)).code).toBeNull();
     }
@@ -145,7 +143,7 @@ describe('API keys', () => {
       allowedCidrs: ['10.0.0.0/8', '2001:db8::/32'],
     });
     issuedKeys.push(created.key);
-    for (const client of clients) {
+    for (const client of transports) {
       for (const inside of ['10.1.2.3', '2001:db8:0:1::7']) expect((await duplicate(client, created.key, xff(inside))).code).toBeNull();
       for (const outside of ['192.0.2.1', '2001:db9::1', '::ffff:11.0.0.1']) {
         expect(await duplicate(client, created.key, xff(outside))).toMatchObject({ status: 403, code: 'FORBIDDEN' });

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateApiKey } from '../../src/domain/keys.js';
 import { bearer, startGateway, type TestGateway, type TestWorkspace } from '../support/gateway.js';
-import { bothTransports, type TransportClient } from '../support/callers.js';
+import { graphQL, rest, transports, type Transport } from '../support/transports.js';
 
 const LIMIT = 5;
 
@@ -11,7 +11,6 @@ describe.each([
 ])('failed authentications behind a trusted proxy ($label)', ({ trust }) => {
   let gw: TestGateway;
   let ws: TestWorkspace;
-  let clients: TransportClient[];
   let revokedKey: string;
 
   beforeAll(async () => {
@@ -26,45 +25,43 @@ describe.each([
     const revoked = await ws.addKey(['campaigns.duplicate']);
     await gw.app.admin.revokeKey(revoked.keyId);
     revokedKey = revoked.key;
-    clients = bothTransports(gw.baseUrl);
   });
 
   afterAll(() => gw.close());
 
   const from = (ip: string, auth: Record<string, string>) => ({ 'x-forwarded-for': ip, ...auth });
-  const attempt = (client: TransportClient, headers: Record<string, string>) =>
-    client.duplicate(headers, { campaignId: ws.campaign.id, name: 'Copy' });
+  const attempt = (client: Transport, headers: Record<string, string>) =>
+    client.duplicate(gw.baseUrl, null, { campaignId: ws.campaign.id, name: 'Copy' }, { headers });
 
   it.each([0, 1])('blocks an IP that failed too often (over transport #%i) with 429 and Retry-After, whatever key it then sends', async (index) => {
-    const client = clients[index];
+    const client = transports[index];
     const attacker = `203.0.113.${10 + index}`;
     const failures = [{}, bearer('cgw_short'), bearer(generateApiKey()), bearer(revokedKey), { authorization: 'Basic dXNlcjpwYXNz' }];
     for (const headers of failures) {
       expect(await attempt(client, from(attacker, headers))).toMatchObject({ status: 401, code: 'UNAUTHENTICATED' });
     }
-    for (const other of clients) {
+    for (const other of transports) {
       for (const headers of [bearer(generateApiKey()), bearer(ws.key)]) {
         const blocked = await attempt(other, from(attacker, headers));
         expect(blocked).toMatchObject({ status: 429, code: 'RATE_LIMITED' });
-        const retryAfter = Number(blocked.result.headers['retry-after']);
+        const retryAfter = Number(blocked.response.headers['retry-after']);
         expect(retryAfter).toBeGreaterThan(60);
         expect(retryAfter).toBeLessThanOrEqual(120);
-        expect(blocked.result.headers['x-ratelimit-limit']).toBeUndefined();
+        expect(blocked.response.headers['x-ratelimit-limit']).toBeUndefined();
       }
       // Valid keys from other addresses are unaffected.
       expect((await attempt(other, from(`203.0.113.${100 + index}`, bearer(ws.key)))).status).toBeLessThan(300);
       expect((await attempt(other, from('2001:db8::42', bearer(ws.key)))).status).toBeLessThan(300);
     }
-    const rest = clients[0];
-    expect((await attempt(rest, from(attacker, bearer(ws.key)))).result.body).toEqual({ message: 'Rate limit exceeded' });
+    expect((await attempt(rest, from(attacker, bearer(ws.key)))).response.body).toEqual({ message: 'Rate limit exceeded' });
   });
 
   it('does not count a valid key refused a permission as a failed authentication', async () => {
     const { key } = await ws.addKey(['campaigns.list']);
     for (let index = 0; index < LIMIT * 2; index += 1) {
-      expect((await attempt(clients[index % 2], from('198.51.100.7', bearer(key)))).status).toBe(clients[index % 2].name === 'REST' ? 403 : 200);
+      expect((await attempt(transports[index % 2], from('198.51.100.7', bearer(key)))).status).toBe(transports[index % 2].name === 'REST' ? 403 : 200);
     }
-    expect((await attempt(clients[0], from('198.51.100.7', bearer(ws.key)))).status).toBe(202);
+    expect((await attempt(transports[0], from('198.51.100.7', bearer(ws.key)))).status).toBe(202);
   });
 });
 
@@ -80,14 +77,13 @@ describe('failed authentications without a trusted proxy (the default)', () => {
   afterAll(() => gw.close());
 
   it('ignores X-Forwarded-For: an attacker cannot spread failures over made-up addresses', async () => {
-    const [rest, gql] = bothTransports(gw.baseUrl);
     for (let index = 0; index < LIMIT; index += 1) {
-      const client = index % 2 ? gql : rest;
-      const answer = await client.job({ 'x-forwarded-for': `192.0.2.${index}`, ...bearer(generateApiKey()) }, 'x');
+      const client = index % 2 ? graphQL : rest;
+      const answer = await client.job(gw.baseUrl, generateApiKey(), 'x', { headers: { 'x-forwarded-for': `192.0.2.${index}` } });
       expect(answer.status).toBe(401);
     }
-    for (const client of [rest, gql]) {
-      const blocked = await client.job({ 'x-forwarded-for': '192.0.2.200', ...bearer(ws.key) }, 'x');
+    for (const client of [rest, graphQL]) {
+      const blocked = await client.job(gw.baseUrl, ws.key, 'x', { headers: { 'x-forwarded-for': '192.0.2.200' } });
       expect(blocked.status).toBe(429);
     }
     const events = await gw.app.store.listEvents(ws.workspace.id, { types: ['PERMISSION_DENIED'] }, { first: 10 });

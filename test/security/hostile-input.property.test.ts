@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer, http, json, startGateway, type HttpResult, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { assertStoreConsistent } from '../support/store-checks.js';
-import { DUPLICATE_MUTATION } from '../support/callers.js';
+import { DUPLICATE_MUTATION } from '../support/transports.js';
 
 /** 4 properties × 500 runs: 2,000 generated requests in all. */
 const RUNS = 500;

@@ -4,7 +4,7 @@ import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer, http, json, startGateway, type HttpResult, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { assertStoreConsistent } from '../support/store-checks.js';
-import { DUPLICATE_MUTATION } from '../support/callers.js';
+import { DUPLICATE_MUTATION } from '../support/transports.js';
 
 type Transport = 'REST' | 'GRAPHQL';
 

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SECURITY_EVENT_TYPES } from '../../src/domain/types.js';
 import { bearer, graphql, http, json, startGateway, waitFor, type HttpResult, type TestGateway, type TestWorkspace } from '../support/gateway.js';
-import { bothTransports } from '../support/callers.js';
+import { graphQL, rest, transports } from '../support/transports.js';
 
 /**
  * Workspace A's key (every permission) tries every id of workspace B on every route and field. Each answer
@@ -30,9 +30,8 @@ describe('workspace isolation', () => {
     a = await gw.workspace('isolation-a');
     b = await gw.workspace('isolation-b');
     await gw.app.store.upsertTags(b.workspace.id, ['b-only-tag']);
-    const [rest, gql] = bothTransports(gw.baseUrl);
-    const restJob = await rest.duplicate(bearer(b.key), { campaignId: b.campaign.id, name: 'B copy', idempotencyKey: 'shared-idempotency-key' });
-    const gqlJob = await gql.duplicate(bearer(b.key), { campaignId: b.campaign.id, name: 'B copy 2', tagNames: ['b-only-tag'] });
+    const restJob = await rest.duplicate(gw.baseUrl, b.key, { campaignId: b.campaign.id, name: 'B copy' }, { idempotencyKey: 'shared-idempotency-key' });
+    const gqlJob = await graphQL.duplicate(gw.baseUrl, b.key, { campaignId: b.campaign.id, name: 'B copy 2', tagNames: ['b-only-tag'] });
     const done = await waitFor(async () => {
       const job = await gw.app.store.getJob(b.workspace.id, gqlJob.jobId!);
       const other = await gw.app.store.getJob(b.workspace.id, restJob.jobId!);
@@ -115,8 +114,7 @@ describe('workspace isolation', () => {
   });
 
   it('the same idempotency key in two workspaces makes two jobs', async () => {
-    const [rest] = bothTransports(gw.baseUrl);
-    const accepted = await rest.duplicate(bearer(a.key), { campaignId: a.campaign.id, name: 'probe', idempotencyKey: 'shared-idempotency-key' });
+    const accepted = await rest.duplicate(gw.baseUrl, a.key, { campaignId: a.campaign.id, name: 'probe' }, { idempotencyKey: 'shared-idempotency-key' });
     expect(accepted.status).toBe(202);
     expect(accepted.jobId).not.toBe(bIds.restJob);
     expect((await gw.app.store.getJob(a.workspace.id, accepted.jobId!))?.workspaceId).toBe(a.workspace.id);
@@ -140,8 +138,8 @@ describe('workspace isolation', () => {
   });
 
   it('B\'s own key still sees B\'s jobs, which nothing above changed', async () => {
-    for (const client of bothTransports(gw.baseUrl)) {
-      expect((await client.job(bearer(b.key), bIds.job)).job).toMatchObject({ id: bIds.job, status: 'SUCCEEDED' });
+    for (const client of transports) {
+      expect((await client.job(gw.baseUrl, b.key, bIds.job)).job).toMatchObject({ id: bIds.job, status: 'SUCCEEDED' });
     }
     const copies = await gw.app.store.listCampaigns(b.workspace.id, { first: 100 });
     expect(copies.map((row) => row.item.name).sort()).toEqual(['B copy', 'B copy 2', b.campaign.name].sort());

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PERMISSIONS, type Permission } from '../../src/domain/permissions.js';
 import { bearer, graphql, http, json, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
-import { bothTransports } from '../support/callers.js';
+import { transports } from '../support/transports.js';
 
 const EVENTS_QUERY = `query Events($filter: SecurityEventFilter) {
   securityEvents(filter: $filter, first: 200) { edges { node { id type apiKey { id } jobId channel details job { id } } } }
@@ -114,8 +114,8 @@ describe('permissions', () => {
       reader = await ws.addKey(['security_events.read'], 'reader');
       for (const [name, who] of [['first', first], ['second', second]] as const) {
         jobs[name] = [];
-        for (const client of bothTransports(gw.baseUrl)) {
-          const accepted = await client.duplicate(bearer(who.key), { campaignId: ws.campaign.id, name: `${name} copy` });
+        for (const client of transports) {
+          const accepted = await client.duplicate(gw.baseUrl, who.key, { campaignId: ws.campaign.id, name: `${name} copy` });
           jobs[name].push(accepted.jobId!);
         }
         // A refusal is an event of the key too.
@@ -155,8 +155,8 @@ describe('permissions', () => {
       expect(await events(first.key, { apiKeyId: second.keyId })).toEqual([]);
       for (const jobId of jobs.second) {
         expect(await events(first.key, { jobId })).toEqual([]);
-        for (const client of bothTransports(gw.baseUrl)) {
-          const answer = await client.job(bearer(first.key), jobId);
+        for (const client of transports) {
+          const answer = await client.job(gw.baseUrl, first.key, jobId);
           expect(answer.job).toBeNull();
           expect(answer.code).toBeNull();
         }
@@ -170,8 +170,8 @@ describe('permissions', () => {
       expect(seen.map((event: any) => event.type)).toEqual(expect.arrayContaining(['API_KEY_CREATED', 'PERMISSION_DENIED', 'CAMPAIGN_DUPLICATED']));
       expect(await events(reader.key, { apiKeyId: second.keyId, types: ['CAMPAIGN_DUPLICATION_REQUESTED'] })).toHaveLength(2);
       for (const jobId of [...jobs.first, ...jobs.second]) {
-        for (const client of bothTransports(gw.baseUrl)) {
-          expect((await client.job(bearer(reader.key), jobId)).job).toMatchObject({ id: jobId, status: 'SUCCEEDED' });
+        for (const client of transports) {
+          expect((await client.job(gw.baseUrl, reader.key, jobId)).job).toMatchObject({ id: jobId, status: 'SUCCEEDED' });
         }
         const polled = await events(reader.key, { jobId });
         expect(polled[0].job).toEqual({ id: jobId });

@@ -1,3 +1,9 @@
+/**
+ * The gateway's two transports behind one interface: a duplication and a job lookup over REST or GraphQL,
+ * with any request headers (a client address in X-Forwarded-For, odd Authorization headers), answered in one
+ * vocabulary: the HTTP status and the error code in GraphQL's names.
+ */
+import { ERROR_CODES } from '../../src/domain/errors.js';
 import { bearer, graphql, http, json, type HttpResult } from './gateway.js';
 
 /** Input in the service's terms; each transport sends it in its own form. */
@@ -8,88 +14,111 @@ export interface DuplicateArgs {
   tagNames?: unknown;
 }
 
-export interface DuplicateOutcome {
-  /** The HTTP status of the response. */
-  httpStatus: number;
-  jobId: string | null;
-  /** GraphQL's extensions.code, or the code REST's status stands for. */
+export interface RequestOptions {
+  /** Sent after the bearer of `key`, so they replace it; undefined entries are left out. */
+  headers?: Record<string, string | undefined>;
+  idempotencyKey?: string;
+}
+
+export interface Outcome {
+  status: number;
+  /** GraphQL's extensions.code, or the code REST's status stands for; null on success. */
   code: string | null;
   message: string | null;
   details: string[];
-  headers: HttpResult['headers'];
+  response: HttpResult;
+}
+
+export interface DuplicateOutcome extends Outcome {
+  jobId: string | null;
+}
+
+export interface JobOutcome extends Outcome {
+  job: { id: string; status: string } | null;
 }
 
 export interface Transport {
   name: 'REST' | 'GRAPHQL';
-  duplicate(baseUrl: string, key: string | null, args: DuplicateArgs, options?: { idempotencyKey?: string; authorization?: string }): Promise<DuplicateOutcome>;
+  duplicate(baseUrl: string, key: string | null, args: DuplicateArgs, options?: RequestOptions): Promise<DuplicateOutcome>;
+  job(baseUrl: string, key: string | null, id: string, options?: RequestOptions): Promise<JobOutcome>;
 }
 
-const REST_CODES: Record<number, string> = {
-  400: 'BAD_USER_INPUT',
-  401: 'UNAUTHENTICATED',
-  403: 'FORBIDDEN',
-  404: 'NOT_FOUND',
-  409: 'CONFLICT',
-  413: 'BAD_USER_INPUT',
-  415: 'BAD_USER_INPUT',
-  422: 'CONFLICT',
-  429: 'RATE_LIMITED',
-  500: 'INTERNAL_SERVER_ERROR',
+function headersFor(key: string | null, options: RequestOptions, base: Record<string, string> = json): Record<string, string> {
+  const headers: Record<string, string> = { ...base, ...(key ? bearer(key) : {}) };
+  for (const [name, value] of Object.entries(options.headers ?? {})) if (value !== undefined) headers[name] = value;
+  return headers;
+}
+
+const restCode = (status: number): string => {
+  const entry = Object.values(ERROR_CODES).find((candidate) => candidate.httpStatus === status);
+  return entry?.graphqlCode ?? `HTTP_${status}`;
 };
+
+function restOutcome(response: HttpResult): Outcome {
+  const failed = response.status >= 400;
+  return {
+    status: response.status,
+    code: failed ? restCode(response.status) : null,
+    message: failed ? response.body?.message ?? null : null,
+    details: response.body?.errors ?? [],
+    response,
+  };
+}
 
 export const rest: Transport = {
   name: 'REST',
   async duplicate(baseUrl, key, args, options = {}) {
-    const body: Record<string, unknown> = {};
-    if ('campaignId' in args) body.campaign_id = args.campaignId;
-    if ('name' in args) body.name = args.name;
-    if ('description' in args) body.description = args.description;
-    if ('tagNames' in args) body.tag_names = args.tagNames;
-    const headers: Record<string, string> = { ...json };
-    if (options.authorization !== undefined) headers.authorization = options.authorization;
-    else if (key) Object.assign(headers, bearer(key));
+    const headers = headersFor(key, options);
     if (options.idempotencyKey !== undefined) headers['idempotency-key'] = options.idempotencyKey;
+    const body = { campaign_id: args.campaignId, name: args.name, description: args.description, tag_names: args.tagNames };
     const response = await http(baseUrl, 'POST', '/campaigns/duplicate', { headers, body: JSON.stringify(body) });
-    const ok = response.status === 202;
-    return {
-      httpStatus: response.status,
-      jobId: ok ? response.body.job_id : null,
-      code: ok ? null : (REST_CODES[response.status] ?? `HTTP_${response.status}`),
-      message: ok ? null : response.body?.message ?? null,
-      details: response.body?.errors ?? [],
-      headers: response.headers,
-    };
+    return { ...restOutcome(response), jobId: response.status === 202 ? response.body.job_id : null };
+  },
+  async job(baseUrl, key, id, options = {}) {
+    const response = await http(baseUrl, 'GET', `/duplication_jobs/${encodeURIComponent(id)}`, { headers: headersFor(key, options, {}) });
+    const job = response.status === 200 ? { id: response.body.job_id, status: String(response.body.status).toUpperCase() } : null;
+    // A job that is not there is a 404 over REST and a null over GraphQL: the same answer.
+    if (response.status === 404) return { status: 404, code: null, message: null, details: [], response, job };
+    return { ...restOutcome(response), job };
   },
 };
 
-const MUTATION = `mutation Duplicate($input: DuplicateCampaignInput!) {
-  duplicateCampaign(input: $input) { job { id status sourceCampaignId name } }
+export const DUPLICATE_MUTATION = `mutation Duplicate($input: DuplicateCampaignInput!) {
+  duplicateCampaign(input: $input) { job { id status } }
 }`;
+
+const JOB_QUERY = 'query Job($id: ID!) { duplicationJob(id: $id) { id status } }';
+
+async function postGraphQL(baseUrl: string, key: string | null, options: RequestOptions, query: string, variables: Record<string, unknown>) {
+  const response = await http(baseUrl, 'POST', '/graphql', { headers: headersFor(key, options), body: JSON.stringify({ query, variables }) });
+  const error = response.body?.errors?.[0];
+  const outcome: Outcome = {
+    status: response.status,
+    code: error?.extensions?.code ?? null,
+    message: error?.message ?? null,
+    details: (error?.extensions?.issues ?? []).map((issue: { field: string; message: string }) => `${issue.field}: ${issue.message}`),
+    response,
+  };
+  return { outcome, data: response.body?.data };
+}
 
 export const graphQL: Transport = {
   name: 'GRAPHQL',
   async duplicate(baseUrl, key, args, options = {}) {
     const input: Record<string, unknown> = { ...args };
     if (options.idempotencyKey !== undefined) input.idempotencyKey = options.idempotencyKey;
-    const headers: Record<string, string> = { ...json };
-    if (options.authorization !== undefined) headers.authorization = options.authorization;
-    else if (key) Object.assign(headers, bearer(key));
-    const response = await http(baseUrl, 'POST', '/graphql', { headers, body: JSON.stringify({ query: MUTATION, variables: { input } }) });
-    const error = response.body?.errors?.[0];
-    return {
-      httpStatus: response.status,
-      jobId: response.body?.data?.duplicateCampaign?.job?.id ?? null,
-      code: error?.extensions?.code ?? null,
-      message: error?.message ?? null,
-      details: (error?.extensions?.issues ?? []).map((issue: { field: string; message: string }) => `${issue.field}: ${issue.message}`),
-      headers: response.headers,
-    };
+    const { outcome, data } = await postGraphQL(baseUrl, key, options, DUPLICATE_MUTATION, { input });
+    return { ...outcome, jobId: data?.duplicateCampaign?.job?.id ?? null };
+  },
+  async job(baseUrl, key, id, options = {}) {
+    const { outcome, data } = await postGraphQL(baseUrl, key, options, JOB_QUERY, { id });
+    return { ...outcome, job: data?.duplicationJob ?? null };
   },
 };
 
 export const transports: Transport[] = [rest, graphQL];
 
-export const JOB_EVENTS = `query Events($job: ID!) {
+const JOB_EVENTS = `query Events($job: ID!) {
   securityEvents(filter: {jobId: $job}) { edges { node { type job { status resultCampaignId error { code message } } } } }
 }`;
 

@@ -23,8 +23,8 @@ describe.each(transports)('idempotency keys over $name', (transport) => {
     const again = await transport.duplicate(gateway.baseUrl, team.key, args, { idempotencyKey: 'order-42' });
     expect(first.jobId).not.toBeNull();
     expect(again.jobId).toBe(first.jobId);
-    expect(again.httpStatus).toBe(first.httpStatus);
-    expect(again.headers['x-ratelimit-remaining']).toBe(first.headers['x-ratelimit-remaining']);
+    expect(again.status).toBe(first.status);
+    expect(again.response.headers['x-ratelimit-remaining']).toBe(first.response.headers['x-ratelimit-remaining']);
     expect(await requested(team)).toBe(1);
   });
 
@@ -33,7 +33,7 @@ describe.each(transports)('idempotency keys over $name', (transport) => {
     await transport.duplicate(gateway.baseUrl, team.key, { campaignId: team.campaign.id, name: 'one' }, { idempotencyKey: 'k' });
     const other = await transport.duplicate(gateway.baseUrl, team.key, { campaignId: team.campaign.id, name: 'two' }, { idempotencyKey: 'k' });
     expect(other.code).toBe('CONFLICT');
-    if (transport.name === 'REST') expect(other.httpStatus).toBe(422);
+    if (transport.name === 'REST') expect(other.status).toBe(422);
     expect(other.message).toMatch(/different request/);
     expect(await requested(team)).toBe(1);
   });
@@ -72,7 +72,7 @@ describe.each(transports)('idempotency keys over $name', (transport) => {
     expect(jobIds.size).toBe(1);
     for (const outcome of outcomes.filter((o) => o.jobId === null)) {
       expect(outcome.code).toBe('CONFLICT');
-      if (transport.name === 'REST') expect(outcome.httpStatus).toBe(409);
+      if (transport.name === 'REST') expect(outcome.status).toBe(409);
     }
     expect(await requested(team)).toBe(1);
   });

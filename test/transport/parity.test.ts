@@ -20,7 +20,7 @@ afterAll(async () => {
 function expectError(outcome: DuplicateOutcome, code: ErrorCode, transport: string) {
   expect(outcome.jobId).toBeNull();
   expect(outcome.code).toBe(ERROR_CODES[code].graphqlCode);
-  if (transport === 'REST') expect(outcome.httpStatus).toBe(ERROR_CODES[code].httpStatus);
+  if (transport === 'REST') expect(outcome.status).toBe(ERROR_CODES[code].httpStatus);
 }
 
 const long = (n: number) => 'x'.repeat(n);
@@ -30,11 +30,11 @@ describe.each(transports)('duplicateCampaign over $name', (transport) => {
 
   it('accepts a valid request at once with a pending job', async () => {
     const outcome = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), description: 'new', tagNames: ['promo'] });
-    expect(outcome.httpStatus).toBe(transport.name === 'REST' ? 202 : 200);
+    expect(outcome.status).toBe(transport.name === 'REST' ? 202 : 200);
     expect(outcome.jobId).toMatch(/^[0-9a-f-]{36}$/);
     const job = await gateway.app.store.getJob(ws.workspace.id, outcome.jobId!);
     expect(job).toMatchObject({ sourceCampaignId: ws.campaign.id, name: 'Copy of welcome', tagNames: ['promo'], channel: transport.name });
-    expect(outcome.headers['x-ratelimit-limit']).toBe('100000');
+    expect(outcome.response.headers['x-ratelimit-limit']).toBe('100000');
   });
 
   it('runs the job to SUCCEEDED, as seen through securityEvents(filter: {jobId})', async () => {
@@ -63,9 +63,9 @@ describe.each(transports)('duplicateCampaign over $name', (transport) => {
     ['an empty bearer', null, 'Bearer '],
     ['another scheme', null, 'Basic dXNlcjpwYXNz'],
   ])('refuses %s as UNAUTHENTICATED', async (_label, key, authorization) => {
-    const outcome = await transport.duplicate(gateway.baseUrl, key, valid(), { authorization });
+    const outcome = await transport.duplicate(gateway.baseUrl, key, valid(), { headers: { authorization } });
     expectError(outcome, 'UNAUTHENTICATED', transport.name);
-    expect(outcome.httpStatus).toBe(401);
+    expect(outcome.status).toBe(401);
     expect(outcome.message).toBe('Invalid API key');
   });
 
@@ -124,7 +124,7 @@ describe.each(transports)('duplicateCampaign over $name', (transport) => {
     const foreign = await transport.duplicate(gateway.baseUrl, ws.key, { campaignId: otherWs.campaign.id, name: 'n' });
     expectError(unknown, 'BAD_USER_INPUT', transport.name);
     expect(unknown.message).toContain('Invalid Campaign ID');
-    expect({ ...foreign, headers: undefined }).toEqual({ ...unknown, headers: undefined });
+    expect({ ...foreign, response: undefined }).toEqual({ ...unknown, response: undefined });
   });
 });
 
@@ -152,11 +152,11 @@ describe('the quota', () => {
     for (const transport of transports) {
       const refused = await transport.duplicate(limited.baseUrl, team.key, args);
       expectError(refused, 'RATE_LIMITED', transport.name);
-      expect(refused.httpStatus).toBe(429);
-      expect(Number(refused.headers['retry-after'])).toBeGreaterThan(0);
-      expect(Number(refused.headers['retry-after'])).toBeLessThanOrEqual(60);
-      expect(refused.headers['x-ratelimit-remaining']).toBe('0');
-      expect(Number(refused.headers['x-ratelimit-reset'])).toBeGreaterThan(Date.now() / 1000);
+      expect(refused.status).toBe(429);
+      expect(Number(refused.response.headers['retry-after'])).toBeGreaterThan(0);
+      expect(Number(refused.response.headers['retry-after'])).toBeLessThanOrEqual(60);
+      expect(refused.response.headers['x-ratelimit-remaining']).toBe('0');
+      expect(Number(refused.response.headers['x-ratelimit-reset'])).toBeGreaterThan(Date.now() / 1000);
     }
     const other = await limited.workspace();
     expect((await transports[0].duplicate(limited.baseUrl, other.key, { campaignId: other.campaign.id, name: 'x' })).jobId).not.toBeNull();
