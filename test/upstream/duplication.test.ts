@@ -2,8 +2,8 @@ import { RateLimiterMemory } from 'rate-limiter-flexible';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { DuplicationJob } from '../../src/domain/types.js';
 import { ManualClock } from '../support/clock.js';
-import { startFakeBraze, type FakeBraze, type FakeReply } from '../support/fake-braze.js';
-import { bearer, http, json, recordingLogger, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { startFakeBraze, type FakeReply } from '../support/fake-braze.js';
+import { bearer, http, json, recordingLogger, startGateway, waitFor } from '../support/gateway.js';
 
 const UPSTREAM_KEY = 'braze-upstream-key-5f1e7c2a9d';
 const DUPLICATE = 'POST /campaigns/duplicate';
