@@ -23,13 +23,13 @@ async function freePort(): Promise<number> {
 }
 
 /** A real gateway process (src/main.ts) on `dataDir`; WORKER_CONCURRENCY=0 keeps the worker out of the way. */
-export async function startGateway(dataDir: string, env: Record<string, string> = {}): Promise<ServerProcess> {
+export async function startGateway(dataDir: string, env: Record<string, string> = {}, nodeArgs: string[] = []): Promise<ServerProcess> {
   // At LOG_LEVEL=warn the gateway does not log that it listens: readiness is /healthz on a chosen port.
-  return spawnGateway({ ...GATEWAY_ENV, DATA_DIR: dataDir, ...env }, { timeoutMs: 120_000, healthzPort: await freePort() });
+  return spawnGateway({ ...GATEWAY_ENV, DATA_DIR: dataDir, ...env }, { timeoutMs: 120_000, healthzPort: await freePort(), nodeArgs });
 }
 
-export function startBaseline(): Promise<ServerProcess> {
-  return spawnGateway({ NODE_ENV: 'production' }, { entry: 'bench/baseline-server.ts', listeningMessage: 'baseline is listening', timeoutMs: 120_000 });
+export function startBaseline(nodeArgs: string[] = []): Promise<ServerProcess> {
+  return spawnGateway({ NODE_ENV: 'production' }, { entry: 'bench/baseline-server.ts', listeningMessage: 'baseline is listening', timeoutMs: 120_000, nodeArgs });
 }
 
 export async function stop(server: ServerProcess): Promise<void> {

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { newId } from '../domain/ids.js';
 import type { Clock, Duplicator, DuplicationResult, GatewayStore, JobOutcome } from '../domain/ports.js';
 import type { DuplicationJob, JobError, NewSecurityEvent } from '../domain/types.js';
 
@@ -198,7 +199,7 @@ export class JobWorker {
 
   private event(job: DuplicationJob, type: NewSecurityEvent['type'], now: Date, details: Record<string, unknown>): NewSecurityEvent {
     return {
-      id: randomUUID(),
+      id: newId(),
       workspaceId: job.workspaceId,
       type,
       occurredAt: now,

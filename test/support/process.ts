@@ -39,6 +39,8 @@ export interface SpawnOptions {
    */
   healthzPort?: number;
   timeoutMs?: number;
+  /** Extra node options, e.g. `--cpu-prof`. */
+  nodeArgs?: string[];
 }
 
 /**
@@ -47,8 +49,8 @@ export interface SpawnOptions {
  */
 export async function spawnGateway(env: Record<string, string>, timeoutMsOrOptions: number | SpawnOptions = {}): Promise<GatewayProcess> {
   const options = typeof timeoutMsOrOptions === 'number' ? { timeoutMs: timeoutMsOrOptions } : timeoutMsOrOptions;
-  const { entry = 'src/main.ts', listeningMessage = 'campaign-gateway is listening', timeoutMs = 30_000, healthzPort } = options;
-  const child = spawn(process.execPath, ['--import', 'tsx', entry], {
+  const { entry = 'src/main.ts', listeningMessage = 'campaign-gateway is listening', timeoutMs = 30_000, healthzPort, nodeArgs = [] } = options;
+  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', entry], {
     cwd: ROOT,
     env: {
       PATH: process.env.PATH ?? '',
