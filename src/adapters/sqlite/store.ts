@@ -360,15 +360,18 @@ export class SqliteStore implements GatewayStore {
   }
 
   async claimJobs(owner: string, limit: number, now: Date, leaseExpiresAt: Date): Promise<DuplicationJob[]> {
+    // Each branch stops after `limit` rows of its index: sorting every due job on each claim made draining a
+    // long queue quadratic.
     const rows = await this.write(() => this.sql(
       `UPDATE jobs SET status = 'RUNNING', lease_owner = @owner, lease_expires_at = @lease,
          attempts = attempts + 1, updated_at = @now
        WHERE id IN (
          SELECT id FROM (
-           SELECT id, run_at FROM jobs WHERE status = 'PENDING' AND run_at <= @now
+           SELECT * FROM (SELECT id, run_at AS due FROM jobs WHERE status = 'PENDING' AND run_at <= @now ORDER BY run_at LIMIT @limit)
            UNION ALL
-           SELECT id, lease_expires_at FROM jobs WHERE status = 'RUNNING' AND lease_expires_at < @now
-         ) ORDER BY run_at LIMIT @limit
+           SELECT * FROM (SELECT id, lease_expires_at AS due FROM jobs WHERE status = 'RUNNING' AND lease_expires_at < @now
+             ORDER BY lease_expires_at LIMIT @limit)
+         ) ORDER BY due LIMIT @limit
        )
        RETURNING *`,
     ).all({ owner, lease: leaseExpiresAt.getTime(), now: now.getTime(), limit }) as Row[]);
