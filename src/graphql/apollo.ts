@@ -1,5 +1,5 @@
 import { ApolloServer, type ApolloServerPlugin } from '@apollo/server';
-import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
+import { ApolloServerPluginCacheControlDisabled, ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
 import { unwrapResolverError } from '@apollo/server/errors';
 import type { FastifyBaseLogger } from 'fastify';
 import { GraphQLError, type GraphQLFormattedError, type GraphQLSchema } from 'graphql';
@@ -56,6 +56,8 @@ function httpSemanticsPlugin(logger: FastifyBaseLogger): ApolloServerPlugin<Grap
           if (response.body.kind !== 'single') return;
           const errors = response.body.singleResult.errors ?? [];
           const codes = errors.map((error) => error.extensions?.code);
+          // What Apollo's cache-control plugin answered for every response of this schema (no cache hints).
+          response.http.headers.set('cache-control', 'no-store');
           for (const [name, value] of Object.entries(rateLimitHeaders(contextValue.rateLimit))) {
             response.http.headers.set(name, value);
           }
@@ -97,6 +99,7 @@ export function createApollo(options: ApolloOptions): ApolloServer<GraphQLContex
     // main.ts owns shutdown; Apollo's own handlers would re-raise the signal and kill the process mid-drain.
     stopOnTerminationSignals: false,
     formatError: formatGraphQLError,
-    plugins: [ApolloServerPluginLandingPageDisabled(), httpSemanticsPlugin(options.logger)],
+    // The cache-control plugin hooks every resolved field to compute a policy this schema never sets.
+    plugins: [ApolloServerPluginLandingPageDisabled(), ApolloServerPluginCacheControlDisabled(), httpSemanticsPlugin(options.logger)],
   });
 }
