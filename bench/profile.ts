@@ -56,7 +56,7 @@ async function main(): Promise<void> {
   const root = mkdtempSync(join(tmpdir(), 'cgw-profile-'));
   const profiles = join(root, 'profiles');
   try {
-    const workspace = await prepareWorkspace(join(root, 'data'));
+    const workspace = await prepareWorkspace(join(root, 'data'), 'bench');
     const nodeArgs = ['--cpu-prof', `--cpu-prof-dir=${profiles}`];
     const gateway = values.scenario === 'baseline' ? await startBaseline(nodeArgs) : await startGateway(join(root, 'data'), { WORKER_CONCURRENCY: '0' }, nodeArgs);
     const graphql = values.scenario === 'graphql-accept';

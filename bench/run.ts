@@ -23,6 +23,10 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 interface Budget {
   /** Rounds of baseline, rest-accept and graphql-accept, interleaved; each scenario keeps its best round. */
   rounds: number;
+  /** When set, every measured run sends this many requests instead of running for a duration. */
+  requestsPerRun?: number;
+  /** Accept, poll and memory scenarios on one gateway instead of one each. */
+  shareGateway?: boolean;
   warmupSeconds: number;
   durationSeconds: number;
   connections: number;
@@ -40,7 +44,7 @@ const BUDGETS: Record<'full' | 'quick' | 'tiny', Budget> = {
     rounds: 2,
     warmupSeconds: 2,
     durationSeconds: 8,
-    connections: 50,
+    connections: 100,
     pollConnections: 10,
     pollDurationSeconds: 5,
     eventsSmall: 10_000,
@@ -53,7 +57,7 @@ const BUDGETS: Record<'full' | 'quick' | 'tiny', Budget> = {
     rounds: 1,
     warmupSeconds: 1,
     durationSeconds: 3,
-    connections: 50,
+    connections: 100,
     pollConnections: 10,
     pollDurationSeconds: 2,
     eventsSmall: 10_000,
@@ -65,16 +69,18 @@ const BUDGETS: Record<'full' | 'quick' | 'tiny', Budget> = {
   /** Only for the shape test: every scenario runs, none long enough to mean anything. */
   tiny: {
     rounds: 1,
+    requestsPerRun: 40,
+    shareGateway: true,
     warmupSeconds: 0,
-    durationSeconds: 0.5,
+    durationSeconds: 1,
     connections: 4,
     pollConnections: 2,
-    pollDurationSeconds: 0.5,
+    pollDurationSeconds: 1,
     eventsSmall: 200,
     eventsLarge: 2_000,
     workerJobs: 100,
-    memoryFirst: 200,
-    memorySecond: 1_000,
+    memoryFirst: 100,
+    memorySecond: 400,
   },
 };
 
@@ -100,7 +106,7 @@ const log = (message: string) => process.stderr.write(`bench: ${message}\n`);
 /** One measured run of a scenario, after a warm-up run that lets the JIT and the caches settle. */
 async function measure(name: string, options: Omit<LoadOptions, 'durationSeconds' | 'amount'>, budget: Budget, durationSeconds: number): Promise<LoadResult> {
   if (budget.warmupSeconds > 0) await runLoad({ ...options, durationSeconds: budget.warmupSeconds });
-  const result = await runLoad({ ...options, durationSeconds });
+  const result = await runLoad(budget.requestsPerRun ? { ...options, amount: budget.requestsPerRun } : { ...options, durationSeconds });
   log(`${name}: ${result.requestsPerSecond} req/s, p50 ${result.latencyMs.p50} ms${result.valid ? '' : ' (INVALID)'}`);
   return result;
 }
@@ -213,28 +219,31 @@ async function run(mode: keyof typeof BUDGETS) {
     platform: `${process.platform}-${process.arch}`,
   };
   const root = mkdtempSync(join(tmpdir(), 'cgw-bench-'));
-  const dirs = { accept: join(root, 'accept'), poll: join(root, 'poll'), worker: join(root, 'worker'), memory: join(root, 'memory') };
+  // Each gateway has its own store, so that no scenario measures what another left behind; a tiny run shares
+  // one worker-less gateway, as it only checks that everything runs.
+  const requestPath = join(root, 'requests');
+  const dirs = budget.shareGateway
+    ? { accept: requestPath, poll: requestPath, worker: join(root, 'worker'), memory: requestPath }
+    : { accept: join(root, 'accept'), poll: join(root, 'poll'), worker: join(root, 'worker'), memory: join(root, 'memory') };
   const servers: ServerProcess[] = [];
   try {
-    const acceptWs = await prepareWorkspace(dirs.accept);
-    const pollWs = await prepareWorkspace(dirs.poll);
-    const workerWs = await prepareWorkspace(dirs.worker);
-    const memoryWs = await prepareWorkspace(dirs.memory);
+    const acceptWs = await prepareWorkspace(dirs.accept, 'bench-accept');
+    const pollWs = await prepareWorkspace(dirs.poll, 'bench-poll');
+    const workerWs = await prepareWorkspace(dirs.worker, 'bench-worker');
+    const memoryWs = await prepareWorkspace(dirs.memory, 'bench-memory');
     seedFinishedJobs(dirs.poll, pollWs, 0, budget.eventsSmall / 2);
 
     // The accept, poll and memory gateways run without a worker: what they measure is the request path.
-    const starting = [
-      startBaseline(),
-      startGateway(dirs.accept, { WORKER_CONCURRENCY: '0' }),
-      startGateway(dirs.poll, { WORKER_CONCURRENCY: '0' }),
-      startGateway(dirs.worker),
-      startGateway(dirs.memory, { WORKER_CONCURRENCY: '0' }),
-    ];
-    const started = await Promise.allSettled(starting);
+    const gateways = new Map<string, Promise<ServerProcess>>();
+    for (const dir of new Set([dirs.accept, dirs.poll, dirs.memory])) gateways.set(dir, startGateway(dir, { WORKER_CONCURRENCY: '0' }));
+    gateways.set(dirs.worker, startGateway(dirs.worker));
+    const baselineStart = startBaseline();
+    const started = await Promise.allSettled([baselineStart, ...gateways.values()]);
     for (const outcome of started) if (outcome.status === 'fulfilled') servers.push(outcome.value);
     const failed = started.find((outcome) => outcome.status === 'rejected');
     if (failed) throw (failed as PromiseRejectedResult).reason;
-    const [baseline, acceptGw, pollGw, workerGw, memoryGw] = servers;
+    const baseline = await baselineStart;
+    const [acceptGw, pollGw, workerGw, memoryGw] = await Promise.all([dirs.accept, dirs.poll, dirs.worker, dirs.memory].map((dir) => gateways.get(dir)!));
     log(`servers up in ${((Date.now() - startedAt.getTime()) / 1000).toFixed(1)} s`);
 
     const accept = await acceptScenarios(budget, baseline, acceptGw, acceptWs);

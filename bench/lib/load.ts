@@ -56,6 +56,8 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     requests: options.requests,
     verifyBody: (body) => options.verifyBody(String(body)),
     timeout: 30,
+    // autocannon notices the end of a run only when it samples; every second by default.
+    sampleInt: 100,
   }, (error, result) => finish(error, result));
   instance.on('response', (_client, _status, _bytes, responseTime) => {
     if (count === latencies.length) {

@@ -16,12 +16,12 @@ export interface BenchWorkspace {
 }
 
 /** A workspace with one campaign, its tags and an all-permissions key, made through the gateway's own code. */
-export async function prepareWorkspace(dataDir: string): Promise<BenchWorkspace> {
+export async function prepareWorkspace(dataDir: string, name: string): Promise<BenchWorkspace> {
   const store = new SqliteStore({ filename: databaseFile(dataDir) });
   try {
     await store.migrate();
     const admin = new AdminService(store, systemClock);
-    const workspace = await admin.createWorkspace('bench');
+    const workspace = await admin.createWorkspace(name);
     await store.upsertTags(workspace.id, ['promo', 'newsletter']);
     const campaign = await admin.addCampaign(workspace.id, {
       name: 'Welcome series',

@@ -7,6 +7,8 @@ import { loadConfig, type Config } from '../../src/config.js';
 import { PERMISSIONS } from '../../src/domain/permissions.js';
 import type { Campaign, Workspace } from '../../src/domain/types.js';
 
+export { waitFor } from './wait.js';
+
 export interface TestGateway {
   app: App;
   config: Config;
@@ -108,17 +110,6 @@ export async function graphql(
     headers: { ...json, ...(key ? bearer(key) : {}) },
     body: JSON.stringify({ query, variables }),
   });
-}
-
-/** Polls until `check` returns a value, without fixed sleeps in the tests themselves. */
-export async function waitFor<T>(check: () => Promise<T | undefined | null | false>, timeoutMs = 15_000, intervalMs = 25): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
-  }
 }
 
 /** A gateway logger that keeps every line, for tests about what is (and is not) logged. */

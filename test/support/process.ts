@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
-import { waitFor } from './gateway.js';
+import { waitFor } from './wait.js';
 
 async function healthy(baseUrl: string): Promise<boolean> {
   try {
