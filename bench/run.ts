@@ -44,7 +44,7 @@ const BUDGETS: Record<'full' | 'quick' | 'tiny', Budget> = {
     rounds: 2,
     warmupSeconds: 2,
     durationSeconds: 8,
-    connections: 100,
+    connections: 50,
     pollConnections: 10,
     pollDurationSeconds: 5,
     eventsSmall: 10_000,
@@ -57,7 +57,7 @@ const BUDGETS: Record<'full' | 'quick' | 'tiny', Budget> = {
     rounds: 1,
     warmupSeconds: 1,
     durationSeconds: 3,
-    connections: 100,
+    connections: 50,
     pollConnections: 10,
     pollDurationSeconds: 2,
     eventsSmall: 10_000,
@@ -207,8 +207,8 @@ function table(report: Report): string {
 
 type Report = Awaited<ReturnType<typeof run>>;
 
-async function run(mode: keyof typeof BUDGETS) {
-  const budget = BUDGETS[mode];
+async function run(mode: keyof typeof BUDGETS, connections?: number) {
+  const budget = { ...BUDGETS[mode], ...(connections ? { connections } : {}) };
   const startedAt = new Date();
   const machine = {
     cpus: cpus().length,
@@ -287,10 +287,12 @@ async function run(mode: keyof typeof BUDGETS) {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { quick: { type: 'boolean' }, tiny: { type: 'boolean' }, out: { type: 'string' } } });
+  const { values } = parseArgs({
+    options: { quick: { type: 'boolean' }, tiny: { type: 'boolean' }, out: { type: 'string' }, connections: { type: 'string' } },
+  });
   const mode = values.tiny ? 'tiny' : values.quick ? 'quick' : 'full';
   const out = resolve(values.out ?? join(ROOT, 'bench/results/latest.json'));
-  const report = await run(mode);
+  const report = await run(mode, values.connections ? Number(values.connections) : undefined);
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, `${JSON.stringify(report, null, 2)}\n`);
   process.stdout.write(`${table(report)}\n\nwritten to ${out}\n`);
