@@ -114,13 +114,20 @@ async function measure(name: string, options: Omit<LoadOptions, 'durationSeconds
 const best = (results: LoadResult[]): LoadResult =>
   results.reduce((a, b) => (b.valid && (!a.valid || b.requestsPerSecond > a.requestsPerSecond) ? b : a));
 
+const ACCEPT = ['baseline', 'rest-accept', 'graphql-accept'] as const;
+
 async function acceptScenarios(budget: Budget, baseline: ServerProcess, gateway: ServerProcess, workspace: BenchWorkspace) {
-  const rounds: Record<'baseline' | 'rest-accept' | 'graphql-accept', LoadResult[]> = { baseline: [], 'rest-accept': [], 'graphql-accept': [] };
-  const common = { connections: budget.connections };
+  const rest = { requests: [restDuplicate(workspace)], verifyBody: isRestAccepted };
+  const scenarios = {
+    baseline: { ...rest, url: baseline.baseUrl },
+    'rest-accept': { ...rest, url: gateway.baseUrl },
+    'graphql-accept': { requests: [graphqlDuplicate(workspace)], verifyBody: isGraphQLAccepted, url: gateway.baseUrl },
+  };
+  const rounds: Record<(typeof ACCEPT)[number], LoadResult[]> = { baseline: [], 'rest-accept': [], 'graphql-accept': [] };
   for (let i = 0; i < budget.rounds; i += 1) {
-    rounds.baseline.push(await measure('baseline', { ...common, url: baseline.baseUrl, requests: [restDuplicate(workspace)], verifyBody: isRestAccepted }, budget, budget.durationSeconds));
-    rounds['rest-accept'].push(await measure('rest-accept', { ...common, url: gateway.baseUrl, requests: [restDuplicate(workspace)], verifyBody: isRestAccepted }, budget, budget.durationSeconds));
-    rounds['graphql-accept'].push(await measure('graphql-accept', { ...common, url: gateway.baseUrl, requests: [graphqlDuplicate(workspace)], verifyBody: isGraphQLAccepted }, budget, budget.durationSeconds));
+    for (const name of ACCEPT) {
+      rounds[name].push(await measure(name, { ...scenarios[name], connections: budget.connections }, budget, budget.durationSeconds));
+    }
   }
   return { baseline: best(rounds.baseline), 'rest-accept': best(rounds['rest-accept']), 'graphql-accept': best(rounds['graphql-accept']) };
 }

@@ -283,7 +283,8 @@ export class SqliteStore implements GatewayStore {
 
   async missingTags(workspaceId: string, names: string[]): Promise<string[]> {
     const exists = this.sql('SELECT 1 FROM tags WHERE workspace_id = ? AND name = ?');
-    return names.filter((name) => this.tags.get(`${workspaceId}\u0000${name}`, () => (exists.get(workspaceId, name) === undefined ? null : true)) === null);
+    const found = (name: string) => (exists.get(workspaceId, name) === undefined ? null : true);
+    return names.filter((name) => this.tags.get(`${workspaceId}\u0000${name}`, () => found(name)) === null);
   }
 
   async insertCampaign(campaign: Campaign): Promise<void> {
