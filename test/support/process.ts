@@ -5,16 +5,6 @@ import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { waitFor } from './wait.js';
 
-async function healthy(baseUrl: string): Promise<boolean> {
-  try {
-    const response = await request(`${baseUrl}/healthz`);
-    await response.body.dump();
-    return response.statusCode === 200;
-  } catch {
-    return false;
-  }
-}
-
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 /** What output() keeps: enough for any banner or error, bounded however long the process logs. */
 const OUTPUT_LIMIT = 1024 * 1024;
@@ -41,6 +31,16 @@ export interface SpawnOptions {
   timeoutMs?: number;
   /** Extra node options, e.g. `--cpu-prof`. */
   nodeArgs?: string[];
+}
+
+async function healthy(baseUrl: string): Promise<boolean> {
+  try {
+    const response = await request(`${baseUrl}/healthz`);
+    await response.body.dump();
+    return response.statusCode === 200;
+  } catch {
+    return false;
+  }
 }
 
 /**
