@@ -162,7 +162,9 @@ export function loadConfig(env: Env = process.env): Config {
     upstreamRateWindowSeconds: integer(env, 'UPSTREAM_RATE_WINDOW_SECONDS', 60, 1, 86_400),
     duplicateRateLimit: integer(env, 'DUPLICATE_RATE_LIMIT', 100, 1, 1_000_000_000),
     duplicateRateWindowSeconds: integer(env, 'DUPLICATE_RATE_WINDOW_SECONDS', 60, 1, 86_400),
-    workerConcurrency: integer(env, 'WORKER_CONCURRENCY', 4, 0, 1000),
+    // A local job is a few milliseconds of store work, and the jobs finishing together share one commit: many
+    // in flight drain a queue fast. Upstream, each one holds a connection to Braze.
+    workerConcurrency: integer(env, 'WORKER_CONCURRENCY', upstreamUrl ? 4 : 32, 0, 1000),
     jobLeaseMs,
     jobMaxAttempts: integer(env, 'JOB_MAX_ATTEMPTS', 5, 1, 100),
     shutdownGraceMs: integer(env, 'SHUTDOWN_GRACE_SECONDS', 10, 1, 3600) * 1000,

@@ -1,7 +1,8 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { configure } from 'safe-stable-stringify';
 import { decodeCursor, encodeCursor } from './cursor.js';
 import { GatewayError, type RateLimitState } from './errors.js';
+import { newId } from './ids.js';
 import { isAllowedIp } from './ip-allowlist.js';
 import { hashApiKey, hashesEqual, isWellFormedApiKey } from './keys.js';
 import type { Permission } from './permissions.js';
@@ -271,7 +272,7 @@ export class GatewayService {
       }
       const now = this.deps.clock.now();
       const job: DuplicationJob = {
-        id: randomUUID(),
+        id: newId(),
         workspaceId: principal.workspaceId,
         status: 'PENDING',
         sourceCampaignId: input.campaignId,
@@ -373,7 +374,7 @@ export class GatewayService {
     fields: Partial<Pick<NewSecurityEvent, 'jobId' | 'campaignId' | 'details'>>,
   ): NewSecurityEvent {
     return {
-      id: randomUUID(),
+      id: newId(),
       workspaceId: principal.workspaceId,
       type,
       occurredAt: this.deps.clock.now(),

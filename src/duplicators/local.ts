@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { newId } from '../domain/ids.js';
 import type { Clock, Duplicator, DuplicationResult, GatewayStore } from '../domain/ports.js';
 import type { DuplicationJob } from '../domain/types.js';
 
@@ -28,7 +28,7 @@ export class LocalDuplicator implements Duplicator {
     const now = this.clock.now();
     const newCampaign = {
       ...source,
-      id: randomUUID(),
+      id: newId(),
       name: job.name,
       description: job.description ?? source.description,
       tagNames: job.tagNames ?? source.tagNames,

@@ -1,5 +1,5 @@
 import { ApolloServer, type ApolloServerPlugin } from '@apollo/server';
-import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
+import { ApolloServerPluginCacheControlDisabled, ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
 import { unwrapResolverError } from '@apollo/server/errors';
 import type { FastifyBaseLogger } from 'fastify';
 import { GraphQLError, type GraphQLFormattedError, type GraphQLSchema } from 'graphql';
@@ -78,6 +78,8 @@ function httpSemanticsPlugin(logger: FastifyBaseLogger): ApolloServerPlugin<Grap
         async willSendResponse({ response, contextValue, operation }) {
           if (response.body.kind !== 'single') return;
           const errors = response.body.singleResult.errors ?? [];
+          // What Apollo's cache-control plugin answered for every response of this schema (no cache hints).
+          response.http.headers.set('cache-control', 'no-store');
           for (const [name, value] of Object.entries(rateLimitHeaders(contextValue.rateLimit))) {
             response.http.headers.set(name, value);
           }
@@ -131,8 +133,10 @@ export function createApollo(options: ApolloOptions): ApolloServer<GraphQLContex
     maxRecursiveSelections: true,
     validationRules: [operationShapeRule(options.limits)],
     formatError: formatGraphQLError,
+    // The cache-control plugin hooks every resolved field to compute a policy this schema never sets.
     plugins: [
       ApolloServerPluginLandingPageDisabled(),
+      ApolloServerPluginCacheControlDisabled(),
       costLimitPlugin(options.schema, options.limits.maxCost),
       httpSemanticsPlugin(options.logger),
     ],

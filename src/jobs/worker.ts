@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
+import { newId } from '../domain/ids.js';
 import type { Clock, Duplicator, DuplicationResult, GatewayStore, JobOutcome } from '../domain/ports.js';
 import type { DuplicationJob, JobError, NewSecurityEvent } from '../domain/types.js';
 
@@ -200,7 +201,7 @@ export class JobWorker {
 
   private event(job: DuplicationJob, type: NewSecurityEvent['type'], now: Date, details: Record<string, unknown>): NewSecurityEvent {
     return {
-      id: randomUUID(),
+      id: newId(),
       workspaceId: job.workspaceId,
       type,
       occurredAt: now,

@@ -99,7 +99,9 @@ describe('permissions', () => {
     expect(result.status).toBe(200);
     expect(result.body.errors).toHaveLength(1);
     expect(result.body.errors[0]).toMatchObject({ path: ['campaign'], extensions: { code: 'FORBIDDEN' } });
-    expect(result.body.data).toEqual({ campaign: null, securityEvents: { edges: [expect.objectContaining({ node: expect.any(Object) })] } });
+    expect(result.body.data).toEqual({ campaign: null, securityEvents: { edges: expect.any(Array) } });
+    const denied = await graphql(gw.baseUrl, key, '{ securityEvents(filter: {types: [PERMISSION_DENIED]}) { edges { node { details } } } }');
+    expect(denied.body.data.securityEvents.edges).toEqual([{ node: { details: { permission: 'campaigns.details' } } }]);
   });
 
   describe('security_events.read', () => {

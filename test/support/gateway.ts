@@ -9,6 +9,8 @@ import { PERMISSIONS } from '../../src/domain/permissions.js';
 import type { GatewayStore } from '../../src/domain/ports.js';
 import type { Campaign, Workspace } from '../../src/domain/types.js';
 
+export { waitFor } from './wait.js';
+
 export interface TestGateway {
   app: App;
   config: Config;
@@ -120,17 +122,6 @@ export async function graphql(
     body: JSON.stringify({ query, variables }),
     dispatcher,
   });
-}
-
-/** Polls until `check` returns a value, without fixed sleeps in the tests themselves. */
-export async function waitFor<T>(check: () => Promise<T | undefined | null | false>, timeoutMs = 15_000, intervalMs = 25): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
-  }
 }
 
 /** A gateway logger that keeps every line, for tests about what is (and is not) logged. */

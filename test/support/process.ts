@@ -2,42 +2,84 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { request } from 'undici';
+import { waitFor } from './wait.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+/** What output() keeps: enough for any banner or error, bounded however long the process logs. */
+const OUTPUT_LIMIT = 1024 * 1024;
 
 export interface GatewayProcess {
   child: ChildProcess;
   baseUrl: string;
-  /** Everything the process printed so far, stdout and stderr. */
+  /** Everything the process printed so far (the last MiB of it), stdout and stderr. */
   output(): string;
   /** Resolves with the exit code (or signal) once the process has ended. */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
+export interface SpawnOptions {
+  /** The TypeScript entry point, relative to the project root. */
+  entry?: string;
+  /** The `msg` of the JSON log line, carrying `url`, that says the server is listening. */
+  listeningMessage?: string;
+  /**
+   * Instead of waiting for that line (which a quiet LOG_LEVEL hides): listen on this port and be ready once
+   * `GET /healthz` answers 200 there.
+   */
+  healthzPort?: number;
+  timeoutMs?: number;
+  /** Extra node options, e.g. `--cpu-prof`. */
+  nodeArgs?: string[];
+}
+
+async function healthy(baseUrl: string): Promise<boolean> {
+  try {
+    const response = await request(`${baseUrl}/healthz`);
+    await response.body.dump();
+    return response.statusCode === 200;
+  } catch {
+    return false;
+  }
+}
+
 /**
- * Starts `src/main.ts` as a real child process and waits until it logs that it is listening.
- * PORT defaults to 0: the process picks a free port and logs its URL.
+ * Starts `src/main.ts` (or another entry) as a real child process and waits until it logs that it is
+ * listening. PORT defaults to 0: the process picks a free port and logs its URL.
  */
-export async function spawnGateway(env: Record<string, string>, timeoutMs = 30_000): Promise<GatewayProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+export async function spawnGateway(env: Record<string, string>, timeoutMsOrOptions: number | SpawnOptions = {}): Promise<GatewayProcess> {
+  const options = typeof timeoutMsOrOptions === 'number' ? { timeoutMs: timeoutMsOrOptions } : timeoutMsOrOptions;
+  const { entry = 'src/main.ts', listeningMessage = 'campaign-gateway is listening', timeoutMs = 30_000, healthzPort, nodeArgs = [] } = options;
+  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', entry], {
     cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', PORT: '0', LOG_LEVEL: 'info', ...env },
+    env: {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '/tmp',
+      PORT: '0',
+      LOG_LEVEL: 'info',
+      ...env,
+      ...(healthzPort === undefined ? {} : { PORT: String(healthzPort) }),
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
+  const append = (text: string) => {
+    output += text;
+    if (output.length > OUTPUT_LIMIT) output = output.slice(-OUTPUT_LIMIT);
+  };
   const exited = once(child, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }));
-  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr!.on('data', (chunk: Buffer) => append(chunk.toString()));
   const lines = createInterface({ input: child.stdout! });
   const listening = new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`gateway did not start within ${timeoutMs} ms:\n${output}`)), timeoutMs);
+    const timer = setTimeout(() => reject(new Error(`${entry} did not start within ${timeoutMs} ms:\n${output}`)), timeoutMs);
     lines.on('line', (line) => {
-      output += `${line}\n`;
+      append(`${line}\n`);
       if (!line.startsWith('{')) return;
       try {
-        const entry = JSON.parse(line) as { msg?: string; url?: string };
-        if (entry.msg === 'campaign-gateway is listening' && entry.url) {
+        const logLine = JSON.parse(line) as { msg?: string; url?: string };
+        if (logLine.msg === listeningMessage && logLine.url) {
           clearTimeout(timer);
-          resolve(entry.url);
+          resolve(logLine.url);
         }
       } catch {
         // not a log line
@@ -45,8 +87,16 @@ export async function spawnGateway(env: Record<string, string>, timeoutMs = 30_0
     });
     void exited.then(({ code }) => {
       clearTimeout(timer);
-      reject(new Error(`gateway exited with ${code} before listening:\n${output}`));
+      reject(new Error(`${entry} exited with ${code} before listening:\n${output}`));
     });
+    if (healthzPort !== undefined) {
+      const url = `http://127.0.0.1:${healthzPort}`;
+      const ended = () => child.exitCode !== null || child.signalCode !== null;
+      void waitFor(async () => ended() || (await healthy(url)), timeoutMs).then(() => {
+        clearTimeout(timer);
+        resolve(url);
+      }, reject);
+    }
   });
   const baseUrl = await listening;
   return { child, baseUrl, output: () => output, exited };

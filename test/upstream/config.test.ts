@@ -4,14 +4,17 @@ import { loadConfig } from '../../src/config.js';
 const upstream = { UPSTREAM_URL: 'https://rest.iad-01.braze.com', UPSTREAM_API_KEY: 'key' };
 
 describe('upstream configuration', () => {
-  it('has defaults that match the upstream limit', () => {
+  it('has defaults that match the upstream limit, and runs more jobs at once locally than upstream', () => {
     expect(loadConfig(upstream)).toMatchObject({
       upstreamUrl: 'https://rest.iad-01.braze.com',
       upstreamTimeoutMs: 10_000,
       upstreamConnectTimeoutMs: 5000,
       upstreamRateLimit: 100,
       upstreamRateWindowSeconds: 60,
+      workerConcurrency: 4,
     });
+    expect(loadConfig({}).workerConcurrency).toBe(32);
+    expect(loadConfig({ ...upstream, WORKER_CONCURRENCY: '8' }).workerConcurrency).toBe(8);
   });
 
   it.each<[Record<string, string>, string]>([

@@ -28,6 +28,9 @@ import {
   type Row,
   type SqlValues,
 } from '../rows.js';
+import { GroupCommit } from './group-commit.js';
+import { KeyCache } from './key-cache.js';
+import { FoundCache } from './read-cache.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
 
 const ms = (value: Date | null): number | null => (value === null ? null : value.getTime());
@@ -41,12 +44,18 @@ export interface SqliteStoreOptions {
 
 /**
  * The embedded store. WAL journal with `synchronous = FULL`: every commit is on disk before the call
- * returns, so a 202 survives a crash of the process or of the machine.
+ * returns, so a 202 survives a crash of the process or of the machine. Writes are group-committed
+ * (group-commit.ts): those of one turn of the event loop share a transaction and its fsync, and each write
+ * method resolves only after that commit.
  */
 export class SqliteStore implements GatewayStore {
   readonly kind = 'sqlite';
   private readonly db: Database.Database;
   private readonly statements = new Map<string, Database.Statement>();
+  private readonly commits: GroupCommit;
+  private readonly keys: KeyCache<ApiKeyRecord>;
+  private readonly campaigns = new FoundCache<Campaign>();
+  private readonly tags = new FoundCache<true>();
 
   constructor(options: SqliteStoreOptions) {
     if (options.filename !== ':memory:') mkdirSync(dirname(options.filename), { recursive: true });
@@ -55,6 +64,15 @@ export class SqliteStore implements GatewayStore {
     this.db.pragma('synchronous = FULL');
     this.db.pragma('foreign_keys = ON');
     this.db.pragma('busy_timeout = 5000');
+    // Each write of a group runs in a savepoint; its undo pages stay in memory instead of a temporary file.
+    this.db.pragma('temp_store = MEMORY');
+    this.commits = new GroupCommit(this.db);
+    this.keys = new KeyCache(this.db);
+  }
+
+  /** Every write goes through the group commit: it resolves once durable, together with the writes of its turn. */
+  private write<T>(work: () => T): Promise<T> {
+    return this.commits.run(work);
   }
 
   private sql(text: string): Database.Statement {
@@ -72,13 +90,16 @@ export class SqliteStore implements GatewayStore {
   }
 
   async migrate(): Promise<void> {
-    const current = Number(this.db.pragma('user_version', { simple: true }));
-    SQLITE_MIGRATIONS.slice(current).forEach((migration, index) => {
-      this.db.transaction(() => {
-        this.db.exec(migration);
-        this.db.pragma(`user_version = ${current + index + 1}`);
-      }).immediate();
-    });
+    // The version is read inside the IMMEDIATE transaction, so instances starting together migrate once.
+    this.db
+      .transaction(() => {
+        const current = Number(this.db.pragma('user_version', { simple: true }));
+        SQLITE_MIGRATIONS.slice(current).forEach((migration, index) => {
+          this.db.exec(migration);
+          this.db.pragma(`user_version = ${current + index + 1}`);
+        });
+      })
+      .immediate();
   }
 
   async ping(): Promise<void> {
@@ -86,15 +107,14 @@ export class SqliteStore implements GatewayStore {
   }
 
   async close(): Promise<void> {
+    await this.commits.drain();
     this.statements.clear();
     if (this.db.open) this.db.close();
   }
 
   async createWorkspace(workspace: Workspace): Promise<void> {
-    this.sql('INSERT INTO workspaces (id, name, created_at) VALUES (?, ?, ?)').run(
-      workspace.id,
-      workspace.name,
-      workspace.createdAt.getTime(),
+    await this.write(() =>
+      this.sql('INSERT INTO workspaces (id, name, created_at) VALUES (?, ?, ?)').run(workspace.id, workspace.name, workspace.createdAt.getTime()),
     );
   }
 
@@ -112,18 +132,21 @@ export class SqliteStore implements GatewayStore {
   }
 
   async insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<void> {
-    this.db.transaction(() => {
+    return this.write(() => {
       this.insert('api_keys', apiKeyToRow(key, SQLITE));
+      this.keys.clear();
       this.insertEventSync(event);
-    }).immediate();
+    });
   }
 
   async findApiKeyByHash(hash: string): Promise<ApiKeyRecord | null> {
-    const row = this.sql('SELECT * FROM api_keys WHERE hash = ? UNION ALL SELECT * FROM api_keys WHERE previous_hash = ? LIMIT 1').get(
-      hash,
-      hash,
-    ) as Row | undefined;
-    return row ? rowToApiKey(row) : null;
+    return this.keys.get(hash, () => {
+      const row = this.sql('SELECT * FROM api_keys WHERE hash = ? UNION ALL SELECT * FROM api_keys WHERE previous_hash = ? LIMIT 1').get(
+        hash,
+        hash,
+      ) as Row | undefined;
+      return row ? rowToApiKey(row) : null;
+    });
   }
 
   async findApiKey(id: string): Promise<ApiKeyRecord | null> {
@@ -140,45 +163,51 @@ export class SqliteStore implements GatewayStore {
   }
 
   async revokeApiKey(id: string, at: Date, event: NewSecurityEvent): Promise<boolean> {
-    return this.db.transaction(() => {
+    return this.write(() => {
       const result = this.sql('UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(
         at.getTime(),
         id,
       );
       if (result.changes === 0) return false;
+      this.keys.clear();
       this.insertEventSync(event);
       return true;
-    }).immediate();
+    });
   }
 
   async rotateApiKey(id: string, hash: string, prefix: string, previousValidUntil: Date | null, event: NewSecurityEvent): Promise<boolean> {
-    return this.db.transaction(() => {
+    return this.write(() => {
       const result = this.sql(
         `UPDATE api_keys SET previous_hash = CASE WHEN ? IS NULL THEN NULL ELSE hash END, previous_hash_expires_at = ?,
            hash = ?, prefix = ? WHERE id = ? AND revoked_at IS NULL`,
       ).run(ms(previousValidUntil), ms(previousValidUntil), hash, prefix, id);
       if (result.changes === 0) return false;
+      this.keys.clear();
       this.insertEventSync(event);
       return true;
-    }).immediate();
+    });
   }
 
   async touchApiKey(id: string, at: Date): Promise<void> {
-    this.sql('UPDATE api_keys SET last_used_at = ? WHERE id = ?').run(at.getTime(), id);
+    await this.write(() => {
+      this.sql('UPDATE api_keys SET last_used_at = ? WHERE id = ?').run(at.getTime(), id);
+      this.keys.clear();
+    });
   }
 
   async upsertTags(workspaceId: string, names: string[]): Promise<void> {
     const insert = this.sql('INSERT OR IGNORE INTO tags (workspace_id, name) VALUES (?, ?)');
-    this.db.transaction(() => names.forEach((name) => insert.run(workspaceId, name)))();
+    await this.write(() => names.forEach((name) => insert.run(workspaceId, name)));
   }
 
   async missingTags(workspaceId: string, names: string[]): Promise<string[]> {
     const exists = this.sql('SELECT 1 FROM tags WHERE workspace_id = ? AND name = ?');
-    return names.filter((name) => exists.get(workspaceId, name) === undefined);
+    const found = (name: string) => (exists.get(workspaceId, name) === undefined ? null : true);
+    return names.filter((name) => this.tags.get(`${workspaceId}\u0000${name}`, () => found(name)) === null);
   }
 
   async insertCampaign(campaign: Campaign): Promise<void> {
-    this.insertCampaignSync(campaign);
+    await this.write(() => this.insertCampaignSync(campaign));
   }
 
   private insertCampaignSync(campaign: Campaign): void {
@@ -186,10 +215,10 @@ export class SqliteStore implements GatewayStore {
   }
 
   async getCampaign(workspaceId: string, id: string): Promise<Campaign | null> {
-    const row = this.sql('SELECT * FROM campaigns WHERE id = ? AND workspace_id = ?').get(id, workspaceId) as
-      | Row
-      | undefined;
-    return row ? rowToCampaign(row) : null;
+    return this.campaigns.get(`${workspaceId}\u0000${id}`, () => {
+      const row = this.sql('SELECT * FROM campaigns WHERE id = ? AND workspace_id = ?').get(id, workspaceId) as Row | undefined;
+      return row ? rowToCampaign(row) : null;
+    });
   }
 
   async listCampaigns(workspaceId: string, options: ListOptions): Promise<SeqItem<Campaign>[]> {
@@ -200,13 +229,13 @@ export class SqliteStore implements GatewayStore {
   }
 
   async enqueueJob(job: DuplicationJob, event: NewSecurityEvent, idempotencyKey?: string): Promise<void> {
-    this.db.transaction(() => {
+    return this.write(() => {
       this.insert('jobs', newJobToRow(job, SQLITE));
       this.insertEventSync(event);
       if (idempotencyKey !== undefined) {
         this.sql('UPDATE idempotency_keys SET job_id = ? WHERE workspace_id = ? AND key = ?').run(job.id, job.workspaceId, idempotencyKey);
       }
-    }).immediate();
+    });
   }
 
   async getJob(workspaceId: string, id: string): Promise<DuplicationJob | null> {
@@ -217,23 +246,26 @@ export class SqliteStore implements GatewayStore {
   }
 
   async claimJobs(owner: string, limit: number, now: Date, leaseExpiresAt: Date): Promise<DuplicationJob[]> {
-    const rows = this.sql(
+    // Each branch stops after `limit` rows of its index: sorting every due job on each claim made draining a
+    // long queue quadratic.
+    const rows = await this.write(() => this.sql(
       `UPDATE jobs SET status = 'RUNNING', lease_owner = @owner, lease_expires_at = @lease,
          attempts = attempts + 1, updated_at = @now
        WHERE id IN (
          SELECT id FROM (
-           SELECT id, run_at FROM jobs WHERE status = 'PENDING' AND run_at <= @now
+           SELECT * FROM (SELECT id, run_at AS due FROM jobs WHERE status = 'PENDING' AND run_at <= @now ORDER BY run_at LIMIT @limit)
            UNION ALL
-           SELECT id, lease_expires_at FROM jobs WHERE status = 'RUNNING' AND lease_expires_at < @now
-         ) ORDER BY run_at LIMIT @limit
+           SELECT * FROM (SELECT id, lease_expires_at AS due FROM jobs WHERE status = 'RUNNING' AND lease_expires_at < @now
+             ORDER BY lease_expires_at LIMIT @limit)
+         ) ORDER BY due LIMIT @limit
        )
        RETURNING *`,
-    ).all({ owner, lease: leaseExpiresAt.getTime(), now: now.getTime(), limit }) as Row[];
+    ).all({ owner, lease: leaseExpiresAt.getTime(), now: now.getTime(), limit }) as Row[]);
     return rows.map(rowToJob);
   }
 
   async finishJob(jobId: string, owner: string, outcome: JobOutcome, now: Date): Promise<boolean> {
-    return this.db.transaction(() => {
+    return this.write(() => {
       const result = this.sql(
         `UPDATE jobs SET status = ?, finished_at = ?, updated_at = ?, result_campaign_id = ?, error_code = ?,
            error_message = ?, lease_owner = NULL, lease_expires_at = NULL
@@ -252,33 +284,33 @@ export class SqliteStore implements GatewayStore {
       if (outcome.newCampaign) this.insertCampaignSync(outcome.newCampaign);
       this.insertEventSync(outcome.event);
       return true;
-    }).immediate();
+    });
   }
 
   async retryJob(jobId: string, owner: string, runAt: Date, error: JobError | null, now: Date): Promise<boolean> {
-    const result = this.sql(
+    const result = await this.write(() => this.sql(
       `UPDATE jobs SET status = 'PENDING', run_at = ?, updated_at = ?, error_code = ?, error_message = ?,
          lease_owner = NULL, lease_expires_at = NULL
        WHERE id = ? AND status = 'RUNNING' AND lease_owner = ?`,
-    ).run(runAt.getTime(), now.getTime(), error?.code ?? null, error?.message ?? null, jobId, owner);
+    ).run(runAt.getTime(), now.getTime(), error?.code ?? null, error?.message ?? null, jobId, owner));
     return result.changes > 0;
   }
 
   async deferJob(jobId: string, owner: string, runAt: Date, now: Date): Promise<boolean> {
-    const result = this.sql(
+    const result = await this.write(() => this.sql(
       `UPDATE jobs SET status = 'PENDING', attempts = MAX(attempts - 1, 0), run_at = ?, updated_at = ?,
          lease_owner = NULL, lease_expires_at = NULL
        WHERE id = ? AND status = 'RUNNING' AND lease_owner = ?`,
-    ).run(runAt.getTime(), now.getTime(), jobId, owner);
+    ).run(runAt.getTime(), now.getTime(), jobId, owner));
     return result.changes > 0;
   }
 
   async releaseJobs(owner: string, now: Date): Promise<number> {
-    const result = this.sql(
+    const result = await this.write(() => this.sql(
       `UPDATE jobs SET status = 'PENDING', attempts = MAX(attempts - 1, 0), run_at = ?, updated_at = ?,
          lease_owner = NULL, lease_expires_at = NULL
        WHERE status = 'RUNNING' AND lease_owner = ?`,
-    ).run(now.getTime(), now.getTime(), owner);
+    ).run(now.getTime(), now.getTime(), owner));
     return result.changes;
   }
 
@@ -288,7 +320,7 @@ export class SqliteStore implements GatewayStore {
   }
 
   async reserveIdempotencyKey(record: IdempotencyRecord, staleBefore: Date): Promise<IdempotencyRecord | null> {
-    return this.db.transaction(() => {
+    return this.write(() => {
       const row = this.sql('SELECT * FROM idempotency_keys WHERE workspace_id = ? AND key = ?').get(record.workspaceId, record.key) as
         | Row
         | undefined;
@@ -305,35 +337,35 @@ export class SqliteStore implements GatewayStore {
            created_at = excluded.created_at, expires_at = excluded.expires_at`,
       ).run(record.workspaceId, record.key, record.requestHash, record.createdAt.getTime(), record.expiresAt.getTime());
       return null;
-    }).immediate();
+    });
   }
 
   async releaseIdempotencyKey(workspaceId: string, key: string): Promise<void> {
-    this.sql('DELETE FROM idempotency_keys WHERE workspace_id = ? AND key = ? AND job_id IS NULL').run(workspaceId, key);
+    await this.write(() => this.sql('DELETE FROM idempotency_keys WHERE workspace_id = ? AND key = ? AND job_id IS NULL').run(workspaceId, key));
   }
 
   async pruneFinishedJobs(finishedBefore: Date, limit: number): Promise<number> {
-    return this.sql(
+    return this.write(() => this.sql(
       `DELETE FROM jobs WHERE id IN (
          SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? ORDER BY finished_at LIMIT ?)`,
-    ).run(finishedBefore.getTime(), limit).changes;
+    ).run(finishedBefore.getTime(), limit).changes);
   }
 
   async pruneEvents(occurredBefore: Date, limit: number): Promise<number> {
-    return this.sql(
+    return this.write(() => this.sql(
       'DELETE FROM security_events WHERE seq IN (SELECT seq FROM security_events WHERE occurred_at < ? ORDER BY occurred_at LIMIT ?)',
-    ).run(occurredBefore.getTime(), limit).changes;
+    ).run(occurredBefore.getTime(), limit).changes);
   }
 
   async pruneIdempotencyKeys(expiredBefore: Date, limit: number): Promise<number> {
-    return this.sql(
+    return this.write(() => this.sql(
       `DELETE FROM idempotency_keys WHERE (workspace_id, key) IN (
          SELECT workspace_id, key FROM idempotency_keys WHERE expires_at < ? LIMIT ?)`,
-    ).run(expiredBefore.getTime(), limit).changes;
+    ).run(expiredBefore.getTime(), limit).changes);
   }
 
   async insertEvent(event: NewSecurityEvent): Promise<void> {
-    this.insertEventSync(event);
+    await this.write(() => this.insertEventSync(event));
   }
 
   private insertEventSync(event: NewSecurityEvent): void {

@@ -1,0 +1,83 @@
+import autocannon from 'autocannon';
+
+export interface LoadOptions {
+  url: string;
+  connections: number;
+  /** Run for this long, or until `amount` requests were answered. */
+  durationSeconds?: number;
+  amount?: number;
+  requests: autocannon.Request[];
+  /** A body that does not pass makes the run invalid. */
+  verifyBody: (body: string) => boolean;
+}
+
+export interface LatencySummary {
+  p50: number;
+  p97_5: number;
+  p99: number;
+  mean: number;
+}
+
+export interface LoadResult {
+  requests: number;
+  durationSeconds: number;
+  requestsPerSecond: number;
+  latencyMs: LatencySummary;
+  non2xx: number;
+  mismatches: number;
+  errors: number;
+  /** False when any answer was not 2xx, had an unexpected body, or failed. */
+  valid: boolean;
+}
+
+/** Percentiles of exact latencies: autocannon's own histogram keeps whole milliseconds only. */
+function summarize(latencies: Float64Array, count: number): LatencySummary {
+  if (count === 0) return { p50: 0, p97_5: 0, p99: 0, mean: 0 };
+  const sorted = latencies.slice(0, count).sort();
+  const at = (quantile: number) => round(sorted[Math.min(count - 1, Math.ceil(quantile * count) - 1)]);
+  return { p50: at(0.5), p97_5: at(0.975), p99: at(0.99), mean: round(sorted.reduce((sum, value) => sum + value, 0) / count) };
+}
+
+export const round = (value: number, digits = 3): number => Number(value.toFixed(digits));
+
+/** One autocannon run with body verification and exact latencies. */
+export async function runLoad(options: LoadOptions): Promise<LoadResult> {
+  let latencies = new Float64Array(1 << 16);
+  let count = 0;
+  let finish: (error: unknown, result: autocannon.Result) => void = () => undefined;
+  const done = new Promise<autocannon.Result>((resolve, reject) => {
+    finish = (error, result) => (error ? reject(error) : resolve(result));
+  });
+  const instance = autocannon({
+    url: options.url,
+    connections: options.connections,
+    duration: options.durationSeconds ?? 3600,
+    amount: options.amount,
+    requests: options.requests,
+    verifyBody: (body) => options.verifyBody(String(body)),
+    timeout: 30,
+    // autocannon notices the end of a run only when it samples; every second by default.
+    sampleInt: 100,
+  }, (error, result) => finish(error, result));
+  instance.on('response', (_client, _status, _bytes, responseTime) => {
+    if (count === latencies.length) {
+      const grown = new Float64Array(latencies.length * 2);
+      grown.set(latencies);
+      latencies = grown;
+    }
+    latencies[count++] = responseTime;
+  });
+  const result = await done;
+  const durationSeconds = (result.finish.getTime() - result.start.getTime()) / 1000;
+  const mismatches = (result as autocannon.Result & { mismatches?: number }).mismatches ?? 0;
+  return {
+    requests: count,
+    durationSeconds: round(durationSeconds),
+    requestsPerSecond: round(count / durationSeconds, 1),
+    latencyMs: summarize(latencies, count),
+    non2xx: result.non2xx,
+    mismatches,
+    errors: result.errors + result.timeouts,
+    valid: count > 0 && result.non2xx === 0 && mismatches === 0 && result.errors === 0 && result.timeouts === 0,
+  };
+}

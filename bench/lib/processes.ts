@@ -1,0 +1,47 @@
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { spawnGateway, type GatewayProcess } from '../../test/support/process.js';
+
+/** What the gateway runs with in every scenario; the quota is raised so that load measures work, not refusals. */
+const GATEWAY_ENV = {
+  NODE_ENV: 'production',
+  LOG_LEVEL: 'warn',
+  SEED_DEMO: 'false',
+  DUPLICATE_RATE_LIMIT: '1000000000',
+};
+
+export type ServerProcess = GatewayProcess;
+
+/** A port nothing listens on right now, for a process that must be told its port up front. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  if (!address || typeof address === 'string') throw new Error('no port');
+  return address.port;
+}
+
+/** A real gateway process (src/main.ts) on `dataDir`; WORKER_CONCURRENCY=0 keeps the worker out of the way. */
+export async function startGateway(dataDir: string, env: Record<string, string> = {}, nodeArgs: string[] = []): Promise<ServerProcess> {
+  // At LOG_LEVEL=warn the gateway does not log that it listens: readiness is /healthz on a chosen port.
+  return spawnGateway({ ...GATEWAY_ENV, DATA_DIR: dataDir, ...env }, { timeoutMs: 120_000, healthzPort: await freePort(), nodeArgs });
+}
+
+export function startBaseline(nodeArgs: string[] = []): Promise<ServerProcess> {
+  return spawnGateway({ NODE_ENV: 'production' }, { entry: 'bench/baseline-server.ts', listeningMessage: 'baseline is listening', timeoutMs: 120_000, nodeArgs });
+}
+
+export async function stop(server: ServerProcess): Promise<void> {
+  if (server.child.exitCode !== null || server.child.signalCode !== null) return;
+  server.child.kill('SIGTERM');
+  await server.exited;
+}
+
+/** Resident set size of a running process, in MiB (Linux /proc). */
+export function rssMb(server: ServerProcess): number {
+  const status = readFileSync(`/proc/${server.child.pid}/status`, 'utf8');
+  const match = /^VmRSS:\s+(\d+) kB$/m.exec(status);
+  if (!match) throw new Error('VmRSS not found in /proc/<pid>/status');
+  return Number(match[1]) / 1024;
+}

@@ -1,0 +1,311 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { request } from 'undici';
+import { round, runLoad, type LoadOptions, type LoadResult } from './lib/load.js';
+import { rssMb, startBaseline, startGateway, stop, type ServerProcess } from './lib/processes.js';
+import {
+  firstPage,
+  graphqlDuplicate,
+  isFirstPage,
+  isGraphQLAccepted,
+  isJobPolled,
+  isRestAccepted,
+  pollJob,
+  restDuplicate,
+} from './lib/scenarios.js';
+import { prepareWorkspace, queueState, seedFinishedJobs, seedPendingJobs, unfinishedJobs, type BenchWorkspace } from './lib/store.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+interface Budget {
+  /** Rounds of baseline, rest-accept and graphql-accept, interleaved; each scenario keeps its best round. */
+  rounds: number;
+  /** When set, every measured run sends this many requests instead of running for a duration. */
+  requestsPerRun?: number;
+  /** Accept, poll and memory scenarios on one gateway instead of one each. */
+  shareGateway?: boolean;
+  warmupSeconds: number;
+  durationSeconds: number;
+  connections: number;
+  pollConnections: number;
+  pollDurationSeconds: number;
+  eventsSmall: number;
+  eventsLarge: number;
+  workerJobs: number;
+  memoryFirst: number;
+  memorySecond: number;
+}
+
+const BUDGETS: Record<'full' | 'quick' | 'tiny', Budget> = {
+  full: {
+    rounds: 2,
+    warmupSeconds: 2,
+    durationSeconds: 8,
+    connections: 50,
+    pollConnections: 10,
+    pollDurationSeconds: 5,
+    eventsSmall: 10_000,
+    eventsLarge: 1_000_000,
+    workerJobs: 20_000,
+    memoryFirst: 50_000,
+    memorySecond: 250_000,
+  },
+  quick: {
+    rounds: 1,
+    warmupSeconds: 1,
+    durationSeconds: 3,
+    connections: 50,
+    pollConnections: 10,
+    pollDurationSeconds: 2,
+    eventsSmall: 10_000,
+    eventsLarge: 100_000,
+    workerJobs: 4_000,
+    memoryFirst: 5_000,
+    memorySecond: 25_000,
+  },
+  /** Only for the shape test: every scenario runs, none long enough to mean anything. */
+  tiny: {
+    rounds: 1,
+    requestsPerRun: 40,
+    shareGateway: true,
+    warmupSeconds: 0,
+    durationSeconds: 1,
+    connections: 4,
+    pollConnections: 2,
+    pollDurationSeconds: 1,
+    eventsSmall: 200,
+    eventsLarge: 2_000,
+    workerJobs: 100,
+    memoryFirst: 100,
+    memorySecond: 400,
+  },
+};
+
+interface Ratio {
+  value: number;
+  target: number;
+  /** `min`: the value must be at least the target; `max`: at most. */
+  kind: 'min' | 'max';
+  met: boolean;
+  description: string;
+}
+
+const ratio = (value: number, target: number, kind: Ratio['kind'], description: string): Ratio => ({
+  value: round(value),
+  target,
+  kind,
+  met: Number.isFinite(value) && (kind === 'min' ? value >= target : value <= target),
+  description,
+});
+
+const log = (message: string) => process.stderr.write(`bench: ${message}\n`);
+
+/** One measured run of a scenario, after a warm-up run that lets the JIT and the caches settle. */
+async function measure(name: string, options: Omit<LoadOptions, 'durationSeconds' | 'amount'>, budget: Budget, durationSeconds: number): Promise<LoadResult> {
+  if (budget.warmupSeconds > 0) await runLoad({ ...options, durationSeconds: budget.warmupSeconds });
+  const result = await runLoad(budget.requestsPerRun ? { ...options, amount: budget.requestsPerRun } : { ...options, durationSeconds });
+  log(`${name}: ${result.requestsPerSecond} req/s, p50 ${result.latencyMs.p50} ms${result.valid ? '' : ' (INVALID)'}`);
+  return result;
+}
+
+const best = (results: LoadResult[]): LoadResult =>
+  results.reduce((a, b) => (b.valid && (!a.valid || b.requestsPerSecond > a.requestsPerSecond) ? b : a));
+
+const ACCEPT = ['baseline', 'rest-accept', 'graphql-accept'] as const;
+
+async function acceptScenarios(budget: Budget, baseline: ServerProcess, gateway: ServerProcess, workspace: BenchWorkspace) {
+  const rest = { requests: [restDuplicate(workspace)], verifyBody: isRestAccepted };
+  const scenarios = {
+    baseline: { ...rest, url: baseline.baseUrl },
+    'rest-accept': { ...rest, url: gateway.baseUrl },
+    'graphql-accept': { requests: [graphqlDuplicate(workspace)], verifyBody: isGraphQLAccepted, url: gateway.baseUrl },
+  };
+  const rounds: Record<(typeof ACCEPT)[number], LoadResult[]> = { baseline: [], 'rest-accept': [], 'graphql-accept': [] };
+  for (let i = 0; i < budget.rounds; i += 1) {
+    for (const name of ACCEPT) {
+      rounds[name].push(await measure(name, { ...scenarios[name], connections: budget.connections }, budget, budget.durationSeconds));
+    }
+  }
+  return { baseline: best(rounds.baseline), 'rest-accept': best(rounds['rest-accept']), 'graphql-accept': best(rounds['graphql-accept']) };
+}
+
+async function pollScenarios(budget: Budget, gateway: ServerProcess, dataDir: string, workspace: BenchWorkspace) {
+  const common = { connections: budget.pollConnections, url: gateway.baseUrl };
+  const run = async (events: number) => ({
+    job: await measure(`poll-job @ ${events} events`, { ...common, requests: [pollJob(workspace, events / 2)], verifyBody: isJobPolled }, budget, budget.pollDurationSeconds),
+    page: await measure(`poll-page @ ${events} events`, { ...common, requests: [firstPage(workspace)], verifyBody: isFirstPage }, budget, budget.pollDurationSeconds),
+  });
+  const small = await run(budget.eventsSmall);
+  const startedAt = Date.now();
+  seedFinishedJobs(dataDir, workspace, budget.eventsSmall / 2, budget.eventsLarge / 2);
+  log(`seeded ${budget.eventsLarge - budget.eventsSmall} more events in ${((Date.now() - startedAt) / 1000).toFixed(1)} s`);
+  const large = await run(budget.eventsLarge);
+  return { small, large };
+}
+
+async function workerScenario(budget: Budget, gateway: ServerProcess, dataDir: string, workspace: BenchWorkspace) {
+  seedPendingJobs(dataDir, workspace, budget.workerJobs);
+  const startedAt = Date.now();
+  // One accepted request wakes the worker at once instead of at its next poll.
+  const { headers, body } = restDuplicate(workspace);
+  const wake = await request(`${gateway.baseUrl}/campaigns/duplicate`, { method: 'POST', headers, body: body as string });
+  await wake.body.text();
+  if (wake.statusCode !== 202) throw new Error(`waking the worker failed with ${wake.statusCode}`);
+  const deadline = startedAt + 600_000;
+  while (unfinishedJobs(dataDir) > 0) {
+    if (Date.now() > deadline) throw new Error('the worker did not drain its queue within 10 minutes');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  const state = queueState(dataDir);
+  const jobs = budget.workerJobs + 1;
+  const seconds = ((state.lastFinishedAt ?? Date.now()) - startedAt) / 1000;
+  const result = { jobs, seconds: round(seconds), jobsPerSecond: round(jobs / seconds, 1), valid: state.succeeded === jobs && state.failed === 0 };
+  log(`worker: ${result.jobsPerSecond} jobs/s${result.valid ? '' : ' (INVALID)'}`);
+  return result;
+}
+
+async function memoryScenario(budget: Budget, gateway: ServerProcess, workspace: BenchWorkspace) {
+  // Both doors, alternately, so that whatever either keeps per request would show.
+  const options = {
+    url: gateway.baseUrl,
+    connections: budget.connections,
+    requests: [restDuplicate(workspace), graphqlDuplicate(workspace)],
+    verifyBody: (body: string) => isRestAccepted(body) || isGraphQLAccepted(body),
+  };
+  const first = await runLoad({ ...options, amount: budget.memoryFirst });
+  const rssFirst = rssMb(gateway);
+  const second = await runLoad({ ...options, amount: budget.memorySecond - budget.memoryFirst });
+  const rssSecond = rssMb(gateway);
+  const result = {
+    requestsFirst: first.requests,
+    rssMbFirst: round(rssFirst, 1),
+    requestsSecond: first.requests + second.requests,
+    rssMbSecond: round(rssSecond, 1),
+    growth: round(rssSecond / rssFirst - 1),
+    valid: first.valid && second.valid,
+  };
+  log(`memory: ${result.rssMbFirst} MiB after ${result.requestsFirst}, ${result.rssMbSecond} MiB after ${result.requestsSecond}`);
+  return result;
+}
+
+const pad = (value: string | number, width: number) => String(value).padStart(width);
+
+function table(report: Report): string {
+  const lines = [`campaign-gateway benchmark (${report.mode}, ${report.machine.cpus} × ${report.machine.cpuModel}, load ${report.machine.loadAverage.join(' ')})`, ''];
+  lines.push(`${'scenario'.padEnd(28)}${pad('req/s', 10)}${pad('p50 ms', 10)}${pad('p97.5 ms', 10)}${pad('p99 ms', 10)}  valid`);
+  for (const [name, result] of Object.entries(report.scenarios)) {
+    lines.push(
+      `${name.padEnd(28)}${pad(result.requestsPerSecond, 10)}${pad(result.latencyMs.p50, 10)}${pad(result.latencyMs.p97_5, 10)}${pad(result.latencyMs.p99, 10)}  ${result.valid ? 'yes' : 'NO'}`,
+    );
+  }
+  lines.push('', `worker: ${report.worker.jobs} jobs in ${report.worker.seconds} s = ${report.worker.jobsPerSecond} jobs/s${report.worker.valid ? '' : ' (INVALID)'}`);
+  const m = report.memory;
+  lines.push(`memory: RSS ${m.rssMbFirst} MiB after ${m.requestsFirst} accepted requests, ${m.rssMbSecond} MiB after ${m.requestsSecond}${m.valid ? '' : ' (INVALID)'}`, '');
+  lines.push(`${'ratio'.padEnd(34)}${pad('value', 10)}${pad('target', 12)}  met`);
+  for (const [name, r] of Object.entries(report.ratios)) {
+    lines.push(`${name.padEnd(34)}${pad(r.value, 10)}${pad(`${r.kind === 'min' ? '≥' : '≤'} ${r.target}`, 12)}  ${r.met ? 'yes' : 'NO'}`);
+  }
+  lines.push('', `valid: ${report.valid ? 'yes' : 'NO'}`);
+  return lines.join('\n');
+}
+
+type Report = Awaited<ReturnType<typeof run>>;
+
+async function run(mode: keyof typeof BUDGETS, connections?: number) {
+  const budget = { ...BUDGETS[mode], ...(connections ? { connections } : {}) };
+  const startedAt = new Date();
+  const machine = {
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model ?? 'unknown',
+    totalMemoryMb: Math.round(totalmem() / 1024 / 1024),
+    loadAverage: loadavg().map((value) => round(value, 2)),
+    node: process.version,
+    platform: `${process.platform}-${process.arch}`,
+  };
+  const root = mkdtempSync(join(tmpdir(), 'cgw-bench-'));
+  // Each gateway has its own store, so that no scenario measures what another left behind; a tiny run shares
+  // one worker-less gateway, as it only checks that everything runs.
+  const requestPath = join(root, 'requests');
+  const dirs = budget.shareGateway
+    ? { accept: requestPath, poll: requestPath, worker: join(root, 'worker'), memory: requestPath }
+    : { accept: join(root, 'accept'), poll: join(root, 'poll'), worker: join(root, 'worker'), memory: join(root, 'memory') };
+  const servers: ServerProcess[] = [];
+  try {
+    const acceptWs = await prepareWorkspace(dirs.accept, 'bench-accept');
+    const pollWs = await prepareWorkspace(dirs.poll, 'bench-poll');
+    const workerWs = await prepareWorkspace(dirs.worker, 'bench-worker');
+    const memoryWs = await prepareWorkspace(dirs.memory, 'bench-memory');
+    seedFinishedJobs(dirs.poll, pollWs, 0, budget.eventsSmall / 2);
+
+    // The accept, poll and memory gateways run without a worker: what they measure is the request path.
+    const gateways = new Map<string, Promise<ServerProcess>>();
+    for (const dir of new Set([dirs.accept, dirs.poll, dirs.memory])) gateways.set(dir, startGateway(dir, { WORKER_CONCURRENCY: '0' }));
+    gateways.set(dirs.worker, startGateway(dirs.worker));
+    const baselineStart = startBaseline();
+    const started = await Promise.allSettled([baselineStart, ...gateways.values()]);
+    for (const outcome of started) if (outcome.status === 'fulfilled') servers.push(outcome.value);
+    const failed = started.find((outcome) => outcome.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    const baseline = await baselineStart;
+    const [acceptGw, pollGw, workerGw, memoryGw] = await Promise.all([dirs.accept, dirs.poll, dirs.worker, dirs.memory].map((dir) => gateways.get(dir)!));
+    log(`servers up in ${((Date.now() - startedAt.getTime()) / 1000).toFixed(1)} s`);
+
+    const accept = await acceptScenarios(budget, baseline, acceptGw, acceptWs);
+    const poll = await pollScenarios(budget, pollGw, dirs.poll, pollWs);
+    const worker = await workerScenario(budget, workerGw, dirs.worker, workerWs);
+    const memory = await memoryScenario(budget, memoryGw, memoryWs);
+
+    const scenarios = {
+      ...accept,
+      'poll-job@small': { ...poll.small.job, events: budget.eventsSmall },
+      'poll-job@large': { ...poll.large.job, events: budget.eventsLarge },
+      'poll-page@small': { ...poll.small.page, events: budget.eventsSmall },
+      'poll-page@large': { ...poll.large.page, events: budget.eventsLarge },
+    };
+    const ratios = {
+      restVsBaseline: ratio(accept['rest-accept'].requestsPerSecond / accept.baseline.requestsPerSecond, 0.5, 'min', 'rest-accept req/s ÷ baseline req/s'),
+      graphqlVsRest: ratio(accept['graphql-accept'].requestsPerSecond / accept['rest-accept'].requestsPerSecond, 0.7, 'min', 'graphql-accept req/s ÷ rest-accept req/s'),
+      pollJobLargeVsSmall: ratio(poll.large.job.latencyMs.p50 / poll.small.job.latencyMs.p50, 1.3, 'max', 'poll-job p50 latency at large ÷ at small event count'),
+      pollPageLargeVsSmall: ratio(poll.large.page.latencyMs.p50 / poll.small.page.latencyMs.p50, 1.3, 'max', 'poll-page p50 latency at large ÷ at small event count'),
+      rssGrowth: ratio(memory.growth, 0.1, 'max', 'RSS after second count of requests ÷ after first, minus 1'),
+      workerJobsPerSecond: ratio(worker.jobsPerSecond, 2000, 'min', 'jobs drained per second (absolute, SQLite)'),
+    };
+    const valid = Object.values(scenarios).every((result) => result.valid) && worker.valid && memory.valid;
+    return {
+      version: 1,
+      mode,
+      startedAt: startedAt.toISOString(),
+      finishedAt: new Date().toISOString(),
+      machine,
+      budget,
+      scenarios,
+      worker,
+      memory,
+      ratios,
+      valid,
+    };
+  } finally {
+    await Promise.all(servers.map(stop));
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: { quick: { type: 'boolean' }, tiny: { type: 'boolean' }, out: { type: 'string' }, connections: { type: 'string' } },
+  });
+  const mode = values.tiny ? 'tiny' : values.quick ? 'quick' : 'full';
+  const out = resolve(values.out ?? join(ROOT, 'bench/results/latest.json'));
+  const report = await run(mode, values.connections ? Number(values.connections) : undefined);
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, `${JSON.stringify(report, null, 2)}\n`);
+  process.stdout.write(`${table(report)}\n\nwritten to ${out}\n`);
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`bench: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,101 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { SqliteStore } from '../../src/adapters/sqlite/store.js';
+import { apiKeyFixture, at, campaignFixture, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
+
+/** What the SQLite adapter adds beyond the store contract: group commit and its read caches. */
+describe('SQLite store specifics', () => {
+  let dir: string;
+  let file: string;
+  let store: SqliteStore;
+  /** Another process on the same file, e.g. the key CLI while the gateway runs. */
+  let other: SqliteStore;
+  let ws: string;
+
+  const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
+
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'cgw-sqlite-'));
+    file = join(dir, 'gateway.db');
+    store = new SqliteStore({ filename: file });
+    await store.migrate();
+    other = new SqliteStore({ filename: file });
+    const workspace = workspaceFixture();
+    await store.createWorkspace(workspace);
+    ws = workspace.id;
+  });
+
+  afterEach(async () => {
+    await other.close();
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('commits the writes of one turn together: a failing one rejects alone, the others are committed when they resolve', async () => {
+    const first = jobFixture(ws);
+    const second = jobFixture(ws);
+    const results = await Promise.allSettled([
+      store.enqueueJob(first, eventFixture(ws, { jobId: first.id })),
+      store.enqueueJob({ ...second }, eventFixture(ws, { jobId: second.id })),
+      store.enqueueJob({ ...first, name: 'duplicate id' }, eventFixture(ws, { jobId: first.id })),
+    ]);
+    expect(results.map((result) => result.status)).toEqual(['fulfilled', 'fulfilled', 'rejected']);
+
+    // Seen from a separate connection, as after a crash: what resolved is committed, nothing of the failed write is.
+    const reader = new Database(file, { readonly: true });
+    try {
+      const jobs = reader.prepare('SELECT id, name FROM jobs ORDER BY id').all() as { id: string; name: string }[];
+      expect(jobs.map((job) => job.id).sort()).toEqual([first.id, second.id].sort());
+      expect(jobs.find((job) => job.id === first.id)?.name).toBe(first.name);
+      const events = reader.prepare('SELECT COUNT(*) AS n FROM security_events').get() as { n: number };
+      expect(events.n).toBe(2);
+    } finally {
+      reader.close();
+    }
+  });
+
+  it('refuses a key revoked by this store at once, and one revoked by another connection from the next turn on', async () => {
+    const mine = apiKeyFixture(ws);
+    const theirs = apiKeyFixture(ws);
+    await store.insertApiKey(mine, eventFixture(ws));
+    await store.insertApiKey(theirs, eventFixture(ws));
+    expect((await store.findApiKeyByHash(mine.hash))?.revokedAt).toBeNull();
+    expect((await store.findApiKeyByHash(theirs.hash))?.revokedAt).toBeNull();
+
+    await store.revokeApiKey(mine.id, at(1), eventFixture(ws));
+    expect((await store.findApiKeyByHash(mine.hash))?.revokedAt).toEqual(at(1));
+
+    await other.revokeApiKey(theirs.id, at(2), eventFixture(ws));
+    await nextTurn();
+    expect((await store.findApiKeyByHash(theirs.hash))?.revokedAt).toEqual(at(2));
+  });
+
+  it('finds a key created by another connection after a lookup that missed it', async () => {
+    const key = apiKeyFixture(ws);
+    expect(await store.findApiKeyByHash(key.hash)).toBeNull();
+    await other.insertApiKey(key, eventFixture(ws));
+    await nextTurn();
+    expect((await store.findApiKeyByHash(key.hash))?.id).toBe(key.id);
+  });
+
+  it('finds campaigns and tags inserted by another connection after a lookup that missed them', async () => {
+    const campaign = campaignFixture(ws);
+    expect(await store.getCampaign(ws, campaign.id)).toBeNull();
+    expect(await store.missingTags(ws, ['late'])).toEqual(['late']);
+    await other.insertCampaign(campaign);
+    await other.upsertTags(ws, ['late']);
+    expect(await store.getCampaign(ws, campaign.id)).toEqual(campaign);
+    expect(await store.missingTags(ws, ['late'])).toEqual([]);
+  });
+
+  it('hands out cached rows frozen, so no caller can change what the next one reads', async () => {
+    const campaign = campaignFixture(ws);
+    await store.insertCampaign(campaign);
+    const read = await store.getCampaign(ws, campaign.id);
+    expect(() => (read!.tagNames as string[]).push('x')).toThrow(TypeError);
+    expect(await store.getCampaign(ws, campaign.id)).toEqual(campaign);
+  });
+});
