@@ -9,8 +9,9 @@ import { Agent } from 'undici';
 import type { PostgresStore } from '../../src/adapters/postgres/store.js';
 import { AdminService } from '../../src/domain/admin.js';
 import { systemClock } from '../../src/domain/ports.js';
-import { bearer, createTestWorkspace, graphql, http, json, waitFor, type TestWorkspace } from '../support/gateway.js';
+import { createTestWorkspace, http, waitFor, type TestWorkspace } from '../support/gateway.js';
 import { createTestDatabase, openPostgresStore } from '../support/postgres.js';
+import { transports, type Transport } from '../support/transports.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -140,18 +141,14 @@ export function freePort(): Promise<number> {
   });
 }
 
-export type Transport = 'REST' | 'GRAPHQL';
-
 export interface DuplicateAttempt {
   gateway: string;
-  transport: Transport;
-  /** accepted: 202 (REST) or a job (GraphQL); limited: 429 with RATE_LIMITED; other: anything else. */
+  transport: Transport['name'];
+  /** accepted: a job id; limited: RATE_LIMITED with HTTP 429 on either transport; other: anything else. */
   outcome: 'accepted' | 'limited' | 'other';
   status: number;
   jobId?: string;
 }
-
-const MUTATION = 'mutation($input: DuplicateCampaignInput!) { duplicateCampaign(input: $input) { job { id status } } }';
 
 /** One duplicate request over either transport, classified the same way for both. */
 export async function duplicate(
@@ -162,20 +159,9 @@ export async function duplicate(
   name: string,
   dispatcher?: Agent,
 ): Promise<DuplicateAttempt> {
-  if (transport === 'REST') {
-    const response = await http(gateway.baseUrl, 'POST', '/campaigns/duplicate', {
-      headers: { ...json, ...bearer(key) },
-      body: JSON.stringify({ campaign_id: campaignId, name }),
-      dispatcher,
-    });
-    const outcome = response.status === 202 ? 'accepted' : response.status === 429 ? 'limited' : 'other';
-    return { gateway: gateway.name, transport, outcome, status: response.status, jobId: response.body?.job_id };
-  }
-  const response = await graphql(gateway.baseUrl, key, MUTATION, { input: { campaignId, name } }, dispatcher);
-  const jobId = response.body?.data?.duplicateCampaign?.job?.id;
-  const limited = response.status === 429 && response.body?.errors?.[0]?.extensions?.code === 'RATE_LIMITED';
-  const outcome = response.status === 200 && jobId ? 'accepted' : limited ? 'limited' : 'other';
-  return { gateway: gateway.name, transport, outcome, status: response.status, jobId };
+  const answer = await transport.duplicate(gateway.baseUrl, key, { campaignId, name }, { dispatcher });
+  const outcome = answer.jobId ? 'accepted' : answer.status === 429 && answer.code === 'RATE_LIMITED' ? 'limited' : 'other';
+  return { gateway: gateway.name, transport: transport.name, outcome, status: answer.status, jobId: answer.jobId ?? undefined };
 }
 
 /**
@@ -191,7 +177,6 @@ export async function duplicateMany(
 ): Promise<DuplicateAttempt[]> {
   const agent = new Agent({ connections, pipelining: 1 });
   try {
-    const transports: Transport[] = ['REST', 'GRAPHQL'];
     return await Promise.all(
       Array.from({ length: count }, (_, i) =>
         duplicate(gateways[i % gateways.length], transports[Math.floor(i / gateways.length) % 2], key, campaignId, `copy ${i}`, agent),

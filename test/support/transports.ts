@@ -3,6 +3,7 @@
  * with any request headers (a client address in X-Forwarded-For, odd Authorization headers), answered in one
  * vocabulary: the HTTP status and the error code in GraphQL's names.
  */
+import type { Dispatcher } from 'undici';
 import { ERROR_CODES } from '../../src/domain/errors.js';
 import { bearer, graphql, http, json, type HttpResult } from './gateway.js';
 
@@ -18,6 +19,8 @@ export interface RequestOptions {
   /** Sent after the bearer of `key`, so they replace it; undefined entries are left out. */
   headers?: Record<string, string | undefined>;
   idempotencyKey?: string;
+  /** The undici dispatcher to send through, e.g. an Agent bounding the sockets of a load test. */
+  dispatcher?: Dispatcher;
 }
 
 export interface Outcome {
@@ -71,7 +74,7 @@ export const rest: Transport = {
     const headers = headersFor(key, options);
     if (options.idempotencyKey !== undefined) headers['idempotency-key'] = options.idempotencyKey;
     const body = { campaign_id: args.campaignId, name: args.name, description: args.description, tag_names: args.tagNames };
-    const response = await http(baseUrl, 'POST', '/campaigns/duplicate', { headers, body: JSON.stringify(body) });
+    const response = await http(baseUrl, 'POST', '/campaigns/duplicate', { headers, body: JSON.stringify(body), dispatcher: options.dispatcher });
     return { ...restOutcome(response), jobId: response.status === 202 ? response.body.job_id : null };
   },
   async job(baseUrl, key, id, options = {}) {
@@ -90,7 +93,11 @@ export const DUPLICATE_MUTATION = `mutation Duplicate($input: DuplicateCampaignI
 const JOB_QUERY = 'query Job($id: ID!) { duplicationJob(id: $id) { id status } }';
 
 async function postGraphQL(baseUrl: string, key: string | null, options: RequestOptions, query: string, variables: Record<string, unknown>) {
-  const response = await http(baseUrl, 'POST', '/graphql', { headers: headersFor(key, options), body: JSON.stringify({ query, variables }) });
+  const response = await http(baseUrl, 'POST', '/graphql', {
+    headers: headersFor(key, options),
+    body: JSON.stringify({ query, variables }),
+    dispatcher: options.dispatcher,
+  });
   const error = response.body?.errors?.[0];
   const outcome: Outcome = {
     status: response.status,
