@@ -1,12 +1,14 @@
+import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import { apiKeyFixture, at, campaignFixture, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
 
-/** What the SQLite adapter adds beyond the store contract: group commit and its read caches. */
+/** What the SQLite adapter adds beyond the store contract: its writer thread, group commit and read caches. */
 describe('SQLite store specifics', () => {
   let dir: string;
   let file: string;
@@ -52,6 +54,33 @@ describe('SQLite store specifics', () => {
       expect(jobs.find((job) => job.id === first.id)?.name).toBe(first.name);
       const events = reader.prepare('SELECT COUNT(*) AS n FROM security_events').get() as { n: number };
       expect(events.n).toBe(2);
+    } finally {
+      reader.close();
+    }
+  });
+
+  it('finishes the writes in flight before close() resolves: none is lost, each one resolved', async () => {
+    const jobs = Array.from({ length: 20 }, () => jobFixture(ws));
+    const writes = jobs.map((job) => store.enqueueJob(job, eventFixture(ws, { jobId: job.id })));
+    await store.close();
+    await expect(Promise.all(writes)).resolves.toHaveLength(jobs.length);
+
+    const reader = new Database(file, { readonly: true });
+    try {
+      expect((reader.prepare('SELECT COUNT(*) AS n FROM jobs').get() as { n: number }).n).toBe(jobs.length);
+    } finally {
+      reader.close();
+    }
+    await expect(store.insertEvent(eventFixture(ws))).rejects.toThrow(/writer/);
+  });
+
+  it('lets a process that never closes its store exit once its writes have resolved', async () => {
+    const script = new URL('./fixtures/store-left-open.ts', import.meta.url).pathname;
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', script, join(dir, 'left-open.db')], { timeout: 60_000 });
+    expect(stdout.trim()).toBe('left-open');
+    const reader = new Database(join(dir, 'left-open.db'), { readonly: true });
+    try {
+      expect(reader.prepare('SELECT name FROM workspaces').pluck().all()).toEqual(['left-open']);
     } finally {
       reader.close();
     }

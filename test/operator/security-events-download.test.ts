@@ -3,18 +3,11 @@ import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
 import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import { DOWNLOAD_BATCH_SIZE } from '../../src/domain/service.js';
 import type { NewSecurityEvent } from '../../src/domain/types.js';
 import { bearer, graphql, http, json, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 
 const COLUMNS = ['CreatedAt', 'EmailAtTimeOfEvent', 'CurrentEmail', 'EventName', 'OtherAccount', 'JsonProperties'];
-
-async function memoryStore(): Promise<SqliteStore> {
-  const store = new SqliteStore({ filename: ':memory:' });
-  await store.migrate();
-  return store;
-}
 
 const rowsOf = (text: string): Record<string, string>[] => parse(text, { columns: true, skip_empty_lines: true });
 
@@ -26,8 +19,7 @@ describe('GET /security_events/download', () => {
   let ws: TestWorkspace;
 
   beforeAll(async () => {
-    // An in-memory database: thousands of events are inserted one by one, each its own commit.
-    gateway = await startGateway({}, { store: await memoryStore() });
+    gateway = await startGateway();
     ws = await gateway.workspace();
   });
   afterAll(() => gateway?.close());
@@ -88,12 +80,14 @@ describe('GET /security_events/download', () => {
     const other = await gateway.workspace();
     const count = DOWNLOAD_BATCH_SIZE * 2 + 500;
     const base = Date.parse('2021-03-01T00:00:00Z');
-    await gateway.app.store.insertEvent(event('2021-02-28T23:59:59.999Z', { campaignId: 'before' }));
-    for (let index = 0; index < count; index++) {
-      await gateway.app.store.insertEvent(event(new Date(base + index * 1000).toISOString(), { campaignId: `c${index}` }));
-    }
-    await gateway.app.store.insertEvent(event(new Date(base + count * 1000).toISOString(), { campaignId: 'at-end' }));
-    await gateway.app.store.insertEvent(event('2021-03-01T00:10:00Z', { workspaceId: other.workspace.id, campaignId: 'other-workspace' }));
+    const events = [
+      event('2021-02-28T23:59:59.999Z', { campaignId: 'before' }),
+      ...Array.from({ length: count }, (_, index) => event(new Date(base + index * 1000).toISOString(), { campaignId: `c${index}` })),
+      event(new Date(base + count * 1000).toISOString(), { campaignId: 'at-end' }),
+      event('2021-03-01T00:10:00Z', { workspaceId: other.workspace.id, campaignId: 'other-workspace' }),
+    ];
+    // Sent together, committed together: one commit instead of thousands.
+    await Promise.all(events.map((item) => gateway.app.store.insertEvent(item)));
 
     const endIso = new Date(base + count * 1000).toISOString();
     const response = await download(gateway, ws.key, `?start=2021-03-01&end=${endIso}`);

@@ -1,22 +1,14 @@
 import type Database from 'better-sqlite3';
 
-interface Pending {
-  work: () => unknown;
-  resolve: (value: unknown) => void;
-  reject: (error: unknown) => void;
-}
-
-type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
+export type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 
 /**
- * Group commit. The writes queued during one turn of the event loop run in one transaction, each in its own
- * savepoint (one that throws is rolled back alone and rejects alone), and all of them resolve only after the
- * COMMIT, which with `synchronous = FULL` returns once the WAL is on disk. One fsync then serves every
- * request that arrived while the previous one ran, instead of one fsync per request.
+ * Group commit. A group of writes runs in one transaction, each in its own savepoint (one that throws is
+ * rolled back alone and fails alone), and the group's outcomes are handed back only after the COMMIT, which
+ * with `synchronous = FULL` returns once the WAL is on disk. One fsync then serves every write of the group
+ * instead of one fsync per write.
  */
-export class GroupCommit {
-  private queue: Pending[] = [];
-  private scheduled = false;
+export class GroupTransaction {
   private readonly begin: Database.Statement;
   private readonly commit: Database.Statement;
   private readonly rollback: Database.Statement;
@@ -33,46 +25,12 @@ export class GroupCommit {
     this.rollbackTo = db.prepare('ROLLBACK TO item');
   }
 
-  /** Runs `work` (synchronous statements only) in the next group; resolves with its result once committed. */
-  run<T>(work: () => T): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      this.queue.push({ work, resolve: resolve as (value: unknown) => void, reject });
-      if (!this.scheduled) {
-        this.scheduled = true;
-        // After the I/O of this turn: every request read in it joins the group.
-        setImmediate(() => this.flush());
-      }
-    });
-  }
-
-  /** Resolves once every write queued so far has settled. */
-  async drain(): Promise<void> {
-    while (this.scheduled) await new Promise((resolve) => setImmediate(resolve));
-  }
-
-  private flush(): void {
-    this.scheduled = false;
-    const group = this.queue;
-    this.queue = [];
-    let outcomes: Outcome[];
-    try {
-      outcomes = this.transaction(group);
-    } catch (error) {
-      for (const item of group) item.reject(error);
-      return;
-    }
-    group.forEach((item, index) => {
-      const outcome = outcomes[index];
-      if (outcome.ok) item.resolve(outcome.value);
-      else item.reject(outcome.error);
-    });
-  }
-
-  private transaction(group: Pending[]): Outcome[] {
+  /** Runs every write (synchronous statements only); throws, with nothing committed, if the transaction itself fails. */
+  run(works: readonly (() => unknown)[]): Outcome[] {
     const outcomes: Outcome[] = [];
     this.begin.run();
     try {
-      for (const item of group) outcomes.push(this.runItem(item.work));
+      for (const work of works) outcomes.push(this.runItem(work));
       this.commit.run();
     } catch (error) {
       if (this.db.inTransaction) this.rollback.run();

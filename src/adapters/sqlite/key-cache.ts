@@ -7,30 +7,31 @@ const MAX_ENTRIES = 10_000;
 /**
  * API keys by hash, answered from memory: on the accept path the key lookup was the costliest read left.
  * A revocation still takes effect at once:
- * - this store's own key writes (create, revoke, rotate, touch) empty the cache in the same synchronous step
- *   as the write, so once revokeApiKey has resolved no lookup returns the old record;
- * - a commit by any other connection (the key CLI in another process) changes SQLite's `PRAGMA
- *   data_version`, which is read before the first lookup of every turn of the event loop; when it changed,
- *   the cache is emptied. A key revoked elsewhere is refused from the next turn on: only requests already
- *   being handled in the current turn (a few milliseconds) can still pass.
- * Reading data_version costs as much as the lookup itself (both open a read transaction), which is why it
- * is read once per turn rather than once per lookup. Cached records are shared, so they are frozen.
+ * - this store's own key writes (create, revoke, rotate, touch) empty the cache when they are sent and again
+ *   when they resolve, so once revokeApiKey has resolved no lookup returns the old record;
+ * - every change to api_keys, by any connection or process (the key CLI while the gateway runs), moves the
+ *   counter in api_keys_version (triggers, migrations.ts), which is read before the first lookup of every
+ *   turn of the event loop; when it moved, the cache is emptied. A key revoked elsewhere is refused from the
+ *   next turn on: only requests already being handled in the current turn (a few milliseconds) can still pass.
+ * Reading the counter costs as much as the lookup itself (both open a read transaction), which is why it is
+ * read once per turn rather than once per lookup. SQLite's `PRAGMA data_version` would move on every commit
+ * of the writer thread. Cached records are shared, so they are frozen.
  */
 export class KeyCache<V> {
-  private readonly dataVersion: Database.Statement;
+  private keysVersion: Database.Statement | undefined;
   private version: unknown;
   private checkedThisTurn = false;
   private readonly entries = new Map<string, V | null>();
 
-  constructor(db: Database.Database) {
-    this.dataVersion = db.prepare('PRAGMA data_version').pluck();
-  }
+  constructor(private readonly db: Database.Database) {}
 
   get(hash: string, load: () => V | null): V | null {
     if (!this.checkedThisTurn) {
       this.checkedThisTurn = true;
       setImmediate(() => (this.checkedThisTurn = false));
-      const version = this.dataVersion.get();
+      // Prepared on first use: the table is made by migrate(), after the store is constructed.
+      this.keysVersion ??= this.db.prepare('SELECT version FROM api_keys_version').pluck();
+      const version = this.keysVersion.get();
       if (version !== this.version) {
         this.entries.clear();
         this.version = version;

@@ -107,4 +107,16 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   ) WITHOUT ROWID;
   CREATE INDEX idempotency_keys_expiry ON idempotency_keys(expires_at);
   `,
+  // A counter every change to api_keys moves, whichever connection or process made it: key-cache.ts reads
+  // it to know when its keys may be stale.
+  `
+  CREATE TABLE api_keys_version (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
+  );
+  INSERT INTO api_keys_version (id, version) VALUES (1, 0);
+  CREATE TRIGGER api_keys_inserted AFTER INSERT ON api_keys BEGIN UPDATE api_keys_version SET version = version + 1; END;
+  CREATE TRIGGER api_keys_updated AFTER UPDATE ON api_keys BEGIN UPDATE api_keys_version SET version = version + 1; END;
+  CREATE TRIGGER api_keys_deleted AFTER DELETE ON api_keys BEGIN UPDATE api_keys_version SET version = version + 1; END;
+  `,
 ];

@@ -1,0 +1,24 @@
+import type { WriteName } from './writes.js';
+
+/** What the store's thread and its writer thread say to each other (writer.ts, writer-thread.ts). */
+export interface WriteCall {
+  id: number;
+  name: WriteName;
+  args: unknown[];
+}
+
+/** An error as it crosses the thread boundary: SQLite's code (e.g. SQLITE_CONSTRAINT_UNIQUE) is kept. */
+export interface WriteFailure {
+  name: string;
+  message: string;
+  code?: string;
+}
+
+export type WriteAnswer = { id: number; ok: true; value: unknown } | { id: number; ok: false; error: WriteFailure };
+
+export type ToWriter = { calls: WriteCall[] } | { close: true };
+export type FromWriter = { answers: WriteAnswer[] };
+
+export interface WriterData {
+  filename: string;
+}

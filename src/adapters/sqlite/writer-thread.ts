@@ -1,0 +1,62 @@
+import { parentPort, workerData } from 'node:worker_threads';
+import { openConnection } from './connection.js';
+import { GroupTransaction, type Outcome } from './group-commit.js';
+import type { FromWriter, ToWriter, WriteAnswer, WriteCall, WriteFailure, WriterData } from './writer-protocol.js';
+import { SqliteWrites } from './writes.js';
+
+/**
+ * The embedded store's writer thread: the only connection that writes. Calls that arrive while a group is
+ * being committed (and its WAL fsynced) wait in the port and form the next group, so the main thread keeps
+ * serving requests during the fsync instead of blocking on it.
+ */
+const port = parentPort!;
+const { filename } = workerData as WriterData;
+const db = openConnection(filename);
+db.pragma('synchronous = FULL');
+// Each write of a group runs in a savepoint; its undo pages stay in memory instead of a temporary file.
+db.pragma('temp_store = MEMORY');
+const writes = new SqliteWrites(db);
+const group = new GroupTransaction(db);
+let queue: WriteCall[] = [];
+let scheduled = false;
+
+const failure = (error: unknown): WriteFailure => {
+  const { name, message, code } = error as { name?: unknown; message?: unknown; code?: unknown };
+  return {
+    name: typeof name === 'string' ? name : 'Error',
+    message: typeof message === 'string' ? message : String(error),
+    ...(typeof code === 'string' ? { code } : {}),
+  };
+};
+
+const answer = (call: WriteCall, outcome: Outcome): WriteAnswer =>
+  outcome.ok ? { id: call.id, ok: true, value: outcome.value } : { id: call.id, ok: false, error: failure(outcome.error) };
+
+function flush(): void {
+  scheduled = false;
+  const calls = queue;
+  queue = [];
+  let answers: WriteAnswer[];
+  try {
+    const outcomes = group.run(calls.map((call) => () => Reflect.apply(writes[call.name], writes, call.args)));
+    answers = calls.map((call, index) => answer(call, outcomes[index]));
+  } catch (error) {
+    answers = calls.map((call) => answer(call, { ok: false, error }));
+  }
+  port.postMessage({ answers } satisfies FromWriter);
+}
+
+port.on('message', (message: ToWriter) => {
+  if ('close' in message) {
+    if (queue.length > 0) flush();
+    db.close();
+    port.close();
+    return;
+  }
+  queue.push(...message.calls);
+  if (!scheduled) {
+    scheduled = true;
+    // After the messages already waiting: every call that arrived during the last commit joins this group.
+    setImmediate(flush);
+  }
+});

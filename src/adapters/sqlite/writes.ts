@@ -1,0 +1,207 @@
+import type Database from 'better-sqlite3';
+import type { JobOutcome } from '../../domain/ports.js';
+import type { ApiKeyRecord, Campaign, DuplicationJob, IdempotencyRecord, JobError, NewSecurityEvent, Workspace } from '../../domain/types.js';
+import {
+  apiKeyToRow,
+  campaignToRow,
+  eventToRow,
+  insertStatement,
+  newJobToRow,
+  rowToIdempotency,
+  rowToJob,
+  type Row,
+  type SqlValues,
+} from '../rows.js';
+import { Statements } from './connection.js';
+
+const ms = (value: Date | null): number | null => (value === null ? null : value.getTime());
+// Times are kept as epoch milliseconds, booleans as 0 and 1.
+const SQLITE: SqlValues = { date: (value) => value.getTime(), bool: (value) => (value ? 1 : 0) };
+
+/**
+ * Every write of the embedded store, as synchronous statements on the writer's connection. Arguments and
+ * results cross a thread boundary (writer.ts), so they are plain data: domain objects, dates, numbers.
+ */
+export class SqliteWrites {
+  private readonly sql: Statements;
+
+  constructor(db: Database.Database) {
+    this.sql = new Statements(db);
+  }
+
+  private insert(table: string, row: Row): void {
+    const { text, values } = insertStatement(table, row, () => '?');
+    this.sql.get(text).run(...values);
+  }
+
+  private recordEvent(event: NewSecurityEvent): void {
+    this.insert('security_events', eventToRow(event, SQLITE));
+  }
+
+  ping(): void {
+    this.sql.get('SELECT 1').get();
+  }
+
+  createWorkspace(workspace: Workspace): void {
+    this.sql.get('INSERT INTO workspaces (id, name, created_at) VALUES (?, ?, ?)').run(workspace.id, workspace.name, workspace.createdAt.getTime());
+  }
+
+  insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): void {
+    this.insert('api_keys', apiKeyToRow(key, SQLITE));
+    this.recordEvent(event);
+  }
+
+  revokeApiKey(id: string, at: Date, event: NewSecurityEvent): boolean {
+    const result = this.sql.get('UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(at.getTime(), id);
+    if (result.changes === 0) return false;
+    this.recordEvent(event);
+    return true;
+  }
+
+  rotateApiKey(id: string, hash: string, prefix: string, previousValidUntil: Date | null, event: NewSecurityEvent): boolean {
+    const result = this.sql.get(
+      `UPDATE api_keys SET previous_hash = CASE WHEN ? IS NULL THEN NULL ELSE hash END, previous_hash_expires_at = ?,
+         hash = ?, prefix = ? WHERE id = ? AND revoked_at IS NULL`,
+    ).run(ms(previousValidUntil), ms(previousValidUntil), hash, prefix, id);
+    if (result.changes === 0) return false;
+    this.recordEvent(event);
+    return true;
+  }
+
+  touchApiKey(id: string, at: Date): void {
+    this.sql.get('UPDATE api_keys SET last_used_at = ? WHERE id = ?').run(at.getTime(), id);
+  }
+
+  upsertTags(workspaceId: string, names: string[]): void {
+    const insert = this.sql.get('INSERT OR IGNORE INTO tags (workspace_id, name) VALUES (?, ?)');
+    for (const name of names) insert.run(workspaceId, name);
+  }
+
+  insertCampaign(campaign: Campaign): void {
+    this.insert('campaigns', campaignToRow(campaign, SQLITE));
+  }
+
+  enqueueJob(job: DuplicationJob, event: NewSecurityEvent, idempotencyKey?: string): void {
+    this.insert('jobs', newJobToRow(job, SQLITE));
+    this.recordEvent(event);
+    if (idempotencyKey !== undefined) {
+      this.sql.get('UPDATE idempotency_keys SET job_id = ? WHERE workspace_id = ? AND key = ?').run(job.id, job.workspaceId, idempotencyKey);
+    }
+  }
+
+  claimJobs(owner: string, limit: number, now: Date, leaseExpiresAt: Date): DuplicationJob[] {
+    // Each branch stops after `limit` rows of its index: sorting every due job on each claim made draining a
+    // long queue quadratic.
+    const rows = this.sql.get(
+      `UPDATE jobs SET status = 'RUNNING', lease_owner = @owner, lease_expires_at = @lease,
+         attempts = attempts + 1, updated_at = @now
+       WHERE id IN (
+         SELECT id FROM (
+           SELECT * FROM (SELECT id, run_at AS due FROM jobs WHERE status = 'PENDING' AND run_at <= @now ORDER BY run_at LIMIT @limit)
+           UNION ALL
+           SELECT * FROM (SELECT id, lease_expires_at AS due FROM jobs WHERE status = 'RUNNING' AND lease_expires_at < @now
+             ORDER BY lease_expires_at LIMIT @limit)
+         ) ORDER BY due LIMIT @limit
+       )
+       RETURNING *`,
+    ).all({ owner, lease: leaseExpiresAt.getTime(), now: now.getTime(), limit }) as Row[];
+    return rows.map(rowToJob);
+  }
+
+  finishJob(jobId: string, owner: string, outcome: JobOutcome, now: Date): boolean {
+    const result = this.sql.get(
+      `UPDATE jobs SET status = ?, finished_at = ?, updated_at = ?, result_campaign_id = ?, error_code = ?,
+         error_message = ?, lease_owner = NULL, lease_expires_at = NULL
+       WHERE id = ? AND status = 'RUNNING' AND lease_owner = ?`,
+    ).run(
+      outcome.status,
+      now.getTime(),
+      now.getTime(),
+      outcome.resultCampaignId,
+      outcome.error?.code ?? null,
+      outcome.error?.message ?? null,
+      jobId,
+      owner,
+    );
+    if (result.changes === 0) return false;
+    if (outcome.newCampaign) this.insertCampaign(outcome.newCampaign);
+    this.recordEvent(outcome.event);
+    return true;
+  }
+
+  retryJob(jobId: string, owner: string, runAt: Date, error: JobError | null, now: Date): boolean {
+    return this.sql.get(
+      `UPDATE jobs SET status = 'PENDING', run_at = ?, updated_at = ?, error_code = ?, error_message = ?,
+         lease_owner = NULL, lease_expires_at = NULL
+       WHERE id = ? AND status = 'RUNNING' AND lease_owner = ?`,
+    ).run(runAt.getTime(), now.getTime(), error?.code ?? null, error?.message ?? null, jobId, owner).changes > 0;
+  }
+
+  deferJob(jobId: string, owner: string, runAt: Date, now: Date): boolean {
+    return this.sql.get(
+      `UPDATE jobs SET status = 'PENDING', attempts = MAX(attempts - 1, 0), run_at = ?, updated_at = ?,
+         lease_owner = NULL, lease_expires_at = NULL
+       WHERE id = ? AND status = 'RUNNING' AND lease_owner = ?`,
+    ).run(runAt.getTime(), now.getTime(), jobId, owner).changes > 0;
+  }
+
+  releaseJobs(owner: string, now: Date): number {
+    return this.sql.get(
+      `UPDATE jobs SET status = 'PENDING', attempts = MAX(attempts - 1, 0), run_at = ?, updated_at = ?,
+         lease_owner = NULL, lease_expires_at = NULL
+       WHERE status = 'RUNNING' AND lease_owner = ?`,
+    ).run(now.getTime(), now.getTime(), owner).changes;
+  }
+
+  reserveIdempotencyKey(record: IdempotencyRecord, staleBefore: Date): IdempotencyRecord | null {
+    const row = this.sql.get('SELECT * FROM idempotency_keys WHERE workspace_id = ? AND key = ?').get(record.workspaceId, record.key) as
+      | Row
+      | undefined;
+    if (row) {
+      const existing = rowToIdempotency(row);
+      const expired = existing.expiresAt <= record.createdAt;
+      const abandoned = existing.jobId === null && existing.createdAt < staleBefore;
+      if (!expired && !abandoned) return existing;
+    }
+    this.sql.get(
+      `INSERT INTO idempotency_keys (workspace_id, key, request_hash, job_id, created_at, expires_at)
+       VALUES (?, ?, ?, NULL, ?, ?)
+       ON CONFLICT (workspace_id, key) DO UPDATE SET request_hash = excluded.request_hash, job_id = NULL,
+         created_at = excluded.created_at, expires_at = excluded.expires_at`,
+    ).run(record.workspaceId, record.key, record.requestHash, record.createdAt.getTime(), record.expiresAt.getTime());
+    return null;
+  }
+
+  releaseIdempotencyKey(workspaceId: string, key: string): void {
+    this.sql.get('DELETE FROM idempotency_keys WHERE workspace_id = ? AND key = ? AND job_id IS NULL').run(workspaceId, key);
+  }
+
+  pruneFinishedJobs(finishedBefore: Date, limit: number): number {
+    return this.sql.get(
+      `DELETE FROM jobs WHERE id IN (
+         SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? ORDER BY finished_at LIMIT ?)`,
+    ).run(finishedBefore.getTime(), limit).changes;
+  }
+
+  pruneEvents(occurredBefore: Date, limit: number): number {
+    return this.sql.get(
+      'DELETE FROM security_events WHERE seq IN (SELECT seq FROM security_events WHERE occurred_at < ? ORDER BY occurred_at LIMIT ?)',
+    ).run(occurredBefore.getTime(), limit).changes;
+  }
+
+  pruneIdempotencyKeys(expiredBefore: Date, limit: number): number {
+    return this.sql.get(
+      `DELETE FROM idempotency_keys WHERE (workspace_id, key) IN (
+         SELECT workspace_id, key FROM idempotency_keys WHERE expires_at < ? LIMIT ?)`,
+    ).run(expiredBefore.getTime(), limit).changes;
+  }
+
+  insertEvent(event: NewSecurityEvent): void {
+    this.recordEvent(event);
+  }
+}
+
+/** The name of a write and what it takes and returns. */
+export type WriteName = keyof SqliteWrites;
+export type WriteArgs<K extends WriteName> = Parameters<SqliteWrites[K]>;
+export type WriteResult<K extends WriteName> = ReturnType<SqliteWrites[K]>;
