@@ -5,7 +5,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import { GraphQLError, type GraphQLFormattedError, type GraphQLSchema } from 'graphql';
 import { ERROR_CODES, isGatewayError, type FieldIssue, type GatewayError } from '../domain/errors.js';
 import type { GraphQLContext } from './context.js';
-import { costLimitPlugin, operationShapeRule, type GraphQLLimits } from './limits.js';
+import { operationShapeRule, type CostLimit, type GraphQLLimits } from './limits.js';
 import { rateLimitHeaders } from '../http/rate-limit-headers.js';
 
 /** The error at the bottom of GraphQL's wrapping: what actually went wrong. */
@@ -113,6 +113,8 @@ export interface ApolloOptions {
   /** Production: no "Did you mean …?" hints that would reveal the schema without introspection. */
   hideSchemaDetails: boolean;
   limits: GraphQLLimits;
+  /** The cost estimate of operations, shared with whoever needs to know that an operation passed it. */
+  costLimit: CostLimit;
   logger: FastifyBaseLogger;
 }
 
@@ -137,7 +139,7 @@ export function createApollo(options: ApolloOptions): ApolloServer<GraphQLContex
     plugins: [
       ApolloServerPluginLandingPageDisabled(),
       ApolloServerPluginCacheControlDisabled(),
-      costLimitPlugin(options.schema, options.limits.maxCost),
+      options.costLimit.plugin(),
       httpSemanticsPlugin(options.logger),
     ],
   });

@@ -7,6 +7,7 @@ import type { Config } from '../config.js';
 import type { GatewayService } from '../domain/service.js';
 import { createApollo, graphqlErrorBody } from '../graphql/apollo.js';
 import { createContext } from '../graphql/context.js';
+import { CostLimit } from '../graphql/limits.js';
 import { gatewaySchema } from '../graphql/schema.js';
 import type { ReadinessReport } from '../readiness.js';
 import { toRestError } from './errors.js';
@@ -94,8 +95,9 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     await api.register(openapiRoutes);
   });
 
+  const schema = await gatewaySchema();
   const apollo = createApollo({
-    schema: await gatewaySchema(),
+    schema,
     introspection: config.explorer,
     hideSchemaDetails: config.production,
     limits: {
@@ -104,6 +106,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
       maxAliases: config.graphqlMaxAliases,
       maxDuplicatesPerOperation: config.graphqlMaxDuplicatesPerOperation,
     },
+    costLimit: new CostLimit(schema, config.graphqlMaxCost),
     logger: app.log,
   });
   await apollo.start();

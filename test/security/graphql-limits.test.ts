@@ -61,6 +61,26 @@ describe('GraphQL limits', () => {
     expect((await graphql(gw.baseUrl, ws.key, query, { n: 100 })).status).toBe(200);
   });
 
+  it('estimates again whenever the cost can depend on the variables, and never remembers a refusal', async () => {
+    // Within the limit first, then over it with other variables: through a directive, through a fragment.
+    const included = 'query($all: Boolean!) { securityEvents(first: 100) { edges { node { id job @include(if: $all) { id status } } } } }';
+    expect((await graphql(gw.baseUrl, ws.key, included, { all: false })).status).toBe(200);
+    expect((await refused(included, { all: true })).body.errors[0].extensions.cost).toBe(601);
+    const fragment = 'query($n: Int!) { ...F } fragment F on Query { securityEvents(first: $n) { edges { node { id } } } }';
+    expect((await graphql(gw.baseUrl, ws.key, fragment, { n: 10 })).status).toBe(200);
+    expect((await refused(fragment, { n: 200 })).body.errors[0].extensions.cost).toBe(601);
+    // A fixed cost over the limit is refused the same way every time; a fixed one within it is answered every time.
+    const fixed = '{ securityEvents(first: 200) { edges { node { id } } } }';
+    const [first, second] = [await refused(fixed), await refused(fixed)];
+    expect(second.text).toBe(first.text);
+    const small = 'query($job: ID) { securityEvents(first: 2, filter: {jobId: $job}) { edges { node { id } } } }';
+    expect((await graphql(gw.baseUrl, ws.key, small, { job: null })).status).toBe(200);
+    expect((await graphql(gw.baseUrl, ws.key, small, { job: 'x' })).status).toBe(200);
+    const bad = await graphql(gw.baseUrl, ws.key, small, { job: { not: 'an id' } });
+    expect(bad.status).toBe(400);
+    expect(codeOf(bad.body)).toBe('BAD_USER_INPUT');
+  });
+
   it('refuses more aliases than the limit, counting a fragment each time it is spread', async () => {
     const aliased = (count: number, field = 'campaigns') =>
       Array.from({ length: count }, (_, index) => `${field[0]}${index}: ${field}(first: 1) { pageInfo { hasNextPage } }`).join(' ');
