@@ -152,7 +152,7 @@ export function formatExecutionErrors(errors: readonly GraphQLError[]): { errors
       const extensions: Record<string, unknown> = { ...error.extensions, code: error.extensions.code ?? ERROR_CODES.INTERNAL.graphqlCode };
       if (isHttpHead(extensions.http)) {
         if (extensions.http.status) head.status = extensions.http.status;
-        for (const [name, value] of extensions.http.headers ?? []) head.headers.set(name, value);
+        for (const [name, value] of extensions.http.headers ?? []) head.headers.set(name.toLowerCase(), value);
         delete extensions.http;
       }
       return formatGraphQLError({ ...error.toJSON(), extensions }, error);
