@@ -5,8 +5,7 @@ import { getIntrospectionQuery } from 'graphql';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
-import type { GatewayStore } from '../../src/domain/ports.js';
-import { bearer, graphql, http, json, recordingLogger, startGateway, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { bearer, graphql, http, json, recordingLogger, startGateway, storeFailingOn, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 
 const EVENTS_DEPTH_6 = '{ securityEvents { edges { node { job { apiKey { id } } } } } }';
 
@@ -162,19 +161,7 @@ describe('GraphQL in production', () => {
   beforeAll(async () => {
     const env = { NODE_ENV: 'production', DATA_DIR: dir };
     const store = await createStore(loadConfig(env));
-    // A store that fails on demand, with a message that must never reach a caller.
-    const broken = new Proxy(store, {
-      get(target, property) {
-        const value = Reflect.get(target, property, target);
-        if (typeof value !== 'function') return value;
-        return (...args: unknown[]) => {
-          if (failing && (property === 'listEvents' || property === 'getJob')) {
-            throw new Error('disk /var/secret/gateway.db exploded');
-          }
-          return value.apply(target, args);
-        };
-      },
-    }) as GatewayStore;
+    const broken = storeFailingOn(store, ['listEvents', 'getJob'], () => failing);
     gw = await startGateway(env, { store: broken, logger: logs.logger });
     ws = await gw.workspace('production');
   });

@@ -4,8 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
-import type { GatewayStore } from '../../src/domain/ports.js';
-import { bearer, http, json, recordingLogger, startGateway, waitFor, type HttpResult, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { bearer, http, json, recordingLogger, startGateway, storeFailingOn, waitFor, type HttpResult, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { DUPLICATE_MUTATION, rest } from '../support/transports.js';
 
 /**
@@ -22,17 +21,7 @@ const dir = mkdtempSync(join(tmpdir(), 'cgw-prepared-'));
 beforeAll(async () => {
   const env = { DATA_DIR: dir, DUPLICATE_RATE_LIMIT: '3', DUPLICATE_RATE_WINDOW_SECONDS: '3600', GRAPHQL_MAX_COST: '1000' };
   const store = await createStore(loadConfig(env));
-  // A store that fails on demand: an honest internal error, with a message that must never reach a caller.
-  const broken = new Proxy(store, {
-    get(target, property) {
-      const value = Reflect.get(target, property, target);
-      if (typeof value !== 'function') return value;
-      return (...args: unknown[]) => {
-        if (failing && property === 'listEvents') throw new Error('disk /var/secret/gateway.db exploded');
-        return value.apply(target, args);
-      };
-    },
-  }) as GatewayStore;
+  const broken = storeFailingOn(store, ['listEvents'], () => failing);
   gw = await startGateway(env, { store: broken, logger: logs.logger });
 });
 
