@@ -1,11 +1,17 @@
 import { ApolloServer, type ApolloServerPlugin } from '@apollo/server';
-import { ApolloServerPluginCacheControlDisabled, ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
+import {
+  ApolloServerPluginCacheControlDisabled,
+  ApolloServerPluginInlineTraceDisabled,
+  ApolloServerPluginLandingPageDisabled,
+  ApolloServerPluginSchemaReportingDisabled,
+  ApolloServerPluginUsageReportingDisabled,
+} from '@apollo/server/plugin/disabled';
 import { unwrapResolverError } from '@apollo/server/errors';
 import type { FastifyBaseLogger } from 'fastify';
-import { GraphQLError, type GraphQLFormattedError, type GraphQLSchema } from 'graphql';
+import { GraphQLError, type GraphQLFormattedError, type GraphQLSchema, type OperationDefinitionNode } from 'graphql';
 import { ERROR_CODES, isGatewayError, type FieldIssue, type GatewayError } from '../domain/errors.js';
 import type { GraphQLContext } from './context.js';
-import { costLimitPlugin, operationShapeRule, type GraphQLLimits } from './limits.js';
+import { operationShapeRule, type CostLimit, type GraphQLLimits } from './limits.js';
 import { rateLimitHeaders } from '../http/rate-limit-headers.js';
 
 /** The error at the bottom of GraphQL's wrapping: what actually went wrong. */
@@ -61,50 +67,100 @@ export function graphqlErrorBody(error: GatewayError, requestId: string): { erro
   return { errors: [formatted] };
 }
 
+/** The status and headers of a GraphQL answer, as Apollo keeps them (its HeaderMap is a Map with lower-case names). */
+export interface GraphQLHttpHead {
+  status?: number;
+  headers: Map<string, string>;
+}
+
+/** Logs the errors that are a failure of ours, with the request id the caller is given. */
+export function reportUnexpectedErrors(logger: FastifyBaseLogger, errors: readonly unknown[], requestId: string): void {
+  for (const error of errors) {
+    if (isUnexpected(error)) logger.error({ err: rootCause(error), reqId: requestId }, 'unexpected error in a GraphQL request');
+  }
+}
+
 /**
  * HTTP semantics on top of GraphQL: a request whose key was refused gets the refusal's status (401, 403 for an
  * address outside the key's allowlist, 429 for a client blocked after failed authentications); 429 when every
- * root field was rate limited; quota headers.
+ * root field was rate limited; quota headers; the request id on internal errors. Mutates `head` and the
+ * formatted errors, as Apollo's willSendResponse hook does.
  */
+export function applyHttpSemantics(
+  head: GraphQLHttpHead,
+  errors: readonly GraphQLFormattedError[],
+  context: GraphQLContext,
+  operation: OperationDefinitionNode | undefined,
+): void {
+  // What Apollo's cache-control plugin answered for every response of this schema (no cache hints).
+  head.headers.set('cache-control', 'no-store');
+  for (const [name, value] of Object.entries(rateLimitHeaders(context.rateLimit))) head.headers.set(name, value);
+  for (const error of errors) {
+    if (error.extensions?.code === ERROR_CODES.INTERNAL.graphqlCode) {
+      (error.extensions as Record<string, unknown>).requestId = context.requestId;
+    }
+  }
+  const refusal = context.authentication.error;
+  if (refusal) {
+    head.status = ERROR_CODES[refusal.code].httpStatus;
+    if (refusal.retryAfterSeconds !== undefined) head.headers.set('retry-after', String(refusal.retryAfterSeconds));
+    return;
+  }
+  const rootFields = operation?.selectionSet.selections.length ?? 0;
+  const limited = errors.filter((error) => error.extensions?.code === ERROR_CODES.RATE_LIMITED.graphqlCode && error.path?.length === 1);
+  if (rootFields > 0 && limited.length >= rootFields) {
+    head.status = 429;
+    const retryAfter = Math.max(...limited.map((error) => Number(error.extensions?.retryAfterSeconds ?? 1)));
+    head.headers.set('retry-after', String(retryAfter));
+  }
+}
+
 function httpSemanticsPlugin(logger: FastifyBaseLogger): ApolloServerPlugin<GraphQLContext> {
   return {
     async requestDidStart() {
       return {
         async didEncounterErrors({ errors, contextValue }) {
-          for (const error of errors) {
-            if (isUnexpected(error)) logger.error({ err: rootCause(error), reqId: contextValue.requestId }, 'unexpected error in a GraphQL request');
-          }
+          reportUnexpectedErrors(logger, errors, contextValue.requestId);
         },
         async willSendResponse({ response, contextValue, operation }) {
           if (response.body.kind !== 'single') return;
-          const errors = response.body.singleResult.errors ?? [];
-          // What Apollo's cache-control plugin answered for every response of this schema (no cache hints).
-          response.http.headers.set('cache-control', 'no-store');
-          for (const [name, value] of Object.entries(rateLimitHeaders(contextValue.rateLimit))) {
-            response.http.headers.set(name, value);
-          }
-          for (const error of errors) {
-            if (error.extensions?.code === ERROR_CODES.INTERNAL.graphqlCode) {
-              (error.extensions as Record<string, unknown>).requestId = contextValue.requestId;
-            }
-          }
-          const refusal = contextValue.authentication.error;
-          if (refusal) {
-            response.http.status = ERROR_CODES[refusal.code].httpStatus;
-            if (refusal.retryAfterSeconds !== undefined) response.http.headers.set('retry-after', String(refusal.retryAfterSeconds));
-            return;
-          }
-          const rootFields = operation?.selectionSet.selections.length ?? 0;
-          const limited = errors.filter((error) => error.extensions?.code === ERROR_CODES.RATE_LIMITED.graphqlCode && error.path?.length === 1);
-          if (rootFields > 0 && limited.length >= rootFields) {
-            response.http.status = 429;
-            const retryAfter = Math.max(...limited.map((error) => Number(error.extensions?.retryAfterSeconds ?? 1)));
-            response.http.headers.set('retry-after', String(retryAfter));
-          }
+          applyHttpSemantics(response.http, response.body.singleResult.errors ?? [], contextValue, operation);
         },
       };
     },
   };
+}
+
+/** The body of a GraphQL answer, for Apollo (its own default) and for prepared operations alike. */
+export const stringifyGraphQLResult = (result: unknown): string => `${JSON.stringify(result)}\n`;
+
+const isHttpHead = (value: unknown): value is Partial<GraphQLHttpHead> =>
+  typeof value === 'object' &&
+  value !== null &&
+  (!('status' in value) || typeof value.status === 'number') &&
+  (!('headers' in value) || value.headers instanceof Map);
+
+/**
+ * Execution errors to their wire form as Apollo turns them into it before its `formatError` (here
+ * formatGraphQLError) sees them: a default code, an `http` extension taken out into the answer's status and
+ * headers, and an answer Apollo's own when formatting fails. For answers produced without Apollo.
+ */
+export function formatExecutionErrors(errors: readonly GraphQLError[]): { errors: GraphQLFormattedError[]; head: GraphQLHttpHead } {
+  const head: GraphQLHttpHead = { headers: new Map() };
+  const formatted = errors.map((error) => {
+    try {
+      const extensions: Record<string, unknown> = { ...error.extensions, code: error.extensions.code ?? ERROR_CODES.INTERNAL.graphqlCode };
+      if (isHttpHead(extensions.http)) {
+        if (extensions.http.status) head.status = extensions.http.status;
+        for (const [name, value] of extensions.http.headers ?? []) head.headers.set(name.toLowerCase(), value);
+        delete extensions.http;
+      }
+      return formatGraphQLError({ ...error.toJSON(), extensions }, error);
+    } catch {
+      return { message: ERROR_CODES.INTERNAL.message, extensions: { code: ERROR_CODES.INTERNAL.graphqlCode } };
+    }
+  });
+  return { errors: formatted, head };
 }
 
 export interface ApolloOptions {
@@ -113,7 +169,11 @@ export interface ApolloOptions {
   /** Production: no "Did you mean …?" hints that would reveal the schema without introspection. */
   hideSchemaDetails: boolean;
   limits: GraphQLLimits;
+  /** The cost estimate of operations, shared with whoever needs to know that an operation passed it. */
+  costLimit: CostLimit;
   logger: FastifyBaseLogger;
+  /** More plugins, after the gateway's own. */
+  plugins?: ApolloServerPlugin<GraphQLContext>[];
 }
 
 /** Longest document, in tokens: far above any real operation, far below what would exhaust the parser. */
@@ -133,12 +193,19 @@ export function createApollo(options: ApolloOptions): ApolloServer<GraphQLContex
     maxRecursiveSelections: true,
     validationRules: [operationShapeRule(options.limits)],
     formatError: formatGraphQLError,
-    // The cache-control plugin hooks every resolved field to compute a policy this schema never sets.
+    stringifyResult: stringifyGraphQLResult,
+    // The cache-control plugin hooks every resolved field to compute a policy this schema never sets. Apollo
+    // would add usage and schema reporting to its cloud when APOLLO_KEY is set and inline tracing for a
+    // subgraph: none of them is wanted, and without them every plugin in play is the gateway's own.
     plugins: [
       ApolloServerPluginLandingPageDisabled(),
       ApolloServerPluginCacheControlDisabled(),
-      costLimitPlugin(options.schema, options.limits.maxCost),
+      ApolloServerPluginUsageReportingDisabled(),
+      ApolloServerPluginSchemaReportingDisabled(),
+      ApolloServerPluginInlineTraceDisabled(),
+      options.costLimit.plugin(),
       httpSemanticsPlugin(options.logger),
+      ...(options.plugins ?? []),
     ],
   });
 }

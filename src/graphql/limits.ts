@@ -1,6 +1,18 @@
 import { createRequire } from 'node:module';
 import type { ApolloServerPlugin } from '@apollo/server';
-import { getVariableValues, GraphQLError, Kind, type DocumentNode, type GraphQLSchema, type SelectionSetNode, type ValidationContext, type ValidationRule } from 'graphql';
+import {
+  BREAK,
+  getVariableValues,
+  GraphQLError,
+  Kind,
+  visit,
+  type DocumentNode,
+  type GraphQLSchema,
+  type OperationDefinitionNode,
+  type SelectionSetNode,
+  type ValidationContext,
+  type ValidationRule,
+} from 'graphql';
 import type { ComplexityEstimator } from 'graphql-query-complexity/cjs';
 
 // The CommonJS entry, required: the ESM build imports graphql/index.mjs, a second copy of graphql in the
@@ -99,44 +111,102 @@ export function operationShapeRule(limits: GraphQLLimits): ValidationRule {
 const paginatedEstimator: ComplexityEstimator = ({ args, childComplexity }) =>
   typeof args.first === 'number' ? 1 + Math.max(0, args.first) * childComplexity : undefined;
 
-/**
- * The estimated cost of the operation, with the request's variables, refused above the limit before
- * anything is executed.
- */
-export function costLimitPlugin(schema: GraphQLSchema, maxCost: number): ApolloServerPlugin {
-  return {
-    async requestDidStart() {
-      return {
-        async didResolveOperation({ request, document, operation }) {
-          // No such operation, or variables that do not fit it: Apollo answers those itself, with its own codes.
-          if (!operation) return;
-          if (getVariableValues(schema, operation.variableDefinitions ?? [], request.variables ?? {}).errors) return;
-          // Only the operation that runs, with the fragments: the library trips over anonymous operations
-          // when given an operation name.
-          const query: DocumentNode = {
-            kind: Kind.DOCUMENT,
-            definitions: [operation, ...document.definitions.filter((definition) => definition.kind === Kind.FRAGMENT_DEFINITION)],
-          };
-          let cost: number;
-          try {
-            cost = getComplexity({
-              schema,
-              query,
-              variables: request.variables ?? {},
-              estimators: [paginatedEstimator, simpleEstimator({ defaultComplexity: 1 })],
-            });
-          } catch (error) {
-            // Too many nodes to even estimate: about the request. Anything else is a fault of ours.
-            if (!(error instanceof GraphQLError)) throw error;
-            throw new GraphQLError(error.message, { extensions: { code: LIMIT_CODE, http: { status: 400 } } });
-          }
-          if (cost > maxCost) {
-            throw new GraphQLError(`The operation's estimated cost is ${cost}; at most ${maxCost} is allowed`, {
-              extensions: { code: LIMIT_CODE, cost, maxCost, http: { status: 400 } },
-            });
-          }
+/** Whether a variable reaches a `first` argument or a directive (@include/@skip): what the estimate reads of them. */
+function costReadsVariables(document: DocumentNode, operation: OperationDefinitionNode): boolean {
+  let reading = 0;
+  let found = false;
+  const fragments = document.definitions.filter((definition) => definition.kind === Kind.FRAGMENT_DEFINITION);
+  for (const node of [operation, ...fragments]) {
+    visit(node, {
+      Directive: {
+        enter: () => {
+          reading += 1;
         },
-      };
-    },
-  };
+        leave: () => {
+          reading -= 1;
+        },
+      },
+      Argument: {
+        enter: (argument) => {
+          if (argument.name.value === 'first') reading += 1;
+        },
+        leave: (argument) => {
+          if (argument.name.value === 'first') reading -= 1;
+        },
+      },
+      Variable: () => {
+        if (reading === 0) return undefined;
+        found = true;
+        return BREAK;
+      },
+    });
+    if (found) return true;
+  }
+  return false;
+}
+
+const VARIABLE = Symbol('depends on variables');
+
+/**
+ * The estimated cost of the operation, with the request's variables, refused above the limit before anything
+ * is executed. An operation whose estimate reads no variable costs the same on every request: once it is known
+ * to be within the limit it is not estimated again (Apollo hands the same document, and so the same operation
+ * node, for a repeated query text). Costs over the limit and requests with variables that do not fit are never
+ * remembered, so their answers are worked out as on the first request.
+ */
+export class CostLimit {
+  /** A cost within the limit, or VARIABLE when the estimate depends on the request's variables. */
+  private readonly known = new WeakMap<OperationDefinitionNode, number | typeof VARIABLE>();
+
+  constructor(
+    private readonly schema: GraphQLSchema,
+    private readonly maxCost: number,
+  ) {}
+
+  /** True once the operation is known to cost the same, within the limit, whatever its variables. */
+  isFixedWithinLimit(operation: OperationDefinitionNode): boolean {
+    return typeof this.known.get(operation) === 'number';
+  }
+
+  plugin(): ApolloServerPlugin {
+    const { schema, maxCost, known } = this;
+    return {
+      async requestDidStart() {
+        return {
+          async didResolveOperation({ request, document, operation }) {
+            // No such operation, or variables that do not fit it: Apollo answers those itself, with its own codes.
+            if (!operation) return;
+            const seen = known.get(operation);
+            if (typeof seen === 'number') return;
+            if (getVariableValues(schema, operation.variableDefinitions ?? [], request.variables ?? {}).errors) return;
+            // Only the operation that runs, with the fragments: the library trips over anonymous operations
+            // when given an operation name.
+            const query: DocumentNode = {
+              kind: Kind.DOCUMENT,
+              definitions: [operation, ...document.definitions.filter((definition) => definition.kind === Kind.FRAGMENT_DEFINITION)],
+            };
+            let cost: number;
+            try {
+              cost = getComplexity({
+                schema,
+                query,
+                variables: request.variables ?? {},
+                estimators: [paginatedEstimator, simpleEstimator({ defaultComplexity: 1 })],
+              });
+            } catch (error) {
+              // Too many nodes to even estimate: about the request. Anything else is a fault of ours.
+              if (!(error instanceof GraphQLError)) throw error;
+              throw new GraphQLError(error.message, { extensions: { code: LIMIT_CODE, http: { status: 400 } } });
+            }
+            if (cost > maxCost) {
+              throw new GraphQLError(`The operation's estimated cost is ${cost}; at most ${maxCost} is allowed`, {
+                extensions: { code: LIMIT_CODE, cost, maxCost, http: { status: 400 } },
+              });
+            }
+            if (seen === undefined) known.set(operation, costReadsVariables(document, operation) ? VARIABLE : cost);
+          },
+        };
+      },
+    };
+  }
 }

@@ -4,6 +4,9 @@ import type { GatewayStore } from '../domain/ports.js';
 import { CHANNELS, JOB_STATUSES, type Channel } from '../domain/types.js';
 import type { WorkerObserver } from '../jobs/worker.js';
 
+const GRAPHQL_PATHS = ['prepared', 'apollo'] as const;
+export type GraphQLPath = (typeof GRAPHQL_PATHS)[number];
+
 /**
  * The gateway's Prometheus metrics, in a registry of its own: several apps in one process (tests) must not
  * share or collide on a global registry.
@@ -18,6 +21,7 @@ export class GatewayMetrics {
   private readonly jobRetries: Counter;
   private readonly jobDeferrals: Counter;
   private readonly quotaRejections: Counter<'channel'>;
+  private readonly graphqlRequests: Counter<'path'>;
 
   constructor(private readonly store: GatewayStore) {
     const registers = [this.registry];
@@ -71,6 +75,13 @@ export class GatewayMetrics {
     });
     // Both channels exist from the start, so a rate over them is defined before the first rejection.
     for (const channel of CHANNELS) this.quotaRejections.inc({ channel }, 0);
+    this.graphqlRequests = new Counter({
+      name: 'gateway_graphql_requests_total',
+      help: 'Requests to /graphql by the path that answered them: "prepared" (an operation Apollo accepted before, executed directly) or "apollo".',
+      labelNames: ['path'],
+      registers,
+    });
+    for (const path of GRAPHQL_PATHS) this.graphqlRequests.inc({ path }, 0);
   }
 
   readonly workerObserver: WorkerObserver = {
@@ -81,6 +92,10 @@ export class GatewayMetrics {
 
   quotaRejected(channel: Channel): void {
     this.quotaRejections.inc({ channel });
+  }
+
+  graphqlRequest(path: GraphQLPath): void {
+    this.graphqlRequests.inc({ path });
   }
 
   observeRequest(method: string, route: string, statusCode: number, seconds: number): void {
@@ -107,7 +122,7 @@ export async function metricsRoutes(app: FastifyInstance, options: { metrics: Ga
       schema: {
         tags: ['operations'],
         summary: 'Prometheus metrics',
-        description: 'Request counts and durations, jobs by status, queue depth, job durations, quota rejections, process metrics.',
+        description: 'Request counts and durations, GraphQL requests by path, jobs by status, queue depth, job durations, quota rejections, process metrics.',
         response: { 200: { description: 'Prometheus text exposition format 0.0.4', content: { 'text/plain': { schema: { type: 'string' } } } } },
       },
     },

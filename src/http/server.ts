@@ -2,11 +2,13 @@ import { randomUUID } from 'node:crypto';
 import fastifySwagger from '@fastify/swagger';
 import { fastifyApolloHandler } from '@as-integrations/fastify';
 import cors from '@fastify/cors';
-import Fastify, { type FastifyInstance, type FastifySchema, type FastifyServerOptions } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyRequest, type FastifySchema, type FastifyServerOptions } from 'fastify';
 import type { Config } from '../config.js';
 import type { GatewayService } from '../domain/service.js';
 import { createApollo, graphqlErrorBody } from '../graphql/apollo.js';
 import { createContext } from '../graphql/context.js';
+import { CostLimit } from '../graphql/limits.js';
+import { PreparedOperations } from '../graphql/prepared.js';
 import { gatewaySchema } from '../graphql/schema.js';
 import type { ReadinessReport } from '../readiness.js';
 import { toRestError } from './errors.js';
@@ -94,8 +96,11 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     await api.register(openapiRoutes);
   });
 
+  const schema = await gatewaySchema();
+  const costLimit = new CostLimit(schema, config.graphqlMaxCost);
+  const prepared = new PreparedOperations(schema, costLimit, app.log);
   const apollo = createApollo({
-    schema: await gatewaySchema(),
+    schema,
     introspection: config.explorer,
     hideSchemaDetails: config.production,
     limits: {
@@ -104,10 +109,14 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
       maxAliases: config.graphqlMaxAliases,
       maxDuplicatesPerOperation: config.graphqlMaxDuplicatesPerOperation,
     },
+    costLimit,
     logger: app.log,
+    plugins: [prepared.plugin()],
   });
   await apollo.start();
   app.addHook('onClose', () => apollo.stop());
+  const graphqlContext = (request: FastifyRequest) => createContext(service, restContext(request, 'GRAPHQL'), request.id);
+  const apolloHandler = fastifyApolloHandler(apollo, { context: async (request) => graphqlContext(request) });
   if (config.explorer) await app.register(explorerAssetRoutes);
   app.route<{ Reply: string }>({
     url: '/graphql',
@@ -119,9 +128,17 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
           if (wantsExplorer(request)) return sendExplorer(reply);
         }
       : undefined,
-    handler: fastifyApolloHandler(apollo, {
-      context: async (request) => createContext(service, restContext(request, 'GRAPHQL'), request.id),
-    }),
+    // An operation Apollo has accepted before is answered without it, identically (src/graphql/prepared.ts).
+    handler: async (request, reply) => {
+      const answer = await prepared.answer(request, () => graphqlContext(request));
+      if (answer) {
+        deps.metrics.graphqlRequest('prepared');
+        for (const [name, value] of answer.headers) reply.header(name, value);
+        return reply.code(answer.status).send(answer.body);
+      }
+      deps.metrics.graphqlRequest('apollo');
+      return apolloHandler.call(app, request, reply);
+    },
   });
 
   return app;

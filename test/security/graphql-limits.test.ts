@@ -5,8 +5,7 @@ import { getIntrospectionQuery } from 'graphql';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
-import type { GatewayStore } from '../../src/domain/ports.js';
-import { bearer, graphql, http, json, recordingLogger, startGateway, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { bearer, graphql, http, json, recordingLogger, startGateway, storeFailingOn, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 
 const EVENTS_DEPTH_6 = '{ securityEvents { edges { node { job { apiKey { id } } } } } }';
 
@@ -59,6 +58,26 @@ describe('GraphQL limits', () => {
     });
     expect(costly.body.errors[0].extensions.http).toBeUndefined();
     expect((await graphql(gw.baseUrl, ws.key, query, { n: 100 })).status).toBe(200);
+  });
+
+  it('estimates again whenever the cost can depend on the variables, and never remembers a refusal', async () => {
+    // Within the limit first, then over it with other variables: through a directive, through a fragment.
+    const included = 'query($all: Boolean!) { securityEvents(first: 100) { edges { node { id job @include(if: $all) { id status } } } } }';
+    expect((await graphql(gw.baseUrl, ws.key, included, { all: false })).status).toBe(200);
+    expect((await refused(included, { all: true })).body.errors[0].extensions.cost).toBe(601);
+    const fragment = 'query($n: Int!) { ...F } fragment F on Query { securityEvents(first: $n) { edges { node { id } } } }';
+    expect((await graphql(gw.baseUrl, ws.key, fragment, { n: 10 })).status).toBe(200);
+    expect((await refused(fragment, { n: 200 })).body.errors[0].extensions.cost).toBe(601);
+    // A fixed cost over the limit is refused the same way every time; a fixed one within it is answered every time.
+    const fixed = '{ securityEvents(first: 200) { edges { node { id } } } }';
+    const [first, second] = [await refused(fixed), await refused(fixed)];
+    expect(second.text).toBe(first.text);
+    const small = 'query($job: ID) { securityEvents(first: 2, filter: {jobId: $job}) { edges { node { id } } } }';
+    expect((await graphql(gw.baseUrl, ws.key, small, { job: null })).status).toBe(200);
+    expect((await graphql(gw.baseUrl, ws.key, small, { job: 'x' })).status).toBe(200);
+    const bad = await graphql(gw.baseUrl, ws.key, small, { job: { not: 'an id' } });
+    expect(bad.status).toBe(400);
+    expect(codeOf(bad.body)).toBe('BAD_USER_INPUT');
   });
 
   it('refuses more aliases than the limit, counting a fragment each time it is spread', async () => {
@@ -142,19 +161,7 @@ describe('GraphQL in production', () => {
   beforeAll(async () => {
     const env = { NODE_ENV: 'production', DATA_DIR: dir };
     const store = await createStore(loadConfig(env));
-    // A store that fails on demand, with a message that must never reach a caller.
-    const broken = new Proxy(store, {
-      get(target, property) {
-        const value = Reflect.get(target, property, target);
-        if (typeof value !== 'function') return value;
-        return (...args: unknown[]) => {
-          if (failing && (property === 'listEvents' || property === 'getJob')) {
-            throw new Error('disk /var/secret/gateway.db exploded');
-          }
-          return value.apply(target, args);
-        };
-      },
-    }) as GatewayStore;
+    const broken = storeFailingOn(store, ['listEvents', 'getJob'], () => failing);
     gw = await startGateway(env, { store: broken, logger: logs.logger });
     ws = await gw.workspace('production');
   });

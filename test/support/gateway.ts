@@ -124,6 +124,23 @@ export async function graphql(
   });
 }
 
+/**
+ * The store with some of its methods failing while `failing()` says so: an honest internal error, whose message
+ * must never reach a caller.
+ */
+export function storeFailingOn(store: GatewayStore, methods: (keyof GatewayStore)[], failing: () => boolean): GatewayStore {
+  return new Proxy(store, {
+    get(target, property) {
+      const value = Reflect.get(target, property, target);
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]) => {
+        if (failing() && methods.includes(property as keyof GatewayStore)) throw new Error('disk /var/secret/gateway.db exploded');
+        return value.apply(target, args);
+      };
+    },
+  });
+}
+
 /** A gateway logger that keeps every line, for tests about what is (and is not) logged. */
 export function recordingLogger(level = 'info'): { logger: AppOverrides['logger']; lines: string[] } {
   const lines: string[] = [];

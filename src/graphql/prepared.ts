@@ -1,0 +1,179 @@
+/**
+ * Prepared operations: POST /graphql without Apollo's request pipeline for operations Apollo already accepted.
+ *
+ * Why: per request Apollo hashes the query text to find its parsed document, negotiates content types twice,
+ * runs every plugin hook and coerces the variables again for the cost estimate; for the one mutation that
+ * matters most that was more than the whole REST route costs. Once Apollo has parsed, validated (every rule,
+ * the gateway's included), resolved and cost-checked an operation, and its cost cannot depend on variables,
+ * the same query text and operation name always get that same verdict: later requests are executed directly
+ * with graphql-js against the same schema and context, and their answer is made by the same functions Apollo's
+ * hooks call (error formatting, HTTP semantics, logging, serialisation). Whatever this path cannot answer
+ * exactly as Apollo would (another method, content type or Accept header, `extensions`, variables that do not
+ * fit the operation: nothing has run then) is handed to Apollo.
+ */
+import type { IncomingHttpHeaders } from 'node:http';
+import type { ApolloServerPlugin } from '@apollo/server';
+import type { FastifyBaseLogger } from 'fastify';
+import { execute, type DocumentNode, type GraphQLSchema, type OperationDefinitionNode } from 'graphql';
+import { applyHttpSemantics, formatExecutionErrors, reportUnexpectedErrors, stringifyGraphQLResult, type GraphQLHttpHead } from './apollo.js';
+import type { GraphQLContext } from './context.js';
+import type { CostLimit } from './limits.js';
+
+/** What Apollo's CSRF prevention lets through without a preflight header and parses as JSON. */
+const JSON_CONTENT_TYPES = new Set(['application/json', 'application/json; charset=utf-8']);
+
+const JSON_RESPONSE = 'application/json; charset=utf-8';
+const GRAPHQL_RESPONSE = 'application/graphql-response+json; charset=utf-8';
+
+/**
+ * Accept headers and the content type Apollo's negotiation picks for them (a missing or empty header is
+ * plain JSON); any other Accept header goes to Apollo.
+ */
+const RESPONSE_TYPES = new Map<string, string>([
+  ['', JSON_RESPONSE],
+  ['*/*', JSON_RESPONSE],
+  ['application/json', JSON_RESPONSE],
+  ['application/json; charset=utf-8', JSON_RESPONSE],
+  ['application/json, text/plain, */*', JSON_RESPONSE],
+  ['application/graphql-response+json', GRAPHQL_RESPONSE],
+  ['application/graphql-response+json, application/json', GRAPHQL_RESPONSE],
+  ['application/graphql-response+json,application/json;q=0.9', GRAPHQL_RESPONSE],
+]);
+
+/** Operations remembered; real clients send a handful. */
+const MAX_ENTRIES = 500;
+/** Request URLs (with the host they are resolved against) whose verdict is kept. */
+const MAX_URLS = 64;
+/** Longer query texts are left to Apollo, so the entries stay small. */
+const MAX_QUERY_LENGTH = 8192;
+
+interface Prepared {
+  document: DocumentNode;
+  operation: OperationDefinitionNode;
+  operationName: string | undefined;
+}
+
+/** The parts of an HTTP request this path looks at (a FastifyRequest has them). */
+export interface PreparedRequest {
+  method: string;
+  url: string;
+  protocol: string;
+  hostname: string;
+  headers: IncomingHttpHeaders;
+  body: unknown;
+}
+
+export interface PreparedAnswer {
+  status: number;
+  headers: Map<string, string>;
+  body: string;
+}
+
+const isRecord = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/** Unambiguous for any operation name: an absent one and an empty one are different requests to Apollo. */
+const keyOf = (query: string, operationName: string | undefined): string =>
+  operationName === undefined ? `-${query}` : `${operationName.length}:${operationName}${query}`;
+
+export class PreparedOperations {
+  /** Least recently used first. */
+  private readonly entries = new Map<string, Prepared>();
+  private readonly parsedUrls = new Map<string, boolean>();
+  private enabled = true;
+
+  constructor(
+    private readonly schema: GraphQLSchema,
+    private readonly costLimit: CostLimit,
+    private readonly logger: FastifyBaseLogger,
+  ) {}
+
+  /** Learns the operations Apollo accepted: it reaches execution only after parsing, validation and the cost check. */
+  plugin(): ApolloServerPlugin<GraphQLContext> {
+    return {
+      serverWillStart: async () => ({
+        // A stopped Apollo answers with an error; so must every request then.
+        serverWillStop: async () => {
+          this.enabled = false;
+          this.entries.clear();
+        },
+      }),
+      requestDidStart: async () => ({
+        executionDidStart: async ({ source, request, document, operation }) => {
+          if (!operation || (operation.operation !== 'query' && operation.operation !== 'mutation')) return;
+          if (source.length > MAX_QUERY_LENGTH || !this.costLimit.isFixedWithinLimit(operation)) return;
+          const key = keyOf(source, request.operationName);
+          if (this.entries.has(key)) return;
+          this.entries.set(key, { document, operation, operationName: request.operationName });
+          if (this.entries.size > MAX_ENTRIES) this.entries.delete(this.entries.keys().next().value as string);
+        },
+      }),
+    };
+  }
+
+  /**
+   * The answer to a request for a prepared operation, exactly as Apollo would give it; undefined when the
+   * request is for Apollo (and then nothing has run).
+   */
+  async answer(request: PreparedRequest, context: () => GraphQLContext): Promise<PreparedAnswer | undefined> {
+    if (!this.enabled || request.method !== 'POST') return undefined;
+    const contentType = request.headers['content-type'];
+    if (contentType === undefined || !JSON_CONTENT_TYPES.has(contentType)) return undefined;
+    const responseType = RESPONSE_TYPES.get(request.headers.accept ?? '');
+    if (responseType === undefined) return undefined;
+    const { body } = request;
+    if (!isRecord(body) || typeof body.query !== 'string' || 'extensions' in body) return undefined;
+    const { operationName = null, variables = null } = body;
+    if (operationName !== null && typeof operationName !== 'string') return undefined;
+    if (variables !== null && !isRecord(variables)) return undefined;
+    const entry = this.lookup(keyOf(body.query, operationName ?? undefined));
+    if (!entry) return undefined;
+    if (!this.urlParses(request)) return undefined;
+
+    const contextValue = context();
+    const result = await execute({
+      schema: this.schema,
+      document: entry.document,
+      contextValue,
+      variableValues: variables ?? undefined,
+      operationName: entry.operationName,
+    });
+    // No data at all: the variables did not fit the operation, and no resolver ran. Apollo words that answer.
+    if (result.data === undefined) return undefined;
+
+    let errors;
+    let head: GraphQLHttpHead = { headers: new Map() };
+    if (result.errors) {
+      reportUnexpectedErrors(this.logger, result.errors, contextValue.requestId);
+      ({ errors, head } = formatExecutionErrors(result.errors));
+    }
+    applyHttpSemantics(head, errors ?? [], contextValue, entry.operation);
+    head.headers.set('content-type', responseType);
+    // Apollo's field order: errors before data.
+    const text = stringifyGraphQLResult({ errors, data: result.data, extensions: result.extensions });
+    return { status: head.status ?? 200, headers: head.headers, body: text };
+  }
+
+  /**
+   * Apollo's fastify integration makes a URL of these first, and fails the request when it cannot (a Host header
+   * that is no host name). Parsing costs more than the rest of this check, and a server sees few of them.
+   */
+  private urlParses(request: PreparedRequest): boolean {
+    const key = `${request.protocol}://${request.hostname}/ ${request.url}`;
+    let parses = this.parsedUrls.get(key);
+    if (parses === undefined) {
+      parses = URL.canParse(request.url, `${request.protocol}://${request.hostname}/`);
+      if (this.parsedUrls.size < MAX_URLS) this.parsedUrls.set(key, parses);
+    }
+    return parses;
+  }
+
+  private lookup(key: string): Prepared | undefined {
+    const entry = this.entries.get(key);
+    if (entry) {
+      this.entries.delete(key);
+      this.entries.set(key, entry);
+    }
+    return entry;
+  }
+}

@@ -1,0 +1,296 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createStore } from '../../src/app.js';
+import { loadConfig } from '../../src/config.js';
+import { bearer, http, json, recordingLogger, startGateway, storeFailingOn, waitFor, type HttpResult, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { DUPLICATE_MUTATION, rest } from '../support/transports.js';
+
+/**
+ * Prepared operations (src/graphql/prepared.ts): the same request sent twice, first answered by Apollo (which
+ * prepares the operation), then without it, must get the same answer byte for byte. Every case has a query
+ * text of its own (a comment names it), so its first request is always Apollo's.
+ */
+
+let gw: TestGateway;
+let failing = false;
+const logs = recordingLogger();
+const dir = mkdtempSync(join(tmpdir(), 'cgw-prepared-'));
+
+beforeAll(async () => {
+  const env = { DATA_DIR: dir, DUPLICATE_RATE_LIMIT: '3', DUPLICATE_RATE_WINDOW_SECONDS: '3600', GRAPHQL_MAX_COST: '1000' };
+  const store = await createStore(loadConfig(env));
+  const broken = storeFailingOn(store, ['listEvents'], () => failing);
+  gw = await startGateway(env, { store: broken, logger: logs.logger });
+});
+
+afterAll(async () => {
+  await gw?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+interface Sent {
+  headers: Record<string, string>;
+  body: string;
+  method?: 'GET' | 'POST';
+  path?: string;
+}
+
+const post = (key: string | null, query: string, variables?: unknown, extra: Record<string, unknown> = {}, headers: Record<string, string> = {}): Sent => ({
+  headers: { ...json, ...(key ? bearer(key) : {}), ...headers },
+  body: JSON.stringify({ query, variables, ...extra }),
+});
+
+/** A query text of its own for each case. */
+const named = (query: string, label: string) => `${query}\n# ${label}`;
+
+const duplicate = (ws: TestWorkspace, label: string, input: Record<string, unknown> = {}, key: string | null = ws.key, job = 'id status name tagNames channel') =>
+  post(key, named(DUPLICATE_MUTATION.replace('job { id status }', `job { ${job} }`), label), {
+    input: { campaignId: ws.campaign.id, name: 'Copy of welcome', ...input },
+  });
+
+async function paths(): Promise<Record<string, number>> {
+  const text = (await http(gw.baseUrl, 'GET', '/metrics')).text;
+  const count = (path: string) => Number(new RegExp(`^gateway_graphql_requests_total\\{path="${path}"\\} (\\d+)$`, 'm').exec(text)?.[1]);
+  return { prepared: count('prepared'), apollo: count('apollo') };
+}
+
+let sequence = 0;
+
+/** Both requests of a case, with one request id (so INTERNAL_SERVER_ERROR answers can match), and the paths that answered them. */
+async function twice(first: Sent, second: Sent = first) {
+  const requestId = `prepared-${++sequence}`;
+  const before = await paths();
+  const send = ({ method = 'POST', path = '/graphql', headers, body }: Sent) =>
+    http(gw.baseUrl, method, path, { headers: { ...headers, 'x-request-id': requestId }, body: method === 'GET' ? undefined : body });
+  const answers = [await send(first), await send(second)] as const;
+  const after = await paths();
+  return { answers, requestId, taken: { prepared: after.prepared - before.prepared, apollo: after.apollo - before.apollo } };
+}
+
+const NEW_JOB = /"id":"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}"/g;
+/** Headers that count seconds: two requests may straddle a second. */
+const SECONDS = ['x-ratelimit-reset', 'retry-after'];
+
+function expectSameAnswer(first: HttpResult, second: HttpResult, options: { newJob?: boolean; takesPoint?: boolean } = {}) {
+  expect(second.status).toBe(first.status);
+  const text = (answer: HttpResult) => (options.newJob ? answer.text.replace(NEW_JOB, '"id":"<new job>"') : answer.text);
+  expect(text(second)).toBe(text(first));
+  for (const name of ['content-type', 'content-length', 'cache-control', 'x-ratelimit-limit', 'x-request-id']) {
+    expect(second.headers[name], name).toBe(first.headers[name]);
+  }
+  if (first.headers['x-ratelimit-remaining'] === undefined) expect(second.headers['x-ratelimit-remaining']).toBeUndefined();
+  else expect(Number(second.headers['x-ratelimit-remaining'])).toBe(Number(first.headers['x-ratelimit-remaining']) - (options.takesPoint ? 1 : 0));
+  for (const name of SECONDS) {
+    expect(second.headers[name] === undefined, name).toBe(first.headers[name] === undefined);
+    if (first.headers[name] !== undefined) expect(Math.abs(Number(second.headers[name]) - Number(first.headers[name])), name).toBeLessThanOrEqual(1);
+  }
+}
+
+/** Quota points of the workspace spent over REST, leaving `left`. */
+async function spend(ws: TestWorkspace, left: number) {
+  for (let index = 0; index < 3 - left; index += 1) {
+    expect((await rest.duplicate(gw.baseUrl, ws.key, { campaignId: ws.campaign.id, name: 'spent' })).status).toBe(202);
+  }
+}
+
+const errorsOf = (answer: HttpResult) => (answer.body.errors ?? []).map((error: any) => error.extensions.code);
+
+describe('prepared GraphQL operations answer exactly as Apollo does', () => {
+  it('an accepted mutation', async () => {
+    const ws = await gw.workspace();
+    const { answers, taken } = await twice(duplicate(ws, 'accepted'));
+    expect(taken).toEqual({ apollo: 1, prepared: 1 });
+    expect(answers[0].status).toBe(200);
+    expect(answers[1].body.data.duplicateCampaign.job).toMatchObject({ status: 'PENDING', name: 'Copy of welcome', channel: 'GRAPHQL' });
+    expect(answers[1].body.data.duplicateCampaign.job.id).not.toBe(answers[0].body.data.duplicateCampaign.job.id);
+    expectSameAnswer(...answers, { newJob: true, takesPoint: true });
+    expect(answers[1].text.endsWith('}\n')).toBe(true);
+    const job = await gw.app.store.getJob(ws.workspace.id, answers[1].body.data.duplicateCampaign.job.id);
+    expect(job).toMatchObject({ channel: 'GRAPHQL', sourceCampaignId: ws.campaign.id });
+  });
+
+  it('an accepted mutation repeated with its idempotency key: the same job, no second point', async () => {
+    const ws = await gw.workspace();
+    // Not the status: the worker may have run the job by the second request.
+    const { answers, taken } = await twice(duplicate(ws, 'idempotent', { idempotencyKey: 'prepared-1' }, ws.key, 'id name channel'));
+    expect(taken).toEqual({ apollo: 1, prepared: 1 });
+    expect(answers[1].text).toBe(answers[0].text);
+    expectSameAnswer(...answers);
+  });
+
+  it.each([
+    ['no key', null, 401],
+    ['a key nobody issued', 'cgw_0000000000000000000000000000000000000A', 401],
+  ])('%s: 401', async (label, key, status) => {
+    const ws = await gw.workspace();
+    const { answers, taken } = await twice(duplicate(ws, label, {}, key));
+    expect(taken).toEqual({ apollo: 1, prepared: 1 });
+    expect(answers[0].status).toBe(status);
+    expect(errorsOf(answers[0])).toEqual(['UNAUTHENTICATED']);
+    expectSameAnswer(...answers);
+  });
+
+  it('a key without the permission: FORBIDDEN, and PERMISSION_DENIED recorded each time', async () => {
+    const ws = await gw.workspace();
+    const { key, keyId } = await ws.addKey(['campaigns.list']);
+    const { answers, taken } = await twice(duplicate(ws, 'forbidden', {}, key));
+    expect(taken).toEqual({ apollo: 1, prepared: 1 });
+    expect(answers[0].status).toBe(200);
+    expect(errorsOf(answers[0])).toEqual(['FORBIDDEN']);
+    expect(answers[0].headers['x-ratelimit-remaining']).toBe('3');
+    expectSameAnswer(...answers);
+    const denied = await gw.app.store.listEvents(ws.workspace.id, { apiKeyId: keyId, types: ['PERMISSION_DENIED'] }, { first: 10 });
+    expect(denied.map((event) => event.channel)).toEqual(['GRAPHQL', 'GRAPHQL']);
+  });
+
+  it('every root field rate limited: 429 with Retry-After', async () => {
+    const ws = await gw.workspace();
+    await spend(ws, 0);
+    const { answers, taken } = await twice(duplicate(ws, 'limited'));
+    expect(taken).toEqual({ apollo: 1, prepared: 1 });
+    expect(answers[0].status).toBe(429);
+    expect(Number(answers[0].headers['retry-after'])).toBeGreaterThan(0);
+    expectSameAnswer(...answers);
+  });
+
+  it('one of two aliased fields rate limited: 200 with the job and the error', async () => {
+    // Two workspaces with one point left each: the second request must meet the quota the first one met.
+    const [one, two] = [await gw.workspace(), await gw.workspace()];
+    await spend(one, 1);
+    await spend(two, 1);
+    const query = named(
+      'mutation Two($input: DuplicateCampaignInput!) { a: duplicateCampaign(input: $input) { job { id } } b: duplicateCampaign(input: $input) { job { id } } }',
+      'aliases',
+    );
+    const sent = (ws: TestWorkspace) => post(ws.key, query, { input: { campaignId: ws.campaign.id, name: 'two' } });
+    const { answers, taken } = await twice(sent(one), sent(two));
+    expect(taken).toEqual({ apollo: 1, prepared: 1 });
+    expect(answers[0].status).toBe(200);
+    expect(errorsOf(answers[1])).toEqual(['RATE_LIMITED']);
+    expect(answers[1].body.data).toBeNull();
+    expectSameAnswer(...answers);
+  });
+
+  it.each([
+    ['invalid input', { name: '   ', tagNames: ['promo', 'no-such-tag'] }, /'name'/],
+    ['a campaign that does not exist', { campaignId: '00000000-0000-4000-8000-000000000000' }, /Invalid Campaign ID/],
+  ])('%s: BAD_USER_INPUT naming the problem', async (label, input, message) => {
+    const ws = await gw.workspace();
+    const { answers, taken } = await twice(duplicate(ws, label, input));
+    expect(taken).toEqual({ apollo: 1, prepared: 1 });
+    expect(answers[0].status).toBe(200);
+    expect(errorsOf(answers[0])).toEqual(['BAD_USER_INPUT']);
+    expect(answers[0].body.errors[0].message).toMatch(message);
+    expectSameAnswer(...answers, { takesPoint: true });
+  });
+
+  it('securityEvents of a finished job, and a page of events by operation name', async () => {
+    const ws = await gw.workspace();
+    const { jobId } = await rest.duplicate(gw.baseUrl, ws.key, { campaignId: ws.campaign.id, name: 'polled' });
+    await waitFor(async () => (await gw.app.store.getJob(ws.workspace.id, jobId!))?.status === 'SUCCEEDED');
+    const poll = 'query Poll($job: ID!) { securityEvents(filter: {jobId: $job}) { edges { node { id type occurredAt details job { status resultCampaignId } } } pageInfo { hasNextPage } } }';
+    const polled = await twice(post(ws.key, poll, { job: jobId }));
+    expect(polled.taken).toEqual({ apollo: 1, prepared: 1 });
+    expect(polled.answers[0].body.data.securityEvents.edges).toHaveLength(2);
+    expectSameAnswer(...polled.answers);
+
+    const page = 'query Other { __typename } query Page { securityEvents(first: 1) { edges { cursor node { id type channel apiKey { id name } } } pageInfo { hasNextPage endCursor } } }';
+    const paged = await twice(post(ws.key, page, undefined, { operationName: 'Page' }));
+    expect(paged.taken).toEqual({ apollo: 1, prepared: 1 });
+    expect(paged.answers[0].body.data.securityEvents.pageInfo.hasNextPage).toBe(true);
+    expectSameAnswer(...paged.answers);
+    // The other operation of the same text is an operation of its own.
+    const other = await twice(post(ws.key, page, undefined, { operationName: 'Other' }));
+    expect(other.taken).toEqual({ apollo: 1, prepared: 1 });
+    expect(other.answers[0].body).toEqual({ data: { __typename: 'Query' } });
+  });
+
+  it('an internal error: INTERNAL_SERVER_ERROR with the request id, logged both times', async () => {
+    const ws = await gw.workspace();
+    failing = true;
+    try {
+      const { answers, taken, requestId } = await twice(post(ws.key, named('{ securityEvents { edges { node { id } } } }', 'internal')));
+      expect(taken).toEqual({ apollo: 1, prepared: 1 });
+      expect(answers[0].body.errors).toEqual([
+        { message: 'Internal server error', locations: [{ line: 1, column: 3 }], path: ['securityEvents'], extensions: { code: 'INTERNAL_SERVER_ERROR', requestId } },
+      ]);
+      expectSameAnswer(...answers);
+      const logged = logs.lines.map((line) => JSON.parse(line)).filter((line) => line.reqId === requestId && line.msg === 'unexpected error in a GraphQL request');
+      expect(logged.map((line) => [line.level, line.err.message])).toEqual([
+        [50, 'disk /var/secret/gateway.db exploded'],
+        [50, 'disk /var/secret/gateway.db exploded'],
+      ]);
+    } finally {
+      failing = false;
+    }
+  });
+
+  it.each([
+    [undefined, 'application/json; charset=utf-8'],
+    ['*/*', 'application/json; charset=utf-8'],
+    ['application/json', 'application/json; charset=utf-8'],
+    ['application/json, text/plain, */*', 'application/json; charset=utf-8'],
+    ['application/graphql-response+json', 'application/graphql-response+json; charset=utf-8'],
+    ['application/graphql-response+json, application/json', 'application/graphql-response+json; charset=utf-8'],
+    ['application/graphql-response+json,application/json;q=0.9', 'application/graphql-response+json; charset=utf-8'],
+  ])('Accept %s: %s', async (accept, contentType) => {
+    const ws = await gw.workspace();
+    const headers: Record<string, string> = accept === undefined ? {} : { accept };
+    const { answers, taken } = await twice(post(ws.key, named('{ campaigns(first: 1) { edges { node { id name } } } }', `accept ${accept}`), undefined, {}, headers));
+    expect(taken).toEqual({ apollo: 1, prepared: 1 });
+    expect(answers[0].headers['content-type']).toBe(contentType);
+    expectSameAnswer(...answers);
+  });
+});
+
+describe('what prepared operations leave to Apollo', () => {
+  it('variables that do not fit a prepared operation: Apollo words the refusal', async () => {
+    const ws = await gw.workspace();
+    const label = 'bad variables';
+    expect((await twice(duplicate(ws, label))).taken).toEqual({ apollo: 1, prepared: 1 });
+    const bad = post(ws.key, named(DUPLICATE_MUTATION.replace('job { id status }', 'job { id status name tagNames channel }'), label), {
+      input: { name: 'no campaign id' },
+    });
+    const { answers, taken } = await twice(bad);
+    expect(taken).toEqual({ apollo: 2, prepared: 0 });
+    expect(answers[0].status).toBe(400);
+    expect(errorsOf(answers[0])).toEqual(['BAD_USER_INPUT']);
+    expectSameAnswer(...answers);
+  });
+
+  it('documents that fail validation or the cost limit, and costs that depend on variables, are never prepared', async () => {
+    const ws = await gw.workspace();
+    for (const [query, variables, status] of [
+      ['{ securityEvents { nope } }', undefined, 400],
+      ['{ securityEvents(first: 200) { edges { cursor node { id type channel } } } }', undefined, 400],
+      ['query($n: Int!) { securityEvents(first: $n) { edges { node { id } } } }', { n: 2 }, 200],
+      ['query($all: Boolean!) { campaigns(first: 1) @include(if: $all) { edges { node { id } } } }', { all: true }, 200],
+    ] as const) {
+      const { answers, taken } = await twice(post(ws.key, query, variables));
+      expect(taken, query).toEqual({ apollo: 2, prepared: 0 });
+      expect(answers[0].status, query).toBe(status);
+      expectSameAnswer(...answers);
+    }
+  });
+
+  it('other methods, content types, Accept headers, extensions and unparsable hosts', async () => {
+    const ws = await gw.workspace();
+    const query = named('{ campaigns(first: 1) { edges { node { id } } } }', 'unusual');
+    expect((await twice(post(ws.key, query))).taken).toEqual({ apollo: 1, prepared: 1 });
+    for (const sent of [
+      post(ws.key, query, undefined, {}, { accept: 'text/html' }),
+      post(ws.key, query, undefined, {}, { accept: 'application/json;q=0.5, application/graphql-response+json' }),
+      post(ws.key, query, undefined, {}, { 'content-type': 'application/json; charset=UTF-8' }),
+      post(ws.key, query, undefined, { extensions: {} }),
+      post(ws.key, query, 'not an object' as unknown),
+      post(ws.key, query, undefined, {}, { host: 'no such host' }),
+      { ...post(ws.key, query), method: 'GET' as const, path: `/graphql?query=${encodeURIComponent(query)}`, headers: { ...bearer(ws.key), 'apollo-require-preflight': 'true' } },
+    ]) {
+      const { answers, taken } = await twice(sent);
+      expect(taken, JSON.stringify(sent.headers)).toEqual({ apollo: 2, prepared: 0 });
+      expectSameAnswer(...answers);
+    }
+  });
+});
