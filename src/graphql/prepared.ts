@@ -42,8 +42,6 @@ const RESPONSE_TYPES = new Map<string, string>([
 
 /** Operations remembered; real clients send a handful. */
 const MAX_ENTRIES = 500;
-/** Request URLs (with the host they are resolved against) whose verdict is kept. */
-const MAX_URLS = 64;
 /** Longer query texts are left to Apollo, so the entries stay small. */
 const MAX_QUERY_LENGTH = 8192;
 
@@ -56,9 +54,6 @@ interface Prepared {
 /** The parts of an HTTP request this path looks at (a FastifyRequest has them). */
 export interface PreparedRequest {
   method: string;
-  url: string;
-  protocol: string;
-  hostname: string;
   headers: IncomingHttpHeaders;
   body: unknown;
 }
@@ -79,7 +74,6 @@ const keyOf = (query: string, operationName: string | undefined): string =>
 export class PreparedOperations {
   /** Least recently used first. */
   private readonly entries = new Map<string, Prepared>();
-  private readonly parsedUrls = new Map<string, boolean>();
   private enabled = true;
 
   constructor(
@@ -128,7 +122,6 @@ export class PreparedOperations {
     if (variables !== null && !isRecord(variables)) return undefined;
     const entry = this.lookup(keyOf(body.query, operationName ?? undefined));
     if (!entry) return undefined;
-    if (!this.urlParses(request)) return undefined;
 
     const contextValue = context();
     const result = await execute({
@@ -152,20 +145,6 @@ export class PreparedOperations {
     // Apollo's field order: errors before data.
     const text = stringifyGraphQLResult({ errors, data: result.data, extensions: result.extensions });
     return { status: head.status ?? 200, headers: head.headers, body: text };
-  }
-
-  /**
-   * Apollo's fastify integration makes a URL of these first, and fails the request when it cannot (a Host header
-   * that is no host name). Parsing costs more than the rest of this check, and a server sees few of them.
-   */
-  private urlParses(request: PreparedRequest): boolean {
-    const key = `${request.protocol}://${request.hostname}/ ${request.url}`;
-    let parses = this.parsedUrls.get(key);
-    if (parses === undefined) {
-      parses = URL.canParse(request.url, `${request.protocol}://${request.hostname}/`);
-      if (this.parsedUrls.size < MAX_URLS) this.parsedUrls.set(key, parses);
-    }
-    return parses;
   }
 
   private lookup(key: string): Prepared | undefined {

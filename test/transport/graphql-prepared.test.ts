@@ -275,7 +275,7 @@ describe('what prepared operations leave to Apollo', () => {
     }
   });
 
-  it('other methods, content types, Accept headers, extensions and unparsable hosts', async () => {
+  it('other methods, content types, Accept headers and extensions', async () => {
     const ws = await gw.workspace();
     const query = named('{ campaigns(first: 1) { edges { node { id } } } }', 'unusual');
     expect((await twice(post(ws.key, query))).taken).toEqual({ apollo: 1, prepared: 1 });
@@ -285,12 +285,23 @@ describe('what prepared operations leave to Apollo', () => {
       post(ws.key, query, undefined, {}, { 'content-type': 'application/json; charset=UTF-8' }),
       post(ws.key, query, undefined, { extensions: {} }),
       post(ws.key, query, 'not an object' as unknown),
-      post(ws.key, query, undefined, {}, { host: 'no such host' }),
       { ...post(ws.key, query), method: 'GET' as const, path: `/graphql?query=${encodeURIComponent(query)}`, headers: { ...bearer(ws.key), 'apollo-require-preflight': 'true' } },
     ]) {
       const { answers, taken } = await twice(sent);
       expect(taken, JSON.stringify(sent.headers)).toEqual({ apollo: 2, prepared: 0 });
       expectSameAnswer(...answers);
     }
+  });
+
+  it('neither, for a Host header that is no host name: a 400 in the GraphQL error shape, nothing logged as ours', async () => {
+    const ws = await gw.workspace();
+    const query = named('{ campaigns(first: 1) { edges { node { id } } } }', 'bad host');
+    const { answers, requestId, taken } = await twice(post(ws.key, query, undefined, {}, { host: 'no such host' }));
+    expect(taken).toEqual({ apollo: 0, prepared: 0 });
+    for (const answer of answers) {
+      expect(answer.status).toBe(400);
+      expect(answer.body).toEqual({ errors: [{ message: 'The Host header is not a valid host name', extensions: { code: 'BAD_USER_INPUT' } }] });
+    }
+    expect(logs.lines.filter((line) => line.includes(requestId) && /"level":50/.test(line))).toEqual([]);
   });
 });
