@@ -1,5 +1,4 @@
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { spawnGateway, type GatewayProcess } from '../../test/support/process.js';
 
 /** What the gateway runs with in every scenario; the quota is raised so that load measures work, not refusals. */
@@ -12,20 +11,10 @@ const GATEWAY_ENV = {
 
 export type ServerProcess = GatewayProcess;
 
-/** A port nothing listens on right now, for a process that must be told its port up front. */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  if (!address || typeof address === 'string') throw new Error('no port');
-  return address.port;
-}
-
 /** A real gateway process (src/main.ts) on `dataDir`; WORKER_CONCURRENCY=0 keeps the worker out of the way. */
 export async function startGateway(dataDir: string, env: Record<string, string> = {}, nodeArgs: string[] = []): Promise<ServerProcess> {
   // At LOG_LEVEL=warn the gateway does not log that it listens: readiness is /healthz on a chosen port.
-  return spawnGateway({ ...GATEWAY_ENV, DATA_DIR: dataDir, ...env }, { timeoutMs: 120_000, healthzPort: await freePort(), nodeArgs });
+  return spawnGateway({ ...GATEWAY_ENV, DATA_DIR: dataDir, ...env }, { timeoutMs: 120_000, ownPort: true, nodeArgs });
 }
 
 export function startBaseline(nodeArgs: string[] = []): Promise<ServerProcess> {

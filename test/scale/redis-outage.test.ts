@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer, http, json, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
-import { freePort, readiness } from './support.js';
+import { freePort } from '../support/process.js';
+import { readiness } from './support.js';
 
 const hasRedisServer = (process.env.PATH ?? '').split(':').some((dir) => dir && existsSync(join(dir, 'redis-server')));
 

@@ -1,19 +1,17 @@
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { Agent } from 'undici';
 import type { PostgresStore } from '../../src/adapters/postgres/store.js';
 import { AdminService } from '../../src/domain/admin.js';
 import { systemClock } from '../../src/domain/ports.js';
 import { createTestWorkspace, http, waitFor, type TestWorkspace } from '../support/gateway.js';
 import { createTestDatabase, openPostgresStore } from '../support/postgres.js';
+import { freePort, spawnGateway as spawnGatewayProcess } from '../support/process.js';
 import { transports, type Transport } from '../support/transports.js';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 export const TEST_REDIS_URL = process.env.TEST_REDIS_URL;
 
@@ -33,64 +31,27 @@ export interface ChildGateway {
 
 /** Starts a gateway process on a port of its own and waits until its readiness says every dependency is ok. */
 export async function spawnGateway(name: string, env: Record<string, string>): Promise<ChildGateway> {
-  for (let attempt = 1; ; attempt += 1) {
-    try {
-      return await spawnOnce(name, await freePort(), env);
-    } catch (error) {
-      // Another process took the free port between the probe and the start; try another one.
-      if (!(error instanceof PortTaken) || attempt === 3) throw error;
-    }
-  }
-}
-
-class PortTaken extends Error {}
-
-async function spawnOnce(name: string, port: number, env: Record<string, string>): Promise<ChildGateway> {
   const dataDir = mkdtempSync(join(tmpdir(), 'cgw-scale-'));
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: ROOT,
-    env: {
-      PATH: process.env.PATH,
-      HOME: process.env.HOME,
-      TMPDIR: process.env.TMPDIR,
-      NODE_ENV: 'test',
-      LOG_LEVEL: 'info',
-      HOST: '127.0.0.1',
-      PORT: String(port),
-      SEED_DEMO: 'false',
-      DATA_DIR: dataDir,
-      ...env,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  const removeDataDir = () => rmSync(dataDir, { recursive: true, force: true });
+  const started = await spawnGatewayProcess(
+    { TMPDIR: process.env.TMPDIR ?? tmpdir(), NODE_ENV: 'test', HOST: '127.0.0.1', SEED_DEMO: 'false', DATA_DIR: dataDir, ...env },
+    { ownPort: true, timeoutMs: 60_000 },
+  ).catch((error: unknown) => {
+    removeDataDir();
+    throw error;
   });
-  const logs: Record<string, any>[] = [];
-  let output = '';
-  child.stderr!.on('data', (chunk) => (output += chunk));
-  createInterface({ input: child.stdout! }).on('line', (line) => {
-    try {
-      logs.push(JSON.parse(line));
-    } catch {
-      output += `${line}\n`;
-    }
-  });
-  let exitedEarly = false;
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) =>
-    child.once('exit', (code, signal) => {
-      exitedEarly = true;
-      rmSync(dataDir, { recursive: true, force: true });
-      done({ code, signal });
-    }),
-  );
-  const baseUrl = `http://127.0.0.1:${port}`;
+  const { child, exited } = started;
+  void exited.then(removeDataDir);
+  const ended = () => child.exitCode !== null || child.signalCode !== null;
   const gateway: ChildGateway = {
     name,
     pid: child.pid!,
-    port,
-    baseUrl,
-    logs,
+    port: started.port,
+    baseUrl: started.baseUrl,
+    logs: started.logs,
     exited,
     signal: (signal) => {
-      if (!exitedEarly) child.kill(signal);
+      if (!ended()) child.kill(signal);
     },
     async kill() {
       gateway.signal('SIGKILL');
@@ -99,11 +60,7 @@ async function spawnOnce(name: string, port: number, env: Record<string, string>
   };
   try {
     await waitFor(async () => {
-      if (exitedEarly) {
-        const failure = `${output}${logs.map((line) => JSON.stringify(line)).join('\n')}`;
-        if (failure.includes('EADDRINUSE')) throw new PortTaken(failure);
-        throw new Error(`gateway ${name} exited during start-up: ${failure}`);
-      }
+      if (ended()) throw new Error(`gateway ${name} exited during start-up: ${started.output()}`);
       return (await readiness(gateway).catch(() => null))?.status === 'ready';
     }, 60_000, 100);
   } catch (error) {
@@ -127,17 +84,6 @@ export function isListening(port: number): Promise<boolean> {
       done(true);
     });
     socket.once('error', () => done(false));
-  });
-}
-
-export function freePort(): Promise<number> {
-  return new Promise((done, fail) => {
-    const server = createServer();
-    server.once('error', fail);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => done(typeof address === 'object' && address ? address.port : 0));
-    });
   });
 }
 

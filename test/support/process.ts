@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
@@ -12,8 +13,11 @@ const OUTPUT_LIMIT = 1024 * 1024;
 export interface GatewayProcess {
   child: ChildProcess;
   baseUrl: string;
+  port: number;
   /** Everything the process printed so far (the last MiB of it), stdout and stderr. */
   output(): string;
+  /** Every JSON log line the process printed so far, parsed. */
+  logs: Record<string, any>[];
   /** Resolves with the exit code (or signal) once the process has ended. */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
@@ -24,10 +28,10 @@ export interface SpawnOptions {
   /** The `msg` of the JSON log line, carrying `url`, that says the server is listening. */
   listeningMessage?: string;
   /**
-   * Instead of waiting for that line (which a quiet LOG_LEVEL hides): listen on this port and be ready once
-   * `GET /healthz` answers 200 there.
+   * Instead of waiting for that line (which a quiet LOG_LEVEL hides): listen on a free port chosen up front
+   * and be ready once `GET /healthz` answers 200 there. A port another process takes meanwhile is retried.
    */
-  healthzPort?: number;
+  ownPort?: boolean;
   timeoutMs?: number;
   /** Extra node options, e.g. `--cpu-prof`. */
   nodeArgs?: string[];
@@ -43,13 +47,36 @@ async function healthy(baseUrl: string): Promise<boolean> {
   }
 }
 
+/** A port nothing listens on right now, for a process that must be told its port up front. */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  if (!address || typeof address === 'string') throw new Error('no port');
+  return address.port;
+}
+
+class PortTaken extends Error {}
+
 /**
  * Starts `src/main.ts` (or another entry) as a real child process and waits until it logs that it is
  * listening. PORT defaults to 0: the process picks a free port and logs its URL.
  */
 export async function spawnGateway(env: Record<string, string>, timeoutMsOrOptions: number | SpawnOptions = {}): Promise<GatewayProcess> {
   const options = typeof timeoutMsOrOptions === 'number' ? { timeoutMs: timeoutMsOrOptions } : timeoutMsOrOptions;
-  const { entry = 'src/main.ts', listeningMessage = 'campaign-gateway is listening', timeoutMs = 30_000, healthzPort, nodeArgs = [] } = options;
+  if (!options.ownPort) return spawnOnce(env, options);
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await spawnOnce(env, options, await freePort());
+    } catch (error) {
+      if (!(error instanceof PortTaken) || attempt === 3) throw error;
+    }
+  }
+}
+
+async function spawnOnce(env: Record<string, string>, options: SpawnOptions, healthzPort?: number): Promise<GatewayProcess> {
+  const { entry = 'src/main.ts', listeningMessage = 'campaign-gateway is listening', timeoutMs = 30_000, nodeArgs = [] } = options;
   const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', entry], {
     cwd: ROOT,
     env: {
@@ -63,6 +90,7 @@ export async function spawnGateway(env: Record<string, string>, timeoutMsOrOptio
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
+  const logs: Record<string, any>[] = [];
   const append = (text: string) => {
     output += text;
     if (output.length > OUTPUT_LIMIT) output = output.slice(-OUTPUT_LIMIT);
@@ -77,6 +105,7 @@ export async function spawnGateway(env: Record<string, string>, timeoutMsOrOptio
       if (!line.startsWith('{')) return;
       try {
         const logLine = JSON.parse(line) as { msg?: string; url?: string };
+        logs.push(logLine);
         if (logLine.msg === listeningMessage && logLine.url) {
           clearTimeout(timer);
           resolve(logLine.url);
@@ -87,7 +116,8 @@ export async function spawnGateway(env: Record<string, string>, timeoutMsOrOptio
     });
     void exited.then(({ code }) => {
       clearTimeout(timer);
-      reject(new Error(`${entry} exited with ${code} before listening:\n${output}`));
+      const Failure = output.includes('EADDRINUSE') ? PortTaken : Error;
+      reject(new Failure(`${entry} exited with ${code} before listening:\n${output}`));
     });
     if (healthzPort !== undefined) {
       const url = `http://127.0.0.1:${healthzPort}`;
@@ -99,5 +129,5 @@ export async function spawnGateway(env: Record<string, string>, timeoutMsOrOptio
     }
   });
   const baseUrl = await listening;
-  return { child, baseUrl, output: () => output, exited };
+  return { child, baseUrl, port: Number(new URL(baseUrl).port), output: () => output, logs, exited };
 }
