@@ -74,6 +74,17 @@ describe('SQLite store specifics', () => {
     await expect(store.insertEvent(eventFixture(ws))).rejects.toThrow(/writer/);
   });
 
+  it('fails only the write whose arguments cannot be copied to the writer thread', async () => {
+    const job = jobFixture(ws);
+    const [uncopyable, fine] = await Promise.allSettled([
+      store.insertEvent(eventFixture(ws, { details: { callback: () => undefined } as unknown as Record<string, unknown> })),
+      store.enqueueJob(job, eventFixture(ws, { jobId: job.id })),
+    ]);
+    expect(uncopyable.status).toBe('rejected');
+    expect(fine.status).toBe('fulfilled');
+    expect(await store.getJob(ws, job.id)).toMatchObject({ id: job.id, status: 'PENDING' });
+  });
+
   it('lets a process that never closes its store exit once its writes have resolved', async () => {
     const script = new URL('./fixtures/store-left-open.ts', import.meta.url).pathname;
     const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', script, join(dir, 'left-open.db')], { timeout: 60_000 });

@@ -13,7 +13,7 @@ const port = parentPort!;
 const { filename } = workerData as WriterData;
 const db = openConnection(filename);
 db.pragma('synchronous = FULL');
-// Each write of a group runs in a savepoint; its undo pages stay in memory instead of a temporary file.
+// A group run again with a savepoint per write (after one failed) keeps the undo pages in memory, not in a file.
 db.pragma('temp_store = MEMORY');
 const writes = new SqliteWrites(db);
 const group = new GroupTransaction(db);

@@ -70,8 +70,20 @@ export class SqliteWriter {
 
   private send(): void {
     if (this.outbox.length === 0) return;
-    this.thread.postMessage({ calls: this.outbox } satisfies ToWriter);
+    const calls = this.outbox;
     this.outbox = [];
+    try {
+      this.thread.postMessage({ calls } satisfies ToWriter);
+    } catch {
+      // Arguments that cannot be copied to the thread (a caller's bug): those calls fail, the others go one by one.
+      for (const call of calls) {
+        try {
+          this.thread.postMessage({ calls: [call] } satisfies ToWriter);
+        } catch (error) {
+          this.settle({ answers: [{ id: call.id, ok: false, error: { name: 'DataCloneError', message: String(error) } }] });
+        }
+      }
+    }
   }
 
   private settle({ answers }: FromWriter): void {
