@@ -1,4 +1,4 @@
-import { GatewayError } from './domain/errors.js';
+import { GatewayError, unavailableCause } from './domain/errors.js';
 
 /** How one dependency of the gateway is doing. `degraded` still serves; `down` makes the instance not ready. */
 export interface DependencyStatus {
@@ -20,6 +20,8 @@ export type DependencyCheck = () => Promise<DependencyStatus>;
 
 /** Names the failure without echoing hosts, credentials or query text. */
 export function describeFailure(error: unknown): string {
+  const cause = unavailableCause(error);
+  if (cause !== undefined) return describeFailure(cause);
   if (error instanceof GatewayError) return error.message;
   const code = (error as { code?: unknown } | null)?.code;
   if (typeof code === 'string' && code) return `not reachable or failing (${code})`;

@@ -1,5 +1,5 @@
 import { RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
-import { GatewayError } from '../domain/errors.js';
+import { dependencyUnavailable, GatewayError, rethrowAsUnavailable } from '../domain/errors.js';
 import type { AuthFailureLimiter } from '../domain/ports.js';
 
 /**
@@ -14,7 +14,7 @@ export class RateLimiterAuthFailures implements AuthFailureLimiter {
   ) {}
 
   async check(client: string): Promise<void> {
-    const state = await this.limiter.get(client);
+    const state = await this.limiter.get(client).catch(rethrowAsUnavailable);
     if (state && state.consumedPoints > this.limiter.points && state.msBeforeNext > 0) {
       throw new GatewayError('RATE_LIMITED', undefined, { retryAfterSeconds: Math.max(1, Math.ceil(state.msBeforeNext / 1000)) });
     }
@@ -25,11 +25,12 @@ export class RateLimiterAuthFailures implements AuthFailureLimiter {
     try {
       state = await this.limiter.consume(client);
     } catch (rejection) {
-      // Failures racing past the limit: the block is already in place. An Error is the limiter's store
-      // failing, and propagates like any store failure.
+      // Failures racing past the limit: the block is already in place. An Error is the limiter's store failing.
       if (rejection instanceof RateLimiterRes) return;
-      throw rejection;
+      throw dependencyUnavailable(rejection);
     }
-    if (state.consumedPoints >= this.limiter.points) await this.limiter.block(client, this.blockSeconds);
+    if (state.consumedPoints >= this.limiter.points) {
+      await this.limiter.block(client, this.blockSeconds).catch(rethrowAsUnavailable);
+    }
   }
 }

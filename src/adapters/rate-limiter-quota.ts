@@ -1,5 +1,5 @@
 import { RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
-import { GatewayError, type RateLimitState } from '../domain/errors.js';
+import { dependencyUnavailable, GatewayError, rethrowAsUnavailable, type RateLimitState } from '../domain/errors.js';
 import type { Quota } from '../domain/ports.js';
 
 /** A quota over any rate-limiter-flexible limiter (memory, Redis, PostgreSQL). */
@@ -32,11 +32,12 @@ export class RateLimiterQuota implements Quota {
           retryAfterSeconds: Math.max(1, Math.ceil(rejection.msBeforeNext / 1000)),
         });
       }
-      throw rejection;
+      throw dependencyUnavailable(rejection);
     }
   }
 
   async peek(key: string): Promise<RateLimitState> {
-    return this.state(await this.limiter.get(key));
+    const state = await this.limiter.get(key).catch(rethrowAsUnavailable);
+    return this.state(state);
   }
 }

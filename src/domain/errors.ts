@@ -33,6 +33,8 @@ export interface GatewayErrorOptions {
   issues?: FieldIssue[];
   retryAfterSeconds?: number;
   rateLimit?: RateLimitState;
+  /** What went wrong underneath (a dependency's own error): for the log, never for the caller. */
+  cause?: unknown;
 }
 
 /** A failure the caller may see. Its message is safe to return; anything else becomes INTERNAL. */
@@ -46,7 +48,7 @@ export class GatewayError extends Error {
     message: string = ERROR_CODES[code].message,
     options: GatewayErrorOptions = {},
   ) {
-    super(message);
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'GatewayError';
     this.issues = options.issues ?? [];
     this.retryAfterSeconds = options.retryAfterSeconds;
@@ -55,3 +57,18 @@ export class GatewayError extends Error {
 }
 
 export const isGatewayError = (error: unknown): error is GatewayError => error instanceof GatewayError;
+
+/**
+ * A dependency (the database, a limiter's store) that cannot be reached right now: 503, and come back in a
+ * few seconds, the time a database restart usually takes. `cause` is the dependency's own error, for the log.
+ */
+export const dependencyUnavailable = (cause: unknown): GatewayError =>
+  new GatewayError('UNAVAILABLE', undefined, { retryAfterSeconds: 5, cause });
+
+export const rethrowAsUnavailable = (cause: unknown): never => {
+  throw dependencyUnavailable(cause);
+};
+
+/** The dependency's own error behind an UNAVAILABLE answer, when there is one: what the log should show. */
+export const unavailableCause = (error: unknown): unknown =>
+  isGatewayError(error) && error.code === 'UNAVAILABLE' ? error.cause : undefined;

@@ -9,7 +9,7 @@ import {
 import { unwrapResolverError } from '@apollo/server/errors';
 import type { FastifyBaseLogger } from 'fastify';
 import { GraphQLError, type GraphQLFormattedError, type GraphQLSchema, type OperationDefinitionNode } from 'graphql';
-import { ERROR_CODES, isGatewayError, type FieldIssue, type GatewayError } from '../domain/errors.js';
+import { ERROR_CODES, isGatewayError, unavailableCause, type FieldIssue, type GatewayError } from '../domain/errors.js';
 import type { GraphQLContext } from './context.js';
 import { operationShapeRule, type CostLimit, type GraphQLLimits } from './limits.js';
 import { rateLimitHeaders } from '../http/rate-limit-headers.js';
@@ -73,10 +73,12 @@ export interface GraphQLHttpHead {
   headers: Map<string, string>;
 }
 
-/** Logs the errors that are a failure of ours, with the request id the caller is given. */
+/** Logs the errors that are a failure of ours, and as warnings the dependencies found unreachable, with the request id the caller is given. */
 export function reportUnexpectedErrors(logger: FastifyBaseLogger, errors: readonly unknown[], requestId: string): void {
   for (const error of errors) {
     if (isUnexpected(error)) logger.error({ err: rootCause(error), reqId: requestId }, 'unexpected error in a GraphQL request');
+    const cause = unavailableCause(rootCause(error));
+    if (cause !== undefined) logger.warn({ err: cause, reqId: requestId }, 'a dependency is unavailable');
   }
 }
 

@@ -4,7 +4,7 @@ import { fastifyApolloHandler } from '@as-integrations/fastify';
 import cors from '@fastify/cors';
 import Fastify, { type FastifyInstance, type FastifyRequest, type FastifySchema, type FastifyServerOptions } from 'fastify';
 import type { Config } from '../config.js';
-import { GatewayError } from '../domain/errors.js';
+import { GatewayError, unavailableCause } from '../domain/errors.js';
 import type { GatewayService } from '../domain/service.js';
 import { createApollo, graphqlErrorBody } from '../graphql/apollo.js';
 import { createContext } from '../graphql/context.js';
@@ -74,6 +74,8 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   app.setErrorHandler((error, request, reply) => {
     const mapped = toRestError(error);
     if (mapped.unexpected) request.log.error({ err: error }, 'unexpected error');
+    const cause = unavailableCause(error);
+    if (cause !== undefined) request.log.warn({ err: cause }, 'a dependency is unavailable');
     reply.headers(rateLimitHeaders(mapped.gatewayError.rateLimit));
     if (mapped.gatewayError.retryAfterSeconds !== undefined) reply.header('retry-after', String(mapped.gatewayError.retryAfterSeconds));
     const body = request.routeOptions.url === '/graphql' ? graphqlErrorBody(mapped.gatewayError, request.id) : mapped.body;

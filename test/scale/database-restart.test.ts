@@ -39,7 +39,7 @@ describe.skipIf(!existsSync('/usr/lib/postgresql') && !process.env.CI)('PostgreS
     });
   };
 
-  it('reports not ready while the database is down, then recovers without a restart', async () => {
+  it('reports not ready and answers 503 with Retry-After while the database is down, then recovers without a restart', async () => {
     expect(await readiness(gateway)).toEqual({
       code: 200,
       status: 'ready',
@@ -55,6 +55,24 @@ describe.skipIf(!existsSync('/usr/lib/postgresql') && !process.env.CI)('PostgreS
     expect(down).toMatchObject({ status: 'not ready', checks: { store: { status: 'down' } } });
     expect(down.checks!.store.message).toMatch(/ECONNREFUSED|57P0/);
     expect((down as { message?: string }).message).toMatch(/^store: /);
+    // Callers are told to come back, over both transports, and the log says why.
+    const refused = await http(gateway.baseUrl, 'POST', '/campaigns/duplicate', {
+      headers: { ...json, ...bearer(tenant.key) },
+      body: JSON.stringify({ campaign_id: tenant.campaign.id, name: 'during the outage' }),
+    });
+    expect(refused.status).toBe(503);
+    expect(refused.headers['retry-after']).toBe('5');
+    expect(refused.body).toEqual({ message: 'Service unavailable' });
+    const mutation = await http(gateway.baseUrl, 'POST', '/graphql', {
+      headers: { ...json, ...bearer(tenant.key) },
+      body: JSON.stringify({ query: 'mutation($id: ID!) { duplicateCampaign(input: {campaignId: $id, name: "during the outage"}) { job { id } } }', variables: { id: tenant.campaign.id } }),
+    });
+    expect(mutation.status).toBe(503);
+    expect(mutation.headers['retry-after']).toBe('5');
+    expect(mutation.body.errors.map((error: any) => error.extensions.code)).toEqual(['SERVICE_UNAVAILABLE']);
+    const warnings = gateway.logs.filter((line) => line.msg === 'a dependency is unavailable');
+    expect(warnings.map((line) => line.reqId)).toEqual(expect.arrayContaining([refused.headers['x-request-id'], mutation.headers['x-request-id']]));
+    expect(warnings.every((line) => line.level === 40 && /ECONNREFUSED|57P0|terminated/.test(line.err.message))).toBe(true);
 
     cluster.start();
     await waitFor(async () => (await readiness(gateway)).code === 200);

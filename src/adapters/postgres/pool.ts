@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { asOutage } from './outage.js';
 
 export interface PostgresOptions {
   connectionString: string;
@@ -45,9 +46,21 @@ export function createPool(options: PostgresOptions): pg.Pool {
 
 export type Queryable = Pick<pg.PoolClient, 'query'>;
 
-/** Runs `work` in one transaction on one connection; rolls back when it throws. */
+const rethrowAsOutage = (error: unknown): never => {
+  throw asOutage(error);
+};
+
+/** The pool's queries, a lost or unreachable server reported as UNAVAILABLE (outage.ts). */
+export function queriesOf(pool: pg.Pool): Queryable {
+  return { query: ((text: string, values?: unknown[]) => pool.query(text, values).catch(rethrowAsOutage)) as Queryable['query'] };
+}
+
+/**
+ * Runs `work` in one transaction on one connection; rolls back when it throws. A lost or unreachable server
+ * is reported as UNAVAILABLE.
+ */
 export async function transaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-  const client = await pool.connect();
+  const client = await pool.connect().catch(rethrowAsOutage);
   let broken: Error | undefined;
   try {
     await client.query('BEGIN');
@@ -58,7 +71,7 @@ export async function transaction<T>(pool: pg.Pool, work: (client: pg.PoolClient
     await client.query('ROLLBACK').catch((rollbackError: Error) => {
       broken = rollbackError;
     });
-    throw error;
+    throw asOutage(error);
   } finally {
     // A connection that could not roll back is discarded rather than reused.
     client.release(broken);

@@ -27,7 +27,7 @@ import {
   type SqlValues,
 } from '../rows.js';
 import { POSTGRES_MIGRATIONS } from './migrations.js';
-import { clientConfig, createPool, transaction, type PostgresOptions, type Queryable } from './pool.js';
+import { clientConfig, createPool, queriesOf, transaction, type PostgresOptions, type Queryable } from './pool.js';
 
 /** Any constant works; it only has to be the same for every instance of the gateway. */
 const MIGRATION_LOCK = 0x6367_7701;
@@ -44,12 +44,15 @@ export class PostgresStore implements GatewayStore {
   readonly kind = 'postgres';
   /** Shared with the PostgreSQL quota, so one instance keeps one pool. */
   readonly pool: pg.Pool;
+  /** Queries outside a transaction; the database being down answers UNAVAILABLE. */
+  private readonly db: Queryable;
 
   constructor(private readonly options: PostgresOptions) {
     this.pool = createPool(options);
+    this.db = queriesOf(this.pool);
   }
 
-  private async rows(text: string, values: unknown[] = [], client: Queryable = this.pool): Promise<Row[]> {
+  private async rows(text: string, values: unknown[] = [], client: Queryable = this.db): Promise<Row[]> {
     return (await client.query(text, values)).rows as Row[];
   }
 
@@ -58,7 +61,7 @@ export class PostgresStore implements GatewayStore {
     await client.query(text, values);
   }
 
-  private async count(text: string, values: unknown[], client: Queryable = this.pool): Promise<number> {
+  private async count(text: string, values: unknown[], client: Queryable = this.db): Promise<number> {
     return (await client.query(text, values)).rowCount ?? 0;
   }
 
@@ -92,6 +95,7 @@ export class PostgresStore implements GatewayStore {
   }
 
   async ping(): Promise<void> {
+    // The driver's own error, for /readyz to show.
     await this.pool.query('SELECT 1');
   }
 
@@ -100,7 +104,7 @@ export class PostgresStore implements GatewayStore {
   }
 
   async createWorkspace(workspace: Workspace): Promise<void> {
-    await this.pool.query('INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, $3)', [
+    await this.db.query('INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, $3)', [
       workspace.id,
       workspace.name,
       workspace.createdAt,
@@ -169,11 +173,11 @@ export class PostgresStore implements GatewayStore {
   }
 
   async touchApiKey(id: string, at: Date): Promise<void> {
-    await this.pool.query('UPDATE api_keys SET last_used_at = $1 WHERE id = $2', [at, id]);
+    await this.db.query('UPDATE api_keys SET last_used_at = $1 WHERE id = $2', [at, id]);
   }
 
   async upsertTags(workspaceId: string, names: string[]): Promise<void> {
-    await this.pool.query('INSERT INTO tags (workspace_id, name) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING', [
+    await this.db.query('INSERT INTO tags (workspace_id, name) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING', [
       workspaceId,
       names,
     ]);
@@ -190,7 +194,7 @@ export class PostgresStore implements GatewayStore {
   }
 
   async insertCampaign(campaign: Campaign): Promise<void> {
-    await this.insertCampaignWith(this.pool, campaign);
+    await this.insertCampaignWith(this.db, campaign);
   }
 
   private async insertCampaignWith(client: Queryable, campaign: Campaign): Promise<void> {
@@ -319,7 +323,7 @@ export class PostgresStore implements GatewayStore {
   }
 
   async releaseIdempotencyKey(workspaceId: string, key: string): Promise<void> {
-    await this.pool.query('DELETE FROM idempotency_keys WHERE workspace_id = $1 AND key = $2 AND job_id IS NULL', [workspaceId, key]);
+    await this.db.query('DELETE FROM idempotency_keys WHERE workspace_id = $1 AND key = $2 AND job_id IS NULL', [workspaceId, key]);
   }
 
   // Several instances prune at once: rows another one is deleting are skipped rather than waited for.
@@ -349,7 +353,7 @@ export class PostgresStore implements GatewayStore {
   }
 
   async insertEvent(event: NewSecurityEvent): Promise<void> {
-    await this.insertEventWith(this.pool, event);
+    await this.insertEventWith(this.db, event);
   }
 
   private async insertEventWith(client: Queryable, event: NewSecurityEvent): Promise<void> {

@@ -1,0 +1,32 @@
+import { describe, expect, it } from 'vitest';
+import { asOutage } from '../../src/adapters/postgres/outage.js';
+import { isGatewayError } from '../../src/domain/errors.js';
+
+const withCode = (message: string, code: string) => Object.assign(new Error(message), { code });
+
+describe('PostgreSQL errors that mean the database cannot be reached', () => {
+  it.each([
+    ['a refused connection', withCode('connect ECONNREFUSED 127.0.0.1:5432', 'ECONNREFUSED')],
+    ['a server shutting down', withCode('terminating connection due to administrator command', '57P01')],
+    ['a server starting up', withCode('the database system is starting up', '57P03')],
+    ['a connection exception', withCode('connection failure', '08006')],
+    ['no connection slots left', withCode('sorry, too many clients already', '53300')],
+    ['a connection lost mid-query', new Error('Connection terminated unexpectedly')],
+    ['no connection from the pool in time', new Error('timeout exceeded when trying to connect')],
+  ])('%s becomes UNAVAILABLE with Retry-After, the original kept as its cause', (_, error) => {
+    const answer = asOutage(error);
+    expect(isGatewayError(answer) && answer.code).toBe('UNAVAILABLE');
+    expect(isGatewayError(answer) && answer.retryAfterSeconds).toBe(5);
+    expect((answer as Error).cause).toBe(error);
+    expect((answer as Error).message).toBe('Service unavailable');
+  });
+
+  it.each([
+    ['a syntax error', withCode('syntax error at or near "SELEC"', '42601')],
+    ['a unique violation', withCode('duplicate key value violates unique constraint', '23505')],
+    ['a statement timeout', withCode('canceling statement due to statement timeout', '57014')],
+    ['a plain error', new Error('something else')],
+  ])('%s stays what it is', (_, error) => {
+    expect(asOutage(error)).toBe(error);
+  });
+});
