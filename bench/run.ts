@@ -119,9 +119,9 @@ const ACCEPT = ['baseline', 'rest-accept', 'graphql-accept'] as const;
 async function acceptScenarios(budget: Budget, baseline: ServerProcess, gateway: ServerProcess, workspace: BenchWorkspace) {
   const rest = { requests: [restDuplicate(workspace)], verifyBody: isRestAccepted };
   const scenarios = {
-    baseline: { ...rest, url: baseline.baseUrl },
-    'rest-accept': { ...rest, url: gateway.baseUrl },
-    'graphql-accept': { requests: [graphqlDuplicate(workspace)], verifyBody: isGraphQLAccepted, url: gateway.baseUrl },
+    baseline: { ...rest, url: baseline.baseUrl, serverPid: baseline.child.pid },
+    'rest-accept': { ...rest, url: gateway.baseUrl, serverPid: gateway.child.pid },
+    'graphql-accept': { requests: [graphqlDuplicate(workspace)], verifyBody: isGraphQLAccepted, url: gateway.baseUrl, serverPid: gateway.child.pid },
   };
   const rounds: Record<(typeof ACCEPT)[number], LoadResult[]> = { baseline: [], 'rest-accept': [], 'graphql-accept': [] };
   for (let i = 0; i < budget.rounds; i += 1) {
@@ -133,7 +133,7 @@ async function acceptScenarios(budget: Budget, baseline: ServerProcess, gateway:
 }
 
 async function pollScenarios(budget: Budget, gateway: ServerProcess, dataDir: string, workspace: BenchWorkspace) {
-  const common = { connections: budget.pollConnections, url: gateway.baseUrl };
+  const common = { connections: budget.pollConnections, url: gateway.baseUrl, serverPid: gateway.child.pid };
   const run = async (events: number) => ({
     job: await measure(`poll-job @ ${events} events`, { ...common, requests: [pollJob(workspace, events / 2)], verifyBody: isJobPolled }, budget, budget.pollDurationSeconds),
     page: await measure(`poll-page @ ${events} events`, { ...common, requests: [firstPage(workspace)], verifyBody: isFirstPage }, budget, budget.pollDurationSeconds),
@@ -195,10 +195,10 @@ const pad = (value: string | number, width: number) => String(value).padStart(wi
 
 function table(report: Report): string {
   const lines = [`campaign-gateway benchmark (${report.mode}, ${report.machine.cpus} × ${report.machine.cpuModel}, load ${report.machine.loadAverage.join(' ')})`, ''];
-  lines.push(`${'scenario'.padEnd(28)}${pad('req/s', 10)}${pad('p50 ms', 10)}${pad('p97.5 ms', 10)}${pad('p99 ms', 10)}  valid`);
+  lines.push(`${'scenario'.padEnd(28)}${pad('req/s', 10)}${pad('p50 ms', 10)}${pad('p97.5 ms', 10)}${pad('p99 ms', 10)}${pad('CPU µs/req', 12)}${pad('(load gen)', 11)}  valid`);
   for (const [name, result] of Object.entries(report.scenarios)) {
     lines.push(
-      `${name.padEnd(28)}${pad(result.requestsPerSecond, 10)}${pad(result.latencyMs.p50, 10)}${pad(result.latencyMs.p97_5, 10)}${pad(result.latencyMs.p99, 10)}  ${result.valid ? 'yes' : 'NO'}`,
+      `${name.padEnd(28)}${pad(result.requestsPerSecond, 10)}${pad(result.latencyMs.p50, 10)}${pad(result.latencyMs.p97_5, 10)}${pad(result.latencyMs.p99, 10)}${pad(result.cpuMicrosPerRequest.server ?? '-', 12)}${pad(result.cpuMicrosPerRequest.loadGenerator, 11)}  ${result.valid ? 'yes' : 'NO'}`,
     );
   }
   lines.push('', `worker: ${report.worker.jobs} jobs in ${report.worker.seconds} s = ${report.worker.jobsPerSecond} jobs/s${report.worker.valid ? '' : ' (INVALID)'}`);

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import autocannon from 'autocannon';
 
 export interface LoadOptions {
@@ -9,6 +10,8 @@ export interface LoadOptions {
   requests: autocannon.Request[];
   /** A body that does not pass makes the run invalid. */
   verifyBody: (body: string) => boolean;
+  /** The server's process, whose CPU time is counted per request. */
+  serverPid?: number;
 }
 
 export interface LatencySummary {
@@ -18,11 +21,19 @@ export interface LatencySummary {
   mean: number;
 }
 
+/** CPU time per answered request, in µs: all threads of the server, and this process (autocannon). */
+export interface CpuPerRequest {
+  /** Null where the server's /proc entry cannot be read (not Linux). */
+  server: number | null;
+  loadGenerator: number;
+}
+
 export interface LoadResult {
   requests: number;
   durationSeconds: number;
   requestsPerSecond: number;
   latencyMs: LatencySummary;
+  cpuMicrosPerRequest: CpuPerRequest;
   non2xx: number;
   mismatches: number;
   errors: number;
@@ -40,8 +51,24 @@ function summarize(latencies: Float64Array, count: number): LatencySummary {
 
 export const round = (value: number, digits = 3): number => Number(value.toFixed(digits));
 
+/** Linux reports process times in clock ticks of 1/100 s (USER_HZ) in /proc, whatever the kernel's own rate. */
+const MICROS_PER_TICK = 10_000;
+
+/** User and system CPU time of a process and all its threads, in µs; null when /proc cannot tell. */
+function processCpuMicros(pid: number | undefined): number | null {
+  if (pid === undefined) return null;
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * MICROS_PER_TICK;
+  } catch {
+    return null;
+  }
+}
+
 /** One autocannon run with body verification and exact latencies. */
 export async function runLoad(options: LoadOptions): Promise<LoadResult> {
+  const serverCpuBefore = processCpuMicros(options.serverPid);
+  const ownCpuBefore = process.cpuUsage();
   let latencies = new Float64Array(1 << 16);
   let count = 0;
   let finish: (error: unknown, result: autocannon.Result) => void = () => undefined;
@@ -68,6 +95,9 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     latencies[count++] = responseTime;
   });
   const result = await done;
+  const serverCpuAfter = processCpuMicros(options.serverPid);
+  const ownCpu = process.cpuUsage(ownCpuBefore);
+  const perRequest = (micros: number) => (count === 0 ? 0 : round(micros / count, 1));
   const durationSeconds = (result.finish.getTime() - result.start.getTime()) / 1000;
   const mismatches = (result as autocannon.Result & { mismatches?: number }).mismatches ?? 0;
   return {
@@ -75,6 +105,10 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     durationSeconds: round(durationSeconds),
     requestsPerSecond: round(count / durationSeconds, 1),
     latencyMs: summarize(latencies, count),
+    cpuMicrosPerRequest: {
+      server: serverCpuBefore === null || serverCpuAfter === null ? null : perRequest(serverCpuAfter - serverCpuBefore),
+      loadGenerator: perRequest(ownCpu.user + ownCpu.system),
+    },
     non2xx: result.non2xx,
     mismatches,
     errors: result.errors + result.timeouts,

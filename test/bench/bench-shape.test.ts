@@ -13,7 +13,8 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const number = expect.any(Number);
 const latency = { p50: number, p97_5: number, p99: number, mean: number };
-const load = { requests: number, durationSeconds: number, requestsPerSecond: number, latencyMs: latency, non2xx: 0, mismatches: 0, errors: 0, valid: true };
+const cpu = { server: number, loadGenerator: number };
+const load = { requests: number, durationSeconds: number, requestsPerSecond: number, latencyMs: latency, cpuMicrosPerRequest: cpu, non2xx: 0, mismatches: 0, errors: 0, valid: true };
 const ratio = { value: number, target: number, kind: expect.stringMatching(/^(min|max)$/), met: expect.any(Boolean), description: expect.any(String) };
 
 /** Only the shape of the report: timings from a run this small mean nothing, so none is asserted. */
@@ -55,6 +56,12 @@ describe('npm run bench', () => {
       },
       valid: true,
     });
-    for (const result of Object.values(report.scenarios) as { requests: number }[]) expect(result.requests).toBeGreaterThan(0);
+    for (const result of Object.values(report.scenarios) as { requests: number; cpuMicrosPerRequest: typeof cpu }[]) {
+      expect(result.requests).toBeGreaterThan(0);
+      // autocannon's own time is counted in µs, so it cannot be zero; the server's comes in 10 ms ticks, which a
+      // run this small may not fill.
+      expect(result.cpuMicrosPerRequest.loadGenerator).toBeGreaterThan(0);
+      expect(result.cpuMicrosPerRequest.server).toBeGreaterThanOrEqual(0);
+    }
   }, 120_000);
 });
