@@ -3,14 +3,19 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import type autocannon from 'autocannon';
 import { runLoad } from './lib/load.js';
 import { startBaseline, startGateway, stop } from './lib/processes.js';
-import { graphqlDuplicate, isGraphQLAccepted, isRestAccepted, restDuplicate } from './lib/scenarios.js';
-import { prepareWorkspace } from './lib/store.js';
+import { firstPage, graphqlDuplicate, isFirstPage, isGraphQLAccepted, isJobPolled, isRestAccepted, pollJob, restDuplicate } from './lib/scenarios.js';
+import { prepareWorkspace, seedFinishedJobs } from './lib/store.js';
+
+/** Poll scenarios run on a store of this many finished jobs, two events each. */
+const POLL_JOBS = 5_000;
 
 /**
- * Profiles one accept scenario: a gateway under `node --cpu-prof`, loaded for a while, then the functions
- * with the most self time. `npx tsx bench/profile.ts --scenario graphql-accept --seconds 8`
+ * Profiles one scenario: a gateway under `node --cpu-prof`, loaded for a while, then the functions with the
+ * most self time. `npx tsx bench/profile.ts --scenario graphql-accept --seconds 8` (also rest-accept,
+ * baseline, poll-job and poll-page, the latter two on 10,000 events).
  */
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -59,13 +64,14 @@ async function main(): Promise<void> {
     const workspace = await prepareWorkspace(join(root, 'data'), 'bench');
     const nodeArgs = ['--cpu-prof', `--cpu-prof-dir=${profiles}`];
     const gateway = values.scenario === 'baseline' ? await startBaseline(nodeArgs) : await startGateway(join(root, 'data'), { WORKER_CONCURRENCY: '0' }, nodeArgs);
-    const graphql = values.scenario === 'graphql-accept';
-    const load = {
-      url: gateway.baseUrl,
-      connections: Number(values.connections),
-      requests: [graphql ? graphqlDuplicate(workspace) : restDuplicate(workspace)],
-      verifyBody: graphql ? isGraphQLAccepted : isRestAccepted,
+    const scenarios: Record<string, [autocannon.Request, (body: string) => boolean]> = {
+      'graphql-accept': [graphqlDuplicate(workspace), isGraphQLAccepted],
+      'poll-job': [pollJob(workspace, POLL_JOBS), isJobPolled],
+      'poll-page': [firstPage(workspace), isFirstPage],
     };
+    const [request, verifyBody] = scenarios[values.scenario] ?? [restDuplicate(workspace), isRestAccepted];
+    if (values.scenario.startsWith('poll-')) seedFinishedJobs(join(root, 'data'), workspace, 0, POLL_JOBS);
+    const load = { url: gateway.baseUrl, connections: Number(values.connections), requests: [request], verifyBody };
     await runLoad({ ...load, durationSeconds: 2 });
     const result = await runLoad({ ...load, durationSeconds: Number(values.seconds) });
     await stop(gateway);
