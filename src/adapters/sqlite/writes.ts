@@ -34,10 +34,6 @@ export class SqliteWrites {
     this.sql.get(text).run(...values);
   }
 
-  private recordEvent(event: NewSecurityEvent): void {
-    this.insert('security_events', eventToRow(event, SQLITE));
-  }
-
   ping(): void {
     this.sql.get('SELECT 1').get();
   }
@@ -48,13 +44,13 @@ export class SqliteWrites {
 
   insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): void {
     this.insert('api_keys', apiKeyToRow(key, SQLITE));
-    this.recordEvent(event);
+    this.insertEvent(event);
   }
 
   revokeApiKey(id: string, at: Date, event: NewSecurityEvent): boolean {
     const result = this.sql.get('UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(at.getTime(), id);
     if (result.changes === 0) return false;
-    this.recordEvent(event);
+    this.insertEvent(event);
     return true;
   }
 
@@ -64,7 +60,7 @@ export class SqliteWrites {
          hash = ?, prefix = ? WHERE id = ? AND revoked_at IS NULL`,
     ).run(ms(previousValidUntil), ms(previousValidUntil), hash, prefix, id);
     if (result.changes === 0) return false;
-    this.recordEvent(event);
+    this.insertEvent(event);
     return true;
   }
 
@@ -83,7 +79,7 @@ export class SqliteWrites {
 
   enqueueJob(job: DuplicationJob, event: NewSecurityEvent, idempotencyKey?: string): void {
     this.insert('jobs', newJobToRow(job, SQLITE));
-    this.recordEvent(event);
+    this.insertEvent(event);
     if (idempotencyKey !== undefined) {
       this.sql.get('UPDATE idempotency_keys SET job_id = ? WHERE workspace_id = ? AND key = ?').run(job.id, job.workspaceId, idempotencyKey);
     }
@@ -125,7 +121,7 @@ export class SqliteWrites {
     );
     if (result.changes === 0) return false;
     if (outcome.newCampaign) this.insertCampaign(outcome.newCampaign);
-    this.recordEvent(outcome.event);
+    this.insertEvent(outcome.event);
     return true;
   }
 
@@ -197,7 +193,7 @@ export class SqliteWrites {
   }
 
   insertEvent(event: NewSecurityEvent): void {
-    this.recordEvent(event);
+    this.insert('security_events', eventToRow(event, SQLITE));
   }
 }
 
