@@ -36,7 +36,9 @@ export class SqliteStore implements GatewayStore {
   readonly kind = 'sqlite';
   private readonly db: Database.Database;
   private readonly sql: Statements;
-  private readonly writer: SqliteWriter;
+  private readonly filename: string;
+  /** Started on the first write: a process that only reads (a CLI listing) never starts the thread. */
+  private writerThread: SqliteWriter | undefined;
   private readonly keys: KeyCache<ApiKeyRecord>;
   private readonly campaigns = new FoundCache<Campaign>();
   private readonly tags = new FoundCache<true>();
@@ -45,8 +47,14 @@ export class SqliteStore implements GatewayStore {
     mkdirSync(dirname(options.filename), { recursive: true });
     this.db = openConnection(options.filename);
     this.sql = new Statements(this.db);
-    this.writer = new SqliteWriter(options.filename);
+    this.filename = options.filename;
     this.keys = new KeyCache(this.db);
+  }
+
+  private get writer(): SqliteWriter {
+    if (!this.db.open) throw new Error('The SQLite store is closed: the writer has exited');
+    this.writerThread ??= new SqliteWriter(this.filename);
+    return this.writerThread;
   }
 
   /** A write that changes API keys: the cache forgets them when it is sent and again once it is committed. */
@@ -79,7 +87,7 @@ export class SqliteStore implements GatewayStore {
   }
 
   async close(): Promise<void> {
-    await this.writer.close();
+    await this.writerThread?.close();
     if (this.db.open) this.db.close();
   }
 
