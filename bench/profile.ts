@@ -75,10 +75,14 @@ async function main(): Promise<void> {
     await runLoad({ ...load, durationSeconds: 2 });
     const result = await runLoad({ ...load, durationSeconds: Number(values.seconds) });
     await stop(gateway);
-    const [file] = readdirSync(profiles).filter((name) => name.endsWith('.cpuprofile'));
-    process.stdout.write(`${values.scenario}: ${result.requestsPerSecond} req/s, p50 ${result.latencyMs.p50} ms\n\n`);
-    const profile = JSON.parse(readFileSync(join(profiles, file), 'utf8')) as CpuProfile;
-    process.stdout.write(`${summarize(profile, result.durationSeconds * 1000, result.requests, Number(values.top))}\n`);
+    process.stdout.write(`${values.scenario}: ${result.requestsPerSecond} req/s, p50 ${result.latencyMs.p50} ms\n`);
+    // One profile per thread, named CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile; thread 0 is the main thread.
+    const files = readdirSync(profiles).filter((name) => name.endsWith('.cpuprofile'));
+    for (const file of files.sort((a, b) => Number(a.split('.')[4]) - Number(b.split('.')[4]))) {
+      const thread = Number(file.split('.')[4]) === 0 ? 'main thread' : `worker thread ${file.split('.')[4]}`;
+      const profile = JSON.parse(readFileSync(join(profiles, file), 'utf8')) as CpuProfile;
+      process.stdout.write(`\n== ${thread}\n${summarize(profile, result.durationSeconds * 1000, result.requests, Number(values.top))}\n`);
+    }
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
