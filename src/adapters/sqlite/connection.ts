@@ -9,6 +9,12 @@ export function openConnection(filename: string): Database.Database {
   return db;
 }
 
+/**
+ * A parameter as the whole of a LIMIT or OFFSET lets SQLite plan with its value, so the statement is compiled
+ * again every time it is bound, which doubles the cost of a short query. `LIMIT +?` keeps one plan.
+ */
+const BARE_LIMIT_PARAMETER = /\b(?:LIMIT|OFFSET)\s+[?@:$]/i;
+
 /** Prepared statements by SQL text, prepared once per connection. */
 export class Statements {
   private readonly cache = new Map<string, Database.Statement>();
@@ -18,6 +24,7 @@ export class Statements {
   get(text: string): Database.Statement {
     let statement = this.cache.get(text);
     if (!statement) {
+      if (BARE_LIMIT_PARAMETER.test(text)) throw new Error(`Write LIMIT +? rather than LIMIT ? (it is re-planned at every call): ${text}`);
       statement = this.db.prepare(text);
       this.cache.set(text, statement);
     }

@@ -170,7 +170,7 @@ export class SqliteStore implements GatewayStore {
 
   async listCampaigns(workspaceId: string, options: ListOptions): Promise<SeqItem<Campaign>[]> {
     const rows = this.sql.get(
-      'SELECT * FROM campaigns WHERE workspace_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?',
+      'SELECT * FROM campaigns WHERE workspace_id = ? AND seq < ? ORDER BY seq DESC LIMIT +?',
     ).all(workspaceId, options.beforeSeq ?? Number.MAX_SAFE_INTEGER, options.first) as Row[];
     return rows.map((row) => ({ seq: Number(row.seq), item: rowToCampaign(row) }));
   }
@@ -264,7 +264,7 @@ export class SqliteStore implements GatewayStore {
       params.until = filter.until.getTime();
     }
     const rows = this.sql.get(
-      `SELECT * FROM security_events WHERE ${where.join(' AND ')} ORDER BY seq DESC LIMIT @first`,
+      `SELECT * FROM security_events WHERE ${where.join(' AND ')} ORDER BY seq DESC LIMIT +@first`,
     ).all(params) as Row[];
     return rows.map(rowToEvent);
   }

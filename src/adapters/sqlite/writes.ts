@@ -93,11 +93,11 @@ export class SqliteWrites {
          attempts = attempts + 1, updated_at = @now
        WHERE id IN (
          SELECT id FROM (
-           SELECT * FROM (SELECT id, run_at AS due FROM jobs WHERE status = 'PENDING' AND run_at <= @now ORDER BY run_at LIMIT @limit)
+           SELECT * FROM (SELECT id, run_at AS due FROM jobs WHERE status = 'PENDING' AND run_at <= @now ORDER BY run_at LIMIT +@limit)
            UNION ALL
            SELECT * FROM (SELECT id, lease_expires_at AS due FROM jobs WHERE status = 'RUNNING' AND lease_expires_at < @now
-             ORDER BY lease_expires_at LIMIT @limit)
-         ) ORDER BY due LIMIT @limit
+             ORDER BY lease_expires_at LIMIT +@limit)
+         ) ORDER BY due LIMIT +@limit
        )
        RETURNING *`,
     ).all({ owner, lease: leaseExpiresAt.getTime(), now: now.getTime(), limit }) as Row[];
@@ -175,20 +175,20 @@ export class SqliteWrites {
   pruneFinishedJobs(finishedBefore: Date, limit: number): number {
     return this.sql.get(
       `DELETE FROM jobs WHERE id IN (
-         SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? ORDER BY finished_at LIMIT ?)`,
+         SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? ORDER BY finished_at LIMIT +?)`,
     ).run(finishedBefore.getTime(), limit).changes;
   }
 
   pruneEvents(occurredBefore: Date, limit: number): number {
     return this.sql.get(
-      'DELETE FROM security_events WHERE seq IN (SELECT seq FROM security_events WHERE occurred_at < ? ORDER BY occurred_at LIMIT ?)',
+      'DELETE FROM security_events WHERE seq IN (SELECT seq FROM security_events WHERE occurred_at < ? ORDER BY occurred_at LIMIT +?)',
     ).run(occurredBefore.getTime(), limit).changes;
   }
 
   pruneIdempotencyKeys(expiredBefore: Date, limit: number): number {
     return this.sql.get(
       `DELETE FROM idempotency_keys WHERE (workspace_id, key) IN (
-         SELECT workspace_id, key FROM idempotency_keys WHERE expires_at < ? LIMIT ?)`,
+         SELECT workspace_id, key FROM idempotency_keys WHERE expires_at < ? LIMIT +?)`,
     ).run(expiredBefore.getTime(), limit).changes;
   }
 
