@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SqliteStore } from '../../src/adapters/sqlite/store.js';
+import { SqliteWriter } from '../../src/adapters/sqlite/writer.js';
 import { apiKeyFixture, at, campaignFixture, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
 
 /** What the SQLite adapter adds beyond the store contract: its writer thread, group commit and read caches. */
@@ -129,6 +130,30 @@ describe('SQLite store specifics', () => {
     await other.upsertTags(ws, ['late']);
     expect(await store.getCampaign(ws, campaign.id)).toEqual(campaign);
     expect(await store.missingTags(ws, ['late'])).toEqual([]);
+  });
+
+  it('reads of one turn share one snapshot: what another connection commits meanwhile is read from the next turn on', async () => {
+    const raw = new Database(file);
+    try {
+      expect(await store.findWorkspace('late')).toBeNull();
+      raw.prepare('INSERT INTO workspaces (id, name, created_at) VALUES (?, ?, ?)').run('late-id', 'late', 0);
+      expect(await store.findWorkspace('late')).toBeNull();
+      await nextTurn();
+      expect((await store.findWorkspace('late'))?.id).toBe('late-id');
+    } finally {
+      raw.close();
+    }
+  });
+
+  it("ends the turn's read transaction before a write's answer is handed out, so a read after the write sees it", async () => {
+    const events: string[] = [];
+    const writer = new SqliteWriter(file, () => events.push('read transaction ended'));
+    try {
+      await writer.call('ping').then(() => events.push('write resolved'));
+      expect(events).toEqual(['read transaction ended', 'write resolved']);
+    } finally {
+      await writer.close();
+    }
   });
 
   it('hands out cached rows frozen, so no caller can change what the next one reads', async () => {

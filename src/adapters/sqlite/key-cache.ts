@@ -1,5 +1,6 @@
 import type Database from 'better-sqlite3';
 import { deepFreeze } from './read-cache.js';
+import type { ReadSnapshot } from './read-snapshot.js';
 
 /** Lookups of ever new hashes (well-formed keys nobody issued) empty the cache rather than grow it. */
 const MAX_ENTRIES = 10_000;
@@ -13,8 +14,7 @@ const MAX_ENTRIES = 10_000;
  *   counter in api_keys_version (triggers, migrations.ts), which is read before the first lookup of every
  *   turn of the event loop; when it moved, the cache is emptied. A key revoked elsewhere is refused from the
  *   next turn on: only requests already being handled in the current turn (a few milliseconds) can still pass.
- * Reading the counter costs as much as the lookup itself (both open a read transaction), which is why it is
- * read once per turn rather than once per lookup. SQLite's `PRAGMA data_version` would move on every commit
+ * The counter is read once per turn rather than once per lookup, in the turn's read transaction. SQLite's `PRAGMA data_version` would move on every commit
  * of the writer thread. Cached records are shared, so they are frozen.
  */
 export class KeyCache<V> {
@@ -23,7 +23,10 @@ export class KeyCache<V> {
   private checkedThisTurn = false;
   private readonly entries = new Map<string, V | null>();
 
-  constructor(private readonly db: Database.Database) {}
+  constructor(
+    private readonly db: Database.Database,
+    private readonly snapshot: ReadSnapshot,
+  ) {}
 
   get(hash: string, load: () => V | null): V | null {
     if (!this.checkedThisTurn) {
@@ -31,6 +34,7 @@ export class KeyCache<V> {
       setImmediate(() => (this.checkedThisTurn = false));
       // Prepared on first use: the table is made by migrate(), after the store is constructed.
       this.keysVersion ??= this.db.prepare('SELECT version FROM api_keys_version').pluck();
+      this.snapshot.enter();
       const version = this.keysVersion.get();
       if (version !== this.version) {
         this.entries.clear();

@@ -16,6 +16,7 @@ import type {
 import { rowToApiKey, rowToCampaign, rowToEvent, rowToJob, rowToWorkspace, type Row } from '../rows.js';
 import { openConnection, Statements } from './connection.js';
 import { KeyCache } from './key-cache.js';
+import { ReadSnapshot } from './read-snapshot.js';
 import { FoundCache } from './read-cache.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
 import { SqliteWriter } from './writer.js';
@@ -36,6 +37,7 @@ export class SqliteStore implements GatewayStore {
   readonly kind = 'sqlite';
   private readonly db: Database.Database;
   private readonly sql: Statements;
+  private readonly snapshot: ReadSnapshot;
   private readonly filename: string;
   /** Started on the first write: a process that only reads (a CLI listing) never starts the thread. */
   private writerThread: SqliteWriter | undefined;
@@ -47,13 +49,14 @@ export class SqliteStore implements GatewayStore {
     mkdirSync(dirname(options.filename), { recursive: true });
     this.db = openConnection(options.filename);
     this.sql = new Statements(this.db);
+    this.snapshot = new ReadSnapshot(this.db);
     this.filename = options.filename;
-    this.keys = new KeyCache(this.db);
+    this.keys = new KeyCache(this.db, this.snapshot);
   }
 
   private get writer(): SqliteWriter {
     if (!this.db.open) throw new Error('The SQLite store is closed: the writer has exited');
-    this.writerThread ??= new SqliteWriter(this.filename);
+    this.writerThread ??= new SqliteWriter(this.filename, this.snapshot.end);
     return this.writerThread;
   }
 
@@ -67,7 +70,14 @@ export class SqliteStore implements GatewayStore {
     }
   }
 
+  /** A read statement, run in the turn's read transaction. */
+  private read(text: string): Database.Statement {
+    this.snapshot.enter();
+    return this.sql.get(text);
+  }
+
   async migrate(): Promise<void> {
+    this.snapshot.end();
     // The version is read inside the IMMEDIATE transaction, so instances starting together migrate once.
     this.db
       .transaction(() => {
@@ -82,12 +92,13 @@ export class SqliteStore implements GatewayStore {
 
   /** Both connections: this thread's, and the writer thread's. */
   async ping(): Promise<void> {
-    this.sql.get('SELECT 1').get();
+    this.read('SELECT 1').get();
     await this.writer.call('ping');
   }
 
   async close(): Promise<void> {
     await this.writerThread?.close();
+    this.snapshot.end();
     if (this.db.open) this.db.close();
   }
 
@@ -96,7 +107,7 @@ export class SqliteStore implements GatewayStore {
   }
 
   async findWorkspace(idOrName: string): Promise<Workspace | null> {
-    const row = this.sql.get('SELECT * FROM workspaces WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1').get(
+    const row = this.read('SELECT * FROM workspaces WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1').get(
       idOrName,
       idOrName,
       idOrName,
@@ -105,7 +116,7 @@ export class SqliteStore implements GatewayStore {
   }
 
   async listWorkspaces(): Promise<Workspace[]> {
-    return (this.sql.get('SELECT * FROM workspaces ORDER BY created_at, name').all() as Row[]).map(rowToWorkspace);
+    return (this.read('SELECT * FROM workspaces ORDER BY created_at, name').all() as Row[]).map(rowToWorkspace);
   }
 
   async insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<void> {
@@ -114,7 +125,7 @@ export class SqliteStore implements GatewayStore {
 
   async findApiKeyByHash(hash: string): Promise<ApiKeyRecord | null> {
     return this.keys.get(hash, () => {
-      const row = this.sql.get('SELECT * FROM api_keys WHERE hash = ? UNION ALL SELECT * FROM api_keys WHERE previous_hash = ? LIMIT 1').get(
+      const row = this.read('SELECT * FROM api_keys WHERE hash = ? UNION ALL SELECT * FROM api_keys WHERE previous_hash = ? LIMIT 1').get(
         hash,
         hash,
       ) as Row | undefined;
@@ -123,15 +134,15 @@ export class SqliteStore implements GatewayStore {
   }
 
   async findApiKey(id: string): Promise<ApiKeyRecord | null> {
-    const row = this.sql.get('SELECT * FROM api_keys WHERE id = ?').get(id) as Row | undefined;
+    const row = this.read('SELECT * FROM api_keys WHERE id = ?').get(id) as Row | undefined;
     return row ? rowToApiKey(row) : null;
   }
 
   async listApiKeys(workspaceId?: string): Promise<ApiKeyRecord[]> {
     const rows =
       workspaceId === undefined
-        ? this.sql.get('SELECT * FROM api_keys ORDER BY created_at, id').all()
-        : this.sql.get('SELECT * FROM api_keys WHERE workspace_id = ? ORDER BY created_at, id').all(workspaceId);
+        ? this.read('SELECT * FROM api_keys ORDER BY created_at, id').all()
+        : this.read('SELECT * FROM api_keys WHERE workspace_id = ? ORDER BY created_at, id').all(workspaceId);
     return (rows as Row[]).map(rowToApiKey);
   }
 
@@ -152,7 +163,7 @@ export class SqliteStore implements GatewayStore {
   }
 
   async missingTags(workspaceId: string, names: string[]): Promise<string[]> {
-    const exists = this.sql.get('SELECT 1 FROM tags WHERE workspace_id = ? AND name = ?');
+    const exists = this.read('SELECT 1 FROM tags WHERE workspace_id = ? AND name = ?');
     const found = (name: string) => (exists.get(workspaceId, name) === undefined ? null : true);
     return names.filter((name) => this.tags.get(`${workspaceId}\u0000${name}`, () => found(name)) === null);
   }
@@ -163,13 +174,13 @@ export class SqliteStore implements GatewayStore {
 
   async getCampaign(workspaceId: string, id: string): Promise<Campaign | null> {
     return this.campaigns.get(`${workspaceId}\u0000${id}`, () => {
-      const row = this.sql.get('SELECT * FROM campaigns WHERE id = ? AND workspace_id = ?').get(id, workspaceId) as Row | undefined;
+      const row = this.read('SELECT * FROM campaigns WHERE id = ? AND workspace_id = ?').get(id, workspaceId) as Row | undefined;
       return row ? rowToCampaign(row) : null;
     });
   }
 
   async listCampaigns(workspaceId: string, options: ListOptions): Promise<SeqItem<Campaign>[]> {
-    const rows = this.sql.get(
+    const rows = this.read(
       'SELECT * FROM campaigns WHERE workspace_id = ? AND seq < ? ORDER BY seq DESC LIMIT +?',
     ).all(workspaceId, options.beforeSeq ?? Number.MAX_SAFE_INTEGER, options.first) as Row[];
     return rows.map((row) => ({ seq: Number(row.seq), item: rowToCampaign(row) }));
@@ -180,7 +191,7 @@ export class SqliteStore implements GatewayStore {
   }
 
   async getJob(workspaceId: string, id: string): Promise<DuplicationJob | null> {
-    const row = this.sql.get('SELECT * FROM jobs WHERE id = ? AND workspace_id = ?').get(id, workspaceId) as
+    const row = this.read('SELECT * FROM jobs WHERE id = ? AND workspace_id = ?').get(id, workspaceId) as
       | Row
       | undefined;
     return row ? rowToJob(row) : null;
@@ -207,7 +218,7 @@ export class SqliteStore implements GatewayStore {
   }
 
   async countJobsByStatus(): Promise<Record<string, number>> {
-    const rows = this.sql.get('SELECT status, COUNT(*) AS count FROM jobs GROUP BY status').all() as Row[];
+    const rows = this.read('SELECT status, COUNT(*) AS count FROM jobs GROUP BY status').all() as Row[];
     return Object.fromEntries(rows.map((row) => [String(row.status), Number(row.count)]));
   }
 
@@ -263,7 +274,7 @@ export class SqliteStore implements GatewayStore {
       where.push('occurred_at < @until');
       params.until = filter.until.getTime();
     }
-    const rows = this.sql.get(
+    const rows = this.read(
       `SELECT * FROM security_events WHERE ${where.join(' AND ')} ORDER BY seq DESC LIMIT +@first`,
     ).all(params) as Row[];
     return rows.map(rowToEvent);

@@ -34,7 +34,11 @@ export class SqliteWriter {
   private stopped: Error | null = null;
   private onDrained: (() => void) | null = null;
 
-  constructor(filename: string) {
+  /** `beforeAnswers` runs before the answers of a group are handed out (the store ends its read transaction). */
+  constructor(
+    filename: string,
+    private readonly beforeAnswers: () => void = () => undefined,
+  ) {
     this.thread = startThread({ filename });
     this.thread.unref();
     this.thread.on('message', (message: FromWriter) => this.settle(message));
@@ -87,6 +91,7 @@ export class SqliteWriter {
   }
 
   private settle({ answers }: FromWriter): void {
+    this.beforeAnswers();
     for (const answer of answers) {
       const waiting = this.waiting.get(answer.id);
       if (!waiting) continue;
