@@ -231,6 +231,43 @@ export function storeContract(name: string, harness: StoreHarness): void {
       expect(seen).toEqual([...Array(30).keys()].reverse());
     });
 
+    it('never shows an event below one already seen in its workspace, however many instances write at once', async () => {
+      // A poller that stops at the newest event it has seen relies on this: an event committed later than
+      // another of its workspace also sorts above it.
+      const second = await harness.open(store);
+      try {
+        const total = 400;
+        let started = 0;
+        const writer = async (instance: GatewayStore) => {
+          while (started < total) {
+            started += 1;
+            await instance.insertEvent(eventFixture(ws, { details: { n: started } }));
+          }
+        };
+        let writing = true;
+        const writers = Promise.all([store, second].flatMap((instance) => Array.from({ length: 8 }, () => writer(instance)))).finally(
+          () => (writing = false),
+        );
+        const seen = new Set<string>();
+        const lateArrivals: number[] = [];
+        let highest = 0;
+        while (writing) {
+          const fresh = (await store.listEvents(ws, {}, { first: 100 })).filter((event) => !seen.has(event.id));
+          for (const event of fresh) {
+            seen.add(event.id);
+            if (event.seq < highest) lateArrivals.push(event.seq);
+          }
+          highest = Math.max(highest, ...fresh.map((event) => event.seq));
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+        await writers;
+        expect(seen.size).toBeGreaterThan(0);
+        expect(lateArrivals).toEqual([]);
+      } finally {
+        await second.close();
+      }
+    });
+
     it('reserves idempotency keys once per workspace and binds them to the job', async () => {
       const record = { workspaceId: ws, key: 'k1', requestHash: 'h1', jobId: null, createdAt: at(0), expiresAt: at(86_400_000) };
       expect(await store.reserveIdempotencyKey(record, at(-60_000))).toBeNull();

@@ -31,6 +31,8 @@ import { clientConfig, createPool, queriesOf, transaction, type PostgresOptions,
 
 /** Any constant works; it only has to be the same for every instance of the gateway. */
 const MIGRATION_LOCK = 0x6367_7701;
+/** With the workspace's hash, the key of the lock that puts its events in order (the two-number key space). */
+const EVENT_ORDER_LOCK = 0x6367_7702;
 
 // pg sends Dates as timestamptz and booleans as they are.
 const PG: SqlValues = { date: (value) => value, bool: (value) => value };
@@ -218,7 +220,6 @@ export class PostgresStore implements GatewayStore {
   async enqueueJob(job: DuplicationJob, event: NewSecurityEvent, idempotencyKey?: string): Promise<void> {
     await transaction(this.pool, async (client) => {
       await this.insert(client, 'jobs', newJobToRow(job, PG));
-      await this.insertEventWith(client, event);
       if (idempotencyKey !== undefined) {
         await client.query('UPDATE idempotency_keys SET job_id = $1 WHERE workspace_id = $2 AND key = $3', [
           job.id,
@@ -226,6 +227,7 @@ export class PostgresStore implements GatewayStore {
           idempotencyKey,
         ]);
       }
+      await this.insertEventWith(client, event);
     });
   }
 
@@ -353,10 +355,18 @@ export class PostgresStore implements GatewayStore {
   }
 
   async insertEvent(event: NewSecurityEvent): Promise<void> {
-    await this.insertEventWith(this.db, event);
+    await transaction(this.pool, (client) => this.insertEventWith(client, event));
   }
 
-  private async insertEventWith(client: Queryable, event: NewSecurityEvent): Promise<void> {
+  /**
+   * The last write of its transaction. A sequence hands out numbers in the order of the inserts, but
+   * transactions commit in any order, so an event could become visible below one a poller has already seen
+   * and be missed. Holding the workspace's lock from before the number is taken until the commit makes the
+   * events of one workspace commit in the order of their numbers. It serialises only the commits of one
+   * workspace, whose quota is 100 a minute.
+   */
+  private async insertEventWith(client: pg.PoolClient, event: NewSecurityEvent): Promise<void> {
+    await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [EVENT_ORDER_LOCK, event.workspaceId]);
     await this.insert(client, 'security_events', eventToRow(event, PG));
   }
 
