@@ -1,4 +1,3 @@
-import type Database from 'better-sqlite3';
 import { deepFreeze } from './read-cache.js';
 import type { ReadSnapshot } from './read-snapshot.js';
 
@@ -11,31 +10,28 @@ const MAX_ENTRIES = 10_000;
  * - this store's own key writes (create, revoke, rotate, touch) empty the cache when they are sent and again
  *   when they resolve, so once revokeApiKey has resolved no lookup returns the old record;
  * - every change to api_keys, by any connection or process (the key CLI while the gateway runs), moves the
- *   counter in api_keys_version (triggers, migrations.ts), which is read before the first lookup of every
- *   turn of the event loop; when it moved, the cache is emptied. A key revoked elsewhere is refused from the
- *   next turn on: only requests already being handled in the current turn (a few milliseconds) can still pass.
- * The counter is read once per turn rather than once per lookup, in the turn's read transaction. SQLite's `PRAGMA data_version` would move on every commit
- * of the writer thread. Cached records are shared, so they are frozen.
+ *   counter in api_keys_version (triggers, migrations.ts), which is read before the first lookup in each read
+ *   transaction (one per turn of the event loop, read-snapshot.ts); when it moved, the cache is emptied. A key
+ *   revoked elsewhere is refused from the next turn on: only requests already being handled in the current
+ *   turn (a few milliseconds) can still pass.
+ * SQLite's `PRAGMA data_version` would move on every commit of the writer thread. Cached records are shared,
+ * so they are frozen.
  */
 export class KeyCache<V> {
-  private keysVersion: Database.Statement | undefined;
   private version: unknown;
-  private checkedThisTurn = false;
+  private checkedIn = 0;
   private readonly entries = new Map<string, V | null>();
 
   constructor(
-    private readonly db: Database.Database,
     private readonly snapshot: ReadSnapshot,
+    private readonly readVersion: () => unknown,
   ) {}
 
   get(hash: string, load: () => V | null): V | null {
-    if (!this.checkedThisTurn) {
-      this.checkedThisTurn = true;
-      setImmediate(() => (this.checkedThisTurn = false));
-      // Prepared on first use: the table is made by migrate(), after the store is constructed.
-      this.keysVersion ??= this.db.prepare('SELECT version FROM api_keys_version').pluck();
-      this.snapshot.enter();
-      const version = this.keysVersion.get();
+    const snapshot = this.snapshot.enter();
+    if (snapshot !== this.checkedIn) {
+      this.checkedIn = snapshot;
+      const version = this.readVersion();
       if (version !== this.version) {
         this.entries.clear();
         this.version = version;

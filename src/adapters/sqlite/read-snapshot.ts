@@ -10,18 +10,22 @@ export class ReadSnapshot {
   private readonly begin: Database.Statement;
   private readonly commit: Database.Statement;
   private open = false;
+  private begun = 0;
 
   constructor(private readonly db: Database.Database) {
     this.begin = db.prepare('BEGIN');
     this.commit = db.prepare('COMMIT');
   }
 
-  /** Before a read: joins the turn's transaction, or starts it. */
-  enter(): void {
-    if (this.open) return;
-    this.begin.run();
-    this.open = true;
-    setImmediate(this.end);
+  /** Before a read: joins the turn's transaction, or starts it. Reads given the same number see the same data. */
+  enter(): number {
+    if (!this.open) {
+      this.begin.run();
+      this.open = true;
+      this.begun += 1;
+      setImmediate(this.end);
+    }
+    return this.begun;
   }
 
   readonly end = (): void => {

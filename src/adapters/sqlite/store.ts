@@ -51,7 +51,8 @@ export class SqliteStore implements GatewayStore {
     this.sql = new Statements(this.db);
     this.snapshot = new ReadSnapshot(this.db);
     this.filename = options.filename;
-    this.keys = new KeyCache(this.db, this.snapshot);
+    // Read on first use: the table is made by migrate(), after the store is constructed.
+    this.keys = new KeyCache(this.snapshot, () => (this.read('SELECT version FROM api_keys_version').get() as Row).version);
   }
 
   private get writer(): SqliteWriter {
