@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { configure } from 'safe-stable-stringify';
 import { decodeCursor, encodeCursor } from './cursor.js';
 import { GatewayError, type RateLimitState } from './errors.js';
@@ -83,7 +83,7 @@ function parseIdempotencyKey(key: string): string {
 const stableStringify = configure({ maximumDepth: 8 });
 
 /** The same input, whatever the key order or transport, hashes the same. */
-const hashRequest = (raw: unknown): string => createHash('sha256').update(stableStringify(raw) ?? 'null').digest('hex');
+const hashRequest = (raw: unknown): string => hash('sha256', stableStringify(raw) ?? 'null', 'hex');
 
 /** RFC 7235: the scheme is case-insensitive and one or more spaces separate it from the credentials. */
 /**

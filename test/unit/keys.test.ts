@@ -30,6 +30,12 @@ describe('API key format', () => {
     }
   });
 
+  it('accepts keys issued before: the checksum is computed the same way', () => {
+    for (const key of ['cgw_XQM48P2KtCrvCjYhs9yEfPrc1yww9L3VRMYD23', 'cgw_TubSksPMQTsFi3WQZdQ3HoF5M9p3ABLJZkJU0d', 'cgw_QNDIO2ytpeVDhv5oDCdFemYJ54RbTZ3nisJXfJ']) {
+      expect(isWellFormedApiKey(key)).toBe(true);
+    }
+  });
+
   it('is stored as its SHA-256 and compared as bytes of equal length', () => {
     const key = generateApiKey();
     const hash = hashApiKey(key);

@@ -24,14 +24,23 @@ const SQLITE: SqlValues = { date: (value) => value.getTime(), bool: (value) => (
  */
 export class SqliteWrites {
   private readonly sql: Statements;
+  private readonly insertTexts = new Map<string, string>();
 
   constructor(db: Database.Database) {
     this.sql = new Statements(db);
   }
 
+  /**
+   * Each table's rows come from one mapper in rows.ts, so they always have the same columns in the same order:
+   * the INSERT text is built once per table instead of on every write.
+   */
   private insert(table: string, row: Row): void {
-    const { text, values } = insertStatement(table, row, () => '?');
-    this.sql.get(text).run(...values);
+    let text = this.insertTexts.get(table);
+    if (text === undefined) {
+      text = insertStatement(table, row, () => '?').text;
+      this.insertTexts.set(table, text);
+    }
+    this.sql.get(text).run(...Object.values(row));
   }
 
   ping(): void {
