@@ -1,4 +1,4 @@
-import type { ApiKeyRecord, Campaign, DuplicationJob, IdempotencyRecord, NewSecurityEvent, SecurityEvent, Workspace } from '../domain/types.js';
+import type { ApiKeyRecord, Campaign, DuplicationJob, IdempotencyRecord, JobStatus, NewSecurityEvent, SecurityEvent, Workspace } from '../domain/types.js';
 
 /** Rows as the SQL stores return them, mapped to domain objects. Numbers that PostgreSQL returns as strings (bigint) are converted. */
 export type Row = Record<string, unknown>;
@@ -163,6 +163,14 @@ export const eventToRow = (event: NewSecurityEvent, sql: SqlValues): Row => ({
   campaign_id: event.campaignId,
   details: text(event.details),
 });
+
+/** One statement per status, each naming its status: a partial index (jobs_due, jobs_leased) is used only for a WHERE it can see at planning. */
+export const COUNT_JOBS_SQL: Record<JobStatus, string> = {
+  PENDING: "SELECT COUNT(*) AS count FROM jobs WHERE status = 'PENDING'",
+  RUNNING: "SELECT COUNT(*) AS count FROM jobs WHERE status = 'RUNNING'",
+  SUCCEEDED: "SELECT COUNT(*) AS count FROM jobs WHERE status = 'SUCCEEDED'",
+  FAILED: "SELECT COUNT(*) AS count FROM jobs WHERE status = 'FAILED'",
+};
 
 /** `INSERT INTO table (columns) VALUES (placeholders)` for a row; `placeholder` numbers from 1 (pg) or ignores it (SQLite). */
 export function insertStatement(table: string, row: Row, placeholder: (position: number) => string): { text: string; values: unknown[] } {

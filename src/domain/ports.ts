@@ -5,6 +5,7 @@ import type {
   DuplicationJob,
   IdempotencyRecord,
   JobError,
+  JobStatus,
   NewSecurityEvent,
   Page,
   SecurityEvent,
@@ -90,7 +91,11 @@ export interface GatewayStore {
   deferJob(jobId: string, owner: string, runAt: Date, now: Date): Promise<boolean>;
   /** Hands back every job `owner` holds (graceful shutdown) without counting the attempt. */
   releaseJobs(owner: string, now: Date): Promise<number>;
-  countJobsByStatus(): Promise<Record<string, number>>;
+  /**
+   * Jobs in one status. PENDING and RUNNING count the queue, through its partial indexes, so they stay cheap
+   * however many finished jobs are kept; SUCCEEDED and FAILED count every finished job kept.
+   */
+  countJobs(status: JobStatus): Promise<number>;
 
   /**
    * Reserves an idempotency key for a request being accepted. Returns null when this call reserved it;

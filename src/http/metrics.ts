@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { GatewayStore } from '../domain/ports.js';
-import { CHANNELS, JOB_STATUSES, type Channel } from '../domain/types.js';
+import { CHANNELS, type Channel } from '../domain/types.js';
 import type { WorkerObserver } from '../jobs/worker.js';
 
 const GRAPHQL_PATHS = ['prepared', 'apollo'] as const;
@@ -41,7 +41,9 @@ export class GatewayMetrics {
     });
     this.jobs = new Gauge({
       name: 'gateway_duplication_jobs',
-      help: 'Duplication jobs in the store, by status (read from the store at each scrape).',
+      help:
+        'Duplication jobs queued, by status: PENDING (including those waiting for a retry) and RUNNING, read from the store at ' +
+        'each scrape. Finished jobs are counted by gateway_duplication_job_duration_seconds_count.',
       labelNames: ['status'],
       registers,
     });
@@ -106,9 +108,12 @@ export class GatewayMetrics {
 
   /** The exposition text, with the job gauges read from the store now. */
   async render(): Promise<string> {
-    const counts = await this.store.countJobsByStatus();
-    for (const status of JOB_STATUSES) this.jobs.set({ status }, counts[status] ?? 0);
-    this.queueDepth.set(counts.PENDING ?? 0);
+    // Only the queue: counting every finished job kept would scan the jobs table at each scrape, and the
+    // embedded store reads on the event loop.
+    const [pending, running] = await Promise.all([this.store.countJobs('PENDING'), this.store.countJobs('RUNNING')]);
+    this.jobs.set({ status: 'PENDING' }, pending);
+    this.jobs.set({ status: 'RUNNING' }, running);
+    this.queueDepth.set(pending);
     return this.registry.metrics();
   }
 }
@@ -122,7 +127,7 @@ export async function metricsRoutes(app: FastifyInstance, options: { metrics: Ga
       schema: {
         tags: ['operations'],
         summary: 'Prometheus metrics',
-        description: 'Request counts and durations, GraphQL requests by path, jobs by status, queue depth, job durations, quota rejections, process metrics.',
+        description: 'Request counts and durations, GraphQL requests by path, queued jobs by status, queue depth, job durations, quota rejections, process metrics.',
         response: { 200: { description: 'Prometheus text exposition format 0.0.4', content: { 'text/plain': { schema: { type: 'string' } } } } },
       },
     },

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { COUNT_JOBS_SQL } from '../../src/adapters/rows.js';
 import { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import { SqliteWriter } from '../../src/adapters/sqlite/writer.js';
 import { apiKeyFixture, at, campaignFixture, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
@@ -153,6 +154,18 @@ describe('SQLite store specifics', () => {
       expect(events).toEqual(['read transaction ended', 'write resolved']);
     } finally {
       await writer.close();
+    }
+  });
+
+  it('counts the queue for /metrics through its partial indexes, without reading the finished jobs', () => {
+    const db = new Database(file, { readonly: true });
+    try {
+      const plan = (status: keyof typeof COUNT_JOBS_SQL) =>
+        (db.prepare(`EXPLAIN QUERY PLAN ${COUNT_JOBS_SQL[status]}`).all() as { detail: string }[]).map((row) => row.detail);
+      expect(plan('PENDING')).toEqual(['SCAN jobs USING COVERING INDEX jobs_due']);
+      expect(plan('RUNNING')).toEqual(['SCAN jobs USING COVERING INDEX jobs_leased']);
+    } finally {
+      db.close();
     }
   });
 

@@ -116,7 +116,7 @@ describe('GET /metrics', () => {
 
     const text = await waitFor(async () => {
       const scraped = await scrape(gateway);
-      return sample(scraped, 'gateway_duplication_jobs', { status: 'SUCCEEDED' }) === 2 ? scraped : null;
+      return sample(scraped, 'gateway_duplication_job_duration_seconds_count', { status: 'SUCCEEDED' }) === 2 ? scraped : null;
     });
     expect(sample(text, 'gateway_http_requests_total', { method: 'POST', route: '/campaigns/duplicate', status_code: '202' })).toBe(1);
     expect(sample(text, 'gateway_http_requests_total', { method: 'POST', route: '/campaigns/duplicate', status_code: '429' })).toBe(1);
@@ -127,6 +127,9 @@ describe('GET /metrics', () => {
     expect(sample(text, 'gateway_quota_rejections_total', { channel: 'REST' })).toBe(1);
     expect(sample(text, 'gateway_quota_rejections_total', { channel: 'GRAPHQL' })).toBe(1);
     expect(sample(text, 'gateway_duplication_jobs', { status: 'PENDING' })).toBe(0);
+    expect(sample(text, 'gateway_duplication_jobs', { status: 'RUNNING' })).toBe(0);
+    // Finished jobs are counted as they finish, not by counting the table at each scrape.
+    expect(sample(text, 'gateway_duplication_jobs', { status: 'SUCCEEDED' })).toBeUndefined();
     expect(sample(text, 'gateway_duplication_queue_depth')).toBe(0);
     expect(sample(text, 'gateway_duplication_job_duration_seconds_count', { status: 'SUCCEEDED' })).toBe(2);
     expect(sample(text, 'gateway_duplication_job_duration_seconds_bucket', { status: 'SUCCEEDED', le: '+Inf' })).toBe(2);

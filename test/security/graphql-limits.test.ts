@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { bearer, graphql, http, json, recordingLogger, startGateway, storeFailingOn, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { jobCounts } from '../support/store-checks.js';
 
 const EVENTS_DEPTH_6 = '{ securityEvents { edges { node { job { apiKey { id } } } } } }';
 
@@ -93,17 +94,17 @@ describe('GraphQL limits', () => {
   it('allows a few duplicateCampaign fields per operation, each taking its own quota point', async () => {
     const fields = (count: number) =>
       `mutation { ${Array.from({ length: count }, (_, index) => `d${index}: duplicateCampaign(input: {campaignId: "${ws.campaign.id}", name: "copy ${index}"}) { job { id } }`).join(' ')} }`;
-    const jobsBefore = await gw.app.store.countJobsByStatus();
+    const jobsBefore = await jobCounts(gw.app.store);
     const tooMany = await refused(fields(6));
     expect(tooMany.body.errors[0].message).toMatch(/6 duplicateCampaign fields; at most 5/);
-    expect(await gw.app.store.countJobsByStatus()).toEqual(jobsBefore);
+    expect(await jobCounts(gw.app.store)).toEqual(jobsBefore);
 
     // Five fields against a quota of four points: four jobs, one RATE_LIMITED field (which nulls the whole
     // result, the payload being non-null).
     const five = await graphql(gw.baseUrl, ws.key, fields(5));
     expect(five.status).toBe(200);
     const total = (counts: Record<string, number>) => Object.values(counts).reduce((sum, count) => sum + count, 0);
-    expect(total(await gw.app.store.countJobsByStatus())).toBe(total(jobsBefore) + 4);
+    expect(total(await jobCounts(gw.app.store))).toBe(total(jobsBefore) + 4);
     expect(five.body.errors.map((error: any) => error.extensions.code)).toEqual(['RATE_LIMITED']);
     expect(five.headers['x-ratelimit-remaining']).toBe('0');
     const limited = await graphql(gw.baseUrl, ws.key, fields(1));

@@ -1,7 +1,15 @@
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { expect } from 'vitest';
+import type { GatewayStore } from '../../src/domain/ports.js';
+import { JOB_STATUSES, type JobStatus } from '../../src/domain/types.js';
 import { waitFor, type TestGateway } from './gateway.js';
+
+/** How many jobs the store holds in each status. */
+export async function jobCounts(store: GatewayStore): Promise<Record<JobStatus, number>> {
+  const counts = await Promise.all(JOB_STATUSES.map((status) => store.countJobs(status)));
+  return Object.fromEntries(JOB_STATUSES.map((status, index) => [status, counts[index]])) as Record<JobStatus, number>;
+}
 
 /**
  * Once every job has finished: each job has exactly one REQUESTED event and one outcome event matching its
@@ -11,8 +19,8 @@ import { waitFor, type TestGateway } from './gateway.js';
 export async function assertStoreConsistent(gw: TestGateway): Promise<void> {
   expect(gw.app.store.kind).toBe('sqlite');
   await waitFor(async () => {
-    const counts = await gw.app.store.countJobsByStatus();
-    return !counts.PENDING && !counts.RUNNING;
+    const { store } = gw.app;
+    return (await store.countJobs('PENDING')) === 0 && (await store.countJobs('RUNNING')) === 0;
   });
   const db = new Database(join(gw.config.dataDir, 'gateway.db'), { readonly: true });
   try {

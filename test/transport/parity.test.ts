@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ERROR_CODES, type ErrorCode } from '../../src/domain/errors.js';
 import { graphql, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { jobCounts } from '../support/store-checks.js';
 import { jobEvents, transports, type DuplicateArgs, type DuplicateOutcome } from '../support/transports.js';
 
 let gateway: TestGateway;
@@ -104,13 +105,13 @@ describe.each(transports)('duplicateCampaign over $name', (transport) => {
   ];
 
   it.each(invalid)('refuses %s as BAD_USER_INPUT, naming the field', async (_label, args, field) => {
-    const before = await gateway.app.store.countJobsByStatus();
+    const before = await jobCounts(gateway.app.store);
     const outcome = await transport.duplicate(gateway.baseUrl, ws.key, args());
     expectError(outcome, 'BAD_USER_INPUT', transport.name);
     const text = [outcome.message, ...outcome.details].join(' ');
     const name = transport.name === 'REST' ? field.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`) : field;
     expect(text).toContain(name);
-    expect(await gateway.app.store.countJobsByStatus()).toEqual(before);
+    expect(await jobCounts(gateway.app.store)).toEqual(before);
   });
 
   it('accepts a single tag name given as a string as one tag', async () => {

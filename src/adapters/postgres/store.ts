@@ -6,6 +6,7 @@ import type {
   DuplicationJob,
   IdempotencyRecord,
   JobError,
+  JobStatus,
   NewSecurityEvent,
   SecurityEvent,
   SecurityEventFilter,
@@ -14,6 +15,7 @@ import type {
 import {
   apiKeyToRow,
   campaignToRow,
+  COUNT_JOBS_SQL,
   eventToRow,
   insertStatement,
   newJobToRow,
@@ -302,9 +304,9 @@ export class PostgresStore implements GatewayStore {
     );
   }
 
-  async countJobsByStatus(): Promise<Record<string, number>> {
-    const rows = await this.rows('SELECT status, COUNT(*) AS count FROM jobs GROUP BY status');
-    return Object.fromEntries(rows.map((row) => [String(row.status), Number(row.count)]));
+  async countJobs(status: JobStatus): Promise<number> {
+    const [row] = await this.rows(COUNT_JOBS_SQL[status]);
+    return Number(row.count);
   }
 
   async reserveIdempotencyKey(record: IdempotencyRecord, staleBefore: Date): Promise<IdempotencyRecord | null> {

@@ -8,12 +8,13 @@ import type {
   DuplicationJob,
   IdempotencyRecord,
   JobError,
+  JobStatus,
   NewSecurityEvent,
   SecurityEvent,
   SecurityEventFilter,
   Workspace,
 } from '../../domain/types.js';
-import { rowToApiKey, rowToCampaign, rowToEvent, rowToJob, rowToWorkspace, type Row } from '../rows.js';
+import { COUNT_JOBS_SQL, rowToApiKey, rowToCampaign, rowToEvent, rowToJob, rowToWorkspace, type Row } from '../rows.js';
 import { openConnection, Statements } from './connection.js';
 import { KeyCache } from './key-cache.js';
 import { ReadSnapshot } from './read-snapshot.js';
@@ -218,9 +219,8 @@ export class SqliteStore implements GatewayStore {
     return this.writer.call('releaseJobs', owner, now);
   }
 
-  async countJobsByStatus(): Promise<Record<string, number>> {
-    const rows = this.read('SELECT status, COUNT(*) AS count FROM jobs GROUP BY status').all() as Row[];
-    return Object.fromEntries(rows.map((row) => [String(row.status), Number(row.count)]));
+  async countJobs(status: JobStatus): Promise<number> {
+    return Number((this.read(COUNT_JOBS_SQL[status]).get() as Row).count);
   }
 
   async reserveIdempotencyKey(record: IdempotencyRecord, staleBefore: Date): Promise<IdempotencyRecord | null> {
