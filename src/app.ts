@@ -56,11 +56,14 @@ export interface AppOverrides {
   logDestination?: NodeJS.WritableStream;
 }
 
-/** PostgreSQL when DATABASE_URL is set (several instances can share it), the embedded SQLite file otherwise. */
-export async function createStore(config: Config): Promise<GatewayStore> {
+/**
+ * PostgreSQL when DATABASE_URL is set (several instances can share it), the embedded SQLite file otherwise.
+ * `onWriterRestart` hears of an embedded store's writer thread that died and was replaced.
+ */
+export async function createStore(config: Config, onWriterRestart?: (error: Error) => void): Promise<GatewayStore> {
   const store = config.databaseUrl
     ? new PostgresStore({ connectionString: config.databaseUrl })
-    : new SqliteStore({ filename: join(config.dataDir, 'gateway.db') });
+    : new SqliteStore({ filename: join(config.dataDir, 'gateway.db'), onWriterRestart });
   try {
     await store.migrate();
   } catch (error) {
@@ -105,15 +108,18 @@ function createAuthFailureLimiter(config: Config, limiters: LimiterBackend): Aut
 /** The composition root: every adapter is chosen here and nowhere else. */
 export async function buildApp(config: Config, overrides: AppOverrides = {}): Promise<App> {
   const clock = overrides.clock ?? systemClock;
-  const store = overrides.store ?? (await createStore(config));
+  // The HTTP server owns the logger and is built last; these only log once it exists.
+  let storeLog: FastifyBaseLogger | undefined;
+  let upstreamLog: FastifyBaseLogger | undefined;
+  const store =
+    overrides.store ??
+    (await createStore(config, (error) => storeLog?.error({ err: error }, 'the SQLite writer thread died; a new one took over')));
   const limiters = createLimiterBackend(config, store);
   const quota =
     overrides.quota ??
     new RateLimiterQuota(
       limiters.limiter({ keyPrefix: 'duplicate', points: config.duplicateRateLimit, durationSeconds: config.duplicateRateWindowSeconds }),
     );
-  // The HTTP server owns the logger and is built last; the upstream only calls out once it exists.
-  let upstreamLog: FastifyBaseLogger | undefined;
   const upstream = createUpstream(config, clock, { warn: (object, message) => upstreamLog?.warn(object, message) });
   const campaigns: CampaignReader = upstream ? new BrazeCampaignReader(upstream) : new StoreCampaignReader(store);
   const duplicator: Duplicator = upstream
@@ -168,6 +174,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   });
   limiters.logTo(http.log.child({ component: 'limits' }));
   upstreamLog = http.log.child({ component: 'upstream' });
+  storeLog = http.log.child({ component: 'store' });
   worker = new JobWorker(
     store,
     duplicator,

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import type { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { COUNT_JOBS_SQL } from '../../src/adapters/rows.js';
@@ -148,13 +149,70 @@ describe('SQLite store specifics', () => {
 
   it("ends the turn's read transaction before a write's answer is handed out, so a read after the write sees it", async () => {
     const events: string[] = [];
-    const writer = new SqliteWriter(file, () => events.push('read transaction ended'));
+    const writer = new SqliteWriter(file, { beforeAnswers: () => events.push('read transaction ended') });
     try {
       await writer.call('ping').then(() => events.push('write resolved'));
       expect(events).toEqual(['read transaction ended', 'write resolved']);
     } finally {
       await writer.close();
     }
+  });
+
+  describe('when the writer thread dies', () => {
+    /** A message the thread cannot handle: it throws outside any write, as a bug in the thread would, and the thread dies. */
+    const killThread = (writer: SqliteWriter) => {
+      const { thread } = writer as unknown as { thread: Worker };
+      // Not events.once(): it would reject on the 'error' the thread emits before it exits.
+      const exited = new Promise((resolve) => thread.once('exit', resolve));
+      thread.postMessage({});
+      return { thread, exited };
+    };
+    const workspaceRow = (id: string) => {
+      const db = new Database(file, { readonly: true });
+      try {
+        return db.prepare('SELECT id FROM workspaces WHERE id = ?').get(id);
+      } finally {
+        db.close();
+      }
+    };
+
+    it('fails the calls it was sent, sends the unsent ones to a new thread, and serves later calls there', async () => {
+      const restarts: Error[] = [];
+      const writer = new SqliteWriter(file, { onRestart: (error) => restarts.push(error), minThreadLifetimeMs: 0 });
+      try {
+        await writer.call('ping');
+        const { thread, exited } = killThread(writer);
+        // Sent after the message that kills the thread: never run, and failed rather than left waiting.
+        const sent = writer.call('createWorkspace', { ...workspaceFixture(), id: 'sent-before-death' });
+        let unsent: Promise<void> | undefined;
+        // Made while the thread's death is being handled, before any new thread exists.
+        thread.prependOnceListener('exit', () => (unsent = writer.call('createWorkspace', { ...workspaceFixture(), id: 'unsent' })));
+        await expect(sent).rejects.toThrow(/The SQLite writer stopped/);
+        await exited;
+        await expect(unsent).resolves.toBeUndefined();
+        await writer.call('createWorkspace', { ...workspaceFixture(), id: 'after-death' });
+        expect(restarts).toHaveLength(1);
+        expect(workspaceRow('sent-before-death')).toBeUndefined();
+        expect(workspaceRow('unsent')).toEqual({ id: 'unsent' });
+        expect(workspaceRow('after-death')).toEqual({ id: 'after-death' });
+      } finally {
+        await writer.close();
+      }
+    });
+
+    it('is not replaced when it dies young: later calls fail at once, as the store ping then does', async () => {
+      const restarts: Error[] = [];
+      const writer = new SqliteWriter(file, { onRestart: (error) => restarts.push(error), minThreadLifetimeMs: 60_000 });
+      try {
+        await writer.call('ping');
+        const { exited } = killThread(writer);
+        await exited;
+        await expect(writer.call('ping')).rejects.toThrow(/The SQLite writer stopped/);
+        expect(restarts).toEqual([]);
+      } finally {
+        await writer.close();
+      }
+    });
   });
 
   it('counts the queue for /metrics through its partial indexes, without reading the finished jobs', () => {

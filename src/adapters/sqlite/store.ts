@@ -25,6 +25,8 @@ import { SqliteWriter } from './writer.js';
 export interface SqliteStoreOptions {
   /** The database file; made, with its directory, when missing. */
   filename: string;
+  /** Told why the writer thread died when a new one takes over (writer.ts). */
+  onWriterRestart?: (error: Error) => void;
 }
 
 /**
@@ -40,6 +42,7 @@ export class SqliteStore implements GatewayStore {
   private readonly sql: Statements;
   private readonly snapshot: ReadSnapshot;
   private readonly filename: string;
+  private readonly onWriterRestart: ((error: Error) => void) | undefined;
   /** Started on the first write: a process that only reads (a CLI listing) never starts the thread. */
   private writerThread: SqliteWriter | undefined;
   private readonly keys: KeyCache<ApiKeyRecord>;
@@ -52,13 +55,14 @@ export class SqliteStore implements GatewayStore {
     this.sql = new Statements(this.db);
     this.snapshot = new ReadSnapshot(this.db);
     this.filename = options.filename;
+    this.onWriterRestart = options.onWriterRestart;
     // Read on first use: the table is made by migrate(), after the store is constructed.
     this.keys = new KeyCache(this.snapshot, () => (this.read('SELECT version FROM api_keys_version').get() as Row).version);
   }
 
   private get writer(): SqliteWriter {
     if (!this.db.open) throw new Error('The SQLite store is closed: the writer has exited');
-    this.writerThread ??= new SqliteWriter(this.filename, this.snapshot.end);
+    this.writerThread ??= new SqliteWriter(this.filename, { beforeAnswers: this.snapshot.end, onRestart: this.onWriterRestart });
     return this.writerThread;
   }
 

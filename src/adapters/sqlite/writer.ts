@@ -20,35 +20,89 @@ function startThread(data: WriterData): Worker {
 
 const toError = (failure: WriteFailure): Error => Object.assign(new Error(failure.message), failure);
 
+export interface SqliteWriterOptions {
+  /** Runs before the answers of a group are handed out (the store ends its read transaction). */
+  beforeAnswers?: () => void;
+  /** Told why a thread died when a new one replaces it. */
+  onRestart?: (error: Error) => void;
+  /** A thread that dies sooner than this after it started is not replaced: what killed it lasts (1 s). */
+  minThreadLifetimeMs?: number;
+}
+
 /**
  * The store's side of the writer thread (writer-thread.ts). The calls of one turn of the event loop go over
  * in one message; each resolves once the group it was committed in is on disk. While no call is waiting the
  * thread does not keep the process alive.
+ *
+ * If the thread dies (a bug, or out of memory), the calls waiting on it fail: whether their group was
+ * committed is unknown, as after a crash of the process. A new thread takes the next calls, unless the one
+ * that died had lived less than a second; then every later call fails, and the store's ping with it.
  */
 export class SqliteWriter {
-  private readonly thread: Worker;
-  private readonly exited: Promise<void>;
+  private thread!: Worker;
+  private exited!: Promise<void>;
+  private startedAt = 0;
   private readonly waiting = new Map<number, Waiting>();
   private outbox: WriteCall[] = [];
   private nextId = 1;
+  private closing = false;
   private stopped: Error | null = null;
   private onDrained: (() => void) | null = null;
 
-  /** `beforeAnswers` runs before the answers of a group are handed out (the store ends its read transaction). */
+  private readonly beforeAnswers: () => void;
+  private readonly onRestart: (error: Error) => void;
+  private readonly minThreadLifetimeMs: number;
+
   constructor(
-    filename: string,
-    private readonly beforeAnswers: () => void = () => undefined,
+    private readonly filename: string,
+    options: SqliteWriterOptions = {},
   ) {
-    this.thread = startThread({ filename });
-    this.thread.unref();
-    this.thread.on('message', (message: FromWriter) => this.settle(message));
-    this.thread.on('error', (error) => this.stop(new Error(`The SQLite writer stopped: ${error.message}`)));
+    this.beforeAnswers = options.beforeAnswers ?? (() => undefined);
+    this.onRestart = options.onRestart ?? (() => undefined);
+    this.minThreadLifetimeMs = options.minThreadLifetimeMs ?? 1000;
+    this.start();
+  }
+
+  private start(): void {
+    const thread = startThread({ filename: this.filename });
+    this.thread = thread;
+    this.startedAt = Date.now();
+    thread.unref();
+    thread.on('message', (message: FromWriter) => this.settle(message));
+    let failure: Error | undefined;
+    thread.on('error', (error) => (failure = error));
     this.exited = new Promise((resolve) =>
-      this.thread.once('exit', () => {
-        this.stop(new Error('The SQLite writer has exited'));
+      thread.once('exit', (code) => {
+        if (!this.closing) this.lost(failure ?? new Error(`it exited with code ${code}`));
         resolve();
       }),
     );
+  }
+
+  /**
+   * The thread died. The calls it was sent fail; the calls not sent yet go to a new thread, unless this one
+   * died young, in which case they fail too and so does every later call.
+   */
+  private lost(cause: Error): void {
+    const error = new Error(`The SQLite writer stopped: ${cause.message}`);
+    const diedYoung = Date.now() - this.startedAt < this.minThreadLifetimeMs;
+    const unsent = new Set(diedYoung ? [] : this.outbox.map((call) => call.id));
+    if (diedYoung) {
+      this.stopped = error;
+      this.outbox = [];
+    }
+    this.beforeAnswers();
+    for (const [id, waiting] of this.waiting) {
+      if (unsent.has(id)) continue;
+      this.waiting.delete(id);
+      waiting.reject(error);
+    }
+    if (!diedYoung) {
+      this.onRestart(cause);
+      this.start();
+    }
+    if (this.waiting.size === 0) this.drained();
+    else this.thread.ref();
   }
 
   call<K extends WriteName>(name: K, ...args: WriteArgs<K>): Promise<WriteResult<K>> {
@@ -64,9 +118,11 @@ export class SqliteWriter {
 
   /** Waits until every call made so far has been answered, then stops the thread. */
   async close(): Promise<void> {
-    if (this.stopped) return;
+    if (this.closing) return this.exited;
     this.send();
     if (this.waiting.size > 0) await new Promise<void>((resolve) => (this.onDrained = resolve));
+    this.closing = true;
+    this.stopped ??= new Error('The SQLite writer has exited');
     this.thread.ref();
     this.thread.postMessage({ close: true } satisfies ToWriter);
     await this.exited;
@@ -99,17 +155,11 @@ export class SqliteWriter {
       if (answer.ok) waiting.resolve(answer.value);
       else waiting.reject(toError(answer.error));
     }
-    if (this.waiting.size === 0) {
-      this.thread.unref();
-      this.onDrained?.();
-    }
+    if (this.waiting.size === 0) this.drained();
   }
 
-  private stop(error: Error): void {
-    this.stopped ??= error;
-    for (const waiting of this.waiting.values()) waiting.reject(this.stopped);
-    this.waiting.clear();
-    this.outbox = [];
+  private drained(): void {
+    this.thread.unref();
     this.onDrained?.();
   }
 }
