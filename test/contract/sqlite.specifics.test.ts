@@ -77,6 +77,14 @@ describe('SQLite store specifics', () => {
     await expect(store.insertEvent(eventFixture(ws))).rejects.toThrow(/writer/);
   });
 
+  it('resolves every close() of the writer, made together while a write is in flight, after that write', async () => {
+    const writer = new SqliteWriter(file);
+    const write = writer.call('ping');
+    await Promise.all([writer.close(), writer.close()]);
+    await expect(write).resolves.toBeUndefined();
+    await expect(writer.call('ping')).rejects.toThrow(/has exited/);
+  });
+
   it('fails only the write whose arguments cannot be copied to the writer thread', async () => {
     const job = jobFixture(ws);
     const [uncopyable, fine] = await Promise.allSettled([

@@ -46,6 +46,7 @@ export class SqliteWriter {
   private outbox: WriteCall[] = [];
   private nextId = 1;
   private closing = false;
+  private closed: Promise<void> | undefined;
   private stopped: Error | null = null;
   private onDrained: (() => void) | null = null;
 
@@ -117,8 +118,12 @@ export class SqliteWriter {
   }
 
   /** Waits until every call made so far has been answered, then stops the thread. */
-  async close(): Promise<void> {
-    if (this.closing) return this.exited;
+  close(): Promise<void> {
+    this.closed ??= this.shutDown();
+    return this.closed;
+  }
+
+  private async shutDown(): Promise<void> {
     this.send();
     if (this.waiting.size > 0) await new Promise<void>((resolve) => (this.onDrained = resolve));
     this.closing = true;
