@@ -21,7 +21,10 @@ import { prepareWorkspace, queueState, seedFinishedJobs, seedPendingJobs, unfini
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 interface Budget {
-  /** Rounds of baseline, rest-accept and graphql-accept, interleaved; each scenario keeps its best round. */
+  /**
+   * Rounds of baseline, rest-accept and graphql-accept, and of polls on the small and on the large store,
+   * each set interleaved; each scenario keeps its best round.
+   */
   rounds: number;
   /** When set, every measured run sends this many requests instead of running for a duration. */
   requestsPerRun?: number;
@@ -132,18 +135,35 @@ async function acceptScenarios(budget: Budget, baseline: ServerProcess, gateway:
   return { baseline: best(rounds.baseline), 'rest-accept': best(rounds['rest-accept']), 'graphql-accept': best(rounds['graphql-accept']) };
 }
 
-async function pollScenarios(budget: Budget, gateway: ServerProcess, dataDir: string, workspace: BenchWorkspace) {
-  const common = { connections: budget.pollConnections, url: gateway.baseUrl, serverPid: gateway.child.pid };
-  const run = async (events: number) => ({
-    job: await measure(`poll-job @ ${events} events`, { ...common, requests: [pollJob(workspace, events / 2)], verifyBody: isJobPolled }, budget, budget.pollDurationSeconds),
-    page: await measure(`poll-page @ ${events} events`, { ...common, requests: [firstPage(workspace)], verifyBody: isFirstPage }, budget, budget.pollDurationSeconds),
-  });
-  const small = await run(budget.eventsSmall);
+interface PollStore {
+  gateway: ServerProcess;
+  dataDir: string;
+  workspace: BenchWorkspace;
+  events: number;
+}
+
+/**
+ * The small and the large store each have a gateway, measured in alternation so that a slower spell of the
+ * machine does not fall on one size only. The large store is filled just before, while its gateway runs: a
+ * file written minutes earlier may have left the OS page cache, and the ratio would then measure the disk.
+ */
+async function pollScenarios(budget: Budget, stores: Record<'small' | 'large', PollStore>) {
   const startedAt = Date.now();
-  seedFinishedJobs(dataDir, workspace, budget.eventsSmall / 2, budget.eventsLarge / 2);
-  log(`seeded ${budget.eventsLarge - budget.eventsSmall} more events in ${((Date.now() - startedAt) / 1000).toFixed(1)} s`);
-  const large = await run(budget.eventsLarge);
-  return { small, large };
+  seedFinishedJobs(stores.large.dataDir, stores.large.workspace, 0, stores.large.events / 2);
+  log(`seeded ${stores.large.events} events in ${((Date.now() - startedAt) / 1000).toFixed(1)} s`);
+  const rounds = { small: { job: [] as LoadResult[], page: [] as LoadResult[] }, large: { job: [] as LoadResult[], page: [] as LoadResult[] } };
+  for (let i = 0; i < budget.rounds; i += 1) {
+    for (const size of ['small', 'large'] as const) {
+      const { gateway, workspace, events } = stores[size];
+      const common = { connections: budget.pollConnections, url: gateway.baseUrl, serverPid: gateway.child.pid };
+      const job = { ...common, requests: [pollJob(workspace, events / 2)], verifyBody: isJobPolled };
+      rounds[size].job.push(await measure(`poll-job @ ${events} events`, job, budget, budget.pollDurationSeconds));
+      const page = { ...common, requests: [firstPage(workspace)], verifyBody: isFirstPage };
+      rounds[size].page.push(await measure(`poll-page @ ${events} events`, page, budget, budget.pollDurationSeconds));
+    }
+  }
+  const bestOf = (size: 'small' | 'large') => ({ job: best(rounds[size].job), page: best(rounds[size].page) });
+  return { small: bestOf('small'), large: bestOf('large') };
 }
 
 async function workerScenario(budget: Budget, gateway: ServerProcess, dataDir: string, workspace: BenchWorkspace) {
@@ -230,19 +250,26 @@ async function run(mode: keyof typeof BUDGETS, connections?: number) {
   // one worker-less gateway, as it only checks that everything runs.
   const requestPath = join(root, 'requests');
   const dirs = budget.shareGateway
-    ? { accept: requestPath, poll: requestPath, worker: join(root, 'worker'), memory: requestPath }
-    : { accept: join(root, 'accept'), poll: join(root, 'poll'), worker: join(root, 'worker'), memory: join(root, 'memory') };
+    ? { accept: requestPath, pollSmall: requestPath, pollLarge: join(root, 'poll-large'), worker: join(root, 'worker'), memory: requestPath }
+    : {
+        accept: join(root, 'accept'),
+        pollSmall: join(root, 'poll-small'),
+        pollLarge: join(root, 'poll-large'),
+        worker: join(root, 'worker'),
+        memory: join(root, 'memory'),
+      };
   const servers: ServerProcess[] = [];
   try {
     const acceptWs = await prepareWorkspace(dirs.accept, 'bench-accept');
-    const pollWs = await prepareWorkspace(dirs.poll, 'bench-poll');
+    const pollSmallWs = await prepareWorkspace(dirs.pollSmall, 'bench-poll-small');
+    const pollLargeWs = await prepareWorkspace(dirs.pollLarge, 'bench-poll-large');
     const workerWs = await prepareWorkspace(dirs.worker, 'bench-worker');
     const memoryWs = await prepareWorkspace(dirs.memory, 'bench-memory');
-    seedFinishedJobs(dirs.poll, pollWs, 0, budget.eventsSmall / 2);
+    seedFinishedJobs(dirs.pollSmall, pollSmallWs, 0, budget.eventsSmall / 2);
 
     // The accept, poll and memory gateways run without a worker: what they measure is the request path.
     const gateways = new Map<string, Promise<ServerProcess>>();
-    for (const dir of new Set([dirs.accept, dirs.poll, dirs.memory])) gateways.set(dir, startGateway(dir, { WORKER_CONCURRENCY: '0' }));
+    for (const dir of new Set([dirs.accept, dirs.pollSmall, dirs.pollLarge, dirs.memory])) gateways.set(dir, startGateway(dir, { WORKER_CONCURRENCY: '0' }));
     gateways.set(dirs.worker, startGateway(dirs.worker));
     const baselineStart = startBaseline();
     const started = await Promise.allSettled([baselineStart, ...gateways.values()]);
@@ -250,11 +277,16 @@ async function run(mode: keyof typeof BUDGETS, connections?: number) {
     const failed = started.find((outcome) => outcome.status === 'rejected');
     if (failed) throw (failed as PromiseRejectedResult).reason;
     const baseline = await baselineStart;
-    const [acceptGw, pollGw, workerGw, memoryGw] = await Promise.all([dirs.accept, dirs.poll, dirs.worker, dirs.memory].map((dir) => gateways.get(dir)!));
+    const [acceptGw, pollSmallGw, pollLargeGw, workerGw, memoryGw] = await Promise.all(
+      [dirs.accept, dirs.pollSmall, dirs.pollLarge, dirs.worker, dirs.memory].map((dir) => gateways.get(dir)!),
+    );
     log(`servers up in ${((Date.now() - startedAt.getTime()) / 1000).toFixed(1)} s`);
 
     const accept = await acceptScenarios(budget, baseline, acceptGw, acceptWs);
-    const poll = await pollScenarios(budget, pollGw, dirs.poll, pollWs);
+    const poll = await pollScenarios(budget, {
+      small: { gateway: pollSmallGw, dataDir: dirs.pollSmall, workspace: pollSmallWs, events: budget.eventsSmall },
+      large: { gateway: pollLargeGw, dataDir: dirs.pollLarge, workspace: pollLargeWs, events: budget.eventsLarge },
+    });
     const worker = await workerScenario(budget, workerGw, dirs.worker, workerWs);
     const memory = await memoryScenario(budget, memoryGw, memoryWs);
 
