@@ -151,7 +151,7 @@ async function pollScenarios(budget: Budget, stores: Record<'small' | 'large', P
   const startedAt = Date.now();
   seedFinishedJobs(stores.large.dataDir, stores.large.workspace, 0, stores.large.events / 2);
   log(`seeded ${stores.large.events} events in ${((Date.now() - startedAt) / 1000).toFixed(1)} s`);
-  const rounds = { small: { job: [] as LoadResult[], page: [] as LoadResult[] }, large: { job: [] as LoadResult[], page: [] as LoadResult[] } };
+  const rounds: Record<'small' | 'large', { job: LoadResult[]; page: LoadResult[] }> = { small: { job: [], page: [] }, large: { job: [], page: [] } };
   for (let i = 0; i < budget.rounds; i += 1) {
     for (const size of ['small', 'large'] as const) {
       const { gateway, workspace, events } = stores[size];

@@ -7,6 +7,12 @@ import type { WorkerObserver } from '../jobs/worker.js';
 const GRAPHQL_PATHS = ['prepared', 'apollo'] as const;
 export type GraphQLPath = (typeof GRAPHQL_PATHS)[number];
 
+/** Every value of the counter's label exists from the start, so a rate over it is defined before the first increment. */
+function fromZero<L extends string>(counter: Counter<L>, label: L, values: readonly string[]): Counter<L> {
+  for (const value of values) counter.inc({ [label]: value } as Partial<Record<L, string>>, 0);
+  return counter;
+}
+
 /**
  * The gateway's Prometheus metrics, in a registry of its own: several apps in one process (tests) must not
  * share or collide on a global registry.
@@ -69,21 +75,26 @@ export class GatewayMetrics {
       help: 'Jobs put back in the queue to wait for an upstream pacing slot (upstream mode), without using an attempt.',
       registers,
     });
-    this.quotaRejections = new Counter({
-      name: 'gateway_quota_rejections_total',
-      help: 'Duplication requests refused because the workspace quota was spent, by channel.',
-      labelNames: ['channel'],
-      registers,
-    });
-    // Both channels exist from the start, so a rate over them is defined before the first rejection.
-    for (const channel of CHANNELS) this.quotaRejections.inc({ channel }, 0);
-    this.graphqlRequests = new Counter({
-      name: 'gateway_graphql_requests_total',
-      help: 'Requests to /graphql by the path that answered them: "prepared" (an operation Apollo accepted before, executed directly) or "apollo".',
-      labelNames: ['path'],
-      registers,
-    });
-    for (const path of GRAPHQL_PATHS) this.graphqlRequests.inc({ path }, 0);
+    this.quotaRejections = fromZero(
+      new Counter({
+        name: 'gateway_quota_rejections_total',
+        help: 'Duplication requests refused because the workspace quota was spent, by channel.',
+        labelNames: ['channel'],
+        registers,
+      }),
+      'channel',
+      CHANNELS,
+    );
+    this.graphqlRequests = fromZero(
+      new Counter({
+        name: 'gateway_graphql_requests_total',
+        help: 'Requests to /graphql by the path that answered them: "prepared" (an operation Apollo accepted before, executed directly) or "apollo".',
+        labelNames: ['path'],
+        registers,
+      }),
+      'path',
+      GRAPHQL_PATHS,
+    );
   }
 
   readonly workerObserver: WorkerObserver = {

@@ -1,8 +1,5 @@
-import { deepFreeze } from './read-cache.js';
+import { remember } from './read-cache.js';
 import type { ReadSnapshot } from './read-snapshot.js';
-
-/** Lookups of ever new hashes (well-formed keys nobody issued) empty the cache rather than grow it. */
-const MAX_ENTRIES = 10_000;
 
 /**
  * API keys by hash, answered from memory: on the accept path the key lookup was the costliest read left.
@@ -39,10 +36,8 @@ export class KeyCache<V> {
     }
     const cached = this.entries.get(hash);
     if (cached !== undefined) return cached;
-    const value = load();
-    if (this.entries.size >= MAX_ENTRIES) this.entries.clear();
-    this.entries.set(hash, value === null ? null : deepFreeze(value));
-    return value;
+    // A miss is kept too: lookups of ever new hashes (well-formed keys nobody issued) empty the cache, not grow it.
+    return remember(this.entries, hash, load());
   }
 
   clear(): void {

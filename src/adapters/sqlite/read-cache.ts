@@ -1,5 +1,12 @@
-/** A cache that grows past this is emptied, so that looking up ever more campaigns cannot grow memory. */
+/** A cache that grows past this is emptied, so that looking up ever more keys cannot grow memory. */
 const MAX_ENTRIES = 10_000;
+
+/** Keeps `value`, frozen since every caller shares it, in a map that is emptied first when full; returns it. */
+export function remember<V>(entries: Map<string, V>, key: string, value: V): V {
+  if (entries.size >= MAX_ENTRIES) entries.clear();
+  entries.set(key, deepFreeze(value));
+  return value;
+}
 
 /**
  * Point reads of rows that are only ever inserted, never changed or deleted (campaigns, tags): once found,
@@ -13,10 +20,7 @@ export class FoundCache<V> {
     const cached = this.entries.get(key);
     if (cached !== undefined) return cached;
     const value = load();
-    if (value === null) return null;
-    if (this.entries.size >= MAX_ENTRIES) this.entries.clear();
-    this.entries.set(key, deepFreeze(value));
-    return value;
+    return value === null ? null : remember(this.entries, key, value);
   }
 }
 

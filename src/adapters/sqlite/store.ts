@@ -41,28 +41,24 @@ export class SqliteStore implements GatewayStore {
   private readonly db: Database.Database;
   private readonly sql: Statements;
   private readonly snapshot: ReadSnapshot;
-  private readonly filename: string;
-  private readonly onWriterRestart: ((error: Error) => void) | undefined;
   /** Started on the first write: a process that only reads (a CLI listing) never starts the thread. */
   private writerThread: SqliteWriter | undefined;
   private readonly keys: KeyCache<ApiKeyRecord>;
   private readonly campaigns = new FoundCache<Campaign>();
   private readonly tags = new FoundCache<true>();
 
-  constructor(options: SqliteStoreOptions) {
+  constructor(private readonly options: SqliteStoreOptions) {
     mkdirSync(dirname(options.filename), { recursive: true });
     this.db = openConnection(options.filename);
     this.sql = new Statements(this.db);
     this.snapshot = new ReadSnapshot(this.db);
-    this.filename = options.filename;
-    this.onWriterRestart = options.onWriterRestart;
     // Read on first use: the table is made by migrate(), after the store is constructed.
     this.keys = new KeyCache(this.snapshot, () => (this.read('SELECT version FROM api_keys_version').get() as Row).version);
   }
 
   private get writer(): SqliteWriter {
     if (!this.db.open) throw new Error('The SQLite store is closed: the writer has exited');
-    this.writerThread ??= new SqliteWriter(this.filename, { beforeAnswers: this.snapshot.end, onRestart: this.onWriterRestart });
+    this.writerThread ??= new SqliteWriter(this.options.filename, { beforeAnswers: this.snapshot.end, onRestart: this.options.onWriterRestart });
     return this.writerThread;
   }
 
