@@ -20,7 +20,7 @@ import type {
   SecurityEventFilter,
   SecurityEventType,
 } from './types.js';
-import { LIMITS, parseDuplicateInput, parseEventRange, validationError, type EventRange, type RawDuplicateCampaignInput } from './validation.js';
+import { LIMITS, normalizeDuplicateInput, parseDuplicateInput, parseEventRange, validationError, type EventRange, type RawDuplicateCampaignInput } from './validation.js';
 
 export const MAX_PAGE_SIZE = 200;
 /** Events read from the store at a time while a download streams. */
@@ -82,8 +82,15 @@ function parseIdempotencyKey(key: string): string {
  */
 const stableStringify = configure({ maximumDepth: 8 });
 
-/** The same input, whatever the key order or transport, hashes the same. */
-const hashRequest = (raw: unknown): string => hash('sha256', stableStringify(raw) ?? 'null', 'hex');
+/**
+ * The same input, whatever the key order, the transport or its spelling, hashes the same: a valid input is
+ * hashed as the service will use it (one tag as a list, names trimmed), with absent and null fields alike.
+ */
+function hashRequest(raw: unknown): string {
+  const input = normalizeDuplicateInput(raw);
+  const hashed = input ? { ...input, description: input.description ?? undefined, tagNames: input.tagNames ?? undefined } : raw;
+  return hash('sha256', stableStringify(hashed) ?? 'null', 'hex');
+}
 
 /** RFC 7235: the scheme is case-insensitive and one or more spaces separate it from the credentials. */
 /**
@@ -105,6 +112,11 @@ const BEARER = /^Bearer +(\S+) *$/i;
  */
 export class GatewayService {
   private readonly idempotencyTtlMs: number;
+  /**
+   * The permissions each request was refused so far (a principal lives as long as its request): one GraphQL
+   * request asking for a field thirty times under aliases is one denial, recorded once.
+   */
+  private readonly deniedPermissions = new WeakMap<Principal, Set<Permission>>();
 
   constructor(private readonly deps: GatewayServiceDeps) {
     this.idempotencyTtlMs = deps.idempotencyTtlMs ?? DEFAULT_IDEMPOTENCY_TTL_MS;
@@ -184,9 +196,12 @@ export class GatewayService {
   ): Promise<boolean> {
     if (principal.permissions.has(permission)) return true;
     if (options.optional) return false;
-    await this.deps.store.insertEvent(
-      this.event(principal, 'PERMISSION_DENIED', { details: { permission } }),
-    );
+    const recorded = this.deniedPermissions.get(principal) ?? new Set<Permission>();
+    if (!recorded.has(permission)) {
+      recorded.add(permission);
+      this.deniedPermissions.set(principal, recorded);
+      await this.deps.store.insertEvent(this.event(principal, 'PERMISSION_DENIED', { details: { permission } }));
+    }
     const error = new GatewayError('FORBIDDEN');
     if (options.withQuota) error.rateLimit = await this.deps.quota.peek(principal.workspaceId);
     throw error;
@@ -249,6 +264,10 @@ export class GatewayService {
     const job = await this.deps.store.getJob(principal.workspaceId, holder.jobId);
     // The job was pruned while its key was still kept: the key is as good as new.
     if (!job) throw new GatewayError('IDEMPOTENCY_MISMATCH', 'This idempotency key belongs to a job that no longer exists');
+    // Keys are shared by the workspace, jobs are not: a caller never gets a job id it could not follow.
+    if (!(await this.maySee(principal, job))) {
+      throw new GatewayError('IDEMPOTENCY_MISMATCH', 'This idempotency key was used by another API key of the workspace');
+    }
     return { job, rateLimit: await this.deps.quota.peek(principal.workspaceId), replayed: true };
   }
 
@@ -313,9 +332,11 @@ export class GatewayService {
   /** A job the principal may see: its own, or any of its workspace with `security_events.read`. */
   async getJob(principal: Principal, id: string): Promise<DuplicationJob | null> {
     const job = await this.deps.store.getJob(principal.workspaceId, id);
-    if (!job) return null;
-    if (job.apiKeyId !== principal.keyId && !(await this.authorize(principal, 'security_events.read', { optional: true }))) return null;
-    return job;
+    return job && (await this.maySee(principal, job)) ? job : null;
+  }
+
+  private async maySee(principal: Principal, job: DuplicationJob): Promise<boolean> {
+    return job.apiKeyId === principal.keyId || this.authorize(principal, 'security_events.read', { optional: true });
   }
 
   async listSecurityEvents(

@@ -76,7 +76,16 @@ export function validationError(issues: FieldIssue[]): GatewayError {
 export function parseDuplicateInput(raw: RawDuplicateCampaignInput): DuplicateCampaignInput {
   const result = duplicateInputSchema.safeParse(raw);
   if (!result.success) throw validationError(toIssues(result.error));
-  const { campaignId, name, description, tagNames } = result.data;
+  return normalized(result.data);
+}
+
+/** The input as the service uses it, or undefined when it is not valid. */
+export function normalizeDuplicateInput(raw: RawDuplicateCampaignInput): DuplicateCampaignInput | undefined {
+  const result = duplicateInputSchema.safeParse(raw);
+  return result.success ? normalized(result.data) : undefined;
+}
+
+function normalized({ campaignId, name, description, tagNames }: z.infer<typeof duplicateInputSchema>): DuplicateCampaignInput {
   return {
     campaignId,
     name: name.trim(),

@@ -104,6 +104,19 @@ describe('permissions', () => {
     expect(denied.body.data.securityEvents.edges).toEqual([{ node: { details: { permission: 'campaigns.details' } } }]);
   });
 
+  it('records one PERMISSION_DENIED per refused permission and request, however many fields ask for it', async () => {
+    const { key } = await ws.addKey(['campaigns.duplicate']);
+    const result = await graphql(gw.baseUrl, key, 'query($id: ID!) { a: campaign(id: $id) { id } b: campaign(id: $id) { name } c: campaigns { edges { node { id } } } }', { id: ws.campaign.id });
+    expect(result.body.errors.map((error: any) => [error.path, error.extensions.code]).sort()).toEqual([
+      [['a'], 'FORBIDDEN'],
+      [['b'], 'FORBIDDEN'],
+      [['c'], 'FORBIDDEN'],
+    ]);
+    const denied = await graphql(gw.baseUrl, key, '{ securityEvents(filter: {types: [PERMISSION_DENIED]}) { edges { node { details } } } }');
+    const permissions = denied.body.data.securityEvents.edges.map((edge: any) => edge.node.details.permission);
+    expect(permissions.sort()).toEqual(['campaigns.details', 'campaigns.list']);
+  });
+
   describe('security_events.read', () => {
     let first: { key: string; keyId: string };
     let second: { key: string; keyId: string };

@@ -46,6 +46,37 @@ describe.each(transports)('idempotency keys over $name', (transport) => {
     expect(fixed.jobId).not.toBeNull();
   });
 
+  it('never hands a key a job it could not follow: another key of the workspace gets CONFLICT unless it sees every job', async () => {
+    const team = await gateway.workspace();
+    const args = { campaignId: team.campaign.id, name: 'mine' };
+    const original = await transport.duplicate(gateway.baseUrl, team.key, args, { idempotencyKey: 'shared-in-team' });
+    const duplicator = await team.addKey(['campaigns.duplicate']);
+    const refused = await transport.duplicate(gateway.baseUrl, duplicator.key, args, { idempotencyKey: 'shared-in-team' });
+    expect(refused.code).toBe('CONFLICT');
+    if (transport.name === 'REST') expect(refused.status).toBe(422);
+    expect(refused.message).toMatch(/another API key/);
+    expect(JSON.stringify(refused.response.body)).not.toContain(original.jobId);
+    const auditor = await team.addKey(['campaigns.duplicate', 'security_events.read']);
+    const replayed = await transport.duplicate(gateway.baseUrl, auditor.key, args, { idempotencyKey: 'shared-in-team' });
+    expect(replayed.jobId).toBe(original.jobId);
+    expect((await transport.job(gateway.baseUrl, auditor.key, replayed.jobId!)).job?.id).toBe(original.jobId);
+    expect(await requested(team)).toBe(1);
+  });
+
+  it.each([
+    ['one tag or a list of it', { tagNames: 'promo' }, { tagNames: ['promo'] }],
+    ['a null description or none', { description: null }, {}],
+    ['null tags or none', { tagNames: null }, {}],
+    ['a name with or without surrounding spaces', { name: ' spaced ' }, { name: 'spaced' }],
+  ])('treats %s as the same request', async (_label, first, second) => {
+    const team = await gateway.workspace();
+    const base = { campaignId: team.campaign.id, name: 'same' };
+    const original = await transport.duplicate(gateway.baseUrl, team.key, { ...base, ...first }, { idempotencyKey: 'equivalent' });
+    const again = await transport.duplicate(gateway.baseUrl, team.key, { ...base, ...second }, { idempotencyKey: 'equivalent' });
+    expect(original.jobId).not.toBeNull();
+    expect(again.jobId).toBe(original.jobId);
+  });
+
   it('scopes keys to the workspace', async () => {
     const a = await gateway.workspace();
     const b = await gateway.workspace();
