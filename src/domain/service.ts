@@ -23,6 +23,8 @@ import type {
 import { LIMITS, normalizeDuplicateInput, parseDuplicateInput, parseEventRange, validationError, type EventRange, type RawDuplicateCampaignInput } from './validation.js';
 
 export const MAX_PAGE_SIZE = 200;
+/** What a list answers when the caller does not say how many. */
+export const DEFAULT_PAGE_SIZE = 50;
 /** Events read from the store at a time while a download streams. */
 export const DOWNLOAD_BATCH_SIZE = 1000;
 

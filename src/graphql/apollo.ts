@@ -8,7 +8,7 @@ import {
 } from '@apollo/server/plugin/disabled';
 import { unwrapResolverError } from '@apollo/server/errors';
 import type { FastifyBaseLogger } from 'fastify';
-import { GraphQLError, type GraphQLFormattedError, type GraphQLSchema, type OperationDefinitionNode } from 'graphql';
+import { GraphQLError, NoSchemaIntrospectionCustomRule, type GraphQLFormattedError, type GraphQLSchema } from 'graphql';
 import { ERROR_CODES, isGatewayError, unavailableCause, type FieldIssue, type GatewayError } from '../domain/errors.js';
 import type { GraphQLContext } from './context.js';
 import { operationShapeRule, type CostLimit, type GraphQLLimits } from './limits.js';
@@ -92,7 +92,7 @@ export function applyHttpSemantics(
   head: GraphQLHttpHead,
   errors: readonly GraphQLFormattedError[],
   context: GraphQLContext,
-  operation: OperationDefinitionNode | undefined,
+  data: Record<string, unknown> | null | undefined,
 ): void {
   // What Apollo's cache-control plugin answered for every response of this schema (no cache hints).
   head.headers.set('cache-control', 'no-store');
@@ -108,7 +108,8 @@ export function applyHttpSemantics(
     if (refusal.retryAfterSeconds !== undefined) head.headers.set('retry-after', String(refusal.retryAfterSeconds));
     return;
   }
-  const rootFields = operation?.selectionSet.selections.length ?? 0;
+  // The fields executed, fragments spread and @skip applied: one key each in data.
+  const rootFields = data ? Object.keys(data).length : 0;
   const limited = errors.filter((error) => error.extensions?.code === ERROR_CODES.RATE_LIMITED.graphqlCode && error.path?.length === 1);
   if (rootFields > 0 && limited.length >= rootFields) {
     head.status = 429;
@@ -124,9 +125,10 @@ function httpSemanticsPlugin(logger: FastifyBaseLogger): ApolloServerPlugin<Grap
         async didEncounterErrors({ errors, contextValue }) {
           reportUnexpectedErrors(logger, errors, contextValue.requestId);
         },
-        async willSendResponse({ response, contextValue, operation }) {
+        async willSendResponse({ response, contextValue }) {
           if (response.body.kind !== 'single') return;
-          applyHttpSemantics(response.http, response.body.singleResult.errors ?? [], contextValue, operation);
+          const { errors, data } = response.body.singleResult;
+          applyHttpSemantics(response.http, errors ?? [], contextValue, data);
         },
       };
     },
@@ -184,7 +186,8 @@ const MAX_TOKENS = 2000;
 export function createApollo(options: ApolloOptions): ApolloServer<GraphQLContext> {
   return new ApolloServer<GraphQLContext>({
     schema: options.schema,
-    introspection: options.introspection,
+    // Refused by graphql-js's own rule instead of Apollo's, whose message tells callers to reconfigure Apollo.
+    introspection: true,
     hideSchemaDetailsFromClientErrors: options.hideSchemaDetails,
     includeStacktraceInErrorResponses: false,
     csrfPrevention: true,
@@ -193,7 +196,7 @@ export function createApollo(options: ApolloOptions): ApolloServer<GraphQLContex
     stopOnTerminationSignals: false,
     parseOptions: { maxTokens: MAX_TOKENS },
     maxRecursiveSelections: true,
-    validationRules: [operationShapeRule(options.limits)],
+    validationRules: [operationShapeRule(options.limits), ...(options.introspection ? [] : [NoSchemaIntrospectionCustomRule])],
     formatError: formatGraphQLError,
     stringifyResult: stringifyGraphQLResult,
     // The cache-control plugin hooks every resolved field to compute a policy this schema never sets. Apollo

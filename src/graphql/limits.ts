@@ -14,6 +14,7 @@ import {
   type ValidationRule,
 } from 'graphql';
 import type { ComplexityEstimator } from 'graphql-query-complexity/cjs';
+import { DEFAULT_PAGE_SIZE } from '../domain/service.js';
 
 // The CommonJS entry, required: the ESM build imports graphql/index.mjs, a second copy of graphql in the
 // process, and an ESM import of the CommonJS entry sees its re-exports differently under Node and vitest.
@@ -107,9 +108,12 @@ export function operationShapeRule(limits: GraphQLLimits): ValidationRule {
   };
 }
 
-/** A page of n items costs n times one item. */
-const paginatedEstimator: ComplexityEstimator = ({ args, childComplexity }) =>
-  typeof args.first === 'number' ? 1 + Math.max(0, args.first) * childComplexity : undefined;
+/** A page of n items costs n times one item; `first: null` asks for the default page, as the resolvers answer it. */
+const paginatedEstimator: ComplexityEstimator = ({ args, childComplexity }) => {
+  if (!('first' in args)) return undefined;
+  const first = typeof args.first === 'number' ? args.first : DEFAULT_PAGE_SIZE;
+  return 1 + Math.max(0, first) * childComplexity;
+};
 
 /** Whether a variable reaches a `first` argument or a directive (@include/@skip): what the estimate reads of them. */
 function costReadsVariables(document: DocumentNode, operation: OperationDefinitionNode): boolean {

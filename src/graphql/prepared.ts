@@ -14,7 +14,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { ApolloServerPlugin } from '@apollo/server';
 import type { FastifyBaseLogger } from 'fastify';
-import { execute, type DocumentNode, type GraphQLSchema, type OperationDefinitionNode } from 'graphql';
+import { execute, type DocumentNode, type GraphQLSchema } from 'graphql';
 import { applyHttpSemantics, formatExecutionErrors, reportUnexpectedErrors, stringifyGraphQLResult, type GraphQLHttpHead } from './apollo.js';
 import type { GraphQLContext } from './context.js';
 import type { CostLimit } from './limits.js';
@@ -47,7 +47,6 @@ const MAX_QUERY_LENGTH = 8192;
 
 interface Prepared {
   document: DocumentNode;
-  operation: OperationDefinitionNode;
   operationName: string | undefined;
 }
 
@@ -98,7 +97,7 @@ export class PreparedOperations {
           if (source.length > MAX_QUERY_LENGTH || !this.costLimit.isFixedWithinLimit(operation)) return;
           const key = keyOf(source, request.operationName);
           if (this.entries.has(key)) return;
-          this.entries.set(key, { document, operation, operationName: request.operationName });
+          this.entries.set(key, { document, operationName: request.operationName });
           if (this.entries.size > MAX_ENTRIES) this.entries.delete(this.entries.keys().next().value as string);
         },
       }),
@@ -140,7 +139,7 @@ export class PreparedOperations {
       reportUnexpectedErrors(this.logger, result.errors, contextValue.requestId);
       ({ errors, head } = formatExecutionErrors(result.errors));
     }
-    applyHttpSemantics(head, errors ?? [], contextValue, entry.operation);
+    applyHttpSemantics(head, errors ?? [], contextValue, result.data);
     head.headers.set('content-type', responseType);
     // Apollo's field order: errors before data.
     const text = stringifyGraphQLResult({ errors, data: result.data, extensions: result.extensions });

@@ -1,6 +1,7 @@
 import { Arg, Ctx, FieldResolver, ID, Int, Mutation, Query, Resolver, Root } from 'type-graphql';
 import type { SecurityEventType as DomainEventType } from '../domain/types.js';
 import { isGatewayError } from '../domain/errors.js';
+import { DEFAULT_PAGE_SIZE } from '../domain/service.js';
 import { recordRateLimit, type GraphQLContext } from './context.js';
 import { toConnection, toGraphQLCampaign, toGraphQLEvent, toGraphQLJob } from './mappers.js';
 import {
@@ -17,12 +18,14 @@ import {
 @Resolver()
 export class DuplicationResolver {
   @Mutation(() => DuplicateCampaignPayload, {
-    description: 'Accepts a duplication job and answers at once with it, PENDING. Costs one point of the workspace quota per field.',
+    nullable: true,
+    description:
+      'Accepts a duplication job and answers at once with it, PENDING. Costs one point of the workspace quota per field. Null, with an error at its path, when refused; the other fields of the operation keep their answers.',
   })
   async duplicateCampaign(
     @Arg('input', () => DuplicateCampaignInput) input: DuplicateCampaignInput,
     @Ctx() context: GraphQLContext,
-  ): Promise<DuplicateCampaignPayload> {
+  ): Promise<DuplicateCampaignPayload | null> {
     try {
       const { job, rateLimit } = await context.service.duplicateCampaign(await context.principal(), {
         campaignId: input.campaignId,
@@ -46,11 +49,11 @@ export class DuplicationResolver {
 
   @Query(() => CampaignConnection, { description: 'Campaigns of your workspace, newest first. Permission campaigns.list.' })
   async campaigns(
-    @Arg('first', () => Int, { nullable: true, defaultValue: 50 }) first: number | null,
+    @Arg('first', () => Int, { nullable: true, defaultValue: DEFAULT_PAGE_SIZE }) first: number | null,
     @Arg('after', () => String, { nullable: true }) after: string | null,
     @Ctx() context: GraphQLContext,
   ): Promise<CampaignConnection> {
-    const page = await context.service.listCampaigns(await context.principal(), first ?? 50, after);
+    const page = await context.service.listCampaigns(await context.principal(), first ?? DEFAULT_PAGE_SIZE, after);
     return toConnection(page, toGraphQLCampaign);
   }
 
@@ -69,7 +72,7 @@ export class SecurityEventResolver {
   })
   async securityEvents(
     @Arg('filter', () => SecurityEventFilter, { nullable: true }) filter: SecurityEventFilter | null,
-    @Arg('first', () => Int, { nullable: true, defaultValue: 50, description: 'At most 200.' }) first: number | null,
+    @Arg('first', () => Int, { nullable: true, defaultValue: DEFAULT_PAGE_SIZE, description: 'At most 200.' }) first: number | null,
     @Arg('after', () => String, { nullable: true }) after: string | null,
     @Ctx() context: GraphQLContext,
   ): Promise<SecurityEventConnection> {
@@ -82,7 +85,7 @@ export class SecurityEventResolver {
         since: filter?.since ?? undefined,
         until: filter?.until ?? undefined,
       },
-      first ?? 50,
+      first ?? DEFAULT_PAGE_SIZE,
       after,
     );
     return toConnection(page, toGraphQLEvent);
