@@ -205,6 +205,15 @@ export function sendExplorer(reply: FastifyReply): FastifyReply {
     .send(page());
 }
 
+/** A browser on /graphql of a server whose explorer is off: better than the CSRF refusal a GET would get. */
+export function sendExplorerOff(reply: FastifyReply): FastifyReply {
+  return reply
+    .status(404)
+    .type('text/plain; charset=utf-8')
+    .header('x-content-type-options', 'nosniff')
+    .send('The GraphQL explorer is not enabled on this server. GraphQL clients send their operations to this URL with POST.\n');
+}
+
 /** The explorer's static files. Registered only when the explorer is enabled. */
 export async function explorerAssetRoutes(app: FastifyInstance): Promise<void> {
   app.get<{ Params: { file: string } }>('/explorer/assets/:file', { schema: { hide: true } }, async (request, reply) => {

@@ -13,7 +13,7 @@ import { PreparedOperations } from '../graphql/prepared.js';
 import { gatewaySchema } from '../graphql/schema.js';
 import type { ReadinessReport } from '../readiness.js';
 import { toRestError } from './errors.js';
-import { explorerAssetRoutes, sendExplorer, wantsExplorer } from './explorer.js';
+import { explorerAssetRoutes, sendExplorer, sendExplorerOff, wantsExplorer } from './explorer.js';
 import { healthRoutes } from './health.js';
 import { loggerOptions } from './logging.js';
 import { metricsRoutes, type GatewayMetrics } from './metrics.js';
@@ -126,12 +126,10 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     url: '/graphql',
     method: ['GET', 'POST', 'OPTIONS'],
     schema: hiddenFromOpenapi,
-    // A browser gets the explorer; GraphQL clients, GET ones included, get Apollo.
-    onRequest: config.explorer
-      ? async (request, reply) => {
-          if (wantsExplorer(request)) return sendExplorer(reply);
-        }
-      : undefined,
+    // A browser gets the explorer, or word that it is off; GraphQL clients, GET ones included, get Apollo.
+    onRequest: async (request, reply) => {
+      if (wantsExplorer(request)) return config.explorer ? sendExplorer(reply) : sendExplorerOff(reply);
+    },
     // An operation Apollo has accepted before is answered without it, identically (src/graphql/prepared.ts).
     handler: async (request, reply) => {
       if (!requestUrls.parses(request)) throw new GatewayError('BAD_USER_INPUT', 'The Host header is not a valid host name');

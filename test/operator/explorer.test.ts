@@ -67,6 +67,10 @@ describe.each([
   it(enabled ? 'is served, with introspection' : 'is not served, nor is introspection', async () => {
     const page = await http(gateway.baseUrl, 'GET', '/graphql', { headers: { accept: BROWSER_ACCEPT } });
     expect(String(page.headers['content-type']).startsWith('text/html')).toBe(enabled);
+    if (!enabled) {
+      expect(page.status).toBe(404);
+      expect(page.text).toMatch(/explorer is not enabled on this server/);
+    }
     expect((await http(gateway.baseUrl, 'GET', '/explorer/assets/graphiql.js')).status).toBe(enabled ? 200 : 404);
     const introspection = await http(gateway.baseUrl, 'POST', '/graphql', {
       headers: { 'content-type': 'application/json' },
