@@ -9,7 +9,13 @@ export interface RestErrorBody {
 
 const snakeCase = (field: string): string => field.replace(/[A-Z]/g, (letter) => `_${letter.toLowerCase()}`);
 
-export const renderRestIssue = (issue: FieldIssue): string => `'${snakeCase(issue.field)}' ${issue.message}`;
+/** Inputs a REST caller sends outside the body, named as the caller sent them. */
+const REST_HEADER_FIELDS: Record<string, string> = { idempotencyKey: 'Idempotency-Key' };
+
+/** The service's camelCase field, as REST callers know it: a body field in snake_case, or a header. */
+const restFieldName = (field: string): string => REST_HEADER_FIELDS[field] ?? snakeCase(field);
+
+export const renderRestIssue = (issue: FieldIssue): string => `'${restFieldName(issue.field)}' ${issue.message}`;
 
 /** Errors fastify raises before a handler runs (body parsing, content type, size). */
 function fromFastify(error: FastifyError): GatewayError | null {

@@ -59,6 +59,9 @@ describe.each(transports)('idempotency keys over $name', (transport) => {
     const team = await gateway.workspace();
     const outcome = await transport.duplicate(gateway.baseUrl, team.key, { campaignId: team.campaign.id, name: 'x' }, { idempotencyKey: key });
     expect(outcome.code).toBe('BAD_USER_INPUT');
+    // Each transport names the input where the caller put it: a REST header, a GraphQL input field.
+    const problem = 'must be 1 to 255 visible ASCII characters';
+    expect(outcome.details).toEqual([transport.name === 'REST' ? `'Idempotency-Key' ${problem}` : `idempotencyKey: ${problem}`]);
     expect(await requested(team)).toBe(0);
   });
 
