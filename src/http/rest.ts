@@ -45,12 +45,15 @@ const RATE_LIMIT_HEADERS = {
 
 const nullableString = { type: ['string', 'null'] } as const;
 
+const jobStatus = { enum: ['pending', 'running', 'succeeded', 'failed'] } as const;
+
 const duplicateSchema = {
   tags: ['campaigns'],
   summary: 'Duplicate a campaign (asynchronously)',
   description:
     "Braze's `POST /campaigns/duplicate`. Needs the permission campaigns.duplicate, checked before the body is read. " +
-    'Takes one point of the workspace quota. Answers 202 at once with the job; follow it with GET /duplication_jobs/{job_id}.',
+    'Takes one point of the workspace quota. Answers 202 at once with the job; follow it with GET /duplication_jobs/{job_id}. ' +
+    "A repeat with the same Idempotency-Key and body answers 202 with the same job in its current status, and takes no point.",
   security: [{ apiKey: [] }],
   headers: {
     type: 'object',
@@ -80,7 +83,7 @@ const duplicateSchema = {
       description: 'Accepted: the job is committed and will run',
       type: 'object',
       required: ['message', 'job_id', 'status'],
-      properties: { message: { const: 'success' }, job_id: { type: 'string' }, status: { const: 'pending' } },
+      properties: { message: { const: 'success' }, job_id: { type: 'string' }, status: { ...jobStatus, description: 'pending, unless this repeats an earlier request' } },
       headers: { ...RATE_LIMIT_HEADERS, location: { type: 'string', description: 'The job: /duplication_jobs/{job_id}' } },
     },
     ...errorResponses([400, 403], RATE_LIMIT_HEADERS),
@@ -102,7 +105,7 @@ const jobSchema = {
       type: 'object',
       properties: {
         job_id: { type: 'string' },
-        status: { enum: ['pending', 'running', 'succeeded', 'failed'] },
+        status: jobStatus,
         source_campaign_id: { type: 'string' },
         name: { type: 'string' },
         description: nullableString,
@@ -150,7 +153,7 @@ export async function restRoutes(app: FastifyInstance, options: { service: Gatew
       );
       reply.headers(rateLimitHeaders(rateLimit));
       reply.header('location', `/duplication_jobs/${job.id}`);
-      return reply.status(202).send({ message: 'success', job_id: job.id, status: 'pending' });
+      return reply.status(202).send({ message: 'success', job_id: job.id, status: job.status.toLowerCase() });
     },
   );
 
