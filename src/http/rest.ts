@@ -138,6 +138,7 @@ export async function restRoutes(app: FastifyInstance, options: { service: Gatew
     '/campaigns/duplicate',
     {
       schema: duplicateSchema,
+      config: { quotaBearing: true },
       // Who is calling and whether they may duplicate is settled before the body is read, as Braze does.
       onRequest: async (request) => {
         request.principal = await service.authorizeDuplication(restContext(request, 'REST'));

@@ -5,6 +5,7 @@ import cors from '@fastify/cors';
 import Fastify, { type FastifyInstance, type FastifyRequest, type FastifySchema, type FastifyServerOptions } from 'fastify';
 import type { Config } from '../config.js';
 import { GatewayError, unavailableCause } from '../domain/errors.js';
+import type { Quota } from '../domain/ports.js';
 import type { GatewayService } from '../domain/service.js';
 import { createApollo, graphqlErrorBody } from '../graphql/apollo.js';
 import { createContext } from '../graphql/context.js';
@@ -18,13 +19,15 @@ import { healthRoutes } from './health.js';
 import { loggerOptions } from './logging.js';
 import { metricsRoutes, type GatewayMetrics } from './metrics.js';
 import { openapiOptions, openapiRoutes, schemasOnlyDocument } from './openapi.js';
-import { rateLimitHeaders } from './rate-limit-headers.js';
+import { quotaStateFor, rateLimitHeaders } from './rate-limit-headers.js';
 import { restContext, restRoutes } from './rest.js';
 import { securityEventsDownloadRoutes } from './security-events-download.js';
 
 export interface HttpDeps {
   config: Config;
   service: GatewayService;
+  /** Read, never consumed, for the rate-limit headers of errors raised before the service took a point. */
+  quota: Pick<Quota, 'peek'>;
   metrics: GatewayMetrics;
   /** How each dependency (store, quota, …) is doing; the instance is ready when none is down. */
   checkReady: () => Promise<ReadinessReport>;
@@ -71,12 +74,12 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   app.removeContentTypeParser('text/plain');
   if (config.corsOrigins.length > 0) await app.register(cors, corsOptions(config.corsOrigins));
 
-  app.setErrorHandler((error, request, reply) => {
+  app.setErrorHandler(async (error, request, reply) => {
     const mapped = toRestError(error);
     if (mapped.unexpected) request.log.error({ err: error }, 'unexpected error');
     const cause = unavailableCause(error);
     if (cause !== undefined) request.log.warn({ err: cause }, 'a dependency is unavailable');
-    reply.headers(rateLimitHeaders(mapped.gatewayError.rateLimit));
+    reply.headers(rateLimitHeaders(mapped.gatewayError.rateLimit ?? (await quotaStateFor(request, deps.quota))));
     if (mapped.gatewayError.retryAfterSeconds !== undefined) reply.header('retry-after', String(mapped.gatewayError.retryAfterSeconds));
     const body = request.routeOptions.url === '/graphql' ? graphqlErrorBody(mapped.gatewayError, request.id) : mapped.body;
     return reply.status(mapped.status).send(body);

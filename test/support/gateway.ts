@@ -141,6 +141,24 @@ export function storeFailingOn(store: GatewayStore, methods: (keyof GatewayStore
   });
 }
 
+/**
+ * The store with some of its methods waiting for `hold()` first, while it returns a promise: a request caught
+ * half-way through, for as long as a test needs it there.
+ */
+export function storeHeldOn(store: GatewayStore, methods: (keyof GatewayStore)[], hold: () => Promise<void> | undefined): GatewayStore {
+  return new Proxy(store, {
+    get(target, property) {
+      const value = Reflect.get(target, property, target);
+      if (typeof value !== 'function') return value;
+      if (!methods.includes(property as keyof GatewayStore)) return value.bind(target);
+      return async (...args: unknown[]) => {
+        await hold();
+        return value.apply(target, args);
+      };
+    },
+  });
+}
+
 /** A gateway logger that keeps every line, for tests about what is (and is not) logged. */
 export function recordingLogger(level = 'info'): { logger: AppOverrides['logger']; lines: string[] } {
   const lines: string[] = [];
