@@ -3,7 +3,7 @@ import { GatewayError } from '../domain/errors.js';
 import type { GatewayService, RequestContext } from '../domain/service.js';
 import type { Principal } from '../domain/types.js';
 import { LIMITS } from '../domain/validation.js';
-import { errorResponses } from './openapi.js';
+import { authenticatedErrorResponses, errorResponses, RETRY_AFTER_HEADER } from './openapi.js';
 import { rateLimitHeaders } from './rate-limit-headers.js';
 
 declare module 'fastify' {
@@ -38,7 +38,12 @@ function toDuplicateInput(body: unknown): unknown {
 }
 
 const RATE_LIMIT_HEADERS = {
-  'x-ratelimit-limit': { type: 'integer', description: 'Points per window (requests per window of the workspace quota)' },
+  'x-ratelimit-limit': {
+    type: 'integer',
+    description:
+      'Points per window of the workspace quota. These headers come with every answer once the key is accepted ' +
+      '(not with a 401, a 403 for the IP allowlist or a 429 for failed authentications), unless the quota cannot be read',
+  },
   'x-ratelimit-remaining': { type: 'integer', description: 'Points left in the current window' },
   'x-ratelimit-reset': { type: 'integer', description: 'UTC epoch seconds when the window resets' },
 } as const;
@@ -86,10 +91,8 @@ const duplicateSchema = {
       properties: { message: { const: 'success' }, job_id: { type: 'string' }, status: { ...jobStatus, description: 'pending, unless this repeats an earlier request' } },
       headers: { ...RATE_LIMIT_HEADERS, location: { type: 'string', description: 'The job: /duplication_jobs/{job_id}' } },
     },
-    ...errorResponses([400, 403], RATE_LIMIT_HEADERS),
-    ...errorResponses([401, 413, 415, 422, 500]),
-    ...errorResponses([409], { 'retry-after': { type: 'integer', description: 'Seconds to wait' } }),
-    ...errorResponses([429], { ...RATE_LIMIT_HEADERS, 'retry-after': { type: 'integer', description: 'Seconds to wait' } }),
+    ...authenticatedErrorResponses([400, 413, 415, 422], RATE_LIMIT_HEADERS),
+    ...errorResponses([409], { ...RATE_LIMIT_HEADERS, ...RETRY_AFTER_HEADER }),
   },
 };
 
@@ -124,7 +127,7 @@ const jobSchema = {
       },
       headers: { 'retry-after': { type: 'integer', description: 'While the job is pending or running: seconds before asking again' } },
     },
-    ...errorResponses([401, 404, 500]),
+    ...authenticatedErrorResponses([404]),
   },
 };
 
