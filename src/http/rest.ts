@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { GatewayError } from '../domain/errors.js';
 import type { GatewayService, RequestContext } from '../domain/service.js';
+import { ID_LENGTH } from '../domain/ids.js';
 import type { Principal } from '../domain/types.js';
 import { LIMITS } from '../domain/validation.js';
 import { authenticatedErrorResponses, errorResponses, RETRY_AFTER_HEADER } from './openapi.js';
@@ -127,7 +128,8 @@ const jobSchema = {
       },
       headers: { 'retry-after': { type: 'integer', description: 'While the job is pending or running: seconds before asking again' } },
     },
-    ...authenticatedErrorResponses([404]),
+    // 400: an id whose percent-encoding does not decode.
+    ...authenticatedErrorResponses([400, 404]),
   },
 };
 
@@ -163,7 +165,9 @@ export async function restRoutes(app: FastifyInstance, options: { service: Gatew
 
   app.get<{ Params: { job_id: string } }>('/duplication_jobs/:job_id', { schema: jobSchema }, async (request, reply) => {
     const principal = await service.authenticate(restContext(request, 'REST'));
-    const job = await service.getJob(principal, request.params.job_id);
+    const id = request.params.job_id;
+    // Longer than any id the gateway makes: no such job, and no store lookup to say so.
+    const job = id.length > ID_LENGTH ? null : await service.getJob(principal, id);
     if (!job) throw new GatewayError('NOT_FOUND', 'Job not found');
     if (job.status === 'PENDING' || job.status === 'RUNNING') reply.header('retry-after', '1');
     return {

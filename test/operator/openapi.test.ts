@@ -83,6 +83,7 @@ describe('GET /openapi.json', () => {
     const jobPath = '/duplication_jobs/{job_id}';
     await waitFor(async () => (await call('GET', jobPath, `/duplication_jobs/${accepted.body.job_id}`, { headers: bearer(ws.key) })).body.status === 'succeeded');
     await call('GET', jobPath, '/duplication_jobs/no-such-job', { headers: bearer(ws.key) });
+    await call('GET', jobPath, '/duplication_jobs/%zz', { headers: bearer(ws.key) });
     await call('GET', jobPath, `/duplication_jobs/${accepted.body.job_id}`);
     const elsewhere = await gateway.app.admin.createKey({
       workspace: ws.workspace.id,
@@ -134,6 +135,7 @@ describe('GET /openapi.json', () => {
         'post /campaigns/duplicate 422',
         'post /campaigns/duplicate 429',
         `get ${jobPath} 200`,
+        `get ${jobPath} 400`,
         `get ${jobPath} 401`,
         `get ${jobPath} 403`,
         `get ${jobPath} 404`,

@@ -1,4 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request, type Dispatcher } from 'undici';
@@ -105,6 +106,23 @@ export async function http(
     body = undefined;
   }
   return { status: response.statusCode, headers: response.headers, body, text };
+}
+
+/**
+ * Bytes sent as they are on a raw socket, for requests no HTTP client would send; the gateway's answer split
+ * into its head (status line and headers) and body.
+ */
+export async function rawHttp(baseUrl: string, raw: string): Promise<{ head: string; body: string }> {
+  const { port } = new URL(baseUrl);
+  const answer = await new Promise<string>((resolve, reject) => {
+    const socket = connect(Number(port), '127.0.0.1', () => socket.end(raw, 'latin1'));
+    let data = '';
+    socket.on('data', (chunk) => (data += chunk.toString('latin1')));
+    socket.on('end', () => resolve(data));
+    socket.on('error', reject);
+  });
+  const end = answer.indexOf('\r\n\r\n');
+  return { head: answer.slice(0, end), body: answer.slice(end + 4) };
 }
 
 export const bearer = (key: string) => ({ authorization: `Bearer ${key}` });
