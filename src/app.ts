@@ -148,6 +148,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   const http = await buildHttpServer({
     config,
     service,
+    quota,
     metrics,
     logger: overrides.logger,
     logDestination: overrides.logDestination,

@@ -1,5 +1,8 @@
 import { randomUUID } from 'node:crypto';
 
+/** Every id the gateway makes is a UUID in its 36-character text form. */
+export const ID_LENGTH = 36;
+
 /**
  * A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then 74 random bits. Ids made one after another sort
  * one after another, so a new job or event lands at the end of its id index instead of on a random page of

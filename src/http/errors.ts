@@ -1,3 +1,4 @@
+import { STATUS_CODES } from 'node:http';
 import type { FastifyError } from 'fastify';
 import { ERROR_CODES, GatewayError, isGatewayError, type FieldIssue } from '../domain/errors.js';
 
@@ -9,9 +10,15 @@ export interface RestErrorBody {
 
 const snakeCase = (field: string): string => field.replace(/[A-Z]/g, (letter) => `_${letter.toLowerCase()}`);
 
-export const renderRestIssue = (issue: FieldIssue): string => `'${snakeCase(issue.field)}' ${issue.message}`;
+/** Inputs a REST caller sends outside the body, named as the caller sent them. */
+const REST_HEADER_FIELDS: Record<string, string> = { idempotencyKey: 'Idempotency-Key' };
 
-/** Errors fastify raises before a handler runs (body parsing, content type, size). */
+/** The service's camelCase field, as REST callers know it: a body field in snake_case, or a header. */
+const restFieldName = (field: string): string => REST_HEADER_FIELDS[field] ?? snakeCase(field);
+
+export const renderRestIssue = (issue: FieldIssue): string => `'${restFieldName(issue.field)}' ${issue.message}`;
+
+/** Errors fastify raises before a handler runs (URL decoding, body parsing, content type, size). */
 function fromFastify(error: FastifyError): GatewayError | null {
   switch (error.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
@@ -23,6 +30,8 @@ function fromFastify(error: FastifyError): GatewayError | null {
       return new GatewayError('BAD_USER_INPUT', 'Request body is empty; send a JSON object');
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
       return new GatewayError('BAD_USER_INPUT', 'Malformed JSON body');
+    case 'FST_ERR_BAD_URL':
+      return new GatewayError('BAD_USER_INPUT', 'Malformed URL');
     default:
       break;
   }
@@ -44,4 +53,29 @@ export function toRestError(error: unknown): { status: number; body: RestErrorBo
   const body: RestErrorBody = { message: gatewayError.message };
   if (gatewayError.issues.length > 0) body.errors = gatewayError.issues.map(renderRestIssue);
   return { status: ERROR_CODES[gatewayError.code].httpStatus, body, gatewayError, unexpected: false };
+}
+
+/** Requests Node's HTTP parser refuses, by its error code; any other parse error is a 400. */
+const CLIENT_ERRORS: Record<string, { status: number; message: string }> = {
+  ERR_HTTP_REQUEST_TIMEOUT: { status: 408, message: 'Request timeout' },
+  HPE_HEADER_OVERFLOW: { status: 431, message: 'Request headers are too large' },
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: { status: 413, message: ERROR_CODES.PAYLOAD_TOO_LARGE.message },
+};
+
+/**
+ * The raw HTTP answer to a request fastify never sees because Node could not parse it: the same JSON body and
+ * request id as any other error, and nothing of what was sent.
+ */
+export function clientErrorResponse(code: string | undefined, requestId: string): string {
+  const { status, message } = CLIENT_ERRORS[code ?? ''] ?? { status: 400, message: 'Malformed request' };
+  const body = JSON.stringify({ message } satisfies RestErrorBody);
+  return [
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}`,
+    'Content-Type: application/json; charset=utf-8',
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    `X-Request-Id: ${requestId}`,
+    'Connection: close',
+    '',
+    body,
+  ].join('\r\n');
 }

@@ -48,17 +48,19 @@ export const errorBodySchema = {
 const ERROR_DESCRIPTIONS: Record<number, string> = {
   400: 'The request is invalid; `errors` names each problem',
   401: 'Missing, malformed, unknown, expired or revoked API key',
-  403: 'The key lacks the permission this route needs',
+  403: "The key lacks the permission this route needs, or is used from an address outside the key's IP allowlist",
   404: 'Not found, or not visible to this key',
   409: 'A request with this idempotency key is still being processed',
   413: 'The body is larger than the limit',
   415: 'Content-Type is not application/json',
   422: 'This idempotency key was already used with a different request',
-  429: 'Rate limit exceeded; see Retry-After',
+  429: 'Rate limit exceeded: the quota is spent, or this client failed to authenticate too often; see Retry-After',
   500: 'Internal server error (never with details)',
   502: 'The upstream service failed',
-  503: 'Service unavailable',
+  503: 'A dependency (the database, the quota store) is unavailable; see Retry-After',
 };
+
+export const RETRY_AFTER_HEADER = { 'retry-after': { type: 'integer', description: 'Seconds to wait before trying again' } } as const;
 
 type HttpErrorStatus = (typeof ERROR_CODES)[keyof typeof ERROR_CODES]['httpStatus'];
 
@@ -67,6 +69,19 @@ export function errorResponses(statuses: HttpErrorStatus[], headers: Record<stri
   return Object.fromEntries(
     statuses.map((status) => [status, { description: ERROR_DESCRIPTIONS[status], ...errorBodySchema, ...(Object.keys(headers).length ? { headers } : {}) }]),
   );
+}
+
+/**
+ * The answers of a route behind an API key, its own `statuses` with those every such route can give: 401, 403
+ * (a permission, or the key's IP allowlist), 429 (a client blocked after failed authentications), 500 and 503.
+ * `headers` are those the route sends once the key is accepted.
+ */
+export function authenticatedErrorResponses(statuses: HttpErrorStatus[], headers: Record<string, object> = {}): Record<number, object> {
+  return {
+    ...errorResponses([401]),
+    ...errorResponses([...statuses, 403, 500], headers),
+    ...errorResponses([429, 503], { ...headers, ...RETRY_AFTER_HEADER }),
+  };
 }
 
 export async function openapiRoutes(app: FastifyInstance): Promise<void> {

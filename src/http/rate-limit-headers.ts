@@ -1,4 +1,13 @@
+import type { FastifyRequest } from 'fastify';
 import type { RateLimitState } from '../domain/errors.js';
+import type { Quota } from '../domain/ports.js';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** The route takes quota points: every answer to a known caller carries X-RateLimit-*. */
+    quotaBearing?: boolean;
+  }
+}
 
 /** X-RateLimit-* as Braze sends them: points per window, points left, window end in UTC epoch seconds. */
 export function rateLimitHeaders(state: RateLimitState | undefined): Record<string, string> {
@@ -8,4 +17,14 @@ export function rateLimitHeaders(state: RateLimitState | undefined): Record<stri
     'x-ratelimit-remaining': String(state.remaining),
     'x-ratelimit-reset': String(Math.ceil(state.resetAt.getTime() / 1000)),
   };
+}
+
+/**
+ * The caller's quota, untouched, for an answer on a quota-bearing route that was refused before the service
+ * took (or looked at) a point: a body too large or not JSON, a bad Idempotency-Key, a replay conflict. None for
+ * a caller not yet known (401), and none when the quota cannot be read: the answer stands without them.
+ */
+export async function quotaStateFor(request: FastifyRequest, quota: Pick<Quota, 'peek'>): Promise<RateLimitState | undefined> {
+  if (!request.routeOptions.config?.quotaBearing || !request.principal) return undefined;
+  return quota.peek(request.principal.workspaceId).catch(() => undefined);
 }

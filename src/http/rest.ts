@@ -1,9 +1,10 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { GatewayError } from '../domain/errors.js';
 import type { GatewayService, RequestContext } from '../domain/service.js';
+import { ID_LENGTH } from '../domain/ids.js';
 import type { Principal } from '../domain/types.js';
 import { LIMITS } from '../domain/validation.js';
-import { errorResponses } from './openapi.js';
+import { authenticatedErrorResponses, errorResponses, RETRY_AFTER_HEADER } from './openapi.js';
 import { rateLimitHeaders } from './rate-limit-headers.js';
 
 declare module 'fastify' {
@@ -38,19 +39,27 @@ function toDuplicateInput(body: unknown): unknown {
 }
 
 const RATE_LIMIT_HEADERS = {
-  'x-ratelimit-limit': { type: 'integer', description: 'Points per window (requests per window of the workspace quota)' },
+  'x-ratelimit-limit': {
+    type: 'integer',
+    description:
+      'Points per window of the workspace quota. These headers come with every answer once the key is accepted ' +
+      '(not with a 401, a 403 for the IP allowlist or a 429 for failed authentications), unless the quota cannot be read',
+  },
   'x-ratelimit-remaining': { type: 'integer', description: 'Points left in the current window' },
   'x-ratelimit-reset': { type: 'integer', description: 'UTC epoch seconds when the window resets' },
 } as const;
 
 const nullableString = { type: ['string', 'null'] } as const;
 
+const jobStatus = { enum: ['pending', 'running', 'succeeded', 'failed'] } as const;
+
 const duplicateSchema = {
   tags: ['campaigns'],
   summary: 'Duplicate a campaign (asynchronously)',
   description:
     "Braze's `POST /campaigns/duplicate`. Needs the permission campaigns.duplicate, checked before the body is read. " +
-    'Takes one point of the workspace quota. Answers 202 at once with the job; follow it with GET /duplication_jobs/{job_id}.',
+    'Takes one point of the workspace quota. Answers 202 at once with the job; follow it with GET /duplication_jobs/{job_id}. ' +
+    "A repeat with the same Idempotency-Key and body answers 202 with the same job in its current status, and takes no point.",
   security: [{ apiKey: [] }],
   headers: {
     type: 'object',
@@ -80,13 +89,11 @@ const duplicateSchema = {
       description: 'Accepted: the job is committed and will run',
       type: 'object',
       required: ['message', 'job_id', 'status'],
-      properties: { message: { const: 'success' }, job_id: { type: 'string' }, status: { const: 'pending' } },
+      properties: { message: { const: 'success' }, job_id: { type: 'string' }, status: { ...jobStatus, description: 'pending, unless this repeats an earlier request' } },
       headers: { ...RATE_LIMIT_HEADERS, location: { type: 'string', description: 'The job: /duplication_jobs/{job_id}' } },
     },
-    ...errorResponses([400, 403], RATE_LIMIT_HEADERS),
-    ...errorResponses([401, 413, 415, 422, 500]),
-    ...errorResponses([409], { 'retry-after': { type: 'integer', description: 'Seconds to wait' } }),
-    ...errorResponses([429], { ...RATE_LIMIT_HEADERS, 'retry-after': { type: 'integer', description: 'Seconds to wait' } }),
+    ...authenticatedErrorResponses([400, 413, 415, 422], RATE_LIMIT_HEADERS),
+    ...errorResponses([409], { ...RATE_LIMIT_HEADERS, ...RETRY_AFTER_HEADER }),
   },
 };
 
@@ -102,7 +109,7 @@ const jobSchema = {
       type: 'object',
       properties: {
         job_id: { type: 'string' },
-        status: { enum: ['pending', 'running', 'succeeded', 'failed'] },
+        status: jobStatus,
         source_campaign_id: { type: 'string' },
         name: { type: 'string' },
         description: nullableString,
@@ -121,7 +128,8 @@ const jobSchema = {
       },
       headers: { 'retry-after': { type: 'integer', description: 'While the job is pending or running: seconds before asking again' } },
     },
-    ...errorResponses([401, 404, 500]),
+    // 400: an id whose percent-encoding does not decode.
+    ...authenticatedErrorResponses([400, 404]),
   },
 };
 
@@ -135,6 +143,7 @@ export async function restRoutes(app: FastifyInstance, options: { service: Gatew
     '/campaigns/duplicate',
     {
       schema: duplicateSchema,
+      config: { quotaBearing: true },
       // Who is calling and whether they may duplicate is settled before the body is read, as Braze does.
       onRequest: async (request) => {
         request.principal = await service.authorizeDuplication(restContext(request, 'REST'));
@@ -150,13 +159,15 @@ export async function restRoutes(app: FastifyInstance, options: { service: Gatew
       );
       reply.headers(rateLimitHeaders(rateLimit));
       reply.header('location', `/duplication_jobs/${job.id}`);
-      return reply.status(202).send({ message: 'success', job_id: job.id, status: 'pending' });
+      return reply.status(202).send({ message: 'success', job_id: job.id, status: job.status.toLowerCase() });
     },
   );
 
   app.get<{ Params: { job_id: string } }>('/duplication_jobs/:job_id', { schema: jobSchema }, async (request, reply) => {
     const principal = await service.authenticate(restContext(request, 'REST'));
-    const job = await service.getJob(principal, request.params.job_id);
+    const id = request.params.job_id;
+    // Longer than any id the gateway makes: no such job, and no store lookup to say so.
+    const job = id.length > ID_LENGTH ? null : await service.getJob(principal, id);
     if (!job) throw new GatewayError('NOT_FOUND', 'Job not found');
     if (job.status === 'PENDING' || job.status === 'RUNNING') reply.header('retry-after', '1');
     return {

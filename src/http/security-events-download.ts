@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import type { GatewayService } from '../domain/service.js';
 import type { SecurityEvent, SecurityEventType } from '../domain/types.js';
 import { MAX_EVENT_RANGE_DAYS } from '../domain/validation.js';
-import { errorResponses } from './openapi.js';
+import { authenticatedErrorResponses } from './openapi.js';
 import { restContext } from './rest.js';
 
 /** Braze's "Security Event Download" columns, in Braze's order. */
@@ -78,7 +78,7 @@ export async function securityEventsDownloadRoutes(app: FastifyInstance, options
             description: `CSV with the header ${CSV_COLUMNS.join(',')}`,
             content: { 'text/csv': { schema: { type: 'string' } } },
           },
-          ...errorResponses([400, 401, 403, 500]),
+          ...authenticatedErrorResponses([400]),
         },
       },
     },

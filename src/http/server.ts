@@ -1,10 +1,19 @@
 import { randomUUID } from 'node:crypto';
+import { maxHeaderSize } from 'node:http';
 import fastifySwagger from '@fastify/swagger';
 import { fastifyApolloHandler } from '@as-integrations/fastify';
 import cors from '@fastify/cors';
-import Fastify, { type FastifyInstance, type FastifyRequest, type FastifySchema, type FastifyServerOptions } from 'fastify';
+import Fastify, {
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  type FastifySchema,
+  type FastifyServerOptions,
+} from 'fastify';
 import type { Config } from '../config.js';
 import { GatewayError, unavailableCause } from '../domain/errors.js';
+import type { Quota } from '../domain/ports.js';
 import type { GatewayService } from '../domain/service.js';
 import { createApollo, graphqlErrorBody } from '../graphql/apollo.js';
 import { createContext } from '../graphql/context.js';
@@ -12,19 +21,21 @@ import { CostLimit } from '../graphql/limits.js';
 import { PreparedOperations } from '../graphql/prepared.js';
 import { gatewaySchema } from '../graphql/schema.js';
 import type { ReadinessReport } from '../readiness.js';
-import { toRestError } from './errors.js';
+import { clientErrorResponse, toRestError } from './errors.js';
 import { explorerAssetRoutes, sendExplorer, sendExplorerOff, wantsExplorer } from './explorer.js';
 import { healthRoutes } from './health.js';
 import { loggerOptions } from './logging.js';
 import { metricsRoutes, type GatewayMetrics } from './metrics.js';
 import { openapiOptions, openapiRoutes, schemasOnlyDocument } from './openapi.js';
-import { rateLimitHeaders } from './rate-limit-headers.js';
+import { quotaStateFor, rateLimitHeaders } from './rate-limit-headers.js';
 import { restContext, restRoutes } from './rest.js';
 import { securityEventsDownloadRoutes } from './security-events-download.js';
 
 export interface HttpDeps {
   config: Config;
   service: GatewayService;
+  /** Read, never consumed, for the rate-limit headers of errors raised before the service took a point. */
+  quota: Pick<Quota, 'peek'>;
   metrics: GatewayMetrics;
   /** How each dependency (store, quota, …) is doing; the instance is ready when none is down. */
   checkReady: () => Promise<ReadinessReport>;
@@ -38,9 +49,23 @@ const hiddenFromOpenapi: FastifySchema = { hide: true };
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
+
 /** Builds the HTTP server without listening, so tests and main.ts share it. */
 export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> {
   const { config, service } = deps;
+
+  /** Every error becomes one answer here, in its transport's shape. */
+  const sendError = async (error: FastifyError | Error, request: FastifyRequest, reply: FastifyReply) => {
+    const mapped = toRestError(error);
+    if (mapped.unexpected) request.log.error({ err: error }, 'unexpected error');
+    const cause = unavailableCause(error);
+    if (cause !== undefined) request.log.warn({ err: cause }, 'a dependency is unavailable');
+    reply.headers(rateLimitHeaders(mapped.gatewayError.rateLimit ?? (await quotaStateFor(request, deps.quota))));
+    if (mapped.gatewayError.retryAfterSeconds !== undefined) reply.header('retry-after', String(mapped.gatewayError.retryAfterSeconds));
+    const body = request.routeOptions.url === '/graphql' ? graphqlErrorBody(mapped.gatewayError, request.id) : mapped.body;
+    return reply.status(mapped.status).send(body);
+  };
+
   const app = Fastify({
     logger: deps.logger ?? loggerOptions(config, deps.logDestination),
     bodyLimit: config.bodyLimitBytes,
@@ -49,6 +74,22 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
     requestIdHeader: false,
+    // No URL is longer than Node's header limit, so the router never refuses a path segment for its length
+    // (fastify's own 414, in its own shape): each route decides what a long one means.
+    routerOptions: { maxParamLength: maxHeaderSize },
+    // A URL fastify cannot decode fails before routing, where no hook runs; it is answered like every other error.
+    frameworkErrors: (error, request, reply) => {
+      reply.header('x-request-id', request.id);
+      void sendError(error, request, reply);
+    },
+    // A request Node cannot parse never reaches fastify: answered on the socket, logged without what was sent.
+    clientErrorHandler: (error, socket) => {
+      if (error.code === 'ECONNRESET' || socket.destroyed) return;
+      const requestId = randomUUID();
+      app.log.info({ reqId: requestId, code: error.code }, 'malformed HTTP request refused');
+      if (socket.writable) socket.write(clientErrorResponse(error.code, requestId));
+      socket.destroy();
+    },
     // An incoming x-request-id is kept when it is safe to log; otherwise one is made.
     genReqId: (request) => {
       const incoming = request.headers['x-request-id'];
@@ -71,16 +112,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   app.removeContentTypeParser('text/plain');
   if (config.corsOrigins.length > 0) await app.register(cors, corsOptions(config.corsOrigins));
 
-  app.setErrorHandler((error, request, reply) => {
-    const mapped = toRestError(error);
-    if (mapped.unexpected) request.log.error({ err: error }, 'unexpected error');
-    const cause = unavailableCause(error);
-    if (cause !== undefined) request.log.warn({ err: cause }, 'a dependency is unavailable');
-    reply.headers(rateLimitHeaders(mapped.gatewayError.rateLimit));
-    if (mapped.gatewayError.retryAfterSeconds !== undefined) reply.header('retry-after', String(mapped.gatewayError.retryAfterSeconds));
-    const body = request.routeOptions.url === '/graphql' ? graphqlErrorBody(mapped.gatewayError, request.id) : mapped.body;
-    return reply.status(mapped.status).send(body);
-  });
+  app.setErrorHandler(sendError);
 
   app.setNotFoundHandler((request, reply) => reply.status(404).send({ message: 'Not Found' }));
 

@@ -2,7 +2,7 @@ import { Writable } from 'node:stream';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { usesPrettyLogs } from '../../src/http/logging.js';
-import { bearer, graphql, http, json, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { bearer, graphql, http, json, rawHttp, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 
 /** Collects what the gateway writes to its log. */
 class LogSink extends Writable {
@@ -81,6 +81,15 @@ describe('logs', () => {
     expect(sink.text).toContain('something failed for cgw_[redacted]');
     expect(sink.text).not.toContain(key);
     expect(sink.text).not.toContain(key.slice(4, 20));
+    expect(sink.text).not.toContain('hunter2-secret');
+  });
+
+  it('logs a request Node cannot parse under the id it was answered with, and nothing of what it sent', async () => {
+    const { head } = await rawHttp(gateway.baseUrl, 'GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer hunter2-secret\r\nBad Header: 1\r\n\r\n');
+    const requestId = /\r\nx-request-id: ([^\r]+)/i.exec(head)?.[1];
+    expect(requestId).toBeTypeOf('string');
+    const line = await waitFor(async () => sink.lines().find((entry) => entry.reqId === requestId));
+    expect(line).toMatchObject({ msg: 'malformed HTTP request refused', code: expect.stringMatching(/^HPE_/) });
     expect(sink.text).not.toContain('hunter2-secret');
   });
 

@@ -17,7 +17,7 @@ describe('GET /openapi.json', () => {
   let document: any;
 
   beforeAll(async () => {
-    gateway = await startGateway({ DUPLICATE_RATE_LIMIT: '3' });
+    gateway = await startGateway({ DUPLICATE_RATE_LIMIT: '3', AUTH_FAILURE_LIMIT: '10' });
     ws = await gateway.workspace();
     document = (await http(gateway.baseUrl, 'GET', '/openapi.json')).body;
   });
@@ -38,6 +38,19 @@ describe('GET /openapi.json', () => {
       '/openapi.json': ['get'],
     });
     expect(document.paths['/campaigns/duplicate'].post.requestBody.content['application/json'].schema.required).toEqual(['campaign_id', 'name']);
+  });
+
+  it('documents, on every route behind a key, the answers any key check or dependency can give', () => {
+    const guarded = Object.entries(document.paths).flatMap(([path, item]) =>
+      Object.entries(item as Record<string, any>)
+        .filter(([, operation]) => operation.security)
+        .map(([method, operation]) => ({ where: `${method} ${path}`, responses: operation.responses })),
+    );
+    expect(guarded.map(({ where }) => where).sort()).toEqual(['get /duplication_jobs/{job_id}', 'get /security_events/download', 'post /campaigns/duplicate']);
+    for (const { where, responses } of guarded) {
+      for (const status of ['401', '403', '429', '500', '503']) expect(responses[status], `${where} ${status}`).toBeDefined();
+      for (const status of ['429', '503']) expect(Object.keys(responses[status].headers ?? {}), `${where} ${status}`).toContain('retry-after');
+    }
   });
 
   it('documents every status, media type and JSON body the routes really answer with', async () => {
@@ -70,7 +83,15 @@ describe('GET /openapi.json', () => {
     const jobPath = '/duplication_jobs/{job_id}';
     await waitFor(async () => (await call('GET', jobPath, `/duplication_jobs/${accepted.body.job_id}`, { headers: bearer(ws.key) })).body.status === 'succeeded');
     await call('GET', jobPath, '/duplication_jobs/no-such-job', { headers: bearer(ws.key) });
+    await call('GET', jobPath, '/duplication_jobs/%zz', { headers: bearer(ws.key) });
     await call('GET', jobPath, `/duplication_jobs/${accepted.body.job_id}`);
+    const elsewhere = await gateway.app.admin.createKey({
+      workspace: ws.workspace.id,
+      name: 'elsewhere',
+      permissions: ['security_events.read'],
+      allowedCidrs: ['192.0.2.0/24'],
+    });
+    await call('GET', jobPath, `/duplication_jobs/${accepted.body.job_id}`, { headers: bearer(elsewhere.key) });
 
     const downloadPath = '/security_events/download';
     const range = `?start=${new Date(Date.now() - 86_400_000).toISOString()}&end=${new Date(Date.now() + 60_000).toISOString()}`;
@@ -78,8 +99,14 @@ describe('GET /openapi.json', () => {
     await call('GET', downloadPath, `${downloadPath}?start=nope`, { headers: bearer(ws.key) });
     await call('GET', downloadPath, `${downloadPath}${range}`);
     await call('GET', downloadPath, `${downloadPath}${range}`, { headers: bearer(reader.key) });
+    await call('GET', downloadPath, `${downloadPath}${range}`, { headers: bearer(elsewhere.key) });
 
     for (const path of ['/healthz', '/readyz', '/metrics', '/openapi.json']) await call('GET', path, path);
+
+    // Last: failed authentications until this client is blocked, whatever key it sends next.
+    for (let attempt = 0; attempt < 10; attempt++) if ((await duplicate(valid, { ...json, ...bearer('cgw_nope') })).status === 429) break;
+    await call('GET', jobPath, `/duplication_jobs/${accepted.body.job_id}`, { headers: bearer(ws.key) });
+    await call('GET', downloadPath, `${downloadPath}${range}`, { headers: bearer(ws.key) });
 
     const ajv = new Ajv2020({ strict: false, allErrors: true });
     formats.default(ajv);
@@ -87,6 +114,8 @@ describe('GET /openapi.json', () => {
       const where = `${method.toUpperCase()} ${path} → ${response.status}`;
       const documented = document.paths[path][method].responses[String(response.status)];
       expect(documented, `${where} is not documented`).toBeDefined();
+      const sent = Object.keys(response.headers).filter((name) => /^(x-ratelimit-|retry-after$|location$)/.test(name));
+      expect(sent.filter((name) => !(name in (documented.headers ?? {}))), `${where}: undocumented headers`).toEqual([]);
       const mediaType = String(response.headers['content-type']).split(';')[0];
       expect(Object.keys(documented.content ?? {}), `${where} answered ${mediaType}`).toContain(mediaType);
       if (mediaType === 'application/json') {
@@ -106,12 +135,16 @@ describe('GET /openapi.json', () => {
         'post /campaigns/duplicate 422',
         'post /campaigns/duplicate 429',
         `get ${jobPath} 200`,
+        `get ${jobPath} 400`,
         `get ${jobPath} 401`,
+        `get ${jobPath} 403`,
         `get ${jobPath} 404`,
+        `get ${jobPath} 429`,
         `get ${downloadPath} 200`,
         `get ${downloadPath} 400`,
         `get ${downloadPath} 401`,
         `get ${downloadPath} 403`,
+        `get ${downloadPath} 429`,
         'get /healthz 200',
         'get /readyz 200',
         'get /metrics 200',

@@ -1,10 +1,12 @@
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DOWNLOAD_BATCH_SIZE } from '../../src/domain/service.js';
 import type { NewSecurityEvent } from '../../src/domain/types.js';
+import { EVENT_NAMES } from '../../src/http/security-events-download.js';
 import { bearer, graphql, http, json, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 
 const COLUMNS = ['CreatedAt', 'EmailAtTimeOfEvent', 'CurrentEmail', 'EventName', 'OtherAccount', 'JsonProperties'];
@@ -94,6 +96,12 @@ describe('GET /security_events/download', () => {
     expect(response.status).toBe(200);
     const campaigns = rowsOf(response.text).map((row) => JSON.parse(row.JsonProperties).campaign_id);
     expect(campaigns).toEqual(Array.from({ length: count }, (_, index) => `c${count - 1 - index}`));
+  });
+
+  it("the README's list of event names is every name a row can carry", () => {
+    const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+    const list = /`EventName` is readable \(([^)]*)\)/.exec(readme.replace(/\s+/g, ' '))?.[1] ?? '';
+    expect([...list.matchAll(/`([^`]+)`/g)].map((match) => match[1]).sort()).toEqual(Object.values(EVENT_NAMES).sort());
   });
 
   it('has no HEAD, which would read the whole range for nothing', async () => {

@@ -1,8 +1,7 @@
-import { connect } from 'node:net';
 import { Readable } from 'node:stream';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bearer, http, json, startGateway, type HttpResult, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { bearer, http, json, rawHttp, startGateway, type HttpResult, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { assertStoreConsistent } from '../support/store-checks.js';
 import { DUPLICATE_MUTATION } from '../support/transports.js';
 
@@ -256,22 +255,26 @@ describe('hostile input', () => {
     }
   });
 
+  const malformed = 'Malformed request';
   it.each([
-    ['Content-Length and Transfer-Encoding together', 'POST /campaigns/duplicate HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n'],
-    ['a header name with a space', 'POST /graphql HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n'],
-    ['a bare line feed in a header value', 'POST /graphql HTTP/1.1\r\nHost: x\r\nX-A: 1\nX-B: 2\r\n\r\n'],
-    ['not HTTP at all', '\u0016\u0003\u0001\u0000\u00a5\u0001\u0000\u0000\u00a1\u0003\u0003\r\n\r\n'],
-  ])('answers a malformed HTTP request (%s) with 400 and a JSON body', async (_name, raw) => {
-    const { port } = new URL(gw.baseUrl);
-    const answer = await new Promise<string>((resolve, reject) => {
-      const socket = connect(Number(port), '127.0.0.1', () => socket.end(raw, 'latin1'));
-      let data = '';
-      socket.on('data', (chunk) => (data += chunk.toString('latin1')));
-      socket.on('end', () => resolve(data));
-      socket.on('error', reject);
-    });
-    expect(answer).toMatch(/^HTTP\/1\.1 400 /);
-    expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))).toMatchObject({ statusCode: 400 });
+    ['Content-Length and Transfer-Encoding together', 'POST /campaigns/duplicate HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', 400, malformed],
+    ['a header name with a space', 'POST /graphql HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n', 400, malformed],
+    ['a bare line feed in a header value', 'POST /graphql HTTP/1.1\r\nHost: x\r\nX-A: 1\nX-B: 2\r\n\r\n', 400, malformed],
+    ['not HTTP at all', '\u0016\u0003\u0001\u0000\u00a5\u0001\u0000\u0000\u00a1\u0003\u0003\r\n\r\n', 400, malformed],
+    ['headers over 16 KiB', `GET /duplication_jobs/x HTTP/1.1\r\nHost: x\r\nX-Pad: ${'p'.repeat(17_000)}\r\n\r\n`, 431, 'Request headers are too large'],
+  ])('answers a malformed HTTP request (%s) with %i, an error body like any other and a request id', async (_name, raw, status, message) => {
+    const { head, body } = await rawHttp(gw.baseUrl, raw);
+    expect(head).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
+    expect(head).toMatch(/\r\ncontent-type: application\/json; charset=utf-8\r\n/i);
+    expect(head).toMatch(/\r\nx-request-id: [0-9a-f-]{36}(\r\n|$)/i);
+    expect(JSON.parse(body)).toEqual({ message });
+  });
+
+  it('answers a URL it cannot decode like any other bad request, without repeating it', async () => {
+    const response = await http(gw.baseUrl, 'POST', '/campaigns/duplicate%', { headers: { ...json, ...bearer(ws.key) }, body: '{}' });
+    expect(response.status).toBe(400);
+    expect(response.body).toEqual({ message: 'Malformed URL' });
+    expect(response.headers['x-request-id']).toBeTypeOf('string');
   });
 
   it.each([

@@ -1,4 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request, type Dispatcher } from 'undici';
@@ -107,6 +108,23 @@ export async function http(
   return { status: response.statusCode, headers: response.headers, body, text };
 }
 
+/**
+ * Bytes sent as they are on a raw socket, for requests no HTTP client would send; the gateway's answer split
+ * into its head (status line and headers) and body.
+ */
+export async function rawHttp(baseUrl: string, raw: string): Promise<{ head: string; body: string }> {
+  const { port } = new URL(baseUrl);
+  const answer = await new Promise<string>((resolve, reject) => {
+    const socket = connect(Number(port), '127.0.0.1', () => socket.end(raw, 'latin1'));
+    let data = '';
+    socket.on('data', (chunk) => (data += chunk.toString('latin1')));
+    socket.on('end', () => resolve(data));
+    socket.on('error', reject);
+  });
+  const end = answer.indexOf('\r\n\r\n');
+  return { head: answer.slice(0, end), body: answer.slice(end + 4) };
+}
+
 export const bearer = (key: string) => ({ authorization: `Bearer ${key}` });
 export const json = { 'content-type': 'application/json' };
 
@@ -135,6 +153,24 @@ export function storeFailingOn(store: GatewayStore, methods: (keyof GatewayStore
       if (typeof value !== 'function') return value;
       return (...args: unknown[]) => {
         if (failing() && methods.includes(property as keyof GatewayStore)) throw new Error('disk /var/secret/gateway.db exploded');
+        return value.apply(target, args);
+      };
+    },
+  });
+}
+
+/**
+ * The store with some of its methods waiting for `hold()` first, while it returns a promise: a request caught
+ * half-way through, for as long as a test needs it there.
+ */
+export function storeHeldOn(store: GatewayStore, methods: (keyof GatewayStore)[], hold: () => Promise<void> | undefined): GatewayStore {
+  return new Proxy(store, {
+    get(target, property) {
+      const value = Reflect.get(target, property, target);
+      if (typeof value !== 'function') return value;
+      if (!methods.includes(property as keyof GatewayStore)) return value.bind(target);
+      return async (...args: unknown[]) => {
+        await hold();
         return value.apply(target, args);
       };
     },

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startGateway, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { transports } from '../support/transports.js';
 
 let gateway: TestGateway;
@@ -26,6 +26,17 @@ describe.each(transports)('idempotency keys over $name', (transport) => {
     expect(again.status).toBe(first.status);
     expect(again.response.headers['x-ratelimit-remaining']).toBe(first.response.headers['x-ratelimit-remaining']);
     expect(await requested(team)).toBe(1);
+  });
+
+  it("answers a repeat after the job finished with the job's status now, not the one it was accepted with", async () => {
+    const team = await gateway.workspace();
+    const args = { campaignId: team.campaign.id, name: 'finished' };
+    const first = await transport.duplicate(gateway.baseUrl, team.key, args, { idempotencyKey: 'done-1' });
+    await waitFor(async () => (await transport.job(gateway.baseUrl, team.key, first.jobId!)).job?.status === 'SUCCEEDED');
+    const again = await transport.duplicate(gateway.baseUrl, team.key, args, { idempotencyKey: 'done-1' });
+    expect(again.jobId).toBe(first.jobId);
+    const status = transport.name === 'REST' ? again.response.body.status : again.response.body.data.duplicateCampaign.job.status;
+    expect(status).toBe(transport.name === 'REST' ? 'succeeded' : 'SUCCEEDED');
   });
 
   it('refuses the same key with a different body as CONFLICT (422 over REST)', async () => {
@@ -90,6 +101,9 @@ describe.each(transports)('idempotency keys over $name', (transport) => {
     const team = await gateway.workspace();
     const outcome = await transport.duplicate(gateway.baseUrl, team.key, { campaignId: team.campaign.id, name: 'x' }, { idempotencyKey: key });
     expect(outcome.code).toBe('BAD_USER_INPUT');
+    // Each transport names the input where the caller put it: a REST header, a GraphQL input field.
+    const problem = 'must be 1 to 255 visible ASCII characters';
+    expect(outcome.details).toEqual([transport.name === 'REST' ? `'Idempotency-Key' ${problem}` : `idempotencyKey: ${problem}`]);
     expect(await requested(team)).toBe(0);
   });
 

@@ -58,4 +58,16 @@ describe('GET /duplication_jobs/{job_id}', () => {
     }
     expect((await http(gateway.baseUrl, 'GET', `/duplication_jobs/${jobId}`)).status).toBe(401);
   });
+
+  it.each([37, 101, 4000])('answers an id of %i characters like any unknown id, without repeating it', async (length) => {
+    const id = 'j'.repeat(length);
+    const unknown = await http(gateway.baseUrl, 'GET', '/duplication_jobs/00000000-0000-4000-8000-000000000000', { headers: bearer(team.key) });
+    const response = await http(gateway.baseUrl, 'GET', `/duplication_jobs/${id}`, { headers: bearer(team.key) });
+    expect(response.status).toBe(404);
+    expect(response.body).toEqual(unknown.body);
+    expect(response.body).toEqual({ message: 'Job not found' });
+    expect(response.headers['x-request-id']).toBeTypeOf('string');
+    // Who asks still comes first.
+    expect((await http(gateway.baseUrl, 'GET', `/duplication_jobs/${id}`)).status).toBe(401);
+  });
 });

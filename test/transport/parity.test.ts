@@ -1,6 +1,22 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createStore } from '../../src/app.js';
+import { loadConfig } from '../../src/config.js';
 import { ERROR_CODES, type ErrorCode } from '../../src/domain/errors.js';
-import { graphql, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import {
+  bearer,
+  graphql,
+  http,
+  json,
+  startGateway,
+  storeHeldOn,
+  waitFor,
+  type HttpResult,
+  type TestGateway,
+  type TestWorkspace,
+} from '../support/gateway.js';
 import { jobCounts } from '../support/store-checks.js';
 import { jobEvents, transports, type DuplicateArgs, type DuplicateOutcome } from '../support/transports.js';
 
@@ -174,5 +190,101 @@ describe('the quota', () => {
     expect(response.headers['x-ratelimit-remaining']).toBe('97');
     const jobs = await limited.app.store.listEvents(team.workspace.id, { types: ['CAMPAIGN_DUPLICATION_REQUESTED'] }, { first: 10 });
     expect(jobs).toHaveLength(3);
+  });
+});
+
+describe('X-RateLimit-* on POST /campaigns/duplicate', () => {
+  const LIMIT = 5;
+  const dir = mkdtempSync(join(tmpdir(), 'cgw-ratelimit-'));
+  let gw: TestGateway;
+  /** While set, enqueueJob waits for it: a request held after its idempotency key was reserved. */
+  let hold: (() => Promise<void>) | undefined;
+
+  beforeAll(async () => {
+    const env = { DATA_DIR: dir, DUPLICATE_RATE_LIMIT: String(LIMIT), DUPLICATE_RATE_WINDOW_SECONDS: '3600' };
+    const store = storeHeldOn(await createStore(loadConfig(env)), ['enqueueJob'], () => hold?.());
+    gw = await startGateway(env, { store });
+  });
+
+  afterAll(async () => {
+    await gw?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const valid = (team: TestWorkspace) => JSON.stringify({ campaign_id: team.campaign.id, name: 'copy' });
+  const post = (team: TestWorkspace, body: string, headers: Record<string, string> = {}) =>
+    http(gw.baseUrl, 'POST', '/campaigns/duplicate', { headers: { ...json, ...bearer(team.key), ...headers }, body });
+
+  /** The second of two requests with one idempotency key, sent while the first is being accepted. */
+  async function whileInFlight(team: TestWorkspace): Promise<HttpResult> {
+    let arrived!: () => void;
+    let release!: () => void;
+    const reached = new Promise<void>((resolve) => (arrived = resolve));
+    const released = new Promise<void>((resolve) => (release = resolve));
+    hold = () => {
+      hold = undefined;
+      arrived();
+      return released;
+    };
+    const first = post(team, valid(team), { 'idempotency-key': 'held' });
+    await reached;
+    const second = await post(team, valid(team), { 'idempotency-key': 'held' });
+    release();
+    expect((await first).status).toBe(202);
+    return second;
+  }
+
+  // Each case runs in a fresh workspace; `remaining` is what its answer must say is left (null: no headers).
+  const cases: { name: string; status: number; remaining: number | null; send: (team: TestWorkspace) => Promise<HttpResult> }[] = [
+    { name: 'accepted', status: 202, remaining: LIMIT - 1, send: (team) => post(team, valid(team)) },
+    { name: 'invalid fields', status: 400, remaining: LIMIT - 1, send: (team) => post(team, JSON.stringify({ campaign_id: 7 })) },
+    { name: 'malformed JSON', status: 400, remaining: LIMIT, send: (team) => post(team, '{"campaign_id": ') },
+    { name: 'an empty body', status: 400, remaining: LIMIT, send: (team) => post(team, '') },
+    { name: 'a bad Idempotency-Key', status: 400, remaining: LIMIT, send: (team) => post(team, valid(team), { 'idempotency-key': 'a b' }) },
+    {
+      name: 'the permission missing',
+      status: 403,
+      remaining: LIMIT,
+      send: async (team) => post({ ...team, key: (await team.addKey(['campaigns.list'])).key }, valid(team)),
+    },
+    { name: 'an idempotency key in flight', status: 409, remaining: LIMIT - 1, send: whileInFlight },
+    { name: 'a body over the limit', status: 413, remaining: LIMIT, send: (team) => post(team, JSON.stringify({ campaign_id: team.campaign.id, name: 'x'.repeat(70 * 1024) })) },
+    { name: 'text/plain', status: 415, remaining: LIMIT, send: (team) => post(team, valid(team), { 'content-type': 'text/plain' }) },
+    {
+      name: 'an idempotency key reused with another body',
+      status: 422,
+      remaining: LIMIT - 1,
+      send: async (team) => {
+        expect((await post(team, valid(team), { 'idempotency-key': 'reused' })).status).toBe(202);
+        return post(team, JSON.stringify({ campaign_id: team.campaign.id, name: 'other' }), { 'idempotency-key': 'reused' });
+      },
+    },
+    {
+      name: 'the quota spent',
+      status: 429,
+      remaining: 0,
+      send: async (team) => {
+        for (let index = 0; index < LIMIT; index++) expect((await post(team, valid(team))).status).toBe(202);
+        return post(team, valid(team));
+      },
+    },
+    { name: 'no key: no workspace, so no quota to show', status: 401, remaining: null, send: (team) => post({ ...team, key: 'cgw_nope' }, valid(team)) },
+  ];
+
+  it.each(cases)('$name → $status', async ({ status, remaining, send }) => {
+    const team = await gw.workspace();
+    const before = Date.now() / 1000;
+    const response = await send(team);
+    expect(response.status).toBe(status);
+    expect(response.body.message).toBeTypeOf('string');
+    if (remaining === null) {
+      for (const name of ['x-ratelimit-limit', 'x-ratelimit-remaining', 'x-ratelimit-reset']) expect(response.headers[name]).toBeUndefined();
+      return;
+    }
+    expect(response.headers['x-ratelimit-limit']).toBe(String(LIMIT));
+    expect(response.headers['x-ratelimit-remaining']).toBe(String(remaining));
+    const reset = Number(response.headers['x-ratelimit-reset']);
+    expect(reset).toBeGreaterThan(before);
+    expect(reset).toBeLessThanOrEqual(Math.ceil(Date.now() / 1000) + 3600);
   });
 });
