@@ -8,6 +8,7 @@ export const toGraphQLJob = (job: domain.DuplicationJob): DuplicationJob => ({
   name: job.name,
   description: job.description,
   tagNames: job.tagNames ?? [],
+  keepsSourceTags: job.tagNames === null,
   channel: job.channel,
   apiKey: { id: job.apiKeyId, name: job.apiKeyName },
   attempts: job.attempts,

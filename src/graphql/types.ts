@@ -67,11 +67,14 @@ export class DuplicationJob {
   @Field(() => String, { description: 'Name of the new campaign.' })
   name!: string;
 
-  @Field(() => String, { nullable: true })
+  @Field(() => String, { nullable: true, description: "Description of the new campaign; null when the source campaign's is kept." })
   description!: string | null;
 
-  @Field(() => [String], { description: "Tags of the new campaign; empty when the source campaign's tags are kept." })
+  @Field(() => [String], { description: 'Tags of the new campaign, as requested; empty when keepsSourceTags.' })
   tagNames!: string[];
+
+  @Field(() => Boolean, { description: "True when the request named no tags: the new campaign keeps the source campaign's tags." })
+  keepsSourceTags!: boolean;
 
   @Field(() => RequestChannel)
   channel!: string;

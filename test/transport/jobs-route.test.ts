@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bearer, http, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { bearer, graphql, http, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { rest } from '../support/transports.js';
 
 let gateway: TestGateway;
@@ -69,5 +69,21 @@ describe('GET /duplication_jobs/{job_id}', () => {
     expect(response.headers['x-request-id']).toBeTypeOf('string');
     // Who asks still comes first.
     expect((await http(gateway.baseUrl, 'GET', `/duplication_jobs/${id}`)).status).toBe(401);
+  });
+});
+
+describe("a job says whether the copy keeps the source campaign's tags", () => {
+  const jobQuery = 'query($id: ID!) { duplicationJob(id: $id) { tagNames keepsSourceTags description } }';
+
+  it.each([
+    ['no tags named', {}, { tagNames: [], keeps: true }],
+    ['an empty list', { tagNames: [] }, { tagNames: [], keeps: false }],
+    ['a tag', { tagNames: ['promo'] }, { tagNames: ['promo'], keeps: false }],
+  ])('with %s, over both transports', async (_label, tags, expected) => {
+    const { jobId } = await rest.duplicate(gateway.baseUrl, team.key, { campaignId: team.campaign.id, name: 'tags', ...tags });
+    const viaRest = await http(gateway.baseUrl, 'GET', `/duplication_jobs/${jobId}`, { headers: bearer(team.key) });
+    expect(viaRest.body).toMatchObject({ tag_names: expected.tagNames, keeps_source_tags: expected.keeps });
+    const viaGraphQL = await graphql(gateway.baseUrl, team.key, jobQuery, { id: jobId });
+    expect(viaGraphQL.body.data.duplicationJob).toEqual({ tagNames: expected.tagNames, keepsSourceTags: expected.keeps, description: null });
   });
 });
