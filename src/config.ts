@@ -130,7 +130,8 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 
 export function loadConfig(env: Env = process.env): Config {
   const nodeEnv = env.NODE_ENV?.trim() || 'development';
-  const production = nodeEnv === 'production';
+  // Anything but the two names of a developer's machine (Production, prod, staging) gets production's safe defaults.
+  const production = !['development', 'test'].includes(nodeEnv.toLowerCase());
   const logLevel = env.LOG_LEVEL?.trim() || 'info';
   if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}`);
   const logFormat = (env.LOG_FORMAT?.trim().toLowerCase() || 'auto') as Config['logFormat'];
@@ -144,6 +145,18 @@ export function loadConfig(env: Env = process.env): Config {
   // A lease shorter than an upstream call would let a second worker claim a job while the first still waits on it.
   if (upstreamUrl && jobLeaseMs < upstreamTimeoutMs + 5000) {
     throw new ConfigError('JOB_LEASE_SECONDS', `must be at least 5 seconds longer than UPSTREAM_TIMEOUT_MS (${upstreamTimeoutMs} ms)`);
+  }
+  // Upstream, calls still in flight when the grace ends would be handed back and sent to Braze a second time
+  // by the next worker: the grace outlasts the longest call.
+  const shutdownGraceMs = integer(env, 'SHUTDOWN_GRACE_SECONDS', upstreamUrl ? Math.max(10, Math.ceil(upstreamTimeoutMs / 1000) + 5) : 10, 1, 3600) * 1000;
+  if (upstreamUrl && shutdownGraceMs <= upstreamTimeoutMs) {
+    throw new ConfigError('SHUTDOWN_GRACE_SECONDS', `must be longer than UPSTREAM_TIMEOUT_MS (${upstreamTimeoutMs} ms)`);
+  }
+  const idempotencyTtlMs = integer(env, 'IDEMPOTENCY_TTL_HOURS', 24, 1, 24 * 30) * 3600_000;
+  const jobRetentionMs = integer(env, 'JOB_RETENTION_DAYS', 7, 1, 3650) * 86_400_000;
+  // A key kept longer than its job would answer a retry with "that job no longer exists" instead of the job.
+  if (idempotencyTtlMs > jobRetentionMs) {
+    throw new ConfigError('IDEMPOTENCY_TTL_HOURS', `must not be longer than JOB_RETENTION_DAYS (${jobRetentionMs / 86_400_000} days)`);
   }
   const host = env.HOST?.trim() || '127.0.0.1';
   return {
@@ -167,16 +180,17 @@ export function loadConfig(env: Env = process.env): Config {
     workerConcurrency: integer(env, 'WORKER_CONCURRENCY', upstreamUrl ? 4 : 32, 0, 1000),
     jobLeaseMs,
     jobMaxAttempts: integer(env, 'JOB_MAX_ATTEMPTS', 5, 1, 100),
-    shutdownGraceMs: integer(env, 'SHUTDOWN_GRACE_SECONDS', 10, 1, 3600) * 1000,
+    shutdownGraceMs,
     bodyLimitBytes: integer(env, 'BODY_LIMIT_BYTES', 64 * 1024, 1024, 10 * 1024 * 1024),
-    idempotencyTtlMs: integer(env, 'IDEMPOTENCY_TTL_HOURS', 24, 1, 24 * 30) * 3600_000,
-    jobRetentionMs: integer(env, 'JOB_RETENTION_DAYS', 7, 1, 3650) * 86_400_000,
+    idempotencyTtlMs,
+    jobRetentionMs,
     eventRetentionMs: integer(env, 'EVENT_RETENTION_DAYS', 90, 1, 3650) * 86_400_000,
     retentionIntervalMs: integer(env, 'RETENTION_INTERVAL_MINUTES', 10, 1, 1440) * 60_000,
     logLevel,
     logFormat,
     explorer: boolean(env, 'GRAPHQL_EXPLORER', !production),
-    seedDemo: boolean(env, 'SEED_DEMO', true),
+    // The demo key is printed to stdout: a production log must never carry one.
+    seedDemo: boolean(env, 'SEED_DEMO', !production),
     trustProxy: trustProxy(env),
     corsOrigins: origins(env, 'CORS_ORIGINS'),
     authFailureLimit: integer(env, 'AUTH_FAILURE_LIMIT', 20, 1, 1_000_000),

@@ -5,8 +5,9 @@ import { demoBanner, seedDemoWorkspace } from './seed.js';
 async function main(): Promise<void> {
   const config = loadConfig();
   const app = await buildApp(config);
-  const seed = config.seedDemo ? await seedDemoWorkspace(app.store, app.admin) : null;
   await app.http.listen({ port: config.port, host: config.host });
+  // After listen: a first start that cannot bind its port must not make a key it never shows.
+  const seed = config.seedDemo ? await seedDemoWorkspace(app.store, app.admin) : null;
   app.start();
   const address = app.http.server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;

@@ -264,7 +264,8 @@ export class GatewayService {
     if (!hashesEqual(holder.requestHash, requestHash)) throw new GatewayError('IDEMPOTENCY_MISMATCH');
     if (holder.jobId === null) throw new GatewayError('IDEMPOTENCY_IN_FLIGHT', undefined, { retryAfterSeconds: 1 });
     const job = await this.deps.store.getJob(principal.workspaceId, holder.jobId);
-    // The job was pruned while its key was still kept: the key is as good as new.
+    // The job was pruned while its key was still kept, which the configuration prevents (keys live no longer
+    // than finished jobs) unless retention was shortened since: refused, since the copy was made.
     if (!job) throw new GatewayError('IDEMPOTENCY_MISMATCH', 'This idempotency key belongs to a job that no longer exists');
     // Keys are shared by the workspace, jobs are not: a caller never gets a job id it could not follow.
     if (!(await this.maySee(principal, job))) {

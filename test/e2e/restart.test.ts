@@ -1,4 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -43,6 +44,22 @@ describe('a real gateway process', () => {
 
     second.child.kill('SIGTERM');
     expect((await second.exited).code).toBe(0);
+  });
+
+  it('makes the demo key only once it listens: a first start that cannot bind leaves the next one to show it', async () => {
+    const fresh = mkdtempSync(join(tmpdir(), 'cgw-e2e-port-'));
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = holder.address() as AddressInfo;
+      await expect(spawnGateway({ DATA_DIR: fresh, PORT: String(port), WORKER_CONCURRENCY: '0' }, 20_000)).rejects.toThrow(/EADDRINUSE/);
+      const next = await spawnGateway({ DATA_DIR: fresh, WORKER_CONCURRENCY: '0' });
+      processes.push(next);
+      expect(next.output()).toMatch(/^\s+cgw_[0-9A-Za-z]+$/m);
+    } finally {
+      holder.close();
+      rmSync(fresh, { recursive: true, force: true });
+    }
   });
 
   it('stops with one clear line naming the variable when the configuration is invalid', async () => {

@@ -19,6 +19,29 @@ describe('security configuration', () => {
   });
 
   it.each([
+    ['production', true],
+    ['Production', true],
+    ['prod', true],
+    ['staging', true],
+    ['development', false],
+    ['test', false],
+    ['', false],
+  ])('treats NODE_ENV=%j as production: %s, with production defaults', (value, production) => {
+    const config = loadConfig({ NODE_ENV: value });
+    expect(config.production).toBe(production);
+    expect(config.explorer).toBe(!production);
+    // The demo workspace's key is printed to stdout: never by default where stdout is a production log.
+    expect(config.seedDemo).toBe(!production);
+  });
+
+  it('keeps idempotency keys no longer than the jobs they answer with', () => {
+    expect(loadConfig({ IDEMPOTENCY_TTL_HOURS: '168', JOB_RETENTION_DAYS: '7' }).idempotencyTtlMs).toBe(168 * 3600_000);
+    expect(() => loadConfig({ IDEMPOTENCY_TTL_HOURS: '720', JOB_RETENTION_DAYS: '1' })).toThrow(
+      'invalid configuration: IDEMPOTENCY_TTL_HOURS must not be longer than JOB_RETENTION_DAYS (1 days)',
+    );
+  });
+
+  it.each([
     ['true', true],
     ['off', false],
     ['10.0.0.1', ['10.0.0.1/32']],

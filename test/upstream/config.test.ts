@@ -14,6 +14,10 @@ describe('upstream configuration', () => {
       workerConcurrency: 4,
     });
     expect(loadConfig({}).workerConcurrency).toBe(32);
+    // Calls in flight end before the grace does, so no job is handed back while Braze may still act on it.
+    expect(loadConfig(upstream).shutdownGraceMs).toBe(15_000);
+    expect(loadConfig({ ...upstream, UPSTREAM_TIMEOUT_MS: '60000', JOB_LEASE_SECONDS: '90' }).shutdownGraceMs).toBe(65_000);
+    expect(loadConfig({}).shutdownGraceMs).toBe(10_000);
     expect(loadConfig({ ...upstream, WORKER_CONCURRENCY: '8' }).workerConcurrency).toBe(8);
   });
 
@@ -28,6 +32,10 @@ describe('upstream configuration', () => {
     [
       { ...upstream, UPSTREAM_TIMEOUT_MS: '30000', JOB_LEASE_SECONDS: '30' },
       'invalid configuration: JOB_LEASE_SECONDS must be at least 5 seconds longer than UPSTREAM_TIMEOUT_MS (30000 ms)',
+    ],
+    [
+      { ...upstream, UPSTREAM_TIMEOUT_MS: '20000', SHUTDOWN_GRACE_SECONDS: '3' },
+      'invalid configuration: SHUTDOWN_GRACE_SECONDS must be longer than UPSTREAM_TIMEOUT_MS (20000 ms)',
     ],
   ])('refuses %o with one clear line', (env, message) => {
     expect(() => loadConfig(env)).toThrow(message);
