@@ -180,6 +180,15 @@ export interface ApolloOptions {
   plugins?: ApolloServerPlugin<GraphQLContext>[];
 }
 
+/**
+ * graphql-js suggests names of the schema ("Did you mean …?") in variable errors too, which Apollo's
+ * hideSchemaDetailsFromClientErrors, covering validation errors only, leaves in.
+ */
+const withoutSchemaHints = (formatted: GraphQLFormattedError): GraphQLFormattedError => ({
+  ...formatted,
+  message: formatted.message.replace(/ ?Did you mean [^]*\?$/, ''),
+});
+
 /** Longest document, in tokens: far above any real operation, far below what would exhaust the parser. */
 const MAX_TOKENS = 2000;
 
@@ -197,7 +206,7 @@ export function createApollo(options: ApolloOptions): ApolloServer<GraphQLContex
     parseOptions: { maxTokens: MAX_TOKENS },
     maxRecursiveSelections: true,
     validationRules: [operationShapeRule(options.limits), ...(options.introspection ? [] : [NoSchemaIntrospectionCustomRule])],
-    formatError: formatGraphQLError,
+    formatError: options.hideSchemaDetails ? (formatted, error) => withoutSchemaHints(formatGraphQLError(formatted, error)) : formatGraphQLError,
     stringifyResult: stringifyGraphQLResult,
     // The cache-control plugin hooks every resolved field to compute a policy this schema never sets. Apollo
     // would add usage and schema reporting to its cloud when APOLLO_KEY is set and inline tracing for a

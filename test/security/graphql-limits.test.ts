@@ -209,6 +209,15 @@ describe('GraphQL in production', () => {
     const input = await graphql(gw.baseUrl, ws.key, 'mutation { duplicateCampaign(input: {campaignID: "x", name: "y"}) { job { id } } }');
     expect(input.status).toBe(400);
     expect(input.text).not.toMatch(/did you mean/i);
+    // Variables are coerced outside validation, and graphql-js suggests names there too.
+    const enumValue = await graphql(gw.baseUrl, null, 'query($t: [SecurityEventType!]) { securityEvents(filter: {types: $t}) { edges { node { id } } } }', { t: ['API_KEY_CREATE'] });
+    const inputField = await graphql(gw.baseUrl, ws.key, 'mutation($input: DuplicateCampaignInput!) { duplicateCampaign(input: $input) { job { id } } }', { input: { campaignId: 'x', nam: 'y' } });
+    for (const refused of [enumValue, inputField]) {
+      expect(refused.status).toBe(400);
+      expect(refused.body.errors[0].message).toMatch(/^Variable "\$\w+" got invalid value/);
+      expect(refused.text).not.toMatch(/did you mean/i);
+      expect(refused.text).not.toMatch(/API_KEY_CREATED|"name"/);
+    }
   });
 
   it('answers an unexpected failure with INTERNAL_SERVER_ERROR and a request id that is in the log, over both transports', async () => {
