@@ -71,6 +71,8 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     bodyLimit: config.bodyLimitBytes,
     trustProxy: config.trustProxy,
     forceCloseConnections: 'idle',
+    // Requests that arrive while closing are refused by the hook below, in the gateway's shape, not fastify's.
+    return503OnClosing: false,
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
     requestIdHeader: false,
@@ -106,6 +108,9 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
     if (closing) reply.header('connection', 'close');
+  });
+  app.addHook('onRequest', async () => {
+    if (closing) throw new GatewayError('UNAVAILABLE', 'The gateway is shutting down', { retryAfterSeconds: 1 });
   });
 
   // Only JSON is parsed: any other body is refused with 415 before a handler runs.
