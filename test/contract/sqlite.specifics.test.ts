@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -37,6 +37,13 @@ describe('SQLite store specifics', () => {
     await other.close();
     await store.close();
     rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('makes the data directory readable by its own user only', async () => {
+    const made = new SqliteStore({ filename: join(dir, 'made', 'here', 'gateway.db') });
+    await made.migrate();
+    await made.close();
+    expect(statSync(join(dir, 'made', 'here')).mode & 0o777).toBe(0o700);
   });
 
   it('commits the writes of one turn together: a failing one rejects alone, the others are committed when they resolve', async () => {

@@ -48,7 +48,8 @@ export class SqliteStore implements GatewayStore {
   private readonly tags = new FoundCache<true>();
 
   constructor(private readonly options: SqliteStoreOptions) {
-    mkdirSync(dirname(options.filename), { recursive: true });
+    // Key hashes and client addresses: a directory the store makes is its user's alone (an existing one is kept as it is).
+    mkdirSync(dirname(options.filename), { recursive: true, mode: 0o700 });
     this.db = openConnection(options.filename);
     this.sql = new Statements(this.db);
     this.snapshot = new ReadSnapshot(this.db);
