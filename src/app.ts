@@ -120,7 +120,10 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     new RateLimiterQuota(
       limiters.limiter({ keyPrefix: 'duplicate', points: config.duplicateRateLimit, durationSeconds: config.duplicateRateWindowSeconds }),
     );
-  const upstream = createUpstream(config, clock, { warn: (object, message) => upstreamLog?.warn(object, message) });
+  const upstream = createUpstream(config, clock, {
+    warn: (object, message) => upstreamLog?.warn(object, message),
+    error: (object, message) => upstreamLog?.error(object, message),
+  });
   const campaigns: CampaignReader = upstream ? new BrazeCampaignReader(upstream) : new StoreCampaignReader(store);
   const duplicator: Duplicator = upstream
     ? new BrazeDuplicator(
@@ -167,7 +170,9 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
           ? {
               upstream: async () => {
                 await upstream.ping();
-                return { status: 'up' as const, backend: 'braze' };
+                return upstream.refusesKey
+                  ? { status: 'degraded' as const, backend: 'braze', message: 'The upstream refused UPSTREAM_API_KEY (401) at its last call: duplications fail until it is replaced' }
+                  : { status: 'up' as const, backend: 'braze' };
               },
             }
           : {}),

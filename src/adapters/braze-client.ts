@@ -14,7 +14,7 @@ export interface BrazeClientOptions {
   /** Sockets kept open to the upstream. */
   connections?: number;
   clock?: Clock;
-  logger?: { warn(object: object, message: string): void };
+  logger?: { warn(object: object, message: string): void; error(object: object, message: string): void };
 }
 
 /** One upstream call, classified: what the caller does next depends only on `kind`. */
@@ -47,6 +47,7 @@ export class BrazeClient {
   private readonly agent: Agent;
   private readonly baseUrl: string;
   private readonly clock: Clock;
+  private keyRefused = false;
 
   constructor(private readonly options: BrazeClientOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, '');
@@ -113,10 +114,25 @@ export class BrazeClient {
     return this.agent.close();
   }
 
+  /**
+   * Whether the upstream's last verdict on the key was a 401. The readiness check reports it: every job fails
+   * for good until the key is replaced, while the unauthenticated reachability check still passes.
+   */
+  get refusesKey(): boolean {
+    return this.keyRefused;
+  }
+
   private classify(method: string, path: string, response: Dispatcher.ResponseData, text: string | null): UpstreamResponse {
     const status = response.statusCode;
     const body = parseJson(text);
-    if (status >= 200 && status < 300) return { kind: 'ok', status, body };
+    if (status === 401) {
+      if (!this.keyRefused) this.options.logger?.error({ status }, 'the upstream refused UPSTREAM_API_KEY: duplications fail until it is replaced');
+      this.keyRefused = true;
+    }
+    if (status >= 200 && status < 300) {
+      this.keyRefused = false;
+      return { kind: 'ok', status, body };
+    }
     const message = `The upstream answered ${status}: ${this.upstreamMessage(body)}`;
     if (status === 408 || status === 429 || status >= 500) {
       const retryAfterMs = this.retryAfterMs(response.headers, status === 429);

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { startFakeBraze, type FakeBraze } from '../support/fake-braze.js';
-import { bearer, graphql, http, json, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
+import { bearer, graphql, http, json, recordingLogger, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
 
 const UPSTREAM_KEY = 'braze-upstream-key-e2e-31d9aa';
 
@@ -72,6 +72,42 @@ describe('upstream mode end to end: a gateway in front of a Braze-like upstream'
     });
     const live = await http(gateway.baseUrl, 'GET', '/healthz');
     expect(live.status).toBe(200);
+  });
+
+  it('an upstream that refuses the key is reported, degraded, and logged once, until it accepts the key again', async () => {
+    fake = await startFakeBraze(UPSTREAM_KEY);
+    const logs = recordingLogger('warn');
+    gateway = await startGateway({ UPSTREAM_URL: fake.url, UPSTREAM_API_KEY: 'not-the-upstream-key' }, { logger: logs.logger });
+    const ws = await gateway.workspace();
+    const refused = async () => {
+      const accepted = await http(gateway!.baseUrl, 'POST', '/campaigns/duplicate', {
+        headers: { ...json, ...bearer(ws.key) },
+        body: JSON.stringify({ campaign_id: 'cmp-0001', name: 'never copied' }),
+      });
+      return waitFor(async () => {
+        const job = await http(gateway!.baseUrl, 'GET', `/duplication_jobs/${accepted.body.job_id}`, { headers: bearer(ws.key) });
+        return job.body.status === 'failed' && job.body;
+      });
+    };
+    expect((await refused()).error.code).toBe('UPSTREAM_UNAUTHORIZED');
+    await refused();
+    const degraded = await http(gateway.baseUrl, 'GET', '/readyz');
+    expect(degraded.status).toBe(200);
+    expect(degraded.body.checks.upstream).toEqual({
+      status: 'degraded',
+      backend: 'braze',
+      message: 'The upstream refused UPSTREAM_API_KEY (401) at its last call: duplications fail until it is replaced',
+    });
+    expect(logs.lines.filter((line) => line.includes('the upstream refused UPSTREAM_API_KEY'))).toHaveLength(1);
+    expect(logs.lines.join('\n')).not.toContain('not-the-upstream-key');
+
+    fake.script('POST /campaigns/duplicate', { status: 201, json: { message: 'success' } });
+    const accepted = await http(gateway.baseUrl, 'POST', '/campaigns/duplicate', {
+      headers: { ...json, ...bearer(ws.key) },
+      body: JSON.stringify({ campaign_id: 'cmp-0001', name: 'copied' }),
+    });
+    await waitFor(async () => (await http(gateway!.baseUrl, 'GET', `/duplication_jobs/${accepted.body.job_id}`, { headers: bearer(ws.key) })).body.status === 'succeeded');
+    expect((await http(gateway.baseUrl, 'GET', '/readyz')).body.checks.upstream).toEqual({ status: 'up', backend: 'braze' });
   });
 
   it('an upstream answering 5xx is not ready; local mode has no upstream check', async () => {
