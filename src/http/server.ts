@@ -109,8 +109,9 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     reply.header('x-request-id', request.id);
     if (closing) reply.header('connection', 'close');
   });
-  app.addHook('onRequest', async () => {
-    if (closing) throw new GatewayError('UNAVAILABLE', 'The gateway is shutting down', { retryAfterSeconds: 1 });
+  // A callback, not an async hook: it runs on every request and has nothing to wait for.
+  app.addHook('onRequest', (_request, _reply, done) => {
+    done(closing ? new GatewayError('UNAVAILABLE', 'The gateway is shutting down', { retryAfterSeconds: 1 }) : undefined);
   });
 
   // Only JSON is parsed: any other body is refused with 415 before a handler runs.
