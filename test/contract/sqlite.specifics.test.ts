@@ -39,6 +39,18 @@ describe('SQLite store specifics', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it('prepares one statement for a list of event types however often a type repeats in it', async () => {
+    await store.insertEvent(eventFixture(ws, { type: 'PERMISSION_DENIED' }));
+    const statements = (store as unknown as { sql: { cache: Map<string, unknown> } }).sql.cache;
+    await store.listEvents(ws, { types: ['PERMISSION_DENIED'] }, { first: 10 });
+    const prepared = statements.size;
+    for (let copies = 2; copies <= 200; copies += 1) {
+      const events = await store.listEvents(ws, { types: Array(copies).fill('PERMISSION_DENIED') }, { first: 10 });
+      expect(events.map((event) => event.type)).toEqual(['PERMISSION_DENIED']);
+    }
+    expect(statements.size).toBe(prepared);
+  });
+
   it('makes the data directory readable by its own user only', async () => {
     const made = new SqliteStore({ filename: join(dir, 'made', 'here', 'gateway.db') });
     await made.migrate();

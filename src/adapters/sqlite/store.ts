@@ -264,9 +264,11 @@ export class SqliteStore implements GatewayStore {
       params.apiKeyId = filter.apiKeyId;
     }
     if (filter.types !== undefined) {
-      const names = filter.types.map((_, index) => `@type${index}`);
-      where.push(filter.types.length === 0 ? '0' : `type IN (${names.join(', ')})`);
-      filter.types.forEach((type, index) => (params[`type${index}`] = type));
+      // Each length of the list is a statement of its own, prepared and kept: a caller repeating a type must
+      // not be able to mint new ones, so there are at most as many as there are event types.
+      const types = [...new Set(filter.types)];
+      where.push(types.length === 0 ? '0' : `type IN (${types.map((_, index) => `@type${index}`).join(', ')})`);
+      types.forEach((type, index) => (params[`type${index}`] = type));
     }
     if (filter.since !== undefined) {
       where.push('occurred_at >= @since');
