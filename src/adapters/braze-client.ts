@@ -19,7 +19,8 @@ export interface BrazeClientOptions {
 
 /** One upstream call, classified: what the caller does next depends only on `kind`. */
 export type UpstreamResponse =
-  | { kind: 'ok'; status: number; body: unknown }
+  /** `message`: Braze's own, made safe to keep like an error's (see `upstreamMessage`). */
+  | { kind: 'ok'; status: number; body: unknown; message?: string }
   /** The upstream refused the request itself (400, 401, 403, 404, …): sending it again cannot help. */
   | { kind: 'rejected'; status: number; body: unknown; error: JobError }
   /** 408, 429, 5xx, timeouts, connection errors: worth trying again, not before `retryAfterMs` when given. */
@@ -131,7 +132,8 @@ export class BrazeClient {
     }
     if (status >= 200 && status < 300) {
       this.keyRefused = false;
-      return { kind: 'ok', status, body };
+      const message = isRecord(body) && typeof body.message === 'string' ? this.safeText(body.message) : undefined;
+      return { kind: 'ok', status, body, ...(message === undefined ? {} : { message }) };
     }
     const message = `The upstream answered ${status}: ${this.upstreamMessage(body)}`;
     if (status === 408 || status === 429 || status >= 500) {
@@ -158,9 +160,13 @@ export class BrazeClient {
     if (typeof body.message === 'string') parts.push(body.message);
     if (Array.isArray(body.errors)) parts.push(...body.errors.filter((item): item is string => typeof item === 'string'));
     if (parts.length === 0) return 'no message';
-    // The upstream could echo what it received; the key must not travel on into jobs, events or responses.
-    const text = parts.join('; ').split(this.options.apiKey).join('[redacted]').replace(/[\u0000-\u001f\u007f]+/g, ' ');
-    return text.length > MAX_MESSAGE_LENGTH ? `${text.slice(0, MAX_MESSAGE_LENGTH)}…` : text;
+    return this.safeText(parts.join('; '));
+  }
+
+  /** Upstream text as it may be kept: the upstream could echo what it received, and the key must not travel on into jobs, events or responses. */
+  private safeText(text: string): string {
+    const safe = text.split(this.options.apiKey).join('[redacted]').replace(/[\u0000-\u001f\u007f]+/g, ' ');
+    return safe.length > MAX_MESSAGE_LENGTH ? `${safe.slice(0, MAX_MESSAGE_LENGTH)}…` : safe;
   }
 
   /** Retry-After (seconds or an HTTP date) and, on 429, X-RateLimit-Reset (epoch seconds): the later wins. */

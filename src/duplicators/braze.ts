@@ -45,14 +45,12 @@ export class BrazeDuplicator implements Duplicator {
 
     const response = await this.client.call('POST', '/campaigns/duplicate', { json: brazeDuplicateBody(job) });
     switch (response.kind) {
-      case 'ok': {
-        const message = (response.body as { message?: unknown } | undefined)?.message;
+      case 'ok':
         return {
           kind: 'succeeded',
           resultCampaignId: copyId(response.body, job),
-          details: { upstreamStatus: response.status, ...(typeof message === 'string' ? { upstreamMessage: message } : {}) },
+          details: { upstreamStatus: response.status, ...(response.message === undefined ? {} : { upstreamMessage: response.message }) },
         };
-      }
       case 'rejected':
         return { kind: 'permanent', error: response.error };
       case 'unavailable':

@@ -202,6 +202,16 @@ describe('upstream mode: what each upstream answer does to a job', () => {
     expect(h.lines.some((line) => line.includes('upstream call failed'))).toBe(true);
     expect(everything).not.toContain(UPSTREAM_KEY);
   });
+
+  it('keeps a success message only as safe text: no echoed key, no control characters, bounded', async () => {
+    h.fake.script(DUPLICATE, { status: 201, json: { message: `success; received Authorization: Bearer ${UPSTREAM_KEY}\u0000\n${'x'.repeat(2000)}` } });
+    const { id } = await enqueue(h);
+    expect(await until(h, id, finished)).toMatchObject({ status: 'SUCCEEDED' });
+    const events = JSON.stringify(await eventsOf(h, id));
+    expect(events).toContain('success; received Authorization: Bearer [redacted] x');
+    expect(events).not.toContain(UPSTREAM_KEY);
+    expect(events).not.toContain('x'.repeat(600));
+  });
 });
 
 describe('upstream mode: pacing', () => {
