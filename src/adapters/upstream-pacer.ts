@@ -22,10 +22,14 @@ export class UpstreamPacer {
     }
   }
 
-  /** The upstream said its own window is spent: no instance sends anything before `ms` have passed. */
+  /**
+   * The upstream said its own window is spent: no instance sends anything before `ms` have passed, nor before
+   * the current window ends. Blocking replaces the window, and a block shorter than what is left of it would
+   * open a fresh one early, with every slot free again.
+   */
   async pause(ms: number): Promise<void> {
     const current = await this.limiter.get(this.key);
     if (current && current.consumedPoints > this.limiter.points && current.msBeforeNext >= ms) return;
-    await this.limiter.block(this.key, Math.ceil(ms / 1000));
+    await this.limiter.block(this.key, Math.ceil(Math.max(ms, current?.msBeforeNext ?? 0) / 1000));
   }
 }

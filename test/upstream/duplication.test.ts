@@ -1,5 +1,6 @@
 import { RateLimiterMemory } from 'rate-limiter-flexible';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { UpstreamPacer } from '../../src/adapters/upstream-pacer.js';
 import type { DuplicationJob } from '../../src/domain/types.js';
 import { ManualClock } from '../support/clock.js';
 import { startFakeBraze, type FakeReply } from '../support/fake-braze.js';
@@ -252,6 +253,14 @@ describe('upstream mode: pacing', () => {
     }
     const events = await h.gateway.app.store.listEvents(h.ws.workspace.id, { types: ['CAMPAIGN_DUPLICATION_FAILED'] }, { first: 50 });
     expect(events).toHaveLength(0);
+  });
+
+  it('after an upstream 429, opens no fresh window before the current one ends', async () => {
+    const pacer = new UpstreamPacer(new RateLimiterMemory({ points: 2, duration: 20 }));
+    expect(await pacer.take()).toBe(0);
+    await pacer.pause(3000);
+    // One slot of this window was used: a fresh window after 3 s would allow two more calls within 20 s.
+    expect(await pacer.take()).toBeGreaterThan(15_000);
   });
 
   it('instances sharing one limiter share one pace', async () => {
