@@ -224,8 +224,14 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     },
     close: () =>
       (closed ??= (async () => {
-        // In-flight requests and running jobs finish side by side, both within the grace period.
-        await Promise.all([http.close(), retention.stop(), jobWorker.stop(config.shutdownGraceMs)]);
+        // In-flight requests and running jobs finish side by side, both within the grace period. A connection
+        // still busy when it ends (a client sending its body slowly) is cut, or close() would wait for it.
+        const cutConnections = setTimeout(() => http.server.closeAllConnections(), config.shutdownGraceMs);
+        await Promise.all([
+          http.close().finally(() => clearTimeout(cutConnections)),
+          retention.stop(),
+          jobWorker.stop(config.shutdownGraceMs),
+        ]);
         await upstream?.close();
         await limiters.close();
         await store.close();

@@ -20,6 +20,8 @@ export interface PruneCounts {
 export class RetentionPruner {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<PruneCounts> | undefined;
+  /** Ends a pass after its current batch: a pass over millions of rows must not hold up a shutdown. */
+  private stopping = false;
 
   constructor(
     private readonly store: GatewayStore,
@@ -30,6 +32,7 @@ export class RetentionPruner {
 
   start(): void {
     if (this.timer) return;
+    this.stopping = false;
     this.timer = setInterval(() => {
       this.pruneOnce().catch((error: unknown) => this.logger.error({ err: error }, 'retention pass failed'));
     }, this.options.intervalMs);
@@ -37,6 +40,7 @@ export class RetentionPruner {
   }
 
   async stop(): Promise<void> {
+    this.stopping = true;
     clearInterval(this.timer);
     this.timer = undefined;
     await this.running?.catch(() => undefined);
@@ -64,7 +68,7 @@ export class RetentionPruner {
     for (;;) {
       const deleted = await prune(this.options.batchSize);
       total += deleted;
-      if (deleted < this.options.batchSize) return total;
+      if (deleted < this.options.batchSize || this.stopping) return total;
       // Let waiting requests run between batches.
       await new Promise((resolve) => setImmediate(resolve));
     }

@@ -53,4 +53,23 @@ describe('retention', () => {
     expect(await pruner.pruneOnce()).toEqual({ jobs: 0, events: 2503, idempotencyKeys: 0 });
     expect(await store.getJob(ws.id, pending.id)).not.toBeNull();
   });
+
+  it('stops a pass after its current batch when asked to stop, and prunes the rest next time', async () => {
+    const ws = workspaceFixture();
+    await store.createWorkspace(ws);
+    for (let i = 0; i < 50; i += 1) await store.insertEvent(eventFixture(ws.id, { occurredAt: clock.now() }));
+    const pruner = new RetentionPruner(store, clock, { jobRetentionMs: DAY, eventRetentionMs: DAY, intervalMs: 60_000, batchSize: 5 }, silent);
+    clock.advance(2 * DAY);
+    let batches = 0;
+    const prune = store.pruneEvents.bind(store);
+    store.pruneEvents = async (before, limit) => {
+      batches += 1;
+      if (batches === 2) void pruner.stop();
+      return prune(before, limit);
+    };
+    expect((await pruner.pruneOnce()).events).toBe(10);
+    pruner.start();
+    expect((await pruner.pruneOnce()).events).toBe(40);
+    await pruner.stop();
+  });
 });
