@@ -94,7 +94,6 @@ function hashRequest(raw: unknown): string {
   return hash('sha256', stableStringify(hashed) ?? 'null', 'hex');
 }
 
-/** RFC 7235: the scheme is case-insensitive and one or more spaces separate it from the credentials. */
 /**
  * The events a request causes, carrying the key that made it: all a key without security_events.read sees
  * of its own. Key lifecycle events are an operator's doing, not the key's.
@@ -106,6 +105,7 @@ const REQUEST_EVENT_TYPES: readonly SecurityEventType[] = [
   'PERMISSION_DENIED',
 ];
 
+/** RFC 7235: the scheme is case-insensitive and one or more spaces separate it from the credentials. */
 const BEARER = /^Bearer +(\S+) *$/i;
 
 /**

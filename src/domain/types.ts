@@ -4,7 +4,6 @@ export const CHANNELS = ['REST', 'GRAPHQL'] as const;
 export type Channel = (typeof CHANNELS)[number];
 export type JobStatus = 'PENDING' | 'RUNNING' | 'SUCCEEDED' | 'FAILED';
 export const JOB_STATUSES: readonly JobStatus[] = ['PENDING', 'RUNNING', 'SUCCEEDED', 'FAILED'];
-export const TERMINAL_STATUSES: readonly JobStatus[] = ['SUCCEEDED', 'FAILED'];
 
 export const SECURITY_EVENT_TYPES = [
   'CAMPAIGN_DUPLICATION_REQUESTED',
