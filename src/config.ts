@@ -70,12 +70,20 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
   return value;
 }
 
+/** The words a switch is set with, either way; undefined for anything else. */
+function switchValue(raw: string): boolean | undefined {
+  const word = raw.trim().toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(word)) return true;
+  if (['0', 'false', 'no', 'off'].includes(word)) return false;
+  return undefined;
+}
+
 function boolean(env: Env, name: string, fallback: boolean): boolean {
-  const raw = env[name]?.trim().toLowerCase();
-  if (raw === undefined || raw === '') return fallback;
-  if (['1', 'true', 'yes', 'on'].includes(raw)) return true;
-  if (['0', 'false', 'no', 'off'].includes(raw)) return false;
-  throw new ConfigError(name, `must be true or false, got '${env[name]}'`);
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === '') return fallback;
+  const value = switchValue(raw);
+  if (value === undefined) throw new ConfigError(name, `must be true or false, got '${raw}'`);
+  return value;
 }
 
 function url(env: Env, name: string, protocols: string[]): string | null {
@@ -96,7 +104,11 @@ function url(env: Env, name: string, protocols: string[]): string | null {
 function trustProxy(env: Env): Config['trustProxy'] {
   const raw = env.TRUST_PROXY?.trim();
   if (!raw) return false;
-  if (/^[a-z0-9]+$/i.test(raw) && !raw.includes('.')) return boolean(env, 'TRUST_PROXY', false);
+  if (/^[a-z0-9]+$/i.test(raw) && !raw.includes('.')) {
+    const value = switchValue(raw);
+    if (value === undefined) throw new ConfigError('TRUST_PROXY', `must be true, false or a list of proxy addresses/CIDR ranges, got '${raw}'`);
+    return value;
+  }
   try {
     return parseAllowlist(raw.split(','));
   } catch (error) {

@@ -110,7 +110,9 @@ const keyJson = (key: ApiKeyRecord, workspaces: Map<string, Workspace>, now: Dat
 export async function runCli(argv: string[], io: CliIo): Promise<number> {
   const clock = io.clock ?? systemClock;
   const [group, action, ...rest] = argv;
-  if (group === undefined || group === 'help' || group === '--help' || group === '-h') {
+  const isHelp = (word: string | undefined) => word === 'help' || word === '--help' || word === '-h';
+  // `keys --help` asks for help as much as `--help` does.
+  if (group === undefined || isHelp(group) || isHelp(action)) {
     (group === undefined ? io.stderr : io.stdout)(`${USAGE}\n`);
     return group === undefined ? EXIT.usage : EXIT.ok;
   }

@@ -162,6 +162,9 @@ describe('the CLI', () => {
     expect(help.code).toBe(EXIT.ok);
     expect(help.stdout).toMatch(/^Usage: npm run cli -- <command>/);
     expect((await cli('keys', 'create', '--help')).code).toBe(EXIT.ok);
+    const group = await cli('keys', '--help');
+    expect(group.code).toBe(EXIT.ok);
+    expect(group.stdout).toBe(help.stdout);
     const bare = await cli();
     expect(bare.code).toBe(EXIT.usage);
     expect(bare.stderr).toMatch(/^Usage:/);

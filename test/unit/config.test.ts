@@ -61,7 +61,12 @@ describe('security configuration', () => {
     ['GRAPHQL_MAX_COST', '0'],
     ['GRAPHQL_MAX_ALIASES', '1.5'],
     ['GRAPHQL_MAX_DUPLICATES_PER_OPERATION', '0'],
+    ['TRUST_PROXY', 'maybe'],
   ])('stops start-up on %s=%s with one line naming the variable', (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(new RegExp(`^invalid configuration: ${name} `));
+  });
+
+  it('says what TRUST_PROXY takes when given a word it does not know', () => {
+    expect(() => loadConfig({ TRUST_PROXY: 'maybe' })).toThrow("TRUST_PROXY must be true, false or a list of proxy addresses/CIDR ranges, got 'maybe'");
   });
 });
