@@ -39,6 +39,13 @@ export function backoffDelay(attempt: number, options: Pick<WorkerOptions, 'back
 export class JobWorker {
   /** Names the process holding a lease, so operators can tell which instance runs a job. */
   readonly owner = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+  /**
+   * Each claim holds its jobs under a lease of its own (the owner and a claim number): a run that outlived its
+   * lease while this same process claimed the job again can no longer retry, defer or finish it.
+   */
+  private claims = 0;
+  /** The leases of the jobs running now, and how many of them each holds: what a stop hands back. */
+  private readonly heldLeases = new Map<string, number>();
   private running = false;
   private loopDone: Promise<void> = Promise.resolve();
   private readonly active = new Set<Promise<void>>();
@@ -80,7 +87,8 @@ export class JobWorker {
       new Promise((resolve) => (timer = setTimeout(resolve, graceMs))),
     ]);
     clearTimeout(timer);
-    const released = await this.store.releaseJobs(this.owner, this.clock.now());
+    let released = 0;
+    for (const lease of this.heldLeases.keys()) released += await this.store.releaseJobs(lease, this.clock.now());
     if (released > 0) this.logger.warn({ released }, 'returned unfinished jobs to the queue');
   }
 
@@ -93,16 +101,21 @@ export class JobWorker {
       const free = this.options.concurrency - this.active.size;
       let claimed: DuplicationJob[] = [];
       const now = this.clock.now();
+      const lease = `${this.owner}:${++this.claims}`;
       if (free > 0 && now.getTime() >= this.claimPausedUntil) {
         try {
-          claimed = await this.store.claimJobs(this.owner, free, now, new Date(now.getTime() + this.options.leaseMs));
+          claimed = await this.store.claimJobs(lease, free, now, new Date(now.getTime() + this.options.leaseMs));
         } catch (error) {
           this.logger.error({ err: error }, 'claiming jobs failed; retrying');
         }
       }
+      if (claimed.length > 0) this.heldLeases.set(lease, claimed.length);
       for (const job of claimed) {
-        const run = this.run(job).finally(() => {
+        const run = this.run(job, lease).finally(() => {
           this.active.delete(run);
+          const left = (this.heldLeases.get(lease) ?? 1) - 1;
+          if (left === 0) this.heldLeases.delete(lease);
+          else this.heldLeases.set(lease, left);
           this.notify();
         });
         this.active.add(run);
@@ -129,7 +142,7 @@ export class JobWorker {
     });
   }
 
-  private async run(job: DuplicationJob): Promise<void> {
+  private async run(job: DuplicationJob, lease: string): Promise<void> {
     const startedAt = Date.now();
     try {
       const result: DuplicationResult =
@@ -143,30 +156,30 @@ export class JobWorker {
       if (result.kind === 'deferred') {
         const runAt = new Date(now.getTime() + result.retryAfterMs);
         this.claimPausedUntil = Math.max(this.claimPausedUntil, runAt.getTime());
-        await this.store.deferJob(job.id, this.owner, runAt, now);
+        if (!(await this.store.deferJob(job.id, lease, runAt, now))) return this.leaseLost(job);
         this.observer.jobDeferred?.();
         this.logger.info({ jobId: job.id, delayMs: result.retryAfterMs }, 'job waits for an upstream slot');
         return;
       }
       if (result.kind === 'transient' && job.attempts < this.options.maxAttempts) {
         const delay = backoffDelay(job.attempts, this.options, result.retryAfterMs);
-        await this.store.retryJob(job.id, this.owner, new Date(now.getTime() + delay), result.error, now);
+        if (!(await this.store.retryJob(job.id, lease, new Date(now.getTime() + delay), result.error, now))) return this.leaseLost(job);
         this.observer.jobRetried?.();
         this.logger.warn({ jobId: job.id, attempt: job.attempts, delayMs: delay, error: result.error }, 'job will be retried');
         return;
       }
       const outcome = this.outcome(job, result, now);
-      const finished = await this.store.finishJob(job.id, this.owner, outcome, now);
-      if (!finished) {
-        this.logger.warn({ jobId: job.id }, 'lease lost before the job finished; another worker owns it');
-        return;
-      }
+      if (!(await this.store.finishJob(job.id, lease, outcome, now))) return this.leaseLost(job);
       this.observer.jobFinished?.(outcome.status, Date.now() - startedAt);
       this.logger.info({ jobId: job.id, status: outcome.status, attempts: job.attempts }, 'job finished');
     } catch (error) {
       // The store failed; the lease will expire and the job will be claimed again.
       this.logger.error({ err: error, jobId: job.id }, 'recording the job outcome failed');
     }
+  }
+
+  private leaseLost(job: DuplicationJob): void {
+    this.logger.warn({ jobId: job.id }, 'lease lost before the job finished; another run owns it');
   }
 
   private outcome(job: DuplicationJob, result: Exclude<DuplicationResult, { kind: 'deferred' }>, now: Date): JobOutcome {

@@ -1,0 +1,68 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { SqliteStore } from '../../src/adapters/sqlite/store.js';
+import type { Duplicator, DuplicationResult } from '../../src/domain/ports.js';
+import { JobWorker } from '../../src/jobs/worker.js';
+import { ManualClock } from '../support/clock.js';
+import { eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
+import { waitFor } from '../support/wait.js';
+
+const silent = { info() {}, warn() {}, error() {} };
+
+/** A duplicator whose runs end when the test says, in the order it says. */
+class HeldDuplicator implements Duplicator {
+  readonly kind = 'local';
+  readonly runs: ((result: DuplicationResult) => void)[] = [];
+  duplicate(): Promise<DuplicationResult> {
+    return new Promise((resolve) => this.runs.push(resolve));
+  }
+}
+
+describe('the job worker', () => {
+  let dir: string;
+  let store: SqliteStore;
+  let worker: JobWorker | undefined;
+
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'cgw-worker-'));
+    store = new SqliteStore({ filename: join(dir, 'gateway.db') });
+    await store.migrate();
+  });
+
+  afterEach(async () => {
+    await worker?.stop(0);
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('lets a run that outlived its lease do nothing to the job once this same process has claimed it again', async () => {
+    const clock = new ManualClock();
+    const ws = workspaceFixture();
+    await store.createWorkspace(ws);
+    const job = jobFixture(ws.id, { runAt: clock.now(), createdAt: clock.now() });
+    await store.enqueueJob(job, eventFixture(ws.id, { jobId: job.id }));
+    const duplicator = new HeldDuplicator();
+    const leaseMs = 30_000;
+    worker = new JobWorker(store, duplicator, clock, { concurrency: 2, leaseMs, pollIntervalMs: 10, maxAttempts: 5, backoffBaseMs: 1000, backoffMaxMs: 60_000 }, silent);
+    worker.start();
+    await waitFor(async () => duplicator.runs.length === 1);
+
+    // The first run takes longer than its lease: the job is due again, and the free slot claims it.
+    clock.advance(leaseMs + 1);
+    worker.notify();
+    await waitFor(async () => duplicator.runs.length === 2);
+    const [late, current] = duplicator.runs;
+
+    // The late run fails and would send the job back to the queue: refused, the job is the current run's.
+    late({ kind: 'transient', error: { code: 'UPSTREAM_TIMEOUT', message: 'late' } });
+    current({ kind: 'succeeded', resultCampaignId: null });
+    const finished = await waitFor(async () => {
+      const state = await store.getJob(ws.id, job.id);
+      return state?.status !== 'RUNNING' && state;
+    });
+    expect(finished).toMatchObject({ status: 'SUCCEEDED', attempts: 2, error: null });
+    expect(duplicator.runs).toHaveLength(2);
+  });
+});
