@@ -79,9 +79,11 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     // No URL is longer than Node's header limit, so the router never refuses a path segment for its length
     // (fastify's own 414, in its own shape): each route decides what a long one means.
     routerOptions: { maxParamLength: maxHeaderSize },
-    // A URL fastify cannot decode fails before routing, where no hook runs; it is answered like every other error.
+    // A URL fastify cannot decode fails before routing, where no hook runs; it is answered like every other
+    // error, and counted like every other unmatched request.
     frameworkErrors: (error, request, reply) => {
       reply.header('x-request-id', request.id);
+      reply.raw.once('finish', () => deps.metrics.observeRequest(request.method, 'unmatched', reply.statusCode, reply.elapsedTime / 1000));
       void sendError(error, request, reply);
     },
     // A request Node cannot parse never reaches fastify: answered on the socket, logged without what was sent.

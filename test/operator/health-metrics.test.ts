@@ -113,6 +113,7 @@ describe('GET /metrics', () => {
     expect((await viaGraphql()).status).toBe(429);
     expect((await http(gateway.baseUrl, 'GET', '/duplication_jobs/some-id', { headers: bearer(ws.key) })).status).toBe(404);
     expect((await http(gateway.baseUrl, 'GET', '/no/such/route')).status).toBe(404);
+    expect((await http(gateway.baseUrl, 'GET', '/duplication_jobs/%ZZ')).status).toBe(400);
 
     const text = await waitFor(async () => {
       const scraped = await scrape(gateway);
@@ -123,6 +124,7 @@ describe('GET /metrics', () => {
     expect(sample(text, 'gateway_http_requests_total', { method: 'POST', route: '/graphql', status_code: '200' })).toBe(1);
     expect(sample(text, 'gateway_http_requests_total', { method: 'GET', route: '/duplication_jobs/:job_id', status_code: '404' })).toBe(1);
     expect(sample(text, 'gateway_http_requests_total', { method: 'GET', route: 'unmatched', status_code: '404' })).toBe(1);
+    expect(sample(text, 'gateway_http_requests_total', { method: 'GET', route: 'unmatched', status_code: '400' })).toBe(1);
     expect(sample(text, 'gateway_http_request_duration_seconds_count', { method: 'POST', route: '/campaigns/duplicate', status_code: '202' })).toBe(1);
     expect(sample(text, 'gateway_quota_rejections_total', { channel: 'REST' })).toBe(1);
     expect(sample(text, 'gateway_quota_rejections_total', { channel: 'GRAPHQL' })).toBe(1);
