@@ -8,7 +8,7 @@ import {
 } from '@apollo/server/plugin/disabled';
 import { unwrapResolverError } from '@apollo/server/errors';
 import type { FastifyBaseLogger } from 'fastify';
-import { GraphQLError, NoSchemaIntrospectionCustomRule, type GraphQLFormattedError, type GraphQLSchema } from 'graphql';
+import { BREAK, GraphQLError, type GraphQLFormattedError, type GraphQLSchema, type ValidationRule } from 'graphql';
 import { ERROR_CODES, isGatewayError, unavailableCause, type FieldIssue, type GatewayError } from '../domain/errors.js';
 import type { GraphQLContext } from './context.js';
 import { operationShapeRule, type CostLimit, type GraphQLLimits } from './limits.js';
@@ -189,6 +189,18 @@ const withoutSchemaHints = (formatted: GraphQLFormattedError): GraphQLFormattedE
   message: formatted.message.replace(/ ?Did you mean [^]*\?$/, ''),
 });
 
+/**
+ * Introspection off: one error for the operation. Apollo's own rule tells callers to reconfigure Apollo, and
+ * graphql-js's names every field of every introspection type asked for (39 for the usual query).
+ */
+const noIntrospectionRule: ValidationRule = (context) => ({
+  Field(node) {
+    if (node.name.value !== '__schema' && node.name.value !== '__type') return undefined;
+    context.reportError(new GraphQLError('GraphQL introspection has been disabled on this server', { nodes: node }));
+    return BREAK;
+  },
+});
+
 /** Longest document, in tokens: far above any real operation, far below what would exhaust the parser. */
 const MAX_TOKENS = 2000;
 
@@ -205,7 +217,7 @@ export function createApollo(options: ApolloOptions): ApolloServer<GraphQLContex
     stopOnTerminationSignals: false,
     parseOptions: { maxTokens: MAX_TOKENS },
     maxRecursiveSelections: true,
-    validationRules: [operationShapeRule(options.limits), ...(options.introspection ? [] : [NoSchemaIntrospectionCustomRule])],
+    validationRules: [operationShapeRule(options.limits), ...(options.introspection ? [] : [noIntrospectionRule])],
     formatError: options.hideSchemaDetails ? (formatted, error) => withoutSchemaHints(formatGraphQLError(formatted, error)) : formatGraphQLError,
     stringifyResult: stringifyGraphQLResult,
     // The cache-control plugin hooks every resolved field to compute a policy this schema never sets. Apollo

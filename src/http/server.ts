@@ -168,7 +168,10 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     schema: hiddenFromOpenapi,
     // A browser gets the explorer, or word that it is off; GraphQL clients, GET ones included, get Apollo.
     onRequest: async (request, reply) => {
-      if (wantsExplorer(request)) return config.explorer ? sendExplorer(reply) : sendExplorerOff(reply);
+      if (!wantsExplorer(request)) return;
+      if (config.explorer) return sendExplorer(reply);
+      // A GET carrying an operation is a GraphQL client that also accepts HTML: it gets the API.
+      if (!Object.hasOwn(request.query as object, 'query')) return sendExplorerOff(reply);
     },
     // An operation Apollo has accepted before is answered without it, identically (src/graphql/prepared.ts).
     handler: async (request, reply) => {
