@@ -57,7 +57,7 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   429: 'Rate limit exceeded: the quota is spent, or this client failed to authenticate too often; see Retry-After',
   500: 'Internal server error (never with details)',
   502: 'The upstream service failed',
-  503: 'A dependency (the database, the quota store) is unavailable; see Retry-After',
+  503: 'A dependency (the database, the quota store) is unavailable, or the gateway is shutting down; see Retry-After',
 };
 
 export const RETRY_AFTER_HEADER = { 'retry-after': { type: 'integer', description: 'Seconds to wait before trying again' } } as const;

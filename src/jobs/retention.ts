@@ -66,9 +66,10 @@ export class RetentionPruner {
   private async drain(prune: (limit: number) => Promise<number>): Promise<number> {
     let total = 0;
     for (;;) {
+      if (this.stopping) return total;
       const deleted = await prune(this.options.batchSize);
       total += deleted;
-      if (deleted < this.options.batchSize || this.stopping) return total;
+      if (deleted < this.options.batchSize) return total;
       // Let waiting requests run between batches.
       await new Promise((resolve) => setImmediate(resolve));
     }

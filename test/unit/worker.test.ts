@@ -65,4 +65,23 @@ describe('the job worker', () => {
     expect(finished).toMatchObject({ status: 'SUCCEEDED', attempts: 2, error: null });
     expect(duplicator.runs).toHaveLength(2);
   });
+
+  it('hands back, when it stops, the jobs of every claim still running', async () => {
+    const clock = new ManualClock();
+    const ws = workspaceFixture();
+    await store.createWorkspace(ws);
+    const duplicator = new HeldDuplicator();
+    worker = new JobWorker(store, duplicator, clock, { concurrency: 3, leaseMs: 30_000, pollIntervalMs: 10, maxAttempts: 5, backoffBaseMs: 1000, backoffMaxMs: 60_000 }, silent);
+    worker.start();
+    // Two jobs claimed one after the other: two claims, two leases.
+    const jobs = [jobFixture(ws.id, { runAt: clock.now() }), jobFixture(ws.id, { runAt: clock.now() })];
+    for (const [index, job] of jobs.entries()) {
+      await store.enqueueJob(job, eventFixture(ws.id, { jobId: job.id }));
+      worker.notify();
+      await waitFor(async () => duplicator.runs.length === index + 1);
+    }
+    await worker.stop(0);
+    worker = undefined;
+    for (const job of jobs) expect(await store.getJob(ws.id, job.id)).toMatchObject({ status: 'PENDING', leaseOwner: null, attempts: 0 });
+  });
 });
