@@ -8,6 +8,9 @@ async function main(): Promise<void> {
   await app.http.listen({ port: config.port, host: config.host });
   // After listen: a first start that cannot bind its port must not make a key it never shows.
   const seed = config.seedDemo ? await seedDemoWorkspace(app.store, app.admin) : null;
+  if (!config.seedDemo && (await app.store.listWorkspaces()).length === 0) {
+    app.http.log.info('no workspace yet: create one and its keys with the CLI (npm run cli -- --help)');
+  }
   app.start();
   const address = app.http.server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;

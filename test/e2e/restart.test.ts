@@ -62,6 +62,20 @@ describe('a real gateway process', () => {
     }
   });
 
+  it('in production seeds nothing, prints no key, and says how to make the first workspace', async () => {
+    const fresh = mkdtempSync(join(tmpdir(), 'cgw-e2e-prod-'));
+    try {
+      const production = await spawnGateway({ DATA_DIR: fresh, NODE_ENV: 'production', WORKER_CONCURRENCY: '0' });
+      processes.push(production);
+      expect(production.output()).not.toContain('cgw_');
+      expect(production.logs.map((line) => line.msg)).toContain('no workspace yet: create one and its keys with the CLI (npm run cli -- --help)');
+      production.child.kill('SIGTERM');
+      expect((await production.exited).code).toBe(0);
+    } finally {
+      rmSync(fresh, { recursive: true, force: true });
+    }
+  });
+
   it('stops with one clear line naming the variable when the configuration is invalid', async () => {
     await expect(spawnGateway({ DATA_DIR: dataDir, PORT: 'eighty' }, 10_000)).rejects.toThrow(
       /campaign-gateway: invalid configuration: PORT must be a whole number/,
