@@ -13,12 +13,15 @@ export function brazeDuplicateBody(job: DuplicationJob): Record<string, unknown>
   };
 }
 
-/** Braze answers 202 without naming the copy; an upstream that does name it is believed. */
+/** What an upstream id may look like to be kept: Braze's are UUIDs; nothing long, nothing but visible ASCII. */
+const UPSTREAM_ID = /^[\x21-\x7e]{1,128}$/;
+
+/** Braze answers 202 without naming the copy; an upstream that does name it, plausibly, is believed. */
 function copyId(body: unknown, job: DuplicationJob): string | null {
   if (typeof body !== 'object' || body === null) return null;
   const { new_campaign_id: named, campaign_id: echoed } = body as Record<string, unknown>;
-  if (typeof named === 'string' && named) return named;
-  if (typeof echoed === 'string' && echoed && echoed !== job.sourceCampaignId) return echoed;
+  if (typeof named === 'string' && UPSTREAM_ID.test(named)) return named;
+  if (typeof echoed === 'string' && UPSTREAM_ID.test(echoed) && echoed !== job.sourceCampaignId) return echoed;
   return null;
 }
 

@@ -94,6 +94,7 @@ describe('upstream mode: what each upstream answer does to a job', () => {
 
   it.each<[string, FakeReply, string | null]>([
     ['a 201 that names the copy', { status: 201, json: { message: 'success', new_campaign_id: 'cmp-copy-1' } }, 'cmp-copy-1'],
+    ['a 201 naming the copy with an implausible id', { status: 201, json: { message: 'success', new_campaign_id: `cmp\u0000${'x'.repeat(200)}` } }, null],
     ['a 202 with a non-JSON body', { status: 202, raw: 'Accepted' }, null],
     ['a 202 whose body never ends', { status: 202, json: { message: 'success' }, stallBody: true }, null],
   ])('%s succeeds on the first attempt', async (_, reply, resultCampaignId) => {
