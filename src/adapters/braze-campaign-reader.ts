@@ -1,4 +1,4 @@
-import { decodeCursor, encodeCursor } from '../domain/cursor.js';
+import { decodeOffsetCursor, encodeCursor } from '../domain/cursor.js';
 import { GatewayError } from '../domain/errors.js';
 import type { CampaignReader } from '../domain/ports.js';
 import type { Campaign, Page } from '../domain/types.js';
@@ -52,7 +52,7 @@ export class BrazeCampaignReader implements CampaignReader {
    * shift later pages by as many (the upstream pages by number, not by key).
    */
   async list(workspaceId: string, first: number, after: string | null): Promise<Page<Campaign>> {
-    const offset = decodeCursor(CURSOR_KIND, after) ?? 0;
+    const offset = decodeOffsetCursor(CURSOR_KIND, after) ?? 0;
     // Each campaign with its position in the upstream's list, which is what a cursor records.
     const found: { position: number; campaign: Campaign }[] = [];
     let page = Math.floor(offset / BRAZE_PAGE_SIZE);

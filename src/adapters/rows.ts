@@ -180,3 +180,10 @@ export function insertStatement(table: string, row: Row, placeholder: (position:
     values: Object.values(row),
   };
 }
+
+/**
+ * The sequence number of the workspace's row a cursor names, as SQL: NULL when there is none (another
+ * workspace's, or pruned), so that `seq < (…)` then matches no row.
+ */
+export const rowSeq = (table: 'campaigns' | 'security_events', workspaceParam: string, idParam: string): string =>
+  `(SELECT seq FROM ${table} WHERE workspace_id = ${workspaceParam} AND id = ${idParam})`;

@@ -1,4 +1,4 @@
-import { decodeCursor } from '../domain/cursor.js';
+import { decodeRowCursor } from '../domain/cursor.js';
 import type { CampaignReader, GatewayStore } from '../domain/ports.js';
 import { toPage } from '../domain/service.js';
 import type { Campaign, Page } from '../domain/types.js';
@@ -14,7 +14,7 @@ export class StoreCampaignReader implements CampaignReader {
   }
 
   async list(workspaceId: string, first: number, after: string | null): Promise<Page<Campaign>> {
-    const rows = await this.store.listCampaigns(workspaceId, { first: first + 1, beforeSeq: decodeCursor('c', after) });
-    return toPage(rows, first, 'c');
+    const rows = await this.store.listCampaigns(workspaceId, { first: first + 1, beforeId: decodeRowCursor('c', after) });
+    return toPage(rows.map((row) => row.item), first, 'c');
   }
 }

@@ -1,16 +1,30 @@
 import { GatewayError } from './errors.js';
 
-/** Opaque cursors: base64url of `<kind>:<sequence>`, so clients cannot depend on what is inside. */
-export function encodeCursor(kind: string, seq: number): string {
-  return Buffer.from(`${kind}:${seq}`).toString('base64url');
+/**
+ * Opaque cursors: base64url of `<kind>:<value>`, so clients cannot depend on what is inside. A row's cursor is
+ * its id, which the row shows anyway: a sequence number would tell how many rows every workspace together
+ * made between two of the caller's.
+ */
+export function encodeCursor(kind: string, value: string | number): string {
+  return Buffer.from(`${kind}:${value}`).toString('base64url');
 }
 
-export function decodeCursor(kind: string, cursor: string | null | undefined): number | undefined {
+function decode(kind: string, cursor: string | null | undefined, value: RegExp): string | undefined {
   if (cursor === null || cursor === undefined || cursor === '') return undefined;
   const decoded = Buffer.from(cursor, 'base64url').toString();
-  const match = /^([a-z]+):(\d{1,15})$/.exec(decoded);
-  if (!match || match[1] !== kind) {
+  const separator = decoded.indexOf(':');
+  if (decoded.slice(0, separator) !== kind || !value.test(decoded.slice(separator + 1))) {
     throw new GatewayError('BAD_USER_INPUT', 'Invalid cursor', { issues: [{ field: 'after', message: 'is not a cursor this list returned' }] });
   }
-  return Number(match[2]);
+  return decoded.slice(separator + 1);
+}
+
+/** The id of the row a cursor stands after. */
+export const decodeRowCursor = (kind: string, cursor: string | null | undefined): string | undefined =>
+  decode(kind, cursor, /^[0-9A-Za-z-]{1,64}$/);
+
+/** A position in a list read from elsewhere (the upstream's pages), which has no ids of the gateway's. */
+export function decodeOffsetCursor(kind: string, cursor: string | null | undefined): number | undefined {
+  const offset = decode(kind, cursor, /^\d{1,15}$/);
+  return offset === undefined ? undefined : Number(offset);
 }

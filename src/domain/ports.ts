@@ -17,6 +17,8 @@ export interface ListOptions {
   first: number;
   /** Return rows strictly before (older than) this sequence number. */
   beforeSeq?: number;
+  /** Return rows strictly before the row of the workspace with this id (a cursor's); none when there is no such row. */
+  beforeId?: string;
 }
 
 export interface SeqItem<T> {

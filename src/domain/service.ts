@@ -1,6 +1,6 @@
 import { hash } from 'node:crypto';
 import { configure } from 'safe-stable-stringify';
-import { decodeCursor, encodeCursor } from './cursor.js';
+import { decodeRowCursor, encodeCursor } from './cursor.js';
 import { GatewayError, type RateLimitState } from './errors.js';
 import { newId } from './ids.js';
 import { isAllowedIp } from './ip-allowlist.js';
@@ -349,15 +349,15 @@ export class GatewayService {
     after: string | null | undefined,
   ): Promise<Page<SecurityEvent>> {
     const size = pageSize(first);
-    const beforeSeq = decodeCursor('e', after);
+    const beforeId = decodeRowCursor('e', after);
     const scoped: SecurityEventFilter = { ...filter };
     if (!(await this.authorize(principal, 'security_events.read', { optional: true }))) {
       if (filter.apiKeyId !== undefined && filter.apiKeyId !== principal.keyId) return emptyPage();
       scoped.apiKeyId = principal.keyId;
       scoped.types = (filter.types ?? REQUEST_EVENT_TYPES).filter((type) => REQUEST_EVENT_TYPES.includes(type));
     }
-    const rows = await this.deps.store.listEvents(principal.workspaceId, scoped, { first: size + 1, beforeSeq });
-    return toPage(rows.map((event) => ({ seq: event.seq, item: event })), size, 'e');
+    const rows = await this.deps.store.listEvents(principal.workspaceId, scoped, { first: size + 1, beforeId });
+    return toPage(rows, size, 'e');
   }
 
   /**
@@ -423,11 +423,11 @@ function pageSize(first: number): number {
 const emptyPage = <T>(): Page<T> => ({ items: [], hasNextPage: false, endCursor: null, cursors: [] });
 
 /** Builds a page from rows fetched with one extra row, which only says whether a next page exists. */
-export function toPage<T>(rows: { seq: number; item: T }[], size: number, kind: string): Page<T> {
+export function toPage<T extends { id: string }>(rows: T[], size: number, kind: string): Page<T> {
   const visible = rows.slice(0, size);
-  const cursors = visible.map((row) => encodeCursor(kind, row.seq));
+  const cursors = visible.map((row) => encodeCursor(kind, row.id));
   return {
-    items: visible.map((row) => row.item),
+    items: visible,
     hasNextPage: rows.length > size,
     endCursor: cursors.at(-1) ?? null,
     cursors,

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { GatewayStore } from '../../src/domain/ports.js';
+import type { GatewayStore, ListOptions } from '../../src/domain/ports.js';
+import type { SecurityEvent } from '../../src/domain/types.js';
 import { apiKeyFixture, at, campaignFixture, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
 import { jobCounts } from '../support/store-checks.js';
 
@@ -95,7 +96,11 @@ export function storeContract(name: string, harness: StoreHarness): void {
       expect(first.map((row) => row.item.name)).toEqual(['c4', 'c3']);
       const next = await store.listCampaigns(ws, { first: 10, beforeSeq: first[1].seq });
       expect(next.map((row) => row.item.name)).toEqual(['c2', 'c1', 'c0']);
+      expect(await store.listCampaigns(ws, { first: 10, beforeId: first[1].item.id })).toEqual(next);
       expect(await store.listCampaigns(other, { first: 10 })).toEqual([]);
+      // A cursor naming another workspace's row, or no row, lists nothing.
+      expect(await store.listCampaigns(other, { first: 10, beforeId: first[1].item.id })).toEqual([]);
+      expect(await store.listCampaigns(ws, { first: 10, beforeId: 'no-such-campaign' })).toEqual([]);
 
       await store.upsertTags(ws, ['promo', 'email', 'promo']);
       expect(await store.missingTags(ws, ['promo', 'nope', 'email'])).toEqual(['nope']);
@@ -220,16 +225,21 @@ export function storeContract(name: string, harness: StoreHarness): void {
       expect(window.map((e) => e.details.i)).toEqual([7, 6, 5]);
       expect((await store.listEvents(other, {}, { first: 100 })).length).toBe(1);
 
-      const seen: number[] = [];
-      let beforeSeq: number | undefined;
-      for (;;) {
-        const page = await store.listEvents(ws, {}, { first: 7, beforeSeq });
-        seen.push(...page.map((e) => e.details.i as number));
-        await store.insertEvent(eventFixture(ws, { details: { i: -1 } }));
-        if (page.length < 7) break;
-        beforeSeq = page.at(-1)!.seq;
+      // Paged by sequence number (the download) and by a row's id (a client's cursor), alike.
+      for (const after of [(event: SecurityEvent) => ({ beforeSeq: event.seq }), (event: SecurityEvent) => ({ beforeId: event.id })]) {
+        const seen: number[] = [];
+        let before: Omit<ListOptions, 'first'> = {};
+        for (;;) {
+          const page = await store.listEvents(ws, { types: ['CAMPAIGN_DUPLICATED', 'CAMPAIGN_DUPLICATION_REQUESTED'] }, { first: 7, ...before });
+          seen.push(...page.map((e) => e.details.i as number));
+          await store.insertEvent(eventFixture(ws, { type: 'PERMISSION_DENIED', details: { i: -1 } }));
+          if (page.length < 7) break;
+          before = after(page.at(-1)!);
+        }
+        expect(seen).toEqual([...Array(30).keys()].reverse());
       }
-      expect(seen).toEqual([...Array(30).keys()].reverse());
+      const [otherEvent] = await store.listEvents(other, {}, { first: 1 });
+      expect(await store.listEvents(ws, {}, { first: 100, beforeId: otherEvent.id })).toEqual([]);
     });
 
     it('never shows an event below one already seen in its workspace, however many instances write at once', async () => {

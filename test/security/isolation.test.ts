@@ -137,6 +137,19 @@ describe('workspace isolation', () => {
     expect(await snapshotB()).toBe(before);
   });
 
+  it('gives cursors that carry only the row\'s own id: nothing of how much other workspaces did meanwhile', async () => {
+    const page = async (after: string | null) =>
+      (await gql('query($after: String) { securityEvents(first: 2, after: $after) { edges { cursor node { id } } pageInfo { endCursor } } }', { after })).body.data
+        .securityEvents;
+    const first = await page(null);
+    for (const edge of first.edges) expect(Buffer.from(edge.cursor, 'base64url').toString()).toBe(`e:${edge.node.id}`);
+    // Another workspace writes between A's pages; A's next page follows A's own cursor all the same.
+    const c = await gw.workspace('isolation-c');
+    await graphQL.duplicate(gw.baseUrl, c.key, { campaignId: c.campaign.id, name: 'C meanwhile' });
+    const all = await gw.app.store.listEvents(a.workspace.id, {}, { first: 4 });
+    expect((await page(first.pageInfo.endCursor)).edges.map((edge: any) => edge.node.id)).toEqual(all.slice(2, 4).map((event) => event.id));
+  });
+
   it('B\'s own key still sees B\'s jobs, which nothing above changed', async () => {
     for (const client of transports) {
       expect((await client.job(gw.baseUrl, b.key, bIds.job)).job).toMatchObject({ id: bIds.job, status: 'SUCCEEDED' });

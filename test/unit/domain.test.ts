@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config.js';
-import { decodeCursor, encodeCursor } from '../../src/domain/cursor.js';
+import { decodeOffsetCursor, decodeRowCursor, encodeCursor } from '../../src/domain/cursor.js';
 import { GatewayError } from '../../src/domain/errors.js';
 import { generateApiKey, hashApiKey, isWellFormedApiKey } from '../../src/domain/keys.js';
 import { parseDuplicateInput } from '../../src/domain/validation.js';
@@ -67,10 +67,14 @@ describe('duplicate input', () => {
 
 describe('cursors', () => {
   it('round-trip and refuse anything they did not make', () => {
-    expect(decodeCursor('e', encodeCursor('e', 1234))).toBe(1234);
-    expect(decodeCursor('e', null)).toBeUndefined();
-    expect(() => decodeCursor('e', encodeCursor('c', 1))).toThrow(GatewayError);
-    expect(() => decodeCursor('e', 'not-a-cursor')).toThrow(GatewayError);
+    const id = '01a2263d-3fc5-75f0-af90-5fc632e1800d';
+    expect(decodeRowCursor('e', encodeCursor('e', id))).toBe(id);
+    expect(decodeRowCursor('e', null)).toBeUndefined();
+    expect(decodeOffsetCursor('c', encodeCursor('c', 1234))).toBe(1234);
+    expect(() => decodeRowCursor('e', encodeCursor('c', id))).toThrow(GatewayError);
+    expect(() => decodeRowCursor('e', encodeCursor('e', 'no spaces or quotes "'))).toThrow(GatewayError);
+    expect(() => decodeOffsetCursor('c', encodeCursor('c', id))).toThrow(GatewayError);
+    expect(() => decodeRowCursor('e', 'not-a-cursor')).toThrow(GatewayError);
   });
 });
 

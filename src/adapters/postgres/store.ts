@@ -19,6 +19,7 @@ import {
   eventToRow,
   insertStatement,
   newJobToRow,
+  rowSeq,
   rowToApiKey,
   rowToCampaign,
   rowToEvent,
@@ -211,11 +212,9 @@ export class PostgresStore implements GatewayStore {
   }
 
   async listCampaigns(workspaceId: string, options: ListOptions): Promise<SeqItem<Campaign>[]> {
-    const rows = await this.rows('SELECT * FROM campaigns WHERE workspace_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3', [
-      workspaceId,
-      options.beforeSeq ?? Number.MAX_SAFE_INTEGER,
-      options.first,
-    ]);
+    const values: unknown[] = [workspaceId, options.beforeSeq ?? Number.MAX_SAFE_INTEGER];
+    const after = options.beforeId === undefined ? '' : ` AND seq < ${rowSeq('campaigns', '$1', `$${values.push(options.beforeId)}`)}`;
+    const rows = await this.rows(`SELECT * FROM campaigns WHERE workspace_id = $1 AND seq < $2${after} ORDER BY seq DESC LIMIT $${values.push(options.first)}`, values);
     return rows.map((row) => ({ seq: Number(row.seq), item: rowToCampaign(row) }));
   }
 
@@ -376,6 +375,7 @@ export class PostgresStore implements GatewayStore {
     const values: unknown[] = [workspaceId, options.beforeSeq ?? Number.MAX_SAFE_INTEGER];
     const param = (value: unknown): string => `$${values.push(value)}`;
     const where = ['workspace_id = $1', 'seq < $2'];
+    if (options.beforeId !== undefined) where.push(`seq < ${rowSeq('security_events', '$1', param(options.beforeId))}`);
     if (filter.jobId !== undefined) where.push(`job_id = ${param(filter.jobId)}`);
     if (filter.apiKeyId !== undefined) where.push(`api_key_id = ${param(filter.apiKeyId)}`);
     if (filter.types !== undefined) where.push(`type = ANY(${param(filter.types)}::text[])`);

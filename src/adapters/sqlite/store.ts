@@ -14,7 +14,7 @@ import type {
   SecurityEventFilter,
   Workspace,
 } from '../../domain/types.js';
-import { COUNT_JOBS_SQL, rowToApiKey, rowToCampaign, rowToEvent, rowToJob, rowToWorkspace, type Row } from '../rows.js';
+import { COUNT_JOBS_SQL, rowSeq, rowToApiKey, rowToCampaign, rowToEvent, rowToJob, rowToWorkspace, type Row } from '../rows.js';
 import { openConnection, Statements } from './connection.js';
 import { KeyCache } from './key-cache.js';
 import { ReadSnapshot } from './read-snapshot.js';
@@ -184,8 +184,8 @@ export class SqliteStore implements GatewayStore {
 
   async listCampaigns(workspaceId: string, options: ListOptions): Promise<SeqItem<Campaign>[]> {
     const rows = this.read(
-      'SELECT * FROM campaigns WHERE workspace_id = ? AND seq < ? ORDER BY seq DESC LIMIT +?',
-    ).all(workspaceId, options.beforeSeq ?? Number.MAX_SAFE_INTEGER, options.first) as Row[];
+      `SELECT * FROM campaigns WHERE workspace_id = @workspaceId AND seq < @beforeSeq${options.beforeId === undefined ? '' : ` AND seq < ${rowSeq('campaigns', '@workspaceId', '@beforeId')}`} ORDER BY seq DESC LIMIT +@first`,
+    ).all({ workspaceId, beforeSeq: options.beforeSeq ?? Number.MAX_SAFE_INTEGER, first: options.first, ...(options.beforeId === undefined ? {} : { beforeId: options.beforeId }) }) as Row[];
     return rows.map((row) => ({ seq: Number(row.seq), item: rowToCampaign(row) }));
   }
 
@@ -255,6 +255,10 @@ export class SqliteStore implements GatewayStore {
       beforeSeq: options.beforeSeq ?? Number.MAX_SAFE_INTEGER,
       first: options.first,
     };
+    if (options.beforeId !== undefined) {
+      where.push(`seq < ${rowSeq('security_events', '@workspaceId', '@beforeId')}`);
+      params.beforeId = options.beforeId;
+    }
     if (filter.jobId !== undefined) {
       where.push('job_id = @jobId');
       params.jobId = filter.jobId;
