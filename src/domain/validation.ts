@@ -105,8 +105,8 @@ export interface EventRange {
 }
 
 const RANGE_BOUND_HINT = 'an ISO 8601 date (2024-05-01) or date-time with a time zone (2024-05-01T12:00:00Z)';
-// A date-time without a zone would be read in the server's zone: refuse it rather than guess.
-const rangeBound = z.union([z.iso.date(), z.iso.datetime({ offset: true })]);
+// A date-time without a zone would be read in the server's zone: refuse it rather than guess. Seconds are optional.
+const rangeBound = z.union([z.iso.date(), z.iso.datetime({ offset: true }), z.iso.datetime({ offset: true, precision: -1 })]);
 
 function parseRangeBound(field: 'start' | 'end', raw: unknown, issues: FieldIssue[]): Date | null {
   if (raw === undefined || raw === '') {

@@ -109,6 +109,15 @@ describe('GET /security_events/download', () => {
     expect(response.status).toBe(404);
   });
 
+  it('takes date-times to the minute, with any time zone', async () => {
+    for (const [at, campaignId] of [['2020-06-01T09:59:59Z', 'before'], ['2020-06-01T10:00:00Z', 'inside'], ['2020-06-01T10:01:00Z', 'at-end']]) {
+      await gateway.app.store.insertEvent(event(at, { campaignId }));
+    }
+    const response = await download(gateway, ws.key, `?start=2020-06-01T10:00Z&end=${encodeURIComponent('2020-06-01T12:01+02:00')}`);
+    expect(response.status).toBe(200);
+    expect(rowsOf(response.text).map((row) => JSON.parse(row.JsonProperties).campaign_id)).toEqual(['inside']);
+  });
+
   it('answers an empty range with the header alone', async () => {
     const response = await download(gateway, ws.key, '?start=1999-01-01&end=1999-02-01');
     expect(response.status).toBe(200);
