@@ -19,9 +19,12 @@ function decode(kind: string, cursor: string | null | undefined, value: RegExp):
   return decoded.slice(separator + 1);
 }
 
-/** The id of the row a cursor stands after. */
+/**
+ * The id of the row a cursor stands after. Rows have UUIDs; a cursor of another shape, such as the sequence
+ * numbers cursors carried before, is refused rather than read as an id that matches nothing.
+ */
 export const decodeRowCursor = (kind: string, cursor: string | null | undefined): string | undefined =>
-  decode(kind, cursor, /^[0-9A-Za-z-]{1,64}$/);
+  decode(kind, cursor, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i);
 
 /** A position in a list read from elsewhere (the upstream's pages), which has no ids of the gateway's. */
 export function decodeOffsetCursor(kind: string, cursor: string | null | undefined): number | undefined {

@@ -17,7 +17,10 @@ export interface ListOptions {
   first: number;
   /** Return rows strictly before (older than) this sequence number. */
   beforeSeq?: number;
-  /** Return rows strictly before the row of the workspace with this id (a cursor's); none when there is no such row. */
+  /**
+   * Return rows strictly before the row of the workspace with this id (a cursor's); none when there is no such
+   * row. Takes the place of `beforeSeq`.
+   */
   beforeId?: string;
 }
 

@@ -254,6 +254,31 @@ describe('SQLite store specifics', () => {
     }
   });
 
+  it('starts a page after a cursor by seeking to its row, on the index of the filter', async () => {
+    const statements = (store as unknown as { sql: { cache: Map<string, unknown> } }).sql.cache;
+    const before = new Set(statements.keys());
+    await store.listEvents(ws, { jobId: 'j' }, { first: 10, beforeId: 'e' });
+    await store.listCampaigns(ws, { first: 10, beforeId: 'c' });
+    const [events, campaigns] = [...statements.keys()].filter((text) => !before.has(text));
+    const db = new Database(file, { readonly: true });
+    try {
+      const plan = (text: string) => (db.prepare(`EXPLAIN QUERY PLAN ${text}`).all({ workspaceId: ws, beforeId: 'x', jobId: 'j', first: 10 }) as { detail: string }[]).map((row) => row.detail);
+      // One bound on seq, the cursor row's: the seek starts there, not at the newest row.
+      expect(plan(events)).toEqual([
+        'SEARCH security_events USING INDEX security_events_job (workspace_id=? AND job_id=? AND seq<?)',
+        'SCALAR SUBQUERY 1',
+        'SEARCH security_events USING INDEX sqlite_autoindex_security_events_1 (id=?)',
+      ]);
+      expect(plan(campaigns)).toEqual([
+        'SEARCH campaigns USING INDEX campaigns_workspace (workspace_id=? AND seq<?)',
+        'SCALAR SUBQUERY 1',
+        'SEARCH campaigns USING INDEX sqlite_autoindex_campaigns_1 (id=?)',
+      ]);
+    } finally {
+      db.close();
+    }
+  });
+
   it('hands out cached rows frozen, so no caller can change what the next one reads', async () => {
     const campaign = campaignFixture(ws);
     await store.insertCampaign(campaign);

@@ -74,6 +74,8 @@ describe('cursors', () => {
     expect(() => decodeRowCursor('e', encodeCursor('c', id))).toThrow(GatewayError);
     expect(() => decodeRowCursor('e', encodeCursor('e', 'no spaces or quotes "'))).toThrow(GatewayError);
     expect(() => decodeOffsetCursor('c', encodeCursor('c', id))).toThrow(GatewayError);
+    // The sequence numbers cursors once carried are refused, not read as ids that match nothing.
+    expect(() => decodeRowCursor('e', encodeCursor('e', 12))).toThrow(GatewayError);
     expect(() => decodeRowCursor('e', 'not-a-cursor')).toThrow(GatewayError);
   });
 });

@@ -38,6 +38,12 @@ const MIGRATION_LOCK = 0x6367_7701;
 const EVENT_ORDER_LOCK = 0x6367_7702;
 
 // pg sends Dates as timestamptz and booleans as they are.
+/** Where a page starts, as one upper bound on `seq`: a cursor's row, or a sequence number. */
+function pageBound(table: 'campaigns' | 'security_events', options: ListOptions, param: (value: unknown) => string): string {
+  if (options.beforeId !== undefined) return `seq < ${rowSeq(table, '$1', param(options.beforeId))}`;
+  return `seq < ${param(options.beforeSeq ?? Number.MAX_SAFE_INTEGER)}`;
+}
+
 const PG: SqlValues = { date: (value) => value, bool: (value) => value };
 
 /**
@@ -212,9 +218,12 @@ export class PostgresStore implements GatewayStore {
   }
 
   async listCampaigns(workspaceId: string, options: ListOptions): Promise<SeqItem<Campaign>[]> {
-    const values: unknown[] = [workspaceId, options.beforeSeq ?? Number.MAX_SAFE_INTEGER];
-    const after = options.beforeId === undefined ? '' : ` AND seq < ${rowSeq('campaigns', '$1', `$${values.push(options.beforeId)}`)}`;
-    const rows = await this.rows(`SELECT * FROM campaigns WHERE workspace_id = $1 AND seq < $2${after} ORDER BY seq DESC LIMIT $${values.push(options.first)}`, values);
+    const values: unknown[] = [workspaceId];
+    const param = (value: unknown): string => `$${values.push(value)}`;
+    const rows = await this.rows(
+      `SELECT * FROM campaigns WHERE workspace_id = $1 AND ${pageBound('campaigns', options, param)} ORDER BY seq DESC LIMIT ${param(options.first)}`,
+      values,
+    );
     return rows.map((row) => ({ seq: Number(row.seq), item: rowToCampaign(row) }));
   }
 
@@ -372,10 +381,9 @@ export class PostgresStore implements GatewayStore {
   }
 
   async listEvents(workspaceId: string, filter: SecurityEventFilter, options: ListOptions): Promise<SecurityEvent[]> {
-    const values: unknown[] = [workspaceId, options.beforeSeq ?? Number.MAX_SAFE_INTEGER];
+    const values: unknown[] = [workspaceId];
     const param = (value: unknown): string => `$${values.push(value)}`;
-    const where = ['workspace_id = $1', 'seq < $2'];
-    if (options.beforeId !== undefined) where.push(`seq < ${rowSeq('security_events', '$1', param(options.beforeId))}`);
+    const where = ['workspace_id = $1', pageBound('security_events', options, param)];
     if (filter.jobId !== undefined) where.push(`job_id = ${param(filter.jobId)}`);
     if (filter.apiKeyId !== undefined) where.push(`api_key_id = ${param(filter.apiKeyId)}`);
     if (filter.types !== undefined) where.push(`type = ANY(${param(filter.types)}::text[])`);

@@ -30,6 +30,19 @@ export interface SqliteStoreOptions {
 }
 
 /**
+ * Where a page starts, as the one upper bound on `seq` (adding its parameter): SQLite seeks on one bound of an
+ * index, and with two it may seek on the loose one and step over every newer row, or pick the wrong index.
+ */
+function pageBound(table: 'campaigns' | 'security_events', options: ListOptions, params: Record<string, unknown>): string {
+  if (options.beforeId !== undefined) {
+    params.beforeId = options.beforeId;
+    return `seq < ${rowSeq(table, '@workspaceId', '@beforeId')}`;
+  }
+  params.beforeSeq = options.beforeSeq ?? Number.MAX_SAFE_INTEGER;
+  return 'seq < @beforeSeq';
+}
+
+/**
  * The embedded store. WAL journal with `synchronous = FULL`: every commit is on disk before the call
  * returns, so a 202 survives a crash of the process or of the machine. Reads run on this thread's
  * connection; every write goes to the writer thread (writer-thread.ts), which group-commits the writes that
@@ -183,9 +196,10 @@ export class SqliteStore implements GatewayStore {
   }
 
   async listCampaigns(workspaceId: string, options: ListOptions): Promise<SeqItem<Campaign>[]> {
+    const params: Record<string, unknown> = { workspaceId, first: options.first };
     const rows = this.read(
-      `SELECT * FROM campaigns WHERE workspace_id = @workspaceId AND seq < @beforeSeq${options.beforeId === undefined ? '' : ` AND seq < ${rowSeq('campaigns', '@workspaceId', '@beforeId')}`} ORDER BY seq DESC LIMIT +@first`,
-    ).all({ workspaceId, beforeSeq: options.beforeSeq ?? Number.MAX_SAFE_INTEGER, first: options.first, ...(options.beforeId === undefined ? {} : { beforeId: options.beforeId }) }) as Row[];
+      `SELECT * FROM campaigns WHERE workspace_id = @workspaceId AND ${pageBound('campaigns', options, params)} ORDER BY seq DESC LIMIT +@first`,
+    ).all(params) as Row[];
     return rows.map((row) => ({ seq: Number(row.seq), item: rowToCampaign(row) }));
   }
 
@@ -249,16 +263,8 @@ export class SqliteStore implements GatewayStore {
   }
 
   async listEvents(workspaceId: string, filter: SecurityEventFilter, options: ListOptions): Promise<SecurityEvent[]> {
-    const where = ['workspace_id = @workspaceId', 'seq < @beforeSeq'];
-    const params: Record<string, unknown> = {
-      workspaceId,
-      beforeSeq: options.beforeSeq ?? Number.MAX_SAFE_INTEGER,
-      first: options.first,
-    };
-    if (options.beforeId !== undefined) {
-      where.push(`seq < ${rowSeq('security_events', '@workspaceId', '@beforeId')}`);
-      params.beforeId = options.beforeId;
-    }
+    const params: Record<string, unknown> = { workspaceId, first: options.first };
+    const where = ['workspace_id = @workspaceId', pageBound('security_events', options, params)];
     if (filter.jobId !== undefined) {
       where.push('job_id = @jobId');
       params.jobId = filter.jobId;
