@@ -49,7 +49,6 @@ const hiddenFromOpenapi: FastifySchema = { hide: true };
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
-
 /** Builds the HTTP server without listening, so tests and main.ts share it. */
 export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> {
   const { config, service } = deps;
@@ -166,12 +165,13 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     url: '/graphql',
     method: ['GET', 'POST', 'OPTIONS'],
     schema: hiddenFromOpenapi,
-    // A browser gets the explorer, or word that it is off; GraphQL clients, GET ones included, get Apollo.
-    onRequest: async (request, reply) => {
-      if (!wantsExplorer(request)) return;
-      if (config.explorer) return sendExplorer(reply);
+    // A browser gets the explorer, or word that it is off; GraphQL clients, GET ones included, get Apollo. A
+    // callback: every GraphQL request passes here, and a reply sent here ends the request without done().
+    onRequest: (request, reply, done) => {
       // A GET carrying an operation is a GraphQL client that also accepts HTML: it gets the API.
-      if (!Object.hasOwn(request.query as object, 'query')) return sendExplorerOff(reply);
+      if (!wantsExplorer(request) || (!config.explorer && Object.hasOwn(request.query as object, 'query'))) done();
+      else if (config.explorer) sendExplorer(reply);
+      else sendExplorerOff(reply);
     },
     // An operation Apollo has accepted before is answered without it, identically (src/graphql/prepared.ts).
     handler: async (request, reply) => {

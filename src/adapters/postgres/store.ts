@@ -37,13 +37,13 @@ const MIGRATION_LOCK = 0x6367_7701;
 /** With the workspace's hash, the key of the lock that puts its events in order (the two-number key space). */
 const EVENT_ORDER_LOCK = 0x6367_7702;
 
-// pg sends Dates as timestamptz and booleans as they are.
 /** Where a page starts, as one upper bound on `seq`: a cursor's row, or a sequence number. */
 function pageBound(table: 'campaigns' | 'security_events', options: ListOptions, param: (value: unknown) => string): string {
   if (options.beforeId !== undefined) return `seq < ${rowSeq(table, '$1', param(options.beforeId))}`;
   return `seq < ${param(options.beforeSeq ?? Number.MAX_SAFE_INTEGER)}`;
 }
 
+// pg sends Dates as timestamptz and booleans as they are.
 const PG: SqlValues = { date: (value) => value, bool: (value) => value };
 
 /**
