@@ -44,11 +44,10 @@ export class JobWorker {
    * lease while this same process claimed the job again can no longer retry, defer or finish it.
    */
   private claims = 0;
-  /** The leases of the jobs running now, and how many of them each holds: what a stop hands back. */
-  private readonly heldLeases = new Map<string, number>();
   private running = false;
   private loopDone: Promise<void> = Promise.resolve();
-  private readonly active = new Set<Promise<void>>();
+  /** The runs in progress, each with the lease it holds its job under: what a stop hands back. */
+  private readonly active = new Map<Promise<void>, string>();
   private wake: (() => void) | null = null;
   private woken = false;
   /** Set when the duplicator deferred a job: nothing can run before then, so claiming waits. */
@@ -83,12 +82,12 @@ export class JobWorker {
     await this.loopDone;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
-      Promise.allSettled([...this.active]),
+      Promise.allSettled([...this.active.keys()]),
       new Promise((resolve) => (timer = setTimeout(resolve, graceMs))),
     ]);
     clearTimeout(timer);
     let released = 0;
-    for (const lease of this.heldLeases.keys()) released += await this.store.releaseJobs(lease, this.clock.now());
+    for (const lease of new Set(this.active.values())) released += await this.store.releaseJobs(lease, this.clock.now());
     if (released > 0) this.logger.warn({ released }, 'returned unfinished jobs to the queue');
   }
 
@@ -109,16 +108,12 @@ export class JobWorker {
           this.logger.error({ err: error }, 'claiming jobs failed; retrying');
         }
       }
-      if (claimed.length > 0) this.heldLeases.set(lease, claimed.length);
       for (const job of claimed) {
         const run = this.run(job, lease).finally(() => {
           this.active.delete(run);
-          const left = (this.heldLeases.get(lease) ?? 1) - 1;
-          if (left === 0) this.heldLeases.delete(lease);
-          else this.heldLeases.set(lease, left);
           this.notify();
         });
-        this.active.add(run);
+        this.active.set(run, lease);
       }
       if (claimed.length === 0 || this.active.size >= this.options.concurrency) await this.idle();
     }
