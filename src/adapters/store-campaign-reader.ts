@@ -15,6 +15,6 @@ export class StoreCampaignReader implements CampaignReader {
 
   async list(workspaceId: string, first: number, after: string | null): Promise<Page<Campaign>> {
     const rows = await this.store.listCampaigns(workspaceId, { first: first + 1, beforeId: decodeRowCursor('c', after) });
-    return toPage(rows.map((row) => row.item), first, 'c');
+    return toPage(rows, first, 'c');
   }
 }

@@ -24,11 +24,6 @@ export interface ListOptions {
   beforeId?: string;
 }
 
-export interface SeqItem<T> {
-  seq: number;
-  item: T;
-}
-
 export interface JobOutcome {
   status: 'SUCCEEDED' | 'FAILED';
   resultCampaignId: string | null;
@@ -69,7 +64,7 @@ export interface GatewayStore {
   missingTags(workspaceId: string, names: string[]): Promise<string[]>;
   insertCampaign(campaign: Campaign): Promise<void>;
   getCampaign(workspaceId: string, id: string): Promise<Campaign | null>;
-  listCampaigns(workspaceId: string, options: ListOptions): Promise<SeqItem<Campaign>[]>;
+  listCampaigns(workspaceId: string, options: ListOptions): Promise<Campaign[]>;
 
   /**
    * Inserts the job and its CAMPAIGN_DUPLICATION_REQUESTED event in one transaction, and, when given,

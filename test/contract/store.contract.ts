@@ -93,13 +93,12 @@ export function storeContract(name: string, harness: StoreHarness): void {
       expect(await store.getCampaign(ws, campaigns[0].id)).toEqual(campaigns[0]);
       expect(await store.getCampaign(other, campaigns[0].id)).toBeNull();
       const first = await store.listCampaigns(ws, { first: 2 });
-      expect(first.map((row) => row.item.name)).toEqual(['c4', 'c3']);
-      const next = await store.listCampaigns(ws, { first: 10, beforeSeq: first[1].seq });
-      expect(next.map((row) => row.item.name)).toEqual(['c2', 'c1', 'c0']);
-      expect(await store.listCampaigns(ws, { first: 10, beforeId: first[1].item.id })).toEqual(next);
+      expect(first.map((campaign) => campaign.name)).toEqual(['c4', 'c3']);
+      const next = await store.listCampaigns(ws, { first: 10, beforeId: first[1].id });
+      expect(next.map((campaign) => campaign.name)).toEqual(['c2', 'c1', 'c0']);
       expect(await store.listCampaigns(other, { first: 10 })).toEqual([]);
       // A cursor naming another workspace's row, or no row, lists nothing.
-      expect(await store.listCampaigns(other, { first: 10, beforeId: first[1].item.id })).toEqual([]);
+      expect(await store.listCampaigns(other, { first: 10, beforeId: first[1].id })).toEqual([]);
       expect(await store.listCampaigns(ws, { first: 10, beforeId: 'no-such-campaign' })).toEqual([]);
 
       await store.upsertTags(ws, ['promo', 'email', 'promo']);

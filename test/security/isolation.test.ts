@@ -155,6 +155,6 @@ describe('workspace isolation', () => {
       expect((await client.job(gw.baseUrl, b.key, bIds.job)).job).toMatchObject({ id: bIds.job, status: 'SUCCEEDED' });
     }
     const copies = await gw.app.store.listCampaigns(b.workspace.id, { first: 100 });
-    expect(copies.map((row) => row.item.name).sort()).toEqual(['B copy', 'B copy 2', b.campaign.name].sort());
+    expect(copies.map((campaign) => campaign.name).sort()).toEqual(['B copy', 'B copy 2', b.campaign.name].sort());
   });
 });

@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { GatewayStore, JobOutcome, ListOptions, SeqItem } from '../../domain/ports.js';
+import type { GatewayStore, JobOutcome, ListOptions } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
   Campaign,
@@ -217,14 +217,14 @@ export class PostgresStore implements GatewayStore {
     return row ? rowToCampaign(row) : null;
   }
 
-  async listCampaigns(workspaceId: string, options: ListOptions): Promise<SeqItem<Campaign>[]> {
+  async listCampaigns(workspaceId: string, options: ListOptions): Promise<Campaign[]> {
     const values: unknown[] = [workspaceId];
     const param = (value: unknown): string => `$${values.push(value)}`;
     const rows = await this.rows(
       `SELECT * FROM campaigns WHERE workspace_id = $1 AND ${pageBound('campaigns', options, param)} ORDER BY seq DESC LIMIT ${param(options.first)}`,
       values,
     );
-    return rows.map((row) => ({ seq: Number(row.seq), item: rowToCampaign(row) }));
+    return rows.map(rowToCampaign);
   }
 
   async enqueueJob(job: DuplicationJob, event: NewSecurityEvent, idempotencyKey?: string): Promise<void> {

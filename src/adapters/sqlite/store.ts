@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type Database from 'better-sqlite3';
-import type { GatewayStore, JobOutcome, ListOptions, SeqItem } from '../../domain/ports.js';
+import type { GatewayStore, JobOutcome, ListOptions } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
   Campaign,
@@ -195,12 +195,12 @@ export class SqliteStore implements GatewayStore {
     });
   }
 
-  async listCampaigns(workspaceId: string, options: ListOptions): Promise<SeqItem<Campaign>[]> {
+  async listCampaigns(workspaceId: string, options: ListOptions): Promise<Campaign[]> {
     const params: Record<string, unknown> = { workspaceId, first: options.first };
     const rows = this.read(
       `SELECT * FROM campaigns WHERE workspace_id = @workspaceId AND ${pageBound('campaigns', options, params)} ORDER BY seq DESC LIMIT +@first`,
     ).all(params) as Row[];
-    return rows.map((row) => ({ seq: Number(row.seq), item: rowToCampaign(row) }));
+    return rows.map(rowToCampaign);
   }
 
   async enqueueJob(job: DuplicationJob, event: NewSecurityEvent, idempotencyKey?: string): Promise<void> {
