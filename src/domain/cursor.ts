@@ -1,4 +1,5 @@
 import { GatewayError } from './errors.js';
+import { isGatewayId } from './ids.js';
 
 /**
  * Opaque cursors: base64url of `<kind>:<value>`, so clients cannot depend on what is inside. A row's cursor is
@@ -9,25 +10,24 @@ export function encodeCursor(kind: string, value: string | number): string {
   return Buffer.from(`${kind}:${value}`).toString('base64url');
 }
 
-function decode(kind: string, cursor: string | null | undefined, value: RegExp): string | undefined {
+function decode(kind: string, cursor: string | null | undefined, isValue: (value: string) => boolean): string | undefined {
   if (cursor === null || cursor === undefined || cursor === '') return undefined;
   const decoded = Buffer.from(cursor, 'base64url').toString();
   const separator = decoded.indexOf(':');
-  if (decoded.slice(0, separator) !== kind || !value.test(decoded.slice(separator + 1))) {
+  if (decoded.slice(0, separator) !== kind || !isValue(decoded.slice(separator + 1))) {
     throw new GatewayError('BAD_USER_INPUT', 'Invalid cursor', { issues: [{ field: 'after', message: 'is not a cursor this list returned' }] });
   }
   return decoded.slice(separator + 1);
 }
 
 /**
- * The id of the row a cursor stands after. Rows have UUIDs; a cursor of another shape, such as the sequence
- * numbers cursors carried before, is refused rather than read as an id that matches nothing.
+ * The id of the row a cursor stands after. A cursor of another shape, such as the sequence numbers cursors
+ * carried before, is refused rather than read as an id that matches nothing.
  */
-export const decodeRowCursor = (kind: string, cursor: string | null | undefined): string | undefined =>
-  decode(kind, cursor, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i);
+export const decodeRowCursor = (kind: string, cursor: string | null | undefined): string | undefined => decode(kind, cursor, isGatewayId);
 
 /** A position in a list read from elsewhere (the upstream's pages), which has no ids of the gateway's. */
 export function decodeOffsetCursor(kind: string, cursor: string | null | undefined): number | undefined {
-  const offset = decode(kind, cursor, /^\d{1,15}$/);
+  const offset = decode(kind, cursor, (value) => /^\d{1,15}$/.test(value));
   return offset === undefined ? undefined : Number(offset);
 }
