@@ -20,7 +20,16 @@ import type {
   SecurityEventFilter,
   SecurityEventType,
 } from './types.js';
-import { LIMITS, normalizeDuplicateInput, parseDuplicateInput, parseEventRange, validationError, type EventRange, type RawDuplicateCampaignInput } from './validation.js';
+import {
+  LIMITS,
+  normalizeDuplicateInput,
+  parseDuplicateInput,
+  parseEventRange,
+  validationError,
+  type DuplicateCampaignInput,
+  type EventRange,
+  type RawDuplicateCampaignInput,
+} from './validation.js';
 
 export const MAX_PAGE_SIZE = 200;
 /** What a list answers when the caller does not say how many. */
@@ -86,10 +95,10 @@ const stableStringify = configure({ maximumDepth: 8 });
 
 /**
  * The same input, whatever the key order, the transport or its spelling, hashes the same: a valid input is
- * hashed as the service will use it (one tag as a list, names trimmed), with absent and null fields alike.
+ * hashed as the service will use it (`input`: one tag as a list, names trimmed), with absent and null fields
+ * alike; an invalid one (`input` undefined) as it came.
  */
-function hashRequest(raw: unknown): string {
-  const input = normalizeDuplicateInput(raw);
+function hashRequest(input: DuplicateCampaignInput | undefined, raw: unknown): string {
   const hashed = input ? { ...input, description: input.description ?? undefined, tagNames: input.tagNames ?? undefined } : raw;
   return hash('sha256', stableStringify(hashed) ?? 'null', 'hex');
 }
@@ -239,7 +248,9 @@ export class GatewayService {
     if (idempotencyKey === null || idempotencyKey === undefined) return this.enqueue(principal, raw);
     const key = parseIdempotencyKey(idempotencyKey);
     const now = this.deps.clock.now();
-    const requestHash = hashRequest(raw);
+    // Parsed once: the hash is of the input as it will be used, and a valid one is enqueued as it is.
+    const input = normalizeDuplicateInput(raw);
+    const requestHash = hashRequest(input, raw);
     const holder = await this.deps.store.reserveIdempotencyKey(
       {
         workspaceId: principal.workspaceId,
@@ -253,7 +264,7 @@ export class GatewayService {
     );
     if (holder) return this.replay(principal, holder, requestHash);
     try {
-      return await this.enqueue(principal, raw, key);
+      return await this.enqueue(principal, raw, key, input);
     } catch (error) {
       await this.deps.store.releaseIdempotencyKey(principal.workspaceId, key);
       throw error;
@@ -274,13 +285,19 @@ export class GatewayService {
     return { job, rateLimit: await this.deps.quota.peek(principal.workspaceId), replayed: true };
   }
 
-  private async enqueue(principal: Principal, raw: RawDuplicateCampaignInput, idempotencyKey?: string): Promise<DuplicationAccepted> {
+  /** `parsed`: the input, when the caller has already parsed it; a raw one is validated after the quota point, as Braze does. */
+  private async enqueue(
+    principal: Principal,
+    raw: RawDuplicateCampaignInput,
+    idempotencyKey?: string,
+    parsed?: DuplicateCampaignInput,
+  ): Promise<DuplicationAccepted> {
     const rateLimit = await this.deps.quota.consume(principal.workspaceId).catch((error: unknown) => {
       if (error instanceof GatewayError && error.code === 'RATE_LIMITED') this.deps.onQuotaRejected?.(principal.channel);
       throw error;
     });
     try {
-      const input = parseDuplicateInput(raw);
+      const input = parsed ?? parseDuplicateInput(raw);
       const { campaigns, store } = this.deps;
       if (campaigns.validatesOnAccept) {
         const source = await campaigns.get(principal.workspaceId, input.campaignId);
