@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { request } from 'undici';
 import { round, runLoad, type LoadOptions, type LoadResult } from './lib/load.js';
-import { rssMb, startBaseline, startGateway, stop, type ServerProcess } from './lib/processes.js';
+import { rssMb, startBaseline, startDurableFloor, startGateway, stop, type ServerProcess } from './lib/processes.js';
 import {
   firstPage,
   graphqlDuplicate,
@@ -22,7 +22,7 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 interface Budget {
   /**
-   * Rounds of baseline, rest-accept and graphql-accept, and of polls on the small and on the large store,
+   * Rounds of baseline, durable-floor, rest-accept and graphql-accept, and of polls on the small and on the large store,
    * each set interleaved; each scenario keeps its best round.
    */
   rounds: number;
@@ -62,12 +62,12 @@ const BUDGETS: Record<'full' | 'quick' | 'tiny', Budget> = {
     durationSeconds: 3,
     connections: 50,
     pollConnections: 10,
-    pollDurationSeconds: 2,
+    pollDurationSeconds: 1.5,
     eventsSmall: 10_000,
     eventsLarge: 100_000,
     workerJobs: 4_000,
     memoryFirst: 5_000,
-    memorySecond: 25_000,
+    memorySecond: 15_000,
   },
   /** Only for the shape test: every scenario runs, none long enough to mean anything. */
   tiny: {
@@ -117,22 +117,28 @@ async function measure(name: string, options: Omit<LoadOptions, 'durationSeconds
 const best = (results: LoadResult[]): LoadResult =>
   results.reduce((a, b) => (b.valid && (!a.valid || b.requestsPerSecond > a.requestsPerSecond) ? b : a));
 
-const ACCEPT = ['baseline', 'rest-accept', 'graphql-accept'] as const;
+const ACCEPT = ['baseline', 'durable-floor', 'rest-accept', 'graphql-accept'] as const;
 
-async function acceptScenarios(budget: Budget, baseline: ServerProcess, gateway: ServerProcess, workspace: BenchWorkspace) {
+async function acceptScenarios(budget: Budget, baseline: ServerProcess, floor: ServerProcess, gateway: ServerProcess, workspace: BenchWorkspace) {
   const rest = { requests: [restDuplicate(workspace)], verifyBody: isRestAccepted };
   const scenarios = {
     baseline: { ...rest, url: baseline.baseUrl, serverPid: baseline.child.pid },
+    'durable-floor': { ...rest, url: floor.baseUrl, serverPid: floor.child.pid },
     'rest-accept': { ...rest, url: gateway.baseUrl, serverPid: gateway.child.pid },
     'graphql-accept': { requests: [graphqlDuplicate(workspace)], verifyBody: isGraphQLAccepted, url: gateway.baseUrl, serverPid: gateway.child.pid },
   };
-  const rounds: Record<(typeof ACCEPT)[number], LoadResult[]> = { baseline: [], 'rest-accept': [], 'graphql-accept': [] };
+  const rounds: Record<(typeof ACCEPT)[number], LoadResult[]> = { baseline: [], 'durable-floor': [], 'rest-accept': [], 'graphql-accept': [] };
   for (let i = 0; i < budget.rounds; i += 1) {
     for (const name of ACCEPT) {
       rounds[name].push(await measure(name, { ...scenarios[name], connections: budget.connections }, budget, budget.durationSeconds));
     }
   }
-  return { baseline: best(rounds.baseline), 'rest-accept': best(rounds['rest-accept']), 'graphql-accept': best(rounds['graphql-accept']) };
+  return {
+    baseline: best(rounds.baseline),
+    'durable-floor': best(rounds['durable-floor']),
+    'rest-accept': best(rounds['rest-accept']),
+    'graphql-accept': best(rounds['graphql-accept']),
+  };
 }
 
 interface PollStore {
@@ -228,6 +234,8 @@ function table(report: Report): string {
   for (const [name, r] of Object.entries(report.ratios)) {
     lines.push(`${name.padEnd(34)}${pad(r.value, 10)}${pad(`${r.kind === 'min' ? '≥' : '≤'} ${r.target}`, 12)}  ${r.met ? 'yes' : 'NO'}`);
   }
+  lines.push('', 'for reference (no target)');
+  for (const [name, r] of Object.entries(report.references)) lines.push(`${name.padEnd(34)}${pad(r.value, 10)}`);
   lines.push('', `valid: ${report.valid ? 'yes' : 'NO'}`);
   return lines.join('\n');
 }
@@ -272,17 +280,18 @@ async function run(mode: keyof typeof BUDGETS, connections?: number) {
     for (const dir of new Set([dirs.accept, dirs.pollSmall, dirs.pollLarge, dirs.memory])) gateways.set(dir, startGateway(dir, { WORKER_CONCURRENCY: '0' }));
     gateways.set(dirs.worker, startGateway(dirs.worker));
     const baselineStart = startBaseline();
-    const started = await Promise.allSettled([baselineStart, ...gateways.values()]);
+    const floorStart = startDurableFloor(join(root, 'durable-floor'));
+    const started = await Promise.allSettled([baselineStart, floorStart, ...gateways.values()]);
     for (const outcome of started) if (outcome.status === 'fulfilled') servers.push(outcome.value);
     const failed = started.find((outcome) => outcome.status === 'rejected');
     if (failed) throw (failed as PromiseRejectedResult).reason;
-    const baseline = await baselineStart;
+    const [baseline, floor] = await Promise.all([baselineStart, floorStart]);
     const [acceptGw, pollSmallGw, pollLargeGw, workerGw, memoryGw] = await Promise.all(
       [dirs.accept, dirs.pollSmall, dirs.pollLarge, dirs.worker, dirs.memory].map((dir) => gateways.get(dir)!),
     );
     log(`servers up in ${((Date.now() - startedAt.getTime()) / 1000).toFixed(1)} s`);
 
-    const accept = await acceptScenarios(budget, baseline, acceptGw, acceptWs);
+    const accept = await acceptScenarios(budget, baseline, floor, acceptGw, acceptWs);
     const poll = await pollScenarios(budget, {
       small: { gateway: pollSmallGw, dataDir: dirs.pollSmall, workspace: pollSmallWs, events: budget.eventsSmall },
       large: { gateway: pollLargeGw, dataDir: dirs.pollLarge, workspace: pollLargeWs, events: budget.eventsLarge },
@@ -305,6 +314,17 @@ async function run(mode: keyof typeof BUDGETS, connections?: number) {
       rssGrowth: ratio(memory.growth, 0.1, 'max', 'RSS after second count of requests ÷ after first, minus 1'),
       workerJobsPerSecond: ratio(worker.jobsPerSecond, 2000, 'min', 'jobs drained per second (absolute, SQLite)'),
     };
+    // What the rest-accept ratio is made of: the price of the durable commit, and the gateway's own work.
+    const references = {
+      floorVsBaseline: {
+        value: round(accept['durable-floor'].requestsPerSecond / accept.baseline.requestsPerSecond),
+        description: 'durable-floor req/s ÷ baseline req/s: what committing each request durably costs on this machine',
+      },
+      restVsFloor: {
+        value: round(accept['rest-accept'].requestsPerSecond / accept['durable-floor'].requestsPerSecond),
+        description: 'rest-accept req/s ÷ durable-floor req/s: what the gateway\'s own work costs on top',
+      },
+    };
     const valid = Object.values(scenarios).every((result) => result.valid) && worker.valid && memory.valid;
     return {
       version: 1,
@@ -317,6 +337,7 @@ async function run(mode: keyof typeof BUDGETS, connections?: number) {
       worker,
       memory,
       ratios,
+      references,
       valid,
     };
   } finally {

@@ -21,6 +21,14 @@ export function startBaseline(nodeArgs: string[] = []): Promise<ServerProcess> {
   return spawnGateway({ NODE_ENV: 'production' }, { entry: 'bench/baseline-server.ts', listeningMessage: 'baseline is listening', timeoutMs: 120_000, nodeArgs });
 }
 
+/** The baseline plus a durable commit per request (bench/durable-floor-server.ts), its database in `dataDir`. */
+export function startDurableFloor(dataDir: string): Promise<ServerProcess> {
+  return spawnGateway(
+    { NODE_ENV: 'production', DATA_DIR: dataDir },
+    { entry: 'bench/durable-floor-server.ts', listeningMessage: 'durable floor is listening', timeoutMs: 120_000 },
+  );
+}
+
 export async function stop(server: ServerProcess): Promise<void> {
   if (server.child.exitCode !== null || server.child.signalCode !== null) return;
   server.child.kill('SIGTERM');

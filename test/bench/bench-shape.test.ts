@@ -15,6 +15,7 @@ const number = expect.any(Number);
 const latency = { p50: number, p97_5: number, p99: number, mean: number };
 const cpu = { server: number, loadGenerator: number };
 const load = { requests: number, durationSeconds: number, requestsPerSecond: number, latencyMs: latency, cpuMicrosPerRequest: cpu, non2xx: 0, mismatches: 0, errors: 0, valid: true };
+const reference = { value: number, description: expect.any(String) };
 const ratio = { value: number, target: number, kind: expect.stringMatching(/^(min|max)$/), met: expect.any(Boolean), description: expect.any(String) };
 
 /** Only the shape of the report: timings from a run this small mean nothing, so none is asserted. */
@@ -37,6 +38,7 @@ describe('npm run bench', () => {
       budget: expect.objectContaining({ connections: number, eventsSmall: number, eventsLarge: number, workerJobs: number, memoryFirst: number, memorySecond: number }),
       scenarios: {
         baseline: load,
+        'durable-floor': load,
         'rest-accept': load,
         'graphql-accept': load,
         'poll-job@small': { ...load, events: report.budget.eventsSmall },
@@ -54,6 +56,7 @@ describe('npm run bench', () => {
         rssGrowth: ratio,
         workerJobsPerSecond: ratio,
       },
+      references: { floorVsBaseline: reference, restVsFloor: reference },
       valid: true,
     });
     for (const result of Object.values(report.scenarios) as { requests: number; cpuMicrosPerRequest: typeof cpu }[]) {
