@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { WebSocket } from 'undici';
 import { spawnGateway, type GatewayProcess } from '../../test/support/process.js';
 
 /** What the gateway runs with in every scenario; the quota is raised so that load measures work, not refusals. */
@@ -41,4 +42,32 @@ export function rssMb(server: ServerProcess): number {
   const match = /^VmRSS:\s+(\d+) kB$/m.exec(status);
   if (!match) throw new Error('VmRSS not found in /proc/<pid>/status');
   return Number(match[1]) / 1024;
+}
+
+/**
+ * A full garbage collection in a server started with `--inspect=127.0.0.1:0`, through the inspector protocol
+ * (`HeapProfiler.collectGarbage`): afterwards RSS holds what the server keeps, not garbage awaiting collection.
+ */
+export async function collectGarbage(server: ServerProcess): Promise<void> {
+  const url = /Debugger listening on (ws:\/\/\S+)/.exec(server.output())?.[1];
+  if (!url) throw new Error('the server was not started with --inspect');
+  const socket = new WebSocket(url);
+  try {
+    await new Promise((resolve, reject) => {
+      socket.onopen = resolve;
+      socket.onerror = () => reject(new Error(`cannot reach the inspector at ${url}`));
+    });
+    const collected = new Promise<void>((resolve, reject) => {
+      socket.onmessage = (event) => {
+        const answer = JSON.parse(String(event.data)) as { id?: number; error?: { message: string } };
+        if (answer.id !== 1) return;
+        if (answer.error) reject(new Error(`HeapProfiler.collectGarbage failed: ${answer.error.message}`));
+        else resolve();
+      };
+    });
+    socket.send(JSON.stringify({ id: 1, method: 'HeapProfiler.collectGarbage' }));
+    await collected;
+  } finally {
+    socket.close();
+  }
 }
