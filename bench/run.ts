@@ -229,10 +229,12 @@ const pad = (value: string | number, width: number) => String(value).padStart(wi
 
 function table(report: Report): string {
   const lines = [`campaign-gateway benchmark (${report.mode}, ${report.machine.cpus} × ${report.machine.cpuModel}, load ${report.machine.loadAverage.join(' ')})`, ''];
-  lines.push(`${'scenario'.padEnd(28)}${pad('req/s', 10)}${pad('p50 ms', 10)}${pad('p97.5 ms', 10)}${pad('p99 ms', 10)}${pad('CPU µs/req', 12)}${pad('(load gen)', 11)}  valid`);
+  lines.push(
+    `${'scenario'.padEnd(28)}${pad('req/s', 10)}${pad('p50 ms', 10)}${pad('p97.5 ms', 10)}${pad('p99 ms', 10)}${pad('CPU µs/req', 12)}${pad('(load gen)', 11)}${pad('disk KiB/req', 14)}  valid`,
+  );
   for (const [name, result] of Object.entries(report.scenarios)) {
     lines.push(
-      `${name.padEnd(28)}${pad(result.requestsPerSecond, 10)}${pad(result.latencyMs.p50, 10)}${pad(result.latencyMs.p97_5, 10)}${pad(result.latencyMs.p99, 10)}${pad(result.cpuMicrosPerRequest.server ?? '-', 12)}${pad(result.cpuMicrosPerRequest.loadGenerator, 11)}  ${result.valid ? 'yes' : 'NO'}`,
+      `${name.padEnd(28)}${pad(result.requestsPerSecond, 10)}${pad(result.latencyMs.p50, 10)}${pad(result.latencyMs.p97_5, 10)}${pad(result.latencyMs.p99, 10)}${pad(result.cpuMicrosPerRequest.server ?? '-', 12)}${pad(result.cpuMicrosPerRequest.loadGenerator, 11)}${pad(result.serverDiskKibPerRequest ?? '-', 14)}  ${result.valid ? 'yes' : 'NO'}`,
     );
   }
   lines.push('', `worker: ${report.worker.jobs} jobs in ${report.worker.seconds} s = ${report.worker.jobsPerSecond} jobs/s${report.worker.valid ? '' : ' (INVALID)'}`);

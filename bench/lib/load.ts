@@ -34,6 +34,11 @@ export interface LoadResult {
   requestsPerSecond: number;
   latencyMs: LatencySummary;
   cpuMicrosPerRequest: CpuPerRequest;
+  /**
+   * KiB the server read from storage per request (`read_bytes` of /proc/<pid>/io: reads the page cache did not
+   * answer); null where /proc cannot tell.
+   */
+  serverDiskKibPerRequest: number | null;
   non2xx: number;
   mismatches: number;
   errors: number;
@@ -65,9 +70,21 @@ function processCpuMicros(pid: number | undefined): number | null {
   }
 }
 
+/** Bytes a process and all its threads caused to be read from storage; null when /proc cannot tell. */
+function processDiskReadBytes(pid: number | undefined): number | null {
+  if (pid === undefined) return null;
+  try {
+    const match = /^read_bytes: (\d+)$/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'));
+    return match ? Number(match[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
 /** One autocannon run with body verification and exact latencies. */
 export async function runLoad(options: LoadOptions): Promise<LoadResult> {
   const serverCpuBefore = processCpuMicros(options.serverPid);
+  const serverDiskBefore = processDiskReadBytes(options.serverPid);
   const ownCpuBefore = process.cpuUsage();
   let latencies = new Float64Array(1 << 16);
   let count = 0;
@@ -96,6 +113,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
   });
   const result = await done;
   const serverCpuAfter = processCpuMicros(options.serverPid);
+  const serverDiskAfter = processDiskReadBytes(options.serverPid);
   const ownCpu = process.cpuUsage(ownCpuBefore);
   const perRequest = (micros: number) => (count === 0 ? 0 : round(micros / count, 1));
   const durationSeconds = (result.finish.getTime() - result.start.getTime()) / 1000;
@@ -109,6 +127,8 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
       server: serverCpuBefore === null || serverCpuAfter === null ? null : perRequest(serverCpuAfter - serverCpuBefore),
       loadGenerator: perRequest(ownCpu.user + ownCpu.system),
     },
+    serverDiskKibPerRequest:
+      serverDiskBefore === null || serverDiskAfter === null || count === 0 ? null : round((serverDiskAfter - serverDiskBefore) / 1024 / count, 2),
     non2xx: result.non2xx,
     mismatches,
     errors: result.errors + result.timeouts,

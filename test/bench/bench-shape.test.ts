@@ -14,7 +14,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const number = expect.any(Number);
 const latency = { p50: number, p97_5: number, p99: number, mean: number };
 const cpu = { server: number, loadGenerator: number };
-const load = { requests: number, durationSeconds: number, requestsPerSecond: number, latencyMs: latency, cpuMicrosPerRequest: cpu, non2xx: 0, mismatches: 0, errors: 0, valid: true };
+const load = { requests: number, durationSeconds: number, requestsPerSecond: number, latencyMs: latency, cpuMicrosPerRequest: cpu, serverDiskKibPerRequest: number, non2xx: 0, mismatches: 0, errors: 0, valid: true };
 const reference = { value: number, description: expect.any(String) };
 const ratio = { value: number, target: number, kind: expect.stringMatching(/^(min|max)$/), met: expect.any(Boolean), description: expect.any(String) };
 
