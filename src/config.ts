@@ -36,8 +36,8 @@ export interface Config {
   explorer: boolean;
   /** First start with an empty store: create the `demo` workspace and print an admin key. */
   seedDemo: boolean;
-  /** Whom X-Forwarded-For is believed from: nobody (false), any peer (true), or these proxies. */
-  trustProxy: boolean | string[];
+  /** Whom X-Forwarded-For is believed from: nobody (false), or these proxies. */
+  trustProxy: false | string[];
   /** Browser origins allowed to call the API (CORS); none by default. */
   corsOrigins: string[];
   /** Failed authentications allowed per client IP per window, then the IP is blocked. */
@@ -101,20 +101,32 @@ function url(env: Env, name: string, protocols: string[]): string | null {
   return raw;
 }
 
+const TRUST_PROXY_TAKES = 'false or the addresses/CIDR ranges of the proxies in front of the gateway';
+
+/**
+ * Whose X-Forwarded-For to believe: nobody, or the proxies named. The client is then the nearest address,
+ * counting back from the gateway, that is not one of them. Believing every peer (`true`) would take the header's first address,
+ * which the client writes itself, behind a load balancer too, so it is refused; fastify refuses a hop
+ * count for the same reason (it cannot tell a proxy from a client that reached the gateway directly).
+ */
 function trustProxy(env: Env): Config['trustProxy'] {
   const raw = env.TRUST_PROXY?.trim();
   if (!raw) return false;
-  if (/^[a-z0-9]+$/i.test(raw) && !raw.includes('.')) {
+  if (/^[a-z0-9]+$/i.test(raw)) {
     const value = switchValue(raw);
-    if (value === undefined) throw new ConfigError('TRUST_PROXY', `must be true, false or a list of proxy addresses/CIDR ranges, got '${raw}'`);
-    return value;
+    if (value === false) return false;
+    if (value === true) {
+      throw new ConfigError(
+        'TRUST_PROXY',
+        `must be ${TRUST_PROXY_TAKES}: '${raw}' would take each client's address from the first X-Forwarded-For entry, which the client can write itself`,
+      );
+    }
+    throw new ConfigError('TRUST_PROXY', `must be ${TRUST_PROXY_TAKES}, got '${raw}'`);
   }
   try {
     return parseAllowlist(raw.split(','));
   } catch (error) {
-    if (error instanceof AllowlistError) {
-      throw new ConfigError('TRUST_PROXY', `must be true, false or a list of proxy addresses/CIDR ranges: ${error.message}`);
-    }
+    if (error instanceof AllowlistError) throw new ConfigError('TRUST_PROXY', `must be ${TRUST_PROXY_TAKES}: ${error.message}`);
     throw error;
   }
 }

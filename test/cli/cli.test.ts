@@ -35,7 +35,7 @@ describe('the CLI', () => {
 
   beforeAll(async () => {
     // The gateway and the CLI share the store, as an operator's would.
-    gw = await startGateway({ DATA_DIR: dataDir, TRUST_PROXY: 'true' }, { clock });
+    gw = await startGateway({ DATA_DIR: dataDir, TRUST_PROXY: '127.0.0.1' }, { clock });
   });
 
   afterAll(async () => {

@@ -45,7 +45,7 @@ describe('API keys', () => {
     client.duplicate(gw.baseUrl, key, { campaignId: ws.campaign.id, name: 'Copy' }, { headers: extra });
 
   beforeAll(async () => {
-    const env = { DATA_DIR: storeDir, TRUST_PROXY: 'true', DUPLICATE_RATE_LIMIT: '10000', AUTH_FAILURE_LIMIT: '10000' };
+    const env = { DATA_DIR: storeDir, TRUST_PROXY: '127.0.0.1', DUPLICATE_RATE_LIMIT: '10000', AUTH_FAILURE_LIMIT: '10000' };
     const counting = countingStore(await createStore(loadConfig(env)));
     lookups = counting.lookups;
     gw = await startGateway(env, { store: counting.store, clock, logger: logs.logger });
@@ -150,10 +150,13 @@ describe('API keys', () => {
       }
       // Without X-Forwarded-For the caller is 127.0.0.1: outside too.
       expect(await duplicate(client, created.key)).toMatchObject({ status: 403, code: 'FORBIDDEN' });
+      // A load balancer appends the address it saw; what the client wrote before it is not believed.
+      expect(await duplicate(client, created.key, xff('10.1.2.3, 192.0.2.9'))).toMatchObject({ status: 403, code: 'FORBIDDEN' });
     }
     const denied = await gw.app.store.listEvents(ws.workspace.id, { apiKeyId: created.record.id, types: ['PERMISSION_DENIED'] }, { first: 20 });
-    expect(denied).toHaveLength(8);
-    expect(denied[0]).toMatchObject({ ip: '127.0.0.1', details: { reason: 'ip_not_allowed' } });
+    expect(denied).toHaveLength(10);
+    expect(denied[0]).toMatchObject({ ip: '192.0.2.9', details: { reason: 'ip_not_allowed' } });
+    expect(denied[1]).toMatchObject({ ip: '127.0.0.1', details: { reason: 'ip_not_allowed' } });
     expect(denied.map((event) => event.ip)).toContain('2001:db9::1');
   });
 

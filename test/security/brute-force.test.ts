@@ -6,8 +6,8 @@ import { graphQL, rest, transports, type Transport } from '../support/transports
 const LIMIT = 5;
 
 describe.each([
-  { trust: 'true', label: 'TRUST_PROXY=true' },
   { trust: '127.0.0.1', label: 'TRUST_PROXY=<the proxy address>' },
+  { trust: '10.0.0.0/8, 127.0.0.0/8, ::1', label: 'TRUST_PROXY=<the proxies\' ranges>' },
 ])('failed authentications behind a trusted proxy ($label)', ({ trust }) => {
   let gw: TestGateway;
   let ws: TestWorkspace;

@@ -42,8 +42,8 @@ describe('security configuration', () => {
   });
 
   it.each([
-    ['true', true],
     ['off', false],
+    ['0', false],
     ['10.0.0.1', ['10.0.0.1/32']],
     ['10.0.0.0/8, ::1', ['10.0.0.0/8', '::1/128']],
   ] as const)('reads TRUST_PROXY=%s', (value, expected) => {
@@ -62,11 +62,21 @@ describe('security configuration', () => {
     ['GRAPHQL_MAX_ALIASES', '1.5'],
     ['GRAPHQL_MAX_DUPLICATES_PER_OPERATION', '0'],
     ['TRUST_PROXY', 'maybe'],
+    ['TRUST_PROXY', 'true'],
+    ['TRUST_PROXY', '1'],
   ])('stops start-up on %s=%s with one line naming the variable', (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(new RegExp(`^invalid configuration: ${name} `));
   });
 
   it('says what TRUST_PROXY takes when given a word it does not know', () => {
-    expect(() => loadConfig({ TRUST_PROXY: 'maybe' })).toThrow("TRUST_PROXY must be true, false or a list of proxy addresses/CIDR ranges, got 'maybe'");
+    expect(() => loadConfig({ TRUST_PROXY: 'maybe' })).toThrow(
+      "TRUST_PROXY must be false or the addresses/CIDR ranges of the proxies in front of the gateway, got 'maybe'",
+    );
+  });
+
+  it('refuses TRUST_PROXY=true, saying why: the first X-Forwarded-For entry is the client\'s to write', () => {
+    expect(() => loadConfig({ TRUST_PROXY: 'true' })).toThrow(
+      "TRUST_PROXY must be false or the addresses/CIDR ranges of the proxies in front of the gateway: 'true' would take each client's address from the first X-Forwarded-For entry, which the client can write itself",
+    );
   });
 });
