@@ -27,6 +27,13 @@ const isUnexpected = (error: unknown): boolean => {
   return !isGatewayError(cause) && !(cause instanceof GraphQLError);
 };
 
+/** An error Apollo raised about the request itself, with a 4xx status for the answer and no code. */
+function isRefusedRequest(error: unknown): boolean {
+  if (!(error instanceof GraphQLError) || error.originalError || error.extensions.code !== undefined) return false;
+  const status = (error.extensions.http as { status?: unknown } | undefined)?.status;
+  return typeof status === 'number' && status >= 400 && status < 500;
+}
+
 export const renderGraphQLIssue = (issue: FieldIssue): string => `'${issue.field}' ${issue.message}`;
 
 /** The one place GraphQL maps an error to its wire form. Anything not meant for callers becomes INTERNAL_SERVER_ERROR. */
@@ -52,6 +59,8 @@ export function formatGraphQLError(formatted: GraphQLFormattedError, error: unkn
     const { stacktrace: _stacktrace, ...extensions } = formatted.extensions ?? {};
     return { ...formatted, extensions };
   }
+  // Apollo refuses a malformed persisted-query extension with a 400 but no code of its own.
+  if (isRefusedRequest(error)) return { message: formatted.message, extensions: { code: 'BAD_REQUEST' } };
   return {
     message: ERROR_CODES.INTERNAL.message,
     locations: formatted.locations,
