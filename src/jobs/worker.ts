@@ -48,6 +48,11 @@ export class JobWorker {
   private loopDone: Promise<void> = Promise.resolve();
   /** The runs in progress, each with the lease it holds its job under: what a stop hands back. */
   private readonly active = new Map<Promise<void>, string>();
+  /**
+   * Leases of runs whose outcome the store failed to record, with when they expire: their jobs stay RUNNING
+   * under this process until then, so a stop hands them back too.
+   */
+  private readonly unrecorded = new Map<string, number>();
   private wake: (() => void) | null = null;
   private woken = false;
   /** Set when the duplicator deferred a job: nothing can run before then, so claiming waits. */
@@ -87,7 +92,9 @@ export class JobWorker {
     ]);
     clearTimeout(timer);
     let released = 0;
-    for (const lease of new Set(this.active.values())) released += await this.store.releaseJobs(lease, this.clock.now());
+    const now = this.clock.now();
+    const held = [...this.active.values(), ...[...this.unrecorded].filter(([, expiresAt]) => expiresAt > now.getTime()).map(([lease]) => lease)];
+    for (const lease of new Set(held)) released += await this.store.releaseJobs(lease, now);
     if (released > 0) this.logger.warn({ released }, 'returned unfinished jobs to the queue');
   }
 
@@ -168,9 +175,16 @@ export class JobWorker {
       this.observer.jobFinished?.(outcome.status, Date.now() - startedAt);
       this.logger.info({ jobId: job.id, status: outcome.status, attempts: job.attempts }, 'job finished');
     } catch (error) {
-      // The store failed; the lease will expire and the job will be claimed again.
+      // The store failed; the lease will expire and the job will be claimed again, or a stop hands it back sooner.
       this.logger.error({ err: error, jobId: job.id }, 'recording the job outcome failed');
+      this.holdUnrecorded(lease);
     }
+  }
+
+  private holdUnrecorded(lease: string): void {
+    const now = this.clock.now().getTime();
+    for (const [held, expiresAt] of this.unrecorded) if (expiresAt <= now) this.unrecorded.delete(held);
+    this.unrecorded.set(lease, now + this.options.leaseMs);
   }
 
   private leaseLost(job: DuplicationJob): void {

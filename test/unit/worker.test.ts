@@ -7,6 +7,7 @@ import type { Duplicator, DuplicationResult } from '../../src/domain/ports.js';
 import { JobWorker } from '../../src/jobs/worker.js';
 import { ManualClock } from '../support/clock.js';
 import { eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
+import { storeFailingOn } from '../support/gateway.js';
 import { waitFor } from '../support/wait.js';
 
 const silent = { info() {}, warn() {}, error() {} };
@@ -83,5 +84,30 @@ describe('the job worker', () => {
     await worker.stop(0);
     worker = undefined;
     for (const job of jobs) expect(await store.getJob(ws.id, job.id)).toMatchObject({ status: 'PENDING', leaseOwner: null, attempts: 0 });
+  });
+
+  it('hands back, when it stops, a job whose outcome the store failed to record', async () => {
+    const clock = new ManualClock();
+    const ws = workspaceFixture();
+    await store.createWorkspace(ws);
+    let failing = true;
+    const flaky = storeFailingOn(store, ['finishJob'], () => failing);
+    const duplicator = new HeldDuplicator();
+    const errors: string[] = [];
+    const logger = { ...silent, error: (_details: object, message: string) => void errors.push(message) };
+    worker = new JobWorker(flaky, duplicator, clock, { concurrency: 2, leaseMs: 30_000, pollIntervalMs: 10, maxAttempts: 5, backoffBaseMs: 1000, backoffMaxMs: 60_000 }, logger);
+    worker.start();
+    const job = jobFixture(ws.id, { runAt: clock.now() });
+    await store.enqueueJob(job, eventFixture(ws.id, { jobId: job.id }));
+    worker.notify();
+    await waitFor(async () => duplicator.runs.length === 1);
+    duplicator.runs[0]({ kind: 'succeeded', resultCampaignId: null });
+    await waitFor(async () => errors.includes('recording the job outcome failed'));
+    expect(await store.getJob(ws.id, job.id)).toMatchObject({ status: 'RUNNING' });
+
+    failing = false;
+    await worker.stop(0);
+    worker = undefined;
+    expect(await store.getJob(ws.id, job.id)).toMatchObject({ status: 'PENDING', leaseOwner: null });
   });
 });
