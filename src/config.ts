@@ -40,7 +40,7 @@ export interface Config {
   trustProxy: false | string[];
   /** Browser origins allowed to call the API (CORS); none by default. */
   corsOrigins: string[];
-  /** Failed authentications allowed per client IP per window, then the IP is blocked. */
+  /** Failed authentications allowed per client (IPv4 address, IPv6 /64) per window, then it is blocked. */
   authFailureLimit: number;
   authFailureWindowSeconds: number;
   authFailureBlockSeconds: number;

@@ -48,3 +48,15 @@ export function isAllowedIp(ip: string, ranges: readonly string[]): boolean {
     return range !== null && range[0].kind() === address.kind() && address.match(range);
   });
 }
+
+/**
+ * The network a client address stands for when counting what it does: an IPv4 address is one client, an
+ * IPv6 address is its /64, which one subscriber or host usually holds whole and can pick addresses from at will.
+ * Anything that is no IP address is returned as it is.
+ */
+export function clientNetwork(ip: string): string {
+  if (!ipaddr.isValid(ip)) return ip;
+  const address = ipaddr.process(ip);
+  if (address.kind() === 'ipv4') return address.toString();
+  return `${ipaddr.IPv6.networkAddressFromCIDR(`${address.toString()}/64`).toString()}/64`;
+}

@@ -3,7 +3,7 @@ import { configure } from 'safe-stable-stringify';
 import { decodeRowCursor, encodeCursor } from './cursor.js';
 import { GatewayError, type RateLimitState } from './errors.js';
 import { newId } from './ids.js';
-import { isAllowedIp } from './ip-allowlist.js';
+import { clientNetwork, isAllowedIp } from './ip-allowlist.js';
 import { hashApiKey, hashesEqual, isWellFormedApiKey } from './keys.js';
 import type { Permission } from './permissions.js';
 import type { AuthFailureLimiter, CampaignReader, Clock, GatewayStore, Quota } from './ports.js';
@@ -134,16 +134,17 @@ export class GatewayService {
   }
 
   /**
-   * Who is calling. A client that failed too often recently is refused before its key is even looked at;
-   * every failure (no key, a malformed, unknown, expired or revoked key, an address outside the key's
-   * allowlist) counts against it.
+   * Who is calling. A client (an IPv4 address, an IPv6 /64) that failed too often recently is refused before
+   * its key is even looked at; every failure (no key, a malformed, unknown, expired or revoked key, an address
+   * outside the key's allowlist) counts against it.
    */
   async authenticate(context: RequestContext): Promise<Principal> {
-    await this.deps.authFailures.check(context.ip);
+    const client = clientNetwork(context.ip);
+    await this.deps.authFailures.check(client);
     try {
       return await this.identify(context);
     } catch (error) {
-      await this.deps.authFailures.recordFailure(context.ip);
+      await this.deps.authFailures.recordFailure(client);
       throw error;
     }
   }

@@ -56,6 +56,17 @@ describe.each([
     expect((await attempt(rest, from(attacker, bearer(ws.key)))).response.body).toEqual({ message: 'Rate limit exceeded' });
   });
 
+  it('counts an IPv6 client by its /64, so that it cannot spread failures over the addresses it holds', async () => {
+    for (let index = 0; index < LIMIT; index += 1) {
+      const client = transports[index % 2];
+      expect((await attempt(client, from(`2001:db8:7:1::${index + 1}`, bearer(generateApiKey())))).status).toBe(401);
+    }
+    for (const client of transports) {
+      expect(await attempt(client, from('2001:db8:7:1:ffff::9', bearer(ws.key)))).toMatchObject({ status: 429, code: 'RATE_LIMITED' });
+      expect((await attempt(client, from('2001:db8:7:2::1', bearer(ws.key)))).status).toBeLessThan(300);
+    }
+  });
+
   it('does not count a valid key refused a permission as a failed authentication', async () => {
     const { key } = await ws.addKey(['campaigns.list']);
     for (let index = 0; index < LIMIT * 2; index += 1) {
