@@ -7,6 +7,7 @@ import { BrazeClient, type BrazeClientOptions } from './adapters/braze-client.js
 import { memoryLimiters, postgresLimiters, type LimiterBackend } from './adapters/limiter-backends.js';
 import { PostgresStore } from './adapters/postgres/store.js';
 import { RateLimiterAuthFailures } from './adapters/rate-limiter-auth-failures.js';
+import { RateLimiterEventBudget } from './adapters/rate-limiter-event-budget.js';
 import { RateLimiterQuota } from './adapters/rate-limiter-quota.js';
 import { RedisLimiters } from './adapters/redis/limiters.js';
 import { SqliteStore } from './adapters/sqlite/store.js';
@@ -53,6 +54,8 @@ export interface AppOverrides {
   logger?: FastifyServerOptions['logger'];
   /** The limiter behind upstream pacing; instances given the same one share the pace. */
   upstreamLimiter?: RateLimiterAbstract;
+  /** The limiter behind the PERMISSION_DENIED budget, for a window shorter than a minute. */
+  deniedPermissionLimiter?: RateLimiterAbstract;
   logDestination?: NodeJS.WritableStream;
 }
 
@@ -105,6 +108,9 @@ function createAuthFailureLimiter(config: Config, limiters: LimiterBackend): Aut
   );
 }
 
+/** PERMISSION_DENIED events a key records per minute: enough to see any mistake, too few to bury the log. */
+const DENIED_PERMISSION_EVENTS_PER_MINUTE = 10;
+
 /** The composition root: every adapter is chosen here and nowhere else. */
 export async function buildApp(config: Config, overrides: AppOverrides = {}): Promise<App> {
   const clock = overrides.clock ?? systemClock;
@@ -141,6 +147,10 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     store,
     quota,
     authFailures: createAuthFailureLimiter(config, limiters),
+    deniedPermissionEvents: new RateLimiterEventBudget(
+      overrides.deniedPermissionLimiter ??
+        limiters.limiter({ keyPrefix: 'denied-permission-events', points: DENIED_PERMISSION_EVENTS_PER_MINUTE, durationSeconds: 60 }),
+    ),
     campaigns,
     clock,
     onJobEnqueued: () => worker?.notify(),

@@ -135,6 +135,15 @@ export interface AuthFailureLimiter {
   recordFailure(client: string): Promise<void>;
 }
 
+/**
+ * How many events of one kind a key may add to its workspace's security log per window, so that a key
+ * refused over and over cannot bury the log (or fill the disk) with its refusals.
+ */
+export interface EventBudget {
+  /** Whether one more event under this name may be recorded now. */
+  take(name: string): Promise<boolean>;
+}
+
 export type DuplicationResult =
   | { kind: 'succeeded'; resultCampaignId: string | null; newCampaign?: Campaign; details?: Record<string, unknown> }
   | { kind: 'permanent'; error: JobError }

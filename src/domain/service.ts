@@ -6,7 +6,7 @@ import { newId } from './ids.js';
 import { clientNetwork, isAllowedIp } from './ip-allowlist.js';
 import { hashApiKey, hashesEqual, isWellFormedApiKey } from './keys.js';
 import type { Permission } from './permissions.js';
-import type { AuthFailureLimiter, CampaignReader, Clock, GatewayStore, Quota } from './ports.js';
+import type { AuthFailureLimiter, CampaignReader, Clock, EventBudget, GatewayStore, Quota } from './ports.js';
 import type {
   ApiKeyRecord,
   Campaign,
@@ -56,6 +56,8 @@ export interface GatewayServiceDeps {
   store: GatewayStore;
   quota: Quota;
   authFailures: AuthFailureLimiter;
+  /** PERMISSION_DENIED events each key may record per window; the refusals past it are counted, not recorded. */
+  deniedPermissionEvents: EventBudget;
   campaigns: CampaignReader;
   clock: Clock;
   /** Wakes the worker after a job was committed. */
@@ -128,6 +130,8 @@ export class GatewayService {
    * request asking for a field thirty times under aliases is one denial, recorded once.
    */
   private readonly deniedPermissions = new WeakMap<Principal, Set<Permission>>();
+  /** Per key, the refusals not recorded since its last PERMISSION_DENIED event (this instance's). */
+  private readonly unrecordedDenials = new Map<string, number>();
 
   constructor(private readonly deps: GatewayServiceDeps) {
     this.idempotencyTtlMs = deps.idempotencyTtlMs ?? DEFAULT_IDEMPOTENCY_TTL_MS;
@@ -212,11 +216,26 @@ export class GatewayService {
     if (!recorded.has(permission)) {
       recorded.add(permission);
       this.deniedPermissions.set(principal, recorded);
-      await this.deps.store.insertEvent(this.event(principal, 'PERMISSION_DENIED', { details: { permission } }));
+      await this.recordDenial(principal, permission);
     }
     const error = new GatewayError('FORBIDDEN');
     if (options.withQuota) error.rateLimit = await this.deps.quota.peek(principal.workspaceId);
     throw error;
+  }
+
+  /**
+   * One PERMISSION_DENIED event, within the key's budget. The first event recorded after refusals past the
+   * budget says how many there were (`unrecordedBefore`), so the log keeps their number without their rows.
+   */
+  private async recordDenial(principal: Principal, permission: Permission): Promise<void> {
+    if (!(await this.deps.deniedPermissionEvents.take(principal.keyId))) {
+      this.unrecordedDenials.set(principal.keyId, (this.unrecordedDenials.get(principal.keyId) ?? 0) + 1);
+      return;
+    }
+    const unrecordedBefore = this.unrecordedDenials.get(principal.keyId);
+    this.unrecordedDenials.delete(principal.keyId);
+    const details = unrecordedBefore === undefined ? { permission } : { permission, unrecordedBefore };
+    await this.deps.store.insertEvent(this.event(principal, 'PERMISSION_DENIED', { details }));
   }
 
   async duplicateCampaign(

@@ -1,5 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { RateLimiterMemory } from 'rate-limiter-flexible';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PERMISSIONS, type Permission } from '../../src/domain/permissions.js';
 import { bearer, graphql, http, json, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
@@ -117,6 +118,18 @@ describe('permissions', () => {
     expect(permissions.sort()).toEqual(['campaigns.details', 'campaigns.list']);
   });
 
+  it('records at most ten PERMISSION_DENIED events a minute per key, and refuses every request all the same', async () => {
+    const { key, keyId } = await ws.addKey(['campaigns.duplicate'], 'flooding');
+    const other = await ws.addKey(['campaigns.duplicate'], 'bystander');
+    for (let index = 0; index < 14; index += 1) {
+      expect(gqlCode((await graphql(gw.baseUrl, key, '{ campaigns { edges { node { id } } } }')).body)).toBe('FORBIDDEN');
+    }
+    expect(gqlCode((await graphql(gw.baseUrl, other.key, '{ campaigns { edges { node { id } } } }')).body)).toBe('FORBIDDEN');
+    const recorded = await gw.app.store.listEvents(ws.workspace.id, { apiKeyId: keyId, types: ['PERMISSION_DENIED'] }, { first: 50 });
+    expect(recorded).toHaveLength(10);
+    expect(await gw.app.store.listEvents(ws.workspace.id, { apiKeyId: other.keyId, types: ['PERMISSION_DENIED'] }, { first: 50 })).toHaveLength(1);
+  });
+
   describe('security_events.read', () => {
     let first: { key: string; keyId: string };
     let second: { key: string; keyId: string };
@@ -192,5 +205,34 @@ describe('permissions', () => {
         expect(polled[0].job).toEqual({ id: jobId });
       }
     });
+  });
+});
+
+describe('refusals past the PERMISSION_DENIED budget', () => {
+  let gw: TestGateway;
+  let ws: TestWorkspace;
+
+  beforeAll(async () => {
+    // Two events a second, so that a window passes within the test.
+    gw = await startGateway({}, { deniedPermissionLimiter: new RateLimiterMemory({ points: 2, duration: 1 }) });
+    ws = await gw.workspace('budget');
+  });
+
+  afterAll(() => gw.close());
+
+  it('are counted in the next event the key records: every refusal is in the log, as a row or in a count', async () => {
+    const { key, keyId } = await ws.addKey(['campaigns.duplicate']);
+    const events = () => gw.app.store.listEvents(ws.workspace.id, { apiKeyId: keyId, types: ['PERMISSION_DENIED'] }, { first: 100 });
+    let refusals = 0;
+    const counted = await waitFor(async () => {
+      expect(gqlCode((await graphql(gw.baseUrl, key, '{ campaigns { edges { node { id } } } }')).body)).toBe('FORBIDDEN');
+      refusals += 1;
+      const recorded = await events();
+      return recorded.some((event) => event.details.unrecordedBefore !== undefined) && recorded;
+    });
+    expect(counted[0].details).toEqual({ permission: 'campaigns.list', unrecordedBefore: expect.any(Number) });
+    const unrecorded = counted.reduce((sum, event) => sum + Number(event.details.unrecordedBefore ?? 0), 0);
+    expect(unrecorded).toBeGreaterThan(0);
+    expect(counted.length + unrecorded).toBe(refusals);
   });
 });
