@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bearer, http, json, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { bearer, graphql, http, json, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { freePort } from '../support/process.js';
 import { readiness } from './support.js';
 
@@ -29,12 +29,14 @@ describe.skipIf(!hasRedisServer && !process.env.CI)('Redis going away under a ru
     await exited;
     redis = undefined;
   };
-  const duplicate = (name: string) =>
+  const duplicate = (name: string, as = tenant) =>
     http(gateway.baseUrl, 'POST', '/campaigns/duplicate', {
-      headers: { ...json, ...bearer(tenant.key) },
-      body: JSON.stringify({ campaign_id: tenant.campaign.id, name }),
+      headers: { ...json, ...bearer(as.key) },
+      body: JSON.stringify({ campaign_id: as.campaign.id, name }),
     });
-  const counted = async () => Number(await client.get(`duplicate:${tenant.workspace.id}`));
+  const counted = async (as = tenant) => Number(await client.get(`duplicate:${as.workspace.id}`));
+  const warnings = (from: number) => logs.slice(from).filter((line) => line.level === 40 && /Redis is unreachable/.test(line.msg));
+  const recoveries = (from: number) => logs.slice(from).filter((line) => line.level === 30 && /Redis is reachable again/.test(line.msg));
 
   beforeAll(async () => {
     port = await freePort();
@@ -82,5 +84,50 @@ describe.skipIf(!hasRedisServer && !process.env.CI)('Redis going away under a ru
     expect(after.status).toBe(202);
     expect(after.headers['x-ratelimit-remaining']).toBe('2');
     expect(await counted()).toBe(1);
+  }, 60_000);
+
+  it('treats a Redis that hangs like one that is gone: one wait, then the in-process limiter, degraded not down', async () => {
+    const hung = await gateway.workspace();
+    expect((await duplicate('before the hang', hung)).status).toBe(202);
+    expect(await counted(hung)).toBe(1);
+    const from = logs.length;
+
+    // A stopped process still accepts connections (the kernel queues them) but never answers.
+    redis!.kill('SIGSTOP');
+    try {
+      // Every limiter call during the hang is answered: the failed-authentication limiter, the quota on both
+      // transports, and the quota counted from scratch in process, refusing past it.
+      expect((await http(gateway.baseUrl, 'POST', '/campaigns/duplicate', { headers: { ...json, ...bearer('not-a-key') }, body: '{}' })).status).toBe(401);
+      expect((await duplicate('during the hang', hung)).status).toBe(202);
+      const aliases = await graphql(
+        gateway.baseUrl,
+        hung.key,
+        `mutation Two($input: DuplicateCampaignInput!) {
+          first: duplicateCampaign(input: $input) { job { status } }
+          second: duplicateCampaign(input: $input) { job { status } }
+        }`,
+        { input: { campaignId: hung.campaign.id, name: 'during the hang' } },
+      );
+      expect(aliases.body).toEqual({ data: { first: { job: { status: 'PENDING' } }, second: { job: { status: 'PENDING' } } } });
+      expect((await duplicate('past the quota', hung)).status).toBe(429);
+
+      const report = await readiness(gateway);
+      expect(report).toMatchObject({ code: 200, status: 'degraded', checks: { store: { status: 'up' }, quota: { status: 'degraded', backend: 'redis' } } });
+      expect(report.checks!.quota.message).toMatch(/in-process limiter/);
+      // The switch is logged once, however many calls and reconnection attempts met the hang.
+      expect(warnings(from)).toHaveLength(1);
+      expect(recoveries(from)).toHaveLength(0);
+    } finally {
+      redis!.kill('SIGCONT');
+    }
+
+    await waitFor(async () => (await readiness(gateway)).status === 'ready');
+    await waitFor(async () => recoveries(from).length > 0);
+    expect(recoveries(from)).toHaveLength(1);
+    expect(warnings(from)).toHaveLength(1);
+    // Back on Redis: the in-process count (spent) is left behind, and the point is counted in Redis.
+    const after = await duplicate('after the hang', hung);
+    expect(after.status).toBe(202);
+    expect(Number(after.headers['x-ratelimit-remaining'])).toBe(3 - (await counted(hung)));
   }, 60_000);
 });

@@ -6,9 +6,21 @@ import { memoryLimiter, type LimiterBackend, type LimiterLogger, type LimiterSet
 const DEGRADED = 'Redis is unreachable; each instance enforces its limits on its own with an in-process limiter until Redis is back';
 
 /**
+ * How long Redis may leave a command unanswered before it counts as unreachable. Well under the time
+ * readiness gives each check, so a hung Redis reads as degraded there, not as a check that never answered.
+ */
+export const REDIS_ANSWER_TIMEOUT_MS = 1000;
+
+/**
  * Limiters shared by every instance through Redis. When Redis cannot answer, rate-limiter-flexible hands
  * each call to an in-process insurance limiter, so the gateway keeps serving (each instance then counts on
  * its own); once the connection is ready again, calls go back to Redis by themselves.
+ *
+ * A Redis that refuses connections is noticed at once. One that hangs (stopped, paused, a dead link that
+ * keeps the socket open) is noticed by the socket timeout: the connection is dropped, which fails every
+ * command waiting on it over to the insurance limiter, and until a reconnection completes its ready check
+ * the client is not ready, so later calls skip Redis without waiting. Requests thus wait for a hung Redis
+ * once, not once per call.
  */
 export class RedisLimiters implements LimiterBackend {
   readonly name = 'redis';
@@ -22,8 +34,8 @@ export class RedisLimiters implements LimiterBackend {
       // Fail at once while disconnected instead of queueing: the insurance limiter answers meanwhile.
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
-      // Long enough that a busy event loop is not mistaken for a Redis outage, short enough to fail over.
-      commandTimeout: 2000,
+      // No reply within this time drops the connection (and with it, readiness) until Redis answers again.
+      socketTimeout: REDIS_ANSWER_TIMEOUT_MS,
       connectTimeout: 2000,
       // Keep reconnecting for as long as the process runs.
       retryStrategy: (attempt) => Math.min(attempt * 100, 1000),
@@ -62,15 +74,18 @@ export class RedisLimiters implements LimiterBackend {
   }
 
   async check(): Promise<DependencyStatus> {
-    if (this.client.status !== 'ready') {
-      return { status: 'degraded', backend: 'redis', message: `${DEGRADED} (connection ${this.client.status})` };
+    const degraded = (reason: string): DependencyStatus => ({ status: 'degraded', backend: 'redis', message: `${DEGRADED} (${reason})` });
+    if (this.client.status === 'ready') {
+      try {
+        await this.client.ping();
+        return { status: 'up', backend: 'redis' };
+      } catch (error) {
+        // A ping lost with its connection (a hung Redis is dropped by the socket timeout) fails with a retry
+        // error that says nothing of why; the connection's state does.
+        if (this.client.status === 'ready') return degraded(describeFailure(error));
+      }
     }
-    try {
-      await this.client.ping();
-      return { status: 'up', backend: 'redis' };
-    } catch (error) {
-      return { status: 'degraded', backend: 'redis', message: `${DEGRADED} (${describeFailure(error)})` };
-    }
+    return degraded(`connection ${this.client.status}`);
   }
 
   async close(): Promise<void> {
