@@ -4,7 +4,7 @@ import { UpstreamPacer } from '../../src/adapters/upstream-pacer.js';
 import type { DuplicationJob } from '../../src/domain/types.js';
 import { ManualClock } from '../support/clock.js';
 import { startFakeBraze, type FakeReply } from '../support/fake-braze.js';
-import { bearer, http, json, recordingLogger, startGateway, waitFor } from '../support/gateway.js';
+import { bearer, graphql, http, json, recordingLogger, startGateway, waitFor } from '../support/gateway.js';
 
 const UPSTREAM_KEY = 'braze-upstream-key-5f1e7c2a9d';
 const DUPLICATE = 'POST /campaigns/duplicate';
@@ -213,6 +213,22 @@ describe('upstream mode: what each upstream answer does to a job', () => {
     expect(events).toContain('success; received Authorization: Bearer [redacted] x');
     expect(events).not.toContain(UPSTREAM_KEY);
     expect(events).not.toContain('x'.repeat(600));
+  });
+
+  it.each<[string, Record<string, unknown>]>([
+    ['names the copy', { new_campaign_id: UPSTREAM_KEY }],
+    ['echoes a campaign id', { campaign_id: `cmp-${UPSTREAM_KEY}` }],
+  ])('keeps no copy id that holds the upstream key when the upstream %s with it', async (_, id) => {
+    h.fake.script(DUPLICATE, { status: 201, json: { message: `accepted for ${UPSTREAM_KEY}`, ...id } });
+    const { id: jobId } = await enqueue(h);
+    expect(await until(h, jobId, finished)).toMatchObject({ status: 'SUCCEEDED', attempts: 1, resultCampaignId: null, error: null });
+    const rest = await http(h.gateway.baseUrl, 'GET', `/duplication_jobs/${jobId}`, { headers: bearer(h.ws.key) });
+    expect(rest.body.result_campaign_id).toBeNull();
+    const gql = await graphql(h.gateway.baseUrl, h.ws.key, 'query ($id: ID!) { duplicationJob(id: $id) { resultCampaignId } }', { id: jobId });
+    expect(gql.body.data.duplicationJob).toEqual({ resultCampaignId: null });
+    const events = await eventsOf(h, jobId);
+    expect(events[0].details).toMatchObject({ upstreamMessage: 'accepted for [redacted]' });
+    expect([rest.text, gql.text, JSON.stringify(events)].join('\n')).not.toContain(UPSTREAM_KEY);
   });
 });
 
