@@ -60,12 +60,16 @@ export class BrazeDuplicator implements Duplicator {
         };
       case 'rejected':
         return { kind: 'permanent', error: response.error };
-      case 'unavailable':
-        if (response.status === 429 && response.retryAfterMs) {
-          // Best effort: this job's own delay already honours the upstream; the pause keeps the others back too.
-          await this.pacer.pause(response.retryAfterMs).catch(() => undefined);
+      case 'unavailable': {
+        let retryAfterMs = response.retryAfterMs;
+        if (response.status === 429) {
+          // Best effort: the pause keeps the other jobs back too. A 429 without a time holds this job as long as
+          // the others; with one, this job's own delay already honours the upstream.
+          const heldMs = await this.pacer.pause(retryAfterMs ?? 0).catch(() => undefined);
+          retryAfterMs ??= heldMs;
         }
-        return { kind: 'transient', error: response.error, ...(response.retryAfterMs === undefined ? {} : { retryAfterMs: response.retryAfterMs }) };
+        return { kind: 'transient', error: response.error, ...(retryAfterMs === undefined ? {} : { retryAfterMs }) };
+      }
     }
   }
 }

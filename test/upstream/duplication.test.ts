@@ -178,6 +178,30 @@ describe('upstream mode: what each upstream answer does to a job', () => {
     expect(requestsFor(h, limited.name)).toHaveLength(2);
   });
 
+  it('429 with no time: the job and every other job wait until the gateway\'s own window ends, not the short backoff', async () => {
+    h.fake.script(DUPLICATE, { status: 429, json: { message: 'Rate limit exceeded' }, headers: {} });
+    const limited = await enqueue(h);
+    const job = await until(h, limited.id, retried(1));
+    expect(job.error).toEqual({ code: 'UPSTREAM_RATE_LIMITED', message: 'The upstream answered 429: Rate limit exceeded' });
+
+    // The window this job opened is held to its end, and the job waits at least as long as the hold.
+    const hold = await h.limiter.get(PACER_KEY);
+    expect(hold?.consumedPoints).toBeGreaterThan(h.limiter.points);
+    expect(delayOf(h, job)).toBeGreaterThanOrEqual(hold?.msBeforeNext ?? Infinity);
+    expect(delayOf(h, job)).toBeLessThanOrEqual(h.limiter.duration * 1000);
+
+    const other = await enqueue(h);
+    const held = await until(h, other.id, (candidate) => candidate.status === 'PENDING' && candidate.runAt > candidate.createdAt);
+    expect(held.attempts).toBe(0);
+    expect(requestsFor(h, other.name)).toHaveLength(0);
+
+    await h.limiter.delete(PACER_KEY); // the window has passed
+    advanceTo(h, new Date(Math.max(job.runAt.getTime(), held.runAt.getTime())));
+    expect(await until(h, limited.id, finished)).toMatchObject({ status: 'SUCCEEDED', attempts: 2 });
+    expect(await until(h, other.id, finished)).toMatchObject({ status: 'SUCCEEDED', attempts: 1 });
+    expect(requestsFor(h, limited.name)).toHaveLength(2);
+  });
+
   it.each<[string, FakeReply, string]>([
     ['an answer slower than the timeout', { status: 202, json: { message: 'success' }, delayMs: 10_000 }, 'UPSTREAM_TIMEOUT'],
     ['an upstream that never answers', { hang: true }, 'UPSTREAM_TIMEOUT'],
@@ -278,6 +302,19 @@ describe('upstream mode: pacing', () => {
     await pacer.pause(3000);
     // One slot of this window was used: a fresh window after 3 s would allow two more calls within 20 s.
     expect(await pacer.take()).toBeGreaterThan(15_000);
+  });
+
+  it('a 429 with no time holds the current window to its end, or a whole window when none is under way', async () => {
+    const pacer = new UpstreamPacer(new RateLimiterMemory({ points: 2, duration: 20 }));
+    expect(await pacer.pause(0)).toBe(20_000);
+    expect(await pacer.take()).toBeGreaterThan(15_000);
+
+    const busy = new UpstreamPacer(new RateLimiterMemory({ points: 2, duration: 20 }));
+    expect(await busy.take()).toBe(0);
+    const held = await busy.pause(0);
+    expect(held).toBeGreaterThan(15_000);
+    expect(held).toBeLessThanOrEqual(20_000);
+    expect(await busy.take()).toBeGreaterThan(15_000);
   });
 
   it('instances sharing one limiter share one pace', async () => {
