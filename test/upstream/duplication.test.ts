@@ -56,6 +56,10 @@ function advanceTo(h: Harness, at: Date): void {
 
 const delayOf = (h: Harness, job: DuplicationJob) => job.runAt.getTime() - h.clock.now().getTime();
 const requestsFor = (h: Harness, name: string) => h.fake.requestsTo(DUPLICATE).filter((request) => JSON.parse(request.body).name === name);
+/** The Retry-After a REST client following the job is told. */
+const pollAfter = async (h: Harness, id: string) =>
+  (await http(h.gateway.baseUrl, 'GET', `/duplication_jobs/${id}`, { headers: bearer(h.ws.key) })).headers['retry-after'];
+const secondsUntil = (h: Harness, job: DuplicationJob) => String(Math.ceil(delayOf(h, job) / 1000));
 const eventsOf = (h: Harness, jobId: string) => h.gateway.app.store.listEvents(h.ws.workspace.id, { jobId }, { first: 50 });
 
 describe('upstream mode: what each upstream answer does to a job', () => {
@@ -128,6 +132,7 @@ describe('upstream mode: what each upstream answer does to a job', () => {
 
     const first = await until(h, id, retried(1));
     expect(first.error).toEqual({ code: 'UPSTREAM_UNAVAILABLE', message: 'The upstream answered 500: Internal Server Error' });
+    expect(await pollAfter(h, id)).toBe(secondsUntil(h, first));
     // Base 1 s, doubled per attempt, jittered into the upper half.
     expect(delayOf(h, first)).toBeGreaterThanOrEqual(500);
     expect(delayOf(h, first)).toBeLessThanOrEqual(1000);
@@ -164,12 +169,15 @@ describe('upstream mode: what each upstream answer does to a job', () => {
     const job = await until(h, limited.id, retried(1));
     expect(job.error).toEqual({ code: 'UPSTREAM_RATE_LIMITED', message: 'The upstream answered 429: Rate limit exceeded' });
     expect(delayOf(h, job)).toBe(expectedDelay(now));
+    // A REST client following the job is told to come back when it runs again, not every second.
+    expect(await pollAfter(h, limited.id)).toBe(secondsUntil(h, job));
 
     // The upstream's window is spent for everyone: a new job is held back without a call and without an attempt.
     const other = await enqueue(h);
     const held = await until(h, other.id, (candidate) => candidate.status === 'PENDING' && candidate.runAt > candidate.createdAt);
     expect(held.attempts).toBe(0);
     expect(requestsFor(h, other.name)).toHaveLength(0);
+    expect(await pollAfter(h, other.id)).toBe(secondsUntil(h, held));
 
     await h.limiter.delete(PACER_KEY); // the upstream's window has passed
     advanceTo(h, new Date(Math.max(job.runAt.getTime(), held.runAt.getTime())));
