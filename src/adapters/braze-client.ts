@@ -163,6 +163,11 @@ export class BrazeClient {
     return this.safeText(parts.join('; '));
   }
 
+  /** Whether upstream text holds the key: such text is kept only redacted, and an id holding it not at all. */
+  holdsKey(text: string): boolean {
+    return text.includes(this.options.apiKey);
+  }
+
   /** Upstream text as it may be kept: the upstream could echo what it received, and the key must not travel on into jobs, events or responses. */
   private safeText(text: string): string {
     const safe = text.split(this.options.apiKey).join('[redacted]').replace(/[\u0000-\u001f\u007f]+/g, ' ');

@@ -375,6 +375,16 @@ export class GatewayService {
     return job && (await this.maySee(principal, job)) ? job : null;
   }
 
+  /**
+   * Seconds a caller following an unfinished job should wait before asking again (null once it is finished):
+   * until its next run when that is later (a retry delay, a wait for an upstream slot), otherwise one.
+   */
+  pollAfterSeconds(job: DuplicationJob): number | null {
+    if (job.status === 'SUCCEEDED' || job.status === 'FAILED') return null;
+    const untilRun = job.status === 'PENDING' ? job.runAt.getTime() - this.deps.clock.now().getTime() : 0;
+    return Math.max(1, Math.ceil(untilRun / 1000));
+  }
+
   private async maySee(principal: Principal, job: DuplicationJob): Promise<boolean> {
     return job.apiKeyId === principal.keyId || this.authorize(principal, 'security_events.read', { optional: true });
   }

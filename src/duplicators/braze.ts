@@ -16,12 +16,16 @@ export function brazeDuplicateBody(job: DuplicationJob): Record<string, unknown>
 /** What an upstream id may look like to be kept: Braze's are UUIDs; nothing long, nothing but visible ASCII. */
 const UPSTREAM_ID = /^[\x21-\x7e]{1,128}$/;
 
-/** Braze answers 202 without naming the copy; an upstream that does name it, plausibly, is believed. */
-function copyId(body: unknown, job: DuplicationJob): string | null {
+/**
+ * Braze answers 202 without naming the copy; an upstream that does name it, plausibly, is believed. An id holding
+ * the key (an upstream echoing what it received) is not an id to keep: it would carry the key into the job.
+ */
+function copyId(body: unknown, job: DuplicationJob, client: BrazeClient): string | null {
   if (typeof body !== 'object' || body === null) return null;
   const { new_campaign_id: named, campaign_id: echoed } = body as Record<string, unknown>;
-  if (typeof named === 'string' && UPSTREAM_ID.test(named)) return named;
-  if (typeof echoed === 'string' && UPSTREAM_ID.test(echoed) && echoed !== job.sourceCampaignId) return echoed;
+  const plausible = (id: unknown): id is string => typeof id === 'string' && UPSTREAM_ID.test(id) && !client.holdsKey(id);
+  if (plausible(named)) return named;
+  if (plausible(echoed) && echoed !== job.sourceCampaignId) return echoed;
   return null;
 }
 
@@ -51,17 +55,21 @@ export class BrazeDuplicator implements Duplicator {
       case 'ok':
         return {
           kind: 'succeeded',
-          resultCampaignId: copyId(response.body, job),
+          resultCampaignId: copyId(response.body, job, this.client),
           details: { upstreamStatus: response.status, ...(response.message === undefined ? {} : { upstreamMessage: response.message }) },
         };
       case 'rejected':
         return { kind: 'permanent', error: response.error };
-      case 'unavailable':
-        if (response.status === 429 && response.retryAfterMs) {
-          // Best effort: this job's own delay already honours the upstream; the pause keeps the others back too.
-          await this.pacer.pause(response.retryAfterMs).catch(() => undefined);
+      case 'unavailable': {
+        let retryAfterMs = response.retryAfterMs;
+        if (response.status === 429) {
+          // Best effort: the pause keeps the other jobs back too. A 429 without a time holds this job as long as
+          // the others; with one, this job's own delay already honours the upstream.
+          const heldMs = await this.pacer.pause(retryAfterMs ?? 0).catch(() => undefined);
+          retryAfterMs ??= heldMs;
         }
-        return { kind: 'transient', error: response.error, ...(response.retryAfterMs === undefined ? {} : { retryAfterMs: response.retryAfterMs }) };
+        return { kind: 'transient', error: response.error, ...(retryAfterMs === undefined ? {} : { retryAfterMs }) };
+      }
     }
   }
 }

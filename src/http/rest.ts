@@ -127,7 +127,14 @@ const jobSchema = {
           properties: { code: { type: 'string' }, message: { type: 'string' } },
         },
       },
-      headers: { 'retry-after': { type: 'integer', description: 'While the job is pending or running: seconds before asking again' } },
+      headers: {
+        'retry-after': {
+          type: 'integer',
+          description:
+            'While the job is pending or running: seconds before asking again. For a pending job whose next attempt is ' +
+            'scheduled later (a retry delay, a wait for an upstream slot), the whole seconds until then; otherwise 1',
+        },
+      },
     },
     // 400: an id whose percent-encoding does not decode.
     ...authenticatedErrorResponses([400, 404]),
@@ -170,7 +177,8 @@ export async function restRoutes(app: FastifyInstance, options: { service: Gatew
     // Longer than any id the gateway makes: no such job, and no store lookup to say so.
     const job = id.length > ID_LENGTH ? null : await service.getJob(principal, id);
     if (!job) throw new GatewayError('NOT_FOUND', 'Job not found');
-    if (job.status === 'PENDING' || job.status === 'RUNNING') reply.header('retry-after', '1');
+    const pollAfter = service.pollAfterSeconds(job);
+    if (pollAfter !== null) reply.header('retry-after', String(pollAfter));
     return {
       job_id: job.id,
       status: job.status.toLowerCase(),

@@ -110,6 +110,7 @@ export async function startFakeBraze(apiKey: string, campaigns: FakeCampaign[] =
       if (typeof body.campaign_id !== 'string' || typeof body.name !== 'string') {
         return { status: 400, json: { message: "'campaign_id' and 'name' are required" } };
       }
+      if (!fake.campaigns.some((campaign) => campaign.id === body.campaign_id)) return { status: 400, json: { message: 'Invalid campaign_id' } };
       return { status: 202, json: { message: 'success' } };
     }
     if (route === 'GET /campaigns/list') {

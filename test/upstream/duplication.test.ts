@@ -4,7 +4,7 @@ import { UpstreamPacer } from '../../src/adapters/upstream-pacer.js';
 import type { DuplicationJob } from '../../src/domain/types.js';
 import { ManualClock } from '../support/clock.js';
 import { startFakeBraze, type FakeReply } from '../support/fake-braze.js';
-import { bearer, http, json, recordingLogger, startGateway, waitFor } from '../support/gateway.js';
+import { bearer, graphql, http, json, recordingLogger, startGateway, waitFor } from '../support/gateway.js';
 
 const UPSTREAM_KEY = 'braze-upstream-key-5f1e7c2a9d';
 const DUPLICATE = 'POST /campaigns/duplicate';
@@ -56,6 +56,10 @@ function advanceTo(h: Harness, at: Date): void {
 
 const delayOf = (h: Harness, job: DuplicationJob) => job.runAt.getTime() - h.clock.now().getTime();
 const requestsFor = (h: Harness, name: string) => h.fake.requestsTo(DUPLICATE).filter((request) => JSON.parse(request.body).name === name);
+/** The Retry-After a REST client following the job is told. */
+const pollAfter = async (h: Harness, id: string) =>
+  (await http(h.gateway.baseUrl, 'GET', `/duplication_jobs/${id}`, { headers: bearer(h.ws.key) })).headers['retry-after'];
+const secondsUntil = (h: Harness, job: DuplicationJob) => String(Math.ceil(delayOf(h, job) / 1000));
 const eventsOf = (h: Harness, jobId: string) => h.gateway.app.store.listEvents(h.ws.workspace.id, { jobId }, { first: 50 });
 
 describe('upstream mode: what each upstream answer does to a job', () => {
@@ -128,6 +132,7 @@ describe('upstream mode: what each upstream answer does to a job', () => {
 
     const first = await until(h, id, retried(1));
     expect(first.error).toEqual({ code: 'UPSTREAM_UNAVAILABLE', message: 'The upstream answered 500: Internal Server Error' });
+    expect(await pollAfter(h, id)).toBe(secondsUntil(h, first));
     // Base 1 s, doubled per attempt, jittered into the upper half.
     expect(delayOf(h, first)).toBeGreaterThanOrEqual(500);
     expect(delayOf(h, first)).toBeLessThanOrEqual(1000);
@@ -164,14 +169,41 @@ describe('upstream mode: what each upstream answer does to a job', () => {
     const job = await until(h, limited.id, retried(1));
     expect(job.error).toEqual({ code: 'UPSTREAM_RATE_LIMITED', message: 'The upstream answered 429: Rate limit exceeded' });
     expect(delayOf(h, job)).toBe(expectedDelay(now));
+    // A REST client following the job is told to come back when it runs again, not every second.
+    expect(await pollAfter(h, limited.id)).toBe(secondsUntil(h, job));
 
     // The upstream's window is spent for everyone: a new job is held back without a call and without an attempt.
     const other = await enqueue(h);
     const held = await until(h, other.id, (candidate) => candidate.status === 'PENDING' && candidate.runAt > candidate.createdAt);
     expect(held.attempts).toBe(0);
     expect(requestsFor(h, other.name)).toHaveLength(0);
+    expect(await pollAfter(h, other.id)).toBe(secondsUntil(h, held));
 
     await h.limiter.delete(PACER_KEY); // the upstream's window has passed
+    advanceTo(h, new Date(Math.max(job.runAt.getTime(), held.runAt.getTime())));
+    expect(await until(h, limited.id, finished)).toMatchObject({ status: 'SUCCEEDED', attempts: 2 });
+    expect(await until(h, other.id, finished)).toMatchObject({ status: 'SUCCEEDED', attempts: 1 });
+    expect(requestsFor(h, limited.name)).toHaveLength(2);
+  });
+
+  it('429 with no time: the job and every other job wait until the gateway\'s own window ends, not the short backoff', async () => {
+    h.fake.script(DUPLICATE, { status: 429, json: { message: 'Rate limit exceeded' }, headers: {} });
+    const limited = await enqueue(h);
+    const job = await until(h, limited.id, retried(1));
+    expect(job.error).toEqual({ code: 'UPSTREAM_RATE_LIMITED', message: 'The upstream answered 429: Rate limit exceeded' });
+
+    // The window this job opened is held to its end, and the job waits at least as long as the hold.
+    const hold = await h.limiter.get(PACER_KEY);
+    expect(hold?.consumedPoints).toBeGreaterThan(h.limiter.points);
+    expect(delayOf(h, job)).toBeGreaterThanOrEqual(hold?.msBeforeNext ?? Infinity);
+    expect(delayOf(h, job)).toBeLessThanOrEqual(h.limiter.duration * 1000);
+
+    const other = await enqueue(h);
+    const held = await until(h, other.id, (candidate) => candidate.status === 'PENDING' && candidate.runAt > candidate.createdAt);
+    expect(held.attempts).toBe(0);
+    expect(requestsFor(h, other.name)).toHaveLength(0);
+
+    await h.limiter.delete(PACER_KEY); // the window has passed
     advanceTo(h, new Date(Math.max(job.runAt.getTime(), held.runAt.getTime())));
     expect(await until(h, limited.id, finished)).toMatchObject({ status: 'SUCCEEDED', attempts: 2 });
     expect(await until(h, other.id, finished)).toMatchObject({ status: 'SUCCEEDED', attempts: 1 });
@@ -213,6 +245,22 @@ describe('upstream mode: what each upstream answer does to a job', () => {
     expect(events).toContain('success; received Authorization: Bearer [redacted] x');
     expect(events).not.toContain(UPSTREAM_KEY);
     expect(events).not.toContain('x'.repeat(600));
+  });
+
+  it.each<[string, Record<string, unknown>]>([
+    ['names the copy', { new_campaign_id: UPSTREAM_KEY }],
+    ['echoes a campaign id', { campaign_id: `cmp-${UPSTREAM_KEY}` }],
+  ])('keeps no copy id that holds the upstream key when the upstream %s with it', async (_, id) => {
+    h.fake.script(DUPLICATE, { status: 201, json: { message: `accepted for ${UPSTREAM_KEY}`, ...id } });
+    const { id: jobId } = await enqueue(h);
+    expect(await until(h, jobId, finished)).toMatchObject({ status: 'SUCCEEDED', attempts: 1, resultCampaignId: null, error: null });
+    const rest = await http(h.gateway.baseUrl, 'GET', `/duplication_jobs/${jobId}`, { headers: bearer(h.ws.key) });
+    expect(rest.body.result_campaign_id).toBeNull();
+    const gql = await graphql(h.gateway.baseUrl, h.ws.key, 'query ($id: ID!) { duplicationJob(id: $id) { resultCampaignId } }', { id: jobId });
+    expect(gql.body.data.duplicationJob).toEqual({ resultCampaignId: null });
+    const events = await eventsOf(h, jobId);
+    expect(events[0].details).toMatchObject({ upstreamMessage: 'accepted for [redacted]' });
+    expect([rest.text, gql.text, JSON.stringify(events)].join('\n')).not.toContain(UPSTREAM_KEY);
   });
 });
 
@@ -262,6 +310,19 @@ describe('upstream mode: pacing', () => {
     await pacer.pause(3000);
     // One slot of this window was used: a fresh window after 3 s would allow two more calls within 20 s.
     expect(await pacer.take()).toBeGreaterThan(15_000);
+  });
+
+  it('a 429 with no time holds the current window to its end, or a whole window when none is under way', async () => {
+    const pacer = new UpstreamPacer(new RateLimiterMemory({ points: 2, duration: 20 }));
+    expect(await pacer.pause(0)).toBe(20_000);
+    expect(await pacer.take()).toBeGreaterThan(15_000);
+
+    const busy = new UpstreamPacer(new RateLimiterMemory({ points: 2, duration: 20 }));
+    expect(await busy.take()).toBe(0);
+    const held = await busy.pause(0);
+    expect(held).toBeGreaterThan(15_000);
+    expect(held).toBeLessThanOrEqual(20_000);
+    expect(await busy.take()).toBeGreaterThan(15_000);
   });
 
   it('instances sharing one limiter share one pace', async () => {

@@ -46,6 +46,23 @@ describe('upstream mode end to end: a gateway in front of a Braze-like upstream'
     ]);
   });
 
+  it('an unknown campaign is accepted, not refused with a 400, and its job fails with the upstream refusal', async () => {
+    fake = await startFakeBraze(UPSTREAM_KEY);
+    gateway = await startGateway({ UPSTREAM_URL: fake.url, UPSTREAM_API_KEY: UPSTREAM_KEY });
+    const ws = await gateway.workspace();
+    const accepted = await http(gateway.baseUrl, 'POST', '/campaigns/duplicate', {
+      headers: { ...json, ...bearer(ws.key) },
+      body: JSON.stringify({ campaign_id: 'cmp-unknown', name: 'never copied' }),
+    });
+    expect(accepted.status).toBe(202);
+    expect(fake.requestsTo('GET /campaigns/details')).toHaveLength(0);
+    const failed = await waitFor(async () => {
+      const status = await http(gateway!.baseUrl, 'GET', `/duplication_jobs/${accepted.body.job_id}`, { headers: bearer(ws.key) });
+      return status.body.status === 'failed' && status.body;
+    });
+    expect(failed).toMatchObject({ attempts: 1, error: { code: 'UPSTREAM_BAD_REQUEST', message: 'The upstream answered 400: Invalid campaign_id' } });
+  });
+
   it('/readyz reports each dependency and an unreachable upstream; /healthz stays live', async () => {
     fake = await startFakeBraze(UPSTREAM_KEY);
     gateway = await startGateway({ UPSTREAM_URL: fake.url, UPSTREAM_API_KEY: UPSTREAM_KEY, UPSTREAM_TIMEOUT_MS: '500' });
