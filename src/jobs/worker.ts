@@ -49,10 +49,11 @@ export class JobWorker {
   /** The runs in progress, each with the lease it holds its job under: what a stop hands back. */
   private readonly active = new Map<Promise<void>, string>();
   /**
-   * Leases of runs whose outcome the store failed to record, with when they expire: their jobs stay RUNNING
-   * under this process until then, so a stop hands them back too.
+   * Runs whose outcome the store failed to record, by job: the job stays RUNNING under this process until its
+   * lease expires, so a stop hands it back too. It did run, so unlike a job whose run was cut short its
+   * attempt stays counted.
    */
-  private readonly unrecorded = new Map<string, number>();
+  private readonly unrecorded = new Map<string, { lease: string; expiresAt: number; error: JobError | null }>();
   private wake: (() => void) | null = null;
   private woken = false;
   /** Set when the duplicator deferred a job: nothing can run before then, so claiming waits. */
@@ -93,8 +94,10 @@ export class JobWorker {
     clearTimeout(timer);
     let released = 0;
     const now = this.clock.now();
-    const held = [...this.active.values(), ...[...this.unrecorded].filter(([, expiresAt]) => expiresAt > now.getTime()).map(([lease]) => lease)];
-    for (const lease of new Set(held)) released += await this.store.releaseJobs(lease, now);
+    for (const lease of new Set(this.active.values())) released += await this.store.releaseJobs(lease, now);
+    for (const [jobId, run] of this.unrecorded) {
+      if (run.expiresAt > now.getTime() && (await this.store.retryJob(jobId, run.lease, now, run.error, now))) released += 1;
+    }
     if (released > 0) this.logger.warn({ released }, 'returned unfinished jobs to the queue');
   }
 
@@ -177,14 +180,14 @@ export class JobWorker {
     } catch (error) {
       // The store failed; the lease will expire and the job will be claimed again, or a stop hands it back sooner.
       this.logger.error({ err: error, jobId: job.id }, 'recording the job outcome failed');
-      this.holdUnrecorded(lease);
+      this.holdUnrecorded(job, lease);
     }
   }
 
-  private holdUnrecorded(lease: string): void {
+  private holdUnrecorded(job: DuplicationJob, lease: string): void {
     const now = this.clock.now().getTime();
-    for (const [held, expiresAt] of this.unrecorded) if (expiresAt <= now) this.unrecorded.delete(held);
-    this.unrecorded.set(lease, now + this.options.leaseMs);
+    for (const [jobId, run] of this.unrecorded) if (run.expiresAt <= now) this.unrecorded.delete(jobId);
+    this.unrecorded.set(job.id, { lease, expiresAt: now + this.options.leaseMs, error: job.error });
   }
 
   private leaseLost(job: DuplicationJob): void {

@@ -108,6 +108,7 @@ describe('the job worker', () => {
     failing = false;
     await worker.stop(0);
     worker = undefined;
-    expect(await store.getJob(ws.id, job.id)).toMatchObject({ status: 'PENDING', leaseOwner: null });
+    // It ran: unlike a run cut short, its attempt stays counted.
+    expect(await store.getJob(ws.id, job.id)).toMatchObject({ status: 'PENDING', leaseOwner: null, attempts: 1 });
   });
 });
