@@ -186,7 +186,7 @@ export class GatewayService {
       channel: context.channel,
     };
     if (record.allowedCidrs !== null && !isAllowedIp(context.ip, record.allowedCidrs)) {
-      await this.deps.store.insertEvent(this.event(principal, 'PERMISSION_DENIED', { details: { reason: 'ip_not_allowed' } }));
+      await this.recordDenial(principal, { reason: 'ip_not_allowed' });
       throw new GatewayError('FORBIDDEN');
     }
     this.touch(record, now);
@@ -216,7 +216,7 @@ export class GatewayService {
     if (!recorded.has(permission)) {
       recorded.add(permission);
       this.deniedPermissions.set(principal, recorded);
-      await this.recordDenial(principal, permission);
+      await this.recordDenial(principal, { permission });
     }
     const error = new GatewayError('FORBIDDEN');
     if (options.withQuota) error.rateLimit = await this.deps.quota.peek(principal.workspaceId);
@@ -227,14 +227,14 @@ export class GatewayService {
    * One PERMISSION_DENIED event, within the key's budget. The first event recorded after refusals past the
    * budget says how many there were (`unrecordedBefore`), so the log keeps their number without their rows.
    */
-  private async recordDenial(principal: Principal, permission: Permission): Promise<void> {
+  private async recordDenial(principal: Principal, reason: { permission: Permission } | { reason: 'ip_not_allowed' }): Promise<void> {
     if (!(await this.deps.deniedPermissionEvents.take(principal.keyId))) {
       this.unrecordedDenials.set(principal.keyId, (this.unrecordedDenials.get(principal.keyId) ?? 0) + 1);
       return;
     }
     const unrecordedBefore = this.unrecordedDenials.get(principal.keyId);
     this.unrecordedDenials.delete(principal.keyId);
-    const details = unrecordedBefore === undefined ? { permission } : { permission, unrecordedBefore };
+    const details = unrecordedBefore === undefined ? reason : { ...reason, unrecordedBefore };
     await this.deps.store.insertEvent(this.event(principal, 'PERMISSION_DENIED', { details }));
   }
 

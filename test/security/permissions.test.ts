@@ -130,6 +130,16 @@ describe('permissions', () => {
     expect(await gw.app.store.listEvents(ws.workspace.id, { apiKeyId: other.keyId, types: ['PERMISSION_DENIED'] }, { first: 50 })).toHaveLength(1);
   });
 
+  it('counts a key used from outside its allowlist in the same budget', async () => {
+    const created = await gw.app.admin.createKey({ workspace: ws.workspace.id, name: 'office', permissions: ['campaigns.list'], allowedCidrs: ['10.0.0.0/8'] });
+    for (let index = 0; index < 12; index += 1) {
+      expect(gqlCode((await graphql(gw.baseUrl, created.key, '{ campaigns { edges { node { id } } } }')).body)).toBe('FORBIDDEN');
+    }
+    const recorded = await gw.app.store.listEvents(ws.workspace.id, { apiKeyId: created.record.id, types: ['PERMISSION_DENIED'] }, { first: 50 });
+    expect(recorded).toHaveLength(10);
+    expect(recorded.every((event) => event.details.reason === 'ip_not_allowed')).toBe(true);
+  });
+
   describe('security_events.read', () => {
     let first: { key: string; keyId: string };
     let second: { key: string; keyId: string };
