@@ -70,7 +70,8 @@ describe('a real gateway process', () => {
       expect(production.output()).not.toContain('cgw_');
       expect(production.logs.map((line) => line.msg)).toContain('no workspace yet: create one and its keys with the CLI (npm run cli -- --help)');
       production.child.kill('SIGTERM');
-      expect((await production.exited).code).toBe(0);
+      // The whole answer and the output, so that a stop ending otherwise says how.
+      expect(await production.exited, production.output()).toEqual({ code: 0, signal: null });
     } finally {
       rmSync(fresh, { recursive: true, force: true });
     }
