@@ -1,24 +1,11 @@
-import { buildApp } from './app.js';
-import { ConfigError, loadConfig } from './config.js';
+import { buildApp, type App } from './app.js';
+import { ConfigError, loadConfig, type Config } from './config.js';
 import { demoBanner, seedDemoWorkspace } from './seed.js';
 
-async function main(): Promise<void> {
-  const config = loadConfig();
-  const app = await buildApp(config);
-  await app.http.listen({ port: config.port, host: config.host });
-  // After listen: a first start that cannot bind its port must not make a key it never shows.
-  const seed = config.seedDemo ? await seedDemoWorkspace(app.store, app.admin) : null;
-  if (!config.seedDemo && (await app.store.listWorkspaces()).length === 0) {
-    app.http.log.info('no workspace yet: create one and its keys with the CLI (npm run cli -- --help)');
-  }
-  app.start();
-  const address = app.http.server.address();
-  const port = typeof address === 'object' && address ? address.port : config.port;
-  const baseUrl = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
-  if (seed) process.stdout.write(demoBanner(seed, baseUrl) + '\n');
-  app.http.log.info({ url: baseUrl, store: app.store.kind }, 'campaign-gateway is listening');
+let stopping = false;
 
-  let stopping = false;
+/** SIGTERM/SIGINT: close the app (requests and jobs get the grace period), then exit. */
+function handleStopSignals(app: App, config: Config): void {
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
@@ -40,7 +27,30 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const app = await buildApp(config);
+  await app.http.listen({ port: config.port, host: config.host });
+  // Before any request is read: from the first one on, a signal stops gracefully instead of ending the
+  // process, in-flight requests with it.
+  handleStopSignals(app, config);
+  // After listen: a first start that cannot bind its port must not make a key it never shows.
+  const seed = config.seedDemo ? await seedDemoWorkspace(app.store, app.admin) : null;
+  if (!config.seedDemo && (await app.store.listWorkspaces()).length === 0) {
+    app.http.log.info('no workspace yet: create one and its keys with the CLI (npm run cli -- --help)');
+  }
+  if (stopping) return;
+  app.start();
+  const address = app.http.server.address();
+  const port = typeof address === 'object' && address ? address.port : config.port;
+  const baseUrl = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+  if (seed) process.stdout.write(demoBanner(seed, baseUrl) + '\n');
+  app.http.log.info({ url: baseUrl, store: app.store.kind }, 'campaign-gateway is listening');
+}
+
 main().catch((error: unknown) => {
+  // A stop during start-up (seeding) fails what it closes under it; the stop itself exits.
+  if (stopping) return;
   if (error instanceof ConfigError) {
     process.stderr.write(`campaign-gateway: ${error.message}\n`);
   } else {

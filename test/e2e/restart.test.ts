@@ -1,7 +1,11 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { bearer, http, json, waitFor } from '../support/gateway.js';
 import { spawnGateway, type GatewayProcess } from '../support/process.js';
@@ -72,6 +76,28 @@ describe('a real gateway process', () => {
       production.child.kill('SIGTERM');
       // The whole answer and the output, so that a stop ending otherwise says how.
       expect(await production.exited, production.output()).toEqual({ code: 0, signal: null });
+    } finally {
+      rmSync(fresh, { recursive: true, force: true });
+    }
+  });
+
+  it('stops cleanly on a SIGTERM sent the moment its port opens, while it is still seeding', async () => {
+    const fresh = mkdtempSync(join(tmpdir(), 'cgw-e2e-early-'));
+    try {
+      const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+        cwd: fileURLToPath(new URL('../..', import.meta.url)),
+        env: { PATH: process.env.PATH ?? '', DATA_DIR: fresh, PORT: '0', LOG_LEVEL: 'info', WORKER_CONCURRENCY: '0' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      const exited = once(child, 'exit');
+      for await (const line of createInterface({ input: child.stdout! })) {
+        // fastify's own line, written as the port opens and before the demo workspace is seeded.
+        if (line.includes('"Server listening at ')) {
+          child.kill('SIGTERM');
+          break;
+        }
+      }
+      expect(await exited).toEqual([0, null]);
     } finally {
       rmSync(fresh, { recursive: true, force: true });
     }
