@@ -31,7 +31,7 @@ export class BrazeCampaignReader implements CampaignReader {
     const response = await this.client.call('GET', '/campaigns/details', { query: { campaign_id: id } });
     // campaign_id is the only parameter: a refusal of it means there is no such campaign.
     if (response.kind === 'rejected' && (response.status === 400 || response.status === 404)) return null;
-    const body = expectObject(response, 'campaign details');
+    const body = this.client.withoutKey(expectObject(response, 'campaign details'));
     const { message: _message, name, description, tags, draft, created_at, updated_at, ...rest } = body;
     return {
       id,
@@ -61,7 +61,7 @@ export class BrazeCampaignReader implements CampaignReader {
     let more = true;
     while (more && found.length <= first && page <= lastPage) {
       const response = await this.client.call('GET', '/campaigns/list', { query: { page: String(page), sort_direction: 'desc' } });
-      const campaigns = expectObject(response, 'a campaign list').campaigns;
+      const campaigns = this.client.withoutKey(expectObject(response, 'a campaign list')).campaigns;
       if (!Array.isArray(campaigns)) throw unreadable('a campaign list');
       campaigns.forEach((item, index) => {
         const position = page * BRAZE_PAGE_SIZE + index;

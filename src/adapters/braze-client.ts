@@ -168,6 +168,14 @@ export class BrazeClient {
     return text.includes(this.options.apiKey);
   }
 
+  /** Upstream JSON as it may be passed on: the key redacted from every string in it, names of fields included. */
+  withoutKey<T>(value: T): T {
+    if (typeof value === 'string') return (this.holdsKey(value) ? value.split(this.options.apiKey).join('[redacted]') : value) as T;
+    if (Array.isArray(value)) return value.map((item: unknown) => this.withoutKey(item)) as T;
+    if (isRecord(value)) return Object.fromEntries(Object.entries(value).map(([name, item]) => [this.withoutKey(name), this.withoutKey(item)])) as T;
+    return value;
+  }
+
   /** Upstream text as it may be kept: the upstream could echo what it received, and the key must not travel on into jobs, events or responses. */
   private safeText(text: string): string {
     const safe = text.split(this.options.apiKey).join('[redacted]').replace(/[\u0000-\u001f\u007f]+/g, ' ');

@@ -109,4 +109,18 @@ describe('upstream mode: campaigns and campaign read through to the upstream', (
     expect(response.body.errors[0].extensions.code).toBe('FORBIDDEN');
     expect(fake.requests).toHaveLength(before);
   });
+
+  it('passes on no upstream text that holds the upstream key: a campaign echoing it reads [redacted]', async () => {
+    const echo = `sent with ${UPSTREAM_KEY}`;
+    fake.script(DETAILS, {
+      status: 200,
+      json: { message: 'success', name: echo, description: echo, tags: [echo, 'promo'], draft: false, created_at: '2030-01-01T00:00:00Z', updated_at: '2030-01-01T00:00:00Z' },
+    });
+    const details = await graphql(gateway.baseUrl, ws.key, CAMPAIGN, { id: 'cmp-0001' });
+    expect(details.body.data.campaign).toMatchObject({ name: 'sent with [redacted]', description: 'sent with [redacted]', tagNames: ['sent with [redacted]', 'promo'] });
+    fake.script(LIST, { status: 200, json: { message: 'success', campaigns: [{ id: 'cmp-9', name: echo, tags: [echo], last_edited: '2030-01-01T00:00:00Z' }] } });
+    const list = await graphql(gateway.baseUrl, ws.key, CAMPAIGNS, { first: 1 });
+    expect(list.body.data.campaigns.edges[0].node).toMatchObject({ id: 'cmp-9', name: 'sent with [redacted]', tagNames: ['sent with [redacted]'] });
+    expect(details.text + list.text).not.toContain(UPSTREAM_KEY);
+  });
 });
