@@ -30,10 +30,11 @@ function handleStopSignals(app: App, config: Config): void {
 async function main(): Promise<void> {
   const config = loadConfig();
   const app = await buildApp(config);
-  await app.http.listen({ port: config.port, host: config.host });
-  // Before any request is read: from the first one on, a signal stops gracefully instead of ending the
-  // process, in-flight requests with it.
+  // Before the port opens: from then on a signal stops gracefully instead of ending the process at once,
+  // in-flight requests with it.
   handleStopSignals(app, config);
+  await app.http.listen({ port: config.port, host: config.host });
+  if (stopping) return;
   // After listen: a first start that cannot bind its port must not make a key it never shows.
   const seed = config.seedDemo ? await seedDemoWorkspace(app.store, app.admin) : null;
   if (!config.seedDemo && (await app.store.listWorkspaces()).length === 0) {
@@ -49,7 +50,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  // A stop during start-up (seeding) fails what it closes under it; the stop itself exits.
+  // A stop during start-up fails what it closes under it (listening, seeding); the stop itself exits.
   if (stopping) return;
   if (error instanceof ConfigError) {
     process.stderr.write(`campaign-gateway: ${error.message}\n`);
