@@ -178,7 +178,7 @@ export class BrazeClient {
 
   /** Upstream text as it may be kept: the upstream could echo what it received, and the key must not travel on into jobs, events or responses. */
   private safeText(text: string): string {
-    const safe = text.split(this.options.apiKey).join('[redacted]').replace(/[\u0000-\u001f\u007f]+/g, ' ');
+    const safe = this.withoutKey(text).replace(/[\u0000-\u001f\u007f]+/g, ' ');
     return safe.length > MAX_MESSAGE_LENGTH ? `${safe.slice(0, MAX_MESSAGE_LENGTH)}…` : safe;
   }
 
