@@ -49,11 +49,11 @@ export class JobWorker {
   /** The runs in progress, each with the lease it holds its job under: what a stop hands back. */
   private readonly active = new Map<Promise<void>, string>();
   /**
-   * Runs whose outcome the store failed to record, by job: the job stays RUNNING under this process until its
-   * lease expires, so a stop hands it back too. It did run, so unlike a job whose run was cut short its
-   * attempt stays counted.
+   * Runs whose outcome the store failed to record, as claimed, by job id: the job stays RUNNING under this
+   * process until its lease expires, so a stop hands it back too. It did run, so unlike a job whose run was
+   * cut short its attempt stays counted.
    */
-  private readonly unrecorded = new Map<string, { lease: string; expiresAt: number; error: JobError | null }>();
+  private readonly unrecorded = new Map<string, { job: DuplicationJob; lease: string }>();
   private wake: (() => void) | null = null;
   private woken = false;
   /** Set when the duplicator deferred a job: nothing can run before then, so claiming waits. */
@@ -95,8 +95,9 @@ export class JobWorker {
     let released = 0;
     const now = this.clock.now();
     for (const lease of new Set(this.active.values())) released += await this.store.releaseJobs(lease, now);
-    for (const [jobId, run] of this.unrecorded) {
-      if (run.expiresAt > now.getTime() && (await this.store.retryJob(jobId, run.lease, now, run.error, now))) released += 1;
+    // A job claimed again since is under another lease, which the store's check leaves alone.
+    for (const { job, lease } of this.unrecorded.values()) {
+      if (await this.store.retryJob(job.id, lease, now, job.error, now)) released += 1;
     }
     if (released > 0) this.logger.warn({ released }, 'returned unfinished jobs to the queue');
   }
@@ -185,9 +186,9 @@ export class JobWorker {
   }
 
   private holdUnrecorded(job: DuplicationJob, lease: string): void {
-    const now = this.clock.now().getTime();
-    for (const [jobId, run] of this.unrecorded) if (run.expiresAt <= now) this.unrecorded.delete(jobId);
-    this.unrecorded.set(job.id, { lease, expiresAt: now + this.options.leaseMs, error: job.error });
+    const now = this.clock.now();
+    for (const [jobId, run] of this.unrecorded) if (run.job.leaseExpiresAt === null || run.job.leaseExpiresAt <= now) this.unrecorded.delete(jobId);
+    this.unrecorded.set(job.id, { job, lease });
   }
 
   private leaseLost(job: DuplicationJob): void {
