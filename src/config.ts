@@ -112,23 +112,27 @@ const TRUST_PROXY_TAKES = 'false or the addresses/CIDR ranges of the proxies in 
 function trustProxy(env: Env): Config['trustProxy'] {
   const raw = env.TRUST_PROXY?.trim();
   if (!raw) return false;
+  const trustsEveryone = (what: string) =>
+    new ConfigError(
+      'TRUST_PROXY',
+      `must be ${TRUST_PROXY_TAKES}: ${what} would take each client's address from the first X-Forwarded-For entry, which the client can write itself`,
+    );
   if (/^[a-z0-9]+$/i.test(raw)) {
     const value = switchValue(raw);
     if (value === false) return false;
-    if (value === true) {
-      throw new ConfigError(
-        'TRUST_PROXY',
-        `must be ${TRUST_PROXY_TAKES}: '${raw}' would take each client's address from the first X-Forwarded-For entry, which the client can write itself`,
-      );
-    }
+    if (value === true) throw trustsEveryone(`'${raw}'`);
     throw new ConfigError('TRUST_PROXY', `must be ${TRUST_PROXY_TAKES}, got '${raw}'`);
   }
+  let ranges: string[];
   try {
-    return parseAllowlist(raw.split(','));
+    ranges = parseAllowlist(raw.split(','));
   } catch (error) {
     if (error instanceof AllowlistError) throw new ConfigError('TRUST_PROXY', `must be ${TRUST_PROXY_TAKES}: ${error.message}`);
     throw error;
   }
+  const everyAddress = ranges.find((range) => range.endsWith('/0'));
+  if (everyAddress !== undefined) throw trustsEveryone(`'${everyAddress}', every address,`);
+  return ranges;
 }
 
 function origins(env: Env, name: string): string[] {

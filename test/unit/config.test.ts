@@ -64,6 +64,8 @@ describe('security configuration', () => {
     ['TRUST_PROXY', 'maybe'],
     ['TRUST_PROXY', 'true'],
     ['TRUST_PROXY', '1'],
+    ['TRUST_PROXY', '0.0.0.0/0'],
+    ['TRUST_PROXY', '10.0.0.1, ::/0'],
   ])('stops start-up on %s=%s with one line naming the variable', (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(new RegExp(`^invalid configuration: ${name} `));
   });
@@ -77,6 +79,12 @@ describe('security configuration', () => {
   it('refuses TRUST_PROXY=true, saying why: the first X-Forwarded-For entry is the client\'s to write', () => {
     expect(() => loadConfig({ TRUST_PROXY: 'true' })).toThrow(
       "TRUST_PROXY must be false or the addresses/CIDR ranges of the proxies in front of the gateway: 'true' would take each client's address from the first X-Forwarded-For entry, which the client can write itself",
+    );
+  });
+
+  it('refuses a TRUST_PROXY range of every address, as it refuses true', () => {
+    expect(() => loadConfig({ TRUST_PROXY: '10.0.0.1,0.0.0.0/0' })).toThrow(
+      "TRUST_PROXY must be false or the addresses/CIDR ranges of the proxies in front of the gateway: '0.0.0.0/0', every address, would take each client's address from the first X-Forwarded-For entry, which the client can write itself",
     );
   });
 });
