@@ -50,6 +50,18 @@ export function isAllowedIp(ip: string, ranges: readonly string[]): boolean {
   });
 }
 
+const IPV4_WITH_PORT = /^(\d{1,3}(?:\.\d{1,3}){3}):\d{1,5}$/;
+const IPV6_WITH_PORT = /^\[([0-9a-f:.]+)\]:\d{1,5}$/i;
+
+/**
+ * A client address as a proxy reported it, without the port some proxies append (`203.0.113.9:41234`,
+ * `[2001:db8::1]:41234`): the client picks its port, so counting per port would count nothing.
+ */
+export function withoutPort(address: string): string {
+  const match = IPV4_WITH_PORT.exec(address) ?? IPV6_WITH_PORT.exec(address);
+  return match && ipaddr.isValid(match[1]) ? match[1] : address;
+}
+
 /**
  * The network a client address stands for when counting what it does: an IPv4 address is one client, an
  * IPv6 address is its /64, which one subscriber or host usually holds whole and can pick addresses from at will.

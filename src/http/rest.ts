@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { GatewayError } from '../domain/errors.js';
 import type { GatewayService, RequestContext } from '../domain/service.js';
 import { ID_LENGTH } from '../domain/ids.js';
+import { withoutPort } from '../domain/ip-allowlist.js';
 import type { Principal } from '../domain/types.js';
 import { LIMITS } from '../domain/validation.js';
 import { authenticatedErrorResponses, errorResponses, RETRY_AFTER_HEADER } from './openapi.js';
@@ -25,7 +26,7 @@ function authorization(request: FastifyRequest): RequestContext['authorization']
 
 export const restContext = (request: FastifyRequest, channel: RequestContext['channel']): RequestContext => ({
   authorization: authorization(request),
-  ip: request.ip,
+  ip: withoutPort(request.ip),
   channel,
 });
 

@@ -67,6 +67,22 @@ describe.each([
     }
   });
 
+  it.each([
+    ['IPv4', '203.0.113.77', '203.0.113.78'],
+    ['IPv6', '[2001:db8:9::5]', '[2001:db8:a::5]'],
+  ])('counts a client whose proxy appends its port (%s) by its address, not by the port it picks', async (_, attacker, other) => {
+    for (let index = 0; index < LIMIT; index += 1) {
+      expect((await attempt(transports[index % 2], from(`${attacker}:${40_000 + index}`, bearer(generateApiKey())))).status).toBe(401);
+    }
+    for (const client of transports) {
+      expect(await attempt(client, from(`${attacker}:50000`, bearer(ws.key)))).toMatchObject({ status: 429, code: 'RATE_LIMITED' });
+    }
+    const accepted = await attempt(rest, from(`${other}:40000`, bearer(ws.key)));
+    expect(accepted.status).toBe(202);
+    const job = await gw.app.store.getJob(ws.workspace.id, accepted.response.body.job_id);
+    expect(job?.ip).toBe(other.replace(/^\[|\]$/g, ''));
+  });
+
   it('does not count a valid key refused a permission as a failed authentication', async () => {
     const { key } = await ws.addKey(['campaigns.list']);
     for (let index = 0; index < LIMIT * 2; index += 1) {
