@@ -36,6 +36,10 @@ export class RateLimiterQuota implements Quota {
     }
   }
 
+  async refund(key: string, points = 1): Promise<void> {
+    await this.limiter.reward(key, points).catch(rethrowAsUnavailable);
+  }
+
   async peek(key: string): Promise<RateLimitState> {
     const state = await this.limiter.get(key).catch(rethrowAsUnavailable);
     return this.state(state);

@@ -103,6 +103,8 @@ export interface GatewayStore {
    * that never got a job (its request died), is replaced.
    */
   reserveIdempotencyKey(record: IdempotencyRecord, staleBefore: Date): Promise<IdempotencyRecord | null>;
+  /** The record of an idempotency key as it is, whether or not it still holds the key; a read, never a write. */
+  findIdempotencyKey(workspaceId: string, key: string): Promise<IdempotencyRecord | null>;
   /** Drops a reservation that did not produce a job (the request failed). */
   releaseIdempotencyKey(workspaceId: string, key: string): Promise<void>;
 
@@ -122,6 +124,8 @@ export interface Quota {
   consume(key: string, points?: number): Promise<RateLimitState>;
   /** The state without taking a point. */
   peek(key: string): Promise<RateLimitState>;
+  /** Gives back points taken for a request that turned out to owe none. */
+  refund(key: string, points?: number): Promise<void>;
 }
 
 /**

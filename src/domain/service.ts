@@ -2,6 +2,7 @@ import { hash } from 'node:crypto';
 import { configure } from 'safe-stable-stringify';
 import { decodeRowCursor, encodeCursor } from './cursor.js';
 import { GatewayError, type RateLimitState } from './errors.js';
+import { holdsIdempotencyKey } from './idempotency.js';
 import { newId } from './ids.js';
 import { clientNetwork, isAllowedIp } from './ip-allowlist.js';
 import { hashApiKey, hashesEqual, isWellFormedApiKey } from './keys.js';
@@ -265,13 +266,27 @@ export class GatewayService {
     raw: RawDuplicateCampaignInput,
     idempotencyKey?: string | null,
   ): Promise<DuplicationAccepted> {
-    if (idempotencyKey === null || idempotencyKey === undefined) return this.enqueue(principal, raw);
+    if (idempotencyKey === null || idempotencyKey === undefined) return this.enqueue(principal, await this.takeQuotaPoint(principal), raw);
     const key = parseIdempotencyKey(idempotencyKey);
     const now = this.deps.clock.now();
+    const staleBefore = new Date(now.getTime() - IDEMPOTENCY_RESERVATION_MS);
     // Parsed once: the hash is of the input as it will be used, and a valid one is enqueued as it is.
     const input = normalizeDuplicateInput(raw);
     const requestHash = hashRequest(input, raw);
-    const holder = await this.deps.store.reserveIdempotencyKey(
+    const { store } = this.deps;
+    // The point comes before the reservation, so that a spent quota costs the store a read, never a write; a
+    // repeat of an accepted request is still answered then.
+    let rateLimit: RateLimitState;
+    try {
+      rateLimit = await this.deps.quota.consume(principal.workspaceId);
+    } catch (error) {
+      const refusedForQuota = error instanceof GatewayError && error.code === 'RATE_LIMITED';
+      const holder = refusedForQuota ? await store.findIdempotencyKey(principal.workspaceId, key) : null;
+      if (holder && holdsIdempotencyKey(holder, now, staleBefore)) return this.replay(principal, holder, requestHash);
+      if (refusedForQuota) this.deps.onQuotaRejected?.(principal.channel);
+      throw error;
+    }
+    const holder = await store.reserveIdempotencyKey(
       {
         workspaceId: principal.workspaceId,
         key,
@@ -280,15 +295,26 @@ export class GatewayService {
         createdAt: now,
         expiresAt: new Date(now.getTime() + this.idempotencyTtlMs),
       },
-      new Date(now.getTime() - IDEMPOTENCY_RESERVATION_MS),
+      staleBefore,
     );
-    if (holder) return this.replay(principal, holder, requestHash);
+    if (holder) {
+      // Best effort: a point lost to a failing quota store is better than a failed repeat.
+      await this.deps.quota.refund(principal.workspaceId).catch(() => undefined);
+      return this.replay(principal, holder, requestHash);
+    }
     try {
-      return await this.enqueue(principal, raw, key, input);
+      return await this.enqueue(principal, rateLimit, raw, key, input);
     } catch (error) {
-      await this.deps.store.releaseIdempotencyKey(principal.workspaceId, key);
+      await store.releaseIdempotencyKey(principal.workspaceId, key);
       throw error;
     }
+  }
+
+  private async takeQuotaPoint(principal: Principal): Promise<RateLimitState> {
+    return this.deps.quota.consume(principal.workspaceId).catch((error: unknown) => {
+      if (error instanceof GatewayError && error.code === 'RATE_LIMITED') this.deps.onQuotaRejected?.(principal.channel);
+      throw error;
+    });
   }
 
   private async replay(principal: Principal, holder: IdempotencyRecord, requestHash: string): Promise<DuplicationAccepted> {
@@ -305,17 +331,17 @@ export class GatewayService {
     return { job, rateLimit: await this.deps.quota.peek(principal.workspaceId), replayed: true };
   }
 
-  /** `parsed`: the input, when the caller has already parsed it; a raw one is validated after the quota point, as Braze does. */
+  /**
+   * Validates and commits, the quota point already taken. `parsed`: the input, when the caller has already
+   * parsed it; a raw one is validated after the quota point, as Braze does.
+   */
   private async enqueue(
     principal: Principal,
+    rateLimit: RateLimitState,
     raw: RawDuplicateCampaignInput,
     idempotencyKey?: string,
     parsed?: DuplicateCampaignInput,
   ): Promise<DuplicationAccepted> {
-    const rateLimit = await this.deps.quota.consume(principal.workspaceId).catch((error: unknown) => {
-      if (error instanceof GatewayError && error.code === 'RATE_LIMITED') this.deps.onQuotaRejected?.(principal.channel);
-      throw error;
-    });
     try {
       const input = parsed ?? parseDuplicateInput(raw);
       const { campaigns, store } = this.deps;

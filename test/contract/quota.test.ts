@@ -85,6 +85,14 @@ describe.each(backends.filter((backend) => !backend.missing || process.env.CI))(
     expect((await quota.consume(b)).remaining).toBe(99);
   });
 
+  it('gives back a refunded point', async () => {
+    const key = randomUUID();
+    expect((await quota.consume(key, 100)).remaining).toBe(0);
+    await quota.refund(key);
+    expect((await quota.peek(key)).remaining).toBe(1);
+    expect((await quota.consume(key)).remaining).toBe(0);
+  });
+
   it('keeps limiters with different prefixes apart on one backend', async () => {
     const pacing = new RateLimiterQuota(limiters.limiter({ keyPrefix: 'upstream', points: 2, durationSeconds: 60 }));
     const key = randomUUID();

@@ -283,9 +283,13 @@ export function storeContract(name: string, harness: StoreHarness): void {
       expect(await store.reserveIdempotencyKey(record, at(-60_000))).toBeNull();
       expect(await store.reserveIdempotencyKey({ ...record, requestHash: 'h2' }, at(-60_000))).toMatchObject({ requestHash: 'h1', jobId: null });
       expect(await store.reserveIdempotencyKey({ ...record, workspaceId: other }, at(-60_000))).toBeNull();
+      expect(await store.findIdempotencyKey(ws, 'k1')).toEqual(record);
+      expect(await store.findIdempotencyKey(ws, 'k-unknown')).toBeNull();
 
       const job = jobFixture(ws);
       await store.enqueueJob(job, eventFixture(ws), 'k1');
+      expect(await store.findIdempotencyKey(ws, 'k1')).toEqual({ ...record, jobId: job.id });
+      expect(await store.findIdempotencyKey(other, 'k1')).toMatchObject({ workspaceId: other, jobId: null });
       expect(await store.reserveIdempotencyKey({ ...record, createdAt: at(1000) }, at(-59_000))).toMatchObject({ jobId: job.id });
       await store.releaseIdempotencyKey(ws, 'k1');
       expect(await store.reserveIdempotencyKey({ ...record, createdAt: at(1000) }, at(-59_000))).toMatchObject({ jobId: job.id });

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { transports } from '../support/transports.js';
 
@@ -47,6 +47,30 @@ describe.each(transports)('idempotency keys over $name', (transport) => {
     if (transport.name === 'REST') expect(other.status).toBe(422);
     expect(other.message).toMatch(/different request/);
     expect(await requested(team)).toBe(1);
+  });
+
+  it('writes nothing for a new request once the quota is spent, and still answers a repeat of an accepted one', async () => {
+    const spent = await startGateway({ DUPLICATE_RATE_LIMIT: '1', WORKER_CONCURRENCY: '0' });
+    try {
+      const team = await spent.workspace();
+      const args = { campaignId: team.campaign.id, name: 'within the quota' };
+      const accepted = await transport.duplicate(spent.baseUrl, team.key, args, { idempotencyKey: 'kept' });
+      expect(accepted.jobId).not.toBeNull();
+      const reserve = vi.spyOn(spent.app.store, 'reserveIdempotencyKey');
+      const release = vi.spyOn(spent.app.store, 'releaseIdempotencyKey');
+      for (const key of ['new-1', 'new-2', 'new-3']) {
+        const refused = await transport.duplicate(spent.baseUrl, team.key, { ...args, name: key }, { idempotencyKey: key });
+        expect(refused.code).toBe('RATE_LIMITED');
+      }
+      expect(reserve).not.toHaveBeenCalled();
+      expect(release).not.toHaveBeenCalled();
+      expect(await spent.app.store.findIdempotencyKey(team.workspace.id, 'new-1')).toBeNull();
+      const repeat = await transport.duplicate(spent.baseUrl, team.key, args, { idempotencyKey: 'kept' });
+      expect(repeat.jobId).toBe(accepted.jobId);
+      expect(repeat.response.headers['x-ratelimit-remaining']).toBe('0');
+    } finally {
+      await spent.close();
+    }
   });
 
   it('stores nothing for a request that failed validation', async () => {

@@ -334,6 +334,11 @@ export class PostgresStore implements GatewayStore {
     }
   }
 
+  async findIdempotencyKey(workspaceId: string, key: string): Promise<IdempotencyRecord | null> {
+    const [row] = await this.rows('SELECT * FROM idempotency_keys WHERE workspace_id = $1 AND key = $2', [workspaceId, key]);
+    return row ? rowToIdempotency(row) : null;
+  }
+
   async releaseIdempotencyKey(workspaceId: string, key: string): Promise<void> {
     await this.db.query('DELETE FROM idempotency_keys WHERE workspace_id = $1 AND key = $2 AND job_id IS NULL', [workspaceId, key]);
   }

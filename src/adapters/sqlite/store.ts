@@ -14,7 +14,7 @@ import type {
   SecurityEventFilter,
   Workspace,
 } from '../../domain/types.js';
-import { COUNT_JOBS_SQL, rowSeq, rowToApiKey, rowToCampaign, rowToEvent, rowToJob, rowToWorkspace, type Row } from '../rows.js';
+import { COUNT_JOBS_SQL, rowSeq, rowToApiKey, rowToCampaign, rowToEvent, rowToIdempotency, rowToJob, rowToWorkspace, type Row } from '../rows.js';
 import { openConnection, Statements } from './connection.js';
 import { KeyCache } from './key-cache.js';
 import { ReadSnapshot } from './read-snapshot.js';
@@ -240,6 +240,11 @@ export class SqliteStore implements GatewayStore {
 
   async reserveIdempotencyKey(record: IdempotencyRecord, staleBefore: Date): Promise<IdempotencyRecord | null> {
     return this.writer.call('reserveIdempotencyKey', record, staleBefore);
+  }
+
+  async findIdempotencyKey(workspaceId: string, key: string): Promise<IdempotencyRecord | null> {
+    const row = this.read('SELECT * FROM idempotency_keys WHERE workspace_id = ? AND key = ?').get(workspaceId, key) as Row | undefined;
+    return row ? rowToIdempotency(row) : null;
   }
 
   async releaseIdempotencyKey(workspaceId: string, key: string): Promise<void> {

@@ -1,4 +1,5 @@
 import type Database from 'better-sqlite3';
+import { holdsIdempotencyKey } from '../../domain/idempotency.js';
 import type { JobOutcome } from '../../domain/ports.js';
 import type { ApiKeyRecord, Campaign, DuplicationJob, IdempotencyRecord, JobError, NewSecurityEvent, Workspace } from '../../domain/types.js';
 import {
@@ -164,9 +165,7 @@ export class SqliteWrites {
       | undefined;
     if (row) {
       const existing = rowToIdempotency(row);
-      const expired = existing.expiresAt <= record.createdAt;
-      const abandoned = existing.jobId === null && existing.createdAt < staleBefore;
-      if (!expired && !abandoned) return existing;
+      if (holdsIdempotencyKey(existing, record.createdAt, staleBefore)) return existing;
     }
     this.sql.get(
       `INSERT INTO idempotency_keys (workspace_id, key, request_hash, job_id, created_at, expires_at)
