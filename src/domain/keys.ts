@@ -62,8 +62,14 @@ export function hashesEqual(a: string, b: string): boolean {
 /** What listings show of a key: enough to tell keys apart, never enough to use one. */
 export const displayPrefix = (key: string): string => key.slice(0, KEY_PREFIX.length + 6);
 
-// Anything that starts like a key, even truncated or mistyped: logs must never carry one.
-const KEY_LIKE = new RegExp(`${KEY_PREFIX}[0-9A-Za-z]{4,}`, 'g');
+/** A character as it is, or percent-encoded (a URL or a Host header may carry it either way). */
+const spelledAnyWay = (character: string): string => {
+  const code = character.charCodeAt(0).toString(16);
+  return `(?:${character.replace(/[^0-9A-Za-z]/, '\\$&')}|%${code[0]}[${code[1].toLowerCase()}${code[1].toUpperCase()}])`;
+};
+
+// Anything that starts like a key, even truncated, mistyped or percent-encoded: logs must never carry one.
+const KEY_LIKE = new RegExp(`${[...KEY_PREFIX].map(spelledAnyWay).join('')}(?:[0-9A-Za-z]|%[0-9A-Fa-f]{2}){4,}`, 'g');
 
 /** Replaces every key-shaped token in a text. */
 export const redactApiKeys = (text: string): string => text.replace(KEY_LIKE, `${KEY_PREFIX}[redacted]`);

@@ -73,9 +73,13 @@ describe('logs', () => {
     });
     await http(gateway.baseUrl, 'POST', '/campaigns/duplicate', { headers: { ...json, ...bearer(key) }, body: `{"campaign_id": "${key}", ` });
     await graphql(gateway.baseUrl, key, `{ duplicationJob(id: "${key}") { id } }`, { unused: key });
+    // Percent-encoded, where a URL or a Host header may carry it so.
+    const encoded = `c%67w%5F${key.slice(4)}`;
+    await http(gateway.baseUrl, 'GET', `/duplication_jobs/${encoded}?q=cgw%5f${key.slice(4)}`, { headers: bearer(key) });
+    await http(gateway.baseUrl, 'GET', '/healthz', { headers: { host: `${encoded}.example` } });
     // Whatever some code might log: a message or a field carrying a key.
     gateway.app.http.log.error({ body: { apiKey: key }, headers: { authorization: `Bearer ${key}` } }, `something failed for ${key}`);
-    await waitFor(async () => sink.lines().filter((line) => line.msg === 'request completed').length >= 5);
+    await waitFor(async () => sink.lines().filter((line) => line.msg === 'request completed').length >= 7);
 
     expect(sink.text).toContain('/duplication_jobs/x?api_key=[redacted]&token=[redacted]');
     expect(sink.text).toContain('something failed for cgw_[redacted]');
