@@ -186,6 +186,11 @@ export function loadConfig(env: Env = process.env): Config {
   if (idempotencyTtlMs > jobRetentionMs) {
     throw new ConfigError('IDEMPOTENCY_TTL_HOURS', `must not be longer than JOB_RETENTION_DAYS (${jobRetentionMs / 86_400_000} days)`);
   }
+  const eventRetentionMs = integer(env, 'EVENT_RETENTION_DAYS', 90, 1, 3650) * 86_400_000;
+  // Events are the record of what happened to a job: a job still kept must still show its events.
+  if (eventRetentionMs < jobRetentionMs) {
+    throw new ConfigError('EVENT_RETENTION_DAYS', `must not be shorter than JOB_RETENTION_DAYS (${jobRetentionMs / 86_400_000} days)`);
+  }
   const host = env.HOST?.trim() || '127.0.0.1';
   return {
     nodeEnv,
@@ -212,7 +217,7 @@ export function loadConfig(env: Env = process.env): Config {
     bodyLimitBytes: integer(env, 'BODY_LIMIT_BYTES', 64 * 1024, 1024, 10 * 1024 * 1024),
     idempotencyTtlMs,
     jobRetentionMs,
-    eventRetentionMs: integer(env, 'EVENT_RETENTION_DAYS', 90, 1, 3650) * 86_400_000,
+    eventRetentionMs,
     retentionIntervalMs: integer(env, 'RETENTION_INTERVAL_MINUTES', 10, 1, 1440) * 60_000,
     logLevel,
     logFormat,

@@ -41,6 +41,13 @@ describe('security configuration', () => {
     );
   });
 
+  it('keeps events at least as long as the jobs they tell about', () => {
+    expect(loadConfig({ EVENT_RETENTION_DAYS: '7', JOB_RETENTION_DAYS: '7' }).eventRetentionMs).toBe(7 * 86_400_000);
+    expect(() => loadConfig({ EVENT_RETENTION_DAYS: '1', JOB_RETENTION_DAYS: '7' })).toThrow(
+      'invalid configuration: EVENT_RETENTION_DAYS must not be shorter than JOB_RETENTION_DAYS (7 days)',
+    );
+  });
+
   it.each([
     ['off', false],
     ['0', false],
