@@ -281,19 +281,29 @@ const COMMANDS: Record<string, Command> = {
     positionals: 1,
     async run({ admin, values, positionals, print }) {
       const overlapMs = typeof values.overlap === 'string' ? parseDuration('overlap', values.overlap) : 0;
-      const { key, record, previousValidUntil } = await admin.rotateKey(positionals[0], overlapMs);
+      const { key, record, previousValidUntil, cutShortUntil } = await admin.rotateKey(positionals[0], overlapMs);
       print(
         [
           `Rotated key "${record.name}" (id ${record.id}).`,
           previousValidUntil
             ? `The previous secret stays valid until ${previousValidUntil.toISOString()}.`
             : 'The previous secret no longer works.',
+          ...(cutShortUntil
+            ? [`The secret replaced before it, which was to stay valid until ${cutShortUntil.toISOString()}, no longer works: a key keeps one earlier secret.`]
+            : []),
           '',
           'The new key is shown only once; store it now:',
           '',
           `  ${key}`,
         ].join('\n'),
-        { key, id: record.id, name: record.name, prefix: record.prefix, previousSecretValidUntil: previousValidUntil?.toISOString() ?? null },
+        {
+          key,
+          id: record.id,
+          name: record.name,
+          prefix: record.prefix,
+          previousSecretValidUntil: previousValidUntil?.toISOString() ?? null,
+          earlierSecretWasValidUntil: cutShortUntil?.toISOString() ?? null,
+        },
       );
     },
   },

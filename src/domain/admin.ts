@@ -35,6 +35,11 @@ export interface CreatedKey {
 export interface RotatedKey extends CreatedKey {
   /** Until when the replaced secret keeps working; null: it stopped at once. */
   previousValidUntil: Date | null;
+  /**
+   * A key keeps one earlier secret: the one an earlier rotation left working stops now. Until when it was
+   * to work; null when none was.
+   */
+  cutShortUntil: Date | null;
 }
 
 /** The longest a replaced secret may stay valid after a rotation. */
@@ -157,10 +162,12 @@ export class AdminService {
     if (!(await this.store.rotateApiKey(id, hash, prefix, previousValidUntil, event))) {
       throw new GatewayError('BAD_USER_INPUT', `Key '${id}' is revoked; create a new one`);
     }
+    const earlierStillValid = record.previousHash !== null && record.previousHashExpiresAt !== null && record.previousHashExpiresAt > now;
     return {
       key,
       record: { ...record, hash, prefix, previousHash: previousValidUntil ? record.hash : null, previousHashExpiresAt: previousValidUntil },
       previousValidUntil,
+      cutShortUntil: earlierStillValid ? record.previousHashExpiresAt : null,
     };
   }
 

@@ -122,10 +122,18 @@ describe('the CLI', () => {
     expect((await graphql(gw.baseUrl, created.key, list)).status).toBe(200);
     expect((await cliJson('keys', 'list')).find((key: any) => key.id === created.id).previousSecretValidUntil).toBe('2026-06-01T01:00:00.000Z');
 
-    const again = await cliJson('keys', 'rotate', created.id);
-    expect(again.previousSecretValidUntil).toBeNull();
+    const again = await cli('keys', 'rotate', created.id, '--json');
+    expect(again.code).toBe(EXIT.ok);
+    expect(JSON.parse(again.stdout)).toMatchObject({ previousSecretValidUntil: null, earlierSecretWasValidUntil: '2026-06-01T01:00:00.000Z' });
+    expect((await graphql(gw.baseUrl, created.key, list)).status).toBe(401);
     expect((await graphql(gw.baseUrl, fresh, list)).status).toBe(401);
-    expect((await graphql(gw.baseUrl, again.key, list)).status).toBe(200);
+    const third = await cli('keys', 'rotate', created.id, '--overlap', '1h');
+    expect(third.stdout).not.toContain('replaced before it');
+    const fourth = await cli('keys', 'rotate', created.id);
+    expect(fourth.stdout).toContain(
+      'The secret replaced before it, which was to stay valid until 2026-06-01T01:00:00.000Z, no longer works: a key keeps one earlier secret.',
+    );
+    expect((await graphql(gw.baseUrl, (fourth.stdout.match(KEY) ?? [''])[0], list)).status).toBe(200);
   });
 
   it.each([
