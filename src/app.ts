@@ -63,10 +63,12 @@ export interface AppOverrides {
  * PostgreSQL when DATABASE_URL is set (several instances can share it), the embedded SQLite file otherwise.
  * `onWriterRestart` hears of an embedded store's writer thread that died and was replaced.
  */
+/** The embedded store's file, when no DATABASE_URL names a PostgreSQL one. */
+export const sqliteFilename = (config: Config): string | null => (config.databaseUrl ? null : join(config.dataDir, 'gateway.db'));
+
 export async function createStore(config: Config, onWriterRestart?: (error: Error) => void): Promise<GatewayStore> {
-  const store = config.databaseUrl
-    ? new PostgresStore({ connectionString: config.databaseUrl })
-    : new SqliteStore({ filename: join(config.dataDir, 'gateway.db'), onWriterRestart });
+  const filename = sqliteFilename(config);
+  const store = filename === null ? new PostgresStore({ connectionString: config.databaseUrl! }) : new SqliteStore({ filename, onWriterRestart });
   try {
     await store.migrate();
   } catch (error) {

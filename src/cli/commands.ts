@@ -1,5 +1,6 @@
+import { existsSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { createStore } from '../app.js';
+import { createStore, sqliteFilename } from '../app.js';
 import { ConfigError, loadConfig } from '../config.js';
 import { AdminService } from '../domain/admin.js';
 import { isGatewayError } from '../domain/errors.js';
@@ -126,10 +127,18 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       io.stdout(`${USAGE}\n`);
       return EXIT.ok;
     }
-    store = await createStore(loadConfig(io.env));
+    const config = loadConfig(io.env);
+    const filename = sqliteFilename(config);
+    const newStore = filename !== null && !existsSync(filename);
+    // A mistyped DATA_DIR would otherwise get a store of its own, whose keys the gateway never sees.
+    if (newStore && !spec.mayCreateStore) {
+      throw new Error(`there is no store at ${filename}: check DATA_DIR, or start the gateway (or run 'workspaces create') to make one`);
+    }
+    store = await createStore(config);
     const admin = new AdminService(store, clock);
     const print = (text: string, json: unknown) => io.stdout(`${values.json ? JSON.stringify(json, null, 2) : text}\n`);
     await spec.run({ admin, values, positionals, print, now: clock.now() });
+    if (newStore && !values.json) io.stdout(`(A new store was made at ${filename}.)\n`);
     return EXIT.ok;
   } catch (error) {
     if (error instanceof UsageError) {
@@ -155,6 +164,8 @@ interface CommandContext {
 interface Command {
   options: Options;
   positionals: number;
+  /** Whether the command may start a deployment: the others refuse to work on a store that does not exist yet. */
+  mayCreateStore?: boolean;
   run(context: CommandContext): Promise<void>;
 }
 
@@ -162,6 +173,7 @@ const COMMANDS: Record<string, Command> = {
   'workspaces create': {
     options: {},
     positionals: 1,
+    mayCreateStore: true,
     async run({ admin, positionals, print }) {
       const workspace = await admin.createWorkspace(positionals[0]);
       print(`Created workspace "${workspace.name}" (id ${workspace.id}).`, {

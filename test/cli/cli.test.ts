@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -183,6 +183,32 @@ describe('the CLI', () => {
     const code = await runCli(['workspaces', 'list'], { env: { DATABASE_URL: 'mysql://db/gateway' }, stdout: () => undefined, stderr: (text) => (stderr += text) });
     expect(code).toBe(EXIT.failed);
     expect(stderr).toBe('campaign-gateway: invalid configuration: DATABASE_URL must start with postgres:// or postgresql://\n');
+  });
+
+  it('works on no store a mistyped DATA_DIR would make, except to create the first workspace of a new one', async () => {
+    const parent = mkdtempSync(join(tmpdir(), 'cgw-cli-new-'));
+    const fresh = join(parent, 'data');
+    const at = (...argv: string[]) => {
+      let [stdout, stderr] = ['', ''];
+      const run = runCli(argv, { env: { DATA_DIR: fresh }, stdout: (text) => (stdout += text), stderr: (text) => (stderr += text), clock });
+      return run.then((code) => ({ code, stdout, stderr }));
+    };
+    try {
+      for (const argv of [['keys', 'list'], ['workspaces', 'list'], ['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list']]) {
+        expect(await at(...argv)).toEqual({
+          code: EXIT.failed,
+          stdout: '',
+          stderr: `campaign-gateway: there is no store at ${join(fresh, 'gateway.db')}: check DATA_DIR, or start the gateway (or run 'workspaces create') to make one\n`,
+        });
+      }
+      expect(existsSync(fresh)).toBe(false);
+      const created = await at('workspaces', 'create', 'first');
+      expect(created.code).toBe(EXIT.ok);
+      expect(created.stdout).toMatch(new RegExp(`^Created workspace "first" \\(id [0-9a-f-]{36}\\)\\.\n\\(A new store was made at ${join(fresh, 'gateway.db')}\\.\\)\n$`));
+      expect((await at('workspaces', 'list')).code).toBe(EXIT.ok);
+    } finally {
+      rmSync(parent, { recursive: true, force: true });
+    }
   });
 
   it('runs as printed in the README: npm run cli -- …', async () => {
