@@ -1,4 +1,5 @@
 import type { Clock, GatewayStore } from '../domain/ports.js';
+import { RepeatedFailureLog } from './failure-log.js';
 import type { WorkerLogger } from './worker.js';
 
 export interface RetentionOptions {
@@ -22,21 +23,33 @@ export class RetentionPruner {
   private running: Promise<PruneCounts> | undefined;
   /** Ends a pass after its current batch: a pass over millions of rows must not hold up a shutdown. */
   private stopping = false;
+  private readonly failures: RepeatedFailureLog;
 
   constructor(
     private readonly store: GatewayStore,
     private readonly clock: Clock,
     private readonly options: RetentionOptions,
     private readonly logger: WorkerLogger,
-  ) {}
+  ) {
+    this.failures = new RepeatedFailureLog(logger, clock, {
+      failed: 'retention pass failed',
+      stillFailing: 'retention passes still fail',
+      recovered: 'retention passes work again',
+    });
+  }
 
   start(): void {
     if (this.timer) return;
     this.stopping = false;
-    this.timer = setInterval(() => {
-      this.pruneOnce().catch((error: unknown) => this.logger.error({ err: error }, 'retention pass failed'));
-    }, this.options.intervalMs);
-    this.timer.unref();
+    const scheduled = () => {
+      // A pass that outlasts the interval is not counted (or logged) twice.
+      if (this.running) return;
+      this.pruneOnce().then(
+        () => this.failures.succeeded(),
+        (error: unknown) => this.failures.failed(error),
+      );
+    };
+    this.timer = setInterval(scheduled, this.options.intervalMs).unref();
   }
 
   async stop(): Promise<void> {
