@@ -5,7 +5,7 @@ import type { WorkerLogger } from './worker.js';
 export interface RetentionOptions {
   jobRetentionMs: number;
   eventRetentionMs: number;
-  /** How often a pass runs. */
+  /** How often a pass runs. The first runs right after start. */
   intervalMs: number;
   /** Rows deleted per statement; small enough that no request waits long behind a delete. */
   batchSize: number;
@@ -19,6 +19,7 @@ export interface PruneCounts {
 
 /** Deletes finished jobs, old events and expired idempotency keys, a bounded batch at a time. */
 export class RetentionPruner {
+  private firstPass: NodeJS.Timeout | undefined;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<PruneCounts> | undefined;
   /** Ends a pass after its current batch: a pass over millions of rows must not hold up a shutdown. */
@@ -38,6 +39,7 @@ export class RetentionPruner {
     });
   }
 
+  /** Passes run in the background, right after start and then every interval; none keeps the process alive. */
   start(): void {
     if (this.timer) return;
     this.stopping = false;
@@ -49,12 +51,16 @@ export class RetentionPruner {
         (error: unknown) => this.failures.failed(error),
       );
     };
+    // Not only after a first interval: an instance restarted more often than that would never prune.
+    this.firstPass = setTimeout(scheduled, 0).unref();
     this.timer = setInterval(scheduled, this.options.intervalMs).unref();
   }
 
   async stop(): Promise<void> {
     this.stopping = true;
+    clearTimeout(this.firstPass);
     clearInterval(this.timer);
+    this.firstPass = undefined;
     this.timer = undefined;
     await this.running?.catch(() => undefined);
   }
