@@ -1,10 +1,11 @@
 import type { Clock, GatewayStore } from '../domain/ports.js';
+import { RepeatedFailureLog } from './failure-log.js';
 import type { WorkerLogger } from './worker.js';
 
 export interface RetentionOptions {
   jobRetentionMs: number;
   eventRetentionMs: number;
-  /** How often a pass runs. */
+  /** How often a pass runs. The first runs right after start. */
   intervalMs: number;
   /** Rows deleted per statement; small enough that no request waits long behind a delete. */
   batchSize: number;
@@ -18,30 +19,48 @@ export interface PruneCounts {
 
 /** Deletes finished jobs, old events and expired idempotency keys, a bounded batch at a time. */
 export class RetentionPruner {
+  private firstPass: NodeJS.Timeout | undefined;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<PruneCounts> | undefined;
   /** Ends a pass after its current batch: a pass over millions of rows must not hold up a shutdown. */
   private stopping = false;
+  private readonly failures: RepeatedFailureLog;
 
   constructor(
     private readonly store: GatewayStore,
     private readonly clock: Clock,
     private readonly options: RetentionOptions,
     private readonly logger: WorkerLogger,
-  ) {}
+  ) {
+    this.failures = new RepeatedFailureLog(logger, clock, {
+      failed: 'retention pass failed',
+      stillFailing: 'retention passes still fail',
+      recovered: 'retention passes work again',
+    });
+  }
 
+  /** Passes run in the background, right after start and then every interval; none keeps the process alive. */
   start(): void {
     if (this.timer) return;
     this.stopping = false;
-    this.timer = setInterval(() => {
-      this.pruneOnce().catch((error: unknown) => this.logger.error({ err: error }, 'retention pass failed'));
-    }, this.options.intervalMs);
-    this.timer.unref();
+    const scheduled = () => {
+      // A pass that outlasts the interval is not counted (or logged) twice.
+      if (this.running) return;
+      this.pruneOnce().then(
+        () => this.failures.succeeded(),
+        (error: unknown) => this.failures.failed(error),
+      );
+    };
+    // Not only after a first interval: an instance restarted more often than that would never prune.
+    this.firstPass = setTimeout(scheduled, 0).unref();
+    this.timer = setInterval(scheduled, this.options.intervalMs).unref();
   }
 
   async stop(): Promise<void> {
     this.stopping = true;
+    clearTimeout(this.firstPass);
     clearInterval(this.timer);
+    this.firstPass = undefined;
     this.timer = undefined;
     await this.running?.catch(() => undefined);
   }

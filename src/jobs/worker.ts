@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { newId } from '../domain/ids.js';
 import type { Clock, Duplicator, DuplicationResult, GatewayStore, JobOutcome } from '../domain/ports.js';
 import type { DuplicationJob, JobError, NewSecurityEvent } from '../domain/types.js';
+import { logFailure, RepeatedFailureLog } from './failure-log.js';
 
 export interface WorkerOptions {
   /** Jobs run at once by this process. 0 disables the worker. */
@@ -58,6 +59,8 @@ export class JobWorker {
   private woken = false;
   /** Set when the duplicator deferred a job: nothing can run before then, so claiming waits. */
   private claimPausedUntil = 0;
+  /** Claiming is retried every poll while the store is down: a line per try would bury the log. */
+  private readonly claimFailures: RepeatedFailureLog;
 
   constructor(
     private readonly store: GatewayStore,
@@ -66,7 +69,13 @@ export class JobWorker {
     private readonly options: WorkerOptions,
     private readonly logger: WorkerLogger,
     private readonly observer: WorkerObserver = {},
-  ) {}
+  ) {
+    this.claimFailures = new RepeatedFailureLog(logger, clock, {
+      failed: 'claiming jobs failed; retrying',
+      stillFailing: 'claiming jobs still fails; retrying',
+      recovered: 'claiming jobs works again',
+    });
+  }
 
   start(): void {
     if (this.running || this.options.concurrency <= 0) return;
@@ -115,8 +124,9 @@ export class JobWorker {
       if (free > 0 && now.getTime() >= this.claimPausedUntil) {
         try {
           claimed = await this.store.claimJobs(lease, free, now, new Date(now.getTime() + this.options.leaseMs));
+          this.claimFailures.succeeded();
         } catch (error) {
-          this.logger.error({ err: error }, 'claiming jobs failed; retrying');
+          this.claimFailures.failed(error);
         }
       }
       for (const job of claimed) {
@@ -155,7 +165,7 @@ export class JobWorker {
         job.attempts > this.options.maxAttempts
           ? { kind: 'permanent', error: job.error ?? { code: 'ATTEMPTS_EXHAUSTED', message: 'The job was interrupted too many times' } }
           : await this.duplicator.duplicate(job).catch((error: unknown) => {
-              this.logger.error({ err: error, jobId: job.id }, 'duplication raised an unexpected error');
+              logFailure(this.logger, error, { jobId: job.id }, 'duplication raised an unexpected error');
               return { kind: 'transient', error: { code: 'INTERNAL_ERROR', message: 'Unexpected error while duplicating' } } as const;
             });
       const now = this.clock.now();
@@ -180,7 +190,7 @@ export class JobWorker {
       this.logger.info({ jobId: job.id, status: outcome.status, attempts: job.attempts }, 'job finished');
     } catch (error) {
       // The store failed; the lease will expire and the job will be claimed again, or a stop hands it back sooner.
-      this.logger.error({ err: error, jobId: job.id }, 'recording the job outcome failed');
+      logFailure(this.logger, error, { jobId: job.id }, 'recording the job outcome failed');
       this.holdUnrecorded(job, lease);
     }
   }

@@ -3,7 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PostgresStore } from '../../src/adapters/postgres/store.js';
 import { AdminService } from '../../src/domain/admin.js';
 import { systemClock } from '../../src/domain/ports.js';
-import { bearer, createTestWorkspace, http, json, waitFor, type TestWorkspace } from '../support/gateway.js';
+import { ManualClock } from '../support/clock.js';
+import { bearer, componentLines, createTestWorkspace, http, json, recordingLogger, startGateway, storeHeldOn, waitFor, type TestWorkspace } from '../support/gateway.js';
 import { openPostgresStore } from '../support/postgres.js';
 import { createPrivateCluster, readiness, spawnGateway, type ChildGateway, type PrivateCluster } from './support.js';
 
@@ -74,10 +75,74 @@ describe.skipIf(!existsSync('/usr/lib/postgresql') && !process.env.CI)('PostgreS
     expect(warnings.map((line) => line.reqId)).toEqual(expect.arrayContaining([refused.headers['x-request-id'], mutation.headers['x-request-id']]));
     expect(warnings.every((line) => line.level === 40 && /ECONNREFUSED|57P0|terminated/.test(line.err.message))).toBe(true);
 
+    // The worker, which tries to claim jobs twice a second, says so once, as a warning with the driver's error.
+    const worker = () => gateway.logs.filter((line) => line.component === 'worker' && line.msg.startsWith('claiming jobs'));
+    const claimFailed = await waitFor(async () => worker()[0]);
+    expect(claimFailed).toMatchObject({ level: 40, msg: 'claiming jobs failed; retrying', cause: { message: expect.stringMatching(/ECONNREFUSED|57P0|terminat|shutting down/) } });
+    expect(claimFailed).not.toHaveProperty('err');
+
     cluster.start();
     await waitFor(async () => (await readiness(gateway)).code === 200);
+    const recovered = await waitFor(async () => worker().find((line) => line.msg === 'claiming jobs works again'));
+    expect(recovered).toMatchObject({ level: 30, failures: expect.any(Number) });
+    expect(worker().map((line) => line.msg)).toEqual(['claiming jobs failed; retrying', 'claiming jobs works again']);
     const job = await duplicateAndFinish('after the restart');
     expect(job.result_campaign_id).toEqual(expect.any(String));
     expect(await Promise.race([gateway.exited.then(() => 'exited'), Promise.resolve('running')])).toBe('running');
+  }, 120_000);
+
+  it('logs the worker and the pruner failing on every try once, then once a minute, then once when they work again', async () => {
+    const clock = new ManualClock(new Date());
+    const started = clock.now().toISOString();
+    const calls = { claimJobs: 0, pruneFinishedJobs: 0 };
+    const counting = (method: keyof typeof calls) => () => void (calls[method] += 1);
+    const store = storeHeldOn(
+      storeHeldOn(openPostgresStore(cluster.url), ['claimJobs'], counting('claimJobs')),
+      ['pruneFinishedJobs'],
+      counting('pruneFinishedJobs'),
+    );
+    const { logger, lines } = recordingLogger();
+    // Passes a few times a second, so the pruner fails as often as the worker does.
+    const inProcess = await startGateway({}, { store, clock, logger }, { retentionIntervalMs: 100 });
+    try {
+      const logs = () => ({ worker: componentLines(lines, 'worker'), retention: componentLines(lines, 'retention') });
+      cluster.stop();
+      const first = await waitFor(async () => {
+        const { worker, retention } = logs();
+        return worker.length > 0 && retention.length > 0 && { worker: worker[0], retention: retention[0] };
+      });
+      const warning = { level: 40, cause: { message: expect.stringMatching(/ECONNREFUSED|57P0|terminat|shutting down/) } };
+      expect(first).toMatchObject({ worker: { ...warning, msg: 'claiming jobs failed; retrying' }, retention: { ...warning, msg: 'retention pass failed' } });
+      expect(first.worker).not.toHaveProperty('err');
+      expect(first.retention).not.toHaveProperty('err');
+
+      const seen = { ...calls };
+      await waitFor(async () => calls.claimJobs >= seen.claimJobs + 3 && calls.pruneFinishedJobs >= seen.pruneFinishedJobs + 3);
+      expect(logs()).toEqual({ worker: [first.worker], retention: [first.retention] });
+
+      clock.advance(60_000);
+      const reminders = await waitFor(async () => {
+        const { worker, retention } = logs();
+        return worker.length > 1 && retention.length > 1 && { worker: worker[1], retention: retention[1] };
+      });
+      expect(reminders).toMatchObject({
+        worker: { ...warning, msg: 'claiming jobs still fails; retrying', since: started },
+        retention: { ...warning, msg: 'retention passes still fail', since: started },
+      });
+      expect(reminders.worker.failures).toBeGreaterThan(3);
+      expect(reminders.retention.failures).toBeGreaterThan(3);
+
+      cluster.start();
+      const recovered = await waitFor(async () => {
+        const { worker, retention } = logs();
+        return worker.length > 2 && retention.length > 2 && { worker: worker.slice(2), retention: retention.slice(2) };
+      });
+      expect(recovered).toEqual({
+        worker: [expect.objectContaining({ level: 30, msg: 'claiming jobs works again', since: started })],
+        retention: [expect.objectContaining({ level: 30, msg: 'retention passes work again', since: started })],
+      });
+    } finally {
+      await inProcess.close();
+    }
   }, 120_000);
 });

@@ -58,11 +58,12 @@ export async function createTestWorkspace(
 
 /**
  * A real gateway listening on a loopback port, on a fresh SQLite store in a temporary directory
- * (or whatever `env` selects), with the worker running.
+ * (or whatever `env` selects), with the worker running. `tuned` sets what the environment cannot, such as
+ * a retention interval shorter than a minute.
  */
-export async function startGateway(env: Record<string, string> = {}, overrides: AppOverrides = {}): Promise<TestGateway> {
+export async function startGateway(env: Record<string, string> = {}, overrides: AppOverrides = {}, tuned: Partial<Config> = {}): Promise<TestGateway> {
   const dataDir = mkdtempSync(join(tmpdir(), 'cgw-test-'));
-  const config = loadConfig({ LOG_LEVEL: 'silent', DATA_DIR: dataDir, PORT: '0', SEED_DEMO: 'false', ...env });
+  const config = { ...loadConfig({ LOG_LEVEL: 'silent', DATA_DIR: dataDir, PORT: '0', SEED_DEMO: 'false', ...env }), ...tuned };
   const app = await buildApp(config, overrides);
   await app.http.listen({ port: 0, host: '127.0.0.1' });
   app.start();
@@ -182,3 +183,7 @@ export function recordingLogger(level = 'info'): { logger: AppOverrides['logger'
   const lines: string[] = [];
   return { logger: { level, stream: { write: (line: string) => void lines.push(line) } }, lines };
 }
+
+/** What one component (`worker`, `retention`, …) wrote to a recorded log, line by line. */
+export const componentLines = (lines: string[], component: string): Record<string, any>[] =>
+  lines.map((line) => JSON.parse(line)).filter((line) => line.component === component);

@@ -6,6 +6,7 @@ import { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import { RetentionPruner } from '../../src/jobs/retention.js';
 import { ManualClock } from '../support/clock.js';
 import { eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
+import { componentLines, recordingLogger, startGateway, storeHeldOn, waitFor } from '../support/gateway.js';
 
 const DAY = 86_400_000;
 const silent = { info() {}, warn() {}, error() {} };
@@ -71,5 +72,49 @@ describe('retention', () => {
     pruner.start();
     expect((await pruner.pruneOnce()).events).toBe(40);
     await pruner.stop();
+  });
+
+  /** Events older than the default 90 days of EVENT_RETENTION_DAYS by the time the gateway starts. */
+  const oldEvents = async (count: number) => {
+    const ws = workspaceFixture();
+    await store.createWorkspace(ws);
+    // Sent together, they share the writer's commits.
+    await Promise.all(Array.from({ length: count }, () => store.insertEvent(eventFixture(ws.id, { occurredAt: clock.now() }))));
+    clock.advance(91 * DAY);
+  };
+
+  it('prunes right after start, not one interval later', async () => {
+    await oldEvents(3);
+    const { logger, lines } = recordingLogger();
+    // The default interval, 10 minutes, is far longer than this test waits.
+    const gateway = await startGateway({}, { store, clock, logger });
+    try {
+      const pruned = await waitFor(async () => componentLines(lines, 'retention').find((line) => line.msg === 'pruned old records'));
+      expect(pruned).toMatchObject({ level: 30, jobs: 0, events: 3, idempotencyKeys: 0 });
+    } finally {
+      await gateway.close();
+    }
+  });
+
+  it('stops cleanly when the gateway stops during that first pass, after the batch in progress', async () => {
+    // More than one batch of 1,000: a pass that did not stop would delete a second one.
+    await oldEvents(1001);
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let batches = 0;
+    const held = storeHeldOn(store, ['pruneEvents'], () => {
+      batches += 1;
+      return released;
+    });
+    const { logger, lines } = recordingLogger();
+    const gateway = await startGateway({}, { store: held, clock, logger });
+    await waitFor(async () => batches === 1);
+    const closed = gateway.close();
+    release();
+    await closed;
+    expect(batches).toBe(1);
+    const retention = componentLines(lines, 'retention');
+    expect(retention.filter((line) => line.level >= 40)).toEqual([]);
+    expect(retention.find((line) => line.msg === 'pruned old records')).toMatchObject({ events: 1000 });
   });
 });

@@ -7,7 +7,7 @@ import type { Duplicator, DuplicationResult } from '../../src/domain/ports.js';
 import { JobWorker } from '../../src/jobs/worker.js';
 import { ManualClock } from '../support/clock.js';
 import { eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
-import { storeFailingOn } from '../support/gateway.js';
+import { componentLines, recordingLogger, startGateway, storeFailingOn, storeHeldOn } from '../support/gateway.js';
 import { waitFor } from '../support/wait.js';
 
 const silent = { info() {}, warn() {}, error() {} };
@@ -110,5 +110,39 @@ describe('the job worker', () => {
     worker = undefined;
     // It ran: unlike a run cut short, its attempt stays counted.
     expect(await store.getJob(ws.id, job.id)).toMatchObject({ status: 'PENDING', leaseOwner: null, attempts: 1 });
+  });
+
+  it('logs a claim failure that keeps repeating once, then a reminder a minute later, then when claiming works again', async () => {
+    const clock = new ManualClock();
+    let failing = true;
+    let claims = 0;
+    // An honest internal error, not an outage: a bug, logged as an error.
+    const counted = storeHeldOn(storeFailingOn(store, ['claimJobs'], () => failing), ['claimJobs'], () => void (claims += 1));
+    const { logger, lines } = recordingLogger();
+    const gateway = await startGateway({}, { store: counted, clock, logger });
+    try {
+      const worker = () => componentLines(lines, 'worker');
+      const first = await waitFor(async () => worker()[0]);
+      expect(first).toMatchObject({ level: 50, msg: 'claiming jobs failed; retrying', err: { message: 'disk /var/secret/gateway.db exploded' } });
+      expect(first.err.stack).toEqual(expect.any(String));
+
+      // The worker keeps trying at its pace, and says nothing more until a minute has passed.
+      const seen = claims;
+      await waitFor(async () => claims >= seen + 3);
+      expect(worker()).toHaveLength(1);
+      clock.advance(60_000);
+      const reminder = await waitFor(async () => worker()[1]);
+      expect(reminder).toMatchObject({ level: 50, msg: 'claiming jobs still fails; retrying', since: '2030-01-01T00:00:00.000Z', cause: { message: 'disk /var/secret/gateway.db exploded' } });
+      expect(reminder.failures).toBeGreaterThanOrEqual(seen + 3);
+
+      failing = false;
+      const recovered = await waitFor(async () => worker()[2]);
+      expect(recovered).toMatchObject({ level: 30, msg: 'claiming jobs works again', since: '2030-01-01T00:00:00.000Z' });
+      expect(recovered.failures).toBeGreaterThanOrEqual(reminder.failures);
+      await waitFor(async () => claims >= recovered.failures + 3);
+      expect(worker()).toHaveLength(3);
+    } finally {
+      await gateway.close();
+    }
   });
 });

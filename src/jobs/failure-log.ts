@@ -1,0 +1,81 @@
+import { unavailableCause } from '../domain/errors.js';
+import type { Clock } from '../domain/ports.js';
+import type { WorkerLogger } from './worker.js';
+
+/** How often a failure that keeps repeating is logged again. */
+export const FAILURE_REMINDER_MS = 60_000;
+
+export interface ErrorSummary {
+  type: string;
+  code?: string;
+  message: string;
+}
+
+/** An error's type, code and message without its stack: all a log line needs about a dependency's error. */
+export function summarizeError(error: unknown): ErrorSummary {
+  if (!(error instanceof Error)) return { type: typeof error, message: String(error) };
+  const code = (error as { code?: unknown }).code;
+  // Node reports a connection refused on every address of a host name as one AggregateError with no message.
+  const message =
+    error.message || (error instanceof AggregateError ? error.errors.map((inner: unknown) => (inner instanceof Error ? inner.message : String(inner))).join('; ') : '');
+  // The class, as pino names an error: some drivers give their errors a bare `name` ('error').
+  return { type: error.constructor.name || error.name, ...(typeof code === 'string' ? { code } : {}), message };
+}
+
+/**
+ * One failure, logged by what it means: a dependency that cannot be reached (an outage the operator fixes
+ * outside the gateway) is a warning with the dependency's own error, whose stack says nothing; anything
+ * else is a bug, an error with its stack.
+ */
+export function logFailure(logger: WorkerLogger, error: unknown, fields: object, message: string): void {
+  const cause = unavailableCause(error);
+  if (cause !== undefined) logger.warn({ ...fields, cause: summarizeError(cause) }, message);
+  else logger.error({ ...fields, err: error }, message);
+}
+
+export interface RepeatedFailureMessages {
+  /** The first failure, or the first of another kind (an outage after a bug, or the reverse). */
+  failed: string;
+  /** A reminder while it keeps failing, with the number of failures so far. */
+  stillFailing: string;
+  /** The first success after failures. */
+  recovered: string;
+}
+
+/**
+ * The log of something retried again and again (the worker claiming jobs twice a second): one line when it
+ * starts failing, a reminder with the count at most once per FAILURE_REMINDER_MS while it keeps failing,
+ * and one line when it works again, rather than a line per try.
+ */
+export class RepeatedFailureLog {
+  private streak: { since: Date; failures: number; outage: boolean; loggedAt: number } | undefined;
+
+  constructor(
+    private readonly logger: WorkerLogger,
+    private readonly clock: Clock,
+    private readonly messages: RepeatedFailureMessages,
+  ) {}
+
+  failed(error: unknown): void {
+    const now = this.clock.now();
+    const outage = unavailableCause(error) !== undefined;
+    const streak = this.streak;
+    if (!streak || streak.outage !== outage) {
+      this.streak = { since: streak?.since ?? now, failures: (streak?.failures ?? 0) + 1, outage, loggedAt: now.getTime() };
+      logFailure(this.logger, error, streak ? { failures: this.streak.failures, since: this.streak.since.toISOString() } : {}, this.messages.failed);
+      return;
+    }
+    streak.failures += 1;
+    if (now.getTime() - streak.loggedAt < FAILURE_REMINDER_MS) return;
+    streak.loggedAt = now.getTime();
+    const fields = { failures: streak.failures, since: streak.since.toISOString(), cause: summarizeError(unavailableCause(error) ?? error) };
+    if (outage) this.logger.warn(fields, this.messages.stillFailing);
+    else this.logger.error(fields, this.messages.stillFailing);
+  }
+
+  succeeded(): void {
+    if (!this.streak) return;
+    this.logger.info({ failures: this.streak.failures, since: this.streak.since.toISOString() }, this.messages.recovered);
+    this.streak = undefined;
+  }
+}
