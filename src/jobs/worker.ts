@@ -103,10 +103,15 @@ export class JobWorker {
     clearTimeout(timer);
     let released = 0;
     const now = this.clock.now();
-    for (const lease of new Set(this.active.values())) released += await this.store.releaseJobs(lease, now);
-    // A job claimed again since is under another lease, which the store's check leaves alone.
-    for (const { job, lease } of this.unrecorded.values()) {
-      if (await this.store.retryJob(job.id, lease, now, job.error, now)) released += 1;
+    try {
+      for (const lease of new Set(this.active.values())) released += await this.store.releaseJobs(lease, now);
+      // A job claimed again since is under another lease, which the store's check leaves alone.
+      for (const { job, lease } of this.unrecorded.values()) {
+        if (await this.store.retryJob(job.id, lease, now, job.error, now)) released += 1;
+      }
+    } catch (error) {
+      // The stop goes on: the jobs are not lost, only later, run again once their lease expires.
+      logFailure(this.logger, error, {}, 'returning unfinished jobs to the queue failed; they run again when their lease expires');
     }
     if (released > 0) this.logger.warn({ released }, 'returned unfinished jobs to the queue');
   }

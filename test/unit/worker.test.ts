@@ -112,6 +112,27 @@ describe('the job worker', () => {
     expect(await store.getJob(ws.id, job.id)).toMatchObject({ status: 'PENDING', leaseOwner: null, attempts: 1 });
   });
 
+  it('still stops when the store cannot take back its running jobs, which then wait for their lease', async () => {
+    const clock = new ManualClock();
+    const ws = workspaceFixture();
+    await store.createWorkspace(ws);
+    const duplicator = new HeldDuplicator();
+    const messages: string[] = [];
+    const record = (_details: object, message: string) => void messages.push(message);
+    const logger = { info: record, warn: record, error: record };
+    const failing = storeFailingOn(store, ['releaseJobs'], () => true);
+    worker = new JobWorker(failing, duplicator, clock, { concurrency: 1, leaseMs: 30_000, pollIntervalMs: 10, maxAttempts: 5, backoffBaseMs: 1000, backoffMaxMs: 60_000 }, logger);
+    worker.start();
+    const job = jobFixture(ws.id, { runAt: clock.now() });
+    await store.enqueueJob(job, eventFixture(ws.id, { jobId: job.id }));
+    worker.notify();
+    await waitFor(async () => duplicator.runs.length === 1);
+    await worker.stop(0);
+    worker = undefined;
+    expect(messages).toContain('returning unfinished jobs to the queue failed; they run again when their lease expires');
+    expect(await store.getJob(ws.id, job.id)).toMatchObject({ status: 'RUNNING', attempts: 1 });
+  });
+
   it('logs a claim failure that keeps repeating once, then a reminder a minute later, then when claiming works again', async () => {
     const clock = new ManualClock();
     let failing = true;
