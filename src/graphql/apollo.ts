@@ -8,9 +8,10 @@ import {
 } from '@apollo/server/plugin/disabled';
 import { unwrapResolverError } from '@apollo/server/errors';
 import type { FastifyBaseLogger } from 'fastify';
-import { BREAK, GraphQLError, type GraphQLFormattedError, type GraphQLSchema, type ValidationRule } from 'graphql';
+import { BREAK, GraphQLError, type DocumentNode, type GraphQLFormattedError, type GraphQLSchema, type ValidationRule } from 'graphql';
 import { ERROR_CODES, isGatewayError, unavailableCause, type FieldIssue, type GatewayError } from '../domain/errors.js';
 import type { GraphQLContext } from './context.js';
+import { apolloDocumentStore, type DocumentCache } from './document-cache.js';
 import { operationShapeRule, type CostLimit, type GraphQLLimits } from './limits.js';
 import { rateLimitHeaders } from '../http/rate-limit-headers.js';
 
@@ -185,6 +186,8 @@ export interface ApolloOptions {
   /** The cost estimate of operations, shared with whoever needs to know that an operation passed it. */
   costLimit: CostLimit;
   logger: FastifyBaseLogger;
+  /** Where Apollo keeps the documents it parsed and validated, by query text. */
+  documents: DocumentCache<DocumentNode>;
   /** More plugins, after the gateway's own. */
   plugins?: ApolloServerPlugin<GraphQLContext>[];
 }
@@ -225,6 +228,7 @@ export function createApollo(options: ApolloOptions): ApolloServer<GraphQLContex
     // main.ts owns shutdown; Apollo's own handlers would re-raise the signal and kill the process mid-drain.
     stopOnTerminationSignals: false,
     parseOptions: { maxTokens: MAX_TOKENS },
+    documentStore: apolloDocumentStore(options.documents),
     maxRecursiveSelections: true,
     validationRules: [operationShapeRule(options.limits), ...(options.introspection ? [] : [noIntrospectionRule])],
     formatError: options.hideSchemaDetails ? (formatted, error) => withoutSchemaHints(formatGraphQLError(formatted, error)) : formatGraphQLError,

@@ -17,6 +17,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import { execute, type DocumentNode, type GraphQLSchema } from 'graphql';
 import { applyHttpSemantics, formatExecutionErrors, reportUnexpectedErrors, stringifyGraphQLResult, type GraphQLHttpHead } from './apollo.js';
 import type { GraphQLContext } from './context.js';
+import { DocumentCache, entryBytes } from './document-cache.js';
 import type { CostLimit } from './limits.js';
 
 /** What Apollo's CSRF prevention lets through without a preflight header and parses as JSON. */
@@ -40,9 +41,7 @@ const RESPONSE_TYPES = new Map<string, string>([
   ['application/graphql-response+json,application/json;q=0.9', GRAPHQL_RESPONSE],
 ]);
 
-/** Operations remembered; real clients send a handful. */
-const MAX_ENTRIES = 500;
-/** Longer query texts are left to Apollo, so the entries stay small. */
+/** Longer query texts are left to Apollo: real operations are far shorter. */
 const MAX_QUERY_LENGTH = 8192;
 
 interface Prepared {
@@ -71,8 +70,8 @@ const keyOf = (query: string, operationName: string | undefined): string =>
   operationName === undefined ? `-${query}` : `${operationName.length}:${operationName}${query}`;
 
 export class PreparedOperations {
-  /** Least recently used first. */
-  private readonly entries = new Map<string, Prepared>();
+  /** Bounded by the heap the documents hold: a client needs no key to have an operation prepared. */
+  private readonly entries = new DocumentCache<Prepared>();
   private enabled = true;
 
   constructor(
@@ -97,11 +96,15 @@ export class PreparedOperations {
           if (source.length > MAX_QUERY_LENGTH || !this.costLimit.isFixedWithinLimit(operation)) return;
           const key = keyOf(source, request.operationName);
           if (this.entries.has(key)) return;
-          this.entries.set(key, { document, operationName: request.operationName });
-          if (this.entries.size > MAX_ENTRIES) this.entries.delete(this.entries.keys().next().value as string);
+          this.entries.set(key, { document, operationName: request.operationName }, entryBytes(key, document));
         },
       }),
     };
+  }
+
+  /** The bytes accounted for the operations prepared (src/graphql/document-cache.ts). */
+  get bytes(): number {
+    return this.entries.bytes;
   }
 
   /**
@@ -119,7 +122,7 @@ export class PreparedOperations {
     const { operationName = null, variables = null } = body;
     if (operationName !== null && typeof operationName !== 'string') return undefined;
     if (variables !== null && !isRecord(variables)) return undefined;
-    const entry = this.lookup(keyOf(body.query, operationName ?? undefined));
+    const entry = this.entries.get(keyOf(body.query, operationName ?? undefined));
     if (!entry) return undefined;
 
     const contextValue = context();
@@ -144,14 +147,5 @@ export class PreparedOperations {
     // Apollo's field order: errors before data.
     const text = stringifyGraphQLResult({ errors, data: result.data, extensions: result.extensions });
     return { status: head.status ?? 200, headers: head.headers, body: text };
-  }
-
-  private lookup(key: string): Prepared | undefined {
-    const entry = this.entries.get(key);
-    if (entry) {
-      this.entries.delete(key);
-      this.entries.set(key, entry);
-    }
-    return entry;
   }
 }

@@ -7,6 +7,9 @@ import type { WorkerObserver } from '../jobs/worker.js';
 const GRAPHQL_PATHS = ['prepared', 'apollo'] as const;
 export type GraphQLPath = (typeof GRAPHQL_PATHS)[number];
 
+/** The caches of parsed GraphQL documents: Apollo's by query text, and the prepared operations. */
+export type DocumentCacheName = 'apollo' | 'prepared';
+
 /** Every value of the counter's label exists from the start, so a rate over it is defined before the first increment. */
 function fromZero<L extends string>(counter: Counter<L>, label: L, values: readonly string[]): Counter<L> {
   for (const value of values) counter.inc({ [label]: value } as Partial<Record<L, string>>, 0);
@@ -28,6 +31,8 @@ export class GatewayMetrics {
   private readonly jobDeferrals: Counter;
   private readonly quotaRejections: Counter<'channel'>;
   private readonly graphqlRequests: Counter<'path'>;
+  private readonly documentCacheBytes: Gauge<'cache'>;
+  private documentCaches: Partial<Record<DocumentCacheName, { readonly bytes: number }>> = {};
 
   constructor(private readonly store: GatewayStore) {
     const registers = [this.registry];
@@ -95,6 +100,20 @@ export class GatewayMetrics {
       'path',
       GRAPHQL_PATHS,
     );
+    this.documentCacheBytes = new Gauge({
+      name: 'gateway_graphql_document_cache_bytes',
+      help:
+        'Heap held by the parsed GraphQL documents each cache keeps, as estimated from their tokens and length, by cache: ' +
+        '"apollo" (documents Apollo parsed and validated) or "prepared" (operations answered without Apollo). Each stays ' +
+        'within its budget, least recently used evicted first.',
+      labelNames: ['cache'],
+      registers,
+    });
+  }
+
+  /** The caches whose accounted bytes each scrape reports. */
+  watchDocumentCaches(caches: Record<DocumentCacheName, { readonly bytes: number }>): void {
+    this.documentCaches = caches;
   }
 
   readonly workerObserver: WorkerObserver = {
@@ -125,6 +144,7 @@ export class GatewayMetrics {
     this.jobs.set({ status: 'PENDING' }, pending);
     this.jobs.set({ status: 'RUNNING' }, running);
     this.queueDepth.set(pending);
+    for (const [cache, { bytes }] of Object.entries(this.documentCaches)) this.documentCacheBytes.set({ cache }, bytes);
     return this.registry.metrics();
   }
 }
@@ -138,7 +158,7 @@ export async function metricsRoutes(app: FastifyInstance, options: { metrics: Ga
       schema: {
         tags: ['operations'],
         summary: 'Prometheus metrics',
-        description: 'Request counts and durations, GraphQL requests by path, queued jobs by status, queue depth, job durations, quota rejections, process metrics.',
+        description: 'Request counts and durations, GraphQL requests by path, GraphQL document cache sizes, queued jobs by status, queue depth, job durations, quota rejections, process metrics.',
         response: { 200: { description: 'Prometheus text exposition format 0.0.4', content: { 'text/plain': { schema: { type: 'string' } } } } },
       },
     },

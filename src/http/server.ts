@@ -11,12 +11,14 @@ import Fastify, {
   type FastifySchema,
   type FastifyServerOptions,
 } from 'fastify';
+import type { DocumentNode } from 'graphql';
 import type { Config } from '../config.js';
 import { GatewayError, unavailableCause } from '../domain/errors.js';
 import type { Quota } from '../domain/ports.js';
 import type { GatewayService } from '../domain/service.js';
 import { createApollo, graphqlErrorBody } from '../graphql/apollo.js';
 import { createContext } from '../graphql/context.js';
+import { DocumentCache } from '../graphql/document-cache.js';
 import { CostLimit } from '../graphql/limits.js';
 import { PreparedOperations } from '../graphql/prepared.js';
 import { gatewaySchema } from '../graphql/schema.js';
@@ -141,6 +143,8 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   const schema = await gatewaySchema();
   const costLimit = new CostLimit(schema, config.graphqlMaxCost);
   const prepared = new PreparedOperations(schema, costLimit, app.log);
+  const documents = new DocumentCache<DocumentNode>();
+  deps.metrics.watchDocumentCaches({ apollo: documents, prepared });
   const apollo = createApollo({
     schema,
     introspection: config.explorer,
@@ -153,6 +157,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     },
     costLimit,
     logger: app.log,
+    documents,
     plugins: [prepared.plugin()],
   });
   await apollo.start();

@@ -3,18 +3,7 @@ import { Redis } from 'ioredis';
 import { RateLimiterRedis } from 'rate-limiter-flexible';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RateLimiterQuota } from '../../src/adapters/rate-limiter-quota.js';
-import { bearer, graphql, http, json, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
-
-/** The value of one sample of the Prometheus text format, or undefined when the series is absent. */
-function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  for (const line of text.split('\n')) {
-    const match = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!match || match[1] !== name) continue;
-    const found = Object.fromEntries([...(match[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((pair) => [pair[1], pair[2]]));
-    if (Object.entries(labels).every(([key, value]) => found[key] === value)) return Number(match[3]);
-  }
-  return undefined;
-}
+import { bearer, graphql, http, json, metricSample as sample, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 
 const scrape = async (gateway: TestGateway) => {
   const response = await http(gateway.baseUrl, 'GET', '/metrics');

@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
-import { bearer, http, json, recordingLogger, startGateway, storeFailingOn, waitFor, type HttpResult, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { DOCUMENT_CACHE_BYTES } from '../../src/graphql/document-cache.js';
+import { bearer, http, json, metricSample, recordingLogger, startGateway, storeFailingOn, waitFor, type HttpResult, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { DUPLICATE_MUTATION, rest } from '../support/transports.js';
 
 /**
@@ -50,9 +51,11 @@ const duplicate = (ws: TestWorkspace, label: string, input: Record<string, unkno
     input: { campaignId: ws.campaign.id, name: 'Copy of welcome', ...input },
   });
 
+const metrics = async () => (await http(gw.baseUrl, 'GET', '/metrics')).text;
+
 async function paths(): Promise<Record<string, number>> {
-  const text = (await http(gw.baseUrl, 'GET', '/metrics')).text;
-  const count = (path: string) => Number(new RegExp(`^gateway_graphql_requests_total\\{path="${path}"\\} (\\d+)$`, 'm').exec(text)?.[1]);
+  const text = await metrics();
+  const count = (path: string) => metricSample(text, 'gateway_graphql_requests_total', { path }) ?? Number.NaN;
   return { prepared: count('prepared'), apollo: count('apollo') };
 }
 
@@ -304,5 +307,44 @@ describe('what prepared operations leave to Apollo', () => {
       expect(answer.body).toEqual({ errors: [{ message: 'The Host header is not a valid host name', extensions: { code: 'BAD_USER_INPUT' } }] });
     }
     expect(logs.lines.filter((line) => line.includes(requestId) && /"level":50/.test(line))).toEqual([]);
+  });
+});
+
+describe('the document caches', () => {
+  /** Distinct valid documents near the 2,000-token limit, from 5 KB of text: half a megabyte of heap each, 1 MB accounted. */
+  const spreads = (index: number) => `query Flood${index} { ${'...F '.repeat(980)}} fragment F on Query { __typename }`;
+  /** The same past 8,192 characters: Apollo keeps it, prepared operations leave it to Apollo. */
+  const padded = (index: number) => `${spreads(index)}\n#${' '.repeat(8200 - spreads(index).length)}`;
+  const ROUNDS = 20;
+
+  async function cacheBytes(): Promise<Record<'apollo' | 'prepared', number | undefined>> {
+    const text = await metrics();
+    const bytes = (cache: string) => metricSample(text, 'gateway_graphql_document_cache_bytes', { cache });
+    return { apollo: bytes('apollo'), prepared: bytes('prepared') };
+  }
+
+  it('many distinct large documents without a key: each cache stays within its budget, the least recently used evicted, the operation in use kept', async () => {
+    const ws = await gw.workspace();
+    const inUse = post(ws.key, named('{ campaigns(first: 1) { edges { node { id name } } } }', 'in use'));
+    expect((await twice(inUse)).taken).toEqual({ apollo: 1, prepared: 1 });
+    for (let index = 0; index < ROUNDS; index += 1) {
+      for (const query of [spreads(index), padded(index)]) {
+        const answer = await http(gw.baseUrl, 'POST', '/graphql', post(null, query));
+        expect(answer.status).toBe(200);
+        expect(answer.body).toEqual({ data: { __typename: 'Query' } });
+      }
+      expect((await twice(inUse)).taken).toEqual({ apollo: 0, prepared: 2 });
+    }
+
+    // Evicted least recently used first: the latest documents are still prepared, the first ones no longer.
+    expect((await twice(post(null, spreads(ROUNDS - 1)))).taken).toEqual({ apollo: 0, prepared: 2 });
+    expect((await twice(post(null, spreads(0)))).taken).toEqual({ apollo: 1, prepared: 1 });
+    const bytes = await cacheBytes();
+    for (const cache of ['apollo', 'prepared'] as const) {
+      expect(bytes[cache], cache).toBeLessThanOrEqual(DOCUMENT_CACHE_BYTES);
+      // Full to within one document: every document kept is accounted for.
+      expect(bytes[cache], cache).toBeGreaterThan(DOCUMENT_CACHE_BYTES * 0.9);
+    }
+    expect((await twice(inUse)).taken).toEqual({ apollo: 0, prepared: 2 });
   });
 });
