@@ -11,7 +11,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import { BREAK, GraphQLError, type DocumentNode, type GraphQLFormattedError, type GraphQLSchema, type ValidationRule } from 'graphql';
 import { ERROR_CODES, isGatewayError, unavailableCause, type FieldIssue, type GatewayError } from '../domain/errors.js';
 import type { GraphQLContext } from './context.js';
-import { apolloDocumentStore, type DocumentCache } from './document-cache.js';
+import { apolloDocumentStore, apolloQueryTextStore, type DocumentCache } from './document-cache.js';
 import { operationShapeRule, type CostLimit, type GraphQLLimits } from './limits.js';
 import { rateLimitHeaders } from '../http/rate-limit-headers.js';
 
@@ -188,6 +188,8 @@ export interface ApolloOptions {
   logger: FastifyBaseLogger;
   /** Where Apollo keeps the documents it parsed and validated, by query text. */
   documents: DocumentCache<DocumentNode>;
+  /** Where Apollo keeps the texts of automatic persisted queries, by hash. */
+  persistedQueries: DocumentCache<string>;
   /** More plugins, after the gateway's own. */
   plugins?: ApolloServerPlugin<GraphQLContext>[];
 }
@@ -229,6 +231,7 @@ export function createApollo(options: ApolloOptions): ApolloServer<GraphQLContex
     stopOnTerminationSignals: false,
     parseOptions: { maxTokens: MAX_TOKENS },
     documentStore: apolloDocumentStore(options.documents),
+    persistedQueries: { cache: apolloQueryTextStore(options.persistedQueries) },
     maxRecursiveSelections: true,
     validationRules: [operationShapeRule(options.limits), ...(options.introspection ? [] : [noIntrospectionRule])],
     formatError: options.hideSchemaDetails ? (formatted, error) => withoutSchemaHints(formatGraphQLError(formatted, error)) : formatGraphQLError,

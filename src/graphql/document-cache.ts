@@ -6,7 +6,7 @@
  * follows its tokens, not its JSON or its length: a text of 4 KB under the 2,000-token limit holds 0.5–1 MB.
  * Callers need send no key for a document to be parsed and kept, so a count of entries bounds nothing.
  */
-import type { DocumentStore } from '@apollo/server';
+import type { DocumentStore, PersistedQueryOptions } from '@apollo/server';
 import { TokenKind, type DocumentNode, type Token } from 'graphql';
 
 /**
@@ -103,6 +103,22 @@ export function apolloDocumentStore(cache: DocumentCache<DocumentNode>): Documen
   return {
     get: async (key) => cache.get(key),
     set: async (key, document) => cache.set(key, document, entryBytes(key, document)),
+    delete: async (key) => cache.delete(key),
+  };
+}
+
+/** What the persisted-query store may hold: the texts of a few hundred ordinary operations. */
+export const QUERY_TEXT_CACHE_BYTES = 4 * 2 ** 20;
+
+/**
+ * Apollo's store of automatic persisted queries (query texts by their hash), bounded by the heap the texts
+ * hold. A text is kept for any valid query sent with its hash, key or no key, and Apollo's default store
+ * counts characters up to 30 Mi of them.
+ */
+export function apolloQueryTextStore(cache: DocumentCache<string>): NonNullable<PersistedQueryOptions['cache']> {
+  return {
+    get: async (key) => cache.get(key),
+    set: async (key, text) => cache.set(key, text, CHARACTER_BYTES * (key.length + text.length)),
     delete: async (key) => cache.delete(key),
   };
 }

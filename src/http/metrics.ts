@@ -7,8 +7,8 @@ import type { WorkerObserver } from '../jobs/worker.js';
 const GRAPHQL_PATHS = ['prepared', 'apollo'] as const;
 export type GraphQLPath = (typeof GRAPHQL_PATHS)[number];
 
-/** The caches of parsed GraphQL documents: Apollo's by query text, and the prepared operations. */
-export type DocumentCacheName = 'apollo' | 'prepared';
+/** The caches of GraphQL documents: Apollo's parsed ones by query text, the prepared operations, the persisted query texts. */
+export type DocumentCacheName = 'apollo' | 'prepared' | 'persisted';
 
 /** Every value of the counter's label exists from the start, so a rate over it is defined before the first increment. */
 function fromZero<L extends string>(counter: Counter<L>, label: L, values: readonly string[]): Counter<L> {
@@ -103,9 +103,9 @@ export class GatewayMetrics {
     this.documentCacheBytes = new Gauge({
       name: 'gateway_graphql_document_cache_bytes',
       help:
-        'Heap held by the parsed GraphQL documents each cache keeps, as estimated from their tokens and length, by cache: ' +
-        '"apollo" (documents Apollo parsed and validated) or "prepared" (operations answered without Apollo). Each stays ' +
-        'within its budget, least recently used evicted first.',
+        'Heap held by the GraphQL documents each cache keeps, as estimated from their tokens and length, by cache: ' +
+        '"apollo" (documents Apollo parsed and validated), "prepared" (operations answered without Apollo) or "persisted" ' +
+        '(texts of automatic persisted queries). Each stays within its budget, least recently used evicted first.',
       labelNames: ['cache'],
       registers,
     });

@@ -18,7 +18,7 @@ import type { Quota } from '../domain/ports.js';
 import type { GatewayService } from '../domain/service.js';
 import { createApollo, graphqlErrorBody } from '../graphql/apollo.js';
 import { createContext } from '../graphql/context.js';
-import { DocumentCache } from '../graphql/document-cache.js';
+import { DocumentCache, QUERY_TEXT_CACHE_BYTES } from '../graphql/document-cache.js';
 import { CostLimit } from '../graphql/limits.js';
 import { PreparedOperations } from '../graphql/prepared.js';
 import { gatewaySchema } from '../graphql/schema.js';
@@ -144,7 +144,8 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   const costLimit = new CostLimit(schema, config.graphqlMaxCost);
   const prepared = new PreparedOperations(schema, costLimit, app.log);
   const documents = new DocumentCache<DocumentNode>();
-  deps.metrics.watchDocumentCaches({ apollo: documents, prepared });
+  const persistedQueries = new DocumentCache<string>(QUERY_TEXT_CACHE_BYTES);
+  deps.metrics.watchDocumentCaches({ apollo: documents, prepared, persisted: persistedQueries });
   const apollo = createApollo({
     schema,
     introspection: config.explorer,
@@ -158,6 +159,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     costLimit,
     logger: app.log,
     documents,
+    persistedQueries,
     plugins: [prepared.plugin()],
   });
   await apollo.start();

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bearer, http, json, recordingLogger, startGateway, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { bearer, http, json, metricSample, recordingLogger, startGateway, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 
 let gateway: TestGateway;
 let ws: TestWorkspace;
@@ -45,5 +45,20 @@ describe('automatic persisted queries', () => {
     expect(answer.status).toBe(400);
     expect(answer.body).toEqual({ errors: [{ message, extensions: { code: 'BAD_REQUEST' } }] });
     expect(errorsLogged()).toBe(before);
+  });
+
+  it('keeps the texts of persisted queries within their budget, without a key, the least recently registered dropped first', async () => {
+    // 60 KB each, valid and short in tokens: a comment pads it. 40 of them are far past the 4 MiB budget.
+    const texts = Array.from({ length: 40 }, (_, index) => `query Padded${index} { __typename }\n#${'x'.repeat(60_000)}`);
+    const register = (query: string) =>
+      http(gateway.baseUrl, 'POST', '/graphql', { headers: json, body: JSON.stringify({ query, extensions: { persistedQuery: { version: 1, sha256Hash: sha256(query) } } }) });
+    for (const query of texts) expect((await register(query)).body).toEqual({ data: { __typename: 'Query' } });
+    const byHash = (query: string) =>
+      http(gateway.baseUrl, 'POST', '/graphql', { headers: json, body: JSON.stringify({ extensions: { persistedQuery: { version: 1, sha256Hash: sha256(query) } } }) });
+    expect((await byHash(texts[0])).body.errors?.[0]?.extensions?.code).toBe('PERSISTED_QUERY_NOT_FOUND');
+    expect((await byHash(texts[texts.length - 1])).body).toEqual({ data: { __typename: 'Query' } });
+    const held = metricSample((await http(gateway.baseUrl, 'GET', '/metrics')).text, 'gateway_graphql_document_cache_bytes', { cache: 'persisted' });
+    expect(held).toBeGreaterThan(3 * 2 ** 20);
+    expect(held).toBeLessThanOrEqual(4 * 2 ** 20);
   });
 });
