@@ -34,8 +34,18 @@ import {
 export const MAX_PAGE_SIZE = 200;
 /** What a list answers when the caller does not say how many. */
 export const DEFAULT_PAGE_SIZE = 50;
-/** Events read from the store at a time while a download streams. */
-export const DOWNLOAD_BATCH_SIZE = 1000;
+/**
+ * The most caller text one event can hold: a duplication request's name, description and tags at their limits
+ * (about 9,400 characters, twice as many bytes once a single character outside Latin-1 makes the string UTF-16).
+ */
+const MAX_EVENT_TEXT_CHARS = LIMITS.nameLength + LIMITS.descriptionLength + LIMITS.tagCount * LIMITS.tagLength;
+/** What one download may hold of events read but not yet sent, counted for the largest events the limits allow. */
+const DOWNLOAD_BATCH_BYTES = 1024 * 1024;
+/**
+ * Events read from the store at a time while a download streams (53): a client that stops reading keeps
+ * one batch in memory, so its size is set by bytes, not by what makes paging cheapest.
+ */
+export const DOWNLOAD_BATCH_SIZE = Math.floor(DOWNLOAD_BATCH_BYTES / (2 * MAX_EVENT_TEXT_CHARS + 1024));
 
 /** What a transport knows about a request before the service sees it. */
 export interface RequestContext {
@@ -416,17 +426,17 @@ export class GatewayService {
     const range = parseEventRange(raw);
     const { store } = this.deps;
     const filter: SecurityEventFilter = { since: range.start, until: range.end };
-    const first = await store.listEvents(principal.workspaceId, filter, { first: DOWNLOAD_BATCH_SIZE });
-    async function* events(): AsyncGenerator<SecurityEvent> {
-      let batch = first;
+    const read = (beforeSeq?: number) => store.listEvents(principal.workspaceId, filter, { first: DOWNLOAD_BATCH_SIZE, beforeSeq });
+    const first = await read();
+    // The batch is the generator's own variable: a closure over the first one would keep it for the whole download.
+    async function* events(batch: SecurityEvent[]): AsyncGenerator<SecurityEvent> {
       while (batch.length > 0) {
         yield* batch;
         if (batch.length < DOWNLOAD_BATCH_SIZE) return;
-        const beforeSeq = batch[batch.length - 1].seq;
-        batch = await store.listEvents(principal.workspaceId, filter, { first: DOWNLOAD_BATCH_SIZE, beforeSeq });
+        batch = await read(batch[batch.length - 1].seq);
       }
     }
-    return { range, events: events() };
+    return { range, events: events(first) };
   }
 
   async listCampaigns(principal: Principal, first: number, after: string | null | undefined): Promise<Page<Campaign>> {

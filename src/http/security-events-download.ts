@@ -85,7 +85,8 @@ export async function securityEventsDownloadRoutes(app: FastifyInstance, options
     async (request, reply) => {
       const principal = await service.authenticate(restContext(request, 'REST'));
       const { range, events } = await service.downloadSecurityEvents(principal, request.query);
-      const csv = stringify({ header: true, columns: [...CSV_COLUMNS] });
+      // Records wait in the CSV stream one at a time: an event can be tens of kilobytes.
+      const csv = stringify({ header: true, columns: [...CSV_COLUMNS], writableHighWaterMark: 1 });
       // Readable.from pulls the next event only when the CSV stream wants more, and pipeline stops paging
       // through the store when the client goes away.
       pipeline(Readable.from(csvRecords(events)), csv, (error) => {
