@@ -2,6 +2,7 @@ import { hash } from 'node:crypto';
 import { configure } from 'safe-stable-stringify';
 import { decodeRowCursor, encodeCursor } from './cursor.js';
 import { GatewayError, type RateLimitState } from './errors.js';
+import type { DownloadSlots } from './download-slots.js';
 import { newId } from './ids.js';
 import { clientNetwork, isAllowedIp } from './ip-allowlist.js';
 import { hashApiKey, hashesEqual, isWellFormedApiKey } from './keys.js';
@@ -76,12 +77,19 @@ export interface GatewayServiceDeps {
   idempotencyTtlMs?: number;
   /** Told when a request was refused because its workspace's quota was spent (metrics). */
   onQuotaRejected?: (channel: Channel) => void;
+  /** Security event downloads in progress on this instance, bounded. */
+  downloads: DownloadSlots;
 }
 
 export interface SecurityEventDownload {
   range: EventRange;
   /** The workspace's events in the range, newest first, read from the store batch by batch as they are consumed. */
   events: AsyncIterable<SecurityEvent>;
+  /**
+   * Gives back the download's slot. Call it once the download has ended, however it ended (sent, client gone,
+   * failed, stalled) and no batch is being read any more; calling it again does nothing.
+   */
+  release(): void;
 }
 
 /** A reservation whose request never produced a job (the process died) is given up after this long. */
@@ -419,15 +427,23 @@ export class GatewayService {
 
   /**
    * Braze's "Security Event Download": every event of the workspace in the range. Permission first, then the
-   * range, then the first batch, so that a refusal or a failing store is an error response, not a cut stream.
+   * range, then a download slot (RATE_LIMITED when the workspace or the instance has too many in progress), then
+   * the first batch, so that a refusal or a failing store is an error response, not a cut stream.
    */
   async downloadSecurityEvents(principal: Principal, raw: { start?: unknown; end?: unknown }): Promise<SecurityEventDownload> {
     await this.authorize(principal, 'security_events.read');
     const range = parseEventRange(raw);
     const { store } = this.deps;
     const filter: SecurityEventFilter = { since: range.start, until: range.end };
+    const release = this.deps.downloads.acquire(principal.workspaceId);
     const read = (beforeSeq?: number) => store.listEvents(principal.workspaceId, filter, { first: DOWNLOAD_BATCH_SIZE, beforeSeq });
-    const first = await read();
+    let first: SecurityEvent[];
+    try {
+      first = await read();
+    } catch (error) {
+      release();
+      throw error;
+    }
     // The batch is the generator's own variable: a closure over the first one would keep it for the whole download.
     async function* events(batch: SecurityEvent[]): AsyncGenerator<SecurityEvent> {
       while (batch.length > 0) {
@@ -436,7 +452,7 @@ export class GatewayService {
         batch = await read(batch[batch.length - 1].seq);
       }
     }
-    return { range, events: events(first) };
+    return { range, events: events(first), release };
   }
 
   async listCampaigns(principal: Principal, first: number, after: string | null | undefined): Promise<Page<Campaign>> {

@@ -28,8 +28,13 @@ export class GatewayMetrics {
   private readonly jobDeferrals: Counter;
   private readonly quotaRejections: Counter<'channel'>;
   private readonly graphqlRequests: Counter<'path'>;
+  private readonly downloads: Gauge;
 
-  constructor(private readonly store: GatewayStore) {
+  /** `downloadsInProgress`: the security event downloads this instance is serving now. */
+  constructor(
+    private readonly store: GatewayStore,
+    private readonly downloadsInProgress: () => number,
+  ) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
     this.requests = new Counter({
@@ -95,6 +100,11 @@ export class GatewayMetrics {
       'path',
       GRAPHQL_PATHS,
     );
+    this.downloads = new Gauge({
+      name: 'gateway_security_event_downloads_in_progress',
+      help: 'Security event downloads this instance is serving now; past DOWNLOAD_CONCURRENCY (or the per-workspace bound) one is refused with 429.',
+      registers,
+    });
   }
 
   readonly workerObserver: WorkerObserver = {
@@ -125,6 +135,7 @@ export class GatewayMetrics {
     this.jobs.set({ status: 'PENDING' }, pending);
     this.jobs.set({ status: 'RUNNING' }, running);
     this.queueDepth.set(pending);
+    this.downloads.set(this.downloadsInProgress());
     return this.registry.metrics();
   }
 }
@@ -138,7 +149,7 @@ export async function metricsRoutes(app: FastifyInstance, options: { metrics: Ga
       schema: {
         tags: ['operations'],
         summary: 'Prometheus metrics',
-        description: 'Request counts and durations, GraphQL requests by path, queued jobs by status, queue depth, job durations, quota rejections, process metrics.',
+        description: 'Request counts and durations, GraphQL requests by path, queued jobs by status, queue depth, job durations, quota rejections, downloads in progress, process metrics.',
         response: { 200: { description: 'Prometheus text exposition format 0.0.4', content: { 'text/plain': { schema: { type: 'string' } } } } },
       },
     },

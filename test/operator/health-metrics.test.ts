@@ -4,17 +4,7 @@ import { RateLimiterRedis } from 'rate-limiter-flexible';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RateLimiterQuota } from '../../src/adapters/rate-limiter-quota.js';
 import { bearer, graphql, http, json, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
-
-/** The value of one sample of the Prometheus text format, or undefined when the series is absent. */
-function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  for (const line of text.split('\n')) {
-    const match = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!match || match[1] !== name) continue;
-    const found = Object.fromEntries([...(match[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((pair) => [pair[1], pair[2]]));
-    if (Object.entries(labels).every(([key, value]) => found[key] === value)) return Number(match[3]);
-  }
-  return undefined;
-}
+import { sample } from '../support/metrics.js';
 
 const scrape = async (gateway: TestGateway) => {
   const response = await http(gateway.baseUrl, 'GET', '/metrics');
@@ -137,6 +127,7 @@ describe('GET /metrics', () => {
     expect(sample(text, 'gateway_duplication_job_duration_seconds_bucket', { status: 'SUCCEEDED', le: '+Inf' })).toBe(2);
     expect(sample(text, 'gateway_duplication_job_retries_total')).toBe(0);
     expect(sample(text, 'gateway_duplication_job_deferrals_total')).toBe(0);
+    expect(sample(text, 'gateway_security_event_downloads_in_progress')).toBe(0);
     expect(sample(text, 'process_cpu_user_seconds_total')).toBeGreaterThan(0);
     expect(sample(text, 'nodejs_heap_size_used_bytes')).toBeGreaterThan(0);
   });
