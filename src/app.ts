@@ -15,6 +15,7 @@ import { StoreCampaignReader } from './adapters/store-campaign-reader.js';
 import { UpstreamPacer } from './adapters/upstream-pacer.js';
 import type { Config } from './config.js';
 import { AdminService } from './domain/admin.js';
+import { DownloadSlots } from './domain/download-slots.js';
 import {
   systemClock,
   type AuthFailureLimiter,
@@ -57,6 +58,8 @@ export interface AppOverrides {
   /** The limiter behind the PERMISSION_DENIED budget, for a window shorter than a minute. */
   deniedPermissionLimiter?: RateLimiterAbstract;
   logDestination?: NodeJS.WritableStream;
+  /** How long a security event download may wait on a client that takes no data (30 s by default). */
+  downloadStallTimeoutMs?: number;
 }
 
 /**
@@ -143,7 +146,8 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       )
     : new LocalDuplicator(store, clock);
 
-  const metrics = new GatewayMetrics(store);
+  const downloads = new DownloadSlots({ perWorkspace: config.downloadConcurrencyPerWorkspace, perInstance: config.downloadConcurrency });
+  const metrics = new GatewayMetrics(store, () => downloads.inProgress);
   let worker: JobWorker | undefined;
   const service = new GatewayService({
     store,
@@ -158,6 +162,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     onJobEnqueued: () => worker?.notify(),
     idempotencyTtlMs: config.idempotencyTtlMs,
     onQuotaRejected: (channel) => metrics.quotaRejected(channel),
+    downloads,
   });
   const admin = new AdminService(store, clock);
   const http = await buildHttpServer({
@@ -167,6 +172,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     metrics,
     logger: overrides.logger,
     logDestination: overrides.logDestination,
+    downloadStallTimeoutMs: overrides.downloadStallTimeoutMs,
     checkReady: () =>
       checkDependencies({
         store: async () => {

@@ -49,6 +49,10 @@ export interface Config {
   graphqlMaxAliases: number;
   /** duplicateCampaign fields one GraphQL operation may hold (each still takes a quota point). */
   graphqlMaxDuplicatesPerOperation: number;
+  /** Security event downloads this instance serves at once, all workspaces together. */
+  downloadConcurrency: number;
+  /** Security event downloads one workspace may have in progress at once on this instance. */
+  downloadConcurrencyPerWorkspace: number;
 }
 
 /** Start-up stops with this one line when the environment is wrong. */
@@ -191,6 +195,11 @@ export function loadConfig(env: Env = process.env): Config {
   if (eventRetentionMs < jobRetentionMs) {
     throw new ConfigError('EVENT_RETENTION_DAYS', `must not be shorter than JOB_RETENTION_DAYS (${jobRetentionMs / 86_400_000} days)`);
   }
+  const downloadConcurrency = integer(env, 'DOWNLOAD_CONCURRENCY', 8, 1, 1000);
+  const downloadConcurrencyPerWorkspace = integer(env, 'DOWNLOAD_CONCURRENCY_PER_WORKSPACE', Math.min(2, downloadConcurrency), 1, 1000);
+  if (downloadConcurrencyPerWorkspace > downloadConcurrency) {
+    throw new ConfigError('DOWNLOAD_CONCURRENCY_PER_WORKSPACE', `must not be more than DOWNLOAD_CONCURRENCY (${downloadConcurrency})`);
+  }
   const host = env.HOST?.trim() || '127.0.0.1';
   return {
     nodeEnv,
@@ -233,5 +242,7 @@ export function loadConfig(env: Env = process.env): Config {
     graphqlMaxCost: integer(env, 'GRAPHQL_MAX_COST', 10_000, 1, 10_000_000),
     graphqlMaxAliases: integer(env, 'GRAPHQL_MAX_ALIASES', 30, 0, 1000),
     graphqlMaxDuplicatesPerOperation: integer(env, 'GRAPHQL_MAX_DUPLICATES_PER_OPERATION', 5, 1, 100),
+    downloadConcurrency,
+    downloadConcurrencyPerWorkspace,
   };
 }

@@ -3,6 +3,7 @@ import { configure } from 'safe-stable-stringify';
 import { decodeRowCursor, encodeCursor } from './cursor.js';
 import { GatewayError, type RateLimitState } from './errors.js';
 import { holdsIdempotencyKey } from './idempotency.js';
+import type { DownloadSlots } from './download-slots.js';
 import { newId } from './ids.js';
 import { clientNetwork, isAllowedIp } from './ip-allowlist.js';
 import { hashApiKey, hashesEqual, isWellFormedApiKey } from './keys.js';
@@ -35,8 +36,18 @@ import {
 export const MAX_PAGE_SIZE = 200;
 /** What a list answers when the caller does not say how many. */
 export const DEFAULT_PAGE_SIZE = 50;
-/** Events read from the store at a time while a download streams. */
-export const DOWNLOAD_BATCH_SIZE = 1000;
+/**
+ * The most caller text one event can hold: a duplication request's name, description and tags at their limits
+ * (about 9,400 characters, twice as many bytes once a single character outside Latin-1 makes the string UTF-16).
+ */
+const MAX_EVENT_TEXT_CHARS = LIMITS.nameLength + LIMITS.descriptionLength + LIMITS.tagCount * LIMITS.tagLength;
+/** What one download may hold of events read but not yet sent, counted for the largest events the limits allow. */
+const DOWNLOAD_BATCH_BYTES = 1024 * 1024;
+/**
+ * Events read from the store at a time while a download streams (53): a client that stops reading keeps
+ * one batch in memory, so its size is set by bytes, not by what makes paging cheapest.
+ */
+export const DOWNLOAD_BATCH_SIZE = Math.floor(DOWNLOAD_BATCH_BYTES / (2 * MAX_EVENT_TEXT_CHARS + 1024));
 
 /** What a transport knows about a request before the service sees it. */
 export interface RequestContext {
@@ -67,12 +78,19 @@ export interface GatewayServiceDeps {
   idempotencyTtlMs?: number;
   /** Told when a request was refused because its workspace's quota was spent (metrics). */
   onQuotaRejected?: (channel: Channel) => void;
+  /** Security event downloads in progress on this instance, bounded. */
+  downloads: DownloadSlots;
 }
 
 export interface SecurityEventDownload {
   range: EventRange;
   /** The workspace's events in the range, newest first, read from the store batch by batch as they are consumed. */
   events: AsyncIterable<SecurityEvent>;
+  /**
+   * Gives back the download's slot. Call it once the download has ended, however it ended (sent, client gone,
+   * failed, stalled) and no batch is being read any more; calling it again does nothing.
+   */
+  release(): void;
 }
 
 /** A reservation whose request never produced a job (the process died) is given up after this long. */
@@ -435,24 +453,32 @@ export class GatewayService {
 
   /**
    * Braze's "Security Event Download": every event of the workspace in the range. Permission first, then the
-   * range, then the first batch, so that a refusal or a failing store is an error response, not a cut stream.
+   * range, then a download slot (RATE_LIMITED when the workspace or the instance has too many in progress), then
+   * the first batch, so that a refusal or a failing store is an error response, not a cut stream.
    */
   async downloadSecurityEvents(principal: Principal, raw: { start?: unknown; end?: unknown }): Promise<SecurityEventDownload> {
     await this.authorize(principal, 'security_events.read');
     const range = parseEventRange(raw);
     const { store } = this.deps;
     const filter: SecurityEventFilter = { since: range.start, until: range.end };
-    const first = await store.listEvents(principal.workspaceId, filter, { first: DOWNLOAD_BATCH_SIZE });
-    async function* events(): AsyncGenerator<SecurityEvent> {
-      let batch = first;
+    const release = this.deps.downloads.acquire(principal.workspaceId);
+    const read = (beforeSeq?: number) => store.listEvents(principal.workspaceId, filter, { first: DOWNLOAD_BATCH_SIZE, beforeSeq });
+    let first: SecurityEvent[];
+    try {
+      first = await read();
+    } catch (error) {
+      release();
+      throw error;
+    }
+    // The batch is the generator's own variable: a closure over the first one would keep it for the whole download.
+    async function* events(batch: SecurityEvent[]): AsyncGenerator<SecurityEvent> {
       while (batch.length > 0) {
         yield* batch;
         if (batch.length < DOWNLOAD_BATCH_SIZE) return;
-        const beforeSeq = batch[batch.length - 1].seq;
-        batch = await store.listEvents(principal.workspaceId, filter, { first: DOWNLOAD_BATCH_SIZE, beforeSeq });
+        batch = await read(batch[batch.length - 1].seq);
       }
     }
-    return { range, events: events() };
+    return { range, events: events(first), release };
   }
 
   async listCampaigns(principal: Principal, first: number, after: string | null | undefined): Promise<Page<Campaign>> {

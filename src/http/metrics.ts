@@ -33,8 +33,13 @@ export class GatewayMetrics {
   private readonly graphqlRequests: Counter<'path'>;
   private readonly documentCacheBytes: Gauge<'cache'>;
   private documentCaches: Partial<Record<DocumentCacheName, { readonly bytes: number }>> = {};
+  private readonly downloads: Gauge;
 
-  constructor(private readonly store: GatewayStore) {
+  /** `downloadsInProgress`: the security event downloads this instance is serving now. */
+  constructor(
+    private readonly store: GatewayStore,
+    private readonly downloadsInProgress: () => number,
+  ) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
     this.requests = new Counter({
@@ -109,6 +114,11 @@ export class GatewayMetrics {
       labelNames: ['cache'],
       registers,
     });
+    this.downloads = new Gauge({
+      name: 'gateway_security_event_downloads_in_progress',
+      help: 'Security event downloads this instance is serving now; past DOWNLOAD_CONCURRENCY (or the per-workspace bound) one is refused with 429.',
+      registers,
+    });
   }
 
   /** The caches whose accounted bytes each scrape reports. */
@@ -145,6 +155,7 @@ export class GatewayMetrics {
     this.jobs.set({ status: 'RUNNING' }, running);
     this.queueDepth.set(pending);
     for (const [cache, { bytes }] of Object.entries(this.documentCaches)) this.documentCacheBytes.set({ cache }, bytes);
+    this.downloads.set(this.downloadsInProgress());
     return this.registry.metrics();
   }
 }
@@ -158,7 +169,7 @@ export async function metricsRoutes(app: FastifyInstance, options: { metrics: Ga
       schema: {
         tags: ['operations'],
         summary: 'Prometheus metrics',
-        description: 'Request counts and durations, GraphQL requests by path, GraphQL document cache sizes, queued jobs by status, queue depth, job durations, quota rejections, process metrics.',
+        description: 'Request counts and durations, GraphQL requests by path, GraphQL document cache sizes, queued jobs by status, queue depth, job durations, quota rejections, downloads in progress, process metrics.',
         response: { 200: { description: 'Prometheus text exposition format 0.0.4', content: { 'text/plain': { schema: { type: 'string' } } } } },
       },
     },

@@ -1,10 +1,12 @@
+import type { ServerResponse } from 'node:http';
+import { performance } from 'node:perf_hooks';
 import { Readable, pipeline } from 'node:stream';
 import { stringify } from 'csv-stringify';
 import type { FastifyInstance } from 'fastify';
 import type { GatewayService } from '../domain/service.js';
 import type { SecurityEvent, SecurityEventType } from '../domain/types.js';
 import { MAX_EVENT_RANGE_DAYS } from '../domain/validation.js';
-import { authenticatedErrorResponses } from './openapi.js';
+import { authenticatedErrorResponses, errorResponses, RETRY_AFTER_HEADER } from './openapi.js';
 import { restContext } from './rest.js';
 
 /** Braze's "Security Event Download" columns, in Braze's order. */
@@ -53,9 +55,45 @@ const rangeBound = (which: string) => ({
   examples: [which.startsWith('Start') ? '2024-05-01T00:00:00Z' : '2024-06-01'],
 });
 
+/** How long a download may wait on a client that takes no data before it is ended. */
+export const DOWNLOAD_STALL_TIMEOUT_MS = 30_000;
+
+/**
+ * Calls `onStall` once, when the response has been held back by its client (the socket takes nothing more and
+ * the response waits for a 'drain') for `timeoutMs`. A slow client that keeps taking data is never stalled, nor
+ * is a download waiting on the store. Answers a function that stops watching.
+ */
+function watchStall(response: ServerResponse, timeoutMs: number, onStall: (stalledMs: number) => void): () => void {
+  let heldSince: number | null = null;
+  const drained = () => {
+    heldSince = null;
+  };
+  const stop = () => {
+    clearInterval(timer);
+    response.off('drain', drained);
+  };
+  const timer = setInterval(() => {
+    if (!response.writableNeedDrain) return drained();
+    const now = performance.now();
+    heldSince ??= now;
+    if (now - heldSince < timeoutMs) return;
+    stop();
+    onStall(now - heldSince);
+  }, Math.ceil(timeoutMs / 4));
+  timer.unref();
+  response.on('drain', drained);
+  return stop;
+}
+
+export interface SecurityEventsDownloadOptions {
+  service: GatewayService;
+  /** DOWNLOAD_STALL_TIMEOUT_MS unless a test needs a shorter one. */
+  stallTimeoutMs?: number;
+}
+
 /** GET /security_events/download: the workspace's events in [start, end) as CSV, streamed. */
-export async function securityEventsDownloadRoutes(app: FastifyInstance, options: { service: GatewayService }): Promise<void> {
-  const { service } = options;
+export async function securityEventsDownloadRoutes(app: FastifyInstance, options: SecurityEventsDownloadOptions): Promise<void> {
+  const { service, stallTimeoutMs = DOWNLOAD_STALL_TIMEOUT_MS } = options;
   app.get<{ Querystring: { start?: unknown; end?: unknown } }>(
     '/security_events/download',
     {
@@ -66,7 +104,9 @@ export async function securityEventsDownloadRoutes(app: FastifyInstance, options
         summary: 'Download security events as CSV',
         description:
           `Every security event of the key's workspace from \`start\` (inclusive) to \`end\` (exclusive), newest first, ` +
-          `at most ${MAX_EVENT_RANGE_DAYS} days, with Braze's columns. Needs the permission security_events.read. Streamed.`,
+          `at most ${MAX_EVENT_RANGE_DAYS} days, with Braze's columns. Needs the permission security_events.read. Streamed. ` +
+          'A workspace may have only a few downloads in progress at once (2 by default; 429 past that), and a download whose ' +
+          `client takes no data for ${DOWNLOAD_STALL_TIMEOUT_MS / 1000} s is ended.`,
         security: [{ apiKey: [] }],
         querystring: {
           type: 'object',
@@ -79,18 +119,38 @@ export async function securityEventsDownloadRoutes(app: FastifyInstance, options
             content: { 'text/csv': { schema: { type: 'string' } } },
           },
           ...authenticatedErrorResponses([400]),
+          429: {
+            ...errorResponses([429], RETRY_AFTER_HEADER)[429],
+            description:
+              'Too many downloads in progress, for the workspace or on this instance, or this client failed to authenticate ' +
+              'too often; see Retry-After',
+          },
         },
       },
     },
     async (request, reply) => {
       const principal = await service.authenticate(restContext(request, 'REST'));
-      const { range, events } = await service.downloadSecurityEvents(principal, request.query);
-      const csv = stringify({ header: true, columns: [...CSV_COLUMNS] });
+      const { range, events, release } = await service.downloadSecurityEvents(principal, request.query);
+      // Records wait in the CSV stream one at a time: an event can be tens of kilobytes.
+      const csv = stringify({ header: true, columns: [...CSV_COLUMNS], writableHighWaterMark: 1 });
       // Readable.from pulls the next event only when the CSV stream wants more, and pipeline stops paging
       // through the store when the client goes away.
-      pipeline(Readable.from(csvRecords(events)), csv, (error) => {
+      const records = Readable.from(csvRecords(events));
+      // The source closes once no batch is being read any more, however the download ended (pipeline's own
+      // callback can come while a read is still in flight): the slot is free then.
+      records.once('close', release);
+      pipeline(records, csv, (error) => {
         if (error && error.code !== 'ERR_STREAM_PREMATURE_CLOSE') request.log.error({ err: error }, 'security event download failed');
       });
+      const stopWatching = watchStall(reply.raw, stallTimeoutMs, (stalledMs) => {
+        request.log.warn(
+          { workspaceId: principal.workspaceId, apiKeyId: principal.keyId, stalledSeconds: Math.round(stalledMs / 1000) },
+          'security event download ended: its client took no data',
+        );
+        // fastify destroys the CSV stream with the response, which ends the pipeline above.
+        reply.raw.destroy();
+      });
+      reply.raw.once('close', stopWatching);
       return reply
         .type('text/csv; charset=utf-8')
         .header('content-disposition', `attachment; filename="security_events_${fileStamp(range.start)}_${fileStamp(range.end)}.csv"`)

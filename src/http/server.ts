@@ -44,6 +44,8 @@ export interface HttpDeps {
   logger?: FastifyServerOptions['logger'];
   /** Where JSON log lines go (default stdout); tests read them here. */
   logDestination?: NodeJS.WritableStream;
+  /** How long a security event download may wait on a client that takes no data (30 s by default). */
+  downloadStallTimeoutMs?: number;
 }
 
 // GraphQL is documented by its own schema (schema.graphql, the explorer's Docs), not by the OpenAPI document.
@@ -134,7 +136,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   await app.register(async (api) => {
     schemasOnlyDocument(api);
     await api.register(restRoutes, { service });
-    await api.register(securityEventsDownloadRoutes, { service });
+    await api.register(securityEventsDownloadRoutes, { service, stallTimeoutMs: deps.downloadStallTimeoutMs });
     await api.register(healthRoutes, { checkReady: deps.checkReady });
     await api.register(metricsRoutes, { metrics: deps.metrics });
     await api.register(openapiRoutes);

@@ -126,6 +126,7 @@ describe('GET /metrics', () => {
     expect(sample(text, 'gateway_duplication_job_duration_seconds_bucket', { status: 'SUCCEEDED', le: '+Inf' })).toBe(2);
     expect(sample(text, 'gateway_duplication_job_retries_total')).toBe(0);
     expect(sample(text, 'gateway_duplication_job_deferrals_total')).toBe(0);
+    expect(sample(text, 'gateway_security_event_downloads_in_progress')).toBe(0);
     expect(sample(text, 'process_cpu_user_seconds_total')).toBeGreaterThan(0);
     expect(sample(text, 'nodejs_heap_size_used_bytes')).toBeGreaterThan(0);
   });

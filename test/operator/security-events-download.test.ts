@@ -1,13 +1,32 @@
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { parse } from 'csv-parse/sync';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { request } from 'undici';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createStore } from '../../src/app.js';
+import { loadConfig } from '../../src/config.js';
+import type { ListOptions } from '../../src/domain/ports.js';
 import { DOWNLOAD_BATCH_SIZE } from '../../src/domain/service.js';
 import type { NewSecurityEvent } from '../../src/domain/types.js';
 import { EVENT_NAMES } from '../../src/http/security-events-download.js';
-import { bearer, graphql, http, json, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import {
+  bearer,
+  graphql,
+  http,
+  json,
+  metricSample as sample,
+  recordingLogger,
+  startGateway,
+  storeFailingOn,
+  waitFor,
+  type TestGateway,
+  type TestWorkspace,
+} from '../support/gateway.js';
 
 const COLUMNS = ['CreatedAt', 'EmailAtTimeOfEvent', 'CurrentEmail', 'EventName', 'OtherAccount', 'JsonProperties'];
 
@@ -154,6 +173,185 @@ describe('GET /security_events/download', () => {
 
     const events = await graphql(gateway.baseUrl, ws.key, 'query($id: ID!) { securityEvents(filter: {apiKeyId: $id, types: [PERMISSION_DENIED]}) { edges { node { details } } } }', { id: keyId });
     expect(events.body.data.securityEvents.edges.map((edge: any) => edge.node.details)).toEqual([{ permission: 'security_events.read' }]);
+  });
+});
+
+/** January 2019 holds the large events of `seedLargeEvents`; January 1999 holds nothing. */
+const LARGE_RANGE = '?start=2019-01-01&end=2019-02-01';
+const EMPTY_RANGE = '?start=1999-01-01&end=1999-02-01';
+const LARGE_EVENTS = 2500;
+
+/**
+ * 2,500 events with 4,000-character descriptions, about 10 MB of CSV: more than the socket buffers between the
+ * gateway and a client that reads nothing take, so such a client's download stays in progress.
+ */
+async function seedLargeEvents(gateway: TestGateway, ws: TestWorkspace): Promise<void> {
+  const base = Date.parse('2019-01-01T00:00:00Z');
+  await Promise.all(
+    Array.from({ length: LARGE_EVENTS }, (_, index) =>
+      gateway.app.store.insertEvent({
+        id: randomUUID(),
+        workspaceId: ws.workspace.id,
+        type: 'CAMPAIGN_DUPLICATION_REQUESTED',
+        occurredAt: new Date(base + index * 1000),
+        apiKeyId: ws.keyId,
+        apiKeyName: 'admin',
+        channel: 'REST',
+        ip: '127.0.0.1',
+        jobId: null,
+        campaignId: `c${index}`,
+        details: { name: `copy ${index}`, description: 'd'.repeat(4000), tagNames: ['promo'] },
+      }),
+    ),
+  );
+}
+
+/** Downloads opened by a client that reads nothing of them, hung up after each test. */
+const unreadBodies: Readable[] = [];
+
+/** A download whose client reads nothing: it stays in progress, held back by the client, until `body.destroy()`. */
+async function unreadDownload(gateway: TestGateway, key: string) {
+  const response = await request(`${gateway.baseUrl}/security_events/download${LARGE_RANGE}`, { headers: bearer(key) });
+  unreadBodies.push(response.body);
+  return response;
+}
+
+/** Waits until a download of the workspace is taken again, after a refusal. */
+const takenAgain = (gateway: TestGateway, key: string) =>
+  waitFor(async () => (await download(gateway, key, EMPTY_RANGE)).status === 200);
+
+const downloadsInProgress = async (gateway: TestGateway) =>
+  sample((await http(gateway.baseUrl, 'GET', '/metrics')).text, 'gateway_security_event_downloads_in_progress');
+
+/** Hangs up every download a test left unread, and waits until the gateway has let go of them all. */
+async function hangUp(gateway: TestGateway): Promise<void> {
+  for (const body of unreadBodies.splice(0)) body.destroy();
+  await waitFor(async () => (await downloadsInProgress(gateway)) === 0);
+}
+
+describe('downloads in progress at once', () => {
+  let dir: string;
+  let gateway: TestGateway;
+  let a: TestWorkspace;
+  let b: TestWorkspace;
+  let c: TestWorkspace;
+  let eventReads = 0;
+  let failing: 'none' | 'first batch' | 'later batches' = 'none';
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'cgw-downloads-'));
+    const env = { DATA_DIR: dir, DOWNLOAD_CONCURRENCY: '3', DOWNLOAD_CONCURRENCY_PER_WORKSPACE: '2' };
+    const store = storeFailingOn(await createStore(loadConfig(env)), ['listEvents'], (...args) => {
+      eventReads += 1;
+      const later = (args[2] as ListOptions).beforeSeq !== undefined;
+      return failing === (later ? 'later batches' : 'first batch');
+    });
+    gateway = await startGateway(env, { store });
+    [a, b, c] = [await gateway.workspace(), await gateway.workspace(), await gateway.workspace()];
+    await Promise.all([seedLargeEvents(gateway, a), seedLargeEvents(gateway, b)]);
+  });
+
+  afterEach(async () => {
+    failing = 'none';
+    await hangUp(gateway);
+  });
+
+  afterAll(async () => {
+    await gateway?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("refuses a workspace's third download with 429 and Retry-After before reading any event, until a client goes away", async () => {
+    const [first, second] = [await unreadDownload(gateway, a.key), await unreadDownload(gateway, a.key)];
+    expect([first.statusCode, second.statusCode]).toEqual([200, 200]);
+    expect(await downloadsInProgress(gateway)).toBe(2);
+
+    const readsBefore = eventReads;
+    const refused = await download(gateway, a.key, EMPTY_RANGE);
+    expect(refused.status).toBe(429);
+    expect(refused.headers['content-type']).toMatch(/^application\/json/);
+    expect(refused.headers['retry-after']).toBe('5');
+    expect(refused.body).toEqual({ message: 'This workspace already has 2 security event downloads in progress; try again when one has finished' });
+    expect(eventReads).toBe(readsBefore);
+    const documented = (await http(gateway.baseUrl, 'GET', '/openapi.json')).body.paths['/security_events/download'].get.responses['429'];
+    expect(documented.description).toContain('Too many downloads in progress');
+    expect(Object.keys(documented.headers)).toContain('retry-after');
+    // Another workspace is not held back by this one's downloads.
+    expect((await download(gateway, b.key, EMPTY_RANGE)).status).toBe(200);
+
+    first.body.destroy();
+    await takenAgain(gateway, a.key);
+  });
+
+  it('takes a download again once one was sent in full, every row of it', async () => {
+    const [, second] = [await unreadDownload(gateway, a.key), await unreadDownload(gateway, a.key)];
+    expect((await download(gateway, a.key, EMPTY_RANGE)).status).toBe(429);
+
+    const rows = rowsOf(await second.body.text());
+    expect(rows).toHaveLength(LARGE_EVENTS);
+    expect(JSON.parse(rows[0].JsonProperties).campaign_id).toBe(`c${LARGE_EVENTS - 1}`);
+    await takenAgain(gateway, a.key);
+  });
+
+  it('bounds the instance as a whole: a workspace with none in progress waits while the instance has its three', async () => {
+    const [, , third] = [await unreadDownload(gateway, a.key), await unreadDownload(gateway, a.key), await unreadDownload(gateway, b.key)];
+    expect(third.statusCode).toBe(200);
+
+    const refused = await download(gateway, c.key, EMPTY_RANGE);
+    expect(refused.status).toBe(429);
+    expect(refused.headers['retry-after']).toBe('5');
+    expect(refused.body).toEqual({ message: 'Too many security event downloads are in progress; try again shortly' });
+
+    third.body.destroy();
+    await takenAgain(gateway, c.key);
+  });
+
+  it('gives the slot of a download that failed back, whether it failed before its first row or part-way', async () => {
+    failing = 'first batch';
+    for (let attempt = 0; attempt < 3; attempt++) expect((await download(gateway, a.key, LARGE_RANGE)).status).toBe(500);
+    failing = 'later batches';
+    // The answer started as a 200; the gateway cuts it where the store failed.
+    for (let attempt = 0; attempt < 3; attempt++) await expect(download(gateway, a.key, LARGE_RANGE)).rejects.toThrow();
+    failing = 'none';
+    await waitFor(async () => (await downloadsInProgress(gateway)) === 0);
+
+    const [first, second] = [await unreadDownload(gateway, a.key), await unreadDownload(gateway, a.key)];
+    expect([first.statusCode, second.statusCode]).toEqual([200, 200]);
+    expect((await download(gateway, a.key, EMPTY_RANGE)).status).toBe(429);
+  });
+});
+
+describe('a download whose client takes no data', () => {
+  const STALL_MESSAGE = 'security event download ended: its client took no data';
+  const { logger, lines } = recordingLogger();
+  let gateway: TestGateway;
+  let ws: TestWorkspace;
+
+  beforeAll(async () => {
+    gateway = await startGateway({ DOWNLOAD_CONCURRENCY_PER_WORKSPACE: '1' }, { logger, downloadStallTimeoutMs: 200 });
+    ws = await gateway.workspace();
+    await seedLargeEvents(gateway, ws);
+  });
+
+  afterAll(async () => {
+    if (gateway) await hangUp(gateway);
+    await gateway?.close();
+  });
+
+  it('is ended, logged once without the key, and its slot is free again', async () => {
+    const stalled = await unreadDownload(gateway, ws.key);
+    expect(stalled.statusCode).toBe(200);
+
+    await waitFor(async () => lines.some((line) => line.includes(STALL_MESSAGE)));
+    await waitFor(async () => (await downloadsInProgress(gateway)) === 0);
+    // The gateway hung up: reading now gets what the sockets held, then an error, never the whole CSV.
+    await expect(stalled.body.text()).rejects.toThrow();
+    expect((await download(gateway, ws.key, EMPTY_RANGE)).status).toBe(200);
+
+    const logged = lines.filter((line) => line.includes(STALL_MESSAGE));
+    expect(logged).toHaveLength(1);
+    expect(JSON.parse(logged[0])).toMatchObject({ level: 40, reqId: expect.any(String), workspaceId: ws.workspace.id, apiKeyId: ws.keyId });
+    expect(logged[0]).not.toContain(ws.key);
   });
 });
 

@@ -155,16 +155,16 @@ export async function graphql(
 }
 
 /**
- * The store with some of its methods failing while `failing()` says so: an honest internal error, whose message
- * must never reach a caller.
+ * The store with some of its methods failing while `failing(...args)` says so for a call: an honest internal error,
+ * whose message must never reach a caller.
  */
-export function storeFailingOn(store: GatewayStore, methods: (keyof GatewayStore)[], failing: () => boolean): GatewayStore {
+export function storeFailingOn(store: GatewayStore, methods: (keyof GatewayStore)[], failing: (...args: unknown[]) => boolean): GatewayStore {
   return new Proxy(store, {
     get(target, property) {
       const value = Reflect.get(target, property, target);
       if (typeof value !== 'function') return value;
       return (...args: unknown[]) => {
-        if (failing() && methods.includes(property as keyof GatewayStore)) throw new Error('disk /var/secret/gateway.db exploded');
+        if (methods.includes(property as keyof GatewayStore) && failing(...args)) throw new Error('disk /var/secret/gateway.db exploded');
         return value.apply(target, args);
       };
     },

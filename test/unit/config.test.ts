@@ -13,6 +13,8 @@ describe('security configuration', () => {
       graphqlMaxCost: 10_000,
       graphqlMaxAliases: 30,
       graphqlMaxDuplicatesPerOperation: 5,
+      downloadConcurrency: 8,
+      downloadConcurrencyPerWorkspace: 2,
       explorer: true,
     });
     expect(loadConfig({ NODE_ENV: 'production' }).explorer).toBe(false);
@@ -48,6 +50,14 @@ describe('security configuration', () => {
     );
   });
 
+  it('keeps the downloads of one workspace within those of the instance', () => {
+    expect(loadConfig({ DOWNLOAD_CONCURRENCY: '1' })).toMatchObject({ downloadConcurrency: 1, downloadConcurrencyPerWorkspace: 1 });
+    expect(loadConfig({ DOWNLOAD_CONCURRENCY: '4', DOWNLOAD_CONCURRENCY_PER_WORKSPACE: '4' }).downloadConcurrencyPerWorkspace).toBe(4);
+    expect(() => loadConfig({ DOWNLOAD_CONCURRENCY: '4', DOWNLOAD_CONCURRENCY_PER_WORKSPACE: '5' })).toThrow(
+      'invalid configuration: DOWNLOAD_CONCURRENCY_PER_WORKSPACE must not be more than DOWNLOAD_CONCURRENCY (4)',
+    );
+  });
+
   it.each([
     ['off', false],
     ['0', false],
@@ -68,6 +78,8 @@ describe('security configuration', () => {
     ['GRAPHQL_MAX_COST', '0'],
     ['GRAPHQL_MAX_ALIASES', '1.5'],
     ['GRAPHQL_MAX_DUPLICATES_PER_OPERATION', '0'],
+    ['DOWNLOAD_CONCURRENCY', '0'],
+    ['DOWNLOAD_CONCURRENCY_PER_WORKSPACE', 'two'],
     ['TRUST_PROXY', 'maybe'],
     ['TRUST_PROXY', 'true'],
     ['TRUST_PROXY', '1'],
