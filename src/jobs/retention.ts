@@ -1,3 +1,4 @@
+import { unavailableCause } from '../domain/errors.js';
 import type { Clock, GatewayStore } from '../domain/ports.js';
 import type { WorkerLogger } from './worker.js';
 
@@ -34,7 +35,11 @@ export class RetentionPruner {
     if (this.timer) return;
     this.stopping = false;
     this.timer = setInterval(() => {
-      this.pruneOnce().catch((error: unknown) => this.logger.error({ err: error }, 'retention pass failed'));
+      this.pruneOnce().catch((error: unknown) => {
+        const cause = unavailableCause(error);
+        if (cause === undefined) this.logger.error({ err: error }, 'retention pass failed');
+        else this.logger.warn({ err: cause }, 'retention pass failed: the store is unavailable');
+      });
     }, this.options.intervalMs);
     this.timer.unref();
   }

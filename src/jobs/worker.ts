@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
+import { unavailableCause } from '../domain/errors.js';
 import { newId } from '../domain/ids.js';
 import type { Clock, Duplicator, DuplicationResult, GatewayStore, JobOutcome } from '../domain/ports.js';
 import type { DuplicationJob, JobError, NewSecurityEvent } from '../domain/types.js';
@@ -58,6 +59,8 @@ export class JobWorker {
   private woken = false;
   /** Set when the duplicator deferred a job: nothing can run before then, so claiming waits. */
   private claimPausedUntil = 0;
+  /** Claims fail because the store is unavailable: said once when it starts and once when it ends, not at every poll. */
+  private storeUnavailable = false;
 
   constructor(
     private readonly store: GatewayStore,
@@ -115,8 +118,10 @@ export class JobWorker {
       if (free > 0 && now.getTime() >= this.claimPausedUntil) {
         try {
           claimed = await this.store.claimJobs(lease, free, now, new Date(now.getTime() + this.options.leaseMs));
+          if (this.storeUnavailable) this.logger.info({}, 'the store is available again; claiming jobs');
+          this.storeUnavailable = false;
         } catch (error) {
-          this.logger.error({ err: error }, 'claiming jobs failed; retrying');
+          this.claimFailed(error);
         }
       }
       for (const job of claimed) {
@@ -127,6 +132,16 @@ export class JobWorker {
         this.active.set(run, lease);
       }
       if (claimed.length === 0 || this.active.size >= this.options.concurrency) await this.idle();
+    }
+  }
+
+  private claimFailed(error: unknown): void {
+    const cause = unavailableCause(error);
+    if (cause === undefined) {
+      this.logger.error({ err: error }, 'claiming jobs failed; retrying');
+    } else if (!this.storeUnavailable) {
+      this.storeUnavailable = true;
+      this.logger.warn({ err: cause }, 'the store is unavailable; claiming jobs again once it answers');
     }
   }
 
@@ -155,7 +170,9 @@ export class JobWorker {
         job.attempts > this.options.maxAttempts
           ? { kind: 'permanent', error: job.error ?? { code: 'ATTEMPTS_EXHAUSTED', message: 'The job was interrupted too many times' } }
           : await this.duplicator.duplicate(job).catch((error: unknown) => {
-              this.logger.error({ err: error, jobId: job.id }, 'duplication raised an unexpected error');
+              const cause = unavailableCause(error);
+              if (cause === undefined) this.logger.error({ err: error, jobId: job.id }, 'duplication raised an unexpected error');
+              else this.logger.warn({ err: cause, jobId: job.id }, 'duplication failed: a dependency is unavailable');
               return { kind: 'transient', error: { code: 'INTERNAL_ERROR', message: 'Unexpected error while duplicating' } } as const;
             });
       const now = this.clock.now();
@@ -180,7 +197,9 @@ export class JobWorker {
       this.logger.info({ jobId: job.id, status: outcome.status, attempts: job.attempts }, 'job finished');
     } catch (error) {
       // The store failed; the lease will expire and the job will be claimed again, or a stop hands it back sooner.
-      this.logger.error({ err: error, jobId: job.id }, 'recording the job outcome failed');
+      const cause = unavailableCause(error);
+      if (cause === undefined) this.logger.error({ err: error, jobId: job.id }, 'recording the job outcome failed');
+      else this.logger.warn({ err: cause, jobId: job.id }, 'recording the job outcome failed: the store is unavailable');
       this.holdUnrecorded(job, lease);
     }
   }
