@@ -1,24 +1,11 @@
-import { copyFileSync, mkdirSync, mkdtempSync, renameSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { copyFileSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { SqliteStore } from '../../src/adapters/sqlite/store.js';
+import type { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import type { GatewayStore } from '../../src/domain/ports.js';
-import {
-  bearer,
-  graphql,
-  http,
-  json,
-  recordingLogger,
-  startGateway,
-  storeHeldOn,
-  waitFor,
-  type HttpResult,
-  type TestGateway,
-  type TestWorkspace,
-} from '../support/gateway.js';
+import { http, recordingLogger, startGateway, storeHeldOn, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { rest, transports, type DuplicateArgs } from '../support/transports.js';
 
-const DUPLICATE = 'mutation($input: DuplicateCampaignInput!) { duplicateCampaign(input: $input) { job { id status } } }';
 /** 12 KiB as UTF-8, in the job row and again in its event: neither fits in a page, so each needs new pages. */
 const LONG_DESCRIPTION = '€'.repeat(4096);
 
@@ -32,54 +19,46 @@ interface LogLine {
 /** The embedded store whose disk fills up, or whose file disappears, under a running gateway. */
 describe('the embedded store when its storage fails', () => {
   let gateway: TestGateway | undefined;
-  const dirs: string[] = [];
+  /** Places a test moves the data directory or a copy of the file to, next to the gateway's own. */
+  let elsewhere: string[] = [];
 
   afterEach(async () => {
     await gateway?.close();
     gateway = undefined;
-    for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+    for (const path of elsewhere) rmSync(path, { recursive: true, force: true });
+    elsewhere = [];
   });
 
-  /** A gateway on a SQLite store of the test's own, in a directory the test may take away, with its log kept. */
-  async function start(wrap: (store: SqliteStore) => GatewayStore = (store) => store) {
-    const dir = mkdtempSync(join(tmpdir(), 'cgw-storage-'));
-    dirs.push(dir);
-    const sqlite = new SqliteStore({ filename: join(dir, 'gateway.db') });
-    await sqlite.migrate();
+  /** A gateway on the default SQLite store, wrapped as a test needs, with its log kept. */
+  async function start(wrapStore?: (store: GatewayStore) => GatewayStore) {
     const { logger, lines } = recordingLogger();
     // A lease of a second: a job whose outcome could not be recorded is claimed again soon after the disk recovers.
-    gateway = await startGateway({ JOB_LEASE_SECONDS: '1', DUPLICATE_RATE_LIMIT: '1000' }, { store: wrap(sqlite), logger });
+    const started = await startGateway({ JOB_LEASE_SECONDS: '1', DUPLICATE_RATE_LIMIT: '1000' }, { logger }, { wrapStore });
+    gateway = started;
     const logs = () => lines.map((line) => JSON.parse(line) as LogLine);
-    return { dir, sqlite, gateway, logs, tenant: await gateway.workspace() };
+    elsewhere = [`${started.dataDir}-away`, `${started.dataDir}.backup`];
+    return { gateway: started, sqlite: started.app.store as SqliteStore, logs, tenant: await started.workspace() };
   }
 
-  const duplicateOverRest = (target: TestGateway, tenant: TestWorkspace, name: string, description?: string, campaignId = tenant.campaign.id) =>
-    http(target.baseUrl, 'POST', '/campaigns/duplicate', {
-      headers: { ...json, ...bearer(tenant.key) },
-      body: JSON.stringify({ campaign_id: campaignId, name, description }),
-    });
-  const duplicateOverGraphql = (target: TestGateway, tenant: TestWorkspace, name: string, description?: string) =>
-    graphql(target.baseUrl, tenant.key, DUPLICATE, { input: { campaignId: tenant.campaign.id, name, description } });
-  const jobStatus = async (target: TestGateway, tenant: TestWorkspace, jobId: string) =>
-    (await http(target.baseUrl, 'GET', `/duplication_jobs/${jobId}`, { headers: bearer(tenant.key) })).body.status as string;
+  const duplicate = (target: TestGateway, tenant: TestWorkspace, args: DuplicateArgs) =>
+    rest.duplicate(target.baseUrl, tenant.key, { campaignId: tenant.campaign.id, ...args });
+  const jobStatus = async (target: TestGateway, tenant: TestWorkspace, jobId: string) => (await rest.job(target.baseUrl, tenant.key, jobId)).job?.status;
   const readiness = async (target: TestGateway) => {
     const response = await http(target.baseUrl, 'GET', '/readyz');
     return { status: response.status, body: response.body };
   };
 
-  /** Both transports answer 503 with Retry-After and nothing of the cause; each refusal is one warning naming it. */
-  function expectRefused(rest: HttpResult, mutation: HttpResult, logs: LogLine[], cause: RegExp) {
-    expect(rest.status).toBe(503);
-    expect(rest.headers['retry-after']).toBe('5');
-    expect(rest.body).toEqual({ message: 'Service unavailable' });
-    expect(mutation.status).toBe(503);
-    expect(mutation.headers['retry-after']).toBe('5');
-    expect(mutation.body).toEqual({
-      errors: [expect.objectContaining({ message: 'Service unavailable', path: ['duplicateCampaign'], extensions: { code: 'SERVICE_UNAVAILABLE', retryAfterSeconds: 5 } })],
-      data: { duplicateCampaign: null },
-    });
-    for (const refused of [rest, mutation]) {
-      const lines = logs.filter((line) => line.reqId === refused.headers['x-request-id'] && line.level >= 40);
+  /**
+   * Both transports answer 503 with Retry-After and nothing of the cause, and log each refusal once, as a
+   * warning naming the cause.
+   */
+  async function expectRefused(target: TestGateway, tenant: TestWorkspace, logs: () => LogLine[], cause: RegExp, args: DuplicateArgs = {}) {
+    for (const transport of transports) {
+      const refused = await transport.duplicate(target.baseUrl, tenant.key, { campaignId: tenant.campaign.id, name: `refused over ${transport.name}`, ...args });
+      expect(refused).toMatchObject({ status: 503, code: 'SERVICE_UNAVAILABLE', message: 'Service unavailable', jobId: null });
+      expect(refused.response.headers['retry-after']).toBe('5');
+      expect(refused.response.text).not.toMatch(cause);
+      const lines = logs().filter((line) => line.reqId === refused.response.headers['x-request-id'] && line.level >= 40);
       expect(lines).toEqual([expect.objectContaining({ level: 40, msg: 'a dependency is unavailable', err: expect.objectContaining({ message: expect.stringMatching(cause) }) })]);
     }
   }
@@ -89,7 +68,7 @@ describe('the embedded store when its storage fails', () => {
     const outcomeReached = new Promise<void>((resolve) => (outcomeHeld = resolve));
     let releaseOutcome!: () => void;
     let holdOutcome: Promise<void> | undefined = new Promise<void>((resolve) => (releaseOutcome = resolve));
-    const { sqlite, gateway, logs, tenant } = await start((store) =>
+    const { gateway, sqlite, logs, tenant } = await start((store) =>
       storeHeldOn(store, ['finishJob'], () => {
         outcomeHeld();
         return holdOutcome;
@@ -99,16 +78,13 @@ describe('the embedded store when its storage fails', () => {
 
     // Accepted while there is room; its copy, of a campaign with a body of 64 KiB, is to be written once the disk is full.
     const large = await gateway.app.admin.addCampaign(tenant.workspace.id, { name: 'large', description: null, tagNames: [], body: { html: 'x'.repeat(65_536) } });
-    const early = await duplicateOverRest(gateway, tenant, 'accepted before the disk filled', undefined, large.id);
+    const early = await duplicate(gateway, tenant, { campaignId: large.id, name: 'accepted before the disk filled' });
     expect(early.status).toBe(202);
     await outcomeReached;
     await sqlite.holdSize(true);
 
-    const rest = await duplicateOverRest(gateway, tenant, 'on a full disk', LONG_DESCRIPTION);
-    const mutation = await duplicateOverGraphql(gateway, tenant, 'on a full disk', LONG_DESCRIPTION);
-    expectRefused(rest, mutation, logs(), /disk is full/);
-    const down = await readiness(gateway);
-    expect(down).toEqual({
+    await expectRefused(gateway, tenant, logs, /disk is full/, { description: LONG_DESCRIPTION });
+    expect(await readiness(gateway)).toEqual({
       status: 503,
       body: {
         status: 'not ready',
@@ -122,35 +98,31 @@ describe('the embedded store when its storage fails', () => {
     releaseOutcome();
     const workerWarning = await waitFor(async () => logs().find((line) => line.msg === 'recording the job outcome failed: the store is unavailable'));
     expect(workerWarning).toMatchObject({ level: 40, err: { code: 'SQLITE_FULL' } });
-    expect(await jobStatus(gateway, tenant, early.body.job_id)).toBe('running');
-    expect(logs().filter((line) => line.level >= 50)).toEqual([]);
+    expect(await jobStatus(gateway, tenant, early.jobId!)).toBe('RUNNING');
 
     await sqlite.holdSize(false);
     expect(await readiness(gateway)).toMatchObject({ status: 200, body: { status: 'ready' } });
-    const accepted = await duplicateOverRest(gateway, tenant, 'after the disk recovered', LONG_DESCRIPTION);
-    expect(accepted.status).toBe(202);
-    const viaGraphql = await duplicateOverGraphql(gateway, tenant, 'after the disk recovered', LONG_DESCRIPTION);
-    expect(viaGraphql.status).toBe(200);
-    for (const jobId of [early.body.job_id, accepted.body.job_id, viaGraphql.body.data.duplicateCampaign.job.id]) {
-      await waitFor(async () => (await jobStatus(gateway, tenant, jobId)) === 'succeeded');
+    const accepted = await Promise.all(
+      transports.map((transport) => transport.duplicate(gateway.baseUrl, tenant.key, { campaignId: tenant.campaign.id, name: 'after the disk recovered', description: LONG_DESCRIPTION })),
+    );
+    expect(accepted.map((outcome) => outcome.status)).toEqual([202, 200]);
+    for (const jobId of [early.jobId!, ...accepted.map((outcome) => outcome.jobId!)]) {
+      await waitFor(async () => (await jobStatus(gateway, tenant, jobId)) === 'SUCCEEDED');
     }
     expect(logs().filter((line) => line.level >= 50)).toEqual([]);
   });
 
   it('refuses writes with 503 once its data directory is removed, instead of accepting jobs into a file no restart finds', async () => {
     let claims = 0;
-    const { dir, gateway, logs, tenant } = await start((store) => storeHeldOn(store, ['claimJobs'], () => void (claims += 1)));
-    const before = await duplicateOverRest(gateway, tenant, 'before the directory was removed');
-    expect(before.status).toBe(202);
-    await waitFor(async () => (await jobStatus(gateway, tenant, before.body.job_id)) === 'succeeded');
-    const backup = join(mkdtempSync(join(tmpdir(), 'cgw-backup-')), 'gateway.db');
-    dirs.push(dirname(backup));
-    copyFileSync(join(dir, 'gateway.db'), backup);
+    const { gateway, logs, tenant } = await start((store) => storeHeldOn(store, ['claimJobs'], () => void (claims += 1)));
+    const before = await duplicate(gateway, tenant, { name: 'before the directory was removed' });
+    await waitFor(async () => (await jobStatus(gateway, tenant, before.jobId!)) === 'SUCCEEDED');
+    const file = join(gateway.dataDir, 'gateway.db');
+    const backup = `${gateway.dataDir}.backup`;
+    copyFileSync(file, backup);
 
-    rmSync(dir, { recursive: true });
-    const rest = await duplicateOverRest(gateway, tenant, 'after the directory was removed');
-    const mutation = await duplicateOverGraphql(gateway, tenant, 'after the directory was removed');
-    expectRefused(rest, mutation, logs(), /no longer at/);
+    rmSync(gateway.dataDir, { recursive: true });
+    await expectRefused(gateway, tenant, logs, /no longer at/);
     expect(await readiness(gateway)).toMatchObject({
       status: 503,
       body: { status: 'not ready', checks: { store: { status: 'down', message: 'not reachable or failing (ENOENT)' } } },
@@ -163,26 +135,25 @@ describe('the embedded store when its storage fails', () => {
     ]);
 
     // A copy put back at the path is another file: the store still refuses, until it is restarted on that file.
-    mkdirSync(dir);
-    copyFileSync(backup, join(dir, 'gateway.db'));
+    mkdirSync(gateway.dataDir);
+    copyFileSync(backup, file);
     expect(await readiness(gateway)).toMatchObject({ status: 503, body: { checks: { store: { status: 'down', message: 'not reachable or failing (ESTALE)' } } } });
-    expect((await duplicateOverRest(gateway, tenant, 'into the copy')).status).toBe(503);
+    expect((await duplicate(gateway, tenant, { name: 'into the copy' })).status).toBe(503);
     expect(logs().filter((line) => line.level >= 50)).toEqual([]);
   });
 
   it('serves again once the file it opened is back at its path', async () => {
-    const { dir, gateway, tenant } = await start();
-    expect((await duplicateOverRest(gateway, tenant, 'before the directory moved')).status).toBe(202);
-    const away = `${dir}-away`;
-    dirs.push(away);
-    renameSync(dir, away);
-    expect((await duplicateOverRest(gateway, tenant, 'while the directory is away')).status).toBe(503);
+    const { gateway, tenant } = await start();
+    expect((await duplicate(gateway, tenant, { name: 'before the directory moved' })).status).toBe(202);
+    const away = `${gateway.dataDir}-away`;
+    renameSync(gateway.dataDir, away);
+    expect((await duplicate(gateway, tenant, { name: 'while the directory is away' })).status).toBe(503);
     expect((await readiness(gateway)).status).toBe(503);
 
-    renameSync(away, dir);
+    renameSync(away, gateway.dataDir);
     expect(await readiness(gateway)).toMatchObject({ status: 200, body: { status: 'ready' } });
-    const after = await duplicateOverRest(gateway, tenant, 'after the directory came back');
+    const after = await duplicate(gateway, tenant, { name: 'after the directory came back' });
     expect(after.status).toBe(202);
-    await waitFor(async () => (await jobStatus(gateway, tenant, after.body.job_id)) === 'succeeded');
+    await waitFor(async () => (await jobStatus(gateway, tenant, after.jobId!)) === 'SUCCEEDED');
   });
 });
