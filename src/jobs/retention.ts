@@ -1,6 +1,5 @@
-import { unavailableCause } from '../domain/errors.js';
 import type { Clock, GatewayStore } from '../domain/ports.js';
-import type { WorkerLogger } from './worker.js';
+import { logFailure, type WorkerLogger } from './worker.js';
 
 export interface RetentionOptions {
   jobRetentionMs: number;
@@ -35,11 +34,7 @@ export class RetentionPruner {
     if (this.timer) return;
     this.stopping = false;
     this.timer = setInterval(() => {
-      this.pruneOnce().catch((error: unknown) => {
-        const cause = unavailableCause(error);
-        if (cause === undefined) this.logger.error({ err: error }, 'retention pass failed');
-        else this.logger.warn({ err: cause }, 'retention pass failed: the store is unavailable');
-      });
+      this.pruneOnce().catch((error: unknown) => logFailure(this.logger, error, 'retention pass failed'));
     }, this.options.intervalMs);
     this.timer.unref();
   }

@@ -23,6 +23,16 @@ export interface WorkerLogger {
   error(object: object, message: string): void;
 }
 
+/**
+ * Logs a failed step of background work: as a warning naming the cause when a dependency (the store) is
+ * unavailable, which is no fault of the code and comes back by itself, as an error otherwise.
+ */
+export function logFailure(logger: WorkerLogger, error: unknown, message: string, fields: object = {}): void {
+  const cause = unavailableCause(error);
+  if (cause === undefined) logger.error({ ...fields, err: error }, message);
+  else logger.warn({ ...fields, err: cause }, `${message}: a dependency is unavailable`);
+}
+
 export interface WorkerObserver {
   jobFinished?(status: 'SUCCEEDED' | 'FAILED', durationMs: number): void;
   jobRetried?(): void;
@@ -136,13 +146,9 @@ export class JobWorker {
   }
 
   private claimFailed(error: unknown): void {
-    const cause = unavailableCause(error);
-    if (cause === undefined) {
-      this.logger.error({ err: error }, 'claiming jobs failed; retrying');
-    } else if (!this.storeUnavailable) {
-      this.storeUnavailable = true;
-      this.logger.warn({ err: cause }, 'the store is unavailable; claiming jobs again once it answers');
-    }
+    const unavailable = unavailableCause(error) !== undefined;
+    if (!unavailable || !this.storeUnavailable) logFailure(this.logger, error, 'claiming jobs failed; retrying');
+    this.storeUnavailable = unavailable;
   }
 
   private idle(): Promise<void> {
@@ -170,9 +176,7 @@ export class JobWorker {
         job.attempts > this.options.maxAttempts
           ? { kind: 'permanent', error: job.error ?? { code: 'ATTEMPTS_EXHAUSTED', message: 'The job was interrupted too many times' } }
           : await this.duplicator.duplicate(job).catch((error: unknown) => {
-              const cause = unavailableCause(error);
-              if (cause === undefined) this.logger.error({ err: error, jobId: job.id }, 'duplication raised an unexpected error');
-              else this.logger.warn({ err: cause, jobId: job.id }, 'duplication failed: a dependency is unavailable');
+              logFailure(this.logger, error, 'duplication failed', { jobId: job.id });
               return { kind: 'transient', error: { code: 'INTERNAL_ERROR', message: 'Unexpected error while duplicating' } } as const;
             });
       const now = this.clock.now();
@@ -197,9 +201,7 @@ export class JobWorker {
       this.logger.info({ jobId: job.id, status: outcome.status, attempts: job.attempts }, 'job finished');
     } catch (error) {
       // The store failed; the lease will expire and the job will be claimed again, or a stop hands it back sooner.
-      const cause = unavailableCause(error);
-      if (cause === undefined) this.logger.error({ err: error, jobId: job.id }, 'recording the job outcome failed');
-      else this.logger.warn({ err: cause, jobId: job.id }, 'recording the job outcome failed: the store is unavailable');
+      logFailure(this.logger, error, 'recording the job outcome failed', { jobId: job.id });
       this.holdUnrecorded(job, lease);
     }
   }

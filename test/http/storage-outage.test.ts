@@ -96,7 +96,7 @@ describe('the embedded store when its storage fails', () => {
     // The worker cannot record the early job's copy either: a warning, and the job is kept to be run again.
     holdOutcome = undefined;
     releaseOutcome();
-    const workerWarning = await waitFor(async () => logs().find((line) => line.msg === 'recording the job outcome failed: the store is unavailable'));
+    const workerWarning = await waitFor(async () => logs().find((line) => line.msg === 'recording the job outcome failed: a dependency is unavailable'));
     expect(workerWarning).toMatchObject({ level: 40, err: { code: 'SQLITE_FULL' } });
     expect(await jobStatus(gateway, tenant, early.jobId!)).toBe('RUNNING');
 
@@ -130,7 +130,7 @@ describe('the embedded store when its storage fails', () => {
     // The worker keeps polling, and says once that the store is unavailable, not at every claim that fails.
     const claimsSoFar = claims;
     await waitFor(async () => claims >= claimsSoFar + 3);
-    expect(logs().filter((line) => line.msg === 'the store is unavailable; claiming jobs again once it answers')).toEqual([
+    expect(logs().filter((line) => line.msg === 'claiming jobs failed; retrying: a dependency is unavailable')).toEqual([
       expect.objectContaining({ level: 40, err: expect.objectContaining({ code: 'ENOENT' }) }),
     ]);
 
