@@ -93,16 +93,32 @@ export function reportUnexpectedErrors(logger: FastifyBaseLogger, errors: readon
 }
 
 /**
+ * The root fields (by response name) that failed because a dependency of this instance, its store or a
+ * limiter's store, is unavailable: unlike an upstream outage, which every instance shares, those say to come
+ * back or go to another instance.
+ */
+function unavailableRootFields(errors: readonly unknown[]): Set<string> {
+  const fields = new Set<string>();
+  for (const error of errors) {
+    if (error instanceof GraphQLError && error.path?.length === 1 && unavailableCause(rootCause(error)) !== undefined) fields.add(String(error.path[0]));
+  }
+  return fields;
+}
+
+/**
  * HTTP semantics on top of GraphQL: a request whose key was refused gets the refusal's status (401, 403 for an
- * address outside the key's allowlist, 429 for a client blocked after failed authentications); 429 when every
- * root field was rate limited; quota headers; the request id on internal errors. Mutates `head` and the
- * formatted errors, as Apollo's willSendResponse hook does.
+ * address outside the key's allowlist, 429 for a client blocked after failed authentications); when every
+ * root field was refused, 429 if they were all rate limited and 503 if any failed because a dependency of the
+ * instance is unavailable (`raw`, the errors before formatting, say which), with Retry-After; quota headers;
+ * the request id on internal errors. Mutates `head` and the formatted errors, as Apollo's willSendResponse
+ * hook does.
  */
 export function applyHttpSemantics(
   head: GraphQLHttpHead,
   errors: readonly GraphQLFormattedError[],
   context: GraphQLContext,
   data: Record<string, unknown> | null | undefined,
+  raw: readonly unknown[] = [],
 ): void {
   // What Apollo's cache-control plugin answered for every response of this schema (no cache hints).
   head.headers.set('cache-control', 'no-store');
@@ -120,10 +136,14 @@ export function applyHttpSemantics(
   }
   // The fields executed, fragments spread and @skip applied: one key each in data.
   const rootFields = data ? Object.keys(data).length : 0;
-  const limited = errors.filter((error) => error.extensions?.code === ERROR_CODES.RATE_LIMITED.graphqlCode && error.path?.length === 1);
-  if (rootFields > 0 && limited.length >= rootFields) {
-    head.status = 429;
-    const retryAfter = Math.max(...limited.map((error) => Number(error.extensions?.retryAfterSeconds ?? 1)));
+  const unavailable = unavailableRootFields(raw);
+  const isUnavailable = (error: GraphQLFormattedError) => error.path?.length === 1 && unavailable.has(String(error.path[0]));
+  const refused = errors.filter(
+    (error) => (error.extensions?.code === ERROR_CODES.RATE_LIMITED.graphqlCode && error.path?.length === 1) || isUnavailable(error),
+  );
+  if (rootFields > 0 && refused.length >= rootFields) {
+    head.status = refused.some(isUnavailable) ? ERROR_CODES.UNAVAILABLE.httpStatus : ERROR_CODES.RATE_LIMITED.httpStatus;
+    const retryAfter = Math.max(...refused.map((error) => Number(error.extensions?.retryAfterSeconds ?? 1)));
     head.headers.set('retry-after', String(retryAfter));
   }
 }
@@ -135,10 +155,10 @@ function httpSemanticsPlugin(logger: FastifyBaseLogger): ApolloServerPlugin<Grap
         async didEncounterErrors({ errors, contextValue }) {
           reportUnexpectedErrors(logger, errors, contextValue.requestId);
         },
-        async willSendResponse({ response, contextValue }) {
+        async willSendResponse({ response, contextValue, errors: raw }) {
           if (response.body.kind !== 'single') return;
           const { errors, data } = response.body.singleResult;
-          applyHttpSemantics(response.http, errors ?? [], contextValue, data);
+          applyHttpSemantics(response.http, errors ?? [], contextValue, data, raw);
         },
       };
     },

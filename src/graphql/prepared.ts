@@ -142,7 +142,7 @@ export class PreparedOperations {
       reportUnexpectedErrors(this.logger, result.errors, contextValue.requestId);
       ({ errors, head } = formatExecutionErrors(result.errors));
     }
-    applyHttpSemantics(head, errors ?? [], contextValue, result.data);
+    applyHttpSemantics(head, errors ?? [], contextValue, result.data, result.errors);
     head.headers.set('content-type', responseType);
     // Apollo's field order: errors before data.
     const text = stringifyGraphQLResult({ errors, data: result.data, extensions: result.extensions });

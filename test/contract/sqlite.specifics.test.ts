@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -9,6 +9,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { COUNT_JOBS_SQL } from '../../src/adapters/rows.js';
 import { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import { SqliteWriter } from '../../src/adapters/sqlite/writer.js';
+import type { GatewayError } from '../../src/domain/errors.js';
 import { apiKeyFixture, at, campaignFixture, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
 
 /** What the SQLite adapter adds beyond the store contract: its writer thread, group commit and read caches. */
@@ -285,5 +286,56 @@ describe('SQLite store specifics', () => {
     const read = await store.getCampaign(ws, campaign.id);
     expect(() => (read!.tagNames as string[]).push('x')).toThrow(TypeError);
     expect(await store.getCampaign(ws, campaign.id)).toEqual(campaign);
+  });
+
+  describe('when its storage fails', () => {
+    /** What a call that failed for its storage was answered: UNAVAILABLE, and the SQLite code of its cause. */
+    const refusal = (result: PromiseSettledResult<unknown>) => {
+      const reason = result.status === 'rejected' ? (result.reason as GatewayError) : undefined;
+      return { code: reason?.code, cause: (reason?.cause as { code?: string } | undefined)?.code };
+    };
+
+    it('fails every write of a group that SQLite rolled back for want of room with SQLITE_FULL, and commits none of it', async () => {
+      await store.holdSize(true);
+      const job = jobFixture(ws, { description: '€'.repeat(4096) });
+      const workspace = workspaceFixture();
+      const results = await Promise.allSettled([store.createWorkspace(workspace), store.enqueueJob(job, eventFixture(ws, { jobId: job.id }))]);
+      expect(results.map(refusal)).toEqual([
+        { code: 'UNAVAILABLE', cause: 'SQLITE_FULL' },
+        { code: 'UNAVAILABLE', cause: 'SQLITE_FULL' },
+      ]);
+      expect(await store.findWorkspace(workspace.id)).toBeNull();
+      await expect(store.ping()).rejects.toMatchObject({ code: 'UNAVAILABLE', cause: { code: 'SQLITE_FULL' } });
+
+      await store.holdSize(false);
+      await store.ping();
+      await Promise.all([store.createWorkspace(workspace), store.enqueueJob(job, eventFixture(ws, { jobId: job.id }))]);
+      expect(await store.getJob(ws, job.id)).toMatchObject({ id: job.id, description: job.description });
+    });
+
+    it('reports a damaged file as UNAVAILABLE, and stays down however writes go, since nothing but an operator repairs it', async () => {
+      const campaign = campaignFixture(ws);
+      await store.insertCampaign(campaign);
+      const db = new Database(file);
+      const { rootpage } = db.prepare("SELECT rootpage FROM sqlite_schema WHERE name = 'campaigns'").get() as { rootpage: number };
+      const pageSize = Number(db.pragma('page_size', { simple: true }));
+      db.pragma('wal_checkpoint(TRUNCATE)');
+      db.close();
+      const fd = openSync(file, 'r+');
+      writeSync(fd, Buffer.alloc(pageSize, 0xff), 0, pageSize, (rootpage - 1) * pageSize);
+      closeSync(fd);
+
+      const damaged = new SqliteStore({ filename: file });
+      try {
+        expect(refusal(await Promise.allSettled([damaged.getCampaign(ws, campaign.id)]).then(([result]) => result))).toEqual({
+          code: 'UNAVAILABLE',
+          cause: 'SQLITE_CORRUPT',
+        });
+        await damaged.insertEvent(eventFixture(ws));
+        await expect(damaged.ping()).rejects.toMatchObject({ code: 'UNAVAILABLE', cause: { code: 'SQLITE_CORRUPT' } });
+      } finally {
+        await damaged.close();
+      }
+    });
   });
 });

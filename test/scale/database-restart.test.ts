@@ -103,7 +103,7 @@ describe.skipIf(!existsSync('/usr/lib/postgresql') && !process.env.CI)('PostgreS
     );
     const { logger, lines } = recordingLogger();
     // Passes a few times a second, so the pruner fails as often as the worker does.
-    const inProcess = await startGateway({}, { store, clock, logger }, { retentionIntervalMs: 100 });
+    const inProcess = await startGateway({}, { store, clock, logger }, { tuned: { retentionIntervalMs: 100 } });
     try {
       const logs = () => ({ worker: componentLines(lines, 'worker'), retention: componentLines(lines, 'retention') });
       cluster.stop();

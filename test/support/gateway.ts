@@ -3,7 +3,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request, type Dispatcher } from 'undici';
-import { buildApp, type App, type AppOverrides } from '../../src/app.js';
+import { buildApp, createStore, type App, type AppOverrides } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import type { AdminService } from '../../src/domain/admin.js';
 import { PERMISSIONS } from '../../src/domain/permissions.js';
@@ -56,15 +56,22 @@ export async function createTestWorkspace(
   return { workspace, key, keyId, campaign, addKey };
 }
 
+export interface StartOptions {
+  /** Wraps the store the gateway makes for itself (in `dataDir`, or what `env` selects), e.g. to hold or count calls. */
+  wrapStore?: (store: GatewayStore) => GatewayStore;
+  /** What the environment cannot set, such as a retention interval shorter than a minute. */
+  tuned?: Partial<Config>;
+}
+
 /**
  * A real gateway listening on a loopback port, on a fresh SQLite store in a temporary directory
- * (or whatever `env` selects), with the worker running. `tuned` sets what the environment cannot, such as
- * a retention interval shorter than a minute.
+ * (or whatever `env` selects), with the worker running.
  */
-export async function startGateway(env: Record<string, string> = {}, overrides: AppOverrides = {}, tuned: Partial<Config> = {}): Promise<TestGateway> {
+export async function startGateway(env: Record<string, string> = {}, overrides: AppOverrides = {}, options: StartOptions = {}): Promise<TestGateway> {
   const dataDir = mkdtempSync(join(tmpdir(), 'cgw-test-'));
-  const config = { ...loadConfig({ LOG_LEVEL: 'silent', DATA_DIR: dataDir, PORT: '0', SEED_DEMO: 'false', ...env }), ...tuned };
-  const app = await buildApp(config, overrides);
+  const config = { ...loadConfig({ LOG_LEVEL: 'silent', DATA_DIR: dataDir, PORT: '0', SEED_DEMO: 'false', ...env }), ...options.tuned };
+  const store = options.wrapStore ? options.wrapStore(await createStore(config)) : overrides.store;
+  const app = await buildApp(config, { ...overrides, store });
   await app.http.listen({ port: 0, host: '127.0.0.1' });
   app.start();
   const address = app.http.server.address();

@@ -9,7 +9,9 @@ export type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown
  * back and run again with each write in its own savepoint, so the failing one is undone without the others.
  * Savepoints are kept for that second run because each copies every page its write touches (about a quarter
  * of the cost of a write), and writes almost never fail. Writes are plain statements over the database and
- * their arguments, so running one again gives the same result.
+ * their arguments, so running one again gives the same result. Some errors (SQLITE_FULL, SQLITE_IOERR) make
+ * SQLite roll back the whole transaction, savepoints included: then every write of the group has failed,
+ * with that error.
  */
 export class GroupTransaction {
   private readonly begin: Database.Statement;
@@ -19,7 +21,11 @@ export class GroupTransaction {
   private readonly release: Database.Statement;
   private readonly rollbackTo: Database.Statement;
 
-  constructor(private readonly db: Database.Database) {
+  /** `beforeCommit` may refuse the group by throwing: nothing of it is committed, and every write fails with that error. */
+  constructor(
+    private readonly db: Database.Database,
+    private readonly beforeCommit: () => void = () => undefined,
+  ) {
     this.begin = db.prepare('BEGIN IMMEDIATE');
     this.commit = db.prepare('COMMIT');
     this.rollback = db.prepare('ROLLBACK');
@@ -40,6 +46,7 @@ export class GroupTransaction {
         this.begin.run();
         outcomes = works.map((work) => this.runItem(work));
       }
+      this.beforeCommit();
       this.commit.run();
       return outcomes;
     } catch (error) {
@@ -55,6 +62,7 @@ export class GroupTransaction {
       this.release.run();
       return { ok: true, value };
     } catch (error) {
+      if (!this.db.inTransaction) throw error;
       this.rollbackTo.run();
       this.release.run();
       return { ok: false, error };

@@ -119,4 +119,12 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   CREATE TRIGGER api_keys_updated AFTER UPDATE ON api_keys BEGIN UPDATE api_keys_version SET version = version + 1; END;
   CREATE TRIGGER api_keys_deleted AFTER DELETE ON api_keys BEGIN UPDATE api_keys_version SET version = version + 1; END;
   `,
+  // What the store writes to learn whether its storage takes writes again after a disk-full or I/O error
+  // (SqliteWrites.probe): one row at a time.
+  `
+  CREATE TABLE storage_probe (
+    id INTEGER PRIMARY KEY,
+    filler BLOB NOT NULL
+  );
+  `,
 ];

@@ -9,12 +9,14 @@ import type Database from 'better-sqlite3';
 export class ReadSnapshot {
   private readonly begin: Database.Statement;
   private readonly commit: Database.Statement;
+  private readonly rollback: Database.Statement;
   private open = false;
   private begun = 0;
 
   constructor(private readonly db: Database.Database) {
     this.begin = db.prepare('BEGIN');
     this.commit = db.prepare('COMMIT');
+    this.rollback = db.prepare('ROLLBACK');
   }
 
   /** Before a read: joins the turn's transaction, or starts it. Reads given the same number see the same data. */
@@ -31,6 +33,13 @@ export class ReadSnapshot {
   readonly end = (): void => {
     if (!this.open) return;
     this.open = false;
-    if (this.db.open && this.db.inTransaction) this.commit.run();
+    if (!this.db.open || !this.db.inTransaction) return;
+    try {
+      this.commit.run();
+    } catch {
+      // A read transaction has nothing to keep, and this runs outside any request (at the end of a turn), where a
+      // throw would end the process: what made it fail (a damaged file) fails the next read again, and is reported there.
+      if (this.db.inTransaction) this.rollback.run();
+    }
   };
 }

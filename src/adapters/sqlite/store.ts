@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type Database from 'better-sqlite3';
+import { dependencyUnavailable } from '../../domain/errors.js';
 import type { GatewayStore, JobOutcome, ListOptions } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
@@ -16,11 +17,14 @@ import type {
 } from '../../domain/types.js';
 import { COUNT_JOBS_SQL, rowSeq, rowToApiKey, rowToCampaign, rowToEvent, rowToIdempotency, rowToJob, rowToWorkspace, type Row } from '../rows.js';
 import { openConnection, Statements } from './connection.js';
+import { identify, type FileIdentity } from './database-file.js';
 import { KeyCache } from './key-cache.js';
 import { ReadSnapshot } from './read-snapshot.js';
 import { FoundCache } from './read-cache.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
+import { asOutage, isDamage } from './outage.js';
 import { SqliteWriter } from './writer.js';
+import type { WriteArgs, WriteName, WriteResult } from './writes.js';
 
 export interface SqliteStoreOptions {
   /** The database file; made, with its directory, when missing. */
@@ -48,6 +52,9 @@ function pageBound(table: 'campaigns' | 'security_events', options: ListOptions,
  * connection; every write goes to the writer thread (writer-thread.ts), which group-commits the writes that
  * arrive together, and resolves only once its group is on disk. The fsync thus never blocks the event loop,
  * and a write is visible to reads from the moment it resolves.
+ *
+ * A failure of the storage (full disk, I/O error, read-only file system, a file deleted or replaced under the
+ * store, damage) is UNAVAILABLE for callers (outage.ts) and is remembered for ping().
  */
 export class SqliteStore implements GatewayStore {
   readonly kind = 'sqlite';
@@ -59,21 +66,46 @@ export class SqliteStore implements GatewayStore {
   private readonly keys: KeyCache<ApiKeyRecord>;
   private readonly campaigns = new FoundCache<Campaign>();
   private readonly tags = new FoundCache<true>();
+  /** The file opened at `filename`: the writer refuses to commit into any other. */
+  private readonly opened: FileIdentity;
+  /** The last storage failure, until a probe write succeeds (never, for damage to the file). */
+  private storageFailure: { error: Error; damage: boolean } | undefined;
 
   constructor(private readonly options: SqliteStoreOptions) {
     // Key hashes and client addresses: a directory the store makes is its user's alone (an existing one is kept as it is).
     mkdirSync(dirname(options.filename), { recursive: true, mode: 0o700 });
     this.db = openConnection(options.filename);
+    this.opened = identify(options.filename);
     this.sql = new Statements(this.db);
     this.snapshot = new ReadSnapshot(this.db);
     // Read on first use: the table is made by migrate(), after the store is constructed.
-    this.keys = new KeyCache(this.snapshot, () => (this.read('SELECT version FROM api_keys_version').get() as Row).version);
+    this.keys = new KeyCache(this.snapshot, () => (this.read('SELECT version FROM api_keys_version') as Row).version);
   }
 
   private get writer(): SqliteWriter {
     if (!this.db.open) throw new Error('The SQLite store is closed: the writer has exited');
-    this.writerThread ??= new SqliteWriter(this.options.filename, { beforeAnswers: this.snapshot.end, onRestart: this.options.onWriterRestart });
+    this.writerThread ??= new SqliteWriter(this.options.filename, {
+      opened: this.opened,
+      beforeAnswers: this.snapshot.end,
+      onRestart: this.options.onWriterRestart,
+    });
     return this.writerThread;
+  }
+
+  /** What a caller gets for `error`: UNAVAILABLE for a storage failure, which is also remembered for ping(). */
+  private failed(error: unknown): unknown {
+    const outage = asOutage(error);
+    if (outage !== error && !this.storageFailure?.damage) this.storageFailure = { error: error as Error, damage: isDamage(error as Error) };
+    return outage;
+  }
+
+  /** A write, on the writer thread. */
+  private async write<K extends WriteName>(name: K, ...args: WriteArgs<K>): Promise<WriteResult<K>> {
+    try {
+      return await this.writer.call(name, ...args);
+    } catch (error) {
+      throw this.failed(error);
+    }
   }
 
   /** A write that changes API keys: the cache forgets them when it is sent and again once it is committed. */
@@ -86,10 +118,24 @@ export class SqliteStore implements GatewayStore {
     }
   }
 
-  /** A read statement, run in the turn's read transaction. */
-  private read(text: string): Database.Statement {
-    this.snapshot.enter();
-    return this.sql.get(text);
+  /** The first row a read statement returns, run in the turn's read transaction. */
+  private read(text: string, ...params: unknown[]): Row | undefined {
+    try {
+      this.snapshot.enter();
+      return this.sql.get(text).get(...params) as Row | undefined;
+    } catch (error) {
+      throw this.failed(error);
+    }
+  }
+
+  /** Every row a read statement returns, run in the turn's read transaction. */
+  private readAll(text: string, ...params: unknown[]): Row[] {
+    try {
+      this.snapshot.enter();
+      return this.sql.get(text).all(...params) as Row[];
+    } catch (error) {
+      throw this.failed(error);
+    }
   }
 
   async migrate(): Promise<void> {
@@ -106,10 +152,24 @@ export class SqliteStore implements GatewayStore {
       .immediate();
   }
 
-  /** Both connections: this thread's, and the writer thread's. */
+  /**
+   * Both connections answer, and the storage takes writes. After a storage failure only a probe write that
+   * succeeds (SqliteWrites.probe) makes the store up again: on a full disk small writes (a claim, a key's last
+   * use) still succeed while every new row fails. Damage to the file keeps it down until a restart. Each
+   * write, this one's included, checks that the file at the path is still the one opened.
+   */
   async ping(): Promise<void> {
-    this.read('SELECT 1').get();
-    await this.writer.call('ping');
+    this.read('SELECT 1');
+    const failure = this.storageFailure;
+    if (failure === undefined) return this.write('ping');
+    if (failure.damage) throw dependencyUnavailable(failure.error);
+    await this.write('probe');
+    if (this.storageFailure === failure) this.storageFailure = undefined;
+  }
+
+  /** Holds the database at its current size, or lets it grow again (SqliteWrites.holdSize): for tests of a full disk. */
+  async holdSize(held: boolean): Promise<void> {
+    await this.write('holdSize', held);
   }
 
   async close(): Promise<void> {
@@ -119,152 +179,143 @@ export class SqliteStore implements GatewayStore {
   }
 
   async createWorkspace(workspace: Workspace): Promise<void> {
-    await this.writer.call('createWorkspace', workspace);
+    await this.write('createWorkspace', workspace);
   }
 
   async findWorkspace(idOrName: string): Promise<Workspace | null> {
-    const row = this.read('SELECT * FROM workspaces WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1').get(
-      idOrName,
-      idOrName,
-      idOrName,
-    ) as Row | undefined;
+    const row = this.read('SELECT * FROM workspaces WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1', idOrName, idOrName, idOrName);
     return row ? rowToWorkspace(row) : null;
   }
 
   async listWorkspaces(): Promise<Workspace[]> {
-    return (this.read('SELECT * FROM workspaces ORDER BY created_at, name').all() as Row[]).map(rowToWorkspace);
+    return this.readAll('SELECT * FROM workspaces ORDER BY created_at, name').map(rowToWorkspace);
   }
 
   async insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<void> {
-    await this.keyWrite(() => this.writer.call('insertApiKey', key, event));
+    await this.keyWrite(() => this.write('insertApiKey', key, event));
   }
 
   async findApiKeyByHash(hash: string): Promise<ApiKeyRecord | null> {
     return this.keys.get(hash, () => {
-      const row = this.read('SELECT * FROM api_keys WHERE hash = ? UNION ALL SELECT * FROM api_keys WHERE previous_hash = ? LIMIT 1').get(
-        hash,
-        hash,
-      ) as Row | undefined;
+      const row = this.read('SELECT * FROM api_keys WHERE hash = ? UNION ALL SELECT * FROM api_keys WHERE previous_hash = ? LIMIT 1', hash, hash);
       return row ? rowToApiKey(row) : null;
     });
   }
 
   async findApiKey(id: string): Promise<ApiKeyRecord | null> {
-    const row = this.read('SELECT * FROM api_keys WHERE id = ?').get(id) as Row | undefined;
+    const row = this.read('SELECT * FROM api_keys WHERE id = ?', id);
     return row ? rowToApiKey(row) : null;
   }
 
   async listApiKeys(workspaceId?: string): Promise<ApiKeyRecord[]> {
     const rows =
       workspaceId === undefined
-        ? this.read('SELECT * FROM api_keys ORDER BY created_at, id').all()
-        : this.read('SELECT * FROM api_keys WHERE workspace_id = ? ORDER BY created_at, id').all(workspaceId);
-    return (rows as Row[]).map(rowToApiKey);
+        ? this.readAll('SELECT * FROM api_keys ORDER BY created_at, id')
+        : this.readAll('SELECT * FROM api_keys WHERE workspace_id = ? ORDER BY created_at, id', workspaceId);
+    return rows.map(rowToApiKey);
   }
 
   async revokeApiKey(id: string, at: Date, event: NewSecurityEvent): Promise<boolean> {
-    return this.keyWrite(() => this.writer.call('revokeApiKey', id, at, event));
+    return this.keyWrite(() => this.write('revokeApiKey', id, at, event));
   }
 
   async rotateApiKey(id: string, hash: string, prefix: string, previousValidUntil: Date | null, event: NewSecurityEvent): Promise<boolean> {
-    return this.keyWrite(() => this.writer.call('rotateApiKey', id, hash, prefix, previousValidUntil, event));
+    return this.keyWrite(() => this.write('rotateApiKey', id, hash, prefix, previousValidUntil, event));
   }
 
   async touchApiKey(id: string, at: Date): Promise<void> {
-    await this.keyWrite(() => this.writer.call('touchApiKey', id, at));
+    await this.keyWrite(() => this.write('touchApiKey', id, at));
   }
 
   async upsertTags(workspaceId: string, names: string[]): Promise<void> {
-    await this.writer.call('upsertTags', workspaceId, names);
+    await this.write('upsertTags', workspaceId, names);
   }
 
   async missingTags(workspaceId: string, names: string[]): Promise<string[]> {
-    const exists = this.read('SELECT 1 FROM tags WHERE workspace_id = ? AND name = ?');
-    const found = (name: string) => (exists.get(workspaceId, name) === undefined ? null : true);
+    const found = (name: string) => (this.read('SELECT 1 FROM tags WHERE workspace_id = ? AND name = ?', workspaceId, name) === undefined ? null : true);
     return names.filter((name) => this.tags.get(`${workspaceId}\u0000${name}`, () => found(name)) === null);
   }
 
   async insertCampaign(campaign: Campaign): Promise<void> {
-    await this.writer.call('insertCampaign', campaign);
+    await this.write('insertCampaign', campaign);
   }
 
   async getCampaign(workspaceId: string, id: string): Promise<Campaign | null> {
     return this.campaigns.get(`${workspaceId}\u0000${id}`, () => {
-      const row = this.read('SELECT * FROM campaigns WHERE id = ? AND workspace_id = ?').get(id, workspaceId) as Row | undefined;
+      const row = this.read('SELECT * FROM campaigns WHERE id = ? AND workspace_id = ?', id, workspaceId);
       return row ? rowToCampaign(row) : null;
     });
   }
 
   async listCampaigns(workspaceId: string, options: ListOptions): Promise<Campaign[]> {
     const params: Record<string, unknown> = { workspaceId, first: options.first };
-    const rows = this.read(
+    const rows = this.readAll(
       `SELECT * FROM campaigns WHERE workspace_id = @workspaceId AND ${pageBound('campaigns', options, params)} ORDER BY seq DESC LIMIT +@first`,
-    ).all(params) as Row[];
+      params,
+    );
     return rows.map(rowToCampaign);
   }
 
   async enqueueJob(job: DuplicationJob, event: NewSecurityEvent, idempotencyKey?: string): Promise<void> {
-    await this.writer.call('enqueueJob', job, event, idempotencyKey);
+    await this.write('enqueueJob', job, event, idempotencyKey);
   }
 
   async getJob(workspaceId: string, id: string): Promise<DuplicationJob | null> {
-    const row = this.read('SELECT * FROM jobs WHERE id = ? AND workspace_id = ?').get(id, workspaceId) as
-      | Row
-      | undefined;
+    const row = this.read('SELECT * FROM jobs WHERE id = ? AND workspace_id = ?', id, workspaceId);
     return row ? rowToJob(row) : null;
   }
 
   async claimJobs(owner: string, limit: number, now: Date, leaseExpiresAt: Date): Promise<DuplicationJob[]> {
-    return this.writer.call('claimJobs', owner, limit, now, leaseExpiresAt);
+    return this.write('claimJobs', owner, limit, now, leaseExpiresAt);
   }
 
   async finishJob(jobId: string, owner: string, outcome: JobOutcome, now: Date): Promise<boolean> {
-    return this.writer.call('finishJob', jobId, owner, outcome, now);
+    return this.write('finishJob', jobId, owner, outcome, now);
   }
 
   async retryJob(jobId: string, owner: string, runAt: Date, error: JobError | null, now: Date): Promise<boolean> {
-    return this.writer.call('retryJob', jobId, owner, runAt, error, now);
+    return this.write('retryJob', jobId, owner, runAt, error, now);
   }
 
   async deferJob(jobId: string, owner: string, runAt: Date, now: Date): Promise<boolean> {
-    return this.writer.call('deferJob', jobId, owner, runAt, now);
+    return this.write('deferJob', jobId, owner, runAt, now);
   }
 
   async releaseJobs(owner: string, now: Date): Promise<number> {
-    return this.writer.call('releaseJobs', owner, now);
+    return this.write('releaseJobs', owner, now);
   }
 
   async countJobs(status: JobStatus): Promise<number> {
-    return Number((this.read(COUNT_JOBS_SQL[status]).get() as Row).count);
+    return Number((this.read(COUNT_JOBS_SQL[status]) as Row).count);
   }
 
   async reserveIdempotencyKey(record: IdempotencyRecord, staleBefore: Date): Promise<IdempotencyRecord | null> {
-    return this.writer.call('reserveIdempotencyKey', record, staleBefore);
+    return this.write('reserveIdempotencyKey', record, staleBefore);
   }
 
   async findIdempotencyKey(workspaceId: string, key: string): Promise<IdempotencyRecord | null> {
-    const row = this.read('SELECT * FROM idempotency_keys WHERE workspace_id = ? AND key = ?').get(workspaceId, key) as Row | undefined;
+    const row = this.read('SELECT * FROM idempotency_keys WHERE workspace_id = ? AND key = ?', workspaceId, key);
     return row ? rowToIdempotency(row) : null;
   }
 
   async releaseIdempotencyKey(workspaceId: string, key: string): Promise<void> {
-    await this.writer.call('releaseIdempotencyKey', workspaceId, key);
+    await this.write('releaseIdempotencyKey', workspaceId, key);
   }
 
   async pruneFinishedJobs(finishedBefore: Date, limit: number): Promise<number> {
-    return this.writer.call('pruneFinishedJobs', finishedBefore, limit);
+    return this.write('pruneFinishedJobs', finishedBefore, limit);
   }
 
   async pruneEvents(occurredBefore: Date, limit: number): Promise<number> {
-    return this.writer.call('pruneEvents', occurredBefore, limit);
+    return this.write('pruneEvents', occurredBefore, limit);
   }
 
   async pruneIdempotencyKeys(expiredBefore: Date, limit: number): Promise<number> {
-    return this.writer.call('pruneIdempotencyKeys', expiredBefore, limit);
+    return this.write('pruneIdempotencyKeys', expiredBefore, limit);
   }
 
   async insertEvent(event: NewSecurityEvent): Promise<void> {
-    await this.writer.call('insertEvent', event);
+    await this.write('insertEvent', event);
   }
 
   async listEvents(workspaceId: string, filter: SecurityEventFilter, options: ListOptions): Promise<SecurityEvent[]> {
@@ -293,9 +344,7 @@ export class SqliteStore implements GatewayStore {
       where.push('occurred_at < @until');
       params.until = filter.until.getTime();
     }
-    const rows = this.read(
-      `SELECT * FROM security_events WHERE ${where.join(' AND ')} ORDER BY seq DESC LIMIT +@first`,
-    ).all(params) as Row[];
+    const rows = this.readAll(`SELECT * FROM security_events WHERE ${where.join(' AND ')} ORDER BY seq DESC LIMIT +@first`, params);
     return rows.map(rowToEvent);
   }
 }

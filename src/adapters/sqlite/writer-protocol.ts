@@ -1,3 +1,4 @@
+import type { FileIdentity } from './database-file.js';
 import type { WriteName } from './writes.js';
 
 /** What the store's thread and its writer thread say to each other (writer.ts, writer-thread.ts). */
@@ -21,4 +22,6 @@ export type FromWriter = { answers: WriteAnswer[] };
 
 export interface WriterData {
   filename: string;
+  /** The file the store opened at `filename`: no group is committed once another one (or none) is there. */
+  opened: FileIdentity;
 }

@@ -1,5 +1,6 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { openConnection } from './connection.js';
+import { assertSameFile } from './database-file.js';
 import { GroupTransaction, type Outcome } from './group-commit.js';
 import type { FromWriter, ToWriter, WriteAnswer, WriteCall, WriteFailure, WriterData } from './writer-protocol.js';
 import { SqliteWrites } from './writes.js';
@@ -10,13 +11,14 @@ import { SqliteWrites } from './writes.js';
  * serving requests during the fsync instead of blocking on it.
  */
 const port = parentPort!;
-const { filename } = workerData as WriterData;
+const { filename, opened } = workerData as WriterData;
 const db = openConnection(filename);
 db.pragma('synchronous = FULL');
 // A group run again with a savepoint per write (after one failed) keeps the undo pages in memory, not in a file.
 db.pragma('temp_store = MEMORY');
 const writes = new SqliteWrites(db);
-const group = new GroupTransaction(db);
+// A stat per group, next to its fsync: a 202 is never given for a job written into a deleted or replaced file.
+const group = new GroupTransaction(db, () => assertSameFile(filename, opened));
 let queue: WriteCall[] = [];
 let scheduled = false;
 

@@ -1,6 +1,7 @@
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { identify, type FileIdentity } from './database-file.js';
 import type { FromWriter, ToWriter, WriteCall, WriteFailure, WriterData } from './writer-protocol.js';
 import type { WriteArgs, WriteName, WriteResult } from './writes.js';
 
@@ -21,6 +22,8 @@ function startThread(data: WriterData): Worker {
 const toError = (failure: WriteFailure): Error => Object.assign(new Error(failure.message), failure);
 
 export interface SqliteWriterOptions {
+  /** The file the store opened at its path (default: the one there now); writes fail once it is not there. */
+  opened?: FileIdentity;
   /** Runs before the answers of a group are handed out (the store ends its read transaction). */
   beforeAnswers?: () => void;
   /** Told why a thread died when a new one replaces it. */
@@ -53,6 +56,7 @@ export class SqliteWriter {
   private readonly beforeAnswers: () => void;
   private readonly onRestart: (error: Error) => void;
   private readonly minThreadLifetimeMs: number;
+  private readonly opened: FileIdentity;
 
   constructor(
     private readonly filename: string,
@@ -61,11 +65,12 @@ export class SqliteWriter {
     this.beforeAnswers = options.beforeAnswers ?? (() => undefined);
     this.onRestart = options.onRestart ?? (() => undefined);
     this.minThreadLifetimeMs = options.minThreadLifetimeMs ?? 1000;
+    this.opened = options.opened ?? identify(filename);
     this.start();
   }
 
   private start(): void {
-    const thread = startThread({ filename: this.filename });
+    const thread = startThread({ filename: this.filename, opened: this.opened });
     this.thread = thread;
     this.startedAt = Date.now();
     thread.unref();
@@ -85,7 +90,9 @@ export class SqliteWriter {
    * died young, in which case they fail too and so does every later call.
    */
   private lost(cause: Error): void {
-    const error = new Error(`The SQLite writer stopped: ${cause.message}`);
+    // SQLite's code is kept: a thread that could not open the file (SQLITE_CANTOPEN) is a storage failure.
+    const { code } = cause as { code?: unknown };
+    const error = Object.assign(new Error(`The SQLite writer stopped: ${cause.message}`), typeof code === 'string' ? { code } : {});
     const diedYoung = Date.now() - this.startedAt < this.minThreadLifetimeMs;
     const unsent = new Set(diedYoung ? [] : this.outbox.map((call) => call.id));
     if (diedYoung) {

@@ -26,9 +26,11 @@ const SQLITE: SqlValues = { date: (value) => value.getTime(), bool: (value) => (
 export class SqliteWrites {
   private readonly sql: Statements;
   private readonly insertTexts = new Map<string, string>();
+  private readonly unheldMaxPages: number;
 
-  constructor(db: Database.Database) {
+  constructor(private readonly db: Database.Database) {
     this.sql = new Statements(db);
+    this.unheldMaxPages = Number(db.pragma('max_page_count', { simple: true }));
   }
 
   /**
@@ -46,6 +48,25 @@ export class SqliteWrites {
 
   ping(): void {
     this.sql.get('SELECT 1').get();
+  }
+
+  /**
+   * Whether the storage takes writes again after one failed for a storage reason: 64 KiB of new pages, more
+   * than a request writes, taken from free pages or by growing the file, and appended to the WAL at commit.
+   * The probe's previous row is freed only after, so its pages cannot be the ones reused; its latest row stays.
+   */
+  probe(): void {
+    this.sql.get('INSERT INTO storage_probe (filler) VALUES (zeroblob(65536))').run();
+    this.sql.get('DELETE FROM storage_probe WHERE id < last_insert_rowid()').run();
+  }
+
+  /**
+   * Holds the database at its current size (`held`), or lets it grow again, on this connection: a write that
+   * needs a new page then fails with SQLITE_FULL, as on a full disk. For tests of a full disk.
+   */
+  holdSize(held: boolean): void {
+    const pages = held ? Number(this.db.pragma('page_count', { simple: true })) : this.unheldMaxPages;
+    this.db.pragma(`max_page_count = ${pages}`);
   }
 
   createWorkspace(workspace: Workspace): void {

@@ -1,0 +1,160 @@
+import { copyFileSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { SqliteStore } from '../../src/adapters/sqlite/store.js';
+import type { GatewayStore } from '../../src/domain/ports.js';
+import { http, recordingLogger, startGateway, storeHeldOn, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { rest, transports, type DuplicateArgs } from '../support/transports.js';
+
+/** 12 KiB as UTF-8, in the job row and again in its event: neither fits in a page, so each needs new pages. */
+const LONG_DESCRIPTION = '€'.repeat(4096);
+
+interface LogLine {
+  level: number;
+  msg: string;
+  reqId?: string;
+  err?: { message: string; code?: string };
+  cause?: { message: string; code?: string };
+}
+
+/** The embedded store whose disk fills up, or whose file disappears, under a running gateway. */
+describe('the embedded store when its storage fails', () => {
+  let gateway: TestGateway | undefined;
+  /** Places a test moves the data directory or a copy of the file to, next to the gateway's own. */
+  let elsewhere: string[] = [];
+
+  afterEach(async () => {
+    await gateway?.close();
+    gateway = undefined;
+    for (const path of elsewhere) rmSync(path, { recursive: true, force: true });
+    elsewhere = [];
+  });
+
+  /** A gateway on the default SQLite store, wrapped as a test needs, with its log kept. */
+  async function start(wrapStore?: (store: GatewayStore) => GatewayStore) {
+    const { logger, lines } = recordingLogger();
+    // A lease of a second: a job whose outcome could not be recorded is claimed again soon after the disk recovers.
+    const started = await startGateway({ JOB_LEASE_SECONDS: '1', DUPLICATE_RATE_LIMIT: '1000' }, { logger }, { wrapStore });
+    gateway = started;
+    const logs = () => lines.map((line) => JSON.parse(line) as LogLine);
+    elsewhere = [`${started.dataDir}-away`, `${started.dataDir}.backup`];
+    return { gateway: started, sqlite: started.app.store as SqliteStore, logs, tenant: await started.workspace() };
+  }
+
+  const duplicate = (target: TestGateway, tenant: TestWorkspace, args: DuplicateArgs) =>
+    rest.duplicate(target.baseUrl, tenant.key, { campaignId: tenant.campaign.id, ...args });
+  const jobStatus = async (target: TestGateway, tenant: TestWorkspace, jobId: string) => (await rest.job(target.baseUrl, tenant.key, jobId)).job?.status;
+  const readiness = async (target: TestGateway) => {
+    const response = await http(target.baseUrl, 'GET', '/readyz');
+    return { status: response.status, body: response.body };
+  };
+
+  /**
+   * Both transports answer 503 with Retry-After and nothing of the cause, and log each refusal once, as a
+   * warning naming the cause.
+   */
+  async function expectRefused(target: TestGateway, tenant: TestWorkspace, logs: () => LogLine[], cause: RegExp, args: DuplicateArgs = {}) {
+    for (const transport of transports) {
+      const refused = await transport.duplicate(target.baseUrl, tenant.key, { campaignId: tenant.campaign.id, name: `refused over ${transport.name}`, ...args });
+      expect(refused).toMatchObject({ status: 503, code: 'SERVICE_UNAVAILABLE', message: 'Service unavailable', jobId: null });
+      expect(refused.response.headers['retry-after']).toBe('5');
+      expect(refused.response.text).not.toMatch(cause);
+      const lines = logs().filter((line) => line.reqId === refused.response.headers['x-request-id'] && line.level >= 40);
+      expect(lines).toEqual([expect.objectContaining({ level: 40, msg: 'a dependency is unavailable', err: expect.objectContaining({ message: expect.stringMatching(cause) }) })]);
+    }
+  }
+
+  it('refuses writes with 503 on a full disk, reports the store down, and recovers by itself once there is room', async () => {
+    let outcomeHeld!: () => void;
+    const outcomeReached = new Promise<void>((resolve) => (outcomeHeld = resolve));
+    let releaseOutcome!: () => void;
+    let holdOutcome: Promise<void> | undefined = new Promise<void>((resolve) => (releaseOutcome = resolve));
+    const { gateway, sqlite, logs, tenant } = await start((store) =>
+      storeHeldOn(store, ['finishJob'], () => {
+        outcomeHeld();
+        return holdOutcome;
+      }),
+    );
+    expect(await readiness(gateway)).toEqual({ status: 200, body: { status: 'ready', checks: { store: { status: 'up', backend: 'sqlite' }, quota: { status: 'up', backend: 'memory' } } } });
+
+    // Accepted while there is room; its copy, of a campaign with a body of 64 KiB, is to be written once the disk is full.
+    const large = await gateway.app.admin.addCampaign(tenant.workspace.id, { name: 'large', description: null, tagNames: [], body: { html: 'x'.repeat(65_536) } });
+    const early = await duplicate(gateway, tenant, { campaignId: large.id, name: 'accepted before the disk filled' });
+    expect(early.status).toBe(202);
+    await outcomeReached;
+    await sqlite.holdSize(true);
+
+    await expectRefused(gateway, tenant, logs, /disk is full/, { description: LONG_DESCRIPTION });
+    expect(await readiness(gateway)).toEqual({
+      status: 503,
+      body: {
+        status: 'not ready',
+        message: 'store: not reachable or failing (SQLITE_FULL)',
+        checks: { store: { status: 'down', message: 'not reachable or failing (SQLITE_FULL)' }, quota: { status: 'up', backend: 'memory' } },
+      },
+    });
+
+    // The worker cannot record the early job's copy either: a warning, and the job is kept to be run again.
+    holdOutcome = undefined;
+    releaseOutcome();
+    const workerWarning = await waitFor(async () => logs().find((line) => line.msg === 'recording the job outcome failed'));
+    expect(workerWarning).toMatchObject({ level: 40, cause: { code: 'SQLITE_FULL' } });
+    expect(await jobStatus(gateway, tenant, early.jobId!)).toBe('RUNNING');
+
+    await sqlite.holdSize(false);
+    expect(await readiness(gateway)).toMatchObject({ status: 200, body: { status: 'ready' } });
+    const accepted = await Promise.all(
+      transports.map((transport) => transport.duplicate(gateway.baseUrl, tenant.key, { campaignId: tenant.campaign.id, name: 'after the disk recovered', description: LONG_DESCRIPTION })),
+    );
+    expect(accepted.map((outcome) => outcome.status)).toEqual([202, 200]);
+    for (const jobId of [early.jobId!, ...accepted.map((outcome) => outcome.jobId!)]) {
+      await waitFor(async () => (await jobStatus(gateway, tenant, jobId)) === 'SUCCEEDED');
+    }
+    expect(logs().filter((line) => line.level >= 50)).toEqual([]);
+  });
+
+  it('refuses writes with 503 once its data directory is removed, instead of accepting jobs into a file no restart finds', async () => {
+    let claims = 0;
+    const { gateway, logs, tenant } = await start((store) => storeHeldOn(store, ['claimJobs'], () => void (claims += 1)));
+    const before = await duplicate(gateway, tenant, { name: 'before the directory was removed' });
+    await waitFor(async () => (await jobStatus(gateway, tenant, before.jobId!)) === 'SUCCEEDED');
+    const file = join(gateway.dataDir, 'gateway.db');
+    const backup = `${gateway.dataDir}.backup`;
+    copyFileSync(file, backup);
+
+    rmSync(gateway.dataDir, { recursive: true });
+    await expectRefused(gateway, tenant, logs, /no longer at/);
+    expect(await readiness(gateway)).toMatchObject({
+      status: 503,
+      body: { status: 'not ready', checks: { store: { status: 'down', message: 'not reachable or failing (ENOENT)' } } },
+    });
+    // The worker keeps polling, and says once that the store is unavailable, not at every claim that fails.
+    const claimsSoFar = claims;
+    await waitFor(async () => claims >= claimsSoFar + 3);
+    expect(logs().filter((line) => line.msg === 'claiming jobs failed; retrying')).toEqual([
+      expect.objectContaining({ level: 40, cause: expect.objectContaining({ code: 'ENOENT' }) }),
+    ]);
+
+    // A copy put back at the path is another file: the store still refuses, until it is restarted on that file.
+    mkdirSync(gateway.dataDir);
+    copyFileSync(backup, file);
+    expect(await readiness(gateway)).toMatchObject({ status: 503, body: { checks: { store: { status: 'down', message: 'not reachable or failing (ESTALE)' } } } });
+    expect((await duplicate(gateway, tenant, { name: 'into the copy' })).status).toBe(503);
+    expect(logs().filter((line) => line.level >= 50)).toEqual([]);
+  });
+
+  it('serves again once the file it opened is back at its path', async () => {
+    const { gateway, tenant } = await start();
+    expect((await duplicate(gateway, tenant, { name: 'before the directory moved' })).status).toBe(202);
+    const away = `${gateway.dataDir}-away`;
+    renameSync(gateway.dataDir, away);
+    expect((await duplicate(gateway, tenant, { name: 'while the directory is away' })).status).toBe(503);
+    expect((await readiness(gateway)).status).toBe(503);
+
+    renameSync(away, gateway.dataDir);
+    expect(await readiness(gateway)).toMatchObject({ status: 200, body: { status: 'ready' } });
+    const after = await duplicate(gateway, tenant, { name: 'after the directory came back' });
+    expect(after.status).toBe(202);
+    await waitFor(async () => (await jobStatus(gateway, tenant, after.jobId!)) === 'SUCCEEDED');
+  });
+});
