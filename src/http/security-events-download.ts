@@ -60,28 +60,31 @@ export const DOWNLOAD_STALL_TIMEOUT_MS = 30_000;
 
 /**
  * Calls `onStall` once, when the response has been held back by its client (the socket takes nothing more and
- * the response waits for a 'drain') for `timeoutMs`. A slow client that keeps taking data is never stalled, nor
- * is a download waiting on the store. Answers a function that stops watching.
+ * the response waits for a 'drain') for `timeoutMs`. The wait is timed from the moment the CSV stream piped
+ * into the response was paused for it. A slow client that keeps taking data is never stalled, nor is a
+ * download waiting on the store. Answers a function that stops watching.
  */
-function watchStall(response: ServerResponse, timeoutMs: number, onStall: (stalledMs: number) => void): () => void {
-  let heldSince: number | null = null;
-  const drained = () => {
-    heldSince = null;
+function watchStall(source: Readable, response: ServerResponse, timeoutMs: number, onStall: (stalledMs: number) => void): () => void {
+  let timer: NodeJS.Timeout | undefined;
+  const moving = () => {
+    clearTimeout(timer);
+    timer = undefined;
+  };
+  const held = () => {
+    if (timer !== undefined || !response.writableNeedDrain) return;
+    const since = performance.now();
+    timer = setTimeout(() => {
+      stop();
+      onStall(performance.now() - since);
+    }, timeoutMs).unref();
   };
   const stop = () => {
-    clearInterval(timer);
-    response.off('drain', drained);
+    moving();
+    source.off('pause', held);
+    response.off('drain', moving);
   };
-  const timer = setInterval(() => {
-    if (!response.writableNeedDrain) return drained();
-    const now = performance.now();
-    heldSince ??= now;
-    if (now - heldSince < timeoutMs) return;
-    stop();
-    onStall(now - heldSince);
-  }, Math.ceil(timeoutMs / 4));
-  timer.unref();
-  response.on('drain', drained);
+  source.on('pause', held);
+  response.on('drain', moving);
   return stop;
 }
 
@@ -142,7 +145,7 @@ export async function securityEventsDownloadRoutes(app: FastifyInstance, options
       pipeline(records, csv, (error) => {
         if (error && error.code !== 'ERR_STREAM_PREMATURE_CLOSE') request.log.error({ err: error }, 'security event download failed');
       });
-      const stopWatching = watchStall(reply.raw, stallTimeoutMs, (stalledMs) => {
+      const stopWatching = watchStall(csv, reply.raw, stallTimeoutMs, (stalledMs) => {
         request.log.warn(
           { workspaceId: principal.workspaceId, apiKeyId: principal.keyId, stalledSeconds: Math.round(stalledMs / 1000) },
           'security event download ended: its client took no data',
