@@ -190,7 +190,8 @@ export function loadConfig(env: Env = process.env): Config {
   if (idempotencyTtlMs > jobRetentionMs) {
     throw new ConfigError('IDEMPOTENCY_TTL_HOURS', `must not be longer than JOB_RETENTION_DAYS (${jobRetentionMs / 86_400_000} days)`);
   }
-  const eventRetentionMs = integer(env, 'EVENT_RETENTION_DAYS', 90, 1, 3650) * 86_400_000;
+  // Unset, it follows a job retention longer than its 90 days, so that raising one never stops start-up.
+  const eventRetentionMs = integer(env, 'EVENT_RETENTION_DAYS', Math.max(90, jobRetentionMs / 86_400_000), 1, 3650) * 86_400_000;
   // Events are the record of what happened to a job: a job still kept must still show its events.
   if (eventRetentionMs < jobRetentionMs) {
     throw new ConfigError('EVENT_RETENTION_DAYS', `must not be shorter than JOB_RETENTION_DAYS (${jobRetentionMs / 86_400_000} days)`);

@@ -45,6 +45,8 @@ describe('security configuration', () => {
 
   it('keeps events at least as long as the jobs they tell about', () => {
     expect(loadConfig({ EVENT_RETENTION_DAYS: '7', JOB_RETENTION_DAYS: '7' }).eventRetentionMs).toBe(7 * 86_400_000);
+    expect(loadConfig({ JOB_RETENTION_DAYS: '7' }).eventRetentionMs).toBe(90 * 86_400_000);
+    expect(loadConfig({ JOB_RETENTION_DAYS: '120' }).eventRetentionMs).toBe(120 * 86_400_000);
     expect(() => loadConfig({ EVENT_RETENTION_DAYS: '1', JOB_RETENTION_DAYS: '7' })).toThrow(
       'invalid configuration: EVENT_RETENTION_DAYS must not be shorter than JOB_RETENTION_DAYS (7 days)',
     );
