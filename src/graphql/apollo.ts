@@ -134,14 +134,16 @@ export function applyHttpSemantics(
     if (refusal.retryAfterSeconds !== undefined) head.headers.set('retry-after', String(refusal.retryAfterSeconds));
     return;
   }
-  // The fields executed, fragments spread and @skip applied: one key each in data.
-  const rootFields = data ? Object.keys(data).length : 0;
   const unavailable = unavailableRootFields(raw);
   const isUnavailable = (error: GraphQLFormattedError) => error.path?.length === 1 && unavailable.has(String(error.path[0]));
   const refused = errors.filter(
     (error) => (error.extensions?.code === ERROR_CODES.RATE_LIMITED.graphqlCode && error.path?.length === 1) || isUnavailable(error),
   );
-  if (rootFields > 0 && refused.length >= rootFields) {
+  // Executed, data has one key per root field (fragments spread, @skip applied); a non-null root field that
+  // failed leaves data null, and then every error says why there is none.
+  const everyFieldRefused =
+    data === null ? refused.length > 0 && refused.length === errors.length : data !== undefined && Object.keys(data).length > 0 && refused.length >= Object.keys(data).length;
+  if (everyFieldRefused) {
     head.status = refused.some(isUnavailable) ? ERROR_CODES.UNAVAILABLE.httpStatus : ERROR_CODES.RATE_LIMITED.httpStatus;
     const retryAfter = Math.max(...refused.map((error) => Number(error.extensions?.retryAfterSeconds ?? 1)));
     head.headers.set('retry-after', String(retryAfter));

@@ -2,8 +2,9 @@ import { copyFileSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { SqliteStore } from '../../src/adapters/sqlite/store.js';
+import { dependencyUnavailable } from '../../src/domain/errors.js';
 import type { GatewayStore } from '../../src/domain/ports.js';
-import { http, recordingLogger, startGateway, storeHeldOn, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { bearer, http, json, recordingLogger, startGateway, storeHeldOn, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { rest, transports, type DuplicateArgs } from '../support/transports.js';
 
 /** 12 KiB as UTF-8, in the job row and again in its event: neither fits in a page, so each needs new pages. */
@@ -141,6 +142,23 @@ describe('the embedded store when its storage fails', () => {
     expect(await readiness(gateway)).toMatchObject({ status: 503, body: { checks: { store: { status: 'down', message: 'not reachable or failing (ESTALE)' } } } });
     expect((await duplicate(gateway, tenant, { name: 'into the copy' })).status).toBe(503);
     expect(logs().filter((line) => line.level >= 50)).toEqual([]);
+  });
+
+  it('answers a poll it cannot read 503 over GraphQL too, though the field is non-null and no data is left', async () => {
+    const unreadable = (store: GatewayStore): GatewayStore =>
+      new Proxy(store, {
+        get: (target, property) =>
+          property === 'listEvents'
+            ? () => Promise.reject(dependencyUnavailable(Object.assign(new Error('disk I/O error'), { code: 'SQLITE_IOERR' })))
+            : Reflect.get(target, property, target),
+      });
+    const { gateway: target, tenant } = await start(unreadable);
+    for (const query of ['{ securityEvents(first: 5) { edges { node { type } } } }', '{ campaigns(first: 1) { edges { node { id } } } securityEvents(first: 5) { edges { node { type } } } }']) {
+      const poll = await http(target.baseUrl, 'POST', '/graphql', { headers: { ...json, ...bearer(tenant.key) }, body: JSON.stringify({ query }) });
+      expect(poll.status).toBe(503);
+      expect(poll.headers['retry-after']).toBe('5');
+      expect(poll.body).toEqual({ data: null, errors: [expect.objectContaining({ extensions: expect.objectContaining({ code: 'SERVICE_UNAVAILABLE' }) })] });
+    }
   });
 
   it('serves again once the file it opened is back at its path', async () => {

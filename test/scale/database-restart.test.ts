@@ -71,6 +71,14 @@ describe.skipIf(!existsSync('/usr/lib/postgresql') && !process.env.CI)('PostgreS
     expect(mutation.status).toBe(503);
     expect(mutation.headers['retry-after']).toBe('5');
     expect(mutation.body.errors.map((error: any) => error.extensions.code)).toEqual(['SERVICE_UNAVAILABLE']);
+    // A poll too.
+    const poll = await http(gateway.baseUrl, 'POST', '/graphql', {
+      headers: { ...json, ...bearer(tenant.key) },
+      body: JSON.stringify({ query: '{ securityEvents(first: 5) { edges { node { type } } } }' }),
+    });
+    expect(poll.status).toBe(503);
+    expect(poll.headers['retry-after']).toBe('5');
+    expect(poll.body).toMatchObject({ data: null, errors: [{ extensions: { code: 'SERVICE_UNAVAILABLE' } }] });
     const warnings = gateway.logs.filter((line) => line.msg === 'a dependency is unavailable');
     expect(warnings.map((line) => line.reqId)).toEqual(expect.arrayContaining([refused.headers['x-request-id'], mutation.headers['x-request-id']]));
     expect(warnings.every((line) => line.level === 40 && /ECONNREFUSED|57P0|terminated/.test(line.err.message))).toBe(true);
