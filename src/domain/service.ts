@@ -1,7 +1,7 @@
 import { hash } from 'node:crypto';
 import { configure } from 'safe-stable-stringify';
 import { decodeRowCursor, encodeCursor } from './cursor.js';
-import { GatewayError, type RateLimitState } from './errors.js';
+import { GatewayError, unavailableCause, type RateLimitState } from './errors.js';
 import { holdsIdempotencyKey } from './idempotency.js';
 import type { DownloadSlots } from './download-slots.js';
 import { newId } from './ids.js';
@@ -95,6 +95,8 @@ export interface SecurityEventDownload {
 
 /** A reservation whose request never produced a job (the process died) is given up after this long. */
 const IDEMPOTENCY_RESERVATION_MS = 60_000;
+/** Past this many, the reservations left unreleased are forgotten: they expire on their own after a minute. */
+const MAX_UNRELEASED_RESERVATIONS = 10_000;
 const DEFAULT_IDEMPOTENCY_TTL_MS = 24 * 3600_000;
 /** last_used_at is written at most this often per key, so authentication stays a read. */
 const LAST_USED_RESOLUTION_MS = 60_000;
@@ -151,6 +153,8 @@ export class GatewayService {
   private readonly deniedPermissions = new WeakMap<Principal, Set<Permission>>();
   /** Per key, the refusals not recorded since its last PERMISSION_DENIED event (this instance's). */
   private readonly unrecordedDenials = new Map<string, number>();
+  /** Idempotency keys (`workspace key`) whose failed request's reservation the store could not drop. */
+  private readonly unreleased = new Set<string>();
 
   constructor(private readonly deps: GatewayServiceDeps) {
     this.idempotencyTtlMs = deps.idempotencyTtlMs ?? DEFAULT_IDEMPOTENCY_TTL_MS;
@@ -304,17 +308,26 @@ export class GatewayService {
       if (refusedForQuota) this.deps.onQuotaRejected?.(principal.channel);
       throw error;
     }
-    const holder = await store.reserveIdempotencyKey(
-      {
-        workspaceId: principal.workspaceId,
-        key,
-        requestHash,
-        jobId: null,
-        createdAt: now,
-        expiresAt: new Date(now.getTime() + this.idempotencyTtlMs),
-      },
-      staleBefore,
-    );
+    const reservation = `${principal.workspaceId} ${key}`;
+    let holder: IdempotencyRecord | null;
+    try {
+      holder = await store.reserveIdempotencyKey(
+        {
+          workspaceId: principal.workspaceId,
+          key,
+          requestHash,
+          jobId: null,
+          createdAt: now,
+          expiresAt: new Date(now.getTime() + this.idempotencyTtlMs),
+        },
+        // A reservation this instance could not release is no request in flight: replaced at once.
+        this.unreleased.has(reservation) ? now : staleBefore,
+      );
+    } catch (error) {
+      if (error instanceof GatewayError) error.rateLimit ??= await this.refundIfUnavailable(principal, error, rateLimit);
+      throw error;
+    }
+    this.unreleased.delete(reservation);
     if (holder) {
       // Best effort: a point lost to a failing quota store is better than a failed repeat.
       await this.deps.quota.refund(principal.workspaceId).catch(() => undefined);
@@ -323,7 +336,11 @@ export class GatewayService {
     try {
       return await this.enqueue(principal, rateLimit, raw, key, input);
     } catch (error) {
-      await store.releaseIdempotencyKey(principal.workspaceId, key);
+      // The store that failed the request may fail the release too: the request's own error is the answer.
+      await store.releaseIdempotencyKey(principal.workspaceId, key).catch(() => {
+        if (this.unreleased.size >= MAX_UNRELEASED_RESERVATIONS) this.unreleased.clear();
+        this.unreleased.add(reservation);
+      });
       throw error;
     }
   }
@@ -408,9 +425,22 @@ export class GatewayService {
       this.deps.onJobEnqueued?.();
       return { job, rateLimit, replayed: false };
     } catch (error) {
-      if (error instanceof GatewayError) error.rateLimit ??= rateLimit;
+      if (error instanceof GatewayError) error.rateLimit ??= await this.refundIfUnavailable(principal, error, rateLimit);
       throw error;
     }
+  }
+
+  /**
+   * A request refused because a dependency is down gives its quota point back (best effort): the caller is
+   * told to retry, and should not pay for an outage. Answers the quota state to report.
+   */
+  private async refundIfUnavailable(principal: Principal, error: unknown, rateLimit: RateLimitState): Promise<RateLimitState> {
+    if (unavailableCause(error) === undefined) return rateLimit;
+    const refunded = await this.deps.quota.refund(principal.workspaceId).then(
+      () => true,
+      () => false,
+    );
+    return refunded ? { ...rateLimit, remaining: Math.min(rateLimit.limit, rateLimit.remaining + 1) } : rateLimit;
   }
 
   /** A job the principal may see: its own, or any of its workspace with `security_events.read`. */

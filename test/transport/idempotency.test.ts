@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { dependencyUnavailable } from '../../src/domain/errors.js';
 import { startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { transports } from '../support/transports.js';
 
@@ -70,6 +71,32 @@ describe.each(transports)('idempotency keys over $name', (transport) => {
       expect(repeat.response.headers['x-ratelimit-remaining']).toBe('0');
     } finally {
       await spent.close();
+    }
+  });
+
+  it('gives back the point of a request the store could not take, and lets its key be used again at once', async () => {
+    // First the store takes the reservation, then fails the job and the release alike; then it fails the reservation.
+    let failing: string[] = ['enqueueJob', 'releaseIdempotencyKey'];
+    const outage = () => Promise.reject(dependencyUnavailable(Object.assign(new Error('disk I/O error'), { code: 'SQLITE_IOERR' })));
+    const flaky = await startGateway({ DUPLICATE_RATE_LIMIT: '5', WORKER_CONCURRENCY: '0' }, {}, {
+      wrapStore: (store) =>
+        new Proxy(store, { get: (target, property) => (failing.includes(String(property)) ? outage : Reflect.get(target, property, target)) }),
+    });
+    try {
+      const team = await flaky.workspace();
+      const args = { campaignId: team.campaign.id, name: 'through an outage' };
+      expect((await transport.duplicate(flaky.baseUrl, team.key, args)).code).toBe('SERVICE_UNAVAILABLE');
+      for (let attempt = 0; attempt < 3; attempt += 1) {
+        expect((await transport.duplicate(flaky.baseUrl, team.key, args, { idempotencyKey: 'through-it' })).code).toBe('SERVICE_UNAVAILABLE');
+      }
+      failing = ['reserveIdempotencyKey'];
+      expect((await transport.duplicate(flaky.baseUrl, team.key, args, { idempotencyKey: 'through-it' })).code).toBe('SERVICE_UNAVAILABLE');
+      failing = [];
+      const accepted = await transport.duplicate(flaky.baseUrl, team.key, args, { idempotencyKey: 'through-it' });
+      expect(accepted.jobId).not.toBeNull();
+      expect(accepted.response.headers['x-ratelimit-remaining']).toBe('4');
+    } finally {
+      await flaky.close();
     }
   });
 
