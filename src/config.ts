@@ -1,5 +1,5 @@
 import { resolve } from 'node:path';
-import { AllowlistError, parseAllowlist } from './domain/ip-allowlist.js';
+import { AllowlistError, coversEveryAddress, parseAllowlist } from './domain/ip-allowlist.js';
 
 export interface Config {
   nodeEnv: string;
@@ -134,8 +134,7 @@ function trustProxy(env: Env): Config['trustProxy'] {
     if (error instanceof AllowlistError) throw new ConfigError('TRUST_PROXY', `must be ${TRUST_PROXY_TAKES}: ${error.message}`);
     throw error;
   }
-  const everyAddress = ranges.find((range) => range.endsWith('/0'));
-  if (everyAddress !== undefined) throw trustsEveryone(`'${everyAddress}', every address,`);
+  if (coversEveryAddress(ranges)) throw trustsEveryone(`'${raw}', every address,`);
   return ranges;
 }
 

@@ -40,6 +40,38 @@ export function parseAllowlist(entries: readonly string[]): string[] {
   return [...new Set(ranges)];
 }
 
+const IPV6_BITS = 128n;
+const IPV4_MAPPED_START = 0xffffn << 32n;
+
+/** A range as the first and last address it holds, IPv4 as IPv4-mapped IPv6, so both families share one line. */
+function span(text: string): [bigint, bigint] | null {
+  const range = parseEntry(text);
+  if (!range) return null;
+  const [address, bits] = range;
+  const bytes = address.kind() === 'ipv4' ? (address as ipaddr.IPv4).toIPv4MappedAddress().toByteArray() : address.toByteArray();
+  const prefix = BigInt(address.kind() === 'ipv4' ? bits + 96 : bits);
+  const start = bytes.reduce((value, byte) => (value << 8n) | BigInt(byte), 0n);
+  return [start, start + (1n << (IPV6_BITS - prefix)) - 1n];
+}
+
+/**
+ * Whether the ranges together hold every IPv4 address, or every IPv6 one: `0.0.0.0/0`, but also
+ * `::ffff:0:0/96` or `0.0.0.0/1,128.0.0.0/1`.
+ */
+export function coversEveryAddress(ranges: readonly string[]): boolean {
+  const spans = ranges.map(span).filter((value) => value !== null).sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  const covers = (first: bigint, last: bigint): boolean => {
+    let next = first;
+    for (const [start, end] of spans) {
+      if (start > next) break;
+      if (end >= next) next = end + 1n;
+      if (next > last) return true;
+    }
+    return false;
+  };
+  return covers(IPV4_MAPPED_START, IPV4_MAPPED_START + 0xffffffffn) || covers(0n, (1n << IPV6_BITS) - 1n);
+}
+
 /** Whether the client address is inside one of the ranges. IPv4-mapped IPv6 addresses count as IPv4. */
 export function isAllowedIp(ip: string, ranges: readonly string[]): boolean {
   if (!ipaddr.isValid(ip)) return false;

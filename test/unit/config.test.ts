@@ -87,6 +87,10 @@ describe('security configuration', () => {
     ['TRUST_PROXY', '1'],
     ['TRUST_PROXY', '0.0.0.0/0'],
     ['TRUST_PROXY', '10.0.0.1, ::/0'],
+    ['TRUST_PROXY', '::ffff:0:0/96'],
+    ['TRUST_PROXY', '0.0.0.0/1,128.0.0.0/1'],
+    ['TRUST_PROXY', '128.0.0.0/1,::ffff:0:0/97'],
+    ['TRUST_PROXY', '::/1,8000::/1'],
   ])('stops start-up on %s=%s with one line naming the variable', (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(new RegExp(`^invalid configuration: ${name} `));
   });
@@ -105,7 +109,8 @@ describe('security configuration', () => {
 
   it('refuses a TRUST_PROXY range of every address, as it refuses true', () => {
     expect(() => loadConfig({ TRUST_PROXY: '10.0.0.1,0.0.0.0/0' })).toThrow(
-      "TRUST_PROXY must be false or the addresses/CIDR ranges of the proxies in front of the gateway: '0.0.0.0/0', every address, would take each client's address from the first X-Forwarded-For entry, which the client can write itself",
+      "TRUST_PROXY must be false or the addresses/CIDR ranges of the proxies in front of the gateway: '10.0.0.1,0.0.0.0/0', every address, would take each client's address from the first X-Forwarded-For entry, which the client can write itself",
     );
+    expect(loadConfig({ TRUST_PROXY: '0.0.0.0/1, 10.0.0.0/8, ::ffff:10.0.0.0/104' }).trustProxy).toEqual(['0.0.0.0/1', '10.0.0.0/8', '::ffff:a00:0/104']);
   });
 });
