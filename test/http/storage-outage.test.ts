@@ -1,4 +1,5 @@
 import { copyFileSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import Database from 'better-sqlite3';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { SqliteStore } from '../../src/adapters/sqlite/store.js';
@@ -175,4 +176,20 @@ describe('the embedded store when its storage fails', () => {
     expect(after.status).toBe(202);
     await waitFor(async () => (await jobStatus(gateway, tenant, after.jobId!)) === 'SUCCEEDED');
   });
+
+  it('answers 503 while another process holds the database longer than it waits, and serves again after', async () => {
+    const { gateway, logs, tenant } = await start();
+    expect((await duplicate(gateway, tenant, { name: 'before the lock' })).status).toBe(202);
+    // An operator's sqlite3 shell, or a backup tool, holding the write lock past the store's 5 s busy timeout.
+    const holder = new Database(join(gateway.dataDir, 'gateway.db'));
+    try {
+      holder.exec('BEGIN IMMEDIATE');
+      await expectRefused(gateway, tenant, logs, /database is locked/);
+    } finally {
+      if (holder.inTransaction) holder.exec('ROLLBACK');
+      holder.close();
+    }
+    expect(await readiness(gateway)).toMatchObject({ status: 200, body: { status: 'ready' } });
+    expect((await duplicate(gateway, tenant, { name: 'after the lock' })).status).toBe(202);
+  }, 30_000);
 });

@@ -4,9 +4,11 @@ import { dependencyUnavailable } from '../../domain/errors.js';
  * SQLite's result codes (extended ones included) that say the storage under the database cannot take a write
  * or serve a read, rather than that a statement is wrong: the disk or its quota is full (SQLITE_FULL), the
  * file system failed or was remounted read-only (SQLITE_IOERR_*, SQLITE_READONLY_*), the file or its
- * directory cannot be opened (SQLITE_CANTOPEN_*), or its content is damaged (SQLITE_CORRUPT_*, SQLITE_NOTADB).
+ * directory cannot be opened (SQLITE_CANTOPEN_*), its content is damaged (SQLITE_CORRUPT_*, SQLITE_NOTADB), or
+ * another process has held it locked for longer than the store waits (SQLITE_BUSY_*: a shell or a backup tool
+ * with a transaction open).
  */
-const STORAGE_CODES = /^SQLITE_(FULL|IOERR|READONLY|CANTOPEN|CORRUPT|NOTADB)(_|$)/;
+const STORAGE_CODES = /^SQLITE_(FULL|IOERR|READONLY|CANTOPEN|CORRUPT|NOTADB|BUSY)(_|$)/;
 /** Damage does not heal by itself: a store that saw it stays down until an operator has restored the file. */
 const DAMAGE_CODES = /^SQLITE_(CORRUPT|NOTADB)(_|$)/;
 
