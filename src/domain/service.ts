@@ -324,8 +324,7 @@ export class GatewayService {
         this.unreleased.has(reservation) ? now : staleBefore,
       );
     } catch (error) {
-      if (error instanceof GatewayError) error.rateLimit ??= await this.refundIfUnavailable(principal, error, rateLimit);
-      throw error;
+      throw await this.failedAfterPoint(principal, error, rateLimit);
     }
     this.unreleased.delete(reservation);
     if (holder) {
@@ -425,22 +424,25 @@ export class GatewayService {
       this.deps.onJobEnqueued?.();
       return { job, rateLimit, replayed: false };
     } catch (error) {
-      if (error instanceof GatewayError) error.rateLimit ??= await this.refundIfUnavailable(principal, error, rateLimit);
-      throw error;
+      throw await this.failedAfterPoint(principal, error, rateLimit);
     }
   }
 
   /**
-   * A request refused because a dependency is down gives its quota point back (best effort): the caller is
-   * told to retry, and should not pay for an outage. Answers the quota state to report.
+   * The error of a request that took a quota point, carrying the quota state to report. A request refused
+   * because a dependency is down gives its point back (best effort): the caller is told to retry, and should
+   * not pay for an outage.
    */
-  private async refundIfUnavailable(principal: Principal, error: unknown, rateLimit: RateLimitState): Promise<RateLimitState> {
-    if (unavailableCause(error) === undefined) return rateLimit;
-    const refunded = await this.deps.quota.refund(principal.workspaceId).then(
-      () => true,
-      () => false,
-    );
-    return refunded ? { ...rateLimit, remaining: Math.min(rateLimit.limit, rateLimit.remaining + 1) } : rateLimit;
+  private async failedAfterPoint(principal: Principal, error: unknown, rateLimit: RateLimitState): Promise<unknown> {
+    if (!(error instanceof GatewayError) || error.rateLimit !== undefined) return error;
+    const refunded =
+      unavailableCause(error) !== undefined &&
+      (await this.deps.quota.refund(principal.workspaceId).then(
+        () => true,
+        () => false,
+      ));
+    error.rateLimit = refunded ? { ...rateLimit, remaining: Math.min(rateLimit.limit, rateLimit.remaining + 1) } : rateLimit;
+    return error;
   }
 
   /** A job the principal may see: its own, or any of its workspace with `security_events.read`. */
