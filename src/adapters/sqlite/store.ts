@@ -118,24 +118,24 @@ export class SqliteStore implements GatewayStore {
     }
   }
 
-  /** The first row a read statement returns, run in the turn's read transaction. */
-  private read(text: string, ...params: unknown[]): Row | undefined {
+  /** A read statement, run in the turn's read transaction; a storage failure comes out as UNAVAILABLE. */
+  private reading<T>(text: string, run: (statement: Database.Statement) => T): T {
     try {
       this.snapshot.enter();
-      return this.sql.get(text).get(...params) as Row | undefined;
+      return run(this.sql.get(text));
     } catch (error) {
       throw this.failed(error);
     }
   }
 
-  /** Every row a read statement returns, run in the turn's read transaction. */
+  /** The first row a read statement returns. */
+  private read(text: string, ...params: unknown[]): Row | undefined {
+    return this.reading(text, (statement) => statement.get(...params) as Row | undefined);
+  }
+
+  /** Every row a read statement returns. */
   private readAll(text: string, ...params: unknown[]): Row[] {
-    try {
-      this.snapshot.enter();
-      return this.sql.get(text).all(...params) as Row[];
-    } catch (error) {
-      throw this.failed(error);
-    }
+    return this.reading(text, (statement) => statement.all(...params) as Row[]);
   }
 
   async migrate(): Promise<void> {
