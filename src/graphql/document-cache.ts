@@ -94,18 +94,21 @@ export class DocumentCache<V> {
   }
 }
 
+/** A cache as Apollo's key-value stores take it (get, set, delete, all promised), each entry sized by `bytesOf`. */
+function apolloStore<V>(cache: DocumentCache<V>, bytesOf: (key: string, value: V) => number) {
+  return {
+    get: async (key: string) => cache.get(key),
+    set: async (key: string, value: V) => cache.set(key, value, bytesOf(key, value)),
+    delete: async (key: string) => cache.delete(key),
+  };
+}
+
 /**
  * Apollo's store of parsed and validated documents by query hash, bounded by the heap they hold. Apollo's
  * default store counts the JSON of each document, which leaves out the tokens and the objects: a quarter to
  * a third of the heap, so its 30 MiB held over 100 MB.
  */
-export function apolloDocumentStore(cache: DocumentCache<DocumentNode>): DocumentStore {
-  return {
-    get: async (key) => cache.get(key),
-    set: async (key, document) => cache.set(key, document, entryBytes(key, document)),
-    delete: async (key) => cache.delete(key),
-  };
-}
+export const apolloDocumentStore = (cache: DocumentCache<DocumentNode>): DocumentStore => apolloStore(cache, entryBytes);
 
 /** What the persisted-query store may hold: the texts of a few hundred ordinary operations. */
 export const QUERY_TEXT_CACHE_BYTES = 4 * 2 ** 20;
@@ -115,10 +118,5 @@ export const QUERY_TEXT_CACHE_BYTES = 4 * 2 ** 20;
  * hold. A text is kept for any valid query sent with its hash, key or no key, and Apollo's default store
  * counts characters up to 30 Mi of them.
  */
-export function apolloQueryTextStore(cache: DocumentCache<string>): NonNullable<PersistedQueryOptions['cache']> {
-  return {
-    get: async (key) => cache.get(key),
-    set: async (key, text) => cache.set(key, text, CHARACTER_BYTES * (key.length + text.length)),
-    delete: async (key) => cache.delete(key),
-  };
-}
+export const apolloQueryTextStore = (cache: DocumentCache<string>): NonNullable<PersistedQueryOptions['cache']> =>
+  apolloStore(cache, (key, text) => CHARACTER_BYTES * (key.length + text.length));
