@@ -12,6 +12,15 @@ import { waitFor } from '../support/wait.js';
 
 const silent = { info() {}, warn() {}, error() {} };
 
+const workerOptions = (concurrency: number, leaseMs = 30_000) => ({
+  concurrency,
+  leaseMs,
+  pollIntervalMs: 10,
+  maxAttempts: 5,
+  backoffBaseMs: 1000,
+  backoffMaxMs: 60_000,
+});
+
 /** A duplicator whose runs end when the test says, in the order it says. */
 class HeldDuplicator implements Duplicator {
   readonly kind = 'local';
@@ -32,6 +41,15 @@ describe('the job worker', () => {
     await store.migrate();
   });
 
+  /** Enqueues a job due now and waits until the worker runs it, as the duplicator's first run. */
+  async function runningJob(workspaceId: string, clock: ManualClock, duplicator: HeldDuplicator) {
+    const job = jobFixture(workspaceId, { runAt: clock.now() });
+    await store.enqueueJob(job, eventFixture(workspaceId, { jobId: job.id }));
+    worker!.notify();
+    await waitFor(async () => duplicator.runs.length === 1);
+    return job;
+  }
+
   afterEach(async () => {
     await worker?.stop(0);
     await store.close();
@@ -46,7 +64,7 @@ describe('the job worker', () => {
     await store.enqueueJob(job, eventFixture(ws.id, { jobId: job.id }));
     const duplicator = new HeldDuplicator();
     const leaseMs = 30_000;
-    worker = new JobWorker(store, duplicator, clock, { concurrency: 2, leaseMs, pollIntervalMs: 10, maxAttempts: 5, backoffBaseMs: 1000, backoffMaxMs: 60_000 }, silent);
+    worker = new JobWorker(store, duplicator, clock, workerOptions(2, leaseMs), silent);
     worker.start();
     await waitFor(async () => duplicator.runs.length === 1);
 
@@ -72,7 +90,7 @@ describe('the job worker', () => {
     const ws = workspaceFixture();
     await store.createWorkspace(ws);
     const duplicator = new HeldDuplicator();
-    worker = new JobWorker(store, duplicator, clock, { concurrency: 3, leaseMs: 30_000, pollIntervalMs: 10, maxAttempts: 5, backoffBaseMs: 1000, backoffMaxMs: 60_000 }, silent);
+    worker = new JobWorker(store, duplicator, clock, workerOptions(3), silent);
     worker.start();
     // Two jobs claimed one after the other: two claims, two leases.
     const jobs = [jobFixture(ws.id, { runAt: clock.now() }), jobFixture(ws.id, { runAt: clock.now() })];
@@ -95,12 +113,9 @@ describe('the job worker', () => {
     const duplicator = new HeldDuplicator();
     const errors: string[] = [];
     const logger = { ...silent, error: (_details: object, message: string) => void errors.push(message) };
-    worker = new JobWorker(flaky, duplicator, clock, { concurrency: 2, leaseMs: 30_000, pollIntervalMs: 10, maxAttempts: 5, backoffBaseMs: 1000, backoffMaxMs: 60_000 }, logger);
+    worker = new JobWorker(flaky, duplicator, clock, workerOptions(2), logger);
     worker.start();
-    const job = jobFixture(ws.id, { runAt: clock.now() });
-    await store.enqueueJob(job, eventFixture(ws.id, { jobId: job.id }));
-    worker.notify();
-    await waitFor(async () => duplicator.runs.length === 1);
+    const job = await runningJob(ws.id, clock, duplicator);
     duplicator.runs[0]({ kind: 'succeeded', resultCampaignId: null });
     await waitFor(async () => errors.includes('recording the job outcome failed'));
     expect(await store.getJob(ws.id, job.id)).toMatchObject({ status: 'RUNNING' });
@@ -121,12 +136,9 @@ describe('the job worker', () => {
     const record = (_details: object, message: string) => void messages.push(message);
     const logger = { info: record, warn: record, error: record };
     const failing = storeFailingOn(store, ['releaseJobs'], () => true);
-    worker = new JobWorker(failing, duplicator, clock, { concurrency: 1, leaseMs: 30_000, pollIntervalMs: 10, maxAttempts: 5, backoffBaseMs: 1000, backoffMaxMs: 60_000 }, logger);
+    worker = new JobWorker(failing, duplicator, clock, workerOptions(1), logger);
     worker.start();
-    const job = jobFixture(ws.id, { runAt: clock.now() });
-    await store.enqueueJob(job, eventFixture(ws.id, { jobId: job.id }));
-    worker.notify();
-    await waitFor(async () => duplicator.runs.length === 1);
+    const job = await runningJob(ws.id, clock, duplicator);
     await worker.stop(0);
     worker = undefined;
     expect(messages).toContain('returning unfinished jobs to the queue failed; they run again when their lease expires');
