@@ -130,6 +130,16 @@ export class BrazeClient {
       if (!this.keyRefused) this.options.logger?.error({ status }, 'the upstream refused UPSTREAM_API_KEY: duplications fail until it is replaced');
       this.keyRefused = true;
     }
+    if (status >= 200 && status < 300 && /^\s*text\/html\b/i.test(header(response.headers, 'content-type') ?? '')) {
+      // Braze's API never answers with a page: this is a proxy's sign-in page or an UPSTREAM_URL that points at a
+      // website. Counting it as a success would report copies nobody made.
+      return this.failed(method, path, {
+        kind: 'rejected',
+        status,
+        body,
+        error: { code: 'UPSTREAM_NOT_API', message: `The upstream answered ${status} with an HTML page, not Braze's API` },
+      });
+    }
     if (status >= 200 && status < 300) {
       this.keyRefused = false;
       const message = isRecord(body) && typeof body.message === 'string' ? this.safeText(body.message) : undefined;

@@ -79,7 +79,8 @@ describe('upstream mode: campaigns and campaign read through to the upstream', (
     ['a slow upstream', { status: 200, json: { message: 'success' }, delayMs: 10_000 }, 'SERVICE_UNAVAILABLE', 'The upstream did not answer within 300 ms', undefined],
     ['a dropped connection', { drop: true }, 'SERVICE_UNAVAILABLE', 'The connection to the upstream failed', undefined],
     ['a 401 for the gateway', { status: 401, json: { message: `Invalid API key ${UPSTREAM_KEY}` } }, 'UPSTREAM_ERROR', 'The upstream answered 401: Invalid API key [redacted]', undefined],
-    ['a 200 that is not JSON', { status: 200, raw: '<html>hello</html>' }, 'UPSTREAM_ERROR', 'The upstream returned campaign details the gateway cannot read', undefined],
+    ['a 200 that is not JSON', { status: 200, raw: 'hello', headers: { 'content-type': 'text/plain' } }, 'UPSTREAM_ERROR', 'The upstream returned campaign details the gateway cannot read', undefined],
+    ['a 200 web page', { status: 200, raw: '<html>hello</html>' }, 'UPSTREAM_ERROR', "The upstream answered 200 with an HTML page, not Braze's API", undefined],
   ])('%s reaches the caller as a clear GraphQL error, never a hang or internals', async (_, reply, code, message, retryAfterSeconds) => {
     fake.script(DETAILS, reply);
     const response = await graphql(gateway.baseUrl, ws.key, CAMPAIGN, { id: 'cmp-0001' });

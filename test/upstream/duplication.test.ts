@@ -99,7 +99,7 @@ describe('upstream mode: what each upstream answer does to a job', () => {
   it.each<[string, FakeReply, string | null]>([
     ['a 201 that names the copy', { status: 201, json: { message: 'success', new_campaign_id: 'cmp-copy-1' } }, 'cmp-copy-1'],
     ['a 201 naming the copy with an implausible id', { status: 201, json: { message: 'success', new_campaign_id: `cmp\u0000${'x'.repeat(200)}` } }, null],
-    ['a 202 with a non-JSON body', { status: 202, raw: 'Accepted' }, null],
+    ['a 202 with a plain-text body', { status: 202, raw: 'Accepted', headers: { 'content-type': 'text/plain' } }, null],
     ['a 202 whose body never ends', { status: 202, json: { message: 'success' }, stallBody: true }, null],
   ])('%s succeeds on the first attempt', async (_, reply, resultCampaignId) => {
     h.fake.script(DUPLICATE, reply);
@@ -115,6 +115,12 @@ describe('upstream mode: what each upstream answer does to a job', () => {
     [403, { status: 403, json: { message: 'Access Denied', errors: ['missing campaigns.duplicate'] } }, 'UPSTREAM_FORBIDDEN', 'The upstream answered 403: Access Denied; missing campaigns.duplicate'],
     [404, { status: 404, json: { message: 'Not Found' } }, 'UPSTREAM_NOT_FOUND', 'The upstream answered 404: Not Found'],
     [400, { status: 400, raw: '<html><body>Bad Request</body></html>' }, 'UPSTREAM_BAD_REQUEST', 'The upstream answered 400: no JSON body'],
+    [
+      200,
+      { status: 200, raw: '<!doctype html><html><body>Sign in</body></html>' },
+      'UPSTREAM_NOT_API',
+      "The upstream answered 200 with an HTML page, not Braze's API",
+    ],
   ])('%i fails at once with the upstream message in the error and the event', async (_, reply, code, message) => {
     h.fake.script(DUPLICATE, reply);
     const { id, name } = await enqueue(h);
