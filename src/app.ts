@@ -31,7 +31,7 @@ import { LocalDuplicator } from './duplicators/local.js';
 import { GatewayMetrics } from './http/metrics.js';
 import { buildHttpServer } from './http/server.js';
 import { RetentionPruner } from './jobs/retention.js';
-import { JobWorker } from './jobs/worker.js';
+import { JobWorker, RETRY_BACKOFF } from './jobs/worker.js';
 import { checkDependencies } from './readiness.js';
 
 export interface App {
@@ -208,8 +208,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       leaseMs: config.jobLeaseMs,
       pollIntervalMs: 500,
       maxAttempts: config.jobMaxAttempts,
-      backoffBaseMs: 1000,
-      backoffMaxMs: 5 * 60_000,
+      ...RETRY_BACKOFF,
     },
     http.log.child({ component: 'worker' }),
     metrics.workerObserver,

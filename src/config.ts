@@ -221,7 +221,9 @@ export function loadConfig(env: Env = process.env): Config {
     // in flight drain a queue fast. Upstream, each one holds a connection to Braze.
     workerConcurrency: integer(env, 'WORKER_CONCURRENCY', upstreamUrl ? 4 : 32, 0, 1000),
     jobLeaseMs,
-    jobMaxAttempts: integer(env, 'JOB_MAX_ATTEMPTS', 5, 1, 100),
+    // 10 attempts keep a job retrying for 4 to 9 minutes (backoff from 1 s, doubling, jittered), so an upstream
+    // outage of a few minutes does not fail the jobs accepted during it.
+    jobMaxAttempts: integer(env, 'JOB_MAX_ATTEMPTS', 10, 1, 100),
     shutdownGraceMs,
     bodyLimitBytes: integer(env, 'BODY_LIMIT_BYTES', 64 * 1024, 1024, 10 * 1024 * 1024),
     idempotencyTtlMs,

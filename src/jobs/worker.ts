@@ -29,6 +29,9 @@ export interface WorkerObserver {
   jobDeferred?(): void;
 }
 
+/** The gateway's retry schedule: from 1 s, doubling per attempt, never more than 5 minutes. */
+export const RETRY_BACKOFF = { backoffBaseMs: 1000, backoffMaxMs: 5 * 60_000 } as const;
+
 /** Exponential backoff with jitter, never shorter than what the upstream asked for. */
 export function backoffDelay(attempt: number, options: Pick<WorkerOptions, 'backoffBaseMs' | 'backoffMaxMs'>, retryAfterMs = 0, random = Math.random): number {
   const exponential = Math.min(options.backoffMaxMs, options.backoffBaseMs * 2 ** Math.max(0, attempt - 1));

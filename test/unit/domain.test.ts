@@ -4,7 +4,7 @@ import { decodeOffsetCursor, decodeRowCursor, encodeCursor } from '../../src/dom
 import { GatewayError } from '../../src/domain/errors.js';
 import { generateApiKey, hashApiKey, isWellFormedApiKey } from '../../src/domain/keys.js';
 import { parseDuplicateInput } from '../../src/domain/validation.js';
-import { backoffDelay } from '../../src/jobs/worker.js';
+import { backoffDelay, RETRY_BACKOFF } from '../../src/jobs/worker.js';
 
 describe('API keys', () => {
   it('look like cgw_ + 38 base62 characters, and are never the same twice', () => {
@@ -89,6 +89,17 @@ describe('backoff', () => {
     expect(backoffDelay(4, options, 0, () => 1)).toBe(8000);
     expect(backoffDelay(20, options, 0, () => 1)).toBe(60_000);
     expect(backoffDelay(1, options, 30_000, () => 1)).toBe(30_000);
+  });
+
+  it('keeps a job retrying for 4 to 9 minutes by default, so an upstream outage of minutes fails no job', () => {
+    const { jobMaxAttempts } = loadConfig({});
+    const waits = (jitter: number) => {
+      let total = 0;
+      for (let attempt = 1; attempt < jobMaxAttempts; attempt += 1) total += backoffDelay(attempt, RETRY_BACKOFF, 0, () => jitter);
+      return total;
+    };
+    expect(waits(0)).toBeGreaterThanOrEqual(4 * 60_000);
+    expect(waits(1)).toBeLessThan(9 * 60_000);
   });
 });
 
