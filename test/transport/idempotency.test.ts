@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { dependencyUnavailable } from '../../src/domain/errors.js';
+import { ManualClock } from '../support/clock.js';
 import { startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { transports } from '../support/transports.js';
 
@@ -13,8 +14,10 @@ afterAll(async () => {
   await gateway?.close();
 });
 
-const requested = async (team: TestWorkspace) =>
-  (await gateway.app.store.listEvents(team.workspace.id, { types: ['CAMPAIGN_DUPLICATION_REQUESTED'] }, { first: 200 })).length;
+const requested = async (team: TestWorkspace, gw: TestGateway = gateway) =>
+  (await gw.app.store.listEvents(team.workspace.id, { types: ['CAMPAIGN_DUPLICATION_REQUESTED'] }, { first: 200 })).length;
+
+const HOUR = 3600_000;
 
 describe.each(transports)('idempotency keys over $name', (transport) => {
   it('returns the same job for a retried request without taking a second quota point', async () => {
@@ -38,6 +41,27 @@ describe.each(transports)('idempotency keys over $name', (transport) => {
     expect(again.jobId).toBe(first.jobId);
     const status = transport.name === 'REST' ? again.response.body.status : again.response.body.data.duplicateCampaign.job.status;
     expect(status).toBe(transport.name === 'REST' ? 'succeeded' : 'SUCCEEDED');
+  });
+
+  it('keeps a key for IDEMPOTENCY_TTL_HOURS: the same job until then, a new job after', async () => {
+    const clock = new ManualClock();
+    const short = await startGateway({ IDEMPOTENCY_TTL_HOURS: '1', WORKER_CONCURRENCY: '0' }, { clock });
+    try {
+      const team = await short.workspace();
+      const args = { campaignId: team.campaign.id, name: 'hourly report' };
+      const first = await transport.duplicate(short.baseUrl, team.key, args, { idempotencyKey: 'report-1' });
+      expect(first.jobId).not.toBeNull();
+      clock.advance(HOUR - 1);
+      expect((await transport.duplicate(short.baseUrl, team.key, args, { idempotencyKey: 'report-1' })).jobId).toBe(first.jobId);
+      clock.advance(1);
+      const after = await transport.duplicate(short.baseUrl, team.key, args, { idempotencyKey: 'report-1' });
+      expect(after.status).toBe(first.status);
+      expect(after.jobId).not.toBeNull();
+      expect(after.jobId).not.toBe(first.jobId);
+      expect(await requested(team, short)).toBe(2);
+    } finally {
+      await short.close();
+    }
   });
 
   it('refuses the same key with a different body as CONFLICT (422 over REST)', async () => {
