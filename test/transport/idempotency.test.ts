@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { dependencyUnavailable } from '../../src/domain/errors.js';
 import { ManualClock } from '../support/clock.js';
-import { startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { startGateway, storeHeldOn, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { transports } from '../support/transports.js';
 
 let gateway: TestGateway;
@@ -61,6 +61,45 @@ describe.each(transports)('idempotency keys over $name', (transport) => {
       expect(await requested(team, short)).toBe(2);
     } finally {
       await short.close();
+    }
+  });
+
+  it('tells a repeat sent while the first request is still being accepted to come back in a second: Retry-After over REST, retryAfterSeconds over GraphQL', async () => {
+    let arrived!: () => void;
+    let release!: () => void;
+    const reached = new Promise<void>((resolve) => (arrived = resolve));
+    const released = new Promise<void>((resolve) => (release = resolve));
+    // The first request waits, its key reserved, until the repeat has been answered.
+    let holding = true;
+    const held = await startGateway({ WORKER_CONCURRENCY: '0' }, {}, {
+      wrapStore: (store) =>
+        storeHeldOn(store, ['enqueueJob'], () => {
+          if (!holding) return undefined;
+          holding = false;
+          arrived();
+          return released;
+        }),
+    });
+    try {
+      const team = await held.workspace();
+      const args = { campaignId: team.campaign.id, name: 'slow to accept' };
+      const first = transport.duplicate(held.baseUrl, team.key, args, { idempotencyKey: 'in-flight' });
+      await reached;
+      const repeat = await transport.duplicate(held.baseUrl, team.key, args, { idempotencyKey: 'in-flight' });
+      release();
+      expect((await first).jobId).not.toBeNull();
+      expect(repeat.jobId).toBeNull();
+      expect(repeat.code).toBe('CONFLICT');
+      expect(repeat.message).toMatch(/still being processed/);
+      if (transport.name === 'REST') {
+        expect(repeat.status).toBe(409);
+        expect(repeat.response.headers['retry-after']).toBe('1');
+      } else {
+        expect(repeat.response.body.errors[0].extensions.retryAfterSeconds).toBe(1);
+      }
+    } finally {
+      release();
+      await held.close();
     }
   });
 
