@@ -7,6 +7,7 @@ import { RetentionPruner } from '../../src/jobs/retention.js';
 import { ManualClock } from '../support/clock.js';
 import { eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
 import { componentLines, recordingLogger, startGateway, storeHeldOn, waitFor } from '../support/gateway.js';
+import { jobEvents, rest } from '../support/transports.js';
 
 const DAY = 86_400_000;
 const silent = { info() {}, warn() {}, error() {} };
@@ -91,6 +92,28 @@ describe('retention', () => {
     try {
       const pruned = await waitFor(async () => componentLines(lines, 'retention').find((line) => line.msg === 'pruned old records'));
       expect(pruned).toMatchObject({ level: 30, jobs: 0, events: 3, idempotencyKeys: 0 });
+    } finally {
+      await gateway.close();
+    }
+  });
+
+  it('with the default periods, prunes a finished job after 7 days and keeps its events until 90', async () => {
+    const gateway = await startGateway({}, { store, clock });
+    try {
+      const team = await gateway.workspace();
+      const { jobId } = await rest.duplicate(gateway.baseUrl, team.key, { campaignId: team.campaign.id, name: 'audited copy' });
+      await waitFor(async () => (await jobEvents(gateway.baseUrl, team.key, jobId!)).job?.status === 'SUCCEEDED');
+      // The pass the gateway started with is over before the clock moves.
+      await gateway.app.retention.pruneOnce();
+
+      clock.advance(8 * DAY);
+      expect(await gateway.app.retention.pruneOnce()).toMatchObject({ jobs: 1, events: 0 });
+      expect(await store.getJob(team.workspace.id, jobId!)).toBeNull();
+      expect(await jobEvents(gateway.baseUrl, team.key, jobId!)).toEqual({ types: ['CAMPAIGN_DUPLICATED', 'CAMPAIGN_DUPLICATION_REQUESTED'], job: null });
+
+      clock.advance(83 * DAY);
+      await gateway.app.retention.pruneOnce();
+      expect((await jobEvents(gateway.baseUrl, team.key, jobId!)).types).toEqual([]);
     } finally {
       await gateway.close();
     }
