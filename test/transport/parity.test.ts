@@ -288,3 +288,29 @@ describe('X-RateLimit-* on POST /campaigns/duplicate', () => {
     expect(reset).toBeLessThanOrEqual(Math.ceil(Date.now() / 1000) + 3600);
   });
 });
+
+describe('connections in local mode', () => {
+  const connection = (field: string) =>
+    `query ($first: Int, $after: String) { ${field}(first: $first, after: $after) { edges { node { id } } pageInfo { hasNextPage endCursor } } }`;
+
+  // A fresh workspace has one campaign, and one event: its key's creation.
+  it.each([
+    ['securityEvents', (team: TestWorkspace) => Promise.all([team.addKey(['campaigns.list']), team.addKey(['campaigns.list'])])],
+    ['campaigns', (team: TestWorkspace) => Promise.all(['second', 'third'].map((name) => gateway.app.admin.addCampaign(team.workspace.id, { name, description: null, tagNames: [], body: {} })))],
+  ])('%s: a last page that is exactly full says there is no next page', async (field, addTwo) => {
+    const team = await gateway.workspace();
+    await addTwo(team);
+    const page = async (first: number, after?: string) =>
+      (await graphql(gateway.baseUrl, team.key, connection(field), { first, after })).body.data[field];
+    expect((await page(200)).edges).toHaveLength(3);
+
+    const whole = await page(3);
+    expect(whole.edges).toHaveLength(3);
+    expect(whole.pageInfo.hasNextPage).toBe(false);
+    const head = await page(2);
+    expect(head.pageInfo.hasNextPage).toBe(true);
+    const tail = await page(1, head.pageInfo.endCursor);
+    expect(tail.pageInfo.hasNextPage).toBe(false);
+    expect([...head.edges, ...tail.edges]).toEqual(whole.edges);
+  });
+});
