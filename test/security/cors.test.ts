@@ -47,6 +47,27 @@ describe('CORS with CORS_ORIGINS set', () => {
     expect(result.headers['access-control-allow-credentials']).toBeUndefined();
   });
 
+  it("lets a configured origin send Idempotency-Key to POST /campaigns/duplicate and read the 202's headers", async () => {
+    const listed = (value: string | string[] | undefined) => String(value).toLowerCase().split(/\s*,\s*/);
+    const allowed = await http(gw.baseUrl, 'OPTIONS', '/campaigns/duplicate', {
+      headers: { origin: APP, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization, content-type, idempotency-key' },
+    });
+    expect(allowed.status).toBe(204);
+    expect(allowed.headers['access-control-allow-origin']).toBe(APP);
+    expect(listed(allowed.headers['access-control-allow-headers'])).toEqual(expect.arrayContaining(['authorization', 'content-type', 'idempotency-key']));
+
+    const accepted = await http(gw.baseUrl, 'POST', '/campaigns/duplicate', {
+      headers: { ...json, ...bearer(ws.key), origin: APP, 'idempotency-key': 'from-a-browser' },
+      body: JSON.stringify({ campaign_id: ws.campaign.id, name: 'copied from a browser' }),
+    });
+    expect(accepted.status).toBe(202);
+    expect(accepted.headers['access-control-allow-origin']).toBe(APP);
+    // What a client reads from a 202, and Retry-After, which the same route sends on a 409 or a 429.
+    const read = ['location', 'x-ratelimit-limit', 'x-ratelimit-remaining', 'x-ratelimit-reset', 'x-request-id'];
+    for (const name of read) expect(accepted.headers[name]).toBeDefined();
+    expect(listed(accepted.headers['access-control-expose-headers'])).toEqual(expect.arrayContaining([...read, 'retry-after']));
+  });
+
   it.each(['https://evil.example', 'null', `${APP}.evil.example`, 'https://APP.example.com', 'http://app.example.com', `${APP}:8443`])(
     'gives origin %s nothing: no CORS headers on a preflight or a request',
     async (origin) => {
