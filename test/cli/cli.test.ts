@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXIT, runCli } from '../../src/cli/commands.js';
+import type { Clock } from '../../src/domain/ports.js';
 import { graphql, startGateway, type TestGateway } from '../support/gateway.js';
 import { ManualClock } from '../support/clock.js';
 import { rest } from '../support/transports.js';
@@ -16,22 +17,25 @@ describe('the CLI', () => {
   const clock = new ManualClock(new Date('2026-06-01T00:00:00.000Z'));
   let gw: TestGateway;
 
-  const cli = async (...argv: string[]) => {
+  /** The CLI run at the time `at` says, which is the gateway's unless a test needs another. */
+  const cliAt = async (at: Clock, argv: string[]) => {
     let stdout = '';
     let stderr = '';
     const code = await runCli(argv, {
       env: { DATA_DIR: dataDir },
       stdout: (text) => (stdout += text),
       stderr: (text) => (stderr += text),
-      clock,
+      clock: at,
     });
     return { code, stdout, stderr };
   };
-  const cliJson = async (...argv: string[]) => {
-    const result = await cli(...argv, '--json');
+  const cli = (...argv: string[]) => cliAt(clock, argv);
+  const cliJsonAt = async (at: Clock, argv: string[]) => {
+    const result = await cliAt(at, [...argv, '--json']);
     expect(result).toMatchObject({ code: EXIT.ok, stderr: '' });
     return JSON.parse(result.stdout);
   };
+  const cliJson = (...argv: string[]) => cliJsonAt(clock, argv);
 
   beforeAll(async () => {
     // The gateway and the CLI share the store, as an operator's would.
@@ -98,6 +102,20 @@ describe('the CLI', () => {
     const outside = await rest.job(gw.baseUrl, inThirtyDays.key, 'none', from('192.0.2.1'));
     expect(outside.status).toBe(403);
     expect((await graphql(gw.baseUrl, inThirtyDays.key, query)).status).toBe(403);
+  });
+
+  it('lists a key as expired from its expiry on, in text and JSON', async () => {
+    const created = await cliJson('keys', 'create', '--workspace', 'acme', '--name', 'short-lived', '--permissions', 'campaigns.list', '--expires-in', '90s');
+    const statusAt = async (at: Clock) => {
+      const text = await cliAt(at, ['keys', 'list', '--workspace', 'acme']);
+      const row = text.stdout.split('\n').find((line) => line.startsWith(created.id));
+      const listed = (await cliJsonAt(at, ['keys', 'list', '--workspace', 'acme'])).find((key: { id: string }) => key.id === created.id);
+      return { text: row?.split(/ {2,}/)[5], json: listed.status };
+    };
+    expect(await statusAt(clock)).toEqual({ text: 'active', json: 'active' });
+    // Later for the CLI only: the gateway shares `clock` with the other tests.
+    const expiry = new ManualClock(new Date(created.expiresAt));
+    expect(await statusAt(expiry)).toEqual({ text: 'expired', json: 'expired' });
   });
 
   it('revokes a key at once, and says so when it already was', async () => {
