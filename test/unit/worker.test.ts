@@ -85,6 +85,30 @@ describe('the job worker', () => {
     expect(duplicator.runs).toHaveLength(2);
   });
 
+  it('fails a job whose runs keep dying with their lease once its attempts are spent, instead of running it forever', async () => {
+    const clock = new ManualClock();
+    const ws = workspaceFixture();
+    await store.createWorkspace(ws);
+    const job = jobFixture(ws.id, { runAt: clock.now() });
+    await store.enqueueJob(job, eventFixture(ws.id, { jobId: job.id }));
+    const options = workerOptions(1);
+    // Each of these claims is a run whose process died (or hung) with the job: it never reports back.
+    for (let run = 1; run <= options.maxAttempts; run += 1) {
+      expect(await store.claimJobs(`crashed-${run}`, 1, clock.now(), new Date(clock.now().getTime() + options.leaseMs))).toHaveLength(1);
+      clock.advance(options.leaseMs + 1);
+    }
+    const duplicator = new HeldDuplicator();
+    worker = new JobWorker(store, duplicator, clock, options, silent);
+    worker.start();
+
+    // Done when the job failed, or when it was run once more: the job that kills its runs must not be.
+    await waitFor(async () => duplicator.runs.length > 0 || (await store.getJob(ws.id, job.id))?.status === 'FAILED');
+    expect(duplicator.runs).toHaveLength(0);
+    expect(await store.getJob(ws.id, job.id)).toMatchObject({ status: 'FAILED', attempts: options.maxAttempts + 1, error: { code: 'ATTEMPTS_EXHAUSTED' } });
+    const events = await store.listEvents(ws.id, { jobId: job.id, types: ['CAMPAIGN_DUPLICATION_FAILED'] }, { first: 10 });
+    expect(events).toMatchObject([{ details: { error: { code: 'ATTEMPTS_EXHAUSTED' } } }]);
+  });
+
   it('hands back, when it stops, the jobs of every claim still running', async () => {
     const clock = new ManualClock();
     const ws = workspaceFixture();
