@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-/** One scripted answer. Without `hang`, `drop` or `stallBody` it is an ordinary response. */
+/** One scripted answer. Without `hang`, `drop`, `stallBody` or `trickleMs` it is an ordinary response. */
 export interface FakeReply {
   status?: number;
   /** Sent as JSON. */
@@ -17,6 +17,8 @@ export interface FakeReply {
   drop?: boolean;
   /** Sends the status and the start of a body, then nothing more. */
   stallBody?: boolean;
+  /** Sends the status, then the body a byte at a time, one every this many ms, then spaces: it never ends, nor idles. */
+  trickleMs?: number;
 }
 
 export interface RecordedRequest {
@@ -92,6 +94,16 @@ export async function startFakeBraze(apiKey: string, campaigns: FakeCampaign[] =
     response.writeHead(status, { 'content-type': type, ...headers });
     if (reply.stallBody) {
       response.write(body.slice(0, Math.max(1, Math.floor(body.length / 2))) || ' ');
+      return;
+    }
+    if (reply.trickleMs) {
+      let sent = 0;
+      const timer = setInterval(() => response.write(body[sent++] ?? ' '), reply.trickleMs);
+      timers.add(timer);
+      response.on('close', () => {
+        clearInterval(timer);
+        timers.delete(timer);
+      });
       return;
     }
     response.end(body);

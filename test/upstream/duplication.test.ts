@@ -220,12 +220,14 @@ describe('upstream mode: what each upstream answer does to a job', () => {
     ['an answer slower than the timeout', { status: 202, json: { message: 'success' }, delayMs: 10_000 }, 'UPSTREAM_TIMEOUT'],
     ['an upstream that never answers', { hang: true }, 'UPSTREAM_TIMEOUT'],
     ['a 500 whose body never ends', { status: 500, raw: '<html>', stallBody: true }, 'UPSTREAM_UNAVAILABLE'],
+    // Never idle long enough for a per-read timeout: only the deadline on the whole call ends it.
+    ['a 500 whose body trickles without end', { status: 500, raw: '<html>', trickleMs: 100 }, 'UPSTREAM_UNAVAILABLE'],
     ['a dropped connection', { drop: true }, 'UPSTREAM_UNREACHABLE'],
   ])('%s is retried, and never holds the worker past the timeout', async (_, reply, code) => {
     h.fake.script(DUPLICATE, reply);
     const { id, name } = await enqueue(h);
-    const job = await until(h, id, retried(1));
-    expect(job.error?.code).toBe(code);
+    const job = await until(h, id, (current) => retried(1)(current) || finished(current));
+    expect(job).toMatchObject({ status: 'PENDING', attempts: 1, error: { code } });
     advanceTo(h, job.runAt);
     expect(await until(h, id, finished)).toMatchObject({ status: 'SUCCEEDED', attempts: 2, error: null });
     expect(requestsFor(h, name)).toHaveLength(2);
