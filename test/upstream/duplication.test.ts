@@ -223,6 +223,7 @@ describe('upstream mode: what each upstream answer does to a job', () => {
     // Never idle long enough for a per-read timeout: only the deadline on the whole call ends it.
     ['a 500 whose body trickles without end', { status: 500, raw: '<html>', trickleMs: 100 }, 'UPSTREAM_UNAVAILABLE'],
     ['a dropped connection', { drop: true }, 'UPSTREAM_UNREACHABLE'],
+    ['a 408 Request Timeout', { status: 408, json: { message: 'Request Timeout' } }, 'UPSTREAM_UNAVAILABLE'],
   ])('%s is retried, and never holds the worker past the timeout', async (_, reply, code) => {
     h.fake.script(DUPLICATE, reply);
     const { id, name } = await enqueue(h);
