@@ -3,13 +3,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SqliteStore } from '../../src/adapters/sqlite/store.js';
+import { startFakeBraze, type FakeBraze } from '../support/fake-braze.js';
 import { http, startGateway, type TestGateway } from '../support/gateway.js';
 
 describe('/readyz', () => {
   let gateway: TestGateway | undefined;
+  let fake: FakeBraze | undefined;
   const dirs: string[] = [];
 
   afterEach(async () => {
+    // The upstream first: a call it still holds would keep the gateway's client from closing.
+    await fake?.close();
+    fake = undefined;
     await gateway?.close();
     gateway = undefined;
     for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
@@ -38,6 +43,30 @@ describe('/readyz', () => {
       status: 'not ready',
       message: expect.stringMatching(/^store: failing/),
       checks: { store: { status: 'down' }, quota: { status: 'up' } },
+    });
+  });
+
+  it('answers 503 naming a dependency whose check hangs, without waiting for that dependency', async () => {
+    fake = await startFakeBraze('upstream-key');
+    fake.script('GET /', { hang: true });
+    // Upstream calls may take a minute; a readiness probe cannot wait that long.
+    gateway = await startGateway({
+      UPSTREAM_URL: fake.url,
+      UPSTREAM_API_KEY: 'upstream-key',
+      UPSTREAM_TIMEOUT_MS: '60000',
+      JOB_LEASE_SECONDS: '120',
+      WORKER_CONCURRENCY: '0',
+    });
+    const response = await http(gateway.baseUrl, 'GET', '/readyz');
+    expect(response.status).toBe(503);
+    expect(response.body).toEqual({
+      status: 'not ready',
+      message: 'upstream: did not answer within 2000 ms',
+      checks: {
+        store: { status: 'up', backend: 'sqlite' },
+        quota: { status: 'up', backend: 'memory' },
+        upstream: { status: 'down', message: 'did not answer within 2000 ms' },
+      },
     });
   });
 });
