@@ -1,7 +1,9 @@
 import { once } from 'node:events';
 import { connect } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { startGateway } from '../support/gateway.js';
+import { createStore } from '../../src/app.js';
+import { startFakeBraze } from '../support/fake-braze.js';
+import { bearer, http, json, startGateway, waitFor } from '../support/gateway.js';
 
 describe('closing the gateway', () => {
   it('cuts a connection still sending its request when the grace period ends, instead of waiting for it', async () => {
@@ -18,5 +20,36 @@ describe('closing the gateway', () => {
     await gateway.close();
     await cut;
     expect(slow.destroyed).toBe(true);
+  });
+
+  it('lets a job still waiting on the upstream finish, instead of handing it back to be sent to Braze again', async () => {
+    const fake = await startFakeBraze('upstream-key');
+    // Well within the grace period, but still on its way when the gateway closes.
+    fake.script('POST /campaigns/duplicate', { status: 202, json: { message: 'success' }, delayMs: 1000 });
+    const gateway = await startGateway({ UPSTREAM_URL: fake.url, UPSTREAM_API_KEY: 'upstream-key', UPSTREAM_TIMEOUT_MS: '5000' });
+    try {
+      const { key, workspace } = await gateway.workspace();
+      const accepted = await http(gateway.baseUrl, 'POST', '/campaigns/duplicate', {
+        headers: { ...json, ...bearer(key) },
+        body: JSON.stringify({ campaign_id: 'cmp-0001', name: 'copied while closing' }),
+      });
+      expect(accepted.status).toBe(202);
+      await waitFor(async () => fake.requestsTo('POST /campaigns/duplicate').length === 1);
+      await gateway.app.close();
+
+      // What the next gateway on this store finds: the job done, nothing left to send again.
+      const store = await createStore(gateway.config);
+      try {
+        expect(await store.getJob(workspace.id, accepted.body.job_id)).toMatchObject({ status: 'SUCCEEDED', attempts: 1, leaseOwner: null });
+        const events = await store.listEvents(workspace.id, { jobId: accepted.body.job_id }, { first: 10 });
+        expect(events.map((event) => event.type)).toEqual(['CAMPAIGN_DUPLICATED', 'CAMPAIGN_DUPLICATION_REQUESTED']);
+      } finally {
+        await store.close();
+      }
+      expect(fake.requestsTo('POST /campaigns/duplicate')).toHaveLength(1);
+    } finally {
+      await gateway.close();
+      await fake.close();
+    }
   });
 });
