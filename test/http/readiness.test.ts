@@ -59,14 +59,7 @@ describe('/readyz', () => {
     });
     const response = await http(gateway.baseUrl, 'GET', '/readyz');
     expect(response.status).toBe(503);
-    expect(response.body).toEqual({
-      status: 'not ready',
-      message: 'upstream: did not answer within 2000 ms',
-      checks: {
-        store: { status: 'up', backend: 'sqlite' },
-        quota: { status: 'up', backend: 'memory' },
-        upstream: { status: 'down', message: 'did not answer within 2000 ms' },
-      },
-    });
+    expect(response.body).toMatchObject({ status: 'not ready', message: 'upstream: did not answer within 2000 ms' });
+    expect(response.body.checks.upstream).toEqual({ status: 'down', message: 'did not answer within 2000 ms' });
   });
 });
