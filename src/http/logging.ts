@@ -3,11 +3,26 @@ import { prettyFactory } from 'pino-pretty';
 import type { Config } from '../config.js';
 import { redactApiKeys } from '../domain/keys.js';
 
-// Query parameters whose values are secrets whatever they look like.
-const SECRET_PARAMS = /([?&](?:api[_-]?key|key|token|access[_-]?token|auth|authorization|password|secret)=)[^&#]*/gi;
+const QUERY_PARAMETER = /([?&])([^=&#]*)=([^&#]*)/g;
+// Matched against the name in lower case without '-' and '_', so `X-Api-Key`, `client_secret` and `accessToken` all match.
+const SECRET_NAME_PART = /key|secret|token|passw(?:or)?d|auth|signature/;
+const SECRET_NAMES = new Set(['sig', 'code', 'credential', 'credentials']);
+
+/** Whether a query parameter's value is a secret whatever it looks like, judged by the parameter's name. */
+function isSecretParameter(name: string): boolean {
+  let decoded = name;
+  try {
+    decoded = decodeURIComponent(name.replace(/\+/g, ' '));
+  } catch {
+    // A malformed escape: judged as it was sent.
+  }
+  const normalized = decoded.toLowerCase().replace(/[-_]/g, '');
+  return SECRET_NAME_PART.test(normalized) || SECRET_NAMES.has(normalized);
+}
 
 /** A URL as it may be logged: no secret query parameter values, no key-shaped tokens. */
-export const redactUrl = (url: string): string => redactApiKeys(url.replace(SECRET_PARAMS, '$1[redacted]'));
+export const redactUrl = (url: string): string =>
+  redactApiKeys(url.replace(QUERY_PARAMETER, (parameter, separator: string, name: string) => (isSecretParameter(name) ? `${separator}${name}=[redacted]` : parameter)));
 
 export function usesPrettyLogs(config: Config, stdoutIsTty = Boolean(process.stdout.isTTY)): boolean {
   if (config.logFormat !== 'auto') return config.logFormat === 'pretty';

@@ -88,6 +88,31 @@ describe('logs', () => {
     expect(sink.text).not.toContain('hunter2-secret');
   });
 
+  it('redacts every query parameter whose name says it holds a secret, and keeps the others', async () => {
+    const secrets = [
+      'x-api-key=sekritX',
+      'client_secret=sekritZ',
+      'sig=sekritW',
+      'Signature=sekritS',
+      'access_token=sekritA',
+      'refreshToken=sekritR',
+      'password=sekritP',
+      'passwd=sekritD',
+      'oauth_verifier=sekritO',
+      'code=sekritC',
+      'Credentials=sekritK',
+      'x%2Dapi%2Dkey=sekritE',
+    ];
+    const response = await http(gateway.baseUrl, 'GET', `/healthz?${secrets.join('&')}&page=2&campaign_id=visible-id&signed=yes`, {
+      headers: { 'x-request-id': 'secret-params' },
+    });
+    expect(response.status).toBe(200);
+    await completed('secret-params');
+    const logged = sink.lines().find((line) => line.reqId === 'secret-params' && line.req)?.req.url;
+    expect(logged).toBe(`/healthz?${secrets.map((pair) => `${pair.split('=')[0]}=[redacted]`).join('&')}&page=2&campaign_id=visible-id&signed=yes`);
+    expect(sink.text).not.toContain('sekrit');
+  });
+
   it('logs a request Node cannot parse under the id it was answered with, and nothing of what it sent', async () => {
     const { head } = await rawHttp(gateway.baseUrl, 'GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer hunter2-secret\r\nBad Header: 1\r\n\r\n');
     const requestId = /\r\nx-request-id: ([^\r]+)/i.exec(head)?.[1];
