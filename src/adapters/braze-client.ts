@@ -37,6 +37,13 @@ const REJECTED_CODES: Record<number, string> = {
   404: 'UPSTREAM_NOT_FOUND',
 };
 
+/** What the log line of a failed call says about the call. */
+interface CallContext {
+  method: string;
+  path: string;
+  jobId?: string;
+}
+
 export const isRecord = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value);
 
@@ -66,7 +73,8 @@ export class BrazeClient {
   async call(
     method: 'GET' | 'POST',
     path: string,
-    options: { query?: Record<string, string>; json?: unknown } = {},
+    /** `jobId`: the job the call is made for, named in the log line of a failed call. */
+    options: { query?: Record<string, string>; json?: unknown; jobId?: string } = {},
   ): Promise<UpstreamResponse> {
     const query = options.query ? `?${new URLSearchParams(options.query)}` : '';
     const headers: Record<string, string> = {
@@ -88,9 +96,9 @@ export class BrazeClient {
       });
       text = await response.body.text().catch(() => null);
     } catch (error) {
-      return this.failed(method, path, this.networkFailure(error), error);
+      return this.failed({ method, path, jobId: options.jobId }, this.networkFailure(error), error);
     }
-    return this.classify(method, path, response, text);
+    return this.classify({ method, path, jobId: options.jobId }, response, text);
   }
 
   /** Reachability for /readyz: any answer below 500 from the upstream's origin, without the key. */
@@ -123,7 +131,7 @@ export class BrazeClient {
     return this.keyRefused;
   }
 
-  private classify(method: string, path: string, response: Dispatcher.ResponseData, text: string | null): UpstreamResponse {
+  private classify(call: CallContext, response: Dispatcher.ResponseData, text: string | null): UpstreamResponse {
     const status = response.statusCode;
     const body = parseJson(text);
     if (status === 401) {
@@ -133,7 +141,7 @@ export class BrazeClient {
     if (status >= 200 && status < 300 && /^\s*text\/html\b/i.test(header(response.headers, 'content-type') ?? '')) {
       // Braze's API never answers with a page: this is a proxy's sign-in page or an UPSTREAM_URL that points at a
       // website. Counting it as a success would report copies nobody made.
-      return this.failed(method, path, {
+      return this.failed(call, {
         kind: 'rejected',
         status,
         body,
@@ -148,14 +156,14 @@ export class BrazeClient {
     const message = `The upstream answered ${status}: ${this.upstreamMessage(body)}`;
     if (status === 408 || status === 429 || status >= 500) {
       const retryAfterMs = this.retryAfterMs(response.headers, status === 429);
-      return this.failed(method, path, {
+      return this.failed(call, {
         kind: 'unavailable',
         status,
         error: { code: status === 429 ? 'UPSTREAM_RATE_LIMITED' : 'UPSTREAM_UNAVAILABLE', message },
         ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
       });
     }
-    return this.failed(method, path, {
+    return this.failed(call, {
       kind: 'rejected',
       status,
       body,
@@ -228,10 +236,14 @@ export class BrazeClient {
     };
   }
 
-  private failed<T extends UpstreamResponse>(method: string, path: string, response: T, cause?: unknown): T {
+  private failed<T extends UpstreamResponse>(call: CallContext, response: T, cause?: unknown): T {
     if (response.kind !== 'ok') {
       const detail = cause instanceof Error ? { name: cause.name, code: (cause as { code?: unknown }).code, message: cause.message } : undefined;
-      this.options.logger?.warn({ method, path, status: response.status, error: response.error, cause: detail }, 'upstream call failed');
+      const { method, path, jobId } = call;
+      this.options.logger?.warn(
+        { method, path, ...(jobId === undefined ? {} : { jobId }), status: response.status, error: response.error, cause: detail },
+        'upstream call failed',
+      );
     }
     return response;
   }

@@ -50,7 +50,7 @@ export class BrazeDuplicator implements Duplicator {
     }
     if (waitMs > 0) return { kind: 'deferred', retryAfterMs: waitMs };
 
-    const response = await this.client.call('POST', '/campaigns/duplicate', { json: brazeDuplicateBody(job) });
+    const response = await this.client.call('POST', '/campaigns/duplicate', { json: brazeDuplicateBody(job), jobId: job.id });
     switch (response.kind) {
       case 'ok':
         return {

@@ -195,7 +195,10 @@ export class JobWorker {
       const outcome = this.outcome(job, result, now);
       if (!(await this.store.finishJob(job.id, lease, outcome, now))) return this.leaseLost(job);
       this.observer.jobFinished?.(outcome.status, Date.now() - startedAt);
-      this.logger.info({ jobId: job.id, status: outcome.status, attempts: job.attempts }, 'job finished');
+      const finished = { jobId: job.id, status: outcome.status, attempts: job.attempts };
+      // A job that failed for good is what the caller will ask about: the line says why.
+      if (outcome.status === 'FAILED') this.logger.warn({ ...finished, error: outcome.error }, 'job finished');
+      else this.logger.info(finished, 'job finished');
     } catch (error) {
       // The store failed; the lease will expire and the job will be claimed again, or a stop hands it back sooner.
       logFailure(this.logger, error, { jobId: job.id }, 'recording the job outcome failed');

@@ -169,6 +169,31 @@ describe('the job worker', () => {
     expect(await store.getJob(ws.id, job.id)).toMatchObject({ status: 'RUNNING', attempts: 1 });
   });
 
+  it('logs a job that failed for good as a warning with its error, and a success as info', async () => {
+    const clock = new ManualClock();
+    const ws = workspaceFixture();
+    await store.createWorkspace(ws);
+    const duplicator = new HeldDuplicator();
+    const lines: { level: string; details: Record<string, unknown>; message: string }[] = [];
+    const record = (level: string) => (details: object, message: string) => void lines.push({ level, details: details as Record<string, unknown>, message });
+    worker = new JobWorker(store, duplicator, clock, workerOptions(1), { info: record('info'), warn: record('warn'), error: record('error') });
+    worker.start();
+    const failed = await runningJob(ws.id, clock, duplicator);
+    duplicator.runs[0]({ kind: 'permanent', error: { code: 'UPSTREAM_NOT_FOUND', message: 'The upstream answered 404: Invalid Campaign ID' } });
+    const failure = await waitFor(async () => lines.find((line) => line.message === 'job finished'));
+    expect(failure).toEqual({
+      level: 'warn',
+      details: { jobId: failed.id, status: 'FAILED', attempts: 1, error: { code: 'UPSTREAM_NOT_FOUND', message: 'The upstream answered 404: Invalid Campaign ID' } },
+      message: 'job finished',
+    });
+
+    duplicator.runs.length = 0;
+    const succeeded = await runningJob(ws.id, clock, duplicator);
+    duplicator.runs[0]({ kind: 'succeeded', resultCampaignId: null });
+    const success = await waitFor(async () => lines.find((line) => line.message === 'job finished' && line.details.jobId === succeeded.id));
+    expect(success).toEqual({ level: 'info', details: { jobId: succeeded.id, status: 'SUCCEEDED', attempts: 1 }, message: 'job finished' });
+  });
+
   it('logs a claim failure that keeps repeating once, then a reminder a minute later, then when claiming works again', async () => {
     const clock = new ManualClock();
     let failing = true;
