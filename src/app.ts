@@ -31,7 +31,7 @@ import { LocalDuplicator } from './duplicators/local.js';
 import { GatewayMetrics } from './http/metrics.js';
 import { buildHttpServer } from './http/server.js';
 import { RetentionPruner } from './jobs/retention.js';
-import { JobWorker, RETRY_BACKOFF } from './jobs/worker.js';
+import { JobWorker, RETRY_BACKOFF, type WorkerLogger } from './jobs/worker.js';
 import { checkDependencies } from './readiness.js';
 
 export interface App {
@@ -91,6 +91,15 @@ export function createLimiterBackend(config: Config, store: GatewayStore): Limit
   return memoryLimiters();
 }
 
+/** A logger for parts built before the HTTP server that owns the real one; each line goes to `target()` as it is then. */
+function lateLogger(target: () => FastifyBaseLogger | undefined): WorkerLogger {
+  return {
+    info: (object, message) => target()?.info(object, message),
+    warn: (object, message) => target()?.warn(object, message),
+    error: (object, message) => target()?.error(object, message),
+  };
+}
+
 /** Upstream mode: the one client (and socket pool) shared by the duplicator, the campaign reader and readiness. */
 function createUpstream(config: Config, clock: Clock, logger: BrazeClientOptions['logger']): BrazeClient | null {
   if (!config.upstreamUrl || !config.upstreamApiKey) return null;
@@ -122,6 +131,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   // The HTTP server owns the logger and is built last; these only log once it exists.
   let storeLog: FastifyBaseLogger | undefined;
   let upstreamLog: FastifyBaseLogger | undefined;
+  let metricsLog: FastifyBaseLogger | undefined;
   const store =
     overrides.store ??
     (await createStore(config, (error) => storeLog?.error({ err: error }, 'the SQLite writer thread died; a new one took over')));
@@ -131,10 +141,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     new RateLimiterQuota(
       limiters.limiter({ keyPrefix: 'duplicate', points: config.duplicateRateLimit, durationSeconds: config.duplicateRateWindowSeconds }),
     );
-  const upstream = createUpstream(config, clock, {
-    warn: (object, message) => upstreamLog?.warn(object, message),
-    error: (object, message) => upstreamLog?.error(object, message),
-  });
+  const upstream = createUpstream(config, clock, lateLogger(() => upstreamLog));
   const campaigns: CampaignReader = upstream ? new BrazeCampaignReader(upstream) : new StoreCampaignReader(store);
   const duplicator: Duplicator = upstream
     ? new BrazeDuplicator(
@@ -147,7 +154,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     : new LocalDuplicator(store, clock);
 
   const downloads = new DownloadSlots({ perWorkspace: config.downloadConcurrencyPerWorkspace, perInstance: config.downloadConcurrency });
-  const metrics = new GatewayMetrics(store, () => downloads.inProgress);
+  const metrics = new GatewayMetrics({ store, clock, downloadsInProgress: () => downloads.inProgress, logger: lateLogger(() => metricsLog) });
   let worker: JobWorker | undefined;
   const service = new GatewayService({
     store,
@@ -199,6 +206,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   limiters.logTo(http.log.child({ component: 'limits' }));
   upstreamLog = http.log.child({ component: 'upstream' });
   storeLog = http.log.child({ component: 'store' });
+  metricsLog = http.log.child({ component: 'metrics' });
   worker = new JobWorker(
     store,
     duplicator,

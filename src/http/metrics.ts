@@ -1,8 +1,9 @@
 import type { FastifyInstance } from 'fastify';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { GatewayStore } from '../domain/ports.js';
+import type { Clock, GatewayStore } from '../domain/ports.js';
 import { CHANNELS, type Channel } from '../domain/types.js';
-import type { WorkerObserver } from '../jobs/worker.js';
+import { RepeatedFailureLog } from '../jobs/failure-log.js';
+import type { WorkerLogger, WorkerObserver } from '../jobs/worker.js';
 
 const GRAPHQL_PATHS = ['prepared', 'apollo'] as const;
 export type GraphQLPath = (typeof GRAPHQL_PATHS)[number];
@@ -16,12 +17,27 @@ function fromZero<L extends string>(counter: Counter<L>, label: L, values: reado
   return counter;
 }
 
+export interface GatewayMetricsOptions {
+  store: GatewayStore;
+  clock: Clock;
+  /** The security event downloads this instance is serving now. */
+  downloadsInProgress: () => number;
+  /** Hears of the store failing to give the queue, once per outage rather than once per scrape. */
+  logger: WorkerLogger;
+}
+
 /**
  * The gateway's Prometheus metrics, in a registry of its own: several apps in one process (tests) must not
  * share or collide on a global registry.
  */
 export class GatewayMetrics {
   readonly registry = new Registry();
+  /** The series read from the store at each scrape: left out of a scrape whose read failed, rather than failing it. */
+  private readonly queueRegistry = new Registry();
+  private readonly store: GatewayStore;
+  private readonly downloadsInProgress: () => number;
+  private readonly storeReadFailures: RepeatedFailureLog;
+  private readonly storeReadOk: Gauge;
   private readonly requests: Counter<'method' | 'route' | 'status_code'>;
   private readonly requestDuration: Histogram<'method' | 'route' | 'status_code'>;
   private readonly jobs: Gauge<'status'>;
@@ -35,13 +51,22 @@ export class GatewayMetrics {
   private documentCaches: Partial<Record<DocumentCacheName, { readonly bytes: number }>> = {};
   private readonly downloads: Gauge;
 
-  /** `downloadsInProgress`: the security event downloads this instance is serving now. */
-  constructor(
-    private readonly store: GatewayStore,
-    private readonly downloadsInProgress: () => number,
-  ) {
+  constructor(options: GatewayMetricsOptions) {
+    this.store = options.store;
+    this.downloadsInProgress = options.downloadsInProgress;
+    this.storeReadFailures = new RepeatedFailureLog(options.logger, options.clock, {
+      failed: 'reading the job queue for /metrics failed; its series are left out until it works again',
+      stillFailing: 'reading the job queue for /metrics still fails',
+      recovered: 'reading the job queue for /metrics works again',
+    });
     const registers = [this.registry];
+    const queueRegisters = [this.queueRegistry];
     collectDefaultMetrics({ register: this.registry });
+    this.storeReadOk = new Gauge({
+      name: 'gateway_metrics_store_read_ok',
+      help: '1 when this scrape read the job queue from the store, 0 when that read failed and the queue series (gateway_duplication_jobs, gateway_duplication_queue_depth) are left out.',
+      registers,
+    });
     this.requests = new Counter({
       name: 'gateway_http_requests_total',
       help: 'HTTP requests answered, by method, route template and status code.',
@@ -61,12 +86,12 @@ export class GatewayMetrics {
         'Duplication jobs queued, by status: PENDING (including those waiting for a retry) and RUNNING, read from the store at ' +
         'each scrape. Finished jobs are counted by gateway_duplication_job_duration_seconds_count.',
       labelNames: ['status'],
-      registers,
+      registers: queueRegisters,
     });
     this.queueDepth = new Gauge({
       name: 'gateway_duplication_queue_depth',
       help: 'Duplication jobs waiting to run: pending, including those waiting for a retry.',
-      registers,
+      registers: queueRegisters,
     });
     this.jobDuration = new Histogram({
       name: 'gateway_duplication_job_duration_seconds',
@@ -146,17 +171,33 @@ export class GatewayMetrics {
     this.requestDuration.observe(labels, seconds);
   }
 
-  /** The exposition text, with the job gauges read from the store now. */
+  /**
+   * The exposition text, with the job gauges read from the store now. A store that cannot be read (a database
+   * outage) leaves the queue series out: the request counts and process metrics matter most then.
+   */
   async render(): Promise<string> {
-    // Only the queue: counting every finished job kept would scan the jobs table at each scrape, and the
-    // embedded store reads on the event loop.
-    const [pending, running] = await Promise.all([this.store.countJobs('PENDING'), this.store.countJobs('RUNNING')]);
-    this.jobs.set({ status: 'PENDING' }, pending);
-    this.jobs.set({ status: 'RUNNING' }, running);
-    this.queueDepth.set(pending);
+    const queueRead = await this.readQueue();
+    this.storeReadOk.set(queueRead ? 1 : 0);
     for (const [cache, { bytes }] of Object.entries(this.documentCaches)) this.documentCacheBytes.set({ cache }, bytes);
     this.downloads.set(this.downloadsInProgress());
-    return this.registry.metrics();
+    const text = await this.registry.metrics();
+    return queueRead ? `${text}\n${await this.queueRegistry.metrics()}` : text;
+  }
+
+  private async readQueue(): Promise<boolean> {
+    try {
+      // Only the queue: counting every finished job kept would scan the jobs table at each scrape, and the
+      // embedded store reads on the event loop.
+      const [pending, running] = await Promise.all([this.store.countJobs('PENDING'), this.store.countJobs('RUNNING')]);
+      this.jobs.set({ status: 'PENDING' }, pending);
+      this.jobs.set({ status: 'RUNNING' }, running);
+      this.queueDepth.set(pending);
+    } catch (error) {
+      this.storeReadFailures.failed(error);
+      return false;
+    }
+    this.storeReadFailures.succeeded();
+    return true;
   }
 }
 
@@ -169,7 +210,9 @@ export async function metricsRoutes(app: FastifyInstance, options: { metrics: Ga
       schema: {
         tags: ['operations'],
         summary: 'Prometheus metrics',
-        description: 'Request counts and durations, GraphQL requests by path, GraphQL document cache sizes, queued jobs by status, queue depth, job durations, quota rejections, downloads in progress, process metrics.',
+        description:
+          'Request counts and durations, GraphQL requests by path, GraphQL document cache sizes, queued jobs by status, queue depth, job durations, quota rejections, ' +
+          'downloads in progress, process metrics. Answers 200 while the store is down, without the queue series and with gateway_metrics_store_read_ok 0.',
         response: { 200: { description: 'Prometheus text exposition format 0.0.4', content: { 'text/plain': { schema: { type: 'string' } } } } },
       },
     },

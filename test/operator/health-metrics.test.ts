@@ -3,7 +3,21 @@ import { Redis } from 'ioredis';
 import { RateLimiterRedis } from 'rate-limiter-flexible';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RateLimiterQuota } from '../../src/adapters/rate-limiter-quota.js';
-import { bearer, graphql, http, json, metricSample as sample, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { dependencyUnavailable } from '../../src/domain/errors.js';
+import {
+  bearer,
+  componentLines,
+  graphql,
+  http,
+  json,
+  metricSample as sample,
+  recordingLogger,
+  startGateway,
+  storeFailingOn,
+  waitFor,
+  type TestGateway,
+  type TestWorkspace,
+} from '../support/gateway.js';
 
 const scrape = async (gateway: TestGateway) => {
   const response = await http(gateway.baseUrl, 'GET', '/metrics');
@@ -145,5 +159,51 @@ describe('GET /metrics', () => {
     expect(sample(text, 'gateway_duplication_jobs', { status: 'PENDING' })).toBe(3);
     expect(sample(text, 'gateway_http_requests_total', { method: 'POST', route: '/campaigns/duplicate', status_code: '202' })).toBe(3);
     expect(sample(text, 'gateway_quota_rejections_total', { channel: 'REST' })).toBe(0);
+  });
+});
+
+describe('GET /metrics while the store cannot be read', () => {
+  it('serves every other series, says the queue read failed, and logs the outage once until it ends', async () => {
+    let down = false;
+    // What the stores raise when their database cannot be reached.
+    const outage = () => dependencyUnavailable(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' }));
+    const { logger, lines } = recordingLogger();
+    const gateway = await startGateway(
+      { WORKER_CONCURRENCY: '0' },
+      { logger },
+      { wrapStore: (store) => storeFailingOn(store, ['countJobs'], () => down, outage) },
+    );
+    try {
+      expect((await http(gateway.baseUrl, 'GET', '/healthz')).status).toBe(200);
+      down = true;
+      for (let scrapes = 0; scrapes < 3; scrapes += 1) {
+        const text = await scrape(gateway);
+        expect(sample(text, 'gateway_metrics_store_read_ok')).toBe(0);
+        expect(sample(text, 'gateway_duplication_jobs', { status: 'PENDING' })).toBeUndefined();
+        expect(sample(text, 'gateway_duplication_queue_depth')).toBeUndefined();
+        expect(text).not.toContain('# TYPE gateway_duplication_queue_depth');
+        expect(sample(text, 'gateway_http_requests_total', { method: 'GET', route: '/healthz', status_code: '200' })).toBe(1);
+        expect(sample(text, 'process_cpu_user_seconds_total')).toBeGreaterThan(0);
+      }
+      const logged = componentLines(lines, 'metrics');
+      expect(logged).toHaveLength(1);
+      expect(logged[0]).toMatchObject({
+        level: 40,
+        msg: 'reading the job queue for /metrics failed; its series are left out until it works again',
+        cause: { code: 'ECONNREFUSED', message: 'connect ECONNREFUSED 127.0.0.1:5432' },
+      });
+      expect(logged[0].err).toBeUndefined();
+
+      down = false;
+      const text = await scrape(gateway);
+      expect(sample(text, 'gateway_metrics_store_read_ok')).toBe(1);
+      expect(sample(text, 'gateway_duplication_queue_depth')).toBe(0);
+      expect(sample(text, 'gateway_duplication_jobs', { status: 'RUNNING' })).toBe(0);
+      expect(componentLines(lines, 'metrics').slice(1)).toEqual([
+        expect.objectContaining({ level: 30, msg: 'reading the job queue for /metrics works again', failures: 3 }),
+      ]);
+    } finally {
+      await gateway.close();
+    }
   });
 });

@@ -162,16 +162,21 @@ export async function graphql(
 }
 
 /**
- * The store with some of its methods failing while `failing(...args)` says so for a call: an honest internal error,
- * whose message must never reach a caller.
+ * The store with some of its methods failing while `failing(...args)` says so for a call: by default an honest
+ * internal error, whose message must never reach a caller; `error` makes another one (an outage).
  */
-export function storeFailingOn(store: GatewayStore, methods: (keyof GatewayStore)[], failing: (...args: unknown[]) => boolean): GatewayStore {
+export function storeFailingOn(
+  store: GatewayStore,
+  methods: (keyof GatewayStore)[],
+  failing: (...args: unknown[]) => boolean,
+  error: () => unknown = () => new Error('disk /var/secret/gateway.db exploded'),
+): GatewayStore {
   return new Proxy(store, {
     get(target, property) {
       const value = Reflect.get(target, property, target);
       if (typeof value !== 'function') return value;
       return (...args: unknown[]) => {
-        if (methods.includes(property as keyof GatewayStore) && failing(...args)) throw new Error('disk /var/secret/gateway.db exploded');
+        if (methods.includes(property as keyof GatewayStore) && failing(...args)) throw error();
         return value.apply(target, args);
       };
     },
