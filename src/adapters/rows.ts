@@ -5,7 +5,7 @@ export type Row = Record<string, unknown>;
 
 // Dates arrive as epoch milliseconds (SQLite) or as Date objects (PostgreSQL timestamptz).
 const date = (value: unknown): Date => new Date(Number(value));
-const maybeDate = (value: unknown): Date | null => (value === null || value === undefined ? null : date(value));
+export const maybeDate = (value: unknown): Date | null => (value === null || value === undefined ? null : date(value));
 // JSON arrives as text (SQLite) or already parsed (PostgreSQL jsonb).
 const parse = <T>(value: unknown): T => (typeof value === 'string' ? JSON.parse(value) : value) as T;
 
@@ -171,6 +171,9 @@ export const COUNT_JOBS_SQL: Record<JobStatus, string> = {
   SUCCEEDED: "SELECT COUNT(*) AS count FROM jobs WHERE status = 'SUCCEEDED'",
   FAILED: "SELECT COUNT(*) AS count FROM jobs WHERE status = 'FAILED'",
 };
+
+/** The due time of the pending job due longest ago; `now` is the one parameter, in the store's placeholder. */
+export const oldestDueJobSql = (now: string): string => `SELECT MIN(run_at) AS run_at FROM jobs WHERE status = 'PENDING' AND run_at <= ${now}`;
 
 /** `INSERT INTO table (columns) VALUES (placeholders)` for a row; `placeholder` numbers from 1 (pg) or ignores it (SQLite). */
 export function insertStatement(table: string, row: Row, placeholder: (position: number) => string): { text: string; values: unknown[] } {

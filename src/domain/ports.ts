@@ -96,6 +96,11 @@ export interface GatewayStore {
    * however many finished jobs are kept; SUCCEEDED and FAILED count every finished job kept.
    */
   countJobs(status: JobStatus): Promise<number>;
+  /**
+   * When the pending job that has been due longest became due: the earliest `runAt` at or before `now` among
+   * PENDING jobs, read through the due-job index; null when no pending job is due.
+   */
+  oldestDueJobAt(now: Date): Promise<Date | null>;
 
   /**
    * Reserves an idempotency key for a request being accepted. Returns null when this call reserved it;

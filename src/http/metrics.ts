@@ -35,6 +35,7 @@ export class GatewayMetrics {
   /** The series read from the store at each scrape: left out of a scrape whose read failed, rather than failing it. */
   private readonly queueRegistry = new Registry();
   private readonly store: GatewayStore;
+  private readonly clock: Clock;
   private readonly downloadsInProgress: () => number;
   private readonly storeReadFailures: RepeatedFailureLog;
   private readonly storeReadOk: Gauge;
@@ -42,6 +43,7 @@ export class GatewayMetrics {
   private readonly requestDuration: Histogram<'method' | 'route' | 'status_code'>;
   private readonly jobs: Gauge<'status'>;
   private readonly queueDepth: Gauge;
+  private readonly oldestDueAge: Gauge;
   private readonly jobDuration: Histogram<'status'>;
   private readonly jobRetries: Counter;
   private readonly jobDeferrals: Counter;
@@ -53,6 +55,7 @@ export class GatewayMetrics {
 
   constructor(options: GatewayMetricsOptions) {
     this.store = options.store;
+    this.clock = options.clock;
     this.downloadsInProgress = options.downloadsInProgress;
     this.storeReadFailures = new RepeatedFailureLog(options.logger, options.clock, {
       failed: 'reading the job queue for /metrics failed; its series are left out until it works again',
@@ -64,7 +67,9 @@ export class GatewayMetrics {
     collectDefaultMetrics({ register: this.registry });
     this.storeReadOk = new Gauge({
       name: 'gateway_metrics_store_read_ok',
-      help: '1 when this scrape read the job queue from the store, 0 when that read failed and the queue series (gateway_duplication_jobs, gateway_duplication_queue_depth) are left out.',
+      help:
+        '1 when this scrape read the job queue from the store, 0 when that read failed and the queue series (gateway_duplication_jobs, ' +
+        'gateway_duplication_queue_depth, gateway_duplication_queue_oldest_due_age_seconds) are left out.',
       registers,
     });
     this.requests = new Counter({
@@ -91,6 +96,13 @@ export class GatewayMetrics {
     this.queueDepth = new Gauge({
       name: 'gateway_duplication_queue_depth',
       help: 'Duplication jobs waiting to run: pending, including those waiting for a retry.',
+      registers: queueRegisters,
+    });
+    this.oldestDueAge = new Gauge({
+      name: 'gateway_duplication_queue_oldest_due_age_seconds',
+      help:
+        'How long the pending job that has been due longest has waited since it became due (its run time), read from the store at each scrape; ' +
+        '0 when no pending job is due. Growing: no worker is taking jobs.',
       registers: queueRegisters,
     });
     this.jobDuration = new Histogram({
@@ -188,10 +200,16 @@ export class GatewayMetrics {
     try {
       // Only the queue: counting every finished job kept would scan the jobs table at each scrape, and the
       // embedded store reads on the event loop.
-      const [pending, running] = await Promise.all([this.store.countJobs('PENDING'), this.store.countJobs('RUNNING')]);
+      const now = this.clock.now();
+      const [pending, running, oldestDueAt] = await Promise.all([
+        this.store.countJobs('PENDING'),
+        this.store.countJobs('RUNNING'),
+        this.store.oldestDueJobAt(now),
+      ]);
       this.jobs.set({ status: 'PENDING' }, pending);
       this.jobs.set({ status: 'RUNNING' }, running);
       this.queueDepth.set(pending);
+      this.oldestDueAge.set(oldestDueAt === null ? 0 : (now.getTime() - oldestDueAt.getTime()) / 1000);
     } catch (error) {
       this.storeReadFailures.failed(error);
       return false;
@@ -211,7 +229,7 @@ export async function metricsRoutes(app: FastifyInstance, options: { metrics: Ga
         tags: ['operations'],
         summary: 'Prometheus metrics',
         description:
-          'Request counts and durations, GraphQL requests by path, GraphQL document cache sizes, queued jobs by status, queue depth, job durations, quota rejections, ' +
+          'Request counts and durations, GraphQL requests by path, GraphQL document cache sizes, queued jobs by status, queue depth, age of the oldest due job, job durations, quota rejections, ' +
           'downloads in progress, process metrics. Answers 200 while the store is down, without the queue series and with gateway_metrics_store_read_ok 0.',
         response: { 200: { description: 'Prometheus text exposition format 0.0.4', content: { 'text/plain': { schema: { type: 'string' } } } } },
       },

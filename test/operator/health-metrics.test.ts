@@ -4,6 +4,7 @@ import { RateLimiterRedis } from 'rate-limiter-flexible';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RateLimiterQuota } from '../../src/adapters/rate-limiter-quota.js';
 import { dependencyUnavailable } from '../../src/domain/errors.js';
+import { ManualClock } from '../support/clock.js';
 import {
   bearer,
   componentLines,
@@ -162,6 +163,33 @@ describe('GET /metrics', () => {
   });
 });
 
+describe('GET /metrics: the age of the oldest due job', () => {
+  it('is how long the job due longest ago has waited since it became due, 0 when none is due', async () => {
+    const clock = new ManualClock();
+    const gateway = await startGateway({ WORKER_CONCURRENCY: '0' }, { clock });
+    try {
+      const ws = await gateway.workspace();
+      expect(sample(await scrape(gateway), 'gateway_duplication_queue_oldest_due_age_seconds')).toBe(0);
+      const enqueue = async () => {
+        const response = await http(gateway.baseUrl, 'POST', '/campaigns/duplicate', {
+          headers: { ...json, ...bearer(ws.key) },
+          body: JSON.stringify({ campaign_id: ws.campaign.id, name: 'waiting' }),
+        });
+        expect(response.status).toBe(202);
+      };
+      await enqueue();
+      clock.advance(30_000);
+      await enqueue();
+      clock.advance(60_500);
+      const text = await scrape(gateway);
+      expect(sample(text, 'gateway_duplication_queue_oldest_due_age_seconds')).toBe(90.5);
+      expect(sample(text, 'gateway_duplication_queue_depth')).toBe(2);
+    } finally {
+      await gateway.close();
+    }
+  });
+});
+
 describe('GET /metrics while the store cannot be read', () => {
   it('serves every other series, says the queue read failed, and logs the outage once until it ends', async () => {
     let down = false;
@@ -181,6 +209,7 @@ describe('GET /metrics while the store cannot be read', () => {
         expect(sample(text, 'gateway_metrics_store_read_ok')).toBe(0);
         expect(sample(text, 'gateway_duplication_jobs', { status: 'PENDING' })).toBeUndefined();
         expect(sample(text, 'gateway_duplication_queue_depth')).toBeUndefined();
+        expect(sample(text, 'gateway_duplication_queue_oldest_due_age_seconds')).toBeUndefined();
         expect(text).not.toContain('# TYPE gateway_duplication_queue_depth');
         expect(sample(text, 'gateway_http_requests_total', { method: 'GET', route: '/healthz', status_code: '200' })).toBe(1);
         expect(sample(text, 'process_cpu_user_seconds_total')).toBeGreaterThan(0);

@@ -18,7 +18,9 @@ import {
   COUNT_JOBS_SQL,
   eventToRow,
   insertStatement,
+  maybeDate,
   newJobToRow,
+  oldestDueJobSql,
   rowSeq,
   rowToApiKey,
   rowToCampaign,
@@ -315,6 +317,11 @@ export class PostgresStore implements GatewayStore {
   async countJobs(status: JobStatus): Promise<number> {
     const [row] = await this.rows(COUNT_JOBS_SQL[status]);
     return Number(row.count);
+  }
+
+  async oldestDueJobAt(now: Date): Promise<Date | null> {
+    const [row] = await this.rows(oldestDueJobSql('$1'), [now]);
+    return maybeDate(row.run_at);
   }
 
   async reserveIdempotencyKey(record: IdempotencyRecord, staleBefore: Date): Promise<IdempotencyRecord | null> {

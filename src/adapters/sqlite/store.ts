@@ -15,7 +15,7 @@ import type {
   SecurityEventFilter,
   Workspace,
 } from '../../domain/types.js';
-import { COUNT_JOBS_SQL, rowSeq, rowToApiKey, rowToCampaign, rowToEvent, rowToIdempotency, rowToJob, rowToWorkspace, type Row } from '../rows.js';
+import { COUNT_JOBS_SQL, maybeDate, oldestDueJobSql, rowSeq, rowToApiKey, rowToCampaign, rowToEvent, rowToIdempotency, rowToJob, rowToWorkspace, type Row } from '../rows.js';
 import { openConnection, Statements } from './connection.js';
 import { identify, type FileIdentity } from './database-file.js';
 import { KeyCache } from './key-cache.js';
@@ -287,6 +287,10 @@ export class SqliteStore implements GatewayStore {
 
   async countJobs(status: JobStatus): Promise<number> {
     return Number((this.read(COUNT_JOBS_SQL[status]) as Row).count);
+  }
+
+  async oldestDueJobAt(now: Date): Promise<Date | null> {
+    return maybeDate((this.read(oldestDueJobSql('?'), now.getTime()) as Row).run_at);
   }
 
   async reserveIdempotencyKey(record: IdempotencyRecord, staleBefore: Date): Promise<IdempotencyRecord | null> {
