@@ -1,7 +1,7 @@
 import { Agent, request, type Dispatcher } from 'undici';
 import { GatewayError } from '../domain/errors.js';
 import { systemClock, type Clock } from '../domain/ports.js';
-import type { JobError } from '../domain/types.js';
+import type { JobError, JobErrorCode } from '../domain/types.js';
 
 export interface BrazeClientOptions {
   /** The upstream's REST base URL, e.g. https://rest.iad-01.braze.com (a path prefix is kept). */
@@ -30,7 +30,7 @@ const MAX_RESPONSE_BYTES = 1024 * 1024;
 const MAX_MESSAGE_LENGTH = 500;
 const MAX_RETRY_AFTER_MS = 24 * 60 * 60 * 1000;
 const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
-const REJECTED_CODES: Record<number, string> = {
+const REJECTED_CODES: Record<number, JobErrorCode> = {
   400: 'UPSTREAM_BAD_REQUEST',
   401: 'UPSTREAM_UNAUTHORIZED',
   403: 'UPSTREAM_FORBIDDEN',

@@ -1,4 +1,4 @@
-import type { ApiKeyRecord, Campaign, DuplicationJob, IdempotencyRecord, JobStatus, NewSecurityEvent, SecurityEvent, Workspace } from '../domain/types.js';
+import type { ApiKeyRecord, Campaign, DuplicationJob, IdempotencyRecord, JobErrorCode, JobStatus, NewSecurityEvent, SecurityEvent, Workspace } from '../domain/types.js';
 
 /** Rows as the SQL stores return them, mapped to domain objects. Numbers that PostgreSQL returns as strings (bigint) are converted. */
 export type Row = Record<string, unknown>;
@@ -64,7 +64,8 @@ export const rowToJob = (row: Row): DuplicationJob => ({
   updatedAt: date(row.updated_at),
   finishedAt: maybeDate(row.finished_at),
   resultCampaignId: row.result_campaign_id === null ? null : String(row.result_campaign_id),
-  error: row.error_code === null ? null : { code: String(row.error_code), message: String(row.error_message) },
+  // Written by the gateway, each one of JOB_ERROR_CODES unless an older version wrote it.
+  error: row.error_code === null ? null : { code: String(row.error_code) as JobErrorCode, message: String(row.error_message) },
 });
 
 export const rowToIdempotency = (row: Row): IdempotencyRecord => ({

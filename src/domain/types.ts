@@ -65,8 +65,28 @@ export interface Campaign {
   duplicatedFrom: string | null;
 }
 
+/** Every code a job's error can carry: local duplication, the worker, and upstream mode. */
+export const JOB_ERROR_CODES = [
+  'CAMPAIGN_NOT_FOUND',
+  'TAG_NOT_FOUND',
+  'ATTEMPTS_EXHAUSTED',
+  'INTERNAL_ERROR',
+  'UPSTREAM_BAD_REQUEST',
+  'UPSTREAM_UNAUTHORIZED',
+  'UPSTREAM_FORBIDDEN',
+  'UPSTREAM_NOT_FOUND',
+  'UPSTREAM_REJECTED',
+  'UPSTREAM_NOT_API',
+  'UPSTREAM_RATE_LIMITED',
+  'UPSTREAM_UNAVAILABLE',
+  'UPSTREAM_TIMEOUT',
+  'UPSTREAM_UNREACHABLE',
+  'UPSTREAM_PACING_UNAVAILABLE',
+] as const;
+export type JobErrorCode = (typeof JOB_ERROR_CODES)[number];
+
 export interface JobError {
-  code: string;
+  code: JobErrorCode;
   message: string;
 }
 

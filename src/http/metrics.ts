@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Clock, GatewayStore } from '../domain/ports.js';
-import { CHANNELS, type Channel } from '../domain/types.js';
+import { CHANNELS, JOB_ERROR_CODES, type Channel, type JobErrorCode } from '../domain/types.js';
 import { RepeatedFailureLog } from '../jobs/failure-log.js';
 import type { WorkerLogger, WorkerObserver } from '../jobs/worker.js';
 
@@ -26,6 +26,12 @@ export interface GatewayMetricsOptions {
   logger: WorkerLogger;
 }
 
+/** The `error_code` of a finished job: `none` for a success, `other` for a code this version does not know (an older version's, read back). */
+const NO_ERROR = 'none';
+const OTHER_ERROR = 'other';
+const errorCodeLabel = (code: JobErrorCode | null): string =>
+  code === null ? NO_ERROR : (JOB_ERROR_CODES as readonly string[]).includes(code) ? code : OTHER_ERROR;
+
 /**
  * The gateway's Prometheus metrics, in a registry of its own: several apps in one process (tests) must not
  * share or collide on a global registry.
@@ -45,6 +51,7 @@ export class GatewayMetrics {
   private readonly queueDepth: Gauge;
   private readonly oldestDueAge: Gauge;
   private readonly jobDuration: Histogram<'status'>;
+  private readonly jobsFinished: Counter<'status' | 'error_code'>;
   private readonly jobRetries: Counter;
   private readonly jobDeferrals: Counter;
   private readonly quotaRejections: Counter<'channel'>;
@@ -112,6 +119,16 @@ export class GatewayMetrics {
       buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
       registers,
     });
+    this.jobsFinished = new Counter({
+      name: 'gateway_duplication_jobs_finished_total',
+      help:
+        'Duplication jobs this instance finished, by status and error code: "none" for SUCCEEDED, the job error code for FAILED ' +
+        '("other" for a code this version does not know).',
+      labelNames: ['status', 'error_code'],
+      registers,
+    });
+    this.jobsFinished.inc({ status: 'SUCCEEDED', error_code: NO_ERROR }, 0);
+    for (const code of JOB_ERROR_CODES) this.jobsFinished.inc({ status: 'FAILED', error_code: code }, 0);
     this.jobRetries = new Counter({
       name: 'gateway_duplication_job_retries_total',
       help: 'Attempts that failed transiently and were scheduled again.',
@@ -164,7 +181,10 @@ export class GatewayMetrics {
   }
 
   readonly workerObserver: WorkerObserver = {
-    jobFinished: (status, durationMs) => this.jobDuration.observe({ status }, durationMs / 1000),
+    jobFinished: (status, durationMs, errorCode) => {
+      this.jobDuration.observe({ status }, durationMs / 1000);
+      this.jobsFinished.inc({ status, error_code: errorCodeLabel(errorCode) });
+    },
     jobRetried: () => this.jobRetries.inc(),
     jobDeferred: () => this.jobDeferrals.inc(),
   };

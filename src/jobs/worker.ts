@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { newId } from '../domain/ids.js';
 import type { Clock, Duplicator, DuplicationResult, GatewayStore, JobOutcome } from '../domain/ports.js';
-import type { DuplicationJob, JobError, NewSecurityEvent } from '../domain/types.js';
+import type { DuplicationJob, JobError, JobErrorCode, NewSecurityEvent } from '../domain/types.js';
 import { logFailure, RepeatedFailureLog } from './failure-log.js';
 
 export interface WorkerOptions {
@@ -24,7 +24,8 @@ export interface WorkerLogger {
 }
 
 export interface WorkerObserver {
-  jobFinished?(status: 'SUCCEEDED' | 'FAILED', durationMs: number): void;
+  /** `errorCode`: why a FAILED job failed; null for a success. */
+  jobFinished?(status: 'SUCCEEDED' | 'FAILED', durationMs: number, errorCode: JobErrorCode | null): void;
   jobRetried?(): void;
   jobDeferred?(): void;
 }
@@ -194,7 +195,7 @@ export class JobWorker {
       }
       const outcome = this.outcome(job, result, now);
       if (!(await this.store.finishJob(job.id, lease, outcome, now))) return this.leaseLost(job);
-      this.observer.jobFinished?.(outcome.status, Date.now() - startedAt);
+      this.observer.jobFinished?.(outcome.status, Date.now() - startedAt, outcome.error?.code ?? null);
       const finished = { jobId: job.id, status: outcome.status, attempts: job.attempts };
       // A job that failed for good is what the caller will ask about: the line says why.
       if (outcome.status === 'FAILED') this.logger.warn({ ...finished, error: outcome.error }, 'job finished');

@@ -187,12 +187,12 @@ export function storeContract(name: string, harness: StoreHarness): void {
       for (const job of [failing, retried, released]) await store.enqueueJob(job, eventFixture(ws));
       await store.claimJobs('w', 3, at(0), at(10_000));
 
-      const error = { code: 'UPSTREAM_400', message: 'Invalid Campaign ID' };
+      const error = { code: 'UPSTREAM_BAD_REQUEST' as const, message: 'Invalid Campaign ID' };
       await store.finishJob(failing.id, 'w', { status: 'FAILED', resultCampaignId: null, error, event: eventFixture(ws, { type: 'CAMPAIGN_DUPLICATION_FAILED', jobId: failing.id }) }, at(100));
       expect(await store.getJob(ws, failing.id)).toMatchObject({ status: 'FAILED', error });
 
-      expect(await store.retryJob(retried.id, 'w', at(5000), { code: 'UPSTREAM_503', message: 'busy' }, at(100))).toBe(true);
-      expect(await store.getJob(ws, retried.id)).toMatchObject({ status: 'PENDING', runAt: at(5000), attempts: 1, error: { code: 'UPSTREAM_503' } });
+      expect(await store.retryJob(retried.id, 'w', at(5000), { code: 'UPSTREAM_UNAVAILABLE', message: 'busy' }, at(100))).toBe(true);
+      expect(await store.getJob(ws, retried.id)).toMatchObject({ status: 'PENDING', runAt: at(5000), attempts: 1, error: { code: 'UPSTREAM_UNAVAILABLE' } });
       expect(await store.retryJob(retried.id, 'w', at(5000), null, at(100))).toBe(false);
       expect(await store.claimJobs('x', 5, at(4999), at(20_000))).toEqual([]);
       expect((await store.claimJobs('x', 5, at(5000), at(20_000))).map((j) => j.id)).toEqual([retried.id]);
@@ -332,8 +332,8 @@ export function storeContract(name: string, harness: StoreHarness): void {
       for (const job of [old, recent, pending]) await store.enqueueJob(job, eventFixture(ws, { occurredAt: at(0) }));
       await store.claimJobs('w', 2, at(0), at(1_000_000));
       const claimed = [old, recent];
-      await store.finishJob(claimed[0].id, 'w', { status: 'FAILED', resultCampaignId: null, error: { code: 'X', message: 'x' }, event: eventFixture(ws, { occurredAt: at(100) }) }, at(100));
-      await store.finishJob(claimed[1].id, 'w', { status: 'FAILED', resultCampaignId: null, error: { code: 'X', message: 'x' }, event: eventFixture(ws, { occurredAt: at(900_000) }) }, at(900_000));
+      await store.finishJob(claimed[0].id, 'w', { status: 'FAILED', resultCampaignId: null, error: { code: 'INTERNAL_ERROR', message: 'x' }, event: eventFixture(ws, { occurredAt: at(100) }) }, at(100));
+      await store.finishJob(claimed[1].id, 'w', { status: 'FAILED', resultCampaignId: null, error: { code: 'INTERNAL_ERROR', message: 'x' }, event: eventFixture(ws, { occurredAt: at(900_000) }) }, at(900_000));
       for (let i = 0; i < 5; i += 1) await store.insertEvent(eventFixture(ws, { occurredAt: at(i) }));
 
       expect(await store.pruneFinishedJobs(at(500_000), 10)).toBe(1);

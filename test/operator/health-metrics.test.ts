@@ -139,6 +139,8 @@ describe('GET /metrics', () => {
     expect(sample(text, 'gateway_duplication_queue_depth')).toBe(0);
     expect(sample(text, 'gateway_duplication_job_duration_seconds_count', { status: 'SUCCEEDED' })).toBe(2);
     expect(sample(text, 'gateway_duplication_job_duration_seconds_bucket', { status: 'SUCCEEDED', le: '+Inf' })).toBe(2);
+    expect(sample(text, 'gateway_duplication_jobs_finished_total', { status: 'SUCCEEDED', error_code: 'none' })).toBe(2);
+    expect(sample(text, 'gateway_duplication_jobs_finished_total', { status: 'FAILED', error_code: 'CAMPAIGN_NOT_FOUND' })).toBe(0);
     expect(sample(text, 'gateway_duplication_job_retries_total')).toBe(0);
     expect(sample(text, 'gateway_duplication_job_deferrals_total')).toBe(0);
     expect(sample(text, 'gateway_security_event_downloads_in_progress')).toBe(0);
