@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { FastifyBaseLogger, FastifyInstance, FastifyServerOptions } from 'fastify';
 import type { RateLimiterAbstract } from 'rate-limiter-flexible';
 import { BrazeCampaignReader } from './adapters/braze-campaign-reader.js';
-import { BrazeClient, type BrazeClientOptions } from './adapters/braze-client.js';
+import { BrazeClient, type BrazeClientOptions, type UpstreamObserver } from './adapters/braze-client.js';
 import { memoryLimiters, postgresLimiters, type LimiterBackend } from './adapters/limiter-backends.js';
 import { PostgresStore } from './adapters/postgres/store.js';
 import { RateLimiterAuthFailures } from './adapters/rate-limiter-auth-failures.js';
@@ -101,7 +101,7 @@ function lateLogger(target: () => FastifyBaseLogger | undefined): WorkerLogger {
 }
 
 /** Upstream mode: the one client (and socket pool) shared by the duplicator, the campaign reader and readiness. */
-function createUpstream(config: Config, clock: Clock, logger: BrazeClientOptions['logger']): BrazeClient | null {
+function createUpstream(config: Config, clock: Clock, logger: BrazeClientOptions['logger'], observer: UpstreamObserver): BrazeClient | null {
   if (!config.upstreamUrl || !config.upstreamApiKey) return null;
   return new BrazeClient({
     baseUrl: config.upstreamUrl,
@@ -111,6 +111,7 @@ function createUpstream(config: Config, clock: Clock, logger: BrazeClientOptions
     connections: Math.max(4, config.workerConcurrency * 2),
     clock,
     logger,
+    observer,
   });
 }
 
@@ -141,7 +142,9 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     new RateLimiterQuota(
       limiters.limiter({ keyPrefix: 'duplicate', points: config.duplicateRateLimit, durationSeconds: config.duplicateRateWindowSeconds }),
     );
-  const upstream = createUpstream(config, clock, lateLogger(() => upstreamLog));
+  const downloads = new DownloadSlots({ perWorkspace: config.downloadConcurrencyPerWorkspace, perInstance: config.downloadConcurrency });
+  const metrics = new GatewayMetrics({ store, clock, downloadsInProgress: () => downloads.inProgress, logger: lateLogger(() => metricsLog) });
+  const upstream = createUpstream(config, clock, lateLogger(() => upstreamLog), metrics.upstreamObserver);
   const campaigns: CampaignReader = upstream ? new BrazeCampaignReader(upstream) : new StoreCampaignReader(store);
   const duplicator: Duplicator = upstream
     ? new BrazeDuplicator(
@@ -153,8 +156,6 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       )
     : new LocalDuplicator(store, clock);
 
-  const downloads = new DownloadSlots({ perWorkspace: config.downloadConcurrencyPerWorkspace, perInstance: config.downloadConcurrency });
-  const metrics = new GatewayMetrics({ store, clock, downloadsInProgress: () => downloads.inProgress, logger: lateLogger(() => metricsLog) });
   let worker: JobWorker | undefined;
   const service = new GatewayService({
     store,

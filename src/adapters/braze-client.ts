@@ -15,6 +15,19 @@ export interface BrazeClientOptions {
   connections?: number;
   clock?: Clock;
   logger?: { warn(object: object, message: string): void; error(object: object, message: string): void };
+  observer?: UpstreamObserver;
+}
+
+/** The upstream endpoints the gateway calls. */
+export const UPSTREAM_ENDPOINTS = ['/campaigns/duplicate', '/campaigns/list', '/campaigns/details'] as const;
+export type UpstreamEndpoint = (typeof UPSTREAM_ENDPOINTS)[number];
+
+/** How a call ended: its `kind`, with the transient failures told apart by their cause. */
+export type UpstreamOutcome = 'ok' | 'rejected' | 'rate_limited' | 'unavailable' | 'timeout' | 'unreachable';
+
+/** Hears of every upstream call as it ends (metrics). */
+export interface UpstreamObserver {
+  callFinished(endpoint: UpstreamEndpoint, outcome: UpstreamOutcome, seconds: number): void;
 }
 
 /** One upstream call, classified: what the caller does next depends only on `kind`. */
@@ -36,6 +49,13 @@ const REJECTED_CODES: Record<number, JobErrorCode> = {
   403: 'UPSTREAM_FORBIDDEN',
   404: 'UPSTREAM_NOT_FOUND',
 };
+
+interface CallOptions {
+  query?: Record<string, string>;
+  json?: unknown;
+  /** The job the call is made for, named in the log line of a failed call. */
+  jobId?: string;
+}
 
 /** What the log line of a failed call says about the call. */
 interface CallContext {
@@ -70,12 +90,14 @@ export class BrazeClient {
     });
   }
 
-  async call(
-    method: 'GET' | 'POST',
-    path: string,
-    /** `jobId`: the job the call is made for, named in the log line of a failed call. */
-    options: { query?: Record<string, string>; json?: unknown; jobId?: string } = {},
-  ): Promise<UpstreamResponse> {
+  async call(method: 'GET' | 'POST', path: UpstreamEndpoint, options: CallOptions = {}): Promise<UpstreamResponse> {
+    const started = performance.now();
+    const response = await this.send(method, path, options);
+    this.options.observer?.callFinished(path, outcomeOf(response), (performance.now() - started) / 1000);
+    return response;
+  }
+
+  private async send(method: 'GET' | 'POST', path: UpstreamEndpoint, options: CallOptions): Promise<UpstreamResponse> {
     const query = options.query ? `?${new URLSearchParams(options.query)}` : '';
     const headers: Record<string, string> = {
       authorization: `Bearer ${this.options.apiKey}`,
@@ -246,6 +268,20 @@ export class BrazeClient {
       );
     }
     return response;
+  }
+}
+
+function outcomeOf(response: UpstreamResponse): UpstreamOutcome {
+  if (response.kind !== 'unavailable') return response.kind;
+  switch (response.error.code) {
+    case 'UPSTREAM_RATE_LIMITED':
+      return 'rate_limited';
+    case 'UPSTREAM_TIMEOUT':
+      return 'timeout';
+    case 'UPSTREAM_UNREACHABLE':
+      return 'unreachable';
+    default:
+      return 'unavailable';
   }
 }
 

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import type { UpstreamObserver } from '../adapters/braze-client.js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Clock, GatewayStore } from '../domain/ports.js';
 import { CHANNELS, JOB_ERROR_CODES, type Channel, type JobErrorCode } from '../domain/types.js';
@@ -53,6 +54,7 @@ export class GatewayMetrics {
   private readonly jobDuration: Histogram<'status'>;
   private readonly jobsFinished: Counter<'status' | 'error_code'>;
   private readonly jobRetries: Counter;
+  private readonly upstreamDuration: Histogram<'endpoint' | 'outcome'>;
   private readonly jobDeferrals: Counter;
   private readonly quotaRejections: Counter<'channel'>;
   private readonly graphqlRequests: Counter<'path'>;
@@ -139,6 +141,15 @@ export class GatewayMetrics {
       help: 'Jobs put back in the queue to wait for an upstream pacing slot (upstream mode), without using an attempt.',
       registers,
     });
+    this.upstreamDuration = new Histogram({
+      name: 'gateway_upstream_request_duration_seconds',
+      help:
+        'Time an upstream (Braze) call took, upstream mode only, by endpoint and outcome: ok, rejected (a refusal such as 400, or an HTML page), ' +
+        'rate_limited (429), unavailable (408, 5xx), timeout, unreachable (the connection failed).',
+      labelNames: ['endpoint', 'outcome'],
+      buckets: [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
     this.quotaRejections = fromZero(
       new Counter({
         name: 'gateway_quota_rejections_total',
@@ -187,6 +198,10 @@ export class GatewayMetrics {
     },
     jobRetried: () => this.jobRetries.inc(),
     jobDeferred: () => this.jobDeferrals.inc(),
+  };
+
+  readonly upstreamObserver: UpstreamObserver = {
+    callFinished: (endpoint, outcome, seconds) => this.upstreamDuration.observe({ endpoint, outcome }, seconds),
   };
 
   quotaRejected(channel: Channel): void {
@@ -249,7 +264,7 @@ export async function metricsRoutes(app: FastifyInstance, options: { metrics: Ga
         tags: ['operations'],
         summary: 'Prometheus metrics',
         description:
-          'Request counts and durations, GraphQL requests by path, GraphQL document cache sizes, queued jobs by status, queue depth, age of the oldest due job, job durations, quota rejections, ' +
+          'Request counts and durations, GraphQL requests by path, GraphQL document cache sizes, queued jobs by status, queue depth, age of the oldest due job, job durations, finished jobs by error code, upstream call durations, quota rejections, ' +
           'downloads in progress, process metrics. Answers 200 while the store is down, without the queue series and with gateway_metrics_store_read_ok 0.',
         response: { 200: { description: 'Prometheus text exposition format 0.0.4', content: { 'text/plain': { schema: { type: 'string' } } } } },
       },

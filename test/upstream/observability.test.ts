@@ -1,8 +1,23 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { DuplicationJob } from '../../src/domain/types.js';
+import { ManualClock } from '../support/clock.js';
 import { startFakeBraze, type FakeBraze } from '../support/fake-braze.js';
-import { bearer, componentLines, http, json, recordingLogger, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import {
+  bearer,
+  componentLines,
+  graphql,
+  http,
+  json,
+  metricSample as sample,
+  recordingLogger,
+  startGateway,
+  waitFor,
+  type TestGateway,
+  type TestWorkspace,
+} from '../support/gateway.js';
 
 const UPSTREAM_KEY = 'braze-upstream-key-obs-7c41e0';
+const DUPLICATE = 'POST /campaigns/duplicate';
 
 describe('upstream mode: what an operator sees of upstream calls and the jobs they decide', () => {
   let fake: FakeBraze;
@@ -10,14 +25,18 @@ describe('upstream mode: what an operator sees of upstream calls and the jobs th
   let ws: TestWorkspace;
   let lines: string[];
 
-  beforeAll(async () => {
+  beforeEach(async () => {
     fake = await startFakeBraze(UPSTREAM_KEY);
     const recorded = recordingLogger();
     lines = recorded.lines;
-    gateway = await startGateway({ UPSTREAM_URL: fake.url, UPSTREAM_API_KEY: UPSTREAM_KEY }, { logger: recorded.logger });
+    // A clock that stands still: a job that failed transiently stays waiting for its retry.
+    gateway = await startGateway(
+      { UPSTREAM_URL: fake.url, UPSTREAM_API_KEY: UPSTREAM_KEY, UPSTREAM_TIMEOUT_MS: '300' },
+      { logger: recorded.logger, clock: new ManualClock() },
+    );
     ws = await gateway.workspace();
   });
-  afterAll(async () => {
+  afterEach(async () => {
     await gateway?.close();
     await fake?.close();
   });
@@ -31,6 +50,13 @@ describe('upstream mode: what an operator sees of upstream calls and the jobs th
     return response.body.job_id;
   };
 
+  /** Waits until the job is finished, or waiting for its retry after the first attempt failed. */
+  const decided = (jobId: string) =>
+    waitFor(async () => {
+      const job = (await gateway.app.store.getJob(ws.workspace.id, jobId)) as DuplicationJob;
+      return (job.status === 'SUCCEEDED' || job.status === 'FAILED' || (job.status === 'PENDING' && job.attempts === 1)) && job;
+    });
+
   it('names the job in the warning about its failed upstream call, and logs the job failing for good as a warning with its error', async () => {
     const jobId = await enqueue('cmp-unknown');
     const finished = await waitFor(async () => componentLines(lines, 'worker').find((line) => line.msg === 'job finished' && line.jobId === jobId));
@@ -42,5 +68,44 @@ describe('upstream mode: what an operator sees of upstream calls and the jobs th
     });
     const warning = componentLines(lines, 'upstream').find((line) => line.msg === 'upstream call failed');
     expect(warning).toMatchObject({ level: 40, jobId, method: 'POST', path: '/campaigns/duplicate', status: 400, error: { code: 'UPSTREAM_BAD_REQUEST' } });
+  });
+
+  it('times every upstream call by endpoint and outcome, and counts finished jobs by error code', async () => {
+    const outcomes: [string, Parameters<FakeBraze['script']>[1] | null, Partial<DuplicationJob>][] = [
+      ['cmp-0001', null, { status: 'SUCCEEDED' }],
+      ['cmp-unknown', null, { status: 'FAILED', error: { code: 'UPSTREAM_BAD_REQUEST', message: expect.any(String) } }],
+      ['cmp-0001', { status: 503, json: { message: 'busy' } }, { status: 'PENDING', error: { code: 'UPSTREAM_UNAVAILABLE', message: expect.any(String) } }],
+      ['cmp-0001', { drop: true }, { status: 'PENDING', error: { code: 'UPSTREAM_UNREACHABLE', message: expect.any(String) } }],
+      ['cmp-0001', { hang: true }, { status: 'PENDING', error: { code: 'UPSTREAM_TIMEOUT', message: expect.any(String) } }],
+    ];
+    for (const [campaignId, reply, expected] of outcomes) {
+      if (reply) fake.script(DUPLICATE, reply);
+      expect(await decided(await enqueue(campaignId))).toMatchObject(expected);
+    }
+    // Reads are not paced, so an upstream 429 on one leaves the duplications alone.
+    fake.script('GET /campaigns/details', { status: 429, json: { message: 'slow down' } });
+    const limited = await graphql(gateway.baseUrl, ws.key, 'query ($id: ID!) { campaign(id: $id) { id } }', { id: 'cmp-0001' });
+    expect(limited.body.errors[0].extensions.code).toBe('SERVICE_UNAVAILABLE');
+    const listed = await graphql(gateway.baseUrl, ws.key, '{ campaigns(first: 2) { edges { node { id } } } }');
+    expect(listed.body.data.campaigns.edges).toHaveLength(2);
+
+    const text = (await http(gateway.baseUrl, 'GET', '/metrics')).text;
+    const calls = (endpoint: string, outcome: string) => sample(text, 'gateway_upstream_request_duration_seconds_count', { endpoint, outcome });
+    expect(calls('/campaigns/duplicate', 'ok')).toBe(1);
+    expect(calls('/campaigns/duplicate', 'rejected')).toBe(1);
+    expect(calls('/campaigns/duplicate', 'unavailable')).toBe(1);
+    expect(calls('/campaigns/duplicate', 'unreachable')).toBe(1);
+    expect(calls('/campaigns/duplicate', 'timeout')).toBe(1);
+    expect(calls('/campaigns/details', 'rate_limited')).toBe(1);
+    expect(calls('/campaigns/list', 'ok')).toBe(1);
+    // The timeout is 300 ms: that call took at least as long, the others did not wait for it.
+    expect(sample(text, 'gateway_upstream_request_duration_seconds_bucket', { endpoint: '/campaigns/duplicate', outcome: 'timeout', le: '0.25' })).toBe(0);
+    expect(sample(text, 'gateway_upstream_request_duration_seconds_bucket', { endpoint: '/campaigns/duplicate', outcome: 'timeout', le: '+Inf' })).toBe(1);
+
+    const finished = (status: string, code: string) => sample(text, 'gateway_duplication_jobs_finished_total', { status, error_code: code });
+    expect(finished('SUCCEEDED', 'none')).toBe(1);
+    expect(finished('FAILED', 'UPSTREAM_BAD_REQUEST')).toBe(1);
+    expect(finished('FAILED', 'UPSTREAM_TIMEOUT')).toBe(0);
+    expect(sample(text, 'gateway_duplication_job_retries_total')).toBe(3);
   });
 });
