@@ -6,7 +6,7 @@ import {
   ApolloServerPluginSchemaReportingDisabled,
   ApolloServerPluginUsageReportingDisabled,
 } from '@apollo/server/plugin/disabled';
-import { unwrapResolverError } from '@apollo/server/errors';
+import { ApolloServerErrorCode, ApolloServerValidationErrorCode, unwrapResolverError } from '@apollo/server/errors';
 import type { FastifyBaseLogger } from 'fastify';
 import { BREAK, GraphQLError, type DocumentNode, type GraphQLFormattedError, type GraphQLSchema, type ValidationRule } from 'graphql';
 import { ERROR_CODES, isGatewayError, unavailableCause, type FieldIssue, type GatewayError } from '../domain/errors.js';
@@ -34,6 +34,18 @@ function isRefusedRequest(error: unknown): boolean {
   const status = (error.extensions.http as { status?: unknown } | undefined)?.status;
   return typeof status === 'number' && status >= 400 && status < 500;
 }
+
+/** Every `extensions.code` a GraphQL answer of the gateway can carry: the domain's, and GraphQL's and Apollo's own. */
+export const GRAPHQL_ERROR_CODES: readonly string[] = [
+  ...new Set<string>([
+    ...Object.values(ERROR_CODES).map((entry) => entry.graphqlCode),
+    ...Object.values(ApolloServerErrorCode),
+    ...Object.values(ApolloServerValidationErrorCode),
+  ]),
+];
+
+/** Hears of every error as it goes out in a GraphQL answer, in its wire form (metrics). */
+export type GraphQLErrorObserver = (error: GraphQLFormattedError) => void;
 
 export const renderGraphQLIssue = (issue: FieldIssue): string => `'${issue.field}' ${issue.message}`;
 
@@ -181,9 +193,12 @@ const isHttpHead = (value: unknown): value is Partial<GraphQLHttpHead> =>
  * formatGraphQLError) sees them: a default code, an `http` extension taken out into the answer's status and
  * headers, and an answer Apollo's own when formatting fails. For answers produced without Apollo.
  */
-export function formatExecutionErrors(errors: readonly GraphQLError[]): { errors: GraphQLFormattedError[]; head: GraphQLHttpHead } {
+export function formatExecutionErrors(
+  errors: readonly GraphQLError[],
+  observe: GraphQLErrorObserver,
+): { errors: GraphQLFormattedError[]; head: GraphQLHttpHead } {
   const head: GraphQLHttpHead = { headers: new Map() };
-  const formatted = errors.map((error) => {
+  const formatted = errors.map((error): GraphQLFormattedError => {
     try {
       const extensions: Record<string, unknown> = { ...error.extensions, code: error.extensions.code ?? ERROR_CODES.INTERNAL.graphqlCode };
       if (isHttpHead(extensions.http)) {
@@ -196,6 +211,7 @@ export function formatExecutionErrors(errors: readonly GraphQLError[]): { errors
       return { message: ERROR_CODES.INTERNAL.message, extensions: { code: ERROR_CODES.INTERNAL.graphqlCode } };
     }
   });
+  formatted.forEach(observe);
   return { errors: formatted, head };
 }
 
@@ -214,6 +230,8 @@ export interface ApolloOptions {
   persistedQueries: DocumentCache<string>;
   /** More plugins, after the gateway's own. */
   plugins?: ApolloServerPlugin<GraphQLContext>[];
+  /** Hears of each error Apollo's answers carry. */
+  observeError: GraphQLErrorObserver;
 }
 
 /**
@@ -241,6 +259,9 @@ const noIntrospectionRule: ValidationRule = (context) => ({
 const MAX_TOKENS = 2000;
 
 export function createApollo(options: ApolloOptions): ApolloServer<GraphQLContext> {
+  const format = options.hideSchemaDetails
+    ? (formatted: GraphQLFormattedError, error: unknown) => withoutSchemaHints(formatGraphQLError(formatted, error))
+    : formatGraphQLError;
   return new ApolloServer<GraphQLContext>({
     schema: options.schema,
     // Refused by graphql-js's own rule instead of Apollo's, whose message tells callers to reconfigure Apollo.
@@ -256,7 +277,11 @@ export function createApollo(options: ApolloOptions): ApolloServer<GraphQLContex
     persistedQueries: { cache: apolloQueryTextStore(options.persistedQueries) },
     maxRecursiveSelections: true,
     validationRules: [operationShapeRule(options.limits), ...(options.introspection ? [] : [noIntrospectionRule])],
-    formatError: options.hideSchemaDetails ? (formatted, error) => withoutSchemaHints(formatGraphQLError(formatted, error)) : formatGraphQLError,
+    formatError: (formatted, error) => {
+      const wire = format(formatted, error);
+      options.observeError(wire);
+      return wire;
+    },
     stringifyResult: stringifyGraphQLResult,
     // The cache-control plugin hooks every resolved field to compute a policy this schema never sets. Apollo
     // would add usage and schema reporting to its cloud when APOLLO_KEY is set and inline tracing for a

@@ -15,7 +15,14 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { ApolloServerPlugin } from '@apollo/server';
 import type { FastifyBaseLogger } from 'fastify';
 import { execute, type DocumentNode, type GraphQLSchema } from 'graphql';
-import { applyHttpSemantics, formatExecutionErrors, reportUnexpectedErrors, stringifyGraphQLResult, type GraphQLHttpHead } from './apollo.js';
+import {
+  applyHttpSemantics,
+  formatExecutionErrors,
+  reportUnexpectedErrors,
+  stringifyGraphQLResult,
+  type GraphQLErrorObserver,
+  type GraphQLHttpHead,
+} from './apollo.js';
 import type { GraphQLContext } from './context.js';
 import { DocumentCache, entryBytes } from './document-cache.js';
 import type { CostLimit } from './limits.js';
@@ -78,6 +85,8 @@ export class PreparedOperations {
     private readonly schema: GraphQLSchema,
     private readonly costLimit: CostLimit,
     private readonly logger: FastifyBaseLogger,
+    /** Hears of each error these answers carry, as Apollo's formatError does of its own. */
+    private readonly observeError: GraphQLErrorObserver,
   ) {}
 
   /** Learns the operations Apollo accepted: it reaches execution only after parsing, validation and the cost check. */
@@ -140,7 +149,7 @@ export class PreparedOperations {
     let head: GraphQLHttpHead = { headers: new Map() };
     if (result.errors) {
       reportUnexpectedErrors(this.logger, result.errors, contextValue.requestId);
-      ({ errors, head } = formatExecutionErrors(result.errors));
+      ({ errors, head } = formatExecutionErrors(result.errors, this.observeError));
     }
     applyHttpSemantics(head, errors ?? [], contextValue, result.data, result.errors);
     head.headers.set('content-type', responseType);

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { UpstreamObserver } from '../adapters/braze-client.js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Clock, GatewayStore } from '../domain/ports.js';
+import { GRAPHQL_ERROR_CODES } from '../graphql/apollo.js';
 import { CHANNELS, JOB_ERROR_CODES, type Channel, type JobErrorCode } from '../domain/types.js';
 import { RepeatedFailureLog } from '../jobs/failure-log.js';
 import type { WorkerLogger, WorkerObserver } from '../jobs/worker.js';
@@ -27,11 +28,12 @@ export interface GatewayMetricsOptions {
   logger: WorkerLogger;
 }
 
-/** The `error_code` of a finished job: `none` for a success, `other` for a code this version does not know (an older version's, read back). */
+/** The label value of a code outside its closed set: an older version's job error read back, a code some library made up. */
+const OTHER_CODE = 'other';
+/** The `error_code` of a job that succeeded. */
 const NO_ERROR = 'none';
-const OTHER_ERROR = 'other';
 const errorCodeLabel = (code: JobErrorCode | null): string =>
-  code === null ? NO_ERROR : (JOB_ERROR_CODES as readonly string[]).includes(code) ? code : OTHER_ERROR;
+  code === null ? NO_ERROR : (JOB_ERROR_CODES as readonly string[]).includes(code) ? code : OTHER_CODE;
 
 /**
  * The gateway's Prometheus metrics, in a registry of its own: several apps in one process (tests) must not
@@ -58,6 +60,7 @@ export class GatewayMetrics {
   private readonly jobDeferrals: Counter;
   private readonly quotaRejections: Counter<'channel'>;
   private readonly graphqlRequests: Counter<'path'>;
+  private readonly graphqlErrors: Counter<'code'>;
   private readonly documentCacheBytes: Gauge<'cache'>;
   private documentCaches: Partial<Record<DocumentCacheName, { readonly bytes: number }>> = {};
   private readonly downloads: Gauge;
@@ -170,6 +173,18 @@ export class GatewayMetrics {
       'path',
       GRAPHQL_PATHS,
     );
+    this.graphqlErrors = fromZero(
+      new Counter({
+        name: 'gateway_graphql_errors_total',
+        help:
+          'Errors in answers to /graphql, whatever their HTTP status (a failing field is still a 200), by extensions.code: the gateway\'s codes ' +
+          'and those of GraphQL and Apollo Server ("other" for any other).',
+        labelNames: ['code'],
+        registers,
+      }),
+      'code',
+      GRAPHQL_ERROR_CODES,
+    );
     this.documentCacheBytes = new Gauge({
       name: 'gateway_graphql_document_cache_bytes',
       help:
@@ -210,6 +225,11 @@ export class GatewayMetrics {
 
   graphqlRequest(path: GraphQLPath): void {
     this.graphqlRequests.inc({ path });
+  }
+
+  /** One error in a GraphQL answer, by its `extensions.code`. */
+  graphqlError(code: unknown): void {
+    this.graphqlErrors.inc({ code: typeof code === 'string' && GRAPHQL_ERROR_CODES.includes(code) ? code : OTHER_CODE });
   }
 
   observeRequest(method: string, route: string, statusCode: number, seconds: number): void {

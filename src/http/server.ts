@@ -11,7 +11,7 @@ import Fastify, {
   type FastifySchema,
   type FastifyServerOptions,
 } from 'fastify';
-import type { DocumentNode } from 'graphql';
+import type { DocumentNode, GraphQLFormattedError } from 'graphql';
 import type { Config } from '../config.js';
 import { GatewayError, unavailableCause } from '../domain/errors.js';
 import type { Quota } from '../domain/ports.js';
@@ -56,6 +56,8 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 /** Builds the HTTP server without listening, so tests and main.ts share it. */
 export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> {
   const { config, service } = deps;
+  /** Every error a GraphQL answer carries is counted, whichever path made the answer. */
+  const observeGraphQLError = (error: GraphQLFormattedError) => deps.metrics.graphqlError(error.extensions?.code);
 
   /** Every error becomes one answer here, in its transport's shape. */
   const sendError = async (error: FastifyError | Error, request: FastifyRequest, reply: FastifyReply) => {
@@ -65,7 +67,9 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     if (cause !== undefined) request.log.warn({ err: cause }, 'a dependency is unavailable');
     reply.headers(rateLimitHeaders(mapped.gatewayError.rateLimit ?? (await quotaStateFor(request, deps.quota))));
     if (mapped.gatewayError.retryAfterSeconds !== undefined) reply.header('retry-after', String(mapped.gatewayError.retryAfterSeconds));
-    const body = request.routeOptions.url === '/graphql' ? graphqlErrorBody(mapped.gatewayError, request.id) : mapped.body;
+    if (request.routeOptions.url !== '/graphql') return reply.status(mapped.status).send(mapped.body);
+    const body = graphqlErrorBody(mapped.gatewayError, request.id);
+    body.errors.forEach(observeGraphQLError);
     return reply.status(mapped.status).send(body);
   };
 
@@ -144,7 +148,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
 
   const schema = await gatewaySchema();
   const costLimit = new CostLimit(schema, config.graphqlMaxCost);
-  const prepared = new PreparedOperations(schema, costLimit, app.log);
+  const prepared = new PreparedOperations(schema, costLimit, app.log, observeGraphQLError);
   const documents = new DocumentCache<DocumentNode>();
   const persistedQueries = new DocumentCache<string>(QUERY_TEXT_CACHE_BYTES);
   deps.metrics.watchDocumentCaches({ apollo: documents, prepared, persisted: persistedQueries });
@@ -163,6 +167,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     documents,
     persistedQueries,
     plugins: [prepared.plugin()],
+    observeError: observeGraphQLError,
   });
   await apollo.start();
   app.addHook('onClose', () => apollo.stop());

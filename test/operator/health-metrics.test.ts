@@ -4,6 +4,9 @@ import { RateLimiterRedis } from 'rate-limiter-flexible';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RateLimiterQuota } from '../../src/adapters/rate-limiter-quota.js';
 import { dependencyUnavailable } from '../../src/domain/errors.js';
+import { systemClock } from '../../src/domain/ports.js';
+import type { JobErrorCode } from '../../src/domain/types.js';
+import { GatewayMetrics } from '../../src/http/metrics.js';
 import { ManualClock } from '../support/clock.js';
 import {
   bearer,
@@ -26,6 +29,8 @@ const scrape = async (gateway: TestGateway) => {
   expect(response.headers['content-type']).toBe('text/plain; version=0.0.4; charset=utf-8');
   return response.text;
 };
+
+const silent = { info() {}, warn() {}, error() {} };
 
 const DUPLICATE = 'mutation($input: DuplicateCampaignInput!) { duplicateCampaign(input: $input) { job { id } } }';
 
@@ -162,6 +167,63 @@ describe('GET /metrics', () => {
     expect(sample(text, 'gateway_duplication_jobs', { status: 'PENDING' })).toBe(3);
     expect(sample(text, 'gateway_http_requests_total', { method: 'POST', route: '/campaigns/duplicate', status_code: '202' })).toBe(3);
     expect(sample(text, 'gateway_quota_rejections_total', { channel: 'REST' })).toBe(0);
+  });
+});
+
+describe('GET /metrics: GraphQL errors', () => {
+  it('counts the errors of answers sent with 200 by their code, from Apollo and from a prepared operation alike', async () => {
+    const gateway = await startGateway({ WORKER_CONCURRENCY: '0' });
+    try {
+      const ws = await gateway.workspace();
+      const failing = () => graphql(gateway.baseUrl, ws.key, '{ securityEvents(first: 5, after: "not-a-cursor") { edges { cursor } } }');
+      const errors = (text: string, code: string) => sample(text, 'gateway_graphql_errors_total', { code });
+      const before = await scrape(gateway);
+      expect(errors(before, 'BAD_USER_INPUT')).toBe(0);
+      expect(errors(before, 'GRAPHQL_PARSE_FAILED')).toBe(0);
+
+      const first = await failing();
+      expect(first.status).toBe(200);
+      expect(first.body.errors[0].extensions.code).toBe('BAD_USER_INPUT');
+      const afterApollo = await scrape(gateway);
+      expect(sample(afterApollo, 'gateway_graphql_requests_total', { path: 'apollo' })).toBe(1);
+      expect(errors(afterApollo, 'BAD_USER_INPUT')).toBe(1);
+
+      expect((await failing()).body).toEqual(first.body);
+      const afterPrepared = await scrape(gateway);
+      expect(sample(afterPrepared, 'gateway_graphql_requests_total', { path: 'prepared' })).toBe(1);
+      expect(errors(afterPrepared, 'BAD_USER_INPUT')).toBe(2);
+
+      // Refused before GraphQL saw it: still an error of a GraphQL answer.
+      const unparsable = await http(gateway.baseUrl, 'POST', '/graphql', { headers: { ...json, ...bearer(ws.key) }, body: '{"query": ' });
+      expect(unparsable.body.errors[0].extensions.code).toBe('BAD_USER_INPUT');
+      expect(await graphql(gateway.baseUrl, ws.key, '{ securityEvents(')).toMatchObject({ status: 400 });
+      const text = await scrape(gateway);
+      expect(errors(text, 'BAD_USER_INPUT')).toBe(3);
+      expect(errors(text, 'GRAPHQL_PARSE_FAILED')).toBe(1);
+      expect(text).not.toContain('not-a-cursor');
+    } finally {
+      await gateway.close();
+    }
+  });
+});
+
+describe('GET /metrics: label values', () => {
+  it('fold a code outside the closed set of GraphQL or job error codes into "other"', async () => {
+    const gateway = await startGateway({ WORKER_CONCURRENCY: '0' });
+    try {
+      const metrics = new GatewayMetrics({ store: gateway.app.store, clock: systemClock, downloadsInProgress: () => 0, logger: silent });
+      metrics.graphqlError('SOMETHING_A_PLUGIN_MADE_UP');
+      metrics.graphqlError(undefined);
+      // A job error code an older version wrote, read back.
+      metrics.workerObserver.jobFinished?.('FAILED', 10, 'UPSTREAM_400' as JobErrorCode);
+      const text = await metrics.render();
+      expect(sample(text, 'gateway_graphql_errors_total', { code: 'other' })).toBe(2);
+      expect(sample(text, 'gateway_duplication_jobs_finished_total', { status: 'FAILED', error_code: 'other' })).toBe(1);
+      expect(text).not.toContain('SOMETHING_A_PLUGIN_MADE_UP');
+      expect(text).not.toContain('UPSTREAM_400');
+    } finally {
+      await gateway.close();
+    }
   });
 });
 
