@@ -18,9 +18,8 @@ export interface BrazeClientOptions {
   observer?: UpstreamObserver;
 }
 
-/** The upstream endpoints the gateway calls. */
-export const UPSTREAM_ENDPOINTS = ['/campaigns/duplicate', '/campaigns/list', '/campaigns/details'] as const;
-export type UpstreamEndpoint = (typeof UPSTREAM_ENDPOINTS)[number];
+/** The upstream endpoints the gateway calls: a closed set, so metrics can be labelled by them. */
+export type UpstreamEndpoint = '/campaigns/duplicate' | '/campaigns/list' | '/campaigns/details';
 
 /** How a call ended: its `kind`, with the transient failures told apart by their cause. */
 export type UpstreamOutcome = 'ok' | 'rejected' | 'rate_limited' | 'unavailable' | 'timeout' | 'unreachable';

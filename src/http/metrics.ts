@@ -1,9 +1,9 @@
 import type { FastifyInstance } from 'fastify';
-import type { UpstreamObserver } from '../adapters/braze-client.js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { UpstreamObserver } from '../adapters/braze-client.js';
 import type { Clock, GatewayStore } from '../domain/ports.js';
-import { GRAPHQL_ERROR_CODES } from '../graphql/apollo.js';
 import { CHANNELS, JOB_ERROR_CODES, type Channel, type JobErrorCode } from '../domain/types.js';
+import { GRAPHQL_ERROR_CODES } from '../graphql/apollo.js';
 import { RepeatedFailureLog } from '../jobs/failure-log.js';
 import type { WorkerLogger, WorkerObserver } from '../jobs/worker.js';
 
@@ -56,8 +56,8 @@ export class GatewayMetrics {
   private readonly jobDuration: Histogram<'status'>;
   private readonly jobsFinished: Counter<'status' | 'error_code'>;
   private readonly jobRetries: Counter;
-  private readonly upstreamDuration: Histogram<'endpoint' | 'outcome'>;
   private readonly jobDeferrals: Counter;
+  private readonly upstreamDuration: Histogram<'endpoint' | 'outcome'>;
   private readonly quotaRejections: Counter<'channel'>;
   private readonly graphqlRequests: Counter<'path'>;
   private readonly graphqlErrors: Counter<'code'>;
@@ -284,8 +284,10 @@ export async function metricsRoutes(app: FastifyInstance, options: { metrics: Ga
         tags: ['operations'],
         summary: 'Prometheus metrics',
         description:
-          'Request counts and durations, GraphQL requests by path, GraphQL document cache sizes, queued jobs by status, queue depth, age of the oldest due job, job durations, finished jobs by error code, upstream call durations, quota rejections, ' +
-          'downloads in progress, process metrics. Answers 200 while the store is down, without the queue series and with gateway_metrics_store_read_ok 0.',
+          'Request counts and durations, GraphQL requests by path and errors by code, GraphQL document cache sizes, queued jobs by status, ' +
+          'queue depth, age of the oldest due job, job durations, finished jobs by error code, upstream call durations, quota rejections, ' +
+          'downloads in progress, process metrics. Answers 200 while the store is down, without the queue series and with ' +
+          'gateway_metrics_store_read_ok 0.',
         response: { 200: { description: 'Prometheus text exposition format 0.0.4', content: { 'text/plain': { schema: { type: 'string' } } } } },
       },
     },
