@@ -124,18 +124,19 @@ export class BrazeClient {
 
   /** Reachability for /readyz: any answer below 500 from the upstream's origin, without the key. */
   async ping(): Promise<void> {
+    const timeoutMs = Math.min(this.options.timeoutMs, 3000);
     let status: number;
     try {
       const response = await request(`${this.baseUrl}/`, {
         dispatcher: this.agent,
         method: 'GET',
         headers: { 'user-agent': 'campaign-gateway' },
-        signal: AbortSignal.timeout(Math.min(this.options.timeoutMs, 3000)),
+        signal: AbortSignal.timeout(timeoutMs),
       });
       status = response.statusCode;
       await response.body.dump();
     } catch (error) {
-      throw new GatewayError('UNAVAILABLE', this.networkFailure(error).error.message);
+      throw new GatewayError('UNAVAILABLE', this.networkFailure(error, timeoutMs).error.message);
     }
     if (status >= 500) throw new GatewayError('UNAVAILABLE', `The upstream answered ${status}`);
   }
@@ -240,14 +241,14 @@ export class BrazeClient {
     return Math.min(MAX_RETRY_AFTER_MS, Math.max(0, Math.ceil(Math.max(...candidates))));
   }
 
-  private networkFailure(error: unknown): Extract<UpstreamResponse, { kind: 'unavailable' }> {
+  private networkFailure(error: unknown, timeoutMs = this.options.timeoutMs): Extract<UpstreamResponse, { kind: 'unavailable' }> {
     const code = (error as { code?: unknown } | null)?.code;
     const name = (error as { name?: unknown } | null)?.name;
     if (name === 'TimeoutError' || (typeof code === 'string' && TIMEOUT_CODES.has(code))) {
       return {
         kind: 'unavailable',
         status: null,
-        error: { code: 'UPSTREAM_TIMEOUT', message: `The upstream did not answer within ${this.options.timeoutMs} ms` },
+        error: { code: 'UPSTREAM_TIMEOUT', message: `The upstream did not answer within ${timeoutMs} ms` },
       };
     }
     return {
