@@ -183,22 +183,33 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     downloadStallTimeoutMs: overrides.downloadStallTimeoutMs,
     checkReady: () =>
       checkDependencies({
-        store: async () => {
-          await store.ping();
-          return { status: 'up', backend: store.kind };
+        store: {
+          neededToServe: true,
+          check: async () => {
+            await store.ping();
+            return { status: 'up', backend: store.kind };
+          },
         },
-        quota: async () => {
-          const status = await limiters.check();
-          await quota.peek('readiness');
-          return overrides.quota ? { ...status, backend: 'custom' } : status;
+        // A limiter backend that can fall back (Redis) reports itself degraded; one that fails cannot count.
+        quota: {
+          neededToServe: true,
+          check: async () => {
+            const status = await limiters.check();
+            await quota.peek('readiness');
+            return overrides.quota ? { ...status, backend: 'custom' } : status;
+          },
         },
+        // Accepting a job does not need the upstream: jobs wait and retry until it answers again.
         ...(upstream
           ? {
-              upstream: async () => {
-                await upstream.ping();
-                return upstream.refusesKey
-                  ? { status: 'degraded' as const, backend: 'braze', message: 'The upstream refused UPSTREAM_API_KEY (401) at its last call: duplications fail until it is replaced' }
-                  : { status: 'up' as const, backend: 'braze' };
+              upstream: {
+                neededToServe: false,
+                check: async () => {
+                  await upstream.ping();
+                  return upstream.refusesKey
+                    ? { status: 'degraded' as const, backend: 'braze', message: 'The upstream refused UPSTREAM_API_KEY (401) at its last call: duplications fail until it is replaced' }
+                    : { status: 'up' as const, backend: 'braze' };
+                },
               },
             }
           : {}),

@@ -43,8 +43,11 @@ export async function healthRoutes(app: FastifyInstance, options: { checkReady: 
         tags: ['operations'],
         summary: 'Readiness: the store, the quota backend and, in upstream mode, the upstream',
         response: {
-          200: { description: 'Every dependency is up, or degraded but serving (e.g. Redis down, in-process limits)', ...readinessBody },
-          503: { description: 'At least one dependency is down; `checks` says which', ...readinessBody },
+          200: {
+            description: 'Every dependency is up, or degraded but serving (e.g. Redis down: in-process limits; the upstream down: jobs wait)',
+            ...readinessBody,
+          },
+          503: { description: 'A dependency the instance needs to serve (the store, the quota backend) is down; `checks` says which', ...readinessBody },
         },
       },
     },

@@ -63,9 +63,10 @@ describe('upstream mode end to end: a gateway in front of a Braze-like upstream'
     expect(failed).toMatchObject({ attempts: 1, error: { code: 'UPSTREAM_BAD_REQUEST', message: 'The upstream answered 400: Invalid campaign_id' } });
   });
 
-  it('/readyz reports each dependency and an unreachable upstream; /healthz stays live', async () => {
+  it('/readyz reports each dependency, and an unreachable upstream as degraded: the instance still takes jobs', async () => {
     fake = await startFakeBraze(UPSTREAM_KEY);
     gateway = await startGateway({ UPSTREAM_URL: fake.url, UPSTREAM_API_KEY: UPSTREAM_KEY, UPSTREAM_TIMEOUT_MS: '500' });
+    const ws = await gateway.workspace();
     const ready = await http(gateway.baseUrl, 'GET', '/readyz');
     expect(ready.status).toBe(200);
     expect(ready.body).toEqual({
@@ -76,17 +77,22 @@ describe('upstream mode end to end: a gateway in front of a Braze-like upstream'
 
     await fake.close();
     fake = undefined;
-    const notReady = await http(gateway.baseUrl, 'GET', '/readyz');
-    expect(notReady.status).toBe(503);
-    expect(notReady.body).toEqual({
-      status: 'not ready',
+    const degraded = await http(gateway.baseUrl, 'GET', '/readyz');
+    expect(degraded.status).toBe(200);
+    expect(degraded.body).toEqual({
+      status: 'degraded',
       message: 'upstream: The connection to the upstream failed',
       checks: {
         store: { status: 'up', backend: 'sqlite' },
         quota: { status: 'up', backend: 'memory' },
-        upstream: { status: 'down', message: 'The connection to the upstream failed' },
+        upstream: { status: 'degraded', message: 'The connection to the upstream failed' },
       },
     });
+    const accepted = await http(gateway.baseUrl, 'POST', '/campaigns/duplicate', {
+      headers: { ...json, ...bearer(ws.key) },
+      body: JSON.stringify({ campaign_id: 'cmp-0001', name: 'sent once the upstream is back' }),
+    });
+    expect(accepted.status).toBe(202);
     const live = await http(gateway.baseUrl, 'GET', '/healthz');
     expect(live.status).toBe(200);
   });
@@ -127,13 +133,21 @@ describe('upstream mode end to end: a gateway in front of a Braze-like upstream'
     expect((await http(gateway.baseUrl, 'GET', '/readyz')).body.checks.upstream).toEqual({ status: 'up', backend: 'braze' });
   });
 
-  it('an upstream answering 5xx is not ready; local mode has no upstream check', async () => {
+  it('an upstream answering 5xx, or not answering at all, is degraded; local mode has no upstream check', async () => {
     fake = await startFakeBraze(UPSTREAM_KEY);
-    fake.script('GET /', { status: 503, json: { message: 'Service Unavailable' } });
+    fake.script('GET /', { status: 503, json: { message: 'Service Unavailable' } }, { hang: true });
     gateway = await startGateway({ UPSTREAM_URL: fake.url, UPSTREAM_API_KEY: UPSTREAM_KEY });
-    const notReady = await http(gateway.baseUrl, 'GET', '/readyz');
-    expect(notReady.status).toBe(503);
-    expect(notReady.body.checks.upstream).toEqual({ status: 'down', message: 'The upstream answered 503' });
+    const failing = await http(gateway.baseUrl, 'GET', '/readyz');
+    expect(failing.status).toBe(200);
+    expect(failing.body).toMatchObject({ status: 'degraded', checks: { upstream: { status: 'degraded', message: 'The upstream answered 503' } } });
+    // The ping's own timeout is longer than the 2 s readiness gives each check.
+    const hanging = await http(gateway.baseUrl, 'GET', '/readyz');
+    expect(hanging.status).toBe(200);
+    expect(hanging.body).toMatchObject({
+      status: 'degraded',
+      message: 'upstream: did not answer within 2000 ms',
+      checks: { store: { status: 'up' }, upstream: { status: 'degraded', message: 'did not answer within 2000 ms' } },
+    });
     await gateway.close();
 
     gateway = await startGateway();
