@@ -32,7 +32,7 @@ import { GatewayMetrics } from './http/metrics.js';
 import { buildHttpServer } from './http/server.js';
 import { RetentionPruner } from './jobs/retention.js';
 import { JobWorker, RETRY_BACKOFF, type WorkerLogger } from './jobs/worker.js';
-import { checkDependencies } from './readiness.js';
+import { Readiness } from './readiness.js';
 
 export interface App {
   config: Config;
@@ -173,6 +173,41 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     downloads,
   });
   const admin = new AdminService(store, clock);
+  const readiness = new Readiness(
+    {
+      store: {
+        neededToServe: true,
+        check: async () => {
+          await store.ping();
+          return { status: 'up', backend: store.kind };
+        },
+      },
+      // A limiter backend that can fall back (Redis) reports itself degraded; one that fails cannot count.
+      quota: {
+        neededToServe: true,
+        check: async () => {
+          const status = await limiters.check();
+          await quota.peek('readiness');
+          return overrides.quota ? { ...status, backend: 'custom' } : status;
+        },
+      },
+      // Accepting a job does not need the upstream: jobs wait and retry until it answers again.
+      ...(upstream
+        ? {
+            upstream: {
+              neededToServe: false,
+              check: async () => {
+                await upstream.ping();
+                return upstream.refusesKey
+                  ? { status: 'degraded' as const, backend: 'braze', message: 'The upstream refused UPSTREAM_API_KEY (401) at its last call: duplications fail until it is replaced' }
+                  : { status: 'up' as const, backend: 'braze' };
+              },
+            },
+          }
+        : {}),
+    },
+    clock,
+  );
   const http = await buildHttpServer({
     config,
     service,
@@ -181,41 +216,10 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     logger: overrides.logger,
     logDestination: overrides.logDestination,
     downloadStallTimeoutMs: overrides.downloadStallTimeoutMs,
-    checkReady: () =>
-      checkDependencies({
-        store: {
-          neededToServe: true,
-          check: async () => {
-            await store.ping();
-            return { status: 'up', backend: store.kind };
-          },
-        },
-        // A limiter backend that can fall back (Redis) reports itself degraded; one that fails cannot count.
-        quota: {
-          neededToServe: true,
-          check: async () => {
-            const status = await limiters.check();
-            await quota.peek('readiness');
-            return overrides.quota ? { ...status, backend: 'custom' } : status;
-          },
-        },
-        // Accepting a job does not need the upstream: jobs wait and retry until it answers again.
-        ...(upstream
-          ? {
-              upstream: {
-                neededToServe: false,
-                check: async () => {
-                  await upstream.ping();
-                  return upstream.refusesKey
-                    ? { status: 'degraded' as const, backend: 'braze', message: 'The upstream refused UPSTREAM_API_KEY (401) at its last call: duplications fail until it is replaced' }
-                    : { status: 'up' as const, backend: 'braze' };
-                },
-              },
-            }
-          : {}),
-      }),
+    checkReady: () => readiness.report(),
   });
   limiters.logTo(http.log.child({ component: 'limits' }));
+  readiness.logTo(http.log.child({ component: 'readiness' }));
   upstreamLog = http.log.child({ component: 'upstream' });
   storeLog = http.log.child({ component: 'store' });
   metricsLog = http.log.child({ component: 'metrics' });

@@ -1,4 +1,7 @@
 import { GatewayError, unavailableCause } from './domain/errors.js';
+import type { Clock } from './domain/ports.js';
+import { RepeatedFailureLog } from './jobs/failure-log.js';
+import type { WorkerLogger } from './jobs/worker.js';
 
 /**
  * How one dependency of the gateway is doing. `degraded` still serves; `down` makes the instance not ready,
@@ -15,8 +18,6 @@ export interface DependencyStatus {
 export interface ReadinessReport {
   ready: boolean;
   checks: Record<string, DependencyStatus>;
-  /** The errors behind failed checks, for the log only: never sent to callers. */
-  failures: Record<string, unknown>;
 }
 
 export interface DependencyCheck {
@@ -38,30 +39,69 @@ export function describeFailure(error: unknown): string {
   return `failing (${error instanceof Error ? error.name : 'unknown error'})`;
 }
 
+/** The per-check bound: a dependency that takes longer is failing, whatever it answers later. */
+const CHECK_TIMEOUT_MS = 2000;
+
+export interface ReadinessLogger extends WorkerLogger {
+  child(bindings: Record<string, unknown>): WorkerLogger;
+}
+
 /**
- * Runs every check at once, each bounded by `timeoutMs`. A check that throws or hangs counts as down when the
- * instance needs its dependency to serve, as degraded otherwise.
+ * Every dependency check of the instance, run together for each `/readyz` probe. A check that throws or hangs
+ * counts as down when the instance needs its dependency to serve, as degraded otherwise.
+ *
+ * Load balancers probe every few seconds: the error behind a failing check is logged when it starts failing,
+ * as a reminder at most once a minute while it keeps failing, and once when it passes again, not per probe.
  */
-export async function checkDependencies(checks: Record<string, DependencyCheck>, timeoutMs = 2000): Promise<ReadinessReport> {
-  const failures: Record<string, unknown> = {};
-  const entries = await Promise.all(
-    Object.entries(checks).map(async ([name, { neededToServe, check }]): Promise<[string, DependencyStatus]> => {
-      const failing = neededToServe ? 'down' : 'degraded';
-      let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise<DependencyStatus>((resolve) => {
-        timer = setTimeout(() => resolve({ status: failing, message: `did not answer within ${timeoutMs} ms` }), timeoutMs);
-      });
-      try {
-        const status = await Promise.race([check(), timeout]);
-        return [name, status.status === 'down' ? { ...status, status: failing } : status];
-      } catch (error) {
-        failures[name] = error;
-        return [name, { status: failing, message: describeFailure(error) }];
-      } finally {
-        clearTimeout(timer);
-      }
-    }),
-  );
-  const report = Object.fromEntries(entries);
-  return { ready: entries.every(([, status]) => status.status !== 'down'), checks: report, failures };
+export class Readiness {
+  private readonly failureLogs = new Map<string, RepeatedFailureLog>();
+
+  constructor(
+    private readonly checks: Record<string, DependencyCheck>,
+    private readonly clock: Clock,
+    private readonly timeoutMs = CHECK_TIMEOUT_MS,
+  ) {}
+
+  /** From now on, log each dependency's failures and recoveries to `logger`. */
+  logTo(logger: ReadinessLogger): void {
+    for (const name of Object.keys(this.checks)) {
+      this.failureLogs.set(
+        name,
+        new RepeatedFailureLog(logger.child({ dependency: name }), this.clock, {
+          failed: 'dependency check failed',
+          stillFailing: 'dependency check still fails',
+          recovered: 'dependency check passes again',
+        }),
+      );
+    }
+  }
+
+  async report(): Promise<ReadinessReport> {
+    const entries = await Promise.all(
+      Object.entries(this.checks).map(async ([name, dependency]): Promise<[string, DependencyStatus]> => {
+        const failing = dependency.neededToServe ? 'down' : 'degraded';
+        try {
+          const status = await this.bounded(dependency);
+          this.failureLogs.get(name)?.succeeded();
+          return [name, status.status === 'down' ? { ...status, status: failing } : status];
+        } catch (error) {
+          this.failureLogs.get(name)?.failed(error);
+          return [name, { status: failing, message: describeFailure(error) }];
+        }
+      }),
+    );
+    return { ready: entries.every(([, status]) => status.status !== 'down'), checks: Object.fromEntries(entries) };
+  }
+
+  private async bounded(dependency: DependencyCheck): Promise<DependencyStatus> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new GatewayError('UNAVAILABLE', `did not answer within ${this.timeoutMs} ms`)), this.timeoutMs);
+    });
+    try {
+      return await Promise.race([dependency.check(), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
 }

@@ -69,6 +69,8 @@ export const rethrowAsUnavailable = (cause: unknown): never => {
   throw dependencyUnavailable(cause);
 };
 
+/** A dependency that cannot be reached, whether or not its own error came with it. */
+export const isUnavailable = (error: unknown): error is GatewayError => isGatewayError(error) && error.code === 'UNAVAILABLE';
+
 /** The dependency's own error behind an UNAVAILABLE answer, when there is one: what the log should show. */
-export const unavailableCause = (error: unknown): unknown =>
-  isGatewayError(error) && error.code === 'UNAVAILABLE' ? error.cause : undefined;
+export const unavailableCause = (error: unknown): unknown => (isUnavailable(error) ? error.cause : undefined);

@@ -51,9 +51,9 @@ export async function healthRoutes(app: FastifyInstance, options: { checkReady: 
         },
       },
     },
-    async (request, reply) => {
-      const { ready, checks, failures } = await options.checkReady();
-      for (const [dependency, error] of Object.entries(failures)) request.log.warn({ err: error, dependency }, 'not ready');
+    async (_request, reply) => {
+      // The errors behind failing checks are logged where the checks run, once per failure, not per probe.
+      const { ready, checks } = await options.checkReady();
       const troubled = Object.entries(checks).filter(([, check]) => check.status !== 'up');
       const message = troubled.map(([name, check]) => `${name}: ${check.message ?? check.status}`).join('; ') || undefined;
       const status = !ready ? 'not ready' : troubled.length > 0 ? 'degraded' : 'ready';

@@ -1,4 +1,4 @@
-import { unavailableCause } from '../domain/errors.js';
+import { isUnavailable, unavailableCause } from '../domain/errors.js';
 import type { Clock } from '../domain/ports.js';
 import type { WorkerLogger } from './worker.js';
 
@@ -24,12 +24,11 @@ export function summarizeError(error: unknown): ErrorSummary {
 
 /**
  * One failure, logged by what it means: a dependency that cannot be reached (an outage the operator fixes
- * outside the gateway) is a warning with the dependency's own error, whose stack says nothing; anything
- * else is a bug, an error with its stack.
+ * outside the gateway) is a warning with the dependency's own error (or what it came without one), whose
+ * stack says nothing; anything else is a bug, an error with its stack.
  */
 export function logFailure(logger: WorkerLogger, error: unknown, fields: object, message: string): void {
-  const cause = unavailableCause(error);
-  if (cause !== undefined) logger.warn({ ...fields, cause: summarizeError(cause) }, message);
+  if (isUnavailable(error)) logger.warn({ ...fields, cause: summarizeError(unavailableCause(error) ?? error) }, message);
   else logger.error({ ...fields, err: error }, message);
 }
 
@@ -58,7 +57,7 @@ export class RepeatedFailureLog {
 
   failed(error: unknown): void {
     const now = this.clock.now();
-    const outage = unavailableCause(error) !== undefined;
+    const outage = isUnavailable(error);
     const streak = this.streak;
     if (!streak || streak.outage !== outage) {
       this.streak = { since: streak?.since ?? now, failures: (streak?.failures ?? 0) + 1, outage, loggedAt: now.getTime() };

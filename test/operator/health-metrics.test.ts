@@ -89,8 +89,50 @@ describe('GET /healthz and GET /readyz', () => {
         store: { status: 'down', message: expect.stringMatching(/^failing/) },
         quota: { status: 'up', backend: 'memory' },
       });
-      const warning = log.split('\n').filter(Boolean).map((line) => JSON.parse(line)).find((line) => line.msg === 'not ready');
-      expect(warning).toMatchObject({ dependency: 'store', reqId: ready.headers['x-request-id'], err: { message: expect.stringMatching(/not open/) } });
+      // Not an outage of the database but a store closed under the gateway: an error, with its stack.
+      const logged = log.split('\n').filter(Boolean).map((line) => JSON.parse(line)).filter((line) => line.component === 'readiness');
+      expect(logged).toEqual([
+        expect.objectContaining({ level: 50, dependency: 'store', msg: 'dependency check failed', err: expect.objectContaining({ message: expect.stringMatching(/not open/) }) }),
+      ]);
+    } finally {
+      await gateway.close();
+    }
+  });
+
+  it('log a failing dependency once, remind of it at most once a minute, and say once when it passes again', async () => {
+    const clock = new ManualClock();
+    const recorded = recordingLogger('info');
+    let failing = false;
+    const refused = Object.assign(new Error('connect ECONNREFUSED 10.0.0.7:5432'), { code: 'ECONNREFUSED' });
+    const gateway = await startGateway(
+      { WORKER_CONCURRENCY: '0' },
+      { clock, logger: recorded.logger },
+      { wrapStore: (store) => storeFailingOn(store, ['ping'], () => failing, () => dependencyUnavailable(refused)) },
+    );
+    const probe = async () => (await http(gateway.baseUrl, 'GET', '/readyz')).status;
+    const logged = () => componentLines(recorded.lines, 'readiness');
+    try {
+      expect(await probe()).toBe(200);
+      failing = true;
+      for (let i = 0; i < 3; i += 1) expect(await probe()).toBe(503);
+      const since = clock.now().toISOString();
+      const cause = { type: 'Error', code: 'ECONNREFUSED', message: 'connect ECONNREFUSED 10.0.0.7:5432' };
+      expect(logged()).toEqual([expect.objectContaining({ level: 40, dependency: 'store', msg: 'dependency check failed', cause })]);
+      expect(logged()[0]).not.toHaveProperty('err');
+
+      clock.advance(59_999);
+      expect(await probe()).toBe(503);
+      expect(logged()).toHaveLength(1);
+      clock.advance(1);
+      expect(await probe()).toBe(503);
+      expect(logged()).toHaveLength(2);
+      expect(logged()[1]).toMatchObject({ level: 40, dependency: 'store', msg: 'dependency check still fails', failures: 5, since, cause });
+
+      failing = false;
+      expect(await probe()).toBe(200);
+      expect(await probe()).toBe(200);
+      expect(logged()).toHaveLength(3);
+      expect(logged()[2]).toMatchObject({ level: 30, dependency: 'store', msg: 'dependency check passes again', failures: 5, since });
     } finally {
       await gateway.close();
     }

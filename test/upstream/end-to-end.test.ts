@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { startFakeBraze, type FakeBraze } from '../support/fake-braze.js';
-import { bearer, graphql, http, json, recordingLogger, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
+import { bearer, componentLines, graphql, http, json, recordingLogger, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
 
 const UPSTREAM_KEY = 'braze-upstream-key-e2e-31d9aa';
 
@@ -136,7 +136,8 @@ describe('upstream mode end to end: a gateway in front of a Braze-like upstream'
   it('an upstream answering 5xx, or not answering at all, is degraded; local mode has no upstream check', async () => {
     fake = await startFakeBraze(UPSTREAM_KEY);
     fake.script('GET /', { status: 503, json: { message: 'Service Unavailable' } }, { hang: true });
-    gateway = await startGateway({ UPSTREAM_URL: fake.url, UPSTREAM_API_KEY: UPSTREAM_KEY });
+    const logs = recordingLogger('info');
+    gateway = await startGateway({ UPSTREAM_URL: fake.url, UPSTREAM_API_KEY: UPSTREAM_KEY }, { logger: logs.logger });
     const failing = await http(gateway.baseUrl, 'GET', '/readyz');
     expect(failing.status).toBe(200);
     expect(failing.body).toMatchObject({ status: 'degraded', checks: { upstream: { status: 'degraded', message: 'The upstream answered 503' } } });
@@ -148,6 +149,10 @@ describe('upstream mode end to end: a gateway in front of a Braze-like upstream'
       message: 'upstream: did not answer within 2000 ms',
       checks: { store: { status: 'up' }, upstream: { status: 'degraded', message: 'did not answer within 2000 ms' } },
     });
+    // One outage, logged once as a warning (an outage, not a bug) however it shows.
+    expect(componentLines(logs.lines, 'readiness')).toEqual([
+      expect.objectContaining({ level: 40, dependency: 'upstream', msg: 'dependency check failed', cause: expect.objectContaining({ message: 'The upstream answered 503' }) }),
+    ]);
     await gateway.close();
 
     gateway = await startGateway();
