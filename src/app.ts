@@ -137,6 +137,13 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     overrides.store ??
     (await createStore(config, (error) => storeLog?.error({ err: error }, 'the SQLite writer thread died; a new one took over')));
   const limiters = createLimiterBackend(config, store);
+  try {
+    await limiters.connect();
+  } catch (error) {
+    await limiters.close();
+    if (!overrides.store) await store.close();
+    throw error;
+  }
   const quota =
     overrides.quota ??
     new RateLimiterQuota(

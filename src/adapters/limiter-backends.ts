@@ -21,6 +21,11 @@ export interface LimiterLogger {
 export interface LimiterBackend {
   readonly name: string;
   limiter(settings: LimiterSettings): RateLimiterAbstract;
+  /**
+   * At start: resolves once the backend answers, or cannot be reached yet (the instance then starts degraded
+   * and reconnects by itself); rejects when it refuses the credentials it was given, which no retry fixes.
+   */
+  connect(): Promise<void>;
   check(): Promise<DependencyStatus>;
   /** From now on, report changes of the backend's health (and the current trouble, if any) to `logger`. */
   logTo(logger: LimiterLogger): void;
@@ -34,6 +39,7 @@ export const memoryLimiter = (settings: LimiterSettings): RateLimiterAbstract =>
 export const memoryLimiters = (): LimiterBackend => ({
   name: 'memory',
   limiter: memoryLimiter,
+  connect: async () => undefined,
   check: async () => ({ status: 'up', backend: 'memory' }),
   logTo: () => undefined,
   close: async () => undefined,
@@ -52,7 +58,8 @@ export const postgresLimiters = (pool: pg.Pool): LimiterBackend => ({
       points: settings.points,
       duration: settings.durationSeconds,
     }),
-  // The store's own readiness check covers the database.
+  // The store has connected (and migrated) already, and its own readiness check covers the database.
+  connect: async () => undefined,
   check: async () => ({ status: 'up', backend: 'postgres' }),
   logTo: () => undefined,
   close: async () => undefined,

@@ -1,33 +1,20 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer, graphql, http, json, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
-import { freePort } from '../support/process.js';
+import { PrivateRedis, skipWithoutRedisServer } from '../support/redis.js';
 import { readiness } from './support.js';
 
-const hasRedisServer = (process.env.PATH ?? '').split(':').some((dir) => dir && existsSync(join(dir, 'redis-server')));
-
 // Stopping the shared Redis would disturb other suites, so this one runs a Redis of its own.
-describe.skipIf(!hasRedisServer && !process.env.CI)('Redis going away under a running gateway', () => {
-  let port: number;
-  let redis: ChildProcess | undefined;
+describe.skipIf(skipWithoutRedisServer)('Redis going away under a running gateway', () => {
+  let redis: PrivateRedis;
   let client: Redis;
   let gateway: TestGateway;
   let tenant: TestWorkspace;
   const logs: Record<string, any>[] = [];
 
   const startRedis = async () => {
-    redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    await redis.start();
     await waitFor(async () => (await client.ping().catch(() => null)) === 'PONG');
-  };
-  const stopRedis = async () => {
-    const exited = once(redis!, 'exit');
-    redis!.kill('SIGKILL');
-    await exited;
-    redis = undefined;
   };
   const duplicate = (name: string, as = tenant) =>
     http(gateway.baseUrl, 'POST', '/campaigns/duplicate', {
@@ -39,13 +26,12 @@ describe.skipIf(!hasRedisServer && !process.env.CI)('Redis going away under a ru
   const recoveries = (from: number) => logs.slice(from).filter((line) => line.level === 30 && /Redis is reachable again/.test(line.msg));
 
   beforeAll(async () => {
-    port = await freePort();
-    client = new Redis(port, '127.0.0.1', { lazyConnect: true, enableOfflineQueue: false, retryStrategy: () => 50 });
+    redis = await PrivateRedis.start();
+    client = new Redis(redis.port, '127.0.0.1', { enableOfflineQueue: false, retryStrategy: () => 50 });
     client.on('error', () => undefined);
-    client.connect().catch(() => undefined);
-    await startRedis();
+    await waitFor(async () => (await client.ping().catch(() => null)) === 'PONG');
     gateway = await startGateway(
-      { REDIS_URL: `redis://127.0.0.1:${port}`, DUPLICATE_RATE_LIMIT: '3' },
+      { REDIS_URL: redis.url(), DUPLICATE_RATE_LIMIT: '3' },
       { logger: { level: 'info', stream: { write: (line: string) => void logs.push(JSON.parse(line)) } } },
     );
     tenant = await gateway.workspace();
@@ -55,14 +41,14 @@ describe.skipIf(!hasRedisServer && !process.env.CI)('Redis going away under a ru
   afterAll(async () => {
     await gateway?.close();
     client?.disconnect();
-    if (redis) await stopRedis();
+    await redis?.stop();
   });
 
   it('keeps serving on an in-process limiter, says so in the log and in /readyz, and returns to Redis by itself', async () => {
     expect((await duplicate('on redis')).status).toBe(202);
     expect(await counted()).toBe(1);
 
-    await stopRedis();
+    await redis.stop();
     const degraded = await waitFor(async () => {
       const report = await readiness(gateway);
       return report.checks?.quota.status === 'degraded' ? report : null;
@@ -93,7 +79,7 @@ describe.skipIf(!hasRedisServer && !process.env.CI)('Redis going away under a ru
     const from = logs.length;
 
     // A stopped process still accepts connections (the kernel queues them) but never answers.
-    redis!.kill('SIGSTOP');
+    redis.signal('SIGSTOP');
     try {
       // Every limiter call during the hang is answered: the failed-authentication limiter, the quota on both
       // transports, and the quota counted from scratch in process, refusing past it.
@@ -118,7 +104,7 @@ describe.skipIf(!hasRedisServer && !process.env.CI)('Redis going away under a ru
       expect(warnings(from)).toHaveLength(1);
       expect(recoveries(from)).toHaveLength(0);
     } finally {
-      redis!.kill('SIGCONT');
+      redis.signal('SIGCONT');
     }
 
     await waitFor(async () => (await readiness(gateway)).status === 'ready');

@@ -3,7 +3,26 @@ import { RateLimiterRedis, type RateLimiterAbstract } from 'rate-limiter-flexibl
 import { describeFailure, type DependencyStatus } from '../../readiness.js';
 import { memoryLimiter, type LimiterBackend, type LimiterLogger, type LimiterSettings } from '../limiter-backends.js';
 
-const DEGRADED = 'Redis is unreachable; each instance enforces its limits on its own with an in-process limiter until Redis is back';
+const FALLBACK = 'each instance enforces its limits on its own with an in-process limiter until';
+const DEGRADED = `Redis is unreachable; ${FALLBACK} Redis is back`;
+
+/**
+ * Redis's answers to credentials it does not accept, by the word they start with: a wrong password or user
+ * (WRONGPASS; `ERR invalid password` before Redis 6), none given where one is required (NOAUTH), one given
+ * where none is set (`ERR AUTH`). Unlike an outage, no reconnection fixes them.
+ */
+const CREDENTIALS_REFUSED = /^(WRONGPASS|NOAUTH|ERR AUTH|ERR invalid password)\b/;
+
+const refusalOf = (error: unknown): string | undefined =>
+  error instanceof Error ? CREDENTIALS_REFUSED.exec(error.message)?.[1] : undefined;
+
+/** Names what Redis refused, never the password itself (its error's text is not repeated). */
+const refusedCredentials = (refusal: string): string =>
+  refusal === 'NOAUTH'
+    ? 'Redis requires a password and REDIS_URL gives none (NOAUTH)'
+    : `Redis refused the user name or password in REDIS_URL (${refusal})`;
+
+const REFUSED_FALLBACK = `${FALLBACK} Redis accepts the credentials`;
 
 /**
  * How long Redis may leave a command unanswered before it counts as unreachable. Under the 2 s readiness
@@ -23,12 +42,20 @@ const REDIS_ANSWER_TIMEOUT_MS = 1500;
  * command waiting on it over to the insurance limiter, and until a reconnection completes its ready check
  * the client is not ready, so later calls skip Redis without waiting. Requests thus wait for a hung Redis
  * once, not once per call.
+ *
+ * Credentials Redis refuses are no outage: at start they stop start-up (`connect`), like a database password
+ * PostgreSQL refuses; refused later (the password changed under a running gateway), they are reported as
+ * refused, not as an unreachable Redis.
  */
 export class RedisLimiters implements LimiterBackend {
   readonly name = 'redis';
   private readonly client: Redis;
   private logger: LimiterLogger | undefined;
   private trouble: unknown = null;
+  /** Set while the latest connection attempt was refused for its credentials (the word Redis answered). */
+  private refusal: string | undefined;
+  /** How the first connection attempt ended: null once ready, else the error that ended it. */
+  private readonly firstAttempt: Promise<unknown>;
   private closing = false;
 
   constructor(url: string) {
@@ -42,9 +69,22 @@ export class RedisLimiters implements LimiterBackend {
       // Keep reconnecting for as long as the process runs.
       retryStrategy: (attempt) => Math.min(attempt * 100, 1000),
     });
+    this.firstAttempt = new Promise((resolve) => {
+      this.client.once('ready', () => resolve(null));
+      this.client.once('error', resolve);
+      this.client.once('close', () => resolve(new Error('connection closed')));
+    });
     this.client.on('error', (error: unknown) => this.degrade(error));
-    this.client.on('close', () => this.degrade(new Error('connection closed')));
+    // A refused connection closes after its error: the close says nothing more.
+    this.client.on('close', () => {
+      if (this.trouble === null) this.degrade(new Error('connection closed'));
+    });
     this.client.on('ready', () => this.recover());
+  }
+
+  async connect(): Promise<void> {
+    const refusal = refusalOf(await this.firstAttempt);
+    if (refusal !== undefined) throw new Error(refusedCredentials(refusal));
   }
 
   limiter(settings: LimiterSettings): RateLimiterAbstract {
@@ -58,25 +98,35 @@ export class RedisLimiters implements LimiterBackend {
     });
   }
 
+  /** Logged once when Redis becomes unreachable, and again only when the reason changes to refused credentials or back. */
   private degrade(error: unknown): void {
-    if (this.trouble !== null || this.closing) return;
+    if (this.closing) return;
+    const refusal = refusalOf(error);
+    const changed = this.trouble === null || refusal !== this.refusal;
     this.trouble = error;
-    this.logger?.warn({ err: error }, DEGRADED);
+    this.refusal = refusal;
+    if (changed) this.logTrouble();
+  }
+
+  private logTrouble(): void {
+    if (this.refusal === undefined) this.logger?.warn({ err: this.trouble }, DEGRADED);
+    else this.logger?.warn({}, `${refusedCredentials(this.refusal)}; ${REFUSED_FALLBACK}`);
   }
 
   private recover(): void {
     if (this.trouble === null) return;
     this.trouble = null;
+    this.refusal = undefined;
     this.logger?.info({}, 'Redis is reachable again; limits are shared through Redis again');
   }
 
   logTo(logger: LimiterLogger): void {
     this.logger = logger;
-    if (this.trouble !== null) logger.warn({ err: this.trouble }, DEGRADED);
+    if (this.trouble !== null) this.logTrouble();
   }
 
   async check(): Promise<DependencyStatus> {
-    const degraded = (reason: string): DependencyStatus => ({ status: 'degraded', backend: 'redis', message: `${DEGRADED} (${reason})` });
+    const degraded = (message: string): DependencyStatus => ({ status: 'degraded', backend: 'redis', message });
     if (this.client.status === 'ready') {
       try {
         await this.client.ping();
@@ -84,10 +134,11 @@ export class RedisLimiters implements LimiterBackend {
       } catch (error) {
         // A ping lost with its connection (a hung Redis is dropped by the socket timeout) fails with a retry
         // error that says nothing of why; the connection's state does.
-        if (this.client.status === 'ready') return degraded(describeFailure(error));
+        if (this.client.status === 'ready') return degraded(`${DEGRADED} (${describeFailure(error)})`);
       }
     }
-    return degraded(`connection ${this.client.status}`);
+    if (this.refusal !== undefined) return degraded(`${refusedCredentials(this.refusal)}; ${REFUSED_FALLBACK}`);
+    return degraded(`${DEGRADED} (connection ${this.client.status})`);
   }
 
   async close(): Promise<void> {

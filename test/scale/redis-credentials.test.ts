@@ -1,0 +1,114 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildApp } from '../../src/app.js';
+import { loadConfig } from '../../src/config.js';
+import { bearer, http, json, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
+import { freePort, spawnGateway } from '../support/process.js';
+import { PrivateRedis, skipWithoutRedisServer } from '../support/redis.js';
+import { readiness } from './support.js';
+
+const PASSWORD = 'redis-secret-5f1c0a';
+const WRONG = 'not-the-redis-secret-93be';
+
+describe.skipIf(skipWithoutRedisServer)('Redis credentials', () => {
+  let redis: PrivateRedis;
+  const dirs: string[] = [];
+  const dataDir = () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cgw-redis-auth-'));
+    dirs.push(dir);
+    return dir;
+  };
+
+  beforeAll(async () => {
+    redis = await PrivateRedis.start(['--requirepass', PASSWORD]);
+  });
+
+  afterAll(async () => {
+    await redis?.stop();
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a password Redis refuses stops start-up with one line naming REDIS_URL, never the password', async () => {
+    const failure = await spawnGateway({ DATA_DIR: dataDir(), SEED_DEMO: 'false', REDIS_URL: redis.url(`:${WRONG}`) }).then(
+      async (started) => {
+        started.child.kill('SIGKILL');
+        await started.exited;
+        return 'started';
+      },
+      (error: Error) => error.message,
+    );
+    expect(failure).toBe(
+      'src/main.ts exited with 1 before listening:\ncampaign-gateway: failed to start: Redis refused the user name or password in REDIS_URL (WRONGPASS)\n',
+    );
+    expect(failure).not.toContain(WRONG);
+  });
+
+  it.each([
+    ['no password where one is required', '', 'Redis requires a password and REDIS_URL gives none (NOAUTH)'],
+    ['a user Redis does not know', `someone:${PASSWORD}`, 'Redis refused the user name or password in REDIS_URL (WRONGPASS)'],
+  ])('%s stops start-up too', async (_case, credentials, message) => {
+    await expect(buildApp(loadConfig({ LOG_LEVEL: 'silent', DATA_DIR: dataDir(), REDIS_URL: redis.url(credentials) }))).rejects.toThrow(
+      new Error(message),
+    );
+  });
+
+  it('a Redis that cannot be reached at start does not stop it: the instance starts degraded', async () => {
+    const gateway = await startGateway({ REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${await freePort()}` });
+    try {
+      const report = await readiness(gateway);
+      expect(report).toMatchObject({ code: 200, status: 'degraded', checks: { quota: { status: 'degraded', backend: 'redis' } } });
+      expect(report.checks!.quota.message).toMatch(/^Redis is unreachable; /);
+    } finally {
+      await gateway.close();
+    }
+  });
+
+  describe('a password that stops working under a running gateway', () => {
+    let gateway: TestGateway;
+    let admin: Redis;
+    const logs: Record<string, any>[] = [];
+
+    beforeAll(async () => {
+      admin = new Redis(redis.url(`:${PASSWORD}`));
+      gateway = await startGateway(
+        { REDIS_URL: redis.url(`:${PASSWORD}`) },
+        { logger: { level: 'info', stream: { write: (line: string) => void logs.push(JSON.parse(line)) } } },
+      );
+    });
+
+    afterAll(async () => {
+      await gateway?.close();
+      admin?.disconnect();
+    });
+
+    it('is reported as refused, not as an unreachable Redis, and the gateway returns to Redis once it works again', async () => {
+      const tenant = await gateway.workspace();
+      expect(await readiness(gateway)).toMatchObject({ code: 200, status: 'ready', checks: { quota: { status: 'up', backend: 'redis' } } });
+
+      // As when Redis restarts with a new password: its connections are dropped and must authenticate again.
+      await admin.config('SET', 'requirepass', `${PASSWORD}-rotated`);
+      await admin.call('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
+      const refused = await waitFor(async () => {
+        const report = await readiness(gateway);
+        return /refused/.test(report.checks?.quota.message ?? '') && report;
+      });
+      expect(refused).toMatchObject({ code: 200, status: 'degraded' });
+      expect(refused.checks!.quota.message).toBe(
+        'Redis refused the user name or password in REDIS_URL (WRONGPASS); each instance enforces its limits on its own with an in-process limiter until Redis accepts the credentials',
+      );
+      await waitFor(async () => logs.some((line) => line.level === 40 && /^Redis refused the user name or password in REDIS_URL/.test(line.msg)));
+      const accepted = await http(gateway.baseUrl, 'POST', '/campaigns/duplicate', {
+        headers: { ...json, ...bearer(tenant.key) },
+        body: JSON.stringify({ campaign_id: tenant.campaign.id, name: 'counted in process' }),
+      });
+      expect(accepted.status).toBe(202);
+
+      await admin.config('SET', 'requirepass', PASSWORD);
+      await waitFor(async () => (await readiness(gateway)).status === 'ready');
+      expect(JSON.stringify(logs)).not.toContain(PASSWORD);
+    });
+  });
+});
