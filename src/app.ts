@@ -1,5 +1,6 @@
 import 'reflect-metadata';
 import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { FastifyBaseLogger, FastifyInstance, FastifyServerOptions } from 'fastify';
 import type { RateLimiterAbstract } from 'rate-limiter-flexible';
 import { BrazeCampaignReader } from './adapters/braze-campaign-reader.js';
@@ -44,7 +45,10 @@ export interface App {
   retention: RetentionPruner;
   /** Starts the background work: the worker and the retention pruner. */
   start(): void;
-  /** Stops the worker (handing back unfinished jobs), the HTTP server and the stores. */
+  /**
+   * Fails readiness for the drain period (SHUTDOWN_DRAIN_SECONDS) while everything still serves, then stops the
+   * worker (handing back unfinished jobs), the HTTP server and the stores.
+   */
   close(): Promise<void>;
 }
 
@@ -272,6 +276,13 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     },
     close: () =>
       (closed ??= (async () => {
+        // Load balancers see /readyz fail, and stop sending requests here, before the listener closes: until then
+        // requests keep arriving and would meet refused connections.
+        readiness.stop();
+        if (config.shutdownDrainMs > 0) {
+          http.log.info({ drainMs: config.shutdownDrainMs }, 'draining: /readyz answers 503 while requests are still served');
+          await delay(config.shutdownDrainMs);
+        }
         // In-flight requests and running jobs finish side by side, both within the grace period. A connection
         // still busy when it ends (a client sending its body slowly) is cut, or close() would wait for it.
         const cutConnections = setTimeout(() => http.server.closeAllConnections(), config.shutdownGraceMs);

@@ -22,7 +22,12 @@ export interface Config {
   workerConcurrency: number;
   jobLeaseMs: number;
   jobMaxAttempts: number;
-  /** On SIGTERM/SIGINT: how long in-flight requests and running jobs get to finish. */
+  /**
+   * On SIGTERM/SIGINT, before anything stops: how long `/readyz` fails while every route still serves, so load
+   * balancers stop sending requests before the listener closes.
+   */
+  shutdownDrainMs: number;
+  /** On SIGTERM/SIGINT, after the drain: how long in-flight requests and running jobs get to finish. */
   shutdownGraceMs: number;
   bodyLimitBytes: number;
   idempotencyTtlMs: number;
@@ -224,6 +229,7 @@ export function loadConfig(env: Env = process.env): Config {
     // 10 attempts keep a job retrying for 4 to 9 minutes (backoff from 1 s, doubling, jittered), so an upstream
     // outage of a few minutes does not fail the jobs accepted during it.
     jobMaxAttempts: integer(env, 'JOB_MAX_ATTEMPTS', 10, 1, 100),
+    shutdownDrainMs: integer(env, 'SHUTDOWN_DRAIN_SECONDS', 0, 0, 3600) * 1000,
     shutdownGraceMs,
     bodyLimitBytes: integer(env, 'BODY_LIMIT_BYTES', 64 * 1024, 1024, 10 * 1024 * 1024),
     idempotencyTtlMs,

@@ -4,17 +4,17 @@ import { demoBanner, seedDemoWorkspace } from './seed.js';
 
 let stopping = false;
 
-/** SIGTERM/SIGINT: close the app (requests and jobs get the grace period), then exit. */
+/** SIGTERM/SIGINT: close the app (the drain, then the grace period for requests and jobs), then exit. */
 function handleStopSignals(app: App, config: Config): void {
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
     app.http.log.info({ signal }, 'shutting down');
-    // Closing waits for the grace period at most; this only fires when something hangs beyond it.
+    // Closing waits for the drain and then the grace period at most; this only fires when something hangs beyond them.
     setTimeout(() => {
-      app.http.log.error({ graceMs: config.shutdownGraceMs }, 'shutdown did not finish in time; exiting');
+      app.http.log.error({ drainMs: config.shutdownDrainMs, graceMs: config.shutdownGraceMs }, 'shutdown did not finish in time; exiting');
       process.exit(1);
-    }, config.shutdownGraceMs + 5000).unref();
+    }, config.shutdownDrainMs + config.shutdownGraceMs + 5000).unref();
     app
       .close()
       .then(() => process.exit(0))

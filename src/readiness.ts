@@ -17,6 +17,8 @@ export interface DependencyStatus {
 
 export interface ReadinessReport {
   ready: boolean;
+  /** The instance is shutting down: not ready, whatever its dependencies say. */
+  stopping: boolean;
   checks: Record<string, DependencyStatus>;
 }
 
@@ -55,6 +57,7 @@ export interface ReadinessLogger extends WorkerLogger {
  */
 export class Readiness {
   private readonly failureLogs = new Map<string, RepeatedFailureLog>();
+  private stopping = false;
 
   constructor(
     private readonly checks: Record<string, DependencyCheck>,
@@ -76,6 +79,11 @@ export class Readiness {
     }
   }
 
+  /** From now on the instance reports itself not ready, so load balancers send it nothing more. */
+  stop(): void {
+    this.stopping = true;
+  }
+
   async report(): Promise<ReadinessReport> {
     const entries = await Promise.all(
       Object.entries(this.checks).map(async ([name, dependency]): Promise<[string, DependencyStatus]> => {
@@ -90,7 +98,8 @@ export class Readiness {
         }
       }),
     );
-    return { ready: entries.every(([, status]) => status.status !== 'down'), checks: Object.fromEntries(entries) };
+    const ready = !this.stopping && entries.every(([, status]) => status.status !== 'down');
+    return { ready, stopping: this.stopping, checks: Object.fromEntries(entries) };
   }
 
   private async bounded(dependency: DependencyCheck): Promise<DependencyStatus> {

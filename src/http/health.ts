@@ -15,8 +15,8 @@ const readinessBody = {
   type: 'object',
   required: ['status', 'checks'],
   properties: {
-    status: { enum: ['ready', 'degraded', 'not ready'] },
-    message: { type: 'string', description: 'Every dependency that is not up, and why' },
+    status: { enum: ['ready', 'degraded', 'not ready', 'stopping'] },
+    message: { type: 'string', description: 'That the instance is stopping, and every dependency that is not up, and why' },
     checks: { type: 'object', description: 'Each dependency by name', additionalProperties: dependency },
   },
 } as const;
@@ -47,16 +47,22 @@ export async function healthRoutes(app: FastifyInstance, options: { checkReady: 
             description: 'Every dependency is up, or degraded but serving (e.g. Redis down: in-process limits; the upstream down: jobs wait)',
             ...readinessBody,
           },
-          503: { description: 'A dependency the instance needs to serve (the store, the quota backend) is down; `checks` says which', ...readinessBody },
+          503: {
+            description:
+              'A dependency the instance needs to serve (the store, the quota backend) is down, and `checks` says which; or the instance is stopping (`SHUTDOWN_DRAIN_SECONDS`)',
+            ...readinessBody,
+          },
         },
       },
     },
     async (_request, reply) => {
       // The errors behind failing checks are logged where the checks run, once per failure, not per probe.
-      const { ready, checks } = await options.checkReady();
+      const { ready, stopping, checks } = await options.checkReady();
       const troubled = Object.entries(checks).filter(([, check]) => check.status !== 'up');
-      const message = troubled.map(([name, check]) => `${name}: ${check.message ?? check.status}`).join('; ') || undefined;
-      const status = !ready ? 'not ready' : troubled.length > 0 ? 'degraded' : 'ready';
+      const message =
+        [...(stopping ? ['The gateway is shutting down'] : []), ...troubled.map(([name, check]) => `${name}: ${check.message ?? check.status}`)].join('; ') ||
+        undefined;
+      const status = stopping ? 'stopping' : !ready ? 'not ready' : troubled.length > 0 ? 'degraded' : 'ready';
       return reply.status(ready ? 200 : 503).send({ status, ...(message ? { message } : {}), checks });
     },
   );

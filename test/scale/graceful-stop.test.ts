@@ -3,8 +3,9 @@ import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer, http, json, waitFor } from '../support/gateway.js';
 import { TEST_DATABASE_URL } from '../support/postgres.js';
+import { isListening } from '../support/process.js';
 import { holdLocks } from './locks.js';
-import { isListening, sharedDatabase, type ChildGateway, type SharedDatabase } from './support.js';
+import { sharedDatabase, type ChildGateway, type SharedDatabase } from './support.js';
 
 describe.skipIf(!TEST_DATABASE_URL && !process.env.CI)('SIGTERM', () => {
   let shared: SharedDatabase;

@@ -1,6 +1,5 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent } from 'undici';
@@ -73,18 +72,6 @@ export async function spawnGateway(name: string, env: Record<string, string>): P
 export async function readiness(gateway: { baseUrl: string }): Promise<{ code: number; status?: string; checks?: Record<string, any> }> {
   const response = await http(gateway.baseUrl, 'GET', '/readyz');
   return { code: response.status, ...response.body };
-}
-
-/** Whether anything still accepts connections on the port. */
-export function isListening(port: number): Promise<boolean> {
-  return new Promise((done) => {
-    const socket = connect({ port, host: '127.0.0.1' });
-    socket.once('connect', () => {
-      socket.destroy();
-      done(true);
-    });
-    socket.once('error', () => done(false));
-  });
 }
 
 export interface DuplicateAttempt {

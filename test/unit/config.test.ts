@@ -114,3 +114,16 @@ describe('security configuration', () => {
     expect(loadConfig({ TRUST_PROXY: '0.0.0.0/1, 10.0.0.0/8, ::ffff:10.0.0.0/104' }).trustProxy).toEqual(['0.0.0.0/1', '10.0.0.0/8', '::ffff:a00:0/104']);
   });
 });
+
+describe('shutdown configuration', () => {
+  it('drains for SHUTDOWN_DRAIN_SECONDS, none by default', () => {
+    expect(loadConfig({}).shutdownDrainMs).toBe(0);
+    expect(loadConfig({ SHUTDOWN_DRAIN_SECONDS: '15' }).shutdownDrainMs).toBe(15_000);
+  });
+
+  it.each(['-1', '1.5', 'soon', '3601'])('stops start-up on SHUTDOWN_DRAIN_SECONDS=%s with one line naming the variable', (value) => {
+    expect(() => loadConfig({ SHUTDOWN_DRAIN_SECONDS: value })).toThrow(
+      `invalid configuration: SHUTDOWN_DRAIN_SECONDS must be a whole number from 0 to 3600, got '${value}'`,
+    );
+  });
+});
