@@ -229,8 +229,8 @@ export function loadConfig(env: Env = process.env): Config {
     // 10 attempts keep a job retrying for 4 to 9 minutes (backoff from 1 s, doubling, jittered), so an upstream
     // outage of a few minutes does not fail the jobs accepted during it.
     jobMaxAttempts: integer(env, 'JOB_MAX_ATTEMPTS', 10, 1, 100),
-    shutdownDrainMs: integer(env, 'SHUTDOWN_DRAIN_SECONDS', 0, 0, 3600) * 1000,
     shutdownGraceMs,
+    shutdownDrainMs: integer(env, 'SHUTDOWN_DRAIN_SECONDS', 0, 0, 3600) * 1000,
     bodyLimitBytes: integer(env, 'BODY_LIMIT_BYTES', 64 * 1024, 1024, 10 * 1024 * 1024),
     idempotencyTtlMs,
     jobRetentionMs,
