@@ -64,6 +64,8 @@ export interface AppOverrides {
   logDestination?: NodeJS.WritableStream;
   /** How long a security event download may wait on a client that takes no data (30 s by default). */
   downloadStallTimeoutMs?: number;
+  /** How the drain before closing waits out SHUTDOWN_DRAIN_SECONDS: a timer, unless a test ends it itself. */
+  drainWait?: (drainMs: number) => Promise<void>;
 }
 
 /**
@@ -281,7 +283,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
         readiness.stop();
         if (config.shutdownDrainMs > 0) {
           http.log.info({ drainMs: config.shutdownDrainMs }, 'draining: /readyz answers 503 while requests are still served');
-          await delay(config.shutdownDrainMs);
+          await (overrides.drainWait ?? delay)(config.shutdownDrainMs);
         }
         // In-flight requests and running jobs finish side by side, both within the grace period. A connection
         // still busy when it ends (a client sending its body slowly) is cut, or close() would wait for it.

@@ -46,7 +46,7 @@ describe('/readyz', () => {
     });
   });
 
-  it('answers 503 naming a dependency whose check hangs, without waiting for that dependency', async () => {
+  it('names a dependency whose check hangs, without waiting for that dependency', async () => {
     fake = await startFakeBraze('upstream-key');
     fake.script('GET /', { hang: true });
     // Upstream calls may take a minute; a readiness probe cannot wait that long.
@@ -58,8 +58,8 @@ describe('/readyz', () => {
       WORKER_CONCURRENCY: '0',
     });
     const response = await http(gateway.baseUrl, 'GET', '/readyz');
-    expect(response.status).toBe(503);
-    expect(response.body).toMatchObject({ status: 'not ready', message: 'upstream: did not answer within 2000 ms' });
-    expect(response.body.checks.upstream).toEqual({ status: 'down', message: 'did not answer within 2000 ms' });
+    // The upstream is not needed to accept jobs: its hang degrades the instance, it does not take it out.
+    expect(response.status).toBe(200);
+    expect(response.body.checks.upstream).toEqual({ status: 'degraded', message: 'did not answer within 2000 ms' });
   });
 });

@@ -7,7 +7,10 @@ import { isListening, spawnGateway } from '../support/process.js';
 
 describe('the drain before the gateway closes (SHUTDOWN_DRAIN_SECONDS)', () => {
   it('first fails readiness for SHUTDOWN_DRAIN_SECONDS while every other route still serves, then stops listening', async () => {
-    const gateway = await startGateway({ SHUTDOWN_DRAIN_SECONDS: '3' });
+    let endDrain!: () => void;
+    const drainEnded = new Promise<void>((resolve) => (endDrain = resolve));
+    // The drain lasts until the test has seen what it serves, however slow the machine.
+    const gateway = await startGateway({ SHUTDOWN_DRAIN_SECONDS: '3600' }, { drainWait: () => drainEnded });
     const port = Number(new URL(gateway.baseUrl).port);
     const tenant = await gateway.workspace();
     expect((await http(gateway.baseUrl, 'GET', '/readyz')).status).toBe(200);
@@ -34,6 +37,7 @@ describe('the drain before the gateway closes (SHUTDOWN_DRAIN_SECONDS)', () => {
     });
     expect(await isListening(port)).toBe(true);
 
+    endDrain();
     await closing;
     expect(await isListening(port)).toBe(false);
   });
