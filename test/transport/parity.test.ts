@@ -130,6 +130,22 @@ describe.each(transports)('duplicateCampaign over $name', (transport) => {
     expect(await jobCounts(gateway.app.store)).toEqual(before);
   });
 
+  it('takes exactly 50 tags, the most a request may name, and refuses 51 that all exist', async () => {
+    const tags = Array.from({ length: 51 }, (_, i) => `limit-${i}`);
+    await gateway.app.store.upsertTags(ws.workspace.id, tags);
+    const fifty = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), tagNames: tags.slice(0, 50) });
+    expect(fifty.code).toBeNull();
+    expect((await gateway.app.store.getJob(ws.workspace.id, fifty.jobId!))?.tagNames).toEqual(tags.slice(0, 50));
+
+    // The job just accepted may change status meanwhile: only the number of jobs must stay.
+    const jobTotal = async () => Object.values(await jobCounts(gateway.app.store)).reduce((sum, count) => sum + count, 0);
+    const before = await jobTotal();
+    const fiftyOne = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), tagNames: tags });
+    expectError(fiftyOne, 'BAD_USER_INPUT', transport.name);
+    expect(fiftyOne.details).toEqual([transport.name === 'REST' ? "'tag_names' must have at most 50 tags" : 'tagNames: must have at most 50 tags']);
+    expect(await jobTotal()).toBe(before);
+  });
+
   it('accepts a single tag name given as a string as one tag', async () => {
     const outcome = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), tagNames: 'promo' });
     const job = await gateway.app.store.getJob(ws.workspace.id, outcome.jobId!);
