@@ -257,12 +257,12 @@ describe('hostile input', () => {
 
   const malformed = 'Malformed request';
   it.each([
-    ['Content-Length and Transfer-Encoding together', 'POST /campaigns/duplicate HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', 400, malformed],
-    ['a header name with a space', 'POST /graphql HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n', 400, malformed],
-    ['a bare line feed in a header value', 'POST /graphql HTTP/1.1\r\nHost: x\r\nX-A: 1\nX-B: 2\r\n\r\n', 400, malformed],
-    ['not HTTP at all', '\u0016\u0003\u0001\u0000\u00a5\u0001\u0000\u0000\u00a1\u0003\u0003\r\n\r\n', 400, malformed],
-    ['headers over 16 KiB', `GET /duplication_jobs/x HTTP/1.1\r\nHost: x\r\nX-Pad: ${'p'.repeat(17_000)}\r\n\r\n`, 431, 'Request headers are too large'],
-  ])('answers a malformed HTTP request (%s) with %i, an error body like any other and a request id', async (_name, raw, status, message) => {
+    { name: 'Content-Length and Transfer-Encoding together', raw: 'POST /campaigns/duplicate HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', status: 400, message: malformed },
+    { name: 'a header name with a space', raw: 'POST /graphql HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n', status: 400, message: malformed },
+    { name: 'a bare line feed in a header value', raw: 'POST /graphql HTTP/1.1\r\nHost: x\r\nX-A: 1\nX-B: 2\r\n\r\n', status: 400, message: malformed },
+    { name: 'not HTTP at all', raw: '\u0016\u0003\u0001\u0000\u00a5\u0001\u0000\u0000\u00a1\u0003\u0003\r\n\r\n', status: 400, message: malformed },
+    { name: 'headers over 16 KiB', raw: `GET /duplication_jobs/x HTTP/1.1\r\nHost: x\r\nX-Pad: ${'p'.repeat(17_000)}\r\n\r\n`, status: 431, message: 'Request headers are too large' },
+  ])('answers a malformed HTTP request ($name) with $status, an error body like any other and a request id', async ({ raw, status, message }) => {
     const { head, body } = await rawHttp(gw.baseUrl, raw);
     expect(head).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
     expect(head).toMatch(/\r\ncontent-type: application\/json; charset=utf-8\r\n/i);
