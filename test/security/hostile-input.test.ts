@@ -277,6 +277,16 @@ describe('hostile input', () => {
     expect(response.headers['x-request-id']).toBeTypeOf('string');
   });
 
+  it('says an empty body is empty, on both transports', async () => {
+    const message = 'Request body is empty; send a JSON object';
+    const rest = await http(gw.baseUrl, 'POST', PATH.REST, { headers: { ...json, ...bearer(ws.key) }, body: '' });
+    expect(rest.status).toBe(400);
+    expect(rest.body).toEqual({ message });
+    const graphql = await http(gw.baseUrl, 'POST', PATH.GRAPHQL, { headers: { ...json, ...bearer(ws.key) }, body: '' });
+    expect(graphql.status).toBe(400);
+    expect(graphql.body.errors.map((error: any) => [error.message, error.extensions.code])).toEqual([[message, 'BAD_USER_INPUT']]);
+  });
+
   it.each([
     ['a right-to-left name', 'حملة الترحيب — نسخة'],
     ['emoji with zero-width joiners', '👩‍💻 launch 🚀'],
