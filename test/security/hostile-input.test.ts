@@ -287,6 +287,20 @@ describe('hostile input', () => {
     expect(graphql.body.errors.map((error: any) => [error.message, error.extensions.code])).toEqual([[message, 'BAD_USER_INPUT']]);
   });
 
+  // Braze's own wording, which Braze client libraries and callers' error handling may match on.
+  it.each([
+    { name: 'missing', campaignId: undefined },
+    { name: 'a number', campaignId: 12345 },
+    { name: 'null', campaignId: null },
+    { name: 'an array', campaignId: ['x'] },
+    { name: 'an object', campaignId: { $ne: null } },
+    { name: 'empty', campaignId: '' },
+  ])('answers a REST campaign_id that is $name with Braze\'s message', async ({ campaignId }) => {
+    const result = await http(gw.baseUrl, 'POST', PATH.REST, { headers: { ...json, ...bearer(ws.key) }, body: restBody({ campaignId, name: 'Copy' }) });
+    expect(result.status).toBe(400);
+    expect(result.body).toEqual({ message: 'Invalid request', errors: ["'campaign_id' must be a string of the object api identifier"] });
+  });
+
   it.each([
     ['a right-to-left name', 'حملة الترحيب — نسخة'],
     ['emoji with zero-width joiners', '👩‍💻 launch 🚀'],
