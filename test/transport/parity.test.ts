@@ -73,6 +73,31 @@ describe.each(transports)('duplicateCampaign over $name', (transport) => {
     });
   });
 
+  const REQUESTED_EVENT = `query ($job: ID!) {
+    securityEvents(filter: {jobId: $job, types: [CAMPAIGN_DUPLICATION_REQUESTED]}) {
+      edges { node { type apiKey { id name } channel ip jobId campaignId details } }
+    }
+  }`;
+
+  it.each([
+    ['every field', { description: 'for the EU', tagNames: ['promo', 'newsletter'] }, { description: 'for the EU', tagNames: ['promo', 'newsletter'] }],
+    ['only the required fields', {}, { description: null, tagNames: null }],
+  ])('records what was asked, with %s, in CAMPAIGN_DUPLICATION_REQUESTED as securityEvents shows it', async (_label, optional, recorded) => {
+    const { jobId } = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), ...optional });
+    const response = await graphql(gateway.baseUrl, ws.key, REQUESTED_EVENT, { job: jobId });
+    expect(response.body.data.securityEvents.edges.map((edge: any) => edge.node)).toEqual([
+      {
+        type: 'CAMPAIGN_DUPLICATION_REQUESTED',
+        apiKey: { id: ws.keyId, name: (await gateway.app.store.findApiKey(ws.keyId))!.name },
+        channel: transport.name,
+        ip: '127.0.0.1',
+        jobId,
+        campaignId: ws.campaign.id,
+        details: { name: 'Copy of welcome', ...recorded },
+      },
+    ]);
+  });
+
   it.each([
     ['no key', null, undefined],
     ['a malformed key', 'cgw_short', undefined],
