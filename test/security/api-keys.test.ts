@@ -135,6 +135,47 @@ describe('API keys', () => {
     await expect(gw.app.admin.rotateKey(keyId)).rejects.toThrow(/revoked/);
   });
 
+  it('records what a key was created with in API_KEY_CREATED, as securityEvents shows it', async () => {
+    const expiresAt = new Date(clock.now().getTime() + 86_400_000);
+    const restricted = await gw.app.admin.createKey({
+      workspace: ws.workspace.id,
+      name: 'audited',
+      permissions: ['campaigns.duplicate', 'campaigns.list'],
+      allowedCidrs: ['10.0.0.0/8', '2001:db8::/32'],
+      expiresAt,
+    });
+    const plain = await gw.app.admin.createKey({ workspace: ws.workspace.id, name: 'audited plain', permissions: ['campaigns.list'] });
+    issuedKeys.push(restricted.key, plain.key);
+    const created = async (keyId: string) => {
+      const response = await graphql(
+        gw.baseUrl,
+        ws.key,
+        'query ($key: ID!) { securityEvents(filter: {apiKeyId: $key, types: [API_KEY_CREATED]}) { edges { node { type apiKey { id name } channel ip jobId campaignId details } } } }',
+        { key: keyId },
+      );
+      return response.body.data.securityEvents.edges.map((edge: any) => edge.node);
+    };
+    const event = (id: string, name: string, details: Record<string, unknown>) => ({
+      type: 'API_KEY_CREATED',
+      apiKey: { id, name },
+      channel: null,
+      ip: null,
+      jobId: null,
+      campaignId: null,
+      details,
+    });
+    expect(await created(restricted.record.id)).toEqual([
+      event(restricted.record.id, 'audited', {
+        permissions: ['campaigns.duplicate', 'campaigns.list'],
+        allowedCidrs: ['10.0.0.0/8', '2001:db8::/32'],
+        expiresAt: expiresAt.toISOString(),
+      }),
+    ]);
+    expect(await created(plain.record.id)).toEqual([
+      event(plain.record.id, 'audited plain', { permissions: ['campaigns.list'], allowedCidrs: null, expiresAt: null }),
+    ]);
+  });
+
   it('answers 403 to a key used from outside its IPv4/IPv6 allowlist, on both transports', async () => {
     const created = await gw.app.admin.createKey({
       workspace: ws.workspace.id,
