@@ -195,6 +195,29 @@ describe('GET /metrics', () => {
     expect(sample(text, 'nodejs_heap_size_used_bytes')).toBeGreaterThan(0);
   });
 
+  it('counts a quota rejection of a request with an idempotency key too, and not the replay of an accepted one', async () => {
+    const team = await gateway.workspace();
+    const rest = (key: string) =>
+      http(gateway.baseUrl, 'POST', '/campaigns/duplicate', {
+        headers: { ...json, ...bearer(team.key), 'idempotency-key': key },
+        body: JSON.stringify({ campaign_id: team.campaign.id, name: 'copy' }),
+      });
+    const viaGraphql = (key: string) => graphql(gateway.baseUrl, team.key, DUPLICATE, { input: { campaignId: team.campaign.id, name: 'copy', idempotencyKey: key } });
+    const rejections = (text: string, channel: string) => sample(text, 'gateway_quota_rejections_total', { channel })!;
+    const before = await scrape(gateway);
+
+    expect((await rest('first')).status).toBe(202);
+    expect((await viaGraphql('second')).body.data.duplicateCampaign.job.id).toEqual(expect.any(String));
+    expect((await rest('third')).status).toBe(429);
+    expect((await viaGraphql('fourth')).status).toBe(429);
+    // Answered with its job although the quota is spent: not a rejection.
+    expect((await rest('first')).status).toBe(202);
+
+    const after = await scrape(gateway);
+    expect(rejections(after, 'REST')).toBe(rejections(before, 'REST') + 1);
+    expect(rejections(after, 'GRAPHQL')).toBe(rejections(before, 'GRAPHQL') + 1);
+  });
+
   it('reads the queue depth from the store, and keeps each app to its own registry', async () => {
     const other = await idle.workspace();
     for (let index = 0; index < 3; index++) {
