@@ -11,6 +11,11 @@ export async function jobCounts(store: GatewayStore): Promise<Record<JobStatus, 
   return Object.fromEntries(JOB_STATUSES.map((status, index) => [status, counts[index]])) as Record<JobStatus, number>;
 }
 
+/** How many jobs the store holds, whatever their status: a job may change status while a test looks, but not appear. */
+export async function jobTotal(store: GatewayStore): Promise<number> {
+  return Object.values(await jobCounts(store)).reduce((sum, count) => sum + count, 0);
+}
+
 /**
  * Once every job has finished: each job has exactly one REQUESTED event and one outcome event matching its
  * state, no event points at a missing job, a succeeded job's copy exists, and no idempotency reservation was
