@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs and starts what the integration tests need: PostgreSQL, Redis and Chromium from Debian's
-# packages. Idempotent; safe to run on a developer machine as root. Source it to get the TEST_* variables.
+# packages. Idempotent; safe to run on a developer machine as root. Source it to get the TEST_* variables;
+# the strict options it runs under are put back as they were at its end, so an interactive shell keeps its own.
+caller_shell_options="$(set +o)"
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
@@ -31,3 +33,5 @@ fi
 export TEST_DATABASE_URL="postgres://gateway:gateway@127.0.0.1:5432/gateway"
 export TEST_REDIS_URL="redis://127.0.0.1:6379"
 export CHROMIUM_PATH="$(command -v chromium)"
+eval "$caller_shell_options"
+unset caller_shell_options
