@@ -213,6 +213,22 @@ export function storeContract(name: string, harness: StoreHarness): void {
       expect(await store.claimJobs('x', 1, at(5000), at(20_000))).toMatchObject([{ id: job.id, attempts: 1 }]);
     });
 
+    it('retries a job for the lease that owns it only: an expired lease cannot take back a job claimed again', async () => {
+      const job = jobFixture(ws, { runAt: at(0) });
+      await store.enqueueJob(job, eventFixture(ws, { jobId: job.id }));
+      await store.claimJobs('dead', 1, at(0), at(1000));
+      await store.claimJobs('b', 1, at(1500), at(9000));
+      const owned = await store.getJob(ws, job.id);
+      expect(owned).toMatchObject({ status: 'RUNNING', leaseOwner: 'b', leaseExpiresAt: at(9000), attempts: 2, error: null });
+
+      expect(await store.retryJob(job.id, 'dead', at(60_000), { code: 'UPSTREAM_UNAVAILABLE', message: 'busy' }, at(1600))).toBe(false);
+      expect(await store.getJob(ws, job.id)).toEqual(owned);
+      expect((await store.listEvents(ws, { jobId: job.id }, { first: 5 })).map((e) => e.type)).toEqual(['CAMPAIGN_DUPLICATION_REQUESTED']);
+
+      expect(await store.retryJob(job.id, 'b', at(5000), null, at(1700))).toBe(true);
+      expect(await store.getJob(ws, job.id)).toMatchObject({ status: 'PENDING', runAt: at(5000), attempts: 2, leaseOwner: null });
+    });
+
     it('filters events and pages them newest first, stable under concurrent inserts, per workspace', async () => {
       const jobId = randomUUID();
       const keyId = randomUUID();
