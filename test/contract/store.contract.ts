@@ -83,6 +83,21 @@ export function storeContract(name: string, harness: StoreHarness): void {
       expect((await store.findApiKeyByHash(newer))?.previousHash).toBeNull();
     });
 
+    it('does not rotate a revoked key: it keeps its secret, stays revoked and records nothing', async () => {
+      const key = apiKeyFixture(ws);
+      await store.insertApiKey(key, eventFixture(ws, { type: 'API_KEY_CREATED', apiKeyId: key.id }));
+      await store.revokeApiKey(key.id, at(10), eventFixture(ws, { type: 'API_KEY_REVOKED', apiKeyId: key.id }));
+
+      const newHash = 'c'.repeat(64);
+      const rotation = eventFixture(ws, { type: 'API_KEY_ROTATED', apiKeyId: key.id });
+      expect(await store.rotateApiKey(key.id, newHash, 'cgw_revived', at(1000), rotation)).toBe(false);
+      expect(await store.findApiKey(key.id)).toEqual({ ...key, revokedAt: at(10) });
+      expect(await store.findApiKeyByHash(newHash)).toBeNull();
+      expect((await store.findApiKeyByHash(key.hash))?.revokedAt).toEqual(at(10));
+      const events = await store.listEvents(ws, { apiKeyId: key.id }, { first: 10 });
+      expect(events.map((e) => e.type)).toEqual(['API_KEY_REVOKED', 'API_KEY_CREATED']);
+    });
+
     it('keeps campaigns and tags per workspace and pages campaigns newest first', async () => {
       const campaigns = [];
       for (let i = 0; i < 5; i += 1) {
