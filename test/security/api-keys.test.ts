@@ -5,6 +5,8 @@ import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
+import { AdminService } from '../../src/domain/admin.js';
+import { hashApiKey } from '../../src/domain/keys.js';
 import type { GatewayStore } from '../../src/domain/ports.js';
 import { graphql, recordingLogger, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { ManualClock } from '../support/clock.js';
@@ -174,6 +176,28 @@ describe('API keys', () => {
     expect(await created(plain.record.id)).toEqual([
       event(plain.record.id, 'audited plain', { permissions: ['campaigns.list'], allowedCidrs: null, expiresAt: null }),
     ]);
+  });
+
+  it('does not report a rotation when a revocation lands between looking the key up and rotating it', async () => {
+    const { key, keyId } = await ws.addKey(['campaigns.duplicate'], 'revoked mid-rotation');
+    issuedKeys.push(key);
+    // Another operator revokes the key after this rotation has found it unrevoked.
+    const racing = new Proxy(gw.app.store, {
+      get(target, property) {
+        const value = Reflect.get(target, property, target);
+        if (property !== 'rotateApiKey') return typeof value === 'function' ? value.bind(target) : value;
+        return async (...args: Parameters<GatewayStore['rotateApiKey']>) => {
+          await gw.app.admin.revokeKey(keyId);
+          return target.rotateApiKey(...args);
+        };
+      },
+    });
+    await expect(new AdminService(racing, clock).rotateKey(keyId, 3600_000)).rejects.toThrow(`Key '${keyId}' is revoked; create a new one`);
+
+    expect(await gw.app.store.findApiKey(keyId)).toMatchObject({ hash: hashApiKey(key), previousHash: null, revokedAt: clock.now() });
+    for (const client of transports) expect(await duplicate(client, key)).toMatchObject({ status: 401, code: 'UNAUTHENTICATED' });
+    const events = await gw.app.store.listEvents(ws.workspace.id, { apiKeyId: keyId }, { first: 10 });
+    expect(events.map((event) => event.type)).toEqual(['API_KEY_REVOKED', 'API_KEY_CREATED']);
   });
 
   it('answers 403 to a key used from outside its IPv4/IPv6 allowlist, on both transports', async () => {
