@@ -1,3 +1,5 @@
+import { once } from 'node:events';
+import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer, graphql, http, json, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
@@ -115,5 +117,42 @@ describe.skipIf(skipWithoutRedisServer)('Redis going away under a running gatewa
     const after = await duplicate('after the hang', hung);
     expect(after.status).toBe(202);
     expect(Number(after.headers['x-ratelimit-remaining'])).toBe(3 - (await counted(hung)));
+  }, 60_000);
+
+  it('keeps reconnecting through an outage of many reconnection attempts, and returns to Redis by itself', async () => {
+    const long = await gateway.workspace();
+    expect((await duplicate('before the outage', long)).status).toBe(202);
+    // This suite's own client would reconnect to the stand-in below as well, and be counted with the gateway.
+    client.disconnect();
+    await redis.stop();
+
+    // On Redis's port, a stand-in that drops every connection: each one is a reconnection attempt of the
+    // gateway, which thus meets an outage of as many attempts as the test chooses.
+    let attempts = 0;
+    const standIn = createServer((socket) => {
+      attempts += 1;
+      socket.destroy();
+    });
+    standIn.listen(redis.port, '127.0.0.1');
+    await once(standIn, 'listening');
+    try {
+      await waitFor(async () => attempts >= 6);
+      expect(await readiness(gateway)).toMatchObject({ status: 'degraded', checks: { quota: { status: 'degraded', backend: 'redis' } } });
+    } finally {
+      standIn.close();
+      await once(standIn, 'close');
+    }
+
+    await redis.start();
+    await client.connect();
+    await waitFor(async () => {
+      const report = await readiness(gateway);
+      return report.status === 'ready' && report.checks?.quota.status === 'up' && report.checks.quota.backend === 'redis';
+    });
+    // Redis restarted empty: the point is counted there, not in process.
+    const after = await duplicate('after the outage', long);
+    expect(after.status).toBe(202);
+    expect(after.headers['x-ratelimit-remaining']).toBe('2');
+    expect(await counted(long)).toBe(1);
   }, 60_000);
 });
