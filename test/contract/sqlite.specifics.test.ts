@@ -82,6 +82,28 @@ describe('SQLite store specifics', () => {
     }
   });
 
+  it('undoes all of a write of a group that fails after its first statement succeeded, and commits the others', async () => {
+    const recorded = eventFixture(ws);
+    await store.insertEvent(recorded);
+    const [before, halfWritten, after] = [jobFixture(ws), jobFixture(ws), jobFixture(ws)];
+    const results = await Promise.allSettled([
+      store.enqueueJob(before, eventFixture(ws, { jobId: before.id })),
+      // Its job row goes in; its event, reusing the id of one already recorded, does not.
+      store.enqueueJob(halfWritten, eventFixture(ws, { id: recorded.id, jobId: halfWritten.id })),
+      store.enqueueJob(after, eventFixture(ws, { jobId: after.id })),
+    ]);
+    expect(results.map((result) => result.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+
+    const reader = new Database(file, { readonly: true });
+    try {
+      expect(reader.prepare('SELECT id FROM jobs').pluck().all().sort()).toEqual([before.id, after.id].sort());
+      expect(reader.prepare('SELECT job_id FROM security_events WHERE id = ?').pluck().get(recorded.id)).toBeNull();
+      expect(reader.prepare('SELECT COUNT(*) FROM security_events').pluck().get()).toBe(3);
+    } finally {
+      reader.close();
+    }
+  });
+
   it('finishes the writes in flight before close() resolves: none is lost, each one resolved', async () => {
     const jobs = Array.from({ length: 20 }, () => jobFixture(ws));
     const writes = jobs.map((job) => store.enqueueJob(job, eventFixture(ws, { jobId: job.id })));
