@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { COUNT_JOBS_SQL } from '../../src/adapters/rows.js';
 import { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import { SqliteWriter } from '../../src/adapters/sqlite/writer.js';
@@ -261,6 +261,24 @@ describe('SQLite store specifics', () => {
         expect(restarts).toEqual([]);
       } finally {
         await writer.close();
+      }
+    });
+
+    it('is not replaced when it dies young under the default lifetime the store relies on', async () => {
+      // A frozen clock: the thread dies at the instant it started, however slowly this machine starts one.
+      vi.useFakeTimers({ toFake: ['Date'] });
+      const restarts: Error[] = [];
+      const young = new SqliteStore({ filename: file, onWriterRestart: (error) => restarts.push(error) });
+      try {
+        await young.ping();
+        const { exited } = killThread((young as unknown as { writer: SqliteWriter }).writer);
+        await exited;
+        await expect(young.ping()).rejects.toThrow(/The SQLite writer stopped/);
+        await expect(young.insertEvent(eventFixture(ws))).rejects.toThrow(/The SQLite writer stopped/);
+        expect(restarts).toEqual([]);
+      } finally {
+        vi.useRealTimers();
+        await young.close();
       }
     });
   });
