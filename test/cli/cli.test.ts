@@ -158,6 +158,8 @@ describe('the CLI', () => {
     [['keys', 'create', '--workspace', 'acme', '--name', 'x'], EXIT.usage, '--permissions is required (see --help)'],
     [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-in', 'forever'], EXIT.usage, "--expires-in must be a number followed by s, m, h, d or w (like 30d), got 'forever'"],
     [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-in', '1d', '--expires-at', '2027-01-01'], EXIT.usage, 'give --expires-in or --expires-at, not both'],
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-in', '0s'], EXIT.usage, '--expires-in must be longer than 0 (see --help)'],
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-in', '0m'], EXIT.usage, '--expires-in must be longer than 0 (see --help)'],
     [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-at', 'tomorrow'], EXIT.usage, "--expires-at must be an ISO 8601 time like 2027-01-31T00:00:00Z, got 'tomorrow'"],
     [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-at', '2020-01-01T00:00:00Z'], EXIT.failed, 'The expiry must be in the future'],
     [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.delete'], EXIT.failed, 'Unknown permission: campaigns.delete (known: campaigns.duplicate, campaigns.list, campaigns.details, security_events.read)'],
@@ -175,12 +177,13 @@ describe('the CLI', () => {
     [['workspaces', 'create', '   '], EXIT.failed, 'A workspace needs a name'],
     [['workspaces', 'delete', 'acme'], EXIT.usage, "unknown command 'workspaces delete' (see --help)"],
     [['frobnicate'], EXIT.usage, "unknown command 'frobnicate' (see --help)"],
-  ])('%j fails with exit code %i and one line', async (argv, code, message) => {
+  ])('%j fails with exit code %i and one line, and creates no key', async (argv, code, message) => {
     const result = await cli(...argv);
     expect(result.code).toBe(code);
     expect(result.stdout).toBe('');
     expect(result.stderr.split('\n')).toHaveLength(2);
     expect(result.stderr).toContain(`campaign-gateway: ${message}`);
+    expect((await cliJson('keys', 'list', '--workspace', 'acme')).map((key: { name: string }) => key.name)).not.toContain('x');
   });
 
   it('prints help, and usage when called with nothing', async () => {
