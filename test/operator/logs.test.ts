@@ -102,6 +102,9 @@ describe('logs', () => {
       'code=sekritC',
       'Credentials=sekritK',
       'x%2Dapi%2Dkey=sekritE',
+      // Secret only once decoded.
+      'p%61ssword=sekritQ',
+      '%74oken=sekritT',
     ];
     const response = await http(gateway.baseUrl, 'GET', `/healthz?${secrets.join('&')}&page=2&campaign_id=visible-id&signed=yes`, {
       headers: { 'x-request-id': 'secret-params' },
