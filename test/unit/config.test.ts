@@ -127,3 +127,16 @@ describe('shutdown configuration', () => {
     );
   });
 });
+
+describe('retention configuration', () => {
+  it('sweeps every RETENTION_INTERVAL_MINUTES, 10 by default and 1 at the least', () => {
+    expect(loadConfig({}).retentionIntervalMs).toBe(10 * 60_000);
+    expect(loadConfig({ RETENTION_INTERVAL_MINUTES: '1' }).retentionIntervalMs).toBe(60_000);
+  });
+
+  it.each(['0', '-1', '1.5', 'hourly', '1441'])('stops start-up on RETENTION_INTERVAL_MINUTES=%s with one line naming the variable', (value) => {
+    expect(() => loadConfig({ RETENTION_INTERVAL_MINUTES: value })).toThrow(
+      `invalid configuration: RETENTION_INTERVAL_MINUTES must be a whole number from 1 to 1440, got '${value}'`,
+    );
+  });
+});
