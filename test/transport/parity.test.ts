@@ -17,6 +17,7 @@ import {
   type TestGateway,
   type TestWorkspace,
 } from '../support/gateway.js';
+import { ManualClock } from '../support/clock.js';
 import { jobTotal } from '../support/store-checks.js';
 import { jobEvents, transports, type DuplicateArgs, type DuplicateOutcome } from '../support/transports.js';
 
@@ -41,6 +42,29 @@ function expectError(outcome: DuplicateOutcome, code: ErrorCode, transport: stri
 }
 
 const long = (n: number) => 'x'.repeat(n);
+
+const CAMPAIGN = 'query ($id: ID!) { campaign(id: $id) { id name description tagNames draft duplicatedFrom } }';
+
+/** The id of the copy a job made, once it has succeeded. */
+async function copyOf(jobId: string): Promise<string> {
+  const seen = await waitFor(async () => {
+    const events = await jobEvents(gateway.baseUrl, ws.key, jobId);
+    return events.job?.status === 'SUCCEEDED' && events;
+  });
+  return seen.job!.resultCampaignId!;
+}
+
+/** Every campaign of the key's workspace as `campaigns` lists it, page by page, by id. */
+async function listedCampaigns(key: string): Promise<Map<string, { id: string; duplicatedFrom: string | null }>> {
+  const query = 'query ($after: String) { campaigns(first: 200, after: $after) { edges { node { id duplicatedFrom } } pageInfo { hasNextPage endCursor } } }';
+  const listed = new Map<string, { id: string; duplicatedFrom: string | null }>();
+  for (let after: string | null = null; ; ) {
+    const page: any = (await graphql(gateway.baseUrl, key, query, { after })).body.data.campaigns;
+    for (const edge of page.edges) listed.set(edge.node.id, edge.node);
+    if (!page.pageInfo.hasNextPage) return listed;
+    after = page.pageInfo.endCursor;
+  }
+}
 
 describe.each(transports)('duplicateCampaign over $name', (transport) => {
   const valid = (): DuplicateArgs => ({ campaignId: ws.campaign.id, name: 'Copy of welcome' });
@@ -71,6 +95,31 @@ describe.each(transports)('duplicateCampaign over $name', (transport) => {
       duplicatedFrom: ws.campaign.id,
       body: ws.campaign.body,
     });
+  });
+
+  it.each([
+    ['names a description and tags', { description: 'for the EU', tagNames: ['promo', 'newsletter'] }, { description: 'for the EU', tagNames: ['promo', 'newsletter'] }],
+    ['names neither', {}, { description: 'source campaign', tagNames: ['onboarding'] }],
+  ])("makes a copy, when the request %s, with those or else the source's, linked to its source in campaign(id) and campaigns", async (_label, optional, expected) => {
+    expect({ description: ws.campaign.description, tagNames: ws.campaign.tagNames }).toEqual({ description: 'source campaign', tagNames: ['onboarding'] });
+    const { jobId } = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), ...optional });
+    const copyId = await copyOf(jobId!);
+
+    const read = await graphql(gateway.baseUrl, ws.key, CAMPAIGN, { id: copyId });
+    expect(read.body.data.campaign).toEqual({ id: copyId, name: 'Copy of welcome', ...expected, draft: true, duplicatedFrom: ws.campaign.id });
+    const source = await graphql(gateway.baseUrl, ws.key, CAMPAIGN, { id: ws.campaign.id });
+    expect(source.body.data.campaign).toMatchObject({ id: ws.campaign.id, duplicatedFrom: null });
+
+    const listed = await listedCampaigns(ws.key);
+    expect(listed.get(copyId)).toEqual({ id: copyId, duplicatedFrom: ws.campaign.id });
+    expect(listed.get(ws.campaign.id)).toEqual({ id: ws.campaign.id, duplicatedFrom: null });
+  });
+
+  it("shows the job's API key by id and exact name through duplicationJob(id)", async () => {
+    const { key, keyId } = await ws.addKey(['campaigns.duplicate'], `EU team's key (${transport.name})`);
+    const { jobId } = await transport.duplicate(gateway.baseUrl, key, valid());
+    const read = await graphql(gateway.baseUrl, ws.key, 'query ($id: ID!) { duplicationJob(id: $id) { id apiKey { id name } } }', { id: jobId });
+    expect(read.body.data.duplicationJob).toEqual({ id: jobId, apiKey: { id: keyId, name: `EU team's key (${transport.name})` } });
   });
 
   const REQUESTED_EVENT = `query ($job: ID!) {
@@ -182,6 +231,60 @@ describe.each(transports)('duplicateCampaign over $name', (transport) => {
     expectError(unknown, 'BAD_USER_INPUT', transport.name);
     expect(unknown.message).toContain('Invalid Campaign ID');
     expect({ ...foreign, response: undefined }).toEqual({ ...unknown, response: undefined });
+  });
+});
+
+it("answers duplicateCampaign with the job's API key by id and exact name", async () => {
+  const { key, keyId } = await ws.addKey(['campaigns.duplicate', 'campaigns.details'], "Zoë's key — marketing");
+  const response = await graphql(
+    gateway.baseUrl,
+    key,
+    'mutation ($input: DuplicateCampaignInput!) { duplicateCampaign(input: $input) { job { status apiKey { id name } } } }',
+    { input: { campaignId: ws.campaign.id, name: 'Copy of welcome' } },
+  );
+  expect(response.body.data.duplicateCampaign.job).toEqual({ status: 'PENDING', apiKey: { id: keyId, name: "Zoë's key — marketing" } });
+});
+
+describe('securityEvents(filter: {since, until}) over GraphQL', () => {
+  const clock = new ManualClock(new Date('2030-01-01T00:00:00.000Z'));
+  let timed: TestGateway;
+
+  beforeAll(async () => {
+    timed = await startGateway({}, { clock });
+  });
+
+  afterAll(async () => {
+    await timed?.close();
+  });
+
+  it('includes events at `since` and excludes those at `until`, as the schema documents', async () => {
+    const team = await timed.workspace();
+    const since = new Date('2030-01-01T10:00:00.000Z');
+    const until = new Date('2030-01-01T11:00:00.000Z');
+    const at: [string, number][] = [
+      ['before since', since.getTime() - 1],
+      ['at since', since.getTime()],
+      ['inside', since.getTime() + 30 * 60_000],
+      ['just before until', until.getTime() - 1],
+      ['at until', until.getTime()],
+      ['after until', until.getTime() + 60_000],
+    ];
+    for (const [index, [name, time]] of at.entries()) {
+      clock.advance(time - clock.now().getTime());
+      const { jobId } = await transports[index % 2].duplicate(timed.baseUrl, team.key, { campaignId: team.campaign.id, name });
+      expect(jobId).not.toBeNull();
+    }
+    const query = `query ($filter: SecurityEventFilter) {
+      securityEvents(filter: $filter, first: 200) { edges { node { occurredAt details } } }
+    }`;
+    const names = async (window: { since?: Date; until?: Date }) => {
+      const filter = { types: ['CAMPAIGN_DUPLICATION_REQUESTED'], ...window };
+      const response = await graphql(timed.baseUrl, team.key, query, { filter });
+      return response.body.data.securityEvents.edges.map((edge: any) => edge.node.details.name);
+    };
+    expect(await names({ since, until })).toEqual(['just before until', 'inside', 'at since']);
+    expect(await names({ since })).toEqual(['after until', 'at until', 'just before until', 'inside', 'at since']);
+    expect(await names({ until })).toEqual(['just before until', 'inside', 'at since', 'before since']);
   });
 });
 
