@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { request } from 'undici';
 import { afterAll, describe, expect, it } from 'vitest';
 import { bearer, http, json, waitFor } from '../support/gateway.js';
 import { spawnGateway, type GatewayProcess } from '../support/process.js';
@@ -18,6 +19,48 @@ afterAll(async () => {
   for (const gateway of processes) gateway.child.kill('SIGKILL');
   rmSync(dataDir, { recursive: true, force: true });
 });
+
+interface CurlCall {
+  method: 'GET' | 'POST';
+  url: string;
+  headers: Record<string, string>;
+  body: string | undefined;
+}
+
+/** The curl commands in printed text, read the way a shell and curl would read them (only the options the banner uses). */
+function curlCommands(text: string): CurlCall[] {
+  const commands = text.replace(/\\\n/g, ' ').split('\n').filter((line) => /^\s*curl\s/.test(line));
+  return commands.map((command) => {
+    const words = [...command.matchAll(/'([^']*)'|(\S+)/g)].map((match) => match[1] ?? match[2]).slice(1);
+    const call: CurlCall = { method: 'GET', url: '', headers: {}, body: undefined };
+    let explicitMethod = false;
+    for (let index = 0; index < words.length; index += 1) {
+      const word = words[index];
+      if (word === '-X') {
+        call.method = words[++index] as CurlCall['method'];
+        explicitMethod = true;
+      } else if (word === '-H') {
+        const header = words[++index];
+        const colon = header.indexOf(':');
+        call.headers[header.slice(0, colon).trim().toLowerCase()] = header.slice(colon + 1).trim();
+      } else if (word === '-d') {
+        call.body = words[++index];
+        if (!explicitMethod) call.method = 'POST';
+      } else if (/^https?:\/\//.test(word)) {
+        call.url = word;
+      } else if (word !== '-sS') {
+        throw new Error(`unexpected curl argument ${word} in: ${command}`);
+      }
+    }
+    return call;
+  });
+}
+
+async function send(call: CurlCall) {
+  const response = await request(call.url, { method: call.method, headers: call.headers, body: call.body });
+  const text = await response.body.text();
+  return { status: response.statusCode, text, body: JSON.parse(text) };
+}
 
 describe('a real gateway process', () => {
   it('seeds a demo workspace on first start, and a job accepted just before a kill -9 completes after a restart', async () => {
@@ -48,6 +91,42 @@ describe('a real gateway process', () => {
 
     second.child.kill('SIGTERM');
     expect((await second.exited).code).toBe(0);
+  });
+
+  it("prints a first-start banner whose REST and GraphQL curl examples work exactly as printed", async () => {
+    const fresh = mkdtempSync(join(tmpdir(), 'cgw-e2e-banner-'));
+    try {
+      // No worker: the jobs the examples start stay PENDING, so what the poll example answers is known.
+      const gateway = await spawnGateway({ DATA_DIR: fresh, HOST: '127.0.0.1', WORKER_CONCURRENCY: '0' });
+      processes.push(gateway);
+      const banner = gateway.output();
+      expect(banner).toContain('This key is shown only once; store it now:');
+      const [restCall, graphqlCall, pollCall] = curlCommands(banner);
+      expect([restCall, graphqlCall, pollCall].map((call) => call?.url)).toEqual([
+        `${gateway.baseUrl}/campaigns/duplicate`,
+        `${gateway.baseUrl}/graphql`,
+        `${gateway.baseUrl}/graphql`,
+      ]);
+
+      const rest = await send(restCall);
+      expect(rest.status, rest.text).toBe(202);
+      expect(rest.body).toMatchObject({ message: 'success', status: 'pending' });
+
+      const mutation = await send(graphqlCall);
+      expect(mutation.status, mutation.text).toBe(200);
+      expect(mutation.body.errors).toBeUndefined();
+      const job = mutation.body.data.duplicateCampaign.job;
+      expect(job).toEqual({ id: expect.any(String), status: 'PENDING' });
+
+      const poll = await send({ ...pollCall, body: pollCall.body!.replace('JOB_ID', job.id) });
+      expect(poll.body.errors).toBeUndefined();
+      expect(poll.body.data).toEqual({
+        securityEvents: { edges: [{ node: { type: 'CAMPAIGN_DUPLICATION_REQUESTED', occurredAt: expect.any(String) } }] },
+        duplicationJob: { status: 'PENDING', resultCampaignId: null },
+      });
+    } finally {
+      rmSync(fresh, { recursive: true, force: true });
+    }
   });
 
   it('makes the demo key only once it listens: a first start that cannot bind leaves the next one to show it', async () => {
