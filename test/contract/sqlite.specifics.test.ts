@@ -160,6 +160,8 @@ describe('SQLite store specifics', () => {
 
     await store.revokeApiKey(mine.id, at(1), eventFixture(ws));
     expect((await store.findApiKeyByHash(mine.hash))?.revokedAt).toEqual(at(1));
+    // Cached again after this store's revoke emptied the cache: only the other connection's write can tell it.
+    expect((await store.findApiKeyByHash(theirs.hash))?.revokedAt).toBeNull();
 
     await other.revokeApiKey(theirs.id, at(2), eventFixture(ws));
     await nextTurn();

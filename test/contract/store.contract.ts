@@ -36,6 +36,12 @@ export function storeContract(name: string, harness: StoreHarness): void {
       await harness.destroy(store);
     });
 
+    it('refuses a second workspace of the same name, even when two creations race past the admin check', async () => {
+      const [first] = await store.listWorkspaces();
+      await expect(store.createWorkspace({ ...workspaceFixture(), name: first.name })).rejects.toThrow();
+      expect((await store.listWorkspaces()).filter((workspace) => workspace.name === first.name)).toHaveLength(1);
+    });
+
     it('migrates idempotently and answers pings', async () => {
       await store.migrate();
       await expect(store.ping()).resolves.toBeUndefined();
@@ -119,6 +125,9 @@ export function storeContract(name: string, harness: StoreHarness): void {
       await store.upsertTags(ws, ['promo', 'email', 'promo']);
       expect(await store.missingTags(ws, ['promo', 'nope', 'email'])).toEqual(['nope']);
       expect(await store.missingTags(other, ['promo'])).toEqual(['promo']);
+      // The same name is another workspace's own tag.
+      await store.upsertTags(other, ['promo']);
+      expect(await store.missingTags(other, ['promo'])).toEqual([]);
     });
 
     it('enqueues a job with its event in one step, visible only in its workspace', async () => {
