@@ -121,6 +121,12 @@ describe('upstream mode: what each upstream answer does to a job', () => {
       'UPSTREAM_NOT_API',
       "The upstream answered 200 with an HTML page, not Braze's API",
     ],
+    [
+      202,
+      { status: 202, raw: '<html><body>Queued</body></html>', headers: { 'content-type': 'Text/HTML; charset=UTF-8' } },
+      'UPSTREAM_NOT_API',
+      "The upstream answered 202 with an HTML page, not Braze's API",
+    ],
   ])('%i fails at once with the upstream message in the error and the event', async (_, reply, code, message) => {
     h.fake.script(DUPLICATE, reply);
     const { id, name } = await enqueue(h);
