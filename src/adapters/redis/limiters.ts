@@ -8,8 +8,9 @@ const DEGRADED = `Redis is unreachable; ${FALLBACK} Redis is back`;
 
 /**
  * Redis's answers to credentials it does not accept, by the word they start with: a wrong password or user
- * (WRONGPASS; `ERR invalid password` before Redis 6), none given where one is required (NOAUTH), one given
- * where none is set (`ERR AUTH`). Unlike an outage, no reconnection fixes them.
+ * (WRONGPASS; `ERR invalid password` before Redis 6), none given where one is required (NOAUTH), or another
+ * `ERR AUTH` refusal. A password sent to a Redis that has none is not one: ioredis warns and carries on.
+ * Unlike an outage, no reconnection fixes them.
  */
 const CREDENTIALS_REFUSED = /^(WRONGPASS|NOAUTH|ERR AUTH|ERR invalid password)\b/;
 
