@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXIT, runCli } from '../../src/cli/commands.js';
 import type { Clock } from '../../src/domain/ports.js';
-import { graphql, startGateway, type TestGateway } from '../support/gateway.js';
+import { graphql, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
 import { ManualClock } from '../support/clock.js';
 import { rest } from '../support/transports.js';
 
@@ -73,7 +73,11 @@ describe('the CLI', () => {
     expect(listed.stdout).not.toMatch(KEY);
     expect(listed.stdout).toContain(`${keys[0].slice(0, 10)}…`);
     expect(listed.stdout.split('\n')[0].split(/ {2,}/)).toEqual(['ID', 'NAME', 'WORKSPACE', 'PERMISSIONS', 'KEY', 'STATUS', 'CREATED', 'LAST USED', 'EXPIRES', 'REVOKED', 'ALLOWED IPS']);
-    const [listedKey] = await cliJson('keys', 'list', '--workspace', 'acme');
+    // The gateway records a key's use after answering: the listing shows it once that write has landed.
+    const listedKey = await waitFor(async () => {
+      const [key] = await cliJson('keys', 'list', '--workspace', 'acme');
+      return key.lastUsedAt !== null && key;
+    });
     expect(listedKey).toMatchObject({
       name: 'ci deploy',
       workspace: { name: 'acme' },
@@ -85,7 +89,6 @@ describe('the CLI', () => {
       revokedAt: null,
       allowedCidrs: null,
     });
-    expect(listedKey.lastUsedAt).not.toBeNull();
     expect(JSON.stringify(listedKey)).not.toMatch(KEY);
   });
 
