@@ -53,8 +53,6 @@ export class RedisLimiters implements LimiterBackend {
   private readonly client: Redis;
   private logger: LimiterLogger | undefined;
   private trouble: unknown = null;
-  /** Set while the latest connection attempt was refused for its credentials (the word Redis answered). */
-  private refusal: string | undefined;
   /** How the first connection attempt ended: null once ready, else the error that ended it. */
   private readonly firstAttempt: Promise<unknown>;
   private closing = false;
@@ -102,22 +100,20 @@ export class RedisLimiters implements LimiterBackend {
   /** Logged once when Redis becomes unreachable, and again only when the reason changes to refused credentials or back. */
   private degrade(error: unknown): void {
     if (this.closing) return;
-    const refusal = refusalOf(error);
-    const changed = this.trouble === null || refusal !== this.refusal;
+    const changed = this.trouble === null || refusalOf(error) !== refusalOf(this.trouble);
     this.trouble = error;
-    this.refusal = refusal;
     if (changed) this.logTrouble();
   }
 
   private logTrouble(): void {
-    if (this.refusal === undefined) this.logger?.warn({ err: this.trouble }, DEGRADED);
-    else this.logger?.warn({}, `${refusedCredentials(this.refusal)}; ${REFUSED_FALLBACK}`);
+    const refusal = refusalOf(this.trouble);
+    if (refusal === undefined) this.logger?.warn({ err: this.trouble }, DEGRADED);
+    else this.logger?.warn({}, `${refusedCredentials(refusal)}; ${REFUSED_FALLBACK}`);
   }
 
   private recover(): void {
     if (this.trouble === null) return;
     this.trouble = null;
-    this.refusal = undefined;
     this.logger?.info({}, 'Redis is reachable again; limits are shared through Redis again');
   }
 
@@ -138,7 +134,8 @@ export class RedisLimiters implements LimiterBackend {
         if (this.client.status === 'ready') return degraded(`${DEGRADED} (${describeFailure(error)})`);
       }
     }
-    if (this.refusal !== undefined) return degraded(`${refusedCredentials(this.refusal)}; ${REFUSED_FALLBACK}`);
+    const refusal = refusalOf(this.trouble);
+    if (refusal !== undefined) return degraded(`${refusedCredentials(refusal)}; ${REFUSED_FALLBACK}`);
     return degraded(`${DEGRADED} (connection ${this.client.status})`);
   }
 
