@@ -10,12 +10,8 @@ const SECRET_NAMES = new Set(['sig', 'code', 'credential', 'credentials']);
 
 /** Whether a query parameter's value is a secret whatever it looks like, judged by the parameter's name. */
 function isSecretParameter(name: string): boolean {
-  let decoded = name;
-  try {
-    decoded = decodeURIComponent(name.replace(/\+/g, ' '));
-  } catch {
-    // A malformed escape: judged as it was sent.
-  }
+  // Decoded as a server would read it; a malformed escape stays as it was sent.
+  const [decoded = ''] = new URLSearchParams(`${name}=`).keys();
   const normalized = decoded.toLowerCase().replace(/[-_]/g, '');
   return SECRET_NAME_PART.test(normalized) || SECRET_NAMES.has(normalized);
 }
