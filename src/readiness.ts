@@ -37,6 +37,8 @@ export function describeFailure(error: unknown): string {
   if (cause !== undefined) return describeFailure(cause);
   if (error instanceof GatewayError) return error.message;
   const code = (error as { code?: unknown } | null)?.code;
+  // SQLSTATE class 28, invalid authorization: no reconnection fixes it, the operator has to.
+  if (typeof code === 'string' && code.startsWith('28')) return `refused the user name or password in DATABASE_URL (${code})`;
   if (typeof code === 'string' && code) return `not reachable or failing (${code})`;
   return `failing (${error instanceof Error ? error.name : 'unknown error'})`;
 }

@@ -3,7 +3,8 @@ import { dependencyUnavailable } from '../../domain/errors.js';
 /**
  * Socket errors, and SQLSTATEs of PostgreSQL shutting down, refusing connections or out of them, that say
  * the server cannot be reached right now rather than that a statement failed (class 08 is "connection
- * exception").
+ * exception"; class 28, "invalid authorization", is the role's password changed under running instances,
+ * which the operator fixes outside the gateway like any outage).
  */
 const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', '57P01', '57P02', '57P03', '53300']);
 /** What pg and pg-pool say when a connection is lost or cannot be had in time. */
@@ -17,6 +18,23 @@ export function asOutage(error: unknown): unknown {
   if (!(error instanceof Error)) return error;
   const code = (error as { code?: unknown }).code;
   const unreachable =
-    (typeof code === 'string' && (UNREACHABLE_CODES.has(code) || code.startsWith('08'))) || UNREACHABLE_MESSAGES.test(error.message);
+    (typeof code === 'string' && (UNREACHABLE_CODES.has(code) || code.startsWith('08') || code.startsWith('28'))) || UNREACHABLE_MESSAGES.test(error.message);
   return unreachable ? dependencyUnavailable(error) : error;
+}
+
+/**
+ * Why the gateway could not start on the PostgreSQL database in DATABASE_URL, naming the setting and the
+ * step: the driver's own words ("timeout expired", "permission denied for schema public") do not say it was
+ * the database. Never the connection string itself, which may hold the password.
+ */
+export function startupFailure(error: unknown, step: 'connect' | 'migrate'): Error {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && code.startsWith('28')) {
+    return new Error(`PostgreSQL refused the user name or password in DATABASE_URL (${code})`, { cause: error });
+  }
+  const what = error instanceof Error ? error.message : String(error);
+  const suffix = typeof code === 'string' && !what.includes(code) ? ` (${code})` : '';
+  return step === 'connect'
+    ? new Error(`could not connect to the PostgreSQL database in DATABASE_URL: ${what}${suffix}`, { cause: error })
+    : new Error(`could not create or update the gateway's tables in the PostgreSQL database in DATABASE_URL: ${what}${suffix}`, { cause: error });
 }

@@ -32,6 +32,7 @@ import {
   type SqlValues,
 } from '../rows.js';
 import { POSTGRES_MIGRATIONS } from './migrations.js';
+import { startupFailure } from './outage.js';
 import { clientConfig, createPool, queriesOf, transaction, type PostgresOptions, type Queryable } from './pool.js';
 
 /** Any constant works; it only has to be the same for every instance of the gateway. */
@@ -83,7 +84,9 @@ export class PostgresStore implements GatewayStore {
     const client = new pg.Client(clientConfig(this.options));
     // A broken connection also fails the pending query, which is where it is reported.
     client.on('error', () => undefined);
-    await client.connect();
+    await client.connect().catch((error: unknown) => {
+      throw startupFailure(error, 'connect');
+    });
     try {
       await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
       await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())');
@@ -102,14 +105,17 @@ export class PostgresStore implements GatewayStore {
           throw error;
         }
       }
+    } catch (error) {
+      throw startupFailure(error, 'migrate');
     } finally {
       await client.end();
     }
   }
 
   async ping(): Promise<void> {
-    // The driver's own error, for /readyz to show.
-    await this.pool.query('SELECT 1');
+    // An outage is UNAVAILABLE around the driver's own error: /readyz describes that error, and the log has
+    // it as a warning, not as a bug.
+    await this.db.query('SELECT 1');
   }
 
   async close(): Promise<void> {

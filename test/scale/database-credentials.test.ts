@@ -1,0 +1,139 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createStore } from '../../src/app.js';
+import { loadConfig } from '../../src/config.js';
+import { bearer, componentLines, graphql, http, json, recordingLogger, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { createTestDatabase, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
+import { freePort, spawnGateway } from '../support/process.js';
+import { readiness } from './support.js';
+
+const PASSWORD = 'pg-secret-2b7e41';
+const CHANGED = 'pg-secret-changed-9d03';
+
+/** The URL of `database` as `role` with `password`. */
+const urlAs = (database: string, role: string, password: string): string => {
+  const url = new URL(database);
+  url.username = role;
+  url.password = password;
+  return url.toString();
+};
+
+describe.skipIf(skipWithoutPostgres)('PostgreSQL credentials and start-up failures', () => {
+  const role = `cgw_role_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
+  const readOnlyRole = `${role}_ro`;
+  let database: { url: string; drop(): Promise<void> };
+
+  beforeAll(async () => {
+    database = await createTestDatabase();
+    const name = new URL(database.url).pathname.slice(1);
+    await withAdmin(async (client) => {
+      await client.query(`CREATE ROLE ${role} LOGIN PASSWORD '${PASSWORD}'`);
+      await client.query(`CREATE ROLE ${readOnlyRole} LOGIN PASSWORD '${PASSWORD}'`);
+      await client.query(`ALTER DATABASE ${name} OWNER TO ${role}`);
+    });
+    // A database's owner may create tables in its public schema, anyone else may not (PostgreSQL 15 on).
+    await withAdmin((client) => client.query(`ALTER SCHEMA public OWNER TO ${role}`), database.url);
+  });
+
+  afterAll(async () => {
+    await database?.drop();
+    await withAdmin(async (client) => {
+      await client.query(`DROP ROLE IF EXISTS ${role}`);
+      await client.query(`DROP ROLE IF EXISTS ${readOnlyRole}`);
+    });
+  });
+
+  const startFailure = (databaseUrl: string) =>
+    createStore(loadConfig({ LOG_LEVEL: 'silent', DATABASE_URL: databaseUrl })).then(
+      () => 'started',
+      (error: Error) => error.message,
+    );
+
+  it('a password PostgreSQL refuses stops start-up with one line naming DATABASE_URL, never the password', async () => {
+    const failure = await spawnGateway({ SEED_DEMO: 'false', DATABASE_URL: urlAs(database.url, role, 'not-the-pg-secret-41c') }).then(
+      async (started) => {
+        started.child.kill('SIGKILL');
+        await started.exited;
+        return 'started';
+      },
+      (error: Error) => error.message,
+    );
+    expect(failure).toBe(
+      'src/main.ts exited with 1 before listening:\ncampaign-gateway: failed to start: PostgreSQL refused the user name or password in DATABASE_URL (28P01)\n',
+    );
+  });
+
+  it('a database that cannot be reached is named as the one in DATABASE_URL', async () => {
+    const port = await freePort();
+    expect(await startFailure(`postgres://${role}:${PASSWORD}@127.0.0.1:${port}/gateway`)).toBe(
+      `could not connect to the PostgreSQL database in DATABASE_URL: connect ECONNREFUSED 127.0.0.1:${port}`,
+    );
+  });
+
+  it('a role that may not create the tables is told so, with the step that failed', async () => {
+    const failure = await startFailure(urlAs(database.url, readOnlyRole, PASSWORD));
+    expect(failure).toBe(
+      "could not create or update the gateway's tables in the PostgreSQL database in DATABASE_URL: permission denied for schema public (42501)",
+    );
+    expect(failure).not.toContain(PASSWORD);
+  });
+
+  describe('a password changed under a running gateway', () => {
+    let gateway: TestGateway;
+    let tenant: TestWorkspace;
+    const { logger, lines } = recordingLogger('info');
+
+    beforeAll(async () => {
+      gateway = await startGateway({ DATABASE_URL: urlAs(database.url, role, PASSWORD) }, { logger });
+      tenant = await gateway.workspace();
+      await withAdmin(async (client) => {
+        await client.query(`ALTER ROLE ${role} PASSWORD '${CHANGED}'`);
+        await client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1', [role]);
+      });
+    });
+
+    afterAll(async () => {
+      await gateway?.close();
+    });
+
+    it('is an outage to callers (503 with Retry-After), and /readyz names what PostgreSQL refused', async () => {
+      const down = await waitFor(async () => {
+        const report = await readiness(gateway);
+        return report.code === 503 ? report : null;
+      });
+      expect(down.checks!.store).toEqual({ status: 'down', message: 'refused the user name or password in DATABASE_URL (28P01)' });
+
+      const rest = await http(gateway.baseUrl, 'POST', '/campaigns/duplicate', {
+        headers: { ...json, ...bearer(tenant.key) },
+        body: JSON.stringify({ campaign_id: tenant.campaign.id }),
+      });
+      expect(rest.status).toBe(503);
+      expect(rest.headers['retry-after']).toBe('5');
+      expect(rest.body).toEqual({ message: 'Service unavailable' });
+      const overGraphQL = await graphql(gateway.baseUrl, tenant.key, 'mutation($id: ID!) { duplicateCampaign(input: { campaignId: $id, name: "copy" }) { job { id } } }', {
+        id: tenant.campaign.id,
+      });
+      expect(overGraphQL.status).toBe(503);
+      expect(overGraphQL.headers['retry-after']).toBe('5');
+      expect(overGraphQL.body.errors.map((error: any) => error.extensions.code)).toEqual(['SERVICE_UNAVAILABLE']);
+    });
+
+    it('is logged as a warning with the driver\'s error, not as a bug, and never with the password', async () => {
+      const failed = await waitFor(async () => componentLines(lines, 'readiness').find((line) => line.dependency === 'store' && line.msg === 'dependency check failed'));
+      expect(failed).toMatchObject({ level: 40, cause: { code: '28P01' } });
+      expect(failed).not.toHaveProperty('err');
+      expect(lines.filter((line) => JSON.parse(line).level >= 50)).toEqual([]);
+      expect(lines.join('\n')).not.toContain(PASSWORD);
+      expect(lines.join('\n')).not.toContain(CHANGED);
+    });
+
+    it('recovers without a restart once the password is put back', async () => {
+      await withAdmin((client) => client.query(`ALTER ROLE ${role} PASSWORD '${PASSWORD}'`));
+      const up = await waitFor(async () => {
+        const report = await readiness(gateway);
+        return report.code === 200 ? report : null;
+      });
+      expect(up.checks!.store).toEqual({ status: 'up', backend: 'postgres' });
+    });
+  });
+});
