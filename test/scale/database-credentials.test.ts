@@ -4,7 +4,7 @@ import { createStore } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { bearer, componentLines, graphql, http, json, recordingLogger, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { createTestDatabase, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
-import { freePort, spawnGateway } from '../support/process.js';
+import { freePort, startFailureOf } from '../support/process.js';
 import { readiness } from './support.js';
 
 const PASSWORD = 'pg-secret-2b7e41';
@@ -50,14 +50,7 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL credentials and start-up failur
     );
 
   it('a password PostgreSQL refuses stops start-up with one line naming DATABASE_URL, never the password', async () => {
-    const failure = await spawnGateway({ SEED_DEMO: 'false', DATABASE_URL: urlAs(database.url, role, 'not-the-pg-secret-41c') }).then(
-      async (started) => {
-        started.child.kill('SIGKILL');
-        await started.exited;
-        return 'started';
-      },
-      (error: Error) => error.message,
-    );
+    const failure = await startFailureOf({ SEED_DEMO: 'false', DATABASE_URL: urlAs(database.url, role, 'not-the-pg-secret-41c') });
     expect(failure).toBe(
       'src/main.ts exited with 1 before listening:\ncampaign-gateway: failed to start: PostgreSQL refused the user name or password in DATABASE_URL (28P01)\n',
     );

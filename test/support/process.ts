@@ -87,6 +87,21 @@ export async function spawnGateway(env: Record<string, string>, timeoutMsOrOptio
   }
 }
 
+/**
+ * What a gateway started with `env` wrote before it exited, when it failed to start; 'started' if it started
+ * (it is then killed).
+ */
+export async function startFailureOf(env: Record<string, string>): Promise<string> {
+  return spawnGateway(env).then(
+    async (started) => {
+      started.child.kill('SIGKILL');
+      await started.exited;
+      return 'started';
+    },
+    (error: Error) => error.message,
+  );
+}
+
 async function spawnOnce(env: Record<string, string>, options: SpawnOptions, healthzPort?: number): Promise<GatewayProcess> {
   const { entry = 'src/main.ts', listeningMessage = 'campaign-gateway is listening', timeoutMs = 30_000, nodeArgs = [] } = options;
   const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', entry], {
