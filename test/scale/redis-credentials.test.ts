@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { bearer, http, json, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
-import { freePort, spawnGateway } from '../support/process.js';
+import { freePort, startFailureOf } from '../support/process.js';
 import { PrivateRedis, skipWithoutRedisServer } from '../support/redis.js';
 import { readiness } from './support.js';
 
@@ -32,14 +32,7 @@ describe.skipIf(skipWithoutRedisServer)('Redis credentials', () => {
   });
 
   it('a password Redis refuses stops start-up with one line naming REDIS_URL, never the password', async () => {
-    const failure = await spawnGateway({ DATA_DIR: dataDir(), SEED_DEMO: 'false', REDIS_URL: redis.url(`:${WRONG}`) }).then(
-      async (started) => {
-        started.child.kill('SIGKILL');
-        await started.exited;
-        return 'started';
-      },
-      (error: Error) => error.message,
-    );
+    const failure = await startFailureOf({ DATA_DIR: dataDir(), SEED_DEMO: 'false', REDIS_URL: redis.url(`:${WRONG}`) });
     expect(failure).toBe(
       'src/main.ts exited with 1 before listening:\ncampaign-gateway: failed to start: Redis refused the user name or password in REDIS_URL (WRONGPASS)\n',
     );
@@ -53,6 +46,12 @@ describe.skipIf(skipWithoutRedisServer)('Redis credentials', () => {
     await expect(buildApp(loadConfig({ LOG_LEVEL: 'silent', DATA_DIR: dataDir(), REDIS_URL: redis.url(credentials) }))).rejects.toThrow(
       new Error(message),
     );
+  });
+
+  it('a database index Redis does not have stops start-up instead of counting in database 0', async () => {
+    await expect(
+      buildApp(loadConfig({ LOG_LEVEL: 'silent', DATA_DIR: dataDir(), REDIS_URL: `${redis.url(`:${PASSWORD}`)}/99` })),
+    ).rejects.toThrow(new Error('REDIS_URL selects a database this Redis does not have (ERR DB index is out of range)'));
   });
 
   it('a Redis that cannot be reached at start does not stop it: the instance starts degraded', async () => {

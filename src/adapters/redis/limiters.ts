@@ -14,6 +14,9 @@ const DEGRADED = `Redis is unreachable; ${FALLBACK} Redis is back`;
  */
 const CREDENTIALS_REFUSED = /^(WRONGPASS|NOAUTH|ERR AUTH|ERR invalid password)\b/;
 
+/** Redis's answer to a SELECT of a database index beyond its `databases` setting. */
+const DATABASE_REFUSED = /^ERR (DB index is out of range|invalid DB index)/;
+
 const refusalOf = (error: unknown): string | undefined =>
   error instanceof Error ? CREDENTIALS_REFUSED.exec(error.message)?.[1] : undefined;
 
@@ -82,8 +85,14 @@ export class RedisLimiters implements LimiterBackend {
   }
 
   async connect(): Promise<void> {
-    const refusal = refusalOf(await this.firstAttempt);
+    const outcome = await this.firstAttempt;
+    const refusal = refusalOf(outcome);
     if (refusal !== undefined) throw new Error(refusedCredentials(refusal));
+    // ioredis reports a SELECT Redis refused and then carries on in database 0, where the limits would mix
+    // with whatever else lives there.
+    if (outcome instanceof Error && DATABASE_REFUSED.test(outcome.message)) {
+      throw new Error(`REDIS_URL selects a database this Redis does not have (${outcome.message})`);
+    }
   }
 
   limiter(settings: LimiterSettings): RateLimiterAbstract {
