@@ -4,10 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent } from 'undici';
 import type { PostgresStore } from '../../src/adapters/postgres/store.js';
+import { createStore } from '../../src/app.js';
+import { loadConfig } from '../../src/config.js';
 import { AdminService } from '../../src/domain/admin.js';
-import { systemClock } from '../../src/domain/ports.js';
+import { systemClock, type GatewayStore } from '../../src/domain/ports.js';
 import { createTestWorkspace, http, waitFor, type TestWorkspace } from '../support/gateway.js';
-import { createTestDatabase, openPostgresStore } from '../support/postgres.js';
+import { createTestDatabase, openPostgresStore, TEST_DATABASE_URL } from '../support/postgres.js';
 import { freePort, spawnGateway as spawnGatewayProcess } from '../support/process.js';
 import { transports, type Transport } from '../support/transports.js';
 
@@ -173,31 +175,27 @@ export async function createPrivateCluster(): Promise<PrivateCluster> {
 }
 
 
-/** A fresh database for one suite, a store on it for seeding and inspecting, and its gateways. */
-export interface SharedDatabase {
-  url: string;
-  store: PostgresStore;
+/** A store of one suite, seeded and inspected from here, and the gateways it starts on it. */
+export interface SharedStore {
+  store: GatewayStore;
   admin: AdminService;
   gateways: ChildGateway[];
-  /** Starts gateways at the same moment, all on this database (they migrate it together). */
+  /** Starts gateways at the same moment, all on this store (they migrate it together). */
   spawn(names: string[], env?: Record<string, string>): Promise<ChildGateway[]>;
   workspace(): Promise<TestWorkspace>;
-  query<T = Record<string, any>>(text: string, values?: unknown[]): Promise<T[]>;
   close(): Promise<void>;
 }
 
-export async function sharedDatabase(): Promise<SharedDatabase> {
-  const database = await createTestDatabase();
-  const store = openPostgresStore(database.url);
+/** `store`, shared with the gateways started with `env` (which selects it); `dispose` removes it once all are closed. */
+function sharing<S extends GatewayStore>(store: S, env: Record<string, string>, dispose: () => Promise<void>) {
   const admin = new AdminService(store, systemClock);
   const gateways: ChildGateway[] = [];
-  return {
-    url: database.url,
+  const shared: SharedStore & { store: S } = {
     store,
     admin,
     gateways,
-    async spawn(names, env = {}) {
-      const results = await Promise.allSettled(names.map((name) => spawnGateway(name, { DATABASE_URL: database.url, ...env })));
+    async spawn(names, extra = {}) {
+      const results = await Promise.allSettled(names.map((name) => spawnGateway(name, { ...env, ...extra })));
       const started = results.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
       gateways.push(...started);
       const failed = results.find((result) => result.status === 'rejected');
@@ -205,11 +203,41 @@ export async function sharedDatabase(): Promise<SharedDatabase> {
       return started;
     },
     workspace: () => createTestWorkspace(store, admin, undefined, ['campaigns.duplicate', 'security_events.read']),
-    query: async (text, values) => (await store.pool.query(text, values)).rows,
     async close() {
       await Promise.all(gateways.map((gateway) => gateway.kill()));
       await store.close();
-      await database.drop();
+      await dispose();
     },
   };
+  return shared;
 }
+
+/** A fresh database for one suite, a store on it for seeding and inspecting, and its gateways. */
+export interface SharedDatabase extends SharedStore {
+  url: string;
+  store: PostgresStore;
+  query<T = Record<string, any>>(text: string, values?: unknown[]): Promise<T[]>;
+}
+
+export async function sharedDatabase(): Promise<SharedDatabase> {
+  const database = await createTestDatabase();
+  const store = openPostgresStore(database.url);
+  return {
+    ...sharing(store, { DATABASE_URL: database.url }, database.drop),
+    url: database.url,
+    query: async (text, values) => (await store.pool.query(text, values)).rows,
+  };
+}
+
+/** The embedded store's file in a fresh data directory, opened here as the gateways started on it open it. */
+export async function sharedSqlite(): Promise<SharedStore> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'cgw-scale-'));
+  const store = await createStore(loadConfig({ DATA_DIR: dataDir }));
+  return sharing(store, { DATA_DIR: dataDir }, async () => rmSync(dataDir, { recursive: true, force: true }));
+}
+
+/** Every store a gateway can run on, for one suite run against each; PostgreSQL only where the tests have one (always under CI). */
+export const sharedStores = [
+  { kind: 'sqlite', missing: false, open: sharedSqlite },
+  { kind: 'postgres', missing: !TEST_DATABASE_URL, open: sharedDatabase },
+].filter((store) => !store.missing || process.env.CI);

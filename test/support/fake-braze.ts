@@ -11,6 +11,8 @@ export interface FakeReply {
   headers?: Record<string, string>;
   /** Answers only after this long: slower than the client's timeout, it is a slow upstream. */
   delayMs?: number;
+  /** Answers only once this resolves: a call kept in flight for as long as a test needs it there. */
+  until?: Promise<unknown>;
   /** Never answers. */
   hang?: boolean;
   /** Closes the connection without answering. */
@@ -173,6 +175,12 @@ export async function startFakeBraze(apiKey: string, campaigns: FakeCampaign[] =
       if (reply.hang) return;
       if (reply.drop) {
         request.socket.destroy();
+        return;
+      }
+      if (reply.until) {
+        void reply.until.then(() => {
+          if (!response.destroyed) send(response, reply, 200);
+        });
         return;
       }
       if (reply.delayMs) {

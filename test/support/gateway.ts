@@ -1,5 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request, type Dispatcher } from 'undici';
@@ -116,21 +116,38 @@ export async function http(
   return { status: response.statusCode, headers: response.headers, body, text };
 }
 
-/**
- * Bytes sent as they are on a raw socket, for requests no HTTP client would send; the gateway's answer split
- * into its head (status line and headers) and body.
- */
-export async function rawHttp(baseUrl: string, raw: string): Promise<{ head: string; body: string }> {
-  const { port } = new URL(baseUrl);
-  const answer = await new Promise<string>((resolve, reject) => {
-    const socket = connect(Number(port), '127.0.0.1', () => socket.end(raw, 'latin1'));
+/** A connection to the gateway that sends bytes as they are, whenever the test says, for requests no HTTP client would send. */
+export interface RawConnection {
+  socket: Socket;
+  /** Writes `raw`; `last` also ends this side of the connection. */
+  send(raw: string, last?: boolean): void;
+  /** Everything the gateway sent until it hung up, split into its head (status line and headers) and body. */
+  answer: Promise<{ head: string; body: string }>;
+}
+
+export function rawConnection(baseUrl: string): RawConnection {
+  const socket = connect(Number(new URL(baseUrl).port), '127.0.0.1');
+  const answer = new Promise<string>((resolve, reject) => {
     let data = '';
     socket.on('data', (chunk) => (data += chunk.toString('latin1')));
     socket.on('end', () => resolve(data));
     socket.on('error', reject);
+  }).then((text) => {
+    const end = text.indexOf('\r\n\r\n');
+    return { head: text.slice(0, end), body: text.slice(end + 4) };
   });
-  const end = answer.indexOf('\r\n\r\n');
-  return { head: answer.slice(0, end), body: answer.slice(end + 4) };
+  return {
+    socket,
+    send: (raw, last = false) => (last ? socket.end(raw, 'latin1') : socket.write(raw, 'latin1')),
+    answer,
+  };
+}
+
+/** One request sent as it is on a raw socket, and the gateway's answer. */
+export function rawHttp(baseUrl: string, raw: string): Promise<{ head: string; body: string }> {
+  const connection = rawConnection(baseUrl);
+  connection.send(raw, true);
+  return connection.answer;
 }
 
 /** The value of one sample of the Prometheus text format, or undefined when the series is absent. */
