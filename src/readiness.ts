@@ -1,4 +1,4 @@
-import { GatewayError, unavailableCause } from './domain/errors.js';
+import { ERROR_CODES, GatewayError, unavailableCause } from './domain/errors.js';
 import type { Clock } from './domain/ports.js';
 import { RepeatedFailureLog } from './jobs/failure-log.js';
 import type { WorkerLogger } from './jobs/worker.js';
@@ -33,6 +33,8 @@ export interface DependencyCheck {
 
 /** Names the failure without echoing hosts, credentials or query text. */
 export function describeFailure(error: unknown): string {
+  // The gateway's own words, when they say more than the code's generic message, come before the cause's.
+  if (error instanceof GatewayError && error.message !== ERROR_CODES[error.code].message) return error.message;
   const cause = unavailableCause(error);
   if (cause !== undefined) return describeFailure(cause);
   if (error instanceof GatewayError) return error.message;

@@ -14,7 +14,7 @@ export interface BrazeClientOptions {
   /** Sockets kept open to the upstream. */
   connections?: number;
   clock?: Clock;
-  logger?: { warn(object: object, message: string): void; error(object: object, message: string): void };
+  logger?: { info(object: object, message: string): void; warn(object: object, message: string): void; error(object: object, message: string): void };
   observer?: UpstreamObserver;
 }
 
@@ -41,6 +41,8 @@ export type UpstreamResponse =
 const MAX_RESPONSE_BYTES = 1024 * 1024;
 const MAX_MESSAGE_LENGTH = 500;
 const MAX_RETRY_AFTER_MS = 24 * 60 * 60 * 1000;
+/** How often readiness probes may spend a call to Braze on asking whether a refused key is accepted again. */
+const KEY_RECHECK_MS = 30_000;
 const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
 const REJECTED_CODES: Record<number, JobErrorCode> = {
   400: 'UPSTREAM_BAD_REQUEST',
@@ -54,6 +56,8 @@ interface CallOptions {
   json?: unknown;
   /** The job the call is made for, named in the log line of a failed call. */
   jobId?: string;
+  /** Leave a failure out of the log: the caller reports it its own way. */
+  quiet?: boolean;
 }
 
 /** What the log line of a failed call says about the call. */
@@ -61,6 +65,7 @@ interface CallContext {
   method: string;
   path: string;
   jobId?: string;
+  quiet?: boolean;
 }
 
 export const isRecord = (value: unknown): value is Record<string, unknown> =>
@@ -75,6 +80,8 @@ export class BrazeClient {
   private readonly baseUrl: string;
   private readonly clock: Clock;
   private keyRefused = false;
+  /** When the readiness check last asked whether a refused key is accepted again. */
+  private keyCheckedAt = Number.NEGATIVE_INFINITY;
 
   constructor(private readonly options: BrazeClientOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, '');
@@ -117,12 +124,15 @@ export class BrazeClient {
       });
       text = await response.body.text().catch(() => null);
     } catch (error) {
-      return this.failed({ method, path, jobId: options.jobId }, this.networkFailure(error), error);
+      return this.failed({ method, path, jobId: options.jobId, quiet: options.quiet }, this.networkFailure(error), error);
     }
-    return this.classify({ method, path, jobId: options.jobId }, response, text);
+    return this.classify({ method, path, jobId: options.jobId, quiet: options.quiet }, response, text);
   }
 
-  /** Reachability for /readyz: any answer below 500 from the upstream's origin, without the key. */
+  /**
+   * Reachability for /readyz: any answer below 500 from the upstream's origin, without the key; and, while the
+   * key stands refused, at most every KEY_RECHECK_MS, whether the upstream accepts it again.
+   */
   async ping(): Promise<void> {
     const timeoutMs = Math.min(this.options.timeoutMs, 3000);
     let status: number;
@@ -136,9 +146,15 @@ export class BrazeClient {
       status = response.statusCode;
       await response.body.dump();
     } catch (error) {
-      throw new GatewayError('UNAVAILABLE', this.networkFailure(error, timeoutMs).error.message);
+      throw new GatewayError('UNAVAILABLE', this.networkFailure(error, timeoutMs).error.message, { cause: error });
     }
     if (status >= 500) throw new GatewayError('UNAVAILABLE', `The upstream answered ${status}`);
+    if (this.keyRefused && this.clock.now().getTime() - this.keyCheckedAt >= KEY_RECHECK_MS) {
+      // Only a call with the key says whether it is still refused. Without asking, an instance whose jobs all
+      // ran elsewhere would report a key replaced (or accepted again) as refused for as long as it runs.
+      this.keyCheckedAt = this.clock.now().getTime();
+      await this.call('GET', '/campaigns/list', { query: { page: '0' }, quiet: true });
+    }
   }
 
   close(): Promise<void> {
@@ -171,6 +187,7 @@ export class BrazeClient {
       });
     }
     if (status >= 200 && status < 300) {
+      if (this.keyRefused) this.options.logger?.info({}, 'the upstream accepts UPSTREAM_API_KEY again');
       this.keyRefused = false;
       const message = isRecord(body) && typeof body.message === 'string' ? this.safeText(body.message) : undefined;
       return { kind: 'ok', status, body, ...(message === undefined ? {} : { message }) };
@@ -259,7 +276,7 @@ export class BrazeClient {
   }
 
   private failed<T extends UpstreamResponse>(call: CallContext, response: T, cause?: unknown): T {
-    if (response.kind !== 'ok') {
+    if (response.kind !== 'ok' && !call.quiet) {
       const detail = cause instanceof Error ? { name: cause.name, code: (cause as { code?: unknown }).code, message: cause.message } : undefined;
       const { method, path, jobId } = call;
       this.options.logger?.warn(

@@ -65,7 +65,8 @@ describe('upstream mode end to end: a gateway in front of a Braze-like upstream'
 
   it('/readyz reports each dependency, and an unreachable upstream as degraded: the instance still takes jobs', async () => {
     fake = await startFakeBraze(UPSTREAM_KEY);
-    gateway = await startGateway({ UPSTREAM_URL: fake.url, UPSTREAM_API_KEY: UPSTREAM_KEY, UPSTREAM_TIMEOUT_MS: '500' });
+    const logs = recordingLogger('warn');
+    gateway = await startGateway({ UPSTREAM_URL: fake.url, UPSTREAM_API_KEY: UPSTREAM_KEY, UPSTREAM_TIMEOUT_MS: '500' }, { logger: logs.logger });
     const ws = await gateway.workspace();
     const ready = await http(gateway.baseUrl, 'GET', '/readyz');
     expect(ready.status).toBe(200);
@@ -88,6 +89,10 @@ describe('upstream mode end to end: a gateway in front of a Braze-like upstream'
         upstream: { status: 'degraded', message: 'The connection to the upstream failed' },
       },
     });
+    // The log says why, as the driver put it.
+    expect(componentLines(logs.lines, 'readiness')).toEqual([
+      expect.objectContaining({ level: 40, dependency: 'upstream', cause: expect.objectContaining({ code: 'ECONNREFUSED' }) }),
+    ]);
     const accepted = await http(gateway.baseUrl, 'POST', '/campaigns/duplicate', {
       headers: { ...json, ...bearer(ws.key) },
       body: JSON.stringify({ campaign_id: 'cmp-0001', name: 'sent once the upstream is back' }),
