@@ -46,7 +46,20 @@ export function describeFailure(error: unknown): string {
 }
 
 /** The per-check bound: a dependency that takes longer is failing, whatever it answers later. */
-const CHECK_TIMEOUT_MS = 2000;
+export const CHECK_TIMEOUT_MS = 2000;
+
+/** What `work` answers, or UNAVAILABLE once `timeoutMs` has passed without an answer. */
+export async function withinTimeout<T>(work: Promise<T>, timeoutMs: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new GatewayError('UNAVAILABLE', `did not answer within ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([work, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 export interface ReadinessLogger extends WorkerLogger {
   child(bindings: Record<string, unknown>): WorkerLogger;
@@ -93,7 +106,7 @@ export class Readiness {
       Object.entries(this.checks).map(async ([name, dependency]): Promise<[string, DependencyStatus]> => {
         const failing = dependency.neededToServe ? 'down' : 'degraded';
         try {
-          const status = await this.bounded(dependency);
+          const status = await withinTimeout(dependency.check(), this.timeoutMs);
           this.failureLogs.get(name)?.succeeded();
           return [name, status.status === 'down' ? { ...status, status: failing } : status];
         } catch (error) {
@@ -104,17 +117,5 @@ export class Readiness {
     );
     const ready = !this.stopping && entries.every(([, status]) => status.status !== 'down');
     return { ready, stopping: this.stopping, checks: Object.fromEntries(entries) };
-  }
-
-  private async bounded(dependency: DependencyCheck): Promise<DependencyStatus> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new GatewayError('UNAVAILABLE', `did not answer within ${this.timeoutMs} ms`)), this.timeoutMs);
-    });
-    try {
-      return await Promise.race([dependency.check(), timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
   }
 }

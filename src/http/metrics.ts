@@ -6,6 +6,7 @@ import { CHANNELS, JOB_ERROR_CODES, type Channel, type JobErrorCode } from '../d
 import { GRAPHQL_ERROR_CODES } from '../graphql/apollo.js';
 import { RepeatedFailureLog } from '../jobs/failure-log.js';
 import type { WorkerLogger, WorkerObserver } from '../jobs/worker.js';
+import { CHECK_TIMEOUT_MS, withinTimeout } from '../readiness.js';
 
 const GRAPHQL_PATHS = ['prepared', 'apollo'] as const;
 export type GraphQLPath = (typeof GRAPHQL_PATHS)[number];
@@ -27,6 +28,8 @@ export interface GatewayMetricsOptions {
   /** Hears of the store failing to give the queue, once per outage rather than once per scrape. */
   logger: WorkerLogger;
 }
+
+const CHECK_TIMEOUT_S = CHECK_TIMEOUT_MS / 1000;
 
 /** The label value of a code outside its closed set: an older version's job error read back, a code some library made up. */
 const OTHER_CODE = 'other';
@@ -80,8 +83,8 @@ export class GatewayMetrics {
     this.storeReadOk = new Gauge({
       name: 'gateway_metrics_store_read_ok',
       help:
-        '1 when this scrape read the job queue from the store, 0 when that read failed and the queue series (gateway_duplication_jobs, ' +
-        'gateway_duplication_queue_depth, gateway_duplication_queue_oldest_due_age_seconds) are left out.',
+        `1 when this scrape read the job queue from the store, 0 when that read failed or took over ${CHECK_TIMEOUT_S} s and the queue ` +
+        'series (gateway_duplication_jobs, gateway_duplication_queue_depth, gateway_duplication_queue_oldest_due_age_seconds) are left out.',
       registers,
     });
     this.requests = new Counter({
@@ -254,13 +257,14 @@ export class GatewayMetrics {
   private async readQueue(): Promise<boolean> {
     try {
       // Only the queue: counting every finished job kept would scan the jobs table at each scrape, and the
-      // embedded store reads on the event loop.
+      // embedded store reads on the event loop. Bounded like a readiness check: a database that drops packets
+      // would otherwise hold the scrape for the pool's connect timeout (as long as Prometheus waits for it), or
+      // for good on a connection the pool holds open.
       const now = this.clock.now();
-      const [pending, running, oldestDueAt] = await Promise.all([
-        this.store.countJobs('PENDING'),
-        this.store.countJobs('RUNNING'),
-        this.store.oldestDueJobAt(now),
-      ]);
+      const [pending, running, oldestDueAt] = await withinTimeout(
+        Promise.all([this.store.countJobs('PENDING'), this.store.countJobs('RUNNING'), this.store.oldestDueJobAt(now)]),
+        CHECK_TIMEOUT_MS,
+      );
       this.jobs.set({ status: 'PENDING' }, pending);
       this.jobs.set({ status: 'RUNNING' }, running);
       this.queueDepth.set(pending);
@@ -286,8 +290,8 @@ export async function metricsRoutes(app: FastifyInstance, options: { metrics: Ga
         description:
           'Request counts and durations, GraphQL requests by path and errors by code, GraphQL document cache sizes, queued jobs by status, ' +
           'queue depth, age of the oldest due job, job durations, finished jobs by error code, upstream call durations, quota rejections, ' +
-          'downloads in progress, process metrics. Answers 200 while the store is down, without the queue series and with ' +
-          'gateway_metrics_store_read_ok 0.',
+          'downloads in progress, process metrics. ' +
+          `Answers 200 while the store is down or does not answer within ${CHECK_TIMEOUT_S} s, without the queue series and with gateway_metrics_store_read_ok 0.`,
         response: { 200: { description: 'Prometheus text exposition format 0.0.4', content: { 'text/plain': { schema: { type: 'string' } } } } },
       },
     },

@@ -7,6 +7,7 @@ import { dependencyUnavailable } from '../../src/domain/errors.js';
 import { systemClock } from '../../src/domain/ports.js';
 import type { JobErrorCode } from '../../src/domain/types.js';
 import { GatewayMetrics } from '../../src/http/metrics.js';
+import { CHECK_TIMEOUT_MS } from '../../src/readiness.js';
 import { ManualClock } from '../support/clock.js';
 import {
   bearer,
@@ -22,6 +23,8 @@ import {
   type TestGateway,
   type TestWorkspace,
 } from '../support/gateway.js';
+import { createTestSchema, openPostgresStore, skipWithoutPostgres } from '../support/postgres.js';
+import { TcpProxy } from '../support/tcp-proxy.js';
 
 const scrape = async (gateway: TestGateway) => {
   const response = await http(gateway.baseUrl, 'GET', '/metrics');
@@ -362,6 +365,65 @@ describe('GET /metrics while the store cannot be read', () => {
       ]);
     } finally {
       await gateway.close();
+    }
+  });
+});
+
+describe('GET /metrics while PostgreSQL drops every packet', () => {
+  /**
+   * Prometheus gives up on a scrape after 10 s by default, and the pool waits as long for a connection: a scrape
+   * still unanswered well past the 2 s bound of a store read, and before either, is one Prometheus would lose.
+   */
+  const SCRAPE_DEADLINE_MS = 4 * CHECK_TIMEOUT_MS;
+  const scrapeBeforeDeadline = (gateway: TestGateway) =>
+    http(gateway.baseUrl, 'GET', '/metrics', { signal: AbortSignal.timeout(SCRAPE_DEADLINE_MS) }).then(
+      (response) => response.text,
+      (error: unknown) => {
+        throw new Error(`/metrics did not answer within ${SCRAPE_DEADLINE_MS} ms while the database dropped every packet`, { cause: error });
+      },
+    );
+
+  it.skipIf(skipWithoutPostgres)('answers within the bound of a readiness check, without the queue series, and logs the outage once', async () => {
+    const schema = await createTestSchema();
+    const database = new URL(schema.url);
+    const proxy = await TcpProxy.start({ host: database.hostname, port: Number(database.port || 5432) });
+    const store = openPostgresStore(proxy.url(schema.url), schema.schema);
+    const { logger, lines } = recordingLogger();
+    let gateway: TestGateway | undefined;
+    try {
+      await store.migrate();
+      gateway = await startGateway({ WORKER_CONCURRENCY: '0' }, { store, logger });
+      const healthy = await scrape(gateway);
+      expect(sample(healthy, 'gateway_metrics_store_read_ok')).toBe(1);
+
+      proxy.blackHole();
+      // Two scrapes at once, on connections the pool holds open and on new ones: both answer, one line is logged.
+      for (const text of await Promise.all([scrapeBeforeDeadline(gateway), scrapeBeforeDeadline(gateway)])) {
+        expect(sample(text, 'gateway_metrics_store_read_ok')).toBe(0);
+        expect(sample(text, 'gateway_duplication_queue_depth')).toBeUndefined();
+        expect(text).not.toContain('# TYPE gateway_duplication_jobs ');
+        expect(sample(text, 'process_cpu_user_seconds_total')).toBeGreaterThan(0);
+      }
+      expect(componentLines(lines, 'metrics')).toEqual([
+        expect.objectContaining({
+          level: 40,
+          msg: 'reading the job queue for /metrics failed; its series are left out until it works again',
+          cause: expect.objectContaining({ message: `did not answer within ${CHECK_TIMEOUT_MS} ms` }),
+        }),
+      ]);
+
+      proxy.restore();
+      const recovered = await scrape(gateway);
+      expect(sample(recovered, 'gateway_metrics_store_read_ok')).toBe(1);
+      expect(sample(recovered, 'gateway_duplication_queue_depth')).toBe(0);
+      expect(componentLines(lines, 'metrics').slice(1)).toEqual([
+        expect.objectContaining({ level: 30, msg: 'reading the job queue for /metrics works again', failures: 2 }),
+      ]);
+    } finally {
+      // Cut first: queries still held in the black hole would keep the pool, and so the close, waiting.
+      await proxy.close();
+      await (gateway ? gateway.close() : store.close());
+      await schema.drop();
     }
   });
 });

@@ -103,9 +103,15 @@ export async function http(
   baseUrl: string,
   method: 'GET' | 'HEAD' | 'POST' | 'PUT' | 'DELETE' | 'OPTIONS',
   path: string,
-  options: { headers?: Record<string, string>; body?: string | Buffer; dispatcher?: Dispatcher } = {},
+  options: { headers?: Record<string, string>; body?: string | Buffer; dispatcher?: Dispatcher; signal?: AbortSignal } = {},
 ): Promise<HttpResult> {
-  const response = await request(`${baseUrl}${path}`, { method, headers: options.headers, body: options.body, dispatcher: options.dispatcher });
+  const response = await request(`${baseUrl}${path}`, {
+    method,
+    headers: options.headers,
+    body: options.body,
+    dispatcher: options.dispatcher,
+    signal: options.signal,
+  });
   const text = await response.body.text();
   let body: unknown = undefined;
   try {
