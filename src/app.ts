@@ -221,6 +221,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     },
     clock,
   );
+  metrics.watchDependencies(() => readiness.report());
   const http = await buildHttpServer({
     config,
     service,

@@ -66,11 +66,13 @@ export interface ReadinessLogger extends WorkerLogger {
 }
 
 /**
- * Every dependency check of the instance, run together for each `/readyz` probe. A check that throws or hangs
- * counts as down when the instance needs its dependency to serve, as degraded otherwise.
+ * Every dependency check of the instance, run together for each `/readyz` probe and each scrape of `/metrics`.
+ * A check that throws or hangs counts as down when the instance needs its dependency to serve, as degraded
+ * otherwise.
  *
- * Load balancers probe every few seconds: the error behind a failing check is logged when it starts failing,
- * as a reminder at most once a minute while it keeps failing, and once when it passes again, not per probe.
+ * Load balancers probe, and Prometheus scrapes, every few seconds: the error behind a failing check is logged
+ * when it starts failing, as a reminder at most once a minute while it keeps failing, and once when it passes
+ * again, not per probe.
  */
 export class Readiness {
   private readonly failureLogs = new Map<string, RepeatedFailureLog>();

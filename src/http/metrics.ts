@@ -6,7 +6,7 @@ import { CHANNELS, JOB_ERROR_CODES, type Channel, type JobErrorCode } from '../d
 import { GRAPHQL_ERROR_CODES } from '../graphql/apollo.js';
 import { RepeatedFailureLog } from '../jobs/failure-log.js';
 import type { WorkerLogger, WorkerObserver } from '../jobs/worker.js';
-import { CHECK_TIMEOUT_MS, withinTimeout } from '../readiness.js';
+import { CHECK_TIMEOUT_MS, withinTimeout, type ReadinessReport } from '../readiness.js';
 
 const GRAPHQL_PATHS = ['prepared', 'apollo'] as const;
 export type GraphQLPath = (typeof GRAPHQL_PATHS)[number];
@@ -62,10 +62,12 @@ export class GatewayMetrics {
   private readonly jobDeferrals: Counter;
   private readonly upstreamDuration: Histogram<'endpoint' | 'outcome'>;
   private readonly quotaRejections: Counter<'channel'>;
+  private readonly dependencyUp: Gauge<'dependency'>;
   private readonly graphqlRequests: Counter<'path'>;
   private readonly graphqlErrors: Counter<'code'>;
   private readonly documentCacheBytes: Gauge<'cache'>;
   private documentCaches: Partial<Record<DocumentCacheName, { readonly bytes: number }>> = {};
+  private checkDependencies: (() => Promise<ReadinessReport>) | undefined;
   private readonly downloads: Gauge;
 
   constructor(options: GatewayMetricsOptions) {
@@ -166,6 +168,14 @@ export class GatewayMetrics {
       'channel',
       CHANNELS,
     );
+    this.dependencyUp = new Gauge({
+      name: 'gateway_dependency_up',
+      help:
+        `Each dependency /readyz checks, checked again at each scrape within the same ${CHECK_TIMEOUT_S} s: 1 up, 0 down or degraded (Redis unreachable: ` +
+        'limits kept in process; the upstream unreachable, failing or refusing UPSTREAM_API_KEY). dependency: store, quota, and upstream in upstream mode.',
+      labelNames: ['dependency'],
+      registers,
+    });
     this.graphqlRequests = fromZero(
       new Counter({
         name: 'gateway_graphql_requests_total',
@@ -202,6 +212,11 @@ export class GatewayMetrics {
       help: 'Security event downloads this instance is serving now; past DOWNLOAD_CONCURRENCY (or the per-workspace bound) one is refused with 429.',
       registers,
     });
+  }
+
+  /** The dependency checks each scrape runs, those of /readyz: a gauge kept by probes would go stale when nothing probes. */
+  watchDependencies(check: () => Promise<ReadinessReport>): void {
+    this.checkDependencies = check;
   }
 
   /** The caches whose accounted bytes each scrape reports. */
@@ -242,12 +257,14 @@ export class GatewayMetrics {
   }
 
   /**
-   * The exposition text, with the job gauges read from the store now. A store that cannot be read (a database
-   * outage) leaves the queue series out: the request counts and process metrics matter most then.
+   * The exposition text, with the job gauges read from the store and the dependencies checked now. A store that
+   * cannot be read (a database outage) leaves the queue series out: the request counts and process metrics
+   * matter most then.
    */
   async render(): Promise<string> {
-    const queueRead = await this.readQueue();
+    const [queueRead, dependencies] = await Promise.all([this.readQueue(), this.checkDependencies?.()]);
     this.storeReadOk.set(queueRead ? 1 : 0);
+    for (const [dependency, { status }] of Object.entries(dependencies?.checks ?? {})) this.dependencyUp.set({ dependency }, status === 'up' ? 1 : 0);
     for (const [cache, { bytes }] of Object.entries(this.documentCaches)) this.documentCacheBytes.set({ cache }, bytes);
     this.downloads.set(this.downloadsInProgress());
     const text = await this.registry.metrics();
@@ -290,7 +307,7 @@ export async function metricsRoutes(app: FastifyInstance, options: { metrics: Ga
         description:
           'Request counts and durations, GraphQL requests by path and errors by code, GraphQL document cache sizes, queued jobs by status, ' +
           'queue depth, age of the oldest due job, job durations, finished jobs by error code, upstream call durations, quota rejections, ' +
-          'downloads in progress, process metrics. ' +
+          'each dependency /readyz checks, downloads in progress, process metrics. ' +
           `Answers 200 while the store is down or does not answer within ${CHECK_TIMEOUT_S} s, without the queue series and with gateway_metrics_store_read_ok 0.`,
         response: { 200: { description: 'Prometheus text exposition format 0.0.4', content: { 'text/plain': { schema: { type: 'string' } } } } },
       },

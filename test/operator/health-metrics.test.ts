@@ -9,6 +9,7 @@ import type { JobErrorCode } from '../../src/domain/types.js';
 import { GatewayMetrics } from '../../src/http/metrics.js';
 import { CHECK_TIMEOUT_MS } from '../../src/readiness.js';
 import { ManualClock } from '../support/clock.js';
+import { startFakeBraze } from '../support/fake-braze.js';
 import {
   bearer,
   componentLines,
@@ -24,7 +25,9 @@ import {
   type TestWorkspace,
 } from '../support/gateway.js';
 import { createTestSchema, openPostgresStore, skipWithoutPostgres } from '../support/postgres.js';
+import { PrivateRedis, skipWithoutRedisServer } from '../support/redis.js';
 import { TcpProxy } from '../support/tcp-proxy.js';
+import { rest } from '../support/transports.js';
 
 const scrape = async (gateway: TestGateway) => {
   const response = await http(gateway.baseUrl, 'GET', '/metrics');
@@ -395,6 +398,7 @@ describe('GET /metrics while PostgreSQL drops every packet', () => {
       gateway = await startGateway({ WORKER_CONCURRENCY: '0' }, { store, logger });
       const healthy = await scrape(gateway);
       expect(sample(healthy, 'gateway_metrics_store_read_ok')).toBe(1);
+      expect(sample(healthy, 'gateway_dependency_up', { dependency: 'store' })).toBe(1);
 
       proxy.blackHole();
       // Two scrapes at once, on connections the pool holds open and on new ones: both answer, one line is logged.
@@ -402,6 +406,9 @@ describe('GET /metrics while PostgreSQL drops every packet', () => {
         expect(sample(text, 'gateway_metrics_store_read_ok')).toBe(0);
         expect(sample(text, 'gateway_duplication_queue_depth')).toBeUndefined();
         expect(text).not.toContain('# TYPE gateway_duplication_jobs ');
+        // The quota is counted in the same database.
+        expect(sample(text, 'gateway_dependency_up', { dependency: 'store' })).toBe(0);
+        expect(sample(text, 'gateway_dependency_up', { dependency: 'quota' })).toBe(0);
         expect(sample(text, 'process_cpu_user_seconds_total')).toBeGreaterThan(0);
       }
       expect(componentLines(lines, 'metrics')).toEqual([
@@ -416,6 +423,7 @@ describe('GET /metrics while PostgreSQL drops every packet', () => {
       const recovered = await scrape(gateway);
       expect(sample(recovered, 'gateway_metrics_store_read_ok')).toBe(1);
       expect(sample(recovered, 'gateway_duplication_queue_depth')).toBe(0);
+      expect(sample(recovered, 'gateway_dependency_up', { dependency: 'store' })).toBe(1);
       expect(componentLines(lines, 'metrics').slice(1)).toEqual([
         expect.objectContaining({ level: 30, msg: 'reading the job queue for /metrics works again', failures: 2 }),
       ]);
@@ -424,6 +432,68 @@ describe('GET /metrics while PostgreSQL drops every packet', () => {
       await proxy.close();
       await (gateway ? gateway.close() : store.close());
       await schema.drop();
+    }
+  });
+});
+
+describe('GET /metrics: dependency health', () => {
+  const up = (text: string, dependency: string) => sample(text, 'gateway_dependency_up', { dependency });
+
+  it('is each readiness check, checked at each scrape though nothing probes /readyz', async () => {
+    let failing = false;
+    const gateway = await startGateway({ WORKER_CONCURRENCY: '0' }, {}, { wrapStore: (store) => storeFailingOn(store, ['ping'], () => failing) });
+    try {
+      const healthy = await scrape(gateway);
+      expect(up(healthy, 'store')).toBe(1);
+      expect(up(healthy, 'quota')).toBe(1);
+      expect(healthy).not.toContain('dependency="upstream"');
+      failing = true;
+      expect(up(await scrape(gateway), 'store')).toBe(0);
+      failing = false;
+      expect(up(await scrape(gateway), 'store')).toBe(1);
+    } finally {
+      await gateway.close();
+    }
+  });
+
+  it('is 0 for an upstream that refuses UPSTREAM_API_KEY or cannot be reached, though the instance is ready', async () => {
+    const fake = await startFakeBraze('the-upstream-key');
+    const gateway = await startGateway({ UPSTREAM_URL: fake.url, UPSTREAM_API_KEY: 'not-the-upstream-key' });
+    try {
+      const ws = await gateway.workspace();
+      expect(up(await scrape(gateway), 'upstream')).toBe(1);
+      const refused = await rest.duplicate(gateway.baseUrl, ws.key, { campaignId: 'cmp-0001', name: 'refused upstream' });
+      await waitFor(async () => (await rest.job(gateway.baseUrl, ws.key, refused.jobId!)).job?.status === 'FAILED');
+      expect(up(await scrape(gateway), 'upstream')).toBe(0);
+
+      fake.script('POST /campaigns/duplicate', { status: 201, json: { message: 'success' } });
+      const accepted = await rest.duplicate(gateway.baseUrl, ws.key, { campaignId: 'cmp-0001', name: 'accepted upstream' });
+      await waitFor(async () => (await rest.job(gateway.baseUrl, ws.key, accepted.jobId!)).job?.status === 'SUCCEEDED');
+      expect(up(await scrape(gateway), 'upstream')).toBe(1);
+
+      await fake.close();
+      const unreachable = await scrape(gateway);
+      expect(up(unreachable, 'upstream')).toBe(0);
+      expect(up(unreachable, 'store')).toBe(1);
+      expect((await http(gateway.baseUrl, 'GET', '/readyz')).status).toBe(200);
+    } finally {
+      await gateway.close();
+      await fake.close();
+    }
+  });
+
+  it.skipIf(skipWithoutRedisServer)('is 0 for the quota while Redis is gone and limits are kept in process', async () => {
+    const redis = await PrivateRedis.start();
+    const gateway = await startGateway({ REDIS_URL: redis.url(), WORKER_CONCURRENCY: '0' });
+    try {
+      expect(up(await scrape(gateway), 'quota')).toBe(1);
+      await redis.stop();
+      await waitFor(async () => up(await scrape(gateway), 'quota') === 0);
+      await redis.start();
+      await waitFor(async () => up(await scrape(gateway), 'quota') === 1);
+    } finally {
+      await gateway.close();
+      await redis.stop();
     }
   });
 });
