@@ -183,6 +183,8 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     onJobEnqueued: () => worker?.notify(),
     idempotencyTtlMs: config.idempotencyTtlMs,
     onQuotaRejected: (channel) => metrics.quotaRejected(channel),
+    onAuthFailed: (channel, code) => metrics.authFailed(channel, code),
+    onAuthBlocked: (channel) => metrics.authBlocked(channel),
     downloads,
   });
   const admin = new AdminService(store, clock);

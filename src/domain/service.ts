@@ -1,7 +1,7 @@
 import { hash } from 'node:crypto';
 import { configure } from 'safe-stable-stringify';
 import { decodeRowCursor, encodeCursor } from './cursor.js';
-import { GatewayError, unavailableCause, type RateLimitState } from './errors.js';
+import { GatewayError, isGatewayError, unavailableCause, type ErrorCode, type RateLimitState } from './errors.js';
 import { holdsIdempotencyKey } from './idempotency.js';
 import type { DownloadSlots } from './download-slots.js';
 import { newId } from './ids.js';
@@ -78,6 +78,10 @@ export interface GatewayServiceDeps {
   idempotencyTtlMs?: number;
   /** Told when a request was refused because its workspace's quota was spent (metrics). */
   onQuotaRejected?: (channel: Channel) => void;
+  /** Told of each failed authentication, with the code of its refusal (metrics). */
+  onAuthFailed?: (channel: Channel, code: ErrorCode) => void;
+  /** Told when a request was refused because its client failed to authenticate too often (metrics). */
+  onAuthBlocked?: (channel: Channel) => void;
   /** Security event downloads in progress on this instance, bounded. */
   downloads: DownloadSlots;
 }
@@ -167,10 +171,17 @@ export class GatewayService {
    */
   async authenticate(context: RequestContext): Promise<Principal> {
     const client = clientNetwork(context.ip);
-    await this.deps.authFailures.check(client);
+    try {
+      await this.deps.authFailures.check(client);
+    } catch (error) {
+      // Not a block when the limiter's own store failed.
+      if (isGatewayError(error) && error.code === 'RATE_LIMITED') this.deps.onAuthBlocked?.(context.channel);
+      throw error;
+    }
     try {
       return await this.identify(context);
     } catch (error) {
+      this.deps.onAuthFailed?.(context.channel, isGatewayError(error) ? error.code : 'INTERNAL');
       await this.deps.authFailures.recordFailure(client);
       throw error;
     }

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { UpstreamObserver } from '../adapters/braze-client.js';
+import { ERROR_CODES, type ErrorCode } from '../domain/errors.js';
 import type { Clock, GatewayStore } from '../domain/ports.js';
 import { CHANNELS, JOB_ERROR_CODES, type Channel, type JobErrorCode } from '../domain/types.js';
 import { GRAPHQL_ERROR_CODES } from '../graphql/apollo.js';
@@ -62,6 +63,8 @@ export class GatewayMetrics {
   private readonly jobDeferrals: Counter;
   private readonly upstreamDuration: Histogram<'endpoint' | 'outcome'>;
   private readonly quotaRejections: Counter<'channel'>;
+  private readonly authFailures: Counter<'channel' | 'code'>;
+  private readonly authBlocks: Counter<'channel'>;
   private readonly dependencyUp: Gauge<'dependency'>;
   private readonly graphqlRequests: Counter<'path'>;
   private readonly graphqlErrors: Counter<'code'>;
@@ -168,6 +171,28 @@ export class GatewayMetrics {
       'channel',
       CHANNELS,
     );
+    this.authFailures = new Counter({
+      name: 'gateway_auth_failures_total',
+      help:
+        'Failed authentications, each counted towards AUTH_FAILURE_LIMIT, by channel and the code of the refusal: UNAUTHENTICATED (no key, ' +
+        'or a malformed, unknown, expired or revoked one), FORBIDDEN (a key used from an address outside its allowlist), or the code of a ' +
+        'failure to look the key up (SERVICE_UNAVAILABLE: the store could not be read).',
+      labelNames: ['channel', 'code'],
+      registers,
+    });
+    for (const channel of CHANNELS) for (const code of ['UNAUTHENTICATED', 'FORBIDDEN']) this.authFailures.inc({ channel, code }, 0);
+    this.authBlocks = fromZero(
+      new Counter({
+        name: 'gateway_auth_failures_blocked_total',
+        help:
+          'Requests refused (429) without looking at their key because their client (an IPv4 address, an IPv6 /64) failed to authenticate ' +
+          'too often (AUTH_FAILURE_LIMIT per AUTH_FAILURE_WINDOW_SECONDS), by channel.',
+        labelNames: ['channel'],
+        registers,
+      }),
+      'channel',
+      CHANNELS,
+    );
     this.dependencyUp = new Gauge({
       name: 'gateway_dependency_up',
       help:
@@ -241,6 +266,16 @@ export class GatewayMetrics {
     this.quotaRejections.inc({ channel });
   }
 
+  /** An authentication that failed, by the code the request was refused with. */
+  authFailed(channel: Channel, code: ErrorCode): void {
+    this.authFailures.inc({ channel, code: ERROR_CODES[code].graphqlCode });
+  }
+
+  /** A request refused because its client failed to authenticate too often. */
+  authBlocked(channel: Channel): void {
+    this.authBlocks.inc({ channel });
+  }
+
   graphqlRequest(path: GraphQLPath): void {
     this.graphqlRequests.inc({ path });
   }
@@ -307,7 +342,7 @@ export async function metricsRoutes(app: FastifyInstance, options: { metrics: Ga
         description:
           'Request counts and durations, GraphQL requests by path and errors by code, GraphQL document cache sizes, queued jobs by status, ' +
           'queue depth, age of the oldest due job, job durations, finished jobs by error code, upstream call durations, quota rejections, ' +
-          'each dependency /readyz checks, downloads in progress, process metrics. ' +
+          'failed authentications and the requests refused for them, each dependency /readyz checks, downloads in progress, process metrics. ' +
           `Answers 200 while the store is down or does not answer within ${CHECK_TIMEOUT_S} s, without the queue series and with gateway_metrics_store_read_ok 0.`,
         response: { 200: { description: 'Prometheus text exposition format 0.0.4', content: { 'text/plain': { schema: { type: 'string' } } } } },
       },

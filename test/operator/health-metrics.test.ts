@@ -4,6 +4,7 @@ import { RateLimiterRedis } from 'rate-limiter-flexible';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RateLimiterQuota } from '../../src/adapters/rate-limiter-quota.js';
 import { dependencyUnavailable } from '../../src/domain/errors.js';
+import { generateApiKey } from '../../src/domain/keys.js';
 import { systemClock } from '../../src/domain/ports.js';
 import type { JobErrorCode } from '../../src/domain/types.js';
 import { GatewayMetrics } from '../../src/http/metrics.js';
@@ -27,7 +28,7 @@ import {
 import { createTestSchema, openPostgresStore, skipWithoutPostgres } from '../support/postgres.js';
 import { PrivateRedis, skipWithoutRedisServer } from '../support/redis.js';
 import { TcpProxy } from '../support/tcp-proxy.js';
-import { rest } from '../support/transports.js';
+import { graphQL, rest } from '../support/transports.js';
 
 const scrape = async (gateway: TestGateway) => {
   const response = await http(gateway.baseUrl, 'GET', '/metrics');
@@ -494,6 +495,50 @@ describe('GET /metrics: dependency health', () => {
     } finally {
       await gateway.close();
       await redis.stop();
+    }
+  });
+});
+
+describe('GET /metrics: failed authentications', () => {
+  it('counts them by channel and code, and the requests then refused to their client by channel', async () => {
+    const gateway = await startGateway({ AUTH_FAILURE_LIMIT: '3', WORKER_CONCURRENCY: '0' });
+    try {
+      const ws = await gateway.workspace();
+      const elsewhere = await gateway.app.admin.createKey({
+        workspace: ws.workspace.id,
+        name: 'only from elsewhere',
+        permissions: ['campaigns.duplicate'],
+        allowedCidrs: ['192.0.2.0/24'],
+      });
+      const failures = (text: string, channel: string, code: string) => sample(text, 'gateway_auth_failures_total', { channel, code });
+      const blocked = (text: string, channel: string) => sample(text, 'gateway_auth_failures_blocked_total', { channel });
+      const before = await scrape(gateway);
+      for (const channel of ['REST', 'GRAPHQL']) {
+        expect(blocked(before, channel)).toBe(0);
+        expect(failures(before, channel, 'UNAUTHENTICATED')).toBe(0);
+        expect(failures(before, channel, 'FORBIDDEN')).toBe(0);
+      }
+
+      const args = { campaignId: ws.campaign.id, name: 'copy' };
+      expect(await rest.duplicate(gateway.baseUrl, generateApiKey(), args)).toMatchObject({ status: 401, code: 'UNAUTHENTICATED' });
+      expect(await graphQL.duplicate(gateway.baseUrl, null, args)).toMatchObject({ status: 401, code: 'UNAUTHENTICATED' });
+      expect(await rest.duplicate(gateway.baseUrl, elsewhere.key, args)).toMatchObject({ status: 403, code: 'FORBIDDEN' });
+      // The third failure blocked this client: even its valid key is refused now, on both transports.
+      expect(await rest.duplicate(gateway.baseUrl, ws.key, args)).toMatchObject({ status: 429, code: 'RATE_LIMITED' });
+      expect(await graphQL.duplicate(gateway.baseUrl, ws.key, args)).toMatchObject({ status: 429, code: 'RATE_LIMITED' });
+      expect(await graphQL.duplicate(gateway.baseUrl, generateApiKey(), args)).toMatchObject({ status: 429, code: 'RATE_LIMITED' });
+
+      const text = await scrape(gateway);
+      expect(failures(text, 'REST', 'UNAUTHENTICATED')).toBe(1);
+      expect(failures(text, 'GRAPHQL', 'UNAUTHENTICATED')).toBe(1);
+      expect(failures(text, 'REST', 'FORBIDDEN')).toBe(1);
+      expect(failures(text, 'GRAPHQL', 'FORBIDDEN')).toBe(0);
+      expect(blocked(text, 'REST')).toBe(1);
+      expect(blocked(text, 'GRAPHQL')).toBe(2);
+      // A quota rejection is another 429.
+      expect(sample(text, 'gateway_quota_rejections_total', { channel: 'REST' })).toBe(0);
+    } finally {
+      await gateway.close();
     }
   });
 });
