@@ -79,7 +79,7 @@ export interface GatewayServiceDeps {
   /** Told when a request was refused because its workspace's quota was spent (metrics). */
   onQuotaRejected?: (channel: Channel) => void;
   /** Told of each failed authentication, with the code of its refusal (metrics). */
-  onAuthFailed?: (channel: Channel, code: ErrorCode) => void;
+  onAuthFailed?: (channel: Channel, code: AuthRefusal) => void;
   /** Told when a request was refused because its client failed to authenticate too often (metrics). */
   onAuthBlocked?: (channel: Channel) => void;
   /** Security event downloads in progress on this instance, bounded. */
@@ -144,6 +144,9 @@ const REQUEST_EVENT_TYPES: readonly SecurityEventType[] = [
 /** RFC 7235: the scheme is case-insensitive and one or more spaces separate it from the credentials. */
 const BEARER = /^Bearer +(\S+) *$/i;
 
+/** The refusals that count as a failed authentication. */
+export type AuthRefusal = Extract<ErrorCode, 'UNAUTHENTICATED' | 'FORBIDDEN'>;
+
 /**
  * The one service both transports call. Order of checks for a duplication, as Braze does it:
  * authenticate → authorize → quota → validate → enqueue.
@@ -181,8 +184,12 @@ export class GatewayService {
     try {
       return await this.identify(context);
     } catch (error) {
-      this.deps.onAuthFailed?.(context.channel, isGatewayError(error) ? error.code : 'INTERNAL');
-      await this.deps.authFailures.recordFailure(client);
+      // Only a refusal counts: a key that could not be looked up (a store outage) says nothing against its
+      // client, and counting it would block valid keys for longer than the outage lasted.
+      if (isGatewayError(error) && (error.code === 'UNAUTHENTICATED' || error.code === 'FORBIDDEN')) {
+        this.deps.onAuthFailed?.(context.channel, error.code);
+        await this.deps.authFailures.recordFailure(client);
+      }
       throw error;
     }
   }

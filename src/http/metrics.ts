@@ -1,8 +1,9 @@
 import type { FastifyInstance } from 'fastify';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { UpstreamObserver } from '../adapters/braze-client.js';
-import { ERROR_CODES, type ErrorCode } from '../domain/errors.js';
+import { ERROR_CODES } from '../domain/errors.js';
 import type { Clock, GatewayStore } from '../domain/ports.js';
+import type { AuthRefusal } from '../domain/service.js';
 import { CHANNELS, JOB_ERROR_CODES, type Channel, type JobErrorCode } from '../domain/types.js';
 import { GRAPHQL_ERROR_CODES } from '../graphql/apollo.js';
 import { RepeatedFailureLog } from '../jobs/failure-log.js';
@@ -175,8 +176,7 @@ export class GatewayMetrics {
       name: 'gateway_auth_failures_total',
       help:
         'Failed authentications, each counted towards AUTH_FAILURE_LIMIT, by channel and the code of the refusal: UNAUTHENTICATED (no key, ' +
-        'or a malformed, unknown, expired or revoked one), FORBIDDEN (a key used from an address outside its allowlist), or the code of a ' +
-        'failure to look the key up (SERVICE_UNAVAILABLE: the store could not be read).',
+        'or a malformed, unknown, expired or revoked one) or FORBIDDEN (a key used from an address outside its allowlist).',
       labelNames: ['channel', 'code'],
       registers,
     });
@@ -267,7 +267,7 @@ export class GatewayMetrics {
   }
 
   /** An authentication that failed, by the code the request was refused with. */
-  authFailed(channel: Channel, code: ErrorCode): void {
+  authFailed(channel: Channel, code: AuthRefusal): void {
     this.authFailures.inc({ channel, code: ERROR_CODES[code].graphqlCode });
   }
 

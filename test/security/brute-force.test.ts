@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateApiKey } from '../../src/domain/keys.js';
-import { bearer, startGateway, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { dependencyUnavailable } from '../../src/domain/errors.js';
+import { bearer, http, startGateway, storeFailingOn, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { graphQL, rest, transports, type Transport } from '../support/transports.js';
 
 const LIMIT = 5;
@@ -115,5 +116,33 @@ describe('failed authentications without a trusted proxy (the default)', () => {
     }
     const events = await gw.app.store.listEvents(ws.workspace.id, { types: ['PERMISSION_DENIED'] }, { first: 10 });
     expect(events).toEqual([]);
+  });
+});
+
+describe('a store that cannot look keys up', () => {
+  let gw: TestGateway;
+  let ws: TestWorkspace;
+  let storeDown = false;
+
+  beforeAll(async () => {
+    gw = await startGateway(
+      { AUTH_FAILURE_LIMIT: '2' },
+      {},
+      { wrapStore: (store) => storeFailingOn(store, ['findApiKeyByHash'], () => storeDown, () => dependencyUnavailable(new Error('connect ECONNREFUSED'))) },
+    );
+    ws = await gw.workspace('outage');
+  });
+
+  afterAll(() => gw.close());
+
+  it('is no failed authentication: a client whose valid key met the outage is not blocked once it ends', async () => {
+    storeDown = true;
+    for (const client of [rest, graphQL, rest]) {
+      expect(await client.duplicate(gw.baseUrl, ws.key, { campaignId: ws.campaign.id, name: 'Copy' })).toMatchObject({ status: 503 });
+    }
+    storeDown = false;
+    expect((await rest.duplicate(gw.baseUrl, ws.key, { campaignId: ws.campaign.id, name: 'Copy' })).status).toBe(202);
+    const { text } = await http(gw.baseUrl, 'GET', '/metrics');
+    expect(text.split('\n').filter((line) => line.startsWith('gateway_auth_failures_total{') && !line.endsWith(' 0'))).toEqual([]);
   });
 });
