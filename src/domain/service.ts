@@ -260,8 +260,17 @@ export class GatewayService {
       await this.recordDenial(principal, { permission });
     }
     const error = new GatewayError('FORBIDDEN');
-    if (options.withQuota) error.rateLimit = await this.deps.quota.peek(principal.workspaceId);
-    throw error;
+    throw options.withQuota ? await this.withQuotaState(principal, error) : error;
+  }
+
+  /**
+   * A refusal of a duplication by a known caller, carrying the workspace's quota as it stands unless the error
+   * already says what it is: every transport then reports the same quota for the same refusal. An unreadable
+   * quota leaves the refusal as it is, without a state.
+   */
+  private async withQuotaState(principal: Principal, error: unknown): Promise<unknown> {
+    if (isGatewayError(error)) error.rateLimit ??= await this.deps.quota.peek(principal.workspaceId).catch(() => undefined);
+    return error;
   }
 
   /**
@@ -299,13 +308,23 @@ export class GatewayService {
 
   /**
    * Takes a point of the workspace's quota, validates, and commits the job with its event. With an
-   * idempotency key, a repeat of an accepted request returns the same job and takes no point.
+   * idempotency key, a repeat of an accepted request returns the same job and takes no point. A refusal
+   * carries the quota state (a malformed idempotency key or a conflicting repeat, refused without a point, the
+   * state untouched).
    */
   async acceptDuplication(
     principal: Principal,
     raw: RawDuplicateCampaignInput,
     idempotencyKey?: string | null,
   ): Promise<DuplicationAccepted> {
+    try {
+      return await this.accept(principal, raw, idempotencyKey);
+    } catch (error) {
+      throw await this.withQuotaState(principal, error);
+    }
+  }
+
+  private async accept(principal: Principal, raw: RawDuplicateCampaignInput, idempotencyKey: string | null | undefined): Promise<DuplicationAccepted> {
     if (idempotencyKey === null || idempotencyKey === undefined) return this.enqueue(principal, await this.takeQuotaPoint(principal), raw);
     const key = parseIdempotencyKey(idempotencyKey);
     const now = this.deps.clock.now();

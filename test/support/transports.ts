@@ -42,6 +42,8 @@ export interface JobOutcome extends Outcome {
 
 export interface Transport {
   name: 'REST' | 'GRAPHQL';
+  /** Where a duplication is posted, for requests sent as raw bytes. */
+  endpoint: string;
   duplicate(baseUrl: string, key: string | null, args: DuplicateArgs, options?: RequestOptions): Promise<DuplicateOutcome>;
   job(baseUrl: string, key: string | null, id: string, options?: RequestOptions): Promise<JobOutcome>;
 }
@@ -70,6 +72,7 @@ function restOutcome(response: HttpResult): Outcome {
 
 export const rest: Transport = {
   name: 'REST',
+  endpoint: '/campaigns/duplicate',
   async duplicate(baseUrl, key, args, options = {}) {
     const headers = headersFor(key, options);
     if (options.idempotencyKey !== undefined) headers['idempotency-key'] = options.idempotencyKey;
@@ -111,6 +114,7 @@ async function postGraphQL(baseUrl: string, key: string | null, options: Request
 
 export const graphQL: Transport = {
   name: 'GRAPHQL',
+  endpoint: '/graphql',
   async duplicate(baseUrl, key, args, options = {}) {
     const input: Record<string, unknown> = { ...args };
     if (options.idempotencyKey !== undefined) input.idempotencyKey = options.idempotencyKey;

@@ -103,14 +103,15 @@ describe.each(transports)('idempotency keys over $name', (transport) => {
     }
   });
 
-  it('refuses the same key with a different body as CONFLICT (422 over REST)', async () => {
+  it('refuses the same key with a different body as CONFLICT (422 over REST), without taking a point', async () => {
     const team = await gateway.workspace();
-    await transport.duplicate(gateway.baseUrl, team.key, { campaignId: team.campaign.id, name: 'one' }, { idempotencyKey: 'k' });
+    const first = await transport.duplicate(gateway.baseUrl, team.key, { campaignId: team.campaign.id, name: 'one' }, { idempotencyKey: 'k' });
     const other = await transport.duplicate(gateway.baseUrl, team.key, { campaignId: team.campaign.id, name: 'two' }, { idempotencyKey: 'k' });
     expect(other.code).toBe('CONFLICT');
     if (transport.name === 'REST') expect(other.status).toBe(422);
     expect(other.message).toMatch(/different request/);
     expect(await requested(team)).toBe(1);
+    expect(other.response.headers['x-ratelimit-remaining']).toBe(first.response.headers['x-ratelimit-remaining']);
   });
 
   it('writes nothing for a new request once the quota is spent, and still answers a repeat of an accepted one', async () => {
@@ -219,6 +220,9 @@ describe.each(transports)('idempotency keys over $name', (transport) => {
     const problem = 'must be 1 to 255 visible ASCII characters';
     expect(outcome.details).toEqual([transport.name === 'REST' ? `'Idempotency-Key' ${problem}` : `idempotencyKey: ${problem}`]);
     expect(await requested(team)).toBe(0);
+    // Refused before the quota point: the workspace's quota is shown untouched.
+    expect(outcome.response.headers['x-ratelimit-limit']).toBe('1000');
+    expect(outcome.response.headers['x-ratelimit-remaining']).toBe('1000');
   });
 
   it('creates exactly one job from 50 simultaneous requests with one key', async () => {

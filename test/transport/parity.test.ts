@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
-import { ERROR_CODES, type ErrorCode } from '../../src/domain/errors.js';
+import { dependencyUnavailable, ERROR_CODES, type ErrorCode } from '../../src/domain/errors.js';
+import type { Quota } from '../../src/domain/ports.js';
 import {
   bearer,
   graphql,
@@ -19,7 +20,7 @@ import {
 } from '../support/gateway.js';
 import { ManualClock } from '../support/clock.js';
 import { jobTotal } from '../support/store-checks.js';
-import { jobEvents, transports, type DuplicateArgs, type DuplicateOutcome } from '../support/transports.js';
+import { jobEvents, transports, type DuplicateArgs, type DuplicateOutcome, type Transport } from '../support/transports.js';
 
 let gateway: TestGateway;
 let ws: TestWorkspace;
@@ -336,7 +337,7 @@ describe('the quota', () => {
   });
 });
 
-describe('X-RateLimit-* on POST /campaigns/duplicate', () => {
+describe('X-RateLimit-* on every answer to a duplication by a known caller', () => {
   const LIMIT = 5;
   const dir = mkdtempSync(join(tmpdir(), 'cgw-ratelimit-'));
   let gw: TestGateway;
@@ -354,12 +355,15 @@ describe('X-RateLimit-* on POST /campaigns/duplicate', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const valid = (team: TestWorkspace) => JSON.stringify({ campaign_id: team.campaign.id, name: 'copy' });
-  const post = (team: TestWorkspace, body: string, headers: Record<string, string> = {}) =>
-    http(gw.baseUrl, 'POST', '/campaigns/duplicate', { headers: { ...json, ...bearer(team.key), ...headers }, body });
+  const valid = (team: TestWorkspace): DuplicateArgs => ({ campaignId: team.campaign.id, name: 'copy' });
+  const duplicate = (transport: Transport, team: TestWorkspace, args: DuplicateArgs, idempotencyKey?: string) =>
+    transport.duplicate(gw.baseUrl, team.key, args, { idempotencyKey });
+  /** Bytes no client of the transport's own would send, to the transport's endpoint. */
+  const raw = (transport: Transport, team: TestWorkspace, body: string, headers: Record<string, string> = {}) =>
+    http(gw.baseUrl, 'POST', transport.endpoint, { headers: { ...json, ...bearer(team.key), ...headers }, body });
 
   /** The second of two requests with one idempotency key, sent while the first is being accepted. */
-  async function whileInFlight(team: TestWorkspace): Promise<HttpResult> {
+  async function whileInFlight(transport: Transport, team: TestWorkspace): Promise<HttpResult> {
     let arrived!: () => void;
     let release!: () => void;
     const reached = new Promise<void>((resolve) => (arrived = resolve));
@@ -369,66 +373,142 @@ describe('X-RateLimit-* on POST /campaigns/duplicate', () => {
       arrived();
       return released;
     };
-    const first = post(team, valid(team), { 'idempotency-key': 'held' });
+    const first = duplicate(transport, team, valid(team), 'held');
     await reached;
-    const second = await post(team, valid(team), { 'idempotency-key': 'held' });
+    const second = await duplicate(transport, team, valid(team), 'held');
     release();
-    expect((await first).status).toBe(202);
-    return second;
+    expect((await first).jobId).not.toBeNull();
+    return second.response;
   }
 
+  /** An idempotency key accepted once, then sent with another body; `spend` first spends the rest of the quota. */
+  const reusedWithAnotherBody = (spend: boolean) => async (transport: Transport, team: TestWorkspace) => {
+    expect((await duplicate(transport, team, valid(team), 'reused')).jobId).not.toBeNull();
+    for (let index = 1; spend && index < LIMIT; index++) expect((await duplicate(transport, team, valid(team))).jobId).not.toBeNull();
+    return (await duplicate(transport, team, { ...valid(team), name: 'other' }, 'reused')).response;
+  };
+
+  type PerTransport<T> = Record<Transport['name'], T>;
+  const both = <T>(value: T): PerTransport<T> => ({ REST: value, GRAPHQL: value });
+  /** A refusal GraphQL answers with an error at the field's path, in an HTTP 200. */
+  const fieldError = (status: number): PerTransport<number> => ({ REST: status, GRAPHQL: 200 });
+
   // Each case runs in a fresh workspace; `remaining` is what its answer must say is left (null: no headers).
-  const cases: { name: string; status: number; remaining: number | null; send: (team: TestWorkspace) => Promise<HttpResult> }[] = [
-    { name: 'accepted', status: 202, remaining: LIMIT - 1, send: (team) => post(team, valid(team)) },
-    { name: 'invalid fields', status: 400, remaining: LIMIT - 1, send: (team) => post(team, JSON.stringify({ campaign_id: 7 })) },
-    { name: 'malformed JSON', status: 400, remaining: LIMIT, send: (team) => post(team, '{"campaign_id": ') },
-    { name: 'an empty body', status: 400, remaining: LIMIT, send: (team) => post(team, '') },
-    { name: 'a bad Idempotency-Key', status: 400, remaining: LIMIT, send: (team) => post(team, valid(team), { 'idempotency-key': 'a b' }) },
+  const cases: {
+    name: string;
+    status: PerTransport<number>;
+    code: string | null;
+    remaining: PerTransport<number | null>;
+    send: (transport: Transport, team: TestWorkspace) => Promise<HttpResult>;
+  }[] = [
+    { name: 'accepted', status: { REST: 202, GRAPHQL: 200 }, code: null, remaining: both(LIMIT - 1), send: async (t, team) => (await duplicate(t, team, valid(team))).response },
+    {
+      name: 'invalid fields, after the quota point',
+      status: fieldError(400),
+      code: 'BAD_USER_INPUT',
+      remaining: both(LIMIT - 1),
+      send: async (t, team) => (await duplicate(t, team, { campaignId: team.campaign.id, name: '   ' })).response,
+    },
+    {
+      // Braze's order over REST; GraphQL's type system refuses the variables before any resolver runs.
+      name: 'a field of the wrong type',
+      status: both(400),
+      code: 'BAD_USER_INPUT',
+      remaining: { REST: LIMIT - 1, GRAPHQL: null },
+      send: async (t, team) => (await duplicate(t, team, { campaignId: team.campaign.id, name: 5 })).response,
+    },
+    { name: 'an unknown campaign', status: fieldError(400), code: 'BAD_USER_INPUT', remaining: both(LIMIT - 1), send: async (t, team) => (await duplicate(t, team, { campaignId: 'nope', name: 'n' })).response },
+    { name: 'a bad idempotency key', status: fieldError(400), code: 'BAD_USER_INPUT', remaining: both(LIMIT), send: async (t, team) => (await duplicate(t, team, valid(team), 'a b')).response },
     {
       name: 'the permission missing',
-      status: 403,
-      remaining: LIMIT,
-      send: async (team) => post({ ...team, key: (await team.addKey(['campaigns.list'])).key }, valid(team)),
+      status: fieldError(403),
+      code: 'FORBIDDEN',
+      remaining: both(LIMIT),
+      send: async (t, team) => (await duplicate(t, { ...team, key: (await team.addKey(['campaigns.list'])).key }, valid(team))).response,
     },
-    { name: 'an idempotency key in flight', status: 409, remaining: LIMIT - 1, send: whileInFlight },
-    { name: 'a body over the limit', status: 413, remaining: LIMIT, send: (team) => post(team, JSON.stringify({ campaign_id: team.campaign.id, name: 'x'.repeat(70 * 1024) })) },
-    { name: 'text/plain', status: 415, remaining: LIMIT, send: (team) => post(team, valid(team), { 'content-type': 'text/plain' }) },
-    {
-      name: 'an idempotency key reused with another body',
-      status: 422,
-      remaining: LIMIT - 1,
-      send: async (team) => {
-        expect((await post(team, valid(team), { 'idempotency-key': 'reused' })).status).toBe(202);
-        return post(team, JSON.stringify({ campaign_id: team.campaign.id, name: 'other' }), { 'idempotency-key': 'reused' });
-      },
-    },
+    { name: 'an idempotency key in flight', status: fieldError(409), code: 'CONFLICT', remaining: both(LIMIT - 1), send: whileInFlight },
+    { name: 'an idempotency key reused with another body', status: fieldError(422), code: 'CONFLICT', remaining: both(LIMIT - 1), send: reusedWithAnotherBody(false) },
+    { name: 'an idempotency key reused with another body, the quota spent', status: fieldError(422), code: 'CONFLICT', remaining: both(0), send: reusedWithAnotherBody(true) },
     {
       name: 'the quota spent',
-      status: 429,
-      remaining: 0,
-      send: async (team) => {
-        for (let index = 0; index < LIMIT; index++) expect((await post(team, valid(team))).status).toBe(202);
-        return post(team, valid(team));
+      status: both(429),
+      code: 'RATE_LIMITED',
+      remaining: both(0),
+      send: async (t, team) => {
+        for (let index = 0; index < LIMIT; index++) expect((await duplicate(t, team, valid(team))).jobId).not.toBeNull();
+        return (await duplicate(t, team, valid(team))).response;
       },
     },
-    { name: 'no key: no workspace, so no quota to show', status: 401, remaining: null, send: (team) => post({ ...team, key: 'cgw_nope' }, valid(team)) },
+    { name: 'no key: no workspace, so no quota to show', status: both(401), code: 'UNAUTHENTICATED', remaining: both(null), send: async (t, team) => (await duplicate(t, { ...team, key: 'cgw_nope' }, valid(team))).response },
+    // Refused before the request is read: REST knows the caller by then, GraphQL does not yet know the operation.
+    { name: 'malformed JSON', status: both(400), code: 'BAD_USER_INPUT', remaining: { REST: LIMIT, GRAPHQL: null }, send: (t, team) => raw(t, team, '{"campaign_id": ') },
+    { name: 'a body over the limit', status: both(413), code: 'BAD_USER_INPUT', remaining: { REST: LIMIT, GRAPHQL: null }, send: async (t, team) => (await duplicate(t, team, { ...valid(team), name: 'x'.repeat(70 * 1024) })).response },
+    { name: 'text/plain', status: both(415), code: 'BAD_USER_INPUT', remaining: { REST: LIMIT, GRAPHQL: null }, send: (t, team) => raw(t, team, '{}', { 'content-type': 'text/plain' }) },
+    { name: 'an empty body', status: { REST: 400, GRAPHQL: 400 }, code: 'BAD_USER_INPUT', remaining: { REST: LIMIT, GRAPHQL: null }, send: (t, team) => raw(t, team, '') },
   ];
 
-  it.each(cases)('$name → $status', async ({ status, remaining, send }) => {
-    const team = await gw.workspace();
-    const before = Date.now() / 1000;
-    const response = await send(team);
-    expect(response.status).toBe(status);
-    expect(response.body.message).toBeTypeOf('string');
-    if (remaining === null) {
-      for (const name of ['x-ratelimit-limit', 'x-ratelimit-remaining', 'x-ratelimit-reset']) expect(response.headers[name]).toBeUndefined();
-      return;
-    }
-    expect(response.headers['x-ratelimit-limit']).toBe(String(LIMIT));
-    expect(response.headers['x-ratelimit-remaining']).toBe(String(remaining));
-    const reset = Number(response.headers['x-ratelimit-reset']);
-    expect(reset).toBeGreaterThan(before);
-    expect(reset).toBeLessThanOrEqual(Math.ceil(Date.now() / 1000) + 3600);
+  describe.each(transports)('over $name', (transport) => {
+    it.each(cases)('$name', async ({ status, code, remaining, send }) => {
+      const team = await gw.workspace();
+      const before = Date.now() / 1000;
+      const response = await send(transport, team);
+      expect(response.status).toBe(status[transport.name]);
+      // REST's code is its status; its body must still say what went wrong.
+      if (transport.name === 'GRAPHQL') expect(response.body.errors?.[0]?.extensions?.code ?? null).toBe(code);
+      else if (code !== null) expect(response.body.message).toBeTypeOf('string');
+      const left = remaining[transport.name];
+      if (left === null) {
+        for (const name of ['x-ratelimit-limit', 'x-ratelimit-remaining', 'x-ratelimit-reset']) expect(response.headers[name]).toBeUndefined();
+        return;
+      }
+      expect(response.headers['x-ratelimit-limit']).toBe(String(LIMIT));
+      expect(response.headers['x-ratelimit-remaining']).toBe(String(left));
+      const reset = Number(response.headers['x-ratelimit-reset']);
+      expect(reset).toBeGreaterThan(before);
+      expect(reset).toBeLessThanOrEqual(Math.ceil(Date.now() / 1000) + 3600);
+    });
+  });
+});
+
+describe.each(transports)('a duplication refused while the quota cannot be read, over $name', (transport) => {
+  let gw: TestGateway;
+  let team: TestWorkspace;
+
+  beforeAll(async () => {
+    const outage = () => Promise.reject(dependencyUnavailable(new Error('quota store unreachable')));
+    const quota: Quota = { limit: 5, consume: outage, peek: outage, refund: outage };
+    gw = await startGateway({}, { quota });
+    team = await gw.workspace();
+  });
+
+  afterAll(async () => {
+    await gw?.close();
+  });
+
+  const noQuotaHeaders = (response: HttpResult) => {
+    for (const name of ['x-ratelimit-limit', 'x-ratelimit-remaining', 'x-ratelimit-reset']) expect(response.headers[name]).toBeUndefined();
+  };
+
+  // Neither refusal needs the quota: the answer stands, without the state it could not read.
+  it('is still refused for the missing permission', async () => {
+    const { key } = await team.addKey(['campaigns.list']);
+    const outcome = await transport.duplicate(gw.baseUrl, key, { campaignId: team.campaign.id, name: 'n' });
+    expectError(outcome, 'FORBIDDEN', transport.name);
+    noQuotaHeaders(outcome.response);
+  });
+
+  it('is still refused for a bad idempotency key', async () => {
+    const outcome = await transport.duplicate(gw.baseUrl, team.key, { campaignId: team.campaign.id, name: 'n' }, { idempotencyKey: 'a b' });
+    expectError(outcome, 'BAD_USER_INPUT', transport.name);
+    noQuotaHeaders(outcome.response);
+  });
+
+  it('is refused as unavailable when it would take a point', async () => {
+    const outcome = await transport.duplicate(gw.baseUrl, team.key, { campaignId: team.campaign.id, name: 'n' });
+    expectError(outcome, 'UNAVAILABLE', transport.name);
+    expect(outcome.status).toBe(503);
+    expect(outcome.response.headers['retry-after']).toBe('5');
+    noQuotaHeaders(outcome.response);
   });
 });
 
