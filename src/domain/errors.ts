@@ -59,6 +59,16 @@ export class GatewayError extends Error {
 export const isGatewayError = (error: unknown): error is GatewayError => error instanceof GatewayError;
 
 /**
+ * A failure of ours, as a refusal that can carry what the caller is still owed (the quota state). The failure
+ * is its cause: for the log, never for the caller.
+ */
+export const internalError = (cause: unknown): GatewayError => new GatewayError('INTERNAL', undefined, { cause });
+
+/** The failure behind an internalError; any other error as it is. */
+export const internalCause = (error: unknown): unknown =>
+  isGatewayError(error) && error.code === 'INTERNAL' && error.cause !== undefined ? error.cause : error;
+
+/**
  * A dependency (the database, a limiter's store) that cannot be reached right now: 503, and come back in a
  * few seconds, the time a database restart usually takes. `cause` is the dependency's own error, for the log.
  */

@@ -1,7 +1,7 @@
 import { hash } from 'node:crypto';
 import { configure } from 'safe-stable-stringify';
 import { decodeRowCursor, encodeCursor } from './cursor.js';
-import { GatewayError, isGatewayError, unavailableCause, type ErrorCode, type RateLimitState } from './errors.js';
+import { GatewayError, internalError, isGatewayError, unavailableCause, type ErrorCode, type RateLimitState } from './errors.js';
 import { holdsIdempotencyKey } from './idempotency.js';
 import type { DownloadSlots } from './download-slots.js';
 import { newId } from './ids.js';
@@ -264,13 +264,14 @@ export class GatewayService {
   }
 
   /**
-   * A refusal of a duplication by a known caller, carrying the workspace's quota as it stands unless the error
-   * already says what it is: every transport then reports the same quota for the same refusal. An unreadable
-   * quota leaves the refusal as it is, without a state.
+   * A refusal of a duplication by a known caller (a failure of ours included), carrying the workspace's quota
+   * as it stands unless the error already says what it is: every transport then reports the same quota for the
+   * same refusal. An unreadable quota leaves the refusal as it is, without a state.
    */
-  private async withQuotaState(principal: Principal, error: unknown): Promise<unknown> {
-    if (isGatewayError(error)) error.rateLimit ??= await this.deps.quota.peek(principal.workspaceId).catch(() => undefined);
-    return error;
+  private async withQuotaState(principal: Principal, error: unknown): Promise<GatewayError> {
+    const refusal = isGatewayError(error) ? error : internalError(error);
+    refusal.rateLimit ??= await this.deps.quota.peek(principal.workspaceId).catch(() => undefined);
+    return refusal;
   }
 
   /**

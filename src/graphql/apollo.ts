@@ -9,17 +9,17 @@ import {
 import { ApolloServerErrorCode, ApolloServerValidationErrorCode, unwrapResolverError } from '@apollo/server/errors';
 import type { FastifyBaseLogger } from 'fastify';
 import { BREAK, GraphQLError, type DocumentNode, type GraphQLFormattedError, type GraphQLSchema, type ValidationRule } from 'graphql';
-import { ERROR_CODES, isGatewayError, unavailableCause, type FieldIssue, type GatewayError } from '../domain/errors.js';
+import { ERROR_CODES, internalCause, isGatewayError, unavailableCause, type FieldIssue, type GatewayError } from '../domain/errors.js';
 import type { GraphQLContext } from './context.js';
 import { apolloDocumentStore, apolloQueryTextStore, type DocumentCache } from './document-cache.js';
 import { operationShapeRule, type CostLimit, type GraphQLLimits } from './limits.js';
 import { rateLimitHeaders } from '../http/rate-limit-headers.js';
 
-/** The error at the bottom of GraphQL's wrapping: what actually went wrong. */
+/** The error at the bottom of GraphQL's wrapping (and of an internal error's): what actually went wrong. */
 function rootCause(error: unknown): unknown {
   let current = error;
   while (current instanceof GraphQLError && current.originalError) current = current.originalError;
-  return current;
+  return internalCause(current);
 }
 
 /** A failure of ours rather than of the request: neither a GatewayError nor one of GraphQL's own errors. */

@@ -52,7 +52,7 @@ export function toRestError(error: unknown): { status: number; body: RestErrorBo
   }
   const body: RestErrorBody = { message: gatewayError.message };
   if (gatewayError.issues.length > 0) body.errors = gatewayError.issues.map(renderRestIssue);
-  return { status: ERROR_CODES[gatewayError.code].httpStatus, body, gatewayError, unexpected: false };
+  return { status: ERROR_CODES[gatewayError.code].httpStatus, body, gatewayError, unexpected: gatewayError.code === 'INTERNAL' };
 }
 
 /** Requests Node's HTTP parser refuses, by its error code; any other parse error is a 400. */

@@ -13,7 +13,7 @@ import Fastify, {
 } from 'fastify';
 import type { DocumentNode, GraphQLFormattedError } from 'graphql';
 import type { Config } from '../config.js';
-import { GatewayError, unavailableCause } from '../domain/errors.js';
+import { GatewayError, internalCause, unavailableCause } from '../domain/errors.js';
 import type { Quota } from '../domain/ports.js';
 import type { GatewayService } from '../domain/service.js';
 import { createApollo, graphqlErrorBody } from '../graphql/apollo.js';
@@ -62,7 +62,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   /** Every error becomes one answer here, in its transport's shape. */
   const sendError = async (error: FastifyError | Error, request: FastifyRequest, reply: FastifyReply) => {
     const mapped = toRestError(error);
-    if (mapped.unexpected) request.log.error({ err: error }, 'unexpected error');
+    if (mapped.unexpected) request.log.error({ err: internalCause(error) }, 'unexpected error');
     const cause = unavailableCause(error);
     if (cause !== undefined) request.log.warn({ err: cause }, 'a dependency is unavailable');
     reply.headers(rateLimitHeaders(mapped.gatewayError.rateLimit ?? (await quotaStateFor(request, deps.quota))));

@@ -11,7 +11,9 @@ import {
   graphql,
   http,
   json,
+  recordingLogger,
   startGateway,
+  storeFailingOn,
   storeHeldOn,
   waitFor,
   type HttpResult,
@@ -509,6 +511,34 @@ describe.each(transports)('a duplication refused while the quota cannot be read,
     expect(outcome.status).toBe(503);
     expect(outcome.response.headers['retry-after']).toBe('5');
     noQuotaHeaders(outcome.response);
+  });
+});
+
+describe.each(transports)('a duplication that fails inside the gateway after its quota point, over $name', (transport) => {
+  const LIMIT = 5;
+  const logs = recordingLogger();
+  let gw: TestGateway;
+
+  beforeAll(async () => {
+    gw = await startGateway({ DUPLICATE_RATE_LIMIT: String(LIMIT) }, { logger: logs.logger }, {
+      wrapStore: (store) => storeFailingOn(store, ['enqueueJob'], () => true),
+    });
+  });
+
+  afterAll(async () => {
+    await gw?.close();
+  });
+
+  it('says so without details, shows the point it spent, and logs what went wrong', async () => {
+    const team = await gw.workspace();
+    const outcome = await transport.duplicate(gw.baseUrl, team.key, { campaignId: team.campaign.id, name: 'n' });
+    expectError(outcome, 'INTERNAL', transport.name);
+    expect(outcome.message).toBe('Internal server error');
+    expect(outcome.response.text).not.toContain('/var/secret');
+    expect(outcome.response.headers['x-ratelimit-remaining']).toBe(String(LIMIT - 1));
+    const requestId = outcome.response.headers['x-request-id'];
+    const logged = logs.lines.map((line) => JSON.parse(line)).filter((line) => line.reqId === requestId && line.level === 50);
+    expect(logged.map((line) => line.err.message)).toEqual(['disk /var/secret/gateway.db exploded']);
   });
 });
 
