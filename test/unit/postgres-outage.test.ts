@@ -13,6 +13,7 @@ describe('PostgreSQL errors that mean the database cannot be reached', () => {
     ['no connection slots left', withCode('sorry, too many clients already', '53300')],
     ['a connection lost mid-query', new Error('Connection terminated unexpectedly')],
     ['no connection from the pool in time', new Error('timeout exceeded when trying to connect')],
+    ['a connection that stopped answering', new Error('Query read timeout')],
   ])('%s becomes UNAVAILABLE with Retry-After, the original kept as its cause', (_, error) => {
     const answer = asOutage(error);
     expect(isGatewayError(answer) && answer.code).toBe('UNAVAILABLE');

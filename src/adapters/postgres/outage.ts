@@ -7,8 +7,8 @@ import { dependencyUnavailable } from '../../domain/errors.js';
  * which the operator fixes outside the gateway like any outage).
  */
 const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', '57P01', '57P02', '57P03', '53300']);
-/** What pg and pg-pool say when a connection is lost or cannot be had in time. */
-const UNREACHABLE_MESSAGES = /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error)/;
+/** What pg and pg-pool say when a connection is lost, cannot be had in time, or stops answering. */
+const UNREACHABLE_MESSAGES = /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Query read timeout)/;
 
 /**
  * The error a caller should get for `error`: UNAVAILABLE (503 with Retry-After) when the database cannot be

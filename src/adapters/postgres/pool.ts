@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { isUnavailable } from '../../domain/errors.js';
 import { asOutage } from './outage.js';
 
 export interface PostgresOptions {
@@ -11,7 +12,17 @@ export interface PostgresOptions {
   statementTimeoutMs?: number;
   /** How long a request waits for a connection (new or from the pool) before it fails. */
   connectionTimeoutMs?: number;
+  /**
+   * How long a query waits for the server's answer before its connection is given up. The statement timeout
+   * is the server's own and needs a server that answers: one whose packets are dropped on a connection the
+   * pool already holds would otherwise leave the query, and the request behind it, waiting for good.
+   */
+  queryTimeoutMs?: number;
 }
+
+const STATEMENT_TIMEOUT_MS = 10_000;
+/** Past the statement timeout, for the server's own cancellation to arrive first. */
+const QUERY_TIMEOUT_MARGIN_MS = 2_000;
 
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 
@@ -36,7 +47,8 @@ export function createPool(options: PostgresOptions): pg.Pool {
     ...clientConfig(options),
     max: options.poolSize ?? 10,
     idleTimeoutMillis: 30_000,
-    statement_timeout: options.statementTimeoutMs ?? 10_000,
+    statement_timeout: options.statementTimeoutMs ?? STATEMENT_TIMEOUT_MS,
+    query_timeout: options.queryTimeoutMs ?? (options.statementTimeoutMs ?? STATEMENT_TIMEOUT_MS) + QUERY_TIMEOUT_MARGIN_MS,
   });
   // Idle connections die when the server restarts. Without a listener that would crash the process; the pool
   // drops them, the next query opens a new one, and /readyz shows whether that works.
@@ -68,10 +80,15 @@ export async function transaction<T>(pool: pg.Pool, work: (client: pg.PoolClient
     await client.query('COMMIT');
     return result;
   } catch (error) {
-    await client.query('ROLLBACK').catch((rollbackError: Error) => {
-      broken = rollbackError;
-    });
-    throw asOutage(error);
+    const answer = asOutage(error);
+    // A connection that is lost or stopped answering takes no ROLLBACK: the server rolls back when it goes.
+    if (isUnavailable(answer)) broken = error as Error;
+    else {
+      await client.query('ROLLBACK').catch((rollbackError: Error) => {
+        broken = rollbackError;
+      });
+    }
+    throw answer;
   } finally {
     // A connection that could not roll back is discarded rather than reused.
     client.release(broken);
