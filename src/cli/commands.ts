@@ -1,5 +1,6 @@
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { backupSqliteStore } from '../adapters/sqlite/backup.js';
 import { createStore, sqliteFilename } from '../app.js';
 import { ConfigError, loadConfig } from '../config.js';
 import { AdminService } from '../domain/admin.js';
@@ -28,6 +29,7 @@ Commands:
   keys list [--workspace <id or name>]
   keys revoke <key id>
   keys rotate <key id> [--overlap <1h|7d|...>]
+  store backup <file>   copy the embedded store while the gateway runs (PostgreSQL: use pg_dump)
 
 Options:
   --json    print JSON instead of text
@@ -134,10 +136,11 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     if (newStore && !spec.mayCreateStore) {
       throw new Error(`there is no store at ${filename}: check DATA_DIR, or start the gateway (or run 'workspaces create') to make one`);
     }
+    if (filename === null && spec.notForPostgres) throw new Error(spec.notForPostgres);
     store = await createStore(config);
     const admin = new AdminService(store, clock);
     const print = (text: string, json: unknown) => io.stdout(`${values.json ? JSON.stringify(json, null, 2) : text}\n`);
-    await spec.run({ admin, values, positionals, print, now: clock.now() });
+    await spec.run({ admin, values, positionals, print, now: clock.now(), storeFile: filename });
     if (newStore && !values.json) io.stdout(`(A new store was made at ${filename}.)\n`);
     return EXIT.ok;
   } catch (error) {
@@ -159,6 +162,8 @@ interface CommandContext {
   positionals: string[];
   print: (text: string, json: unknown) => void;
   now: Date;
+  /** The embedded store's file; null for PostgreSQL. */
+  storeFile: string | null;
 }
 
 interface Command {
@@ -166,6 +171,8 @@ interface Command {
   positionals: number;
   /** Whether the command may start a deployment: the others refuse to work on a store that does not exist yet. */
   mayCreateStore?: boolean;
+  /** Why the command has nothing to do on a PostgreSQL store, when it has not: said before connecting to it. */
+  notForPostgres?: string;
   run(context: CommandContext): Promise<void>;
 }
 
@@ -316,6 +323,23 @@ const COMMANDS: Record<string, Command> = {
           previousSecretValidUntil: previousValidUntil?.toISOString() ?? null,
           earlierSecretWasValidUntil: cutShortUntil?.toISOString() ?? null,
         },
+      );
+    },
+  },
+
+  'store backup': {
+    options: {},
+    positionals: 1,
+    notForPostgres: 'the store is the PostgreSQL database in DATABASE_URL: back it up with pg_dump',
+    async run({ positionals, print, storeFile }) {
+      const [destination] = positionals;
+      // Never null here: notForPostgres stops the command first.
+      backupSqliteStore(storeFile!, destination);
+      const { size } = statSync(destination);
+      print(
+        `Backed up the store to ${destination} (${size} bytes). To restore it, stop the gateway, put it in place of ${storeFile}, ` +
+          `delete ${storeFile}-wal and ${storeFile}-shm, and start the gateway.`,
+        { file: destination, bytes: size },
       );
     },
   },

@@ -1,9 +1,10 @@
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import { EXIT, runCli } from '../../src/cli/commands.js';
 import type { Clock } from '../../src/domain/ports.js';
 import { graphql, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
@@ -17,12 +18,12 @@ describe('the CLI', () => {
   const clock = new ManualClock(new Date('2026-06-01T00:00:00.000Z'));
   let gw: TestGateway;
 
-  /** The CLI run at the time `at` says, which is the gateway's unless a test needs another. */
-  const cliAt = async (at: Clock, argv: string[]) => {
+  /** The CLI run at the time `at` says, which is the gateway's unless a test needs another, on the gateway's store unless told. */
+  const cliAt = async (at: Clock, argv: string[], dir = dataDir) => {
     let stdout = '';
     let stderr = '';
     const code = await runCli(argv, {
-      env: { DATA_DIR: dataDir },
+      env: { DATA_DIR: dir },
       stdout: (text) => (stdout += text),
       stderr: (text) => (stderr += text),
       clock: at,
@@ -212,11 +213,7 @@ describe('the CLI', () => {
   it('works on no store a mistyped DATA_DIR would make, except to create the first workspace of a new one', async () => {
     const parent = mkdtempSync(join(tmpdir(), 'cgw-cli-new-'));
     const fresh = join(parent, 'data');
-    const at = (...argv: string[]) => {
-      let [stdout, stderr] = ['', ''];
-      const run = runCli(argv, { env: { DATA_DIR: fresh }, stdout: (text) => (stdout += text), stderr: (text) => (stderr += text), clock });
-      return run.then((code) => ({ code, stdout, stderr }));
-    };
+    const at = (...argv: string[]) => cliAt(clock, argv, fresh);
     try {
       for (const argv of [['keys', 'list'], ['workspaces', 'list'], ['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list']]) {
         expect(await at(...argv)).toEqual({
@@ -233,6 +230,53 @@ describe('the CLI', () => {
     } finally {
       rmSync(parent, { recursive: true, force: true });
     }
+  });
+
+  it('backs the store up while the gateway runs, to a file only its owner reads, which restores as a store', async () => {
+    const parent = mkdtempSync(join(tmpdir(), 'cgw-cli-backup-'));
+    const backup = join(parent, 'backup.db');
+    try {
+      const ws = (await cliJson('workspaces', 'list'))[0];
+      const accepted = await rest.duplicate(gw.baseUrl, (await cliJson('keys', 'create', '--workspace', ws.name, '--name', 'backed up', '--permissions', 'campaigns.duplicate')).key, {
+        campaignId: (await gw.app.admin.addCampaign(ws.id, { name: 'to copy', description: null, tagNames: [], body: {} })).id,
+        name: 'accepted before the backup',
+      });
+      expect(accepted.status).toBe(202);
+
+      const done = await cli('store', 'backup', backup);
+      expect(done).toMatchObject({ code: EXIT.ok, stderr: '' });
+      expect(done.stdout).toMatch(new RegExp(`^Backed up the store to ${backup} \\(\\d+ bytes\\)\\. To restore it, stop the gateway, put it in place of `));
+      expect(statSync(backup).mode & 0o777).toBe(0o600);
+      expect(await cli('store', 'backup', backup)).toEqual({
+        code: EXIT.failed,
+        stdout: '',
+        stderr: `campaign-gateway: ${backup} already exists: a backup never overwrites a file\n`,
+      });
+
+      const restored = join(parent, 'restored');
+      mkdirSync(restored);
+      copyFileSync(backup, join(restored, 'gateway.db'));
+      const listed = async (dir: string) => JSON.parse((await cliAt(clock, ['keys', 'list', '--json'], dir)).stdout);
+      expect(await listed(restored)).toEqual(await listed(dataDir));
+      const store = new SqliteStore({ filename: join(restored, 'gateway.db') });
+      try {
+        expect((await store.getJob(ws.id, accepted.jobId!))?.name).toBe('accepted before the backup');
+      } finally {
+        await store.close();
+      }
+    } finally {
+      rmSync(parent, { recursive: true, force: true });
+    }
+  });
+
+  it('sends PostgreSQL backups to pg_dump', async () => {
+    let stderr = '';
+    const code = await runCli(['store', 'backup', '/tmp/never-written.db'], {
+      env: { DATABASE_URL: 'postgres://gateway@127.0.0.1:1/gateway' },
+      stdout: () => undefined,
+      stderr: (text) => (stderr += text),
+    });
+    expect({ code, stderr }).toEqual({ code: EXIT.failed, stderr: 'campaign-gateway: the store is the PostgreSQL database in DATABASE_URL: back it up with pg_dump\n' });
   });
 
   it('runs as printed in the README: npm run cli -- …', async () => {
