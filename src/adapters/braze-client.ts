@@ -151,9 +151,10 @@ export class BrazeClient {
     if (status >= 500) throw new GatewayError('UNAVAILABLE', `The upstream answered ${status}`);
     if (this.keyRefused && this.clock.now().getTime() - this.keyCheckedAt >= KEY_RECHECK_MS) {
       // Only a call with the key says whether it is still refused. Without asking, an instance whose jobs all
-      // ran elsewhere would report a key replaced (or accepted again) as refused for as long as it runs.
+      // ran elsewhere would report a key replaced (or accepted again) as refused for as long as it runs. The
+      // answer is for the probes that follow: awaited, a slow one would outlast the check's own bound.
       this.keyCheckedAt = this.clock.now().getTime();
-      await this.call('GET', '/campaigns/list', { query: { page: '0' }, quiet: true });
+      void this.call('GET', '/campaigns/list', { query: { page: '0' }, quiet: true });
     }
   }
 

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { ManualClock } from '../support/clock.js';
 import { startFakeBraze, type FakeBraze } from '../support/fake-braze.js';
 import { bearer, componentLines, graphql, http, json, recordingLogger, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
 
@@ -136,6 +137,44 @@ describe('upstream mode end to end: a gateway in front of a Braze-like upstream'
     });
     await waitFor(async () => (await http(gateway!.baseUrl, 'GET', `/duplication_jobs/${accepted.body.job_id}`, { headers: bearer(ws.key) })).body.status === 'succeeded');
     expect((await http(gateway.baseUrl, 'GET', '/readyz')).body.checks.upstream).toEqual({ status: 'up', backend: 'braze' });
+  });
+
+  it('asks Braze again, at most every 30 s and without waiting, whether a refused key is accepted, so an instance whose jobs ran elsewhere recovers too', async () => {
+    fake = await startFakeBraze(UPSTREAM_KEY);
+    const logs = recordingLogger('info');
+    const clock = new ManualClock();
+    gateway = await startGateway({ UPSTREAM_URL: fake.url, UPSTREAM_API_KEY: UPSTREAM_KEY }, { logger: logs.logger, clock });
+    const ws = await gateway.workspace();
+    fake.script('POST /campaigns/duplicate', { status: 401, json: { message: 'Invalid API key' } });
+    const accepted = await http(gateway.baseUrl, 'POST', '/campaigns/duplicate', {
+      headers: { ...json, ...bearer(ws.key) },
+      body: JSON.stringify({ campaign_id: 'cmp-0001', name: 'refused' }),
+    });
+    await waitFor(async () => (await http(gateway!.baseUrl, 'GET', `/duplication_jobs/${accepted.body.job_id}`, { headers: bearer(ws.key) })).body.status === 'failed');
+    const upstreamCheck = async () => (await http(gateway!.baseUrl, 'GET', '/readyz')).body.checks.upstream;
+    const refused = { status: 'degraded', backend: 'braze', message: 'The upstream refused UPSTREAM_API_KEY (401) at its last call: duplications fail until it is replaced' };
+
+    // The probe that asks does not wait for the answer: a slow one would outlast the check's 2 s and show a
+    // timeout instead of the refusal. The probes that follow within 30 s do not ask again.
+    let answer!: () => void;
+    const answered = new Promise<void>((resolve) => (answer = resolve));
+    fake.script('GET /campaigns/list', { status: 401, json: { message: 'Invalid API key' }, until: answered });
+    expect(await upstreamCheck()).toEqual(refused);
+    answer();
+    await waitFor(async () => fake!.requestsTo('GET /campaigns/list').length === 1);
+    expect(await upstreamCheck()).toEqual(refused);
+    expect(fake.requestsTo('GET /campaigns/list')).toHaveLength(1);
+    expect(fake.requestsTo('GET /campaigns/list')[0].headers.authorization).toBe(`Bearer ${UPSTREAM_KEY}`);
+
+    // Accepted again (replaced at Braze, or another instance's job went through): seen once asked again.
+    clock.advance(30_000);
+    await waitFor(async () => (await upstreamCheck()).status === 'up');
+    expect(await upstreamCheck()).toEqual({ status: 'up', backend: 'braze' });
+    expect(fake.requestsTo('GET /campaigns/list')).toHaveLength(2);
+    const upstreamLines = componentLines(logs.lines, 'upstream');
+    expect(upstreamLines.filter((line) => line.msg === 'the upstream accepts UPSTREAM_API_KEY again')).toEqual([expect.objectContaining({ level: 30 })]);
+    // The question's own refusal is reported by /readyz, not as another failed call.
+    expect(upstreamLines.filter((line) => line.path === '/campaigns/list')).toEqual([]);
   });
 
   it('an upstream answering 5xx, or not answering at all, is degraded; local mode has no upstream check', async () => {
