@@ -39,8 +39,10 @@ export function describeFailure(error: unknown): string {
   if (cause !== undefined) return describeFailure(cause);
   if (error instanceof GatewayError) return error.message;
   const code = (error as { code?: unknown } | null)?.code;
-  // SQLSTATE class 28, invalid authorization: no reconnection fixes it, the operator has to.
-  if (typeof code === 'string' && code.startsWith('28')) return `refused the user name or password in DATABASE_URL (${code})`;
+  // SQLSTATE class 28, invalid authorization: no reconnection fixes it, the operator has to. Only 28P01 is a
+  // wrong password; the server's words for the others name hosts, so they go to the log, not to /readyz.
+  if (code === '28P01') return `refused the user name or password in DATABASE_URL (${code})`;
+  if (typeof code === 'string' && code.startsWith('28')) return `refused the login in DATABASE_URL (${code}; the log has the reason)`;
   if (typeof code === 'string' && code) return `not reachable or failing (${code})`;
   return `failing (${error instanceof Error ? error.name : 'unknown error'})`;
 }

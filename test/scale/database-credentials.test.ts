@@ -5,7 +5,7 @@ import { loadConfig } from '../../src/config.js';
 import { bearer, componentLines, graphql, http, json, recordingLogger, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { createTestDatabase, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
 import { freePort, startFailureOf } from '../support/process.js';
-import { readiness } from './support.js';
+import { readiness, TEST_REDIS_URL } from './support.js';
 
 const PASSWORD = 'pg-secret-2b7e41';
 const CHANGED = 'pg-secret-changed-9d03';
@@ -21,6 +21,7 @@ const urlAs = (database: string, role: string, password: string): string => {
 describe.skipIf(skipWithoutPostgres)('PostgreSQL credentials and start-up failures', () => {
   const role = `cgw_role_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
   const readOnlyRole = `${role}_ro`;
+  const noLoginRole = `${role}_nologin`;
   let database: { url: string; drop(): Promise<void> };
 
   beforeAll(async () => {
@@ -29,6 +30,7 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL credentials and start-up failur
     await withAdmin(async (client) => {
       await client.query(`CREATE ROLE ${role} LOGIN PASSWORD '${PASSWORD}'`);
       await client.query(`CREATE ROLE ${readOnlyRole} LOGIN PASSWORD '${PASSWORD}'`);
+      await client.query(`CREATE ROLE ${noLoginRole} NOLOGIN PASSWORD '${PASSWORD}'`);
       await client.query(`ALTER DATABASE ${name} OWNER TO ${role}`);
     });
     // A database's owner may create tables in its public schema, anyone else may not (PostgreSQL 15 on).
@@ -40,6 +42,7 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL credentials and start-up failur
     await withAdmin(async (client) => {
       await client.query(`DROP ROLE IF EXISTS ${role}`);
       await client.query(`DROP ROLE IF EXISTS ${readOnlyRole}`);
+      await client.query(`DROP ROLE IF EXISTS ${noLoginRole}`);
     });
   });
 
@@ -53,6 +56,12 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL credentials and start-up failur
     const failure = await startFailureOf({ SEED_DEMO: 'false', DATABASE_URL: urlAs(database.url, role, 'not-the-pg-secret-41c') });
     expect(failure).toBe(
       'src/main.ts exited with 1 before listening:\ncampaign-gateway: failed to start: PostgreSQL refused the user name or password in DATABASE_URL (28P01)\n',
+    );
+  });
+
+  it('a login refused for another reason than the password says the server\'s reason', async () => {
+    expect(await startFailure(urlAs(database.url, noLoginRole, PASSWORD))).toBe(
+      `PostgreSQL refused the login in DATABASE_URL: role "${noLoginRole}" is not permitted to log in (28000)`,
     );
   });
 
@@ -77,7 +86,8 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL credentials and start-up failur
     const { logger, lines } = recordingLogger('info');
 
     beforeAll(async () => {
-      gateway = await startGateway({ DATABASE_URL: urlAs(database.url, role, PASSWORD) }, { logger });
+      // Limits in Redis, so that the key lookup is the first to meet the refused password.
+      gateway = await startGateway({ DATABASE_URL: urlAs(database.url, role, PASSWORD), ...(TEST_REDIS_URL ? { REDIS_URL: TEST_REDIS_URL } : {}) }, { logger });
       tenant = await gateway.workspace();
       await withAdmin(async (client) => {
         await client.query(`ALTER ROLE ${role} PASSWORD '${CHANGED}'`);

@@ -7,6 +7,9 @@ import { dependencyUnavailable } from '../../domain/errors.js';
  * which the operator fixes outside the gateway like any outage).
  */
 const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', '57P01', '57P02', '57P03', '53300']);
+/** SQLSTATE invalid_password: the password, or the user name, is wrong. */
+const INVALID_PASSWORD = '28P01';
+
 /** What pg and pg-pool say when a connection is lost, cannot be had in time, or stops answering. */
 const UNREACHABLE_MESSAGES = /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Query read timeout)/;
 
@@ -29,11 +32,16 @@ export function asOutage(error: unknown): unknown {
  */
 export function startupFailure(error: unknown, step: 'connect' | 'migrate'): Error {
   const code = (error as { code?: unknown } | null)?.code;
-  if (typeof code === 'string' && code.startsWith('28')) {
+  if (code === INVALID_PASSWORD) {
     return new Error(`PostgreSQL refused the user name or password in DATABASE_URL (${code})`, { cause: error });
   }
   const what = error instanceof Error ? error.message : String(error);
   const suffix = typeof code === 'string' && !what.includes(code) ? ` (${code})` : '';
+  // The rest of class 28 is the server refusing a login it was given right: a role that may not log in, a
+  // pg_hba.conf with no entry for this client or without TLS. Its own words say which.
+  if (typeof code === 'string' && code.startsWith('28')) {
+    return new Error(`PostgreSQL refused the login in DATABASE_URL: ${what}${suffix}`, { cause: error });
+  }
   return step === 'connect'
     ? new Error(`could not connect to the PostgreSQL database in DATABASE_URL: ${what}${suffix}`, { cause: error })
     : new Error(`could not create or update the gateway's tables in the PostgreSQL database in DATABASE_URL: ${what}${suffix}`, { cause: error });
