@@ -23,7 +23,8 @@ describe('npm start', () => {
     writeFileSync(join(dir, 'dist', 'main.js'), STAND_IN);
     writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'stand-in', version: '1.0.0', scripts: { start: packageJson.scripts.start } }));
     // --ignore-scripts skips only the prestart build; the start script itself runs through npm and its shell as usual.
-    const npm = spawn('npm', ['start', '--ignore-scripts'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    // A process group of its own, so that whatever the start script left running can be killed with it.
+    const npm = spawn('npm', ['start', '--ignore-scripts'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     let output = '';
     npm.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
     npm.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
@@ -35,8 +36,11 @@ describe('npm start', () => {
       expect(output).toContain('SIGTERM reached the gateway');
       expect(await exited).toBe(0);
     } finally {
-      npm.kill('SIGKILL');
-      spawn('pkill', ['-KILL', '-f', join(dir, 'dist')]);
+      try {
+        process.kill(-npm.pid!, 'SIGKILL');
+      } catch {
+        // The group has already ended: nothing is left to kill.
+      }
     }
   });
 });
