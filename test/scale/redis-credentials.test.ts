@@ -5,7 +5,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
-import { bearer, http, json, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
+import { bearer, componentLines, http, json, recordingLogger, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
 import { freePort, startFailureOf } from '../support/process.js';
 import { PrivateRedis, skipWithoutRedisServer } from '../support/redis.js';
 import { readiness } from './support.js';
@@ -52,6 +52,29 @@ describe.skipIf(skipWithoutRedisServer)('Redis credentials', () => {
     await expect(
       buildApp(loadConfig({ LOG_LEVEL: 'silent', DATA_DIR: dataDir(), REDIS_URL: `${redis.url(`:${PASSWORD}`)}/99` })),
     ).rejects.toThrow(new Error('REDIS_URL selects a database this Redis does not have (ERR DB index is out of range)'));
+  });
+
+  it('a database index met only once Redis comes up after start is reported and warned about, not taken for a recovery', async () => {
+    const late = await PrivateRedis.start(['--databases', '4']);
+    await late.stop();
+    const { logger, lines } = recordingLogger('info');
+    const gateway = await startGateway({ REDIS_URL: `${late.url()}/9` }, { logger });
+    try {
+      expect((await readiness(gateway)).checks!.quota.message).toMatch(/^Redis is unreachable; /);
+      await late.start(['--databases', '4']);
+      const message =
+        'REDIS_URL selects a database this Redis does not have (ERR DB index is out of range); the limits are kept in its database 0, ' +
+        'still shared by every instance, until REDIS_URL or Redis is fixed';
+      const report = await waitFor(async () => {
+        const current = await readiness(gateway);
+        return current.checks!.quota.message === message && current;
+      });
+      expect(report).toMatchObject({ code: 200, status: 'degraded', checks: { quota: { status: 'degraded', backend: 'redis' } } });
+      expect(componentLines(lines, 'limits').filter((line) => line.msg === message)).toEqual([expect.objectContaining({ level: 40 })]);
+    } finally {
+      await gateway.close();
+      await late.stop();
+    }
   });
 
   it('a Redis that cannot be reached at start does not stop it: the instance starts degraded', async () => {

@@ -28,6 +28,9 @@ const refusedCredentials = (refusal: string): string =>
 
 const REFUSED_FALLBACK = `${FALLBACK} Redis accepts the credentials`;
 
+const databaseRefused = (refusal: string): string => `REDIS_URL selects a database this Redis does not have (${refusal})`;
+const DATABASE_FALLBACK = 'the limits are kept in its database 0, still shared by every instance, until REDIS_URL or Redis is fixed';
+
 /**
  * How long Redis may leave a command unanswered before it counts as unreachable. Under the 2 s readiness
  * gives each check, so a hung Redis reads as degraded there, not as a check that never answered; and as long
@@ -59,6 +62,9 @@ export class RedisLimiters implements LimiterBackend {
   /** How the first connection attempt ended: null once ready, else the error that ended it. */
   private readonly firstAttempt: Promise<unknown>;
   private closing = false;
+  /** Redis's refusal of the database REDIS_URL selects, while the connection runs in database 0 for it. */
+  private databaseRefusal: string | undefined;
+  private databaseRefusedThisConnection = false;
 
   constructor(url: string) {
     this.client = new Redis(url, {
@@ -76,6 +82,9 @@ export class RedisLimiters implements LimiterBackend {
       this.client.once('error', resolve);
       this.client.once('close', () => resolve(new Error('connection closed')));
     });
+    this.client.on('connect', () => {
+      this.databaseRefusedThisConnection = false;
+    });
     this.client.on('error', (error: unknown) => this.degrade(error));
     // A refused connection closes after its error: the close says nothing more.
     this.client.on('close', () => {
@@ -90,9 +99,7 @@ export class RedisLimiters implements LimiterBackend {
     if (refusal !== undefined) throw new Error(refusedCredentials(refusal));
     // ioredis reports a SELECT Redis refused and then carries on in database 0, where the limits would mix
     // with whatever else lives there.
-    if (outcome instanceof Error && DATABASE_REFUSED.test(outcome.message)) {
-      throw new Error(`REDIS_URL selects a database this Redis does not have (${outcome.message})`);
-    }
+    if (this.databaseRefusal !== undefined) throw new Error(databaseRefused(this.databaseRefusal));
   }
 
   limiter(settings: LimiterSettings): RateLimiterAbstract {
@@ -109,6 +116,13 @@ export class RedisLimiters implements LimiterBackend {
   /** Logged once when Redis becomes unreachable, and again only when the reason changes to refused credentials or back. */
   private degrade(error: unknown): void {
     if (this.closing) return;
+    if (error instanceof Error && DATABASE_REFUSED.test(error.message)) {
+      // Not an outage: the connection goes on, in database 0, and is ready a moment later.
+      this.databaseRefusedThisConnection = true;
+      if (this.databaseRefusal === undefined) this.logger?.warn({}, `${databaseRefused(error.message)}; ${DATABASE_FALLBACK}`);
+      this.databaseRefusal = error.message;
+      return;
+    }
     const changed = this.trouble === null || refusalOf(error) !== refusalOf(this.trouble);
     this.trouble = error;
     if (changed) this.logTrouble();
@@ -121,6 +135,7 @@ export class RedisLimiters implements LimiterBackend {
   }
 
   private recover(): void {
+    if (!this.databaseRefusedThisConnection) this.databaseRefusal = undefined;
     if (this.trouble === null) return;
     this.trouble = null;
     this.logger?.info({}, 'Redis is reachable again; limits are shared through Redis again');
@@ -133,6 +148,7 @@ export class RedisLimiters implements LimiterBackend {
 
   async check(): Promise<DependencyStatus> {
     const degraded = (message: string): DependencyStatus => ({ status: 'degraded', backend: 'redis', message });
+    if (this.databaseRefusal !== undefined) return degraded(`${databaseRefused(this.databaseRefusal)}; ${DATABASE_FALLBACK}`);
     if (this.client.status === 'ready') {
       try {
         await this.client.ping();
