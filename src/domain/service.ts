@@ -145,7 +145,11 @@ const REQUEST_EVENT_TYPES: readonly SecurityEventType[] = [
 const BEARER = /^Bearer +(\S+) *$/i;
 
 /** The refusals that count as a failed authentication. */
-export type AuthRefusal = Extract<ErrorCode, 'UNAUTHENTICATED' | 'FORBIDDEN'>;
+export const AUTH_REFUSALS = ['UNAUTHENTICATED', 'FORBIDDEN'] as const satisfies readonly ErrorCode[];
+export type AuthRefusal = (typeof AUTH_REFUSALS)[number];
+
+const isAuthRefusal = (error: unknown): error is GatewayError & { code: AuthRefusal } =>
+  isGatewayError(error) && (AUTH_REFUSALS as readonly ErrorCode[]).includes(error.code);
 
 /**
  * The one service both transports call. Order of checks for a duplication, as Braze does it:
@@ -186,7 +190,7 @@ export class GatewayService {
     } catch (error) {
       // Only a refusal counts: a key that could not be looked up (a store outage) says nothing against its
       // client, and counting it would block valid keys for longer than the outage lasted.
-      if (isGatewayError(error) && (error.code === 'UNAUTHENTICATED' || error.code === 'FORBIDDEN')) {
+      if (isAuthRefusal(error)) {
         this.deps.onAuthFailed?.(context.channel, error.code);
         await this.deps.authFailures.recordFailure(client);
       }

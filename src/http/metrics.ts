@@ -3,7 +3,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { UpstreamObserver } from '../adapters/braze-client.js';
 import { ERROR_CODES } from '../domain/errors.js';
 import type { Clock, GatewayStore } from '../domain/ports.js';
-import type { AuthRefusal } from '../domain/service.js';
+import { AUTH_REFUSALS, type AuthRefusal } from '../domain/service.js';
 import { CHANNELS, JOB_ERROR_CODES, type Channel, type JobErrorCode } from '../domain/types.js';
 import { GRAPHQL_ERROR_CODES } from '../graphql/apollo.js';
 import { RepeatedFailureLog } from '../jobs/failure-log.js';
@@ -180,7 +180,7 @@ export class GatewayMetrics {
       labelNames: ['channel', 'code'],
       registers,
     });
-    for (const channel of CHANNELS) for (const code of ['UNAUTHENTICATED', 'FORBIDDEN']) this.authFailures.inc({ channel, code }, 0);
+    for (const channel of CHANNELS) for (const code of AUTH_REFUSALS) this.authFailures.inc({ channel, code: ERROR_CODES[code].graphqlCode }, 0);
     this.authBlocks = fromZero(
       new Counter({
         name: 'gateway_auth_failures_blocked_total',
