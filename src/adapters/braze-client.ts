@@ -60,12 +60,10 @@ interface CallOptions {
   quiet?: boolean;
 }
 
-/** What the log line of a failed call says about the call. */
-interface CallContext {
+/** What the log line of a failed call says about the call, and whether there is one. */
+interface CallContext extends Pick<CallOptions, 'jobId' | 'quiet'> {
   method: string;
   path: string;
-  jobId?: string;
-  quiet?: boolean;
 }
 
 export const isRecord = (value: unknown): value is Record<string, unknown> =>
@@ -111,6 +109,7 @@ export class BrazeClient {
       'user-agent': 'campaign-gateway',
     };
     if (options.json !== undefined) headers['content-type'] = 'application/json';
+    const call: CallContext = { method, path, jobId: options.jobId, quiet: options.quiet };
     let response: Dispatcher.ResponseData;
     let text: string | null;
     try {
@@ -124,9 +123,9 @@ export class BrazeClient {
       });
       text = await response.body.text().catch(() => null);
     } catch (error) {
-      return this.failed({ method, path, jobId: options.jobId, quiet: options.quiet }, this.networkFailure(error), error);
+      return this.failed(call, this.networkFailure(error), error);
     }
-    return this.classify({ method, path, jobId: options.jobId, quiet: options.quiet }, response, text);
+    return this.classify(call, response, text);
   }
 
   /**
