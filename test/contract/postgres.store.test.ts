@@ -1,6 +1,6 @@
 import { describe } from 'vitest';
 import type { PostgresStore } from '../../src/adapters/postgres/store.js';
-import { createTestSchema, openPostgresStore, skipWithoutPostgres } from '../support/postgres.js';
+import { createTestSchema, openPostgresStore, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
 import { storeContract } from './store.contract.js';
 
 const schemas = new Map<PostgresStore, Awaited<ReturnType<typeof createTestSchema>>>();
@@ -16,6 +16,10 @@ describe.skipIf(skipWithoutPostgres)('postgres', () => {
     async open(store) {
       const { url, schema } = schemas.get(store as PostgresStore)!;
       return openPostgresStore(url, schema);
+    },
+    async setSchemaVersion(store, version) {
+      const { url, schema } = schemas.get(store as PostgresStore)!;
+      await withAdmin((client) => client.query(`INSERT INTO ${schema}.schema_migrations (version) VALUES ($1)`, [version]), url);
     },
     async destroy(store) {
       await store.close();

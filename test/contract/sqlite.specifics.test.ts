@@ -7,6 +7,7 @@ import type { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { COUNT_JOBS_SQL } from '../../src/adapters/rows.js';
+import { SQLITE_MIGRATIONS } from '../../src/adapters/sqlite/migrations.js';
 import { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import { SqliteWriter } from '../../src/adapters/sqlite/writer.js';
 import type { GatewayError } from '../../src/domain/errors.js';
@@ -50,6 +51,19 @@ describe('SQLite store specifics', () => {
       expect(events.map((event) => event.type)).toEqual(['PERMISSION_DENIED']);
     }
     expect(statements.size).toBe(prepared);
+  });
+
+  it('refuses a database at the last schema version that lacks what the migrations make, naming what it lacks', async () => {
+    const edited = new Database(file);
+    edited.exec('DROP INDEX security_events_age; DROP TABLE idempotency_keys; ALTER TABLE jobs DROP COLUMN error_message');
+    edited.close();
+    const refusal = other.migrate();
+    await expect(refusal).rejects.toThrow(`the SQLite database ${file} is at schema version ${SQLITE_MIGRATIONS.length} but lacks `);
+    const message = await refusal.catch((error: Error) => error.message);
+    for (const missing of ['column jobs.error_message', 'index security_events_age', 'table idempotency_keys', 'column idempotency_keys.request_hash']) {
+      expect(message).toContain(missing);
+    }
+    expect(message).not.toContain('api_keys');
   });
 
   it('makes the data directory readable by its own user only', async () => {

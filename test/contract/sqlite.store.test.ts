@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import { storeContract } from './store.contract.js';
 
@@ -15,6 +16,11 @@ storeContract('sqlite', {
   },
   async open(store) {
     return new SqliteStore({ filename: files.get(store as SqliteStore)! });
+  },
+  async setSchemaVersion(store, version) {
+    const db = new Database(files.get(store as SqliteStore)!);
+    db.pragma(`user_version = ${version}`);
+    db.close();
   },
   async destroy(store) {
     await store.close();

@@ -10,6 +10,8 @@ export interface StoreHarness {
   create(): Promise<GatewayStore>;
   /** Another store on the same database, as a second gateway instance would open it. The caller closes it. */
   open(store: GatewayStore): Promise<GatewayStore>;
+  /** Marks the store's database as migrated to `version`, as a newer gateway would leave it. */
+  setSchemaVersion(store: GatewayStore, version: number): Promise<void>;
   /** Closes the store and drops whatever create() made. */
   destroy(store: GatewayStore): Promise<void>;
 }
@@ -45,6 +47,18 @@ export function storeContract(name: string, harness: StoreHarness): void {
     it('migrates idempotently and answers pings', async () => {
       await store.migrate();
       await expect(store.ping()).resolves.toBeUndefined();
+    });
+
+    it('refuses a database a newer gateway has migrated, naming both versions', async () => {
+      await harness.setSchemaVersion(store, 99);
+      const older = await harness.open(store);
+      try {
+        await expect(older.migrate()).rejects.toThrow(
+          /has schema version 99, newer than this gateway's \d+: .* restore the backup taken before the upgrade; downgrading is not supported/,
+        );
+      } finally {
+        await older.close();
+      }
     });
 
     it('finds workspaces by id or by name and lists them', async () => {

@@ -31,6 +31,7 @@ import {
   type Row,
   type SqlValues,
 } from '../rows.js';
+import { newerSchema } from '../schema-version.js';
 import { POSTGRES_MIGRATIONS } from './migrations.js';
 import { startupFailure } from './outage.js';
 import { clientConfig, createPool, queriesOf, transaction, type PostgresOptions, type Queryable } from './pool.js';
@@ -92,6 +93,7 @@ export class PostgresStore implements GatewayStore {
       await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())');
       const { rows } = await client.query('SELECT COALESCE(MAX(version), 0) AS version FROM schema_migrations');
       const current = Number(rows[0].version);
+      if (current > POSTGRES_MIGRATIONS.length) throw newerSchema('the database', current, POSTGRES_MIGRATIONS.length);
       for (const [index, migration] of POSTGRES_MIGRATIONS.entries()) {
         const version = index + 1;
         if (version <= current) continue;

@@ -1,3 +1,5 @@
+import Database from 'better-sqlite3';
+
 /**
  * Versioned schema. Each entry runs once, in order, in its own transaction; the applied version is kept in
  * `PRAGMA user_version`. Times are epoch milliseconds; JSON columns hold arrays and objects.
@@ -128,3 +130,28 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   );
   `,
 ];
+
+/** What a database holds, by name: each table with each of its columns, each index and trigger. */
+function schemaObjects(db: Database.Database): string[] {
+  const objects = db.prepare("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'").all() as { type: string; name: string }[];
+  const columns = db.prepare('SELECT name FROM pragma_table_info(?)').pluck();
+  return objects.flatMap(({ type, name }) =>
+    type === 'table' ? [`table ${name}`, ...(columns.all(name) as string[]).map((column) => `column ${name}.${column}`)] : [`${type} ${name}`],
+  );
+}
+
+/**
+ * What the migrations make that `db`, migrated to the last version, lacks. Only a database changed by hand,
+ * or made by an early build whose first migration was later extended, lacks anything; its queries would
+ * fail one by one while the gateway reported itself ready.
+ */
+export function missingSchemaObjects(db: Database.Database): string[] {
+  const reference = new Database(':memory:');
+  try {
+    for (const migration of SQLITE_MIGRATIONS) reference.exec(migration);
+    const present = new Set(schemaObjects(db));
+    return schemaObjects(reference).filter((object) => !present.has(object));
+  } finally {
+    reference.close();
+  }
+}

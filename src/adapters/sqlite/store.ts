@@ -16,12 +16,13 @@ import type {
   Workspace,
 } from '../../domain/types.js';
 import { COUNT_JOBS_SQL, maybeDate, oldestDueJobSql, rowSeq, rowToApiKey, rowToCampaign, rowToEvent, rowToIdempotency, rowToJob, rowToWorkspace, type Row } from '../rows.js';
+import { newerSchema } from '../schema-version.js';
 import { openConnection, Statements } from './connection.js';
 import { identify, type FileIdentity } from './database-file.js';
 import { KeyCache } from './key-cache.js';
 import { ReadSnapshot } from './read-snapshot.js';
 import { FoundCache } from './read-cache.js';
-import { SQLITE_MIGRATIONS } from './migrations.js';
+import { missingSchemaObjects, SQLITE_MIGRATIONS } from './migrations.js';
 import { asOutage, isDamage } from './outage.js';
 import { SqliteWriter } from './writer.js';
 import type { WriteArgs, WriteName, WriteResult } from './writes.js';
@@ -144,12 +145,20 @@ export class SqliteStore implements GatewayStore {
     this.db
       .transaction(() => {
         const current = Number(this.db.pragma('user_version', { simple: true }));
+        if (current > SQLITE_MIGRATIONS.length) throw newerSchema(`the SQLite database ${this.options.filename}`, current, SQLITE_MIGRATIONS.length);
         SQLITE_MIGRATIONS.slice(current).forEach((migration, index) => {
           this.db.exec(migration);
           this.db.pragma(`user_version = ${current + index + 1}`);
         });
       })
       .immediate();
+    const missing = missingSchemaObjects(this.db);
+    if (missing.length > 0) {
+      throw new Error(
+        `the SQLite database ${this.options.filename} is at schema version ${SQLITE_MIGRATIONS.length} but lacks ${missing.join(', ')}: ` +
+          'it was changed by hand or made by an early development version of the gateway. Restore a backup, or move it aside to start on a new store',
+      );
+    }
   }
 
   /**
