@@ -103,7 +103,7 @@ export class DuplicationJob {
 
 @ObjectType()
 export class DuplicateCampaignPayload {
-  @Field(() => DuplicationJob, { description: 'The accepted job, PENDING. Poll it with duplicationJob or securityEvents(filter: {jobId}).' })
+  @Field(() => DuplicationJob, { description: 'The accepted job: PENDING, or as it is now for a replay of an idempotency key. Poll it with duplicationJob or securityEvents(filter: {jobId}).' })
   job!: DuplicationJob;
 }
 
