@@ -120,14 +120,15 @@ function parseIdempotencyKey(key: string): string {
  */
 const stableStringify = configure({ maximumDepth: 8 });
 
+const digest = (value: unknown): string => hash('sha256', stableStringify(value) ?? 'null', 'hex');
+
 /**
  * The same input, whatever the key order, the transport or its spelling, hashes the same: a valid input is
  * hashed as the service will use it (`input`: one tag as a list, names trimmed), with absent and null fields
  * alike; an invalid one (`input` undefined) as it came.
  */
 function hashRequest(input: DuplicateCampaignInput | undefined, raw: unknown): string {
-  const hashed = input ? { ...input, description: input.description ?? undefined, tagNames: input.tagNames ?? undefined } : raw;
-  return hash('sha256', stableStringify(hashed) ?? 'null', 'hex');
+  return digest(input ? { ...input, description: input.description ?? undefined, tagNames: input.tagNames ?? undefined } : raw);
 }
 
 /**
@@ -346,7 +347,7 @@ export class GatewayService {
     } catch (error) {
       const refusedForQuota = error instanceof GatewayError && error.code === 'RATE_LIMITED';
       const holder = refusedForQuota ? await store.findIdempotencyKey(principal.workspaceId, key) : null;
-      if (holder && holdsIdempotencyKey(holder, now, staleBefore)) return this.replay(principal, holder, requestHash);
+      if (holder && holdsIdempotencyKey(holder, now, staleBefore)) return this.replay(principal, holder, requestHash, raw);
       if (refusedForQuota) this.deps.onQuotaRejected?.(principal.channel);
       throw error;
     }
@@ -372,7 +373,7 @@ export class GatewayService {
     if (holder) {
       // Best effort: a point lost to a failing quota store is better than a failed repeat.
       await this.deps.quota.refund(principal.workspaceId).catch(() => undefined);
-      return this.replay(principal, holder, requestHash);
+      return this.replay(principal, holder, requestHash, raw);
     }
     try {
       return await this.enqueue(principal, rateLimit, raw, key, input);
@@ -393,8 +394,12 @@ export class GatewayService {
     });
   }
 
-  private async replay(principal: Principal, holder: IdempotencyRecord, requestHash: string): Promise<DuplicationAccepted> {
-    if (!hashesEqual(holder.requestHash, requestHash)) throw new GatewayError('IDEMPOTENCY_MISMATCH');
+  private async replay(principal: Principal, holder: IdempotencyRecord, requestHash: string, raw: unknown): Promise<DuplicationAccepted> {
+    // Keys kept from versions that hashed the raw input hold that hash, and an identical raw input is the same
+    // request: a retry sent again byte for byte across an upgrade still replays.
+    if (!hashesEqual(holder.requestHash, requestHash) && !hashesEqual(holder.requestHash, digest(raw))) {
+      throw new GatewayError('IDEMPOTENCY_MISMATCH');
+    }
     if (holder.jobId === null) throw new GatewayError('IDEMPOTENCY_IN_FLIGHT', undefined, { retryAfterSeconds: 1 });
     const job = await this.deps.store.getJob(principal.workspaceId, holder.jobId);
     // The job was pruned while its key was still kept, which the configuration prevents (keys live no longer

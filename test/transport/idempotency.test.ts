@@ -1,8 +1,10 @@
+import { hash } from 'node:crypto';
+import { configure } from 'safe-stable-stringify';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { dependencyUnavailable } from '../../src/domain/errors.js';
 import { ManualClock } from '../support/clock.js';
 import { startGateway, storeHeldOn, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
-import { transports } from '../support/transports.js';
+import { transports, type DuplicateArgs } from '../support/transports.js';
 
 let gateway: TestGateway;
 
@@ -18,6 +20,12 @@ const requested = async (team: TestWorkspace, gw: TestGateway = gateway) =>
   (await gw.app.store.listEvents(team.workspace.id, { types: ['CAMPAIGN_DUPLICATION_REQUESTED'] }, { first: 200 })).length;
 
 const HOUR = 3600_000;
+
+/**
+ * The request hash that versions before d92c320 stored: the input as the transport hands it to the service,
+ * unnormalised (both transports pass the four fields under these names).
+ */
+const rawInputHash = (args: DuplicateArgs): string => hash('sha256', configure({ maximumDepth: 8 })(args) ?? 'null', 'hex');
 
 describe.each(transports)('idempotency keys over $name', (transport) => {
   it('returns the same job for a retried request without taking a second quota point', async () => {
@@ -201,6 +209,37 @@ describe.each(transports)('idempotency keys over $name', (transport) => {
     const again = await transport.duplicate(gateway.baseUrl, team.key, { ...base, ...second }, { idempotencyKey: 'equivalent' });
     expect(original.jobId).not.toBeNull();
     expect(again.jobId).toBe(original.jobId);
+  });
+
+  it.each<[string, DuplicateArgs]>([
+    // GraphQL coerces one tag to a list before the service sees it: only REST ever hashed it as a string.
+    ...(transport.name === 'REST' ? [['one tag as a string', { tagNames: 'newsletter' }] as [string, DuplicateArgs]] : []),
+    ['a null description', { description: null }],
+    ['a name with surrounding spaces', { name: ' s3 ' }],
+    ['a null description and null tags', { description: null, tagNames: null }],
+  ])('replays a key an older version stored with the raw-input hash, for the same request sent again with %s', async (_label, spelling) => {
+    const team = await gateway.workspace();
+    const args: DuplicateArgs = { campaignId: team.campaign.id, name: 's1', ...spelling };
+    // The first request is stored as an older version stored it: same port call, the raw-input hash.
+    const { store } = gateway.app;
+    const reserveAsStored = store.reserveIdempotencyKey.bind(store);
+    let normalisedHash: string | undefined;
+    const reserve = vi.spyOn(store, 'reserveIdempotencyKey').mockImplementationOnce((record, staleBefore) => {
+      normalisedHash = record.requestHash;
+      return reserveAsStored({ ...record, requestHash: rawInputHash(args) }, staleBefore);
+    });
+    const original = await transport.duplicate(gateway.baseUrl, team.key, args, { idempotencyKey: 'from-before' }).finally(() => reserve.mockRestore());
+    expect(original.jobId).not.toBeNull();
+    expect((await gateway.app.store.findIdempotencyKey(team.workspace.id, 'from-before'))?.requestHash).toBe(rawInputHash(args));
+    // The spelling matters: the current hash of this input is another one.
+    expect(normalisedHash).not.toBe(rawInputHash(args));
+
+    const again = await transport.duplicate(gateway.baseUrl, team.key, args, { idempotencyKey: 'from-before' });
+    expect(again.jobId).toBe(original.jobId);
+    const other = await transport.duplicate(gateway.baseUrl, team.key, { ...args, name: 's2' }, { idempotencyKey: 'from-before' });
+    expect(other.code).toBe('CONFLICT');
+    if (transport.name === 'REST') expect(other.status).toBe(422);
+    expect(await requested(team)).toBe(1);
   });
 
   it('scopes keys to the workspace', async () => {
