@@ -11,6 +11,7 @@ import { RateLimiterAuthFailures } from './adapters/rate-limiter-auth-failures.j
 import { RateLimiterEventBudget } from './adapters/rate-limiter-event-budget.js';
 import { RateLimiterQuota } from './adapters/rate-limiter-quota.js';
 import { RedisLimiters } from './adapters/redis/limiters.js';
+import { sharedStorePaths } from './adapters/sqlite/file-modes.js';
 import { SqliteStore } from './adapters/sqlite/store.js';
 import { StoreCampaignReader } from './adapters/store-campaign-reader.js';
 import { UpstreamPacer } from './adapters/upstream-pacer.js';
@@ -238,6 +239,17 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   readiness.logTo(http.log.child({ component: 'readiness' }));
   upstreamLog = http.log.child({ component: 'upstream' });
   storeLog = http.log.child({ component: 'store' });
+  // An existing DATA_DIR keeps its mode (one made by hand, or by a version that did not restrict it): said, not changed.
+  const storeFile = overrides.store ? null : sqliteFilename(config);
+  const shared = storeFile === null ? [] : sharedStorePaths(storeFile);
+  if (shared.length > 0) {
+    storeLog.warn(
+      { paths: shared },
+      `other users of this machine can read or write the embedded store, which holds key hashes and security events: ${shared
+        .map(({ path, mode, fix }) => `${path} is mode ${mode} (${fix})`)
+        .join(', ')}`,
+    );
+  }
   metricsLog = http.log.child({ component: 'metrics' });
   worker = new JobWorker(
     store,

@@ -66,9 +66,11 @@ describe('SQLite store specifics', () => {
     expect(message).not.toContain('api_keys');
   });
 
-  it('makes the data directory readable by its own user only', async () => {
+  it('makes the data directory and the database file readable by its own user only', async () => {
     const made = new SqliteStore({ filename: join(dir, 'made', 'here', 'gateway.db') });
     await made.migrate();
+    const modes = (names: string[]) => names.map((name) => statSync(join(dir, 'made', 'here', name)).mode & 0o777);
+    expect(modes(['gateway.db', 'gateway.db-wal', 'gateway.db-shm'])).toEqual([0o600, 0o600, 0o600]);
     await made.close();
     expect(statSync(join(dir, 'made', 'here')).mode & 0o777).toBe(0o700);
   });

@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { closeSync, constants, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type Database from 'better-sqlite3';
 import { dependencyUnavailable } from '../../domain/errors.js';
@@ -73,8 +73,10 @@ export class SqliteStore implements GatewayStore {
   private storageFailure: { error: Error; damage: boolean } | undefined;
 
   constructor(private readonly options: SqliteStoreOptions) {
-    // Key hashes and client addresses: a directory the store makes is its user's alone (an existing one is kept as it is).
+    // Key hashes and client addresses: a directory or file the store makes is its user's alone (SQLite gives the
+    // -wal and -shm files the file's mode); existing ones are kept as they are.
     mkdirSync(dirname(options.filename), { recursive: true, mode: 0o700 });
+    closeSync(openSync(options.filename, constants.O_RDONLY | constants.O_CREAT, 0o600));
     this.db = openConnection(options.filename);
     this.opened = identify(options.filename);
     this.sql = new Statements(this.db);

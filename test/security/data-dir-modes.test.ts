@@ -1,0 +1,61 @@
+import { chmodSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { sharedStorePaths } from '../../src/adapters/sqlite/file-modes.js';
+import { componentLines, recordingLogger, startGateway } from '../support/gateway.js';
+
+// Inside a directory of the test's own (mode 0700), so that opening the data directory up exposes nothing.
+const root = mkdtempSync(join(tmpdir(), 'cgw-modes-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+const modeOf = (path: string) => statSync(path).mode & 0o777;
+
+/** Starts and stops a gateway on `dataDir`; what its store logged at warn level and above. */
+async function startUpWarnings(dataDir: string): Promise<Record<string, any>[]> {
+  const { logger, lines } = recordingLogger('warn');
+  const gateway = await startGateway({ DATA_DIR: dataDir }, { logger });
+  await gateway.close();
+  return componentLines(lines, 'store');
+}
+
+describe.skipIf(process.platform === 'win32')('the modes of DATA_DIR and its database file', () => {
+  it('are 0700 and 0600 when the gateway makes them, and nothing is said', async () => {
+    const dataDir = join(root, 'fresh', 'data');
+    expect(await startUpWarnings(dataDir)).toEqual([]);
+    expect(modeOf(dataDir)).toBe(0o700);
+    expect(modeOf(join(dataDir, 'gateway.db'))).toBe(0o600);
+  });
+
+  it('are kept when other users may read them (an older layout), with one warning that names each path, its mode and the fix', async () => {
+    const dataDir = join(root, 'older');
+    const file = join(dataDir, 'gateway.db');
+    await startUpWarnings(dataDir);
+    chmodSync(dataDir, 0o755);
+    chmodSync(file, 0o644);
+
+    const warnings = await startUpWarnings(dataDir);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0].level).toBe(40);
+    expect(warnings[0].paths).toEqual([
+      { path: dataDir, mode: '0755', fix: `chmod 700 ${dataDir}` },
+      { path: file, mode: '0644', fix: `chmod 600 ${file}` },
+    ]);
+    expect(warnings[0].msg).toContain(`${dataDir} is mode 0755 (chmod 700 ${dataDir})`);
+    expect(warnings[0].msg).toContain(`${file} is mode 0644 (chmod 600 ${file})`);
+    expect([modeOf(dataDir), modeOf(file)]).toEqual([0o755, 0o644]);
+    // Modes mean nothing on Windows: nothing to say there.
+    expect(sharedStorePaths(file, 'win32')).toEqual([]);
+
+    chmodSync(dataDir, 0o750);
+    chmodSync(file, 0o600);
+    expect((await startUpWarnings(dataDir)).map((warning) => warning.paths)).toEqual([[{ path: dataDir, mode: '0750', fix: `chmod 700 ${dataDir}` }]]);
+
+    chmodSync(dataDir, 0o700);
+    chmodSync(file, 0o620);
+    expect((await startUpWarnings(dataDir)).map((warning) => warning.paths)).toEqual([[{ path: file, mode: '0620', fix: `chmod 600 ${file}` }]]);
+
+    chmodSync(file, 0o600);
+    expect(await startUpWarnings(dataDir)).toEqual([]);
+  });
+});
