@@ -51,10 +51,21 @@ describe.skipIf(process.platform === 'win32')('the modes of DATA_DIR and its dat
     chmodSync(file, 0o600);
     expect((await startUpWarnings(dataDir)).map((warning) => warning.paths)).toEqual([[{ path: dataDir, mode: '0750', fix: `chmod 700 ${dataDir}` }]]);
 
+    // A directory others may not pass through keeps a readable file from them: nothing to say about either.
     chmodSync(dataDir, 0o700);
-    chmodSync(file, 0o620);
-    expect((await startUpWarnings(dataDir)).map((warning) => warning.paths)).toEqual([[{ path: file, mode: '0620', fix: `chmod 600 ${file}` }]]);
+    chmodSync(file, 0o644);
+    expect(await startUpWarnings(dataDir)).toEqual([]);
 
+    // Others may not list the directory, but may open a file whose name they know.
+    chmodSync(dataDir, 0o711);
+    expect((await startUpWarnings(dataDir)).map((warning) => warning.paths)).toEqual([
+      [
+        { path: dataDir, mode: '0711', fix: `chmod 700 ${dataDir}` },
+        { path: file, mode: '0644', fix: `chmod 600 ${file}` },
+      ],
+    ]);
+
+    chmodSync(dataDir, 0o700);
     chmodSync(file, 0o600);
     expect(await startUpWarnings(dataDir)).toEqual([]);
   });
