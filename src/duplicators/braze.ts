@@ -63,10 +63,10 @@ export class BrazeDuplicator implements Duplicator {
       case 'unavailable': {
         let retryAfterMs = response.retryAfterMs;
         if (response.status === 429) {
-          // Best effort: the pause keeps the other jobs back too. A 429 without a time holds this job as long as
-          // the others; with one, this job's own delay already honours the upstream.
+          // Best effort: the pause keeps every job back, this one too, often past the time Braze gave (to the end of
+          // the gateway's own window). The job is due when the hold ends, so its due time is when it is really tried.
           const heldMs = await this.pacer.pause(retryAfterMs ?? 0).catch(() => undefined);
-          retryAfterMs ??= heldMs;
+          if (heldMs !== undefined) retryAfterMs = Math.max(retryAfterMs ?? 0, heldMs);
         }
         return { kind: 'transient', error: response.error, ...(retryAfterMs === undefined ? {} : { retryAfterMs }) };
       }

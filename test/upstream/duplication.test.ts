@@ -164,23 +164,26 @@ describe('upstream mode: what each upstream answer does to a job', () => {
     expect(events[0].details).toMatchObject({ attempts: 3 });
   });
 
-  // Header values carry whole seconds; `at` is the first whole second at least `seconds` from now.
+  // Header values carry whole seconds; `at` is the first whole second at least `seconds` from now. Every time here
+  // is longer than the gateway's own window (60 s), so Braze's is the one the job waits for.
   const at = (now: Date, seconds: number) => Math.ceil(now.getTime() / 1000) + seconds;
   it.each<[string, (now: Date) => Record<string, string>, (now: Date) => number]>([
-    ['Retry-After in seconds', () => ({ 'retry-after': '7' }), () => 7000],
-    ['Retry-After as an HTTP date', (now) => ({ 'retry-after': new Date(at(now, 12) * 1000).toUTCString() }), (now) => at(now, 12) * 1000 - now.getTime()],
+    ['Retry-After in seconds', () => ({ 'retry-after': '70' }), () => 70_000],
+    ['Retry-After as an HTTP date', (now) => ({ 'retry-after': new Date(at(now, 72) * 1000).toUTCString() }), (now) => at(now, 72) * 1000 - now.getTime()],
     [
       'X-RateLimit-Reset (epoch seconds)',
-      (now) => ({ 'x-ratelimit-limit': '100', 'x-ratelimit-remaining': '0', 'x-ratelimit-reset': String(at(now, 30)) }),
-      (now) => at(now, 30) * 1000 - now.getTime(),
+      (now) => ({ 'x-ratelimit-limit': '100', 'x-ratelimit-remaining': '0', 'x-ratelimit-reset': String(at(now, 90)) }),
+      (now) => at(now, 90) * 1000 - now.getTime(),
     ],
-  ])('429 with %s: the job waits exactly that long, and every other job waits too', async (_, headers, expectedDelay) => {
+  ])('429 with %s past the window: the job waits that long, and every other job waits too', async (_, headers, expectedDelay) => {
     const now = h.clock.now();
     h.fake.script(DUPLICATE, { status: 429, json: { message: 'Rate limit exceeded' }, headers: headers(now) });
     const limited = await enqueue(h);
     const job = await until(h, limited.id, retried(1));
     expect(job.error).toEqual({ code: 'UPSTREAM_RATE_LIMITED', message: 'The upstream answered 429: Rate limit exceeded' });
-    expect(delayOf(h, job)).toBe(expectedDelay(now));
+    // The gateway holds back in whole seconds: the time Braze gave, rounded up.
+    expect(delayOf(h, job)).toBeGreaterThanOrEqual(expectedDelay(now));
+    expect(delayOf(h, job)).toBeLessThan(expectedDelay(now) + 1000);
     // A REST client following the job is told to come back when it runs again, not every second.
     expect(await pollAfter(h, limited.id)).toBe(secondsUntil(h, job));
 
@@ -195,6 +198,36 @@ describe('upstream mode: what each upstream answer does to a job', () => {
     advanceTo(h, new Date(Math.max(job.runAt.getTime(), held.runAt.getTime())));
     expect(await until(h, limited.id, finished)).toMatchObject({ status: 'SUCCEEDED', attempts: 2 });
     expect(await until(h, other.id, finished)).toMatchObject({ status: 'SUCCEEDED', attempts: 1 });
+    expect(requestsFor(h, limited.name)).toHaveLength(2);
+  });
+
+  it("429 with a time shorter than the gateway's window: the job is due when the window ends, its first poll says so, and it is not tried before", async () => {
+    h.fake.script(DUPLICATE, { status: 429, json: { message: 'Rate limit exceeded' }, headers: { 'retry-after': '3' } });
+    const limited = await enqueue(h);
+    const job = await until(h, limited.id, retried(1));
+    expect(job.error).toEqual({ code: 'UPSTREAM_RATE_LIMITED', message: 'The upstream answered 429: Rate limit exceeded' });
+
+    // The gateway holds back to the end of the window the job's call opened; the job is due no earlier.
+    const hold = await h.limiter.get(PACER_KEY);
+    expect(hold?.consumedPoints).toBeGreaterThan(h.limiter.points);
+    expect(delayOf(h, job)).toBeGreaterThan(3000);
+    expect(delayOf(h, job)).toBeGreaterThanOrEqual(hold?.msBeforeNext ?? Infinity);
+    expect(delayOf(h, job)).toBeLessThanOrEqual(h.limiter.duration * 1000);
+    expect(await pollAfter(h, limited.id)).toBe(secondsUntil(h, job));
+
+    // Just before the job is due the worker claims what is due (a job enqueued then, which the hold defers) and
+    // leaves this one alone: not claimed, not deferred, not sent.
+    advanceTo(h, new Date(job.runAt.getTime() - 1));
+    const sentinel = await enqueue(h);
+    const deferred = await until(h, sentinel.id, (candidate) => candidate.status === 'PENDING' && candidate.runAt > candidate.createdAt);
+    expect(await getJob(h, limited.id)).toStrictEqual(job);
+    expect(requestsFor(h, limited.name)).toHaveLength(1);
+    expect(await pollAfter(h, limited.id)).toBe('1');
+
+    await h.limiter.delete(PACER_KEY); // the window has passed
+    advanceTo(h, new Date(Math.max(job.runAt.getTime(), deferred.runAt.getTime())));
+    expect(await until(h, limited.id, finished)).toMatchObject({ status: 'SUCCEEDED', attempts: 2 });
+    expect(await until(h, sentinel.id, finished)).toMatchObject({ status: 'SUCCEEDED', attempts: 1 });
     expect(requestsFor(h, limited.name)).toHaveLength(2);
   });
 
