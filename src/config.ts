@@ -1,4 +1,7 @@
-import { resolve } from 'node:path';
+import { statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import ipaddr from 'ipaddr.js';
+import { z } from 'zod';
 import { AllowlistError, coversEveryAddress, parseAllowlist } from './domain/ip-allowlist.js';
 
 export interface Config {
@@ -162,23 +165,70 @@ function origins(env: Env, name: string): string[] {
   });
 }
 
+const HOST_NAME = z.hostname();
+
+/**
+ * An address or a name to listen on, as `listen()` takes it: no port, no scheme, no brackets. Dotted numbers
+ * are an IPv4 address or a mistake (`10.0.0.256`, `127.1`), never a name to look up.
+ */
+function host(env: Env): string {
+  const raw = env.HOST?.trim();
+  if (!raw) return '127.0.0.1';
+  const valid = /^[\d.]+$/.test(raw)
+    ? ipaddr.IPv4.isValidFourPartDecimal(raw)
+    : ipaddr.IPv6.isValid(raw) || HOST_NAME.safeParse(raw).success;
+  if (!valid) throw new ConfigError('HOST', `must be an IP address or a host name, without a port or a scheme, got '${raw}'`);
+  return raw;
+}
+
+/** What is at the path ('none' also under a file); undefined when that cannot be told, which the store then reports. */
+function kind(path: string): 'directory' | 'other' | 'none' | undefined {
+  try {
+    const found = statSync(path, { throwIfNoEntry: false });
+    return found ? (found.isDirectory() ? 'directory' : 'other') : 'none';
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ENOTDIR' ? 'none' : undefined;
+  }
+}
+
+/**
+ * The embedded store's directory. What is already there must be a directory, and so must the nearest existing
+ * parent of one yet to be made: the store would otherwise fail to open with an error naming only a path. With a
+ * database it is unused, and not looked at.
+ */
+function dataDir(env: Env, databaseUrl: string | null): string {
+  const raw = env.DATA_DIR?.trim() || './data';
+  const dir = resolve(raw);
+  if (databaseUrl) return dir;
+  for (let path = dir; path !== dirname(path); path = dirname(path)) {
+    const found = kind(path);
+    if (found === 'other') {
+      const which = path === dir ? 'which is not a directory' : `but ${path} is not a directory`;
+      throw new ConfigError('DATA_DIR', `must be a directory, got '${raw}', ${which}`);
+    }
+    if (found !== 'none') break;
+  }
+  return dir;
+}
+
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 export function loadConfig(env: Env = process.env): Config {
   const nodeEnv = env.NODE_ENV?.trim() || 'development';
   // Anything but the two names of a developer's machine (Production, prod, staging) gets production's safe defaults.
   const production = !['development', 'test'].includes(nodeEnv.toLowerCase());
-  const logLevel = env.LOG_LEVEL?.trim() || 'info';
-  if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}`);
+  const logLevel = env.LOG_LEVEL?.trim().toLowerCase() || 'info';
+  if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}, got '${env.LOG_LEVEL}'`);
   const logFormat = (env.LOG_FORMAT?.trim().toLowerCase() || 'auto') as Config['logFormat'];
-  if (!['auto', 'json', 'pretty'].includes(logFormat)) throw new ConfigError('LOG_FORMAT', 'must be one of auto, json, pretty');
+  if (!['auto', 'json', 'pretty'].includes(logFormat)) throw new ConfigError('LOG_FORMAT', `must be one of auto, json, pretty, got '${env.LOG_FORMAT}'`);
   const upstreamUrl = url(env, 'UPSTREAM_URL', ['http:', 'https:']);
   if (upstreamUrl && /[?#]/.test(upstreamUrl)) throw new ConfigError('UPSTREAM_URL', 'must not have a query or a fragment');
   const upstreamApiKey = env.UPSTREAM_API_KEY?.trim() || null;
   if (upstreamUrl && !upstreamApiKey) throw new ConfigError('UPSTREAM_API_KEY', 'must be set when UPSTREAM_URL is set');
   const upstreamTimeoutMs = integer(env, 'UPSTREAM_TIMEOUT_MS', 10_000, 50, 600_000);
-  const jobLeaseMs = integer(env, 'JOB_LEASE_SECONDS', 30, 1, 3600) * 1000;
-  // A lease shorter than an upstream call would let a second worker claim a job while the first still waits on it.
+  // A lease shorter than an upstream call would let a second worker claim a job while the first still waits on it:
+  // unset, it follows the timeout.
+  const jobLeaseMs = integer(env, 'JOB_LEASE_SECONDS', upstreamUrl ? Math.max(30, Math.ceil(upstreamTimeoutMs / 1000) + 5) : 30, 1, 3600) * 1000;
   if (upstreamUrl && jobLeaseMs < upstreamTimeoutMs + 5000) {
     throw new ConfigError('JOB_LEASE_SECONDS', `must be at least 5 seconds longer than UPSTREAM_TIMEOUT_MS (${upstreamTimeoutMs} ms)`);
   }
@@ -205,14 +255,14 @@ export function loadConfig(env: Env = process.env): Config {
   if (downloadConcurrencyPerWorkspace > downloadConcurrency) {
     throw new ConfigError('DOWNLOAD_CONCURRENCY_PER_WORKSPACE', `must not be more than DOWNLOAD_CONCURRENCY (${downloadConcurrency})`);
   }
-  const host = env.HOST?.trim() || '127.0.0.1';
+  const databaseUrl = url(env, 'DATABASE_URL', ['postgres:', 'postgresql:']);
   return {
     nodeEnv,
     production,
     port: integer(env, 'PORT', 4000, 0, 65535),
-    host,
-    dataDir: resolve(env.DATA_DIR?.trim() || './data'),
-    databaseUrl: url(env, 'DATABASE_URL', ['postgres:', 'postgresql:']),
+    host: host(env),
+    dataDir: dataDir(env, databaseUrl),
+    databaseUrl,
     redisUrl: url(env, 'REDIS_URL', ['redis:', 'rediss:']),
     upstreamUrl,
     upstreamApiKey,

@@ -1,5 +1,61 @@
-import { describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
+
+describe('listening configuration', () => {
+  it.each(['127.0.0.1', '0.0.0.0', '::', '::1', 'fe80::1%eth0', 'localhost', 'gateway-1.internal', ' 10.0.0.5 '])('listens on HOST=%j', (value) => {
+    expect(loadConfig({ HOST: value }).host).toBe(value.trim());
+  });
+
+  it.each(['0.0.0.0:4000', 'localhost:4000', 'http://0.0.0.0', '[::1]', '10.0.0.256', '127.1', 'gate_way', 'a b'])(
+    'stops start-up on HOST=%j with one line naming it and the value',
+    (value) => {
+      expect(() => loadConfig({ HOST: value })).toThrow(
+        `invalid configuration: HOST must be an IP address or a host name, without a port or a scheme, got '${value}'`,
+      );
+    },
+  );
+
+  it.each([
+    ['INFO', 'info'],
+    ['Debug', 'debug'],
+    [' warn ', 'warn'],
+  ])('takes LOG_LEVEL=%j in any case, as LOG_FORMAT and NODE_ENV', (value, level) => {
+    expect(loadConfig({ LOG_LEVEL: value }).logLevel).toBe(level);
+  });
+
+  it.each([
+    ['LOG_LEVEL', 'loud', 'fatal, error, warn, info, debug, trace, silent'],
+    ['LOG_FORMAT', 'xml', 'auto, json, pretty'],
+  ])('says which %s it got when it is none it knows', (name, value, known) => {
+    expect(() => loadConfig({ [name]: value })).toThrow(`invalid configuration: ${name} must be one of ${known}, got '${value}'`);
+  });
+});
+
+describe('DATA_DIR', () => {
+  const parent = mkdtempSync(join(tmpdir(), 'cgw-config-'));
+  const file = join(parent, 'a-file');
+  writeFileSync(file, '');
+  afterAll(() => rmSync(parent, { recursive: true, force: true }));
+
+  it('takes a directory, or one yet to be made', () => {
+    expect(loadConfig({ DATA_DIR: parent }).dataDir).toBe(parent);
+    expect(loadConfig({ DATA_DIR: join(parent, 'new', 'data') }).dataDir).toBe(join(parent, 'new', 'data'));
+  });
+
+  it('stops start-up with one line naming DATA_DIR when it is a file, or under one', () => {
+    expect(() => loadConfig({ DATA_DIR: file })).toThrow(`invalid configuration: DATA_DIR must be a directory, got '${file}', which is not a directory`);
+    expect(() => loadConfig({ DATA_DIR: join(file, 'data') })).toThrow(
+      `invalid configuration: DATA_DIR must be a directory, got '${join(file, 'data')}', but ${file} is not a directory`,
+    );
+  });
+
+  it('is not looked at with a database, which it is unused with', () => {
+    expect(loadConfig({ DATA_DIR: file, DATABASE_URL: 'postgres://gateway@127.0.0.1/gateway' }).dataDir).toBe(file);
+  });
+});
 
 describe('security configuration', () => {
   it('has safe defaults', () => {

@@ -21,6 +21,16 @@ describe('upstream configuration', () => {
     expect(loadConfig({ ...upstream, WORKER_CONCURRENCY: '8' }).workerConcurrency).toBe(8);
   });
 
+  it('holds a job, unless told otherwise, at least 5 seconds longer than an upstream call may last', () => {
+    expect(loadConfig({}).jobLeaseMs).toBe(30_000);
+    expect(loadConfig(upstream).jobLeaseMs).toBe(30_000);
+    expect(loadConfig({ ...upstream, UPSTREAM_TIMEOUT_MS: '26000' })).toMatchObject({ jobLeaseMs: 31_000, shutdownGraceMs: 31_000 });
+    expect(loadConfig({ ...upstream, UPSTREAM_TIMEOUT_MS: '25500' }).jobLeaseMs).toBe(31_000);
+    expect(loadConfig({ ...upstream, UPSTREAM_TIMEOUT_MS: '600000' }).jobLeaseMs).toBe(605_000);
+    expect(loadConfig({ UPSTREAM_TIMEOUT_MS: '60000' }).jobLeaseMs).toBe(30_000);
+    expect(loadConfig({ ...upstream, UPSTREAM_TIMEOUT_MS: '26000', JOB_LEASE_SECONDS: '40' }).jobLeaseMs).toBe(40_000);
+  });
+
   it.each<[Record<string, string>, string]>([
     [{ UPSTREAM_URL: 'https://rest.iad-01.braze.com' }, 'invalid configuration: UPSTREAM_API_KEY must be set when UPSTREAM_URL is set'],
     [{ ...upstream, UPSTREAM_URL: 'ftp://braze' }, 'invalid configuration: UPSTREAM_URL must start with http:// or https://'],
@@ -29,6 +39,10 @@ describe('upstream configuration', () => {
     [{ ...upstream, UPSTREAM_RATE_WINDOW_SECONDS: 'a minute' }, "invalid configuration: UPSTREAM_RATE_WINDOW_SECONDS must be a whole number from 1 to 86400, got 'a minute'"],
     [{ ...upstream, UPSTREAM_TIMEOUT_MS: '1.5' }, "invalid configuration: UPSTREAM_TIMEOUT_MS must be a whole number from 50 to 600000, got '1.5'"],
     [{ ...upstream, UPSTREAM_CONNECT_TIMEOUT_MS: '20000' }, "invalid configuration: UPSTREAM_CONNECT_TIMEOUT_MS must be a whole number from 50 to 10000, got '20000'"],
+    [
+      { ...upstream, UPSTREAM_TIMEOUT_MS: '26000', JOB_LEASE_SECONDS: '30' },
+      'invalid configuration: JOB_LEASE_SECONDS must be at least 5 seconds longer than UPSTREAM_TIMEOUT_MS (26000 ms)',
+    ],
     [
       { ...upstream, UPSTREAM_TIMEOUT_MS: '30000', JOB_LEASE_SECONDS: '30' },
       'invalid configuration: JOB_LEASE_SECONDS must be at least 5 seconds longer than UPSTREAM_TIMEOUT_MS (30000 ms)',
