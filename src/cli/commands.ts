@@ -28,7 +28,7 @@ Commands:
               [--expires-in <30d|12h|15m> | --expires-at <ISO 8601 time>] [--allow-ip <ip or CIDR,...>]
   keys list [--workspace <id or name>]
   keys revoke <key id>
-  keys rotate <key id> [--overlap <1h|7d|...>]
+  keys rotate <key id> [--overlap <0|1h|7d|...>]
   store backup <file>   copy the embedded store while the gateway runs (PostgreSQL: use pg_dump)
 
 Options:
@@ -39,22 +39,26 @@ Permissions: ${PERMISSIONS.join(', ')}
 Uses the same configuration as the gateway (DATA_DIR, DATABASE_URL).
 Exit codes: 0 done, 1 the operation failed, 2 the command line is wrong.`;
 
+/** The command line is wrong: an unknown command or option, a missing argument (exit 2). */
 class UsageError extends Error {}
+/** A known option has a value it cannot take (exit 1, as a value the store refuses). */
+class InvalidValue extends Error {}
 
 const DURATION = /^(\d+)([smhdw])$/;
 const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3600_000, d: 86_400_000, w: 7 * 86_400_000 };
 
-/** `90s`, `15m`, `12h`, `30d`, `2w` → milliseconds. */
+/** `90s`, `15m`, `12h`, `30d`, `2w` → milliseconds; `0` needs no unit. */
 export function parseDuration(option: string, text: string): number {
+  if (text.trim() === '0') return 0;
   const match = DURATION.exec(text.trim());
-  if (!match) throw new UsageError(`--${option} must be a number followed by s, m, h, d or w (like 30d), got '${text}'`);
+  if (!match) throw new InvalidValue(`--${option} must be a number followed by s, m, h, d or w (like 30d), got '${text}'`);
   return Number(match[1]) * UNIT_MS[match[2]];
 }
 
 function parseInstant(option: string, text: string): Date {
   const value = new Date(text);
   if (!/^\d{4}-\d{2}-\d{2}/.test(text) || Number.isNaN(value.getTime())) {
-    throw new UsageError(`--${option} must be an ISO 8601 time like 2027-01-31T00:00:00Z, got '${text}'`);
+    throw new InvalidValue(`--${option} must be an ISO 8601 time like 2027-01-31T00:00:00Z, got '${text}'`);
   }
   return value;
 }
@@ -225,7 +229,7 @@ const COMMANDS: Record<string, Command> = {
       let expiresAt: Date | null = null;
       if (typeof values['expires-in'] === 'string') {
         const ms = parseDuration('expires-in', values['expires-in']);
-        if (ms === 0) throw new UsageError('--expires-in must be longer than 0');
+        if (ms === 0) throw new InvalidValue('--expires-in must be longer than 0');
         expiresAt = new Date(now.getTime() + ms);
       }
       if (typeof values['expires-at'] === 'string') expiresAt = parseInstant('expires-at', values['expires-at']);

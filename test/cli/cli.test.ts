@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SqliteStore } from '../../src/adapters/sqlite/store.js';
@@ -12,6 +13,7 @@ import { ManualClock } from '../support/clock.js';
 import { rest } from '../support/transports.js';
 
 const KEY = /cgw_[0-9A-Za-z]{38}/g;
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 describe('the CLI', () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'cgw-cli-'));
@@ -31,6 +33,16 @@ describe('the CLI', () => {
     return { code, stdout, stderr };
   };
   const cli = (...argv: string[]) => cliAt(clock, argv);
+  /** The CLI as its own process, as `npm run cli` starts it, on the gateway's store. */
+  const cliProcess = (argv: string[]) =>
+    new Promise<{ code: number | string | null | undefined; stdout: string; stderr: string }>((done) => {
+      execFile(
+        process.execPath,
+        ['--import', 'tsx', 'src/cli/main.ts', ...argv],
+        { cwd: ROOT, env: { ...process.env, DATA_DIR: dataDir, NODE_OPTIONS: '' }, timeout: 60_000 },
+        (error, stdout, stderr) => done({ code: error ? error.code : EXIT.ok, stdout, stderr }),
+      );
+    });
   const cliJsonAt = async (at: Clock, argv: string[]) => {
     const result = await cliAt(at, [...argv, '--json']);
     expect(result).toMatchObject({ code: EXIT.ok, stderr: '' });
@@ -160,11 +172,12 @@ describe('the CLI', () => {
 
   it.each([
     [['keys', 'create', '--workspace', 'acme', '--name', 'x'], EXIT.usage, '--permissions is required (see --help)'],
-    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-in', 'forever'], EXIT.usage, "--expires-in must be a number followed by s, m, h, d or w (like 30d), got 'forever'"],
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-in', 'forever'], EXIT.failed, "--expires-in must be a number followed by s, m, h, d or w (like 30d), got 'forever'"],
     [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-in', '1d', '--expires-at', '2027-01-01'], EXIT.usage, 'give --expires-in or --expires-at, not both'],
-    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-in', '0s'], EXIT.usage, '--expires-in must be longer than 0 (see --help)'],
-    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-in', '0m'], EXIT.usage, '--expires-in must be longer than 0 (see --help)'],
-    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-at', 'tomorrow'], EXIT.usage, "--expires-at must be an ISO 8601 time like 2027-01-31T00:00:00Z, got 'tomorrow'"],
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-in', '10y'], EXIT.failed, "--expires-in must be a number followed by s, m, h, d or w (like 30d), got '10y'"],
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-in', '0s'], EXIT.failed, '--expires-in must be longer than 0\n'],
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-in', '0'], EXIT.failed, '--expires-in must be longer than 0\n'],
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-at', 'tomorrow'], EXIT.failed, "--expires-at must be an ISO 8601 time like 2027-01-31T00:00:00Z, got 'tomorrow'"],
     [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-at', '2020-01-01T00:00:00Z'], EXIT.failed, 'The expiry must be in the future'],
     [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.delete'], EXIT.failed, 'Unknown permission: campaigns.delete (known: campaigns.duplicate, campaigns.list, campaigns.details, security_events.read)'],
     [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', ','], EXIT.failed, 'A key needs at least one permission (campaigns.duplicate, campaigns.list, campaigns.details, security_events.read)'],
@@ -176,6 +189,8 @@ describe('the CLI', () => {
     [['keys', 'revoke', 'no-such-key'], EXIT.failed, "No key 'no-such-key'"],
     [['keys', 'rotate', 'no-such-key'], EXIT.failed, "No key 'no-such-key'"],
     [['keys', 'rotate', 'no-such-key', '--overlap', '31d'], EXIT.failed, 'The overlap must be between none and 30 days'],
+    [['keys', 'rotate', 'no-such-key', '--overlap', 'a while'], EXIT.failed, "--overlap must be a number followed by s, m, h, d or w (like 30d), got 'a while'"],
+    [['keys', 'rotate', 'no-such-key', '--overlap'], EXIT.usage, "Option '--overlap <value>' argument missing"],
     [['keys', 'list', 'extra'], EXIT.usage, "unexpected argument 'extra' (see --help)"],
     [['keys', 'list', '--workspace', 'nowhere'], EXIT.failed, "No workspace 'nowhere'"],
     [['workspaces', 'create', '   '], EXIT.failed, 'A workspace needs a name'],
@@ -189,6 +204,28 @@ describe('the CLI', () => {
     expect(result.stderr).toContain(`campaign-gateway: ${message}`);
     expect((await cliJson('keys', 'list', '--workspace', 'acme')).map((key: { name: string }) => key.name)).not.toContain('x');
   });
+
+  it('as a process, exits 1 on an invalid value of a known option and 2 on a wrong command line', async () => {
+    const created = await cliJson('keys', 'create', '--workspace', 'acme', '--name', 'rotated by a process', '--permissions', 'campaigns.list');
+    const create = ['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions'];
+    // One process per kind of outcome (each loads the whole gateway): the table above has every case in-process.
+    const cases: [string[], number][] = [
+      [[...create, 'campaigns.list', '--expires-in', '10y'], EXIT.failed],
+      [[...create, 'campaigns.list', '--expires-at', 'tomorrow'], EXIT.failed],
+      [[...create, 'campaigns.delete'], EXIT.failed],
+      [[...create, 'campaigns.list', '--admin'], EXIT.usage],
+      // "none", the default overlap, given as such.
+      [['keys', 'rotate', created.id, '--overlap', '0'], EXIT.ok],
+    ];
+    const results = await Promise.all(cases.map(([argv]) => cliProcess(argv)));
+    expect(results.map(({ code }) => code)).toEqual(cases.map(([, code]) => code));
+    for (const { code, stderr } of results) {
+      if (code !== EXIT.ok) expect(stderr).toMatch(/^campaign-gateway: [^\n]+\n$/);
+    }
+    expect(results.at(-1)!.stdout).toContain('The previous secret no longer works.');
+    expect((await graphql(gw.baseUrl, created.key, '{ campaigns { edges { node { id } } } }')).status).toBe(401);
+    expect((await cliJson('keys', 'list', '--workspace', 'acme')).map((key: { name: string }) => key.name)).not.toContain('x');
+  }, 60_000);
 
   it('prints help, and usage when called with nothing', async () => {
     const help = await cli('--help');
