@@ -33,6 +33,8 @@ export interface Config {
   /** On SIGTERM/SIGINT, after the drain: how long in-flight requests and running jobs get to finish. */
   shutdownGraceMs: number;
   bodyLimitBytes: number;
+  /** How long a client has to send a whole request, headers and body: a slow sender cannot hold a connection for ever. */
+  requestTimeoutMs: number;
   idempotencyTtlMs: number;
   jobRetentionMs: number;
   eventRetentionMs: number;
@@ -282,6 +284,7 @@ export function loadConfig(env: Env = process.env): Config {
     shutdownGraceMs,
     shutdownDrainMs: integer(env, 'SHUTDOWN_DRAIN_SECONDS', 0, 0, 3600) * 1000,
     bodyLimitBytes: integer(env, 'BODY_LIMIT_BYTES', 64 * 1024, 1024, 10 * 1024 * 1024),
+    requestTimeoutMs: integer(env, 'REQUEST_TIMEOUT_SECONDS', 30, 1, 600) * 1000,
     idempotencyTtlMs,
     jobRetentionMs,
     eventRetentionMs,

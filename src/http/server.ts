@@ -76,6 +76,14 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   const app = Fastify({
     logger: deps.logger ?? loggerOptions(config, deps.logDestination),
     bodyLimit: config.bodyLimitBytes,
+    // fastify turns Node's request timeout off: a client sending a byte now and then would hold its connection
+    // for ever. Node checks the timeouts of open connections every `connectionsCheckingInterval`.
+    requestTimeout: config.requestTimeoutMs,
+    http: {
+      headersTimeout: Math.min(60_000, config.requestTimeoutMs),
+      requestTimeout: config.requestTimeoutMs,
+      connectionsCheckingInterval: Math.min(30_000, config.requestTimeoutMs / 4),
+    },
     trustProxy: config.trustProxy,
     forceCloseConnections: 'idle',
     // Requests that arrive while closing are refused by the hook below, in the gateway's shape, not fastify's.

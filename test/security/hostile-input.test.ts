@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bearer, http, json, rawHttp, startGateway, type HttpResult, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { bearer, http, json, rawConnection, rawHttp, startGateway, type HttpResult, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { assertStoreConsistent } from '../support/store-checks.js';
 import { DUPLICATE_MUTATION } from '../support/transports.js';
 
@@ -345,5 +345,32 @@ describe('hostile input', () => {
     const refusedJobIds = answers.map(({ result }) => result.body?.job_id ?? result.body?.data?.duplicateCampaign?.job?.id).filter(Boolean);
     expect(refusedJobIds).toEqual([]);
     await assertStoreConsistent(gw);
+  });
+});
+
+describe('slow senders', () => {
+  let gw: TestGateway;
+  let ws: TestWorkspace;
+
+  beforeAll(async () => {
+    gw = await startGateway({ REQUEST_TIMEOUT_SECONDS: '1' });
+    ws = await gw.workspace('slow');
+  });
+
+  afterAll(() => gw.close());
+
+  it.each([
+    { part: 'body', head: () => `POST /campaigns/duplicate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Bearer ${ws.key}\r\nContent-Length: 1000\r\n\r\n{`, drip: ' ' },
+    { part: 'headers', head: () => 'POST /campaigns/duplicate HTTP/1.1\r\nHost: x\r\n', drip: 'X-Drip: 1\r\n' },
+  ])('answers 408 and hangs up when the $part of a request keeps trickling in past REQUEST_TIMEOUT_SECONDS', async ({ head, drip }) => {
+    const connection = rawConnection(gw.baseUrl);
+    connection.send(head());
+    // A few bytes now and then, as a slow sender keeps a connection from looking idle; then nothing, so that
+    // no unread byte turns the gateway's close into a reset that could overtake its answer.
+    let drips = 3;
+    const dripping = setInterval(() => (drips-- > 0 ? connection.send(drip) : clearInterval(dripping)), 150);
+    const { head: answerHead, body } = await connection.answer.finally(() => clearInterval(dripping));
+    expect(answerHead).toMatch(/^HTTP\/1\.1 408 /);
+    expect(JSON.parse(body)).toEqual({ message: 'Request timeout' });
   });
 });
