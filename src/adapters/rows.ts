@@ -1,3 +1,4 @@
+import type { EventPruneBatch } from '../domain/ports.js';
 import type { ApiKeyRecord, Campaign, DuplicationJob, IdempotencyRecord, JobErrorCode, JobStatus, NewSecurityEvent, SecurityEvent, Workspace } from '../domain/types.js';
 
 /** Rows as the SQL stores return them, mapped to domain objects. Numbers that PostgreSQL returns as strings (bigint) are converted. */
@@ -191,3 +192,14 @@ export function insertStatement(table: string, row: Row, placeholder: (position:
  */
 export const rowSeq = (table: 'campaigns' | 'security_events', workspaceParam: string, idParam: string): string =>
   `(SELECT seq FROM ${table} WHERE workspace_id = ${workspaceParam} AND id = ${idParam})`;
+
+/**
+ * A retention batch from the events it examined (`seq`, `occurred_at`, oldest first) and how many it deleted.
+ * An event of a job goes only once the job is gone, so a kept job (finished recently, or not finished) keeps its events.
+ */
+export function eventPruneBatch(examined: Row[], limit: number, deleted: number): EventPruneBatch {
+  const last = examined.at(-1);
+  // A short batch reached the cutoff: the pass is over.
+  const next = last && examined.length >= limit ? { occurredAt: date(last.occurred_at), seq: Number(last.seq) } : null;
+  return { deleted, next };
+}

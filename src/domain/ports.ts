@@ -37,6 +37,18 @@ export interface JobOutcome {
  * Persistence. Every method that takes a workspace id only ever sees that workspace's rows.
  * Adapters: SQLite (embedded default) and PostgreSQL; all pass test/contract/store.contract.ts.
  */
+/** Where a pass of `pruneEvents` has got to: the last event it examined, in the order it examines them. */
+export interface EventPruneCursor {
+  occurredAt: Date;
+  seq: number;
+}
+
+export interface EventPruneBatch {
+  deleted: number;
+  /** Where the next batch of the pass starts; null once the pass has examined every event older than the cutoff. */
+  next: EventPruneCursor | null;
+}
+
 export interface GatewayStore {
   readonly kind: string;
   migrate(): Promise<void>;
@@ -115,7 +127,12 @@ export interface GatewayStore {
 
   /** Retention, in bounded batches: each call deletes at most `limit` rows and returns how many it did. */
   pruneFinishedJobs(finishedBefore: Date, limit: number): Promise<number>;
-  pruneEvents(occurredBefore: Date, limit: number): Promise<number>;
+  /**
+   * Examines at most `limit` events older than `occurredBefore`, oldest first, after `after` (null: from the
+   * oldest), and deletes those that may go: an event of a job goes only once the job is gone, so a kept job
+   * keeps its events. Those kept are stepped over by the cursor, so a pass reads each of them once.
+   */
+  pruneEvents(occurredBefore: Date, limit: number, after: EventPruneCursor | null): Promise<EventPruneBatch>;
   pruneIdempotencyKeys(expiredBefore: Date, limit: number): Promise<number>;
 
   insertEvent(event: NewSecurityEvent): Promise<void>;

@@ -1,4 +1,4 @@
-import type { Clock, GatewayStore } from '../domain/ports.js';
+import type { Clock, EventPruneCursor, GatewayStore } from '../domain/ports.js';
 import { RepeatedFailureLog } from './failure-log.js';
 import type { WorkerLogger } from './worker.js';
 
@@ -7,7 +7,7 @@ export interface RetentionOptions {
   eventRetentionMs: number;
   /** How often a pass runs. The first runs right after start. */
   intervalMs: number;
-  /** Rows deleted per statement; small enough that no request waits long behind a delete. */
+  /** Rows deleted (events: examined) per statement; small enough that no request waits long behind a delete. */
   batchSize: number;
 }
 
@@ -16,6 +16,17 @@ export interface PruneCounts {
   events: number;
   idempotencyKeys: number;
 }
+
+/** Runs one batch of a pass: how many rows it deleted, and whether the pass is over. */
+type Batches = (limit: number) => Promise<{ deleted: number; done: boolean }>;
+
+/** Batches of a store method that deletes up to `limit` rows: one that deletes fewer has deleted the last. */
+const counted =
+  (prune: (limit: number) => Promise<number>): Batches =>
+  async (limit) => {
+    const deleted = await prune(limit);
+    return { deleted, done: deleted < limit };
+  };
 
 /** Deletes finished jobs, old events and expired idempotency keys, a bounded batch at a time. */
 export class RetentionPruner {
@@ -73,22 +84,33 @@ export class RetentionPruner {
 
   private async pass(): Promise<PruneCounts> {
     const now = this.clock.now().getTime();
+    // Jobs first: the events of a job pruned now may go in the same pass.
     const counts: PruneCounts = {
-      jobs: await this.drain((limit) => this.store.pruneFinishedJobs(new Date(now - this.options.jobRetentionMs), limit)),
-      events: await this.drain((limit) => this.store.pruneEvents(new Date(now - this.options.eventRetentionMs), limit)),
-      idempotencyKeys: await this.drain((limit) => this.store.pruneIdempotencyKeys(new Date(now), limit)),
+      jobs: await this.drain(counted((limit) => this.store.pruneFinishedJobs(new Date(now - this.options.jobRetentionMs), limit))),
+      events: await this.drain(this.eventBatches(new Date(now - this.options.eventRetentionMs))),
+      idempotencyKeys: await this.drain(counted((limit) => this.store.pruneIdempotencyKeys(new Date(now), limit))),
     };
     if (counts.jobs + counts.events + counts.idempotencyKeys > 0) this.logger.info({ ...counts }, 'pruned old records');
     return counts;
   }
 
-  private async drain(prune: (limit: number) => Promise<number>): Promise<number> {
+  /** The batches of one pass over events, each starting where the previous one stopped, past the events it kept. */
+  private eventBatches(occurredBefore: Date): Batches {
+    let after: EventPruneCursor | null = null;
+    return async (limit) => {
+      const batch = await this.store.pruneEvents(occurredBefore, limit, after);
+      after = batch.next;
+      return { deleted: batch.deleted, done: batch.next === null };
+    };
+  }
+
+  private async drain(prune: Batches): Promise<number> {
     let total = 0;
     for (;;) {
       if (this.stopping) return total;
-      const deleted = await prune(this.options.batchSize);
+      const { deleted, done } = await prune(this.options.batchSize);
       total += deleted;
-      if (deleted < this.options.batchSize) return total;
+      if (done) return total;
       // Let waiting requests run between batches.
       await new Promise((resolve) => setImmediate(resolve));
     }

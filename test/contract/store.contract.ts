@@ -395,14 +395,51 @@ export function storeContract(name: string, harness: StoreHarness): void {
       expect(await store.getJob(ws, recent.id)).not.toBeNull();
       expect(await store.getJob(ws, pending.id)).not.toBeNull();
 
-      expect(await store.pruneEvents(at(500_000), 4)).toBe(4);
-      expect(await store.pruneEvents(at(500_000), 100)).toBe(5);
+      const first = await store.pruneEvents(at(500_000), 4, null);
+      expect(first.deleted).toBe(4);
+      expect(await store.pruneEvents(at(500_000), 100, first.next)).toEqual({ deleted: 5, next: null });
       expect((await store.listEvents(ws, {}, { first: 100 })).map((e) => e.occurredAt)).toEqual([at(900_000)]);
 
       await store.reserveIdempotencyKey({ workspaceId: ws, key: 'a', requestHash: 'h', jobId: null, createdAt: at(0), expiresAt: at(10) }, at(-1));
       await store.reserveIdempotencyKey({ workspaceId: ws, key: 'b', requestHash: 'h', jobId: null, createdAt: at(0), expiresAt: at(1000) }, at(-1));
       expect(await store.pruneIdempotencyKeys(at(500), 10)).toBe(1);
       expect(await store.reserveIdempotencyKey({ workspaceId: ws, key: 'b', requestHash: 'x', jobId: null, createdAt: at(1), expiresAt: at(1000) }, at(-1))).toMatchObject({ key: 'b' });
+    });
+
+    it('prunes old events of a pruned job and without a job, keeping those of a job still kept, finished or not', async () => {
+      const kept = jobFixture(ws);
+      const pending = jobFixture(ws, { runAt: at(10_000_000) });
+      const running = jobFixture(ws);
+      const gone = jobFixture(ws);
+      // Accepted at the same moment, more of them than a batch: the cursor must step through ties.
+      for (const job of [kept, pending, running, gone]) await store.enqueueJob(job, eventFixture(ws, { occurredAt: at(0), jobId: job.id }));
+      await store.insertEvent(eventFixture(ws, { occurredAt: at(0), type: 'PERMISSION_DENIED' }));
+      await store.insertEvent(eventFixture(ws, { occurredAt: at(5), type: 'PERMISSION_DENIED' }));
+      expect((await store.claimJobs('w', 10, at(0), at(10_000_000))).map((job) => job.id).sort()).toEqual([kept.id, running.id, gone.id].sort());
+      const failed = (jobId: string, time: number) =>
+        store.finishJob(jobId, 'w', { status: 'FAILED', resultCampaignId: null, error: { code: 'INTERNAL_ERROR', message: 'x' }, event: eventFixture(ws, { type: 'CAMPAIGN_DUPLICATION_FAILED', occurredAt: at(time), jobId }) }, at(time));
+      await failed(gone.id, 100);
+      await store.insertEvent(eventFixture(ws, { occurredAt: at(200), type: 'API_KEY_CREATED' }));
+      await failed(kept.id, 900_000);
+      expect(await store.pruneFinishedJobs(at(500_000), 10)).toBe(1);
+
+      // Every event is older than the cutoff; those of the kept, pending and running jobs stay.
+      const batches = [];
+      let batch = await store.pruneEvents(at(1_000_000), 2, null);
+      batches.push(batch.deleted);
+      while (batch.next) {
+        batch = await store.pruneEvents(at(1_000_000), 2, batch.next);
+        batches.push(batch.deleted);
+      }
+      expect(batches).toEqual([0, 1, 2, 2, 0]);
+      const left = await store.listEvents(ws, {}, { first: 100 });
+      expect(left.map((event) => [event.jobId, event.type])).toEqual([
+        [kept.id, 'CAMPAIGN_DUPLICATION_FAILED'],
+        [running.id, 'CAMPAIGN_DUPLICATION_REQUESTED'],
+        [pending.id, 'CAMPAIGN_DUPLICATION_REQUESTED'],
+        [kept.id, 'CAMPAIGN_DUPLICATION_REQUESTED'],
+      ]);
+      expect(await store.pruneEvents(at(1_000_000), 100, null)).toEqual({ deleted: 0, next: null });
     });
 
     it('migrates one fresh database once when several instances start at the same moment', async () => {

@@ -10,6 +10,7 @@ import { componentLines, recordingLogger, startGateway, storeHeldOn, waitFor } f
 import { jobEvents, rest } from '../support/transports.js';
 
 const DAY = 86_400_000;
+const HOUR = 3_600_000;
 const silent = { info() {}, warn() {}, error() {} };
 
 describe('retention', () => {
@@ -52,8 +53,35 @@ describe('retention', () => {
     expect(await store.getJob(ws.id, pending.id)).not.toBeNull();
 
     clock.advance(30 * DAY);
-    expect(await pruner.pruneOnce()).toEqual({ jobs: 0, events: 2503, idempotencyKeys: 0 });
+    expect(await pruner.pruneOnce()).toEqual({ jobs: 0, events: 2502, idempotencyKeys: 0 });
     expect(await store.getJob(ws.id, pending.id)).not.toBeNull();
+    expect((await store.listEvents(ws.id, { jobId: pending.id }, { first: 10 })).map((event) => event.jobId)).toEqual([pending.id]);
+  });
+
+  it('with both periods one day, keeps every event of a job kept, past batches of only kept events', async () => {
+    const ws = workspaceFixture();
+    await store.createWorkspace(ws);
+    const accepted = clock.now();
+    const finished = jobFixture(ws.id, { createdAt: accepted, runAt: accepted });
+    // A backlog: more jobs than a batch, still waiting, accepted before any event that may go.
+    const backlog = Array.from({ length: 3 }, () => jobFixture(ws.id, { createdAt: accepted, runAt: new Date(accepted.getTime() + 365 * DAY) }));
+    for (const job of [finished, ...backlog]) await store.enqueueJob(job, eventFixture(ws.id, { occurredAt: accepted, jobId: job.id }));
+    for (let i = 0; i < 3; i += 1) await store.insertEvent(eventFixture(ws.id, { occurredAt: accepted, type: 'PERMISSION_DENIED' }));
+    clock.advance(DAY);
+    await store.claimJobs('w', 10, clock.now(), new Date(clock.now().getTime() + 60_000));
+    const done = eventFixture(ws.id, { type: 'CAMPAIGN_DUPLICATED', occurredAt: clock.now(), jobId: finished.id });
+    await store.finishJob(finished.id, 'w', { status: 'SUCCEEDED', resultCampaignId: null, error: null, event: done }, clock.now());
+    const typesOf = async (jobId: string) => (await store.listEvents(ws.id, { jobId }, { first: 10 })).map((event) => event.type);
+
+    const pruner = new RetentionPruner(store, clock, { jobRetentionMs: DAY, eventRetentionMs: DAY, intervalMs: 60_000, batchSize: 2 }, silent);
+    clock.advance(HOUR);
+    expect(await pruner.pruneOnce()).toEqual({ jobs: 0, events: 3, idempotencyKeys: 0 });
+    expect(await typesOf(finished.id)).toEqual(['CAMPAIGN_DUPLICATED', 'CAMPAIGN_DUPLICATION_REQUESTED']);
+
+    clock.advance(2 * DAY);
+    expect(await pruner.pruneOnce()).toEqual({ jobs: 1, events: 2, idempotencyKeys: 0 });
+    expect(await typesOf(finished.id)).toEqual([]);
+    for (const job of backlog) expect(await typesOf(job.id)).toEqual(['CAMPAIGN_DUPLICATION_REQUESTED']);
   });
 
   it('stops a pass after its current batch when asked to stop, and prunes the rest next time', async () => {
@@ -64,10 +92,10 @@ describe('retention', () => {
     clock.advance(2 * DAY);
     let batches = 0;
     const prune = store.pruneEvents.bind(store);
-    store.pruneEvents = async (before, limit) => {
+    store.pruneEvents = async (before, limit, after) => {
       batches += 1;
       if (batches === 2) void pruner.stop();
-      return prune(before, limit);
+      return prune(before, limit, after);
     };
     expect((await pruner.pruneOnce()).events).toBe(10);
     pruner.start();

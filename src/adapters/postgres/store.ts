@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { GatewayStore, JobOutcome, ListOptions } from '../../domain/ports.js';
+import type { EventPruneBatch, EventPruneCursor, GatewayStore, JobOutcome, ListOptions } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
   Campaign,
@@ -16,6 +16,7 @@ import {
   apiKeyToRow,
   campaignToRow,
   COUNT_JOBS_SQL,
+  eventPruneBatch,
   eventToRow,
   insertStatement,
   maybeDate,
@@ -368,12 +369,25 @@ export class PostgresStore implements GatewayStore {
     );
   }
 
-  async pruneEvents(occurredBefore: Date, limit: number): Promise<number> {
-    return this.count(
-      `DELETE FROM security_events WHERE seq IN (
-         SELECT seq FROM security_events WHERE occurred_at < $1 ORDER BY occurred_at LIMIT $2 FOR UPDATE SKIP LOCKED)`,
-      [occurredBefore, limit],
+  async pruneEvents(occurredBefore: Date, limit: number, after: EventPruneCursor | null): Promise<EventPruneBatch> {
+    // The cursor is two conditions rather than a row comparison, which the index on occurred_at alone cannot seek.
+    // OFFSET 0 keeps the job lookup a primary-key probe per event examined: without it the planner may hash
+    // every job id instead, reading the whole jobs table for each batch. Only the events that go are locked
+    // (those another instance is deleting are skipped): locking the kept ones would write each of them every pass.
+    const examined = await this.rows(
+      `WITH batch AS (
+         SELECT seq, occurred_at, job_id IS NULL OR NOT EXISTS (SELECT FROM jobs WHERE jobs.id = security_events.job_id OFFSET 0) AS gone
+         FROM security_events
+         WHERE occurred_at < $1${after ? ' AND occurred_at >= $3 AND (occurred_at > $3 OR seq > $4)' : ''}
+         ORDER BY occurred_at, seq LIMIT $2),
+       deleted AS (
+         DELETE FROM security_events WHERE seq IN (
+           SELECT seq FROM security_events WHERE seq IN (SELECT seq FROM batch WHERE gone) FOR UPDATE SKIP LOCKED)
+         RETURNING seq)
+       SELECT seq, occurred_at, (SELECT count(*) FROM deleted) AS deleted FROM batch ORDER BY occurred_at, seq`,
+      [occurredBefore, limit, ...(after ? [after.occurredAt, after.seq] : [])],
     );
+    return eventPruneBatch(examined, limit, Number(examined[0]?.deleted ?? 0));
   }
 
   async pruneIdempotencyKeys(expiredBefore: Date, limit: number): Promise<number> {

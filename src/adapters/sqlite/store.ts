@@ -2,7 +2,7 @@ import { closeSync, constants, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type Database from 'better-sqlite3';
 import { dependencyUnavailable } from '../../domain/errors.js';
-import type { GatewayStore, JobOutcome, ListOptions } from '../../domain/ports.js';
+import type { EventPruneBatch, EventPruneCursor, GatewayStore, JobOutcome, ListOptions } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
   Campaign,
@@ -321,8 +321,8 @@ export class SqliteStore implements GatewayStore {
     return this.write('pruneFinishedJobs', finishedBefore, limit);
   }
 
-  async pruneEvents(occurredBefore: Date, limit: number): Promise<number> {
-    return this.write('pruneEvents', occurredBefore, limit);
+  async pruneEvents(occurredBefore: Date, limit: number, after: EventPruneCursor | null): Promise<EventPruneBatch> {
+    return this.write('pruneEvents', occurredBefore, limit, after);
   }
 
   async pruneIdempotencyKeys(expiredBefore: Date, limit: number): Promise<number> {

@@ -1,10 +1,11 @@
 import type Database from 'better-sqlite3';
 import { holdsIdempotencyKey } from '../../domain/idempotency.js';
-import type { JobOutcome } from '../../domain/ports.js';
+import type { EventPruneBatch, EventPruneCursor, JobOutcome } from '../../domain/ports.js';
 import type { ApiKeyRecord, Campaign, DuplicationJob, IdempotencyRecord, JobError, NewSecurityEvent, Workspace } from '../../domain/types.js';
 import {
   apiKeyToRow,
   campaignToRow,
+  eventPruneBatch,
   eventToRow,
   insertStatement,
   newJobToRow,
@@ -208,10 +209,17 @@ export class SqliteWrites {
     ).run(finishedBefore.getTime(), limit).changes;
   }
 
-  pruneEvents(occurredBefore: Date, limit: number): number {
-    return this.sql.get(
-      'DELETE FROM security_events WHERE seq IN (SELECT seq FROM security_events WHERE occurred_at < ? ORDER BY occurred_at LIMIT +?)',
-    ).run(occurredBefore.getTime(), limit).changes;
+  /** The job of each event examined is looked up by its primary key (a correlated subquery runs per row). */
+  pruneEvents(occurredBefore: Date, limit: number, after: EventPruneCursor | null): EventPruneBatch {
+    const examined = this.sql.get(
+      `SELECT seq, occurred_at, job_id IS NULL OR NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = security_events.job_id) AS gone
+       FROM security_events
+       WHERE occurred_at < ?${after ? ' AND (occurred_at, seq) > (?, ?)' : ''} ORDER BY occurred_at, seq LIMIT +?`,
+    ).all(occurredBefore.getTime(), ...(after ? [after.occurredAt.getTime(), after.seq] : []), limit) as Row[];
+    const gone = examined.filter((row) => row.gone).map((row) => row.seq);
+    const deleted =
+      gone.length === 0 ? 0 : this.sql.get('DELETE FROM security_events WHERE seq IN (SELECT value FROM json_each(?))').run(JSON.stringify(gone)).changes;
+    return eventPruneBatch(examined, limit, deleted);
   }
 
   pruneIdempotencyKeys(expiredBefore: Date, limit: number): number {
