@@ -33,10 +33,6 @@ export interface JobOutcome {
   event: NewSecurityEvent;
 }
 
-/**
- * Persistence. Every method that takes a workspace id only ever sees that workspace's rows.
- * Adapters: SQLite (embedded default) and PostgreSQL; all pass test/contract/store.contract.ts.
- */
 /** Where a pass of `pruneEvents` has got to: the last event it examined, in the order it examines them. */
 export interface EventPruneCursor {
   occurredAt: Date;
@@ -49,6 +45,10 @@ export interface EventPruneBatch {
   next: EventPruneCursor | null;
 }
 
+/**
+ * Persistence. Every method that takes a workspace id only ever sees that workspace's rows.
+ * Adapters: SQLite (embedded default) and PostgreSQL; all pass test/contract/store.contract.ts.
+ */
 export interface GatewayStore {
   readonly kind: string;
   migrate(): Promise<void>;
