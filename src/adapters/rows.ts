@@ -203,3 +203,40 @@ export function eventPruneBatch(examined: Row[], limit: number, deleted: number)
   const next = last && examined.length >= limit ? { occurredAt: date(last.occurred_at), seq: Number(last.seq) } : null;
   return { deleted, next };
 }
+
+/**
+ * How far, at most, the time stamped on an event (occurred_at) can be out of the order in which the events of
+ * its workspace commit (seq): the time from stamping an event to committing it, plus the difference between the
+ * clocks of the instances that write. An event is stamped just before its transaction, which commits within
+ * seconds or fails (PostgreSQL cuts a statement, or a wait for a connection, at 10 s; SQLite waits 5 s at most for
+ * a lock), and instances kept by NTP are within a second of each other: ten minutes leaves room for a clock a few
+ * minutes off. docs/DESIGN.md §4 states it.
+ */
+export const EVENT_TIME_SKEW_MS = 10 * 60_000;
+
+/**
+ * The bounds on `seq` that make a time window of events a range of the seq index, each found with one seek on the
+ * time index (workspace_id, occurred_at). Within a workspace seq is commit order, so if an event stamped before
+ * `since - SKEW` committed as number n, every event numbered up to n committed before it, and so was stamped
+ * before `since`; likewise every event numbered from that of one stamped at or after `until + SKEW` on was stamped
+ * at or after `until`. The time filters themselves stay in the query: the bounds only spare it the rows that
+ * cannot match, which without them are read down to the workspace's oldest event whenever the window holds fewer
+ * rows than asked for. `workspace` and `at` are the store's placeholders for the workspace and the seek's time
+ * (`since - SKEW`, `until + SKEW`: see eventWindowSeeks).
+ */
+export const EVENT_WINDOW_SQL = {
+  /** Every event of the workspace numbered up to this was stamped before `since` (0 when none is known to be). */
+  lastBeforeSince: (workspace: string, at: string): string =>
+    `COALESCE((SELECT seq FROM security_events WHERE workspace_id = ${workspace} AND occurred_at < ${at} ORDER BY occurred_at DESC LIMIT 1), 0)`,
+  /** Every event of the workspace numbered from this on was stamped at or after `until` (past every number when none is). */
+  firstFromUntil: (workspace: string, at: string): string =>
+    `COALESCE((SELECT seq FROM security_events WHERE workspace_id = ${workspace} AND occurred_at >= ${at} ORDER BY occurred_at LIMIT 1), ${Number.MAX_SAFE_INTEGER})`,
+};
+
+/** The times EVENT_WINDOW_SQL seeks for a filter's `since` and `until`, each pushed out by EVENT_TIME_SKEW_MS. */
+export function eventWindowSeeks(filter: { since?: Date; until?: Date }): { since?: Date; until?: Date } {
+  return {
+    since: filter.since && new Date(filter.since.getTime() - EVENT_TIME_SKEW_MS),
+    until: filter.until && new Date(filter.until.getTime() + EVENT_TIME_SKEW_MS),
+  };
+}

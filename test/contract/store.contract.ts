@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { EVENT_TIME_SKEW_MS } from '../../src/adapters/rows.js';
 import type { GatewayStore, ListOptions } from '../../src/domain/ports.js';
 import type { SecurityEvent } from '../../src/domain/types.js';
 import { apiKeyFixture, at, campaignFixture, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
@@ -308,6 +309,80 @@ export function storeContract(name: string, harness: StoreHarness): void {
       }
       const [otherEvent] = await store.listEvents(other, {}, { first: 1 });
       expect(await store.listEvents(ws, {}, { first: 100, beforeId: otherEvent.id })).toEqual([]);
+    });
+
+    it('lists exactly the events of a narrow time window among many older and newer ones, however their stamps jitter at its edges', async () => {
+      const MINUTE = 60_000;
+      const since = 180 * MINUTE;
+      const until = since + 20 * MINUTE;
+      const keyId = randomUUID();
+      // In the order they commit: the time each was stamped with, and a name for what it tests.
+      const written: [number, string][] = [
+        ...Array.from({ length: 60 }, (_, i): [number, string] => [i * 2 * MINUTE, `older ${i}`]),
+        [since - EVENT_TIME_SKEW_MS - 1, 'last one stamped more than the skew before since'],
+        [since, 'at since, committed before one stamped the whole skew earlier'],
+        [since - EVENT_TIME_SKEW_MS, 'stamped the whole skew before since'],
+        [since - 3000, 'before since'],
+        [since + 1000, 'in 1'],
+        [since - 1000, 'before since, committed after one inside'],
+        [since - 1, 'just before since'],
+        [since + 2000, 'in 2'],
+        [since + 5 * MINUTE, 'in 3'],
+        [until - 2000, 'in 4'],
+        [until + 1000, 'after until'],
+        [until - 1000, 'in 5, committed after one past until'],
+        [until, 'at until'],
+        [until - 1, 'in 6, just before until'],
+        [until + EVENT_TIME_SKEW_MS - 1, 'stamped just under the skew after until'],
+        [until - 1, 'in 7, committed after one stamped the whole skew later'],
+        ...Array.from({ length: 60 }, (_, i): [number, string] => [until + EVENT_TIME_SKEW_MS + i * 2 * MINUTE, `newer ${i}`]),
+      ];
+      for (const [index, [time, name]] of written.entries()) {
+        await store.insertEvent(
+          eventFixture(ws, {
+            occurredAt: at(time),
+            type: index % 2 === 0 ? 'CAMPAIGN_DUPLICATED' : 'CAMPAIGN_DUPLICATION_REQUESTED',
+            apiKeyId: index % 3 === 0 ? keyId : null,
+            jobId: `job-${index % 4}`,
+            details: { name, index },
+          }),
+        );
+        // Another workspace's events, stamped inside the window or long before, change nothing in this one's.
+        if (index === 70) await store.insertEvent(eventFixture(other, { occurredAt: at(since + MINUTE) }));
+      }
+      await store.insertEvent(eventFixture(other, { occurredAt: at(0) }));
+
+      const newestFirst = [...written.keys()].reverse();
+      const expected = (from: number, to: number, keep: (index: number) => boolean = () => true) =>
+        newestFirst.filter((index) => written[index][0] >= from && written[index][0] < to && keep(index)).map((index) => written[index][1]);
+      const names = (events: SecurityEvent[]) => events.map((event) => event.details.name);
+      const window = { since: at(since), until: at(until) };
+
+      expect(names(await store.listEvents(ws, window, { first: 200 }))).toEqual(expected(since, until));
+      expect(expected(since, until)).toHaveLength(8);
+      expect(names(await store.listEvents(ws, { since: at(since) }, { first: 200 }))).toEqual(expected(since, Infinity));
+      expect(names(await store.listEvents(ws, { until: at(until) }, { first: 200 }))).toEqual(expected(-Infinity, until));
+      expect(names(await store.listEvents(ws, { ...window, types: ['CAMPAIGN_DUPLICATED'] }, { first: 200 }))).toEqual(
+        expected(since, until, (index) => index % 2 === 0),
+      );
+      expect(names(await store.listEvents(ws, { ...window, apiKeyId: keyId }, { first: 200 }))).toEqual(expected(since, until, (index) => index % 3 === 0));
+      expect(names(await store.listEvents(ws, { ...window, jobId: 'job-1' }, { first: 200 }))).toEqual(expected(since, until, (index) => index % 4 === 1));
+      // Windows that hold nothing, after every event and between two of them.
+      expect(await store.listEvents(ws, { since: at(until + 10 * 24 * 60 * MINUTE) }, { first: 50 })).toEqual([]);
+      expect(await store.listEvents(ws, { since: at(since + 6 * MINUTE), until: at(since + 7 * MINUTE) }, { first: 50 })).toEqual([]);
+
+      // Paged, by sequence number (the download) and by a row's id (a client's cursor), alike.
+      for (const after of [(event: SecurityEvent) => ({ beforeSeq: event.seq }), (event: SecurityEvent) => ({ beforeId: event.id })]) {
+        const seen: unknown[] = [];
+        let before: Omit<ListOptions, 'first'> = {};
+        for (;;) {
+          const page = await store.listEvents(ws, window, { first: 2, ...before });
+          seen.push(...names(page));
+          if (page.length < 2) break;
+          before = after(page.at(-1)!);
+        }
+        expect(seen).toEqual(expected(since, until));
+      }
     });
 
     it('never shows an event below one already seen in its workspace, however many instances write at once', async () => {

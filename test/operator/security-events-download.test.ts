@@ -45,12 +45,12 @@ describe('GET /security_events/download', () => {
   });
   afterAll(() => gateway?.close());
 
-  const event = (occurredAt: string, fields: Partial<NewSecurityEvent> = {}): NewSecurityEvent => ({
+  const event = (team: TestWorkspace, occurredAt: string, fields: Partial<NewSecurityEvent> = {}): NewSecurityEvent => ({
     id: randomUUID(),
-    workspaceId: ws.workspace.id,
+    workspaceId: team.workspace.id,
     type: 'CAMPAIGN_DUPLICATION_REQUESTED',
     occurredAt: new Date(occurredAt),
-    apiKeyId: ws.keyId,
+    apiKeyId: team.keyId,
     apiKeyName: 'admin',
     channel: 'REST',
     ip: '127.0.0.1',
@@ -98,20 +98,21 @@ describe('GET /security_events/download', () => {
   });
 
   it('includes start, excludes end, and pages through more events than one batch, newest first, each once', async () => {
-    const other = await gateway.workspace();
+    const team = await gateway.workspace(undefined, undefined, new Date('2021-02-28T00:00:00Z'));
+    const other = await gateway.workspace(undefined, undefined, new Date('2021-02-28T00:00:00Z'));
     const count = DOWNLOAD_BATCH_SIZE * 2 + 500;
     const base = Date.parse('2021-03-01T00:00:00Z');
     const events = [
-      event('2021-02-28T23:59:59.999Z', { campaignId: 'before' }),
-      ...Array.from({ length: count }, (_, index) => event(new Date(base + index * 1000).toISOString(), { campaignId: `c${index}` })),
-      event(new Date(base + count * 1000).toISOString(), { campaignId: 'at-end' }),
-      event('2021-03-01T00:10:00Z', { workspaceId: other.workspace.id, campaignId: 'other-workspace' }),
+      event(team, '2021-02-28T23:59:59.999Z', { campaignId: 'before' }),
+      ...Array.from({ length: count }, (_, index) => event(team, new Date(base + index * 1000).toISOString(), { campaignId: `c${index}` })),
+      event(team, new Date(base + count * 1000).toISOString(), { campaignId: 'at-end' }),
+      event(other, '2021-03-01T00:10:00Z', { campaignId: 'other-workspace' }),
     ];
     // Sent together, committed together: one commit instead of thousands.
     await Promise.all(events.map((item) => gateway.app.store.insertEvent(item)));
 
     const endIso = new Date(base + count * 1000).toISOString();
-    const response = await download(gateway, ws.key, `?start=2021-03-01&end=${endIso}`);
+    const response = await download(gateway, team.key, `?start=2021-03-01&end=${endIso}`);
     expect(response.status).toBe(200);
     const campaigns = rowsOf(response.text).map((row) => JSON.parse(row.JsonProperties).campaign_id);
     expect(campaigns).toEqual(Array.from({ length: count }, (_, index) => `c${count - 1 - index}`));
@@ -129,10 +130,11 @@ describe('GET /security_events/download', () => {
   });
 
   it('takes date-times to the minute, with any time zone', async () => {
+    const team = await gateway.workspace(undefined, undefined, new Date('2020-06-01T00:00:00Z'));
     for (const [at, campaignId] of [['2020-06-01T09:59:59Z', 'before'], ['2020-06-01T10:00:00Z', 'inside'], ['2020-06-01T10:01:00Z', 'at-end']]) {
-      await gateway.app.store.insertEvent(event(at, { campaignId }));
+      await gateway.app.store.insertEvent(event(team, at, { campaignId }));
     }
-    const response = await download(gateway, ws.key, `?start=2020-06-01T10:00Z&end=${encodeURIComponent('2020-06-01T12:01+02:00')}`);
+    const response = await download(gateway, team.key, `?start=2020-06-01T10:00Z&end=${encodeURIComponent('2020-06-01T12:01+02:00')}`);
     expect(response.status).toBe(200);
     expect(rowsOf(response.text).map((row) => JSON.parse(row.JsonProperties).campaign_id)).toEqual(['inside']);
   });
@@ -178,6 +180,8 @@ describe('GET /security_events/download', () => {
 
 /** January 2019 holds the large events of `seedLargeEvents`; January 1999 holds nothing. */
 const LARGE_RANGE = '?start=2019-01-01&end=2019-02-01';
+/** When the workspaces that get those events are made: before them. */
+const BEFORE_LARGE_EVENTS = new Date('2018-12-31T00:00:00Z');
 const EMPTY_RANGE = '?start=1999-01-01&end=1999-02-01';
 const LARGE_EVENTS = 2500;
 
@@ -247,7 +251,8 @@ describe('downloads in progress at once', () => {
       return failing === (later ? 'later batches' : 'first batch');
     });
     gateway = await startGateway(env, { store });
-    [a, b, c] = [await gateway.workspace(), await gateway.workspace(), await gateway.workspace()];
+    const early = () => gateway.workspace(undefined, undefined, BEFORE_LARGE_EVENTS);
+    [a, b, c] = [await early(), await early(), await early()];
     await Promise.all([seedLargeEvents(gateway, a), seedLargeEvents(gateway, b)]);
   });
 
@@ -329,7 +334,7 @@ describe('a download whose client takes no data', () => {
 
   beforeAll(async () => {
     gateway = await startGateway({ DOWNLOAD_CONCURRENCY_PER_WORKSPACE: '1' }, { logger, downloadStallTimeoutMs: 200 });
-    ws = await gateway.workspace();
+    ws = await gateway.workspace(undefined, undefined, BEFORE_LARGE_EVENTS);
     await seedLargeEvents(gateway, ws);
   });
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { request, type Dispatcher } from 'undici';
 import { buildApp, createStore, type App, type AppOverrides } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config.js';
-import type { AdminService } from '../../src/domain/admin.js';
+import { AdminService } from '../../src/domain/admin.js';
 import { PERMISSIONS } from '../../src/domain/permissions.js';
 import type { GatewayStore } from '../../src/domain/ports.js';
 import type { Campaign, Workspace } from '../../src/domain/types.js';
@@ -17,8 +17,12 @@ export interface TestGateway {
   config: Config;
   baseUrl: string;
   dataDir: string;
-  /** Creates a workspace with one campaign and a tag, and a key with the given permissions. */
-  workspace(name?: string, permissions?: string[]): Promise<TestWorkspace>;
+  /**
+   * Creates a workspace with one campaign and a tag, and a key with the given permissions. With `asOf`, as at that
+   * time: a test that writes events stamped in the past makes its workspace before them, since the gateway stamps
+   * events as it writes them and the stores rely on it (EVENT_TIME_SKEW_MS).
+   */
+  workspace(name?: string, permissions?: string[], asOf?: Date): Promise<TestWorkspace>;
   close(): Promise<void>;
 }
 
@@ -83,7 +87,8 @@ export async function startGateway(env: Record<string, string> = {}, overrides: 
     config,
     baseUrl,
     dataDir,
-    workspace: (name, permissions) => createTestWorkspace(app.store, app.admin, name, permissions),
+    workspace: (name, permissions, asOf) =>
+      createTestWorkspace(app.store, asOf === undefined ? app.admin : new AdminService(app.store, { now: () => asOf }), name, permissions),
     async close() {
       await app.close();
       rmSync(dataDir, { recursive: true, force: true });

@@ -18,6 +18,8 @@ import {
   COUNT_JOBS_SQL,
   eventPruneBatch,
   eventToRow,
+  EVENT_WINDOW_SQL,
+  eventWindowSeeks,
   insertStatement,
   maybeDate,
   newJobToRow,
@@ -421,8 +423,13 @@ export class PostgresStore implements GatewayStore {
     if (filter.jobId !== undefined) where.push(`job_id = ${param(filter.jobId)}`);
     if (filter.apiKeyId !== undefined) where.push(`api_key_id = ${param(filter.apiKeyId)}`);
     if (filter.types !== undefined) where.push(`type = ANY(${param(filter.types)}::text[])`);
-    if (filter.since !== undefined) where.push(`occurred_at >= ${param(filter.since)}`);
-    if (filter.until !== undefined) where.push(`occurred_at < ${param(filter.until)}`);
+    const seeks = eventWindowSeeks(filter);
+    if (seeks.since !== undefined) where.push(`seq > ${EVENT_WINDOW_SQL.lastBeforeSince('$1', param(seeks.since))}`);
+    if (seeks.until !== undefined) where.push(`seq < ${EVENT_WINDOW_SQL.firstFromUntil('$1', param(seeks.until))}`);
+    // `+ interval '0 s'`: the times filter the rows of the seq range, and must not draw the planner to a time index,
+    // from which the rows come out of seq order, to be sorted, all of them, for every page.
+    if (filter.since !== undefined) where.push(`occurred_at + interval '0 s' >= ${param(filter.since)}`);
+    if (filter.until !== undefined) where.push(`occurred_at + interval '0 s' < ${param(filter.until)}`);
     const rows = await this.rows(
       `SELECT * FROM security_events WHERE ${where.join(' AND ')} ORDER BY seq DESC LIMIT ${param(options.first)}`,
       values,

@@ -15,7 +15,7 @@ import type {
   SecurityEventFilter,
   Workspace,
 } from '../../domain/types.js';
-import { COUNT_JOBS_SQL, maybeDate, oldestDueJobSql, rowSeq, rowToApiKey, rowToCampaign, rowToEvent, rowToIdempotency, rowToJob, rowToWorkspace, type Row } from '../rows.js';
+import { COUNT_JOBS_SQL, EVENT_WINDOW_SQL, eventWindowSeeks, maybeDate, oldestDueJobSql, rowSeq, rowToApiKey, rowToCampaign, rowToEvent, rowToIdempotency, rowToJob, rowToWorkspace, type Row } from '../rows.js';
 import { newerSchema } from '../schema-version.js';
 import { openConnection, Statements } from './connection.js';
 import { identify, type FileIdentity } from './database-file.js';
@@ -35,16 +35,18 @@ export interface SqliteStoreOptions {
 }
 
 /**
- * Where a page starts, as the one upper bound on `seq` (adding its parameter): SQLite seeks on one bound of an
- * index, and with two it may seek on the loose one and step over every newer row, or pick the wrong index.
+ * Where a page starts, as what `seq` must stay below (adding its parameter): SQLite seeks on one bound of an index,
+ * and with two it may seek on the loose one and step over every newer row, or pick the wrong index, so a query
+ * with another upper bound takes the lower of the two (`min`, which is NULL, matching no row, when the cursor's
+ * row is gone).
  */
-function pageBound(table: 'campaigns' | 'security_events', options: ListOptions, params: Record<string, unknown>): string {
+function pageEnd(table: 'campaigns' | 'security_events', options: ListOptions, params: Record<string, unknown>): string {
   if (options.beforeId !== undefined) {
     params.beforeId = options.beforeId;
-    return `seq < ${rowSeq(table, '@workspaceId', '@beforeId')}`;
+    return rowSeq(table, '@workspaceId', '@beforeId');
   }
   params.beforeSeq = options.beforeSeq ?? Number.MAX_SAFE_INTEGER;
-  return 'seq < @beforeSeq';
+  return '@beforeSeq';
 }
 
 /**
@@ -261,7 +263,7 @@ export class SqliteStore implements GatewayStore {
   async listCampaigns(workspaceId: string, options: ListOptions): Promise<Campaign[]> {
     const params: Record<string, unknown> = { workspaceId, first: options.first };
     const rows = this.readAll(
-      `SELECT * FROM campaigns WHERE workspace_id = @workspaceId AND ${pageBound('campaigns', options, params)} ORDER BY seq DESC LIMIT +@first`,
+      `SELECT * FROM campaigns WHERE workspace_id = @workspaceId AND seq < ${pageEnd('campaigns', options, params)} ORDER BY seq DESC LIMIT +@first`,
       params,
     );
     return rows.map(rowToCampaign);
@@ -335,7 +337,18 @@ export class SqliteStore implements GatewayStore {
 
   async listEvents(workspaceId: string, filter: SecurityEventFilter, options: ListOptions): Promise<SecurityEvent[]> {
     const params: Record<string, unknown> = { workspaceId, first: options.first };
-    const where = ['workspace_id = @workspaceId', pageBound('security_events', options, params)];
+    const seeks = eventWindowSeeks(filter);
+    const end = pageEnd('security_events', options, params);
+    const where = ['workspace_id = @workspaceId'];
+    if (seeks.until === undefined) where.push(`seq < ${end}`);
+    else {
+      where.push(`seq < min(${end}, ${EVENT_WINDOW_SQL.firstFromUntil('@workspaceId', '@untilSeek')})`);
+      params.untilSeek = seeks.until.getTime();
+    }
+    if (seeks.since !== undefined) {
+      where.push(`seq > ${EVENT_WINDOW_SQL.lastBeforeSince('@workspaceId', '@sinceSeek')}`);
+      params.sinceSeek = seeks.since.getTime();
+    }
     if (filter.jobId !== undefined) {
       where.push('job_id = @jobId');
       params.jobId = filter.jobId;
@@ -351,12 +364,14 @@ export class SqliteStore implements GatewayStore {
       where.push(types.length === 0 ? '0' : `type IN (${types.map((_, index) => `@type${index}`).join(', ')})`);
       types.forEach((type, index) => (params[`type${index}`] = type));
     }
+    // `+occurred_at`: the times filter the rows of the seq range, and must not draw SQLite to the time index,
+    // from which the rows come out of seq order, to be sorted, all of them, for every page.
     if (filter.since !== undefined) {
-      where.push('occurred_at >= @since');
+      where.push('+occurred_at >= @since');
       params.since = filter.since.getTime();
     }
     if (filter.until !== undefined) {
-      where.push('occurred_at < @until');
+      where.push('+occurred_at < @until');
       params.until = filter.until.getTime();
     }
     const rows = this.readAll(`SELECT * FROM security_events WHERE ${where.join(' AND ')} ORDER BY seq DESC LIMIT +@first`, params);
