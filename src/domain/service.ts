@@ -1,4 +1,5 @@
 import { hash } from 'node:crypto';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { configure } from 'safe-stable-stringify';
 import { decodeRowCursor, encodeCursor } from './cursor.js';
 import { GatewayError, internalError, isGatewayError, unavailableCause, type ErrorCode, type RateLimitState } from './errors.js';
@@ -554,6 +555,10 @@ export class GatewayService {
       while (batch.length > 0) {
         yield* batch;
         if (batch.length < DOWNLOAD_BATCH_SIZE) return;
+        // Other requests get a turn of the event loop before each batch. A store that answers at once (SQLite reads
+        // on this thread) and a client whose socket takes every write at once never make this loop wait for I/O:
+        // the whole download would then run in one turn, and the instance answer nothing else until it ended.
+        await nextTurn();
         batch = await read(batch[batch.length - 1].seq);
       }
     }

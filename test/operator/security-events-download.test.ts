@@ -10,12 +10,14 @@ import { request } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
-import type { ListOptions } from '../../src/domain/ports.js';
+import { AdminService } from '../../src/domain/admin.js';
+import type { GatewayStore, ListOptions } from '../../src/domain/ports.js';
 import { DOWNLOAD_BATCH_SIZE } from '../../src/domain/service.js';
-import type { NewSecurityEvent } from '../../src/domain/types.js';
+import type { NewSecurityEvent, SecurityEventFilter } from '../../src/domain/types.js';
 import { EVENT_NAMES } from '../../src/http/security-events-download.js';
 import {
   bearer,
+  createTestWorkspace,
   graphql,
   http,
   json,
@@ -27,6 +29,7 @@ import {
   type TestGateway,
   type TestWorkspace,
 } from '../support/gateway.js';
+import { spawnGateway, type GatewayProcess } from '../support/process.js';
 
 const COLUMNS = ['CreatedAt', 'EmailAtTimeOfEvent', 'CurrentEmail', 'EventName', 'OtherAccount', 'JsonProperties'];
 
@@ -189,11 +192,10 @@ const LARGE_EVENTS = 2500;
  * 2,500 events with 4,000-character descriptions, about 10 MB of CSV: more than the socket buffers between the
  * gateway and a client that reads nothing take, so such a client's download stays in progress.
  */
-async function seedLargeEvents(gateway: TestGateway, ws: TestWorkspace): Promise<void> {
-  const base = Date.parse('2019-01-01T00:00:00Z');
+async function seedLargeEvents(store: GatewayStore, ws: TestWorkspace, base = Date.parse('2019-01-01T00:00:00Z')): Promise<void> {
   await Promise.all(
     Array.from({ length: LARGE_EVENTS }, (_, index) =>
-      gateway.app.store.insertEvent({
+      store.insertEvent({
         id: randomUUID(),
         workspaceId: ws.workspace.id,
         type: 'CAMPAIGN_DUPLICATION_REQUESTED',
@@ -239,21 +241,22 @@ describe('downloads in progress at once', () => {
   let a: TestWorkspace;
   let b: TestWorkspace;
   let c: TestWorkspace;
-  let eventReads = 0;
+  /** Reads of the empty range's events: the downloads left unread go on reading theirs meanwhile. */
+  let emptyRangeReads = 0;
   let failing: 'none' | 'first batch' | 'later batches' = 'none';
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'cgw-downloads-'));
     const env = { DATA_DIR: dir, DOWNLOAD_CONCURRENCY: '3', DOWNLOAD_CONCURRENCY_PER_WORKSPACE: '2' };
     const store = storeFailingOn(await createStore(loadConfig(env)), ['listEvents'], (...args) => {
-      eventReads += 1;
+      if ((args[1] as SecurityEventFilter).since?.getTime() === Date.parse('1999-01-01')) emptyRangeReads += 1;
       const later = (args[2] as ListOptions).beforeSeq !== undefined;
       return failing === (later ? 'later batches' : 'first batch');
     });
     gateway = await startGateway(env, { store });
     const early = () => gateway.workspace(undefined, undefined, BEFORE_LARGE_EVENTS);
     [a, b, c] = [await early(), await early(), await early()];
-    await Promise.all([seedLargeEvents(gateway, a), seedLargeEvents(gateway, b)]);
+    await Promise.all([seedLargeEvents(gateway.app.store, a), seedLargeEvents(gateway.app.store, b)]);
   });
 
   afterEach(async () => {
@@ -271,13 +274,13 @@ describe('downloads in progress at once', () => {
     expect([first.statusCode, second.statusCode]).toEqual([200, 200]);
     expect(await downloadsInProgress(gateway)).toBe(2);
 
-    const readsBefore = eventReads;
+    const readsBefore = emptyRangeReads;
     const refused = await download(gateway, a.key, EMPTY_RANGE);
     expect(refused.status).toBe(429);
     expect(refused.headers['content-type']).toMatch(/^application\/json/);
     expect(refused.headers['retry-after']).toBe('5');
     expect(refused.body).toEqual({ message: 'This workspace already has 2 security event downloads in progress; try again when one has finished' });
-    expect(eventReads).toBe(readsBefore);
+    expect(emptyRangeReads).toBe(readsBefore);
     const documented = (await http(gateway.baseUrl, 'GET', '/openapi.json')).body.paths['/security_events/download'].get.responses['429'];
     expect(documented.description).toContain('Too many downloads in progress');
     expect(Object.keys(documented.headers)).toContain('retry-after');
@@ -335,7 +338,7 @@ describe('a download whose client takes no data', () => {
   beforeAll(async () => {
     gateway = await startGateway({ DOWNLOAD_CONCURRENCY_PER_WORKSPACE: '1' }, { logger, downloadStallTimeoutMs: 200 });
     ws = await gateway.workspace(undefined, undefined, BEFORE_LARGE_EVENTS);
-    await seedLargeEvents(gateway, ws);
+    await seedLargeEvents(gateway.app.store, ws);
   });
 
   afterAll(async () => {
@@ -357,6 +360,54 @@ describe('a download whose client takes no data', () => {
     expect(logged).toHaveLength(1);
     expect(JSON.parse(logged[0])).toMatchObject({ level: 40, reqId: expect.any(String), workspaceId: ws.workspace.id, apiKeyId: ws.keyId });
     expect(logged[0]).not.toContain(ws.key);
+  });
+});
+
+describe('a download its client reads as fast as it is sent', () => {
+  // Yesterday's: a gateway that starts on older events may prune them first.
+  const base = Math.floor(Date.now() / 1000) * 1000 - 86_400_000;
+  const range = `?start=${new Date(base).toISOString()}&end=${new Date(base + LARGE_EVENTS * 1000).toISOString()}`;
+  let dir: string;
+  let gateway: GatewayProcess | undefined;
+  let key: string;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'cgw-download-turns-'));
+    const store = await createStore(loadConfig({ DATA_DIR: dir }));
+    try {
+      const ws = await createTestWorkspace(store, new AdminService(store, { now: () => new Date(base - 60_000) }));
+      await seedLargeEvents(store, ws, base);
+      key = ws.key;
+    } finally {
+      await store.close();
+    }
+    // A process of its own: a client in the gateway's process reads only when the gateway lets its event loop turn,
+    // which is the very thing under test.
+    gateway = await spawnGateway({ DATA_DIR: dir, LOG_LEVEL: 'warn', SEED_DEMO: 'false', WORKER_CONCURRENCY: '0' }, { ownPort: true });
+  });
+
+  afterAll(async () => {
+    gateway?.child.kill('SIGTERM');
+    await gateway?.exited;
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('leaves other requests their turn: a /healthz sent once it has started is answered before it ends', async () => {
+    const finished: string[] = [];
+    const response = await request(`${gateway!.baseUrl}/security_events/download${range}`, { headers: bearer(key) });
+    expect(response.statusCode).toBe(200);
+    const health = request(`${gateway!.baseUrl}/healthz`).then(async (answer) => {
+      await answer.body.dump();
+      finished.push(`healthz ${answer.statusCode}`);
+    });
+    let lines = 0;
+    for await (const chunk of response.body as AsyncIterable<Buffer>) {
+      for (let offset = chunk.indexOf(10); offset !== -1; offset = chunk.indexOf(10, offset + 1)) lines++;
+    }
+    finished.push('download');
+    await health;
+    expect(lines).toBe(LARGE_EVENTS + 1);
+    expect(finished).toEqual(['healthz 200', 'download']);
   });
 });
 
