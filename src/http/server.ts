@@ -122,9 +122,12 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   app.addHook('preClose', async () => {
     closing = true;
   });
+  // An answer given before the request's body has all arrived (a key refused before the body is read, a body
+  // over the limit) ends the connection too: Node would otherwise keep timing the unfinished request and send
+  // an unasked-for 408 after it.
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
-    if (closing) reply.header('connection', 'close');
+    if (closing || !request.raw.complete) reply.header('connection', 'close');
   });
   // A callback, not an async hook: it runs on every request and has nothing to wait for.
   app.addHook('onRequest', (_request, _reply, done) => {

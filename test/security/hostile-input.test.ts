@@ -373,4 +373,13 @@ describe('slow senders', () => {
     expect(answerHead).toMatch(/^HTTP\/1\.1 408 /);
     expect(JSON.parse(body)).toEqual({ message: 'Request timeout' });
   });
+
+  it('answers a request refused before its body has arrived once, and hangs up: no 408 follows the refusal', async () => {
+    const connection = rawConnection(gw.baseUrl);
+    connection.send('POST /campaigns/duplicate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{');
+    const { head, body } = await connection.answer;
+    expect(head).toMatch(/^HTTP\/1\.1 401 /);
+    expect(head).toMatch(/\r\nconnection: close(\r\n|$)/i);
+    expect(JSON.parse(body)).toEqual({ message: 'Invalid API key' });
+  });
 });
