@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { maxHeaderSize } from 'node:http';
+import type { Socket } from 'node:net';
 import fastifySwagger from '@fastify/swagger';
 import { fastifyApolloHandler } from '@as-integrations/fastify';
 import cors from '@fastify/cors';
@@ -73,6 +74,11 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     return reply.status(mapped.status).send(body);
   };
 
+  // Connections whose request was answered before its body had all arrived (a key refused before the body is
+  // read, a body over the limit), until the rest of the body has been read. Should it never arrive, Node's
+  // request timeout ends the connection without the 408 that would answer a request twice.
+  const answeredBeforeItsBody = new WeakSet<Socket>();
+
   const app = Fastify({
     logger: deps.logger ?? loggerOptions(config, deps.logDestination),
     bodyLimit: config.bodyLimitBytes,
@@ -104,6 +110,10 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     // A request Node cannot parse never reaches fastify: answered on the socket, logged without what was sent.
     clientErrorHandler: (error, socket) => {
       if (error.code === 'ECONNRESET' || socket.destroyed) return;
+      if (answeredBeforeItsBody.has(socket)) {
+        socket.destroy();
+        return;
+      }
       const requestId = randomUUID();
       app.log.info({ reqId: requestId, code: error.code }, 'malformed HTTP request refused');
       if (socket.writable) socket.write(clientErrorResponse(error.code, requestId));
@@ -122,12 +132,9 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   app.addHook('preClose', async () => {
     closing = true;
   });
-  // An answer given before the request's body has all arrived (a key refused before the body is read, a body
-  // over the limit) ends the connection too: Node would otherwise keep timing the unfinished request and send
-  // an unasked-for 408 after it.
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
-    if (closing || !request.raw.complete) reply.header('connection', 'close');
+    if (closing) reply.header('connection', 'close');
   });
   // A callback, not an async hook: it runs on every request and has nothing to wait for.
   app.addHook('onRequest', (_request, _reply, done) => {
@@ -143,6 +150,10 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   app.setNotFoundHandler((request, reply) => reply.status(404).send({ message: 'Not Found' }));
 
   app.addHook('onResponse', async (request, reply) => {
+    if (!request.raw.complete) {
+      answeredBeforeItsBody.add(request.raw.socket);
+      request.raw.once('end', () => answeredBeforeItsBody.delete(request.raw.socket));
+    }
     // The route template, never the raw URL: label values must stay few.
     deps.metrics.observeRequest(request.method, request.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000);
   });
