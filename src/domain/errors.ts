@@ -69,11 +69,20 @@ export const internalCause = (error: unknown): unknown =>
   isGatewayError(error) && error.code === 'INTERNAL' && error.cause !== undefined ? error.cause : error;
 
 /**
- * A dependency (the database, a limiter's store) that cannot be reached right now: 503, and come back in a
- * few seconds, the time a database restart usually takes. `cause` is the dependency's own error, for the log.
+ * A dependency of this instance (the database, a limiter's store) that cannot be reached right now: 503, and
+ * come back in a few seconds, the time a database restart usually takes. Unlike an upstream outage, which every
+ * instance shares, it says to come back or go to another instance. `cause` is the dependency's own error, for
+ * the log.
  */
-export const dependencyUnavailable = (cause: unknown): GatewayError =>
-  new GatewayError('UNAVAILABLE', undefined, { retryAfterSeconds: 5, cause });
+export class DependencyUnavailableError extends GatewayError {
+  constructor(cause: unknown) {
+    super('UNAVAILABLE', undefined, { retryAfterSeconds: 5, cause });
+  }
+}
+
+export const dependencyUnavailable = (cause: unknown): GatewayError => new DependencyUnavailableError(cause);
+
+export const isDependencyOutage = (error: unknown): error is DependencyUnavailableError => error instanceof DependencyUnavailableError;
 
 export const rethrowAsUnavailable = (cause: unknown): never => {
   throw dependencyUnavailable(cause);

@@ -2,7 +2,7 @@ import { hash } from 'node:crypto';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { configure } from 'safe-stable-stringify';
 import { decodeRowCursor, encodeCursor } from './cursor.js';
-import { GatewayError, internalError, isGatewayError, unavailableCause, type ErrorCode, type RateLimitState } from './errors.js';
+import { GatewayError, internalError, isDependencyOutage, isGatewayError, type ErrorCode, type RateLimitState } from './errors.js';
 import { holdsIdempotencyKey } from './idempotency.js';
 import type { DownloadSlots } from './download-slots.js';
 import { newId } from './ids.js';
@@ -484,7 +484,7 @@ export class GatewayService {
   private async failedAfterPoint(principal: Principal, error: unknown, rateLimit: RateLimitState): Promise<unknown> {
     if (!(error instanceof GatewayError) || error.rateLimit !== undefined) return error;
     const refunded =
-      unavailableCause(error) !== undefined &&
+      isDependencyOutage(error) &&
       (await this.deps.quota.refund(principal.workspaceId).then(
         () => true,
         () => false,

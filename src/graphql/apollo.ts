@@ -9,7 +9,7 @@ import {
 import { ApolloServerErrorCode, ApolloServerValidationErrorCode, unwrapResolverError } from '@apollo/server/errors';
 import type { FastifyBaseLogger } from 'fastify';
 import { BREAK, GraphQLError, type DocumentNode, type GraphQLFormattedError, type GraphQLSchema, type ValidationRule } from 'graphql';
-import { ERROR_CODES, internalCause, isGatewayError, unavailableCause, type FieldIssue, type GatewayError } from '../domain/errors.js';
+import { ERROR_CODES, internalCause, isDependencyOutage, isGatewayError, unavailableCause, type FieldIssue, type GatewayError } from '../domain/errors.js';
 import type { GraphQLContext } from './context.js';
 import { apolloDocumentStore, apolloQueryTextStore, type DocumentCache } from './document-cache.js';
 import { operationShapeRule, type CostLimit, type GraphQLLimits } from './limits.js';
@@ -112,7 +112,7 @@ export function reportUnexpectedErrors(logger: FastifyBaseLogger, errors: readon
 function unavailableRootFields(errors: readonly unknown[]): Set<string> {
   const fields = new Set<string>();
   for (const error of errors) {
-    if (error instanceof GraphQLError && error.path?.length === 1 && unavailableCause(rootCause(error)) !== undefined) fields.add(String(error.path[0]));
+    if (error instanceof GraphQLError && error.path?.length === 1 && isDependencyOutage(rootCause(error))) fields.add(String(error.path[0]));
   }
   return fields;
 }

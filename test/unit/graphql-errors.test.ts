@@ -1,7 +1,8 @@
 import { GraphQLError } from 'graphql';
 import { describe, expect, it } from 'vitest';
-import { GatewayError } from '../../src/domain/errors.js';
-import { formatGraphQLError } from '../../src/graphql/apollo.js';
+import { dependencyUnavailable, GatewayError } from '../../src/domain/errors.js';
+import { applyHttpSemantics, formatGraphQLError, type GraphQLHttpHead } from '../../src/graphql/apollo.js';
+import type { GraphQLContext } from '../../src/graphql/context.js';
 
 describe('formatGraphQLError', () => {
   it('hides whatever went wrong inside, however GraphQL wrapped it', () => {
@@ -31,5 +32,26 @@ describe('formatGraphQLError', () => {
       locations: undefined,
       extensions: { code: 'FORBIDDEN' },
     });
+  });
+});
+
+describe('applyHttpSemantics', () => {
+  const context = { requestId: 'req-1', authentication: {} } as GraphQLContext;
+
+  /** The HTTP status of an answer whose only root field, `campaign`, failed with `error`. */
+  function statusFor(error: GatewayError): number | undefined {
+    const raw = new GraphQLError(error.message, { path: ['campaign'], originalError: error });
+    const head: GraphQLHttpHead = { headers: new Map() };
+    applyHttpSemantics(head, [formatGraphQLError({ message: error.message, path: ['campaign'] }, raw)], context, { campaign: null }, [raw]);
+    return head.status;
+  }
+
+  it("answers 503 when this instance's own dependency is down, whatever the cause's shape", () => {
+    expect(statusFor(dependencyUnavailable(new Error('SQLITE_IOERR')))).toBe(503);
+  });
+
+  it('keeps 200 for an upstream outage, which every instance shares, even when it carries its cause for the log', () => {
+    expect(statusFor(new GatewayError('UNAVAILABLE', 'The upstream answered 503'))).toBeUndefined();
+    expect(statusFor(new GatewayError('UNAVAILABLE', 'The upstream did not answer', { cause: new Error('ECONNRESET') }))).toBeUndefined();
   });
 });
