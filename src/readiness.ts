@@ -83,7 +83,6 @@ export class Readiness {
   constructor(
     private readonly checks: Record<string, DependencyCheck>,
     private readonly clock: Clock,
-    private readonly timeoutMs = CHECK_TIMEOUT_MS,
   ) {}
 
   /** From now on, log each dependency's failures and recoveries to `logger`. */
@@ -110,7 +109,7 @@ export class Readiness {
       Object.entries(this.checks).map(async ([name, dependency]): Promise<[string, DependencyStatus]> => {
         const failing = dependency.neededToServe ? 'down' : 'degraded';
         try {
-          const status = await withinTimeout(dependency.check(), this.timeoutMs);
+          const status = await withinTimeout(dependency.check(), CHECK_TIMEOUT_MS);
           this.failureLogs.get(name)?.succeeded();
           return [name, status.status === 'down' ? { ...status, status: failing } : status];
         } catch (error) {

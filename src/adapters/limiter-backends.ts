@@ -19,7 +19,6 @@ export interface LimiterLogger {
  * limiters from one backend, so several instances share both.
  */
 export interface LimiterBackend {
-  readonly name: string;
   limiter(settings: LimiterSettings): RateLimiterAbstract;
   /**
    * At start: resolves once the backend answers, or cannot be reached yet (the instance then starts degraded
@@ -37,7 +36,6 @@ export const memoryLimiter = (settings: LimiterSettings): RateLimiterAbstract =>
 
 /** Per process: right for one instance, not shared between several. */
 export const memoryLimiters = (): LimiterBackend => ({
-  name: 'memory',
   limiter: memoryLimiter,
   connect: async () => undefined,
   check: async () => ({ status: 'up', backend: 'memory' }),
@@ -47,7 +45,6 @@ export const memoryLimiters = (): LimiterBackend => ({
 
 /** Shared by every instance through the store's database (the `rate_limits` table its migrations create). */
 export const postgresLimiters = (pool: pg.Pool): LimiterBackend => ({
-  name: 'postgres',
   limiter: (settings) =>
     new RateLimiterPostgres({
       storeClient: pool,

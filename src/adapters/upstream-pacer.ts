@@ -5,10 +5,9 @@ import { RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible'
  * so when the limiter lives in a shared store (Redis, PostgreSQL) all instances together stay under the limit.
  */
 export class UpstreamPacer {
-  constructor(
-    private readonly limiter: RateLimiterAbstract,
-    private readonly key = 'duplicate',
-  ) {}
+  private readonly key = 'duplicate';
+
+  constructor(private readonly limiter: RateLimiterAbstract) {}
 
   /** Takes a slot: 0 when granted, otherwise how long until the next one. Rejects when the limiter's store fails. */
   async take(): Promise<number> {

@@ -182,7 +182,6 @@ export type DuplicationResult =
 
 /** Executes one duplication job: in the embedded store (local) or against Braze (braze). */
 export interface Duplicator {
-  readonly kind: 'local' | 'braze';
   duplicate(job: DuplicationJob): Promise<DuplicationResult>;
 }
 

@@ -7,7 +7,6 @@ import type { DuplicationJob } from '../domain/types.js';
  * the job's terminal state and outcome event in one transaction, so a crash can never leave two copies.
  */
 export class LocalDuplicator implements Duplicator {
-  readonly kind = 'local';
 
   constructor(
     private readonly store: GatewayStore,

@@ -120,10 +120,6 @@ export class JobWorker {
     if (released > 0) this.logger.warn({ released }, 'returned unfinished jobs to the queue');
   }
 
-  get activeJobs(): number {
-    return this.active.size;
-  }
-
   private async loop(): Promise<void> {
     while (this.running) {
       const free = this.options.concurrency - this.active.size;

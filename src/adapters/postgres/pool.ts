@@ -8,10 +8,6 @@ export interface PostgresOptions {
   schema?: string;
   /** Connections per process; several instances share the server's max_connections. */
   poolSize?: number;
-  /** No statement runs longer than this, waits for locks included. */
-  statementTimeoutMs?: number;
-  /** How long a request waits for a connection (new or from the pool) before it fails. */
-  connectionTimeoutMs?: number;
   /**
    * How long a query waits for the server's answer before its connection is given up. The statement timeout
    * is the server's own and needs a server that answers: one whose packets are dropped on a connection the
@@ -20,7 +16,10 @@ export interface PostgresOptions {
   queryTimeoutMs?: number;
 }
 
+/** No statement runs longer than this, waits for locks included. */
 const STATEMENT_TIMEOUT_MS = 10_000;
+/** How long a request waits for a connection (new or from the pool) before it fails. */
+const CONNECTION_TIMEOUT_MS = 10_000;
 /** Past the statement timeout, for the server's own cancellation to arrive first. */
 const QUERY_TIMEOUT_MARGIN_MS = 2_000;
 
@@ -35,7 +34,7 @@ export function clientConfig(options: PostgresOptions): pg.ClientConfig {
     connectionString: options.connectionString,
     application_name: 'campaign-gateway',
     keepAlive: true,
-    connectionTimeoutMillis: options.connectionTimeoutMs ?? 10_000,
+    connectionTimeoutMillis: CONNECTION_TIMEOUT_MS,
     // A crashed or stuck caller must not keep rows locked; the lease mechanism takes over instead.
     idle_in_transaction_session_timeout: 60_000,
     ...(options.schema ? { options: `-c search_path=${options.schema}` } : {}),
@@ -47,8 +46,8 @@ export function createPool(options: PostgresOptions): pg.Pool {
     ...clientConfig(options),
     max: options.poolSize ?? 10,
     idleTimeoutMillis: 30_000,
-    statement_timeout: options.statementTimeoutMs ?? STATEMENT_TIMEOUT_MS,
-    query_timeout: options.queryTimeoutMs ?? (options.statementTimeoutMs ?? STATEMENT_TIMEOUT_MS) + QUERY_TIMEOUT_MARGIN_MS,
+    statement_timeout: STATEMENT_TIMEOUT_MS,
+    query_timeout: options.queryTimeoutMs ?? STATEMENT_TIMEOUT_MS + QUERY_TIMEOUT_MARGIN_MS,
   });
   // Idle connections die when the server restarts. Without a listener that would crash the process; the pool
   // drops them, the next query opens a new one, and /readyz shows whether that works.
