@@ -2,6 +2,7 @@ import { statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
+import { DEFAULT_IDEMPOTENCY_TTL_HOURS } from './domain/idempotency.js';
 import { AllowlistError, coversEveryAddress, parseAllowlist } from './domain/ip-allowlist.js';
 
 export interface Config {
@@ -240,7 +241,7 @@ export function loadConfig(env: Env = process.env): Config {
   if (upstreamUrl && shutdownGraceMs <= upstreamTimeoutMs) {
     throw new ConfigError('SHUTDOWN_GRACE_SECONDS', `must be longer than UPSTREAM_TIMEOUT_MS (${upstreamTimeoutMs} ms)`);
   }
-  const idempotencyTtlMs = integer(env, 'IDEMPOTENCY_TTL_HOURS', 24, 1, 24 * 30) * 3600_000;
+  const idempotencyTtlMs = integer(env, 'IDEMPOTENCY_TTL_HOURS', DEFAULT_IDEMPOTENCY_TTL_HOURS, 1, 24 * 30) * 3600_000;
   const jobRetentionMs = integer(env, 'JOB_RETENTION_DAYS', 7, 1, 3650) * 86_400_000;
   // A key kept longer than its job would answer a retry with "that job no longer exists" instead of the job.
   if (idempotencyTtlMs > jobRetentionMs) {

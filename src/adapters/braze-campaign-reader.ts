@@ -2,7 +2,8 @@ import { decodeOffsetCursor, encodeCursor } from '../domain/cursor.js';
 import { GatewayError } from '../domain/errors.js';
 import type { CampaignReader } from '../domain/ports.js';
 import type { Campaign, Page } from '../domain/types.js';
-import { isRecord, type BrazeClient, type UpstreamResponse } from './braze-client.js';
+import { isRecord } from '../domain/validation.js';
+import { type BrazeClient, type UpstreamResponse } from './braze-client.js';
 
 /** Braze's `GET /campaigns/list` returns pages of this many campaigns. */
 export const BRAZE_PAGE_SIZE = 100;

@@ -2,6 +2,7 @@ import { Agent, request, type Dispatcher } from 'undici';
 import { GatewayError } from '../domain/errors.js';
 import { systemClock, type Clock } from '../domain/ports.js';
 import type { JobError, JobErrorCode } from '../domain/types.js';
+import { isRecord } from '../domain/validation.js';
 
 export interface BrazeClientOptions {
   /** The upstream's REST base URL, e.g. https://rest.iad-01.braze.com (a path prefix is kept). */
@@ -65,9 +66,6 @@ interface CallContext extends Pick<CallOptions, 'jobId' | 'quiet'> {
   method: string;
   path: string;
 }
-
-export const isRecord = (value: unknown): value is Record<string, unknown> =>
-  typeof value === 'object' && value !== null && !Array.isArray(value);
 
 /**
  * The HTTP side of upstream mode: one keep-alive undici Agent for the gateway's lifetime, every call bounded by

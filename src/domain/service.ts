@@ -3,7 +3,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { configure } from 'safe-stable-stringify';
 import { decodeRowCursor, encodeCursor } from './cursor.js';
 import { GatewayError, internalError, isDependencyOutage, isGatewayError, type ErrorCode, type RateLimitState } from './errors.js';
-import { holdsIdempotencyKey } from './idempotency.js';
+import { DEFAULT_IDEMPOTENCY_TTL_HOURS, holdsIdempotencyKey } from './idempotency.js';
 import type { DownloadSlots } from './download-slots.js';
 import { newId } from './ids.js';
 import { clientNetwork, isAllowedIp } from './ip-allowlist.js';
@@ -102,7 +102,6 @@ export interface SecurityEventDownload {
 const IDEMPOTENCY_RESERVATION_MS = 60_000;
 /** Past this many, the reservations left unreleased are forgotten: they expire on their own after a minute. */
 const MAX_UNRELEASED_RESERVATIONS = 10_000;
-const DEFAULT_IDEMPOTENCY_TTL_MS = 24 * 3600_000;
 /** last_used_at is written at most this often per key, so authentication stays a read. */
 const LAST_USED_RESOLUTION_MS = 60_000;
 
@@ -170,7 +169,7 @@ export class GatewayService {
   private readonly unreleased = new Set<string>();
 
   constructor(private readonly deps: GatewayServiceDeps) {
-    this.idempotencyTtlMs = deps.idempotencyTtlMs ?? DEFAULT_IDEMPOTENCY_TTL_MS;
+    this.idempotencyTtlMs = deps.idempotencyTtlMs ?? DEFAULT_IDEMPOTENCY_TTL_HOURS * 3600_000;
   }
 
   /**

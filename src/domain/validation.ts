@@ -1,6 +1,10 @@
 import { z } from 'zod';
 import { GatewayError, type FieldIssue } from './errors.js';
 
+/** A JSON object: not null, not an array. */
+export const isRecord = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
+
 export const LIMITS = {
   campaignIdLength: 128,
   nameLength: 255,

@@ -23,6 +23,7 @@ import {
   type GraphQLErrorObserver,
   type GraphQLHttpHead,
 } from './apollo.js';
+import { isRecord } from '../domain/validation.js';
 import type { GraphQLContext } from './context.js';
 import { DocumentCache, entryBytes } from './document-cache.js';
 import type { CostLimit } from './limits.js';
@@ -68,9 +69,6 @@ export interface PreparedAnswer {
   headers: Map<string, string>;
   body: string;
 }
-
-const isRecord = (value: unknown): value is Record<string, unknown> =>
-  typeof value === 'object' && value !== null && !Array.isArray(value);
 
 /** Unambiguous for any operation name: an absent one and an empty one are different requests to Apollo. */
 const keyOf = (query: string, operationName: string | undefined): string =>

@@ -4,7 +4,7 @@ import type { GatewayService, RequestContext } from '../domain/service.js';
 import { ID_LENGTH } from '../domain/ids.js';
 import { withoutPort } from '../domain/ip-allowlist.js';
 import type { Principal } from '../domain/types.js';
-import { LIMITS } from '../domain/validation.js';
+import { isRecord, LIMITS } from '../domain/validation.js';
 import { authenticatedErrorResponses, errorResponses, RETRY_AFTER_HEADER } from './openapi.js';
 import { rateLimitHeaders } from './rate-limit-headers.js';
 
@@ -30,12 +30,9 @@ export const restContext = (request: FastifyRequest, channel: RequestContext['ch
   channel,
 });
 
-const isObject = (value: unknown): value is Record<string, unknown> =>
-  typeof value === 'object' && value !== null && !Array.isArray(value);
-
 /** Braze's snake_case body to the service's input; anything else is passed on for the service to refuse. */
 function toDuplicateInput(body: unknown): unknown {
-  if (!isObject(body)) return body;
+  if (!isRecord(body)) return body;
   return { campaignId: body.campaign_id, name: body.name, description: body.description, tagNames: body.tag_names };
 }
 
@@ -145,9 +142,6 @@ const jobSchema = {
 /** The Braze-compatible routes. Thin: parse, call the service, map the result. */
 export async function restRoutes(app: FastifyInstance, options: { service: GatewayService }): Promise<void> {
   const { service } = options;
-  // fastify parses text/plain by default; Braze's API takes JSON only, anything else is a 415.
-  app.removeContentTypeParser('text/plain');
-
   app.post(
     '/campaigns/duplicate',
     {
