@@ -1,18 +1,18 @@
-import { randomUUID } from 'node:crypto';
 import { GatewayError } from './errors.js';
+import { newId } from './ids.js';
 import { AllowlistError, parseAllowlist } from './ip-allowlist.js';
 import { displayPrefix, generateApiKey, hashApiKey } from './keys.js';
 import { isPermission, PERMISSIONS, type Permission } from './permissions.js';
 import type { Clock, GatewayStore } from './ports.js';
 import type { ApiKeyRecord, Campaign, NewSecurityEvent, SecurityEventType, Workspace } from './types.js';
+import { isReadableLine } from './validation.js';
 
 const NAME_LENGTH = 100;
-const PRINTABLE = /^[^\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]+$/;
 
 function requireName(what: string, raw: string): string {
   const name = raw.trim();
   if (!name) throw new GatewayError('BAD_USER_INPUT', `A ${what} needs a name`);
-  if (name.length > NAME_LENGTH || !PRINTABLE.test(name) || !name.isWellFormed()) {
+  if (name.length > NAME_LENGTH || !isReadableLine(name)) {
     throw new GatewayError('BAD_USER_INPUT', `A ${what} name is 1 to ${NAME_LENGTH} printable characters`);
   }
   return name;
@@ -55,7 +55,7 @@ export class AdminService {
   async createWorkspace(name: string): Promise<Workspace> {
     const trimmed = requireName('workspace', name);
     if (await this.store.findWorkspace(trimmed)) throw new GatewayError('BAD_USER_INPUT', `Workspace '${trimmed}' already exists`);
-    const workspace = { id: randomUUID(), name: trimmed, createdAt: this.clock.now() };
+    const workspace = { id: newId(), name: trimmed, createdAt: this.clock.now() };
     await this.store.createWorkspace(workspace);
     return workspace;
   }
@@ -93,7 +93,7 @@ export class AdminService {
     }
     const key = generateApiKey();
     const record: ApiKeyRecord = {
-      id: randomUUID(),
+      id: newId(),
       workspaceId: workspace.id,
       name,
       hash: hashApiKey(key),
@@ -175,7 +175,7 @@ export class AdminService {
     const now = this.clock.now();
     await this.store.upsertTags(workspaceId, fields.tagNames);
     const campaign: Campaign = {
-      id: randomUUID(),
+      id: newId(),
       workspaceId,
       name: fields.name,
       description: fields.description,
@@ -194,7 +194,7 @@ export class AdminService {
 /** Key lifecycle events are written by operators, not requests: no channel, no ip. */
 function keyEvent(record: ApiKeyRecord, type: SecurityEventType, at: Date, details: Record<string, unknown>): NewSecurityEvent {
   return {
-    id: randomUUID(),
+    id: newId(),
     workspaceId: record.workspaceId,
     type,
     occurredAt: at,

@@ -23,6 +23,9 @@ const NO_CONTROL_MULTILINE = /^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u
 // At least one character that shows: a name of spaces or zero-width characters only is empty.
 const VISIBLE = /[^\s\p{C}\p{Z}]/u;
 
+/** One line of text a person can read: something visible, no control or bidirectional formatting characters, valid Unicode. */
+export const isReadableLine = (value: string): boolean => VISIBLE.test(value) && NO_CONTROL.test(value) && value.isWellFormed();
+
 const text = (message: string, max: number, pattern: RegExp) =>
   z
     .string({ error: message })

@@ -184,6 +184,7 @@ describe('the CLI', () => {
     [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--allow-ip', '10.0.0.0/33'], EXIT.failed, "'10.0.0.0/33' is not an IP address or CIDR range"],
     [['keys', 'create', '--workspace', 'nowhere', '--name', 'x', '--permissions', 'campaigns.list'], EXIT.failed, "No workspace 'nowhere'"],
     [['keys', 'create', '--workspace', 'acme', '--name', '\u0007', '--permissions', 'campaigns.list'], EXIT.failed, 'A key name is 1 to 100 printable characters'],
+    [['keys', 'create', '--workspace', 'acme', '--name', '\u200b\u200d', '--permissions', 'campaigns.list'], EXIT.failed, 'A key name is 1 to 100 printable characters'],
     [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--admin'], EXIT.usage, "Unknown option '--admin'"],
     [['keys', 'revoke'], EXIT.usage, 'wrong number of arguments (see --help)'],
     [['keys', 'revoke', 'no-such-key'], EXIT.failed, "No key 'no-such-key'"],
