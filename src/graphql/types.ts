@@ -16,7 +16,7 @@ export const SecurityEventType = {
 
 registerEnumType(DuplicationJobStatus, {
   name: 'DuplicationJobStatus',
-  description: 'PENDING → RUNNING → SUCCEEDED | FAILED. A job whose worker died returns to PENDING.',
+  description: 'PENDING → RUNNING → SUCCEEDED | FAILED. A job whose worker died stays RUNNING until its lease runs out, then runs again.',
 });
 registerEnumType(RequestChannel, { name: 'RequestChannel', description: 'The transport a request came through.' });
 registerEnumType(SecurityEventType, {
