@@ -24,7 +24,8 @@ function authorization(request: FastifyRequest): RequestContext['authorization']
   return values.length > 1 ? values : request.headers.authorization;
 }
 
-export const restContext = (request: FastifyRequest, channel: RequestContext['channel']): RequestContext => ({
+/** What the service needs to know of an HTTP request, REST or GraphQL: its key(s), the client address, the transport. */
+export const httpRequestContext = (request: FastifyRequest, channel: RequestContext['channel']): RequestContext => ({
   authorization: authorization(request),
   ip: withoutPort(request.ip),
   channel,
@@ -149,7 +150,7 @@ export async function restRoutes(app: FastifyInstance, options: { service: Gatew
       config: { quotaBearing: true },
       // Who is calling and whether they may duplicate is settled before the body is read, as Braze does.
       onRequest: async (request) => {
-        request.principal = await service.authorizeDuplication(restContext(request, 'REST'));
+        request.principal = await service.authorizeDuplication(httpRequestContext(request, 'REST'));
       },
     },
     async (request, reply) => {
@@ -167,7 +168,7 @@ export async function restRoutes(app: FastifyInstance, options: { service: Gatew
   );
 
   app.get<{ Params: { job_id: string } }>('/duplication_jobs/:job_id', { schema: jobSchema }, async (request, reply) => {
-    const principal = await service.authenticate(restContext(request, 'REST'));
+    const principal = await service.authenticate(httpRequestContext(request, 'REST'));
     const id = request.params.job_id;
     // Longer than any id the gateway makes: no such job, and no store lookup to say so.
     const job = id.length > ID_LENGTH ? null : await service.getJob(principal, id);

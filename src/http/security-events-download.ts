@@ -7,7 +7,7 @@ import type { GatewayService } from '../domain/service.js';
 import type { SecurityEvent, SecurityEventType } from '../domain/types.js';
 import { MAX_EVENT_RANGE_DAYS } from '../domain/validation.js';
 import { authenticatedErrorResponses, errorResponses, RETRY_AFTER_HEADER } from './openapi.js';
-import { restContext } from './rest.js';
+import { httpRequestContext } from './rest.js';
 
 /** Braze's "Security Event Download" columns, in Braze's order. */
 export const CSV_COLUMNS = ['CreatedAt', 'EmailAtTimeOfEvent', 'CurrentEmail', 'EventName', 'OtherAccount', 'JsonProperties'] as const;
@@ -132,7 +132,7 @@ export async function securityEventsDownloadRoutes(app: FastifyInstance, options
       },
     },
     async (request, reply) => {
-      const principal = await service.authenticate(restContext(request, 'REST'));
+      const principal = await service.authenticate(httpRequestContext(request, 'REST'));
       const { range, events, release } = await service.downloadSecurityEvents(principal, request.query);
       // Records wait in the CSV stream one at a time: an event can be tens of kilobytes.
       const csv = stringify({ header: true, columns: [...CSV_COLUMNS], writableHighWaterMark: 1 });

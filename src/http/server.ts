@@ -31,7 +31,7 @@ import { loggerOptions } from './logging.js';
 import { metricsRoutes, type GatewayMetrics } from './metrics.js';
 import { openapiOptions, openapiRoutes, schemasOnlyDocument } from './openapi.js';
 import { quotaStateFor, rateLimitHeaders } from './rate-limit-headers.js';
-import { restContext, restRoutes } from './rest.js';
+import { httpRequestContext, restRoutes } from './rest.js';
 import { securityEventsDownloadRoutes } from './security-events-download.js';
 
 export interface HttpDeps {
@@ -75,8 +75,8 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   };
 
   // Connections whose request was answered before its body had all arrived (a key refused before the body is
-  // read, a body over the limit), until the rest of the body has been read. Should it never arrive, Node's
-  // request timeout ends the connection without the 408 that would answer a request twice.
+  // read, a body over the limit), until the rest of the body has been read. Should it never arrive, or arrive
+  // malformed, the client error that follows ends the connection without a second answer (a 408 or a 400).
   const answeredBeforeItsBody = new WeakSet<Socket>();
 
   const app = Fastify({
@@ -147,7 +147,10 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
 
   app.setErrorHandler(sendError);
 
-  app.setNotFoundHandler((request, reply) => reply.status(404).send({ message: 'Not Found' }));
+  app.setNotFoundHandler((request, reply) => {
+    const { status, body } = toRestError(new GatewayError('NOT_FOUND'));
+    return reply.status(status).send(body);
+  });
 
   app.addHook('onResponse', async (request, reply) => {
     if (!request.raw.complete) {
@@ -194,7 +197,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   await apollo.start();
   app.addHook('onClose', () => apollo.stop());
   const requestUrls = new RequestUrls();
-  const graphqlContext = (request: FastifyRequest) => createContext(service, restContext(request, 'GRAPHQL'), request.id);
+  const graphqlContext = (request: FastifyRequest) => createContext(service, httpRequestContext(request, 'GRAPHQL'), request.id);
   const apolloHandler = fastifyApolloHandler(apollo, { context: async (request) => graphqlContext(request) });
   if (config.explorer) await app.register(explorerAssetRoutes);
   app.route<{ Reply: string }>({
