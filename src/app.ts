@@ -69,12 +69,13 @@ export interface AppOverrides {
   drainWait?: (drainMs: number) => Promise<void>;
 }
 
+/** The embedded store's file, when no DATABASE_URL names a PostgreSQL one. */
+export const sqliteFilename = (config: Config): string | null => (config.databaseUrl ? null : join(config.dataDir, 'gateway.db'));
+
 /**
  * PostgreSQL when DATABASE_URL is set (several instances can share it), the embedded SQLite file otherwise.
  * `onWriterRestart` hears of an embedded store's writer thread that died and was replaced.
  */
-/** The embedded store's file, when no DATABASE_URL names a PostgreSQL one. */
-export const sqliteFilename = (config: Config): string | null => (config.databaseUrl ? null : join(config.dataDir, 'gateway.db'));
 
 export async function createStore(config: Config, onWriterRestart?: (error: Error) => void): Promise<GatewayStore> {
   const filename = sqliteFilename(config);
@@ -89,8 +90,9 @@ export async function createStore(config: Config, onWriterRestart?: (error: Erro
 }
 
 /**
- * Where every rate-limiter-flexible limiter keeps its counters, so the caller quota and upstream pacing are
- * shared by all instances: Redis when REDIS_URL is set, else the PostgreSQL store's database, else memory.
+ * Where every rate-limiter-flexible limiter keeps its counters (the caller quota, failed authentications,
+ * refusal events and upstream pacing), so all instances share them: Redis when REDIS_URL is set, else the
+ * PostgreSQL store's database, else memory.
  */
 export function createLimiterBackend(config: Config, store: GatewayStore): LimiterBackend {
   if (config.redisUrl) return new RedisLimiters(config.redisUrl);

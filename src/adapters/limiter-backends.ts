@@ -15,8 +15,8 @@ export interface LimiterLogger {
 }
 
 /**
- * Where rate-limiter-flexible keeps its counters: the caller quota and upstream pacing both take their
- * limiters from one backend, so several instances share both.
+ * Where rate-limiter-flexible keeps its counters: the caller quota, failed authentications, refusal events
+ * and upstream pacing all take their limiters from one backend, so several instances share them.
  */
 export interface LimiterBackend {
   limiter(settings: LimiterSettings): RateLimiterAbstract;

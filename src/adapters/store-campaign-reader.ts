@@ -3,7 +3,7 @@ import type { CampaignReader, GatewayStore } from '../domain/ports.js';
 import { toPage } from '../domain/service.js';
 import type { Campaign, Page } from '../domain/types.js';
 
-/** Campaigns as the embedded store holds them (local mode). */
+/** Campaigns as the gateway's own store holds them (local mode). */
 export class StoreCampaignReader implements CampaignReader {
   readonly validatesOnAccept = true;
 

@@ -180,12 +180,12 @@ export type DuplicationResult =
    */
   | { kind: 'deferred'; retryAfterMs: number };
 
-/** Executes one duplication job: in the embedded store (local) or against Braze (braze). */
+/** Executes one duplication job: in the gateway's own store (local) or against Braze (braze). */
 export interface Duplicator {
   duplicate(job: DuplicationJob): Promise<DuplicationResult>;
 }
 
-/** Read access to campaigns: the embedded store, or Braze's list/details endpoints in upstream mode. */
+/** Read access to campaigns: the gateway's own store, or Braze's list/details endpoints in upstream mode. */
 export interface CampaignReader {
   /** Whether accepting a job checks that the source campaign and the tags exist (local mode). */
   readonly validatesOnAccept: boolean;

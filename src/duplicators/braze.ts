@@ -34,7 +34,6 @@ function copyId(body: unknown, job: DuplicationJob, client: BrazeClient): string
  * was lost (timeout, dropped connection) is sent again, which the upstream may carry out twice.
  */
 export class BrazeDuplicator implements Duplicator {
-
   constructor(
     private readonly client: BrazeClient,
     private readonly pacer: UpstreamPacer,

@@ -3,11 +3,10 @@ import type { Clock, Duplicator, DuplicationResult, GatewayStore } from '../doma
 import type { DuplicationJob } from '../domain/types.js';
 
 /**
- * Copies a campaign inside the embedded store. It only builds the copy: the worker writes it together with
+ * Copies a campaign inside the gateway's own store (SQLite or PostgreSQL). It only builds the copy: the worker writes it together with
  * the job's terminal state and outcome event in one transaction, so a crash can never leave two copies.
  */
 export class LocalDuplicator implements Duplicator {
-
   constructor(
     private readonly store: GatewayStore,
     private readonly clock: Clock,
