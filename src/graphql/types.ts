@@ -1,18 +1,14 @@
 import { DateTimeResolver, JSONObjectResolver } from 'graphql-scalars';
 import { Field, ID, InputType, Int, ObjectType, registerEnumType } from 'type-graphql';
+import { CHANNELS, JOB_STATUSES, SECURITY_EVENT_TYPES } from '../domain/types.js';
 import { LIMITS } from '../domain/validation.js';
 
-export const DuplicationJobStatus = { PENDING: 'PENDING', RUNNING: 'RUNNING', SUCCEEDED: 'SUCCEEDED', FAILED: 'FAILED' } as const;
-export const RequestChannel = { REST: 'REST', GRAPHQL: 'GRAPHQL' } as const;
-export const SecurityEventType = {
-  CAMPAIGN_DUPLICATION_REQUESTED: 'CAMPAIGN_DUPLICATION_REQUESTED',
-  CAMPAIGN_DUPLICATED: 'CAMPAIGN_DUPLICATED',
-  CAMPAIGN_DUPLICATION_FAILED: 'CAMPAIGN_DUPLICATION_FAILED',
-  PERMISSION_DENIED: 'PERMISSION_DENIED',
-  API_KEY_CREATED: 'API_KEY_CREATED',
-  API_KEY_REVOKED: 'API_KEY_REVOKED',
-  API_KEY_ROTATED: 'API_KEY_ROTATED',
-} as const;
+/** A GraphQL enum of the domain's own values, so that the two cannot drift apart. */
+const enumOf = <T extends string>(values: readonly T[]) => Object.fromEntries(values.map((value) => [value, value])) as { [K in T]: K };
+
+export const DuplicationJobStatus = enumOf(JOB_STATUSES);
+export const RequestChannel = enumOf(CHANNELS);
+export const SecurityEventType = enumOf(SECURITY_EVENT_TYPES);
 
 registerEnumType(DuplicationJobStatus, {
   name: 'DuplicationJobStatus',

@@ -3,7 +3,7 @@ import { GatewayError } from '../domain/errors.js';
 import type { GatewayService, RequestContext } from '../domain/service.js';
 import { ID_LENGTH } from '../domain/ids.js';
 import { withoutPort } from '../domain/ip-allowlist.js';
-import type { Principal } from '../domain/types.js';
+import { CHANNELS, JOB_STATUSES, type Principal } from '../domain/types.js';
 import { isRecord, LIMITS } from '../domain/validation.js';
 import { authenticatedErrorResponses, errorResponses, RETRY_AFTER_HEADER } from './openapi.js';
 import { rateLimitHeaders } from './rate-limit-headers.js';
@@ -50,7 +50,7 @@ const RATE_LIMIT_HEADERS = {
 
 const nullableString = { type: ['string', 'null'] } as const;
 
-const jobStatus = { enum: ['pending', 'running', 'succeeded', 'failed'] } as const;
+const jobStatus = { enum: JOB_STATUSES.map((status) => status.toLowerCase()) };
 
 const duplicateSchema = {
   tags: ['campaigns'],
@@ -114,7 +114,7 @@ const jobSchema = {
         description: { ...nullableString, description: "The new campaign's description; null when the source campaign's is kept" },
         tag_names: { type: 'array', items: { type: 'string' }, description: 'The tags the request named; empty when keeps_source_tags' },
         keeps_source_tags: { type: 'boolean', description: "True when the request named no tags: the new campaign keeps the source campaign's tags" },
-        channel: { enum: ['REST', 'GRAPHQL'] },
+        channel: { enum: CHANNELS },
         api_key_id: { type: 'string' },
         attempts: { type: 'integer' },
         created_at: { type: 'string', format: 'date-time' },
