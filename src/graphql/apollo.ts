@@ -14,6 +14,7 @@ import type { GraphQLContext } from './context.js';
 import { apolloDocumentStore, apolloQueryTextStore, type DocumentCache } from './document-cache.js';
 import { operationShapeRule, type CostLimit, type GraphQLLimits } from './limits.js';
 import { rateLimitHeaders } from '../http/rate-limit-headers.js';
+import { summarizeError } from '../jobs/failure-log.js';
 
 /** The error at the bottom of GraphQL's wrapping (and of an internal error's): what actually went wrong. */
 function rootCause(error: unknown): unknown {
@@ -100,7 +101,7 @@ export function reportUnexpectedErrors(logger: FastifyBaseLogger, errors: readon
   for (const error of errors) {
     if (isUnexpected(error)) logger.error({ err: rootCause(error), reqId: requestId }, 'unexpected error in a GraphQL request');
     const cause = unavailableCause(rootCause(error));
-    if (cause !== undefined) logger.warn({ err: cause, reqId: requestId }, 'a dependency is unavailable');
+    if (cause !== undefined) logger.warn({ cause: summarizeError(cause), reqId: requestId }, 'a dependency is unavailable');
   }
 }
 

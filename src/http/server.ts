@@ -23,6 +23,7 @@ import { DocumentCache, QUERY_TEXT_CACHE_BYTES } from '../graphql/document-cache
 import { CostLimit } from '../graphql/limits.js';
 import { PreparedOperations } from '../graphql/prepared.js';
 import { gatewaySchema } from '../graphql/schema.js';
+import { summarizeError } from '../jobs/failure-log.js';
 import type { ReadinessReport } from '../readiness.js';
 import { clientErrorResponse, toRestError } from './errors.js';
 import { explorerAssetRoutes, sendExplorer, sendExplorerOff, wantsExplorer } from './explorer.js';
@@ -65,7 +66,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     const mapped = toRestError(error);
     if (mapped.unexpected) request.log.error({ err: internalCause(error) }, 'unexpected error');
     const cause = unavailableCause(error);
-    if (cause !== undefined) request.log.warn({ err: cause }, 'a dependency is unavailable');
+    if (cause !== undefined) request.log.warn({ cause: summarizeError(cause) }, 'a dependency is unavailable');
     reply.headers(rateLimitHeaders(mapped.gatewayError.rateLimit ?? (await quotaStateFor(request, deps.quota))));
     if (mapped.gatewayError.retryAfterSeconds !== undefined) reply.header('retry-after', String(mapped.gatewayError.retryAfterSeconds));
     if (request.routeOptions.url !== '/graphql') return reply.status(mapped.status).send(mapped.body);

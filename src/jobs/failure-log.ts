@@ -37,8 +37,17 @@ export interface RepeatedFailureMessages {
   failed: string;
   /** A reminder while it keeps failing, with the number of failures so far. */
   stillFailing: string;
-  /** The first success after failures. */
+  /** The first success after failures (or, with `settleMs`, the first success that lasted that long). */
   recovered: string;
+}
+
+export interface RepeatedFailureOptions {
+  /**
+   * How long successes must go on, with no failure between them, before the failure counts as over. A
+   * dependency that fails one call in two (a full disk failing the claims that write, passing those that
+   * find nothing) is then one failure in the log, not a line for every turn.
+   */
+  settleMs?: number;
 }
 
 /**
@@ -47,12 +56,13 @@ export interface RepeatedFailureMessages {
  * and one line when it works again, rather than a line per try.
  */
 export class RepeatedFailureLog {
-  private streak: { since: Date; failures: number; outage: boolean; loggedAt: number } | undefined;
+  private streak: { since: Date; failures: number; outage: boolean; loggedAt: number; succeedingSince?: number } | undefined;
 
   constructor(
     private readonly logger: WorkerLogger,
     private readonly clock: Clock,
     private readonly messages: RepeatedFailureMessages,
+    private readonly options: RepeatedFailureOptions = {},
   ) {}
 
   failed(error: unknown): void {
@@ -65,6 +75,7 @@ export class RepeatedFailureLog {
       return;
     }
     streak.failures += 1;
+    streak.succeedingSince = undefined;
     if (now.getTime() - streak.loggedAt < FAILURE_REMINDER_MS) return;
     streak.loggedAt = now.getTime();
     const fields = { failures: streak.failures, since: streak.since.toISOString(), cause: summarizeError(unavailableCause(error) ?? error) };
@@ -73,8 +84,12 @@ export class RepeatedFailureLog {
   }
 
   succeeded(): void {
-    if (!this.streak) return;
-    this.logger.info({ failures: this.streak.failures, since: this.streak.since.toISOString() }, this.messages.recovered);
+    const streak = this.streak;
+    if (!streak) return;
+    const now = this.clock.now().getTime();
+    streak.succeedingSince ??= now;
+    if (now - streak.succeedingSince < (this.options.settleMs ?? 0)) return;
+    this.logger.info({ failures: streak.failures, since: streak.since.toISOString() }, this.messages.recovered);
     this.streak = undefined;
   }
 }

@@ -33,6 +33,9 @@ export interface WorkerObserver {
 /** The gateway's retry schedule: from 1 s, doubling per attempt, never more than 5 minutes. */
 export const RETRY_BACKOFF = { backoffBaseMs: 1000, backoffMaxMs: 5 * 60_000 } as const;
 
+/** Claims must work this long before a claim failure is logged as over (see RepeatedFailureOptions). */
+export const CLAIM_RECOVERY_SETTLE_MS = 5_000;
+
 /** Exponential backoff with jitter, never shorter than what the upstream asked for. */
 export function backoffDelay(attempt: number, options: Pick<WorkerOptions, 'backoffBaseMs' | 'backoffMaxMs'>, retryAfterMs = 0, random = Math.random): number {
   const exponential = Math.min(options.backoffMaxMs, options.backoffBaseMs * 2 ** Math.max(0, attempt - 1));
@@ -74,11 +77,12 @@ export class JobWorker {
     private readonly logger: WorkerLogger,
     private readonly observer: WorkerObserver = {},
   ) {
-    this.claimFailures = new RepeatedFailureLog(logger, clock, {
-      failed: 'claiming jobs failed; retrying',
-      stillFailing: 'claiming jobs still fails; retrying',
-      recovered: 'claiming jobs works again',
-    });
+    this.claimFailures = new RepeatedFailureLog(
+      logger,
+      clock,
+      { failed: 'claiming jobs failed; retrying', stillFailing: 'claiming jobs still fails; retrying', recovered: 'claiming jobs works again' },
+      { settleMs: CLAIM_RECOVERY_SETTLE_MS },
+    );
   }
 
   start(): void {

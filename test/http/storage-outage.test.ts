@@ -62,7 +62,7 @@ describe('the embedded store when its storage fails', () => {
       expect(refused.response.headers['retry-after']).toBe('5');
       expect(refused.response.text).not.toMatch(cause);
       const lines = logs().filter((line) => line.reqId === refused.response.headers['x-request-id'] && line.level >= 40);
-      expect(lines).toEqual([expect.objectContaining({ level: 40, msg: 'a dependency is unavailable', err: expect.objectContaining({ message: expect.stringMatching(cause) }) })]);
+      expect(lines).toEqual([expect.objectContaining({ level: 40, msg: 'a dependency is unavailable', cause: expect.objectContaining({ message: expect.stringMatching(cause) }) })]);
     }
   }
 

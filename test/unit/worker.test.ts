@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import type { Duplicator, DuplicationResult } from '../../src/domain/ports.js';
-import { JobWorker } from '../../src/jobs/worker.js';
+import { CLAIM_RECOVERY_SETTLE_MS, JobWorker } from '../../src/jobs/worker.js';
 import { ManualClock } from '../support/clock.js';
 import { eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
 import { componentLines, recordingLogger, startGateway, storeFailingOn, storeHeldOn } from '../support/gateway.js';
@@ -217,7 +217,23 @@ describe('the job worker', () => {
       expect(reminder).toMatchObject({ level: 50, msg: 'claiming jobs still fails; retrying', since: '2030-01-01T00:00:00.000Z', cause: { message: 'disk /var/secret/gateway.db exploded' } });
       expect(reminder.failures).toBeGreaterThanOrEqual(seen + 3);
 
+      // Claims that work again end the failure only once they have kept working for a while, with no failure
+      // between them: a store failing every other claim is one failure in the log.
+      const claimed = async (count: number) => {
+        const seen = claims;
+        await waitFor(async () => claims >= seen + count);
+      };
       failing = false;
+      await claimed(2);
+      clock.advance(CLAIM_RECOVERY_SETTLE_MS - 1000);
+      failing = true;
+      await claimed(2);
+      failing = false;
+      await claimed(2);
+      clock.advance(1000);
+      await claimed(2);
+      expect(worker()).toHaveLength(2);
+      clock.advance(CLAIM_RECOVERY_SETTLE_MS - 1000);
       const recovered = await waitFor(async () => worker()[2]);
       expect(recovered).toMatchObject({ level: 30, msg: 'claiming jobs works again', since: '2030-01-01T00:00:00.000Z' });
       expect(recovered.failures).toBeGreaterThanOrEqual(reminder.failures);
