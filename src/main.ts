@@ -37,7 +37,7 @@ async function main(): Promise<void> {
   if (stopping) return;
   // After listen: a first start that cannot bind its port must not make a key it never shows.
   const seed = config.seedDemo ? await seedDemoWorkspace(app.store, app.admin) : null;
-  if (!config.seedDemo && (await app.store.listWorkspaces()).length === 0) {
+  if (!config.seedDemo && !(await app.store.hasWorkspaces())) {
     app.http.log.info('no workspace yet: create one and its keys with the CLI (npm run cli -- --help)');
   }
   if (stopping) return;

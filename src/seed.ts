@@ -32,7 +32,7 @@ const SAMPLE_CAMPAIGNS = [
 
 /** First start with an empty store: a `demo` workspace, sample campaigns and tags, and an admin key. */
 export async function seedDemoWorkspace(store: GatewayStore, admin: AdminService): Promise<DemoSeed | null> {
-  if ((await store.listWorkspaces()).length > 0) return null;
+  if (await store.hasWorkspaces()) return null;
   let workspace: Workspace;
   try {
     workspace = await admin.createWorkspace('demo');

@@ -58,6 +58,8 @@ export interface GatewayStore {
   createWorkspace(workspace: Workspace): Promise<void>;
   findWorkspace(idOrName: string): Promise<Workspace | null>;
   listWorkspaces(): Promise<Workspace[]>;
+  /** Whether there is any workspace: one row read, however many there are. */
+  hasWorkspaces(): Promise<boolean>;
 
   insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<void>;
   findApiKeyByHash(hash: string): Promise<ApiKeyRecord | null>;

@@ -522,10 +522,12 @@ export function storeContract(name: string, harness: StoreHarness): void {
       const others = await Promise.all([harness.open(fresh), harness.open(fresh)]);
       try {
         await Promise.all([fresh, ...others].map((instance) => instance.migrate()));
+        expect(await fresh.hasWorkspaces()).toBe(false);
         const workspace = workspaceFixture();
         await others[0].createWorkspace(workspace);
         expect((await others[1].findWorkspace(workspace.name))?.id).toBe(workspace.id);
         expect(await fresh.listWorkspaces()).toHaveLength(1);
+        expect(await fresh.hasWorkspaces()).toBe(true);
         await Promise.all([fresh, ...others].map((instance) => instance.migrate()));
         expect(await others[1].listWorkspaces()).toHaveLength(1);
       } finally {

@@ -144,6 +144,10 @@ export class PostgresStore implements GatewayStore {
     return (await this.rows('SELECT * FROM workspaces ORDER BY created_at, name')).map(rowToWorkspace);
   }
 
+  async hasWorkspaces(): Promise<boolean> {
+    return (await this.rows('SELECT 1 FROM workspaces LIMIT 1')).length > 0;
+  }
+
   async insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<void> {
     await transaction(this.pool, async (client) => {
       await this.insert(client, 'api_keys', apiKeyToRow(key, PG));

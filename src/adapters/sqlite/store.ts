@@ -204,6 +204,10 @@ export class SqliteStore implements GatewayStore {
     return this.readAll('SELECT * FROM workspaces ORDER BY created_at, name').map(rowToWorkspace);
   }
 
+  async hasWorkspaces(): Promise<boolean> {
+    return this.readAll('SELECT 1 FROM workspaces LIMIT 1').length > 0;
+  }
+
   async insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<void> {
     await this.keyWrite(() => this.write('insertApiKey', key, event));
   }
