@@ -11,6 +11,7 @@ import { RateLimiterAuthFailures } from './adapters/rate-limiter-auth-failures.j
 import { RateLimiterEventBudget } from './adapters/rate-limiter-event-budget.js';
 import { RateLimiterQuota } from './adapters/rate-limiter-quota.js';
 import { RedisLimiters } from './adapters/redis/limiters.js';
+import { backupSqliteStore } from './adapters/sqlite/backup.js';
 import { sharedStorePaths } from './adapters/sqlite/file-modes.js';
 import { SqliteStore } from './adapters/sqlite/store.js';
 import { StoreCampaignReader } from './adapters/store-campaign-reader.js';
@@ -25,6 +26,7 @@ import {
   type Clock,
   type Duplicator,
   type GatewayStore,
+  type OlderSchema,
   type Quota,
 } from './domain/ports.js';
 import { GatewayService } from './domain/service.js';
@@ -72,21 +74,43 @@ export interface AppOverrides {
 /** The embedded store's file, when no DATABASE_URL names a PostgreSQL one. */
 export const sqliteFilename = (config: Config): string | null => (config.databaseUrl ? null : join(config.dataDir, 'gateway.db'));
 
-/**
- * PostgreSQL when DATABASE_URL is set (several instances can share it), the embedded SQLite file otherwise.
- * `onWriterRestart` hears of an embedded store's writer thread that died and was replaced.
- */
+export interface StoreOptions {
+  /**
+   * What to do with a store an older version left: `upgrade` it (the gateway, as it starts), or `refuse` it as it
+   * is (the CLI, which may run beside older gateways still using it). A new store gets its schema either way.
+   */
+  olderSchema: OlderSchema;
+  /** Hears of an embedded store's writer thread that died and was replaced. */
+  onWriterRestart?: (error: Error) => void;
+  /** Each adapter's migrations in place of this version's: how tests stand for a gateway of another version. */
+  migrations?: { sqlite?: readonly string[]; postgres?: readonly string[] };
+}
 
-export async function createStore(config: Config, onWriterRestart?: (error: Error) => void): Promise<GatewayStore> {
+/** PostgreSQL when DATABASE_URL is set (several instances can share it), the embedded SQLite file otherwise. */
+export async function createStore(config: Config, options: StoreOptions): Promise<GatewayStore> {
   const filename = sqliteFilename(config);
-  const store = filename === null ? new PostgresStore({ connectionString: config.databaseUrl! }) : new SqliteStore({ filename, onWriterRestart });
+  const store =
+    filename === null
+      ? new PostgresStore({ connectionString: config.databaseUrl!, migrations: options.migrations?.postgres })
+      : new SqliteStore({ filename, onWriterRestart: options.onWriterRestart, migrations: options.migrations?.sqlite });
   try {
-    await store.migrate();
+    await store.migrate(options.olderSchema);
   } catch (error) {
     await store.close();
     throw error;
   }
   return store;
+}
+
+/**
+ * Copies the embedded store to `destination` as it is, whatever its schema version: a backup taken before an
+ * upgrade must restore under the version that made it. PostgreSQL is pg_dump's, said before connecting.
+ */
+export function backupStore(config: Config, destination: string): { file: string } {
+  const file = sqliteFilename(config);
+  if (file === null) throw new Error('the store is the PostgreSQL database in DATABASE_URL: back it up with pg_dump');
+  backupSqliteStore(file, destination);
+  return { file };
 }
 
 /**
@@ -144,7 +168,10 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   let metricsLog: FastifyBaseLogger | undefined;
   const store =
     overrides.store ??
-    (await createStore(config, (error) => storeLog?.error({ err: error }, 'the SQLite writer thread died; a new one took over')));
+    (await createStore(config, {
+      olderSchema: 'upgrade',
+      onWriterRestart: (error) => storeLog?.error({ err: error }, 'the SQLite writer thread died; a new one took over'),
+    }));
   const limiters = createLimiterBackend(config, store);
   try {
     await limiters.connect();

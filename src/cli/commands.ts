@@ -1,12 +1,11 @@
 import { existsSync, statSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { backupSqliteStore } from '../adapters/sqlite/backup.js';
-import { createStore, sqliteFilename } from '../app.js';
-import { ConfigError, loadConfig } from '../config.js';
+import { backupStore, createStore, sqliteFilename, type StoreOptions } from '../app.js';
+import { ConfigError, loadConfig, type Config } from '../config.js';
 import { AdminService } from '../domain/admin.js';
 import { isGatewayError } from '../domain/errors.js';
 import { PERMISSIONS } from '../domain/permissions.js';
-import { systemClock, type Clock } from '../domain/ports.js';
+import { systemClock, type Clock, type GatewayStore } from '../domain/ports.js';
 import type { ApiKeyRecord, Workspace } from '../domain/types.js';
 
 export interface CliIo {
@@ -14,6 +13,8 @@ export interface CliIo {
   stdout: (text: string) => void;
   stderr: (text: string) => void;
   clock?: Clock;
+  /** The schema's migrations in place of this version's (see StoreOptions): tests of a CLI newer than its store. */
+  migrations?: StoreOptions['migrations'];
 }
 
 /** 0: done; 1: the operation failed (unknown key, invalid value, store unreachable); 2: the command line is wrong. */
@@ -29,14 +30,15 @@ Commands:
   keys list [--workspace <id or name>]
   keys revoke <key id>
   keys rotate <key id> [--overlap <0|1h|7d|...>]
-  store backup <file>   copy the embedded store while the gateway runs (PostgreSQL: use pg_dump)
+  store backup <file>   copy the embedded store as it is while the gateway runs (PostgreSQL: use pg_dump)
 
 Options:
   --json    print JSON instead of text
   --help    show this help
 
 Permissions: ${PERMISSIONS.join(', ')}
-Uses the same configuration as the gateway (DATA_DIR, DATABASE_URL).
+Uses the same configuration as the gateway (DATA_DIR, DATABASE_URL). Never upgrades a store: on one an older
+version left, every command but 'store backup' refuses until this version's gateway has started on it.
 Exit codes: 0 done, 1 the operation failed, 2 the command line is wrong.`;
 
 /** The command line is wrong: an unknown command or option, a missing argument (exit 2). */
@@ -123,7 +125,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     (group === undefined ? io.stderr : io.stdout)(`${USAGE}\n`);
     return group === undefined ? EXIT.usage : EXIT.ok;
   }
-  let store: Awaited<ReturnType<typeof createStore>> | undefined;
+  let store: GatewayStore | undefined;
   try {
     const command = `${group} ${action ?? ''}`.trim();
     const spec = COMMANDS[command];
@@ -140,11 +142,16 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     if (newStore && !spec.mayCreateStore) {
       throw new Error(`there is no store at ${filename}: check DATA_DIR, or start the gateway (or run 'workspaces create') to make one`);
     }
-    if (filename === null && spec.notForPostgres) throw new Error(spec.notForPostgres);
-    store = await createStore(config);
-    const admin = new AdminService(store, clock);
     const print = (text: string, json: unknown) => io.stdout(`${values.json ? JSON.stringify(json, null, 2) : text}\n`);
-    await spec.run({ admin, values, positionals, print, now: clock.now(), storeFile: filename });
+    const context = { values, positionals, print, now: clock.now(), config };
+    if (spec.run) {
+      // Upgrading a store is its gateway's: an older one may still be running on it, and the README has a
+      // backup taken first, which must restore under that older version.
+      store = await createStore(config, { olderSchema: 'refuse', migrations: io.migrations });
+      await spec.run({ ...context, admin: new AdminService(store, clock) });
+    } else {
+      await spec.runWithoutStore(context);
+    }
     if (newStore && !values.json) io.stdout(`(A new store was made at ${filename}.)\n`);
     return EXIT.ok;
   } catch (error) {
@@ -161,24 +168,26 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
 }
 
 interface CommandContext {
-  admin: AdminService;
   values: Record<string, string | boolean | undefined>;
   positionals: string[];
   print: (text: string, json: unknown) => void;
   now: Date;
-  /** The embedded store's file; null for PostgreSQL. */
-  storeFile: string | null;
+  config: Config;
 }
 
-interface Command {
+interface CommandOptions {
   options: Options;
   positionals: number;
   /** Whether the command may start a deployment: the others refuse to work on a store that does not exist yet. */
   mayCreateStore?: boolean;
-  /** Why the command has nothing to do on a PostgreSQL store, when it has not: said before connecting to it. */
-  notForPostgres?: string;
-  run(context: CommandContext): Promise<void>;
 }
+
+/** A command works on the store opened at this version's schema, or on the configured store as it is, unopened. */
+type Command = CommandOptions &
+  (
+    | { run(context: CommandContext & { admin: AdminService }): Promise<void>; runWithoutStore?: never }
+    | { runWithoutStore(context: CommandContext): Promise<void>; run?: never }
+  );
 
 const COMMANDS: Record<string, Command> = {
   'workspaces create': {
@@ -334,15 +343,13 @@ const COMMANDS: Record<string, Command> = {
   'store backup': {
     options: {},
     positionals: 1,
-    notForPostgres: 'the store is the PostgreSQL database in DATABASE_URL: back it up with pg_dump',
-    async run({ positionals, print, storeFile }) {
+    async runWithoutStore({ config, positionals, print }) {
       const [destination] = positionals;
-      // Never null here: notForPostgres stops the command first.
-      backupSqliteStore(storeFile!, destination);
+      const { file } = backupStore(config, destination);
       const { size } = statSync(destination);
       print(
-        `Backed up the store to ${destination} (${size} bytes). To restore it, stop the gateway, put it in place of ${storeFile}, ` +
-          `delete ${storeFile}-wal and ${storeFile}-shm, and start the gateway.`,
+        `Backed up the store to ${destination} (${size} bytes). To restore it, stop the gateway, put it in place of ${file}, ` +
+          `delete ${file}-wal and ${file}-shm, and start the gateway.`,
         { file: destination, bytes: size },
       );
     },

@@ -45,13 +45,20 @@ export interface EventPruneBatch {
   next: EventPruneCursor | null;
 }
 
+/** What opening a store does with one an older version left: bring its schema up to date, or refuse it unchanged. */
+export type OlderSchema = 'upgrade' | 'refuse';
+
 /**
  * Persistence. Every method that takes a workspace id only ever sees that workspace's rows.
  * Adapters: SQLite (embedded default) and PostgreSQL; all pass test/contract/store.contract.ts.
  */
 export interface GatewayStore {
   readonly kind: string;
-  migrate(): Promise<void>;
+  /**
+   * Makes the schema of a new store, and refuses one a newer version has migrated. A store an older version
+   * left is brought up to date (`upgrade`, the default: the gateway as it starts) or refused as it is (`refuse`).
+   */
+  migrate(older?: OlderSchema): Promise<void>;
   ping(): Promise<void>;
   close(): Promise<void>;
 

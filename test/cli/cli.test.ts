@@ -1,19 +1,34 @@
 import { execFile } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import Database from 'better-sqlite3';
+import { POSTGRES_MIGRATIONS } from '../../src/adapters/postgres/migrations.js';
+import { SQLITE_MIGRATIONS } from '../../src/adapters/sqlite/migrations.js';
 import { SqliteStore } from '../../src/adapters/sqlite/store.js';
-import { EXIT, runCli } from '../../src/cli/commands.js';
-import type { Clock } from '../../src/domain/ports.js';
+import { createStore, type StoreOptions } from '../../src/app.js';
+import { EXIT, runCli, type CliIo } from '../../src/cli/commands.js';
+import { loadConfig } from '../../src/config.js';
+import { AdminService } from '../../src/domain/admin.js';
+import { systemClock, type Clock } from '../../src/domain/ports.js';
 import { graphql, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
 import { ManualClock } from '../support/clock.js';
+import { createTestDatabase, TEST_DATABASE_URL, withAdmin } from '../support/postgres.js';
 import { rest } from '../support/transports.js';
 
 const KEY = /cgw_[0-9A-Za-z]{38}/g;
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+/** The CLI run in this process, with what it prints. */
+async function runCaptured(argv: string[], io: Omit<CliIo, 'stdout' | 'stderr'>) {
+  let stdout = '';
+  let stderr = '';
+  const code = await runCli(argv, { ...io, stdout: (text) => (stdout += text), stderr: (text) => (stderr += text) });
+  return { code, stdout, stderr };
+}
 
 describe('the CLI', () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'cgw-cli-'));
@@ -21,17 +36,7 @@ describe('the CLI', () => {
   let gw: TestGateway;
 
   /** The CLI run at the time `at` says, which is the gateway's unless a test needs another, on the gateway's store unless told. */
-  const cliAt = async (at: Clock, argv: string[], dir = dataDir) => {
-    let stdout = '';
-    let stderr = '';
-    const code = await runCli(argv, {
-      env: { DATA_DIR: dir },
-      stdout: (text) => (stdout += text),
-      stderr: (text) => (stderr += text),
-      clock: at,
-    });
-    return { code, stdout, stderr };
-  };
+  const cliAt = (at: Clock, argv: string[], dir = dataDir) => runCaptured(argv, { env: { DATA_DIR: dir }, clock: at });
   const cli = (...argv: string[]) => cliAt(clock, argv);
   /** The CLI as its own process, as `npm run cli` starts it, on the gateway's store. */
   const cliProcess = (argv: string[]) =>
@@ -326,4 +331,155 @@ describe('the CLI', () => {
     const [secret = ''] = key.stdout.match(KEY) ?? [];
     expect((await graphql(gw.baseUrl, secret, '{ campaigns { edges { node { id } } } }')).body.data.campaigns.edges).toEqual([]);
   }, 60_000);
+});
+
+/** A place for a store, where a gateway of any version can make one and the CLI can find it. */
+interface StorePlace {
+  env: Record<string, string>;
+  /** How the store names its database in what it says. */
+  database: string;
+  /** The schema version as the store keeps it: PRAGMA user_version, or the last row of schema_migrations. */
+  version(): Promise<number>;
+  remove(): Promise<void>;
+}
+
+const sqlitePlace = async (): Promise<StorePlace> => {
+  const dir = mkdtempSync(join(tmpdir(), 'cgw-cli-version-'));
+  const file = join(dir, 'gateway.db');
+  return {
+    env: { DATA_DIR: dir },
+    database: `the SQLite database ${file}`,
+    version: async () => sqliteVersion(file),
+    remove: async () => rmSync(dir, { recursive: true, force: true }),
+  };
+};
+
+function sqliteVersion(file: string): number {
+  const db = new Database(file, { fileMustExist: true });
+  try {
+    return Number(db.pragma('user_version', { simple: true }));
+  } finally {
+    db.close();
+  }
+}
+
+/**
+ * Each store with the schema of the CLI under test (`current`), which a gateway of the version before made with
+ * all but the last of its migrations and one of a later version with one more. PostgreSQL has had one schema
+ * version so far, so there the CLI under test stands for the next version, which adds a table.
+ */
+const storeKinds = [
+  { name: 'SQLite', missing: false, place: sqlitePlace, current: SQLITE_MIGRATIONS, migrations: (list: readonly string[]) => ({ sqlite: list }) },
+  {
+    name: 'PostgreSQL',
+    missing: !TEST_DATABASE_URL,
+    place: async (): Promise<StorePlace> => {
+      const db = await createTestDatabase();
+      return {
+        env: { DATABASE_URL: db.url },
+        database: 'the PostgreSQL database in DATABASE_URL',
+        version: () => withAdmin(async (client) => Number((await client.query('SELECT MAX(version) AS version FROM schema_migrations')).rows[0].version), db.url),
+        remove: db.drop,
+      };
+    },
+    current: [...POSTGRES_MIGRATIONS, 'CREATE TABLE next_version (id integer)'],
+    migrations: (list: readonly string[]): StoreOptions['migrations'] => ({ postgres: list }),
+  },
+].filter((kind) => !kind.missing || process.env.CI);
+
+/** What a gateway knowing `migrations` does at start: makes the store, or upgrades it to its version. */
+async function asGateway<T>(env: Record<string, string>, migrations: StoreOptions['migrations'], work: (admin: AdminService) => Promise<T>): Promise<T> {
+  const store = await createStore(loadConfig(env), { olderSchema: 'upgrade', migrations });
+  try {
+    return await work(new AdminService(store, systemClock));
+  } finally {
+    await store.close();
+  }
+}
+
+describe.each(storeKinds)('the CLI on a $name store of another version', (kind) => {
+  const older = kind.migrations(kind.current.slice(0, -1));
+  const cli = (place: StorePlace, ...argv: string[]) => runCaptured(argv, { env: place.env, migrations: kind.migrations(kind.current) });
+  let place: StorePlace;
+
+  beforeEach(async () => {
+    place = await kind.place();
+  });
+
+  afterEach(() => place.remove());
+
+  it('refuses a store the version before left, with one line, and leaves it for that version', async () => {
+    await asGateway(place.env, older, (admin) => admin.createWorkspace('before'));
+
+    const refusal = `campaign-gateway: ${place.database} is at schema version ${kind.current.length - 1} and this version needs ${kind.current.length}: back it up, then start this version's gateway, which upgrades it (see "Upgrading" in the README). It was left as it is\n`;
+    for (const argv of [['keys', 'create', '--workspace', 'before', '--name', 'x', '--permissions', 'campaigns.list'], ['keys', 'list'], ['workspaces', 'create', 'during']]) {
+      expect(await cli(place, ...argv)).toEqual({ code: EXIT.failed, stdout: '', stderr: refusal });
+    }
+
+    expect(await place.version()).toBe(kind.current.length - 1);
+    const [workspaces, keys] = await asGateway(place.env, older, (admin) => Promise.all([admin.listWorkspaces(), admin.listKeys()]));
+    expect(workspaces.map((workspace) => workspace.name)).toEqual(['before']);
+    expect(keys).toEqual([]);
+    expect(await place.version()).toBe(kind.current.length - 1);
+  });
+
+  it('refuses a store a later version migrated, as the gateway does', async () => {
+    await asGateway(place.env, kind.migrations([...kind.current, 'CREATE TABLE later_version (id integer)']), async () => undefined);
+    const listed = await cli(place, 'keys', 'list');
+    expect(listed).toMatchObject({ code: EXIT.failed, stdout: '' });
+    expect(listed.stderr).toBe(
+      `campaign-gateway: ${place.database} has schema version ${kind.current.length + 1}, newer than this gateway's ${kind.current.length}: ` +
+        'a newer campaign-gateway has updated it. Run that version, or restore the backup taken before the upgrade; downgrading is not supported\n',
+    );
+    expect(await place.version()).toBe(kind.current.length + 1);
+  });
+
+  it('makes a new store, at its version, with workspaces create', async () => {
+    const created = await cli(place, 'workspaces', 'create', 'first');
+    expect(created.code).toBe(EXIT.ok);
+    expect(created.stdout).toMatch(/^Created workspace "first"/);
+    expect(await place.version()).toBe(kind.current.length);
+    expect(JSON.parse((await cli(place, 'workspaces', 'list', '--json')).stdout).map((workspace: { name: string }) => workspace.name)).toEqual(['first']);
+  });
+});
+
+describe('store backup of a store the version before left', () => {
+  const older = { sqlite: SQLITE_MIGRATIONS.slice(0, -1) };
+  let place: StorePlace;
+
+  beforeEach(async () => {
+    place = await sqlitePlace();
+  });
+
+  afterEach(() => place.remove());
+
+  it('copies it at its version, leaving it at that version too, and both open under the gateway that made it', async () => {
+    await asGateway(place.env, older, (admin) => admin.createWorkspace('before the upgrade'));
+    const backup = join(place.env.DATA_DIR, 'backup.db');
+
+    const done = await runCaptured(['store', 'backup', backup], { env: place.env });
+    expect(done).toMatchObject({ code: EXIT.ok, stderr: '' });
+
+    expect(await place.version()).toBe(SQLITE_MIGRATIONS.length - 1);
+    expect(sqliteVersion(backup)).toBe(SQLITE_MIGRATIONS.length - 1);
+    const names = async (env: Record<string, string>) =>
+      (await asGateway(env, older, (admin) => admin.listWorkspaces())).map((workspace) => workspace.name);
+    const restored = join(place.env.DATA_DIR, 'restored');
+    mkdirSync(restored);
+    copyFileSync(backup, join(restored, 'gateway.db'));
+    expect(await names({ DATA_DIR: restored })).toEqual(['before the upgrade']);
+    expect(await names(place.env)).toEqual(['before the upgrade']);
+    expect(sqliteVersion(join(restored, 'gateway.db'))).toBe(SQLITE_MIGRATIONS.length - 1);
+  });
+
+  it.each([
+    ['holds no gateway store', (file: string) => new Database(file).exec('CREATE TABLE notes (text TEXT)').close(), 'holds no campaign-gateway store: nothing was backed up'],
+    ['is no database', (file: string) => writeFileSync(file, 'not a database, but long enough to have a header: '.repeat(4)), 'is not a readable SQLite database (file is not a database): nothing was backed up'],
+  ])('refuses a file that %s, with one line, and writes no backup', async (_, make, message) => {
+    const file = join(place.env.DATA_DIR, 'gateway.db');
+    make(file);
+    const backup = join(place.env.DATA_DIR, 'backup.db');
+    expect(await runCaptured(['store', 'backup', backup], { env: place.env })).toEqual({ code: EXIT.failed, stdout: '', stderr: `campaign-gateway: ${file} ${message}\n` });
+    expect(existsSync(backup)).toBe(false);
+  });
 });

@@ -38,7 +38,7 @@ describe('closing the gateway', () => {
       await gateway.app.close();
 
       // What the next gateway on this store finds: the job done, nothing left to send again.
-      const store = await createStore(gateway.config);
+      const store = await createStore(gateway.config, { olderSchema: 'upgrade' });
       try {
         expect(await store.getJob(workspace.id, accepted.body.job_id)).toMatchObject({ status: 'SUCCEEDED', attempts: 1, leaseOwner: null });
         const events = await store.listEvents(workspace.id, { jobId: accepted.body.job_id }, { first: 10 });

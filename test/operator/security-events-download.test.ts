@@ -248,7 +248,7 @@ describe('downloads in progress at once', () => {
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'cgw-downloads-'));
     const env = { DATA_DIR: dir, DOWNLOAD_CONCURRENCY: '3', DOWNLOAD_CONCURRENCY_PER_WORKSPACE: '2' };
-    const store = storeFailingOn(await createStore(loadConfig(env)), ['listEvents'], (...args) => {
+    const store = storeFailingOn(await createStore(loadConfig(env), { olderSchema: 'upgrade' }), ['listEvents'], (...args) => {
       if ((args[1] as SecurityEventFilter).since?.getTime() === Date.parse('1999-01-01')) emptyRangeReads += 1;
       const later = (args[2] as ListOptions).beforeSeq !== undefined;
       return failing === (later ? 'later batches' : 'first batch');
@@ -373,7 +373,7 @@ describe('a download its client reads as fast as it is sent', () => {
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'cgw-download-turns-'));
-    const store = await createStore(loadConfig({ DATA_DIR: dir }));
+    const store = await createStore(loadConfig({ DATA_DIR: dir }), { olderSchema: 'upgrade' });
     try {
       const ws = await createTestWorkspace(store, new AdminService(store, { now: () => new Date(base - 60_000) }));
       await seedLargeEvents(store, ws, base);

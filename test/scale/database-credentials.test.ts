@@ -47,7 +47,7 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL credentials and start-up failur
   });
 
   const startFailure = (databaseUrl: string) =>
-    createStore(loadConfig({ LOG_LEVEL: 'silent', DATABASE_URL: databaseUrl })).then(
+    createStore(loadConfig({ LOG_LEVEL: 'silent', DATABASE_URL: databaseUrl }), { olderSchema: 'upgrade' }).then(
       () => 'started',
       (error: Error) => error.message,
     );

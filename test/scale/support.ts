@@ -232,7 +232,7 @@ export async function sharedDatabase(): Promise<SharedDatabase> {
 /** The embedded store's file in a fresh data directory, opened here as the gateways started on it open it. */
 export async function sharedSqlite(): Promise<SharedStore> {
   const dataDir = mkdtempSync(join(tmpdir(), 'cgw-scale-'));
-  const store = await createStore(loadConfig({ DATA_DIR: dataDir }));
+  const store = await createStore(loadConfig({ DATA_DIR: dataDir }), { olderSchema: 'upgrade' });
   return sharing(store, { DATA_DIR: dataDir }, async () => rmSync(dataDir, { recursive: true, force: true }));
 }
 

@@ -48,7 +48,7 @@ describe('API keys', () => {
 
   beforeAll(async () => {
     const env = { DATA_DIR: storeDir, TRUST_PROXY: '127.0.0.1', DUPLICATE_RATE_LIMIT: '10000', AUTH_FAILURE_LIMIT: '10000' };
-    const counting = countingStore(await createStore(loadConfig(env)));
+    const counting = countingStore(await createStore(loadConfig(env), { olderSchema: 'upgrade' }));
     lookups = counting.lookups;
     gw = await startGateway(env, { store: counting.store, clock, logger: logs.logger });
     ws = await gw.workspace('keys');

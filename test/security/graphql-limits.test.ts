@@ -180,7 +180,7 @@ describe('GraphQL in production', () => {
 
   beforeAll(async () => {
     const env = { NODE_ENV: 'production', DATA_DIR: dir };
-    const store = await createStore(loadConfig(env));
+    const store = await createStore(loadConfig(env), { olderSchema: 'upgrade' });
     const broken = storeFailingOn(store, ['listEvents', 'getJob'], () => failing);
     gw = await startGateway(env, { store: broken, logger: logs.logger });
     ws = await gw.workspace('production');

@@ -74,7 +74,7 @@ export interface StartOptions {
 export async function startGateway(env: Record<string, string> = {}, overrides: AppOverrides = {}, options: StartOptions = {}): Promise<TestGateway> {
   const dataDir = mkdtempSync(join(tmpdir(), 'cgw-test-'));
   const config = { ...loadConfig({ LOG_LEVEL: 'silent', DATA_DIR: dataDir, PORT: '0', SEED_DEMO: 'false', ...env }), ...options.tuned };
-  const store = options.wrapStore ? options.wrapStore(await createStore(config)) : overrides.store;
+  const store = options.wrapStore ? options.wrapStore(await createStore(config, { olderSchema: 'upgrade' })) : overrides.store;
   const app = await buildApp(config, { ...overrides, store });
   await app.http.listen({ port: 0, host: '127.0.0.1' });
   app.start();

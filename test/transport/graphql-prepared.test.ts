@@ -21,7 +21,7 @@ const dir = mkdtempSync(join(tmpdir(), 'cgw-prepared-'));
 
 beforeAll(async () => {
   const env = { DATA_DIR: dir, DUPLICATE_RATE_LIMIT: '3', DUPLICATE_RATE_WINDOW_SECONDS: '3600', GRAPHQL_MAX_COST: '1000' };
-  const store = await createStore(loadConfig(env));
+  const store = await createStore(loadConfig(env), { olderSchema: 'upgrade' });
   const broken = storeFailingOn(store, ['listEvents'], () => failing);
   gw = await startGateway(env, { store: broken, logger: logs.logger });
 });

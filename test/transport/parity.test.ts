@@ -348,7 +348,7 @@ describe('X-RateLimit-* on every answer to a duplication by a known caller', () 
 
   beforeAll(async () => {
     const env = { DATA_DIR: dir, DUPLICATE_RATE_LIMIT: String(LIMIT), DUPLICATE_RATE_WINDOW_SECONDS: '3600' };
-    const store = storeHeldOn(await createStore(loadConfig(env)), ['enqueueJob'], () => hold?.());
+    const store = storeHeldOn(await createStore(loadConfig(env), { olderSchema: 'upgrade' }), ['enqueueJob'], () => hold?.());
     gw = await startGateway(env, { store });
   });
 

@@ -14,6 +14,8 @@ export interface PostgresOptions {
    * pool already holds would otherwise leave the query, and the request behind it, waiting for good.
    */
   queryTimeoutMs?: number;
+  /** The schema's migrations, this version's unless a test stands for another version with its list. */
+  migrations?: readonly string[];
 }
 
 /** No statement runs longer than this, waits for locks included. */

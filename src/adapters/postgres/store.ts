@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { EventPruneBatch, EventPruneCursor, GatewayStore, JobOutcome, ListOptions } from '../../domain/ports.js';
+import type { EventPruneBatch, EventPruneCursor, GatewayStore, JobOutcome, ListOptions, OlderSchema } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
   Campaign,
@@ -34,7 +34,7 @@ import {
   type Row,
   type SqlValues,
 } from '../rows.js';
-import { newerSchema } from '../schema-version.js';
+import { schemaRefusal, SchemaVersionRefusal } from '../schema-version.js';
 import { POSTGRES_MIGRATIONS } from './migrations.js';
 import { startupFailure } from './outage.js';
 import { clientConfig, createPool, queriesOf, transaction, type PostgresOptions, type Queryable } from './pool.js';
@@ -84,7 +84,8 @@ export class PostgresStore implements GatewayStore {
   }
 
   /** Applies pending migrations under an advisory lock, on a connection of its own without a statement timeout. */
-  async migrate(): Promise<void> {
+  async migrate(older: OlderSchema = 'upgrade'): Promise<void> {
+    const migrations = this.options.migrations ?? POSTGRES_MIGRATIONS;
     const client = new pg.Client(clientConfig(this.options));
     // A broken connection also fails the pending query, which is where it is reported.
     client.on('error', () => undefined);
@@ -96,8 +97,9 @@ export class PostgresStore implements GatewayStore {
       await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())');
       const { rows } = await client.query('SELECT COALESCE(MAX(version), 0) AS version FROM schema_migrations');
       const current = Number(rows[0].version);
-      if (current > POSTGRES_MIGRATIONS.length) throw newerSchema('the database', current, POSTGRES_MIGRATIONS.length);
-      for (const [index, migration] of POSTGRES_MIGRATIONS.entries()) {
+      const refusal = schemaRefusal('the PostgreSQL database in DATABASE_URL', current, migrations.length, older);
+      if (refusal) throw refusal;
+      for (const [index, migration] of migrations.entries()) {
         const version = index + 1;
         if (version <= current) continue;
         await client.query('BEGIN');
@@ -111,6 +113,8 @@ export class PostgresStore implements GatewayStore {
         }
       }
     } catch (error) {
+      // The database works; it holds a schema this version must not use as it is.
+      if (error instanceof SchemaVersionRefusal) throw error;
       throw startupFailure(error, 'migrate');
     } finally {
       await client.end();

@@ -1,25 +1,43 @@
 import { closeSync, openSync, rmSync } from 'node:fs';
-import { openConnection } from './connection.js';
+import Database from 'better-sqlite3';
+
+/** Whether `db` holds a gateway's tables: every version of the schema has had `workspaces`. */
+function isGatewayStore(db: Database.Database): boolean {
+  return db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'workspaces'").get() !== undefined;
+}
 
 /**
  * Copies the embedded store to `destination` while gateways keep using it. VACUUM INTO reads one consistent
  * snapshot (in WAL mode without holding up writers) and writes a compact database with no WAL of its own, ready
  * to be put back as the store's file. The copy holds key hashes and events, so only its owner may read it.
+ *
+ * The store is copied as it is: its schema version is neither checked nor changed (a gateway of that version
+ * may be running on it), and the connection sets nothing that persists in the file.
  */
 export function backupSqliteStore(filename: string, destination: string): void {
-  // VACUUM INTO takes a missing or empty file: making it here first gives it its mode and never overwrites one.
+  const db = new Database(filename, { fileMustExist: true });
   try {
-    closeSync(openSync(destination, 'wx', 0o600));
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'EEXIST') throw new Error(`${destination} already exists: a backup never overwrites a file`);
-    throw error;
-  }
-  const db = openConnection(filename);
-  try {
-    db.prepare('VACUUM INTO ?').run(destination);
-  } catch (error) {
-    rmSync(destination, { force: true });
-    throw error;
+    db.pragma('busy_timeout = 5000');
+    let gatewayStore: boolean;
+    try {
+      gatewayStore = isGatewayStore(db);
+    } catch (error) {
+      throw new Error(`${filename} is not a readable SQLite database (${(error as Error).message}): nothing was backed up`);
+    }
+    if (!gatewayStore) throw new Error(`${filename} holds no campaign-gateway store: nothing was backed up`);
+    // VACUUM INTO takes a missing or empty file: making it here first gives it its mode and never overwrites one.
+    try {
+      closeSync(openSync(destination, 'wx', 0o600));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EEXIST') throw new Error(`${destination} already exists: a backup never overwrites a file`);
+      throw error;
+    }
+    try {
+      db.prepare('VACUUM INTO ?').run(destination);
+    } catch (error) {
+      rmSync(destination, { force: true });
+      throw error;
+    }
   } finally {
     db.close();
   }

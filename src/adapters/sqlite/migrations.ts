@@ -141,14 +141,14 @@ function schemaObjects(db: Database.Database): string[] {
 }
 
 /**
- * What the migrations make that `db`, migrated to the last version, lacks. Only a database changed by hand,
+ * What `migrations` make that `db`, migrated to their last version, lacks. Only a database changed by hand,
  * or made by an early build whose first migration was later extended, lacks anything; its queries would
  * fail one by one while the gateway reported itself ready.
  */
-export function missingSchemaObjects(db: Database.Database): string[] {
+export function missingSchemaObjects(db: Database.Database, migrations: readonly string[]): string[] {
   const reference = new Database(':memory:');
   try {
-    for (const migration of SQLITE_MIGRATIONS) reference.exec(migration);
+    for (const migration of migrations) reference.exec(migration);
     const present = new Set(schemaObjects(db));
     return schemaObjects(reference).filter((object) => !present.has(object));
   } finally {

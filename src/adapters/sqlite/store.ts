@@ -2,7 +2,7 @@ import { closeSync, constants, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type Database from 'better-sqlite3';
 import { dependencyUnavailable } from '../../domain/errors.js';
-import type { EventPruneBatch, EventPruneCursor, GatewayStore, JobOutcome, ListOptions } from '../../domain/ports.js';
+import type { EventPruneBatch, EventPruneCursor, GatewayStore, JobOutcome, ListOptions, OlderSchema } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
   Campaign,
@@ -16,7 +16,7 @@ import type {
   Workspace,
 } from '../../domain/types.js';
 import { COUNT_JOBS_SQL, EVENT_WINDOW_SQL, eventWindowSeeks, maybeDate, oldestDueJobSql, rowSeq, rowToApiKey, rowToCampaign, rowToEvent, rowToIdempotency, rowToJob, rowToWorkspace, type Row } from '../rows.js';
-import { newerSchema } from '../schema-version.js';
+import { schemaRefusal } from '../schema-version.js';
 import { openConnection, Statements } from './connection.js';
 import { identify, type FileIdentity } from './database-file.js';
 import { KeyCache } from './key-cache.js';
@@ -32,6 +32,8 @@ export interface SqliteStoreOptions {
   filename: string;
   /** Told why the writer thread died when a new one takes over (writer.ts). */
   onWriterRestart?: (error: Error) => void;
+  /** The schema's migrations, this version's unless a test stands for another version with its list. */
+  migrations?: readonly string[];
 }
 
 /**
@@ -143,23 +145,26 @@ export class SqliteStore implements GatewayStore {
     return this.reading(text, (statement) => statement.all(...params) as Row[]);
   }
 
-  async migrate(): Promise<void> {
+  async migrate(older: OlderSchema = 'upgrade'): Promise<void> {
+    const migrations = this.options.migrations ?? SQLITE_MIGRATIONS;
+    const database = `the SQLite database ${this.options.filename}`;
     this.snapshot.end();
     // The version is read inside the IMMEDIATE transaction, so instances starting together migrate once.
     this.db
       .transaction(() => {
         const current = Number(this.db.pragma('user_version', { simple: true }));
-        if (current > SQLITE_MIGRATIONS.length) throw newerSchema(`the SQLite database ${this.options.filename}`, current, SQLITE_MIGRATIONS.length);
-        SQLITE_MIGRATIONS.slice(current).forEach((migration, index) => {
+        const refusal = schemaRefusal(database, current, migrations.length, older);
+        if (refusal) throw refusal;
+        migrations.slice(current).forEach((migration, index) => {
           this.db.exec(migration);
           this.db.pragma(`user_version = ${current + index + 1}`);
         });
       })
       .immediate();
-    const missing = missingSchemaObjects(this.db);
+    const missing = missingSchemaObjects(this.db, migrations);
     if (missing.length > 0) {
       throw new Error(
-        `the SQLite database ${this.options.filename} is at schema version ${SQLITE_MIGRATIONS.length} but lacks ${missing.join(', ')}: ` +
+        `${database} is at schema version ${migrations.length} but lacks ${missing.join(', ')}: ` +
           'it was changed by hand or made by an early development version of the gateway. Restore a backup, or move it aside to start on a new store',
       );
     }
