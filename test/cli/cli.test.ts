@@ -421,6 +421,11 @@ describe.each(storeKinds)('the CLI on a $name store of another version', (kind) 
     expect(workspaces.map((workspace) => workspace.name)).toEqual(['before']);
     expect(keys).toEqual([]);
     expect(await place.version()).toBe(kind.current.length - 1);
+
+    // As the line says: once this version's gateway has started on it, the CLI works on it.
+    await asGateway(place.env, kind.migrations(kind.current), async () => undefined);
+    expect(await place.version()).toBe(kind.current.length);
+    expect(await cli(place, 'workspaces', 'list')).toMatchObject({ code: EXIT.ok, stderr: '' });
   });
 
   it('refuses a store a later version migrated, as the gateway does', async () => {
