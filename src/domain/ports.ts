@@ -49,7 +49,8 @@ export interface EventPruneBatch {
 export type OlderSchema = 'upgrade' | 'refuse';
 
 /**
- * Persistence. Every method that takes a workspace id only ever sees that workspace's rows.
+ * Persistence. Every method that takes a workspace id only ever sees that workspace's rows. A key no row can
+ * hold (text with a NUL, which PostgreSQL cannot take) is a key like any other no row holds: nothing is found.
  * Adapters: SQLite (embedded default) and PostgreSQL; all pass test/contract/store.contract.ts.
  */
 export interface GatewayStore {

@@ -444,6 +444,43 @@ export function storeContract(name: string, harness: StoreHarness): void {
       expect(concurrent.filter((holder) => holder === null)).toHaveLength(1);
     });
 
+    it('answers a key holding NUL like any key it does not hold: nothing found, nothing changed', async () => {
+      // Callers send such ids (`/duplication_jobs/a%00b`, "a\u0000b" in GraphQL); no row of the gateway holds one.
+      const withNul = (value: string) => `${value}\u0000`;
+      const key = apiKeyFixture(ws);
+      await store.insertApiKey(key, eventFixture(ws, { type: 'API_KEY_CREATED', apiKeyId: key.id }));
+      const campaign = campaignFixture(ws);
+      await store.insertCampaign(campaign);
+      await store.upsertTags(ws, ['promo']);
+      const job = jobFixture(ws, { apiKeyId: key.id });
+      await store.enqueueJob(job, eventFixture(ws, { jobId: job.id, apiKeyId: key.id }));
+      const record = { workspaceId: ws, key: 'k', requestHash: 'h', jobId: null, createdAt: at(0), expiresAt: at(86_400_000) };
+      await store.reserveIdempotencyKey(record, at(-60_000));
+
+      expect(await store.getJob(ws, withNul(job.id))).toBeNull();
+      expect(await store.getJob(ws, `a\u0000b`)).toBeNull();
+      expect(await store.getCampaign(ws, withNul(campaign.id))).toBeNull();
+      expect(await store.listCampaigns(ws, { first: 10, beforeId: withNul(campaign.id) })).toEqual([]);
+      expect(await store.listEvents(ws, { jobId: withNul(job.id) }, { first: 10 })).toEqual([]);
+      expect(await store.listEvents(ws, { apiKeyId: withNul(key.id) }, { first: 10 })).toEqual([]);
+      expect(await store.listEvents(withNul(ws), {}, { first: 10 })).toEqual([]);
+      expect(await store.findWorkspace(withNul(ws))).toBeNull();
+      expect(await store.findApiKey(withNul(key.id))).toBeNull();
+      expect(await store.findApiKeyByHash(withNul(key.hash))).toBeNull();
+      expect(await store.listApiKeys(withNul(ws))).toEqual([]);
+      expect(await store.missingTags(ws, ['pro\u0000mo', 'promo', '\u0000'])).toEqual(['pro\u0000mo', '\u0000']);
+      expect(await store.findIdempotencyKey(ws, withNul('k'))).toBeNull();
+
+      const revoked = eventFixture(ws, { type: 'API_KEY_REVOKED', apiKeyId: key.id });
+      expect(await store.revokeApiKey(withNul(key.id), at(10), revoked)).toBe(false);
+      expect(await store.rotateApiKey(withNul(key.id), 'a'.repeat(64), 'cgw_rotated', null, revoked)).toBe(false);
+      await store.touchApiKey(withNul(key.id), at(20));
+      await store.releaseIdempotencyKey(ws, withNul('k'));
+      expect(await store.findApiKey(key.id)).toEqual(key);
+      expect(await store.findIdempotencyKey(ws, 'k')).toEqual(record);
+      expect((await store.listEvents(ws, {}, { first: 10 })).map((event) => event.type)).toEqual(['CAMPAIGN_DUPLICATION_REQUESTED', 'API_KEY_CREATED']);
+    });
+
     it('replaces abandoned reservations and expired keys', async () => {
       const record = { workspaceId: ws, key: 'k', requestHash: 'h1', jobId: null, createdAt: at(0), expiresAt: at(10_000) };
       await store.reserveIdempotencyKey(record, at(-60_000));

@@ -54,6 +54,14 @@ function pageBound(table: 'campaigns' | 'security_events', options: ListOptions,
 const PG: SqlValues = { date: (value) => value, bool: (value) => value };
 
 /**
+ * Whether PostgreSQL can take a parameter: its text cannot hold NUL (U+0000), and a statement given one fails
+ * (22021) instead of matching nothing. No row holds such text, so a lookup by a key that does is answered as
+ * one for a key that matches no row, as the embedded store answers it, without asking the server.
+ */
+const storable = (value: unknown): boolean =>
+  typeof value === 'string' ? !value.includes('\u0000') : !Array.isArray(value) || value.every(storable);
+
+/**
  * The shared store for several gateway instances. Jobs are claimed with `FOR UPDATE SKIP LOCKED` and a
  * lease, so instances never run the same job at once and a dead instance's jobs are picked up by another
  * once its leases expire.
@@ -72,6 +80,11 @@ export class PostgresStore implements GatewayStore {
 
   private async rows(text: string, values: unknown[] = [], client: Queryable = this.db): Promise<Row[]> {
     return (await client.query(text, values)).rows as Row[];
+  }
+
+  /** The rows a read finds by its keys (every parameter a key or a bound): none when a key cannot be stored. */
+  private async lookup(text: string, keys: unknown[]): Promise<Row[]> {
+    return keys.every(storable) ? this.rows(text, keys) : [];
   }
 
   private async insert(client: Queryable, table: string, row: Row): Promise<void> {
@@ -140,7 +153,7 @@ export class PostgresStore implements GatewayStore {
   }
 
   async findWorkspace(idOrName: string): Promise<Workspace | null> {
-    const [row] = await this.rows('SELECT * FROM workspaces WHERE id = $1 OR name = $1 ORDER BY (id = $1) DESC LIMIT 1', [idOrName]);
+    const [row] = await this.lookup('SELECT * FROM workspaces WHERE id = $1 OR name = $1 ORDER BY (id = $1) DESC LIMIT 1', [idOrName]);
     return row ? rowToWorkspace(row) : null;
   }
 
@@ -160,7 +173,7 @@ export class PostgresStore implements GatewayStore {
   }
 
   async findApiKeyByHash(hash: string): Promise<ApiKeyRecord | null> {
-    const [row] = await this.rows(
+    const [row] = await this.lookup(
       'SELECT * FROM api_keys WHERE hash = $1 UNION ALL SELECT * FROM api_keys WHERE previous_hash = $1 LIMIT 1',
       [hash],
     );
@@ -168,7 +181,7 @@ export class PostgresStore implements GatewayStore {
   }
 
   async findApiKey(id: string): Promise<ApiKeyRecord | null> {
-    const [row] = await this.rows('SELECT * FROM api_keys WHERE id = $1', [id]);
+    const [row] = await this.lookup('SELECT * FROM api_keys WHERE id = $1', [id]);
     return row ? rowToApiKey(row) : null;
   }
 
@@ -176,11 +189,12 @@ export class PostgresStore implements GatewayStore {
     const rows =
       workspaceId === undefined
         ? await this.rows('SELECT * FROM api_keys ORDER BY created_at, id')
-        : await this.rows('SELECT * FROM api_keys WHERE workspace_id = $1 ORDER BY created_at, id', [workspaceId]);
+        : await this.lookup('SELECT * FROM api_keys WHERE workspace_id = $1 ORDER BY created_at, id', [workspaceId]);
     return rows.map(rowToApiKey);
   }
 
   async revokeApiKey(id: string, at: Date, event: NewSecurityEvent): Promise<boolean> {
+    if (!storable(id)) return false;
     return transaction(this.pool, async (client) => {
       const changed = await this.count('UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL', [at, id], client);
       if (changed === 0) return false;
@@ -190,6 +204,7 @@ export class PostgresStore implements GatewayStore {
   }
 
   async rotateApiKey(id: string, hash: string, prefix: string, previousValidUntil: Date | null, event: NewSecurityEvent): Promise<boolean> {
+    if (!storable(id)) return false;
     return transaction(this.pool, async (client) => {
       const changed = await this.count(
         `UPDATE api_keys SET previous_hash = CASE WHEN $1::timestamptz IS NULL THEN NULL ELSE hash END,
@@ -205,6 +220,7 @@ export class PostgresStore implements GatewayStore {
   }
 
   async touchApiKey(id: string, at: Date): Promise<void> {
+    if (!storable(id)) return;
     await this.db.query('UPDATE api_keys SET last_used_at = $1 WHERE id = $2', [at, id]);
   }
 
@@ -216,13 +232,10 @@ export class PostgresStore implements GatewayStore {
   }
 
   async missingTags(workspaceId: string, names: string[]): Promise<string[]> {
-    const rows = await this.rows(
-      `SELECT wanted.name FROM unnest($2::text[]) WITH ORDINALITY AS wanted(name, position)
-       WHERE NOT EXISTS (SELECT 1 FROM tags WHERE tags.workspace_id = $1 AND tags.name = wanted.name)
-       ORDER BY wanted.position`,
-      [workspaceId, names],
-    );
-    return rows.map((row) => String(row.name));
+    // A name that cannot be stored is no tag: never found, so missing.
+    const rows = await this.lookup('SELECT name FROM tags WHERE workspace_id = $1 AND name = ANY($2::text[])', [workspaceId, names.filter(storable)]);
+    const found = new Set(rows.map((row) => String(row.name)));
+    return names.filter((name) => !found.has(name));
   }
 
   async insertCampaign(campaign: Campaign): Promise<void> {
@@ -234,14 +247,14 @@ export class PostgresStore implements GatewayStore {
   }
 
   async getCampaign(workspaceId: string, id: string): Promise<Campaign | null> {
-    const [row] = await this.rows('SELECT * FROM campaigns WHERE id = $1 AND workspace_id = $2', [id, workspaceId]);
+    const [row] = await this.lookup('SELECT * FROM campaigns WHERE id = $1 AND workspace_id = $2', [id, workspaceId]);
     return row ? rowToCampaign(row) : null;
   }
 
   async listCampaigns(workspaceId: string, options: ListOptions): Promise<Campaign[]> {
     const values: unknown[] = [workspaceId];
     const param = (value: unknown): string => `$${values.push(value)}`;
-    const rows = await this.rows(
+    const rows = await this.lookup(
       `SELECT * FROM campaigns WHERE workspace_id = $1 AND ${pageBound('campaigns', options, param)} ORDER BY seq DESC LIMIT ${param(options.first)}`,
       values,
     );
@@ -263,7 +276,7 @@ export class PostgresStore implements GatewayStore {
   }
 
   async getJob(workspaceId: string, id: string): Promise<DuplicationJob | null> {
-    const [row] = await this.rows('SELECT * FROM jobs WHERE id = $1 AND workspace_id = $2', [id, workspaceId]);
+    const [row] = await this.lookup('SELECT * FROM jobs WHERE id = $1 AND workspace_id = $2', [id, workspaceId]);
     return row ? rowToJob(row) : null;
   }
 
@@ -361,11 +374,12 @@ export class PostgresStore implements GatewayStore {
   }
 
   async findIdempotencyKey(workspaceId: string, key: string): Promise<IdempotencyRecord | null> {
-    const [row] = await this.rows('SELECT * FROM idempotency_keys WHERE workspace_id = $1 AND key = $2', [workspaceId, key]);
+    const [row] = await this.lookup('SELECT * FROM idempotency_keys WHERE workspace_id = $1 AND key = $2', [workspaceId, key]);
     return row ? rowToIdempotency(row) : null;
   }
 
   async releaseIdempotencyKey(workspaceId: string, key: string): Promise<void> {
+    if (![workspaceId, key].every(storable)) return;
     await this.db.query('DELETE FROM idempotency_keys WHERE workspace_id = $1 AND key = $2 AND job_id IS NULL', [workspaceId, key]);
   }
 
@@ -438,7 +452,7 @@ export class PostgresStore implements GatewayStore {
     // from which the rows come out of seq order, to be sorted, all of them, for every page.
     if (filter.since !== undefined) where.push(`occurred_at + interval '0 s' >= ${param(filter.since)}`);
     if (filter.until !== undefined) where.push(`occurred_at + interval '0 s' < ${param(filter.until)}`);
-    const rows = await this.rows(
+    const rows = await this.lookup(
       `SELECT * FROM security_events WHERE ${where.join(' AND ')} ORDER BY seq DESC LIMIT ${param(options.first)}`,
       values,
     );
