@@ -2,8 +2,6 @@ import { randomUUID } from 'node:crypto';
 
 /** Every id the gateway makes is a UUID in its text form: anything else names nothing of the gateway's. */
 export const isGatewayId = (value: string): boolean => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(value);
-/** The length of that text form. */
-export const ID_LENGTH = 36;
 
 /**
  * A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then 74 random bits. Ids made one after another sort

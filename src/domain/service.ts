@@ -5,7 +5,7 @@ import { decodeRowCursor, encodeCursor } from './cursor.js';
 import { GatewayError, internalError, isDependencyOutage, isGatewayError, type ErrorCode, type RateLimitState } from './errors.js';
 import { DEFAULT_IDEMPOTENCY_TTL_HOURS, holdsIdempotencyKey } from './idempotency.js';
 import type { DownloadSlots } from './download-slots.js';
-import { newId } from './ids.js';
+import { isGatewayId, newId } from './ids.js';
 import { clientNetwork, isAllowedIp } from './ip-allowlist.js';
 import { hashApiKey, hashesEqual, isWellFormedApiKey } from './keys.js';
 import type { Permission } from './permissions.js';
@@ -492,8 +492,12 @@ export class GatewayService {
     return error;
   }
 
-  /** A job the principal may see: its own, or any of its workspace with `security_events.read`. */
+  /**
+   * A job the principal may see: its own, or any of its workspace with `security_events.read`. An id of a shape
+   * the gateway never makes (too long, not a UUID) is an unknown job, answered without a store lookup.
+   */
   async getJob(principal: Principal, id: string): Promise<DuplicationJob | null> {
+    if (!isGatewayId(id)) return null;
     const job = await this.deps.store.getJob(principal.workspaceId, id);
     return job && (await this.maySee(principal, job)) ? job : null;
   }
@@ -520,6 +524,8 @@ export class GatewayService {
   ): Promise<Page<SecurityEvent>> {
     const size = pageSize(first);
     const beforeId = decodeRowCursor('e', after);
+    // A job or key id of a shape the gateway never makes names no event's job or key, as in getJob.
+    if ([filter.jobId, filter.apiKeyId].some((id) => id !== undefined && !isGatewayId(id))) return emptyPage();
     const scoped: SecurityEventFilter = { ...filter };
     if (!(await this.authorize(principal, 'security_events.read', { optional: true }))) {
       if (filter.apiKeyId !== undefined && filter.apiKeyId !== principal.keyId) return emptyPage();

@@ -1,7 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { GatewayError } from '../domain/errors.js';
 import type { GatewayService, RequestContext } from '../domain/service.js';
-import { ID_LENGTH } from '../domain/ids.js';
 import { withoutPort } from '../domain/ip-allowlist.js';
 import { CHANNELS, JOB_STATUSES, type Principal } from '../domain/types.js';
 import { isRecord, LIMITS } from '../domain/validation.js';
@@ -169,9 +168,7 @@ export async function restRoutes(app: FastifyInstance, options: { service: Gatew
 
   app.get<{ Params: { job_id: string } }>('/duplication_jobs/:job_id', { schema: jobSchema }, async (request, reply) => {
     const principal = await service.authenticate(httpRequestContext(request, 'REST'));
-    const id = request.params.job_id;
-    // Longer than any id the gateway makes: no such job, and no store lookup to say so.
-    const job = id.length > ID_LENGTH ? null : await service.getJob(principal, id);
+    const job = await service.getJob(principal, request.params.job_id);
     if (!job) throw new GatewayError('NOT_FOUND', 'Job not found');
     const pollAfter = service.pollAfterSeconds(job);
     if (pollAfter !== null) reply.header('retry-after', String(pollAfter));

@@ -223,7 +223,8 @@ describe('GraphQL in production', () => {
     failing = true;
     try {
       const gqlAnswer = await graphql(gw.baseUrl, ws.key, '{ securityEvents { edges { node { id } } } }');
-      const restAnswer = await http(gw.baseUrl, 'GET', '/duplication_jobs/anything', { headers: bearer(ws.key) });
+      // An id of the gateway's shape, so that the store is asked for it.
+      const restAnswer = await http(gw.baseUrl, 'GET', '/duplication_jobs/00000000-0000-4000-8000-000000000000', { headers: bearer(ws.key) });
 
       const gqlError = gqlAnswer.body.errors[0];
       expect(gqlError).toEqual({
