@@ -96,7 +96,8 @@ function keyStatus(key: ApiKeyRecord, now: Date): string {
 }
 
 function table(rows: string[][]): string {
-  const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)));
+  // Not Math.max(...lengths): spread arguments overflow the stack past about 120,000 rows.
+  const widths = rows[0].map((_, column) => rows.reduce((widest, row) => Math.max(widest, row[column].length), 0));
   return rows.map((row) => row.map((cell, column) => cell.padEnd(widths[column])).join('  ').trimEnd()).join('\n');
 }
 
@@ -142,7 +143,8 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     if (newStore && !spec.mayCreateStore) {
       throw new Error(`there is no store at ${filename}: check DATA_DIR, or start the gateway (or run 'workspaces create') to make one`);
     }
-    const print = (text: string, json: unknown) => io.stdout(`${values.json ? JSON.stringify(json, null, 2) : text}\n`);
+    const print = (text: string | (() => string), json: unknown) =>
+      io.stdout(`${values.json ? JSON.stringify(json, null, 2) : typeof text === 'function' ? text() : text}\n`);
     const context = { values, positionals, print, now: clock.now(), config };
     if (spec.run) {
       // Upgrading a store is its gateway's: an older one may still be running on it, and the README has a
@@ -170,7 +172,8 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
 interface CommandContext {
   values: Record<string, string | boolean | undefined>;
   positionals: string[];
-  print: (text: string, json: unknown) => void;
+  /** Prints `json` under --json, the text otherwise; a function is asked for its text only when it is printed. */
+  print: (text: string | (() => string), json: unknown) => void;
   now: Date;
   config: Config;
 }
@@ -210,9 +213,10 @@ const COMMANDS: Record<string, Command> = {
     async run({ admin, print }) {
       const workspaces = await admin.listWorkspaces();
       print(
-        workspaces.length === 0
-          ? 'No workspaces yet: npm run cli -- workspaces create <name>'
-          : table([['ID', 'NAME', 'CREATED'], ...workspaces.map((w) => [w.id, w.name, iso(w.createdAt)])]),
+        () =>
+          workspaces.length === 0
+            ? 'No workspaces yet: npm run cli -- workspaces create <name>'
+            : table([['ID', 'NAME', 'CREATED'], ...workspaces.map((w) => [w.id, w.name, iso(w.createdAt)])]),
         workspaces.map((w) => ({ id: w.id, name: w.name, createdAt: w.createdAt.toISOString() })),
       );
     },
@@ -270,9 +274,12 @@ const COMMANDS: Record<string, Command> = {
     options: { workspace: { type: 'string' } },
     positionals: 0,
     async run({ admin, values, print, now }) {
-      const keys = await admin.listKeys(values.workspace as string | undefined);
-      const workspaces = new Map((await admin.listWorkspaces()).map((w) => [w.id, w]));
-      const rows = keys.map((key) => [
+      const only = values.workspace as string | undefined;
+      const keys = await admin.listKeys(only);
+      // One workspace's keys need only that workspace's name.
+      const named = only === undefined ? await admin.listWorkspaces() : [await admin.requireWorkspace(only)];
+      const workspaces = new Map(named.map((w) => [w.id, w]));
+      const rows = () => keys.map((key) => [
         key.id,
         key.name,
         workspaces.get(key.workspaceId)?.name ?? key.workspaceId,
@@ -286,9 +293,10 @@ const COMMANDS: Record<string, Command> = {
         key.allowedCidrs?.join(',') ?? 'any',
       ]);
       print(
-        keys.length === 0
-          ? 'No keys.'
-          : table([['ID', 'NAME', 'WORKSPACE', 'PERMISSIONS', 'KEY', 'STATUS', 'CREATED', 'LAST USED', 'EXPIRES', 'REVOKED', 'ALLOWED IPS'], ...rows]),
+        () =>
+          keys.length === 0
+            ? 'No keys.'
+            : table([['ID', 'NAME', 'WORKSPACE', 'PERMISSIONS', 'KEY', 'STATUS', 'CREATED', 'LAST USED', 'EXPIRES', 'REVOKED', 'ALLOWED IPS'], ...rows()]),
         keys.map((key) => keyJson(key, workspaces, now)),
       );
     },

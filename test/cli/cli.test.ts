@@ -397,6 +397,43 @@ async function asGateway<T>(env: Record<string, string>, migrations: StoreOption
   }
 }
 
+describe('the CLI on a store with very many workspaces', () => {
+  // Past about 120,000 rows, spreading the column's lengths into Math.max overflowed the stack.
+  const count = 130_000;
+  const dataDir = mkdtempSync(join(tmpdir(), 'cgw-cli-many-'));
+  const clock = new ManualClock(new Date('2026-06-01T00:00:00.000Z'));
+  const cli = (...argv: string[]) => runCaptured(argv, { env: { DATA_DIR: dataDir }, clock });
+
+  beforeAll(async () => {
+    const store = new SqliteStore({ filename: join(dataDir, 'gateway.db') });
+    await store.migrate();
+    await store.close();
+    const db = new Database(join(dataDir, 'gateway.db'));
+    try {
+      const insert = db.prepare('INSERT INTO workspaces (id, name, created_at) VALUES (?, ?, ?)');
+      db.transaction(() => {
+        for (let index = 0; index < count; index += 1) insert.run(`00000000-0000-7000-8000-${index.toString(16).padStart(12, '0')}`, `ws-${index}`, index);
+      })();
+    } finally {
+      db.close();
+    }
+  });
+
+  afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
+
+  it('lists them all, as a table and as JSON', async () => {
+    const listed = await cli('workspaces', 'list');
+    expect(listed).toMatchObject({ code: EXIT.ok, stderr: '' });
+    const lines = listed.stdout.trimEnd().split('\n');
+    expect(lines).toHaveLength(count + 1);
+    expect(lines[0]).toMatch(/^ID +NAME +CREATED$/);
+    expect(lines.at(-1)).toMatch(new RegExp(`^[0-9a-f-]{36} +ws-${count - 1} +1970-01-01T00:02:09\\.999Z$`));
+    const json = await cli('workspaces', 'list', '--json');
+    expect(json).toMatchObject({ code: EXIT.ok, stderr: '' });
+    expect(JSON.parse(json.stdout)).toHaveLength(count);
+  }, 60_000);
+});
+
 describe.each(storeKinds)('the CLI on a $name store of another version', (kind) => {
   const older = kind.migrations(kind.current.slice(0, -1));
   const cli = (place: StorePlace, ...argv: string[]) => runCaptured(argv, { env: place.env, migrations: kind.migrations(kind.current) });
