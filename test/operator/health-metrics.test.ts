@@ -103,6 +103,8 @@ describe('GET /healthz and GET /readyz', () => {
       await gateway.app.store.close();
       const ready = await http(gateway.baseUrl, 'GET', '/readyz');
       expect(ready.status).toBe(503);
+      expect(ready.body.status).toBe('not ready');
+      expect(ready.body.message).toMatch(/^store: failing/);
       expect(ready.body.checks).toEqual({
         store: { status: 'down', message: expect.stringMatching(/^failing/) },
         quota: { status: 'up', backend: 'memory' },
