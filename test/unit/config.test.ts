@@ -2,7 +2,26 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config.js';
+import { ConfigError, loadConfig } from '../../src/config.js';
+
+describe('configuration', () => {
+  it('works with no environment at all', () => {
+    expect(loadConfig({})).toMatchObject({ port: 4000, host: '127.0.0.1', duplicateRateLimit: 100, duplicateRateWindowSeconds: 60 });
+  });
+
+  it.each([
+    ['PORT', '70000', 'must be a whole number from 0 to 65535'],
+    ['DUPLICATE_RATE_LIMIT', '0', 'must be a whole number from 1 to 1000000000'],
+    ['GRAPHQL_EXPLORER', 'maybe', 'must be true or false'],
+  ])('stops start-up on %s=%s with a ConfigError naming the variable, what it takes and the value', (name, value, takes) => {
+    expect(() => loadConfig({ [name]: value })).toThrow(ConfigError);
+    expect(() => loadConfig({ [name]: value })).toThrow(`invalid configuration: ${name} ${takes}, got '${value}'`);
+  });
+
+  it('stops start-up on a DATABASE_URL that is not PostgreSQL', () => {
+    expect(() => loadConfig({ DATABASE_URL: 'mysql://x' })).toThrow('invalid configuration: DATABASE_URL must start with postgres:// or postgresql://');
+  });
+});
 
 describe('listening configuration', () => {
   it.each(['127.0.0.1', '0.0.0.0', '::', '::1', 'fe80::1%eth0', 'localhost', 'gateway-1.internal', ' 10.0.0.5 '])('listens on HOST=%j', (value) => {
