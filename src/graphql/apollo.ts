@@ -12,7 +12,7 @@ import { BREAK, GraphQLError, type DocumentNode, type GraphQLFormattedError, typ
 import { ERROR_CODES, internalCause, isDependencyOutage, isGatewayError, unavailableCause, type FieldIssue, type GatewayError } from '../domain/errors.js';
 import type { GraphQLContext } from './context.js';
 import { apolloDocumentStore, apolloQueryTextStore, type DocumentCache } from './document-cache.js';
-import { operationShapeRule, type CostLimit, type GraphQLLimits } from './limits.js';
+import { operationTypeRule, type OperationLimits } from './limits.js';
 import { rateLimitHeaders } from '../http/rate-limit-headers.js';
 import { summarizeError } from '../jobs/failure-log.js';
 
@@ -221,9 +221,8 @@ export interface ApolloOptions {
   introspection: boolean;
   /** Production: no "Did you mean …?" hints that would reveal the schema without introspection. */
   hideSchemaDetails: boolean;
-  limits: GraphQLLimits;
-  /** The cost estimate of operations, shared with whoever needs to know that an operation passed it. */
-  costLimit: CostLimit;
+  /** The limits of the operation run, shared with whoever needs to know that an operation is within them. */
+  limits: OperationLimits;
   logger: FastifyBaseLogger;
   /** Where Apollo keeps the documents it parsed and validated, by query text. */
   documents: DocumentCache<DocumentNode>;
@@ -277,7 +276,7 @@ export function createApollo(options: ApolloOptions): ApolloServer<GraphQLContex
     documentStore: apolloDocumentStore(options.documents),
     persistedQueries: { cache: apolloQueryTextStore(options.persistedQueries) },
     maxRecursiveSelections: true,
-    validationRules: [operationShapeRule(options.limits), ...(options.introspection ? [] : [noIntrospectionRule])],
+    validationRules: [operationTypeRule, ...(options.introspection ? [] : [noIntrospectionRule])],
     formatError: (formatted, error) => {
       const wire = format(formatted, error);
       options.observeError(wire);
@@ -293,7 +292,7 @@ export function createApollo(options: ApolloOptions): ApolloServer<GraphQLContex
       ApolloServerPluginUsageReportingDisabled(),
       ApolloServerPluginSchemaReportingDisabled(),
       ApolloServerPluginInlineTraceDisabled(),
-      options.costLimit.plugin(),
+      options.limits.plugin(),
       httpSemanticsPlugin(options.logger),
       ...(options.plugins ?? []),
     ],

@@ -7,10 +7,10 @@ import {
   Kind,
   visit,
   type DocumentNode,
+  type FragmentDefinitionNode,
   type GraphQLSchema,
   type OperationDefinitionNode,
   type SelectionSetNode,
-  type ValidationContext,
   type ValidationRule,
 } from 'graphql';
 import type { ComplexityEstimator } from 'graphql-query-complexity/cjs';
@@ -47,7 +47,12 @@ interface Shape {
  * measured once, so a document of fragments spreading fragments costs linear time to measure however
  * large it expands to.
  */
-function measure(context: ValidationContext, set: SelectionSetNode, fragments: Map<string, Shape>, visiting: Set<string>): Shape {
+function measure(
+  set: SelectionSetNode,
+  definitions: ReadonlyMap<string, FragmentDefinitionNode>,
+  fragments: Map<string, Shape>,
+  visiting: Set<string>,
+): Shape {
   const shape: Shape = { depth: 0, aliases: 0, duplicates: 0 };
   const add = (inner: Shape, extraDepth: number) => {
     shape.depth = Math.max(shape.depth, inner.depth + extraDepth);
@@ -59,20 +64,20 @@ function measure(context: ValidationContext, set: SelectionSetNode, fragments: M
       if (selection.name.value.startsWith('__')) continue;
       if (selection.alias) shape.aliases += 1;
       if (selection.name.value === 'duplicateCampaign') shape.duplicates += 1;
-      const inner = selection.selectionSet ? measure(context, selection.selectionSet, fragments, visiting) : { depth: 0, aliases: 0, duplicates: 0 };
+      const inner = selection.selectionSet ? measure(selection.selectionSet, definitions, fragments, visiting) : { depth: 0, aliases: 0, duplicates: 0 };
       add(inner, 1);
     } else if (selection.kind === Kind.INLINE_FRAGMENT) {
-      add(measure(context, selection.selectionSet, fragments, visiting), 0);
+      add(measure(selection.selectionSet, definitions, fragments, visiting), 0);
     } else {
       const name = selection.name.value;
       // A cycle is its own validation error (NoFragmentCycles); it adds nothing here.
       if (visiting.has(name)) continue;
       let inner = fragments.get(name);
       if (!inner) {
-        const fragment = context.getFragment(name);
-        if (!fragment) continue;
+        const definition = definitions.get(name);
+        if (!definition) continue;
         visiting.add(name);
-        inner = measure(context, fragment.selectionSet, fragments, visiting);
+        inner = measure(definition.selectionSet, definitions, fragments, visiting);
         visiting.delete(name);
         fragments.set(name, inner);
       }
@@ -83,29 +88,38 @@ function measure(context: ValidationContext, set: SelectionSetNode, fragments: M
 }
 
 /**
- * Per operation, while the document is validated: an operation type the schema has, and the depth, aliases
- * and duplicateCampaign fields within the limits.
+ * Every operation of the document, while it is validated: an operation type the schema has (graphql-js 16
+ * would only find out while executing, and call it an internal error).
  */
-export function operationShapeRule(limits: GraphQLLimits): ValidationRule {
-  return (context) => {
-    const fragments = new Map<string, Shape>();
-    return {
-      OperationDefinition(node) {
-        const report = (message: string) => context.reportError(new GraphQLError(message, { nodes: [node] }));
-        // graphql-js 16 would only find out while executing, and call it an internal error.
-        if (!context.getSchema().getRootType(node.operation)) {
-          report(`This API has no ${node.operation} operations`);
-          return;
-        }
-        const shape = measure(context, node.selectionSet, fragments, new Set());
-        if (shape.depth > limits.maxDepth) report(`The operation is nested ${shape.depth} levels deep; at most ${limits.maxDepth} are allowed`);
-        if (shape.aliases > limits.maxAliases) report(`The operation has ${shape.aliases} aliases; at most ${limits.maxAliases} are allowed`);
-        if (shape.duplicates > limits.maxDuplicatesPerOperation) {
-          report(`The operation has ${shape.duplicates} duplicateCampaign fields; at most ${limits.maxDuplicatesPerOperation} are allowed`);
-        }
-      },
-    };
-  };
+export const operationTypeRule: ValidationRule = (context) => ({
+  OperationDefinition(node) {
+    if (context.getSchema().getRootType(node.operation)) return;
+    context.reportError(new GraphQLError(`This API has no ${node.operation} operations`, { nodes: [node] }));
+  },
+});
+
+/** How refusals name the operation: a document may hold several, and only the one asked for is measured. */
+const operationLabel = (operation: OperationDefinitionNode): string =>
+  operation.name ? `Operation ${operation.name.value}` : 'The operation';
+
+/** A refusal of the operation by a limit, pointing at the operation. */
+const limitError = (operation: OperationDefinitionNode, message: string, extensions: Record<string, unknown> = {}) =>
+  new GraphQLError(message, { nodes: [operation], extensions: { code: LIMIT_CODE, ...extensions, http: { status: 400 } } });
+
+/** The first of the depth, alias and duplicateCampaign limits the operation is over, or null. */
+function shapeRefusal(document: DocumentNode, operation: OperationDefinitionNode, limits: GraphQLLimits): string | null {
+  const definitions = new Map<string, FragmentDefinitionNode>();
+  for (const definition of document.definitions) {
+    if (definition.kind === Kind.FRAGMENT_DEFINITION) definitions.set(definition.name.value, definition);
+  }
+  const shape = measure(operation.selectionSet, definitions, new Map(), new Set());
+  const label = operationLabel(operation);
+  if (shape.depth > limits.maxDepth) return `${label} is nested ${shape.depth} levels deep; at most ${limits.maxDepth} are allowed`;
+  if (shape.aliases > limits.maxAliases) return `${label} has ${shape.aliases} aliases; at most ${limits.maxAliases} are allowed`;
+  if (shape.duplicates > limits.maxDuplicatesPerOperation) {
+    return `${label} has ${shape.duplicates} duplicateCampaign fields; at most ${limits.maxDuplicatesPerOperation} are allowed`;
+  }
+  return null;
 }
 
 /** A page of n items costs n times one item; `first: null` asks for the default page, as the resolvers answer it. */
@@ -152,28 +166,30 @@ function costReadsVariables(document: DocumentNode, operation: OperationDefiniti
 const VARIABLE = Symbol('depends on variables');
 
 /**
- * The estimated cost of the operation, with the request's variables, refused above the limit before anything
- * is executed. An operation whose estimate reads no variable costs the same on every request: once it is known
- * to be within the limit it is not estimated again (Apollo hands the same document, and so the same operation
- * node, for a repeated query text). Costs over the limit and requests with variables that do not fit are never
- * remembered, so their answers are worked out as on the first request.
+ * The limits of the operation being run, refused before anything is executed: only that one, since a document
+ * may hold others (the explorer's holds three) that this request does not run. First its depth, aliases and
+ * duplicateCampaign fields, then its estimated cost with the request's variables. An operation whose estimate
+ * reads no variable costs the same on every request: once it is known to be within the limits it is not
+ * measured again (Apollo hands the same document, and so the same operation node, for a repeated query text).
+ * Operations over a limit and requests with variables that do not fit are never remembered, so their answers
+ * are worked out as on the first request.
  */
-export class CostLimit {
-  /** A cost within the limit, or VARIABLE when the estimate depends on the request's variables. */
+export class OperationLimits {
+  /** Within every limit: its cost, or VARIABLE when the estimate depends on the request's variables. */
   private readonly known = new WeakMap<OperationDefinitionNode, number | typeof VARIABLE>();
 
   constructor(
     private readonly schema: GraphQLSchema,
-    private readonly maxCost: number,
+    private readonly limits: GraphQLLimits,
   ) {}
 
-  /** True once the operation is known to cost the same, within the limit, whatever its variables. */
-  isFixedWithinLimit(operation: OperationDefinitionNode): boolean {
+  /** True once the operation is known to be within the limits, at the same cost, whatever its variables. */
+  isFixedWithinLimits(operation: OperationDefinitionNode): boolean {
     return typeof this.known.get(operation) === 'number';
   }
 
   plugin(): ApolloServerPlugin {
-    const { schema, maxCost, known } = this;
+    const { schema, limits, known } = this;
     return {
       async requestDidStart() {
         return {
@@ -182,6 +198,10 @@ export class CostLimit {
             if (!operation) return;
             const seen = known.get(operation);
             if (typeof seen === 'number') return;
+            if (seen === undefined) {
+              const refusal = shapeRefusal(document, operation, limits);
+              if (refusal) throw limitError(operation, refusal);
+            }
             if (getVariableValues(schema, operation.variableDefinitions ?? [], request.variables ?? {}).errors) return;
             // Only the operation that runs, with the fragments: the library trips over anonymous operations
             // when given an operation name.
@@ -200,12 +220,11 @@ export class CostLimit {
             } catch (error) {
               // Too many nodes to even estimate: about the request. Anything else is a fault of ours.
               if (!(error instanceof GraphQLError)) throw error;
-              throw new GraphQLError(error.message, { extensions: { code: LIMIT_CODE, http: { status: 400 } } });
+              throw limitError(operation, error.message);
             }
-            if (cost > maxCost) {
-              throw new GraphQLError(`The operation's estimated cost is ${cost}; at most ${maxCost} is allowed`, {
-                extensions: { code: LIMIT_CODE, cost, maxCost, http: { status: 400 } },
-              });
+            if (cost > limits.maxCost) {
+              const message = `${operationLabel(operation)}'s estimated cost is ${cost}; at most ${limits.maxCost} is allowed`;
+              throw limitError(operation, message, { cost, maxCost: limits.maxCost });
             }
             if (seen === undefined) known.set(operation, costReadsVariables(document, operation) ? VARIABLE : cost);
           },

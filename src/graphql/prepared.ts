@@ -4,10 +4,10 @@
  * Why: per request Apollo hashes the query text to find its parsed document, negotiates content types twice,
  * runs every plugin hook and coerces the variables again for the cost estimate; for the one mutation that
  * matters most that was more than the whole REST route costs. Once Apollo has parsed, validated (every rule,
- * the gateway's included), resolved and cost-checked an operation, and its cost cannot depend on variables,
- * the same query text and operation name always get that same verdict: later requests are executed directly
- * with graphql-js against the same schema and context, and their answer is made by the same functions Apollo's
- * hooks call (error formatting, HTTP semantics, logging, serialisation). Whatever this path cannot answer
+ * the gateway's included) and resolved an operation, found it within the limits, and its cost cannot depend on
+ * variables, the same query text and operation name always get that same verdict: later requests are executed
+ * directly with graphql-js against the same schema and context, and their answer is made by the same functions
+ * Apollo's hooks call (error formatting, HTTP semantics, logging, serialisation). Whatever this path cannot answer
  * exactly as Apollo would (another method, content type or Accept header, `extensions`, variables that do not
  * fit the operation: nothing has run then) is handed to Apollo.
  */
@@ -26,7 +26,7 @@ import {
 import { isRecord } from '../domain/validation.js';
 import type { GraphQLContext } from './context.js';
 import { DocumentCache, entryBytes } from './document-cache.js';
-import type { CostLimit } from './limits.js';
+import type { OperationLimits } from './limits.js';
 
 /** What Apollo's CSRF prevention lets through without a preflight header and parses as JSON. */
 const JSON_CONTENT_TYPES = new Set(['application/json', 'application/json; charset=utf-8']);
@@ -81,13 +81,13 @@ export class PreparedOperations {
 
   constructor(
     private readonly schema: GraphQLSchema,
-    private readonly costLimit: CostLimit,
+    private readonly limits: OperationLimits,
     private readonly logger: FastifyBaseLogger,
     /** Hears of each error these answers carry, as Apollo's formatError does of its own. */
     private readonly observeError: GraphQLErrorObserver,
   ) {}
 
-  /** Learns the operations Apollo accepted: it reaches execution only after parsing, validation and the cost check. */
+  /** Learns the operations Apollo accepted: it reaches execution only after parsing, validation and the limits. */
   plugin(): ApolloServerPlugin<GraphQLContext> {
     return {
       serverWillStart: async () => ({
@@ -100,7 +100,7 @@ export class PreparedOperations {
       requestDidStart: async () => ({
         executionDidStart: async ({ source, request, document, operation }) => {
           if (!operation || (operation.operation !== 'query' && operation.operation !== 'mutation')) return;
-          if (source.length > MAX_QUERY_LENGTH || !this.costLimit.isFixedWithinLimit(operation)) return;
+          if (source.length > MAX_QUERY_LENGTH || !this.limits.isFixedWithinLimits(operation)) return;
           const key = keyOf(source, request.operationName);
           if (this.entries.has(key)) return;
           this.entries.set(key, { document, operationName: request.operationName }, entryBytes(key, document));

@@ -20,7 +20,7 @@ import type { GatewayService } from '../domain/service.js';
 import { createApollo, graphqlErrorBody } from '../graphql/apollo.js';
 import { createContext } from '../graphql/context.js';
 import { DocumentCache, QUERY_TEXT_CACHE_BYTES } from '../graphql/document-cache.js';
-import { CostLimit } from '../graphql/limits.js';
+import { OperationLimits } from '../graphql/limits.js';
 import { PreparedOperations } from '../graphql/prepared.js';
 import { gatewaySchema } from '../graphql/schema.js';
 import { summarizeError } from '../jobs/failure-log.js';
@@ -173,8 +173,13 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   });
 
   const schema = await gatewaySchema();
-  const costLimit = new CostLimit(schema, config.graphqlMaxCost);
-  const prepared = new PreparedOperations(schema, costLimit, app.log, observeGraphQLError);
+  const limits = new OperationLimits(schema, {
+    maxDepth: config.graphqlMaxDepth,
+    maxCost: config.graphqlMaxCost,
+    maxAliases: config.graphqlMaxAliases,
+    maxDuplicatesPerOperation: config.graphqlMaxDuplicatesPerOperation,
+  });
+  const prepared = new PreparedOperations(schema, limits, app.log, observeGraphQLError);
   const documents = new DocumentCache<DocumentNode>();
   const persistedQueries = new DocumentCache<string>(QUERY_TEXT_CACHE_BYTES);
   deps.metrics.watchDocumentCaches({ apollo: documents, prepared, persisted: persistedQueries });
@@ -182,13 +187,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     schema,
     introspection: config.explorer,
     hideSchemaDetails: config.production,
-    limits: {
-      maxDepth: config.graphqlMaxDepth,
-      maxCost: config.graphqlMaxCost,
-      maxAliases: config.graphqlMaxAliases,
-      maxDuplicatesPerOperation: config.graphqlMaxDuplicatesPerOperation,
-    },
-    costLimit,
+    limits,
     logger: app.log,
     documents,
     persistedQueries,

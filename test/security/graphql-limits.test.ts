@@ -131,6 +131,35 @@ describe('GraphQL limits', () => {
     }
   });
 
+  it('holds only the operation asked for to the limits, and names it when it refuses', async () => {
+    const aliases = Array.from({ length: 7 }, (_, index) => `c${index}: campaigns(first: 1) { pageInfo { hasNextPage } }`).join(' ');
+    const document = [
+      'query Small { securityEvents(first: 1) { edges { node { id } } } }',
+      `query Deep ${EVENTS_DEPTH_6}`,
+      `query Aliased { ${aliases} }`,
+      'query Costly { securityEvents(first: 200) { edges { node { id } } } }',
+    ].join('\n');
+    const run = (operationName?: string) =>
+      http(gw.baseUrl, 'POST', '/graphql', { headers: { ...json, ...bearer(ws.key) }, body: JSON.stringify({ query: document, operationName }) });
+    // Twice each: the second request for an accepted operation is answered without Apollo (src/graphql/prepared.ts).
+    for (let round = 0; round < 2; round += 1) {
+      const small = await run('Small');
+      expect(small.status).toBe(200);
+      expect(small.body.data.securityEvents.edges).toEqual(expect.any(Array));
+      for (const [name, message] of [
+        ['Deep', /^Operation Deep is nested 6 levels deep; at most 5 are allowed$/],
+        ['Aliased', /^Operation Aliased has 7 aliases; at most 6 are allowed$/],
+        ['Costly', /^Operation Costly's estimated cost is 601; at most 500 is allowed$/],
+      ] as const) {
+        const over = await run(name);
+        expect(over.status).toBe(400);
+        expect(over.body.data).toBeUndefined();
+        expect(over.body.errors).toEqual([expect.objectContaining({ message: expect.stringMatching(message), extensions: expect.objectContaining({ code: 'GRAPHQL_VALIDATION_FAILED' }) })]);
+      }
+    }
+    expect((await run()).body.errors[0].message).toMatch(/operation name/);
+  });
+
   it('refuses batched (array) requests', async () => {
     const result = await http(gw.baseUrl, 'POST', '/graphql', {
       headers: { ...json, ...bearer(ws.key) },
