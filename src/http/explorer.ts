@@ -190,10 +190,14 @@ function page(): string {
 `;
 }
 
-/** A browser navigating to the endpoint, as opposed to a GraphQL client (Apollo's landing page uses the same test). */
+/**
+ * A browser navigating to the endpoint, as opposed to a GraphQL client: a GET that accepts HTML and carries no
+ * operation. A GET with a `query` parameter is a GraphQL client's, whatever else it accepts.
+ */
 export function wantsExplorer(request: FastifyRequest): boolean {
+  if (request.method !== 'GET' || Object.hasOwn(request.query as object, 'query')) return false;
   const accept = request.headers.accept ?? '';
-  return request.method === 'GET' && accept.split(',').some((type) => type.trim().toLowerCase().startsWith('text/html'));
+  return accept.split(',').some((type) => type.trim().toLowerCase().startsWith('text/html'));
 }
 
 export function sendExplorer(reply: FastifyReply): FastifyReply {

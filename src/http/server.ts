@@ -207,8 +207,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     // A browser gets the explorer, or word that it is off; GraphQL clients, GET ones included, get Apollo. A
     // callback: every GraphQL request passes here, and a reply sent here ends the request without done().
     onRequest: (request, reply, done) => {
-      // A GET carrying an operation is a GraphQL client that also accepts HTML: it gets the API.
-      if (!wantsExplorer(request) || (!config.explorer && Object.hasOwn(request.query as object, 'query'))) done();
+      if (!wantsExplorer(request)) done();
       else if (config.explorer) sendExplorer(reply);
       else sendExplorerOff(reply);
     },
