@@ -1,7 +1,7 @@
 import { Arg, Ctx, FieldResolver, ID, Int, Mutation, Query, Resolver, Root } from 'type-graphql';
 import type { SecurityEventType as DomainEventType } from '../domain/types.js';
 import { isGatewayError } from '../domain/errors.js';
-import { DEFAULT_PAGE_SIZE } from '../domain/service.js';
+import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from '../domain/service.js';
 import { recordRateLimit, type GraphQLContext } from './context.js';
 import { toConnection, toGraphQLCampaign, toGraphQLEvent, toGraphQLJob } from './mappers.js';
 import {
@@ -14,6 +14,9 @@ import {
   SecurityEventConnection,
   SecurityEventFilter,
 } from './types.js';
+
+/** The service refuses larger pages; the docs say so on every `first`. */
+const FIRST_DESCRIPTION = `At most ${MAX_PAGE_SIZE}.`;
 
 @Resolver()
 export class DuplicationResolver {
@@ -49,7 +52,7 @@ export class DuplicationResolver {
 
   @Query(() => CampaignConnection, { description: 'Campaigns of your workspace, newest first. Permission campaigns.list.' })
   async campaigns(
-    @Arg('first', () => Int, { nullable: true, defaultValue: DEFAULT_PAGE_SIZE }) first: number | null,
+    @Arg('first', () => Int, { nullable: true, defaultValue: DEFAULT_PAGE_SIZE, description: FIRST_DESCRIPTION }) first: number | null,
     @Arg('after', () => String, { nullable: true }) after: string | null,
     @Ctx() context: GraphQLContext,
   ): Promise<CampaignConnection> {
@@ -72,7 +75,7 @@ export class SecurityEventResolver {
   })
   async securityEvents(
     @Arg('filter', () => SecurityEventFilter, { nullable: true }) filter: SecurityEventFilter | null,
-    @Arg('first', () => Int, { nullable: true, defaultValue: DEFAULT_PAGE_SIZE, description: 'At most 200.' }) first: number | null,
+    @Arg('first', () => Int, { nullable: true, defaultValue: DEFAULT_PAGE_SIZE, description: FIRST_DESCRIPTION }) first: number | null,
     @Arg('after', () => String, { nullable: true }) after: string | null,
     @Ctx() context: GraphQLContext,
   ): Promise<SecurityEventConnection> {

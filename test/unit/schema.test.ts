@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import type { GraphQLField } from 'graphql';
+import { MAX_PAGE_SIZE } from '../../src/domain/service.js';
 import { gatewaySchema } from '../../src/graphql/schema.js';
 import { printGatewaySchema } from '../../src/graphql/sdl.js';
 
@@ -25,5 +26,12 @@ describe('schema.graphql', () => {
         'securityEvents(after: String, filter: SecurityEventFilter, first: Int = 50): SecurityEventConnection!',
       ]),
     );
+  });
+
+  it('says on every page size the maximum the service enforces', async () => {
+    const fields = Object.values((await gatewaySchema()).getQueryType()!.getFields());
+    const pageSizes = fields.flatMap((field) => field.args.filter((arg) => arg.name === 'first').map((arg): [string, string] => [field.name, arg.description ?? '']));
+    expect(pageSizes.map(([field]) => field).sort()).toEqual(['campaigns', 'securityEvents']);
+    for (const [field, description] of pageSizes) expect(description, field).toContain(`At most ${MAX_PAGE_SIZE}.`);
   });
 });
