@@ -26,6 +26,76 @@ const JS = 'text/javascript; charset=utf-8';
 /** Starts GraphiQL from the configuration the page carries (no inline script, so the CSP can forbid them). */
 const BOOT_SCRIPT = `(function () {
   var config = JSON.parse(document.getElementById('explorer-config').textContent);
+
+  // GraphiQL's history and favourites keep the headers of every run, API key included, and shouldPersistHeaders
+  // covers only the tabs. Nothing GraphiQL stores keeps headers here, nor what an earlier page stored: entries
+  // read back carry the page's template instead, so choosing one from an earlier visit asks for the key again.
+  var PREFIX = 'graphiql:';
+  var WITH_HEADERS = ['graphiql:tabState', 'graphiql:queries', 'graphiql:favorites'];
+  var HISTORY = ['graphiql:queries', 'graphiql:favorites'];
+  function replaceHeaders(text, headers) {
+    try {
+      return JSON.stringify(JSON.parse(text), function (key, value) {
+        return key === 'headers' ? headers : value;
+      });
+    } catch (error) {
+      return null;
+    }
+  }
+  function storageWithoutHeaders() {
+    var local;
+    try {
+      local = window.localStorage;
+      local.removeItem(PREFIX + 'headers');
+    } catch (error) {
+      return null;
+    }
+    var ownKeys = function () {
+      return Object.keys(local).filter(function (key) {
+        return key.indexOf(PREFIX) === 0;
+      });
+    };
+    var storage = {
+      getItem: function (key) {
+        var value = local.getItem(key);
+        return value !== null && HISTORY.indexOf(key) >= 0 ? replaceHeaders(value, config.headers) : value;
+      },
+      setItem: function (key, value) {
+        var kept = key === PREFIX + 'headers' ? null : WITH_HEADERS.indexOf(key) >= 0 ? replaceHeaders(value, null) : value;
+        if (kept === null) local.removeItem(key);
+        else local.setItem(key, kept);
+      },
+      removeItem: function (key) {
+        local.removeItem(key);
+      },
+      clear: function () {
+        ownKeys().forEach(function (key) {
+          local.removeItem(key);
+        });
+      },
+      get length() {
+        return ownKeys().length;
+      },
+    };
+    WITH_HEADERS.forEach(function (key) {
+      var value = local.getItem(key);
+      if (value !== null) storage.setItem(key, value);
+    });
+    return storage;
+  }
+
+  // CodeMirror takes Tab to indent, which traps keyboard users in an editor: there, as in any other field,
+  // Tab and Shift-Tab move to the next and previous control.
+  var tabMoves = { Tab: false, 'Shift-Tab': false };
+  var tabbable = new WeakSet();
+  document.addEventListener('focusin', function (event) {
+    var wrapper = event.target.closest && event.target.closest('.CodeMirror');
+    var editor = wrapper && wrapper.CodeMirror;
+    if (!editor || tabbable.has(editor)) return;
+    editor.addKeyMap(tabMoves);
+    tabbable.add(editor);
+  });
+
   // GraphiQL 4 leaves the variables editor empty on a first visit even when the default tab has variables.
   var storedVariables = null;
   try {
@@ -37,6 +107,7 @@ const BOOT_SCRIPT = `(function () {
       GraphiQL,
       {
         fetcher: GraphiQL.createFetcher({ url: window.location.pathname }),
+        storage: storageWithoutHeaders(),
         defaultTabs: [{ query: config.query, variables: config.variables, headers: config.headers }],
         variables: storedVariables === null ? config.variables : undefined,
         defaultHeaders: config.headers,
@@ -90,10 +161,24 @@ export const EXAMPLE_OPERATIONS = `# Duplicate a campaign, then poll its job.
 #    Variables: input.campaignId.
 # 3. Run DuplicateCampaign (PENDING at once);
 #    copy job.id into Variables: jobId.
-# 4. Run PollJob until CAMPAIGN_DUPLICATED.
+# 4. Run PollJob until job.status is
+#    SUCCEEDED or FAILED.
 #
 # Ctrl-Enter runs the operation at the cursor.
+# Tab moves to the next editor or button.
 # Docs: the book icon, top left.
+
+query ListCampaigns {
+  campaigns(first: 20) {
+    edges {
+      node {
+        id
+        name
+        tagNames
+      }
+    }
+  }
+}
 
 mutation DuplicateCampaign($input: DuplicateCampaignInput!) {
   duplicateCampaign(input: $input) {
@@ -123,18 +208,6 @@ query PollJob($jobId: ID!) {
             message
           }
         }
-      }
-    }
-  }
-}
-
-query ListCampaigns {
-  campaigns(first: 20) {
-    edges {
-      node {
-        id
-        name
-        tagNames
       }
     }
   }

@@ -1,8 +1,7 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { writeFileSync } from 'node:fs';
+import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_HEADERS } from '../../src/http/explorer.js';
 import { startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 
 const chromiumPath = process.env.CHROMIUM_PATH;
@@ -60,41 +59,60 @@ async function runOperation(page: Page, operation: string, previous: string): Pr
   return JSON.parse(text);
 }
 
+/** What one page loaded and raised. */
+interface PageLog {
+  requested: string[];
+  failed: string[];
+  errors: string[];
+}
+
+/** Every value the page's origin keeps in localStorage and sessionStorage, by key (the tests compile without the DOM's types). */
+const storedValues = (page: Page): Promise<[string, string][]> =>
+  page.evaluate(() => {
+    const { localStorage, sessionStorage } = globalThis as any;
+    return [localStorage, sessionStorage].flatMap((storage) => Object.keys(storage).map((key): [string, string] => [key, storage.getItem(key) ?? '']));
+  });
+
 describe.skipIf(!chromiumPath && !process.env.CI)('GraphQL explorer in a real browser', () => {
   let gateway: TestGateway;
   let workspace: TestWorkspace;
-  let context: BrowserContext;
-  let userDataDir: string;
-  const requested: string[] = [];
-  const failed: string[] = [];
-  const pageErrors: string[] = [];
+  let browser: Browser;
 
   beforeAll(async () => {
     if (!chromiumPath) throw new Error('CHROMIUM_PATH must be set (source .ci/services.sh)');
     gateway = await startGateway();
     workspace = await gateway.workspace('explorer-demo');
-    userDataDir = mkdtempSync(join(tmpdir(), 'cgw-chromium-'));
-    context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: chromiumPath,
-      headless: true,
-      args: CHROMIUM_ARGS,
-      viewport: { width: 1600, height: 1000 },
-    });
-    context.on('request', (request) => requested.push(request.url()));
-    context.on('requestfailed', (request) => failed.push(`${request.url()}: ${request.failure()?.errorText}`));
+    browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: CHROMIUM_ARGS });
   });
 
   afterAll(async () => {
-    await context?.close();
+    await browser?.close();
     await gateway?.close();
-    if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
   });
 
-  it('duplicates a campaign and polls its events, loading nothing from any other host', async () => {
-    const page = context.pages()[0] ?? (await context.newPage());
-    page.on('pageerror', (error) => pageErrors.push(error.message));
+  /** The explorer in a browser profile of its own, as on a first visit. */
+  async function openExplorer(): Promise<{ page: Page; log: PageLog }> {
+    const context = await browser.newContext({ viewport: { width: 1600, height: 1000 } });
+    const log: PageLog = { requested: [], failed: [], errors: [] };
+    context.on('request', (request) => log.requested.push(request.url()));
+    context.on('requestfailed', (request) => log.failed.push(`${request.url()}: ${request.failure()?.errorText}`));
+    const page = await context.newPage();
+    page.on('pageerror', (error) => log.errors.push(error.message));
     await page.goto(`${gateway.baseUrl}/graphql`);
     await page.waitForSelector(editor.query);
+    return { page, log };
+  }
+
+  function expectOnlyOwnRequests(log: PageLog): void {
+    const origin = new URL(gateway.baseUrl).origin;
+    expect(log.requested.length).toBeGreaterThan(5);
+    expect(log.requested.filter((url) => !url.startsWith('data:') && new URL(url).origin !== origin)).toEqual([]);
+    expect(log.failed).toEqual([]);
+    expect(log.errors).toEqual([]);
+  }
+
+  it('duplicates a campaign and polls its events, loading nothing from any other host', async () => {
+    const { page, log } = await openExplorer();
 
     // The header editor is open and pre-filled; the key is typed into it.
     expect(await editorValue(page, editor.tool)).toContain('"Authorization": "Bearer "');
@@ -134,11 +152,97 @@ describe.skipIf(!chromiumPath && !process.env.CI)('GraphQL explorer in a real br
     const screenshot = await page.screenshot();
     expect(screenshot.subarray(1, 4).toString()).toBe('PNG');
     if (process.env.UPDATE_SCREENSHOTS) writeFileSync(new URL('../../docs/explorer.png', import.meta.url), screenshot);
-
-    const origin = new URL(gateway.baseUrl).origin;
-    expect(requested.length).toBeGreaterThan(5);
-    expect(requested.filter((url) => !url.startsWith('data:') && new URL(url).origin !== origin)).toEqual([]);
-    expect(failed).toEqual([]);
-    expect(pageErrors).toEqual([]);
+    expectOnlyOwnRequests(log);
   }, 120_000);
+
+  it('is usable with the keyboard alone: Tab leaves every editor, so a key can be put in the Headers editor', async () => {
+    const { page, log } = await openExplorer();
+    /** Which of the editors has the focus, if one has. */
+    const focused = () =>
+      page.evaluate((selectors) => {
+        const { document } = globalThis as any;
+        const wrapper = document.activeElement?.closest('.CodeMirror');
+        return Object.entries(selectors).find(([, selector]) => wrapper && wrapper === document.querySelector(selector))?.[0] ?? null;
+      }, editor);
+    const pressUntilIn = async (key: string, target: keyof typeof editor) => {
+      for (let presses = 0; presses < 40; presses += 1) {
+        await page.keyboard.press(key);
+        if ((await focused()) === target) return;
+      }
+      throw new Error(`${key} never reached the ${target} editor`);
+    };
+
+    const query = await editorValue(page, editor.query);
+    await pressUntilIn('Tab', 'query');
+    // On through Execute and the editor tools' buttons to the Headers editor, which is open.
+    await pressUntilIn('Tab', 'tool');
+    expect(await editorValue(page, editor.query)).toBe(query);
+    expect(await editorValue(page, editor.tool)).toBe(DEFAULT_HEADERS);
+    // The key goes after "Bearer ", before the closing quote.
+    for (const key of ['Control+Home', 'ArrowDown', 'End', 'ArrowLeft']) await page.keyboard.press(key);
+    await page.keyboard.type(workspace.key);
+    expect(JSON.parse(await editorValue(page, editor.tool))).toEqual({ Authorization: `Bearer ${workspace.key}` });
+
+    // Ctrl-Enter outside the query editor runs its first operation: ListCampaigns, as the guide's step 2 says.
+    await page.keyboard.press('Control+Enter');
+    const answer = JSON.parse(await waitFor(async () => (await editorValue(page, editor.response)) || null, 20_000));
+    expect(answer.errors).toBeUndefined();
+    expect(answer.data.campaigns.edges.map((edge: any) => edge.node.id)).toContain(workspace.campaign.id);
+
+    await pressUntilIn('Tab', 'response');
+    await page.keyboard.press('Shift+Tab');
+    expect(await focused()).not.toBe('response');
+    expectOnlyOwnRequests(log);
+  }, 60_000);
+
+  it('keeps no headers in the browser\'s storage: not in history or favourites, not across a reload', async () => {
+    const { page, log } = await openExplorer();
+    const holdingKey = async () => (await storedValues(page)).filter(([, value]) => value.includes(workspace.key)).map(([key]) => key);
+    const history = async () => JSON.parse((await storedValues(page)).find(([key]) => key === 'graphiql:queries')?.[1] ?? '{"queries":[]}').queries;
+    const showHistory = async () => {
+      const button = page.getByRole('button', { name: 'Show History' });
+      if (await button.isVisible()) await button.click();
+      await page.locator('.graphiql-history-items').first().waitFor();
+    };
+
+    await placeCursor(page, editor.tool, 'Bearer ', 'Bearer '.length);
+    await page.keyboard.type(workspace.key);
+    const listed = await runOperation(page, 'query ListCampaigns', '');
+    expect(listed.errors).toBeUndefined();
+    expect((await history()).length).toBeGreaterThan(0);
+    expect(await holdingKey()).toEqual([]);
+
+    await showHistory();
+    await page.locator('.graphiql-history-item').first().hover();
+    await page.getByRole('button', { name: 'Add favorite' }).first().click();
+    await waitFor(async () => (await storedValues(page)).some(([key]) => key === 'graphiql:favorites') || null);
+    expect(await holdingKey()).toEqual([]);
+
+    // A page before this one stored the headers of each run: loading the page takes them out.
+    await page.evaluate((key) => {
+      const { localStorage } = globalThis as any;
+      const stored = JSON.parse(localStorage.getItem('graphiql:queries'));
+      stored.queries.push({ query: '{ __typename }', variables: '{}', headers: JSON.stringify({ Authorization: `Bearer ${key}` }), operationName: null });
+      localStorage.setItem('graphiql:queries', JSON.stringify(stored));
+    }, workspace.key);
+    await page.reload();
+    await page.waitForSelector(editor.query);
+    expect(await holdingKey()).toEqual([]);
+    expect((await history()).map((entry: any) => entry.query)).toContain('{ __typename }');
+
+    // An entry from the earlier visit brings its operation back, and the headers template, not the key.
+    await showHistory();
+    await page.locator('.graphiql-history-item-label', { hasText: 'ListCampaigns' }).first().click();
+    await page.getByRole('button', { name: 'Headers' }).click();
+    expect(await editorValue(page, editor.tool)).toBe(DEFAULT_HEADERS);
+
+    // Run again with the key: a new history entry, stored without it.
+    await placeCursor(page, editor.tool, 'Bearer ', 'Bearer '.length);
+    await page.keyboard.type(workspace.key);
+    const before = (await history()).length;
+    await runOperation(page, 'query ListCampaigns', await editorValue(page, editor.response));
+    await waitFor(async () => ((await history()).length > before ? true : null));
+    expect(await holdingKey()).toEqual([]);
+    expectOnlyOwnRequests(log);
+  }, 60_000);
 });

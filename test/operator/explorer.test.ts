@@ -31,6 +31,11 @@ describe('the GraphQL explorer, outside production', () => {
     expect(JSON.parse(config.headers)).toEqual({ Authorization: 'Bearer ' });
     expect(config.query).toContain('mutation DuplicateCampaign(');
     expect(config.query).toContain('securityEvents(filter: { jobId: $jobId }');
+    // The guide at the top names the operations in the order they follow it, and says when polling is done.
+    const operations = [...config.query.matchAll(/^(?:query|mutation) (\w+)/gm)].map((match) => match[1]);
+    expect(operations).toEqual(['ListCampaigns', 'DuplicateCampaign', 'PollJob']);
+    expect([...config.query.matchAll(/^# \d\. Run (\w+)/gm)].map((match) => match[1])).toEqual(operations);
+    expect(config.query).toMatch(/Run PollJob until job\.status is\s+#\s+SUCCEEDED or FAILED\./);
 
     const assets = [...page.text.matchAll(/(?:src|href)="(explorer\/assets\/[^"]+)"/g)].map((match) => match[1]);
     expect(assets.map((asset) => asset.split('?')[0]).sort()).toEqual(
