@@ -235,7 +235,7 @@ describe.skipIf(!chromiumPath && !process.env.CI)('GraphQL explorer in a real br
     // An entry from the earlier visit brings its operation back, and the headers template, not the key.
     await showHistory();
     await page.locator('.graphiql-history-item-label', { hasText: 'ListCampaigns' }).first().click();
-    await page.getByRole('button', { name: 'Headers' }).click();
+    await page.getByRole('button', { name: 'Headers', exact: true }).click();
     expect(await editorValue(page, editor.tool)).toBe(DEFAULT_HEADERS);
 
     // Run again with the key: a new history entry, stored without it.
