@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { isUnavailable } from '../../domain/errors.js';
+import { dependencyUnavailable, isUnavailable } from '../../domain/errors.js';
 import { asOutage } from './outage.js';
 
 export interface PostgresOptions {
@@ -51,9 +51,13 @@ export function createPool(options: PostgresOptions): pg.Pool {
     statement_timeout: STATEMENT_TIMEOUT_MS,
     query_timeout: options.queryTimeoutMs ?? STATEMENT_TIMEOUT_MS + QUERY_TIMEOUT_MARGIN_MS,
   });
-  // Idle connections die when the server restarts. Without a listener that would crash the process; the pool
-  // drops them, the next query opens a new one, and /readyz shows whether that works.
+  // The server ends connections on restart, fast shutdown or pg_terminate_backend (57P01), and the network can
+  // drop them, whatever they are doing. An 'error' event nobody listens for would end the process, and the pool
+  // listens only while a connection is idle, so each one has a listener of its own for its whole life too. The
+  // pool drops a dead idle connection; a checked-out one fails its next query, which is where it is reported
+  // (see transaction()); the next query opens a new connection, and /readyz shows whether that works.
   pool.on('error', () => undefined);
+  pool.on('connect', (client) => client.on('error', () => undefined));
   return pool;
 }
 
@@ -75,15 +79,23 @@ export function queriesOf(pool: pg.Pool): Queryable {
 export async function transaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect().catch(rethrowAsOutage);
   let broken: Error | undefined;
+  // The connection's own error, once it is lost. Lost between two statements, it fails the next one with pg's
+  // "not queryable", which says nothing of why: the server's error (57P01 …) is the one worth reporting.
+  let lost: Error | undefined;
+  const onLost = (error: Error) => {
+    lost ??= error;
+  };
+  client.on('error', onLost);
   try {
     await client.query('BEGIN');
     const result = await work(client);
     await client.query('COMMIT');
     return result;
   } catch (error) {
-    const answer = asOutage(error);
+    // The transaction went with its connection, whatever `work` made of that.
+    const answer = lost ? dependencyUnavailable(lost) : asOutage(error);
     // A connection that is lost or stopped answering takes no ROLLBACK: the server rolls back when it goes.
-    if (isUnavailable(answer)) broken = error as Error;
+    if (isUnavailable(answer)) broken = lost ?? (error as Error);
     else {
       await client.query('ROLLBACK').catch((rollbackError: Error) => {
         broken = rollbackError;
@@ -91,6 +103,7 @@ export async function transaction<T>(pool: pg.Pool, work: (client: pg.PoolClient
     }
     throw answer;
   } finally {
+    client.off('error', onLost);
     // A connection that could not roll back is discarded rather than reused.
     client.release(broken);
   }
