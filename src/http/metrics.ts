@@ -196,8 +196,8 @@ export class GatewayMetrics {
     this.dependencyUp = new Gauge({
       name: 'gateway_dependency_up',
       help:
-        `Each dependency /readyz checks, checked again at each scrape within the same ${CHECK_TIMEOUT_S} s: 1 up, 0 down or degraded (Redis unreachable: ` +
-        'limits kept in process; the upstream unreachable, failing or refusing UPSTREAM_API_KEY). dependency: store, quota, and upstream in upstream mode.',
+        `Each dependency /readyz checks, checked again at each scrape within the same ${CHECK_TIMEOUT_S} s: 1 up, 0 down or degraded (Redis unreachable or ` +
+        "refusing the limiters' commands, as when out of memory: limits kept in process; the upstream unreachable, failing or refusing UPSTREAM_API_KEY). dependency: store, quota, and upstream in upstream mode.",
       labelNames: ['dependency'],
       registers,
     });

@@ -1,4 +1,4 @@
-import { Redis } from 'ioredis';
+import { Redis, ReplyError } from 'ioredis';
 import { RateLimiterRedis, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import { describeFailure, type DependencyStatus } from '../../readiness.js';
 import { memoryLimiter, type LimiterBackend, type LimiterLogger, type LimiterSettings } from '../limiter-backends.js';
@@ -28,6 +28,28 @@ const refusedCredentials = (refusal: string): string =>
 
 const REFUSED_FALLBACK = `${FALLBACK} Redis accepts the credentials`;
 
+/**
+ * Why Redis, connected, answers the limiters' commands with an error, by the word its answer starts with: no
+ * room (maxmemory reached under `noeviction`, or nothing it may evict), a read-only replica, a failed save
+ * that stops writes, a script blocking it, a dataset still loading, an ACL that forbids them. Never the
+ * answer itself, for /readyz.
+ */
+const CALL_REFUSALS: Record<string, string> = {
+  OOM: 'Redis is out of memory and refuses writes',
+  READONLY: 'Redis is a read-only replica and refuses writes',
+  MISCONF: 'Redis cannot save to disk and refuses writes',
+  BUSY: 'Redis is busy running a script',
+  LOADING: 'Redis is still loading its data',
+  NOPERM: "The user in REDIS_URL may not run the limiters' commands",
+};
+const refusedCalls = (word: string): string =>
+  `${CALL_REFUSALS[word] ?? "Redis answers the limiters' commands with an error"} (${word}); ${FALLBACK} Redis runs them again`;
+/** Redis's answers start with an upper-case word naming the error. */
+const errorWord = (error: Error): string => /^[A-Z]+/.exec(error.message)?.[0] ?? 'ERR';
+
+/** What the readiness check and the limiters' failures probe Redis with: the limiters' own command, on a key of its own. */
+const PROBE = { keyPrefix: 'readiness-probe', points: 1_000_000, durationSeconds: 1 };
+
 const databaseRefused = (refusal: string): string => `REDIS_URL selects a database this Redis does not have (${refusal})`;
 const DATABASE_FALLBACK = 'the limits are kept in its database 0, still shared by every instance, until REDIS_URL or Redis is fixed';
 
@@ -50,6 +72,10 @@ const REDIS_ANSWER_TIMEOUT_MS = 1500;
  * the client is not ready, so later calls skip Redis without waiting. Requests thus wait for a hung Redis
  * once, not once per call.
  *
+ * A Redis that is connected but refuses the limiters' commands (out of memory, a read-only replica…) fails
+ * them over too, and is reported once by the first call it fails, and in /readyz, whose check runs the same
+ * command: a PING would pass.
+ *
  * Credentials Redis refuses are no outage: at start they stop start-up (`connect`), like a database password
  * PostgreSQL refuses; refused later (the password changed under a running gateway), they are reported as
  * refused, not as an unreachable Redis.
@@ -65,6 +91,10 @@ export class RedisLimiters implements LimiterBackend {
   /** Redis's refusal of the database REDIS_URL selects, while the connection runs in database 0 for it. */
   private databaseRefusal: string | undefined;
   private databaseRefusedThisConnection = false;
+  /** Redis's answer when it last refused the probe while connected: each call fails over to the insurance meanwhile. */
+  private callRefusal: Error | undefined;
+  private probing = false;
+  private readonly probe: RateLimiterAbstract;
 
   constructor(url: string) {
     this.client = new Redis(url, {
@@ -91,6 +121,7 @@ export class RedisLimiters implements LimiterBackend {
       if (this.trouble === null) this.degrade(new Error('connection closed'));
     });
     this.client.on('ready', () => this.recover());
+    this.probe = this.redisLimiter(PROBE);
   }
 
   async connect(): Promise<void> {
@@ -103,14 +134,61 @@ export class RedisLimiters implements LimiterBackend {
   }
 
   limiter(settings: LimiterSettings): RateLimiterAbstract {
+    return this.redisLimiter(settings, reportingUse(memoryLimiter(settings), () => this.fellBack()));
+  }
+
+  private redisLimiter(settings: LimiterSettings, insuranceLimiter?: RateLimiterAbstract): RateLimiterAbstract {
     return new RateLimiterRedis({
       storeClient: this.client,
       rejectIfRedisNotReady: true,
-      insuranceLimiter: memoryLimiter(settings),
+      insuranceLimiter,
       keyPrefix: settings.keyPrefix,
       points: settings.points,
       duration: settings.durationSeconds,
     });
+  }
+
+  /**
+   * A call just failed over to the insurance limiter. While Redis is unreachable, the connection's events have
+   * said so already; while it is connected, Redis answered with an error, which the call does not pass on:
+   * the probe, the same command, finds out which (once, not for each call that meets it).
+   */
+  private fellBack(): void {
+    if (this.client.status !== 'ready' || this.callRefusal !== undefined || this.probing) return;
+    this.probing = true;
+    void this.probeCalls()
+      .catch(() => undefined)
+      .finally(() => {
+        this.probing = false;
+      });
+  }
+
+  /**
+   * Whether Redis runs the limiters' command (a write), noting the answer; rejects when Redis could not be
+   * asked. A PING cannot tell: Redis out of memory, or a read-only replica, still answers it.
+   */
+  private async probeCalls(): Promise<Error | undefined> {
+    try {
+      await this.probe.consume('probe');
+      this.noteCalls(undefined);
+      return undefined;
+    } catch (error) {
+      if (!(error instanceof ReplyError)) throw error;
+      this.noteCalls(error as Error);
+      return error as Error;
+    }
+  }
+
+  /** Logged when Redis starts refusing the limiters' calls (or refuses them for another reason), and when it accepts them again. */
+  private noteCalls(refusal: Error | undefined): void {
+    const before = this.callRefusal;
+    this.callRefusal = refusal;
+    if (this.closing) return;
+    if (refusal === undefined) {
+      if (before !== undefined) this.logger?.info({}, "Redis runs the limiters' commands again; limits are shared through Redis again");
+    } else if (before === undefined || errorWord(before) !== errorWord(refusal)) {
+      this.logger?.warn({ err: refusal }, refusedCalls(errorWord(refusal)));
+    }
   }
 
   /** Logged once when Redis becomes unreachable, and again only when the reason changes to refused credentials or back. */
@@ -144,6 +222,7 @@ export class RedisLimiters implements LimiterBackend {
   logTo(logger: LimiterLogger): void {
     this.logger = logger;
     if (this.trouble !== null) this.logTrouble();
+    if (this.callRefusal !== undefined) logger.warn({ err: this.callRefusal }, refusedCalls(errorWord(this.callRefusal)));
   }
 
   async check(): Promise<DependencyStatus> {
@@ -151,11 +230,11 @@ export class RedisLimiters implements LimiterBackend {
     if (this.databaseRefusal !== undefined) return degraded(`${databaseRefused(this.databaseRefusal)}; ${DATABASE_FALLBACK}`);
     if (this.client.status === 'ready') {
       try {
-        await this.client.ping();
-        return { status: 'up', backend: 'redis' };
+        const refusal = await this.probeCalls();
+        return refusal === undefined ? { status: 'up', backend: 'redis' } : degraded(refusedCalls(errorWord(refusal)));
       } catch (error) {
-        // A ping lost with its connection (a hung Redis is dropped by the socket timeout) fails with a retry
-        // error that says nothing of why; the connection's state does.
+        // A probe lost with its connection (a hung Redis is dropped by the socket timeout) fails with an error
+        // that says nothing of why; the connection's state does.
         if (this.client.status === 'ready') return degraded(`${DEGRADED} (${describeFailure(error)})`);
       }
     }
@@ -168,4 +247,21 @@ export class RedisLimiters implements LimiterBackend {
     this.closing = true;
     this.client.disconnect();
   }
+}
+
+/**
+ * `limiter`, telling `used` each time it answers a call. As an insurance limiter it is called only for calls
+ * Redis failed, and without their error, which rate-limiter-flexible keeps to itself.
+ */
+function reportingUse(limiter: RateLimiterAbstract, used: () => void): RateLimiterAbstract {
+  for (const method of ['consume', 'penalty', 'reward', 'get', 'set', 'block', 'delete'] as const) {
+    const call = limiter[method].bind(limiter) as (...args: unknown[]) => unknown;
+    Object.assign(limiter, {
+      [method]: (...args: unknown[]) => {
+        used();
+        return call(...args);
+      },
+    });
+  }
+  return limiter;
 }
