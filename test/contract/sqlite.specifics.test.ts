@@ -338,6 +338,26 @@ describe('SQLite store specifics', () => {
     }
   });
 
+  it('runs one storage check at a time: checks asked for while one runs share its write', async () => {
+    // Counts the checks' writes as SQLite makes them, on whichever connection.
+    const db = new Database(file);
+    try {
+      db.exec(`
+        CREATE TABLE probe_writes (n INTEGER NOT NULL);
+        INSERT INTO probe_writes (n) VALUES (0);
+        CREATE TRIGGER probe_inserted AFTER INSERT ON storage_probe BEGIN UPDATE probe_writes SET n = n + 1; END;
+        CREATE TRIGGER probe_updated AFTER UPDATE ON storage_probe BEGIN UPDATE probe_writes SET n = n + 1; END;
+      `);
+      const writes = () => db.prepare('SELECT n FROM probe_writes').pluck().get();
+      await Promise.all([store.ping(), store.ping(), store.ping()]);
+      expect(writes()).toBe(1);
+      await store.ping();
+      expect(writes()).toBe(2);
+    } finally {
+      db.close();
+    }
+  });
+
   it('hands out cached rows frozen, so no caller can change what the next one reads', async () => {
     const campaign = campaignFixture(ws);
     await store.insertCampaign(campaign);

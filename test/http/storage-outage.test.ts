@@ -1,11 +1,12 @@
-import { copyFileSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, mkdtempSync, renameSync, rmSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import { dependencyUnavailable } from '../../src/domain/errors.js';
 import type { GatewayStore } from '../../src/domain/ports.js';
-import { bearer, http, json, recordingLogger, startGateway, storeHeldOn, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { bearer, http, json, metricSample, recordingLogger, startGateway, storeHeldOn, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { rest, transports, type DuplicateArgs } from '../support/transports.js';
 
 /** 12 KiB as UTF-8, in the job row and again in its event: neither fits in a page, so each needs new pages. */
@@ -33,10 +34,10 @@ describe('the embedded store when its storage fails', () => {
   });
 
   /** A gateway on the default SQLite store, wrapped as a test needs, with its log kept. */
-  async function start(wrapStore?: (store: GatewayStore) => GatewayStore) {
+  async function start(wrapStore?: (store: GatewayStore) => GatewayStore, env: Record<string, string> = {}) {
     const { logger, lines } = recordingLogger();
     // A lease of a second: a job whose outcome could not be recorded is claimed again soon after the disk recovers.
-    const started = await startGateway({ JOB_LEASE_SECONDS: '1', DUPLICATE_RATE_LIMIT: '1000' }, { logger }, { wrapStore });
+    const started = await startGateway({ JOB_LEASE_SECONDS: '1', DUPLICATE_RATE_LIMIT: '1000', ...env }, { logger }, { wrapStore });
     gateway = started;
     const logs = () => lines.map((line) => JSON.parse(line) as LogLine);
     elsewhere = [`${started.dataDir}-away`, `${started.dataDir}.backup`];
@@ -114,6 +115,45 @@ describe('the embedded store when its storage fails', () => {
     }
     expect(logs().filter((line) => line.level >= 50)).toEqual([]);
   });
+
+  // chattr +i needs root (CAP_LINUX_IMMUTABLE) and a file system that keeps the flag: /var/tmp is on disk, /tmp may be tmpfs.
+  it.skipIf(process.getuid?.() !== 0 && !process.env.CI)(
+    'reports the store down when its storage stops taking writes though no request writes, and up once it takes them again',
+    async () => {
+      const dataDir = mkdtempSync(join('/var/tmp', 'cgw-immutable-'));
+      const { gateway, logs } = await start(undefined, { DATA_DIR: dataDir });
+      elsewhere.push(dataDir);
+      const storeUp = async () => metricSample((await http(gateway.baseUrl, 'GET', '/metrics')).text, 'gateway_dependency_up', { dependency: 'store' });
+      expect((await readiness(gateway)).status).toBe(200);
+      expect(await storeUp()).toBe(1);
+
+      // Immutable, the directory, the database and its WAL refuse every write with EPERM, as storage remounted read-only
+      // refuses them with EROFS. Not the -shm: SQLite maps it into memory, and ext4 ends a process that writes to a
+      // mapped page of an immutable file with SIGBUS.
+      const paths = [dataDir, ...['gateway.db', 'gateway.db-wal'].map((name) => join(dataDir, name))];
+      execFileSync('chattr', ['+i', ...paths]);
+      try {
+        expect(await readiness(gateway)).toEqual({
+          status: 503,
+          body: {
+            status: 'not ready',
+            message: 'store: not reachable or failing (SQLITE_IOERR_WRITE)',
+            checks: { store: { status: 'down', message: 'not reachable or failing (SQLITE_IOERR_WRITE)' }, quota: { status: 'up', backend: 'memory' } },
+          },
+        });
+        expect(await storeUp()).toBe(0);
+      } finally {
+        execFileSync('chattr', ['-i', ...paths]);
+      }
+
+      expect(await readiness(gateway)).toMatchObject({ status: 200, body: { status: 'ready' } });
+      expect(await storeUp()).toBe(1);
+      expect(logs().filter((line) => line.msg.startsWith('dependency check'))).toEqual([
+        expect.objectContaining({ level: 40, msg: 'dependency check failed', cause: expect.objectContaining({ code: 'SQLITE_IOERR_WRITE' }) }),
+        expect.objectContaining({ level: 30, msg: 'dependency check passes again' }),
+      ]);
+    },
+  );
 
   it('refuses writes with 503 once its data directory is removed, instead of accepting jobs into a file no restart finds', async () => {
     let claims = 0;

@@ -75,6 +75,8 @@ export class SqliteStore implements GatewayStore {
   private readonly opened: FileIdentity;
   /** The last storage failure, until a probe write succeeds (never, for damage to the file). */
   private storageFailure: { error: Error; damage: boolean } | undefined;
+  /** The storage check in progress (ping). */
+  private checking: Promise<void> | undefined;
 
   constructor(private readonly options: SqliteStoreOptions) {
     // Key hashes and client addresses: a directory or file the store makes is its user's alone (SQLite gives the
@@ -171,12 +173,22 @@ export class SqliteStore implements GatewayStore {
   }
 
   /**
-   * Both connections answer, and the storage takes writes. After a storage failure only a probe write that
-   * succeeds (SqliteWrites.probe) makes the store up again: on a full disk small writes (a claim, a key's last
-   * use) still succeed while every new row fails. Damage to the file keeps it down until a restart. Each
-   * write, this one's included, checks that the file at the path is still the one opened.
+   * Both connections answer, and the storage takes writes: each check commits one (SqliteWrites.ping), so storage
+   * that stopped taking them (remounted read-only, failing) is down at the next check, with no request needed to
+   * find out. After a storage failure only a probe write that succeeds (SqliteWrites.probe) makes the store up
+   * again: on a full disk small writes (a claim, a key's last use, this check's) still succeed while every new
+   * row fails. Damage to the file keeps it down until a restart. Each write, this one's included, checks that
+   * the file at the path is still the one opened.
+   *
+   * Readiness probes and scrapes may come at any rate: one check runs at a time, and those asked for meanwhile
+   * share its answer, so one check's write at most ever waits on the storage.
    */
-  async ping(): Promise<void> {
+  ping(): Promise<void> {
+    this.checking ??= this.checkStorage().finally(() => (this.checking = undefined));
+    return this.checking;
+  }
+
+  private async checkStorage(): Promise<void> {
     this.read('SELECT 1');
     const failure = this.storageFailure;
     if (failure === undefined) return this.write('ping');

@@ -47,8 +47,13 @@ export class SqliteWrites {
     this.sql.get(text).run(...Object.values(row));
   }
 
+  /**
+   * Whether the storage takes a write at all: 8 new bytes in row 0 of storage_probe, committed. A statement that
+   * changes nothing writes nothing (SQLite skips a page whose bytes stay the same), so the bytes are random. A
+   * read-only remount or a failing disk refuses it; on a full disk it may still find room, see probe().
+   */
   ping(): void {
-    this.sql.get('SELECT 1').get();
+    this.sql.get('INSERT INTO storage_probe (id, filler) VALUES (0, randomblob(8)) ON CONFLICT (id) DO UPDATE SET filler = excluded.filler').run();
   }
 
   /**
