@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -391,7 +391,8 @@ describe('SQLite store specifics', () => {
       expect(await store.getJob(ws, job.id)).toMatchObject({ id: job.id, description: job.description });
     });
 
-    it('reports a damaged file as UNAVAILABLE, and stays down however writes go, since nothing but an operator repairs it', async () => {
+    /** A campaign whose table's first page is then overwritten in the file, as a failing disk would. */
+    async function damagedCampaign() {
       const campaign = campaignFixture(ws);
       await store.insertCampaign(campaign);
       const db = new Database(file);
@@ -402,7 +403,11 @@ describe('SQLite store specifics', () => {
       const fd = openSync(file, 'r+');
       writeSync(fd, Buffer.alloc(pageSize, 0xff), 0, pageSize, (rootpage - 1) * pageSize);
       closeSync(fd);
+      return campaign;
+    }
 
+    it('reports a damaged file as UNAVAILABLE, and stays down however writes go, since nothing but an operator repairs it', async () => {
+      const campaign = await damagedCampaign();
       const damaged = new SqliteStore({ filename: file });
       try {
         expect(refusal(await Promise.allSettled([damaged.getCampaign(ws, campaign.id)]).then(([result]) => result))).toEqual({
@@ -414,6 +419,20 @@ describe('SQLite store specifics', () => {
       } finally {
         await damaged.close();
       }
+    });
+
+    it('writes nothing of its WAL into a file found damaged when it closes last, leaving the file as it found it', async () => {
+      const campaign = await damagedCampaign();
+      await other.close();
+      await store.close();
+      const damaged = new SqliteStore({ filename: file });
+      await expect(damaged.getCampaign(ws, campaign.id)).rejects.toMatchObject({ code: 'UNAVAILABLE', cause: { code: 'SQLITE_CORRUPT' } });
+      await damaged.insertEvent(eventFixture(ws));
+      const found = readFileSync(file);
+
+      await damaged.close();
+      expect(readFileSync(file).equals(found)).toBe(true);
+      expect(statSync(`${file}-wal`).size).toBeGreaterThan(0);
     });
   });
 });

@@ -1,9 +1,10 @@
 import Database from 'better-sqlite3';
 
-/** A connection with the settings every connection of the embedded store shares. */
-export function openConnection(filename: string): Database.Database {
-  const db = new Database(filename);
-  db.pragma('journal_mode = WAL');
+/** A connection with the settings every connection of the embedded store shares; `readonly` for one that only reads. */
+export function openConnection(filename: string, { readonly = false } = {}): Database.Database {
+  const db = new Database(filename, { readonly });
+  // A read-only connection cannot change the journal mode: it finds WAL on, set by the store's first connection.
+  if (!readonly) db.pragma('journal_mode = WAL');
   db.pragma('foreign_keys = ON');
   db.pragma('busy_timeout = 5000');
   return db;

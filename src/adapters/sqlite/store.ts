@@ -18,7 +18,7 @@ import type {
 import { COUNT_JOBS_SQL, EVENT_WINDOW_SQL, eventWindowSeeks, maybeDate, oldestDueJobSql, rowSeq, rowToApiKey, rowToCampaign, rowToEvent, rowToIdempotency, rowToJob, rowToWorkspace, type Row } from '../rows.js';
 import { schemaRefusal } from '../schema-version.js';
 import { openConnection, Statements } from './connection.js';
-import { identify, type FileIdentity } from './database-file.js';
+import { assertNoStrayWal, assertSameFile, identify, type FileIdentity } from './database-file.js';
 import { KeyCache } from './key-cache.js';
 import { ReadSnapshot } from './read-snapshot.js';
 import { FoundCache } from './read-cache.js';
@@ -53,17 +53,21 @@ function pageEnd(table: 'campaigns' | 'security_events', options: ListOptions, p
 
 /**
  * The embedded store. WAL journal with `synchronous = FULL`: every commit is on disk before the call
- * returns, so a 202 survives a crash of the process or of the machine. Reads run on this thread's
+ * returns, so a 202 survives a crash of the process or of the machine. Reads run on this thread's read-only
  * connection; every write goes to the writer thread (writer-thread.ts), which group-commits the writes that
  * arrive together, and resolves only once its group is on disk. The fsync thus never blocks the event loop,
- * and a write is visible to reads from the moment it resolves.
+ * and a write is visible to reads from the moment it resolves. A third connection sets the journal mode and
+ * migrates the schema.
  *
  * A failure of the storage (full disk, I/O error, read-only file system, a file deleted or replaced under the
  * store, damage) is UNAVAILABLE for callers (outage.ts) and is remembered for ping().
  */
 export class SqliteStore implements GatewayStore {
   readonly kind = 'sqlite';
+  /** The reads' connection, read-only: SQLite checkpoints the WAL when the last connection closes, unless that one cannot write. */
   private readonly db: Database.Database;
+  /** The connection that puts the file in WAL mode and migrates it, and closes last when the WAL is to be checkpointed. */
+  private readonly owner: Database.Database;
   private readonly sql: Statements;
   private readonly snapshot: ReadSnapshot;
   /** Started on the first write: a process that only reads (a CLI listing) never starts the thread. */
@@ -83,8 +87,11 @@ export class SqliteStore implements GatewayStore {
     // -wal and -shm files the file's mode); existing ones are kept as they are.
     mkdirSync(dirname(options.filename), { recursive: true, mode: 0o700 });
     closeSync(openSync(options.filename, constants.O_RDONLY | constants.O_CREAT, 0o600));
-    this.db = openConnection(options.filename);
+    // Before SQLite opens the file, which would read a stray log into it.
+    assertNoStrayWal(options.filename);
+    this.owner = openConnection(options.filename);
     this.opened = identify(options.filename);
+    this.db = openConnection(options.filename, { readonly: true });
     this.sql = new Statements(this.db);
     this.snapshot = new ReadSnapshot(this.db);
     // Read on first use: the table is made by migrate(), after the store is constructed.
@@ -152,18 +159,18 @@ export class SqliteStore implements GatewayStore {
     const database = `the SQLite database ${this.options.filename}`;
     this.snapshot.end();
     // The version is read inside the IMMEDIATE transaction, so instances starting together migrate once.
-    this.db
+    this.owner
       .transaction(() => {
-        const current = Number(this.db.pragma('user_version', { simple: true }));
+        const current = Number(this.owner.pragma('user_version', { simple: true }));
         const refusal = schemaRefusal(database, current, migrations.length, older);
         if (refusal) throw refusal;
         migrations.slice(current).forEach((migration, index) => {
-          this.db.exec(migration);
-          this.db.pragma(`user_version = ${current + index + 1}`);
+          this.owner.exec(migration);
+          this.owner.pragma(`user_version = ${current + index + 1}`);
         });
       })
       .immediate();
-    const missing = missingSchemaObjects(this.db, migrations);
+    const missing = missingSchemaObjects(this.owner, migrations);
     if (missing.length > 0) {
       throw new Error(
         `${database} is at schema version ${migrations.length} but lacks ${missing.join(', ')}: ` +
@@ -202,10 +209,40 @@ export class SqliteStore implements GatewayStore {
     await this.write('holdSize', held);
   }
 
+  /**
+   * SQLite copies the WAL into the file when the last connection to it closes, if that one may write. The
+   * read-only connection holds its lock while the writer's closes, so which of the other two closes last
+   * decides: normally the owner, which copies the WAL in, as any last close does. Into a file that is no longer
+   * the one opened, or that was found damaged, the WAL's pages can only do harm (after a `cp` of a backup over
+   * the live file they are another database's): then the read-only connection closes last and copies nothing.
+   * The WAL stays beside the file, where start-up refuses it next to a restored backup.
+   */
   async close(): Promise<void> {
+    if (this.db.open) this.holdLock();
     await this.writerThread?.close();
     this.snapshot.end();
-    if (this.db.open) this.db.close();
+    const order = this.holdsItsFile() ? [this.db, this.owner] : [this.owner, this.db];
+    for (const db of order) if (db.open) db.close();
+  }
+
+  /** Whether the file at the path is still the one opened, and was not found damaged. */
+  private holdsItsFile(): boolean {
+    if (this.storageFailure?.damage) return false;
+    try {
+      assertSameFile(this.options.filename, this.opened);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** A read takes a shared lock on the file, which a connection in WAL mode keeps until it closes. */
+  private holdLock(): void {
+    try {
+      this.db.pragma('schema_version');
+    } catch {
+      // A damaged file may fail the read: SQLite took the lock before reading, and keeps it.
+    }
   }
 
   async createWorkspace(workspace: Workspace): Promise<void> {
