@@ -52,6 +52,16 @@ describe('the embedded store when its storage fails', () => {
     return { status: response.status, body: response.body };
   };
 
+  /** What /readyz answers while the store is down for the storage error `code`, the quota being up. */
+  const storeDown = (code: string) => ({
+    status: 503,
+    body: {
+      status: 'not ready',
+      message: `store: not reachable or failing (${code})`,
+      checks: { store: { status: 'down', message: `not reachable or failing (${code})` }, quota: { status: 'up', backend: 'memory' } },
+    },
+  });
+
   /**
    * Both transports answer 503 with Retry-After and nothing of the cause, and log each refusal once, as a
    * warning naming the cause.
@@ -88,14 +98,7 @@ describe('the embedded store when its storage fails', () => {
     await sqlite.holdSize(true);
 
     await expectRefused(gateway, tenant, logs, /disk is full/, { description: LONG_DESCRIPTION });
-    expect(await readiness(gateway)).toEqual({
-      status: 503,
-      body: {
-        status: 'not ready',
-        message: 'store: not reachable or failing (SQLITE_FULL)',
-        checks: { store: { status: 'down', message: 'not reachable or failing (SQLITE_FULL)' }, quota: { status: 'up', backend: 'memory' } },
-      },
-    });
+    expect(await readiness(gateway)).toEqual(storeDown('SQLITE_FULL'));
 
     // The worker cannot record the early job's copy either: a warning, and the job is kept to be run again.
     holdOutcome = undefined;
@@ -133,14 +136,7 @@ describe('the embedded store when its storage fails', () => {
       const paths = [dataDir, ...['gateway.db', 'gateway.db-wal'].map((name) => join(dataDir, name))];
       execFileSync('chattr', ['+i', ...paths]);
       try {
-        expect(await readiness(gateway)).toEqual({
-          status: 503,
-          body: {
-            status: 'not ready',
-            message: 'store: not reachable or failing (SQLITE_IOERR_WRITE)',
-            checks: { store: { status: 'down', message: 'not reachable or failing (SQLITE_IOERR_WRITE)' }, quota: { status: 'up', backend: 'memory' } },
-          },
-        });
+        expect(await readiness(gateway)).toEqual(storeDown('SQLITE_IOERR_WRITE'));
         expect(await storeUp()).toBe(0);
       } finally {
         execFileSync('chattr', ['-i', ...paths]);
