@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -523,5 +523,25 @@ describe('store backup of a store the version before left', () => {
     const backup = join(place.env.DATA_DIR, 'backup.db');
     expect(await runCaptured(['store', 'backup', backup], { env: place.env })).toEqual({ code: EXIT.failed, stdout: '', stderr: `campaign-gateway: ${file} ${message}\n` });
     expect(existsSync(backup)).toBe(false);
+  });
+
+  it('refuses a restored backup with the old -wal beside it, and leaves both as they were', async () => {
+    const file = join(place.env.DATA_DIR, 'gateway.db');
+    const restoredCopy = new Database(file);
+    restoredCopy.exec("CREATE TABLE workspaces (id TEXT); INSERT INTO workspaces VALUES ('restored')");
+    restoredCopy.close();
+    const staleLog = Buffer.alloc(4096, 7);
+    writeFileSync(`${file}-wal`, staleLog);
+    const copyBefore = readFileSync(file);
+    const backup = join(place.env.DATA_DIR, 'backup.db');
+
+    expect(await runCaptured(['store', 'backup', backup], { env: place.env })).toEqual({
+      code: EXIT.failed,
+      stdout: '',
+      stderr: `campaign-gateway: ${file} is not in WAL mode, as a restored backup is not, but ${file}-wal beside it holds the log of the database it replaced, which would damage it: delete ${file}-wal and ${file}-shm, then start again\n`,
+    });
+    expect(existsSync(backup)).toBe(false);
+    expect(readFileSync(file).equals(copyBefore)).toBe(true);
+    expect(readFileSync(`${file}-wal`).equals(staleLog)).toBe(true);
   });
 });

@@ -1,5 +1,6 @@
-import { closeSync, openSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, openSync, rmSync } from 'node:fs';
 import Database from 'better-sqlite3';
+import { assertNoStrayWal } from './database-file.js';
 
 /** Whether `db` holds a gateway's tables: every version of the schema has had `workspaces`. */
 function isGatewayStore(db: Database.Database): boolean {
@@ -15,6 +16,8 @@ function isGatewayStore(db: Database.Database): boolean {
  * may be running on it), and the connection sets nothing that persists in the file.
  */
 export function backupSqliteStore(filename: string, destination: string): void {
+  // Reading a restored copy through a stray -wal would back up the damage, and closing would write it into the copy.
+  if (existsSync(filename)) assertNoStrayWal(filename);
   const db = new Database(filename, { fileMustExist: true });
   try {
     db.pragma('busy_timeout = 5000');
