@@ -12,6 +12,7 @@ import { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import { SqliteWriter } from '../../src/adapters/sqlite/writer.js';
 import type { GatewayError } from '../../src/domain/errors.js';
 import { apiKeyFixture, at, campaignFixture, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
+import { countStatements, KEY_BY_HASH } from '../support/statements.js';
 
 /** What the SQLite adapter adds beyond the store contract: its writer thread, group commit and read caches. */
 describe('SQLite store specifics', () => {
@@ -23,6 +24,15 @@ describe('SQLite store specifics', () => {
   let ws: string;
 
   const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
+  /** More rows than the 10,000 each read cache holds. */
+  const MORE_THAN_CACHED = 15_000;
+  /** Looks up each cold row once, in order, and after every tenth the next hot row: each hot one many times over. */
+  const cycle = async <T>(hot: T[], cold: T[], lookUp: (row: T) => Promise<void>) => {
+    for (const [index, row] of cold.entries()) {
+      await lookUp(row);
+      if (index % 10 === 0) await lookUp(hot[(index / 10) % hot.length]);
+    }
+  };
 
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'cgw-sqlite-'));
@@ -184,12 +194,54 @@ describe('SQLite store specifics', () => {
     expect((await store.findApiKeyByHash(theirs.hash))?.revokedAt).toEqual(at(2));
   });
 
+  describe('caching keys', () => {
+    let keyLoads: () => number;
+
+    beforeEach(() => {
+      keyLoads = countStatements(store, KEY_BY_HASH);
+    });
+
+    const insertKeys = async (count: number) => {
+      const keys = Array.from({ length: count }, () => apiKeyFixture(ws));
+      await Promise.all(keys.map((key) => store.insertApiKey(key, eventFixture(ws))));
+      await nextTurn();
+      return keys;
+    };
+
+    it('keeps the keys in use while more keys than it holds pass through', async () => {
+      const hot = await insertKeys(100);
+      const cold = await insertKeys(MORE_THAN_CACHED);
+      await cycle(hot, cold, async (key) => expect((await store.findApiKeyByHash(key.hash))?.id).toBe(key.id));
+      // Each cold key read once, each hot key once, at its first use.
+      expect(keyLoads()).toBe(cold.length + hot.length);
+    });
+
+    it('keeps the keys in use however many hashes no key has are looked up', async () => {
+      const known = await insertKeys(100);
+      for (const key of known) await store.findApiKeyByHash(key.hash);
+      const unknown = Array.from({ length: MORE_THAN_CACHED }, (_, index) => String(index).padStart(64, 'u'));
+      for (const hash of unknown) expect(await store.findApiKeyByHash(hash)).toBeNull();
+      for (const key of known) expect((await store.findApiKeyByHash(key.hash))?.id).toBe(key.id);
+      expect(await store.findApiKeyByHash(unknown.at(-1)!)).toBeNull();
+      expect(keyLoads()).toBe(known.length + unknown.length);
+    });
+  });
+
   it('finds a key created by another connection after a lookup that missed it', async () => {
     const key = apiKeyFixture(ws);
     expect(await store.findApiKeyByHash(key.hash)).toBeNull();
     await other.insertApiKey(key, eventFixture(ws));
     await nextTurn();
     expect((await store.findApiKeyByHash(key.hash))?.id).toBe(key.id);
+  });
+
+  it('keeps the campaigns in use while more campaigns than it holds pass through', async () => {
+    const reads = countStatements(store, 'FROM campaigns WHERE id = ?');
+    const campaigns = Array.from({ length: 100 + MORE_THAN_CACHED }, () => campaignFixture(ws));
+    await Promise.all(campaigns.map((campaign) => store.insertCampaign(campaign)));
+    const [hot, cold] = [campaigns.slice(0, 100), campaigns.slice(100)];
+    await cycle(hot, cold, async (campaign) => expect((await store.getCampaign(ws, campaign.id))?.id).toBe(campaign.id));
+    expect(reads()).toBe(campaigns.length);
   });
 
   it('finds campaigns and tags inserted by another connection after a lookup that missed them', async () => {

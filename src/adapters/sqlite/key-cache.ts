@@ -1,5 +1,9 @@
-import { remember } from './read-cache.js';
+import type { ApiKeyRecord } from '../../domain/types.js';
+import { CACHE_ENTRIES, deepFreeze, LruMap } from './read-cache.js';
 import type { ReadSnapshot } from './read-snapshot.js';
+
+/** Hashes no key has, kept apart: a flood of well-formed keys nobody issued cannot push out the keys in use. */
+const UNKNOWN_HASH_ENTRIES = 1_000;
 
 /**
  * API keys by hash, answered from memory: on the accept path the key lookup was the costliest read left.
@@ -14,33 +18,38 @@ import type { ReadSnapshot } from './read-snapshot.js';
  * SQLite's `PRAGMA data_version` would move on every commit of the writer thread. Cached records are shared,
  * so they are frozen.
  */
-export class KeyCache<V> {
+export class KeyCache {
   private version: unknown;
   private checkedIn = 0;
-  private readonly entries = new Map<string, V | null>();
+  private readonly known = new LruMap<ApiKeyRecord>(CACHE_ENTRIES);
+  private readonly unknown = new LruMap<true>(UNKNOWN_HASH_ENTRIES);
 
   constructor(
     private readonly snapshot: ReadSnapshot,
     private readonly readVersion: () => unknown,
   ) {}
 
-  get(hash: string, load: () => V | null): V | null {
+  get(hash: string, load: () => ApiKeyRecord | null): ApiKeyRecord | null {
     const snapshot = this.snapshot.enter();
     if (snapshot !== this.checkedIn) {
       this.checkedIn = snapshot;
       const version = this.readVersion();
       if (version !== this.version) {
-        this.entries.clear();
+        this.clear();
         this.version = version;
       }
     }
-    const cached = this.entries.get(hash);
+    const cached = this.known.get(hash);
     if (cached !== undefined) return cached;
-    // A miss is kept too: lookups of ever new hashes (well-formed keys nobody issued) empty the cache, not grow it.
-    return remember(this.entries, hash, load());
+    if (this.unknown.get(hash) !== undefined) return null;
+    const record = load();
+    if (record === null) this.unknown.set(hash, true);
+    else this.known.set(hash, deepFreeze(record));
+    return record;
   }
 
   clear(): void {
-    this.entries.clear();
+    this.known.clear();
+    this.unknown.clear();
   }
 }

@@ -72,7 +72,7 @@ export class SqliteStore implements GatewayStore {
   private readonly snapshot: ReadSnapshot;
   /** Started on the first write: a process that only reads (a CLI listing) never starts the thread. */
   private writerThread: SqliteWriter | undefined;
-  private readonly keys: KeyCache<ApiKeyRecord>;
+  private readonly keys: KeyCache;
   private readonly campaigns = new FoundCache<Campaign>();
   private readonly tags = new FoundCache<true>();
   /** The file opened at `filename`: the writer refuses to commit into any other. */
