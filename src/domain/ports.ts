@@ -79,7 +79,11 @@ export interface GatewayStore {
    * `findApiKeyByHash` finds the key by either hash; the caller checks the previous hash's expiry.
    */
   rotateApiKey(id: string, hash: string, prefix: string, previousValidUntil: Date | null, event: NewSecurityEvent): Promise<boolean>;
-  touchApiKey(id: string, at: Date): Promise<void>;
+  /**
+   * Records that `key`, as `findApiKeyByHash` returned it, was used at `at`. A store that caches keys gives its
+   * cached record that time, so that the next lookup sees it without reading the row again.
+   */
+  touchApiKey(key: ApiKeyRecord, at: Date): Promise<void>;
 
   upsertTags(workspaceId: string, names: string[]): Promise<void>;
   /** Of the given tag names, those that do not exist in the workspace. */

@@ -243,7 +243,7 @@ export class GatewayService {
   private touch(record: ApiKeyRecord, now: Date): void {
     if (record.lastUsedAt !== null && now.getTime() - record.lastUsedAt.getTime() < LAST_USED_RESOLUTION_MS) return;
     // last_used_at is advisory: failing to write it must not fail the request.
-    this.deps.store.touchApiKey(record.id, now).catch(() => undefined);
+    this.deps.store.touchApiKey(record, now).catch(() => undefined);
   }
 
   /**

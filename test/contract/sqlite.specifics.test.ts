@@ -225,6 +225,51 @@ describe('SQLite store specifics', () => {
       expect(await store.findApiKeyByHash(unknown.at(-1)!)).toBeNull();
       expect(keyLoads()).toBe(known.length + unknown.length);
     });
+
+    it("keeps every key when one's last use is written, giving it that time, and sees other connections' changes from the next turn", async () => {
+      const [used, revoked, narrowed] = await insertKeys(3);
+      const found = await store.findApiKeyByHash(used.hash);
+      await store.findApiKeyByHash(revoked.hash);
+      await store.findApiKeyByHash(narrowed.hash);
+      await store.touchApiKey(found!, at(5));
+      await nextTurn();
+      expect((await store.findApiKeyByHash(used.hash))?.lastUsedAt).toEqual(at(5));
+      expect((await store.findApiKeyByHash(revoked.hash))?.lastUsedAt).toBeNull();
+      expect(keyLoads()).toBe(3);
+
+      await other.revokeApiKey(revoked.id, at(6), eventFixture(ws));
+      await nextTurn();
+      expect((await store.findApiKeyByHash(revoked.hash))?.revokedAt).toEqual(at(6));
+      await other.rotateApiKey(used.id, 'a'.repeat(64), 'cgw_rotated', null, eventFixture(ws));
+      await nextTurn();
+      expect(await store.findApiKeyByHash(used.hash)).toBeNull();
+      const raw = new Database(file);
+      try {
+        raw.prepare("UPDATE api_keys SET permissions = '[]' WHERE id = ?").run(narrowed.id);
+      } finally {
+        raw.close();
+      }
+      await nextTurn();
+      expect((await store.findApiKeyByHash(narrowed.hash))?.permissions).toEqual([]);
+    });
+
+    it('moves the key version for a change to any column of a key but its last use', async () => {
+      const [key] = await insertKeys(1);
+      const raw = new Database(file);
+      try {
+        const version = () => raw.prepare('SELECT version FROM api_keys_version').pluck().get();
+        const columns = raw.prepare("SELECT name FROM pragma_table_info('api_keys')").pluck().all() as string[];
+        const moved = columns.filter((column) => {
+          const before = version();
+          raw.prepare(`UPDATE api_keys SET "${column}" = "${column}" WHERE id = ?`).run(key.id);
+          return version() !== before;
+        });
+        expect(moved).toEqual(columns.filter((column) => column !== 'last_used_at'));
+        expect(moved.length).toBeGreaterThan(10);
+      } finally {
+        raw.close();
+      }
+    });
   });
 
   it('finds a key created by another connection after a lookup that missed it', async () => {

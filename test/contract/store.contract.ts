@@ -85,8 +85,10 @@ export function storeContract(name: string, harness: StoreHarness): void {
       const events = await store.listEvents(ws, { apiKeyId: key.id }, { first: 10 });
       expect(events.map((e) => e.type)).toEqual(['API_KEY_REVOKED', 'API_KEY_CREATED']);
 
-      await store.touchApiKey(key.id, at(30));
+      expect((await store.findApiKeyByHash(key.hash))?.revokedAt).toEqual(at(10));
+      await store.touchApiKey(key, at(30));
       expect((await store.findApiKey(key.id))?.lastUsedAt).toEqual(at(30));
+      expect((await store.findApiKeyByHash(key.hash))?.lastUsedAt).toEqual(at(30));
     });
 
     it('rotates a key, finding it by the new hash and, during the overlap, the old one', async () => {
@@ -474,7 +476,7 @@ export function storeContract(name: string, harness: StoreHarness): void {
       const revoked = eventFixture(ws, { type: 'API_KEY_REVOKED', apiKeyId: key.id });
       expect(await store.revokeApiKey(withNul(key.id), at(10), revoked)).toBe(false);
       expect(await store.rotateApiKey(withNul(key.id), 'a'.repeat(64), 'cgw_rotated', null, revoked)).toBe(false);
-      await store.touchApiKey(withNul(key.id), at(20));
+      await store.touchApiKey({ ...key, id: withNul(key.id) }, at(20));
       await store.releaseIdempotencyKey(ws, withNul('k'));
       expect(await store.findApiKey(key.id)).toEqual(key);
       expect(await store.findIdempotencyKey(ws, 'k')).toEqual(record);

@@ -3,8 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
-import { SQLITE_MIGRATIONS } from '../../src/adapters/sqlite/migrations.js';
+import { missingSchemaObjects, SQLITE_MIGRATIONS } from '../../src/adapters/sqlite/migrations.js';
 import { SqliteStore } from '../../src/adapters/sqlite/store.js';
+import { apiKeyFixture, eventFixture, workspaceFixture } from '../support/fixtures.js';
 import { startFailureOf } from '../support/process.js';
 
 describe('starting on a store a newer gateway has migrated', () => {
@@ -31,5 +32,54 @@ describe('starting on a store a newer gateway has migrated', () => {
     );
     expect(line).toContain('downgrading is not supported');
     expect(rest).toEqual(['']);
+  });
+});
+
+describe('upgrading a store whose key version moved with every last use of a key', () => {
+  let dir: string;
+
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  /** Whether writing a key's last use, and renaming it, move the key version, as another connection sees them. */
+  const versionMoves = (file: string, keyId: string) => {
+    const db = new Database(file);
+    try {
+      const version = () => db.prepare('SELECT version FROM api_keys_version').pluck().get();
+      const moves = (sql: string) => {
+        const start = version();
+        db.prepare(sql).run(keyId);
+        return version() !== start;
+      };
+      return { lastUse: moves('UPDATE api_keys SET last_used_at = last_used_at + 1 WHERE id = ?'), rename: moves("UPDATE api_keys SET name = name || '.' WHERE id = ?") };
+    } finally {
+      db.close();
+    }
+  };
+
+  it('keeps its keys, and from then on every change to a key but its last use moves the version', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'cgw-upgrade-'));
+    const file = join(dir, 'gateway.db');
+    const older = SQLITE_MIGRATIONS.findIndex((migration) => migration.includes('DROP TRIGGER api_keys_updated'));
+    const workspace = workspaceFixture();
+    const key = apiKeyFixture(workspace.id, { lastUsedAt: new Date(0) });
+    const before = new SqliteStore({ filename: file, migrations: SQLITE_MIGRATIONS.slice(0, older) });
+    await before.migrate();
+    await before.createWorkspace(workspace);
+    await before.insertApiKey(key, eventFixture(workspace.id));
+    await before.close();
+    expect(versionMoves(file, key.id)).toEqual({ lastUse: true, rename: true });
+
+    const store = new SqliteStore({ filename: file });
+    await store.migrate();
+    expect((await store.findApiKeyByHash(key.hash))?.id).toBe(key.id);
+    await store.close();
+    expect(versionMoves(file, key.id)).toEqual({ lastUse: false, rename: true });
+    const db = new Database(file, { readonly: true });
+    try {
+      expect(db.pragma('user_version', { simple: true })).toBe(SQLITE_MIGRATIONS.length);
+      expect(missingSchemaObjects(db, SQLITE_MIGRATIONS)).toEqual([]);
+    } finally {
+      db.close();
+    }
   });
 });

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import { createStore } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { AdminService } from '../../src/domain/admin.js';
@@ -10,6 +11,7 @@ import { displayPrefix, hashApiKey } from '../../src/domain/keys.js';
 import type { GatewayStore } from '../../src/domain/ports.js';
 import { graphql, recordingLogger, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { ManualClock } from '../support/clock.js';
+import { countStatements, KEY_BY_HASH } from '../support/statements.js';
 import { transports, type Transport } from '../support/transports.js';
 
 /**
@@ -235,6 +237,48 @@ describe('API keys', () => {
     expect(await listThenLastUsed()).toEqual(first);
     clock.advance(31_000);
     expect(await listThenLastUsed()).toEqual(clock.now());
+  });
+
+  it("reads no other key again when one's last use is written, and refuses what the key CLI changes from the next request", async () => {
+    const keyLoads = countStatements(gw.app.store, KEY_BY_HASH);
+    const [rest] = transports;
+    const status = async (key: string) => (await duplicate(rest, key)).status;
+    const [revoked, rotated, narrowed, expired] = await Promise.all([1, 2, 3, 4].map(() => ws.addKey(['campaigns.duplicate'])));
+    const keys = [revoked, rotated, narrowed, expired];
+    for (const { key } of keys) expect(await status(key)).toBe(202);
+    await touchesLanded();
+    const loaded = keyLoads();
+    clock.advance(61_000);
+    // Each request writes its key's last use.
+    for (const { key } of keys) {
+      expect(await status(key)).toBe(202);
+      await touchesLanded();
+    }
+    for (const { key } of keys) expect(await status(key)).toBe(202);
+    expect(keyLoads()).toBe(loaded);
+
+    const file = join(storeDir, 'gateway.db');
+    const cli = new SqliteStore({ filename: file });
+    try {
+      const admin = new AdminService(cli, clock);
+      await admin.revokeKey(revoked.keyId);
+      expect(await status(revoked.key)).toBe(401);
+      const replacement = await admin.rotateKey(rotated.keyId);
+      expect(await status(rotated.key)).toBe(401);
+      expect(await status(replacement.key)).toBe(202);
+    } finally {
+      await cli.close();
+    }
+    // No command changes a key's permissions or expiry; changed in the database, they apply as well.
+    const db = new Database(file);
+    try {
+      db.prepare("UPDATE api_keys SET permissions = '[]' WHERE id = ?").run(narrowed.keyId);
+      db.prepare('UPDATE api_keys SET expires_at = ? WHERE id = ?').run(clock.now().getTime(), expired.keyId);
+    } finally {
+      db.close();
+    }
+    expect(await status(narrowed.key)).toBe(403);
+    expect(await status(expired.key)).toBe(401);
   });
 
   it('keeps no key anywhere in the database files or the log', async () => {

@@ -219,9 +219,9 @@ export class PostgresStore implements GatewayStore {
     });
   }
 
-  async touchApiKey(id: string, at: Date): Promise<void> {
-    if (!storable(id)) return;
-    await this.db.query('UPDATE api_keys SET last_used_at = $1 WHERE id = $2', [at, id]);
+  async touchApiKey(key: ApiKeyRecord, at: Date): Promise<void> {
+    if (!storable(key.id)) return;
+    await this.db.query('UPDATE api_keys SET last_used_at = $1 WHERE id = $2', [at, key.id]);
   }
 
   async upsertTags(workspaceId: string, names: string[]): Promise<void> {

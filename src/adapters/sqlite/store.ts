@@ -294,8 +294,10 @@ export class SqliteStore implements GatewayStore {
     return this.keyWrite(() => this.write('rotateApiKey', id, hash, prefix, previousValidUntil, event));
   }
 
-  async touchApiKey(id: string, at: Date): Promise<void> {
-    await this.keyWrite(() => this.write('touchApiKey', id, at));
+  /** Not a key write: a key's last use moves no version, and the cached record takes the time itself (key-cache.ts). */
+  async touchApiKey(key: ApiKeyRecord, at: Date): Promise<void> {
+    this.keys.used(key, at);
+    await this.write('touchApiKey', key.id, at);
   }
 
   async upsertTags(workspaceId: string, names: string[]): Promise<void> {
