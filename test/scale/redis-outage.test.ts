@@ -217,4 +217,41 @@ describe.skipIf(skipWithoutRedisServer)('Redis going away, or refusing writes, u
       await client.config('SET', 'maxmemory', '0');
     }
   }, 60_000);
+
+  it('logs each time Redis starts refusing writes and each time it runs them again, with nothing polling /readyz or /metrics', async () => {
+    const replica = await gateway.workspace();
+    const from = logs.length;
+    const limits = () => logs.slice(from).filter((line) => line.component === 'limits');
+    const refusals = () => limits().filter((line) => line.level === 40);
+    const returns = () => limits().filter((line) => line.level === 30);
+    expect((await duplicate('before', replica)).status).toBe(202);
+    expect(await counted(replica)).toBe(1);
+
+    try {
+      for (const episode of [1, 2]) {
+        // A replica of a master that is not there: it keeps its data and refuses writes with READONLY.
+        await client.call('REPLICAOF', '127.0.0.1', '1');
+        await expect(client.set('another', 'x')).rejects.toThrow(/^READONLY/);
+        expect((await duplicate(`read-only ${episode}`, replica)).status).toBe(202);
+        await waitFor(async () => refusals().length === episode);
+        expect(await counted(replica)).toBe(episode);
+
+        await client.call('REPLICAOF', 'NO', 'ONE');
+        await waitFor(async () => returns().length === episode);
+        // Counted in Redis again, next to the points counted there before.
+        expect((await duplicate(`writable ${episode}`, replica)).status).toBe(202);
+        expect(await counted(replica)).toBe(episode + 1);
+      }
+      const refused = /^Redis is a read-only replica and refuses writes \(READONLY\); each instance enforces its limits on its own with an in-process limiter until Redis runs them again$/;
+      const back = "Redis runs the limiters' commands again; limits are shared through Redis again";
+      expect(limits().map((line) => [line.level, line.msg])).toEqual([
+        [40, expect.stringMatching(refused)],
+        [30, back],
+        [40, expect.stringMatching(refused)],
+        [30, back],
+      ]);
+    } finally {
+      await client.call('REPLICAOF', 'NO', 'ONE');
+    }
+  }, 60_000);
 });

@@ -50,6 +50,12 @@ const errorWord = (error: Error): string => /^[A-Z]+/.exec(error.message)?.[0] ?
 /** What the readiness check and the limiters' failures probe Redis with: the limiters' own command, on a key of its own. */
 const PROBE = { keyPrefix: 'readiness-probe', points: 1_000_000, durationSeconds: 1 };
 
+/**
+ * While Redis refuses the limiters' calls, how often it is probed again. Nothing else would tell: calls it
+ * refuses report nothing new, calls it runs report nothing at all, and /readyz may not be polled.
+ */
+const REFUSAL_RECHECK_MS = 1000;
+
 const databaseRefused = (refusal: string): string => `REDIS_URL selects a database this Redis does not have (${refusal})`;
 const DATABASE_FALLBACK = 'the limits are kept in its database 0, still shared by every instance, until REDIS_URL or Redis is fixed';
 
@@ -74,7 +80,8 @@ const REDIS_ANSWER_TIMEOUT_MS = 1500;
  *
  * A Redis that is connected but refuses the limiters' commands (out of memory, a read-only replica…) fails
  * them over too, and is reported once by the first call it fails, and in /readyz, whose check runs the same
- * command: a PING would pass.
+ * command: a PING would pass. While it refuses, it is probed again every second, so that the log says when it
+ * runs them again (and a later refusal is a new one) whether or not anything polls /readyz.
  *
  * Credentials Redis refuses are no outage: at start they stop start-up (`connect`), like a database password
  * PostgreSQL refuses; refused later (the password changed under a running gateway), they are reported as
@@ -94,6 +101,8 @@ export class RedisLimiters implements LimiterBackend {
   /** Redis's answer when it last refused the probe while connected: each call fails over to the insurance meanwhile. */
   private callRefusal: Error | undefined;
   private probing = false;
+  /** Probes Redis again while it refuses the limiters' calls. */
+  private recheck: NodeJS.Timeout | undefined;
   private readonly probe: RateLimiterAbstract;
 
   constructor(url: string) {
@@ -151,10 +160,16 @@ export class RedisLimiters implements LimiterBackend {
   /**
    * A call just failed over to the insurance limiter. While Redis is unreachable, the connection's events have
    * said so already; while it is connected, Redis answered with an error, which the call does not pass on:
-   * the probe, the same command, finds out which (once, not for each call that meets it).
+   * the probe, the same command, finds out which (once, not for each call that meets it: once a refusal is
+   * known, the recheck timer probes).
    */
   private fellBack(): void {
-    if (this.client.status !== 'ready' || this.callRefusal !== undefined || this.probing) return;
+    if (this.callRefusal === undefined) this.probeInBackground();
+  }
+
+  /** Probes unless a probe is under way, or Redis is not connected (the connection's events tell that story). */
+  private probeInBackground(): void {
+    if (this.client.status !== 'ready' || this.probing) return;
     this.probing = true;
     void this.probeCalls()
       .catch(() => undefined)
@@ -185,10 +200,12 @@ export class RedisLimiters implements LimiterBackend {
     this.callRefusal = refusal;
     if (this.closing) return;
     if (refusal === undefined) {
+      this.stopRechecking();
       if (before !== undefined) this.logger?.info({}, "Redis runs the limiters' commands again; limits are shared through Redis again");
-    } else if (before === undefined || errorWord(before) !== errorWord(refusal)) {
-      this.logger?.warn({ err: refusal }, refusedCalls(errorWord(refusal)));
+      return;
     }
+    this.recheck ??= setInterval(() => this.probeInBackground(), REFUSAL_RECHECK_MS).unref();
+    if (before === undefined || errorWord(before) !== errorWord(refusal)) this.logger?.warn({ err: refusal }, refusedCalls(errorWord(refusal)));
   }
 
   /** Logged once when Redis becomes unreachable, and again only when the reason changes to refused credentials or back. */
@@ -243,8 +260,14 @@ export class RedisLimiters implements LimiterBackend {
     return degraded(`${DEGRADED} (connection ${this.client.status})`);
   }
 
+  private stopRechecking(): void {
+    clearInterval(this.recheck);
+    this.recheck = undefined;
+  }
+
   async close(): Promise<void> {
     this.closing = true;
+    this.stopRechecking();
     this.client.disconnect();
   }
 }
