@@ -264,11 +264,18 @@ function page(): string {
 }
 
 /**
+ * What a GraphQL client's GET carries (GraphQL over HTTP), and a browser navigating to the page does not: an
+ * automatic persisted query sends `extensions` (the hash) with no `query`. Any of them marks a client, which
+ * gets the API, so one that forgot the query is told what is missing rather than handed the page.
+ */
+const GRAPHQL_PARAMETERS = ['query', 'extensions', 'operationName', 'variables'];
+
+/**
  * A browser navigating to the endpoint, as opposed to a GraphQL client: a GET that accepts HTML and carries no
- * operation. A GET with a `query` parameter is a GraphQL client's, whatever else it accepts.
+ * GraphQL parameter. A GET with one is a GraphQL client's, whatever else it accepts.
  */
 export function wantsExplorer(request: FastifyRequest): boolean {
-  if (request.method !== 'GET' || Object.hasOwn(request.query as object, 'query')) return false;
+  if (request.method !== 'GET' || GRAPHQL_PARAMETERS.some((name) => Object.hasOwn(request.query as object, name))) return false;
   const accept = request.headers.accept ?? '';
   return accept.split(',').some((type) => type.trim().toLowerCase().startsWith('text/html'));
 }

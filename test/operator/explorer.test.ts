@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { gunzipSync } from 'node:zlib';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -95,5 +96,28 @@ describe.each([
       body: JSON.stringify({ query: '{ __schema { queryType { name } } }' }),
     });
     expect(introspection.body.data?.__schema?.queryType?.name === 'Query').toBe(enabled);
+  });
+
+  it('leaves to the API a GET that accepts HTML and carries any GraphQL parameter, a persisted query\'s hash alone included', async () => {
+    const get = (parameters: Record<string, string>) =>
+      http(gateway.baseUrl, 'GET', `/graphql?${new URLSearchParams(parameters)}`, {
+        headers: { accept: 'application/json, text/html', 'apollo-require-preflight': 'true' },
+      });
+    const query = '{ __typename }';
+    const extensions = JSON.stringify({ persistedQuery: { version: 1, sha256Hash: createHash('sha256').update(query).digest('hex') } });
+    expect((await get({ query, extensions })).body).toEqual({ data: { __typename: 'Query' } });
+    const byHash = await get({ extensions });
+    expect(byHash.status).toBe(200);
+    expect(byHash.body).toEqual({ data: { __typename: 'Query' } });
+    // A client that left the query out is told what is missing.
+    for (const parameters of [{ operationName: 'Q' }, { variables: '{}' }] as Record<string, string>[]) {
+      const incomplete = await get(parameters);
+      expect({ parameters, status: incomplete.status, type: incomplete.headers['content-type'] }).toEqual({
+        parameters,
+        status: 400,
+        type: expect.stringMatching(/^application\/json/),
+      });
+      expect(incomplete.body.errors[0].message).toMatch(/non-empty `query`/);
+    }
   });
 });
