@@ -7,6 +7,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import type { AppOverrides } from '../../src/app.js';
 import { isGatewayId } from '../../src/domain/ids.js';
 import type { GatewayStore } from '../../src/domain/ports.js';
+import type { SecurityEventFilter } from '../../src/domain/types.js';
 import { bearer, graphql, http, rawHttp, recordingLogger, startGateway, storeFailingOn, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { createTestSchema, openPostgresStore, skipWithoutPostgres } from '../support/postgres.js';
 import { rest, transports, type DuplicateArgs } from '../support/transports.js';
@@ -50,15 +51,24 @@ for (const { name, skip, start } of STORES) {
     let jobId: string;
     /** The ids every job lookup of the store was asked for. */
     const jobLookups: string[] = [];
+    /** The filters every event listing of the store was given. */
+    const eventLookups: SecurityEventFilter[] = [];
     const { logger, lines } = recordingLogger();
 
     beforeAll(async () => {
-      const recordJobLookups = (store: GatewayStore) =>
-        storeFailingOn(store, ['getJob'], (_workspaceId, id) => {
-          jobLookups.push(String(id));
-          return false;
-        });
-      ({ gateway, drop } = await start(recordJobLookups, logger));
+      const recordLookups = (store: GatewayStore) =>
+        storeFailingOn(
+          storeFailingOn(store, ['getJob'], (_workspaceId, id) => {
+            jobLookups.push(String(id));
+            return false;
+          }),
+          ['listEvents'],
+          (_workspaceId, filter) => {
+            eventLookups.push(filter as SecurityEventFilter);
+            return false;
+          },
+        );
+      ({ gateway, drop } = await start(recordLookups, logger));
       ws = await gateway.workspace();
       jobId = (await rest.duplicate(gateway.baseUrl, ws.key, { campaignId: ws.campaign.id, name: 'kept' })).jobId!;
     });
@@ -71,6 +81,7 @@ for (const { name, skip, start } of STORES) {
     beforeEach(() => {
       lines.length = 0;
       jobLookups.length = 0;
+      eventLookups.length = 0;
     });
 
     afterEach(() => {
@@ -128,6 +139,9 @@ for (const { name, skip, start } of STORES) {
         const response = await graphql(gateway.baseUrl, ws.key, EVENTS, { filter });
         expect({ filter, status: response.status, body: response.body }).toEqual({ filter, status: 200, body: NO_EVENTS });
       }
+      // Only the listing for the job that exists reached the store.
+      expect(eventLookups).toHaveLength(1);
+      expect(eventLookups[0].jobId).toBe(jobId);
     });
 
     it('refuses a cursor, an idempotency key or a download range holding NUL as invalid input', async () => {
