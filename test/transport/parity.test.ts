@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
-import { dependencyUnavailable, ERROR_CODES, type ErrorCode } from '../../src/domain/errors.js';
+import { dependencyUnavailable, ERROR_CODES, GatewayError, type ErrorCode } from '../../src/domain/errors.js';
 import type { Quota } from '../../src/domain/ports.js';
 import {
   bearer,
@@ -539,6 +539,34 @@ describe.each(transports)('a duplication that fails inside the gateway after its
     const requestId = outcome.response.headers['x-request-id'];
     const logged = logs.lines.map((line) => JSON.parse(line)).filter((line) => line.reqId === requestId && line.level === 50);
     expect(logged.map((line) => line.err.message)).toEqual(['disk /var/secret/gateway.db exploded']);
+  });
+});
+
+describe.each(transports)('a duplication refused as unavailable after its quota point, not for an outage of its own, over $name', (transport) => {
+  const LIMIT = 5;
+  let gw: TestGateway;
+
+  beforeAll(async () => {
+    // UNAVAILABLE, but not a DependencyUnavailableError: what an upstream outage raises. The store stands in
+    // for the dependency, failing where the request has already taken its point.
+    gw = await startGateway({ DUPLICATE_RATE_LIMIT: String(LIMIT) }, {}, {
+      wrapStore: (store) => storeFailingOn(store, ['enqueueJob'], () => true, () => new GatewayError('UNAVAILABLE', 'The upstream answered 503')),
+    });
+  });
+
+  afterAll(async () => {
+    await gw?.close();
+  });
+
+  it("keeps its point: only an outage of the instance's own store or quota store is given back", async () => {
+    const team = await gw.workspace();
+    const args = { campaignId: team.campaign.id, name: 'n' };
+    const first = await transport.duplicate(gw.baseUrl, team.key, args);
+    expectError(first, 'UNAVAILABLE', transport.name);
+    expect(first.response.headers['x-ratelimit-remaining']).toBe(String(LIMIT - 1));
+    // Spent in the quota itself, not only in the answer.
+    const second = await transport.duplicate(gw.baseUrl, team.key, args);
+    expect(second.response.headers['x-ratelimit-remaining']).toBe(String(LIMIT - 2));
   });
 });
 
