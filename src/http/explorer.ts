@@ -302,7 +302,8 @@ export function sendExplorerOff(reply: FastifyReply): FastifyReply {
 export async function explorerAssetRoutes(app: FastifyInstance): Promise<void> {
   app.get<{ Params: { file: string } }>('/explorer/assets/:file', { schema: { hide: true } }, async (request, reply) => {
     const asset = Object.hasOwn(ASSETS, request.params.file) ? ASSETS[request.params.file] : undefined;
-    if (!asset) return reply.status(404).send({ message: 'Not Found' });
+    // The answer every unknown URL gets, from the error table.
+    if (!asset) return reply.callNotFound();
     const { type, body, gzip } = await loadAsset(request.params.file, asset);
     const acceptsGzip = /\bgzip\b/.test(String(request.headers['accept-encoding'] ?? ''));
     reply

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { gunzipSync } from 'node:zlib';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { http, startGateway, type TestGateway } from '../support/gateway.js';
+import { http, startGateway, type HttpResult, type TestGateway } from '../support/gateway.js';
 
 const BROWSER_ACCEPT = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
 
@@ -53,7 +53,11 @@ describe('the GraphQL explorer, outside production', () => {
     const plain = await http(gateway.baseUrl, 'GET', '/explorer/assets/react.js');
     expect(plain.headers['content-encoding']).toBeUndefined();
     expect(plain.text).toContain('React');
-    expect((await http(gateway.baseUrl, 'GET', '/explorer/assets/..%2Fpackage.json')).status).toBe(404);
+    // A file it does not serve is answered as any unknown URL is.
+    const answer = ({ status, headers, body }: HttpResult) => ({ status, type: headers['content-type'], body });
+    const unknown = answer(await http(gateway.baseUrl, 'GET', '/no-such-page'));
+    expect(unknown).toEqual({ status: 404, type: 'application/json; charset=utf-8', body: { message: 'Not Found' } });
+    for (const file of ['..%2Fpackage.json', 'nothing.js']) expect(answer(await http(gateway.baseUrl, 'GET', `/explorer/assets/${file}`))).toEqual(unknown);
   });
 
   it('leaves every other GET /graphql to Apollo', async () => {
