@@ -274,10 +274,10 @@ const COMMANDS: Record<string, Command> = {
     options: { workspace: { type: 'string' } },
     positionals: 0,
     async run({ admin, values, print, now }) {
-      const only = values.workspace as string | undefined;
+      const only = values.workspace === undefined ? undefined : await admin.requireWorkspace(values.workspace as string);
       const keys = await admin.listKeys(only);
       // One workspace's keys need only that workspace's name.
-      const named = only === undefined ? await admin.listWorkspaces() : [await admin.requireWorkspace(only)];
+      const named = only === undefined ? await admin.listWorkspaces() : [only];
       const workspaces = new Map(named.map((w) => [w.id, w]));
       const rows = () => keys.map((key) => [
         key.id,

@@ -118,10 +118,9 @@ export class AdminService {
     return { key, record };
   }
 
-  /** Keys of one workspace (by id or name), or of all. */
-  async listKeys(workspace?: string): Promise<ApiKeyRecord[]> {
-    if (workspace === undefined) return this.store.listApiKeys();
-    return this.store.listApiKeys((await this.requireWorkspace(workspace)).id);
+  /** Keys of one workspace (found with requireWorkspace), or of all. */
+  listKeys(workspace?: Workspace): Promise<ApiKeyRecord[]> {
+    return this.store.listApiKeys(workspace?.id);
   }
 
   private async requireKey(id: string): Promise<ApiKeyRecord> {

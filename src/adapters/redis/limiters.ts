@@ -88,7 +88,6 @@ const REDIS_ANSWER_TIMEOUT_MS = 1500;
  * refused, not as an unreachable Redis.
  */
 export class RedisLimiters implements LimiterBackend {
-  readonly name = 'redis';
   private readonly client: Redis;
   private logger: LimiterLogger | undefined;
   private trouble: unknown = null;
