@@ -188,7 +188,11 @@ describe('GET /metrics', () => {
 
     const text = await waitFor(async () => {
       const scraped = await scrape(gateway);
-      return sample(scraped, 'gateway_duplication_job_duration_seconds_count', { status: 'SUCCEEDED' }) === 2 ? scraped : null;
+      // A scrape reads the job counts from the store before the registry, so a job finishing in between shows in one only.
+      const settled =
+        sample(scraped, 'gateway_duplication_job_duration_seconds_count', { status: 'SUCCEEDED' }) === 2 &&
+        sample(scraped, 'gateway_duplication_jobs', { status: 'RUNNING' }) === 0;
+      return settled ? scraped : null;
     });
     expect(sample(text, 'gateway_http_requests_total', { method: 'POST', route: '/campaigns/duplicate', status_code: '202' })).toBe(1);
     expect(sample(text, 'gateway_http_requests_total', { method: 'POST', route: '/campaigns/duplicate', status_code: '429' })).toBe(1);
