@@ -1,5 +1,17 @@
 import type { EventPruneBatch } from '../domain/ports.js';
-import type { ApiKeyRecord, Campaign, DuplicationJob, IdempotencyRecord, JobErrorCode, JobStatus, NewSecurityEvent, SecurityEvent, Workspace } from '../domain/types.js';
+import type {
+  ApiKeyRecord,
+  Campaign,
+  DuplicationJob,
+  IdempotencyRecord,
+  JobErrorCode,
+  JobStatus,
+  NewSecurityEvent,
+  SecurityEvent,
+  SecurityEventFilter,
+  SecurityEventType,
+  Workspace,
+} from '../domain/types.js';
 
 /** Rows as the SQL stores return them, mapped to domain objects. Numbers that PostgreSQL returns as strings (bigint) are converted. */
 export type Row = Record<string, unknown>;
@@ -240,3 +252,9 @@ export function eventWindowSeeks(filter: { since?: Date; until?: Date }): { sinc
     until: filter.until && new Date(filter.until.getTime() + EVENT_TIME_SKEW_MS),
   };
 }
+
+/**
+ * The types an event filter reads, each once (undefined: every type). A caller repeating a type must not make a
+ * statement of another shape: there is one per number of distinct types, at most as many as there are types.
+ */
+export const distinctTypes = (filter: SecurityEventFilter): SecurityEventType[] | undefined => filter.types && [...new Set(filter.types)];

@@ -11,6 +11,8 @@ import { SQLITE_MIGRATIONS } from '../../src/adapters/sqlite/migrations.js';
 import { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import { SqliteWriter } from '../../src/adapters/sqlite/writer.js';
 import type { GatewayError } from '../../src/domain/errors.js';
+import type { ListOptions } from '../../src/domain/ports.js';
+import type { SecurityEventFilter, SecurityEventType } from '../../src/domain/types.js';
 import { apiKeyFixture, at, campaignFixture, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
 import { countStatements, KEY_BY_HASH } from '../support/statements.js';
 
@@ -450,6 +452,34 @@ describe('SQLite store specifics', () => {
       expect(writes()).toBe(1);
       await store.ping();
       expect(writes()).toBe(2);
+    } finally {
+      db.close();
+    }
+  });
+
+  it('reads a filter of several types with one seek per type on the index of the filter, each in seq order, merged', async () => {
+    const statements = (store as unknown as { sql: { cache: Map<string, unknown> } }).sql.cache;
+    const rare: SecurityEventType[] = ['CAMPAIGN_DUPLICATION_FAILED', 'PERMISSION_DENIED'];
+    const shapes: [SecurityEventFilter, Omit<ListOptions, 'first'>, string][] = [
+      [{ types: rare }, {}, 'security_events_type'],
+      [{ types: [...rare, 'API_KEY_CREATED'], apiKeyId: 'k' }, { beforeId: 'e' }, 'security_events_key_type'],
+      [{ types: rare, since: at(1000), until: at(2000) }, { beforeSeq: 5 }, 'security_events_type'],
+      [{ types: rare, apiKeyId: 'k', since: at(1000) }, { beforeId: 'e' }, 'security_events_key_type'],
+      [{ types: rare, until: at(2000) }, {}, 'security_events_type'],
+    ];
+    const db = new Database(file, { readonly: true });
+    try {
+      for (const [filter, options, index] of shapes) {
+        const before = new Set(statements.keys());
+        await store.listEvents(ws, filter, { first: 10, ...options });
+        const [text] = [...statements.keys()].filter((statement) => !before.has(statement));
+        const params = Object.fromEntries(text.match(/@\w+/g)!.map((name) => [name.slice(1), 1]));
+        const detail = (db.prepare(`EXPLAIN QUERY PLAN ${text}`).all(params) as { detail: string }[]).map((row) => row.detail);
+        const seeks = detail.filter((line) => line.startsWith('SEARCH security_events USING INDEX security_events_') && line.includes('type=?'));
+        expect(seeks, `${JSON.stringify(filter)}: ${detail.join('; ')}`).toHaveLength(filter.types!.length);
+        for (const seek of seeks) expect(seek).toMatch(new RegExp(`^SEARCH security_events USING INDEX ${index} \\(workspace_id=\\?${filter.apiKeyId ? ' AND api_key_id=\\?' : ''} AND type=\\? AND seq[<>]`));
+        expect(detail.filter((line) => /^SCAN|TEMP B-TREE/.test(line)), detail.join('; ')).toEqual([]);
+      }
     } finally {
       db.close();
     }

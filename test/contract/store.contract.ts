@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { EVENT_TIME_SKEW_MS } from '../../src/adapters/rows.js';
 import type { GatewayStore, ListOptions } from '../../src/domain/ports.js';
-import type { SecurityEvent } from '../../src/domain/types.js';
+import { SECURITY_EVENT_TYPES, type SecurityEvent, type SecurityEventFilter, type SecurityEventType } from '../../src/domain/types.js';
 import { apiKeyFixture, at, campaignFixture, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
 import { jobCounts } from '../support/store-checks.js';
 
@@ -313,6 +313,81 @@ export function storeContract(name: string, harness: StoreHarness): void {
       expect(await store.listEvents(ws, {}, { first: 100, beforeId: otherEvent.id })).toEqual([]);
     });
 
+    it('lists what a filter of several types selects, with any key, job, time window and cursor, as a filter of every event would', async () => {
+      const MINUTE = 60_000;
+      const [keyA, keyB] = [randomUUID(), randomUUID()];
+      // Two common types, two rare ones, spread over the keys and jobs so that pages cross from one type to another.
+      const typeOf = (i: number): SecurityEventType =>
+        i % 17 === 5 ? 'CAMPAIGN_DUPLICATION_FAILED' : i % 23 === 7 ? 'PERMISSION_DENIED' : i % 3 === 0 ? 'CAMPAIGN_DUPLICATED' : 'CAMPAIGN_DUPLICATION_REQUESTED';
+      const written: SecurityEvent[] = [];
+      for (let i = 0; i < 120; i += 1) {
+        const event = eventFixture(ws, {
+          type: typeOf(i),
+          occurredAt: at(i * MINUTE),
+          apiKeyId: i % 7 === 3 ? keyB : i % 4 === 0 ? null : keyA,
+          jobId: i % 2 === 0 ? `job-${i % 6}` : null,
+        });
+        await store.insertEvent(event);
+        // Another workspace's events of the same types, keys and jobs, in between, are never listed.
+        if (i % 10 === 0) await store.insertEvent({ ...eventFixture(other), type: event.type, occurredAt: event.occurredAt, apiKeyId: event.apiKeyId, jobId: event.jobId });
+      }
+      written.push(...(await store.listEvents(ws, {}, { first: 1000 })));
+      expect(written).toHaveLength(120);
+
+      const typeLists: (SecurityEventType[] | undefined)[] = [
+        undefined,
+        ['PERMISSION_DENIED'],
+        ['CAMPAIGN_DUPLICATION_FAILED', 'PERMISSION_DENIED'],
+        ['CAMPAIGN_DUPLICATED', 'PERMISSION_DENIED'],
+        ['CAMPAIGN_DUPLICATION_REQUESTED', 'CAMPAIGN_DUPLICATED', 'CAMPAIGN_DUPLICATION_FAILED'],
+        [...SECURITY_EVENT_TYPES],
+        ['PERMISSION_DENIED', 'CAMPAIGN_DUPLICATED', 'PERMISSION_DENIED'],
+      ];
+      const windows = [{}, { since: at(40 * MINUTE + 1) }, { until: at(90 * MINUTE) }, { since: at(30 * MINUTE), until: at(75 * MINUTE + 1) }];
+      const middle = written[60];
+      const starts: [string, (event: SecurityEvent) => Omit<ListOptions, 'first'>][] = [
+        ['seq', (event) => ({ beforeSeq: event.seq })],
+        ['id', (event) => ({ beforeId: event.id })],
+      ];
+      let compared = 0;
+      for (const types of typeLists) {
+        for (const apiKeyId of [undefined, keyA, keyB]) {
+          for (const jobId of [undefined, 'job-2']) {
+            for (const window of windows) {
+              const filter: SecurityEventFilter = { ...window, ...(types && { types }), ...(apiKeyId && { apiKeyId }), ...(jobId && { jobId }) };
+              const selected = written.filter(
+                (event) =>
+                  (!types || types.includes(event.type)) &&
+                  (!apiKeyId || event.apiKeyId === apiKeyId) &&
+                  (!jobId || event.jobId === jobId) &&
+                  (!filter.since || event.occurredAt >= filter.since) &&
+                  (!filter.until || event.occurredAt < filter.until),
+              );
+              for (const [cursor, after] of starts) {
+                // From the newest event, and from a cursor in the middle whose own event the filter may not select.
+                for (const [start, expected] of [
+                  [{}, selected],
+                  [after(middle), selected.filter((event) => event.seq < middle.seq)],
+                ] as const) {
+                  const seen: string[] = [];
+                  let before: Omit<ListOptions, 'first'> = start;
+                  for (;;) {
+                    const page = await store.listEvents(ws, filter, { first: 3, ...before });
+                    seen.push(...page.map((event) => event.id));
+                    if (page.length < 3) break;
+                    before = after(page.at(-1)!);
+                  }
+                  expect(seen, `${JSON.stringify(filter)} by ${cursor} from ${JSON.stringify(start)}`).toEqual(expected.map((event) => event.id));
+                  compared += expected.length;
+                }
+              }
+            }
+          }
+        }
+      }
+      expect(compared).toBeGreaterThan(1000);
+    });
+
     it('lists exactly the events of a narrow time window among many older and newer ones, however their stamps jitter at its edges', async () => {
       const MINUTE = 60_000;
       const since = 180 * MINUTE;
@@ -466,6 +541,11 @@ export function storeContract(name: string, harness: StoreHarness): void {
       expect(await store.listEvents(ws, { jobId: withNul(job.id) }, { first: 10 })).toEqual([]);
       expect(await store.listEvents(ws, { apiKeyId: withNul(key.id) }, { first: 10 })).toEqual([]);
       expect(await store.listEvents(withNul(ws), {}, { first: 10 })).toEqual([]);
+      // A list of types is read one type at a time: each read keeps the keys that no row can hold out of the server.
+      const types: SecurityEventType[] = ['CAMPAIGN_DUPLICATION_REQUESTED', 'API_KEY_CREATED'];
+      expect(await store.listEvents(ws, { types, apiKeyId: withNul(key.id) }, { first: 10 })).toEqual([]);
+      expect(await store.listEvents(withNul(ws), { types }, { first: 10 })).toEqual([]);
+      expect(await store.listEvents(ws, { types }, { first: 10, beforeId: withNul(key.id) })).toEqual([]);
       expect(await store.findWorkspace(withNul(ws))).toBeNull();
       expect(await store.findApiKey(withNul(key.id))).toBeNull();
       expect(await store.findApiKeyByHash(withNul(key.hash))).toBeNull();

@@ -16,6 +16,7 @@ import {
   apiKeyToRow,
   campaignToRow,
   COUNT_JOBS_SQL,
+  distinctTypes,
   eventPruneBatch,
   eventToRow,
   EVENT_WINDOW_SQL,
@@ -439,12 +440,13 @@ export class PostgresStore implements GatewayStore {
   }
 
   async listEvents(workspaceId: string, filter: SecurityEventFilter, options: ListOptions): Promise<SecurityEvent[]> {
+    const types = distinctTypes(filter);
+    if (types?.length === 0) return [];
     const values: unknown[] = [workspaceId];
     const param = (value: unknown): string => `$${values.push(value)}`;
-    const where = ['workspace_id = $1', pageBound('security_events', options, param)];
+    const where = [pageBound('security_events', options, param)];
     if (filter.jobId !== undefined) where.push(`job_id = ${param(filter.jobId)}`);
     if (filter.apiKeyId !== undefined) where.push(`api_key_id = ${param(filter.apiKeyId)}`);
-    if (filter.types !== undefined) where.push(`type = ANY(${param(filter.types)}::text[])`);
     const seeks = eventWindowSeeks(filter);
     if (seeks.since !== undefined) where.push(`seq > ${EVENT_WINDOW_SQL.lastBeforeSince('$1', param(seeks.since))}`);
     if (seeks.until !== undefined) where.push(`seq < ${EVENT_WINDOW_SQL.firstFromUntil('$1', param(seeks.until))}`);
@@ -452,10 +454,28 @@ export class PostgresStore implements GatewayStore {
     // from which the rows come out of seq order, to be sorted, all of them, for every page.
     if (filter.since !== undefined) where.push(`occurred_at + interval '0 s' >= ${param(filter.since)}`);
     if (filter.until !== undefined) where.push(`occurred_at + interval '0 s' < ${param(filter.until)}`);
-    const rows = await this.lookup(
-      `SELECT * FROM security_events WHERE ${where.join(' AND ')} ORDER BY seq DESC LIMIT ${param(options.first)}`,
-      values,
-    );
-    return rows.map(rowToEvent);
+    const limit = param(options.first);
+    let text: string;
+    if (types === undefined || filter.jobId !== undefined) {
+      // A job has a handful of events: its own index finds them all, whatever their types.
+      if (types !== undefined) where.push(`type = ANY(${param(types)}::text[])`);
+      text = `SELECT * FROM security_events WHERE workspace_id = $1 AND ${where.join(' AND ')} ORDER BY seq DESC LIMIT ${limit}`;
+    } else {
+      // One seek per type, each reading at most a page in seq order, merged. Given `type = ANY(…)` PostgreSQL reads
+      // the workspace's events newest first and filters them by type, every one of them when the types are rare in
+      // it. Each type is a constant of its own branch, so that the planner weighs it by how often it occurs in the
+      // workspace (the statistics of migration 2). The workspace is a list of one, ordered by: to the planner
+      // `workspace_id = $1` makes the order of seq alone the order asked for, which the primary key gives too, and
+      // it walks the primary key from the newest event of the whole table, through every other workspace's, when
+      // it expects the workspace to hold many events of the type; ordered by workspace and seq, only an index that
+      // starts with the workspace gives the order.
+      const branches = types.map(
+        (type) =>
+          `SELECT * FROM security_events WHERE workspace_id = ANY(ARRAY[$1::text]) AND type = ${param(type)} AND ${where.join(' AND ')}
+           ORDER BY workspace_id DESC, seq DESC LIMIT ${limit}`,
+      );
+      text = branches.length === 1 ? branches[0] : `${branches.map((branch) => `(${branch})`).join(' UNION ALL ')} ORDER BY seq DESC LIMIT ${limit}`;
+    }
+    return (await this.lookup(text, values)).map(rowToEvent);
   }
 }

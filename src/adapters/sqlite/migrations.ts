@@ -137,6 +137,12 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
     id, workspace_id, name, hash, prefix, permissions, allowed_cidrs, previous_hash, previous_hash_expires_at, created_at, expires_at, revoked_at
     ON api_keys BEGIN UPDATE api_keys_version SET version = version + 1; END;
   `,
+  // A key's events of some types, newest first, one seek per type (listEvents): security_events_key finds the key's
+  // events but not by type, so a rare type meant reading all of them. That index stays for the key alone, whose
+  // newest events it gives in seq order.
+  `
+  CREATE INDEX security_events_key_type ON security_events(workspace_id, api_key_id, type, seq);
+  `,
 ];
 
 /** What a database holds, by name: each table with each of its columns, each index and trigger. */

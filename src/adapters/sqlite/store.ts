@@ -15,7 +15,7 @@ import type {
   SecurityEventFilter,
   Workspace,
 } from '../../domain/types.js';
-import { COUNT_JOBS_SQL, EVENT_WINDOW_SQL, eventWindowSeeks, maybeDate, oldestDueJobSql, rowSeq, rowToApiKey, rowToCampaign, rowToEvent, rowToIdempotency, rowToJob, rowToWorkspace, type Row } from '../rows.js';
+import { COUNT_JOBS_SQL, distinctTypes, EVENT_WINDOW_SQL, eventWindowSeeks, maybeDate, oldestDueJobSql, rowSeq, rowToApiKey, rowToCampaign, rowToEvent, rowToIdempotency, rowToJob, rowToWorkspace, type Row } from '../rows.js';
 import { schemaRefusal } from '../schema-version.js';
 import { openConnection, Statements } from './connection.js';
 import { assertNoStrayWal, assertSameFile, identify, type FileIdentity } from './database-file.js';
@@ -396,6 +396,8 @@ export class SqliteStore implements GatewayStore {
   }
 
   async listEvents(workspaceId: string, filter: SecurityEventFilter, options: ListOptions): Promise<SecurityEvent[]> {
+    const types = distinctTypes(filter);
+    if (types?.length === 0) return [];
     const params: Record<string, unknown> = { workspaceId, first: options.first };
     const seeks = eventWindowSeeks(filter);
     const end = pageEnd('security_events', options, params);
@@ -417,13 +419,6 @@ export class SqliteStore implements GatewayStore {
       where.push('api_key_id = @apiKeyId');
       params.apiKeyId = filter.apiKeyId;
     }
-    if (filter.types !== undefined) {
-      // Each length of the list is a statement of its own, prepared and kept: a caller repeating a type must
-      // not be able to mint new ones, so there are at most as many as there are event types.
-      const types = [...new Set(filter.types)];
-      where.push(types.length === 0 ? '0' : `type IN (${types.map((_, index) => `@type${index}`).join(', ')})`);
-      types.forEach((type, index) => (params[`type${index}`] = type));
-    }
     // `+occurred_at`: the times filter the rows of the seq range, and must not draw SQLite to the time index,
     // from which the rows come out of seq order, to be sorted, all of them, for every page.
     if (filter.since !== undefined) {
@@ -434,7 +429,23 @@ export class SqliteStore implements GatewayStore {
       where.push('+occurred_at < @until');
       params.until = filter.until.getTime();
     }
-    const rows = this.readAll(`SELECT * FROM security_events WHERE ${where.join(' AND ')} ORDER BY seq DESC LIMIT +@first`, params);
-    return rows.map(rowToEvent);
+    types?.forEach((type, index) => (params[`type${index}`] = type));
+    const newest = 'ORDER BY seq DESC LIMIT +@first';
+    let text: string;
+    if (types === undefined) text = `SELECT * FROM security_events WHERE ${where.join(' AND ')} ${newest}`;
+    else if (filter.jobId !== undefined) {
+      // A job has a handful of events: its own index finds them all, whatever their types.
+      text = `SELECT * FROM security_events WHERE ${where.join(' AND ')} AND type IN (${types.map((_, index) => `@type${index}`).join(', ')}) ${newest}`;
+    } else {
+      // One seek per type, each reading at most a page in seq order, merged. Given `type IN (…)` SQLite reads every
+      // event of the workspace in seq order and filters it (or every event of the key), and left to choose in each
+      // branch it may still take the workspace's or the key's index for the same reason: hence INDEXED BY. Each
+      // number of types is a statement of its own, prepared and kept: at most as many as there are event types.
+      const index = filter.apiKeyId === undefined ? 'security_events_type' : 'security_events_key_type';
+      const branch = (position: number) =>
+        `SELECT * FROM security_events INDEXED BY ${index} WHERE ${where.join(' AND ')} AND type = @type${position}`;
+      text = `${types.map((_, position) => branch(position)).join(' UNION ALL ')} ${newest}`;
+    }
+    return this.readAll(text, params).map(rowToEvent);
   }
 }

@@ -1,0 +1,101 @@
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import type { PostgresStore } from '../../src/adapters/postgres/store.js';
+import type { ListOptions } from '../../src/domain/ports.js';
+import type { SecurityEventFilter, SecurityEventType } from '../../src/domain/types.js';
+import { at, workspaceFixture } from '../support/fixtures.js';
+import { createTestSchema, openPostgresStore, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
+
+interface PlanNode {
+  'Node Type': string;
+  'Actual Rows': number;
+  'Actual Loops': number;
+  'Rows Removed by Filter'?: number;
+  Plans?: PlanNode[];
+}
+
+/** Rows a plan took from the table or its indexes: those each scan returned and those its filter dropped. */
+function rowsRead(node: PlanNode): number {
+  const own = node['Node Type'].includes('Scan') ? (node['Actual Rows'] + (node['Rows Removed by Filter'] ?? 0)) * node['Actual Loops'] : 0;
+  return own + (node.Plans ?? []).reduce((sum, child) => sum + rowsRead(child), 0);
+}
+
+/** What the PostgreSQL adapter adds beyond the store contract: how much of the table its reads touch. */
+describe.skipIf(skipWithoutPostgres)('PostgreSQL store specifics', () => {
+  let schema: Awaited<ReturnType<typeof createTestSchema>>;
+  let store: PostgresStore;
+  const quiet = workspaceFixture();
+  const busy = workspaceFixture();
+  const rare: SecurityEventType[] = ['CAMPAIGN_DUPLICATION_FAILED', 'PERMISSION_DENIED'];
+  const key = 'key-quiet';
+
+  /** The statement listEvents sends, run again under EXPLAIN ANALYZE: its events and the rows it read. */
+  async function explained(workspaceId: string, filter: SecurityEventFilter, options: ListOptions): Promise<{ events: number; read: number }> {
+    const sent = vi.spyOn(store.pool, 'query');
+    let events: number;
+    let text: string;
+    let values: unknown[];
+    try {
+      events = (await store.listEvents(workspaceId, filter, options)).length;
+      [text, values] = sent.mock.calls.at(-1) as unknown as [string, unknown[]];
+    } finally {
+      sent.mockRestore();
+    }
+    const [row] = await withAdmin(async (client) => {
+      await client.query(`SET search_path = ${schema.schema}`);
+      return (await client.query(`EXPLAIN (ANALYZE, FORMAT JSON) ${text}`, values)).rows;
+    }, schema.url);
+    return { events, read: rowsRead(row['QUERY PLAN'][0].Plan) };
+  }
+
+  beforeAll(async () => {
+    schema = await createTestSchema();
+    store = openPostgresStore(schema.url, schema.schema);
+    await store.migrate();
+    await store.createWorkspace(quiet);
+    await store.createWorkspace(busy);
+    // The quiet workspace: 20,000 events, mostly of two common types, one in twenty of a third, and 10 of each rare one.
+    // Then the busy one: 20,000 newer events, all of the types rare in the quiet one, so that the table has plenty of them.
+    await withAdmin(async (client) => {
+      await client.query(`SET search_path = ${schema.schema}`);
+      const insert = `INSERT INTO security_events (id, workspace_id, type, occurred_at, api_key_id, details)`;
+      await client.query(
+        `${insert} SELECT 'quiet-' || i, $1,
+           CASE WHEN i % 2000 = 7 THEN $3 WHEN i % 2000 = 1007 THEN $4 WHEN i % 20 = 11 THEN 'API_KEY_ROTATED' WHEN i % 2 = 0 THEN 'CAMPAIGN_DUPLICATION_REQUESTED' ELSE 'CAMPAIGN_DUPLICATED' END,
+           $2::timestamptz + i * interval '1 s', $5, '{}'
+         FROM generate_series(1, 20000) AS i ORDER BY i`,
+        [quiet.id, at(0), ...rare, key],
+      );
+      await client.query(
+        `${insert} SELECT 'busy-' || i, $1, CASE WHEN i % 2 = 0 THEN $3 ELSE $4 END, $2::timestamptz + interval '1 day' + i * interval '1 s', 'key-busy', '{}'
+         FROM generate_series(1, 20000) AS i ORDER BY i`,
+        [busy.id, at(0), ...rare],
+      );
+      // As autovacuum would have by the time a table holds this many events.
+      await client.query('ANALYZE security_events');
+    }, schema.url);
+  }, 60_000);
+
+  afterAll(async () => {
+    await store?.close();
+    await schema?.drop();
+  });
+
+  it('reads a page of types rare in the workspace without walking its other events or another workspace’s', async () => {
+    const cursor = (await store.listEvents(quiet.id, { types: rare }, { first: 5 })).at(-1)!;
+    const cases: [SecurityEventFilter, ListOptions, number][] = [
+      [{ types: rare }, { first: 51 }, 20],
+      [{ types: [rare[0], 'API_KEY_ROTATED'] }, { first: 51 }, 51],
+      [{ types: rare, apiKeyId: key }, { first: 51 }, 20],
+      [{ types: rare }, { first: 51, beforeId: cursor.id }, 15],
+      [{ types: rare }, { first: 51, beforeSeq: cursor.seq }, 15],
+      [{ types: rare, since: at(4000_000), until: at(16000_000) }, { first: 51 }, 12],
+      [{ types: [...rare, 'API_KEY_CREATED'], apiKeyId: key, since: at(4000_000) }, { first: 51, beforeId: cursor.id }, 11],
+    ];
+    for (const [filter, options, count] of cases) {
+      const { events, read } = await explained(quiet.id, filter, options);
+      expect(events, JSON.stringify(filter)).toBe(count);
+      // A page of each type at most, and a few rows per time bound and cursor: nothing like the other events of the workspace.
+      expect(read, `${JSON.stringify(filter)} ${JSON.stringify(options)}`).toBeLessThan(100);
+    }
+  });
+});
