@@ -57,16 +57,16 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL store specifics', () => {
     // Then the busy one: 20,000 newer events, all of the types rare in the quiet one, so that the table has plenty of them.
     await withAdmin(async (client) => {
       await client.query(`SET search_path = ${schema.schema}`);
-      const insert = `INSERT INTO security_events (id, workspace_id, type, occurred_at, api_key_id, details)`;
+      const insert = `INSERT INTO security_events (id, workspace_id, type, occurred_at, api_key_id, job_id, details)`;
       await client.query(
         `${insert} SELECT 'quiet-' || i, $1,
            CASE WHEN i % 2000 = 7 THEN $3 WHEN i % 2000 = 1007 THEN $4 WHEN i % 20 = 11 THEN 'API_KEY_ROTATED' WHEN i % 2 = 0 THEN 'CAMPAIGN_DUPLICATION_REQUESTED' ELSE 'CAMPAIGN_DUPLICATED' END,
-           $2::timestamptz + i * interval '1 s', $5, '{}'
+           $2::timestamptz + i * interval '1 s', $5, CASE WHEN i = 2007 THEN 'job-quiet' END, '{}'
          FROM generate_series(1, 20000) AS i ORDER BY i`,
         [quiet.id, at(0), ...rare, key],
       );
       await client.query(
-        `${insert} SELECT 'busy-' || i, $1, CASE WHEN i % 2 = 0 THEN $3 ELSE $4 END, $2::timestamptz + interval '1 day' + i * interval '1 s', 'key-busy', '{}'
+        `${insert} SELECT 'busy-' || i, $1, CASE WHEN i % 2 = 0 THEN $3 ELSE $4 END, $2::timestamptz + interval '1 day' + i * interval '1 s', 'key-busy', NULL, '{}'
          FROM generate_series(1, 20000) AS i ORDER BY i`,
         [busy.id, at(0), ...rare],
       );
@@ -96,6 +96,20 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL store specifics', () => {
       expect(events, JSON.stringify(filter)).toBe(count);
       // A page of each type at most, and a few rows per time bound and cursor: nothing like the other events of the workspace.
       expect(read, `${JSON.stringify(filter)} ${JSON.stringify(options)}`).toBeLessThan(100);
+    }
+  });
+
+  it('reads the newest events of a workspace, of a key or of a job without walking another workspace’s newer ones', async () => {
+    const cases: [SecurityEventFilter, number][] = [
+      [{}, 51],
+      [{ apiKeyId: key }, 51],
+      [{ jobId: 'job-quiet' }, 1],
+      [{ jobId: 'job-quiet', types: rare }, 1],
+    ];
+    for (const [filter, count] of cases) {
+      const { events, read } = await explained(quiet.id, filter, { first: 51 });
+      expect(events, JSON.stringify(filter)).toBe(count);
+      expect(read, JSON.stringify(filter)).toBeLessThan(100);
     }
   });
 });

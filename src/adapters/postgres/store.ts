@@ -51,6 +51,15 @@ function pageBound(table: 'campaigns' | 'security_events', options: ListOptions,
   return `seq < ${param(options.beforeSeq ?? Number.MAX_SAFE_INTEGER)}`;
 }
 
+/**
+ * The workspace of an event listing, as a list of one, in statements ordered by `workspace_id, seq`. Given
+ * `workspace_id = $1` the planner takes the order of seq alone as the order asked for, which the primary key gives
+ * too, and when it expects the workspace to hold many of the events asked for it walks the primary key from the
+ * newest event of the whole table, through every newer event of every other workspace. Ordered by the workspace
+ * first, only an index that starts with the workspace gives the order.
+ */
+const IN_WORKSPACE = 'workspace_id = ANY(ARRAY[$1::text])';
+
 // pg sends Dates as timestamptz and booleans as they are.
 const PG: SqlValues = { date: (value) => value, bool: (value) => value };
 
@@ -455,25 +464,19 @@ export class PostgresStore implements GatewayStore {
     if (filter.since !== undefined) where.push(`occurred_at + interval '0 s' >= ${param(filter.since)}`);
     if (filter.until !== undefined) where.push(`occurred_at + interval '0 s' < ${param(filter.until)}`);
     const limit = param(options.first);
+    const newest = (conditions: string[]) =>
+      `SELECT * FROM security_events WHERE ${[IN_WORKSPACE, ...conditions].join(' AND ')} ORDER BY workspace_id DESC, seq DESC LIMIT ${limit}`;
     let text: string;
     if (types === undefined || filter.jobId !== undefined) {
       // A job has a handful of events: its own index finds them all, whatever their types.
       if (types !== undefined) where.push(`type = ANY(${param(types)}::text[])`);
-      text = `SELECT * FROM security_events WHERE workspace_id = $1 AND ${where.join(' AND ')} ORDER BY seq DESC LIMIT ${limit}`;
+      text = newest(where);
     } else {
       // One seek per type, each reading at most a page in seq order, merged. Given `type = ANY(…)` PostgreSQL reads
       // the workspace's events newest first and filters them by type, every one of them when the types are rare in
       // it. Each type is a constant of its own branch, so that the planner weighs it by how often it occurs in the
-      // workspace (the statistics of migration 2). The workspace is a list of one, ordered by: to the planner
-      // `workspace_id = $1` makes the order of seq alone the order asked for, which the primary key gives too, and
-      // it walks the primary key from the newest event of the whole table, through every other workspace's, when
-      // it expects the workspace to hold many events of the type; ordered by workspace and seq, only an index that
-      // starts with the workspace gives the order.
-      const branches = types.map(
-        (type) =>
-          `SELECT * FROM security_events WHERE workspace_id = ANY(ARRAY[$1::text]) AND type = ${param(type)} AND ${where.join(' AND ')}
-           ORDER BY workspace_id DESC, seq DESC LIMIT ${limit}`,
-      );
+      // workspace (the statistics of migration 2).
+      const branches = types.map((type) => newest([`type = ${param(type)}`, ...where]));
       text = branches.length === 1 ? branches[0] : `${branches.map((branch) => `(${branch})`).join(' UNION ALL ')} ORDER BY seq DESC LIMIT ${limit}`;
     }
     return (await this.lookup(text, values)).map(rowToEvent);
