@@ -233,16 +233,18 @@ export const EVENT_TIME_SKEW_MS = 10 * 60_000;
  * before `since`; likewise every event numbered from that of one stamped at or after `until + SKEW` on was stamped
  * at or after `until`. The time filters themselves stay in the query: the bounds only spare it the rows that
  * cannot match, which without them are read down to the workspace's oldest event whenever the window holds fewer
- * rows than asked for. `workspace` and `at` are the store's placeholders for the workspace and the seek's time
- * (`since - SKEW`, `until + SKEW`: see eventWindowSeeks).
+ * rows than asked for. `inWorkspace` is the store's condition on the workspace, `at` its placeholder for the seek's
+ * time (`since - SKEW`, `until + SKEW`: see eventWindowSeeks). Each seek is ordered by the workspace, then the time,
+ * which only the time index gives: ordered by the time alone, PostgreSQL may walk security_events_age (occurred_at)
+ * instead, through every other workspace's events of the time, when it expects the workspace to have many of them.
  */
 export const EVENT_WINDOW_SQL = {
   /** Every event of the workspace numbered up to this was stamped before `since` (0 when none is known to be). */
-  lastBeforeSince: (workspace: string, at: string): string =>
-    `COALESCE((SELECT seq FROM security_events WHERE workspace_id = ${workspace} AND occurred_at < ${at} ORDER BY occurred_at DESC LIMIT 1), 0)`,
+  lastBeforeSince: (inWorkspace: string, at: string): string =>
+    `COALESCE((SELECT seq FROM security_events WHERE ${inWorkspace} AND occurred_at < ${at} ORDER BY workspace_id DESC, occurred_at DESC LIMIT 1), 0)`,
   /** Every event of the workspace numbered from this on was stamped at or after `until` (past every number when none is). */
-  firstFromUntil: (workspace: string, at: string): string =>
-    `COALESCE((SELECT seq FROM security_events WHERE workspace_id = ${workspace} AND occurred_at >= ${at} ORDER BY occurred_at LIMIT 1), ${Number.MAX_SAFE_INTEGER})`,
+  firstFromUntil: (inWorkspace: string, at: string): string =>
+    `COALESCE((SELECT seq FROM security_events WHERE ${inWorkspace} AND occurred_at >= ${at} ORDER BY workspace_id, occurred_at LIMIT 1), ${Number.MAX_SAFE_INTEGER})`,
 };
 
 /** The times EVENT_WINDOW_SQL seeks for a filter's `since` and `until`, each pushed out by EVENT_TIME_SKEW_MS. */

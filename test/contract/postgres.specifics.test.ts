@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { PostgresStore } from '../../src/adapters/postgres/store.js';
+import { EVENT_TIME_SKEW_MS } from '../../src/adapters/rows.js';
 import type { ListOptions } from '../../src/domain/ports.js';
 import type { SecurityEventFilter, SecurityEventType } from '../../src/domain/types.js';
 import { at, workspaceFixture } from '../support/fixtures.js';
@@ -28,23 +29,23 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL store specifics', () => {
   const rare: SecurityEventType[] = ['CAMPAIGN_DUPLICATION_FAILED', 'PERMISSION_DENIED'];
   const key = 'key-quiet';
 
-  /** The statement listEvents sends, run again under EXPLAIN ANALYZE: its events and the rows it read. */
+  /** The statements listEvents sends, run again under EXPLAIN ANALYZE: its events and the rows they read together. */
   async function explained(workspaceId: string, filter: SecurityEventFilter, options: ListOptions): Promise<{ events: number; read: number }> {
     const sent = vi.spyOn(store.pool, 'query');
     let events: number;
-    let text: string;
-    let values: unknown[];
+    let statements: [string, unknown[]][];
     try {
       events = (await store.listEvents(workspaceId, filter, options)).length;
-      [text, values] = sent.mock.calls.at(-1) as unknown as [string, unknown[]];
+      statements = sent.mock.calls.map((call) => call as unknown as [string, unknown[]]);
     } finally {
       sent.mockRestore();
     }
-    const [row] = await withAdmin(async (client) => {
+    const plans = await withAdmin(async (client) => {
       await client.query(`SET search_path = ${schema.schema}`);
-      return (await client.query(`EXPLAIN (ANALYZE, FORMAT JSON) ${text}`, values)).rows;
+      const explain = async ([text, values]: [string, unknown[]]) => (await client.query(`EXPLAIN (ANALYZE, FORMAT JSON) ${text}`, values)).rows[0]['QUERY PLAN'][0].Plan;
+      return Promise.all(statements.map(explain));
     }, schema.url);
-    return { events, read: rowsRead(row['QUERY PLAN'][0].Plan) };
+    return { events, read: plans.reduce((sum: number, plan: PlanNode) => sum + rowsRead(plan), 0) };
   }
 
   beforeAll(async () => {
@@ -96,6 +97,25 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL store specifics', () => {
       expect(events, JSON.stringify(filter)).toBe(count);
       // A page of each type at most, and a few rows per time bound and cursor: nothing like the other events of the workspace.
       expect(read, `${JSON.stringify(filter)} ${JSON.stringify(options)}`).toBeLessThan(100);
+    }
+  });
+
+  it('bounds a time window with seeks on the workspace’s own times, not on every workspace’s events of the time', async () => {
+    // The quiet workspace's events span 20,000 s from at(0), one a second; the busy one's were stamped a day later.
+    const HOUR = 3600_000;
+    // A window's seq range reaches EVENT_TIME_SKEW_MS past its end: a page ending there steps over those events.
+    const skew = EVENT_TIME_SKEW_MS / 1000;
+    const cases: [SecurityEventFilter, number, number][] = [
+      [{ since: at(30 * HOUR) }, 0, 100],
+      [{ until: at(6 * HOUR) }, 51, 100],
+      [{ since: at(4000_000), until: at(16000_000) }, 51, skew + 100],
+      [{ types: rare, since: at(30 * HOUR) }, 0, 100],
+      [{ apiKeyId: key, since: at(30 * HOUR), until: at(48 * HOUR) }, 0, 100],
+    ];
+    for (const [filter, count, most] of cases) {
+      const { events, read } = await explained(quiet.id, filter, { first: 51 });
+      expect(events, JSON.stringify(filter)).toBe(count);
+      expect(read, JSON.stringify(filter)).toBeLessThan(most);
     }
   });
 

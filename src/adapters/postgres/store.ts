@@ -52,7 +52,8 @@ function pageBound(table: 'campaigns' | 'security_events', options: ListOptions,
 }
 
 /**
- * The workspace of an event listing, as a list of one, in statements ordered by `workspace_id, seq`. Given
+ * The workspace of an event listing, as a list of one, in statements ordered by `workspace_id, seq` (and the seeks of
+ * a time window, by `workspace_id, occurred_at`: EVENT_WINDOW_SQL). Given
  * `workspace_id = $1` the planner takes the order of seq alone as the order asked for, which the primary key gives
  * too, and when it expects the workspace to hold many of the events asked for it walks the primary key from the
  * newest event of the whole table, through every newer event of every other workspace. Ordered by the workspace
@@ -457,12 +458,26 @@ export class PostgresStore implements GatewayStore {
     if (filter.jobId !== undefined) where.push(`job_id = ${param(filter.jobId)}`);
     if (filter.apiKeyId !== undefined) where.push(`api_key_id = ${param(filter.apiKeyId)}`);
     const seeks = eventWindowSeeks(filter);
-    if (seeks.since !== undefined) where.push(`seq > ${EVENT_WINDOW_SQL.lastBeforeSince('$1', param(seeks.since))}`);
-    if (seeks.until !== undefined) where.push(`seq < ${EVENT_WINDOW_SQL.firstFromUntil('$1', param(seeks.until))}`);
-    // `+ interval '0 s'`: the times filter the rows of the seq range, and must not draw the planner to a time index,
-    // from which the rows come out of seq order, to be sorted, all of them, for every page.
+    if (seeks.since !== undefined || seeks.until !== undefined) {
+      // The window's bounds on seq are read first, so that the listing is planned knowing them. As subqueries they
+      // are unknown to the planner, which may then take every event above the lower bound by the primary key, every
+      // other workspace's newer events included, to sort the few of this workspace.
+      const seek: unknown[] = [workspaceId];
+      const at = (value: Date): string => `$${seek.push(value)}`;
+      const [bounds] = await this.lookup(
+        `SELECT ${seeks.since ? EVENT_WINDOW_SQL.lastBeforeSince(IN_WORKSPACE, at(seeks.since)) : 0} AS after,
+           ${seeks.until ? EVENT_WINDOW_SQL.firstFromUntil(IN_WORKSPACE, at(seeks.until)) : Number.MAX_SAFE_INTEGER} AS before`,
+        seek,
+      );
+      if (bounds === undefined) return [];
+      where.push(`seq > ${param(bounds.after)}`, `seq < ${param(bounds.before)}`);
+    }
+    // `± interval '0 s'`: the times filter the rows of the seq range, and must not draw the planner to a time index,
+    // from which the rows come out of seq order, to be sorted, all of them, for every page. Two expressions, not one:
+    // the planner takes bounds on one expression for a range, guesses that it holds 0.5% of the rows, and would then
+    // rather sort the whole seq range of the window for each page than read it in order up to the page's end.
     if (filter.since !== undefined) where.push(`occurred_at + interval '0 s' >= ${param(filter.since)}`);
-    if (filter.until !== undefined) where.push(`occurred_at + interval '0 s' < ${param(filter.until)}`);
+    if (filter.until !== undefined) where.push(`occurred_at - interval '0 s' < ${param(filter.until)}`);
     const limit = param(options.first);
     const newest = (conditions: string[]) =>
       `SELECT * FROM security_events WHERE ${[IN_WORKSPACE, ...conditions].join(' AND ')} ORDER BY workspace_id DESC, seq DESC LIMIT ${limit}`;

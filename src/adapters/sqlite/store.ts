@@ -404,11 +404,11 @@ export class SqliteStore implements GatewayStore {
     const where = ['workspace_id = @workspaceId'];
     if (seeks.until === undefined) where.push(`seq < ${end}`);
     else {
-      where.push(`seq < min(${end}, ${EVENT_WINDOW_SQL.firstFromUntil('@workspaceId', '@untilSeek')})`);
+      where.push(`seq < min(${end}, ${EVENT_WINDOW_SQL.firstFromUntil('workspace_id = @workspaceId', '@untilSeek')})`);
       params.untilSeek = seeks.until.getTime();
     }
     if (seeks.since !== undefined) {
-      where.push(`seq > ${EVENT_WINDOW_SQL.lastBeforeSince('@workspaceId', '@sinceSeek')}`);
+      where.push(`seq > ${EVENT_WINDOW_SQL.lastBeforeSince('workspace_id = @workspaceId', '@sinceSeek')}`);
       params.sinceSeek = seeks.since.getTime();
     }
     if (filter.jobId !== undefined) {
