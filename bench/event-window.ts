@@ -2,13 +2,14 @@
  * How long `listEvents` takes on a store of 1,000,000 events (30 days of one workspace, ending an hour ago), for the
  * queries a poller and a download send. A read of the embedded store holds the event loop for as long as it takes,
  * so on SQLite these times are also how long every other request waits. Most events are of two common types; two
- * others are rare (ten of each), as failures and refusals are.
+ * others are rare (ten of each), as failures and refusals are. Most are caused by one key; ten, spread over the
+ * 30 days, by another key, used now and then.
  *
  *   npx tsx bench/event-window.ts [--dir /tmp/cgw-event-window] [--events 1000000] [--runs 15]
  *   npx tsx bench/event-window.ts --postgres postgres://… [--schema cgw_event_window] [--busier 400000]
  *
  * The store is made once (in `dir`, or in `schema` of the PostgreSQL database; rows written straight into it) and
- * reused by later runs. `--busier N` adds, after the first workspace's events, N newer events of another workspace,
+ * reused by later runs (delete it to make it again after a change to what this script seeds). `--busier N` adds, after the first workspace's events, N newer events of another workspace,
  * all of the two types rare in the first (a workspace under attack, refused and failing).
  */
 import { existsSync } from 'node:fs';
@@ -23,6 +24,7 @@ import type { GatewayStore, ListOptions } from '../src/domain/ports.js';
 import { DOWNLOAD_BATCH_SIZE } from '../src/domain/service.js';
 import type { SecurityEventFilter, SecurityEventType } from '../src/domain/types.js';
 import { databaseFile } from './lib/store.js';
+import { printTimes, timeCalls } from './lib/timing.js';
 
 const { values } = parseArgs({
   options: {
@@ -39,23 +41,27 @@ const busier = Number(values.busier);
 const runs = Number(values.runs);
 const DAY = 86_400_000;
 const RARE: SecurityEventType[] = ['CAMPAIGN_DUPLICATION_FAILED', 'PERMISSION_DENIED'];
-/** One event in this many is of each rare type. */
+/** One event in this many is of each rare type, and one in this many is the occasional key's. */
 const RARITY = 100_000;
+/** Which event of every RARITY the occasional key causes (the rare types' are 1 and 3). */
+const OCCASIONAL = 5;
 
 interface Seeded {
   workspaceId: string;
   keyId: string;
+  /** The key that caused ten of the workspace's events. */
+  occasionalKeyId: string;
   /** When the newest event of the workspace was stamped. */
   newest: number;
 }
 
-/** The workspace and its key are made by the gateway's own code, stamped before the first event, as in real use. */
-async function prepare(store: GatewayStore, name: string, at: number): Promise<{ workspaceId: string; keyId: string }> {
+/** The workspace and its keys are made by the gateway's own code, stamped before the first event, as in real use. */
+async function prepare(store: GatewayStore, name: string, at: number): Promise<Omit<Seeded, 'newest'>> {
   await store.migrate();
   const admin = new AdminService(store, { now: () => new Date(at - 60_000) });
   const workspace = await admin.createWorkspace(name);
-  const { record } = await admin.createKey({ workspace: workspace.id, name: 'auditor', permissions: ['security_events.read'] });
-  return { workspaceId: workspace.id, keyId: record.id };
+  const key = async (name: string) => (await admin.createKey({ workspace: workspace.id, name, permissions: ['security_events.read'] })).record.id;
+  return { workspaceId: workspace.id, keyId: await key('auditor'), occasionalKeyId: await key('occasional') };
 }
 
 /** The type of event number `index`: alternately requested and duplicated, but for the rare ones. */
@@ -69,7 +75,7 @@ async function seedSqlite(filename: string): Promise<void> {
   const newest = Date.now() - 3600_000;
   const oldest = newest - 30 * DAY;
   const store = new SqliteStore({ filename });
-  const { workspaceId, keyId } = await prepare(store, 'event-window', oldest);
+  const { workspaceId, keyId, occasionalKeyId } = await prepare(store, 'event-window', oldest);
   const other = busier > 0 ? await prepare(store, 'busier', oldest) : undefined;
   await store.close();
   const db = new Database(filename);
@@ -81,15 +87,15 @@ async function seedSqlite(filename: string): Promise<void> {
   const step = (newest - oldest) / (events - 1);
   db.transaction(() => {
     for (let index = 0; index < events; index += 1) {
-      insert.run(`event-${index}`, workspaceId, typeOf(index), Math.round(oldest + index * step), keyId, `job-${index >> 1}`,
+      insert.run(`event-${index}`, workspaceId, typeOf(index), Math.round(oldest + index * step), index % RARITY === OCCASIONAL ? occasionalKeyId : keyId, `job-${index >> 1}`,
         JSON.stringify({ name: `Copy ${index >> 1}`, tagNames: ['promo'] }));
     }
     for (let index = 0; index < busier; index += 1) {
       insert.run(`busier-${index}`, other!.workspaceId, RARE[index % 2], newest, other!.keyId, `busier-job-${index >> 1}`, '{}');
     }
   })();
-  db.prepare('CREATE TABLE event_window (workspace_id TEXT, key_id TEXT, newest INTEGER)').run();
-  db.prepare('INSERT INTO event_window VALUES (?, ?, ?)').run(workspaceId, keyId, newest);
+  db.prepare('CREATE TABLE event_window (workspace_id TEXT, key_id TEXT, occasional_key_id TEXT, newest INTEGER)').run();
+  db.prepare('INSERT INTO event_window VALUES (?, ?, ?, ?)').run(workspaceId, keyId, occasionalKeyId, newest);
   db.pragma('wal_checkpoint(TRUNCATE)');
   db.close();
 }
@@ -98,7 +104,7 @@ async function openSqlite(): Promise<{ store: GatewayStore; seeded: Seeded }> {
   const filename = databaseFile(values.dir!);
   if (!existsSync(filename)) await seedSqlite(filename);
   const meta = new Database(filename, { readonly: true });
-  const seeded = meta.prepare('SELECT workspace_id AS workspaceId, key_id AS keyId, newest FROM event_window').get() as Seeded;
+  const seeded = meta.prepare('SELECT workspace_id AS workspaceId, key_id AS keyId, occasional_key_id AS occasionalKeyId, newest FROM event_window').get() as Seeded;
   meta.close();
   return { store: new SqliteStore({ filename }), seeded };
 }
@@ -116,17 +122,18 @@ async function openPostgres(connectionString: string): Promise<{ store: GatewayS
       const newest = Date.now() - 3600_000;
       const oldest = newest - 30 * DAY;
       const store = new PostgresStore({ connectionString, schema });
-      const { workspaceId, keyId } = await prepare(store, 'event-window', oldest);
+      const { workspaceId, keyId, occasionalKeyId } = await prepare(store, 'event-window', oldest);
       const other = busier > 0 ? await prepare(store, 'busier', oldest) : undefined;
       await store.close();
       const type = `CASE WHEN i % ${RARITY} = 1 THEN '${RARE[0]}' WHEN i % ${RARITY} = 3 THEN '${RARE[1]}'
         WHEN i % 2 = 0 THEN 'CAMPAIGN_DUPLICATION_REQUESTED' ELSE 'CAMPAIGN_DUPLICATED' END`;
       const insert = `INSERT INTO security_events (id, workspace_id, type, occurred_at, api_key_id, api_key_name, channel, ip, job_id, campaign_id, details)`;
       await client.query(
-        `${insert} SELECT 'event-' || i, $1, ${type}, to_timestamp(($3::float8 + i * $4::float8) / 1000), $2, 'auditor', 'REST', '127.0.0.1',
+        `${insert} SELECT 'event-' || i, $1, ${type}, to_timestamp(($3::float8 + i * $4::float8) / 1000),
+           CASE WHEN i % ${RARITY} = ${OCCASIONAL} THEN $6 ELSE $2 END, 'auditor', 'REST', '127.0.0.1',
            'job-' || (i >> 1), 'source', jsonb_build_object('name', 'Copy ' || (i >> 1), 'tagNames', jsonb_build_array('promo'))
          FROM generate_series(0, $5::int - 1) AS i ORDER BY i`,
-        [workspaceId, keyId, oldest, (newest - oldest) / (events - 1), events],
+        [workspaceId, keyId, oldest, (newest - oldest) / (events - 1), events, occasionalKeyId],
       );
       if (other) {
         await client.query(
@@ -137,10 +144,12 @@ async function openPostgres(connectionString: string): Promise<{ store: GatewayS
         );
       }
       await client.query('VACUUM ANALYZE security_events');
-      await client.query('CREATE TABLE event_window (workspace_id text, key_id text, newest bigint)');
-      await client.query('INSERT INTO event_window VALUES ($1, $2, $3)', [workspaceId, keyId, newest]);
+      await client.query('CREATE TABLE event_window (workspace_id text, key_id text, occasional_key_id text, newest bigint)');
+      await client.query('INSERT INTO event_window VALUES ($1, $2, $3, $4)', [workspaceId, keyId, occasionalKeyId, newest]);
     }
-    const { rows } = await client.query('SELECT workspace_id AS "workspaceId", key_id AS "keyId", newest FROM event_window');
+    const { rows } = await client.query(
+      'SELECT workspace_id AS "workspaceId", key_id AS "keyId", occasional_key_id AS "occasionalKeyId", newest FROM event_window',
+    );
     return { store: new PostgresStore({ connectionString, schema, poolSize: 12 }), seeded: { ...rows[0], newest: Number(rows[0].newest) } };
   } finally {
     await client.end();
@@ -167,23 +176,19 @@ const cases: [string, SecurityEventFilter, ListOptions][] = [
   ['2 rare types, apiKeyId', { types: RARE, apiKeyId: seeded.keyId }, { first: 51 }],
   ['2 common types, first page', { types: ['CAMPAIGN_DUPLICATION_REQUESTED', 'CAMPAIGN_DUPLICATED'] }, { first: 51 }],
   ['apiKeyId, first page', { apiKeyId: seeded.keyId }, { first: 51 }],
+  ['occasional key, the last 10 days', { apiKeyId: seeded.occasionalKeyId, since: new Date(seeded.newest - 10 * DAY) }, { first: 51 }],
+  [
+    'occasional key, 20 to 2 days ago',
+    { apiKeyId: seeded.occasionalKeyId, since: new Date(seeded.newest - 20 * DAY), until: new Date(seeded.newest - 2 * DAY) },
+    { first: 51 },
+  ],
+  ['occasional key, until 10 days ago', { apiKeyId: seeded.occasionalKeyId, until: new Date(seeded.newest - 10 * DAY) }, { first: 51 }],
+  ['jobId and apiKeyId', { jobId: 'job-3', apiKeyId: seeded.keyId }, { first: 51 }],
+  ['jobId, apiKeyId and one type', { jobId: 'job-3', apiKeyId: seeded.keyId, types: ['CAMPAIGN_DUPLICATED'] }, { first: 51 }],
 ];
 
-const median = (samples: number[]) => [...samples].sort((a, b) => a - b)[Math.floor(samples.length / 2)];
-const line = (name: string, rows: number, samples: number[]) =>
-  console.log(`${name.padEnd(44)} ${String(rows).padStart(3)} rows  ${median(samples).toFixed(2).padStart(8)} ms  (max ${Math.max(...samples).toFixed(2)} ms)`);
 console.log(`${store.kind}: ${events} events${busier > 0 ? ` and ${busier} newer of another workspace` : ''}; median of ${runs} runs after one warm-up`);
-for (const [name, filter, options] of cases) {
-  let rows = 0;
-  const samples: number[] = [];
-  for (let run = 0; run <= runs; run += 1) {
-    const started = performance.now();
-    rows = (await store.listEvents(seeded.workspaceId, filter, options)).length;
-    if (run > 0) samples.push(performance.now() - started);
-    await new Promise((resolve) => setImmediate(resolve));
-  }
-  line(name, rows, samples);
-}
+for (const [name, filter, options] of cases) await timeCalls(name, runs, () => store.listEvents(seeded.workspaceId, filter, options));
 if (store.kind === 'postgres') {
   // Listings sent together share the pool (12 connections here) and the server: the slowest is what a caller waits.
   const together = 12;
@@ -199,6 +204,6 @@ if (store.kind === 'postgres') {
     );
     if (run > 0) slowest.push(Math.max(...times));
   }
-  line(`${together} at once, 2 rare types (slowest)`, rows, slowest);
+  printTimes(`${together} at once, 2 rare types (slowest)`, rows, slowest);
 }
 await store.close();

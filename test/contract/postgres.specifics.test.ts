@@ -28,6 +28,8 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL store specifics', () => {
   const busy = workspaceFixture();
   const rare: SecurityEventType[] = ['CAMPAIGN_DUPLICATION_FAILED', 'PERMISSION_DENIED'];
   const key = 'key-quiet';
+  /** The key of ten of the quiet workspace's events, one every 2,000. */
+  const occasional = 'key-occasional';
 
   /** The statements listEvents sends, run again under EXPLAIN ANALYZE: its events and the rows they read together. */
   async function explained(workspaceId: string, filter: SecurityEventFilter, options: ListOptions): Promise<{ events: number; read: number }> {
@@ -54,7 +56,8 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL store specifics', () => {
     await store.migrate();
     await store.createWorkspace(quiet);
     await store.createWorkspace(busy);
-    // The quiet workspace: 20,000 events, mostly of two common types, one in twenty of a third, and 10 of each rare one.
+    // The quiet workspace: 20,000 events, mostly of two common types, one in twenty of a third, and 10 of each rare one;
+    // all but ten of them caused by one key.
     // Then the busy one: 20,000 newer events, all of the types rare in the quiet one, so that the table has plenty of them.
     await withAdmin(async (client) => {
       await client.query(`SET search_path = ${schema.schema}`);
@@ -62,9 +65,9 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL store specifics', () => {
       await client.query(
         `${insert} SELECT 'quiet-' || i, $1,
            CASE WHEN i % 2000 = 7 THEN $3 WHEN i % 2000 = 1007 THEN $4 WHEN i % 20 = 11 THEN 'API_KEY_ROTATED' WHEN i % 2 = 0 THEN 'CAMPAIGN_DUPLICATION_REQUESTED' ELSE 'CAMPAIGN_DUPLICATED' END,
-           $2::timestamptz + i * interval '1 s', $5, CASE WHEN i = 2007 THEN 'job-quiet' END, '{}'
+           $2::timestamptz + i * interval '1 s', CASE WHEN i % 2000 = 1500 THEN $6 ELSE $5 END, CASE WHEN i = 2007 THEN 'job-quiet' END, '{}'
          FROM generate_series(1, 20000) AS i ORDER BY i`,
-        [quiet.id, at(0), ...rare, key],
+        [quiet.id, at(0), ...rare, key, occasional],
       );
       await client.query(
         `${insert} SELECT 'busy-' || i, $1, CASE WHEN i % 2 = 0 THEN $3 ELSE $4 END, $2::timestamptz + interval '1 day' + i * interval '1 s', 'key-busy', NULL, '{}'
@@ -111,6 +114,9 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL store specifics', () => {
       [{ since: at(4000_000), until: at(16000_000) }, 51, skew + 100],
       [{ types: rare, since: at(30 * HOUR) }, 0, 100],
       [{ apiKeyId: key, since: at(30 * HOUR), until: at(48 * HOUR) }, 0, 100],
+      // A key with few events in a long window: its own, not the window's every event.
+      [{ apiKeyId: occasional, since: at(2000_000) }, 9, 100],
+      [{ apiKeyId: occasional, since: at(2000_000), until: at(18000_000) }, 8, 100],
     ];
     for (const [filter, count, most] of cases) {
       const { events, read } = await explained(quiet.id, filter, { first: 51 });
@@ -125,6 +131,9 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL store specifics', () => {
       [{ apiKeyId: key }, 51],
       [{ jobId: 'job-quiet' }, 1],
       [{ jobId: 'job-quiet', types: rare }, 1],
+      // A key polling its job, as one without security_events.read does: the job's events, not the key's.
+      [{ jobId: 'job-quiet', apiKeyId: key }, 1],
+      [{ jobId: 'job-quiet', apiKeyId: key, types: [rare[0]] }, 1],
     ];
     for (const [filter, count] of cases) {
       const { events, read } = await explained(quiet.id, filter, { first: 51 });

@@ -457,8 +457,17 @@ describe('SQLite store specifics', () => {
     }
   });
 
-  it('reads a filter of several types with one seek per type on the index of the filter, each in seq order, merged', async () => {
+  /** The plan (EXPLAIN QUERY PLAN) of the statement listEvents prepares for a filter of a shape it has not listed yet. */
+  async function listingPlan(db: Database.Database, filter: SecurityEventFilter, options: Omit<ListOptions, 'first'>): Promise<string[]> {
     const statements = (store as unknown as { sql: { cache: Map<string, unknown> } }).sql.cache;
+    const before = new Set(statements.keys());
+    await store.listEvents(ws, filter, { first: 10, ...options });
+    const [text] = [...statements.keys()].filter((statement) => !before.has(statement));
+    const params = Object.fromEntries(text.match(/@\w+/g)!.map((name) => [name.slice(1), 1]));
+    return (db.prepare(`EXPLAIN QUERY PLAN ${text}`).all(params) as { detail: string }[]).map((row) => row.detail);
+  }
+
+  it('reads a filter of several types with one seek per type on the index of the filter, each in seq order, merged', async () => {
     const rare: SecurityEventType[] = ['CAMPAIGN_DUPLICATION_FAILED', 'PERMISSION_DENIED'];
     const shapes: [SecurityEventFilter, Omit<ListOptions, 'first'>, string][] = [
       [{ types: rare }, {}, 'security_events_type'],
@@ -470,14 +479,36 @@ describe('SQLite store specifics', () => {
     const db = new Database(file, { readonly: true });
     try {
       for (const [filter, options, index] of shapes) {
-        const before = new Set(statements.keys());
-        await store.listEvents(ws, filter, { first: 10, ...options });
-        const [text] = [...statements.keys()].filter((statement) => !before.has(statement));
-        const params = Object.fromEntries(text.match(/@\w+/g)!.map((name) => [name.slice(1), 1]));
-        const detail = (db.prepare(`EXPLAIN QUERY PLAN ${text}`).all(params) as { detail: string }[]).map((row) => row.detail);
+        const detail = await listingPlan(db, filter, options);
         const seeks = detail.filter((line) => line.startsWith('SEARCH security_events USING INDEX security_events_') && line.includes('type=?'));
         expect(seeks, `${JSON.stringify(filter)}: ${detail.join('; ')}`).toHaveLength(filter.types!.length);
         for (const seek of seeks) expect(seek).toMatch(new RegExp(`^SEARCH security_events USING INDEX ${index} \\(workspace_id=\\?${filter.apiKeyId ? ' AND api_key_id=\\?' : ''} AND type=\\? AND seq[<>]`));
+        expect(detail.filter((line) => /^SCAN|TEMP B-TREE/.test(line)), detail.join('; ')).toEqual([]);
+      }
+    } finally {
+      db.close();
+    }
+  });
+
+  it('reads the events of a key, of a job or of the workspace, in a time window or not, with one seek on the index of the narrowest filter', async () => {
+    const key = 'SEARCH security_events USING INDEX security_events_key (workspace_id=? AND api_key_id=? AND seq>? AND seq<?)';
+    const job = 'SEARCH security_events USING INDEX security_events_job (workspace_id=? AND job_id=? AND seq<?)';
+    const shapes: [SecurityEventFilter, Omit<ListOptions, 'first'>, string][] = [
+      // A key with few events in a long window: the window's every event, read to find them, held the event loop.
+      [{ apiKeyId: 'k', since: at(1000) }, {}, key],
+      [{ apiKeyId: 'k', since: at(1000), until: at(2000) }, { beforeId: 'e' }, key],
+      [{ apiKeyId: 'k', until: at(2000) }, { beforeSeq: 5 }, 'SEARCH security_events USING INDEX security_events_key (workspace_id=? AND api_key_id=? AND seq<?)'],
+      // A job's few events, which a key polling its job (with one type) found by walking the key's every event.
+      [{ jobId: 'j', apiKeyId: 'k' }, {}, job],
+      [{ jobId: 'j', apiKeyId: 'k', types: ['CAMPAIGN_DUPLICATED'] }, { beforeId: 'e' }, job],
+      [{ jobId: 'j', apiKeyId: 'k', since: at(1000) }, {}, 'SEARCH security_events USING INDEX security_events_job (workspace_id=? AND job_id=? AND seq>? AND seq<?)'],
+      [{ since: at(1000), until: at(2000) }, {}, 'SEARCH security_events USING INDEX security_events_workspace (workspace_id=? AND seq>? AND seq<?)'],
+    ];
+    const db = new Database(file, { readonly: true });
+    try {
+      for (const [filter, options, seek] of shapes) {
+        const detail = await listingPlan(db, filter, options);
+        expect(detail[0], `${JSON.stringify(filter)}: ${detail.join('; ')}`).toBe(seek);
         expect(detail.filter((line) => /^SCAN|TEMP B-TREE/.test(line)), detail.join('; ')).toEqual([]);
       }
     } finally {

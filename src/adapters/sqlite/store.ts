@@ -432,10 +432,14 @@ export class SqliteStore implements GatewayStore {
     types?.forEach((type, index) => (params[`type${index}`] = type));
     const newest = 'ORDER BY seq DESC LIMIT +@first';
     let text: string;
-    if (types === undefined) text = `SELECT * FROM security_events WHERE ${where.join(' AND ')} ${newest}`;
-    else if (filter.jobId !== undefined) {
-      // A job has a handful of events: its own index finds them all, whatever their types.
-      text = `SELECT * FROM security_events WHERE ${where.join(' AND ')} AND type IN (${types.map((_, index) => `@type${index}`).join(', ')}) ${newest}`;
+    if (types === undefined || filter.jobId !== undefined) {
+      // One read on the index of the narrowest filter: the job's (a handful of events, whatever their types), the
+      // key's, or the workspace's. Left to choose, SQLite takes the workspace's index for a time window (two bounds on
+      // seq) and filters every event of the window by key, and given a job and a key it may walk every event of the
+      // key (of the type, with one) for the few of the job.
+      const index = filter.jobId !== undefined ? 'security_events_job' : filter.apiKeyId !== undefined ? 'security_events_key' : 'security_events_workspace';
+      if (types !== undefined) where.push(`type IN (${types.map((_, position) => `@type${position}`).join(', ')})`);
+      text = `SELECT * FROM security_events INDEXED BY ${index} WHERE ${where.join(' AND ')} ${newest}`;
     } else {
       // One seek per type, each reading at most a page in seq order, merged. Given `type IN (…)` SQLite reads every
       // event of the workspace in seq order and filters it (or every event of the key), and left to choose in each
