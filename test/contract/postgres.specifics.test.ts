@@ -31,13 +31,13 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL store specifics', () => {
   /** The key of ten of the quiet workspace's events, one every 2,000. */
   const occasional = 'key-occasional';
 
-  /** The statements listEvents sends, run again under EXPLAIN ANALYZE: its events and the rows they read together. */
-  async function explained(workspaceId: string, filter: SecurityEventFilter, options: ListOptions): Promise<{ events: number; read: number }> {
+  /** The statements a listing sends, run again under EXPLAIN ANALYZE: the rows it lists and those they read together. */
+  async function explained(list: () => Promise<unknown[]>): Promise<{ listed: number; read: number }> {
     const sent = vi.spyOn(store.pool, 'query');
-    let events: number;
+    let listed: number;
     let statements: [string, unknown[]][];
     try {
-      events = (await store.listEvents(workspaceId, filter, options)).length;
+      listed = (await list()).length;
       statements = sent.mock.calls.map((call) => call as unknown as [string, unknown[]]);
     } finally {
       sent.mockRestore();
@@ -47,8 +47,9 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL store specifics', () => {
       const explain = async ([text, values]: [string, unknown[]]) => (await client.query(`EXPLAIN (ANALYZE, FORMAT JSON) ${text}`, values)).rows[0]['QUERY PLAN'][0].Plan;
       return Promise.all(statements.map(explain));
     }, schema.url);
-    return { events, read: plans.reduce((sum: number, plan: PlanNode) => sum + rowsRead(plan), 0) };
+    return { listed, read: plans.reduce((sum: number, plan: PlanNode) => sum + rowsRead(plan), 0) };
   }
+  const explainedEvents = (filter: SecurityEventFilter, options: ListOptions) => explained(() => store.listEvents(quiet.id, filter, options));
 
   beforeAll(async () => {
     schema = await createTestSchema();
@@ -74,8 +75,19 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL store specifics', () => {
          FROM generate_series(1, 20000) AS i ORDER BY i`,
         [busy.id, at(0), ...rare],
       );
-      // As autovacuum would have by the time a table holds this many events.
+      // Campaigns alike: 20,000 of the quiet workspace, the busy one's 20,000 newer, then the quiet one's 20 newest.
+      const campaigns = (workspaceId: string, prefix: string, count: number) =>
+        client.query(
+          `INSERT INTO campaigns (id, workspace_id, name, tag_names, draft, body, created_at, updated_at)
+           SELECT $2 || i, $1, 'Copy ' || i, '[]', true, '{}', $3, $3 FROM generate_series(1, $4::int) AS i ORDER BY i`,
+          [workspaceId, prefix, at(0), count],
+        );
+      await campaigns(quiet.id, 'quiet-campaign-', 20_000);
+      await campaigns(busy.id, 'busy-campaign-', 20_000);
+      await campaigns(quiet.id, 'quiet-recent-', 20);
+      // As autovacuum would have by the time the tables hold this many rows.
       await client.query('ANALYZE security_events');
+      await client.query('ANALYZE campaigns');
     }, schema.url);
   }, 60_000);
 
@@ -96,8 +108,8 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL store specifics', () => {
       [{ types: [...rare, 'API_KEY_CREATED'], apiKeyId: key, since: at(4000_000) }, { first: 51, beforeId: cursor.id }, 11],
     ];
     for (const [filter, options, count] of cases) {
-      const { events, read } = await explained(quiet.id, filter, options);
-      expect(events, JSON.stringify(filter)).toBe(count);
+      const { listed, read } = await explainedEvents(filter, options);
+      expect(listed, JSON.stringify(filter)).toBe(count);
       // A page of each type at most, and a few rows per time bound and cursor: nothing like the other events of the workspace.
       expect(read, `${JSON.stringify(filter)} ${JSON.stringify(options)}`).toBeLessThan(100);
     }
@@ -119,8 +131,8 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL store specifics', () => {
       [{ apiKeyId: occasional, since: at(2000_000), until: at(18000_000) }, 8, 100],
     ];
     for (const [filter, count, most] of cases) {
-      const { events, read } = await explained(quiet.id, filter, { first: 51 });
-      expect(events, JSON.stringify(filter)).toBe(count);
+      const { listed, read } = await explainedEvents(filter, { first: 51 });
+      expect(listed, JSON.stringify(filter)).toBe(count);
       expect(read, JSON.stringify(filter)).toBeLessThan(most);
     }
   });
@@ -136,9 +148,26 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL store specifics', () => {
       [{ jobId: 'job-quiet', apiKeyId: key, types: [rare[0]] }, 1],
     ];
     for (const [filter, count] of cases) {
-      const { events, read } = await explained(quiet.id, filter, { first: 51 });
-      expect(events, JSON.stringify(filter)).toBe(count);
+      const { listed, read } = await explainedEvents(filter, { first: 51 });
+      expect(listed, JSON.stringify(filter)).toBe(count);
       expect(read, JSON.stringify(filter)).toBeLessThan(100);
+    }
+  });
+
+  it('reads a page of campaigns without walking another workspace’s newer ones', async () => {
+    const cases: [ListOptions, string][] = [
+      [{ first: 51 }, 'quiet-recent-20'],
+      [{ first: 51, beforeId: 'quiet-recent-11' }, 'quiet-recent-10'],
+      [{ first: 51, beforeId: 'quiet-campaign-10000' }, 'quiet-campaign-9999'],
+    ];
+    for (const [options, newest] of cases) {
+      const { listed, read } = await explained(async () => {
+        const campaigns = await store.listCampaigns(quiet.id, options);
+        expect(campaigns[0].id, JSON.stringify(options)).toBe(newest);
+        return campaigns;
+      });
+      expect(listed, JSON.stringify(options)).toBe(51);
+      expect(read, JSON.stringify(options)).toBeLessThan(100);
     }
   });
 });

@@ -147,6 +147,35 @@ export function storeContract(name: string, harness: StoreHarness): void {
       expect(await store.missingTags(other, ['promo'])).toEqual([]);
     });
 
+    it('pages a workspace’s campaigns newest first, at any page size and from any cursor, however another workspace’s fall between them', async () => {
+      // The other workspace's campaigns come in runs: one longer than any page, between this workspace's older
+      // campaigns and its newest, and shorter ones among the newest.
+      const order = [...Array(12).fill(ws), ...Array(15).fill(other), ...Array.from({ length: 12 }, (_, i) => (i % 3 === 1 ? other : ws)), other];
+      const mine: string[] = [];
+      for (const workspaceId of order) {
+        const campaign = campaignFixture(workspaceId);
+        await store.insertCampaign(campaign);
+        if (workspaceId === ws) mine.unshift(campaign.id);
+      }
+      let compared = 0;
+      for (const first of [1, 2, 5, 7, mine.length, mine.length + 1]) {
+        for (const start of [undefined, ...mine]) {
+          const seen: string[] = [];
+          let beforeId = start;
+          for (;;) {
+            const page = await store.listCampaigns(ws, { first, beforeId });
+            seen.push(...page.map((campaign) => campaign.id));
+            if (page.length < first) break;
+            beforeId = page.at(-1)!.id;
+          }
+          const expected = start === undefined ? mine : mine.slice(mine.indexOf(start) + 1);
+          expect(seen, `${first} from ${start}`).toEqual(expected);
+          compared += expected.length;
+        }
+      }
+      expect(compared).toBeGreaterThan(1000);
+    });
+
     it('enqueues a job with its event in one step, visible only in its workspace', async () => {
       const job = jobFixture(ws, { tagNames: ['promo'], description: 'd' });
       await store.enqueueJob(job, eventFixture(ws, { jobId: job.id }));

@@ -52,14 +52,18 @@ function pageBound(table: 'campaigns' | 'security_events', options: ListOptions,
 }
 
 /**
- * The workspace of an event listing, as a list of one, in statements ordered by `workspace_id, seq` (and the seeks of
- * a time window, by `workspace_id, occurred_at`: EVENT_WINDOW_SQL). Given
+ * The workspace of a listing (events, campaigns), as a list of one, in statements ordered by `workspace_id, seq`
+ * (newestInWorkspace; and the seeks of an event time window, by `workspace_id, occurred_at`: EVENT_WINDOW_SQL). Given
  * `workspace_id = $1` the planner takes the order of seq alone as the order asked for, which the primary key gives
- * too, and when it expects the workspace to hold many of the events asked for it walks the primary key from the
- * newest event of the whole table, through every newer event of every other workspace. Ordered by the workspace
+ * too, and when it expects the workspace to hold many of the rows asked for it walks the primary key from the
+ * newest row of the whole table, through every newer row of every other workspace. Ordered by the workspace
  * first, only an index that starts with the workspace gives the order.
  */
 const IN_WORKSPACE = 'workspace_id = ANY(ARRAY[$1::text])';
+
+/** The workspace's ($1) newest rows of `table` that meet `conditions`, at most `limit`, through an index that starts with the workspace. */
+const newestInWorkspace = (table: 'campaigns' | 'security_events', conditions: string[], limit: string): string =>
+  `SELECT * FROM ${table} WHERE ${[IN_WORKSPACE, ...conditions].join(' AND ')} ORDER BY workspace_id DESC, seq DESC LIMIT ${limit}`;
 
 // pg sends Dates as timestamptz and booleans as they are.
 const PG: SqlValues = { date: (value) => value, bool: (value) => value };
@@ -265,10 +269,7 @@ export class PostgresStore implements GatewayStore {
   async listCampaigns(workspaceId: string, options: ListOptions): Promise<Campaign[]> {
     const values: unknown[] = [workspaceId];
     const param = (value: unknown): string => `$${values.push(value)}`;
-    const rows = await this.lookup(
-      `SELECT * FROM campaigns WHERE workspace_id = $1 AND ${pageBound('campaigns', options, param)} ORDER BY seq DESC LIMIT ${param(options.first)}`,
-      values,
-    );
+    const rows = await this.lookup(newestInWorkspace('campaigns', [pageBound('campaigns', options, param)], param(options.first)), values);
     return rows.map(rowToCampaign);
   }
 
@@ -479,8 +480,7 @@ export class PostgresStore implements GatewayStore {
     if (filter.since !== undefined) where.push(`occurred_at + interval '0 s' >= ${param(filter.since)}`);
     if (filter.until !== undefined) where.push(`occurred_at - interval '0 s' < ${param(filter.until)}`);
     const limit = param(options.first);
-    const newest = (conditions: string[]) =>
-      `SELECT * FROM security_events WHERE ${[IN_WORKSPACE, ...conditions].join(' AND ')} ORDER BY workspace_id DESC, seq DESC LIMIT ${limit}`;
+    const newest = (conditions: string[]) => newestInWorkspace('security_events', conditions, limit);
     let text: string;
     if (types === undefined || filter.jobId !== undefined) {
       // A job has a handful of events: its own index finds them all, whatever their types.
