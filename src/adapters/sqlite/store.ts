@@ -180,7 +180,7 @@ export class SqliteStore implements GatewayStore {
   }
 
   /**
-   * Both connections answer, and the storage takes writes: each check commits one (SqliteWrites.ping), so storage
+   * The reads' connection answers, and the storage takes the writer's writes: each check commits one (SqliteWrites.ping), so storage
    * that stopped taking them (remounted read-only, failing) is down at the next check, with no request needed to
    * find out. After a storage failure only a probe write that succeeds (SqliteWrites.probe) makes the store up
    * again: on a full disk small writes (a claim, a key's last use, this check's) still succeed while every new
@@ -212,10 +212,11 @@ export class SqliteStore implements GatewayStore {
   /**
    * SQLite copies the WAL into the file when the last connection to it closes, if that one may write. The
    * read-only connection holds its lock while the writer's closes, so which of the other two closes last
-   * decides: normally the owner, which copies the WAL in, as any last close does. Into a file that is no longer
-   * the one opened, or that was found damaged, the WAL's pages can only do harm (after a `cp` of a backup over
-   * the live file they are another database's): then the read-only connection closes last and copies nothing.
-   * The WAL stays beside the file, where start-up refuses it next to a restored backup.
+   * decides: normally the owner, which copies the WAL in, as any last close does. Into a file found damaged the
+   * WAL's pages can only do harm: then the read-only connection closes last and copies nothing, and the WAL
+   * stays beside the file, where start-up refuses it next to a restored backup. (SQLite itself copies nothing
+   * into a file moved or replaced under it, which the identity check repeats; a `cp` over the live file keeps
+   * its identity, so only the damage it causes, once found, is caught.)
    */
   async close(): Promise<void> {
     if (this.db.open) this.holdLock();
