@@ -137,6 +137,27 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL store specifics', () => {
     }
   });
 
+  it('reads a later page of a time window from its cursor, not the whole window below the cursor', async () => {
+    // The 1,000th newest of the quiet workspace's events, inside every window below.
+    const cursor = (await store.listEvents(quiet.id, {}, { first: 1000 })).at(-1)!;
+    const skew = EVENT_TIME_SKEW_MS / 1000;
+    const cases: [SecurityEventFilter, ListOptions, number][] = [
+      [{ since: at(4000_000) }, { first: 51, beforeId: cursor.id }, 100],
+      [{ since: at(4000_000) }, { first: 51, beforeSeq: cursor.seq }, 100],
+      [{ until: at(16000_000) }, { first: 51, beforeId: cursor.id }, skew + 100],
+      [{ since: at(4000_000), until: at(19990_000) }, { first: 51, beforeId: cursor.id }, 100],
+      [{ apiKeyId: key, since: at(4000_000) }, { first: 51, beforeId: cursor.id }, 100],
+      [{ types: ['CAMPAIGN_DUPLICATED'], since: at(4000_000) }, { first: 51, beforeId: cursor.id }, 100],
+    ];
+    for (const [filter, options, most] of cases) {
+      const { listed, read } = await explainedEvents(filter, options);
+      expect(listed, JSON.stringify(filter)).toBe(51);
+      expect(read, `${JSON.stringify(filter)} ${JSON.stringify(options)}`).toBeLessThan(most);
+    }
+    // A cursor naming no event of the workspace starts no page, as without a window.
+    expect((await explainedEvents({ since: at(4000_000) }, { first: 51, beforeId: 'busy-5' })).listed).toBe(0);
+  });
+
   it('reads the newest events of a workspace, of a key or of a job without walking another workspace’s newer ones', async () => {
     const cases: [SecurityEventFilter, number][] = [
       [{}, 51],

@@ -119,10 +119,11 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
   `,
   // A key's events of some types, newest first, one seek per type (listEvents): security_events_key finds the key's
   // events but not by type, so a rare type meant reading all of them. That index stays for the key alone, whose
-  // newest events it gives in seq order. The statistics tell the planner how often each type occurs in each
-  // workspace: by the table as a whole, a type that another workspace writes often looked common in every
-  // workspace, and a listing of it walked the workspace's events, or the whole table's, rather than seek it.
-  // ANALYZE gathers them now rather than whenever autovacuum next gets to a large table.
+  // newest events it gives in seq order. The statistics tell the planner how often the most common (workspace,
+  // type) pairs occur (at most 100 at the default statistics target; a pair not among them counts as rare): by
+  // the table as a whole, a type that another workspace writes often looked common in every workspace, and a
+  // listing of it walked the workspace's events, or the whole table's, rather than seek it. ANALYZE gathers them
+  // now rather than whenever autovacuum next gets to a large table.
   `
   CREATE INDEX security_events_key_type ON security_events(workspace_id, api_key_id, type, seq);
   CREATE STATISTICS security_events_workspace_type (mcv) ON workspace_id, type FROM security_events;

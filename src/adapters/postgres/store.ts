@@ -455,23 +455,31 @@ export class PostgresStore implements GatewayStore {
     if (types?.length === 0) return [];
     const values: unknown[] = [workspaceId];
     const param = (value: unknown): string => `$${values.push(value)}`;
-    const where = [pageBound('security_events', options, param)];
+    const where: string[] = [];
     if (filter.jobId !== undefined) where.push(`job_id = ${param(filter.jobId)}`);
     if (filter.apiKeyId !== undefined) where.push(`api_key_id = ${param(filter.apiKeyId)}`);
     const seeks = eventWindowSeeks(filter);
-    if (seeks.since !== undefined || seeks.until !== undefined) {
-      // The window's bounds on seq are read first, so that the listing is planned knowing them. As subqueries they
-      // are unknown to the planner, which may then take every event above the lower bound by the primary key, every
-      // other workspace's newer events included, to sort the few of this workspace.
+    if (seeks.since === undefined && seeks.until === undefined) {
+      where.push(pageBound('security_events', options, param));
+    } else {
+      // The window's bounds on seq, and the page's cursor, are read first, so that the listing is planned knowing
+      // them. As subqueries they are unknown to the planner, which takes a range between a known and an unknown
+      // bound for a small one: it may then read every event in it by the primary key, every other workspace's
+      // included, to sort the few of this workspace.
       const seek: unknown[] = [workspaceId];
-      const at = (value: Date): string => `$${seek.push(value)}`;
+      const at = (value: unknown): string => `$${seek.push(value)}`;
       const [bounds] = await this.lookup(
         `SELECT ${seeks.since ? EVENT_WINDOW_SQL.lastBeforeSince(IN_WORKSPACE, at(seeks.since)) : 0} AS after,
-           ${seeks.until ? EVENT_WINDOW_SQL.firstFromUntil(IN_WORKSPACE, at(seeks.until)) : Number.MAX_SAFE_INTEGER} AS before`,
+           ${seeks.until ? EVENT_WINDOW_SQL.firstFromUntil(IN_WORKSPACE, at(seeks.until)) : Number.MAX_SAFE_INTEGER} AS before
+           ${options.beforeId !== undefined ? `, ${rowSeq('security_events', '$1', at(options.beforeId))} AS cursor` : ''}`,
         seek,
       );
       if (bounds === undefined) return [];
-      where.push(`seq > ${param(bounds.after)}`, `seq < ${param(bounds.before)}`);
+      const cursor = options.beforeId !== undefined ? bounds.cursor : (options.beforeSeq ?? Number.MAX_SAFE_INTEGER);
+      // A cursor that names no event of the workspace starts no page.
+      if (cursor === null) return [];
+      if (seeks.since !== undefined) where.push(`seq > ${param(bounds.after)}`);
+      where.push(`seq < ${param(Math.min(Number(bounds.before), Number(cursor)))}`);
     }
     // `± interval '0 s'`: the times filter the rows of the seq range, and must not draw the planner to a time index,
     // from which the rows come out of seq order, to be sorted, all of them, for every page. Two expressions, not one:
