@@ -28,6 +28,7 @@ import {
   type GatewayStore,
   type OlderSchema,
   type Quota,
+  type SchemaVersions,
 } from './domain/ports.js';
 import { GatewayService } from './domain/service.js';
 import { BrazeDuplicator } from './duplicators/braze.js';
@@ -82,6 +83,8 @@ export interface StoreOptions {
   olderSchema: OlderSchema;
   /** Hears of an embedded store's writer thread that died and was replaced. */
   onWriterRestart?: (error: Error) => void;
+  /** Hears of a store an older version left, brought up to date, and how long that took. */
+  onUpgrade?: (upgrade: SchemaVersions & { durationMs: number }) => void;
   /** Each adapter's migrations in place of this version's: how tests stand for a gateway of another version. */
   migrations?: { sqlite?: readonly string[]; postgres?: readonly string[] };
 }
@@ -94,7 +97,9 @@ export async function createStore(config: Config, options: StoreOptions): Promis
       ? new PostgresStore({ connectionString: config.databaseUrl!, migrations: options.migrations?.postgres })
       : new SqliteStore({ filename, onWriterRestart: options.onWriterRestart, migrations: options.migrations?.sqlite });
   try {
-    await store.migrate(options.olderSchema);
+    const started = performance.now();
+    const versions = await store.migrate(options.olderSchema);
+    if (versions.from > 0 && versions.from < versions.to) options.onUpgrade?.({ ...versions, durationMs: Math.round(performance.now() - started) });
   } catch (error) {
     await store.close();
     throw error;
@@ -166,11 +171,14 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   let storeLog: FastifyBaseLogger | undefined;
   let upstreamLog: FastifyBaseLogger | undefined;
   let metricsLog: FastifyBaseLogger | undefined;
+  // Before the logger exists, the store may bring an older schema up to date: said once the logger is there.
+  let upgrade: (SchemaVersions & { durationMs: number }) | undefined;
   const store =
     overrides.store ??
     (await createStore(config, {
       olderSchema: 'upgrade',
       onWriterRestart: (error) => storeLog?.error({ err: error }, 'the SQLite writer thread died; a new one took over'),
+      onUpgrade: (done) => (upgrade = done),
     }));
   const limiters = createLimiterBackend(config, store);
   try {
@@ -268,6 +276,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   readiness.logTo(http.log.child({ component: 'readiness' }));
   upstreamLog = http.log.child({ component: 'upstream' });
   storeLog = http.log.child({ component: 'store' });
+  if (upgrade) storeLog.info(upgrade, `upgraded the store's schema from version ${upgrade.from} to ${upgrade.to}`);
   // An existing DATA_DIR keeps its mode (one made by hand, or by a version that did not restrict it): said, not changed.
   const storeFile = overrides.store ? null : sqliteFilename(config);
   const shared = storeFile === null ? [] : sharedStorePaths(storeFile);

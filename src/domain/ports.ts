@@ -48,6 +48,12 @@ export interface EventPruneBatch {
 /** What opening a store does with one an older version left: bring its schema up to date, or refuse it unchanged. */
 export type OlderSchema = 'upgrade' | 'refuse';
 
+/** The schema version a store was found at, and the one it is at now: equal when nothing was applied, `from` 0 for a new store. */
+export interface SchemaVersions {
+  from: number;
+  to: number;
+}
+
 /**
  * Persistence. Every method that takes a workspace id only ever sees that workspace's rows. A key no row can
  * hold (text with a NUL, which PostgreSQL cannot take) is a key like any other no row holds: nothing is found.
@@ -59,7 +65,7 @@ export interface GatewayStore {
    * Makes the schema of a new store, and refuses one a newer version has migrated. A store an older version
    * left is brought up to date (`upgrade`, the default: the gateway as it starts) or refused as it is (`refuse`).
    */
-  migrate(older?: OlderSchema): Promise<void>;
+  migrate(older?: OlderSchema): Promise<SchemaVersions>;
   ping(): Promise<void>;
   close(): Promise<void>;
 

@@ -1,20 +1,8 @@
-import { Writable } from 'node:stream';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { usesPrettyLogs } from '../../src/http/logging.js';
 import { bearer, graphql, http, json, rawHttp, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
-
-/** Collects what the gateway writes to its log. */
-class LogSink extends Writable {
-  text = '';
-  override _write(chunk: Buffer, _encoding: BufferEncoding, done: () => void): void {
-    this.text += chunk.toString();
-    done();
-  }
-  lines(): Record<string, any>[] {
-    return this.text.split('\n').filter(Boolean).map((line) => JSON.parse(line));
-  }
-}
+import { LogSink } from '../support/log-sink.js';
 
 describe('logs', () => {
   const sink = new LogSink();

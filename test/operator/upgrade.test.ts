@@ -6,6 +6,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { missingSchemaObjects, SQLITE_MIGRATIONS } from '../../src/adapters/sqlite/migrations.js';
 import { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import { apiKeyFixture, eventFixture, workspaceFixture } from '../support/fixtures.js';
+import { startGateway } from '../support/gateway.js';
+import { LogSink } from '../support/log-sink.js';
 import { startFailureOf } from '../support/process.js';
 
 describe('starting on a store a newer gateway has migrated', () => {
@@ -81,5 +83,38 @@ describe('upgrading a store whose key version moved with every last use of a key
     } finally {
       db.close();
     }
+  });
+});
+
+describe('starting on a store an older gateway left', () => {
+  let dir: string;
+
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  const start = async () => {
+    const sink = new LogSink();
+    const gateway = await startGateway({ DATA_DIR: dir, LOG_LEVEL: 'info', LOG_FORMAT: 'json', WORKER_CONCURRENCY: '0' }, { logDestination: sink });
+    await gateway.close();
+    return sink.lines().filter((line) => line.component === 'store' && /schema/.test(line.msg));
+  };
+
+  it('says once that it brought the schema up to date, from which version to which, and how long that took', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'cgw-upgrade-'));
+    const older = SQLITE_MIGRATIONS.length - 2;
+    const before = new SqliteStore({ filename: join(dir, 'gateway.db'), migrations: SQLITE_MIGRATIONS.slice(0, older) });
+    await before.migrate();
+    await before.close();
+
+    const [line, ...more] = await start();
+    expect(line).toMatchObject({ level: 30, from: older, to: SQLITE_MIGRATIONS.length, msg: `upgraded the store's schema from version ${older} to ${SQLITE_MIGRATIONS.length}` });
+    expect(line.durationMs).toEqual(expect.any(Number));
+    expect(more).toEqual([]);
+    // Up to date now: nothing to say.
+    expect(await start()).toEqual([]);
+  });
+
+  it('says nothing of a store it makes new', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'cgw-upgrade-'));
+    expect(await start()).toEqual([]);
   });
 });

@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { EventPruneBatch, EventPruneCursor, GatewayStore, JobOutcome, ListOptions, OlderSchema } from '../../domain/ports.js';
+import type { EventPruneBatch, EventPruneCursor, GatewayStore, JobOutcome, ListOptions, OlderSchema, SchemaVersions } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
   Campaign,
@@ -112,7 +112,7 @@ export class PostgresStore implements GatewayStore {
   }
 
   /** Applies pending migrations under an advisory lock, on a connection of its own without a statement timeout. */
-  async migrate(older: OlderSchema = 'upgrade'): Promise<void> {
+  async migrate(older: OlderSchema = 'upgrade'): Promise<SchemaVersions> {
     const migrations = this.options.migrations ?? POSTGRES_MIGRATIONS;
     const client = new pg.Client(clientConfig(this.options));
     // A broken connection also fails the pending query, which is where it is reported.
@@ -140,6 +140,7 @@ export class PostgresStore implements GatewayStore {
           throw error;
         }
       }
+      return { from: current, to: migrations.length };
     } catch (error) {
       // The database works; it holds a schema this version must not use as it is.
       if (error instanceof SchemaVersionRefusal) throw error;

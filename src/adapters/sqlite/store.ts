@@ -2,7 +2,7 @@ import { closeSync, constants, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type Database from 'better-sqlite3';
 import { dependencyUnavailable } from '../../domain/errors.js';
-import type { EventPruneBatch, EventPruneCursor, GatewayStore, JobOutcome, ListOptions, OlderSchema } from '../../domain/ports.js';
+import type { EventPruneBatch, EventPruneCursor, GatewayStore, JobOutcome, ListOptions, OlderSchema, SchemaVersions } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
   Campaign,
@@ -154,12 +154,12 @@ export class SqliteStore implements GatewayStore {
     return this.reading(text, (statement) => statement.all(...params) as Row[]);
   }
 
-  async migrate(older: OlderSchema = 'upgrade'): Promise<void> {
+  async migrate(older: OlderSchema = 'upgrade'): Promise<SchemaVersions> {
     const migrations = this.options.migrations ?? SQLITE_MIGRATIONS;
     const database = `the SQLite database ${this.options.filename}`;
     this.snapshot.end();
     // The version is read inside the IMMEDIATE transaction, so instances starting together migrate once.
-    this.owner
+    const from = this.owner
       .transaction(() => {
         const current = Number(this.owner.pragma('user_version', { simple: true }));
         const refusal = schemaRefusal(database, current, migrations.length, older);
@@ -168,6 +168,7 @@ export class SqliteStore implements GatewayStore {
           this.owner.exec(migration);
           this.owner.pragma(`user_version = ${current + index + 1}`);
         });
+        return current;
       })
       .immediate();
     const missing = missingSchemaObjects(this.owner, migrations);
@@ -177,6 +178,7 @@ export class SqliteStore implements GatewayStore {
           'it was changed by hand or made by an early development version of the gateway. Restore a backup, or move it aside to start on a new store',
       );
     }
+    return { from, to: migrations.length };
   }
 
   /**
