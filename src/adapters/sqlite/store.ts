@@ -184,10 +184,10 @@ export class SqliteStore implements GatewayStore {
   /**
    * The reads' connection answers, and the storage takes the writer's writes: each check commits one
    * (SqliteWrites.ping), so storage that stopped taking them (remounted read-only, failing) is down at the next
-   * check, with no request needed to find out. After a storage failure only a probe write that succeeds (SqliteWrites.probe) makes the store up
-   * again: on a full disk small writes (a claim, a key's last use, this check's) still succeed while every new
-   * row fails. Damage to the file keeps it down until a restart. Each write, this one's included, checks that
-   * the file at the path is still the one opened.
+   * check, with no request needed to find out. After a storage failure only a probe write that succeeds
+   * (SqliteWrites.probe) makes the store up again: on a full disk small writes (a claim, a key's last use, this
+   * check's) still succeed while every new row fails. Damage to the file keeps it down until a restart. Each
+   * write, this one's included, checks that the file at the path is still the one opened.
    *
    * Readiness probes and scrapes may come at any rate: one check runs at a time, and those asked for meanwhile
    * share its answer, so one check's write at most ever waits on the storage.
