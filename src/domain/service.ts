@@ -102,6 +102,11 @@ export interface SecurityEventDownload {
 const IDEMPOTENCY_RESERVATION_MS = 60_000;
 /** Past this many, the reservations left unreleased are forgotten: they expire on their own after a minute. */
 const MAX_UNRELEASED_RESERVATIONS = 10_000;
+/**
+ * A duplication's key is checked as its headers arrive, before its body is read; a body that arrives later
+ * than this has the key checked again, so a slow sender cannot finish a request after its key was revoked.
+ */
+const KEY_RECHECK_AFTER_MS = 100;
 /** last_used_at is written at most this often per key, so authentication stays a read. */
 const LAST_USED_RESOLUTION_MS = 60_000;
 
@@ -230,6 +235,7 @@ export class GatewayService {
       permissions: new Set(record.permissions),
       ip: context.ip,
       channel: context.channel,
+      authenticatedAt: now,
     };
     if (record.allowedCidrs !== null && !isAllowedIp(context.ip, record.allowedCidrs)) {
       await this.recordDenial(principal, { reason: 'ip_not_allowed' });
@@ -310,6 +316,16 @@ export class GatewayService {
     const principal = 'keyId' in caller ? caller : await this.authenticate(caller);
     await this.authorize(principal, 'campaigns.duplicate', { withQuota: true });
     return principal;
+  }
+
+  /**
+   * The principal `authorizeDuplication` gave for this request, or, when that was longer ago than a body takes
+   * to follow its headers, the request's key and permission checked again: what a revocation, a rotation or a
+   * narrowed permission made meanwhile applies to the request.
+   */
+  async reauthorizeDuplication(principal: Principal, context: RequestContext): Promise<Principal> {
+    if (this.deps.clock.now().getTime() - principal.authenticatedAt.getTime() < KEY_RECHECK_AFTER_MS) return principal;
+    return this.authorizeDuplication(context);
   }
 
   /**

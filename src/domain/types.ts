@@ -49,6 +49,8 @@ export interface Principal {
   permissions: ReadonlySet<Permission>;
   ip: string;
   channel: Channel;
+  /** When the key was checked: a request whose body arrives long after its headers checks it again. */
+  authenticatedAt: Date;
 }
 
 export interface Campaign {

@@ -55,7 +55,7 @@ const duplicateSchema = {
   tags: ['campaigns'],
   summary: 'Duplicate a campaign (asynchronously)',
   description:
-    "Braze's `POST /campaigns/duplicate`. Needs the permission campaigns.duplicate, checked before the body is read. " +
+    "Braze's `POST /campaigns/duplicate`. Needs the permission campaigns.duplicate, checked before the body is read (and again once it is in, when it came more than 0.1 s later). " +
     'Takes one point of the workspace quota. Answers 202 at once with the job; follow it with GET /duplication_jobs/{job_id}. ' +
     "A repeat with the same Idempotency-Key and body answers 202 with the same job in its current status, and takes no point.",
   security: [{ apiKey: [] }],
@@ -155,11 +155,11 @@ export async function restRoutes(app: FastifyInstance, options: { service: Gatew
     async (request, reply) => {
       const idempotencyKey = request.headers['idempotency-key'];
       if (Array.isArray(idempotencyKey)) throw new GatewayError('BAD_USER_INPUT', 'Send at most one Idempotency-Key header');
-      const { job, rateLimit } = await service.acceptDuplication(
-        request.principal as Principal,
-        toDuplicateInput(request.body),
-        idempotencyKey,
-      );
+      const checkedBefore = request.principal as Principal;
+      // Unknown until checked again: a key refused now gets no quota headers, as before its body.
+      request.principal = undefined;
+      request.principal = await service.reauthorizeDuplication(checkedBefore, httpRequestContext(request, 'REST'));
+      const { job, rateLimit } = await service.acceptDuplication(request.principal, toDuplicateInput(request.body), idempotencyKey);
       reply.headers(rateLimitHeaders(rateLimit));
       reply.header('location', `/duplication_jobs/${job.id}`);
       return reply.status(202).send({ message: 'success', job_id: job.id, status: job.status.toLowerCase() });

@@ -9,7 +9,7 @@ import { loadConfig } from '../../src/config.js';
 import { AdminService } from '../../src/domain/admin.js';
 import { displayPrefix, hashApiKey } from '../../src/domain/keys.js';
 import type { GatewayStore } from '../../src/domain/ports.js';
-import { graphql, recordingLogger, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { graphql, rawConnection, recordingLogger, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { ManualClock } from '../support/clock.js';
 import { countStatements, KEY_BY_HASH } from '../support/statements.js';
 import { transports, type Transport } from '../support/transports.js';
@@ -179,6 +179,33 @@ describe('API keys', () => {
       expect(denied[1]).toMatchObject({ ip: '127.0.0.1', details: { reason: 'ip_not_allowed' } });
       expect(denied.map((event) => event.ip)).toContain('2001:db9::1');
     });
+  });
+
+  it('checks a REST key again when the body comes long after the headers: a key revoked meanwhile is refused', async () => {
+    const slowBody = async (key: string, between: () => Promise<unknown>) => {
+      const body = JSON.stringify({ campaign_id: ws.campaign.id, name: 'Slow copy' });
+      const connection = rawConnection(gw.baseUrl);
+      const checked = lookups();
+      connection.send(
+        `POST /campaigns/duplicate HTTP/1.1\r\nHost: gw\r\nConnection: close\r\nAuthorization: Bearer ${key}\r\n` +
+          `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 10)}`,
+      );
+      await waitFor(async () => lookups() > checked);
+      await between();
+      clock.advance(1000);
+      connection.send(body.slice(10));
+      const { head, body: answer } = await connection.answer;
+      return { status: Number(head.split(' ')[1]), quotaHeaders: /^x-ratelimit-/im.test(head), body: answer };
+    };
+    const kept = await ws.addKey(['campaigns.duplicate'], 'slow but kept');
+    expect(await slowBody(kept.key, async () => undefined)).toMatchObject({ status: 202, quotaHeaders: true });
+
+    const revoked = await ws.addKey(['campaigns.duplicate'], 'revoked while its body comes');
+    const refused = await slowBody(revoked.key, () => gw.app.admin.revokeKey(revoked.keyId));
+    expect(refused).toMatchObject({ status: 401, quotaHeaders: false });
+    expect(JSON.parse(refused.body)).toEqual({ message: 'Invalid API key' });
+    const requested = await gw.app.store.listEvents(ws.workspace.id, { apiKeyId: revoked.keyId, types: ['CAMPAIGN_DUPLICATION_REQUESTED'] }, { first: 5 });
+    expect(requested).toEqual([]);
   });
 
   it('records what a key was created with in API_KEY_CREATED, as securityEvents shows it', async () => {
