@@ -18,6 +18,9 @@ import {
 /** The service refuses larger pages; the docs say so on every `first`. */
 const FIRST_DESCRIPTION = `At most ${MAX_PAGE_SIZE}.`;
 
+/** Why the root lists are nullable: non-null, one refused list would null every other root field's answer too. */
+const REFUSED_LIST = 'Null, with an error at its path, when refused (a missing permission, an invalid `first` or `after`); the other fields of the operation keep their answers.';
+
 @Resolver()
 export class DuplicationResolver {
   @Mutation(() => DuplicateCampaignPayload, {
@@ -50,12 +53,15 @@ export class DuplicationResolver {
     return job ? toGraphQLJob(job) : null;
   }
 
-  @Query(() => CampaignConnection, { description: 'Campaigns of your workspace, newest first. Permission campaigns.list.' })
+  @Query(() => CampaignConnection, {
+    nullable: true,
+    description: `Campaigns of your workspace, newest first. Permission campaigns.list. ${REFUSED_LIST}`,
+  })
   async campaigns(
     @Arg('first', () => Int, { nullable: true, defaultValue: DEFAULT_PAGE_SIZE, description: FIRST_DESCRIPTION }) first: number | null,
     @Arg('after', () => String, { nullable: true }) after: string | null,
     @Ctx() context: GraphQLContext,
-  ): Promise<CampaignConnection> {
+  ): Promise<CampaignConnection | null> {
     const page = await context.service.listCampaigns(await context.principal(), first ?? DEFAULT_PAGE_SIZE, after);
     return toConnection(page, toGraphQLCampaign);
   }
@@ -70,15 +76,15 @@ export class DuplicationResolver {
 @Resolver(() => SecurityEvent)
 export class SecurityEventResolver {
   @Query(() => SecurityEventConnection, {
-    description:
-      'Security events, newest first. With security_events.read: every event of your workspace; without: the events your own key caused. Poll a job with filter: {jobId}.',
+    nullable: true,
+    description: `Security events, newest first. With security_events.read: every event of your workspace; without: the events your own key caused. Poll a job with filter: {jobId}. ${REFUSED_LIST}`,
   })
   async securityEvents(
     @Arg('filter', () => SecurityEventFilter, { nullable: true }) filter: SecurityEventFilter | null,
     @Arg('first', () => Int, { nullable: true, defaultValue: DEFAULT_PAGE_SIZE, description: FIRST_DESCRIPTION }) first: number | null,
     @Arg('after', () => String, { nullable: true }) after: string | null,
     @Ctx() context: GraphQLContext,
-  ): Promise<SecurityEventConnection> {
+  ): Promise<SecurityEventConnection | null> {
     const page = await context.service.listSecurityEvents(
       await context.principal(),
       {

@@ -181,7 +181,7 @@ describe('the embedded store when its storage fails', () => {
     expect(logs().filter((line) => line.level >= 50)).toEqual([]);
   });
 
-  it('answers a poll it cannot read 503 over GraphQL too, though the field is non-null and no data is left', async () => {
+  it('answers a poll it cannot read 503 over GraphQL too, and 200 when another root field it could read was answered', async () => {
     const unreadable = (store: GatewayStore): GatewayStore =>
       new Proxy(store, {
         get: (target, property) =>
@@ -190,12 +190,18 @@ describe('the embedded store when its storage fails', () => {
             : Reflect.get(target, property, target),
       });
     const { gateway: target, tenant } = await start(unreadable);
-    for (const query of ['{ securityEvents(first: 5) { edges { node { type } } } }', '{ campaigns(first: 1) { edges { node { id } } } securityEvents(first: 5) { edges { node { type } } } }']) {
-      const poll = await http(target.baseUrl, 'POST', '/graphql', { headers: { ...json, ...bearer(tenant.key) }, body: JSON.stringify({ query }) });
-      expect(poll.status).toBe(503);
-      expect(poll.headers['retry-after']).toBe('5');
-      expect(poll.body).toEqual({ data: null, errors: [expect.objectContaining({ extensions: expect.objectContaining({ code: 'SERVICE_UNAVAILABLE' }) })] });
-    }
+    const post = (query: string) => http(target.baseUrl, 'POST', '/graphql', { headers: { ...json, ...bearer(tenant.key) }, body: JSON.stringify({ query }) });
+    const unavailable = [expect.objectContaining({ path: ['securityEvents'], extensions: expect.objectContaining({ code: 'SERVICE_UNAVAILABLE' }) })];
+
+    const poll = await post('{ securityEvents(first: 5) { edges { node { type } } } }');
+    expect(poll.status).toBe(503);
+    expect(poll.headers['retry-after']).toBe('5');
+    expect(poll.body).toEqual({ data: { securityEvents: null }, errors: unavailable });
+
+    const mixed = await post('{ campaigns(first: 1) { edges { node { id } } } securityEvents(first: 5) { edges { node { type } } } }');
+    expect(mixed.status).toBe(200);
+    expect(mixed.headers['retry-after']).toBeUndefined();
+    expect(mixed.body).toEqual({ data: { campaigns: { edges: [{ node: { id: tenant.campaign.id } }] }, securityEvents: null }, errors: unavailable });
   });
 
   it('serves again once the file it opened is back at its path', async () => {

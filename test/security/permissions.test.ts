@@ -105,6 +105,29 @@ describe('permissions', () => {
     expect(denied.body.data.securityEvents.edges).toEqual([{ node: { details: { permission: 'campaigns.details' } } }]);
   });
 
+  it('refuses a list field alone: the job and the events asked for beside it are still answered', async () => {
+    const { key } = await ws.addKey(['campaigns.duplicate']);
+    const accepted = await graphql(gw.baseUrl, key, 'mutation($id: ID!) { duplicateCampaign(input: {campaignId: $id, name: "Copy"}) { job { id } } }', { id: ws.campaign.id });
+    const job = accepted.body.data.duplicateCampaign.job.id;
+    const result = await graphql(
+      gw.baseUrl,
+      key,
+      `query($job: ID!) {
+        duplicationJob(id: $job) { id status }
+        securityEvents(first: 5) { edges { node { type jobId } } }
+        campaigns(first: 5) { edges { node { id } } }
+      }`,
+      { job },
+    );
+    expect(result.status).toBe(200);
+    expect(result.body.errors).toEqual([expect.objectContaining({ path: ['campaigns'], extensions: { code: 'FORBIDDEN' } })]);
+    expect(result.body.data).toEqual({
+      duplicationJob: { id: job, status: expect.any(String) },
+      securityEvents: { edges: expect.arrayContaining([{ node: { type: 'CAMPAIGN_DUPLICATION_REQUESTED', jobId: job } }]) },
+      campaigns: null,
+    });
+  });
+
   it('records one PERMISSION_DENIED per refused permission and request, however many fields ask for it', async () => {
     const { key } = await ws.addKey(['campaigns.duplicate']);
     const result = await graphql(gw.baseUrl, key, 'query($id: ID!) { a: campaign(id: $id) { id } b: campaign(id: $id) { name } c: campaigns { edges { node { id } } } }', { id: ws.campaign.id });

@@ -595,3 +595,26 @@ describe('connections in local mode', () => {
     expect([...head.edges, ...tail.edges]).toEqual(whole.edges);
   });
 });
+
+describe('a refused root list', () => {
+  const both = `query ($campaigns: Int, $campaignsAfter: String, $events: Int, $eventsAfter: String) {
+    campaigns(first: $campaigns, after: $campaignsAfter) { edges { node { id } } }
+    securityEvents(first: $events, after: $eventsAfter) { edges { node { id } } }
+  }`;
+
+  it.each([
+    ['campaigns', 'a cursor it never returned', { campaignsAfter: 'bm90LWEtY3Vyc29y' }, 'after'],
+    ['campaigns', 'first: 0', { campaigns: 0 }, 'first'],
+    ['securityEvents', 'a cursor it never returned', { eventsAfter: 'bm90LWEtY3Vyc29y' }, 'after'],
+    ['securityEvents', 'first: 0', { events: 0 }, 'first'],
+  ])('%s with %s is null with its error at its path, and the other list is still answered', async (refused, _label, variables, field) => {
+    const response = await graphql(gateway.baseUrl, ws.key, both, variables);
+    expect(response.status).toBe(200);
+    expect(response.body.errors).toEqual([
+      expect.objectContaining({ path: [refused], extensions: { code: 'BAD_USER_INPUT', issues: [expect.objectContaining({ field })] } }),
+    ]);
+    const answered = refused === 'campaigns' ? 'securityEvents' : 'campaigns';
+    expect(response.body.data[refused]).toBeNull();
+    expect(response.body.data[answered].edges.length).toBeGreaterThan(0);
+  });
+});
