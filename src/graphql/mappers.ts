@@ -45,6 +45,7 @@ export const toGraphQLEvent = (event: domain.SecurityEvent): SecurityEvent => ({
 export function toConnection<T, N>(page: domain.Page<T>, map: (item: T) => N) {
   return {
     edges: page.items.map((item, index) => ({ cursor: page.cursors[index], node: map(item) })),
-    pageInfo: { hasNextPage: page.hasNextPage, endCursor: page.endCursor },
+    // Forward paging only: the Relay specification allows false here rather than a look back before `after`.
+    pageInfo: { hasNextPage: page.hasNextPage, hasPreviousPage: false, startCursor: page.cursors[0] ?? null, endCursor: page.endCursor },
   };
 }

@@ -135,6 +135,15 @@ export class PageInfo {
   @Field(() => Boolean)
   hasNextPage!: boolean;
 
+  @Field(() => Boolean, {
+    description:
+      'Always false: lists page forward only, with first and after, and the Relay connection specification lets a server answer false then, whether or not edges come before `after`.',
+  })
+  hasPreviousPage!: boolean;
+
+  @Field(() => String, { nullable: true, description: 'The cursor of the first edge of this page; null when the page is empty.' })
+  startCursor!: string | null;
+
   @Field(() => String, { nullable: true, description: 'Pass as `after` to get the next page.' })
   endCursor!: string | null;
 }

@@ -572,7 +572,7 @@ describe.each(transports)('a duplication refused as unavailable after its quota 
 
 describe('connections in local mode', () => {
   const connection = (field: string) =>
-    `query ($first: Int, $after: String) { ${field}(first: $first, after: $after) { edges { node { id } } pageInfo { hasNextPage endCursor } } }`;
+    `query ($first: Int, $after: String) { ${field}(first: $first, after: $after) { edges { cursor node { id } } pageInfo { hasNextPage hasPreviousPage startCursor endCursor } } }`;
 
   // A fresh workspace has one campaign, and one event: its key's creation.
   it.each([
@@ -593,6 +593,19 @@ describe('connections in local mode', () => {
     const tail = await page(1, head.pageInfo.endCursor);
     expect(tail.pageInfo.hasNextPage).toBe(false);
     expect([...head.edges, ...tail.edges]).toEqual(whole.edges);
+  });
+
+  it.each(['securityEvents', 'campaigns'])('%s: pageInfo has Relay\'s start cursor, and no previous page when paging forward', async (field) => {
+    const team = await gateway.workspace();
+    await Promise.all([team.addKey(['campaigns.list']), gateway.app.admin.addCampaign(team.workspace.id, { name: 'second', description: null, tagNames: [], body: {} })]);
+    const page = async (first: number, after?: string) =>
+      (await graphql(gateway.baseUrl, team.key, connection(field), { first, after })).body.data[field];
+    const head = await page(1);
+    expect(head.pageInfo).toEqual({ hasNextPage: true, hasPreviousPage: false, startCursor: head.edges[0].cursor, endCursor: head.edges[0].cursor });
+    const tail = await page(1, head.pageInfo.endCursor);
+    // Edges come before `after`, but forward paging does not look back (the specification allows false).
+    expect(tail.pageInfo).toEqual({ hasNextPage: false, hasPreviousPage: false, startCursor: tail.edges[0].cursor, endCursor: tail.edges[0].cursor });
+    expect((await page(1, tail.pageInfo.endCursor)).pageInfo).toEqual({ hasNextPage: false, hasPreviousPage: false, startCursor: null, endCursor: null });
   });
 });
 
