@@ -24,6 +24,7 @@ import type {
   SecurityEventType,
 } from './types.js';
 import {
+  checkEventWindow,
   LIMITS,
   normalizeDuplicateInput,
   parseDuplicateInput,
@@ -540,6 +541,7 @@ export class GatewayService {
   ): Promise<Page<SecurityEvent>> {
     const size = pageSize(first);
     const beforeId = decodeRowCursor('e', after);
+    checkEventWindow(filter.since, filter.until);
     // A job or key id of a shape the gateway never makes names no event's job or key, as in getJob.
     if ([filter.jobId, filter.apiKeyId].some((id) => id !== undefined && !isGatewayId(id))) return emptyPage();
     const scoped: SecurityEventFilter = { ...filter };

@@ -127,17 +127,33 @@ function parseRangeBound(field: 'start' | 'end', raw: unknown, issues: FieldIssu
   return new Date(raw as string);
 }
 
+const invalidRange = (issues: FieldIssue[]) => new GatewayError('BAD_USER_INPUT', 'Invalid date range', { issues });
+
+/**
+ * A window of events whose end (exclusive) is not after its start (inclusive) holds no event, which a caller
+ * can only have meant by mistake: the end is named, as the bound that is wrong for it.
+ */
+const emptyWindowIssue = (start: Date, end: Date, names: { start: string; end: string }): FieldIssue | null =>
+  end <= start ? { field: names.end, message: `must be after ${names.start}` } : null;
+
 /** `start` and `end` as a transport received them (query string values), checked and turned into a range. */
 export function parseEventRange(raw: { start?: unknown; end?: unknown }): EventRange {
   const issues: FieldIssue[] = [];
   const start = parseRangeBound('start', raw.start, issues);
   const end = parseRangeBound('end', raw.end, issues);
   if (start && end) {
-    if (end <= start) issues.push({ field: 'end', message: 'must be after start' });
+    const empty = emptyWindowIssue(start, end, { start: 'start', end: 'end' });
+    if (empty) issues.push(empty);
     else if (end.getTime() - start.getTime() > MAX_EVENT_RANGE_DAYS * 86_400_000) {
       issues.push({ field: 'end', message: `must be at most ${MAX_EVENT_RANGE_DAYS} days after start` });
     }
   }
-  if (issues.length > 0 || !start || !end) throw new GatewayError('BAD_USER_INPUT', 'Invalid date range', { issues });
+  if (issues.length > 0 || !start || !end) throw invalidRange(issues);
   return { start, end };
+}
+
+/** A list's optional `since` and `until`, refused as the download's range is when both are given and hold no event. */
+export function checkEventWindow(since: Date | undefined, until: Date | undefined): void {
+  const empty = since && until ? emptyWindowIssue(since, until, { start: 'since', end: 'until' }) : null;
+  if (empty) throw invalidRange([empty]);
 }

@@ -252,7 +252,7 @@ export class SecurityEventFilter {
   @Field(() => Date, { nullable: true, description: 'Events at or after this time.' })
   since?: Date | null;
 
-  @Field(() => Date, { nullable: true, description: 'Events before this time.' })
+  @Field(() => Date, { nullable: true, description: 'Events before this time; must be after since (BAD_USER_INPUT otherwise).' })
   until?: Date | null;
 }
 

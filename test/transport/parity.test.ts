@@ -289,6 +289,33 @@ describe('securityEvents(filter: {since, until}) over GraphQL', () => {
     expect(await names({ since })).toEqual(['after until', 'at until', 'just before until', 'inside', 'at since']);
     expect(await names({ until })).toEqual(['just before until', 'inside', 'at since', 'before since']);
   });
+
+  it('refuses a window that holds no event, `until` not after `since`, as the download refuses its range', async () => {
+    const team = await timed.workspace();
+    const query = 'query ($filter: SecurityEventFilter) { securityEvents(filter: $filter) { edges { node { id } } } }';
+    for (const [since, until] of [
+      ['2030-01-02T00:00:00.000Z', '2030-01-01T00:00:00.000Z'],
+      ['2030-01-01T00:00:00.000Z', '2030-01-01T00:00:00.000Z'],
+    ]) {
+      const listed = await graphql(timed.baseUrl, team.key, query, { filter: { since, until } });
+      expect(listed.status).toBe(200);
+      expect(listed.body).toEqual({
+        errors: [
+          expect.objectContaining({
+            message: "Invalid date range: 'until' must be after since",
+            path: ['securityEvents'],
+            extensions: { code: 'BAD_USER_INPUT', issues: [{ field: 'until', message: 'must be after since' }] },
+          }),
+        ],
+        data: { securityEvents: null },
+      });
+      const downloaded = await http(timed.baseUrl, 'GET', `/security_events/download?start=${since}&end=${until}`, { headers: bearer(team.key) });
+      expect(downloaded.status).toBe(400);
+      expect(downloaded.body).toEqual({ message: 'Invalid date range', errors: ["'end' must be after start"] });
+    }
+    // An empty list of types is a filter that matches nothing, as its description says, not an error.
+    expect((await graphql(timed.baseUrl, team.key, query, { filter: { types: [] } })).body).toEqual({ data: { securityEvents: { edges: [] } } });
+  });
 });
 
 describe('the quota', () => {
