@@ -1,7 +1,9 @@
+import type { GatewayService } from '../domain/service.js';
 import type * as domain from '../domain/types.js';
 import type { Campaign, DuplicationJob, SecurityEvent } from './types.js';
 
-export const toGraphQLJob = (job: domain.DuplicationJob): DuplicationJob => ({
+/** The service tells when to poll again, as it tells REST's Retry-After. */
+export const toGraphQLJob = (job: domain.DuplicationJob, service: Pick<GatewayService, 'pollAfterSeconds'>): DuplicationJob => ({
   id: job.id,
   status: job.status,
   sourceCampaignId: job.sourceCampaignId,
@@ -17,6 +19,7 @@ export const toGraphQLJob = (job: domain.DuplicationJob): DuplicationJob => ({
   finishedAt: job.finishedAt,
   resultCampaignId: job.resultCampaignId,
   error: job.error,
+  pollAfterSeconds: service.pollAfterSeconds(job),
 });
 
 export const toGraphQLCampaign = (campaign: domain.Campaign): Campaign => ({

@@ -40,7 +40,7 @@ export class DuplicationResolver {
         tagNames: input.tagNames,
       }, input.idempotencyKey);
       recordRateLimit(context, rateLimit);
-      return { job: toGraphQLJob(job) };
+      return { job: toGraphQLJob(job, context.service) };
     } catch (error) {
       if (isGatewayError(error)) recordRateLimit(context, error.rateLimit);
       throw error;
@@ -50,7 +50,7 @@ export class DuplicationResolver {
   @Query(() => DuplicationJob, { nullable: true, description: 'A job of yours (or of your workspace with security_events.read).' })
   async duplicationJob(@Arg('id', () => ID) id: string, @Ctx() context: GraphQLContext): Promise<DuplicationJob | null> {
     const job = await context.service.getJob(await context.principal(), id);
-    return job ? toGraphQLJob(job) : null;
+    return job ? toGraphQLJob(job, context.service) : null;
   }
 
   @Query(() => CampaignConnection, {
@@ -104,6 +104,6 @@ export class SecurityEventResolver {
   async job(@Root() event: SecurityEvent, @Ctx() context: GraphQLContext): Promise<DuplicationJob | null> {
     if (!event.jobId) return null;
     const job = await context.service.getJob(await context.principal(), event.jobId);
-    return job ? toGraphQLJob(job) : null;
+    return job ? toGraphQLJob(job, context.service) : null;
   }
 }

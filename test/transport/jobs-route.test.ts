@@ -43,6 +43,20 @@ describe('GET /duplication_jobs/{job_id}', () => {
     expect(Date.parse(done.body.finished_at)).not.toBeNaN();
   });
 
+  it('says when to ask again as GraphQL says it: pollAfterSeconds, null once the job is finished', async () => {
+    const accepted = await graphql(gateway.baseUrl, team.key, 'mutation($id: ID!) { duplicateCampaign(input: {campaignId: $id, name: "polled"}) { job { id status pollAfterSeconds } } }', {
+      id: team.campaign.id,
+    });
+    const { id, status, pollAfterSeconds } = accepted.body.data.duplicateCampaign.job;
+    expect({ status, pollAfterSeconds }).toEqual({ status: 'PENDING', pollAfterSeconds: 1 });
+    const finished = await waitFor(async () => {
+      const job = (await graphql(gateway.baseUrl, team.key, 'query($id: ID!) { duplicationJob(id: $id) { status pollAfterSeconds } }', { id })).body.data.duplicationJob;
+      return job.status === 'SUCCEEDED' && job;
+    });
+    expect(finished.pollAfterSeconds).toBeNull();
+    expect((await http(gateway.baseUrl, 'GET', `/duplication_jobs/${id}`, { headers: bearer(team.key) })).headers['retry-after']).toBeUndefined();
+  });
+
   it("shows a job to its own key and to security_events.read, and to nobody else", async () => {
     const { jobId } = await rest.duplicate(gateway.baseUrl, team.key, { campaignId: team.campaign.id, name: 'private' });
     const colleague = await team.addKey(['campaigns.duplicate']);

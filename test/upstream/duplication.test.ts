@@ -56,9 +56,13 @@ function advanceTo(h: Harness, at: Date): void {
 
 const delayOf = (h: Harness, job: DuplicationJob) => job.runAt.getTime() - h.clock.now().getTime();
 const requestsFor = (h: Harness, name: string) => h.fake.requestsTo(DUPLICATE).filter((request) => JSON.parse(request.body).name === name);
-/** The Retry-After a REST client following the job is told. */
-const pollAfter = async (h: Harness, id: string) =>
-  (await http(h.gateway.baseUrl, 'GET', `/duplication_jobs/${id}`, { headers: bearer(h.ws.key) })).headers['retry-after'];
+/** The Retry-After a REST client following the job is told, which a GraphQL client is told as pollAfterSeconds. */
+async function pollAfter(h: Harness, id: string) {
+  const retryAfter = (await http(h.gateway.baseUrl, 'GET', `/duplication_jobs/${id}`, { headers: bearer(h.ws.key) })).headers['retry-after'];
+  const job = await graphql(h.gateway.baseUrl, h.ws.key, 'query($id: ID!) { duplicationJob(id: $id) { pollAfterSeconds } }', { id });
+  expect(job.body.data.duplicationJob.pollAfterSeconds).toBe(retryAfter === undefined ? null : Number(retryAfter));
+  return retryAfter;
+}
 const secondsUntil = (h: Harness, job: DuplicationJob) => String(Math.ceil(delayOf(h, job) / 1000));
 const eventsOf = (h: Harness, jobId: string) => h.gateway.app.store.listEvents(h.ws.workspace.id, { jobId }, { first: 50 });
 
@@ -158,6 +162,7 @@ describe('upstream mode: what each upstream answer does to a job', () => {
 
     const last = await until(h, id, finished);
     expect(last).toMatchObject({ status: 'FAILED', attempts: 3, error: { code: 'UPSTREAM_UNAVAILABLE', message: 'The upstream answered 503: Service Unavailable' } });
+    expect(await pollAfter(h, id)).toBeUndefined();
     expect(requestsFor(h, name)).toHaveLength(3);
     const events = await eventsOf(h, id);
     expect(events.map((event) => event.type)).toEqual(['CAMPAIGN_DUPLICATION_FAILED', 'CAMPAIGN_DUPLICATION_REQUESTED']);
