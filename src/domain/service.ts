@@ -8,7 +8,7 @@ import type { DownloadSlots } from './download-slots.js';
 import { isGatewayId, newId } from './ids.js';
 import { clientNetwork, isAllowedIp } from './ip-allowlist.js';
 import { hashApiKey, hashesEqual, isWellFormedApiKey } from './keys.js';
-import type { Permission } from './permissions.js';
+import { PERMISSIONS, type Permission } from './permissions.js';
 import type { AuthFailureLimiter, CampaignReader, Clock, EventBudget, GatewayStore, Quota } from './ports.js';
 import type {
   ApiKeyRecord,
@@ -64,6 +64,15 @@ export interface DuplicationAccepted {
   rateLimit: RateLimitState;
   /** True when an idempotency key returned the job of an earlier request. */
   replayed: boolean;
+}
+
+/** The key making a request, as it may learn about itself. */
+export interface KeyView {
+  keyId: string;
+  keyName: string;
+  workspaceId: string;
+  /** The permissions the key holds, in the order of PERMISSIONS. */
+  permissions: Permission[];
 }
 
 export interface GatewayServiceDeps {
@@ -251,6 +260,25 @@ export class GatewayService {
     if (record.lastUsedAt !== null && now.getTime() - record.lastUsedAt.getTime() < LAST_USED_RESOLUTION_MS) return;
     // last_used_at is advisory: failing to write it must not fail the request.
     this.deps.store.touchApiKey(record, now).catch(() => undefined);
+  }
+
+  /**
+   * The key itself and what it may do, so that a client can offer only that instead of causing refusals. Any
+   * valid key may ask: no permission is required, so nothing is refused and nothing recorded.
+   */
+  async describeKey(principal: Principal): Promise<KeyView> {
+    const held = await Promise.all(PERMISSIONS.map((permission) => this.authorize(principal, permission, { optional: true })));
+    return {
+      keyId: principal.keyId,
+      keyName: principal.keyName,
+      workspaceId: principal.workspaceId,
+      permissions: PERMISSIONS.filter((_, index) => held[index]),
+    };
+  }
+
+  /** The workspace's duplication quota as it stands, no point taken; null when the quota's store cannot be read. */
+  async duplicationQuota(principal: Principal): Promise<RateLimitState | null> {
+    return this.deps.quota.peek(principal.workspaceId).catch(() => null);
   }
 
   /**

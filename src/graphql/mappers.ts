@@ -1,6 +1,6 @@
-import type { GatewayService } from '../domain/service.js';
+import type { GatewayService, KeyView } from '../domain/service.js';
 import type * as domain from '../domain/types.js';
-import type { Campaign, DuplicationJob, SecurityEvent } from './types.js';
+import type { Campaign, DuplicationJob, SecurityEvent, Viewer } from './types.js';
 
 /** The service tells when to poll again, as it tells REST's Retry-After. */
 export const toGraphQLJob = (job: domain.DuplicationJob, service: Pick<GatewayService, 'pollAfterSeconds'>): DuplicationJob => ({
@@ -43,6 +43,12 @@ export const toGraphQLEvent = (event: domain.SecurityEvent): SecurityEvent => ({
   jobId: event.jobId,
   campaignId: event.campaignId,
   details: event.details,
+});
+
+export const toGraphQLViewer = (key: KeyView): Viewer => ({
+  apiKey: { id: key.keyId, name: key.keyName },
+  workspaceId: key.workspaceId,
+  permissions: key.permissions,
 });
 
 export function toConnection<T, N>(page: domain.Page<T>, map: (item: T) => N) {

@@ -3,16 +3,18 @@ import type { SecurityEventType as DomainEventType } from '../domain/types.js';
 import { isGatewayError } from '../domain/errors.js';
 import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from '../domain/service.js';
 import { recordRateLimit, type GraphQLContext } from './context.js';
-import { toConnection, toGraphQLCampaign, toGraphQLEvent, toGraphQLJob } from './mappers.js';
+import { toConnection, toGraphQLCampaign, toGraphQLEvent, toGraphQLJob, toGraphQLViewer } from './mappers.js';
 import {
   Campaign,
   CampaignConnection,
   DuplicateCampaignInput,
   DuplicateCampaignPayload,
   DuplicationJob,
+  DuplicationQuota,
   SecurityEvent,
   SecurityEventConnection,
   SecurityEventFilter,
+  Viewer,
 } from './types.js';
 
 /** The service refuses larger pages; the docs say so on every `first`. */
@@ -105,5 +107,25 @@ export class SecurityEventResolver {
     if (!event.jobId) return null;
     const job = await context.service.getJob(await context.principal(), event.jobId);
     return job ? toGraphQLJob(job, context.service) : null;
+  }
+}
+
+@Resolver(() => Viewer)
+export class ViewerResolver {
+  @Query(() => Viewer, {
+    nullable: true,
+    description:
+      'The API key making the request, what it may do and the quota it would spend, so that a client can offer only what the key may do. Any valid key may ask: it needs no permission, takes no quota point and records no event.',
+  })
+  async viewer(@Ctx() context: GraphQLContext): Promise<Viewer> {
+    return toGraphQLViewer(await context.service.describeKey(await context.principal()));
+  }
+
+  @FieldResolver(() => DuplicationQuota, {
+    nullable: true,
+    description: "The workspace's duplication quota as it stands now, read without taking a point; null when it cannot be read right now.",
+  })
+  async duplicationQuota(@Ctx() context: GraphQLContext): Promise<DuplicationQuota | null> {
+    return context.service.duplicationQuota(await context.principal());
   }
 }

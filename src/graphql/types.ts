@@ -1,5 +1,6 @@
 import { DateTimeResolver, JSONObjectResolver } from 'graphql-scalars';
 import { Field, ID, InputType, Int, ObjectType, registerEnumType } from 'type-graphql';
+import { PERMISSIONS } from '../domain/permissions.js';
 import { CHANNELS, JOB_STATUSES, SECURITY_EVENT_TYPES } from '../domain/types.js';
 import { LIMITS } from '../domain/validation.js';
 
@@ -222,6 +223,32 @@ export class SecurityEventConnection {
 
   @Field(() => PageInfo)
   pageInfo!: PageInfo;
+}
+
+@ObjectType({ description: "The workspace's quota of duplications, shared by every key of the workspace and by REST and GraphQL." })
+export class DuplicationQuota {
+  @Field(() => Int, { description: 'Points per window. Each duplicateCampaign field executed takes one; a replay of an idempotency key takes none.' })
+  limit!: number;
+
+  @Field(() => Int, { description: 'Points left in the current window (the X-RateLimit-Remaining a duplication answers).' })
+  remaining!: number;
+
+  @Field(() => Date, { description: 'When the current window ends and the quota is whole again (the X-RateLimit-Reset a duplication answers).' })
+  resetAt!: Date;
+}
+
+@ObjectType({ description: 'The API key making the request: who it is, and what it may do.' })
+export class Viewer {
+  @Field(() => ApiKeyRef, { description: 'The key itself.' })
+  apiKey!: ApiKeyRef;
+
+  @Field(() => ID, { description: 'The workspace the key belongs to; everything the key sees is of this workspace.' })
+  workspaceId!: string;
+
+  @Field(() => [String], {
+    description: `The permissions the key holds, of ${PERMISSIONS.join(', ')}, in that order. A field that needs one the key lacks is refused with FORBIDDEN and recorded as a PERMISSION_DENIED event.`,
+  })
+  permissions!: string[];
 }
 
 @InputType()
