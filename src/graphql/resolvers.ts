@@ -18,10 +18,11 @@ import {
 } from './types.js';
 
 /** The service refuses larger pages; the docs say so on every `first`. */
-const FIRST_DESCRIPTION = `At most ${MAX_PAGE_SIZE}.`;
+const FIRST_DESCRIPTION = `How many items this page holds, from 1. At most ${MAX_PAGE_SIZE}.`;
+const AFTER_DESCRIPTION = 'The endCursor of the page before, for the page after it; the first page when left out.';
 
 /** Why the root lists are nullable: non-null, one refused list would null every other root field's answer too. */
-const REFUSED_LIST = 'Null, with an error at its path, when refused (a missing permission, an invalid `first` or `after`); the other fields of the operation keep their answers.';
+const refusedList = (reasons: string) => `Null, with an error at its path, when refused (${reasons}); the other fields of the operation keep their answers.`;
 
 @Resolver()
 export class DuplicationResolver {
@@ -31,7 +32,7 @@ export class DuplicationResolver {
       'Accepts a duplication job and answers at once with it, PENDING (a replay of an idempotency key answers the job as it is now, and costs no point). Costs one point of the workspace quota per field. Null, with an error at its path, when refused; the other fields of the operation keep their answers.',
   })
   async duplicateCampaign(
-    @Arg('input', () => DuplicateCampaignInput) input: DuplicateCampaignInput,
+    @Arg('input', () => DuplicateCampaignInput, { description: 'The campaign to copy, and what the copy is to be.' }) input: DuplicateCampaignInput,
     @Ctx() context: GraphQLContext,
   ): Promise<DuplicateCampaignPayload | null> {
     try {
@@ -50,18 +51,21 @@ export class DuplicationResolver {
   }
 
   @Query(() => DuplicationJob, { nullable: true, description: 'A job of yours (or of your workspace with security_events.read).' })
-  async duplicationJob(@Arg('id', () => ID) id: string, @Ctx() context: GraphQLContext): Promise<DuplicationJob | null> {
+  async duplicationJob(
+    @Arg('id', () => ID, { description: "The job's id, as duplicateCampaign answered it (REST: job_id)." }) id: string,
+    @Ctx() context: GraphQLContext,
+  ): Promise<DuplicationJob | null> {
     const job = await context.service.getJob(await context.principal(), id);
     return job ? toGraphQLJob(job, context.service) : null;
   }
 
   @Query(() => CampaignConnection, {
     nullable: true,
-    description: `Campaigns of your workspace, newest first. Permission campaigns.list. ${REFUSED_LIST}`,
+    description: `Campaigns of your workspace, newest first. Permission campaigns.list. ${refusedList('without the permission, or for an invalid `first` or `after`')}`,
   })
   async campaigns(
     @Arg('first', () => Int, { nullable: true, defaultValue: DEFAULT_PAGE_SIZE, description: FIRST_DESCRIPTION }) first: number | null,
-    @Arg('after', () => String, { nullable: true }) after: string | null,
+    @Arg('after', () => String, { nullable: true, description: AFTER_DESCRIPTION }) after: string | null,
     @Ctx() context: GraphQLContext,
   ): Promise<CampaignConnection | null> {
     const page = await context.service.listCampaigns(await context.principal(), first ?? DEFAULT_PAGE_SIZE, after);
@@ -69,7 +73,7 @@ export class DuplicationResolver {
   }
 
   @Query(() => Campaign, { nullable: true, description: 'One campaign of your workspace. Permission campaigns.details.' })
-  async campaign(@Arg('id', () => ID) id: string, @Ctx() context: GraphQLContext): Promise<Campaign | null> {
+  async campaign(@Arg('id', () => ID, { description: "The campaign's id." }) id: string, @Ctx() context: GraphQLContext): Promise<Campaign | null> {
     const campaign = await context.service.getCampaign(await context.principal(), id);
     return campaign ? toGraphQLCampaign(campaign) : null;
   }
@@ -79,12 +83,13 @@ export class DuplicationResolver {
 export class SecurityEventResolver {
   @Query(() => SecurityEventConnection, {
     nullable: true,
-    description: `Security events, newest first. With security_events.read: every event of your workspace; without: the events your own key caused. Poll a job with filter: {jobId}. ${REFUSED_LIST}`,
+    description: `Security events, newest first. With security_events.read: every event of your workspace; without: the events your own key caused. Poll a job with filter: {jobId}. ${refusedList('an invalid `first`, `after` or filter')}`,
   })
   async securityEvents(
-    @Arg('filter', () => SecurityEventFilter, { nullable: true }) filter: SecurityEventFilter | null,
+    @Arg('filter', () => SecurityEventFilter, { nullable: true, description: 'Which events; every event the key may see when left out.' })
+    filter: SecurityEventFilter | null,
     @Arg('first', () => Int, { nullable: true, defaultValue: DEFAULT_PAGE_SIZE, description: FIRST_DESCRIPTION }) first: number | null,
-    @Arg('after', () => String, { nullable: true }) after: string | null,
+    @Arg('after', () => String, { nullable: true, description: AFTER_DESCRIPTION }) after: string | null,
     @Ctx() context: GraphQLContext,
   ): Promise<SecurityEventConnection | null> {
     const page = await context.service.listSecurityEvents(

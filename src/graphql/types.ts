@@ -1,8 +1,13 @@
 import { DateTimeResolver, JSONObjectResolver } from 'graphql-scalars';
 import { Field, ID, InputType, Int, ObjectType, registerEnumType } from 'type-graphql';
 import { PERMISSIONS } from '../domain/permissions.js';
-import { CHANNELS, JOB_STATUSES, SECURITY_EVENT_TYPES } from '../domain/types.js';
+import { CHANNELS, JOB_ERROR_CODES, JOB_STATUSES, SECURITY_EVENT_TYPES } from '../domain/types.js';
 import { LIMITS } from '../domain/validation.js';
+
+/** What every connection's edges, cursors and pageInfo are. */
+const EDGES_DESCRIPTION = 'The items of this page, each with its cursor.';
+const CURSOR_DESCRIPTION = "Pass as `after` to get the items after this one. Opaque: don't read anything into it.";
+const PAGE_INFO_DESCRIPTION = 'Whether more items follow, and the cursors to get them.';
 
 /** A GraphQL enum of the domain's own values, so that the two cannot drift apart. */
 const enumOf = <T extends string>(values: readonly T[]) => Object.fromEntries(values.map((value) => [value, value])) as { [K in T]: K };
@@ -14,10 +19,24 @@ export const SecurityEventType = enumOf(SECURITY_EVENT_TYPES);
 registerEnumType(DuplicationJobStatus, {
   name: 'DuplicationJobStatus',
   description: 'PENDING → RUNNING → SUCCEEDED | FAILED. A job whose worker died stays RUNNING until its lease runs out, then runs again.',
+  valuesConfig: {
+    PENDING: { description: 'Accepted, waiting for its first attempt, or for its next one after an attempt failed.' },
+    RUNNING: { description: 'An attempt is running.' },
+    SUCCEEDED: { description: 'The copy was made. Finished.' },
+    FAILED: { description: 'The duplication failed for good; error says why. Finished.' },
+  },
 });
-registerEnumType(RequestChannel, { name: 'RequestChannel', description: 'The transport a request came through.' });
+registerEnumType(RequestChannel, {
+  name: 'RequestChannel',
+  description: 'The transport a request came through.',
+  valuesConfig: {
+    REST: { description: 'The Braze-compatible REST API (POST /campaigns/duplicate).' },
+    GRAPHQL: { description: 'This GraphQL API.' },
+  },
+});
 registerEnumType(SecurityEventType, {
   name: 'SecurityEventType',
+  description: 'What a security event records.',
   valuesConfig: {
     CAMPAIGN_DUPLICATION_REQUESTED: { description: 'A duplication job was accepted.' },
     CAMPAIGN_DUPLICATED: { description: 'A duplication job succeeded.' },
@@ -31,34 +50,34 @@ registerEnumType(SecurityEventType, {
 
 @ObjectType({ description: 'An API key, as events and jobs refer to it. Never the secret.' })
 export class ApiKeyRef {
-  @Field(() => ID)
+  @Field(() => ID, { description: "The key's public id." })
   id!: string;
 
-  @Field(() => String)
+  @Field(() => String, { description: 'The name the key was given when it was made.' })
   name!: string;
 }
 
-@ObjectType()
+@ObjectType({ description: 'Why a job failed, or why its last attempt failed.' })
 export class JobError {
-  @Field(() => String, { description: 'A stable, machine-readable code.' })
+  @Field(() => String, { description: `A stable, machine-readable code: ${JOB_ERROR_CODES.join(', ')}, or one a later version adds.` })
   code!: string;
 
-  @Field(() => String)
+  @Field(() => String, { description: 'What went wrong, for a person to read; its wording may change, the code does not.' })
   message!: string;
 }
 
 @ObjectType({
   description:
-    'An asynchronous campaign duplication. Finished jobs are deleted after JOB_RETENTION_DAYS (7 by default); REST callers follow a job at GET /duplication_jobs/{id}.',
+    'An asynchronous campaign duplication. A finished job is kept for a limited time, 7 days by default, after which it is not found any more; REST callers follow a job at GET /duplication_jobs/{id}.',
 })
 export class DuplicationJob {
-  @Field(() => ID)
+  @Field(() => ID, { description: "The job's id, to follow it with duplicationJob(id) or securityEvents(filter: {jobId})." })
   id!: string;
 
-  @Field(() => DuplicationJobStatus)
+  @Field(() => DuplicationJobStatus, { description: 'Where the job stands.' })
   status!: string;
 
-  @Field(() => ID)
+  @Field(() => ID, { description: 'The campaign being copied.' })
   sourceCampaignId!: string;
 
   @Field(() => String, { description: 'Name of the new campaign.' })
@@ -73,25 +92,28 @@ export class DuplicationJob {
   @Field(() => Boolean, { description: "True when the request named no tags: the new campaign keeps the source campaign's tags." })
   keepsSourceTags!: boolean;
 
-  @Field(() => RequestChannel)
+  @Field(() => RequestChannel, { description: 'The transport the duplication was asked for through.' })
   channel!: string;
 
-  @Field(() => ApiKeyRef)
+  @Field(() => ApiKeyRef, { description: 'The key that asked for the duplication.' })
   apiKey!: ApiKeyRef;
 
   @Field(() => Int, { description: 'Attempts started so far.' })
   attempts!: number;
 
-  @Field(() => Date)
+  @Field(() => Date, { description: 'When the job was accepted.' })
   createdAt!: Date;
 
-  @Field(() => Date)
+  @Field(() => Date, { description: 'When the job last changed: accepted, started, put back for a retry, or finished.' })
   updatedAt!: Date;
 
-  @Field(() => Date, { nullable: true })
+  @Field(() => Date, { nullable: true, description: 'When the job succeeded or failed for good; null until then.' })
   finishedAt!: Date | null;
 
-  @Field(() => ID, { nullable: true, description: 'The new campaign (local mode); null when the upstream does not say.' })
+  @Field(() => ID, {
+    nullable: true,
+    description: 'The new campaign, once the job has succeeded; null before, and when the service that made the copy does not name it.',
+  })
   resultCampaignId!: string | null;
 
   @Field(() => JobError, { nullable: true, description: 'Why the job failed, or why the last attempt failed while it is retried.' })
@@ -105,42 +127,42 @@ export class DuplicationJob {
   pollAfterSeconds!: number | null;
 }
 
-@ObjectType()
+@ObjectType({ description: 'What duplicateCampaign answers.' })
 export class DuplicateCampaignPayload {
   @Field(() => DuplicationJob, { description: 'The accepted job: PENDING, or as it is now for a replay of an idempotency key. Poll it with duplicationJob or securityEvents(filter: {jobId}).' })
   job!: DuplicationJob;
 }
 
-@ObjectType()
+@ObjectType({ description: 'A campaign of your workspace.' })
 export class Campaign {
-  @Field(() => ID)
+  @Field(() => ID, { description: "The campaign's id: duplicate it with duplicateCampaign(input: {campaignId})." })
   id!: string;
 
-  @Field(() => String)
+  @Field(() => String, { description: "The campaign's name." })
   name!: string;
 
-  @Field(() => String, { nullable: true })
+  @Field(() => String, { nullable: true, description: "The campaign's description; null when it has none." })
   description!: string | null;
 
-  @Field(() => [String])
+  @Field(() => [String], { description: "The campaign's tags." })
   tagNames!: string[];
 
-  @Field(() => Boolean)
+  @Field(() => Boolean, { description: 'True while the campaign is a draft.' })
   draft!: boolean;
 
-  @Field(() => Date)
+  @Field(() => Date, { description: 'When the campaign was made.' })
   createdAt!: Date;
 
-  @Field(() => Date)
+  @Field(() => Date, { description: 'When the campaign last changed.' })
   updatedAt!: Date;
 
   @Field(() => ID, { nullable: true, description: 'The campaign this one was copied from.' })
   duplicatedFrom!: string | null;
 }
 
-@ObjectType()
+@ObjectType({ description: "Where a page stands in its list (Relay's PageInfo)." })
 export class PageInfo {
-  @Field(() => Boolean)
+  @Field(() => Boolean, { description: 'True when more items follow this page: ask for them with after: endCursor.' })
   hasNextPage!: boolean;
 
   @Field(() => Boolean, {
@@ -156,36 +178,36 @@ export class PageInfo {
   endCursor!: string | null;
 }
 
-@ObjectType()
+@ObjectType({ description: 'A campaign in a page, with its cursor.' })
 export class CampaignEdge {
-  @Field(() => String)
+  @Field(() => String, { description: CURSOR_DESCRIPTION })
   cursor!: string;
 
-  @Field(() => Campaign)
+  @Field(() => Campaign, { description: 'The campaign.' })
   node!: Campaign;
 }
 
-@ObjectType()
+@ObjectType({ description: 'A page of campaigns, newest first (a Relay connection).' })
 export class CampaignConnection {
-  @Field(() => [CampaignEdge])
+  @Field(() => [CampaignEdge], { description: EDGES_DESCRIPTION })
   edges!: CampaignEdge[];
 
-  @Field(() => PageInfo)
+  @Field(() => PageInfo, { description: PAGE_INFO_DESCRIPTION })
   pageInfo!: PageInfo;
 }
 
 @ObjectType({
   description:
-    'Something that happened to a key, a job or a permission check; newest first in lists. Kept EVENT_RETENTION_DAYS (90 by default), longer than jobs.',
+    'Something that happened to a key, a job or a permission check; newest first in lists. Kept for a limited time, 90 days by default, and never less long than the job it is about.',
 })
 export class SecurityEvent {
-  @Field(() => ID)
+  @Field(() => ID, { description: "The event's id." })
   id!: string;
 
-  @Field(() => SecurityEventType)
+  @Field(() => SecurityEventType, { description: 'What happened.' })
   type!: string;
 
-  @Field(() => Date)
+  @Field(() => Date, { description: 'When it happened.' })
   occurredAt!: Date;
 
   @Field(() => ApiKeyRef, { nullable: true, description: 'Who; null only for events with no key.' })
@@ -194,34 +216,40 @@ export class SecurityEvent {
   @Field(() => RequestChannel, { nullable: true, description: 'Where a request caused it.' })
   channel!: string | null;
 
-  @Field(() => String, { nullable: true })
+  @Field(() => String, {
+    nullable: true,
+    description: "The client address of the request that caused it (for a job's outcome, the request that asked for the job); null when no request did, as for a key made or revoked by an operator.",
+  })
   ip!: string | null;
 
-  @Field(() => ID, { nullable: true })
+  @Field(() => ID, { nullable: true, description: 'The duplication job it is about; null when it is about none.' })
   jobId!: string | null;
 
-  @Field(() => ID, { nullable: true })
+  @Field(() => ID, { nullable: true, description: "The campaign it is about, a duplication's source campaign; null when it is about none." })
   campaignId!: string | null;
 
-  @Field(() => JSONObjectResolver)
+  @Field(() => JSONObjectResolver, {
+    description:
+      'More, by type: the name, description and tags asked for (CAMPAIGN_DUPLICATION_REQUESTED), the outcome and attempts (CAMPAIGN_DUPLICATED, CAMPAIGN_DUPLICATION_FAILED), the permission refused (PERMISSION_DENIED). An empty object when there is nothing more.',
+  })
   details!: Record<string, unknown>;
 }
 
-@ObjectType()
+@ObjectType({ description: 'A security event in a page, with its cursor.' })
 export class SecurityEventEdge {
-  @Field(() => String)
+  @Field(() => String, { description: CURSOR_DESCRIPTION })
   cursor!: string;
 
-  @Field(() => SecurityEvent)
+  @Field(() => SecurityEvent, { description: 'The event.' })
   node!: SecurityEvent;
 }
 
-@ObjectType()
+@ObjectType({ description: 'A page of security events, newest first (a Relay connection).' })
 export class SecurityEventConnection {
-  @Field(() => [SecurityEventEdge])
+  @Field(() => [SecurityEventEdge], { description: EDGES_DESCRIPTION })
   edges!: SecurityEventEdge[];
 
-  @Field(() => PageInfo)
+  @Field(() => PageInfo, { description: PAGE_INFO_DESCRIPTION })
   pageInfo!: PageInfo;
 }
 
@@ -251,7 +279,7 @@ export class Viewer {
   permissions!: string[];
 }
 
-@InputType()
+@InputType({ description: "A duplication: the campaign to copy, and the new campaign's name, description and tags." })
 export class DuplicateCampaignInput {
   @Field(() => ID, { description: 'The campaign to copy.' })
   campaignId!: string;
@@ -272,15 +300,20 @@ export class DuplicateCampaignInput {
   idempotencyKey?: string | null;
 }
 
-@InputType()
+@InputType({
+  description: 'Which events to list: an event is listed when it matches every field given (jobId and apiKeyId and one of types and the window from since to until). A field left out or null matches every event.',
+})
 export class SecurityEventFilter {
-  @Field(() => ID, { nullable: true })
+  @Field(() => ID, { nullable: true, description: 'Only the events of this duplication job.' })
   jobId?: string | null;
 
-  @Field(() => [SecurityEventType], { nullable: true })
+  @Field(() => [SecurityEventType], { nullable: true, description: 'Only events of one of these types; an empty list matches no event.' })
   types?: string[] | null;
 
-  @Field(() => ID, { nullable: true })
+  @Field(() => ID, {
+    nullable: true,
+    description: 'Only the events this API key caused. Without security_events.read a key sees only its own events: another key names none.',
+  })
   apiKeyId?: string | null;
 
   @Field(() => Date, { nullable: true, description: 'Events at or after this time.' })

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import type { GraphQLField } from 'graphql';
+import { isEnumType, isInputObjectType, isObjectType, type GraphQLField } from 'graphql';
 import { MAX_PAGE_SIZE } from '../../src/domain/service.js';
 import { gatewaySchema } from '../../src/graphql/schema.js';
 import { printGatewaySchema } from '../../src/graphql/sdl.js';
@@ -33,5 +33,35 @@ describe('schema.graphql', () => {
     const pageSizes = fields.flatMap((field) => field.args.filter((arg) => arg.name === 'first').map((arg): [string, string] => [field.name, arg.description ?? '']));
     expect(pageSizes.map(([field]) => field).sort()).toEqual(['campaigns', 'securityEvents']);
     for (const [field, description] of pageSizes) expect(description, field).toContain(`At most ${MAX_PAGE_SIZE}.`);
+  });
+
+  /** Every type, field, argument and enum value of the schema a client sees, by name, with its description. */
+  async function described(): Promise<[string, string | null | undefined][]> {
+    const entries: [string, string | null | undefined][] = [];
+    for (const type of Object.values((await gatewaySchema()).getTypeMap())) {
+      if (type.name.startsWith('__')) continue;
+      entries.push([type.name, type.description]);
+      if (isObjectType(type) || isInputObjectType(type)) {
+        for (const field of Object.values(type.getFields())) {
+          entries.push([`${type.name}.${field.name}`, field.description]);
+          for (const arg of 'args' in field ? field.args : []) entries.push([`${type.name}.${field.name}(${arg.name})`, arg.description]);
+        }
+      }
+      if (isEnumType(type)) for (const value of type.getValues()) entries.push([`${type.name}.${value.name}`, value.description]);
+    }
+    return entries;
+  }
+
+  it('describes every type, field, argument and enum value a client sees', async () => {
+    expect((await described()).filter(([, description]) => !description?.trim()).map(([name]) => name)).toEqual([]);
+  });
+
+  it('says what a client sees, never which operator setting decides it', async () => {
+    const config = readFileSync(new URL('../../src/config.ts', import.meta.url), 'utf8');
+    const variables = new Set([...config.matchAll(/\benv(?:\.|, ')([A-Z][A-Z0-9_]+)/g)].map((match) => match[1]));
+    expect([...variables]).toEqual(expect.arrayContaining(['JOB_RETENTION_DAYS', 'EVENT_RETENTION_DAYS', 'IDEMPOTENCY_TTL_HOURS', 'DUPLICATE_RATE_LIMIT']));
+    const words = (description: string | null | undefined) => new Set(description?.match(/\w+/g));
+    const naming = (await described()).filter(([, description]) => [...variables].some((variable) => words(description).has(variable)));
+    expect(naming).toEqual([]);
   });
 });
