@@ -658,3 +658,34 @@ describe('a refused root list', () => {
     expect(response.body.data[answered].edges.length).toBeGreaterThan(0);
   });
 });
+
+describe("BAD_USER_INPUT's two shapes over GraphQL, as the README shows them", () => {
+  const mutation = 'mutation ($input: DuplicateCampaignInput!) { duplicateCampaign(input: $input) { job { id } } }';
+
+  it("the gateway's validation refuses the field: HTTP 200, the error at its path with issues", async () => {
+    const response = await graphql(gateway.baseUrl, ws.key, mutation, { input: { campaignId: ws.campaign.id, name: ' ' } });
+    expect(response.status).toBe(200);
+    expect(response.body).toEqual({
+      errors: [
+        {
+          message: "Invalid request: 'name' must be a non-empty string",
+          locations: expect.any(Array),
+          path: ['duplicateCampaign'],
+          extensions: { code: 'BAD_USER_INPUT', issues: [{ field: 'name', message: 'must be a non-empty string' }] },
+        },
+      ],
+      data: { duplicateCampaign: null },
+    });
+  });
+
+  it.each([
+    ['a field of the wrong type', { campaignId: 'c', name: 5 }],
+    ['a required field missing', { name: 'n' }],
+  ])("GraphQL's coercion of the variables refuses the request, %s: HTTP 400, no data, no path, no issues", async (_label, input) => {
+    const response = await graphql(gateway.baseUrl, ws.key, mutation, { input });
+    expect(response.status).toBe(400);
+    expect(response.body).toEqual({
+      errors: [{ message: expect.stringMatching(/^Variable "\$input" got invalid value/), locations: expect.any(Array), extensions: { code: 'BAD_USER_INPUT' } }],
+    });
+  });
+});
