@@ -379,24 +379,30 @@ export class GatewayService {
     if (idempotencyKey === null || idempotencyKey === undefined) return this.enqueue(principal, await this.takeQuotaPoint(principal), raw);
     const key = parseIdempotencyKey(idempotencyKey);
     const now = this.deps.clock.now();
-    const staleBefore = new Date(now.getTime() - IDEMPOTENCY_RESERVATION_MS);
+    const reservation = `${principal.workspaceId} ${key}`;
+    // A reservation this instance could not release is no request in flight: replaced at once.
+    const staleBefore = this.unreleased.has(reservation) ? now : new Date(now.getTime() - IDEMPOTENCY_RESERVATION_MS);
     // Parsed once: the hash is of the input as it will be used, and a valid one is enqueued as it is.
     const input = normalizeDuplicateInput(raw);
     const requestHash = hashRequest(input, raw);
     const { store } = this.deps;
-    // The point comes before the reservation, so that a spent quota costs the store a read, never a write; a
-    // repeat of an accepted request is still answered then.
+    // A key already held is answered from it without touching the quota: a point taken and given back is not
+    // free, since rate-limiter-flexible counts refused takes too, and concurrent repeats would starve new work
+    // of the window's last points. Only a key not held takes a point, before its reservation, so that a spent
+    // quota costs the store reads, never a write.
+    const held = await store.findIdempotencyKey(principal.workspaceId, key);
+    if (held && holdsIdempotencyKey(held, now, staleBefore)) return this.replay(principal, held, requestHash, raw);
     let rateLimit: RateLimitState;
     try {
       rateLimit = await this.deps.quota.consume(principal.workspaceId);
     } catch (error) {
+      // The key may have been taken since it was looked up: its request is answered as a repeat, not refused.
       const refusedForQuota = error instanceof GatewayError && error.code === 'RATE_LIMITED';
       const holder = refusedForQuota ? await store.findIdempotencyKey(principal.workspaceId, key) : null;
       if (holder && holdsIdempotencyKey(holder, now, staleBefore)) return this.replay(principal, holder, requestHash, raw);
       if (refusedForQuota) this.deps.onQuotaRejected?.(principal.channel);
       throw error;
     }
-    const reservation = `${principal.workspaceId} ${key}`;
     let holder: IdempotencyRecord | null;
     try {
       holder = await store.reserveIdempotencyKey(
@@ -408,15 +414,15 @@ export class GatewayService {
           createdAt: now,
           expiresAt: new Date(now.getTime() + this.idempotencyTtlMs),
         },
-        // A reservation this instance could not release is no request in flight: replaced at once.
-        this.unreleased.has(reservation) ? now : staleBefore,
+        staleBefore,
       );
     } catch (error) {
       throw await this.failedAfterPoint(principal, error, rateLimit);
     }
     this.unreleased.delete(reservation);
     if (holder) {
-      // Best effort: a point lost to a failing quota store is better than a failed repeat.
+      // Taken between the look-up and the reservation. Best effort: a point lost to a failing quota store is
+      // better than a failed repeat.
       await this.deps.quota.refund(principal.workspaceId).catch(() => undefined);
       return this.replay(principal, holder, requestHash, raw);
     }

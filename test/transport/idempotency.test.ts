@@ -146,6 +146,31 @@ describe.each(transports)('idempotency keys over $name', (transport) => {
     }
   });
 
+  it('answers concurrent repeats of an accepted request without touching the quota, so the last point goes to new work', async () => {
+    const tight = await startGateway({ DUPLICATE_RATE_LIMIT: '3', WORKER_CONCURRENCY: '0' });
+    try {
+      const team = await tight.workspace();
+      const args = { campaignId: team.campaign.id, name: 'sent once, repeated often' };
+      const accepted = await transport.duplicate(tight.baseUrl, team.key, args, { idempotencyKey: 'repeated' });
+      expect((await transport.duplicate(tight.baseUrl, team.key, { ...args, name: 'spends a point' })).jobId).not.toBeNull();
+      // One point left. The repeats go out first: each one that took a point, even to give it back, would starve the new request.
+      const repeats = Array.from({ length: 20 }, () => transport.duplicate(tight.baseUrl, team.key, args, { idempotencyKey: 'repeated' }));
+      const fresh = await transport.duplicate(tight.baseUrl, team.key, { ...args, name: 'new work' });
+      for (const repeat of await Promise.all(repeats)) {
+        expect(repeat.jobId).toBe(accepted.jobId);
+        expect(['0', '1']).toContain(repeat.response.headers['x-ratelimit-remaining']);
+      }
+      expect(fresh.code).toBeNull();
+      expect(fresh.jobId).not.toBeNull();
+      expect(fresh.response.headers['x-ratelimit-remaining']).toBe('0');
+      const afterwards = await transport.duplicate(tight.baseUrl, team.key, args, { idempotencyKey: 'repeated' });
+      expect(afterwards.response.headers['x-ratelimit-remaining']).toBe('0');
+      expect(await requested(team, tight)).toBe(3);
+    } finally {
+      await tight.close();
+    }
+  });
+
   it('gives back the point of a request the store could not take, and lets its key be used again at once', async () => {
     // First the store takes the reservation, then fails the job and the release alike; then it fails the reservation.
     let failing: string[] = ['enqueueJob', 'releaseIdempotencyKey'];
