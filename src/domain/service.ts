@@ -39,17 +39,18 @@ export const MAX_PAGE_SIZE = 200;
 /** What a list answers when the caller does not say how many. */
 export const DEFAULT_PAGE_SIZE = 50;
 /**
- * The most caller text one event can hold: a duplication request's name, description and tags at their limits
- * (about 9,400 characters, twice as many bytes once a single character outside Latin-1 makes the string UTF-16).
+ * The most caller text one event can hold, in UTF-16 units: a duplication request's name, description and tags
+ * at their limits (about 9,400 characters, counted as code points, so up to twice as many units: an emoji is two),
+ * at two bytes a unit once a single character outside Latin-1 makes the string UTF-16.
  */
-const MAX_EVENT_TEXT_CHARS = LIMITS.nameLength + LIMITS.descriptionLength + LIMITS.tagCount * LIMITS.tagLength;
+const MAX_EVENT_TEXT_UNITS = 2 * (LIMITS.nameLength + LIMITS.descriptionLength + LIMITS.tagCount * LIMITS.tagLength);
 /** What one download may hold of events read but not yet sent, counted for the largest events the limits allow. */
 const DOWNLOAD_BATCH_BYTES = 1024 * 1024;
 /**
- * Events read from the store at a time while a download streams (53): a client that stops reading keeps
+ * Events read from the store at a time while a download streams (27): a client that stops reading keeps
  * one batch in memory, so its size is set by bytes, not by what makes paging cheapest.
  */
-export const DOWNLOAD_BATCH_SIZE = Math.floor(DOWNLOAD_BATCH_BYTES / (2 * MAX_EVENT_TEXT_CHARS + 1024));
+export const DOWNLOAD_BATCH_SIZE = Math.floor(DOWNLOAD_BATCH_BYTES / (2 * MAX_EVENT_TEXT_UNITS + 1024));
 
 /** What a transport knows about a request before the service sees it. */
 export interface RequestContext {

@@ -26,11 +26,17 @@ const VISIBLE = /[^\s\p{C}\p{Z}]/u;
 /** One line of text a person can read: something visible, no control or bidirectional formatting characters, valid Unicode. */
 export const isReadableLine = (value: string): boolean => VISIBLE.test(value) && NO_CONTROL.test(value) && value.isWellFormed();
 
+/**
+ * Lengths are counted in characters as a person counts them, code points: an emoji is one character, though
+ * it takes two UTF-16 units. A code point is at most two units, so the limits still bound what is stored.
+ */
+const characters = (value: string): number => [...value].length;
+
 const text = (message: string, max: number, pattern: RegExp) =>
   z
     .string({ error: message })
     .refine((value) => VISIBLE.test(value), { message })
-    .refine((value) => value.length <= max, { message: `must be at most ${max} characters` })
+    .refine((value) => characters(value) <= max, { message: `must be at most ${max} characters` })
     .refine((value) => pattern.test(value), { message: 'must not contain control or bidirectional formatting characters' })
     .refine((value) => value.isWellFormed(), { message: 'must be valid Unicode' });
 
@@ -41,7 +47,7 @@ const duplicateInputSchema = z.object({
   name: text('must be a non-empty string', LIMITS.nameLength, NO_CONTROL),
   description: z
     .string({ error: 'must be a string' })
-    .max(LIMITS.descriptionLength, { message: `must be at most ${LIMITS.descriptionLength} characters` })
+    .refine((value) => characters(value) <= LIMITS.descriptionLength, { message: `must be at most ${LIMITS.descriptionLength} characters` })
     .refine((value) => NO_CONTROL_MULTILINE.test(value), { message: 'must not contain control or bidirectional formatting characters' })
     .refine((value) => value.isWellFormed(), { message: 'must be valid Unicode' })
     .nullish(),

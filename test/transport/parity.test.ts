@@ -222,6 +222,22 @@ describe.each(transports)('duplicateCampaign over $name', (transport) => {
     expect(await jobTotal(gateway.app.store)).toBe(before);
   });
 
+  it('counts the limits in characters (code points): as many emoji as letters, though each is two UTF-16 units', async () => {
+    const emoji = (n: number) => '\u{1F680}'.repeat(n);
+    await gateway.app.store.upsertTags(ws.workspace.id, [emoji(100)]);
+    const args = { campaignId: ws.campaign.id, name: emoji(255), description: emoji(4096), tagNames: [emoji(100)] };
+    const atTheLimits = await transport.duplicate(gateway.baseUrl, ws.key, args);
+    expect(atTheLimits.code).toBeNull();
+    expect(await gateway.app.store.getJob(ws.workspace.id, atTheLimits.jobId!)).toMatchObject({ name: args.name, description: args.description, tagNames: args.tagNames });
+
+    const rendered = (field: string, message: string) => (transport.name === 'REST' ? `'${field.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)}' ${message}` : `${field}: ${message}`);
+    for (const [field, over, limit] of [['name', { name: emoji(256) }, 255], ['description', { description: emoji(4097) }, 4096], ['tagNames', { tagNames: [emoji(101)] }, 100]] as const) {
+      const refused = await transport.duplicate(gateway.baseUrl, ws.key, { ...args, ...over });
+      expectError(refused, 'BAD_USER_INPUT', transport.name);
+      expect(refused.details).toEqual([rendered(field, `must be at most ${limit} characters`)]);
+    }
+  });
+
   it('accepts a single tag name given as a string as one tag', async () => {
     const outcome = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), tagNames: 'promo' });
     const job = await gateway.app.store.getJob(ws.workspace.id, outcome.jobId!);
