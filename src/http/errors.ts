@@ -18,6 +18,9 @@ const restFieldName = (field: string): string => REST_HEADER_FIELDS[field] ?? sn
 
 export const renderRestIssue = (issue: FieldIssue): string => `'${restFieldName(issue.field)}' ${issue.message}`;
 
+/** A request without a body, whether or not it said its (absent) body was JSON. */
+export const emptyBodyError = (): GatewayError => new GatewayError('BAD_USER_INPUT', 'Request body is empty; send a JSON object');
+
 /** Errors fastify raises before a handler runs (URL decoding, body parsing, content type, size). */
 function fromFastify(error: FastifyError): GatewayError | null {
   switch (error.code) {
@@ -27,7 +30,7 @@ function fromFastify(error: FastifyError): GatewayError | null {
     case 'FST_ERR_CTP_INVALID_TYPE':
       return new GatewayError('UNSUPPORTED_MEDIA_TYPE');
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
-      return new GatewayError('BAD_USER_INPUT', 'Request body is empty; send a JSON object');
+      return emptyBodyError();
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
       return new GatewayError('BAD_USER_INPUT', 'Malformed JSON body');
     case 'FST_ERR_BAD_URL':

@@ -52,7 +52,7 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   404: 'Not found, or not visible to this key',
   409: 'A request with this idempotency key is still being processed',
   413: 'The body is larger than the limit',
-  415: 'Content-Type is not application/json',
+  415: 'Content-Type is not application/json, its charset is not UTF-8, or the body has a Content-Encoding other than identity',
   422: 'This idempotency key was already used with a different request',
   429: 'Rate limit exceeded: the quota is spent, or this client failed to authenticate too often; see Retry-After',
   500: 'Internal server error (never with details)',

@@ -21,9 +21,9 @@ export function rateLimitHeaders(state: RateLimitState | undefined): Record<stri
 
 /**
  * The caller's quota, untouched, for an answer on a quota-bearing route that was refused before the service
- * saw the request: a body too large or not JSON, more than one Idempotency-Key header (the service's own
- * refusals carry their state). None for a caller not yet known (401), and none when the quota cannot be read:
- * the answer stands without them.
+ * saw the request: a body too large, empty, not JSON or not UTF-8, in a charset or content coding the gateway
+ * does not read, more than one Idempotency-Key header (the service's own refusals carry their state). None for
+ * a caller not yet known (401), and none when the quota cannot be read: the answer stands without them.
  */
 export async function quotaStateFor(request: FastifyRequest, quota: Pick<Quota, 'peek'>): Promise<RateLimitState | undefined> {
   if (!request.routeOptions.config?.quotaBearing || !request.principal) return undefined;

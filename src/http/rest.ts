@@ -4,6 +4,7 @@ import type { GatewayService, RequestContext } from '../domain/service.js';
 import { withoutPort } from '../domain/ip-allowlist.js';
 import { CHANNELS, JOB_STATUSES, type Principal } from '../domain/types.js';
 import { isRecord, LIMITS } from '../domain/validation.js';
+import { emptyBodyError } from './errors.js';
 import { authenticatedErrorResponses, errorResponses, RETRY_AFTER_HEADER } from './openapi.js';
 import { rateLimitHeaders } from './rate-limit-headers.js';
 
@@ -13,13 +14,21 @@ declare module 'fastify' {
   }
 }
 
-/** Node keeps only the first of repeated Authorization headers; the raw headers show every one. */
-function authorization(request: FastifyRequest): RequestContext['authorization'] {
+/**
+ * Every value of a header, as many times as it was sent: Node keeps only the first of some repeated headers
+ * (Authorization) and joins others into one value (`a, b`); the raw headers show each one.
+ */
+function headerValues(request: FastifyRequest, name: string): string[] {
   const raw = request.raw.rawHeaders;
   const values: string[] = [];
   for (let index = 0; index < raw.length; index += 2) {
-    if (raw[index].toLowerCase() === 'authorization') values.push(raw[index + 1]);
+    if (raw[index].toLowerCase() === name) values.push(raw[index + 1]);
   }
+  return values;
+}
+
+function authorization(request: FastifyRequest): RequestContext['authorization'] {
+  const values = headerValues(request, 'authorization');
   return values.length > 1 ? values : request.headers.authorization;
 }
 
@@ -153,8 +162,11 @@ export async function restRoutes(app: FastifyInstance, options: { service: Gatew
       },
     },
     async (request, reply) => {
-      const idempotencyKey = request.headers['idempotency-key'];
-      if (Array.isArray(idempotencyKey)) throw new GatewayError('BAD_USER_INPUT', 'Send at most one Idempotency-Key header');
+      // No Content-Type and no body: nothing for fastify to parse, refused as the empty JSON body is.
+      if (request.body === undefined) throw emptyBodyError();
+      const idempotencyKeys = headerValues(request, 'idempotency-key');
+      if (idempotencyKeys.length > 1) throw new GatewayError('BAD_USER_INPUT', 'Send at most one Idempotency-Key header');
+      const [idempotencyKey] = idempotencyKeys;
       const checkedBefore = request.principal as Principal;
       // Unknown until checked again: a key refused now gets no quota headers, as before its body.
       request.principal = undefined;

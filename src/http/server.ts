@@ -28,6 +28,7 @@ import type { ReadinessReport } from '../readiness.js';
 import { clientErrorResponse, toRestError } from './errors.js';
 import { explorerAssetRoutes, sendExplorer, sendExplorerOff, wantsExplorer } from './explorer.js';
 import { healthRoutes } from './health.js';
+import { jsonBodies } from './json-body.js';
 import { loggerOptions } from './logging.js';
 import { metricsRoutes, type GatewayMetrics } from './metrics.js';
 import { openapiOptions, openapiRoutes, schemasOnlyDocument } from './openapi.js';
@@ -95,8 +96,6 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     forceCloseConnections: 'idle',
     // Requests that arrive while closing are refused by the hook below, in the gateway's shape, not fastify's.
     return503OnClosing: false,
-    onProtoPoisoning: 'error',
-    onConstructorPoisoning: 'error',
     requestIdHeader: false,
     // No URL is longer than Node's header limit, so the router never refuses a path segment for its length
     // (fastify's own 414, in its own shape): each route decides what a long one means.
@@ -145,6 +144,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   // Only JSON is parsed: any other body is refused with 415 before a handler runs.
   app.removeContentTypeParser('text/plain');
   if (config.corsOrigins.length > 0) await app.register(cors, corsOptions(config.corsOrigins));
+  jsonBodies(app);
 
   app.setErrorHandler(sendError);
 

@@ -44,6 +44,8 @@ export interface Transport {
   name: 'REST' | 'GRAPHQL';
   /** Where a duplication is posted, for requests sent as raw bytes. */
   endpoint: string;
+  /** The JSON text a duplication is posted with; GraphQL carries the idempotency key in it, REST in a header. */
+  body(args: DuplicateArgs, idempotencyKey?: string): string;
   duplicate(baseUrl: string, key: string | null, args: DuplicateArgs, options?: RequestOptions): Promise<DuplicateOutcome>;
   job(baseUrl: string, key: string | null, id: string, options?: RequestOptions): Promise<JobOutcome>;
 }
@@ -73,11 +75,11 @@ function restOutcome(response: HttpResult): Outcome {
 export const rest: Transport = {
   name: 'REST',
   endpoint: '/campaigns/duplicate',
+  body: (args) => JSON.stringify({ campaign_id: args.campaignId, name: args.name, description: args.description, tag_names: args.tagNames }),
   async duplicate(baseUrl, key, args, options = {}) {
     const headers = headersFor(key, options);
     if (options.idempotencyKey !== undefined) headers['idempotency-key'] = options.idempotencyKey;
-    const body = { campaign_id: args.campaignId, name: args.name, description: args.description, tag_names: args.tagNames };
-    const response = await http(baseUrl, 'POST', '/campaigns/duplicate', { headers, body: JSON.stringify(body), dispatcher: options.dispatcher });
+    const response = await http(baseUrl, 'POST', '/campaigns/duplicate', { headers, body: rest.body(args), dispatcher: options.dispatcher });
     return { ...restOutcome(response), jobId: response.status === 202 ? response.body.job_id : null };
   },
   async job(baseUrl, key, id, options = {}) {
@@ -95,12 +97,8 @@ export const DUPLICATE_MUTATION = `mutation Duplicate($input: DuplicateCampaignI
 
 const JOB_QUERY = 'query Job($id: ID!) { duplicationJob(id: $id) { id status } }';
 
-async function postGraphQL(baseUrl: string, key: string | null, options: RequestOptions, query: string, variables: Record<string, unknown>) {
-  const response = await http(baseUrl, 'POST', '/graphql', {
-    headers: headersFor(key, options),
-    body: JSON.stringify({ query, variables }),
-    dispatcher: options.dispatcher,
-  });
+async function postGraphQL(baseUrl: string, key: string | null, options: RequestOptions, body: string) {
+  const response = await http(baseUrl, 'POST', '/graphql', { headers: headersFor(key, options), body, dispatcher: options.dispatcher });
   const error = response.body?.errors?.[0];
   const outcome: Outcome = {
     status: response.status,
@@ -115,14 +113,17 @@ async function postGraphQL(baseUrl: string, key: string | null, options: Request
 export const graphQL: Transport = {
   name: 'GRAPHQL',
   endpoint: '/graphql',
-  async duplicate(baseUrl, key, args, options = {}) {
+  body(args, idempotencyKey) {
     const input: Record<string, unknown> = { ...args };
-    if (options.idempotencyKey !== undefined) input.idempotencyKey = options.idempotencyKey;
-    const { outcome, data } = await postGraphQL(baseUrl, key, options, DUPLICATE_MUTATION, { input });
+    if (idempotencyKey !== undefined) input.idempotencyKey = idempotencyKey;
+    return JSON.stringify({ query: DUPLICATE_MUTATION, variables: { input } });
+  },
+  async duplicate(baseUrl, key, args, options = {}) {
+    const { outcome, data } = await postGraphQL(baseUrl, key, options, graphQL.body(args, options.idempotencyKey));
     return { ...outcome, jobId: data?.duplicateCampaign?.job?.id ?? null };
   },
   async job(baseUrl, key, id, options = {}) {
-    const { outcome, data } = await postGraphQL(baseUrl, key, options, JOB_QUERY, { id });
+    const { outcome, data } = await postGraphQL(baseUrl, key, options, JSON.stringify({ query: JOB_QUERY, variables: { id } }));
     return { ...outcome, job: data?.duplicationJob ?? null };
   },
 };

@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
@@ -404,7 +405,7 @@ describe('X-RateLimit-* on every answer to a duplication by a known caller', () 
   const duplicate = (transport: Transport, team: TestWorkspace, args: DuplicateArgs, idempotencyKey?: string) =>
     transport.duplicate(gw.baseUrl, team.key, args, { idempotencyKey });
   /** Bytes no client of the transport's own would send, to the transport's endpoint. */
-  const raw = (transport: Transport, team: TestWorkspace, body: string, headers: Record<string, string> = {}) =>
+  const raw = (transport: Transport, team: TestWorkspace, body: string | Buffer, headers: Record<string, string> = {}) =>
     http(gw.baseUrl, 'POST', transport.endpoint, { headers: { ...json, ...bearer(team.key), ...headers }, body });
 
   /** The second of two requests with one idempotency key, sent while the first is being accepted. */
@@ -490,6 +491,27 @@ describe('X-RateLimit-* on every answer to a duplication by a known caller', () 
     { name: 'a body over the limit', status: both(413), code: 'BAD_USER_INPUT', remaining: { REST: LIMIT, GRAPHQL: null }, send: async (t, team) => (await duplicate(t, team, { ...valid(team), name: 'x'.repeat(70 * 1024) })).response },
     { name: 'text/plain', status: both(415), code: 'BAD_USER_INPUT', remaining: { REST: LIMIT, GRAPHQL: null }, send: (t, team) => raw(t, team, '{}', { 'content-type': 'text/plain' }) },
     { name: 'an empty body', status: both(400), code: 'BAD_USER_INPUT', remaining: { REST: LIMIT, GRAPHQL: null }, send: (t, team) => raw(t, team, '') },
+    {
+      name: 'a charset other than UTF-8',
+      status: both(415),
+      code: 'BAD_USER_INPUT',
+      remaining: { REST: LIMIT, GRAPHQL: null },
+      send: (t, team) => raw(t, team, Buffer.from(t.body({ ...valid(team), name: 'Café' }), 'latin1'), { 'content-type': 'application/json; charset=iso-8859-1' }),
+    },
+    {
+      name: 'bytes that are not UTF-8',
+      status: both(400),
+      code: 'BAD_USER_INPUT',
+      remaining: { REST: LIMIT, GRAPHQL: null },
+      send: (t, team) => raw(t, team, Buffer.from(t.body({ ...valid(team), name: 'Café' }), 'latin1')),
+    },
+    {
+      name: 'a content coding',
+      status: both(415),
+      code: 'BAD_USER_INPUT',
+      remaining: { REST: LIMIT, GRAPHQL: null },
+      send: (t, team) => raw(t, team, gzipSync(t.body(valid(team))), { 'content-encoding': 'gzip' }),
+    },
   ];
 
   describe.each(transports)('over $name', (transport) => {

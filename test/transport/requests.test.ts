@@ -1,0 +1,138 @@
+/**
+ * How the gateway reads a request before the service sees it: its method and path, its headers, the coding and
+ * charset of its body. Over real HTTP, on both transports where both read the same thing.
+ */
+import { gzipSync } from 'node:zlib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bearer, http, json, startGateway, type HttpResult, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { jobTotal } from '../support/store-checks.js';
+import { rest, transports, type DuplicateArgs } from '../support/transports.js';
+
+const LIMIT = 1000;
+let gateway: TestGateway;
+let team: TestWorkspace;
+
+beforeAll(async () => {
+  gateway = await startGateway({ DUPLICATE_RATE_LIMIT: String(LIMIT), DUPLICATE_RATE_WINDOW_SECONDS: '3600', WORKER_CONCURRENCY: '0' });
+  team = await gateway.workspace();
+});
+
+afterAll(async () => {
+  await gateway?.close();
+});
+
+const args = (name = 'Café crème'): DuplicateArgs => ({ campaignId: team.campaign.id, name });
+
+/** The message of a refusal, REST's or GraphQL's. */
+const message = (response: HttpResult): string | undefined => response.body?.message ?? response.body?.errors?.[0]?.message;
+
+/** The job a transport's answer names, or null. */
+const jobOf = (response: HttpResult): string | null => response.body?.job_id ?? response.body?.data?.duplicateCampaign?.job?.id ?? null;
+
+/** The quota points left once an accepted request took one: a request refused between two such counts took none when they differ by one. */
+async function pointsLeft(): Promise<number> {
+  const accepted = await rest.duplicate(gateway.baseUrl, team.key, args('counts the points'));
+  expect(accepted.jobId).not.toBeNull();
+  return Number(accepted.response.headers['x-ratelimit-remaining']);
+}
+
+describe.each(transports)('a body over $name', (transport) => {
+  const post = (body: string | Buffer, headers: Record<string, string> = {}) =>
+    http(gateway.baseUrl, 'POST', transport.endpoint, { headers: { ...json, ...bearer(team.key), ...headers }, body });
+
+  /** Sends a request that must be refused before any point or job, and returns the answer. */
+  async function refusedBeforeThePoint(send: () => Promise<HttpResult>): Promise<HttpResult> {
+    const points = await pointsLeft();
+    const jobs = await jobTotal(gateway.app.store);
+    const response = await send();
+    expect(jobOf(response)).toBeNull();
+    if (transport.name === 'GRAPHQL') expect(response.body.errors[0].extensions.code).toBe('BAD_USER_INPUT');
+    expect(await jobTotal(gateway.app.store)).toBe(jobs);
+    expect(await pointsLeft()).toBe(points - 1);
+    return response;
+  }
+
+  it.each(['iso-8859-1', 'ISO-8859-1', 'windows-1252', 'utf-16', '"latin1"', 'no-such-charset'])(
+    'refuses a charset other than UTF-8 (%s) with 415, naming it, rather than reading its bytes as UTF-8',
+    async (charset) => {
+      const response = await refusedBeforeThePoint(() =>
+        post(Buffer.from(transport.body(args()), 'latin1'), { 'content-type': `application/json; charset=${charset}` }),
+      );
+      expect(response.status).toBe(415);
+      expect(message(response)).toBe(`JSON bodies must be UTF-8; charset ${charset.replaceAll('"', '')} is not supported`);
+    },
+  );
+
+  it.each(['utf-8', 'UTF-8', '"utf-8"', 'utf8'])('reads a body whose charset is UTF-8 (%s) as it is', async (charset) => {
+    const response = await post(transport.body(args()), { 'content-type': `application/json;charset=${charset}` });
+    const jobId = jobOf(response);
+    expect(jobId).not.toBeNull();
+    expect((await gateway.app.store.getJob(team.workspace.id, jobId!))?.name).toBe('Café crème');
+  });
+
+  it('refuses bytes that are not UTF-8 with 400, rather than replacing them and copying under another name', async () => {
+    const response = await refusedBeforeThePoint(() => post(Buffer.from(transport.body(args()), 'latin1')));
+    expect(response.status).toBe(400);
+    expect(message(response)).toBe('Request body is not valid UTF-8');
+  });
+
+  it.each([
+    ['a gzip body', 'gzip', (body: string) => gzipSync(body), 'gzip'],
+    ['a plain body said to be in br', 'br', (body: string) => body, 'br'],
+    ['two codings', 'identity, deflate, GZIP', (body: string) => body, 'deflate, gzip'],
+  ])('refuses %s with 415 naming the coding, and says what it takes (Accept-Encoding)', async (_label, coding, encode, named) => {
+    const response = await refusedBeforeThePoint(() => post(encode(transport.body(args())), { 'content-encoding': coding }));
+    expect(response.status).toBe(415);
+    expect(message(response)).toBe(`Content-Encoding ${named} is not supported; send the body without a content coding`);
+    expect(response.headers['accept-encoding']).toBe('identity');
+  });
+
+  it('takes a body whose Content-Encoding is identity', async () => {
+    expect(jobOf(await post(transport.body(args()), { 'content-encoding': 'identity' }))).not.toBeNull();
+  });
+
+  it.each([
+    ['__proto__', '{"__proto__": {"polluted": true}, '],
+    ['constructor.prototype', '{"constructor": {"prototype": {"polluted": true}}, '],
+  ])('takes a valid body with a %s key, without the key', async (_label, prefix) => {
+    const response = await post(transport.body(args('proto')).replace('{', prefix));
+    const jobId = jobOf(response);
+    expect(jobId).not.toBeNull();
+    expect((await gateway.app.store.getJob(team.workspace.id, jobId!))?.name).toBe('proto');
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+});
+
+describe('POST /campaigns/duplicate', () => {
+  const duplicate = (headers: Record<string, string>, body?: string) => http(gateway.baseUrl, 'POST', '/campaigns/duplicate', { headers, body });
+
+  it('refuses an empty body without a Content-Type as it refuses one with, before the quota point', async () => {
+    const points = await pointsLeft();
+    const without = await duplicate(bearer(team.key));
+    const withJson = await duplicate({ ...json, ...bearer(team.key) }, '');
+    for (const response of [without, withJson]) {
+      expect(response.status).toBe(400);
+      expect(response.body).toEqual({ message: 'Request body is empty; send a JSON object' });
+      expect(response.headers['x-ratelimit-remaining']).toBe(String(points));
+    }
+    expect(await pointsLeft()).toBe(points - 1);
+  });
+
+  it('refuses two Idempotency-Key headers as such, before the quota point', async () => {
+    const points = await pointsLeft();
+    const response = await http(gateway.baseUrl, 'POST', '/campaigns/duplicate', {
+      headers: ['content-type', 'application/json', 'authorization', `Bearer ${team.key}`, 'idempotency-key', 'a', 'idempotency-key', 'b'] as unknown as Record<string, string>,
+      body: rest.body(args()),
+    });
+    expect(response.status).toBe(400);
+    expect(response.body).toEqual({ message: 'Send at most one Idempotency-Key header' });
+    expect(response.headers['x-ratelimit-remaining']).toBe(String(points));
+  });
+
+  it('takes one Idempotency-Key header as its value, surrounding spaces aside', async () => {
+    const first = await rest.duplicate(gateway.baseUrl, team.key, args('spaced key'), { headers: { 'idempotency-key': '  spaced-key ' } });
+    const again = await rest.duplicate(gateway.baseUrl, team.key, args('spaced key'), { idempotencyKey: 'spaced-key' });
+    expect(first.jobId).not.toBeNull();
+    expect(again.jobId).toBe(first.jobId);
+  });
+});
