@@ -4,6 +4,7 @@ export const ERROR_CODES = {
   UNAUTHENTICATED: { httpStatus: 401, graphqlCode: 'UNAUTHENTICATED', message: 'Invalid API key' },
   FORBIDDEN: { httpStatus: 403, graphqlCode: 'FORBIDDEN', message: 'Access Denied' },
   NOT_FOUND: { httpStatus: 404, graphqlCode: 'NOT_FOUND', message: 'Not Found' },
+  METHOD_NOT_ALLOWED: { httpStatus: 405, graphqlCode: 'BAD_REQUEST', message: 'Method Not Allowed' },
   IDEMPOTENCY_IN_FLIGHT: { httpStatus: 409, graphqlCode: 'CONFLICT', message: 'A request with this idempotency key is still being processed' },
   IDEMPOTENCY_MISMATCH: { httpStatus: 422, graphqlCode: 'CONFLICT', message: 'This idempotency key was already used with a different request' },
   PAYLOAD_TOO_LARGE: { httpStatus: 413, graphqlCode: 'BAD_USER_INPUT', message: 'Request body is too large' },

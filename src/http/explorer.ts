@@ -238,8 +238,13 @@ const CONTENT_SECURITY_POLICY = [
 // JSON inside <script> must not be able to close the element.
 const scriptSafeJson = (value: unknown): string => JSON.stringify(value).replace(/</g, '\\u003c');
 
-function page(): string {
-  const asset = (name: string) => `explorer/assets/${name}?v=${ASSET_VERSION}`;
+/**
+ * The page, its assets named relative to where it is served: the router also serves it at `/graphql/`, whose
+ * relative URLs resolve one level further down, so each trailing slash takes a `../`.
+ */
+function page(path: string): string {
+  const up = '../'.repeat(path.length - path.replace(/\/+$/, '').length);
+  const asset = (name: string) => `${up}explorer/assets/${name}?v=${ASSET_VERSION}`;
   const config = { query: EXAMPLE_OPERATIONS, variables: EXAMPLE_VARIABLES, headers: DEFAULT_HEADERS };
   return `<!doctype html>
 <html lang="en">
@@ -286,7 +291,7 @@ export function sendExplorer(reply: FastifyReply): FastifyReply {
     .header('content-security-policy', CONTENT_SECURITY_POLICY)
     .header('x-content-type-options', 'nosniff')
     .header('cache-control', 'no-cache')
-    .send(page());
+    .send(page(reply.request.url.split('?')[0]));
 }
 
 /** A browser on /graphql of a server whose explorer is off: better than the CSRF refusal a GET would get. */

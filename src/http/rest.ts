@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { GatewayError } from '../domain/errors.js';
 import type { GatewayService, RequestContext } from '../domain/service.js';
 import { withoutPort } from '../domain/ip-allowlist.js';
@@ -148,9 +148,29 @@ const jobSchema = {
   },
 };
 
+/** The methods a route may be asked with that fastify routes; OPTIONS is left to CORS preflights. */
+const ROUTABLE_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH'] as const;
+
+/**
+ * Answers the other methods of a route with 405 and the methods it has (RFC 9110 §15.5.6), as the request
+ * arrives: before fastify would read its body and refuse that instead. Fastify needs a handler, which the
+ * refusal in onRequest leaves unreached.
+ */
+function methodNotAllowed(app: FastifyInstance, url: string, allowed: readonly (typeof ROUTABLE_METHODS)[number][]): void {
+  const refuse = async (_request: FastifyRequest, reply: FastifyReply) => {
+    reply.header('allow', allowed.join(', '));
+    throw new GatewayError('METHOD_NOT_ALLOWED');
+  };
+  // HEAD is made from GET by fastify (exposeHeadRoutes), so it is never named here.
+  const methods = ROUTABLE_METHODS.filter((method) => method !== 'HEAD' && !allowed.includes(method));
+  app.route({ method: [...methods], url, schema: { hide: true }, onRequest: refuse, handler: refuse });
+}
+
 /** The Braze-compatible routes. Thin: parse, call the service, map the result. */
 export async function restRoutes(app: FastifyInstance, options: { service: GatewayService }): Promise<void> {
   const { service } = options;
+  methodNotAllowed(app, '/campaigns/duplicate', ['POST']);
+  methodNotAllowed(app, '/duplication_jobs/:job_id', ['GET', 'HEAD']);
   app.post(
     '/campaigns/duplicate',
     {

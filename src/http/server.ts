@@ -98,8 +98,9 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     return503OnClosing: false,
     requestIdHeader: false,
     // No URL is longer than Node's header limit, so the router never refuses a path segment for its length
-    // (fastify's own 414, in its own shape): each route decides what a long one means.
-    routerOptions: { maxParamLength: maxHeaderSize },
+    // (fastify's own 414, in its own shape): each route decides what a long one means. A base URL that ends in
+    // a slash makes `//campaigns/duplicate`, and some clients add one at the end: both reach the route.
+    routerOptions: { maxParamLength: maxHeaderSize, ignoreTrailingSlash: true, ignoreDuplicateSlashes: true },
     // A URL fastify cannot decode fails before routing, where no hook runs; it is answered like every other
     // error, and counted like every other unmatched request.
     frameworkErrors: (error, request, reply) => {
@@ -143,8 +144,8 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
 
   // Only JSON is parsed: any other body is refused with 415 before a handler runs.
   app.removeContentTypeParser('text/plain');
-  if (config.corsOrigins.length > 0) await app.register(cors, corsOptions(config.corsOrigins));
   jsonBodies(app);
+  if (config.corsOrigins.length > 0) await app.register(cors, corsOptions(config.corsOrigins));
 
   app.setErrorHandler(sendError);
 

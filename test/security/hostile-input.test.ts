@@ -170,7 +170,7 @@ const REST_ONLY: HostileCase[] = ([
   { name: 'an over-long Idempotency-Key', headers: (key) => ({ ...json, ...bearer(key), 'idempotency-key': 'k'.repeat(256) }), body: (ws) => restBody({ campaignId: ws.campaign.id, name: 'Copy' }), status: 400 },
   { name: 'two Idempotency-Key headers', headers: (key) => ['content-type', 'application/json', 'authorization', `Bearer ${key}`, 'idempotency-key', 'a', 'idempotency-key', 'b'], body: (ws) => restBody({ campaignId: ws.campaign.id, name: 'Copy' }), status: 400 },
   { name: 'an unknown route', path: '/campaigns/duplicate/../../admin', body: () => '{}', status: 404 },
-  { name: 'GET on the POST route', method: 'GET', body: undefined, status: 404 },
+  { name: 'GET on the POST route', method: 'GET', body: undefined, status: 405 },
 ] as Omit<HostileCase, 'transport'>[]).map((entry) => ({ ...entry, transport: 'REST' as const }));
 
 const CATALOGUE: HostileCase[] = [

@@ -106,7 +106,7 @@ export interface HttpResult {
 /** A real HTTP request with undici. */
 export async function http(
   baseUrl: string,
-  method: 'GET' | 'HEAD' | 'POST' | 'PUT' | 'DELETE' | 'OPTIONS',
+  method: 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE' | 'OPTIONS',
   path: string,
   options: { headers?: Record<string, string>; body?: string | Buffer; dispatcher?: Dispatcher; signal?: AbortSignal } = {},
 ): Promise<HttpResult> {

@@ -135,4 +135,77 @@ describe('POST /campaigns/duplicate', () => {
     expect(first.jobId).not.toBeNull();
     expect(again.jobId).toBe(first.jobId);
   });
+
+  it.each(['/campaigns/duplicate/', '//campaigns/duplicate', '//campaigns//duplicate//'])('is reached at %s, as a base URL ending in a slash makes', async (path) => {
+    const response = await http(gateway.baseUrl, 'POST', path, { headers: { ...json, ...bearer(team.key) }, body: rest.body(args()) });
+    expect(response.status).toBe(202);
+    expect(response.headers.location).toBe(`/duplication_jobs/${response.body.job_id}`);
+  });
+});
+
+describe('a method a route does not have', () => {
+  const job = '/duplication_jobs/00000000-0000-4000-8000-000000000000';
+
+  it.each([
+    ['GET', '/campaigns/duplicate', 'POST'],
+    ['PUT', '/campaigns/duplicate', 'POST'],
+    ['DELETE', '/campaigns/duplicate/', 'POST'],
+    ['POST', job, 'GET, HEAD'],
+    ['PUT', job, 'GET, HEAD'],
+    ['DELETE', job, 'GET, HEAD'],
+  ] as const)('%s %s → 405 with Allow: %s, in the error shape, whatever the body', async (method, path, allow) => {
+    // A body that does not parse: the method is refused before any body is read.
+    const body = method === 'GET' ? undefined : '{"campaign_id": ';
+    const response = await http(gateway.baseUrl, method, path, { headers: { ...json, ...bearer(team.key) }, body });
+    expect(response.status).toBe(405);
+    expect(response.headers.allow).toBe(allow);
+    expect(response.body).toEqual({ message: 'Method Not Allowed' });
+  });
+
+  it.each([
+    ['PATCH', '/campaigns/duplicate', 'POST'],
+    ['HEAD', '/campaigns/duplicate', 'POST'],
+    ['PATCH', job, 'GET, HEAD'],
+  ] as const)('%s %s → 405 with Allow: %s', async (method, path, allow) => {
+    const response = await http(gateway.baseUrl, method, path, { headers: bearer(team.key) });
+    expect(response.status).toBe(405);
+    expect(response.headers.allow).toBe(allow);
+  });
+
+  it('leaves every other unknown route a 404', async () => {
+    for (const [method, path] of [['PUT', '/graphql'], ['POST', '/healthz'], ['GET', '/campaigns'], ['POST', '/campaigns/duplicate/x']] as const) {
+      const response = await http(gateway.baseUrl, method, path, { headers: { ...json, ...bearer(team.key) }, body: method === 'GET' ? undefined : '{}' });
+      expect(response.status, `${method} ${path}`).toBe(404);
+      expect(response.body).toEqual({ message: 'Not Found' });
+    }
+  });
+});
+
+describe('the other routes, with trailing and doubled slashes ignored', () => {
+  it.each(['/healthz', '/healthz/', '/readyz', '//readyz', '/metrics', '/metrics/', '/openapi.json', '/openapi.json/'])('GET %s answers 200', async (path) => {
+    expect((await http(gateway.baseUrl, 'GET', path)).status).toBe(200);
+  });
+
+  it('keeps the OpenAPI document to the routes, each named once', async () => {
+    const document = (await http(gateway.baseUrl, 'GET', '/openapi.json')).body;
+    expect(Object.keys(document.paths).every((path) => !path.endsWith('/') && !path.includes('//'))).toBe(true);
+    expect(document.paths['/campaigns/duplicate']).toBeDefined();
+  });
+
+  it.each(['/graphql', '/graphql/', '//graphql'])('answers GraphQL at %s', async (path) => {
+    const response = await http(gateway.baseUrl, 'POST', path, { headers: { ...json, ...bearer(team.key) }, body: JSON.stringify({ query: '{ __typename }' }) });
+    expect(response.body).toEqual({ data: { __typename: 'Query' } });
+  });
+
+  it.each(['/graphql', '/graphql/', '//graphql', '/graphql//'])('serves the explorer at %s with every asset it loads', async (path) => {
+    const page = await http(gateway.baseUrl, 'GET', path, { headers: { accept: 'text/html' } });
+    expect(page.status).toBe(200);
+    const assets = [...page.text.matchAll(/(?:src|href)="([^"]+\?v=[^"]+)"/g)].map((match) => match[1]);
+    expect(assets.length).toBe(5);
+    for (const asset of assets) {
+      // Resolved as a browser resolves it against the page's URL.
+      const url = new URL(asset, `${gateway.baseUrl}${path}`);
+      expect((await http(gateway.baseUrl, 'GET', `${url.pathname}${url.search}`)).status, url.pathname).toBe(200);
+    }
+  });
 });
