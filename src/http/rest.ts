@@ -104,6 +104,29 @@ const duplicateSchema = {
   },
 };
 
+/** Every field of a job, always present (null when it has no value): all are required. */
+const jobProperties = {
+  job_id: { type: 'string' },
+  status: jobStatus,
+  source_campaign_id: { type: 'string' },
+  name: { type: 'string' },
+  description: { ...nullableString, description: "The new campaign's description; null when the source campaign's is kept" },
+  tag_names: { type: 'array', items: { type: 'string' }, description: 'The tags the request named; empty when keeps_source_tags' },
+  keeps_source_tags: { type: 'boolean', description: "True when the request named no tags: the new campaign keeps the source campaign's tags" },
+  channel: { enum: CHANNELS },
+  api_key_id: { type: 'string' },
+  attempts: { type: 'integer' },
+  created_at: { type: 'string', format: 'date-time' },
+  updated_at: { type: 'string', format: 'date-time' },
+  finished_at: { type: ['string', 'null'], format: 'date-time' },
+  result_campaign_id: nullableString,
+  error: {
+    type: ['object', 'null'],
+    required: ['code', 'message'],
+    properties: { code: { type: 'string' }, message: { type: 'string' } },
+  },
+} as const;
+
 const jobSchema = {
   tags: ['campaigns'],
   summary: 'A duplication job',
@@ -114,26 +137,8 @@ const jobSchema = {
     200: {
       description: 'The job',
       type: 'object',
-      properties: {
-        job_id: { type: 'string' },
-        status: jobStatus,
-        source_campaign_id: { type: 'string' },
-        name: { type: 'string' },
-        description: { ...nullableString, description: "The new campaign's description; null when the source campaign's is kept" },
-        tag_names: { type: 'array', items: { type: 'string' }, description: 'The tags the request named; empty when keeps_source_tags' },
-        keeps_source_tags: { type: 'boolean', description: "True when the request named no tags: the new campaign keeps the source campaign's tags" },
-        channel: { enum: CHANNELS },
-        api_key_id: { type: 'string' },
-        attempts: { type: 'integer' },
-        created_at: { type: 'string', format: 'date-time' },
-        updated_at: { type: 'string', format: 'date-time' },
-        finished_at: { type: ['string', 'null'], format: 'date-time' },
-        result_campaign_id: nullableString,
-        error: {
-          type: ['object', 'null'],
-          properties: { code: { type: 'string' }, message: { type: 'string' } },
-        },
-      },
+      required: Object.keys(jobProperties),
+      properties: jobProperties,
       headers: {
         'retry-after': {
           type: 'integer',

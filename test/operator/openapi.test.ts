@@ -40,6 +40,13 @@ describe('GET /openapi.json', () => {
     expect(document.paths['/campaigns/duplicate'].post.requestBody.content['application/json'].schema.required).toEqual(['campaign_id', 'name']);
   });
 
+  // The route always sends every field (null when empty), as the answers checked against the document below show.
+  it('lists every field of a job as required, so that generated clients do not make them optional', () => {
+    const job = document.paths['/duplication_jobs/{job_id}'].get.responses['200'].content['application/json'].schema;
+    expect([...job.required].sort()).toEqual(Object.keys(job.properties).sort());
+    expect(job.properties.error.required).toEqual(['code', 'message']);
+  });
+
   it('documents, on every route behind a key, the answers any key check or dependency can give', () => {
     const guarded = Object.entries(document.paths).flatMap(([path, item]) =>
       Object.entries(item as Record<string, any>)
