@@ -189,13 +189,57 @@ export const COUNT_JOBS_SQL: Record<JobStatus, string> = {
 /** The due time of the pending job due longest ago; `now` is the one parameter, in the store's placeholder. */
 export const oldestDueJobSql = (now: string): string => `SELECT MIN(run_at) AS run_at FROM jobs WHERE status = 'PENDING' AND run_at <= ${now}`;
 
-/** `INSERT INTO table (columns) VALUES (placeholders)` for a row; `placeholder` numbers from 1 (pg) or ignores it (SQLite). */
-export function insertStatement(table: string, row: Row, placeholder: (position: number) => string): { text: string; values: unknown[] } {
+/** A column whose value the INSERT reads from the database: SQL taking one parameter (`param`, given its placeholder). */
+export interface ReadColumn {
+  column: string;
+  sql: (placeholder: string) => string;
+  param: unknown;
+}
+
+/**
+ * `INSERT INTO table (columns) VALUES (placeholders)` for a row, and a column read by the statement itself if
+ * given (its parameter last); `placeholder` numbers from 1 (pg) or ignores it (SQLite).
+ */
+export function insertStatement(table: string, row: Row, placeholder: (position: number) => string, read?: ReadColumn): { text: string; values: unknown[] } {
   const columns = Object.keys(row);
-  return {
-    text: `INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map((_, index) => placeholder(index + 1)).join(', ')})`,
-    values: Object.values(row),
-  };
+  const values = Object.values(row);
+  const sources = columns.map((_, index) => placeholder(index + 1));
+  if (read) {
+    columns.push(read.column);
+    values.push(read.param);
+    sources.push(read.sql(placeholder(values.length)));
+  }
+  return { text: `INSERT INTO ${table} (${columns.join(', ')}) VALUES (${sources.join(', ')})`, values };
+}
+
+/**
+ * A new job's turn in the queue (`queue_turn`), read by its INSERT: the queue's clock (the highest turn claimed), or
+ * one past its workspace's last pending job's turn when that is later. So a workspace with nothing pending starts at
+ * the clock, however many jobs it ran before, and one with a backlog queues behind its own jobs rather than making
+ * every other workspace's wait behind them. Only pending jobs count: claims move the clock up to the turns they
+ * take, and a retried or deferred job keeps its turn. Nothing is locked: two instances enqueueing for one
+ * workspace at once may give both jobs the same turn, which the claim's order breaks by due time, then id.
+ * The workspace's last turn is one seek on jobs_workspace_turn.
+ */
+export const jobTurn = (job: DuplicationJob): ReadColumn => ({
+  column: 'queue_turn',
+  sql: (workspace) =>
+    `(SELECT MAX(turn) FROM (SELECT turn FROM job_queue_clock UNION ALL
+       SELECT MAX(queue_turn) + 1 FROM jobs WHERE workspace_id = ${workspace} AND status = 'PENDING') turns)`,
+  param: job.workspaceId,
+});
+
+/**
+ * The jobs a claim took (rows with their `queue_turn`), in the order the queue gives them: by turn, then due time,
+ * then id. The highest turn among them is what the claim moves the clock up to.
+ */
+export function claimedJobs(rows: Row[]): { jobs: DuplicationJob[]; lastTurn: number | null } {
+  const turn = (row: Row) => Number(row.queue_turn);
+  const ordered = rows.map((row) => ({ row, job: rowToJob(row) }));
+  ordered.sort(
+    (a, b) => turn(a.row) - turn(b.row) || a.job.runAt.getTime() - b.job.runAt.getTime() || (a.job.id < b.job.id ? -1 : a.job.id > b.job.id ? 1 : 0),
+  );
+  return { jobs: ordered.map(({ job }) => job), lastTurn: rows.length === 0 ? null : Math.max(...rows.map(turn)) };
 }
 
 /**

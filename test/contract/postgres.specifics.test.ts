@@ -3,7 +3,7 @@ import type { PostgresStore } from '../../src/adapters/postgres/store.js';
 import { EVENT_TIME_SKEW_MS } from '../../src/adapters/rows.js';
 import type { ListOptions } from '../../src/domain/ports.js';
 import type { SecurityEventFilter, SecurityEventType } from '../../src/domain/types.js';
-import { at, workspaceFixture } from '../support/fixtures.js';
+import { at, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
 import { createTestSchema, openPostgresStore, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
 
 interface PlanNode {
@@ -190,5 +190,31 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL store specifics', () => {
       expect(listed, JSON.stringify(options)).toBe(51);
       expect(read, JSON.stringify(options)).toBeLessThan(100);
     }
+  });
+
+  it('claims the job of a workspace sent after another’s backlog of 10,000 in a claim of 10, reading fewer than 100 rows', async () => {
+    // The busy workspace's backlog, turn by turn as enqueueJob gives them: 0, 1, 2…
+    await withAdmin(async (client) => {
+      await client.query(`SET search_path = ${schema.schema}`);
+      await client.query(
+        `INSERT INTO jobs (id, workspace_id, status, source_campaign_id, name, channel, api_key_id, api_key_name, ip, run_at, created_at, updated_at, queue_turn)
+         SELECT 'busy-job-' || i, $1, 'PENDING', 'cmp', 'Copy', 'REST', 'key-busy', 'key', '127.0.0.1', $2::timestamptz + i * interval '1 ms', $2, $2, i
+         FROM generate_series(0, 9999) AS i`,
+        [busy.id, at(0)],
+      );
+      await client.query('ANALYZE jobs');
+    }, schema.url);
+    const lone = workspaceFixture();
+    await store.createWorkspace(lone);
+    const job = jobFixture(lone.id, { runAt: at(60_000) });
+    await store.enqueueJob(job, eventFixture(lone.id, { jobId: job.id }));
+
+    const { listed, read } = await explained(async () => {
+      const claimed = await store.claimJobs('w', 10, at(120_000), at(180_000));
+      expect(claimed.map((claimedJob) => claimedJob.id)).toContain(job.id);
+      return claimed;
+    });
+    expect(listed).toBe(10);
+    expect(read).toBeLessThan(100);
   });
 });

@@ -6,10 +6,11 @@ import { promisify } from 'node:util';
 import type { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { COUNT_JOBS_SQL } from '../../src/adapters/rows.js';
+import { COUNT_JOBS_SQL, insertStatement, jobTurn, newJobToRow } from '../../src/adapters/rows.js';
 import { SQLITE_MIGRATIONS } from '../../src/adapters/sqlite/migrations.js';
 import { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import { SqliteWriter } from '../../src/adapters/sqlite/writer.js';
+import { CLAIM_JOBS_SQL } from '../../src/adapters/sqlite/writes.js';
 import type { GatewayError } from '../../src/domain/errors.js';
 import type { ListOptions } from '../../src/domain/ports.js';
 import type { SecurityEventFilter, SecurityEventType } from '../../src/domain/types.js';
@@ -407,6 +408,25 @@ describe('SQLite store specifics', () => {
         (db.prepare(`EXPLAIN QUERY PLAN ${COUNT_JOBS_SQL[status]}`).all() as { detail: string }[]).map((row) => row.detail);
       expect(plan('PENDING')).toEqual(['SCAN jobs USING COVERING INDEX jobs_due']);
       expect(plan('RUNNING')).toEqual(['SCAN jobs USING COVERING INDEX jobs_leased']);
+    } finally {
+      db.close();
+    }
+  });
+
+  it('claims by turn walking the turn index, sorting nothing, and finds a new job’s turn with one seek on its workspace’s', () => {
+    const db = new Database(file, { readonly: true });
+    try {
+      const plan = (text: string, ...params: unknown[]) => (db.prepare(`EXPLAIN QUERY PLAN ${text}`).all(...params) as { detail: string }[]).map((row) => row.detail);
+      const claim = plan(CLAIM_JOBS_SQL, { owner: 'w', lease: 1, now: 1, limit: 10 });
+      expect(claim, claim.join('; ')).toContain('SCAN jobs USING COVERING INDEX jobs_turn');
+      expect(claim, claim.join('; ')).toContain('SEARCH jobs USING INDEX jobs_leased (lease_expires_at<?)');
+      expect(claim.filter((line) => /TEMP B-TREE/.test(line)), claim.join('; ')).toEqual([]);
+
+      const job = jobFixture(ws);
+      const { text, values } = insertStatement('jobs', newJobToRow(job, { date: (value) => value.getTime(), bool: Number }), () => '?', jobTurn(job));
+      const enqueue = plan(text, ...values);
+      expect(enqueue, enqueue.join('; ')).toContain('SEARCH jobs USING COVERING INDEX jobs_workspace_turn (workspace_id=?)');
+      expect(enqueue.filter((line) => /^SCAN jobs|TEMP B-TREE/.test(line)), enqueue.join('; ')).toEqual([]);
     } finally {
       db.close();
     }

@@ -299,6 +299,71 @@ export function storeContract(name: string, harness: StoreHarness): void {
       expect(await store.getJob(ws, job.id)).toMatchObject({ status: 'PENDING', runAt: at(5000), attempts: 2, leaseOwner: null });
     });
 
+    describe('turns between workspaces', () => {
+      /** Enqueues `count` jobs of a workspace, one after the other, each due a millisecond after the one before, from `from`. */
+      const enqueueJobs = async (workspaceId: string, count: number, from: number) => {
+        const jobs = Array.from({ length: count }, (_, i) => jobFixture(workspaceId, { runAt: at(from + i), createdAt: at(from + i) }));
+        for (const job of jobs) await store.enqueueJob(job, eventFixture(workspaceId, { jobId: job.id }));
+        return jobs;
+      };
+      /** The ids of the jobs `count` claims of one job each take at `now`, in order. */
+      const claimOneByOne = async (count: number, now: number) => {
+        const ids: string[] = [];
+        for (let i = 0; i < count; i += 1) ids.push(...(await store.claimJobs('w', 1, at(now), at(now + 60_000))).map((job) => job.id));
+        return ids;
+      };
+      const ids = (jobs: { id: string }[]) => jobs.map((job) => job.id);
+
+      it('takes a job a workspace sends after another’s backlog of 50 among the next two, and the backlog in its order', async () => {
+        const backlog = await enqueueJobs(ws, 50, 0);
+        const [late] = await enqueueJobs(other, 1, 50);
+        const claimed = await claimOneByOne(51, 1000);
+        expect(claimed.slice(0, 2)).toContain(late.id);
+        expect(claimed.filter((id) => id !== late.id)).toEqual(ids(backlog));
+      });
+
+      it('alternates between two workspaces that queued three jobs each, one after the other', async () => {
+        const first = await enqueueJobs(ws, 3, 0);
+        const second = await enqueueJobs(other, 3, 3);
+        expect(await claimOneByOne(6, 1000)).toEqual(ids([first[0], second[0], first[1], second[1], first[2], second[2]]));
+      });
+
+      it('holds no workspace’s finished jobs against it: its next job goes among the first two after another’s backlog', async () => {
+        await enqueueJobs(ws, 100, 0);
+        const ran = await store.claimJobs('w', 100, at(1000), at(60_000));
+        expect(ran).toHaveLength(100);
+        for (const job of ran) {
+          const event = eventFixture(ws, { type: 'CAMPAIGN_DUPLICATED', jobId: job.id });
+          expect(await store.finishJob(job.id, 'w', { status: 'SUCCEEDED', resultCampaignId: null, error: null, event }, at(2000))).toBe(true);
+        }
+        await enqueueJobs(other, 100, 3000);
+        const [next] = await enqueueJobs(ws, 1, 3100);
+        expect((await claimOneByOne(2, 5000)).slice(0, 2)).toContain(next.id);
+      });
+
+      it('keeps a deferred and a retried job in their place: due again, they go before the jobs queued after them', async () => {
+        const third = workspaceFixture();
+        await store.createWorkspace(third);
+        const [a1, a2, a3] = await enqueueJobs(ws, 3, 0);
+        const [b1, b2, b3] = await enqueueJobs(other, 3, 3);
+        expect(await claimOneByOne(1, 10)).toEqual([a1.id]);
+        expect(await store.deferJob(a1.id, 'w', at(5000), at(10))).toBe(true);
+        // Not due again yet: the deferred job is stepped over, and the retried one below.
+        expect(await claimOneByOne(2, 20)).toEqual(ids([b1, a2]));
+        expect(await store.retryJob(a2.id, 'w', at(5000), { code: 'UPSTREAM_UNAVAILABLE', message: 'busy' }, at(20))).toBe(true);
+        expect(await claimOneByOne(2, 30)).toEqual(ids([b2, a3]));
+        const after = [...(await enqueueJobs(ws, 1, 100)), ...(await enqueueJobs(third.id, 1, 101)), ...(await enqueueJobs(other, 1, 102))];
+        expect(await claimOneByOne(6, 5000)).toEqual(ids([a1, a2, b3, ...after]));
+      });
+
+      it('takes a job whose lease expired before any pending job, whatever its turn', async () => {
+        const [crashed] = await enqueueJobs(ws, 1, 0);
+        await store.claimJobs('dead', 1, at(0), at(1000));
+        const waiting = await enqueueJobs(other, 2, 1);
+        expect(ids(await store.claimJobs('b', 2, at(2000), at(9000)))).toEqual(ids([crashed, waiting[0]]));
+      });
+    });
+
     it('filters events and pages them newest first, stable under concurrent inserts, per workspace', async () => {
       const jobId = randomUUID();
       const keyId = randomUUID();

@@ -3,9 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
+import { insertStatement, newJobToRow } from '../../src/adapters/rows.js';
 import { missingSchemaObjects, SQLITE_MIGRATIONS } from '../../src/adapters/sqlite/migrations.js';
 import { SqliteStore } from '../../src/adapters/sqlite/store.js';
-import { apiKeyFixture, eventFixture, workspaceFixture } from '../support/fixtures.js';
+import { apiKeyFixture, at, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
 import { startGateway } from '../support/gateway.js';
 import { LogSink } from '../support/log-sink.js';
 import { startFailureOf } from '../support/process.js';
@@ -82,6 +83,43 @@ describe('upgrading a store whose key version moved with every last use of a key
       expect(missingSchemaObjects(db, SQLITE_MIGRATIONS)).toEqual([]);
     } finally {
       db.close();
+    }
+  });
+});
+
+describe('upgrading a store with jobs queued before workspaces took turns', () => {
+  let dir: string;
+
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('runs the jobs queued before the upgrade first, in the order they became due, then the new ones by turn', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'cgw-upgrade-'));
+    const file = join(dir, 'gateway.db');
+    const older = SQLITE_MIGRATIONS.findIndex((migration) => migration.includes('job_queue_clock'));
+    const [busy, quiet] = [workspaceFixture(), workspaceFixture()];
+    const before = new SqliteStore({ filename: file, migrations: SQLITE_MIGRATIONS.slice(0, older) });
+    await before.migrate();
+    for (const workspace of [busy, quiet]) await before.createWorkspace(workspace);
+    await before.close();
+    // Queued as the older version queued them, with no turn.
+    const queued = [3, 1, 2].map((due) => jobFixture(busy.id, { runAt: at(due) }));
+    const db = new Database(file);
+    for (const job of queued) {
+      const { text, values } = insertStatement('jobs', newJobToRow(job, { date: (value) => value.getTime(), bool: Number }), () => '?');
+      db.prepare(text).run(...values);
+    }
+    db.close();
+
+    const store = new SqliteStore({ filename: file });
+    try {
+      await store.migrate();
+      const [next, fromQuiet] = [jobFixture(busy.id, { runAt: at(10) }), jobFixture(quiet.id, { runAt: at(11) })];
+      for (const job of [next, fromQuiet]) await store.enqueueJob(job, eventFixture(job.workspaceId, { jobId: job.id }));
+      const claimed: string[] = [];
+      for (let i = 0; i < 5; i += 1) claimed.push(...(await store.claimJobs('w', 1, at(100), at(60_000))).map((job) => job.id));
+      expect(claimed).toEqual([queued[1], queued[2], queued[0], fromQuiet, next].map((job) => job.id));
+    } finally {
+      await store.close();
     }
   });
 });

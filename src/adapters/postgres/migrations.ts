@@ -129,4 +129,17 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
   CREATE STATISTICS security_events_workspace_type (mcv) ON workspace_id, type FROM security_events;
   ANALYZE security_events;
   `,
+  // Each workspace takes its turn in the job queue (start-time fair queuing): a job's turn is the clock's, or one past
+  // its workspace's last pending job's if that is later, and claims go by turn (claimJobs in store.ts). The clock is
+  // the highest turn claimed. Jobs queued before this version keep turn 0, so they go first, by due time, as before.
+  `
+  ALTER TABLE jobs ADD COLUMN queue_turn bigint NOT NULL DEFAULT 0;
+  CREATE TABLE job_queue_clock (
+    id integer PRIMARY KEY CHECK (id = 1),
+    turn bigint NOT NULL
+  );
+  INSERT INTO job_queue_clock (id, turn) VALUES (1, 0);
+  CREATE INDEX jobs_turn ON jobs(queue_turn, run_at, id) WHERE status = 'PENDING';
+  CREATE INDEX jobs_workspace_turn ON jobs(workspace_id, queue_turn) WHERE status = 'PENDING';
+  `,
 ];

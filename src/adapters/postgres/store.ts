@@ -15,6 +15,7 @@ import type {
 import {
   apiKeyToRow,
   campaignToRow,
+  claimedJobs,
   COUNT_JOBS_SQL,
   distinctTypes,
   eventPruneBatch,
@@ -22,6 +23,7 @@ import {
   EVENT_WINDOW_SQL,
   eventWindowSeeks,
   insertStatement,
+  jobTurn,
   maybeDate,
   newJobToRow,
   oldestDueJobSql,
@@ -32,6 +34,7 @@ import {
   rowToIdempotency,
   rowToJob,
   rowToWorkspace,
+  type ReadColumn,
   type Row,
   type SqlValues,
 } from '../rows.js';
@@ -102,8 +105,8 @@ export class PostgresStore implements GatewayStore {
     return keys.every(storable) ? this.rows(text, keys) : [];
   }
 
-  private async insert(client: Queryable, table: string, row: Row): Promise<void> {
-    const { text, values } = insertStatement(table, row, (position) => `$${position}`);
+  private async insert(client: Queryable, table: string, row: Row, read?: ReadColumn): Promise<void> {
+    const { text, values } = insertStatement(table, row, (position) => `$${position}`, read);
     await client.query(text, values);
   }
 
@@ -276,7 +279,7 @@ export class PostgresStore implements GatewayStore {
 
   async enqueueJob(job: DuplicationJob, event: NewSecurityEvent, idempotencyKey?: string): Promise<void> {
     await transaction(this.pool, async (client) => {
-      await this.insert(client, 'jobs', newJobToRow(job, PG));
+      await this.insert(client, 'jobs', newJobToRow(job, PG), jobTurn(job));
       if (idempotencyKey !== undefined) {
         await client.query('UPDATE idempotency_keys SET job_id = $1 WHERE workspace_id = $2 AND key = $3', [
           job.id,
@@ -293,25 +296,34 @@ export class PostgresStore implements GatewayStore {
     return row ? rowToJob(row) : null;
   }
 
+  /**
+   * Jobs whose lease expired (their worker died) first, then due pending jobs by turn (rows.ts, jobTurn), and the
+   * clock moved up to the last turn taken, in one statement. Rows another instance is claiming right now are
+   * skipped, not waited for. FOR UPDATE cannot sit under a UNION, hence one locking CTE per kind of runnable job;
+   * their UNION ALL gives the expired ones first. Concurrent claims wait for each other only on the clock's row,
+   * and only those that move it, after their jobs are taken.
+   */
   async claimJobs(owner: string, limit: number, now: Date, leaseExpiresAt: Date): Promise<DuplicationJob[]> {
-    // Rows another instance is claiming right now are skipped, not waited for. FOR UPDATE cannot sit under
-    // a UNION, hence one locking CTE per kind of runnable job.
     const rows = await this.rows(
       `WITH expired AS (
-         SELECT id, lease_expires_at AS due FROM jobs WHERE status = 'RUNNING' AND lease_expires_at < $3
+         SELECT id FROM jobs WHERE status = 'RUNNING' AND lease_expires_at < $3
          ORDER BY lease_expires_at LIMIT $4 FOR UPDATE SKIP LOCKED
        ), pending AS (
-         SELECT id, run_at AS due FROM jobs WHERE status = 'PENDING' AND run_at <= $3
-         ORDER BY run_at LIMIT $4 FOR UPDATE SKIP LOCKED
+         SELECT id FROM jobs WHERE status = 'PENDING' AND run_at <= $3
+         ORDER BY queue_turn, run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED
        ), picked AS (
-         SELECT id FROM (SELECT * FROM expired UNION ALL SELECT * FROM pending) runnable ORDER BY due LIMIT $4
+         SELECT id FROM expired UNION ALL SELECT id FROM pending LIMIT $4
+       ), claimed AS (
+         UPDATE jobs SET status = 'RUNNING', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, updated_at = $3
+         FROM picked WHERE jobs.id = picked.id
+         RETURNING jobs.*
+       ), clock AS (
+         UPDATE job_queue_clock SET turn = last.turn FROM (SELECT MAX(queue_turn) AS turn FROM claimed) last WHERE job_queue_clock.turn < last.turn
        )
-       UPDATE jobs SET status = 'RUNNING', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, updated_at = $3
-       FROM picked WHERE jobs.id = picked.id
-       RETURNING jobs.*`,
+       SELECT * FROM claimed`,
       [owner, leaseExpiresAt, now, limit],
     );
-    return rows.map(rowToJob).sort((a, b) => a.runAt.getTime() - b.runAt.getTime());
+    return claimedJobs(rows).jobs;
   }
 
   async finishJob(jobId: string, owner: string, outcome: JobOutcome, now: Date): Promise<boolean> {
