@@ -357,6 +357,36 @@ describe('upstream mode: pacing', () => {
     expect(events).toHaveLength(0);
   });
 
+  it('sends the job of a workspace that queued behind another’s backlog in the next windows, before most of that backlog', async () => {
+    const h = await upstreamGateway({ UPSTREAM_RATE_LIMIT: '2' }, new RateLimiterMemory({ points: 2, duration: 60 }));
+    harnesses.push(h);
+    const backlog: string[] = [];
+    for (let index = 0; index < 20; index++) backlog.push((await enqueue(h)).id);
+    const other = await h.gateway.workspace();
+    const accepted = await http(h.gateway.baseUrl, 'POST', '/campaigns/duplicate', {
+      headers: { ...json, ...bearer(other.key) },
+      body: JSON.stringify({ campaign_id: 'cmp-0001', name: 'Another workspace’s copy' }),
+    });
+    expect(accepted.status).toBe(202);
+    const lone = () => h.gateway.app.store.getJob(other.workspace.id, accepted.body.job_id) as Promise<DuplicationJob>;
+
+    // Window by window, until the other workspace's job has been sent.
+    for (;;) {
+      const jobs = await waitFor(async () => {
+        const current = [...(await jobsOf(h, backlog)), await lone()];
+        return settled(h, current) && current;
+      });
+      if (jobs.at(-1)!.status === 'SUCCEEDED') break;
+      await h.limiter.delete(PACER_KEY); // the window has passed
+      const waiting = jobs.filter((job) => job.status === 'PENDING');
+      advanceTo(h, new Date(Math.max(...waiting.map((job) => job.runAt.getTime()))));
+    }
+    const sent = h.fake.requestsTo(DUPLICATE).map((request) => JSON.parse(request.body).name);
+    expect(sent).toContain('Another workspace’s copy');
+    // The backlog's jobs sent before it.
+    expect(sent.indexOf('Another workspace’s copy'), sent.join(', ')).toBeLessThan(backlog.length / 2);
+  });
+
   it('after an upstream 429, opens no fresh window before the current one ends', async () => {
     const pacer = new UpstreamPacer(new RateLimiterMemory({ points: 2, duration: 20 }));
     expect(await pacer.take()).toBe(0);
