@@ -41,6 +41,12 @@ export type UpstreamResponse =
 
 const MAX_RESPONSE_BYTES = 1024 * 1024;
 const MAX_MESSAGE_LENGTH = 500;
+/**
+ * The shortest run of the key's leading characters redacted wherever it appears. Systems that print part of a
+ * secret print its start, often 8 to 16 characters; a run this long of a random key does not occur in ordinary
+ * words, where a shorter one (a Braze key of hex digits starting `dead`, `cafe`) could.
+ */
+const KEY_PREFIX_LENGTH = 8;
 const MAX_RETRY_AFTER_MS = 24 * 60 * 60 * 1000;
 /** How often readiness probes may spend a call to Braze on asking whether a refused key is accepted again. */
 const KEY_RECHECK_MS = 30_000;
@@ -75,6 +81,8 @@ export class BrazeClient {
   private readonly agent: Agent;
   private readonly baseUrl: string;
   private readonly clock: Clock;
+  /** Upstream text that would give the key away: see `keyPattern`. */
+  private readonly keyText: RegExp;
   private keyRefused = false;
   /** When the readiness check last asked whether a refused key is accepted again. */
   private keyCheckedAt = Number.NEGATIVE_INFINITY;
@@ -82,6 +90,7 @@ export class BrazeClient {
   constructor(private readonly options: BrazeClientOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, '');
     this.clock = options.clock ?? systemClock;
+    this.keyText = keyPattern(options.apiKey);
     this.agent = new Agent({
       connections: options.connections ?? 16,
       keepAliveTimeout: 10_000,
@@ -220,12 +229,12 @@ export class BrazeClient {
 
   /** Whether upstream text holds the key: such text is kept only redacted, and an id holding it not at all. */
   holdsKey(text: string): boolean {
-    return text.includes(this.options.apiKey);
+    return text.search(this.keyText) !== -1;
   }
 
   /** Upstream JSON as it may be passed on: the key redacted from every string in it, names of fields included. */
   withoutKey<T>(value: T): T {
-    if (typeof value === 'string') return (this.holdsKey(value) ? value.split(this.options.apiKey).join('[redacted]') : value) as T;
+    if (typeof value === 'string') return value.replace(this.keyText, '[redacted]') as T;
     if (Array.isArray(value)) return value.map((item: unknown) => this.withoutKey(item)) as T;
     if (isRecord(value)) return Object.fromEntries(Object.entries(value).map(([name, item]) => [this.withoutKey(name), this.withoutKey(item)])) as T;
     return value;
@@ -298,6 +307,18 @@ function outcomeOf(response: UpstreamResponse): UpstreamOutcome {
     default:
       return 'unavailable';
   }
+}
+
+/**
+ * The key in any case, and any run of its first KEY_PREFIX_LENGTH or more characters: an upstream may echo it
+ * upper- or lower-cased, or print only its start, as many systems print a secret.
+ */
+function keyPattern(key: string): RegExp {
+  const characters = [...key].map((character) => character.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&'));
+  const required = Math.min(KEY_PREFIX_LENGTH, characters.length);
+  // Each further character only after the one before it, as far as the text goes on like the key: the longest run is redacted.
+  const rest = characters.slice(required).reduceRight((tail, character) => `(?:${character}${tail})?`, '');
+  return new RegExp(characters.slice(0, required).join('') + rest, 'gi');
 }
 
 function header(headers: Dispatcher.ResponseData['headers'], name: string): string | undefined {

@@ -6,7 +6,8 @@ import { ManualClock } from '../support/clock.js';
 import { startFakeBraze, type FakeReply } from '../support/fake-braze.js';
 import { bearer, graphql, http, json, recordingLogger, startGateway, waitFor } from '../support/gateway.js';
 
-const UPSTREAM_KEY = 'braze-upstream-key-5f1e7c2a9d';
+// Mixed case, so that an echo of it lower-cased or upper-cased differs from it.
+const UPSTREAM_KEY = 'Braze-Upstream-Key-5F1E7C2A9D';
 const DUPLICATE = 'POST /campaigns/duplicate';
 const PACER_KEY = 'duplicate';
 
@@ -288,6 +289,31 @@ describe('upstream mode: what each upstream answer does to a job', () => {
     const everything = [status.text, JSON.stringify(await eventsOf(h, id)), ...h.lines].join('\n');
     expect(h.lines.some((line) => line.includes('upstream call failed'))).toBe(true);
     expect(everything).not.toContain(UPSTREAM_KEY);
+  });
+
+  it.each<[string, (key: string) => string]>([
+    ['lower-cased', (key) => key.toLowerCase()],
+    ['upper-cased', (key) => key.toUpperCase()],
+    ['as its first 16 characters', (key) => key.slice(0, 16)],
+    ['as its first 8 characters, in another case', (key) => key.slice(0, 8).toUpperCase()],
+  ])('hides the upstream key echoed %s from the job error, the event and the log', async (_, shape) => {
+    const echoed = shape(UPSTREAM_KEY);
+    h.fake.script(DUPLICATE, { status: 400, json: { message: `Invalid API key ${echoed}; sent as Bearer ${echoed}` } });
+    const { id } = await enqueue(h);
+    const message = 'The upstream answered 400: Invalid API key [redacted]; sent as Bearer [redacted]';
+    expect((await until(h, id, finished)).error).toEqual({ code: 'UPSTREAM_BAD_REQUEST', message });
+    const [outcome] = await eventsOf(h, id);
+    expect(outcome.details).toMatchObject({ error: { code: 'UPSTREAM_BAD_REQUEST', message } });
+    const logged = h.lines.filter((line) => line.includes(id)).map((line) => JSON.parse(line));
+    expect(logged.filter((line) => line.msg === 'upstream call failed' || line.msg === 'job finished').map((line) => line.error.message)).toEqual([message, message]);
+    const everything = [JSON.stringify(outcome), ...h.lines].join('\n').toLowerCase();
+    expect(everything).not.toContain(UPSTREAM_KEY.slice(0, 8).toLowerCase());
+  });
+
+  it("keeps a run of fewer than 8 of the key's first characters: text that only begins like the key is not redacted", async () => {
+    h.fake.script(DUPLICATE, { status: 400, json: { message: `Unknown client ${UPSTREAM_KEY.slice(0, 7)}` } });
+    const { id } = await enqueue(h);
+    expect((await until(h, id, finished)).error).toEqual({ code: 'UPSTREAM_BAD_REQUEST', message: `The upstream answered 400: Unknown client ${UPSTREAM_KEY.slice(0, 7)}` });
   });
 
   it('keeps a success message only as safe text: no echoed key, no control characters, bounded', async () => {
