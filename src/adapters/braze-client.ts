@@ -32,7 +32,7 @@ export interface UpstreamObserver {
 
 /** One upstream call, classified: what the caller does next depends only on `kind`. */
 export type UpstreamResponse =
-  /** `message`: Braze's own, made safe to keep like an error's (see `upstreamMessage`). */
+  /** `message`: Braze's own, made safe to keep like an error's (see `safeText`). */
   | { kind: 'ok'; status: number; body: unknown; message?: string }
   /** The upstream refused the request itself (400, 401, 403, 404, …): sending it again cannot help. */
   | { kind: 'rejected'; status: number; body: unknown; error: JobError }
@@ -41,12 +41,16 @@ export type UpstreamResponse =
 
 const MAX_RESPONSE_BYTES = 1024 * 1024;
 const MAX_MESSAGE_LENGTH = 500;
+/** The most kept of an error body that is not Braze's JSON (a line of text, an HTML page's title): enough to tell who answered. */
+const MAX_SNIPPET_LENGTH = 200;
 /**
  * The shortest run of the key's leading characters redacted wherever it appears. Systems that print part of a
  * secret print its start, often 8 to 16 characters; a run this long of a random key does not occur in ordinary
  * words, where a shorter one (a Braze key of hex digits starting `dead`, `cafe`) could.
  */
 const KEY_PREFIX_LENGTH = 8;
+/** A media type as RFC 9110 spells it, so the one named in an error is a type, not arbitrary header text. */
+const MEDIA_TYPE = /^[\w!#$%&'*+.^`|~-]+\/[\w!#$%&'*+.^`|~-]+$/;
 const MAX_RETRY_AFTER_MS = 24 * 60 * 60 * 1000;
 /** How often readiness probes may spend a call to Braze on asking whether a refused key is accepted again. */
 const KEY_RECHECK_MS = 30_000;
@@ -199,7 +203,7 @@ export class BrazeClient {
       const message = isRecord(body) && typeof body.message === 'string' ? this.safeText(body.message) : undefined;
       return { kind: 'ok', status, body, ...(message === undefined ? {} : { message }) };
     }
-    const message = `The upstream answered ${status}: ${this.upstreamMessage(body)}`;
+    const message = `The upstream answered ${status}${this.describeAnswer(response.headers, text, body)}`;
     if (status === 408 || status === 429 || status >= 500) {
       const retryAfterMs = this.retryAfterMs(response.headers, status === 429);
       return this.failed(call, {
@@ -217,14 +221,29 @@ export class BrazeClient {
     });
   }
 
-  /** Braze's error body is `{message, errors?}`; anything else is described, never echoed raw. */
-  private upstreamMessage(body: unknown): string {
-    if (!isRecord(body)) return 'no JSON body';
-    const parts: string[] = [];
-    if (typeof body.message === 'string') parts.push(body.message);
-    if (Array.isArray(body.errors)) parts.push(...body.errors.filter((item): item is string => typeof item === 'string'));
-    if (parts.length === 0) return 'no message';
-    return this.safeText(parts.join('; '));
+  /**
+   * What an error answer said, as it may be kept. Braze's body is `{message, errors?}`, kept as its text. Anything
+   * else (a proxy's, a firewall's) is named by its content type with one bounded line of its text, or an HTML page's
+   * title, never its markup: an operator must be able to tell Braze's refusal from a page put in front of it.
+   */
+  private describeAnswer(headers: Dispatcher.ResponseData['headers'], text: string | null, body: unknown): string {
+    if (isRecord(body)) {
+      const parts: string[] = [];
+      if (typeof body.message === 'string') parts.push(body.message);
+      if (Array.isArray(body.errors)) parts.push(...body.errors.filter((item): item is string => typeof item === 'string'));
+      if (parts.length > 0) return `: ${this.safeText(parts.join('; '))}`;
+    }
+    const media = header(headers, 'content-type')?.split(';')[0].trim().toLowerCase() || undefined;
+    const type = media === undefined ? 'no content type' : MEDIA_TYPE.test(media) ? media : 'an invalid content type';
+    if (text === null) return ` with a body that could not be read (${type})`;
+    if (!text.trim()) return ` with an empty body (${type})`;
+    if (media === 'text/html' || media === 'application/xhtml+xml' || /^\s*<(?:!doctype\s+html|html)[\s>]/i.test(text)) {
+      const title = this.safeText(htmlTitle(text), MAX_SNIPPET_LENGTH);
+      return ` with an HTML page (${type}) ${title ? `titled "${title}"` : 'without a title'}`;
+    }
+    // A binary body has no line to show; no content type at all is read as text, as a client would.
+    if (media !== undefined && !/^text\/|[/+](?:json|xml)$/.test(media)) return ` with a body of ${type}`;
+    return ` (${type}): ${this.safeText(text, MAX_SNIPPET_LENGTH)}`;
   }
 
   /** Whether upstream text holds the key: such text is kept only redacted, and an id holding it not at all. */
@@ -240,10 +259,13 @@ export class BrazeClient {
     return value;
   }
 
-  /** Upstream text as it may be kept: the upstream could echo what it received, and the key must not travel on into jobs, events or responses. */
-  private safeText(text: string): string {
-    const safe = this.withoutKey(text).replace(/[\u0000-\u001f\u007f]+/g, ' ');
-    return safe.length > MAX_MESSAGE_LENGTH ? `${safe.slice(0, MAX_MESSAGE_LENGTH)}…` : safe;
+  /**
+   * Upstream text as it may be kept: the upstream could echo what it received, and the key must not travel on into
+   * jobs, events or responses. One line, bounded: control characters and runs of spaces become one space.
+   */
+  private safeText(text: string, maxLength = MAX_MESSAGE_LENGTH): string {
+    const safe = this.withoutKey(text.replace(/[\p{Cc}\s]+/gu, ' ').trim());
+    return safe.length > maxLength ? `${safe.slice(0, maxLength)}…` : safe;
   }
 
   /** Retry-After (seconds or an HTTP date) and, on 429, X-RateLimit-Reset (epoch seconds): the later wins. */
@@ -319,6 +341,17 @@ function keyPattern(key: string): RegExp {
   // Each further character only after the one before it, as far as the text goes on like the key: the longest run is redacted.
   const rest = characters.slice(required).reduceRight((tail, character) => `(?:${character}${tail})?`, '');
   return new RegExp(characters.slice(0, required).join('') + rest, 'gi');
+}
+
+/** The text of an HTML page's first `<title>`, found without a regular expression that a hostile page could make slow. */
+function htmlTitle(html: string): string {
+  const open = html.search(/<title[\s>]/i);
+  const start = open === -1 ? -1 : html.indexOf('>', open);
+  if (start === -1) return '';
+  const close = /<\/title/gi;
+  close.lastIndex = start;
+  // A title never closed is cut: safeText bounds it anyway, once its spaces are collapsed.
+  return html.slice(start + 1, close.exec(html)?.index ?? start + 1 + MAX_SNIPPET_LENGTH * 4);
 }
 
 function header(headers: Dispatcher.ResponseData['headers'], name: string): string | undefined {

@@ -74,7 +74,7 @@ describe('upstream mode: campaigns and campaign read through to the upstream', (
 
   it.each<[string, FakeReply, string, string, number | undefined]>([
     ['a 500', { status: 500, json: { message: 'Internal Server Error' } }, 'SERVICE_UNAVAILABLE', 'The upstream answered 500: Internal Server Error', undefined],
-    ['a 503 with a non-JSON body', { status: 503, raw: '<html>down</html>' }, 'SERVICE_UNAVAILABLE', 'The upstream answered 503: no JSON body', undefined],
+    ['a 503 with a non-JSON body', { status: 503, raw: '<html>down</html>' }, 'SERVICE_UNAVAILABLE', 'The upstream answered 503 with an HTML page (text/html) without a title', undefined],
     ['a 429', { status: 429, json: { message: 'Rate limit exceeded' }, headers: { 'retry-after': '5' } }, 'SERVICE_UNAVAILABLE', 'The upstream answered 429: Rate limit exceeded', 5],
     ['a slow upstream', { status: 200, json: { message: 'success' }, delayMs: 10_000 }, 'SERVICE_UNAVAILABLE', 'The upstream did not answer within 300 ms', undefined],
     ['a dropped connection', { drop: true }, 'SERVICE_UNAVAILABLE', 'The connection to the upstream failed', undefined],

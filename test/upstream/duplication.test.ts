@@ -119,7 +119,33 @@ describe('upstream mode: what each upstream answer does to a job', () => {
     [401, { status: 401, json: { message: 'Invalid API key' } }, 'UPSTREAM_UNAUTHORIZED', 'The upstream answered 401: Invalid API key'],
     [403, { status: 403, json: { message: 'Access Denied', errors: ['missing campaigns.duplicate'] } }, 'UPSTREAM_FORBIDDEN', 'The upstream answered 403: Access Denied; missing campaigns.duplicate'],
     [404, { status: 404, json: { message: 'Not Found' } }, 'UPSTREAM_NOT_FOUND', 'The upstream answered 404: Not Found'],
-    [400, { status: 400, raw: '<html><body>Bad Request</body></html>' }, 'UPSTREAM_BAD_REQUEST', 'The upstream answered 400: no JSON body'],
+    // Not Braze's JSON: named by its content type, with one bounded line of its text or a page's title, never markup.
+    [400, { status: 400, raw: '<html><body>Bad Request</body></html>' }, 'UPSTREAM_BAD_REQUEST', 'The upstream answered 400 with an HTML page (text/html) without a title'],
+    [
+      403,
+      {
+        status: 403,
+        raw: '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><TITLE>\n  Attention Required! | Cloudflare\n</TITLE></head><body><h1>Sorry, you have been blocked</h1></body></html>',
+      },
+      'UPSTREAM_FORBIDDEN',
+      'The upstream answered 403 with an HTML page (text/html) titled "Attention Required! | Cloudflare"',
+    ],
+    [
+      403,
+      { status: 403, raw: `<html><head><title>Blocked key ${UPSTREAM_KEY.slice(0, 12)}</title></head></html>`, headers: { 'content-type': '' } },
+      'UPSTREAM_FORBIDDEN',
+      'The upstream answered 403 with an HTML page (no content type) titled "Blocked key [redacted]"',
+    ],
+    [400, { status: 400, raw: 'campaign_id is invalid', headers: { 'content-type': 'Text/Plain; charset=utf-8' } }, 'UPSTREAM_BAD_REQUEST', 'The upstream answered 400 (text/plain): campaign_id is invalid'],
+    [
+      400,
+      { status: 400, raw: `line one\r\n\tline two\u0007 ${UPSTREAM_KEY.toLowerCase()} ${'x'.repeat(300)}`, headers: { 'content-type': 'text/plain' } },
+      'UPSTREAM_BAD_REQUEST',
+      `The upstream answered 400 (text/plain): ${`line one line two [redacted] ${'x'.repeat(300)}`.slice(0, 200)}…`,
+    ],
+    [404, { status: 404, json: { error: 'no such route' } }, 'UPSTREAM_NOT_FOUND', 'The upstream answered 404 (application/json): {"error":"no such route"}'],
+    [400, { status: 400, raw: '', headers: { 'content-type': 'text/plain' } }, 'UPSTREAM_BAD_REQUEST', 'The upstream answered 400 with an empty body (text/plain)'],
+    [415, { status: 415, raw: '\u0000\u0001\u0002', headers: { 'content-type': 'application/octet-stream' } }, 'UPSTREAM_REJECTED', 'The upstream answered 415 with a body of application/octet-stream'],
     [
       200,
       { status: 200, raw: '<!doctype html><html><body>Sign in</body></html>' },
@@ -156,7 +182,7 @@ describe('upstream mode: what each upstream answer does to a job', () => {
     advanceTo(h, first.runAt);
 
     const second = await until(h, id, retried(2));
-    expect(second.error).toEqual({ code: 'UPSTREAM_UNAVAILABLE', message: 'The upstream answered 502: no JSON body' });
+    expect(second.error).toEqual({ code: 'UPSTREAM_UNAVAILABLE', message: 'The upstream answered 502 with an HTML page (text/html) without a title' });
     expect(delayOf(h, second)).toBeGreaterThanOrEqual(1000);
     expect(delayOf(h, second)).toBeLessThanOrEqual(2000);
     advanceTo(h, second.runAt);
