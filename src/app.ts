@@ -37,7 +37,7 @@ import { GatewayMetrics } from './http/metrics.js';
 import { buildHttpServer } from './http/server.js';
 import { RetentionPruner } from './jobs/retention.js';
 import { JobWorker, RETRY_BACKOFF, type WorkerLogger } from './jobs/worker.js';
-import { Readiness } from './readiness.js';
+import { Readiness, upstreamCheck } from './readiness.js';
 
 export interface App {
   config: Config;
@@ -197,15 +197,13 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   const metrics = new GatewayMetrics({ store, clock, downloadsInProgress: () => downloads.inProgress, logger: lateLogger(() => metricsLog) });
   const upstream = createUpstream(config, clock, lateLogger(() => upstreamLog), metrics.upstreamObserver);
   const campaigns: CampaignReader = upstream ? new BrazeCampaignReader(upstream) : new StoreCampaignReader(store);
-  const duplicator: Duplicator = upstream
-    ? new BrazeDuplicator(
-        upstream,
-        new UpstreamPacer(
-          overrides.upstreamLimiter ??
-            limiters.limiter({ keyPrefix: 'upstream', points: config.upstreamRateLimit, durationSeconds: config.upstreamRateWindowSeconds }),
-        ),
+  const pacer = upstream
+    ? new UpstreamPacer(
+        overrides.upstreamLimiter ??
+          limiters.limiter({ keyPrefix: 'upstream', points: config.upstreamRateLimit, durationSeconds: config.upstreamRateWindowSeconds }),
       )
-    : new LocalDuplicator(store, clock);
+    : undefined;
+  const duplicator: Duplicator = upstream && pacer ? new BrazeDuplicator(upstream, pacer) : new LocalDuplicator(store, clock);
 
   let worker: JobWorker | undefined;
   const service = new GatewayService({
@@ -218,6 +216,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     ),
     campaigns,
     clock,
+    upstreamPause: pacer,
     onJobEnqueued: () => worker?.notify(),
     idempotencyTtlMs: config.idempotencyTtlMs,
     onQuotaRejected: (channel) => metrics.quotaRejected(channel),
@@ -244,20 +243,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
           return overrides.quota ? { ...status, backend: 'custom' } : status;
         },
       },
-      // Accepting a job does not need the upstream: jobs wait and retry until it answers again.
-      ...(upstream
-        ? {
-            upstream: {
-              neededToServe: false,
-              check: async () => {
-                await upstream.ping();
-                return upstream.refusesKey
-                  ? { status: 'degraded' as const, backend: 'braze', message: 'The upstream refused UPSTREAM_API_KEY (401) at its last call: duplications fail until it is replaced' }
-                  : { status: 'up' as const, backend: 'braze' };
-              },
-            },
-          }
-        : {}),
+      ...(upstream && pacer ? { upstream: upstreamCheck(upstream, pacer, clock) } : {}),
     },
     clock,
   );

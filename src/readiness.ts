@@ -1,5 +1,5 @@
 import { ERROR_CODES, GatewayError, unavailableCause } from './domain/errors.js';
-import type { Clock } from './domain/ports.js';
+import type { Clock, UpstreamPause } from './domain/ports.js';
 import { RepeatedFailureLog } from './jobs/failure-log.js';
 import type { WorkerLogger } from './jobs/worker.js';
 
@@ -11,7 +11,7 @@ export interface DependencyStatus {
   status: 'up' | 'degraded' | 'down';
   /** Which implementation is in use (sqlite, postgres, redis, memory, …). */
   backend?: string;
-  /** What is wrong, when something is. Never a connection string or a secret. */
+  /** What is wrong, when something is, or what holds it back (an upstream pause). Never a connection string or a secret. */
   message?: string;
 }
 
@@ -29,6 +29,36 @@ export interface DependencyCheck {
    */
   neededToServe: boolean;
   check(): Promise<DependencyStatus>;
+}
+
+/** What the upstream check needs of the upstream's client. */
+export interface UpstreamProbe {
+  /** Rejects when the upstream cannot be reached or answers 5xx. */
+  ping(): Promise<void>;
+  /** Whether the upstream refused the key at its last call. */
+  readonly refusesKey: boolean;
+}
+
+/**
+ * Upstream mode's check. Accepting a job does not need the upstream (jobs wait and retry until it answers again),
+ * so it is never needed to serve. A pause the upstream asked for (a 429) is its instruction, followed, not an
+ * outage: the upstream stays up, and the check says until when nothing is sent.
+ */
+export function upstreamCheck(upstream: UpstreamProbe, pause: UpstreamPause, clock: Clock): DependencyCheck {
+  return {
+    neededToServe: false,
+    check: async () => {
+      await upstream.ping();
+      if (upstream.refusesKey) {
+        return { status: 'degraded', backend: 'braze', message: 'The upstream refused UPSTREAM_API_KEY (401) at its last call: duplications fail until it is replaced' };
+      }
+      // The limiter's own failures are the quota check's to report, not the upstream's.
+      const pausedMs = await pause.remainingMs().catch(() => 0);
+      if (pausedMs === 0) return { status: 'up', backend: 'braze' };
+      const until = new Date(Math.ceil((clock.now().getTime() + pausedMs) / 1000) * 1000).toISOString();
+      return { status: 'up', backend: 'braze', message: `paused until ${until}: the upstream answered 429, and no duplication is sent before then` };
+    },
+  };
 }
 
 /** Names the failure without echoing hosts, credentials or query text. */

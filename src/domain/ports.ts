@@ -213,6 +213,15 @@ export interface CampaignReader {
   list(workspaceId: string, first: number, after: string | null): Promise<Page<Campaign>>;
 }
 
+/**
+ * The hold on every upstream call that the upstream asked for with a 429 (upstream mode), as every instance shares
+ * it: no pending job is sent before it ends, whatever its own run time.
+ */
+export interface UpstreamPause {
+  /** Milliseconds until the hold ends; 0 when there is none. */
+  remainingMs(): Promise<number>;
+}
+
 export interface Clock {
   now(): Date;
 }

@@ -9,7 +9,7 @@ import { isGatewayId, newId } from './ids.js';
 import { clientNetwork, isAllowedIp } from './ip-allowlist.js';
 import { hashApiKey, hashesEqual, isWellFormedApiKey } from './keys.js';
 import { PERMISSIONS, type Permission } from './permissions.js';
-import type { AuthFailureLimiter, CampaignReader, Clock, EventBudget, GatewayStore, Quota } from './ports.js';
+import type { AuthFailureLimiter, CampaignReader, Clock, EventBudget, GatewayStore, Quota, UpstreamPause } from './ports.js';
 import type {
   ApiKeyRecord,
   Campaign,
@@ -84,6 +84,8 @@ export interface GatewayServiceDeps {
   deniedPermissionEvents: EventBudget;
   campaigns: CampaignReader;
   clock: Clock;
+  /** Upstream mode: the hold on upstream calls after a 429, which no pending job is sent before. */
+  upstreamPause?: UpstreamPause;
   /** Wakes the worker after a job was committed. */
   onJobEnqueued?: () => void;
   /** How long an idempotency key is kept (24 h by default). */
@@ -556,12 +558,17 @@ export class GatewayService {
 
   /**
    * Seconds a caller following an unfinished job should wait before asking again (null once it is finished):
-   * until its next run when that is later (a retry delay, a wait for an upstream slot), otherwise one.
+   * until its next run when that is later (a retry delay, a wait for an upstream slot), or until the end of a
+   * pause the upstream asked for when that is later still, otherwise one.
    */
-  pollAfterSeconds(job: DuplicationJob): number | null {
+  async pollAfterSeconds(job: DuplicationJob): Promise<number | null> {
     if (job.status === 'SUCCEEDED' || job.status === 'FAILED') return null;
-    const untilRun = job.status === 'PENDING' ? job.runAt.getTime() - this.deps.clock.now().getTime() : 0;
-    return Math.max(1, Math.ceil(untilRun / 1000));
+    if (job.status !== 'PENDING') return 1;
+    const untilRun = job.runAt.getTime() - this.deps.clock.now().getTime();
+    // A job the worker has not picked up yet still has its old run time, though nothing is sent before the pause
+    // ends. The pause is a hint for the header: a limiter that cannot say leaves the run time to answer.
+    const paused = (await this.deps.upstreamPause?.remainingMs().catch(() => 0)) ?? 0;
+    return Math.max(1, Math.ceil(Math.max(untilRun, paused) / 1000));
   }
 
   private async maySee(principal: Principal, job: DuplicationJob): Promise<boolean> {

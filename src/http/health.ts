@@ -7,7 +7,7 @@ const dependency = {
   properties: {
     status: { enum: ['up', 'degraded', 'down'] },
     backend: { type: 'string', description: 'The implementation in use: sqlite, postgres, redis, memory, braze' },
-    message: { type: 'string', description: 'What is wrong, when something is' },
+    message: { type: 'string', description: 'What is wrong, when something is; for an upstream that is up, the pause it asked for (429), if any' },
   },
 } as const;
 

@@ -207,7 +207,7 @@ export async function restRoutes(app: FastifyInstance, options: { service: Gatew
     const principal = await service.authenticate(httpRequestContext(request, 'REST'));
     const job = await service.getJob(principal, request.params.job_id);
     if (!job) throw new GatewayError('NOT_FOUND', 'Job not found');
-    const pollAfter = service.pollAfterSeconds(job);
+    const pollAfter = await service.pollAfterSeconds(job);
     if (pollAfter !== null) reply.header('retry-after', String(pollAfter));
     return {
       job_id: job.id,

@@ -1,10 +1,14 @@
-import { RateLimiterMemory } from 'rate-limiter-flexible';
+import { randomUUID } from 'node:crypto';
+import { RateLimiterMemory, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { postgresLimiters, type LimiterSettings } from '../../src/adapters/limiter-backends.js';
+import { RedisLimiters } from '../../src/adapters/redis/limiters.js';
 import { UpstreamPacer } from '../../src/adapters/upstream-pacer.js';
 import type { DuplicationJob } from '../../src/domain/types.js';
 import { ManualClock } from '../support/clock.js';
 import { startFakeBraze, type FakeReply } from '../support/fake-braze.js';
 import { bearer, graphql, http, json, recordingLogger, startGateway, waitFor } from '../support/gateway.js';
+import { createTestSchema, openPostgresStore } from '../support/postgres.js';
 
 // Mixed case, so that an echo of it lower-cased or upper-cased differs from it.
 const UPSTREAM_KEY = 'Braze-Upstream-Key-5F1E7C2A9D';
@@ -12,7 +16,7 @@ const DUPLICATE = 'POST /campaigns/duplicate';
 const PACER_KEY = 'duplicate';
 
 /** A gateway in upstream mode on a manual clock, a fake Braze, and what the tests need to drive them. */
-async function upstreamGateway(env: Record<string, string> = {}, limiter = new RateLimiterMemory({ points: 100, duration: 60 })) {
+async function upstreamGateway(env: Record<string, string> = {}, limiter: RateLimiterAbstract = new RateLimiterMemory({ points: 100, duration: 60 })) {
   const fake = await startFakeBraze(UPSTREAM_KEY);
   const clock = new ManualClock();
   const { logger, lines } = recordingLogger();
@@ -254,7 +258,6 @@ describe('upstream mode: what each upstream answer does to a job', () => {
     const deferred = await until(h, sentinel.id, (candidate) => candidate.status === 'PENDING' && candidate.runAt > candidate.createdAt);
     expect(await getJob(h, limited.id)).toStrictEqual(job);
     expect(requestsFor(h, limited.name)).toHaveLength(1);
-    expect(await pollAfter(h, limited.id)).toBe('1');
 
     await h.limiter.delete(PACER_KEY); // the window has passed
     advanceTo(h, new Date(Math.max(job.runAt.getTime(), deferred.runAt.getTime())));
@@ -369,13 +372,52 @@ describe('upstream mode: what each upstream answer does to a job', () => {
   });
 });
 
+/** A limiter on a backend several instances share, and how to let it go once the gateways using it are closed. */
+interface SharedLimiter {
+  limiter: RateLimiterAbstract;
+  close(): Promise<void>;
+}
+
+const TEST_REDIS_URL = process.env.TEST_REDIS_URL;
+const sharedBackends: { name: string; missing: boolean; create(settings: LimiterSettings): Promise<SharedLimiter> }[] = [
+  {
+    name: 'Redis',
+    missing: !TEST_REDIS_URL,
+    async create(settings) {
+      if (!TEST_REDIS_URL) throw new Error('TEST_REDIS_URL is not set');
+      const redis = new RedisLimiters(TEST_REDIS_URL);
+      await waitFor(async () => (await redis.check()).status === 'up');
+      const limiter = redis.limiter(settings);
+      return { limiter, close: () => redis.close() };
+    },
+  },
+  {
+    name: 'PostgreSQL',
+    missing: !process.env.TEST_DATABASE_URL,
+    async create(settings) {
+      const schema = await createTestSchema();
+      const store = openPostgresStore(schema.url, schema.schema);
+      await store.migrate();
+      return {
+        limiter: postgresLimiters(store.pool).limiter(settings),
+        async close() {
+          await store.close();
+          await schema.drop();
+        },
+      };
+    },
+  },
+];
+
 describe('upstream mode: pacing', () => {
   const harnesses: Harness[] = [];
+  const shared: SharedLimiter[] = [];
   afterEach(async () => {
     for (const h of harnesses.splice(0)) {
       await h.gateway.close();
       await h.fake.close();
     }
+    for (const backend of shared.splice(0)) await backend.close();
   });
 
   const jobsOf = async (h: Harness, ids: string[]) => Promise.all(ids.map((id) => getJob(h, id)));
@@ -459,6 +501,65 @@ describe('upstream mode: pacing', () => {
     expect(held).toBeLessThanOrEqual(20_000);
     expect(await busy.take()).toBeGreaterThan(15_000);
   });
+
+  it('tells a pause the upstream asked for from a window that is only spent', async () => {
+    const limiter = new RateLimiterMemory({ points: 1, duration: 20 });
+    const pacer = new UpstreamPacer(limiter);
+    expect(await pacer.take()).toBe(0);
+    // Spent, and counted past the limit by the refused take, as a hold is: still the gateway's own pace.
+    expect(await pacer.take()).toBeGreaterThan(0);
+    expect(await pacer.remainingMs()).toBe(0);
+    const held = await pacer.pause(30_000);
+    const remaining = await pacer.remainingMs();
+    expect(remaining).toBeGreaterThan(limiter.duration * 1000);
+    expect(remaining).toBeLessThanOrEqual(held);
+    // The hold ended (here, taken away): no pause is left, whatever is left of its mark.
+    await limiter.delete(PACER_KEY);
+    expect(await pacer.remainingMs()).toBe(0);
+  });
+
+  it.each(sharedBackends.filter((backend) => !backend.missing || process.env.CI).map((backend) => [backend.name, backend] as const))(
+    "on %s, a 429 one instance met holds every instance's jobs, and their polls and /readyz say until when",
+    async (_, backend) => {
+      const limiter = await backend.create({ keyPrefix: `upstream-${randomUUID()}`, points: 100, durationSeconds: 60 });
+      shared.push(limiter);
+      const a = await upstreamGateway({}, limiter.limiter);
+      // B's worker takes no job: its jobs stay as they were accepted, not yet picked up, due at once.
+      const b = await upstreamGateway({ WORKER_CONCURRENCY: '0' }, limiter.limiter);
+      harnesses.push(a, b);
+      const upstreamCheck = async (h: Harness) => {
+        const ready = await http(h.gateway.baseUrl, 'GET', '/readyz');
+        expect(ready.status).toBe(200);
+        expect(ready.body.status).toBe('ready');
+        return ready.body.checks.upstream;
+      };
+      const waiting = await enqueue(b);
+      expect(await pollAfter(b, waiting.id)).toBe('1');
+      expect(await upstreamCheck(b)).toEqual({ status: 'up', backend: 'braze' });
+
+      // Braze's time is longer than the gateway's window (60 s): it is the one every instance waits out.
+      a.fake.script(DUPLICATE, { status: 429, json: { message: 'Rate limit exceeded' }, headers: { 'retry-after': '600' } });
+      const limited = await enqueue(a);
+      const job = await until(a, limited.id, retried(1));
+      const seconds = Number(await pollAfter(b, waiting.id));
+      expect(seconds).toBeGreaterThan(60);
+      expect(seconds).toBeLessThanOrEqual(Number(secondsUntil(a, job)));
+      const untouched = await getJob(b, waiting.id);
+      expect(untouched).toMatchObject({ status: 'PENDING', attempts: 0 });
+      expect(untouched.runAt).toEqual(untouched.createdAt);
+      for (const h of [a, b]) {
+        const check = await upstreamCheck(h);
+        expect(check).toEqual({ status: 'up', backend: 'braze', message: expect.stringMatching(/^paused until \S+: the upstream answered 429, and no duplication is sent before then$/) });
+        const pausedUntil = Date.parse(/^paused until (\S+):/.exec(check.message)?.[1] ?? '');
+        expect(pausedUntil).toBeGreaterThan(h.clock.now().getTime() + 60_000);
+        expect(pausedUntil).toBeLessThanOrEqual(job.runAt.getTime());
+      }
+
+      await limiter.limiter.delete(PACER_KEY); // the hold has ended
+      expect(await pollAfter(b, waiting.id)).toBe('1');
+      expect(await upstreamCheck(b)).toEqual({ status: 'up', backend: 'braze' });
+    },
+  );
 
   it('instances sharing one limiter share one pace', async () => {
     const limiter = new RateLimiterMemory({ points: 3, duration: 60 });
