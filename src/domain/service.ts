@@ -561,7 +561,7 @@ export class GatewayService {
    * until its next run when that is later (a retry delay, a wait for an upstream slot), or until the end of a
    * pause the upstream asked for when that is later still, otherwise one.
    */
-  async pollAfterSeconds(job: DuplicationJob): Promise<number | null> {
+  async pollAfterSeconds(job: Pick<DuplicationJob, 'status' | 'runAt'>): Promise<number | null> {
     if (job.status === 'SUCCEEDED' || job.status === 'FAILED') return null;
     if (job.status !== 'PENDING') return 1;
     const untilRun = job.runAt.getTime() - this.deps.clock.now().getTime();

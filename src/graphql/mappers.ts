@@ -1,9 +1,8 @@
-import type { GatewayService, KeyView } from '../domain/service.js';
+import type { KeyView } from '../domain/service.js';
 import type * as domain from '../domain/types.js';
 import type { Campaign, DuplicationJob, SecurityEvent, Viewer } from './types.js';
 
-/** The service tells when to poll again, as it tells REST's Retry-After. */
-export const toGraphQLJob = (job: domain.DuplicationJob, service: Pick<GatewayService, 'pollAfterSeconds'>): DuplicationJob => ({
+export const toGraphQLJob = (job: domain.DuplicationJob): DuplicationJob => ({
   id: job.id,
   status: job.status,
   sourceCampaignId: job.sourceCampaignId,
@@ -19,7 +18,7 @@ export const toGraphQLJob = (job: domain.DuplicationJob, service: Pick<GatewaySe
   finishedAt: job.finishedAt,
   resultCampaignId: job.resultCampaignId,
   error: job.error,
-  pollAfterSeconds: service.pollAfterSeconds(job),
+  runAt: job.runAt,
 });
 
 export const toGraphQLCampaign = (campaign: domain.Campaign): Campaign => ({

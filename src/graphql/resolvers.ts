@@ -1,5 +1,5 @@
 import { Arg, Ctx, FieldResolver, ID, Int, Mutation, Query, Resolver, Root } from 'type-graphql';
-import type { SecurityEventType as DomainEventType } from '../domain/types.js';
+import type { SecurityEventType as DomainEventType, JobStatus } from '../domain/types.js';
 import { isGatewayError } from '../domain/errors.js';
 import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from '../domain/service.js';
 import { recordRateLimit, type GraphQLContext } from './context.js';
@@ -43,7 +43,7 @@ export class DuplicationResolver {
         tagNames: input.tagNames,
       }, input.idempotencyKey);
       recordRateLimit(context, rateLimit);
-      return { job: toGraphQLJob(job, context.service) };
+      return { job: toGraphQLJob(job) };
     } catch (error) {
       if (isGatewayError(error)) recordRateLimit(context, error.rateLimit);
       throw error;
@@ -56,7 +56,7 @@ export class DuplicationResolver {
     @Ctx() context: GraphQLContext,
   ): Promise<DuplicationJob | null> {
     const job = await context.service.getJob(await context.principal(), id);
-    return job ? toGraphQLJob(job, context.service) : null;
+    return job ? toGraphQLJob(job) : null;
   }
 
   @Query(() => CampaignConnection, {
@@ -111,7 +111,7 @@ export class SecurityEventResolver {
   async job(@Root() event: SecurityEvent, @Ctx() context: GraphQLContext): Promise<DuplicationJob | null> {
     if (!event.jobId) return null;
     const job = await context.service.getJob(await context.principal(), event.jobId);
-    return job ? toGraphQLJob(job, context.service) : null;
+    return job ? toGraphQLJob(job) : null;
   }
 }
 
@@ -132,5 +132,18 @@ export class ViewerResolver {
   })
   async duplicationQuota(@Ctx() context: GraphQLContext): Promise<DuplicationQuota | null> {
     return context.service.duplicationQuota(await context.principal());
+  }
+}
+
+@Resolver(() => DuplicationJob)
+export class DuplicationJobResolver {
+  /** A field of its own: in upstream mode it reads the shared pacing limiter, which only a caller asking should cost. */
+  @FieldResolver(() => Int, {
+    nullable: true,
+    description:
+      'While the job is not finished, the seconds to wait before asking for it again: until its next attempt when that is scheduled later (a retry after a failed attempt, a wait for the upstream), otherwise 1. Null once it is finished. The Retry-After of REST\'s GET /duplication_jobs/{id}.',
+  })
+  async pollAfterSeconds(@Root() job: DuplicationJob, @Ctx() context: GraphQLContext): Promise<number | null> {
+    return context.service.pollAfterSeconds({ status: job.status as JobStatus, runAt: job.runAt });
   }
 }

@@ -119,12 +119,8 @@ export class DuplicationJob {
   @Field(() => JobError, { nullable: true, description: 'Why the job failed, or why the last attempt failed while it is retried.' })
   error!: JobError | null;
 
-  @Field(() => Int, {
-    nullable: true,
-    description:
-      'While the job is not finished, the seconds to wait before asking for it again: until its next attempt when that is scheduled later (a retry after a failed attempt, a wait for the upstream), otherwise 1. Null once it is finished. The Retry-After of REST\'s GET /duplication_jobs/{id}.',
-  })
-  pollAfterSeconds!: number | null;
+  /** Not a field: when the job runs next, which its pollAfterSeconds is worked out from. */
+  runAt!: Date;
 }
 
 @ObjectType({ description: 'What duplicateCampaign answers.' })
