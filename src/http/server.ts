@@ -145,7 +145,18 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   // Only JSON is parsed: any other body is refused with 415 before a handler runs.
   app.removeContentTypeParser('text/plain');
   jsonBodies(app);
-  if (config.corsOrigins.length > 0) await app.register(cors, corsOptions(config.corsOrigins));
+  const allowedOrigins = new Set(config.corsOrigins);
+  // A preflight the gateway will not allow gets 204 and no CORS headers, on every route, so that the browser
+  // reports the CORS failure it is. Left to the routes it met Apollo's CSRF refusal (400) or a 404, which send
+  // a developer looking for the wrong cause. Allowed origins are answered by @fastify/cors, registered after.
+  const isRefusedPreflight = ({ method, headers }: FastifyRequest): boolean =>
+    method === 'OPTIONS' && headers.origin !== undefined && headers['access-control-request-method'] !== undefined && !allowedOrigins.has(headers.origin);
+  app.addHook('onRequest', (request, reply, done) => {
+    if (!isRefusedPreflight(request)) done();
+    // Content-Length as @fastify/cors sends it: Safari waits for a body on a 204 without one.
+    else reply.code(204).headers({ vary: 'origin', 'content-length': '0' }).send();
+  });
+  if (allowedOrigins.size > 0) await app.register(cors, corsOptions(allowedOrigins));
 
   app.setErrorHandler(sendError);
 
@@ -255,15 +266,24 @@ class RequestUrls {
  * Browser frontends on the configured origins only. A request from any other origin gets no CORS headers at
  * all, and credentials (cookies) are never allowed: callers authenticate with the Authorization header.
  */
-function corsOptions(origins: string[]) {
-  const allowed = new Set(origins);
+function corsOptions(allowed: ReadonlySet<string>) {
   return {
     origin: (origin: string | undefined, callback: (error: Error | null, allow: string | false) => void) =>
       callback(null, origin !== undefined && allowed.has(origin) ? origin : false),
     credentials: false,
     strictPreflight: false,
     methods: ['GET', 'POST'],
-    allowedHeaders: ['authorization', 'content-type', 'idempotency-key', 'apollo-require-preflight', 'x-apollo-operation-name', 'x-request-id'],
+    // Apollo Client sends its name and version (its `name` and `version` options) in the last two.
+    allowedHeaders: [
+      'authorization',
+      'content-type',
+      'idempotency-key',
+      'apollo-require-preflight',
+      'x-apollo-operation-name',
+      'x-request-id',
+      'apollographql-client-name',
+      'apollographql-client-version',
+    ],
     exposedHeaders: ['x-request-id', 'x-ratelimit-limit', 'x-ratelimit-remaining', 'x-ratelimit-reset', 'retry-after', 'location'],
     maxAge: 600,
   };
