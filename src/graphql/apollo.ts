@@ -13,6 +13,7 @@ import { ERROR_CODES, internalCause, isDependencyOutage, isGatewayError, unavail
 import type { GraphQLContext } from './context.js';
 import { apolloDocumentStore, apolloQueryTextStore, type DocumentCache } from './document-cache.js';
 import { operationTypeRule, type OperationLimits } from './limits.js';
+import { errorHeaders } from '../http/errors.js';
 import { rateLimitHeaders } from '../http/rate-limit-headers.js';
 import { summarizeError } from '../jobs/failure-log.js';
 
@@ -144,7 +145,7 @@ export function applyHttpSemantics(
   const refusal = context.authentication.error;
   if (refusal) {
     head.status = ERROR_CODES[refusal.code].httpStatus;
-    if (refusal.retryAfterSeconds !== undefined) head.headers.set('retry-after', String(refusal.retryAfterSeconds));
+    for (const [name, value] of Object.entries(errorHeaders(refusal))) head.headers.set(name, value);
     return;
   }
   const unavailable = unavailableRootFields(raw);

@@ -45,17 +45,35 @@ function fromFastify(error: FastifyError): GatewayError | null {
   return null;
 }
 
-/** The one place REST maps an error to a status and a body. Unknown errors say nothing about their cause. */
-export function toRestError(error: unknown): { status: number; body: RestErrorBody; gatewayError: GatewayError; unexpected: boolean } {
+/**
+ * The headers of an answer that refuses a request with `error`, on either door: Retry-After when it says when
+ * to come back, and on a 401 the scheme to authenticate with, which RFC 9110 requires.
+ */
+export function errorHeaders(error: GatewayError): Record<string, string> {
+  const headers: Record<string, string> = {};
+  if (ERROR_CODES[error.code].httpStatus === 401) headers['www-authenticate'] = 'Bearer';
+  if (error.retryAfterSeconds !== undefined) headers['retry-after'] = String(error.retryAfterSeconds);
+  return headers;
+}
+
+/** The one place REST maps an error to a status, headers and a body. Unknown errors say nothing about their cause. */
+export function toRestError(error: unknown): {
+  status: number;
+  headers: Record<string, string>;
+  body: RestErrorBody;
+  gatewayError: GatewayError;
+  unexpected: boolean;
+} {
   const gatewayError = isGatewayError(error)
     ? error
     : (error instanceof Error && fromFastify(error as FastifyError)) || null;
   if (!gatewayError) {
-    return { status: 500, body: { message: ERROR_CODES.INTERNAL.message }, gatewayError: new GatewayError('INTERNAL'), unexpected: true };
+    return { status: 500, headers: {}, body: { message: ERROR_CODES.INTERNAL.message }, gatewayError: new GatewayError('INTERNAL'), unexpected: true };
   }
   const body: RestErrorBody = { message: gatewayError.message };
   if (gatewayError.issues.length > 0) body.errors = gatewayError.issues.map(renderRestIssue);
-  return { status: ERROR_CODES[gatewayError.code].httpStatus, body, gatewayError, unexpected: gatewayError.code === 'INTERNAL' };
+  const status = ERROR_CODES[gatewayError.code].httpStatus;
+  return { status, headers: errorHeaders(gatewayError), body, gatewayError, unexpected: gatewayError.code === 'INTERNAL' };
 }
 
 /** Requests Node's HTTP parser refuses, by its error code; any other parse error is a 400. */

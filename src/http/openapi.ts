@@ -64,6 +64,8 @@ export const RETRY_AFTER_HEADER = { 'retry-after': { type: 'integer', descriptio
 
 type HttpErrorStatus = (typeof ERROR_CODES)[keyof typeof ERROR_CODES]['httpStatus'];
 
+const WWW_AUTHENTICATE_HEADER = { 'www-authenticate': { type: 'string', const: 'Bearer', description: 'The scheme to authenticate with: `Authorization: Bearer <key>`' } } as const;
+
 /** Documented error responses: each the same JSON body. */
 export function errorResponses(statuses: HttpErrorStatus[], headers: Record<string, object> = {}): Record<number, object> {
   return Object.fromEntries(
@@ -78,7 +80,7 @@ export function errorResponses(statuses: HttpErrorStatus[], headers: Record<stri
  */
 export function authenticatedErrorResponses(statuses: HttpErrorStatus[], headers: Record<string, object> = {}): Record<number, object> {
   return {
-    ...errorResponses([401]),
+    ...errorResponses([401], WWW_AUTHENTICATE_HEADER),
     ...errorResponses([...statuses, 403, 500], headers),
     ...errorResponses([429, 503], { ...headers, ...RETRY_AFTER_HEADER }),
   };

@@ -69,7 +69,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     const cause = unavailableCause(error);
     if (cause !== undefined) request.log.warn({ cause: summarizeError(cause) }, 'a dependency is unavailable');
     reply.headers(rateLimitHeaders(mapped.gatewayError.rateLimit ?? (await quotaStateFor(request, deps.quota))));
-    if (mapped.gatewayError.retryAfterSeconds !== undefined) reply.header('retry-after', String(mapped.gatewayError.retryAfterSeconds));
+    reply.headers(mapped.headers);
     if (request.routeOptions.url !== '/graphql') return reply.status(mapped.status).send(mapped.body);
     const body = graphqlErrorBody(mapped.gatewayError, request.id);
     body.errors.forEach(observeGraphQLError);

@@ -57,6 +57,7 @@ describe('GET /openapi.json', () => {
     for (const { where, responses } of guarded) {
       for (const status of ['401', '403', '429', '500', '503']) expect(responses[status], `${where} ${status}`).toBeDefined();
       for (const status of ['429', '503']) expect(Object.keys(responses[status].headers ?? {}), `${where} ${status}`).toContain('retry-after');
+      expect(Object.keys(responses['401'].headers ?? {}), `${where} 401`).toEqual(['www-authenticate']);
     }
   });
 
@@ -121,8 +122,9 @@ describe('GET /openapi.json', () => {
       const where = `${method.toUpperCase()} ${path} → ${response.status}`;
       const documented = document.paths[path][method].responses[String(response.status)];
       expect(documented, `${where} is not documented`).toBeDefined();
-      const sent = Object.keys(response.headers).filter((name) => /^(x-ratelimit-|retry-after$|location$)/.test(name));
+      const sent = Object.keys(response.headers).filter((name) => /^(x-ratelimit-|retry-after$|location$|www-authenticate$)/.test(name));
       expect(sent.filter((name) => !(name in (documented.headers ?? {}))), `${where}: undocumented headers`).toEqual([]);
+      if (response.status === 401) expect(response.headers['www-authenticate'], where).toBe('Bearer');
       const mediaType = String(response.headers['content-type']).split(';')[0];
       expect(Object.keys(documented.content ?? {}), `${where} answered ${mediaType}`).toContain(mediaType);
       if (mediaType === 'application/json') {

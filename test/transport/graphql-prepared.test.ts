@@ -80,7 +80,7 @@ function expectSameAnswer(first: HttpResult, second: HttpResult, options: { newJ
   expect(second.status).toBe(first.status);
   const text = (answer: HttpResult) => (options.newJob ? answer.text.replace(NEW_JOB, '"id":"<new job>"') : answer.text);
   expect(text(second)).toBe(text(first));
-  for (const name of ['content-type', 'content-length', 'cache-control', 'x-ratelimit-limit', 'x-request-id']) {
+  for (const name of ['content-type', 'content-length', 'cache-control', 'x-ratelimit-limit', 'x-request-id', 'www-authenticate']) {
     expect(second.headers[name], name).toBe(first.headers[name]);
   }
   if (first.headers['x-ratelimit-remaining'] === undefined) expect(second.headers['x-ratelimit-remaining']).toBeUndefined();

@@ -162,13 +162,22 @@ describe.each(transports)('duplicateCampaign over $name', (transport) => {
     expectError(outcome, 'UNAUTHENTICATED', transport.name);
     expect(outcome.status).toBe(401);
     expect(outcome.message).toBe('Invalid API key');
+    // RFC 9110: a 401 names the scheme to authenticate with.
+    expect(outcome.response.headers['www-authenticate']).toBe('Bearer');
   });
 
-  it('refuses a revoked key on the very next request', async () => {
+  it('refuses a revoked key on the very next request, a duplication or a job lookup', async () => {
     const { key, keyId } = await ws.addKey(['campaigns.duplicate']);
-    expect((await transport.duplicate(gateway.baseUrl, key, valid())).jobId).not.toBeNull();
+    const { jobId } = await transport.duplicate(gateway.baseUrl, key, valid());
+    expect(jobId).not.toBeNull();
     await gateway.app.admin.revokeKey(keyId);
     expectError(await transport.duplicate(gateway.baseUrl, key, valid()), 'UNAUTHENTICATED', transport.name);
+    const lookup = await transport.job(gateway.baseUrl, key, jobId!);
+    expect({ status: lookup.status, code: lookup.code, scheme: lookup.response.headers['www-authenticate'] }).toEqual({
+      status: 401,
+      code: 'UNAUTHENTICATED',
+      scheme: 'Bearer',
+    });
   });
 
   it('checks the permission before the input: 403 before 400, and records PERMISSION_DENIED', async () => {
@@ -176,6 +185,7 @@ describe.each(transports)('duplicateCampaign over $name', (transport) => {
     const outcome = await transport.duplicate(gateway.baseUrl, key, { campaignId: ws.campaign.id, name: '' });
     expectError(outcome, 'FORBIDDEN', transport.name);
     expect(outcome.message).toBe('Access Denied');
+    expect(outcome.response.headers['www-authenticate']).toBeUndefined();
     const events = await gateway.app.store.listEvents(ws.workspace.id, { apiKeyId: keyId }, { first: 10 });
     expect(events.map((event) => [event.type, event.channel, event.details.permission])).toContainEqual([
       'PERMISSION_DENIED',
