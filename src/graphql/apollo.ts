@@ -10,7 +10,7 @@ import { ApolloServerErrorCode, ApolloServerValidationErrorCode, unwrapResolverE
 import type { FastifyBaseLogger } from 'fastify';
 import { BREAK, GraphQLError, type DocumentNode, type GraphQLFormattedError, type GraphQLSchema, type ValidationRule } from 'graphql';
 import { ERROR_CODES, internalCause, isDependencyOutage, isGatewayError, unavailableCause, type FieldIssue, type GatewayError } from '../domain/errors.js';
-import type { GraphQLContext } from './context.js';
+import { isAuthenticationRefusal, type GraphQLContext } from './context.js';
 import { apolloDocumentStore, apolloQueryTextStore, type DocumentCache } from './document-cache.js';
 import { operationTypeRule, type OperationLimits } from './limits.js';
 import { errorHeaders } from '../http/errors.js';
@@ -48,6 +48,14 @@ export const GRAPHQL_ERROR_CODES: readonly string[] = [
 
 /** Hears of every error as it goes out in a GraphQL answer, in its wire form (metrics). */
 export type GraphQLErrorObserver = (error: GraphQLFormattedError) => void;
+
+/**
+ * Hears of a formatted error, unless `error` is a request's refused key: each field that asked for the caller
+ * met that refusal, and the answer carries it once (applyHttpSemantics), heard then.
+ */
+function observeFormatted(observe: GraphQLErrorObserver, formatted: GraphQLFormattedError, error: unknown): void {
+  if (!isAuthenticationRefusal(unwrapResolverError(error))) observe(formatted);
+}
 
 export const renderGraphQLIssue = (issue: FieldIssue): string => `'${issue.field}' ${issue.message}`;
 
@@ -97,6 +105,14 @@ export interface GraphQLHttpHead {
   headers: Map<string, string>;
 }
 
+/** What a GraphQL answer carries before it is written: its errors, in their wire form, and its data. */
+export interface GraphQLAnswer {
+  errors?: readonly GraphQLFormattedError[];
+  data?: Record<string, unknown> | null;
+}
+
+const isSuccess = (status: number | undefined): boolean => status === undefined || (status >= 200 && status < 300);
+
 /** Logs the errors that are a failure of ours, and as warnings the dependencies found unreachable, with the request id the caller is given. */
 export function reportUnexpectedErrors(logger: FastifyBaseLogger, errors: readonly unknown[], requestId: string): void {
   for (const error of errors) {
@@ -121,22 +137,27 @@ function unavailableRootFields(errors: readonly unknown[]): Set<string> {
 
 /**
  * HTTP semantics on top of GraphQL: a request whose key was refused gets the refusal's status (401, 403 for an
- * address outside the key's allowlist, 429 for a client blocked after failed authentications); when every
- * root field was refused, 429 if they were all rate limited and 503 if any failed because a dependency of the
- * instance is unavailable (`raw`, the errors before formatting, say which), with Retry-After; quota headers;
- * the request id on internal errors. Mutates `head` and the formatted errors, as Apollo's willSendResponse
- * hook does.
+ * address outside the key's allowlist, 429 for a client blocked after failed authentications) and its headers
+ * (WWW-Authenticate, Retry-After), and answers that refusal once, without a path: it is the request's, not a
+ * field's (`observe` hears of it). When every root field was refused, 429 if they were all rate limited and 503
+ * if any failed because a dependency of the instance is unavailable (`raw`, the errors before formatting, say
+ * which), with Retry-After. Quota headers; the request id on internal errors.
+ *
+ * Mutates `head` and the formatted errors, as Apollo's willSendResponse hook does, and returns what the answer
+ * carries: with a status other than 2xx, no `data` entry. The GraphQL-over-HTTP spec requires a 2xx for data
+ * present and not null, and such data held nothing but the nulls of the fields refused.
  */
 export function applyHttpSemantics(
   head: GraphQLHttpHead,
-  errors: readonly GraphQLFormattedError[],
+  answer: GraphQLAnswer,
   context: GraphQLContext,
-  data: Record<string, unknown> | null | undefined,
-  raw: readonly unknown[] = [],
-): void {
+  raw: readonly unknown[],
+  observe: GraphQLErrorObserver,
+): GraphQLAnswer {
   // What Apollo's cache-control plugin answered for every response of this schema (no cache hints).
   head.headers.set('cache-control', 'no-store');
   for (const [name, value] of Object.entries(rateLimitHeaders(context.rateLimit))) head.headers.set(name, value);
+  const errors = answer.errors ?? [];
   for (const error of errors) {
     if (error.extensions?.code === ERROR_CODES.INTERNAL.graphqlCode) {
       (error.extensions as Record<string, unknown>).requestId = context.requestId;
@@ -146,8 +167,11 @@ export function applyHttpSemantics(
   if (refusal) {
     head.status = ERROR_CODES[refusal.code].httpStatus;
     for (const [name, value] of Object.entries(errorHeaders(refusal))) head.headers.set(name, value);
-    return;
+    const { errors: once } = graphqlErrorBody(refusal, context.requestId);
+    once.forEach(observe);
+    return { errors: once };
   }
+  const { data } = answer;
   const unavailable = unavailableRootFields(raw);
   const isUnavailable = (error: GraphQLFormattedError) => error.path?.length === 1 && unavailable.has(String(error.path[0]));
   const refused = errors.filter(
@@ -162,9 +186,10 @@ export function applyHttpSemantics(
     const retryAfter = Math.max(...refused.map((error) => Number(error.extensions?.retryAfterSeconds ?? 1)));
     head.headers.set('retry-after', String(retryAfter));
   }
+  return isSuccess(head.status) ? answer : { errors: answer.errors };
 }
 
-function httpSemanticsPlugin(logger: FastifyBaseLogger): ApolloServerPlugin<GraphQLContext> {
+function httpSemanticsPlugin(logger: FastifyBaseLogger, observe: GraphQLErrorObserver): ApolloServerPlugin<GraphQLContext> {
   return {
     async requestDidStart() {
       return {
@@ -173,8 +198,9 @@ function httpSemanticsPlugin(logger: FastifyBaseLogger): ApolloServerPlugin<Grap
         },
         async willSendResponse({ response, contextValue, errors: raw }) {
           if (response.body.kind !== 'single') return;
-          const { errors, data } = response.body.singleResult;
-          applyHttpSemantics(response.http, errors ?? [], contextValue, data, raw);
+          const { singleResult } = response.body;
+          const { errors, data } = applyHttpSemantics(response.http, singleResult, contextValue, raw ?? [], observe);
+          response.body.singleResult = { ...singleResult, errors, data };
         },
       };
     },
@@ -213,7 +239,7 @@ export function formatExecutionErrors(
       return { message: ERROR_CODES.INTERNAL.message, extensions: { code: ERROR_CODES.INTERNAL.graphqlCode } };
     }
   });
-  formatted.forEach(observe);
+  formatted.forEach((wire, index) => observeFormatted(observe, wire, errors[index]));
   return { errors: formatted, head };
 }
 
@@ -280,7 +306,7 @@ export function createApollo(options: ApolloOptions): ApolloServer<GraphQLContex
     validationRules: [operationTypeRule, ...(options.introspection ? [] : [noIntrospectionRule])],
     formatError: (formatted, error) => {
       const wire = format(formatted, error);
-      options.observeError(wire);
+      observeFormatted(options.observeError, wire, error);
       return wire;
     },
     stringifyResult: stringifyGraphQLResult,
@@ -294,7 +320,7 @@ export function createApollo(options: ApolloOptions): ApolloServer<GraphQLContex
       ApolloServerPluginSchemaReportingDisabled(),
       ApolloServerPluginInlineTraceDisabled(),
       options.limits.plugin(),
-      httpSemanticsPlugin(options.logger),
+      httpSemanticsPlugin(options.logger, options.observeError),
       ...(options.plugins ?? []),
     ],
   });

@@ -22,6 +22,12 @@ export function recordRateLimit(context: GraphQLContext, state: RateLimitState |
   if (state && (!context.rateLimit || state.remaining <= context.rateLimit.remaining)) context.rateLimit = state;
 }
 
+/** The refusals of requests' keys: each request's answer carries its own once, whatever number of fields met it. */
+const authenticationRefusals = new WeakSet<GatewayError>();
+
+/** Whether `error` is the refusal of a request's key, as principal() raised it to each field that asked. */
+export const isAuthenticationRefusal = (error: unknown): boolean => isGatewayError(error) && authenticationRefusals.has(error);
+
 export function createContext(service: GatewayService, request: RequestContext, requestId: string): GraphQLContext {
   let principal: Promise<Principal> | undefined;
   const authentication: GraphQLContext['authentication'] = {};
@@ -32,7 +38,10 @@ export function createContext(service: GatewayService, request: RequestContext, 
     authentication,
     principal: () =>
       (principal ??= service.authenticate(request).catch((error: unknown) => {
-        if (isGatewayError(error)) authentication.error = error;
+        if (isGatewayError(error)) {
+          authentication.error = error;
+          authenticationRefusals.add(error);
+        }
         throw error;
       })),
   };

@@ -149,10 +149,10 @@ export class PreparedOperations {
       reportUnexpectedErrors(this.logger, result.errors, contextValue.requestId);
       ({ errors, head } = formatExecutionErrors(result.errors, this.observeError));
     }
-    applyHttpSemantics(head, errors ?? [], contextValue, result.data, result.errors);
+    const sent = applyHttpSemantics(head, { errors, data: result.data }, contextValue, result.errors ?? [], this.observeError);
     head.headers.set('content-type', responseType);
     // Apollo's field order: errors before data.
-    const text = stringifyGraphQLResult({ errors, data: result.data, extensions: result.extensions });
+    const text = stringifyGraphQLResult({ errors: sent.errors, data: sent.data, extensions: result.extensions });
     return { status: head.status ?? 200, headers: head.headers, body: text };
   }
 }

@@ -100,6 +100,12 @@ async function spend(ws: TestWorkspace, left: number) {
 
 const errorsOf = (answer: HttpResult) => (answer.body.errors ?? []).map((error: any) => error.extensions.code);
 
+/** What the GraphQL-over-HTTP spec's own media type asks for: with it, data present and not null means a 2xx. */
+const GRAPHQL_RESPONSE = { accept: 'application/graphql-response+json' };
+const accepting = (sent: Sent, headers: Record<string, string> = GRAPHQL_RESPONSE): Sent => ({ ...sent, headers: { ...sent.headers, ...headers } });
+
+const errorCount = async (code: string) => metricSample(await metrics(), 'gateway_graphql_errors_total', { code }) ?? 0;
+
 describe('prepared GraphQL operations answer exactly as Apollo does', () => {
   it('an accepted mutation', async () => {
     const ws = await gw.workspace();
@@ -126,13 +132,25 @@ describe('prepared GraphQL operations answer exactly as Apollo does', () => {
   it.each([
     ['no key', null, 401],
     ['a key nobody issued', 'cgw_0000000000000000000000000000000000000A', 401],
-  ])('%s: 401', async (label, key, status) => {
+  ])('%s: 401 with WWW-Authenticate, the refusal once and no data', async (label, key, status) => {
     const ws = await gw.workspace();
-    const { answers, taken } = await twice(duplicate(ws, label, {}, key));
+    const { answers, taken } = await twice(accepting(duplicate(ws, label, {}, key)));
     expect(taken).toEqual({ apollo: 1, prepared: 1 });
     expect(answers[0].status).toBe(status);
-    expect(errorsOf(answers[0])).toEqual(['UNAUTHENTICATED']);
+    expect(answers[0].headers['www-authenticate']).toBe('Bearer');
+    expect(answers[0].body).toEqual({ errors: [{ message: 'Invalid API key', extensions: { code: 'UNAUTHENTICATED' } }] });
     expectSameAnswer(...answers);
+  });
+
+  it('no key for three root fields: one error for the request, not one per field, counted once', async () => {
+    const query = named('{ a: duplicationJob(id: "a") { id } b: duplicationJob(id: "b") { id } __typename }', 'three fields');
+    const before = await errorCount('UNAUTHENTICATED');
+    const { answers, taken } = await twice(accepting(post(null, query)));
+    expect(taken).toEqual({ apollo: 1, prepared: 1 });
+    expect(answers[0].status).toBe(401);
+    expect(answers[0].body).toEqual({ errors: [{ message: 'Invalid API key', extensions: { code: 'UNAUTHENTICATED' } }] });
+    expectSameAnswer(...answers);
+    expect((await errorCount('UNAUTHENTICATED')) - before).toBe(2);
   });
 
   it('a key without the permission: FORBIDDEN, and PERMISSION_DENIED recorded each time', async () => {
@@ -148,13 +166,21 @@ describe('prepared GraphQL operations answer exactly as Apollo does', () => {
     expect(denied.map((event) => event.channel)).toEqual(['GRAPHQL', 'GRAPHQL']);
   });
 
-  it('every root field rate limited: 429 with Retry-After', async () => {
+  it.each([
+    ['one field', 'duplicateCampaign', [['duplicateCampaign']]],
+    ['two aliased fields', 'a: duplicateCampaign(input: $input) { job { id } } b: duplicateCampaign', [['a'], ['b']]],
+  ])("every root field rate limited (%s): 429 with Retry-After, each field's error and no data", async (label, fields, paths) => {
     const ws = await gw.workspace();
     await spend(ws, 0);
-    const { answers, taken } = await twice(duplicate(ws, 'limited'));
+    const query = named(DUPLICATE_MUTATION.replace('duplicateCampaign', fields), `limited ${label}`);
+    const { answers, taken } = await twice(accepting(post(ws.key, query, { input: { campaignId: ws.campaign.id, name: 'limited' } })));
     expect(taken).toEqual({ apollo: 1, prepared: 1 });
     expect(answers[0].status).toBe(429);
     expect(Number(answers[0].headers['retry-after'])).toBeGreaterThan(0);
+    expect(Object.keys(answers[0].body)).toEqual(['errors']);
+    expect(answers[0].body.errors.map((error: any) => [error.path, error.extensions.code, error.message])).toEqual(
+      paths.map((path) => [path, 'RATE_LIMITED', 'Rate limit exceeded']),
+    );
     expectSameAnswer(...answers);
   });
 

@@ -38,20 +38,20 @@ describe('formatGraphQLError', () => {
 describe('applyHttpSemantics', () => {
   const context = { requestId: 'req-1', authentication: {} } as GraphQLContext;
 
-  /** The HTTP status of an answer whose only root field, `campaign`, failed with `error`. */
-  function statusFor(error: GatewayError): number | undefined {
+  /** The HTTP status of an answer whose only root field, `campaign`, failed with `error`, and whether it keeps its data. */
+  function answerFor(error: GatewayError): { status: number | undefined; data: boolean } {
     const raw = new GraphQLError(error.message, { path: ['campaign'], originalError: error });
     const head: GraphQLHttpHead = { headers: new Map() };
-    applyHttpSemantics(head, [formatGraphQLError({ message: error.message, path: ['campaign'] }, raw)], context, { campaign: null }, [raw]);
-    return head.status;
+    const sent = applyHttpSemantics(head, { errors: [formatGraphQLError({ message: error.message, path: ['campaign'] }, raw)], data: { campaign: null } }, context, [raw], () => {});
+    return { status: head.status, data: 'data' in sent };
   }
 
-  it("answers 503 when this instance's own dependency is down, whatever the cause's shape", () => {
-    expect(statusFor(dependencyUnavailable(new Error('SQLITE_IOERR')))).toBe(503);
+  it("answers 503 when this instance's own dependency is down, whatever the cause's shape, without data", () => {
+    expect(answerFor(dependencyUnavailable(new Error('SQLITE_IOERR')))).toEqual({ status: 503, data: false });
   });
 
-  it('keeps 200 for an upstream outage, which every instance shares, even when it carries its cause for the log', () => {
-    expect(statusFor(new GatewayError('UNAVAILABLE', 'The upstream answered 503'))).toBeUndefined();
-    expect(statusFor(new GatewayError('UNAVAILABLE', 'The upstream did not answer', { cause: new Error('ECONNRESET') }))).toBeUndefined();
+  it('keeps 200 and the data for an upstream outage, which every instance shares, even when it carries its cause for the log', () => {
+    expect(answerFor(new GatewayError('UNAVAILABLE', 'The upstream answered 503'))).toEqual({ status: undefined, data: true });
+    expect(answerFor(new GatewayError('UNAVAILABLE', 'The upstream did not answer', { cause: new Error('ECONNRESET') }))).toEqual({ status: undefined, data: true });
   });
 });
