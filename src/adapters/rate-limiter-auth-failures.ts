@@ -1,5 +1,5 @@
 import { RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
-import { dependencyUnavailable, GatewayError, rethrowAsUnavailable } from '../domain/errors.js';
+import { AUTHENTICATION_BLOCKED_MESSAGE, dependencyUnavailable, GatewayError, rethrowAsUnavailable } from '../domain/errors.js';
 import type { AuthFailureLimiter } from '../domain/ports.js';
 
 /**
@@ -16,7 +16,7 @@ export class RateLimiterAuthFailures implements AuthFailureLimiter {
   async check(client: string): Promise<void> {
     const state = await this.limiter.get(client).catch(rethrowAsUnavailable);
     if (state && state.consumedPoints > this.limiter.points && state.msBeforeNext > 0) {
-      throw new GatewayError('RATE_LIMITED', undefined, { retryAfterSeconds: Math.max(1, Math.ceil(state.msBeforeNext / 1000)) });
+      throw new GatewayError('RATE_LIMITED', AUTHENTICATION_BLOCKED_MESSAGE, { retryAfterSeconds: Math.max(1, Math.ceil(state.msBeforeNext / 1000)) });
     }
   }
 

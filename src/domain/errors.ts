@@ -17,6 +17,12 @@ export const ERROR_CODES = {
 
 export type ErrorCode = keyof typeof ERROR_CODES;
 
+/**
+ * A client blocked after too many failed authentications: RATE_LIMITED (Braze's 429) like a spent quota, but
+ * worded apart, so that a person, or a UI, can tell that no key from this address will do for a while.
+ */
+export const AUTHENTICATION_BLOCKED_MESSAGE = 'Too many failed authentications from this address; retry later';
+
 /** One problem with one input field; transports name the field in their own convention. */
 export interface FieldIssue {
   field: string;

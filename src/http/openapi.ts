@@ -54,7 +54,9 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   413: 'The body is larger than the limit',
   415: 'Content-Type is not application/json, its charset is not UTF-8, or the body has a Content-Encoding other than identity',
   422: 'This idempotency key was already used with a different request',
-  429: 'Rate limit exceeded: the quota is spent, or this client failed to authenticate too often; see Retry-After',
+  429:
+    'The quota is spent (`Rate limit exceeded`), or this client failed to authenticate too often (`Too many failed ' +
+    'authentications from this address; retry later`, whatever key it sends); see Retry-After',
   500: 'Internal server error (never with details)',
   502: 'The upstream service failed',
   503: 'A dependency (the database, the quota store) is unavailable, or the gateway is shutting down; see Retry-After',

@@ -5,6 +5,7 @@ import { bearer, http, startGateway, storeFailingOn, type TestGateway, type Test
 import { graphQL, rest, transports, type Transport } from '../support/transports.js';
 
 const LIMIT = 5;
+const AUTHENTICATION_BLOCKED = 'Too many failed authentications from this address; retry later';
 
 describe.each([
   { trust: '127.0.0.1', label: 'TRUST_PROXY=<the proxy address>' },
@@ -54,7 +55,11 @@ describe.each([
       expect((await attempt(other, from(`203.0.113.${100 + index}`, bearer(ws.key)))).status).toBeLessThan(300);
       expect((await attempt(other, from('2001:db8::42', bearer(ws.key)))).status).toBeLessThan(300);
     }
-    expect((await attempt(rest, from(attacker, bearer(ws.key)))).response.body).toEqual({ message: 'Rate limit exceeded' });
+    // Worded apart from a spent quota, on both doors, so that a person or a UI can tell the two apart.
+    expect((await attempt(rest, from(attacker, bearer(ws.key)))).response.body).toEqual({ message: AUTHENTICATION_BLOCKED });
+    expect((await attempt(graphQL, from(attacker, bearer(ws.key)))).response.body).toEqual({
+      errors: [{ message: AUTHENTICATION_BLOCKED, extensions: { code: 'RATE_LIMITED', retryAfterSeconds: expect.any(Number) } }],
+    });
   });
 
   it('counts an IPv6 client by its /64, so that it cannot spread failures over the addresses it holds', async () => {

@@ -370,6 +370,7 @@ describe('the quota', () => {
       const refused = await transport.duplicate(limited.baseUrl, team.key, args);
       expectError(refused, 'RATE_LIMITED', transport.name);
       expect(refused.status).toBe(429);
+      expect(refused.message).toBe('Rate limit exceeded');
       expect(Number(refused.response.headers['retry-after'])).toBeGreaterThan(0);
       expect(Number(refused.response.headers['retry-after'])).toBeLessThanOrEqual(60);
       expect(refused.response.headers['x-ratelimit-remaining']).toBe('0');
