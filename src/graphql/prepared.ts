@@ -8,8 +8,8 @@
  * variables, the same query text and operation name always get that same verdict: later requests are executed
  * directly with graphql-js against the same schema and context, and their answer is made by the same functions
  * Apollo's hooks call (error formatting, HTTP semantics, logging, serialisation). Whatever this path cannot answer
- * exactly as Apollo would (another method, content type or Accept header, `extensions`, variables that do not
- * fit the operation: nothing has run then) is handed to Apollo.
+ * exactly as Apollo would (another method, content type or Accept header, a persisted query, variables that do
+ * not fit the operation: nothing has run then) is handed to Apollo.
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import type { ApolloServerPlugin } from '@apollo/server';
@@ -36,7 +36,9 @@ const GRAPHQL_RESPONSE = 'application/graphql-response+json; charset=utf-8';
 
 /**
  * Accept headers and the content type Apollo's negotiation picks for them (a missing or empty header is
- * plain JSON); any other Accept header goes to Apollo.
+ * plain JSON); any other Accept header goes to Apollo. GraphiQL's lists multipart/mixed, for incremental
+ * delivery (@defer): Apollo answers an operation without it, as every operation of this schema is, with the
+ * single result, in the type negotiated among JSON types only.
  */
 const RESPONSE_TYPES = new Map<string, string>([
   ['', JSON_RESPONSE],
@@ -44,10 +46,19 @@ const RESPONSE_TYPES = new Map<string, string>([
   ['application/json', JSON_RESPONSE],
   ['application/json; charset=utf-8', JSON_RESPONSE],
   ['application/json, text/plain, */*', JSON_RESPONSE],
+  ['application/json, multipart/mixed', JSON_RESPONSE],
   ['application/graphql-response+json', GRAPHQL_RESPONSE],
   ['application/graphql-response+json, application/json', GRAPHQL_RESPONSE],
   ['application/graphql-response+json,application/json;q=0.9', GRAPHQL_RESPONSE],
 ]);
+
+/**
+ * Extensions that change nothing Apollo runs: none, or any but `persistedQuery` (which may stand for the query
+ * text, and registers it). Apollo hands the others to plugins, and none of the gateway's reads them; Apollo
+ * Client 4 sends `clientLibrary` with every request. Apollo refuses extensions that are not an object.
+ */
+const isInertExtensions = (extensions: unknown): boolean =>
+  extensions === undefined || extensions === null || (isRecord(extensions) && !('persistedQuery' in extensions));
 
 /** Longer query texts are left to Apollo: real operations are far shorter. */
 const MAX_QUERY_LENGTH = 8192;
@@ -125,7 +136,7 @@ export class PreparedOperations {
     const responseType = RESPONSE_TYPES.get(request.headers.accept ?? '');
     if (responseType === undefined) return undefined;
     const { body } = request;
-    if (!isRecord(body) || typeof body.query !== 'string' || 'extensions' in body) return undefined;
+    if (!isRecord(body) || typeof body.query !== 'string' || !isInertExtensions(body.extensions)) return undefined;
     const { operationName = null, variables = null } = body;
     if (operationName !== null && typeof operationName !== 'string') return undefined;
     if (variables !== null && !isRecord(variables)) return undefined;

@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_HEADERS } from '../../src/http/explorer.js';
-import { startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { http, metricSample, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 
 const chromiumPath = process.env.CHROMIUM_PATH;
 
@@ -154,6 +154,14 @@ describe.skipIf(!chromiumPath && !process.env.CI)('GraphQL explorer in a real br
     const screenshot = await page.screenshot();
     expect(screenshot.subarray(1, 4).toString()).toBe('PNG');
     if (process.env.UPDATE_SCREENSHOTS) writeFileSync(new URL('../../docs/explorer.png', import.meta.url), screenshot);
+
+    // GraphiQL's requests (Accept: application/json, multipart/mixed) are answered without Apollo's pipeline
+    // once Apollo has accepted their operation, as PollJob was.
+    const prepared = async () => metricSample((await http(gateway.baseUrl, 'GET', '/metrics')).text, 'gateway_graphql_requests_total', { path: 'prepared' }) ?? 0;
+    const before = await prepared();
+    await setEditorValue(page, editor.response, '');
+    expect((await runOperation(page, 'query PollJob', '')).data).toEqual(done.data);
+    expect(await prepared()).toBeGreaterThan(before);
     expectOnlyOwnRequests(log);
   }, 120_000);
 

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -262,6 +263,8 @@ describe('prepared GraphQL operations answer exactly as Apollo does', () => {
     ['*/*', 'application/json; charset=utf-8'],
     ['application/json', 'application/json; charset=utf-8'],
     ['application/json, text/plain, */*', 'application/json; charset=utf-8'],
+    // GraphiQL's: multipart/mixed is for incremental delivery, which no operation here uses.
+    ['application/json, multipart/mixed', 'application/json; charset=utf-8'],
     ['application/graphql-response+json', 'application/graphql-response+json; charset=utf-8'],
     ['application/graphql-response+json, application/json', 'application/graphql-response+json; charset=utf-8'],
     ['application/graphql-response+json,application/json;q=0.9', 'application/graphql-response+json; charset=utf-8'],
@@ -272,6 +275,29 @@ describe('prepared GraphQL operations answer exactly as Apollo does', () => {
     expect(taken).toEqual({ apollo: 1, prepared: 1 });
     expect(answers[0].headers['content-type']).toBe(contentType);
     expectSameAnswer(...answers);
+  });
+
+  it.each([
+    ["Apollo Client 4's", { clientLibrary: { name: '@apollo/client', version: '4.0.7' } }],
+    ['empty', {}],
+    ['null', null],
+  ])('%s extensions, which change nothing that runs', async (label, extensions) => {
+    const ws = await gw.workspace();
+    const { answers, taken } = await twice(post(ws.key, named('{ campaigns(first: 1) { edges { node { id name } } } }', `extensions ${label}`), undefined, { extensions }));
+    expect(taken).toEqual({ apollo: 1, prepared: 1 });
+    expect(answers[0].body.data.campaigns.edges).toHaveLength(1);
+    expectSameAnswer(...answers);
+  });
+
+  it("Apollo Client 4's request, as it sends one, for its mutation", async () => {
+    const ws = await gw.workspace();
+    const sent = duplicate(ws, 'apollo client 4');
+    const body = { ...JSON.parse(sent.body), operationName: 'Duplicate', extensions: { clientLibrary: { name: '@apollo/client', version: '4.0.7' } } };
+    const headers = { ...sent.headers, accept: 'application/graphql-response+json,application/json;q=0.9', 'apollographql-client-name': 'ui', 'apollographql-client-version': '1' };
+    const { answers, taken } = await twice({ headers, body: JSON.stringify(body) });
+    expect(taken).toEqual({ apollo: 1, prepared: 1 });
+    expect(answers[0].headers['content-type']).toBe('application/graphql-response+json; charset=utf-8');
+    expectSameAnswer(...answers, { newJob: true, takesPoint: true });
   });
 });
 
@@ -313,7 +339,10 @@ describe('what prepared operations leave to Apollo', () => {
       post(ws.key, query, undefined, {}, { accept: 'text/html' }),
       post(ws.key, query, undefined, {}, { accept: 'application/json;q=0.5, application/graphql-response+json' }),
       post(ws.key, query, undefined, {}, { 'content-type': 'application/json; charset=UTF-8' }),
-      post(ws.key, query, undefined, { extensions: {} }),
+      post(ws.key, query, undefined, { extensions: { persistedQuery: { version: 1, sha256Hash: createHash('sha256').update(query).digest('hex') } } }),
+      post(ws.key, query, undefined, { extensions: { persistedQuery: null } }),
+      post(ws.key, query, undefined, { extensions: [] }),
+      post(ws.key, query, undefined, { extensions: 'clientLibrary' }),
       post(ws.key, query, 'not an object' as unknown),
       { ...post(ws.key, query), method: 'GET' as const, path: `/graphql?query=${encodeURIComponent(query)}`, headers: { ...bearer(ws.key), 'apollo-require-preflight': 'true' } },
     ]) {
