@@ -139,9 +139,10 @@ function unavailableRootFields(errors: readonly unknown[]): Set<string> {
  * HTTP semantics on top of GraphQL: a request whose key was refused gets the refusal's status (401, 403 for an
  * address outside the key's allowlist, 429 for a client blocked after failed authentications) and its headers
  * (WWW-Authenticate, Retry-After), and answers that refusal once, without a path: it is the request's, not a
- * field's (`observe` hears of it). When every root field was refused, 429 if they were all rate limited and 503
- * if any failed because a dependency of the instance is unavailable (`raw`, the errors before formatting, say
- * which), with Retry-After. Quota headers; the request id on internal errors.
+ * field's (`observe` hears of it). One whose key could not be checked (503 for an outage) gets that status,
+ * its fields their errors. When every root field was refused, 429 if they were all rate limited and 503 if any
+ * failed because a dependency of the instance is unavailable (`raw`, the errors before formatting, say which),
+ * with Retry-After. Quota headers; the request id on internal errors.
  *
  * Mutates `head` and the formatted errors, as Apollo's willSendResponse hook does, and returns what the answer
  * carries: with a status other than 2xx, no `data` entry. The GraphQL-over-HTTP spec requires a 2xx for data
@@ -167,6 +168,7 @@ export function applyHttpSemantics(
   if (refusal) {
     head.status = ERROR_CODES[refusal.code].httpStatus;
     for (const [name, value] of Object.entries(errorHeaders(refusal))) head.headers.set(name, value);
+    if (!isAuthenticationRefusal(refusal)) return { errors: answer.errors };
     const { errors: once } = graphqlErrorBody(refusal, context.requestId);
     once.forEach(observe);
     return { errors: once };

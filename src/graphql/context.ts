@@ -1,5 +1,5 @@
-import { isGatewayError, type GatewayError, type RateLimitState } from '../domain/errors.js';
-import type { GatewayService, RequestContext } from '../domain/service.js';
+import { isGatewayError, type ErrorCode, type GatewayError, type RateLimitState } from '../domain/errors.js';
+import { AUTH_REFUSALS, type GatewayService, type RequestContext } from '../domain/service.js';
 import type { Principal } from '../domain/types.js';
 
 export interface GraphQLContext {
@@ -22,6 +22,12 @@ export function recordRateLimit(context: GraphQLContext, state: RateLimitState |
   if (state && (!context.rateLimit || state.remaining <= context.rateLimit.remaining)) context.rateLimit = state;
 }
 
+/**
+ * What refuses a request's key or its client: a failed authentication, or a client blocked after too many.
+ * Not an authentication that could not be done (a store outage, a fault of ours), which each field reports.
+ */
+const REFUSAL_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([...AUTH_REFUSALS, 'RATE_LIMITED']);
+
 /** The refusals of requests' keys: each request's answer carries its own once, whatever number of fields met it. */
 const authenticationRefusals = new WeakSet<GatewayError>();
 
@@ -40,7 +46,7 @@ export function createContext(service: GatewayService, request: RequestContext, 
       (principal ??= service.authenticate(request).catch((error: unknown) => {
         if (isGatewayError(error)) {
           authentication.error = error;
-          authenticationRefusals.add(error);
+          if (REFUSAL_CODES.has(error.code)) authenticationRefusals.add(error);
         }
         throw error;
       })),
