@@ -179,11 +179,10 @@ export function applyHttpSemantics(
   const refused = errors.filter(
     (error) => (error.extensions?.code === ERROR_CODES.RATE_LIMITED.graphqlCode && error.path?.length === 1) || isUnavailable(error),
   );
-  // Executed, data has one key per root field (fragments spread, @skip applied). A non-null root field that
-  // failed leaves data null: then every error must be a refusal.
+  // Executed, data has one key per root field (fragments spread, @skip applied). Every root field is nullable,
+  // so a refused one is null with its error at its path.
   const rootFields = data ? Object.keys(data).length : 0;
-  const everyFieldRefused = data === null ? refused.length > 0 && refused.length === errors.length : rootFields > 0 && refused.length >= rootFields;
-  if (everyFieldRefused) {
+  if (rootFields > 0 && refused.length >= rootFields) {
     head.status = refused.some(isUnavailable) ? ERROR_CODES.UNAVAILABLE.httpStatus : ERROR_CODES.RATE_LIMITED.httpStatus;
     const retryAfter = Math.max(...refused.map((error) => Number(error.extensions?.retryAfterSeconds ?? 1)));
     head.headers.set('retry-after', String(retryAfter));
