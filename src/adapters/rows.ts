@@ -214,18 +214,19 @@ export function insertStatement(table: string, row: Row, placeholder: (position:
 
 /**
  * A new job's turn in the queue (`queue_turn`), read by its INSERT: the queue's clock (the highest turn claimed), or
- * one past its workspace's last pending job's turn when that is later. So a workspace with nothing pending starts at
- * the clock, however many jobs it ran before, and one with a backlog queues behind its own jobs rather than making
- * every other workspace's wait behind them. Only pending jobs count: claims move the clock up to the turns they
- * take, and a retried or deferred job keeps its turn. Nothing is locked: two instances enqueueing for one
- * workspace at once may give both jobs the same turn, which the claim's order breaks by due time, then id.
- * The workspace's last turn is one seek on jobs_workspace_turn.
+ * one past its workspace's last job's turn when that is later. So a workspace with a backlog queues behind its own
+ * jobs rather than making every other workspace's wait behind them, and one whose last job is older than the clock
+ * starts at the clock, however many jobs it ran before. The last job counts whatever its state: a workspace that
+ * sends its next job as soon as the last one is claimed would otherwise take the clock's turn every time, ahead of
+ * another's backlog waiting at the next turn. A retried or deferred job keeps its turn. Nothing is locked: two
+ * instances enqueueing for one workspace at once may give both jobs the same turn, which the claim's order breaks
+ * by due time, then id. The workspace's last turn is one seek on jobs_workspace_turn.
  */
 export const jobTurn = (job: DuplicationJob): ReadColumn => ({
   column: 'queue_turn',
   sql: (workspace) =>
     `(SELECT MAX(turn) FROM (SELECT turn FROM job_queue_clock UNION ALL
-       SELECT MAX(queue_turn) + 1 FROM jobs WHERE workspace_id = ${workspace} AND status = 'PENDING') turns)`,
+       SELECT MAX(queue_turn) + 1 FROM jobs WHERE workspace_id = ${workspace}) turns)`,
   param: job.workspaceId,
 });
 

@@ -328,7 +328,7 @@ export function storeContract(name: string, harness: StoreHarness): void {
         expect(await claimOneByOne(6, 1000)).toEqual(ids([first[0], second[0], first[1], second[1], first[2], second[2]]));
       });
 
-      it('holds no workspace’s finished jobs against it: its next job goes among the first two after another’s backlog', async () => {
+      it('holds no workspace’s older jobs against it: its next job goes among the first three after another’s backlog', async () => {
         await enqueueJobs(ws, 100, 0);
         const ran = await store.claimJobs('w', 100, at(1000), at(60_000));
         expect(ran).toHaveLength(100);
@@ -338,7 +338,8 @@ export function storeContract(name: string, harness: StoreHarness): void {
         }
         await enqueueJobs(other, 100, 3000);
         const [next] = await enqueueJobs(ws, 1, 3100);
-        expect((await claimOneByOne(2, 5000)).slice(0, 2)).toContain(next.id);
+        // Its last job had the clock's turn, as the backlog's first has: its next turn is the backlog's second's.
+        expect(await claimOneByOne(3, 5000)).toContain(next.id);
       });
 
       it('keeps a deferred and a retried job in their place: due again, they go before the jobs queued after them', async () => {
@@ -352,8 +353,22 @@ export function storeContract(name: string, harness: StoreHarness): void {
         expect(await claimOneByOne(2, 20)).toEqual(ids([b1, a2]));
         expect(await store.retryJob(a2.id, 'w', at(5000), { code: 'UPSTREAM_UNAVAILABLE', message: 'busy' }, at(20))).toBe(true);
         expect(await claimOneByOne(2, 30)).toEqual(ids([b2, a3]));
-        const after = [...(await enqueueJobs(ws, 1, 100)), ...(await enqueueJobs(third.id, 1, 101)), ...(await enqueueJobs(other, 1, 102))];
-        expect(await claimOneByOne(6, 5000)).toEqual(ids([a1, a2, b3, ...after]));
+        const [a4] = await enqueueJobs(ws, 1, 100);
+        const [c1] = await enqueueJobs(third.id, 1, 101);
+        const [b4] = await enqueueJobs(other, 1, 102);
+        // a4 and b4 follow their workspaces' last jobs (a3, b3); c1, of a workspace new to the queue, takes b3's turn.
+        expect(await claimOneByOne(6, 5000)).toEqual(ids([a1, a2, b3, c1, a4, b4]));
+      });
+
+      it('keeps a backlog its turns while another workspace sends its next job each time its last is claimed', async () => {
+        const backlog = await enqueueJobs(other, 5, 0);
+        let [sent] = await enqueueJobs(ws, 1, 100);
+        const claimed: string[] = [];
+        for (let round = 1; round <= 10; round += 1) {
+          claimed.push(...(await claimOneByOne(1, 1000)));
+          if (claimed.includes(sent.id)) [sent] = await enqueueJobs(ws, 1, 100 + round);
+        }
+        expect(claimed.filter((id) => ids(backlog).includes(id))).toEqual(ids(backlog));
       });
 
       it('takes a job whose lease expired before any pending job, whatever its turn', async () => {
