@@ -106,7 +106,8 @@ const BOOT_SCRIPT = `(function () {
     React.createElement(
       GraphiQL,
       {
-        fetcher: GraphiQL.createFetcher({ url: window.location.pathname }),
+        // One leading slash: a path served as //graphql would be a URL of the host "graphql".
+        fetcher: GraphiQL.createFetcher({ url: window.location.pathname.replace(/^[/]+/, '/') }),
         storage: storageWithoutHeaders(),
         defaultTabs: [{ query: config.query, variables: config.variables, headers: config.headers }],
         variables: storedVariables === null ? config.variables : undefined,
