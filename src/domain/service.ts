@@ -559,16 +559,27 @@ export class GatewayService {
   /**
    * Seconds a caller following an unfinished job should wait before asking again (null once it is finished):
    * until its next run when that is later (a retry delay, a wait for an upstream slot), or until the end of a
-   * pause the upstream asked for when that is later still, otherwise one.
+   * pause the upstream asked for when that is later still, otherwise one. `pausedMs` reads that pause, only for
+   * a pending job: a request answering for many jobs passes one that reads the shared limiter once.
    */
-  async pollAfterSeconds(job: Pick<DuplicationJob, 'status' | 'runAt'>): Promise<number | null> {
+  async pollAfterSeconds(
+    job: Pick<DuplicationJob, 'status' | 'runAt'>,
+    pausedMs: () => Promise<number> = () => this.upstreamPausedMs(),
+  ): Promise<number | null> {
     if (job.status === 'SUCCEEDED' || job.status === 'FAILED') return null;
     if (job.status !== 'PENDING') return 1;
     const untilRun = job.runAt.getTime() - this.deps.clock.now().getTime();
     // A job the worker has not picked up yet still has its old run time, though nothing is sent before the pause
-    // ends. The pause is a hint for the header: a limiter that cannot say leaves the run time to answer.
-    const paused = (await this.deps.upstreamPause?.remainingMs().catch(() => 0)) ?? 0;
-    return Math.max(1, Math.ceil(Math.max(untilRun, paused) / 1000));
+    // ends.
+    return Math.max(1, Math.ceil(Math.max(untilRun, await pausedMs()) / 1000));
+  }
+
+  /**
+   * What is left of a pause the upstream asked for, 0 when there is none. A hint for polls: a limiter that cannot
+   * say leaves a job's run time to answer.
+   */
+  async upstreamPausedMs(): Promise<number> {
+    return (await this.deps.upstreamPause?.remainingMs().catch(() => 0)) ?? 0;
   }
 
   private async maySee(principal: Principal, job: DuplicationJob): Promise<boolean> {

@@ -13,6 +13,11 @@ export interface GraphQLContext {
    * own because Apollo hands resolvers and plugins a shallow copy of the context.
    */
   authentication: { error?: GatewayError };
+  /**
+   * What is left of an upstream pause, read from the shared limiter once per request, on first use: a page of
+   * pending jobs asks it for each job's pollAfterSeconds.
+   */
+  upstreamPausedMs(): Promise<number>;
   /** The quota after the last point this request took, for the X-RateLimit-* headers. */
   rateLimit?: RateLimitState;
 }
@@ -35,7 +40,9 @@ const authenticationRefusals = new WeakSet<GatewayError>();
 export const isAuthenticationRefusal = (error: unknown): boolean => isGatewayError(error) && authenticationRefusals.has(error);
 
 export function createContext(service: GatewayService, request: RequestContext, requestId: string): GraphQLContext {
+  // Kept in closures, like the authentication object, so that Apollo's shallow copies of the context share them.
   let principal: Promise<Principal> | undefined;
+  let upstreamPaused: Promise<number> | undefined;
   const authentication: GraphQLContext['authentication'] = {};
   return {
     service,
@@ -50,5 +57,6 @@ export function createContext(service: GatewayService, request: RequestContext, 
         }
         throw error;
       })),
+    upstreamPausedMs: () => (upstreamPaused ??= service.upstreamPausedMs()),
   };
 }

@@ -137,13 +137,16 @@ export class ViewerResolver {
 
 @Resolver(() => DuplicationJob)
 export class DuplicationJobResolver {
-  /** A field of its own: in upstream mode it reads the shared pacing limiter, which only a caller asking should cost. */
+  /**
+   * A field of its own: in upstream mode it reads the shared pacing limiter, which only a caller asking should cost,
+   * once per request however many pending jobs ask.
+   */
   @FieldResolver(() => Int, {
     nullable: true,
     description:
       'While the job is not finished, the seconds to wait before asking for it again: until its next attempt when that is scheduled later (a retry after a failed attempt, a wait for the upstream), otherwise 1. Null once it is finished. The Retry-After of REST\'s GET /duplication_jobs/{id}.',
   })
   async pollAfterSeconds(@Root() job: DuplicationJob, @Ctx() context: GraphQLContext): Promise<number | null> {
-    return context.service.pollAfterSeconds({ status: job.status as JobStatus, runAt: job.runAt });
+    return context.service.pollAfterSeconds({ status: job.status as JobStatus, runAt: job.runAt }, context.upstreamPausedMs);
   }
 }

@@ -372,6 +372,16 @@ describe('upstream mode: what each upstream answer does to a job', () => {
   });
 });
 
+/** A memory limiter that counts its reads. */
+class CountingLimiter extends RateLimiterMemory {
+  gets = 0;
+
+  override get(...args: Parameters<RateLimiterMemory['get']>) {
+    this.gets++;
+    return super.get(...args);
+  }
+}
+
 /** A limiter on a backend several instances share, and how to let it go once the gateways using it are closed. */
 interface SharedLimiter {
   limiter: RateLimiterAbstract;
@@ -560,6 +570,34 @@ describe('upstream mode: pacing', () => {
       expect(await upstreamCheck(b)).toEqual({ status: 'up', backend: 'braze' });
     },
   );
+
+  it("reads the shared pause once for a whole page of pending jobs' polls, each as REST's Retry-After says", async () => {
+    const limiter = new CountingLimiter({ points: 100, duration: 60 });
+    // No worker takes a job: every job stays pending, as accepted.
+    const h = await upstreamGateway({ WORKER_CONCURRENCY: '0' }, limiter);
+    harnesses.push(h);
+    const ids: string[] = [];
+    for (let index = 0; index < 5; index++) ids.push((await enqueue(h)).id);
+    const page = 'edges { node { job { id pollAfterSeconds } } }';
+    const polls = async () => {
+      const before = limiter.gets;
+      const answer = await graphql(h.gateway.baseUrl, h.ws.key, `{ a: securityEvents(first: 200) { ${page} } b: securityEvents(first: 200) { ${page} } }`);
+      const jobs = [...answer.body.data.a.edges, ...answer.body.data.b.edges].map((edge: { node: { job: { id: string; pollAfterSeconds: number } | null } }) => edge.node.job).filter((job) => job !== null);
+      expect(new Set(jobs.map((job) => job.id))).toEqual(new Set(ids));
+      return { reads: limiter.gets - before, jobs };
+    };
+
+    const open = await polls();
+    expect(open.reads).toBeLessThanOrEqual(2);
+    for (const job of open.jobs) expect(job.pollAfterSeconds).toBe(1);
+
+    await new UpstreamPacer(limiter).pause(30_000);
+    const paused = await polls();
+    expect(paused.reads).toBeLessThanOrEqual(2);
+    const retryAfter = (await http(h.gateway.baseUrl, 'GET', `/duplication_jobs/${ids[0]}`, { headers: bearer(h.ws.key) })).headers['retry-after'];
+    expect(Number(retryAfter)).toBeGreaterThan(1);
+    for (const job of paused.jobs) expect(job.pollAfterSeconds).toBe(Number(retryAfter));
+  });
 
   it('instances sharing one limiter share one pace', async () => {
     const limiter = new RateLimiterMemory({ points: 3, duration: 60 });
