@@ -9,7 +9,8 @@ export class UpstreamPacer implements UpstreamPause {
   private readonly key = 'duplicate';
   /**
    * Set, in the same limiter, while a hold the upstream asked for may last. The window's own key cannot say it:
-   * a window merely spent, with more calls refused since, counts past the limit as a hold does.
+   * a window merely spent, with more calls refused since, counts past the limit as a hold does. Its points are
+   * how many ms it outlasts that hold (it lasts whole seconds), so that it names the hold's end to the ms.
    */
   private readonly pausedKey = 'paused';
 
@@ -47,9 +48,11 @@ export class UpstreamPacer implements UpstreamPause {
       await this.limiter.block(this.key, seconds);
       heldMs = seconds * 1000;
     }
-    // The mark may outlast the hold by part of a second (blocks are whole seconds): remainingMs reads the hold itself.
     const marked = await this.limiter.get(this.pausedKey);
-    if (!marked || marked.msBeforeNext < heldMs) await this.limiter.block(this.pausedKey, Math.max(1, Math.ceil(heldMs / 1000)));
+    if (!marked || markedHoldMs(marked) < heldMs) {
+      const seconds = Math.max(1, Math.ceil(heldMs / 1000));
+      await this.limiter.set(this.pausedKey, seconds * 1000 - heldMs, seconds);
+    }
     return heldMs;
   }
 
@@ -58,8 +61,15 @@ export class UpstreamPacer implements UpstreamPause {
    * counts here too. A window that is only spent is no pause: the gateway's own pace, not the upstream's word.
    */
   async remainingMs(): Promise<number> {
-    if (!(await this.limiter.get(this.pausedKey))) return 0;
+    // The mark first: the hold, read after, can only seem to end earlier than it does next to the mark.
+    const marked = await this.limiter.get(this.pausedKey);
+    if (!marked) return 0;
     const hold = await this.limiter.get(this.key);
-    return hold && hold.consumedPoints > this.limiter.points ? Math.max(0, hold.msBeforeNext) : 0;
+    if (!hold || hold.consumedPoints <= this.limiter.points) return 0;
+    // A hold ending after the marked one is a window opened since the pause, and spent by the gateway's own pace.
+    return hold.msBeforeNext <= markedHoldMs(marked) ? Math.max(0, hold.msBeforeNext) : 0;
   }
 }
+
+/** What was left, when read, of the hold the pause mark was written for. */
+const markedHoldMs = (marked: RateLimiterRes): number => marked.msBeforeNext - marked.consumedPoints;

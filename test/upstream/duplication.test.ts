@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { RateLimiterMemory, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { postgresLimiters, type LimiterSettings } from '../../src/adapters/limiter-backends.js';
+import { memoryLimiter, postgresLimiters, type LimiterSettings } from '../../src/adapters/limiter-backends.js';
 import { RedisLimiters } from '../../src/adapters/redis/limiters.js';
 import { UpstreamPacer } from '../../src/adapters/upstream-pacer.js';
 import type { DuplicationJob } from '../../src/domain/types.js';
@@ -570,6 +570,35 @@ describe('upstream mode: pacing', () => {
       expect(await upstreamCheck(b)).toEqual({ status: 'up', backend: 'braze' });
     },
   );
+
+  it.each(
+    [
+      { name: 'memory', missing: false, create: async (settings: LimiterSettings) => ({ limiter: memoryLimiter(settings), close: async () => undefined }) },
+      ...sharedBackends,
+    ]
+      .filter((backend) => !backend.missing || process.env.CI)
+      .map((backend) => [backend.name, backend] as const),
+  )('on %s, a window spent by the pace after a pause has ended is no pause, while the pause mark lasts', async (_, backend) => {
+    const backendLimiter = await backend.create({ keyPrefix: `upstream-${randomUUID()}`, points: 1, durationSeconds: 1 });
+    shared.push(backendLimiter);
+    const { limiter } = backendLimiter;
+    const pacer = new UpstreamPacer(limiter);
+    expect(await pacer.take()).toBe(0);
+    expect(await pacer.take()).toBeGreaterThan(0);
+    // A 429 with no time on the spent window, once most of it has passed: the hold is its rest, the mark a whole second.
+    await waitFor(async () => ((await limiter.get(PACER_KEY))?.msBeforeNext ?? 0) < 500);
+    const held = await pacer.pause(0);
+    expect(held).toBeLessThan(500);
+    const remaining = await pacer.remainingMs();
+    expect(remaining).toBeGreaterThan(0);
+    expect(remaining).toBeLessThanOrEqual(held);
+
+    // The hold ends; the next window opens and is spent by the gateway's own pace while the mark is still there.
+    await waitFor(async () => (await pacer.take()) === 0);
+    expect(await pacer.take()).toBeGreaterThan(0);
+    expect(await limiter.get('paused')).not.toBeNull();
+    expect(await pacer.remainingMs()).toBe(0);
+  });
 
   it("reads the shared pause once for a whole page of pending jobs' polls, each as REST's Retry-After says", async () => {
     const limiter = new CountingLimiter({ points: 100, duration: 60 });
