@@ -52,6 +52,15 @@ const RESPONSE_TYPES = new Map<string, string>([
   ['application/graphql-response+json,application/json;q=0.9', GRAPHQL_RESPONSE],
 ]);
 
+/** The content type Apollo negotiates for an Accept header of the table above; undefined for any other. */
+const negotiatedResponseType = (accept: string | undefined): string | undefined => RESPONSE_TYPES.get(accept ?? '');
+
+/**
+ * The content type of an answer the gateway gives itself to a /graphql request it refuses before Apollo (a body
+ * it cannot read): the one Apollo would negotiate, and plain JSON for an Accept header outside the table.
+ */
+export const refusalResponseType = (accept: string | undefined): string => negotiatedResponseType(accept) ?? JSON_RESPONSE;
+
 /**
  * Extensions that change nothing Apollo runs: none, or any but `persistedQuery` (which may stand for the query
  * text, and registers it). Apollo hands the others to plugins, and none of the gateway's reads them; Apollo
@@ -133,7 +142,7 @@ export class PreparedOperations {
     if (!this.enabled || request.method !== 'POST') return undefined;
     const contentType = request.headers['content-type'];
     if (contentType === undefined || !JSON_CONTENT_TYPES.has(contentType)) return undefined;
-    const responseType = RESPONSE_TYPES.get(request.headers.accept ?? '');
+    const responseType = negotiatedResponseType(request.headers.accept);
     if (responseType === undefined) return undefined;
     const { body } = request;
     if (!isRecord(body) || typeof body.query !== 'string' || !isInertExtensions(body.extensions)) return undefined;

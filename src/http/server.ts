@@ -21,7 +21,7 @@ import { createApollo, graphqlErrorBody } from '../graphql/apollo.js';
 import { createContext } from '../graphql/context.js';
 import { DocumentCache, QUERY_TEXT_CACHE_BYTES } from '../graphql/document-cache.js';
 import { OperationLimits } from '../graphql/limits.js';
-import { PreparedOperations } from '../graphql/prepared.js';
+import { PreparedOperations, refusalResponseType } from '../graphql/prepared.js';
 import { gatewaySchema } from '../graphql/schema.js';
 import { summarizeError } from '../jobs/failure-log.js';
 import type { ReadinessReport } from '../readiness.js';
@@ -73,6 +73,8 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     if (request.routeOptions.url !== '/graphql') return reply.status(mapped.status).send(mapped.body);
     const body = graphqlErrorBody(mapped.gatewayError, request.id);
     body.errors.forEach(observeGraphQLError);
+    // As Apollo answers: in the media type the client accepts, never cached.
+    reply.type(refusalResponseType(request.headers.accept)).header('cache-control', 'no-store');
     return reply.status(mapped.status).send(body);
   };
 

@@ -1,5 +1,6 @@
+import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { graphql, startGateway, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { bearer, graphql, http, startGateway, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 
 let gateway: TestGateway;
 let ws: TestWorkspace;
@@ -21,5 +22,33 @@ describe('GraphQL responses', () => {
     const refused = await graphql(gateway.baseUrl, null, '{ securityEvents { edges { node { id } } } }');
     expect(refused.status).toBe(401);
     expect(refused.headers['cache-control']).toBe('no-store');
+  });
+
+  const operation = () => JSON.stringify({ query: '{ viewer { workspaceId } }' });
+  // Each is answered by the gateway itself, before Apollo reads the request.
+  const refusals: { name: string; status: number; body: () => string | Buffer; headers?: Record<string, string> }[] = [
+    { name: 'malformed JSON', status: 400, body: () => '{"query": ' },
+    { name: 'bytes that are not UTF-8', status: 400, body: () => Buffer.from(JSON.stringify({ query: '{ viewer { workspaceId } } # Café' }), 'latin1') },
+    { name: 'a body over the limit', status: 413, body: () => JSON.stringify({ query: `{ viewer { workspaceId } } #${'x'.repeat(70 * 1024)}` }) },
+    { name: 'text/plain', status: 415, body: operation, headers: { 'content-type': 'text/plain' } },
+    { name: 'a charset other than UTF-8', status: 415, body: operation, headers: { 'content-type': 'application/json; charset=iso-8859-1' } },
+    { name: 'a content coding', status: 415, body: () => gzipSync(operation()), headers: { 'content-encoding': 'gzip' } },
+  ];
+  const accepts = [
+    { accept: 'application/json', type: 'application/json; charset=utf-8' },
+    { accept: 'application/graphql-response+json', type: 'application/graphql-response+json; charset=utf-8' },
+  ];
+
+  describe.each(accepts)('refused before Apollo, with Accept: $accept', ({ accept, type }) => {
+    it.each(refusals)('$name: in the media type accepted, and no-store', async ({ status, body, headers }) => {
+      const response = await http(gateway.baseUrl, 'POST', '/graphql', {
+        headers: { 'content-type': 'application/json', accept, ...bearer(ws.key), ...headers },
+        body: body(),
+      });
+      expect(response.status).toBe(status);
+      expect(response.headers['content-type']).toBe(type);
+      expect(response.headers['cache-control']).toBe('no-store');
+      expect(response.body.errors[0].extensions.code).toBe('BAD_USER_INPUT');
+    });
   });
 });
