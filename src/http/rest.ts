@@ -185,6 +185,13 @@ export async function restRoutes(app: FastifyInstance, options: { service: Gatew
       onRequest: async (request) => {
         request.principal = await service.authorizeDuplication(httpRequestContext(request, 'REST'));
       },
+      // A late body refused before the handler checked its key again (not JSON, not UTF-8, two Idempotency-Key
+      // headers): checked now, so a key refused meanwhile is unknown to the answer, which shows it no quota.
+      onError: async (request) => {
+        if (!request.principal) return;
+        const context = httpRequestContext(request, 'REST');
+        request.principal = await service.reauthorizeDuplication(request.principal, context).catch(() => undefined);
+      },
     },
     async (request, reply) => {
       // No Content-Type and no body: nothing for fastify to parse, refused as the empty JSON body is.

@@ -181,22 +181,26 @@ describe('API keys', () => {
     });
   });
 
+  /**
+   * A duplication over a raw socket whose headers are checked, then `between()` runs and a second passes before
+   * the rest of its body (latin1: one byte a character) arrives.
+   */
+  const slowBody = async (key: string, between: () => Promise<unknown>, body = JSON.stringify({ campaign_id: ws.campaign.id, name: 'Slow copy' }), headers = '') => {
+    const connection = rawConnection(gw.baseUrl);
+    const checked = lookups();
+    connection.send(
+      `POST /campaigns/duplicate HTTP/1.1\r\nHost: gw\r\nConnection: close\r\nAuthorization: Bearer ${key}\r\n${headers}` +
+        `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 10)}`,
+    );
+    await waitFor(async () => lookups() > checked);
+    await between();
+    clock.advance(1000);
+    connection.send(body.slice(10));
+    const { head, body: answer } = await connection.answer;
+    return { status: Number(head.split(' ')[1]), quotaHeaders: /^x-ratelimit-/im.test(head), body: answer };
+  };
+
   it('checks a REST key again when the body comes long after the headers: a key revoked meanwhile is refused', async () => {
-    const slowBody = async (key: string, between: () => Promise<unknown>) => {
-      const body = JSON.stringify({ campaign_id: ws.campaign.id, name: 'Slow copy' });
-      const connection = rawConnection(gw.baseUrl);
-      const checked = lookups();
-      connection.send(
-        `POST /campaigns/duplicate HTTP/1.1\r\nHost: gw\r\nConnection: close\r\nAuthorization: Bearer ${key}\r\n` +
-          `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 10)}`,
-      );
-      await waitFor(async () => lookups() > checked);
-      await between();
-      clock.advance(1000);
-      connection.send(body.slice(10));
-      const { head, body: answer } = await connection.answer;
-      return { status: Number(head.split(' ')[1]), quotaHeaders: /^x-ratelimit-/im.test(head), body: answer };
-    };
     const kept = await ws.addKey(['campaigns.duplicate'], 'slow but kept');
     expect(await slowBody(kept.key, async () => undefined)).toMatchObject({ status: 202, quotaHeaders: true });
 
@@ -206,6 +210,18 @@ describe('API keys', () => {
     expect(JSON.parse(refused.body)).toEqual({ message: 'Invalid API key' });
     const requested = await gw.app.store.listEvents(ws.workspace.id, { apiKeyId: revoked.keyId, types: ['CAMPAIGN_DUPLICATION_REQUESTED'] }, { first: 5 });
     expect(requested).toEqual([]);
+  });
+
+  it.each([
+    { name: 'malformed JSON', body: '{"campaign_id": "c", "name": ', headers: '' },
+    { name: 'bytes that are not UTF-8', body: '{"campaign_id": "c", "name": "Caf\xe9"}', headers: '' },
+    { name: 'two Idempotency-Key headers', body: '{"campaign_id": "c", "name": "Slow copy"}', headers: 'Idempotency-Key: a\r\nIdempotency-Key: b\r\n' },
+  ])('shows no quota to a key revoked while its late body came, refused for $name', async ({ body, headers }) => {
+    const kept = await ws.addKey(['campaigns.duplicate'], 'slow, refused, kept');
+    expect(await slowBody(kept.key, async () => undefined, body, headers)).toMatchObject({ status: 400, quotaHeaders: true });
+
+    const revoked = await ws.addKey(['campaigns.duplicate'], 'slow, refused, revoked');
+    expect(await slowBody(revoked.key, () => gw.app.admin.revokeKey(revoked.keyId), body, headers)).toMatchObject({ status: 400, quotaHeaders: false });
   });
 
   it('records what a key was created with in API_KEY_CREATED, as securityEvents shows it', async () => {
