@@ -5,7 +5,7 @@ import { withoutPort } from '../domain/ip-allowlist.js';
 import { CHANNELS, JOB_STATUSES, type Principal } from '../domain/types.js';
 import { isRecord, LIMITS } from '../domain/validation.js';
 import { emptyBodyError } from './errors.js';
-import { authenticatedErrorResponses, errorResponses, RETRY_AFTER_HEADER } from './openapi.js';
+import { ACCEPT_ENCODING_HEADER, ALLOWED_METHODS, authenticatedErrorResponses, errorResponses, RETRY_AFTER_HEADER } from './openapi.js';
 import { rateLimitHeaders } from './rate-limit-headers.js';
 
 declare module 'fastify' {
@@ -99,7 +99,8 @@ const duplicateSchema = {
       properties: { message: { const: 'success' }, job_id: { type: 'string' }, status: { ...jobStatus, description: 'pending, unless this repeats an earlier request' } },
       headers: { ...RATE_LIMIT_HEADERS, location: { type: 'string', description: 'The job: /duplication_jobs/{job_id}' } },
     },
-    ...authenticatedErrorResponses([400, 413, 415, 422], RATE_LIMIT_HEADERS),
+    ...authenticatedErrorResponses([400, 413, 422], RATE_LIMIT_HEADERS),
+    ...errorResponses([415], { ...RATE_LIMIT_HEADERS, ...ACCEPT_ENCODING_HEADER }),
     ...errorResponses([409], { ...RATE_LIMIT_HEADERS, ...RETRY_AFTER_HEADER }),
   },
 };
@@ -161,7 +162,7 @@ const ROUTABLE_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH'] as co
  * arrives: before fastify would read its body and refuse that instead. Fastify needs a handler, which the
  * refusal in onRequest leaves unreached.
  */
-function methodNotAllowed(app: FastifyInstance, url: string, allowed: readonly (typeof ROUTABLE_METHODS)[number][]): void {
+function methodNotAllowed(app: FastifyInstance, url: string, allowed: readonly string[]): void {
   const refuse = async (_request: FastifyRequest, reply: FastifyReply) => {
     reply.header('allow', allowed.join(', '));
     throw new GatewayError('METHOD_NOT_ALLOWED');
@@ -174,8 +175,7 @@ function methodNotAllowed(app: FastifyInstance, url: string, allowed: readonly (
 /** The Braze-compatible routes. Thin: parse, call the service, map the result. */
 export async function restRoutes(app: FastifyInstance, options: { service: GatewayService }): Promise<void> {
   const { service } = options;
-  methodNotAllowed(app, '/campaigns/duplicate', ['POST']);
-  methodNotAllowed(app, '/duplication_jobs/:job_id', ['GET', 'HEAD']);
+  for (const [url, allowed] of Object.entries(ALLOWED_METHODS)) methodNotAllowed(app, url, allowed);
   app.post(
     '/campaigns/duplicate',
     {

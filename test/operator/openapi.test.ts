@@ -1,6 +1,7 @@
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import formats from 'ajv-formats';
+import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer, http, json, startGateway, waitFor, type HttpResult, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 
@@ -28,7 +29,9 @@ describe('GET /openapi.json', () => {
     expect(result.errors).toBeUndefined();
     expect(result.valid).toBe(true);
     expect(document.openapi).toBe('3.1.0');
-    expect(Object.fromEntries(Object.entries(document.paths).map(([path, item]) => [path, Object.keys(item as object)]))).toEqual({
+    // A path item's description (what its other methods get) is no operation.
+    const operations = (item: object) => Object.keys(item).filter((key) => key !== 'description');
+    expect(Object.fromEntries(Object.entries(document.paths).map(([path, item]) => [path, operations(item as object)]))).toEqual({
       '/campaigns/duplicate': ['post'],
       '/duplication_jobs/{job_id}': ['get'],
       '/security_events/download': ['get'],
@@ -63,7 +66,7 @@ describe('GET /openapi.json', () => {
 
   it('documents every status, media type and JSON body the routes really answer with', async () => {
     const exchanges: Exchange[] = [];
-    const call = async (method: 'GET' | 'POST', path: string, url: string, options: Parameters<typeof http>[3] = {}) => {
+    const call = async (method: Parameters<typeof http>[1], path: string, url: string, options: Parameters<typeof http>[3] = {}) => {
       const response = await http(gateway.baseUrl, method, url, options);
       exchanges.push({ method: method.toLowerCase(), path, response });
       return response;
@@ -82,6 +85,8 @@ describe('GET /openapi.json', () => {
     expect((await duplicate('{"campaign_id": 7, "extra": true}', { ...json, ...bearer(reader.key) })).status).toBe(403);
     await duplicate(JSON.stringify({ campaign_id: ws.campaign.id, name: 'x'.repeat(70 * 1024) }));
     await duplicate(valid, { 'content-type': 'text/plain', ...bearer(ws.key) });
+    expect((await call('POST', '/campaigns/duplicate', '/campaigns/duplicate', { headers: { ...json, ...bearer(ws.key), 'content-encoding': 'gzip' }, body: gzipSync(valid) })).headers['accept-encoding']).toBe('identity');
+    await call('GET', '/campaigns/duplicate', '/campaigns/duplicate', { headers: bearer(ws.key) });
     const idempotent = { ...json, ...bearer(ws.key), 'idempotency-key': 'openapi-1' };
     await duplicate(valid, idempotent);
     await duplicate(JSON.stringify({ campaign_id: ws.campaign.id, name: 'another' }), idempotent);
@@ -92,6 +97,7 @@ describe('GET /openapi.json', () => {
     await waitFor(async () => (await call('GET', jobPath, `/duplication_jobs/${accepted.body.job_id}`, { headers: bearer(ws.key) })).body.status === 'succeeded');
     await call('GET', jobPath, '/duplication_jobs/no-such-job', { headers: bearer(ws.key) });
     await call('GET', jobPath, '/duplication_jobs/%zz', { headers: bearer(ws.key) });
+    await call('PUT', jobPath, `/duplication_jobs/${accepted.body.job_id}`, { headers: { ...json, ...bearer(ws.key) }, body: '{}' });
     await call('GET', jobPath, `/duplication_jobs/${accepted.body.job_id}`);
     const elsewhere = await gateway.app.admin.createKey({
       workspace: ws.workspace.id,
@@ -118,12 +124,24 @@ describe('GET /openapi.json', () => {
 
     const ajv = new Ajv2020({ strict: false, allErrors: true });
     formats.default(ajv);
+    const errorBody = ajv.compile(document.paths['/campaigns/duplicate'].post.responses['400'].content['application/json'].schema);
     for (const { method, path, response } of exchanges) {
       const where = `${method.toUpperCase()} ${path} → ${response.status}`;
+      if (response.status === 405) {
+        // A method the path lacks has no operation to document its answer: the path item says what it gets.
+        expect(document.paths[path][method], where).toBeUndefined();
+        expect(document.paths[path].description, where).toContain(`405 Method Not Allowed, with \`Allow: ${response.headers.allow}\``);
+        expect(errorBody(response.body) ? [] : errorBody.errors, `${where} body`).toEqual([]);
+        continue;
+      }
       const documented = document.paths[path][method].responses[String(response.status)];
       expect(documented, `${where} is not documented`).toBeDefined();
-      const sent = Object.keys(response.headers).filter((name) => /^(x-ratelimit-|retry-after$|location$|www-authenticate$)/.test(name));
+      const sent = Object.keys(response.headers).filter((name) => /^(x-ratelimit-|retry-after$|location$|www-authenticate$|accept-encoding$|allow$)/.test(name));
       expect(sent.filter((name) => !(name in (documented.headers ?? {}))), `${where}: undocumented headers`).toEqual([]);
+      for (const name of sent) {
+        const fixed = documented.headers[name].schema?.const;
+        if (fixed !== undefined) expect(response.headers[name], `${where}: ${name}`).toBe(fixed);
+      }
       if (response.status === 401) expect(response.headers['www-authenticate'], where).toBe('Bearer');
       const mediaType = String(response.headers['content-type']).split(';')[0];
       expect(Object.keys(documented.content ?? {}), `${where} answered ${mediaType}`).toContain(mediaType);
@@ -143,6 +161,8 @@ describe('GET /openapi.json', () => {
         'post /campaigns/duplicate 415',
         'post /campaigns/duplicate 422',
         'post /campaigns/duplicate 429',
+        'get /campaigns/duplicate 405',
+        `put ${jobPath} 405`,
         `get ${jobPath} 200`,
         `get ${jobPath} 400`,
         `get ${jobPath} 401`,
