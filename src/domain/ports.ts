@@ -100,9 +100,10 @@ export interface GatewayStore {
 
   /**
    * Inserts the job and its CAMPAIGN_DUPLICATION_REQUESTED event in one transaction, and, when given,
-   * binds the reserved idempotency key to the job in the same transaction.
+   * binds the idempotency key `reservation` made to the job in the same transaction. A reservation another one
+   * replaced since (a request stalled past a minute, then retried) binds nothing: false, and nothing written.
    */
-  enqueueJob(job: DuplicationJob, event: NewSecurityEvent, idempotencyKey?: string): Promise<void>;
+  enqueueJob(job: DuplicationJob, event: NewSecurityEvent, reservation?: IdempotencyRecord): Promise<boolean>;
   getJob(workspaceId: string, id: string): Promise<DuplicationJob | null>;
   /**
    * Claims up to `limit` runnable jobs (pending and due, or running with an expired lease) for `owner`,

@@ -406,39 +406,42 @@ export class GatewayService {
       if (refusedForQuota) this.deps.onQuotaRejected?.(principal.channel);
       throw error;
     }
+    const record: IdempotencyRecord = {
+      workspaceId: principal.workspaceId,
+      key,
+      requestHash,
+      jobId: null,
+      createdAt: now,
+      expiresAt: new Date(now.getTime() + this.idempotencyTtlMs),
+    };
     let holder: IdempotencyRecord | null;
     try {
-      holder = await store.reserveIdempotencyKey(
-        {
-          workspaceId: principal.workspaceId,
-          key,
-          requestHash,
-          jobId: null,
-          createdAt: now,
-          expiresAt: new Date(now.getTime() + this.idempotencyTtlMs),
-        },
-        staleBefore,
-      );
+      holder = await store.reserveIdempotencyKey(record, staleBefore);
     } catch (error) {
       throw await this.failedAfterPoint(principal, error, rateLimit);
     }
     this.unreleased.delete(reservation);
-    if (holder) {
-      // Taken between the look-up and the reservation. Best effort: a point lost to a failing quota store is
-      // better than a failed repeat.
-      await this.deps.quota.refund(principal.workspaceId).catch(() => undefined);
-      return this.replay(principal, holder, requestHash, raw);
+    if (!holder) {
+      let accepted: DuplicationAccepted | null;
+      try {
+        accepted = await this.enqueue(principal, rateLimit, raw, record, input);
+      } catch (error) {
+        // The store that failed the request may fail the release too: the request's own error is the answer.
+        await store.releaseIdempotencyKey(principal.workspaceId, key).catch(() => {
+          if (this.unreleased.size >= MAX_UNRELEASED_RESERVATIONS) this.unreleased.clear();
+          this.unreleased.add(reservation);
+        });
+        throw error;
+      }
+      if (accepted) return accepted;
+      // This request stalled past a minute and a retry replaced its reservation: the key and its job are the
+      // retry's. Still in flight, or released since, the key answers 409 as its own reservation would.
+      holder = (await store.findIdempotencyKey(principal.workspaceId, key)) ?? record;
     }
-    try {
-      return await this.enqueue(principal, rateLimit, raw, key, input);
-    } catch (error) {
-      // The store that failed the request may fail the release too: the request's own error is the answer.
-      await store.releaseIdempotencyKey(principal.workspaceId, key).catch(() => {
-        if (this.unreleased.size >= MAX_UNRELEASED_RESERVATIONS) this.unreleased.clear();
-        this.unreleased.add(reservation);
-      });
-      throw error;
-    }
+    // Taken between the look-up and the reservation, or replaced since. Best effort: a point lost to a failing
+    // quota store is better than a failed repeat.
+    await this.deps.quota.refund(principal.workspaceId).catch(() => undefined);
+    return this.replay(principal, holder, requestHash, raw);
   }
 
   private async takeQuotaPoint(principal: Principal): Promise<RateLimitState> {
@@ -468,15 +471,24 @@ export class GatewayService {
 
   /**
    * Validates and commits, the quota point already taken. `parsed`: the input, when the caller has already
-   * parsed it; a raw one is validated after the quota point, as Braze does.
+   * parsed it; a raw one is validated after the quota point, as Braze does. With the idempotency key's
+   * `reservation`, null when another reservation replaced it: nothing was written.
    */
+  private async enqueue(principal: Principal, rateLimit: RateLimitState, raw: RawDuplicateCampaignInput): Promise<DuplicationAccepted>;
   private async enqueue(
     principal: Principal,
     rateLimit: RateLimitState,
     raw: RawDuplicateCampaignInput,
-    idempotencyKey?: string,
+    reservation: IdempotencyRecord,
+    parsed: DuplicateCampaignInput | undefined,
+  ): Promise<DuplicationAccepted | null>;
+  private async enqueue(
+    principal: Principal,
+    rateLimit: RateLimitState,
+    raw: RawDuplicateCampaignInput,
+    reservation?: IdempotencyRecord,
     parsed?: DuplicateCampaignInput,
-  ): Promise<DuplicationAccepted> {
+  ): Promise<DuplicationAccepted | null> {
     try {
       const input = parsed ?? parseDuplicateInput(raw);
       const { campaigns, store } = this.deps;
@@ -513,15 +525,16 @@ export class GatewayService {
         resultCampaignId: null,
         error: null,
       };
-      await store.enqueueJob(
+      const enqueued = await store.enqueueJob(
         job,
         this.event(principal, 'CAMPAIGN_DUPLICATION_REQUESTED', {
           jobId: job.id,
           campaignId: job.sourceCampaignId,
           details: { name: job.name, description: job.description, tagNames: job.tagNames },
         }),
-        idempotencyKey,
+        reservation,
       );
+      if (!enqueued) return null;
       this.deps.onJobEnqueued?.();
       return { job, rateLimit, replayed: false };
     } catch (error) {

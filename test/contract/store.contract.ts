@@ -617,7 +617,7 @@ export function storeContract(name: string, harness: StoreHarness): void {
       expect(await store.findIdempotencyKey(ws, 'k-unknown')).toBeNull();
 
       const job = jobFixture(ws);
-      await store.enqueueJob(job, eventFixture(ws), 'k1');
+      expect(await store.enqueueJob(job, eventFixture(ws), record)).toBe(true);
       expect(await store.findIdempotencyKey(ws, 'k1')).toEqual({ ...record, jobId: job.id });
       expect(await store.findIdempotencyKey(other, 'k1')).toMatchObject({ workspaceId: other, jobId: null });
       expect(await store.reserveIdempotencyKey({ ...record, createdAt: at(1000) }, at(-59_000))).toMatchObject({ jobId: job.id });
@@ -675,11 +675,32 @@ export function storeContract(name: string, harness: StoreHarness): void {
     it('replaces abandoned reservations and expired keys', async () => {
       const record = { workspaceId: ws, key: 'k', requestHash: 'h1', jobId: null, createdAt: at(0), expiresAt: at(10_000) };
       await store.reserveIdempotencyKey(record, at(-60_000));
-      expect(await store.reserveIdempotencyKey({ ...record, requestHash: 'h2', createdAt: at(61_000), expiresAt: at(99_000) }, at(1))).toBeNull();
+      const replacing = { ...record, requestHash: 'h2', createdAt: at(61_000), expiresAt: at(99_000) };
+      expect(await store.reserveIdempotencyKey(replacing, at(1))).toBeNull();
       const job = jobFixture(ws);
-      await store.enqueueJob(job, eventFixture(ws), 'k');
+      await store.enqueueJob(job, eventFixture(ws), replacing);
       expect(await store.reserveIdempotencyKey({ ...record, createdAt: at(98_000) }, at(38_000))).toMatchObject({ jobId: job.id, requestHash: 'h2' });
       expect(await store.reserveIdempotencyKey({ ...record, createdAt: at(99_000), expiresAt: at(200_000) }, at(39_000))).toBeNull();
+    });
+
+    it("makes no job for a request whose stalled reservation a retry replaced, and keeps the key on the retry's job", async () => {
+      const first = { workspaceId: ws, key: 'k', requestHash: 'h', jobId: null, createdAt: at(0), expiresAt: at(86_400_000) };
+      expect(await store.reserveIdempotencyKey(first, at(-60_000))).toBeNull();
+      // The first request stalls for over a minute after reserving: the same request, retried, replaces it.
+      const retry = { ...first, createdAt: at(61_000), expiresAt: at(86_461_000) };
+      expect(await store.reserveIdempotencyKey(retry, at(1_000))).toBeNull();
+      const early = jobFixture(ws);
+      expect(await store.enqueueJob(early, eventFixture(ws, { jobId: early.id }), first)).toBe(false);
+      const retried = jobFixture(ws);
+      expect(await store.enqueueJob(retried, eventFixture(ws, { jobId: retried.id }), retry)).toBe(true);
+      const late = jobFixture(ws);
+      expect(await store.enqueueJob(late, eventFixture(ws, { jobId: late.id }), first)).toBe(false);
+
+      expect(await store.findIdempotencyKey(ws, 'k')).toEqual({ ...retry, jobId: retried.id });
+      expect(await store.getJob(ws, early.id)).toBeNull();
+      expect(await store.getJob(ws, late.id)).toBeNull();
+      expect((await jobCounts(store)).PENDING).toBe(1);
+      expect((await store.listEvents(ws, {}, { first: 10 })).map((event) => event.jobId)).toEqual([retried.id]);
     });
 
     it('prunes finished jobs, old events and expired keys in bounded batches, keeping the rest', async () => {

@@ -2,6 +2,7 @@ import { hash } from 'node:crypto';
 import { configure } from 'safe-stable-stringify';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { dependencyUnavailable } from '../../src/domain/errors.js';
+import type { GatewayStore } from '../../src/domain/ports.js';
 import { ManualClock } from '../support/clock.js';
 import { startGateway, storeHeldOn, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { transports, type DuplicateArgs } from '../support/transports.js';
@@ -26,6 +27,23 @@ const HOUR = 3600_000;
  * unnormalised (both transports pass the four fields under these names).
  */
 const rawInputHash = (args: DuplicateArgs): string => hash('sha256', configure({ maximumDepth: 8 })(args) ?? 'null', 'hex');
+
+/** A store whose first enqueueJob waits, its key reserved, until release(); `reached` once it waits. */
+function firstEnqueueHeld(): { wrapStore: (store: GatewayStore) => GatewayStore; reached: Promise<void>; release: () => void } {
+  let arrived!: () => void;
+  let release!: () => void;
+  const reached = new Promise<void>((resolve) => (arrived = resolve));
+  const released = new Promise<void>((resolve) => (release = resolve));
+  let holding = true;
+  const wrapStore = (store: GatewayStore) =>
+    storeHeldOn(store, ['enqueueJob'], () => {
+      if (!holding) return undefined;
+      holding = false;
+      arrived();
+      return released;
+    });
+  return { wrapStore, reached, release };
+}
 
 describe.each(transports)('idempotency keys over $name', (transport) => {
   it('returns the same job for a retried request without taking a second quota point', async () => {
@@ -73,21 +91,9 @@ describe.each(transports)('idempotency keys over $name', (transport) => {
   });
 
   it('tells a repeat sent while the first request is still being accepted to come back in a second: Retry-After over REST, retryAfterSeconds over GraphQL', async () => {
-    let arrived!: () => void;
-    let release!: () => void;
-    const reached = new Promise<void>((resolve) => (arrived = resolve));
-    const released = new Promise<void>((resolve) => (release = resolve));
     // The first request waits, its key reserved, until the repeat has been answered.
-    let holding = true;
-    const held = await startGateway({ WORKER_CONCURRENCY: '0' }, {}, {
-      wrapStore: (store) =>
-        storeHeldOn(store, ['enqueueJob'], () => {
-          if (!holding) return undefined;
-          holding = false;
-          arrived();
-          return released;
-        }),
-    });
+    const { wrapStore, reached, release } = firstEnqueueHeld();
+    const held = await startGateway({ WORKER_CONCURRENCY: '0' }, {}, { wrapStore });
     try {
       const team = await held.workspace();
       const args = { campaignId: team.campaign.id, name: 'slow to accept' };
@@ -108,6 +114,30 @@ describe.each(transports)('idempotency keys over $name', (transport) => {
     } finally {
       release();
       await held.close();
+    }
+  });
+
+  it("answers a request that stalled past a minute after reserving its key with the job of the retry that replaced it, giving its point back", async () => {
+    const clock = new ManualClock();
+    // The first request stalls, its key reserved, until its retry has been accepted.
+    const { wrapStore, reached, release } = firstEnqueueHeld();
+    const stalled = await startGateway({ DUPLICATE_RATE_LIMIT: '3', WORKER_CONCURRENCY: '0' }, { clock }, { wrapStore });
+    try {
+      const team = await stalled.workspace();
+      const args = { campaignId: team.campaign.id, name: 'stalled, then retried' };
+      const first = transport.duplicate(stalled.baseUrl, team.key, args, { idempotencyKey: 'stalled' });
+      await reached;
+      clock.advance(61_000);
+      const retry = await transport.duplicate(stalled.baseUrl, team.key, args, { idempotencyKey: 'stalled' });
+      expect(retry.jobId).not.toBeNull();
+      release();
+      const late = await first;
+      expect(late.jobId).toBe(retry.jobId);
+      expect(late.response.headers['x-ratelimit-remaining']).toBe('2');
+      expect(await requested(team, stalled)).toBe(1);
+    } finally {
+      release();
+      await stalled.close();
     }
   });
 
@@ -245,15 +275,21 @@ describe.each(transports)('idempotency keys over $name', (transport) => {
   ])('replays a key an older version stored with the raw-input hash, for the same request sent again with %s', async (_label, spelling) => {
     const team = await gateway.workspace();
     const args: DuplicateArgs = { campaignId: team.campaign.id, name: 's1', ...spelling };
-    // The first request is stored as an older version stored it: same port call, the raw-input hash.
+    // The first request is stored as an older version stored it: same port calls, the raw-input hash.
     const { store } = gateway.app;
     const reserveAsStored = store.reserveIdempotencyKey.bind(store);
+    const enqueueAsStored = store.enqueueJob.bind(store);
     let normalisedHash: string | undefined;
     const reserve = vi.spyOn(store, 'reserveIdempotencyKey').mockImplementationOnce((record, staleBefore) => {
       normalisedHash = record.requestHash;
       return reserveAsStored({ ...record, requestHash: rawInputHash(args) }, staleBefore);
     });
-    const original = await transport.duplicate(gateway.baseUrl, team.key, args, { idempotencyKey: 'from-before' }).finally(() => reserve.mockRestore());
+    const enqueue = vi
+      .spyOn(store, 'enqueueJob')
+      .mockImplementationOnce((job, event, reservation) => enqueueAsStored(job, event, reservation && { ...reservation, requestHash: rawInputHash(args) }));
+    const original = await transport
+      .duplicate(gateway.baseUrl, team.key, args, { idempotencyKey: 'from-before' })
+      .finally(() => [reserve, enqueue].forEach((spy) => spy.mockRestore()));
     expect(original.jobId).not.toBeNull();
     expect((await gateway.app.store.findIdempotencyKey(team.workspace.id, 'from-before'))?.requestHash).toBe(rawInputHash(args));
     // The spelling matters: the current hash of this input is another one.

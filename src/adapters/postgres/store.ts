@@ -277,17 +277,19 @@ export class PostgresStore implements GatewayStore {
     return rows.map(rowToCampaign);
   }
 
-  async enqueueJob(job: DuplicationJob, event: NewSecurityEvent, idempotencyKey?: string): Promise<void> {
-    await transaction(this.pool, async (client) => {
-      await this.insert(client, 'jobs', newJobToRow(job, PG), jobTurn(job));
-      if (idempotencyKey !== undefined) {
-        await client.query('UPDATE idempotency_keys SET job_id = $1 WHERE workspace_id = $2 AND key = $3', [
-          job.id,
-          job.workspaceId,
-          idempotencyKey,
-        ]);
+  async enqueueJob(job: DuplicationJob, event: NewSecurityEvent, reservation?: IdempotencyRecord): Promise<boolean> {
+    return transaction(this.pool, async (client) => {
+      // Binds the key first, only while it is still this reservation's: the job is written after, or not at all.
+      if (reservation !== undefined) {
+        const bound = await client.query(
+          'UPDATE idempotency_keys SET job_id = $1 WHERE workspace_id = $2 AND key = $3 AND job_id IS NULL AND request_hash = $4 AND created_at = $5',
+          [job.id, reservation.workspaceId, reservation.key, reservation.requestHash, reservation.createdAt],
+        );
+        if (bound.rowCount === 0) return false;
       }
+      await this.insert(client, 'jobs', newJobToRow(job, PG), jobTurn(job));
       await this.insertEventWith(client, event);
+      return true;
     });
   }
 

@@ -332,8 +332,8 @@ export class SqliteStore implements GatewayStore {
     return rows.map(rowToCampaign);
   }
 
-  async enqueueJob(job: DuplicationJob, event: NewSecurityEvent, idempotencyKey?: string): Promise<void> {
-    await this.write('enqueueJob', job, event, idempotencyKey);
+  async enqueueJob(job: DuplicationJob, event: NewSecurityEvent, reservation?: IdempotencyRecord): Promise<boolean> {
+    return this.write('enqueueJob', job, event, reservation);
   }
 
   async getJob(workspaceId: string, id: string): Promise<DuplicationJob | null> {

@@ -134,12 +134,20 @@ export class SqliteWrites {
     this.insert('campaigns', campaignToRow(campaign, SQLITE));
   }
 
-  enqueueJob(job: DuplicationJob, event: NewSecurityEvent, idempotencyKey?: string): void {
+  enqueueJob(job: DuplicationJob, event: NewSecurityEvent, reservation?: IdempotencyRecord): boolean {
+    if (reservation !== undefined && !this.bindReservation(job.id, reservation)) return false;
     this.insert('jobs', newJobToRow(job, SQLITE), jobTurn(job));
     this.insertEvent(event);
-    if (idempotencyKey !== undefined) {
-      this.sql.get('UPDATE idempotency_keys SET job_id = ? WHERE workspace_id = ? AND key = ?').run(job.id, job.workspaceId, idempotencyKey);
-    }
+    return true;
+  }
+
+  /** Binds the key to the job only while it is still this reservation's: the job is written after, or not at all. */
+  private bindReservation(jobId: string, reservation: IdempotencyRecord): boolean {
+    return (
+      this.sql
+        .get('UPDATE idempotency_keys SET job_id = ? WHERE workspace_id = ? AND key = ? AND job_id IS NULL AND request_hash = ? AND created_at = ?')
+        .run(jobId, reservation.workspaceId, reservation.key, reservation.requestHash, reservation.createdAt.getTime()).changes > 0
+    );
   }
 
   /** Claims with CLAIM_JOBS_SQL, and moves the queue's clock up to the last turn taken in the same write. */
