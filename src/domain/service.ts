@@ -3,7 +3,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { configure } from 'safe-stable-stringify';
 import { decodeRowCursor, encodeCursor } from './cursor.js';
 import { GatewayError, internalError, isDependencyOutage, isGatewayError, type ErrorCode, type RateLimitState } from './errors.js';
-import { DEFAULT_IDEMPOTENCY_TTL_HOURS, holdsIdempotencyKey } from './idempotency.js';
+import { DEFAULT_IDEMPOTENCY_TTL_HOURS, holdsIdempotencyKey, KeyTurns } from './idempotency.js';
 import type { DownloadSlots } from './download-slots.js';
 import { isGatewayId, newId } from './ids.js';
 import { clientNetwork, isAllowedIp } from './ip-allowlist.js';
@@ -185,6 +185,8 @@ export class GatewayService {
   private readonly unrecordedDenials = new Map<string, number>();
   /** Idempotency keys (`workspace key`) whose failed request's reservation the store could not drop. */
   private readonly unreleased = new Set<string>();
+  /** Idempotency keys (`workspace key`) this instance's requests are looking up and reserving, one at a time. */
+  private readonly keyTurns = new KeyTurns();
 
   constructor(private readonly deps: GatewayServiceDeps) {
     this.idempotencyTtlMs = deps.idempotencyTtlMs ?? DEFAULT_IDEMPOTENCY_TTL_HOURS * 3600_000;
@@ -381,8 +383,26 @@ export class GatewayService {
   private async accept(principal: Principal, raw: RawDuplicateCampaignInput, idempotencyKey: string | null | undefined): Promise<DuplicationAccepted> {
     if (idempotencyKey === null || idempotencyKey === undefined) return this.enqueue(principal, await this.takeQuotaPoint(principal), raw);
     const key = parseIdempotencyKey(idempotencyKey);
-    const now = this.deps.clock.now();
     const reservation = `${principal.workspaceId} ${key}`;
+    // Requests of this instance with one key take turns from their look-up to their reservation: the next finds the
+    // key reserved and answers as a repeat, without the point it would take, and lose, if it missed the look-up.
+    const endTurn = await this.keyTurns.take(reservation);
+    try {
+      return await this.acceptKeyed(principal, raw, key, reservation, endTurn);
+    } finally {
+      endTurn();
+    }
+  }
+
+  /** accept() with an idempotency key, in the key's turn; `endTurn` once the key is reserved or the request refused. */
+  private async acceptKeyed(
+    principal: Principal,
+    raw: RawDuplicateCampaignInput,
+    key: string,
+    reservation: string,
+    endTurn: () => void,
+  ): Promise<DuplicationAccepted> {
+    const now = this.deps.clock.now();
     // A reservation this instance could not release is no request in flight: replaced at once.
     const staleBefore = this.unreleased.has(reservation) ? now : new Date(now.getTime() - IDEMPOTENCY_RESERVATION_MS);
     // Parsed once: the hash is of the input as it will be used, and a valid one is enqueued as it is.
@@ -420,6 +440,7 @@ export class GatewayService {
     } catch (error) {
       throw await this.failedAfterPoint(principal, error, rateLimit);
     }
+    endTurn();
     this.unreleased.delete(reservation);
     if (!holder) {
       let accepted: DuplicationAccepted | null;

@@ -201,6 +201,45 @@ describe.each(transports)('idempotency keys over $name', (transport) => {
     }
   });
 
+  it('takes one point for concurrent first requests with one key: one job, the others in flight, none refused for the quota', async () => {
+    // The ten are let past authentication together, so that each would look the key up before any reserved it.
+    let gathering = false;
+    let authenticating = 0;
+    let allIn!: () => void;
+    const together = new Promise<void>((resolve) => (allIn = resolve));
+    const tight = await startGateway({ DUPLICATE_RATE_LIMIT: '3', WORKER_CONCURRENCY: '0' }, {}, {
+      wrapStore: (store) =>
+        storeHeldOn(store, ['findApiKeyByHash'], () => {
+          if (!gathering) return undefined;
+          authenticating += 1;
+          if (authenticating === 10) {
+            gathering = false;
+            allIn();
+          }
+          return together;
+        }),
+    });
+    try {
+      const team = await tight.workspace();
+      const args = { campaignId: team.campaign.id, name: 'sent ten times at once' };
+      gathering = true;
+      const outcomes = await Promise.all(
+        Array.from({ length: 10 }, () => transport.duplicate(tight.baseUrl, team.key, args, { idempotencyKey: 'first-ten' })),
+      );
+      expect(new Set(outcomes.map((outcome) => outcome.jobId).filter(Boolean)).size).toBe(1);
+      for (const outcome of outcomes.filter((o) => o.jobId === null)) {
+        expect(outcome.code).toBe('CONFLICT');
+        if (transport.name === 'REST') expect(outcome.status).toBe(409);
+      }
+      // The ten took one point of three: the next two new requests are accepted, and only the third is refused.
+      for (const name of ['new 1', 'new 2']) expect((await transport.duplicate(tight.baseUrl, team.key, { ...args, name })).jobId).not.toBeNull();
+      expect((await transport.duplicate(tight.baseUrl, team.key, { ...args, name: 'new 3' })).code).toBe('RATE_LIMITED');
+      expect(await requested(team, tight)).toBe(3);
+    } finally {
+      await tight.close();
+    }
+  });
+
   it('gives back the point of a request the store could not take, and lets its key be used again at once', async () => {
     // First the store takes the reservation, then fails the job and the release alike; then it fails the reservation.
     let failing: string[] = ['enqueueJob', 'releaseIdempotencyKey'];

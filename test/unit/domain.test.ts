@@ -1,7 +1,9 @@
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { decodeOffsetCursor, decodeRowCursor, encodeCursor } from '../../src/domain/cursor.js';
 import { GatewayError } from '../../src/domain/errors.js';
+import { KeyTurns } from '../../src/domain/idempotency.js';
 import { parseDuplicateInput } from '../../src/domain/validation.js';
 import { backoffDelay, RETRY_BACKOFF } from '../../src/jobs/worker.js';
 
@@ -71,5 +73,27 @@ describe('backoff', () => {
     };
     expect(waits(0)).toBeGreaterThanOrEqual(4 * 60_000);
     expect(waits(1)).toBeLessThan(9 * 60_000);
+  });
+});
+
+describe('key turns', () => {
+  it('gives a key to one holder at a time, in the order they asked, each end counting once', async () => {
+    const turns = new KeyTurns();
+    const order: string[] = [];
+    const endFirst = await turns.take('k');
+    const second = turns.take('k').then((end) => (order.push('second'), end));
+    const third = turns.take('k').then((end) => (order.push('third'), end));
+    // Another key is not held up.
+    (await turns.take('other'))();
+    await nextTurn();
+    expect(order).toEqual([]);
+    endFirst();
+    const endSecond = await second;
+    endFirst();
+    await nextTurn();
+    expect(order).toEqual(['second']);
+    endSecond();
+    (await third)();
+    expect(order).toEqual(['second', 'third']);
   });
 });
