@@ -145,7 +145,7 @@ export const campaignToRow = (campaign: Campaign, sql: SqlValues): Row => ({
   duplicated_from: campaign.duplicatedFrom,
 });
 
-/** A job as it is enqueued; lease and outcome columns start empty. */
+/** A job as it is enqueued; lease and outcome columns start empty. One due later than it was made is `waiting` (promoteDueJobsSql). */
 export const newJobToRow = (job: DuplicationJob, sql: SqlValues): Row => ({
   id: job.id,
   workspace_id: job.workspaceId,
@@ -162,6 +162,7 @@ export const newJobToRow = (job: DuplicationJob, sql: SqlValues): Row => ({
   run_at: sql.date(job.runAt),
   created_at: sql.date(job.createdAt),
   updated_at: sql.date(job.updatedAt),
+  waiting: sql.bool(job.runAt.getTime() > job.createdAt.getTime()),
 });
 
 export const eventToRow = (event: NewSecurityEvent, sql: SqlValues): Row => ({
@@ -188,6 +189,14 @@ export const COUNT_JOBS_SQL: Record<JobStatus, string> = {
 
 /** The due time of the pending job due longest ago; `now` is the one parameter, in the store's placeholder. */
 export const oldestDueJobSql = (now: string): string => `SELECT MIN(run_at) AS run_at FROM jobs WHERE status = 'PENDING' AND run_at <= ${now}`;
+
+/**
+ * Makes due the pending jobs put there not due yet (`waiting`: retried, deferred) whose time has come, so that a
+ * claim finds them in jobs_turn, and claims never step over the jobs still waiting. One seek on jobs_waiting: its
+ * cost is the number of jobs that became due, not the number waiting. `now` is its one parameter, in the store's
+ * placeholder. Running it twice at once is harmless.
+ */
+export const promoteDueJobsSql = (now: string): string => `UPDATE jobs SET waiting = false WHERE status = 'PENDING' AND waiting = true AND run_at <= ${now}`;
 
 /** A column whose value the INSERT reads from the database: SQL taking one parameter (`param`, given its placeholder). */
 export interface ReadColumn {

@@ -11,6 +11,9 @@ interface PlanNode {
   'Actual Rows': number;
   'Actual Loops': number;
   'Rows Removed by Filter'?: number;
+  'Index Name'?: string;
+  'Shared Hit Blocks': number;
+  'Shared Read Blocks': number;
   Plans?: PlanNode[];
 }
 
@@ -18,6 +21,15 @@ interface PlanNode {
 function rowsRead(node: PlanNode): number {
   const own = node['Node Type'].includes('Scan') ? (node['Actual Rows'] + (node['Rows Removed by Filter'] ?? 0)) * node['Actual Loops'] : 0;
   return own + (node.Plans ?? []).reduce((sum, child) => sum + rowsRead(child), 0);
+}
+
+/**
+ * Pages the scans of the named indexes read, with the rows they fetched. An index entry a scan's condition on a
+ * later column of the index steps over (`Index Cond`) is counted nowhere else: neither returned nor removed by a filter.
+ */
+function indexPagesRead(node: PlanNode, indexes: string[]): number {
+  const own = node['Index Name'] !== undefined && indexes.includes(node['Index Name']) ? node['Shared Hit Blocks'] + node['Shared Read Blocks'] : 0;
+  return own + (node.Plans ?? []).reduce((sum, child) => sum + indexPagesRead(child, indexes), 0);
 }
 
 /** What the PostgreSQL adapter adds beyond the store contract: how much of the table its reads touch. */
@@ -32,7 +44,7 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL store specifics', () => {
   const occasional = 'key-occasional';
 
   /** The statements a listing sends, run again under EXPLAIN ANALYZE: the rows it lists and those they read together. */
-  async function explained(list: () => Promise<unknown[]>): Promise<{ listed: number; read: number }> {
+  async function explained(list: () => Promise<unknown[]>): Promise<{ listed: number; read: number; plans: PlanNode[] }> {
     const sent = vi.spyOn(store.pool, 'query');
     let listed: number;
     let statements: [string, unknown[]][];
@@ -44,10 +56,10 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL store specifics', () => {
     }
     const plans = await withAdmin(async (client) => {
       await client.query(`SET search_path = ${schema.schema}`);
-      const explain = async ([text, values]: [string, unknown[]]) => (await client.query(`EXPLAIN (ANALYZE, FORMAT JSON) ${text}`, values)).rows[0]['QUERY PLAN'][0].Plan;
+      const explain = async ([text, values]: [string, unknown[]]) => (await client.query(`EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${text}`, values)).rows[0]['QUERY PLAN'][0].Plan;
       return Promise.all(statements.map(explain));
     }, schema.url);
-    return { listed, read: plans.reduce((sum: number, plan: PlanNode) => sum + rowsRead(plan), 0) };
+    return { listed, read: plans.reduce((sum: number, plan: PlanNode) => sum + rowsRead(plan), 0), plans };
   }
   const explainedEvents = (filter: SecurityEventFilter, options: ListOptions) => explained(() => store.listEvents(quiet.id, filter, options));
 
@@ -216,5 +228,53 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL store specifics', () => {
     });
     expect(listed).toBe(10);
     expect(read).toBeLessThan(100);
+  });
+
+  it('claims 10 due jobs behind 10,000 waiting for a retry with turns ahead of theirs, reading fewer than 20 pages of the queue’s indexes', async () => {
+    const [waiting, due] = [workspaceFixture(), workspaceFixture()];
+    for (const workspace of [waiting, due]) await store.createWorkspace(workspace);
+    // Claimed, then retried an hour on by the store itself, each keeping its turn: 0, 1, 2… The queue holds nothing else.
+    await withAdmin(async (client) => {
+      await client.query(`SET search_path = ${schema.schema}`);
+      await client.query('DELETE FROM jobs');
+      await client.query(
+        `INSERT INTO jobs (id, workspace_id, status, source_campaign_id, name, channel, api_key_id, api_key_name, ip, run_at, created_at, updated_at, queue_turn, lease_owner, lease_expires_at)
+         SELECT 'waiting-job-' || i, $1, 'RUNNING', 'cmp', 'Copy', 'REST', 'key-waiting', 'key', '127.0.0.1', $2, $2, $2, i, 'w', $3
+         FROM generate_series(0, 9999) AS i`,
+        [waiting.id, at(0), at(60_000)],
+      );
+    }, schema.url);
+    const retried = await withAdmin(async (client) => {
+      await client.query(`SET search_path = ${schema.schema}`);
+      return (await client.query('SELECT id FROM jobs WHERE workspace_id = $1', [waiting.id])).rows.map((row) => String(row.id));
+    }, schema.url);
+    const error = { code: 'UPSTREAM_UNAVAILABLE' as const, message: 'busy' };
+    // Four at a time: the pool's connections, not its queue's timeout, bound how many run at once.
+    const lanes = [0, 1, 2, 3].map(async (lane) => {
+      for (let i = lane; i < retried.length; i += 4) expect(await store.retryJob(retried[i], 'w', at(3_600_000), error, at(1000))).toBe(true);
+    });
+    await Promise.all(lanes);
+    // Then another workspace's backlog of 10,000, due, turn by turn after them: too many to sort on each claim.
+    await withAdmin(async (client) => {
+      await client.query(`SET search_path = ${schema.schema}`);
+      await client.query(
+        `INSERT INTO jobs (id, workspace_id, status, source_campaign_id, name, channel, api_key_id, api_key_name, ip, run_at, created_at, updated_at, queue_turn)
+         SELECT 'due-job-' || lpad(i::text, 5, '0'), $1, 'PENDING', 'cmp', 'Copy', 'REST', 'key-due', 'key', '127.0.0.1', $2::timestamptz + i * interval '1 ms', $2, $2, 10000 + i
+         FROM generate_series(0, 9999) AS i`,
+        [due.id, at(2000)],
+      );
+      // Without the entries of the rows deleted and updated above, which a claim would step over until a vacuum.
+      await client.query('VACUUM ANALYZE jobs');
+    }, schema.url);
+
+    const { listed, read, plans } = await explained(async () => {
+      const claimed = await store.claimJobs('w', 10, at(120_000), at(180_000));
+      expect(claimed.map((job) => job.id)).toEqual(Array.from({ length: 10 }, (_, i) => `due-job-0000${i}`));
+      return claimed;
+    });
+    expect(listed).toBe(10);
+    expect(read).toBeLessThan(100);
+    // Stepping over the 10,000 entries of the waiting jobs in jobs_turn read about 90 of its pages.
+    expect(plans.reduce((sum, plan) => sum + indexPagesRead(plan, ['jobs_turn', 'jobs_waiting']), 0)).toBeLessThan(20);
   });
 });

@@ -10,7 +10,7 @@ import { COUNT_JOBS_SQL, insertStatement, jobTurn, newJobToRow } from '../../src
 import { SQLITE_MIGRATIONS } from '../../src/adapters/sqlite/migrations.js';
 import { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import { SqliteWriter } from '../../src/adapters/sqlite/writer.js';
-import { CLAIM_JOBS_SQL } from '../../src/adapters/sqlite/writes.js';
+import { CLAIM_JOBS_SQL, PROMOTE_DUE_JOBS_SQL } from '../../src/adapters/sqlite/writes.js';
 import type { GatewayError } from '../../src/domain/errors.js';
 import type { ListOptions } from '../../src/domain/ports.js';
 import type { SecurityEventFilter, SecurityEventType } from '../../src/domain/types.js';
@@ -413,10 +413,12 @@ describe('SQLite store specifics', () => {
     }
   });
 
-  it('claims by turn walking the turn index, sorting nothing, and finds a new job’s turn with one seek on its workspace’s', () => {
+  it('makes due the waiting jobs whose time came with one seek, claims by turn walking the turn index, sorting nothing, and finds a new job’s turn with one seek on its workspace’s', () => {
     const db = new Database(file, { readonly: true });
     try {
       const plan = (text: string, ...params: unknown[]) => (db.prepare(`EXPLAIN QUERY PLAN ${text}`).all(...params) as { detail: string }[]).map((row) => row.detail);
+      // The jobs waiting for a retry that became due are found with one seek, not by reading every one waiting.
+      expect(plan(PROMOTE_DUE_JOBS_SQL, { now: 1 })).toEqual(['SEARCH jobs USING INDEX jobs_waiting (run_at<?)']);
       const claim = plan(CLAIM_JOBS_SQL, { owner: 'w', lease: 1, now: 1, limit: 10 });
       expect(claim, claim.join('; ')).toContain('SCAN jobs USING COVERING INDEX jobs_turn');
       expect(claim, claim.join('; ')).toContain('SEARCH jobs USING INDEX jobs_leased (lease_expires_at<?)');

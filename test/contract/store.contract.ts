@@ -360,6 +360,16 @@ export function storeContract(name: string, harness: StoreHarness): void {
         expect(await claimOneByOne(6, 5000)).toEqual(ids([a1, a2, b3, c1, a4, b4]));
       });
 
+      it('claims a job retried into the future not before its time, and at its time before the jobs of later turns', async () => {
+        const [retried] = await enqueueJobs(ws, 1, 0);
+        const [b1, b2, b3] = await enqueueJobs(other, 4, 1);
+        expect(await claimOneByOne(1, 10)).toEqual([retried.id]);
+        expect(await store.retryJob(retried.id, 'w', at(5000), { code: 'UPSTREAM_UNAVAILABLE', message: 'busy' }, at(10))).toBe(true);
+        expect(await store.countJobs('PENDING')).toBe(5);
+        expect(ids(await store.claimJobs('w', 2, at(4999), at(60_000)))).toEqual(ids([b1, b2]));
+        expect(ids(await store.claimJobs('w', 2, at(5000), at(60_000)))).toEqual(ids([retried, b3]));
+      });
+
       it('keeps a backlog its turns while another workspace sends its next job each time its last is claimed', async () => {
         const backlog = await enqueueJobs(other, 5, 0);
         let [sent] = await enqueueJobs(ws, 1, 100);

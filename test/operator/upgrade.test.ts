@@ -101,11 +101,12 @@ describe('upgrading a store with jobs queued before workspaces took turns', () =
     await before.migrate();
     for (const workspace of [busy, quiet]) await before.createWorkspace(workspace);
     await before.close();
-    // Queued as the older version queued them, with no turn.
+    // Queued as the older version queued them, with no turn, and not marked as waiting for their time.
     const queued = [3, 1, 2].map((due) => jobFixture(busy.id, { runAt: at(due) }));
     const db = new Database(file);
     for (const job of queued) {
-      const { text, values } = insertStatement('jobs', newJobToRow(job, { date: (value) => value.getTime(), bool: Number }), () => '?');
+      const { waiting: _, ...row } = newJobToRow(job, { date: (value) => value.getTime(), bool: Number });
+      const { text, values } = insertStatement('jobs', row, () => '?');
       db.prepare(text).run(...values);
     }
     db.close();

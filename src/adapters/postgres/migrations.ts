@@ -132,6 +132,8 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
   // Each workspace takes its turn in the job queue (start-time fair queuing): a job's turn is the clock's, or one past
   // its workspace's last job's if that is later, and claims go by turn (claimJobs in store.ts). The clock is
   // the highest turn claimed. Jobs queued before this version keep turn 0, so they go first, by due time, as before.
+  // A pending job put there not due yet (waiting for a retry or an upstream slot) is `waiting`, kept out of
+  // jobs_turn until a claim finds it due, so claims do not step over it; jobs queued before this version are not.
   `
   ALTER TABLE jobs ADD COLUMN queue_turn bigint NOT NULL DEFAULT 0;
   CREATE TABLE job_queue_clock (
@@ -139,7 +141,9 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
     turn bigint NOT NULL
   );
   INSERT INTO job_queue_clock (id, turn) VALUES (1, 0);
-  CREATE INDEX jobs_turn ON jobs(queue_turn, run_at, id) WHERE status = 'PENDING';
+  ALTER TABLE jobs ADD COLUMN waiting boolean NOT NULL DEFAULT false;
+  CREATE INDEX jobs_turn ON jobs(queue_turn, run_at, id) WHERE status = 'PENDING' AND waiting = false;
+  CREATE INDEX jobs_waiting ON jobs(run_at) WHERE status = 'PENDING' AND waiting = true;
   CREATE INDEX jobs_workspace_turn ON jobs(workspace_id, queue_turn);
   `,
 ];

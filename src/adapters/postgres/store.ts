@@ -27,6 +27,7 @@ import {
   maybeDate,
   newJobToRow,
   oldestDueJobSql,
+  promoteDueJobsSql,
   rowSeq,
   rowToApiKey,
   rowToCampaign,
@@ -303,15 +304,18 @@ export class PostgresStore implements GatewayStore {
    * clock moved up to the last turn taken, in one statement. Rows another instance is claiming right now are
    * skipped, not waited for. FOR UPDATE cannot sit under a UNION, hence one locking CTE per kind of runnable job;
    * their UNION ALL gives the expired ones first. Concurrent claims wait for each other only on the clock's row,
-   * and only those that move it, after their jobs are taken.
+   * and only those that move it, after their jobs are taken. The waiting jobs whose time has come are made due
+   * first, in a statement of their own: a data-modifying CTE's changes are invisible to the rest of its statement.
+   * `run_at <= $3` stays, so that no job is taken early whatever its flag.
    */
   async claimJobs(owner: string, limit: number, now: Date, leaseExpiresAt: Date): Promise<DuplicationJob[]> {
+    await this.count(promoteDueJobsSql('$1'), [now]);
     const rows = await this.rows(
       `WITH expired AS (
          SELECT id FROM jobs WHERE status = 'RUNNING' AND lease_expires_at < $3
          ORDER BY lease_expires_at LIMIT $4 FOR UPDATE SKIP LOCKED
        ), pending AS (
-         SELECT id FROM jobs WHERE status = 'PENDING' AND run_at <= $3
+         SELECT id FROM jobs WHERE status = 'PENDING' AND waiting = false AND run_at <= $3
          ORDER BY queue_turn, run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED
        ), picked AS (
          SELECT id FROM expired UNION ALL SELECT id FROM pending LIMIT $4
@@ -346,7 +350,7 @@ export class PostgresStore implements GatewayStore {
 
   async retryJob(jobId: string, owner: string, runAt: Date, error: JobError | null, now: Date): Promise<boolean> {
     const changed = await this.count(
-      `UPDATE jobs SET status = 'PENDING', run_at = $1, updated_at = $2, error_code = $3, error_message = $4,
+      `UPDATE jobs SET status = 'PENDING', run_at = $1, waiting = $1::timestamptz > $2::timestamptz, updated_at = $2, error_code = $3, error_message = $4,
          lease_owner = NULL, lease_expires_at = NULL
        WHERE id = $5 AND status = 'RUNNING' AND lease_owner = $6`,
       [runAt, now, error?.code ?? null, error?.message ?? null, jobId, owner],
@@ -356,7 +360,7 @@ export class PostgresStore implements GatewayStore {
 
   async deferJob(jobId: string, owner: string, runAt: Date, now: Date): Promise<boolean> {
     const changed = await this.count(
-      `UPDATE jobs SET status = 'PENDING', attempts = GREATEST(attempts - 1, 0), run_at = $1, updated_at = $2,
+      `UPDATE jobs SET status = 'PENDING', attempts = GREATEST(attempts - 1, 0), run_at = $1, waiting = $1::timestamptz > $2::timestamptz, updated_at = $2,
          lease_owner = NULL, lease_expires_at = NULL
        WHERE id = $3 AND status = 'RUNNING' AND lease_owner = $4`,
       [runAt, now, jobId, owner],
@@ -366,7 +370,7 @@ export class PostgresStore implements GatewayStore {
 
   async releaseJobs(owner: string, now: Date): Promise<number> {
     return this.count(
-      `UPDATE jobs SET status = 'PENDING', attempts = GREATEST(attempts - 1, 0), run_at = $1, updated_at = $1,
+      `UPDATE jobs SET status = 'PENDING', attempts = GREATEST(attempts - 1, 0), run_at = $1, waiting = false, updated_at = $1,
          lease_owner = NULL, lease_expires_at = NULL
        WHERE status = 'RUNNING' AND lease_owner = $2`,
       [now, owner],

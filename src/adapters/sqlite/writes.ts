@@ -11,6 +11,7 @@ import {
   insertStatement,
   jobTurn,
   newJobToRow,
+  promoteDueJobsSql,
   rowToIdempotency,
   type ReadColumn,
   type Row,
@@ -22,19 +23,22 @@ import { Statements } from './connection.js';
  * Jobs whose lease expired (their worker died) first, then due pending jobs by turn (rows.ts, jobTurn). Each branch
  * stops after `limit` rows of its index: sorting every due job on each claim made draining a long queue quadratic.
  * A compound SELECT without ORDER BY gives its branches' rows in order, so its LIMIT keeps the expired ones first.
- * Pending jobs not due yet (waiting for a retry) are stepped over in the turn index, every one of them ahead of the
- * first due one.
+ * Pending jobs put there not due yet (waiting for a retry) are not in the turn index until PROMOTE_DUE_JOBS_SQL
+ * finds them due; `run_at <= @now` stays, so that no job is taken early whatever its flag.
  */
 export const CLAIM_JOBS_SQL = `UPDATE jobs SET status = 'RUNNING', lease_owner = @owner, lease_expires_at = @lease,
     attempts = attempts + 1, updated_at = @now
   WHERE id IN (
     SELECT id FROM (SELECT id FROM jobs WHERE status = 'RUNNING' AND lease_expires_at < @now ORDER BY lease_expires_at LIMIT +@limit)
     UNION ALL
-    SELECT id FROM (SELECT id FROM jobs INDEXED BY jobs_turn WHERE status = 'PENDING' AND run_at <= @now
+    SELECT id FROM (SELECT id FROM jobs INDEXED BY jobs_turn WHERE status = 'PENDING' AND waiting = false AND run_at <= @now
       ORDER BY queue_turn, run_at, id LIMIT +@limit)
     LIMIT +@limit
   )
   RETURNING *`;
+
+/** Run by each claim first, in the same write: see promoteDueJobsSql. */
+export const PROMOTE_DUE_JOBS_SQL = promoteDueJobsSql('@now');
 
 const ms = (value: Date | null): number | null => (value === null ? null : value.getTime());
 // Times are kept as epoch milliseconds, booleans as 0 and 1.
@@ -150,8 +154,12 @@ export class SqliteWrites {
     );
   }
 
-  /** Claims with CLAIM_JOBS_SQL, and moves the queue's clock up to the last turn taken in the same write. */
+  /**
+   * Makes due the waiting jobs whose time has come, claims with CLAIM_JOBS_SQL, and moves the queue's clock up to
+   * the last turn taken, in one write.
+   */
   claimJobs(owner: string, limit: number, now: Date, leaseExpiresAt: Date): DuplicationJob[] {
+    this.sql.get(PROMOTE_DUE_JOBS_SQL).run({ now: now.getTime() });
     const rows = this.sql.get(CLAIM_JOBS_SQL).all({ owner, lease: leaseExpiresAt.getTime(), now: now.getTime(), limit }) as Row[];
     const { jobs, lastTurn } = claimedJobs(rows);
     if (lastTurn !== null) this.sql.get('UPDATE job_queue_clock SET turn = @turn WHERE turn < @turn').run({ turn: lastTurn });
@@ -181,23 +189,23 @@ export class SqliteWrites {
 
   retryJob(jobId: string, owner: string, runAt: Date, error: JobError | null, now: Date): boolean {
     return this.sql.get(
-      `UPDATE jobs SET status = 'PENDING', run_at = ?, updated_at = ?, error_code = ?, error_message = ?,
+      `UPDATE jobs SET status = 'PENDING', run_at = ?, waiting = ?, updated_at = ?, error_code = ?, error_message = ?,
          lease_owner = NULL, lease_expires_at = NULL
        WHERE id = ? AND status = 'RUNNING' AND lease_owner = ?`,
-    ).run(runAt.getTime(), now.getTime(), error?.code ?? null, error?.message ?? null, jobId, owner).changes > 0;
+    ).run(runAt.getTime(), SQLITE.bool(runAt > now), now.getTime(), error?.code ?? null, error?.message ?? null, jobId, owner).changes > 0;
   }
 
   deferJob(jobId: string, owner: string, runAt: Date, now: Date): boolean {
     return this.sql.get(
-      `UPDATE jobs SET status = 'PENDING', attempts = MAX(attempts - 1, 0), run_at = ?, updated_at = ?,
+      `UPDATE jobs SET status = 'PENDING', attempts = MAX(attempts - 1, 0), run_at = ?, waiting = ?, updated_at = ?,
          lease_owner = NULL, lease_expires_at = NULL
        WHERE id = ? AND status = 'RUNNING' AND lease_owner = ?`,
-    ).run(runAt.getTime(), now.getTime(), jobId, owner).changes > 0;
+    ).run(runAt.getTime(), SQLITE.bool(runAt > now), now.getTime(), jobId, owner).changes > 0;
   }
 
   releaseJobs(owner: string, now: Date): number {
     return this.sql.get(
-      `UPDATE jobs SET status = 'PENDING', attempts = MAX(attempts - 1, 0), run_at = ?, updated_at = ?,
+      `UPDATE jobs SET status = 'PENDING', attempts = MAX(attempts - 1, 0), run_at = ?, waiting = false, updated_at = ?,
          lease_owner = NULL, lease_expires_at = NULL
        WHERE status = 'RUNNING' AND lease_owner = ?`,
     ).run(now.getTime(), now.getTime(), owner).changes;
