@@ -143,8 +143,11 @@ export interface GatewayStore {
   reserveIdempotencyKey(record: IdempotencyRecord, staleBefore: Date): Promise<IdempotencyRecord | null>;
   /** The record of an idempotency key as it is, whether or not it still holds the key; a read, never a write. */
   findIdempotencyKey(workspaceId: string, key: string): Promise<IdempotencyRecord | null>;
-  /** Drops a reservation that did not produce a job (the request failed). */
-  releaseIdempotencyKey(workspaceId: string, key: string): Promise<void>;
+  /**
+   * Drops a reservation that did not produce a job (the request failed), only while it is still this one: a
+   * request that stalled past a minute must not drop the reservation of the retry that replaced it.
+   */
+  releaseIdempotencyKey(reservation: IdempotencyRecord): Promise<void>;
 
   /** Retention, in bounded batches: each call deletes at most `limit` rows and returns how many it did. */
   pruneFinishedJobs(finishedBefore: Date, limit: number): Promise<number>;

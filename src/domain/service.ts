@@ -448,7 +448,7 @@ export class GatewayService {
         accepted = await this.enqueue(principal, rateLimit, raw, record, input);
       } catch (error) {
         // The store that failed the request may fail the release too: the request's own error is the answer.
-        await store.releaseIdempotencyKey(principal.workspaceId, key).catch(() => {
+        await store.releaseIdempotencyKey(record).catch(() => {
           if (this.unreleased.size >= MAX_UNRELEASED_RESERVATIONS) this.unreleased.clear();
           this.unreleased.add(reservation);
         });

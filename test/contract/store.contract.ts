@@ -631,7 +631,7 @@ export function storeContract(name: string, harness: StoreHarness): void {
       expect(await store.findIdempotencyKey(ws, 'k1')).toEqual({ ...record, jobId: job.id });
       expect(await store.findIdempotencyKey(other, 'k1')).toMatchObject({ workspaceId: other, jobId: null });
       expect(await store.reserveIdempotencyKey({ ...record, createdAt: at(1000) }, at(-59_000))).toMatchObject({ jobId: job.id });
-      await store.releaseIdempotencyKey(ws, 'k1');
+      await store.releaseIdempotencyKey(record);
       expect(await store.reserveIdempotencyKey({ ...record, createdAt: at(1000) }, at(-59_000))).toMatchObject({ jobId: job.id });
 
       const concurrent = await Promise.all(
@@ -676,7 +676,7 @@ export function storeContract(name: string, harness: StoreHarness): void {
       expect(await store.revokeApiKey(withNul(key.id), at(10), revoked)).toBe(false);
       expect(await store.rotateApiKey(withNul(key.id), 'a'.repeat(64), 'cgw_rotated', null, revoked)).toBe(false);
       await store.touchApiKey({ ...key, id: withNul(key.id) }, at(20));
-      await store.releaseIdempotencyKey(ws, withNul('k'));
+      await store.releaseIdempotencyKey({ ...record, key: withNul('k') });
       expect(await store.findApiKey(key.id)).toEqual(key);
       expect(await store.findIdempotencyKey(ws, 'k')).toEqual(record);
       expect((await store.listEvents(ws, {}, { first: 10 })).map((event) => event.type)).toEqual(['CAMPAIGN_DUPLICATION_REQUESTED', 'API_KEY_CREATED']);
@@ -711,6 +711,17 @@ export function storeContract(name: string, harness: StoreHarness): void {
       expect(await store.getJob(ws, late.id)).toBeNull();
       expect((await jobCounts(store)).PENDING).toBe(1);
       expect((await store.listEvents(ws, {}, { first: 10 })).map((event) => event.jobId)).toEqual([retried.id]);
+    });
+
+    it("keeps a retry's reservation when the stalled request it replaced fails and releases its own", async () => {
+      const first = { workspaceId: ws, key: 'k', requestHash: 'h', jobId: null, createdAt: at(0), expiresAt: at(86_400_000) };
+      expect(await store.reserveIdempotencyKey(first, at(-60_000))).toBeNull();
+      const retry = { ...first, createdAt: at(61_000), expiresAt: at(86_461_000) };
+      expect(await store.reserveIdempotencyKey(retry, at(1_000))).toBeNull();
+      await store.releaseIdempotencyKey(first);
+      expect(await store.findIdempotencyKey(ws, 'k')).toEqual(retry);
+      await store.releaseIdempotencyKey(retry);
+      expect(await store.findIdempotencyKey(ws, 'k')).toBeNull();
     });
 
     it('prunes finished jobs, old events and expired keys in bounded batches, keeping the rest', async () => {

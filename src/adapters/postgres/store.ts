@@ -409,9 +409,13 @@ export class PostgresStore implements GatewayStore {
     return row ? rowToIdempotency(row) : null;
   }
 
-  async releaseIdempotencyKey(workspaceId: string, key: string): Promise<void> {
-    if (![workspaceId, key].every(storable)) return;
-    await this.db.query('DELETE FROM idempotency_keys WHERE workspace_id = $1 AND key = $2 AND job_id IS NULL', [workspaceId, key]);
+  async releaseIdempotencyKey(reservation: IdempotencyRecord): Promise<void> {
+    const { workspaceId, key, requestHash, createdAt } = reservation;
+    if (![workspaceId, key, requestHash].every(storable)) return;
+    await this.db.query(
+      'DELETE FROM idempotency_keys WHERE workspace_id = $1 AND key = $2 AND job_id IS NULL AND request_hash = $3 AND created_at = $4',
+      [workspaceId, key, requestHash, createdAt],
+    );
   }
 
   // Several instances prune at once: rows another one is deleting are skipped rather than waited for.

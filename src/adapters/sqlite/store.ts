@@ -378,8 +378,8 @@ export class SqliteStore implements GatewayStore {
     return row ? rowToIdempotency(row) : null;
   }
 
-  async releaseIdempotencyKey(workspaceId: string, key: string): Promise<void> {
-    await this.write('releaseIdempotencyKey', workspaceId, key);
+  async releaseIdempotencyKey(reservation: IdempotencyRecord): Promise<void> {
+    await this.write('releaseIdempotencyKey', reservation);
   }
 
   async pruneFinishedJobs(finishedBefore: Date, limit: number): Promise<number> {

@@ -228,8 +228,10 @@ export class SqliteWrites {
     return null;
   }
 
-  releaseIdempotencyKey(workspaceId: string, key: string): void {
-    this.sql.get('DELETE FROM idempotency_keys WHERE workspace_id = ? AND key = ? AND job_id IS NULL').run(workspaceId, key);
+  releaseIdempotencyKey(reservation: IdempotencyRecord): void {
+    this.sql
+      .get('DELETE FROM idempotency_keys WHERE workspace_id = ? AND key = ? AND job_id IS NULL AND request_hash = ? AND created_at = ?')
+      .run(reservation.workspaceId, reservation.key, reservation.requestHash, reservation.createdAt.getTime());
   }
 
   pruneFinishedJobs(finishedBefore: Date, limit: number): number {
