@@ -43,14 +43,13 @@ export class UpstreamPacer implements UpstreamPause {
       const windowLeft = current && current.msBeforeNext > 0 ? current.msBeforeNext : 0;
       // With neither a time from the upstream nor a window under way, the window a call would open now is the one to wait out.
       const holdMs = ms > 0 || windowLeft > 0 ? Math.max(ms, windowLeft) : this.limiter.duration * 1000;
-      // At least a second: a block of 0 seconds never ends.
-      const seconds = Math.max(1, Math.ceil(holdMs / 1000));
+      const seconds = blockSeconds(holdMs);
       await this.limiter.block(this.key, seconds);
       heldMs = seconds * 1000;
     }
     const marked = await this.limiter.get(this.pausedKey);
     if (!marked || markedHoldMs(marked) < heldMs) {
-      const seconds = Math.max(1, Math.ceil(heldMs / 1000));
+      const seconds = blockSeconds(heldMs);
       await this.limiter.set(this.pausedKey, seconds * 1000 - heldMs, seconds);
     }
     return heldMs;
@@ -70,6 +69,9 @@ export class UpstreamPacer implements UpstreamPause {
     return hold.msBeforeNext <= markedHoldMs(marked) ? Math.max(0, hold.msBeforeNext) : 0;
   }
 }
+
+/** Whole seconds covering `ms`, at least one: the limiter keeps whole seconds, and a block of 0 never ends. */
+const blockSeconds = (ms: number): number => Math.max(1, Math.ceil(ms / 1000));
 
 /** What was left, when read, of the hold the pause mark was written for. */
 const markedHoldMs = (marked: RateLimiterRes): number => marked.msBeforeNext - marked.consumedPoints;

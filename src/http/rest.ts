@@ -176,6 +176,16 @@ function methodNotAllowed(app: FastifyInstance, url: string, allowed: readonly s
 export async function restRoutes(app: FastifyInstance, options: { service: GatewayService }): Promise<void> {
   const { service } = options;
   for (const [url, allowed] of Object.entries(ALLOWED_METHODS)) methodNotAllowed(app, url, allowed);
+  /**
+   * The request's key checked again when its body came late (reauthorizeDuplication). Unknown to the answer until
+   * then, and for good if refused: a key refused now gets no quota headers, as before its body.
+   */
+  const recheckKey = async (request: FastifyRequest): Promise<Principal> => {
+    const checkedBefore = request.principal as Principal;
+    request.principal = undefined;
+    request.principal = await service.reauthorizeDuplication(checkedBefore, httpRequestContext(request, 'REST'));
+    return request.principal;
+  };
   app.post(
     '/campaigns/duplicate',
     {
@@ -188,9 +198,7 @@ export async function restRoutes(app: FastifyInstance, options: { service: Gatew
       // A late body refused before the handler checked its key again (not JSON, not UTF-8, two Idempotency-Key
       // headers): checked now, so a key refused meanwhile is unknown to the answer, which shows it no quota.
       onError: async (request) => {
-        if (!request.principal) return;
-        const context = httpRequestContext(request, 'REST');
-        request.principal = await service.reauthorizeDuplication(request.principal, context).catch(() => undefined);
+        if (request.principal) await recheckKey(request).catch(() => undefined);
       },
     },
     async (request, reply) => {
@@ -199,11 +207,8 @@ export async function restRoutes(app: FastifyInstance, options: { service: Gatew
       const idempotencyKeys = headerValues(request, 'idempotency-key');
       if (idempotencyKeys.length > 1) throw new GatewayError('BAD_USER_INPUT', 'Send at most one Idempotency-Key header');
       const [idempotencyKey] = idempotencyKeys;
-      const checkedBefore = request.principal as Principal;
-      // Unknown until checked again: a key refused now gets no quota headers, as before its body.
-      request.principal = undefined;
-      request.principal = await service.reauthorizeDuplication(checkedBefore, httpRequestContext(request, 'REST'));
-      const { job, rateLimit } = await service.acceptDuplication(request.principal, toDuplicateInput(request.body), idempotencyKey);
+      const principal = await recheckKey(request);
+      const { job, rateLimit } = await service.acceptDuplication(principal, toDuplicateInput(request.body), idempotencyKey);
       reply.headers(rateLimitHeaders(rateLimit));
       reply.header('location', `/duplication_jobs/${job.id}`);
       return reply.status(202).send({ message: 'success', job_id: job.id, status: job.status.toLowerCase() });
