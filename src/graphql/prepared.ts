@@ -15,6 +15,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { ApolloServerPlugin } from '@apollo/server';
 import type { FastifyBaseLogger } from 'fastify';
 import { execute, type DocumentNode, type GraphQLSchema } from 'graphql';
+import Negotiator from 'negotiator';
 import {
   applyHttpSemantics,
   formatExecutionErrors,
@@ -57,9 +58,11 @@ const negotiatedResponseType = (accept: string | undefined): string | undefined 
 
 /**
  * The content type of an answer the gateway gives itself to a /graphql request it refuses before Apollo (a body
- * it cannot read): the one Apollo would negotiate, and plain JSON for an Accept header outside the table.
+ * it cannot read): the one Apollo negotiates, by the same rules (quality values included), and plain JSON when
+ * the header accepts neither, where Apollo would answer 406: the refusal says more.
  */
-export const refusalResponseType = (accept: string | undefined): string => negotiatedResponseType(accept) ?? JSON_RESPONSE;
+export const refusalResponseType = (accept: string | undefined): string =>
+  negotiatedResponseType(accept) ?? new Negotiator({ headers: { accept } }).mediaType([JSON_RESPONSE, GRAPHQL_RESPONSE]) ?? JSON_RESPONSE;
 
 /**
  * Extensions that change nothing Apollo runs: none, or any but `persistedQuery` (which may stand for the query

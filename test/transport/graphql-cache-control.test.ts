@@ -37,6 +37,10 @@ describe('GraphQL responses', () => {
   const accepts = [
     { accept: 'application/json', type: 'application/json; charset=utf-8' },
     { accept: 'application/graphql-response+json', type: 'application/graphql-response+json; charset=utf-8' },
+    // Quality values, as HTTP libraries write them, are weighed as Apollo weighs them.
+    { accept: 'application/json;q=0.5, application/graphql-response+json', type: 'application/graphql-response+json; charset=utf-8' },
+    { accept: 'application/graphql-response+json;q=0.2, application/json;q=0.8', type: 'application/json; charset=utf-8' },
+    { accept: 'text/html, application/graphql-response+json;q=0.9, */*;q=0.1', type: 'application/graphql-response+json; charset=utf-8' },
   ];
 
   describe.each(accepts)('refused before Apollo, with Accept: $accept', ({ accept, type }) => {
@@ -49,6 +53,15 @@ describe('GraphQL responses', () => {
       expect(response.headers['content-type']).toBe(type);
       expect(response.headers['cache-control']).toBe('no-store');
       expect(response.body.errors[0].extensions.code).toBe('BAD_USER_INPUT');
+    });
+
+    it('in the media type Apollo answers the same Accept with', async () => {
+      const answered = await http(gateway.baseUrl, 'POST', '/graphql', {
+        headers: { 'content-type': 'application/json', accept, ...bearer(ws.key) },
+        body: operation(),
+      });
+      expect(answered.status).toBe(200);
+      expect(answered.headers['content-type']).toBe(type);
     });
   });
 });
