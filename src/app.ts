@@ -171,6 +171,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   let storeLog: FastifyBaseLogger | undefined;
   let upstreamLog: FastifyBaseLogger | undefined;
   let metricsLog: FastifyBaseLogger | undefined;
+  let serviceLog: FastifyBaseLogger | undefined;
   // Before the logger exists, the store may bring an older schema up to date: said once the logger is there.
   let upgrade: (SchemaVersions & { durationMs: number }) | undefined;
   const store =
@@ -222,6 +223,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     onQuotaRejected: (channel) => metrics.quotaRejected(channel),
     onAuthFailed: (channel, code) => metrics.authFailed(channel, code),
     onAuthBlocked: (channel) => metrics.authBlocked(channel),
+    onKeyUseNotRecorded: (keyId, error) => serviceLog?.warn({ err: error, keyId }, "could not record the API key's last use"),
     downloads,
   });
   const admin = new AdminService(store, clock);
@@ -275,6 +277,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     );
   }
   metricsLog = http.log.child({ component: 'metrics' });
+  serviceLog = http.log.child({ component: 'service' });
   worker = new JobWorker(
     store,
     duplicator,

@@ -96,6 +96,8 @@ export interface GatewayServiceDeps {
   onAuthFailed?: (channel: Channel, code: AuthRefusal) => void;
   /** Told when a request was refused because its client failed to authenticate too often (metrics). */
   onAuthBlocked?: (channel: Channel) => void;
+  /** Told when a key's last use could not be written: the request goes on, the operator should still know. */
+  onKeyUseNotRecorded?: (keyId: string, error: unknown) => void;
   /** Security event downloads in progress on this instance, bounded. */
   downloads: DownloadSlots;
 }
@@ -264,7 +266,7 @@ export class GatewayService {
   private touch(record: ApiKeyRecord, now: Date): void {
     if (record.lastUsedAt !== null && now.getTime() - record.lastUsedAt.getTime() < LAST_USED_RESOLUTION_MS) return;
     // last_used_at is advisory: failing to write it must not fail the request.
-    this.deps.store.touchApiKey(record, now).catch(() => undefined);
+    this.deps.store.touchApiKey(record, now).catch((error: unknown) => this.deps.onKeyUseNotRecorded?.(record.id, error));
   }
 
   /**

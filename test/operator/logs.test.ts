@@ -1,3 +1,5 @@
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { usesPrettyLogs } from '../../src/http/logging.js';
@@ -102,6 +104,24 @@ describe('logs', () => {
     const logged = sink.lines().find((line) => line.reqId === 'secret-params' && line.req)?.req.url;
     expect(logged).toBe(`/healthz?${secrets.map((pair) => `${pair.split('=')[0]}=[redacted]`).join('&')}&page=2&campaign_id=visible-id&signed=yes`);
     expect(sink.text).not.toContain('sekrit');
+  });
+
+  it("warns when a key's last use cannot be written, and still answers the request", async () => {
+    const fresh = await gateway.workspace('untouchable');
+    const database = new Database(join(gateway.dataDir, 'gateway.db'));
+    database.exec("CREATE TRIGGER refuse_last_use BEFORE UPDATE OF last_used_at ON api_keys BEGIN SELECT RAISE(ABORT, 'last use refused'); END");
+    try {
+      const response = await graphql(gateway.baseUrl, fresh.key, '{ viewer { workspaceId } }');
+      expect(response.status).toBe(200);
+      expect(response.body.data.viewer.workspaceId).toBe(fresh.workspace.id);
+      const warning = await waitFor(async () => sink.lines().find((line) => line.component === 'service'));
+      expect(warning).toMatchObject({ level: 40, msg: "could not record the API key's last use", err: { message: 'last use refused' } });
+      expect(warning.keyId).toBe(fresh.keyId);
+      expect(sink.text).not.toContain(fresh.key);
+    } finally {
+      database.exec('DROP TRIGGER refuse_last_use');
+      database.close();
+    }
   });
 
   it('logs a request Node cannot parse under the id it was answered with, and nothing of what it sent', async () => {
