@@ -5,7 +5,7 @@ import { withoutPort } from '../domain/ip-allowlist.js';
 import { CHANNELS, JOB_STATUSES, type Principal } from '../domain/types.js';
 import { isRecord, LIMITS } from '../domain/validation.js';
 import { emptyBodyError } from './errors.js';
-import { ACCEPT_ENCODING_HEADER, ALLOWED_METHODS, authenticatedErrorResponses, errorResponses, RETRY_AFTER_HEADER } from './openapi.js';
+import { ACCEPT_ENCODING_HEADER, ALLOWED_METHODS, ALLOWLIST_ONLY_403, AUTH_BLOCK_ONLY_429, authenticatedErrorResponses, errorResponses, RETRY_AFTER_HEADER } from './openapi.js';
 import { rateLimitHeaders } from './rate-limit-headers.js';
 
 declare module 'fastify' {
@@ -60,7 +60,8 @@ const nullableString = { type: ['string', 'null'] } as const;
 
 const jobStatus = { enum: JOB_STATUSES.map((status) => status.toLowerCase()) };
 
-const duplicateSchema = {
+/** The schema of POST /campaigns/duplicate, which says how long an Idempotency-Key is kept as configured. */
+const duplicateSchema = (idempotencyTtlHours: number) => ({
   tags: ['campaigns'],
   summary: 'Duplicate a campaign (asynchronously)',
   description:
@@ -74,7 +75,7 @@ const duplicateSchema = {
       'idempotency-key': {
         type: 'string',
         maxLength: LIMITS.idempotencyKeyLength,
-        description: 'Repeating a request with the same key and body returns the same job without taking quota (kept 24 h, per workspace)',
+        description: `Repeating a request with the same key and body returns the same job without taking quota (kept ${idempotencyTtlHours} h, per workspace)`,
       },
     },
   },
@@ -103,7 +104,7 @@ const duplicateSchema = {
     ...errorResponses([415], { ...RATE_LIMIT_HEADERS, ...ACCEPT_ENCODING_HEADER }),
     ...errorResponses([409], { ...RATE_LIMIT_HEADERS, ...RETRY_AFTER_HEADER }),
   },
-};
+});
 
 /** Every field of a job, always present (null when it has no value): all are required. */
 const jobProperties = {
@@ -145,12 +146,17 @@ const jobSchema = {
           type: 'integer',
           description:
             'While the job is pending or running: seconds before asking again. For a pending job whose next attempt is ' +
-            'scheduled later (a retry delay, a wait for an upstream slot), the whole seconds until then; otherwise 1',
+            'scheduled later (a retry delay, a wait for an upstream slot), the whole seconds until then, or, in upstream mode, ' +
+            'until the end of a pause the upstream asked for when that is later still; otherwise 1',
         },
       },
     },
-    // 400: an id whose percent-encoding does not decode.
-    ...authenticatedErrorResponses([400, 404]),
+    ...authenticatedErrorResponses([400, 404], {}, {
+      400: 'The job id in the path is not valid percent-encoding',
+      403: ALLOWLIST_ONLY_403,
+      404: 'No such job, or not one this key may see (another key\'s job, without security_events.read)',
+      429: AUTH_BLOCK_ONLY_429,
+    }),
   },
 };
 
@@ -173,8 +179,8 @@ function methodNotAllowed(app: FastifyInstance, url: string, allowed: readonly s
 }
 
 /** The Braze-compatible routes. Thin: parse, call the service, map the result. */
-export async function restRoutes(app: FastifyInstance, options: { service: GatewayService }): Promise<void> {
-  const { service } = options;
+export async function restRoutes(app: FastifyInstance, options: { service: GatewayService; idempotencyTtlHours: number }): Promise<void> {
+  const { service, idempotencyTtlHours } = options;
   for (const [url, allowed] of Object.entries(ALLOWED_METHODS)) methodNotAllowed(app, url, allowed);
   /**
    * The request's key checked again when its body came late (reauthorizeDuplication). Unknown to the answer until
@@ -189,7 +195,7 @@ export async function restRoutes(app: FastifyInstance, options: { service: Gatew
   app.post(
     '/campaigns/duplicate',
     {
-      schema: duplicateSchema,
+      schema: duplicateSchema(idempotencyTtlHours),
       config: { quotaBearing: true },
       // Who is calling and whether they may duplicate is settled before the body is read, as Braze does.
       onRequest: async (request) => {

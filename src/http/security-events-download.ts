@@ -6,7 +6,7 @@ import type { FastifyInstance } from 'fastify';
 import type { GatewayService } from '../domain/service.js';
 import type { SecurityEvent, SecurityEventType } from '../domain/types.js';
 import { MAX_EVENT_RANGE_DAYS } from '../domain/validation.js';
-import { authenticatedErrorResponses, errorResponses, RETRY_AFTER_HEADER } from './openapi.js';
+import { authenticatedErrorResponses } from './openapi.js';
 import { httpRequestContext } from './rest.js';
 
 /** Braze's "Security Event Download" columns, in Braze's order. */
@@ -121,13 +121,13 @@ export async function securityEventsDownloadRoutes(app: FastifyInstance, options
             description: `CSV with the header ${CSV_COLUMNS.join(',')}`,
             content: { 'text/csv': { schema: { type: 'string' } } },
           },
-          ...authenticatedErrorResponses([400]),
-          429: {
-            ...errorResponses([429], RETRY_AFTER_HEADER)[429],
-            description:
-              'Too many downloads in progress, for the workspace or on this instance, or this client failed to authenticate ' +
-              'too often; see Retry-After',
-          },
+          ...authenticatedErrorResponses([400], {}, {
+            400: `\`start\` or \`end\` is missing or not a date, \`end\` is not after \`start\`, or the range is longer than ${MAX_EVENT_RANGE_DAYS} days; \`errors\` says which`,
+            403: "The key lacks the permission security_events.read, or is used from an address outside the key's IP allowlist",
+            429:
+              'Too many downloads in progress, for the workspace or on this instance (`Retry-After: 5`), or this client failed ' +
+              'to authenticate too often; see Retry-After. This route takes no quota point',
+          }),
         },
       },
     },

@@ -179,7 +179,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   await app.register(fastifySwagger, openapiOptions);
   await app.register(async (api) => {
     schemasOnlyDocument(api);
-    await api.register(restRoutes, { service });
+    await api.register(restRoutes, { service, idempotencyTtlHours: config.idempotencyTtlMs / 3_600_000 });
     await api.register(securityEventsDownloadRoutes, { service, stallTimeoutMs: deps.downloadStallTimeoutMs });
     await api.register(healthRoutes, { checkReady: deps.checkReady });
     await api.register(metricsRoutes, { metrics: deps.metrics });

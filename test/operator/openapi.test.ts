@@ -1,6 +1,7 @@
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import formats from 'ajv-formats';
+import { readFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer, http, json, startGateway, waitFor, type HttpResult, type TestGateway, type TestWorkspace } from '../support/gateway.js';
@@ -18,7 +19,8 @@ describe('GET /openapi.json', () => {
   let document: any;
 
   beforeAll(async () => {
-    gateway = await startGateway({ DUPLICATE_RATE_LIMIT: '3', AUTH_FAILURE_LIMIT: '10' });
+    // Not the default 24 h: the document must say the TTL this gateway keeps.
+    gateway = await startGateway({ DUPLICATE_RATE_LIMIT: '3', AUTH_FAILURE_LIMIT: '10', IDEMPOTENCY_TTL_HOURS: '6' });
     ws = await gateway.workspace();
     document = (await http(gateway.baseUrl, 'GET', '/openapi.json')).body;
   });
@@ -41,6 +43,33 @@ describe('GET /openapi.json', () => {
       '/openapi.json': ['get'],
     });
     expect(document.paths['/campaigns/duplicate'].post.requestBody.content['application/json'].schema.required).toEqual(['campaign_id', 'name']);
+  });
+
+  it("is versioned as the gateway is, and says what it configured", () => {
+    const packageJson = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+    expect(document.info.version).toBe(packageJson.version);
+    expect(document.info.description).toContain('with `"errors": ["..."]` when there are details');
+    const idempotencyKey = document.paths['/campaigns/duplicate'].post.parameters.find((parameter: any) => parameter.name === 'idempotency-key');
+    expect(idempotencyKey.description).toContain('kept 6 h');
+  });
+
+  it('says of each route only what it can answer: no permission where it needs none, no spent quota where it takes no point', () => {
+    const routes = Object.entries(document.paths).flatMap(([path, item]) =>
+      Object.entries(item as Record<string, any>)
+        .filter(([, operation]) => operation.security)
+        .map(([method, operation]) => ({ where: `${method} ${path}`, operation })),
+    );
+    for (const { where, operation } of routes) {
+      const needsPermission = /Needs the permission/.test(operation.description);
+      const takesQuota = Object.values(operation.responses as Record<string, any>).some((response) => 'x-ratelimit-limit' in (response.headers ?? {}));
+      expect(/lacks the permission/.test(operation.responses['403'].description), `${where} 403`).toBe(needsPermission);
+      expect(/allowlist/.test(operation.responses['403'].description), `${where} 403`).toBe(true);
+      expect(/Rate limit exceeded|quota is spent/.test(operation.responses['429'].description), `${where} 429`).toBe(takesQuota);
+      if (!takesQuota) expect(operation.responses['429'].description, `${where} 429`).toContain('takes no quota point');
+    }
+    expect(routes.map(({ where }) => where).sort()).toEqual(['get /duplication_jobs/{job_id}', 'get /security_events/download', 'post /campaigns/duplicate']);
+    const pollAfter = document.paths['/duplication_jobs/{job_id}'].get.responses['200'].headers['retry-after'].description;
+    expect(pollAfter).toContain('a pause the upstream asked for');
   });
 
   // The route always sends every field (null when empty), as the answers checked against the document below show.
