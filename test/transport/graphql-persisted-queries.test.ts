@@ -34,6 +34,23 @@ describe('automatic persisted queries', () => {
   });
 
   it.each([
+    ['POST, application/json', 'POST', 'application/json'],
+    ['POST, application/graphql-response+json', 'POST', 'application/graphql-response+json'],
+    ['GET', 'GET', 'application/graphql-response+json'],
+  ])('an unknown hash is answered 200 without data, as Apollo clients expect (%s)', async (_case, method, accept) => {
+    const extensions = { persistedQuery: { version: 1, sha256Hash: sha256(`{ unknown${method}${accept} }`) } };
+    const answer =
+      method === 'POST'
+        ? await http(gateway.baseUrl, 'POST', '/graphql', { headers: { ...json, accept, ...bearer(ws.key) }, body: JSON.stringify({ extensions }) })
+        : await http(gateway.baseUrl, 'GET', `/graphql?extensions=${encodeURIComponent(JSON.stringify(extensions))}`, {
+            headers: { accept, 'apollo-require-preflight': 'true', ...bearer(ws.key) },
+          });
+    expect(answer.status).toBe(200);
+    expect(String(answer.headers['content-type'])).toContain(accept);
+    expect(answer.body).toEqual({ errors: [expect.objectContaining({ message: 'PersistedQueryNotFound', extensions: expect.objectContaining({ code: 'PERSISTED_QUERY_NOT_FOUND' }) })] });
+  });
+
+  it.each([
     ['a hash that is not the query’s', { query: '{ __typename }', extensions: { persistedQuery: { version: 1, sha256Hash: '0'.repeat(64) } } }, 'provided sha does not match query'],
     ['a query without its hash', { query: '{ __typename }', extensions: { persistedQuery: { version: 1 } } }, 'provided sha does not match query'],
     ['a version Apollo does not know', { query: '{ __typename }', extensions: { persistedQuery: { version: 2, sha256Hash: sha256('{ __typename }') } } }, 'Unsupported persisted query version'],
