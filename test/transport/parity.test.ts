@@ -380,6 +380,31 @@ describe('the quota', () => {
     expect((await transports[0].duplicate(limited.baseUrl, other.key, { campaignId: other.campaign.id, name: 'x' })).jobId).not.toBeNull();
   });
 
+  it('refuses the field past the quota and keeps the others, as the README shows it', async () => {
+    const team = await limited.workspace();
+    const input = { campaignId: team.campaign.id, name: 'copy' };
+    for (let index = 0; index < 99; index++) expect((await transports[0].duplicate(limited.baseUrl, team.key, input)).jobId).not.toBeNull();
+    const mutation = [
+      'mutation ($input: DuplicateCampaignInput!) {',
+      '  first: duplicateCampaign(input: $input) { job { id status } }',
+      '  second: duplicateCampaign(input: $input) { job { id status } }',
+      '}',
+    ].join('\n');
+    const response = await graphql(limited.baseUrl, team.key, mutation, { input });
+    expect(response.status).toBe(200);
+    expect(response.body).toEqual({
+      errors: [
+        {
+          message: 'Rate limit exceeded',
+          locations: [{ line: 3, column: 3 }],
+          path: ['second'],
+          extensions: { code: 'RATE_LIMITED', retryAfterSeconds: expect.any(Number) },
+        },
+      ],
+      data: { first: { job: { id: expect.any(String), status: 'PENDING' } }, second: null },
+    });
+  });
+
   it('counts every executed duplicateCampaign field, so aliases cannot multiply one request', async () => {
     const team = await limited.workspace();
     const fields = Array.from(
@@ -718,7 +743,7 @@ describe("BAD_USER_INPUT's two shapes over GraphQL, as the README shows them", (
       errors: [
         {
           message: "Invalid request: 'name' must be a non-empty string",
-          locations: expect.any(Array),
+          locations: [{ line: 1, column: 46 }],
           path: ['duplicateCampaign'],
           extensions: { code: 'BAD_USER_INPUT', issues: [{ field: 'name', message: 'must be a non-empty string' }] },
         },
@@ -734,7 +759,7 @@ describe("BAD_USER_INPUT's two shapes over GraphQL, as the README shows them", (
     const response = await graphql(gateway.baseUrl, ws.key, mutation, { input });
     expect(response.status).toBe(400);
     expect(response.body).toEqual({
-      errors: [{ message: expect.stringMatching(/^Variable "\$input" got invalid value/), locations: expect.any(Array), extensions: { code: 'BAD_USER_INPUT' } }],
+      errors: [{ message: expect.stringMatching(/^Variable "\$input" got invalid value/), locations: [{ line: 1, column: 11 }], extensions: { code: 'BAD_USER_INPUT' } }],
     });
   });
 });
