@@ -4,6 +4,9 @@ import { PERMISSIONS } from '../domain/permissions.js';
 import { CHANNELS, JOB_ERROR_CODES, JOB_STATUSES, SECURITY_EVENT_TYPES } from '../domain/types.js';
 import { LIMITS } from '../domain/validation.js';
 
+/** How the length limits of the input count: as validation.ts does, in code points. */
+const CHARACTERS = 'characters (Unicode code points: an emoji is one, though it takes two UTF-16 units)';
+
 /** What every connection's edges, cursors and pageInfo are. */
 const EDGES_DESCRIPTION = 'The items of this page, each with its cursor.';
 const CURSOR_DESCRIPTION = "Pass as `after` to get the items after this one. Opaque: don't read anything into it.";
@@ -41,7 +44,9 @@ registerEnumType(SecurityEventType, {
     CAMPAIGN_DUPLICATION_REQUESTED: { description: 'A duplication job was accepted.' },
     CAMPAIGN_DUPLICATED: { description: 'A duplication job succeeded.' },
     CAMPAIGN_DUPLICATION_FAILED: { description: 'A duplication job failed for good.' },
-    PERMISSION_DENIED: { description: 'A valid key was refused a permission.' },
+    PERMISSION_DENIED: {
+      description: 'A valid key was refused a permission it lacks, or used from an address outside its IP allowlist (details.reason: ip_not_allowed).',
+    },
     API_KEY_CREATED: { description: 'An API key was created.' },
     API_KEY_REVOKED: { description: 'An API key was revoked.' },
     API_KEY_ROTATED: { description: "An API key's secret was replaced; details say until when the old one is valid." },
@@ -226,7 +231,12 @@ export class SecurityEvent {
 
   @Field(() => JSONObjectResolver, {
     description:
-      'More, by type: the name, description and tags asked for (CAMPAIGN_DUPLICATION_REQUESTED), the outcome and attempts (CAMPAIGN_DUPLICATED, CAMPAIGN_DUPLICATION_FAILED), the permission refused (PERMISSION_DENIED). An empty object when there is nothing more.',
+      'More, by type. CAMPAIGN_DUPLICATION_REQUESTED: name, description and tagNames asked for. CAMPAIGN_DUPLICATED: ' +
+      'sourceCampaignId, resultCampaignId, name, attempts, and in upstream mode upstreamStatus and upstreamMessage. ' +
+      'CAMPAIGN_DUPLICATION_FAILED: sourceCampaignId, name, attempts and error. PERMISSION_DENIED: permission, the one refused, ' +
+      'or reason: ip_not_allowed; with unrecordedBefore, the number of the key\'s denials left unrecorded since its last such event, when there were any. ' +
+      'API_KEY_CREATED: permissions, expiresAt and allowedCidrs. API_KEY_ROTATED: previousValidUntil, until when the old ' +
+      'secret works (null: it stopped at once). An empty object when there is nothing more (API_KEY_REVOKED).',
   })
   details!: Record<string, unknown>;
 }
@@ -280,13 +290,16 @@ export class DuplicateCampaignInput {
   @Field(() => ID, { description: 'The campaign to copy.' })
   campaignId!: string;
 
-  @Field(() => String, { description: `Name of the new campaign (at most ${LIMITS.nameLength} characters).` })
+  @Field(() => String, { description: `Name of the new campaign: at most ${LIMITS.nameLength} ${CHARACTERS}.` })
   name!: string;
 
-  @Field(() => String, { nullable: true, description: "Description of the new campaign; the source's when omitted." })
+  @Field(() => String, { nullable: true, description: `Description of the new campaign, at most ${LIMITS.descriptionLength} ${CHARACTERS}; the source's when omitted.` })
   description?: string | null;
 
-  @Field(() => [String], { nullable: true, description: "Existing tags; when given they replace the source campaign's tags." })
+  @Field(() => [String], {
+    nullable: true,
+    description: `Existing tags, at most ${LIMITS.tagCount} of at most ${LIMITS.tagLength} ${CHARACTERS} each; when given they replace the source campaign's tags.`,
+  })
   tagNames?: string[] | null;
 
   @Field(() => String, {

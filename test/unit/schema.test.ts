@@ -2,6 +2,8 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { isEnumType, isInputObjectType, isObjectType, type GraphQLField } from 'graphql';
 import { MAX_PAGE_SIZE } from '../../src/domain/service.js';
+import { SECURITY_EVENT_TYPES } from '../../src/domain/types.js';
+import { LIMITS } from '../../src/domain/validation.js';
 import { gatewaySchema } from '../../src/graphql/schema.js';
 import { printGatewaySchema } from '../../src/graphql/sdl.js';
 
@@ -33,6 +35,27 @@ describe('schema.graphql', () => {
     const pageSizes = fields.flatMap((field) => field.args.filter((arg) => arg.name === 'first').map((arg): [string, string] => [field.name, arg.description ?? '']));
     expect(pageSizes.map(([field]) => field).sort()).toEqual(['campaigns', 'securityEvents']);
     for (const [field, description] of pageSizes) expect(description, field).toContain(`At most ${MAX_PAGE_SIZE}.`);
+  });
+
+  it('says the limits the validation enforces, counted as it counts them', async () => {
+    const input = (await gatewaySchema()).getType('DuplicateCampaignInput');
+    if (!isInputObjectType(input)) throw new Error('DuplicateCampaignInput is not an input type');
+    const fields = input.getFields();
+    expect(fields.name.description).toContain(`at most ${LIMITS.nameLength} characters (Unicode code points`);
+    expect(fields.description.description).toContain(`at most ${LIMITS.descriptionLength} characters (Unicode code points`);
+    expect(fields.tagNames.description).toContain(`at most ${LIMITS.tagCount} of at most ${LIMITS.tagLength} characters (Unicode code points`);
+    expect(fields.idempotencyKey.description).toContain(`1 to ${LIMITS.idempotencyKeyLength} visible ASCII characters`);
+  });
+
+  it("says what an event's details hold for every type, and that an allowlist refusal is a PERMISSION_DENIED", async () => {
+    const schema = await gatewaySchema();
+    const event = schema.getType('SecurityEvent');
+    const types = schema.getType('SecurityEventType');
+    if (!isObjectType(event) || !isEnumType(types)) throw new Error('SecurityEvent or SecurityEventType changed kind');
+    const details = event.getFields().details.description ?? '';
+    for (const type of SECURITY_EVENT_TYPES) expect(details, type).toContain(type);
+    for (const key of ['permissions', 'expiresAt', 'allowedCidrs', 'previousValidUntil', 'ip_not_allowed', 'unrecordedBefore']) expect(details, key).toContain(key);
+    expect(types.getValue('PERMISSION_DENIED')?.description).toContain('ip_not_allowed');
   });
 
   /** Every type, field, argument and enum value of the schema a client sees, by name, with its description. */
