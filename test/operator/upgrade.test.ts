@@ -1,8 +1,9 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
+import { POSTGRES_MIGRATIONS } from '../../src/adapters/postgres/migrations.js';
 import { insertStatement, newJobToRow } from '../../src/adapters/rows.js';
 import { missingSchemaObjects, SQLITE_MIGRATIONS } from '../../src/adapters/sqlite/migrations.js';
 import { SqliteStore } from '../../src/adapters/sqlite/store.js';
@@ -155,5 +156,17 @@ describe('starting on a store an older gateway left', () => {
   it('says nothing of a store it makes new', async () => {
     dir = mkdtempSync(join(tmpdir(), 'cgw-upgrade-'));
     expect(await start()).toEqual([]);
+  });
+});
+
+describe("the README's examples of schema versions", () => {
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8').replace(/\s+/g, ' ');
+  const numbers = (pattern: RegExp) => [...readme.matchAll(pattern)].map((match) => match.slice(1).map(Number));
+
+  it("are this version's, so that no example names an upgrade that cannot happen", () => {
+    expect(numbers(/M is (\d+) for SQLite and (\d+) for PostgreSQL/g)).toEqual([[SQLITE_MIGRATIONS.length, POSTGRES_MIGRATIONS.length]]);
+    expect(numbers(/`… from version (\d+) to (\d+)`/g)).toEqual([[SQLITE_MIGRATIONS.length - 1, SQLITE_MIGRATIONS.length]]);
+    expect(numbers(/is at schema version (\d+) and this version needs (\d+)/g)).toEqual([[SQLITE_MIGRATIONS.length - 1, SQLITE_MIGRATIONS.length]]);
+    expect(numbers(/has schema version (\d+), newer than this gateway's (\d+)/g)).toEqual([[SQLITE_MIGRATIONS.length + 1, SQLITE_MIGRATIONS.length]]);
   });
 });
