@@ -74,12 +74,26 @@ const list = (text: string | undefined): string[] =>
 type Options = NonNullable<ParseArgsConfig['options']>;
 const COMMON: Options = { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } };
 
+/**
+ * parseArgs' refusal in the CLI's words: its own messages run on into advice about `--` that quotes the option
+ * unevenly, and would be followed by ours.
+ */
+function usageError(error: unknown): UsageError {
+  const { code, message } = error as { code?: string; message?: string };
+  const option = /'(-[^' ]+)/.exec(message ?? '')?.[1];
+  if (option && code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') return new UsageError(`unknown option ${option}`);
+  if (option && code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
+    return new UsageError(/argument missing/.test(message ?? '') ? `option ${option} needs a value` : `option ${option} takes no value`);
+  }
+  return new UsageError(message ?? String(error));
+}
+
 function parse(args: string[], options: Options, positionals: number) {
   let parsed;
   try {
     parsed = parseArgs({ args, options: { ...COMMON, ...options }, allowPositionals: true, strict: true });
   } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error));
+    throw usageError(error);
   }
   if (!parsed.values.help && parsed.positionals.length !== positionals) {
     throw new UsageError(positionals === 0 ? `unexpected argument '${parsed.positionals[0]}'` : 'wrong number of arguments');
@@ -356,8 +370,9 @@ const COMMANDS: Record<string, Command> = {
       const { file } = backupStore(config, destination);
       const { size } = statSync(destination);
       print(
-        `Backed up the store to ${destination} (${size} bytes). To restore it, stop the gateway, put it in place of ${file}, ` +
-          `delete ${file}-wal and ${file}-shm, and start the gateway.`,
+        `Backed up the store to ${destination} (${size} bytes). To restore it, stop every gateway, delete ${file}-wal and ` +
+          `${file}-shm (either may be missing), put the copy in place of ${file}, then start the gateways ` +
+          '(see "Backups" in the README).',
         { file: destination, bytes: size },
       );
     },

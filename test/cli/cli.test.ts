@@ -190,13 +190,15 @@ describe('the CLI', () => {
     [['keys', 'create', '--workspace', 'nowhere', '--name', 'x', '--permissions', 'campaigns.list'], EXIT.failed, "No workspace 'nowhere'"],
     [['keys', 'create', '--workspace', 'acme', '--name', '\u0007', '--permissions', 'campaigns.list'], EXIT.failed, 'A key name is 1 to 100 printable characters'],
     [['keys', 'create', '--workspace', 'acme', '--name', '\u200b\u200d', '--permissions', 'campaigns.list'], EXIT.failed, 'A key name is 1 to 100 printable characters'],
-    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--admin'], EXIT.usage, "Unknown option '--admin'"],
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--admin'], EXIT.usage, 'unknown option --admin (see --help)\n'],
+    [['keys', 'list', '--bogus'], EXIT.usage, 'unknown option --bogus (see --help)\n'],
+    [['keys', 'list', '--json=yes'], EXIT.usage, 'option --json takes no value (see --help)\n'],
     [['keys', 'revoke'], EXIT.usage, 'wrong number of arguments (see --help)'],
     [['keys', 'revoke', 'no-such-key'], EXIT.failed, "No key 'no-such-key'"],
     [['keys', 'rotate', 'no-such-key'], EXIT.failed, "No key 'no-such-key'"],
     [['keys', 'rotate', 'no-such-key', '--overlap', '31d'], EXIT.failed, 'The overlap must be between none and 30 days'],
     [['keys', 'rotate', 'no-such-key', '--overlap', 'a while'], EXIT.failed, "--overlap must be a number followed by s, m, h, d or w (like 30d), got 'a while'"],
-    [['keys', 'rotate', 'no-such-key', '--overlap'], EXIT.usage, "Option '--overlap <value>' argument missing"],
+    [['keys', 'rotate', 'no-such-key', '--overlap'], EXIT.usage, 'option --overlap needs a value (see --help)\n'],
     [['keys', 'list', 'extra'], EXIT.usage, "unexpected argument 'extra' (see --help)"],
     [['keys', 'list', '--workspace', 'nowhere'], EXIT.failed, "No workspace 'nowhere'"],
     [['workspaces', 'create', '   '], EXIT.failed, 'A workspace needs a name'],
@@ -288,12 +290,23 @@ describe('the CLI', () => {
 
       const done = await cli('store', 'backup', backup);
       expect(done).toMatchObject({ code: EXIT.ok, stderr: '' });
-      expect(done.stdout).toMatch(new RegExp(`^Backed up the store to ${backup} \\(\\d+ bytes\\)\\. To restore it, stop the gateway, put it in place of `));
+      // The README's order: the old log deleted before the copy is put where it would be read over it.
+      expect(done.stdout).toMatch(new RegExp(`^Backed up the store to ${backup} \\(\\d+ bytes\\)\\. To restore it, stop every gateway, delete \\S+-wal and \\S+-shm \\(either may be missing\\), put the copy in place of `));
       expect(statSync(backup).mode & 0o777).toBe(0o600);
       expect(await cli('store', 'backup', backup)).toEqual({
         code: EXIT.failed,
         stdout: '',
         stderr: `campaign-gateway: ${backup} already exists: a backup never overwrites a file\n`,
+      });
+      expect(await cli('store', 'backup', join(parent, 'missing', 'backup.db'))).toEqual({
+        code: EXIT.failed,
+        stdout: '',
+        stderr: `campaign-gateway: the directory ${join(parent, 'missing')} does not exist: make it first; nothing was backed up\n`,
+      });
+      expect(await cli('store', 'backup', join(backup, 'backup.db'))).toEqual({
+        code: EXIT.failed,
+        stdout: '',
+        stderr: `campaign-gateway: ${backup} is not a directory (a file is in its path): nothing was backed up\n`,
       });
 
       const restored = join(parent, 'restored');

@@ -1,4 +1,5 @@
 import { closeSync, existsSync, openSync, rmSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { assertNoStrayWal } from './database-file.js';
 
@@ -32,7 +33,11 @@ export function backupSqliteStore(filename: string, destination: string): void {
     try {
       closeSync(openSync(destination, 'wx', 0o600));
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'EEXIST') throw new Error(`${destination} already exists: a backup never overwrites a file`);
+      const { code } = error as NodeJS.ErrnoException;
+      if (code === 'EEXIST') throw new Error(`${destination} already exists: a backup never overwrites a file`);
+      const directory = dirname(resolve(destination));
+      if (code === 'ENOENT') throw new Error(`the directory ${directory} does not exist: make it first; nothing was backed up`);
+      if (code === 'ENOTDIR') throw new Error(`${directory} is not a directory (a file is in its path): nothing was backed up`);
       throw error;
     }
     try {
