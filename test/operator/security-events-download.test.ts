@@ -121,6 +121,14 @@ describe('GET /security_events/download', () => {
     expect(campaigns).toEqual(Array.from({ length: count }, (_, index) => `c${count - 1 - index}`));
   });
 
+  it("names the file after the range, as the README's example shows", async () => {
+    const response = await download(gateway, ws.key, '?start=2024-05-01&end=2024-06-01T00:00:00Z');
+    expect(response.status).toBe(200);
+    const header = 'attachment; filename="security_events_2024-05-01T00-00-00-000Z_2024-06-01T00-00-00-000Z.csv"';
+    expect(response.headers['content-disposition']).toBe(header);
+    expect(readFileSync(new URL('../../README.md', import.meta.url), 'utf8').replace(/\s+/g, ' ')).toContain(`\`Content-Disposition: ${header}\``);
+  });
+
   it("the README's list of event names is every name a row can carry", () => {
     const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
     const list = /`EventName` is readable \(([^)]*)\)/.exec(readme.replace(/\s+/g, ' '))?.[1] ?? '';

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -20,6 +20,43 @@ describe('configuration', () => {
 
   it('stops start-up on a DATABASE_URL that is not PostgreSQL', () => {
     expect(() => loadConfig({ DATABASE_URL: 'mysql://x' })).toThrow('invalid configuration: DATABASE_URL must start with postgres:// or postgresql://');
+  });
+});
+
+describe("the README's configuration table", () => {
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  // Thousands are written 65,535 in the table and 65535 in the refusal.
+  const rows = new Map(
+    [...readme.matchAll(/^\| `([A-Z][A-Z0-9_]+)` \| [^|]+ \| ([^|]+) \|/gm)].map(([, variable, allowed]) => [variable, allowed.trim().replace(/(\d),(?=\d{3})/g, '$1')]),
+  );
+  const source = readFileSync(new URL('../../src/config.ts', import.meta.url), 'utf8');
+  const variables = [...new Set([...source.matchAll(/\benv(?:\.|, ')([A-Z][A-Z0-9_]+)/g)].map((match) => match[1]))];
+
+  it('lists every variable the configuration reads, and no other', () => {
+    expect([...rows.keys()].sort()).toEqual(variables.sort());
+  });
+
+  it("gives each whole number the range the configuration allows, read from the configuration's own refusal", () => {
+    const ranges: string[] = [];
+    for (const variable of variables) {
+      // The longest timeout, so that a bound that follows it is at its widest.
+      const refusal = (() => {
+        try {
+          loadConfig({ UPSTREAM_TIMEOUT_MS: '600000', [variable]: 'not a number' });
+          return '';
+        } catch (error) {
+          return (error as Error).message;
+        }
+      })();
+      const range = /must be a whole number from (\d+) to (\d+)/.exec(refusal);
+      if (!range) {
+        expect(rows.get(variable), variable).not.toMatch(/^\d+ to \d+/);
+        continue;
+      }
+      ranges.push(variable);
+      expect(rows.get(variable), variable).toMatch(new RegExp(`^${range[1]} to ${range[2]}(;|,|$)`));
+    }
+    expect(ranges).toEqual(expect.arrayContaining(['PORT', 'IDEMPOTENCY_TTL_HOURS', 'UPSTREAM_CONNECT_TIMEOUT_MS', 'DOWNLOAD_CONCURRENCY_PER_WORKSPACE']));
   });
 });
 
