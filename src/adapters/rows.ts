@@ -227,9 +227,10 @@ export function insertStatement(table: string, row: Row, placeholder: (position:
  * jobs rather than making every other workspace's wait behind them, and one whose last job is older than the clock
  * starts at the clock, however many jobs it ran before. The last job counts whatever its state: a workspace that
  * sends its next job as soon as the last one is claimed would otherwise take the clock's turn every time, ahead of
- * another's backlog waiting at the next turn. A retried or deferred job keeps its turn. Nothing is locked: two
- * instances enqueueing for one workspace at once may give both jobs the same turn, which the claim's order breaks
- * by due time, then id. The workspace's last turn is one seek on jobs_workspace_turn.
+ * another's backlog waiting at the next turn. A retried or deferred job keeps its turn. This is the embedded store's
+ * form: its writes are one at a time, so no other job comes between the read and the insert. The workspace's last
+ * turn is one seek on jobs_workspace_turn. PostgreSQL keeps each workspace's last turn in a row instead
+ * (PostgresStore.enqueueJob): there, transactions running at once do not see each other's jobs.
  */
 export const jobTurn = (job: DuplicationJob): ReadColumn => ({
   column: 'queue_turn',

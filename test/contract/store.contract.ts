@@ -322,6 +322,19 @@ export function storeContract(name: string, harness: StoreHarness): void {
         expect(claimed.filter((id) => id !== late.id)).toEqual(ids(backlog));
       });
 
+      it('gives jobs of one workspace enqueued all at once a turn each: another’s jobs sent after them alternate with them', async () => {
+        const wave = Array.from({ length: 40 }, (_, i) => jobFixture(ws, { runAt: at(i), createdAt: at(i) }));
+        // All at once: on PostgreSQL each enqueue has a connection and a transaction of its own.
+        await Promise.all(wave.map((job) => store.enqueueJob(job, eventFixture(ws, { jobId: job.id }))));
+        const later = await enqueueJobs(other, 40, 100);
+        const claimed = await claimOneByOne(80, 1000);
+        // Turn by turn, one job of each: the wave's turns are as many as its jobs, and the first job sent after it
+        // waits for one of them.
+        const pairs = Array.from({ length: 40 }, (_, turn) => claimed.slice(2 * turn, 2 * turn + 2));
+        expect(pairs.map((pair) => pair.filter((id) => ids(wave).includes(id)).length)).toEqual(Array(40).fill(1));
+        expect(claimed.filter((id) => !ids(wave).includes(id))).toEqual(ids(later));
+      });
+
       it('alternates between two workspaces that queued three jobs each, one after the other', async () => {
         const first = await enqueueJobs(ws, 3, 0);
         const second = await enqueueJobs(other, 3, 3);

@@ -4,12 +4,14 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { POSTGRES_MIGRATIONS } from '../../src/adapters/postgres/migrations.js';
+import { PostgresStore } from '../../src/adapters/postgres/store.js';
 import { insertStatement, newJobToRow } from '../../src/adapters/rows.js';
 import { missingSchemaObjects, SQLITE_MIGRATIONS } from '../../src/adapters/sqlite/migrations.js';
 import { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import { apiKeyFixture, at, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
 import { startGateway } from '../support/gateway.js';
 import { LogSink } from '../support/log-sink.js';
+import { createTestSchema, openPostgresStore, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
 import { startFailureOf } from '../support/process.js';
 
 describe('starting on a store a newer gateway has migrated', () => {
@@ -168,5 +170,43 @@ describe("the README's examples of schema versions", () => {
     expect(numbers(/`… from version (\d+) to (\d+)`/g)).toEqual([[SQLITE_MIGRATIONS.length - 1, SQLITE_MIGRATIONS.length]]);
     expect(numbers(/is at schema version (\d+) and this version needs (\d+)/g)).toEqual([[SQLITE_MIGRATIONS.length - 1, SQLITE_MIGRATIONS.length]]);
     expect(numbers(/has schema version (\d+), newer than this gateway's (\d+)/g)).toEqual([[SQLITE_MIGRATIONS.length + 1, SQLITE_MIGRATIONS.length]]);
+  });
+});
+
+describe.skipIf(skipWithoutPostgres)('upgrading a PostgreSQL store whose workspaces’ turns were read from their jobs', () => {
+  let schema: Awaited<ReturnType<typeof createTestSchema>>;
+
+  afterEach(() => schema.drop());
+
+  it('keeps the turns of the jobs queued before, and gives a workspace’s next job the turn after its last', async () => {
+    schema = await createTestSchema();
+    const older = POSTGRES_MIGRATIONS.findIndex((migration) => migration.includes('job_queue_turns'));
+    const [busy, quiet] = [workspaceFixture(), workspaceFixture()];
+    const before = new PostgresStore({ connectionString: schema.url, schema: schema.schema, migrations: POSTGRES_MIGRATIONS.slice(0, older) });
+    await before.migrate();
+    for (const workspace of [busy, quiet]) await before.createWorkspace(workspace);
+    await before.close();
+    // Queued as the older version queued them, one after the other: turns 0, 1 and 2.
+    const queued = [1, 2, 3].map((due) => jobFixture(busy.id, { runAt: at(due) }));
+    await withAdmin(async (client) => {
+      await client.query(`SET search_path = ${schema.schema}`);
+      for (const [turn, job] of queued.entries()) {
+        const { text, values } = insertStatement('jobs', { ...newJobToRow(job, { date: (value) => value, bool: (value) => value }), queue_turn: turn }, (position) => `$${position}`);
+        await client.query(text, values);
+      }
+    }, schema.url);
+
+    const store = openPostgresStore(schema.url, schema.schema);
+    try {
+      expect(await store.migrate()).toEqual({ from: older, to: POSTGRES_MIGRATIONS.length });
+      const [next, fromQuiet] = [jobFixture(busy.id, { runAt: at(10) }), jobFixture(quiet.id, { runAt: at(11) })];
+      for (const job of [next, fromQuiet]) await store.enqueueJob(job, eventFixture(job.workspaceId, { jobId: job.id }));
+      const claimed: string[] = [];
+      for (let i = 0; i < 5; i += 1) claimed.push(...(await store.claimJobs('w', 1, at(100), at(60_000))).map((job) => job.id));
+      // The quiet workspace's job takes the clock's turn, 0; the busy one's next job the turn after its last, 3.
+      expect(claimed).toEqual([queued[0], fromQuiet, queued[1], queued[2], next].map((job) => job.id));
+    } finally {
+      await store.close();
+    }
   });
 });

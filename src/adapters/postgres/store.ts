@@ -23,7 +23,6 @@ import {
   EVENT_WINDOW_SQL,
   eventWindowSeeks,
   insertStatement,
-  jobTurn,
   maybeDate,
   newJobToRow,
   oldestDueJobSql,
@@ -35,7 +34,6 @@ import {
   rowToIdempotency,
   rowToJob,
   rowToWorkspace,
-  type ReadColumn,
   type Row,
   type SqlValues,
 } from '../rows.js';
@@ -106,8 +104,8 @@ export class PostgresStore implements GatewayStore {
     return keys.every(storable) ? this.rows(text, keys) : [];
   }
 
-  private async insert(client: Queryable, table: string, row: Row, read?: ReadColumn): Promise<void> {
-    const { text, values } = insertStatement(table, row, (position) => `$${position}`, read);
+  private async insert(client: Queryable, table: string, row: Row): Promise<void> {
+    const { text, values } = insertStatement(table, row, (position) => `$${position}`);
     await client.query(text, values);
   }
 
@@ -278,7 +276,26 @@ export class PostgresStore implements GatewayStore {
     return rows.map(rowToCampaign);
   }
 
+  /**
+   * The job's turn by the rule of jobTurn (rows.ts), from the workspace's last turn, which a statement of its own
+   * moves before the enqueue's transaction. Read in that transaction from the jobs, it was the same for enqueues
+   * running at once, each blind to the jobs of the others until they commit: a job of another workspace then
+   * waited behind a whole wave of them, not behind one. Concurrent enqueues of the workspace wait for each other on
+   * its row only for this statement. A turn whose enqueue then fails is never used, which leaves the workspace's
+   * next job one turn later than it could be: a gap costs it that turn and nothing else.
+   */
+  private async nextTurn(workspaceId: string): Promise<number> {
+    const [row] = await this.rows(
+      `INSERT INTO job_queue_turns AS last (workspace_id, turn) SELECT $1, turn FROM job_queue_clock
+       ON CONFLICT (workspace_id) DO UPDATE SET turn = GREATEST(last.turn + 1, excluded.turn)
+       RETURNING turn`,
+      [workspaceId],
+    );
+    return Number(row.turn);
+  }
+
   async enqueueJob(job: DuplicationJob, event: NewSecurityEvent, reservation?: IdempotencyRecord): Promise<boolean> {
+    const turn = await this.nextTurn(job.workspaceId);
     return transaction(this.pool, async (client) => {
       // Binds the key first, only while it is still this reservation's: the job is written after, or not at all.
       if (reservation !== undefined) {
@@ -288,7 +305,7 @@ export class PostgresStore implements GatewayStore {
         );
         if (bound.rowCount === 0) return false;
       }
-      await this.insert(client, 'jobs', newJobToRow(job, PG), jobTurn(job));
+      await this.insert(client, 'jobs', { ...newJobToRow(job, PG), queue_turn: turn });
       await this.insertEventWith(client, event);
       return true;
     });
@@ -300,7 +317,7 @@ export class PostgresStore implements GatewayStore {
   }
 
   /**
-   * Jobs whose lease expired (their worker died) first, then due pending jobs by turn (rows.ts, jobTurn), and the
+   * Jobs whose lease expired (their worker died) first, then due pending jobs by turn (nextTurn), and the
    * clock moved up to the last turn taken, in one statement. Rows another instance is claiming right now are
    * skipped, not waited for. FOR UPDATE cannot sit under a UNION, hence one locking CTE per kind of runnable job;
    * their UNION ALL gives the expired ones first. Concurrent claims wait for each other only on the clock's row,
