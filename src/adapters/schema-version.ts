@@ -24,6 +24,16 @@ export const olderSchema = (database: string, found: number, known: number): Err
   );
 
 /**
+ * Why a store refuses a database that claims schema version `version` but lacks what its migrations make
+ * (`missing`, such as `column jobs.waiting`, `index jobs_turn`), and what to do about it (`remedy`).
+ */
+export const incompleteSchema = (database: string, version: number, missing: string[], remedy: string): Error =>
+  new SchemaVersionRefusal(
+    `${database} is at schema version ${version} but lacks ${missing.join(', ')}: ` +
+      `it was changed by hand or made by an early development version of the gateway. ${remedy}`,
+  );
+
+/**
  * The refusal, if any, of a database at schema version `found` by code that knows `known` versions. Version 0
  * is a store with no schema yet: making it is no upgrade, so it is never refused as older.
  */

@@ -11,7 +11,7 @@ import { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import { apiKeyFixture, at, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
 import { startGateway } from '../support/gateway.js';
 import { LogSink } from '../support/log-sink.js';
-import { createTestSchema, openPostgresStore, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
+import { createTestDatabase, createTestSchema, openPostgresStore, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
 import { startFailureOf } from '../support/process.js';
 
 describe('starting on a store a newer gateway has migrated', () => {
@@ -205,6 +205,48 @@ describe.skipIf(skipWithoutPostgres)('upgrading a PostgreSQL store whose workspa
       for (let i = 0; i < 5; i += 1) claimed.push(...(await store.claimJobs('w', 1, at(100), at(60_000))).map((job) => job.id));
       // The quiet workspace's job takes the clock's turn, 0; the busy one's next job the turn after its last, 3.
       expect(claimed).toEqual([queued[0], fromQuiet, queued[1], queued[2], next].map((job) => job.id));
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+describe.skipIf(skipWithoutPostgres)('starting on a PostgreSQL store that claims its schema version but lacks part of it', () => {
+  let database: Awaited<ReturnType<typeof createTestDatabase>>;
+
+  afterEach(() => database.drop());
+
+  it('stops before listening, naming what it lacks, and leaves it as it was', async () => {
+    database = await createTestDatabase();
+    // Version 3 as a development build made it, before it had jobs.waiting.
+    const turns = POSTGRES_MIGRATIONS.findIndex((migration) => migration.includes('job_queue_clock'));
+    const early = POSTGRES_MIGRATIONS[turns]
+      .replace(" AND waiting = false", '')
+      .split('\n')
+      .filter((line) => !line.includes('waiting'))
+      .join('\n');
+    const before = new PostgresStore({ connectionString: database.url, migrations: [...POSTGRES_MIGRATIONS.slice(0, turns), early] });
+    await before.migrate();
+    await before.close();
+
+    const failure = await startFailureOf({ DATABASE_URL: database.url, SEED_DEMO: 'false' });
+
+    const [exit, line, ...rest] = failure.split('\n');
+    expect(exit).toBe('src/main.ts exited with 1 before listening:');
+    expect(line).toContain(
+      `campaign-gateway: failed to start: the PostgreSQL database in DATABASE_URL is at schema version ${turns + 1} but lacks column jobs.waiting, index jobs_waiting: `,
+    );
+    expect(line).toContain('Restore a backup, or add what it lacks');
+    expect(rest).toEqual(['']);
+    const versions = await withAdmin((client) => client.query('SELECT MAX(version) AS version FROM schema_migrations'), database.url);
+    expect(versions.rows[0].version).toBe(turns + 1);
+
+    // Completed as the README says, it is upgraded.
+    const completion = /```sql\n(ALTER TABLE jobs ADD COLUMN waiting[^`]*)```/.exec(readFileSync(new URL('../../README.md', import.meta.url), 'utf8'))![1];
+    await withAdmin((client) => client.query(completion), database.url);
+    const store = openPostgresStore(database.url);
+    try {
+      expect(await store.migrate()).toEqual({ from: turns + 1, to: POSTGRES_MIGRATIONS.length });
     } finally {
       await store.close();
     }

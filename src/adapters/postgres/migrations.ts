@@ -1,3 +1,5 @@
+import type pg from 'pg';
+
 /**
  * Versioned schema. Each entry runs once, in order, in its own transaction, while the migrating process
  * holds an advisory lock, so instances that start together apply it exactly once. Applied versions are
@@ -160,3 +162,37 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
   `,
 ];
 
+/**
+ * What the schema whose oid `namespace` gives holds, by name, in the form SQLite's check uses
+ * (src/adapters/sqlite/migrations.ts): each table with each of its columns, each index and statistics object, in order.
+ */
+const schemaObjectsSql = (namespace: string): string => `
+  SELECT object FROM (SELECT CASE c.relkind WHEN 'i' THEN 'index ' ELSE 'table ' END || c.relname AS object FROM pg_class c
+    WHERE c.relnamespace = ${namespace} AND c.relkind IN ('r', 'p', 'i')
+  UNION ALL SELECT 'column ' || c.relname || '.' || a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+    WHERE c.relnamespace = ${namespace} AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+  UNION ALL SELECT 'statistics ' || stxname FROM pg_statistic_ext WHERE stxnamespace = ${namespace}) objects ORDER BY object`;
+
+const objectNames = async (client: pg.ClientBase, namespace: string): Promise<string[]> =>
+  (await client.query(schemaObjectsSql(namespace))).rows.map((row: { object: string }) => row.object);
+
+/**
+ * What `migrations` make that the schema the client's tables are in (its search_path) lacks. The reference is
+ * the same migrations applied to the session's temporary schema, in a transaction rolled back, so it needs no
+ * privilege beyond the temporary tables every role has by default. Only a database changed by hand, or made by a
+ * development build whose migration was later changed in place, lacks anything; its queries would fail one by one
+ * while the gateway reported itself ready.
+ */
+export async function missingSchemaObjects(client: pg.ClientBase, migrations: readonly string[]): Promise<string[]> {
+  let reference: string[];
+  await client.query('BEGIN');
+  try {
+    await client.query('SET LOCAL search_path = pg_temp');
+    for (const migration of migrations) await client.query(migration);
+    reference = await objectNames(client, 'pg_my_temp_schema()');
+  } finally {
+    await client.query('ROLLBACK');
+  }
+  const present = new Set(await objectNames(client, '(SELECT oid FROM pg_namespace WHERE nspname = current_schema())'));
+  return reference.filter((object) => !present.has(object));
+}

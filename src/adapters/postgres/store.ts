@@ -37,8 +37,8 @@ import {
   type Row,
   type SqlValues,
 } from '../rows.js';
-import { schemaRefusal, SchemaVersionRefusal } from '../schema-version.js';
-import { POSTGRES_MIGRATIONS } from './migrations.js';
+import { incompleteSchema, schemaRefusal, SchemaVersionRefusal } from '../schema-version.js';
+import { missingSchemaObjects, POSTGRES_MIGRATIONS } from './migrations.js';
 import { startupFailure } from './outage.js';
 import { clientConfig, createPool, queriesOf, transaction, type PostgresOptions, type Queryable } from './pool.js';
 
@@ -127,8 +127,19 @@ export class PostgresStore implements GatewayStore {
       await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())');
       const { rows } = await client.query('SELECT COALESCE(MAX(version), 0) AS version FROM schema_migrations');
       const current = Number(rows[0].version);
-      const refusal = schemaRefusal('the PostgreSQL database in DATABASE_URL', current, migrations.length, older);
+      const database = 'the PostgreSQL database in DATABASE_URL';
+      const refusal = schemaRefusal(database, current, migrations.length, older);
       if (refusal) throw refusal;
+      // Checked before any upgrade, so that a database refused is left as it was found.
+      const missing = current === 0 ? [] : await missingSchemaObjects(client, migrations.slice(0, current));
+      if (missing.length > 0) {
+        throw incompleteSchema(
+          database,
+          current,
+          missing,
+          'Restore a backup, or add what it lacks as the migrations of that version make it (see "Upgrading" in the README). It was left as it is',
+        );
+      }
       for (const [index, migration] of migrations.entries()) {
         const version = index + 1;
         if (version <= current) continue;

@@ -16,7 +16,7 @@ import type {
   Workspace,
 } from '../../domain/types.js';
 import { COUNT_JOBS_SQL, distinctTypes, EVENT_WINDOW_SQL, eventWindowSeeks, maybeDate, oldestDueJobSql, rowSeq, rowToApiKey, rowToCampaign, rowToEvent, rowToIdempotency, rowToJob, rowToWorkspace, type Row } from '../rows.js';
-import { schemaRefusal } from '../schema-version.js';
+import { incompleteSchema, schemaRefusal } from '../schema-version.js';
 import { openConnection, Statements } from './connection.js';
 import { assertNoStrayWal, assertSameFile, identify, type FileIdentity } from './database-file.js';
 import { KeyCache } from './key-cache.js';
@@ -173,10 +173,7 @@ export class SqliteStore implements GatewayStore {
       .immediate();
     const missing = missingSchemaObjects(this.owner, migrations);
     if (missing.length > 0) {
-      throw new Error(
-        `${database} is at schema version ${migrations.length} but lacks ${missing.join(', ')}: ` +
-          'it was changed by hand or made by an early development version of the gateway. Restore a backup, or move it aside to start on a new store',
-      );
+      throw incompleteSchema(database, migrations.length, missing, 'Restore a backup, or move it aside to start on a new store');
     }
     return { from, to: migrations.length };
   }
