@@ -201,10 +201,12 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   const pacer = upstream
     ? new UpstreamPacer(
         overrides.upstreamLimiter ??
-          limiters.limiter({ keyPrefix: 'upstream', points: config.upstreamRateLimit, durationSeconds: config.upstreamRateWindowSeconds }),
+          // Paced by each instance on its own, N instances would send N times the limit, and miss each other's pauses.
+          limiters.limiter({ keyPrefix: 'upstream', points: config.upstreamRateLimit, durationSeconds: config.upstreamRateWindowSeconds, sharedOnly: true }),
       )
     : undefined;
-  const duplicator: Duplicator = upstream && pacer ? new BrazeDuplicator(upstream, pacer) : new LocalDuplicator(store, clock);
+  const duplicator: Duplicator =
+    upstream && pacer ? new BrazeDuplicator(upstream, pacer, lateLogger(() => upstreamLog), clock) : new LocalDuplicator(store, clock);
 
   let worker: JobWorker | undefined;
   const service = new GatewayService({

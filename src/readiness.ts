@@ -39,6 +39,8 @@ export interface UpstreamProbe {
   readonly refusesKey: boolean;
 }
 
+const PACING_UNAVAILABLE = 'The pacing store is unavailable: no duplication is sent upstream until it is back';
+
 /**
  * Upstream mode's check. Accepting a job does not need the upstream (jobs wait and retry until it answers again),
  * so it is never needed to serve. A pause the upstream asked for (a 429) is its instruction, followed, not an
@@ -48,12 +50,18 @@ export function upstreamCheck(upstream: UpstreamProbe, pause: UpstreamPause, clo
   return {
     neededToServe: false,
     check: async () => {
+      // Side by side: a hung pacing store takes most of the check's time before it counts as unreachable.
+      const paused = pause.remainingMs().then(
+        (ms) => ms,
+        () => null,
+      );
       await upstream.ping();
       if (upstream.refusesKey) {
         return { status: 'degraded', backend: 'braze', message: 'The upstream refused UPSTREAM_API_KEY (401) at its last call: duplications fail until it is replaced' };
       }
-      // The limiter's own failures are the quota check's to report, not the upstream's.
-      const pausedMs = await pause.remainingMs().catch(() => 0);
+      const pausedMs = await paused;
+      // The store's own failure is the quota check's to report; what it means here is that nothing is sent.
+      if (pausedMs === null) return { status: 'degraded', backend: 'braze', message: PACING_UNAVAILABLE };
       if (pausedMs === 0) return { status: 'up', backend: 'braze' };
       const until = new Date(Math.ceil((clock.now().getTime() + pausedMs) / 1000) * 1000).toISOString();
       return { status: 'up', backend: 'braze', message: `paused until ${until}: the upstream answered 429, and no duplication is sent before then` };

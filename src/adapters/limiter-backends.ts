@@ -7,6 +7,11 @@ export interface LimiterSettings {
   keyPrefix: string;
   points: number;
   durationSeconds: number;
+  /**
+   * Fail its calls while the shared store cannot be reached, rather than count them in each instance on its own
+   * (Redis's in-process fallback): for a limit that must hold for the instances together, as upstream pacing.
+   */
+  sharedOnly?: boolean;
 }
 
 export interface LimiterLogger {

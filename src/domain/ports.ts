@@ -199,10 +199,11 @@ export type DuplicationResult =
   | { kind: 'permanent'; error: JobError }
   | { kind: 'transient'; error: JobError; retryAfterMs?: number }
   /**
-   * Not tried at all (no upstream pacing slot yet): back to the queue for `retryAfterMs`, no attempt counted.
-   * No other job can be tried before then either, so the worker stops claiming until that time.
+   * Not tried at all (no upstream pacing slot yet, or the pacing store cannot be reached): back to the queue for
+   * `retryAfterMs`, no attempt counted. No other job can be tried before then either, so the worker stops
+   * claiming until that time.
    */
-  | { kind: 'deferred'; retryAfterMs: number };
+  | { kind: 'deferred'; retryAfterMs: number; waitsFor: 'slot' | 'pacing store' };
 
 /** Executes one duplication job: in the gateway's own store (local) or against Braze (braze). */
 export interface Duplicator {

@@ -1,7 +1,16 @@
 import type { BrazeClient } from '../adapters/braze-client.js';
 import type { UpstreamPacer } from '../adapters/upstream-pacer.js';
-import type { Duplicator, DuplicationResult } from '../domain/ports.js';
+import { dependencyUnavailable } from '../domain/errors.js';
+import type { Clock, Duplicator, DuplicationResult } from '../domain/ports.js';
 import type { DuplicationJob } from '../domain/types.js';
+import { RepeatedFailureLog } from '../jobs/failure-log.js';
+import type { WorkerLogger } from '../jobs/worker.js';
+
+/**
+ * How long a job waits when the pacing store cannot be asked for a slot: long enough that the workers do not
+ * spin on an outage, short enough that jobs resume within seconds of its end.
+ */
+export const PACING_STORE_RETRY_MS = 5000;
 
 /** Braze's request body, exactly: optional fields are left out rather than sent as null. */
 export function brazeDuplicateBody(job: DuplicationJob): Record<string, unknown> {
@@ -34,19 +43,34 @@ function copyId(body: unknown, job: DuplicationJob, client: BrazeClient): string
  * was lost (timeout, dropped connection) is sent again, which the upstream may carry out twice.
  */
 export class BrazeDuplicator implements Duplicator {
+  /** Every job meets a pacing store outage, again at each try: said when it starts, as a reminder, and when it ends. */
+  private readonly pacingFailures: RepeatedFailureLog;
+
   constructor(
     private readonly client: BrazeClient,
     private readonly pacer: UpstreamPacer,
-  ) {}
+    logger: WorkerLogger,
+    clock: Clock,
+  ) {
+    this.pacingFailures = new RepeatedFailureLog(logger, clock, {
+      failed: 'the upstream pacing store is unavailable; upstream calls are held until it is back',
+      stillFailing: 'the upstream pacing store is still unavailable; upstream calls are held',
+      recovered: 'the upstream pacing store is back; upstream calls resume',
+    });
+  }
 
   async duplicate(job: DuplicationJob): Promise<DuplicationResult> {
     let waitMs: number;
     try {
       waitMs = await this.pacer.take();
-    } catch {
-      return { kind: 'transient', error: { code: 'UPSTREAM_PACING_UNAVAILABLE', message: 'The upstream pacing store is unavailable' } };
+    } catch (error) {
+      // Without the shared pace, each instance would send as if alone: nothing is sent until the store is back.
+      // The job was not tried, so it waits without spending an attempt, however long the outage lasts.
+      this.pacingFailures.failed(dependencyUnavailable(error));
+      return { kind: 'deferred', retryAfterMs: PACING_STORE_RETRY_MS, waitsFor: 'pacing store' };
     }
-    if (waitMs > 0) return { kind: 'deferred', retryAfterMs: waitMs };
+    this.pacingFailures.succeeded();
+    if (waitMs > 0) return { kind: 'deferred', retryAfterMs: waitMs, waitsFor: 'slot' };
 
     const response = await this.client.call('POST', '/campaigns/duplicate', { json: brazeDuplicateBody(job), jobId: job.id });
     switch (response.kind) {

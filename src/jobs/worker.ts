@@ -183,7 +183,10 @@ export class JobWorker {
         this.claimPausedUntil = Math.max(this.claimPausedUntil, runAt.getTime());
         if (!(await this.store.deferJob(job.id, lease, runAt, now))) return this.leaseLost(job);
         this.observer.jobDeferred?.();
-        this.logger.info({ jobId: job.id, delayMs: result.retryAfterMs }, 'job waits for an upstream slot');
+        this.logger.info(
+          { jobId: job.id, delayMs: result.retryAfterMs },
+          result.waitsFor === 'slot' ? 'job waits for an upstream slot' : 'job waits for the upstream pacing store',
+        );
         return;
       }
       if (result.kind === 'transient' && job.attempts < this.options.maxAttempts) {

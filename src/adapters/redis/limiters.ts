@@ -70,7 +70,8 @@ const REDIS_ANSWER_TIMEOUT_MS = 1500;
 /**
  * Limiters shared by every instance through Redis. When Redis cannot answer, rate-limiter-flexible hands
  * each call to an in-process insurance limiter, so the gateway keeps serving (each instance then counts on
- * its own); once the connection is ready again, calls go back to Redis by themselves.
+ * its own); once the connection is ready again, calls go back to Redis by themselves. A `sharedOnly` limiter
+ * has no insurance: its calls fail meanwhile.
  *
  * A Redis that refuses connections is noticed at once. One that hangs (stopped, paused, a dead link that
  * keeps the socket open) is noticed by the socket timeout: the connection is dropped, which fails every
@@ -142,7 +143,7 @@ export class RedisLimiters implements LimiterBackend {
   }
 
   limiter(settings: LimiterSettings): RateLimiterAbstract {
-    return this.redisLimiter(settings, reportingUse(memoryLimiter(settings), () => this.fellBack()));
+    return this.redisLimiter(settings, settings.sharedOnly ? undefined : reportingUse(memoryLimiter(settings), () => this.fellBack()));
   }
 
   private redisLimiter(settings: LimiterSettings, insuranceLimiter?: RateLimiterAbstract): RateLimiterAbstract {
