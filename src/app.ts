@@ -257,6 +257,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     service,
     quota,
     metrics,
+    clock,
     logger: overrides.logger,
     logDestination: overrides.logDestination,
     downloadStallTimeoutMs: overrides.downloadStallTimeoutMs,

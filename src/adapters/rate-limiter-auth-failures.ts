@@ -1,5 +1,5 @@
 import { RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
-import { AUTHENTICATION_BLOCKED_MESSAGE, dependencyUnavailable, GatewayError, rethrowAsUnavailable } from '../domain/errors.js';
+import { AUTHENTICATION_BLOCKED_MESSAGE, limitsUnavailable, GatewayError, rethrowAsLimitsUnavailable } from '../domain/errors.js';
 import type { AuthFailureLimiter } from '../domain/ports.js';
 
 /**
@@ -14,7 +14,7 @@ export class RateLimiterAuthFailures implements AuthFailureLimiter {
   ) {}
 
   async check(client: string): Promise<void> {
-    const state = await this.limiter.get(client).catch(rethrowAsUnavailable);
+    const state = await this.limiter.get(client).catch(rethrowAsLimitsUnavailable);
     if (state && state.consumedPoints > this.limiter.points && state.msBeforeNext > 0) {
       throw new GatewayError('RATE_LIMITED', AUTHENTICATION_BLOCKED_MESSAGE, { retryAfterSeconds: Math.max(1, Math.ceil(state.msBeforeNext / 1000)) });
     }
@@ -27,10 +27,10 @@ export class RateLimiterAuthFailures implements AuthFailureLimiter {
     } catch (rejection) {
       // Failures racing past the limit: the block is already in place. An Error is the limiter's store failing.
       if (rejection instanceof RateLimiterRes) return;
-      throw dependencyUnavailable(rejection);
+      throw limitsUnavailable(rejection);
     }
     if (state.consumedPoints >= this.limiter.points) {
-      await this.limiter.block(client, this.blockSeconds).catch(rethrowAsUnavailable);
+      await this.limiter.block(client, this.blockSeconds).catch(rethrowAsLimitsUnavailable);
     }
   }
 }

@@ -1,5 +1,5 @@
 import { RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
-import { dependencyUnavailable, GatewayError, rethrowAsUnavailable, type RateLimitState } from '../domain/errors.js';
+import { limitsUnavailable, GatewayError, rethrowAsLimitsUnavailable, type RateLimitState } from '../domain/errors.js';
 import type { Quota } from '../domain/ports.js';
 
 /** A quota over any rate-limiter-flexible limiter (memory, Redis, PostgreSQL). */
@@ -32,16 +32,16 @@ export class RateLimiterQuota implements Quota {
           retryAfterSeconds: Math.max(1, Math.ceil(rejection.msBeforeNext / 1000)),
         });
       }
-      throw dependencyUnavailable(rejection);
+      throw limitsUnavailable(rejection);
     }
   }
 
   async refund(key: string, points = 1): Promise<void> {
-    await this.limiter.reward(key, points).catch(rethrowAsUnavailable);
+    await this.limiter.reward(key, points).catch(rethrowAsLimitsUnavailable);
   }
 
   async peek(key: string): Promise<RateLimitState> {
-    const state = await this.limiter.get(key).catch(rethrowAsUnavailable);
+    const state = await this.limiter.get(key).catch(rethrowAsLimitsUnavailable);
     return this.state(state);
   }
 }

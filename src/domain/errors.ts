@@ -82,17 +82,25 @@ export const internalCause = (error: unknown): unknown =>
  * the log.
  */
 export class DependencyUnavailableError extends GatewayError {
-  constructor(cause: unknown) {
+  constructor(
+    cause: unknown,
+    readonly dependency: Dependency,
+  ) {
     super('UNAVAILABLE', undefined, { retryAfterSeconds: 5, cause });
   }
 }
 
-export const dependencyUnavailable = (cause: unknown): GatewayError => new DependencyUnavailableError(cause);
+/** Which dependency of the instance, by its name in /readyz: its store, or the store its limiters count in. */
+export type Dependency = 'store' | 'quota';
+
+export const dependencyUnavailable = (cause: unknown): GatewayError => new DependencyUnavailableError(cause, 'store');
+
+export const limitsUnavailable = (cause: unknown): GatewayError => new DependencyUnavailableError(cause, 'quota');
 
 export const isDependencyOutage = (error: unknown): error is DependencyUnavailableError => error instanceof DependencyUnavailableError;
 
-export const rethrowAsUnavailable = (cause: unknown): never => {
-  throw dependencyUnavailable(cause);
+export const rethrowAsLimitsUnavailable = (cause: unknown): never => {
+  throw limitsUnavailable(cause);
 };
 
 /** A dependency that cannot be reached, whether or not its own error came with it. */

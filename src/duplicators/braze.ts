@@ -1,6 +1,6 @@
 import type { BrazeClient } from '../adapters/braze-client.js';
 import type { UpstreamPacer } from '../adapters/upstream-pacer.js';
-import { dependencyUnavailable } from '../domain/errors.js';
+import { limitsUnavailable } from '../domain/errors.js';
 import type { Clock, Duplicator, DuplicationResult } from '../domain/ports.js';
 import type { DuplicationJob } from '../domain/types.js';
 import { RepeatedFailureLog } from '../jobs/failure-log.js';
@@ -66,7 +66,7 @@ export class BrazeDuplicator implements Duplicator {
     } catch (error) {
       // Without the shared pace, each instance would send as if alone: nothing is sent until the store is back.
       // The job was not tried, so it waits without spending an attempt, however long the outage lasts.
-      this.pacingFailures.failed(dependencyUnavailable(error));
+      this.pacingFailures.failed(limitsUnavailable(error));
       return { kind: 'deferred', retryAfterMs: PACING_STORE_RETRY_MS, waitsFor: 'pacing store' };
     }
     this.pacingFailures.succeeded();

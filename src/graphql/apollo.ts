@@ -13,6 +13,7 @@ import { ERROR_CODES, internalCause, isDependencyOutage, isGatewayError, unavail
 import { isAuthenticationRefusal, type GraphQLContext } from './context.js';
 import { apolloDocumentStore, apolloQueryTextStore, type DocumentCache } from './document-cache.js';
 import { operationTypeRule, type OperationLimits } from './limits.js';
+import type { DependencyRefusals } from '../http/dependency-refusals.js';
 import { errorHeaders } from '../http/errors.js';
 import { rateLimitHeaders } from '../http/rate-limit-headers.js';
 import { summarizeError } from '../jobs/failure-log.js';
@@ -113,10 +114,14 @@ export interface GraphQLAnswer {
 
 const isSuccess = (status: number | undefined): boolean => status === undefined || (status >= 200 && status < 300);
 
-/** Logs the errors that are a failure of ours, and as warnings the dependencies found unreachable, with the request id the caller is given. */
-export function reportUnexpectedErrors(logger: FastifyBaseLogger, errors: readonly unknown[], requestId: string): void {
+/**
+ * Logs the errors that are a failure of ours, and as warnings the dependencies found unreachable, with the request
+ * id the caller is given: those of the instance through `refusals`, once per outage, the upstream at each request.
+ */
+export function reportUnexpectedErrors(logger: FastifyBaseLogger, refusals: DependencyRefusals, errors: readonly unknown[], requestId: string): void {
   for (const error of errors) {
     if (isUnexpected(error)) logger.error({ err: rootCause(error), reqId: requestId }, 'unexpected error in a GraphQL request');
+    if (refusals.refused(rootCause(error), requestId)) continue;
     const cause = unavailableCause(rootCause(error));
     if (cause !== undefined) logger.warn({ cause: summarizeError(cause), reqId: requestId }, 'a dependency is unavailable');
   }
@@ -190,12 +195,12 @@ export function applyHttpSemantics(
   return isSuccess(head.status) ? answer : { errors: answer.errors };
 }
 
-function httpSemanticsPlugin(logger: FastifyBaseLogger, observe: GraphQLErrorObserver): ApolloServerPlugin<GraphQLContext> {
+function httpSemanticsPlugin(logger: FastifyBaseLogger, refusals: DependencyRefusals, observe: GraphQLErrorObserver): ApolloServerPlugin<GraphQLContext> {
   return {
     async requestDidStart() {
       return {
         async didEncounterErrors({ errors, contextValue }) {
-          reportUnexpectedErrors(logger, errors, contextValue.requestId);
+          reportUnexpectedErrors(logger, refusals, errors, contextValue.requestId);
         },
         async willSendResponse({ response, contextValue, errors: raw }) {
           if (response.body.kind !== 'single') return;
@@ -252,6 +257,8 @@ export interface ApolloOptions {
   /** The limits of the operation run, shared with whoever needs to know that an operation is within them. */
   limits: OperationLimits;
   logger: FastifyBaseLogger;
+  /** Logs the requests refused because a dependency of the instance is unavailable. */
+  refusals: DependencyRefusals;
   /** Where Apollo keeps the documents it parsed and validated, by query text. */
   documents: DocumentCache<DocumentNode>;
   /** Where Apollo keeps the texts of automatic persisted queries, by hash. */
@@ -321,7 +328,7 @@ export function createApollo(options: ApolloOptions): ApolloServer<GraphQLContex
       ApolloServerPluginSchemaReportingDisabled(),
       ApolloServerPluginInlineTraceDisabled(),
       options.limits.plugin(),
-      httpSemanticsPlugin(options.logger, options.observeError),
+      httpSemanticsPlugin(options.logger, options.refusals, options.observeError),
       ...(options.plugins ?? []),
     ],
   });

@@ -14,6 +14,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { ApolloServerPlugin } from '@apollo/server';
 import type { FastifyBaseLogger } from 'fastify';
+import type { DependencyRefusals } from '../http/dependency-refusals.js';
 import { execute, type DocumentNode, type GraphQLSchema } from 'graphql';
 import Negotiator from 'negotiator';
 import {
@@ -106,6 +107,7 @@ export class PreparedOperations {
     private readonly schema: GraphQLSchema,
     private readonly limits: OperationLimits,
     private readonly logger: FastifyBaseLogger,
+    private readonly refusals: DependencyRefusals,
     /** Hears of each error these answers carry, as Apollo's formatError does of its own. */
     private readonly observeError: GraphQLErrorObserver,
   ) {}
@@ -169,7 +171,7 @@ export class PreparedOperations {
     let errors;
     let head: GraphQLHttpHead = { headers: new Map() };
     if (result.errors) {
-      reportUnexpectedErrors(this.logger, result.errors, contextValue.requestId);
+      reportUnexpectedErrors(this.logger, this.refusals, result.errors, contextValue.requestId);
       ({ errors, head } = formatExecutionErrors(result.errors, this.observeError));
     }
     const sent = applyHttpSemantics(head, { errors, data: result.data }, contextValue, result.errors ?? [], this.observeError);

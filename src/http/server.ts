@@ -15,7 +15,7 @@ import Fastify, {
 import type { DocumentNode, GraphQLFormattedError } from 'graphql';
 import type { Config } from '../config.js';
 import { GatewayError, internalCause, unavailableCause } from '../domain/errors.js';
-import type { Quota } from '../domain/ports.js';
+import type { Clock, Quota } from '../domain/ports.js';
 import type { GatewayService } from '../domain/service.js';
 import { createApollo, graphqlErrorBody } from '../graphql/apollo.js';
 import { createContext } from '../graphql/context.js';
@@ -25,6 +25,7 @@ import { PreparedOperations, refusalResponseType } from '../graphql/prepared.js'
 import { gatewaySchema } from '../graphql/schema.js';
 import { summarizeError } from '../jobs/failure-log.js';
 import type { ReadinessReport } from '../readiness.js';
+import { DependencyRefusals } from './dependency-refusals.js';
 import { clientErrorResponse, toRestError } from './errors.js';
 import { explorerAssetRoutes, sendExplorer, sendExplorerOff, wantsExplorer } from './explorer.js';
 import { healthRoutes } from './health.js';
@@ -42,6 +43,7 @@ export interface HttpDeps {
   /** Read, never consumed, for the rate-limit headers of errors raised before the service took a point. */
   quota: Pick<Quota, 'peek'>;
   metrics: GatewayMetrics;
+  clock: Clock;
   /** How each dependency (store, quota, …) is doing; the instance is ready when none is down. */
   checkReady: () => Promise<ReadinessReport>;
   logger?: FastifyServerOptions['logger'];
@@ -66,8 +68,10 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   const sendError = async (error: FastifyError | Error, request: FastifyRequest, reply: FastifyReply) => {
     const mapped = toRestError(error);
     if (mapped.unexpected) request.log.error({ err: internalCause(error) }, 'unexpected error');
-    const cause = unavailableCause(error);
-    if (cause !== undefined) request.log.warn({ cause: summarizeError(cause) }, 'a dependency is unavailable');
+    if (!refusals.refused(error, request.id)) {
+      const cause = unavailableCause(error);
+      if (cause !== undefined) request.log.warn({ cause: summarizeError(cause) }, 'a dependency is unavailable');
+    }
     reply.headers(rateLimitHeaders(mapped.gatewayError.rateLimit ?? (await quotaStateFor(request, deps.quota))));
     reply.headers(mapped.headers);
     if (request.routeOptions.url !== '/graphql') return reply.status(mapped.status).send(mapped.body);
@@ -128,6 +132,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
       return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
     },
   });
+  const refusals = new DependencyRefusals(app.log, deps.clock);
 
   // Node keeps a keep-alive connection open after a request that was in flight at close() finishes, and
   // close() waits for it; telling the client to hang up lets shutdown complete once the response is out.
@@ -174,6 +179,9 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     }
     // The route template, never the raw URL: label values must stay few.
     deps.metrics.observeRequest(request.method, request.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000);
+    // A request with a key had its client checked against the failed authentications (in the quota's store) and
+    // its key looked up in the store, which it would otherwise have been refused for.
+    if (reply.statusCode < 500 && request.headers.authorization !== undefined) refusals.served();
   });
 
   await app.register(fastifySwagger, openapiOptions);
@@ -193,7 +201,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     maxAliases: config.graphqlMaxAliases,
     maxDuplicatesPerOperation: config.graphqlMaxDuplicatesPerOperation,
   });
-  const prepared = new PreparedOperations(schema, limits, app.log, observeGraphQLError);
+  const prepared = new PreparedOperations(schema, limits, app.log, refusals, observeGraphQLError);
   const documents = new DocumentCache<DocumentNode>();
   const persistedQueries = new DocumentCache<string>(QUERY_TEXT_CACHE_BYTES);
   deps.metrics.watchDocumentCaches({ apollo: documents, prepared, persisted: persistedQueries });
@@ -203,6 +211,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     hideSchemaDetails: config.production,
     limits,
     logger: app.log,
+    refusals,
     documents,
     persistedQueries,
     plugins: [prepared.plugin()],

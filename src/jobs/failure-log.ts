@@ -65,22 +65,24 @@ export class RepeatedFailureLog {
     private readonly options: RepeatedFailureOptions = {},
   ) {}
 
-  failed(error: unknown): void {
+  /** `fields` go on a line logged for this failure, when it starts a streak (a request's id, say), not on reminders. */
+  failed(error: unknown, fields: object = {}): void {
     const now = this.clock.now();
     const outage = isUnavailable(error);
     const streak = this.streak;
     if (!streak || streak.outage !== outage) {
       this.streak = { since: streak?.since ?? now, failures: (streak?.failures ?? 0) + 1, outage, loggedAt: now.getTime() };
-      logFailure(this.logger, error, streak ? { failures: this.streak.failures, since: this.streak.since.toISOString() } : {}, this.messages.failed);
+      const sofar = streak ? { failures: this.streak.failures, since: this.streak.since.toISOString() } : {};
+      logFailure(this.logger, error, { ...fields, ...sofar }, this.messages.failed);
       return;
     }
     streak.failures += 1;
     streak.succeedingSince = undefined;
     if (now.getTime() - streak.loggedAt < FAILURE_REMINDER_MS) return;
     streak.loggedAt = now.getTime();
-    const fields = { failures: streak.failures, since: streak.since.toISOString(), cause: summarizeError(unavailableCause(error) ?? error) };
-    if (outage) this.logger.warn(fields, this.messages.stillFailing);
-    else this.logger.error(fields, this.messages.stillFailing);
+    const reminder = { failures: streak.failures, since: streak.since.toISOString(), cause: summarizeError(unavailableCause(error) ?? error) };
+    if (outage) this.logger.warn(reminder, this.messages.stillFailing);
+    else this.logger.error(reminder, this.messages.stillFailing);
   }
 
   succeeded(): void {

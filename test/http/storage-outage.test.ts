@@ -63,17 +63,18 @@ describe('the embedded store when its storage fails', () => {
   });
 
   /**
-   * Both transports answer 503 with Retry-After and nothing of the cause, and log each refusal once, as a
-   * warning naming the cause.
+   * Both transports answer 503 with Retry-After and nothing of the cause; the outage's first refusal is logged as
+   * a warning naming the cause, the next only in a reminder a minute later.
    */
   async function expectRefused(target: TestGateway, tenant: TestWorkspace, logs: () => LogLine[], cause: RegExp, args: DuplicateArgs = {}) {
-    for (const transport of transports) {
+    for (const [index, transport] of transports.entries()) {
       const refused = await transport.duplicate(target.baseUrl, tenant.key, { campaignId: tenant.campaign.id, name: `refused over ${transport.name}`, ...args });
       expect(refused).toMatchObject({ status: 503, code: 'SERVICE_UNAVAILABLE', message: 'Service unavailable', jobId: null });
       expect(refused.response.headers['retry-after']).toBe('5');
       expect(refused.response.text).not.toMatch(cause);
       const lines = logs().filter((line) => line.reqId === refused.response.headers['x-request-id'] && line.level >= 40);
-      expect(lines).toEqual([expect.objectContaining({ level: 40, msg: 'a dependency is unavailable', cause: expect.objectContaining({ message: expect.stringMatching(cause) }) })]);
+      const first = [expect.objectContaining({ level: 40, msg: 'a dependency is unavailable', cause: expect.objectContaining({ message: expect.stringMatching(cause) }) })];
+      expect(lines).toEqual(index === 0 ? first : []);
     }
   }
 

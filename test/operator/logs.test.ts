@@ -1,9 +1,13 @@
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { RateLimiterMemory } from 'rate-limiter-flexible';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { RateLimiterQuota } from '../../src/adapters/rate-limiter-quota.js';
 import { loadConfig } from '../../src/config.js';
+import { dependencyUnavailable } from '../../src/domain/errors.js';
 import { usesPrettyLogs } from '../../src/http/logging.js';
-import { bearer, graphql, http, json, rawHttp, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { ManualClock } from '../support/clock.js';
+import { bearer, graphql, http, json, rawHttp, startGateway, storeFailingOn, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { LogSink } from '../support/log-sink.js';
 
 describe('logs', () => {
@@ -152,5 +156,86 @@ describe('logs', () => {
     expect(usesPrettyLogs(loadConfig({ NODE_ENV: 'production', LOG_FORMAT: 'pretty' }), false)).toBe(true);
     expect(usesPrettyLogs(loadConfig({ NODE_ENV: 'development', LOG_FORMAT: 'json' }), true)).toBe(false);
     expect(() => loadConfig({ LOG_FORMAT: 'xml' })).toThrow('invalid configuration: LOG_FORMAT must be one of auto, json, pretty');
+  });
+});
+
+describe('requests refused because a dependency is unavailable', () => {
+  const sink = new LogSink();
+  const clock = new ManualClock();
+  let storeDown = false;
+  let quotaDown = false;
+  /** The quota's own adapter, over a limiter whose store answers only while `quotaDown` is false. */
+  class FailingLimiter extends RateLimiterMemory {
+    override consume(...args: Parameters<RateLimiterMemory['consume']>) {
+      return quotaDown ? Promise.reject(Object.assign(new Error('connect ECONNREFUSED 10.0.0.7:6379'), { code: 'ECONNREFUSED' })) : super.consume(...args);
+    }
+  }
+  let gateway: TestGateway;
+  let ws: TestWorkspace;
+
+  beforeAll(async () => {
+    gateway = await startGateway(
+      { LOG_LEVEL: 'info', LOG_FORMAT: 'json', WORKER_CONCURRENCY: '0' },
+      { logDestination: sink, clock, quota: new RateLimiterQuota(new FailingLimiter({ points: 1000, duration: 60 })) },
+      {
+        wrapStore: (store) =>
+          storeFailingOn(store, ['findApiKeyByHash'], () => storeDown, () => dependencyUnavailable(Object.assign(new Error('connect ECONNREFUSED 10.0.0.5:5432'), { code: 'ECONNREFUSED' }))),
+      },
+    );
+    ws = await gateway.workspace();
+  });
+  afterAll(() => gateway?.close());
+
+  /** Over REST and GraphQL in turn, each answered as `status`; the request ids, once their last lines are written. */
+  async function duplications(count: number, status: number): Promise<string[]> {
+    const ids: string[] = [];
+    for (let index = 0; index < count; index++) {
+      const response =
+        index % 2 === 0
+          ? await http(gateway.baseUrl, 'POST', '/campaigns/duplicate', { headers: { ...json, ...bearer(ws.key) }, body: JSON.stringify({ campaign_id: ws.campaign.id, name: `n${index}` }) })
+          : await graphql(gateway.baseUrl, ws.key, 'mutation($id: ID!) { duplicateCampaign(input: {campaignId: $id, name: "n"}) { job { id } } }', { id: ws.campaign.id });
+      expect(response.status).toBe(index % 2 === 0 ? status : status === 202 ? 200 : status);
+      ids.push(response.headers['x-request-id'] as string);
+    }
+    await waitFor(async () => sink.lines().some((line) => line.reqId === ids.at(-1) && line.msg === 'request completed'));
+    return ids;
+  }
+  const about = (dependency: string) => sink.lines().filter((line) => line.dependency === dependency);
+
+  it('logs the first refusal with its request id, a reminder at most once a minute with the count, and once when requests are served again, for each dependency', async () => {
+    const since = clock.now().toISOString();
+    storeDown = true;
+    const refused = await duplications(5, 503);
+    // One warning for the five, naming the first.
+    expect(sink.lines().filter((line) => line.level >= 40)).toEqual([
+      expect.objectContaining({ level: 40, msg: 'a dependency is unavailable', dependency: 'store', reqId: refused[0], cause: expect.objectContaining({ code: 'ECONNREFUSED' }) }),
+    ]);
+
+    clock.advance(60_000);
+    await duplications(1, 503);
+    expect(about('store').slice(1)).toEqual([
+      expect.objectContaining({ level: 40, msg: 'a dependency is still unavailable; requests are refused', failures: 6, since, cause: expect.objectContaining({ code: 'ECONNREFUSED' }) }),
+    ]);
+
+    // Served again: said once it has lasted a few seconds, with how many were refused.
+    storeDown = false;
+    await duplications(1, 202);
+    expect(about('store')).toHaveLength(2);
+    clock.advance(5000);
+    await duplications(2, 202);
+    expect(about('store').slice(2)).toEqual([expect.objectContaining({ level: 30, msg: 'a dependency is available again; requests are served', failures: 6, since })]);
+
+    // The quota's store is a dependency of its own.
+    quotaDown = true;
+    const limited = await duplications(3, 503);
+    expect(about('quota')).toEqual([
+      expect.objectContaining({ level: 40, msg: 'a dependency is unavailable', reqId: limited[0], cause: expect.objectContaining({ code: 'ECONNREFUSED' }) }),
+    ]);
+    quotaDown = false;
+    await duplications(1, 202);
+    clock.advance(5000);
+    await duplications(1, 202);
+    expect(about('quota').slice(1)).toEqual([expect.objectContaining({ level: 30, msg: 'a dependency is available again; requests are served', failures: 3 })]);
+    expect(about('store')).toHaveLength(3);
   });
 });
