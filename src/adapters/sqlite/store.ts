@@ -19,6 +19,7 @@ import { COUNT_JOBS_SQL, distinctTypes, EVENT_WINDOW_SQL, eventWindowSeeks, mayb
 import { incompleteSchema, schemaRefusal } from '../schema-version.js';
 import { openConnection, Statements } from './connection.js';
 import { assertNoStrayWal, assertSameFile, identify, type FileIdentity } from './database-file.js';
+import { assertStoreWritable } from './file-modes.js';
 import { KeyCache } from './key-cache.js';
 import { ReadSnapshot } from './read-snapshot.js';
 import { FoundCache } from './read-cache.js';
@@ -86,6 +87,7 @@ export class SqliteStore implements GatewayStore {
     // Key hashes and client addresses: a directory or file the store makes is its user's alone (SQLite gives the
     // -wal and -shm files the file's mode); existing ones are kept as they are.
     mkdirSync(dirname(options.filename), { recursive: true, mode: 0o700 });
+    assertStoreWritable(options.filename);
     closeSync(openSync(options.filename, constants.O_RDONLY | constants.O_CREAT, 0o600));
     // Before SQLite opens the file, which would read a stray log into it.
     assertNoStrayWal(options.filename);

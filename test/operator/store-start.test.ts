@@ -1,0 +1,84 @@
+import { execFile } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import { http } from '../support/gateway.js';
+import { spawnGateway, startFailureOf, type GatewayProcess } from '../support/process.js';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+/** Modes do not bind root: as root, the gateway runs as nobody, for whom they do. */
+const user = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : undefined;
+const uid = user?.uid ?? process.getuid?.();
+
+/** The CLI as its own process, as the gateway's user, on `dataDir`. */
+const cli = (dataDir: string, argv: string[]) =>
+  new Promise<{ code: number | string | null | undefined; stderr: string }>((done) => {
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', 'src/cli/main.ts', ...argv],
+      { cwd: ROOT, env: { PATH: process.env.PATH ?? '', HOME: tmpdir(), DATA_DIR: dataDir }, timeout: 60_000, ...user },
+      (error, _stdout, stderr) => done({ code: error ? error.code : 0, stderr }),
+    );
+  });
+
+describe.skipIf(process.platform === 'win32')('starting on DATA_DIR', () => {
+  const dirs: string[] = [];
+  const running: GatewayProcess[] = [];
+
+  /** A data directory of the gateway's user's own. */
+  const dataDir = () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cgw-start-'));
+    if (user) chownSync(dir, user.uid, user.gid);
+    dirs.push(dir);
+    return dir;
+  };
+  const spawn = async (env: Record<string, string>) => {
+    const gateway = await spawnGateway(env, { user });
+    running.push(gateway);
+    return gateway;
+  };
+
+  afterEach(async () => {
+    for (const gateway of running.splice(0)) {
+      gateway.child.kill('SIGKILL');
+      await gateway.exited;
+    }
+    for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('refuses a store file, -wal or -shm the gateway cannot write, naming each with its owner and mode, and starts once they are writable', async () => {
+    const dir = dataDir();
+    const env = { DATA_DIR: dir, SEED_DEMO: 'false' };
+    const file = join(dir, 'gateway.db');
+    const [wal, shm] = [`${file}-wal`, `${file}-shm`];
+    // Killed, it leaves its -wal and -shm beside the file.
+    const first = await spawn(env);
+    first.child.kill('SIGKILL');
+    await first.exited;
+    expect([existsSync(wal), existsSync(shm)]).toEqual([true, true]);
+    const unwritable = (path: string) => `${path} (owner uid ${uid}, mode 0400; chmod u+w ${path})`;
+
+    for (const path of [file, wal, shm]) chmodSync(path, 0o400);
+    const failure = await startFailureOf(env, { user });
+    expect(failure).toContain(
+      `campaign-gateway: failed to start: the embedded store is not writable by this process (uid ${uid}), and SQLite would open it read-only ` +
+        `and refuse every write: ${unwritable(file)}, ${unwritable(wal)}, ${unwritable(shm)}; fix each, then start again\n`,
+    );
+    // The CLI opens the store as the gateway does.
+    const listed = await cli(dir, ['workspaces', 'list']);
+    expect(listed).toEqual({ code: 1, stderr: expect.stringContaining(`campaign-gateway: the embedded store is not writable by this process (uid ${uid})`) });
+
+    // A -wal and -shm left read-only by a start on the read-only file (SQLite gives them the file's mode).
+    chmodSync(file, 0o600);
+    const left = await startFailureOf(env, { user });
+    expect(left).toContain(`and refuse every write: ${unwritable(wal)}, ${unwritable(shm)}; fix each, then start again\n`);
+
+    for (const path of [wal, shm]) chmodSync(path, 0o600);
+    const gateway = await spawn(env);
+    // Ready means the store took a write (each readiness check commits one).
+    expect((await http(gateway.baseUrl, 'GET', '/readyz')).body).toMatchObject({ status: 'ready' });
+  }, 120_000);
+});
