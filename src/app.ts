@@ -87,6 +87,11 @@ export interface StoreOptions {
   onUpgrade?: (upgrade: SchemaVersions & { durationMs: number }) => void;
   /** Each adapter's migrations in place of this version's: how tests stand for a gateway of another version. */
   migrations?: { sqlite?: readonly string[]; postgres?: readonly string[] };
+  /**
+   * The gateway's: refuse to open an embedded store while another gateway process has it, and hold it until closed.
+   * The CLI does not, so that it works beside the gateway.
+   */
+  holdDataDir?: boolean;
 }
 
 /** PostgreSQL when DATABASE_URL is set (several instances can share it), the embedded SQLite file otherwise. */
@@ -95,7 +100,7 @@ export async function createStore(config: Config, options: StoreOptions): Promis
   const store =
     filename === null
       ? new PostgresStore({ connectionString: config.databaseUrl!, migrations: options.migrations?.postgres })
-      : new SqliteStore({ filename, onWriterRestart: options.onWriterRestart, migrations: options.migrations?.sqlite });
+      : new SqliteStore({ filename, onWriterRestart: options.onWriterRestart, migrations: options.migrations?.sqlite, holdDataDir: options.holdDataDir });
   try {
     const started = performance.now();
     const versions = await store.migrate(options.olderSchema);
@@ -178,6 +183,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     overrides.store ??
     (await createStore(config, {
       olderSchema: 'upgrade',
+      holdDataDir: true,
       onWriterRestart: (error) => storeLog?.error({ err: error }, 'the SQLite writer thread died; a new one took over'),
       onUpgrade: (done) => (upgrade = done),
     }));

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { http } from '../support/gateway.js';
+import { http, startGateway } from '../support/gateway.js';
 import { spawnGateway, startFailureOf, type GatewayProcess } from '../support/process.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -81,4 +81,30 @@ describe.skipIf(process.platform === 'win32')('starting on DATA_DIR', () => {
     // Ready means the store took a write (each readiness check commits one).
     expect((await http(gateway.baseUrl, 'GET', '/readyz')).body).toMatchObject({ status: 'ready' });
   }, 120_000);
+
+  it('refuses a second gateway on the same DATA_DIR while the first runs, beside which the CLI works, and starts once the first is gone', async () => {
+    const dir = dataDir();
+    const env = { DATA_DIR: dir, SEED_DEMO: 'false' };
+    const first = await spawn(env);
+    const refusal = `campaign-gateway: failed to start: another gateway process uses DATA_DIR ${dir} (it holds ${join(dir, 'gateway.lock')})`;
+    expect(await startFailureOf(env, { user })).toContain(refusal);
+    expect(await cli(dir, ['workspaces', 'create', 'beside the gateway'])).toEqual({ code: 0, stderr: '' });
+
+    first.child.kill('SIGKILL');
+    await first.exited;
+    const afterKill = await spawn(env);
+    expect(await startFailureOf(env, { user })).toContain(refusal);
+    afterKill.child.kill('SIGTERM');
+    expect((await afterKill.exited).code).toBe(0);
+    await spawn(env);
+  }, 120_000);
+
+  it('is held by a gateway in this process until it is closed', async () => {
+    const dir = dataDir();
+    const first = await startGateway({ DATA_DIR: dir });
+    await expect(startGateway({ DATA_DIR: dir })).rejects.toThrow(`another gateway process uses DATA_DIR ${dir}`);
+    await first.close();
+    const second = await startGateway({ DATA_DIR: dir });
+    await second.close();
+  });
 });

@@ -62,14 +62,14 @@ function writeRefusal(path: string, stats: Stats, code: string | undefined): str
 /**
  * Throws, naming each path with its owner and mode and what to do, when this process cannot write a path of the
  * embedded store that is there: the database file's directory (SQLite makes and removes the -wal and -shm in it),
- * the file and its -wal and -shm. SQLite opens a database file it cannot write
+ * the file, its -wal and -shm, and `others` (the gateway's lock). SQLite opens a database file it cannot write
  * read-only without a word, and then refuses every write; and a -wal or -shm it makes takes the database file's
  * mode, so one start on a read-only file leaves them read-only for the next. The OS answers for this process
  * (modes, owner, ACLs, an immutable file, a read-only mount); for root only the last two refuse.
  */
-export function assertStoreWritable(filename: string): void {
+export function assertStoreWritable(filename: string, others: string[] = []): void {
   const file = resolve(filename);
-  const refused = [dirname(file), file, `${file}-wal`, `${file}-shm`].flatMap((path) => {
+  const refused = [dirname(file), file, `${file}-wal`, `${file}-shm`, ...others].flatMap((path) => {
     const stats = statSync(path, { throwIfNoEntry: false });
     if (!stats) return [];
     try {

@@ -19,6 +19,7 @@ import { COUNT_JOBS_SQL, distinctTypes, EVENT_WINDOW_SQL, eventWindowSeeks, mayb
 import { incompleteSchema, schemaRefusal } from '../schema-version.js';
 import { openConnection, Statements } from './connection.js';
 import { assertNoStrayWal, assertSameFile, identify, type FileIdentity } from './database-file.js';
+import { holdDataDir, lockFile } from './data-dir-lock.js';
 import { assertStoreWritable } from './file-modes.js';
 import { KeyCache } from './key-cache.js';
 import { ReadSnapshot } from './read-snapshot.js';
@@ -35,6 +36,8 @@ export interface SqliteStoreOptions {
   onWriterRestart?: (error: Error) => void;
   /** The schema's migrations, this version's unless a test stands for another version with its list. */
   migrations?: readonly string[];
+  /** Hold the file's directory until closed, refusing any other store that asks the same (data-dir-lock.ts): the gateway's. */
+  holdDataDir?: boolean;
 }
 
 /**
@@ -82,18 +85,27 @@ export class SqliteStore implements GatewayStore {
   private storageFailure: { error: Error; damage: boolean } | undefined;
   /** The storage check in progress (ping). */
   private checking: Promise<void> | undefined;
+  /** The directory held for this store's life (`holdDataDir`), let go once every connection has closed. */
+  private readonly dataDirLock: { release(): void } | undefined;
 
   constructor(private readonly options: SqliteStoreOptions) {
     // Key hashes and client addresses: a directory or file the store makes is its user's alone (SQLite gives the
     // -wal and -shm files the file's mode); existing ones are kept as they are.
-    mkdirSync(dirname(options.filename), { recursive: true, mode: 0o700 });
-    assertStoreWritable(options.filename);
-    closeSync(openSync(options.filename, constants.O_RDONLY | constants.O_CREAT, 0o600));
-    // Before SQLite opens the file, which would read a stray log into it.
-    assertNoStrayWal(options.filename);
-    this.owner = openConnection(options.filename);
-    this.opened = identify(options.filename);
-    this.db = openConnection(options.filename, { readonly: true });
+    const directory = dirname(options.filename);
+    mkdirSync(directory, { recursive: true, mode: 0o700 });
+    assertStoreWritable(options.filename, options.holdDataDir ? [lockFile(directory)] : []);
+    this.dataDirLock = options.holdDataDir ? holdDataDir(directory) : undefined;
+    try {
+      closeSync(openSync(options.filename, constants.O_RDONLY | constants.O_CREAT, 0o600));
+      // Before SQLite opens the file, which would read a stray log into it.
+      assertNoStrayWal(options.filename);
+      this.owner = openConnection(options.filename);
+      this.opened = identify(options.filename);
+      this.db = openConnection(options.filename, { readonly: true });
+    } catch (error) {
+      this.dataDirLock?.release();
+      throw error;
+    }
     this.sql = new Statements(this.db);
     this.snapshot = new ReadSnapshot(this.db);
     // Read on first use: the table is made by migrate(), after the store is constructed.
@@ -225,6 +237,7 @@ export class SqliteStore implements GatewayStore {
     this.snapshot.end();
     const order = this.holdsItsFile() ? [this.db, this.owner] : [this.owner, this.db];
     for (const db of order) if (db.open) db.close();
+    this.dataDirLock?.release();
   }
 
   /** Whether the file at the path is still the one opened, and was not found damaged. */

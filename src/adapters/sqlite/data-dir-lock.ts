@@ -1,0 +1,38 @@
+import { closeSync, constants, openSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+
+/** The file in DATA_DIR that a running gateway holds locked. */
+export const lockFile = (dataDir: string): string => join(dataDir, 'gateway.lock');
+
+/**
+ * Holds `dataDir` for one gateway process, or throws when another holds it. Two gateways on one embedded store keep
+ * jobs consistent, but each keeps its own quota and upstream pace in memory, so the limits would silently be per
+ * process. The lock is SQLite's exclusive lock (an OS record lock) on a file of its own, taken by a transaction
+ * left open: the OS lets it go when the process ends, however it ends, so a crash leaves nothing to clean up.
+ * The store's own files are not locked: the CLI keeps using them while the gateway runs.
+ */
+export function holdDataDir(dataDir: string): { release(): void } {
+  const file = lockFile(dataDir);
+  // Made here for its mode, only when missing: closing a descriptor of the file would drop every lock this process
+  // holds on it (POSIX record locks), a gateway's in this same process included.
+  try {
+    closeSync(openSync(file, constants.O_RDONLY | constants.O_CREAT | constants.O_EXCL, 0o600));
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+  }
+  // No busy timeout: a gateway already there is an answer, not a wait.
+  const db = new Database(file, { timeout: 0 });
+  try {
+    db.pragma('locking_mode = EXCLUSIVE');
+    db.exec('BEGIN EXCLUSIVE');
+  } catch (error) {
+    db.close();
+    if ((error as { code?: string }).code !== 'SQLITE_BUSY') throw error;
+    throw new Error(
+      `another gateway process uses DATA_DIR ${dataDir} (it holds ${file}): stop it first, or give this one a DATA_DIR of its own ` +
+        '(instances that share a store run on DATABASE_URL)',
+    );
+  }
+  return { release: () => db.close() };
+}
