@@ -61,7 +61,7 @@ describe('a gateway started on a restored backup', () => {
       env: { ...process.env, ...env, NODE_OPTIONS: '' },
       timeout: 60_000,
     });
-    expect(stdout).toContain(`put it in place of ${file}, delete ${file}-wal and ${file}-shm, and start the gateway.`);
+    expect(stdout).toContain(`delete ${file}-wal and ${file}-shm (either may be missing), put the copy in place of ${file}, then start the gateways`);
   }
 
   /** What a start on the copy beside the old `-wal` writes before it exits with 1: one line naming the files to delete. */
