@@ -119,7 +119,7 @@ describe.skipIf(skipWithoutRedisServer)('Redis credentials', () => {
       });
       expect(refused).toMatchObject({ code: 200, status: 'degraded' });
       expect(refused.checks!.quota.message).toBe(
-        'Redis refused the user name or password in REDIS_URL (WRONGPASS); each instance enforces its limits on its own with an in-process limiter until Redis accepts the credentials',
+        "Redis refused the user name or password in REDIS_URL (WRONGPASS); each instance enforces its callers' limits on its own with an in-process limiter until Redis accepts the credentials",
       );
       await waitFor(async () => logs.some((line) => line.level === 40 && /^Redis refused the user name or password in REDIS_URL/.test(line.msg)));
       const accepted = await http(gateway.baseUrl, 'POST', '/campaigns/duplicate', {

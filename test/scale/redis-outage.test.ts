@@ -186,7 +186,7 @@ describe.skipIf(skipWithoutRedisServer)('Redis going away, or refusing writes, u
       // log to say so, with no readiness probe needed.
       expect((await duplicate('while full', full)).status).toBe(202);
       const warning = await waitFor(async () => limits().find((line) => line.level === 40));
-      expect(warning.msg).toMatch(/^Redis is out of memory and refuses writes \(OOM\); each instance enforces its limits on its own with an in-process limiter until/);
+      expect(warning.msg).toMatch(/^Redis is out of memory and refuses writes \(OOM\); each instance enforces its callers' limits on its own with an in-process limiter until/);
 
       const report = await readiness(gateway);
       expect(report).toMatchObject({ code: 200, status: 'degraded', checks: { store: { status: 'up' }, quota: { status: 'degraded', backend: 'redis' } } });
@@ -242,7 +242,7 @@ describe.skipIf(skipWithoutRedisServer)('Redis going away, or refusing writes, u
         expect((await duplicate(`writable ${episode}`, replica)).status).toBe(202);
         expect(await counted(replica)).toBe(episode + 1);
       }
-      const refused = /^Redis is a read-only replica and refuses writes \(READONLY\); each instance enforces its limits on its own with an in-process limiter until Redis runs them again$/;
+      const refused = /^Redis is a read-only replica and refuses writes \(READONLY\); each instance enforces its callers' limits on its own with an in-process limiter until Redis runs them again$/;
       const back = "Redis runs the limiters' commands again; limits are shared through Redis again";
       expect(limits().map((line) => [line.level, line.msg])).toEqual([
         [40, expect.stringMatching(refused)],

@@ -3,7 +3,7 @@ import { RateLimiterRedis, type RateLimiterAbstract } from 'rate-limiter-flexibl
 import { describeFailure, type DependencyStatus } from '../../readiness.js';
 import { memoryLimiter, type LimiterBackend, type LimiterLogger, type LimiterSettings } from '../limiter-backends.js';
 
-const FALLBACK = 'each instance enforces its limits on its own with an in-process limiter until';
+const FALLBACK = "each instance enforces its callers' limits on its own with an in-process limiter until";
 const DEGRADED = `Redis is unreachable; ${FALLBACK} Redis is back`;
 
 /**
