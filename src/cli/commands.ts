@@ -80,7 +80,8 @@ const COMMON: Options = { json: { type: 'boolean' }, help: { type: 'boolean', sh
  */
 function usageError(error: unknown): UsageError {
   const { code, message } = error as { code?: string; message?: string };
-  const option = /'(-[^' ]+)/.exec(message ?? '')?.[1];
+  // An option with a short form is quoted as both ('-h, --help'): the long one names it.
+  const option = /'(?:-[^-' ], )?(-[^' ,]+)/.exec(message ?? '')?.[1];
   if (option && code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') return new UsageError(`unknown option ${option}`);
   if (option && code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
     return new UsageError(/argument missing/.test(message ?? '') ? `option ${option} needs a value` : `option ${option} takes no value`);

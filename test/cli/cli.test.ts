@@ -193,6 +193,7 @@ describe('the CLI', () => {
     [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--admin'], EXIT.usage, 'unknown option --admin (see --help)\n'],
     [['keys', 'list', '--bogus'], EXIT.usage, 'unknown option --bogus (see --help)\n'],
     [['keys', 'list', '--json=yes'], EXIT.usage, 'option --json takes no value (see --help)\n'],
+    [['keys', 'list', '--help=yes'], EXIT.usage, 'option --help takes no value (see --help)\n'],
     [['keys', 'revoke'], EXIT.usage, 'wrong number of arguments (see --help)'],
     [['keys', 'revoke', 'no-such-key'], EXIT.failed, "No key 'no-such-key'"],
     [['keys', 'rotate', 'no-such-key'], EXIT.failed, "No key 'no-such-key'"],
