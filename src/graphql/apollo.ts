@@ -9,7 +9,7 @@ import {
 import { ApolloServerErrorCode, ApolloServerValidationErrorCode, unwrapResolverError } from '@apollo/server/errors';
 import type { FastifyBaseLogger } from 'fastify';
 import { BREAK, GraphQLError, type DocumentNode, type GraphQLFormattedError, type GraphQLSchema, type ValidationRule } from 'graphql';
-import { ERROR_CODES, internalCause, isDependencyOutage, isGatewayError, unavailableCause, type FieldIssue, type GatewayError } from '../domain/errors.js';
+import { ERROR_CODES, internalCause, isDependencyOutage, isGatewayError, unavailableCause, type Dependency, type FieldIssue, type GatewayError } from '../domain/errors.js';
 import { isAuthenticationRefusal, type GraphQLContext } from './context.js';
 import { apolloDocumentStore, apolloQueryTextStore, type DocumentCache } from './document-cache.js';
 import { operationTypeRule, type OperationLimits } from './limits.js';
@@ -119,10 +119,17 @@ const isSuccess = (status: number | undefined): boolean => status === undefined 
  * id the caller is given: those of the instance through `refusals`, once per outage, the upstream at each request.
  */
 export function reportUnexpectedErrors(logger: FastifyBaseLogger, refusals: DependencyRefusals, errors: readonly unknown[], requestId: string): void {
+  // The log counts requests refused: several fields that met one outage are one refusal of the request.
+  const refusedFor = new Set<Dependency>();
   for (const error of errors) {
-    if (isUnexpected(error)) logger.error({ err: rootCause(error), reqId: requestId }, 'unexpected error in a GraphQL request');
-    if (refusals.refused(rootCause(error), requestId)) continue;
-    const cause = unavailableCause(rootCause(error));
+    const root = rootCause(error);
+    if (isUnexpected(error)) logger.error({ err: root, reqId: requestId }, 'unexpected error in a GraphQL request');
+    if (isDependencyOutage(root)) {
+      if (!refusedFor.has(root.dependency)) refusals.refused(root, requestId);
+      refusedFor.add(root.dependency);
+      continue;
+    }
+    const cause = unavailableCause(root);
     if (cause !== undefined) logger.warn({ cause: summarizeError(cause), reqId: requestId }, 'a dependency is unavailable');
   }
 }

@@ -238,4 +238,29 @@ describe('requests refused because a dependency is unavailable', () => {
     expect(about('quota').slice(1)).toEqual([expect.objectContaining({ level: 30, msg: 'a dependency is available again; requests are served', failures: 3 })]);
     expect(about('store')).toHaveLength(3);
   });
+
+  it('counts a GraphQL request whose fields all met the outage as one request refused', async () => {
+    const since = clock.now().toISOString();
+    const from = about('quota').length;
+    quotaDown = true;
+    const both = await graphql(
+      gateway.baseUrl,
+      ws.key,
+      'mutation($id: ID!) { a: duplicateCampaign(input: {campaignId: $id, name: "a"}) { job { id } } b: duplicateCampaign(input: {campaignId: $id, name: "b"}) { job { id } } }',
+      { id: ws.campaign.id },
+    );
+    expect(both.status).toBe(503);
+    expect(both.body.errors.map((error: { path: string[] }) => error.path)).toEqual([['a'], ['b']]);
+    clock.advance(60_000);
+    await duplications(1, 503);
+    expect(about('quota').slice(from)).toEqual([
+      expect.objectContaining({ level: 40, msg: 'a dependency is unavailable', reqId: both.headers['x-request-id'] }),
+      expect.objectContaining({ level: 40, msg: 'a dependency is still unavailable; requests are refused', failures: 2, since }),
+    ]);
+    quotaDown = false;
+    await duplications(1, 202);
+    clock.advance(5000);
+    await duplications(1, 202);
+    expect(about('quota').slice(from + 2)).toEqual([expect.objectContaining({ level: 30, msg: 'a dependency is available again; requests are served', failures: 2, since })]);
+  });
 });
