@@ -39,6 +39,12 @@ export interface UpstreamProbe {
   readonly refusesKey: boolean;
 }
 
+/** What the upstream check needs of the upstream's pacing. */
+export interface PacingProbe extends UpstreamPause {
+  /** Rejects when the pacing store refuses what taking a slot asks of it, so that upstream calls are held. */
+  probe(): Promise<void>;
+}
+
 const PACING_UNAVAILABLE = 'The pacing store is unavailable: no duplication is sent upstream until it is back';
 
 /**
@@ -46,14 +52,19 @@ const PACING_UNAVAILABLE = 'The pacing store is unavailable: no duplication is s
  * so it is never needed to serve. A pause the upstream asked for (a 429) is its instruction, followed, not an
  * outage: the upstream stays up, and the check says until when nothing is sent.
  */
-export function upstreamCheck(upstream: UpstreamProbe, pause: UpstreamPause, clock: Clock): DependencyCheck {
+export function upstreamCheck(upstream: UpstreamProbe, pacing: PacingProbe, clock: Clock): DependencyCheck {
   return {
     neededToServe: false,
     check: async () => {
       // Side by side: a hung pacing store takes most of the check's time before it counts as unreachable.
-      const paused = pause.remainingMs().then(
+      const paused = pacing.remainingMs().then(
         (ms) => ms,
         () => null,
+      );
+      // Reading the pause is not enough: a store that answers reads and refuses writes holds every call too.
+      const paces = pacing.probe().then(
+        () => true,
+        () => false,
       );
       await upstream.ping();
       if (upstream.refusesKey) {
@@ -61,7 +72,7 @@ export function upstreamCheck(upstream: UpstreamProbe, pause: UpstreamPause, clo
       }
       const pausedMs = await paused;
       // The store's own failure is the quota check's to report; what it means here is that nothing is sent.
-      if (pausedMs === null) return { status: 'degraded', backend: 'braze', message: PACING_UNAVAILABLE };
+      if (pausedMs === null || !(await paces)) return { status: 'degraded', backend: 'braze', message: PACING_UNAVAILABLE };
       if (pausedMs === 0) return { status: 'up', backend: 'braze' };
       const until = new Date(Math.ceil((clock.now().getTime() + pausedMs) / 1000) * 1000).toISOString();
       return { status: 'up', backend: 'braze', message: `paused until ${until}: the upstream answered 429, and no duplication is sent before then` };

@@ -13,6 +13,8 @@ export class UpstreamPacer implements UpstreamPause {
    * how many ms it outlasts that hold (it lasts whole seconds), so that it names the hold's end to the ms.
    */
   private readonly pausedKey = 'paused';
+  /** Written by `probe`, away from the keys that pace. */
+  private readonly probeKey = 'probe';
 
   constructor(private readonly limiter: RateLimiterAbstract) {}
 
@@ -25,6 +27,19 @@ export class UpstreamPacer implements UpstreamPause {
       // rate-limiter-flexible rejects with a RateLimiterRes when the window is spent, with an Error when its store fails.
       if (rejection instanceof RateLimiterRes) return Math.max(1, rejection.msBeforeNext);
       throw rejection;
+    }
+  }
+
+  /**
+   * Resolves when the limiter's store runs the command `take` sends, on a key of its own (no slot is taken); rejects
+   * when it does not, as `take` then does. A read cannot stand in for it: a read-only Redis replica answers reads.
+   */
+  async probe(): Promise<void> {
+    try {
+      await this.limiter.consume(this.probeKey);
+    } catch (rejection) {
+      // The probe's own window spent is an answer too.
+      if (!(rejection instanceof RateLimiterRes)) throw rejection;
     }
   }
 

@@ -1,3 +1,4 @@
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DuplicationJob } from '../../src/domain/types.js';
 import { ManualClock } from '../support/clock.js';
@@ -9,6 +10,7 @@ const UPSTREAM_KEY = 'Braze-Upstream-Key-3B9D04E1C7';
 const DUPLICATE = 'POST /campaigns/duplicate';
 const HELD = 'the upstream pacing store is unavailable; upstream calls are held until it is back';
 const RESUMED = 'the upstream pacing store is back; upstream calls resume';
+const PACING_UNAVAILABLE = 'The pacing store is unavailable: no duplication is sent upstream until it is back';
 
 interface Instance {
   gateway: TestGateway;
@@ -67,6 +69,11 @@ describe.skipIf(skipWithoutRedisServer)('upstream pacing while its shared store,
   const getJob = async ({ gateway, ws }: Instance, id: string) => (await gateway.app.store.getJob(ws.workspace.id, id)) as DuplicationJob;
   const finished = (job: DuplicationJob) => job.status === 'SUCCEEDED' || job.status === 'FAILED';
   const upstreamLines = ({ lines }: Instance) => componentLines(lines, 'upstream').filter((line) => line.msg === HELD || line.msg === RESUMED);
+  /** Moves the shared clock on and wakes the workers, which try the jobs due by then. */
+  const waitOut = (ms: number) => {
+    clock.advance(ms);
+    for (const { gateway } of instances) gateway.app.worker.notify();
+  };
 
   it('sends nothing upstream while Redis is down, keeps the jobs waiting without spending attempts, and runs them once Redis is back', async () => {
     // Redis up: the jobs run.
@@ -80,10 +87,6 @@ describe.skipIf(skipWithoutRedisServer)('upstream pacing while its shared store,
     const during = await Promise.all(instances.map((instance, index) => enqueue(instance, `during ${index}`)));
 
     // More rounds than JOB_MAX_ATTEMPTS: each time the job is due, it is tried, and waits again.
-    const waitOut = (ms: number) => {
-      clock.advance(ms);
-      for (const { gateway } of instances) gateway.app.worker.notify();
-    };
     for (let round = 0; round < 4; round++) {
       if (round > 0) waitOut(5000);
       const jobs = await Promise.all(
@@ -108,7 +111,7 @@ describe.skipIf(skipWithoutRedisServer)('upstream pacing while its shared store,
       expect(await readiness(instance)).toMatchObject({
         code: 200,
         status: 'degraded',
-        checks: { upstream: { status: 'degraded', backend: 'braze', message: 'The pacing store is unavailable: no duplication is sent upstream until it is back' } },
+        checks: { upstream: { status: 'degraded', backend: 'braze', message: PACING_UNAVAILABLE } },
       });
       // Said once, however many times the jobs met it.
       expect(upstreamLines(instance)).toEqual([expect.objectContaining({ level: 40, msg: HELD, cause: expect.objectContaining({ message: expect.any(String) }) })]);
@@ -133,4 +136,46 @@ describe.skipIf(skipWithoutRedisServer)('upstream pacing while its shared store,
       ]);
     }
   }, 90_000);
+
+  it('says upstream calls are held while Redis is a read-only replica, which answers the pause it is read for', async () => {
+    const client = new Redis(redis.port, '127.0.0.1', { enableOfflineQueue: false, retryStrategy: () => 50 });
+    client.on('error', () => undefined);
+    await waitFor(async () => (await client.ping().catch(() => null)) === 'PONG');
+    const sentBefore = fake.requestsTo(DUPLICATE).length;
+    try {
+      // A replica of a master that is not there: it keeps its data and refuses writes with READONLY.
+      await client.call('REPLICAOF', '127.0.0.1', '1');
+      await expect(client.set('another', 'x')).rejects.toThrow(/^READONLY/);
+      for (const instance of instances) {
+        expect(await readiness(instance)).toMatchObject({
+          code: 200,
+          status: 'degraded',
+          checks: {
+            quota: { status: 'degraded', backend: 'redis', message: expect.stringMatching(/\(READONLY\)/) },
+            upstream: { status: 'degraded', backend: 'braze', message: PACING_UNAVAILABLE },
+          },
+        });
+      }
+      // What /readyz says is what happens: the job is held, unattempted.
+      const held = await enqueue(instances[0], 'while read-only');
+      const job = await waitFor(async () => {
+        const current = await getJob(instances[0], held);
+        return current.status === 'PENDING' && current.runAt > clock.now() && current;
+      });
+      expect(job).toMatchObject({ attempts: 0, error: null });
+      expect(fake.requestsTo(DUPLICATE)).toHaveLength(sentBefore);
+
+      await client.call('REPLICAOF', 'NO', 'ONE');
+      for (const instance of instances) {
+        await waitFor(async () => (await readiness(instance)).status === 'ready');
+        expect((await readiness(instance)).checks.upstream).toEqual({ status: 'up', backend: 'braze' });
+      }
+      waitOut(5000);
+      await waitFor(async () => (await getJob(instances[0], held)).status === 'SUCCEEDED');
+      expect(fake.requestsTo(DUPLICATE)).toHaveLength(sentBefore + 1);
+    } finally {
+      await client.call('REPLICAOF', 'NO', 'ONE').catch(() => undefined);
+      client.disconnect();
+    }
+  }, 60_000);
 });
