@@ -23,6 +23,11 @@ export interface WorkerLogger {
   error(object: object, message: string): void;
 }
 
+/** The worker's logger: a job sent back to wait for the pacing store is a line for tracing it, not for every day. */
+export interface JobWorkerLogger extends WorkerLogger {
+  debug(object: object, message: string): void;
+}
+
 export interface WorkerObserver {
   /** `errorCode`: why a FAILED job failed; null for a success. */
   jobFinished?(status: 'SUCCEEDED' | 'FAILED', durationMs: number, errorCode: JobErrorCode | null): void;
@@ -74,7 +79,7 @@ export class JobWorker {
     private readonly duplicator: Duplicator,
     private readonly clock: Clock,
     private readonly options: WorkerOptions,
-    private readonly logger: WorkerLogger,
+    private readonly logger: JobWorkerLogger,
     private readonly observer: WorkerObserver = {},
   ) {
     this.claimFailures = new RepeatedFailureLog(
@@ -183,10 +188,12 @@ export class JobWorker {
         this.claimPausedUntil = Math.max(this.claimPausedUntil, runAt.getTime());
         if (!(await this.store.deferJob(job.id, lease, runAt, now))) return this.leaseLost(job);
         this.observer.jobDeferred?.();
-        this.logger.info(
-          { jobId: job.id, delayMs: result.retryAfterMs },
-          result.waitsFor === 'slot' ? 'job waits for an upstream slot' : 'job waits for the upstream pacing store',
-        );
+        const waiting = { jobId: job.id, delayMs: result.retryAfterMs };
+        // A slot comes at the window's end, so each instance defers at most its concurrency a window. The pacing
+        // store is asked again every few seconds for as long as it is down, every job each time, while the
+        // duplicator logs the outage itself once: that line is for tracing one job.
+        if (result.waitsFor === 'slot') this.logger.info(waiting, 'job waits for an upstream slot');
+        else this.logger.debug(waiting, 'job waits for the upstream pacing store');
         return;
       }
       if (result.kind === 'transient' && job.attempts < this.options.maxAttempts) {

@@ -10,7 +10,7 @@ import { eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.
 import { componentLines, recordingLogger, startGateway, storeFailingOn, storeHeldOn } from '../support/gateway.js';
 import { waitFor } from '../support/wait.js';
 
-const silent = { info() {}, warn() {}, error() {} };
+const silent = { debug() {}, info() {}, warn() {}, error() {} };
 
 const workerOptions = (concurrency: number, leaseMs = 30_000) => ({
   concurrency,
@@ -158,7 +158,7 @@ describe('the job worker', () => {
     const duplicator = new HeldDuplicator();
     const messages: string[] = [];
     const record = (_details: object, message: string) => void messages.push(message);
-    const logger = { info: record, warn: record, error: record };
+    const logger = { debug: record, info: record, warn: record, error: record };
     const failing = storeFailingOn(store, ['releaseJobs'], () => true);
     worker = new JobWorker(failing, duplicator, clock, workerOptions(1), logger);
     worker.start();
@@ -176,7 +176,7 @@ describe('the job worker', () => {
     const duplicator = new HeldDuplicator();
     const lines: { level: string; details: Record<string, unknown>; message: string }[] = [];
     const record = (level: string) => (details: object, message: string) => void lines.push({ level, details: details as Record<string, unknown>, message });
-    worker = new JobWorker(store, duplicator, clock, workerOptions(1), { info: record('info'), warn: record('warn'), error: record('error') });
+    worker = new JobWorker(store, duplicator, clock, workerOptions(1), { debug: record('debug'), info: record('info'), warn: record('warn'), error: record('error') });
     worker.start();
     const failed = await runningJob(ws.id, clock, duplicator);
     duplicator.runs[0]({ kind: 'permanent', error: { code: 'UPSTREAM_NOT_FOUND', message: 'The upstream answered 404: Invalid Campaign ID' } });

@@ -11,6 +11,7 @@ const DUPLICATE = 'POST /campaigns/duplicate';
 const HELD = 'the upstream pacing store is unavailable; upstream calls are held until it is back';
 const RESUMED = 'the upstream pacing store is back; upstream calls resume';
 const PACING_UNAVAILABLE = 'The pacing store is unavailable: no duplication is sent upstream until it is back';
+const WAITS = 'job waits for the upstream pacing store';
 
 interface Instance {
   gateway: TestGateway;
@@ -30,7 +31,7 @@ describe.skipIf(skipWithoutRedisServer)('upstream pacing while its shared store,
     redis = await PrivateRedis.start();
     fake = await startFakeBraze(UPSTREAM_KEY);
     for (let index = 0; index < 2; index++) {
-      const { logger, lines } = recordingLogger();
+      const { logger, lines } = recordingLogger('debug');
       const gateway = await startGateway(
         {
           REDIS_URL: redis.url(),
@@ -69,6 +70,7 @@ describe.skipIf(skipWithoutRedisServer)('upstream pacing while its shared store,
   const getJob = async ({ gateway, ws }: Instance, id: string) => (await gateway.app.store.getJob(ws.workspace.id, id)) as DuplicationJob;
   const finished = (job: DuplicationJob) => job.status === 'SUCCEEDED' || job.status === 'FAILED';
   const upstreamLines = ({ lines }: Instance) => componentLines(lines, 'upstream').filter((line) => line.msg === HELD || line.msg === RESUMED);
+  const waitLines = ({ lines }: Instance) => componentLines(lines, 'worker').filter((line) => line.msg === WAITS);
   /** Moves the shared clock on and wakes the workers, which try the jobs due by then. */
   const waitOut = (ms: number) => {
     clock.advance(ms);
@@ -113,8 +115,9 @@ describe.skipIf(skipWithoutRedisServer)('upstream pacing while its shared store,
         status: 'degraded',
         checks: { upstream: { status: 'degraded', backend: 'braze', message: PACING_UNAVAILABLE } },
       });
-      // Said once, however many times the jobs met it.
+      // Said once, however many times the jobs met it; each time a job is sent back to wait is a debug line.
       expect(upstreamLines(instance)).toEqual([expect.objectContaining({ level: 40, msg: HELD, cause: expect.objectContaining({ message: expect.any(String) }) })]);
+      expect(waitLines(instance).map((line) => line.level)).toEqual([20, 20, 20, 20]);
     }
 
     await redis.start();
