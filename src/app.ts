@@ -35,6 +35,7 @@ import { BrazeDuplicator } from './duplicators/braze.js';
 import { LocalDuplicator } from './duplicators/local.js';
 import { GatewayMetrics } from './http/metrics.js';
 import { buildHttpServer } from './http/server.js';
+import { RepeatedFailureLog } from './jobs/failure-log.js';
 import { RetentionPruner } from './jobs/retention.js';
 import { JobWorker, RETRY_BACKOFF, type WorkerLogger } from './jobs/worker.js';
 import { Readiness, upstreamCheck } from './readiness.js';
@@ -231,7 +232,16 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     onQuotaRejected: (channel) => metrics.quotaRejected(channel),
     onAuthFailed: (channel, code) => metrics.authFailed(channel, code),
     onAuthBlocked: (channel) => metrics.authBlocked(channel),
-    onKeyUseNotRecorded: (keyId, error) => serviceLog?.warn({ err: error, keyId }, "could not record the API key's last use"),
+    keyUseLog: new RepeatedFailureLog(
+      lateLogger(() => serviceLog),
+      clock,
+      {
+        failed: "could not record the API key's last use",
+        stillFailing: "API keys' last use still cannot be recorded",
+        recovered: "API keys' last use is recorded again",
+      },
+      { warningsOnly: true },
+    ),
     downloads,
   });
   const admin = new AdminService(store, clock);

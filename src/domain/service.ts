@@ -96,8 +96,11 @@ export interface GatewayServiceDeps {
   onAuthFailed?: (channel: Channel, code: AuthRefusal) => void;
   /** Told when a request was refused because its client failed to authenticate too often (metrics). */
   onAuthBlocked?: (channel: Channel) => void;
-  /** Told when a key's last use could not be written: the request goes on, the operator should still know. */
-  onKeyUseNotRecorded?: (keyId: string, error: unknown) => void;
+  /**
+   * Told how each write of a key's last use went: the request goes on either way, the operator should still know
+   * when it fails (`fields` name the key). A RepeatedFailureLog, so that writes failing for every key are one line.
+   */
+  keyUseLog?: { failed(error: unknown, fields: object): void; succeeded(): void };
   /** Security event downloads in progress on this instance, bounded. */
   downloads: DownloadSlots;
 }
@@ -124,6 +127,8 @@ const MAX_UNRELEASED_RESERVATIONS = 10_000;
 const KEY_RECHECK_AFTER_MS = 100;
 /** last_used_at is written at most this often per key, so authentication stays a read. */
 const LAST_USED_RESOLUTION_MS = 60_000;
+/** Keys whose last use this instance wrote, or tried to, within LAST_USED_RESOLUTION_MS: at most this many. */
+const MAX_RECENT_KEY_USES = 10_000;
 
 function parseIdempotencyKey(key: string): string {
   if (key.length === 0 || key.length > LIMITS.idempotencyKeyLength || !/^[\x21-\x7e]+$/.test(key)) {
@@ -185,6 +190,12 @@ export class GatewayService {
   private readonly deniedPermissions = new WeakMap<Principal, Set<Permission>>();
   /** Per key, the refusals not recorded since its last PERMISSION_DENIED event (this instance's). */
   private readonly unrecordedDenials = new Map<string, number>();
+  /**
+   * When this instance last wrote, or tried to write, each key's last use, oldest first. A store that does not
+   * cache keys (PostgreSQL) keeps reading the old time after a write that failed: without this, every request
+   * with the key would try it again.
+   */
+  private readonly keyUses = new Map<string, number>();
   /** Idempotency keys (`workspace key`) whose failed request's reservation the store could not drop. */
   private readonly unreleased = new Set<string>();
   /** Idempotency keys (`workspace key`) this instance's requests are looking up and reserving, one at a time. */
@@ -264,9 +275,22 @@ export class GatewayService {
 
   /** Records that the key was used, at most once a minute, without making the request wait for it. */
   private touch(record: ApiKeyRecord, now: Date): void {
-    if (record.lastUsedAt !== null && now.getTime() - record.lastUsedAt.getTime() < LAST_USED_RESOLUTION_MS) return;
+    const at = now.getTime();
+    if (record.lastUsedAt !== null && at - record.lastUsedAt.getTime() < LAST_USED_RESOLUTION_MS) return;
+    const tried = this.keyUses.get(record.id);
+    if (tried !== undefined && at - tried < LAST_USED_RESOLUTION_MS) return;
+    this.keyUses.delete(record.id);
+    this.keyUses.set(record.id, at);
+    // Oldest first: those a minute old count for nothing, and past the bound a key is forgotten early (written again sooner).
+    for (const [id, since] of this.keyUses) {
+      if (this.keyUses.size <= MAX_RECENT_KEY_USES && at - since < LAST_USED_RESOLUTION_MS) break;
+      this.keyUses.delete(id);
+    }
     // last_used_at is advisory: failing to write it must not fail the request.
-    this.deps.store.touchApiKey(record, now).catch((error: unknown) => this.deps.onKeyUseNotRecorded?.(record.id, error));
+    this.deps.store.touchApiKey(record, now).then(
+      () => this.deps.keyUseLog?.succeeded(),
+      (error: unknown) => this.deps.keyUseLog?.failed(error, { keyId: record.id }),
+    );
   }
 
   /**

@@ -48,6 +48,11 @@ export interface RepeatedFailureOptions {
    * find nothing) is then one failure in the log, not a line for every turn.
    */
   settleMs?: number;
+  /**
+   * Log a failure that is not an outage as a warning too (with its stack, as an error would be): for a write
+   * whose failure costs nothing but itself, such as a key's last use.
+   */
+  warningsOnly?: boolean;
 }
 
 /**
@@ -57,13 +62,18 @@ export interface RepeatedFailureOptions {
  */
 export class RepeatedFailureLog {
   private streak: { since: Date; failures: number; outage: boolean; loggedAt: number; succeedingSince?: number } | undefined;
+  private readonly logger: WorkerLogger;
 
   constructor(
-    private readonly logger: WorkerLogger,
+    logger: WorkerLogger,
     private readonly clock: Clock,
     private readonly messages: RepeatedFailureMessages,
     private readonly options: RepeatedFailureOptions = {},
-  ) {}
+  ) {
+    this.logger = options.warningsOnly
+      ? { info: (object, message) => logger.info(object, message), warn: (object, message) => logger.warn(object, message), error: (object, message) => logger.warn(object, message) }
+      : logger;
+  }
 
   /** `fields` go on a line logged for this failure, when it starts a streak (a request's id, say), not on reminders. */
   failed(error: unknown, fields: object = {}): void {

@@ -9,8 +9,9 @@ import { loadConfig } from '../../src/config.js';
 import { AdminService } from '../../src/domain/admin.js';
 import { displayPrefix, hashApiKey } from '../../src/domain/keys.js';
 import type { GatewayStore } from '../../src/domain/ports.js';
-import { graphql, rawConnection, recordingLogger, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { componentLines, graphql, rawConnection, recordingLogger, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { ManualClock } from '../support/clock.js';
+import { createTestSchema, openPostgresStore, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
 import { countStatements, KEY_BY_HASH } from '../support/statements.js';
 import { transports, type Transport } from '../support/transports.js';
 
@@ -377,5 +378,80 @@ describe('API keys', () => {
       }
     }
     expect(logs.lines.length).toBeGreaterThan(0);
+  });
+});
+
+describe.skipIf(skipWithoutPostgres)("a key's last use that PostgreSQL will not write", () => {
+  const clock = new ManualClock();
+  const logs = recordingLogger();
+  let schema: Awaited<ReturnType<typeof createTestSchema>>;
+  let gw: TestGateway;
+  let ws: TestWorkspace;
+  let touchesLanded: () => Promise<unknown>;
+
+  beforeAll(async () => {
+    schema = await createTestSchema();
+    const store = openPostgresStore(schema.url, schema.schema);
+    await store.migrate();
+    const counting = countingStore(store);
+    touchesLanded = counting.touchesLanded;
+    gw = await startGateway({ WORKER_CONCURRENCY: '0' }, { store: counting.store, clock, logger: logs.logger });
+    ws = await gw.workspace('unwritable');
+  });
+
+  afterAll(async () => {
+    await gw?.close();
+    await schema?.drop();
+  });
+
+  it('is tried once a minute per key, not at every request, and logged when it starts failing, once a minute, and when it works again', async () => {
+    const table = `${schema.schema}.api_keys`;
+    const attempts = `${schema.schema}.last_use_attempts`;
+    // Each write tried draws a number, which the refusal does not roll back, then is refused.
+    await withAdmin((client) =>
+      client.query(`
+        CREATE SEQUENCE ${attempts};
+        CREATE FUNCTION ${schema.schema}.refuse_last_use() RETURNS trigger LANGUAGE plpgsql AS $$
+          BEGIN PERFORM nextval('${attempts}'); RAISE EXCEPTION 'last use refused'; END $$;
+        CREATE TRIGGER refuse_last_use BEFORE UPDATE OF last_used_at ON ${table}
+          FOR EACH ROW EXECUTE FUNCTION ${schema.schema}.refuse_last_use();`),
+    );
+    const tried = () =>
+      withAdmin(async (client) => {
+        const { rows } = await client.query(`SELECT last_value, is_called FROM ${attempts}`);
+        return rows[0].is_called ? Number(rows[0].last_value) : 0;
+      });
+    const second = await ws.addKey(['campaigns.list']);
+    const use = async (key: string, times: number) => {
+      for (let request = 0; request < times; request++) {
+        expect((await graphql(gw.baseUrl, key, '{ viewer { workspaceId } }')).status).toBe(200);
+      }
+      await touchesLanded();
+    };
+    const lastUse = () => componentLines(logs.lines, 'service');
+
+    await use(ws.key, 5);
+    await use(second.key, 5);
+    expect(await tried()).toBe(2);
+    expect(lastUse()).toEqual([
+      expect.objectContaining({ level: 40, msg: "could not record the API key's last use", keyId: ws.keyId, err: expect.objectContaining({ message: 'last use refused' }) }),
+    ]);
+
+    clock.advance(30_000);
+    await use(ws.key, 3);
+    expect(await tried()).toBe(2);
+    clock.advance(30_000);
+    await use(ws.key, 3);
+    await use(second.key, 3);
+    expect(await tried()).toBe(4);
+    expect(lastUse().slice(1)).toEqual([
+      expect.objectContaining({ level: 40, msg: "API keys' last use still cannot be recorded", failures: 3, cause: expect.objectContaining({ message: 'last use refused' }) }),
+    ]);
+
+    await withAdmin((client) => client.query(`DROP TRIGGER refuse_last_use ON ${table}`));
+    clock.advance(60_000);
+    await use(ws.key, 3);
+    expect((await gw.app.store.findApiKey(ws.keyId))!.lastUsedAt).toEqual(clock.now());
+    expect(lastUse().slice(2)).toEqual([expect.objectContaining({ level: 30, msg: "API keys' last use is recorded again", failures: 4 })]);
   });
 });
