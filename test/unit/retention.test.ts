@@ -84,6 +84,30 @@ describe('retention', () => {
     for (const job of backlog) expect(await typesOf(job.id)).toEqual(['CAMPAIGN_DUPLICATION_REQUESTED']);
   });
 
+  it('deletes finished jobs and expired keys batch after batch until none is left, in one pass', async () => {
+    const ws = workspaceFixture();
+    await store.createWorkspace(ws);
+    const start = clock.now();
+    const jobs = Array.from({ length: 5 }, () => jobFixture(ws.id, { createdAt: start, runAt: start }));
+    for (const job of jobs) await store.enqueueJob(job, eventFixture(ws.id, { occurredAt: start, jobId: job.id }));
+    expect(await store.claimJobs('w', 5, start, new Date(start.getTime() + 60_000))).toHaveLength(5);
+    for (const job of jobs) {
+      const outcome = { status: 'SUCCEEDED' as const, resultCampaignId: null, error: null, event: eventFixture(ws.id, { occurredAt: start, jobId: job.id }) };
+      expect(await store.finishJob(job.id, 'w', outcome, start)).toBe(true);
+    }
+    for (let i = 0; i < 5; i += 1) {
+      const key = { workspaceId: ws.id, key: `k${i}`, requestHash: 'h', jobId: null, createdAt: start, expiresAt: new Date(start.getTime() + DAY) };
+      expect(await store.reserveIdempotencyKey(key, start)).toBeNull();
+    }
+
+    // Five rows of each in batches of two: the pass goes on past full batches, to the one of one row.
+    const pruner = new RetentionPruner(store, clock, { jobRetentionMs: DAY, eventRetentionMs: 365 * DAY, intervalMs: 60_000, batchSize: 2 }, silent);
+    clock.advance(2 * DAY);
+    expect(await pruner.pruneOnce()).toEqual({ jobs: 5, events: 0, idempotencyKeys: 5 });
+    for (const job of jobs) expect(await store.getJob(ws.id, job.id)).toBeNull();
+    for (let i = 0; i < 5; i += 1) expect(await store.findIdempotencyKey(ws.id, `k${i}`)).toBeNull();
+  });
+
   it('stops a pass after its current batch when asked to stop, and prunes the rest next time', async () => {
     const ws = workspaceFixture();
     await store.createWorkspace(ws);
