@@ -708,6 +708,17 @@ describe('connections in local mode', () => {
     expect(tail.pageInfo).toEqual({ hasNextPage: false, hasPreviousPage: false, startCursor: tail.edges[0].cursor, endCursor: tail.edges[0].cursor });
     expect((await page(1, tail.pageInfo.endCursor)).pageInfo).toEqual({ hasNextPage: false, hasPreviousPage: false, startCursor: null, endCursor: null });
   });
+
+  it.each([
+    ['securityEvents', (team: TestWorkspace) => Promise.all(Array.from({ length: 51 }, () => team.addKey(['campaigns.list'])))],
+    ['campaigns', (team: TestWorkspace) => Promise.all(Array.from({ length: 51 }, (_, index) => gateway.app.admin.addCampaign(team.workspace.id, { name: `c${index}`, description: null, tagNames: [], body: {} })))],
+  ])('%s: first: null is the default page of 50, not the largest one', async (field, addMore) => {
+    const team = await gateway.workspace();
+    await addMore(team);
+    const page = (await graphql(gateway.baseUrl, team.key, connection(field), { first: null })).body.data[field];
+    expect(page.edges).toHaveLength(50);
+    expect(page.pageInfo.hasNextPage).toBe(true);
+  });
 });
 
 describe('a refused root list', () => {
@@ -721,6 +732,9 @@ describe('a refused root list', () => {
     ['campaigns', 'first: 0', { campaigns: 0 }, 'first'],
     ['securityEvents', 'a cursor it never returned', { eventsAfter: 'bm90LWEtY3Vyc29y' }, 'after'],
     ['securityEvents', 'first: 0', { events: 0 }, 'first'],
+    // 200, the most, is answered: 'a last page that is exactly full' asks for it.
+    ['campaigns', 'first: 201', { campaigns: 201 }, 'first'],
+    ['securityEvents', 'first: 201', { events: 201 }, 'first'],
   ])('%s with %s is null with its error at its path, and the other list is still answered', async (refused, _label, variables, field) => {
     const response = await graphql(gateway.baseUrl, ws.key, both, variables);
     expect(response.status).toBe(200);
