@@ -706,6 +706,17 @@ export function storeContract(name: string, harness: StoreHarness): void {
       expect(await store.reserveIdempotencyKey({ ...record, createdAt: at(99_000), expiresAt: at(200_000) }, at(39_000))).toBeNull();
     });
 
+    it('keeps a key bound to a job until it expires, however long before the stale cutoff it was reserved', async () => {
+      const record = { workspaceId: ws, key: 'k', requestHash: 'h1', jobId: null, createdAt: at(0), expiresAt: at(86_400_000) };
+      expect(await store.reserveIdempotencyKey(record, at(-60_000))).toBeNull();
+      const job = jobFixture(ws);
+      expect(await store.enqueueJob(job, eventFixture(ws, { jobId: job.id }), record)).toBe(true);
+      // Only a reservation that never got a job is stale: this one made a job, and still names it.
+      const later = { ...record, requestHash: 'h2', createdAt: at(120_000), expiresAt: at(86_520_000) };
+      expect(await store.reserveIdempotencyKey(later, at(60_000))).toEqual({ ...record, jobId: job.id });
+      expect(await store.findIdempotencyKey(ws, 'k')).toEqual({ ...record, jobId: job.id });
+    });
+
     it("makes no job for a request whose stalled reservation a retry replaced, and keeps the key on the retry's job", async () => {
       const first = { workspaceId: ws, key: 'k', requestHash: 'h', jobId: null, createdAt: at(0), expiresAt: at(86_400_000) };
       expect(await store.reserveIdempotencyKey(first, at(-60_000))).toBeNull();
