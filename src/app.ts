@@ -71,6 +71,8 @@ export interface AppOverrides {
   downloadStallTimeoutMs?: number;
   /** How the drain before closing waits out SHUTDOWN_DRAIN_SECONDS: a timer, unless a test ends it itself. */
   drainWait?: (drainMs: number) => Promise<void>;
+  /** How often the worker looks for due jobs when nothing woke it; 500 ms by default. */
+  workerPollIntervalMs?: number;
 }
 
 /** The embedded store's file, when no DATABASE_URL names a PostgreSQL one. */
@@ -304,7 +306,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     {
       concurrency: config.workerConcurrency,
       leaseMs: config.jobLeaseMs,
-      pollIntervalMs: 500,
+      pollIntervalMs: overrides.workerPollIntervalMs ?? 500,
       maxAttempts: config.jobMaxAttempts,
       ...RETRY_BACKOFF,
     },

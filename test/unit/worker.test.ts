@@ -8,6 +8,7 @@ import { CLAIM_RECOVERY_SETTLE_MS, JobWorker } from '../../src/jobs/worker.js';
 import { ManualClock } from '../support/clock.js';
 import { eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
 import { componentLines, recordingLogger, startGateway, storeFailingOn, storeHeldOn } from '../support/gateway.js';
+import { rest } from '../support/transports.js';
 import { waitFor } from '../support/wait.js';
 
 const silent = { debug() {}, info() {}, warn() {}, error() {} };
@@ -109,6 +110,35 @@ describe('the job worker', () => {
     expect(events).toMatchObject([{ details: { error: { code: 'ATTEMPTS_EXHAUSTED' } } }]);
   });
 
+  it('retries a job failing transiently until its last attempt, runs that attempt, then fails it with its error', async () => {
+    const clock = new ManualClock();
+    const ws = workspaceFixture();
+    await store.createWorkspace(ws);
+    const duplicator = new HeldDuplicator();
+    const options = workerOptions(1);
+    worker = new JobWorker(store, duplicator, clock, options, silent);
+    worker.start();
+    const job = await runningJob(ws.id, clock, duplicator);
+    const stateOf = async () => (await store.getJob(ws.id, job.id))!;
+    for (let attempt = 1; attempt <= options.maxAttempts; attempt += 1) {
+      // Done when the attempt runs, or when the job failed without running it.
+      await waitFor(async () => duplicator.runs.length === attempt || (await stateOf()).status === 'FAILED');
+      expect(duplicator.runs).toHaveLength(attempt);
+      duplicator.runs[attempt - 1]({ kind: 'transient', error: { code: 'UPSTREAM_TIMEOUT', message: `attempt ${attempt}` } });
+      if (attempt === options.maxAttempts) break;
+      await waitFor(async () => (await stateOf()).status === 'PENDING');
+      // Past the longest backoff: the retry is due.
+      clock.advance(options.backoffMaxMs);
+      worker.notify();
+    }
+    const finished = await waitFor(async () => {
+      const state = await stateOf();
+      return state.status !== 'RUNNING' && state;
+    });
+    expect(finished).toMatchObject({ status: 'FAILED', attempts: options.maxAttempts, error: { code: 'UPSTREAM_TIMEOUT', message: `attempt ${options.maxAttempts}` } });
+    expect(duplicator.runs).toHaveLength(options.maxAttempts);
+  });
+
   it('hands back, when it stops, the jobs of every claim still running', async () => {
     const clock = new ManualClock();
     const ws = workspaceFixture();
@@ -192,6 +222,27 @@ describe('the job worker', () => {
     duplicator.runs[0]({ kind: 'succeeded', resultCampaignId: null });
     const success = await waitFor(async () => lines.find((line) => line.message === 'job finished' && line.details.jobId === succeeded.id));
     expect(success).toEqual({ level: 'info', details: { jobId: succeeded.id, status: 'SUCCEEDED', attempts: 1 }, message: 'job finished' });
+  });
+
+  it('runs a job the gateway accepts at once, woken by the request rather than its next poll', async () => {
+    let claims = 0;
+    const claim = store.claimJobs.bind(store);
+    store.claimJobs = async (...args) => {
+      const jobs = await claim(...args);
+      claims += 1;
+      return jobs;
+    };
+    // A poll far longer than waitFor waits: the job can run in time only if its request wakes the worker.
+    const gateway = await startGateway({}, { store, workerPollIntervalMs: 3_600_000 });
+    try {
+      const team = await gateway.workspace();
+      // The worker's first look, as it started, is over: it found nothing, and sleeps.
+      await waitFor(async () => claims === 1);
+      const { jobId } = await rest.duplicate(gateway.baseUrl, team.key, { campaignId: team.campaign.id, name: 'woken copy' });
+      await waitFor(async () => (await store.getJob(team.workspace.id, jobId!))?.status === 'SUCCEEDED');
+    } finally {
+      await gateway.close();
+    }
   });
 
   it('logs a claim failure that keeps repeating once, then a reminder a minute later, then when claiming works again', async () => {
