@@ -76,6 +76,22 @@ describe.each(backends.filter((backend) => !backend.missing || process.env.CI))(
     }
   });
 
+  it('tells a refused caller to wait until the window ends, in whole seconds rounded up', async () => {
+    const key = randomUUID();
+    await quota.consume(key, 100);
+    const spentAt = Date.now();
+    // Past the millisecond the window opened in, so that what is left of it is not whole seconds.
+    await waitFor(async () => Date.now() > spentAt);
+    const refusal = await quota.consume(key).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    const now = Date.now();
+    expect(refusal).toMatchObject({ code: 'RATE_LIMITED' });
+    const { retryAfterSeconds, rateLimit } = refusal as GatewayError;
+    expect(retryAfterSeconds! * 1000).toBeGreaterThanOrEqual(rateLimit!.resetAt.getTime() - now);
+  });
+
   it('keeps keys apart and peeks without taking a point', async () => {
     const [a, b] = [randomUUID(), randomUUID()];
     await quota.consume(a, 3);

@@ -1,0 +1,25 @@
+import { Redis } from 'ioredis';
+import { RateLimiterMemory, RateLimiterRedis } from 'rate-limiter-flexible';
+import { describe, expect, it } from 'vitest';
+import { RateLimiterEventBudget } from '../../src/adapters/rate-limiter-event-budget.js';
+
+describe('the event budget', () => {
+  it('grants its points, then refuses until the window ends', async () => {
+    const budget = new RateLimiterEventBudget(new RateLimiterMemory({ points: 2, duration: 60 }));
+    expect([await budget.take('ws'), await budget.take('ws'), await budget.take('ws')]).toEqual([true, true, false]);
+    expect(await budget.take('other')).toBe(true);
+  });
+
+  it('grants every event while its store fails: a refusal is still worth recording', async () => {
+    // Never connected, and sending nothing until it is: every command fails at once with an Error.
+    const client = new Redis({ lazyConnect: true, enableOfflineQueue: false });
+    try {
+      const limiter = new RateLimiterRedis({ storeClient: client, points: 1, duration: 60 });
+      await expect(limiter.consume('ws')).rejects.toBeInstanceOf(Error);
+      const budget = new RateLimiterEventBudget(limiter);
+      expect([await budget.take('ws'), await budget.take('ws')]).toEqual([true, true]);
+    } finally {
+      client.disconnect();
+    }
+  });
+});
