@@ -156,6 +156,13 @@ describe('GET /security_events/download', () => {
     expect(response.text).toBe(`${COLUMNS.join(',')}\n`);
   });
 
+  it('takes a range of exactly 366 days, the longest', async () => {
+    // 2024 is a leap year: 366 days to the first of 2025.
+    const response = await download(gateway, ws.key, '?start=2024-01-01&end=2025-01-01');
+    expect(response.status).toBe(200);
+    expect(response.text).toBe(`${COLUMNS.join(',')}\n`);
+  });
+
   it.each([
     ['', ["'start' is required", "'end' is required"]],
     ['?start=2024-01-01', ["'end' is required"]],
@@ -165,6 +172,7 @@ describe('GET /security_events/download', () => {
     ['?start=2024-01-01&end=2024-01-01&x=1', ["'end' must be after start"]],
     ['?start=2024-02-01&end=2024-01-01', ["'end' must be after start"]],
     ['?start=2023-01-01&end=2024-06-01', ["'end' must be at most 366 days after start"]],
+    ['?start=2024-01-01&end=2025-01-01T00:00:00.001Z', ["'end' must be at most 366 days after start"]],
     ['?start=2024-01-01&start=2024-01-02&end=2024-02-01', ["'start' must be an ISO 8601 date"]],
   ])('refuses the range %s with a 400 that says why', async (query, problems) => {
     const response = await download(gateway, ws.key, query);
