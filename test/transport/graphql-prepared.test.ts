@@ -2,10 +2,17 @@ import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { ApolloServer, type ApolloServerPlugin } from '@apollo/server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
+import { systemClock } from '../../src/domain/ports.js';
+import { createContext, type GraphQLContext } from '../../src/graphql/context.js';
 import { DOCUMENT_CACHE_BYTES } from '../../src/graphql/document-cache.js';
+import { OperationLimits } from '../../src/graphql/limits.js';
+import { PreparedOperations } from '../../src/graphql/prepared.js';
+import { gatewaySchema } from '../../src/graphql/schema.js';
+import { DependencyRefusals } from '../../src/http/dependency-refusals.js';
 import { bearer, http, json, metricSample, recordingLogger, startGateway, storeFailingOn, waitFor, type HttpResult, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { DUPLICATE_MUTATION, rest } from '../support/transports.js';
 
@@ -362,6 +369,57 @@ describe('what prepared operations leave to Apollo', () => {
       expect(answer.body).toEqual({ errors: [{ message: 'The Host header is not a valid host name', extensions: { code: 'BAD_USER_INPUT' } }] });
     }
     expect(logs.lines.filter((line) => line.includes(requestId) && /"level":50/.test(line))).toEqual([]);
+  });
+});
+
+describe('once Apollo has stopped', () => {
+  /*
+   * Over HTTP no request gets here once Apollo has stopped: fastify stops listening and waits for every
+   * connection first. The operations prepared must still never outlive the Apollo that accepted them.
+   */
+  it('answers no operation itself, not even one Apollo was still running as it stopped: Apollo refuses them all', async () => {
+    const schema = await gatewaySchema();
+    const limits = new OperationLimits(schema, {
+      maxDepth: gw.config.graphqlMaxDepth,
+      maxCost: gw.config.graphqlMaxCost,
+      maxAliases: gw.config.graphqlMaxAliases,
+      maxDuplicatesPerOperation: gw.config.graphqlMaxDuplicatesPerOperation,
+    });
+    const log = gw.app.http.log;
+    const prepared = new PreparedOperations(schema, limits, log, new DependencyRefusals(log, systemClock), () => {});
+    // Holds a request before Apollo has run anything of it, while the test says so.
+    let hold: Promise<void> | undefined;
+    let held = false;
+    const holding: ApolloServerPlugin<GraphQLContext> = {
+      requestDidStart: async () => {
+        held = true;
+        await hold;
+        return {};
+      },
+    };
+    const apollo = new ApolloServer<GraphQLContext>({ schema, plugins: [holding, limits.plugin(), prepared.plugin()] });
+    await apollo.start();
+    const ws = await gw.workspace();
+    const query = '{ viewer { workspaceId } }';
+    const context = () => createContext(gw.app.service, { authorization: `Bearer ${ws.key}`, ip: '127.0.0.1', channel: 'GRAPHQL' }, 'stopped-apollo');
+    const run = () => apollo.executeOperation({ query }, { contextValue: context() });
+    const request = { method: 'POST', headers: json, body: { query } };
+    const answered = { body: { kind: 'single', singleResult: { data: { viewer: { workspaceId: ws.workspace.id } } } } };
+
+    expect(await run()).toMatchObject(answered);
+    expect(JSON.parse((await prepared.answer(request, context))!.body)).toEqual(answered.body.singleResult);
+
+    let release!: () => void;
+    hold = new Promise<void>((resolve) => (release = resolve));
+    held = false;
+    const inFlight = run();
+    await waitFor(async () => held);
+    await apollo.stop();
+    release();
+    // Accepted before the stop, it is answered, and so prepared again: not for any request after it.
+    expect(await inFlight).toMatchObject(answered);
+    expect(await prepared.answer(request, context)).toBeUndefined();
+    await expect(run()).rejects.toThrow(/stopped/);
   });
 });
 
