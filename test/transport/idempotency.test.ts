@@ -5,7 +5,7 @@ import { dependencyUnavailable } from '../../src/domain/errors.js';
 import type { GatewayStore } from '../../src/domain/ports.js';
 import { ManualClock } from '../support/clock.js';
 import { startGateway, storeHeldOn, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
-import { transports, type DuplicateArgs } from '../support/transports.js';
+import { transports, type DuplicateArgs, type DuplicateOutcome } from '../support/transports.js';
 
 let gateway: TestGateway;
 
@@ -264,6 +264,21 @@ describe.each(transports)('idempotency keys over $name', (transport) => {
     } finally {
       await flaky.close();
     }
+  });
+
+  it("keeps the point of a request refused after taking it for what it asked: only the gateway's own outage gives it back", async () => {
+    const team = await gateway.workspace();
+    const remaining = (outcome: DuplicateOutcome) => outcome.response.headers['x-ratelimit-remaining'];
+    const unknownCampaign = await transport.duplicate(gateway.baseUrl, team.key, { campaignId: 'no-such-campaign', name: 'n' }, { idempotencyKey: 'refused-1' });
+    expect(unknownCampaign.code).toBe('BAD_USER_INPUT');
+    expect(remaining(unknownCampaign)).toBe('999');
+    const unknownTag = await transport.duplicate(gateway.baseUrl, team.key, { campaignId: team.campaign.id, name: 'n', tagNames: ['no-such-tag'] }, { idempotencyKey: 'refused-2' });
+    expect(unknownTag.code).toBe('BAD_USER_INPUT');
+    expect(remaining(unknownTag)).toBe('998');
+    // Spent in the quota itself, not only in the answers.
+    const accepted = await transport.duplicate(gateway.baseUrl, team.key, { campaignId: team.campaign.id, name: 'n' });
+    expect(accepted.jobId).not.toBeNull();
+    expect(remaining(accepted)).toBe('997');
   });
 
   it('stores nothing for a request that failed validation', async () => {
