@@ -2,7 +2,7 @@ import { chmodSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { sharedStorePaths } from '../../src/adapters/sqlite/file-modes.js';
+import { sharedStorePaths, writeRefusal } from '../../src/adapters/sqlite/file-modes.js';
 import { componentLines, recordingLogger, startGateway } from '../support/gateway.js';
 
 // Inside a directory of the test's own (mode 0700), so that opening the data directory up exposes nothing.
@@ -68,5 +68,30 @@ describe.skipIf(process.platform === 'win32')('the modes of DATA_DIR and its dat
     chmodSync(dataDir, 0o700);
     chmodSync(file, 0o600);
     expect(await startUpWarnings(dataDir)).toEqual([]);
+  });
+});
+
+describe.skipIf(process.platform === 'win32')('the advice for a store path this process may not write', () => {
+  // Constructed, so that each kind of advice is checked whoever runs the tests (root gets no chown/chmod advice from the OS).
+  const uid = process.getuid!();
+  const stats = (owner: number, mode: number, directory = false) => ({ uid: owner, mode, isDirectory: () => directory });
+  const path = '/srv/gateway data/gateway.db';
+
+  it('is chown and chmod for a file of another owner without the owner write bit, in that order', () => {
+    expect(writeRefusal(path, stats(uid + 1, 0o100400), 'EACCES')).toBe(`chown ${uid} '${path}' && chmod u+w '${path}'`);
+    expect(writeRefusal(path, stats(uid + 1, 0o100600), 'EACCES')).toBe(`chown ${uid} '${path}'`);
+    expect(writeRefusal(path, stats(uid, 0o100400), 'EACCES')).toBe(`chmod u+w '${path}'`);
+    // A directory is written through its entries: it needs the search bit too.
+    expect(writeRefusal('/srv/data', stats(uid, 0o40500, true), 'EACCES')).toBe('chmod u+wx /srv/data');
+    // Its own, writable by its mode, and still refused (an ACL, a security module): nothing to name.
+    expect(writeRefusal(path, stats(uid, 0o100600), 'EACCES')).toBe('let this process write it');
+  });
+
+  it('is chattr for a file the OS refuses whatever its mode (immutable or append-only)', () => {
+    expect(writeRefusal(path, stats(uid + 1, 0o100400), 'EPERM')).toBe(`immutable or append-only; chattr -i -a '${path}'`);
+  });
+
+  it('is a remount for a read-only file system', () => {
+    expect(writeRefusal(path, stats(uid + 1, 0o100400), 'EROFS')).toBe('a read-only file system; remount it read-write');
   });
 });

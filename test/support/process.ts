@@ -35,6 +35,8 @@ export interface SpawnOptions {
   timeoutMs?: number;
   /** Extra node options, e.g. `--cpu-prof`. */
   nodeArgs?: string[];
+  /** Run as this user and group instead of the test's (which must then be root). */
+  user?: { uid: number; gid: number };
 }
 
 async function healthy(baseUrl: string): Promise<boolean> {
@@ -91,8 +93,8 @@ export async function spawnGateway(env: Record<string, string>, timeoutMsOrOptio
  * What a gateway started with `env` wrote before it exited, when it failed to start; 'started' if it started
  * (it is then killed).
  */
-export async function startFailureOf(env: Record<string, string>): Promise<string> {
-  return spawnGateway(env).then(
+export async function startFailureOf(env: Record<string, string>, options: SpawnOptions = {}): Promise<string> {
+  return spawnGateway(env, options).then(
     async (started) => {
       started.child.kill('SIGKILL');
       await started.exited;
@@ -103,9 +105,10 @@ export async function startFailureOf(env: Record<string, string>): Promise<strin
 }
 
 async function spawnOnce(env: Record<string, string>, options: SpawnOptions, healthzPort?: number): Promise<GatewayProcess> {
-  const { entry = 'src/main.ts', listeningMessage = 'campaign-gateway is listening', timeoutMs = 30_000, nodeArgs = [] } = options;
+  const { entry = 'src/main.ts', listeningMessage = 'campaign-gateway is listening', timeoutMs = 30_000, nodeArgs = [], user } = options;
   const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', entry], {
     cwd: ROOT,
+    ...user,
     env: {
       PATH: process.env.PATH ?? '',
       HOME: process.env.HOME ?? '/tmp',

@@ -47,7 +47,7 @@ export function sharedStorePaths(filename: string, platform: NodeJS.Platform = p
 }
 
 /** Why the OS refused to let this process write `path`, and what to do about it. */
-function writeRefusal(path: string, stats: Stats, code: string | undefined): string {
+export function writeRefusal(path: string, stats: Pick<Stats, 'uid' | 'mode' | 'isDirectory'>, code: string | undefined): string {
   const word = shellWord(path);
   if (code === 'EROFS') return 'a read-only file system; remount it read-write';
   if (code === 'EPERM') return `immutable or append-only; chattr -i -a ${word}`;
