@@ -1,5 +1,5 @@
 import { execFile, execFileSync, spawnSync } from 'node:child_process';
-import { accessSync, chmodSync, chownSync, constants, existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, chmodSync, chownSync, constants, existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -171,9 +171,12 @@ describe.skipIf(process.platform === 'win32')('starting on DATA_DIR', () => {
     const refusal = `campaign-gateway: failed to start: another gateway process uses DATA_DIR ${dir} (it holds ${join(dir, 'gateway.lock')})`;
     expect(await startFailureOf(env)).toContain(refusal);
     expect(await cli(dir, ['workspaces', 'create', 'beside the gateway'])).toEqual({ code: 0, stderr: '' });
+    // The lock's transaction writes nothing, so no journal sits beside it, nor is left by a process killed.
+    expect(readdirSync(dir).filter((name) => name.startsWith('gateway.lock'))).toEqual(['gateway.lock']);
 
     first.child.kill('SIGKILL');
     await first.exited;
+    expect(readdirSync(dir).filter((name) => name.startsWith('gateway.lock'))).toEqual(['gateway.lock']);
     const afterKill = await spawn(env);
     expect(await startFailureOf(env)).toContain(refusal);
     afterKill.child.kill('SIGTERM');
