@@ -12,11 +12,12 @@ import { RateLimiterEventBudget } from './adapters/rate-limiter-event-budget.js'
 import { RateLimiterQuota } from './adapters/rate-limiter-quota.js';
 import { RedisLimiters } from './adapters/redis/limiters.js';
 import { backupSqliteStore } from './adapters/sqlite/backup.js';
+import { whenDataDirFree } from './adapters/sqlite/data-dir-lock.js';
 import { sharedStorePaths } from './adapters/sqlite/file-modes.js';
 import { SqliteStore } from './adapters/sqlite/store.js';
 import { StoreCampaignReader } from './adapters/store-campaign-reader.js';
 import { UpstreamPacer } from './adapters/upstream-pacer.js';
-import type { Config } from './config.js';
+import { longestStopMs, type Config } from './config.js';
 import { AdminService } from './domain/admin.js';
 import { DownloadSlots } from './domain/download-slots.js';
 import {
@@ -91,10 +92,18 @@ export interface StoreOptions {
   /** Each adapter's migrations in place of this version's: how tests stand for a gateway of another version. */
   migrations?: { sqlite?: readonly string[]; postgres?: readonly string[] };
   /**
-   * The gateway's: refuse to open an embedded store while another gateway process has it, and hold it until closed.
-   * The CLI does not, so that it works beside the gateway.
+   * The gateway's: hold an embedded store's DATA_DIR until closed, refusing to open it while another gateway process
+   * has it, once that one has had `waitMs` to exit (`onWait` is told when the wait starts). The CLI does not hold it,
+   * so that it works beside the gateway.
    */
-  holdDataDir?: boolean;
+  holdDataDir?: { waitMs: number; onWait: (message: string) => void };
+}
+
+function openSqliteStore(filename: string, options: StoreOptions): SqliteStore | Promise<SqliteStore> {
+  const { holdDataDir } = options;
+  const open = () =>
+    new SqliteStore({ filename, onWriterRestart: options.onWriterRestart, migrations: options.migrations?.sqlite, holdDataDir: holdDataDir !== undefined });
+  return holdDataDir ? whenDataDirFree(open, holdDataDir.waitMs, holdDataDir.onWait) : open();
 }
 
 /** PostgreSQL when DATABASE_URL is set (several instances can share it), the embedded SQLite file otherwise. */
@@ -103,7 +112,7 @@ export async function createStore(config: Config, options: StoreOptions): Promis
   const store =
     filename === null
       ? new PostgresStore({ connectionString: config.databaseUrl!, migrations: options.migrations?.postgres })
-      : new SqliteStore({ filename, onWriterRestart: options.onWriterRestart, migrations: options.migrations?.sqlite, holdDataDir: options.holdDataDir });
+      : await openSqliteStore(filename, options);
   try {
     const started = performance.now();
     const versions = await store.migrate(options.olderSchema);
@@ -186,7 +195,8 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     overrides.store ??
     (await createStore(config, {
       olderSchema: 'upgrade',
-      holdDataDir: true,
+      // A gateway still stopping on DATA_DIR (a rolling restart) is waited for as long as its stop may take.
+      holdDataDir: { waitMs: longestStopMs(config), onWait: (message) => process.stderr.write(`campaign-gateway: ${message}\n`) },
       onWriterRestart: (error) => storeLog?.error({ err: error }, 'the SQLite writer thread died; a new one took over'),
       onUpgrade: (done) => (upgrade = done),
     }));

@@ -216,6 +216,9 @@ function dataDir(env: Env, databaseUrl: string | null): string {
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
+/** The longest a gateway takes to stop once signalled: the drain, the grace, then 5 s for closing the rest. */
+export const longestStopMs = (config: Config): number => config.shutdownDrainMs + config.shutdownGraceMs + 5000;
+
 export function loadConfig(env: Env = process.env): Config {
   const nodeEnv = env.NODE_ENV?.trim() || 'development';
   // Anything but the two names of a developer's machine (Production, prod, staging) gets production's safe defaults.

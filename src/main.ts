@@ -1,5 +1,5 @@
 import { buildApp, type App } from './app.js';
-import { ConfigError, loadConfig, type Config } from './config.js';
+import { ConfigError, loadConfig, longestStopMs, type Config } from './config.js';
 import { demoBanner, seedDemoWorkspace } from './seed.js';
 
 let stopping = false;
@@ -14,7 +14,7 @@ function handleStopSignals(app: App, config: Config): void {
     setTimeout(() => {
       app.http.log.error({ drainMs: config.shutdownDrainMs, graceMs: config.shutdownGraceMs }, 'shutdown did not finish in time; exiting');
       process.exit(1);
-    }, config.shutdownDrainMs + config.shutdownGraceMs + 5000).unref();
+    }, longestStopMs(config)).unref();
     app
       .close()
       .then(() => process.exit(0))

@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
+import { createStore } from '../../src/app.js';
+import { loadConfig } from '../../src/config.js';
 import { http, startGateway } from '../support/gateway.js';
 import { spawnGateway, startFailureOf, type GatewayProcess, type SpawnOptions } from '../support/process.js';
 
@@ -164,12 +166,19 @@ describe.skipIf(process.platform === 'win32')('starting on DATA_DIR', () => {
     expect((await http(gateway.baseUrl, 'GET', '/readyz')).body).toMatchObject({ status: 'ready' });
   }, 120_000);
 
-  it('refuses a second gateway on the same DATA_DIR while the first runs, beside which the CLI works, and starts once the first is gone', async () => {
+  // SHUTDOWN_GRACE_SECONDS=1: a second gateway waits 1 s (grace) + 0 s (drain) + 5 s for the first to stop.
+  const WAITING = 'waiting up to 6 s for it to exit';
+
+  it('waits for a second gateway on the same DATA_DIR as long as the first may take to stop, then refuses it; the CLI works beside', async () => {
     const dir = dataDir();
-    const env = { DATA_DIR: dir, SEED_DEMO: 'false' };
+    const env = { DATA_DIR: dir, SEED_DEMO: 'false', SHUTDOWN_GRACE_SECONDS: '1' };
     const first = await spawn(env);
-    const refusal = `campaign-gateway: failed to start: another gateway process uses DATA_DIR ${dir} (it holds ${join(dir, 'gateway.lock')})`;
-    expect(await startFailureOf(env)).toContain(refusal);
+    const lock = join(dir, 'gateway.lock');
+    const said = `campaign-gateway: another gateway process holds DATA_DIR ${dir} (${lock}): ${WAITING}\n`;
+    const refusal = `campaign-gateway: failed to start: another gateway process uses DATA_DIR ${dir} (it holds ${lock})`;
+    const refused = await startFailureOf(env);
+    expect(refused).toContain(refusal);
+    expect(refused.split(said)).toHaveLength(2);
     expect(await cli(dir, ['workspaces', 'create', 'beside the gateway'])).toEqual({ code: 0, stderr: '' });
     // The lock's transaction writes nothing, so no journal sits beside it, nor is left by a process killed.
     expect(readdirSync(dir).filter((name) => name.startsWith('gateway.lock'))).toEqual(['gateway.lock']);
@@ -184,12 +193,41 @@ describe.skipIf(process.platform === 'win32')('starting on DATA_DIR', () => {
     await spawn(env);
   }, 120_000);
 
-  it('is held by a gateway in this process until it is closed', async () => {
+  it('starts a second gateway begun while the first runs once the first stops on SIGTERM', async () => {
     const dir = dataDir();
+    const env = { DATA_DIR: dir, SEED_DEMO: 'false', SHUTDOWN_GRACE_SECONDS: '1' };
+    const first = await spawn(env);
+    let waiting!: () => void;
+    const saidWaiting = new Promise<void>((resolve) => (waiting = resolve));
+    const second = spawn(env, { onOutput: (output) => output.includes(WAITING) && waiting() });
+    // A second refused at once ends the race too, and fails the test.
+    await Promise.race([saidWaiting, second]);
+    first.child.kill('SIGTERM');
+    expect((await first.exited).code).toBe(0);
+    const gateway = await second;
+    expect(gateway.output().split(WAITING)).toHaveLength(2);
+    expect((await http(gateway.baseUrl, 'GET', '/readyz')).body).toMatchObject({ status: 'ready' });
+  }, 120_000);
+
+  it('is held by a gateway in this process until it is closed, and waited for meanwhile', async () => {
+    const dir = dataDir();
+    const config = loadConfig({ DATA_DIR: dir });
+    const told: string[] = [];
+    const open = (waitMs: number, onWait: (message: string) => void = (message) => told.push(message)) =>
+      createStore(config, { olderSchema: 'upgrade', holdDataDir: { waitMs, onWait } });
     const first = await startGateway({ DATA_DIR: dir });
-    await expect(startGateway({ DATA_DIR: dir })).rejects.toThrow(`another gateway process uses DATA_DIR ${dir}`);
+    await expect(open(0)).rejects.toThrow(`another gateway process uses DATA_DIR ${dir}`);
+    expect(told).toEqual([]);
+
+    let waiting!: () => void;
+    const saidWaiting = new Promise<void>((resolve) => (waiting = resolve));
+    const second = open(60_000, (message) => {
+      told.push(message);
+      waiting();
+    });
+    await Promise.race([saidWaiting, second]);
     await first.close();
-    const second = await startGateway({ DATA_DIR: dir });
-    await second.close();
+    await (await second).close();
+    expect(told).toEqual([`another gateway process holds DATA_DIR ${dir} (${join(dir, 'gateway.lock')}): waiting up to 60 s for it to exit`]);
   });
 });

@@ -37,6 +37,8 @@ export interface SpawnOptions {
   nodeArgs?: string[];
   /** Run as this user and group instead of the test's (which must then be root). */
   user?: { uid: number; gid: number };
+  /** Told everything the process printed so far (as output()), each time it prints more: to act while it starts. */
+  onOutput?: (output: string) => void;
 }
 
 async function healthy(baseUrl: string): Promise<boolean> {
@@ -105,7 +107,7 @@ export async function startFailureOf(env: Record<string, string>, options: Spawn
 }
 
 async function spawnOnce(env: Record<string, string>, options: SpawnOptions, healthzPort?: number): Promise<GatewayProcess> {
-  const { entry = 'src/main.ts', listeningMessage = 'campaign-gateway is listening', timeoutMs = 30_000, nodeArgs = [], user } = options;
+  const { entry = 'src/main.ts', listeningMessage = 'campaign-gateway is listening', timeoutMs = 30_000, nodeArgs = [], user, onOutput } = options;
   const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', entry], {
     cwd: ROOT,
     ...user,
@@ -124,6 +126,7 @@ async function spawnOnce(env: Record<string, string>, options: SpawnOptions, hea
   const append = (text: string) => {
     output += text;
     if (output.length > OUTPUT_LIMIT) output = output.slice(-OUTPUT_LIMIT);
+    onOutput?.(output);
   };
   const exited = once(child, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }));
   child.stderr!.on('data', (chunk: Buffer) => append(chunk.toString()));

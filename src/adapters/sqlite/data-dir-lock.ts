@@ -1,16 +1,30 @@
 import { closeSync, constants, openSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 
 /** The file in DATA_DIR that a running gateway holds locked. */
 export const lockFile = (dataDir: string): string => join(dataDir, 'gateway.lock');
 
+/** DATA_DIR is held by another gateway process (or by another store of this one). */
+export class DataDirHeld extends Error {
+  constructor(
+    readonly dataDir: string,
+    readonly file: string,
+  ) {
+    super(
+      `another gateway process uses DATA_DIR ${dataDir} (it holds ${file}): stop it first, or give this one a DATA_DIR of its own ` +
+        '(instances that share a store run on DATABASE_URL)',
+    );
+  }
+}
+
 /**
- * Holds `dataDir` for one gateway process, or throws when another holds it. Two gateways on one embedded store keep
- * jobs consistent, but each keeps its own quota and upstream pace in memory, so the limits would silently be per
- * process. The lock is SQLite's exclusive lock (an OS record lock) on a file of its own, taken by a transaction
- * left open: the OS lets it go when the process ends, however it ends, so a crash leaves nothing to clean up.
- * The store's own files are not locked: the CLI keeps using them while the gateway runs.
+ * Holds `dataDir` for one gateway process, or throws DataDirHeld when another holds it. Two gateways on one embedded
+ * store keep jobs consistent, but each keeps its own quota and upstream pace in memory, so the limits would silently
+ * be per process. The lock is SQLite's exclusive lock (an OS record lock) on a file of its own, taken by a
+ * transaction left open: the OS lets it go when the process ends, however it ends, so a crash leaves nothing to clean
+ * up. The store's own files are not locked: the CLI keeps using them while the gateway runs.
  */
 export function holdDataDir(dataDir: string): { release(): void } {
   const file = lockFile(dataDir);
@@ -21,7 +35,7 @@ export function holdDataDir(dataDir: string): { release(): void } {
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
   }
-  // No busy timeout: a gateway already there is an answer, not a wait.
+  // No busy timeout: waiting is whenDataDirFree's, which lets the event loop run meanwhile.
   const db = new Database(file, { timeout: 0 });
   try {
     // The transaction writes nothing, so it needs no journal; on disk, one would sit beside the lock while the gateway
@@ -32,10 +46,31 @@ export function holdDataDir(dataDir: string): { release(): void } {
   } catch (error) {
     db.close();
     if ((error as { code?: string }).code !== 'SQLITE_BUSY') throw error;
-    throw new Error(
-      `another gateway process uses DATA_DIR ${dataDir} (it holds ${file}): stop it first, or give this one a DATA_DIR of its own ` +
-        '(instances that share a store run on DATABASE_URL)',
-    );
+    throw new DataDirHeld(dataDir, file);
   }
   return { release: () => db.close() };
+}
+
+/** How often a start that finds DATA_DIR held tries again. */
+const RETRY_MS = 100;
+
+/**
+ * `open()`, which holds DATA_DIR (holdDataDir), tried again while another process holds it, for up to `waitMs`: a
+ * replacement started while the old gateway drains and stops (a rolling restart, an orchestrator that overlaps old
+ * and new) starts once the old one is gone, instead of failing into a restart back-off. `onWait` is told once, when
+ * the first try finds it held. After `waitMs`, the last refusal is thrown.
+ */
+export async function whenDataDirFree<T>(open: () => T, waitMs: number, onWait: (message: string) => void): Promise<T> {
+  const deadline = performance.now() + waitMs;
+  let told = false;
+  for (;;) {
+    try {
+      return open();
+    } catch (error) {
+      if (!(error instanceof DataDirHeld) || performance.now() >= deadline) throw error;
+      if (!told) onWait(`another gateway process holds DATA_DIR ${error.dataDir} (${error.file}): waiting up to ${Math.ceil(waitMs / 1000)} s for it to exit`);
+      told = true;
+    }
+    await delay(RETRY_MS);
+  }
 }
