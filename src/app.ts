@@ -89,6 +89,8 @@ export interface StoreOptions {
   onWriterRestart?: (error: Error) => void;
   /** Hears of a store an older version left, brought up to date, and how long that took. */
   onUpgrade?: (upgrade: SchemaVersions & { durationMs: number }) => void;
+  /** Hears why the store's schema could not be checked for parts its version lacks (SchemaVersions.unchecked). */
+  onUnchecked?: (reason: string) => void;
   /** Each adapter's migrations in place of this version's: how tests stand for a gateway of another version. */
   migrations?: { sqlite?: readonly string[]; postgres?: readonly string[] };
   /**
@@ -116,7 +118,8 @@ export async function createStore(config: Config, options: StoreOptions): Promis
   try {
     const started = performance.now();
     const versions = await store.migrate(options.olderSchema);
-    if (versions.from > 0 && versions.from < versions.to) options.onUpgrade?.({ ...versions, durationMs: Math.round(performance.now() - started) });
+    if (versions.from > 0 && versions.from < versions.to) options.onUpgrade?.({ from: versions.from, to: versions.to, durationMs: Math.round(performance.now() - started) });
+    if (versions.unchecked) options.onUnchecked?.(versions.unchecked);
   } catch (error) {
     await store.close();
     throw error;
@@ -191,6 +194,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   let serviceLog: FastifyBaseLogger | undefined;
   // Before the logger exists, the store may bring an older schema up to date: said once the logger is there.
   let upgrade: (SchemaVersions & { durationMs: number }) | undefined;
+  let unchecked: string | undefined;
   const store =
     overrides.store ??
     (await createStore(config, {
@@ -199,6 +203,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       holdDataDir: { waitMs: longestStopMs(config), onWait: (message) => process.stderr.write(`campaign-gateway: ${message}\n`) },
       onWriterRestart: (error) => storeLog?.error({ err: error }, 'the SQLite writer thread died; a new one took over'),
       onUpgrade: (done) => (upgrade = done),
+      onUnchecked: (reason) => (unchecked = reason),
     }));
   const limiters = createLimiterBackend(config, store);
   try {
@@ -296,6 +301,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   upstreamLog = http.log.child({ component: 'upstream' });
   storeLog = http.log.child({ component: 'store' });
   if (upgrade) storeLog.info(upgrade, `upgraded the store's schema from version ${upgrade.from} to ${upgrade.to}`);
+  if (unchecked) storeLog.warn(unchecked);
   // An existing DATA_DIR keeps its mode (one made by hand, or by a version that did not restrict it): said, not changed.
   const storeFile = overrides.store ? null : sqliteFilename(config);
   const shared = storeFile === null ? [] : sharedStorePaths(storeFile);

@@ -52,6 +52,8 @@ export type OlderSchema = 'upgrade' | 'refuse';
 export interface SchemaVersions {
   from: number;
   to: number;
+  /** Why the schema could not be checked for parts its version lacks, and what enables the check; absent when it was. */
+  unchecked?: string;
 }
 
 /**

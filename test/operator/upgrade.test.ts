@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,8 +12,8 @@ import { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import { apiKeyFixture, at, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
 import { startGateway } from '../support/gateway.js';
 import { LogSink } from '../support/log-sink.js';
-import { createTestDatabase, createTestSchema, openPostgresStore, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
-import { startFailureOf } from '../support/process.js';
+import { createTestDatabase, createTestSchema, openPostgresStore, skipWithoutPostgres, TEST_DATABASE_URL, withAdmin } from '../support/postgres.js';
+import { spawnGateway, startFailureOf } from '../support/process.js';
 
 describe('starting on a store a newer gateway has migrated', () => {
   let dir: string;
@@ -251,4 +252,63 @@ describe.skipIf(skipWithoutPostgres)('starting on a PostgreSQL store that claims
       await store.close();
     }
   });
+});
+
+describe.skipIf(skipWithoutPostgres)('starting on PostgreSQL as a role that may not create temporary tables', () => {
+  // Named apart from the cgw_ of API keys, which the log redacts.
+  const name = `notemp_${process.pid}`;
+
+  afterEach(() =>
+    withAdmin(async (client) => {
+      await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await client.query(`DROP ROLE IF EXISTS ${name}`);
+    }),
+  );
+
+  it('starts unchecked, saying once in the log which grant enables the check, and the CLI works too', async () => {
+    // Hardened as some setups are: TEMPORARY, which every role has through PUBLIC by default, revoked.
+    await withAdmin(async (client) => {
+      await client.query(`CREATE ROLE ${name} LOGIN PASSWORD 'hardened'`);
+      await client.query(`CREATE DATABASE ${name}`);
+      await client.query(`REVOKE TEMPORARY ON DATABASE ${name} FROM PUBLIC`);
+    });
+    const url = new URL(TEST_DATABASE_URL!);
+    url.pathname = `/${name}`;
+    await withAdmin((client) => client.query(`GRANT CREATE ON SCHEMA public TO ${name}`), url.toString());
+    [url.username, url.password] = [name, 'hardened'];
+    const env = { DATABASE_URL: url.toString(), SEED_DEMO: 'false' };
+
+    // A new database: nothing to check.
+    const first = await spawnGateway(env);
+    first.child.kill('SIGTERM');
+    expect((await first.exited).code).toBe(0);
+    expect(first.logs.filter((line) => line.level >= 40)).toEqual([]);
+
+    const gateway = await spawnGateway(env);
+    try {
+      expect(gateway.logs.filter((line) => line.level >= 40)).toEqual([
+        expect.objectContaining({
+          level: 40,
+          component: 'store',
+          msg:
+            `the schema was not checked for parts its version lacks: the role ${name} may not create temporary tables in database ${name}, ` +
+            `where the check makes the schema afresh to compare; GRANT TEMPORARY ON DATABASE ${name} TO ${name} enables the check`,
+        }),
+      ]);
+    } finally {
+      gateway.child.kill('SIGTERM');
+      await gateway.exited;
+    }
+
+    // The CLI opens the store as the gateway does, and says nothing of the check.
+    const created = await new Promise<{ code: number | string | null | undefined; stderr: string }>((done) => {
+      execFile(
+        process.execPath,
+        ['--import', 'tsx', 'src/cli/main.ts', 'workspaces', 'create', 'hardened'],
+        { cwd: new URL('../..', import.meta.url), env: { PATH: process.env.PATH ?? '', HOME: tmpdir(), ...env }, timeout: 60_000 },
+        (error, _stdout, stderr) => done({ code: error ? error.code : 0, stderr }),
+      );
+    });
+    expect(created).toEqual({ code: 0, stderr: '' });
+  }, 120_000);
 });

@@ -177,11 +177,27 @@ const objectNames = async (client: pg.ClientBase, namespace: string): Promise<st
   (await client.query(schemaObjectsSql(namespace))).rows.map((row: { object: string }) => row.object);
 
 /**
+ * Why missingSchemaObjects cannot run for the client's role, and the statement that lets it: the role lacks
+ * TEMPORARY on the database, which every role has by default but hardened setups revoke. Null when it can run.
+ */
+export async function schemaCheckRefused(client: pg.ClientBase): Promise<string | null> {
+  const { rows } = await client.query(
+    `SELECT has_database_privilege(current_database(), 'TEMPORARY') AS allowed, quote_ident(current_database()) AS database, quote_ident(current_user) AS role`,
+  );
+  const { allowed, database, role } = rows[0] as { allowed: boolean; database: string; role: string };
+  if (allowed) return null;
+  return (
+    `the schema was not checked for parts its version lacks: the role ${role} may not create temporary tables in database ${database}, ` +
+    `where the check makes the schema afresh to compare; GRANT TEMPORARY ON DATABASE ${database} TO ${role} enables the check`
+  );
+}
+
+/**
  * What `migrations` make that the schema the client's tables are in (its search_path) lacks. The reference is
  * the same migrations applied to the session's temporary schema, in a transaction rolled back, so it needs no
- * privilege beyond the temporary tables every role has by default. Only a database changed by hand, or made by a
- * development build whose migration was later changed in place, lacks anything; its queries would fail one by one
- * while the gateway reported itself ready.
+ * privilege beyond the temporary tables every role has by default (schemaCheckRefused says when it lacks them).
+ * Only a database changed by hand, or made by a development build whose migration was later changed in place,
+ * lacks anything; its queries would fail one by one while the gateway reported itself ready.
  */
 export async function missingSchemaObjects(client: pg.ClientBase, migrations: readonly string[]): Promise<string[]> {
   let reference: string[];

@@ -38,7 +38,7 @@ import {
   type SqlValues,
 } from '../rows.js';
 import { incompleteSchema, schemaRefusal, SchemaVersionRefusal } from '../schema-version.js';
-import { missingSchemaObjects, POSTGRES_MIGRATIONS } from './migrations.js';
+import { missingSchemaObjects, POSTGRES_MIGRATIONS, schemaCheckRefused } from './migrations.js';
 import { startupFailure } from './outage.js';
 import { clientConfig, createPool, queriesOf, transaction, type PostgresOptions, type Queryable } from './pool.js';
 
@@ -130,8 +130,10 @@ export class PostgresStore implements GatewayStore {
       const database = 'the PostgreSQL database in DATABASE_URL';
       const refusal = schemaRefusal(database, current, migrations.length, older);
       if (refusal) throw refusal;
-      // Checked before any upgrade, so that a database refused is left as it was found.
-      const missing = current === 0 ? [] : await missingSchemaObjects(client, migrations.slice(0, current));
+      // Checked before any upgrade, so that a database refused is left as it was found. A role that may not make the
+      // check still starts: the check guards against rare damage, and refusing would stop a working gateway.
+      const unchecked = current === 0 ? null : await schemaCheckRefused(client);
+      const missing = current === 0 || unchecked ? [] : await missingSchemaObjects(client, migrations.slice(0, current));
       if (missing.length > 0) {
         throw incompleteSchema(
           database,
@@ -153,7 +155,7 @@ export class PostgresStore implements GatewayStore {
           throw error;
         }
       }
-      return { from: current, to: migrations.length };
+      return { from: current, to: migrations.length, ...(unchecked ? { unchecked } : {}) };
     } catch (error) {
       // The database works; it holds a schema this version must not use as it is.
       if (error instanceof SchemaVersionRefusal) throw error;
