@@ -1,8 +1,19 @@
+import { constants } from 'node:os';
 import { buildApp, type App } from './app.js';
 import { ConfigError, loadConfig, longestStopMs, type Config } from './config.js';
 import { demoBanner, seedDemoWorkspace } from './seed.js';
 
 let stopping = false;
+
+/**
+ * SIGTERM/SIGINT before the app exists (it may be waiting for another gateway to free DATA_DIR): nothing to close
+ * yet, so start-up ends at once. Without a handler the signal would do the same, except as PID 1 in a container,
+ * where a signal without a handler is ignored and the stop would wait for the whole start-up.
+ */
+function stopStarting(signal: 'SIGTERM' | 'SIGINT'): void {
+  process.stderr.write(`campaign-gateway: stopped by ${signal} before it started\n`);
+  process.exit(128 + constants.signals[signal]);
+}
 
 /** SIGTERM/SIGINT: close the app (the drain, then the grace period for requests and jobs), then exit. */
 function handleStopSignals(app: App, config: Config): void {
@@ -23,12 +34,14 @@ function handleStopSignals(app: App, config: Config): void {
         process.exit(1);
       });
   };
+  process.off('SIGTERM', stopStarting).off('SIGINT', stopStarting);
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
 async function main(): Promise<void> {
   const config = loadConfig();
+  process.on('SIGTERM', stopStarting).on('SIGINT', stopStarting);
   const app = await buildApp(config);
   // Before the port opens: from then on a signal stops gracefully instead of ending the process at once,
   // in-flight requests with it.

@@ -209,6 +209,24 @@ describe.skipIf(process.platform === 'win32')('starting on DATA_DIR', () => {
     expect((await http(gateway.baseUrl, 'GET', '/readyz')).body).toMatchObject({ status: 'ready' });
   }, 120_000);
 
+  it('ends a start still waiting for DATA_DIR at once on SIGTERM, saying so', async () => {
+    const dir = dataDir();
+    const env = { DATA_DIR: dir, SEED_DEMO: 'false', SHUTDOWN_GRACE_SECONDS: '1' };
+    await spawn(env);
+    let signalled = false;
+    const failure = await startFailureOf(env, {
+      onOutput: (output, child) => {
+        if (signalled || !output.includes(WAITING)) return;
+        signalled = true;
+        child.kill('SIGTERM');
+      },
+    });
+    // Exit code 143 (128 + SIGTERM), as a shell reports a process the signal ended, but with a word on why.
+    expect(failure).toContain('exited with 143 before listening');
+    expect(failure).toContain('campaign-gateway: stopped by SIGTERM before it started\n');
+    expect(failure).not.toContain('failed to start');
+  }, 120_000);
+
   it('is held by a gateway in this process until it is closed, and waited for meanwhile', async () => {
     const dir = dataDir();
     const config = loadConfig({ DATA_DIR: dir });

@@ -38,7 +38,7 @@ export interface SpawnOptions {
   /** Run as this user and group instead of the test's (which must then be root). */
   user?: { uid: number; gid: number };
   /** Told everything the process printed so far (as output()), each time it prints more: to act while it starts. */
-  onOutput?: (output: string) => void;
+  onOutput?: (output: string, child: ChildProcess) => void;
 }
 
 async function healthy(baseUrl: string): Promise<boolean> {
@@ -126,7 +126,7 @@ async function spawnOnce(env: Record<string, string>, options: SpawnOptions, hea
   const append = (text: string) => {
     output += text;
     if (output.length > OUTPUT_LIMIT) output = output.slice(-OUTPUT_LIMIT);
-    onOutput?.(output);
+    onOutput?.(output, child);
   };
   const exited = once(child, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }));
   child.stderr!.on('data', (chunk: Buffer) => append(chunk.toString()));
