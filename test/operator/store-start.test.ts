@@ -54,6 +54,7 @@ function chattrWorks(dir: string): boolean {
   try {
     execFileSync('chattr', ['+i', probe], { stdio: 'ignore' });
   } catch {
+    rmSync(probe);
     return false;
   }
   try {

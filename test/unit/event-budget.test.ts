@@ -11,13 +11,16 @@ describe('the event budget', () => {
   });
 
   it('grants every event while its store fails: a refusal is still worth recording', async () => {
-    // Never connected, and sending nothing until it is: every command fails at once with an Error.
+    // Closed before it ever connects: every command fails at once with an Error, and none connects it (a lazy
+    // client's first command would otherwise open a connection to whatever Redis listens on the default port).
     const client = new Redis({ lazyConnect: true, enableOfflineQueue: false });
+    client.disconnect();
     try {
       const limiter = new RateLimiterRedis({ storeClient: client, points: 1, duration: 60 });
       await expect(limiter.consume('ws')).rejects.toBeInstanceOf(Error);
       const budget = new RateLimiterEventBudget(limiter);
       expect([await budget.take('ws'), await budget.take('ws')]).toEqual([true, true]);
+      expect(client.status).toBe('end');
     } finally {
       client.disconnect();
     }
