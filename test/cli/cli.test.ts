@@ -2,7 +2,6 @@ import { execFile } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import Database from 'better-sqlite3';
@@ -16,11 +15,11 @@ import { AdminService } from '../../src/domain/admin.js';
 import { systemClock, type Clock } from '../../src/domain/ports.js';
 import { graphql, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
 import { ManualClock } from '../support/clock.js';
+import { cliProcess } from '../support/cli.js';
 import { createTestDatabase, TEST_DATABASE_URL, withAdmin } from '../support/postgres.js';
 import { rest } from '../support/transports.js';
 
 const KEY = /cgw_[0-9A-Za-z]{38}/g;
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 /** The CLI run in this process, with what it prints. */
 async function runCaptured(argv: string[], io: Omit<CliIo, 'stdout' | 'stderr'>) {
@@ -38,16 +37,6 @@ describe('the CLI', () => {
   /** The CLI run at the time `at` says, which is the gateway's unless a test needs another, on the gateway's store unless told. */
   const cliAt = (at: Clock, argv: string[], dir = dataDir) => runCaptured(argv, { env: { DATA_DIR: dir }, clock: at });
   const cli = (...argv: string[]) => cliAt(clock, argv);
-  /** The CLI as its own process, as `npm run cli` starts it, on the gateway's store. */
-  const cliProcess = (argv: string[]) =>
-    new Promise<{ code: number | string | null | undefined; stdout: string; stderr: string }>((done) => {
-      execFile(
-        process.execPath,
-        ['--import', 'tsx', 'src/cli/main.ts', ...argv],
-        { cwd: ROOT, env: { ...process.env, DATA_DIR: dataDir, NODE_OPTIONS: '' }, timeout: 60_000 },
-        (error, stdout, stderr) => done({ code: error ? error.code : EXIT.ok, stdout, stderr }),
-      );
-    });
   const cliJsonAt = async (at: Clock, argv: string[]) => {
     const result = await cliAt(at, [...argv, '--json']);
     expect(result).toMatchObject({ code: EXIT.ok, stderr: '' });
@@ -226,7 +215,7 @@ describe('the CLI', () => {
       // "none", the default overlap, given as such.
       [['keys', 'rotate', created.id, '--overlap', '0'], EXIT.ok],
     ];
-    const results = await Promise.all(cases.map(([argv]) => cliProcess(argv)));
+    const results = await Promise.all(cases.map(([argv]) => cliProcess(argv, { DATA_DIR: dataDir })));
     expect(results.map(({ code }) => code)).toEqual(cases.map(([, code]) => code));
     for (const { code, stderr } of results) {
       if (code !== EXIT.ok) expect(stderr).toMatch(/^campaign-gateway: [^\n]+\n$/);

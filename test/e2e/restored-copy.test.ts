@@ -1,16 +1,12 @@
-import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
+import { cliProcess } from '../support/cli.js';
 import { waitFor } from '../support/gateway.js';
 import { spawnGateway, startFailureOf, type GatewayProcess } from '../support/process.js';
 import { rest } from '../support/transports.js';
-
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 /** A store backup restored in place of the database of a real gateway process, and that gateway started on it again. */
 describe('a gateway started on a restored backup', () => {
@@ -56,11 +52,8 @@ describe('a gateway started on a restored backup', () => {
 
   /** `store backup` as an operator runs it, while the gateway runs: the restore steps it prints name the files. */
   async function backUp({ env, backup, file }: Started) {
-    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'store', 'backup', backup], {
-      cwd: ROOT,
-      env: { ...process.env, ...env, NODE_OPTIONS: '' },
-      timeout: 60_000,
-    });
+    const { code, stdout } = await cliProcess(['store', 'backup', backup], env);
+    expect(code).toBe(0);
     expect(stdout).toContain(`delete ${file}-wal and ${file}-shm (either may be missing), put the copy in place of ${file}, then start the gateways`);
   }
 

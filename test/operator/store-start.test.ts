@@ -1,4 +1,4 @@
-import { execFile, execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { accessSync, chmodSync, chownSync, constants, existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createStore } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
+import { cliProcess } from '../support/cli.js';
 import { http, startGateway } from '../support/gateway.js';
 import { spawnGateway, startFailureOf, type GatewayProcess, type SpawnOptions } from '../support/process.js';
 
@@ -91,15 +92,7 @@ function unwritableHere(dataDir: string): Unwritable | string {
 }
 
 /** The CLI as its own process on `dataDir`. */
-const cli = (dataDir: string, argv: string[], user?: { uid: number; gid: number }) =>
-  new Promise<{ code: number | string | null | undefined; stderr: string }>((done) => {
-    execFile(
-      process.execPath,
-      ['--import', 'tsx', 'src/cli/main.ts', ...argv],
-      { cwd: ROOT, env: { PATH: process.env.PATH ?? '', HOME: tmpdir(), DATA_DIR: dataDir }, timeout: 60_000, ...user },
-      (error, _stdout, stderr) => done({ code: error ? error.code : 0, stderr }),
-    );
-  });
+const cli = (dataDir: string, argv: string[], user?: { uid: number; gid: number }) => cliProcess(argv, { DATA_DIR: dataDir }, user);
 
 describe.skipIf(process.platform === 'win32')('starting on DATA_DIR', () => {
   const dirs: string[] = [];
@@ -154,7 +147,7 @@ describe.skipIf(process.platform === 'win32')('starting on DATA_DIR', () => {
     );
     // The CLI opens the store as the gateway does.
     const listed = await cli(dir, ['workspaces', 'list'], user);
-    expect(listed).toEqual({ code: 1, stderr: expect.stringContaining(`campaign-gateway: the embedded store is not writable by this process (uid ${uid})`) });
+    expect(listed).toMatchObject({ code: 1, stderr: expect.stringContaining(`campaign-gateway: the embedded store is not writable by this process (uid ${uid})`) });
 
     // The file made writable again, its -wal and -shm still not.
     way.undo(file);
@@ -180,7 +173,7 @@ describe.skipIf(process.platform === 'win32')('starting on DATA_DIR', () => {
     const refused = await startFailureOf(env);
     expect(refused).toContain(refusal);
     expect(refused.split(said)).toHaveLength(2);
-    expect(await cli(dir, ['workspaces', 'create', 'beside the gateway'])).toEqual({ code: 0, stderr: '' });
+    expect(await cli(dir, ['workspaces', 'create', 'beside the gateway'])).toMatchObject({ code: 0, stderr: '' });
     // The lock's transaction writes nothing, so no journal sits beside it, nor is left by a process killed.
     expect(readdirSync(dir).filter((name) => name.startsWith('gateway.lock'))).toEqual(['gateway.lock']);
 

@@ -1,4 +1,3 @@
-import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +9,7 @@ import { insertStatement, newJobToRow } from '../../src/adapters/rows.js';
 import { missingSchemaObjects, SQLITE_MIGRATIONS } from '../../src/adapters/sqlite/migrations.js';
 import { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import { apiKeyFixture, at, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
+import { cliProcess } from '../support/cli.js';
 import { startGateway } from '../support/gateway.js';
 import { LogSink } from '../support/log-sink.js';
 import { createTestDatabase, createTestSchema, openPostgresStore, skipWithoutPostgres, TEST_DATABASE_URL, withAdmin } from '../support/postgres.js';
@@ -301,14 +301,7 @@ describe.skipIf(skipWithoutPostgres)('starting on PostgreSQL as a role that may 
     }
 
     // The CLI opens the store as the gateway does, and says nothing of the check.
-    const created = await new Promise<{ code: number | string | null | undefined; stderr: string }>((done) => {
-      execFile(
-        process.execPath,
-        ['--import', 'tsx', 'src/cli/main.ts', 'workspaces', 'create', 'hardened'],
-        { cwd: new URL('../..', import.meta.url), env: { PATH: process.env.PATH ?? '', HOME: tmpdir(), ...env }, timeout: 60_000 },
-        (error, _stdout, stderr) => done({ code: error ? error.code : 0, stderr }),
-      );
-    });
-    expect(created).toEqual({ code: 0, stderr: '' });
+    const created = await cliProcess(['workspaces', 'create', 'hardened'], env);
+    expect(created).toMatchObject({ code: 0, stderr: '' });
   }, 120_000);
 });
