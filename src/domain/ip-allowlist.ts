@@ -72,13 +72,19 @@ export function coversEveryAddress(ranges: readonly string[]): boolean {
   return covers(IPV4_MAPPED_START, IPV4_MAPPED_START + 0xffffffffn) || covers(0n, (1n << IPV6_BITS) - 1n);
 }
 
-/** Whether the client address is inside one of the ranges. IPv4-mapped IPv6 addresses count as IPv4. */
+/**
+ * Whether the client address is inside one of the ranges. IPv4-mapped IPv6 addresses count as IPv4, and an IPv4
+ * address is inside an IPv4-mapped range that holds it (`::ffff:10.0.0.0/104`), as fastify's own proxy check has it.
+ */
 export function isAllowedIp(ip: string, ranges: readonly string[]): boolean {
   if (!ipaddr.isValid(ip)) return false;
   const address = ipaddr.process(ip);
   return ranges.some((text) => {
     const range = parseEntry(text);
-    return range !== null && range[0].kind() === address.kind() && address.match(range);
+    if (range === null) return false;
+    if (range[0].kind() === address.kind()) return address.match(range);
+    const mappedRange = range[0].kind() === 'ipv6' && range[1] >= 96 && (range[0] as ipaddr.IPv6).isIPv4MappedAddress();
+    return mappedRange && (address as ipaddr.IPv4).toIPv4MappedAddress().match(range);
   });
 }
 
@@ -93,6 +99,16 @@ export function withoutPort(address: string): string {
   const match = IPV4_WITH_PORT.exec(address) ?? IPV6_WITH_PORT.exec(address);
   return match && ipaddr.isValid(match[1]) ? match[1] : address;
 }
+
+/**
+ * fastify's `trustProxy` for the proxies' ranges: whether an address, the TCP peer or an X-Forwarded-For entry, is
+ * one of the proxies. An entry is checked without the port a load balancer may append to it: with the port it is no
+ * address, so fastify's own check of the ranges distrusted it and took the inner proxy for the client.
+ */
+export const trustedProxies =
+  (ranges: readonly string[]) =>
+  (address: string): boolean =>
+    isAllowedIp(withoutPort(address), ranges);
 
 /**
  * The network a client address stands for when counting what it does: an IPv4 address is one client, an

@@ -15,6 +15,7 @@ import Fastify, {
 import type { DocumentNode, GraphQLFormattedError } from 'graphql';
 import type { Config } from '../config.js';
 import { GatewayError, internalCause, unavailableCause } from '../domain/errors.js';
+import { trustedProxies } from '../domain/ip-allowlist.js';
 import type { Clock, Quota } from '../domain/ports.js';
 import type { GatewayService } from '../domain/service.js';
 import { createApollo, graphqlErrorBody } from '../graphql/apollo.js';
@@ -98,7 +99,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
       requestTimeout: config.requestTimeoutMs,
       connectionsCheckingInterval: Math.min(30_000, config.requestTimeoutMs / 4),
     },
-    trustProxy: config.trustProxy,
+    trustProxy: config.trustProxy && trustedProxies(config.trustProxy),
     forceCloseConnections: 'idle',
     // Requests that arrive while closing are refused by the hook below, in the gateway's shape, not fastify's.
     return503OnClosing: false,

@@ -166,7 +166,8 @@ describe('API keys', () => {
         permissions: ['campaigns.duplicate'],
         allowedCidrs: ['10.0.0.0/8', '2001:db8::/32'],
       });
-      for (const inside of ['10.1.2.3', '2001:db8:0:1::7']) expect((await duplicate(client, created.key, xff(inside))).code).toBeNull();
+      // The last entry a proxy in front appended with its port, '127.0.0.1:3333', is that proxy, not the caller.
+      for (const inside of ['10.1.2.3', '2001:db8:0:1::7', '10.1.2.3, 127.0.0.1:3333']) expect((await duplicate(client, created.key, xff(inside))).code).toBeNull();
       for (const outside of ['192.0.2.1', '2001:db9::1', '::ffff:11.0.0.1']) {
         expect(await duplicate(client, created.key, xff(outside))).toMatchObject({ status: 403, code: 'FORBIDDEN' });
       }

@@ -8,9 +8,10 @@ const LIMIT = 5;
 const AUTHENTICATION_BLOCKED = 'Too many failed authentications from this address; retry later';
 
 describe.each([
-  { trust: '127.0.0.1', label: 'TRUST_PROXY=<the proxy address>' },
-  { trust: '10.0.0.0/8, 127.0.0.0/8, ::1', label: 'TRUST_PROXY=<the proxies\' ranges>' },
-])('failed authentications behind a trusted proxy ($label)', ({ trust }) => {
+  { trust: '127.0.0.1', label: 'TRUST_PROXY=<the proxy address>', innerProxies: ['127.0.0.1'] },
+  { trust: '10.0.0.0/8, 127.0.0.0/8, ::1', label: 'TRUST_PROXY=<the proxies\' ranges>', innerProxies: ['10.0.0.5', '[::1]'] },
+  { trust: '::ffff:127.0.0.0/104, ::ffff:10.0.0.0/104', label: 'TRUST_PROXY=<IPv4-mapped ranges>', innerProxies: ['10.0.0.5'] },
+])('failed authentications behind a trusted proxy ($label)', ({ trust, innerProxies }) => {
   let gw: TestGateway;
   let ws: TestWorkspace;
   let revokedKey: string;
@@ -87,6 +88,21 @@ describe.each([
     expect(accepted.status).toBe(202);
     const job = await gw.app.store.getJob(ws.workspace.id, accepted.response.body.job_id);
     expect(job?.ip).toBe(other.replace(/^\[|\]$/g, ''));
+  });
+
+  it.each(innerProxies)('sees through a trusted inner proxy (%s) whose entry the outer one wrote with its port', async (proxy) => {
+    const [attacker, other] = [`198.51.100.${innerProxies.indexOf(proxy) * 2 + 20}`, `198.51.100.${innerProxies.indexOf(proxy) * 2 + 21}`];
+    const through = (client: string) => `${client}, ${proxy}:3333`;
+    for (let index = 0; index < LIMIT; index += 1) {
+      expect((await attempt(transports[index % 2], from(through(attacker), bearer(generateApiKey())))).status).toBe(401);
+    }
+    for (const client of transports) {
+      expect(await attempt(client, from(through(attacker), bearer(ws.key)))).toMatchObject({ status: 429, code: 'RATE_LIMITED' });
+      // Another client behind the same proxies is not blocked, and its job records its own address.
+      const accepted = await attempt(client, from(through(other), bearer(ws.key)));
+      expect(accepted.jobId).not.toBeNull();
+      expect((await gw.app.store.getJob(ws.workspace.id, accepted.jobId!))?.ip).toBe(other);
+    }
   });
 
   it('does not count a valid key refused a permission as a failed authentication', async () => {
