@@ -1,4 +1,4 @@
-import { chmodSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, chownSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -25,6 +25,39 @@ describe.skipIf(process.platform === 'win32')('the modes of DATA_DIR and its dat
     expect(await startUpWarnings(dataDir)).toEqual([]);
     expect(modeOf(dataDir)).toBe(0o700);
     expect(modeOf(join(dataDir, 'gateway.db'))).toBe(0o600);
+    expect(modeOf(join(dataDir, 'gateway.lock'))).toBe(0o600);
+  });
+
+  it('makes its own lock file 0600 again: others who may open it may lock it, and no gateway would start', async () => {
+    const dataDir = join(root, 'copied-lock');
+    const lock = join(dataDir, 'gateway.lock');
+    await startUpWarnings(dataDir);
+    chmodSync(dataDir, 0o755);
+    chmodSync(lock, 0o644);
+    expect(sharedStorePaths(join(dataDir, 'gateway.db'))).toEqual([
+      { path: dataDir, mode: '0755', fix: `chmod 700 ${dataDir}` },
+      { path: lock, mode: '0644', fix: `chmod 600 ${lock}` },
+    ]);
+
+    expect((await startUpWarnings(dataDir)).map((warning) => warning.paths)).toEqual([[{ path: dataDir, mode: '0755', fix: `chmod 700 ${dataDir}` }]]);
+    expect(modeOf(lock)).toBe(0o600);
+  });
+
+  it.skipIf(process.getuid?.() !== 0)("names a lock file of another owner that others may open, and leaves it as it is", async () => {
+    const dataDir = join(root, 'foreign-lock');
+    const lock = join(dataDir, 'gateway.lock');
+    await startUpWarnings(dataDir);
+    chmodSync(dataDir, 0o755);
+    chmodSync(lock, 0o644);
+    chownSync(lock, 65534, 65534);
+
+    expect((await startUpWarnings(dataDir)).map((warning) => warning.paths)).toEqual([
+      [
+        { path: dataDir, mode: '0755', fix: `chmod 700 ${dataDir}` },
+        { path: lock, mode: '0644', fix: `chmod 600 ${lock}` },
+      ],
+    ]);
+    expect(modeOf(lock)).toBe(0o644);
   });
 
   it('are kept when other users may read them (an older layout), with one warning that names each path, its mode and the fix', async () => {

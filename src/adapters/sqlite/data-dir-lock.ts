@@ -1,4 +1,4 @@
-import { closeSync, constants, openSync } from 'node:fs';
+import { chmodSync, closeSync, constants, openSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import Database from 'better-sqlite3';
@@ -34,6 +34,7 @@ export function holdDataDir(dataDir: string): { release(): void } {
     closeSync(openSync(file, constants.O_RDONLY | constants.O_CREAT | constants.O_EXCL, 0o600));
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    keepPrivate(file);
   }
   // No busy timeout: waiting is whenDataDirFree's, which lets the event loop run meanwhile.
   const db = new Database(file, { timeout: 0 });
@@ -49,6 +50,16 @@ export function holdDataDir(dataDir: string): { release(): void } {
     throw new DataDirHeld(dataDir, file);
   }
   return { release: () => db.close() };
+}
+
+/**
+ * An existing lock file made 0600 when this process owns it (one copied with `cp` is 0644): a local user who can open
+ * it can take a shared lock on it, and no gateway starts while one is held. By its path, for the reason above: no
+ * descriptor of it may be closed. One owned by another user is left to the start-up warning (sharedStorePaths).
+ */
+function keepPrivate(file: string): void {
+  const stats = statSync(file);
+  if (stats.uid === process.getuid?.() && (stats.mode & 0o077) !== 0) chmodSync(file, 0o600);
 }
 
 /** How often a start that finds DATA_DIR held tries again. */

@@ -1,5 +1,6 @@
 import { accessSync, constants, statSync, type Stats } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { lockFile } from './data-dir-lock.js';
 
 /** A path of the embedded store that other users of the machine may read or write, and the command that closes it. */
 export interface SharedStorePath {
@@ -30,10 +31,11 @@ const shared = (path: string, mode: number, privateMode: string): SharedStorePat
 });
 
 /**
- * The database file's directory and the file itself, where other users of the machine can reach them: the
- * store holds key hashes and security events. The file counts only when the directory lets them through to
- * it, so a file left 0644 in a 0700 directory is nothing to warn about. None on Windows, where modes mean
- * nothing, and none for a path not there.
+ * The database file's directory, the file itself and the gateway's lock file, where other users of the machine
+ * can reach them: the store holds key hashes and security events, and a lock file they can open they can lock,
+ * which stops the gateway starting. A file counts only when the directory lets them through to it, so a file left
+ * 0644 in a 0700 directory is nothing to warn about. None on Windows, where modes mean nothing, and none for a
+ * path not there.
  */
 export function sharedStorePaths(filename: string, platform: NodeJS.Platform = process.platform): SharedStorePath[] {
   if (platform === 'win32') return [];
@@ -41,9 +43,11 @@ export function sharedStorePaths(filename: string, platform: NodeJS.Platform = p
   const directory = dirname(file);
   const directoryMode = modeOf(directory);
   if (directoryMode === undefined || (directoryMode & SHARED_BITS) === 0) return [];
-  const fileMode = modeOf(file);
-  const fileReachable = (directoryMode & TRAVERSABLE_BITS) !== 0 && fileMode !== undefined && (fileMode & FILE_SHARED_BITS) !== 0;
-  return [shared(directory, directoryMode, '700'), ...(fileReachable ? [shared(file, fileMode, '600')] : [])];
+  const reachable = [file, lockFile(directory)].flatMap((path) => {
+    const mode = modeOf(path);
+    return (directoryMode & TRAVERSABLE_BITS) !== 0 && mode !== undefined && (mode & FILE_SHARED_BITS) !== 0 ? [shared(path, mode, '600')] : [];
+  });
+  return [shared(directory, directoryMode, '700'), ...reachable];
 }
 
 /** Why the OS refused to let this process write `path`, and what to do about it. */
