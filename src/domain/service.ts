@@ -498,12 +498,12 @@ export class GatewayService {
     });
   }
 
+  /**
+   * The answer to a key already held. The input is compared last, once the caller may see the job: an answer that
+   * depended on it would tell another key of the workspace whether its guess of a request it may not see was right.
+   */
   private async replay(principal: Principal, holder: IdempotencyRecord, requestHash: string, raw: unknown): Promise<DuplicationAccepted> {
-    // Keys kept from versions that hashed the raw input hold that hash, and an identical raw input is the same
-    // request: a retry sent again byte for byte across an upgrade still replays.
-    if (!hashesEqual(holder.requestHash, requestHash) && !hashesEqual(holder.requestHash, digest(raw))) {
-      throw new GatewayError('IDEMPOTENCY_MISMATCH');
-    }
+    // No job yet, so no telling whose request it is: the same answer for every caller and every input.
     if (holder.jobId === null) throw new GatewayError('IDEMPOTENCY_IN_FLIGHT', undefined, { retryAfterSeconds: 1 });
     const job = await this.deps.store.getJob(principal.workspaceId, holder.jobId);
     // The job was pruned while its key was still kept, which the configuration prevents (keys live no longer
@@ -512,6 +512,11 @@ export class GatewayService {
     // Keys are shared by the workspace, jobs are not: a caller never gets a job id it could not follow.
     if (!(await this.maySee(principal, job))) {
       throw new GatewayError('IDEMPOTENCY_MISMATCH', 'This idempotency key was used by another API key of the workspace');
+    }
+    // Keys kept from versions that hashed the raw input hold that hash, and an identical raw input is the same
+    // request: a retry sent again byte for byte across an upgrade still replays.
+    if (!hashesEqual(holder.requestHash, requestHash) && !hashesEqual(holder.requestHash, digest(raw))) {
+      throw new GatewayError('IDEMPOTENCY_MISMATCH');
     }
     return { job, rateLimit: await this.deps.quota.peek(principal.workspaceId), replayed: true };
   }

@@ -117,6 +117,31 @@ describe.each(transports)('idempotency keys over $name', (transport) => {
     }
   });
 
+  it('answers a repeat sent while the first request is being accepted the same whatever its input or key', async () => {
+    const { wrapStore, reached, release } = firstEnqueueHeld();
+    const held = await startGateway({ WORKER_CONCURRENCY: '0' }, {}, { wrapStore });
+    try {
+      const team = await held.workspace();
+      const other = await team.addKey(['campaigns.duplicate']);
+      const args = { campaignId: team.campaign.id, name: 'being accepted' };
+      const first = transport.duplicate(held.baseUrl, team.key, args, { idempotencyKey: 'in-flight' });
+      await reached;
+      const answers = [];
+      for (const key of [team.key, other.key]) {
+        for (const input of [args, { ...args, name: 'a guess' }]) answers.push(await transport.duplicate(held.baseUrl, key, input, { idempotencyKey: 'in-flight' }));
+      }
+      release();
+      expect((await first).jobId).not.toBeNull();
+      for (const answer of answers) {
+        expect([answer.code, answer.message]).toEqual(['CONFLICT', expect.stringMatching(/still being processed/)]);
+        expect([answer.status, answer.response.body]).toEqual([answers[0].status, answers[0].response.body]);
+      }
+    } finally {
+      release();
+      await held.close();
+    }
+  });
+
   it("answers a request that stalled past a minute after reserving its key with the job of the retry that replaced it, giving its point back", async () => {
     const clock = new ManualClock();
     // The first request stalls, its key reserved, until its retry has been accepted.
@@ -299,6 +324,9 @@ describe.each(transports)('idempotency keys over $name', (transport) => {
     if (transport.name === 'REST') expect(refused.status).toBe(422);
     expect(refused.message).toMatch(/another API key/);
     expect(JSON.stringify(refused.response.body)).not.toContain(original.jobId);
+    // The same answer for any other input: it cannot tell that key whether it guessed the request right.
+    const guessed = await transport.duplicate(gateway.baseUrl, duplicator.key, { ...args, name: 'a guess' }, { idempotencyKey: 'shared-in-team' });
+    expect([guessed.status, guessed.response.body]).toEqual([refused.status, refused.response.body]);
     const auditor = await team.addKey(['campaigns.duplicate', 'security_events.read']);
     const replayed = await transport.duplicate(gateway.baseUrl, auditor.key, args, { idempotencyKey: 'shared-in-team' });
     expect(replayed.jobId).toBe(original.jobId);
