@@ -58,25 +58,69 @@ const rangeBound = (which: string) => ({
 /** How long a download may wait on a client that takes no data before it is ended. */
 export const DOWNLOAD_STALL_TIMEOUT_MS = 30_000;
 
+/** The least a client must take in each span of `perMs` that a download spends waiting on it. */
+export interface DownloadMinimumRate {
+  bytes: number;
+  perMs: number;
+}
+
 /**
- * Calls `onStall` once, when the response has been held back by its client (the socket takes nothing more and
- * the response waits for a 'drain') for `timeoutMs`. The wait is timed from the moment the CSV stream piped
- * into the response was paused for it. A slow client that keeps taking data is never stalled, nor is a
- * download waiting on the store. Answers a function that stops watching.
+ * 1 KiB/s, over each minute spent waiting on the client: far below any real link, but a client that takes a little
+ * now and then, just often enough not to stall, no longer keeps its download slot for as long as it likes.
  */
-function watchStall(source: Readable, response: ServerResponse, timeoutMs: number, onStall: (stalledMs: number) => void): () => void {
-  let timer: NodeJS.Timeout | undefined;
+export const DOWNLOAD_MINIMUM_RATE: DownloadMinimumRate = { bytes: 60 * 1024, perMs: 60_000 };
+
+type ClientVerdict = { stalledMs: number } | { takenBytes: number; waitedMs: number };
+
+/**
+ * Calls `onEnd` once, when the client has held the response back (the socket takes nothing more and the response
+ * waits for a 'drain') for `stallMs` without taking anything, or has taken less than `minimumRate` over the time
+ * the response waited on it. Waits are timed from the moment the CSV stream piped into the response was paused for
+ * one; time the download spends on the store counts for neither, so a download waiting on the store is never ended.
+ * What the client took is what went into the socket meanwhile: the stream writes only once the last write drained.
+ * Answers a function that stops watching.
+ */
+function watchClient(
+  source: Readable,
+  response: ServerResponse,
+  limits: { stallMs: number; minimumRate: DownloadMinimumRate },
+  onEnd: (verdict: ClientVerdict) => void,
+): () => void {
+  const socket = response.socket;
+  const taken = () => socket?.bytesWritten ?? 0;
+  let heldSince: number | undefined;
+  let stallTimer: NodeJS.Timeout | undefined;
+  let rateTimer: NodeJS.Timeout | undefined;
+  // The span being measured: the time waited on the client in it so far, and what it had taken when it began.
+  let waitedMs = 0;
+  let takenBefore: number | undefined;
+  const end = (verdict: ClientVerdict) => {
+    stop();
+    onEnd(verdict);
+  };
+  const measure = () => {
+    const takenBytes = taken() - (takenBefore ?? 0);
+    if (takenBytes < limits.minimumRate.bytes) return end({ takenBytes, waitedMs: limits.minimumRate.perMs });
+    // Fast enough: a new span begins, still waiting.
+    waitedMs = 0;
+    takenBefore = taken();
+    heldSince = performance.now();
+    rateTimer = setTimeout(measure, limits.minimumRate.perMs).unref();
+  };
   const moving = () => {
-    clearTimeout(timer);
-    timer = undefined;
+    if (heldSince === undefined) return;
+    waitedMs += performance.now() - heldSince;
+    heldSince = undefined;
+    clearTimeout(stallTimer);
+    clearTimeout(rateTimer);
   };
   const held = () => {
-    if (timer !== undefined || !response.writableNeedDrain) return;
+    if (heldSince !== undefined || !response.writableNeedDrain) return;
     const since = performance.now();
-    timer = setTimeout(() => {
-      stop();
-      onStall(performance.now() - since);
-    }, timeoutMs).unref();
+    heldSince = since;
+    takenBefore ??= taken();
+    stallTimer = setTimeout(() => end({ stalledMs: performance.now() - since }), limits.stallMs).unref();
+    rateTimer = setTimeout(measure, Math.max(0, limits.minimumRate.perMs - waitedMs)).unref();
   };
   const stop = () => {
     moving();
@@ -92,11 +136,13 @@ export interface SecurityEventsDownloadOptions {
   service: GatewayService;
   /** DOWNLOAD_STALL_TIMEOUT_MS unless a test needs a shorter one. */
   stallTimeoutMs?: number;
+  /** DOWNLOAD_MINIMUM_RATE unless a test needs a shorter span. */
+  minimumRate?: DownloadMinimumRate;
 }
 
 /** GET /security_events/download: the workspace's events in [start, end) as CSV, streamed. */
 export async function securityEventsDownloadRoutes(app: FastifyInstance, options: SecurityEventsDownloadOptions): Promise<void> {
-  const { service, stallTimeoutMs = DOWNLOAD_STALL_TIMEOUT_MS } = options;
+  const { service, stallTimeoutMs = DOWNLOAD_STALL_TIMEOUT_MS, minimumRate = DOWNLOAD_MINIMUM_RATE } = options;
   app.get<{ Querystring: { start?: unknown; end?: unknown } }>(
     '/security_events/download',
     {
@@ -109,7 +155,8 @@ export async function securityEventsDownloadRoutes(app: FastifyInstance, options
           `Every security event of the key's workspace from \`start\` (inclusive) to \`end\` (exclusive), newest first, ` +
           `at most ${MAX_EVENT_RANGE_DAYS} days, with Braze's columns. Needs the permission security_events.read. Streamed. ` +
           'A workspace may have only a few downloads in progress at once (2 by default; 429 past that), and a download whose ' +
-          `client takes no data for ${DOWNLOAD_STALL_TIMEOUT_MS / 1000} s is ended.`,
+          `client takes no data for ${DOWNLOAD_STALL_TIMEOUT_MS / 1000} s, or less than ` +
+          `${DOWNLOAD_MINIMUM_RATE.bytes / 1024 / (DOWNLOAD_MINIMUM_RATE.perMs / 1000)} KiB/s over a minute spent waiting on it, is ended.`,
         security: [{ apiKey: [] }],
         querystring: {
           type: 'object',
@@ -145,11 +192,16 @@ export async function securityEventsDownloadRoutes(app: FastifyInstance, options
       pipeline(records, csv, (error) => {
         if (error && error.code !== 'ERR_STREAM_PREMATURE_CLOSE') request.log.error({ err: error }, 'security event download failed');
       });
-      const stopWatching = watchStall(csv, reply.raw, stallTimeoutMs, (stalledMs) => {
-        request.log.warn(
-          { workspaceId: principal.workspaceId, apiKeyId: principal.keyId, stalledSeconds: Math.round(stalledMs / 1000) },
-          'security event download ended: its client took no data',
-        );
+      const stopWatching = watchClient(csv, reply.raw, { stallMs: stallTimeoutMs, minimumRate }, (verdict) => {
+        const who = { workspaceId: principal.workspaceId, apiKeyId: principal.keyId };
+        if ('stalledMs' in verdict) {
+          request.log.warn({ ...who, stalledSeconds: Math.round(verdict.stalledMs / 1000) }, 'security event download ended: its client took no data');
+        } else {
+          request.log.warn(
+            { ...who, takenBytes: verdict.takenBytes, waitedSeconds: Math.round(verdict.waitedMs / 1000) },
+            'security event download ended: its client took data too slowly',
+          );
+        }
         // fastify destroys the CSV stream with the response, which ends the pipeline above.
         reply.raw.destroy();
       });

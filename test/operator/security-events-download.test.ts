@@ -4,6 +4,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
+import { setTimeout as delay } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { parse } from 'csv-parse/sync';
 import { request } from 'undici';
@@ -376,6 +377,51 @@ describe('a download whose client takes no data', () => {
     expect(logged).toHaveLength(1);
     expect(JSON.parse(logged[0])).toMatchObject({ level: 40, reqId: expect.any(String), workspaceId: ws.workspace.id, apiKeyId: ws.keyId });
     expect(logged[0]).not.toContain(ws.key);
+  });
+});
+
+describe('a download whose client takes data, but too slowly', () => {
+  const SLOW_MESSAGE = 'security event download ended: its client took data too slowly';
+  const { logger, lines } = recordingLogger();
+  // More than the whole CSV (about 10 MB) per 200 ms waited on the client, so that socket buffers filling up cannot
+  // make any span pass: the reader below takes at most 64 KiB per 50 ms, and is held to this rate throughout.
+  const minimumRate = { bytes: 64 * 1024 * 1024, perMs: 200 };
+  let gateway: TestGateway;
+  let ws: TestWorkspace;
+
+  beforeAll(async () => {
+    gateway = await startGateway({ DOWNLOAD_CONCURRENCY_PER_WORKSPACE: '1' }, { logger, downloadMinimumRate: minimumRate });
+    ws = await gateway.workspace(undefined, undefined, BEFORE_LARGE_EVENTS);
+    await seedLargeEvents(gateway.app.store, ws);
+  });
+
+  afterAll(() => gateway?.close());
+
+  it('is ended though it never stalls, logged once without the key, and its slot is free again', async () => {
+    const response = await request(`${gateway.baseUrl}/security_events/download${LARGE_RANGE}`, { headers: bearer(ws.key) });
+    expect(response.statusCode).toBe(200);
+    let taken = 0;
+    const reading = (async () => {
+      for await (const chunk of response.body as AsyncIterable<Buffer>) {
+        taken += chunk.length;
+        // The slow link: each chunk takes a while to come through.
+        await delay(50);
+      }
+    })();
+
+    await expect(reading).rejects.toThrow();
+    expect(taken).toBeGreaterThan(0);
+    await waitFor(async () => lines.some((line) => line.includes(SLOW_MESSAGE)));
+    await waitFor(async () => (await downloadsInProgress(gateway)) === 0);
+    expect((await download(gateway, ws.key, EMPTY_RANGE)).status).toBe(200);
+
+    const logged = lines.filter((line) => line.includes(SLOW_MESSAGE));
+    expect(logged).toHaveLength(1);
+    const entry = JSON.parse(logged[0]);
+    expect(entry).toMatchObject({ level: 40, reqId: expect.any(String), workspaceId: ws.workspace.id, apiKeyId: ws.keyId });
+    expect(entry.takenBytes).toBeLessThan(minimumRate.bytes);
+    expect(logged[0]).not.toContain(ws.key);
+    expect(lines.some((line) => line.includes('its client took no data'))).toBe(false);
   });
 });
 
