@@ -28,35 +28,30 @@ describe.skipIf(process.platform === 'win32')('the modes of DATA_DIR and its dat
     expect(modeOf(join(dataDir, 'gateway.lock'))).toBe(0o600);
   });
 
-  it('makes its own lock file 0600 again: others who may open it may lock it, and no gateway would start', async () => {
-    const dataDir = join(root, 'copied-lock');
+  /** A DATA_DIR a gateway made, then opened to others (0755) with its lock file too (0644), as `cp` leaves a copy. */
+  async function openedLock(name: string) {
+    const dataDir = join(root, name);
     const lock = join(dataDir, 'gateway.lock');
     await startUpWarnings(dataDir);
     chmodSync(dataDir, 0o755);
     chmodSync(lock, 0o644);
-    expect(sharedStorePaths(join(dataDir, 'gateway.db'))).toEqual([
-      { path: dataDir, mode: '0755', fix: `chmod 700 ${dataDir}` },
-      { path: lock, mode: '0644', fix: `chmod 600 ${lock}` },
-    ]);
+    const openDir = { path: dataDir, mode: '0755', fix: `chmod 700 ${dataDir}` };
+    return { dataDir, lock, openDir, openLock: { path: lock, mode: '0644', fix: `chmod 600 ${lock}` } };
+  }
 
-    expect((await startUpWarnings(dataDir)).map((warning) => warning.paths)).toEqual([[{ path: dataDir, mode: '0755', fix: `chmod 700 ${dataDir}` }]]);
+  it('makes its own lock file 0600 again: others who may open it may lock it, and no gateway would start', async () => {
+    const { dataDir, lock, openDir, openLock } = await openedLock('copied-lock');
+    expect(sharedStorePaths(join(dataDir, 'gateway.db'))).toEqual([openDir, openLock]);
+
+    expect((await startUpWarnings(dataDir)).map((warning) => warning.paths)).toEqual([[openDir]]);
     expect(modeOf(lock)).toBe(0o600);
   });
 
-  it.skipIf(process.getuid?.() !== 0)("names a lock file of another owner that others may open, and leaves it as it is", async () => {
-    const dataDir = join(root, 'foreign-lock');
-    const lock = join(dataDir, 'gateway.lock');
-    await startUpWarnings(dataDir);
-    chmodSync(dataDir, 0o755);
-    chmodSync(lock, 0o644);
+  it.skipIf(process.getuid?.() !== 0)('names a lock file of another owner that others may open, and leaves it as it is', async () => {
+    const { dataDir, lock, openDir, openLock } = await openedLock('foreign-lock');
     chownSync(lock, 65534, 65534);
 
-    expect((await startUpWarnings(dataDir)).map((warning) => warning.paths)).toEqual([
-      [
-        { path: dataDir, mode: '0755', fix: `chmod 700 ${dataDir}` },
-        { path: lock, mode: '0644', fix: `chmod 600 ${lock}` },
-      ],
-    ]);
+    expect((await startUpWarnings(dataDir)).map((warning) => warning.paths)).toEqual([[openDir, openLock]]);
     expect(modeOf(lock)).toBe(0o644);
   });
 
