@@ -224,7 +224,14 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   const downloads = new DownloadSlots({ perWorkspace: config.downloadConcurrencyPerWorkspace, perInstance: config.downloadConcurrency });
   const metrics = new GatewayMetrics({ store, clock, downloadsInProgress: () => downloads.inProgress, logger: lateLogger(() => metricsLog) });
   const upstream = createUpstream(config, clock, lateLogger(() => upstreamLog), metrics.upstreamObserver);
-  const campaigns: CampaignReader = upstream ? new BrazeCampaignReader(upstream) : new StoreCampaignReader(store);
+  const campaigns: CampaignReader = upstream
+    ? new BrazeCampaignReader(
+        upstream,
+        new RateLimiterQuota(
+          limiters.limiter({ keyPrefix: 'upstream-reads', points: config.upstreamReadRateLimit, durationSeconds: config.upstreamReadRateWindowSeconds }),
+        ),
+      )
+    : new StoreCampaignReader(store);
   const pacer = upstream
     ? new UpstreamPacer(
         overrides.upstreamLimiter ??

@@ -21,6 +21,9 @@ export interface Config {
   /** Upstream duplications the gateway as a whole sends per window. */
   upstreamRateLimit: number;
   upstreamRateWindowSeconds: number;
+  /** Upstream reads (campaign list pages and details) one workspace may cause per window: all share one key. */
+  upstreamReadRateLimit: number;
+  upstreamReadRateWindowSeconds: number;
   duplicateRateLimit: number;
   duplicateRateWindowSeconds: number;
   workerConcurrency: number;
@@ -276,6 +279,8 @@ export function loadConfig(env: Env = process.env): Config {
     upstreamConnectTimeoutMs: integer(env, 'UPSTREAM_CONNECT_TIMEOUT_MS', Math.min(5000, upstreamTimeoutMs), 50, upstreamTimeoutMs),
     upstreamRateLimit: integer(env, 'UPSTREAM_RATE_LIMIT', 100, 1, 1_000_000_000),
     upstreamRateWindowSeconds: integer(env, 'UPSTREAM_RATE_WINDOW_SECONDS', 60, 1, 86_400),
+    upstreamReadRateLimit: integer(env, 'UPSTREAM_READ_RATE_LIMIT', 60, 1, 1_000_000_000),
+    upstreamReadRateWindowSeconds: integer(env, 'UPSTREAM_READ_RATE_WINDOW_SECONDS', 60, 1, 86_400),
     duplicateRateLimit: integer(env, 'DUPLICATE_RATE_LIMIT', 100, 1, 1_000_000_000),
     duplicateRateWindowSeconds: integer(env, 'DUPLICATE_RATE_WINDOW_SECONDS', 60, 1, 86_400),
     // A local job is a few milliseconds of store work, and the jobs finishing together share one commit: many

@@ -1,9 +1,9 @@
 import { decodeOffsetCursor, encodeCursor } from '../domain/cursor.js';
-import { GatewayError } from '../domain/errors.js';
-import type { CampaignReader } from '../domain/ports.js';
+import { GatewayError, isGatewayError } from '../domain/errors.js';
+import type { CampaignReader, Quota } from '../domain/ports.js';
 import type { Campaign, Page } from '../domain/types.js';
 import { isRecord } from '../domain/validation.js';
-import { type BrazeClient, type UpstreamResponse } from './braze-client.js';
+import { type BrazeClient, type UpstreamEndpoint, type UpstreamResponse } from './braze-client.js';
 
 /** Braze's `GET /campaigns/list` returns pages of this many campaigns. */
 export const BRAZE_PAGE_SIZE = 100;
@@ -19,6 +19,9 @@ function date(...values: unknown[]): Date {
   return new Date(0);
 }
 
+/** The refusal of a read past the workspace's budget: worded apart from the duplication quota, which it does not touch. */
+export const UPSTREAM_READS_SPENT_MESSAGE = "Rate limit exceeded: this workspace's reads of the upstream's campaigns are spent for now";
+
 /**
  * Campaigns read through to the upstream (one upstream per gateway, so the caller's workspace does not narrow
  * anything there). Nothing is checked on accept: the upstream itself refuses an unknown campaign or tag.
@@ -26,10 +29,28 @@ function date(...values: unknown[]): Date {
 export class BrazeCampaignReader implements CampaignReader {
   readonly validatesOnAccept = false;
 
-  constructor(private readonly client: BrazeClient) {}
+  /** `reads`: upstream calls each workspace may cause per window. */
+  constructor(
+    private readonly client: BrazeClient,
+    private readonly reads: Quota,
+  ) {}
+
+  /**
+   * One upstream call, paid for first from the workspace's budget: every workspace reads with the one upstream
+   * key, so a workspace reading without bound (aliased fields, long pages) would spend the key's limit for all.
+   */
+  private async call(workspaceId: string, path: UpstreamEndpoint, query: Record<string, string>): Promise<UpstreamResponse> {
+    await this.reads.consume(workspaceId).catch((error: unknown) => {
+      if (isGatewayError(error) && error.code === 'RATE_LIMITED') {
+        throw new GatewayError('RATE_LIMITED', UPSTREAM_READS_SPENT_MESSAGE, { retryAfterSeconds: error.retryAfterSeconds });
+      }
+      throw error;
+    });
+    return this.client.call('GET', path, { query });
+  }
 
   async get(workspaceId: string, id: string): Promise<Campaign | null> {
-    const response = await this.client.call('GET', '/campaigns/details', { query: { campaign_id: id } });
+    const response = await this.call(workspaceId, '/campaigns/details', { campaign_id: id });
     // campaign_id is the only parameter: a refusal of it means there is no such campaign.
     if (response.kind === 'rejected' && (response.status === 400 || response.status === 404)) return null;
     const body = this.client.withoutKey(expectObject(response, 'campaign details'));
@@ -61,7 +82,7 @@ export class BrazeCampaignReader implements CampaignReader {
     const lastPage = Math.floor((offset + first) / BRAZE_PAGE_SIZE);
     let more = true;
     while (more && found.length <= first && page <= lastPage) {
-      const response = await this.client.call('GET', '/campaigns/list', { query: { page: String(page), sort_direction: 'desc' } });
+      const response = await this.call(workspaceId, '/campaigns/list', { page: String(page), sort_direction: 'desc' });
       const campaigns = this.client.withoutKey(expectObject(response, 'a campaign list')).campaigns;
       if (!Array.isArray(campaigns)) throw unreadable('a campaign list');
       campaigns.forEach((item, index) => {

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { UPSTREAM_READS_SPENT_MESSAGE } from '../../src/adapters/braze-campaign-reader.js';
 import { sampleCampaigns, startFakeBraze, type FakeBraze, type FakeReply } from '../support/fake-braze.js';
 import { graphql, startGateway, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 
@@ -123,5 +124,72 @@ describe('upstream mode: campaigns and campaign read through to the upstream', (
     const list = await graphql(gateway.baseUrl, ws.key, CAMPAIGNS, { first: 1 });
     expect(list.body.data.campaigns.edges[0].node).toMatchObject({ id: 'cmp-9', name: 'sent with [redacted]', tagNames: ['sent with [redacted]'] });
     expect(details.text + list.text).not.toContain(UPSTREAM_KEY);
+  });
+});
+
+const TEST_REDIS_URL = process.env.TEST_REDIS_URL;
+
+// The limiter backend the budget is counted on: the embedded default, and Redis, shared by instances (a missing one fails under CI).
+const readBackends = ([
+  { backend: 'memory', env: {}, missing: false },
+  { backend: 'Redis', env: { REDIS_URL: TEST_REDIS_URL ?? '' }, missing: !TEST_REDIS_URL },
+] as { backend: string; env: Record<string, string>; missing: boolean }[]).filter(({ missing }) => !missing || process.env.CI);
+
+describe.each(readBackends)('upstream mode: each workspace has its own budget of upstream reads ($backend)', ({ env, missing }) => {
+  const BUDGET = 4;
+  let fake: FakeBraze;
+  let gateway: TestGateway;
+
+  beforeAll(async () => {
+    if (missing) throw new Error('TEST_REDIS_URL is not set');
+    fake = await startFakeBraze(UPSTREAM_KEY, sampleCampaigns(150));
+    gateway = await startGateway({ UPSTREAM_URL: fake.url, UPSTREAM_API_KEY: UPSTREAM_KEY, UPSTREAM_READ_RATE_LIMIT: String(BUDGET), ...env });
+  });
+  afterAll(async () => {
+    await gateway?.close();
+    await fake?.close();
+  });
+
+  const aliased = (count: number) => `{ ${Array.from({ length: count }, (_, index) => `c${index}: campaign(id: "cmp-0001") { id }`).join(' ')} }`;
+
+  it('refuses the aliased reads past the budget as RATE_LIMITED, which never reach the upstream', async () => {
+    const ws = await gateway.workspace();
+    const before = fake.requestsTo(DETAILS).length;
+    const response = await graphql(gateway.baseUrl, ws.key, aliased(BUDGET + 3));
+    expect(response.status).toBe(200);
+    expect(fake.requestsTo(DETAILS).length - before).toBe(BUDGET);
+    const answered = Object.values(response.body.data).filter((campaign) => campaign !== null);
+    expect(answered).toEqual(Array.from({ length: BUDGET }, () => ({ id: 'cmp-0001' })));
+    expect(response.body.errors).toHaveLength(3);
+    for (const error of response.body.errors) {
+      expect(error).toMatchObject({ message: UPSTREAM_READS_SPENT_MESSAGE, extensions: { code: 'RATE_LIMITED', retryAfterSeconds: expect.any(Number) } });
+      expect(response.body.data[error.path[0]]).toBeNull();
+    }
+
+    // Every field refused: the request is, as a spent quota's is.
+    const refused = await graphql(gateway.baseUrl, ws.key, CAMPAIGN, { id: 'cmp-0001' });
+    expect(refused.status).toBe(429);
+    expect(Number(refused.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    expect(refused.body.errors[0].extensions.code).toBe('RATE_LIMITED');
+    expect(fake.requestsTo(DETAILS).length - before).toBe(BUDGET);
+
+    // The duplication quota is another budget, untouched.
+    const quota = await graphql(gateway.baseUrl, ws.key, '{ viewer { duplicationQuota { remaining } } }');
+    expect(quota.body.data.viewer.duplicationQuota.remaining).toBe(gateway.config.duplicateRateLimit);
+  });
+
+  it("counts every page of a list, and leaves another workspace's reads alone", async () => {
+    const spender = await gateway.workspace();
+    const other = await gateway.workspace();
+    const before = fake.requests.length;
+    // Each list of 120 reads two upstream pages: five reads asked for, one over.
+    const response = await graphql(gateway.baseUrl, spender.key, `{ a: campaigns(first: 120) { edges { cursor } } b: campaigns(first: 120) { edges { cursor } } c: campaign(id: "cmp-0002") { id } }`);
+    expect(fake.requests.length - before).toBe(BUDGET);
+    expect(response.body.errors).toEqual([expect.objectContaining({ extensions: expect.objectContaining({ code: 'RATE_LIMITED' }) })]);
+
+    const unaffected = await graphql(gateway.baseUrl, other.key, aliased(BUDGET));
+    expect(unaffected.status).toBe(200);
+    expect(unaffected.body.errors).toBeUndefined();
+    expect(Object.values(unaffected.body.data)).toEqual(Array.from({ length: BUDGET }, () => ({ id: 'cmp-0001' })));
   });
 });
