@@ -3,6 +3,7 @@ import { GatewayError } from '../domain/errors.js';
 import { systemClock, type Clock } from '../domain/ports.js';
 import type { JobError, JobErrorCode } from '../domain/types.js';
 import { isRecord } from '../domain/validation.js';
+import { KeyRedaction } from './key-redaction.js';
 
 export interface BrazeClientOptions {
   /** The upstream's REST base URL, e.g. https://rest.iad-01.braze.com (a path prefix is kept). */
@@ -43,12 +44,6 @@ const MAX_RESPONSE_BYTES = 1024 * 1024;
 const MAX_MESSAGE_LENGTH = 500;
 /** The most kept of an error body that is not Braze's JSON (a line of text, an HTML page's title): enough to tell who answered. */
 const MAX_SNIPPET_LENGTH = 200;
-/**
- * The shortest run of the key's leading characters redacted wherever it appears. Systems that print part of a
- * secret print its start, often 8 to 16 characters; a run this long of a random key does not occur in ordinary
- * words, where a shorter one (a Braze key of hex digits starting `dead`, `cafe`) could.
- */
-const KEY_PREFIX_LENGTH = 8;
 /** A media type as RFC 9110 spells it, so the one named in an error is a type, not arbitrary header text. */
 const MEDIA_TYPE = /^[\w!#$%&'*+.^`|~-]+\/[\w!#$%&'*+.^`|~-]+$/;
 const MAX_RETRY_AFTER_MS = 24 * 60 * 60 * 1000;
@@ -85,8 +80,8 @@ export class BrazeClient {
   private readonly agent: Agent;
   private readonly baseUrl: string;
   private readonly clock: Clock;
-  /** Upstream text that would give the key away: see `keyPattern`. */
-  private readonly keyText: RegExp;
+  /** Finds upstream text that would give the key away. */
+  private readonly keyText: KeyRedaction;
   private keyRefused = false;
   /** When the readiness check last asked whether a refused key is accepted again. */
   private keyCheckedAt = Number.NEGATIVE_INFINITY;
@@ -94,7 +89,7 @@ export class BrazeClient {
   constructor(private readonly options: BrazeClientOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, '');
     this.clock = options.clock ?? systemClock;
-    this.keyText = keyPattern(options.apiKey);
+    this.keyText = new KeyRedaction(options.apiKey);
     this.agent = new Agent({
       connections: options.connections ?? 16,
       keepAliveTimeout: 10_000,
@@ -248,12 +243,12 @@ export class BrazeClient {
 
   /** Whether upstream text holds the key: such text is kept only redacted, and an id holding it not at all. */
   holdsKey(text: string): boolean {
-    return text.search(this.keyText) !== -1;
+    return this.keyText.holds(text);
   }
 
   /** Upstream JSON as it may be passed on: the key redacted from every string in it, names of fields included. */
   withoutKey<T>(value: T): T {
-    if (typeof value === 'string') return value.replace(this.keyText, '[redacted]') as T;
+    if (typeof value === 'string') return this.keyText.redact(value) as T;
     if (Array.isArray(value)) return value.map((item: unknown) => this.withoutKey(item)) as T;
     if (isRecord(value)) return Object.fromEntries(Object.entries(value).map(([name, item]) => [this.withoutKey(name), this.withoutKey(item)])) as T;
     return value;
@@ -329,18 +324,6 @@ function outcomeOf(response: UpstreamResponse): UpstreamOutcome {
     default:
       return 'unavailable';
   }
-}
-
-/**
- * The key in any case, and any run of its first KEY_PREFIX_LENGTH or more characters: an upstream may echo it
- * upper- or lower-cased, or print only its start, as many systems print a secret.
- */
-function keyPattern(key: string): RegExp {
-  const characters = [...key].map((character) => character.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&'));
-  const required = Math.min(KEY_PREFIX_LENGTH, characters.length);
-  // Each further character only after the one before it, as far as the text goes on like the key: the longest run is redacted.
-  const rest = characters.slice(required).reduceRight((tail, character) => `(?:${character}${tail})?`, '');
-  return new RegExp(characters.slice(0, required).join('') + rest, 'gi');
 }
 
 /** The text of an HTML page's first `<title>`, found without a regular expression that a hostile page could make slow. */

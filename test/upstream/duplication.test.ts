@@ -10,8 +10,8 @@ import { startFakeBraze, type FakeReply } from '../support/fake-braze.js';
 import { bearer, graphql, http, json, recordingLogger, startGateway, waitFor } from '../support/gateway.js';
 import { createTestSchema, openPostgresStore } from '../support/postgres.js';
 
-// Mixed case, so that an echo of it lower-cased or upper-cased differs from it.
-const UPSTREAM_KEY = 'Braze-Upstream-Key-5F1E7C2A9D';
+// Mixed case, so that an echo of it lower-cased or upper-cased differs from it, and URL-encoded it differs too.
+const UPSTREAM_KEY = 'Braze/Upstream+Key=5F1E7C2A9D';
 const DUPLICATE = 'POST /campaigns/duplicate';
 const PACER_KEY = 'duplicate';
 
@@ -69,6 +69,10 @@ async function pollAfter(h: Harness, id: string) {
   return retryAfter;
 }
 const secondsUntil = (h: Harness, job: DuplicationJob) => String(Math.ceil(delayOf(h, job) / 1000));
+/** Text without its spaces, lower-cased: how a leak check reads it, so that a key spaced out is still found. */
+const squeezed = (text: string) => text.replace(/\s+/g, '').toLowerCase();
+/** Every run of 12 characters of the text, as `squeezed` reads it. */
+const runsOf = (text: string) => Array.from({ length: Math.max(0, squeezed(text).length - 11) }, (_, index) => squeezed(text).slice(index, index + 12));
 const eventsOf = (h: Harness, jobId: string) => h.gateway.app.store.listEvents(h.ws.workspace.id, { jobId }, { first: 50 });
 
 describe('upstream mode: what each upstream answer does to a job', () => {
@@ -325,6 +329,13 @@ describe('upstream mode: what each upstream answer does to a job', () => {
     ['upper-cased', (key) => key.toUpperCase()],
     ['as its first 16 characters', (key) => key.slice(0, 16)],
     ['as its first 8 characters, in another case', (key) => key.slice(0, 8).toUpperCase()],
+    ['without its first character', (key) => key.slice(1)],
+    ['as 12 characters from its middle, in another case', (key) => key.slice(10, 22).toLowerCase()],
+    ['with its characters spaced out', (key) => [...key].join(' ')],
+    ['in base64', (key) => Buffer.from(key).toString('base64')],
+    ['in URL-safe base64', (key) => Buffer.from(key).toString('base64url')],
+    ['URL-encoded', (key) => encodeURIComponent(key)],
+    ['form-encoded, with lower-case escapes', (key) => new URLSearchParams({ k: key }).toString().slice(2).toLowerCase()],
   ])('hides the upstream key echoed %s from the job error, the event and the log', async (_, shape) => {
     const echoed = shape(UPSTREAM_KEY);
     h.fake.script(DUPLICATE, { status: 400, json: { message: `Invalid API key ${echoed}; sent as Bearer ${echoed}` } });
@@ -337,12 +348,26 @@ describe('upstream mode: what each upstream answer does to a job', () => {
     expect(logged.filter((line) => line.msg === 'upstream call failed' || line.msg === 'job finished').map((line) => line.error.message)).toEqual([message, message]);
     const everything = [JSON.stringify(outcome), ...h.lines].join('\n').toLowerCase();
     expect(everything).not.toContain(UPSTREAM_KEY.slice(0, 8).toLowerCase());
+    expect(runsOf(echoed).filter((run) => squeezed(everything).includes(run))).toEqual([]);
   });
 
-  it("keeps a run of fewer than 8 of the key's first characters: text that only begins like the key is not redacted", async () => {
-    h.fake.script(DUPLICATE, { status: 400, json: { message: `Unknown client ${UPSTREAM_KEY.slice(0, 7)}` } });
+  it('hides the upstream key echoed inside other base64 (Basic credentials), but for the characters its neighbours share', async () => {
+    const credentials = Buffer.from(`gateway:${UPSTREAM_KEY}`).toString('base64');
+    h.fake.script(DUPLICATE, { status: 400, json: { message: `Invalid credentials Basic ${credentials}` } });
     const { id } = await enqueue(h);
-    expect((await until(h, id, finished)).error).toEqual({ code: 'UPSTREAM_BAD_REQUEST', message: `The upstream answered 400: Unknown client ${UPSTREAM_KEY.slice(0, 7)}` });
+    const { error } = await until(h, id, finished);
+    expect(error?.message).toMatch(/^The upstream answered 400: Invalid credentials Basic \S{1,12}\[redacted\]\S{0,3}$/);
+    const everything = [JSON.stringify(await eventsOf(h, id)), ...h.lines].join('\n').toLowerCase();
+    expect(runsOf(credentials.slice(12)).filter((run) => squeezed(everything).includes(run))).toEqual([]);
+  });
+
+  it.each([
+    ["fewer than 8 of the key's first characters", UPSTREAM_KEY.slice(0, 7)],
+    ['fewer than 12 characters from its middle', UPSTREAM_KEY.slice(12, 23)],
+  ])('keeps a run of %s: text only partly like the key is not redacted', async (_, part) => {
+    h.fake.script(DUPLICATE, { status: 400, json: { message: `Unknown client ${part}` } });
+    const { id } = await enqueue(h);
+    expect((await until(h, id, finished)).error).toEqual({ code: 'UPSTREAM_BAD_REQUEST', message: `The upstream answered 400: Unknown client ${part}` });
   });
 
   it('keeps a success message only as safe text: no echoed key, no control characters, bounded', async () => {
