@@ -9,7 +9,17 @@ import {
 import { ApolloServerErrorCode, ApolloServerValidationErrorCode, unwrapResolverError } from '@apollo/server/errors';
 import type { FastifyBaseLogger } from 'fastify';
 import { BREAK, GraphQLError, type DocumentNode, type GraphQLFormattedError, type GraphQLSchema, type ValidationRule } from 'graphql';
-import { ERROR_CODES, internalCause, isDependencyOutage, isGatewayError, unavailableCause, type Dependency, type FieldIssue, type GatewayError } from '../domain/errors.js';
+import {
+  ERROR_CODES,
+  internalCause,
+  internalError,
+  isDependencyOutage,
+  isGatewayError,
+  unavailableCause,
+  type Dependency,
+  type FieldIssue,
+  type GatewayError,
+} from '../domain/errors.js';
 import { isAuthenticationRefusal, type GraphQLContext } from './context.js';
 import { apolloDocumentStore, apolloQueryTextStore, type DocumentCache } from './document-cache.js';
 import { operationTypeRule, type OperationLimits } from './limits.js';
@@ -151,7 +161,8 @@ function unavailableRootFields(errors: readonly unknown[]): Set<string> {
  * HTTP semantics on top of GraphQL: a request whose key was refused gets the refusal's status (401, 403 for an
  * address outside the key's allowlist, 429 for a client blocked after failed authentications) and its headers
  * (WWW-Authenticate, Retry-After), and answers that refusal once, without a path: it is the request's, not a
- * field's (`observe` hears of it). One whose key could not be checked (503 for an outage) gets that status,
+ * field's (`observe` hears of it); so does a request refused before anything ran (`refusesRequest`), whatever
+ * its error. One whose key could not be checked (503 for an outage) gets that status,
  * its fields their errors. When every root field was refused, 429 if they were all rate limited and 503 if any
  * failed because a dependency of the instance is unavailable (`raw`, the errors before formatting, say which),
  * with Retry-After. Quota headers; the request id on internal errors.
@@ -180,7 +191,7 @@ export function applyHttpSemantics(
   if (refusal) {
     head.status = ERROR_CODES[refusal.code].httpStatus;
     for (const [name, value] of Object.entries(errorHeaders(refusal))) head.headers.set(name, value);
-    if (!isAuthenticationRefusal(refusal)) return { errors: answer.errors };
+    if (!isAuthenticationRefusal(refusal) && !context.authentication.refusesRequest) return { errors: answer.errors };
     const { errors: once } = graphqlErrorBody(refusal, context.requestId);
     once.forEach(observe);
     return { errors: once };
@@ -200,6 +211,33 @@ export function applyHttpSemantics(
     head.headers.set('retry-after', String(retryAfter));
   }
   return isSuccess(head.status) ? answer : { errors: answer.errors };
+}
+
+/** What a request refused before its persisted query was looked up runs in its place: nothing of anyone's. */
+const NOTHING = '{ __typename }';
+
+/**
+ * A persisted query is looked up only once the request's key is accepted. Looked up for anyone, a hash told whether
+ * some workspace had sent that document (it ran, and the key was refused, or it was PERSISTED_QUERY_NOT_FOUND), so
+ * that documents with literals in them could be confirmed by guessing. A request with a persisted query, its text
+ * or its hash alone, is authenticated before Apollo reads the extension, and a refusal counts as a failed
+ * authentication. Refused (or not checked: an outage), the request runs NOTHING in its place, and its answer is the
+ * refusal alone (applyHttpSemantics), whatever the hash.
+ */
+function persistedQueryAuthenticationPlugin(logger: FastifyBaseLogger, refusals: DependencyRefusals): ApolloServerPlugin<GraphQLContext> {
+  return {
+    async requestDidStart({ request, contextValue }) {
+      if (!request.extensions?.persistedQuery) return;
+      try {
+        await contextValue.principal();
+      } catch (error) {
+        reportUnexpectedErrors(logger, refusals, [error], contextValue.requestId);
+        contextValue.authentication.error ??= internalError(error);
+        contextValue.authentication.refusesRequest = true;
+        Object.assign(request, { query: NOTHING, operationName: undefined, variables: undefined, extensions: undefined });
+      }
+    },
+  };
 }
 
 function httpSemanticsPlugin(logger: FastifyBaseLogger, refusals: DependencyRefusals, observe: GraphQLErrorObserver): ApolloServerPlugin<GraphQLContext> {
@@ -334,6 +372,7 @@ export function createApollo(options: ApolloOptions): ApolloServer<GraphQLContex
       ApolloServerPluginUsageReportingDisabled(),
       ApolloServerPluginSchemaReportingDisabled(),
       ApolloServerPluginInlineTraceDisabled(),
+      persistedQueryAuthenticationPlugin(options.logger, options.refusals),
       options.limits.plugin(),
       httpSemanticsPlugin(options.logger, options.refusals, options.observeError),
       ...(options.plugins ?? []),

@@ -12,7 +12,14 @@ export interface GraphQLContext {
    * Why the request's key was refused, once principal() has failed: decides the HTTP status. An object of its
    * own because Apollo hands resolvers and plugins a shallow copy of the context.
    */
-  authentication: { error?: GatewayError };
+  authentication: {
+    error?: GatewayError;
+    /**
+     * Set when the request was refused before anything ran (a persisted query asked for without a key that was
+     * accepted): its answer is `error` alone, whatever the error.
+     */
+    refusesRequest?: boolean;
+  };
   /**
    * What is left of an upstream pause, read from the shared limiter once per request, on first use: a page of
    * pending jobs asks it for each job's pollAfterSeconds.

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bearer, http, json, metricSample, recordingLogger, startGateway, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { dependencyUnavailable } from '../../src/domain/errors.js';
+import { bearer, http, json, metricSample, recordingLogger, startGateway, storeFailingOn, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 
 let gateway: TestGateway;
 let ws: TestWorkspace;
@@ -64,18 +65,90 @@ describe('automatic persisted queries', () => {
     expect(errorsLogged()).toBe(before);
   });
 
-  it('keeps the texts of persisted queries within their budget, without a key, the least recently registered dropped first', async () => {
+  it('keeps the texts of persisted queries within their budget, the least recently registered dropped first', async () => {
     // 60 KB each, valid and short in tokens: a comment pads it. 40 of them are far past the 4 MiB budget.
     const texts = Array.from({ length: 40 }, (_, index) => `query Padded${index} { __typename }\n#${'x'.repeat(60_000)}`);
-    const register = (query: string) =>
-      http(gateway.baseUrl, 'POST', '/graphql', { headers: json, body: JSON.stringify({ query, extensions: { persistedQuery: { version: 1, sha256Hash: sha256(query) } } }) });
+    const register = (query: string) => send({ query, extensions: { persistedQuery: { version: 1, sha256Hash: sha256(query) } } });
     for (const query of texts) expect((await register(query)).body).toEqual({ data: { __typename: 'Query' } });
-    const byHash = (query: string) =>
-      http(gateway.baseUrl, 'POST', '/graphql', { headers: json, body: JSON.stringify({ extensions: { persistedQuery: { version: 1, sha256Hash: sha256(query) } } }) });
+    const byHash = (query: string) => send({ extensions: { persistedQuery: { version: 1, sha256Hash: sha256(query) } } });
     expect((await byHash(texts[0])).body.errors?.[0]?.extensions?.code).toBe('PERSISTED_QUERY_NOT_FOUND');
     expect((await byHash(texts[texts.length - 1])).body).toEqual({ data: { __typename: 'Query' } });
     const held = metricSample((await http(gateway.baseUrl, 'GET', '/metrics')).text, 'gateway_graphql_document_cache_bytes', { cache: 'persisted' });
     expect(held).toBeGreaterThan(3 * 2 ** 20);
     expect(held).toBeLessThanOrEqual(4 * 2 ** 20);
+  });
+
+  describe('without a key that is accepted', () => {
+    const UNAUTHENTICATED = { errors: [{ message: 'Invalid API key', extensions: { code: 'UNAUTHENTICATED' } }] };
+    const persisted = (query: string, withText = false) => ({
+      ...(withText ? { query } : {}),
+      extensions: { persistedQuery: { version: 1, sha256Hash: sha256(query) } },
+    });
+    const post = (body: Record<string, unknown>, headers: Record<string, string> = {}) =>
+      http(gateway.baseUrl, 'POST', '/graphql', { headers: { ...json, ...headers }, body: JSON.stringify(body) });
+
+    it("answers 401 whether or not some workspace sent the document: a hash tells nothing of others' documents", async () => {
+      const registered = `{ campaign(id: "${ws.campaign.id}") { name } }`;
+      expect((await send(persisted(registered, true))).body.data.campaign).toEqual({ name: ws.campaign.name });
+      const known = await post(persisted(registered));
+      const unknown = await post(persisted(`{ campaign(id: "${ws.campaign.id}-guess") { name } }`));
+      for (const answer of [known, unknown]) {
+        expect(answer.status).toBe(401);
+        expect(answer.headers['www-authenticate']).toBe('Bearer');
+        expect(answer.body).toEqual(UNAUTHENTICATED);
+      }
+      // A key that is refused is answered alike, whatever the hash, as is a GET.
+      const refusedKey = await post(persisted(registered), bearer(`${ws.key.slice(0, -1)}x`));
+      expect([refusedKey.status, refusedKey.body]).toEqual([401, UNAUTHENTICATED]);
+      const get = await http(gateway.baseUrl, 'GET', `/graphql?extensions=${encodeURIComponent(JSON.stringify(persisted(registered).extensions))}`, {
+        headers: { 'apollo-require-preflight': 'true' },
+      });
+      expect([get.status, get.body]).toEqual([401, UNAUTHENTICATED]);
+    });
+
+    it('keeps no text sent without a key, whatever it asks for', async () => {
+      const query = '{ __typename unregistered: __typename }';
+      expect((await post(persisted(query, true))).status).toBe(401);
+      expect((await send(persisted(query))).body.errors[0].extensions.code).toBe('PERSISTED_QUERY_NOT_FOUND');
+    });
+
+    it('answers a key that cannot be checked (a store outage) with that outage alone, and an internal failure as one', async () => {
+      let failure: (() => unknown) | undefined;
+      const failing = await startGateway({}, {}, { wrapStore: (store) => storeFailingOn(store, ['findApiKeyByHash'], () => failure !== undefined, () => failure?.()) });
+      try {
+        const other = await failing.workspace();
+        const query = '{ viewer { workspaceId } }';
+        const ask = () => http(failing.baseUrl, 'POST', '/graphql', { headers: { ...json, ...bearer(other.key) }, body: JSON.stringify(persisted(query)) });
+        failure = () => dependencyUnavailable(new Error('connection refused'));
+        const outage = await ask();
+        expect(outage.status).toBe(503);
+        expect(outage.headers['retry-after']).toBe('5');
+        expect(outage.body).toEqual({ errors: [{ message: 'Service unavailable', extensions: { code: 'SERVICE_UNAVAILABLE', retryAfterSeconds: 5 } }] });
+        failure = () => new Error('disk /var/secret/gateway.db exploded');
+        const internal = await ask();
+        expect(internal.status).toBe(500);
+        expect(internal.body).toEqual({ errors: [{ message: 'Internal server error', extensions: { code: 'INTERNAL_SERVER_ERROR', requestId: internal.headers['x-request-id'] } }] });
+      } finally {
+        await failing.close();
+      }
+    });
+
+    it('counts each such request as a failed authentication, up to the block', async () => {
+      const guarded = await startGateway({ AUTH_FAILURE_LIMIT: '3' });
+      try {
+        const probe = () => http(guarded.baseUrl, 'POST', '/graphql', { headers: json, body: JSON.stringify(persisted(`{ probe${Math.random()} }`)) });
+        const failures = async () => metricSample((await http(guarded.baseUrl, 'GET', '/metrics')).text, 'gateway_auth_failures_total', { channel: 'GRAPHQL', code: 'UNAUTHENTICATED' }) ?? 0;
+        for (let attempt = 1; attempt <= 3; attempt++) {
+          expect((await probe()).status).toBe(401);
+          expect(await failures()).toBe(attempt);
+        }
+        const blocked = await probe();
+        expect(blocked.status).toBe(429);
+        expect(blocked.headers['retry-after']).toBeDefined();
+        expect(blocked.body.errors).toEqual([expect.objectContaining({ extensions: expect.objectContaining({ code: 'RATE_LIMITED' }) })]);
+      } finally {
+        await guarded.close();
+      }
+    });
   });
 });
