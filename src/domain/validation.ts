@@ -20,10 +20,11 @@ export const LIMITS = {
 const NO_CONTROL = /^[^\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]*$/;
 const NO_CONTROL_MULTILINE = /^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*$/;
 
-// At least one character that shows: a name of spaces or zero-width characters only is empty. The Hangul fillers
-// (U+115F, U+1160, U+3164, U+FFA0) and the blank Braille pattern (U+2800) are letters or symbols to Unicode, yet draw
-// nothing: a name of them alone looks empty too.
-const VISIBLE = /[^\s\p{C}\p{Z}\u115f\u1160\u2800\u3164\uffa0]/u;
+// At least one character that shows: a name of spaces, zero-width or other default-ignorable characters (the Hangul
+// fillers, variation selectors, the combining grapheme joiner) or combining marks alone is empty. The blank Braille
+// pattern (U+2800), the null notehead (U+1D159) and the object replacement character (U+FFFC) are symbols to Unicode,
+// yet draw nothing of their own: a name of them alone looks empty too.
+const VISIBLE = /[^\s\p{C}\p{Z}\p{M}\p{Default_Ignorable_Code_Point}\u2800\u{1D159}\uFFFC]/u;
 
 /** One line of text a person can read: something visible, no control or bidirectional formatting characters, valid Unicode. */
 export const isReadableLine = (value: string): boolean => VISIBLE.test(value) && NO_CONTROL.test(value) && value.isWellFormed();
