@@ -65,8 +65,9 @@ export interface DownloadMinimumRate {
 }
 
 /**
- * 1 KiB/s, over each minute spent waiting on the client: far below any real link, but a client that takes a little
- * now and then, just often enough not to stall, no longer keeps its download slot for as long as it likes.
+ * 1 KiB/s, over each minute spent waiting on the client: a client that takes a little now and then, just often
+ * enough not to stall, no longer keeps its download slot for as long as it likes. Measured, like the stall, by what
+ * the connection accepted, of which the kernel's send buffer is part.
  */
 export const DOWNLOAD_MINIMUM_RATE: DownloadMinimumRate = { bytes: 60 * 1024, perMs: 60_000 };
 
