@@ -71,7 +71,7 @@ export interface DownloadMinimumRate {
  */
 export const DOWNLOAD_MINIMUM_RATE: DownloadMinimumRate = { bytes: 60 * 1024, perMs: 60_000 };
 
-type ClientVerdict = { stalledMs: number } | { takenBytes: number; waitedMs: number };
+type ClientVerdict = { stalledMs: number } | { takenBytes: number };
 
 /**
  * Calls `onEnd` once, when the client has held the response back (the socket takes nothing more and the response
@@ -101,7 +101,7 @@ function watchClient(
   };
   const measure = () => {
     const takenBytes = taken() - (takenBefore ?? 0);
-    if (takenBytes < limits.minimumRate.bytes) return end({ takenBytes, waitedMs: limits.minimumRate.perMs });
+    if (takenBytes < limits.minimumRate.bytes) return end({ takenBytes });
     // Fast enough: a new span begins, still waiting.
     waitedMs = 0;
     takenBefore = taken();
@@ -199,7 +199,7 @@ export async function securityEventsDownloadRoutes(app: FastifyInstance, options
           request.log.warn({ ...who, stalledSeconds: Math.round(verdict.stalledMs / 1000) }, 'security event download ended: its client took no data');
         } else {
           request.log.warn(
-            { ...who, takenBytes: verdict.takenBytes, waitedSeconds: Math.round(verdict.waitedMs / 1000) },
+            { ...who, takenBytes: verdict.takenBytes, waitedSeconds: Math.round(minimumRate.perMs / 1000) },
             'security event download ended: its client took data too slowly',
           );
         }
