@@ -57,10 +57,7 @@ export function upstreamCheck(upstream: UpstreamProbe, pacing: PacingProbe, cloc
     neededToServe: false,
     check: async () => {
       // Side by side: a hung pacing store takes most of the check's time before it counts as unreachable.
-      const paused = pacing.remainingMs().then(
-        (ms) => ms,
-        () => null,
-      );
+      const paused = pacing.remainingMs().catch(() => null);
       // Reading the pause is not enough: a store that answers reads and refuses writes holds every call too.
       const paces = pacing.probe().then(
         () => true,
