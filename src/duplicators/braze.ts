@@ -10,7 +10,7 @@ import type { WorkerLogger } from '../jobs/worker.js';
  * How long a job waits when the pacing store cannot be asked for a slot: long enough that the workers do not
  * spin on an outage, short enough that jobs resume within seconds of its end.
  */
-export const PACING_STORE_RETRY_MS = 5000;
+const PACING_STORE_RETRY_MS = 5000;
 
 /** Braze's request body, exactly: optional fields are left out rather than sent as null. */
 export function brazeDuplicateBody(job: DuplicationJob): Record<string, unknown> {
