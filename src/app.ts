@@ -104,7 +104,7 @@ export interface StoreOptions {
   holdDataDir?: { waitMs: number; onWait: (message: string) => void };
 }
 
-function openSqliteStore(filename: string, options: StoreOptions): SqliteStore | Promise<SqliteStore> {
+async function openSqliteStore(filename: string, options: StoreOptions): Promise<SqliteStore> {
   const { holdDataDir } = options;
   const open = () =>
     new SqliteStore({ filename, onWriterRestart: options.onWriterRestart, migrations: options.migrations?.sqlite, holdDataDir: holdDataDir !== undefined });
