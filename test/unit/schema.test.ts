@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { isEnumType, isInputObjectType, isObjectType, type GraphQLField } from 'graphql';
+import { graphql, isEnumType, isInputObjectType, isObjectType, isScalarType, type GraphQLField } from 'graphql';
 import { MAX_PAGE_SIZE } from '../../src/domain/service.js';
 import { SECURITY_EVENT_TYPES } from '../../src/domain/types.js';
 import { LIMITS } from '../../src/domain/validation.js';
@@ -45,6 +45,22 @@ describe('schema.graphql', () => {
     expect(fields.description.description).toContain(`at most ${LIMITS.descriptionLength} characters (Unicode code points`);
     expect(fields.tagNames.description).toContain(`at most ${LIMITS.tagCount} of at most ${LIMITS.tagLength} characters (Unicode code points`);
     expect(fields.idempotencyKey.description).toContain(`1 to ${LIMITS.idempotencyKeyLength} visible ASCII characters`);
+  });
+
+  // Codegen types a custom scalar by what introspection says of it: without a specification it is `unknown`, and
+  // strictScalars refuses it.
+  it('says by introspection which specification DateTime follows, and describes what it takes and gives', async () => {
+    const schema = await gatewaySchema();
+    const { data } = await graphql({ schema, source: '{ __type(name: "DateTime") { specifiedByURL description } }' });
+    expect(data?.__type).toEqual({ specifiedByURL: 'https://www.rfc-editor.org/rfc/rfc3339#section-5.6', description: expect.stringContaining('RFC 3339') });
+    const dateTime = schema.getType('DateTime');
+    if (!isScalarType(dateTime)) throw new Error('DateTime is not a scalar');
+    // Given out in UTC with milliseconds, taken with any offset, never a date alone or without an offset.
+    expect(JSON.stringify(dateTime.serialize(dateTime.parseValue('2024-05-01T12:00:00+02:00')))).toBe('"2024-05-01T10:00:00.000Z"');
+    expect(JSON.stringify(dateTime.parseValue('2024-05-01T12:00:00.123456Z'))).toBe('"2024-05-01T12:00:00.123Z"');
+    expect(() => dateTime.parseValue('2024-05-01')).toThrow();
+    expect(() => dateTime.parseValue('2024-05-01T12:00:00')).toThrow();
+    expect(dateTime.description).toMatch(/UTC with milliseconds.*any offset.*A date alone .* is refused/s);
   });
 
   it("says what an event's details hold for every type, and that an allowlist refusal is a PERMISSION_DENIED", async () => {
