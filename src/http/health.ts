@@ -1,35 +1,43 @@
 import type { FastifyInstance } from 'fastify';
 import type { ReadinessReport } from '../readiness.js';
+import { schemaRef } from './openapi.js';
 
 const dependency = {
+  $id: 'DependencyCheck',
   type: 'object',
   required: ['status'],
   properties: {
-    status: { enum: ['up', 'degraded', 'down'] },
+    status: { type: 'string', enum: ['up', 'degraded', 'down'] },
     backend: { type: 'string', description: 'The implementation in use: sqlite, postgres, redis, memory, braze' },
     message: { type: 'string', description: 'What is wrong, when something is; for an upstream that is up, the pause it asked for (429), if any' },
   },
 } as const;
 
 const readinessBody = {
+  $id: 'Readiness',
   type: 'object',
   required: ['status', 'checks'],
   properties: {
-    status: { enum: ['ready', 'degraded', 'not ready', 'stopping'] },
+    status: { type: 'string', enum: ['ready', 'degraded', 'not ready', 'stopping'] },
     message: { type: 'string', description: 'That the instance is stopping, and every dependency that is not up, and why' },
-    checks: { type: 'object', description: 'Each dependency by name', additionalProperties: dependency },
+    checks: { type: 'object', description: 'Each dependency by name', additionalProperties: schemaRef(dependency.$id) },
   },
 } as const;
 
+const healthBody = { $id: 'Health', type: 'object', required: ['status'], properties: { status: { type: 'string', const: 'ok' } } } as const;
+
 /** GET /healthz (the process answers) and GET /readyz (what it depends on answers too). */
 export async function healthRoutes(app: FastifyInstance, options: { checkReady: () => Promise<ReadinessReport> }): Promise<void> {
+  for (const schema of [healthBody, dependency, readinessBody]) app.addSchema(schema);
   app.get(
     '/healthz',
     {
       schema: {
+        operationId: 'getHealth',
         tags: ['operations'],
         summary: 'Liveness',
-        response: { 200: { description: 'The process is serving', type: 'object', required: ['status'], properties: { status: { const: 'ok' } } } },
+        security: [],
+        response: { 200: { description: 'The process is serving', ...schemaRef(healthBody.$id) } },
       },
     },
     async () => ({ status: 'ok' }),
@@ -40,17 +48,19 @@ export async function healthRoutes(app: FastifyInstance, options: { checkReady: 
     '/readyz',
     {
       schema: {
+        operationId: 'getReadiness',
         tags: ['operations'],
         summary: 'Readiness: the store, the quota backend and, in upstream mode, the upstream',
+        security: [],
         response: {
           200: {
             description: 'Every dependency is up, or degraded but serving (e.g. Redis down: in-process limits; the upstream down: jobs wait)',
-            ...readinessBody,
+            ...schemaRef(readinessBody.$id),
           },
           503: {
             description:
               'A dependency the instance needs to serve (the store, the quota backend) is down, and `checks` says which; or the instance is stopping (`SHUTDOWN_DRAIN_SECONDS`)',
-            ...readinessBody,
+            ...schemaRef(readinessBody.$id),
           },
         },
       },

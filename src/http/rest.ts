@@ -5,7 +5,7 @@ import { withoutPort } from '../domain/ip-allowlist.js';
 import { CHANNELS, JOB_STATUSES, type Principal } from '../domain/types.js';
 import { isRecord, LIMITS } from '../domain/validation.js';
 import { emptyBodyError } from './errors.js';
-import { ACCEPT_ENCODING_HEADER, ALLOWED_METHODS, ALLOWLIST_ONLY_403, AUTH_BLOCK_ONLY_429, authenticatedErrorResponses, errorResponses, RETRY_AFTER_HEADER } from './openapi.js';
+import { ACCEPT_ENCODING_HEADER, ALLOWED_METHODS, ALLOWLIST_ONLY_403, AUTH_BLOCK_ONLY_429, authenticatedErrorResponses, errorResponses, RETRY_AFTER_HEADER, schemaRef } from './openapi.js';
 import { rateLimitHeaders } from './rate-limit-headers.js';
 
 declare module 'fastify' {
@@ -58,10 +58,44 @@ const RATE_LIMIT_HEADERS = {
 
 const nullableString = { type: ['string', 'null'] } as const;
 
-const jobStatus = { enum: JOB_STATUSES.map((status) => status.toLowerCase()) };
+const jobStatusSchema = { $id: 'DuplicationJobStatus', type: 'string', enum: JOB_STATUSES.map((status) => status.toLowerCase()) } as const;
+
+/**
+ * Text the service takes (src/domain/validation.ts): at least one character that is not a space, as many as `max`
+ * code points (JSON Schema counts them so too). The service refuses more than a pattern can say plainly (control
+ * characters, text that draws nothing, such as a zero-width space alone), so the schema is looser than the service
+ * there, never stricter.
+ */
+const visibleText = (max: number, description: string) => ({ type: 'string', minLength: 1, maxLength: max, pattern: '\\S', description }) as const;
+
+const tagName = visibleText(LIMITS.tagLength, 'An existing tag');
+
+const duplicateRequestSchema = {
+  $id: 'DuplicateCampaignRequest',
+  type: 'object',
+  required: ['campaign_id', 'name'],
+  properties: {
+    campaign_id: visibleText(LIMITS.campaignIdLength, 'The campaign to copy'),
+    name: visibleText(LIMITS.nameLength, 'Name of the new campaign'),
+    description: { type: ['string', 'null'], maxLength: LIMITS.descriptionLength, description: "Description of the new campaign; the source's when omitted" },
+    tag_names: {
+      description: "Existing tags; when given they replace the source campaign's tags. A single string is one tag.",
+      anyOf: [{ type: 'array', maxItems: LIMITS.tagCount, items: tagName }, tagName, { type: 'null' }],
+    },
+  },
+} as const;
+
+const duplicationAcceptedSchema = {
+  $id: 'DuplicationAccepted',
+  type: 'object',
+  description: 'The job, `pending` unless this repeats an earlier request',
+  required: ['message', 'job_id', 'status'],
+  properties: { message: { type: 'string', const: 'success' }, job_id: { type: 'string' }, status: schemaRef(jobStatusSchema.$id) },
+} as const;
 
 /** The schema of POST /campaigns/duplicate, which says how long an Idempotency-Key is kept as configured. */
 const duplicateSchema = (idempotencyTtlHours: number) => ({
+  operationId: 'duplicateCampaign',
   tags: ['campaigns'],
   summary: 'Duplicate a campaign (asynchronously)',
   description:
@@ -74,33 +108,28 @@ const duplicateSchema = (idempotencyTtlHours: number) => ({
     properties: {
       'idempotency-key': {
         type: 'string',
+        minLength: 1,
         maxLength: LIMITS.idempotencyKeyLength,
+        pattern: `^[\\x21-\\x7E]{1,${LIMITS.idempotencyKeyLength}}$`,
         description: `Repeating a request with the same key and body returns the same job without taking quota (kept ${idempotencyTtlHours} h, per workspace)`,
       },
     },
   },
-  body: {
-    type: 'object',
-    required: ['campaign_id', 'name'],
-    properties: {
-      campaign_id: { type: 'string', maxLength: LIMITS.campaignIdLength, description: 'The campaign to copy' },
-      name: { type: 'string', minLength: 1, maxLength: LIMITS.nameLength, description: 'Name of the new campaign' },
-      description: { type: ['string', 'null'], maxLength: LIMITS.descriptionLength, description: "Description of the new campaign; the source's when omitted" },
-      tag_names: {
-        description: "Existing tags; when given they replace the source campaign's tags. A single string is one tag.",
-        anyOf: [{ type: 'array', maxItems: LIMITS.tagCount, items: { type: 'string', maxLength: LIMITS.tagLength } }, { type: 'string' }, { type: 'null' }],
-      },
-    },
-  },
+  body: schemaRef(duplicateRequestSchema.$id),
   response: {
     202: {
       description: 'Accepted: the job is committed and will run',
-      type: 'object',
-      required: ['message', 'job_id', 'status'],
-      properties: { message: { const: 'success' }, job_id: { type: 'string' }, status: { ...jobStatus, description: 'pending, unless this repeats an earlier request' } },
-      headers: { ...RATE_LIMIT_HEADERS, location: { type: 'string', description: 'The job: /duplication_jobs/{job_id}' } },
+      ...schemaRef(duplicationAcceptedSchema.$id),
+      headers: { ...RATE_LIMIT_HEADERS, location: { type: 'string', required: true, description: 'The job: /duplication_jobs/{job_id}' } },
     },
-    ...authenticatedErrorResponses([400, 413, 422], RATE_LIMIT_HEADERS),
+    ...authenticatedErrorResponses([400, 413, 422], RATE_LIMIT_HEADERS, {
+      400:
+        'The request is invalid. `errors` names each invalid field, one line each (a bad Idempotency-Key is checked first, ' +
+        'and named alone); a request refused before its fields are read (a body that is not JSON, no body, two Idempotency-Key ' +
+        'headers) has only `message`. Whether the campaign and the tags exist ' +
+        'is checked only once every field is valid: then `Invalid Campaign ID`, or a line per unknown tag (not in upstream ' +
+        'mode, where the job fails instead)',
+    }),
     ...errorResponses([415], { ...RATE_LIMIT_HEADERS, ...ACCEPT_ENCODING_HEADER }),
     ...errorResponses([409], { ...RATE_LIMIT_HEADERS, ...RETRY_AFTER_HEADER }),
   },
@@ -109,13 +138,13 @@ const duplicateSchema = (idempotencyTtlHours: number) => ({
 /** Every field of a job, always present (null when it has no value): all are required. */
 const jobProperties = {
   job_id: { type: 'string' },
-  status: jobStatus,
+  status: schemaRef(jobStatusSchema.$id),
   source_campaign_id: { type: 'string' },
   name: { type: 'string' },
   description: { ...nullableString, description: "The new campaign's description; null when the source campaign's is kept" },
   tag_names: { type: 'array', items: { type: 'string' }, description: 'The tags the request named; empty when keeps_source_tags' },
   keeps_source_tags: { type: 'boolean', description: "True when the request named no tags: the new campaign keeps the source campaign's tags" },
-  channel: { enum: CHANNELS },
+  channel: { type: 'string', enum: CHANNELS },
   api_key_id: { type: 'string' },
   attempts: { type: 'integer' },
   created_at: { type: 'string', format: 'date-time' },
@@ -129,7 +158,10 @@ const jobProperties = {
   },
 } as const;
 
+const duplicationJobSchema = { $id: 'DuplicationJob', type: 'object', required: Object.keys(jobProperties), properties: jobProperties } as const;
+
 const jobSchema = {
+  operationId: 'getDuplicationJob',
   tags: ['campaigns'],
   summary: 'A duplication job',
   description: 'A job of the calling key, or of its workspace with security_events.read. Retry-After is set while it is not finished.',
@@ -138,9 +170,7 @@ const jobSchema = {
   response: {
     200: {
       description: 'The job',
-      type: 'object',
-      required: Object.keys(jobProperties),
-      properties: jobProperties,
+      ...schemaRef(duplicationJobSchema.$id),
       headers: {
         'retry-after': {
           type: 'integer',
@@ -181,6 +211,7 @@ function methodNotAllowed(app: FastifyInstance, url: string, allowed: readonly s
 /** The Braze-compatible routes. Thin: parse, call the service, map the result. */
 export async function restRoutes(app: FastifyInstance, options: { service: GatewayService; idempotencyTtlHours: number }): Promise<void> {
   const { service, idempotencyTtlHours } = options;
+  for (const schema of [jobStatusSchema, duplicateRequestSchema, duplicationAcceptedSchema, duplicationJobSchema]) app.addSchema(schema);
   for (const [url, allowed] of Object.entries(ALLOWED_METHODS)) methodNotAllowed(app, url, allowed);
   /**
    * The request's key checked again when its body came late (reauthorizeDuplication). Unknown to the answer until

@@ -150,6 +150,7 @@ export async function securityEventsDownloadRoutes(app: FastifyInstance, options
       // fastify's automatic HEAD would read the whole range from the store only to throw it away.
       exposeHeadRoute: false,
       schema: {
+        operationId: 'downloadSecurityEvents',
         tags: ['security events'],
         summary: 'Download security events as CSV',
         description:
@@ -168,6 +169,14 @@ export async function securityEventsDownloadRoutes(app: FastifyInstance, options
           200: {
             description: `CSV with the header ${CSV_COLUMNS.join(',')}`,
             content: { 'text/csv': { schema: { type: 'string' } } },
+            headers: {
+              'content-disposition': {
+                type: 'string',
+                required: true,
+                description: 'An attachment named for the range: `attachment; filename="security_events_<start>_<end>.csv"`',
+              },
+              'cache-control': { type: 'string', const: 'no-store', required: true, description: 'Security events are never kept by a cache' },
+            },
           },
           ...authenticatedErrorResponses([400], {}, {
             400: `\`start\` or \`end\` is missing or not a date, \`end\` is not after \`start\`, or the range is longer than ${MAX_EVENT_RANGE_DAYS} days; \`errors\` says which`,

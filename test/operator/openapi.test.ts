@@ -1,9 +1,11 @@
 import { Validator } from '@seriousme/openapi-schema-validator';
-import { Ajv2020 } from 'ajv/dist/2020.js';
+import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import formats from 'ajv-formats';
+import fc from 'fast-check';
 import { readFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { normalizeDuplicateInput } from '../../src/domain/validation.js';
 import { bearer, http, json, startGateway, waitFor, type HttpResult, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 
 interface Exchange {
@@ -12,6 +14,27 @@ interface Exchange {
   path: string;
   response: HttpResult;
 }
+
+/** The object a `$ref` of the document points to (`#/components/...`), or the object itself when it is none. */
+function resolved(document: any, object: any): any {
+  if (!object?.$ref) return object;
+  return (object.$ref as string).slice(2).split('/').reduce((at: any, part: string) => at[part], document);
+}
+
+/** A validator of a schema of the document, whose references to its components resolve. */
+function schemaValidator(document: any): (schema: object) => ValidateFunction {
+  const ajv = new Ajv2020({ strict: false, allErrors: true });
+  formats.default(ajv);
+  return (schema) => ajv.compile({ ...schema, components: document.components });
+}
+
+/** Every operation of the document, with where it is. */
+const operationsOf = (document: any): { where: string; operation: any }[] =>
+  Object.entries(document.paths).flatMap(([path, item]) =>
+    Object.entries(item as Record<string, any>)
+      .filter(([method]) => method !== 'description')
+      .map(([method, operation]) => ({ where: `${method} ${path}`, operation })),
+  );
 
 describe('GET /openapi.json', () => {
   let gateway: TestGateway;
@@ -42,7 +65,54 @@ describe('GET /openapi.json', () => {
       '/metrics': ['get'],
       '/openapi.json': ['get'],
     });
-    expect(document.paths['/campaigns/duplicate'].post.requestBody.content['application/json'].schema.required).toEqual(['campaign_id', 'name']);
+    expect(resolved(document, document.paths['/campaigns/duplicate'].post.requestBody.content['application/json'].schema).required).toEqual(['campaign_id', 'name']);
+  });
+
+  // Generated clients name their functions and types after these: renaming one renames the caller's code.
+  it('names every operation, and the bodies routes share, so that generated clients do not name them after paths', () => {
+    expect(Object.fromEntries(operationsOf(document).map(({ where, operation }) => [where, operation.operationId]))).toEqual({
+      'post /campaigns/duplicate': 'duplicateCampaign',
+      'get /duplication_jobs/{job_id}': 'getDuplicationJob',
+      'get /security_events/download': 'downloadSecurityEvents',
+      'get /healthz': 'getHealth',
+      'get /readyz': 'getReadiness',
+      'get /metrics': 'getMetrics',
+      'get /openapi.json': 'getOpenApi',
+    });
+    expect(Object.keys(document.components.schemas).sort()).toEqual(
+      ['DependencyCheck', 'DuplicateCampaignRequest', 'DuplicationAccepted', 'DuplicationJob', 'DuplicationJobStatus', 'Error', 'Health', 'Readiness'].sort(),
+    );
+    const bodies = (where: string) => operationsOf(document).find((operation) => operation.where === where)!.operation.responses;
+    expect(bodies('post /campaigns/duplicate')['202'].content['application/json'].schema).toEqual({ $ref: '#/components/schemas/DuplicationAccepted' });
+    expect(bodies('get /duplication_jobs/{job_id}')['200'].content['application/json'].schema).toEqual({ $ref: '#/components/schemas/DuplicationJob' });
+    for (const status of ['200', '503']) expect(bodies('get /readyz')[status].content['application/json'].schema).toEqual({ $ref: '#/components/schemas/Readiness' });
+  });
+
+  it("has one error body, referenced by every error answer of every operation but /readyz's report", () => {
+    const errorAnswers = operationsOf(document).flatMap(({ where, operation }) =>
+      Object.entries(operation.responses as Record<string, any>)
+        .filter(([status]) => Number(status) >= 400 && `${where} ${status}` !== 'get /readyz 503')
+        .map(([status, response]) => ({ where: `${where} ${status}`, response: resolved(document, response) })),
+    );
+    expect(errorAnswers.map(({ where }) => where)).toEqual(expect.arrayContaining(['post /campaigns/duplicate 400', 'post /campaigns/duplicate 405', 'get /security_events/download 401']));
+    for (const { where, response } of errorAnswers) expect(response.content, where).toEqual({ 'application/json': { schema: { $ref: '#/components/schemas/Error' } } });
+  });
+
+  it('types every enum, says where the API is, and asks no key where none is needed', () => {
+    const untyped: string[] = [];
+    const visit = (value: unknown, at: string) => {
+      if (typeof value !== 'object' || value === null) return;
+      const schema = value as Record<string, unknown>;
+      if (('enum' in schema && Array.isArray(schema.enum)) || 'const' in schema) if (schema.type === undefined) untyped.push(at);
+      for (const [key, child] of Object.entries(schema)) visit(child, `${at}/${key}`);
+    };
+    visit(document, '#');
+    expect(untyped).toEqual([]);
+    // Relative to the document's own URL, so under a proxy's path prefix too.
+    expect(document.servers).toEqual([expect.objectContaining({ url: '.' })]);
+    const open = operationsOf(document).filter(({ operation }) => operation.security?.length === 0).map(({ where }) => where);
+    expect(open.sort()).toEqual(['get /healthz', 'get /metrics', 'get /openapi.json', 'get /readyz']);
+    for (const { where, operation } of operationsOf(document)) expect(operation.security, where).toBeDefined();
   });
 
   it("is versioned as the gateway is, and says what it configured", () => {
@@ -54,11 +124,7 @@ describe('GET /openapi.json', () => {
   });
 
   it('says of each route only what it can answer: no permission where it needs none, no spent quota where it takes no point', () => {
-    const routes = Object.entries(document.paths).flatMap(([path, item]) =>
-      Object.entries(item as Record<string, any>)
-        .filter(([, operation]) => operation.security)
-        .map(([method, operation]) => ({ where: `${method} ${path}`, operation })),
-    );
+    const routes = operationsOf(document).filter(({ operation }) => operation.security.length > 0);
     for (const { where, operation } of routes) {
       const needsPermission = /Needs the permission/.test(operation.description);
       const takesQuota = Object.values(operation.responses as Record<string, any>).some((response) => 'x-ratelimit-limit' in (response.headers ?? {}));
@@ -74,22 +140,20 @@ describe('GET /openapi.json', () => {
 
   // The route always sends every field (null when empty), as the answers checked against the document below show.
   it('lists every field of a job as required, so that generated clients do not make them optional', () => {
-    const job = document.paths['/duplication_jobs/{job_id}'].get.responses['200'].content['application/json'].schema;
+    const job = resolved(document, document.paths['/duplication_jobs/{job_id}'].get.responses['200'].content['application/json'].schema);
     expect([...job.required].sort()).toEqual(Object.keys(job.properties).sort());
     expect(job.properties.error.required).toEqual(['code', 'message']);
   });
 
   it('documents, on every route behind a key, the answers any key check or dependency can give', () => {
-    const guarded = Object.entries(document.paths).flatMap(([path, item]) =>
-      Object.entries(item as Record<string, any>)
-        .filter(([, operation]) => operation.security)
-        .map(([method, operation]) => ({ where: `${method} ${path}`, responses: operation.responses })),
-    );
+    const guarded = operationsOf(document)
+      .filter(({ operation }) => operation.security.length > 0)
+      .map(({ where, operation }) => ({ where, responses: operation.responses }));
     expect(guarded.map(({ where }) => where).sort()).toEqual(['get /duplication_jobs/{job_id}', 'get /security_events/download', 'post /campaigns/duplicate']);
     for (const { where, responses } of guarded) {
       for (const status of ['401', '403', '429', '500', '503']) expect(responses[status], `${where} ${status}`).toBeDefined();
       for (const status of ['429', '503']) expect(Object.keys(responses[status].headers ?? {}), `${where} ${status}`).toContain('retry-after');
-      expect(Object.keys(responses['401'].headers ?? {}), `${where} 401`).toEqual(['www-authenticate']);
+      expect(Object.keys(responses['401'].headers ?? {}), `${where} 401`).toEqual(['www-authenticate', 'x-request-id']);
     }
   });
 
@@ -151,31 +215,39 @@ describe('GET /openapi.json', () => {
     await call('GET', jobPath, `/duplication_jobs/${accepted.body.job_id}`, { headers: bearer(ws.key) });
     await call('GET', downloadPath, `${downloadPath}${range}`, { headers: bearer(ws.key) });
 
-    const ajv = new Ajv2020({ strict: false, allErrors: true });
-    formats.default(ajv);
-    const errorBody = ajv.compile(document.paths['/campaigns/duplicate'].post.responses['400'].content['application/json'].schema);
+    const validator = schemaValidator(document);
     for (const { method, path, response } of exchanges) {
       const where = `${method.toUpperCase()} ${path} → ${response.status}`;
+      let documented: any;
       if (response.status === 405) {
-        // A method the path lacks has no operation to document its answer: the path item says what it gets.
+        // A method the path lacks has no operation to document its answer: the operations it has declare it, and
+        // the path item says which methods those are.
         expect(document.paths[path][method], where).toBeUndefined();
         expect(document.paths[path].description, where).toContain(`405 Method Not Allowed, with \`Allow: ${response.headers.allow}\``);
-        expect(errorBody(response.body) ? [] : errorBody.errors, `${where} body`).toEqual([]);
-        continue;
+        const declaring = Object.values(document.paths[path]).filter((operation: any) => operation.responses?.['405']);
+        expect(declaring.length, where).toBeGreaterThan(0);
+        documented = resolved(document, (declaring[0] as any).responses['405']);
+      } else {
+        documented = resolved(document, document.paths[path][method].responses[String(response.status)]);
       }
-      const documented = document.paths[path][method].responses[String(response.status)];
       expect(documented, `${where} is not documented`).toBeDefined();
-      const sent = Object.keys(response.headers).filter((name) => /^(x-ratelimit-|retry-after$|location$|www-authenticate$|accept-encoding$|allow$)/.test(name));
-      expect(sent.filter((name) => !(name in (documented.headers ?? {}))), `${where}: undocumented headers`).toEqual([]);
+      const headers = Object.fromEntries(Object.entries(documented.headers ?? {}).map(([name, header]) => [name, resolved(document, header)]));
+      const always = Object.keys(headers).filter((name) => headers[name].required);
+      expect(always.filter((name) => response.headers[name] === undefined), `${where}: declared headers missing`).toEqual([]);
+      const sent = Object.keys(response.headers).filter((name) =>
+        /^(x-ratelimit-|retry-after$|location$|www-authenticate$|accept-encoding$|allow$|x-request-id$|content-disposition$)/.test(name) ||
+        (name === 'cache-control' && path !== '/openapi.json'),
+      );
+      expect(sent.filter((name) => !(name in headers)), `${where}: undocumented headers`).toEqual([]);
       for (const name of sent) {
-        const fixed = documented.headers[name].schema?.const;
+        const fixed = headers[name].schema?.const;
         if (fixed !== undefined) expect(response.headers[name], `${where}: ${name}`).toBe(fixed);
       }
       if (response.status === 401) expect(response.headers['www-authenticate'], where).toBe('Bearer');
       const mediaType = String(response.headers['content-type']).split(';')[0];
       expect(Object.keys(documented.content ?? {}), `${where} answered ${mediaType}`).toContain(mediaType);
       if (mediaType === 'application/json') {
-        const validate = ajv.compile(documented.content[mediaType].schema);
+        const validate = validator(documented.content[mediaType].schema);
         expect(validate(response.body) ? [] : validate.errors, `${where} body`).toEqual([]);
       }
     }
@@ -209,5 +281,104 @@ describe('GET /openapi.json', () => {
         'get /openapi.json 200',
       ].sort(),
     );
+  });
+});
+
+/**
+ * The documented request (its body and its Idempotency-Key) against what the service takes. Route schemas only
+ * document (src/http/openapi.ts): the service refuses, in its own words, after the quota point, so each refusal
+ * here costs one.
+ */
+describe('the documented request of POST /campaigns/duplicate', () => {
+  let gateway: TestGateway;
+  let ws: TestWorkspace;
+  let document: any;
+  let bodyValid: ValidateFunction;
+  let keyValid: ValidateFunction;
+
+  beforeAll(async () => {
+    gateway = await startGateway({ DUPLICATE_RATE_LIMIT: '1000', WORKER_CONCURRENCY: '0' });
+    ws = await gateway.workspace();
+    document = (await http(gateway.baseUrl, 'GET', '/openapi.json')).body;
+    const operation = document.paths['/campaigns/duplicate'].post;
+    const validator = schemaValidator(document);
+    bodyValid = validator(operation.requestBody.content['application/json'].schema);
+    keyValid = validator(operation.parameters.find((parameter: any) => parameter.name === 'idempotency-key').schema);
+  });
+  afterAll(() => gateway?.close());
+
+  const post = (body: object, idempotencyKey?: string) =>
+    http(gateway.baseUrl, 'POST', '/campaigns/duplicate', {
+      headers: { ...json, ...bearer(ws.key), ...(idempotencyKey === undefined ? {} : { 'idempotency-key': idempotencyKey }) },
+      body: JSON.stringify(body),
+    });
+
+  const refused: { what: string; body?: Record<string, unknown>; key?: string; field: string }[] = [
+    { what: 'a name of spaces', body: { name: '   ' }, field: 'name' },
+    { what: 'an empty name', body: { name: '' }, field: 'name' },
+    { what: 'an empty campaign_id', body: { campaign_id: '' }, field: 'campaign_id' },
+    { what: 'a campaign_id of spaces', body: { campaign_id: ' \t' }, field: 'campaign_id' },
+    { what: 'an empty tag', body: { tag_names: [''] }, field: 'tag_names' },
+    { what: 'a tag too long', body: { tag_names: ['x'.repeat(101)] }, field: 'tag_names' },
+    { what: 'an empty single tag', body: { tag_names: '' }, field: 'tag_names' },
+    { what: 'a single tag of spaces', body: { tag_names: '  ' }, field: 'tag_names' },
+    { what: 'an empty Idempotency-Key', key: '', field: 'Idempotency-Key' },
+    { what: 'an Idempotency-Key with a space', key: 'order 1', field: 'Idempotency-Key' },
+    { what: 'an Idempotency-Key too long', key: 'k'.repeat(256), field: 'Idempotency-Key' },
+  ];
+
+  it.each(refused)('refuses $what, as the document says', async ({ body, key, field }) => {
+    const sent = { campaign_id: ws.campaign.id, name: 'copy', ...body };
+    expect(body === undefined || !bodyValid(sent), 'the document takes the body').toBe(true);
+    expect(key === undefined || !keyValid(key), 'the document takes the key').toBe(true);
+    const response = await post(sent, key);
+    expect(response.status).toBe(400);
+    expect(response.body.message).toBe('Invalid request');
+    expect(response.body.errors).toEqual([expect.stringMatching(new RegExp(`^'${field}' `))]);
+  });
+
+  it.each([
+    { what: 'tags as a list', body: { tag_names: ['promo', 'newsletter'], description: '' }, key: 'order-1' },
+    { what: 'one tag as a string', body: { tag_names: 'promo', description: null }, key: `~${'k'.repeat(254)}` },
+    { what: 'no tags, a name with spaces around it', body: { name: '  Spring sale 🎉  ', tag_names: null }, key: undefined },
+  ])('accepts $what, as the document says', async ({ body, key }) => {
+    const sent = { campaign_id: ws.campaign.id, name: 'copy', ...body };
+    expect(bodyValid(sent) ? [] : bodyValid.errors).toEqual([]);
+    expect(key === undefined || keyValid(key)).toBe(true);
+    expect((await post(sent, key)).status).toBe(202);
+  });
+
+  // The document may be looser than the service (it cannot say every character the service refuses), never
+  // stricter: a client that validates with it must not refuse a request the gateway would take.
+  it('takes every text field value the service takes', () => {
+    const text = fc.oneof(
+      fc.string({ unit: fc.constantFrom(' ', '\t', '\n', '\u00a0', '\u200b', '\u3000', '\u0301', 'a', 'é', '🎉', '\u0007'), maxLength: 8 }),
+      fc.string({ unit: 'binary', maxLength: 300 }),
+    );
+    fc.assert(
+      fc.property(text, (value) => {
+        for (const raw of [
+          { campaignId: value, name: 'copy' },
+          { campaignId: 'c', name: value },
+          { campaignId: 'c', name: 'copy', tagNames: value },
+          { campaignId: 'c', name: 'copy', tagNames: [value] },
+        ]) {
+          if (normalizeDuplicateInput(raw) === undefined) continue;
+          const body = { campaign_id: raw.campaignId, name: raw.name, tag_names: raw.tagNames };
+          expect(bodyValid(body) ? [] : bodyValid.errors, JSON.stringify(body)).toEqual([]);
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('says that unknown tags are named only once every field is valid', async () => {
+    const blankName = await post({ campaign_id: ws.campaign.id, name: ' ', tag_names: ['no-such-tag'] });
+    expect(blankName.body.errors).toEqual(["'name' must be a non-empty string"]);
+    const unknownTag = await post({ campaign_id: ws.campaign.id, name: 'copy', tag_names: ['no-such-tag'] });
+    expect(unknownTag.body.errors).toEqual(["'tag_names' contains unknown tag 'no-such-tag'"]);
+    const documented = document.paths['/campaigns/duplicate'].post.responses['400'].description;
+    expect(documented).toContain('checked only once every field is valid');
+    expect(documented).not.toMatch(/names each problem/);
   });
 });
