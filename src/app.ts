@@ -147,7 +147,7 @@ export function backupStore(config: Config, destination: string): { file: string
  * PostgreSQL store's database, else memory.
  */
 export function createLimiterBackend(config: Config, store: GatewayStore): LimiterBackend {
-  if (config.redisUrl) return new RedisLimiters(config.redisUrl);
+  if (config.redisUrl) return new RedisLimiters(config.redisUrl, config.redisKeyPrefix);
   if (store instanceof PostgresStore) return postgresLimiters(store.pool);
   return memoryLimiters();
 }

@@ -13,6 +13,8 @@ export interface Config {
   dataDir: string;
   databaseUrl: string | null;
   redisUrl: string | null;
+  /** Put before every key the gateway uses in Redis (with a `:`), so deployments sharing one Redis database stay apart; empty: none. */
+  redisKeyPrefix: string;
   upstreamUrl: string | null;
   upstreamApiKey: string | null;
   /** Whole-request deadline for one upstream call (connect, headers and body). */
@@ -171,6 +173,24 @@ function origins(env: Env, name: string): string[] {
   });
 }
 
+const REDIS_KEY_PREFIX_MAX = 64;
+
+/**
+ * Letters, digits and `.`, `_`, `-`, `:` inside: no space, nothing an ACL key pattern (`~<prefix>:*`) would read
+ * as a wildcard, and no `:` at an end, which would double the one the gateway puts after it.
+ */
+function redisKeyPrefix(env: Env): string {
+  const raw = env.REDIS_KEY_PREFIX?.trim();
+  if (!raw) return '';
+  if (raw.length > REDIS_KEY_PREFIX_MAX || !/^[A-Za-z0-9._-]+(:[A-Za-z0-9._-]+)*$/.test(raw)) {
+    throw new ConfigError(
+      'REDIS_KEY_PREFIX',
+      `must be up to ${REDIS_KEY_PREFIX_MAX} letters, digits, '.', '_', '-', and ':' other than at either end, got '${raw}'`,
+    );
+  }
+  return raw;
+}
+
 const HOST_NAME = z.hostname();
 
 /**
@@ -273,6 +293,7 @@ export function loadConfig(env: Env = process.env): Config {
     dataDir: dataDir(env, databaseUrl),
     databaseUrl,
     redisUrl: url(env, 'REDIS_URL', ['redis:', 'rediss:']),
+    redisKeyPrefix: redisKeyPrefix(env),
     upstreamUrl,
     upstreamApiKey,
     upstreamTimeoutMs,

@@ -90,6 +90,23 @@ describe('listening configuration', () => {
   });
 });
 
+describe('REDIS_KEY_PREFIX', () => {
+  it('is empty unless set, keeping the key names of earlier versions', () => {
+    expect(loadConfig({}).redisKeyPrefix).toBe('');
+    expect(loadConfig({ REDIS_KEY_PREFIX: ' ' }).redisKeyPrefix).toBe('');
+  });
+
+  it.each(['staging', 'acme:production-2', 'eu.gateway_1', ' padded ', 'x'.repeat(64)])('takes %j', (value) => {
+    expect(loadConfig({ REDIS_KEY_PREFIX: value }).redisKeyPrefix).toBe(value.trim());
+  });
+
+  it.each(['staging:', ':staging', 'a::b', 'prod*', 'a b', 'a{b}', 'ü', 'x'.repeat(65)])('stops start-up on %j with one line saying what it takes', (value) => {
+    expect(() => loadConfig({ REDIS_KEY_PREFIX: value })).toThrow(
+      `invalid configuration: REDIS_KEY_PREFIX must be up to 64 letters, digits, '.', '_', '-', and ':' other than at either end, got '${value}'`,
+    );
+  });
+});
+
 describe('DATA_DIR', () => {
   const parent = mkdtempSync(join(tmpdir(), 'cgw-config-'));
   const file = join(parent, 'a-file');

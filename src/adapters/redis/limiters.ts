@@ -105,7 +105,11 @@ export class RedisLimiters implements LimiterBackend {
   private recheck: NodeJS.Timeout | undefined;
   private readonly probe: RateLimiterAbstract;
 
-  constructor(url: string) {
+  /** `keyPrefix`, when not empty, goes before every key, with a `:`: `staging` makes `duplicate:<workspace>` `staging:duplicate:<workspace>`. */
+  constructor(
+    url: string,
+    private readonly keyPrefix = '',
+  ) {
     this.client = new Redis(url, {
       // Fail at once while disconnected instead of queueing: the insurance limiter answers meanwhile.
       enableOfflineQueue: false,
@@ -151,7 +155,7 @@ export class RedisLimiters implements LimiterBackend {
       storeClient: this.client,
       rejectIfRedisNotReady: true,
       insuranceLimiter,
-      keyPrefix: settings.keyPrefix,
+      keyPrefix: this.keyPrefix ? `${this.keyPrefix}:${settings.keyPrefix}` : settings.keyPrefix,
       points: settings.points,
       duration: settings.durationSeconds,
     });
