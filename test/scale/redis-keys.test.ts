@@ -1,10 +1,18 @@
+import { readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RateLimiterAuthFailures } from '../../src/adapters/rate-limiter-auth-failures.js';
 import { RateLimiterQuota } from '../../src/adapters/rate-limiter-quota.js';
 import { RedisLimiters } from '../../src/adapters/redis/limiters.js';
 import { UpstreamPacer } from '../../src/adapters/upstream-pacer.js';
+import type { DuplicationJob } from '../../src/domain/types.js';
+import { startFakeBraze, type FakeBraze } from '../support/fake-braze.js';
+import { bearer, componentLines, graphql, http, json, recordingLogger, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
 import { PrivateRedis, skipWithoutRedisServer } from '../support/redis.js';
+import { readiness } from './support.js';
+
+const README = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+const UPSTREAM_KEY = 'Braze-Upstream-Key-7A0C3E91B2';
 
 /** Every key in the database `client` is connected to. */
 async function keysOf(client: Redis): Promise<string[]> {
@@ -18,7 +26,7 @@ async function keysOf(client: Redis): Promise<string[]> {
   return keys.sort();
 }
 
-// A Redis of its own: its database is scanned whole.
+// A Redis of its own: its database is scanned whole, and the README's ACL user is created in it.
 describe.skipIf(skipWithoutRedisServer)('Redis keys and permissions', () => {
   let redis: PrivateRedis;
   let admin: Redis;
@@ -67,5 +75,95 @@ describe.skipIf(skipWithoutRedisServer)('Redis keys and permissions', () => {
       await staging.close();
       await production.close();
     }
+  });
+
+  describe('a gateway whose Redis user is made by the README\'s ACL SETUSER line', () => {
+    const line = /^ACL SETUSER .+$/m.exec(README)?.[0] ?? '';
+    const [user, ...rules] = line.split(' ').slice(2);
+    const password = rules.find((rule) => rule.startsWith('>'))?.slice(1) ?? '';
+    const prefix = /^~(.+):\*$/.exec(rules.find((rule) => rule.startsWith('~')) ?? '')?.[1] ?? '';
+    // The README's table of keys, each `<…>` standing for any name.
+    const documented = [...README.matchAll(/^\| `([a-z][^`]*)` \| [^|]+ \| [^|]+ \|$/gm)].map(
+      ([, key]) => new RegExp(`^${key.split(/<[^>]+>/).map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('.+')}$`),
+    );
+    let fake: FakeBraze;
+    let gateway: TestGateway;
+    // In a database of its own, named in REDIS_URL: SELECT is part of what the user needs.
+    let database: Redis;
+    const { logger, lines } = recordingLogger();
+
+    beforeAll(async () => {
+      await admin.flushall();
+      // Without the script cached, the limiters' first call needs EVAL as well as EVALSHA.
+      await admin.script('FLUSH');
+      await admin.call('ACL', 'SETUSER', user, ...rules);
+      await admin.call('ACL', 'LOG', 'RESET');
+      database = new Redis(`${redis.url()}/3`);
+      fake = await startFakeBraze(UPSTREAM_KEY);
+      gateway = await startGateway(
+        {
+          REDIS_URL: `${redis.url(`${user}:${password}`)}/3`,
+          REDIS_KEY_PREFIX: prefix,
+          UPSTREAM_URL: fake.url,
+          UPSTREAM_API_KEY: UPSTREAM_KEY,
+          AUTH_FAILURE_LIMIT: '2',
+        },
+        { logger },
+      );
+    });
+
+    afterAll(async () => {
+      await gateway?.close();
+      await fake?.close();
+      database?.disconnect();
+    });
+
+    it('runs every path that uses Redis without a refusal, and keeps every key under the prefix, documented, and expiring', async () => {
+      expect(line).toMatch(/^ACL SETUSER \S+ on >\S+ ~\S+:\* -@all /);
+      const ws = await gateway.workspace();
+      const duplicate = (key: string) =>
+        http(gateway.baseUrl, 'POST', '/campaigns/duplicate', {
+          headers: { ...json, ...bearer(key) },
+          body: JSON.stringify({ campaign_id: 'cmp-0001', name: 'A copy' }),
+        });
+      const job = (id: string, done: (found: DuplicationJob) => boolean) =>
+        waitFor(async () => {
+          const found = (await gateway.app.store.getJob(ws.workspace.id, id)) as DuplicationJob;
+          return done(found) && found;
+        });
+
+      // The quota and upstream pacing; then a 429 from upstream, which pauses the pace.
+      const sent = await duplicate(ws.key);
+      expect(sent.status).toBe(202);
+      expect(await job(sent.body.job_id, (found) => found.status !== 'PENDING' && found.status !== 'RUNNING')).toMatchObject({ status: 'SUCCEEDED' });
+      fake.script('POST /campaigns/duplicate', { status: 429, json: { message: 'Rate limit exceeded' }, headers: { 'retry-after': '30' } });
+      const limited = await duplicate(ws.key);
+      expect(await job(limited.body.job_id, (found) => found.error !== null)).toMatchObject({ status: 'PENDING', error: { code: 'UPSTREAM_RATE_LIMITED' } });
+      // Upstream reads.
+      expect((await graphql(gateway.baseUrl, ws.key, '{ campaigns(first: 5) { edges { cursor } } }')).body.errors).toBeUndefined();
+      // A permission refusal's event budget.
+      const reader = await ws.addKey(['campaigns.list']);
+      expect((await duplicate(reader.key)).status).toBe(403);
+      // Failed authentications, up to a block.
+      const failures = [];
+      for (let i = 0; i < 3; i++) failures.push((await duplicate('not-a-key')).status);
+      expect(failures).toEqual([401, 401, 429]);
+      // Readiness: the limiters' probe, a quota read, the pacer's probe and the pause.
+      expect(await readiness(gateway)).toMatchObject({ code: 200, checks: { quota: { status: 'up', backend: 'redis' }, upstream: { status: 'up' } } });
+
+      // ioredis sends CLIENT SETINFO (Redis 7.2 and later know it) and ignores its refusal: the README says it needs no grant.
+      const refused = ((await admin.call('ACL', 'LOG')) as unknown[][]).filter((entry) => !entry.includes('client|setinfo'));
+      expect(refused).toEqual([]);
+      expect(componentLines(lines, 'limits')).toEqual([]);
+
+      const keys = await keysOf(database);
+      expect(keys.filter((key) => !key.startsWith(`${prefix}:`))).toEqual([]);
+      expect(keys.filter((key) => !documented.some((pattern) => pattern.test(key)))).toEqual([]);
+      const families = new Set(keys.map((key) => key.split(':')[1]));
+      // The readiness probe's key, which lasts a second, may be gone already.
+      expect([...families]).toEqual(expect.arrayContaining(['auth-failures', 'denied-permission-events', 'duplicate', 'upstream', 'upstream-reads']));
+      for (const key of keys) expect(await database.pttl(key), key).not.toBe(-1);
+      expect(await keysOf(admin)).toEqual([]);
+    });
   });
 });
