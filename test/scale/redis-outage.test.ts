@@ -36,6 +36,17 @@ describe.skipIf(skipWithoutRedisServer)('Redis going away, or refusing writes, u
   const warnings = (from: number) => logs.slice(from).filter((line) => line.level === 40 && /Redis is unreachable/.test(line.msg));
   const recoveries = (from: number) => logs.slice(from).filter((line) => line.level === 30 && /Redis is reachable again/.test(line.msg));
 
+  /** After a hang: one recovery logged for the one warning, and the in-process count (spent) left behind for Redis's. */
+  const backOnRedisOnce = async (from: number, as: TestWorkspace) => {
+    await waitFor(async () => (await readiness(gateway)).status === 'ready');
+    await waitFor(async () => recoveries(from).length > 0);
+    expect(recoveries(from)).toHaveLength(1);
+    expect(warnings(from)).toHaveLength(1);
+    const after = await duplicate('back on redis', as);
+    expect(after.status).toBe(202);
+    expect(Number(after.headers['x-ratelimit-remaining'])).toBe(3 - (await counted(as)));
+  };
+
   beforeAll(async () => {
     redis = await PrivateRedis.start();
     client = new Redis(redis.port, '127.0.0.1', { enableOfflineQueue: false, retryStrategy: () => 50 });
@@ -118,14 +129,59 @@ describe.skipIf(skipWithoutRedisServer)('Redis going away, or refusing writes, u
       redis.signal('SIGCONT');
     }
 
+    await backOnRedisOnce(from, hung);
+  }, 60_000);
+
+  it('waits once for a Redis that holds writes (CLIENT PAUSE WRITE, as a failover does), not at each reconnection its ready check passes', async () => {
+    const paused = await gateway.workspace();
+    expect((await duplicate('before the pause', paused)).status).toBe(202);
+    const from = logs.length;
+    const connections = async () => Number(/total_connections_received:(\d+)/.exec(await client.info('stats'))![1]);
+    const before = await connections();
+
+    // INFO, the ready check, is no write: it is answered at once, and each reconnection of the gateway passes it.
+    await client.call('CLIENT', 'PAUSE', '60000', 'WRITE');
+    try {
+      const statuses: number[] = [];
+      // Requests until the gateway has reconnected twice during the pause: each is answered, in process.
+      await waitFor(async () => {
+        statuses.push((await duplicate('during the pause', paused)).status);
+        return (await connections()) >= before + 2;
+      }, 30_000);
+      expect(statuses.every((status) => status === 202 || status === 429)).toBe(true);
+      // Once for the pause, however many reconnections passed the ready check meanwhile.
+      expect(warnings(from)).toHaveLength(1);
+      expect(recoveries(from)).toHaveLength(0);
+      expect((await readiness(gateway)).checks!.quota).toMatchObject({ status: 'degraded', backend: 'redis' });
+    } finally {
+      await client.call('CLIENT', 'UNPAUSE');
+    }
+
+    await backOnRedisOnce(from, paused);
+  }, 60_000);
+
+  it('starts each outage with fresh in-process counts: a quota spent in one outage is not spent in the next', async () => {
+    const twice = await gateway.workspace();
+    const outage = async () => {
+      await redis.stop();
+      await waitFor(async () => (await readiness(gateway)).checks?.quota.status === 'degraded');
+    };
+    await outage();
+    const during = [];
+    for (let i = 0; i < 4; i += 1) during.push((await duplicate(`first outage ${i}`, twice)).status);
+    expect(during).toEqual([202, 202, 202, 429]);
+
+    await startRedis();
     await waitFor(async () => (await readiness(gateway)).status === 'ready');
-    await waitFor(async () => recoveries(from).length > 0);
-    expect(recoveries(from)).toHaveLength(1);
-    expect(warnings(from)).toHaveLength(1);
-    // Back on Redis: the in-process count (spent) is left behind, and the point is counted in Redis.
-    const after = await duplicate('after the hang', hung);
-    expect(after.status).toBe(202);
-    expect(Number(after.headers['x-ratelimit-remaining'])).toBe(3 - (await counted(hung)));
+    await outage();
+    try {
+      const next = await duplicate('second outage', twice);
+      expect(next.status).toBe(202);
+      expect(next.headers['x-ratelimit-remaining']).toBe('2');
+    } finally {
+      await startRedis();
+      await waitFor(async () => (await readiness(gateway)).status === 'ready');
+    }
   }, 60_000);
 
   it('keeps reconnecting through an outage of many reconnection attempts, and returns to Redis by itself', async () => {

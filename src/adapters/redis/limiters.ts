@@ -1,5 +1,5 @@
 import { Redis, ReplyError } from 'ioredis';
-import { RateLimiterRedis, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import { RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import { describeFailure, type DependencyStatus } from '../../readiness.js';
 import { memoryLimiter, type LimiterBackend, type LimiterLogger, type LimiterSettings } from '../limiter-backends.js';
 
@@ -13,9 +13,6 @@ const DEGRADED = `Redis is unreachable; ${FALLBACK} Redis is back`;
  * Unlike an outage, no reconnection fixes them.
  */
 const CREDENTIALS_REFUSED = /^(WRONGPASS|NOAUTH|ERR AUTH|ERR invalid password)\b/;
-
-/** Redis's answer to a SELECT of a database index beyond its `databases` setting. */
-const DATABASE_REFUSED = /^ERR (DB index is out of range|invalid DB index)/;
 
 const refusalOf = (error: unknown): string | undefined =>
   error instanceof Error ? CREDENTIALS_REFUSED.exec(error.message)?.[1] : undefined;
@@ -42,13 +39,39 @@ const CALL_REFUSALS: Record<string, string> = {
   LOADING: 'Redis is still loading its data',
   NOPERM: "The user in REDIS_URL may not run the limiters' commands",
 };
-const refusedCalls = (word: string): string =>
-  `${CALL_REFUSALS[word] ?? "Redis answers the limiters' commands with an error"} (${word}); ${FALLBACK} Redis runs them again`;
 /** Redis's answers start with an upper-case word naming the error. */
 const errorWord = (error: Error): string => /^[A-Z]+/.exec(error.message)?.[0] ?? 'ERR';
 
-/** What the readiness check and the limiters' failures probe Redis with: the limiters' own command, on a key of its own. */
+/**
+ * What Redis refused a limiter, named for the log and /readyz without repeating its answer: an ACL refusal
+ * names the command or the limiter's keys (`pattern`) it forbids, since an ACL may allow some of the
+ * limiters' keys and not others; any other refusal is Redis's as a whole.
+ */
+function refusedCalls(error: Error, pattern: string): string {
+  const word = errorWord(error);
+  const command = /'([a-z|]+)' command/.exec(error.message)?.[1];
+  const what =
+    word !== 'NOPERM'
+      ? (CALL_REFUSALS[word] ?? "Redis answers the limiters' commands with an error")
+      : command !== undefined
+        ? `The user in REDIS_URL may not run ${command.toUpperCase()}`
+        : /\bkeys?\b/.test(error.message)
+          ? `The user in REDIS_URL may not use the keys ${pattern}`
+          : CALL_REFUSALS.NOPERM;
+  return `${what} (${word}); ${FALLBACK} Redis runs them again`;
+}
+
+/**
+ * The refusal behind a failed transaction (rate-limiter-flexible reads in MULTI): Redis answers its EXEC with
+ * EXECABORT, and ioredis keeps the answers that caused it.
+ */
+const firstRefusal = (error: Error): Error =>
+  (error as { previousErrors?: unknown[] }).previousErrors?.find((cause): cause is Error => cause instanceof Error) ?? error;
+
+/** What the readiness check probes Redis with: the limiters' own command, on a key of its own. */
 const PROBE = { keyPrefix: 'readiness-probe', points: 1_000_000, durationSeconds: 1 };
+/** The key a refused limiter is probed on, under its own prefix, which no caller's key is. */
+const LIMITER_PROBE_KEY = 'readiness-probe';
 
 /**
  * While Redis refuses the limiters' calls, how often it is probed again. Nothing else would tell: calls it
@@ -56,8 +79,27 @@ const PROBE = { keyPrefix: 'readiness-probe', points: 1_000_000, durationSeconds
  */
 const REFUSAL_RECHECK_MS = 1000;
 
-const databaseRefused = (refusal: string): string => `REDIS_URL selects a database this Redis does not have (${refusal})`;
+/** Redis's refusal of the SELECT of the database in REDIS_URL: an index it does not have, or an ACL without SELECT. */
+const DATABASE_REFUSED = /^(ERR (DB index is out of range|invalid DB index)|NOPERM\b.*'select')/i;
+const databaseRefused = (refusal: string): string =>
+  /^NOPERM/.test(refusal)
+    ? "REDIS_URL selects a database, and Redis refuses its user the SELECT (NOPERM): allow it +select, or drop the database from REDIS_URL"
+    : `REDIS_URL selects a database this Redis does not have (${refusal})`;
 const DATABASE_FALLBACK = 'the limits are kept in its database 0, still shared by every instance, until REDIS_URL or Redis is fixed';
+
+/**
+ * Node's codes for a TLS certificate it does not accept (an unknown CA, a self-signed one, an expired one, a
+ * name it does not cover…): no reconnection fixes them.
+ */
+const certificateRefusal = (error: unknown): string | undefined => {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /CERT|SIGNATURE|ISSUER/.test(code) ? code : undefined;
+};
+
+/** Warned about, and said in /readyz, when Redis may evict keys to make room: the limiters' keys all expire, so they may go first. */
+const evictionRisk = (policy: string): string =>
+  `Redis may evict the limiters' keys to make room (maxmemory-policy ${policy}): spent quotas, failed-authentication blocks ` +
+  'and the upstream pace and pause can vanish; run it with maxmemory-policy noeviction';
 
 /**
  * How long Redis may leave a command unanswered before it counts as unreachable. Under the 2 s readiness
@@ -67,43 +109,58 @@ const DATABASE_FALLBACK = 'the limits are kept in its database 0, still shared b
  */
 const REDIS_ANSWER_TIMEOUT_MS = 1500;
 
+/** The limiters' calls, each answered by Redis or, when it cannot answer, by the in-process fallback. */
+const CALLS = ['consume', 'penalty', 'reward', 'get', 'set', 'block', 'delete'] as const;
+
 /**
- * Limiters shared by every instance through Redis. When Redis cannot answer, rate-limiter-flexible hands
- * each call to an in-process insurance limiter, so the gateway keeps serving (each instance then counts on
- * its own); once the connection is ready again, calls go back to Redis by themselves. A `sharedOnly` limiter
- * has no insurance: its calls fail meanwhile.
+ * Limiters shared by every instance through Redis. When Redis cannot answer a call, it is answered by an
+ * in-process fallback limiter, so the gateway keeps serving (each instance then counts on its own); once Redis
+ * answers a write again, calls go back to Redis by themselves, and the next outage starts each fallback afresh
+ * (a count or block kept from an earlier outage would hold callers to it long after). A `sharedOnly` limiter
+ * has no fallback: its calls fail meanwhile.
  *
  * A Redis that refuses connections is noticed at once. One that hangs (stopped, paused, a dead link that
  * keeps the socket open) is noticed by the socket timeout: the connection is dropped, which fails every
- * command waiting on it over to the insurance limiter, and until a reconnection completes its ready check
- * the client is not ready, so later calls skip Redis without waiting. Requests thus wait for a hung Redis
- * once, not once per call.
+ * command waiting on it over to the fallback, and calls skip Redis without waiting until, after a
+ * reconnection, Redis has answered a probe write. The ready check is not enough: a Redis whose writes are
+ * paused (`CLIENT PAUSE … WRITE`, as FAILOVER does) answers its INFO at once. Requests thus wait for a hung
+ * Redis once, not once per call or reconnection.
  *
- * A Redis that is connected but refuses the limiters' commands (out of memory, a read-only replica…) fails
- * them over too, and is reported once by the first call it fails, and in /readyz, whose check runs the same
- * command: a PING would pass. While it refuses, it is probed again every second, so that the log says when it
- * runs them again (and a later refusal is a new one) whether or not anything polls /readyz.
+ * A Redis that is connected but refuses a limiter's commands (out of memory, a read-only replica, an ACL
+ * without its keys…) fails them over too, and is reported once by the first call it fails, with that call's
+ * own error: an ACL may allow the probe's key and not a limiter's. /readyz says so too. While it refuses, each
+ * refused limiter is probed again every second, on a key of its own, so that the log says when Redis runs
+ * them again (and a later refusal is a new one) whether or not anything polls /readyz.
  *
  * Credentials Redis refuses are no outage: at start they stop start-up (`connect`), like a database password
- * PostgreSQL refuses; refused later (the password changed under a running gateway), they are reported as
- * refused, not as an unreachable Redis.
+ * PostgreSQL refuses, and so do a database it will not select and a TLS certificate Node does not trust;
+ * credentials refused later (the password changed under a running gateway) are reported as refused, not as an
+ * unreachable Redis.
  */
 export class RedisLimiters implements LimiterBackend {
   private readonly client: Redis;
   private logger: LimiterLogger | undefined;
   private trouble: unknown = null;
-  /** How the first connection attempt ended: null once ready, else the error that ended it. */
+  /** How the first connection attempt ended: null once Redis answered a write, else the error that ended it. */
   private readonly firstAttempt: Promise<unknown>;
+  private firstAnswer: ((outcome: unknown) => void) | undefined;
   private closing = false;
   /** Redis's refusal of the database REDIS_URL selects, while the connection runs in database 0 for it. */
   private databaseRefusal: string | undefined;
   private databaseRefusedThisConnection = false;
-  /** Redis's answer when it last refused the probe while connected: each call fails over to the insurance meanwhile. */
-  private callRefusal: Error | undefined;
+  /** Whether Redis answered a write on this connection: until it has, calls go to the fallback without waiting. */
+  private writesAnswered = false;
+  /** Redis's answers refusing limiters' calls while connected, by the limiters' key prefix. */
+  private readonly refusals = new Map<string, Error>();
+  /** What each limiter's prefix is probed with: the probe's own limiter, and the refused ones'. */
+  private readonly probes = new Map<string, { limiter: RateLimiterAbstract; key: string }>();
   private probing = false;
   /** Probes Redis again while it refuses the limiters' calls. */
   private recheck: NodeJS.Timeout | undefined;
-  private readonly probe: RateLimiterAbstract;
+  /** How many times the limiters went back to Redis: a fallback made before the last time holds an earlier outage's counts. */
+  private returns = 0;
+  /** Redis's `maxmemory-policy`, when its INFO said it. */
+  private evictionPolicy: string | undefined;
 
   /** `keyPrefix`, when not empty, goes before every key, with a `:`: `staging` makes `duplicate:<workspace>` `staging:duplicate:<workspace>`. */
   constructor(
@@ -111,17 +168,17 @@ export class RedisLimiters implements LimiterBackend {
     private readonly keyPrefix = '',
   ) {
     this.client = new Redis(url, {
-      // Fail at once while disconnected instead of queueing: the insurance limiter answers meanwhile.
+      // Fail at once while disconnected instead of queueing: the fallback answers meanwhile.
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
-      // No reply within this time drops the connection (and with it, readiness) until Redis answers again.
+      // No reply within this time drops the connection until Redis answers again.
       socketTimeout: REDIS_ANSWER_TIMEOUT_MS,
       connectTimeout: 2000,
       // Keep reconnecting for as long as the process runs.
       retryStrategy: (attempt) => Math.min(attempt * 100, 1000),
     });
     this.firstAttempt = new Promise((resolve) => {
-      this.client.once('ready', () => resolve(null));
+      this.firstAnswer = resolve;
       this.client.once('error', resolve);
       this.client.once('close', () => resolve(new Error('connection closed')));
     });
@@ -131,85 +188,162 @@ export class RedisLimiters implements LimiterBackend {
     this.client.on('error', (error: unknown) => this.degrade(error));
     // A refused connection closes after its error: the close says nothing more.
     this.client.on('close', () => {
+      this.writesAnswered = false;
       if (this.trouble === null) this.degrade(new Error('connection closed'));
     });
-    this.client.on('ready', () => this.recover());
-    this.probe = this.redisLimiter(PROBE);
+    this.client.on('ready', () => void this.proveWrites());
+    this.probes.set(PROBE.keyPrefix, { limiter: this.redisLimiter(PROBE), key: 'probe' });
   }
 
   async connect(): Promise<void> {
     const outcome = await this.firstAttempt;
     const refusal = refusalOf(outcome);
     if (refusal !== undefined) throw new Error(refusedCredentials(refusal));
+    const certificate = certificateRefusal(outcome);
+    if (certificate !== undefined) {
+      throw new Error(
+        `Redis's TLS certificate is not trusted (${certificate}): if a private CA signed it, give that CA's certificate file in NODE_EXTRA_CA_CERTS`,
+      );
+    }
     // ioredis reports a SELECT Redis refused and then carries on in database 0, where the limits would mix
     // with whatever else lives there.
     if (this.databaseRefusal !== undefined) throw new Error(databaseRefused(this.databaseRefusal));
   }
 
   limiter(settings: LimiterSettings): RateLimiterAbstract {
-    return this.redisLimiter(settings, settings.sharedOnly ? undefined : reportingUse(memoryLimiter(settings), () => this.fellBack()));
+    const shared = this.redisLimiter(settings);
+    const fallback = settings.sharedOnly ? undefined : this.fallback(settings);
+    if (fallback) this.probes.set(settings.keyPrefix, { limiter: this.redisLimiter({ ...PROBE, keyPrefix: settings.keyPrefix }), key: LIMITER_PROBE_KEY });
+    for (const method of CALLS) {
+      const viaRedis = shared[method].bind(shared) as (...args: unknown[]) => Promise<unknown>;
+      const viaFallback = fallback && ((args: unknown[]) => (fallback()[method] as (...args: unknown[]) => Promise<unknown>)(...args));
+      Object.assign(shared, { [method]: (...args: unknown[]) => this.call(settings.keyPrefix, () => viaRedis(...args), viaFallback && (() => viaFallback(args))) });
+    }
+    return shared;
   }
 
-  private redisLimiter(settings: LimiterSettings, insuranceLimiter?: RateLimiterAbstract): RateLimiterAbstract {
+  private redisLimiter(settings: LimiterSettings): RateLimiterAbstract {
     return new RateLimiterRedis({
       storeClient: this.client,
       rejectIfRedisNotReady: true,
-      insuranceLimiter,
       keyPrefix: this.keyPrefix ? `${this.keyPrefix}:${settings.keyPrefix}` : settings.keyPrefix,
       points: settings.points,
       duration: settings.durationSeconds,
     });
   }
 
-  /**
-   * A call just failed over to the insurance limiter. While Redis is unreachable, the connection's events have
-   * said so already; while it is connected, Redis answered with an error, which the call does not pass on:
-   * the probe, the same command, finds out which (once, not for each call that meets it: once a refusal is
-   * known, the recheck timer probes).
-   */
-  private fellBack(): void {
-    if (this.callRefusal === undefined) this.probeInBackground();
+  /** The in-process limiter answering for `settings` during the current outage, fresh for each one. */
+  private fallback(settings: LimiterSettings): () => RateLimiterAbstract {
+    let limiter = memoryLimiter(settings);
+    let made = this.returns;
+    return () => {
+      if (made !== this.returns) {
+        limiter = memoryLimiter(settings);
+        made = this.returns;
+      }
+      return limiter;
+    };
   }
 
-  /** Probes unless a probe is under way, or Redis is not connected (the connection's events tell that story). */
-  private probeInBackground(): void {
+  /**
+   * One call of the limiter with key prefix `prefix`: through Redis once Redis answers writes, else, or when
+   * Redis fails it, through the fallback. A refusal is judged by the call's own error; a lost connection is
+   * the connection's events' to report.
+   */
+  private async call(prefix: string, viaRedis: () => Promise<unknown>, viaFallback: (() => Promise<unknown>) | undefined): Promise<unknown> {
+    if (!this.writesAnswered) {
+      if (viaFallback) return viaFallback();
+      throw new Error('Redis has not answered a write since it connected');
+    }
+    try {
+      return await viaRedis();
+    } catch (error) {
+      // A spent limit is Redis's answer, not a failure.
+      if (error instanceof RateLimiterRes || !viaFallback) throw error;
+      if (error instanceof ReplyError) this.refused(prefix, firstRefusal(error as Error));
+      return viaFallback();
+    }
+  }
+
+  /**
+   * On each connection: reads the eviction policy, then probes with a write, which routes calls back to Redis
+   * once answered. Lost with its connection (writes paused, say), the next connection tries again.
+   */
+  private async proveWrites(): Promise<void> {
+    await this.readEvictionPolicy();
+    await this.probe(PROBE.keyPrefix).catch(() => undefined);
+  }
+
+  /** Logs, once per policy Redis reports, a policy under which Redis may evict the limiters' keys. INFO refused leaves it unknown. */
+  private async readEvictionPolicy(): Promise<void> {
+    const info = await this.client.info('memory').catch(() => '');
+    const policy = /^maxmemory_policy:(\S+)/m.exec(info)?.[1];
+    if (policy === undefined || policy === this.evictionPolicy) return;
+    this.evictionPolicy = policy;
+    if (policy !== 'noeviction' && !this.closing) this.logger?.warn({}, evictionRisk(policy));
+  }
+
+  /**
+   * Runs the limiter's command (a write) under `prefix`, noting Redis's answer; rejects when Redis could not be
+   * asked. A PING cannot tell: Redis out of memory, or a read-only replica, still answers it.
+   */
+  private async probe(prefix: string): Promise<void> {
+    const { limiter, key } = this.probes.get(prefix)!;
+    try {
+      await limiter.consume(key);
+      this.answered();
+      this.accepted(prefix);
+    } catch (error) {
+      if (!(error instanceof ReplyError)) throw error;
+      this.answered();
+      this.refused(prefix, error as Error);
+    }
+  }
+
+  /** Redis answered a write on this connection: calls go to it again, and an outage, if any, is over. */
+  private answered(): void {
+    this.writesAnswered = true;
+    this.firstAnswer?.(null);
+    this.firstAnswer = undefined;
+    if (!this.databaseRefusedThisConnection) this.databaseRefusal = undefined;
+    if (this.trouble === null) return;
+    this.trouble = null;
+    this.returns += 1;
+    this.logger?.info({}, 'Redis is reachable again; limits are shared through Redis again');
+  }
+
+  /** Logged when Redis starts refusing a limiter's calls, unless it refuses others for the same reason already. */
+  private refused(prefix: string, error: Error): void {
+    const message = refusedCalls(error, this.keyPattern(prefix));
+    const known = [...this.refusals].some(([other, before]) => refusedCalls(before, this.keyPattern(other)) === message);
+    this.refusals.set(prefix, error);
+    if (this.closing) return;
+    this.recheck ??= setInterval(() => this.probeRefused(), REFUSAL_RECHECK_MS).unref();
+    if (!known) this.logger?.warn({ err: error }, message);
+  }
+
+  /** Logged when Redis runs every limiter's calls again. */
+  private accepted(prefix: string): void {
+    if (!this.refusals.delete(prefix) || this.refusals.size > 0) return;
+    this.stopRechecking();
+    this.returns += 1;
+    if (!this.closing) this.logger?.info({}, "Redis runs the limiters' commands again; limits are shared through Redis again");
+  }
+
+  /** The keys of the limiter with `prefix`, as Redis names them. */
+  private keyPattern(prefix: string): string {
+    return `${this.keyPrefix ? `${this.keyPrefix}:` : ''}${prefix}:*`;
+  }
+
+  /** Probes each refused limiter unless a probe is under way, or Redis is not connected (the connection's events tell that story). */
+  private probeRefused(): void {
     if (this.client.status !== 'ready' || this.probing) return;
     this.probing = true;
-    void this.probeCalls()
+    void Promise.all([...this.refusals.keys()].map((prefix) => this.probe(prefix)))
       .catch(() => undefined)
       .finally(() => {
         this.probing = false;
       });
-  }
-
-  /**
-   * Whether Redis runs the limiters' command (a write), noting the answer; rejects when Redis could not be
-   * asked. A PING cannot tell: Redis out of memory, or a read-only replica, still answers it.
-   */
-  private async probeCalls(): Promise<Error | undefined> {
-    try {
-      await this.probe.consume('probe');
-      this.noteCalls(undefined);
-      return undefined;
-    } catch (error) {
-      if (!(error instanceof ReplyError)) throw error;
-      this.noteCalls(error as Error);
-      return error as Error;
-    }
-  }
-
-  /** Logged when Redis starts refusing the limiters' calls (or refuses them for another reason), and when it accepts them again. */
-  private noteCalls(refusal: Error | undefined): void {
-    const before = this.callRefusal;
-    this.callRefusal = refusal;
-    if (this.closing) return;
-    if (refusal === undefined) {
-      this.stopRechecking();
-      if (before !== undefined) this.logger?.info({}, "Redis runs the limiters' commands again; limits are shared through Redis again");
-      return;
-    }
-    this.recheck ??= setInterval(() => this.probeInBackground(), REFUSAL_RECHECK_MS).unref();
-    if (before === undefined || errorWord(before) !== errorWord(refusal)) this.logger?.warn({ err: refusal }, refusedCalls(errorWord(refusal)));
   }
 
   /** Logged once when Redis becomes unreachable, and again only when the reason changes to refused credentials or back. */
@@ -233,17 +367,12 @@ export class RedisLimiters implements LimiterBackend {
     else this.logger?.warn({}, `${refusedCredentials(refusal)}; ${REFUSED_FALLBACK}`);
   }
 
-  private recover(): void {
-    if (!this.databaseRefusedThisConnection) this.databaseRefusal = undefined;
-    if (this.trouble === null) return;
-    this.trouble = null;
-    this.logger?.info({}, 'Redis is reachable again; limits are shared through Redis again');
-  }
-
   logTo(logger: LimiterLogger): void {
     this.logger = logger;
     if (this.trouble !== null) this.logTrouble();
-    if (this.callRefusal !== undefined) logger.warn({ err: this.callRefusal }, refusedCalls(errorWord(this.callRefusal)));
+    if (this.evictionPolicy !== undefined && this.evictionPolicy !== 'noeviction') logger.warn({}, evictionRisk(this.evictionPolicy));
+    const messages = new Map([...this.refusals].map(([prefix, error]) => [refusedCalls(error, this.keyPattern(prefix)), error]));
+    for (const [message, error] of messages) logger.warn({ err: error }, message);
   }
 
   async check(): Promise<DependencyStatus> {
@@ -251,8 +380,13 @@ export class RedisLimiters implements LimiterBackend {
     if (this.databaseRefusal !== undefined) return degraded(`${databaseRefused(this.databaseRefusal)}; ${DATABASE_FALLBACK}`);
     if (this.client.status === 'ready') {
       try {
-        const refusal = await this.probeCalls();
-        return refusal === undefined ? { status: 'up', backend: 'redis' } : degraded(refusedCalls(errorWord(refusal)));
+        await Promise.all([PROBE.keyPrefix, ...this.refusals.keys()].map((prefix) => this.probe(prefix)));
+        if (this.refusals.size > 0) {
+          return degraded([...new Set([...this.refusals].map(([prefix, error]) => refusedCalls(error, this.keyPattern(prefix))))].join('; '));
+        }
+        // A risk, not an outage: the limits are shared and exact until Redis evicts one.
+        const evicts = this.evictionPolicy !== undefined && this.evictionPolicy !== 'noeviction';
+        return evicts ? { status: 'up', backend: 'redis', message: evictionRisk(this.evictionPolicy!) } : { status: 'up', backend: 'redis' };
       } catch (error) {
         // A probe lost with its connection (a hung Redis is dropped by the socket timeout) fails with an error
         // that says nothing of why; the connection's state does.
@@ -274,21 +408,4 @@ export class RedisLimiters implements LimiterBackend {
     this.stopRechecking();
     this.client.disconnect();
   }
-}
-
-/**
- * `limiter`, telling `used` each time it answers a call. As an insurance limiter it is called only for calls
- * Redis failed, and without their error, which rate-limiter-flexible keeps to itself.
- */
-function reportingUse(limiter: RateLimiterAbstract, used: () => void): RateLimiterAbstract {
-  for (const method of ['consume', 'penalty', 'reward', 'get', 'set', 'block', 'delete'] as const) {
-    const call = limiter[method].bind(limiter) as (...args: unknown[]) => unknown;
-    Object.assign(limiter, {
-      [method]: (...args: unknown[]) => {
-        used();
-        return call(...args);
-      },
-    });
-  }
-  return limiter;
 }
