@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
+import { isUnavailable, type GatewayError } from '../domain/errors.js';
 import { newId } from '../domain/ids.js';
 import type { Clock, Duplicator, DuplicationResult, GatewayStore, JobOutcome } from '../domain/ports.js';
 import type { DuplicationJob, JobError, JobErrorCode, NewSecurityEvent } from '../domain/types.js';
@@ -73,6 +74,8 @@ export class JobWorker {
   private claimPausedUntil = 0;
   /** Claiming is retried every poll while the store is down: a line per try would bury the log. */
   private readonly claimFailures: RepeatedFailureLog;
+  /** Jobs sent back to the queue because the store failed under them: a line per outage, not per job. */
+  private readonly storeOutages: RepeatedFailureLog;
 
   constructor(
     private readonly store: GatewayStore,
@@ -88,6 +91,11 @@ export class JobWorker {
       { failed: 'claiming jobs failed; retrying', stillFailing: 'claiming jobs still fails; retrying', recovered: 'claiming jobs works again' },
       { settleMs: CLAIM_RECOVERY_SETTLE_MS },
     );
+    this.storeOutages = new RepeatedFailureLog(logger, clock, {
+      failed: 'the store is unavailable; jobs go back to the queue without spending an attempt',
+      stillFailing: 'the store is still unavailable; jobs go back to the queue without spending an attempt',
+      recovered: 'jobs run again',
+    });
   }
 
   start(): void {
@@ -179,6 +187,8 @@ export class JobWorker {
         job.attempts > this.options.maxAttempts
           ? { kind: 'permanent', error: job.error ?? { code: 'ATTEMPTS_EXHAUSTED', message: 'The job was interrupted too many times' } }
           : await this.duplicator.duplicate(job).catch((error: unknown) => {
+              // The store failing under the run (the local duplicator reads it) is no fault of the job.
+              if (isUnavailable(error)) throw error;
               logFailure(this.logger, error, { jobId: job.id }, 'duplication raised an unexpected error');
               return { kind: 'transient', error: { code: 'INTERNAL_ERROR', message: 'Unexpected error while duplicating' } } as const;
             });
@@ -187,6 +197,7 @@ export class JobWorker {
         const runAt = new Date(now.getTime() + result.retryAfterMs);
         this.claimPausedUntil = Math.max(this.claimPausedUntil, runAt.getTime());
         if (!(await this.store.deferJob(job.id, lease, runAt, now))) return this.leaseLost(job);
+        this.storeOutages.succeeded();
         this.observer.jobDeferred?.();
         const waiting = { jobId: job.id, delayMs: result.retryAfterMs };
         // A slot comes at the window's end, so each instance defers at most its concurrency a window. The pacing
@@ -199,22 +210,47 @@ export class JobWorker {
       if (result.kind === 'transient' && job.attempts < this.options.maxAttempts) {
         const delay = backoffDelay(job.attempts, this.options, result.retryAfterMs);
         if (!(await this.store.retryJob(job.id, lease, new Date(now.getTime() + delay), result.error, now))) return this.leaseLost(job);
+        this.storeOutages.succeeded();
         this.observer.jobRetried?.();
         this.logger.warn({ jobId: job.id, attempt: job.attempts, delayMs: delay, error: result.error }, 'job will be retried');
         return;
       }
       const outcome = this.outcome(job, result, now);
       if (!(await this.store.finishJob(job.id, lease, outcome, now))) return this.leaseLost(job);
+      this.storeOutages.succeeded();
       this.observer.jobFinished?.(outcome.status, Date.now() - startedAt, outcome.error?.code ?? null);
       const finished = { jobId: job.id, status: outcome.status, attempts: job.attempts };
       // A job that failed for good is what the caller will ask about: the line says why.
       if (outcome.status === 'FAILED') this.logger.warn({ ...finished, error: outcome.error }, 'job finished');
       else this.logger.info(finished, 'job finished');
     } catch (error) {
+      if (isUnavailable(error) && (await this.deferInOutage(job, lease, error))) return;
       // The store failed; the lease will expire and the job will be claimed again, or a stop hands it back sooner.
       logFailure(this.logger, error, { jobId: job.id }, 'recording the job outcome failed');
       this.holdUnrecorded(job, lease);
     }
+  }
+
+  /**
+   * Sends back to the queue, without spending an attempt, a job whose run or outcome the store failed (out of
+   * connections, restarting): an outage of a few minutes would otherwise spend every attempt of the jobs that met
+   * it, and fail them for good. False when the store cannot take even that.
+   */
+  private async deferInOutage(job: DuplicationJob, lease: string, error: GatewayError): Promise<boolean> {
+    const now = this.clock.now();
+    const delayMs = (error.retryAfterSeconds ?? 5) * 1000;
+    this.storeOutages.failed(error);
+    try {
+      if (!(await this.store.deferJob(job.id, lease, new Date(now.getTime() + delayMs), now))) {
+        this.leaseLost(job);
+        return true;
+      }
+    } catch {
+      return false;
+    }
+    this.observer.jobDeferred?.();
+    this.logger.debug({ jobId: job.id, delayMs }, 'job waits for the store');
+    return true;
   }
 
   private holdUnrecorded(job: DuplicationJob, lease: string): void {

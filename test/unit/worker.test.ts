@@ -1,13 +1,17 @@
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { PostgresStore } from '../../src/adapters/postgres/store.js';
 import { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import type { Duplicator, DuplicationResult } from '../../src/domain/ports.js';
+import { LocalDuplicator } from '../../src/duplicators/local.js';
 import { CLAIM_RECOVERY_SETTLE_MS, JobWorker } from '../../src/jobs/worker.js';
 import { ManualClock } from '../support/clock.js';
-import { eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
+import { campaignFixture, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
 import { componentLines, recordingLogger, startGateway, storeFailingOn, storeHeldOn } from '../support/gateway.js';
+import { createTestDatabase, openPostgresStore, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
 import { rest } from '../support/transports.js';
 import { waitFor } from '../support/wait.js';
 
@@ -293,5 +297,86 @@ describe('the job worker', () => {
     } finally {
       await gateway.close();
     }
+  });
+});
+
+describe.skipIf(skipWithoutPostgres)('the job worker on a PostgreSQL store out of connections', () => {
+  let database: Awaited<ReturnType<typeof createTestDatabase>>;
+  let store: PostgresStore;
+  let starved: PostgresStore;
+  let worker: JobWorker | undefined;
+  const role = `cgw_starved_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
+  const password = randomUUID();
+
+  beforeAll(async () => {
+    database = await createTestDatabase();
+    store = openPostgresStore(database.url);
+    await store.migrate();
+    // A role at its connection limit: every connection it asks for is refused with 53300 (too_many_connections).
+    await withAdmin(async (client) => {
+      await client.query(`CREATE ROLE ${role} LOGIN PASSWORD '${password}' CONNECTION LIMIT 0`);
+      await client.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ${role}`);
+    }, database.url);
+    const url = new URL(database.url);
+    url.username = role;
+    url.password = password;
+    starved = new PostgresStore({ connectionString: url.toString(), poolSize: 2 });
+  });
+
+  afterAll(async () => {
+    await worker?.stop(0);
+    await starved?.close();
+    await store?.close();
+    await database?.drop();
+    await withAdmin((client) => client.query(`DROP ROLE IF EXISTS ${role}`));
+  });
+
+  it('puts a job whose run finds the store out of connections back in the queue without spending an attempt, logging the outage once', async () => {
+    const clock = new ManualClock();
+    const ws = workspaceFixture();
+    await store.createWorkspace(ws);
+    const campaign = campaignFixture(ws.id);
+    await store.insertCampaign(campaign);
+    const job = jobFixture(ws.id, { runAt: clock.now(), sourceCampaignId: campaign.id, tagNames: null });
+    await store.enqueueJob(job, eventFixture(ws.id, { jobId: job.id }));
+    const lines: { level: string; message: string; details: Record<string, any> }[] = [];
+    const record = (level: string) => (details: object, message: string) => void lines.push({ level, message, details: details as Record<string, any> });
+    let deferrals = 0;
+    // The duplicator reads the campaign through the starved role; the worker records through the store.
+    worker = new JobWorker(store, new LocalDuplicator(starved, clock), clock, workerOptions(1), { debug: record('debug'), info: record('info'), warn: record('warn'), error: record('error') }, {
+      jobDeferred: () => void (deferrals += 1),
+    });
+    worker.start();
+    const stateOf = async () => (await store.getJob(ws.id, job.id))!;
+
+    for (let run = 1; run <= 3; run += 1) {
+      await waitFor(async () => deferrals === run && (await stateOf()).status === 'PENDING');
+      expect(await stateOf()).toMatchObject({ status: 'PENDING', attempts: 0, error: null });
+      // Past the store's Retry-After: due again.
+      clock.advance(5_000);
+      worker.notify();
+    }
+    const outage = lines.filter((line) => line.level !== 'debug');
+    expect(outage).toEqual([
+      {
+        level: 'warn',
+        message: 'the store is unavailable; jobs go back to the queue without spending an attempt',
+        details: { cause: expect.objectContaining({ code: '53300' }) },
+      },
+    ]);
+
+    await withAdmin((client) => client.query(`ALTER ROLE ${role} CONNECTION LIMIT -1`), database.url);
+    clock.advance(5_000);
+    worker.notify();
+    const finished = await waitFor(async () => {
+      const state = await stateOf();
+      return state.status === 'SUCCEEDED' && state;
+    });
+    expect(finished).toMatchObject({ attempts: 1, error: null });
+    expect(lines.filter((line) => line.level !== 'debug').map((line) => line.message)).toEqual([
+      'the store is unavailable; jobs go back to the queue without spending an attempt',
+      'jobs run again',
+      'job finished',
+    ]);
   });
 });
