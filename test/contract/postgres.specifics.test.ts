@@ -8,6 +8,7 @@ import { createTestSchema, openPostgresStore, skipWithoutPostgres, withAdmin } f
 
 interface PlanNode {
   'Node Type': string;
+  'Relation Name'?: string;
   'Actual Rows': number;
   'Actual Loops': number;
   'Rows Removed by Filter'?: number;
@@ -276,5 +277,26 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL store specifics', () => {
     expect(read).toBeLessThan(100);
     // Stepping over the 10,000 entries of the waiting jobs in jobs_turn read about 90 of its pages.
     expect(plans.reduce((sum, plan) => sum + indexPagesRead(plan, ['jobs_turn', 'jobs_waiting']), 0)).toBeLessThan(20);
+  });
+
+  it('prunes a batch of finished jobs by their ids in the primary key, not by a scan of every job', async () => {
+    const old = workspaceFixture();
+    await store.createWorkspace(old);
+    await withAdmin(async (client) => {
+      await client.query(`SET search_path = ${schema.schema}`);
+      await client.query(
+        `INSERT INTO jobs (id, workspace_id, status, source_campaign_id, name, channel, api_key_id, api_key_name, ip, run_at, created_at, updated_at, finished_at)
+         SELECT 'finished-job-' || i, $1, 'SUCCEEDED', 'cmp', 'Copy', 'REST', 'key-old', 'key', '127.0.0.1', $2, $2, $2, $2::timestamptz + i * interval '1 s'
+         FROM generate_series(1, 50000) AS i`,
+        [old.id, at(0)],
+      );
+      await client.query('ANALYZE jobs');
+    }, schema.url);
+    const { listed, plans } = await explained(async () => Array.from({ length: await store.pruneFinishedJobs(at(40_000_000), 1000) }));
+    expect(listed).toBe(1000);
+    const scans = (node: PlanNode): PlanNode[] => [node, ...(node.Plans ?? []).flatMap(scans)];
+    const jobScans = plans.flatMap(scans).filter((node) => node['Relation Name'] === 'jobs');
+    expect(jobScans.length).toBeGreaterThan(0);
+    expect(jobScans.map((node) => node['Node Type'])).not.toContain('Seq Scan');
   });
 });

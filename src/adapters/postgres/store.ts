@@ -448,12 +448,14 @@ export class PostgresStore implements GatewayStore {
     );
   }
 
-  // Several instances prune at once: rows another one is deleting are skipped rather than waited for.
+  // Several instances prune at once: rows another one is deleting are skipped rather than waited for. The batch's ids
+  // are an array, which the planner looks up in the primary key; as `id IN (subquery)` it joined them to a
+  // sequential scan of every job, each batch.
   async pruneFinishedJobs(finishedBefore: Date, limit: number): Promise<number> {
     return this.count(
-      `DELETE FROM jobs WHERE id IN (
+      `DELETE FROM jobs WHERE id = ANY(ARRAY(
          SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < $1 ORDER BY finished_at LIMIT $2
-         FOR UPDATE SKIP LOCKED)`,
+         FOR UPDATE SKIP LOCKED))`,
       [finishedBefore, limit],
     );
   }
