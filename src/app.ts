@@ -92,6 +92,8 @@ export interface StoreOptions {
   onWriterRestart?: (error: Error) => void;
   /** Hears of a store an older version left, brought up to date, and how long that took. */
   onUpgrade?: (upgrade: SchemaVersions & { durationMs: number }) => void;
+  /** Hears, once, that a PostgreSQL store waits for the migration lock another session holds, and who holds it. */
+  onMigrationWait?: (message: string) => void;
   /** Hears why the store's schema could not be checked for parts its version lacks (SchemaVersions.unchecked). */
   onUnchecked?: (reason: string) => void;
   /** Each adapter's migrations in place of this version's: how tests stand for a gateway of another version. */
@@ -116,7 +118,7 @@ export async function createStore(config: Config, options: StoreOptions): Promis
   const filename = sqliteFilename(config);
   const store =
     filename === null
-      ? new PostgresStore({ connectionString: config.databaseUrl!, migrations: options.migrations?.postgres })
+      ? new PostgresStore({ connectionString: config.databaseUrl!, migrations: options.migrations?.postgres, onMigrationWait: options.onMigrationWait })
       : await openSqliteStore(filename, options);
   try {
     const started = performance.now();
@@ -187,6 +189,9 @@ function createAuthFailureLimiter(config: Config, limiters: LimiterBackend): Aut
 /** PERMISSION_DENIED events a key records per minute: enough to see any mistake, too few to bury the log. */
 const DENIED_PERMISSION_EVENTS_PER_MINUTE = 10;
 
+/** A start held up by another process (on DATA_DIR, on the migration lock), said before the logger exists. */
+const startupWait = (message: string): void => void process.stderr.write(`campaign-gateway: ${message}\n`);
+
 /** The composition root: every adapter is chosen here and nowhere else. */
 export async function buildApp(config: Config, overrides: AppOverrides = {}): Promise<App> {
   const clock = overrides.clock ?? systemClock;
@@ -203,7 +208,8 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     (await createStore(config, {
       olderSchema: 'upgrade',
       // A gateway still stopping on DATA_DIR (a rolling restart) is waited for as long as its stop may take.
-      holdDataDir: { waitMs: longestStopMs(config), onWait: (message) => process.stderr.write(`campaign-gateway: ${message}\n`) },
+      holdDataDir: { waitMs: longestStopMs(config), onWait: startupWait },
+      onMigrationWait: startupWait,
       onWriterRestart: (error) => storeLog?.error({ err: error }, 'the SQLite writer thread died; a new one took over'),
       onUpgrade: (done) => (upgrade = done),
       onUnchecked: (reason) => (unchecked = reason),

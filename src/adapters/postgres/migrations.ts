@@ -194,20 +194,22 @@ export async function schemaCheckRefused(client: pg.ClientBase): Promise<string 
 
 /**
  * What `migrations` make that the schema the client's tables are in (its search_path) lacks. The reference is
- * the same migrations applied to the session's temporary schema, in a transaction rolled back, so it needs no
- * privilege beyond the temporary tables every role has by default (schemaCheckRefused says when it lacks them).
+ * the same migrations applied to the session's temporary schema under a savepoint of the caller's transaction, rolled
+ * back, so it needs no privilege beyond the temporary tables every role has by default (schemaCheckRefused says when
+ * it lacks them).
  * Only a database changed by hand, or made by a development build whose migration was later changed in place,
  * lacks anything; its queries would fail one by one while the gateway reported itself ready.
  */
 export async function missingSchemaObjects(client: pg.ClientBase, migrations: readonly string[]): Promise<string[]> {
   let reference: string[];
-  await client.query('BEGIN');
+  await client.query('SAVEPOINT schema_check');
   try {
     await client.query('SET LOCAL search_path = pg_temp');
     for (const migration of migrations) await client.query(migration);
     reference = await objectNames(client, 'pg_my_temp_schema()');
   } finally {
-    await client.query('ROLLBACK');
+    // Takes back the search_path too.
+    await client.query('ROLLBACK TO SAVEPOINT schema_check');
   }
   const present = new Set(await objectNames(client, '(SELECT oid FROM pg_namespace WHERE nspname = current_schema())'));
   return reference.filter((object) => !present.has(object));

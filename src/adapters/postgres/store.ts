@@ -43,9 +43,75 @@ import { startupFailure } from './outage.js';
 import { clientConfig, createPool, queriesOf, transaction, type PostgresOptions, type Queryable } from './pool.js';
 
 /** Any constant works; it only has to be the same for every instance of the gateway. */
-const MIGRATION_LOCK = 0x6367_7701;
+export const MIGRATION_LOCK = 0x6367_7701;
+/** How long a start waits for another to finish migrating: an upgrade of a large store takes minutes at most (README, "Upgrading"). */
+const MIGRATION_LOCK_WAIT_MS = 5 * 60_000;
+const DATABASE = 'the PostgreSQL database in DATABASE_URL';
+/** SQLSTATE insufficient_privilege. */
+const INSUFFICIENT_PRIVILEGE = '42501';
+
+export interface PostgresStoreOptions extends PostgresOptions {
+  /** Told, once, that a start waits for the migration lock another session holds, and who holds it. */
+  onMigrationWait?: (message: string) => void;
+  /** How often the migration lock is asked for, when the wait is told, and when it is given up (ms); tests shorten them. */
+  migrationLock?: { retryMs?: number; noticeMs?: number; waitMs?: number };
+}
+
+/** The schema's version (0 for a store without the gateway's tables), read without making anything. */
+async function schemaVersion(client: pg.ClientBase): Promise<number> {
+  const { rows } = await client.query(`SELECT to_regclass('schema_migrations') IS NOT NULL AS made`);
+  if (!rows[0].made) return 0;
+  return Number((await client.query('SELECT COALESCE(MAX(version), 0) AS version FROM schema_migrations')).rows[0].version);
+}
+
+/**
+ * The migration lock and the session holding it, as far as this role may see it (another role's session shows its
+ * pid, user and application_name only). A single bigint key is classid (its high half), objid (its low half) and objsubid 1.
+ */
+async function migrationLockHolder(client: pg.ClientBase): Promise<string> {
+  const lock = `the migration lock (PostgreSQL advisory lock ${MIGRATION_LOCK})`;
+  const { rows } = await client.query(
+    `SELECT l.pid, a.usename, a.application_name, a.client_addr, a.state, a.xact_start FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+     WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+       AND l.classid = 0 AND l.objid = $1 AND l.objsubid = 1 LIMIT 1`,
+    [MIGRATION_LOCK],
+  );
+  const holder = rows[0];
+  if (!holder) return lock;
+  const known = [
+    holder.usename && `user ${holder.usename}`,
+    holder.application_name && `application_name '${holder.application_name}'`,
+    holder.client_addr && `from ${holder.client_addr}`,
+    holder.state && `${holder.state}`,
+    holder.xact_start && `in a transaction since ${new Date(holder.xact_start).toISOString()}`,
+  ].filter(Boolean);
+  return `${lock}, held by the session of pid ${holder.pid}${known.length > 0 ? ` (${known.join(', ')})` : ''}: another instance updating the schema, or a session that kept the lock (SELECT pg_terminate_backend(${holder.pid}) ends it)`;
+}
+
+/**
+ * Why a role that may not change the schema cannot start on a store this version must make or upgrade, and which
+ * role can: the one that owns the tables (or, for a store without them, the schema they go in).
+ */
+async function migrationRefused(client: pg.ClientBase, error: Error, from: number, to: number): Promise<Error> {
+  const { rows } = await client
+    .query(
+      `SELECT current_user AS role, current_schema() AS schema,
+         (SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = to_regclass('schema_migrations')) AS tables_owner,
+         (SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = current_schema()) AS schema_owner`,
+    )
+    .catch(() => ({ rows: [] as Row[] }));
+  const { role, schema, tables_owner: tablesOwner, schema_owner: schemaOwner } = (rows[0] ?? {}) as Record<string, string | null>;
+  const owner = tablesOwner ?? schemaOwner;
+  const change = from === 0 ? `holds no gateway tables${schema ? ` in schema ${schema}` : ''} yet` : `is at schema version ${from} and this version needs ${to}`;
+  return new SchemaVersionRefusal(
+    `${DATABASE} ${change}, which the role ${role ?? 'in DATABASE_URL'} may not ${from === 0 ? 'make' : 'upgrade'} (${error.message}, ${INSUFFICIENT_PRIVILEGE}). ` +
+      `Start this version's gateway once with a DATABASE_URL naming ${owner ? `the role that owns ${from === 0 ? 'the schema' : 'the tables'}, ${owner}` : 'a role that may create tables there'}: ` +
+      `it ${from === 0 ? 'makes' : 'upgrades'} the schema and may stop once it is ready; then start every instance with ${role ?? 'this role'} (see "PostgreSQL roles" in the README)`,
+    { cause: error },
+  );
+}
 /** With the workspace's hash, the key of the lock that puts its events in order (the two-number key space). */
-const EVENT_ORDER_LOCK = 0x6367_7702;
+export const EVENT_ORDER_LOCK = 0x6367_7702;
 
 /** Where a page starts, as one upper bound on `seq`: a cursor's row, or a sequence number. */
 function pageBound(table: 'campaigns' | 'security_events', options: ListOptions, param: (value: unknown) => string): string {
@@ -90,7 +156,7 @@ export class PostgresStore implements GatewayStore {
   /** Queries outside a transaction; the database being down answers UNAVAILABLE. */
   private readonly db: Queryable;
 
-  constructor(private readonly options: PostgresOptions) {
+  constructor(private readonly options: PostgresStoreOptions) {
     this.pool = createPool(options);
     this.db = queriesOf(this.pool);
   }
@@ -113,7 +179,13 @@ export class PostgresStore implements GatewayStore {
     return (await client.query(text, values)).rowCount ?? 0;
   }
 
-  /** Applies pending migrations under an advisory lock, on a connection of its own without a statement timeout. */
+  /**
+   * Brings the schema up to date. A schema already at this version is only read (no DDL, no lock), so a role that may
+   * only read and write the rows starts (README, "PostgreSQL roles"). Otherwise the migrations run in one transaction
+   * that holds the migration lock, so instances that start together apply them once and the lock ends with the
+   * transaction: a session lock outlived `client.end()` behind a pooler, which keeps the server's session. On a
+   * connection of its own, without a statement or lock timeout.
+   */
   async migrate(older: OlderSchema = 'upgrade'): Promise<SchemaVersions> {
     const migrations = this.options.migrations ?? POSTGRES_MIGRATIONS;
     const client = new pg.Client(clientConfig(this.options));
@@ -122,46 +194,93 @@ export class PostgresStore implements GatewayStore {
     await client.connect().catch((error: unknown) => {
       throw startupFailure(error, 'connect');
     });
+    let current = 0;
+    let upgrading = false;
     try {
-      await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
-      await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())');
-      const { rows } = await client.query('SELECT COALESCE(MAX(version), 0) AS version FROM schema_migrations');
-      const current = Number(rows[0].version);
-      const database = 'the PostgreSQL database in DATABASE_URL';
-      const refusal = schemaRefusal(database, current, migrations.length, older);
+      current = await schemaVersion(client);
+      const refusal = schemaRefusal(DATABASE, current, migrations.length, older);
       if (refusal) throw refusal;
-      // Checked before any upgrade, so that a database refused is left as it was found. A role that may not make the
-      // check still starts: the check guards against rare damage, and refusing would stop a working gateway.
-      const unchecked = current === 0 ? null : await schemaCheckRefused(client);
-      const missing = current === 0 || unchecked ? [] : await missingSchemaObjects(client, migrations.slice(0, current));
-      if (missing.length > 0) {
-        throw incompleteSchema(
-          database,
-          current,
-          missing,
-          'Restore a backup, or add what it lacks as the migrations of that version make it (see "Upgrading" in the README). It was left as it is',
-        );
+      await client.query('BEGIN');
+      if (current === migrations.length) {
+        // Writes nothing: the transaction is for the check's savepoint.
+        const unchecked = await this.checkSchema(client, migrations, current).finally(() => client.query('ROLLBACK'));
+        return { from: current, to: current, ...(unchecked ? { unchecked } : {}) };
       }
-      for (const [index, migration] of migrations.entries()) {
-        const version = index + 1;
-        if (version <= current) continue;
-        await client.query('BEGIN');
-        try {
+      upgrading = true;
+      try {
+        await client.query('SET LOCAL statement_timeout = 0');
+        await client.query('SET LOCAL lock_timeout = 0');
+        await this.takeMigrationLock(client);
+        await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())');
+        // Another instance may have migrated while this one waited for the lock.
+        current = await schemaVersion(client);
+        const refusal = schemaRefusal(DATABASE, current, migrations.length, older);
+        if (refusal) throw refusal;
+        const unchecked = await this.checkSchema(client, migrations, current);
+        for (const [index, migration] of migrations.entries()) {
+          const version = index + 1;
+          if (version <= current) continue;
           await client.query(migration);
           await client.query('INSERT INTO schema_migrations (version) VALUES ($1)', [version]);
-          await client.query('COMMIT');
-        } catch (error) {
-          await client.query('ROLLBACK');
-          throw error;
         }
+        await client.query('COMMIT');
+        return { from: current, to: migrations.length, ...(unchecked ? { unchecked } : {}) };
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw error;
       }
-      return { from: current, to: migrations.length, ...(unchecked ? { unchecked } : {}) };
     } catch (error) {
       // The database works; it holds a schema this version must not use as it is.
       if (error instanceof SchemaVersionRefusal) throw error;
+      if (upgrading && (error as { code?: unknown }).code === INSUFFICIENT_PRIVILEGE) throw await migrationRefused(client, error as Error, current, migrations.length);
       throw startupFailure(error, 'migrate');
     } finally {
       await client.end();
+    }
+  }
+
+  /**
+   * Whether the schema at `current` lacks what its migrations make: checked before any upgrade, so that a database
+   * refused is left as it was found. A role that may not make the check still starts: the check guards against rare
+   * damage, and refusing would stop a working gateway. Returns why it was not made, if it was not.
+   */
+  private async checkSchema(client: pg.Client, migrations: readonly string[], current: number): Promise<string | null> {
+    if (current === 0) return null;
+    const unchecked = await schemaCheckRefused(client);
+    const missing = unchecked ? [] : await missingSchemaObjects(client, migrations.slice(0, current));
+    if (missing.length > 0) {
+      throw incompleteSchema(
+        DATABASE,
+        current,
+        missing,
+        'Restore a backup, or add what it lacks as the migrations of that version make it (see "Upgrading" in the README). It was left as it is',
+      );
+    }
+    return unchecked;
+  }
+
+  /**
+   * The migration lock, for the client's transaction. Asked for again and again rather than waited on, so that a
+   * start held up says so, once, naming who holds the lock, and gives up after a while rather than wait unseen.
+   */
+  private async takeMigrationLock(client: pg.Client): Promise<void> {
+    const { retryMs = 100, noticeMs = 2_000, waitMs = MIGRATION_LOCK_WAIT_MS } = this.options.migrationLock ?? {};
+    const started = Date.now();
+    let told = false;
+    for (;;) {
+      const { rows } = await client.query('SELECT pg_try_advisory_xact_lock($1) AS taken', [MIGRATION_LOCK]);
+      if (rows[0].taken) return;
+      const waited = Date.now() - started;
+      if (waited >= waitMs) {
+        throw new Error(`gave up after ${Math.round(waited / 1000)} s waiting for ${await migrationLockHolder(client)}`);
+      }
+      if (!told && waited >= noticeMs) {
+        told = true;
+        this.options.onMigrationWait?.(
+          `waiting for ${await migrationLockHolder(client)}; giving up after ${Math.round(waitMs / 1000)} s`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, retryMs));
     }
   }
 
@@ -498,10 +617,16 @@ export class PostgresStore implements GatewayStore {
    * transactions commit in any order, so an event could become visible below one a poller has already seen
    * and be missed. Holding the workspace's lock from before the number is taken until the commit makes the
    * events of one workspace commit in the order of their numbers. It serialises only the commits of one
-   * workspace, whose quota is 100 a minute.
+   * workspace, whose quota is 100 a minute. Waiting for it is normal, so the transaction sets no lock timeout of
+   * its own (the statement timeout bounds the wait): a role's `lock_timeout` of a few milliseconds failed accepts
+   * of a busy workspace. The setting is made in the lock's statement, from a subquery its row comes from, to cost
+   * no round trip.
    */
   private async insertEventWith(client: pg.PoolClient, event: NewSecurityEvent): Promise<void> {
-    await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [EVENT_ORDER_LOCK, event.workspaceId]);
+    await client.query(`SELECT pg_advisory_xact_lock($1, hashtext($2)) FROM (SELECT set_config('lock_timeout', '0', true)) AS unbounded`, [
+      EVENT_ORDER_LOCK,
+      event.workspaceId,
+    ]);
     await this.insert(client, 'security_events', eventToRow(event, PG));
   }
 

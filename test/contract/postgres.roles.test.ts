@@ -1,0 +1,215 @@
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { postgresLimiters } from '../../src/adapters/limiter-backends.js';
+import { POSTGRES_MIGRATIONS } from '../../src/adapters/postgres/migrations.js';
+import { EVENT_ORDER_LOCK, MIGRATION_LOCK, PostgresStore, type PostgresStoreOptions } from '../../src/adapters/postgres/store.js';
+import { isUnavailable } from '../../src/domain/errors.js';
+import { at, campaignFixture, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
+import { createTestDatabase, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
+import { waitFor } from '../support/wait.js';
+
+/** The SQL of the README's "PostgreSQL roles", for `runtime` in `schema` of `database`, the tables owned by `owner`. */
+function readmeGrants(names: { runtime: string; owner: string; schema: string; database: string; password: string }): string {
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  const section = readme.slice(readme.indexOf('### PostgreSQL roles'));
+  const sql = /```sql\n([\s\S]*?)```/.exec(section)![1];
+  return sql
+    .replace(/'change me'/g, `'${names.password}'`)
+    .replace(/\bgateway_app\b/g, names.runtime)
+    .replace(/\bgateway_owner\b/g, names.owner)
+    .replace(/\bSCHEMA app\b/g, `SCHEMA ${names.schema}`)
+    .replace(/search_path = app\b/g, `search_path = ${names.schema}`)
+    .replace(/\bDATABASE gateway\b/g, `DATABASE ${names.database}`);
+}
+
+/** A lock held, as an open transaction or a session lock of another session would hold it. */
+async function holding(url: string, statements: [string, unknown[]][]): Promise<{ pid: number; release(): Promise<void> }> {
+  const client = new pg.Client({ connectionString: url, application_name: 'lock-holder' });
+  await client.connect();
+  for (const [text, values] of statements) await client.query(text, values);
+  const pid = Number((await client.query('SELECT pg_backend_pid() AS pid')).rows[0].pid);
+  return { pid, release: () => client.end() };
+}
+
+/** Whether the migration lock is held by anyone, as pg_locks shows it. */
+async function migrationLockHeld(url: string): Promise<boolean> {
+  return withAdmin(async (client) => {
+    const { rows } = await client.query(`SELECT count(*)::int AS held FROM pg_locks WHERE locktype = 'advisory' AND classid = 0 AND objid = $1 AND objsubid = 1`, [
+      MIGRATION_LOCK,
+    ]);
+    return rows[0].held > 0;
+  }, url);
+}
+
+describe.skipIf(skipWithoutPostgres)('PostgreSQL: the migration lock, a runtime role without DDL, and a role’s lock_timeout', () => {
+  let database: Awaited<ReturnType<typeof createTestDatabase>>;
+  const runtime = `cgw_rt_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
+  const password = randomUUID();
+  const schema = 'app';
+  let databaseName: string;
+  let owner: string;
+  const opened: PostgresStore[] = [];
+  const open = (options: Partial<PostgresStoreOptions> & { url?: string } = {}) => {
+    const { url = database.url, ...rest } = options;
+    const store = new PostgresStore({ connectionString: url, poolSize: 4, ...rest });
+    opened.push(store);
+    return store;
+  };
+  const runtimeUrl = () => {
+    const url = new URL(database.url);
+    url.username = runtime;
+    url.password = password;
+    return url.toString();
+  };
+
+  beforeAll(async () => {
+    database = await createTestDatabase();
+    databaseName = new URL(database.url).pathname.slice(1);
+    owner = decodeURIComponent(new URL(database.url).username);
+    // The runtime role, granted what the README says on a schema its owner made.
+    await withAdmin(async (client) => {
+      await client.query(`CREATE SCHEMA ${schema}`);
+      await client.query(readmeGrants({ runtime, owner, schema, database: databaseName, password }));
+    }, database.url);
+    await open({ schema }).migrate();
+  });
+
+  afterAll(async () => {
+    await Promise.all(opened.map((store) => store.close().catch(() => undefined)));
+    await database?.drop();
+    await withAdmin((client) => client.query(`DROP ROLE IF EXISTS ${runtime}`));
+  });
+
+  it('holds the migration lock no longer than the migration, even where the connection outlives the store’s use of it', async () => {
+    // A pooler keeps the server's session when the client goes: here the migration's connection is simply kept open.
+    const ended: pg.Client[] = [];
+    const end = vi.spyOn(pg.Client.prototype, 'end').mockImplementation(function (this: pg.Client) {
+      ended.push(this);
+      return Promise.resolve();
+    });
+    try {
+      const versions = await open().migrate();
+      end.mockRestore();
+      expect(versions).toMatchObject({ from: 0, to: POSTGRES_MIGRATIONS.length });
+      expect(ended).toHaveLength(1);
+      expect(await migrationLockHeld(database.url)).toBe(false);
+    } finally {
+      end.mockRestore();
+      await Promise.all(ended.map((client) => client.end()));
+    }
+  });
+
+  it('says once who holds the migration lock while it waits, then migrates when it is let go; gives up after a bound', async () => {
+    await withAdmin((client) => client.query('CREATE SCHEMA waiting; CREATE SCHEMA bounded'), database.url);
+    const holder = await holding(database.url, [['SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]]]);
+    const waits: string[] = [];
+    let settled = false;
+    const migrating = open({ schema: 'waiting', migrationLock: { retryMs: 20, noticeMs: 0 }, onMigrationWait: (message) => waits.push(message) })
+      .migrate()
+      .finally(() => (settled = true));
+    try {
+      await waitFor(async () => waits.length > 0);
+      expect(settled).toBe(false);
+      expect(waits).toEqual([expect.stringContaining(`the migration lock (PostgreSQL advisory lock ${MIGRATION_LOCK}), held by the session of pid ${holder.pid}`)]);
+      expect(waits[0]).toContain(`application_name 'lock-holder'`);
+      expect(waits[0]).toContain(`SELECT pg_terminate_backend(${holder.pid})`);
+
+      const bounded = open({ schema: 'bounded', migrationLock: { retryMs: 20, noticeMs: 0, waitMs: 100 } });
+      await expect(bounded.migrate()).rejects.toThrow(new RegExp(`gave up after \\d+ s waiting for the migration lock .* pid ${holder.pid}`));
+    } finally {
+      await holder.release();
+    }
+    expect(await migrating).toMatchObject({ from: 0, to: POSTGRES_MIGRATIONS.length });
+    expect(waits).toHaveLength(1);
+  });
+
+  it('starts as a role granted only what the README says, running no DDL, and refuses to make or upgrade the schema with one line naming who can', async () => {
+    // The schema its owner made: the runtime role starts, its search_path from the role.
+    const store = open({ url: runtimeUrl() });
+    expect(await store.migrate()).toEqual({ from: POSTGRES_MIGRATIONS.length, to: POSTGRES_MIGRATIONS.length });
+    expect(await store.migrate('refuse')).toEqual({ from: POSTGRES_MIGRATIONS.length, to: POSTGRES_MIGRATIONS.length });
+
+    // What the gateway does with its rows, as that role: the store, the queue, pruning and the quota.
+    const ws = workspaceFixture();
+    await store.createWorkspace(ws);
+    const campaign = campaignFixture(ws.id);
+    await store.insertCampaign(campaign);
+    await store.upsertTags(ws.id, ['promo']);
+    const job = jobFixture(ws.id, { runAt: at(0) });
+    expect(await store.enqueueJob(job, eventFixture(ws.id, { jobId: job.id }))).toBe(true);
+    const [claimed] = await store.claimJobs('w', 1, at(1000), at(60_000));
+    const copy = campaignFixture(ws.id);
+    const done = { status: 'SUCCEEDED' as const, resultCampaignId: copy.id, error: null, newCampaign: copy, event: eventFixture(ws.id, { jobId: job.id }) };
+    expect(await store.finishJob(claimed.id, 'w', done, at(2000))).toBe(true);
+    expect(await store.listEvents(ws.id, { since: at(0) }, { first: 10 })).toHaveLength(2);
+    expect(await store.pruneFinishedJobs(at(3_600_000), 10)).toBe(1);
+    await store.pruneEvents(at(3_600_000), 10, null);
+    await store.pruneIdempotencyKeys(at(3_600_000), 10);
+    expect((await postgresLimiters(store.pool).limiter({ keyPrefix: 'q', points: 5, durationSeconds: 60 }).consume('ws')).remainingPoints).toBe(4);
+
+    // A version with one more migration: the runtime role refuses it, the owner upgrades, and the default privileges
+    // let the runtime role use what it made.
+    const next = [...POSTGRES_MIGRATIONS, 'CREATE TABLE later_table (id bigserial PRIMARY KEY, note text)'];
+    await expect(open({ url: runtimeUrl(), migrations: next }).migrate()).rejects.toThrow(
+      `the PostgreSQL database in DATABASE_URL is at schema version ${POSTGRES_MIGRATIONS.length} and this version needs ${next.length}, which the role ${runtime} may not upgrade (`,
+    );
+    await expect(open({ url: runtimeUrl(), migrations: next }).migrate()).rejects.toThrow(`naming the role that owns the tables, ${owner}: it upgrades the schema`);
+    expect(await open({ schema, migrations: next }).migrate()).toMatchObject({ from: POSTGRES_MIGRATIONS.length, to: next.length });
+    const upgraded = open({ url: runtimeUrl(), migrations: next });
+    expect(await upgraded.migrate()).toMatchObject({ from: next.length, to: next.length });
+    await upgraded.pool.query(`INSERT INTO later_table (note) VALUES ('written by the runtime role')`);
+
+    // An empty schema: the runtime role may not make it.
+    await withAdmin((client) => client.query(`CREATE SCHEMA empty; GRANT USAGE ON SCHEMA empty TO ${runtime}`), database.url);
+    await expect(open({ url: runtimeUrl(), schema: 'empty' }).migrate()).rejects.toThrow(
+      `the PostgreSQL database in DATABASE_URL holds no gateway tables in schema empty yet, which the role ${runtime} may not make (permission denied for schema empty, 42501). ` +
+        `Start this version's gateway once with a DATABASE_URL naming the role that owns the schema, ${owner}:`,
+    );
+  });
+
+  it('waits for a workspace’s event lock past a lock_timeout set on the role, and answers a lock it does time out on as unavailable', async () => {
+    await withAdmin((client) => client.query(`ALTER ROLE ${runtime} SET lock_timeout = '50ms'`), database.url);
+    const store = open({ url: runtimeUrl() });
+    const ws = workspaceFixture();
+    await store.createWorkspace(ws);
+    const first = jobFixture(ws.id);
+    await store.enqueueJob(first, eventFixture(ws.id, { jobId: first.id }));
+
+    // Another transaction of the workspace holds its event lock (a session lock conflicts with the transaction's).
+    const holder = await holding(database.url, [['SELECT pg_advisory_lock($1, hashtext($2))', [EVENT_ORDER_LOCK, ws.id]]]);
+    let settled = false;
+    const job = jobFixture(ws.id);
+    const enqueued = store.enqueueJob(job, eventFixture(ws.id, { jobId: job.id })).finally(() => (settled = true));
+    enqueued.catch(() => undefined);
+    try {
+      // Many times the role's lock_timeout, as the server measures it, or the enqueue gave up.
+      await waitFor(async () => {
+        if (settled) return true;
+        const { rows } = await store.pool.query(
+          `SELECT count(*)::int AS waiting FROM pg_stat_activity WHERE usename = $1 AND wait_event = 'advisory' AND now() - query_start > interval '500 ms'`,
+          [runtime],
+        );
+        return rows[0].waiting > 0;
+      });
+      expect(settled).toBe(false);
+    } finally {
+      await holder.release();
+    }
+    expect(await enqueued).toBe(true);
+
+    // A row the enqueue must update, locked by another transaction past the role's lock_timeout: 55P03, answered 503.
+    const rowHolder = await holding(database.url, [
+      ['BEGIN', []],
+      [`SELECT * FROM ${schema}.job_queue_turns WHERE workspace_id = $1 FOR UPDATE`, [ws.id]],
+    ]);
+    try {
+      const refused = await store.enqueueJob(jobFixture(ws.id), eventFixture(ws.id)).catch((error: unknown) => error);
+      expect(isUnavailable(refused)).toBe(true);
+      expect((refused as Error).cause).toMatchObject({ code: '55P03' });
+    } finally {
+      await rowHolder.release();
+    }
+  });
+});
