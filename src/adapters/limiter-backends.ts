@@ -48,11 +48,21 @@ export const memoryLimiters = (): LimiterBackend => ({
   close: async () => undefined,
 });
 
+/**
+ * The pool as rate-limiter-flexible's store, its statements unnamed. It names them (`rate_limits:rlflx-upsert` …),
+ * so that each connection prepares them once; behind a pooler in transaction mode a connection's statements run in
+ * whichever server session is free, where another connection may have prepared the same name already (42P05) or
+ * this one's is missing (26000). Unnamed, a statement is prepared where it runs, which took no measurable time more.
+ */
+const unnamedStatements = (pool: pg.Pool) => ({
+  query: (query: pg.QueryConfig) => pool.query({ text: query.text, values: query.values }),
+});
+
 /** Shared by every instance through the store's database (the `rate_limits` table its migrations create). */
 export const postgresLimiters = (pool: pg.Pool): LimiterBackend => ({
   limiter: (settings) =>
     new RateLimiterPostgres({
-      storeClient: pool,
+      storeClient: unnamedStatements(pool),
       storeType: 'pool',
       tableName: 'rate_limits',
       tableCreated: true,
