@@ -6,6 +6,7 @@ import type { RateLimiterAbstract } from 'rate-limiter-flexible';
 import { BrazeCampaignReader } from './adapters/braze-campaign-reader.js';
 import { BrazeClient, type BrazeClientOptions, type UpstreamObserver } from './adapters/braze-client.js';
 import { memoryLimiters, postgresLimiters, type LimiterBackend } from './adapters/limiter-backends.js';
+import { requireRoleSettings } from './adapters/postgres/pool.js';
 import { PostgresStore } from './adapters/postgres/store.js';
 import { RateLimiterAuthFailures } from './adapters/rate-limiter-auth-failures.js';
 import { RateLimiterEventBudget } from './adapters/rate-limiter-event-budget.js';
@@ -118,9 +119,10 @@ export async function createStore(config: Config, options: StoreOptions): Promis
   const filename = sqliteFilename(config);
   const store =
     filename === null
-      ? new PostgresStore({ connectionString: config.databaseUrl!, migrations: options.migrations?.postgres, onMigrationWait: options.onMigrationWait })
+      ? new PostgresStore({ connectionString: config.databaseUrl!, poolMode: config.databasePoolMode, migrations: options.migrations?.postgres, onMigrationWait: options.onMigrationWait })
       : await openSqliteStore(filename, options);
   try {
+    if (store instanceof PostgresStore && config.databasePoolMode === 'transaction') await requireRoleSettings(store.pool);
     const started = performance.now();
     const versions = await store.migrate(options.olderSchema);
     if (versions.from > 0 && versions.from < versions.to) options.onUpgrade?.({ from: versions.from, to: versions.to, durationMs: Math.round(performance.now() - started) });

@@ -12,6 +12,8 @@ export interface Config {
   host: string;
   dataDir: string;
   databaseUrl: string | null;
+  /** What each connection to DATABASE_URL is on the server's side: a session, or a pooler's transaction (PgBouncer). */
+  databasePoolMode: 'session' | 'transaction';
   redisUrl: string | null;
   /** Put before every key the gateway uses in Redis (with a `:`), so deployments sharing one Redis database stay apart; empty: none. */
   redisKeyPrefix: string;
@@ -285,6 +287,10 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError('DOWNLOAD_CONCURRENCY_PER_WORKSPACE', `must not be more than DOWNLOAD_CONCURRENCY (${downloadConcurrency})`);
   }
   const databaseUrl = url(env, 'DATABASE_URL', ['postgres:', 'postgresql:']);
+  const databasePoolMode = (env.DATABASE_POOL_MODE?.trim().toLowerCase() || 'session') as Config['databasePoolMode'];
+  if (!['session', 'transaction'].includes(databasePoolMode)) {
+    throw new ConfigError('DATABASE_POOL_MODE', `must be one of session, transaction, got '${env.DATABASE_POOL_MODE}'`);
+  }
   return {
     nodeEnv,
     production,
@@ -292,6 +298,7 @@ export function loadConfig(env: Env = process.env): Config {
     host: host(env),
     dataDir: dataDir(env, databaseUrl),
     databaseUrl,
+    databasePoolMode,
     redisUrl: url(env, 'REDIS_URL', ['redis:', 'rediss:']),
     redisKeyPrefix: redisKeyPrefix(env),
     upstreamUrl,

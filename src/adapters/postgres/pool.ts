@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { dependencyUnavailable, isUnavailable } from '../../domain/errors.js';
-import { asOutage } from './outage.js';
+import { asOutage, startupFailure } from './outage.js';
 
 export interface PostgresOptions {
   connectionString: string;
@@ -16,10 +16,21 @@ export interface PostgresOptions {
   queryTimeoutMs?: number;
   /** The schema's migrations, this version's unless a test stands for another version with its list. */
   migrations?: readonly string[];
+  /** What a connection of the gateway's is on the server's side (DATABASE_POOL_MODE); `session` unless set. */
+  poolMode?: PoolMode;
 }
+
+/**
+ * `session`: each connection is a server session of its own for as long as it lasts, directly or through a pooler
+ * in session mode (PgBouncer's `pool_mode = session`). `transaction`: a pooler in transaction mode gives each
+ * transaction, and each statement outside one, whichever server session is free.
+ */
+export type PoolMode = 'session' | 'transaction';
 
 /** No statement runs longer than this, waits for locks included. */
 const STATEMENT_TIMEOUT_MS = 10_000;
+/** A crashed or stuck caller must not keep rows locked; the lease mechanism takes over instead. */
+const IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000;
 /** How long a request waits for a connection (new or from the pool) before it fails. */
 const CONNECTION_TIMEOUT_MS = 10_000;
 /** Past the statement timeout, for the server's own cancellation to arrive first. */
@@ -27,20 +38,72 @@ const QUERY_TIMEOUT_MARGIN_MS = 2_000;
 
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 
-/** Connection settings shared by the pool and the migration connection. */
+/**
+ * Connection settings shared by the pool and the migration connection. Nothing of the session goes in the startup
+ * packet: PgBouncer refuses a connection whose startup packet has a parameter it does not know
+ * (`unsupported startup parameter`, 08P01), or drops it unsaid with `ignore_startup_parameters`. The session's
+ * settings are set by startSession instead.
+ */
 export function clientConfig(options: PostgresOptions): pg.ClientConfig {
   if (options.schema !== undefined && !SCHEMA_NAME.test(options.schema)) {
     throw new Error(`invalid schema name '${options.schema}'`);
+  }
+  if (options.schema !== undefined && options.poolMode === 'transaction') {
+    throw new Error('a schema of its own needs a session: in transaction mode the search_path is the role\'s');
   }
   return {
     connectionString: options.connectionString,
     application_name: 'campaign-gateway',
     keepAlive: true,
     connectionTimeoutMillis: CONNECTION_TIMEOUT_MS,
-    // A crashed or stuck caller must not keep rows locked; the lease mechanism takes over instead.
-    idle_in_transaction_session_timeout: 60_000,
-    ...(options.schema ? { options: `-c search_path=${options.schema}` } : {}),
   };
+}
+
+/**
+ * Sets a new connection's session up: the pool's with the statement timeout; the migration connection's without,
+ * since a migration may take longer. In transaction mode it sets nothing: a SET would stay on the one server
+ * session that ran it, under whichever connection gets that session next, and miss the sessions every other
+ * statement runs in; a SET LOCAL in each transaction would leave out the statements outside one, and add a
+ * round trip to each. There the role's own settings apply to every session, and requireRoleSettings checks them at start.
+ */
+export async function startSession(client: pg.ClientBase, options: PostgresOptions, purpose: 'queries' | 'migration'): Promise<void> {
+  if (options.poolMode === 'transaction') return;
+  const settings: [string, string][] = [
+    ['idle_in_transaction_session_timeout', String(IDLE_IN_TRANSACTION_TIMEOUT_MS)],
+    ...(purpose === 'queries' ? [['statement_timeout', String(STATEMENT_TIMEOUT_MS)] as [string, string]] : []),
+    ...(options.schema ? [['search_path', options.schema] as [string, string]] : []),
+  ];
+  await client.query('SELECT set_config(name, setting, false) FROM unnest($1::text[], $2::text[]) AS s(name, setting)', [
+    settings.map(([name]) => name),
+    settings.map(([, setting]) => setting),
+  ]);
+}
+
+/**
+ * Behind a pooler in transaction mode, refuses start-up unless the role's own settings bound the gateway's
+ * statements as startSession would, naming the statements that make them do so. A statement timeout above the
+ * gateway's own would outlast the query timeout, which gives the connection up while the server still runs it.
+ */
+export async function requireRoleSettings(pool: pg.Pool): Promise<void> {
+  const { rows } = await pool
+    .query(
+      `SELECT current_setting('statement_timeout') AS statement, current_setting('idle_in_transaction_session_timeout') AS idle,
+         (SELECT setting::int FROM pg_settings WHERE name = 'statement_timeout') AS statement_ms,
+         (SELECT setting::int FROM pg_settings WHERE name = 'idle_in_transaction_session_timeout') AS idle_ms,
+         quote_ident(current_user) AS role, quote_ident(current_database()) AS database`,
+    )
+    .catch((error: unknown) => {
+      throw startupFailure(error, 'connect');
+    });
+  const found = rows[0] as { statement: string; idle: string; statement_ms: number; idle_ms: number; role: string; database: string };
+  if (found.statement_ms > 0 && found.statement_ms <= STATEMENT_TIMEOUT_MS && found.idle_ms > 0) return;
+  const alter = `ALTER ROLE ${found.role} IN DATABASE ${found.database} SET`;
+  throw new Error(
+    `with DATABASE_POOL_MODE=transaction the role's own settings must bound the gateway's statements, and they do not ` +
+      `(statement_timeout = ${found.statement}, idle_in_transaction_session_timeout = ${found.idle}; the statement timeout must be ` +
+      `more than 0 and at most ${STATEMENT_TIMEOUT_MS / 1000}s): ${alter} statement_timeout = '${STATEMENT_TIMEOUT_MS / 1000}s'; ` +
+      `${alter} idle_in_transaction_session_timeout = '${IDLE_IN_TRANSACTION_TIMEOUT_MS / 1000}s'`,
+  );
 }
 
 export function createPool(options: PostgresOptions): pg.Pool {
@@ -48,7 +111,7 @@ export function createPool(options: PostgresOptions): pg.Pool {
     ...clientConfig(options),
     max: options.poolSize ?? 10,
     idleTimeoutMillis: 30_000,
-    statement_timeout: STATEMENT_TIMEOUT_MS,
+    onConnect: (client) => startSession(client, options, 'queries'),
     query_timeout: options.queryTimeoutMs ?? STATEMENT_TIMEOUT_MS + QUERY_TIMEOUT_MARGIN_MS,
   });
   // The server ends connections on restart, fast shutdown or pg_terminate_backend (57P01), and the network can

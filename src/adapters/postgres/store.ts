@@ -40,7 +40,7 @@ import {
 import { incompleteSchema, schemaRefusal, SchemaVersionRefusal } from '../schema-version.js';
 import { missingSchemaObjects, POSTGRES_MIGRATIONS, schemaCheckRefused } from './migrations.js';
 import { startupFailure } from './outage.js';
-import { clientConfig, createPool, queriesOf, transaction, type PostgresOptions, type Queryable } from './pool.js';
+import { clientConfig, createPool, queriesOf, startSession, transaction, type PostgresOptions, type Queryable } from './pool.js';
 
 /** Any constant works; it only has to be the same for every instance of the gateway. */
 export const MIGRATION_LOCK = 0x6367_7701;
@@ -191,9 +191,12 @@ export class PostgresStore implements GatewayStore {
     const client = new pg.Client(clientConfig(this.options));
     // A broken connection also fails the pending query, which is where it is reported.
     client.on('error', () => undefined);
-    await client.connect().catch((error: unknown) => {
-      throw startupFailure(error, 'connect');
-    });
+    await client
+      .connect()
+      .then(() => startSession(client, this.options, 'migration'))
+      .catch((error: unknown) => {
+        throw startupFailure(error, 'connect');
+      });
     let current = 0;
     let upgrading = false;
     try {
