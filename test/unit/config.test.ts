@@ -85,6 +85,7 @@ describe('listening configuration', () => {
   it.each([
     ['LOG_LEVEL', 'loud', 'fatal, error, warn, info, debug, trace, silent'],
     ['LOG_FORMAT', 'xml', 'auto, json, pretty'],
+    ['DATABASE_POOL_MODE', 'statement', 'session, transaction'],
   ])('says which %s it got when it is none it knows', (name, value, known) => {
     expect(() => loadConfig({ [name]: value })).toThrow(`invalid configuration: ${name} must be one of ${known}, got '${value}'`);
   });
