@@ -101,12 +101,15 @@ describe('the embedded store when its storage fails', () => {
     await expectRefused(gateway, tenant, logs, /disk is full/, { description: LONG_DESCRIPTION });
     expect(await readiness(gateway)).toEqual(storeDown('SQLITE_FULL'));
 
-    // The worker cannot record the early job's copy either: a warning, and the job is kept to be run again.
+    // The worker cannot record the early job's copy either: one warning for the outage, and the job goes back to the
+    // queue without spending an attempt, to be run again once there is room.
     holdOutcome = undefined;
     releaseOutcome();
-    const workerWarning = await waitFor(async () => logs().find((line) => line.msg === 'recording the job outcome failed'));
+    const workerWarning = await waitFor(async () =>
+      logs().find((line) => line.msg === 'the store is unavailable; jobs go back to the queue without spending an attempt'),
+    );
     expect(workerWarning).toMatchObject({ level: 40, cause: { code: 'SQLITE_FULL' } });
-    expect(await jobStatus(gateway, tenant, early.jobId!)).toBe('RUNNING');
+    expect(await jobStatus(gateway, tenant, early.jobId!)).toBe('PENDING');
 
     await sqlite.holdSize(false);
     expect(await readiness(gateway)).toMatchObject({ status: 200, body: { status: 'ready' } });

@@ -75,7 +75,9 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL credentials and start-up failur
   it('a role that may not create the tables is told so, with the step that failed', async () => {
     const failure = await startFailure(urlAs(database.url, readOnlyRole, PASSWORD));
     expect(failure).toBe(
-      "could not create or update the gateway's tables in the PostgreSQL database in DATABASE_URL: permission denied for schema public (42501)",
+      `the PostgreSQL database in DATABASE_URL holds no gateway tables in schema public yet, which the role ${readOnlyRole} may not make ` +
+        `(permission denied for schema public, 42501). Start this version's gateway once with a DATABASE_URL naming the role that owns the schema, ${role}: ` +
+        `it makes the schema and may stop once it is ready; then start every instance with ${readOnlyRole} (see "PostgreSQL roles" in the README)`,
     );
     expect(failure).not.toContain(PASSWORD);
   });
