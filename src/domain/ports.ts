@@ -209,6 +209,11 @@ export type DuplicationResult =
 
 /** Executes one duplication job: in the gateway's own store (local) or against Braze (braze). */
 export interface Duplicator {
+  /**
+   * Whether a run acts outside the gateway's store (upstream mode: Braze makes the copy when called), so that a run
+   * whose outcome was not recorded cannot be repeated for free: it would make another copy.
+   */
+  readonly actsOutsideStore: boolean;
   duplicate(job: DuplicationJob): Promise<DuplicationResult>;
 }
 

@@ -43,6 +43,8 @@ function copyId(body: unknown, job: DuplicationJob, client: BrazeClient): string
  * was lost (timeout, dropped connection) is sent again, which the upstream may carry out twice.
  */
 export class BrazeDuplicator implements Duplicator {
+  readonly actsOutsideStore = true;
+
   /** Every job meets a pacing store outage, again at each try: said when it starts, as a reminder, and when it ends. */
   private readonly pacingFailures: RepeatedFailureLog;
 

@@ -7,6 +7,8 @@ import type { DuplicationJob } from '../domain/types.js';
  * the job's terminal state and outcome event in one transaction, so a crash can never leave two copies.
  */
 export class LocalDuplicator implements Duplicator {
+  readonly actsOutsideStore = false;
+
   constructor(
     private readonly store: GatewayStore,
     private readonly clock: Clock,

@@ -182,6 +182,9 @@ export class JobWorker {
 
   private async run(job: DuplicationJob, lease: string): Promise<void> {
     const startedAt = Date.now();
+    // Once a run that acts outside the store has returned, its effect is made: an outcome the store then fails to
+    // take must not send the job back for free, or every try would make another copy upstream.
+    let ran = false;
     try {
       const result: DuplicationResult =
         job.attempts > this.options.maxAttempts
@@ -192,6 +195,7 @@ export class JobWorker {
               logFailure(this.logger, error, { jobId: job.id }, 'duplication raised an unexpected error');
               return { kind: 'transient', error: { code: 'INTERNAL_ERROR', message: 'Unexpected error while duplicating' } } as const;
             });
+      ran = true;
       const now = this.clock.now();
       if (result.kind === 'deferred') {
         const runAt = new Date(now.getTime() + result.retryAfterMs);
@@ -224,7 +228,7 @@ export class JobWorker {
       if (outcome.status === 'FAILED') this.logger.warn({ ...finished, error: outcome.error }, 'job finished');
       else this.logger.info(finished, 'job finished');
     } catch (error) {
-      if (isUnavailable(error) && (await this.deferInOutage(job, lease, error))) return;
+      if (isUnavailable(error) && (!ran || !this.duplicator.actsOutsideStore) && (await this.deferInOutage(job, lease, error))) return;
       // The store failed; the lease will expire and the job will be claimed again, or a stop hands it back sooner.
       logFailure(this.logger, error, { jobId: job.id }, 'recording the job outcome failed');
       this.holdUnrecorded(job, lease);
@@ -233,8 +237,9 @@ export class JobWorker {
 
   /**
    * Sends back to the queue, without spending an attempt, a job whose run or outcome the store failed (out of
-   * connections, restarting): an outage of a few minutes would otherwise spend every attempt of the jobs that met
-   * it, and fail them for good. False when the store cannot take even that.
+   * connections, restarting, full), when running it again makes nothing twice: an outage of a few minutes would
+   * otherwise spend every attempt of the jobs that met it, and fail them for good. False when the store cannot take
+   * even that.
    */
   private async deferInOutage(job: DuplicationJob, lease: string, error: GatewayError): Promise<boolean> {
     const now = this.clock.now();

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { PostgresStore } from '../../src/adapters/postgres/store.js';
 import { SqliteStore } from '../../src/adapters/sqlite/store.js';
+import { DependencyUnavailableError } from '../../src/domain/errors.js';
 import type { Duplicator, DuplicationResult } from '../../src/domain/ports.js';
 import { LocalDuplicator } from '../../src/duplicators/local.js';
 import { CLAIM_RECOVERY_SETTLE_MS, JobWorker } from '../../src/jobs/worker.js';
@@ -28,7 +29,7 @@ const workerOptions = (concurrency: number, leaseMs = 30_000) => ({
 
 /** A duplicator whose runs end when the test says, in the order it says. */
 class HeldDuplicator implements Duplicator {
-  readonly kind = 'local';
+  readonly actsOutsideStore = false;
   readonly runs: ((result: DuplicationResult) => void)[] = [];
   duplicate(): Promise<DuplicationResult> {
     return new Promise((resolve) => this.runs.push(resolve));
@@ -183,6 +184,25 @@ describe('the job worker', () => {
     worker = undefined;
     // It ran: unlike a run cut short, its attempt stays counted.
     expect(await store.getJob(ws.id, job.id)).toMatchObject({ status: 'PENDING', leaseOwner: null, attempts: 1 });
+  });
+
+  it.each([
+    { acts: 'in the store alone', actsOutsideStore: false, after: { status: 'PENDING', attempts: 0 }, logged: 'the store is unavailable; jobs go back to the queue without spending an attempt' },
+    { acts: 'upstream', actsOutsideStore: true, after: { status: 'RUNNING', attempts: 1 }, logged: 'recording the job outcome failed' },
+  ])('when the store is unavailable for the outcome of a run that acted $acts, gives the attempt back only if running it again makes nothing twice', async ({ actsOutsideStore, after, logged }) => {
+    const clock = new ManualClock();
+    const ws = workspaceFixture();
+    await store.createWorkspace(ws);
+    const full = storeFailingOn(store, ['finishJob'], () => true, () => new DependencyUnavailableError(Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' }), 'store'));
+    const duplicator = Object.assign(new HeldDuplicator(), { actsOutsideStore });
+    const warnings: string[] = [];
+    worker = new JobWorker(full, duplicator, clock, workerOptions(2), { ...silent, warn: (_details: object, message: string) => void warnings.push(message) });
+    worker.start();
+    const job = await runningJob(ws.id, clock, duplicator);
+    duplicator.runs[0]({ kind: 'succeeded', resultCampaignId: null });
+    await waitFor(async () => warnings.includes(logged));
+    expect(await store.getJob(ws.id, job.id)).toMatchObject(after);
+    expect(duplicator.runs).toHaveLength(1);
   });
 
   it('still stops when the store cannot take back its running jobs, which then wait for their lease', async () => {
