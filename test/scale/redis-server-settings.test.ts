@@ -95,6 +95,15 @@ describe.skipIf(skipWithoutRedisServer)('Redis servers that are not fresh local 
         'and the upstream pace and pause can vanish; run it with maxmemory-policy noeviction';
       expect(await readiness(gateway)).toMatchObject({ code: 200, status: 'ready', checks: { quota: { status: 'up', backend: 'redis', message } } });
       expect(componentLines(lines, 'limits')).toEqual([expect.objectContaining({ level: 40, msg: message })]);
+
+      // Set right on the running Redis, the note goes at the next check, with no reconnection.
+      const admin = new Redis(redis.url(), { lazyConnect: true });
+      await admin.connect();
+      await admin.config('SET', 'maxmemory-policy', 'noeviction');
+      await admin.quit();
+      const ready = await readiness(gateway);
+      expect(ready).toMatchObject({ code: 200, status: 'ready' });
+      expect(ready.checks?.quota).toEqual({ status: 'up', backend: 'redis' });
     } finally {
       await gateway.close();
       await redis.stop();

@@ -274,7 +274,7 @@ export class RedisLimiters implements LimiterBackend {
     await this.probe(PROBE.keyPrefix).catch(() => undefined);
   }
 
-  /** Logs, once per policy Redis reports, a policy under which Redis may evict the limiters' keys. INFO refused leaves it unknown. */
+  /** Logs, each time Redis reports a new one, a policy under which Redis may evict the limiters' keys. INFO refused leaves it as it was. */
   private async readEvictionPolicy(): Promise<void> {
     const info = await this.client.info('memory').catch(() => '');
     const policy = /^maxmemory_policy:(\S+)/m.exec(info)?.[1];
@@ -380,7 +380,8 @@ export class RedisLimiters implements LimiterBackend {
     if (this.databaseRefusal !== undefined) return degraded(`${databaseRefused(this.databaseRefusal)}; ${DATABASE_FALLBACK}`);
     if (this.client.status === 'ready') {
       try {
-        await Promise.all([PROBE.keyPrefix, ...this.refusals.keys()].map((prefix) => this.probe(prefix)));
+        // The policy is read again here too, so that a note an operator acted on goes once Redis's setting changes.
+        await Promise.all([this.readEvictionPolicy(), ...[PROBE.keyPrefix, ...this.refusals.keys()].map((prefix) => this.probe(prefix))]);
         if (this.refusals.size > 0) {
           return degraded([...new Set([...this.refusals].map(([prefix, error]) => refusedCalls(error, this.keyPattern(prefix))))].join('; '));
         }
