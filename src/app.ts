@@ -37,7 +37,7 @@ import { BrazeDuplicator } from './duplicators/braze.js';
 import { LocalDuplicator } from './duplicators/local.js';
 import { GatewayMetrics } from './http/metrics.js';
 import { buildHttpServer } from './http/server.js';
-import type { DownloadMinimumRate } from './http/security-events-download.js';
+import type { DownloadClientLimits } from './http/security-events-download.js';
 import { RepeatedFailureLog } from './jobs/failure-log.js';
 import { RetentionPruner } from './jobs/retention.js';
 import { JobWorker, RETRY_BACKOFF, type WorkerLogger } from './jobs/worker.js';
@@ -70,10 +70,8 @@ export interface AppOverrides {
   /** The limiter behind the PERMISSION_DENIED budget, for a window shorter than a minute. */
   deniedPermissionLimiter?: RateLimiterAbstract;
   logDestination?: NodeJS.WritableStream;
-  /** How long a security event download may wait on a client that takes no data (30 s by default). */
-  downloadStallTimeoutMs?: number;
-  /** The least a security event download's client must take (1 KiB/s over each minute waited on it by default). */
-  downloadMinimumRate?: DownloadMinimumRate;
+  /** What a security event download asks of its client, scaled down for a test (the DOWNLOAD_ constants by default). */
+  downloadClientLimits?: Partial<DownloadClientLimits>;
   /** How the drain before closing waits out SHUTDOWN_DRAIN_SECONDS: a timer, unless a test ends it itself. */
   drainWait?: (drainMs: number) => Promise<void>;
   /** How often the worker looks for due jobs when nothing woke it; 500 ms by default. */
@@ -311,8 +309,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     clock,
     logger: overrides.logger,
     logDestination: overrides.logDestination,
-    downloadStallTimeoutMs: overrides.downloadStallTimeoutMs,
-    downloadMinimumRate: overrides.downloadMinimumRate,
+    downloadClientLimits: overrides.downloadClientLimits,
     checkReady: () => readiness.report(),
   });
   limiters.logTo(http.log.child({ component: 'limits' }));

@@ -55,73 +55,92 @@ const rangeBound = (which: string) => ({
   examples: [which.startsWith('Start') ? '2024-05-01T00:00:00Z' : '2024-06-01'],
 });
 
-/** How long a download may wait on a client that takes no data before it is ended. */
+/**
+ * How far behind the minimum rate a client may fall, in time spent waiting on it: how long a download waits on a
+ * client that takes no data when it has no waiting earned in hand.
+ */
 export const DOWNLOAD_STALL_TIMEOUT_MS = 30_000;
 
-/** The least a client must take in each span of `perMs` that a download spends waiting on it. */
+/** The least a client must take, on average, per `perMs` that a download spends waiting on it. */
 export interface DownloadMinimumRate {
   bytes: number;
   perMs: number;
 }
 
 /**
- * 1 KiB/s, over each minute spent waiting on the client: a client that takes a little now and then, just often
- * enough not to stall, no longer keeps its download slot for as long as it likes. Measured, like the stall, by what
- * the connection accepted, of which the kernel's send buffer is part.
+ * 1 KiB/s, on average over the time spent waiting on the client: a client that takes a little now and then, just
+ * often enough never to stall for long, does not keep its download slot for as long as it likes.
  */
-export const DOWNLOAD_MINIMUM_RATE: DownloadMinimumRate = { bytes: 60 * 1024, perMs: 60_000 };
-
-type ClientVerdict = { stalledMs: number } | { takenBytes: number };
+export const DOWNLOAD_MINIMUM_RATE: DownloadMinimumRate = { bytes: 1024, perMs: 1000 };
 
 /**
- * Calls `onEnd` once, when the client has held the response back (the socket takes nothing more and the response
- * waits for a 'drain') for `stallMs` without taking anything, or has taken less than `minimumRate` over the time
- * the response waited on it. Waits are timed from the moment the CSV stream piped into the response was paused for
- * one; time the download spends on the store counts for neither, so a download waiting on the store is never ended.
- * What the client took is what went into the socket meanwhile: the stream writes only once the last write drained.
- * Answers a function that stops watching.
+ * The most waiting a client can have earned ahead of the minimum rate, so that a client that stops reading keeps its
+ * slot for at most this and the stall timeout. What the kernel accepted counts as taken, and Linux's send buffer (up
+ * to 4 MiB) takes more only once about a third of it has been read: a client reading at 1 KiB/s makes it take more
+ * about every 23 minutes (1.4 MB). Any less would end such a client's download.
+ */
+export const DOWNLOAD_MOST_WAIT_EARNED_MS = 30 * 60_000;
+
+/** What a download asks of its client; see watchClient. */
+export interface DownloadClientLimits {
+  stallMs: number;
+  minimumRate: DownloadMinimumRate;
+  mostWaitEarnedMs: number;
+}
+
+type ClientVerdict = { stalledMs: number; takenBytes: number } | { takenBytes: number; waitedMs: number };
+
+/**
+ * Calls `onEnd` once, when the client has fallen more than `stallMs` behind `minimumRate`: every byte the
+ * connection accepts earns the time taking it at that rate takes (at most `mostWaitEarnedMs` in hand), and every
+ * moment the response is held back by the client (the socket takes nothing more and the response waits for a
+ * 'drain') spends it. Judging the average rather than each wait is what lets a slow client through: the kernel
+ * takes data in bursts and then nothing until the client has read a third of its send buffer, which at the minimum
+ * rate takes about as long as the last burst earned. Waits are timed from the moment the CSV stream piped into the
+ * response was paused for one; time the download spends on the store counts for nothing, so a download waiting on
+ * the store is never ended. Answers a function that stops watching.
  */
 function watchClient(
   source: Readable,
   response: ServerResponse,
-  limits: { stallMs: number; minimumRate: DownloadMinimumRate },
+  limits: DownloadClientLimits,
   onEnd: (verdict: ClientVerdict) => void,
 ): () => void {
   const socket = response.socket;
-  const taken = () => socket?.bytesWritten ?? 0;
-  let heldSince: number | undefined;
-  let stallTimer: NodeJS.Timeout | undefined;
-  let rateTimer: NodeJS.Timeout | undefined;
-  // The span being measured: the time waited on the client in it so far, and what it had taken when it began.
+  // What the kernel accepted: the socket counts what it still holds itself as written.
+  const taken = () => (socket ? socket.bytesWritten - socket.writableLength : 0);
+  const { bytes, perMs } = limits.minimumRate;
+  // The waiting the client has in hand, below zero once it has fallen behind, and what it had taken when last counted.
+  let earnedMs = 0;
+  let countedBytes = 0;
   let waitedMs = 0;
-  let takenBefore: number | undefined;
+  let heldSince: number | undefined;
+  let timer: NodeJS.Timeout | undefined;
   const end = (verdict: ClientVerdict) => {
     stop();
     onEnd(verdict);
   };
-  const measure = () => {
-    const takenBytes = taken() - (takenBefore ?? 0);
-    if (takenBytes < limits.minimumRate.bytes) return end({ takenBytes });
-    // Fast enough: a new span begins, still waiting.
-    waitedMs = 0;
-    takenBefore = taken();
-    heldSince = performance.now();
-    rateTimer = setTimeout(measure, limits.minimumRate.perMs).unref();
-  };
   const moving = () => {
     if (heldSince === undefined) return;
-    waitedMs += performance.now() - heldSince;
+    const waited = performance.now() - heldSince;
+    earnedMs -= waited;
+    waitedMs += waited;
     heldSince = undefined;
-    clearTimeout(stallTimer);
-    clearTimeout(rateTimer);
+    clearTimeout(timer);
   };
   const held = () => {
     if (heldSince !== undefined || !response.writableNeedDrain) return;
     const since = performance.now();
     heldSince = since;
-    takenBefore ??= taken();
-    stallTimer = setTimeout(() => end({ stalledMs: performance.now() - since }), limits.stallMs).unref();
-    rateTimer = setTimeout(measure, Math.max(0, limits.minimumRate.perMs - waitedMs)).unref();
+    earnedMs = Math.min(limits.mostWaitEarnedMs, earnedMs + ((taken() - countedBytes) * perMs) / bytes);
+    countedBytes = taken();
+    // A client not behind when this wait began has taken nothing since; one already behind takes too little.
+    const keepingUp = earnedMs > 0;
+    timer = setTimeout(() => {
+      const takenBytes = taken();
+      const waited = performance.now() - since;
+      end(keepingUp ? { stalledMs: waited, takenBytes } : { takenBytes, waitedMs: waitedMs + waited });
+    }, Math.max(0, earnedMs + limits.stallMs)).unref();
   };
   const stop = () => {
     moving();
@@ -135,15 +154,19 @@ function watchClient(
 
 export interface SecurityEventsDownloadOptions {
   service: GatewayService;
-  /** DOWNLOAD_STALL_TIMEOUT_MS unless a test needs a shorter one. */
-  stallTimeoutMs?: number;
-  /** DOWNLOAD_MINIMUM_RATE unless a test needs a shorter span. */
-  minimumRate?: DownloadMinimumRate;
+  /** The DOWNLOAD_ constants above, unless a test scales them down. */
+  clientLimits?: Partial<DownloadClientLimits>;
 }
 
 /** GET /security_events/download: the workspace's events in [start, end) as CSV, streamed. */
 export async function securityEventsDownloadRoutes(app: FastifyInstance, options: SecurityEventsDownloadOptions): Promise<void> {
-  const { service, stallTimeoutMs = DOWNLOAD_STALL_TIMEOUT_MS, minimumRate = DOWNLOAD_MINIMUM_RATE } = options;
+  const { service } = options;
+  const limits: DownloadClientLimits = {
+    stallMs: DOWNLOAD_STALL_TIMEOUT_MS,
+    minimumRate: DOWNLOAD_MINIMUM_RATE,
+    mostWaitEarnedMs: DOWNLOAD_MOST_WAIT_EARNED_MS,
+    ...options.clientLimits,
+  };
   app.get<{ Querystring: { start?: unknown; end?: unknown } }>(
     '/security_events/download',
     {
@@ -157,8 +180,8 @@ export async function securityEventsDownloadRoutes(app: FastifyInstance, options
           `Every security event of the key's workspace from \`start\` (inclusive) to \`end\` (exclusive), newest first, ` +
           `at most ${MAX_EVENT_RANGE_DAYS} days, with Braze's columns. Needs the permission security_events.read. Streamed. ` +
           'A workspace may have only a few downloads in progress at once (2 by default; 429 past that), and a download whose ' +
-          `client takes no data for ${DOWNLOAD_STALL_TIMEOUT_MS / 1000} s, or less than ` +
-          `${DOWNLOAD_MINIMUM_RATE.bytes / 1024 / (DOWNLOAD_MINIMUM_RATE.perMs / 1000)} KiB/s over a minute spent waiting on it, is ended.`,
+          `client falls more than ${DOWNLOAD_STALL_TIMEOUT_MS / 1000} s behind ${DOWNLOAD_MINIMUM_RATE.bytes / 1024 / (DOWNLOAD_MINIMUM_RATE.perMs / 1000)} KiB/s ` +
+          `(counting only time spent waiting on it, with at most ${DOWNLOAD_MOST_WAIT_EARNED_MS / 60_000} min earned ahead) is ended.`,
         security: [{ apiKey: [] }],
         querystring: {
           type: 'object',
@@ -202,15 +225,12 @@ export async function securityEventsDownloadRoutes(app: FastifyInstance, options
       pipeline(records, csv, (error) => {
         if (error && error.code !== 'ERR_STREAM_PREMATURE_CLOSE') request.log.error({ err: error }, 'security event download failed');
       });
-      const stopWatching = watchClient(csv, reply.raw, { stallMs: stallTimeoutMs, minimumRate }, (verdict) => {
-        const who = { workspaceId: principal.workspaceId, apiKeyId: principal.keyId };
+      const stopWatching = watchClient(csv, reply.raw, limits, (verdict) => {
+        const who = { workspaceId: principal.workspaceId, apiKeyId: principal.keyId, takenBytes: verdict.takenBytes };
         if ('stalledMs' in verdict) {
           request.log.warn({ ...who, stalledSeconds: Math.round(verdict.stalledMs / 1000) }, 'security event download ended: its client took no data');
         } else {
-          request.log.warn(
-            { ...who, takenBytes: verdict.takenBytes, waitedSeconds: Math.round(minimumRate.perMs / 1000) },
-            'security event download ended: its client took data too slowly',
-          );
+          request.log.warn({ ...who, waitedSeconds: Math.round(verdict.waitedMs / 1000) }, 'security event download ended: its client took data too slowly');
         }
         // fastify destroys the CSV stream with the response, which ends the pipeline above.
         reply.raw.destroy();

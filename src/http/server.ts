@@ -36,7 +36,7 @@ import { metricsRoutes, type GatewayMetrics } from './metrics.js';
 import { openapiOptions, openapiRoutes, schemasOnlyDocument } from './openapi.js';
 import { quotaStateFor, rateLimitHeaders } from './rate-limit-headers.js';
 import { httpRequestContext, restRoutes } from './rest.js';
-import { securityEventsDownloadRoutes, type DownloadMinimumRate } from './security-events-download.js';
+import { securityEventsDownloadRoutes, type DownloadClientLimits } from './security-events-download.js';
 
 export interface HttpDeps {
   config: Config;
@@ -50,10 +50,8 @@ export interface HttpDeps {
   logger?: FastifyServerOptions['logger'];
   /** Where JSON log lines go (default stdout); tests read them here. */
   logDestination?: NodeJS.WritableStream;
-  /** How long a security event download may wait on a client that takes no data (30 s by default). */
-  downloadStallTimeoutMs?: number;
-  /** The least a security event download's client must take (DOWNLOAD_MINIMUM_RATE by default). */
-  downloadMinimumRate?: DownloadMinimumRate;
+  /** What a security event download asks of its client, scaled down for a test (the DOWNLOAD_ constants by default). */
+  downloadClientLimits?: Partial<DownloadClientLimits>;
 }
 
 // GraphQL is documented by its own schema (schema.graphql, the explorer's Docs), not by the OpenAPI document.
@@ -191,7 +189,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   await app.register(async (api) => {
     schemasOnlyDocument(api);
     await api.register(restRoutes, { service, idempotencyTtlHours: config.idempotencyTtlMs / 3_600_000 });
-    await api.register(securityEventsDownloadRoutes, { service, stallTimeoutMs: deps.downloadStallTimeoutMs, minimumRate: deps.downloadMinimumRate });
+    await api.register(securityEventsDownloadRoutes, { service, clientLimits: deps.downloadClientLimits });
     await api.register(healthRoutes, { checkReady: deps.checkReady });
     await api.register(metricsRoutes, { metrics: deps.metrics });
     await api.register(openapiRoutes);

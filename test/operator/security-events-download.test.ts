@@ -1,10 +1,10 @@
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { connect } from 'node:net';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { setTimeout as delay } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { parse } from 'csv-parse/sync';
 import { request } from 'undici';
@@ -15,7 +15,7 @@ import { AdminService } from '../../src/domain/admin.js';
 import type { GatewayStore, ListOptions } from '../../src/domain/ports.js';
 import { DOWNLOAD_BATCH_SIZE } from '../../src/domain/service.js';
 import type { NewSecurityEvent, SecurityEventFilter } from '../../src/domain/types.js';
-import { EVENT_NAMES } from '../../src/http/security-events-download.js';
+import { EVENT_NAMES, type DownloadClientLimits } from '../../src/http/security-events-download.js';
 import {
   bearer,
   createTestWorkspace,
@@ -346,24 +346,118 @@ describe('downloads in progress at once', () => {
   });
 });
 
-describe('a download whose client takes no data', () => {
-  const STALL_MESSAGE = 'security event download ended: its client took no data';
+/**
+ * The real limits (1 KiB/s, 30 s behind it at most, 30 min earned ahead at most) made 1,024 times faster, so that a
+ * download of the large events, which fills every socket buffer between gateway and client, takes seconds.
+ */
+const SCALED_LIMITS = { minimumRate: { bytes: 1024 * 1024, perMs: 1000 }, stallMs: 30, mostWaitEarnedMs: 1800 };
+
+/** A chunked HTTP body as sent, and whether it came to its last chunk. */
+function dechunk(raw: Buffer): { body: Buffer; whole: boolean } {
+  const parts: Buffer[] = [];
+  let at = raw.indexOf('\r\n\r\n') + 4;
+  for (;;) {
+    const lineEnd = raw.indexOf('\r\n', at);
+    const size = lineEnd === -1 ? NaN : parseInt(raw.toString('latin1', at, lineEnd), 16);
+    if (Number.isNaN(size) || raw.length < lineEnd + 2 + size + 2) return { body: Buffer.concat(parts), whole: false };
+    if (size === 0) return { body: Buffer.concat(parts), whole: true };
+    parts.push(raw.subarray(lineEnd + 2, lineEnd + 2 + size));
+    at = lineEnd + 2 + size + 2;
+  }
+}
+
+/**
+ * Downloads the large events on a raw socket that takes data from the kernel at `bytesPerSecond` on average and
+ * never faster, so the gateway's socket buffers fill as they would for a slow link. Resolves once the gateway has
+ * closed the connection and everything it sent was read.
+ */
+function readAtRate(gateway: TestGateway, key: string, bytesPerSecond: number): Promise<{ body: Buffer; whole: boolean }> {
+  const socket = connect(Number(new URL(gateway.baseUrl).port), '127.0.0.1');
+  // Not flowing: the socket stops reading from the kernel once it holds a little.
+  socket.pause();
+  socket.write(`GET /security_events/download${LARGE_RANGE} HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer ${key}\r\nConnection: close\r\n\r\n`);
+  const started = performance.now();
+  const received: Buffer[] = [];
+  let taken = 0;
+  const pace = setInterval(() => {
+    const owed = Math.floor(((performance.now() - started) * bytesPerSecond) / 1000) - taken;
+    // Reading nothing asks the socket for more from the kernel, and tells of the end once everything was read.
+    const chunk = socket.read(owed > 0 ? Math.min(owed, socket.readableLength) : 0) as Buffer | null;
+    if (chunk) {
+      received.push(chunk);
+      taken += chunk.length;
+    }
+  }, 10);
+  return new Promise((resolve, reject) => {
+    socket.once('end', () => {
+      clearInterval(pace);
+      resolve(dechunk(Buffer.concat(received)));
+    });
+    socket.once('error', (error) => {
+      clearInterval(pace);
+      reject(error);
+    });
+  });
+}
+
+/** A gateway asking `limits` of download clients, with one download per workspace, and a workspace of large events. */
+async function limitedGateway(limits: Partial<DownloadClientLimits>) {
   const { logger, lines } = recordingLogger();
-  let gateway: TestGateway;
-  let ws: TestWorkspace;
+  const gateway = await startGateway({ DOWNLOAD_CONCURRENCY_PER_WORKSPACE: '1' }, { logger, downloadClientLimits: limits });
+  const ws = await gateway.workspace(undefined, undefined, BEFORE_LARGE_EVENTS);
+  await seedLargeEvents(gateway.app.store, ws);
+  return { gateway, ws, lines };
+}
+
+/** The one warning logged with `message`, parsed: it names the workspace and the key, and does not hold the key. */
+function loggedOnce(lines: string[], message: string, ws: TestWorkspace) {
+  const logged = lines.filter((line) => line.includes(message));
+  expect(logged).toHaveLength(1);
+  expect(logged[0]).not.toContain(ws.key);
+  const entry = JSON.parse(logged[0]);
+  expect(entry).toMatchObject({ level: 40, reqId: expect.any(String), workspaceId: ws.workspace.id, apiKeyId: ws.keyId });
+  return entry;
+}
+
+describe('a download whose client reads slowly but at the minimum rate', () => {
+  let limited: Awaited<ReturnType<typeof limitedGateway>>;
 
   beforeAll(async () => {
-    gateway = await startGateway({ DOWNLOAD_CONCURRENCY_PER_WORKSPACE: '1' }, { logger, downloadStallTimeoutMs: 200 });
-    ws = await gateway.workspace(undefined, undefined, BEFORE_LARGE_EVENTS);
-    await seedLargeEvents(gateway.app.store, ws);
+    limited = await limitedGateway(SCALED_LIMITS);
+  });
+
+  afterAll(() => limited?.gateway.close());
+
+  it('is sent in full, though the kernel takes it in bursts with long waits between', async () => {
+    const { gateway, ws, lines } = limited;
+    // 2 KiB/s, scaled: between bursts the kernel waits for it to read a third of a send buffer of up to 4 MiB.
+    const { body, whole } = await readAtRate(gateway, ws.key, 2 * SCALED_LIMITS.minimumRate.bytes);
+    expect(whole).toBe(true);
+    const rows = rowsOf(body.toString('utf8'));
+    expect(rows).toHaveLength(LARGE_EVENTS);
+    expect(JSON.parse(rows.at(-1)!.JsonProperties).campaign_id).toBe('c0');
+    expect(lines.filter((line) => line.includes('security event download ended'))).toEqual([]);
+    await waitFor(async () => (await downloadsInProgress(gateway)) === 0);
+  });
+});
+
+describe('a download whose client takes no data', () => {
+  const STALL_MESSAGE = 'security event download ended: its client took no data';
+  // What the kernel takes from a client that reads nothing (megabytes) earns far more waiting than the cap allows.
+  const limits = { ...SCALED_LIMITS, minimumRate: { bytes: 64 * 1024, perMs: 1000 }, mostWaitEarnedMs: 300 };
+  let limited: Awaited<ReturnType<typeof limitedGateway>>;
+
+  beforeAll(async () => {
+    limited = await limitedGateway(limits);
   });
 
   afterAll(async () => {
-    if (gateway) await hangUp(gateway);
-    await gateway?.close();
+    if (limited) await hangUp(limited.gateway);
+    await limited?.gateway.close();
   });
 
-  it('is ended, logged once without the key, and its slot is free again', async () => {
+  it('is ended once it has waited out what it can have earned, logged once without the key, and its slot is free again', async () => {
+    const { gateway, ws, lines } = limited;
     const stalled = await unreadDownload(gateway, ws.key);
     expect(stalled.statusCode).toBe(200);
 
@@ -373,54 +467,35 @@ describe('a download whose client takes no data', () => {
     await expect(stalled.body.text()).rejects.toThrow();
     expect((await download(gateway, ws.key, EMPTY_RANGE)).status).toBe(200);
 
-    const logged = lines.filter((line) => line.includes(STALL_MESSAGE));
-    expect(logged).toHaveLength(1);
-    expect(JSON.parse(logged[0])).toMatchObject({ level: 40, reqId: expect.any(String), workspaceId: ws.workspace.id, apiKeyId: ws.keyId });
-    expect(logged[0]).not.toContain(ws.key);
+    const entry = loggedOnce(lines, STALL_MESSAGE, ws);
+    // Uncapped, what the kernel took would have earned it ten times the waiting it got, and more.
+    expect((entry.takenBytes / limits.minimumRate.bytes) * limits.minimumRate.perMs).toBeGreaterThan(10 * (limits.mostWaitEarnedMs + limits.stallMs));
   });
 });
 
 describe('a download whose client takes data, but too slowly', () => {
   const SLOW_MESSAGE = 'security event download ended: its client took data too slowly';
-  const { logger, lines } = recordingLogger();
-  // More than the whole CSV (about 10 MB) per 200 ms waited on the client, so that socket buffers filling up cannot
-  // make any span pass: the reader below takes at most 64 KiB per 50 ms, and is held to this rate throughout.
-  const minimumRate = { bytes: 64 * 1024 * 1024, perMs: 200 };
-  let gateway: TestGateway;
-  let ws: TestWorkspace;
+  // Far faster than the reader below, which falls behind in its first wait and further in every one after; a stall
+  // timeout longer than one such wait, so that it is cut for being behind rather than for one wait.
+  const limits = { ...SCALED_LIMITS, minimumRate: { bytes: 64 * 1024 * 1024, perMs: 1000 }, stallMs: 3000 };
+  let limited: Awaited<ReturnType<typeof limitedGateway>>;
 
   beforeAll(async () => {
-    gateway = await startGateway({ DOWNLOAD_CONCURRENCY_PER_WORKSPACE: '1' }, { logger, downloadMinimumRate: minimumRate });
-    ws = await gateway.workspace(undefined, undefined, BEFORE_LARGE_EVENTS);
-    await seedLargeEvents(gateway.app.store, ws);
+    limited = await limitedGateway(limits);
   });
 
-  afterAll(() => gateway?.close());
+  afterAll(() => limited?.gateway.close());
 
   it('is ended though it never stalls, logged once without the key, and its slot is free again', async () => {
-    const response = await request(`${gateway.baseUrl}/security_events/download${LARGE_RANGE}`, { headers: bearer(ws.key) });
-    expect(response.statusCode).toBe(200);
-    let taken = 0;
-    const reading = (async () => {
-      for await (const chunk of response.body as AsyncIterable<Buffer>) {
-        taken += chunk.length;
-        // The slow link: each chunk takes a while to come through.
-        await delay(50);
-      }
-    })();
-
-    await expect(reading).rejects.toThrow();
-    expect(taken).toBeGreaterThan(0);
+    const { gateway, ws, lines } = limited;
+    const { body, whole } = await readAtRate(gateway, ws.key, 1024 * 1024);
+    expect(whole).toBe(false);
+    expect(body.length).toBeGreaterThan(0);
     await waitFor(async () => lines.some((line) => line.includes(SLOW_MESSAGE)));
     await waitFor(async () => (await downloadsInProgress(gateway)) === 0);
     expect((await download(gateway, ws.key, EMPTY_RANGE)).status).toBe(200);
 
-    const logged = lines.filter((line) => line.includes(SLOW_MESSAGE));
-    expect(logged).toHaveLength(1);
-    const entry = JSON.parse(logged[0]);
-    expect(entry).toMatchObject({ level: 40, reqId: expect.any(String), workspaceId: ws.workspace.id, apiKeyId: ws.keyId });
-    expect(entry.takenBytes).toBeLessThan(minimumRate.bytes);
-    expect(logged[0]).not.toContain(ws.key);
+    expect(loggedOnce(lines, SLOW_MESSAGE, ws).takenBytes).toBeLessThan(limits.minimumRate.bytes);
     expect(lines.some((line) => line.includes('its client took no data'))).toBe(false);
   });
 });
