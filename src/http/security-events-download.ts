@@ -107,8 +107,11 @@ function watchClient(
   onEnd: (verdict: ClientVerdict) => void,
 ): () => void {
   const socket = response.socket;
-  // What the kernel accepted: the socket counts what it still holds itself as written.
-  const taken = () => (socket ? socket.bytesWritten - socket.writableLength : 0);
+  // What the kernel accepted for this response: the socket counts what it still holds itself as written, and what it
+  // sent for earlier responses on the connection.
+  const accepted = () => (socket ? socket.bytesWritten - socket.writableLength : 0);
+  const before = accepted();
+  const taken = () => accepted() - before;
   const { bytes, perMs } = limits.minimumRate;
   // The waiting the client has in hand, below zero once it has fallen behind, and what it had taken when last counted.
   let earnedMs = 0;
