@@ -7,6 +7,7 @@ import type { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { COUNT_JOBS_SQL, insertStatement, jobTurn, newJobToRow } from '../../src/adapters/rows.js';
+import { WAL_SIZE_LIMIT_BYTES } from '../../src/adapters/sqlite/connection.js';
 import { SQLITE_MIGRATIONS } from '../../src/adapters/sqlite/migrations.js';
 import { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import { SqliteWriter } from '../../src/adapters/sqlite/writer.js';
@@ -324,6 +325,26 @@ describe('SQLite store specifics', () => {
     } finally {
       await writer.close();
     }
+  });
+
+  it('cuts the -wal file back to its limit once a burst that grew it past that has been checkpointed', async () => {
+    const wal = `${file}-wal`;
+    // A read transaction held open keeps every checkpoint from reaching the end of the WAL, so the burst grows it.
+    const reader = new Database(file);
+    try {
+      reader.prepare('BEGIN').run();
+      reader.prepare('SELECT count(*) FROM workspaces').get();
+      await Promise.all(Array.from({ length: 1500 }, () => store.insertEvent(eventFixture(ws, { details: { description: 'd'.repeat(4000) } }))));
+      expect(statSync(wal).size).toBeGreaterThan(WAL_SIZE_LIMIT_BYTES);
+      reader.prepare('COMMIT').run();
+      const [checkpoint] = reader.pragma('wal_checkpoint(PASSIVE)') as { busy: number; log: number; checkpointed: number }[];
+      expect(checkpoint.checkpointed).toBe(checkpoint.log);
+    } finally {
+      reader.close();
+    }
+    // The next write starts the WAL over, and its commit cuts the file back.
+    await store.insertEvent(eventFixture(ws));
+    expect(statSync(wal).size).toBeLessThanOrEqual(WAL_SIZE_LIMIT_BYTES);
   });
 
   describe('when the writer thread dies', () => {

@@ -1,10 +1,22 @@
 import Database from 'better-sqlite3';
 
+/**
+ * What the -wal file is cut back to once a checkpoint has copied it in and a write starts it over: about the 1,000
+ * pages (4 MiB) at which SQLite checkpoints on its own, the size the WAL keeps to under steady writes. A burst (a
+ * large group commit, a retention pass, writes while a long read held the checkpoint back) grows the file past that,
+ * and SQLite otherwise keeps it at its largest for the life of the connection.
+ */
+export const WAL_SIZE_LIMIT_BYTES = 4 * 1024 * 1024;
+
 /** A connection with the settings every connection of the embedded store shares; `readonly` for one that only reads. */
 export function openConnection(filename: string, { readonly = false } = {}): Database.Database {
   const db = new Database(filename, { readonly });
   // A read-only connection cannot change the journal mode: it finds WAL on, set by the store's first connection.
-  if (!readonly) db.pragma('journal_mode = WAL');
+  if (!readonly) {
+    db.pragma('journal_mode = WAL');
+    // Per connection, and applied by the one that writes: the writer thread's, and the owner's that migrates.
+    db.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT_BYTES}`);
+  }
   db.pragma('foreign_keys = ON');
   db.pragma('busy_timeout = 5000');
   return db;
