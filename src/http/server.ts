@@ -59,6 +59,9 @@ const hiddenFromOpenapi: FastifySchema = { hide: true };
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
+/** Routes that load balancers probe and Prometheus scrapes every few seconds, whatever the traffic. */
+const PROBE_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
+
 /** Builds the HTTP server without listening, so tests and main.ts share it. */
 export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> {
   const { config, service } = deps;
@@ -134,6 +137,14 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     },
   });
   const refusals = new DependencyRefusals(app.log, deps.clock);
+
+  // Two info lines per probe, whatever the traffic, all of an idle instance's log: at LOG_LEVEL=info the probe routes log only
+  // warnings and errors. What their checks find is logged by the readiness component, once per failure, not per
+  // probe. At debug and trace they log every request, as asked.
+  const quietProbes = app.log.level === 'info';
+  app.addHook('onRoute', (route) => {
+    if (quietProbes && PROBE_ROUTES.has(route.url)) route.logLevel = 'warn';
+  });
 
   // Node keeps a keep-alive connection open after a request that was in flight at close() finishes, and
   // close() waits for it; telling the client to hang up lets shutdown complete once the response is out.

@@ -141,7 +141,7 @@ describe('logs', () => {
     const pretty = new LogSink();
     const readable = await startGateway({ LOG_LEVEL: 'info', LOG_FORMAT: 'pretty' }, { logDestination: pretty });
     try {
-      await http(readable.baseUrl, 'GET', `/healthz?api_key=${ws.key}`, { headers: { 'x-request-id': 'pretty-1' } });
+      await http(readable.baseUrl, 'GET', `/duplication_jobs/x?api_key=${ws.key}`, { headers: { 'x-request-id': 'pretty-1' } });
       await waitFor(async () => pretty.text.includes('request completed'));
     } finally {
       await readable.close();
@@ -156,6 +156,53 @@ describe('logs', () => {
     expect(usesPrettyLogs(loadConfig({ NODE_ENV: 'production', LOG_FORMAT: 'pretty' }), false)).toBe(true);
     expect(usesPrettyLogs(loadConfig({ NODE_ENV: 'development', LOG_FORMAT: 'json' }), true)).toBe(false);
     expect(() => loadConfig({ LOG_FORMAT: 'xml' })).toThrow('invalid configuration: LOG_FORMAT must be one of auto, json, pretty');
+  });
+});
+
+describe('probes and scrapes', () => {
+  const sink = new LogSink();
+  let storeDown = false;
+  let gateway: TestGateway;
+
+  beforeAll(async () => {
+    gateway = await startGateway(
+      { LOG_LEVEL: 'info', LOG_FORMAT: 'json', WORKER_CONCURRENCY: '0' },
+      { logDestination: sink },
+      { wrapStore: (store) => storeFailingOn(store, ['ping'], () => storeDown, () => dependencyUnavailable(Object.assign(new Error('disk I/O error'), { code: 'SQLITE_IOERR' }))) },
+    );
+  });
+  afterAll(() => gateway?.close());
+
+  /** Lines of the requests sent with an x-request-id starting `probe-`. */
+  const probeLines = () => sink.lines().filter((line) => String(line.reqId).startsWith('probe-'));
+  /** A request to a route that is no probe, logged as ever: once its last line is written, the probes' before it would be. */
+  const afterOtherRequest = async () => {
+    const id = `other-${Math.random()}`;
+    expect((await http(gateway.baseUrl, 'GET', '/duplication_jobs/x', { headers: { 'x-request-id': id } })).status).toBe(401);
+    await waitFor(async () => sink.lines().some((line) => line.reqId === id && line.msg === 'request completed'));
+  };
+
+  it('write no line at LOG_LEVEL=info, while other requests log theirs', async () => {
+    for (const path of ['/healthz', '/readyz', '/metrics']) {
+      expect((await http(gateway.baseUrl, 'GET', path, { headers: { 'x-request-id': `probe${path.replace('/', '-')}` } })).status).toBe(200);
+    }
+    await afterOtherRequest();
+    expect(probeLines()).toEqual([]);
+  });
+
+  it('still log a failing readiness check, once, from the readiness component', async () => {
+    storeDown = true;
+    try {
+      for (let probe = 0; probe < 3; probe++) {
+        expect((await http(gateway.baseUrl, 'GET', '/readyz', { headers: { 'x-request-id': `probe-failing-${probe}` } })).status).toBe(503);
+      }
+      await afterOtherRequest();
+    } finally {
+      storeDown = false;
+    }
+    const failures = sink.lines().filter((line) => line.msg === 'dependency check failed');
+    expect(failures).toEqual([expect.objectContaining({ level: 40, component: 'readiness', dependency: 'store' })]);
+    expect(probeLines()).toEqual([]);
   });
 });
 
