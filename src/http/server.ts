@@ -59,6 +59,14 @@ const hiddenFromOpenapi: FastifySchema = { hide: true };
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
+/**
+ * The status a request is counted with when its response was cut short: its client went away, or the gateway ended
+ * it (a download's client too slow, a shutdown whose grace ran out), whatever status its headers carried. nginx's
+ * "client closed request": a status_code value rather than another label, so every existing query on the request
+ * series keeps its meaning, and a cut download is no longer counted as a 200 or left out.
+ */
+export const CUT_SHORT_STATUS = 499;
+
 /** Routes that load balancers probe and Prometheus scrapes every few seconds, whatever the traffic. */
 const PROBE_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
 
@@ -138,6 +146,17 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   });
   const refusals = new DependencyRefusals(app.log, deps.clock);
 
+  // First, so that every request that reaches a hook is counted, once, when its response is over however it ended:
+  // fastify's onResponse never comes for a response cut short (a download whose client went away, or that was ended).
+  app.addHook('onRequest', (request, reply, done) => {
+    reply.raw.once('close', () => {
+      const status = reply.raw.writableFinished ? reply.statusCode : CUT_SHORT_STATUS;
+      // The route template, never the raw URL: label values must stay few.
+      deps.metrics.observeRequest(request.method, request.routeOptions.url ?? 'unmatched', status, reply.elapsedTime / 1000);
+    });
+    done();
+  });
+
   // Two info lines per probe, whatever the traffic, all of an idle instance's log: at LOG_LEVEL=info the probe routes log only
   // warnings and errors. What their checks find is logged by the readiness component, once per failure, not per
   // probe. At debug and trace they log every request, as asked.
@@ -189,8 +208,6 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
       answeredBeforeItsBody.add(request.raw.socket);
       request.raw.once('end', () => answeredBeforeItsBody.delete(request.raw.socket));
     }
-    // The route template, never the raw URL: label values must stay few.
-    deps.metrics.observeRequest(request.method, request.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000);
     // A request with a key had its client checked against the failed authentications (in the quota's store) and
     // its key looked up in the store, which it would otherwise have been refused for.
     if (reply.statusCode < 500 && request.headers.authorization !== undefined) refusals.served();

@@ -563,3 +563,41 @@ describe('a download of 200,000 events', () => {
     expect(result.peakGrowth * 8).toBeLessThan(result.bytes);
   }, 180_000);
 });
+
+describe('a download in the request metrics', () => {
+  let gateway: TestGateway;
+  let ws: TestWorkspace;
+
+  beforeAll(async () => {
+    gateway = await startGateway();
+    ws = await gateway.workspace(undefined, undefined, BEFORE_LARGE_EVENTS);
+    await seedLargeEvents(gateway.app.store, ws);
+  });
+  afterAll(() => gateway?.close());
+
+  /** The downloads counted with `status_code`, by the counter and by the duration histogram. */
+  const counted = async (status: string) => {
+    const text = (await http(gateway.baseUrl, 'GET', '/metrics')).text;
+    const labels = { method: 'GET', route: '/security_events/download', status_code: status };
+    return [sample(text, 'gateway_http_requests_total', labels) ?? 0, sample(text, 'gateway_http_request_duration_seconds_count', labels) ?? 0];
+  };
+
+  it('counts one sent in full once as 200, and one its client abandoned half-way once as 499', async () => {
+    const full = await download(gateway, ws.key, LARGE_RANGE);
+    expect(full.status).toBe(200);
+    expect(rowsOf(full.text)).toHaveLength(LARGE_EVENTS);
+    expect(await counted('200')).toEqual([1, 1]);
+
+    const abandoned = await request(`${gateway.baseUrl}/security_events/download${LARGE_RANGE}`, { headers: bearer(ws.key) });
+    expect(abandoned.statusCode).toBe(200);
+    for await (const chunk of abandoned.body as AsyncIterable<Buffer>) {
+      expect(chunk.length).toBeGreaterThan(0);
+      // Hangs up after the first chunk of about 10 MB.
+      break;
+    }
+    await waitFor(async () => (await counted('499'))[0] > 0);
+    await waitFor(async () => (await downloadsInProgress(gateway)) === 0);
+    expect(await counted('499')).toEqual([1, 1]);
+    expect(await counted('200')).toEqual([1, 1]);
+  });
+});
