@@ -35,6 +35,7 @@ import {
 import { GatewayService } from './domain/service.js';
 import { BrazeDuplicator } from './duplicators/braze.js';
 import { LocalDuplicator } from './duplicators/local.js';
+import { InFlight } from './http/in-flight.js';
 import { GatewayMetrics } from './http/metrics.js';
 import { buildHttpServer } from './http/server.js';
 import type { DownloadClientLimits } from './http/security-events-download.js';
@@ -301,11 +302,13 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     clock,
   );
   metrics.watchDependencies(() => readiness.report());
+  const inFlight = new InFlight();
   const http = await buildHttpServer({
     config,
     service,
     quota,
     metrics,
+    inFlight,
     clock,
     logger: overrides.logger,
     logDestination: overrides.logDestination,
@@ -373,6 +376,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     },
     close: () =>
       (closed ??= (async () => {
+        const started = performance.now();
         // Load balancers see /readyz fail, and stop sending requests here, before the listener closes: until then
         // requests keep arriving and would meet refused connections.
         readiness.stop();
@@ -381,8 +385,13 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
           await (overrides.drainWait ?? delay)(config.shutdownDrainMs);
         }
         // In-flight requests and running jobs finish side by side, both within the grace period. A connection
-        // still busy when it ends (a client sending its body slowly) is cut, or close() would wait for it.
-        const cutConnections = setTimeout(() => http.server.closeAllConnections(), config.shutdownGraceMs);
+        // still busy when it ends (a client sending its body slowly, a download read slowly) is cut, or close()
+        // would wait for it. A download is given the grace like any request: most end well within it, and one cut
+        // must be started again from its first row.
+        const cutConnections = setTimeout(() => {
+          http.log.warn({ graceMs: config.shutdownGraceMs, ...inFlight.summary() }, 'the shutdown grace period ended: cutting the connections still open');
+          http.server.closeAllConnections();
+        }, config.shutdownGraceMs);
         await Promise.all([
           http.close().finally(() => clearTimeout(cutConnections)),
           retention.stop(),
@@ -391,6 +400,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
         await upstream?.close();
         await limiters.close();
         await store.close();
+        http.log.info({ durationMs: Math.round(performance.now() - started) }, 'stopped');
       })()),
   };
 }

@@ -30,6 +30,7 @@ import { DependencyRefusals } from './dependency-refusals.js';
 import { clientErrorResponse, toRestError } from './errors.js';
 import { explorerAssetRoutes, sendExplorer, sendExplorerOff, wantsExplorer } from './explorer.js';
 import { healthRoutes } from './health.js';
+import type { InFlight } from './in-flight.js';
 import { jsonBodies } from './json-body.js';
 import { loggerOptions } from './logging.js';
 import { metricsRoutes, type GatewayMetrics } from './metrics.js';
@@ -44,6 +45,8 @@ export interface HttpDeps {
   /** Read, never consumed, for the rate-limit headers of errors raised before the service took a point. */
   quota: Pick<Quota, 'peek'>;
   metrics: GatewayMetrics;
+  /** Kept up to date with the requests being answered and the connections held, for the shutdown. */
+  inFlight: InFlight;
   clock: Clock;
   /** How each dependency (store, quota, …) is doing; the instance is ready when none is down. */
   checkReady: () => Promise<ReadinessReport>;
@@ -145,11 +148,14 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     },
   });
   const refusals = new DependencyRefusals(app.log, deps.clock);
+  deps.inFlight.watch(app.server);
 
   // First, so that every request that reaches a hook is counted, once, when its response is over however it ended:
   // fastify's onResponse never comes for a response cut short (a download whose client went away, or that was ended).
   app.addHook('onRequest', (request, reply, done) => {
+    deps.inFlight.started(request);
     reply.raw.once('close', () => {
+      deps.inFlight.ended(request);
       const status = reply.raw.writableFinished ? reply.statusCode : CUT_SHORT_STATUS;
       // The route template, never the raw URL: label values must stay few.
       deps.metrics.observeRequest(request.method, request.routeOptions.url ?? 'unmatched', status, reply.elapsedTime / 1000);

@@ -30,6 +30,7 @@ import {
   type TestGateway,
   type TestWorkspace,
 } from '../support/gateway.js';
+import { LogSink } from '../support/log-sink.js';
 import { spawnGateway, type GatewayProcess } from '../support/process.js';
 
 const COLUMNS = ['CreatedAt', 'EmailAtTimeOfEvent', 'CurrentEmail', 'EventName', 'OtherAccount', 'JsonProperties'];
@@ -599,5 +600,35 @@ describe('a download in the request metrics', () => {
     await waitFor(async () => (await downloadsInProgress(gateway)) === 0);
     expect(await counted('499')).toEqual([1, 1]);
     expect(await counted('200')).toEqual([1, 1]);
+  });
+});
+
+describe('a download in flight when the gateway stops', () => {
+  const sink = new LogSink();
+  let gateway: TestGateway | undefined;
+
+  afterAll(async () => {
+    for (const body of unreadBodies.splice(0)) body.destroy();
+    await gateway?.close();
+  });
+
+  it('is given the grace period, then cut with one warning naming it, and the stop is logged with how long it took', async () => {
+    gateway = await startGateway({ LOG_LEVEL: 'info', LOG_FORMAT: 'json', SHUTDOWN_GRACE_SECONDS: '1', WORKER_CONCURRENCY: '0' }, { logDestination: sink });
+    const ws = await gateway.workspace(undefined, undefined, BEFORE_LARGE_EVENTS);
+    await seedLargeEvents(gateway.app.store, ws);
+    // Its client reads nothing: the download stays in progress, far from the 30 s after which it would be ended.
+    const slow = await unreadDownload(gateway, ws.key);
+    expect(slow.statusCode).toBe(200);
+
+    await gateway.app.close();
+    await expect(slow.body.text()).rejects.toThrow();
+    const lines = sink.lines();
+    const cut = lines.filter((line) => line.msg === 'the shutdown grace period ended: cutting the connections still open');
+    expect(cut).toEqual([
+      expect.objectContaining({ level: 40, graceMs: 1000, connections: 1, requests: 1, routes: { 'GET /security_events/download': 1 } }),
+    ]);
+    const stopped = lines.filter((line) => line.msg === 'stopped');
+    expect(stopped).toEqual([expect.objectContaining({ level: 30, durationMs: expect.any(Number) })]);
+    expect(lines.indexOf(stopped[0])).toBe(lines.length - 1);
   });
 });
