@@ -78,7 +78,7 @@ async function run(scenario: Scenario): Promise<{ hits: number; microsPerAuthent
       await Promise.all(
         Array.from({ length: REQUESTS_PER_TURN }, () => {
           clock.advance(1);
-          return app.service.authenticate({ authorization: `Bearer ${pick()}`, ip: '127.0.0.1', channel: 'REST' });
+          return app.service.authenticate({ authorization: `Bearer ${pick()}`, ip: '127.0.0.1', channel: 'REST', requestId: 'bench' });
         }),
       );
       await new Promise((resolve) => setImmediate(resolve));

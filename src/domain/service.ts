@@ -58,6 +58,11 @@ export interface RequestContext {
   authorization: string | readonly string[] | undefined;
   ip: string;
   channel: Channel;
+  /**
+   * The id the transport answers and logs the request under: a caller's own only within the bounds the transport
+   * checks (src/http/server.ts), since every event the request causes keeps it.
+   */
+  requestId: string;
 }
 
 export interface DuplicationAccepted {
@@ -263,6 +268,7 @@ export class GatewayService {
       permissions: new Set(record.permissions),
       ip: context.ip,
       channel: context.channel,
+      requestId: context.requestId,
       authenticatedAt: now,
     };
     if (record.allowedCidrs !== null && !isAllowedIp(context.ip, record.allowedCidrs)) {
@@ -356,7 +362,7 @@ export class GatewayService {
     }
     const unrecordedBefore = this.unrecordedDenials.get(principal.keyId);
     this.unrecordedDenials.delete(principal.keyId);
-    const details = unrecordedBefore === undefined ? reason : { ...reason, unrecordedBefore };
+    const details = { ...reason, requestId: principal.requestId, ...(unrecordedBefore === undefined ? {} : { unrecordedBefore }) };
     await this.deps.store.insertEvent(this.event(principal, 'PERMISSION_DENIED', { details }));
   }
 
@@ -582,7 +588,7 @@ export class GatewayService {
         this.event(principal, 'CAMPAIGN_DUPLICATION_REQUESTED', {
           jobId: job.id,
           campaignId: job.sourceCampaignId,
-          details: { name: job.name, description: job.description, tagNames: job.tagNames },
+          details: { name: job.name, description: job.description, tagNames: job.tagNames, requestId: principal.requestId },
         }),
         reservation,
       );

@@ -49,6 +49,8 @@ export interface Principal {
   permissions: ReadonlySet<Permission>;
   ip: string;
   channel: Channel;
+  /** The id the gateway answers the request with (X-Request-Id) and logs it under, kept in the events it causes. */
+  requestId: string;
   /** When the key was checked: a request whose body arrives long after its headers checks it again. */
   authenticatedAt: Date;
 }

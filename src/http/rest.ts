@@ -32,11 +32,15 @@ function authorization(request: FastifyRequest): RequestContext['authorization']
   return values.length > 1 ? values : request.headers.authorization;
 }
 
-/** What the service needs to know of an HTTP request, REST or GraphQL: its key(s), the client address, the transport. */
+/**
+ * What the service needs to know of an HTTP request, REST or GraphQL: its key(s), the client address, the transport,
+ * and its id.
+ */
 export const httpRequestContext = (request: FastifyRequest, channel: RequestContext['channel']): RequestContext => ({
   authorization: authorization(request),
   ip: withoutPort(request.ip),
   channel,
+  requestId: request.id,
 });
 
 /** Braze's snake_case body to the service's input; anything else is passed on for the service to refuse. */

@@ -195,7 +195,9 @@ describe('GET /security_events/download', () => {
     expect(refused.body).toEqual({ message: 'Access Denied' });
 
     const events = await graphql(gateway.baseUrl, ws.key, 'query($id: ID!) { securityEvents(filter: {apiKeyId: $id, types: [PERMISSION_DENIED]}) { edges { node { details } } } }', { id: keyId });
-    expect(events.body.data.securityEvents.edges.map((edge: any) => edge.node.details)).toEqual([{ permission: 'security_events.read' }]);
+    expect(events.body.data.securityEvents.edges.map((edge: any) => edge.node.details)).toEqual([
+      { permission: 'security_events.read', requestId: refused.headers['x-request-id'] },
+    ]);
   });
 });
 

@@ -102,7 +102,7 @@ describe('permissions', () => {
     expect(result.body.errors[0]).toMatchObject({ path: ['campaign'], extensions: { code: 'FORBIDDEN' } });
     expect(result.body.data).toEqual({ campaign: null, securityEvents: { edges: expect.any(Array) } });
     const denied = await graphql(gw.baseUrl, key, '{ securityEvents(filter: {types: [PERMISSION_DENIED]}) { edges { node { details } } } }');
-    expect(denied.body.data.securityEvents.edges).toEqual([{ node: { details: { permission: 'campaigns.details' } } }]);
+    expect(denied.body.data.securityEvents.edges).toEqual([{ node: { details: { permission: 'campaigns.details', requestId: result.headers['x-request-id'] } } }]);
   });
 
   it('refuses a list field alone: the job and the events asked for beside it are still answered', async () => {
@@ -263,7 +263,7 @@ describe('refusals past the PERMISSION_DENIED budget', () => {
       const recorded = await events();
       return recorded.some((event) => event.details.unrecordedBefore !== undefined) && recorded;
     });
-    expect(counted[0].details).toEqual({ permission: 'campaigns.list', unrecordedBefore: expect.any(Number) });
+    expect(counted[0].details).toEqual({ permission: 'campaigns.list', requestId: expect.any(String), unrecordedBefore: expect.any(Number) });
     const unrecorded = counted.reduce((sum, event) => sum + Number(event.details.unrecordedBefore ?? 0), 0);
     expect(unrecorded).toBeGreaterThan(0);
     expect(counted.length + unrecorded).toBe(refusals);

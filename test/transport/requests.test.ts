@@ -103,6 +103,40 @@ describe.each(transports)('a body over $name', (transport) => {
   });
 });
 
+describe.each(transports)('the request id of a request over $name', (transport) => {
+  /** The events a key's requests caused, newest first, with the request id each keeps. */
+  const requestIds = async (keyId: string) =>
+    (await gateway.app.store.listEvents(team.workspace.id, { apiKeyId: keyId, types: ['CAMPAIGN_DUPLICATION_REQUESTED', 'PERMISSION_DENIED'] }, { first: 10 })).map((event) => [event.type, event.details.requestId]);
+
+  it('is kept in the events the request causes: the id the gateway answered with, the caller\'s own when it is within bounds', async () => {
+    const { key, keyId } = await team.addKey(['campaigns.duplicate']);
+    const accepted = await transport.duplicate(gateway.baseUrl, key, args(), { headers: { 'x-request-id': 'client-trace.42:a_b-c' } });
+    expect(accepted.jobId).not.toBeNull();
+    expect(accepted.response.headers['x-request-id']).toBe('client-trace.42:a_b-c');
+
+    const refusedKey = await team.addKey(['campaigns.list']);
+    const refused = await transport.duplicate(gateway.baseUrl, refusedKey.key, args(), { headers: { 'x-request-id': 'refused-1' } });
+    expect(refused.code).toBe('FORBIDDEN');
+
+    expect(await requestIds(keyId)).toEqual([['CAMPAIGN_DUPLICATION_REQUESTED', 'client-trace.42:a_b-c']]);
+    expect(await requestIds(refusedKey.keyId)).toEqual([['PERMISSION_DENIED', 'refused-1']]);
+  });
+
+  it.each([
+    ['too long', 'x'.repeat(129)],
+    ['with a space, a quote and angle brackets', 'a b"<script>'],
+    ['with a tab', 'a\tb'],
+    ['with bytes outside ASCII', Buffer.from('caf\u00e9', 'utf8').toString('latin1')],
+  ])('is a new UUID, in the answer and the event, when the caller\'s is %s', async (_, sent) => {
+    const { key, keyId } = await team.addKey(['campaigns.duplicate']);
+    const accepted = await transport.duplicate(gateway.baseUrl, key, args(), { headers: { 'x-request-id': sent } });
+    expect(accepted.jobId).not.toBeNull();
+    const answered = accepted.response.headers['x-request-id'];
+    expect(answered).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+    expect(await requestIds(keyId)).toEqual([['CAMPAIGN_DUPLICATION_REQUESTED', answered]]);
+  });
+});
+
 describe('POST /campaigns/duplicate', () => {
   const duplicate = (headers: Record<string, string>, body?: string) => http(gateway.baseUrl, 'POST', '/campaigns/duplicate', { headers, body });
 
