@@ -681,7 +681,9 @@ export class GatewayService {
   /**
    * Braze's "Security Event Download": every event of the workspace in the range. Permission first, then the
    * range, then a download slot (RATE_LIMITED when the workspace or the instance has too many in progress), then
-   * the first batch, so that a refusal or a failing store is an error response, not a cut stream.
+   * the first batch, then the SECURITY_EVENTS_DOWNLOADED event, so that a refusal or a failing store is an error
+   * response, not a cut stream. A download that cannot be recorded is refused: a stolen key must not read the
+   * log unseen. Recorded after the first batch, which is the newest, so that the download does not list itself.
    */
   async downloadSecurityEvents(principal: Principal, raw: { start?: unknown; end?: unknown }): Promise<SecurityEventDownload> {
     await this.authorize(principal, 'security_events.read');
@@ -693,6 +695,11 @@ export class GatewayService {
     let first: SecurityEvent[];
     try {
       first = await read();
+      await store.insertEvent(
+        this.event(principal, 'SECURITY_EVENTS_DOWNLOADED', {
+          details: { start: range.start.toISOString(), end: range.end.toISOString(), requestId: principal.requestId },
+        }),
+      );
     } catch (error) {
       release();
       throw error;

@@ -13,6 +13,7 @@ export const SECURITY_EVENT_TYPES = [
   'API_KEY_CREATED',
   'API_KEY_REVOKED',
   'API_KEY_ROTATED',
+  'SECURITY_EVENTS_DOWNLOADED',
 ] as const;
 export type SecurityEventType = (typeof SECURITY_EVENT_TYPES)[number];
 

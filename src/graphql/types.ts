@@ -51,6 +51,9 @@ registerEnumType(SecurityEventType, {
     API_KEY_CREATED: { description: 'An API key was created.' },
     API_KEY_REVOKED: { description: 'An API key was revoked.' },
     API_KEY_ROTATED: { description: "An API key's secret was replaced; details say until when the old one is valid." },
+    SECURITY_EVENTS_DOWNLOADED: {
+      description: "A key downloaded the workspace's security events as CSV (REST); details say which range. Reads through securityEvents are not recorded.",
+    },
   },
 });
 
@@ -237,8 +240,9 @@ export class SecurityEvent {
       'CAMPAIGN_DUPLICATION_FAILED: sourceCampaignId, name, attempts and error. PERMISSION_DENIED: permission, the one refused, ' +
       'or reason: ip_not_allowed; with unrecordedBefore, the number of the key\'s denials left unrecorded since its last such event, when there were any. ' +
       'API_KEY_CREATED: permissions, expiresAt and allowedCidrs. API_KEY_ROTATED: previousValidUntil, until when the old ' +
-      'secret works (null: it stopped at once). An empty object when there is nothing more (API_KEY_REVOKED). ' +
-      'The events a request causes (CAMPAIGN_DUPLICATION_REQUESTED, PERMISSION_DENIED) also hold requestId, the id the gateway ' +
+      'secret works (null: it stopped at once). SECURITY_EVENTS_DOWNLOADED: start (included) and end (excluded) of the range ' +
+      'downloaded. An empty object when there is nothing more (API_KEY_REVOKED). ' +
+      'The events a request causes (CAMPAIGN_DUPLICATION_REQUESTED, PERMISSION_DENIED, SECURITY_EVENTS_DOWNLOADED) also hold requestId, the id the gateway ' +
       "answered that request with (its X-Request-Id header: the caller's own when it sent one of 1 to 128 of A-Z a-z 0-9 . _ : -), " +
       "to find the request in the caller's and the gateway's logs. A job's outcome is not a request's: its CAMPAIGN_DUPLICATION_REQUESTED, " +
       'found by jobId, holds the id of the request that asked for the job.',

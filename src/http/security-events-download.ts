@@ -20,6 +20,7 @@ export const EVENT_NAMES: Record<SecurityEventType, string> = {
   API_KEY_CREATED: 'Created API Key',
   API_KEY_REVOKED: 'Revoked API Key',
   API_KEY_ROTATED: 'Rotated API Key',
+  SECURITY_EVENTS_DOWNLOADED: 'Downloaded Security Events',
 };
 
 /**
@@ -182,6 +183,7 @@ export async function securityEventsDownloadRoutes(app: FastifyInstance, options
         description:
           `Every security event of the key's workspace from \`start\` (inclusive) to \`end\` (exclusive), newest first, ` +
           `at most ${MAX_EVENT_RANGE_DAYS} days, with Braze's columns. Needs the permission security_events.read. Streamed. ` +
+          'Each download is recorded as a SECURITY_EVENTS_DOWNLOADED event before it is sent. ' +
           'A workspace may have only a few downloads in progress at once (2 by default; 429 past that), and a download whose ' +
           `client falls more than ${DOWNLOAD_STALL_TIMEOUT_MS / 1000} s behind ${DOWNLOAD_MINIMUM_RATE.bytes / 1024 / (DOWNLOAD_MINIMUM_RATE.perMs / 1000)} KiB/s ` +
           `(counting only time spent waiting on it, with at most ${DOWNLOAD_MOST_WAIT_EARNED_MS / 60_000} min earned ahead) is ended.`,
@@ -210,6 +212,9 @@ export async function securityEventsDownloadRoutes(app: FastifyInstance, options
             429:
               'Too many downloads in progress, for the workspace or on this instance (`Retry-After: 5`), or this client failed ' +
               'to authenticate too often; see Retry-After. This route takes no quota point',
+            503:
+              'A dependency (the database, the quota store) is unavailable, so that the download could not be read or recorded ' +
+              'as a SECURITY_EVENTS_DOWNLOADED event (no download goes unrecorded), or the gateway is shutting down; see Retry-After',
           }),
         },
       },

@@ -12,6 +12,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { AdminService } from '../../src/domain/admin.js';
+import { dependencyUnavailable } from '../../src/domain/errors.js';
 import type { GatewayStore, ListOptions } from '../../src/domain/ports.js';
 import { DOWNLOAD_BATCH_SIZE } from '../../src/domain/service.js';
 import type { NewSecurityEvent, SecurityEventFilter } from '../../src/domain/types.js';
@@ -185,6 +186,45 @@ describe('GET /security_events/download', () => {
     problems.forEach((problem, index) => expect(response.body.errors[index]).toContain(problem));
   });
 
+  it('is recorded as a SECURITY_EVENTS_DOWNLOADED event, which the workspace sees as any other and the download itself does not list', async () => {
+    const team = await gateway.workspace();
+    const reader = await team.addKey(['security_events.read'], 'auditor');
+    const start = new Date(Date.now() - 3_600_000).toISOString();
+    const end = new Date(Date.now() + 3_600_000).toISOString();
+    const query = `?start=${start}&end=${encodeURIComponent(end)}`;
+    const first = await http(gateway.baseUrl, 'GET', `/security_events/download${query}`, { headers: { ...bearer(reader.key), 'x-request-id': 'audit-7' } });
+    expect(first.status).toBe(200);
+    expect(rowsOf(first.text).map((row) => row.EventName)).not.toContain('Downloaded Security Events');
+
+    // Another key of the workspace with security_events.read sees it, as it sees every event.
+    const listed = await graphql(
+      gateway.baseUrl,
+      team.key,
+      '{ securityEvents(filter: {types: [SECURITY_EVENTS_DOWNLOADED]}) { edges { node { type apiKey { id name } channel ip details } } } }',
+    );
+    expect(listed.body.data.securityEvents.edges).toEqual([
+      {
+        node: {
+          type: 'SECURITY_EVENTS_DOWNLOADED',
+          apiKey: { id: reader.keyId, name: 'auditor' },
+          channel: 'REST',
+          ip: '127.0.0.1',
+          details: { start, end, requestId: 'audit-7' },
+        },
+      },
+    ]);
+
+    const second = await download(gateway, reader.key, query);
+    const [row] = rowsOf(second.text).filter((candidate) => candidate.EventName === 'Downloaded Security Events');
+    expect(JSON.parse(row.JsonProperties)).toMatchObject({
+      event_type: 'SECURITY_EVENTS_DOWNLOADED',
+      api_key_id: reader.keyId,
+      channel: 'REST',
+      ip: '127.0.0.1',
+      details: { start, end, requestId: 'audit-7' },
+    });
+  });
+
   it('needs a valid key (401) and security_events.read (403, before the range is looked at, and recorded)', async () => {
     expect((await download(gateway, null, '?start=2024-01-01&end=2024-02-01')).status).toBe(401);
     expect((await download(gateway, 'cgw_not-a-key', '?start=2024-01-01&end=2024-02-01')).status).toBe(401);
@@ -346,6 +386,31 @@ describe('downloads in progress at once', () => {
     const [first, second] = [await unreadDownload(gateway, a.key), await unreadDownload(gateway, a.key)];
     expect([first.statusCode, second.statusCode]).toEqual([200, 200]);
     expect((await download(gateway, a.key, EMPTY_RANGE)).status).toBe(429);
+  });
+});
+
+describe('a download that cannot be recorded', () => {
+  let gateway: TestGateway;
+  let ws: TestWorkspace;
+  let failing = false;
+
+  beforeAll(async () => {
+    const outage = () => dependencyUnavailable(Object.assign(new Error('connect ECONNREFUSED 10.0.0.5:5432'), { code: 'ECONNREFUSED' }));
+    gateway = await startGateway({}, {}, { wrapStore: (store) => storeFailingOn(store, ['insertEvent'], () => failing, outage) });
+    ws = await gateway.workspace();
+  });
+
+  afterAll(() => gateway?.close());
+
+  it('is refused with 503 and Retry-After, sending no event, and gives its slot back', async () => {
+    failing = true;
+    const refused = await download(gateway, ws.key, '?start=2024-01-01&end=2024-02-01');
+    failing = false;
+    expect(refused.status).toBe(503);
+    expect(refused.headers['retry-after']).toBe('5');
+    expect(refused.body).toEqual({ message: 'Service unavailable' });
+    await waitFor(async () => (await downloadsInProgress(gateway)) === 0);
+    expect((await download(gateway, ws.key, '?start=2024-01-01&end=2024-02-01')).status).toBe(200);
   });
 });
 
