@@ -136,7 +136,7 @@ describe.each(transports)('duplicateCampaign over $name', (transport) => {
     ['every field', { description: 'for the EU', tagNames: ['promo', 'newsletter'] }, { description: 'for the EU', tagNames: ['promo', 'newsletter'] }],
     ['only the required fields', {}, { description: null, tagNames: null }],
   ])('records what was asked, with %s, in CAMPAIGN_DUPLICATION_REQUESTED as securityEvents shows it', async (_label, optional, recorded) => {
-    const { jobId } = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), ...optional });
+    const { jobId, response: accepted } = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), ...optional });
     const response = await graphql(gateway.baseUrl, ws.key, REQUESTED_EVENT, { job: jobId });
     expect(response.body.data.securityEvents.edges.map((edge: any) => edge.node)).toEqual([
       {
@@ -146,7 +146,7 @@ describe.each(transports)('duplicateCampaign over $name', (transport) => {
         ip: '127.0.0.1',
         jobId,
         campaignId: ws.campaign.id,
-        details: { name: 'Copy of welcome', ...recorded },
+        details: { name: 'Copy of welcome', ...recorded, requestId: accepted.headers['x-request-id'] },
       },
     ]);
   });
