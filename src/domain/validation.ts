@@ -124,6 +124,18 @@ const RANGE_BOUND_HINT = 'an ISO 8601 date (2024-05-01) or date-time with a time
 // A date-time without a zone would be read in the server's zone: refuse it rather than guess. Seconds are optional.
 const rangeBound = z.union([z.iso.date(), z.iso.datetime({ offset: true }), z.iso.datetime({ offset: true, precision: -1 })]);
 
+/**
+ * A bound of a window of events, from a date-time's text already checked. Events are stamped to the millisecond and
+ * Date cuts finer digits off, so that `since …13.6279Z` would take in an event of …13.627Z and `until …13.6281Z` leave
+ * out one of …13.628Z: a bound finer than a millisecond is rounded up to the next, which keeps "the start is
+ * included, the end excluded" exact. A bound already whole stays.
+ */
+export function eventTimeBound(text: string): Date {
+  const date = new Date(text);
+  const finerThanMilliseconds = /\.\d{3}(\d+)/.exec(text)?.[1] ?? '';
+  return /[1-9]/.test(finerThanMilliseconds) ? new Date(date.getTime() + 1) : date;
+}
+
 function parseRangeBound(field: 'start' | 'end', raw: unknown, issues: FieldIssue[]): Date | null {
   if (raw === undefined || raw === '') {
     issues.push({ field, message: `is required: ${RANGE_BOUND_HINT}` });
@@ -133,7 +145,7 @@ function parseRangeBound(field: 'start' | 'end', raw: unknown, issues: FieldIssu
     issues.push({ field, message: `must be ${RANGE_BOUND_HINT}` });
     return null;
   }
-  return new Date(raw as string);
+  return eventTimeBound(raw as string);
 }
 
 const invalidRange = (issues: FieldIssue[]) => new GatewayError('BAD_USER_INPUT', 'Invalid date range', { issues });

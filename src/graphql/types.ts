@@ -1,9 +1,9 @@
-import { GraphQLScalarType } from 'graphql';
+import { GraphQLScalarType, Kind } from 'graphql';
 import { DateTimeResolver, JSONObjectResolver } from 'graphql-scalars';
 import { Field, ID, InputType, Int, ObjectType, registerEnumType } from 'type-graphql';
 import { PERMISSIONS } from '../domain/permissions.js';
 import { CHANNELS, JOB_ERROR_CODES, JOB_STATUSES, SECURITY_EVENT_TYPES } from '../domain/types.js';
-import { LIMITS } from '../domain/validation.js';
+import { eventTimeBound, LIMITS } from '../domain/validation.js';
 
 /** How the length limits of the input count: as validation.ts does, in code points. */
 const CHARACTERS = 'characters (Unicode code points: an emoji is one, though it takes two UTF-16 units)';
@@ -341,15 +341,29 @@ export class SecurityEventFilter {
   until?: Date | null;
 }
 
+const dateTime = DateTimeResolver.toConfig();
+
 /**
  * graphql-scalars' DateTime, described as it behaves (its own description says "at UTC", yet it takes any offset), and
- * with the specification it follows, which introspection shows (codegen's strictScalars wants one).
+ * with the specification it follows, which introspection shows (codegen's strictScalars wants one). Every DateTime a
+ * client sends is a bound of a window of events (securityEvents' since and until), so each is taken as the CSV
+ * download takes its range: finer than a millisecond, rounded up to the next.
  */
 export const DateTimeScalar = new GraphQLScalarType({
-  ...DateTimeResolver.toConfig(),
+  ...dateTime,
+  parseValue: (value) => {
+    const parsed = dateTime.parseValue(value);
+    return typeof value === 'string' ? eventTimeBound(value) : parsed;
+  },
+  parseLiteral: (ast, variables) => {
+    const parsed = dateTime.parseLiteral(ast, variables);
+    return ast.kind === Kind.STRING ? eventTimeBound(ast.value) : parsed;
+  },
   description:
     'An instant, as an RFC 3339 date-time (section 5.6). Given out in UTC with milliseconds, e.g. 2007-12-03T10:15:30.000Z. ' +
-    'Taken with any offset (Z, +01:00, -05:30) and with or without fractions of a second, kept to the millisecond. ' +
+    'Taken with any offset (Z, +01:00, -05:30) and with or without fractions of a second, kept to the millisecond: ' +
+    'a fraction finer than that is rounded up to the next millisecond, as events are stamped to the millisecond, so that ' +
+    'a window from since (included) to until (excluded) holds exactly the events it would to the nanosecond. ' +
     'A date alone (2007-12-03) or a time without an offset is refused.',
   specifiedByURL: 'https://www.rfc-editor.org/rfc/rfc3339#section-5.6',
 });

@@ -317,6 +317,37 @@ describe('securityEvents(filter: {since, until}) over GraphQL', () => {
     expect(await names({ until })).toEqual(['just before until', 'inside', 'at since', 'before since']);
   });
 
+  it('rounds bounds finer than a millisecond up to the next, in the GraphQL filter and the CSV range alike', async () => {
+    const team = await timed.workspace();
+    clock.advance(Date.parse('2030-01-01T12:00:13.628Z') - clock.now().getTime());
+    const { jobId } = await transports[0].duplicate(timed.baseUrl, team.key, { campaignId: team.campaign.id, name: 'at 13.628' });
+    expect(jobId).not.toBeNull();
+    clock.advance(60_000);
+    const query = `query ($filter: SecurityEventFilter) {
+      securityEvents(filter: $filter) { edges { node { details } } }
+    }`;
+    const listed = async (since: string, until: string) => {
+      const filter = { types: ['CAMPAIGN_DUPLICATION_REQUESTED'], since, until };
+      const response = await graphql(timed.baseUrl, team.key, query, { filter });
+      return response.body.data.securityEvents.edges.map((edge: any) => edge.node.details.name);
+    };
+    const downloaded = async (start: string, end: string) => {
+      const response = await http(timed.baseUrl, 'GET', `/security_events/download?start=${start}&end=${end}`, { headers: bearer(team.key) });
+      expect(response.status).toBe(200);
+      return response.text.split('\n').filter((line) => line.includes('at 13.628')).length;
+    };
+    for (const [since, until, holds] of [
+      ['2030-01-01T12:00:13.6279Z', '2030-01-01T12:00:13.6281Z', true],
+      ['2030-01-01T12:00:13.627000001Z', '2030-01-01T12:00:13.628000001Z', true],
+      ['2030-01-01T12:00:13.6280Z', '2030-01-01T12:00:13.6290Z', true],
+      ['2030-01-01T12:00:13.6281Z', '2030-01-01T12:00:13.7Z', false],
+      ['2030-01-01T12:00:13.6Z', '2030-01-01T12:00:13.6280Z', false],
+    ] as const) {
+      expect(await listed(since, until), `${since} to ${until}`).toEqual(holds ? ['at 13.628'] : []);
+      expect(await downloaded(since, until), `${since} to ${until}`).toBe(holds ? 1 : 0);
+    }
+  });
+
   it('refuses a window that holds no event, `until` not after `since`, as the download refuses its range', async () => {
     const team = await timed.workspace();
     const query = 'query ($filter: SecurityEventFilter) { securityEvents(filter: $filter) { edges { node { id } } } }';
