@@ -136,13 +136,18 @@ export function eventTimeBound(text: string): Date {
   return /[1-9]/.test(finerThanMilliseconds) ? new Date(date.getTime() + 1) : date;
 }
 
+const PLUS_HINT = '; a + in a query string is read as a space: URL-encode the offset\'s + as %2B (2024-05-01T12:00:00%2B01:00)';
+
+/** A date-time whose offset's `+` was sent unencoded in the query string, which makes it a space. */
+const lostItsPlus = (raw: unknown): boolean => typeof raw === 'string' && raw.includes(' ') && rangeBound.safeParse(raw.replace(' ', '+')).success;
+
 function parseRangeBound(field: 'start' | 'end', raw: unknown, issues: FieldIssue[]): Date | null {
   if (raw === undefined || raw === '') {
     issues.push({ field, message: `is required: ${RANGE_BOUND_HINT}` });
     return null;
   }
   if (!rangeBound.safeParse(raw).success) {
-    issues.push({ field, message: `must be ${RANGE_BOUND_HINT}` });
+    issues.push({ field, message: `must be ${RANGE_BOUND_HINT}${lostItsPlus(raw) ? PLUS_HINT : ''}` });
     return null;
   }
   return eventTimeBound(raw as string);

@@ -225,6 +225,19 @@ describe('GET /security_events/download', () => {
     });
   });
 
+  it("says to URL-encode an offset's + when one sent unencoded arrived as a space, and only then", async () => {
+    const hint = "; a + in a query string is read as a space: URL-encode the offset's + as %2B (2024-05-01T12:00:00%2B01:00)";
+    const invalid = "must be an ISO 8601 date (2024-05-01) or date-time with a time zone (2024-05-01T12:00:00Z)";
+    const unencoded = await download(gateway, ws.key, '?start=2024-01-01T10:00:00.5+01:00&end=2024-02-01T00:00+05:30');
+    expect(unencoded.status).toBe(400);
+    expect(unencoded.body.errors).toEqual([`'start' ${invalid}${hint}`, `'end' ${invalid}${hint}`]);
+    // A space that stands for no +, or one whose + would not make a date-time either, gets no such hint.
+    const spaced = await download(gateway, ws.key, `?start=${encodeURIComponent('2024-01-01 10:00:00Z')}&end=2024-02-01T00:00:00+25:00`);
+    expect(spaced.body.errors).toEqual([`'start' ${invalid}`, `'end' ${invalid}`]);
+    const encoded = await download(gateway, ws.key, '?start=2024-01-01T10:00:00%2B01:00&end=2024-02-01');
+    expect(encoded.status).toBe(200);
+  });
+
   it('needs a valid key (401) and security_events.read (403, before the range is looked at, and recorded)', async () => {
     expect((await download(gateway, null, '?start=2024-01-01&end=2024-02-01')).status).toBe(401);
     expect((await download(gateway, 'cgw_not-a-key', '?start=2024-01-01&end=2024-02-01')).status).toBe(401);
