@@ -124,6 +124,12 @@ describe('GET /security_events/download', () => {
     expect(campaigns).toEqual(Array.from({ length: count }, (_, index) => `c${count - 1 - index}`));
   });
 
+  it("starts with the header's own bytes, without a byte-order mark, as tools that parse Braze's download expect", async () => {
+    const response = await request(`${gateway.baseUrl}/security_events/download?start=2024-05-01&end=2024-06-01`, { headers: bearer(ws.key) });
+    const bytes = Buffer.from(await response.body.arrayBuffer());
+    expect(bytes.subarray(0, 10).toString('latin1')).toBe('CreatedAt,');
+  });
+
   it("names the file after the range, as the README's example shows", async () => {
     const response = await download(gateway, ws.key, '?start=2024-05-01&end=2024-06-01T00:00:00Z');
     expect(response.status).toBe(200);
