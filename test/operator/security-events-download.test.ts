@@ -260,6 +260,31 @@ describe('GET /security_events/download', () => {
   });
 });
 
+describe('a download that cannot be recorded', () => {
+  let gateway: TestGateway;
+  let ws: TestWorkspace;
+  let failing = false;
+
+  beforeAll(async () => {
+    const outage = () => dependencyUnavailable(Object.assign(new Error('connect ECONNREFUSED 10.0.0.5:5432'), { code: 'ECONNREFUSED' }));
+    gateway = await startGateway({}, {}, { wrapStore: (store) => storeFailingOn(store, ['insertEvent'], () => failing, outage) });
+    ws = await gateway.workspace();
+  });
+
+  afterAll(() => gateway?.close());
+
+  it('is refused with 503 and Retry-After, sending no event, and gives its slot back', async () => {
+    failing = true;
+    const refused = await download(gateway, ws.key, '?start=2024-01-01&end=2024-02-01');
+    failing = false;
+    expect(refused.status).toBe(503);
+    expect(refused.headers['retry-after']).toBe('5');
+    expect(refused.body).toEqual({ message: 'Service unavailable' });
+    await waitFor(async () => (await downloadsInProgress(gateway)) === 0);
+    expect((await download(gateway, ws.key, '?start=2024-01-01&end=2024-02-01')).status).toBe(200);
+  });
+});
+
 /** January 2019 holds the large events of `seedLargeEvents`; January 1999 holds nothing. */
 const LARGE_RANGE = '?start=2019-01-01&end=2019-02-01';
 /** When the workspaces that get those events are made: before them. */
@@ -405,31 +430,6 @@ describe('downloads in progress at once', () => {
     const [first, second] = [await unreadDownload(gateway, a.key), await unreadDownload(gateway, a.key)];
     expect([first.statusCode, second.statusCode]).toEqual([200, 200]);
     expect((await download(gateway, a.key, EMPTY_RANGE)).status).toBe(429);
-  });
-});
-
-describe('a download that cannot be recorded', () => {
-  let gateway: TestGateway;
-  let ws: TestWorkspace;
-  let failing = false;
-
-  beforeAll(async () => {
-    const outage = () => dependencyUnavailable(Object.assign(new Error('connect ECONNREFUSED 10.0.0.5:5432'), { code: 'ECONNREFUSED' }));
-    gateway = await startGateway({}, {}, { wrapStore: (store) => storeFailingOn(store, ['insertEvent'], () => failing, outage) });
-    ws = await gateway.workspace();
-  });
-
-  afterAll(() => gateway?.close());
-
-  it('is refused with 503 and Retry-After, sending no event, and gives its slot back', async () => {
-    failing = true;
-    const refused = await download(gateway, ws.key, '?start=2024-01-01&end=2024-02-01');
-    failing = false;
-    expect(refused.status).toBe(503);
-    expect(refused.headers['retry-after']).toBe('5');
-    expect(refused.body).toEqual({ message: 'Service unavailable' });
-    await waitFor(async () => (await downloadsInProgress(gateway)) === 0);
-    expect((await download(gateway, ws.key, '?start=2024-01-01&end=2024-02-01')).status).toBe(200);
   });
 });
 
