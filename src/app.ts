@@ -276,6 +276,16 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       },
       { warningsOnly: true },
     ),
+    keyRejectionLog: new RepeatedFailureLog(
+      lateLogger(() => serviceLog),
+      clock,
+      {
+        failed: 'could not record a rejected API key as an API_KEY_REJECTED event',
+        stillFailing: 'rejected API keys still cannot be recorded as events',
+        recovered: 'rejected API keys are recorded as events again',
+      },
+      { warningsOnly: true },
+    ),
     downloads,
   });
   const admin = new AdminService(store, clock);

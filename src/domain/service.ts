@@ -16,6 +16,8 @@ import type {
   Channel,
   DuplicationJob,
   IdempotencyRecord,
+  KeyRejection,
+  KeySecret,
   NewSecurityEvent,
   Page,
   Principal,
@@ -63,6 +65,11 @@ export interface RequestContext {
    * checks (src/http/server.ts), since every event the request causes keeps it.
    */
   requestId: string;
+  /**
+   * Told when the key is one the store holds but refuses (revoked, expired, a secret rotated out): the caller's
+   * answer is an unknown key's, so only the transport's log can name the key, by its id.
+   */
+  onKeyRejected?: (apiKeyId: string, reason: KeyRejection) => void;
 }
 
 export interface DuplicationAccepted {
@@ -85,7 +92,10 @@ export interface GatewayServiceDeps {
   store: GatewayStore;
   quota: Quota;
   authFailures: AuthFailureLimiter;
-  /** PERMISSION_DENIED events each key may record per window; the refusals past it are counted, not recorded. */
+  /**
+   * Refusal events (PERMISSION_DENIED and API_KEY_REJECTED together) each key may record per window; the refusals
+   * past it are counted, not recorded.
+   */
   deniedPermissionEvents: EventBudget;
   campaigns: CampaignReader;
   clock: Clock;
@@ -106,6 +116,8 @@ export interface GatewayServiceDeps {
    * when it fails (`fields` name the key). A RepeatedFailureLog, so that writes failing for every key are one line.
    */
   keyUseLog?: { failed(error: unknown, fields: object): void; succeeded(): void };
+  /** Told how each write of an API_KEY_REJECTED event went: the refusal is answered either way. */
+  keyRejectionLog?: { failed(error: unknown, fields: object): void; succeeded(): void };
   /** Security event downloads in progress on this instance, bounded. */
   downloads: DownloadSlots;
 }
@@ -163,7 +175,8 @@ function hashRequest(input: DuplicateCampaignInput | undefined, raw: unknown): s
 
 /**
  * The events a request causes, carrying the key that made it: all a key without security_events.read sees
- * of its own. Key lifecycle events are an operator's doing, not the key's.
+ * of its own. Key lifecycle events are an operator's doing, not the key's; API_KEY_REJECTED is a request the
+ * key was refused for, by whoever holds an old secret of it, so only security_events.read shows it too.
  */
 const REQUEST_EVENT_TYPES: readonly SecurityEventType[] = [
   'CAMPAIGN_DUPLICATION_REQUESTED',
@@ -193,8 +206,8 @@ export class GatewayService {
    * request asking for a field thirty times under aliases is one denial, recorded once.
    */
   private readonly deniedPermissions = new WeakMap<Principal, Set<Permission>>();
-  /** Per key, the refusals not recorded since its last PERMISSION_DENIED event (this instance's). */
-  private readonly unrecordedDenials = new Map<string, number>();
+  /** Per event type and key (`type keyId`), the refusals not recorded since the key's last event of the type (this instance's). */
+  private readonly unrecordedRefusals = new Map<string, number>();
   /**
    * When this instance last wrote, or tried to write, each key's last use, oldest first. A store that does not
    * cache keys (PostgreSQL) keeps reading the old time after a write that failed: without this, every request
@@ -245,22 +258,14 @@ export class GatewayService {
     if (!key || !isWellFormedApiKey(key)) throw new GatewayError('UNAUTHENTICATED');
     const hash = hashApiKey(key);
     const record = await this.deps.store.findApiKeyByHash(hash);
+    if (!record) throw new GatewayError('UNAUTHENTICATED');
+    const secret: KeySecret | null = hashesEqual(record.hash, hash)
+      ? 'current'
+      : record.previousHash !== null && hashesEqual(record.previousHash, hash)
+        ? 'previous'
+        : null;
+    if (!secret) throw new GatewayError('UNAUTHENTICATED');
     const now = this.deps.clock.now();
-    const matches =
-      record !== null &&
-      (hashesEqual(record.hash, hash) ||
-        (record.previousHash !== null &&
-          hashesEqual(record.previousHash, hash) &&
-          record.previousHashExpiresAt !== null &&
-          record.previousHashExpiresAt > now));
-    if (
-      !record ||
-      !matches ||
-      record.revokedAt !== null ||
-      (record.expiresAt !== null && record.expiresAt <= now)
-    ) {
-      throw new GatewayError('UNAUTHENTICATED');
-    }
     const principal: Principal = {
       keyId: record.id,
       keyName: record.name,
@@ -270,13 +275,34 @@ export class GatewayService {
       channel: context.channel,
       requestId: context.requestId,
       authenticatedAt: now,
+      secret,
     };
+    const rejection = keyRejection(record, secret, now);
+    if (rejection) {
+      await this.recordRejection(principal, rejection, context);
+      // The answer an unknown key gets: nothing tells the caller that the key was ever valid.
+      throw new GatewayError('UNAUTHENTICATED');
+    }
     if (record.allowedCidrs !== null && !isAllowedIp(context.ip, record.allowedCidrs)) {
       await this.recordDenial(principal, { reason: 'ip_not_allowed' });
       throw new GatewayError('FORBIDDEN');
     }
     this.touch(record, now);
     return principal;
+  }
+
+  /**
+   * API_KEY_REJECTED for a key the store holds but refused, in the key's workspace and within its budget of refusal
+   * events. Advisory as a key's last use is: a store that cannot take the event is logged, and the refusal stands.
+   */
+  private async recordRejection(principal: Principal, reason: KeyRejection, context: RequestContext): Promise<void> {
+    context.onKeyRejected?.(principal.keyId, reason);
+    try {
+      const recorded = await this.recordRefusal(principal, this.event(principal, 'API_KEY_REJECTED', { details: { reason, requestId: principal.requestId, ...secretUsed(principal) } }));
+      if (recorded) this.deps.keyRejectionLog?.succeeded();
+    } catch (error) {
+      this.deps.keyRejectionLog?.failed(error, { apiKeyId: principal.keyId });
+    }
   }
 
   /** Records that the key was used, at most once a minute, without making the request wait for it. */
@@ -351,19 +377,32 @@ export class GatewayService {
     return refusal;
   }
 
-  /**
-   * One PERMISSION_DENIED event, within the key's budget. The first event recorded after refusals past the
-   * budget says how many there were (`unrecordedBefore`), so the log keeps their number without their rows.
-   */
   private async recordDenial(principal: Principal, reason: { permission: Permission } | { reason: 'ip_not_allowed' }): Promise<void> {
+    await this.recordRefusal(principal, this.event(principal, 'PERMISSION_DENIED', { details: { ...reason, requestId: principal.requestId, ...secretUsed(principal) } }));
+  }
+
+  /**
+   * One refusal event (PERMISSION_DENIED, API_KEY_REJECTED) within its key's budget, which both types share. The
+   * first event of a type recorded after refusals past the budget says how many of that type there were
+   * (`unrecordedBefore`), so the log keeps their number without their rows; so does one whose write failed. Whether
+   * it was written.
+   */
+  private async recordRefusal(principal: Principal, event: NewSecurityEvent): Promise<boolean> {
+    const counter = `${event.type} ${principal.keyId}`;
+    const leaveUnrecorded = (refusals: number) => this.unrecordedRefusals.set(counter, (this.unrecordedRefusals.get(counter) ?? 0) + refusals);
     if (!(await this.deps.deniedPermissionEvents.take(principal.keyId))) {
-      this.unrecordedDenials.set(principal.keyId, (this.unrecordedDenials.get(principal.keyId) ?? 0) + 1);
-      return;
+      leaveUnrecorded(1);
+      return false;
     }
-    const unrecordedBefore = this.unrecordedDenials.get(principal.keyId);
-    this.unrecordedDenials.delete(principal.keyId);
-    const details = { ...reason, requestId: principal.requestId, ...(unrecordedBefore === undefined ? {} : { unrecordedBefore }) };
-    await this.deps.store.insertEvent(this.event(principal, 'PERMISSION_DENIED', { details }));
+    const unrecordedBefore = this.unrecordedRefusals.get(counter);
+    this.unrecordedRefusals.delete(counter);
+    try {
+      await this.deps.store.insertEvent(unrecordedBefore === undefined ? event : { ...event, details: { ...event.details, unrecordedBefore } });
+    } catch (error) {
+      leaveUnrecorded((unrecordedBefore ?? 0) + 1);
+      throw error;
+    }
+    return true;
   }
 
   async duplicateCampaign(
@@ -588,7 +627,7 @@ export class GatewayService {
         this.event(principal, 'CAMPAIGN_DUPLICATION_REQUESTED', {
           jobId: job.id,
           campaignId: job.sourceCampaignId,
-          details: { name: job.name, description: job.description, tagNames: job.tagNames, requestId: principal.requestId },
+          details: { name: job.name, description: job.description, tagNames: job.tagNames, requestId: principal.requestId, ...secretUsed(principal) },
         }),
         reservation,
       );
@@ -749,6 +788,20 @@ export class GatewayService {
     };
   }
 }
+
+/** Why a key the store found for the secret presented is refused; null when it is not. */
+function keyRejection(record: ApiKeyRecord, secret: KeySecret, now: Date): KeyRejection | null {
+  if (record.revokedAt !== null) return 'revoked';
+  if (record.expiresAt !== null && record.expiresAt <= now) return 'expired';
+  if (secret === 'previous' && !(record.previousHashExpiresAt !== null && record.previousHashExpiresAt > now)) return 'rotated_out';
+  return null;
+}
+
+/**
+ * What a request event's details say of the secret presented: only that it was the previous one, during a
+ * rotation's overlap (or past it, for API_KEY_REJECTED), so that the events of the old and the new tell apart.
+ */
+const secretUsed = (principal: Principal): { secret?: KeySecret } => (principal.secret === 'previous' ? { secret: 'previous' } : {});
 
 function pageSize(first: number): number {
   if (!Number.isInteger(first) || first < 1 || first > MAX_PAGE_SIZE) {

@@ -14,6 +14,7 @@ export const SECURITY_EVENT_TYPES = [
   'API_KEY_REVOKED',
   'API_KEY_ROTATED',
   'SECURITY_EVENTS_DOWNLOADED',
+  'API_KEY_REJECTED',
 ] as const;
 export type SecurityEventType = (typeof SECURITY_EVENT_TYPES)[number];
 
@@ -54,7 +55,14 @@ export interface Principal {
   requestId: string;
   /** When the key was checked: a request whose body arrives long after its headers checks it again. */
   authenticatedAt: Date;
+  /** Which of the key's secrets the request presented: the previous one only during a rotation's overlap. */
+  secret: KeySecret;
 }
+
+export type KeySecret = 'current' | 'previous';
+
+/** Why a key the store holds was refused: what an API_KEY_REJECTED event says. */
+export type KeyRejection = 'revoked' | 'expired' | 'rotated_out';
 
 export interface Campaign {
   id: string;

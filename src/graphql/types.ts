@@ -54,6 +54,12 @@ registerEnumType(SecurityEventType, {
     SECURITY_EVENTS_DOWNLOADED: {
       description: "A key downloaded the workspace's security events as CSV (REST); details say which range. Reads through securityEvents are not recorded.",
     },
+    API_KEY_REJECTED: {
+      description:
+        'A request presented a secret of a key the gateway holds but refused it (details.reason: revoked, expired or ' +
+        'rotated_out, a previous secret past its overlap); the caller got the 401 an unknown key gets. Unknown and ' +
+        'malformed keys, and a secret that a second rotation or one without overlap replaced, are recorded nowhere here.',
+    },
   },
 });
 
@@ -239,6 +245,9 @@ export class SecurityEvent {
       'sourceCampaignId, resultCampaignId, name, attempts, and in upstream mode upstreamStatus and upstreamMessage. ' +
       'CAMPAIGN_DUPLICATION_FAILED: sourceCampaignId, name, attempts and error. PERMISSION_DENIED: permission, the one refused, ' +
       'or reason: ip_not_allowed; with unrecordedBefore, the number of the key\'s denials left unrecorded since its last such event, when there were any. ' +
+      'API_KEY_REJECTED: reason (revoked, expired or rotated_out), with unrecordedBefore as PERMISSION_DENIED has it. ' +
+      'CAMPAIGN_DUPLICATION_REQUESTED, PERMISSION_DENIED and API_KEY_REJECTED also hold secret: previous when the request ' +
+      'presented the key\'s previous secret (a rotation\'s overlap), and no secret for its current one. ' +
       'API_KEY_CREATED: permissions, expiresAt and allowedCidrs. API_KEY_ROTATED: previousValidUntil, until when the old ' +
       'secret works (null: it stopped at once). SECURITY_EVENTS_DOWNLOADED: start (included) and end (excluded) of the range ' +
       'downloaded. An empty object when there is nothing more (API_KEY_REVOKED). ' +

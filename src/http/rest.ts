@@ -27,6 +27,10 @@ function headerValues(request: FastifyRequest, name: string): string[] {
   return values;
 }
 
+interface PinoChild {
+  setBindings(bindings: Record<string, string>): void;
+}
+
 function authorization(request: FastifyRequest): RequestContext['authorization'] {
   const values = headerValues(request, 'authorization');
   return values.length > 1 ? values : request.headers.authorization;
@@ -41,6 +45,9 @@ export const httpRequestContext = (request: FastifyRequest, channel: RequestCont
   ip: withoutPort(request.ip),
   channel,
   requestId: request.id,
+  // On the request's lines from here on, `request completed` with its 401 included. Fastify's logger here is always
+  // pino's (built from options), whose children take more bindings.
+  onKeyRejected: (apiKeyId, reason) => (request.log as typeof request.log & PinoChild).setBindings({ apiKeyId, apiKeyRejected: reason }),
 });
 
 /** Braze's snake_case body to the service's input; anything else is passed on for the service to refuse. */

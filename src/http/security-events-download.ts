@@ -21,6 +21,7 @@ export const EVENT_NAMES: Record<SecurityEventType, string> = {
   API_KEY_REVOKED: 'Revoked API Key',
   API_KEY_ROTATED: 'Rotated API Key',
   SECURITY_EVENTS_DOWNLOADED: 'Downloaded Security Events',
+  API_KEY_REJECTED: 'Rejected Revoked, Expired or Rotated-out API Key',
 };
 
 /**

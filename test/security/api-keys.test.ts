@@ -156,7 +156,7 @@ describe('API keys', () => {
       expect(await gw.app.store.findApiKey(keyId)).toMatchObject({ hash: hashApiKey(key), previousHash: null, revokedAt: clock.now() });
       expect(await duplicate(client, key)).toMatchObject({ status: 401, code: 'UNAUTHENTICATED' });
       const events = await gw.app.store.listEvents(ws.workspace.id, { apiKeyId: keyId }, { first: 10 });
-      expect(events.map((event) => event.type)).toEqual(['API_KEY_REVOKED', 'API_KEY_CREATED']);
+      expect(events.map((event) => event.type)).toEqual(['API_KEY_REJECTED', 'API_KEY_REVOKED', 'API_KEY_CREATED']);
     });
 
     it('answers 403 to a key used from outside its IPv4/IPv6 allowlist', async () => {

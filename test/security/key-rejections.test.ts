@@ -1,0 +1,208 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parse } from 'csv-parse/sync';
+import { RateLimiterMemory } from 'rate-limiter-flexible';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createStore } from '../../src/app.js';
+import { loadConfig } from '../../src/config.js';
+import { dependencyUnavailable } from '../../src/domain/errors.js';
+import { generateApiKey } from '../../src/domain/keys.js';
+import type { GatewayStore } from '../../src/domain/ports.js';
+import { ManualClock } from '../support/clock.js';
+import { bearer, graphql, http, recordingLogger, startGateway, storeFailingOn, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { createTestSchema, openPostgresStore, skipWithoutPostgres } from '../support/postgres.js';
+import { transports, type Outcome, type Transport } from '../support/transports.js';
+
+const EVENTS = `query ($filter: SecurityEventFilter) {
+  securityEvents(filter: $filter, first: 50) { edges { node { type apiKey { id name } channel ip details } } }
+}`;
+
+/** Refusal events a key may record a second: a window passes within a test that needs one. */
+const BUDGET = 3;
+
+/** Each store the gateway runs on, made by the test so that it can fail the writes of events at will. */
+const STORES: { name: string; skip: boolean; open(): Promise<{ store: GatewayStore; drop(): Promise<void> }> }[] = [
+  {
+    name: 'SQLite',
+    skip: false,
+    async open() {
+      const dir = mkdtempSync(join(tmpdir(), 'cgw-rejections-'));
+      const store = await createStore(loadConfig({ DATA_DIR: dir }), { olderSchema: 'upgrade' });
+      return { store, drop: async () => rmSync(dir, { recursive: true, force: true }) };
+    },
+  },
+  {
+    name: 'PostgreSQL',
+    skip: skipWithoutPostgres,
+    async open() {
+      const schema = await createTestSchema();
+      const store = openPostgresStore(schema.url, schema.schema);
+      await store.migrate();
+      return { store, drop: () => schema.drop() };
+    },
+  },
+];
+
+describe.each(STORES)('a known key refused, on $name', ({ skip, open }) => {
+  const clock = new ManualClock();
+  const logs = recordingLogger();
+  let failing = false;
+  let gw: TestGateway;
+  let ws: TestWorkspace;
+  let drop: () => Promise<void>;
+
+  const xff = { 'x-forwarded-for': '192.0.2.7' };
+  const duplicate = (client: Transport, key: string) => client.duplicate(gw.baseUrl, key, { campaignId: ws.campaign.id, name: 'Copy' }, { headers: xff });
+  /** What a caller can see of a refusal: all of it but the request id and the date. */
+  const answer = (outcome: Outcome) => ({
+    status: outcome.status,
+    body: outcome.response.text,
+    type: outcome.response.headers['content-type'],
+    challenge: outcome.response.headers['www-authenticate'],
+  });
+  /** The key's events as `reader` lists them with securityEvents. */
+  const eventsOf = async (keyId: string, reader = ws.key, types?: string[]) => {
+    const response = await graphql(gw.baseUrl, reader, EVENTS, { filter: { apiKeyId: keyId, types } });
+    expect(response.body.errors).toBeUndefined();
+    return response.body.data.securityEvents.edges.map((edge: any) => edge.node);
+  };
+  const rejections = (keyId: string) => eventsOf(keyId, ws.key, ['API_KEY_REJECTED']);
+  const logLines = () => logs.lines.map((line) => JSON.parse(line));
+
+  beforeAll(async () => {
+    if (skip) return;
+    const opened = await open();
+    drop = opened.drop;
+    const store = storeFailingOn(opened.store, ['insertEvent'], () => failing, () => dependencyUnavailable(new Error('connection lost')));
+    gw = await startGateway(
+      { TRUST_PROXY: '127.0.0.1', DUPLICATE_RATE_LIMIT: '10000', AUTH_FAILURE_LIMIT: '10000' },
+      { store, clock, logger: logs.logger, deniedPermissionLimiter: new RateLimiterMemory({ points: BUDGET, duration: 1 }) },
+    );
+    ws = await gw.workspace('rejections');
+  });
+
+  afterAll(async () => {
+    await gw?.close();
+    await drop?.();
+  });
+
+  describe.skipIf(skip).each(transports)('over $name', (client) => {
+    it('records a revoked key as API_KEY_REJECTED, answers it as an unknown key, and logs its id on the 401', async () => {
+      const { key, keyId } = await ws.addKey(['campaigns.duplicate'], `revoked over ${client.name}`);
+      await gw.app.admin.revokeKey(keyId);
+      const refused = await duplicate(client, key);
+      const unknown = await duplicate(client, generateApiKey());
+      expect(refused).toMatchObject({ status: 401, code: 'UNAUTHENTICATED' });
+      expect(answer(refused)).toEqual(answer(unknown));
+      expect(await rejections(keyId)).toEqual([
+        { type: 'API_KEY_REJECTED', apiKey: { id: keyId, name: `revoked over ${client.name}` }, channel: client.name, ip: '192.0.2.7', details: { reason: 'revoked' } },
+      ]);
+      const completed = (id: unknown) => logLines().find((line) => line.msg === 'request completed' && line.reqId === id);
+      expect(completed(refused.response.headers['x-request-id'])).toMatchObject({ res: { statusCode: 401 }, apiKeyId: keyId, apiKeyRejected: 'revoked' });
+      expect(completed(unknown.response.headers['x-request-id'])).not.toHaveProperty('apiKeyId');
+    });
+
+    it('records an expired key', async () => {
+      const created = await gw.app.admin.createKey({
+        workspace: ws.workspace.id,
+        name: `expiring over ${client.name}`,
+        permissions: ['campaigns.duplicate'],
+        expiresAt: new Date(clock.now().getTime() + 3600_000),
+      });
+      clock.advance(3600_000);
+      expect(await duplicate(client, created.key)).toMatchObject({ status: 401 });
+      expect((await rejections(created.record.id)).map((event: any) => event.details)).toEqual([{ reason: 'expired' }]);
+    });
+
+    it("tells a rotated key's secrets apart in its request events, and records the previous one past its overlap", async () => {
+      const { key: previous, keyId } = await ws.addKey(['campaigns.duplicate'], `rotated over ${client.name}`);
+      const { key: current } = await gw.app.admin.rotateKey(keyId, 3600_000);
+      expect((await duplicate(client, previous)).code).toBeNull();
+      expect((await duplicate(client, current)).code).toBeNull();
+      const requested = await eventsOf(keyId, ws.key, ['CAMPAIGN_DUPLICATION_REQUESTED']);
+      expect(requested.map((event: any) => event.details.secret ?? 'current')).toEqual(['current', 'previous']);
+
+      clock.advance(3600_000);
+      expect(await duplicate(client, previous)).toMatchObject({ status: 401 });
+      // Its own key, without security_events.read, sees its requests but not what an old secret of it was refused.
+      const own = await eventsOf(keyId, current, ['CAMPAIGN_DUPLICATION_REQUESTED', 'API_KEY_REJECTED']);
+      expect(own.map((event: any) => event.type)).toEqual(['CAMPAIGN_DUPLICATION_REQUESTED', 'CAMPAIGN_DUPLICATION_REQUESTED']);
+      await gw.app.admin.revokeKey(keyId);
+      expect(await duplicate(client, current)).toMatchObject({ status: 401 });
+      expect(await duplicate(client, previous)).toMatchObject({ status: 401 });
+      expect((await rejections(keyId)).map((event: any) => event.details)).toEqual([
+        { reason: 'revoked', secret: 'previous' },
+        { reason: 'revoked' },
+        { reason: 'rotated_out', secret: 'previous' },
+      ]);
+    });
+
+    it('says which secret a refused permission was asked with during an overlap', async () => {
+      const { key: previous, keyId } = await ws.addKey(['campaigns.list'], `narrow over ${client.name}`);
+      const { key: current } = await gw.app.admin.rotateKey(keyId, 3600_000);
+      expect(await duplicate(client, previous)).toMatchObject({ code: 'FORBIDDEN' });
+      expect(await duplicate(client, current)).toMatchObject({ code: 'FORBIDDEN' });
+      expect((await eventsOf(keyId, ws.key, ['PERMISSION_DENIED'])).map((event: any) => event.details)).toEqual([
+        { permission: 'campaigns.duplicate' },
+        { permission: 'campaigns.duplicate', secret: 'previous' },
+      ]);
+    });
+  });
+
+  it.skipIf(skip)('records at most its budget for a revoked key sent again and again, and counts the rest in the next event', async () => {
+    const [client] = transports;
+    const { key, keyId } = await ws.addKey(['campaigns.duplicate'], 'revoked and spammed');
+    await gw.app.admin.revokeKey(keyId);
+    let refusals = 0;
+    // Until a window has passed with refusals left unrecorded in the one before.
+    const recorded = await waitFor(async () => {
+      expect((await duplicate(client, key)).status).toBe(401);
+      refusals += 1;
+      const events = await rejections(keyId);
+      return events.some((event: any) => event.details.unrecordedBefore !== undefined) && events;
+    });
+    const unrecorded = recorded.reduce((sum: number, event: any) => sum + Number(event.details.unrecordedBefore ?? 0), 0);
+    expect(unrecorded).toBeGreaterThan(0);
+    expect(recorded.length + unrecorded).toBe(refusals);
+    expect(recorded[0].details).toEqual({ reason: 'revoked', unrecordedBefore: expect.any(Number) });
+  });
+
+  it.skipIf(skip)('answers the same 401 when the store cannot take the event, logs that once, and counts the refusal in the next event', async () => {
+    const [, client] = transports;
+    const { key, keyId } = await ws.addKey(['campaigns.duplicate'], 'revoked during an outage');
+    await gw.app.admin.revokeKey(keyId);
+    const unknown = await duplicate(client, generateApiKey());
+    failing = true;
+    let refused: Outcome;
+    try {
+      refused = await duplicate(client, key);
+    } finally {
+      failing = false;
+    }
+    expect(answer(refused)).toEqual(answer(unknown));
+    expect(await rejections(keyId)).toEqual([]);
+    const service = () => logLines().filter((line) => line.component === 'service');
+    expect(service()).toEqual([
+      expect.objectContaining({ level: 40, msg: 'could not record a rejected API key as an API_KEY_REJECTED event', apiKeyId: keyId, cause: expect.objectContaining({ message: 'connection lost' }) }),
+    ]);
+    expect(await duplicate(client, key)).toMatchObject({ status: 401 });
+    expect((await rejections(keyId)).map((event: any) => event.details)).toEqual([{ reason: 'revoked', unrecordedBefore: 1 }]);
+    expect(service().slice(1)).toEqual([expect.objectContaining({ level: 30, msg: 'rejected API keys are recorded as events again' })]);
+  });
+
+  it.skipIf(skip)('lists API_KEY_REJECTED in the CSV download by a readable name', async () => {
+    const { key, keyId } = await ws.addKey(['campaigns.duplicate'], 'revoked, downloaded');
+    await gw.app.admin.revokeKey(keyId);
+    expect((await duplicate(transports[0], key)).status).toBe(401);
+    const response = await http(gw.baseUrl, 'GET', '/security_events/download?start=2029-12-01&end=2030-12-01', { headers: bearer(ws.key) });
+    expect(response.status).toBe(200);
+    const rows: Record<string, string>[] = parse(response.text, { columns: true });
+    const row = rows.find((candidate) => {
+      const properties = JSON.parse(candidate.JsonProperties);
+      return properties.api_key_id === keyId && properties.event_type === 'API_KEY_REJECTED';
+    });
+    expect(row?.EventName).toBe('Rejected Revoked, Expired or Rotated-out API Key');
+    expect(JSON.parse(row!.JsonProperties)).toMatchObject({ channel: 'REST', ip: '192.0.2.7', details: { reason: 'revoked' } });
+  });
+});
