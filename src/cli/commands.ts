@@ -2,7 +2,7 @@ import { existsSync, statSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { backupStore, createStore, sqliteFilename, type StoreOptions } from '../app.js';
 import { ConfigError, loadConfig, type Config } from '../config.js';
-import { AdminService } from '../domain/admin.js';
+import { AdminService, localOperator, REASON_LENGTH } from '../domain/admin.js';
 import { isGatewayError } from '../domain/errors.js';
 import { PERMISSIONS } from '../domain/permissions.js';
 import { systemClock, type Clock, type GatewayStore } from '../domain/ports.js';
@@ -26,10 +26,10 @@ Commands:
   workspaces create <name>
   workspaces list
   keys create --workspace <id or name> --name <name> --permissions <p1,p2,...>
-              [--expires-in <30d|12h|15m> | --expires-at <ISO 8601 time>] [--allow-ip <ip or CIDR,...>]
+              [--expires-in <30d|12h|15m> | --expires-at <ISO 8601 time>] [--allow-ip <ip or CIDR,...>] [--reason <text>]
   keys list [--workspace <id or name>]
-  keys revoke <key id>
-  keys rotate <key id> [--overlap <0|1h|7d|...>]
+  keys revoke <key id> [--reason <text>]
+  keys rotate <key id> [--overlap <0|1h|7d|...>] [--reason <text>]
   store backup <file>   copy the embedded store as it is while the gateway runs (PostgreSQL: use pg_dump)
 
 Options:
@@ -37,6 +37,7 @@ Options:
   --help    show this help
 
 Permissions: ${PERMISSIONS.join(', ')}
+Key events record the OS user and host that ran the command, and --reason (up to ${REASON_LENGTH} characters, never a key).
 Uses the same configuration as the gateway (DATA_DIR, DATABASE_URL). Never upgrades a store: on one an older
 version left, every command but 'store backup' refuses until this version's gateway has started on it.
 Exit codes: 0 done, 1 the operation failed, 2 the command line is wrong.`;
@@ -165,7 +166,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       // Upgrading a store is its gateway's: an older one may still be running on it, and the README has a
       // backup taken first, which must restore under that older version.
       store = await createStore(config, { olderSchema: 'refuse', migrations: io.migrations });
-      await spec.run({ ...context, admin: new AdminService(store, clock) });
+      await spec.run({ ...context, admin: new AdminService(store, clock, localOperator()) });
     } else {
       await spec.runWithoutStore(context);
     }
@@ -245,6 +246,7 @@ const COMMANDS: Record<string, Command> = {
       'expires-in': { type: 'string' },
       'expires-at': { type: 'string' },
       'allow-ip': { type: 'string' },
+      reason: { type: 'string' },
     },
     positionals: 0,
     async run({ admin, values, print, now }) {
@@ -267,6 +269,7 @@ const COMMANDS: Record<string, Command> = {
         permissions: list(values.permissions as string),
         expiresAt,
         allowedCidrs: values['allow-ip'] === undefined ? null : list(values['allow-ip'] as string),
+        reason: values.reason as string | undefined,
       });
       const workspace = await admin.requireWorkspace(record.workspaceId);
       print(
@@ -318,10 +321,10 @@ const COMMANDS: Record<string, Command> = {
   },
 
   'keys revoke': {
-    options: {},
+    options: { reason: { type: 'string' } },
     positionals: 1,
-    async run({ admin, positionals, print, now }) {
-      const { record, alreadyRevoked } = await admin.revokeKey(positionals[0]);
+    async run({ admin, values, positionals, print, now }) {
+      const { record, alreadyRevoked } = await admin.revokeKey(positionals[0], { reason: values.reason as string | undefined });
       print(
         alreadyRevoked
           ? `Key "${record.name}" (id ${record.id}) was already revoked at ${iso(record.revokedAt)}.`
@@ -332,11 +335,11 @@ const COMMANDS: Record<string, Command> = {
   },
 
   'keys rotate': {
-    options: { overlap: { type: 'string' } },
+    options: { overlap: { type: 'string' }, reason: { type: 'string' } },
     positionals: 1,
     async run({ admin, values, positionals, print }) {
       const overlapMs = typeof values.overlap === 'string' ? parseDuration('overlap', values.overlap) : 0;
-      const { key, record, previousValidUntil, cutShortUntil } = await admin.rotateKey(positionals[0], overlapMs);
+      const { key, record, previousValidUntil, cutShortUntil } = await admin.rotateKey(positionals[0], overlapMs, { reason: values.reason as string | undefined });
       print(
         [
           `Rotated key "${record.name}" (id ${record.id}).`,

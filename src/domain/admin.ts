@@ -1,13 +1,18 @@
+import { hostname, userInfo } from 'node:os';
 import { GatewayError } from './errors.js';
 import { newId } from './ids.js';
 import { AllowlistError, parseAllowlist } from './ip-allowlist.js';
-import { displayPrefix, generateApiKey, hashApiKey } from './keys.js';
+import { displayPrefix, generateApiKey, hashApiKey, redactApiKeys } from './keys.js';
 import { isPermission, PERMISSIONS, type Permission } from './permissions.js';
 import type { Clock, GatewayStore } from './ports.js';
 import type { ApiKeyRecord, Campaign, NewSecurityEvent, SecurityEventType, Workspace } from './types.js';
 import { isReadableLine } from './validation.js';
 
 const NAME_LENGTH = 100;
+/** The longest reason an operator may give for a key's creation, rotation or revocation. */
+export const REASON_LENGTH = 500;
+/** The longest OS user or host name an event records (a host name is at most 255 bytes). */
+const OPERATOR_NAME_LENGTH = 255;
 
 function requireName(what: string, raw: string): string {
   const name = raw.trim();
@@ -18,12 +23,48 @@ function requireName(what: string, raw: string): string {
   return name;
 }
 
+/**
+ * Why an operator acted, as they said it: one line of printable characters, never a key (an operator pasting one
+ * would otherwise put it in every download of the workspace's events). Undefined when none was given.
+ */
+function parseReason(raw: string | undefined): string | undefined {
+  if (raw === undefined) return undefined;
+  const reason = raw.trim();
+  if (!reason || reason.length > REASON_LENGTH || !isReadableLine(reason)) {
+    throw new GatewayError('BAD_USER_INPUT', `A reason is 1 to ${REASON_LENGTH} printable characters on one line`);
+  }
+  if (redactApiKeys(reason) !== reason) throw new GatewayError('BAD_USER_INPUT', 'A reason must not hold an API key');
+  return reason;
+}
+
+/** Who ran a key command: the OS user and host, as key lifecycle events record them (no request made them). */
+export interface Operator {
+  user: string | null;
+  host: string | null;
+}
+
+/** A name the OS gives, when it has one fit to record. */
+function osName(read: () => string): string | null {
+  try {
+    const name = read();
+    return name.length > 0 && name.length <= OPERATOR_NAME_LENGTH && isReadableLine(name) ? name : null;
+  } catch {
+    // userInfo() throws for a uid without a passwd entry (a container's arbitrary uid).
+    return null;
+  }
+}
+
+/** This process's OS user and host. */
+export const localOperator = (): Operator => ({ user: osName(() => userInfo().username), host: osName(hostname) });
+
 export interface CreateKeyInput {
   workspace: string;
   name: string;
   permissions: string[];
   expiresAt?: Date | null;
   allowedCidrs?: string[] | null;
+  /** Why, as the operator says it (recorded in API_KEY_CREATED). */
+  reason?: string;
 }
 
 export interface CreatedKey {
@@ -42,14 +83,21 @@ export interface RotatedKey extends CreatedKey {
   cutShortUntil: Date | null;
 }
 
+/** What an operator may say of a rotation or revocation. */
+export interface KeyChangeOptions {
+  reason?: string;
+}
+
 /** The longest a replaced secret may stay valid after a rotation. */
 export const MAX_ROTATION_OVERLAP_MS = 30 * 86_400_000;
 
 /** Operator actions on workspaces and keys (CLI, first-start seeding). */
 export class AdminService {
+  /** `operator`: who runs these actions, recorded in key lifecycle events; none for actions no one ran by hand. */
   constructor(
     private readonly store: GatewayStore,
     private readonly clock: Clock,
+    private readonly operator?: Operator,
   ) {}
 
   async createWorkspace(name: string): Promise<Workspace> {
@@ -80,6 +128,7 @@ export class AdminService {
     if (unknown.length > 0) {
       throw new GatewayError('BAD_USER_INPUT', `Unknown permission: ${unknown.join(', ')} (known: ${PERMISSIONS.join(', ')})`);
     }
+    const reason = parseReason(input.reason);
     const now = this.clock.now();
     if (input.expiresAt && input.expiresAt <= now) throw new GatewayError('BAD_USER_INPUT', 'The expiry must be in the future');
     let allowedCidrs: string[] | null = null;
@@ -113,7 +162,7 @@ export class AdminService {
         permissions: record.permissions,
         expiresAt: record.expiresAt?.toISOString() ?? null,
         allowedCidrs: record.allowedCidrs,
-      }),
+      }, this.operator, reason),
     );
     return { key, record };
   }
@@ -133,10 +182,11 @@ export class AdminService {
    * Revokes a key; the very next request with it is refused. Revoking a revoked key changes nothing
    * (`alreadyRevoked`).
    */
-  async revokeKey(id: string): Promise<{ record: ApiKeyRecord; alreadyRevoked: boolean }> {
+  async revokeKey(id: string, options: KeyChangeOptions = {}): Promise<{ record: ApiKeyRecord; alreadyRevoked: boolean }> {
+    const reason = parseReason(options.reason);
     const record = await this.requireKey(id);
     const now = this.clock.now();
-    const revoked = await this.store.revokeApiKey(id, now, keyEvent(record, 'API_KEY_REVOKED', now, {}));
+    const revoked = await this.store.revokeApiKey(id, now, keyEvent(record, 'API_KEY_REVOKED', now, {}, this.operator, reason));
     if (!revoked) return { record: await this.requireKey(id), alreadyRevoked: true };
     return { record: { ...record, revokedAt: now }, alreadyRevoked: false };
   }
@@ -145,10 +195,11 @@ export class AdminService {
    * Gives a key a new secret, keeping its id, permissions and history. The old secret keeps working for
    * `overlapMs` (0: not at all), so callers can switch without downtime.
    */
-  async rotateKey(id: string, overlapMs = 0): Promise<RotatedKey> {
+  async rotateKey(id: string, overlapMs = 0, options: KeyChangeOptions = {}): Promise<RotatedKey> {
     if (!Number.isInteger(overlapMs) || overlapMs < 0 || overlapMs > MAX_ROTATION_OVERLAP_MS) {
       throw new GatewayError('BAD_USER_INPUT', 'The overlap must be between none and 30 days');
     }
+    const reason = parseReason(options.reason);
     const record = await this.requireKey(id);
     const now = this.clock.now();
     if (record.revokedAt !== null) throw new GatewayError('BAD_USER_INPUT', `Key '${id}' is revoked; create a new one`);
@@ -157,16 +208,28 @@ export class AdminService {
     const hash = hashApiKey(key);
     const prefix = displayPrefix(key);
     const previousValidUntil = overlapMs > 0 ? new Date(now.getTime() + overlapMs) : null;
-    const event = keyEvent(record, 'API_KEY_ROTATED', now, { previousValidUntil: previousValidUntil?.toISOString() ?? null });
+    // A key keeps one earlier secret: one an earlier rotation left working stops now, and the event says so.
+    const cutShortUntil =
+      record.previousHash !== null && record.previousHashExpiresAt !== null && record.previousHashExpiresAt > now ? record.previousHashExpiresAt : null;
+    const event = keyEvent(
+      record,
+      'API_KEY_ROTATED',
+      now,
+      {
+        previousValidUntil: previousValidUntil?.toISOString() ?? null,
+        ...(cutShortUntil ? { earlierSecretCutShortFrom: cutShortUntil.toISOString() } : {}),
+      },
+      this.operator,
+      reason,
+    );
     if (!(await this.store.rotateApiKey(id, hash, prefix, previousValidUntil, event))) {
       throw new GatewayError('BAD_USER_INPUT', `Key '${id}' is revoked; create a new one`);
     }
-    const earlierStillValid = record.previousHash !== null && record.previousHashExpiresAt !== null && record.previousHashExpiresAt > now;
     return {
       key,
       record: { ...record, hash, prefix, previousHash: previousValidUntil ? record.hash : null, previousHashExpiresAt: previousValidUntil },
       previousValidUntil,
-      cutShortUntil: earlierStillValid ? record.previousHashExpiresAt : null,
+      cutShortUntil,
     };
   }
 
@@ -190,8 +253,15 @@ export class AdminService {
   }
 }
 
-/** Key lifecycle events are written by operators, not requests: no channel, no ip. */
-function keyEvent(record: ApiKeyRecord, type: SecurityEventType, at: Date, details: Record<string, unknown>): NewSecurityEvent {
+/** Key lifecycle events are written by operators, not requests: no channel, no ip; who ran it, and why, in details. */
+function keyEvent(
+  record: ApiKeyRecord,
+  type: SecurityEventType,
+  at: Date,
+  details: Record<string, unknown>,
+  operator: Operator | undefined,
+  reason: string | undefined,
+): NewSecurityEvent {
   return {
     id: newId(),
     workspaceId: record.workspaceId,
@@ -203,6 +273,6 @@ function keyEvent(record: ApiKeyRecord, type: SecurityEventType, at: Date, detai
     ip: null,
     jobId: null,
     campaignId: null,
-    details,
+    details: { ...details, ...(operator ? { operator } : {}), ...(reason === undefined ? {} : { reason }) },
   };
 }

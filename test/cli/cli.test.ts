@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -164,7 +164,32 @@ describe('the CLI', () => {
     expect((await graphql(gw.baseUrl, (fourth.stdout.match(KEY) ?? [''])[0], list)).status).toBe(200);
   });
 
+  it('records in each key event who ran the command and the reason given, and which earlier overlap a rotation ended', async () => {
+    const reader = await cliJson('keys', 'create', '--workspace', 'acme', '--name', 'auditor', '--permissions', 'security_events.read');
+    const created = await cliJson('keys', 'create', '--workspace', 'acme', '--name', 'audited', '--permissions', 'campaigns.list', '--reason', 'reporting job, ticket OPS-7');
+    const overlapping = await cliJson('keys', 'rotate', created.id, '--overlap', '1h', '--reason', 'yearly rotation');
+    await cliJson('keys', 'rotate', created.id);
+    await cliJson('keys', 'revoke', created.id, '--reason', '  leaked in a CI log  ');
+    const response = await graphql(gw.baseUrl, reader.key, 'query ($key: ID!) { securityEvents(filter: {apiKeyId: $key}) { edges { node { type channel ip details } } } }', {
+      key: created.id,
+    });
+    const operator = { user: userInfo().username, host: hostname() };
+    const byOperator = (type: string, details: Record<string, unknown>) => ({ type, channel: null, ip: null, details: { ...details, operator } });
+    expect(response.body.data.securityEvents.edges.map((edge: any) => edge.node)).toEqual([
+      byOperator('API_KEY_REVOKED', { reason: 'leaked in a CI log' }),
+      byOperator('API_KEY_ROTATED', { previousValidUntil: null, earlierSecretCutShortFrom: overlapping.previousSecretValidUntil }),
+      byOperator('API_KEY_ROTATED', { previousValidUntil: overlapping.previousSecretValidUntil, reason: 'yearly rotation' }),
+      byOperator('API_KEY_CREATED', { permissions: ['campaigns.list'], expiresAt: null, allowedCidrs: null, reason: 'reporting job, ticket OPS-7' }),
+    ]);
+  });
+
   it.each([
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--reason', ' '], EXIT.failed, 'A reason is 1 to 500 printable characters on one line'],
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--reason', 'x'.repeat(501)], EXIT.failed, 'A reason is 1 to 500 printable characters on one line'],
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--reason', 'two\nlines'], EXIT.failed, 'A reason is 1 to 500 printable characters on one line'],
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--reason', 'replaces cgw_0QkF0xAbCdEfGh'], EXIT.failed, 'A reason must not hold an API key'],
+    [['keys', 'rotate', 'no-such-key', '--reason', '\u202eevil'], EXIT.failed, 'A reason is 1 to 500 printable characters on one line'],
+    [['keys', 'revoke', 'no-such-key', '--reason'], EXIT.usage, 'option --reason needs a value (see --help)\n'],
     [['keys', 'create', '--workspace', 'acme', '--name', 'x'], EXIT.usage, '--permissions is required (see --help)'],
     [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-in', 'forever'], EXIT.failed, "--expires-in must be a number followed by s, m, h, d or w (like 30d), got 'forever'"],
     [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-in', '1d', '--expires-at', '2027-01-01'], EXIT.usage, 'give --expires-in or --expires-at, not both'],
