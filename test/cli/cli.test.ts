@@ -572,3 +572,30 @@ describe('store backup of a store the version before left', () => {
     expect(readFileSync(`${file}-wal`).equals(staleLog)).toBe(true);
   });
 });
+
+/** A uid the system has no name for, as a container started with an arbitrary user runs. */
+const NAMELESS = { uid: 4242, gid: 4242 };
+
+// Only root can run the CLI as another user; the store is PostgreSQL's, which that user needs no file of.
+describe.skipIf((!TEST_DATABASE_URL && !process.env.CI) || process.getuid?.() !== 0)('the CLI run by a user the system has no name for', () => {
+  it('records its user as null and its host, and works as for any user', async () => {
+    const db = await createTestDatabase();
+    try {
+      const env = { DATABASE_URL: db.url };
+      expect(await cliProcess(['workspaces', 'create', 'nameless'], env, NAMELESS)).toMatchObject({ code: 0, stderr: '' });
+      const created = await cliProcess(['keys', 'create', '--workspace', 'nameless', '--name', 'k', '--permissions', 'campaigns.list', '--json'], env, NAMELESS);
+      expect(created).toMatchObject({ code: 0, stderr: '' });
+      const { id } = JSON.parse(created.stdout);
+      const store = await createStore(loadConfig(env), { olderSchema: 'refuse' });
+      try {
+        const workspace = await store.findWorkspace('nameless');
+        const [event] = await store.listEvents(workspace!.id, { apiKeyId: id }, { first: 1 });
+        expect(event.details.operator).toEqual({ user: null, host: hostname() });
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await db.drop();
+    }
+  }, 60_000);
+});
