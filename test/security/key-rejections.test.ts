@@ -96,7 +96,7 @@ describe.each(STORES)('a known key refused, on $name', ({ skip, open }) => {
       expect(refused).toMatchObject({ status: 401, code: 'UNAUTHENTICATED' });
       expect(answer(refused)).toEqual(answer(unknown));
       expect(await rejections(keyId)).toEqual([
-        { type: 'API_KEY_REJECTED', apiKey: { id: keyId, name: `revoked over ${client.name}` }, channel: client.name, ip: '192.0.2.7', details: { reason: 'revoked' } },
+        { type: 'API_KEY_REJECTED', apiKey: { id: keyId, name: `revoked over ${client.name}` }, channel: client.name, ip: '192.0.2.7', details: { reason: 'revoked', requestId: expect.any(String) } },
       ]);
       const completed = (id: unknown) => logLines().find((line) => line.msg === 'request completed' && line.reqId === id);
       expect(completed(refused.response.headers['x-request-id'])).toMatchObject({ res: { statusCode: 401 }, apiKeyId: keyId, apiKeyRejected: 'revoked' });
@@ -112,7 +112,7 @@ describe.each(STORES)('a known key refused, on $name', ({ skip, open }) => {
       });
       clock.advance(3600_000);
       expect(await duplicate(client, created.key)).toMatchObject({ status: 401 });
-      expect((await rejections(created.record.id)).map((event: any) => event.details)).toEqual([{ reason: 'expired' }]);
+      expect((await rejections(created.record.id)).map((event: any) => event.details)).toEqual([{ reason: 'expired', requestId: expect.any(String) }]);
     });
 
     it("tells a rotated key's secrets apart in its request events, and records the previous one past its overlap", async () => {
@@ -132,9 +132,9 @@ describe.each(STORES)('a known key refused, on $name', ({ skip, open }) => {
       expect(await duplicate(client, current)).toMatchObject({ status: 401 });
       expect(await duplicate(client, previous)).toMatchObject({ status: 401 });
       expect((await rejections(keyId)).map((event: any) => event.details)).toEqual([
-        { reason: 'revoked', secret: 'previous' },
-        { reason: 'revoked' },
-        { reason: 'rotated_out', secret: 'previous' },
+        { reason: 'revoked', secret: 'previous', requestId: expect.any(String) },
+        { reason: 'revoked', requestId: expect.any(String) },
+        { reason: 'rotated_out', secret: 'previous', requestId: expect.any(String) },
       ]);
     });
 
@@ -144,8 +144,8 @@ describe.each(STORES)('a known key refused, on $name', ({ skip, open }) => {
       expect(await duplicate(client, previous)).toMatchObject({ code: 'FORBIDDEN' });
       expect(await duplicate(client, current)).toMatchObject({ code: 'FORBIDDEN' });
       expect((await eventsOf(keyId, ws.key, ['PERMISSION_DENIED'])).map((event: any) => event.details)).toEqual([
-        { permission: 'campaigns.duplicate' },
-        { permission: 'campaigns.duplicate', secret: 'previous' },
+        { permission: 'campaigns.duplicate', requestId: expect.any(String) },
+        { permission: 'campaigns.duplicate', secret: 'previous', requestId: expect.any(String) },
       ]);
     });
   });
@@ -165,7 +165,7 @@ describe.each(STORES)('a known key refused, on $name', ({ skip, open }) => {
     const unrecorded = recorded.reduce((sum: number, event: any) => sum + Number(event.details.unrecordedBefore ?? 0), 0);
     expect(unrecorded).toBeGreaterThan(0);
     expect(recorded.length + unrecorded).toBe(refusals);
-    expect(recorded[0].details).toEqual({ reason: 'revoked', unrecordedBefore: expect.any(Number) });
+    expect(recorded[0].details).toEqual({ reason: 'revoked', unrecordedBefore: expect.any(Number), requestId: expect.any(String) });
   });
 
   it.skipIf(skip)('answers the same 401 when the store cannot take the event, logs that once, and counts the refusal in the next event', async () => {
@@ -187,7 +187,7 @@ describe.each(STORES)('a known key refused, on $name', ({ skip, open }) => {
       expect.objectContaining({ level: 40, msg: 'could not record a rejected API key as an API_KEY_REJECTED event', apiKeyId: keyId, cause: expect.objectContaining({ message: 'connection lost' }) }),
     ]);
     expect(await duplicate(client, key)).toMatchObject({ status: 401 });
-    expect((await rejections(keyId)).map((event: any) => event.details)).toEqual([{ reason: 'revoked', unrecordedBefore: 1 }]);
+    expect((await rejections(keyId)).map((event: any) => event.details)).toEqual([{ reason: 'revoked', unrecordedBefore: 1, requestId: expect.any(String) }]);
     expect(service().slice(1)).toEqual([expect.objectContaining({ level: 30, msg: 'rejected API keys are recorded as events again' })]);
   });
 
