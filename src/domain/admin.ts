@@ -6,7 +6,7 @@ import { displayPrefix, generateApiKey, hashApiKey, redactApiKeys } from './keys
 import { isPermission, PERMISSIONS, type Permission } from './permissions.js';
 import type { Clock, GatewayStore } from './ports.js';
 import type { ApiKeyRecord, Campaign, NewSecurityEvent, SecurityEventType, Workspace } from './types.js';
-import { isReadableLine } from './validation.js';
+import { characters, isReadableLine } from './validation.js';
 
 const NAME_LENGTH = 100;
 /** The longest reason an operator may give for a key's creation, rotation or revocation. */
@@ -30,7 +30,7 @@ function requireName(what: string, raw: string): string {
 function parseReason(raw: string | undefined): string | undefined {
   if (raw === undefined) return undefined;
   const reason = raw.trim();
-  if (!reason || reason.length > REASON_LENGTH || !isReadableLine(reason)) {
+  if (!reason || characters(reason) > REASON_LENGTH || !isReadableLine(reason)) {
     throw new GatewayError('BAD_USER_INPUT', `A reason is 1 to ${REASON_LENGTH} printable characters on one line`);
   }
   if (redactApiKeys(reason) !== reason) throw new GatewayError('BAD_USER_INPUT', 'A reason must not hold an API key');

@@ -33,7 +33,7 @@ export const isReadableLine = (value: string): boolean => VISIBLE.test(value) &&
  * Lengths are counted in characters as a person counts them, code points: an emoji is one character, though
  * it takes two UTF-16 units. A code point is at most two units, so the limits still bound what is stored.
  */
-const characters = (value: string): number => [...value].length;
+export const characters = (value: string): number => [...value].length;
 
 const text = (message: string, max: number, pattern: RegExp) =>
   z

@@ -183,6 +183,18 @@ describe('the CLI', () => {
     ]);
   });
 
+  it('counts the length of a reason in characters, an emoji being one', async () => {
+    const reader = await cliJson('keys', 'create', '--workspace', 'acme', '--name', 'auditor', '--permissions', 'security_events.read');
+    const created = await cliJson('keys', 'create', '--workspace', 'acme', '--name', 'astral', '--permissions', 'campaigns.list', '--reason', '\u{1F511}'.repeat(500));
+    const response = await graphql(gw.baseUrl, reader.key, 'query ($key: ID!) { securityEvents(filter: {apiKeyId: $key}) { edges { node { details } } } }', { key: created.id });
+    expect(response.body.data.securityEvents.edges[0].node.details.reason).toBe('\u{1F511}'.repeat(500));
+    expect(await cli('keys', 'revoke', created.id, '--reason', '\u{1F511}'.repeat(501))).toEqual({
+      code: EXIT.failed,
+      stdout: '',
+      stderr: 'campaign-gateway: A reason is 1 to 500 printable characters on one line\n',
+    });
+  });
+
   it.each([
     [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--reason', ' '], EXIT.failed, 'A reason is 1 to 500 printable characters on one line'],
     [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--reason', 'x'.repeat(501)], EXIT.failed, 'A reason is 1 to 500 printable characters on one line'],
