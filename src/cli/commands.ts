@@ -2,7 +2,7 @@ import { existsSync, statSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { backupStore, createStore, sqliteFilename, type StoreOptions } from '../app.js';
 import { ConfigError, loadConfig, type Config } from '../config.js';
-import { AdminService, localOperator, REASON_LENGTH } from '../domain/admin.js';
+import { AdminService, OPERATOR_LENGTH, REASON_LENGTH, type KeyChangeOptions } from '../domain/admin.js';
 import { isGatewayError } from '../domain/errors.js';
 import { PERMISSIONS } from '../domain/permissions.js';
 import { systemClock, type Clock, type GatewayStore } from '../domain/ports.js';
@@ -26,10 +26,11 @@ Commands:
   workspaces create <name>
   workspaces list
   keys create --workspace <id or name> --name <name> --permissions <p1,p2,...>
-              [--expires-in <30d|12h|15m> | --expires-at <ISO 8601 time>] [--allow-ip <ip or CIDR,...>] [--reason <text>]
+              [--expires-in <30d|12h|15m> | --expires-at <ISO 8601 time>] [--allow-ip <ip or CIDR,...>]
+              [--reason <text>] [--operator <label>]
   keys list [--workspace <id or name>]
-  keys revoke <key id> [--reason <text>]
-  keys rotate <key id> [--overlap <0|1h|7d|...>] [--reason <text>]
+  keys revoke <key id> [--reason <text>] [--operator <label>]
+  keys rotate <key id> [--overlap <0|1h|7d|...>] [--reason <text>] [--operator <label>]
   store backup <file>   copy the embedded store as it is while the gateway runs (PostgreSQL: use pg_dump)
 
 Options:
@@ -37,7 +38,8 @@ Options:
   --help    show this help
 
 Permissions: ${PERMISSIONS.join(', ')}
-Key events record the OS user and host that ran the command, and --reason (up to ${REASON_LENGTH} characters, never a key).
+Key events record --reason (up to ${REASON_LENGTH} characters) and --operator, who you say you are (up to ${OPERATOR_LENGTH}
+characters; default: GATEWAY_OPERATOR), each one line and never a key, for the workspace's customers to read.
 Uses the same configuration as the gateway (DATA_DIR, DATABASE_URL). Never upgrades a store: on one an older
 version left, every command but 'store backup' refuses until this version's gateway has started on it.
 Exit codes: 0 done, 1 the operation failed, 2 the command line is wrong.`;
@@ -74,6 +76,8 @@ const list = (text: string | undefined): string[] =>
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 const COMMON: Options = { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } };
+/** What the key commands let an operator say in the event they write. */
+const SAID: Options = { reason: { type: 'string' }, operator: { type: 'string' } };
 
 /**
  * parseArgs' refusal in the CLI's words: its own messages run on into advice about `--` that quotes the option
@@ -161,12 +165,17 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     }
     const print = (text: string | (() => string), json: unknown) =>
       io.stdout(`${values.json ? JSON.stringify(json, null, 2) : typeof text === 'function' ? text() : text}\n`);
-    const context = { values, positionals, print, now: clock.now(), config };
+    const said: KeyChangeOptions = {
+      reason: values.reason as string | undefined,
+      // An empty variable is one unset, as a shell's `GATEWAY_OPERATOR= npm run cli …` means it.
+      operator: (values.operator as string | undefined) ?? (io.env.GATEWAY_OPERATOR || undefined),
+    };
+    const context = { values, positionals, print, now: clock.now(), config, said };
     if (spec.run) {
       // Upgrading a store is its gateway's: an older one may still be running on it, and the README has a
       // backup taken first, which must restore under that older version.
       store = await createStore(config, { olderSchema: 'refuse', migrations: io.migrations });
-      await spec.run({ ...context, admin: new AdminService(store, clock, localOperator()) });
+      await spec.run({ ...context, admin: new AdminService(store, clock) });
     } else {
       await spec.runWithoutStore(context);
     }
@@ -192,6 +201,8 @@ interface CommandContext {
   print: (text: string | (() => string), json: unknown) => void;
   now: Date;
   config: Config;
+  /** --reason and --operator (or GATEWAY_OPERATOR), for the key commands that take them. */
+  said: KeyChangeOptions;
 }
 
 interface CommandOptions {
@@ -246,10 +257,10 @@ const COMMANDS: Record<string, Command> = {
       'expires-in': { type: 'string' },
       'expires-at': { type: 'string' },
       'allow-ip': { type: 'string' },
-      reason: { type: 'string' },
+      ...SAID,
     },
     positionals: 0,
-    async run({ admin, values, print, now }) {
+    async run({ admin, values, print, now, said }) {
       for (const required of ['workspace', 'name', 'permissions']) {
         if (typeof values[required] !== 'string') throw new UsageError(`--${required} is required`);
       }
@@ -269,7 +280,7 @@ const COMMANDS: Record<string, Command> = {
         permissions: list(values.permissions as string),
         expiresAt,
         allowedCidrs: values['allow-ip'] === undefined ? null : list(values['allow-ip'] as string),
-        reason: values.reason as string | undefined,
+        ...said,
       });
       const workspace = await admin.requireWorkspace(record.workspaceId);
       print(
@@ -321,10 +332,10 @@ const COMMANDS: Record<string, Command> = {
   },
 
   'keys revoke': {
-    options: { reason: { type: 'string' } },
+    options: SAID,
     positionals: 1,
-    async run({ admin, values, positionals, print, now }) {
-      const { record, alreadyRevoked } = await admin.revokeKey(positionals[0], { reason: values.reason as string | undefined });
+    async run({ admin, positionals, print, now, said }) {
+      const { record, alreadyRevoked } = await admin.revokeKey(positionals[0], said);
       print(
         alreadyRevoked
           ? `Key "${record.name}" (id ${record.id}) was already revoked at ${iso(record.revokedAt)}.`
@@ -335,11 +346,11 @@ const COMMANDS: Record<string, Command> = {
   },
 
   'keys rotate': {
-    options: { overlap: { type: 'string' }, reason: { type: 'string' } },
+    options: { overlap: { type: 'string' }, ...SAID },
     positionals: 1,
-    async run({ admin, values, positionals, print }) {
+    async run({ admin, values, positionals, print, said }) {
       const overlapMs = typeof values.overlap === 'string' ? parseDuration('overlap', values.overlap) : 0;
-      const { key, record, previousValidUntil, cutShortUntil } = await admin.rotateKey(positionals[0], overlapMs, { reason: values.reason as string | undefined });
+      const { key, record, previousValidUntil, cutShortUntil } = await admin.rotateKey(positionals[0], overlapMs, said);
       print(
         [
           `Rotated key "${record.name}" (id ${record.id}).`,

@@ -1,4 +1,3 @@
-import { hostname, userInfo } from 'node:os';
 import { GatewayError } from './errors.js';
 import { newId } from './ids.js';
 import { AllowlistError, parseAllowlist } from './ip-allowlist.js';
@@ -11,8 +10,8 @@ import { characters, isReadableLine } from './validation.js';
 const NAME_LENGTH = 100;
 /** The longest reason an operator may give for a key's creation, rotation or revocation. */
 export const REASON_LENGTH = 500;
-/** The longest OS user or host name an event records (a host name is at most 255 bytes). */
-const OPERATOR_NAME_LENGTH = 255;
+/** The longest label an operator may give themselves in a key's lifecycle events. */
+export const OPERATOR_LENGTH = 100;
 
 function requireName(what: string, raw: string): string {
   const name = raw.trim();
@@ -24,47 +23,43 @@ function requireName(what: string, raw: string): string {
 }
 
 /**
- * Why an operator acted, as they said it: one line of printable characters, never a key (an operator pasting one
- * would otherwise put it in every download of the workspace's events). Undefined when none was given.
+ * Text an operator gives a key lifecycle event, as they wrote it: one line of printable characters, never a key
+ * (an operator pasting one would otherwise put it in every download of the workspace's events). Undefined when
+ * none was given.
  */
-function parseReason(raw: string | undefined): string | undefined {
+function parseOperatorText(what: 'reason' | 'operator', max: number, raw: string | undefined): string | undefined {
   if (raw === undefined) return undefined;
-  const reason = raw.trim();
-  if (!reason || characters(reason) > REASON_LENGTH || !isReadableLine(reason)) {
-    throw new GatewayError('BAD_USER_INPUT', `A reason is 1 to ${REASON_LENGTH} printable characters on one line`);
+  const text = raw.trim();
+  const article = what === 'operator' ? 'An' : 'A';
+  if (!text || characters(text) > max || !isReadableLine(text)) {
+    throw new GatewayError('BAD_USER_INPUT', `${article} ${what} is 1 to ${max} printable characters on one line`);
   }
-  if (redactApiKeys(reason) !== reason) throw new GatewayError('BAD_USER_INPUT', 'A reason must not hold an API key');
-  return reason;
+  if (redactApiKeys(text) !== text) throw new GatewayError('BAD_USER_INPUT', `${article} ${what} must not hold an API key`);
+  return text;
 }
 
-/** Who ran a key command: the OS user and host, as key lifecycle events record them (no request made them). */
-export interface Operator {
-  user: string | null;
-  host: string | null;
+/**
+ * Who and why, as the operator says them. Who is a label of their choosing, never read from the system: these
+ * events are the workspace's customers' to read, and an OS user or host name is staff's and the network's.
+ */
+export interface KeyChangeOptions {
+  reason?: string;
+  operator?: string;
 }
 
-/** A name the OS gives, when it has one fit to record. */
-function osName(read: () => string): string | null {
-  try {
-    const name = read();
-    return name.length > 0 && name.length <= OPERATOR_NAME_LENGTH && isReadableLine(name) ? name : null;
-  } catch {
-    // userInfo() throws for a uid without a passwd entry (a container's arbitrary uid).
-    return null;
-  }
+/** The details an operator's text adds to a key lifecycle event, refused before anything is written when invalid. */
+function operatorDetails(options: KeyChangeOptions): Record<string, string> {
+  const reason = parseOperatorText('reason', REASON_LENGTH, options.reason);
+  const operator = parseOperatorText('operator', OPERATOR_LENGTH, options.operator);
+  return { ...(operator === undefined ? {} : { operator }), ...(reason === undefined ? {} : { reason }) };
 }
 
-/** This process's OS user and host. */
-export const localOperator = (): Operator => ({ user: osName(() => userInfo().username), host: osName(hostname) });
-
-export interface CreateKeyInput {
+export interface CreateKeyInput extends KeyChangeOptions {
   workspace: string;
   name: string;
   permissions: string[];
   expiresAt?: Date | null;
   allowedCidrs?: string[] | null;
-  /** Why, as the operator says it (recorded in API_KEY_CREATED). */
-  reason?: string;
 }
 
 export interface CreatedKey {
@@ -83,21 +78,14 @@ export interface RotatedKey extends CreatedKey {
   cutShortUntil: Date | null;
 }
 
-/** What an operator may say of a rotation or revocation. */
-export interface KeyChangeOptions {
-  reason?: string;
-}
-
 /** The longest a replaced secret may stay valid after a rotation. */
 export const MAX_ROTATION_OVERLAP_MS = 30 * 86_400_000;
 
 /** Operator actions on workspaces and keys (CLI, first-start seeding). */
 export class AdminService {
-  /** `operator`: who runs these actions, recorded in key lifecycle events; none for actions no one ran by hand. */
   constructor(
     private readonly store: GatewayStore,
     private readonly clock: Clock,
-    private readonly operator?: Operator,
   ) {}
 
   async createWorkspace(name: string): Promise<Workspace> {
@@ -128,7 +116,7 @@ export class AdminService {
     if (unknown.length > 0) {
       throw new GatewayError('BAD_USER_INPUT', `Unknown permission: ${unknown.join(', ')} (known: ${PERMISSIONS.join(', ')})`);
     }
-    const reason = parseReason(input.reason);
+    const said = operatorDetails(input);
     const now = this.clock.now();
     if (input.expiresAt && input.expiresAt <= now) throw new GatewayError('BAD_USER_INPUT', 'The expiry must be in the future');
     let allowedCidrs: string[] | null = null;
@@ -162,7 +150,7 @@ export class AdminService {
         permissions: record.permissions,
         expiresAt: record.expiresAt?.toISOString() ?? null,
         allowedCidrs: record.allowedCidrs,
-      }, this.operator, reason),
+      }, said),
     );
     return { key, record };
   }
@@ -183,10 +171,10 @@ export class AdminService {
    * (`alreadyRevoked`).
    */
   async revokeKey(id: string, options: KeyChangeOptions = {}): Promise<{ record: ApiKeyRecord; alreadyRevoked: boolean }> {
-    const reason = parseReason(options.reason);
+    const said = operatorDetails(options);
     const record = await this.requireKey(id);
     const now = this.clock.now();
-    const revoked = await this.store.revokeApiKey(id, now, keyEvent(record, 'API_KEY_REVOKED', now, {}, this.operator, reason));
+    const revoked = await this.store.revokeApiKey(id, now, keyEvent(record, 'API_KEY_REVOKED', now, {}, said));
     if (!revoked) return { record: await this.requireKey(id), alreadyRevoked: true };
     return { record: { ...record, revokedAt: now }, alreadyRevoked: false };
   }
@@ -199,7 +187,7 @@ export class AdminService {
     if (!Number.isInteger(overlapMs) || overlapMs < 0 || overlapMs > MAX_ROTATION_OVERLAP_MS) {
       throw new GatewayError('BAD_USER_INPUT', 'The overlap must be between none and 30 days');
     }
-    const reason = parseReason(options.reason);
+    const said = operatorDetails(options);
     const record = await this.requireKey(id);
     const now = this.clock.now();
     if (record.revokedAt !== null) throw new GatewayError('BAD_USER_INPUT', `Key '${id}' is revoked; create a new one`);
@@ -219,8 +207,7 @@ export class AdminService {
         previousValidUntil: previousValidUntil?.toISOString() ?? null,
         ...(cutShortUntil ? { earlierSecretCutShortFrom: cutShortUntil.toISOString() } : {}),
       },
-      this.operator,
-      reason,
+      said,
     );
     if (!(await this.store.rotateApiKey(id, hash, prefix, previousValidUntil, event))) {
       throw new GatewayError('BAD_USER_INPUT', `Key '${id}' is revoked; create a new one`);
@@ -254,14 +241,7 @@ export class AdminService {
 }
 
 /** Key lifecycle events are written by operators, not requests: no channel, no ip; who ran it, and why, in details. */
-function keyEvent(
-  record: ApiKeyRecord,
-  type: SecurityEventType,
-  at: Date,
-  details: Record<string, unknown>,
-  operator: Operator | undefined,
-  reason: string | undefined,
-): NewSecurityEvent {
+function keyEvent(record: ApiKeyRecord, type: SecurityEventType, at: Date, details: Record<string, unknown>, said: Record<string, string>): NewSecurityEvent {
   return {
     id: newId(),
     workspaceId: record.workspaceId,
@@ -273,6 +253,6 @@ function keyEvent(
     ip: null,
     jobId: null,
     campaignId: null,
-    details: { ...details, ...(operator ? { operator } : {}), ...(reason === undefined ? {} : { reason }) },
+    details: { ...details, ...said },
   };
 }

@@ -250,8 +250,8 @@ export class SecurityEvent {
       'presented the key\'s previous secret (a rotation\'s overlap), and no secret for its current one. ' +
       'API_KEY_CREATED: permissions, expiresAt and allowedCidrs. API_KEY_ROTATED: previousValidUntil, until when the old ' +
       'secret works (null: it stopped at once); earlierSecretCutShortFrom when the rotation ended an earlier overlap, until when ' +
-      'that older secret was to work. API_KEY_CREATED, API_KEY_ROTATED and API_KEY_REVOKED: operator ({user, host}: who ran the ' +
-      'key command, null where the system could not say) and reason, when the operator gave one; the demo key a first start makes has neither. ' +
+      'that older secret was to work. API_KEY_CREATED, API_KEY_ROTATED and API_KEY_REVOKED: operator, the label ' +
+      'the one who ran the key command gave themselves, and reason, each when given; the demo key a first start makes has neither. ' +
       'SECURITY_EVENTS_DOWNLOADED: start (included) and end (excluded) of the range downloaded. ' +
       'The events a request causes (CAMPAIGN_DUPLICATION_REQUESTED, PERMISSION_DENIED, API_KEY_REJECTED, SECURITY_EVENTS_DOWNLOADED) also hold requestId, the id the gateway ' +
       "answered that request with (its X-Request-Id header: the caller's own when it sent one of 1 to 128 of A-Z a-z 0-9 . _ : -), " +
