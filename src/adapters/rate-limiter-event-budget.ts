@@ -5,14 +5,14 @@ import type { EventBudget } from '../domain/ports.js';
 export class RateLimiterEventBudget implements EventBudget {
   constructor(private readonly limiter: RateLimiterAbstract) {}
 
-  async take(name: string): Promise<boolean> {
+  async take(name: string): ReturnType<EventBudget['take']> {
     try {
       await this.limiter.consume(name);
-      return true;
+      return { granted: true };
     } catch (rejection) {
-      if (rejection instanceof RateLimiterRes) return false;
-      // The limiter's store failed: a refusal is still worth recording.
-      return true;
+      if (rejection instanceof RateLimiterRes) return { granted: false, retryAfterMs: rejection.msBeforeNext };
+      // The limiter's store failed: a refusal is still worth recording, a download still worth serving.
+      return { granted: true };
     }
   }
 }

@@ -192,8 +192,8 @@ export interface AuthFailureLimiter {
  * refused over and over cannot bury the log (or fill the disk) with its refusals.
  */
 export interface EventBudget {
-  /** Whether one more event under this name may be recorded now. */
-  take(name: string): Promise<boolean>;
+  /** Whether one more event under this name may be recorded now, and if not, how long until one may. */
+  take(name: string): Promise<{ granted: true } | { granted: false; retryAfterMs: number }>;
 }
 
 export type DuplicationResult =

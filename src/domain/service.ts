@@ -97,6 +97,11 @@ export interface GatewayServiceDeps {
    * past it are counted, not recorded.
    */
   deniedPermissionEvents: EventBudget;
+  /**
+   * SECURITY_EVENTS_DOWNLOADED events each key may record per window: every download is recorded, so the downloads
+   * past it are refused.
+   */
+  downloadEvents: EventBudget;
   campaigns: CampaignReader;
   clock: Clock;
   /** Upstream mode: the hold on upstream calls after a 429, which no pending job is sent before. */
@@ -390,7 +395,7 @@ export class GatewayService {
   private async recordRefusal(principal: Principal, event: NewSecurityEvent): Promise<boolean> {
     const counter = `${event.type} ${principal.keyId}`;
     const leaveUnrecorded = (refusals: number) => this.unrecordedRefusals.set(counter, (this.unrecordedRefusals.get(counter) ?? 0) + refusals);
-    if (!(await this.deps.deniedPermissionEvents.take(principal.keyId))) {
+    if (!(await this.deps.deniedPermissionEvents.take(principal.keyId)).granted) {
       leaveUnrecorded(1);
       return false;
     }
@@ -720,7 +725,8 @@ export class GatewayService {
   /**
    * Braze's "Security Event Download": every event of the workspace in the range. Permission first, then the
    * range, then a download slot (RATE_LIMITED when the workspace or the instance has too many in progress), then
-   * the first batch, then the SECURITY_EVENTS_DOWNLOADED event, so that a refusal or a failing store is an error
+   * the key's budget of downloads (RATE_LIMITED past it: a download of an empty range ends within a millisecond, and
+   * each one's event would otherwise let one key fill the store and bury the log), then the first batch, then the SECURITY_EVENTS_DOWNLOADED event, so that a refusal or a failing store is an error
    * response, not a cut stream. A download that cannot be recorded is refused: a stolen key must not read the
    * log unseen. Recorded after the first batch, which is the newest, so that the download does not list itself.
    */
@@ -733,6 +739,12 @@ export class GatewayService {
     const read = (beforeSeq?: number) => store.listEvents(principal.workspaceId, filter, { first: DOWNLOAD_BATCH_SIZE, beforeSeq });
     let first: SecurityEvent[];
     try {
+      const budget = await this.deps.downloadEvents.take(principal.keyId);
+      if (!budget.granted) {
+        throw new GatewayError('RATE_LIMITED', 'This API key has made too many security event downloads recently; try again later', {
+          retryAfterSeconds: Math.max(1, Math.ceil(budget.retryAfterMs / 1000)),
+        });
+      }
       first = await read();
       await store.insertEvent(
         this.event(principal, 'SECURITY_EVENTS_DOWNLOADED', {

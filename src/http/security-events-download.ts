@@ -211,8 +211,9 @@ export async function securityEventsDownloadRoutes(app: FastifyInstance, options
             400: `\`start\` or \`end\` is missing or not a date, \`end\` is not after \`start\`, or the range is longer than ${MAX_EVENT_RANGE_DAYS} days; \`errors\` says which`,
             403: "The key lacks the permission security_events.read, or is used from an address outside the key's IP allowlist",
             429:
-              'Too many downloads in progress, for the workspace or on this instance (`Retry-After: 5`), or this client failed ' +
-              'to authenticate too often; see Retry-After. This route takes no quota point',
+              'Too many downloads in progress, for the workspace or on this instance (`Retry-After: 5`), too many downloads by ' +
+              'this key in the last minute (ten, each recorded), or this client failed to authenticate too often; see ' +
+              'Retry-After. This route takes no quota point',
             503:
               'A dependency (the database, the quota store) is unavailable, so that the download could not be read or recorded ' +
               'as a SECURITY_EVENTS_DOWNLOADED event (no download goes unrecorded), or the gateway is shutting down; see Retry-After',

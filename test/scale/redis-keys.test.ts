@@ -144,6 +144,8 @@ describe.skipIf(skipWithoutRedisServer)('Redis keys and permissions', () => {
       // A permission refusal's event budget.
       const reader = await ws.addKey(['campaigns.list']);
       expect((await duplicate(reader.key)).status).toBe(403);
+      // A security event download's budget.
+      expect((await http(gateway.baseUrl, 'GET', '/security_events/download?start=1999-01-01&end=1999-02-01', { headers: bearer(ws.key) })).status).toBe(200);
       // Failed authentications, up to a block.
       const failures = [];
       for (let i = 0; i < 3; i++) failures.push((await duplicate('not-a-key')).status);
@@ -161,8 +163,11 @@ describe.skipIf(skipWithoutRedisServer)('Redis keys and permissions', () => {
       expect(keys.filter((key) => !documented.some((pattern) => pattern.test(key)))).toEqual([]);
       const families = new Set(keys.map((key) => key.split(':')[1]));
       // The readiness probe's key, which lasts a second, may be gone already.
-      expect([...families]).toEqual(expect.arrayContaining(['auth-failures', 'denied-permission-events', 'duplicate', 'upstream', 'upstream-reads']));
+      expect([...families]).toEqual(expect.arrayContaining(['auth-failures', 'denied-permission-events', 'duplicate', 'security-event-downloads', 'upstream', 'upstream-reads']));
       for (const key of keys) expect(await database.pttl(key), key).not.toBe(-1);
+      // Without a prefix, the README grants each family instead: every family the gateway wrote is among them.
+      const perFamily = /grant each key family instead of `[^`]+`: `([^`]+)`/.exec(README.replace(/\n/g, ' '))?.[1] ?? '';
+      expect([...families].filter((family) => !perFamily.split(/\s+/).includes(`~${family}:*`))).toEqual([]);
       expect(await keysOf(admin)).toEqual([]);
     });
   });

@@ -6,8 +6,12 @@ import { RateLimiterEventBudget } from '../../src/adapters/rate-limiter-event-bu
 describe('the event budget', () => {
   it('grants its points, then refuses until the window ends', async () => {
     const budget = new RateLimiterEventBudget(new RateLimiterMemory({ points: 2, duration: 60 }));
-    expect([await budget.take('ws'), await budget.take('ws'), await budget.take('ws')]).toEqual([true, true, false]);
-    expect(await budget.take('other')).toBe(true);
+    expect([await budget.take('ws'), await budget.take('ws'), await budget.take('ws')]).toEqual([
+      { granted: true },
+      { granted: true },
+      { granted: false, retryAfterMs: expect.any(Number) },
+    ]);
+    expect(await budget.take('other')).toEqual({ granted: true });
   });
 
   it('grants every event while its store fails: a refusal is still worth recording', async () => {
@@ -19,7 +23,7 @@ describe('the event budget', () => {
       const limiter = new RateLimiterRedis({ storeClient: client, points: 1, duration: 60 });
       await expect(limiter.consume('ws')).rejects.toBeInstanceOf(Error);
       const budget = new RateLimiterEventBudget(limiter);
-      expect([await budget.take('ws'), await budget.take('ws')]).toEqual([true, true]);
+      expect([await budget.take('ws'), await budget.take('ws')]).toEqual([{ granted: true }, { granted: true }]);
       expect(client.status).toBe('end');
     } finally {
       client.disconnect();
