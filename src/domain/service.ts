@@ -284,7 +284,9 @@ export class GatewayService {
     };
     const rejection = keyRejection(record, secret, now);
     if (rejection) {
-      await this.recordRejection(principal, rejection, context);
+      // Not awaited, as a key's last use is not: a 401 that waited for the event's write would answer later than an
+      // unknown key's, and tell the caller the key was once valid.
+      void this.recordRejection(principal, rejection, context);
       // The answer an unknown key gets: nothing tells the caller that the key was ever valid.
       throw new GatewayError('UNAUTHENTICATED');
     }
@@ -299,6 +301,7 @@ export class GatewayService {
   /**
    * API_KEY_REJECTED for a key the store holds but refused, in the key's workspace and within its budget of refusal
    * events. Advisory as a key's last use is: a store that cannot take the event is logged, and the refusal stands.
+   * Never rejects: nothing waits for it.
    */
   private async recordRejection(principal: Principal, reason: KeyRejection, context: RequestContext): Promise<void> {
     context.onKeyRejected?.(principal.keyId, reason);

@@ -10,7 +10,18 @@ import { dependencyUnavailable } from '../../src/domain/errors.js';
 import { generateApiKey } from '../../src/domain/keys.js';
 import type { GatewayStore } from '../../src/domain/ports.js';
 import { ManualClock } from '../support/clock.js';
-import { bearer, graphql, http, recordingLogger, startGateway, storeFailingOn, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import {
+  bearer,
+  graphql,
+  http,
+  recordingLogger,
+  startGateway,
+  storeFailingOn,
+  storeHeldOn,
+  waitFor,
+  type TestGateway,
+  type TestWorkspace,
+} from '../support/gateway.js';
 import { createTestSchema, openPostgresStore, skipWithoutPostgres } from '../support/postgres.js';
 import { transports, type Outcome, type Transport } from '../support/transports.js';
 
@@ -48,6 +59,8 @@ describe.each(STORES)('a known key refused, on $name', ({ skip, open }) => {
   const clock = new ManualClock();
   const logs = recordingLogger();
   let failing = false;
+  /** While set, the store's writes of events wait for it. */
+  let held: Promise<void> | undefined;
   let gw: TestGateway;
   let ws: TestWorkspace;
   let drop: () => Promise<void>;
@@ -68,13 +81,20 @@ describe.each(STORES)('a known key refused, on $name', ({ skip, open }) => {
     return response.body.data.securityEvents.edges.map((edge: any) => edge.node);
   };
   const rejections = (keyId: string) => eventsOf(keyId, ws.key, ['API_KEY_REJECTED']);
+  /** The key's API_KEY_REJECTED events once there are `count`: the 401 is answered without waiting for them. */
+  const rejectionsOnce = (keyId: string, count: number) =>
+    waitFor(async () => {
+      const events = await rejections(keyId);
+      return events.length >= count && events;
+    });
   const logLines = () => logs.lines.map((line) => JSON.parse(line));
 
   beforeAll(async () => {
     if (skip) return;
     const opened = await open();
     drop = opened.drop;
-    const store = storeFailingOn(opened.store, ['insertEvent'], () => failing, () => dependencyUnavailable(new Error('connection lost')));
+    const failingStore = storeFailingOn(opened.store, ['insertEvent'], () => failing, () => dependencyUnavailable(new Error('connection lost')));
+    const store = storeHeldOn(failingStore, ['insertEvent'], () => held);
     gw = await startGateway(
       { TRUST_PROXY: '127.0.0.1', DUPLICATE_RATE_LIMIT: '10000', AUTH_FAILURE_LIMIT: '10000' },
       { store, clock, logger: logs.logger, deniedPermissionLimiter: new RateLimiterMemory({ points: BUDGET, duration: 1 }) },
@@ -95,7 +115,7 @@ describe.each(STORES)('a known key refused, on $name', ({ skip, open }) => {
       const unknown = await duplicate(client, generateApiKey());
       expect(refused).toMatchObject({ status: 401, code: 'UNAUTHENTICATED' });
       expect(answer(refused)).toEqual(answer(unknown));
-      expect(await rejections(keyId)).toEqual([
+      expect(await rejectionsOnce(keyId, 1)).toEqual([
         { type: 'API_KEY_REJECTED', apiKey: { id: keyId, name: `revoked over ${client.name}` }, channel: client.name, ip: '192.0.2.7', details: { reason: 'revoked', requestId: expect.any(String) } },
       ]);
       const completed = (id: unknown) => logLines().find((line) => line.msg === 'request completed' && line.reqId === id);
@@ -112,7 +132,7 @@ describe.each(STORES)('a known key refused, on $name', ({ skip, open }) => {
       });
       clock.advance(3600_000);
       expect(await duplicate(client, created.key)).toMatchObject({ status: 401 });
-      expect((await rejections(created.record.id)).map((event: any) => event.details)).toEqual([{ reason: 'expired', requestId: expect.any(String) }]);
+      expect((await rejectionsOnce(created.record.id, 1)).map((event: any) => event.details)).toEqual([{ reason: 'expired', requestId: expect.any(String) }]);
     });
 
     it("tells a rotated key's secrets apart in its request events, and records the previous one past its overlap", async () => {
@@ -125,13 +145,15 @@ describe.each(STORES)('a known key refused, on $name', ({ skip, open }) => {
 
       clock.advance(3600_000);
       expect(await duplicate(client, previous)).toMatchObject({ status: 401 });
+      await rejectionsOnce(keyId, 1);
       // Its own key, without security_events.read, sees its requests but not what an old secret of it was refused.
       const own = await eventsOf(keyId, current, ['CAMPAIGN_DUPLICATION_REQUESTED', 'API_KEY_REJECTED']);
       expect(own.map((event: any) => event.type)).toEqual(['CAMPAIGN_DUPLICATION_REQUESTED', 'CAMPAIGN_DUPLICATION_REQUESTED']);
       await gw.app.admin.revokeKey(keyId);
       expect(await duplicate(client, current)).toMatchObject({ status: 401 });
+      await rejectionsOnce(keyId, 2);
       expect(await duplicate(client, previous)).toMatchObject({ status: 401 });
-      expect((await rejections(keyId)).map((event: any) => event.details)).toEqual([
+      expect((await rejectionsOnce(keyId, 3)).map((event: any) => event.details)).toEqual([
         { reason: 'revoked', secret: 'previous', requestId: expect.any(String) },
         { reason: 'revoked', requestId: expect.any(String) },
         { reason: 'rotated_out', secret: 'previous', requestId: expect.any(String) },
@@ -156,16 +178,20 @@ describe.each(STORES)('a known key refused, on $name', ({ skip, open }) => {
     await gw.app.admin.revokeKey(keyId);
     let refusals = 0;
     // Until a window has passed with refusals left unrecorded in the one before.
-    const recorded = await waitFor(async () => {
+    await waitFor(async () => {
       expect((await duplicate(client, key)).status).toBe(401);
       refusals += 1;
-      const events = await rejections(keyId);
-      return events.some((event: any) => event.details.unrecordedBefore !== undefined) && events;
+      return (await rejections(keyId)).some((event: any) => event.details.unrecordedBefore !== undefined);
     });
-    const unrecorded = recorded.reduce((sum: number, event: any) => sum + Number(event.details.unrecordedBefore ?? 0), 0);
-    expect(unrecorded).toBeGreaterThan(0);
-    expect(recorded.length + unrecorded).toBe(refusals);
-    expect(recorded[0].details).toEqual({ reason: 'revoked', unrecordedBefore: expect.any(Number), requestId: expect.any(String) });
+    const unrecordedIn = (events: any[]) => events.reduce((sum: number, event: any) => sum + Number(event.details.unrecordedBefore ?? 0), 0);
+    // The last refusals' events may still be on their way.
+    const recorded = await waitFor(async () => {
+      const events = await rejections(keyId);
+      return events.length + unrecordedIn(events) === refusals && events;
+    });
+    expect(unrecordedIn(recorded)).toBeGreaterThan(0);
+    const counting = recorded.find((event: any) => event.details.unrecordedBefore !== undefined);
+    expect(counting.details).toEqual({ reason: 'revoked', unrecordedBefore: expect.any(Number), requestId: expect.any(String) });
   });
 
   it.skipIf(skip)('answers the same 401 when the store cannot take the event, logs that once, and counts the refusal in the next event', async () => {
@@ -173,28 +199,47 @@ describe.each(STORES)('a known key refused, on $name', ({ skip, open }) => {
     const { key, keyId } = await ws.addKey(['campaigns.duplicate'], 'revoked during an outage');
     await gw.app.admin.revokeKey(keyId);
     const unknown = await duplicate(client, generateApiKey());
+    const service = () => logLines().filter((line) => line.component === 'service');
     failing = true;
     let refused: Outcome;
     try {
       refused = await duplicate(client, key);
+      // The 401 does not wait for the event's write: the store fails it until it has been tried.
+      await waitFor(async () => service().length > 0);
     } finally {
       failing = false;
     }
     expect(answer(refused)).toEqual(answer(unknown));
     expect(await rejections(keyId)).toEqual([]);
-    const service = () => logLines().filter((line) => line.component === 'service');
     expect(service()).toEqual([
       expect.objectContaining({ level: 40, msg: 'could not record a rejected API key as an API_KEY_REJECTED event', apiKeyId: keyId, cause: expect.objectContaining({ message: 'connection lost' }) }),
     ]);
     expect(await duplicate(client, key)).toMatchObject({ status: 401 });
-    expect((await rejections(keyId)).map((event: any) => event.details)).toEqual([{ reason: 'revoked', unrecordedBefore: 1, requestId: expect.any(String) }]);
+    expect((await rejectionsOnce(keyId, 1)).map((event: any) => event.details)).toEqual([{ reason: 'revoked', unrecordedBefore: 1, requestId: expect.any(String) }]);
+    await waitFor(async () => service().length > 1);
     expect(service().slice(1)).toEqual([expect.objectContaining({ level: 30, msg: 'rejected API keys are recorded as events again' })]);
+  });
+
+  it.skipIf(skip)("answers the 401 without waiting for the event's write", async () => {
+    const { key, keyId } = await ws.addKey(['campaigns.duplicate'], 'revoked, its event held');
+    await gw.app.admin.revokeKey(keyId);
+    let release!: () => void;
+    held = new Promise((resolve) => (release = resolve));
+    try {
+      expect(await duplicate(transports[0], key)).toMatchObject({ status: 401 });
+      expect(await rejections(keyId)).toEqual([]);
+    } finally {
+      held = undefined;
+      release();
+    }
+    expect((await rejectionsOnce(keyId, 1)).map((event: any) => event.details.reason)).toEqual(['revoked']);
   });
 
   it.skipIf(skip)('lists API_KEY_REJECTED in the CSV download by a readable name', async () => {
     const { key, keyId } = await ws.addKey(['campaigns.duplicate'], 'revoked, downloaded');
     await gw.app.admin.revokeKey(keyId);
     expect((await duplicate(transports[0], key)).status).toBe(401);
+    await rejectionsOnce(keyId, 1);
     const response = await http(gw.baseUrl, 'GET', '/security_events/download?start=2029-12-01&end=2030-12-01', { headers: bearer(ws.key) });
     expect(response.status).toBe(200);
     const rows: Record<string, string>[] = parse(response.text, { columns: true });
