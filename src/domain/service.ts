@@ -211,7 +211,7 @@ export class GatewayService {
    * request asking for a field thirty times under aliases is one denial, recorded once.
    */
   private readonly deniedPermissions = new WeakMap<Principal, Set<Permission>>();
-  /** Per event type and key (`type keyId`), the refusals not recorded since the key's last event of the type (this instance's). */
+  /** Per event type and budget (`type keyId`, `type keyId:previous`), the refusals not recorded since the budget's last event of the type (this instance's). */
   private readonly unrecordedRefusals = new Map<string, number>();
   /**
    * When this instance last wrote, or tried to write, each key's last use, oldest first. A store that does not
@@ -390,15 +390,17 @@ export class GatewayService {
   }
 
   /**
-   * One refusal event (PERMISSION_DENIED, API_KEY_REJECTED) within its key's budget, which both types share. The
-   * first event of a type recorded after refusals past the budget says how many of that type there were
-   * (`unrecordedBefore`), so the log keeps their number without their rows; so does one whose write failed. Whether
-   * it was written.
+   * One refusal event (PERMISSION_DENIED, API_KEY_REJECTED) within its budget, which both types share: the key's
+   * for its current secret, and another for its previous one, so that an old secret sent again and again after a
+   * rotation cannot leave the refusals of the current one unrecorded. The first event of a type recorded after
+   * refusals past the budget says how many of that type there were (`unrecordedBefore`), so the log keeps their
+   * number without their rows; so does one whose write failed. Whether it was written.
    */
   private async recordRefusal(principal: Principal, event: NewSecurityEvent): Promise<boolean> {
-    const counter = `${event.type} ${principal.keyId}`;
+    const budget = principal.secret === 'previous' ? `${principal.keyId}:previous` : principal.keyId;
+    const counter = `${event.type} ${budget}`;
     const leaveUnrecorded = (refusals: number) => this.unrecordedRefusals.set(counter, (this.unrecordedRefusals.get(counter) ?? 0) + refusals);
-    if (!(await this.deps.deniedPermissionEvents.take(principal.keyId)).granted) {
+    if (!(await this.deps.deniedPermissionEvents.take(budget)).granted) {
       leaveUnrecorded(1);
       return false;
     }

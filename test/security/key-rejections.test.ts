@@ -251,3 +251,59 @@ describe.each(STORES)('a known key refused, on $name', ({ skip, open }) => {
     expect(JSON.parse(row!.JsonProperties)).toMatchObject({ channel: 'REST', ip: '192.0.2.7', details: { reason: 'revoked' } });
   });
 });
+
+describe('the budget of refusal events', () => {
+  const clock = new ManualClock();
+  // A window no test outlasts, read and reset by the tests themselves.
+  const limiter = new RateLimiterMemory({ points: BUDGET, duration: 3600 });
+  let gw: TestGateway;
+  let ws: TestWorkspace;
+
+  beforeAll(async () => {
+    gw = await startGateway({ DUPLICATE_RATE_LIMIT: '10000', AUTH_FAILURE_LIMIT: '10000' }, { clock, deniedPermissionLimiter: limiter });
+    ws = await gw.workspace('refusal budget');
+  });
+
+  afterAll(() => gw?.close());
+
+  const duplicate = (key: string) => transports[0].duplicate(gw.baseUrl, key, { campaignId: ws.campaign.id, name: 'Copy' });
+  const refusals = async (keyId: string) => {
+    const response = await graphql(gw.baseUrl, ws.key, EVENTS, { filter: { apiKeyId: keyId, types: ['PERMISSION_DENIED', 'API_KEY_REJECTED'] } });
+    return response.body.data.securityEvents.edges.map((edge: any) => ({ type: edge.node.type, ...edge.node.details }));
+  };
+  /** Refusal events the limiter has counted for the key, whichever secret they were for. */
+  const taken = async (keyId: string) =>
+    ((await limiter.get(keyId))?.consumedPoints ?? 0) + ((await limiter.get(`${keyId}:previous`))?.consumedPoints ?? 0);
+
+  it("shares one budget between a secret's PERMISSION_DENIED and API_KEY_REJECTED", async () => {
+    const { key, keyId } = await ws.addKey(['campaigns.list'], 'denied, then revoked');
+    for (let refusal = 0; refusal < BUDGET; refusal++) expect(await duplicate(key)).toMatchObject({ code: 'FORBIDDEN' });
+    await gw.app.admin.revokeKey(keyId);
+    expect(await duplicate(key)).toMatchObject({ status: 401 });
+    await waitFor(async () => (await taken(keyId)) === BUDGET + 1);
+    // The next window: the rejection the spent budget left unrecorded is counted in the next one.
+    await limiter.delete(keyId);
+    expect(await duplicate(key)).toMatchObject({ status: 401 });
+    const events = await waitFor(async () => {
+      const recorded = await refusals(keyId);
+      return recorded.length === BUDGET + 1 && recorded;
+    });
+    expect(events.map((event: any) => [event.type, event.unrecordedBefore])).toEqual([
+      ['API_KEY_REJECTED', 1],
+      ...Array.from({ length: BUDGET }, () => ['PERMISSION_DENIED', undefined]),
+    ]);
+  });
+
+  it("leaves the current secret's refusals recorded while a rotated-out secret is sent again and again", async () => {
+    const { key: previous, keyId } = await ws.addKey(['campaigns.list'], 'rotated, old secret looped');
+    const { key: current } = await gw.app.admin.rotateKey(keyId, 60_000);
+    clock.advance(60_000);
+    for (let refusal = 0; refusal <= BUDGET; refusal++) expect(await duplicate(previous)).toMatchObject({ status: 401 });
+    await waitFor(async () => (await taken(keyId)) === BUDGET + 1);
+
+    expect(await duplicate(current)).toMatchObject({ code: 'FORBIDDEN' });
+    const events = await refusals(keyId);
+    expect(events[0]).toEqual({ type: 'PERMISSION_DENIED', permission: 'campaigns.duplicate', requestId: expect.any(String) });
+    expect(events.slice(1)).toEqual(Array.from({ length: BUDGET }, () => ({ type: 'API_KEY_REJECTED', reason: 'rotated_out', secret: 'previous', requestId: expect.any(String) })));
+  });
+});
