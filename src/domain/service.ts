@@ -66,10 +66,16 @@ export interface RequestContext {
    */
   requestId: string;
   /**
-   * Told when the key is one the store holds but refuses (revoked, expired, a secret rotated out): the caller's
-   * answer is an unknown key's, so only the transport's log can name the key, by its id.
+   * The request's log, given the key's id when the key is one the store holds but refuses (revoked, expired, a secret
+   * rotated out): the caller's answer is an unknown key's, so only the transport's log can name the key. The log
+   * itself rather than a callback, so that no request pays for a function made for it.
    */
-  onKeyRejected?: (apiKeyId: string, reason: KeyRejection) => void;
+  log?: RequestLog;
+}
+
+/** Adds fields to every later line about one request. */
+export interface RequestLog {
+  setBindings(bindings: { apiKeyId: string; apiKeyRejected: KeyRejection }): void;
 }
 
 export interface DuplicationAccepted {
@@ -304,7 +310,7 @@ export class GatewayService {
    * Never rejects: nothing waits for it.
    */
   private async recordRejection(principal: Principal, reason: KeyRejection, context: RequestContext): Promise<void> {
-    context.onKeyRejected?.(principal.keyId, reason);
+    context.log?.setBindings({ apiKeyId: principal.keyId, apiKeyRejected: reason });
     try {
       const recorded = await this.recordRefusal(principal, this.event(principal, 'API_KEY_REJECTED', { details: { reason, requestId: principal.requestId, ...secretUsed(principal) } }));
       if (recorded) this.deps.keyRejectionLog?.succeeded();

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { GatewayError } from '../domain/errors.js';
-import type { GatewayService, RequestContext } from '../domain/service.js';
+import type { GatewayService, RequestContext, RequestLog } from '../domain/service.js';
 import { withoutPort } from '../domain/ip-allowlist.js';
 import { CHANNELS, JOB_STATUSES, type Principal } from '../domain/types.js';
 import { isRecord, LIMITS } from '../domain/validation.js';
@@ -27,10 +27,6 @@ function headerValues(request: FastifyRequest, name: string): string[] {
   return values;
 }
 
-interface PinoChild {
-  setBindings(bindings: Record<string, string>): void;
-}
-
 function authorization(request: FastifyRequest): RequestContext['authorization'] {
   const values = headerValues(request, 'authorization');
   return values.length > 1 ? values : request.headers.authorization;
@@ -47,7 +43,7 @@ export const httpRequestContext = (request: FastifyRequest, channel: RequestCont
   requestId: request.id,
   // On the request's lines from here on, `request completed` with its 401 included. Fastify's logger here is always
   // pino's (built from options), whose children take more bindings.
-  onKeyRejected: (apiKeyId, reason) => (request.log as typeof request.log & PinoChild).setBindings({ apiKeyId, apiKeyRejected: reason }),
+  log: request.log as typeof request.log & RequestLog,
 });
 
 /** Braze's snake_case body to the service's input; anything else is passed on for the service to refuse. */

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { maxHeaderSize } from 'node:http';
+import { maxHeaderSize, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import fastifySwagger from '@fastify/swagger';
 import { fastifyApolloHandler } from '@as-integrations/fastify';
@@ -69,6 +69,9 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
  * series keeps its meaning, and a cut download is no longer counted as a 200 or left out.
  */
 export const CUT_SHORT_STATUS = 499;
+
+/** Where a raw response keeps its fastify reply, for the listener of its close. */
+const REPLY = Symbol('reply');
 
 /** Routes that load balancers probe and Prometheus scrapes every few seconds, whatever the traffic. */
 const PROBE_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
@@ -152,14 +155,20 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
 
   // First, so that every request that reaches a hook is counted, once, when its response is over however it ended:
   // fastify's onResponse never comes for a response cut short (a download whose client went away, or that was ended).
+  // One listener made once, not a closure per request: it finds the request through the reply kept on the response.
+  function responseClosed(this: ServerResponse & { [REPLY]?: FastifyReply }): void {
+    const reply = this[REPLY]!;
+    const { request } = reply;
+    deps.inFlight.ended(request);
+    const status = this.writableFinished ? reply.statusCode : CUT_SHORT_STATUS;
+    // The route template, never the raw URL: label values must stay few.
+    deps.metrics.observeRequest(request.method, request.routeOptions.url ?? 'unmatched', status, reply.elapsedTime / 1000);
+  }
   app.addHook('onRequest', (request, reply, done) => {
     deps.inFlight.started(request);
-    reply.raw.once('close', () => {
-      deps.inFlight.ended(request);
-      const status = reply.raw.writableFinished ? reply.statusCode : CUT_SHORT_STATUS;
-      // The route template, never the raw URL: label values must stay few.
-      deps.metrics.observeRequest(request.method, request.routeOptions.url ?? 'unmatched', status, reply.elapsedTime / 1000);
-    });
+    (reply.raw as ServerResponse & { [REPLY]?: FastifyReply })[REPLY] = reply;
+    // A response closes once: `on`, which, unlike `once`, wraps nothing.
+    reply.raw.on('close', responseClosed);
     done();
   });
 
