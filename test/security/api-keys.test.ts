@@ -155,7 +155,11 @@ describe('API keys', () => {
 
       expect(await gw.app.store.findApiKey(keyId)).toMatchObject({ hash: hashApiKey(key), previousHash: null, revokedAt: clock.now() });
       expect(await duplicate(client, key)).toMatchObject({ status: 401, code: 'UNAUTHENTICATED' });
-      const events = await gw.app.store.listEvents(ws.workspace.id, { apiKeyId: keyId }, { first: 10 });
+      // The 401 does not wait for its API_KEY_REJECTED event (nothing in its timing may tell a revoked key from an unknown one).
+      const events = await waitFor(async () => {
+        const listed = await gw.app.store.listEvents(ws.workspace.id, { apiKeyId: keyId }, { first: 10 });
+        return listed.length === 3 && listed;
+      });
       expect(events.map((event) => event.type)).toEqual(['API_KEY_REJECTED', 'API_KEY_REVOKED', 'API_KEY_CREATED']);
     });
 
