@@ -312,7 +312,7 @@ export class GatewayService {
   private async recordRejection(principal: Principal, reason: KeyRejection, context: RequestContext): Promise<void> {
     context.log?.setBindings({ apiKeyId: principal.keyId, apiKeyRejected: reason });
     try {
-      const recorded = await this.recordRefusal(principal, this.event(principal, 'API_KEY_REJECTED', { details: { reason, requestId: principal.requestId, ...secretUsed(principal) } }));
+      const recorded = await this.recordRefusal(principal, this.event(principal, 'API_KEY_REJECTED', { details: { reason, ...secretUsed(principal) } }));
       if (recorded) this.deps.keyRejectionLog?.succeeded();
     } catch (error) {
       this.deps.keyRejectionLog?.failed(error, { apiKeyId: principal.keyId });
@@ -392,7 +392,7 @@ export class GatewayService {
   }
 
   private async recordDenial(principal: Principal, reason: { permission: Permission } | { reason: 'ip_not_allowed' }): Promise<void> {
-    await this.recordRefusal(principal, this.event(principal, 'PERMISSION_DENIED', { details: { ...reason, requestId: principal.requestId, ...secretUsed(principal) } }));
+    await this.recordRefusal(principal, this.event(principal, 'PERMISSION_DENIED', { details: { ...reason, ...secretUsed(principal) } }));
   }
 
   /**
@@ -643,7 +643,7 @@ export class GatewayService {
         this.event(principal, 'CAMPAIGN_DUPLICATION_REQUESTED', {
           jobId: job.id,
           campaignId: job.sourceCampaignId,
-          details: { name: job.name, description: job.description, tagNames: job.tagNames, requestId: principal.requestId, ...secretUsed(principal) },
+          details: { name: job.name, description: job.description, tagNames: job.tagNames, ...secretUsed(principal) },
         }),
         reservation,
       );
@@ -759,7 +759,7 @@ export class GatewayService {
       first = await read();
       await store.insertEvent(
         this.event(principal, 'SECURITY_EVENTS_DOWNLOADED', {
-          details: { start: range.start.toISOString(), end: range.end.toISOString(), requestId: principal.requestId },
+          details: { start: range.start.toISOString(), end: range.end.toISOString() },
         }),
       );
     } catch (error) {
@@ -807,7 +807,8 @@ export class GatewayService {
       ip: principal.ip,
       jobId: fields.jobId ?? null,
       campaignId: fields.campaignId ?? null,
-      details: fields.details ?? {},
+      // Every event made here is a request's: its id joins the event to the caller's log and the gateway's.
+      details: { ...fields.details, requestId: principal.requestId },
     };
   }
 }
