@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest, RouteShorthandOptions } from 'fastify';
 import { GatewayError } from '../domain/errors.js';
 import type { GatewayService, RequestContext, RequestLog } from '../domain/service.js';
 import { withoutPort } from '../domain/ip-allowlist.js';
@@ -215,43 +215,63 @@ function methodNotAllowed(app: FastifyInstance, url: string, allowed: readonly s
   app.route({ method: [...methods], url, schema: { hide: true }, onRequest: refuse, handler: refuse });
 }
 
+/** How a keyed route checks its caller: before the body is read, and again once it is in. */
+export interface KeyCheck {
+  authorize(context: RequestContext): Promise<Principal>;
+  /** The principal `authorize` gave, or the key checked again when the body came late. */
+  reauthorize(principal: Principal, context: RequestContext): Promise<Principal>;
+}
+
+/**
+ * Everything a quota-bearing REST route whose key is checked before its body needs, in one place so that no such
+ * route forgets a part: the key checked as the request arrives (`onRequest`), `principal` for the handler, which
+ * checks the key again when the body came late, and an `onError` that does so for a late body refused before the
+ * handler ran (not JSON, not UTF-8, too large), so that a key refused meanwhile is unknown to the answer, which
+ * shows it no quota, as before its body.
+ */
+export function keyedRoute(check: KeyCheck): {
+  options: Pick<RouteShorthandOptions, 'config' | 'onRequest' | 'onError'>;
+  principal(request: FastifyRequest): Promise<Principal>;
+} {
+  const principal = async (request: FastifyRequest): Promise<Principal> => {
+    const checkedBefore = request.principal as Principal;
+    request.principal = undefined;
+    request.principal = await check.reauthorize(checkedBefore, httpRequestContext(request, 'REST'));
+    return request.principal;
+  };
+  return {
+    options: {
+      config: { quotaBearing: true },
+      onRequest: async (request) => {
+        request.principal = await check.authorize(httpRequestContext(request, 'REST'));
+      },
+      onError: async (request) => {
+        if (request.principal) await principal(request).catch(() => undefined);
+      },
+    },
+    principal,
+  };
+}
+
 /** The Braze-compatible routes. Thin: parse, call the service, map the result. */
 export async function restRoutes(app: FastifyInstance, options: { service: GatewayService; idempotencyTtlHours: number }): Promise<void> {
   const { service, idempotencyTtlHours } = options;
   for (const schema of [jobStatusSchema, duplicateRequestSchema, duplicationAcceptedSchema, duplicationJobSchema]) app.addSchema(schema);
   for (const [url, allowed] of Object.entries(ALLOWED_METHODS)) methodNotAllowed(app, url, allowed);
-  /**
-   * The request's key checked again when its body came late (reauthorizeDuplication). Unknown to the answer until
-   * then, and for good if refused: a key refused now gets no quota headers, as before its body.
-   */
-  const recheckKey = async (request: FastifyRequest): Promise<Principal> => {
-    const checkedBefore = request.principal as Principal;
-    request.principal = undefined;
-    request.principal = await service.reauthorizeDuplication(checkedBefore, httpRequestContext(request, 'REST'));
-    return request.principal;
-  };
+  const duplication = keyedRoute({
+    authorize: (context) => service.authorizeDuplication(context),
+    reauthorize: (principal, context) => service.reauthorizeDuplication(principal, context),
+  });
   app.post(
     '/campaigns/duplicate',
-    {
-      schema: duplicateSchema(idempotencyTtlHours),
-      config: { quotaBearing: true },
-      // Who is calling and whether they may duplicate is settled before the body is read, as Braze does.
-      onRequest: async (request) => {
-        request.principal = await service.authorizeDuplication(httpRequestContext(request, 'REST'));
-      },
-      // A late body refused before the handler checked its key again (not JSON, not UTF-8, two Idempotency-Key
-      // headers): checked now, so a key refused meanwhile is unknown to the answer, which shows it no quota.
-      onError: async (request) => {
-        if (request.principal) await recheckKey(request).catch(() => undefined);
-      },
-    },
+    { schema: duplicateSchema(idempotencyTtlHours), ...duplication.options },
     async (request, reply) => {
       // No Content-Type and no body: nothing for fastify to parse, refused as the empty JSON body is.
       if (request.body === undefined) throw emptyBodyError();
       const idempotencyKeys = headerValues(request, 'idempotency-key');
       if (idempotencyKeys.length > 1) throw new GatewayError('BAD_USER_INPUT', 'Send at most one Idempotency-Key header');
       const [idempotencyKey] = idempotencyKeys;
-      const principal = await recheckKey(request);
+      const principal = await duplication.principal(request);
       const { job, rateLimit } = await service.acceptDuplication(principal, toDuplicateInput(request.body), idempotencyKey);
       reply.headers(rateLimitHeaders(rateLimit));
       reply.header('location', `/duplication_jobs/${job.id}`);
