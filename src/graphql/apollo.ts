@@ -20,7 +20,7 @@ import {
   type FieldIssue,
   type GatewayError,
 } from '../domain/errors.js';
-import { isAuthenticationRefusal, type GraphQLContext } from './context.js';
+import { isAuthenticationRefusal, recordRateLimit, type GraphQLContext } from './context.js';
 import { apolloDocumentStore, apolloQueryTextStore, type DocumentCache } from './document-cache.js';
 import { operationTypeRule, type OperationLimits } from './limits.js';
 import type { DependencyRefusals } from '../http/dependency-refusals.js';
@@ -28,12 +28,15 @@ import { errorHeaders } from '../http/errors.js';
 import { rateLimitHeaders } from '../http/rate-limit-headers.js';
 import { summarizeError } from '../jobs/failure-log.js';
 
-/** The error at the bottom of GraphQL's wrapping (and of an internal error's): what actually went wrong. */
-function rootCause(error: unknown): unknown {
+/** The error a resolver threw, under GraphQL's wrapping. */
+function thrown(error: unknown): unknown {
   let current = error;
   while (current instanceof GraphQLError && current.originalError) current = current.originalError;
-  return internalCause(current);
+  return current;
 }
+
+/** The error at the bottom of GraphQL's wrapping (and of an internal error's): what actually went wrong. */
+const rootCause = (error: unknown): unknown => internalCause(thrown(error));
 
 /** A failure of ours rather than of the request: neither a GatewayError nor one of GraphQL's own errors. */
 const isUnexpected = (error: unknown): boolean => {
@@ -165,7 +168,7 @@ function unavailableRootFields(errors: readonly unknown[]): Set<string> {
  * its error. One whose key could not be checked (503 for an outage) gets that status,
  * its fields their errors. When every root field was refused, 429 if they were all rate limited and 503 if any
  * failed because a dependency of the instance is unavailable (`raw`, the errors before formatting, say which),
- * with Retry-After. Quota headers; the request id on internal errors.
+ * with Retry-After. Quota headers, from the state the fields recorded and their refusals carry; the request id on internal errors.
  *
  * Mutates `head` and the formatted errors, as Apollo's willSendResponse hook does, and returns what the answer
  * carries: with a status other than 2xx, no `data` entry. The GraphQL-over-HTTP spec requires a 2xx for data
@@ -180,6 +183,12 @@ export function applyHttpSemantics(
 ): GraphQLAnswer {
   // What Apollo's cache-control plugin answered for every response of this schema (no cache hints).
   head.headers.set('cache-control', 'no-store');
+  // A refusal of a known caller carries the quota state (GatewayError.rateLimit): read here, from every error the
+  // fields raised, so that no resolver has to catch its errors to have the headers sent.
+  for (const error of raw) {
+    const refusal = thrown(error);
+    if (isGatewayError(refusal)) recordRateLimit(context, refusal.rateLimit);
+  }
   for (const [name, value] of Object.entries(rateLimitHeaders(context.rateLimit))) head.headers.set(name, value);
   const errors = answer.errors ?? [];
   for (const error of errors) {

@@ -1,6 +1,5 @@
 import { Arg, Ctx, FieldResolver, ID, Int, Mutation, Query, Resolver, Root } from 'type-graphql';
 import type { SecurityEventType as DomainEventType, JobStatus } from '../domain/types.js';
-import { isGatewayError } from '../domain/errors.js';
 import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from '../domain/service.js';
 import { recordRateLimit, type GraphQLContext } from './context.js';
 import { toConnection, toGraphQLCampaign, toGraphQLEvent, toGraphQLJob, toGraphQLViewer } from './mappers.js';
@@ -35,19 +34,15 @@ export class DuplicationResolver {
     @Arg('input', () => DuplicateCampaignInput, { description: 'The campaign to copy, and what the copy is to be.' }) input: DuplicateCampaignInput,
     @Ctx() context: GraphQLContext,
   ): Promise<DuplicateCampaignPayload | null> {
-    try {
-      const { job, rateLimit } = await context.service.duplicateCampaign(await context.principal(), {
-        campaignId: input.campaignId,
-        name: input.name,
-        description: input.description,
-        tagNames: input.tagNames,
-      }, input.idempotencyKey);
-      recordRateLimit(context, rateLimit);
-      return { job: toGraphQLJob(job) };
-    } catch (error) {
-      if (isGatewayError(error)) recordRateLimit(context, error.rateLimit);
-      throw error;
-    }
+    const { job, rateLimit } = await context.service.duplicateCampaign(await context.principal(), {
+      campaignId: input.campaignId,
+      name: input.name,
+      description: input.description,
+      tagNames: input.tagNames,
+    }, input.idempotencyKey);
+    // A refusal's state is read from the error it throws, where every GraphQL error is (applyHttpSemantics).
+    recordRateLimit(context, rateLimit);
+    return { job: toGraphQLJob(job) };
   }
 
   @Query(() => DuplicationJob, { nullable: true, description: 'A job of yours (or of your workspace with security_events.read).' })

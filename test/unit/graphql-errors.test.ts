@@ -55,3 +55,22 @@ describe('applyHttpSemantics', () => {
     expect(answerFor(new GatewayError('UNAVAILABLE', 'The upstream did not answer', { cause: new Error('ECONNRESET') }))).toEqual({ status: undefined, data: true });
   });
 });
+
+describe('applyHttpSemantics: quota headers', () => {
+  const state = (remaining: number) => ({ limit: 10, remaining, resetAt: new Date('2030-01-01T00:01:00.000Z') });
+
+  it("sends the quota state a field's refusal carries, however GraphQL wrapped it, and the fewest points left of all", () => {
+    const context = { requestId: 'req-1', authentication: {} } as GraphQLContext;
+    const refused = (error: GatewayError, path: string) => new GraphQLError(error.message, { path: [path], originalError: error });
+    const spent = new GatewayError('RATE_LIMITED', undefined, { rateLimit: state(0), retryAfterSeconds: 60 });
+    const internal = new GatewayError('INTERNAL', undefined, { rateLimit: state(3) });
+    const raw = [refused(internal, 'a'), new GraphQLError('wrapped', { path: ['b'], originalError: refused(spent, 'b') })];
+    const head: GraphQLHttpHead = { headers: new Map() };
+    applyHttpSemantics(head, { errors: [], data: { a: null, b: null, c: { job: { id: 'j' } } } }, context, raw, () => {});
+    expect(Object.fromEntries([...head.headers].filter(([name]) => name.startsWith('x-ratelimit')))).toEqual({
+      'x-ratelimit-limit': '10',
+      'x-ratelimit-remaining': '0',
+      'x-ratelimit-reset': String(Date.parse('2030-01-01T00:01:00.000Z') / 1000),
+    });
+  });
+});
