@@ -1,14 +1,8 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { parse } from 'csv-parse/sync';
 import { RateLimiterMemory } from 'rate-limiter-flexible';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createStore } from '../../src/app.js';
-import { loadConfig } from '../../src/config.js';
 import { dependencyUnavailable } from '../../src/domain/errors.js';
 import { generateApiKey } from '../../src/domain/keys.js';
-import type { GatewayStore } from '../../src/domain/ports.js';
 import { ManualClock } from '../support/clock.js';
 import {
   bearer,
@@ -22,7 +16,7 @@ import {
   type TestGateway,
   type TestWorkspace,
 } from '../support/gateway.js';
-import { createTestSchema, openPostgresStore, skipWithoutPostgres } from '../support/postgres.js';
+import { STORES } from '../support/stores.js';
 import { transports, type Outcome, type Transport } from '../support/transports.js';
 
 const EVENTS = `query ($filter: SecurityEventFilter) {
@@ -31,29 +25,6 @@ const EVENTS = `query ($filter: SecurityEventFilter) {
 
 /** Refusal events a key may record a second: a window passes within a test that needs one. */
 const BUDGET = 3;
-
-/** Each store the gateway runs on, made by the test so that it can fail the writes of events at will. */
-const STORES: { name: string; skip: boolean; open(): Promise<{ store: GatewayStore; drop(): Promise<void> }> }[] = [
-  {
-    name: 'SQLite',
-    skip: false,
-    async open() {
-      const dir = mkdtempSync(join(tmpdir(), 'cgw-rejections-'));
-      const store = await createStore(loadConfig({ DATA_DIR: dir }), { olderSchema: 'upgrade' });
-      return { store, drop: async () => rmSync(dir, { recursive: true, force: true }) };
-    },
-  },
-  {
-    name: 'PostgreSQL',
-    skip: skipWithoutPostgres,
-    async open() {
-      const schema = await createTestSchema();
-      const store = openPostgresStore(schema.url, schema.schema);
-      await store.migrate();
-      return { store, drop: () => schema.drop() };
-    },
-  },
-];
 
 describe.each(STORES)('a known key refused, on $name', ({ skip, open }) => {
   const clock = new ManualClock();

@@ -11,9 +11,17 @@ export async function jobCounts(store: GatewayStore): Promise<Record<JobStatus, 
   return Object.fromEntries(JOB_STATUSES.map((status, index) => [status, counts[index]])) as Record<JobStatus, number>;
 }
 
-/** How many jobs the store holds, whatever their status: a job may change status while a test looks, but not appear. */
+/**
+ * How many jobs the store holds, whatever their status. Each status is counted by a query of its own, so a job the
+ * worker moves on meanwhile can be counted twice (PENDING, then RUNNING) or not at all: the counts are read again
+ * until two reads in a row agree on every status.
+ */
 export async function jobTotal(store: GatewayStore): Promise<number> {
-  return Object.values(await jobCounts(store)).reduce((sum, count) => sum + count, 0);
+  for (let last = await jobCounts(store); ; ) {
+    const counts = await jobCounts(store);
+    if (JOB_STATUSES.every((status) => counts[status] === last[status])) return Object.values(counts).reduce((sum, count) => sum + count, 0);
+    last = counts;
+  }
 }
 
 /**

@@ -23,21 +23,12 @@ import {
 } from '../support/gateway.js';
 import { ManualClock } from '../support/clock.js';
 import { jobTotal } from '../support/store-checks.js';
+import { STORES } from '../support/stores.js';
 import { jobEvents, transports, type DuplicateArgs, type DuplicateOutcome, type Transport } from '../support/transports.js';
 
 let gateway: TestGateway;
 let ws: TestWorkspace;
 let otherWs: TestWorkspace;
-
-beforeAll(async () => {
-  gateway = await startGateway({ DUPLICATE_RATE_LIMIT: '100000' });
-  ws = await gateway.workspace();
-  otherWs = await gateway.workspace();
-});
-
-afterAll(async () => {
-  await gateway?.close();
-});
 
 function expectError(outcome: DuplicateOutcome, code: ErrorCode, transport: string) {
   expect(outcome.jobId).toBeNull();
@@ -70,210 +61,335 @@ async function listedCampaigns(key: string): Promise<Map<string, { id: string; d
   }
 }
 
-describe.each(transports)('duplicateCampaign over $name', (transport) => {
-  const valid = (): DuplicateArgs => ({ campaignId: ws.campaign.id, name: 'Copy of welcome' });
-
-  it('accepts a valid request at once with a pending job', async () => {
-    const outcome = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), description: 'new', tagNames: ['promo'] });
-    expect(outcome.status).toBe(transport.name === 'REST' ? 202 : 200);
-    expect(outcome.jobId).toMatch(/^[0-9a-f-]{36}$/);
-    const job = await gateway.app.store.getJob(ws.workspace.id, outcome.jobId!);
-    expect(job).toMatchObject({ sourceCampaignId: ws.campaign.id, name: 'Copy of welcome', tagNames: ['promo'], channel: transport.name });
-    expect(outcome.response.headers['x-ratelimit-limit']).toBe('100000');
-  });
-
-  it('runs the job to SUCCEEDED, as seen through securityEvents(filter: {jobId})', async () => {
-    const { jobId } = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), tagNames: ['newsletter'] });
-    const seen = await waitFor(async () => {
-      const events = await jobEvents(gateway.baseUrl, ws.key, jobId!);
-      return events.types.includes('CAMPAIGN_DUPLICATED') && events;
+/**
+ * The cases that hold on every store, run on each: a store answers the same duplication, lookup and page the same
+ * way through both doors.
+ */
+for (const store of STORES) {
+  describe.skipIf(store.skip)(`on a ${store.name} store`, () => {
+    beforeAll(async () => {
+      gateway = await store.startGateway({ DUPLICATE_RATE_LIMIT: '100000' });
+      ws = await gateway.workspace();
+      otherWs = await gateway.workspace();
     });
-    expect(seen.types).toEqual(['CAMPAIGN_DUPLICATED', 'CAMPAIGN_DUPLICATION_REQUESTED']);
-    expect(seen.job?.status).toBe('SUCCEEDED');
-    const copy = await gateway.app.store.getCampaign(ws.workspace.id, seen.job!.resultCampaignId!);
-    expect(copy).toMatchObject({
-      name: 'Copy of welcome',
-      description: ws.campaign.description,
-      tagNames: ['newsletter'],
-      draft: true,
-      duplicatedFrom: ws.campaign.id,
-      body: ws.campaign.body,
+
+    afterAll(async () => {
+      await gateway?.close();
+    });
+
+    describe.each(transports)('duplicateCampaign over $name', (transport) => {
+      const valid = (): DuplicateArgs => ({ campaignId: ws.campaign.id, name: 'Copy of welcome' });
+
+      it('accepts a valid request at once with a pending job', async () => {
+        const outcome = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), description: 'new', tagNames: ['promo'] });
+        expect(outcome.status).toBe(transport.name === 'REST' ? 202 : 200);
+        expect(outcome.jobId).toMatch(/^[0-9a-f-]{36}$/);
+        const job = await gateway.app.store.getJob(ws.workspace.id, outcome.jobId!);
+        expect(job).toMatchObject({ sourceCampaignId: ws.campaign.id, name: 'Copy of welcome', tagNames: ['promo'], channel: transport.name });
+        expect(outcome.response.headers['x-ratelimit-limit']).toBe('100000');
+      });
+
+      it('runs the job to SUCCEEDED, as seen through securityEvents(filter: {jobId})', async () => {
+        const { jobId } = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), tagNames: ['newsletter'] });
+        const seen = await waitFor(async () => {
+          const events = await jobEvents(gateway.baseUrl, ws.key, jobId!);
+          return events.types.includes('CAMPAIGN_DUPLICATED') && events;
+        });
+        expect(seen.types).toEqual(['CAMPAIGN_DUPLICATED', 'CAMPAIGN_DUPLICATION_REQUESTED']);
+        expect(seen.job?.status).toBe('SUCCEEDED');
+        const copy = await gateway.app.store.getCampaign(ws.workspace.id, seen.job!.resultCampaignId!);
+        expect(copy).toMatchObject({
+          name: 'Copy of welcome',
+          description: ws.campaign.description,
+          tagNames: ['newsletter'],
+          draft: true,
+          duplicatedFrom: ws.campaign.id,
+          body: ws.campaign.body,
+        });
+      });
+
+      it.each([
+        ['names a description and tags', { description: 'for the EU', tagNames: ['promo', 'newsletter'] }, { description: 'for the EU', tagNames: ['promo', 'newsletter'] }],
+        ['names neither', {}, { description: 'source campaign', tagNames: ['onboarding'] }],
+      ])("makes a copy, when the request %s, with those or else the source's, linked to its source in campaign(id) and campaigns", async (_label, optional, expected) => {
+        expect({ description: ws.campaign.description, tagNames: ws.campaign.tagNames }).toEqual({ description: 'source campaign', tagNames: ['onboarding'] });
+        const { jobId } = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), ...optional });
+        const copyId = await copyOf(jobId!);
+
+        const read = await graphql(gateway.baseUrl, ws.key, CAMPAIGN, { id: copyId });
+        expect(read.body.data.campaign).toEqual({ id: copyId, name: 'Copy of welcome', ...expected, draft: true, duplicatedFrom: ws.campaign.id });
+        const source = await graphql(gateway.baseUrl, ws.key, CAMPAIGN, { id: ws.campaign.id });
+        expect(source.body.data.campaign).toMatchObject({ id: ws.campaign.id, duplicatedFrom: null });
+
+        const listed = await listedCampaigns(ws.key);
+        expect(listed.get(copyId)).toEqual({ id: copyId, duplicatedFrom: ws.campaign.id });
+        expect(listed.get(ws.campaign.id)).toEqual({ id: ws.campaign.id, duplicatedFrom: null });
+      });
+
+      it("shows the job's API key by id and exact name through duplicationJob(id)", async () => {
+        const { key, keyId } = await ws.addKey(['campaigns.duplicate'], `EU team's key (${transport.name})`);
+        const { jobId } = await transport.duplicate(gateway.baseUrl, key, valid());
+        const read = await graphql(gateway.baseUrl, ws.key, 'query ($id: ID!) { duplicationJob(id: $id) { id apiKey { id name } } }', { id: jobId });
+        expect(read.body.data.duplicationJob).toEqual({ id: jobId, apiKey: { id: keyId, name: `EU team's key (${transport.name})` } });
+      });
+
+      const REQUESTED_EVENT = `query ($job: ID!) {
+        securityEvents(filter: {jobId: $job, types: [CAMPAIGN_DUPLICATION_REQUESTED]}) {
+          edges { node { type apiKey { id name } channel ip jobId campaignId details } }
+        }
+      }`;
+
+      it.each([
+        ['every field', { description: 'for the EU', tagNames: ['promo', 'newsletter'] }, { description: 'for the EU', tagNames: ['promo', 'newsletter'] }],
+        ['only the required fields', {}, { description: null, tagNames: null }],
+      ])('records what was asked, with %s, in CAMPAIGN_DUPLICATION_REQUESTED as securityEvents shows it', async (_label, optional, recorded) => {
+        const { jobId, response: accepted } = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), ...optional });
+        const response = await graphql(gateway.baseUrl, ws.key, REQUESTED_EVENT, { job: jobId });
+        expect(response.body.data.securityEvents.edges.map((edge: any) => edge.node)).toEqual([
+          {
+            type: 'CAMPAIGN_DUPLICATION_REQUESTED',
+            apiKey: { id: ws.keyId, name: (await gateway.app.store.findApiKey(ws.keyId))!.name },
+            channel: transport.name,
+            ip: '127.0.0.1',
+            jobId,
+            campaignId: ws.campaign.id,
+            details: { name: 'Copy of welcome', ...recorded, requestId: accepted.headers['x-request-id'] },
+          },
+        ]);
+      });
+
+      it.each([
+        ['no key', null, undefined],
+        ['a malformed key', 'cgw_short', undefined],
+        ['a well-formed key nobody issued', null, 'Bearer cgw_0000000000000000000000000000000000000A'],
+        ['an empty bearer', null, 'Bearer '],
+        ['another scheme', null, 'Basic dXNlcjpwYXNz'],
+      ])('refuses %s as UNAUTHENTICATED', async (_label, key, authorization) => {
+        const outcome = await transport.duplicate(gateway.baseUrl, key, valid(), { headers: { authorization } });
+        expectError(outcome, 'UNAUTHENTICATED', transport.name);
+        expect(outcome.status).toBe(401);
+        expect(outcome.message).toBe('Invalid API key');
+        // RFC 9110: a 401 names the scheme to authenticate with.
+        expect(outcome.response.headers['www-authenticate']).toBe('Bearer');
+      });
+
+      it('refuses a revoked key on the very next request, a duplication or a job lookup', async () => {
+        const { key, keyId } = await ws.addKey(['campaigns.duplicate']);
+        const { jobId } = await transport.duplicate(gateway.baseUrl, key, valid());
+        expect(jobId).not.toBeNull();
+        await gateway.app.admin.revokeKey(keyId);
+        expectError(await transport.duplicate(gateway.baseUrl, key, valid()), 'UNAUTHENTICATED', transport.name);
+        const lookup = await transport.job(gateway.baseUrl, key, jobId!);
+        expect({ status: lookup.status, code: lookup.code, scheme: lookup.response.headers['www-authenticate'] }).toEqual({
+          status: 401,
+          code: 'UNAUTHENTICATED',
+          scheme: 'Bearer',
+        });
+      });
+
+      it('checks the permission before the input: 403 before 400, and records PERMISSION_DENIED', async () => {
+        const { key, keyId } = await ws.addKey(['campaigns.list']);
+        const outcome = await transport.duplicate(gateway.baseUrl, key, { campaignId: ws.campaign.id, name: '' });
+        expectError(outcome, 'FORBIDDEN', transport.name);
+        expect(outcome.message).toBe('Access Denied');
+        expect(outcome.response.headers['www-authenticate']).toBeUndefined();
+        const events = await gateway.app.store.listEvents(ws.workspace.id, { apiKeyId: keyId }, { first: 10 });
+        expect(events.map((event) => [event.type, event.channel, event.details.permission])).toContainEqual([
+          'PERMISSION_DENIED',
+          transport.name,
+          'campaigns.duplicate',
+        ]);
+      });
+
+      const invalid: [string, () => DuplicateArgs, string][] = [
+        ['campaign id missing', () => ({ name: 'n' }), 'campaignId'],
+        ['campaign id empty', () => ({ campaignId: '', name: 'n' }), 'campaignId'],
+        ['campaign id too long', () => ({ campaignId: long(129), name: 'n' }), 'campaignId'],
+        ['name missing', () => ({ campaignId: ws.campaign.id }), 'name'],
+        ['name blank', () => ({ campaignId: ws.campaign.id, name: '   ' }), 'name'],
+        ['name too long', () => ({ campaignId: ws.campaign.id, name: long(256) }), 'name'],
+        ['name with a control character', () => ({ campaignId: ws.campaign.id, name: 'a\u0000b' }), 'name'],
+        ['description too long', () => ({ campaignId: ws.campaign.id, name: 'n', description: long(4097) }), 'description'],
+        ['an empty tag', () => ({ campaignId: ws.campaign.id, name: 'n', tagNames: [''] }), 'tagNames'],
+        ['too many tags', () => ({ campaignId: ws.campaign.id, name: 'n', tagNames: Array.from({ length: 51 }, (_, i) => `t${i}`) }), 'tagNames'],
+        ['a tag that does not exist', () => ({ campaignId: ws.campaign.id, name: 'n', tagNames: ['promo', 'no-such-tag'] }), 'tagNames'],
+      ];
+
+      it.each(invalid)('refuses %s as BAD_USER_INPUT, naming the field', async (_label, args, field) => {
+        // A job an earlier test accepted may finish meanwhile: only the number of jobs must stay.
+        const before = await jobTotal(gateway.app.store);
+        const outcome = await transport.duplicate(gateway.baseUrl, ws.key, args());
+        expectError(outcome, 'BAD_USER_INPUT', transport.name);
+        const text = [outcome.message, ...outcome.details].join(' ');
+        const name = transport.name === 'REST' ? field.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`) : field;
+        expect(text).toContain(name);
+        expect(await jobTotal(gateway.app.store)).toBe(before);
+      });
+
+      it('takes exactly 50 tags, the most a request may name, and refuses 51 that all exist', async () => {
+        const tags = Array.from({ length: 51 }, (_, i) => `limit-${i}`);
+        await gateway.app.store.upsertTags(ws.workspace.id, tags);
+        const fifty = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), tagNames: tags.slice(0, 50) });
+        expect(fifty.code).toBeNull();
+        expect((await gateway.app.store.getJob(ws.workspace.id, fifty.jobId!))?.tagNames).toEqual(tags.slice(0, 50));
+
+        const before = await jobTotal(gateway.app.store);
+        const fiftyOne = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), tagNames: tags });
+        expectError(fiftyOne, 'BAD_USER_INPUT', transport.name);
+        expect(fiftyOne.details).toEqual([transport.name === 'REST' ? "'tag_names' must have at most 50 tags" : 'tagNames: must have at most 50 tags']);
+        expect(await jobTotal(gateway.app.store)).toBe(before);
+      });
+
+      it('counts the limits in characters (code points): as many emoji as letters, though each is two UTF-16 units', async () => {
+        const emoji = (n: number) => '\u{1F680}'.repeat(n);
+        await gateway.app.store.upsertTags(ws.workspace.id, [emoji(100)]);
+        const args = { campaignId: ws.campaign.id, name: emoji(255), description: emoji(4096), tagNames: [emoji(100)] };
+        const atTheLimits = await transport.duplicate(gateway.baseUrl, ws.key, args);
+        expect(atTheLimits.code).toBeNull();
+        expect(await gateway.app.store.getJob(ws.workspace.id, atTheLimits.jobId!)).toMatchObject({ name: args.name, description: args.description, tagNames: args.tagNames });
+
+        const rendered = (field: string, message: string) => (transport.name === 'REST' ? `'${field.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)}' ${message}` : `${field}: ${message}`);
+        for (const [field, over, limit] of [['name', { name: emoji(256) }, 255], ['description', { description: emoji(4097) }, 4096], ['tagNames', { tagNames: [emoji(101)] }, 100]] as const) {
+          const refused = await transport.duplicate(gateway.baseUrl, ws.key, { ...args, ...over });
+          expectError(refused, 'BAD_USER_INPUT', transport.name);
+          expect(refused.details).toEqual([rendered(field, `must be at most ${limit} characters`)]);
+        }
+      });
+
+      it('accepts a single tag name given as a string as one tag', async () => {
+        const outcome = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), tagNames: 'promo' });
+        const job = await gateway.app.store.getJob(ws.workspace.id, outcome.jobId!);
+        expect(job?.tagNames).toEqual(['promo']);
+      });
+
+      it("answers a campaign of another workspace exactly like one that does not exist", async () => {
+        const unknown = await transport.duplicate(gateway.baseUrl, ws.key, { campaignId: '00000000-0000-4000-8000-000000000000', name: 'n' });
+        const foreign = await transport.duplicate(gateway.baseUrl, ws.key, { campaignId: otherWs.campaign.id, name: 'n' });
+        expectError(unknown, 'BAD_USER_INPUT', transport.name);
+        expect(unknown.message).toContain('Invalid Campaign ID');
+        expect({ ...foreign, response: undefined }).toEqual({ ...unknown, response: undefined });
+      });
+    });
+
+    it("answers duplicateCampaign with the job's API key by id and exact name", async () => {
+      const { key, keyId } = await ws.addKey(['campaigns.duplicate', 'campaigns.details'], "Zoë's key — marketing");
+      const response = await graphql(
+        gateway.baseUrl,
+        key,
+        'mutation ($input: DuplicateCampaignInput!) { duplicateCampaign(input: $input) { job { status apiKey { id name } } } }',
+        { input: { campaignId: ws.campaign.id, name: 'Copy of welcome' } },
+      );
+      expect(response.body.data.duplicateCampaign.job).toEqual({ status: 'PENDING', apiKey: { id: keyId, name: "Zoë's key — marketing" } });
+    });
+
+    describe('connections in local mode', () => {
+      const connection = (field: string) =>
+        `query ($first: Int, $after: String) { ${field}(first: $first, after: $after) { edges { cursor node { id } } pageInfo { hasNextPage hasPreviousPage startCursor endCursor } } }`;
+
+      // A fresh workspace has one campaign, and one event: its key's creation.
+      it.each([
+        ['securityEvents', (team: TestWorkspace) => Promise.all([team.addKey(['campaigns.list']), team.addKey(['campaigns.list'])])],
+        ['campaigns', (team: TestWorkspace) => Promise.all(['second', 'third'].map((name) => gateway.app.admin.addCampaign(team.workspace.id, { name, description: null, tagNames: [], body: {} })))],
+      ])('%s: a last page that is exactly full says there is no next page', async (field, addTwo) => {
+        const team = await gateway.workspace();
+        await addTwo(team);
+        const page = async (first: number, after?: string) =>
+          (await graphql(gateway.baseUrl, team.key, connection(field), { first, after })).body.data[field];
+        expect((await page(200)).edges).toHaveLength(3);
+
+        const whole = await page(3);
+        expect(whole.edges).toHaveLength(3);
+        expect(whole.pageInfo.hasNextPage).toBe(false);
+        const head = await page(2);
+        expect(head.pageInfo.hasNextPage).toBe(true);
+        const tail = await page(1, head.pageInfo.endCursor);
+        expect(tail.pageInfo.hasNextPage).toBe(false);
+        expect([...head.edges, ...tail.edges]).toEqual(whole.edges);
+      });
+
+      it.each(['securityEvents', 'campaigns'])('%s: pageInfo has Relay\'s start cursor, and no previous page when paging forward', async (field) => {
+        const team = await gateway.workspace();
+        await Promise.all([team.addKey(['campaigns.list']), gateway.app.admin.addCampaign(team.workspace.id, { name: 'second', description: null, tagNames: [], body: {} })]);
+        const page = async (first: number, after?: string) =>
+          (await graphql(gateway.baseUrl, team.key, connection(field), { first, after })).body.data[field];
+        const head = await page(1);
+        expect(head.pageInfo).toEqual({ hasNextPage: true, hasPreviousPage: false, startCursor: head.edges[0].cursor, endCursor: head.edges[0].cursor });
+        const tail = await page(1, head.pageInfo.endCursor);
+        // Edges come before `after`, but forward paging does not look back (the specification allows false).
+        expect(tail.pageInfo).toEqual({ hasNextPage: false, hasPreviousPage: false, startCursor: tail.edges[0].cursor, endCursor: tail.edges[0].cursor });
+        expect((await page(1, tail.pageInfo.endCursor)).pageInfo).toEqual({ hasNextPage: false, hasPreviousPage: false, startCursor: null, endCursor: null });
+      });
+
+      it.each([
+        ['securityEvents', (team: TestWorkspace) => Promise.all(Array.from({ length: 51 }, () => team.addKey(['campaigns.list'])))],
+        ['campaigns', (team: TestWorkspace) => Promise.all(Array.from({ length: 51 }, (_, index) => gateway.app.admin.addCampaign(team.workspace.id, { name: `c${index}`, description: null, tagNames: [], body: {} })))],
+      ])('%s: first: null is the default page of 50, not the largest one', async (field, addMore) => {
+        const team = await gateway.workspace();
+        await addMore(team);
+        const page = (await graphql(gateway.baseUrl, team.key, connection(field), { first: null })).body.data[field];
+        expect(page.edges).toHaveLength(50);
+        expect(page.pageInfo.hasNextPage).toBe(true);
+      });
+    });
+
+    describe('a refused root list', () => {
+      const both = `query ($campaigns: Int, $campaignsAfter: String, $events: Int, $eventsAfter: String) {
+        campaigns(first: $campaigns, after: $campaignsAfter) { edges { node { id } } }
+        securityEvents(first: $events, after: $eventsAfter) { edges { node { id } } }
+      }`;
+
+      it.each([
+        ['campaigns', 'a cursor it never returned', { campaignsAfter: 'bm90LWEtY3Vyc29y' }, 'after'],
+        ['campaigns', 'first: 0', { campaigns: 0 }, 'first'],
+        ['securityEvents', 'a cursor it never returned', { eventsAfter: 'bm90LWEtY3Vyc29y' }, 'after'],
+        ['securityEvents', 'first: 0', { events: 0 }, 'first'],
+        // 200, the most, is answered: 'a last page that is exactly full' asks for it.
+        ['campaigns', 'first: 201', { campaigns: 201 }, 'first'],
+        ['securityEvents', 'first: 201', { events: 201 }, 'first'],
+      ])('%s with %s is null with its error at its path, and the other list is still answered', async (refused, _label, variables, field) => {
+        const response = await graphql(gateway.baseUrl, ws.key, both, variables);
+        expect(response.status).toBe(200);
+        expect(response.body.errors).toEqual([
+          expect.objectContaining({ path: [refused], extensions: { code: 'BAD_USER_INPUT', issues: [expect.objectContaining({ field })] } }),
+        ]);
+        const answered = refused === 'campaigns' ? 'securityEvents' : 'campaigns';
+        expect(response.body.data[refused]).toBeNull();
+        expect(response.body.data[answered].edges.length).toBeGreaterThan(0);
+      });
+    });
+
+    describe("BAD_USER_INPUT's two shapes over GraphQL, as the README shows them", () => {
+      const mutation = 'mutation ($input: DuplicateCampaignInput!) { duplicateCampaign(input: $input) { job { id } } }';
+
+      it("the gateway's validation refuses the field: HTTP 200, the error at its path with issues", async () => {
+        const response = await graphql(gateway.baseUrl, ws.key, mutation, { input: { campaignId: ws.campaign.id, name: ' ' } });
+        expect(response.status).toBe(200);
+        expect(response.body).toEqual({
+          errors: [
+            {
+              message: "Invalid request: 'name' must be a non-empty string",
+              locations: [{ line: 1, column: 46 }],
+              path: ['duplicateCampaign'],
+              extensions: { code: 'BAD_USER_INPUT', issues: [{ field: 'name', message: 'must be a non-empty string' }] },
+            },
+          ],
+          data: { duplicateCampaign: null },
+        });
+      });
+
+      it.each([
+        ['a field of the wrong type', { campaignId: 'c', name: 5 }],
+        ['a required field missing', { name: 'n' }],
+      ])("GraphQL's coercion of the variables refuses the request, %s: HTTP 400, no data, no path, no issues", async (_label, input) => {
+        const response = await graphql(gateway.baseUrl, ws.key, mutation, { input });
+        expect(response.status).toBe(400);
+        expect(response.body).toEqual({
+          errors: [{ message: expect.stringMatching(/^Variable "\$input" got invalid value/), locations: [{ line: 1, column: 11 }], extensions: { code: 'BAD_USER_INPUT' } }],
+        });
+      });
     });
   });
-
-  it.each([
-    ['names a description and tags', { description: 'for the EU', tagNames: ['promo', 'newsletter'] }, { description: 'for the EU', tagNames: ['promo', 'newsletter'] }],
-    ['names neither', {}, { description: 'source campaign', tagNames: ['onboarding'] }],
-  ])("makes a copy, when the request %s, with those or else the source's, linked to its source in campaign(id) and campaigns", async (_label, optional, expected) => {
-    expect({ description: ws.campaign.description, tagNames: ws.campaign.tagNames }).toEqual({ description: 'source campaign', tagNames: ['onboarding'] });
-    const { jobId } = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), ...optional });
-    const copyId = await copyOf(jobId!);
-
-    const read = await graphql(gateway.baseUrl, ws.key, CAMPAIGN, { id: copyId });
-    expect(read.body.data.campaign).toEqual({ id: copyId, name: 'Copy of welcome', ...expected, draft: true, duplicatedFrom: ws.campaign.id });
-    const source = await graphql(gateway.baseUrl, ws.key, CAMPAIGN, { id: ws.campaign.id });
-    expect(source.body.data.campaign).toMatchObject({ id: ws.campaign.id, duplicatedFrom: null });
-
-    const listed = await listedCampaigns(ws.key);
-    expect(listed.get(copyId)).toEqual({ id: copyId, duplicatedFrom: ws.campaign.id });
-    expect(listed.get(ws.campaign.id)).toEqual({ id: ws.campaign.id, duplicatedFrom: null });
-  });
-
-  it("shows the job's API key by id and exact name through duplicationJob(id)", async () => {
-    const { key, keyId } = await ws.addKey(['campaigns.duplicate'], `EU team's key (${transport.name})`);
-    const { jobId } = await transport.duplicate(gateway.baseUrl, key, valid());
-    const read = await graphql(gateway.baseUrl, ws.key, 'query ($id: ID!) { duplicationJob(id: $id) { id apiKey { id name } } }', { id: jobId });
-    expect(read.body.data.duplicationJob).toEqual({ id: jobId, apiKey: { id: keyId, name: `EU team's key (${transport.name})` } });
-  });
-
-  const REQUESTED_EVENT = `query ($job: ID!) {
-    securityEvents(filter: {jobId: $job, types: [CAMPAIGN_DUPLICATION_REQUESTED]}) {
-      edges { node { type apiKey { id name } channel ip jobId campaignId details } }
-    }
-  }`;
-
-  it.each([
-    ['every field', { description: 'for the EU', tagNames: ['promo', 'newsletter'] }, { description: 'for the EU', tagNames: ['promo', 'newsletter'] }],
-    ['only the required fields', {}, { description: null, tagNames: null }],
-  ])('records what was asked, with %s, in CAMPAIGN_DUPLICATION_REQUESTED as securityEvents shows it', async (_label, optional, recorded) => {
-    const { jobId, response: accepted } = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), ...optional });
-    const response = await graphql(gateway.baseUrl, ws.key, REQUESTED_EVENT, { job: jobId });
-    expect(response.body.data.securityEvents.edges.map((edge: any) => edge.node)).toEqual([
-      {
-        type: 'CAMPAIGN_DUPLICATION_REQUESTED',
-        apiKey: { id: ws.keyId, name: (await gateway.app.store.findApiKey(ws.keyId))!.name },
-        channel: transport.name,
-        ip: '127.0.0.1',
-        jobId,
-        campaignId: ws.campaign.id,
-        details: { name: 'Copy of welcome', ...recorded, requestId: accepted.headers['x-request-id'] },
-      },
-    ]);
-  });
-
-  it.each([
-    ['no key', null, undefined],
-    ['a malformed key', 'cgw_short', undefined],
-    ['a well-formed key nobody issued', null, 'Bearer cgw_0000000000000000000000000000000000000A'],
-    ['an empty bearer', null, 'Bearer '],
-    ['another scheme', null, 'Basic dXNlcjpwYXNz'],
-  ])('refuses %s as UNAUTHENTICATED', async (_label, key, authorization) => {
-    const outcome = await transport.duplicate(gateway.baseUrl, key, valid(), { headers: { authorization } });
-    expectError(outcome, 'UNAUTHENTICATED', transport.name);
-    expect(outcome.status).toBe(401);
-    expect(outcome.message).toBe('Invalid API key');
-    // RFC 9110: a 401 names the scheme to authenticate with.
-    expect(outcome.response.headers['www-authenticate']).toBe('Bearer');
-  });
-
-  it('refuses a revoked key on the very next request, a duplication or a job lookup', async () => {
-    const { key, keyId } = await ws.addKey(['campaigns.duplicate']);
-    const { jobId } = await transport.duplicate(gateway.baseUrl, key, valid());
-    expect(jobId).not.toBeNull();
-    await gateway.app.admin.revokeKey(keyId);
-    expectError(await transport.duplicate(gateway.baseUrl, key, valid()), 'UNAUTHENTICATED', transport.name);
-    const lookup = await transport.job(gateway.baseUrl, key, jobId!);
-    expect({ status: lookup.status, code: lookup.code, scheme: lookup.response.headers['www-authenticate'] }).toEqual({
-      status: 401,
-      code: 'UNAUTHENTICATED',
-      scheme: 'Bearer',
-    });
-  });
-
-  it('checks the permission before the input: 403 before 400, and records PERMISSION_DENIED', async () => {
-    const { key, keyId } = await ws.addKey(['campaigns.list']);
-    const outcome = await transport.duplicate(gateway.baseUrl, key, { campaignId: ws.campaign.id, name: '' });
-    expectError(outcome, 'FORBIDDEN', transport.name);
-    expect(outcome.message).toBe('Access Denied');
-    expect(outcome.response.headers['www-authenticate']).toBeUndefined();
-    const events = await gateway.app.store.listEvents(ws.workspace.id, { apiKeyId: keyId }, { first: 10 });
-    expect(events.map((event) => [event.type, event.channel, event.details.permission])).toContainEqual([
-      'PERMISSION_DENIED',
-      transport.name,
-      'campaigns.duplicate',
-    ]);
-  });
-
-  const invalid: [string, () => DuplicateArgs, string][] = [
-    ['campaign id missing', () => ({ name: 'n' }), 'campaignId'],
-    ['campaign id empty', () => ({ campaignId: '', name: 'n' }), 'campaignId'],
-    ['campaign id too long', () => ({ campaignId: long(129), name: 'n' }), 'campaignId'],
-    ['name missing', () => ({ campaignId: ws.campaign.id }), 'name'],
-    ['name blank', () => ({ campaignId: ws.campaign.id, name: '   ' }), 'name'],
-    ['name too long', () => ({ campaignId: ws.campaign.id, name: long(256) }), 'name'],
-    ['name with a control character', () => ({ campaignId: ws.campaign.id, name: 'a\u0000b' }), 'name'],
-    ['description too long', () => ({ campaignId: ws.campaign.id, name: 'n', description: long(4097) }), 'description'],
-    ['an empty tag', () => ({ campaignId: ws.campaign.id, name: 'n', tagNames: [''] }), 'tagNames'],
-    ['too many tags', () => ({ campaignId: ws.campaign.id, name: 'n', tagNames: Array.from({ length: 51 }, (_, i) => `t${i}`) }), 'tagNames'],
-    ['a tag that does not exist', () => ({ campaignId: ws.campaign.id, name: 'n', tagNames: ['promo', 'no-such-tag'] }), 'tagNames'],
-  ];
-
-  it.each(invalid)('refuses %s as BAD_USER_INPUT, naming the field', async (_label, args, field) => {
-    // A job an earlier test accepted may finish meanwhile: only the number of jobs must stay.
-    const before = await jobTotal(gateway.app.store);
-    const outcome = await transport.duplicate(gateway.baseUrl, ws.key, args());
-    expectError(outcome, 'BAD_USER_INPUT', transport.name);
-    const text = [outcome.message, ...outcome.details].join(' ');
-    const name = transport.name === 'REST' ? field.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`) : field;
-    expect(text).toContain(name);
-    expect(await jobTotal(gateway.app.store)).toBe(before);
-  });
-
-  it('takes exactly 50 tags, the most a request may name, and refuses 51 that all exist', async () => {
-    const tags = Array.from({ length: 51 }, (_, i) => `limit-${i}`);
-    await gateway.app.store.upsertTags(ws.workspace.id, tags);
-    const fifty = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), tagNames: tags.slice(0, 50) });
-    expect(fifty.code).toBeNull();
-    expect((await gateway.app.store.getJob(ws.workspace.id, fifty.jobId!))?.tagNames).toEqual(tags.slice(0, 50));
-
-    const before = await jobTotal(gateway.app.store);
-    const fiftyOne = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), tagNames: tags });
-    expectError(fiftyOne, 'BAD_USER_INPUT', transport.name);
-    expect(fiftyOne.details).toEqual([transport.name === 'REST' ? "'tag_names' must have at most 50 tags" : 'tagNames: must have at most 50 tags']);
-    expect(await jobTotal(gateway.app.store)).toBe(before);
-  });
-
-  it('counts the limits in characters (code points): as many emoji as letters, though each is two UTF-16 units', async () => {
-    const emoji = (n: number) => '\u{1F680}'.repeat(n);
-    await gateway.app.store.upsertTags(ws.workspace.id, [emoji(100)]);
-    const args = { campaignId: ws.campaign.id, name: emoji(255), description: emoji(4096), tagNames: [emoji(100)] };
-    const atTheLimits = await transport.duplicate(gateway.baseUrl, ws.key, args);
-    expect(atTheLimits.code).toBeNull();
-    expect(await gateway.app.store.getJob(ws.workspace.id, atTheLimits.jobId!)).toMatchObject({ name: args.name, description: args.description, tagNames: args.tagNames });
-
-    const rendered = (field: string, message: string) => (transport.name === 'REST' ? `'${field.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)}' ${message}` : `${field}: ${message}`);
-    for (const [field, over, limit] of [['name', { name: emoji(256) }, 255], ['description', { description: emoji(4097) }, 4096], ['tagNames', { tagNames: [emoji(101)] }, 100]] as const) {
-      const refused = await transport.duplicate(gateway.baseUrl, ws.key, { ...args, ...over });
-      expectError(refused, 'BAD_USER_INPUT', transport.name);
-      expect(refused.details).toEqual([rendered(field, `must be at most ${limit} characters`)]);
-    }
-  });
-
-  it('accepts a single tag name given as a string as one tag', async () => {
-    const outcome = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), tagNames: 'promo' });
-    const job = await gateway.app.store.getJob(ws.workspace.id, outcome.jobId!);
-    expect(job?.tagNames).toEqual(['promo']);
-  });
-
-  it("answers a campaign of another workspace exactly like one that does not exist", async () => {
-    const unknown = await transport.duplicate(gateway.baseUrl, ws.key, { campaignId: '00000000-0000-4000-8000-000000000000', name: 'n' });
-    const foreign = await transport.duplicate(gateway.baseUrl, ws.key, { campaignId: otherWs.campaign.id, name: 'n' });
-    expectError(unknown, 'BAD_USER_INPUT', transport.name);
-    expect(unknown.message).toContain('Invalid Campaign ID');
-    expect({ ...foreign, response: undefined }).toEqual({ ...unknown, response: undefined });
-  });
-});
-
-it("answers duplicateCampaign with the job's API key by id and exact name", async () => {
-  const { key, keyId } = await ws.addKey(['campaigns.duplicate', 'campaigns.details'], "Zoë's key — marketing");
-  const response = await graphql(
-    gateway.baseUrl,
-    key,
-    'mutation ($input: DuplicateCampaignInput!) { duplicateCampaign(input: $input) { job { status apiKey { id name } } } }',
-    { input: { campaignId: ws.campaign.id, name: 'Copy of welcome' } },
-  );
-  expect(response.body.data.duplicateCampaign.job).toEqual({ status: 'PENDING', apiKey: { id: keyId, name: "Zoë's key — marketing" } });
-});
+}
 
 describe('securityEvents(filter: {since, until}) over GraphQL', () => {
   const clock = new ManualClock(new Date('2030-01-01T00:00:00.000Z'));
@@ -699,112 +815,5 @@ describe.each(transports)('a duplication refused as unavailable after its quota 
     // Spent in the quota itself, not only in the answer.
     const second = await transport.duplicate(gw.baseUrl, team.key, args);
     expect(second.response.headers['x-ratelimit-remaining']).toBe(String(LIMIT - 2));
-  });
-});
-
-describe('connections in local mode', () => {
-  const connection = (field: string) =>
-    `query ($first: Int, $after: String) { ${field}(first: $first, after: $after) { edges { cursor node { id } } pageInfo { hasNextPage hasPreviousPage startCursor endCursor } } }`;
-
-  // A fresh workspace has one campaign, and one event: its key's creation.
-  it.each([
-    ['securityEvents', (team: TestWorkspace) => Promise.all([team.addKey(['campaigns.list']), team.addKey(['campaigns.list'])])],
-    ['campaigns', (team: TestWorkspace) => Promise.all(['second', 'third'].map((name) => gateway.app.admin.addCampaign(team.workspace.id, { name, description: null, tagNames: [], body: {} })))],
-  ])('%s: a last page that is exactly full says there is no next page', async (field, addTwo) => {
-    const team = await gateway.workspace();
-    await addTwo(team);
-    const page = async (first: number, after?: string) =>
-      (await graphql(gateway.baseUrl, team.key, connection(field), { first, after })).body.data[field];
-    expect((await page(200)).edges).toHaveLength(3);
-
-    const whole = await page(3);
-    expect(whole.edges).toHaveLength(3);
-    expect(whole.pageInfo.hasNextPage).toBe(false);
-    const head = await page(2);
-    expect(head.pageInfo.hasNextPage).toBe(true);
-    const tail = await page(1, head.pageInfo.endCursor);
-    expect(tail.pageInfo.hasNextPage).toBe(false);
-    expect([...head.edges, ...tail.edges]).toEqual(whole.edges);
-  });
-
-  it.each(['securityEvents', 'campaigns'])('%s: pageInfo has Relay\'s start cursor, and no previous page when paging forward', async (field) => {
-    const team = await gateway.workspace();
-    await Promise.all([team.addKey(['campaigns.list']), gateway.app.admin.addCampaign(team.workspace.id, { name: 'second', description: null, tagNames: [], body: {} })]);
-    const page = async (first: number, after?: string) =>
-      (await graphql(gateway.baseUrl, team.key, connection(field), { first, after })).body.data[field];
-    const head = await page(1);
-    expect(head.pageInfo).toEqual({ hasNextPage: true, hasPreviousPage: false, startCursor: head.edges[0].cursor, endCursor: head.edges[0].cursor });
-    const tail = await page(1, head.pageInfo.endCursor);
-    // Edges come before `after`, but forward paging does not look back (the specification allows false).
-    expect(tail.pageInfo).toEqual({ hasNextPage: false, hasPreviousPage: false, startCursor: tail.edges[0].cursor, endCursor: tail.edges[0].cursor });
-    expect((await page(1, tail.pageInfo.endCursor)).pageInfo).toEqual({ hasNextPage: false, hasPreviousPage: false, startCursor: null, endCursor: null });
-  });
-
-  it.each([
-    ['securityEvents', (team: TestWorkspace) => Promise.all(Array.from({ length: 51 }, () => team.addKey(['campaigns.list'])))],
-    ['campaigns', (team: TestWorkspace) => Promise.all(Array.from({ length: 51 }, (_, index) => gateway.app.admin.addCampaign(team.workspace.id, { name: `c${index}`, description: null, tagNames: [], body: {} })))],
-  ])('%s: first: null is the default page of 50, not the largest one', async (field, addMore) => {
-    const team = await gateway.workspace();
-    await addMore(team);
-    const page = (await graphql(gateway.baseUrl, team.key, connection(field), { first: null })).body.data[field];
-    expect(page.edges).toHaveLength(50);
-    expect(page.pageInfo.hasNextPage).toBe(true);
-  });
-});
-
-describe('a refused root list', () => {
-  const both = `query ($campaigns: Int, $campaignsAfter: String, $events: Int, $eventsAfter: String) {
-    campaigns(first: $campaigns, after: $campaignsAfter) { edges { node { id } } }
-    securityEvents(first: $events, after: $eventsAfter) { edges { node { id } } }
-  }`;
-
-  it.each([
-    ['campaigns', 'a cursor it never returned', { campaignsAfter: 'bm90LWEtY3Vyc29y' }, 'after'],
-    ['campaigns', 'first: 0', { campaigns: 0 }, 'first'],
-    ['securityEvents', 'a cursor it never returned', { eventsAfter: 'bm90LWEtY3Vyc29y' }, 'after'],
-    ['securityEvents', 'first: 0', { events: 0 }, 'first'],
-    // 200, the most, is answered: 'a last page that is exactly full' asks for it.
-    ['campaigns', 'first: 201', { campaigns: 201 }, 'first'],
-    ['securityEvents', 'first: 201', { events: 201 }, 'first'],
-  ])('%s with %s is null with its error at its path, and the other list is still answered', async (refused, _label, variables, field) => {
-    const response = await graphql(gateway.baseUrl, ws.key, both, variables);
-    expect(response.status).toBe(200);
-    expect(response.body.errors).toEqual([
-      expect.objectContaining({ path: [refused], extensions: { code: 'BAD_USER_INPUT', issues: [expect.objectContaining({ field })] } }),
-    ]);
-    const answered = refused === 'campaigns' ? 'securityEvents' : 'campaigns';
-    expect(response.body.data[refused]).toBeNull();
-    expect(response.body.data[answered].edges.length).toBeGreaterThan(0);
-  });
-});
-
-describe("BAD_USER_INPUT's two shapes over GraphQL, as the README shows them", () => {
-  const mutation = 'mutation ($input: DuplicateCampaignInput!) { duplicateCampaign(input: $input) { job { id } } }';
-
-  it("the gateway's validation refuses the field: HTTP 200, the error at its path with issues", async () => {
-    const response = await graphql(gateway.baseUrl, ws.key, mutation, { input: { campaignId: ws.campaign.id, name: ' ' } });
-    expect(response.status).toBe(200);
-    expect(response.body).toEqual({
-      errors: [
-        {
-          message: "Invalid request: 'name' must be a non-empty string",
-          locations: [{ line: 1, column: 46 }],
-          path: ['duplicateCampaign'],
-          extensions: { code: 'BAD_USER_INPUT', issues: [{ field: 'name', message: 'must be a non-empty string' }] },
-        },
-      ],
-      data: { duplicateCampaign: null },
-    });
-  });
-
-  it.each([
-    ['a field of the wrong type', { campaignId: 'c', name: 5 }],
-    ['a required field missing', { name: 'n' }],
-  ])("GraphQL's coercion of the variables refuses the request, %s: HTTP 400, no data, no path, no issues", async (_label, input) => {
-    const response = await graphql(gateway.baseUrl, ws.key, mutation, { input });
-    expect(response.status).toBe(400);
-    expect(response.body).toEqual({
-      errors: [{ message: expect.stringMatching(/^Variable "\$input" got invalid value/), locations: [{ line: 1, column: 11 }], extensions: { code: 'BAD_USER_INPUT' } }],
-    });
   });
 });

@@ -4,49 +4,22 @@
  * What validation refuses is refused the same way whatever the store.
  */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { AppOverrides } from '../../src/app.js';
 import { isGatewayId } from '../../src/domain/ids.js';
 import type { GatewayStore } from '../../src/domain/ports.js';
 import type { SecurityEventFilter } from '../../src/domain/types.js';
-import { bearer, graphql, http, rawHttp, recordingLogger, startGateway, storeFailingOn, type TestGateway, type TestWorkspace } from '../support/gateway.js';
-import { createTestSchema, openPostgresStore, skipWithoutPostgres } from '../support/postgres.js';
+import { bearer, graphql, http, rawHttp, recordingLogger, storeFailingOn, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { STORES } from '../support/stores.js';
 import { rest, transports, type DuplicateArgs } from '../support/transports.js';
 
 const ENV = { WORKER_CONCURRENCY: '0' };
-
-interface StoreCase {
-  name: string;
-  skip: boolean;
-  /** A gateway on a fresh store of this kind, wrapped by `wrap`; `drop` removes what it made besides. */
-  start(wrap: (store: GatewayStore) => GatewayStore, logger: AppOverrides['logger']): Promise<{ gateway: TestGateway; drop(): Promise<void> }>;
-}
-
-const STORES: StoreCase[] = [
-  {
-    name: 'SQLite',
-    skip: false,
-    start: async (wrap, logger) => ({ gateway: await startGateway(ENV, { logger }, { wrapStore: wrap }), drop: async () => undefined }),
-  },
-  {
-    name: 'PostgreSQL',
-    skip: skipWithoutPostgres,
-    async start(wrap, logger) {
-      const schema = await createTestSchema();
-      const store = openPostgresStore(schema.url, schema.schema);
-      await store.migrate();
-      return { gateway: await startGateway(ENV, { logger, store: wrap(store) }), drop: schema.drop };
-    },
-  },
-];
 
 const CAMPAIGN = 'query ($id: ID!) { campaign(id: $id) { id } }';
 const EVENTS = 'query ($filter: SecurityEventFilter, $after: String) { securityEvents(filter: $filter, after: $after) { edges { node { type } } pageInfo { hasNextPage endCursor } } }';
 const NO_EVENTS = { data: { securityEvents: { edges: [], pageInfo: { hasNextPage: false, endCursor: null } } } };
 
-for (const { name, skip, start } of STORES) {
+for (const { name, skip, startGateway } of STORES) {
   describe.skipIf(skip)(`ids no row holds, on a ${name} store`, () => {
     let gateway: TestGateway;
-    let drop: () => Promise<void>;
     let ws: TestWorkspace;
     let jobId: string;
     /** The ids every job lookup of the store was asked for. */
@@ -68,14 +41,13 @@ for (const { name, skip, start } of STORES) {
             return false;
           },
         );
-      ({ gateway, drop } = await start(recordLookups, logger));
+      gateway = await startGateway(ENV, { logger }, { wrapStore: recordLookups });
       ws = await gateway.workspace();
       jobId = (await rest.duplicate(gateway.baseUrl, ws.key, { campaignId: ws.campaign.id, name: 'kept' })).jobId!;
     });
 
     afterAll(async () => {
       await gateway?.close();
-      await drop?.();
     });
 
     beforeEach(() => {

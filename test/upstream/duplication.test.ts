@@ -8,7 +8,7 @@ import type { DuplicationJob } from '../../src/domain/types.js';
 import { ManualClock } from '../support/clock.js';
 import { startFakeBraze, type FakeReply } from '../support/fake-braze.js';
 import { bearer, graphql, http, json, recordingLogger, startGateway, waitFor } from '../support/gateway.js';
-import { createTestSchema, openPostgresStore } from '../support/postgres.js';
+import { postgres } from '../support/stores.js';
 
 // Mixed case, so that an echo of it lower-cased or upper-cased differs from it, and URL-encoded it differs too.
 const UPSTREAM_KEY = 'Braze/Upstream+Key=5F1E7C2A9D';
@@ -428,16 +428,14 @@ const sharedBackends: { name: string; missing: boolean; create(settings: Limiter
   },
   {
     name: 'PostgreSQL',
-    missing: !process.env.TEST_DATABASE_URL,
+    missing: postgres.skip,
     async create(settings) {
-      const schema = await createTestSchema();
-      const store = openPostgresStore(schema.url, schema.schema);
-      await store.migrate();
+      const { store, drop } = await postgres.open();
       return {
         limiter: postgresLimiters(store.pool).limiter(settings),
         async close() {
           await store.close();
-          await schema.drop();
+          await drop();
         },
       };
     },
