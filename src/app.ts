@@ -68,8 +68,8 @@ export interface AppOverrides {
   logger?: FastifyServerOptions['logger'];
   /** The limiter behind upstream pacing; instances given the same one share the pace. */
   upstreamLimiter?: RateLimiterAbstract;
-  /** The limiter behind the PERMISSION_DENIED budget, for a window shorter than a minute. */
-  deniedPermissionLimiter?: RateLimiterAbstract;
+  /** The limiter behind the refusal events' budget (PERMISSION_DENIED, API_KEY_REJECTED), for a window shorter than a minute. */
+  refusalEventLimiter?: RateLimiterAbstract;
   logDestination?: NodeJS.WritableStream;
   /** What a security event download asks of its client, scaled down for a test (the DOWNLOAD_ constants by default). */
   downloadClientLimits?: Partial<DownloadClientLimits>;
@@ -187,8 +187,11 @@ function createAuthFailureLimiter(config: Config, limiters: LimiterBackend): Aut
   );
 }
 
-/** PERMISSION_DENIED events a key records per minute: enough to see any mistake, too few to bury the log. */
-const DENIED_PERMISSION_EVENTS_PER_MINUTE = 10;
+/**
+ * Refusal events (PERMISSION_DENIED and API_KEY_REJECTED together) a key records per minute: enough to see any
+ * mistake, too few to bury the log.
+ */
+const REFUSAL_EVENTS_PER_MINUTE = 10;
 /**
  * Security event downloads a key may make per minute. Each one is recorded, and one of an empty range takes about a
  * millisecond: unbounded, a leaked reader key wrote 15,000 events in 10 s (4-5 GB of store an hour). Ten a minute is
@@ -260,9 +263,10 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     store,
     quota,
     authFailures: createAuthFailureLimiter(config, limiters),
-    deniedPermissionEvents: new RateLimiterEventBudget(
-      overrides.deniedPermissionLimiter ??
-        limiters.limiter({ keyPrefix: 'denied-permission-events', points: DENIED_PERMISSION_EVENTS_PER_MINUTE, durationSeconds: 60 }),
+    refusalEvents: new RateLimiterEventBudget(
+      overrides.refusalEventLimiter ??
+        // Named for the first refusal it counted: the README documents the key, and renaming it would reset the budgets.
+        limiters.limiter({ keyPrefix: 'denied-permission-events', points: REFUSAL_EVENTS_PER_MINUTE, durationSeconds: 60 }),
     ),
     downloadEvents: new RateLimiterEventBudget(
       limiters.limiter({ keyPrefix: 'security-event-downloads', points: SECURITY_EVENT_DOWNLOADS_PER_MINUTE, durationSeconds: 60 }),

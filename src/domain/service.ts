@@ -102,7 +102,7 @@ export interface GatewayServiceDeps {
    * Refusal events (PERMISSION_DENIED and API_KEY_REJECTED together) each key may record per window; the refusals
    * past it are counted, not recorded.
    */
-  deniedPermissionEvents: EventBudget;
+  refusalEvents: EventBudget;
   /**
    * SECURITY_EVENTS_DOWNLOADED events each key may record per window: every download is recorded, so the downloads
    * past it are refused.
@@ -406,7 +406,7 @@ export class GatewayService {
     const budget = principal.secret === 'previous' ? `${principal.keyId}:previous` : principal.keyId;
     const counter = `${event.type} ${budget}`;
     const leaveUnrecorded = (refusals: number) => this.unrecordedRefusals.set(counter, (this.unrecordedRefusals.get(counter) ?? 0) + refusals);
-    if (!(await this.deps.deniedPermissionEvents.take(budget)).granted) {
+    if (!(await this.deps.refusalEvents.take(budget)).granted) {
       leaveUnrecorded(1);
       return false;
     }
@@ -421,20 +421,14 @@ export class GatewayService {
     return true;
   }
 
-  async duplicateCampaign(
-    caller: RequestContext | Principal,
-    raw: RawDuplicateCampaignInput,
-    idempotencyKey?: string | null,
-  ): Promise<DuplicationAccepted> {
-    return this.acceptDuplication(await this.authorizeDuplication(caller), raw, idempotencyKey);
+  async duplicateCampaign(principal: Principal, raw: RawDuplicateCampaignInput, idempotencyKey?: string | null): Promise<DuplicationAccepted> {
+    await this.authorize(principal, 'campaigns.duplicate', { withQuota: true });
+    return this.acceptDuplication(principal, raw, idempotencyKey);
   }
 
-  /**
-   * The checks that come before the request body is even read: who is calling (authenticated here unless the
-   * transport already did), and may they duplicate.
-   */
-  async authorizeDuplication(caller: RequestContext | Principal): Promise<Principal> {
-    const principal = 'keyId' in caller ? caller : await this.authenticate(caller);
+  /** The checks that come before the request body is even read: who is calling, and may they duplicate. */
+  async authorizeDuplication(context: RequestContext): Promise<Principal> {
+    const principal = await this.authenticate(context);
     await this.authorize(principal, 'campaigns.duplicate', { withQuota: true });
     return principal;
   }

@@ -127,6 +127,9 @@ export interface DuplicationJob {
   error: JobError | null;
 }
 
+/** A job whose request named no tags (tagNames null) gives the copy its source campaign's tags. */
+export const keepsSourceTags = (job: Pick<DuplicationJob, 'tagNames'>): boolean => job.tagNames === null;
+
 export interface SecurityEvent {
   id: string;
   /** Insertion order; the basis of stable cursors. */

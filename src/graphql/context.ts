@@ -46,7 +46,7 @@ const authenticationRefusals = new WeakSet<GatewayError>();
 /** Whether `error` is the refusal of a request's key, as principal() raised it to each field that asked. */
 export const isAuthenticationRefusal = (error: unknown): boolean => isGatewayError(error) && authenticationRefusals.has(error);
 
-export function createContext(service: GatewayService, request: RequestContext, requestId: string): GraphQLContext {
+export function createContext(service: GatewayService, request: RequestContext): GraphQLContext {
   // Kept in closures, like the authentication object, so that Apollo's shallow copies of the context share them.
   let principal: Promise<Principal> | undefined;
   let upstreamPaused: Promise<number> | undefined;
@@ -54,7 +54,7 @@ export function createContext(service: GatewayService, request: RequestContext, 
   return {
     service,
     request,
-    requestId,
+    requestId: request.requestId,
     authentication,
     principal: () =>
       (principal ??= service.authenticate(request).catch((error: unknown) => {

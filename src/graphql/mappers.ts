@@ -1,5 +1,5 @@
 import type { KeyView } from '../domain/service.js';
-import type * as domain from '../domain/types.js';
+import * as domain from '../domain/types.js';
 import type { Campaign, DuplicationJob, SecurityEvent, Viewer } from './types.js';
 
 export const toGraphQLJob = (job: domain.DuplicationJob): DuplicationJob => ({
@@ -9,7 +9,7 @@ export const toGraphQLJob = (job: domain.DuplicationJob): DuplicationJob => ({
   name: job.name,
   description: job.description,
   tagNames: job.tagNames ?? [],
-  keepsSourceTags: job.tagNames === null,
+  keepsSourceTags: domain.keepsSourceTags(job),
   channel: job.channel,
   apiKey: { id: job.apiKeyId, name: job.apiKeyName },
   attempts: job.attempts,

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, RouteShorthandOptio
 import { GatewayError } from '../domain/errors.js';
 import type { GatewayService, RequestContext, RequestLog } from '../domain/service.js';
 import { withoutPort } from '../domain/ip-allowlist.js';
-import { CHANNELS, JOB_STATUSES, type Principal } from '../domain/types.js';
+import { CHANNELS, JOB_STATUSES, keepsSourceTags, type Principal } from '../domain/types.js';
 import { isRecord, LIMITS } from '../domain/validation.js';
 import { emptyBodyError } from './errors.js';
 import { ACCEPT_ENCODING_HEADER, ALLOWED_METHODS, ALLOWLIST_ONLY_403, AUTH_BLOCK_ONLY_429, authenticatedErrorResponses, errorResponses, RETRY_AFTER_HEADER, schemaRef } from './openapi.js';
@@ -292,7 +292,7 @@ export async function restRoutes(app: FastifyInstance, options: { service: Gatew
       name: job.name,
       description: job.description,
       tag_names: job.tagNames ?? [],
-      keeps_source_tags: job.tagNames === null,
+      keeps_source_tags: keepsSourceTags(job),
       channel: job.channel,
       api_key_id: job.apiKeyId,
       attempts: job.attempts,

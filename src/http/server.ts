@@ -264,7 +264,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   await apollo.start();
   app.addHook('onClose', () => apollo.stop());
   const requestUrls = new RequestUrls();
-  const graphqlContext = (request: FastifyRequest) => createContext(service, httpRequestContext(request, 'GRAPHQL'), request.id);
+  const graphqlContext = (request: FastifyRequest) => createContext(service, httpRequestContext(request, 'GRAPHQL'));
   const apolloHandler = fastifyApolloHandler(apollo, { context: async (request) => graphqlContext(request) });
   if (config.explorer) await app.register(explorerAssetRoutes);
   app.route<{ Reply: string }>({

@@ -68,7 +68,7 @@ describe.each(STORES)('a known key refused, on $name', ({ skip, open }) => {
     const store = storeHeldOn(failingStore, ['insertEvent'], () => held);
     gw = await startGateway(
       { TRUST_PROXY: '127.0.0.1', DUPLICATE_RATE_LIMIT: '10000', AUTH_FAILURE_LIMIT: '10000' },
-      { store, clock, logger: logs.logger, deniedPermissionLimiter: new RateLimiterMemory({ points: BUDGET, duration: 1 }) },
+      { store, clock, logger: logs.logger, refusalEventLimiter: new RateLimiterMemory({ points: BUDGET, duration: 1 }) },
     );
     ws = await gw.workspace('rejections');
   });
@@ -231,7 +231,7 @@ describe('the budget of refusal events', () => {
   let ws: TestWorkspace;
 
   beforeAll(async () => {
-    gw = await startGateway({ DUPLICATE_RATE_LIMIT: '10000', AUTH_FAILURE_LIMIT: '10000' }, { clock, deniedPermissionLimiter: limiter });
+    gw = await startGateway({ DUPLICATE_RATE_LIMIT: '10000', AUTH_FAILURE_LIMIT: '10000' }, { clock, refusalEventLimiter: limiter });
     ws = await gw.workspace('refusal budget');
   });
 

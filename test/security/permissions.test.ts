@@ -247,7 +247,7 @@ describe('refusals past the PERMISSION_DENIED budget', () => {
 
   beforeAll(async () => {
     // Two events a second, so that a window passes within the test.
-    gw = await startGateway({}, { deniedPermissionLimiter: new RateLimiterMemory({ points: 2, duration: 1 }) });
+    gw = await startGateway({}, { refusalEventLimiter: new RateLimiterMemory({ points: 2, duration: 1 }) });
     ws = await gw.workspace('budget');
   });
 

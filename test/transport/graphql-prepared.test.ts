@@ -401,7 +401,7 @@ describe('once Apollo has stopped', () => {
     await apollo.start();
     const ws = await gw.workspace();
     const query = '{ viewer { workspaceId } }';
-    const context = () => createContext(gw.app.service, { authorization: `Bearer ${ws.key}`, ip: '127.0.0.1', channel: 'GRAPHQL', requestId: 'stopped-apollo' }, 'stopped-apollo');
+    const context = () => createContext(gw.app.service, { authorization: `Bearer ${ws.key}`, ip: '127.0.0.1', channel: 'GRAPHQL', requestId: 'stopped-apollo' });
     const run = () => apollo.executeOperation({ query }, { contextValue: context() });
     const request = { method: 'POST', headers: json, body: { query } };
     const answered = { body: { kind: 'single', singleResult: { data: { viewer: { workspaceId: ws.workspace.id } } } } };
