@@ -622,6 +622,7 @@ export class GatewayService {
         apiKeyId: principal.keyId,
         apiKeyName: principal.keyName,
         ip: principal.ip,
+        requestId: principal.requestId,
         attempts: 0,
         runAt: now,
         leaseOwner: null,

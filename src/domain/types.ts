@@ -116,6 +116,11 @@ export interface DuplicationJob {
   apiKeyId: string;
   apiKeyName: string;
   ip: string;
+  /**
+   * The id of the request that asked for the job (X-Request-Id, as Principal.requestId), so that the worker's lines
+   * and the upstream call carry it; null for jobs accepted before the store kept it.
+   */
+  requestId: string | null;
   attempts: number;
   runAt: Date;
   leaseOwner: string | null;

@@ -137,9 +137,10 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL: the migration lock, a runtime 
     const campaign = campaignFixture(ws.id);
     await store.insertCampaign(campaign);
     await store.upsertTags(ws.id, ['promo']);
-    const job = jobFixture(ws.id, { runAt: at(0) });
+    const job = jobFixture(ws.id, { runAt: at(0), requestId: 'runtime-role' });
     expect(await store.enqueueJob(job, eventFixture(ws.id, { jobId: job.id }))).toBe(true);
     const [claimed] = await store.claimJobs('w', 1, at(1000), at(60_000));
+    expect(claimed.requestId).toBe('runtime-role');
     const copy = campaignFixture(ws.id);
     const done = { status: 'SUCCEEDED' as const, resultCampaignId: copy.id, error: null, newCampaign: copy, event: eventFixture(ws.id, { jobId: job.id }) };
     expect(await store.finishJob(claimed.id, 'w', done, at(2000))).toBe(true);

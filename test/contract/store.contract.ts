@@ -185,6 +185,19 @@ export function storeContract(name: string, harness: StoreHarness): void {
       expect(await store.countJobs('PENDING')).toBe(1);
     });
 
+    it('keeps the id of the request that asked for a job, for the worker that claims it; none when it has none', async () => {
+      const traced = jobFixture(ws, { requestId: 'trace-42.a:b', runAt: at(0) });
+      const untraced = jobFixture(ws, { requestId: null, runAt: at(1) });
+      for (const job of [traced, untraced]) await store.enqueueJob(job, eventFixture(ws, { jobId: job.id }));
+      expect((await store.getJob(ws, traced.id))?.requestId).toBe('trace-42.a:b');
+      expect((await store.getJob(ws, untraced.id))?.requestId).toBeNull();
+      const claimed = await store.claimJobs('a', 10, at(1000), at(31_000));
+      expect(claimed.map(({ id, requestId }) => ({ id, requestId }))).toEqual([
+        { id: traced.id, requestId: 'trace-42.a:b' },
+        { id: untraced.id, requestId: null },
+      ]);
+    });
+
     it('claims due jobs once, with a lease, and counts the attempt', async () => {
       const due = jobFixture(ws, { runAt: at(0) });
       const later = jobFixture(ws, { runAt: at(60_000) });

@@ -109,7 +109,7 @@ describe('upgrading a store with jobs queued before workspaces took turns', () =
     const queued = [3, 1, 2].map((due) => jobFixture(busy.id, { runAt: at(due) }));
     const db = new Database(file);
     for (const job of queued) {
-      const { waiting: _, ...row } = newJobToRow(job, { date: (value) => value.getTime(), bool: Number });
+      const { waiting: _, request_id: _requestId, ...row } = newJobToRow(job, { date: (value) => value.getTime(), bool: Number });
       const { text, values } = insertStatement('jobs', row, () => '?');
       db.prepare(text).run(...values);
     }
@@ -123,6 +123,44 @@ describe('upgrading a store with jobs queued before workspaces took turns', () =
       const claimed: string[] = [];
       for (let i = 0; i < 5; i += 1) claimed.push(...(await store.claimJobs('w', 1, at(100), at(60_000))).map((job) => job.id));
       expect(claimed).toEqual([queued[1], queued[2], queued[0], fromQuiet, next].map((job) => job.id));
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+describe('upgrading a store with jobs accepted before jobs kept their request id', () => {
+  let dir: string;
+
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('keeps those jobs, with no request id, and keeps the request id of the jobs accepted after', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'cgw-upgrade-'));
+    const file = join(dir, 'gateway.db');
+    const older = SQLITE_MIGRATIONS.findIndex((migration) => migration.includes('request_id'));
+    const workspace = workspaceFixture();
+    const before = new SqliteStore({ filename: file, migrations: SQLITE_MIGRATIONS.slice(0, older) });
+    await before.migrate();
+    await before.createWorkspace(workspace);
+    await before.close();
+    // Queued as the older version queued it, with no request id.
+    const queued = jobFixture(workspace.id, { runAt: at(1) });
+    const db = new Database(file);
+    const { request_id: _, ...row } = newJobToRow(queued, { date: (value) => value.getTime(), bool: Number });
+    const { text, values } = insertStatement('jobs', row, () => '?');
+    db.prepare(text).run(...values);
+    db.close();
+
+    const store = new SqliteStore({ filename: file });
+    try {
+      expect(await store.migrate()).toEqual({ from: older, to: SQLITE_MIGRATIONS.length });
+      const next = jobFixture(workspace.id, { runAt: at(2), requestId: 'after-the-upgrade' });
+      await store.enqueueJob(next, eventFixture(workspace.id, { jobId: next.id }));
+      const claimed = await store.claimJobs('w', 2, at(100), at(60_000));
+      expect(claimed.map(({ id, requestId }) => ({ id, requestId }))).toEqual([
+        { id: queued.id, requestId: null },
+        { id: next.id, requestId: 'after-the-upgrade' },
+      ]);
     } finally {
       await store.close();
     }
@@ -192,7 +230,8 @@ describe.skipIf(skipWithoutPostgres)('upgrading a PostgreSQL store whose workspa
     await withAdmin(async (client) => {
       await client.query(`SET search_path = ${schema.schema}`);
       for (const [turn, job] of queued.entries()) {
-        const { text, values } = insertStatement('jobs', { ...newJobToRow(job, { date: (value) => value, bool: (value) => value }), queue_turn: turn }, (position) => `$${position}`);
+        const { request_id: _, ...row } = newJobToRow(job, { date: (value) => value, bool: (value) => value });
+        const { text, values } = insertStatement('jobs', { ...row, queue_turn: turn }, (position) => `$${position}`);
         await client.query(text, values);
       }
     }, schema.url);
@@ -206,6 +245,44 @@ describe.skipIf(skipWithoutPostgres)('upgrading a PostgreSQL store whose workspa
       for (let i = 0; i < 5; i += 1) claimed.push(...(await store.claimJobs('w', 1, at(100), at(60_000))).map((job) => job.id));
       // The quiet workspace's job takes the clock's turn, 0; the busy one's next job the turn after its last, 3.
       expect(claimed).toEqual([queued[0], fromQuiet, queued[1], queued[2], next].map((job) => job.id));
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+describe.skipIf(skipWithoutPostgres)('upgrading a PostgreSQL store with jobs accepted before jobs kept their request id', () => {
+  let schema: Awaited<ReturnType<typeof createTestSchema>>;
+
+  afterEach(() => schema.drop());
+
+  it('keeps those jobs, with no request id, and keeps the request id of the jobs accepted after', async () => {
+    schema = await createTestSchema();
+    const older = POSTGRES_MIGRATIONS.findIndex((migration) => migration.includes('request_id'));
+    const workspace = workspaceFixture();
+    const before = new PostgresStore({ connectionString: schema.url, schema: schema.schema, migrations: POSTGRES_MIGRATIONS.slice(0, older) });
+    await before.migrate();
+    await before.createWorkspace(workspace);
+    await before.close();
+    // Queued as the older version queued it, with no request id.
+    const queued = jobFixture(workspace.id, { runAt: at(1) });
+    await withAdmin(async (client) => {
+      await client.query(`SET search_path = ${schema.schema}`);
+      const { request_id: _, ...row } = newJobToRow(queued, { date: (value) => value, bool: (value) => value });
+      const { text, values } = insertStatement('jobs', row, (position) => `$${position}`);
+      await client.query(text, values);
+    }, schema.url);
+
+    const store = openPostgresStore(schema.url, schema.schema);
+    try {
+      expect(await store.migrate()).toEqual({ from: older, to: POSTGRES_MIGRATIONS.length });
+      const next = jobFixture(workspace.id, { runAt: at(2), requestId: 'after-the-upgrade' });
+      await store.enqueueJob(next, eventFixture(workspace.id, { jobId: next.id }));
+      const claimed = await store.claimJobs('w', 2, at(100), at(60_000));
+      expect(claimed.map(({ id, requestId }) => ({ id, requestId }))).toEqual([
+        { id: queued.id, requestId: null },
+        { id: next.id, requestId: 'after-the-upgrade' },
+      ]);
     } finally {
       await store.close();
     }

@@ -56,6 +56,7 @@ export function jobFixture(workspaceId: string, overrides: Partial<DuplicationJo
     apiKeyId: randomUUID(),
     apiKeyName: 'key',
     ip: '127.0.0.1',
+    requestId: null,
     attempts: 0,
     runAt: at(0),
     leaseOwner: null,

@@ -160,6 +160,11 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
   INSERT INTO job_queue_turns (workspace_id, turn) SELECT workspace_id, MAX(queue_turn) FROM jobs GROUP BY workspace_id;
   DROP INDEX jobs_workspace_turn;
   `,
+  // The id of the request that asked for a job (X-Request-Id), so that the worker's log lines and the upstream call
+  // carry it. Jobs accepted before this version have none. Nullable without a default: the table is not rewritten.
+  `
+  ALTER TABLE jobs ADD COLUMN request_id text;
+  `,
 ];
 
 /**

@@ -160,6 +160,11 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   CREATE INDEX jobs_waiting ON jobs(run_at) WHERE status = 'PENDING' AND waiting = true;
   CREATE INDEX jobs_workspace_turn ON jobs(workspace_id, queue_turn);
   `,
+  // The id of the request that asked for a job (X-Request-Id), so that the worker's log lines and the upstream call
+  // carry it. Jobs accepted before this version have none.
+  `
+  ALTER TABLE jobs ADD COLUMN request_id TEXT;
+  `,
 ];
 
 /** What a database holds, by name: each table with each of its columns, each index and trigger. */
