@@ -1,8 +1,9 @@
 import { Agent, request, type Dispatcher } from 'undici';
 import { GatewayError } from '../domain/errors.js';
 import { systemClock, type Clock } from '../domain/ports.js';
-import type { JobError, JobErrorCode } from '../domain/types.js';
+import type { DuplicationJob, JobError, JobErrorCode } from '../domain/types.js';
 import { isRecord } from '../domain/validation.js';
+import { jobLogFields } from '../jobs/failure-log.js';
 import { KeyRedaction } from './key-redaction.js';
 
 export interface BrazeClientOptions {
@@ -60,14 +61,17 @@ const REJECTED_CODES: Record<number, JobErrorCode> = {
 interface CallOptions {
   query?: Record<string, string>;
   json?: unknown;
-  /** The job the call is made for, named in the log line of a failed call. */
-  jobId?: string;
+  /**
+   * The job the call is made for, named on the log lines of the call (`jobId`, and `reqId` when it has a request id).
+   * Its request id goes as X-Request-Id too, so that the upstream's support can find the call.
+   */
+  job?: Pick<DuplicationJob, 'id' | 'requestId'>;
   /** Leave a failure out of the log: the caller reports it its own way. */
   quiet?: boolean;
 }
 
 /** What the log line of a failed call says about the call, and whether there is one. */
-interface CallContext extends Pick<CallOptions, 'jobId' | 'quiet'> {
+interface CallContext extends Pick<CallOptions, 'job' | 'quiet'> {
   method: string;
   path: string;
 }
@@ -115,7 +119,9 @@ export class BrazeClient {
       'user-agent': 'campaign-gateway',
     };
     if (options.json !== undefined) headers['content-type'] = 'application/json';
-    const call: CallContext = { method, path, jobId: options.jobId, quiet: options.quiet };
+    // Made by the gateway or checked against its bounds when the request came in (src/http/server.ts): safe in a header.
+    if (options.job?.requestId) headers['x-request-id'] = options.job.requestId;
+    const call: CallContext = { method, path, job: options.job, quiet: options.quiet };
     let response: Dispatcher.ResponseData;
     let text: string | null;
     try {
@@ -179,7 +185,7 @@ export class BrazeClient {
     const status = response.statusCode;
     const body = parseJson(text);
     if (status === 401) {
-      if (!this.keyRefused) this.options.logger?.error({ status }, 'the upstream refused UPSTREAM_API_KEY: duplications fail until it is replaced');
+      if (!this.keyRefused) this.options.logger?.error({ ...jobFields(call), status }, 'the upstream refused UPSTREAM_API_KEY: duplications fail until it is replaced');
       this.keyRefused = true;
     }
     if (status >= 200 && status < 300 && /^\s*text\/html\b/i.test(header(response.headers, 'content-type') ?? '')) {
@@ -302,15 +308,18 @@ export class BrazeClient {
   private failed<T extends UpstreamResponse>(call: CallContext, response: T, cause?: unknown): T {
     if (response.kind !== 'ok' && !call.quiet) {
       const detail = cause instanceof Error ? { name: cause.name, code: (cause as { code?: unknown }).code, message: cause.message } : undefined;
-      const { method, path, jobId } = call;
+      const { method, path } = call;
       this.options.logger?.warn(
-        { method, path, ...(jobId === undefined ? {} : { jobId }), status: response.status, error: response.error, cause: detail },
+        { method, path, ...jobFields(call), status: response.status, error: response.error, cause: detail },
         'upstream call failed',
       );
     }
     return response;
   }
 }
+
+/** What names the call's job on a log line: nothing for a call made for no job. */
+const jobFields = (call: CallContext): object => (call.job ? jobLogFields(call.job) : {});
 
 function outcomeOf(response: UpstreamResponse): UpstreamOutcome {
   if (response.kind !== 'unavailable') return response.kind;

@@ -74,7 +74,7 @@ export class BrazeDuplicator implements Duplicator {
     this.pacingFailures.succeeded();
     if (waitMs > 0) return { kind: 'deferred', retryAfterMs: waitMs, waitsFor: 'slot' };
 
-    const response = await this.client.call('POST', '/campaigns/duplicate', { json: brazeDuplicateBody(job), jobId: job.id });
+    const response = await this.client.call('POST', '/campaigns/duplicate', { json: brazeDuplicateBody(job), job });
     switch (response.kind) {
       case 'ok':
         return {

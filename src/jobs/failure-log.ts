@@ -1,5 +1,6 @@
 import { isUnavailable, unavailableCause } from '../domain/errors.js';
 import type { Clock } from '../domain/ports.js';
+import type { DuplicationJob } from '../domain/types.js';
 import type { WorkerLogger } from './worker.js';
 
 /** How often a failure that keeps repeating is logged again. */
@@ -21,6 +22,13 @@ export function summarizeError(error: unknown): ErrorSummary {
   // The class, as pino names an error: some drivers give their errors a bare `name` ('error').
   return { type: error.constructor.name || error.name, ...(typeof code === 'string' ? { code } : {}), message };
 }
+
+/**
+ * What names a job on each line about it: its id, and the id of the request that asked for it when the job has one,
+ * so that one search by `reqId` finds the request's lines and its job's.
+ */
+export const jobLogFields = (job: Pick<DuplicationJob, 'id' | 'requestId'>): { jobId: string; reqId?: string } =>
+  job.requestId === null ? { jobId: job.id } : { jobId: job.id, reqId: job.requestId };
 
 /**
  * One failure, logged by what it means: a dependency that cannot be reached (an outage the operator fixes

@@ -4,7 +4,7 @@ import { isUnavailable, type GatewayError } from '../domain/errors.js';
 import { newId } from '../domain/ids.js';
 import type { Clock, Duplicator, DuplicationResult, GatewayStore, JobOutcome } from '../domain/ports.js';
 import type { DuplicationJob, JobError, JobErrorCode, NewSecurityEvent } from '../domain/types.js';
-import { logFailure, RepeatedFailureLog } from './failure-log.js';
+import { jobLogFields, logFailure, RepeatedFailureLog } from './failure-log.js';
 
 export interface WorkerOptions {
   /** Jobs run at once by this process. 0 disables the worker. */
@@ -192,7 +192,7 @@ export class JobWorker {
           : await this.duplicator.duplicate(job).catch((error: unknown) => {
               // The store failing under the run (the local duplicator reads it) is no fault of the job.
               if (isUnavailable(error)) throw error;
-              logFailure(this.logger, error, { jobId: job.id }, 'duplication raised an unexpected error');
+              logFailure(this.logger, error, jobLogFields(job), 'duplication raised an unexpected error');
               return { kind: 'transient', error: { code: 'INTERNAL_ERROR', message: 'Unexpected error while duplicating' } } as const;
             });
       ran = true;
@@ -203,7 +203,7 @@ export class JobWorker {
         if (!(await this.store.deferJob(job.id, lease, runAt, now))) return this.leaseLost(job);
         this.storeOutages.succeeded();
         this.observer.jobDeferred?.();
-        const waiting = { jobId: job.id, delayMs: result.retryAfterMs };
+        const waiting = { ...jobLogFields(job), delayMs: result.retryAfterMs };
         // A slot comes at the window's end, so each instance defers at most its concurrency a window. The pacing
         // store is asked again every few seconds for as long as it is down, every job each time, while the
         // duplicator logs the outage itself once: that line is for tracing one job.
@@ -216,21 +216,21 @@ export class JobWorker {
         if (!(await this.store.retryJob(job.id, lease, new Date(now.getTime() + delay), result.error, now))) return this.leaseLost(job);
         this.storeOutages.succeeded();
         this.observer.jobRetried?.();
-        this.logger.warn({ jobId: job.id, attempt: job.attempts, delayMs: delay, error: result.error }, 'job will be retried');
+        this.logger.warn({ ...jobLogFields(job), attempt: job.attempts, delayMs: delay, error: result.error }, 'job will be retried');
         return;
       }
       const outcome = this.outcome(job, result, now);
       if (!(await this.store.finishJob(job.id, lease, outcome, now))) return this.leaseLost(job);
       this.storeOutages.succeeded();
       this.observer.jobFinished?.(outcome.status, Date.now() - startedAt, outcome.error?.code ?? null);
-      const finished = { jobId: job.id, status: outcome.status, attempts: job.attempts };
+      const finished = { ...jobLogFields(job), status: outcome.status, attempts: job.attempts };
       // A job that failed for good is what the caller will ask about: the line says why.
       if (outcome.status === 'FAILED') this.logger.warn({ ...finished, error: outcome.error }, 'job finished');
       else this.logger.info(finished, 'job finished');
     } catch (error) {
       if (isUnavailable(error) && (!ran || !this.duplicator.actsOutsideStore) && (await this.deferInOutage(job, lease, error))) return;
       // The store failed; the lease will expire and the job will be claimed again, or a stop hands it back sooner.
-      logFailure(this.logger, error, { jobId: job.id }, 'recording the job outcome failed');
+      logFailure(this.logger, error, jobLogFields(job), 'recording the job outcome failed');
       this.holdUnrecorded(job, lease);
     }
   }
@@ -254,7 +254,7 @@ export class JobWorker {
       return false;
     }
     this.observer.jobDeferred?.();
-    this.logger.debug({ jobId: job.id, delayMs }, 'job waits for the store');
+    this.logger.debug({ ...jobLogFields(job), delayMs }, 'job waits for the store');
     return true;
   }
 
@@ -265,7 +265,7 @@ export class JobWorker {
   }
 
   private leaseLost(job: DuplicationJob): void {
-    this.logger.warn({ jobId: job.id }, 'lease lost before the job finished; another run owns it');
+    this.logger.warn(jobLogFields(job), 'lease lost before the job finished; another run owns it');
   }
 
   private outcome(job: DuplicationJob, result: Exclude<DuplicationResult, { kind: 'deferred' }>, now: Date): JobOutcome {

@@ -70,6 +70,22 @@ describe('upstream mode: what an operator sees of upstream calls and the jobs th
     expect(warning).toMatchObject({ level: 40, jobId, method: 'POST', path: '/campaigns/duplicate', status: 400, error: { code: 'UPSTREAM_BAD_REQUEST' } });
   });
 
+  it('sends the request id of the job to the upstream, and puts it beside the job id on every line about the job and its call', async () => {
+    const requestId = 'sre-trace-7.a:b';
+    const response = await http(gateway.baseUrl, 'POST', '/campaigns/duplicate', {
+      headers: { ...json, ...bearer(ws.key), 'x-request-id': requestId },
+      body: JSON.stringify({ campaign_id: 'cmp-unknown', name: 'traced copy' }),
+    });
+    expect(response.status).toBe(202);
+    const jobId = response.body.job_id;
+    await waitFor(async () => componentLines(lines, 'worker').some((line) => line.msg === 'job finished' && line.jobId === jobId));
+
+    expect(fake.requestsTo(DUPLICATE).map((request) => request.headers['x-request-id'])).toEqual([requestId]);
+    const aboutTheJob = [...componentLines(lines, 'worker'), ...componentLines(lines, 'upstream')].filter((line) => line.jobId === jobId);
+    expect(aboutTheJob.map((line) => line.msg).sort()).toEqual(['job finished', 'upstream call failed']);
+    for (const line of aboutTheJob) expect(line.reqId, JSON.stringify(line)).toBe(requestId);
+  });
+
   it('times every upstream call by endpoint and outcome, and counts finished jobs by error code', async () => {
     const outcomes: [string, Parameters<FakeBraze['script']>[1] | null, Partial<DuplicationJob>][] = [
       ['cmp-0001', null, { status: 'SUCCEEDED' }],
