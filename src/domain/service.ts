@@ -71,6 +71,20 @@ export interface RequestContext {
    * itself rather than a callback, so that no request pays for a function made for it.
    */
   log?: RequestLog;
+  /**
+   * What the transport's last log line of the request names (src/http/logging.ts), noted as it is learnt: the caller
+   * by the service, the refusal by the transport. The transport's own request object, read only when that line is
+   * written, so that no request pays for a logger or an object made for it.
+   */
+  trace?: RequestTrace;
+}
+
+/** What a request came to, as its log line names it. */
+export interface RequestTrace {
+  /** The key that made the request, once it is found, its secret matches and it is not revoked, expired or rotated out. */
+  caller?: Principal;
+  /** The code the request was refused with, for an answer of 4xx or 5xx. */
+  refusal?: ErrorCode;
 }
 
 /** Adds fields to every later line about one request. */
@@ -296,6 +310,7 @@ export class GatewayService {
       // The answer an unknown key gets: nothing tells the caller that the key was ever valid.
       throw new GatewayError('UNAUTHENTICATED');
     }
+    if (context.trace) context.trace.caller = principal;
     if (record.allowedCidrs !== null && !isAllowedIp(context.ip, record.allowedCidrs)) {
       await this.recordDenial(principal, { reason: 'ip_not_allowed' });
       throw new GatewayError('FORBIDDEN');

@@ -199,6 +199,7 @@ export function applyHttpSemantics(
   const refusal = context.authentication.error;
   if (refusal) {
     head.status = ERROR_CODES[refusal.code].httpStatus;
+    if (context.request.trace) context.request.trace.refusal = refusal.code;
     for (const [name, value] of Object.entries(errorHeaders(refusal))) head.headers.set(name, value);
     if (!isAuthenticationRefusal(refusal) && !context.authentication.refusesRequest) return { errors: answer.errors };
     const { errors: once } = graphqlErrorBody(refusal, context.requestId);
@@ -215,7 +216,9 @@ export function applyHttpSemantics(
   // so a refused one is null with its error at its path.
   const rootFields = data ? Object.keys(data).length : 0;
   if (rootFields > 0 && refused.length >= rootFields) {
-    head.status = refused.some(isUnavailable) ? ERROR_CODES.UNAVAILABLE.httpStatus : ERROR_CODES.RATE_LIMITED.httpStatus;
+    const code = refused.some(isUnavailable) ? 'UNAVAILABLE' : 'RATE_LIMITED';
+    head.status = ERROR_CODES[code].httpStatus;
+    if (context.request.trace) context.request.trace.refusal = code;
     const retryAfter = Math.max(...refused.map((error) => Number(error.extensions?.retryAfterSeconds ?? 1)));
     head.headers.set('retry-after', String(retryAfter));
   }

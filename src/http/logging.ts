@@ -1,4 +1,4 @@
-import type { FastifyRequest, FastifyServerOptions } from 'fastify';
+import type { FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify';
 import { prettyFactory } from 'pino-pretty';
 import type { Config } from '../config.js';
 import { redactApiKeys } from '../domain/keys.js';
@@ -19,6 +19,29 @@ function isSecretParameter(name: string): boolean {
 /** A URL as it may be logged: no secret query parameter values, no key-shaped tokens. */
 export const redactUrl = (url: string): string =>
   redactApiKeys(url.replace(QUERY_PARAMETER, (parameter, separator: string, name: string) => (isSecretParameter(name) ? `${separator}${name}=[redacted]` : parameter)));
+
+/**
+ * The `res` of a request's last line (`request completed`, `stream closed prematurely`): its status, method and route
+ * template, and what the request came to where it is known: the workspace and the key id of its caller, the code it
+ * was refused with, the job it was accepted as. Read from the request (RequestTrace) as the line is written, so that
+ * a request whose line is not written pays nothing for it and none pays for a logger of its own. Ids and codes only:
+ * no field holds the key.
+ */
+function completedResponse(reply: Partial<FastifyReply> & Pick<FastifyReply, 'statusCode'>): Record<string, unknown> {
+  const line: Record<string, unknown> = { statusCode: reply.statusCode };
+  // Always there on fastify's own lines; the logger's types let any partial reply through.
+  const { request } = reply;
+  if (!request) return line;
+  line.method = request.method;
+  line.route = request.routeOptions.url;
+  if (request.caller) {
+    line.workspaceId = request.caller.workspaceId;
+    line.keyId = request.caller.keyId;
+  }
+  if (request.refusal !== undefined) line.code = request.refusal;
+  if (request.jobId !== undefined) line.jobId = request.jobId;
+  return line;
+}
 
 export function usesPrettyLogs(config: Config, stdoutIsTty = Boolean(process.stdout.isTTY)): boolean {
   if (config.logFormat !== 'auto') return config.logFormat === 'pretty';
@@ -53,6 +76,7 @@ export function loggerOptions(config: Config, destination: NodeJS.WritableStream
         remoteAddress: request.ip,
         remotePort: request.socket?.remotePort,
       }),
+      res: completedResponse,
     },
     stream: { write: (line: string) => destination.write(format(redactApiKeys(line))) },
   };

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteShorthandOptions } from 'fastify';
 import { GatewayError } from '../domain/errors.js';
-import type { GatewayService, RequestContext, RequestLog } from '../domain/service.js';
+import type { GatewayService, RequestContext, RequestLog, RequestTrace } from '../domain/service.js';
 import { withoutPort } from '../domain/ip-allowlist.js';
 import { CHANNELS, JOB_STATUSES, keepsSourceTags, type Principal } from '../domain/types.js';
 import { isRecord, LIMITS } from '../domain/validation.js';
@@ -9,8 +9,10 @@ import { ACCEPT_ENCODING_HEADER, ALLOWED_METHODS, ALLOWLIST_ONLY_403, AUTH_BLOCK
 import { rateLimitHeaders } from './rate-limit-headers.js';
 
 declare module 'fastify' {
-  interface FastifyRequest {
+  interface FastifyRequest extends RequestTrace {
     principal?: Principal;
+    /** The job an accepted duplication made, or an idempotent repeat answered with, for the request's log line. */
+    jobId?: string;
   }
 }
 
@@ -44,6 +46,7 @@ export const httpRequestContext = (request: FastifyRequest, channel: RequestCont
   // On the request's lines from here on, `request completed` with its 401 included. Fastify's logger here is always
   // pino's (built from options), whose children take more bindings.
   log: request.log as typeof request.log & RequestLog,
+  trace: request,
 });
 
 /** Braze's snake_case body to the service's input; anything else is passed on for the service to refuse. */
@@ -273,6 +276,7 @@ export async function restRoutes(app: FastifyInstance, options: { service: Gatew
       const [idempotencyKey] = idempotencyKeys;
       const principal = await duplication.principal(request);
       const { job, rateLimit } = await service.acceptDuplication(principal, toDuplicateInput(request.body), idempotencyKey);
+      request.jobId = job.id;
       reply.headers(rateLimitHeaders(rateLimit));
       reply.header('location', `/duplication_jobs/${job.id}`);
       return reply.status(202).send({ message: 'success', job_id: job.id, status: job.status.toLowerCase() });

@@ -85,6 +85,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   /** Every error becomes one answer here, in its transport's shape. */
   const sendError = async (error: FastifyError | Error, request: FastifyRequest, reply: FastifyReply) => {
     const mapped = toRestError(error);
+    request.refusal = mapped.gatewayError.code;
     if (mapped.unexpected) request.log.error({ err: internalCause(error) }, 'unexpected error');
     if (!refusals.refused(error, request.id)) {
       const cause = unavailableCause(error);
@@ -214,6 +215,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   app.setErrorHandler(sendError);
 
   app.setNotFoundHandler((request, reply) => {
+    request.refusal = 'NOT_FOUND';
     const { status, body } = toRestError(new GatewayError('NOT_FOUND'));
     return reply.status(status).send(body);
   });

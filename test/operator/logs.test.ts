@@ -82,6 +82,95 @@ describe('logs', () => {
     expect(sink.text).not.toContain('hunter2-secret');
   });
 
+  describe("a request's completed line", () => {
+    let reader: { key: string; keyId: string };
+    beforeAll(async () => {
+      reader = await ws.addKey(['security_events.read'], 'reader');
+    });
+
+    /** The `res` of the request's `request completed` line, sent with this request id. */
+    const completedRes = async (requestId: string) => {
+      await completed(requestId);
+      return sink.lines().find((line) => line.reqId === requestId && line.msg === 'request completed')!.res;
+    };
+    const duplicate = (requestId: string, key: string, body: unknown) =>
+      http(gateway.baseUrl, 'POST', '/campaigns/duplicate', {
+        headers: { ...json, ...bearer(key), 'x-request-id': requestId },
+        body: JSON.stringify(body),
+      });
+
+    it('names the route, the method, the workspace, the key and the job of an accepted duplication', async () => {
+      const accepted = await duplicate('completed-accepted', ws.key, { campaign_id: ws.campaign.id, name: 'logged copy' });
+      expect(accepted.status).toBe(202);
+      expect(await completedRes('completed-accepted')).toEqual({
+        statusCode: 202,
+        method: 'POST',
+        route: '/campaigns/duplicate',
+        workspaceId: ws.workspace.id,
+        keyId: ws.keyId,
+        jobId: accepted.body.job_id,
+      });
+
+      const job = await http(gateway.baseUrl, 'GET', `/duplication_jobs/${accepted.body.job_id}`, { headers: { ...bearer(ws.key), 'x-request-id': 'completed-job' } });
+      expect(job.status).toBe(200);
+      expect(await completedRes('completed-job')).toEqual({
+        statusCode: 200,
+        method: 'GET',
+        route: '/duplication_jobs/:job_id',
+        workspaceId: ws.workspace.id,
+        keyId: ws.keyId,
+      });
+    });
+
+    it('names the code of a refusal, and the caller once its key is known', async () => {
+      expect((await duplicate('completed-forbidden', reader.key, { campaign_id: ws.campaign.id, name: 'refused' })).status).toBe(403);
+      expect(await completedRes('completed-forbidden')).toEqual({
+        statusCode: 403,
+        method: 'POST',
+        route: '/campaigns/duplicate',
+        workspaceId: ws.workspace.id,
+        keyId: reader.keyId,
+        code: 'FORBIDDEN',
+      });
+      expect((await duplicate('completed-invalid', ws.key, { campaign_id: ws.campaign.id })).status).toBe(400);
+      expect(await completedRes('completed-invalid')).toMatchObject({ statusCode: 400, workspaceId: ws.workspace.id, keyId: ws.keyId, code: 'BAD_USER_INPUT' });
+      expect((await duplicate('completed-unknown-key', 'cgw_unknown', { campaign_id: ws.campaign.id, name: 'refused' })).status).toBe(401);
+      expect(await completedRes('completed-unknown-key')).toEqual({ statusCode: 401, method: 'POST', route: '/campaigns/duplicate', code: 'UNAUTHENTICATED' });
+      expect((await http(gateway.baseUrl, 'GET', '/nowhere', { headers: { 'x-request-id': 'completed-unmatched' } })).status).toBe(404);
+      expect(await completedRes('completed-unmatched')).toEqual({ statusCode: 404, method: 'GET', code: 'NOT_FOUND' });
+    });
+
+    it('names the workspace and the key of a GraphQL request, and the code of its refusal', async () => {
+      const viewer = await http(gateway.baseUrl, 'POST', '/graphql', {
+        headers: { ...json, ...bearer(ws.key), 'x-request-id': 'completed-graphql' },
+        body: JSON.stringify({ query: '{ viewer { workspaceId } }' }),
+      });
+      expect(viewer.status).toBe(200);
+      expect(await completedRes('completed-graphql')).toEqual({ statusCode: 200, method: 'POST', route: '/graphql', workspaceId: ws.workspace.id, keyId: ws.keyId });
+
+      const refused = await http(gateway.baseUrl, 'POST', '/graphql', {
+        headers: { ...json, ...bearer('cgw_unknown'), 'x-request-id': 'completed-graphql-refused' },
+        body: JSON.stringify({ query: '{ viewer { workspaceId } }' }),
+      });
+      expect(refused.status).toBe(401);
+      expect(await completedRes('completed-graphql-refused')).toEqual({ statusCode: 401, method: 'POST', route: '/graphql', code: 'UNAUTHENTICATED' });
+    });
+
+    it('carries ids, never the key, so nothing in it needed scrubbing', async () => {
+      await duplicate('completed-no-key', ws.key, { campaign_id: ws.campaign.id, name: 'logged copy' });
+      await graphql(gateway.baseUrl, ws.key, '{ viewer { workspaceId } }');
+      await waitFor(async () => sink.lines().filter((line) => line.msg === 'request completed').length >= 2);
+      const written = sink.lines().filter((line) => line.msg === 'request completed');
+      for (const line of written) {
+        expect(line.res.keyId).toBe(ws.keyId);
+        const res = JSON.stringify(line.res);
+        expect(res).not.toContain(ws.key.slice(4, 20));
+        expect(res).not.toContain('redacted');
+      }
+      expect(sink.text).not.toContain(ws.key);
+    });
+  });
+
   it('redacts every query parameter whose name says it holds a secret, and keeps the others', async () => {
     const secrets = [
       'x-api-key=sekritX',

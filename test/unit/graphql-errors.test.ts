@@ -2,6 +2,7 @@ import { GraphQLError } from 'graphql';
 import { describe, expect, it } from 'vitest';
 import { dependencyUnavailable, GatewayError } from '../../src/domain/errors.js';
 import { applyHttpSemantics, formatGraphQLError, type GraphQLHttpHead } from '../../src/graphql/apollo.js';
+import type { RequestTrace } from '../../src/domain/service.js';
 import type { GraphQLContext } from '../../src/graphql/context.js';
 
 describe('formatGraphQLError', () => {
@@ -36,23 +37,28 @@ describe('formatGraphQLError', () => {
 });
 
 describe('applyHttpSemantics', () => {
-  const context = { requestId: 'req-1', authentication: {} } as GraphQLContext;
+  /** What the request's log line will name, as the transport hands it over. */
+  const trace: RequestTrace = {};
+  const context = { requestId: 'req-1', authentication: {}, request: { trace } } as unknown as GraphQLContext;
 
   /** The HTTP status of an answer whose only root field, `campaign`, failed with `error`, and whether it keeps its data. */
   function answerFor(error: GatewayError): { status: number | undefined; data: boolean } {
     const raw = new GraphQLError(error.message, { path: ['campaign'], originalError: error });
     const head: GraphQLHttpHead = { headers: new Map() };
+    delete trace.refusal;
     const sent = applyHttpSemantics(head, { errors: [formatGraphQLError({ message: error.message, path: ['campaign'] }, raw)], data: { campaign: null } }, context, [raw], () => {});
     return { status: head.status, data: 'data' in sent };
   }
 
   it("answers 503 when this instance's own dependency is down, whatever the cause's shape, without data", () => {
     expect(answerFor(dependencyUnavailable(new Error('SQLITE_IOERR')))).toEqual({ status: 503, data: false });
+    expect(trace.refusal).toBe('UNAVAILABLE');
   });
 
   it('keeps 200 and the data for an upstream outage, which every instance shares, even when it carries its cause for the log', () => {
     expect(answerFor(new GatewayError('UNAVAILABLE', 'The upstream answered 503'))).toEqual({ status: undefined, data: true });
     expect(answerFor(new GatewayError('UNAVAILABLE', 'The upstream did not answer', { cause: new Error('ECONNRESET') }))).toEqual({ status: undefined, data: true });
+    expect(trace.refusal).toBeUndefined();
   });
 });
 
