@@ -8,6 +8,8 @@ import { PostgresStore } from '../../src/adapters/postgres/store.js';
 import { insertStatement, newJobToRow } from '../../src/adapters/rows.js';
 import { missingSchemaObjects, SQLITE_MIGRATIONS } from '../../src/adapters/sqlite/migrations.js';
 import { SqliteStore } from '../../src/adapters/sqlite/store.js';
+import type { GatewayStore } from '../../src/domain/ports.js';
+import type { DuplicationJob } from '../../src/domain/types.js';
 import { apiKeyFixture, at, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
 import { cliProcess } from '../support/cli.js';
 import { startGateway } from '../support/gateway.js';
@@ -129,6 +131,25 @@ describe('upgrading a store with jobs queued before workspaces took turns', () =
   });
 });
 
+/**
+ * Upgrades `store` (closing it after), on which `queued` was accepted before jobs kept their request id: that job has
+ * none, and one accepted after the upgrade keeps its own, as the worker claims them.
+ */
+async function expectRequestIdsAfterUpgrade(store: GatewayStore, versions: { from: number; to: number }, queued: DuplicationJob): Promise<void> {
+  try {
+    expect(await store.migrate()).toEqual(versions);
+    const next = jobFixture(queued.workspaceId, { runAt: at(2), requestId: 'after-the-upgrade' });
+    await store.enqueueJob(next, eventFixture(next.workspaceId, { jobId: next.id }));
+    const claimed = await store.claimJobs('w', 2, at(100), at(60_000));
+    expect(claimed.map(({ id, requestId }) => ({ id, requestId }))).toEqual([
+      { id: queued.id, requestId: null },
+      { id: next.id, requestId: 'after-the-upgrade' },
+    ]);
+  } finally {
+    await store.close();
+  }
+}
+
 describe('upgrading a store with jobs accepted before jobs kept their request id', () => {
   let dir: string;
 
@@ -151,19 +172,7 @@ describe('upgrading a store with jobs accepted before jobs kept their request id
     db.prepare(text).run(...values);
     db.close();
 
-    const store = new SqliteStore({ filename: file });
-    try {
-      expect(await store.migrate()).toEqual({ from: older, to: SQLITE_MIGRATIONS.length });
-      const next = jobFixture(workspace.id, { runAt: at(2), requestId: 'after-the-upgrade' });
-      await store.enqueueJob(next, eventFixture(workspace.id, { jobId: next.id }));
-      const claimed = await store.claimJobs('w', 2, at(100), at(60_000));
-      expect(claimed.map(({ id, requestId }) => ({ id, requestId }))).toEqual([
-        { id: queued.id, requestId: null },
-        { id: next.id, requestId: 'after-the-upgrade' },
-      ]);
-    } finally {
-      await store.close();
-    }
+    await expectRequestIdsAfterUpgrade(new SqliteStore({ filename: file }), { from: older, to: SQLITE_MIGRATIONS.length }, queued);
   });
 });
 
@@ -273,19 +282,7 @@ describe.skipIf(skipWithoutPostgres)('upgrading a PostgreSQL store with jobs acc
       await client.query(text, values);
     }, schema.url);
 
-    const store = openPostgresStore(schema.url, schema.schema);
-    try {
-      expect(await store.migrate()).toEqual({ from: older, to: POSTGRES_MIGRATIONS.length });
-      const next = jobFixture(workspace.id, { runAt: at(2), requestId: 'after-the-upgrade' });
-      await store.enqueueJob(next, eventFixture(workspace.id, { jobId: next.id }));
-      const claimed = await store.claimJobs('w', 2, at(100), at(60_000));
-      expect(claimed.map(({ id, requestId }) => ({ id, requestId }))).toEqual([
-        { id: queued.id, requestId: null },
-        { id: next.id, requestId: 'after-the-upgrade' },
-      ]);
-    } finally {
-      await store.close();
-    }
+    await expectRequestIdsAfterUpgrade(openPostgresStore(schema.url, schema.schema), { from: older, to: POSTGRES_MIGRATIONS.length }, queued);
   });
 });
 
