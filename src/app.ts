@@ -77,6 +77,8 @@ export interface AppOverrides {
   drainWait?: (drainMs: number) => Promise<void>;
   /** How often the worker looks for due jobs when nothing woke it; 500 ms by default. */
   workerPollIntervalMs?: number;
+  /** The window of the event loop delay gauges (EVENT_LOOP_WINDOW_MS by default), shorter in a test. */
+  eventLoopWindowMs?: number;
 }
 
 /** The embedded store's file, when no DATABASE_URL names a PostgreSQL one. */
@@ -238,7 +240,13 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       limiters.limiter({ keyPrefix: 'duplicate', points: config.duplicateRateLimit, durationSeconds: config.duplicateRateWindowSeconds }),
     );
   const downloads = new DownloadSlots({ perWorkspace: config.downloadConcurrencyPerWorkspace, perInstance: config.downloadConcurrency });
-  const metrics = new GatewayMetrics({ store, clock, downloadsInProgress: () => downloads.inProgress, logger: lateLogger(() => metricsLog) });
+  const metrics = new GatewayMetrics({
+    store,
+    clock,
+    downloadsInProgress: () => downloads.inProgress,
+    logger: lateLogger(() => metricsLog),
+    eventLoopWindowMs: overrides.eventLoopWindowMs,
+  });
   const upstream = createUpstream(config, clock, lateLogger(() => upstreamLog), metrics.upstreamObserver);
   const campaigns: CampaignReader = upstream
     ? new BrazeCampaignReader(
@@ -279,6 +287,8 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     onQuotaRejected: (channel) => metrics.quotaRejected(channel),
     onAuthFailed: (channel, code) => metrics.authFailed(channel, code),
     onAuthBlocked: (channel) => metrics.authBlocked(channel),
+    onDuplication: (channel, outcome) => metrics.duplication(channel, outcome),
+    onEventUnrecorded: (type) => metrics.eventUnrecorded(type),
     keyUseLog: new RepeatedFailureLog(
       lateLogger(() => serviceLog),
       clock,
@@ -325,6 +335,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     clock,
   );
   metrics.watchDependencies(() => readiness.report());
+  if (pacer) metrics.watchUpstreamPause(pacer);
   const inFlight = new InFlight();
   const http = await buildHttpServer({
     config,
@@ -420,6 +431,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
           retention.stop(),
           jobWorker.stop(config.shutdownGraceMs),
         ]);
+        metrics.close();
         await upstream?.close();
         await limiters.close();
         await store.close();

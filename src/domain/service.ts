@@ -136,6 +136,10 @@ export interface GatewayServiceDeps {
   onAuthFailed?: (channel: Channel, code: AuthRefusal) => void;
   /** Told when a request was refused because its client failed to authenticate too often (metrics). */
   onAuthBlocked?: (channel: Channel) => void;
+  /** Told how each duplication asked for ended, once per request (REST) or field (GraphQL) (metrics). */
+  onDuplication?: (channel: Channel, outcome: DuplicationOutcome) => void;
+  /** Told of each refusal whose event was not recorded: past its budget, or its write failed (metrics). */
+  onEventUnrecorded?: (type: RefusalEventType) => void;
   /**
    * Told how each write of a key's last use went: the request goes on either way, the operator should still know
    * when it fails (`fields` name the key). A RepeatedFailureLog, so that writes failing for every key are one line.
@@ -216,6 +220,44 @@ const BEARER = /^Bearer +(\S+) *$/i;
 /** The refusals that count as a failed authentication. */
 export const AUTH_REFUSALS = ['UNAUTHENTICATED', 'FORBIDDEN'] as const satisfies readonly ErrorCode[];
 export type AuthRefusal = (typeof AUTH_REFUSALS)[number];
+
+/**
+ * How a duplication asked for ended: accepted (a new job), replayed (an idempotency key's job), or the refusal,
+ * by the codes the service raises.
+ */
+export const DUPLICATION_OUTCOMES = [
+  'accepted',
+  'replayed',
+  'unauthenticated',
+  'forbidden',
+  'rate_limited',
+  'invalid',
+  'conflict',
+  'unavailable',
+  'internal',
+] as const;
+export type DuplicationOutcome = (typeof DUPLICATION_OUTCOMES)[number];
+
+/** The outcome each error code is: every code, so that a code added later must be given one. */
+const REFUSAL_OUTCOMES: Record<ErrorCode, DuplicationOutcome> = {
+  UNAUTHENTICATED: 'unauthenticated',
+  FORBIDDEN: 'forbidden',
+  RATE_LIMITED: 'rate_limited',
+  BAD_USER_INPUT: 'invalid',
+  PAYLOAD_TOO_LARGE: 'invalid',
+  UNSUPPORTED_MEDIA_TYPE: 'invalid',
+  METHOD_NOT_ALLOWED: 'invalid',
+  NOT_FOUND: 'invalid',
+  IDEMPOTENCY_IN_FLIGHT: 'conflict',
+  IDEMPOTENCY_MISMATCH: 'conflict',
+  UNAVAILABLE: 'unavailable',
+  UPSTREAM_ERROR: 'unavailable',
+  INTERNAL: 'internal',
+};
+
+/** The refusal events a key's budget bounds, the only events left unrecorded. */
+export const REFUSAL_EVENT_TYPES = ['PERMISSION_DENIED', 'API_KEY_REJECTED'] as const satisfies readonly SecurityEventType[];
+export type RefusalEventType = (typeof REFUSAL_EVENT_TYPES)[number];
 
 const isAuthRefusal = (error: unknown): error is GatewayError & { code: AuthRefusal } =>
   isGatewayError(error) && (AUTH_REFUSALS as readonly ErrorCode[]).includes(error.code);
@@ -417,10 +459,14 @@ export class GatewayService {
    * refusals past the budget says how many of that type there were (`unrecordedBefore`), so the log keeps their
    * number without their rows; so does one whose write failed. Whether it was written.
    */
-  private async recordRefusal(principal: Principal, event: NewSecurityEvent): Promise<boolean> {
+  private async recordRefusal(principal: Principal, event: NewSecurityEvent & { type: RefusalEventType }): Promise<boolean> {
     const budget = principal.secret === 'previous' ? `${principal.keyId}:previous` : principal.keyId;
     const counter = `${event.type} ${budget}`;
-    const leaveUnrecorded = (refusals: number) => this.unrecordedRefusals.set(counter, (this.unrecordedRefusals.get(counter) ?? 0) + refusals);
+    // `refusals`: this one, and those before it that the event would have counted.
+    const leaveUnrecorded = (refusals: number) => {
+      this.unrecordedRefusals.set(counter, (this.unrecordedRefusals.get(counter) ?? 0) + refusals);
+      this.deps.onEventUnrecorded?.(event.type);
+    };
     if (!(await this.deps.refusalEvents.take(budget)).granted) {
       leaveUnrecorded(1);
       return false;
@@ -436,16 +482,42 @@ export class GatewayService {
     return true;
   }
 
-  async duplicateCampaign(principal: Principal, raw: RawDuplicateCampaignInput, idempotencyKey?: string | null): Promise<DuplicationAccepted> {
-    await this.authorize(principal, 'campaigns.duplicate', { withQuota: true });
+  /**
+   * A duplication whose caller the transport authenticates once for all it asks (GraphQL: once per request, however
+   * many fields duplicate): `caller` is that authentication, whose refusal is this duplication's outcome too.
+   */
+  async duplicateCampaign(
+    channel: Channel,
+    caller: Promise<Principal>,
+    raw: RawDuplicateCampaignInput,
+    idempotencyKey?: string | null,
+  ): Promise<DuplicationAccepted> {
+    let principal: Principal;
+    try {
+      principal = await caller;
+      await this.authorize(principal, 'campaigns.duplicate', { withQuota: true });
+    } catch (error) {
+      this.duplicationRefused(channel, error);
+      throw error;
+    }
     return this.acceptDuplication(principal, raw, idempotencyKey);
   }
 
   /** The checks that come before the request body is even read: who is calling, and may they duplicate. */
   async authorizeDuplication(context: RequestContext): Promise<Principal> {
-    const principal = await this.authenticate(context);
-    await this.authorize(principal, 'campaigns.duplicate', { withQuota: true });
-    return principal;
+    try {
+      const principal = await this.authenticate(context);
+      await this.authorize(principal, 'campaigns.duplicate', { withQuota: true });
+      return principal;
+    } catch (error) {
+      this.duplicationRefused(context.channel, error);
+      throw error;
+    }
+  }
+
+  /** A duplication's refusal, counted by its outcome; any error that is not a GatewayError is a failure of ours. */
+  private duplicationRefused(channel: Channel, error: unknown): void {
+    this.deps.onDuplication?.(channel, isGatewayError(error) ? REFUSAL_OUTCOMES[error.code] : 'internal');
   }
 
   /**
@@ -469,11 +541,15 @@ export class GatewayService {
     raw: RawDuplicateCampaignInput,
     idempotencyKey?: string | null,
   ): Promise<DuplicationAccepted> {
+    let accepted: DuplicationAccepted;
     try {
-      return await this.accept(principal, raw, idempotencyKey);
+      accepted = await this.accept(principal, raw, idempotencyKey);
     } catch (error) {
+      this.duplicationRefused(principal.channel, error);
       throw await this.withQuotaState(principal, error);
     }
+    this.deps.onDuplication?.(principal.channel, accepted.replayed ? 'replayed' : 'accepted');
+    return accepted;
   }
 
   private async accept(principal: Principal, raw: RawDuplicateCampaignInput, idempotencyKey: string | null | undefined): Promise<DuplicationAccepted> {
@@ -801,11 +877,11 @@ export class GatewayService {
     return this.deps.campaigns.get(principal.workspaceId, id);
   }
 
-  private event(
+  private event<T extends NewSecurityEvent['type']>(
     principal: Principal,
-    type: NewSecurityEvent['type'],
+    type: T,
     fields: Partial<Pick<NewSecurityEvent, 'jobId' | 'campaignId' | 'details'>>,
-  ): NewSecurityEvent {
+  ): NewSecurityEvent & { type: T } {
     return {
       id: newId(),
       workspaceId: principal.workspaceId,

@@ -34,7 +34,7 @@ export class DuplicationResolver {
     @Arg('input', () => DuplicateCampaignInput, { description: 'The campaign to copy, and what the copy is to be.' }) input: DuplicateCampaignInput,
     @Ctx() context: GraphQLContext,
   ): Promise<DuplicateCampaignPayload | null> {
-    const { job, rateLimit } = await context.service.duplicateCampaign(await context.principal(), {
+    const { job, rateLimit } = await context.service.duplicateCampaign(context.request.channel, context.principal(), {
       campaignId: input.campaignId,
       name: input.name,
       description: input.description,

@@ -83,12 +83,17 @@ const CLIENT_ERRORS: Record<string, { status: number; message: string }> = {
   HPE_CHUNK_EXTENSIONS_OVERFLOW: { status: 413, message: ERROR_CODES.PAYLOAD_TOO_LARGE.message },
 };
 
+/** The status and message a request Node could not parse is refused with, by Node's error code. */
+export const clientError = (code: string | undefined): { status: number; message: string } =>
+  CLIENT_ERRORS[code ?? ''] ?? { status: 400, message: 'Malformed request' };
+
 /**
  * The raw HTTP answer to a request fastify never sees because Node could not parse it: the same JSON body and
  * request id as any other error, and nothing of what was sent.
  */
+
 export function clientErrorResponse(code: string | undefined, requestId: string): string {
-  const { status, message } = CLIENT_ERRORS[code ?? ''] ?? { status: 400, message: 'Malformed request' };
+  const { status, message } = clientError(code);
   const body = JSON.stringify({ message } satisfies RestErrorBody);
   return [
     `HTTP/1.1 ${status} ${STATUS_CODES[status]}`,

@@ -2,13 +2,21 @@ import type { FastifyInstance } from 'fastify';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { UpstreamObserver } from '../adapters/braze-client.js';
 import { ERROR_CODES } from '../domain/errors.js';
-import type { Clock, GatewayStore } from '../domain/ports.js';
-import { AUTH_REFUSALS, type AuthRefusal } from '../domain/service.js';
+import type { Clock, GatewayStore, UpstreamPause } from '../domain/ports.js';
+import {
+  AUTH_REFUSALS,
+  DUPLICATION_OUTCOMES,
+  REFUSAL_EVENT_TYPES,
+  type AuthRefusal,
+  type DuplicationOutcome,
+  type RefusalEventType,
+} from '../domain/service.js';
 import { CHANNELS, JOB_ERROR_CODES, type Channel, type JobErrorCode } from '../domain/types.js';
 import { GRAPHQL_ERROR_CODES } from '../graphql/apollo.js';
 import { RepeatedFailureLog } from '../jobs/failure-log.js';
-import type { WorkerLogger, WorkerObserver } from '../jobs/worker.js';
+import { DEFERRAL_REASONS, type WorkerLogger, type WorkerObserver } from '../jobs/worker.js';
 import { CHECK_TIMEOUT_MS, withinTimeout, type ReadinessReport } from '../readiness.js';
+import { GATEWAY_VERSION } from './openapi.js';
 
 const GRAPHQL_PATHS = ['prepared', 'apollo'] as const;
 export type GraphQLPath = (typeof GRAPHQL_PATHS)[number];
@@ -29,12 +37,25 @@ export interface GatewayMetricsOptions {
   downloadsInProgress: () => number;
   /** Hears of the store failing to give the queue, once per outage rather than once per scrape. */
   logger: WorkerLogger;
+  /** How often the event loop delay gauges (`nodejs_eventloop_lag_*`) take in what was measured since last time. */
+  eventLoopWindowMs?: number;
 }
+
+/**
+ * The window the event loop delay gauges describe: prom-client's own collect would take them in, and start
+ * over, at each scrape, so two Prometheus servers scraping one instance would each see a share of the delays,
+ * and one scraping right after the other none (a minimum of 9.2e9 s).
+ */
+export const EVENT_LOOP_WINDOW_MS = 15_000;
+/** The gauge whose collect sets every `nodejs_eventloop_lag_*` one (prom-client's lib/metrics/eventLoopLag.js). */
+const EVENT_LOOP_LAG = 'nodejs_eventloop_lag_seconds';
 
 const CHECK_TIMEOUT_S = CHECK_TIMEOUT_MS / 1000;
 
 /** The label value of a code outside its closed set: an older version's job error read back, a code some library made up. */
 const OTHER_CODE = 'other';
+/** The `method` of a request Node could not parse: what it sent is not trusted to be a method. */
+const MALFORMED_METHOD = 'unknown';
 /** The `error_code` of a job that succeeded. */
 const NO_ERROR = 'none';
 const errorCodeLabel = (code: JobErrorCode | null): string =>
@@ -61,7 +82,20 @@ export class GatewayMetrics {
   private readonly jobDuration: Histogram<'status'>;
   private readonly jobsFinished: Counter<'status' | 'error_code'>;
   private readonly jobRetries: Counter;
-  private readonly jobDeferrals: Counter;
+  private readonly jobDeferrals: Counter<'reason'>;
+  private readonly jobWait: Histogram<'status'>;
+  /**
+   * Duplications by channel and outcome, in plain numbers the counter is given at each scrape: counting them, on
+   * the path of every accepted request, allocates nothing, where prom-client's inc() (a labels() child's too)
+   * builds a key string each time.
+   */
+  private readonly duplicationCounts: Record<Channel, Record<DuplicationOutcome, number>>;
+  private readonly eventsUnrecorded: Counter<'type'>;
+  /** Upstream mode: the series read from the pacing store at each scrape, left out when that read fails. */
+  private readonly upstreamRegistry = new Registry();
+  private upstreamPause: UpstreamPause | undefined;
+  private readonly upstreamPaused: Gauge;
+  private readonly eventLoopWindow: NodeJS.Timeout | undefined;
   private readonly upstreamDuration: Histogram<'endpoint' | 'outcome'>;
   private readonly quotaRejections: Counter<'channel'>;
   private readonly authFailures: Counter<'channel' | 'code'>;
@@ -86,6 +120,13 @@ export class GatewayMetrics {
     const registers = [this.registry];
     const queueRegisters = [this.queueRegistry];
     collectDefaultMetrics({ register: this.registry });
+    this.eventLoopWindow = this.collectEventLoopEvery(options.eventLoopWindowMs ?? EVENT_LOOP_WINDOW_MS);
+    new Gauge({
+      name: 'gateway_build_info',
+      help: 'Always 1: the version of the gateway this instance runs, and of Node.',
+      labelNames: ['version', 'node'],
+      registers,
+    }).set({ version: GATEWAY_VERSION, node: process.version }, 1);
     this.storeReadOk = new Gauge({
       name: 'gateway_metrics_store_read_ok',
       help:
@@ -122,8 +163,9 @@ export class GatewayMetrics {
     this.oldestDueAge = new Gauge({
       name: 'gateway_duplication_queue_oldest_due_age_seconds',
       help:
-        'How long the pending job that has been due longest has waited since it became due (its run time), read from the store at each scrape; ' +
-        '0 when no pending job is due. Growing: no worker is taking jobs.',
+        'How long the pending job due longest ago has waited since it became due (its run time, so a job waiting for its retry, an upstream ' +
+        'slot or the end of an upstream pause is not counted before then), read from the store at each scrape; 0 when none is due. ' +
+        'Growing: no worker takes jobs, or, in upstream mode, jobs arrive faster than the upstream pace sends them.',
       registers: queueRegisters,
     });
     this.jobDuration = new Histogram({
@@ -148,10 +190,66 @@ export class GatewayMetrics {
       help: 'Attempts that failed transiently and were scheduled again.',
       registers,
     });
-    this.jobDeferrals = new Counter({
-      name: 'gateway_duplication_job_deferrals_total',
-      help: 'Jobs put back in the queue to wait for an upstream pacing slot (upstream mode), without using an attempt.',
+    this.jobDeferrals = fromZero(
+      new Counter({
+        name: 'gateway_duplication_job_deferrals_total',
+        help:
+          'Jobs put back in the queue without using an attempt, by reason: upstream_slot (upstream mode: no upstream pacing slot yet, ' +
+          'or a pause the upstream asked for), pacing_store (upstream mode: the pacing store unavailable), store (the store failed under the run).',
+        labelNames: ['reason'],
+        registers,
+      }),
+      'reason',
+      DEFERRAL_REASONS,
+    );
+    this.jobWait = new Histogram({
+      name: 'gateway_duplication_job_wait_seconds',
+      help:
+        'Time from the acceptance of a job (its created_at) to its finish, observed by the instance that finished it, by outcome: ' +
+        'what a caller waits for a duplication, retries, deferrals and queueing included.',
+      labelNames: ['status'],
+      buckets: [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600],
       registers,
+    });
+    this.duplicationCounts = Object.fromEntries(
+      CHANNELS.map((channel) => [channel, Object.fromEntries(DUPLICATION_OUTCOMES.map((outcome) => [outcome, 0]))]),
+    ) as Record<Channel, Record<DuplicationOutcome, number>>;
+    const duplicationCounts = this.duplicationCounts;
+    new Counter({
+      name: 'gateway_duplications_total',
+      help:
+        'Duplications asked of the service, once per REST request and per GraphQL field, by channel and outcome: accepted (a new job), ' +
+        'replayed (an idempotency key answered with its earlier job), or refused: unauthenticated, forbidden, rate_limited (quota spent, ' +
+        'or the client blocked after failed authentications), invalid, conflict (an idempotency key in flight or reused with another request), ' +
+        'unavailable (a dependency), internal.',
+      labelNames: ['channel', 'outcome'],
+      registers,
+      // Set from the counts at each collect: every pair shows from the start, at 0 until counted.
+      collect() {
+        this.reset();
+        for (const channel of CHANNELS) {
+          for (const outcome of DUPLICATION_OUTCOMES) this.inc({ channel, outcome }, duplicationCounts[channel][outcome]);
+        }
+      },
+    });
+    this.eventsUnrecorded = fromZero(
+      new Counter({
+        name: 'gateway_security_events_unrecorded_total',
+        help:
+          "Refusals whose security event was not recorded, by event type: past the key's budget of refusal events, or the event's write failed. " +
+          'The next event of the type recorded for the key says how many (details.unrecordedBefore).',
+        labelNames: ['type'],
+        registers,
+      }),
+      'type',
+      REFUSAL_EVENT_TYPES,
+    );
+    this.upstreamPaused = new Gauge({
+      name: 'gateway_upstream_paused_seconds',
+      help:
+        'Upstream mode: what is left of the pause the upstream asked for with a 429, read from the pacing store at each scrape; 0 when there ' +
+        'is none. No job is sent before it ends. Left out of a scrape whose read failed.',
+      registers: [this.upstreamRegistry],
     });
     this.upstreamDuration = new Histogram({
       name: 'gateway_upstream_request_duration_seconds',
@@ -249,18 +347,39 @@ export class GatewayMetrics {
     this.documentCaches = caches;
   }
 
+  /** Upstream mode: the pause each scrape reads. */
+  watchUpstreamPause(pause: UpstreamPause): void {
+    this.upstreamPause = pause;
+  }
+
+  /** Stops taking in the event loop delays; the registry still answers. */
+  close(): void {
+    clearInterval(this.eventLoopWindow);
+  }
+
   readonly workerObserver: WorkerObserver = {
-    jobFinished: (status, durationMs, errorCode) => {
+    jobFinished: (status, durationMs, errorCode, sinceAcceptedMs) => {
       this.jobDuration.observe({ status }, durationMs / 1000);
+      this.jobWait.observe({ status }, sinceAcceptedMs / 1000);
       this.jobsFinished.inc({ status, error_code: errorCodeLabel(errorCode) });
     },
     jobRetried: () => this.jobRetries.inc(),
-    jobDeferred: () => this.jobDeferrals.inc(),
+    jobDeferred: (reason) => this.jobDeferrals.inc({ reason }),
   };
 
   readonly upstreamObserver: UpstreamObserver = {
     callFinished: (endpoint, outcome, seconds) => this.upstreamDuration.observe({ endpoint, outcome }, seconds),
   };
+
+  /** How a duplication asked for ended. */
+  duplication(channel: Channel, outcome: DuplicationOutcome): void {
+    this.duplicationCounts[channel][outcome] += 1;
+  }
+
+  /** A refusal whose security event was not recorded. */
+  eventUnrecorded(type: RefusalEventType): void {
+    this.eventsUnrecorded.inc({ type });
+  }
 
   quotaRejected(channel: Channel): void {
     this.quotaRejections.inc({ channel });
@@ -292,18 +411,52 @@ export class GatewayMetrics {
   }
 
   /**
+   * A request Node could not parse, refused on its socket: counted, but with no method to tell and no start to
+   * time it from, left out of the durations.
+   */
+  malformedRequest(statusCode: number): void {
+    this.requests.inc({ method: MALFORMED_METHOD, route: 'unmatched', status_code: String(statusCode) });
+  }
+
+  /**
    * The exposition text, with the job gauges read from the store and the dependencies checked now. A store that
    * cannot be read (a database outage) leaves the queue series out: the request counts and process metrics
    * matter most then.
    */
   async render(): Promise<string> {
-    const [queueRead, dependencies] = await Promise.all([this.readQueue(), this.checkDependencies?.()]);
+    const [queueRead, pauseRead, dependencies] = await Promise.all([this.readQueue(), this.readUpstreamPause(), this.checkDependencies?.()]);
     this.storeReadOk.set(queueRead ? 1 : 0);
     for (const [dependency, { status }] of Object.entries(dependencies?.checks ?? {})) this.dependencyUp.set({ dependency }, status === 'up' ? 1 : 0);
     for (const [cache, { bytes }] of Object.entries(this.documentCaches)) this.documentCacheBytes.set({ cache }, bytes);
     this.downloads.set(this.downloadsInProgress());
-    const text = await this.registry.metrics();
-    return queueRead ? `${text}\n${await this.queueRegistry.metrics()}` : text;
+    let text = await this.registry.metrics();
+    if (queueRead) text += `\n${await this.queueRegistry.metrics()}`;
+    if (pauseRead) text += `\n${await this.upstreamRegistry.metrics()}`;
+    return text;
+  }
+
+  /** Whether the upstream pause was read, within the time of a readiness check; false outside upstream mode. */
+  private async readUpstreamPause(): Promise<boolean> {
+    if (!this.upstreamPause) return false;
+    try {
+      this.upstreamPaused.set((await withinTimeout(this.upstreamPause.remainingMs(), CHECK_TIMEOUT_MS)) / 1000);
+      return true;
+    } catch {
+      // The pacing store's outage shows in gateway_dependency_up{dependency="upstream"}, and its component logs it.
+      return false;
+    }
+  }
+
+  /**
+   * Takes prom-client's event loop delay histogram in every `windowMs` instead of at each scrape: every scrape of a
+   * window, however many scrapers, reads the same figures, those of the last whole window (0 before the first ends).
+   */
+  private collectEventLoopEvery(windowMs: number): NodeJS.Timeout | undefined {
+    const lag = this.registry.getSingleMetric(EVENT_LOOP_LAG) as (Gauge & { collect?: () => void }) | undefined;
+    const collect = lag?.collect;
+    if (!lag || !collect) return undefined;
+    lag.collect = undefined;
+    return setInterval(() => collect.call(lag), windowMs).unref();
   }
 
   private async readQueue(): Promise<boolean> {
@@ -342,9 +495,10 @@ export async function metricsRoutes(app: FastifyInstance, options: { metrics: Ga
         summary: 'Prometheus metrics',
         security: [],
         description:
-          'Request counts and durations, GraphQL requests by path and errors by code, GraphQL document cache sizes, queued jobs by status, ' +
-          'queue depth, age of the oldest due job, job durations, finished jobs by error code, upstream call durations, quota rejections, ' +
-          'failed authentications and the requests refused for them, each dependency /readyz checks, downloads in progress, process metrics. ' +
+          'Request counts and durations, duplications by channel and outcome, GraphQL requests by path and errors by code, GraphQL document ' +
+          'cache sizes, queued jobs by status, queue depth, age of the oldest due job, job durations and waits from acceptance, finished jobs ' +
+          'by error code, deferrals by reason, upstream call durations and pause, quota rejections, failed authentications and the requests ' +
+          'refused for them, security events left unrecorded, each dependency /readyz checks, downloads in progress, build, process metrics. ' +
           `Answers 200 while the store is down or does not answer within ${CHECK_TIMEOUT_S} s, without the queue series and with gateway_metrics_store_read_ok 0.`,
         response: { 200: { description: 'Prometheus text exposition format 0.0.4', content: { 'text/plain': { schema: { type: 'string' } } } } },
       },

@@ -27,7 +27,7 @@ import { gatewaySchema } from '../graphql/schema.js';
 import { summarizeError } from '../jobs/failure-log.js';
 import type { ReadinessReport } from '../readiness.js';
 import { DependencyRefusals } from './dependency-refusals.js';
-import { clientErrorResponse, toRestError } from './errors.js';
+import { clientError, clientErrorResponse, toRestError } from './errors.js';
 import { explorerAssetRoutes, sendExplorer, sendExplorerOff, wantsExplorer } from './explorer.js';
 import { healthRoutes } from './health.js';
 import type { InFlight } from './in-flight.js';
@@ -142,7 +142,10 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
       }
       const requestId = randomUUID();
       app.log.info({ reqId: requestId, code: error.code }, 'malformed HTTP request refused');
-      if (socket.writable) socket.write(clientErrorResponse(error.code, requestId));
+      if (socket.writable) {
+        socket.write(clientErrorResponse(error.code, requestId));
+        deps.metrics.malformedRequest(clientError(error.code).status);
+      }
       socket.destroy();
     },
     // An incoming x-request-id is kept when it is safe to log; otherwise one is made.

@@ -29,11 +29,21 @@ export interface JobWorkerLogger extends WorkerLogger {
   debug(object: object, message: string): void;
 }
 
+/**
+ * Why a job went back to the queue without using an attempt: no upstream slot yet (or an upstream pause), the
+ * upstream pacing store unavailable, the store failing under the run.
+ */
+export const DEFERRAL_REASONS = ['upstream_slot', 'pacing_store', 'store'] as const;
+export type DeferralReason = (typeof DEFERRAL_REASONS)[number];
+
 export interface WorkerObserver {
-  /** `errorCode`: why a FAILED job failed; null for a success. */
-  jobFinished?(status: 'SUCCEEDED' | 'FAILED', durationMs: number, errorCode: JobErrorCode | null): void;
+  /**
+   * `durationMs`: the attempt that finished it; `errorCode`: why a FAILED job failed, null for a success;
+   * `sinceAcceptedMs`: from the job's acceptance (its created_at) to its finish.
+   */
+  jobFinished?(status: 'SUCCEEDED' | 'FAILED', durationMs: number, errorCode: JobErrorCode | null, sinceAcceptedMs: number): void;
   jobRetried?(): void;
-  jobDeferred?(): void;
+  jobDeferred?(reason: DeferralReason): void;
 }
 
 /** The gateway's retry schedule: from 1 s, doubling per attempt, never more than 5 minutes. */
@@ -202,7 +212,7 @@ export class JobWorker {
         this.claimPausedUntil = Math.max(this.claimPausedUntil, runAt.getTime());
         if (!(await this.store.deferJob(job.id, lease, runAt, now))) return this.leaseLost(job);
         this.storeOutages.succeeded();
-        this.observer.jobDeferred?.();
+        this.observer.jobDeferred?.(result.waitsFor === 'slot' ? 'upstream_slot' : 'pacing_store');
         const waiting = { ...jobLogFields(job), delayMs: result.retryAfterMs };
         // A slot comes at the window's end, so each instance defers at most its concurrency a window. The pacing
         // store is asked again every few seconds for as long as it is down, every job each time, while the
@@ -222,7 +232,7 @@ export class JobWorker {
       const outcome = this.outcome(job, result, now);
       if (!(await this.store.finishJob(job.id, lease, outcome, now))) return this.leaseLost(job);
       this.storeOutages.succeeded();
-      this.observer.jobFinished?.(outcome.status, Date.now() - startedAt, outcome.error?.code ?? null);
+      this.observer.jobFinished?.(outcome.status, Date.now() - startedAt, outcome.error?.code ?? null, now.getTime() - job.createdAt.getTime());
       const finished = { ...jobLogFields(job), status: outcome.status, attempts: job.attempts };
       // A job that failed for good is what the caller will ask about: the line says why.
       if (outcome.status === 'FAILED') this.logger.warn({ ...finished, error: outcome.error }, 'job finished');
@@ -253,7 +263,7 @@ export class JobWorker {
     } catch {
       return false;
     }
-    this.observer.jobDeferred?.();
+    this.observer.jobDeferred?.('store');
     this.logger.debug({ ...jobLogFields(job), delayMs }, 'job waits for the store');
     return true;
   }

@@ -213,7 +213,7 @@ describe('GET /metrics', () => {
     expect(sample(text, 'gateway_duplication_jobs_finished_total', { status: 'SUCCEEDED', error_code: 'none' })).toBe(2);
     expect(sample(text, 'gateway_duplication_jobs_finished_total', { status: 'FAILED', error_code: 'CAMPAIGN_NOT_FOUND' })).toBe(0);
     expect(sample(text, 'gateway_duplication_job_retries_total')).toBe(0);
-    expect(sample(text, 'gateway_duplication_job_deferrals_total')).toBe(0);
+    for (const reason of ['upstream_slot', 'pacing_store', 'store']) expect(sample(text, 'gateway_duplication_job_deferrals_total', { reason })).toBe(0);
     expect(sample(text, 'gateway_security_event_downloads_in_progress')).toBe(0);
     expect(sample(text, 'process_cpu_user_seconds_total')).toBeGreaterThan(0);
     expect(sample(text, 'nodejs_heap_size_used_bytes')).toBeGreaterThan(0);
@@ -304,7 +304,7 @@ describe('GET /metrics: label values', () => {
       metrics.graphqlError('SOMETHING_A_PLUGIN_MADE_UP');
       metrics.graphqlError(undefined);
       // A job error code an older version wrote, read back.
-      metrics.workerObserver.jobFinished?.('FAILED', 10, 'UPSTREAM_400' as JobErrorCode);
+      metrics.workerObserver.jobFinished?.('FAILED', 10, 'UPSTREAM_400' as JobErrorCode, 20);
       const text = await metrics.render();
       expect(sample(text, 'gateway_graphql_errors_total', { code: 'other' })).toBe(2);
       expect(sample(text, 'gateway_duplication_jobs_finished_total', { status: 'FAILED', error_code: 'other' })).toBe(1);

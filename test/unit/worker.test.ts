@@ -361,21 +361,22 @@ describe.skipIf(skipWithoutPostgres)('the job worker on a PostgreSQL store out o
     await store.enqueueJob(job, eventFixture(ws.id, { jobId: job.id }));
     const lines: { level: string; message: string; details: Record<string, any> }[] = [];
     const record = (level: string) => (details: object, message: string) => void lines.push({ level, message, details: details as Record<string, any> });
-    let deferrals = 0;
+    const deferrals: string[] = [];
     // The duplicator reads the campaign through the starved role; the worker records through the store.
     worker = new JobWorker(store, new LocalDuplicator(starved, clock), clock, workerOptions(1), { debug: record('debug'), info: record('info'), warn: record('warn'), error: record('error') }, {
-      jobDeferred: () => void (deferrals += 1),
+      jobDeferred: (reason) => void deferrals.push(reason),
     });
     worker.start();
     const stateOf = async () => (await store.getJob(ws.id, job.id))!;
 
     for (let run = 1; run <= 3; run += 1) {
-      await waitFor(async () => deferrals === run && (await stateOf()).status === 'PENDING');
+      await waitFor(async () => deferrals.length === run && (await stateOf()).status === 'PENDING');
       expect(await stateOf()).toMatchObject({ status: 'PENDING', attempts: 0, error: null });
       // Past the store's Retry-After: due again.
       clock.advance(5_000);
       worker.notify();
     }
+    expect(deferrals).toEqual(['store', 'store', 'store']);
     const outage = lines.filter((line) => line.level !== 'debug');
     expect(outage).toEqual([
       {

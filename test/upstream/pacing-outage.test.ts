@@ -3,7 +3,18 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DuplicationJob } from '../../src/domain/types.js';
 import { ManualClock } from '../support/clock.js';
 import { startFakeBraze, type FakeBraze } from '../support/fake-braze.js';
-import { bearer, componentLines, http, json, recordingLogger, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import {
+  bearer,
+  componentLines,
+  http,
+  json,
+  metricSample as sample,
+  recordingLogger,
+  startGateway,
+  waitFor,
+  type TestGateway,
+  type TestWorkspace,
+} from '../support/gateway.js';
 import { PrivateRedis, skipWithoutRedisServer } from '../support/redis.js';
 
 const UPSTREAM_KEY = 'Braze-Upstream-Key-3B9D04E1C7';
@@ -118,6 +129,11 @@ describe.skipIf(skipWithoutRedisServer)('upstream pacing while its shared store,
       // Said once, however many times the jobs met it; each time a job is sent back to wait is a debug line.
       expect(upstreamLines(instance)).toEqual([expect.objectContaining({ level: 40, msg: HELD, cause: expect.objectContaining({ message: expect.any(String) }) })]);
       expect(waitLines(instance).map((line) => line.level)).toEqual([20, 20, 20, 20]);
+      const metrics = (await http(instance.gateway.baseUrl, 'GET', '/metrics')).text;
+      expect(sample(metrics, 'gateway_duplication_job_deferrals_total', { reason: 'pacing_store' })).toBe(4);
+      expect(sample(metrics, 'gateway_duplication_job_deferrals_total', { reason: 'upstream_slot' })).toBe(0);
+      // The pause cannot be read: left out rather than reported as none.
+      expect(sample(metrics, 'gateway_upstream_paused_seconds')).toBeUndefined();
     }
 
     await redis.start();
