@@ -506,13 +506,17 @@ export class GatewayService {
   /** The checks that come before the request body is even read: who is calling, and may they duplicate. */
   async authorizeDuplication(context: RequestContext): Promise<Principal> {
     try {
-      const principal = await this.authenticate(context);
-      await this.authorize(principal, 'campaigns.duplicate', { withQuota: true });
-      return principal;
+      return await this.checkDuplication(context);
     } catch (error) {
       this.duplicationRefused(context.channel, error);
       throw error;
     }
+  }
+
+  private async checkDuplication(context: RequestContext): Promise<Principal> {
+    const principal = await this.authenticate(context);
+    await this.authorize(principal, 'campaigns.duplicate', { withQuota: true });
+    return principal;
   }
 
   /** A duplication's refusal, counted by its outcome; any error that is not a GatewayError is a failure of ours. */
@@ -525,9 +529,10 @@ export class GatewayService {
    * to follow its headers, the request's key and permission checked again: what a revocation, a rotation or a
    * narrowed permission made meanwhile applies to the request.
    */
-  async reauthorizeDuplication(principal: Principal, context: RequestContext): Promise<Principal> {
+  async reauthorizeDuplication(principal: Principal, context: RequestContext, options: { refusedAlready?: boolean } = {}): Promise<Principal> {
     if (this.deps.clock.now().getTime() - principal.authenticatedAt.getTime() < KEY_RECHECK_AFTER_MS) return principal;
-    return this.authorizeDuplication(context);
+    // A request already refused (its answer that refusal) is counted as its refusal was, or not at all.
+    return options.refusedAlready ? this.checkDuplication(context) : this.authorizeDuplication(context);
   }
 
   /**

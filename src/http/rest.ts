@@ -221,8 +221,11 @@ function methodNotAllowed(app: FastifyInstance, url: string, allowed: readonly s
 /** How a keyed route checks its caller: before the body is read, and again once it is in. */
 export interface KeyCheck {
   authorize(context: RequestContext): Promise<Principal>;
-  /** The principal `authorize` gave, or the key checked again when the body came late. */
-  reauthorize(principal: Principal, context: RequestContext): Promise<Principal>;
+  /**
+   * The principal `authorize` gave, or the key checked again when the body came late; `refusedAlready` when the
+   * request's answer is already a refusal, so that the check counts as no outcome of its own.
+   */
+  reauthorize(principal: Principal, context: RequestContext, options?: { refusedAlready: boolean }): Promise<Principal>;
 }
 
 /**
@@ -236,10 +239,10 @@ export function keyedRoute(check: KeyCheck): {
   options: Pick<RouteShorthandOptions, 'config' | 'onRequest' | 'onError'>;
   principal(request: FastifyRequest): Promise<Principal>;
 } {
-  const principal = async (request: FastifyRequest): Promise<Principal> => {
+  const principal = async (request: FastifyRequest, options?: { refusedAlready: boolean }): Promise<Principal> => {
     const checkedBefore = request.principal as Principal;
     request.principal = undefined;
-    request.principal = await check.reauthorize(checkedBefore, httpRequestContext(request, 'REST'));
+    request.principal = await check.reauthorize(checkedBefore, httpRequestContext(request, 'REST'), options);
     return request.principal;
   };
   return {
@@ -249,7 +252,7 @@ export function keyedRoute(check: KeyCheck): {
         request.principal = await check.authorize(httpRequestContext(request, 'REST'));
       },
       onError: async (request) => {
-        if (request.principal) await principal(request).catch(() => undefined);
+        if (request.principal) await principal(request, { refusedAlready: true }).catch(() => undefined);
       },
     },
     principal,
@@ -263,7 +266,7 @@ export async function restRoutes(app: FastifyInstance, options: { service: Gatew
   for (const [url, allowed] of Object.entries(ALLOWED_METHODS)) methodNotAllowed(app, url, allowed);
   const duplication = keyedRoute({
     authorize: (context) => service.authorizeDuplication(context),
-    reauthorize: (principal, context) => service.reauthorizeDuplication(principal, context),
+    reauthorize: (principal, context, options) => service.reauthorizeDuplication(principal, context, options),
   });
   app.post(
     '/campaigns/duplicate',

@@ -9,7 +9,18 @@ import { loadConfig } from '../../src/config.js';
 import { AdminService } from '../../src/domain/admin.js';
 import { displayPrefix, hashApiKey } from '../../src/domain/keys.js';
 import type { GatewayStore } from '../../src/domain/ports.js';
-import { componentLines, graphql, rawConnection, recordingLogger, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import {
+  componentLines,
+  graphql,
+  http,
+  metricSample,
+  rawConnection,
+  recordingLogger,
+  startGateway,
+  waitFor,
+  type TestGateway,
+  type TestWorkspace,
+} from '../support/gateway.js';
 import { ManualClock } from '../support/clock.js';
 import { createTestSchema, openPostgresStore, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
 import { countStatements, KEY_BY_HASH } from '../support/statements.js';
@@ -205,14 +216,19 @@ describe('API keys', () => {
     const { head, body: answer } = await connection.answer;
     return { status: Number(head.split(' ')[1]), quotaHeaders: /^x-ratelimit-/im.test(head), body: answer };
   };
+  /** REST duplications refused for their key, as /metrics counts them. */
+  const unauthenticated = async () =>
+    metricSample((await http(gw.baseUrl, 'GET', '/metrics')).text, 'gateway_duplications_total', { channel: 'REST', outcome: 'unauthenticated' });
 
   it('checks a REST key again when the body comes long after the headers: a key revoked meanwhile is refused', async () => {
     const kept = await ws.addKey(['campaigns.duplicate'], 'slow but kept');
     expect(await slowBody(kept.key, async () => undefined)).toMatchObject({ status: 202, quotaHeaders: true });
 
     const revoked = await ws.addKey(['campaigns.duplicate'], 'revoked while its body comes');
+    const before = await unauthenticated();
     const refused = await slowBody(revoked.key, () => gw.app.admin.revokeKey(revoked.keyId));
     expect(refused).toMatchObject({ status: 401, quotaHeaders: false });
+    expect(await unauthenticated()).toBe(before! + 1);
     expect(JSON.parse(refused.body)).toEqual({ message: 'Invalid API key' });
     const requested = await gw.app.store.listEvents(ws.workspace.id, { apiKeyId: revoked.keyId, types: ['CAMPAIGN_DUPLICATION_REQUESTED'] }, { first: 5 });
     expect(requested).toEqual([]);
@@ -227,7 +243,10 @@ describe('API keys', () => {
     expect(await slowBody(kept.key, async () => undefined, body, headers)).toMatchObject({ status: 400, quotaHeaders: true });
 
     const revoked = await ws.addKey(['campaigns.duplicate'], 'slow, refused, revoked');
+    const before = await unauthenticated();
     expect(await slowBody(revoked.key, () => gw.app.admin.revokeKey(revoked.keyId), body, headers)).toMatchObject({ status: 400, quotaHeaders: false });
+    // Refused for its body, which the service never saw: not a duplication refused for its key.
+    expect(await unauthenticated()).toBe(before);
   });
 
   it('records what a key was created with in API_KEY_CREATED, as securityEvents shows it', async () => {
