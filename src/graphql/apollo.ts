@@ -20,8 +20,9 @@ import {
   type FieldIssue,
   type GatewayError,
 } from '../domain/errors.js';
+import { isRecord } from '../domain/validation.js';
 import { isAuthenticationRefusal, recordRateLimit, type GraphQLContext } from './context.js';
-import { apolloDocumentStore, apolloQueryTextStore, type DocumentCache } from './document-cache.js';
+import { apolloDocumentStore, NO_QUERY_TEXTS, queryTextBytes, type DocumentCache } from './document-cache.js';
 import { operationTypeRule, type OperationLimits } from './limits.js';
 import type { DependencyRefusals } from '../http/dependency-refusals.js';
 import { errorHeaders } from '../http/errors.js';
@@ -229,25 +230,42 @@ export function applyHttpSemantics(
 const NOTHING = '{ __typename }';
 
 /**
- * A persisted query is looked up only once the request's key is accepted. Looked up for anyone, a hash told whether
- * some workspace had sent that document (it ran, and the key was refused, or it was PERSISTED_QUERY_NOT_FOUND), so
- * that documents with literals in them could be confirmed by guessing. A request with a persisted query, its text
- * or its hash alone, is authenticated before Apollo reads the extension, and a refusal counts as a failed
- * authentication. Refused (or not checked: an outage), the request runs NOTHING in its place, and its answer is the
- * refusal alone (applyHttpSemantics), whatever the hash.
+ * Automatic persisted queries, kept and looked up by the workspace of the request's key.
+ *
+ * A request with a persisted query, its text or its hash alone, is authenticated before its hash is looked up,
+ * and a refusal counts as a failed authentication. Refused (or not checked: an outage), the request runs
+ * NOTHING in its place, and its answer is the refusal alone (applyHttpSemantics), whatever the hash: a hash
+ * looked up for anyone would tell whether some workspace had sent that document, literals and all. Accepted,
+ * its hash is looked up among the texts its own workspace has sent, for the same reason. A text is kept once its
+ * operation runs: after Apollo has checked it against its hash, parsed and validated it, and the limits took it.
  */
-function persistedQueryAuthenticationPlugin(logger: FastifyBaseLogger, refusals: DependencyRefusals): ApolloServerPlugin<GraphQLContext> {
+function persistedQueryPlugin(logger: FastifyBaseLogger, refusals: DependencyRefusals, texts: DocumentCache<string>): ApolloServerPlugin<GraphQLContext> {
   return {
     async requestDidStart({ request, contextValue }) {
-      if (!request.extensions?.persistedQuery) return;
+      const persisted: unknown = request.extensions?.persistedQuery;
+      if (!persisted) return;
+      let workspaceId: string;
       try {
-        await contextValue.principal();
+        ({ workspaceId } = await contextValue.principal());
       } catch (error) {
         reportUnexpectedErrors(logger, refusals, [error], contextValue.requestId);
         contextValue.authentication.error ??= internalError(error);
         contextValue.authentication.refusesRequest = true;
         Object.assign(request, { query: NOTHING, operationName: undefined, variables: undefined, extensions: undefined });
+        return;
       }
+      if (!isRecord(persisted) || typeof persisted.sha256Hash !== 'string') return;
+      const key = `${workspaceId}:${persisted.sha256Hash}`;
+      const { query } = request;
+      if (query === undefined) {
+        request.query = texts.get(key);
+        return;
+      }
+      return {
+        async executionDidStart() {
+          texts.set(key, query, queryTextBytes(key, query));
+        },
+      };
     },
   };
 }
@@ -318,7 +336,7 @@ export interface ApolloOptions {
   refusals: DependencyRefusals;
   /** Where Apollo keeps the documents it parsed and validated, by query text. */
   documents: DocumentCache<DocumentNode>;
-  /** Where Apollo keeps the texts of automatic persisted queries, by hash. */
+  /** Where the texts of automatic persisted queries are kept, by workspace and hash. */
   persistedQueries: DocumentCache<string>;
   /** More plugins, after the gateway's own. */
   plugins?: ApolloServerPlugin<GraphQLContext>[];
@@ -366,7 +384,7 @@ export function createApollo(options: ApolloOptions): ApolloServer<GraphQLContex
     stopOnTerminationSignals: false,
     parseOptions: { maxTokens: MAX_TOKENS },
     documentStore: apolloDocumentStore(options.documents),
-    persistedQueries: { cache: apolloQueryTextStore(options.persistedQueries) },
+    persistedQueries: { cache: NO_QUERY_TEXTS },
     maxRecursiveSelections: true,
     validationRules: [operationTypeRule, ...(options.introspection ? [] : [noIntrospectionRule])],
     formatError: (formatted, error) => {
@@ -384,7 +402,7 @@ export function createApollo(options: ApolloOptions): ApolloServer<GraphQLContex
       ApolloServerPluginUsageReportingDisabled(),
       ApolloServerPluginSchemaReportingDisabled(),
       ApolloServerPluginInlineTraceDisabled(),
-      persistedQueryAuthenticationPlugin(options.logger, options.refusals),
+      persistedQueryPlugin(options.logger, options.refusals, options.persistedQueries),
       options.limits.plugin(),
       httpSemanticsPlugin(options.logger, options.refusals, options.observeError),
       ...(options.plugins ?? []),

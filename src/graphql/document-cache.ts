@@ -113,10 +113,16 @@ export const apolloDocumentStore = (cache: DocumentCache<DocumentNode>): Documen
 /** What the persisted-query store may hold: the texts of a few hundred ordinary operations. */
 export const QUERY_TEXT_CACHE_BYTES = 4 * 2 ** 20;
 
+/** The heap a persisted query's text holds under its key. */
+export const queryTextBytes = (key: string, text: string): number => CHARACTER_BYTES * (key.length + text.length);
+
 /**
- * Apollo's store of automatic persisted queries (query texts by their hash), bounded by the heap the texts
- * hold. A text is kept for any valid query sent with its hash, key or no key, and Apollo's default store
- * counts characters up to 30 Mi of them.
+ * What Apollo is given as its store of automatic persisted queries: one that holds nothing. The texts are kept
+ * by workspace in a DocumentCache of the gateway's (see persistedQueryPlugin), and a hash Apollo looks up itself
+ * is one the caller's workspace has not sent.
  */
-export const apolloQueryTextStore = (cache: DocumentCache<string>): NonNullable<PersistedQueryOptions['cache']> =>
-  apolloStore(cache, (key, text) => CHARACTER_BYTES * (key.length + text.length));
+export const NO_QUERY_TEXTS: NonNullable<PersistedQueryOptions['cache']> = {
+  get: async () => undefined,
+  set: async () => undefined,
+  delete: async () => false,
+};

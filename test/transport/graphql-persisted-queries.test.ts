@@ -34,6 +34,29 @@ describe('automatic persisted queries', () => {
     expect(byHash.body).toEqual(registered.body);
   });
 
+  it("looks a hash up among its own workspace's texts only: another workspace's document is not found", async () => {
+    const other = await gateway.workspace();
+    const query = `{ campaign(id: "${ws.campaign.id}") { name } }`;
+    const extensions = { persistedQuery: { version: 1, sha256Hash: sha256(query) } };
+    const asOther = (body: Record<string, unknown>) =>
+      http(gateway.baseUrl, 'POST', '/graphql', { headers: { ...json, ...bearer(other.key) }, body: JSON.stringify(body) });
+    expect((await send({ query, extensions })).body.data.campaign).toEqual({ name: ws.campaign.name });
+    const guessed = await asOther({ extensions });
+    expect([guessed.status, guessed.body.errors?.[0]?.extensions?.code]).toEqual([200, 'PERSISTED_QUERY_NOT_FOUND']);
+    expect((await asOther({ query, extensions })).body).toEqual({ data: { campaign: null } });
+    expect((await asOther({ extensions })).body).toEqual({ data: { campaign: null } });
+    expect((await send({ extensions })).body.data.campaign).toEqual({ name: ws.campaign.name });
+  });
+
+  it('keeps no text whose operation does not run', async () => {
+    for (const query of ['{ noSuchField }', `{ ${Array.from({ length: 40 }, (_, index) => `a${index}: viewer { workspaceId }`).join(' ')} }`]) {
+      const extensions = { persistedQuery: { version: 1, sha256Hash: sha256(query) } };
+      const refused = await send({ query, extensions });
+      expect(refused.status, query).toBe(400);
+      expect((await send({ extensions })).body.errors?.[0]?.extensions?.code, query).toBe('PERSISTED_QUERY_NOT_FOUND');
+    }
+  });
+
   it.each([
     ['POST, application/json', 'POST', 'application/json'],
     ['POST, application/graphql-response+json', 'POST', 'application/graphql-response+json'],
