@@ -108,6 +108,15 @@ export interface KeyView {
   permissions: Permission[];
 }
 
+/**
+ * Hears how a write the caller does not wait for went, so that the operator knows when it fails (`fields` name
+ * what it was for). A RepeatedFailureLog, so that writes failing for every key are one line.
+ */
+export interface WriteOutcomeLog {
+  failed(error: unknown, fields: object): void;
+  succeeded(): void;
+}
+
 export interface GatewayServiceDeps {
   store: GatewayStore;
   quota: Quota;
@@ -140,13 +149,10 @@ export interface GatewayServiceDeps {
   onDuplication?: (channel: Channel, outcome: DuplicationOutcome) => void;
   /** Told of each refusal whose event was not recorded: past its budget, or its write failed (metrics). */
   onEventUnrecorded?: (type: RefusalEventType) => void;
-  /**
-   * Told how each write of a key's last use went: the request goes on either way, the operator should still know
-   * when it fails (`fields` name the key). A RepeatedFailureLog, so that writes failing for every key are one line.
-   */
-  keyUseLog?: { failed(error: unknown, fields: object): void; succeeded(): void };
+  /** Told how each write of a key's last use went: the request goes on either way. */
+  keyUseLog?: WriteOutcomeLog;
   /** Told how each write of an API_KEY_REJECTED event went: the refusal is answered either way. */
-  keyRejectionLog?: { failed(error: unknown, fields: object): void; succeeded(): void };
+  keyRejectionLog?: WriteOutcomeLog;
   /** Security event downloads in progress on this instance, bounded. */
   downloads: DownloadSlots;
 }
