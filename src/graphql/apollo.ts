@@ -348,10 +348,25 @@ export interface ApolloOptions {
  * graphql-js suggests names of the schema ("Did you mean …?") in variable errors too, which Apollo's
  * hideSchemaDetailsFromClientErrors, covering validation errors only, leaves in.
  */
-const withoutSchemaHints = (formatted: GraphQLFormattedError): GraphQLFormattedError => ({
-  ...formatted,
-  message: formatted.message.replace(/ ?Did you mean [^]*\?$/, ''),
-});
+const withoutSchemaHints = (formatted: GraphQLFormattedError): GraphQLFormattedError => {
+  const { message } = formatted;
+  // Found by position, not by a regular expression: a message echoes what the caller sent, and a pattern running to
+  // the end from each "Did you mean" in a long one backtracks for seconds.
+  const hint = message.indexOf('Did you mean ');
+  if (hint < 0 || !message.endsWith('?')) return formatted;
+  return { ...formatted, message: message.slice(0, hint).trimEnd() };
+};
+
+/** Longest error message answered: graphql-js's messages quote the value they refuse, whole, however long it is. */
+export const MAX_ERROR_MESSAGE_LENGTH = 1000;
+
+const withinMessageLength = (formatted: GraphQLFormattedError): GraphQLFormattedError => {
+  const { message } = formatted;
+  if (message.length <= MAX_ERROR_MESSAGE_LENGTH) return formatted;
+  // Never half a surrogate pair.
+  const end = /[\uD800-\uDBFF]/.test(message[MAX_ERROR_MESSAGE_LENGTH - 2]) ? MAX_ERROR_MESSAGE_LENGTH - 2 : MAX_ERROR_MESSAGE_LENGTH - 1;
+  return { ...formatted, message: `${message.slice(0, end)}…` };
+};
 
 /**
  * Introspection off: one error for the operation. Apollo's own rule tells callers to reconfigure Apollo, and
@@ -386,9 +401,9 @@ export function createApollo(options: ApolloOptions): ApolloServer<GraphQLContex
     documentStore: apolloDocumentStore(options.documents),
     persistedQueries: { cache: NO_QUERY_TEXTS },
     maxRecursiveSelections: true,
-    validationRules: [operationTypeRule, ...(options.introspection ? [] : [noIntrospectionRule])],
+    validationRules: [operationTypeRule, options.limits.validationRule, ...(options.introspection ? [] : [noIntrospectionRule])],
     formatError: (formatted, error) => {
-      const wire = format(formatted, error);
+      const wire = withinMessageLength(format(formatted, error));
       observeFormatted(options.observeError, wire, error);
       return wire;
     },

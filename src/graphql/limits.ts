@@ -88,6 +88,92 @@ function measure(
 }
 
 /**
+ * graphql-js's OverlappingFieldsCanBeMergedRule compares every two fields of a selection set that share a response
+ * name, and every two fragments spread into it, fragments expanded: a few kilobytes of `viewer { workspaceId }`
+ * repeated, or of fragments spread side by side, cost it a tenth of a second to seconds, before any key is checked.
+ * No real operation comes near these bounds, and within them the rule costs about a millisecond.
+ */
+export const MAX_FIELDS_PER_RESPONSE_NAME = 50;
+export const MAX_FRAGMENTS_PER_SELECTION = 50;
+
+/** What one selection set merges: its fields by response name, and the fragments spread into it. */
+interface Merged {
+  names: Map<string, number>;
+  fragments: Set<string>;
+}
+
+/**
+ * The first selection set of the document that merges more same-named fields or more fragments than the rule can
+ * afford, as a refusal, or null. Fragments count as the rule takes them: once per set, however often spread. Linear:
+ * each fragment is merged once, and a set stops being merged at the first bound it passes.
+ */
+export function mergeRefusal(document: DocumentNode): string | null {
+  const definitions = new Map<string, FragmentDefinitionNode>();
+  for (const definition of document.definitions) {
+    if (definition.kind === Kind.FRAGMENT_DEFINITION) definitions.set(definition.name.value, definition);
+  }
+  const mergedFragments = new Map<string, Merged>();
+  const visiting = new Set<string>();
+  let refusal: string | null = null;
+
+  const merge = (set: SelectionSetNode, into: Merged): void => {
+    for (const selection of set.selections) {
+      if (refusal) return;
+      if (selection.kind === Kind.FIELD) {
+        const name = selection.alias?.value ?? selection.name.value;
+        const count = (into.names.get(name) ?? 0) + 1;
+        into.names.set(name, count);
+        if (count > MAX_FIELDS_PER_RESPONSE_NAME) {
+          refusal = `A selection set merges ${count} fields named "${name}"; at most ${MAX_FIELDS_PER_RESPONSE_NAME} are allowed`;
+        }
+      } else if (selection.kind === Kind.INLINE_FRAGMENT) {
+        merge(selection.selectionSet, into);
+      } else {
+        // Spread again, a fragment adds nothing to compare: graphql-js compares each fragment of a set once.
+        if (into.fragments.has(selection.name.value)) continue;
+        const fragment = fragmentMerged(selection.name.value);
+        if (!fragment) continue;
+        into.fragments.add(selection.name.value);
+        for (const name of fragment.fragments) into.fragments.add(name);
+        if (into.fragments.size > MAX_FRAGMENTS_PER_SELECTION) {
+          refusal = `A selection set spreads ${into.fragments.size} fragments; at most ${MAX_FRAGMENTS_PER_SELECTION} are allowed`;
+          return;
+        }
+        for (const [name, count] of fragment.names) {
+          const total = (into.names.get(name) ?? 0) + count;
+          into.names.set(name, total);
+          if (total > MAX_FIELDS_PER_RESPONSE_NAME) {
+            refusal = `A selection set merges ${total} fields named "${name}"; at most ${MAX_FIELDS_PER_RESPONSE_NAME} are allowed`;
+            return;
+          }
+        }
+      }
+    }
+  };
+  // A cycle or an unknown fragment is a validation error of its own; it merges nothing here.
+  const fragmentMerged = (name: string): Merged | undefined => {
+    const known = mergedFragments.get(name);
+    if (known) return known;
+    const definition = definitions.get(name);
+    if (!definition || visiting.has(name)) return undefined;
+    visiting.add(name);
+    const merged: Merged = { names: new Map(), fragments: new Set() };
+    merge(definition.selectionSet, merged);
+    visiting.delete(name);
+    mergedFragments.set(name, merged);
+    return merged;
+  };
+
+  visit(document, {
+    SelectionSet(set) {
+      merge(set, { names: new Map(), fragments: new Set() });
+      return refusal ? BREAK : undefined;
+    },
+  });
+  return refusal;
+}
+
+/**
  * Every operation of the document, while it is validated: an operation type the schema has (graphql-js 16
  * would only find out while executing, and call it an internal error).
  */
@@ -163,6 +249,19 @@ function costReadsVariables(document: DocumentNode, operation: OperationDefiniti
   return false;
 }
 
+/**
+ * The first reason the request's variables do not fit the operation, answered as Apollo answers it (400,
+ * BAD_USER_INPUT), or null. Apollo would leave it to graphql-js's execute, which reports up to 50, each naming the
+ * whole value: for a value with thousands of unknown fields that is seconds of work and megabytes of answer.
+ */
+function firstVariableError(schema: GraphQLSchema, operation: OperationDefinitionNode, variables: Record<string, unknown> | undefined): GraphQLError | null {
+  const definitions = operation.variableDefinitions ?? [];
+  if (definitions.length === 0) return null;
+  const [first] = getVariableValues(schema, definitions, variables ?? {}, { maxErrors: 1 }).errors ?? [];
+  if (!first) return null;
+  return new GraphQLError(first.message, { nodes: first.nodes, extensions: { code: 'BAD_USER_INPUT', http: { status: 400 } } });
+}
+
 const VARIABLE = Symbol('depends on variables');
 
 /**
@@ -177,6 +276,16 @@ const VARIABLE = Symbol('depends on variables');
 export class OperationLimits {
   /** Within every limit: its cost, or VARIABLE when the estimate depends on the request's variables. */
   private readonly known = new WeakMap<OperationDefinitionNode, number | typeof VARIABLE>();
+  /** The empty documents validated in place of documents that merge too much, with the refusal each stands for. */
+  private readonly refusedMerges = new WeakMap<DocumentNode, string>();
+
+  /** Refuses, as a validation error, a document the plugin found to merge too much (see mergeRefusal). */
+  readonly validationRule: ValidationRule = (context) => ({
+    Document: (node) => {
+      const refusal = this.refusedMerges.get(node);
+      if (refusal) context.reportError(new GraphQLError(refusal));
+    },
+  });
 
   constructor(
     private readonly schema: GraphQLSchema,
@@ -189,20 +298,30 @@ export class OperationLimits {
   }
 
   plugin(): ApolloServerPlugin {
-    const { schema, limits, known } = this;
+    const { schema, limits, known, refusedMerges } = this;
     return {
       async requestDidStart() {
         return {
+          // Apollo validates the document it holds once this returns: one that merges too much is swapped for an
+          // empty one, whose validation reports the refusal, so that graphql-js never compares its fields.
+          async validationDidStart(requestContext) {
+            const refusal = mergeRefusal(requestContext.document);
+            if (!refusal) return;
+            const standIn: DocumentNode = { kind: Kind.DOCUMENT, definitions: [] };
+            refusedMerges.set(standIn, refusal);
+            Object.assign(requestContext, { document: standIn });
+          },
           async didResolveOperation({ request, document, operation }) {
-            // No such operation, or variables that do not fit it: Apollo answers those itself, with its own codes.
+            // No such operation: Apollo answers that itself, with its own code.
             if (!operation) return;
             const seen = known.get(operation);
-            if (typeof seen === 'number') return;
             if (seen === undefined) {
               const refusal = shapeRefusal(document, operation, limits);
               if (refusal) throw limitError(operation, refusal);
             }
-            if (getVariableValues(schema, operation.variableDefinitions ?? [], request.variables ?? {}).errors) return;
+            const variableError = firstVariableError(schema, operation, request.variables);
+            if (variableError) throw variableError;
+            if (typeof seen === 'number') return;
             // Only the operation that runs, with the fragments: the library trips over anonymous operations
             // when given an operation name.
             const query: DocumentNode = {

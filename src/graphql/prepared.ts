@@ -15,7 +15,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { ApolloServerPlugin } from '@apollo/server';
 import type { FastifyBaseLogger } from 'fastify';
 import type { DependencyRefusals } from '../http/dependency-refusals.js';
-import { execute, type DocumentNode, type GraphQLSchema } from 'graphql';
+import { execute, getVariableValues, type DocumentNode, type GraphQLSchema, type VariableDefinitionNode } from 'graphql';
 import Negotiator from 'negotiator';
 import {
   applyHttpSemantics,
@@ -79,6 +79,7 @@ const MAX_QUERY_LENGTH = 8192;
 interface Prepared {
   document: DocumentNode;
   operationName: string | undefined;
+  variableDefinitions: readonly VariableDefinitionNode[];
 }
 
 /** The parts of an HTTP request this path looks at (a FastifyRequest has them). */
@@ -128,7 +129,7 @@ export class PreparedOperations {
           if (source.length > MAX_QUERY_LENGTH || !this.limits.isFixedWithinLimits(operation)) return;
           const key = keyOf(source, request.operationName);
           if (this.entries.has(key)) return;
-          this.entries.set(key, { document, operationName: request.operationName }, entryBytes(key, document));
+          this.entries.set(key, { document, operationName: request.operationName, variableDefinitions: operation.variableDefinitions ?? [] }, entryBytes(key, document));
         },
       }),
     };
@@ -157,6 +158,10 @@ export class PreparedOperations {
     const entry = this.entries.get(keyOf(body.query, operationName ?? undefined));
     if (!entry) return undefined;
 
+    // Variables that do not fit are Apollo's to answer. Checked for one error here: graphql-js's execute stops at 50,
+    // each naming the whole value, and a value with thousands of unknown fields would cost it seconds.
+    const { variableDefinitions } = entry;
+    if (variableDefinitions.length > 0 && getVariableValues(this.schema, variableDefinitions, variables ?? {}, { maxErrors: 1 }).errors) return undefined;
     const contextValue = context();
     const result = await execute({
       schema: this.schema,

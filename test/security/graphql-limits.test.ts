@@ -220,6 +220,51 @@ describe('GraphQL in production', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it('refuses, before validation compares them, documents that merge too many same-named fields or fragments into one selection set', async () => {
+    const range = (n: number) => Array.from({ length: n }, (_, index) => index);
+    const cases: [string, RegExp][] = [
+      [`{ ${'viewer { workspaceId } '.repeat(51)} }`, /^A selection set merges 51 fields named "viewer"; at most 50 are allowed$/],
+      [`{ ${'__typename '.repeat(400)} }`, /merges 51 fields named "__typename"/],
+      [`{ ${'... on Query { viewer { workspaceId } } '.repeat(51)} }`, /merges 51 fields named "viewer"/],
+      [`{ viewer { ${range(51).map((index) => `...V${index}`).join(' ')} } } ${range(51).map((index) => `fragment V${index} on Viewer { workspaceId }`).join(' ')}`, /^A selection set spreads 51 fragments; at most 50 are allowed$/],
+      [`{ ...A } fragment A on Query { ...C viewer { workspaceId } } fragment C on Query { ${'viewer { workspaceId } '.repeat(50)} }`, /merges 51 fields named "viewer"/],
+    ];
+    for (const [query, message] of cases) {
+      for (const key of [ws.key, null]) {
+        const answer = await graphql(gw.baseUrl, key, query);
+        expect(answer.status, query.slice(0, 60)).toBe(400);
+        expect(answer.body.errors, query.slice(0, 60)).toEqual([{ message: expect.stringMatching(message), extensions: { code: 'GRAPHQL_VALIDATION_FAILED' } }]);
+      }
+    }
+    for (const within of [`{ ${'viewer { workspaceId } '.repeat(50)} }`, `{ ${'...F '.repeat(900)} } fragment F on Query { viewer { workspaceId } }`]) {
+      const answer = await graphql(gw.baseUrl, ws.key, within);
+      expect([answer.status, answer.body.data?.viewer]).toEqual([200, { workspaceId: ws.workspace.id }]);
+    }
+  });
+
+  it('answers variables that do not fit with their first error, and cuts long messages short', async () => {
+    const mutation = 'mutation Copy($input: DuplicateCampaignInput!) { duplicateCampaign(input: $input) { job { id } } }';
+    const accepted = await graphql(gw.baseUrl, ws.key, mutation, { input: { campaignId: ws.campaign.id, name: 'copy' } });
+    expect(accepted.body.data.duplicateCampaign.job.id).toBeTruthy();
+    const unknownFields = Object.fromEntries(Array.from({ length: 4000 }, (_, index) => [`f${index}`, 1]));
+    // Twice: the second request finds the operation prepared.
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const answer = await graphql(gw.baseUrl, ws.key, mutation, { input: unknownFields });
+      expect(answer.status).toBe(400);
+      expect(answer.body.errors).toHaveLength(1);
+      expect(answer.body.errors[0].extensions).toEqual({ code: 'BAD_USER_INPUT' });
+      expect(answer.body.errors[0].message).toMatch(/^Variable "\$input" got invalid value \{ f0: 1, f1: 1/);
+      expect(answer.body.errors[0].message).toHaveLength(1000);
+      expect(answer.body.errors[0].message.endsWith('…')).toBe(true);
+    }
+    const echoed = await graphql(gw.baseUrl, ws.key, `{ campaigns(first: ${'9'.repeat(5000)}) { edges { cursor } } }`);
+    expect(echoed.status).toBe(400);
+    expect(echoed.body.errors[0].message).toHaveLength(1000);
+    const hints = await graphql(gw.baseUrl, null, 'query($n: Int) { campaigns(first: $n) { edges { cursor } } }', { n: 'Did you mean '.repeat(4900) });
+    expect(hints.status).toBe(400);
+    expect(hints.body.errors).toEqual([{ message: expect.stringMatching(/^Variable "\$n" got invalid value "Did you mean Did you mean/), locations: [{ line: 1, column: 7 }], extensions: { code: 'BAD_USER_INPUT' } }]);
+  });
+
   it('turns introspection off', async () => {
     for (const query of ['{ __schema { types { name } } }', '{ __type(name: "Query") { fields { name } } }', getIntrospectionQuery()]) {
       const result = await graphql(gw.baseUrl, ws.key, query);
