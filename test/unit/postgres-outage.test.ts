@@ -11,6 +11,8 @@ describe('PostgreSQL errors that mean the database cannot be reached', () => {
     ['a server starting up', withCode('the database system is starting up', '57P03')],
     ['a connection exception', withCode('connection failure', '08006')],
     ['no connection slots left', withCode('sorry, too many clients already', '53300')],
+    ['this host out of file descriptors', withCode('connect EMFILE 127.0.0.1:5432 - Local (undefined:undefined)', 'EMFILE')],
+    ['this host out of ports', withCode('connect EADDRNOTAVAIL 127.0.0.1:5432 - Local (0.0.0.0:0)', 'EADDRNOTAVAIL')],
     ['a connection lost mid-query', new Error('Connection terminated unexpectedly')],
     ['no connection from the pool in time', new Error('timeout exceeded when trying to connect')],
     ['a connection that stopped answering', new Error('Query read timeout')],

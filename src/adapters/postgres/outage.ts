@@ -6,8 +6,27 @@ import { dependencyUnavailable } from '../../domain/errors.js';
  * exception"; class 28, "invalid authorization", is the role's password changed under running instances,
  * which the operator fixes outside the gateway like any outage). 55P03 (lock_not_available) is a lock waited for
  * longer than a `lock_timeout` set on the role or the database allows: busy, not broken, so come back later too.
+ * EMFILE, ENFILE, EADDRNOTAVAIL and ENOBUFS are this host out of descriptors, ports or buffers for a new connection.
  */
-const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', '57P01', '57P02', '57P03', '53300', '55P03']);
+const UNREACHABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EMFILE',
+  'ENFILE',
+  'EADDRNOTAVAIL',
+  'ENOBUFS',
+  '57P01',
+  '57P02',
+  '57P03',
+  '53300',
+  '55P03',
+]);
 /** SQLSTATE invalid_password: the password, or the user name, is wrong. */
 const INVALID_PASSWORD = '28P01';
 
