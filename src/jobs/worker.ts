@@ -101,11 +101,18 @@ export class JobWorker {
       { failed: 'claiming jobs failed; retrying', stillFailing: 'claiming jobs still fails; retrying', recovered: 'claiming jobs works again' },
       { settleMs: CLAIM_RECOVERY_SETTLE_MS },
     );
-    this.storeOutages = new RepeatedFailureLog(logger, clock, {
-      failed: 'the store is unavailable; jobs go back to the queue without spending an attempt',
-      stillFailing: 'the store is still unavailable; jobs go back to the queue without spending an attempt',
-      recovered: 'jobs run again',
-    });
+    // Settled like claims: a store short of connections fails every few jobs, and each success between would
+    // otherwise end the outage in the log, to start it again at the next failure.
+    this.storeOutages = new RepeatedFailureLog(
+      logger,
+      clock,
+      {
+        failed: 'the store is unavailable; jobs go back to the queue without spending an attempt',
+        stillFailing: 'the store is still unavailable; jobs go back to the queue without spending an attempt',
+        recovered: 'jobs run again',
+      },
+      { settleMs: CLAIM_RECOVERY_SETTLE_MS },
+    );
   }
 
   start(): void {
