@@ -536,9 +536,19 @@ export class GatewayService {
    * narrowed permission made meanwhile applies to the request.
    */
   async reauthorizeDuplication(principal: Principal, context: RequestContext, options: { refusedAlready?: boolean } = {}): Promise<Principal> {
-    if (this.deps.clock.now().getTime() - principal.authenticatedAt.getTime() < KEY_RECHECK_AFTER_MS) return principal;
+    if (this.isFresh(principal)) return principal;
     // A request already refused (its answer that refusal) is counted as its refusal was, or not at all.
     return options.refusedAlready ? this.checkDuplication(context) : this.authorizeDuplication(context);
+  }
+
+  /** The same for a principal authenticated before its request's body was read, with no permission asked yet. */
+  async reauthenticate(principal: Principal, context: RequestContext): Promise<Principal> {
+    if (this.isFresh(principal)) return principal;
+    return this.authenticate(context);
+  }
+
+  private isFresh(principal: Principal): boolean {
+    return this.deps.clock.now().getTime() - principal.authenticatedAt.getTime() < KEY_RECHECK_AFTER_MS;
   }
 
   /**

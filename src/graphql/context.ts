@@ -40,13 +40,20 @@ export function recordRateLimit(context: GraphQLContext, state: RateLimitState |
  */
 const REFUSAL_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([...AUTH_REFUSALS, 'RATE_LIMITED']);
 
+/** Whether `error` refuses a request's key or its client, rather than saying the key could not be checked. */
+export const refusesKey = (error: unknown): boolean => isGatewayError(error) && REFUSAL_CODES.has(error.code);
+
 /** The refusals of requests' keys: each request's answer carries its own once, whatever number of fields met it. */
 const authenticationRefusals = new WeakSet<GatewayError>();
 
 /** Whether `error` is the refusal of a request's key, as principal() raised it to each field that asked. */
 export const isAuthenticationRefusal = (error: unknown): boolean => isGatewayError(error) && authenticationRefusals.has(error);
 
-export function createContext(service: GatewayService, request: RequestContext): GraphQLContext {
+/**
+ * `checked`: the principal the request's headers were authenticated as before its body was read, if they were;
+ * checked again on first use when the body came late.
+ */
+export function createContext(service: GatewayService, request: RequestContext, checked?: Principal): GraphQLContext {
   // Kept in closures, like the authentication object, so that Apollo's shallow copies of the context share them.
   let principal: Promise<Principal> | undefined;
   let upstreamPaused: Promise<number> | undefined;
@@ -57,7 +64,7 @@ export function createContext(service: GatewayService, request: RequestContext):
     requestId: request.requestId,
     authentication,
     principal: () =>
-      (principal ??= service.authenticate(request).catch((error: unknown) => {
+      (principal ??= (checked ? service.reauthenticate(checked, request) : service.authenticate(request)).catch((error: unknown) => {
         if (isGatewayError(error)) {
           authentication.error = error;
           if (REFUSAL_CODES.has(error.code)) authenticationRefusals.add(error);

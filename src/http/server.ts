@@ -19,7 +19,7 @@ import { trustedProxies } from '../domain/ip-allowlist.js';
 import type { Clock, Quota } from '../domain/ports.js';
 import type { GatewayService } from '../domain/service.js';
 import { createApollo, graphqlErrorBody } from '../graphql/apollo.js';
-import { createContext } from '../graphql/context.js';
+import { createContext, refusesKey } from '../graphql/context.js';
 import { DocumentCache, QUERY_TEXT_CACHE_BYTES } from '../graphql/document-cache.js';
 import { OperationLimits } from '../graphql/limits.js';
 import { PreparedOperations, refusalResponseType } from '../graphql/prepared.js';
@@ -269,7 +269,12 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   await apollo.start();
   app.addHook('onClose', () => apollo.stop());
   const requestUrls = new RequestUrls();
-  const graphqlContext = (request: FastifyRequest) => createContext(service, httpRequestContext(request, 'GRAPHQL'));
+  const graphqlContext = (request: FastifyRequest) => createContext(service, httpRequestContext(request, 'GRAPHQL'), request.principal);
+  // With introspection off, a request without a key can only be refused; a key refused, or a client blocked after
+  // too many failed authentications, is refused whatever the request asks. Either is refused before the body is
+  // read, as REST does, so that a client without a valid key cannot have bodies held in memory or parsed.
+  const authenticatesBeforeBody = (request: FastifyRequest) =>
+    request.method !== 'OPTIONS' && (request.headers.authorization !== undefined || !config.explorer);
   const apolloHandler = fastifyApolloHandler(apollo, { context: async (request) => graphqlContext(request) });
   if (config.explorer) await app.register(explorerAssetRoutes);
   app.route<{ Reply: string }>({
@@ -279,9 +284,21 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     // A browser gets the explorer, or word that it is off; GraphQL clients, GET ones included, get Apollo. A
     // callback: every GraphQL request passes here, and a reply sent here ends the request without done().
     onRequest: (request, reply, done) => {
-      if (!wantsExplorer(request)) done();
-      else if (config.explorer) sendExplorer(reply);
-      else sendExplorerOff(reply);
+      if (wantsExplorer(request)) {
+        if (config.explorer) sendExplorer(reply);
+        else sendExplorerOff(reply);
+      } else if (!authenticatesBeforeBody(request)) {
+        done();
+      } else {
+        // A key that could not be checked (a store outage) is left to the fields, which each report it.
+        service.authenticate(httpRequestContext(request, 'GRAPHQL')).then(
+          (principal) => {
+            request.principal = principal;
+            done();
+          },
+          (error: unknown) => done(refusesKey(error) ? (error as Error) : undefined),
+        );
+      }
     },
     // An operation Apollo has accepted before is answered without it, identically (src/graphql/prepared.ts).
     handler: async (request, reply) => {

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { gunzipSync } from 'node:zlib';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { http, startGateway, type HttpResult, type TestGateway } from '../support/gateway.js';
+import { bearer, http, startGateway, type HttpResult, type TestGateway } from '../support/gateway.js';
 
 const BROWSER_ACCEPT = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
 
@@ -89,14 +89,18 @@ describe.each([
       expect(page.text).toMatch(/explorer is not enabled on this server/);
     }
     // A GraphQL client whose GET also accepts HTML gets the API, whether the explorer is on or off.
+    const { key } = await gateway.workspace();
     const client = await http(gateway.baseUrl, 'GET', `/graphql?query=${encodeURIComponent('{ __typename }')}`, {
-      headers: { accept: 'application/json, text/html', 'apollo-require-preflight': 'true' },
+      headers: { accept: 'application/json, text/html', 'apollo-require-preflight': 'true', ...bearer(key) },
     });
     expect(client.status).toBe(200);
     expect(client.body).toEqual({ data: { __typename: 'Query' } });
+    // Without introspection a request without a key can only be refused, and is, before its body is read.
+    const anonymous = await http(gateway.baseUrl, 'POST', '/graphql', { headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: '{ __typename }' }) });
+    expect(anonymous.status).toBe(enabled ? 200 : 401);
     expect((await http(gateway.baseUrl, 'GET', '/explorer/assets/graphiql.js')).status).toBe(enabled ? 200 : 404);
     const introspection = await http(gateway.baseUrl, 'POST', '/graphql', {
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', ...bearer(key) },
       body: JSON.stringify({ query: '{ __schema { queryType { name } } }' }),
     });
     expect(introspection.body.data?.__schema?.queryType?.name === 'Query').toBe(enabled);

@@ -5,7 +5,7 @@ import { getIntrospectionQuery } from 'graphql';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
-import { bearer, graphql, http, json, recordingLogger, startGateway, storeFailingOn, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { bearer, graphql, http, json, rawConnection, recordingLogger, startGateway, storeFailingOn, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { jobTotal } from '../support/store-checks.js';
 
 const EVENTS_DEPTH_6 = '{ securityEvents { edges { node { job { apiKey { id } } } } } }';
@@ -230,15 +230,35 @@ describe('GraphQL in production', () => {
       [`{ ...A } fragment A on Query { ...C viewer { workspaceId } } fragment C on Query { ${'viewer { workspaceId } '.repeat(50)} }`, /merges 51 fields named "viewer"/],
     ];
     for (const [query, message] of cases) {
-      for (const key of [ws.key, null]) {
-        const answer = await graphql(gw.baseUrl, key, query);
-        expect(answer.status, query.slice(0, 60)).toBe(400);
-        expect(answer.body.errors, query.slice(0, 60)).toEqual([{ message: expect.stringMatching(message), extensions: { code: 'GRAPHQL_VALIDATION_FAILED' } }]);
-      }
+      const answer = await graphql(gw.baseUrl, ws.key, query);
+      expect(answer.status, query.slice(0, 60)).toBe(400);
+      expect(answer.body.errors, query.slice(0, 60)).toEqual([{ message: expect.stringMatching(message), extensions: { code: 'GRAPHQL_VALIDATION_FAILED' } }]);
+      // In production a request without a key is refused before its body is read, let alone parsed.
+      expect((await graphql(gw.baseUrl, null, query)).status).toBe(401);
     }
     for (const within of [`{ ${'viewer { workspaceId } '.repeat(50)} }`, `{ ${'...F '.repeat(900)} } fragment F on Query { viewer { workspaceId } }`]) {
       const answer = await graphql(gw.baseUrl, ws.key, within);
       expect([answer.status, answer.body.data?.viewer]).toEqual([200, { workspaceId: ws.workspace.id }]);
+    }
+  });
+
+  it('refuses a request without a key, or with one that is refused, before its body has arrived', async () => {
+    for (const authorization of ['', `Authorization: Bearer ${ws.key.slice(0, -1)}x\r\n`]) {
+      const { socket, send } = rawConnection(gw.baseUrl);
+      // The answer, read as soon as it is whole: the connection stays open for the rest of the body.
+      const answered = new Promise<{ head: string; body: string }>((resolve) => {
+        let text = '';
+        socket.on('data', (chunk: Buffer) => {
+          text += chunk.toString('latin1');
+          const end = text.indexOf('\r\n\r\n');
+          const length = Number(/content-length: (\d+)/i.exec(text)?.[1]);
+          if (end >= 0 && text.length >= end + 4 + length) resolve({ head: text.slice(0, end), body: text.slice(end + 4) });
+        });
+      });
+      send(`POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n${authorization}Content-Length: 65536\r\n\r\n{"query":"`);
+      const { head, body } = await answered.finally(() => socket.destroy());
+      expect(head).toMatch(/^HTTP\/1\.1 401 /);
+      expect(JSON.parse(body)).toEqual({ errors: [{ message: 'Invalid API key', extensions: { code: 'UNAUTHENTICATED' } }] });
     }
   });
 
@@ -260,7 +280,7 @@ describe('GraphQL in production', () => {
     const echoed = await graphql(gw.baseUrl, ws.key, `{ campaigns(first: ${'9'.repeat(5000)}) { edges { cursor } } }`);
     expect(echoed.status).toBe(400);
     expect(echoed.body.errors[0].message).toHaveLength(1000);
-    const hints = await graphql(gw.baseUrl, null, 'query($n: Int) { campaigns(first: $n) { edges { cursor } } }', { n: 'Did you mean '.repeat(4900) });
+    const hints = await graphql(gw.baseUrl, ws.key, 'query($n: Int) { campaigns(first: $n) { edges { cursor } } }', { n: 'Did you mean '.repeat(4900) });
     expect(hints.status).toBe(400);
     expect(hints.body.errors).toEqual([{ message: expect.stringMatching(/^Variable "\$n" got invalid value "Did you mean Did you mean/), locations: [{ line: 1, column: 7 }], extensions: { code: 'BAD_USER_INPUT' } }]);
   });
@@ -283,7 +303,7 @@ describe('GraphQL in production', () => {
     expect(input.status).toBe(400);
     expect(input.text).not.toMatch(/did you mean/i);
     // Variables are coerced outside validation, and graphql-js suggests names there too.
-    const enumValue = await graphql(gw.baseUrl, null, 'query($t: [SecurityEventType!]) { securityEvents(filter: {types: $t}) { edges { node { id } } } }', { t: ['API_KEY_CREATE'] });
+    const enumValue = await graphql(gw.baseUrl, ws.key, 'query($t: [SecurityEventType!]) { securityEvents(filter: {types: $t}) { edges { node { id } } } }', { t: ['API_KEY_CREATE'] });
     const inputField = await graphql(gw.baseUrl, ws.key, 'mutation($input: DuplicateCampaignInput!) { duplicateCampaign(input: $input) { job { id } } }', { input: { campaignId: 'x', nam: 'y' } });
     for (const refused of [enumValue, inputField]) {
       expect(refused.status).toBe(400);
