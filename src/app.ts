@@ -348,6 +348,10 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     logDestination: overrides.logDestination,
     downloadClientLimits: overrides.downloadClientLimits,
     checkReady: () => readiness.report(),
+    checkLive: () => {
+      const reason = store.unrecoverable?.() ?? null;
+      return reason === null ? null : `store: ${reason}; restart the process`;
+    },
   });
   limiters.logTo(http.log.child({ component: 'limits' }));
   readiness.logTo(http.log.child({ component: 'readiness' }));

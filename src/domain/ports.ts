@@ -69,6 +69,11 @@ export interface GatewayStore {
    */
   migrate(older?: OlderSchema): Promise<SchemaVersions>;
   ping(): Promise<void>;
+  /**
+   * Why the store cannot serve again until the process restarts (a state it never leaves by itself), or null.
+   * Unlike a failing ping(), which an outage also causes, this fails liveness. Absent: no such state.
+   */
+  unrecoverable?(): string | null;
   close(): Promise<void>;
 
   createWorkspace(workspace: Workspace): Promise<void>;

@@ -24,10 +24,24 @@ const readinessBody = {
   },
 } as const;
 
-const healthBody = { $id: 'Health', type: 'object', required: ['status'], properties: { status: { type: 'string', const: 'ok' } } } as const;
+const healthBody = {
+  $id: 'Health',
+  type: 'object',
+  required: ['status'],
+  properties: {
+    status: { type: 'string', enum: ['ok', 'failing'] },
+    message: { type: 'string', description: 'Why the process cannot serve again until it is restarted, when it cannot' },
+  },
+} as const;
 
-/** GET /healthz (the process answers) and GET /readyz (what it depends on answers too). */
-export async function healthRoutes(app: FastifyInstance, options: { checkReady: () => Promise<ReadinessReport> }): Promise<void> {
+export interface HealthOptions {
+  checkReady: () => Promise<ReadinessReport>;
+  /** Why the process cannot serve again until it is restarted, or null: never a dependency's outage, which passes. */
+  checkLive: () => string | null;
+}
+
+/** GET /healthz (the process answers, and can serve without a restart) and GET /readyz (what it depends on answers too). */
+export async function healthRoutes(app: FastifyInstance, options: HealthOptions): Promise<void> {
   for (const schema of [healthBody, dependency, readinessBody]) app.addSchema(schema);
   app.get(
     '/healthz',
@@ -37,10 +51,19 @@ export async function healthRoutes(app: FastifyInstance, options: { checkReady: 
         tags: ['operations'],
         summary: 'Liveness',
         security: [],
-        response: { 200: { description: 'The process is serving', ...schemaRef(healthBody.$id) } },
+        response: {
+          200: { description: 'The process is serving, or will once its dependencies are back', ...schemaRef(healthBody.$id) },
+          503: {
+            description: 'The process is in a state only a restart ends (the embedded store damaged, its writer thread gone, another file at its path): restart it',
+            ...schemaRef(healthBody.$id),
+          },
+        },
       },
     },
-    async () => ({ status: 'ok' }),
+    async (_request, reply) => {
+      const failing = options.checkLive();
+      return failing === null ? { status: 'ok' } : reply.status(503).send({ status: 'failing', message: failing });
+    },
   );
 
   // Readiness only: an unreachable dependency takes the instance out of rotation, never fails liveness.

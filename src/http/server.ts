@@ -50,6 +50,8 @@ export interface HttpDeps {
   clock: Clock;
   /** How each dependency (store, quota, …) is doing; the instance is ready when none is down. */
   checkReady: () => Promise<ReadinessReport>;
+  /** Why the process cannot serve again until it is restarted, or null (liveness). */
+  checkLive: () => string | null;
   logger?: FastifyServerOptions['logger'];
   /** Where JSON log lines go (default stdout); tests read them here. */
   logDestination?: NodeJS.WritableStream;
@@ -238,7 +240,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     schemasOnlyDocument(api);
     await api.register(restRoutes, { service, idempotencyTtlHours: config.idempotencyTtlMs / 3_600_000 });
     await api.register(securityEventsDownloadRoutes, { service, clientLimits: deps.downloadClientLimits });
-    await api.register(healthRoutes, { checkReady: deps.checkReady });
+    await api.register(healthRoutes, { checkReady: deps.checkReady, checkLive: deps.checkLive });
     await api.register(metricsRoutes, { metrics: deps.metrics });
     await api.register(openapiRoutes);
   });

@@ -1,9 +1,11 @@
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, copyFileSync, mkdirSync, mkdtempSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import type { Worker } from 'node:worker_threads';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { SqliteStore } from '../../src/adapters/sqlite/store.js';
+import type { SqliteWriter } from '../../src/adapters/sqlite/writer.js';
 import { dependencyUnavailable } from '../../src/domain/errors.js';
 import type { GatewayStore } from '../../src/domain/ports.js';
 import { bearer, http, json, metricSample, recordingLogger, startGateway, storeHeldOn, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
@@ -51,6 +53,14 @@ describe('the embedded store when its storage fails', () => {
     const response = await http(target.baseUrl, 'GET', '/readyz');
     return { status: response.status, body: response.body };
   };
+
+  const liveness = async (target: TestGateway) => {
+    const response = await http(target.baseUrl, 'GET', '/healthz');
+    return { status: response.status, body: response.body };
+  };
+  const live = { status: 200, body: { status: 'ok' } };
+  /** What /healthz answers once the store is in a state only a restart of the process ends. */
+  const needsRestart = (reason: RegExp) => ({ status: 503, body: { status: 'failing', message: expect.stringMatching(reason) } });
 
   /** What /readyz answers while the store is down for the storage error `code`, the quota being up. */
   const storeDown = (code: string) => ({
@@ -100,6 +110,7 @@ describe('the embedded store when its storage fails', () => {
 
     await expectRefused(gateway, tenant, logs, /disk is full/, { description: LONG_DESCRIPTION });
     expect(await readiness(gateway)).toEqual(storeDown('SQLITE_FULL'));
+    expect(await liveness(gateway)).toEqual(live);
 
     // The worker cannot record the early job's copy either: one warning for the outage, and the job goes back to the
     // queue without spending an attempt, to be run again once there is room.
@@ -170,6 +181,8 @@ describe('the embedded store when its storage fails', () => {
       status: 503,
       body: { status: 'not ready', checks: { store: { status: 'down', message: 'not reachable or failing (ENOENT)' } } },
     });
+    // The directory may come back (a volume remounted): a restart would make an empty store in its place.
+    expect(await liveness(gateway)).toEqual(live);
     // The worker keeps polling, and says once that the store is unavailable, not at every claim that fails.
     const claimsSoFar = claims;
     await waitFor(async () => claims >= claimsSoFar + 3);
@@ -182,6 +195,7 @@ describe('the embedded store when its storage fails', () => {
     copyFileSync(backup, file);
     expect(await readiness(gateway)).toMatchObject({ status: 503, body: { checks: { store: { status: 'down', message: 'not reachable or failing (ESTALE)' } } } });
     expect((await duplicate(gateway, tenant, { name: 'into the copy' })).status).toBe(503);
+    expect(await liveness(gateway)).toEqual(needsRestart(/^store: another file is at the database path: only a new process opens it; restart the process$/));
     expect(logs().filter((line) => line.level >= 50)).toEqual([]);
   });
 
@@ -231,6 +245,7 @@ describe('the embedded store when its storage fails', () => {
     try {
       holder.exec('BEGIN IMMEDIATE');
       await expectRefused(gateway, tenant, logs, /database is locked/);
+      expect(await liveness(gateway)).toEqual(live);
     } finally {
       if (holder.inTransaction) holder.exec('ROLLBACK');
       holder.close();
@@ -238,4 +253,54 @@ describe('the embedded store when its storage fails', () => {
     expect(await readiness(gateway)).toMatchObject({ status: 200, body: { status: 'ready' } });
     expect((await duplicate(gateway, tenant, { name: 'after the lock' })).status).toBe(202);
   }, 30_000);
+  it('fails liveness once its file is found damaged, which only a restart on a repaired file ends', async () => {
+    const { gateway, sqlite, tenant } = await start(undefined, { WORKER_CONCURRENCY: '0' });
+    const file = join(gateway.dataDir, 'gateway.db');
+    // The campaigns table's first page overwritten in the file, as a failing disk would.
+    const db = new Database(file);
+    const { rootpage } = db.prepare("SELECT rootpage FROM sqlite_schema WHERE name = 'campaigns'").get() as { rootpage: number };
+    const pageSize = Number(db.pragma('page_size', { simple: true }));
+    db.pragma('wal_checkpoint(TRUNCATE)');
+    db.close();
+    const fd = openSync(file, 'r+');
+    writeSync(fd, Buffer.alloc(pageSize, 0xff), 0, pageSize, (rootpage - 1) * pageSize);
+    closeSync(fd);
+    expect(await liveness(gateway)).toEqual(live);
+
+    await expect(sqlite.listCampaigns(tenant.workspace.id, { first: 1 })).rejects.toMatchObject({ code: 'UNAVAILABLE', cause: { code: 'SQLITE_CORRUPT' } });
+    expect(await readiness(gateway)).toEqual(storeDown('SQLITE_CORRUPT'));
+    expect(await liveness(gateway)).toEqual(
+      needsRestart(/^store: the database file is damaged \(SQLITE_CORRUPT\): check it or restore it; restart the process$/),
+    );
+  });
+
+  it('fails liveness once its writer thread died young and was not replaced, and not while a replaced one serves', async () => {
+    const { gateway, sqlite, tenant } = await start();
+    const writer = () => (sqlite as unknown as { writer: SqliteWriter }).writer;
+    /** A message the thread cannot handle: it dies, as a bug in it would. */
+    const killThread = async () => {
+      const { thread } = writer() as unknown as { thread: Worker };
+      const exited = new Promise((resolve) => thread.once('exit', resolve));
+      thread.postMessage({});
+      await exited;
+    };
+    // A frozen clock: a thread started from now on dies at the instant it started, however slowly it starts.
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      await killThread();
+      // The first thread may have lived a second already, and been replaced; the replacement cannot have.
+      if (writer().dead === null) {
+        expect(await liveness(gateway)).toEqual(live);
+        await killThread();
+      }
+      expect(writer().dead).not.toBeNull();
+      expect((await duplicate(gateway, tenant, { name: 'after the writer died' })).status).toBe(500);
+      expect((await readiness(gateway)).status).toBe(503);
+      expect(await liveness(gateway)).toEqual(
+        needsRestart(/^store: The SQLite writer stopped: .+, and a thread that dies within a second of starting is not replaced; restart the process$/),
+      );
+    } finally {
+      vi.useRealTimers();
+    }
+  });
 });

@@ -25,7 +25,7 @@ import { KeyCache } from './key-cache.js';
 import { ReadSnapshot } from './read-snapshot.js';
 import { FoundCache } from './read-cache.js';
 import { missingSchemaObjects, SQLITE_MIGRATIONS } from './migrations.js';
-import { asOutage, isDamage } from './outage.js';
+import { asOutage, FILE_MOVED, isDamage } from './outage.js';
 import { SqliteWriter } from './writer.js';
 import type { WriteArgs, WriteName, WriteResult } from './writes.js';
 
@@ -215,6 +215,21 @@ export class SqliteStore implements GatewayStore {
     if (failure.damage) throw dependencyUnavailable(failure.error);
     await this.write('probe');
     if (this.storageFailure === failure) this.storageFailure = undefined;
+  }
+
+  /**
+   * The states only a restart leaves: a writer thread that died young (writer.ts), damage to the file, or another
+   * file at the path (a restored copy, which only a new process opens). Nothing at the path is not one of them:
+   * the directory may come back (a volume remounted, a directory moved back), and a restart would make an empty
+   * store there instead.
+   */
+  unrecoverable(): string | null {
+    const dead = this.writerThread?.dead;
+    if (dead) return `${dead.message}, and a thread that dies within a second of starting is not replaced`;
+    const failure = this.storageFailure;
+    if (failure?.damage) return `the database file is damaged (${(failure.error as { code?: string }).code}): check it or restore it`;
+    if (failure?.error.name === FILE_MOVED && (failure.error as { code?: string }).code === 'ESTALE') return 'another file is at the database path: only a new process opens it';
+    return null;
   }
 
   /** Holds the database at its current size, or lets it grow again (SqliteWrites.holdSize): for tests of a full disk. */

@@ -113,6 +113,11 @@ export class SqliteWriter {
     else this.thread.ref();
   }
 
+  /** Why no call can succeed any more while the writer is open (a thread that died young), or null. */
+  get dead(): Error | null {
+    return this.closing ? null : this.stopped;
+  }
+
   call<K extends WriteName>(name: K, ...args: WriteArgs<K>): Promise<WriteResult<K>> {
     if (this.stopped) return Promise.reject(this.stopped);
     const id = this.nextId++;
