@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { FastifyBaseLogger, FastifyInstance, FastifyServerOptions } from 'fastify';
 import type { RateLimiterAbstract } from 'rate-limiter-flexible';
@@ -50,6 +50,8 @@ export interface App {
   service: GatewayService;
   admin: AdminService;
   store: GatewayStore;
+  /** Where the quota and the other limits are counted: memory, postgres, redis (custom: a test's own quota). */
+  quotaBackend: string;
   worker: JobWorker;
   retention: RetentionPruner;
   /** Starts the background work: the worker and the retention pruner. */
@@ -108,10 +110,30 @@ export interface StoreOptions {
   holdDataDir?: { waitMs: number; onWait: (message: string) => void };
 }
 
+/**
+ * A data directory this process may not make, said in the operator's terms: the file system's own words name only a
+ * path (`EACCES: permission denied, mkdir '/app/data'`), often the default ./data in a read-only image.
+ */
+function dataDirRefusal(error: unknown, directory: string): unknown {
+  const { code, syscall } = error as NodeJS.ErrnoException;
+  if (syscall !== 'mkdir' || !['EACCES', 'EPERM', 'EROFS'].includes(code ?? '')) return error;
+  const uid = process.getuid?.();
+  return new Error(
+    `DATA_DIR ${directory} cannot be made (${(error as Error).message}): DATA_DIR must name a directory this process${uid === undefined ? '' : ` (uid ${uid})`} can write, ` +
+      'such as a subdirectory of a writable volume',
+    { cause: error },
+  );
+}
+
 async function openSqliteStore(filename: string, options: StoreOptions): Promise<SqliteStore> {
   const { holdDataDir } = options;
-  const open = () =>
-    new SqliteStore({ filename, onWriterRestart: options.onWriterRestart, migrations: options.migrations?.sqlite, holdDataDir: holdDataDir !== undefined });
+  const open = () => {
+    try {
+      return new SqliteStore({ filename, onWriterRestart: options.onWriterRestart, migrations: options.migrations?.sqlite, holdDataDir: holdDataDir !== undefined });
+    } catch (error) {
+      throw dataDirRefusal(error, dirname(filename));
+    }
+  };
   return holdDataDir ? whenDataDirFree(open, holdDataDir.waitMs, holdDataDir.onWait) : open();
 }
 
@@ -357,6 +379,12 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   readiness.logTo(http.log.child({ component: 'readiness' }));
   upstreamLog = http.log.child({ component: 'upstream' });
   storeLog = http.log.child({ component: 'store' });
+  if (config.misspelledVariables.length > 0) {
+    http.log.warn(
+      { variables: Object.fromEntries(config.misspelledVariables.map(({ name, meant }) => [name, meant])) },
+      `the gateway reads no variable named ${config.misspelledVariables.map(({ name, meant }) => `${name} (did you mean ${meant}?)`).join(', ')}: it is ignored`,
+    );
+  }
   if (upgrade) storeLog.info(upgrade, `upgraded the store's schema from version ${upgrade.from} to ${upgrade.to}`);
   if (unchecked) storeLog.warn(unchecked);
   // An existing DATA_DIR keeps its mode (one made by hand, or by a version that did not restrict it): said, not changed.
@@ -406,6 +434,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     service,
     admin,
     store,
+    quotaBackend: overrides.quota ? 'custom' : limiters.kind,
     worker: jobWorker,
     retention,
     start: () => {

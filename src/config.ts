@@ -71,6 +71,8 @@ export interface Config {
   downloadConcurrency: number;
   /** Security event downloads one workspace may have in progress at once on this instance. */
   downloadConcurrencyPerWorkspace: number;
+  /** Variables in the environment that look like misspellings of one the gateway reads (`meant`), for a warning at start. */
+  misspelledVariables: { name: string; meant: string }[];
 }
 
 /** Start-up stops with this one line when the environment is wrong. */
@@ -239,15 +241,72 @@ function dataDir(env: Env, databaseUrl: string | null): string {
   return dir;
 }
 
+/**
+ * DATABASE_URL or REDIS_URL set to nothing: in production a mistake (a secret that did not resolve, a template
+ * left empty), which would otherwise run on the embedded store or with the quota in memory without a word.
+ */
+function refuseEmptyInProduction(env: Env, production: boolean): void {
+  if (!production) return;
+  const fallbacks = { DATABASE_URL: 'the embedded SQLite store', REDIS_URL: 'limits kept in this process or the database' };
+  for (const [name, fallback] of Object.entries(fallbacks)) {
+    if (env[name] !== undefined && env[name].trim() === '') {
+      throw new ConfigError(name, `is set but empty: give it a URL, or unset it to run on ${fallback}`);
+    }
+  }
+}
+
+/** Read by the CLI, not by loadConfig. */
+const OTHER_VARIABLES = ['GATEWAY_OPERATOR'];
+
+/** Edits (insertions, deletions, substitutions, swaps of two neighbours) from `a` to `b`. */
+function editDistance(a: string, b: string): number {
+  const rows = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i += 1) {
+    for (let j = 1; j <= b.length; j += 1) {
+      const substitution = rows[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1);
+      rows[i][j] = Math.min(rows[i - 1][j] + 1, rows[i][j - 1] + 1, substitution);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) rows[i][j] = Math.min(rows[i][j], rows[i - 2][j - 2] + 1);
+    }
+  }
+  return rows[a.length][b.length];
+}
+
+/**
+ * Names in the environment that the gateway does not read but that are one edit (two, for a name of more than 6
+ * letters) from one it does, starting with the same two letters, in any case: `DATABSE_URL`, `log_level`. What
+ * else a container has (HOSTNAME, HOME, PATH, KUBERNETES_*, a service's DATABASE_HOST) is further away.
+ */
+function misspelledVariables(env: Env, known: ReadonlySet<string>): Config['misspelledVariables'] {
+  const found: Config['misspelledVariables'] = [];
+  for (const name of Object.keys(env)) {
+    if (known.has(name)) continue;
+    const upper = name.toUpperCase();
+    const meant = [...known].find(
+      (candidate) => candidate.slice(0, 2) === upper.slice(0, 2) && editDistance(upper, candidate) <= (candidate.length > 6 ? 2 : 1),
+    );
+    if (meant) found.push({ name, meant });
+  }
+  return found;
+}
+
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 /** The longest a gateway takes to stop once signalled: the drain, the grace, then 5 s for closing the rest. */
 export const longestStopMs = (config: Config): number => config.shutdownDrainMs + config.shutdownGraceMs + 5000;
 
-export function loadConfig(env: Env = process.env): Config {
+export function loadConfig(environment: Env = process.env): Config {
+  // Every name read is recorded, so that the misspelling check knows each variable without a list kept beside.
+  const read = new Set<string>(OTHER_VARIABLES);
+  const env = new Proxy(environment, {
+    get: (target, name) => {
+      if (typeof name === 'string') read.add(name);
+      return target[name as string];
+    },
+  });
   const nodeEnv = env.NODE_ENV?.trim() || 'development';
   // Anything but the two names of a developer's machine (Production, prod, staging) gets production's safe defaults.
   const production = !['development', 'test'].includes(nodeEnv.toLowerCase());
+  refuseEmptyInProduction(env, production);
   const logLevel = env.LOG_LEVEL?.trim().toLowerCase() || 'info';
   if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}, got '${env.LOG_LEVEL}'`);
   const logFormat = (env.LOG_FORMAT?.trim().toLowerCase() || 'auto') as Config['logFormat'];
@@ -291,7 +350,7 @@ export function loadConfig(env: Env = process.env): Config {
   if (!['session', 'transaction'].includes(databasePoolMode)) {
     throw new ConfigError('DATABASE_POOL_MODE', `must be one of session, transaction, got '${env.DATABASE_POOL_MODE}'`);
   }
-  return {
+  const config: Omit<Config, 'misspelledVariables'> = {
     nodeEnv,
     production,
     port: integer(env, 'PORT', 4000, 0, 65535),
@@ -343,4 +402,5 @@ export function loadConfig(env: Env = process.env): Config {
     downloadConcurrency,
     downloadConcurrencyPerWorkspace,
   };
+  return { ...config, misspelledVariables: misspelledVariables(environment, read) };
 }

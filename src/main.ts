@@ -59,7 +59,7 @@ async function main(): Promise<void> {
   const port = typeof address === 'object' && address ? address.port : config.port;
   const baseUrl = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   if (seed) process.stdout.write(demoBanner(seed, baseUrl) + '\n');
-  app.http.log.info({ url: baseUrl, store: app.store.kind }, 'campaign-gateway is listening');
+  app.http.log.info({ url: baseUrl, store: app.store.kind, quota: app.quotaBackend }, 'campaign-gateway is listening');
 }
 
 main().catch((error: unknown) => {

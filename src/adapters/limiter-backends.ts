@@ -24,6 +24,8 @@ export interface LimiterLogger {
  * and upstream pacing all take their limiters from one backend, so several instances share them.
  */
 export interface LimiterBackend {
+  /** Where the counters are: memory, postgres or redis. */
+  readonly kind: string;
   limiter(settings: LimiterSettings): RateLimiterAbstract;
   /**
    * At start: resolves once the backend answers, or cannot be reached yet (the instance then starts degraded
@@ -41,6 +43,7 @@ export const memoryLimiter = (settings: LimiterSettings): RateLimiterAbstract =>
 
 /** Per process: right for one instance, not shared between several. */
 export const memoryLimiters = (): LimiterBackend => ({
+  kind: 'memory',
   limiter: memoryLimiter,
   connect: async () => undefined,
   check: async () => ({ status: 'up', backend: 'memory' }),
@@ -60,6 +63,7 @@ const unnamedStatements = (pool: pg.Pool) => ({
 
 /** Shared by every instance through the store's database (the `rate_limits` table its migrations create). */
 export const postgresLimiters = (pool: pg.Pool): LimiterBackend => ({
+  kind: 'postgres',
   limiter: (settings) =>
     new RateLimiterPostgres({
       storeClient: unnamedStatements(pool),

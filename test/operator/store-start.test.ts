@@ -160,6 +160,23 @@ describe.skipIf(process.platform === 'win32')('starting on DATA_DIR', () => {
     expect((await http(gateway.baseUrl, 'GET', '/readyz')).body).toMatchObject({ status: 'ready' });
   }, 120_000);
 
+  it('names DATA_DIR, and that it must be writable, when it cannot make the data directory', async (context) => {
+    const parent = dataDir();
+    const dir = join(parent, 'data');
+    chmodSync(parent, 0o555);
+    // Modes do not bind root: then the gateway runs as nobody, who may pass through the parent but not write in it.
+    const asRoot = process.getuid!() === 0;
+    if (asRoot && !nobodyCanRun()) {
+      if (process.env.CI) throw new Error(`running as root, and uid ${NOBODY.uid} cannot run the gateway from ${ROOT}`);
+      return context.skip('running as root, and nobody cannot run the gateway from this checkout');
+    }
+    const failure = await startFailureOf({ DATA_DIR: dir, SEED_DEMO: 'false' }, asRoot ? { user: NOBODY } : {});
+    expect(failure).toContain(
+      `campaign-gateway: failed to start: DATA_DIR ${dir} cannot be made (EACCES: permission denied, mkdir '${dir}'): DATA_DIR must name a directory ` +
+        `this process (uid ${asRoot ? NOBODY.uid : process.getuid!()}) can write, such as a subdirectory of a writable volume\n`,
+    );
+  });
+
   // SHUTDOWN_GRACE_SECONDS=1: a second gateway waits 1 s (grace) + 0 s (drain) + 5 s for the first to stop.
   const WAITING = 'waiting up to 6 s for it to exit';
 

@@ -21,6 +21,48 @@ describe('configuration', () => {
   it('stops start-up on a DATABASE_URL that is not PostgreSQL', () => {
     expect(() => loadConfig({ DATABASE_URL: 'mysql://x' })).toThrow('invalid configuration: DATABASE_URL must start with postgres:// or postgresql://');
   });
+
+  it.each([
+    ['DATABASE_URL', '', 'the embedded SQLite store'],
+    ['REDIS_URL', ' \n', 'limits kept in this process or the database'],
+  ])('stops a production start on %s set but empty, naming it, and leaves it to fall back elsewhere', (name, value, fallback) => {
+    expect(() => loadConfig({ NODE_ENV: 'production', [name]: value })).toThrow(
+      `invalid configuration: ${name} is set but empty: give it a URL, or unset it to run on ${fallback}`,
+    );
+    expect(loadConfig({ NODE_ENV: 'development', [name]: value })).toMatchObject({ databaseUrl: null, redisUrl: null });
+    expect(loadConfig({ NODE_ENV: 'production' })).toMatchObject({ databaseUrl: null, redisUrl: null });
+  });
+
+  it("names the variables that look like misspellings of the gateway's own, and nothing else a container has", () => {
+    const env = {
+      DATABSE_URL: 'postgres://gateway:secret@db/gateway',
+      log_level: 'debug',
+      REDIS_URI: 'redis://cache',
+      SHUTDOWN_GRACE_SECOND: '20',
+      HOST: '0.0.0.0',
+      HOSTNAME: 'gateway-7d9f-abcde',
+      HOME: '/home/node',
+      PATH: '/usr/local/bin:/usr/bin',
+      PWD: '/app',
+      TERM: 'xterm',
+      NODE_OPTIONS: '--max-old-space-size=384',
+      NODE_VERSION: '20.18.0',
+      KUBERNETES_SERVICE_HOST: '10.96.0.1',
+      KUBERNETES_PORT: 'tcp://10.96.0.1:443',
+      DATABASE_HOST: 'db',
+      DATABASE_USER: 'gateway',
+      REDIS_PORT: 'tcp://10.96.0.7:6379',
+      REDIS_SERVICE_HOST: '10.96.0.7',
+      GATEWAY_OPERATOR: 'alice',
+    };
+    expect(loadConfig(env).misspelledVariables).toEqual([
+      { name: 'DATABSE_URL', meant: 'DATABASE_URL' },
+      { name: 'log_level', meant: 'LOG_LEVEL' },
+      { name: 'REDIS_URI', meant: 'REDIS_URL' },
+      { name: 'SHUTDOWN_GRACE_SECOND', meant: 'SHUTDOWN_GRACE_SECONDS' },
+    ]);
+    expect(loadConfig({}).misspelledVariables).toEqual([]);
+  });
 });
 
 describe("the README's configuration table", () => {

@@ -138,6 +138,7 @@ const CALLS = ['consume', 'penalty', 'reward', 'get', 'set', 'block', 'delete'] 
  * unreachable Redis.
  */
 export class RedisLimiters implements LimiterBackend {
+  readonly kind = 'redis';
   private readonly client: Redis;
   private logger: LimiterLogger | undefined;
   private trouble: unknown = null;
