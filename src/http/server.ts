@@ -158,6 +158,11 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   });
   const refusals = new DependencyRefusals(app.log, deps.clock);
   deps.inFlight.watch(app.server);
+  // Node emits an accept that failed (out of file descriptors beyond what libuv absorbs, say) on the server, where an
+  // error without a listener ends the process. An error while not listening is listen()'s, which fastify reports.
+  app.server.on('error', (error) => {
+    if (app.server.listening) app.log.error({ err: error }, 'the HTTP server failed to accept a connection; it keeps listening');
+  });
 
   // First, so that every request that reaches a hook is counted, once, when its response is over however it ended:
   // fastify's onResponse never comes for a response cut short (a download whose client went away, or that was ended).

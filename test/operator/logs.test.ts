@@ -226,6 +226,21 @@ describe('logs', () => {
     expect(sink.text).not.toContain('hunter2-secret');
   });
 
+  it('logs an error the listening server reports, such as an accept that failed, and keeps serving', async () => {
+    // What Node emits on the server when accepting a connection fails; libuv absorbs most EMFILE, so a real one
+    // cannot be caused on demand.
+    const refused = Object.assign(new Error('accept EMFILE'), { code: 'EMFILE', errno: -24, syscall: 'accept' });
+    gateway.app.http.server.emit('error', refused);
+    expect(sink.lines()).toEqual([
+      expect.objectContaining({
+        level: 50,
+        msg: 'the HTTP server failed to accept a connection; it keeps listening',
+        err: expect.objectContaining({ code: 'EMFILE', message: 'accept EMFILE' }),
+      }),
+    ]);
+    expect((await http(gateway.baseUrl, 'GET', '/healthz')).status).toBe(200);
+  });
+
   it('are readable lines with LOG_FORMAT=pretty, or in development on a terminal', async () => {
     const pretty = new LogSink();
     const readable = await startGateway({ LOG_LEVEL: 'info', LOG_FORMAT: 'pretty' }, { logDestination: pretty });

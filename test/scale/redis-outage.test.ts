@@ -122,8 +122,10 @@ describe.skipIf(skipWithoutRedisServer)('Redis going away, or refusing writes, u
       const report = await readiness(gateway);
       expect(report).toMatchObject({ code: 200, status: 'degraded', checks: { store: { status: 'up' }, quota: { status: 'degraded', backend: 'redis' } } });
       expect(report.checks!.quota.message).toMatch(/in-process limiter/);
-      // The switch is logged once, however many calls and reconnection attempts met the hang.
-      expect(warnings(from)).toHaveLength(1);
+      // The switch is logged once, however many calls and reconnection attempts met the hang, with its cause
+      // as a dependency's outage is: no stack, no client internals.
+      expect(warnings(from)).toEqual([expect.objectContaining({ cause: { type: expect.any(String), message: expect.any(String) } })]);
+      expect(warnings(from)[0]).not.toHaveProperty('err');
       expect(recoveries(from)).toHaveLength(0);
     } finally {
       redis.signal('SIGCONT');
@@ -243,6 +245,9 @@ describe.skipIf(skipWithoutRedisServer)('Redis going away, or refusing writes, u
       expect((await duplicate('while full', full)).status).toBe(202);
       const warning = await waitFor(async () => limits().find((line) => line.level === 40));
       expect(warning.msg).toMatch(/^Redis is out of memory and refuses writes \(OOM\); each instance enforces its callers' limits on its own with an in-process limiter until/);
+      // Redis's answer, without a stack or the command and its keys (a workspace's id) that ioredis attaches to it.
+      expect(warning.cause).toEqual({ type: expect.any(String), message: expect.stringMatching(/^OOM command not allowed/) });
+      expect(warning).not.toHaveProperty('err');
 
       const report = await readiness(gateway);
       expect(report).toMatchObject({ code: 200, status: 'degraded', checks: { store: { status: 'up' }, quota: { status: 'degraded', backend: 'redis' } } });

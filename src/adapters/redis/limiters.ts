@@ -1,5 +1,6 @@
 import { Redis, ReplyError } from 'ioredis';
 import { RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import { summarizeError } from '../../jobs/failure-log.js';
 import { describeFailure, type DependencyStatus } from '../../readiness.js';
 import { memoryLimiter, type LimiterBackend, type LimiterLogger, type LimiterSettings } from '../limiter-backends.js';
 
@@ -320,7 +321,7 @@ export class RedisLimiters implements LimiterBackend {
     this.refusals.set(prefix, error);
     if (this.closing) return;
     this.recheck ??= setInterval(() => this.probeRefused(), REFUSAL_RECHECK_MS).unref();
-    if (!known) this.logger?.warn({ err: error }, message);
+    if (!known) this.logger?.warn({ cause: summarizeError(error) }, message);
   }
 
   /** Logged when Redis runs every limiter's calls again. */
@@ -364,7 +365,7 @@ export class RedisLimiters implements LimiterBackend {
 
   private logTrouble(): void {
     const refusal = refusalOf(this.trouble);
-    if (refusal === undefined) this.logger?.warn({ err: this.trouble }, DEGRADED);
+    if (refusal === undefined) this.logger?.warn({ cause: summarizeError(this.trouble) }, DEGRADED);
     else this.logger?.warn({}, `${refusedCredentials(refusal)}; ${REFUSED_FALLBACK}`);
   }
 
@@ -373,7 +374,7 @@ export class RedisLimiters implements LimiterBackend {
     if (this.trouble !== null) this.logTrouble();
     if (this.evictionPolicy !== undefined && this.evictionPolicy !== 'noeviction') logger.warn({}, evictionRisk(this.evictionPolicy));
     const messages = new Map([...this.refusals].map(([prefix, error]) => [refusedCalls(error, this.keyPattern(prefix)), error]));
-    for (const [message, error] of messages) logger.warn({ err: error }, message);
+    for (const [message, error] of messages) logger.warn({ cause: summarizeError(error) }, message);
   }
 
   async check(): Promise<DependencyStatus> {
