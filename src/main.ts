@@ -51,7 +51,9 @@ async function main(): Promise<void> {
   // After listen: a first start that cannot bind its port must not make a key it never shows.
   const seed = config.seedDemo ? await seedDemoWorkspace(app.store, app.admin) : null;
   if (!config.seedDemo && !(await app.store.hasWorkspaces())) {
-    app.http.log.info('no workspace yet: create one and its keys with the CLI (npm run cli -- --help)');
+    // In production the gateway runs from dist/, where `npm run cli` (tsx, from src/) may not work: a read-only image.
+    const cli = config.production ? 'node dist/cli/main.js --help' : 'npm run cli -- --help';
+    app.http.log.info(`no workspace yet: create one and its keys with the CLI (${cli})`);
   }
   if (stopping) return;
   app.start();

@@ -151,7 +151,8 @@ describe('a real gateway process', () => {
       const production = await spawnGateway({ DATA_DIR: fresh, NODE_ENV: 'production', WORKER_CONCURRENCY: '0' });
       processes.push(production);
       expect(production.output()).not.toContain('cgw_');
-      expect(production.logs.map((line) => line.msg)).toContain('no workspace yet: create one and its keys with the CLI (npm run cli -- --help)');
+      // The CLI as an image runs it: compiled, without tsx writing its cache to a temporary directory.
+      expect(production.logs.map((line) => line.msg)).toContain('no workspace yet: create one and its keys with the CLI (node dist/cli/main.js --help)');
       production.child.kill('SIGTERM');
       // The whole answer and the output, so that a stop ending otherwise says how.
       expect(await production.exited, production.output()).toEqual({ code: 0, signal: null });
