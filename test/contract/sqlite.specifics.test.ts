@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -17,6 +17,7 @@ import type { ListOptions } from '../../src/domain/ports.js';
 import type { SecurityEventFilter, SecurityEventType } from '../../src/domain/types.js';
 import { apiKeyFixture, at, campaignFixture, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
 import { countStatements, KEY_BY_HASH } from '../support/statements.js';
+import { damageTable } from '../support/store-checks.js';
 
 /** What the SQLite adapter adds beyond the store contract: its writer thread, group commit and read caches. */
 describe('SQLite store specifics', () => {
@@ -596,14 +597,7 @@ describe('SQLite store specifics', () => {
     async function damagedCampaign() {
       const campaign = campaignFixture(ws);
       await store.insertCampaign(campaign);
-      const db = new Database(file);
-      const { rootpage } = db.prepare("SELECT rootpage FROM sqlite_schema WHERE name = 'campaigns'").get() as { rootpage: number };
-      const pageSize = Number(db.pragma('page_size', { simple: true }));
-      db.pragma('wal_checkpoint(TRUNCATE)');
-      db.close();
-      const fd = openSync(file, 'r+');
-      writeSync(fd, Buffer.alloc(pageSize, 0xff), 0, pageSize, (rootpage - 1) * pageSize);
-      closeSync(fd);
+      damageTable(file, 'campaigns');
       return campaign;
     }
 

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { closeSync, copyFileSync, mkdirSync, mkdtempSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, renameSync, rmSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { join } from 'node:path';
 import type { Worker } from 'node:worker_threads';
@@ -9,6 +9,7 @@ import type { SqliteWriter } from '../../src/adapters/sqlite/writer.js';
 import { dependencyUnavailable } from '../../src/domain/errors.js';
 import type { GatewayStore } from '../../src/domain/ports.js';
 import { bearer, http, json, metricSample, recordingLogger, startGateway, storeHeldOn, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { damageTable } from '../support/store-checks.js';
 import { rest, transports, type DuplicateArgs } from '../support/transports.js';
 
 /** 12 KiB as UTF-8, in the job row and again in its event: neither fits in a page, so each needs new pages. */
@@ -255,16 +256,7 @@ describe('the embedded store when its storage fails', () => {
   }, 30_000);
   it('fails liveness once its file is found damaged, which only a restart on a repaired file ends', async () => {
     const { gateway, sqlite, tenant } = await start(undefined, { WORKER_CONCURRENCY: '0' });
-    const file = join(gateway.dataDir, 'gateway.db');
-    // The campaigns table's first page overwritten in the file, as a failing disk would.
-    const db = new Database(file);
-    const { rootpage } = db.prepare("SELECT rootpage FROM sqlite_schema WHERE name = 'campaigns'").get() as { rootpage: number };
-    const pageSize = Number(db.pragma('page_size', { simple: true }));
-    db.pragma('wal_checkpoint(TRUNCATE)');
-    db.close();
-    const fd = openSync(file, 'r+');
-    writeSync(fd, Buffer.alloc(pageSize, 0xff), 0, pageSize, (rootpage - 1) * pageSize);
-    closeSync(fd);
+    damageTable(join(gateway.dataDir, 'gateway.db'), 'campaigns');
     expect(await liveness(gateway)).toEqual(live);
 
     await expect(sqlite.listCampaigns(tenant.workspace.id, { first: 1 })).rejects.toMatchObject({ code: 'UNAVAILABLE', cause: { code: 'SQLITE_CORRUPT' } });

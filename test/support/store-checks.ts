@@ -1,3 +1,4 @@
+import { closeSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { expect } from 'vitest';
@@ -53,4 +54,16 @@ export async function assertStoreConsistent(gw: TestGateway): Promise<void> {
   } finally {
     db.close();
   }
+}
+
+/** Overwrites the first page of `table` in the SQLite file, once its WAL is copied in, as a failing disk would. */
+export function damageTable(file: string, table: string): void {
+  const db = new Database(file);
+  const { rootpage } = db.prepare('SELECT rootpage FROM sqlite_schema WHERE name = ?').get(table) as { rootpage: number };
+  const pageSize = Number(db.pragma('page_size', { simple: true }));
+  db.pragma('wal_checkpoint(TRUNCATE)');
+  db.close();
+  const fd = openSync(file, 'r+');
+  writeSync(fd, Buffer.alloc(pageSize, 0xff), 0, pageSize, (rootpage - 1) * pageSize);
+  closeSync(fd);
 }
