@@ -121,7 +121,8 @@ describe('the embedded store when its storage fails', () => {
       logs().find((line) => line.msg === 'the store is unavailable; jobs go back to the queue without spending an attempt'),
     );
     expect(workerWarning).toMatchObject({ level: 40, cause: { code: 'SQLITE_FULL' } });
-    expect(await jobStatus(gateway, tenant, early.jobId!)).toBe('PENDING');
+    // The warning comes before the writer thread commits the job's return to the queue.
+    expect(await waitFor(async () => (await jobStatus(gateway, tenant, early.jobId!)) === 'PENDING' || null)).toBe(true);
 
     await sqlite.holdSize(false);
     expect(await readiness(gateway)).toMatchObject({ status: 200, body: { status: 'ready' } });
@@ -239,7 +240,8 @@ describe('the embedded store when its storage fails', () => {
   });
 
   it('answers 503 while another process holds the database longer than it waits, and serves again after', async () => {
-    const { gateway, logs, tenant } = await start();
+    // No worker: each of its claims would wait the 5 s busy timeout on the one writer thread, ahead of the requests.
+    const { gateway, logs, tenant } = await start(undefined, { WORKER_CONCURRENCY: '0' });
     expect((await duplicate(gateway, tenant, { name: 'before the lock' })).status).toBe(202);
     // An operator's sqlite3 shell, or a backup tool, holding the write lock past the store's 5 s busy timeout.
     const holder = new Database(join(gateway.dataDir, 'gateway.db'));
