@@ -21,6 +21,7 @@ export interface CliIo {
 export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
 
 export const USAGE = `Usage: npm run cli -- <command> [options]
+       node dist/cli/main.js <command> [options]   (a built gateway, as in a container image)
 
 Commands:
   workspaces create <name>

@@ -300,7 +300,7 @@ describe('the CLI', () => {
   it('prints help, and usage when called with nothing', async () => {
     const help = await cli('--help');
     expect(help.code).toBe(EXIT.ok);
-    expect(help.stdout).toMatch(/^Usage: npm run cli -- <command>/);
+    expect(help.stdout).toMatch(/^Usage: npm run cli -- <command>.*\n\s+node dist\/cli\/main\.js <command>/);
     expect((await cli('keys', 'create', '--help')).code).toBe(EXIT.ok);
     const group = await cli('keys', '--help');
     expect(group.code).toBe(EXIT.ok);
