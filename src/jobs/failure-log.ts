@@ -45,7 +45,10 @@ export interface RepeatedFailureMessages {
   failed: string;
   /** A reminder while it keeps failing, with the number of failures so far. */
   stillFailing: string;
-  /** The first success after failures (or, with `settleMs`, the first success that lasted that long). */
+  /**
+   * The first success after failures (or, with `settleMs`, the first success that lasted that long, or the next
+   * failure after successes that lasted that long).
+   */
   recovered: string;
 }
 
@@ -87,6 +90,9 @@ export class RepeatedFailureLog {
   failed(error: unknown, fields: object = {}): void {
     const now = this.clock.now();
     const outage = isUnavailable(error);
+    // Successes that lasted the settling time with none after them to say so (job outcomes come only with
+    // traffic): the failure they followed is over, logged now, and this one starts another.
+    if (this.streak?.succeedingSince !== undefined && now.getTime() - this.streak.succeedingSince >= (this.options.settleMs ?? 0)) this.recover();
     const streak = this.streak;
     if (!streak || streak.outage !== outage) {
       this.streak = { since: streak?.since ?? now, failures: (streak?.failures ?? 0) + 1, outage, loggedAt: now.getTime() };
@@ -109,6 +115,12 @@ export class RepeatedFailureLog {
     const now = this.clock.now().getTime();
     streak.succeedingSince ??= now;
     if (now - streak.succeedingSince < (this.options.settleMs ?? 0)) return;
+    this.recover();
+  }
+
+  private recover(): void {
+    const streak = this.streak;
+    if (!streak) return;
     this.logger.info({ failures: streak.failures, since: streak.since.toISOString() }, this.messages.recovered);
     this.streak = undefined;
   }

@@ -1,0 +1,52 @@
+import { describe, expect, it } from 'vitest';
+import { dependencyUnavailable } from '../../src/domain/errors.js';
+import { RepeatedFailureLog } from '../../src/jobs/failure-log.js';
+import { ManualClock } from '../support/clock.js';
+
+const messages = { failed: 'down', stillFailing: 'still down', recovered: 'up again' };
+
+function recording() {
+  const lines: { level: string; message: string; fields: Record<string, unknown> }[] = [];
+  const record = (level: string) => (fields: object, message: string) => void lines.push({ level, message, fields: fields as Record<string, unknown> });
+  return { lines, logger: { info: record('info'), warn: record('warn'), error: record('error') } };
+}
+
+describe('a repeated failure log that settles', () => {
+  const outage = () => dependencyUnavailable(new Error('connection refused'));
+
+  it('ends a failure whose successes lasted the settling time at the next failure, which starts another', async () => {
+    const clock = new ManualClock();
+    const { lines, logger } = recording();
+    const log = new RepeatedFailureLog(logger, clock, messages, { settleMs: 5_000 });
+    log.failed(outage());
+    clock.advance(20_000);
+    // One success, then nothing to say the successes went on: outcomes come only with traffic.
+    log.succeeded();
+    clock.advance(3 * 3_600_000);
+    log.failed(outage());
+    expect(lines.map((line) => [line.level, line.message, line.fields.failures, line.fields.since])).toEqual([
+      ['warn', 'down', undefined, undefined],
+      ['info', 'up again', 1, '2030-01-01T00:00:00.000Z'],
+      ['warn', 'down', undefined, undefined],
+    ]);
+  });
+
+  it('keeps one failure when it fails again before the successes lasted the settling time', async () => {
+    const clock = new ManualClock();
+    const { lines, logger } = recording();
+    const log = new RepeatedFailureLog(logger, clock, messages, { settleMs: 5_000 });
+    log.failed(outage());
+    log.succeeded();
+    clock.advance(4_999);
+    log.failed(outage());
+    clock.advance(5_000);
+    log.succeeded();
+    expect(lines.map((line) => line.message)).toEqual(['down']);
+    clock.advance(5_000);
+    log.succeeded();
+    expect(lines.map((line) => [line.message, line.fields.failures])).toEqual([
+      ['down', undefined],
+      ['up again', 2],
+    ]);
+  });
+});
