@@ -1,16 +1,17 @@
 import type { EventPruneBatch } from '../domain/ports.js';
-import type {
-  ApiKeyRecord,
-  Campaign,
-  DuplicationJob,
-  IdempotencyRecord,
-  JobErrorCode,
-  JobStatus,
-  NewSecurityEvent,
-  SecurityEvent,
-  SecurityEventFilter,
-  SecurityEventType,
-  Workspace,
+import {
+  SECURITY_EVENT_TYPES,
+  type ApiKeyRecord,
+  type Campaign,
+  type DuplicationJob,
+  type IdempotencyRecord,
+  type JobErrorCode,
+  type JobStatus,
+  type NewSecurityEvent,
+  type SecurityEvent,
+  type SecurityEventFilter,
+  type SecurityEventType,
+  type Workspace,
 } from '../domain/types.js';
 
 /** Rows as the SQL stores return them, mapped to domain objects. Numbers that PostgreSQL returns as strings (bigint) are converted. */
@@ -316,4 +317,10 @@ export function eventWindowSeeks(filter: { since?: Date; until?: Date }): { sinc
  * The types an event filter reads, each once (undefined: every type). A caller repeating a type must not make a
  * statement of another shape: there is one per number of distinct types, at most as many as there are types.
  */
+/**
+ * The condition that leaves out events of a type this version does not know (SecurityEventFilter.unknownTypes):
+ * a filter on the rows a listing reads in order, so that a page is filled from the known events behind them.
+ */
+export const KNOWN_EVENT_TYPES_SQL = `type IN (${SECURITY_EVENT_TYPES.map((type) => `'${type}'`).join(', ')})`;
+
 export const distinctTypes = (filter: SecurityEventFilter): SecurityEventType[] | undefined => filter.types && [...new Set(filter.types)];

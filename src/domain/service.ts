@@ -852,7 +852,8 @@ export class GatewayService {
     await this.authorize(principal, 'security_events.read');
     const range = parseEventRange(raw);
     const { store } = this.deps;
-    const filter: SecurityEventFilter = { since: range.start, until: range.end };
+    // Every event, a newer version's types too: the CSV's EventName is text, and an audit export must not miss any.
+    const filter: SecurityEventFilter = { since: range.start, until: range.end, unknownTypes: true };
     const release = this.deps.downloads.acquire(principal.workspaceId);
     const read = (beforeSeq?: number) => store.listEvents(principal.workspaceId, filter, { first: DOWNLOAD_BATCH_SIZE, beforeSeq });
     let first: SecurityEvent[];

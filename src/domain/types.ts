@@ -159,6 +159,12 @@ export interface SecurityEventFilter {
   apiKeyId?: string;
   since?: Date;
   until?: Date;
+  /**
+   * Also the events of types this version does not know, which a newer version wrote to the store they share
+   * during a rolling upgrade: their `type` is then any text. Without it they are left out, as where a type must
+   * be one this version names (GraphQL's enum). Only a filter without `types` can match them.
+   */
+  unknownTypes?: boolean;
 }
 
 export interface Page<T> {

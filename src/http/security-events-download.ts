@@ -42,8 +42,11 @@ export function toCsvRecord(event: SecurityEvent): string[] {
     result_campaign_id: typeof resultCampaignId === 'string' ? resultCampaignId : null,
     details: event.details,
   };
-  return [event.occurredAt.toISOString(), '', '', EVENT_NAMES[event.type], '', JSON.stringify(properties)];
+  return [event.occurredAt.toISOString(), '', '', eventName(event.type), '', JSON.stringify(properties)];
 }
+
+/** A type this version has no name for (a newer version's, written during a rolling upgrade) is written as it is stored. */
+const eventName = (type: string): string => (Object.hasOwn(EVENT_NAMES, type) ? EVENT_NAMES[type as SecurityEventType] : type);
 
 async function* csvRecords(events: AsyncIterable<SecurityEvent>): AsyncGenerator<string[]> {
   for await (const event of events) yield toCsvRecord(event);

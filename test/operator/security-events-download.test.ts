@@ -231,6 +231,51 @@ describe('GET /security_events/download', () => {
     });
   });
 
+  it("writes a newer version's events of a type it has no name for as they are stored, which securityEvents leaves out of its pages without an error", async () => {
+    const team = await gateway.workspace(undefined, undefined, new Date('2022-03-31T00:00:00Z'));
+    // As a newer version sharing the store in a rolling upgrade writes them.
+    const newer = (occurredAt: string) => event(team, occurredAt, { type: 'CAMPAIGN_ARCHIVED' as NewSecurityEvent['type'], campaignId: occurredAt });
+    for (const item of [
+      event(team, '2022-04-01T00:00:00Z', { campaignId: 'oldest' }),
+      newer('2022-04-01T00:01:00Z'),
+      newer('2022-04-01T00:02:00Z'),
+      event(team, '2022-04-01T00:03:00Z', { type: 'PERMISSION_DENIED', campaignId: 'known' }),
+      newer('2022-04-01T00:04:00Z'),
+    ]) {
+      await gateway.app.store.insertEvent(item);
+    }
+
+    const response = await download(gateway, team.key, '?start=2022-04-01&end=2022-04-02');
+    expect(response.status).toBe(200);
+    expect(rowsOf(response.text).map((row) => [row.EventName, JSON.parse(row.JsonProperties).event_type])).toEqual([
+      ['CAMPAIGN_ARCHIVED', 'CAMPAIGN_ARCHIVED'],
+      ['Denied API Key Permission', 'PERMISSION_DENIED'],
+      ['CAMPAIGN_ARCHIVED', 'CAMPAIGN_ARCHIVED'],
+      ['CAMPAIGN_ARCHIVED', 'CAMPAIGN_ARCHIVED'],
+      ['Requested Campaign Duplication via API', 'CAMPAIGN_DUPLICATION_REQUESTED'],
+    ]);
+
+    // Pages of one, in the window of the events above (the key's creation and the download are outside it): the two
+    // unknown events between the known ones end no listing early.
+    const seen: unknown[] = [];
+    let after: string | null = null;
+    do {
+      const page = await graphql(
+        gateway.baseUrl,
+        team.key,
+        'query ($after: String) { securityEvents(first: 1, after: $after, filter: {since: "2022-04-01T00:00:00Z", until: "2022-04-02T00:00:00Z"}) { edges { node { type campaignId } } pageInfo { hasNextPage endCursor } } }',
+        { after },
+      );
+      expect(page.body.errors).toBeUndefined();
+      seen.push(...page.body.data.securityEvents.edges.map((edge: { node: unknown }) => edge.node));
+      after = page.body.data.securityEvents.pageInfo.hasNextPage ? page.body.data.securityEvents.pageInfo.endCursor : null;
+    } while (after !== null);
+    expect(seen).toEqual([
+      { type: 'PERMISSION_DENIED', campaignId: 'known' },
+      { type: 'CAMPAIGN_DUPLICATION_REQUESTED', campaignId: 'oldest' },
+    ]);
+  });
+
   it("says to URL-encode an offset's + when one sent unencoded arrived as a space, and only then", async () => {
     const hint = "; a + in a query string is read as a space: URL-encode the offset's + as %2B (2024-05-01T12:00:00%2B01:00)";
     const invalid = "must be an ISO 8601 date (2024-05-01) or date-time with a time zone (2024-05-01T12:00:00Z)";

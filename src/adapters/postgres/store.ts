@@ -23,6 +23,7 @@ import {
   EVENT_WINDOW_SQL,
   eventWindowSeeks,
   insertStatement,
+  KNOWN_EVENT_TYPES_SQL,
   maybeDate,
   newJobToRow,
   oldestDueJobSql,
@@ -670,6 +671,7 @@ export class PostgresStore implements GatewayStore {
     // rather sort the whole seq range of the window for each page than read it in order up to the page's end.
     if (filter.since !== undefined) where.push(`occurred_at + interval '0 s' >= ${param(filter.since)}`);
     if (filter.until !== undefined) where.push(`occurred_at - interval '0 s' < ${param(filter.until)}`);
+    if (types === undefined && !filter.unknownTypes) where.push(KNOWN_EVENT_TYPES_SQL);
     const limit = param(options.first);
     const newest = (conditions: string[]) => newestInWorkspace('security_events', conditions, limit);
     let text: string;

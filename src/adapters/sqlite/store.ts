@@ -15,7 +15,7 @@ import type {
   SecurityEventFilter,
   Workspace,
 } from '../../domain/types.js';
-import { COUNT_JOBS_SQL, distinctTypes, EVENT_WINDOW_SQL, eventWindowSeeks, maybeDate, oldestDueJobSql, rowSeq, rowToApiKey, rowToCampaign, rowToEvent, rowToIdempotency, rowToJob, rowToWorkspace, type Row } from '../rows.js';
+import { COUNT_JOBS_SQL, distinctTypes, EVENT_WINDOW_SQL, eventWindowSeeks, KNOWN_EVENT_TYPES_SQL, maybeDate, oldestDueJobSql, rowSeq, rowToApiKey, rowToCampaign, rowToEvent, rowToIdempotency, rowToJob, rowToWorkspace, type Row } from '../rows.js';
 import { incompleteSchema, schemaRefusal } from '../schema-version.js';
 import { openConnection, Statements } from './connection.js';
 import { assertNoStrayWal, assertSameFile, identify, type FileIdentity } from './database-file.js';
@@ -459,6 +459,7 @@ export class SqliteStore implements GatewayStore {
       where.push('+occurred_at < @until');
       params.until = filter.until.getTime();
     }
+    if (types === undefined && !filter.unknownTypes) where.push(KNOWN_EVENT_TYPES_SQL);
     types?.forEach((type, index) => (params[`type${index}`] = type));
     const newest = 'ORDER BY seq DESC LIMIT +@first';
     let text: string;
