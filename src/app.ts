@@ -340,7 +340,9 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
         neededToServe: true,
         check: async () => {
           await store.ping();
-          return { status: 'up', backend: store.kind };
+          // A newer version migrated the store under this one (a rolling upgrade): this one may misread what it writes.
+          const newer = await store.newerSchema();
+          return newer ? { status: 'down', backend: store.kind, message: newer.message } : { status: 'up', backend: store.kind };
         },
       },
       // A limiter backend that can fall back (Redis) reports itself degraded; one that fails cannot count.

@@ -1,4 +1,4 @@
-import type { OlderSchema } from '../domain/ports.js';
+import type { NewerSchema, OlderSchema } from '../domain/ports.js';
 
 /** A store refused for the version of its schema, not for a failure of the database holding it. */
 export class SchemaVersionRefusal extends Error {}
@@ -8,10 +8,10 @@ export class SchemaVersionRefusal extends Error {}
  * wrote (a new event type, a new column it never fills), and carry on as if all were well.
  */
 export const newerSchema = (database: string, found: number, known: number): Error =>
-  new SchemaVersionRefusal(
-    `${database} has schema version ${found}, newer than this gateway's ${known}: a newer campaign-gateway has updated it. ` +
-      'Run that version, or restore the backup taken before the upgrade; downgrading is not supported',
-  );
+  new SchemaVersionRefusal(`${updatedBy(database, found, known)}. Run that version, or restore the backup taken before the upgrade; downgrading is not supported`);
+
+const updatedBy = (database: string, found: number, known: number): string =>
+  `${database} has schema version ${found}, newer than this gateway's ${known}: a newer campaign-gateway has updated it`;
 
 /**
  * Why a store opened without upgrading refuses a database an older gateway left: upgrading is for the gateway
@@ -41,4 +41,19 @@ export function schemaRefusal(database: string, found: number, known: number, ol
   if (found > known) return newerSchema(database, found, known);
   if (found > 0 && found < known && older === 'refuse') return olderSchema(database, found, known);
   return null;
+}
+
+/**
+ * What a running gateway says once a newer one has migrated its store under it (a rolling upgrade): null while
+ * `found` is at most `known`.
+ */
+export function migratedUnder(database: string, found: number, known: number): NewerSchema | null {
+  if (found <= known) return null;
+  return {
+    found,
+    known,
+    message:
+      `${updatedBy(database, found, known)} since this one started. ` +
+      'This instance is not ready and claims no jobs; replace it with the newer version (see "Upgrading" in the README)',
+  };
 }

@@ -56,6 +56,14 @@ export interface SchemaVersions {
   unchecked?: string;
 }
 
+/** A store's schema, found at a version above this version's (`known`): a newer version migrated it since this one opened it. */
+export interface NewerSchema {
+  found: number;
+  known: number;
+  /** Says so, naming the store and both versions. */
+  message: string;
+}
+
 /**
  * Persistence. Every method that takes a workspace id only ever sees that workspace's rows. A key no row can
  * hold (text with a NUL, which PostgreSQL cannot take) is a key like any other no row holds: nothing is found.
@@ -68,6 +76,11 @@ export interface GatewayStore {
    * left is brought up to date (`upgrade`, the default: the gateway as it starts) or refused as it is (`refuse`).
    */
   migrate(older?: OlderSchema): Promise<SchemaVersions>;
+  /**
+   * Reads the schema's version again (one cheap read): what a newer version that migrated the store since it was
+   * opened left it at, the rolling upgrade that `migrate` cannot see; null while it is at most this version's.
+   */
+  newerSchema(): Promise<NewerSchema | null>;
   ping(): Promise<void>;
   /**
    * Why the store cannot serve again until the process restarts (a state it never leaves by itself), or null.

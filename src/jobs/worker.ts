@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { isUnavailable, type GatewayError } from '../domain/errors.js';
 import { newId } from '../domain/ids.js';
-import type { Clock, Duplicator, DuplicationResult, GatewayStore, JobOutcome } from '../domain/ports.js';
+import type { Clock, Duplicator, DuplicationResult, GatewayStore, JobOutcome, NewerSchema } from '../domain/ports.js';
 import type { DuplicationJob, JobError, JobErrorCode, NewSecurityEvent } from '../domain/types.js';
 import { jobLogFields, logFailure, RepeatedFailureLog } from './failure-log.js';
 
@@ -82,6 +82,13 @@ export class JobWorker {
   private woken = false;
   /** Set when the duplicator deferred a job: nothing can run before then, so claiming waits. */
   private claimPausedUntil = 0;
+  /**
+   * The store's schema as last read, when a newer version had migrated it under this one: such a version may have
+   * jobs this one cannot run as it means, so claiming waits (for the schema to be this version's again, a restore).
+   */
+  private newer: NewerSchema | null = null;
+  /** When the schema's version was last read: at most once a poll interval, since a busy loop turns once per job. */
+  private schemaReadAt = -Infinity;
   /** Claiming is retried every poll while the store is down: a line per try would bury the log. */
   private readonly claimFailures: RepeatedFailureLog;
   /** Jobs sent back to the queue because the store failed under them: a line per outage, not per job. */
@@ -160,7 +167,7 @@ export class JobWorker {
       let claimed: DuplicationJob[] = [];
       const now = this.clock.now();
       const lease = `${this.owner}:${++this.claims}`;
-      if (free > 0 && now.getTime() >= this.claimPausedUntil) {
+      if (free > 0 && now.getTime() >= this.claimPausedUntil && (await this.schemaIsKnown())) {
         try {
           claimed = await this.store.claimJobs(lease, free, now, new Date(now.getTime() + this.options.leaseMs));
           this.claimFailures.succeeded();
@@ -177,6 +184,24 @@ export class JobWorker {
       }
       if (claimed.length === 0 || this.active.size >= this.options.concurrency) await this.idle();
     }
+  }
+
+  /** Whether the store's schema is at most this version's, read again once a poll interval has passed. */
+  private async schemaIsKnown(): Promise<boolean> {
+    const now = performance.now();
+    if (now - this.schemaReadAt < this.options.pollIntervalMs) return this.newer === null;
+    this.schemaReadAt = now;
+    let newer: NewerSchema | null;
+    try {
+      newer = await this.store.newerSchema();
+    } catch {
+      // The claim reports a store that cannot be read, as it does on every poll.
+      return this.newer === null;
+    }
+    if (newer && !this.newer) this.logger.warn({ found: newer.found, known: newer.known }, `claiming no more jobs: ${newer.message}`);
+    if (!newer && this.newer) this.logger.info({ known: this.newer.known }, "claiming jobs again: the store's schema is this version's");
+    this.newer = newer;
+    return newer === null;
   }
 
   private idle(): Promise<void> {

@@ -62,6 +62,14 @@ export function storeContract(name: string, harness: StoreHarness): void {
       }
     });
 
+    it('reads its schema version again, finding the one a newer gateway migrated it to while it was open', async () => {
+      expect(await store.newerSchema()).toBeNull();
+      await harness.setSchemaVersion(store, 99);
+      const newer = await store.newerSchema();
+      expect(newer).toMatchObject({ found: 99, known: expect.any(Number) });
+      expect(newer?.message).toMatch(new RegExp(`has schema version 99, newer than this gateway's ${newer?.known}: a newer campaign-gateway has updated it since this one started`));
+    });
+
     it('finds workspaces by id or by name and lists them', async () => {
       const found = await store.findWorkspace(ws);
       expect(found?.id).toBe(ws);

@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { EventPruneBatch, EventPruneCursor, GatewayStore, JobOutcome, ListOptions, OlderSchema, SchemaVersions } from '../../domain/ports.js';
+import type { EventPruneBatch, EventPruneCursor, GatewayStore, JobOutcome, ListOptions, NewerSchema, OlderSchema, SchemaVersions } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
   Campaign,
@@ -38,7 +38,7 @@ import {
   type Row,
   type SqlValues,
 } from '../rows.js';
-import { incompleteSchema, schemaRefusal, SchemaVersionRefusal } from '../schema-version.js';
+import { incompleteSchema, migratedUnder, schemaRefusal, SchemaVersionRefusal } from '../schema-version.js';
 import { missingSchemaObjects, POSTGRES_MIGRATIONS, schemaCheckRefused } from './migrations.js';
 import { startupFailure } from './outage.js';
 import { clientConfig, createPool, queriesOf, startSession, transaction, type PostgresOptions, type Queryable } from './pool.js';
@@ -58,11 +58,14 @@ export interface PostgresStoreOptions extends PostgresOptions {
   migrationLock?: { retryMs?: number; noticeMs?: number; waitMs?: number };
 }
 
+/** The version of a schema that has the gateway's tables: one seek on the primary key of schema_migrations. */
+const SCHEMA_VERSION_SQL = 'SELECT COALESCE(MAX(version), 0) AS version FROM schema_migrations';
+
 /** The schema's version (0 for a store without the gateway's tables), read without making anything. */
 async function schemaVersion(client: pg.ClientBase): Promise<number> {
   const { rows } = await client.query(`SELECT to_regclass('schema_migrations') IS NOT NULL AS made`);
   if (!rows[0].made) return 0;
-  return Number((await client.query('SELECT COALESCE(MAX(version), 0) AS version FROM schema_migrations')).rows[0].version);
+  return Number((await client.query(SCHEMA_VERSION_SQL)).rows[0].version);
 }
 
 /**
@@ -241,6 +244,11 @@ export class PostgresStore implements GatewayStore {
     } finally {
       await client.end();
     }
+  }
+
+  async newerSchema(): Promise<NewerSchema | null> {
+    const [row] = await this.rows(SCHEMA_VERSION_SQL);
+    return migratedUnder(DATABASE, Number(row.version), (this.options.migrations ?? POSTGRES_MIGRATIONS).length);
   }
 
   /**

@@ -2,7 +2,7 @@ import { closeSync, constants, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type Database from 'better-sqlite3';
 import { dependencyUnavailable } from '../../domain/errors.js';
-import type { EventPruneBatch, EventPruneCursor, GatewayStore, JobOutcome, ListOptions, OlderSchema, SchemaVersions } from '../../domain/ports.js';
+import type { EventPruneBatch, EventPruneCursor, GatewayStore, JobOutcome, ListOptions, NewerSchema, OlderSchema, SchemaVersions } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
   Campaign,
@@ -16,7 +16,7 @@ import type {
   Workspace,
 } from '../../domain/types.js';
 import { COUNT_JOBS_SQL, distinctTypes, EVENT_WINDOW_SQL, eventWindowSeeks, KNOWN_EVENT_TYPES_SQL, maybeDate, oldestDueJobSql, rowSeq, rowToApiKey, rowToCampaign, rowToEvent, rowToIdempotency, rowToJob, rowToWorkspace, type Row } from '../rows.js';
-import { incompleteSchema, schemaRefusal } from '../schema-version.js';
+import { incompleteSchema, migratedUnder, schemaRefusal } from '../schema-version.js';
 import { openConnection, Statements } from './connection.js';
 import { assertNoStrayWal, assertSameFile, identify, type FileIdentity } from './database-file.js';
 import { holdDataDir, lockFile } from './data-dir-lock.js';
@@ -168,9 +168,13 @@ export class SqliteStore implements GatewayStore {
     return this.reading(text, (statement) => statement.all(...params) as Row[]);
   }
 
+  private get database(): string {
+    return `the SQLite database ${this.options.filename}`;
+  }
+
   async migrate(older: OlderSchema = 'upgrade'): Promise<SchemaVersions> {
     const migrations = this.options.migrations ?? SQLITE_MIGRATIONS;
-    const database = `the SQLite database ${this.options.filename}`;
+    const database = this.database;
     this.snapshot.end();
     // The version is read inside the IMMEDIATE transaction, so instances starting together migrate once.
     const from = this.owner
@@ -190,6 +194,17 @@ export class SqliteStore implements GatewayStore {
       throw incompleteSchema(database, migrations.length, missing, 'Restore a backup, or move it aside to start on a new store');
     }
     return { from, to: migrations.length };
+  }
+
+  async newerSchema(): Promise<NewerSchema | null> {
+    let found: number;
+    try {
+      // On the owner's connection, outside the turn's read snapshot: the file's version as it is now.
+      found = Number(this.owner.pragma('user_version', { simple: true }));
+    } catch (error) {
+      throw this.failed(error);
+    }
+    return migratedUnder(this.database, found, (this.options.migrations ?? SQLITE_MIGRATIONS).length);
   }
 
   /**
