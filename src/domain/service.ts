@@ -302,14 +302,7 @@ export class GatewayService {
    * outside the key's allowlist) counts against it.
    */
   async authenticate(context: RequestContext): Promise<Principal> {
-    const client = clientNetwork(context.ip);
-    try {
-      await this.deps.authFailures.check(client);
-    } catch (error) {
-      // Not a block when the limiter's own store failed.
-      if (isGatewayError(error) && error.code === 'RATE_LIMITED') this.deps.onAuthBlocked?.(context.channel);
-      throw error;
-    }
+    const client = await this.checkClient(context);
     try {
       return await this.identify(context);
     } catch (error) {
@@ -321,6 +314,29 @@ export class GatewayService {
       }
       throw error;
     }
+  }
+
+  /**
+   * A request that sends no key where only a key could be served (GraphQL with introspection off), refused as a
+   * request whose key is refused, after its client's block, but not counted against its client: it guesses no
+   * key, and a probe asking `{ __typename }` without one must not block its address.
+   */
+  async refuseWithoutKey(context: RequestContext): Promise<never> {
+    await this.checkClient(context);
+    throw new GatewayError('UNAUTHENTICATED');
+  }
+
+  /** The request's client, refused while it is blocked after too many failed authentications. */
+  private async checkClient(context: RequestContext): Promise<string> {
+    const client = clientNetwork(context.ip);
+    try {
+      await this.deps.authFailures.check(client);
+    } catch (error) {
+      // Not a block when the limiter's own store failed.
+      if (isGatewayError(error) && error.code === 'RATE_LIMITED') this.deps.onAuthBlocked?.(context.channel);
+      throw error;
+    }
+    return client;
   }
 
   private async identify(context: RequestContext): Promise<Principal> {

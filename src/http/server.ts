@@ -277,9 +277,10 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   app.addHook('onClose', () => apollo.stop());
   const requestUrls = new RequestUrls();
   const graphqlContext = (request: FastifyRequest) => createContext(service, httpRequestContext(request, 'GRAPHQL'), request.principal);
-  // With introspection off, a request without a key can only be refused; a key refused, or a client blocked after
-  // too many failed authentications, is refused whatever the request asks. Either is refused before the body is
-  // read, as REST does, so that a client without a valid key cannot have bodies held in memory or parsed.
+  // With introspection off, a request without a key can only be refused (it guesses no key, so that is no failed
+  // authentication); a key refused, or a client blocked after too many failed authentications, is refused whatever
+  // the request asks. Either is refused before the body is read, as REST does, so that a client without a valid key
+  // cannot have bodies held in memory or parsed.
   const authenticatesBeforeBody = (request: FastifyRequest) =>
     request.method !== 'OPTIONS' && (request.headers.authorization !== undefined || !config.explorer);
   const apolloHandler = fastifyApolloHandler(apollo, { context: async (request) => graphqlContext(request) });
@@ -298,7 +299,8 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
         done();
       } else {
         // A key that could not be checked (a store outage) is left to the fields, which each report it.
-        service.authenticate(httpRequestContext(request, 'GRAPHQL')).then(
+        const context = httpRequestContext(request, 'GRAPHQL');
+        (request.headers.authorization === undefined ? service.refuseWithoutKey(context) : service.authenticate(context)).then(
           (principal) => {
             request.principal = principal;
             done();

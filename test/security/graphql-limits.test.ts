@@ -5,7 +5,7 @@ import { getIntrospectionQuery } from 'graphql';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
-import { bearer, graphql, http, json, rawConnection, recordingLogger, startGateway, storeFailingOn, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { bearer, graphql, http, json, metricSample, rawConnection, recordingLogger, startGateway, storeFailingOn, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { jobTotal } from '../support/store-checks.js';
 
 const EVENTS_DEPTH_6 = '{ securityEvents { edges { node { job { apiKey { id } } } } } }';
@@ -260,6 +260,18 @@ describe('GraphQL in production', () => {
       expect(head).toMatch(/^HTTP\/1\.1 401 /);
       expect(JSON.parse(body)).toEqual({ errors: [{ message: 'Invalid API key', extensions: { code: 'UNAUTHENTICATED' } }] });
     }
+  });
+
+  it('counts no request without a key as a failed authentication: a probe of { __typename } blocks nobody', async () => {
+    const failures = async () => metricSample((await http(gw.baseUrl, 'GET', '/metrics')).text, 'gateway_auth_failures_total', { channel: 'GRAPHQL', code: 'UNAUTHENTICATED' });
+    const before = await failures();
+    for (let probe = 0; probe < 25; probe++) {
+      const answer = await http(gw.baseUrl, 'GET', `/graphql?query=${encodeURIComponent('{ __typename }')}`, { headers: { 'apollo-require-preflight': 'true' } });
+      expect(answer.status).toBe(401);
+      expect(answer.headers['www-authenticate']).toBe('Bearer');
+    }
+    expect(await failures()).toBe(before);
+    expect((await graphql(gw.baseUrl, ws.key, '{ __typename }')).body).toEqual({ data: { __typename: 'Query' } });
   });
 
   it('answers variables that do not fit with their first error, and cuts long messages short', async () => {
