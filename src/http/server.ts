@@ -18,7 +18,7 @@ import { GatewayError, internalCause, unavailableCause } from '../domain/errors.
 import { trustedProxies } from '../domain/ip-allowlist.js';
 import type { Clock, Quota } from '../domain/ports.js';
 import type { GatewayService } from '../domain/service.js';
-import { createApollo, graphqlErrorBody } from '../graphql/apollo.js';
+import { createApollo, graphqlErrorBody, stringifyGraphQLResult } from '../graphql/apollo.js';
 import { createContext, refusesKey } from '../graphql/context.js';
 import { DocumentCache, QUERY_TEXT_CACHE_BYTES } from '../graphql/document-cache.js';
 import { OperationLimits } from '../graphql/limits.js';
@@ -98,9 +98,9 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     if (request.routeOptions.url !== '/graphql') return reply.status(mapped.status).send(mapped.body);
     const body = graphqlErrorBody(mapped.gatewayError, request.id);
     body.errors.forEach(observeGraphQLError);
-    // As Apollo answers: in the media type the client accepts, never cached.
+    // As Apollo answers, byte for byte: in the media type the client accepts, never cached, its JSON and a newline.
     reply.type(refusalResponseType(request.headers.accept)).header('cache-control', 'no-store');
-    return reply.status(mapped.status).send(body);
+    return reply.status(mapped.status).send(stringifyGraphQLResult(body));
   };
 
   // Connections whose request was answered before its body had all arrived (a key refused before the body is

@@ -148,6 +148,8 @@ describe('prepared GraphQL operations answer exactly as Apollo does', () => {
     expect(answers[0].status).toBe(status);
     expect(answers[0].headers['www-authenticate']).toBe('Bearer');
     expect(answers[0].body).toEqual({ errors: [{ message: 'Invalid API key', extensions: { code: 'UNAUTHENTICATED' } }] });
+    // Byte for byte Apollo's, whether Apollo or the refusal before the body made it.
+    expect(answers[0].text).toBe(`${JSON.stringify(answers[0].body)}\n`);
     expectSameAnswer(...answers);
   });
 
