@@ -202,11 +202,11 @@ describe('API keys', () => {
    * A duplication over a raw socket whose headers are checked, then `between()` runs and a second passes before
    * the rest of its body (latin1: one byte a character) arrives.
    */
-  const slowBody = async (key: string, between: () => Promise<unknown>, body = JSON.stringify({ campaign_id: ws.campaign.id, name: 'Slow copy' }), headers = '') => {
+  const slowBody = async (key: string, between: () => Promise<unknown>, body = JSON.stringify({ campaign_id: ws.campaign.id, name: 'Slow copy' }), headers = '', path = '/campaigns/duplicate') => {
     const connection = rawConnection(gw.baseUrl);
     const checked = lookups();
     connection.send(
-      `POST /campaigns/duplicate HTTP/1.1\r\nHost: gw\r\nConnection: close\r\nAuthorization: Bearer ${key}\r\n${headers}` +
+      `POST ${path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\nAuthorization: Bearer ${key}\r\n${headers}` +
         `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 10)}`,
     );
     await waitFor(async () => lookups() > checked);
@@ -230,6 +230,22 @@ describe('API keys', () => {
     expect(refused).toMatchObject({ status: 401, quotaHeaders: false });
     expect(await unauthenticated()).toBe(before! + 1);
     expect(JSON.parse(refused.body)).toEqual({ message: 'Invalid API key' });
+    const requested = await gw.app.store.listEvents(ws.workspace.id, { apiKeyId: revoked.keyId, types: ['CAMPAIGN_DUPLICATION_REQUESTED'] }, { first: 5 });
+    expect(requested).toEqual([]);
+  });
+
+  it('checks a GraphQL key again when the body comes long after the headers: a key revoked meanwhile is refused', async () => {
+    const mutation = (name: string) =>
+      JSON.stringify({ query: `mutation { duplicateCampaign(input: {campaignId: "${ws.campaign.id}", name: "${name}"}) { job { id } } }` });
+    const kept = await ws.addKey(['campaigns.duplicate'], 'slow GraphQL but kept');
+    const accepted = await slowBody(kept.key, async () => undefined, mutation('Slow GraphQL copy'), '', '/graphql');
+    expect(accepted.status).toBe(200);
+    expect(JSON.parse(accepted.body).data.duplicateCampaign.job.id).toEqual(expect.any(String));
+
+    const revoked = await ws.addKey(['campaigns.duplicate'], 'revoked while its GraphQL body comes');
+    const refused = await slowBody(revoked.key, () => gw.app.admin.revokeKey(revoked.keyId), mutation('Never copied'), '', '/graphql');
+    expect(refused).toMatchObject({ status: 401, quotaHeaders: false });
+    expect(JSON.parse(refused.body)).toEqual({ errors: [{ message: 'Invalid API key', extensions: { code: 'UNAUTHENTICATED' } }] });
     const requested = await gw.app.store.listEvents(ws.workspace.id, { apiKeyId: revoked.keyId, types: ['CAMPAIGN_DUPLICATION_REQUESTED'] }, { first: 5 });
     expect(requested).toEqual([]);
   });
