@@ -45,6 +45,15 @@ export interface EventPruneBatch {
   next: EventPruneCursor | null;
 }
 
+/**
+ * What erasing a workspace did: the rows deleted from each table, in the order they were deleted (the store's own
+ * tables only: an SQLite store has neither `job_queue_turns` nor `rate_limits`). Or nothing at all, while a job of the
+ * workspace is running under a lease: `running` such jobs, the last lease ending at `leaseEndsAt`.
+ */
+export type WorkspaceDeletion =
+  | { deleted: true; rows: Record<string, number> }
+  | { deleted: false; running: number; leaseEndsAt: Date };
+
 /** What opening a store does with one an older version left: bring its schema up to date, or refuse it unchanged. */
 export type OlderSchema = 'upgrade' | 'refuse';
 
@@ -94,6 +103,12 @@ export interface GatewayStore {
   listWorkspaces(): Promise<Workspace[]>;
   /** Whether there is any workspace: one row read, however many there are. */
   hasWorkspaces(): Promise<boolean>;
+  /**
+   * Erases a workspace and every row that names it or its keys, in every table, in one transaction. Deletes
+   * nothing while one of its jobs is RUNNING under a lease not expired at `now` (a worker may be acting on it); a
+   * job whose lease expired is one no worker holds any more (its `finishJob` would write nothing), and goes.
+   */
+  deleteWorkspace(workspaceId: string, now: Date): Promise<WorkspaceDeletion>;
 
   insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<void>;
   findApiKeyByHash(hash: string): Promise<ApiKeyRecord | null>;

@@ -1,5 +1,7 @@
-import { describe } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { postgresLimiters } from '../../src/adapters/limiter-backends.js';
 import type { PostgresStore } from '../../src/adapters/postgres/store.js';
+import { apiKeyFixture, at, eventFixture, workspaceFixture } from '../support/fixtures.js';
 import { createTestSchema, openPostgresStore, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
 import { storeContract } from './store.contract.js';
 
@@ -21,10 +23,63 @@ describe.skipIf(skipWithoutPostgres)('postgres', () => {
       const { url, schema } = schemas.get(store as PostgresStore)!;
       await withAdmin((client) => client.query(`INSERT INTO ${schema}.schema_migrations (version) VALUES ($1)`, [version]), url);
     },
+    async rowsNaming(store, ids) {
+      const { url, schema } = schemas.get(store as PostgresStore)!;
+      return withAdmin(async (client) => {
+        const { rows } = await client.query('SELECT table_name FROM information_schema.tables WHERE table_schema = $1', [schema]);
+        const counts: Record<string, number> = {};
+        for (const { table_name: table } of rows) {
+          const found = await client.query(`SELECT count(*) FROM ${schema}."${table}" AS r WHERE EXISTS (SELECT FROM unnest($1::text[]) AS i (id) WHERE strpos(r::text, i.id) > 0)`, [ids]);
+          counts[table] = Number(found.rows[0].count);
+        }
+        return counts;
+      }, url);
+    },
     async destroy(store) {
       await store.close();
       await schemas.get(store as PostgresStore)!.drop();
       schemas.delete(store as PostgresStore);
     },
+  });
+
+  describe('erasing a workspace, with the quota in PostgreSQL', () => {
+    let schema: Awaited<ReturnType<typeof createTestSchema>>;
+    let store: PostgresStore;
+
+    beforeAll(async () => {
+      schema = await createTestSchema();
+      store = openPostgresStore(schema.url, schema.schema);
+      await store.migrate();
+    });
+
+    afterAll(async () => {
+      await store.close();
+      await schema.drop();
+    });
+
+    it("deletes the limiter counters named after the workspace or one of its keys, and no other workspace's", async () => {
+      const limiters = postgresLimiters(store.pool);
+      const counters = ['duplicate', 'upstream-reads', 'denied-permission-events', 'security-event-downloads'].map((keyPrefix) =>
+        limiters.limiter({ keyPrefix, points: 100, durationSeconds: 60 }),
+      );
+      const [quota, reads, refusals, downloads] = counters;
+      const keys = new Map<string, string>();
+      for (const workspace of [workspaceFixture(), workspaceFixture()]) {
+        await store.createWorkspace(workspace);
+        const key = apiKeyFixture(workspace.id);
+        await store.insertApiKey(key, eventFixture(workspace.id, { type: 'API_KEY_CREATED', apiKeyId: key.id }));
+        await Promise.all([quota.consume(workspace.id), reads.consume(workspace.id), refusals.consume(key.id), refusals.consume(`${key.id}:previous`), downloads.consume(key.id)]);
+        keys.set(workspace.id, key.id);
+      }
+      const [erased, kept] = [...keys.keys()];
+      const counted = async () => (await withAdmin((client) => client.query(`SELECT key FROM ${schema.schema}.rate_limits ORDER BY key`), schema.url)).rows.map((row) => row.key);
+      expect(await counted()).toHaveLength(10);
+
+      expect(await store.deleteWorkspace(erased, at(0))).toMatchObject({ deleted: true, rows: { rate_limits: 5, job_queue_turns: 0, api_keys: 1 } });
+      const keptKey = keys.get(kept);
+      expect(await counted()).toEqual(
+        [`denied-permission-events:${keptKey}`, `denied-permission-events:${keptKey}:previous`, `duplicate:${kept}`, `security-event-downloads:${keptKey}`, `upstream-reads:${kept}`].sort(),
+      );
+    });
   });
 });

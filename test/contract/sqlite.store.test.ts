@@ -22,6 +22,22 @@ storeContract('sqlite', {
     db.pragma(`user_version = ${version}`);
     db.close();
   },
+  async rowsNaming(store, ids) {
+    const db = new Database(files.get(store as SqliteStore)!, { readonly: true });
+    try {
+      const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'").pluck().all() as string[];
+      return Object.fromEntries(
+        tables.map((table) => {
+          const columns = db.prepare('SELECT name FROM pragma_table_info(?)').pluck().all(table) as string[];
+          const naming = columns.flatMap((column) => ids.map(() => `instr(CAST("${column}" AS TEXT), ?) > 0`)).join(' OR ');
+          const params = columns.flatMap(() => ids);
+          return [table, Number(db.prepare(`SELECT count(*) FROM "${table}" WHERE ${naming}`).pluck().get(...params))];
+        }),
+      );
+    } finally {
+      db.close();
+    }
+  },
   async destroy(store) {
     await store.close();
     const filename = files.get(store as SqliteStore)!;

@@ -15,6 +15,8 @@ export interface StoreHarness {
   setSchemaVersion(store: GatewayStore, version: number): Promise<void>;
   /** Closes the store and drops whatever create() made. */
   destroy(store: GatewayStore): Promise<void>;
+  /** Per table of the store's database, every table, the rows with one of `ids` in any column. */
+  rowsNaming(store: GatewayStore, ids: string[]): Promise<Record<string, number>>;
 }
 
 /** The behaviour every store adapter promises. Run unchanged against each adapter. */
@@ -858,6 +860,68 @@ export function storeContract(name: string, harness: StoreHarness): void {
         [kept.id, 'CAMPAIGN_DUPLICATION_REQUESTED'],
       ]);
       expect(await store.pruneEvents(at(1_000_000), 100, null)).toEqual({ deleted: 0, next: null });
+    });
+
+    describe('erasing a workspace', () => {
+      /** A workspace with a row in every table a workspace has rows in, its ids (its own and its keys') with it. */
+      async function populate(workspaceId: string): Promise<{ ids: string[]; hash: string; finished: string }> {
+        const key = apiKeyFixture(workspaceId);
+        await store.insertApiKey(key, eventFixture(workspaceId, { type: 'API_KEY_CREATED', apiKeyId: key.id, apiKeyName: 'acme ci', ip: null }));
+        await store.upsertTags(workspaceId, ['onboarding']);
+        await store.insertCampaign(campaignFixture(workspaceId, { name: 'Spring sale' }));
+        const reservation = { workspaceId, key: 'idem-1', requestHash: 'h', jobId: null, createdAt: at(0), expiresAt: at(86_400_000) };
+        await store.reserveIdempotencyKey(reservation, at(-60_000));
+        const [finished, running, pending] = [jobFixture(workspaceId, { apiKeyId: key.id, requestId: 'req-1' }), jobFixture(workspaceId), jobFixture(workspaceId, { runAt: at(10_000) })];
+        await store.enqueueJob(finished, eventFixture(workspaceId, { jobId: finished.id, apiKeyId: key.id, ip: '203.0.113.7' }), reservation);
+        await store.claimJobs(`w-${workspaceId}`, 1, at(0), at(1000));
+        await store.finishJob(finished.id, `w-${workspaceId}`, { status: 'SUCCEEDED', resultCampaignId: null, error: null, newCampaign: campaignFixture(workspaceId), event: eventFixture(workspaceId, { type: 'CAMPAIGN_DUPLICATED', jobId: finished.id }) }, at(100));
+        for (const job of [running, pending]) await store.enqueueJob(job, eventFixture(workspaceId, { jobId: job.id }));
+        await store.insertEvent(eventFixture(workspaceId, { type: 'PERMISSION_DENIED', apiKeyId: key.id, ip: '203.0.113.8' }));
+        return { ids: [workspaceId, key.id], hash: key.hash, finished: finished.id };
+      }
+
+      const nonZero = (counts: Record<string, number>) => Object.fromEntries(Object.entries(counts).filter(([, count]) => count > 0));
+
+      it('deletes every row of the workspace from every table in one step, and nothing of another', async () => {
+        const erased = await populate(ws);
+        const kept = await populate(other);
+        const otherBefore = await harness.rowsNaming(store, kept.ids);
+        // A second instance that has looked the key up (and may keep it) refuses it from the erasure on.
+        const second = await harness.open(store);
+        try {
+          expect(await second.findApiKeyByHash(erased.hash)).not.toBeNull();
+          const before = nonZero(await harness.rowsNaming(store, erased.ids));
+          expect(Object.keys(before)).toEqual(expect.arrayContaining(['workspaces', 'api_keys', 'tags', 'campaigns', 'jobs', 'security_events', 'idempotency_keys']));
+
+          const deletion = await store.deleteWorkspace(ws, at(200));
+          expect(deletion).toEqual({ deleted: true, rows: expect.objectContaining({ workspaces: 1, api_keys: 1, tags: 1, campaigns: 2, jobs: 3, security_events: 6, idempotency_keys: 1 }) });
+          // Each table's count is what it held of the workspace (a job's events and key name it by id too).
+          expect(nonZero((deletion as { rows: Record<string, number> }).rows)).toEqual(before);
+          expect(nonZero(await harness.rowsNaming(store, erased.ids))).toEqual({});
+          expect(await second.findApiKeyByHash(erased.hash)).toBeNull();
+          expect(await store.findWorkspace(ws)).toBeNull();
+          expect(await store.getJob(ws, erased.finished)).toBeNull();
+          expect(await store.listEvents(ws, {}, { first: 10 })).toEqual([]);
+        } finally {
+          await second.close();
+        }
+        expect(await harness.rowsNaming(store, kept.ids)).toEqual(otherBefore);
+        expect(await store.findApiKeyByHash(kept.hash)).not.toBeNull();
+        expect(await store.getJob(other, kept.finished)).not.toBeNull();
+        expect(await store.listEvents(other, {}, { first: 10 })).toHaveLength(6);
+        // The workspace's queued jobs went with it: the other's are all there is to claim.
+        expect((await store.claimJobs('after', 10, at(20_000), at(30_000))).map((job) => job.workspaceId)).toEqual([other, other]);
+      });
+
+      it('deletes nothing while one of its jobs runs under a lease, and goes once the lease has expired', async () => {
+        const erased = await populate(ws);
+        await store.claimJobs('worker', 1, at(1000), at(60_000));
+        const before = await harness.rowsNaming(store, erased.ids);
+        expect(await store.deleteWorkspace(ws, at(59_999))).toEqual({ deleted: false, running: 1, leaseEndsAt: at(60_000) });
+        expect(await harness.rowsNaming(store, erased.ids)).toEqual(before);
+        expect(await store.deleteWorkspace(ws, at(60_000))).toMatchObject({ deleted: true, rows: { workspaces: 1, jobs: 3 } });
+        expect(nonZero(await harness.rowsNaming(store, erased.ids))).toEqual({});
+      });
     });
 
     it('migrates one fresh database once when several instances start at the same moment', async () => {

@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { EventPruneBatch, EventPruneCursor, GatewayStore, JobOutcome, ListOptions, NewerSchema, OlderSchema, SchemaVersions } from '../../domain/ports.js';
+import type { EventPruneBatch, EventPruneCursor, GatewayStore, JobOutcome, ListOptions, NewerSchema, OlderSchema, SchemaVersions, WorkspaceDeletion } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
   Campaign,
@@ -325,6 +325,44 @@ export class PostgresStore implements GatewayStore {
 
   async hasWorkspaces(): Promise<boolean> {
     return (await this.rows('SELECT 1 FROM workspaces LIMIT 1')).length > 0;
+  }
+
+  /**
+   * The workspace's row is locked first: an insert that refers to it (a key, a job, a campaign, a tag) waits for the
+   * erasure and then fails, the workspace gone. Its pending and running jobs are locked next, so that no claim takes
+   * one (claims skip locked rows) between the check and the deletes, and the lock that orders its events is held, so
+   * that an event being written commits before the events are deleted. Rows without a foreign key go first (nothing
+   * else removes them), then each table before the one it refers to. The limiter counters are those named after the
+   * workspace (its quota, its upstream reads) or one of its keys (refusal events, downloads): RateLimiterPostgres's
+   * keys are `<limiter>:<key>`.
+   */
+  async deleteWorkspace(workspaceId: string, now: Date): Promise<WorkspaceDeletion> {
+    return transaction(this.pool, async (client) => {
+      await client.query('SELECT FROM workspaces WHERE id = $1 FOR UPDATE', [workspaceId]);
+      const [running] = await this.rows(
+        `SELECT count(*) AS count, max(lease_expires_at) AS until FROM (
+           SELECT status, lease_expires_at FROM jobs WHERE workspace_id = $1 AND status IN ('PENDING', 'RUNNING') FOR UPDATE
+         ) queued WHERE status = 'RUNNING' AND lease_expires_at > $2`,
+        [workspaceId, now],
+        client,
+      );
+      if (Number(running.count) > 0) return { deleted: false, running: Number(running.count), leaseEndsAt: new Date(running.until as Date) };
+      await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [EVENT_ORDER_LOCK, workspaceId]);
+      const rows: Record<string, number> = {};
+      for (const table of ['idempotency_keys', 'security_events', 'jobs', 'campaigns', 'tags']) {
+        rows[table] = await this.count(`DELETE FROM ${table} WHERE workspace_id = $1`, [workspaceId], client);
+      }
+      const keys = (await this.rows('DELETE FROM api_keys WHERE workspace_id = $1 RETURNING id', [workspaceId], client)).map((row) => row.id);
+      rows.api_keys = keys.length;
+      rows.job_queue_turns = await this.count('DELETE FROM job_queue_turns WHERE workspace_id = $1', [workspaceId], client);
+      rows.rate_limits = await this.count(
+        `DELETE FROM rate_limits WHERE strpos(key, $1) > 0 OR EXISTS (SELECT FROM unnest($2::text[]) AS k (id) WHERE strpos(key, k.id) > 0)`,
+        [workspaceId, keys],
+        client,
+      );
+      rows.workspaces = await this.count('DELETE FROM workspaces WHERE id = $1', [workspaceId], client);
+      return { deleted: true, rows };
+    });
   }
 
   async insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<void> {

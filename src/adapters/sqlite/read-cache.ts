@@ -60,9 +60,10 @@ export class LruMap<V> {
 }
 
 /**
- * Point reads of rows that are only ever inserted, never changed or deleted (campaigns, tags): once found,
- * found for good, whoever inserted them (this process or another on the same file). A miss is not kept, so
- * a row inserted later is found at once. A cached value is shared by every caller, so it is frozen.
+ * Point reads of rows that are only ever inserted, never changed, and deleted only with their workspace, whose keys
+ * go with it, so that no caller asks for them again (campaigns, tags): once found, found for good, whoever
+ * inserted them (this process or another on the same file). A miss is not kept, so a row inserted later is found
+ * at once. A cached value is shared by every caller, so it is frozen.
  */
 export class FoundCache<V> {
   private readonly entries = new LruMap<V>(CACHE_ENTRIES);

@@ -2,7 +2,7 @@ import { closeSync, constants, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type Database from 'better-sqlite3';
 import { dependencyUnavailable } from '../../domain/errors.js';
-import type { EventPruneBatch, EventPruneCursor, GatewayStore, JobOutcome, ListOptions, NewerSchema, OlderSchema, SchemaVersions } from '../../domain/ports.js';
+import type { EventPruneBatch, EventPruneCursor, GatewayStore, JobOutcome, ListOptions, NewerSchema, OlderSchema, SchemaVersions, WorkspaceDeletion } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
   Campaign,
@@ -305,6 +305,14 @@ export class SqliteStore implements GatewayStore {
 
   async hasWorkspaces(): Promise<boolean> {
     return this.readAll('SELECT 1 FROM workspaces LIMIT 1').length > 0;
+  }
+
+  /**
+   * A key write: the workspace's keys go with it. Its campaigns and tags stay in this process's caches until pushed
+   * out, where no caller reaches them, since no key of the workspace is left to ask.
+   */
+  async deleteWorkspace(workspaceId: string, now: Date): Promise<WorkspaceDeletion> {
+    return this.keyWrite(() => this.write('deleteWorkspace', workspaceId, now));
   }
 
   async insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<void> {

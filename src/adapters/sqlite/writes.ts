@@ -1,6 +1,6 @@
 import type Database from 'better-sqlite3';
 import { holdsIdempotencyKey } from '../../domain/idempotency.js';
-import type { EventPruneBatch, EventPruneCursor, JobOutcome } from '../../domain/ports.js';
+import type { EventPruneBatch, EventPruneCursor, JobOutcome, WorkspaceDeletion } from '../../domain/ports.js';
 import type { ApiKeyRecord, Campaign, DuplicationJob, IdempotencyRecord, JobError, NewSecurityEvent, Workspace } from '../../domain/types.js';
 import {
   apiKeyToRow,
@@ -101,6 +101,24 @@ export class SqliteWrites {
 
   createWorkspace(workspace: Workspace): void {
     this.sql.get('INSERT INTO workspaces (id, name, created_at) VALUES (?, ?, ?)').run(workspace.id, workspace.name, workspace.createdAt.getTime());
+  }
+
+  /**
+   * The workspace's rows, table by table, those without a foreign key first (nothing else removes them), then each
+   * table before the one it refers to; nothing while one of its jobs runs under a live lease. A claim is a write
+   * of this thread too, so none can take a job between the check and the deletes.
+   */
+  deleteWorkspace(workspaceId: string, now: Date): WorkspaceDeletion {
+    const running = this.sql
+      .get(`SELECT count(*) AS count, max(lease_expires_at) AS until FROM jobs WHERE workspace_id = ? AND status = 'RUNNING' AND lease_expires_at > ?`)
+      .get(workspaceId, now.getTime()) as Row;
+    if (Number(running.count) > 0) return { deleted: false, running: Number(running.count), leaseEndsAt: new Date(Number(running.until)) };
+    const rows: Record<string, number> = {};
+    for (const table of ['idempotency_keys', 'security_events', 'jobs', 'campaigns', 'tags', 'api_keys']) {
+      rows[table] = this.sql.get(`DELETE FROM ${table} WHERE workspace_id = ?`).run(workspaceId).changes;
+    }
+    rows.workspaces = this.sql.get('DELETE FROM workspaces WHERE id = ?').run(workspaceId).changes;
+    return { deleted: true, rows };
   }
 
   insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): void {
