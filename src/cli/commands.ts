@@ -26,6 +26,8 @@ export const USAGE = `Usage: npm run cli -- <command> [options]
 Commands:
   workspaces create <name>
   workspaces list
+  workspaces delete <id or name> --confirm <the workspace's name>
+                        erase the workspace and everything of it, for good
   keys create --workspace <id or name> --name <name> --permissions <p1,p2,...>
               [--expires-in <30d|12h|15m> | --expires-at <ISO 8601 time>] [--allow-ip <ip or CIDR,...>]
               [--reason <text>] [--operator <label>]
@@ -246,6 +248,23 @@ const COMMANDS: Record<string, Command> = {
             ? 'No workspaces yet: npm run cli -- workspaces create <name>'
             : table([['ID', 'NAME', 'CREATED'], ...workspaces.map((w) => [w.id, w.name, iso(w.createdAt)])]),
         workspaces.map((w) => ({ id: w.id, name: w.name, createdAt: w.createdAt.toISOString() })),
+      );
+    },
+  },
+
+  'workspaces delete': {
+    options: { confirm: { type: 'string' } },
+    positionals: 1,
+    async run({ admin, values, positionals, print }) {
+      if (typeof values.confirm !== 'string') throw new UsageError("--confirm <the workspace's name> is required");
+      const { workspace, rows } = await admin.deleteWorkspace(positionals[0], values.confirm);
+      print(
+        () =>
+          [
+            `Deleted workspace "${workspace.name}" (id ${workspace.id}) and every row of it. Rows deleted:`,
+            table(Object.entries(rows).map(([name, count]) => [`  ${name}`, String(count)])),
+          ].join('\n'),
+        { id: workspace.id, name: workspace.name, deleted: rows },
       );
     },
   },

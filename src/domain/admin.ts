@@ -102,6 +102,30 @@ export class AdminService {
     return workspace;
   }
 
+  /**
+   * Erases a workspace and everything of it (its keys, campaigns, tags, jobs, events, idempotency keys, counters kept
+   * in the store), for an erasure request. `confirm` must be the workspace's name, as it is, so that a mistyped id
+   * cannot erase another customer. Refused, deleting nothing, while one of its jobs runs. Returns the rows deleted
+   * from each table.
+   */
+  async deleteWorkspace(idOrName: string, confirm: string): Promise<{ workspace: Workspace; rows: Record<string, number> }> {
+    const workspace = await this.requireWorkspace(idOrName);
+    if (confirm !== workspace.name) {
+      throw new GatewayError('BAD_USER_INPUT', `The confirmation '${confirm}' is not the name of workspace ${workspace.id}: nothing was deleted`);
+    }
+    const now = this.clock.now();
+    const deletion = await this.store.deleteWorkspace(workspace.id, now);
+    if (!deletion.deleted) {
+      const jobs = deletion.running === 1 ? '1 job' : `${deletion.running} jobs`;
+      throw new GatewayError(
+        'BAD_USER_INPUT',
+        `Workspace '${workspace.name}' has ${jobs} running, leased until ${deletion.leaseEndsAt.toISOString()}: nothing was deleted. ` +
+          'Try again once it has finished, or after its lease if its worker has stopped',
+      );
+    }
+    return { workspace, rows: deletion.rows };
+  }
+
   listWorkspaces(): Promise<Workspace[]> {
     return this.store.listWorkspaces();
   }

@@ -16,6 +16,7 @@ import { systemClock, type Clock } from '../../src/domain/ports.js';
 import { graphql, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
 import { ManualClock } from '../support/clock.js';
 import { cliProcess } from '../support/cli.js';
+import { eventFixture, jobFixture } from '../support/fixtures.js';
 import { createTestDatabase, TEST_DATABASE_URL, withAdmin } from '../support/postgres.js';
 import { rest } from '../support/transports.js';
 
@@ -136,6 +137,66 @@ describe('the CLI', () => {
     expect((await graphql(gw.baseUrl, created.key, '{ campaigns { edges { node { id } } } }')).status).toBe(401);
     expect((await cli('keys', 'revoke', created.id)).stdout).toMatch(/was already revoked at 2026-06-01T00:00:00.000Z/);
     expect((await cliJson('keys', 'list')).find((key: any) => key.id === created.id).status).toBe('revoked');
+  });
+
+  it('deletes a workspace and every row of it only once its name is confirmed, and the running gateway refuses its key at once', async () => {
+    const workspace = await cliJson('workspaces', 'create', 'erased customer');
+    const key = (await cliJson('keys', 'create', '--workspace', workspace.id, '--name', 'reader', '--permissions', 'campaigns.list,security_events.read')).key;
+    const events = async () => (await graphql(gw.baseUrl, key, '{ securityEvents { edges { node { type ip } } } }')).body.data?.securityEvents.edges.map((edge: any) => edge.node);
+    // A refusal recorded with the client's address, as the workspace's events keep them.
+    expect((await rest.duplicate(gw.baseUrl, key, { campaignId: 'c', name: 'copy' })).status).toBe(403);
+    await waitFor(async () => (await events()).length === 2);
+
+    expect(await cli('workspaces', 'delete', workspace.id, '--confirm', 'erased custmer')).toEqual({
+      code: EXIT.failed,
+      stdout: '',
+      stderr: `campaign-gateway: The confirmation 'erased custmer' is not the name of workspace ${workspace.id}: nothing was deleted\n`,
+    });
+    expect(await events()).toEqual([{ type: 'PERMISSION_DENIED', ip: '127.0.0.1' }, { type: 'API_KEY_CREATED', ip: null }]);
+
+    expect(await cli('workspaces', 'delete', workspace.id, '--confirm', 'erased customer')).toEqual({
+      code: EXIT.ok,
+      stderr: '',
+      stdout: [
+        `Deleted workspace "erased customer" (id ${workspace.id}) and every row of it. Rows deleted:`,
+        '  idempotency_keys  0',
+        '  security_events   2',
+        '  jobs              0',
+        '  campaigns         0',
+        '  tags              0',
+        '  api_keys          1',
+        '  workspaces        1',
+        '',
+      ].join('\n'),
+    });
+    expect((await graphql(gw.baseUrl, key, '{ campaigns { edges { node { id } } } }')).status).toBe(401);
+    expect((await cliJson('workspaces', 'list')).map((listed: { id: string }) => listed.id)).not.toContain(workspace.id);
+    expect(await cli('workspaces', 'delete', workspace.id, '--confirm', 'erased customer')).toEqual({ code: EXIT.failed, stdout: '', stderr: `campaign-gateway: No workspace '${workspace.id}'\n` });
+  });
+
+  it('refuses to delete a workspace while one of its jobs runs, and deletes it with the job once the lease has ended', async () => {
+    const workspace = await cliJson('workspaces', 'create', 'busy customer');
+    // Due long after the gateway's time, so that only the claim below, another instance's, takes it.
+    const due = new Date('2027-01-01T00:00:00.000Z');
+    const leaseEnd = new Date('2027-01-01T00:01:00.000Z');
+    const job = jobFixture(workspace.id, { runAt: due, createdAt: clock.now(), updatedAt: clock.now() });
+    await gw.app.store.enqueueJob(job, eventFixture(workspace.id, { jobId: job.id }));
+    expect((await gw.app.store.claimJobs('another instance', 1, due, leaseEnd)).map((claimed) => claimed.id)).toEqual([job.id]);
+
+    expect(await cli('workspaces', 'delete', 'busy customer', '--confirm', 'busy customer')).toEqual({
+      code: EXIT.failed,
+      stdout: '',
+      stderr:
+        "campaign-gateway: Workspace 'busy customer' has 1 job running, leased until 2027-01-01T00:01:00.000Z: nothing was deleted. " +
+        'Try again once it has finished, or after its lease if its worker has stopped\n',
+    });
+    expect(await gw.app.store.getJob(workspace.id, job.id)).toMatchObject({ status: 'RUNNING' });
+    expect(await cliJsonAt(new ManualClock(leaseEnd), ['workspaces', 'delete', 'busy customer', '--confirm', 'busy customer'])).toEqual({
+      id: workspace.id,
+      name: 'busy customer',
+      deleted: { idempotency_keys: 0, security_events: 1, jobs: 1, campaigns: 0, tags: 0, api_keys: 0, workspaces: 1 },
+    });
+    expect(await gw.app.store.getJob(workspace.id, job.id)).toBeNull();
   });
 
   it('rotates a key, with or without an overlap', async () => {
@@ -264,7 +325,10 @@ describe('the CLI', () => {
     [['keys', 'list', 'extra'], EXIT.usage, "unexpected argument 'extra' (see --help)"],
     [['keys', 'list', '--workspace', 'nowhere'], EXIT.failed, "No workspace 'nowhere'"],
     [['workspaces', 'create', '   '], EXIT.failed, 'A workspace needs a name'],
-    [['workspaces', 'delete', 'acme'], EXIT.usage, "unknown command 'workspaces delete' (see --help)"],
+    [['workspaces', 'delete', 'acme'], EXIT.usage, "--confirm <the workspace's name> is required (see --help)"],
+    // A name that differs only in case is another customer's, as far as the confirmation goes.
+    [['workspaces', 'delete', 'acme', '--confirm', 'Acme'], EXIT.failed, "The confirmation 'Acme' is not the name of workspace "],
+    [['workspaces', 'delete', 'nowhere', '--confirm', 'nowhere'], EXIT.failed, "No workspace 'nowhere'"],
     [['frobnicate'], EXIT.usage, "unknown command 'frobnicate' (see --help)"],
   ])('%j fails with exit code %i and one line, and creates no key', async (argv, code, message) => {
     const result = await cli(...argv);
