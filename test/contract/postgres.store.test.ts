@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { postgresLimiters } from '../../src/adapters/limiter-backends.js';
 import type { PostgresStore } from '../../src/adapters/postgres/store.js';
 import { apiKeyFixture, at, eventFixture, workspaceFixture } from '../support/fixtures.js';
@@ -42,27 +42,15 @@ describe.skipIf(skipWithoutPostgres)('postgres', () => {
     },
   });
 
-  describe('erasing a workspace, with the quota in PostgreSQL', () => {
-    let schema: Awaited<ReturnType<typeof createTestSchema>>;
-    let store: PostgresStore;
-
-    beforeAll(async () => {
-      schema = await createTestSchema();
-      store = openPostgresStore(schema.url, schema.schema);
+  it("erases the limiter counters kept in PostgreSQL that are named after the workspace or one of its keys, and no other workspace's", async () => {
+    const schema = await createTestSchema();
+    const store = openPostgresStore(schema.url, schema.schema);
+    try {
       await store.migrate();
-    });
-
-    afterAll(async () => {
-      await store.close();
-      await schema.drop();
-    });
-
-    it("deletes the limiter counters named after the workspace or one of its keys, and no other workspace's", async () => {
       const limiters = postgresLimiters(store.pool);
-      const counters = ['duplicate', 'upstream-reads', 'denied-permission-events', 'security-event-downloads'].map((keyPrefix) =>
+      const [quota, reads, refusals, downloads] = ['duplicate', 'upstream-reads', 'denied-permission-events', 'security-event-downloads'].map((keyPrefix) =>
         limiters.limiter({ keyPrefix, points: 100, durationSeconds: 60 }),
       );
-      const [quota, reads, refusals, downloads] = counters;
       const keys = new Map<string, string>();
       for (const workspace of [workspaceFixture(), workspaceFixture()]) {
         await store.createWorkspace(workspace);
@@ -80,6 +68,9 @@ describe.skipIf(skipWithoutPostgres)('postgres', () => {
       expect(await counted()).toEqual(
         [`denied-permission-events:${keptKey}`, `denied-permission-events:${keptKey}:previous`, `duplicate:${kept}`, `security-event-downloads:${keptKey}`, `upstream-reads:${kept}`].sort(),
       );
-    });
+    } finally {
+      await store.close();
+      await schema.drop();
+    }
   });
 });
