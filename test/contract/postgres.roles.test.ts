@@ -149,6 +149,8 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL: the migration lock, a runtime 
     await store.pruneEvents(at(3_600_000), 10, null);
     await store.pruneIdempotencyKeys(at(3_600_000), 10);
     expect((await postgresLimiters(store.pool).limiter({ keyPrefix: 'q', points: 5, durationSeconds: 60 }).consume('ws')).remainingPoints).toBe(4);
+    // The CLI's erasure, which locks rows and the workspace's event order as it deletes.
+    expect(await store.deleteWorkspace(ws.id, at(4_000_000))).toMatchObject({ deleted: true, rows: { workspaces: 1, campaigns: 2, tags: 1, job_queue_turns: 1 } });
 
     // A version with one more migration: the runtime role refuses it, the owner upgrades, and the default privileges
     // let the runtime role use what it made.
