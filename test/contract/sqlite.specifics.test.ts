@@ -348,6 +348,34 @@ describe('SQLite store specifics', () => {
     expect(statSync(wal).size).toBeLessThanOrEqual(WAL_SIZE_LIMIT_BYTES);
   });
 
+  it('overwrites what the pruner deletes, so that none of it stays readable in the database file', async () => {
+    const fileText = () => readFileSync(file).toString('latin1');
+    const checkpoint = () => {
+      const connection = new Database(file);
+      try {
+        const [result] = connection.pragma('wal_checkpoint(TRUNCATE)') as { busy: number }[];
+        expect(result.busy).toBe(0);
+      } finally {
+        connection.close();
+      }
+    };
+    // Enough events for whole pages of them to be freed, as a pruner's batch frees them.
+    await Promise.all(
+      Array.from({ length: 300 }, (_, index) =>
+        store.insertEvent(eventFixture(ws, { ip: '2001:db8:feed::42', details: { reason: `left-the-company-${index}`, requestId: `pruned-request-${index}` } })),
+      ),
+    );
+    await store.insertEvent(eventFixture(ws, { occurredAt: at(10_000), details: { reason: 'kept-reason' } }));
+    checkpoint();
+    expect(fileText()).toContain('pruned-request-299');
+
+    expect((await store.pruneEvents(at(1), 1000, null)).deleted).toBe(300);
+    checkpoint();
+    const text = fileText();
+    expect(text).toContain('kept-reason');
+    for (const pruned of ['pruned-request-', 'left-the-company-', '2001:db8:feed::42']) expect(text).not.toContain(pruned);
+  });
+
   describe('when the writer thread dies', () => {
     /** A message the thread cannot handle: it throws outside any write, as a bug in the thread would, and the thread dies. */
     const killThread = (writer: SqliteWriter) => {

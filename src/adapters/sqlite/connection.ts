@@ -16,6 +16,10 @@ export function openConnection(filename: string, { readonly = false } = {}): Dat
     db.pragma('journal_mode = WAL');
     // Per connection, and applied by the one that writes: the writer thread's, and the owner's that migrates.
     db.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT_BYTES}`);
+    // Deleted rows (pruned events with their addresses, idempotency keys, request ids) are overwritten with zeros
+    // rather than left readable in free space. FAST would zero them only in pages still in use, not in the whole
+    // pages a pruner's batch frees; ON cost the pruner and accepted requests nothing measurable.
+    db.pragma('secure_delete = ON');
   }
   db.pragma('foreign_keys = ON');
   db.pragma('busy_timeout = 5000');
