@@ -6,9 +6,10 @@ import { redactApiKeys } from '../domain/keys.js';
 const QUERY_PARAMETER = /([?&])([^=&#]*)=([^&#]*)/g;
 // Matched against the name in lower case without '-' and '_', so `X-Api-Key`, `client_secret` and `accessToken` all match.
 const SECRET_NAME_PART = /key|secret|token|passw(?:or)?d|auth|signature/;
-const SECRET_NAMES = new Set(['sig', 'code', 'credential', 'credentials']);
+// `query` and `variables` carry a GraphQL GET's document and variables, which may hold personal data (an email address).
+const SECRET_NAMES = new Set(['sig', 'code', 'credential', 'credentials', 'query', 'variables']);
 
-/** Whether a query parameter's value is a secret whatever it looks like, judged by the parameter's name. */
+/** Whether a query parameter's value is kept out of the log whatever it looks like, judged by the parameter's name. */
 function isSecretParameter(name: string): boolean {
   // Decoded as a server would read it; a malformed escape stays as it was sent.
   const [decoded = ''] = new URLSearchParams(`${name}=`).keys();
@@ -16,7 +17,7 @@ function isSecretParameter(name: string): boolean {
   return SECRET_NAME_PART.test(normalized) || SECRET_NAMES.has(normalized);
 }
 
-/** A URL as it may be logged: no secret query parameter values, no key-shaped tokens. */
+/** A URL as it may be logged: no secret or possibly personal query parameter values, no key-shaped tokens. */
 export const redactUrl = (url: string): string =>
   redactApiKeys(url.replace(QUERY_PARAMETER, (parameter, separator: string, name: string) => (isSecretParameter(name) ? `${separator}${name}=[redacted]` : parameter)));
 

@@ -199,6 +199,19 @@ describe('logs', () => {
     expect(sink.text).not.toContain('sekrit');
   });
 
+  it("logs a GraphQL GET without its document and variables, which may hold personal data, and keeps the operation's name", async () => {
+    const query = 'query Find($email: String) { campaigns(first: 1, filter: { name: "jane.doe@example.com" }) { nodes { id } } }';
+    const variables = JSON.stringify({ email: 'jane.doe@example.com' });
+    const search = `query=${encodeURIComponent(query)}&variables=${encodeURIComponent(variables)}&operationName=Find`;
+    await http(gateway.baseUrl, 'GET', `/graphql?${search}`, {
+      headers: { ...bearer(ws.key), 'apollo-require-preflight': 'true', 'x-request-id': 'graphql-get' },
+    });
+    await completed('graphql-get');
+    const logged = sink.lines().find((line) => line.reqId === 'graphql-get' && line.req)?.req.url;
+    expect(logged).toBe('/graphql?query=[redacted]&variables=[redacted]&operationName=Find');
+    expect(sink.text).not.toContain('jane');
+  });
+
   it("warns when a key's last use cannot be written, and still answers the request", async () => {
     const fresh = await gateway.workspace('untouchable');
     const database = new Database(join(gateway.dataDir, 'gateway.db'));
