@@ -39,18 +39,18 @@ export class BrazeCampaignReader implements CampaignReader {
    * One upstream call, paid for first from the workspace's budget: every workspace reads with the one upstream
    * key, so a workspace reading without bound (aliased fields, long pages) would spend the key's limit for all.
    */
-  private async call(workspaceId: string, path: UpstreamEndpoint, query: Record<string, string>): Promise<UpstreamResponse> {
+  private async call(workspaceId: string, path: UpstreamEndpoint, query: Record<string, string>, requestId: string | undefined): Promise<UpstreamResponse> {
     await this.reads.consume(workspaceId).catch((error: unknown) => {
       if (isGatewayError(error) && error.code === 'RATE_LIMITED') {
         throw new GatewayError('RATE_LIMITED', UPSTREAM_READS_SPENT_MESSAGE, { retryAfterSeconds: error.retryAfterSeconds });
       }
       throw error;
     });
-    return this.client.call('GET', path, { query });
+    return this.client.call('GET', path, { query, requestId });
   }
 
-  async get(workspaceId: string, id: string): Promise<Campaign | null> {
-    const response = await this.call(workspaceId, '/campaigns/details', { campaign_id: id });
+  async get(workspaceId: string, id: string, requestId?: string): Promise<Campaign | null> {
+    const response = await this.call(workspaceId, '/campaigns/details', { campaign_id: id }, requestId);
     // campaign_id is the only parameter: a refusal of it means there is no such campaign.
     if (response.kind === 'rejected' && (response.status === 400 || response.status === 404)) return null;
     const body = this.client.withoutKey(expectObject(response, 'campaign details'));
@@ -73,7 +73,7 @@ export class BrazeCampaignReader implements CampaignReader {
    * Newest first. The cursor is an offset into the upstream's list, so campaigns created while a caller pages
    * shift later pages by as many (the upstream pages by number, not by key).
    */
-  async list(workspaceId: string, first: number, after: string | null): Promise<Page<Campaign>> {
+  async list(workspaceId: string, first: number, after: string | null, requestId?: string): Promise<Page<Campaign>> {
     const offset = decodeOffsetCursor(CURSOR_KIND, after) ?? 0;
     // Each campaign with its position in the upstream's list, which is what a cursor records.
     const found: { position: number; campaign: Campaign }[] = [];
@@ -82,7 +82,7 @@ export class BrazeCampaignReader implements CampaignReader {
     const lastPage = Math.floor((offset + first) / BRAZE_PAGE_SIZE);
     let more = true;
     while (more && found.length <= first && page <= lastPage) {
-      const response = await this.call(workspaceId, '/campaigns/list', { page: String(page), sort_direction: 'desc' });
+      const response = await this.call(workspaceId, '/campaigns/list', { page: String(page), sort_direction: 'desc' }, requestId);
       const campaigns = this.client.withoutKey(expectObject(response, 'a campaign list')).campaigns;
       if (!Array.isArray(campaigns)) throw unreadable('a campaign list');
       campaigns.forEach((item, index) => {

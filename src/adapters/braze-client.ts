@@ -66,12 +66,14 @@ interface CallOptions {
    * Its request id goes as X-Request-Id too, so that the upstream's support can find the call.
    */
   job?: Pick<DuplicationJob, 'id' | 'requestId'>;
+  /** The request a call made for no job is made for (a campaign read): named and sent the same way. */
+  requestId?: string;
   /** Leave a failure out of the log: the caller reports it its own way. */
   quiet?: boolean;
 }
 
 /** What the log line of a failed call says about the call, and whether there is one. */
-interface CallContext extends Pick<CallOptions, 'job' | 'quiet'> {
+interface CallContext extends Pick<CallOptions, 'job' | 'requestId' | 'quiet'> {
   method: string;
   path: string;
 }
@@ -120,8 +122,9 @@ export class BrazeClient {
     };
     if (options.json !== undefined) headers['content-type'] = 'application/json';
     // Made by the gateway or checked against its bounds when the request came in (src/http/server.ts): safe in a header.
-    if (options.job?.requestId) headers['x-request-id'] = options.job.requestId;
-    const call: CallContext = { method, path, job: options.job, quiet: options.quiet };
+    const requestId = options.job ? options.job.requestId : options.requestId;
+    if (requestId) headers['x-request-id'] = requestId;
+    const call: CallContext = { method, path, job: options.job, requestId: options.requestId, quiet: options.quiet };
     let response: Dispatcher.ResponseData;
     let text: string | null;
     try {
@@ -185,7 +188,7 @@ export class BrazeClient {
     const status = response.statusCode;
     const body = parseJson(text);
     if (status === 401) {
-      if (!this.keyRefused) this.options.logger?.error({ ...jobFields(call), status }, 'the upstream refused UPSTREAM_API_KEY: duplications fail until it is replaced');
+      if (!this.keyRefused) this.options.logger?.error({ ...callFields(call), status }, 'the upstream refused UPSTREAM_API_KEY: duplications fail until it is replaced');
       this.keyRefused = true;
     }
     if (status >= 200 && status < 300 && /^\s*text\/html\b/i.test(header(response.headers, 'content-type') ?? '')) {
@@ -310,7 +313,7 @@ export class BrazeClient {
       const detail = cause instanceof Error ? { name: cause.name, code: (cause as { code?: unknown }).code, message: cause.message } : undefined;
       const { method, path } = call;
       this.options.logger?.warn(
-        { method, path, ...jobFields(call), status: response.status, error: response.error, cause: detail },
+        { method, path, ...callFields(call), status: response.status, error: response.error, cause: detail },
         'upstream call failed',
       );
     }
@@ -318,8 +321,8 @@ export class BrazeClient {
   }
 }
 
-/** What names the call's job on a log line: nothing for a call made for no job. */
-const jobFields = (call: CallContext): object => (call.job ? jobLogFields(call.job) : {});
+/** What names the call's job, or the request a call for no job is made for, on a log line. */
+const callFields = (call: CallContext): object => (call.job ? jobLogFields(call.job) : call.requestId ? { reqId: call.requestId } : {});
 
 function outcomeOf(response: UpstreamResponse): UpstreamOutcome {
   if (response.kind !== 'unavailable') return response.kind;

@@ -254,8 +254,9 @@ export interface Duplicator {
 export interface CampaignReader {
   /** Whether accepting a job checks that the source campaign and the tags exist (local mode). */
   readonly validatesOnAccept: boolean;
-  get(workspaceId: string, id: string): Promise<Campaign | null>;
-  list(workspaceId: string, first: number, after: string | null): Promise<Page<Campaign>>;
+  /** `requestId`: the request that reads, for an upstream's logs and the calls it makes (upstream mode). */
+  get(workspaceId: string, id: string, requestId?: string): Promise<Campaign | null>;
+  list(workspaceId: string, first: number, after: string | null, requestId?: string): Promise<Page<Campaign>>;
 }
 
 /**

@@ -728,7 +728,7 @@ export class GatewayService {
       const input = parsed ?? parseDuplicateInput(raw);
       const { campaigns, store } = this.deps;
       if (campaigns.validatesOnAccept) {
-        const source = await campaigns.get(principal.workspaceId, input.campaignId);
+        const source = await campaigns.get(principal.workspaceId, input.campaignId, principal.requestId);
         if (!source) throw new GatewayError('BAD_USER_INPUT', 'Invalid Campaign ID', { issues: [{ field: 'campaignId', message: 'is not a campaign of this workspace' }] });
         if (input.tagNames?.length) {
           const missing = await store.missingTags(principal.workspaceId, input.tagNames);
@@ -907,12 +907,12 @@ export class GatewayService {
 
   async listCampaigns(principal: Principal, first: number, after: string | null | undefined): Promise<Page<Campaign>> {
     await this.authorize(principal, 'campaigns.list');
-    return this.deps.campaigns.list(principal.workspaceId, pageSize(first), after ?? null);
+    return this.deps.campaigns.list(principal.workspaceId, pageSize(first), after ?? null, principal.requestId);
   }
 
   async getCampaign(principal: Principal, id: string): Promise<Campaign | null> {
     await this.authorize(principal, 'campaigns.details');
-    return this.deps.campaigns.get(principal.workspaceId, id);
+    return this.deps.campaigns.get(principal.workspaceId, id, principal.requestId);
   }
 
   private event<T extends NewSecurityEvent['type']>(

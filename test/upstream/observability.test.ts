@@ -86,6 +86,20 @@ describe('upstream mode: what an operator sees of upstream calls and the jobs th
     for (const line of aboutTheJob) expect(line.reqId, JSON.stringify(line)).toBe(requestId);
   });
 
+  it('sends the request id of a campaign read to the upstream, and names it on the warning about the read failing', async () => {
+    const requestId = 'sre-read-9';
+    fake.script('GET /campaigns/list', { status: 500, json: { message: 'Internal error' } });
+    const answer = await http(gateway.baseUrl, 'POST', '/graphql', {
+      headers: { ...json, ...bearer(ws.key), 'x-request-id': requestId },
+      body: JSON.stringify({ query: '{ campaigns(first: 1) { edges { node { id } } } }' }),
+    });
+    expect(answer.body.errors[0].extensions.code).toBe('SERVICE_UNAVAILABLE');
+    expect(fake.requestsTo('GET /campaigns/list').map((request) => request.headers['x-request-id'])).toEqual([requestId]);
+    const warning = componentLines(lines, 'upstream').find((line) => line.msg === 'upstream call failed' && line.path === '/campaigns/list');
+    expect(warning).toMatchObject({ reqId: requestId, status: 500 });
+    expect(warning.jobId).toBeUndefined();
+  });
+
   it('times every upstream call by endpoint and outcome, and counts finished jobs by error code', async () => {
     const outcomes: [string, Parameters<FakeBraze['script']>[1] | null, Partial<DuplicationJob>][] = [
       ['cmp-0001', null, { status: 'SUCCEEDED' }],
