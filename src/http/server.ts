@@ -143,7 +143,9 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
         return;
       }
       const requestId = randomUUID();
-      app.log.info({ reqId: requestId, code: error.code }, 'malformed HTTP request refused');
+      // A client too slow to send its request in time (a bad link, often) did nothing malformed.
+      const timedOut = clientError(error.code).status === 408;
+      app.log.info({ reqId: requestId, code: error.code }, timedOut ? 'request timed out before it arrived in full' : 'malformed HTTP request refused');
       if (socket.writable) {
         socket.write(clientErrorResponse(error.code, requestId));
         deps.metrics.malformedRequest(clientError(error.code).status);

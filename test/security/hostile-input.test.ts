@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import { Client, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bearer, http, json, rawConnection, rawHttp, startGateway, type HttpResult, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { bearer, http, json, rawConnection, rawHttp, recordingLogger, startGateway, type HttpResult, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { assertStoreConsistent } from '../support/store-checks.js';
 import { DUPLICATE_MUTATION } from '../support/transports.js';
 
@@ -354,8 +354,10 @@ describe('slow senders', () => {
   let gw: TestGateway;
   let ws: TestWorkspace;
 
+  const logs = recordingLogger();
+
   beforeAll(async () => {
-    gw = await startGateway({ REQUEST_TIMEOUT_SECONDS: '1' });
+    gw = await startGateway({ REQUEST_TIMEOUT_SECONDS: '1' }, { logger: logs.logger });
     ws = await gw.workspace('slow');
   });
 
@@ -374,6 +376,9 @@ describe('slow senders', () => {
     const { head: answerHead, body } = await connection.answer.finally(() => clearInterval(dripping));
     expect(answerHead).toMatch(/^HTTP\/1\.1 408 /);
     expect(JSON.parse(body)).toEqual({ message: 'Request timeout' });
+    const requestId = /^x-request-id: (.+)$/im.exec(answerHead)?.[1];
+    const line = logs.lines.map((text) => JSON.parse(text)).find((entry) => entry.reqId === requestId);
+    expect(line).toMatchObject({ level: 30, msg: 'request timed out before it arrived in full', code: 'ERR_HTTP_REQUEST_TIMEOUT' });
   });
 
   it('answers a request refused before its body has arrived once: no 408 follows when the rest never comes', async () => {

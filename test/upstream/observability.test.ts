@@ -97,7 +97,7 @@ describe('upstream mode: what an operator sees of upstream calls and the jobs th
     expect(fake.requestsTo('GET /campaigns/list').map((request) => request.headers['x-request-id'])).toEqual([requestId]);
     const warning = componentLines(lines, 'upstream').find((line) => line.msg === 'upstream call failed' && line.path === '/campaigns/list');
     expect(warning).toMatchObject({ reqId: requestId, status: 500 });
-    expect(warning.jobId).toBeUndefined();
+    expect(warning?.jobId).toBeUndefined();
   });
 
   it('times every upstream call by endpoint and outcome, and counts finished jobs by error code', async () => {
