@@ -18,6 +18,7 @@ import { sharedStorePaths } from './adapters/sqlite/file-modes.js';
 import { SqliteStore } from './adapters/sqlite/store.js';
 import { StoreCampaignReader } from './adapters/store-campaign-reader.js';
 import { UpstreamPacer } from './adapters/upstream-pacer.js';
+import { ClockOffset } from './clock-offset.js';
 import { longestStopMs, type Config } from './config.js';
 import { AdminService } from './domain/admin.js';
 import { DownloadSlots } from './domain/download-slots.js';
@@ -334,6 +335,8 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     downloads,
   });
   const admin = new AdminService(store, clock);
+  // Only a database server has a clock of its own to measure this instance's against; SQLite shares the instance's.
+  const clockOffset = store.databaseTime ? new ClockOffset(() => store.databaseTime!(), clock) : undefined;
   const readiness = new Readiness(
     {
       store: {
@@ -342,7 +345,10 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
           await store.ping();
           // A newer version migrated the store under this one (a rolling upgrade): this one may misread what it writes.
           const newer = await store.newerSchema();
-          return newer ? { status: 'down', backend: store.kind, message: newer.message } : { status: 'up', backend: store.kind };
+          if (newer) return { status: 'down', backend: store.kind, message: newer.message };
+          // On the store's check, measured against the store's server: a note, as on Redis's eviction risk, not a failure.
+          const skew = await clockOffset?.measure();
+          return skew ? { status: 'up', backend: store.kind, message: skew } : { status: 'up', backend: store.kind };
         },
       },
       // A limiter backend that can fall back (Redis) reports itself degraded; one that fails cannot count.
@@ -360,6 +366,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   );
   metrics.watchDependencies(() => readiness.report());
   if (pacer) metrics.watchUpstreamPause(pacer);
+  if (clockOffset) metrics.watchClockOffset(clockOffset);
   const inFlight = new InFlight();
   const http = await buildHttpServer({
     config,
@@ -379,6 +386,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   });
   limiters.logTo(http.log.child({ component: 'limits' }));
   readiness.logTo(http.log.child({ component: 'readiness' }));
+  clockOffset?.logTo(http.log.child({ component: 'clock' }));
   upstreamLog = http.log.child({ component: 'upstream' });
   storeLog = http.log.child({ component: 'store' });
   if (config.misspelledVariables.length > 0) {

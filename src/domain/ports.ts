@@ -92,6 +92,11 @@ export interface GatewayStore {
   newerSchema(): Promise<NewerSchema | null>;
   ping(): Promise<void>;
   /**
+   * The time by the database server's clock, read now: what this instance's clock is measured against, since every
+   * instance takes lease ends, run times and quota windows from its own. Absent for a store in process (SQLite).
+   */
+  databaseTime?(): Promise<Date>;
+  /**
    * Why the store cannot serve again until the process restarts (a state it never leaves by itself), or null.
    * Unlike a failing ping(), which an outage also causes, this fails liveness. Absent: no such state.
    */

@@ -107,6 +107,10 @@ export class GatewayMetrics {
   private documentCaches: Partial<Record<DocumentCacheName, { readonly bytes: number }>> = {};
   private checkDependencies: (() => Promise<ReadinessReport>) | undefined;
   private readonly downloads: Gauge;
+  /** With PostgreSQL: the clock offset, left out until one is measured (never, with SQLite). */
+  private readonly clockRegistry = new Registry();
+  private readonly clockOffsetGauge: Gauge;
+  private clockOffset: { readonly lastMs: number | undefined } | undefined;
 
   constructor(options: GatewayMetricsOptions) {
     this.store = options.store;
@@ -335,6 +339,13 @@ export class GatewayMetrics {
       help: 'Security event downloads this instance is serving now; past DOWNLOAD_CONCURRENCY (or the per-workspace bound) one is refused with 429.',
       registers,
     });
+    this.clockOffsetGauge = new Gauge({
+      name: 'gateway_clock_offset_seconds',
+      help:
+        "With PostgreSQL: the database server's clock minus this instance's, as last measured by a readiness check (each scrape runs one). " +
+        'Positive: the instance is behind. Past 1 s either way, /readyz notes it: job leases and quota windows go wrong.',
+      registers: [this.clockRegistry],
+    });
   }
 
   /** The dependency checks each scrape runs, those of /readyz: a gauge kept by probes would go stale when nothing probes. */
@@ -345,6 +356,11 @@ export class GatewayMetrics {
   /** The caches whose accounted bytes each scrape reports. */
   watchDocumentCaches(caches: Record<DocumentCacheName, { readonly bytes: number }>): void {
     this.documentCaches = caches;
+  }
+
+  /** With PostgreSQL: the clock offset the readiness checks measure, reported once there is one. */
+  watchClockOffset(offset: { readonly lastMs: number | undefined }): void {
+    this.clockOffset = offset;
   }
 
   /** Upstream mode: the pause each scrape reads. */
@@ -429,9 +445,12 @@ export class GatewayMetrics {
     for (const [dependency, { status }] of Object.entries(dependencies?.checks ?? {})) this.dependencyUp.set({ dependency }, status === 'up' ? 1 : 0);
     for (const [cache, { bytes }] of Object.entries(this.documentCaches)) this.documentCacheBytes.set({ cache }, bytes);
     this.downloads.set(this.downloadsInProgress());
+    const offsetMs = this.clockOffset?.lastMs;
+    if (offsetMs !== undefined) this.clockOffsetGauge.set(offsetMs / 1000);
     let text = await this.registry.metrics();
     if (queueRead) text += `\n${await this.queueRegistry.metrics()}`;
     if (pauseRead) text += `\n${await this.upstreamRegistry.metrics()}`;
+    if (offsetMs !== undefined) text += `\n${await this.clockRegistry.metrics()}`;
     return text;
   }
 
@@ -498,7 +517,8 @@ export async function metricsRoutes(app: FastifyInstance, options: { metrics: Ga
           'Request counts and durations, duplications by channel and outcome, GraphQL requests by path and errors by code, GraphQL document ' +
           'cache sizes, queued jobs by status, queue depth, age of the oldest due job, job durations and waits from acceptance, finished jobs ' +
           'by error code, deferrals by reason, upstream call durations and pause, quota rejections, failed authentications and the requests ' +
-          'refused for them, security events left unrecorded, each dependency /readyz checks, downloads in progress, build, process metrics. ' +
+          'refused for them, security events left unrecorded, each dependency /readyz checks, with PostgreSQL the clock offset from the database, ' +
+          'downloads in progress, build, process metrics. ' +
           `Answers 200 while the store is down or does not answer within ${CHECK_TIMEOUT_S} s, without the queue series and with gateway_metrics_store_read_ok 0.`,
         response: { 200: { description: 'Prometheus text exposition format 0.0.4', content: { 'text/plain': { schema: { type: 'string' } } } } },
       },

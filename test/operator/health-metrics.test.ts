@@ -551,3 +551,82 @@ describe('GET /metrics: failed authentications', () => {
     }
   });
 });
+
+describe("GET /readyz and GET /metrics: this instance's clock against the database's", () => {
+  /** The system clock moved by `skew.ms`, as read by an instance whose clock is that far off. */
+  const skewedClock = (skew: { ms: number }) => ({ now: () => new Date(Date.now() + skew.ms) });
+  const AHEAD = /^this instance's clock is (\d+\.\d{3}) s ahead of the database's \(±\d+\.\d{3} s\): job leases, run times and the quota windows/;
+  const storeCheck = async (gateway: TestGateway) => {
+    const ready = await http(gateway.baseUrl, 'GET', '/readyz');
+    expect(ready).toMatchObject({ status: 200, body: { status: 'ready' } });
+    return ready.body.checks.store;
+  };
+
+  /** A gateway on a schema of its own in the test database, its clock the given one, its log kept. */
+  const onPostgres = async (clock: { now(): Date }) => {
+    const schema = await createTestSchema();
+    const store = openPostgresStore(schema.url, schema.schema);
+    await store.migrate();
+    const { logger, lines } = recordingLogger();
+    const gateway = await startGateway({ WORKER_CONCURRENCY: '0' }, { store, logger, clock });
+    return { gateway, lines, close: () => gateway.close().finally(() => schema.drop()) };
+  };
+
+  it.skipIf(skipWithoutPostgres)('note a clock 90 s ahead, warn once and then at most once a minute, report the offset, and say when it is back', async () => {
+    const skew = { ms: 90_000 };
+    const { gateway, lines, close } = await onPostgres(skewedClock(skew));
+    try {
+      // Still ready: a skew is a risk to leases and quotas, not an outage.
+      for (let probe = 0; probe < 3; probe += 1) {
+        const store = await storeCheck(gateway);
+        expect(store).toMatchObject({ status: 'up', backend: 'postgres', message: expect.stringMatching(AHEAD) });
+        expect(Number(AHEAD.exec(store.message)![1])).toBeGreaterThan(60);
+      }
+      const text = await scrape(gateway);
+      expect(sample(text, 'gateway_dependency_up', { dependency: 'store' })).toBe(1);
+      const offset = sample(text, 'gateway_clock_offset_seconds')!;
+      expect(offset).toBeLessThan(-60);
+      expect(offset).toBeGreaterThan(-120);
+      expect(componentLines(lines, 'clock')).toEqual([expect.objectContaining({ level: 40, msg: expect.stringMatching(AHEAD), offsetSeconds: expect.any(Number) })]);
+
+      // A minute later by the instance's clock, still off: one reminder.
+      skew.ms += 61_000;
+      await storeCheck(gateway);
+      await storeCheck(gateway);
+      expect(componentLines(lines, 'clock').slice(1)).toEqual([
+        expect.objectContaining({ level: 40, msg: expect.stringMatching(/ahead of the database's .*: still more than a second off$/), since: expect.any(String) }),
+      ]);
+
+      skew.ms = 0;
+      expect(await storeCheck(gateway)).toEqual({ status: 'up', backend: 'postgres' });
+      await storeCheck(gateway);
+      expect(componentLines(lines, 'clock').slice(2)).toEqual([expect.objectContaining({ level: 30, msg: expect.stringMatching(/: within a second again$/) })]);
+      expect(Math.abs(sample(await scrape(gateway), 'gateway_clock_offset_seconds')!)).toBeLessThan(1);
+    } finally {
+      await close();
+    }
+  });
+
+  it.skipIf(skipWithoutPostgres)('say nothing of an accurate clock but its offset', async () => {
+    const { gateway, lines, close } = await onPostgres(systemClock);
+    try {
+      expect(await storeCheck(gateway)).toEqual({ status: 'up', backend: 'postgres' });
+      expect(Math.abs(sample(await scrape(gateway), 'gateway_clock_offset_seconds')!)).toBeLessThan(1);
+      expect(componentLines(lines, 'clock')).toEqual([]);
+    } finally {
+      await close();
+    }
+  });
+
+  it("measure nothing on the embedded store, which has no clock but the instance's", async () => {
+    const { logger, lines } = recordingLogger();
+    const gateway = await startGateway({ WORKER_CONCURRENCY: '0' }, { logger, clock: skewedClock({ ms: 90_000 }) });
+    try {
+      expect(await storeCheck(gateway)).toEqual({ status: 'up', backend: 'sqlite' });
+      expect(await scrape(gateway)).not.toContain('gateway_clock_offset_seconds');
+      expect(componentLines(lines, 'clock')).toEqual([]);
+    } finally {
+      await gateway.close();
+    }
+  });
+});

@@ -243,8 +243,8 @@ describe("the README's metrics table", () => {
   });
 });
 
-/** The series kept apart, in the registries of what each scrape reads from the store and the pacing store. */
+/** The series kept apart, in the registries of what each scrape reads from the store and the pacing store, and the clock offset. */
 function readAtEachScrape(metrics: GatewayMetrics): { name: string }[] {
-  const registries = metrics as unknown as Record<'queueRegistry' | 'upstreamRegistry', GatewayMetrics['registry']>;
-  return [...registries.queueRegistry.getMetricsAsArray(), ...registries.upstreamRegistry.getMetricsAsArray()];
+  const registries = metrics as unknown as Record<'queueRegistry' | 'upstreamRegistry' | 'clockRegistry', GatewayMetrics['registry']>;
+  return [registries.queueRegistry, registries.upstreamRegistry, registries.clockRegistry].flatMap((registry) => registry.getMetricsAsArray());
 }

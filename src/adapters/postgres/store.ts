@@ -302,6 +302,12 @@ export class PostgresStore implements GatewayStore {
     await this.db.query('SELECT 1');
   }
 
+  async databaseTime(): Promise<Date> {
+    // clock_timestamp() is the time as the server answers; now() would be when its transaction began.
+    const [row] = await this.rows('SELECT clock_timestamp() AS now');
+    return row.now as Date;
+  }
+
   async close(): Promise<void> {
     await this.pool.end();
   }
