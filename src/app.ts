@@ -262,7 +262,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     new RateLimiterQuota(
       limiters.limiter({ keyPrefix: 'duplicate', points: config.duplicateRateLimit, durationSeconds: config.duplicateRateWindowSeconds }),
     );
-  const downloads = new DownloadSlots({ perWorkspace: config.downloadConcurrencyPerWorkspace, perInstance: config.downloadConcurrency });
+  const downloads = new DownloadSlots({ perWorkspace: config.downloadConcurrencyPerWorkspace, perInstance: config.downloadConcurrency }, clock);
   const metrics = new GatewayMetrics({
     store,
     clock,

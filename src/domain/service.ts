@@ -4,7 +4,7 @@ import { configure } from 'safe-stable-stringify';
 import { decodeRowCursor, encodeCursor } from './cursor.js';
 import { GatewayError, internalError, isDependencyOutage, isGatewayError, type ErrorCode, type RateLimitState } from './errors.js';
 import { DEFAULT_IDEMPOTENCY_TTL_HOURS, holdsIdempotencyKey, KeyTurns } from './idempotency.js';
-import type { DownloadSlots } from './download-slots.js';
+import type { DownloadSlot, DownloadSlots } from './download-slots.js';
 import { isGatewayId, newId } from './ids.js';
 import { clientNetwork, isAllowedIp } from './ip-allowlist.js';
 import { hashApiKey, hashesEqual, isWellFormedApiKey } from './keys.js';
@@ -162,10 +162,10 @@ export interface SecurityEventDownload {
   /** The workspace's events in the range, newest first, read from the store batch by batch as they are consumed. */
   events: AsyncIterable<SecurityEvent>;
   /**
-   * Gives back the download's slot. Call it once the download has ended, however it ended (sent, client gone,
-   * failed, stalled) and no batch is being read any more; calling it again does nothing.
+   * The download's slot: give it back once the download has ended, however it ended (sent, client gone, failed,
+   * stalled) and no batch is being read any more, and let it watch the client once the download is sent.
    */
-  release(): void;
+  slot: DownloadSlot;
 }
 
 /** A reservation whose request never produced a job (the process died) is given up after this long. */
@@ -870,7 +870,7 @@ export class GatewayService {
     const { store } = this.deps;
     // Every event, a newer version's types too: the CSV's EventName is text, and an audit export must not miss any.
     const filter: SecurityEventFilter = { since: range.start, until: range.end, unknownTypes: true };
-    const release = this.deps.downloads.acquire(principal.workspaceId);
+    const slot = this.deps.downloads.acquire(principal.workspaceId, principal.keyId);
     const read = (beforeSeq?: number) => store.listEvents(principal.workspaceId, filter, { first: DOWNLOAD_BATCH_SIZE, beforeSeq });
     let first: SecurityEvent[];
     try {
@@ -887,7 +887,7 @@ export class GatewayService {
         }),
       );
     } catch (error) {
-      release();
+      slot.release();
       throw error;
     }
     // The batch is the generator's own variable: a closure over the first one would keep it for the whole download.
@@ -902,7 +902,7 @@ export class GatewayService {
         batch = await read(batch[batch.length - 1].seq);
       }
     }
-    return { range, events: events(first), release };
+    return { range, events: events(first), slot };
   }
 
   async listCampaigns(principal: Principal, first: number, after: string | null | undefined): Promise<Page<Campaign>> {

@@ -3,6 +3,7 @@ import { performance } from 'node:perf_hooks';
 import { Readable, pipeline } from 'node:stream';
 import { stringify } from 'csv-stringify';
 import type { FastifyInstance } from 'fastify';
+import { DOWNLOAD_REPLACEABLE_AFTER_MS } from '../domain/download-slots.js';
 import type { GatewayService } from '../domain/service.js';
 import type { SecurityEvent, SecurityEventType } from '../domain/types.js';
 import { MAX_EVENT_RANGE_DAYS } from '../domain/validation.js';
@@ -96,6 +97,17 @@ export interface DownloadClientLimits {
 type ClientVerdict = { stalledMs: number; takenBytes: number } | { takenBytes: number; waitedMs: number };
 
 /**
+ * Counts what the kernel accepted for this response from now on: the socket counts what it still holds itself as
+ * written, and what it sent for earlier responses on the connection.
+ */
+function takenBy(response: ServerResponse): () => number {
+  const socket = response.socket;
+  const accepted = () => (socket ? socket.bytesWritten - socket.writableLength : 0);
+  const before = accepted();
+  return () => accepted() - before;
+}
+
+/**
  * Calls `onEnd` once, when the client has fallen more than `stallMs` behind `minimumRate`: every byte the
  * connection accepts earns the time taking it at that rate takes (at most `mostWaitEarnedMs` in hand), and every
  * moment the response is held back by the client (the socket takes nothing more and the response waits for a
@@ -111,12 +123,7 @@ function watchClient(
   limits: DownloadClientLimits,
   onEnd: (verdict: ClientVerdict) => void,
 ): () => void {
-  const socket = response.socket;
-  // What the kernel accepted for this response: the socket counts what it still holds itself as written, and what it
-  // sent for earlier responses on the connection.
-  const accepted = () => (socket ? socket.bytesWritten - socket.writableLength : 0);
-  const before = accepted();
-  const taken = () => accepted() - before;
+  const taken = takenBy(response);
   const { bytes, perMs } = limits.minimumRate;
   // The waiting the client has in hand, below zero once it has fallen behind, and what it had taken when last counted.
   let earnedMs = 0;
@@ -188,7 +195,8 @@ export async function securityEventsDownloadRoutes(app: FastifyInstance, options
           `Every security event of the key's workspace from \`start\` (inclusive) to \`end\` (exclusive), newest first, ` +
           `at most ${MAX_EVENT_RANGE_DAYS} days, with Braze's columns. Needs the permission security_events.read. Streamed. ` +
           'Each download is recorded as a SECURITY_EVENTS_DOWNLOADED event before it is sent. ' +
-          'A workspace may have only a few downloads in progress at once (2 by default; 429 past that), and a download whose ' +
+          'A workspace may have only a few downloads in progress at once (2 by default; 429 past that, unless one is the same ' +
+          `key's download whose client has taken nothing for ${DOWNLOAD_REPLACEABLE_AFTER_MS / 1000} s, which is ended for the new one), and a download whose ` +
           `client falls more than ${DOWNLOAD_STALL_TIMEOUT_MS / 1000} s behind ${DOWNLOAD_MINIMUM_RATE.bytes / 1024 / (DOWNLOAD_MINIMUM_RATE.perMs / 1000)} KiB/s ` +
           `(counting only time spent waiting on it, with at most ${DOWNLOAD_MOST_WAIT_EARNED_MS / 60_000} min earned ahead) is ended.`,
         security: [{ apiKey: [] }],
@@ -226,7 +234,7 @@ export async function securityEventsDownloadRoutes(app: FastifyInstance, options
     },
     async (request, reply) => {
       const principal = await service.authenticate(httpRequestContext(request, 'REST'));
-      const { range, events, release } = await service.downloadSecurityEvents(principal, request.query);
+      const { range, events, slot } = await service.downloadSecurityEvents(principal, request.query);
       // Records wait in the CSV stream one at a time: an event can be tens of kilobytes.
       const csv = stringify({ header: true, columns: [...CSV_COLUMNS], writableHighWaterMark: 1 });
       // Readable.from pulls the next event only when the CSV stream wants more, and pipeline stops paging
@@ -234,16 +242,25 @@ export async function securityEventsDownloadRoutes(app: FastifyInstance, options
       const records = Readable.from(csvRecords(events));
       // The source closes once no batch is being read any more, however the download ended (pipeline's own
       // callback can come while a read is still in flight): the slot is free then.
-      records.once('close', release);
+      records.once('close', slot.release);
       pipeline(records, csv, (error) => {
         if (error && error.code !== 'ERR_STREAM_PREMATURE_CLOSE') request.log.error({ err: error }, 'security event download failed');
       });
+      const who = { workspaceId: principal.workspaceId, apiKeyId: principal.keyId };
+      const taken = takenBy(reply.raw);
+      slot.watch({
+        taken,
+        cut: () => {
+          request.log.warn({ ...who, takenBytes: taken() }, 'security event download ended: its key started another while its client took no data');
+          reply.raw.destroy();
+        },
+      });
       const stopWatching = watchClient(csv, reply.raw, limits, (verdict) => {
-        const who = { workspaceId: principal.workspaceId, apiKeyId: principal.keyId, takenBytes: verdict.takenBytes };
+        const ended = { ...who, takenBytes: verdict.takenBytes };
         if ('stalledMs' in verdict) {
-          request.log.warn({ ...who, stalledSeconds: Math.round(verdict.stalledMs / 1000) }, 'security event download ended: its client took no data');
+          request.log.warn({ ...ended, stalledSeconds: Math.round(verdict.stalledMs / 1000) }, 'security event download ended: its client took no data');
         } else {
-          request.log.warn({ ...who, waitedSeconds: Math.round(verdict.waitedMs / 1000) }, 'security event download ended: its client took data too slowly');
+          request.log.warn({ ...ended, waitedSeconds: Math.round(verdict.waitedMs / 1000) }, 'security event download ended: its client took data too slowly');
         }
         // fastify destroys the CSV stream with the response, which ends the pipeline above.
         reply.raw.destroy();

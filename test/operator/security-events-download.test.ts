@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +12,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createStore, SECURITY_EVENT_DOWNLOADS_PER_MINUTE } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { AdminService } from '../../src/domain/admin.js';
+import { DOWNLOAD_REPLACEABLE_AFTER_MS } from '../../src/domain/download-slots.js';
 import { dependencyUnavailable } from '../../src/domain/errors.js';
 import type { GatewayStore, ListOptions } from '../../src/domain/ports.js';
 import { DOWNLOAD_BATCH_SIZE } from '../../src/domain/service.js';
@@ -31,6 +32,7 @@ import {
   type TestGateway,
   type TestWorkspace,
 } from '../support/gateway.js';
+import { ManualClock } from '../support/clock.js';
 import { LogSink } from '../support/log-sink.js';
 import { spawnGateway, type GatewayProcess } from '../support/process.js';
 
@@ -573,6 +575,85 @@ function loggedOnce(lines: string[], message: string, ws: TestWorkspace) {
   expect(entry).toMatchObject({ level: 40, reqId: expect.any(String), workspaceId: ws.workspace.id, apiKeyId: ws.keyId });
   return entry;
 }
+
+describe("a download refused while the workspace's one slot is held by a download of the same key", () => {
+  const REPLACED_MESSAGE = 'security event download ended: its key started another while its client took no data';
+  // Moved by the tests: the real clock would have them wait 10 s for each stall.
+  const clock = new ManualClock(new Date());
+  const serverSockets: Socket[] = [];
+  let gateway: TestGateway;
+  let ws: TestWorkspace;
+  let other: { key: string; keyId: string };
+  let lines: string[];
+
+  beforeAll(async () => {
+    const recording = recordingLogger();
+    lines = recording.lines;
+    gateway = await startGateway({ DOWNLOAD_CONCURRENCY_PER_WORKSPACE: '1' }, { logger: recording.logger, clock });
+    gateway.app.http.server.on('connection', (socket: Socket) => serverSockets.push(socket));
+    ws = await gateway.workspace(undefined, undefined, BEFORE_LARGE_EVENTS);
+    other = await ws.addKey(['security_events.read'], 'other reader');
+    await seedLargeEvents(gateway.app.store, ws);
+  });
+
+  afterEach(() => hangUp(gateway));
+  afterAll(() => gateway?.close());
+
+  it("takes its slot once that download's client has taken nothing for 10 s, cutting it; another key's download never does", async () => {
+    const stalled = await unreadDownload(gateway, ws.key);
+    expect(stalled.statusCode).toBe(200);
+
+    await waitFor(async () => {
+      clock.advance(DOWNLOAD_REPLACEABLE_AFTER_MS);
+      // Asked first, at the same moment: whenever the key's own download would take the slot, the other key's is refused.
+      const refused = await download(gateway, other.key, EMPTY_RANGE);
+      expect(refused.status).toBe(429);
+      expect(refused.headers['retry-after']).toBe('5');
+      const attempt = await request(`${gateway.baseUrl}/security_events/download${LARGE_RANGE}`, { headers: bearer(ws.key) });
+      if (attempt.statusCode === 200) return unreadBodies.push(attempt.body);
+      expect(attempt.statusCode).toBe(429);
+      await attempt.body.dump();
+      return undefined;
+    });
+
+    // The gateway hung up on the stalled one: reading it gets what the sockets held, then an error.
+    await expect(stalled.body.text()).rejects.toThrow();
+    expect(loggedOnce(lines, REPLACED_MESSAGE, ws).takenBytes).toBeGreaterThan(0);
+    // The new download holds the slot: the other key is still refused, and the cut one is counted as cut short.
+    expect(await downloadsInProgress(gateway)).toBe(1);
+    expect((await download(gateway, other.key, EMPTY_RANGE)).status).toBe(429);
+    const metrics = (await http(gateway.baseUrl, 'GET', '/metrics')).text;
+    expect(sample(metrics, 'gateway_http_requests_total', { method: 'GET', route: '/security_events/download', status_code: '499' })).toBe(1);
+  });
+
+  it('never takes the slot of a download whose client is still reading, however long the clock moves between reads', async () => {
+    const replaced = () => lines.filter((line) => line.includes(REPLACED_MESSAGE)).length;
+    const replacedBefore = replaced();
+    const client = connect(Number(new URL(gateway.baseUrl).port), '127.0.0.1');
+    // Not flowing: the client takes from the kernel only what the test reads.
+    client.pause();
+    client.write(`GET /security_events/download${LARGE_RANGE} HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer ${ws.key}\r\nConnection: close\r\n\r\n`);
+    const server = await waitFor(async () => serverSockets.find((socket) => socket.remotePort === client.localPort && socket.bytesWritten > 0));
+    // What the gateway's kernel accepted on the connection: the download's client has taken data when this grows.
+    const accepted = () => server.bytesWritten - server.writableLength;
+    try {
+      for (let round = 0; round < 3; round++) {
+        const before = accepted();
+        clock.advance(DOWNLOAD_REPLACEABLE_AFTER_MS);
+        // A little at a time, so that the download is far from its end after every round.
+        await waitFor(async () => {
+          client.read(Math.min(64 * 1024, client.readableLength));
+          return accepted() > before;
+        });
+        expect(client.readableEnded).toBe(false);
+        expect((await download(gateway, ws.key, EMPTY_RANGE)).status).toBe(429);
+      }
+      expect(replaced()).toBe(replacedBefore);
+    } finally {
+      client.destroy();
+    }
+  });
+});
 
 describe('a download whose client reads slowly but at the minimum rate', () => {
   let limited: Awaited<ReturnType<typeof limitedGateway>>;
