@@ -117,16 +117,19 @@ export function mergeRefusal(document: DocumentNode): string | null {
   const visiting = new Set<string>();
   let refusal: string | null = null;
 
+  /** Adds `count` fields of one response name to the set, refusing past the bound. */
+  const addFields = (into: Merged, name: string, count: number): void => {
+    const total = (into.names.get(name) ?? 0) + count;
+    into.names.set(name, total);
+    if (total > MAX_FIELDS_PER_RESPONSE_NAME) {
+      refusal = `A selection set merges ${total} fields named "${name}"; at most ${MAX_FIELDS_PER_RESPONSE_NAME} are allowed`;
+    }
+  };
   const merge = (set: SelectionSetNode, into: Merged): void => {
     for (const selection of set.selections) {
       if (refusal) return;
       if (selection.kind === Kind.FIELD) {
-        const name = selection.alias?.value ?? selection.name.value;
-        const count = (into.names.get(name) ?? 0) + 1;
-        into.names.set(name, count);
-        if (count > MAX_FIELDS_PER_RESPONSE_NAME) {
-          refusal = `A selection set merges ${count} fields named "${name}"; at most ${MAX_FIELDS_PER_RESPONSE_NAME} are allowed`;
-        }
+        addFields(into, selection.alias?.value ?? selection.name.value, 1);
       } else if (selection.kind === Kind.INLINE_FRAGMENT) {
         merge(selection.selectionSet, into);
       } else {
@@ -141,12 +144,8 @@ export function mergeRefusal(document: DocumentNode): string | null {
           return;
         }
         for (const [name, count] of fragment.names) {
-          const total = (into.names.get(name) ?? 0) + count;
-          into.names.set(name, total);
-          if (total > MAX_FIELDS_PER_RESPONSE_NAME) {
-            refusal = `A selection set merges ${total} fields named "${name}"; at most ${MAX_FIELDS_PER_RESPONSE_NAME} are allowed`;
-            return;
-          }
+          addFields(into, name, count);
+          if (refusal) return;
         }
       }
     }
