@@ -514,36 +514,33 @@ export class GatewayService {
     raw: RawDuplicateCampaignInput,
     idempotencyKey?: string | null,
   ): Promise<DuplicationAccepted> {
-    let principal: Principal;
-    try {
-      principal = await caller;
-      await this.authorize(principal, 'campaigns.duplicate', { withQuota: true });
-    } catch (error) {
-      this.duplicationRefused(channel, error);
-      throw error;
-    }
+    const principal = await this.countingRefusal(channel, caller.then((checked) => this.mayDuplicate(checked)));
     return this.acceptDuplication(principal, raw, idempotencyKey);
   }
 
   /** The checks that come before the request body is even read: who is calling, and may they duplicate. */
   async authorizeDuplication(context: RequestContext): Promise<Principal> {
-    try {
-      return await this.checkDuplication(context);
-    } catch (error) {
-      this.duplicationRefused(context.channel, error);
-      throw error;
-    }
+    return this.countingRefusal(context.channel, this.checkDuplication(context));
   }
 
   private async checkDuplication(context: RequestContext): Promise<Principal> {
-    const principal = await this.authenticate(context);
+    return this.mayDuplicate(await this.authenticate(context));
+  }
+
+  /** The principal, once it may duplicate and the workspace's quota has a point left. */
+  private async mayDuplicate(principal: Principal): Promise<Principal> {
     await this.authorize(principal, 'campaigns.duplicate', { withQuota: true });
     return principal;
   }
 
-  /** A duplication's refusal, counted by its outcome; any error that is not a GatewayError is a failure of ours. */
-  private duplicationRefused(channel: Channel, error: unknown): void {
-    this.deps.onDuplication?.(channel, isGatewayError(error) ? REFUSAL_OUTCOMES[error.code] : 'internal');
+  /** What `check` settles to; its refusal is counted as the duplication's outcome, any error not a GatewayError as ours. */
+  private async countingRefusal<T>(channel: Channel, check: Promise<T>): Promise<T> {
+    try {
+      return await check;
+    } catch (error) {
+      this.deps.onDuplication?.(channel, isGatewayError(error) ? REFUSAL_OUTCOMES[error.code] : 'internal');
+      throw error;
+    }
   }
 
   /**
@@ -580,9 +577,8 @@ export class GatewayService {
   ): Promise<DuplicationAccepted> {
     let accepted: DuplicationAccepted;
     try {
-      accepted = await this.accept(principal, raw, idempotencyKey);
+      accepted = await this.countingRefusal(principal.channel, this.accept(principal, raw, idempotencyKey));
     } catch (error) {
-      this.duplicationRefused(principal.channel, error);
       throw await this.withQuotaState(principal, error);
     }
     this.deps.onDuplication?.(principal.channel, accepted.replayed ? 'replayed' : 'accepted');
