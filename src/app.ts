@@ -109,6 +109,8 @@ export interface StoreOptions {
    * so that it works beside the gateway.
    */
   holdDataDir?: { waitMs: number; onWait: (message: string) => void };
+  /** Whose clock a PostgreSQL job queue keeps time by: the database's unless the gateway was given a clock. */
+  jobTime?: 'database' | 'caller';
 }
 
 /**
@@ -143,7 +145,13 @@ export async function createStore(config: Config, options: StoreOptions): Promis
   const filename = sqliteFilename(config);
   const store =
     filename === null
-      ? new PostgresStore({ connectionString: config.databaseUrl!, poolMode: config.databasePoolMode, migrations: options.migrations?.postgres, onMigrationWait: options.onMigrationWait })
+      ? new PostgresStore({
+          connectionString: config.databaseUrl!,
+          poolMode: config.databasePoolMode,
+          migrations: options.migrations?.postgres,
+          onMigrationWait: options.onMigrationWait,
+          jobTime: options.jobTime,
+        })
       : await openSqliteStore(filename, options);
   try {
     if (store instanceof PostgresStore && config.databasePoolMode === 'transaction') await requireRoleSettings(store.pool);
@@ -248,6 +256,8 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       onWriterRestart: (error) => storeLog?.error({ err: error }, 'the SQLite writer thread died; a new one took over'),
       onUpgrade: (done) => (upgrade = done),
       onUnchecked: (reason) => (unchecked = reason),
+      // A clock given to the gateway (tests drive leases and retries with a manual one) is the queue's time too.
+      jobTime: overrides.clock ? 'caller' : 'database',
     }));
   const limiters = createLimiterBackend(config, store);
   try {

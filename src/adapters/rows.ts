@@ -190,8 +190,8 @@ export const COUNT_JOBS_SQL: Record<JobStatus, string> = {
   FAILED: "SELECT COUNT(*) AS count FROM jobs WHERE status = 'FAILED'",
 };
 
-/** The due time of the pending job due longest ago; `now` is the one parameter, in the store's placeholder. */
-export const oldestDueJobSql = (now: string): string => `SELECT MIN(run_at) AS run_at FROM jobs WHERE status = 'PENDING' AND run_at <= ${now}`;
+/** The due time of the pending job due longest ago, and the time it is due by; `now` is SQL for the time. */
+export const oldestDueJobSql = (now: string): string => `SELECT MIN(run_at) AS run_at, ${now} AS now FROM jobs WHERE status = 'PENDING' AND run_at <= ${now}`;
 
 /**
  * Makes due the pending jobs put there not due yet (`waiting`: retried, deferred) whose time has come, so that a

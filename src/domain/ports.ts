@@ -170,10 +170,11 @@ export interface GatewayStore {
    */
   countJobs(status: JobStatus): Promise<number>;
   /**
-   * When the pending job that has been due longest became due: the earliest `runAt` at or before `now` among
-   * PENDING jobs, read through the due-job index; null when no pending job is due.
+   * How long the pending job that has been due longest has been due, in ms: from the earliest `runAt` at or before
+   * `now` among PENDING jobs, read through the due-job index, to `now`, both by the clock the store keeps the queue's
+   * time by (the database's, for PostgreSQL); null when no pending job is due.
    */
-  oldestDueJobAt(now: Date): Promise<Date | null>;
+  oldestDueJobWaitMs(now: Date): Promise<number | null>;
 
   /**
    * Reserves an idempotency key for a request being accepted. Returns null when this call reserved it;

@@ -343,7 +343,7 @@ export class GatewayMetrics {
       name: 'gateway_clock_offset_seconds',
       help:
         "With PostgreSQL: the database server's clock minus this instance's, as last measured by a readiness check (each scrape runs one). " +
-        'Positive: the instance is behind. Past 1 s either way, /readyz notes it: job leases and quota windows go wrong.',
+        'Positive: the instance is behind. Past 1 s either way, /readyz notes it: quota windows and event times go wrong.',
       registers: [this.clockRegistry],
     });
   }
@@ -485,14 +485,14 @@ export class GatewayMetrics {
       // would otherwise hold the scrape for the pool's connect timeout (as long as Prometheus waits for it), or
       // for good on a connection the pool holds open.
       const now = this.clock.now();
-      const [pending, running, oldestDueAt] = await withinTimeout(
-        Promise.all([this.store.countJobs('PENDING'), this.store.countJobs('RUNNING'), this.store.oldestDueJobAt(now)]),
+      const [pending, running, oldestDueWaitMs] = await withinTimeout(
+        Promise.all([this.store.countJobs('PENDING'), this.store.countJobs('RUNNING'), this.store.oldestDueJobWaitMs(now)]),
         CHECK_TIMEOUT_MS,
       );
       this.jobs.set({ status: 'PENDING' }, pending);
       this.jobs.set({ status: 'RUNNING' }, running);
       this.queueDepth.set(pending);
-      this.oldestDueAge.set(oldestDueAt === null ? 0 : (now.getTime() - oldestDueAt.getTime()) / 1000);
+      this.oldestDueAge.set((oldestDueWaitMs ?? 0) / 1000);
     } catch (error) {
       this.storeReadFailures.failed(error);
       return false;

@@ -219,19 +219,19 @@ export function storeContract(name: string, harness: StoreHarness): void {
       expect(await store.claimJobs('b', 10, at(2000), at(32_000))).toEqual([]);
     });
 
-    it('tells when the pending job due longest ago became due, leaving out jobs not due yet and jobs not pending', async () => {
-      expect(await store.oldestDueJobAt(at(10_000))).toBeNull();
+    it('tells how long the pending job due longest ago has been due, leaving out jobs not due yet and jobs not pending', async () => {
+      expect(await store.oldestDueJobWaitMs(at(10_000))).toBeNull();
       const running = jobFixture(ws, { runAt: at(0) });
       await store.enqueueJob(running, eventFixture(ws));
       expect(await store.claimJobs('a', 1, at(500), at(60_000))).toMatchObject([{ id: running.id }]);
       const oldest = jobFixture(other, { runAt: at(1000) });
       const next = jobFixture(ws, { runAt: at(3000) });
       for (const job of [next, oldest, jobFixture(ws, { runAt: at(90_000) })]) await store.enqueueJob(job, eventFixture(job.workspaceId));
-      expect(await store.oldestDueJobAt(at(999))).toBeNull();
-      expect(await store.oldestDueJobAt(at(1000))).toEqual(at(1000));
-      expect(await store.oldestDueJobAt(at(5000))).toEqual(at(1000));
+      expect(await store.oldestDueJobWaitMs(at(999))).toBeNull();
+      expect(await store.oldestDueJobWaitMs(at(1000))).toBe(0);
+      expect(await store.oldestDueJobWaitMs(at(5000))).toBe(4000);
       expect(await store.claimJobs('b', 1, at(5000), at(60_000))).toMatchObject([{ id: oldest.id }]);
-      expect(await store.oldestDueJobAt(at(5000))).toEqual(at(3000));
+      expect(await store.oldestDueJobWaitMs(at(5000))).toBe(2000);
     });
 
     it('honours the claim limit and lets concurrent claimers share the queue without overlap', async () => {

@@ -24,7 +24,6 @@ import {
   eventWindowSeeks,
   insertStatement,
   KNOWN_EVENT_TYPES_SQL,
-  maybeDate,
   newJobToRow,
   oldestDueJobSql,
   promoteDueJobsSql,
@@ -56,7 +55,22 @@ export interface PostgresStoreOptions extends PostgresOptions {
   onMigrationWait?: (message: string) => void;
   /** How often the migration lock is asked for, when the wait is told, and when it is given up (ms); tests shorten them. */
   migrationLock?: { retryMs?: number; noticeMs?: number; waitMs?: number };
+  /**
+   * Whose clock the job queue keeps time by: the database server's (the default), or the time each call is given,
+   * for a gateway that was given a clock of its own (tests drive leases and retries with one).
+   */
+  jobTime?: 'database' | 'caller';
 }
+
+/**
+ * The time of a job-queue statement, `$n` being the caller's time or null. Lease ends, run times and the times they
+ * are compared with are written and read by every instance: taken from each one's own clock, an instance running
+ * ahead took over jobs another still ran (each upstream duplication sent twice), so they come from the database's
+ * clock, as durations from it. statement_timestamp() is one time for the whole statement, in a transaction too.
+ */
+const jobTime = (placeholder: string): string => `COALESCE(${placeholder}::timestamptz, statement_timestamp())`;
+/** A duration in milliseconds, `$n`, as an interval to add to a jobTime. */
+const millis = (placeholder: string): string => `(${placeholder}::double precision * interval '1 millisecond')`;
 
 /** The version of a schema that has the gateway's tables: one seek on the primary key of schema_migrations. */
 const SCHEMA_VERSION_SQL = 'SELECT COALESCE(MAX(version), 0) AS version FROM schema_migrations';
@@ -163,6 +177,11 @@ export class PostgresStore implements GatewayStore {
   constructor(private readonly options: PostgresStoreOptions) {
     this.pool = createPool(options);
     this.db = queriesOf(this.pool);
+  }
+
+  /** The parameter of a jobTime: null, for the database's clock, unless the store takes the caller's. */
+  private jobClock(now: Date): Date | null {
+    return this.options.jobTime === 'caller' ? now : null;
   }
 
   private async rows(text: string, values: unknown[] = [], client: Queryable = this.db): Promise<Row[]> {
@@ -348,8 +367,8 @@ export class PostgresStore implements GatewayStore {
       const [running] = await this.rows(
         `SELECT count(*) AS count, max(lease_expires_at) AS until FROM (
            SELECT status, lease_expires_at FROM jobs WHERE workspace_id = $1 AND status IN ('PENDING', 'RUNNING') FOR UPDATE
-         ) queued WHERE status = 'RUNNING' AND lease_expires_at > $2`,
-        [workspaceId, now],
+         ) queued WHERE status = 'RUNNING' AND lease_expires_at > ${jobTime('$2')}`,
+        [workspaceId, this.jobClock(now)],
         client,
       );
       if (Number(running.count) > 0) return { deleted: false, running: Number(running.count), leaseEndsAt: new Date(running.until as Date) };
@@ -493,7 +512,13 @@ export class PostgresStore implements GatewayStore {
         );
         if (bound.rowCount === 0) return false;
       }
-      await this.insert(client, 'jobs', { ...newJobToRow(job, PG), queue_turn: turn });
+      const { run_at: _dueAtOnCallersClock, ...row } = newJobToRow(job, PG);
+      const { text, values } = insertStatement('jobs', { ...row, queue_turn: turn }, (position) => `$${position}`, {
+        column: 'run_at',
+        sql: jobTime,
+        param: this.jobClock(job.runAt),
+      });
+      await client.query(text, values);
       await this.insertEventWith(client, event);
       return true;
     });
@@ -514,25 +539,27 @@ export class PostgresStore implements GatewayStore {
    * `run_at <= $3` stays, so that no job is taken early whatever its flag.
    */
   async claimJobs(owner: string, limit: number, now: Date, leaseExpiresAt: Date): Promise<DuplicationJob[]> {
-    await this.count(promoteDueJobsSql('$1'), [now]);
+    const clock = this.jobClock(now);
+    await this.count(promoteDueJobsSql(jobTime('$1')), [clock]);
     const rows = await this.rows(
       `WITH expired AS (
-         SELECT id FROM jobs WHERE status = 'RUNNING' AND lease_expires_at < $3
+         SELECT id FROM jobs WHERE status = 'RUNNING' AND lease_expires_at < ${jobTime('$3')}
          ORDER BY lease_expires_at LIMIT $4 FOR UPDATE SKIP LOCKED
        ), pending AS (
-         SELECT id FROM jobs WHERE status = 'PENDING' AND waiting = false AND run_at <= $3
+         SELECT id FROM jobs WHERE status = 'PENDING' AND waiting = false AND run_at <= ${jobTime('$3')}
          ORDER BY queue_turn, run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED
        ), picked AS (
          SELECT id FROM expired UNION ALL SELECT id FROM pending LIMIT $4
        ), claimed AS (
-         UPDATE jobs SET status = 'RUNNING', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, updated_at = $3
+         UPDATE jobs SET status = 'RUNNING', lease_owner = $1, lease_expires_at = ${jobTime('$3')} + ${millis('$2')}, attempts = attempts + 1,
+           updated_at = ${jobTime('$3')}
          FROM picked WHERE jobs.id = picked.id
          RETURNING jobs.*
        ), clock AS (
          UPDATE job_queue_clock SET turn = last.turn FROM (SELECT MAX(queue_turn) AS turn FROM claimed) last WHERE job_queue_clock.turn < last.turn
        )
        SELECT * FROM claimed`,
-      [owner, leaseExpiresAt, now, limit],
+      [owner, leaseExpiresAt.getTime() - now.getTime(), clock, limit],
     );
     return claimedJobs(rows).jobs;
   }
@@ -540,10 +567,10 @@ export class PostgresStore implements GatewayStore {
   async finishJob(jobId: string, owner: string, outcome: JobOutcome, now: Date): Promise<boolean> {
     return transaction(this.pool, async (client) => {
       const changed = await this.count(
-        `UPDATE jobs SET status = $1, finished_at = $2, updated_at = $2, result_campaign_id = $3, error_code = $4,
+        `UPDATE jobs SET status = $1, finished_at = ${jobTime('$2')}, updated_at = ${jobTime('$2')}, result_campaign_id = $3, error_code = $4,
            error_message = $5, lease_owner = NULL, lease_expires_at = NULL
          WHERE id = $6 AND status = 'RUNNING' AND lease_owner = $7`,
-        [outcome.status, now, outcome.resultCampaignId, outcome.error?.code ?? null, outcome.error?.message ?? null, jobId, owner],
+        [outcome.status, this.jobClock(now), outcome.resultCampaignId, outcome.error?.code ?? null, outcome.error?.message ?? null, jobId, owner],
         client,
       );
       if (changed === 0) return false;
@@ -555,30 +582,30 @@ export class PostgresStore implements GatewayStore {
 
   async retryJob(jobId: string, owner: string, runAt: Date, error: JobError | null, now: Date): Promise<boolean> {
     const changed = await this.count(
-      `UPDATE jobs SET status = 'PENDING', run_at = $1, waiting = $1::timestamptz > $2::timestamptz, updated_at = $2, error_code = $3, error_message = $4,
-         lease_owner = NULL, lease_expires_at = NULL
+      `UPDATE jobs SET status = 'PENDING', run_at = ${jobTime('$2')} + ${millis('$1')}, waiting = $1::double precision > 0, updated_at = ${jobTime('$2')},
+         error_code = $3, error_message = $4, lease_owner = NULL, lease_expires_at = NULL
        WHERE id = $5 AND status = 'RUNNING' AND lease_owner = $6`,
-      [runAt, now, error?.code ?? null, error?.message ?? null, jobId, owner],
+      [runAt.getTime() - now.getTime(), this.jobClock(now), error?.code ?? null, error?.message ?? null, jobId, owner],
     );
     return changed > 0;
   }
 
   async deferJob(jobId: string, owner: string, runAt: Date, now: Date): Promise<boolean> {
     const changed = await this.count(
-      `UPDATE jobs SET status = 'PENDING', attempts = GREATEST(attempts - 1, 0), run_at = $1, waiting = $1::timestamptz > $2::timestamptz, updated_at = $2,
-         lease_owner = NULL, lease_expires_at = NULL
+      `UPDATE jobs SET status = 'PENDING', attempts = GREATEST(attempts - 1, 0), run_at = ${jobTime('$2')} + ${millis('$1')}, waiting = $1::double precision > 0,
+         updated_at = ${jobTime('$2')}, lease_owner = NULL, lease_expires_at = NULL
        WHERE id = $3 AND status = 'RUNNING' AND lease_owner = $4`,
-      [runAt, now, jobId, owner],
+      [runAt.getTime() - now.getTime(), this.jobClock(now), jobId, owner],
     );
     return changed > 0;
   }
 
   async releaseJobs(owner: string, now: Date): Promise<number> {
     return this.count(
-      `UPDATE jobs SET status = 'PENDING', attempts = GREATEST(attempts - 1, 0), run_at = $1, waiting = false, updated_at = $1,
+      `UPDATE jobs SET status = 'PENDING', attempts = GREATEST(attempts - 1, 0), run_at = ${jobTime('$1')}, waiting = false, updated_at = ${jobTime('$1')},
          lease_owner = NULL, lease_expires_at = NULL
        WHERE status = 'RUNNING' AND lease_owner = $2`,
-      [now, owner],
+      [this.jobClock(now), owner],
     );
   }
 
@@ -587,9 +614,9 @@ export class PostgresStore implements GatewayStore {
     return Number(row.count);
   }
 
-  async oldestDueJobAt(now: Date): Promise<Date | null> {
-    const [row] = await this.rows(oldestDueJobSql('$1'), [now]);
-    return maybeDate(row.run_at);
+  async oldestDueJobWaitMs(now: Date): Promise<number | null> {
+    const [row] = await this.rows(oldestDueJobSql(jobTime('$1')), [this.jobClock(now)]);
+    return row.run_at === null ? null : (row.now as Date).getTime() - (row.run_at as Date).getTime();
   }
 
   async reserveIdempotencyKey(record: IdempotencyRecord, staleBefore: Date): Promise<IdempotencyRecord | null> {

@@ -15,7 +15,7 @@ import type {
   SecurityEventFilter,
   Workspace,
 } from '../../domain/types.js';
-import { COUNT_JOBS_SQL, distinctTypes, EVENT_WINDOW_SQL, eventWindowSeeks, KNOWN_EVENT_TYPES_SQL, maybeDate, oldestDueJobSql, rowSeq, rowToApiKey, rowToCampaign, rowToEvent, rowToIdempotency, rowToJob, rowToWorkspace, type Row } from '../rows.js';
+import { COUNT_JOBS_SQL, distinctTypes, EVENT_WINDOW_SQL, eventWindowSeeks, KNOWN_EVENT_TYPES_SQL, oldestDueJobSql, rowSeq, rowToApiKey, rowToCampaign, rowToEvent, rowToIdempotency, rowToJob, rowToWorkspace, type Row } from '../rows.js';
 import { incompleteSchema, migratedUnder, schemaRefusal } from '../schema-version.js';
 import { openConnection, Statements } from './connection.js';
 import { assertNoStrayWal, assertSameFile, identify, type FileIdentity } from './database-file.js';
@@ -415,8 +415,9 @@ export class SqliteStore implements GatewayStore {
     return Number((this.read(COUNT_JOBS_SQL[status]) as Row).count);
   }
 
-  async oldestDueJobAt(now: Date): Promise<Date | null> {
-    return maybeDate((this.read(oldestDueJobSql('?'), now.getTime()) as Row).run_at);
+  async oldestDueJobWaitMs(now: Date): Promise<number | null> {
+    const { run_at: runAt } = this.read(oldestDueJobSql('?'), now.getTime(), now.getTime()) as Row;
+    return runAt === null ? null : now.getTime() - Number(runAt);
   }
 
   async reserveIdempotencyKey(record: IdempotencyRecord, staleBefore: Date): Promise<IdempotencyRecord | null> {
