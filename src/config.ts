@@ -50,6 +50,8 @@ export interface Config {
   logLevel: string;
   /** `auto`: readable lines in development on a terminal, JSON lines otherwise. */
   logFormat: 'auto' | 'json' | 'pretty';
+  /** How each line's `time` is written: epoch milliseconds, or an ISO 8601 string (UTC). */
+  logTime: 'epoch' | 'iso';
   /** Whether the GraphQL explorer and introspection are served. */
   explorer: boolean;
   /** First start with an empty store: create the `demo` workspace and print an admin key. */
@@ -108,6 +110,13 @@ function boolean(env: Env, name: string, fallback: boolean): boolean {
   const value = switchValue(raw);
   if (value === undefined) throw new ConfigError(name, `must be true or false, got '${raw}'`);
   return value;
+}
+
+/** One of `values` (any case), the first when unset. */
+function oneOf<T extends string>(env: Env, name: string, values: readonly T[]): T {
+  const value = env[name]?.trim().toLowerCase() || values[0];
+  if (!values.includes(value as T)) throw new ConfigError(name, `must be one of ${values.join(', ')}, got '${env[name]}'`);
+  return value as T;
 }
 
 function url(env: Env, name: string, protocols: string[]): string | null {
@@ -309,8 +318,8 @@ export function loadConfig(environment: Env = process.env): Config {
   refuseEmptyInProduction(env, production);
   const logLevel = env.LOG_LEVEL?.trim().toLowerCase() || 'info';
   if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}, got '${env.LOG_LEVEL}'`);
-  const logFormat = (env.LOG_FORMAT?.trim().toLowerCase() || 'auto') as Config['logFormat'];
-  if (!['auto', 'json', 'pretty'].includes(logFormat)) throw new ConfigError('LOG_FORMAT', `must be one of auto, json, pretty, got '${env.LOG_FORMAT}'`);
+  const logFormat = oneOf(env, 'LOG_FORMAT', ['auto', 'json', 'pretty'] as const);
+  const logTime = oneOf(env, 'LOG_TIME', ['epoch', 'iso'] as const);
   const upstreamUrl = url(env, 'UPSTREAM_URL', ['http:', 'https:']);
   if (upstreamUrl && /[?#]/.test(upstreamUrl)) throw new ConfigError('UPSTREAM_URL', 'must not have a query or a fragment');
   const upstreamApiKey = env.UPSTREAM_API_KEY?.trim() || null;
@@ -346,10 +355,7 @@ export function loadConfig(environment: Env = process.env): Config {
     throw new ConfigError('DOWNLOAD_CONCURRENCY_PER_WORKSPACE', `must not be more than DOWNLOAD_CONCURRENCY (${downloadConcurrency})`);
   }
   const databaseUrl = url(env, 'DATABASE_URL', ['postgres:', 'postgresql:']);
-  const databasePoolMode = (env.DATABASE_POOL_MODE?.trim().toLowerCase() || 'session') as Config['databasePoolMode'];
-  if (!['session', 'transaction'].includes(databasePoolMode)) {
-    throw new ConfigError('DATABASE_POOL_MODE', `must be one of session, transaction, got '${env.DATABASE_POOL_MODE}'`);
-  }
+  const databasePoolMode = oneOf(env, 'DATABASE_POOL_MODE', ['session', 'transaction'] as const);
   const config: Omit<Config, 'misspelledVariables'> = {
     nodeEnv,
     production,
@@ -387,6 +393,7 @@ export function loadConfig(environment: Env = process.env): Config {
     retentionIntervalMs: integer(env, 'RETENTION_INTERVAL_MINUTES', 10, 1, 1440) * 60_000,
     logLevel,
     logFormat,
+    logTime,
     explorer: boolean(env, 'GRAPHQL_EXPLORER', !production),
     // The demo key is printed to stdout: a production log must never carry one.
     seedDemo: boolean(env, 'SEED_DEMO', !production),

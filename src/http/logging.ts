@@ -1,4 +1,5 @@
 import type { FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify';
+import { stdTimeFunctions } from 'pino';
 import { prettyFactory } from 'pino-pretty';
 import type { Config } from '../config.js';
 import { redactApiKeys } from '../domain/keys.js';
@@ -50,7 +51,7 @@ export function usesPrettyLogs(config: Config, stdoutIsTty = Boolean(process.std
 }
 
 /**
- * pino through fastify: JSON lines (readable ones in development), the request id on every line of a request
+ * pino through fastify: JSON lines (readable ones in development), each `time` in epoch milliseconds or ISO 8601 (LOG_TIME), the request id on every line of a request
  * (fastify's `reqId`), secret headers censored, and every line scrubbed of key-shaped tokens before it is
  * written, so a key sent in a query string, a body or an error message never reaches the log.
  */
@@ -65,6 +66,7 @@ export function loggerOptions(config: Config, destination: NodeJS.WritableStream
     : (line: string) => line;
   return {
     level: config.logLevel,
+    timestamp: config.logTime === 'iso' ? stdTimeFunctions.isoTime : stdTimeFunctions.epochTime,
     redact: {
       paths: ['req.headers.authorization', 'req.headers.cookie', 'headers.authorization', 'headers.cookie'],
       censor: '[redacted]',

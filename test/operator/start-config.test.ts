@@ -48,4 +48,21 @@ describe('a production start and its environment', () => {
     running.push(gateway);
     expect(gateway.logs.find((line) => line.msg === 'campaign-gateway is listening')).toMatchObject({ store: 'sqlite', quota: 'redis' });
   });
+
+  it('writes each line\'s time as epoch milliseconds by default, and as ISO 8601 with LOG_TIME=iso', async () => {
+    const times: Record<string, unknown> = {};
+    for (const logTime of ['', 'iso']) {
+      const gateway = await spawnGateway({ NODE_ENV: 'production', DATA_DIR: dataDir(), LOG_TIME: logTime });
+      running.push(gateway);
+      times[logTime || 'default'] = gateway.logs.find((line) => line.msg === 'campaign-gateway is listening')!.time;
+    }
+    expect(times.default).toEqual(expect.any(Number));
+    expect(new Date(times.default as number).getUTCFullYear()).toBeGreaterThanOrEqual(2024);
+    expect(times.iso).toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/);
+  });
+
+  it('refuses a LOG_TIME it does not know, in one line', async () => {
+    const failure = await startFailureOf({ NODE_ENV: 'production', DATA_DIR: dataDir(), LOG_TIME: 'rfc3339' });
+    expect(failure).toMatch(/exited with 1 before listening:\ncampaign-gateway: invalid configuration: LOG_TIME must be one of epoch, iso, got 'rfc3339'\n$/);
+  });
 });

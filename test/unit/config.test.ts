@@ -124,10 +124,17 @@ describe('listening configuration', () => {
     expect(loadConfig({ LOG_LEVEL: value }).logLevel).toBe(level);
   });
 
+  it('writes epoch milliseconds unless LOG_TIME says iso, in any case', () => {
+    expect(loadConfig({}).logTime).toBe('epoch');
+    expect(loadConfig({ LOG_TIME: ' ISO ' }).logTime).toBe('iso');
+    expect(loadConfig({ LOG_TIME: 'epoch' }).logTime).toBe('epoch');
+  });
+
   it.each([
     ['LOG_LEVEL', 'loud', 'fatal, error, warn, info, debug, trace, silent'],
     ['LOG_FORMAT', 'xml', 'auto, json, pretty'],
     ['DATABASE_POOL_MODE', 'statement', 'session, transaction'],
+    ['LOG_TIME', 'rfc3339', 'epoch, iso'],
   ])('says which %s it got when it is none it knows', (name, value, known) => {
     expect(() => loadConfig({ [name]: value })).toThrow(`invalid configuration: ${name} must be one of ${known}, got '${value}'`);
   });
