@@ -1,4 +1,4 @@
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
@@ -119,19 +119,55 @@ function oneOf<T extends string>(env: Env, name: string, values: readonly T[]): 
   return value as T;
 }
 
-function url(env: Env, name: string, protocols: string[]): string | null {
+/** `label` names where the value came from in a refusal, which never repeats the value: a URL may hold a password. */
+function url(env: Env, name: string, protocols: string[], label = name): string | null {
   const raw = env[name]?.trim();
   if (!raw) return null;
   let parsed: URL;
   try {
     parsed = new URL(raw);
   } catch {
-    throw new ConfigError(name, 'must be a URL');
+    throw new ConfigError(label, 'must be a URL');
   }
   if (!protocols.includes(parsed.protocol)) {
-    throw new ConfigError(name, `must start with ${protocols.map((p) => `${p}//`).join(' or ')}`);
+    throw new ConfigError(label, `must start with ${protocols.map((p) => `${p}//`).join(' or ')}`);
   }
   return raw;
+}
+
+/**
+ * The variables that may hold a secret. Each may be given instead as `<NAME>_FILE`, the path of a file holding
+ * the value (a Docker or Kubernetes secret), as the official postgres image takes them: a value in the
+ * environment shows in `docker inspect`, /proc/<pid>/environ and crash reports.
+ */
+export const SECRET_VARIABLES = ['DATABASE_URL', 'REDIS_URL', 'UPSTREAM_API_KEY'] as const;
+
+const fileVariable = (name: string): string => `${name}_FILE`;
+
+/**
+ * The environment with each secret given as `<NAME>_FILE` read into `<NAME>`, its trailing newlines left out (as
+ * a shell's `$(< file)` does), and the names of those read so. A refusal names the variables and the path, never
+ * what the file holds.
+ */
+function readSecretFiles(env: Env): { env: Env; fromFile: Set<string> } {
+  const resolved: Env = { ...env };
+  const fromFile = new Set<string>();
+  for (const name of SECRET_VARIABLES) {
+    const path = env[fileVariable(name)]?.trim();
+    if (!path) continue;
+    if (env[name]?.trim()) throw new ConfigError(fileVariable(name), `and ${name} are both set: give the value in one of them only`);
+    let contents: string;
+    try {
+      contents = readFileSync(path, 'utf8');
+    } catch (error) {
+      throw new ConfigError(fileVariable(name), `names a file that cannot be read: ${path} (${(error as NodeJS.ErrnoException).code ?? 'unknown error'})`);
+    }
+    const value = contents.replace(/(\r?\n)+$/, '');
+    if (!value.trim()) throw new ConfigError(fileVariable(name), `names an empty file: ${path}`);
+    resolved[name] = value;
+    fromFile.add(name);
+  }
+  return { env: resolved, fromFile };
 }
 
 const TRUST_PROXY_TAKES = 'false or the addresses/CIDR ranges of the proxies in front of the gateway';
@@ -251,15 +287,19 @@ function dataDir(env: Env, databaseUrl: string | null): string {
 }
 
 /**
- * DATABASE_URL or REDIS_URL set to nothing: in production a mistake (a secret that did not resolve, a template
- * left empty), which would otherwise run on the embedded store or with the quota in memory without a word.
+ * DATABASE_URL or REDIS_URL (or its `_FILE`) set to nothing, and so neither giving a value: in production a mistake
+ * (a secret that did not resolve, a template left empty), which would otherwise run on the embedded store or with
+ * the quota in memory without a word.
  */
 function refuseEmptyInProduction(env: Env, production: boolean): void {
   if (!production) return;
   const fallbacks = { DATABASE_URL: 'the embedded SQLite store', REDIS_URL: 'limits kept in this process or the database' };
   for (const [name, fallback] of Object.entries(fallbacks)) {
-    if (env[name] !== undefined && env[name].trim() === '') {
-      throw new ConfigError(name, `is set but empty: give it a URL, or unset it to run on ${fallback}`);
+    if (env[name]?.trim()) continue;
+    const empty = [name, fileVariable(name)].find((variable) => env[variable] !== undefined);
+    if (empty) {
+      const what = empty === name ? 'a URL' : 'the path of a file holding the URL';
+      throw new ConfigError(empty, `is set but empty: give it ${what}, or unset it to run on ${fallback}`);
     }
   }
 }
@@ -305,8 +345,10 @@ export const longestStopMs = (config: Config): number => config.shutdownDrainMs 
 
 export function loadConfig(environment: Env = process.env): Config {
   // Every name read is recorded, so that the misspelling check knows each variable without a list kept beside.
-  const read = new Set<string>(OTHER_VARIABLES);
-  const env = new Proxy(environment, {
+  const read = new Set<string>([...OTHER_VARIABLES, ...SECRET_VARIABLES.map(fileVariable)]);
+  const secrets = readSecretFiles(environment);
+  const label = (name: string) => (secrets.fromFile.has(name) ? `${name} (read from the file in ${fileVariable(name)})` : name);
+  const env = new Proxy(secrets.env, {
     get: (target, name) => {
       if (typeof name === 'string') read.add(name);
       return target[name as string];
@@ -354,7 +396,7 @@ export function loadConfig(environment: Env = process.env): Config {
   if (downloadConcurrencyPerWorkspace > downloadConcurrency) {
     throw new ConfigError('DOWNLOAD_CONCURRENCY_PER_WORKSPACE', `must not be more than DOWNLOAD_CONCURRENCY (${downloadConcurrency})`);
   }
-  const databaseUrl = url(env, 'DATABASE_URL', ['postgres:', 'postgresql:']);
+  const databaseUrl = url(env, 'DATABASE_URL', ['postgres:', 'postgresql:'], label('DATABASE_URL'));
   const databasePoolMode = oneOf(env, 'DATABASE_POOL_MODE', ['session', 'transaction'] as const);
   const config: Omit<Config, 'misspelledVariables'> = {
     nodeEnv,
@@ -364,7 +406,7 @@ export function loadConfig(environment: Env = process.env): Config {
     dataDir: dataDir(env, databaseUrl),
     databaseUrl,
     databasePoolMode,
-    redisUrl: url(env, 'REDIS_URL', ['redis:', 'rediss:']),
+    redisUrl: url(env, 'REDIS_URL', ['redis:', 'rediss:'], label('REDIS_URL')),
     redisKeyPrefix: redisKeyPrefix(env),
     upstreamUrl,
     upstreamApiKey,

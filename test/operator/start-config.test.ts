@@ -1,10 +1,11 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { spawnGateway, startFailureOf, type GatewayProcess } from '../support/process.js';
 
 const { TEST_REDIS_URL } = process.env;
+const NOBODY = { uid: 65534, gid: 65534 };
 
 /** A production start as a container makes it: configuration from the environment only. */
 describe('a production start and its environment', () => {
@@ -47,6 +48,55 @@ describe('a production start and its environment', () => {
     const gateway = await spawnGateway({ NODE_ENV: 'production', DATA_DIR: dataDir(), REDIS_URL: TEST_REDIS_URL!, REDIS_KEY_PREFIX: 'start-config-test' });
     running.push(gateway);
     expect(gateway.logs.find((line) => line.msg === 'campaign-gateway is listening')).toMatchObject({ store: 'sqlite', quota: 'redis' });
+  });
+
+  /** A file holding `contents` in a directory of its own, readable by anyone unless `mode` says otherwise. */
+  const secretFile = (contents: string, mode = 0o644) => {
+    const dir = dataDir();
+    // The directory open to all, so that the file's own mode is what lets its reader in or not.
+    chmodSync(dir, 0o755);
+    const path = join(dir, 'secret');
+    writeFileSync(path, contents);
+    chmodSync(path, mode);
+    return path;
+  };
+
+  it.skipIf(!TEST_REDIS_URL && !process.env.CI)('takes REDIS_URL from the file REDIS_URL_FILE names, and does not take that name for a misspelling', async () => {
+    const gateway = await spawnGateway({
+      NODE_ENV: 'production',
+      DATA_DIR: dataDir(),
+      REDIS_URL_FILE: secretFile(`${TEST_REDIS_URL!}\n`),
+      REDIS_KEY_PREFIX: 'start-config-test',
+    });
+    running.push(gateway);
+    expect(gateway.logs.find((line) => line.msg === 'campaign-gateway is listening')).toMatchObject({ store: 'sqlite', quota: 'redis' });
+    expect(gateway.logs.filter((line) => line.level >= 40)).toEqual([]);
+    expect(gateway.output()).not.toContain(TEST_REDIS_URL!);
+  });
+
+  it('refuses a secret given both in a variable and in a file, naming both variables and neither value', async () => {
+    const path = secretFile('braze-key-in-file\n');
+    const failure = await startFailureOf({
+      NODE_ENV: 'production',
+      DATA_DIR: dataDir(),
+      UPSTREAM_URL: 'https://rest.iad-01.braze.com',
+      UPSTREAM_API_KEY: 'braze-key-in-env',
+      UPSTREAM_API_KEY_FILE: path,
+    });
+    expect(failure).toMatch(
+      /exited with 1 before listening:\ncampaign-gateway: invalid configuration: UPSTREAM_API_KEY_FILE and UPSTREAM_API_KEY are both set: give the value in one of them only\n$/,
+    );
+    expect(failure).not.toContain('braze-key-in');
+  });
+
+  it('refuses a secret file its user may not read, naming the file and the error code and not what it holds', async () => {
+    // Modes do not bind root: as root, the gateway runs as nobody, for whom the root-owned file is unreadable.
+    const asRoot = process.getuid!() === 0;
+    const path = secretFile('postgres://gateway:hunter2-secret@db/gateway\n', 0o600);
+    const failure = await startFailureOf({ NODE_ENV: 'production', DATA_DIR: dataDir(), DATABASE_URL_FILE: path }, asRoot ? { user: NOBODY } : {});
+    expect(failure).toMatch(/exited with 1 before listening:\ncampaign-gateway: /);
+    expect(failure.endsWith(`campaign-gateway: invalid configuration: DATABASE_URL_FILE names a file that cannot be read: ${path} (EACCES)\n`)).toBe(true);
+    expect(failure).not.toContain('hunter2');
   });
 
   it('writes each line\'s time as epoch milliseconds by default, and as ISO 8601 with LOG_TIME=iso', async () => {

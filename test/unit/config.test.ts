@@ -1,8 +1,8 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../src/config.js';
+import { ConfigError, loadConfig, SECRET_VARIABLES } from '../../src/config.js';
 
 describe('configuration', () => {
   it('works with no environment at all', () => {
@@ -72,7 +72,10 @@ describe("the README's configuration table", () => {
     [...readme.matchAll(/^\| `([A-Z][A-Z0-9_]+)` \| [^|]+ \| ([^|]+) \|/gm)].map(([, variable, allowed]) => [variable, allowed.trim().replace(/(\d),(?=\d{3})/g, '$1')]),
   );
   const source = readFileSync(new URL('../../src/config.ts', import.meta.url), 'utf8');
-  const variables = [...new Set([...source.matchAll(/\benv(?:\.|, ')([A-Z][A-Z0-9_]+)/g)].map((match) => match[1]))];
+  const variables = [
+    ...new Set([...source.matchAll(/\benv(?:\.|, ')([A-Z][A-Z0-9_]+)/g)].map((match) => match[1])),
+    ...SECRET_VARIABLES.map((name) => `${name}_FILE`),
+  ];
 
   it('lists every variable the configuration reads, and no other', () => {
     expect([...rows.keys()].sort()).toEqual(variables.sort());
@@ -137,6 +140,84 @@ describe('listening configuration', () => {
     ['LOG_TIME', 'rfc3339', 'epoch, iso'],
   ])('says which %s it got when it is none it knows', (name, value, known) => {
     expect(() => loadConfig({ [name]: value })).toThrow(`invalid configuration: ${name} must be one of ${known}, got '${value}'`);
+  });
+});
+
+describe('secrets from files', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'cgw-secrets-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  /** A file holding `contents`, as a mounted Docker or Kubernetes secret is. */
+  const secretFile = (name: string, contents: string) => {
+    const path = join(dir, name);
+    writeFileSync(path, contents);
+    return path;
+  };
+  const refusal = (env: Record<string, string>) => {
+    try {
+      loadConfig(env);
+    } catch (error) {
+      expect(error).toBeInstanceOf(ConfigError);
+      return (error as Error).message;
+    }
+    throw new Error('the configuration was taken');
+  };
+
+  it('takes each secret from the file its _FILE variable names, without the trailing newline', () => {
+    const config = loadConfig({
+      DATABASE_URL_FILE: secretFile('database-url', 'postgres://gateway:s3cret@db/gateway\n'),
+      REDIS_URL_FILE: secretFile('redis-url', 'rediss://:r3dis@cache:6380/2\r\n'),
+      UPSTREAM_URL: 'https://rest.iad-01.braze.com',
+      UPSTREAM_API_KEY_FILE: secretFile('braze-key', 'braze-key-123\n\n'),
+    });
+    expect(config).toMatchObject({
+      databaseUrl: 'postgres://gateway:s3cret@db/gateway',
+      redisUrl: 'rediss://:r3dis@cache:6380/2',
+      upstreamApiKey: 'braze-key-123',
+    });
+    expect(config.misspelledVariables).toEqual([]);
+  });
+
+  it('stops start-up when a secret is given both ways, naming both variables and neither value', () => {
+    const message = refusal({ REDIS_URL: 'redis://:in-env@cache', REDIS_URL_FILE: secretFile('both', 'redis://:in-file@cache\n') });
+    expect(message).toBe('invalid configuration: REDIS_URL_FILE and REDIS_URL are both set: give the value in one of them only');
+  });
+
+  it('takes the file when the variable itself is set but empty, as an unset one, in production too', () => {
+    const path = secretFile('over-empty', 'postgres://gateway:s3cret@db/gateway\n');
+    expect(loadConfig({ NODE_ENV: 'production', DATABASE_URL: '', DATABASE_URL_FILE: path }).databaseUrl).toBe('postgres://gateway:s3cret@db/gateway');
+  });
+
+  it('stops start-up on a file that cannot be read, naming the file and the error code', () => {
+    const missing = join(dir, 'missing');
+    expect(refusal({ DATABASE_URL_FILE: missing })).toBe(`invalid configuration: DATABASE_URL_FILE names a file that cannot be read: ${missing} (ENOENT)`);
+    const directory = join(dir, 'a-directory');
+    mkdirSync(directory);
+    expect(refusal({ UPSTREAM_API_KEY_FILE: directory })).toBe(
+      `invalid configuration: UPSTREAM_API_KEY_FILE names a file that cannot be read: ${directory} (EISDIR)`,
+    );
+  });
+
+  it.each(['', '\n', ' \n\n'])('stops start-up on a file holding %j, naming the file', (contents) => {
+    const path = secretFile('empty', contents);
+    expect(refusal({ REDIS_URL_FILE: path })).toBe(`invalid configuration: REDIS_URL_FILE names an empty file: ${path}`);
+  });
+
+  it("refuses a file's value as it does the variable's, saying where it came from and not what it holds", () => {
+    const message = refusal({ DATABASE_URL_FILE: secretFile('mysql', 'mysql://gateway:s3cret@db/gateway\n') });
+    expect(message).toBe('invalid configuration: DATABASE_URL (read from the file in DATABASE_URL_FILE) must start with postgres:// or postgresql://');
+  });
+
+  it('stops a production start on a _FILE variable set but empty, as on the variable itself', () => {
+    expect(refusal({ NODE_ENV: 'production', DATABASE_URL_FILE: '' })).toBe(
+      "invalid configuration: DATABASE_URL_FILE is set but empty: give it the path of a file holding the URL, or unset it to run on the embedded SQLite store",
+    );
+    expect(loadConfig({ NODE_ENV: 'development', DATABASE_URL_FILE: ' ' }).databaseUrl).toBeNull();
+  });
+
+  it('does not take the _FILE variables for misspellings, and names a misspelling of one', () => {
+    const path = secretFile('key', 'braze-key-123\n');
+    expect(loadConfig({ UPSTREAM_API_KEY_FILE: path, REDIS_URL_FILE: '' }).misspelledVariables).toEqual([]);
+    expect(loadConfig({ DATABASE_URL_FIEL: path }).misspelledVariables).toEqual([{ name: 'DATABASE_URL_FIEL', meant: 'DATABASE_URL_FILE' }]);
   });
 });
 
