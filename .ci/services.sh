@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs and starts what the integration tests need: PostgreSQL, PgBouncer, Redis and Chromium from Debian's
-# packages. Idempotent; safe to run on a developer machine as root. Source it to get the TEST_* variables;
+# packages, and the toolchain that builds the SQLite driver. Idempotent; safe to run on a developer machine as root. Source it to get the TEST_* variables;
 # the strict options it runs under are put back as they were at its end, so an interactive shell keeps its own.
 caller_shell_options="$(set +o)"
 set -euo pipefail
@@ -11,6 +11,10 @@ command -v pg_ctlcluster > /dev/null || missing+=(postgresql)
 command -v pgbouncer > /dev/null || missing+=(pgbouncer)
 command -v redis-server > /dev/null || missing+=(redis-server)
 command -v chromium > /dev/null || missing+=(chromium)
+# better-sqlite3 builds from source when its prebuilt binary cannot be downloaded (no access to GitHub).
+command -v g++ > /dev/null || missing+=(g++)
+command -v make > /dev/null || missing+=(make)
+command -v python3 > /dev/null || missing+=(python3)
 if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
