@@ -13,13 +13,14 @@ const describeOffset = (offsetMs: number, roundTripMs: number): string =>
   `this instance's clock is ${seconds(offsetMs)} s ${offsetMs > 0 ? 'behind' : 'ahead of'} the database's (±${seconds(roundTripMs / 2)} s)`;
 
 const CONSEQUENCES =
-  'the quota windows and failed-authentication blocks kept in PostgreSQL, idempotency reservations and event times are taken ' +
-  'from it, so instances disagree on them (an instance ahead allows a second quota within a minute); sync it with NTP';
+  'event times, idempotency reservations and X-RateLimit-Reset are taken from it, so instances disagree on them ' +
+  '(events out of order in since/until windows); sync it with NTP';
 
 /**
- * This instance's clock against the database server's, measured at each readiness check. Every instance takes quota
- * windows, idempotency reservations and event times from its own clock (job leases and run times come from the
- * database's), and the database is the one clock they all see, so an instance off from it is off from the others. A skew is a risk, not an outage: it is noted, never made a failure.
+ * This instance's clock against the database server's, measured at each readiness check. Every instance takes event
+ * times and idempotency reservations from its own clock (job leases, run times and the PostgreSQL quota's windows
+ * come from the database's), and the database is the one clock they all see, so an instance off from it is off
+ * from the others. A skew is a risk, not an outage: it is noted, never made a failure.
  * Logged like a failing check: once when the clock goes off, at most once a minute while it stays off, and once
  * when it is back.
  */

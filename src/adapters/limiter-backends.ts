@@ -1,6 +1,7 @@
 import type pg from 'pg';
-import { RateLimiterMemory, RateLimiterPostgres, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import { RateLimiterMemory, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { DependencyStatus } from '../readiness.js';
+import { DatabaseTimeRateLimiterPostgres } from './postgres/database-time-limiter.js';
 
 export interface LimiterSettings {
   /** Keeps the counters of different limiters apart in a shared store. */
@@ -65,7 +66,7 @@ const unnamedStatements = (pool: pg.Pool) => ({
 export const postgresLimiters = (pool: pg.Pool): LimiterBackend => ({
   kind: 'postgres',
   limiter: (settings) =>
-    new RateLimiterPostgres({
+    new DatabaseTimeRateLimiterPostgres({
       storeClient: unnamedStatements(pool),
       storeType: 'pool',
       tableName: 'rate_limits',

@@ -343,7 +343,7 @@ export class GatewayMetrics {
       name: 'gateway_clock_offset_seconds',
       help:
         "With PostgreSQL: the database server's clock minus this instance's, as last measured by a readiness check (each scrape runs one). " +
-        'Positive: the instance is behind. Past 1 s either way, /readyz notes it: quota windows and event times go wrong.',
+        'Positive: the instance is behind. Past 1 s either way, /readyz notes it: event times go wrong.',
       registers: [this.clockRegistry],
     });
   }

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { PostgresStore } from '../../src/adapters/postgres/store.js';
 import { memoryLimiters, postgresLimiters, type LimiterBackend } from '../../src/adapters/limiter-backends.js';
+import type { DatabaseTimeRateLimiterPostgres } from '../../src/adapters/postgres/database-time-limiter.js';
 import { RateLimiterQuota } from '../../src/adapters/rate-limiter-quota.js';
 import { RedisLimiters } from '../../src/adapters/redis/limiters.js';
 import { GatewayError } from '../../src/domain/errors.js';
@@ -119,3 +120,52 @@ describe.each(backends.filter((backend) => !backend.missing || process.env.CI))(
     expect((await quota.peek(key)).remaining).toBe(95);
   });
 });
+
+/**
+ * Instances sharing the quota's store, one of them with its clock 90 s ahead (each limiter stands for an instance).
+ * Memory keeps a quota per process: nothing is shared for a clock to disagree about.
+ */
+describe.each(backends.filter((backend) => backend.name !== 'memory' && (!backend.missing || process.env.CI)))(
+  'quota on $name limiters shared by instances whose clocks differ',
+  (backend) => {
+    it('grants no second quota within the window on the instance whose clock runs ahead, and tells it how long is left', async () => {
+      const limiters = await backend.create();
+      const settings = { keyPrefix: 'skewed', points: 100, durationSeconds: 60 };
+      const [accurate, ahead] = [new RateLimiterQuota(limiters.limiter(settings)), new RateLimiterQuota(limiters.limiter(settings))];
+      const key = randomUUID();
+      await accurate.consume(key, 100);
+
+      const now = Date.now.bind(Date);
+      const skew = vi.spyOn(Date, 'now').mockImplementation(() => now() + 90_000);
+      try {
+        const refusal = await ahead.consume(key).then(
+          () => undefined,
+          (error: unknown) => error,
+        );
+        expect(refusal).toMatchObject({ code: 'RATE_LIMITED' });
+        expect((refusal as GatewayError).retryAfterSeconds).toBeLessThanOrEqual(60);
+      } finally {
+        skew.mockRestore();
+      }
+    });
+  },
+);
+
+describe.skipIf(!TEST_DATABASE_URL && !process.env.CI)('quota counters kept in PostgreSQL', () => {
+  it('prunes no counter still counting when the instance pruning runs hours ahead', async () => {
+    const postgres = backends.find((backend) => backend.name === 'postgres')!;
+    const limiter = (await postgres.create()).limiter({ keyPrefix: 'pruned', points: 100, durationSeconds: 60 }) as DatabaseTimeRateLimiterPostgres;
+    const quota = new RateLimiterQuota(limiter);
+    const key = randomUUID();
+    await quota.consume(key, 40);
+    const now = Date.now.bind(Date);
+    const skew = vi.spyOn(Date, 'now').mockImplementation(() => now() + 2 * 3_600_000);
+    try {
+      await limiter.clearExpired(Date.now() - 3_600_000);
+    } finally {
+      skew.mockRestore();
+    }
+    expect((await quota.peek(key)).remaining).toBe(60);
+  });
+});
+

@@ -555,7 +555,7 @@ describe('GET /metrics: failed authentications', () => {
 describe("GET /readyz and GET /metrics: this instance's clock against the database's", () => {
   /** The system clock moved by `skew.ms`, as read by an instance whose clock is that far off. */
   const skewedClock = (skew: { ms: number }) => ({ now: () => new Date(Date.now() + skew.ms) });
-  const AHEAD = /^this instance's clock is (\d+\.\d{3}) s ahead of the database's \(±\d+\.\d{3} s\): the quota windows and failed-authentication blocks kept in PostgreSQL/;
+  const AHEAD = /^this instance's clock is (\d+\.\d{3}) s ahead of the database's \(±\d+\.\d{3} s\): event times, idempotency reservations and X-RateLimit-Reset are taken from it/;
   const storeCheck = async (gateway: TestGateway) => {
     const ready = await http(gateway.baseUrl, 'GET', '/readyz');
     expect(ready).toMatchObject({ status: 200, body: { status: 'ready' } });
@@ -576,7 +576,7 @@ describe("GET /readyz and GET /metrics: this instance's clock against the databa
     const skew = { ms: 90_000 };
     const { gateway, lines, close } = await onPostgres(skewedClock(skew));
     try {
-      // Still ready: a skew is a risk to quotas and event windows, not an outage.
+      // Still ready: a skew is a risk to event windows, not an outage.
       for (let probe = 0; probe < 3; probe += 1) {
         const store = await storeCheck(gateway);
         expect(store).toMatchObject({ status: 'up', backend: 'postgres', message: expect.stringMatching(AHEAD) });
