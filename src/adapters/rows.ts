@@ -1,4 +1,4 @@
-import type { EventPruneBatch } from '../domain/ports.js';
+import type { EventPruneBatch, ExportPage, ExportRows, ExportTable } from '../domain/ports.js';
 import {
   SECURITY_EVENT_TYPES,
   type ApiKeyRecord,
@@ -324,3 +324,33 @@ export function eventWindowSeeks(filter: { since?: Date; until?: Date }): { sinc
 export const KNOWN_EVENT_TYPES_SQL = `type IN (${SECURITY_EVENT_TYPES.map((type) => `'${type}'`).join(', ')})`;
 
 export const distinctTypes = (filter: SecurityEventFilter): SecurityEventType[] | undefined => filter.types && [...new Set(filter.types)];
+
+/** How an export pages through each table: the column that names the workspace, the key it pages by, and the row as the domain holds it. */
+const EXPORT_READS: { [T in ExportTable]: { workspace: string; key: string; toRecord: (row: Row) => ExportRows[T] } } = {
+  workspaces: { workspace: 'id', key: 'id', toRecord: rowToWorkspace },
+  api_keys: { workspace: 'workspace_id', key: 'id', toRecord: rowToApiKey },
+  tags: { workspace: 'workspace_id', key: 'name', toRecord: (row) => ({ workspaceId: String(row.workspace_id), name: String(row.name) }) },
+  campaigns: { workspace: 'workspace_id', key: 'seq', toRecord: rowToCampaign },
+  jobs: { workspace: 'workspace_id', key: 'id', toRecord: rowToJob },
+  security_events: { workspace: 'workspace_id', key: 'seq', toRecord: rowToEvent },
+  idempotency_keys: { workspace: 'workspace_id', key: 'key', toRecord: rowToIdempotency },
+};
+
+/**
+ * A page of an export (exportRows): `inWorkspace` makes the condition on the workspace's column, `after` and `limit`
+ * are placeholders (`after` null on the first page). Ordered by the workspace first, so that only an index that starts
+ * with it gives the order, and each page is one seek (PostgreSQL's planner needs this; see IN_WORKSPACE in its store).
+ */
+export function exportPageSql(table: ExportTable, inWorkspace: (column: string) => string, after: string | null, limit: string): string {
+  const { workspace, key } = EXPORT_READS[table];
+  return `SELECT * FROM ${table} WHERE ${inWorkspace(workspace)}${after === null ? '' : ` AND ${key} > ${after}`} ORDER BY ${[...new Set([workspace, key])].join(', ')} LIMIT ${limit}`;
+}
+
+/** The cursor of an export page as its statement takes it: a number for a table paged by seq. */
+export const exportCursor = (table: ExportTable, after: string): string | number => (EXPORT_READS[table].key === 'seq' ? Number(after) : after);
+
+/** A page of an export from the rows its statement read: the next one starts after the last row, unless this one was not full. */
+export function exportPage<T extends ExportTable>(table: T, rows: Row[], limit: number): ExportPage<T> {
+  const { key, toRecord } = EXPORT_READS[table];
+  return { rows: rows.map(toRecord) as ExportRows[T][], next: rows.length < limit ? null : String(rows[rows.length - 1][key]) };
+}

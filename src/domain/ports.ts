@@ -54,6 +54,28 @@ export type WorkspaceDeletion =
   | { deleted: true; rows: Record<string, number> }
   | { deleted: false; running: number; leaseEndsAt: Date };
 
+/** The rows of one workspace an export reads from each table, as the domain holds them (the store's tables, by their names). */
+export interface ExportRows {
+  workspaces: Workspace;
+  api_keys: ApiKeyRecord;
+  tags: { workspaceId: string; name: string };
+  campaigns: Campaign;
+  jobs: DuplicationJob;
+  security_events: SecurityEvent;
+  idempotency_keys: IdempotencyRecord;
+}
+
+export type ExportTable = keyof ExportRows;
+
+/** The tables an export reads, in the order it reads them: every table erasure deletes from, but the counters of the queue and the limiters. */
+export const EXPORT_TABLES: readonly ExportTable[] = ['workspaces', 'api_keys', 'tags', 'campaigns', 'jobs', 'security_events', 'idempotency_keys'];
+
+/** A page of an export: its rows in the order of the table's key, and the key of the last row, where the next page starts; null after the last page. */
+export interface ExportPage<T extends ExportTable> {
+  rows: ExportRows[T][];
+  next: string | null;
+}
+
 /** What opening a store does with one an older version left: bring its schema up to date, or refuse it unchanged. */
 export type OlderSchema = 'upgrade' | 'refuse';
 
@@ -114,6 +136,12 @@ export interface GatewayStore {
    * job whose lease expired is one no worker holds any more (its `finishJob` would write nothing), and goes.
    */
   deleteWorkspace(workspaceId: string, now: Date): Promise<WorkspaceDeletion>;
+  /**
+   * Up to `limit` rows of the workspace in `table`, in the order of the table's key (seq, id or name), after the row
+   * whose key is `after` (null: from the first), read on an index that starts with the workspace: a page costs the
+   * same however many rows the workspace or the table holds. A read, never a write.
+   */
+  exportRows<T extends ExportTable>(workspaceId: string, table: T, after: string | null, limit: number): Promise<ExportPage<T>>;
 
   insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<void>;
   findApiKeyByHash(hash: string): Promise<ApiKeyRecord | null>;

@@ -1,3 +1,4 @@
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { PostgresStore } from '../../src/adapters/postgres/store.js';
 import { EVENT_TIME_SKEW_MS } from '../../src/adapters/rows.js';
@@ -279,24 +280,61 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL store specifics', () => {
     expect(plans.reduce((sum, plan) => sum + indexPagesRead(plan, ['jobs_turn', 'jobs_waiting']), 0)).toBeLessThan(20);
   });
 
-  it('prunes a batch of finished jobs by their ids in the primary key, not by a scan of every job', async () => {
-    const old = workspaceFixture();
-    await store.createWorkspace(old);
+  /** A new workspace with `count` finished jobs, ids `<prefix><i>`, the ith finished i seconds after at(0); the table analysed as autovacuum would. */
+  async function finishedJobs(prefix: string, count: number) {
+    const workspace = workspaceFixture();
+    await store.createWorkspace(workspace);
     await withAdmin(async (client) => {
       await client.query(`SET search_path = ${schema.schema}`);
       await client.query(
         `INSERT INTO jobs (id, workspace_id, status, source_campaign_id, name, channel, api_key_id, api_key_name, ip, run_at, created_at, updated_at, finished_at)
-         SELECT 'finished-job-' || i, $1, 'SUCCEEDED', 'cmp', 'Copy', 'REST', 'key-old', 'key', '127.0.0.1', $2, $2, $2, $2::timestamptz + i * interval '1 s'
-         FROM generate_series(1, 50000) AS i`,
-        [old.id, at(0)],
+         SELECT $3 || i, $1, 'SUCCEEDED', 'cmp', 'Copy', 'REST', 'key-old', 'key', '127.0.0.1', $2, $2, $2, $2::timestamptz + i * interval '1 s'
+         FROM generate_series(1, $4::int) AS i`,
+        [workspace.id, at(0), prefix, count],
       );
       await client.query('ANALYZE jobs');
     }, schema.url);
+    return workspace;
+  }
+
+  it('prunes a batch of finished jobs by their ids in the primary key, not by a scan of every job', async () => {
+    await finishedJobs('finished-job-', 50_000);
     const { listed, plans } = await explained(async () => Array.from({ length: await store.pruneFinishedJobs(at(40_000_000), 1000) }));
     expect(listed).toBe(1000);
     const scans = (node: PlanNode): PlanNode[] => [node, ...(node.Plans ?? []).flatMap(scans)];
     const jobScans = plans.flatMap(scans).filter((node) => node['Relation Name'] === 'jobs');
     expect(jobScans.length).toBeGreaterThan(0);
     expect(jobScans.map((node) => node['Node Type'])).not.toContain('Seq Scan');
+  });
+
+  it('exports a workspace’s jobs a page at a time, and erases them, through the workspace’s index, not a scan of every job', async () => {
+    const small = await finishedJobs('small-job-', 30);
+    const jobScans = (plans: PlanNode[]) => {
+      const scans = (node: PlanNode): PlanNode[] => [node, ...(node.Plans ?? []).flatMap(scans)];
+      return plans.flatMap(scans).filter((node) => node['Relation Name'] === 'jobs').map((node) => node['Node Type']);
+    };
+    for (const after of [null, 'small-job-2']) {
+      const { listed, read, plans } = await explained(async () => (await store.exportRows(small.id, 'jobs', after, 10)).rows);
+      expect(listed).toBe(10);
+      // The workspace's 30 jobs at most (a bitmap scan reads each twice), of the table's 60,000.
+      expect(read).toBeLessThan(100);
+      expect(jobScans(plans)).not.toContain('Seq Scan');
+    }
+
+    // The erasure's statements run in a transaction, on a client of the pool's own; planned again, not run again.
+    const sent = vi.spyOn(pg.Client.prototype, 'query');
+    let statements: [string, unknown[]][];
+    try {
+      expect(await store.deleteWorkspace(small.id, at(0))).toMatchObject({ deleted: true, rows: { jobs: 30 } });
+      statements = sent.mock.calls.map((call) => call as unknown as [string, unknown[]]).filter(([text]) => typeof text === 'string' && /\bFROM jobs\b/.test(text));
+    } finally {
+      sent.mockRestore();
+    }
+    expect(statements).toHaveLength(2);
+    const plans = await withAdmin(async (client) => {
+      await client.query(`SET search_path = ${schema.schema}`);
+      return Promise.all(statements.map(async ([text, values]) => (await client.query(`EXPLAIN (FORMAT JSON) ${text}`, values)).rows[0]['QUERY PLAN'][0].Plan as PlanNode));
+    }, schema.url);
+    expect(jobScans(plans)).not.toContain('Seq Scan');
   });
 });

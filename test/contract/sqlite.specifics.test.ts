@@ -13,7 +13,7 @@ import { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import { SqliteWriter } from '../../src/adapters/sqlite/writer.js';
 import { CLAIM_JOBS_SQL, PROMOTE_DUE_JOBS_SQL } from '../../src/adapters/sqlite/writes.js';
 import type { GatewayError } from '../../src/domain/errors.js';
-import type { ListOptions } from '../../src/domain/ports.js';
+import { EXPORT_TABLES, type ListOptions } from '../../src/domain/ports.js';
 import type { SecurityEventFilter, SecurityEventType } from '../../src/domain/types.js';
 import { apiKeyFixture, at, campaignFixture, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
 import { countStatements, KEY_BY_HASH } from '../support/statements.js';
@@ -503,6 +503,33 @@ describe('SQLite store specifics', () => {
         'SEARCH campaigns USING INDEX campaigns_workspace (workspace_id=? AND seq<?)',
         'SCALAR SUBQUERY 1',
         'SEARCH campaigns USING INDEX sqlite_autoindex_campaigns_1 (id=?)',
+      ]);
+    } finally {
+      db.close();
+    }
+  });
+
+  it('exports a workspace a page at a time by seeking to the page’s start on an index in the order of the page, sorting nothing', async () => {
+    const statements = (store as unknown as { sql: { cache: Map<string, unknown> } }).sql.cache;
+    const before = new Set(statements.keys());
+    for (const table of EXPORT_TABLES) {
+      await store.exportRows(ws, table, null, 10);
+      await store.exportRows(ws, table, '1', 10);
+    }
+    const texts = [...statements.keys()].filter((text) => !before.has(text));
+    expect(texts).toHaveLength(2 * EXPORT_TABLES.length);
+    const db = new Database(file, { readonly: true });
+    try {
+      const plan = (text: string) => (db.prepare(`EXPLAIN QUERY PLAN ${text}`).all(...(text.match(/\?/g) ?? []).map(() => 'x')) as { detail: string }[]).map((row) => row.detail);
+      const plans = texts.map(plan);
+      // Only a workspace's keys are sorted, which are a handful.
+      expect(plans.filter((lines) => lines.some((line) => /TEMP B-TREE/.test(line))).map(([first]) => first)).toEqual(
+        Array(2).fill('SEARCH api_keys USING INDEX api_keys_workspace (workspace_id=?)'),
+      );
+      expect(plans.flat().filter((line) => /^SCAN/.test(line))).toEqual([]);
+      expect(plans.filter((lines) => /^SEARCH jobs /.test(lines[0]))).toEqual([
+        ['SEARCH jobs USING INDEX jobs_workspace (workspace_id=?)'],
+        ['SEARCH jobs USING INDEX jobs_workspace (workspace_id=? AND id>?)'],
       ]);
     } finally {
       db.close();

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { EVENT_TIME_SKEW_MS } from '../../src/adapters/rows.js';
-import type { GatewayStore, ListOptions } from '../../src/domain/ports.js';
+import { exportLines, type ExportLine } from '../../src/domain/export.js';
+import { EXPORT_TABLES, type GatewayStore, type ListOptions } from '../../src/domain/ports.js';
 import { SECURITY_EVENT_TYPES, type SecurityEvent, type SecurityEventFilter, type SecurityEventType } from '../../src/domain/types.js';
 import { apiKeyFixture, at, campaignFixture, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
 import { jobCounts } from '../support/store-checks.js';
@@ -862,26 +863,26 @@ export function storeContract(name: string, harness: StoreHarness): void {
       expect(await store.pruneEvents(at(1_000_000), 100, null)).toEqual({ deleted: 0, next: null });
     });
 
+    /** A workspace with a row in every table a workspace has rows in, its ids (its own and its keys') with it. */
+    async function populate(workspaceId: string): Promise<{ ids: string[]; hash: string; finished: string }> {
+      const key = apiKeyFixture(workspaceId);
+      await store.insertApiKey(key, eventFixture(workspaceId, { type: 'API_KEY_CREATED', apiKeyId: key.id, apiKeyName: 'acme ci', ip: null }));
+      await store.upsertTags(workspaceId, ['onboarding']);
+      await store.insertCampaign(campaignFixture(workspaceId, { name: 'Spring sale' }));
+      const reservation = { workspaceId, key: 'idem-1', requestHash: 'h', jobId: null, createdAt: at(0), expiresAt: at(86_400_000) };
+      await store.reserveIdempotencyKey(reservation, at(-60_000));
+      const [finished, running, pending] = [jobFixture(workspaceId, { apiKeyId: key.id, requestId: 'req-1' }), jobFixture(workspaceId), jobFixture(workspaceId, { runAt: at(10_000) })];
+      await store.enqueueJob(finished, eventFixture(workspaceId, { jobId: finished.id, apiKeyId: key.id, ip: '203.0.113.7' }), reservation);
+      await store.claimJobs(`w-${workspaceId}`, 1, at(0), at(1000));
+      await store.finishJob(finished.id, `w-${workspaceId}`, { status: 'SUCCEEDED', resultCampaignId: null, error: null, newCampaign: campaignFixture(workspaceId), event: eventFixture(workspaceId, { type: 'CAMPAIGN_DUPLICATED', jobId: finished.id }) }, at(100));
+      for (const job of [running, pending]) await store.enqueueJob(job, eventFixture(workspaceId, { jobId: job.id }));
+      await store.insertEvent(eventFixture(workspaceId, { type: 'PERMISSION_DENIED', apiKeyId: key.id, ip: '203.0.113.8' }));
+      return { ids: [workspaceId, key.id], hash: key.hash, finished: finished.id };
+    }
+
+    const nonZero = (counts: Record<string, number>) => Object.fromEntries(Object.entries(counts).filter(([, count]) => count > 0));
+
     describe('erasing a workspace', () => {
-      /** A workspace with a row in every table a workspace has rows in, its ids (its own and its keys') with it. */
-      async function populate(workspaceId: string): Promise<{ ids: string[]; hash: string; finished: string }> {
-        const key = apiKeyFixture(workspaceId);
-        await store.insertApiKey(key, eventFixture(workspaceId, { type: 'API_KEY_CREATED', apiKeyId: key.id, apiKeyName: 'acme ci', ip: null }));
-        await store.upsertTags(workspaceId, ['onboarding']);
-        await store.insertCampaign(campaignFixture(workspaceId, { name: 'Spring sale' }));
-        const reservation = { workspaceId, key: 'idem-1', requestHash: 'h', jobId: null, createdAt: at(0), expiresAt: at(86_400_000) };
-        await store.reserveIdempotencyKey(reservation, at(-60_000));
-        const [finished, running, pending] = [jobFixture(workspaceId, { apiKeyId: key.id, requestId: 'req-1' }), jobFixture(workspaceId), jobFixture(workspaceId, { runAt: at(10_000) })];
-        await store.enqueueJob(finished, eventFixture(workspaceId, { jobId: finished.id, apiKeyId: key.id, ip: '203.0.113.7' }), reservation);
-        await store.claimJobs(`w-${workspaceId}`, 1, at(0), at(1000));
-        await store.finishJob(finished.id, `w-${workspaceId}`, { status: 'SUCCEEDED', resultCampaignId: null, error: null, newCampaign: campaignFixture(workspaceId), event: eventFixture(workspaceId, { type: 'CAMPAIGN_DUPLICATED', jobId: finished.id }) }, at(100));
-        for (const job of [running, pending]) await store.enqueueJob(job, eventFixture(workspaceId, { jobId: job.id }));
-        await store.insertEvent(eventFixture(workspaceId, { type: 'PERMISSION_DENIED', apiKeyId: key.id, ip: '203.0.113.8' }));
-        return { ids: [workspaceId, key.id], hash: key.hash, finished: finished.id };
-      }
-
-      const nonZero = (counts: Record<string, number>) => Object.fromEntries(Object.entries(counts).filter(([, count]) => count > 0));
-
       it('deletes every row of the workspace from every table in one step, and nothing of another', async () => {
         const erased = await populate(ws);
         const kept = await populate(other);
@@ -921,6 +922,57 @@ export function storeContract(name: string, harness: StoreHarness): void {
         expect(await harness.rowsNaming(store, erased.ids)).toEqual(before);
         expect(await store.deleteWorkspace(ws, at(60_000))).toMatchObject({ deleted: true, rows: { workspaces: 1, jobs: 3 } });
         expect(nonZero(await harness.rowsNaming(store, erased.ids))).toEqual({});
+      });
+    });
+
+    describe('exporting a workspace', () => {
+      it('reads every row that names the workspace or its keys, table by table, page by page, and none of another workspace', async () => {
+        const exported = await populate(ws);
+        const kept = await populate(other);
+        // More rows than a page in the tables a workspace may hold many of, and pages that end on a table's last row.
+        for (let i = 0; i < 4; i += 1) await store.insertCampaign(campaignFixture(ws));
+        for (let i = 0; i < 3; i += 1) await store.enqueueJob(jobFixture(ws), eventFixture(ws));
+        await store.upsertTags(ws, ['a', 'b', 'c']);
+        const claimed = (await store.claimJobs('instance-host:4242', 100, at(1000), at(60_000))).find((job) => job.workspaceId === ws)!;
+        const named = nonZero(await harness.rowsNaming(store, exported.ids));
+        const lines: ExportLine[] = [];
+        for await (const line of exportLines(store, ws, 2)) lines.push(line);
+
+        const counted: Record<string, number> = {};
+        for (const line of lines) counted[line.table] = (counted[line.table] ?? 0) + 1;
+        // The queue's turn (PostgreSQL) is a counter of the scheduler's, not a row of the workspace's data.
+        const { job_queue_turns: _turns, ...rows } = named;
+        expect(counted).toEqual(rows);
+        expect(counted).toMatchObject({ workspaces: 1, api_keys: 1, tags: 4, campaigns: 6, jobs: 6, security_events: 9, idempotency_keys: 1 });
+        expect(lines.map((line) => line.table)).toEqual([...EXPORT_TABLES].flatMap((table) => Array(counted[table]).fill(table)));
+        const text = JSON.stringify(lines);
+        expect(text).not.toContain(other);
+        expect(text).not.toContain(kept.ids[1]);
+        // Each row once, in the order of its key.
+        const keysOf = (table: string, key: string) => lines.filter((line) => line.table === table).map((line) => line[key] as string | number);
+        for (const [table, key] of [['campaigns', 'id'], ['jobs', 'id'], ['security_events', 'seq'], ['tags', 'name']] as const) {
+          const keys = keysOf(table, key);
+          expect(new Set(keys).size).toBe(keys.length);
+        }
+        expect(keysOf('security_events', 'seq')).toEqual([...keysOf('security_events', 'seq')].sort((a, b) => Number(a) - Number(b)));
+        // Never a key's secret, nor what tells one reservation from another.
+        expect(text).not.toContain(exported.hash);
+        expect(lines.find((line) => line.table === 'api_keys')).not.toHaveProperty('hash');
+        // Nor the instance running a job, which is the operator's.
+        const running = lines.find((line) => line.table === 'jobs' && line.id === claimed.id);
+        expect(running).toMatchObject({ status: 'RUNNING', leaseExpiresAt: at(60_000) });
+        expect(running).not.toHaveProperty('leaseOwner');
+        expect(text).not.toContain('instance-host');
+        expect(lines.find((line) => line.table === 'idempotency_keys')).toEqual({
+          table: 'idempotency_keys', workspaceId: ws, key: 'idem-1', jobId: exported.finished, createdAt: at(0), expiresAt: at(86_400_000),
+        });
+        expect(lines[0]).toEqual({ table: 'workspaces', ...(await store.findWorkspace(ws)) });
+      });
+
+      it('finds nothing for a workspace that does not exist, or an id no row can hold', async () => {
+        for (const id of ['no-such-workspace', 'a\u0000b']) {
+          for (const table of EXPORT_TABLES) expect(await store.exportRows(id, table, null, 10)).toEqual({ rows: [], next: null });
+        }
       });
     });
 

@@ -165,6 +165,13 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE jobs ADD COLUMN request_id text;
   `,
+  // A workspace's jobs, for its erasure (deleteWorkspace), which since version 4 dropped jobs_workspace_turn read every
+  // job of every workspace, and its export, a page at a time in the order of id (exportRows). Not CONCURRENTLY, which
+  // cannot run in the migration's transaction: writes to jobs wait while it is built. IF NOT EXISTS keeps one an
+  // operator built CONCURRENTLY before the upgrade, as the README's "Upgrading" says for a large table.
+  `
+  CREATE INDEX IF NOT EXISTS jobs_workspace ON jobs(workspace_id, id);
+  `,
 ];
 
 /**

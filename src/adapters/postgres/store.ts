@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { EventPruneBatch, EventPruneCursor, GatewayStore, JobOutcome, ListOptions, NewerSchema, OlderSchema, SchemaVersions, WorkspaceDeletion } from '../../domain/ports.js';
+import type { EventPruneBatch, EventPruneCursor, ExportPage, ExportTable, GatewayStore, JobOutcome, ListOptions, NewerSchema, OlderSchema, SchemaVersions, WorkspaceDeletion } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
   Campaign,
@@ -22,6 +22,9 @@ import {
   eventToRow,
   EVENT_WINDOW_SQL,
   eventWindowSeeks,
+  exportCursor,
+  exportPage,
+  exportPageSql,
   insertStatement,
   KNOWN_EVENT_TYPES_SQL,
   newJobToRow,
@@ -767,5 +770,12 @@ export class PostgresStore implements GatewayStore {
       text = branches.length === 1 ? branches[0] : `${branches.map((branch) => `(${branch})`).join(' UNION ALL ')} ORDER BY seq DESC LIMIT ${limit}`;
     }
     return (await this.lookup(text, values)).map(rowToEvent);
+  }
+
+  /** A key no row can hold names no row: the page is empty. */
+  async exportRows<T extends ExportTable>(workspaceId: string, table: T, after: string | null, limit: number): Promise<ExportPage<T>> {
+    const text = exportPageSql(table, (column) => `${column} = ANY(ARRAY[$1::text])`, after === null ? null : '$3', '$2');
+    const rows = await this.lookup(text, [workspaceId, limit, ...(after === null ? [] : [exportCursor(table, after)])]);
+    return exportPage(table, rows, limit);
   }
 }

@@ -165,6 +165,11 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE jobs ADD COLUMN request_id TEXT;
   `,
+  // A workspace's jobs in the order of id, a page at a time, for its export (exportRows): jobs_workspace_turn finds
+  // them, but each page then sorted every job of the workspace. Erasure is served by either index.
+  `
+  CREATE INDEX jobs_workspace ON jobs(workspace_id, id);
+  `,
 ];
 
 /** What a database holds, by name: each table with each of its columns, each index and trigger. */

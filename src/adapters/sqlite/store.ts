@@ -2,7 +2,7 @@ import { closeSync, constants, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type Database from 'better-sqlite3';
 import { dependencyUnavailable } from '../../domain/errors.js';
-import type { EventPruneBatch, EventPruneCursor, GatewayStore, JobOutcome, ListOptions, NewerSchema, OlderSchema, SchemaVersions, WorkspaceDeletion } from '../../domain/ports.js';
+import type { EventPruneBatch, EventPruneCursor, ExportPage, ExportTable, GatewayStore, JobOutcome, ListOptions, NewerSchema, OlderSchema, SchemaVersions, WorkspaceDeletion } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
   Campaign,
@@ -15,7 +15,7 @@ import type {
   SecurityEventFilter,
   Workspace,
 } from '../../domain/types.js';
-import { COUNT_JOBS_SQL, distinctTypes, EVENT_WINDOW_SQL, eventWindowSeeks, KNOWN_EVENT_TYPES_SQL, oldestDueJobSql, rowSeq, rowToApiKey, rowToCampaign, rowToEvent, rowToIdempotency, rowToJob, rowToWorkspace, type Row } from '../rows.js';
+import { COUNT_JOBS_SQL, distinctTypes, EVENT_WINDOW_SQL, eventWindowSeeks, exportCursor, exportPage, exportPageSql, KNOWN_EVENT_TYPES_SQL, oldestDueJobSql, rowSeq, rowToApiKey, rowToCampaign, rowToEvent, rowToIdempotency, rowToJob, rowToWorkspace, type Row } from '../rows.js';
 import { incompleteSchema, migratedUnder, schemaRefusal } from '../schema-version.js';
 import { openConnection, Statements } from './connection.js';
 import { assertNoStrayWal, assertSameFile, identify, type FileIdentity } from './database-file.js';
@@ -313,6 +313,11 @@ export class SqliteStore implements GatewayStore {
    */
   async deleteWorkspace(workspaceId: string, now: Date): Promise<WorkspaceDeletion> {
     return this.keyWrite(() => this.write('deleteWorkspace', workspaceId, now));
+  }
+
+  async exportRows<T extends ExportTable>(workspaceId: string, table: T, after: string | null, limit: number): Promise<ExportPage<T>> {
+    const text = exportPageSql(table, (column) => `${column} = ?`, after === null ? null : '?', '+?');
+    return exportPage(table, this.readAll(text, workspaceId, ...(after === null ? [] : [exportCursor(table, after)]), limit), limit);
   }
 
   async insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<void> {
