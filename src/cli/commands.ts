@@ -1,17 +1,21 @@
-import { existsSync, statSync } from 'node:fs';
+import { once } from 'node:events';
+import { createWriteStream, existsSync, rmSync, statSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { createNewFile } from '../adapters/new-file.js';
 import { backupStore, createStore, sqliteFilename, type StoreOptions } from '../app.js';
 import { ConfigError, loadConfig, type Config } from '../config.js';
 import { AdminService, OPERATOR_LENGTH, REASON_LENGTH, type KeyChangeOptions } from '../domain/admin.js';
 import { isGatewayError } from '../domain/errors.js';
 import { PERMISSIONS } from '../domain/permissions.js';
-import { systemClock, type Clock, type GatewayStore } from '../domain/ports.js';
+import { EXPORT_TABLES, systemClock, type Clock, type GatewayStore } from '../domain/ports.js';
 import type { ApiKeyRecord, Workspace } from '../domain/types.js';
 
 export interface CliIo {
   env: Record<string, string | undefined>;
   stdout: (text: string) => void;
   stderr: (text: string) => void;
+  /** Resolves once what was written to stdout has gone out (a pipe that reads slowly holds it up): absent, at once. */
+  stdoutDrained?: () => Promise<void>;
   clock?: Clock;
   /** The schema's migrations in place of this version's (see StoreOptions): tests of a CLI newer than its store. */
   migrations?: StoreOptions['migrations'];
@@ -28,6 +32,8 @@ Commands:
   workspaces list
   workspaces delete <id or name> --confirm <the workspace's name>
                         erase the workspace and everything of it, for good
+  workspaces export <id or name> [--out <file>]
+                        every row of the workspace as JSON Lines, to a new file only you may read, or to stdout
   keys create --workspace <id or name> --name <name> --permissions <p1,p2,...>
               [--expires-in <30d|12h|15m> | --expires-at <ISO 8601 time>] [--allow-ip <ip or CIDR,...>]
               [--reason <text>] [--operator <label>]
@@ -173,7 +179,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       // An empty variable is one unset, as a shell's `GATEWAY_OPERATOR= npm run cli …` means it.
       operator: (values.operator as string | undefined) ?? (io.env.GATEWAY_OPERATOR || undefined),
     };
-    const context = { values, positionals, print, now: clock.now(), config, said };
+    const context = { values, positionals, print, now: clock.now(), config, said, io };
     if (spec.run) {
       // Upgrading a store is its gateway's: an older one may still be running on it, and the README has a
       // backup taken first, which must restore under that older version.
@@ -206,6 +212,7 @@ interface CommandContext {
   config: Config;
   /** --reason and --operator (or GATEWAY_OPERATOR), for the key commands that take them. */
   said: KeyChangeOptions;
+  io: CliIo;
 }
 
 interface CommandOptions {
@@ -266,6 +273,42 @@ const COMMANDS: Record<string, Command> = {
           ].join('\n'),
         { id: workspace.id, name: workspace.name, deleted: rows },
       );
+    },
+  },
+
+  'workspaces export': {
+    options: { out: { type: 'string' } },
+    positionals: 1,
+    async run({ admin, values, positionals, print, io }) {
+      const { workspace, lines } = await admin.exportWorkspace(positionals[0]);
+      const out = values.out as string | undefined;
+      const sink = out === undefined ? stdoutSink(io) : fileSink(out);
+      const rows: Record<string, number> = Object.fromEntries(EXPORT_TABLES.map((table) => [table, 0]));
+      try {
+        let chunk = '';
+        for await (const line of lines) {
+          rows[line.table] += 1;
+          chunk += `${JSON.stringify(line)}\n`;
+          if (chunk.length >= 65_536) {
+            await sink.write(chunk);
+            chunk = '';
+          }
+        }
+        await sink.write(chunk);
+        await sink.end();
+      } catch (error) {
+        sink.abort();
+        throw error;
+      }
+      const text = () =>
+        [
+          `Exported workspace "${workspace.name}" (id ${workspace.id})${out === undefined ? '' : ` to ${out}`}. Rows exported:`,
+          table(Object.entries(rows).map(([name, count]) => [`  ${name}`, String(count)])),
+        ].join('\n');
+      const json = { id: workspace.id, name: workspace.name, ...(out === undefined ? {} : { file: out }), exported: rows };
+      // On stdout the rows alone, so that it can be read as JSON Lines: the summary goes to stderr.
+      if (out === undefined) io.stderr(`${values.json ? JSON.stringify(json, null, 2) : text()}\n`);
+      else print(text, json);
     },
   },
 
@@ -413,3 +456,42 @@ const COMMANDS: Record<string, Command> = {
     },
   },
 };
+
+/** Where an export writes its lines: `write` resolves once the sink can take more. */
+interface ExportSink {
+  write(text: string): Promise<void>;
+  end(): Promise<void>;
+  /** After a failure: a file cut short is deleted, so that no partial export passes for a whole one. */
+  abort(): void;
+}
+
+function stdoutSink(io: CliIo): ExportSink {
+  return {
+    async write(text) {
+      io.stdout(text);
+      await io.stdoutDrained?.();
+    },
+    async end() {},
+    abort() {},
+  };
+}
+
+/** A new file (createNewFile), made before the first row is read. */
+function fileSink(file: string): ExportSink {
+  const stream = createWriteStream('', { fd: createNewFile(file, 'an export', 'exported') });
+  // A failed write also fails the next `write` or `end`, which is where it is reported.
+  const failed = new Promise<never>((_, reject) => stream.once('error', reject));
+  failed.catch(() => undefined);
+  return {
+    async write(text) {
+      if (!stream.write(text)) await Promise.race([once(stream, 'drain'), failed]);
+    },
+    async end() {
+      await Promise.race([new Promise<void>((resolve) => stream.end(resolve)), failed]);
+    },
+    abort() {
+      stream.destroy();
+      rmSync(file, { force: true });
+    },
+  };
+}

@@ -1,4 +1,5 @@
 import { GatewayError } from './errors.js';
+import { exportLines, type ExportLine } from './export.js';
 import { newId } from './ids.js';
 import { AllowlistError, parseAllowlist } from './ip-allowlist.js';
 import { displayPrefix, generateApiKey, hashApiKey, redactApiKeys } from './keys.js';
@@ -124,6 +125,15 @@ export class AdminService {
       );
     }
     return { workspace, rows: deletion.rows };
+  }
+
+  /**
+   * Every row the store holds of a workspace, for an access or portability request: read a page at a time as `lines`
+   * is iterated, never a table whole. Only reads, so gateways may keep running on the store.
+   */
+  async exportWorkspace(idOrName: string): Promise<{ workspace: Workspace; lines: AsyncIterable<ExportLine> }> {
+    const workspace = await this.requireWorkspace(idOrName);
+    return { workspace, lines: exportLines(this.store, workspace.id) };
   }
 
   listWorkspaces(): Promise<Workspace[]> {

@@ -12,6 +12,7 @@ import { createStore, type StoreOptions } from '../../src/app.js';
 import { EXIT, runCli, type CliIo } from '../../src/cli/commands.js';
 import { loadConfig } from '../../src/config.js';
 import { AdminService } from '../../src/domain/admin.js';
+import { hashApiKey } from '../../src/domain/keys.js';
 import { systemClock, type Clock } from '../../src/domain/ports.js';
 import { graphql, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
 import { ManualClock } from '../support/clock.js';
@@ -197,6 +198,71 @@ describe('the CLI', () => {
       deleted: { idempotency_keys: 0, security_events: 1, jobs: 1, campaigns: 0, tags: 0, api_keys: 0, workspaces: 1 },
     });
     expect(await gw.app.store.getJob(workspace.id, job.id)).toBeNull();
+  });
+
+  it('exports every row of a workspace as JSON Lines, to a new file only its owner reads or to stdout, while the gateway runs', async () => {
+    const workspace = await cliJson('workspaces', 'create', 'exported customer');
+    const key = (await cliJson('keys', 'create', '--workspace', workspace.id, '--name', 'reader', '--permissions', 'campaigns.list,security_events.read')).key;
+    expect((await rest.duplicate(gw.baseUrl, key, { campaignId: 'c', name: 'copy' })).status).toBe(403);
+    await waitFor(async () => (await graphql(gw.baseUrl, key, '{ securityEvents { edges { node { type } } } }')).body.data?.securityEvents.edges.length === 2);
+    const parent = mkdtempSync(join(tmpdir(), 'cgw-cli-export-'));
+    const file = join(parent, 'export.jsonl');
+    try {
+      expect(await cli('workspaces', 'export', 'exported customer', '--out', file)).toEqual({
+        code: EXIT.ok,
+        stderr: '',
+        stdout: [
+          `Exported workspace "exported customer" (id ${workspace.id}) to ${file}. Rows exported:`,
+          '  workspaces        1',
+          '  api_keys          1',
+          '  tags              0',
+          '  campaigns         0',
+          '  jobs              0',
+          '  security_events   2',
+          '  idempotency_keys  0',
+          '',
+        ].join('\n'),
+      });
+      expect(statSync(file).mode & 0o777).toBe(0o600);
+      const text = readFileSync(file, 'utf8');
+      const lines = text.trimEnd().split('\n').map((line) => JSON.parse(line));
+      expect(lines.map((line) => [line.table, line.type])).toEqual([
+        ['workspaces', undefined],
+        ['api_keys', undefined],
+        ['security_events', 'API_KEY_CREATED'],
+        ['security_events', 'PERMISSION_DENIED'],
+      ]);
+      expect(lines[0]).toEqual({ table: 'workspaces', id: workspace.id, name: 'exported customer', createdAt: workspace.createdAt });
+      expect(Object.keys(lines[1]).sort()).toEqual(
+        ['table', 'id', 'workspaceId', 'name', 'prefix', 'permissions', 'allowedCidrs', 'createdAt', 'lastUsedAt', 'expiresAt', 'revokedAt', 'previousSecretValidUntil'].sort(),
+      );
+      expect(key.startsWith(lines[1].prefix)).toBe(true);
+      expect(lines[3]).toMatchObject({ workspaceId: workspace.id, apiKeyId: lines[1].id, ip: '127.0.0.1' });
+      expect(text).not.toContain(hashApiKey(key));
+
+      // Never over a file, even its own export.
+      expect(await cli('workspaces', 'export', workspace.id, '--out', file)).toEqual({
+        code: EXIT.failed,
+        stdout: '',
+        stderr: `campaign-gateway: ${file} already exists: an export never overwrites a file\n`,
+      });
+      expect(readFileSync(file, 'utf8')).toBe(text);
+      const unknown = join(parent, 'unknown.jsonl');
+      expect(await cli('workspaces', 'export', 'no such customer', '--out', unknown)).toEqual({ code: EXIT.failed, stdout: '', stderr: "campaign-gateway: No workspace 'no such customer'\n" });
+      expect(existsSync(unknown)).toBe(false);
+
+      // Without --out, the rows alone on stdout, and what was exported on stderr.
+      const piped = await cliProcess(['workspaces', 'export', workspace.id, '--json'], { DATA_DIR: dataDir });
+      expect(piped.code).toBe(0);
+      expect(piped.stdout).toBe(text);
+      expect(JSON.parse(piped.stderr)).toEqual({
+        id: workspace.id,
+        name: 'exported customer',
+        exported: { workspaces: 1, api_keys: 1, tags: 0, campaigns: 0, jobs: 0, security_events: 2, idempotency_keys: 0 },
+      });
+    } finally {
+      rmSync(parent, { recursive: true, force: true });
+    }
   });
 
   it('rotates a key, with or without an overlap', async () => {

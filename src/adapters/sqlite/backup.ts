@@ -1,6 +1,6 @@
-import { closeSync, existsSync, openSync, rmSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { closeSync, existsSync, rmSync } from 'node:fs';
 import Database from 'better-sqlite3';
+import { createNewFile } from '../new-file.js';
 import { assertNoStrayWal } from './database-file.js';
 
 /** Whether `db` holds a gateway's tables: every version of the schema has had `workspaces`. */
@@ -30,16 +30,7 @@ export function backupSqliteStore(filename: string, destination: string): void {
     }
     if (!gatewayStore) throw new Error(`${filename} holds no campaign-gateway store: nothing was backed up`);
     // VACUUM INTO takes a missing or empty file: making it here first gives it its mode and never overwrites one.
-    try {
-      closeSync(openSync(destination, 'wx', 0o600));
-    } catch (error) {
-      const { code } = error as NodeJS.ErrnoException;
-      if (code === 'EEXIST') throw new Error(`${destination} already exists: a backup never overwrites a file`);
-      const directory = dirname(resolve(destination));
-      if (code === 'ENOENT') throw new Error(`the directory ${directory} does not exist: make it first; nothing was backed up`);
-      if (code === 'ENOTDIR') throw new Error(`${directory} is not a directory (a file is in its path): nothing was backed up`);
-      throw error;
-    }
+    closeSync(createNewFile(destination, 'a backup', 'backed up'));
     try {
       db.prepare('VACUUM INTO ?').run(destination);
     } catch (error) {
