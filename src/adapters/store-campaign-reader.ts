@@ -1,6 +1,6 @@
 import { decodeRowCursor } from '../domain/cursor.js';
+import { toPage } from '../domain/pages.js';
 import type { CampaignReader, GatewayStore } from '../domain/ports.js';
-import { toPage } from '../domain/service.js';
 import type { Campaign, Page } from '../domain/types.js';
 
 /** Campaigns as the gateway's own store holds them (local mode). */

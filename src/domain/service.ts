@@ -1,13 +1,14 @@
 import { hash } from 'node:crypto';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { configure } from 'safe-stable-stringify';
-import { decodeRowCursor, encodeCursor } from './cursor.js';
+import { decodeRowCursor } from './cursor.js';
 import { GatewayError, internalError, isDependencyOutage, isGatewayError, type ErrorCode, type RateLimitState } from './errors.js';
 import { DEFAULT_IDEMPOTENCY_TTL_HOURS, holdsIdempotencyKey, KeyTurns } from './idempotency.js';
 import type { DownloadSlot, DownloadSlots } from './download-slots.js';
 import { isGatewayId, newId } from './ids.js';
 import { clientNetwork, isAllowedIp } from './ip-allowlist.js';
 import { hashApiKey, hashesEqual, isWellFormedApiKey } from './keys.js';
+import { emptyPage, pageSize, toPage } from './pages.js';
 import { PERMISSIONS, type Permission } from './permissions.js';
 import type { AuthFailureLimiter, CampaignReader, Clock, EventBudget, GatewayStore, Quota, UpstreamPause } from './ports.js';
 import type {
@@ -37,9 +38,8 @@ import {
   type RawDuplicateCampaignInput,
 } from './validation.js';
 
-export const MAX_PAGE_SIZE = 200;
-/** What a list answers when the caller does not say how many. */
-export const DEFAULT_PAGE_SIZE = 50;
+export { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from './pages.js';
+
 /**
  * The most caller text one event can hold, in UTF-16 units: a duplication request's name, description and tags
  * at their limits (about 9,400 characters, counted as code points, so up to twice as many units: an emoji is two),
@@ -946,24 +946,3 @@ function keyRejection(record: ApiKeyRecord, secret: KeySecret, now: Date): KeyRe
  * rotation's overlap (or past it, for API_KEY_REJECTED), so that the events of the old and the new tell apart.
  */
 const secretUsed = (principal: Principal): { secret?: KeySecret } => (principal.secret === 'previous' ? { secret: 'previous' } : {});
-
-function pageSize(first: number): number {
-  if (!Number.isInteger(first) || first < 1 || first > MAX_PAGE_SIZE) {
-    throw validationError([{ field: 'first', message: `must be an integer from 1 to ${MAX_PAGE_SIZE}` }]);
-  }
-  return first;
-}
-
-const emptyPage = <T>(): Page<T> => ({ items: [], hasNextPage: false, endCursor: null, cursors: [] });
-
-/** Builds a page from rows fetched with one extra row, which only says whether a next page exists. */
-export function toPage<T extends { id: string }>(rows: T[], size: number, kind: string): Page<T> {
-  const visible = rows.slice(0, size);
-  const cursors = visible.map((row) => encodeCursor(kind, row.id));
-  return {
-    items: visible,
-    hasNextPage: rows.length > size,
-    endCursor: cursors.at(-1) ?? null,
-    cursors,
-  };
-}
