@@ -10,6 +10,7 @@ import { clientNetwork, isAllowedIp } from './ip-allowlist.js';
 import { hashApiKey, hashesEqual, isWellFormedApiKey } from './keys.js';
 import { emptyPage, pageSize, toPage } from './pages.js';
 import { PERMISSIONS, type Permission } from './permissions.js';
+import { requestEvent, secretUsed } from './request-events.js';
 import type { AuthFailureLimiter, CampaignReader, Clock, EventBudget, GatewayStore, Quota, UpstreamPause } from './ports.js';
 import type {
   ApiKeyRecord,
@@ -391,7 +392,7 @@ export class GatewayService {
   private async recordRejection(principal: Principal, reason: KeyRejection, context: RequestContext): Promise<void> {
     context.log?.setBindings({ apiKeyId: principal.keyId, apiKeyRejected: reason });
     try {
-      const recorded = await this.recordRefusal(principal, this.event(principal, 'API_KEY_REJECTED', { details: { reason, ...secretUsed(principal) } }));
+      const recorded = await this.recordRefusal(principal, requestEvent(this.deps.clock, principal, 'API_KEY_REJECTED', { details: { reason, ...secretUsed(principal) } }));
       if (recorded) this.deps.keyRejectionLog?.succeeded();
     } catch (error) {
       this.deps.keyRejectionLog?.failed(error, { apiKeyId: principal.keyId });
@@ -471,7 +472,7 @@ export class GatewayService {
   }
 
   private async recordDenial(principal: Principal, reason: { permission: Permission } | { reason: 'ip_not_allowed' }): Promise<void> {
-    await this.recordRefusal(principal, this.event(principal, 'PERMISSION_DENIED', { details: { ...reason, ...secretUsed(principal) } }));
+    await this.recordRefusal(principal, requestEvent(this.deps.clock, principal, 'PERMISSION_DENIED', { details: { ...reason, ...secretUsed(principal) } }));
   }
 
   /**
@@ -759,7 +760,7 @@ export class GatewayService {
       };
       const enqueued = await store.enqueueJob(
         job,
-        this.event(principal, 'CAMPAIGN_DUPLICATION_REQUESTED', {
+        requestEvent(this.deps.clock, principal, 'CAMPAIGN_DUPLICATION_REQUESTED', {
           jobId: job.id,
           campaignId: job.sourceCampaignId,
           details: { name: job.name, description: job.description, tagNames: job.tagNames, ...secretUsed(principal) },
@@ -878,7 +879,7 @@ export class GatewayService {
       }
       first = await read();
       await store.insertEvent(
-        this.event(principal, 'SECURITY_EVENTS_DOWNLOADED', {
+        requestEvent(this.deps.clock, principal, 'SECURITY_EVENTS_DOWNLOADED', {
           details: { start: range.start.toISOString(), end: range.end.toISOString() },
         }),
       );
@@ -910,27 +911,6 @@ export class GatewayService {
     await this.authorize(principal, 'campaigns.details');
     return this.deps.campaigns.get(principal.workspaceId, id, principal.requestId);
   }
-
-  private event<T extends NewSecurityEvent['type']>(
-    principal: Principal,
-    type: T,
-    fields: Partial<Pick<NewSecurityEvent, 'jobId' | 'campaignId' | 'details'>>,
-  ): NewSecurityEvent & { type: T } {
-    return {
-      id: newId(),
-      workspaceId: principal.workspaceId,
-      type,
-      occurredAt: this.deps.clock.now(),
-      apiKeyId: principal.keyId,
-      apiKeyName: principal.keyName,
-      channel: principal.channel,
-      ip: principal.ip,
-      jobId: fields.jobId ?? null,
-      campaignId: fields.campaignId ?? null,
-      // Every event made here is a request's: its id joins the event to the caller's log and the gateway's.
-      details: { ...fields.details, requestId: principal.requestId },
-    };
-  }
 }
 
 /** Why a key the store found for the secret presented is refused; null when it is not. */
@@ -940,9 +920,3 @@ function keyRejection(record: ApiKeyRecord, secret: KeySecret, now: Date): KeyRe
   if (secret === 'previous' && !(record.previousHashExpiresAt !== null && record.previousHashExpiresAt > now)) return 'rotated_out';
   return null;
 }
-
-/**
- * What a request event's details say of the secret presented: only that it was the previous one, during a
- * rotation's overlap (or past it, for API_KEY_REJECTED), so that the events of the old and the new tell apart.
- */
-const secretUsed = (principal: Principal): { secret?: KeySecret } => (principal.secret === 'previous' ? { secret: 'previous' } : {});
