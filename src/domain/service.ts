@@ -10,6 +10,7 @@ import { clientNetwork, isAllowedIp } from './ip-allowlist.js';
 import { hashApiKey, hashesEqual, isWellFormedApiKey } from './keys.js';
 import { emptyPage, pageSize, toPage } from './pages.js';
 import { PERMISSIONS, type Permission } from './permissions.js';
+import { RefusalEvents, type RefusalEventType } from './refusal-events.js';
 import { requestEvent, secretUsed } from './request-events.js';
 import type { AuthFailureLimiter, CampaignReader, Clock, EventBudget, GatewayStore, Quota, UpstreamPause } from './ports.js';
 import type {
@@ -20,7 +21,6 @@ import type {
   IdempotencyRecord,
   KeyRejection,
   KeySecret,
-  NewSecurityEvent,
   Page,
   Principal,
   SecurityEvent,
@@ -40,6 +40,7 @@ import {
 } from './validation.js';
 
 export { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from './pages.js';
+export { REFUSAL_EVENT_TYPES, type RefusalEventType } from './refusal-events.js';
 
 /**
  * The most caller text one event can hold, in UTF-16 units: a duplication request's name, description and tags
@@ -262,10 +263,6 @@ const REFUSAL_OUTCOMES: Record<ErrorCode, DuplicationOutcome> = {
   INTERNAL: 'internal',
 };
 
-/** The refusal events a key's budget bounds, the only events left unrecorded. */
-export const REFUSAL_EVENT_TYPES = ['PERMISSION_DENIED', 'API_KEY_REJECTED'] as const satisfies readonly SecurityEventType[];
-export type RefusalEventType = (typeof REFUSAL_EVENT_TYPES)[number];
-
 const isAuthRefusal = (error: unknown): error is GatewayError & { code: AuthRefusal } =>
   isGatewayError(error) && (AUTH_REFUSALS as readonly ErrorCode[]).includes(error.code);
 
@@ -280,8 +277,6 @@ export class GatewayService {
    * request asking for a field thirty times under aliases is one denial, recorded once.
    */
   private readonly deniedPermissions = new WeakMap<Principal, Set<Permission>>();
-  /** Per event type and budget (`type keyId`, `type keyId:previous`), the refusals not recorded since the budget's last event of the type (this instance's). */
-  private readonly unrecordedRefusals = new Map<string, number>();
   /**
    * When this instance last wrote, or tried to write, each key's last use, oldest first. A store that does not
    * cache keys (PostgreSQL) keeps reading the old time after a write that failed: without this, every request
@@ -293,7 +288,10 @@ export class GatewayService {
   /** Idempotency keys (`workspace key`) this instance's requests are looking up and reserving, one at a time. */
   private readonly keyTurns = new KeyTurns();
 
+  private readonly refusals: RefusalEvents;
+
   constructor(private readonly deps: GatewayServiceDeps) {
+    this.refusals = new RefusalEvents(deps);
     this.idempotencyTtlMs = deps.idempotencyTtlMs ?? DEFAULT_IDEMPOTENCY_TTL_HOURS * 3600_000;
   }
 
@@ -377,7 +375,7 @@ export class GatewayService {
     }
     if (context.trace) context.trace.caller = principal;
     if (record.allowedCidrs !== null && !isAllowedIp(context.ip, record.allowedCidrs)) {
-      await this.recordDenial(principal, { reason: 'ip_not_allowed' });
+      await this.refusals.recordDenial(principal, { reason: 'ip_not_allowed' });
       throw new GatewayError('FORBIDDEN');
     }
     this.touch(record, now);
@@ -392,7 +390,7 @@ export class GatewayService {
   private async recordRejection(principal: Principal, reason: KeyRejection, context: RequestContext): Promise<void> {
     context.log?.setBindings({ apiKeyId: principal.keyId, apiKeyRejected: reason });
     try {
-      const recorded = await this.recordRefusal(principal, requestEvent(this.deps.clock, principal, 'API_KEY_REJECTED', { details: { reason, ...secretUsed(principal) } }));
+      const recorded = await this.refusals.recordRefusal(principal, requestEvent(this.deps.clock, principal, 'API_KEY_REJECTED', { details: { reason, ...secretUsed(principal) } }));
       if (recorded) this.deps.keyRejectionLog?.succeeded();
     } catch (error) {
       this.deps.keyRejectionLog?.failed(error, { apiKeyId: principal.keyId });
@@ -454,7 +452,7 @@ export class GatewayService {
     if (!recorded.has(permission)) {
       recorded.add(permission);
       this.deniedPermissions.set(principal, recorded);
-      await this.recordDenial(principal, { permission });
+      await this.refusals.recordDenial(principal, { permission });
     }
     const error = new GatewayError('FORBIDDEN');
     throw options.withQuota ? await this.withQuotaState(principal, error) : error;
@@ -469,40 +467,6 @@ export class GatewayService {
     const refusal = isGatewayError(error) ? error : internalError(error);
     refusal.rateLimit ??= await this.deps.quota.peek(principal.workspaceId).catch(() => undefined);
     return refusal;
-  }
-
-  private async recordDenial(principal: Principal, reason: { permission: Permission } | { reason: 'ip_not_allowed' }): Promise<void> {
-    await this.recordRefusal(principal, requestEvent(this.deps.clock, principal, 'PERMISSION_DENIED', { details: { ...reason, ...secretUsed(principal) } }));
-  }
-
-  /**
-   * One refusal event (PERMISSION_DENIED, API_KEY_REJECTED) within its budget, which both types share: the key's
-   * for its current secret, and another for its previous one, so that an old secret sent again and again after a
-   * rotation cannot leave the refusals of the current one unrecorded. The first event of a type recorded after
-   * refusals past the budget says how many of that type there were (`unrecordedBefore`), so the log keeps their
-   * number without their rows; so does one whose write failed. Whether it was written.
-   */
-  private async recordRefusal(principal: Principal, event: NewSecurityEvent & { type: RefusalEventType }): Promise<boolean> {
-    const budget = principal.secret === 'previous' ? `${principal.keyId}:previous` : principal.keyId;
-    const counter = `${event.type} ${budget}`;
-    // `refusals`: this one, and those before it that the event would have counted.
-    const leaveUnrecorded = (refusals: number) => {
-      this.unrecordedRefusals.set(counter, (this.unrecordedRefusals.get(counter) ?? 0) + refusals);
-      this.deps.onEventUnrecorded?.(event.type);
-    };
-    if (!(await this.deps.refusalEvents.take(budget)).granted) {
-      leaveUnrecorded(1);
-      return false;
-    }
-    const unrecordedBefore = this.unrecordedRefusals.get(counter);
-    this.unrecordedRefusals.delete(counter);
-    try {
-      await this.deps.store.insertEvent(unrecordedBefore === undefined ? event : { ...event, details: { ...event.details, unrecordedBefore } });
-    } catch (error) {
-      leaveUnrecorded((unrecordedBefore ?? 0) + 1);
-      throw error;
-    }
-    return true;
   }
 
   /**
