@@ -1,26 +1,23 @@
 import { hash } from 'node:crypto';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { configure } from 'safe-stable-stringify';
+import { Authentication, type AuthRefusal, type RequestContext } from './authentication.js';
 import { decodeRowCursor } from './cursor.js';
 import { GatewayError, internalError, isDependencyOutage, isGatewayError, type ErrorCode, type RateLimitState } from './errors.js';
 import { DEFAULT_IDEMPOTENCY_TTL_HOURS, holdsIdempotencyKey, KeyTurns } from './idempotency.js';
 import type { DownloadSlot, DownloadSlots } from './download-slots.js';
 import { isGatewayId, newId } from './ids.js';
-import { clientNetwork, isAllowedIp } from './ip-allowlist.js';
-import { hashApiKey, hashesEqual, isWellFormedApiKey } from './keys.js';
+import { hashesEqual } from './keys.js';
 import { emptyPage, pageSize, toPage } from './pages.js';
 import { PERMISSIONS, type Permission } from './permissions.js';
+import type { AuthFailureLimiter, CampaignReader, Clock, EventBudget, GatewayStore, Quota, UpstreamPause } from './ports.js';
 import { RefusalEvents, type RefusalEventType } from './refusal-events.js';
 import { requestEvent, secretUsed } from './request-events.js';
-import type { AuthFailureLimiter, CampaignReader, Clock, EventBudget, GatewayStore, Quota, UpstreamPause } from './ports.js';
 import type {
-  ApiKeyRecord,
   Campaign,
   Channel,
   DuplicationJob,
   IdempotencyRecord,
-  KeyRejection,
-  KeySecret,
   Page,
   Principal,
   SecurityEvent,
@@ -39,6 +36,7 @@ import {
   type RawDuplicateCampaignInput,
 } from './validation.js';
 
+export { AUTH_REFUSALS, type AuthRefusal, type RequestContext, type RequestLog, type RequestTrace } from './authentication.js';
 export { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from './pages.js';
 export { REFUSAL_EVENT_TYPES, type RefusalEventType } from './refusal-events.js';
 
@@ -55,44 +53,6 @@ const DOWNLOAD_BATCH_BYTES = 1024 * 1024;
  * one batch in memory, so its size is set by bytes, not by what makes paging cheapest.
  */
 export const DOWNLOAD_BATCH_SIZE = Math.floor(DOWNLOAD_BATCH_BYTES / (2 * MAX_EVENT_TEXT_UNITS + 1024));
-
-/** What a transport knows about a request before the service sees it. */
-export interface RequestContext {
-  /** The Authorization header as received: undefined when absent, every value when sent more than once. */
-  authorization: string | readonly string[] | undefined;
-  ip: string;
-  channel: Channel;
-  /**
-   * The id the transport answers and logs the request under: a caller's own only within the bounds the transport
-   * checks (src/http/server.ts), since every event the request causes keeps it.
-   */
-  requestId: string;
-  /**
-   * The request's log, given the key's id when the key is one the store holds but refuses (revoked, expired, a secret
-   * rotated out): the caller's answer is an unknown key's, so only the transport's log can name the key. The log
-   * itself rather than a callback, so that no request pays for a function made for it.
-   */
-  log?: RequestLog;
-  /**
-   * What the transport's last log line of the request names (src/http/logging.ts), noted as it is learnt: the caller
-   * by the service, the refusal by the transport. The transport's own request object, read only when that line is
-   * written, so that no request pays for a logger or an object made for it.
-   */
-  trace?: RequestTrace;
-}
-
-/** What a request came to, as its log line names it. */
-export interface RequestTrace {
-  /** The key that made the request, once it is found, its secret matches and it is not revoked, expired or rotated out. */
-  caller?: Principal;
-  /** The code the request was refused with, for an answer of 4xx or 5xx. */
-  refusal?: ErrorCode;
-}
-
-/** Adds fields to every later line about one request. */
-export interface RequestLog {
-  setBindings(bindings: { apiKeyId: string; apiKeyRejected: KeyRejection }): void;
-}
 
 export interface DuplicationAccepted {
   job: DuplicationJob;
@@ -174,15 +134,6 @@ export interface SecurityEventDownload {
 const IDEMPOTENCY_RESERVATION_MS = 60_000;
 /** Past this many, the reservations left unreleased are forgotten: they expire on their own after a minute. */
 const MAX_UNRELEASED_RESERVATIONS = 10_000;
-/**
- * A duplication's key is checked as its headers arrive, before its body is read; a body that arrives later
- * than this has the key checked again, so a slow sender cannot finish a request after its key was revoked.
- */
-const KEY_RECHECK_AFTER_MS = 100;
-/** last_used_at is written at most this often per key, so authentication stays a read. */
-const LAST_USED_RESOLUTION_MS = 60_000;
-/** Keys whose last use this instance wrote, or tried to, within LAST_USED_RESOLUTION_MS: at most this many. */
-const MAX_RECENT_KEY_USES = 10_000;
 
 function parseIdempotencyKey(key: string): string {
   if (key.length === 0 || key.length > LIMITS.idempotencyKeyLength || !/^[\x21-\x7e]+$/.test(key)) {
@@ -222,13 +173,6 @@ const REQUEST_EVENT_TYPES: readonly SecurityEventType[] = [
   'PERMISSION_DENIED',
 ];
 
-/** RFC 7235: the scheme is case-insensitive and one or more spaces separate it from the credentials. */
-const BEARER = /^Bearer +(\S+) *$/i;
-
-/** The refusals that count as a failed authentication. */
-export const AUTH_REFUSALS = ['UNAUTHENTICATED', 'FORBIDDEN'] as const satisfies readonly ErrorCode[];
-export type AuthRefusal = (typeof AUTH_REFUSALS)[number];
-
 /**
  * How a duplication asked for ended: accepted (a new job), replayed (an idempotency key's job), or the refusal,
  * by the codes the service raises.
@@ -263,9 +207,6 @@ const REFUSAL_OUTCOMES: Record<ErrorCode, DuplicationOutcome> = {
   INTERNAL: 'internal',
 };
 
-const isAuthRefusal = (error: unknown): error is GatewayError & { code: AuthRefusal } =>
-  isGatewayError(error) && (AUTH_REFUSALS as readonly ErrorCode[]).includes(error.code);
-
 /**
  * The one service both transports call. Order of checks for a duplication, as Braze does it:
  * authenticate → authorize → quota → validate → enqueue.
@@ -277,144 +218,33 @@ export class GatewayService {
    * request asking for a field thirty times under aliases is one denial, recorded once.
    */
   private readonly deniedPermissions = new WeakMap<Principal, Set<Permission>>();
-  /**
-   * When this instance last wrote, or tried to write, each key's last use, oldest first. A store that does not
-   * cache keys (PostgreSQL) keeps reading the old time after a write that failed: without this, every request
-   * with the key would try it again.
-   */
-  private readonly keyUses = new Map<string, number>();
   /** Idempotency keys (`workspace key`) whose failed request's reservation the store could not drop. */
   private readonly unreleased = new Set<string>();
   /** Idempotency keys (`workspace key`) this instance's requests are looking up and reserving, one at a time. */
   private readonly keyTurns = new KeyTurns();
 
   private readonly refusals: RefusalEvents;
+  private readonly authentication: Authentication;
 
   constructor(private readonly deps: GatewayServiceDeps) {
     this.refusals = new RefusalEvents(deps);
+    this.authentication = new Authentication(deps, this.refusals);
     this.idempotencyTtlMs = deps.idempotencyTtlMs ?? DEFAULT_IDEMPOTENCY_TTL_HOURS * 3600_000;
   }
 
-  /**
-   * Who is calling. A client (an IPv4 address, an IPv6 /64) that failed too often recently is refused before
-   * its key is even looked at; every failure (no key, a malformed, unknown, expired or revoked key, an address
-   * outside the key's allowlist) counts against it.
-   */
-  async authenticate(context: RequestContext): Promise<Principal> {
-    const client = await this.checkClient(context);
-    try {
-      return await this.identify(context);
-    } catch (error) {
-      // Only a refusal counts: a key that could not be looked up (a store outage) says nothing against its
-      // client, and counting it would block valid keys for longer than the outage lasted.
-      if (isAuthRefusal(error)) {
-        this.deps.onAuthFailed?.(context.channel, error.code);
-        await this.deps.authFailures.recordFailure(client);
-      }
-      throw error;
-    }
+  /** Who is calling (authentication.ts). */
+  authenticate(context: RequestContext): Promise<Principal> {
+    return this.authentication.authenticate(context);
   }
 
-  /**
-   * A request that sends no key where only a key could be served (GraphQL with introspection off), refused as a
-   * request whose key is refused, after its client's block, but not counted against its client: it guesses no
-   * key, and a probe asking `{ __typename }` without one must not block its address.
-   */
-  async refuseWithoutKey(context: RequestContext): Promise<never> {
-    await this.checkClient(context);
-    throw new GatewayError('UNAUTHENTICATED');
+  /** A request without a key where only a key could be served, refused as one whose key is refused. */
+  refuseWithoutKey(context: RequestContext): Promise<never> {
+    return this.authentication.refuseWithoutKey(context);
   }
 
-  /** The request's client, refused while it is blocked after too many failed authentications. */
-  private async checkClient(context: RequestContext): Promise<string> {
-    const client = clientNetwork(context.ip);
-    try {
-      await this.deps.authFailures.check(client);
-    } catch (error) {
-      // Not a block when the limiter's own store failed.
-      if (isGatewayError(error) && error.code === 'RATE_LIMITED') this.deps.onAuthBlocked?.(context.channel);
-      throw error;
-    }
-    return client;
-  }
-
-  private async identify(context: RequestContext): Promise<Principal> {
-    const { authorization } = context;
-    const match = typeof authorization === 'string' ? BEARER.exec(authorization) : null;
-    const key = match?.[1];
-    // A malformed key or checksum is refused here, without a store lookup.
-    if (!key || !isWellFormedApiKey(key)) throw new GatewayError('UNAUTHENTICATED');
-    const hash = hashApiKey(key);
-    const record = await this.deps.store.findApiKeyByHash(hash);
-    if (!record) throw new GatewayError('UNAUTHENTICATED');
-    const secret: KeySecret | null = hashesEqual(record.hash, hash)
-      ? 'current'
-      : record.previousHash !== null && hashesEqual(record.previousHash, hash)
-        ? 'previous'
-        : null;
-    if (!secret) throw new GatewayError('UNAUTHENTICATED');
-    const now = this.deps.clock.now();
-    const principal: Principal = {
-      keyId: record.id,
-      keyName: record.name,
-      workspaceId: record.workspaceId,
-      permissions: new Set(record.permissions),
-      ip: context.ip,
-      channel: context.channel,
-      requestId: context.requestId,
-      authenticatedAt: now,
-      secret,
-    };
-    const rejection = keyRejection(record, secret, now);
-    if (rejection) {
-      // Not awaited, as a key's last use is not: a 401 that waited for the event's write would answer later than an
-      // unknown key's, and tell the caller the key was once valid.
-      void this.recordRejection(principal, rejection, context);
-      // The answer an unknown key gets: nothing tells the caller that the key was ever valid.
-      throw new GatewayError('UNAUTHENTICATED');
-    }
-    if (context.trace) context.trace.caller = principal;
-    if (record.allowedCidrs !== null && !isAllowedIp(context.ip, record.allowedCidrs)) {
-      await this.refusals.recordDenial(principal, { reason: 'ip_not_allowed' });
-      throw new GatewayError('FORBIDDEN');
-    }
-    this.touch(record, now);
-    return principal;
-  }
-
-  /**
-   * API_KEY_REJECTED for a key the store holds but refused, in the key's workspace and within its budget of refusal
-   * events. Advisory as a key's last use is: a store that cannot take the event is logged, and the refusal stands.
-   * Never rejects: nothing waits for it.
-   */
-  private async recordRejection(principal: Principal, reason: KeyRejection, context: RequestContext): Promise<void> {
-    context.log?.setBindings({ apiKeyId: principal.keyId, apiKeyRejected: reason });
-    try {
-      const recorded = await this.refusals.recordRefusal(principal, requestEvent(this.deps.clock, principal, 'API_KEY_REJECTED', { details: { reason, ...secretUsed(principal) } }));
-      if (recorded) this.deps.keyRejectionLog?.succeeded();
-    } catch (error) {
-      this.deps.keyRejectionLog?.failed(error, { apiKeyId: principal.keyId });
-    }
-  }
-
-  /** Records that the key was used, at most once a minute, without making the request wait for it. */
-  private touch(record: ApiKeyRecord, now: Date): void {
-    const at = now.getTime();
-    if (record.lastUsedAt !== null && at - record.lastUsedAt.getTime() < LAST_USED_RESOLUTION_MS) return;
-    const tried = this.keyUses.get(record.id);
-    if (tried !== undefined && at - tried < LAST_USED_RESOLUTION_MS) return;
-    this.keyUses.delete(record.id);
-    this.keyUses.set(record.id, at);
-    // Oldest first: those a minute old count for nothing, and past the bound a key is forgotten early (written again sooner).
-    for (const [id, since] of this.keyUses) {
-      if (this.keyUses.size <= MAX_RECENT_KEY_USES && at - since < LAST_USED_RESOLUTION_MS) break;
-      this.keyUses.delete(id);
-    }
-    // last_used_at is advisory: failing to write it must not fail the request.
-    this.deps.store.touchApiKey(record, now).then(
-      () => this.deps.keyUseLog?.succeeded(),
-      (error: unknown) => this.deps.keyUseLog?.failed(error, { keyId: record.id }),
-    );
+  /** The principal again, or its request's key checked again when the request's body came late. */
+  reauthenticate(principal: Principal, context: RequestContext): Promise<Principal> {
+    return this.authentication.reauthenticate(principal, context);
   }
 
   /**
@@ -489,7 +319,7 @@ export class GatewayService {
   }
 
   private async checkDuplication(context: RequestContext): Promise<Principal> {
-    return this.mayDuplicate(await this.authenticate(context));
+    return this.mayDuplicate(await this.authentication.authenticate(context));
   }
 
   /** The principal, once it may duplicate and the workspace's quota has a point left. */
@@ -514,19 +344,9 @@ export class GatewayService {
    * narrowed permission made meanwhile applies to the request.
    */
   async reauthorizeDuplication(principal: Principal, context: RequestContext, options: { refusedAlready?: boolean } = {}): Promise<Principal> {
-    if (this.isFresh(principal)) return principal;
+    if (this.authentication.isFresh(principal)) return principal;
     // A request already refused (its answer that refusal) is counted as its refusal was, or not at all.
     return options.refusedAlready ? this.checkDuplication(context) : this.authorizeDuplication(context);
-  }
-
-  /** The same for a principal authenticated before its request's body was read, with no permission asked yet. */
-  async reauthenticate(principal: Principal, context: RequestContext): Promise<Principal> {
-    if (this.isFresh(principal)) return principal;
-    return this.authenticate(context);
-  }
-
-  private isFresh(principal: Principal): boolean {
-    return this.deps.clock.now().getTime() - principal.authenticatedAt.getTime() < KEY_RECHECK_AFTER_MS;
   }
 
   /**
@@ -875,12 +695,4 @@ export class GatewayService {
     await this.authorize(principal, 'campaigns.details');
     return this.deps.campaigns.get(principal.workspaceId, id, principal.requestId);
   }
-}
-
-/** Why a key the store found for the secret presented is refused; null when it is not. */
-function keyRejection(record: ApiKeyRecord, secret: KeySecret, now: Date): KeyRejection | null {
-  if (record.revokedAt !== null) return 'revoked';
-  if (record.expiresAt !== null && record.expiresAt <= now) return 'expired';
-  if (secret === 'previous' && !(record.previousHashExpiresAt !== null && record.previousHashExpiresAt > now)) return 'rotated_out';
-  return null;
 }
