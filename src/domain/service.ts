@@ -1,18 +1,17 @@
 import { hash } from 'node:crypto';
-import { setImmediate as nextTurn } from 'node:timers/promises';
 import { configure } from 'safe-stable-stringify';
 import { Authentication, type AuthRefusal, type RequestContext } from './authentication.js';
-import { decodeRowCursor } from './cursor.js';
 import { GatewayError, internalError, isDependencyOutage, isGatewayError, type ErrorCode, type RateLimitState } from './errors.js';
 import { DEFAULT_IDEMPOTENCY_TTL_HOURS, holdsIdempotencyKey, KeyTurns } from './idempotency.js';
-import type { DownloadSlot, DownloadSlots } from './download-slots.js';
+import type { DownloadSlots } from './download-slots.js';
 import { isGatewayId, newId } from './ids.js';
 import { hashesEqual } from './keys.js';
-import { emptyPage, pageSize, toPage } from './pages.js';
+import { pageSize } from './pages.js';
 import { PERMISSIONS, type Permission } from './permissions.js';
 import type { AuthFailureLimiter, CampaignReader, Clock, EventBudget, GatewayStore, Quota, UpstreamPause } from './ports.js';
 import { RefusalEvents, type RefusalEventType } from './refusal-events.js';
 import { requestEvent, secretUsed } from './request-events.js';
+import { SecurityEventReads, type SecurityEventDownload } from './security-event-reads.js';
 import type {
   Campaign,
   Channel,
@@ -22,37 +21,20 @@ import type {
   Principal,
   SecurityEvent,
   SecurityEventFilter,
-  SecurityEventType,
 } from './types.js';
 import {
-  checkEventWindow,
   LIMITS,
   normalizeDuplicateInput,
   parseDuplicateInput,
-  parseEventRange,
   validationError,
   type DuplicateCampaignInput,
-  type EventRange,
   type RawDuplicateCampaignInput,
 } from './validation.js';
 
 export { AUTH_REFUSALS, type AuthRefusal, type RequestContext, type RequestLog, type RequestTrace } from './authentication.js';
 export { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from './pages.js';
 export { REFUSAL_EVENT_TYPES, type RefusalEventType } from './refusal-events.js';
-
-/**
- * The most caller text one event can hold, in UTF-16 units: a duplication request's name, description and tags
- * at their limits (about 9,400 characters, counted as code points, so up to twice as many units: an emoji is two),
- * at two bytes a unit once a single character outside Latin-1 makes the string UTF-16.
- */
-const MAX_EVENT_TEXT_UNITS = 2 * (LIMITS.nameLength + LIMITS.descriptionLength + LIMITS.tagCount * LIMITS.tagLength);
-/** What one download may hold of events read but not yet sent, counted for the largest events the limits allow. */
-const DOWNLOAD_BATCH_BYTES = 1024 * 1024;
-/**
- * Events read from the store at a time while a download streams (27): a client that stops reading keeps
- * one batch in memory, so its size is set by bytes, not by what makes paging cheapest.
- */
-export const DOWNLOAD_BATCH_SIZE = Math.floor(DOWNLOAD_BATCH_BYTES / (2 * MAX_EVENT_TEXT_UNITS + 1024));
+export { DOWNLOAD_BATCH_SIZE, type SecurityEventDownload } from './security-event-reads.js';
 
 export interface DuplicationAccepted {
   job: DuplicationJob;
@@ -119,17 +101,6 @@ export interface GatewayServiceDeps {
   downloads: DownloadSlots;
 }
 
-export interface SecurityEventDownload {
-  range: EventRange;
-  /** The workspace's events in the range, newest first, read from the store batch by batch as they are consumed. */
-  events: AsyncIterable<SecurityEvent>;
-  /**
-   * The download's slot: give it back once the download has ended, however it ended (sent, client gone, failed,
-   * stalled) and no batch is being read any more, and let it watch the client once the download is sent.
-   */
-  slot: DownloadSlot;
-}
-
 /** A reservation whose request never produced a job (the process died) is given up after this long. */
 const IDEMPOTENCY_RESERVATION_MS = 60_000;
 /** Past this many, the reservations left unreleased are forgotten: they expire on their own after a minute. */
@@ -160,18 +131,6 @@ const digest = (value: unknown): string => hash('sha256', stableStringify(value)
 function hashRequest(input: DuplicateCampaignInput | undefined, raw: unknown): string {
   return digest(input ? { ...input, description: input.description ?? undefined, tagNames: input.tagNames ?? undefined } : raw);
 }
-
-/**
- * The events a request causes, carrying the key that made it: all a key without security_events.read sees
- * of its own. Key lifecycle events are an operator's doing, not the key's; API_KEY_REJECTED is a request the
- * key was refused for, by whoever holds an old secret of it, so only security_events.read shows it too.
- */
-const REQUEST_EVENT_TYPES: readonly SecurityEventType[] = [
-  'CAMPAIGN_DUPLICATION_REQUESTED',
-  'CAMPAIGN_DUPLICATED',
-  'CAMPAIGN_DUPLICATION_FAILED',
-  'PERMISSION_DENIED',
-];
 
 /**
  * How a duplication asked for ended: accepted (a new job), replayed (an idempotency key's job), or the refusal,
@@ -225,10 +184,12 @@ export class GatewayService {
 
   private readonly refusals: RefusalEvents;
   private readonly authentication: Authentication;
+  private readonly eventReads: SecurityEventReads;
 
   constructor(private readonly deps: GatewayServiceDeps) {
     this.refusals = new RefusalEvents(deps);
     this.authentication = new Authentication(deps, this.refusals);
+    this.eventReads = new SecurityEventReads(deps, this);
     this.idempotencyTtlMs = deps.idempotencyTtlMs ?? DEFAULT_IDEMPOTENCY_TTL_HOURS * 3600_000;
   }
 
@@ -616,74 +577,19 @@ export class GatewayService {
     return job.apiKeyId === principal.keyId || this.authorize(principal, 'security_events.read', { optional: true });
   }
 
-  async listSecurityEvents(
+  /** The `securityEvents` list (security-event-reads.ts). */
+  listSecurityEvents(
     principal: Principal,
     filter: SecurityEventFilter,
     first: number,
     after: string | null | undefined,
   ): Promise<Page<SecurityEvent>> {
-    const size = pageSize(first);
-    const beforeId = decodeRowCursor('e', after);
-    checkEventWindow(filter.since, filter.until);
-    // A job or key id of a shape the gateway never makes names no event's job or key, as in getJob.
-    if ([filter.jobId, filter.apiKeyId].some((id) => id !== undefined && !isGatewayId(id))) return emptyPage();
-    const scoped: SecurityEventFilter = { ...filter };
-    if (!(await this.authorize(principal, 'security_events.read', { optional: true }))) {
-      if (filter.apiKeyId !== undefined && filter.apiKeyId !== principal.keyId) return emptyPage();
-      scoped.apiKeyId = principal.keyId;
-      scoped.types = (filter.types ?? REQUEST_EVENT_TYPES).filter((type) => REQUEST_EVENT_TYPES.includes(type));
-    }
-    const rows = await this.deps.store.listEvents(principal.workspaceId, scoped, { first: size + 1, beforeId });
-    return toPage(rows, size, 'e');
+    return this.eventReads.listSecurityEvents(principal, filter, first, after);
   }
 
-  /**
-   * Braze's "Security Event Download": every event of the workspace in the range. Permission first, then the
-   * range, then a download slot (RATE_LIMITED when the workspace or the instance has too many in progress), then
-   * the key's budget of downloads (RATE_LIMITED past it: a download of an empty range ends within a millisecond, and
-   * each one's event would otherwise let one key fill the store and bury the log), then the first batch, then the SECURITY_EVENTS_DOWNLOADED event, so that a refusal or a failing store is an error
-   * response, not a cut stream. A download that cannot be recorded is refused: a stolen key must not read the
-   * log unseen. Recorded after the first batch, which is the newest, so that the download does not list itself.
-   */
-  async downloadSecurityEvents(principal: Principal, raw: { start?: unknown; end?: unknown }): Promise<SecurityEventDownload> {
-    await this.authorize(principal, 'security_events.read');
-    const range = parseEventRange(raw);
-    const { store } = this.deps;
-    // Every event, a newer version's types too: the CSV's EventName is text, and an audit export must not miss any.
-    const filter: SecurityEventFilter = { since: range.start, until: range.end, unknownTypes: true };
-    const slot = this.deps.downloads.acquire(principal.workspaceId, principal.keyId);
-    const read = (beforeSeq?: number) => store.listEvents(principal.workspaceId, filter, { first: DOWNLOAD_BATCH_SIZE, beforeSeq });
-    let first: SecurityEvent[];
-    try {
-      const budget = await this.deps.downloadEvents.take(principal.keyId);
-      if (!budget.granted) {
-        throw new GatewayError('RATE_LIMITED', 'This API key has made too many security event downloads recently; try again later', {
-          retryAfterSeconds: Math.max(1, Math.ceil(budget.retryAfterMs / 1000)),
-        });
-      }
-      first = await read();
-      await store.insertEvent(
-        requestEvent(this.deps.clock, principal, 'SECURITY_EVENTS_DOWNLOADED', {
-          details: { start: range.start.toISOString(), end: range.end.toISOString() },
-        }),
-      );
-    } catch (error) {
-      slot.release();
-      throw error;
-    }
-    // The batch is the generator's own variable: a closure over the first one would keep it for the whole download.
-    async function* events(batch: SecurityEvent[]): AsyncGenerator<SecurityEvent> {
-      while (batch.length > 0) {
-        yield* batch;
-        if (batch.length < DOWNLOAD_BATCH_SIZE) return;
-        // Other requests get a turn of the event loop before each batch. A store that answers at once (SQLite reads
-        // on this thread) and a client whose socket takes every write at once never make this loop wait for I/O:
-        // the whole download would then run in one turn, and the instance answer nothing else until it ended.
-        await nextTurn();
-        batch = await read(batch[batch.length - 1].seq);
-      }
-    }
-    return { range, events: events(first), slot };
+  /** Braze's "Security Event Download" (security-event-reads.ts). */
+  downloadSecurityEvents(principal: Principal, raw: { start?: unknown; end?: unknown }): Promise<SecurityEventDownload> {
+    return this.eventReads.downloadSecurityEvents(principal, raw);
   }
 
   async listCampaigns(principal: Principal, first: number, after: string | null | undefined): Promise<Page<Campaign>> {
