@@ -209,17 +209,17 @@ export interface ReadColumn {
 }
 
 /**
- * `INSERT INTO table (columns) VALUES (placeholders)` for a row, and a column read by the statement itself if
- * given (its parameter last); `placeholder` numbers from 1 (pg) or ignores it (SQLite).
+ * `INSERT INTO table (columns) VALUES (placeholders)` for a row, and the columns read by the statement itself
+ * (their parameters last, in order); `placeholder` numbers from 1 (pg) or ignores it (SQLite).
  */
-export function insertStatement(table: string, row: Row, placeholder: (position: number) => string, read?: ReadColumn): { text: string; values: unknown[] } {
+export function insertStatement(table: string, row: Row, placeholder: (position: number) => string, read: ReadColumn[] = []): { text: string; values: unknown[] } {
   const columns = Object.keys(row);
   const values = Object.values(row);
   const sources = columns.map((_, index) => placeholder(index + 1));
-  if (read) {
-    columns.push(read.column);
-    values.push(read.param);
-    sources.push(read.sql(placeholder(values.length)));
+  for (const column of read) {
+    columns.push(column.column);
+    values.push(column.param);
+    sources.push(column.sql(placeholder(values.length)));
   }
   return { text: `INSERT INTO ${table} (${columns.join(', ')}) VALUES (${sources.join(', ')})`, values };
 }

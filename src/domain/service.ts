@@ -199,12 +199,14 @@ export class GatewayService {
    * a pending job: a request answering for many jobs passes one that reads the shared limiter once.
    */
   async pollAfterSeconds(
-    job: Pick<DuplicationJob, 'status' | 'runAt'>,
+    job: Pick<DuplicationJob, 'status' | 'runAt' | 'updatedAt'>,
     pausedMs: () => Promise<number> = () => this.upstreamPausedMs(),
   ): Promise<number | null> {
     if (job.status === 'SUCCEEDED' || job.status === 'FAILED') return null;
     if (job.status !== 'PENDING') return 1;
-    const untilRun = job.runAt.getTime() - this.deps.clock.now().getTime();
+    // The run time is by the store's clock (PostgreSQL's: the database's), which this instance's may be off from; the
+    // wait the job was given when it was put back (its run time less the time it was put back, one clock) bounds it.
+    const untilRun = Math.min(job.runAt.getTime() - this.deps.clock.now().getTime(), job.runAt.getTime() - job.updatedAt.getTime());
     // A job the worker has not picked up yet still has its old run time, though nothing is sent before the pause
     // ends.
     return Math.max(1, Math.ceil(Math.max(untilRun, await pausedMs()) / 1000));

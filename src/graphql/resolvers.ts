@@ -142,6 +142,6 @@ export class DuplicationJobResolver {
       'While the job is not finished, the seconds to wait before asking for it again: until its next attempt when that is scheduled later (a retry after a failed attempt, a wait for the upstream), otherwise 1. Null once it is finished. The Retry-After of REST\'s GET /duplication_jobs/{id}.',
   })
   async pollAfterSeconds(@Root() job: DuplicationJob, @Ctx() context: GraphQLContext): Promise<number | null> {
-    return context.service.pollAfterSeconds({ status: job.status as JobStatus, runAt: job.runAt }, context.upstreamPausedMs);
+    return context.service.pollAfterSeconds({ status: job.status as JobStatus, runAt: job.runAt, updatedAt: job.updatedAt }, context.upstreamPausedMs);
   }
 }

@@ -60,6 +60,14 @@ export function backoffDelay(attempt: number, options: Pick<WorkerOptions, 'back
 }
 
 /** Claim → run → complete, retry or fail. Several workers (processes) may share one store. */
+/**
+ * How long a job has waited from its acceptance to `now`: until its claim by the store's clock (the claim's row gives
+ * both times: updatedAt is the claim's), then by this instance's. Either clock alone measures across instances whose
+ * clocks may differ from the store's, and from each other.
+ */
+const waitedMs = (job: DuplicationJob, claimedAt: Date, now: Date): number =>
+  job.updatedAt.getTime() - job.createdAt.getTime() + (now.getTime() - claimedAt.getTime());
+
 export class JobWorker {
   /** Names the process holding a lease, so operators can tell which instance runs a job. */
   readonly owner = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
@@ -176,7 +184,7 @@ export class JobWorker {
         }
       }
       for (const job of claimed) {
-        const run = this.run(job, lease).finally(() => {
+        const run = this.run(job, lease, now).finally(() => {
           this.active.delete(run);
           this.notify();
         });
@@ -222,7 +230,7 @@ export class JobWorker {
     });
   }
 
-  private async run(job: DuplicationJob, lease: string): Promise<void> {
+  private async run(job: DuplicationJob, lease: string, claimedAt: Date): Promise<void> {
     const startedAt = Date.now();
     // Once a run that acts outside the store has returned, its effect is made: an outcome the store then fails to
     // take must not send the job back for free, or every try would make another copy upstream.
@@ -264,7 +272,7 @@ export class JobWorker {
       const outcome = this.outcome(job, result, now);
       if (!(await this.store.finishJob(job.id, lease, outcome, now))) return this.leaseLost(job);
       this.storeOutages.succeeded();
-      this.observer.jobFinished?.(outcome.status, Date.now() - startedAt, outcome.error?.code ?? null, now.getTime() - job.createdAt.getTime());
+      this.observer.jobFinished?.(outcome.status, Date.now() - startedAt, outcome.error?.code ?? null, waitedMs(job, claimedAt, now));
       const finished = { ...jobLogFields(job), status: outcome.status, attempts: job.attempts };
       // A job that failed for good is what the caller will ask about: the line says why.
       if (outcome.status === 'FAILED') this.logger.warn({ ...finished, error: outcome.error }, 'job finished');

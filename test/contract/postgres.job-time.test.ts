@@ -1,12 +1,17 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { PostgresStore } from '../../src/adapters/postgres/store.js';
+import type { Duplicator } from '../../src/domain/ports.js';
+import { JobWorker } from '../../src/jobs/worker.js';
 import { eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
+import { bearer, http, startGateway } from '../support/gateway.js';
 import { createTestSchema, skipWithoutPostgres } from '../support/postgres.js';
+import { rest } from '../support/transports.js';
 import { waitFor } from '../support/wait.js';
 
 const LEASE_MS = 30_000;
 const AHEAD_MS = 90_000;
 const BEHIND_MS = -120_000;
+const silent = { debug() {}, info() {}, warn() {}, error() {} };
 
 /**
  * Instances of one gateway sharing a PostgreSQL database, each with its own clock: one accurate, one 90 s ahead, one
@@ -128,4 +133,52 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL job queue on instances whose cl
     expect(waited).toBeGreaterThanOrEqual(0);
     expect(waited).toBeLessThan(AHEAD_MS);
   });
+
+  it("keeps a job's times in order whichever instances accepted and claimed it", async () => {
+    const [ahead, accurate] = [instance(AHEAD_MS), instance(0)];
+    await ahead.enqueue(workspaceId);
+    const [claimed] = await accurate.claim('accurate');
+    expect(claimed.createdAt.getTime()).toBeLessThanOrEqual(claimed.updatedAt.getTime());
+  });
+
+  it('tells the worker of an instance whose clock is behind how long a job waited since it was accepted, not less the skew', async () => {
+    const [accurate, behind] = [instance(0), instance(BEHIND_MS)];
+    const job = await accurate.enqueue(workspaceId);
+    const waits: number[] = [];
+    const done: Duplicator = { actsOutsideStore: false, duplicate: async () => ({ kind: 'succeeded', resultCampaignId: null }) };
+    const clock = { now: behind.now };
+    const options = { concurrency: 1, leaseMs: LEASE_MS, pollIntervalMs: 10, maxAttempts: 5, backoffBaseMs: 1000, backoffMaxMs: 60_000 };
+    const worker = new JobWorker(behind.store, done, clock, options, silent, { jobFinished: (_status, _ms, _code, waitedMs) => void waits.push(waitedMs) });
+    worker.start();
+    try {
+      await waitFor(async () => (await accurate.store.getJob(workspaceId, job.id))?.status === 'SUCCEEDED');
+    } finally {
+      await worker.stop();
+    }
+    expect(waits).toHaveLength(1);
+    expect(waits[0]).toBeGreaterThanOrEqual(0);
+    expect(waits[0]).toBeLessThan(-BEHIND_MS);
+  });
+
+  it('tells a poller on an instance whose clock is behind to wait for a retry no longer than the retry waits', async () => {
+    const [gatewayStore, accurate] = [instance(BEHIND_MS), instance(0)];
+    const behindNow = gatewayStore.now;
+    const gateway = await startGateway({ WORKER_CONCURRENCY: '0' }, { store: gatewayStore.store, clock: { now: behindNow } });
+    stores.splice(stores.indexOf(gatewayStore.store), 1);
+    try {
+      const team = await gateway.workspace();
+      const { jobId } = await rest.duplicate(gateway.baseUrl, team.key, { campaignId: team.campaign.id, name: 'retried' });
+      const [claimed] = await accurate.claim('accurate');
+      expect(claimed.id).toBe(jobId);
+      const at = accurate.now();
+      await accurate.store.retryJob(jobId!, 'accurate', new Date(at.getTime() + 5_000), null, at);
+
+      const polled = await http(gateway.baseUrl, 'GET', `/duplication_jobs/${jobId}`, { headers: bearer(team.key) });
+      expect(polled.body.status).toBe('pending');
+      expect(Number(polled.headers['retry-after'])).toBeLessThanOrEqual(5);
+    } finally {
+      await gateway.close();
+    }
+  });
 });
+

@@ -475,7 +475,7 @@ describe('SQLite store specifics', () => {
       expect(claim.filter((line) => /TEMP B-TREE/.test(line)), claim.join('; ')).toEqual([]);
 
       const job = jobFixture(ws);
-      const { text, values } = insertStatement('jobs', newJobToRow(job, { date: (value) => value.getTime(), bool: Number }), () => '?', jobTurn(job));
+      const { text, values } = insertStatement('jobs', newJobToRow(job, { date: (value) => value.getTime(), bool: Number }), () => '?', [jobTurn(job)]);
       const enqueue = plan(text, ...values);
       expect(enqueue, enqueue.join('; ')).toContain('SEARCH jobs USING COVERING INDEX jobs_workspace_turn (workspace_id=?)');
       expect(enqueue.filter((line) => /^SCAN jobs|TEMP B-TREE/.test(line)), enqueue.join('; ')).toEqual([]);

@@ -515,12 +515,12 @@ export class PostgresStore implements GatewayStore {
         );
         if (bound.rowCount === 0) return false;
       }
-      const { run_at: _dueAtOnCallersClock, ...row } = newJobToRow(job, PG);
-      const { text, values } = insertStatement('jobs', { ...row, queue_turn: turn }, (position) => `$${position}`, {
-        column: 'run_at',
-        sql: jobTime,
-        param: this.jobClock(job.runAt),
-      });
+      // Every time of the job is the database's, so that its run time is one every instance reads alike, and its
+      // times are in order whichever instances accepted and ran it.
+      const { run_at: runAt, created_at: createdAt, updated_at: updatedAt, ...row } = newJobToRow(job, PG);
+      const times = { run_at: runAt, created_at: createdAt, updated_at: updatedAt };
+      const read = Object.entries(times).map(([column, at]) => ({ column, sql: jobTime, param: this.jobClock(at as Date) }));
+      const { text, values } = insertStatement('jobs', { ...row, queue_turn: turn }, (position) => `$${position}`, read);
       await client.query(text, values);
       await this.insertEventWith(client, event);
       return true;

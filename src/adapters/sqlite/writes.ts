@@ -65,7 +65,7 @@ export class SqliteWrites {
   private insert(table: string, row: Row, read?: ReadColumn): void {
     let text = this.insertTexts.get(table);
     if (text === undefined) {
-      text = insertStatement(table, row, () => '?', read).text;
+      text = insertStatement(table, row, () => '?', read ? [read] : []).text;
       this.insertTexts.set(table, text);
     }
     this.sql.get(text).run(...Object.values(row), ...(read ? [read.param] : []));
