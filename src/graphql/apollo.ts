@@ -20,7 +20,7 @@ import {
   type FieldIssue,
   type GatewayError,
 } from '../domain/errors.js';
-import { isRecord } from '../domain/validation.js';
+import { characters, isRecord } from '../domain/validation.js';
 import { isAuthenticationRefusal, recordRateLimit, type GraphQLContext } from './context.js';
 import { apolloDocumentStore, NO_QUERY_TEXTS, queryTextBytes, type DocumentCache } from './document-cache.js';
 import { operationTypeRule, type OperationLimits } from './limits.js';
@@ -288,6 +288,47 @@ function httpSemanticsPlugin(logger: FastifyBaseLogger, refusals: DependencyRefu
   };
 }
 
+/**
+ * graphql-js suggests names of the schema ("Did you mean …?") in variable errors too, which Apollo's
+ * hideSchemaDetailsFromClientErrors, covering validation errors only, leaves in.
+ */
+const withoutSchemaHints = (formatted: GraphQLFormattedError): GraphQLFormattedError => {
+  const { message } = formatted;
+  // Found by position, not by a regular expression: a message echoes what the caller sent, and a pattern running to
+  // the end from each "Did you mean" in a long one backtracks for seconds.
+  const hint = message.indexOf('Did you mean ');
+  if (hint < 0 || !message.endsWith('?')) return formatted;
+  return { ...formatted, message: message.slice(0, hint).trimEnd() };
+};
+
+/**
+ * Longest error message answered, in characters (code points), as the gateway's other limits count: graphql-js's
+ * messages, and the gateway's about unknown tags, quote the values they refuse, whole, however long they are.
+ */
+export const MAX_ERROR_MESSAGE_LENGTH = 1000;
+
+const withinMessageLength = (formatted: GraphQLFormattedError): GraphQLFormattedError => {
+  const { message } = formatted;
+  // A code point is at most two units: only a message longer than the limit in units can be longer in code points.
+  if (message.length <= MAX_ERROR_MESSAGE_LENGTH || characters(message) <= MAX_ERROR_MESSAGE_LENGTH) return formatted;
+  // Cut between code points, never inside a surrogate pair.
+  return { ...formatted, message: `${[...message].slice(0, MAX_ERROR_MESSAGE_LENGTH - 1).join('')}…` };
+};
+
+/** Turns an error into its wire form, for Apollo's answers and prepared operations' alike. */
+export type GraphQLErrorFormatter = (formatted: GraphQLFormattedError, error: unknown) => GraphQLFormattedError;
+
+/**
+ * The one formatter of every GraphQL answer: formatGraphQLError, without schema hints when they are hidden, and
+ * within the message length.
+ */
+export function graphQLErrorFormatter(hideSchemaDetails: boolean): GraphQLErrorFormatter {
+  return (formatted, error) => {
+    const wire = formatGraphQLError(formatted, error);
+    return withinMessageLength(hideSchemaDetails ? withoutSchemaHints(wire) : wire);
+  };
+}
+
 /** The body of a GraphQL answer, for Apollo (its own default) and for prepared operations alike. */
 export const stringifyGraphQLResult = (result: unknown): string => `${JSON.stringify(result)}\n`;
 
@@ -299,11 +340,12 @@ const isHttpHead = (value: unknown): value is Partial<GraphQLHttpHead> =>
 
 /**
  * Execution errors to their wire form as Apollo turns them into it before its `formatError` (here
- * formatGraphQLError) sees them: a default code, an `http` extension taken out into the answer's status and
+ * `format`, graphQLErrorFormatter's) sees them: a default code, an `http` extension taken out into the answer's status and
  * headers, and an answer Apollo's own when formatting fails. For answers produced without Apollo.
  */
 export function formatExecutionErrors(
   errors: readonly GraphQLError[],
+  format: GraphQLErrorFormatter,
   observe: GraphQLErrorObserver,
 ): { errors: GraphQLFormattedError[]; head: GraphQLHttpHead } {
   const head: GraphQLHttpHead = { headers: new Map() };
@@ -315,7 +357,7 @@ export function formatExecutionErrors(
         for (const [name, value] of extensions.http.headers ?? []) head.headers.set(name.toLowerCase(), value);
         delete extensions.http;
       }
-      return formatGraphQLError({ ...error.toJSON(), extensions }, error);
+      return format({ ...error.toJSON(), extensions }, error);
     } catch {
       return { message: ERROR_CODES.INTERNAL.message, extensions: { code: ERROR_CODES.INTERNAL.graphqlCode } };
     }
@@ -345,30 +387,6 @@ export interface ApolloOptions {
 }
 
 /**
- * graphql-js suggests names of the schema ("Did you mean …?") in variable errors too, which Apollo's
- * hideSchemaDetailsFromClientErrors, covering validation errors only, leaves in.
- */
-const withoutSchemaHints = (formatted: GraphQLFormattedError): GraphQLFormattedError => {
-  const { message } = formatted;
-  // Found by position, not by a regular expression: a message echoes what the caller sent, and a pattern running to
-  // the end from each "Did you mean" in a long one backtracks for seconds.
-  const hint = message.indexOf('Did you mean ');
-  if (hint < 0 || !message.endsWith('?')) return formatted;
-  return { ...formatted, message: message.slice(0, hint).trimEnd() };
-};
-
-/** Longest error message answered: graphql-js's messages quote the value they refuse, whole, however long it is. */
-export const MAX_ERROR_MESSAGE_LENGTH = 1000;
-
-const withinMessageLength = (formatted: GraphQLFormattedError): GraphQLFormattedError => {
-  const { message } = formatted;
-  if (message.length <= MAX_ERROR_MESSAGE_LENGTH) return formatted;
-  // Never half a surrogate pair.
-  const end = /[\uD800-\uDBFF]/.test(message[MAX_ERROR_MESSAGE_LENGTH - 2]) ? MAX_ERROR_MESSAGE_LENGTH - 2 : MAX_ERROR_MESSAGE_LENGTH - 1;
-  return { ...formatted, message: `${message.slice(0, end)}…` };
-};
-
-/**
  * Introspection off: one error for the operation. Apollo's own rule tells callers to reconfigure Apollo, and
  * graphql-js's names every field of every introspection type asked for (39 for the usual query).
  */
@@ -384,9 +402,7 @@ const noIntrospectionRule: ValidationRule = (context) => ({
 const MAX_TOKENS = 2000;
 
 export function createApollo(options: ApolloOptions): ApolloServer<GraphQLContext> {
-  const format = options.hideSchemaDetails
-    ? (formatted: GraphQLFormattedError, error: unknown) => withoutSchemaHints(formatGraphQLError(formatted, error))
-    : formatGraphQLError;
+  const format = graphQLErrorFormatter(options.hideSchemaDetails);
   return new ApolloServer<GraphQLContext>({
     schema: options.schema,
     // Refused by graphql-js's own rule instead of Apollo's, whose message tells callers to reconfigure Apollo.
@@ -403,7 +419,7 @@ export function createApollo(options: ApolloOptions): ApolloServer<GraphQLContex
     maxRecursiveSelections: true,
     validationRules: [operationTypeRule, options.limits.validationRule, ...(options.introspection ? [] : [noIntrospectionRule])],
     formatError: (formatted, error) => {
-      const wire = withinMessageLength(format(formatted, error));
+      const wire = format(formatted, error);
       observeFormatted(options.observeError, wire, error);
       return wire;
     },

@@ -22,6 +22,7 @@ import {
   formatExecutionErrors,
   reportUnexpectedErrors,
   stringifyGraphQLResult,
+  type GraphQLErrorFormatter,
   type GraphQLErrorObserver,
   type GraphQLHttpHead,
 } from './apollo.js';
@@ -109,6 +110,8 @@ export class PreparedOperations {
     private readonly limits: OperationLimits,
     private readonly logger: FastifyBaseLogger,
     private readonly refusals: DependencyRefusals,
+    /** Apollo's own formatter (graphQLErrorFormatter), so that both answer every error alike. */
+    private readonly formatError: GraphQLErrorFormatter,
     /** Hears of each error these answers carry, as Apollo's formatError does of its own. */
     private readonly observeError: GraphQLErrorObserver,
   ) {}
@@ -179,7 +182,7 @@ export class PreparedOperations {
     let head: GraphQLHttpHead = { headers: new Map() };
     if (result.errors) {
       reportUnexpectedErrors(this.logger, this.refusals, result.errors, contextValue.requestId);
-      ({ errors, head } = formatExecutionErrors(result.errors, this.observeError));
+      ({ errors, head } = formatExecutionErrors(result.errors, this.formatError, this.observeError));
     }
     const sent = applyHttpSemantics(head, { errors, data: result.data }, contextValue, result.errors ?? [], this.observeError);
     head.headers.set('content-type', responseType);

@@ -18,7 +18,7 @@ import { GatewayError, internalCause, unavailableCause } from '../domain/errors.
 import { trustedProxies } from '../domain/ip-allowlist.js';
 import type { Clock, Quota } from '../domain/ports.js';
 import type { GatewayService } from '../domain/service.js';
-import { createApollo, graphqlErrorBody, stringifyGraphQLResult } from '../graphql/apollo.js';
+import { createApollo, graphqlErrorBody, graphQLErrorFormatter, stringifyGraphQLResult } from '../graphql/apollo.js';
 import { createContext, refusesKey } from '../graphql/context.js';
 import { DocumentCache, QUERY_TEXT_CACHE_BYTES } from '../graphql/document-cache.js';
 import { OperationLimits } from '../graphql/limits.js';
@@ -259,7 +259,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     maxAliases: config.graphqlMaxAliases,
     maxDuplicatesPerOperation: config.graphqlMaxDuplicatesPerOperation,
   });
-  const prepared = new PreparedOperations(schema, limits, app.log, refusals, observeGraphQLError);
+  const prepared = new PreparedOperations(schema, limits, app.log, refusals, graphQLErrorFormatter(config.production), observeGraphQLError);
   const documents = new DocumentCache<DocumentNode>();
   const persistedQueries = new DocumentCache<string>(QUERY_TEXT_CACHE_BYTES);
   deps.metrics.watchDocumentCaches({ apollo: documents, prepared, persisted: persistedQueries });

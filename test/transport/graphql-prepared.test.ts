@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { systemClock } from '../../src/domain/ports.js';
+import { graphQLErrorFormatter } from '../../src/graphql/apollo.js';
 import { createContext, type GraphQLContext } from '../../src/graphql/context.js';
 import { DOCUMENT_CACHE_BYTES } from '../../src/graphql/document-cache.js';
 import { OperationLimits } from '../../src/graphql/limits.js';
@@ -269,6 +270,23 @@ describe('prepared GraphQL operations answer exactly as Apollo does', () => {
   });
 
   it.each([
+    ['letters', 'x'],
+    ['emoji, two UTF-16 units each', '😀'],
+  ])('a message past 1,000 characters, quoting 12 unknown tags of 99 %s: cut to 1,000 code points both times', async (_label, letter) => {
+    const ws = await gw.workspace();
+    const tagNames = Array.from({ length: 12 }, (_, index) => `${index}`.padStart(2, '0') + letter.repeat(97));
+    const { answers, taken } = await twice(duplicate(ws, `long message ${letter}`, { tagNames }));
+    expect(taken).toEqual({ apollo: 1, prepared: 1 });
+    const [message] = answers[0].body.errors.map((error: { message: string }) => error.message);
+    expect(message.startsWith("Invalid request: 'tagNames' contains unknown tag '00")).toBe(true);
+    expect([...message]).toHaveLength(1000);
+    expect(message.isWellFormed()).toBe(true);
+    expect(message.endsWith('…')).toBe(true);
+    expect(answers[0].body.errors[0].extensions.issues).toHaveLength(12);
+    expectSameAnswer(...answers, { takesPoint: true });
+  });
+
+  it.each([
     [undefined, 'application/json; charset=utf-8'],
     ['*/*', 'application/json; charset=utf-8'],
     ['application/json', 'application/json; charset=utf-8'],
@@ -389,7 +407,7 @@ describe('once Apollo has stopped', () => {
       maxDuplicatesPerOperation: gw.config.graphqlMaxDuplicatesPerOperation,
     });
     const log = gw.app.http.log;
-    const prepared = new PreparedOperations(schema, limits, log, new DependencyRefusals(log, systemClock), () => {});
+    const prepared = new PreparedOperations(schema, limits, log, new DependencyRefusals(log, systemClock), graphQLErrorFormatter(false), () => {});
     // Holds a request before Apollo has run anything of it, while the test says so.
     let hold: Promise<void> | undefined;
     let held = false;
