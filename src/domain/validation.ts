@@ -35,24 +35,28 @@ export const isReadableLine = (value: string): boolean => VISIBLE.test(value) &&
  */
 export const characters = (value: string): number => [...value].length;
 
-const text = (message: string, max: number, pattern: RegExp) =>
-  z
-    .string({ error: message })
-    .refine((value) => VISIBLE.test(value), { message })
-    .refine((value) => characters(value) <= max, { message: `must be at most ${max} characters` })
-    .refine((value) => pattern.test(value), { message: 'must not contain control or bidirectional formatting characters' })
-    .refine((value) => value.isWellFormed(), { message: 'must be valid Unicode' });
+/** How the limits count, for the documents that state them. */
+export const CHARACTERS = 'characters (Unicode code points: an emoji is one, though it takes two UTF-16 units)';
 
-const tagName = text('must be a non-empty string', LIMITS.tagLength, NO_CONTROL);
+// Checked first: only the first issue of a field is answered, and a lone surrogate is neither visible nor a control
+// character, so any other check would misname what is wrong with it.
+const wellFormed = (message: string) => z.string({ error: message }).refine((value) => value.isWellFormed(), { message: 'must be valid Unicode' });
+
+/** Text as a person reads it: `trimmed` when spaces around it are dropped, and then not counted against `max`. */
+const text = (message: string, max: number, trimmed: boolean) =>
+  wellFormed(message)
+    .refine((value) => VISIBLE.test(value), { message })
+    .refine((value) => characters(trimmed ? value.trim() : value) <= max, { message: `must be at most ${max} characters` })
+    .refine((value) => NO_CONTROL.test(value), { message: 'must not contain control or bidirectional formatting characters' });
+
+const tagName = text('must be a non-empty string', LIMITS.tagLength, true);
 
 const duplicateInputSchema = z.object({
-  campaignId: text('must be a string of the object api identifier', LIMITS.campaignIdLength, NO_CONTROL),
-  name: text('must be a non-empty string', LIMITS.nameLength, NO_CONTROL),
-  description: z
-    .string({ error: 'must be a string' })
+  campaignId: text('must be a string of the object api identifier', LIMITS.campaignIdLength, false),
+  name: text('must be a non-empty string', LIMITS.nameLength, true),
+  description: wellFormed('must be a string')
     .refine((value) => characters(value) <= LIMITS.descriptionLength, { message: `must be at most ${LIMITS.descriptionLength} characters` })
     .refine((value) => NO_CONTROL_MULTILINE.test(value), { message: 'must not contain control or bidirectional formatting characters' })
-    .refine((value) => value.isWellFormed(), { message: 'must be valid Unicode' })
     .nullish(),
   tagNames: z
     .union([tagName.transform((tag) => [tag]), z.array(tagName, { error: 'must be an array of strings' })], {
@@ -101,13 +105,38 @@ export function normalizeDuplicateInput(raw: RawDuplicateCampaignInput): Duplica
   return result.success ? normalized(result.data) : undefined;
 }
 
+/**
+ * Text as it is kept and compared: in Unicode's composed form (NFC), so that an `é` typed as `e` and a combining
+ * accent is the `é` a tag or campaign was stored with. Lengths are checked on the text as sent.
+ */
+export const composed = (value: string): string => value.normalize('NFC');
+
 function normalized({ campaignId, name, description, tagNames }: z.infer<typeof duplicateInputSchema>): DuplicateCampaignInput {
   return {
     campaignId,
-    name: name.trim(),
-    description: description ?? null,
-    tagNames: tagNames ? [...new Set(tagNames.map((tag) => tag.trim()))] : null,
+    name: composed(name.trim()),
+    description: description === null || description === undefined ? null : composed(description),
+    tagNames: tagNames ? [...new Set(tagNames.map((tag) => composed(tag.trim())))] : null,
   };
+}
+
+// Characters support cannot tell apart on screen: invisible ones (format and other control characters, those Unicode
+// says to ignore, spaces other than the ASCII space) and combining marks left on Latin, Greek, Cyrillic or common
+// characters once composed (NFC), which draw onto the character before them. Marks of scripts written with them
+// (Devanagari's vowel signs, Hebrew's points) are their text, and stay.
+const UNSEEN = /[\p{C}\p{Default_Ignorable_Code_Point}\p{Z}]|(?<=[\p{Script=Latin}\p{Script=Greek}\p{Script=Cyrillic}\p{Script=Common}]\p{M}*)\p{M}/gu;
+
+/**
+ * A value a caller sent, quoted in a message for people to read: in quotes, with every character of UNSEEN written
+ * as its escape (`'promo\u200B'`, `'x\u0301'`), so that two values that look alike read differently.
+ */
+export function quoted(value: string): string {
+  const escape = (char: string) => {
+    const code = char.codePointAt(0)!;
+    const hex = code.toString(16).toUpperCase();
+    return code === 0x20 ? char : code > 0xffff ? `\\u{${hex}}` : `\\u${hex.padStart(4, '0')}`;
+  };
+  return `'${value.replace(UNSEEN, escape)}'`;
 }
 
 /** The widest window one security-event download may cover. */

@@ -1,6 +1,7 @@
 import { newId } from '../domain/ids.js';
 import type { Clock, Duplicator, DuplicationResult, GatewayStore } from '../domain/ports.js';
 import type { DuplicationJob } from '../domain/types.js';
+import { quoted } from '../domain/validation.js';
 
 /**
  * Copies a campaign inside the gateway's own store (SQLite or PostgreSQL). It only builds the copy: the worker writes it together with
@@ -22,7 +23,7 @@ export class LocalDuplicator implements Duplicator {
     if (job.tagNames?.length) {
       const missing = await this.store.missingTags(job.workspaceId, job.tagNames);
       if (missing.length > 0) {
-        return { kind: 'permanent', error: { code: 'TAG_NOT_FOUND', message: `Unknown tag '${missing[0]}'` } };
+        return { kind: 'permanent', error: { code: 'TAG_NOT_FOUND', message: `Unknown tag ${quoted(missing[0])}` } };
       }
     }
     const now = this.clock.now();

@@ -3,10 +3,7 @@ import { DateTimeResolver, JSONObjectResolver } from 'graphql-scalars';
 import { Field, ID, InputType, Int, ObjectType, registerEnumType } from 'type-graphql';
 import { PERMISSIONS } from '../domain/permissions.js';
 import { CHANNELS, JOB_ERROR_CODES, JOB_STATUSES, SECURITY_EVENT_TYPES } from '../domain/types.js';
-import { eventTimeBound, LIMITS } from '../domain/validation.js';
-
-/** How the length limits of the input count: as validation.ts does, in code points. */
-const CHARACTERS = 'characters (Unicode code points: an emoji is one, though it takes two UTF-16 units)';
+import { CHARACTERS, eventTimeBound, LIMITS } from '../domain/validation.js';
 
 /** What every connection's edges, cursors and pageInfo are. */
 const EDGES_DESCRIPTION = 'The items of this page, each with its cursor.';
@@ -310,7 +307,7 @@ export class DuplicateCampaignInput {
   @Field(() => ID, { description: 'The campaign to copy.' })
   campaignId!: string;
 
-  @Field(() => String, { description: `Name of the new campaign: at most ${LIMITS.nameLength} ${CHARACTERS}.` })
+  @Field(() => String, { description: `Name of the new campaign: at most ${LIMITS.nameLength} ${CHARACTERS}, not counting the spaces around it, which are dropped.` })
   name!: string;
 
   @Field(() => String, { nullable: true, description: `Description of the new campaign, at most ${LIMITS.descriptionLength} ${CHARACTERS}; the source's when omitted.` })
@@ -318,7 +315,7 @@ export class DuplicateCampaignInput {
 
   @Field(() => [String], {
     nullable: true,
-    description: `Existing tags, at most ${LIMITS.tagCount} of at most ${LIMITS.tagLength} ${CHARACTERS} each; when given they replace the source campaign's tags.`,
+    description: `Existing tags, at most ${LIMITS.tagCount} of at most ${LIMITS.tagLength} ${CHARACTERS} each, not counting the spaces around it; when given they replace the source campaign's tags.`,
   })
   tagNames?: string[] | null;
 

@@ -3,7 +3,7 @@ import { GatewayError } from '../domain/errors.js';
 import type { GatewayService, RequestContext, RequestLog, RequestTrace } from '../domain/service.js';
 import { withoutPort } from '../domain/ip-allowlist.js';
 import { CHANNELS, JOB_STATUSES, keepsSourceTags, type Principal } from '../domain/types.js';
-import { isRecord, LIMITS } from '../domain/validation.js';
+import { CHARACTERS, isRecord, LIMITS } from '../domain/validation.js';
 import { emptyBodyError } from './errors.js';
 import { ACCEPT_ENCODING_HEADER, ALLOWED_METHODS, ALLOWLIST_ONLY_403, AUTH_BLOCK_ONLY_429, authenticatedErrorResponses, errorResponses, RETRY_AFTER_HEADER, schemaRef } from './openapi.js';
 import { rateLimitHeaders } from './rate-limit-headers.js';
@@ -76,9 +76,21 @@ const jobStatusSchema = { $id: 'DuplicationJobStatus', type: 'string', enum: JOB
  * characters, text that draws nothing, such as a zero-width space alone), so the schema is looser than the service
  * there, never stricter.
  */
-const visibleText = (max: number, description: string) => ({ type: 'string', minLength: 1, maxLength: max, pattern: '\\S', description }) as const;
+const visibleText = (max: number, description: string) =>
+  ({ type: 'string', minLength: 1, maxLength: max, pattern: '\\S', description: `${description}: at most ${max} ${CHARACTERS}` }) as const;
 
-const tagName = visibleText(LIMITS.tagLength, 'An existing tag');
+/**
+ * Text whose spaces around it are dropped, and not counted: from its first character that is not a space (`\s`, the
+ * spaces JavaScript's trim drops) to its last, as many as `max` code points.
+ */
+const trimmedText = (max: number, description: string) =>
+  ({
+    type: 'string',
+    pattern: `^\\s*\\S(?:[\\s\\S]{0,${max - 2}}\\S)?\\s*$`,
+    description: `${description}: at most ${max} ${CHARACTERS}, not counting the spaces around it, which are dropped`,
+  }) as const;
+
+const tagName = trimmedText(LIMITS.tagLength, 'An existing tag');
 
 const duplicateRequestSchema = {
   $id: 'DuplicateCampaignRequest',
@@ -86,8 +98,12 @@ const duplicateRequestSchema = {
   required: ['campaign_id', 'name'],
   properties: {
     campaign_id: visibleText(LIMITS.campaignIdLength, 'The campaign to copy'),
-    name: visibleText(LIMITS.nameLength, 'Name of the new campaign'),
-    description: { type: ['string', 'null'], maxLength: LIMITS.descriptionLength, description: "Description of the new campaign; the source's when omitted" },
+    name: trimmedText(LIMITS.nameLength, 'Name of the new campaign'),
+    description: {
+      type: ['string', 'null'],
+      maxLength: LIMITS.descriptionLength,
+      description: `Description of the new campaign, at most ${LIMITS.descriptionLength} ${CHARACTERS}; the source's when omitted`,
+    },
     tag_names: {
       description: "Existing tags; when given they replace the source campaign's tags. A single string is one tag.",
       anyOf: [{ type: 'array', maxItems: LIMITS.tagCount, items: tagName }, tagName, { type: 'null' }],

@@ -341,6 +341,7 @@ describe('the documented request of POST /campaigns/duplicate', () => {
     { what: 'tags as a list', body: { tag_names: ['promo', 'newsletter'], description: '' }, key: 'order-1' },
     { what: 'one tag as a string', body: { tag_names: 'promo', description: null }, key: `~${'k'.repeat(254)}` },
     { what: 'no tags, a name with spaces around it', body: { name: '  Spring sale 🎉  ', tag_names: null }, key: undefined },
+    { what: 'a name and a tag at their limits with a space after each', body: { name: `${'a'.repeat(255)} `, tag_names: ['promo '] }, key: undefined },
   ])('accepts $what, as the document says', async ({ body, key }) => {
     const sent = { campaign_id: ws.campaign.id, name: 'copy', ...body };
     expect(bodyValid(sent) ? [] : bodyValid.errors).toEqual([]);

@@ -256,6 +256,31 @@ for (const store of STORES) {
         }
       });
 
+      it('counts the limits once spaces around the name and tags are trimmed, as they are dropped', async () => {
+        const tag = `t${'x'.repeat(99)}`;
+        await gateway.app.store.upsertTags(ws.workspace.id, [tag]);
+        const outcome = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), name: ` ${'a'.repeat(255)} `, tagNames: [`${tag} `] });
+        expect(outcome.code).toBeNull();
+        expect(await gateway.app.store.getJob(ws.workspace.id, outcome.jobId!)).toMatchObject({ name: 'a'.repeat(255), tagNames: [tag] });
+      });
+
+      it('calls a lone surrogate invalid Unicode, whatever else it is not', async () => {
+        const refused = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), name: '\ud800', tagNames: ['\udc00'] });
+        expectError(refused, 'BAD_USER_INPUT', transport.name);
+        expect(refused.details).toEqual(
+          transport.name === 'REST' ? ["'name' must be valid Unicode", "'tag_names' must be valid Unicode"] : ['name: must be valid Unicode', 'tagNames: must be valid Unicode'],
+        );
+      });
+
+      it('finds a tag stored composed when the request names it decomposed, and keeps the name and description composed', async () => {
+        const composed = 'caf\u00e9';
+        const decomposed = 'cafe\u0301';
+        await gateway.app.store.upsertTags(ws.workspace.id, [composed]);
+        const outcome = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), name: decomposed, description: decomposed, tagNames: [decomposed] });
+        expect(outcome.code).toBeNull();
+        expect(await gateway.app.store.getJob(ws.workspace.id, outcome.jobId!)).toMatchObject({ name: composed, description: composed, tagNames: [composed] });
+      });
+
       it('accepts a single tag name given as a string as one tag', async () => {
         const outcome = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), tagNames: 'promo' });
         const job = await gateway.app.store.getJob(ws.workspace.id, outcome.jobId!);

@@ -4,7 +4,10 @@ import { loadConfig } from '../../src/config.js';
 import { decodeOffsetCursor, decodeRowCursor, encodeCursor } from '../../src/domain/cursor.js';
 import { GatewayError } from '../../src/domain/errors.js';
 import { KeyTurns } from '../../src/domain/idempotency.js';
-import { parseDuplicateInput } from '../../src/domain/validation.js';
+import { LocalDuplicator } from '../../src/duplicators/local.js';
+import { parseDuplicateInput, quoted } from '../../src/domain/validation.js';
+import { sqlite } from '../support/stores.js';
+import { campaignFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
 import { backoffDelay, RETRY_BACKOFF } from '../../src/jobs/worker.js';
 
 describe('duplicate input', () => {
@@ -34,6 +37,38 @@ describe('duplicate input', () => {
       expect(error).toBeInstanceOf(GatewayError);
       expect((error as GatewayError).code).toBe('BAD_USER_INPUT');
       expect((error as GatewayError).issues.map((issue) => issue.field)).toContain(field);
+    }
+  });
+});
+
+describe('a value quoted for people to read', () => {
+  it.each([
+    ['promo\u200B', "'promo\\u200B'"],
+    ['x\u0301', "'x\\u0301'"],
+    ['a\u00A0b c', "'a\\u00A0b c'"],
+    ['flag\u{E0067}', "'flag\\u{E0067}'"],
+    ['\uD800', "'\\uD800'"],
+    ['Spring sale 🎉', "'Spring sale 🎉'"],
+    ['हिंदी', "'हिंदी'"],
+    ['שָׁלוֹם', "'שָׁלוֹם'"],
+  ])('%j is %s: invisible characters and marks on Latin letters escaped, other scripts as written', (value, expected) => {
+    expect(quoted(value)).toBe(expected);
+  });
+
+  it("escapes them in a job's unknown tag, for support to see what the job was given", async () => {
+    const { store, drop } = await sqlite.open();
+    try {
+      const workspace = workspaceFixture();
+      await store.createWorkspace(workspace);
+      const campaign = campaignFixture(workspace.id);
+      await store.insertCampaign(campaign);
+      await store.upsertTags(workspace.id, ['promo']);
+      const job = jobFixture(workspace.id, { sourceCampaignId: campaign.id, tagNames: ['promo\u200B'] });
+      const result = await new LocalDuplicator(store, { now: () => new Date() }).duplicate(job);
+      expect(result).toEqual({ kind: 'permanent', error: { code: 'TAG_NOT_FOUND', message: "Unknown tag 'promo\\u200B'" } });
+    } finally {
+      await store.close();
+      await drop();
     }
   });
 });
