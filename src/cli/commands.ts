@@ -4,7 +4,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { createNewFile } from '../adapters/new-file.js';
 import { backupStore, createStore, sqliteFilename, type StoreOptions } from '../app.js';
 import { ConfigError, loadConfig, type Config } from '../config.js';
-import { AdminService, OPERATOR_LENGTH, REASON_LENGTH, type KeyChangeOptions } from '../domain/admin.js';
+import { AdminService, NAME_LENGTH, OPERATOR_LENGTH, REASON_LENGTH, type KeyChangeOptions } from '../domain/admin.js';
 import { isGatewayError } from '../domain/errors.js';
 import { PERMISSIONS } from '../domain/permissions.js';
 import { EXPORT_TABLES, systemClock, type Clock, type GatewayStore } from '../domain/ports.js';
@@ -47,6 +47,8 @@ Options:
   --help    show this help
 
 Permissions: ${PERMISSIONS.join(', ')}
+Workspace and key names are 1 to ${NAME_LENGTH} characters on one line, without invisible characters (a zero-width
+space); a workspace name that differs from another's only in case, accents or width (Acme, ACME, Ａcme) is refused.
 Key events record --reason (up to ${REASON_LENGTH} characters) and --operator, who you say you are (up to ${OPERATOR_LENGTH}
 characters; default: GATEWAY_OPERATOR), each one line and never a key, for the workspace's customers to read.
 Uses the same configuration as the gateway (DATA_DIR, DATABASE_URL). Never upgrades a store: on one an older

@@ -6,22 +6,40 @@ import { displayPrefix, generateApiKey, hashApiKey, redactApiKeys } from './keys
 import { isPermission, PERMISSIONS, type Permission } from './permissions.js';
 import type { Clock, GatewayStore } from './ports.js';
 import type { ApiKeyRecord, Campaign, NewSecurityEvent, SecurityEventType, Workspace } from './types.js';
-import { characters, isReadableLine } from './validation.js';
+import { characters, composed, isReadableLine, quoted } from './validation.js';
 
-const NAME_LENGTH = 100;
+/** The longest workspace or key name, in characters (code points). */
+export const NAME_LENGTH = 100;
 /** The longest reason an operator may give for a key's creation, rotation or revocation. */
 export const REASON_LENGTH = 500;
 /** The longest label an operator may give themselves in a key's lifecycle events. */
 export const OPERATOR_LENGTH = 100;
 
+// Characters Unicode says to draw as nothing (zero-width spaces and joiners, the soft hyphen, word joiners, the BOM):
+// a name holding one looks like the name without it, and `--workspace` picks a workspace by the name as typed.
+// Variation selectors are kept: they choose how an emoji is drawn (`❤️` is U+2764 U+FE0F) and are folded away below.
+const INVISIBLE = /(?![\u180B-\u180D\u180F\uFE00-\uFE0F\u{E0100}-\u{E01EF}])\p{Default_Ignorable_Code_Point}/u;
+const DEFAULT_IGNORABLE = /\p{Default_Ignorable_Code_Point}/gu;
+
 function requireName(what: string, raw: string): string {
   const name = raw.trim();
   if (!name) throw new GatewayError('BAD_USER_INPUT', `A ${what} needs a name`);
-  if (name.length > NAME_LENGTH || !isReadableLine(name)) {
+  if (characters(name) > NAME_LENGTH || !isReadableLine(name)) {
     throw new GatewayError('BAD_USER_INPUT', `A ${what} name is 1 to ${NAME_LENGTH} printable characters`);
   }
-  return name;
+  if (INVISIBLE.test(name)) {
+    throw new GatewayError('BAD_USER_INPUT', `A ${what} name must not hold invisible characters: ${quoted(name)}`);
+  }
+  return composed(name);
 }
+
+/**
+ * What a workspace name looks like, for telling lookalikes apart: compatibility forms folded (NFKC: `Ａcme` is
+ * `Acme`), case folded (upper then lower case, so that `ß` meets `SS` and `ς` meets `σ`), characters drawn as
+ * nothing removed.
+ */
+const lookalikeKey = (name: string): string =>
+  name.replace(DEFAULT_IGNORABLE, '').normalize('NFKC').toUpperCase().toLowerCase().normalize('NFKC');
 
 /**
  * Text an operator gives a key lifecycle event, as they wrote it: one line of printable characters, never a key
@@ -91,14 +109,24 @@ export class AdminService {
 
   async createWorkspace(name: string): Promise<Workspace> {
     const trimmed = requireName('workspace', name);
-    if (await this.store.findWorkspace(trimmed)) throw new GatewayError('BAD_USER_INPUT', `Workspace '${trimmed}' already exists`);
+    // Admin commands run one at a time: no two can make lookalikes between this look and the insert.
+    const key = lookalikeKey(trimmed);
+    const existing = (await this.store.listWorkspaces()).find((workspace) => lookalikeKey(workspace.name) === key);
+    if (existing?.name === trimmed) throw new GatewayError('BAD_USER_INPUT', `Workspace '${trimmed}' already exists`);
+    if (existing) {
+      throw new GatewayError(
+        'BAD_USER_INPUT',
+        `Workspace ${quoted(trimmed)} looks like workspace ${quoted(existing.name)} (id ${existing.id}): choose a name that cannot be mistaken for it`,
+      );
+    }
     const workspace = { id: newId(), name: trimmed, createdAt: this.clock.now() };
     await this.store.createWorkspace(workspace);
     return workspace;
   }
 
   async requireWorkspace(idOrName: string): Promise<Workspace> {
-    const workspace = await this.store.findWorkspace(idOrName);
+    // Names are kept composed: `café` typed with a combining accent is the workspace `café`.
+    const workspace = (await this.store.findWorkspace(idOrName)) ?? (await this.store.findWorkspace(composed(idOrName)));
     if (!workspace) throw new GatewayError('NOT_FOUND', `No workspace '${idOrName}'`);
     return workspace;
   }
@@ -256,13 +284,15 @@ export class AdminService {
 
   async addCampaign(workspaceId: string, fields: Pick<Campaign, 'name' | 'description' | 'tagNames' | 'body'> & { draft?: boolean }): Promise<Campaign> {
     const now = this.clock.now();
-    await this.store.upsertTags(workspaceId, fields.tagNames);
+    // Kept composed, as duplications name them (validation.ts).
+    const tagNames = fields.tagNames.map(composed);
+    await this.store.upsertTags(workspaceId, tagNames);
     const campaign: Campaign = {
       id: newId(),
       workspaceId,
-      name: fields.name,
-      description: fields.description,
-      tagNames: fields.tagNames,
+      name: composed(fields.name),
+      description: fields.description === null ? null : composed(fields.description),
+      tagNames,
       draft: fields.draft ?? false,
       body: fields.body,
       createdAt: now,

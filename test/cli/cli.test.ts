@@ -66,6 +66,62 @@ describe('the CLI', () => {
     expect(await cli('workspaces', 'create', 'acme')).toEqual({ code: EXIT.failed, stdout: '', stderr: "campaign-gateway: Workspace 'acme' already exists\n" });
   });
 
+  it('refuses a workspace whose name looks like one that exists, naming it', async () => {
+    const existing = async (name: string) => (await cliJson('workspaces', 'create', name)) as { id: string; name: string };
+    const cafe = await existing('Caf\u00e9 Lumière');
+    const store = await existing('Ｎorthwind');
+    const count = async () => (await cliJson('workspaces', 'list')).length;
+    const before = await count();
+    for (const [lookalike, original] of [
+      ['CAFÉ LUMIÈRE', cafe],
+      ['café lumière', cafe],
+      ['northwind', store],
+      ['NORTHWIND', store],
+    ] as const) {
+      expect(await cli('workspaces', 'create', lookalike)).toEqual({
+        code: EXIT.failed,
+        stdout: '',
+        stderr: expect.stringContaining(`looks like workspace '${original.name}' (id ${original.id}): choose a name that cannot be mistaken for it\n`),
+      });
+    }
+    // Kept composed, so the name as typed either way is that workspace.
+    expect(await cli('workspaces', 'create', 'Cafe\u0301 Lumière')).toMatchObject({ stderr: "campaign-gateway: Workspace 'Café Lumière' already exists\n" });
+    expect(cafe.name).toBe('Caf\u00e9 Lumière');
+    const key = await cliJson('keys', 'create', '--workspace', 'Cafe\u0301 Lumière', '--name', 'k', '--permissions', 'campaigns.list');
+    expect(key.workspace).toEqual({ id: cafe.id, name: cafe.name });
+    expect(await count()).toBe(before);
+  });
+
+  it.each([
+    ['a zero-width space', 'ws\u200b', "'ws\\u200B'"],
+    ['a soft hyphen', 'wo\u00adrk', "'wo\\u00ADrk'"],
+    ['a word joiner', 'a\u2060b', "'a\\u2060b'"],
+    ['a byte order mark', 'a\ufeffb', "'a\\uFEFFb'"],
+    ['a left-to-right mark', 'a\u200eb', "'a\\u200Eb'"],
+  ])('refuses %s in a workspace or key name', async (_label, name, shown) => {
+    expect(await cli('workspaces', 'create', name)).toEqual({
+      code: EXIT.failed,
+      stdout: '',
+      stderr: `campaign-gateway: A workspace name must not hold invisible characters: ${shown}\n`,
+    });
+    expect(await cli('keys', 'create', '--workspace', 'acme', '--name', name, '--permissions', 'campaigns.list')).toEqual({
+      code: EXIT.failed,
+      stdout: '',
+      stderr: `campaign-gateway: A key name must not hold invisible characters: ${shown}\n`,
+    });
+  });
+
+  it('counts a name in characters: 100 emoji are a name, 101 are not', async () => {
+    const emoji = (n: number) => '\u{1F680}'.repeat(n);
+    expect((await cliJson('workspaces', 'create', emoji(100))).name).toBe(emoji(100));
+    expect((await cliJson('keys', 'create', '--workspace', emoji(100), '--name', `${emoji(98)}❤️`, '--permissions', 'campaigns.list')).name).toBe(`${emoji(98)}❤️`);
+    expect(await cli('workspaces', 'create', emoji(101))).toMatchObject({ code: EXIT.failed, stderr: 'campaign-gateway: A workspace name is 1 to 100 printable characters\n' });
+    expect(await cli('keys', 'create', '--workspace', emoji(100), '--name', emoji(101), '--permissions', 'campaigns.list')).toMatchObject({
+      code: EXIT.failed,
+      stderr: 'campaign-gateway: A key name is 1 to 100 printable characters\n',
+    });
+  });
+
   it('creates a key, shows it once, and the key works against the gateway', async () => {
     const created = await cli('keys', 'create', '--workspace', 'acme', '--name', 'ci deploy', '--permissions', 'campaigns.duplicate, campaigns.list');
     expect(created.code).toBe(EXIT.ok);

@@ -4,6 +4,7 @@ import { loadConfig } from '../../src/config.js';
 import { decodeOffsetCursor, decodeRowCursor, encodeCursor } from '../../src/domain/cursor.js';
 import { GatewayError } from '../../src/domain/errors.js';
 import { KeyTurns } from '../../src/domain/idempotency.js';
+import { AdminService } from '../../src/domain/admin.js';
 import { LocalDuplicator } from '../../src/duplicators/local.js';
 import { parseDuplicateInput, quoted } from '../../src/domain/validation.js';
 import { sqlite } from '../support/stores.js';
@@ -66,6 +67,22 @@ describe('a value quoted for people to read', () => {
       const job = jobFixture(workspace.id, { sourceCampaignId: campaign.id, tagNames: ['promo\u200B'] });
       const result = await new LocalDuplicator(store, { now: () => new Date() }).duplicate(job);
       expect(result).toEqual({ kind: 'permanent', error: { code: 'TAG_NOT_FOUND', message: "Unknown tag 'promo\\u200B'" } });
+    } finally {
+      await store.close();
+      await drop();
+    }
+  });
+});
+
+describe('campaigns an operator adds', () => {
+  it('keep their name, description and tags composed (NFC), as duplications name them', async () => {
+    const { store, drop } = await sqlite.open();
+    try {
+      const admin = new AdminService(store, { now: () => new Date() });
+      const workspace = await admin.createWorkspace('composed');
+      const campaign = await admin.addCampaign(workspace.id, { name: 'Cafe\u0301', description: 'cre\u0300me', tagNames: ['cafe\u0301'], body: {} });
+      expect(campaign).toMatchObject({ name: 'Caf\u00e9', description: 'cr\u00e8me', tagNames: ['caf\u00e9'] });
+      expect(await store.missingTags(workspace.id, ['caf\u00e9'])).toEqual([]);
     } finally {
       await store.close();
       await drop();
