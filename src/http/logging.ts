@@ -23,6 +23,14 @@ export const redactUrl = (url: string): string =>
   redactApiKeys(url.replace(QUERY_PARAMETER, (parameter, separator: string, name: string) => (isSecretParameter(name) ? `${separator}${name}=[redacted]` : parameter)));
 
 /**
+ * The Host header as it may be logged: a host name or address is visible ASCII, logged as sent; any other character is
+ * escaped (`a\u009B31m`). Node reads a header's bytes as Latin-1, so a C1 control such as CSI (0x9B) sent raw would
+ * reach the log as that character, for a terminal showing it to act on.
+ */
+const loggableHost = (host: string): string =>
+  host.replace(/[^\x21-\x7E]/g, (char) => `\\u${char.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}`);
+
+/**
  * The `res` of a request's last line (`request completed`, `stream closed prematurely`): its status, method and route
  * template, and what the request came to where it is known: the workspace and the key id of its caller, the code it
  * was refused with, the job it was accepted as. Read from the request (RequestTrace) as the line is written, so that
@@ -75,7 +83,7 @@ export function loggerOptions(config: Config, destination: NodeJS.WritableStream
       req: (request: FastifyRequest) => ({
         method: request.method,
         url: redactUrl(request.url),
-        host: request.host,
+        host: loggableHost(request.host),
         remoteAddress: request.ip,
         remotePort: request.socket?.remotePort,
       }),

@@ -239,6 +239,22 @@ describe('logs', () => {
     expect(sink.text).not.toContain('hunter2-secret');
   });
 
+  it('logs a Host header holding control characters escaped, never as the characters a terminal would act on', async () => {
+    // 0x9B is CSI in C1: `CSI 31m` turns a terminal's text red; 0x85 (NEL) ends a line for some log viewers.
+    const { head } = await rawHttp(gateway.baseUrl, 'GET /healthz HTTP/1.1\r\nHost: a\x9b31mb\xa0c\x85d\r\nx-request-id: host-c1\r\nConnection: close\r\n\r\n');
+    expect(head).toMatch(/^HTTP\/1\.1 200/);
+    await completed('host-c1');
+    const hosts = sink.lines().filter((line) => line.reqId === 'host-c1' && line.req).map((line) => line.req.host);
+    expect(hosts.length).toBeGreaterThan(0);
+    for (const host of hosts) expect(host).toBe('a\\u009B31mb\\u00A0c\\u0085d');
+    expect(sink.text).not.toMatch(/[\x80-\x9f\xa0]/);
+
+    const { head: plain } = await rawHttp(gateway.baseUrl, 'GET /healthz HTTP/1.1\r\nHost: [::1]:8080\r\nx-request-id: host-plain\r\nConnection: close\r\n\r\n');
+    expect(plain).toMatch(/^HTTP\/1\.1 200/);
+    await completed('host-plain');
+    expect(sink.lines().find((line) => line.reqId === 'host-plain' && line.req)?.req.host).toBe('[::1]:8080');
+  });
+
   it('logs an error the listening server reports, such as an accept that failed, and keeps serving', async () => {
     // What Node emits on the server when accepting a connection fails; libuv absorbs most EMFILE, so a real one
     // cannot be caused on demand.
