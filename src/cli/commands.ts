@@ -126,10 +126,24 @@ function keyStatus(key: ApiKeyRecord, now: Date): string {
   return 'active';
 }
 
+const GRAPHEMES = new Intl.Segmenter();
+// Drawn two columns wide by terminals: East Asian wide and fullwidth characters, and emoji shown as emoji.
+const WIDE = /[\u1100-\u115F\u2E80-\uA4CF\uAC00-\uD7A3\uF900-\uFAFF\uFE30-\uFE4F\uFF00-\uFF60\uFFE0-\uFFE6\u{20000}-\u{3FFFD}\p{Emoji_Presentation}]|\p{Extended_Pictographic}\uFE0F/u;
+// Drawn as nothing on their own: marks on the character before them, controls, characters Unicode says to ignore.
+const ZERO_WIDTH = /^[\p{M}\p{Cc}\p{Cf}\p{Default_Ignorable_Code_Point}]*$/u;
+
+/** The columns a terminal draws text in, a character as a user sees it (a grapheme) at a time: names are in any script. */
+function displayWidth(text: string): number {
+  let width = 0;
+  for (const { segment } of GRAPHEMES.segment(text)) width += ZERO_WIDTH.test(segment) ? 0 : WIDE.test(segment) ? 2 : 1;
+  return width;
+}
+
 function table(rows: string[][]): string {
-  // Not Math.max(...lengths): spread arguments overflow the stack past about 120,000 rows.
-  const widths = rows[0].map((_, column) => rows.reduce((widest, row) => Math.max(widest, row[column].length), 0));
-  return rows.map((row) => row.map((cell, column) => cell.padEnd(widths[column])).join('  ').trimEnd()).join('\n');
+  // Not Math.max(...widths): spread arguments overflow the stack past about 120,000 rows.
+  const widths = rows[0].map((_, column) => rows.reduce((widest, row) => Math.max(widest, displayWidth(row[column])), 0));
+  const pad = (cell: string, width: number) => cell + ' '.repeat(width - displayWidth(cell));
+  return rows.map((row) => row.map((cell, column) => pad(cell, widths[column])).join('  ').trimEnd()).join('\n');
 }
 
 const keyJson = (key: ApiKeyRecord, workspaces: Map<string, Workspace>, now: Date) => ({

@@ -525,6 +525,25 @@ describe('the CLI', () => {
     }
   });
 
+  it('lines up the columns of names in any script, by the columns a terminal draws them in', async () => {
+    const parent = mkdtempSync(join(tmpdir(), 'cgw-cli-width-'));
+    const at = (...argv: string[]) => cliAt(clock, argv, join(parent, 'data'));
+    try {
+      // Each is drawn 6 columns wide: 6 letters, 3 wide ideographs, 3 emoji, a flag (two code points) and 4 letters,
+      // 6 letters of which one takes a combining accent it has no composed form with.
+      const names = ['plain!', '東京都', '🚀🚀🚀', '🇫🇷ab12', 'sx\u0301-ray'];
+      for (const name of names) expect((await at('workspaces', 'create', name)).code).toBe(EXIT.ok);
+      const lines = (await at('workspaces', 'list')).stdout.trimEnd().split('\n');
+      expect(lines).toHaveLength(names.length + 1);
+      expect(lines[0]).toMatch(/^ID {36}NAME {4}CREATED$/);
+      for (const line of lines.slice(1)) expect(line).toMatch(/^[0-9a-f-]{36} {2}\S.* {2}2026-06-01T00:00:00\.000Z$/);
+      // As wide as the widest, none is padded: counted in UTF-16 units, 東京都 (3) would have been.
+      expect(lines.slice(1).map((line) => line.slice(38, line.lastIndexOf('  2026'))).sort()).toEqual([...names].sort());
+    } finally {
+      rmSync(parent, { recursive: true, force: true });
+    }
+  });
+
   it('backs the store up while the gateway runs, to a file only its owner reads, which restores as a store', async () => {
     const parent = mkdtempSync(join(tmpdir(), 'cgw-cli-backup-'));
     const backup = join(parent, 'backup.db');
