@@ -15,6 +15,7 @@ import {
   LIMITS,
   normalizeDuplicateInput,
   parseDuplicateInput,
+  quoted,
   validationError,
   type DuplicateCampaignInput,
   type RawDuplicateCampaignInput,
@@ -336,7 +337,7 @@ export class Duplication {
         if (input.tagNames?.length) {
           const missing = await store.missingTags(principal.workspaceId, input.tagNames);
           if (missing.length > 0) {
-            throw validationError(missing.map((tag) => ({ field: 'tagNames', message: `contains unknown tag '${tag}'` })));
+            throw validationError(missing.map((tag) => ({ field: 'tagNames', message: `contains unknown tag ${quoted(tag)}` })));
           }
         }
       }

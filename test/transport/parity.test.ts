@@ -281,6 +281,11 @@ for (const store of STORES) {
         expect(await gateway.app.store.getJob(ws.workspace.id, outcome.jobId!)).toMatchObject({ name: composed, description: composed, tagNames: [composed] });
       });
 
+      it('refuses a tag that only looks like one of the workspace, showing the invisible character that tells them apart', async () => {
+        const outcome = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), tagNames: ['promo\u200B'] });
+        expect(outcome.details).toEqual([transport.name === 'REST' ? "'tag_names' contains unknown tag 'promo\\u200B'" : "tagNames: contains unknown tag 'promo\\u200B'"]);
+      });
+
       it('accepts a single tag name given as a string as one tag', async () => {
         const outcome = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), tagNames: 'promo' });
         const job = await gateway.app.store.getJob(ws.workspace.id, outcome.jobId!);
