@@ -1,11 +1,13 @@
 import type { EventPruneBatch, ExportPage, ExportRows, ExportTable } from '../domain/ports.js';
 import {
+  JOB_STATUSES,
   SECURITY_EVENT_TYPES,
   type ApiKeyRecord,
   type Campaign,
   type DuplicationJob,
   type IdempotencyRecord,
   type JobErrorCode,
+  type JobFilter,
   type JobStatus,
   type NewSecurityEvent,
   type SecurityEvent,
@@ -189,6 +191,30 @@ export const COUNT_JOBS_SQL: Record<JobStatus, string> = {
   SUCCEEDED: "SELECT COUNT(*) AS count FROM jobs WHERE status = 'SUCCEEDED'",
   FAILED: "SELECT COUNT(*) AS count FROM jobs WHERE status = 'FAILED'",
 };
+
+/**
+ * The statement of listJobs; `param` takes a value and gives its placeholder. Newest first by id, an index's order:
+ * a workspace's through jobs_workspace, ordered by the workspace first (so that PostgreSQL does not walk the primary
+ * key through every other workspace's newer jobs), every job through the primary key. The status is written in the
+ * text, as COUNT_JOBS_SQL's, so that a queue's partial index can serve PENDING and RUNNING.
+ */
+export function listJobsSql(
+  filter: JobFilter,
+  first: number,
+  beforeId: string | null,
+  param: (value: unknown) => string,
+  toDate: (value: Date) => unknown,
+  /** What the limit's placeholder is written after: SQLite's `+` (connection.ts says why). */
+  limitPrefix = '',
+): string {
+  const where: string[] = [];
+  if (filter.workspaceId !== undefined) where.push(`workspace_id = ${param(filter.workspaceId)}`);
+  if (filter.status !== undefined) where.push(`status = '${JOB_STATUSES.find((status) => status === filter.status) ?? 'none'}'`);
+  if (filter.createdSince !== undefined) where.push(`created_at >= ${param(toDate(filter.createdSince))}`);
+  if (beforeId !== null) where.push(`id < ${param(beforeId)}`);
+  const order = filter.workspaceId === undefined ? 'id DESC' : 'workspace_id DESC, id DESC';
+  return `SELECT * FROM jobs${where.length > 0 ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY ${order} LIMIT ${limitPrefix}${param(first)}`;
+}
 
 /** The due time of the pending job due longest ago, and the time it is due by; `now` is SQL for the time. */
 export const oldestDueJobSql = (now: string): string => `SELECT MIN(run_at) AS run_at, ${now} AS now FROM jobs WHERE status = 'PENDING' AND run_at <= ${now}`;

@@ -8,7 +8,7 @@ import { AdminService, NAME_LENGTH, OPERATOR_LENGTH, REASON_LENGTH, type KeyChan
 import { isGatewayError } from '../domain/errors.js';
 import { PERMISSIONS } from '../domain/permissions.js';
 import { EXPORT_TABLES, systemClock, type Clock, type GatewayStore } from '../domain/ports.js';
-import type { ApiKeyRecord, Workspace } from '../domain/types.js';
+import { JOB_STATUSES, type ApiKeyRecord, type DuplicationJob, type JobFilter, type JobStatus, type Workspace } from '../domain/types.js';
 
 export interface CliIo {
   env: Record<string, string | undefined>;
@@ -23,6 +23,10 @@ export interface CliIo {
 
 /** 0: done; 1: the operation failed (unknown key, invalid value, store unreachable); 2: the command line is wrong. */
 export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
+
+/** How many jobs `jobs list` shows unless --limit says otherwise, and how many it reads at a time. */
+const JOBS_LIMIT = 100;
+const JOBS_PAGE = 500;
 
 export const USAGE = `Usage: npm run cli -- <command> [options]
        node dist/cli/main.js <command> [options]   (a built gateway, as in a container image)
@@ -41,6 +45,12 @@ Commands:
   keys revoke <key id> [--reason <text>] [--operator <label>]
   keys rotate <key id> [--overlap <0|1h|7d|...>] [--reason <text>] [--operator <label>]
   store backup <file>   copy the embedded store as it is while the gateway runs (PostgreSQL: use pg_dump)
+  jobs list [--workspace <id or name>] [--status PENDING|RUNNING|SUCCEEDED|FAILED] [--since <ISO 8601 time>]
+            [--limit <n, default ${JOBS_LIMIT}>]
+                        duplication jobs, newest first
+  jobs fail <job id>... --reason <text> [--operator <label>] --confirm
+                        fail jobs no worker holds (PENDING, or RUNNING past their lease) with error CANCELLED,
+                        for good: after a restore, those the upstream already has (see "After a restore")
 
 Options:
   --json    print JSON instead of text
@@ -105,14 +115,18 @@ function usageError(error: unknown): UsageError {
   return new UsageError(message ?? String(error));
 }
 
-function parse(args: string[], options: Options, positionals: number) {
+/** How many arguments a command takes: a number, or one or more ('some'). */
+type Positionals = number | 'some';
+
+function parse(args: string[], options: Options, positionals: Positionals) {
   let parsed;
   try {
     parsed = parseArgs({ args, options: { ...COMMON, ...options }, allowPositionals: true, strict: true });
   } catch (error) {
     throw usageError(error);
   }
-  if (!parsed.values.help && parsed.positionals.length !== positionals) {
+  const count = parsed.positionals.length;
+  if (!parsed.values.help && (positionals === 'some' ? count === 0 : count !== positionals)) {
     throw new UsageError(positionals === 0 ? `unexpected argument '${parsed.positionals[0]}'` : 'wrong number of arguments');
   }
   return parsed as { values: Record<string, string | boolean | undefined>; positionals: string[] };
@@ -233,7 +247,7 @@ interface CommandContext {
 
 interface CommandOptions {
   options: Options;
-  positionals: number;
+  positionals: Positionals;
   /** Whether the command may start a deployment: the others refuse to work on a store that does not exist yet. */
   mayCreateStore?: boolean;
 }
@@ -465,13 +479,114 @@ const COMMANDS: Record<string, Command> = {
       const { size } = statSync(destination);
       print(
         `Backed up the store to ${destination} (${size} bytes). To restore it, stop every gateway, delete ${file}-wal and ` +
-          `${file}-shm (either may be missing), put the copy in place of ${file}, then start the gateways ` +
-          '(see "Backups" in the README).',
+          `${file}-shm (either may be missing), put the copy in place of ${file} and chown it to the gateway's user, then ` +
+          'follow "After a restore" in the README before the gateways send jobs again: the jobs, keys and idempotency ' +
+          'keys of the store go back to the time of this backup.',
         { file: destination, bytes: size },
       );
     },
   },
+
+  ...jobCommands(),
 };
+
+/** The job commands, for an operator after a restore (README, "After a restore"). */
+function jobCommands(): Record<string, Command> {
+  const statuses = JOB_STATUSES.join(', ');
+  return {
+    'jobs list': {
+      options: { workspace: { type: 'string' }, status: { type: 'string' }, since: { type: 'string' }, limit: { type: 'string' } },
+      positionals: 0,
+      async run({ admin, values, print }) {
+        const status = values.status as string | undefined;
+        if (status !== undefined && !(JOB_STATUSES as readonly string[]).includes(status)) {
+          throw new InvalidValue(`--status must be one of ${statuses}, got '${status}'`);
+        }
+        const limit = values.limit === undefined ? JOBS_LIMIT : Number(values.limit);
+        if (!/^\d+$/.test(String(values.limit ?? limit)) || !Number.isSafeInteger(limit) || limit < 1) {
+          throw new InvalidValue(`--limit must be a whole number of at least 1, got '${values.limit}'`);
+        }
+        const only = values.workspace === undefined ? undefined : await admin.requireWorkspace(values.workspace as string);
+        const filter: JobFilter = {
+          workspaceId: only?.id,
+          status: status as JobStatus | undefined,
+          createdSince: typeof values.since === 'string' ? parseInstant('since', values.since) : undefined,
+        };
+        // A page at a time, each after the last job of the one before: no read holds every job at once.
+        const jobs: DuplicationJob[] = [];
+        for (;;) {
+          const wanted = Math.min(limit - jobs.length, JOBS_PAGE);
+          const page = await admin.listJobs(filter, wanted, jobs.at(-1)?.id ?? null);
+          jobs.push(...page);
+          if (page.length < wanted || jobs.length === limit) break;
+        }
+        const workspaces = new Map((only === undefined ? await admin.listWorkspaces() : [only]).map((w) => [w.id, w]));
+        print(
+          () =>
+            jobs.length === 0
+              ? 'No jobs.'
+              : table([
+                  ['ID', 'WORKSPACE', 'STATUS', 'CREATED', 'ATTEMPTS', 'LEASE ENDS', 'FINISHED', 'SOURCE CAMPAIGN', 'REQUEST ID', 'ERROR'],
+                  ...jobs.map((job) => [
+                    job.id,
+                    workspaces.get(job.workspaceId)?.name ?? job.workspaceId,
+                    job.status,
+                    iso(job.createdAt),
+                    String(job.attempts),
+                    iso(job.leaseExpiresAt),
+                    iso(job.finishedAt),
+                    job.sourceCampaignId,
+                    job.requestId ?? '-',
+                    job.error?.code ?? '-',
+                  ]),
+                ]),
+          jobs.map((job) => jobJson(job, workspaces)),
+        );
+      },
+    },
+
+    'jobs fail': {
+      options: { confirm: { type: 'boolean' }, ...SAID },
+      positionals: 'some',
+      async run({ admin, values, positionals, print, said, now }) {
+        if (values.confirm !== true) throw new UsageError('--confirm is required: a failed job is never run again');
+        if (said.reason === undefined) throw new UsageError('--reason is required');
+        const results: { job: DuplicationJob; failed: boolean }[] = [];
+        for (const id of positionals) results.push(await admin.failJob(id, said));
+        const workspaces = new Map((await admin.listWorkspaces()).map((w) => [w.id, w]));
+        const line = ({ job, failed }: { job: DuplicationJob; failed: boolean }) =>
+          failed
+            ? `Failed job ${job.id} (error CANCELLED): it will not run.`
+            : job.status === 'RUNNING'
+              ? `Job ${job.id} was not failed: a worker holds it, its lease ends at ${iso(job.leaseExpiresAt)} (${job.leaseExpiresAt && job.leaseExpiresAt > now ? 'try again after it' : 'try again'}).`
+              : `Job ${job.id} was not failed: it is ${job.status} already.`;
+        print(
+          () => results.map(line).join('\n'),
+          results.map(({ job, failed }) => ({ ...jobJson(job, workspaces), failed })),
+        );
+        const refused = results.filter((result) => !result.failed).length;
+        if (refused > 0) throw new InvalidValue(`${refused} of ${results.length} jobs were not failed`);
+      },
+    },
+  };
+}
+
+const jobJson = (job: DuplicationJob, workspaces: Map<string, Workspace>) => ({
+  id: job.id,
+  workspace: { id: job.workspaceId, name: workspaces.get(job.workspaceId)?.name ?? null },
+  status: job.status,
+  sourceCampaignId: job.sourceCampaignId,
+  name: job.name,
+  channel: job.channel,
+  apiKey: { id: job.apiKeyId, name: job.apiKeyName },
+  requestId: job.requestId,
+  attempts: job.attempts,
+  createdAt: job.createdAt.toISOString(),
+  runAt: job.runAt.toISOString(),
+  leaseExpiresAt: job.leaseExpiresAt?.toISOString() ?? null,
+  finishedAt: job.finishedAt?.toISOString() ?? null,
+  error: job.error,
+});
 
 /** Where an export writes its lines: `write` resolves once the sink can take more. */
 interface ExportSink {

@@ -4,8 +4,8 @@ import { newId } from './ids.js';
 import { AllowlistError, parseAllowlist } from './ip-allowlist.js';
 import { displayPrefix, generateApiKey, hashApiKey, redactApiKeys } from './keys.js';
 import { isPermission, PERMISSIONS, type Permission } from './permissions.js';
-import type { Clock, GatewayStore } from './ports.js';
-import type { ApiKeyRecord, Campaign, NewSecurityEvent, SecurityEventType, Workspace } from './types.js';
+import type { Clock, GatewayStore, JobFailure } from './ports.js';
+import type { ApiKeyRecord, Campaign, DuplicationJob, JobFilter, NewSecurityEvent, SecurityEventType, Workspace } from './types.js';
 import { characters, composed, isReadableLine, quoted } from './validation.js';
 
 /** The longest workspace or key name, in characters (code points). */
@@ -280,6 +280,45 @@ export class AdminService {
       previousValidUntil,
       cutShortUntil,
     };
+  }
+
+  /** Up to `first` jobs that match `filter`, newest first, older than the job `beforeId` (null: from the newest). */
+  async listJobs(filter: JobFilter, first: number, beforeId: string | null): Promise<DuplicationJob[]> {
+    return this.store.listJobs(filter, first, beforeId);
+  }
+
+  /**
+   * Fails a job no worker holds (PENDING, or RUNNING under an expired lease) with error CANCELLED and its
+   * CAMPAIGN_DUPLICATION_FAILED event, as a job that failed: after a restore, for a job the upstream already has,
+   * which the worker would otherwise send again. `failed` false: the job is finished, or a worker holds it.
+   */
+  async failJob(id: string, options: KeyChangeOptions): Promise<{ job: DuplicationJob; failed: boolean }> {
+    const said = operatorDetails(options);
+    if (said.reason === undefined) throw new GatewayError('BAD_USER_INPUT', 'Failing a job needs a reason');
+    const job = await this.store.findJob(id);
+    if (!job) throw new GatewayError('NOT_FOUND', `No job '${id}'`);
+    const now = this.clock.now();
+    const error = { code: 'CANCELLED' as const, message: `Failed by an operator: ${said.reason}` };
+    const failure: JobFailure = {
+      status: 'FAILED',
+      resultCampaignId: null,
+      error,
+      event: {
+        id: newId(),
+        workspaceId: job.workspaceId,
+        type: 'CAMPAIGN_DUPLICATION_FAILED',
+        occurredAt: now,
+        apiKeyId: job.apiKeyId,
+        apiKeyName: job.apiKeyName,
+        channel: job.channel,
+        ip: job.ip,
+        jobId: job.id,
+        campaignId: job.sourceCampaignId,
+        details: { sourceCampaignId: job.sourceCampaignId, name: job.name, attempts: job.attempts, error, ...said },
+      },
+    };
+    const failed = await this.store.cancelJob(job.id, failure, now);
+    return { job: (await this.store.findJob(job.id)) ?? job, failed };
   }
 
   async addCampaign(workspaceId: string, fields: Pick<Campaign, 'name' | 'description' | 'tagNames' | 'body'> & { draft?: boolean }): Promise<Campaign> {

@@ -5,6 +5,7 @@ import type {
   DuplicationJob,
   IdempotencyRecord,
   JobError,
+  JobFilter,
   JobStatus,
   NewSecurityEvent,
   Page,
@@ -32,6 +33,9 @@ export interface JobOutcome {
   newCampaign?: Campaign;
   event: NewSecurityEvent;
 }
+
+/** An outcome that fails a job, with its error. */
+export type JobFailure = JobOutcome & { status: 'FAILED'; error: JobError };
 
 /** Where a pass of `pruneEvents` has got to: the last event it examined, in the order it examines them. */
 export interface EventPruneCursor {
@@ -173,6 +177,19 @@ export interface GatewayStore {
    */
   enqueueJob(job: DuplicationJob, event: NewSecurityEvent, reservation?: IdempotencyRecord): Promise<boolean>;
   getJob(workspaceId: string, id: string): Promise<DuplicationJob | null>;
+  /** A job by its id alone, whatever its workspace: for the operator (the CLI), never for a caller. */
+  findJob(id: string): Promise<DuplicationJob | null>;
+  /**
+   * Up to `first` jobs that match `filter`, newest first (by id: ids are made in time order), older than the job
+   * `beforeId` (null: from the newest): a page, and the last job's id where the next one starts.
+   */
+  listJobs(filter: JobFilter, first: number, beforeId: string | null): Promise<DuplicationJob[]>;
+  /**
+   * Fails a job no worker holds: PENDING, or RUNNING under a lease expired at `now` (its worker is gone; one still
+   * running it would find its `finishJob` writes nothing). Writes the outcome (FAILED, its error) and its event in one
+   * transaction, or nothing at all, returning false, for a job in any other state or none.
+   */
+  cancelJob(jobId: string, outcome: JobFailure, now: Date): Promise<boolean>;
   /**
    * Claims up to `limit` runnable jobs (pending and due, or running with an expired lease) for `owner`,
    * marks them RUNNING with a lease until `leaseExpiresAt` and counts an attempt.

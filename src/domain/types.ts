@@ -95,6 +95,8 @@ export const JOB_ERROR_CODES = [
   'UPSTREAM_TIMEOUT',
   'UPSTREAM_UNREACHABLE',
   'UPSTREAM_PACING_UNAVAILABLE',
+  // An operator failed the job before it ran (`jobs fail`), as after a restore a job Braze already had.
+  'CANCELLED',
 ] as const;
 export type JobErrorCode = (typeof JOB_ERROR_CODES)[number];
 
@@ -130,6 +132,14 @@ export interface DuplicationJob {
   finishedAt: Date | null;
   resultCampaignId: string | null;
   error: JobError | null;
+}
+
+/** Which jobs a listing (`jobs list`) shows: every condition given, newest first. */
+export interface JobFilter {
+  workspaceId?: string;
+  status?: JobStatus;
+  /** Jobs accepted at or after this time. */
+  createdSince?: Date;
 }
 
 /** A job whose request named no tags (tagNames null) gives the copy its source campaign's tags. */

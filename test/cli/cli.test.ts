@@ -12,6 +12,7 @@ import { createStore, type StoreOptions } from '../../src/app.js';
 import { EXIT, runCli, type CliIo } from '../../src/cli/commands.js';
 import { loadConfig } from '../../src/config.js';
 import { AdminService } from '../../src/domain/admin.js';
+import { newId } from '../../src/domain/ids.js';
 import { hashApiKey } from '../../src/domain/keys.js';
 import { systemClock, type Clock } from '../../src/domain/ports.js';
 import { graphql, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
@@ -542,6 +543,51 @@ describe('the CLI', () => {
     } finally {
       rmSync(parent, { recursive: true, force: true });
     }
+  });
+
+  it('lists jobs newest first and fails those no worker holds, with error CANCELLED and their event, only when confirmed', async () => {
+    const workspace = await cliJson('workspaces', 'create', 'restored customer');
+    const due = new Date('2027-02-01T00:00:00.000Z');
+    const accepted = (ms: number) => new Date(clock.now().getTime() + ms);
+    // Due long after the gateway's time, so that only the claim below, another instance's, takes one.
+    // The first accepted is the one the claim takes.
+    const [held, pending] = [1, 2].map((ms) =>
+      jobFixture(workspace.id, { id: newId(accepted(ms).getTime()), runAt: due, createdAt: accepted(ms), updatedAt: accepted(ms), requestId: `req-${ms}` }),
+    );
+    for (const job of [held, pending]) await gw.app.store.enqueueJob(job, eventFixture(workspace.id, { jobId: job.id }));
+    await gw.app.store.claimJobs('another instance', 1, due, new Date('2027-02-01T00:01:00.000Z'));
+
+    const listed = await cli('jobs', 'list', '--workspace', 'restored customer');
+    expect(listed.stdout.split('\n')[0]).toMatch(/^ID +WORKSPACE +STATUS +CREATED +ATTEMPTS +LEASE ENDS +FINISHED +SOURCE CAMPAIGN +REQUEST ID +ERROR$/);
+    expect(listed.stdout.split('\n').slice(1, 3).map((line) => line.split(/ +/).slice(0, 3))).toEqual([
+      [pending.id, 'restored', 'customer'],
+      [held.id, 'restored', 'customer'],
+    ]);
+    expect(await cliJson('jobs', 'list', '--workspace', workspace.id, '--status', 'RUNNING')).toMatchObject([
+      { id: held.id, status: 'RUNNING', requestId: 'req-1', leaseExpiresAt: '2027-02-01T00:01:00.000Z', workspace: { name: 'restored customer' } },
+    ]);
+    expect((await cliJson('jobs', 'list', '--since', accepted(1).toISOString(), '--limit', '1')).map((job: { id: string }) => job.id)).toEqual([pending.id]);
+    expect(await cli('jobs', 'list', '--status', 'DONE')).toMatchObject({ code: EXIT.failed, stderr: "campaign-gateway: --status must be one of PENDING, RUNNING, SUCCEEDED, FAILED, got 'DONE'\n" });
+
+    expect(await cli('jobs', 'fail', pending.id, '--reason', 'Braze has it')).toMatchObject({ code: EXIT.usage });
+    expect(await cli('jobs', 'fail', pending.id, held.id, '--reason', 'Braze has it', '--operator', 'dr', '--confirm')).toEqual({
+      code: EXIT.failed,
+      stdout:
+        `Failed job ${pending.id} (error CANCELLED): it will not run.\n` +
+        `Job ${held.id} was not failed: a worker holds it, its lease ends at 2027-02-01T00:01:00.000Z (try again after it).\n`,
+      stderr: 'campaign-gateway: 1 of 2 jobs were not failed\n',
+    });
+    expect(await gw.app.store.getJob(workspace.id, pending.id)).toMatchObject({
+      status: 'FAILED',
+      error: { code: 'CANCELLED', message: 'Failed by an operator: Braze has it' },
+    });
+    const [event] = await gw.app.store.listEvents(workspace.id, { jobId: pending.id, types: ['CAMPAIGN_DUPLICATION_FAILED'] }, { first: 10 });
+    expect(event.details).toMatchObject({ error: { code: 'CANCELLED' }, reason: 'Braze has it', operator: 'dr', attempts: 0 });
+    expect(await gw.app.store.getJob(workspace.id, held.id)).toMatchObject({ status: 'RUNNING' });
+    // Its lease over, its worker gone: the job fails too.
+    expect(await cliJsonAt(new ManualClock(new Date('2027-02-01T00:02:00.000Z')), ['jobs', 'fail', held.id, '--reason', 'Braze has it', '--confirm'])).toMatchObject([
+      { id: held.id, status: 'FAILED', failed: true, error: { code: 'CANCELLED' } },
+    ]);
   });
 
   it('backs the store up while the gateway runs, to a file only its owner reads, which restores as a store', async () => {

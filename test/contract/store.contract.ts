@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { EVENT_TIME_SKEW_MS } from '../../src/adapters/rows.js';
 import { exportLines, type ExportLine } from '../../src/domain/export.js';
-import { EXPORT_TABLES, type GatewayStore, type ListOptions } from '../../src/domain/ports.js';
+import { newId } from '../../src/domain/ids.js';
+import { EXPORT_TABLES, type GatewayStore, type JobFailure, type ListOptions } from '../../src/domain/ports.js';
 import { SECURITY_EVENT_TYPES, type SecurityEvent, type SecurityEventFilter, type SecurityEventType } from '../../src/domain/types.js';
 import { apiKeyFixture, at, campaignFixture, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
 import { jobCounts } from '../support/store-checks.js';
@@ -218,6 +219,68 @@ export function storeContract(name: string, harness: StoreHarness): void {
       expect(claimed.map((j) => j.id)).toEqual([due.id]);
       expect(claimed[0]).toMatchObject({ status: 'RUNNING', leaseOwner: 'a', leaseExpiresAt: at(31_000), attempts: 1 });
       expect(await store.claimJobs('b', 10, at(2000), at(32_000))).toEqual([]);
+    });
+
+    describe('jobs for the operator', () => {
+      /** A job accepted at `ms`, its id made then, as the gateway makes them. */
+      const jobAt = (workspaceId: string, ms: number) => jobFixture(workspaceId, { id: newId(at(ms).getTime()), createdAt: at(ms), runAt: at(ms) });
+      const ids = (jobs: { id: string }[]) => jobs.map((job) => job.id);
+      const cancelled = (jobId: string, workspaceId = ws): JobFailure => ({
+        status: 'FAILED',
+        resultCampaignId: null,
+        error: { code: 'CANCELLED', message: 'Failed by an operator: sent before the restore' },
+        event: eventFixture(workspaceId, { type: 'CAMPAIGN_DUPLICATION_FAILED', jobId }),
+      });
+
+      it('lists jobs newest first, a page at a time, by workspace, status and acceptance time', async () => {
+        const jobs = [jobAt(ws, 1000), jobAt(other, 2000), jobAt(ws, 3000), jobAt(ws, 4000), jobAt(other, 5000)];
+        for (const job of jobs) await store.enqueueJob(job, eventFixture(job.workspaceId, { jobId: job.id }));
+        const [running] = await store.claimJobs('w', 1, at(1500), at(60_000));
+        expect(running.id).toBe(jobs[0].id);
+
+        expect(ids(await store.listJobs({}, 10, null))).toEqual(ids([...jobs].reverse()));
+        const first = await store.listJobs({ workspaceId: ws }, 2, null);
+        expect(ids(first)).toEqual([jobs[3].id, jobs[2].id]);
+        expect(ids(await store.listJobs({ workspaceId: ws }, 2, first[1].id))).toEqual([jobs[0].id]);
+        expect(await store.listJobs({ workspaceId: ws, status: 'RUNNING' }, 10, null)).toMatchObject([{ id: jobs[0].id, status: 'RUNNING', leaseOwner: 'w' }]);
+        expect(ids(await store.listJobs({ status: 'PENDING', createdSince: at(3000) }, 10, null))).toEqual([jobs[4].id, jobs[3].id, jobs[2].id]);
+        expect(await store.listJobs({ status: 'FAILED' }, 10, null)).toEqual([]);
+        expect(await store.findJob(jobs[1].id)).toMatchObject({ id: jobs[1].id, workspaceId: other });
+        expect(await store.findJob(randomUUID())).toBeNull();
+      });
+
+      it('fails a pending job and one whose lease expired, with its event in the same write, never one a worker holds or one finished', async () => {
+        const [pending, expired, held, done] = [jobAt(ws, 0), jobAt(ws, 1), jobAt(ws, 2), jobAt(ws, 3)];
+        for (const job of [expired, held, done]) {
+          await store.enqueueJob(job, eventFixture(ws, { jobId: job.id }));
+          await store.claimJobs(job.id, 1, at(10), at(job === expired ? 1000 : 60_000));
+        }
+        await store.enqueueJob(pending, eventFixture(ws, { jobId: pending.id }));
+        expect(await store.finishJob(done.id, done.id, cancelled(done.id), at(20))).toBe(true);
+
+        expect(await store.cancelJob(pending.id, cancelled(pending.id), at(2000))).toBe(true);
+        expect(await store.cancelJob(expired.id, cancelled(expired.id), at(2000))).toBe(true);
+        expect(await store.cancelJob(held.id, cancelled(held.id), at(2000))).toBe(false);
+        expect(await store.cancelJob(done.id, cancelled(done.id), at(2000))).toBe(false);
+        expect(await store.cancelJob(randomUUID(), cancelled(randomUUID()), at(2000))).toBe(false);
+
+        for (const job of [pending, expired]) {
+          expect(await store.getJob(ws, job.id)).toMatchObject({
+            status: 'FAILED',
+            finishedAt: at(2000),
+            leaseOwner: null,
+            leaseExpiresAt: null,
+            error: { code: 'CANCELLED', message: 'Failed by an operator: sent before the restore' },
+          });
+          const failed = await store.listEvents(ws, { jobId: job.id, types: ['CAMPAIGN_DUPLICATION_FAILED'] }, { first: 10 });
+          expect(failed).toHaveLength(1);
+        }
+        expect(await store.getJob(ws, held.id)).toMatchObject({ status: 'RUNNING', leaseOwner: held.id });
+        expect(await store.listEvents(ws, { jobId: held.id, types: ['CAMPAIGN_DUPLICATION_FAILED'] }, { first: 10 })).toEqual([]);
+        // Nothing left to claim: the worker whose lease expired finds its job gone from the queue.
+        expect(await store.claimJobs('another', 10, at(3000), at(60_000))).toEqual([]);
+        expect(await store.finishJob(expired.id, expired.id, cancelled(expired.id), at(3000))).toBe(false);
+      });
     });
 
     it('tells how long the pending job due longest ago has been due, leaving out jobs not due yet and jobs not pending', async () => {

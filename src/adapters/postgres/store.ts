@@ -1,11 +1,12 @@
 import pg from 'pg';
-import type { EventPruneBatch, EventPruneCursor, ExportPage, ExportTable, GatewayStore, JobOutcome, ListOptions, NewerSchema, OlderSchema, SchemaVersions, WorkspaceDeletion } from '../../domain/ports.js';
+import type { EventPruneBatch, EventPruneCursor, ExportPage, ExportTable, GatewayStore, JobFailure, JobOutcome, ListOptions, NewerSchema, OlderSchema, SchemaVersions, WorkspaceDeletion } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
   Campaign,
   DuplicationJob,
   IdempotencyRecord,
   JobError,
+  JobFilter,
   JobStatus,
   NewSecurityEvent,
   SecurityEvent,
@@ -27,6 +28,7 @@ import {
   exportPageSql,
   insertStatement,
   KNOWN_EVENT_TYPES_SQL,
+  listJobsSql,
   newJobToRow,
   oldestDueJobSql,
   promoteDueJobsSql,
@@ -530,6 +532,34 @@ export class PostgresStore implements GatewayStore {
   async getJob(workspaceId: string, id: string): Promise<DuplicationJob | null> {
     const [row] = await this.lookup('SELECT * FROM jobs WHERE id = $1 AND workspace_id = $2', [id, workspaceId]);
     return row ? rowToJob(row) : null;
+  }
+
+  async findJob(id: string): Promise<DuplicationJob | null> {
+    const [row] = await this.lookup('SELECT * FROM jobs WHERE id = $1', [id]);
+    return row ? rowToJob(row) : null;
+  }
+
+  async listJobs(filter: JobFilter, first: number, beforeId: string | null): Promise<DuplicationJob[]> {
+    const values: unknown[] = [];
+    const text = listJobsSql(filter, first, beforeId, (value) => `$${values.push(value)}`, (value) => value);
+    return (await this.lookup(text, values)).map(rowToJob);
+  }
+
+  /** As finishJob, for a job no worker holds: PENDING, or RUNNING under a lease expired by the queue's clock. */
+  async cancelJob(jobId: string, outcome: JobFailure, now: Date): Promise<boolean> {
+    if (!storable(jobId)) return false;
+    return transaction(this.pool, async (client) => {
+      const changed = await this.count(
+        `UPDATE jobs SET status = 'FAILED', finished_at = ${jobTime('$1')}, updated_at = ${jobTime('$1')}, error_code = $2, error_message = $3,
+           lease_owner = NULL, lease_expires_at = NULL
+         WHERE id = $4 AND (status = 'PENDING' OR (status = 'RUNNING' AND lease_expires_at < ${jobTime('$1')}))`,
+        [this.jobClock(now), outcome.error.code, outcome.error.message, jobId],
+        client,
+      );
+      if (changed === 0) return false;
+      await this.insertEventWith(client, outcome.event);
+      return true;
+    });
   }
 
   /**

@@ -2,20 +2,21 @@ import { closeSync, constants, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type Database from 'better-sqlite3';
 import { dependencyUnavailable } from '../../domain/errors.js';
-import type { EventPruneBatch, EventPruneCursor, ExportPage, ExportTable, GatewayStore, JobOutcome, ListOptions, NewerSchema, OlderSchema, SchemaVersions, WorkspaceDeletion } from '../../domain/ports.js';
+import type { EventPruneBatch, EventPruneCursor, ExportPage, ExportTable, GatewayStore, JobFailure, JobOutcome, ListOptions, NewerSchema, OlderSchema, SchemaVersions, WorkspaceDeletion } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
   Campaign,
   DuplicationJob,
   IdempotencyRecord,
   JobError,
+  JobFilter,
   JobStatus,
   NewSecurityEvent,
   SecurityEvent,
   SecurityEventFilter,
   Workspace,
 } from '../../domain/types.js';
-import { COUNT_JOBS_SQL, distinctTypes, EVENT_WINDOW_SQL, eventWindowSeeks, exportCursor, exportPage, exportPageSql, KNOWN_EVENT_TYPES_SQL, oldestDueJobSql, rowSeq, rowToApiKey, rowToCampaign, rowToEvent, rowToIdempotency, rowToJob, rowToWorkspace, type Row } from '../rows.js';
+import { COUNT_JOBS_SQL, distinctTypes, EVENT_WINDOW_SQL, eventWindowSeeks, exportCursor, exportPage, exportPageSql, KNOWN_EVENT_TYPES_SQL, listJobsSql, oldestDueJobSql, rowSeq, rowToApiKey, rowToCampaign, rowToEvent, rowToIdempotency, rowToJob, rowToWorkspace, type Row } from '../rows.js';
 import { incompleteSchema, migratedUnder, schemaRefusal } from '../schema-version.js';
 import { openConnection, Statements } from './connection.js';
 import { assertNoStrayWal, assertSameFile, identify, type FileIdentity } from './database-file.js';
@@ -394,6 +395,21 @@ export class SqliteStore implements GatewayStore {
   async getJob(workspaceId: string, id: string): Promise<DuplicationJob | null> {
     const row = this.read('SELECT * FROM jobs WHERE id = ? AND workspace_id = ?', id, workspaceId);
     return row ? rowToJob(row) : null;
+  }
+
+  async findJob(id: string): Promise<DuplicationJob | null> {
+    const row = this.read('SELECT * FROM jobs WHERE id = ?', id);
+    return row ? rowToJob(row) : null;
+  }
+
+  async listJobs(filter: JobFilter, first: number, beforeId: string | null): Promise<DuplicationJob[]> {
+    const params: unknown[] = [];
+    const text = listJobsSql(filter, first, beforeId, (value) => (params.push(value), '?'), (value) => value.getTime(), '+');
+    return this.readAll(text, ...params).map(rowToJob);
+  }
+
+  async cancelJob(jobId: string, outcome: JobFailure, now: Date): Promise<boolean> {
+    return this.write('cancelJob', jobId, outcome, now);
   }
 
   async claimJobs(owner: string, limit: number, now: Date, leaseExpiresAt: Date): Promise<DuplicationJob[]> {

@@ -1,6 +1,6 @@
 import type Database from 'better-sqlite3';
 import { holdsIdempotencyKey } from '../../domain/idempotency.js';
-import type { EventPruneBatch, EventPruneCursor, JobOutcome, WorkspaceDeletion } from '../../domain/ports.js';
+import type { EventPruneBatch, EventPruneCursor, JobFailure, JobOutcome, WorkspaceDeletion } from '../../domain/ports.js';
 import type { ApiKeyRecord, Campaign, DuplicationJob, IdempotencyRecord, JobError, NewSecurityEvent, Workspace } from '../../domain/types.js';
 import {
   apiKeyToRow,
@@ -201,6 +201,18 @@ export class SqliteWrites {
     );
     if (result.changes === 0) return false;
     if (outcome.newCampaign) this.insertCampaign(outcome.newCampaign);
+    this.insertEvent(outcome.event);
+    return true;
+  }
+
+  /** As finishJob, for a job no worker holds: PENDING, or RUNNING under a lease expired at `now`. */
+  cancelJob(jobId: string, outcome: JobFailure, now: Date): boolean {
+    const result = this.sql.get(
+      `UPDATE jobs SET status = 'FAILED', finished_at = @now, updated_at = @now, error_code = @code, error_message = @message,
+         lease_owner = NULL, lease_expires_at = NULL
+       WHERE id = @id AND (status = 'PENDING' OR (status = 'RUNNING' AND lease_expires_at < @now))`,
+    ).run({ now: now.getTime(), code: outcome.error.code, message: outcome.error.message, id: jobId });
+    if (result.changes === 0) return false;
     this.insertEvent(outcome.event);
     return true;
   }
