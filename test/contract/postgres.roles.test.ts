@@ -83,7 +83,27 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL: the migration lock, a runtime 
     await withAdmin((client) => client.query(`DROP ROLE IF EXISTS ${runtime}`));
   });
 
+  it('refuses to make a new store beside one in another schema, as after a restore without --create, naming it and the fix', async () => {
+    // The owner's search_path is the default one ("$user", public): the database's SET search_path, lost.
+    await expect(open().migrate()).rejects.toThrow(
+      new RegExp(
+        `holds no gateway tables on its search_path \\("\\$user", public\\), but schema ${schema} holds a gateway store: .*Nothing was made\\. ` +
+          `Set the search_path to the store's schema \\(ALTER DATABASE ${databaseName} SET search_path = ${schema}, .*options=-c%20search_path%3D${schema} in DATABASE_URL\\)`,
+      ),
+    );
+    const made = await withAdmin(
+      async (client) => (await client.query(`SELECT to_regclass('public.schema_migrations') AS version, to_regclass('public.workspaces') AS workspaces`)).rows[0],
+      database.url,
+    );
+    expect(made).toEqual({ version: null, workspaces: null });
+    // As the refusal says: the search_path in DATABASE_URL finds the store.
+    const url = new URL(database.url);
+    url.searchParams.set('options', `-c search_path=${schema}`);
+    expect(await open({ url: url.toString() }).migrate()).toEqual({ from: POSTGRES_MIGRATIONS.length, to: POSTGRES_MIGRATIONS.length });
+  });
+
   it('holds the migration lock no longer than the migration, even where the connection outlives the store’s use of it', async () => {
+    await withAdmin((client) => client.query('CREATE SCHEMA pooled'), database.url);
     // A pooler keeps the server's session when the client goes: here the migration's connection is simply kept open.
     const ended: pg.Client[] = [];
     const end = vi.spyOn(pg.Client.prototype, 'end').mockImplementation(function (this: pg.Client) {
@@ -91,7 +111,7 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL: the migration lock, a runtime 
       return Promise.resolve();
     });
     try {
-      const versions = await open().migrate();
+      const versions = await open({ schema: 'pooled' }).migrate();
       end.mockRestore();
       expect(versions).toMatchObject({ from: 0, to: POSTGRES_MIGRATIONS.length });
       expect(ended).toHaveLength(1);

@@ -88,6 +88,31 @@ async function schemaVersion(client: pg.ClientBase): Promise<number> {
 }
 
 /**
+ * Refuses to make a new store when the search_path finds no gateway tables but another schema of the database holds
+ * them: a dump restored without `pg_restore --create` loses the database's `SET search_path`, and the gateway then
+ * made an empty store (a demo workspace, a new admin key) beside the restored one. Any role may read the catalog.
+ */
+async function refuseStoreElsewhere(client: pg.ClientBase): Promise<void> {
+  const { rows } = await client.query(
+    `SELECT n.nspname AS schema FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.relname = 'schema_migrations' AND c.relkind IN ('r', 'p') AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast%'
+     ORDER BY n.nspname`,
+  );
+  if (rows.length === 0) return;
+  const schemas = rows.map((row: { schema: string }) => row.schema);
+  const [{ search_path: searchPath, database }] = (
+    await client.query(`SELECT current_setting('search_path') AS search_path, quote_ident(current_database()) AS database`)
+  ).rows;
+  const named = schemas.length === 1 ? `schema ${schemas[0]} holds` : `schemas ${schemas.join(', ')} hold`;
+  throw new SchemaVersionRefusal(
+    `${DATABASE} holds no gateway tables on its search_path (${searchPath}), but ${named} a gateway store: ` +
+      'a restore without pg_restore --create loses the database\'s settings. Nothing was made. ' +
+      `Set the search_path to the store's schema (ALTER DATABASE ${database} SET search_path = ${schemas[0]}, or ALTER ROLE … IN DATABASE, ` +
+      `or options=-c%20search_path%3D${schemas[0]} in DATABASE_URL), then start again (see "Restoring" in the README)`,
+  );
+}
+
+/**
  * The migration lock and the session holding it, as far as this role may see it (another role's session shows its
  * pid, user and application_name only). A single bigint key is classid (its high half), objid (its low half) and objsubid 1.
  */
@@ -229,6 +254,7 @@ export class PostgresStore implements GatewayStore {
     let upgrading = false;
     try {
       current = await schemaVersion(client);
+      if (current === 0 && this.options.schema === undefined) await refuseStoreElsewhere(client);
       const refusal = schemaRefusal(DATABASE, current, migrations.length, older);
       if (refusal) throw refusal;
       await client.query('BEGIN');
