@@ -54,7 +54,10 @@ describe('a gateway started on a restored backup', () => {
   async function backUp({ env, backup, file }: Started) {
     const { code, stdout } = await cliProcess(['store', 'backup', backup], env);
     expect(code).toBe(0);
-    expect(stdout).toContain(`delete ${file}-wal and ${file}-shm (either may be missing), put the copy in place of ${file}, then start the gateways`);
+    expect(stdout).toContain(
+      `delete ${file}-wal and ${file}-shm (either may be missing), put the copy in place of ${file} and chown it to the gateway's user, ` +
+        'then follow "After a restore" in the README before the gateways send jobs again',
+    );
   }
 
   /** What a start on the copy beside the old `-wal` writes before it exits with 1: one line naming the files to delete. */
