@@ -4,6 +4,7 @@ import { newId } from './ids.js';
 import { AllowlistError, parseAllowlist } from './ip-allowlist.js';
 import { displayPrefix, generateApiKey, hashApiKey, redactApiKeys } from './keys.js';
 import { isPermission, PERMISSIONS, type Permission } from './permissions.js';
+import { jobEvent } from './request-events.js';
 import type { Clock, GatewayStore, JobFailure } from './ports.js';
 import type { ApiKeyRecord, Campaign, DuplicationJob, JobFilter, NewSecurityEvent, SecurityEventType, Workspace } from './types.js';
 import { characters, composed, isReadableLine, quoted } from './validation.js';
@@ -303,19 +304,7 @@ export class AdminService {
       status: 'FAILED',
       resultCampaignId: null,
       error,
-      event: {
-        id: newId(),
-        workspaceId: job.workspaceId,
-        type: 'CAMPAIGN_DUPLICATION_FAILED',
-        occurredAt: now,
-        apiKeyId: job.apiKeyId,
-        apiKeyName: job.apiKeyName,
-        channel: job.channel,
-        ip: job.ip,
-        jobId: job.id,
-        campaignId: job.sourceCampaignId,
-        details: { sourceCampaignId: job.sourceCampaignId, name: job.name, attempts: job.attempts, error, ...said },
-      },
+      event: jobEvent(job, 'CAMPAIGN_DUPLICATION_FAILED', now, { sourceCampaignId: job.sourceCampaignId, name: job.name, attempts: job.attempts, error, ...said }),
     };
     const failed = await this.store.cancelJob(job.id, failure, now);
     return { job: (await this.store.findJob(job.id)) ?? job, failed };

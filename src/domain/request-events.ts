@@ -2,7 +2,7 @@
 // channel, address and request id.
 import { newId } from './ids.js';
 import type { Clock } from './ports.js';
-import type { KeySecret, NewSecurityEvent, Principal } from './types.js';
+import type { DuplicationJob, KeySecret, NewSecurityEvent, Principal } from './types.js';
 
 export function requestEvent<T extends NewSecurityEvent['type']>(
   clock: Clock,
@@ -31,3 +31,20 @@ export function requestEvent<T extends NewSecurityEvent['type']>(
  * rotation's overlap (or past it, for API_KEY_REJECTED), so that the events of the old and the new tell apart.
  */
 export const secretUsed = (principal: Principal): { secret?: KeySecret } => (principal.secret === 'previous' ? { secret: 'previous' } : {});
+
+/** An event of a job after its request (its outcome, an operator failing it): the request's key, channel and address. */
+export function jobEvent(job: DuplicationJob, type: NewSecurityEvent['type'], at: Date, details: Record<string, unknown>): NewSecurityEvent {
+  return {
+    id: newId(),
+    workspaceId: job.workspaceId,
+    type,
+    occurredAt: at,
+    apiKeyId: job.apiKeyId,
+    apiKeyName: job.apiKeyName,
+    channel: job.channel,
+    ip: job.ip,
+    jobId: job.id,
+    campaignId: job.sourceCampaignId,
+    details,
+  };
+}

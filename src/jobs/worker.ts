@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { isUnavailable, type GatewayError } from '../domain/errors.js';
-import { newId } from '../domain/ids.js';
 import type { Clock, Duplicator, DuplicationResult, GatewayStore, JobOutcome, NewerSchema } from '../domain/ports.js';
-import type { DuplicationJob, JobError, JobErrorCode, NewSecurityEvent } from '../domain/types.js';
+import type { DuplicationJob, JobError, JobErrorCode } from '../domain/types.js';
+import { jobEvent } from '../domain/request-events.js';
 import { jobLogFields, logFailure, RepeatedFailureLog } from './failure-log.js';
 
 export interface WorkerOptions {
@@ -325,7 +325,7 @@ export class JobWorker {
         resultCampaignId: result.resultCampaignId,
         error: null,
         newCampaign: result.newCampaign,
-        event: this.event(job, 'CAMPAIGN_DUPLICATED', now, {
+        event: jobEvent(job, 'CAMPAIGN_DUPLICATED', now, {
           sourceCampaignId: job.sourceCampaignId,
           resultCampaignId: result.resultCampaignId,
           name: job.name,
@@ -339,28 +339,12 @@ export class JobWorker {
       status: 'FAILED',
       resultCampaignId: null,
       error,
-      event: this.event(job, 'CAMPAIGN_DUPLICATION_FAILED', now, {
+      event: jobEvent(job, 'CAMPAIGN_DUPLICATION_FAILED', now, {
         sourceCampaignId: job.sourceCampaignId,
         name: job.name,
         attempts: job.attempts,
         error,
       }),
-    };
-  }
-
-  private event(job: DuplicationJob, type: NewSecurityEvent['type'], now: Date, details: Record<string, unknown>): NewSecurityEvent {
-    return {
-      id: newId(),
-      workspaceId: job.workspaceId,
-      type,
-      occurredAt: now,
-      apiKeyId: job.apiKeyId,
-      apiKeyName: job.apiKeyName,
-      channel: job.channel,
-      ip: job.ip,
-      jobId: job.id,
-      campaignId: job.sourceCampaignId,
-      details,
     };
   }
 }
