@@ -1,4 +1,4 @@
-import type { EventPruneBatch, ExportPage, ExportRows, ExportTable } from '../domain/ports.js';
+import type { ClaimedJob, EventPruneBatch, ExportPage, ExportRows, ExportTable } from '../domain/ports.js';
 import {
   JOB_STATUSES,
   SECURITY_EVENT_TYPES,
@@ -270,12 +270,16 @@ export const jobTurn = (job: DuplicationJob): ReadColumn => ({
 });
 
 /**
- * The jobs a claim took (rows with their `queue_turn`), in the order the queue gives them: by turn, then due time,
- * then id. The highest turn among them is what the claim moves the clock up to.
+ * The jobs a claim took (rows with their `queue_turn`, and `taken_over_from`: the lease owner of a job that was
+ * RUNNING under an expired lease), in the order the queue gives them: by turn, then due time, then id. The highest
+ * turn among them is what the claim moves the clock up to.
  */
-export function claimedJobs(rows: Row[]): { jobs: DuplicationJob[]; lastTurn: number | null } {
+export function claimedJobs(rows: Row[]): { jobs: ClaimedJob[]; lastTurn: number | null } {
   const turn = (row: Row) => Number(row.queue_turn);
-  const ordered = rows.map((row) => ({ row, job: rowToJob(row) }));
+  const ordered = rows.map((row) => ({
+    row,
+    job: typeof row.taken_over_from === 'string' ? { ...rowToJob(row), takenOverFrom: row.taken_over_from } : rowToJob(row),
+  }));
   ordered.sort(
     (a, b) => turn(a.row) - turn(b.row) || a.job.runAt.getTime() - b.job.runAt.getTime() || (a.job.id < b.job.id ? -1 : a.job.id > b.job.id ? 1 : 0),
   );

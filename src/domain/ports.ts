@@ -194,7 +194,7 @@ export interface GatewayStore {
    * Claims up to `limit` runnable jobs (pending and due, or running with an expired lease) for `owner`,
    * marks them RUNNING with a lease until `leaseExpiresAt` and counts an attempt.
    */
-  claimJobs(owner: string, limit: number, now: Date, leaseExpiresAt: Date): Promise<DuplicationJob[]>;
+  claimJobs(owner: string, limit: number, now: Date, leaseExpiresAt: Date): Promise<ClaimedJob[]>;
   /**
    * Writes the terminal state, the outcome event and (local mode) the new campaign in one transaction,
    * only while `owner` still holds the lease. Returns false, writing nothing, when it does not.
@@ -258,6 +258,15 @@ export interface Quota {
   peek(key: string): Promise<RateLimitState>;
   /** Gives back points taken for a request that turned out to owe none. */
   refund(key: string, points?: number): Promise<void>;
+}
+
+/** A job as a claim took it. */
+export interface ClaimedJob extends DuplicationJob {
+  /**
+   * The lease owner of a job the claim took while RUNNING under an expired lease (its worker died, hung or lost the
+   * store): that run may have reached the upstream already. Absent for a job that was pending.
+   */
+  takenOverFrom?: string;
 }
 
 /**

@@ -83,6 +83,7 @@ export class GatewayMetrics {
   private readonly jobsFinished: Counter<'status' | 'error_code'>;
   private readonly jobRetries: Counter;
   private readonly jobDeferrals: Counter<'reason'>;
+  private readonly jobsTakenOver: Counter;
   private readonly jobWait: Histogram<'status'>;
   /**
    * Duplications by channel and outcome, in plain numbers the counter is given at each scrape: counting them, on
@@ -206,6 +207,13 @@ export class GatewayMetrics {
       'reason',
       DEFERRAL_REASONS,
     );
+    this.jobsTakenOver = new Counter({
+      name: 'gateway_duplication_jobs_taken_over_total',
+      help:
+        'RUNNING jobs this instance claimed after their lease expired (the instance running them died, hung or lost the store): in upstream ' +
+        'mode the upstream may have received each of them twice. Each is logged with its job id and previous lease owner.',
+      registers,
+    });
     this.jobWait = new Histogram({
       name: 'gateway_duplication_job_wait_seconds',
       help:
@@ -381,6 +389,7 @@ export class GatewayMetrics {
     },
     jobRetried: () => this.jobRetries.inc(),
     jobDeferred: (reason) => this.jobDeferrals.inc({ reason }),
+    jobTakenOver: () => this.jobsTakenOver.inc(),
   };
 
   readonly upstreamObserver: UpstreamObserver = {

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { isUnavailable, type GatewayError } from '../domain/errors.js';
-import type { Clock, Duplicator, DuplicationResult, GatewayStore, JobOutcome, NewerSchema } from '../domain/ports.js';
+import type { ClaimedJob, Clock, Duplicator, DuplicationResult, GatewayStore, JobOutcome, NewerSchema } from '../domain/ports.js';
 import type { DuplicationJob, JobError, JobErrorCode } from '../domain/types.js';
 import { jobEvent } from '../domain/request-events.js';
 import { jobLogFields, logFailure, RepeatedFailureLog } from './failure-log.js';
@@ -44,6 +44,8 @@ export interface WorkerObserver {
   jobFinished?(status: 'SUCCEEDED' | 'FAILED', durationMs: number, errorCode: JobErrorCode | null, sinceAcceptedMs: number): void;
   jobRetried?(): void;
   jobDeferred?(reason: DeferralReason): void;
+  /** A claim took a RUNNING job whose lease had expired. */
+  jobTakenOver?(): void;
 }
 
 /** The gateway's retry schedule: from 1 s, doubling per attempt, never more than 5 minutes. */
@@ -172,7 +174,7 @@ export class JobWorker {
   private async loop(): Promise<void> {
     while (this.running) {
       const free = this.options.concurrency - this.active.size;
-      let claimed: DuplicationJob[] = [];
+      let claimed: ClaimedJob[] = [];
       const now = this.clock.now();
       const lease = `${this.owner}:${++this.claims}`;
       if (free > 0 && now.getTime() >= this.claimPausedUntil && (await this.schemaIsKnown())) {
@@ -184,6 +186,7 @@ export class JobWorker {
         }
       }
       for (const job of claimed) {
+        if (job.takenOverFrom !== undefined) this.tookOver(job, job.takenOverFrom);
         const run = this.run(job, lease, now).finally(() => {
           this.active.delete(run);
           this.notify();
@@ -312,6 +315,18 @@ export class JobWorker {
     const now = this.clock.now();
     for (const [jobId, run] of this.unrecorded) if (run.job.leaseExpiresAt === null || run.job.leaseExpiresAt <= now) this.unrecorded.delete(jobId);
     this.unrecorded.set(job.id, { job, lease });
+  }
+
+  /**
+   * The run that held the job's lease may have got as far as the upstream call before its instance died, hung or lost
+   * the store: this run sends it again, and nothing else records that it may have been made twice.
+   */
+  private tookOver(job: ClaimedJob, previousLeaseOwner: string): void {
+    this.observer.jobTakenOver?.();
+    this.logger.warn(
+      { ...jobLogFields(job), previousLeaseOwner, attempts: job.attempts },
+      'took over a job whose lease expired; in upstream mode the upstream may have received it twice',
+    );
   }
 
   private leaseLost(job: DuplicationJob): void {

@@ -312,13 +312,27 @@ export function storeContract(name: string, harness: StoreHarness): void {
       expect(claimed.length).toBe(17);
     });
 
+    it("names the expired lease each job was taken over from, and none for a job that was pending", async () => {
+      const crashed = jobFixture(ws, { runAt: at(0) });
+      await store.enqueueJob(crashed, eventFixture(ws, { jobId: crashed.id }));
+      await store.claimJobs('dead', 1, at(0), at(1000));
+      const pending = jobFixture(ws, { runAt: at(1) });
+      await store.enqueueJob(pending, eventFixture(ws, { jobId: pending.id }));
+      const claimed = await store.claimJobs('b', 5, at(1500), at(9000));
+      expect(claimed.map(({ id, takenOverFrom }) => ({ id, takenOverFrom }))).toEqual([
+        { id: crashed.id, takenOverFrom: 'dead' },
+        { id: pending.id, takenOverFrom: undefined },
+      ]);
+      expect(await store.getJob(ws, crashed.id)).not.toHaveProperty('takenOverFrom');
+    });
+
     it('reclaims a job whose lease expired, and only the new owner can finish it', async () => {
       const job = jobFixture(ws);
       await store.enqueueJob(job, eventFixture(ws));
       await store.claimJobs('dead', 1, at(0), at(1000));
       expect(await store.claimJobs('b', 1, at(500), at(2000))).toEqual([]);
       const [reclaimed] = await store.claimJobs('b', 1, at(1500), at(9000));
-      expect(reclaimed).toMatchObject({ id: job.id, leaseOwner: 'b', attempts: 2 });
+      expect(reclaimed).toMatchObject({ id: job.id, leaseOwner: 'b', attempts: 2, takenOverFrom: 'dead' });
 
       const copy = campaignFixture(ws, { duplicatedFrom: job.sourceCampaignId });
       const outcome = {

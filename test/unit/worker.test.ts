@@ -115,6 +115,38 @@ describe('the job worker', () => {
     expect(events).toMatchObject([{ details: { error: { code: 'ATTEMPTS_EXHAUSTED' } } }]);
   });
 
+  it('warns, naming the job and the lease it took it from, and counts it, when it takes over a job whose lease expired', async () => {
+    const clock = new ManualClock();
+    const ws = workspaceFixture();
+    await store.createWorkspace(ws);
+    const crashed = jobFixture(ws.id, { runAt: clock.now(), requestId: 'req-crashed' });
+    await store.enqueueJob(crashed, eventFixture(ws.id, { jobId: crashed.id }));
+    const options = workerOptions(2);
+    // Its instance was killed mid-run: the job stays RUNNING under that lease until the lease runs out.
+    await store.claimJobs('killed-host:7:abcd:1', 1, clock.now(), new Date(clock.now().getTime() + options.leaseMs));
+    clock.advance(options.leaseMs + 1);
+    const pending = jobFixture(ws.id, { runAt: clock.now() });
+    await store.enqueueJob(pending, eventFixture(ws.id, { jobId: pending.id }));
+    const duplicator = new HeldDuplicator();
+    const lines: { level: string; details: Record<string, unknown>; message: string }[] = [];
+    const record = (level: string) => (details: object, message: string) => void lines.push({ level, details: details as Record<string, unknown>, message });
+    let takenOver = 0;
+    worker = new JobWorker(store, duplicator, clock, options, { debug: record('debug'), info: record('info'), warn: record('warn'), error: record('error') }, {
+      jobTakenOver: () => (takenOver += 1),
+    });
+    worker.start();
+    await waitFor(async () => duplicator.runs.length === 2);
+
+    expect(lines.filter((line) => line.level === 'warn')).toEqual([
+      {
+        level: 'warn',
+        details: { jobId: crashed.id, reqId: 'req-crashed', previousLeaseOwner: 'killed-host:7:abcd:1', attempts: 2 },
+        message: 'took over a job whose lease expired; in upstream mode the upstream may have received it twice',
+      },
+    ]);
+    expect(takenOver).toBe(1);
+  });
+
   it('retries a job failing transiently until its last attempt, runs that attempt, then fails it with its error', async () => {
     const clock = new ManualClock();
     const ws = workspaceFixture();

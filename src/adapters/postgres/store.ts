@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { EventPruneBatch, EventPruneCursor, ExportPage, ExportTable, GatewayStore, JobFailure, JobOutcome, ListOptions, NewerSchema, OlderSchema, SchemaVersions, WorkspaceDeletion } from '../../domain/ports.js';
+import type { ClaimedJob, EventPruneBatch, EventPruneCursor, ExportPage, ExportTable, GatewayStore, JobFailure, JobOutcome, ListOptions, NewerSchema, OlderSchema, SchemaVersions, WorkspaceDeletion } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
   Campaign,
@@ -595,25 +595,26 @@ export class PostgresStore implements GatewayStore {
    * their UNION ALL gives the expired ones first. Concurrent claims wait for each other only on the clock's row,
    * and only those that move it, after their jobs are taken. The waiting jobs whose time has come are made due
    * first, in a statement of their own: a data-modifying CTE's changes are invisible to the rest of its statement.
-   * `run_at <= $3` stays, so that no job is taken early whatever its flag.
+   * `run_at <= $3` stays, so that no job is taken early whatever its flag. An expired lease's owner is read as its
+   * row is locked, so that the worker can say whose run it took over.
    */
-  async claimJobs(owner: string, limit: number, now: Date, leaseExpiresAt: Date): Promise<DuplicationJob[]> {
+  async claimJobs(owner: string, limit: number, now: Date, leaseExpiresAt: Date): Promise<ClaimedJob[]> {
     const clock = this.jobClock(now);
     await this.count(promoteDueJobsSql(jobTime('$1')), [clock]);
     const rows = await this.rows(
       `WITH expired AS (
-         SELECT id FROM jobs WHERE status = 'RUNNING' AND lease_expires_at < ${jobTime('$3')}
+         SELECT id, lease_owner FROM jobs WHERE status = 'RUNNING' AND lease_expires_at < ${jobTime('$3')}
          ORDER BY lease_expires_at LIMIT $4 FOR UPDATE SKIP LOCKED
        ), pending AS (
          SELECT id FROM jobs WHERE status = 'PENDING' AND waiting = false AND run_at <= ${jobTime('$3')}
          ORDER BY queue_turn, run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED
        ), picked AS (
-         SELECT id FROM expired UNION ALL SELECT id FROM pending LIMIT $4
+         SELECT id, lease_owner AS taken_over_from FROM expired UNION ALL SELECT id, NULL FROM pending LIMIT $4
        ), claimed AS (
          UPDATE jobs SET status = 'RUNNING', lease_owner = $1, lease_expires_at = ${jobTime('$3')} + ${millis('$2')}, attempts = attempts + 1,
            updated_at = ${jobTime('$3')}
          FROM picked WHERE jobs.id = picked.id
-         RETURNING jobs.*
+         RETURNING jobs.*, picked.taken_over_from
        ), clock AS (
          UPDATE job_queue_clock SET turn = last.turn FROM (SELECT MAX(queue_turn) AS turn FROM claimed) last WHERE job_queue_clock.turn < last.turn
        )

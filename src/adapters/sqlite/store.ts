@@ -2,7 +2,7 @@ import { closeSync, constants, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type Database from 'better-sqlite3';
 import { dependencyUnavailable } from '../../domain/errors.js';
-import type { EventPruneBatch, EventPruneCursor, ExportPage, ExportTable, GatewayStore, JobFailure, JobOutcome, ListOptions, NewerSchema, OlderSchema, SchemaVersions, WorkspaceDeletion } from '../../domain/ports.js';
+import type { ClaimedJob, EventPruneBatch, EventPruneCursor, ExportPage, ExportTable, GatewayStore, JobFailure, JobOutcome, ListOptions, NewerSchema, OlderSchema, SchemaVersions, WorkspaceDeletion } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
   Campaign,
@@ -412,7 +412,7 @@ export class SqliteStore implements GatewayStore {
     return this.write('cancelJob', jobId, outcome, now);
   }
 
-  async claimJobs(owner: string, limit: number, now: Date, leaseExpiresAt: Date): Promise<DuplicationJob[]> {
+  async claimJobs(owner: string, limit: number, now: Date, leaseExpiresAt: Date): Promise<ClaimedJob[]> {
     return this.write('claimJobs', owner, limit, now, leaseExpiresAt);
   }
 

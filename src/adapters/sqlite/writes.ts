@@ -1,6 +1,6 @@
 import type Database from 'better-sqlite3';
 import { holdsIdempotencyKey } from '../../domain/idempotency.js';
-import type { EventPruneBatch, EventPruneCursor, JobFailure, JobOutcome, WorkspaceDeletion } from '../../domain/ports.js';
+import type { ClaimedJob, EventPruneBatch, EventPruneCursor, JobFailure, JobOutcome, WorkspaceDeletion } from '../../domain/ports.js';
 import type { ApiKeyRecord, Campaign, DuplicationJob, IdempotencyRecord, JobError, NewSecurityEvent, Workspace } from '../../domain/types.js';
 import {
   apiKeyToRow,
@@ -19,6 +19,9 @@ import {
 } from '../rows.js';
 import { Statements } from './connection.js';
 
+/** The RUNNING jobs a claim takes over, oldest lease first: their worker died, hung or lost the store. */
+const EXPIRED_LEASES_SQL = "SELECT id, lease_owner FROM jobs WHERE status = 'RUNNING' AND lease_expires_at < @now ORDER BY lease_expires_at LIMIT +@limit";
+
 /**
  * Jobs whose lease expired (their worker died) first, then due pending jobs by turn (rows.ts, jobTurn). Each branch
  * stops after `limit` rows of its index: sorting every due job on each claim made draining a long queue quadratic.
@@ -29,7 +32,7 @@ import { Statements } from './connection.js';
 export const CLAIM_JOBS_SQL = `UPDATE jobs SET status = 'RUNNING', lease_owner = @owner, lease_expires_at = @lease,
     attempts = attempts + 1, updated_at = @now
   WHERE id IN (
-    SELECT id FROM (SELECT id FROM jobs WHERE status = 'RUNNING' AND lease_expires_at < @now ORDER BY lease_expires_at LIMIT +@limit)
+    SELECT id FROM (${EXPIRED_LEASES_SQL})
     UNION ALL
     SELECT id FROM (SELECT id FROM jobs INDEXED BY jobs_turn WHERE status = 'PENDING' AND waiting = false AND run_at <= @now
       ORDER BY queue_turn, run_at, id LIMIT +@limit)
@@ -176,10 +179,13 @@ export class SqliteWrites {
    * Makes due the waiting jobs whose time has come, claims with CLAIM_JOBS_SQL, and moves the queue's clock up to
    * the last turn taken, in one write.
    */
-  claimJobs(owner: string, limit: number, now: Date, leaseExpiresAt: Date): DuplicationJob[] {
+  claimJobs(owner: string, limit: number, now: Date, leaseExpiresAt: Date): ClaimedJob[] {
     this.sql.get(PROMOTE_DUE_JOBS_SQL).run({ now: now.getTime() });
+    // RETURNING gives only the new lease owner: the expired leases' owners are read first, in the same write.
+    const expired = this.sql.get(EXPIRED_LEASES_SQL).all({ now: now.getTime(), limit }) as Row[];
+    const previousOwners = new Map(expired.map((row) => [row.id, row.lease_owner]));
     const rows = this.sql.get(CLAIM_JOBS_SQL).all({ owner, lease: leaseExpiresAt.getTime(), now: now.getTime(), limit }) as Row[];
-    const { jobs, lastTurn } = claimedJobs(rows);
+    const { jobs, lastTurn } = claimedJobs(rows.map((row) => (previousOwners.has(row.id) ? { ...row, taken_over_from: previousOwners.get(row.id) } : row)));
     if (lastTurn !== null) this.sql.get('UPDATE job_queue_clock SET turn = @turn WHERE turn < @turn').run({ turn: lastTurn });
     return jobs;
   }
