@@ -212,10 +212,13 @@ function createUpstream(config: Config, clock: Clock, logger: BrazeClientOptions
   });
 }
 
-/** Failed authentications per client IP, counted on the shared limiter backend so every instance sees them. */
-function createAuthFailureLimiter(config: Config, limiters: LimiterBackend): AuthFailureLimiter {
+/**
+ * Failed authentications per client IP, counted on the shared limiter backend so every instance sees them. The CLI's
+ * are `sharedOnly`: lifting a block in its own memory, while Redis is down, would lift none.
+ */
+export function createAuthFailureLimiter(config: Config, limiters: LimiterBackend, sharedOnly = false): AuthFailureLimiter {
   return new RateLimiterAuthFailures(
-    limiters.limiter({ keyPrefix: 'auth-failures', points: config.authFailureLimit, durationSeconds: config.authFailureWindowSeconds }),
+    limiters.limiter({ keyPrefix: 'auth-failures', points: config.authFailureLimit, durationSeconds: config.authFailureWindowSeconds, sharedOnly }),
     config.authFailureBlockSeconds,
   );
 }
@@ -320,6 +323,12 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     onQuotaRejected: (channel) => metrics.quotaRejected(channel),
     onAuthFailed: (channel, code) => metrics.authFailed(channel, code),
     onAuthBlocked: (channel) => metrics.authBlocked(channel),
+    onClientBlocked: (block) =>
+      serviceLog?.warn(
+        block,
+        `blocked ${block.client} for ${block.blockSeconds} s after too many failed authentications (the last: ${block.reason}); ` +
+          "every request from it is refused with 429 until then, or until 'npm run cli -- clients unblock " + block.client + "'",
+      ),
     onDuplication: (channel, outcome) => metrics.duplication(channel, outcome),
     onEventUnrecorded: (type) => metrics.eventUnrecorded(type),
     keyUseLog: new RepeatedFailureLog(

@@ -20,17 +20,21 @@ export class RateLimiterAuthFailures implements AuthFailureLimiter {
     }
   }
 
-  async recordFailure(client: string): Promise<void> {
+  async recordFailure(client: string): Promise<number | null> {
     let state: RateLimiterRes;
     try {
       state = await this.limiter.consume(client);
     } catch (rejection) {
       // Failures racing past the limit: the block is already in place. An Error is the limiter's store failing.
-      if (rejection instanceof RateLimiterRes) return;
+      if (rejection instanceof RateLimiterRes) return null;
       throw limitsUnavailable(rejection);
     }
-    if (state.consumedPoints >= this.limiter.points) {
-      await this.limiter.block(client, this.blockSeconds).catch(rethrowAsLimitsUnavailable);
-    }
+    if (state.consumedPoints < this.limiter.points) return null;
+    await this.limiter.block(client, this.blockSeconds).catch(rethrowAsLimitsUnavailable);
+    return this.blockSeconds;
+  }
+
+  async unblock(client: string): Promise<boolean> {
+    return this.limiter.delete(client).catch(rethrowAsLimitsUnavailable);
   }
 }

@@ -1,11 +1,13 @@
 import { once } from 'node:events';
+import { isIP } from 'node:net';
 import { createWriteStream, existsSync, rmSync, statSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { createNewFile } from '../adapters/new-file.js';
-import { backupStore, createStore, sqliteFilename, type StoreOptions } from '../app.js';
+import { backupStore, createAuthFailureLimiter, createLimiterBackend, createStore, sqliteFilename, type StoreOptions } from '../app.js';
 import { ConfigError, loadConfig, type Config } from '../config.js';
 import { AdminService, NAME_LENGTH, OPERATOR_LENGTH, REASON_LENGTH, type KeyChangeOptions } from '../domain/admin.js';
 import { isGatewayError } from '../domain/errors.js';
+import { clientNetwork } from '../domain/ip-allowlist.js';
 import { PERMISSIONS } from '../domain/permissions.js';
 import { EXPORT_TABLES, systemClock, type Clock, type GatewayStore } from '../domain/ports.js';
 import { JOB_STATUSES, type ApiKeyRecord, type DuplicationJob, type JobFilter, type JobStatus, type Workspace } from '../domain/types.js';
@@ -44,6 +46,8 @@ Commands:
   keys list [--workspace <id or name>]
   keys revoke <key id> [--reason <text>] [--operator <label>]
   keys rotate <key id> [--overlap <0|1h|7d|...>] [--reason <text>] [--operator <label>]
+  clients unblock <address>
+                        lift the block of a client that failed to authenticate too often (Redis or PostgreSQL limits)
   store backup <file>   copy the embedded store as it is while the gateway runs (PostgreSQL: use pg_dump)
   jobs list [--workspace <id or name>] [--status PENDING|RUNNING|SUCCEEDED|FAILED] [--since <ISO 8601 time>]
             [--limit <n, default ${JOBS_LIMIT}>]
@@ -61,7 +65,7 @@ Workspace and key names are 1 to ${NAME_LENGTH} characters on one line, without 
 space); a workspace name that differs from another's only in case, accents or width (Acme, ACME, Ａcme) is refused.
 Key events record --reason (up to ${REASON_LENGTH} characters) and --operator, who you say you are (up to ${OPERATOR_LENGTH}
 characters; default: GATEWAY_OPERATOR), each one line and never a key, for the workspace's customers to read.
-Uses the same configuration as the gateway (DATA_DIR, DATABASE_URL). Never upgrades a store: on one an older
+Uses the same configuration as the gateway (DATA_DIR, DATABASE_URL; REDIS_URL for clients unblock). Never upgrades a store: on one an older
 version left, every command but 'store backup' refuses until this version's gateway has started on it.
 Exit codes: 0 done, 1 the operation failed, 2 the command line is wrong.`;
 
@@ -214,7 +218,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       // Upgrading a store is its gateway's: an older one may still be running on it, and the README has a
       // backup taken first, which must restore under that older version.
       store = await createStore(config, { olderSchema: 'refuse', migrations: io.migrations });
-      await spec.run({ ...context, admin: new AdminService(store, clock) });
+      await spec.run({ ...context, admin: new AdminService(store, clock), store });
     } else {
       await spec.runWithoutStore(context);
     }
@@ -255,7 +259,7 @@ interface CommandOptions {
 /** A command works on the store opened at this version's schema, or on the configured store as it is, unopened. */
 type Command = CommandOptions &
   (
-    | { run(context: CommandContext & { admin: AdminService }): Promise<void>; runWithoutStore?: never }
+    | { run(context: CommandContext & { admin: AdminService; store: GatewayStore }): Promise<void>; runWithoutStore?: never }
     | { runWithoutStore(context: CommandContext): Promise<void>; run?: never }
   );
 
@@ -467,6 +471,38 @@ const COMMANDS: Record<string, Command> = {
           earlierSecretWasValidUntil: cutShortUntil?.toISOString() ?? null,
         },
       );
+    },
+  },
+
+  'clients unblock': {
+    options: {},
+    positionals: 1,
+    async run({ store, config, positionals, print }) {
+      // An IPv6 client is its /64, as the warning names it: any address in it, or the network itself, lifts it.
+      const address = positionals[0].replace(/\/64$/, '');
+      if (isIP(address) === 0) {
+        throw new InvalidValue(`'${positionals[0]}' is no IP address: give the client the gateway's warning names, such as 203.0.113.7 or 2001:db8::/64`);
+      }
+      const client = clientNetwork(address);
+      const limiters = createLimiterBackend(config, store);
+      try {
+        if (limiters.kind === 'memory') {
+          throw new Error(
+            'each gateway keeps its failed authentications in its own memory (no REDIS_URL, no DATABASE_URL), which this command cannot ' +
+              "reach: restart the gateway to lift every block, or wait for the block to end (AUTH_FAILURE_BLOCK_SECONDS)",
+          );
+        }
+        await limiters.connect();
+        const lifted = await createAuthFailureLimiter(config, limiters, true).unblock(client);
+        print(
+          lifted
+            ? `Lifted the block of ${client} and forgot its failed authentications, on every instance sharing ${limiters.kind === 'redis' ? 'this Redis' : 'this database'}.`
+            : `${client} was not blocked and had no failed authentications counted.`,
+          { client, unblocked: lifted, backend: limiters.kind },
+        );
+      } finally {
+        await limiters.close();
+      }
     },
   },
 

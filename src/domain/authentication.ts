@@ -40,6 +40,8 @@ export interface RequestTrace {
   caller?: Principal;
   /** The code the request was refused with, for an answer of 4xx or 5xx. */
   refusal?: ErrorCode;
+  /** Set when the request was refused because its client is blocked after failed authentications. */
+  authBlocked?: boolean;
 }
 
 /** Adds fields to every later line about one request. */
@@ -67,6 +69,34 @@ export type AuthRefusal = (typeof AUTH_REFUSALS)[number];
 const isAuthRefusal = (error: unknown): error is GatewayError & { code: AuthRefusal } =>
   isGatewayError(error) && (AUTH_REFUSALS as readonly ErrorCode[]).includes(error.code);
 
+/** Why an authentication failed, as the warning of the block it may start says. */
+export type AuthFailureReason = 'no_bearer_key' | 'malformed_key' | 'unknown_key' | KeyRejection | 'ip_not_allowed';
+
+/** A client blocked for failing to authenticate too often, as the block starts. */
+export interface ClientBlock {
+  /** The address blocked: an IPv4 address, or an IPv6 /64. */
+  client: string;
+  blockSeconds: number;
+  channel: Channel;
+  /** The failure that blocked it. */
+  code: AuthRefusal;
+  reason: AuthFailureReason;
+  /** The key it sent, when the store holds that key. */
+  keyId?: string;
+}
+
+/**
+ * Why each refusal identify() raised was made, for the warning of a block: kept apart from the error, which is the
+ * caller's answer and must not tell an unknown key from a revoked one.
+ */
+const refusalReasons = new WeakMap<GatewayError, { reason: AuthFailureReason; keyId?: string }>();
+
+function refused(code: AuthRefusal, reason: AuthFailureReason, keyId?: string): GatewayError {
+  const error = new GatewayError(code);
+  refusalReasons.set(error, { reason, keyId });
+  return error;
+}
+
 export class Authentication {
   /**
    * When this instance last wrote, or tried to write, each key's last use, oldest first. A store that does not
@@ -78,7 +108,7 @@ export class Authentication {
   constructor(
     private readonly deps: Pick<
       GatewayServiceDeps,
-      'store' | 'clock' | 'authFailures' | 'onAuthFailed' | 'onAuthBlocked' | 'keyUseLog' | 'keyRejectionLog'
+      'store' | 'clock' | 'authFailures' | 'onAuthFailed' | 'onAuthBlocked' | 'onClientBlocked' | 'keyUseLog' | 'keyRejectionLog'
     >,
     private readonly refusals: RefusalEvents,
   ) {}
@@ -97,7 +127,11 @@ export class Authentication {
       // client, and counting it would block valid keys for longer than the outage lasted.
       if (isAuthRefusal(error)) {
         this.deps.onAuthFailed?.(context.channel, error.code);
-        await this.deps.authFailures.recordFailure(client);
+        const blockSeconds = await this.deps.authFailures.recordFailure(client);
+        if (blockSeconds !== null) {
+          const why = refusalReasons.get(error) ?? { reason: 'unknown_key' };
+          this.deps.onClientBlocked?.({ client, blockSeconds, channel: context.channel, code: error.code, ...why });
+        }
       }
       throw error;
     }
@@ -120,7 +154,11 @@ export class Authentication {
       await this.deps.authFailures.check(client);
     } catch (error) {
       // Not a block when the limiter's own store failed.
-      if (isGatewayError(error) && error.code === 'RATE_LIMITED') this.deps.onAuthBlocked?.(context.channel);
+      if (isGatewayError(error) && error.code === 'RATE_LIMITED') {
+        this.deps.onAuthBlocked?.(context.channel);
+        // Answered as a spent quota is (RATE_LIMITED), but logged apart, so that a block can be told from one.
+        if (context.trace) context.trace.authBlocked = true;
+      }
       throw error;
     }
     return client;
@@ -130,17 +168,18 @@ export class Authentication {
     const { authorization } = context;
     const match = typeof authorization === 'string' ? BEARER.exec(authorization) : null;
     const key = match?.[1];
+    if (!key) throw refused('UNAUTHENTICATED', 'no_bearer_key');
     // A malformed key or checksum is refused here, without a store lookup.
-    if (!key || !isWellFormedApiKey(key)) throw new GatewayError('UNAUTHENTICATED');
+    if (!isWellFormedApiKey(key)) throw refused('UNAUTHENTICATED', 'malformed_key');
     const hash = hashApiKey(key);
     const record = await this.deps.store.findApiKeyByHash(hash);
-    if (!record) throw new GatewayError('UNAUTHENTICATED');
+    if (!record) throw refused('UNAUTHENTICATED', 'unknown_key');
     const secret: KeySecret | null = hashesEqual(record.hash, hash)
       ? 'current'
       : record.previousHash !== null && hashesEqual(record.previousHash, hash)
         ? 'previous'
         : null;
-    if (!secret) throw new GatewayError('UNAUTHENTICATED');
+    if (!secret) throw refused('UNAUTHENTICATED', 'unknown_key');
     const now = this.deps.clock.now();
     const principal: Principal = {
       keyId: record.id,
@@ -159,12 +198,12 @@ export class Authentication {
       // unknown key's, and tell the caller the key was once valid.
       void this.recordRejection(principal, rejection, context);
       // The answer an unknown key gets: nothing tells the caller that the key was ever valid.
-      throw new GatewayError('UNAUTHENTICATED');
+      throw refused('UNAUTHENTICATED', rejection, record.id);
     }
     if (context.trace) context.trace.caller = principal;
     if (record.allowedCidrs !== null && !isAllowedIp(context.ip, record.allowedCidrs)) {
       await this.refusals.recordDenial(principal, { reason: 'ip_not_allowed' });
-      throw new GatewayError('FORBIDDEN');
+      throw refused('FORBIDDEN', 'ip_not_allowed', record.id);
     }
     this.touch(record, now);
     return principal;

@@ -276,8 +276,10 @@ export interface ClaimedJob extends DuplicationJob {
 export interface AuthFailureLimiter {
   /** Rejects with GatewayError RATE_LIMITED (with retryAfterSeconds) while the client is blocked. */
   check(client: string): Promise<void>;
-  /** Counts one failed authentication. */
-  recordFailure(client: string): Promise<void>;
+  /** Counts one failed authentication; when it is the one that blocks the client, how many seconds the block lasts. */
+  recordFailure(client: string): Promise<number | null>;
+  /** Lifts the client's block and forgets its failures; false when it had neither. */
+  unblock(client: string): Promise<boolean>;
 }
 
 /**

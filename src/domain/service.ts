@@ -1,4 +1,4 @@
-import { Authentication, type AuthRefusal, type RequestContext } from './authentication.js';
+import { Authentication, type AuthRefusal, type ClientBlock, type RequestContext } from './authentication.js';
 import type { DownloadSlots } from './download-slots.js';
 import { Duplication, type DuplicationAccepted, type DuplicationOutcome } from './duplication.js';
 import { GatewayError, type RateLimitState } from './errors.js';
@@ -11,7 +11,7 @@ import { SecurityEventReads, type SecurityEventDownload } from './security-event
 import type { Campaign, Channel, DuplicationJob, Page, Principal, SecurityEvent, SecurityEventFilter } from './types.js';
 import type { RawDuplicateCampaignInput } from './validation.js';
 
-export { AUTH_REFUSALS, type AuthRefusal, type RequestContext, type RequestLog, type RequestTrace } from './authentication.js';
+export { AUTH_REFUSALS, type AuthRefusal, type ClientBlock, type RequestContext, type RequestLog, type RequestTrace } from './authentication.js';
 export { DUPLICATION_OUTCOMES, type DuplicationAccepted, type DuplicationOutcome } from './duplication.js';
 export { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from './pages.js';
 export { REFUSAL_EVENT_TYPES, type RefusalEventType } from './refusal-events.js';
@@ -63,6 +63,8 @@ export interface GatewayServiceDeps {
   onAuthFailed?: (channel: Channel, code: AuthRefusal) => void;
   /** Told when a request was refused because its client failed to authenticate too often (metrics). */
   onAuthBlocked?: (channel: Channel) => void;
+  /** Told when a failed authentication blocks its client, once per block as it starts (the log). */
+  onClientBlocked?: (block: ClientBlock) => void;
   /** Told how each duplication asked for ended, once per request (REST) or field (GraphQL) (metrics). */
   onDuplication?: (channel: Channel, outcome: DuplicationOutcome) => void;
   /** Told of each refusal whose event was not recorded: past its budget, or its write failed (metrics). */
