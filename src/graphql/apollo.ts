@@ -24,7 +24,7 @@ import { characters, isRecord } from '../domain/validation.js';
 import { isAuthenticationRefusal, recordRateLimit, type GraphQLContext } from './context.js';
 import { apolloDocumentStore, NO_QUERY_TEXTS, queryTextBytes, type DocumentCache } from './document-cache.js';
 import { operationTypeRule, type OperationLimits } from './limits.js';
-import type { DependencyRefusals } from '../http/dependency-refusals.js';
+import { REQUESTS_COMPONENT, type DependencyRefusals } from '../http/dependency-refusals.js';
 import { errorHeaders } from '../http/errors.js';
 import { rateLimitHeaders } from '../http/rate-limit-headers.js';
 import { summarizeError } from '../jobs/failure-log.js';
@@ -144,7 +144,7 @@ export function reportUnexpectedErrors(logger: FastifyBaseLogger, refusals: Depe
       continue;
     }
     const cause = unavailableCause(root);
-    if (cause !== undefined) logger.warn({ cause: summarizeError(cause), reqId: requestId }, 'a dependency is unavailable');
+    if (cause !== undefined) logger.warn({ ...REQUESTS_COMPONENT, cause: summarizeError(cause), reqId: requestId }, 'a dependency is unavailable');
   }
 }
 

@@ -4,6 +4,12 @@ import { RepeatedFailureLog } from '../jobs/failure-log.js';
 import type { ReadinessLogger } from '../readiness.js';
 
 /**
+ * The component of every line about requests refused because something they needed was unavailable: those below,
+ * and the transports' own about an unavailability that is neither the store nor the quota's store.
+ */
+export const REQUESTS_COMPONENT = { component: 'requests' } as const;
+
+/**
  * Served requests must go on this long, with no refusal between them, before an outage counts as over: a store
  * that refuses some requests and serves others (a full disk refuses those that write) stays one outage.
  */
@@ -21,7 +27,7 @@ export class DependencyRefusals {
   constructor(logger: ReadinessLogger, clock: Clock) {
     const log = (dependency: Dependency) =>
       new RepeatedFailureLog(
-        logger.child({ dependency }),
+        logger.child({ ...REQUESTS_COMPONENT, dependency }),
         clock,
         {
           failed: 'a dependency is unavailable',

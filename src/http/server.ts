@@ -26,7 +26,7 @@ import { PreparedOperations, refusalResponseType } from '../graphql/prepared.js'
 import { gatewaySchema } from '../graphql/schema.js';
 import { summarizeError } from '../jobs/failure-log.js';
 import type { ReadinessReport } from '../readiness.js';
-import { DependencyRefusals } from './dependency-refusals.js';
+import { DependencyRefusals, REQUESTS_COMPONENT } from './dependency-refusals.js';
 import { clientError, clientErrorResponse, toRestError } from './errors.js';
 import { explorerAssetRoutes, sendExplorer, sendExplorerOff, wantsExplorer } from './explorer.js';
 import { healthRoutes } from './health.js';
@@ -91,7 +91,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     if (mapped.unexpected) request.log.error({ err: internalCause(error) }, 'unexpected error');
     if (!refusals.refused(error, request.id)) {
       const cause = unavailableCause(error);
-      if (cause !== undefined) request.log.warn({ cause: summarizeError(cause) }, 'a dependency is unavailable');
+      if (cause !== undefined) request.log.warn({ ...REQUESTS_COMPONENT, cause: summarizeError(cause) }, 'a dependency is unavailable');
     }
     reply.headers(rateLimitHeaders(mapped.gatewayError.rateLimit ?? (await quotaStateFor(request, deps.quota))));
     reply.headers(mapped.headers);

@@ -4,7 +4,7 @@ import { RateLimiterMemory } from 'rate-limiter-flexible';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { RateLimiterQuota } from '../../src/adapters/rate-limiter-quota.js';
 import { loadConfig } from '../../src/config.js';
-import { dependencyUnavailable } from '../../src/domain/errors.js';
+import { dependencyUnavailable, GatewayError } from '../../src/domain/errors.js';
 import { usesPrettyLogs } from '../../src/http/logging.js';
 import { ManualClock } from '../support/clock.js';
 import { bearer, graphql, http, json, rawHttp, startGateway, storeFailingOn, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
@@ -388,7 +388,14 @@ describe('requests refused because a dependency is unavailable', () => {
     const refused = await duplications(5, 503);
     // One warning for the five, naming the first.
     expect(sink.lines().filter((line) => line.level >= 40)).toEqual([
-      expect.objectContaining({ level: 40, msg: 'a dependency is unavailable', dependency: 'store', reqId: refused[0], cause: expect.objectContaining({ code: 'ECONNREFUSED' }) }),
+      expect.objectContaining({
+        level: 40,
+        msg: 'a dependency is unavailable',
+        component: 'requests',
+        dependency: 'store',
+        reqId: refused[0],
+        cause: expect.objectContaining({ code: 'ECONNREFUSED' }),
+      }),
     ]);
 
     clock.advance(60_000);
@@ -442,5 +449,37 @@ describe('requests refused because a dependency is unavailable', () => {
     clock.advance(5000);
     await duplications(1, 202);
     expect(about('quota').slice(from + 2)).toEqual([expect.objectContaining({ level: 30, msg: 'a dependency is available again; requests are served', failures: 2, since })]);
+  });
+});
+
+describe('a request refused because something other than the store or the quota is unavailable', () => {
+  const sink = new LogSink();
+  let gateway: TestGateway;
+  let ws: TestWorkspace;
+  let down = false;
+
+  beforeAll(async () => {
+    gateway = await startGateway(
+      { LOG_LEVEL: 'info', LOG_FORMAT: 'json', WORKER_CONCURRENCY: '0' },
+      { logDestination: sink },
+      {
+        wrapStore: (store) =>
+          storeFailingOn(store, ['findApiKeyByHash'], () => down, () => new GatewayError('UNAVAILABLE', undefined, { cause: Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }) })),
+      },
+    );
+    ws = await gateway.workspace();
+  });
+  afterAll(() => gateway?.close());
+
+  it('is logged by the same component as the refusals of the store and the quota, over REST and GraphQL', async () => {
+    down = true;
+    const rest = await http(gateway.baseUrl, 'POST', '/campaigns/duplicate', { headers: { ...json, ...bearer(ws.key) }, body: JSON.stringify({ campaign_id: ws.campaign.id, name: 'n' }) });
+    const viaGraphQL = await graphql(gateway.baseUrl, ws.key, '{ campaigns(first: 1) { edges { node { id } } } }');
+    down = false;
+    const ids = [rest.headers['x-request-id'], viaGraphQL.headers['x-request-id']];
+    await waitFor(async () => sink.lines().some((line) => line.reqId === ids[1] && line.msg === 'request completed'));
+    expect(sink.lines().filter((line) => line.msg === 'a dependency is unavailable')).toEqual(
+      ids.map((reqId) => expect.objectContaining({ level: 40, component: 'requests', reqId, cause: expect.objectContaining({ code: 'ECONNRESET' }) })),
+    );
   });
 });
