@@ -170,7 +170,8 @@ export class GatewayMetrics {
       help:
         'How long the pending job due longest ago has waited since it became due (its run time, so a job waiting for its retry, an upstream ' +
         'slot or the end of an upstream pause is not counted before then), read from the store at each scrape; 0 when none is due. ' +
-        'Growing: no worker takes jobs, or, in upstream mode, jobs arrive faster than the upstream pace sends them.',
+        'Growing: no worker takes jobs, or, in upstream mode, jobs arrive faster than the upstream pace sends them, or an upstream pause, ' +
+        'during which jobs accepted are due but not claimed.',
       registers: queueRegisters,
     });
     this.jobDuration = new Histogram({

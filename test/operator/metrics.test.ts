@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
+import { Histogram } from 'prom-client';
 import { RateLimiterMemory } from 'rate-limiter-flexible';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateApiKey } from '../../src/domain/keys.js';
@@ -231,15 +232,43 @@ describe('GET /metrics: event loop delay', () => {
   });
 });
 
-describe("the README's metrics table", () => {
+describe("the README's metrics table and alerts", () => {
+  const metrics = new GatewayMetrics({ store: {} as never, clock: { now: () => new Date() }, downloadsInProgress: () => 0, logger: silent });
+  metrics.close();
+  const gatewayMetrics = [...metrics.registry.getMetricsAsArray(), ...readAtEachScrape(metrics)].filter((metric) => metric.name.startsWith('gateway_'));
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  const section = (heading: string, next: string) => readme.slice(readme.indexOf(heading), readme.indexOf(next));
+
   it('names every metric of the gateway, and no other', () => {
-    const metrics = new GatewayMetrics({ store: {} as never, clock: { now: () => new Date() }, downloadsInProgress: () => 0, logger: silent });
-    metrics.close();
-    const inCode = new Set([...metrics.registry.getMetricsAsArray(), ...readAtEachScrape(metrics)].map((metric) => metric.name).filter((name) => name.startsWith('gateway_')));
-    const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
-    const table = readme.slice(readme.indexOf('### Metrics'), readme.indexOf('### Logs'));
+    const table = section('### Metrics', '### Alerts and troubleshooting');
     const inReadme = new Set([...table.matchAll(/^\| `(gateway_\w+)` \|/gm)].map((match) => match[1]));
-    expect([...inReadme].sort()).toEqual([...inCode].sort());
+    expect([...inReadme].sort()).toEqual(gatewayMetrics.map((metric) => metric.name).sort());
+  });
+
+  it("queries in its alerts only the gateway's metrics and their labels", () => {
+    // A histogram's series: its buckets carry `le` too.
+    const series = new Map<string, readonly string[]>();
+    for (const metric of gatewayMetrics) {
+      const { labelNames = [] } = metric as unknown as { labelNames?: readonly string[] };
+      if (metric instanceof Histogram) {
+        series.set(`${metric.name}_bucket`, [...labelNames, 'le']);
+        for (const suffix of ['_sum', '_count']) series.set(`${metric.name}${suffix}`, labelNames);
+      } else {
+        series.set(metric.name, labelNames);
+      }
+    }
+    const rows = section('### Alerts and troubleshooting', '### Logs')
+      .split('\n')
+      .filter((line) => line.startsWith('| ') && !line.startsWith('| alert |'));
+    const queries = rows.map((row) => /^\| [^|]+ \| `((?:[^`\\]|\\.)+)`/.exec(row)?.[1].replace(/\\\|/g, '|'));
+    expect(queries.length).toBeGreaterThanOrEqual(8);
+    expect(queries).not.toContain(undefined);
+    const used = queries.flatMap((query) => [...query!.matchAll(/\b(gateway_\w+)(?:\{([^}]*)\})?/g)]);
+    expect(used.length).toBeGreaterThanOrEqual(queries.length);
+    for (const [, name, selector] of used) {
+      expect(series.has(name), name).toBe(true);
+      for (const [, label] of (selector ?? '').matchAll(/(\w+)\s*(?:=~|!~|!=|=)/g)) expect(series.get(name), `${name}{${label}}`).toContain(label);
+    }
   });
 });
 
