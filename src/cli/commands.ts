@@ -11,6 +11,7 @@ import { clientNetwork } from '../domain/ip-allowlist.js';
 import { PERMISSIONS } from '../domain/permissions.js';
 import { EXPORT_TABLES, systemClock, type Clock, type GatewayStore } from '../domain/ports.js';
 import { JOB_STATUSES, type ApiKeyRecord, type DuplicationJob, type JobFilter, type JobStatus, type Workspace } from '../domain/types.js';
+import { describeFailure } from '../readiness.js';
 
 export interface CliIo {
   env: Record<string, string | undefined>;
@@ -493,7 +494,12 @@ const COMMANDS: Record<string, Command> = {
           );
         }
         await limiters.connect();
-        const lifted = await createAuthFailureLimiter(config, limiters, true).unblock(client);
+        const lifted = await createAuthFailureLimiter(config, limiters, true)
+          .unblock(client)
+          .catch((error: unknown) => {
+            const where = limiters.kind === 'redis' ? 'the Redis in REDIS_URL' : 'the database in DATABASE_URL';
+            throw new Error(`${where} cannot be reached (${describeFailure(error)}): nothing was unblocked`);
+          });
         print(
           lifted
             ? `Lifted the block of ${client} and forgot its failed authentications, on every instance sharing ${limiters.kind === 'redis' ? 'this Redis' : 'this database'}.`

@@ -8,6 +8,7 @@ import { generateApiKey } from '../../src/domain/keys.js';
 import { bearer, startGateway, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { LogSink } from '../support/log-sink.js';
 import { createTestDatabase, skipWithoutPostgres } from '../support/postgres.js';
+import { freePort } from '../support/process.js';
 import { graphQL, rest, type Transport } from '../support/transports.js';
 
 const LIMIT = 3;
@@ -126,7 +127,7 @@ describe.each(backends)('a client blocked after failed authentications, limits i
   });
 });
 
-describe('clients unblock with the limits in each gateway process (no REDIS_URL, no DATABASE_URL)', () => {
+describe('clients unblock where it cannot reach the limits', () => {
   let gw: TestGateway;
   beforeAll(async () => {
     gw = await startGateway();
@@ -137,6 +138,12 @@ describe('clients unblock with the limits in each gateway process (no REDIS_URL,
     const result = await cli(['clients', 'unblock', '203.0.113.62'], { DATA_DIR: gw.dataDir });
     expect(result.code).toBe(EXIT.failed);
     expect(result.stderr).toContain("each gateway keeps its failed authentications in its own memory");
+  });
+
+  it('says that Redis cannot be reached, rather than lift a block in its own memory', async () => {
+    const result = await cli(['clients', 'unblock', '203.0.113.63'], { DATA_DIR: gw.dataDir, REDIS_URL: `redis://127.0.0.1:${await freePort()}` });
+    expect(result).toMatchObject({ code: EXIT.failed, stdout: '' });
+    expect(result.stderr).toMatch(/^campaign-gateway: the Redis in REDIS_URL cannot be reached \(.+\): nothing was unblocked\n$/);
   });
 
   it('refuses what is no IP address', async () => {
