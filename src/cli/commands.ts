@@ -63,7 +63,7 @@ Options:
 
 Permissions: ${PERMISSIONS.join(', ')}
 Workspace and key names are 1 to ${NAME_LENGTH} characters on one line, without invisible characters (a zero-width
-space); a workspace name that differs from another's only in case, accents or width (Acme, ACME, Ａcme) is refused.
+space) or letters of two of Latin, Cyrillic and Greek (Аcme with a Cyrillic А); a workspace name that differs from another's only in case, accents or width (Acme, ACME, Acmé, Ａcme) is refused.
 Key events record --reason (up to ${REASON_LENGTH} characters) and --operator, who you say you are (up to ${OPERATOR_LENGTH}
 characters; default: GATEWAY_OPERATOR), each one line and never a key, for the workspace's customers to read.
 Uses the same configuration as the gateway (DATA_DIR, DATABASE_URL; REDIS_URL for clients unblock). Never upgrades a store: on one an older

@@ -7,7 +7,7 @@ import { isPermission, PERMISSIONS, type Permission } from './permissions.js';
 import { jobEvent } from './request-events.js';
 import type { Clock, GatewayStore, JobFailure } from './ports.js';
 import type { ApiKeyRecord, Campaign, DuplicationJob, JobFilter, NewSecurityEvent, SecurityEventType, Workspace } from './types.js';
-import { characters, composed, isReadableLine, quoted } from './validation.js';
+import { ACCENT, characters, composed, isReadableLine, quoted } from './validation.js';
 
 /** The longest workspace or key name, in characters (code points). */
 export const NAME_LENGTH = 100;
@@ -22,6 +22,17 @@ export const OPERATOR_LENGTH = 100;
 const INVISIBLE = /(?![\u180B-\u180D\u180F\uFE00-\uFE0F\u{E0100}-\u{E01EF}])\p{Default_Ignorable_Code_Point}/u;
 const DEFAULT_IGNORABLE = /\p{Default_Ignorable_Code_Point}/gu;
 
+// Scripts with letters drawn alike (Latin `A`, Cyrillic `А`, Greek `Α`): a name mixing them is how one is made to look
+// like another's, and no one writes a name in two of them. Digits, spaces, punctuation and accents belong to none.
+const ALIKE_SCRIPTS = [
+  ['Latin', /\p{Script=Latin}/u],
+  ['Cyrillic', /\p{Script=Cyrillic}/u],
+  ['Greek', /\p{Script=Greek}/u],
+] as const;
+
+/** The scripts of ALIKE_SCRIPTS a name has letters of, in that order. */
+const alikeScripts = (name: string): string[] => ALIKE_SCRIPTS.filter(([, letters]) => letters.test(name)).map(([script]) => script);
+
 function requireName(what: string, raw: string): string {
   const name = raw.trim();
   if (!name) throw new GatewayError('BAD_USER_INPUT', `A ${what} needs a name`);
@@ -31,16 +42,20 @@ function requireName(what: string, raw: string): string {
   if (INVISIBLE.test(name)) {
     throw new GatewayError('BAD_USER_INPUT', `A ${what} name must not hold invisible characters: ${quoted(name)}`);
   }
+  const scripts = alikeScripts(name);
+  if (scripts.length > 1) {
+    throw new GatewayError('BAD_USER_INPUT', `A ${what} name must not mix ${scripts.join(' and ')} letters, which look alike: ${quoted(name)}`);
+  }
   return composed(name);
 }
 
 /**
  * What a workspace name looks like, for telling lookalikes apart: compatibility forms folded (NFKC: `Ａcme` is
- * `Acme`), case folded (upper then lower case, so that `ß` meets `SS` and `ς` meets `σ`), characters drawn as
- * nothing removed.
+ * `Acme`), case folded (upper then lower case, so that `ß` meets `SS` and `ς` meets `σ`), accents dropped once
+ * decomposed (`Acmé` is `Acme`; Devanagari's vowel signs stay), characters drawn as nothing removed.
  */
 const lookalikeKey = (name: string): string =>
-  name.replace(DEFAULT_IGNORABLE, '').normalize('NFKC').toUpperCase().toLowerCase().normalize('NFKC');
+  name.replace(DEFAULT_IGNORABLE, '').normalize('NFKC').toUpperCase().toLowerCase().normalize('NFD').replace(ACCENT, '').normalize('NFC');
 
 /**
  * Text an operator gives a key lifecycle event, as they wrote it: one line of printable characters, never a key
@@ -110,10 +125,12 @@ export class AdminService {
 
   async createWorkspace(name: string): Promise<Workspace> {
     const trimmed = requireName('workspace', name);
-    // Admin commands run one at a time: no two can make lookalikes between this look and the insert.
+    // Not one transaction with the insert: two CLI runs at the same moment (on PostgreSQL, or one SQLite file) may both
+    // pass this look and make two lookalikes, which `workspaces list` then shows side by side; the same name twice
+    // is still refused by the store's unique name. Rare enough for an operator's command not to take a lock.
     const key = lookalikeKey(trimmed);
     const existing = (await this.store.listWorkspaces()).find((workspace) => lookalikeKey(workspace.name) === key);
-    if (existing?.name === trimmed) throw new GatewayError('BAD_USER_INPUT', `Workspace '${trimmed}' already exists`);
+    if (existing?.name === trimmed) throw new GatewayError('BAD_USER_INPUT', `Workspace ${quoted(trimmed)} already exists`);
     if (existing) {
       throw new GatewayError(
         'BAD_USER_INPUT',
@@ -128,20 +145,20 @@ export class AdminService {
   async requireWorkspace(idOrName: string): Promise<Workspace> {
     // Names are kept composed: `café` typed with a combining accent is the workspace `café`.
     const workspace = (await this.store.findWorkspace(idOrName)) ?? (await this.store.findWorkspace(composed(idOrName)));
-    if (!workspace) throw new GatewayError('NOT_FOUND', `No workspace '${idOrName}'`);
+    if (!workspace) throw new GatewayError('NOT_FOUND', `No workspace ${quoted(idOrName)}`);
     return workspace;
   }
 
   /**
    * Erases a workspace and everything of it (its keys, campaigns, tags, jobs, events, idempotency keys, counters kept
-   * in the store), for an erasure request. `confirm` must be the workspace's name, as it is, so that a mistyped id
-   * cannot erase another customer. Refused, deleting nothing, while one of its jobs runs. Returns the rows deleted
+   * in the store), for an erasure request. `confirm` must be the workspace's name, as it is (either Unicode form of
+   * an accent), so that a mistyped id cannot erase another customer. Refused, deleting nothing, while one of its jobs runs. Returns the rows deleted
    * from each table.
    */
   async deleteWorkspace(idOrName: string, confirm: string): Promise<{ workspace: Workspace; rows: Record<string, number> }> {
     const workspace = await this.requireWorkspace(idOrName);
-    if (confirm !== workspace.name) {
-      throw new GatewayError('BAD_USER_INPUT', `The confirmation '${confirm}' is not the name of workspace ${workspace.id}: nothing was deleted`);
+    if (composed(confirm) !== composed(workspace.name)) {
+      throw new GatewayError('BAD_USER_INPUT', `The confirmation ${quoted(confirm)} is not the name of workspace ${workspace.id}: nothing was deleted`);
     }
     const now = this.clock.now();
     const deletion = await this.store.deleteWorkspace(workspace.id, now);

@@ -120,11 +120,14 @@ function normalized({ campaignId, name, description, tagNames }: z.infer<typeof 
   };
 }
 
+// An accent: a combining mark on a Latin, Greek, Cyrillic or common character, which draws onto the character before
+// it. Marks of scripts written with them (Devanagari's vowel signs, Hebrew's points) are their text.
+const ON_ALIKE_LETTER = String.raw`(?<=[\p{Script=Latin}\p{Script=Greek}\p{Script=Cyrillic}\p{Script=Common}]\p{M}*)\p{M}`;
+export const ACCENT = new RegExp(ON_ALIKE_LETTER, 'gu');
+
 // Characters support cannot tell apart on screen: invisible ones (format and other control characters, those Unicode
-// says to ignore, spaces other than the ASCII space) and combining marks left on Latin, Greek, Cyrillic or common
-// characters once composed (NFC), which draw onto the character before them. Marks of scripts written with them
-// (Devanagari's vowel signs, Hebrew's points) are their text, and stay.
-const UNSEEN = /[\p{C}\p{Default_Ignorable_Code_Point}\p{Z}]|(?<=[\p{Script=Latin}\p{Script=Greek}\p{Script=Cyrillic}\p{Script=Common}]\p{M}*)\p{M}/gu;
+// says to ignore, spaces other than the ASCII space) and accents left once composed (NFC).
+const UNSEEN = new RegExp(String.raw`[\p{C}\p{Default_Ignorable_Code_Point}\p{Z}]|${ON_ALIKE_LETTER}`, 'gu');
 
 /**
  * A value a caller sent, quoted in a message for people to read: in quotes, with every character of UNSEEN written

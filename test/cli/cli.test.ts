@@ -78,6 +78,9 @@ describe('the CLI', () => {
       ['café lumière', cafe],
       ['northwind', store],
       ['NORTHWIND', store],
+      // Accents folded: a name that differs only in them is one name.
+      ['Cafe Lumiere', cafe],
+      ['Nörthwind', store],
     ] as const) {
       expect(await cli('workspaces', 'create', lookalike)).toEqual({
         code: EXIT.failed,
@@ -91,6 +94,33 @@ describe('the CLI', () => {
     const key = await cliJson('keys', 'create', '--workspace', 'Cafe\u0301 Lumière', '--name', 'k', '--permissions', 'campaigns.list');
     expect(key.workspace).toEqual({ id: cafe.id, name: cafe.name });
     expect(await count()).toBe(before);
+  });
+
+  it.each([
+    ['Latin and Cyrillic', '\u0410cme', 'Latin and Cyrillic'],
+    ['Latin and Greek', 'Ac\u03bce 2', 'Latin and Greek'],
+    ['Cyrillic and Greek', '\u0410\u03b2\u0432', 'Cyrillic and Greek'],
+  ])('refuses a workspace or key name mixing %s letters, which look alike', async (_label, name, scripts) => {
+    const workspaceCount = (await cliJson('workspaces', 'list')).length;
+    expect(await cli('workspaces', 'create', name)).toEqual({
+      code: EXIT.failed,
+      stdout: '',
+      stderr: `campaign-gateway: A workspace name must not mix ${scripts} letters, which look alike: '${name}'\n`,
+    });
+    expect(await cli('keys', 'create', '--workspace', 'acme', '--name', name, '--permissions', 'campaigns.list')).toEqual({
+      code: EXIT.failed,
+      stdout: '',
+      stderr: `campaign-gateway: A key name must not mix ${scripts} letters, which look alike: '${name}'\n`,
+    });
+    expect((await cliJson('workspaces', 'list')).length).toBe(workspaceCount);
+  });
+
+  it('takes a name in one script, with digits, spaces and punctuation of none', async () => {
+    for (const name of ['\u041c\u043e\u0441\u043a\u0432\u0430-2', '\u0391\u03b8\u03ae\u03bd\u03b1 & 2.', '\u0939\u093f\u0928\u094d\u0926\u0940 1', '\u6771\u4eac Acme']) {
+      expect((await cliJson('workspaces', 'create', name)).name).toBe(name);
+    }
+    // Devanagari's vowel signs are letters, not accents: a name without one is another name.
+    expect((await cliJson('workspaces', 'create', '\u0939\u0928\u094d\u0926 1')).name).toBe('\u0939\u0928\u094d\u0926 1');
   });
 
   it.each([
@@ -230,6 +260,21 @@ describe('the CLI', () => {
     expect((await graphql(gw.baseUrl, key, '{ campaigns { edges { node { id } } } }')).status).toBe(401);
     expect((await cliJson('workspaces', 'list')).map((listed: { id: string }) => listed.id)).not.toContain(workspace.id);
     expect(await cli('workspaces', 'delete', workspace.id, '--confirm', 'erased customer')).toEqual({ code: EXIT.failed, stdout: '', stderr: `campaign-gateway: No workspace '${workspace.id}'\n` });
+  });
+
+  it('takes a confirmation with its accents in either Unicode form, and shows what cannot be seen in a name it refuses', async () => {
+    const workspace = await cliJson('workspaces', 'create', 'Caf\u00e9 cr\u00e8me');
+    expect(await cli('workspaces', 'create', 'q\u0301 shop')).toMatchObject({ code: EXIT.ok });
+    expect(await cli('workspaces', 'create', 'q\u0301 shop')).toEqual({ code: EXIT.failed, stdout: '', stderr: "campaign-gateway: Workspace 'q\\u0301 shop' already exists\n" });
+    expect(await cli('workspaces', 'delete', 'Caf\u00e9 cr\u00e8me\u200b', '--confirm', 'x')).toEqual({
+      code: EXIT.failed,
+      stdout: '',
+      stderr: "campaign-gateway: No workspace 'Caf\u00e9 cr\u00e8me\\u200B'\n",
+    });
+    expect(await cli('workspaces', 'delete', workspace.id, '--confirm', 'Cafe\u0301 cre\u0300me')).toMatchObject({
+      code: EXIT.ok,
+      stdout: expect.stringContaining(`Deleted workspace "Caf\u00e9 cr\u00e8me" (id ${workspace.id})`),
+    });
   });
 
   it('refuses to delete a workspace while one of its jobs runs, and deletes it with the job once the lease has ended', async () => {
