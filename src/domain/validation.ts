@@ -42,11 +42,21 @@ export const CHARACTERS = 'characters (Unicode code points: an emoji is one, tho
 // character, so any other check would misname what is wrong with it.
 const wellFormed = (message: string) => z.string({ error: message }).refine((value) => value.isWellFormed(), { message: 'must be valid Unicode' });
 
-/** Text as a person reads it: `trimmed` when spaces around it are dropped, and then not counted against `max`. */
-const text = (message: string, max: number, trimmed: boolean) =>
+/**
+ * Text as it is kept and compared: in Unicode's composed form (NFC), so that an `é` typed as `e` and a combining
+ * accent is the `é` a tag or campaign was stored with. Lengths are checked on the text as kept.
+ */
+export const composed = (value: string): string => value.normalize('NFC');
+
+/**
+ * Text as a person reads it, checked as it is kept: `kept` (a name, a tag) trimmed and composed (NFC), which can
+ * make it longer (U+1D160 composes to three code points) or shorter; otherwise (an id) as sent.
+ */
+const text = (message: string, max: number, kept: boolean) =>
   wellFormed(message)
+    .transform((value) => (kept ? composed(value.trim()) : value))
     .refine((value) => VISIBLE.test(value), { message })
-    .refine((value) => characters(trimmed ? value.trim() : value) <= max, { message: `must be at most ${max} characters` })
+    .refine((value) => characters(value) <= max, { message: `must be at most ${max} characters` })
     .refine((value) => NO_CONTROL.test(value), { message: 'must not contain control or bidirectional formatting characters' });
 
 const tagName = text('must be a non-empty string', LIMITS.tagLength, true);
@@ -55,6 +65,7 @@ const duplicateInputSchema = z.object({
   campaignId: text('must be a string of the object api identifier', LIMITS.campaignIdLength, false),
   name: text('must be a non-empty string', LIMITS.nameLength, true),
   description: wellFormed('must be a string')
+    .transform(composed)
     .refine((value) => characters(value) <= LIMITS.descriptionLength, { message: `must be at most ${LIMITS.descriptionLength} characters` })
     .refine((value) => NO_CONTROL_MULTILINE.test(value), { message: 'must not contain control or bidirectional formatting characters' })
     .nullish(),
@@ -105,19 +116,9 @@ export function normalizeDuplicateInput(raw: RawDuplicateCampaignInput): Duplica
   return result.success ? normalized(result.data) : undefined;
 }
 
-/**
- * Text as it is kept and compared: in Unicode's composed form (NFC), so that an `é` typed as `e` and a combining
- * accent is the `é` a tag or campaign was stored with. Lengths are checked on the text as sent.
- */
-export const composed = (value: string): string => value.normalize('NFC');
-
+/** The input as the schema left it (names and tags trimmed, text composed), with defaults and repeated tags dropped. */
 function normalized({ campaignId, name, description, tagNames }: z.infer<typeof duplicateInputSchema>): DuplicateCampaignInput {
-  return {
-    campaignId,
-    name: composed(name.trim()),
-    description: description === null || description === undefined ? null : composed(description),
-    tagNames: tagNames ? [...new Set(tagNames.map((tag) => composed(tag.trim())))] : null,
-  };
+  return { campaignId, name, description: description ?? null, tagNames: tagNames ? [...new Set(tagNames)] : null };
 }
 
 // An accent: a combining mark on a Latin, Greek, Cyrillic or common character, which draws onto the character before

@@ -256,6 +256,26 @@ for (const store of STORES) {
         }
       });
 
+      it('counts the limits on the text as it is kept, composed: what composes longer is refused, what composes shorter taken', async () => {
+        // U+1D160 (a musical note) is one code point that NFC turns into three.
+        const note = (n: number) => '\u{1D160}'.repeat(n);
+        const expands = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), name: note(255), description: note(1366) });
+        expectError(expands, 'BAD_USER_INPUT', transport.name);
+        expect(expands.details).toEqual(
+          transport.name === 'REST'
+            ? ["'name' must be at most 255 characters", "'description' must be at most 4096 characters"]
+            : ['name: must be at most 255 characters', 'description: must be at most 4096 characters'],
+        );
+        const fits = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), name: note(85), description: note(1365) });
+        expect(fits.code).toBeNull();
+        expect(await gateway.app.store.getJob(ws.workspace.id, fits.jobId!)).toMatchObject({ name: note(85).normalize('NFC'), description: note(1365).normalize('NFC') });
+        // 255 accented letters typed with combining accents are 510 code points as sent, 255 as kept.
+        const accented = 'e\u0301'.repeat(255);
+        const composes = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), name: accented });
+        expect(composes.code).toBeNull();
+        expect((await gateway.app.store.getJob(ws.workspace.id, composes.jobId!))?.name).toBe('\u00e9'.repeat(255));
+      });
+
       it('counts the limits once spaces around the name and tags are trimmed, as they are dropped', async () => {
         const tag = `t${'x'.repeat(99)}`;
         await gateway.app.store.upsertTags(ws.workspace.id, [tag]);
