@@ -127,6 +127,26 @@ describe.each(backends)('a client blocked after failed authentications, limits i
   });
 });
 
+describe('a client blocked after failed authentications, limits in memory', () => {
+  let gw: TestGateway;
+  const log = new LogSink();
+  beforeAll(async () => {
+    gw = await startGateway({ LOG_LEVEL: 'info', LOG_FORMAT: 'json', TRUST_PROXY: '127.0.0.1', AUTH_FAILURE_LIMIT: String(LIMIT) }, { logDestination: log });
+  });
+  afterAll(() => gw.close());
+
+  it('advises waiting or restarting the instance, which clients unblock cannot reach', async () => {
+    const client = '203.0.113.64';
+    for (let index = 0; index < LIMIT; index += 1) {
+      expect((await rest.duplicate(gw.baseUrl, generateApiKey(), { campaignId: 'c', name: 'Copy' }, { headers: { 'x-forwarded-for': client } })).status).toBe(401);
+    }
+    const warning = log.lines().find((line) => line.component === 'service' && line.level === 40);
+    expect(warning?.msg).toMatch(
+      new RegExp(`^blocked ${client} for \\d+ s after too many failed authentications \\(the last: unknown_key\\); every request from it is refused with 429 until then, or until this instance restarts, which forgets every block$`),
+    );
+  });
+});
+
 describe('clients unblock where it cannot reach the limits', () => {
   let gw: TestGateway;
   beforeAll(async () => {
