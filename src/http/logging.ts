@@ -22,13 +22,18 @@ function isSecretParameter(name: string): boolean {
 export const redactUrl = (url: string): string =>
   redactApiKeys(url.replace(QUERY_PARAMETER, (parameter, separator: string, name: string) => (isSecretParameter(name) ? `${separator}${name}=[redacted]` : parameter)));
 
+// Built once: the Host header is logged with every request. `search` ignores the global flag's lastIndex, where `test`
+// would start from where the last match ended.
+const NOT_VISIBLE_ASCII = /[^\x21-\x7E]/g;
+const escapeCharacter = (char: string): string => `\\u${char.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}`;
+
 /**
  * The Host header as it may be logged: a host name or address is visible ASCII, logged as sent; any other character is
  * escaped (`a\u009B31m`). Node reads a header's bytes as Latin-1, so a C1 control such as CSI (0x9B) sent raw would
  * reach the log as that character, for a terminal showing it to act on.
  */
 const loggableHost = (host: string): string =>
-  host.replace(/[^\x21-\x7E]/g, (char) => `\\u${char.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}`);
+  host.search(NOT_VISIBLE_ASCII) === -1 ? host : host.replace(NOT_VISIBLE_ASCII, escapeCharacter);
 
 /**
  * The `res` of a request's last line (`request completed`, `stream closed prematurely`): its status, method and route
