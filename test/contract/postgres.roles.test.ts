@@ -237,3 +237,27 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL: the migration lock, a runtime 
     }
   });
 });
+
+describe.skipIf(skipWithoutPostgres)('PostgreSQL: a database another application shares', () => {
+  it('makes a new store on its search_path beside another tool’s schema_migrations, workspaces and jobs', async () => {
+    const database = await createTestDatabase();
+    const store = new PostgresStore({ connectionString: database.url, poolSize: 1, jobTime: 'caller' });
+    try {
+      // A Rails application's tables (golang-migrate, Ecto and dbmate name their table schema_migrations too).
+      await withAdmin(
+        (client) =>
+          client.query(
+            'CREATE SCHEMA rails; CREATE TABLE rails.schema_migrations (version varchar PRIMARY KEY); ' +
+              'CREATE TABLE rails.workspaces (id bigserial PRIMARY KEY); CREATE TABLE rails.jobs (id bigserial PRIMARY KEY)',
+          ),
+        database.url,
+      );
+      expect(await store.migrate()).toEqual({ from: 0, to: POSTGRES_MIGRATIONS.length });
+      const made = await withAdmin(async (client) => (await client.query(`SELECT to_regclass('public.jobs') IS NOT NULL AS made`)).rows[0].made, database.url);
+      expect(made).toBe(true);
+    } finally {
+      await store.close();
+      await database.drop();
+    }
+  });
+});

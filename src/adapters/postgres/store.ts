@@ -88,6 +88,13 @@ async function schemaVersion(client: pg.ClientBase): Promise<number> {
 }
 
 /**
+ * The tables every version of a gateway store has (those of its first migration). Rails, golang-migrate, Ecto and
+ * dbmate keep a `schema_migrations` too, and an application may have `workspaces` or `jobs`: only a schema with all
+ * of them together is taken for a gateway store.
+ */
+const STORE_TABLES = ['schema_migrations', 'workspaces', 'api_keys', 'tags', 'campaigns', 'jobs', 'security_events', 'idempotency_keys', 'rate_limits'];
+
+/**
  * Refuses to make a new store when the search_path finds no gateway tables but another schema of the database holds
  * them: a dump restored without `pg_restore --create` loses the database's `SET search_path`, and the gateway then
  * made an empty store (a demo workspace, a new admin key) beside the restored one. Any role may read the catalog.
@@ -95,8 +102,10 @@ async function schemaVersion(client: pg.ClientBase): Promise<number> {
 async function refuseStoreElsewhere(client: pg.ClientBase): Promise<void> {
   const { rows } = await client.query(
     `SELECT n.nspname AS schema FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE c.relname = 'schema_migrations' AND c.relkind IN ('r', 'p') AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast%'
+     WHERE c.relname = ANY($1::text[]) AND c.relkind IN ('r', 'p') AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast%'
+     GROUP BY n.nspname HAVING count(DISTINCT c.relname) = cardinality($1::text[])
      ORDER BY n.nspname`,
+    [STORE_TABLES],
   );
   if (rows.length === 0) return;
   const schemas = rows.map((row: { schema: string }) => row.schema);
