@@ -590,21 +590,25 @@ function jobCommands(): Record<string, Command> {
     'jobs fail': {
       options: { confirm: { type: 'boolean' }, ...SAID },
       positionals: 'some',
-      async run({ admin, values, positionals, print, said, now }) {
+      async run({ admin, values, positionals, print, said }) {
         if (values.confirm !== true) throw new UsageError('--confirm is required: a failed job is never run again');
         if (said.reason === undefined) throw new UsageError('--reason is required');
-        const results: { job: DuplicationJob; failed: boolean }[] = [];
+        const results: { id: string; job: DuplicationJob | null; failed: boolean }[] = [];
         for (const id of positionals) results.push(await admin.failJob(id, said));
         const workspaces = new Map((await admin.listWorkspaces()).map((w) => [w.id, w]));
-        const line = ({ job, failed }: { job: DuplicationJob; failed: boolean }) =>
-          failed
-            ? `Failed job ${job.id} (error CANCELLED): it will not run.`
-            : job.status === 'RUNNING'
-              ? `Job ${job.id} was not failed: a worker holds it, its lease ends at ${iso(job.leaseExpiresAt)} (${job.leaseExpiresAt && job.leaseExpiresAt > now ? 'try again after it' : 'try again'}).`
-              : `Job ${job.id} was not failed: it is ${job.status} already.`;
+        // The lease end is the database's time on PostgreSQL: compared with this machine's clock it could tell an
+        // operator to try again at once while the lease still runs.
+        const line = ({ id, job, failed }: { id: string; job: DuplicationJob | null; failed: boolean }) =>
+          job === null
+            ? `Job ${id} was not failed: not found.`
+            : failed
+              ? `Failed job ${job.id} (error CANCELLED): it will not run.`
+              : job.status === 'RUNNING'
+                ? `Job ${job.id} was not failed: a worker holds it, its lease ends at ${iso(job.leaseExpiresAt)} (try again after it).`
+                : `Job ${job.id} was not failed: it is ${job.status} already.`;
         print(
           () => results.map(line).join('\n'),
-          results.map(({ job, failed }) => ({ ...jobJson(job, workspaces), failed })),
+          results.map(({ id, job, failed }) => (job === null ? { id, found: false, failed } : { ...jobJson(job, workspaces), found: true, failed })),
         );
         const refused = results.filter((result) => !result.failed).length;
         if (refused > 0) throw new InvalidValue(`${refused} of ${results.length} jobs were not failed`);

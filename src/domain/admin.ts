@@ -308,13 +308,14 @@ export class AdminService {
   /**
    * Fails a job no worker holds (PENDING, or RUNNING under an expired lease) with error CANCELLED and its
    * CAMPAIGN_DUPLICATION_FAILED event, as a job that failed: after a restore, for a job the upstream already has,
-   * which the worker would otherwise send again. `failed` false: the job is finished, or a worker holds it.
+   * which the worker would otherwise send again. `failed` false: the job is finished, or a worker holds it; `job`
+   * null: there is no such job (answered, not thrown, so that one unknown id among many stops none of the others).
    */
-  async failJob(id: string, options: KeyChangeOptions): Promise<{ job: DuplicationJob; failed: boolean }> {
+  async failJob(id: string, options: KeyChangeOptions): Promise<{ id: string; job: DuplicationJob | null; failed: boolean }> {
     const said = operatorDetails(options);
     if (said.reason === undefined) throw new GatewayError('BAD_USER_INPUT', 'Failing a job needs a reason');
     const job = await this.store.findJob(id);
-    if (!job) throw new GatewayError('NOT_FOUND', `No job '${id}'`);
+    if (!job) return { id, job: null, failed: false };
     const now = this.clock.now();
     const error = { code: 'CANCELLED' as const, message: `Failed by an operator: ${said.reason}` };
     const failure: JobFailure = {
@@ -324,7 +325,7 @@ export class AdminService {
       event: jobEvent(job, 'CAMPAIGN_DUPLICATION_FAILED', now, { sourceCampaignId: job.sourceCampaignId, name: job.name, attempts: job.attempts, error, ...said }),
     };
     const failed = await this.store.cancelJob(job.id, failure, now);
-    return { job: (await this.store.findJob(job.id)) ?? job, failed };
+    return { id, job: (await this.store.findJob(job.id)) ?? job, failed };
   }
 
   async addCampaign(workspaceId: string, fields: Pick<Campaign, 'name' | 'description' | 'tagNames' | 'body'> & { draft?: boolean }): Promise<Campaign> {

@@ -915,3 +915,49 @@ describe('store backup of a store the version before left', () => {
     expect(readFileSync(`${file}-wal`).equals(staleLog)).toBe(true);
   });
 });
+
+describe.skipIf(!TEST_DATABASE_URL && !process.env.CI)('jobs fail on PostgreSQL, whose job queue keeps the database’s time', () => {
+  let database: Awaited<ReturnType<typeof createTestDatabase>>;
+
+  beforeAll(async () => {
+    database = await createTestDatabase();
+  });
+
+  afterAll(() => database?.drop());
+
+  it('answers every id, an unknown one too, and gives a held job’s lease end whatever the CLI’s clock says', async () => {
+    const env = { DATABASE_URL: database.url };
+    const store = await createStore(loadConfig(env), { olderSchema: 'upgrade' });
+    const [held, pending] = await (async () => {
+      try {
+        const workspace = await new AdminService(store, systemClock).createWorkspace('restored on PostgreSQL');
+        const jobs = [jobFixture(workspace.id), jobFixture(workspace.id)];
+        for (const job of jobs) await store.enqueueJob(job, eventFixture(workspace.id, { jobId: job.id }));
+        const now = new Date();
+        const [claimed] = await store.claimJobs('another instance', 1, now, new Date(now.getTime() + 3_600_000));
+        return [await store.findJob(claimed.id), await store.findJob(jobs.find((job) => job.id !== claimed.id)!.id)];
+      } finally {
+        await store.close();
+      }
+    })();
+    // A CLI whose clock is past the lease end, which the database has not reached.
+    const ahead = new ManualClock(new Date(held!.leaseExpiresAt!.getTime() + 86_400_000));
+    const unknown = newId();
+    const failing = ['jobs', 'fail', held!.id, unknown, pending!.id, '--reason', 'Braze has it', '--confirm'];
+    expect(await runCaptured(failing, { env, clock: ahead })).toEqual({
+      code: EXIT.failed,
+      stdout:
+        `Job ${held!.id} was not failed: a worker holds it, its lease ends at ${held!.leaseExpiresAt!.toISOString()} (try again after it).\n` +
+        `Job ${unknown} was not failed: not found.\n` +
+        `Failed job ${pending!.id} (error CANCELLED): it will not run.\n`,
+      stderr: 'campaign-gateway: 2 of 3 jobs were not failed\n',
+    });
+    const json = await runCaptured([...failing, '--json'], { env, clock: ahead });
+    expect(json).toMatchObject({ code: EXIT.failed, stderr: 'campaign-gateway: 3 of 3 jobs were not failed\n' });
+    expect(JSON.parse(json.stdout)).toEqual([
+      expect.objectContaining({ id: held!.id, status: 'RUNNING', found: true, failed: false }),
+      { id: unknown, found: false, failed: false },
+      expect.objectContaining({ id: pending!.id, status: 'FAILED', found: true, failed: false }),
+    ]);
+  });
+});
