@@ -1,4 +1,5 @@
 import type { ClaimedJob, EventPruneBatch, ExportPage, ExportRows, ExportTable } from '../domain/ports.js';
+import { firstIdAt } from '../domain/ids.js';
 import {
   JOB_STATUSES,
   SECURITY_EVENT_TYPES,
@@ -193,27 +194,43 @@ export const COUNT_JOBS_SQL: Record<JobStatus, string> = {
 };
 
 /**
- * The statement of listJobs; `param` takes a value and gives its placeholder. Newest first by id, an index's order:
- * a workspace's through jobs_workspace, ordered by the workspace first (so that PostgreSQL does not walk the primary
- * key through every other workspace's newer jobs), every job through the primary key. The status is written in the
- * text, as COUNT_JOBS_SQL's, so that a queue's partial index can serve PENDING and RUNNING.
+ * How long before `--since` a listing still reads job ids: an id takes the time of the instance that accepted the
+ * job, created_at the database's on PostgreSQL. A day is far past any skew readiness reports (more than a second).
  */
-export function listJobsSql(
-  filter: JobFilter,
-  first: number,
-  beforeId: string | null,
-  param: (value: unknown) => string,
-  toDate: (value: Date) => unknown,
+const ID_CLOCK_SLACK_MS = 24 * 3600_000;
+
+/** How a store's SQL writes what listJobsSql needs of it. */
+export interface ListJobsDialect {
+  /** Takes a value and gives its placeholder. */
+  param: (value: unknown) => string;
+  toDate: (value: Date) => unknown;
+  /** The condition that a job is of the workspace whose placeholder is given. */
+  inWorkspace: (placeholder: string) => string;
   /** What the limit's placeholder is written after: SQLite's `+` (connection.ts says why). */
-  limitPrefix = '',
-): string {
+  limitPrefix?: string;
+}
+
+/**
+ * The statement of listJobs. Newest first by id, an index's order: a workspace's through jobs_workspace, ordered by
+ * the workspace first, every job through the primary key. Given `workspace_id = $n`, PostgreSQL drops the
+ * workspace from the order (it is one value) and may walk the primary key backwards through every other
+ * workspace's jobs: the PostgreSQL store writes the workspace as a list of one (IN_WORKSPACE in its store.ts says
+ * why). A time bound also bounds the ids from below (ids begin with their time, ids.ts), so that the scan stops
+ * there instead of reading every older job. The status is written in the text, as COUNT_JOBS_SQL's, so that a
+ * queue's partial index can serve PENDING and RUNNING.
+ */
+export function listJobsSql(filter: JobFilter, first: number, beforeId: string | null, sql: ListJobsDialect): string {
+  const { param } = sql;
   const where: string[] = [];
-  if (filter.workspaceId !== undefined) where.push(`workspace_id = ${param(filter.workspaceId)}`);
+  if (filter.workspaceId !== undefined) where.push(sql.inWorkspace(param(filter.workspaceId)));
   if (filter.status !== undefined) where.push(`status = '${JOB_STATUSES.find((status) => status === filter.status) ?? 'none'}'`);
-  if (filter.createdSince !== undefined) where.push(`created_at >= ${param(toDate(filter.createdSince))}`);
+  if (filter.createdSince !== undefined) {
+    where.push(`created_at >= ${param(sql.toDate(filter.createdSince))}`);
+    where.push(`id >= ${param(firstIdAt(filter.createdSince.getTime() - ID_CLOCK_SLACK_MS))}`);
+  }
   if (beforeId !== null) where.push(`id < ${param(beforeId)}`);
   const order = filter.workspaceId === undefined ? 'id DESC' : 'workspace_id DESC, id DESC';
-  return `SELECT * FROM jobs${where.length > 0 ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY ${order} LIMIT ${limitPrefix}${param(first)}`;
+  return `SELECT * FROM jobs${where.length > 0 ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY ${order} LIMIT ${sql.limitPrefix ?? ''}${param(first)}`;
 }
 
 /** The due time of the pending job due longest ago, and the time it is due by; `now` is SQL for the time. */

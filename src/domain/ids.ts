@@ -10,8 +10,14 @@ export const isGatewayId = (value: string): boolean => /^[0-9a-f]{8}-[0-9a-f]{4}
  * all over the index.
  */
 export function newId(now = Date.now()): string {
-  const random = randomUUID();
-  const time = now.toString(16).padStart(12, '0');
   // randomUUID() is a version-4 UUID with the RFC variant already set: keep its random bits, stamp version 7.
-  return `${time.slice(0, 8)}-${time.slice(8, 12)}-7${random.slice(15)}`;
+  return `${timePrefix(now)}-7${randomUUID().slice(15)}`;
 }
+
+/** The least id newId makes at `time` (Unix ms) or after, in the same text order: a lower bound for a scan of ids. */
+export const firstIdAt = (time: number): string => `${timePrefix(Math.max(0, time))}-0000-0000-000000000000`;
+
+const timePrefix = (time: number): string => {
+  const hex = time.toString(16).padStart(12, '0');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}`;
+};

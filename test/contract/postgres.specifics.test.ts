@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { PostgresStore } from '../../src/adapters/postgres/store.js';
 import { EVENT_TIME_SKEW_MS } from '../../src/adapters/rows.js';
 import type { ListOptions } from '../../src/domain/ports.js';
-import type { SecurityEventFilter, SecurityEventType } from '../../src/domain/types.js';
+import type { JobFilter, SecurityEventFilter, SecurityEventType } from '../../src/domain/types.js';
 import { at, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
 import { createTestSchema, openPostgresStore, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
 
@@ -34,6 +34,25 @@ function indexPagesRead(node: PlanNode, indexes: string[]): number {
   return own + (node.Plans ?? []).reduce((sum, child) => sum + indexPagesRead(child, indexes), 0);
 }
 
+/** The statements a listing sends, run again under EXPLAIN ANALYZE: the rows it lists and those they read together. */
+async function explainedOn(store: PostgresStore, schema: { url: string; schema: string }, list: () => Promise<unknown[]>): Promise<{ listed: number; read: number; plans: PlanNode[] }> {
+  const sent = vi.spyOn(store.pool, 'query');
+  let listed: number;
+  let statements: [string, unknown[]][];
+  try {
+    listed = (await list()).length;
+    statements = sent.mock.calls.map((call) => call as unknown as [string, unknown[]]);
+  } finally {
+    sent.mockRestore();
+  }
+  const plans = await withAdmin(async (client) => {
+    await client.query(`SET search_path = ${schema.schema}`);
+    const explain = async ([text, values]: [string, unknown[]]) => (await client.query(`EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${text}`, values)).rows[0]['QUERY PLAN'][0].Plan;
+    return Promise.all(statements.map(explain));
+  }, schema.url);
+  return { listed, read: plans.reduce((sum: number, plan: PlanNode) => sum + rowsRead(plan), 0), plans };
+}
+
 /** What the PostgreSQL adapter adds beyond the store contract: how much of the table its reads touch. */
 describe.skipIf(skipWithoutPostgres)('PostgreSQL store specifics', () => {
   let schema: Awaited<ReturnType<typeof createTestSchema>>;
@@ -45,24 +64,7 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL store specifics', () => {
   /** The key of ten of the quiet workspace's events, one every 2,000. */
   const occasional = 'key-occasional';
 
-  /** The statements a listing sends, run again under EXPLAIN ANALYZE: the rows it lists and those they read together. */
-  async function explained(list: () => Promise<unknown[]>): Promise<{ listed: number; read: number; plans: PlanNode[] }> {
-    const sent = vi.spyOn(store.pool, 'query');
-    let listed: number;
-    let statements: [string, unknown[]][];
-    try {
-      listed = (await list()).length;
-      statements = sent.mock.calls.map((call) => call as unknown as [string, unknown[]]);
-    } finally {
-      sent.mockRestore();
-    }
-    const plans = await withAdmin(async (client) => {
-      await client.query(`SET search_path = ${schema.schema}`);
-      const explain = async ([text, values]: [string, unknown[]]) => (await client.query(`EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${text}`, values)).rows[0]['QUERY PLAN'][0].Plan;
-      return Promise.all(statements.map(explain));
-    }, schema.url);
-    return { listed, read: plans.reduce((sum: number, plan: PlanNode) => sum + rowsRead(plan), 0), plans };
-  }
+  const explained = (list: () => Promise<unknown[]>) => explainedOn(store, schema, list);
   const explainedEvents = (filter: SecurityEventFilter, options: ListOptions) => explained(() => store.listEvents(quiet.id, filter, options));
 
   beforeAll(async () => {
@@ -336,5 +338,62 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL store specifics', () => {
       return Promise.all(statements.map(async ([text, values]) => (await client.query(`EXPLAIN (FORMAT JSON) ${text}`, values)).rows[0]['QUERY PLAN'][0].Plan as PlanNode));
     }, schema.url);
     expect(jobScans(plans)).not.toContain('Seq Scan');
+  });
+});
+
+describe.skipIf(skipWithoutPostgres)('PostgreSQL: the jobs an operator lists', () => {
+  let schema: Awaited<ReturnType<typeof createTestSchema>>;
+  let store: PostgresStore;
+  const quiet = workspaceFixture();
+  const busy = workspaceFixture();
+  const empty = workspaceFixture();
+  const MINUTE = 60_000;
+  const DAY = 24 * 60 * MINUTE;
+
+  beforeAll(async () => {
+    schema = await createTestSchema();
+    store = openPostgresStore(schema.url, schema.schema);
+    await store.migrate();
+    for (const workspace of [quiet, busy, empty]) await store.createWorkspace(workspace);
+    // The quiet workspace's 20,000 jobs, one every 10 minutes from at(0), then the busy one's 20,000 newer, alike
+    // from 150 days later; each id made at its job's time, as newId makes them.
+    await withAdmin(async (client) => {
+      await client.query(`SET search_path = ${schema.schema}`);
+      const jobs = (workspaceId: string, count: number, from: Date, every: number) =>
+        client.query(
+          `INSERT INTO jobs (id, workspace_id, status, source_campaign_id, name, channel, api_key_id, api_key_name, ip, run_at, created_at, updated_at, finished_at)
+           SELECT substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-7000-8000-' || lpad(to_hex(i), 12, '0'), $1, 'SUCCEEDED', 'cmp', 'Copy', 'REST', 'key', 'key', '127.0.0.1', t, t, t, t
+           FROM (SELECT i, t, lpad(to_hex((extract(epoch FROM t) * 1000)::bigint), 12, '0') AS h
+                 FROM (SELECT i, $2::timestamptz + i * $4::bigint * interval '1 millisecond' AS t FROM generate_series(1, $3::int) AS i) AS times) AS made
+           ORDER BY i`,
+          [workspaceId, from, count, every],
+        );
+      await jobs(quiet.id, 20_000, at(0), 10 * MINUTE);
+      await jobs(busy.id, 20_000, at(150 * DAY), 10 * MINUTE);
+      await client.query('ANALYZE jobs');
+    }, schema.url);
+  }, 60_000);
+
+  afterAll(async () => {
+    await store?.close();
+    await schema?.drop();
+  });
+
+  it('reads a workspace’s jobs through its own index and stops a time-bounded listing at the ids of its time', async () => {
+    const newest = at(150 * DAY + 20_000 * 10 * MINUTE);
+    const cases: [JobFilter, number][] = [
+      [{ workspaceId: quiet.id }, 100],
+      [{ workspaceId: empty.id }, 0],
+      [{ workspaceId: quiet.id, createdSince: at(19_995 * 10 * MINUTE) }, 6],
+      [{ createdSince: new Date(newest.getTime() - 25 * MINUTE) }, 3],
+      [{ status: 'SUCCEEDED', createdSince: new Date(newest.getTime() - 25 * MINUTE) }, 3],
+    ];
+    for (const [filter, count] of cases) {
+      const { listed, read } = await explainedOn(store, schema, () => store.listJobs(filter, 100, null));
+      expect(listed, JSON.stringify(filter)).toBe(count);
+      // The jobs listed, and for a time bound those of the day before it (144, one every 10 minutes): not the busy
+      // workspace's 20,000 newer jobs, nor every job older than the bound.
+      expect(read, JSON.stringify(filter)).toBeLessThan(200);
+    }
   });
 });

@@ -249,6 +249,14 @@ export function storeContract(name: string, harness: StoreHarness): void {
         expect(await store.findJob(randomUUID())).toBeNull();
       });
 
+      it('lists by acceptance time a job whose id an instance with a clock behind the database’s made', async () => {
+        // Its id made by an instance an hour behind the time the database stamped it with.
+        const skewed = jobFixture(ws, { id: newId(at(10_000).getTime() - 3_600_000), createdAt: at(10_000), runAt: at(10_000) });
+        await store.enqueueJob(skewed, eventFixture(ws, { jobId: skewed.id }));
+        expect(ids(await store.listJobs({ createdSince: at(10_000) }, 10, null))).toEqual([skewed.id]);
+        expect(ids(await store.listJobs({ workspaceId: ws, createdSince: at(10_000) }, 10, null))).toEqual([skewed.id]);
+      });
+
       it('fails a pending job and one whose lease expired, with its event in the same write, never one a worker holds or one finished', async () => {
         const [pending, expired, held, done] = [jobAt(ws, 0), jobAt(ws, 1), jobAt(ws, 2), jobAt(ws, 3)];
         for (const job of [expired, held, done]) {

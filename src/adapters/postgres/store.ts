@@ -576,7 +576,11 @@ export class PostgresStore implements GatewayStore {
 
   async listJobs(filter: JobFilter, first: number, beforeId: string | null): Promise<DuplicationJob[]> {
     const values: unknown[] = [];
-    const text = listJobsSql(filter, first, beforeId, (value) => `$${values.push(value)}`, (value) => value);
+    const text = listJobsSql(filter, first, beforeId, {
+      param: (value) => `$${values.push(value)}`,
+      toDate: (value) => value,
+      inWorkspace: (placeholder) => `workspace_id = ANY(ARRAY[${placeholder}::text])`,
+    });
     return (await this.lookup(text, values)).map(rowToJob);
   }
 

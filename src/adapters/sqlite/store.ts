@@ -404,7 +404,12 @@ export class SqliteStore implements GatewayStore {
 
   async listJobs(filter: JobFilter, first: number, beforeId: string | null): Promise<DuplicationJob[]> {
     const params: unknown[] = [];
-    const text = listJobsSql(filter, first, beforeId, (value) => (params.push(value), '?'), (value) => value.getTime(), '+');
+    const text = listJobsSql(filter, first, beforeId, {
+      param: (value) => (params.push(value), '?'),
+      toDate: (value) => value.getTime(),
+      inWorkspace: (placeholder) => `workspace_id = ${placeholder}`,
+      limitPrefix: '+',
+    });
     return this.readAll(text, ...params).map(rowToJob);
   }
 
