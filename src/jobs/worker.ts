@@ -65,10 +65,11 @@ export function backoffDelay(attempt: number, options: Pick<WorkerOptions, 'back
 /**
  * How long a job has waited from its acceptance to `now`: until its claim by the store's clock (the claim's row gives
  * both times: updatedAt is the claim's), then by this instance's. Either clock alone measures across instances whose
- * clocks may differ from the store's, and from each other.
+ * clocks may differ from the store's, and from each other. Never below 0: a job accepted by an instance of an older
+ * version has its created_at from that instance's clock, which may be ahead of the store's.
  */
 const waitedMs = (job: DuplicationJob, claimedAt: Date, now: Date): number =>
-  job.updatedAt.getTime() - job.createdAt.getTime() + (now.getTime() - claimedAt.getTime());
+  Math.max(0, job.updatedAt.getTime() - job.createdAt.getTime() + (now.getTime() - claimedAt.getTime()));
 
 export class JobWorker {
   /** Names the process holding a lease, so operators can tell which instance runs a job. */
@@ -85,9 +86,10 @@ export class JobWorker {
   /**
    * Runs whose outcome the store failed to record, as claimed, by job id: the job stays RUNNING under this
    * process until its lease expires, so a stop hands it back too. It did run, so unlike a job whose run was
-   * cut short its attempt stays counted.
+   * cut short its attempt stays counted. `leaseEndsAt`: the lease's end by this instance's clock (its claim's time
+   * plus the lease), as the job's leaseExpiresAt is the store's time on PostgreSQL.
    */
-  private readonly unrecorded = new Map<string, { job: DuplicationJob; lease: string }>();
+  private readonly unrecorded = new Map<string, { job: DuplicationJob; lease: string; leaseEndsAt: number }>();
   private wake: (() => void) | null = null;
   private woken = false;
   /** Set when the duplicator deferred a job: nothing can run before then, so claiming waits. */
@@ -284,7 +286,7 @@ export class JobWorker {
       if (isUnavailable(error) && (!ran || !this.duplicator.actsOutsideStore) && (await this.deferInOutage(job, lease, error))) return;
       // The store failed; the lease will expire and the job will be claimed again, or a stop hands it back sooner.
       logFailure(this.logger, error, jobLogFields(job), 'recording the job outcome failed');
-      this.holdUnrecorded(job, lease);
+      this.holdUnrecorded(job, lease, claimedAt);
     }
   }
 
@@ -311,10 +313,10 @@ export class JobWorker {
     return true;
   }
 
-  private holdUnrecorded(job: DuplicationJob, lease: string): void {
-    const now = this.clock.now();
-    for (const [jobId, run] of this.unrecorded) if (run.job.leaseExpiresAt === null || run.job.leaseExpiresAt <= now) this.unrecorded.delete(jobId);
-    this.unrecorded.set(job.id, { job, lease });
+  private holdUnrecorded(job: DuplicationJob, lease: string, claimedAt: Date): void {
+    const now = this.clock.now().getTime();
+    for (const [jobId, run] of this.unrecorded) if (run.leaseEndsAt <= now) this.unrecorded.delete(jobId);
+    this.unrecorded.set(job.id, { job, lease, leaseEndsAt: claimedAt.getTime() + this.options.leaseMs });
   }
 
   /**

@@ -3,7 +3,7 @@ import { PostgresStore } from '../../src/adapters/postgres/store.js';
 import type { Duplicator } from '../../src/domain/ports.js';
 import { JobWorker } from '../../src/jobs/worker.js';
 import { eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
-import { bearer, http, startGateway } from '../support/gateway.js';
+import { bearer, http, startGateway, storeFailingOn } from '../support/gateway.js';
 import { createTestSchema, skipWithoutPostgres } from '../support/postgres.js';
 import { rest } from '../support/transports.js';
 import { waitFor } from '../support/wait.js';
@@ -158,6 +158,46 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL job queue on instances whose cl
     expect(waits).toHaveLength(1);
     expect(waits[0]).toBeGreaterThanOrEqual(0);
     expect(waits[0]).toBeLessThan(-BEHIND_MS);
+  });
+
+  const workerOptions = { concurrency: 1, leaseMs: LEASE_MS, pollIntervalMs: 10, maxAttempts: 5, backoffBaseMs: 1000, backoffMaxMs: 60_000 };
+  const succeeds: Duplicator = { actsOutsideStore: false, duplicate: async () => ({ kind: 'succeeded', resultCampaignId: null }) };
+
+  it('never tells the worker a job waited less than nothing, when an instance of an older version accepted it by a clock ahead', async () => {
+    // An older version wrote created_at from its own clock.
+    const older = new PostgresStore({ connectionString: schema.url, schema: schema.schema, poolSize: 1, jobTime: 'caller' });
+    stores.push(older);
+    const acceptedAt = new Date(Date.now() + AHEAD_MS);
+    const job = jobFixture(workspaceId, { runAt: new Date(), createdAt: acceptedAt, updatedAt: acceptedAt });
+    await older.enqueueJob(job, eventFixture(workspaceId, { jobId: job.id, occurredAt: acceptedAt }));
+    const accurate = instance(0);
+    const waits: number[] = [];
+    const worker = new JobWorker(accurate.store, succeeds, { now: accurate.now }, workerOptions, silent, { jobFinished: (_status, _ms, _code, waitedMs) => void waits.push(waitedMs) });
+    worker.start();
+    try {
+      await waitFor(async () => (await accurate.store.getJob(workspaceId, job.id))?.status === 'SUCCEEDED');
+    } finally {
+      await worker.stop();
+    }
+    expect(waits).toEqual([0]);
+  });
+
+  it('hands back when it stops every job whose outcome the store failed to record, on an instance whose clock is ahead', async () => {
+    const [accurate, ahead] = [instance(0), instance(AHEAD_MS)];
+    const jobs = [await accurate.enqueue(workspaceId), await accurate.enqueue(workspaceId)];
+    let failing = true;
+    const errors: string[] = [];
+    const logger = { ...silent, error: (_details: object, message: string) => void errors.push(message) };
+    const worker = new JobWorker(storeFailingOn(ahead.store, ['finishJob'], () => failing), succeeds, { now: ahead.now }, workerOptions, logger);
+    worker.start();
+    try {
+      // One after the other: each lease runs by the database's clock, which is behind this instance's by more than it.
+      await waitFor(async () => errors.filter((message) => message === 'recording the job outcome failed').length === 2);
+    } finally {
+      failing = false;
+      await worker.stop(0);
+    }
+    for (const job of jobs) expect(await accurate.store.getJob(workspaceId, job.id)).toMatchObject({ status: 'PENDING', leaseOwner: null, attempts: 1 });
   });
 
   it('tells a poller on an instance whose clock is behind to wait for a retry no longer than the retry waits', async () => {
