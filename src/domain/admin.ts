@@ -19,7 +19,11 @@ export const OPERATOR_LENGTH = 100;
 // Characters Unicode says to draw as nothing (zero-width spaces and joiners, the soft hyphen, word joiners, the BOM):
 // a name holding one looks like the name without it, and `--workspace` picks a workspace by the name as typed.
 // Variation selectors are kept: they choose how an emoji is drawn (`❤️` is U+2764 U+FE0F) and are folded away below.
-const INVISIBLE = /(?![\u180B-\u180D\u180F\uFE00-\uFE0F\u{E0100}-\u{E01EF}])\p{Default_Ignorable_Code_Point}/u;
+// So are the zero-width joiner and non-joiner between two characters that are drawn, where they are part of the text:
+// emoji sequences (`👨‍👩‍👧`) and Persian spelling (`تیم‌فروش`); a lookalike without them is still one (lookalikeKey).
+const SELECTORS = String.raw`\u180B-\u180D\u180F\uFE00-\uFE0F\u{E0100}-\u{E01EF}`;
+const DRAWN = String.raw`(?:[^\s\p{Default_Ignorable_Code_Point}]|[${SELECTORS}])`;
+const INVISIBLE = new RegExp(String.raw`(?![${SELECTORS}])(?!(?<=${DRAWN})[\u200C\u200D](?=${DRAWN}))\p{Default_Ignorable_Code_Point}`, 'u');
 const DEFAULT_IGNORABLE = /\p{Default_Ignorable_Code_Point}/gu;
 
 // Scripts with letters drawn alike (Latin `A`, Cyrillic `А`, Greek `Α`): a name mixing them is how one is made to look

@@ -129,6 +129,8 @@ describe('the CLI', () => {
     ['a word joiner', 'a\u2060b', "'a\\u2060b'"],
     ['a byte order mark', 'a\ufeffb', "'a\\uFEFFb'"],
     ['a left-to-right mark', 'a\u200eb', "'a\\u200Eb'"],
+    ['a zero-width joiner at the end', 'ws\u200d', "'ws\\u200D'"],
+    ['a zero-width non-joiner before a space', 'ws\u200c team', "'ws\\u200C team'"],
   ])('refuses %s in a workspace or key name', async (_label, name, shown) => {
     expect(await cli('workspaces', 'create', name)).toEqual({
       code: EXIT.failed,
@@ -140,6 +142,13 @@ describe('the CLI', () => {
       stdout: '',
       stderr: `campaign-gateway: A key name must not hold invisible characters: ${shown}\n`,
     });
+  });
+
+  it('keeps the joiners that are part of the text: an emoji sequence, Persian spelling', async () => {
+    for (const name of ['\u{1F468}\u200d\u{1F469}\u200d\u{1F467} team', '\u2764\ufe0f\u200d\u{1F525} fans', '\u062a\u06cc\u0645\u200c\u0641\u0631\u0648\u0634']) {
+      expect((await cliJson('workspaces', 'create', name)).name).toBe(name);
+      expect((await cliJson('keys', 'create', '--workspace', name, '--name', name, '--permissions', 'campaigns.list')).name).toBe(name);
+    }
   });
 
   it('counts a name in characters: 100 emoji are a name, 101 are not', async () => {
