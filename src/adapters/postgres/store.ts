@@ -554,9 +554,9 @@ export class PostgresStore implements GatewayStore {
       }
       // Every time of the job is the database's, so that its run time is one every instance reads alike, and its
       // times are in order whichever instances accepted and ran it.
-      const { run_at: runAt, created_at: createdAt, updated_at: updatedAt, ...row } = newJobToRow(job, PG);
-      const times = { run_at: runAt, created_at: createdAt, updated_at: updatedAt };
-      const read = Object.entries(times).map(([column, at]) => ({ column, sql: jobTime, param: this.jobClock(at as Date) }));
+      const { run_at: _runAt, created_at: _createdAt, updated_at: _updatedAt, ...row } = newJobToRow(job, PG);
+      const times = [['run_at', job.runAt], ['created_at', job.createdAt], ['updated_at', job.updatedAt]] as const;
+      const read = times.map(([column, at]) => ({ column, sql: jobTime, param: this.jobClock(at) }));
       const { text, values } = insertStatement('jobs', { ...row, queue_turn: turn }, (position) => `$${position}`, read);
       await client.query(text, values);
       await this.insertEventWith(client, event);
