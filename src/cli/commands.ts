@@ -333,7 +333,9 @@ const COMMANDS: Record<string, Command> = {
         await sink.end();
       } catch (error) {
         sink.abort();
-        throw error;
+        const written = Object.values(rows).reduce((sum, count) => sum + count, 0);
+        const left = out === undefined ? 'the rows on stdout are not the whole workspace' : `${out} was deleted`;
+        throw new Error(`the export stopped after ${written} rows and ${left}: ${error instanceof Error ? error.message : String(error)}`);
       }
       const text = () =>
         [

@@ -362,6 +362,22 @@ describe('the CLI', () => {
       expect(await cli('workspaces', 'export', 'no such customer', '--out', unknown)).toEqual({ code: EXIT.failed, stdout: '', stderr: "campaign-gateway: No workspace 'no such customer'\n" });
       expect(existsSync(unknown)).toBe(false);
 
+      // A row that cannot be read (an event's details changed by hand) stops the export half-way: no file is
+      // left that could pass for a whole export.
+      const broken = new Database(join(dataDir, 'gateway.db'));
+      const [event] = broken.prepare('SELECT id, details FROM security_events WHERE workspace_id = ? AND type = ?').all(workspace.id, 'PERMISSION_DENIED') as { id: string; details: string }[];
+      const cut = join(parent, 'cut.jsonl');
+      try {
+        broken.prepare('UPDATE security_events SET details = ? WHERE id = ?').run('{', event.id);
+        const stopped = await cli('workspaces', 'export', workspace.id, '--out', cut);
+        expect(stopped).toMatchObject({ code: EXIT.failed, stdout: '' });
+        expect(stopped.stderr).toMatch(new RegExp(`^campaign-gateway: the export stopped after 2 rows and ${cut} was deleted: .*JSON`));
+        expect(existsSync(cut)).toBe(false);
+      } finally {
+        broken.prepare('UPDATE security_events SET details = ? WHERE id = ?').run(event.details, event.id);
+        broken.close();
+      }
+
       // Without --out, the rows alone on stdout, and what was exported on stderr.
       const piped = await cliProcess(['workspaces', 'export', workspace.id, '--json'], { DATA_DIR: dataDir });
       expect(piped.code).toBe(0);
