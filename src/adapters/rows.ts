@@ -401,3 +401,39 @@ export function exportPage<T extends ExportTable>(table: T, rows: Row[], limit: 
   const { key, toRecord } = EXPORT_READS[table];
   return { rows: rows.map(toRecord) as ExportRows[T][], next: rows.length < limit ? null : String(rows[rows.length - 1][key]) };
 }
+
+/**
+ * Each table's row as importRows writes it, every column the domain object holds: unlike newJobToRow, a job keeps its
+ * lease and outcome, and an event its seq (a campaign's seq, which the domain does not hold, is the target's own, in
+ * the order the rows come in). A pending job is `waiting` whatever its due time: the next claim's promoteDueJobsSql
+ * puts those due in the queue's index.
+ */
+export const IMPORT_ROWS: { [T in ExportTable]: (record: ExportRows[T], sql: SqlValues) => Row } = {
+  workspaces: (workspace, sql) => ({ id: workspace.id, name: workspace.name, created_at: sql.date(workspace.createdAt) }),
+  api_keys: apiKeyToRow,
+  tags: (tag) => ({ workspace_id: tag.workspaceId, name: tag.name }),
+  campaigns: campaignToRow,
+  jobs: (job, sql) => ({
+    ...newJobToRow(job, sql),
+    waiting: sql.bool(job.status === 'PENDING'),
+    lease_owner: job.leaseOwner,
+    lease_expires_at: maybe(job.leaseExpiresAt, sql),
+    finished_at: maybe(job.finishedAt, sql),
+    result_campaign_id: job.resultCampaignId,
+    error_code: job.error?.code ?? null,
+    error_message: job.error?.message ?? null,
+  }),
+  security_events: (event, sql) => ({ seq: event.seq, ...eventToRow(event, sql) }),
+  idempotency_keys: (record, sql) => ({
+    workspace_id: record.workspaceId,
+    key: record.key,
+    request_hash: record.requestHash,
+    job_id: record.jobId,
+    created_at: sql.date(record.createdAt),
+    expires_at: sql.date(record.expiresAt),
+  }),
+};
+
+/** The rows importRows writes for `records`, mapped by IMPORT_ROWS. */
+export const importRows = <T extends ExportTable>(table: T, records: ExportRows[T][], sql: SqlValues): Row[] =>
+  records.map((record) => IMPORT_ROWS[table](record, sql));

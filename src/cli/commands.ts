@@ -12,6 +12,7 @@ import { PERMISSIONS } from '../domain/permissions.js';
 import { EXPORT_TABLES, systemClock, type Clock, type GatewayStore } from '../domain/ports.js';
 import { JOB_STATUSES, type ApiKeyRecord, type DuplicationJob, type JobFilter, type JobStatus, type Workspace } from '../domain/types.js';
 import { describeFailure } from '../readiness.js';
+import { copyConfiguredStore } from './store-copy.js';
 
 export interface CliIo {
   env: Record<string, string | undefined>;
@@ -50,6 +51,9 @@ Commands:
   clients unblock <address>
                         lift the block of a client that failed to authenticate too often (Redis or PostgreSQL limits)
   store backup <file>   copy the embedded store as it is while the gateway runs (PostgreSQL: use pg_dump)
+  store copy --to <PostgreSQL URL, a file holding it, or a directory>
+                        copy every row of the stopped store into an empty PostgreSQL database (or DATA_DIR),
+                        migrated first, and count both (README, "Moving to PostgreSQL")
   jobs list [--workspace <id or name>] [--status PENDING|RUNNING|SUCCEEDED|FAILED] [--since <ISO 8601 time>]
             [--limit <n, default ${JOBS_LIMIT}>]
                         duplication jobs, newest first
@@ -528,6 +532,15 @@ const COMMANDS: Record<string, Command> = {
           'keys of the store go back to the time of this backup.',
         { file: destination, bytes: size },
       );
+    },
+  },
+
+  'store copy': {
+    options: { to: { type: 'string' } },
+    positionals: 0,
+    async runWithoutStore({ config, values, print, io }) {
+      if (typeof values.to !== 'string') throw new UsageError('--to <PostgreSQL URL, a file holding it, or a directory> is required');
+      await copyConfiguredStore(config, values.to, { stderr: io.stderr, print, migrations: io.migrations, table });
     },
   },
 

@@ -146,6 +146,15 @@ export interface GatewayStore {
    * same however many rows the workspace or the table holds. A read, never a write.
    */
   exportRows<T extends ExportTable>(workspaceId: string, table: T, after: string | null, limit: number): Promise<ExportPage<T>>;
+  /**
+   * Writes rows as exportRows read them from another store, in one transaction: every column kept (a key's hashes, a
+   * job's state and lease, an event's seq), so that a store copied page by page reads the same (`store copy`). A
+   * job's queue turn is 0, that of a job queued before turns existed: the copied backlog goes first, by due time.
+   * Meant for a store no gateway uses yet: rows already there are not merged but fail the write.
+   */
+  importRows<T extends ExportTable>(table: T, rows: ExportRows[T][]): Promise<void>;
+  /** Every row of `table`, of every workspace: what `store copy` compares between the two stores. */
+  countRows(table: ExportTable): Promise<number>;
 
   insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<void>;
   findApiKeyByHash(hash: string): Promise<ApiKeyRecord | null>;

@@ -1061,6 +1061,46 @@ export function storeContract(name: string, harness: StoreHarness): void {
       });
     });
 
+    describe('importing rows another store exported', () => {
+      it('writes each page as exportRows read it, every column kept, and goes on from the rows it was given', async () => {
+        const copied = await populate(ws);
+        await populate(other);
+        // A job left RUNNING under a lease (its gateway stopped without handing it back).
+        const [running] = await store.claimJobs('instance-host:4242', 1, at(1000), at(60_000));
+        const copy = await harness.create();
+        try {
+          await copy.migrate();
+          let lastSeq = 0;
+          for (const id of [ws, other]) {
+            for (const table of EXPORT_TABLES) {
+              const page = await store.exportRows(id, table, null, 1000);
+              await copy.importRows(table, page.rows);
+              expect(await copy.exportRows(id, table, null, 1000)).toEqual(page);
+              if (table === 'security_events') lastSeq = Math.max(lastSeq, ...page.rows.map((row) => (row as SecurityEvent).seq));
+            }
+          }
+          for (const table of EXPORT_TABLES) expect(await copy.countRows(table)).toBe(await store.countRows(table));
+          expect(await copy.findApiKeyByHash(copied.hash)).toEqual(await store.findApiKeyByHash(copied.hash));
+          expect(await copy.findIdempotencyKey(ws, 'idem-1')).toEqual(await store.findIdempotencyKey(ws, 'idem-1'));
+
+          // Events written later number after the copied ones, and campaigns added later list first.
+          await copy.insertEvent(eventFixture(ws, { type: 'PERMISSION_DENIED' }));
+          expect((await copy.listEvents(ws, {}, { first: 1 }))[0].seq).toBeGreaterThan(lastSeq);
+          const added = campaignFixture(ws);
+          await copy.insertCampaign(added);
+          expect((await copy.listCampaigns(ws, { first: 1 }))[0].id).toBe(added.id);
+          // The running job is taken over once its lease ends, and the pending ones are claimed, as in the source.
+          const claimed = await copy.claimJobs('new-instance', 10, at(70_000), at(130_000));
+          expect(claimed.find((job) => job.id === running.id)).toMatchObject({ takenOverFrom: 'instance-host:4242', attempts: running.attempts + 1 });
+          expect(claimed.map((job) => job.id).sort()).toEqual((await store.claimJobs('source', 10, at(70_000), at(130_000))).map((job) => job.id).sort());
+          // Rows already there are refused, not merged.
+          await expect(copy.importRows('workspaces', [(await store.findWorkspace(ws))!])).rejects.toThrow();
+        } finally {
+          await harness.destroy(copy);
+        }
+      });
+    });
+
     it('migrates one fresh database once when several instances start at the same moment', async () => {
       const fresh = await harness.create();
       const others = await Promise.all([harness.open(fresh), harness.open(fresh)]);

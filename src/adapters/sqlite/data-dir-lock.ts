@@ -7,7 +7,7 @@ import Database from 'better-sqlite3';
 export const lockFile = (dataDir: string): string => join(dataDir, 'gateway.lock');
 
 /** DATA_DIR is held by another gateway process (or by another store of this one). */
-class DataDirHeld extends Error {
+export class DataDirHeld extends Error {
   constructor(
     readonly dataDir: string,
     readonly file: string,

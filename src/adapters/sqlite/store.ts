@@ -2,7 +2,7 @@ import { closeSync, constants, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type Database from 'better-sqlite3';
 import { dependencyUnavailable } from '../../domain/errors.js';
-import type { ClaimedJob, EventPruneBatch, EventPruneCursor, ExportPage, ExportTable, GatewayStore, JobFailure, JobOutcome, ListOptions, NewerSchema, OlderSchema, SchemaVersions, WorkspaceDeletion } from '../../domain/ports.js';
+import type { ClaimedJob, EventPruneBatch, EventPruneCursor, ExportPage, ExportRows, ExportTable, GatewayStore, JobFailure, JobOutcome, ListOptions, NewerSchema, OlderSchema, SchemaVersions, WorkspaceDeletion } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
   Campaign,
@@ -319,6 +319,16 @@ export class SqliteStore implements GatewayStore {
   async exportRows<T extends ExportTable>(workspaceId: string, table: T, after: string | null, limit: number): Promise<ExportPage<T>> {
     const text = exportPageSql(table, (column) => `${column} = ?`, after === null ? null : '?', '+?');
     return exportPage(table, this.readAll(text, workspaceId, ...(after === null ? [] : [exportCursor(table, after)]), limit), limit);
+  }
+
+  /** A key write when it writes keys. */
+  async importRows<T extends ExportTable>(table: T, rows: ExportRows[T][]): Promise<void> {
+    const write = () => this.write('importRows', table, rows);
+    await (table === 'api_keys' ? this.keyWrite(write) : write());
+  }
+
+  async countRows(table: ExportTable): Promise<number> {
+    return Number((this.read(`SELECT COUNT(*) AS count FROM ${table}`) as Row).count);
   }
 
   async insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<void> {

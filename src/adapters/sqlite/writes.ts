@@ -1,6 +1,6 @@
 import type Database from 'better-sqlite3';
 import { holdsIdempotencyKey } from '../../domain/idempotency.js';
-import type { ClaimedJob, EventPruneBatch, EventPruneCursor, JobFailure, JobOutcome, WorkspaceDeletion } from '../../domain/ports.js';
+import type { ClaimedJob, EventPruneBatch, EventPruneCursor, ExportRows, ExportTable, JobFailure, JobOutcome, WorkspaceDeletion } from '../../domain/ports.js';
 import type { ApiKeyRecord, Campaign, DuplicationJob, IdempotencyRecord, JobError, NewSecurityEvent, Workspace } from '../../domain/types.js';
 import {
   apiKeyToRow,
@@ -8,6 +8,7 @@ import {
   claimedJobs,
   eventPruneBatch,
   eventToRow,
+  importRows,
   insertStatement,
   jobTurn,
   newJobToRow,
@@ -122,6 +123,14 @@ export class SqliteWrites {
     }
     rows.workspaces = this.sql.get('DELETE FROM workspaces WHERE id = ?').run(workspaceId).changes;
     return { deleted: true, rows };
+  }
+
+  /** A page of another store's rows, every column kept (IMPORT_ROWS in rows.ts); an event's seq moves sqlite_sequence past it. */
+  importRows<T extends ExportTable>(table: T, records: ExportRows[T][]): void {
+    const rows = importRows(table, records, SQLITE);
+    if (rows.length === 0) return;
+    const statement = this.sql.get(insertStatement(table, rows[0], () => '?').text);
+    for (const row of rows) statement.run(...Object.values(row));
   }
 
   insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): void {

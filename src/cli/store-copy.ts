@@ -1,0 +1,122 @@
+import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { createStore, sqliteFilename, type StoreOptions } from '../app.js';
+import type { Config } from '../config.js';
+import { DataDirHeld } from '../adapters/sqlite/data-dir-lock.js';
+import type { ExportTable, GatewayStore } from '../domain/ports.js';
+import { copyStore, CountMismatch, TargetNotEmpty } from '../domain/store-copy.js';
+
+/** Where `store copy` writes: a PostgreSQL database, or an embedded store's DATA_DIR. */
+interface CopyTarget {
+  config: Config;
+  /** The target in messages: never a URL's user name or password. */
+  name: string;
+  /** How to make the target empty again after a copy that stopped half-way. */
+  startAgain: string;
+}
+
+const POSTGRES_URL = /^postgres(ql)?:\/\//i;
+
+/** `--to`: a PostgreSQL URL, a file holding one (kept out of the shell's history and `ps`), or a directory (DATA_DIR). */
+function copyTarget(config: Config, to: string): CopyTarget {
+  let url = to;
+  if (!POSTGRES_URL.test(to)) {
+    const stats = statSync(to, { throwIfNoEntry: false });
+    if (stats === undefined) throw new Error(`--to ${to}: no such file or directory (give a postgres:// URL, a file holding one, or a DATA_DIR)`);
+    if (stats.isDirectory()) {
+      const file = join(to, 'gateway.db');
+      return {
+        config: { ...config, databaseUrl: null, dataDir: to },
+        name: `the embedded store ${file}`,
+        startAgain: `delete ${file} and its -wal and -shm files, then run the copy again`,
+      };
+    }
+    url = readFileSync(to, 'utf8').trim();
+    // Its text is not repeated: the file is where a password is kept.
+    if (!POSTGRES_URL.test(url)) throw new Error(`--to ${to}: the file holds no postgres:// URL`);
+  }
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new Error('--to: the PostgreSQL URL is not a valid URL');
+  }
+  const database = decodeURIComponent(parsed.pathname.slice(1)) || '(the user’s default)';
+  return {
+    config: { ...config, databaseUrl: url },
+    name: `the PostgreSQL database ${database} on ${parsed.host}`,
+    startAgain:
+      `drop the database and make it again, empty (DROP DATABASE ${database}; CREATE DATABASE ${database} OWNER <the gateway's role>), ` +
+      "or drop the schema of the gateway's tables and make it again (DROP SCHEMA <schema> CASCADE; CREATE SCHEMA <schema>), then run the copy again",
+  };
+}
+
+export interface StoreCopyIo {
+  stderr: (text: string) => void;
+  print: (text: string | (() => string), json: unknown) => void;
+  migrations?: StoreOptions['migrations'];
+  /** Lays out rows as the CLI's tables. */
+  table: (rows: string[][]) => string;
+}
+
+/** A line of progress at most every this many rows of a table, besides one when it is done. */
+const PROGRESS_ROWS = 100_000;
+
+/**
+ * `store copy`: the configured store (the source, only read) into an empty store, then both counted. An embedded
+ * source's DATA_DIR is held for the copy, as a gateway holds it, so that a running gateway makes the copy refuse
+ * instead of writing rows the copy would miss.
+ */
+export async function copyConfiguredStore(config: Config, to: string, io: StoreCopyIo): Promise<void> {
+  const target = copyTarget(config, to);
+  const sourceFile = sqliteFilename(config);
+  const sourceName = sourceFile === null ? 'the PostgreSQL database in DATABASE_URL' : `the embedded store ${sourceFile}`;
+  const hold = { waitMs: 0, onWait: () => undefined };
+  const stores: GatewayStore[] = [];
+  try {
+    const source = await createStore(config, { olderSchema: 'refuse', migrations: io.migrations, holdDataDir: hold }).catch((error: unknown) => {
+      if (!(error instanceof DataDirHeld)) throw error;
+      throw new Error(
+        `${sourceName} is in use by a running gateway (it holds ${error.file}): stop it first, so that the copy misses nothing it writes. Nothing was copied.`,
+      );
+    });
+    stores.push(source);
+    // Migrated as a gateway's start migrates it, so that a gateway starts on the copy without changing it.
+    const targetStore = await createStore(target.config, { olderSchema: 'upgrade', migrations: io.migrations, holdDataDir: hold }).catch((error: unknown) => {
+      if (error instanceof DataDirHeld) throw new Error(`${target.name} is in use (${error.file} is held): stop what uses it. Nothing was copied.`);
+      throw new Error(`${target.name}: ${error instanceof Error ? error.message.replaceAll('DATABASE_URL', '--to') : String(error)}. Nothing was copied.`);
+    });
+    stores.push(targetStore);
+    if (sourceFile === null) io.stderr('The source is a PostgreSQL database: the copy cannot tell whether a gateway still uses it; stop every one first.\n');
+    io.stderr(`Copying ${sourceName} to ${target.name}.\n`);
+    const started = performance.now();
+    const running = await source.countJobs('RUNNING');
+    let copied: Record<ExportTable, number>;
+    try {
+      copied = await copyStore(source, targetStore, ({ workspace, table, rows, done }) => {
+        if (done || rows % PROGRESS_ROWS === 0) io.stderr(`  "${workspace.name}": ${table} ${rows} row${rows === 1 ? '' : 's'}${done ? '' : '…'}\n`);
+      });
+    } catch (error) {
+      if (error instanceof TargetNotEmpty) {
+        throw new Error(`${target.name} already holds ${error.message}: a copy goes only into a store without workspaces, never into or over one. Nothing was copied.`);
+      }
+      const what = error instanceof CountMismatch ? `the stores count different rows after the copy (${error.message})` : `the copy stopped: ${error instanceof Error ? error.message : String(error)}`;
+      throw new Error(`${what}. ${target.name} holds part of the store, on which no gateway may start: ${target.startAgain}.`);
+    }
+    const seconds = (performance.now() - started) / 1000;
+    const total = Object.values(copied).reduce((sum, count) => sum + count, 0);
+    io.print(
+      () =>
+        [
+          `Copied ${sourceName} to ${target.name} in ${seconds.toFixed(1)} s (${Math.round(total / seconds)} rows/s). Rows copied, counted again in both stores:`,
+          io.table(Object.entries(copied).map(([table, count]) => [`  ${table}`, String(count)])),
+          ...(running > 0
+            ? [`${running} job${running === 1 ? ' was' : 's were'} RUNNING when the source stopped: copied as they were, the target's gateway takes them over once their leases end, as the source's would have.`]
+            : []),
+        ].join('\n'),
+      { source: sourceName, target: target.name, copied, runningJobs: running, seconds: Number(seconds.toFixed(3)) },
+    );
+  } finally {
+    for (const store of stores.reverse()) await store.close();
+  }
+}

@@ -1,0 +1,65 @@
+import { EXPORT_PAGE_SIZE } from './export.js';
+import { EXPORT_TABLES, type ExportPage, type ExportTable, type GatewayStore } from './ports.js';
+import type { Workspace } from './types.js';
+
+/** Where a copy has got to: told after each page written, and when a table of a workspace is done. */
+export interface CopyProgress {
+  workspace: Workspace;
+  table: ExportTable;
+  /** Rows of this table of this workspace written so far. */
+  rows: number;
+  done: boolean;
+}
+
+/** The workspaces found in the target, which a copy never merges into. */
+export class TargetNotEmpty extends Error {
+  constructor(readonly workspaces: Workspace[]) {
+    const named = workspaces.slice(0, 5).map((workspace) => `"${workspace.name}" (id ${workspace.id})`);
+    super(`${workspaces.length} workspace${workspaces.length === 1 ? '' : 's'}: ${named.join(', ')}${workspaces.length > 5 ? ', …' : ''}`);
+  }
+}
+
+/** The tables whose rows the two stores count differently after a copy, with both counts. */
+export class CountMismatch extends Error {
+  constructor(readonly mismatches: { table: ExportTable; source: number; target: number }[]) {
+    super(mismatches.map(({ table, source, target }) => `${table}: ${source} in the source, ${target} in the target`).join('; '));
+  }
+}
+
+/**
+ * Copies every row of `source` to `target`, workspace by workspace and, within one, table by table in the export's
+ * order (each row after the rows it refers to), a page read (exportRows) and written (importRows, one transaction)
+ * at a time: no table is held in memory. Refuses a target that holds any workspace (TargetNotEmpty), and, once done,
+ * compares each table's rows in both stores (CountMismatch). The queue's and limiters' counters are not rows of a
+ * workspace and are not copied: see importRows.
+ */
+export async function copyStore(
+  source: GatewayStore,
+  target: GatewayStore,
+  onProgress: (progress: CopyProgress) => void,
+  pageSize = EXPORT_PAGE_SIZE,
+): Promise<Record<ExportTable, number>> {
+  if (await target.hasWorkspaces()) throw new TargetNotEmpty(await target.listWorkspaces());
+  const copied = Object.fromEntries(EXPORT_TABLES.map((table) => [table, 0])) as Record<ExportTable, number>;
+  for (const workspace of await source.listWorkspaces()) {
+    for (const table of EXPORT_TABLES) {
+      let rows = 0;
+      let after: string | null = null;
+      do {
+        const page: ExportPage<ExportTable> = await source.exportRows(workspace.id, table, after, pageSize);
+        await target.importRows(table, page.rows);
+        rows += page.rows.length;
+        copied[table] += page.rows.length;
+        after = page.next;
+        onProgress({ workspace, table, rows, done: after === null });
+      } while (after !== null);
+    }
+  }
+  const mismatches: { table: ExportTable; source: number; target: number }[] = [];
+  for (const table of EXPORT_TABLES) {
+    const [inSource, inTarget] = await Promise.all([source.countRows(table), target.countRows(table)]);
+    if (inSource !== inTarget) mismatches.push({ table, source: inSource, target: inTarget });
+  }
+  if (mismatches.length > 0) throw new CountMismatch(mismatches);
+  return copied;
+}

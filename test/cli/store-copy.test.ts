@@ -1,0 +1,173 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { afterEach, describe, expect, it } from 'vitest';
+import { EXIT, runCli } from '../../src/cli/commands.js';
+import { EXPORT_TABLES } from '../../src/domain/ports.js';
+import { eventFixture } from '../support/fixtures.js';
+import { graphql, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
+import { createTestDatabase, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
+import { rest } from '../support/transports.js';
+
+async function cli(dataDir: string, ...argv: string[]) {
+  let stdout = '';
+  let stderr = '';
+  const code = await runCli(argv, { env: { DATA_DIR: dataDir }, stdout: (text) => (stdout += text), stderr: (text) => (stderr += text) });
+  return { code, stdout, stderr };
+}
+
+const EVENTS = `query Events($first: Int, $after: String) {
+  securityEvents(first: $first, after: $after) { edges { node { id type occurredAt jobId } } pageInfo { endCursor hasNextPage } }
+}`;
+
+/** Every event the key's workspace shows, newest first, read `first` at a time through the cursors. */
+async function allEvents(baseUrl: string, key: string, first: number) {
+  const pages: { ids: string[]; endCursor: string | null }[] = [];
+  let after: string | null = null;
+  do {
+    const response = await graphql(baseUrl, key, EVENTS, { first, after });
+    expect(response.body.errors).toBeUndefined();
+    const connection = response.body.data.securityEvents;
+    pages.push({ ids: connection.edges.map((edge: { node: { id: string } }) => edge.node.id), endCursor: connection.pageInfo.endCursor });
+    after = connection.pageInfo.hasNextPage ? connection.pageInfo.endCursor : null;
+  } while (after !== null);
+  return pages;
+}
+
+const finished = (baseUrl: string, key: string, jobId: string) =>
+  waitFor(async () => {
+    const { job } = await rest.job(baseUrl, key, jobId);
+    return job?.status === 'SUCCEEDED' || job?.status === 'FAILED' ? job : undefined;
+  });
+
+const tableCounts = (url: string) =>
+  withAdmin(async (client) => {
+    const counts: Record<string, number> = {};
+    for (const table of EXPORT_TABLES) counts[table] = Number((await client.query(`SELECT count(*) FROM ${table}`)).rows[0].count);
+    return counts;
+  }, url);
+
+describe.skipIf(skipWithoutPostgres)('store copy', () => {
+  const cleanups: (() => Promise<void> | void)[] = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+
+  /** A target database, and a file holding its URL, as an operator keeps a password out of the shell's history. */
+  async function target() {
+    const database = await createTestDatabase();
+    cleanups.push(database.drop);
+    const dir = mkdtempSync(join(tmpdir(), 'cgw-copy-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const urlFile = join(dir, 'database-url');
+    writeFileSync(urlFile, `${database.url}\n`, { mode: 0o600 });
+    return { url: database.url, urlFile };
+  }
+
+  /** A gateway on a new embedded store, with a workspace, finished jobs and an idempotency key. */
+  async function sourceGateway() {
+    const gw = await startGateway();
+    const dataDir = gw.config.dataDir;
+    cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+    const ws = await gw.workspace('acme');
+    const args = { campaignId: ws.campaign.id, name: 'Copy', tagNames: ['promo'] };
+    const first = await rest.duplicate(gw.baseUrl, ws.key, args, { idempotencyKey: 'idem-1' });
+    const second = await rest.duplicate(gw.baseUrl, ws.key, { ...args, name: 'Second copy' });
+    expect([first.status, second.status]).toEqual([202, 202]);
+    for (const jobId of [first.jobId!, second.jobId!]) expect(await finished(gw.baseUrl, ws.key, jobId)).toMatchObject({ status: 'SUCCEEDED' });
+    return { gw, dataDir, ws, args, jobId: first.jobId! };
+  }
+
+  it('copies a stopped embedded store into PostgreSQL, where a gateway serves it as it was', async () => {
+    const { gw, dataDir, ws, args, jobId } = await sourceGateway();
+    const eventsBefore = await allEvents(gw.baseUrl, ws.key, 3);
+    const jobBefore = (await graphql(gw.baseUrl, ws.key, '{ duplicationJob(id: "' + jobId + '") { status resultCampaignId attempts } }')).body.data.duplicationJob;
+    await gw.app.close();
+    const { url, urlFile } = await target();
+
+    const copied = await cli(dataDir, 'store', 'copy', '--to', urlFile, '--json');
+    expect(copied.code, copied.stderr).toBe(EXIT.ok);
+    const summary = JSON.parse(copied.stdout);
+    const database = new URL(url).pathname.slice(1);
+    expect(summary).toMatchObject({ target: `the PostgreSQL database ${database} on 127.0.0.1:5432`, runningJobs: 0 });
+    expect(summary.copied).toMatchObject({ workspaces: 1, api_keys: 1, idempotency_keys: 1, jobs: 2 });
+    expect(summary.copied.campaigns).toBe(3);
+    expect(await tableCounts(url)).toEqual(summary.copied);
+    // Progress per table on stderr; never the URL's password.
+    expect(copied.stderr).toMatch(/"acme": security_events \d+ rows\n/);
+    const { password, username } = new URL(url);
+    expect(copied.stdout + copied.stderr).not.toContain(`${username}:${password}@`);
+
+    const pg = await startGateway({ DATABASE_URL: url });
+    cleanups.push(() => pg.close());
+    // The key made before the copy authenticates, and every event reads the same, page by page, cursors included.
+    expect(await allEvents(pg.baseUrl, ws.key, 3)).toEqual(eventsBefore);
+    expect((await graphql(pg.baseUrl, ws.key, '{ duplicationJob(id: "' + jobId + '") { status resultCampaignId attempts } }')).body.data.duplicationJob).toEqual(jobBefore);
+    expect(jobBefore).toMatchObject({ status: 'SUCCEEDED', resultCampaignId: expect.any(String) });
+    // The idempotency key answers with its job; a new duplication is accepted and runs.
+    expect(await rest.duplicate(pg.baseUrl, ws.key, args, { idempotencyKey: 'idem-1' })).toMatchObject({ status: 202, jobId });
+    const next = await rest.duplicate(pg.baseUrl, ws.key, { ...args, name: 'After the move' }, { idempotencyKey: 'idem-2' });
+    expect(next.status).toBe(202);
+    expect(await finished(pg.baseUrl, ws.key, next.jobId!)).toMatchObject({ status: 'SUCCEEDED' });
+    const [newest] = (await allEvents(pg.baseUrl, ws.key, 50))[0].ids;
+    expect(eventsBefore.flatMap((page) => page.ids)).not.toContain(newest);
+  });
+
+  it('refuses while a gateway runs on the source, and copies nothing', async () => {
+    const { gw, dataDir } = await sourceGateway();
+    cleanups.push(() => gw.app.close());
+    const { url, urlFile } = await target();
+    const refused = await cli(dataDir, 'store', 'copy', '--to', urlFile);
+    expect(refused).toMatchObject({ code: EXIT.failed, stdout: '' });
+    expect(refused.stderr).toMatch(/^campaign-gateway: the embedded store .*gateway\.db is in use by a running gateway \(it holds .*gateway\.lock\): stop it first, .* Nothing was copied\.\n$/);
+    const tables = await withAdmin((client) => client.query("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"), url);
+    expect(Number(tables.rows[0].count)).toBe(0);
+  });
+
+  it('refuses a target that holds a workspace, naming it, and changes nothing there', async () => {
+    const { gw, dataDir } = await sourceGateway();
+    await gw.app.close();
+    const { url } = await target();
+    expect((await cli(dataDir, 'store', 'copy', '--to', url)).code).toBe(EXIT.ok);
+    const before = await tableCounts(url);
+    const again = await cli(dataDir, 'store', 'copy', '--to', url);
+    expect(again).toMatchObject({ code: EXIT.failed, stdout: '' });
+    expect(again.stderr).toMatch(/already holds 1 workspace: "acme" \(id [^)]+\): a copy goes only into a store without workspaces, never into or over one\. Nothing was copied\.\n$/);
+    expect(await tableCounts(url)).toEqual(before);
+  });
+
+  it('fails loudly when the stores count different rows after the copy, saying what the target holds and how to start again', async () => {
+    const { gw, dataDir, ws } = await sourceGateway();
+    await gw.app.close();
+    // An event of no workspace (a hand-edited store): no workspace's pages read it.
+    const db = new Database(join(dataDir, 'gateway.db'));
+    const stray = eventFixture('no-such-workspace', { apiKeyId: ws.keyId });
+    db.prepare("INSERT INTO security_events (id, workspace_id, type, occurred_at, details) VALUES (?, ?, ?, ?, '{}')").run(stray.id, stray.workspaceId, stray.type, stray.occurredAt.getTime());
+    db.close();
+    const { url } = await target();
+    const failed = await cli(dataDir, 'store', 'copy', '--to', url);
+    expect(failed.code).toBe(EXIT.failed);
+    const database = new URL(url).pathname.slice(1);
+    expect(failed.stderr).toMatch(
+      new RegExp(
+        `the stores count different rows after the copy \\(security_events: (\\d+) in the source, (\\d+) in the target\\)\\. the PostgreSQL database ${database} on 127\\.0\\.0\\.1:5432 holds part of the store, on which no gateway may start: drop the database and make it again`,
+      ),
+    );
+  });
+
+  it('copies into an embedded store in a directory too', async () => {
+    const { gw, dataDir } = await sourceGateway();
+    await gw.app.close();
+    const into = mkdtempSync(join(tmpdir(), 'cgw-copy-into-'));
+    cleanups.push(() => rmSync(into, { recursive: true, force: true }));
+    const copied = await cli(dataDir, 'store', 'copy', '--to', into, '--json');
+    expect(copied.code, copied.stderr).toBe(EXIT.ok);
+    const db = new Database(join(into, 'gateway.db'), { readonly: true });
+    try {
+      for (const table of EXPORT_TABLES) expect(Number(db.prepare(`SELECT count(*) FROM ${table}`).pluck().get())).toBe(JSON.parse(copied.stdout).copied[table]);
+    } finally {
+      db.close();
+    }
+  });
+});
