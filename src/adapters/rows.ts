@@ -393,6 +393,14 @@ export function exportPageSql(table: ExportTable, inWorkspace: (column: string) 
   return `SELECT * FROM ${table} WHERE ${inWorkspace(workspace)}${after === null ? '' : ` AND ${key} > ${after}`} ORDER BY ${[...new Set([workspace, key])].join(', ')} LIMIT ${limit}`;
 }
 
+/**
+ * countRows: a table's rows of a workspace there is, and those of none (events and idempotency keys have no foreign
+ * key, so those a request wrote while its workspace was being erased outlive it). Every workspace is of itself.
+ */
+export function countRowsSql(table: ExportTable): string {
+  return `SELECT COUNT(w.id) AS of_workspaces, COUNT(*) - COUNT(w.id) AS orphaned FROM ${table} t LEFT JOIN workspaces w ON w.id = t.${EXPORT_READS[table].workspace}`;
+}
+
 /** The cursor of an export page as its statement takes it: a number for a table paged by seq. */
 export const exportCursor = (table: ExportTable, after: string): string | number => (EXPORT_READS[table].key === 'seq' ? Number(after) : after);
 

@@ -3,8 +3,8 @@ import { join } from 'node:path';
 import { createStore, sqliteFilename, type StoreOptions } from '../app.js';
 import type { Config } from '../config.js';
 import { DataDirHeld } from '../adapters/sqlite/data-dir-lock.js';
-import type { ExportTable, GatewayStore } from '../domain/ports.js';
-import { copyStore, CountMismatch, TargetNotEmpty } from '../domain/store-copy.js';
+import type { GatewayStore } from '../domain/ports.js';
+import { copyStore, CountMismatch, TargetNotEmpty, type CopySummary } from '../domain/store-copy.js';
 
 /** Where `store copy` writes: a PostgreSQL database, or an embedded store's DATA_DIR. */
 interface CopyTarget {
@@ -91,9 +91,9 @@ export async function copyConfiguredStore(config: Config, to: string, io: StoreC
     io.stderr(`Copying ${sourceName} to ${target.name}.\n`);
     const started = performance.now();
     const running = await source.countJobs('RUNNING');
-    let copied: Record<ExportTable, number>;
+    let summary: CopySummary;
     try {
-      copied = await copyStore(source, targetStore, ({ workspace, table, rows, done }) => {
+      summary = await copyStore(source, targetStore, ({ workspace, table, rows, done }) => {
         if (done || rows % PROGRESS_ROWS === 0) io.stderr(`  "${workspace.name}": ${table} ${rows} row${rows === 1 ? '' : 's'}${done ? '' : '…'}\n`);
       });
     } catch (error) {
@@ -104,17 +104,20 @@ export async function copyConfiguredStore(config: Config, to: string, io: StoreC
       throw new Error(`${what}. ${target.name} holds part of the store, on which no gateway may start: ${target.startAgain}.`);
     }
     const seconds = (performance.now() - started) / 1000;
+    const { copied, orphaned } = summary;
+    const left = Object.entries(orphaned).map(([table, count]) => `${table} ${count}`);
     const total = Object.values(copied).reduce((sum, count) => sum + count, 0);
     io.print(
       () =>
         [
           `Copied ${sourceName} to ${target.name} in ${seconds.toFixed(1)} s (${Math.round(total / seconds)} rows/s). Rows copied, counted again in both stores:`,
           io.table(Object.entries(copied).map(([table, count]) => [`  ${table}`, String(count)])),
+          ...(left.length > 0 ? [`Not copied, rows of erased workspaces (their workspace_id names no workspace): ${left.join(', ')}.`] : []),
           ...(running > 0
             ? [`${running} job${running === 1 ? ' was' : 's were'} RUNNING when the source stopped: copied as they were, the target's gateway takes them over once their leases end, as the source's would have.`]
             : []),
         ].join('\n'),
-      { source: sourceName, target: target.name, copied, runningJobs: running, seconds: Number(seconds.toFixed(3)) },
+      { source: sourceName, target: target.name, copied, orphaned, runningJobs: running, seconds: Number(seconds.toFixed(3)) },
     );
   } finally {
     for (const store of stores.reverse()) await store.close();

@@ -74,6 +74,12 @@ export type ExportTable = keyof ExportRows;
 /** The tables an export reads, in the order it reads them: every table erasure deletes from, but the counters of the queue and the limiters. */
 export const EXPORT_TABLES: readonly ExportTable[] = ['workspaces', 'api_keys', 'tags', 'campaigns', 'jobs', 'security_events', 'idempotency_keys'];
 
+/** What countRows counts in a table: rows of a workspace there is, and rows of none. */
+export interface RowCount {
+  ofWorkspaces: number;
+  orphaned: number;
+}
+
 /** A page of an export: its rows in the order of the table's key, and the key of the last row, where the next page starts; null after the last page. */
 export interface ExportPage<T extends ExportTable> {
   rows: ExportRows[T][];
@@ -153,8 +159,11 @@ export interface GatewayStore {
    * Meant for a store no gateway uses yet: rows already there are not merged but fail the write.
    */
   importRows<T extends ExportTable>(table: T, rows: ExportRows[T][]): Promise<void>;
-  /** Every row of `table`, of every workspace: what `store copy` compares between the two stores. */
-  countRows(table: ExportTable): Promise<number>;
+  /**
+   * The rows of `table` that belong to a workspace there is (of `workspaces`, all), which `store copy` compares between
+   * the two stores, and those whose workspace is gone (erased while a request still wrote), which it does not copy.
+   */
+  countRows(table: ExportTable): Promise<RowCount>;
 
   insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<void>;
   findApiKeyByHash(hash: string): Promise<ApiKeyRecord | null>;

@@ -19,18 +19,26 @@ export class TargetNotEmpty extends Error {
   }
 }
 
-/** The tables whose rows the two stores count differently after a copy, with both counts. */
+/** The tables whose rows of a workspace the two stores count differently after a copy, with both counts. */
 export class CountMismatch extends Error {
   constructor(readonly mismatches: { table: ExportTable; source: number; target: number }[]) {
     super(mismatches.map(({ table, source, target }) => `${table}: ${source} in the source, ${target} in the target`).join('; '));
   }
 }
 
+/** What a copy wrote, and the rows of no workspace it left behind, per table. */
+export interface CopySummary {
+  copied: Record<ExportTable, number>;
+  /** Rows whose workspace is gone (erased while a request still wrote them): only the tables that hold any. */
+  orphaned: Partial<Record<ExportTable, number>>;
+}
+
 /**
  * Copies every row of `source` to `target`, workspace by workspace and, within one, table by table in the export's
  * order (each row after the rows it refers to), a page read (exportRows) and written (importRows, one transaction)
  * at a time: no table is held in memory. Refuses a target that holds any workspace (TargetNotEmpty), and, once done,
- * compares each table's rows in both stores (CountMismatch). The queue's and limiters' counters are not rows of a
+ * compares each table's rows of a workspace in both stores (CountMismatch). Rows of no workspace are not copied, since
+ * the workspace they belonged to was erased, only counted. The queue's and limiters' counters are not rows of a
  * workspace and are not copied: see importRows.
  */
 export async function copyStore(
@@ -38,7 +46,7 @@ export async function copyStore(
   target: GatewayStore,
   onProgress: (progress: CopyProgress) => void,
   pageSize = EXPORT_PAGE_SIZE,
-): Promise<Record<ExportTable, number>> {
+): Promise<CopySummary> {
   if (await target.hasWorkspaces()) throw new TargetNotEmpty(await target.listWorkspaces());
   const copied = Object.fromEntries(EXPORT_TABLES.map((table) => [table, 0])) as Record<ExportTable, number>;
   for (const workspace of await source.listWorkspaces()) {
@@ -56,10 +64,12 @@ export async function copyStore(
     }
   }
   const mismatches: { table: ExportTable; source: number; target: number }[] = [];
+  const orphaned: CopySummary['orphaned'] = {};
   for (const table of EXPORT_TABLES) {
     const [inSource, inTarget] = await Promise.all([source.countRows(table), target.countRows(table)]);
-    if (inSource !== inTarget) mismatches.push({ table, source: inSource, target: inTarget });
+    if (inSource.ofWorkspaces !== inTarget.ofWorkspaces) mismatches.push({ table, source: inSource.ofWorkspaces, target: inTarget.ofWorkspaces });
+    if (inSource.orphaned > 0) orphaned[table] = inSource.orphaned;
   }
   if (mismatches.length > 0) throw new CountMismatch(mismatches);
-  return copied;
+  return { copied, orphaned };
 }

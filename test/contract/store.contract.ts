@@ -1079,7 +1079,7 @@ export function storeContract(name: string, harness: StoreHarness): void {
               if (table === 'security_events') lastSeq = Math.max(lastSeq, ...page.rows.map((row) => (row as SecurityEvent).seq));
             }
           }
-          for (const table of EXPORT_TABLES) expect(await copy.countRows(table)).toBe(await store.countRows(table));
+          for (const table of EXPORT_TABLES) expect(await copy.countRows(table)).toEqual(await store.countRows(table));
           expect(await copy.findApiKeyByHash(copied.hash)).toEqual(await store.findApiKeyByHash(copied.hash));
           expect(await copy.findIdempotencyKey(ws, 'idem-1')).toEqual(await store.findIdempotencyKey(ws, 'idem-1'));
 
@@ -1098,6 +1098,20 @@ export function storeContract(name: string, harness: StoreHarness): void {
         } finally {
           await harness.destroy(copy);
         }
+      });
+
+      it('counts apart the rows of a workspace erased while requests still wrote', async () => {
+        await populate(ws);
+        await populate(other);
+        expect(await store.deleteWorkspace(ws, at(200))).toMatchObject({ deleted: true });
+        // Written by requests that passed authentication before the erasure: events and idempotency keys have no foreign key.
+        await store.insertEvent(eventFixture(ws, { type: 'PERMISSION_DENIED' }));
+        await store.reserveIdempotencyKey({ workspaceId: ws, key: 'late', requestHash: 'h', jobId: null, createdAt: at(300), expiresAt: at(86_400_000) }, at(-60_000));
+        const counts = Object.fromEntries(await Promise.all(EXPORT_TABLES.map(async (table) => [table, await store.countRows(table)] as const)));
+        expect(counts.workspaces).toEqual({ ofWorkspaces: 1, orphaned: 0 });
+        expect(counts.security_events.orphaned).toBe(1);
+        expect(counts.idempotency_keys).toEqual({ ofWorkspaces: 1, orphaned: 1 });
+        for (const table of ['api_keys', 'tags', 'campaigns', 'jobs'] as const) expect(counts[table].orphaned).toBe(0);
       });
     });
 

@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { ClaimedJob, EventPruneBatch, EventPruneCursor, ExportPage, ExportRows, ExportTable, GatewayStore, JobFailure, JobOutcome, ListOptions, NewerSchema, OlderSchema, SchemaVersions, WorkspaceDeletion } from '../../domain/ports.js';
+import type { ClaimedJob, EventPruneBatch, EventPruneCursor, ExportPage, ExportRows, ExportTable, GatewayStore, JobFailure, JobOutcome, ListOptions, NewerSchema, OlderSchema, RowCount, SchemaVersions, WorkspaceDeletion } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
   Campaign,
@@ -25,6 +25,7 @@ import {
   eventWindowSeeks,
   exportCursor,
   exportPage,
+  countRowsSql,
   exportPageSql,
   importRows,
   insertStatement,
@@ -859,8 +860,9 @@ export class PostgresStore implements GatewayStore {
     });
   }
 
-  async countRows(table: ExportTable): Promise<number> {
-    return Number((await this.rows(`SELECT COUNT(*) AS count FROM ${table}`))[0].count);
+  async countRows(table: ExportTable): Promise<RowCount> {
+    const [row] = await this.rows(countRowsSql(table));
+    return { ofWorkspaces: Number(row.of_workspaces), orphaned: Number(row.orphaned) };
   }
 
   /** A key no row can hold names no row: the page is empty. */

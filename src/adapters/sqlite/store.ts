@@ -2,7 +2,7 @@ import { closeSync, constants, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type Database from 'better-sqlite3';
 import { dependencyUnavailable } from '../../domain/errors.js';
-import type { ClaimedJob, EventPruneBatch, EventPruneCursor, ExportPage, ExportRows, ExportTable, GatewayStore, JobFailure, JobOutcome, ListOptions, NewerSchema, OlderSchema, SchemaVersions, WorkspaceDeletion } from '../../domain/ports.js';
+import type { ClaimedJob, EventPruneBatch, EventPruneCursor, ExportPage, ExportRows, ExportTable, GatewayStore, JobFailure, JobOutcome, ListOptions, NewerSchema, OlderSchema, RowCount, SchemaVersions, WorkspaceDeletion } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
   Campaign,
@@ -16,7 +16,7 @@ import type {
   SecurityEventFilter,
   Workspace,
 } from '../../domain/types.js';
-import { COUNT_JOBS_SQL, distinctTypes, EVENT_WINDOW_SQL, eventWindowSeeks, exportCursor, exportPage, exportPageSql, KNOWN_EVENT_TYPES_SQL, listJobsSql, oldestDueJobSql, rowSeq, rowToApiKey, rowToCampaign, rowToEvent, rowToIdempotency, rowToJob, rowToWorkspace, type Row } from '../rows.js';
+import { COUNT_JOBS_SQL, countRowsSql, distinctTypes, EVENT_WINDOW_SQL, eventWindowSeeks, exportCursor, exportPage, exportPageSql, KNOWN_EVENT_TYPES_SQL, listJobsSql, oldestDueJobSql, rowSeq, rowToApiKey, rowToCampaign, rowToEvent, rowToIdempotency, rowToJob, rowToWorkspace, type Row } from '../rows.js';
 import { incompleteSchema, migratedUnder, schemaRefusal } from '../schema-version.js';
 import { openConnection, Statements } from './connection.js';
 import { assertNoStrayWal, assertSameFile, identify, type FileIdentity } from './database-file.js';
@@ -327,8 +327,9 @@ export class SqliteStore implements GatewayStore {
     await (table === 'api_keys' ? this.keyWrite(write) : write());
   }
 
-  async countRows(table: ExportTable): Promise<number> {
-    return Number((this.read(`SELECT COUNT(*) AS count FROM ${table}`) as Row).count);
+  async countRows(table: ExportTable): Promise<RowCount> {
+    const row = this.read(countRowsSql(table)) as Row;
+    return { ofWorkspaces: Number(row.of_workspaces), orphaned: Number(row.orphaned) };
   }
 
   async insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<void> {
