@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { createStore, sqliteFilename, type StoreOptions } from '../app.js';
 import type { Config } from '../config.js';
 import { DataDirHeld } from '../adapters/sqlite/data-dir-lock.js';
-import type { GatewayStore } from '../domain/ports.js';
+import { EXPORT_TABLES, type GatewayStore } from '../domain/ports.js';
 import { copyStore, CountMismatch, TargetNotEmpty, type CopySummary } from '../domain/store-copy.js';
 
 /** Where `store copy` writes: a PostgreSQL database, or an embedded store's DATA_DIR. */
@@ -93,8 +93,18 @@ export async function copyConfiguredStore(config: Config, to: string, io: StoreC
     const running = await source.countJobs('RUNNING');
     let summary: CopySummary;
     try {
+      // One line per workspace once its last table is done, and one per PROGRESS_ROWS of a large table meanwhile:
+      // a store of thousands of small workspaces does not print seven lines for each.
+      let workspaceRows: string[] = [];
       summary = await copyStore(source, targetStore, ({ workspace, table, rows, done }) => {
-        if (done || rows % PROGRESS_ROWS === 0) io.stderr(`  "${workspace.name}": ${table} ${rows} row${rows === 1 ? '' : 's'}${done ? '' : '…'}\n`);
+        if (!done) {
+          if (rows % PROGRESS_ROWS === 0) io.stderr(`  "${workspace.name}": ${table} ${rows} rows…\n`);
+          return;
+        }
+        if (rows > 0 && table !== 'workspaces') workspaceRows.push(`${table} ${rows}`);
+        if (table !== EXPORT_TABLES.at(-1)) return;
+        io.stderr(`  "${workspace.name}": ${workspaceRows.length === 0 ? 'no rows but the workspace' : workspaceRows.join(', ')}\n`);
+        workspaceRows = [];
       });
     } catch (error) {
       if (error instanceof TargetNotEmpty) {
@@ -110,7 +120,7 @@ export async function copyConfiguredStore(config: Config, to: string, io: StoreC
     io.print(
       () =>
         [
-          `Copied ${sourceName} to ${target.name} in ${seconds.toFixed(1)} s (${Math.round(total / seconds)} rows/s). Rows copied, counted again in both stores:`,
+          `Copied ${sourceName} to ${target.name} in ${seconds.toFixed(1)} s${seconds >= 1 ? ` (${Math.round(total / seconds)} rows/s)` : ''}. Rows copied, counted again in both stores:`,
           io.table(Object.entries(copied).map(([table, count]) => [`  ${table}`, String(count)])),
           ...(left.length > 0 ? [`Not copied, rows of erased workspaces (their workspace_id names no workspace): ${left.join(', ')}.`] : []),
           ...(running > 0
