@@ -1,5 +1,5 @@
 import { RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
-import { AUTHENTICATION_BLOCKED_MESSAGE, limitsUnavailable, GatewayError, rethrowAsLimitsUnavailable } from '../domain/errors.js';
+import { limitsUnavailable, GatewayError, rethrowAsLimitsUnavailable } from '../domain/errors.js';
 import type { AuthFailureLimiter } from '../domain/ports.js';
 
 /**
@@ -16,7 +16,7 @@ export class RateLimiterAuthFailures implements AuthFailureLimiter {
   async check(client: string): Promise<void> {
     const state = await this.limiter.get(client).catch(rethrowAsLimitsUnavailable);
     if (state && state.consumedPoints > this.limiter.points && state.msBeforeNext > 0) {
-      throw new GatewayError('RATE_LIMITED', AUTHENTICATION_BLOCKED_MESSAGE, { retryAfterSeconds: Math.max(1, Math.ceil(state.msBeforeNext / 1000)) });
+      throw new GatewayError('AUTH_BLOCKED', undefined, { retryAfterSeconds: Math.max(1, Math.ceil(state.msBeforeNext / 1000)) });
     }
   }
 

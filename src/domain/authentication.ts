@@ -40,8 +40,6 @@ export interface RequestTrace {
   caller?: Principal;
   /** The code the request was refused with, for an answer of 4xx or 5xx. */
   refusal?: ErrorCode;
-  /** Set when the request was refused because its client is blocked after failed authentications. */
-  authBlocked?: boolean;
 }
 
 /** Adds fields to every later line about one request. */
@@ -154,11 +152,7 @@ export class Authentication {
       await this.deps.authFailures.check(client);
     } catch (error) {
       // Not a block when the limiter's own store failed.
-      if (isGatewayError(error) && error.code === 'RATE_LIMITED') {
-        this.deps.onAuthBlocked?.(context.channel);
-        // Answered as a spent quota is (RATE_LIMITED), but logged apart, so that a block can be told from one.
-        if (context.trace) context.trace.authBlocked = true;
-      }
+      if (isGatewayError(error) && error.code === 'AUTH_BLOCKED') this.deps.onAuthBlocked?.(context.channel);
       throw error;
     }
     return client;

@@ -1,4 +1,13 @@
-/** The closed set of error codes. Each transport maps them in exactly one place. */
+/**
+ * A client blocked after too many failed authentications: a 429 like a spent quota, but worded apart, so that a
+ * person, or a UI, can tell that no key from this address will do for a while.
+ */
+export const AUTHENTICATION_BLOCKED_MESSAGE = 'Too many failed authentications from this address; retry later';
+
+/**
+ * The closed set of error codes. Each transport maps them in exactly one place; REST bodies carry the code itself,
+ * GraphQL errors their `graphqlCode`.
+ */
 export const ERROR_CODES = {
   BAD_USER_INPUT: { httpStatus: 400, graphqlCode: 'BAD_USER_INPUT', message: 'Bad request' },
   UNAUTHENTICATED: { httpStatus: 401, graphqlCode: 'UNAUTHENTICATED', message: 'Invalid API key' },
@@ -10,18 +19,17 @@ export const ERROR_CODES = {
   PAYLOAD_TOO_LARGE: { httpStatus: 413, graphqlCode: 'BAD_USER_INPUT', message: 'Request body is too large' },
   UNSUPPORTED_MEDIA_TYPE: { httpStatus: 415, graphqlCode: 'BAD_USER_INPUT', message: 'Content-Type must be application/json' },
   RATE_LIMITED: { httpStatus: 429, graphqlCode: 'RATE_LIMITED', message: 'Rate limit exceeded' },
+  // Braze's 429 and GraphQL's RATE_LIMITED, as before it had a code of its own; REST callers can tell it from a spent quota.
+  AUTH_BLOCKED: { httpStatus: 429, graphqlCode: 'RATE_LIMITED', message: AUTHENTICATION_BLOCKED_MESSAGE },
   UPSTREAM_ERROR: { httpStatus: 502, graphqlCode: 'UPSTREAM_ERROR', message: 'The upstream service failed' },
   UNAVAILABLE: { httpStatus: 503, graphqlCode: 'SERVICE_UNAVAILABLE', message: 'Service unavailable' },
   INTERNAL: { httpStatus: 500, graphqlCode: 'INTERNAL_SERVER_ERROR', message: 'Internal server error' },
+  // Refused by Node's HTTP parser before any route (src/http/errors.ts CLIENT_ERRORS): never a GraphQL answer.
+  REQUEST_TIMEOUT: { httpStatus: 408, graphqlCode: 'BAD_REQUEST', message: 'Request timeout' },
+  HEADERS_TOO_LARGE: { httpStatus: 431, graphqlCode: 'BAD_REQUEST', message: 'Request headers are too large' },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
-
-/**
- * A client blocked after too many failed authentications: RATE_LIMITED (Braze's 429) like a spent quota, but
- * worded apart, so that a person, or a UI, can tell that no key from this address will do for a while.
- */
-export const AUTHENTICATION_BLOCKED_MESSAGE = 'Too many failed authentications from this address; retry later';
 
 /** One problem with one input field; transports name the field in their own convention. */
 export interface FieldIssue {

@@ -292,7 +292,7 @@ export interface ClaimedJob extends DuplicationJob {
  * whatever key it sends, so keys cannot be guessed at speed.
  */
 export interface AuthFailureLimiter {
-  /** Rejects with GatewayError RATE_LIMITED (with retryAfterSeconds) while the client is blocked. */
+  /** Rejects with GatewayError AUTH_BLOCKED (with retryAfterSeconds) while the client is blocked. */
   check(client: string): Promise<void>;
   /** Counts one failed authentication; when it is the one that blocks the client, how many seconds the block lasts. */
   recordFailure(client: string): Promise<number | null>;

@@ -38,7 +38,7 @@ export function recordRateLimit(context: GraphQLContext, state: RateLimitState |
  * What refuses a request's key or its client: a failed authentication, or a client blocked after too many.
  * Not an authentication that could not be done (a store outage, a fault of ours), which each field reports.
  */
-const REFUSAL_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([...AUTH_REFUSALS, 'RATE_LIMITED']);
+const REFUSAL_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([...AUTH_REFUSALS, 'AUTH_BLOCKED']);
 
 /** Whether `error` refuses a request's key or its client, rather than saying the key could not be checked. */
 export const refusesKey = (error: unknown): boolean => isGatewayError(error) && REFUSAL_CODES.has(error.code);

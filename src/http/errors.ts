@@ -1,10 +1,14 @@
 import { STATUS_CODES } from 'node:http';
 import type { FastifyError } from 'fastify';
-import { ERROR_CODES, GatewayError, isGatewayError, type FieldIssue } from '../domain/errors.js';
+import { ERROR_CODES, GatewayError, isGatewayError, type ErrorCode, type FieldIssue } from '../domain/errors.js';
 
-/** Braze's error body: every REST error has one, never HTML or an empty body. */
+/**
+ * Braze's error body: every REST error has one, never HTML or an empty body. `code`, which Braze does not send
+ * and its clients ignore, lets a script tell errors apart without reading the message.
+ */
 export interface RestErrorBody {
   message: string;
+  code: ErrorCode;
   errors?: string[];
 }
 
@@ -68,24 +72,33 @@ export function toRestError(error: unknown): {
     ? error
     : (error instanceof Error && fromFastify(error as FastifyError)) || null;
   if (!gatewayError) {
-    return { status: 500, headers: {}, body: { message: ERROR_CODES.INTERNAL.message }, gatewayError: new GatewayError('INTERNAL'), unexpected: true };
+    return {
+      status: 500,
+      headers: {},
+      body: { message: ERROR_CODES.INTERNAL.message, code: 'INTERNAL' },
+      gatewayError: new GatewayError('INTERNAL'),
+      unexpected: true,
+    };
   }
-  const body: RestErrorBody = { message: gatewayError.message };
+  const body: RestErrorBody = { message: gatewayError.message, code: gatewayError.code };
   if (gatewayError.issues.length > 0) body.errors = gatewayError.issues.map(renderRestIssue);
   const status = ERROR_CODES[gatewayError.code].httpStatus;
   return { status, headers: errorHeaders(gatewayError), body, gatewayError, unexpected: gatewayError.code === 'INTERNAL' };
 }
 
-/** Requests Node's HTTP parser refuses, by its error code; any other parse error is a 400. */
-const CLIENT_ERRORS: Record<string, { status: number; message: string }> = {
-  ERR_HTTP_REQUEST_TIMEOUT: { status: 408, message: 'Request timeout' },
-  HPE_HEADER_OVERFLOW: { status: 431, message: 'Request headers are too large' },
-  HPE_CHUNK_EXTENSIONS_OVERFLOW: { status: 413, message: ERROR_CODES.PAYLOAD_TOO_LARGE.message },
+/** Requests Node's HTTP parser refuses, by Node's error code; any other parse error is a 400. */
+const CLIENT_ERRORS: Record<string, ErrorCode> = {
+  ERR_HTTP_REQUEST_TIMEOUT: 'REQUEST_TIMEOUT',
+  HPE_HEADER_OVERFLOW: 'HEADERS_TOO_LARGE',
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: 'PAYLOAD_TOO_LARGE',
 };
 
-/** The status and message a request Node could not parse is refused with, by Node's error code. */
-export const clientError = (code: string | undefined): { status: number; message: string } =>
-  CLIENT_ERRORS[code ?? ''] ?? { status: 400, message: 'Malformed request' };
+/** The status and body a request Node could not parse is refused with, by Node's error code. */
+export function clientError(nodeCode: string | undefined): { status: number; body: RestErrorBody } {
+  const code = CLIENT_ERRORS[nodeCode ?? ''];
+  if (code === undefined) return { status: 400, body: { message: 'Malformed request', code: 'BAD_USER_INPUT' } };
+  return { status: ERROR_CODES[code].httpStatus, body: { message: ERROR_CODES[code].message, code } };
+}
 
 /**
  * The raw HTTP answer to a request fastify never sees because Node could not parse it: the same JSON body and
@@ -93,8 +106,8 @@ export const clientError = (code: string | undefined): { status: number; message
  */
 
 export function clientErrorResponse(code: string | undefined, requestId: string): string {
-  const { status, message } = clientError(code);
-  const body = JSON.stringify({ message } satisfies RestErrorBody);
+  const { status, body: error } = clientError(code);
+  const body = JSON.stringify(error);
   return [
     `HTTP/1.1 ${status} ${STATUS_CODES[status]}`,
     'Content-Type: application/json; charset=utf-8',

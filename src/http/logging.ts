@@ -53,8 +53,7 @@ function completedResponse(reply: Partial<FastifyReply> & Pick<FastifyReply, 'st
     line.workspaceId = request.caller.workspaceId;
     line.keyId = request.caller.keyId;
   }
-  // The answer of a blocked client is a spent quota's (RATE_LIMITED); its line says which it was.
-  if (request.refusal !== undefined) line.code = request.authBlocked && request.refusal === 'RATE_LIMITED' ? 'AUTH_BLOCKED' : request.refusal;
+  if (request.refusal !== undefined) line.code = request.refusal;
   if (request.jobId !== undefined) line.jobId = request.jobId;
   return line;
 }

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { FastifyDynamicSwaggerOptions } from '@fastify/swagger';
 import type { FastifyInstance } from 'fastify';
-import { AUTHENTICATION_BLOCKED_MESSAGE, ERROR_CODES } from '../domain/errors.js';
+import { ERROR_CODES } from '../domain/errors.js';
 
 /**
  * The REST routes that answer a method they lack with 405 Method Not Allowed, each with the methods it has,
@@ -79,7 +79,8 @@ export const openapiOptions: FastifyDynamicSwaggerOptions = {
       version: GATEWAY_VERSION,
       description:
         'A Braze-compatible REST shim for asynchronous campaign duplication, and the gateway\'s operator endpoints. ' +
-        'Every error has a JSON body `{"message": "..."}`, with `"errors": ["..."]` when there are details. The GraphQL API is at /graphql.',
+        'Every error has a JSON body `{"message": "...", "code": "..."}`, with `"errors": ["..."]` when there are details. ' +
+        'The GraphQL API is at /graphql.',
     },
     tags: [
       { name: 'campaigns', description: 'Braze-compatible campaign duplication' },
@@ -132,9 +133,14 @@ export const schemaRef = (id: string) => ({ $ref: `${id}#` }) as const;
 export const errorBodySchema = {
   $id: 'Error',
   type: 'object',
-  required: ['message'],
+  required: ['message', 'code'],
   properties: {
     message: { type: 'string' },
+    code: {
+      type: 'string',
+      enum: Object.keys(ERROR_CODES),
+      description: 'What went wrong, for a program: RATE_LIMITED for a spent quota, AUTH_BLOCKED for a client blocked after failed authentications (both 429)',
+    },
     errors: { type: 'array', items: { type: 'string' }, description: 'One line per problem, naming the field.' },
   },
 } as const;
@@ -150,8 +156,8 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   415: 'Content-Type is not application/json, its charset is not UTF-8, or the body has a Content-Encoding other than identity (then with Accept-Encoding: identity)',
   422: 'This idempotency key was already used with a different request',
   429:
-    `The quota is spent (\`${ERROR_CODES.RATE_LIMITED.message}\`), or this client failed to authenticate too often ` +
-    `(\`${AUTHENTICATION_BLOCKED_MESSAGE}\`, whatever key it sends); see Retry-After`,
+    'The quota is spent (`RATE_LIMITED`), or this client failed to authenticate too often ' +
+    '(`AUTH_BLOCKED`, whatever key it sends); see Retry-After',
   500: 'Internal server error (never with details)',
   502: 'The upstream service failed',
   503: 'A dependency (the database, the quota store) is unavailable, or the gateway is shutting down; see Retry-After',
@@ -195,8 +201,7 @@ export const ALLOWLIST_ONLY_403 = "The key is used from an address outside its I
 
 /** A 429 on a route that takes no quota point: only a client blocked after failed authentications gets it. */
 export const AUTH_BLOCK_ONLY_429 =
-  `This client failed to authenticate too often (\`${AUTHENTICATION_BLOCKED_MESSAGE}\`, whatever key it sends); ` +
-  'see Retry-After. This route takes no quota point';
+  'This client failed to authenticate too often (`AUTH_BLOCKED`, whatever key it sends); see Retry-After. This route takes no quota point';
 
 export async function openapiRoutes(app: FastifyInstance): Promise<void> {
   app.get(

@@ -5,6 +5,7 @@ import fc from 'fast-check';
 import { readFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ERROR_CODES, type ErrorCode } from '../../src/domain/errors.js';
 import { normalizeDuplicateInput } from '../../src/domain/validation.js';
 import { bearer, http, json, startGateway, waitFor, type HttpResult, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 
@@ -96,6 +97,10 @@ describe('GET /openapi.json', () => {
     );
     expect(errorAnswers.map(({ where }) => where)).toEqual(expect.arrayContaining(['post /campaigns/duplicate 400', 'post /campaigns/duplicate 405', 'get /security_events/download 401']));
     for (const { where, response } of errorAnswers) expect(response.content, where).toEqual({ 'application/json': { schema: { $ref: '#/components/schemas/Error' } } });
+    // A program tells errors apart by their code, which every body carries, one of the gateway's.
+    const { required, properties } = document.components.schemas.Error;
+    expect(required).toEqual(expect.arrayContaining(['message', 'code']));
+    expect(properties.code).toMatchObject({ type: 'string', enum: Object.keys(ERROR_CODES) });
   });
 
   it('types every enum, says where the API is, and asks no key where none is needed', () => {
@@ -250,7 +255,13 @@ describe('GET /openapi.json', () => {
         const validate = validator(documented.content[mediaType].schema);
         expect(validate(response.body) ? [] : validate.errors, `${where} body`).toEqual([]);
       }
+      if (response.status >= 400 && mediaType === 'application/json' && !['/healthz', '/readyz'].includes(path)) {
+        expect(ERROR_CODES[response.body.code as ErrorCode]?.httpStatus, `${where}: ${response.body.code}`).toBe(response.status);
+      }
     }
+    // The two 429s, a spent quota and a client blocked after failed authentications, by their codes alone.
+    const limited = exchanges.filter(({ response }) => response.status === 429).map(({ response }) => response.body.code);
+    expect(new Set(limited)).toEqual(new Set(['RATE_LIMITED', 'AUTH_BLOCKED']));
     const seen = new Set(exchanges.map(({ method, path, response }) => `${method} ${path} ${response.status}`));
     expect([...seen].sort()).toEqual(
       [
@@ -381,5 +392,17 @@ describe('the documented request of POST /campaigns/duplicate', () => {
     const documented = document.paths['/campaigns/duplicate'].post.responses['400'].description;
     expect(documented).toContain('checked only once every field is valid');
     expect(documented).not.toMatch(/names each problem/);
+  });
+});
+
+describe("the README's REST error table", () => {
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  const section = readme.slice(readme.indexOf('### REST (Braze-compatible)'), readme.indexOf('### GraphQL'));
+  // Each row: | status | `CODE` | when |
+  const rows = [...section.matchAll(/^\| (\d{3}) \| `([A-Z_]+)` \|/gm)].map(([, status, code]) => ({ code, status: Number(status) }));
+
+  it('names every error code with its status, and no code the gateway does not have', () => {
+    const byCode = (a: { code: string }, b: { code: string }) => a.code.localeCompare(b.code);
+    expect(rows.sort(byCode)).toEqual(Object.entries(ERROR_CODES).map(([code, { httpStatus }]) => ({ code, status: httpStatus })).sort(byCode));
   });
 });

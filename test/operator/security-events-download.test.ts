@@ -298,7 +298,7 @@ describe('GET /security_events/download', () => {
     const { key, keyId } = await ws.addKey(['campaigns.duplicate']);
     const refused = await download(gateway, key, '?start=garbage');
     expect(refused.status).toBe(403);
-    expect(refused.body).toEqual({ message: 'Access Denied' });
+    expect(refused.body).toEqual({ message: 'Access Denied', code: 'FORBIDDEN' });
 
     const events = await graphql(gateway.baseUrl, ws.key, 'query($id: ID!) { securityEvents(filter: {apiKeyId: $id, types: [PERMISSION_DENIED]}) { edges { node { details } } } }', { id: keyId });
     expect(events.body.data.securityEvents.edges.map((edge: any) => edge.node.details)).toEqual([
@@ -319,7 +319,7 @@ describe('GET /security_events/download', () => {
     expect(refused.status).toBe(429);
     expect(Number(refused.headers['retry-after'])).toBeGreaterThanOrEqual(1);
     expect(Number(refused.headers['retry-after'])).toBeLessThanOrEqual(60);
-    expect(refused.body).toEqual({ message: 'This API key has made too many security event downloads recently; try again later' });
+    expect(refused.body).toEqual({ message: 'This API key has made too many security event downloads recently; try again later', code: 'RATE_LIMITED' });
     expect(await recorded(looping.keyId)).toBe(SECURITY_EVENT_DOWNLOADS_PER_MINUTE);
 
     expect((await download(gateway, other.key, '?start=1999-01-01&end=1999-02-01')).status).toBe(200);
@@ -346,7 +346,7 @@ describe('a download that cannot be recorded', () => {
     failing = false;
     expect(refused.status).toBe(503);
     expect(refused.headers['retry-after']).toBe('5');
-    expect(refused.body).toEqual({ message: 'Service unavailable' });
+    expect(refused.body).toEqual({ message: 'Service unavailable', code: 'UNAVAILABLE' });
     await waitFor(async () => (await downloadsInProgress(gateway)) === 0);
     expect((await download(gateway, ws.key, '?start=2024-01-01&end=2024-02-01')).status).toBe(200);
   });
@@ -450,7 +450,10 @@ describe('downloads in progress at once', () => {
     expect(refused.status).toBe(429);
     expect(refused.headers['content-type']).toMatch(/^application\/json/);
     expect(refused.headers['retry-after']).toBe('5');
-    expect(refused.body).toEqual({ message: 'This workspace already has 2 security event downloads in progress; try again when one has finished' });
+    expect(refused.body).toEqual({
+      message: 'This workspace already has 2 security event downloads in progress; try again when one has finished',
+      code: 'RATE_LIMITED',
+    });
     expect(emptyRangeReads).toBe(readsBefore);
     const documented = (await http(gateway.baseUrl, 'GET', '/openapi.json')).body.paths['/security_events/download'].get.responses['429'];
     expect(documented.description).toContain('Too many downloads in progress');
@@ -479,7 +482,7 @@ describe('downloads in progress at once', () => {
     const refused = await download(gateway, c.key, EMPTY_RANGE);
     expect(refused.status).toBe(429);
     expect(refused.headers['retry-after']).toBe('5');
-    expect(refused.body).toEqual({ message: 'Too many security event downloads are in progress; try again shortly' });
+    expect(refused.body).toEqual({ message: 'Too many security event downloads are in progress; try again shortly', code: 'RATE_LIMITED' });
 
     third.body.destroy();
     await takenAgain(gateway, c.key);

@@ -114,7 +114,7 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL credentials and start-up failur
       });
       expect(rest.status).toBe(503);
       expect(rest.headers['retry-after']).toBe('5');
-      expect(rest.body).toEqual({ message: 'Service unavailable' });
+      expect(rest.body).toEqual({ message: 'Service unavailable', code: 'UNAVAILABLE' });
       const overGraphQL = await graphql(gateway.baseUrl, tenant.key, 'mutation($id: ID!) { duplicateCampaign(input: { campaignId: $id, name: "copy" }) { job { id } } }', {
         id: tenant.campaign.id,
       });

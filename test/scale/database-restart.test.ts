@@ -64,7 +64,7 @@ describe.skipIf(!existsSync('/usr/lib/postgresql') && !process.env.CI)('PostgreS
     });
     expect(refused.status).toBe(503);
     expect(refused.headers['retry-after']).toBe('5');
-    expect(refused.body).toEqual({ message: 'Service unavailable' });
+    expect(refused.body).toEqual({ message: 'Service unavailable', code: 'UNAVAILABLE' });
     const mutation = await http(gateway.baseUrl, 'POST', '/graphql', {
       headers: { ...json, ...bearer(tenant.key) },
       body: JSON.stringify({ query: 'mutation($id: ID!) { duplicateCampaign(input: {campaignId: $id, name: "during the outage"}) { job { id } } }', variables: { id: tenant.campaign.id } }),

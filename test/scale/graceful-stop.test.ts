@@ -74,7 +74,7 @@ describe.each(sharedStores)('SIGTERM on $kind', ({ open }) => {
     expect(refused.head).toMatch(/^retry-after: 1\r?$/im);
     expect(refused.head).toMatch(/^connection: close\r?$/im);
     expect(refused.head).toMatch(/^x-request-id: [0-9a-f-]{36}\r?$/im);
-    expect(JSON.parse(refused.body)).toEqual({ message: 'The gateway is shutting down' });
+    expect(JSON.parse(refused.body)).toEqual({ message: 'The gateway is shutting down', code: 'UNAVAILABLE' });
     // Accepted, durably, and hung up on once answered.
     expect(accepted.head).toMatch(/^HTTP\/1\.1 202 /);
     expect(accepted.head).toMatch(/^connection: close\r?$/im);

@@ -64,7 +64,7 @@ describe.skipIf(skipWithoutRedisServer)('Redis keys and permissions', () => {
       expect(await pacer(production).remainingMs()).toBe(0);
 
       await authFailures(staging).recordFailure('192.0.2.1');
-      await expect(authFailures(staging).check('192.0.2.1')).rejects.toMatchObject({ code: 'RATE_LIMITED' });
+      await expect(authFailures(staging).check('192.0.2.1')).rejects.toMatchObject({ code: 'AUTH_BLOCKED' });
       await expect(authFailures(production).check('192.0.2.1')).resolves.toBeUndefined();
 
       expect(await staging.check()).toEqual({ status: 'up', backend: 'redis' });

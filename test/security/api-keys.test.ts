@@ -229,7 +229,7 @@ describe('API keys', () => {
     const refused = await slowBody(revoked.key, () => gw.app.admin.revokeKey(revoked.keyId));
     expect(refused).toMatchObject({ status: 401, quotaHeaders: false });
     expect(await unauthenticated()).toBe(before! + 1);
-    expect(JSON.parse(refused.body)).toEqual({ message: 'Invalid API key' });
+    expect(JSON.parse(refused.body)).toEqual({ message: 'Invalid API key', code: 'UNAUTHENTICATED' });
     const requested = await gw.app.store.listEvents(ws.workspace.id, { apiKeyId: revoked.keyId, types: ['CAMPAIGN_DUPLICATION_REQUESTED'] }, { first: 5 });
     expect(requested).toEqual([]);
   });

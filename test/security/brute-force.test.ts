@@ -57,7 +57,7 @@ describe.each([
       expect((await attempt(other, from('2001:db8::42', bearer(ws.key)))).status).toBeLessThan(300);
     }
     // Worded apart from a spent quota, on both doors, so that a person or a UI can tell the two apart.
-    expect((await attempt(rest, from(attacker, bearer(ws.key)))).response.body).toEqual({ message: AUTHENTICATION_BLOCKED });
+    expect((await attempt(rest, from(attacker, bearer(ws.key)))).response.body).toEqual({ message: AUTHENTICATION_BLOCKED, code: 'AUTH_BLOCKED' });
     expect((await attempt(graphQL, from(attacker, bearer(ws.key)))).response.body).toEqual({
       errors: [{ message: AUTHENTICATION_BLOCKED, extensions: { code: 'RATE_LIMITED', retryAfterSeconds: expect.any(Number) } }],
     });

@@ -340,7 +340,7 @@ describe('GraphQL in production', () => {
         extensions: { code: 'INTERNAL_SERVER_ERROR', requestId: gqlAnswer.headers['x-request-id'] },
       });
       expect(restAnswer.status).toBe(500);
-      expect(restAnswer.body).toEqual({ message: 'Internal server error' });
+      expect(restAnswer.body).toEqual({ message: 'Internal server error', code: 'INTERNAL' });
 
       for (const answer of [gqlAnswer, restAnswer]) {
         expect(answer.text).not.toMatch(/exploded|secret|gateway\.db|at .*\.ts|stack/i);

@@ -260,23 +260,23 @@ describe('hostile input', () => {
 
   const malformed = 'Malformed request';
   it.each([
-    { name: 'Content-Length and Transfer-Encoding together', raw: 'POST /campaigns/duplicate HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', status: 400, message: malformed },
-    { name: 'a header name with a space', raw: 'POST /graphql HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n', status: 400, message: malformed },
-    { name: 'a bare line feed in a header value', raw: 'POST /graphql HTTP/1.1\r\nHost: x\r\nX-A: 1\nX-B: 2\r\n\r\n', status: 400, message: malformed },
-    { name: 'not HTTP at all', raw: '\u0016\u0003\u0001\u0000\u00a5\u0001\u0000\u0000\u00a1\u0003\u0003\r\n\r\n', status: 400, message: malformed },
-    { name: 'headers over 16 KiB', raw: `GET /duplication_jobs/x HTTP/1.1\r\nHost: x\r\nX-Pad: ${'p'.repeat(17_000)}\r\n\r\n`, status: 431, message: 'Request headers are too large' },
-  ])('answers a malformed HTTP request ($name) with $status, an error body like any other and a request id', async ({ raw, status, message }) => {
+    { name: 'Content-Length and Transfer-Encoding together', raw: 'POST /campaigns/duplicate HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', status: 400, message: malformed, code: 'BAD_USER_INPUT' },
+    { name: 'a header name with a space', raw: 'POST /graphql HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n', status: 400, message: malformed, code: 'BAD_USER_INPUT' },
+    { name: 'a bare line feed in a header value', raw: 'POST /graphql HTTP/1.1\r\nHost: x\r\nX-A: 1\nX-B: 2\r\n\r\n', status: 400, message: malformed, code: 'BAD_USER_INPUT' },
+    { name: 'not HTTP at all', raw: '\u0016\u0003\u0001\u0000\u00a5\u0001\u0000\u0000\u00a1\u0003\u0003\r\n\r\n', status: 400, message: malformed, code: 'BAD_USER_INPUT' },
+    { name: 'headers over 16 KiB', raw: `GET /duplication_jobs/x HTTP/1.1\r\nHost: x\r\nX-Pad: ${'p'.repeat(17_000)}\r\n\r\n`, status: 431, message: 'Request headers are too large', code: 'HEADERS_TOO_LARGE' },
+  ])('answers a malformed HTTP request ($name) with $status, an error body like any other and a request id', async ({ raw, status, message, code }) => {
     const { head, body } = await rawHttp(gw.baseUrl, raw);
     expect(head).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
     expect(head).toMatch(/\r\ncontent-type: application\/json; charset=utf-8\r\n/i);
     expect(head).toMatch(/\r\nx-request-id: [0-9a-f-]{36}(\r\n|$)/i);
-    expect(JSON.parse(body)).toEqual({ message });
+    expect(JSON.parse(body)).toEqual({ message, code });
   });
 
   it('answers a URL it cannot decode like any other bad request, without repeating it', async () => {
     const response = await http(gw.baseUrl, 'POST', '/campaigns/duplicate%', { headers: { ...json, ...bearer(ws.key) }, body: '{}' });
     expect(response.status).toBe(400);
-    expect(response.body).toEqual({ message: 'Malformed URL' });
+    expect(response.body).toEqual({ message: 'Malformed URL', code: 'BAD_USER_INPUT' });
     expect(response.headers['x-request-id']).toBeTypeOf('string');
   });
 
@@ -284,7 +284,7 @@ describe('hostile input', () => {
     const message = 'Request body is empty; send a JSON object';
     const rest = await http(gw.baseUrl, 'POST', PATH.REST, { headers: { ...json, ...bearer(ws.key) }, body: '' });
     expect(rest.status).toBe(400);
-    expect(rest.body).toEqual({ message });
+    expect(rest.body).toEqual({ message, code: 'BAD_USER_INPUT' });
     const graphql = await http(gw.baseUrl, 'POST', PATH.GRAPHQL, { headers: { ...json, ...bearer(ws.key) }, body: '' });
     expect(graphql.status).toBe(400);
     expect(graphql.body.errors.map((error: any) => [error.message, error.extensions.code])).toEqual([[message, 'BAD_USER_INPUT']]);
@@ -301,7 +301,7 @@ describe('hostile input', () => {
   ])('answers a REST campaign_id that is $name with Braze\'s message', async ({ campaignId }) => {
     const result = await http(gw.baseUrl, 'POST', PATH.REST, { headers: { ...json, ...bearer(ws.key) }, body: restBody({ campaignId, name: 'Copy' }) });
     expect(result.status).toBe(400);
-    expect(result.body).toEqual({ message: 'Invalid request', errors: ["'campaign_id' must be a string of the object api identifier"] });
+    expect(result.body).toEqual({ message: 'Invalid request', code: 'BAD_USER_INPUT', errors: ["'campaign_id' must be a string of the object api identifier"] });
   });
 
   it.each([
@@ -376,7 +376,7 @@ describe('slow senders', () => {
     const dripping = setInterval(() => (drips-- > 0 ? connection.send(drip) : clearInterval(dripping)), 150);
     const { head: answerHead, body } = await connection.answer.finally(() => clearInterval(dripping));
     expect(answerHead).toMatch(/^HTTP\/1\.1 408 /);
-    expect(JSON.parse(body)).toEqual({ message: 'Request timeout' });
+    expect(JSON.parse(body)).toEqual({ message: 'Request timeout', code: 'REQUEST_TIMEOUT' });
     const requestId = /^x-request-id: (.+)$/im.exec(answerHead)?.[1];
     const line = logs.lines.map((text) => JSON.parse(text)).find((entry) => entry.reqId === requestId);
     expect(line).toMatchObject({ level: 30, msg: 'request timed out before it arrived in full', code: 'ERR_HTTP_REQUEST_TIMEOUT' });
@@ -387,7 +387,7 @@ describe('slow senders', () => {
     connection.send('POST /campaigns/duplicate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{');
     const { head, body } = await connection.answer;
     expect(head).toMatch(/^HTTP\/1\.1 401 /);
-    expect(JSON.parse(body)).toEqual({ message: 'Invalid API key' });
+    expect(JSON.parse(body)).toEqual({ message: 'Invalid API key', code: 'UNAUTHENTICATED' });
   });
 
   it('keeps the connection of a request whose body had arrived, whatever the answer', async () => {

@@ -90,7 +90,7 @@ describe('permissions', () => {
     for (const body of ['{"campaign_id": 42}', '{not json', '[]']) {
       const result = await http(gw.baseUrl, 'POST', '/campaigns/duplicate', { headers: { ...json, ...bearer(key) }, body });
       expect(result.status).toBe(403);
-      expect(result.body).toEqual({ message: 'Access Denied' });
+      expect(result.body).toEqual({ message: 'Access Denied', code: 'FORBIDDEN' });
     }
   });
 

@@ -1,7 +1,7 @@
 /**
  * The gateway's two transports behind one interface: a duplication and a job lookup over REST or GraphQL,
  * with any request headers (a client address in X-Forwarded-For, odd Authorization headers), answered in one
- * vocabulary: the HTTP status and the error code in GraphQL's names.
+ * vocabulary: the HTTP status and the error code in GraphQL's names (REST's own code beside it).
  */
 import type { Dispatcher } from 'undici';
 import { ERROR_CODES } from '../../src/domain/errors.js';
@@ -25,8 +25,10 @@ export interface RequestOptions {
 
 export interface Outcome {
   status: number;
-  /** GraphQL's extensions.code, or the code REST's status stands for; null on success. */
+  /** GraphQL's extensions.code, or the GraphQL name of the code REST's body carries; null on success. */
   code: string | null;
+  /** The code REST's body carries, in the gateway's names (ERROR_CODES); null over GraphQL and on success. */
+  restCode: string | null;
   message: string | null;
   details: string[];
   response: HttpResult;
@@ -56,16 +58,16 @@ function headersFor(key: string | null, options: RequestOptions, base: Record<st
   return headers;
 }
 
-const restCode = (status: number): string => {
-  const entry = Object.values(ERROR_CODES).find((candidate) => candidate.httpStatus === status);
-  return entry?.graphqlCode ?? `HTTP_${status}`;
-};
+/** A REST error's code, in GraphQL's names; a body without a known code is named by its status. */
+const graphqlName = (code: unknown, status: number): string =>
+  typeof code === 'string' && Object.hasOwn(ERROR_CODES, code) ? ERROR_CODES[code as keyof typeof ERROR_CODES].graphqlCode : `HTTP_${status}`;
 
 function restOutcome(response: HttpResult): Outcome {
   const failed = response.status >= 400;
   return {
     status: response.status,
-    code: failed ? restCode(response.status) : null,
+    code: failed ? graphqlName(response.body?.code, response.status) : null,
+    restCode: failed ? response.body?.code ?? null : null,
     message: failed ? response.body?.message ?? null : null,
     details: response.body?.errors ?? [],
     response,
@@ -86,7 +88,7 @@ export const rest: Transport = {
     const response = await http(baseUrl, 'GET', `/duplication_jobs/${encodeURIComponent(id)}`, { headers: headersFor(key, options, {}) });
     const job = response.status === 200 ? { id: response.body.job_id, status: String(response.body.status).toUpperCase() } : null;
     // A job that is not there is a 404 over REST and a null over GraphQL: the same answer.
-    if (response.status === 404) return { status: 404, code: null, message: null, details: [], response, job };
+    if (response.status === 404) return { status: 404, code: null, restCode: null, message: null, details: [], response, job };
     return { ...restOutcome(response), job };
   },
 };
@@ -103,6 +105,7 @@ async function postGraphQL(baseUrl: string, key: string | null, options: Request
   const outcome: Outcome = {
     status: response.status,
     code: error?.extensions?.code ?? null,
+    restCode: null,
     message: error?.message ?? null,
     details: (error?.extensions?.issues ?? []).map((issue: { field: string; message: string }) => `${issue.field}: ${issue.message}`),
     response,

@@ -79,7 +79,7 @@ describe('GET /duplication_jobs/{job_id}', () => {
     const response = await http(gateway.baseUrl, 'GET', `/duplication_jobs/${id}`, { headers: bearer(team.key) });
     expect(response.status).toBe(404);
     expect(response.body).toEqual(unknown.body);
-    expect(response.body).toEqual({ message: 'Job not found' });
+    expect(response.body).toEqual({ message: 'Job not found', code: 'NOT_FOUND' });
     expect(response.headers['x-request-id']).toBeTypeOf('string');
     // Who asks still comes first.
     expect((await http(gateway.baseUrl, 'GET', `/duplication_jobs/${id}`)).status).toBe(401);

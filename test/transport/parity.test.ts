@@ -33,7 +33,10 @@ let otherWs: TestWorkspace;
 function expectError(outcome: DuplicateOutcome, code: ErrorCode, transport: string) {
   expect(outcome.jobId).toBeNull();
   expect(outcome.code).toBe(ERROR_CODES[code].graphqlCode);
-  if (transport === 'REST') expect(outcome.status).toBe(ERROR_CODES[code].httpStatus);
+  if (transport === 'REST') {
+    expect(outcome.status).toBe(ERROR_CODES[code].httpStatus);
+    expect(outcome.restCode).toBe(code);
+  }
 }
 
 const long = (n: number) => 'x'.repeat(n);
@@ -535,7 +538,7 @@ describe('securityEvents(filter: {since, until}) over GraphQL', () => {
       });
       const downloaded = await http(timed.baseUrl, 'GET', `/security_events/download?start=${since}&end=${until}`, { headers: bearer(team.key) });
       expect(downloaded.status).toBe(400);
-      expect(downloaded.body).toEqual({ message: 'Invalid date range', errors: ["'end' must be after start"] });
+      expect(downloaded.body).toEqual({ message: 'Invalid date range', code: 'BAD_USER_INPUT', errors: ["'end' must be after start"] });
     }
     // An empty list of types is a filter that matches nothing, as its description says, not an error.
     expect((await graphql(timed.baseUrl, team.key, query, { filter: { types: [] } })).body).toEqual({ data: { securityEvents: { edges: [] } } });

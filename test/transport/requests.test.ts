@@ -146,7 +146,7 @@ describe('POST /campaigns/duplicate', () => {
     const withJson = await duplicate({ ...json, ...bearer(team.key) }, '');
     for (const response of [without, withJson]) {
       expect(response.status).toBe(400);
-      expect(response.body).toEqual({ message: 'Request body is empty; send a JSON object' });
+      expect(response.body).toEqual({ message: 'Request body is empty; send a JSON object', code: 'BAD_USER_INPUT' });
       expect(response.headers['x-ratelimit-remaining']).toBe(String(points));
     }
     expect(await pointsLeft()).toBe(points - 1);
@@ -159,7 +159,7 @@ describe('POST /campaigns/duplicate', () => {
       body: rest.body(args()),
     });
     expect(response.status).toBe(400);
-    expect(response.body).toEqual({ message: 'Send at most one Idempotency-Key header' });
+    expect(response.body).toEqual({ message: 'Send at most one Idempotency-Key header', code: 'BAD_USER_INPUT' });
     expect(response.headers['x-ratelimit-remaining']).toBe(String(points));
   });
 
@@ -193,7 +193,7 @@ describe('a method a route does not have', () => {
     const response = await http(gateway.baseUrl, method, path, { headers: { ...json, ...bearer(team.key) }, body });
     expect(response.status).toBe(405);
     expect(response.headers.allow).toBe(allow);
-    expect(response.body).toEqual({ message: 'Method Not Allowed' });
+    expect(response.body).toEqual({ message: 'Method Not Allowed', code: 'METHOD_NOT_ALLOWED' });
   });
 
   it.each([
@@ -206,11 +206,13 @@ describe('a method a route does not have', () => {
     expect(response.headers.allow).toBe(allow);
   });
 
-  it('leaves every other unknown route a 404', async () => {
-    for (const [method, path] of [['PUT', '/graphql'], ['POST', '/healthz'], ['GET', '/campaigns'], ['POST', '/campaigns/duplicate/x']] as const) {
+  // As the README's 404 row says: only the two Braze routes answer 405.
+  it('leaves every other unknown route, and a method the other routes lack, a 404', async () => {
+    const others = [['PUT', '/graphql'], ['POST', '/healthz'], ['PATCH', '/readyz'], ['PUT', '/metrics'], ['DELETE', '/openapi.json'], ['POST', '/security_events/download']] as const;
+    for (const [method, path] of [...others, ['GET', '/campaigns'], ['POST', '/campaigns/duplicate/x']] as const) {
       const response = await http(gateway.baseUrl, method, path, { headers: { ...json, ...bearer(team.key) }, body: method === 'GET' ? undefined : '{}' });
       expect(response.status, `${method} ${path}`).toBe(404);
-      expect(response.body).toEqual({ message: 'Not Found' });
+      expect(response.body).toEqual({ message: 'Not Found', code: 'NOT_FOUND' });
     }
   });
 });
