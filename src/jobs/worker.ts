@@ -71,6 +71,38 @@ export function backoffDelay(attempt: number, options: Pick<WorkerOptions, 'back
 const waitedMs = (job: DuplicationJob, claimedAt: Date, now: Date): number =>
   Math.max(0, job.updatedAt.getTime() - job.createdAt.getTime() + (now.getTime() - claimedAt.getTime()));
 
+/** What a run came to, kept until the store has taken it. */
+interface RunOutcome {
+  result: DuplicationResult;
+  /** The wait before a transient failure's retry. */
+  retryDelayMs: number;
+  /** How long the run took. */
+  durationMs: number;
+}
+
+interface Recordable {
+  job: DuplicationJob;
+  lease: string;
+  claimedAt: Date;
+  outcome: RunOutcome;
+}
+
+/**
+ * A run whose outcome the store failed to take, held under its lease. `outcome` null: the run got none (the store
+ * failed under it), so a stop hands the job back. Times are this instance's clock's.
+ */
+interface HeldRun extends Omit<Recordable, 'outcome'> {
+  outcome: RunOutcome | null;
+  leaseEndsAt: number;
+  failedAt: number;
+  /** Tries to record it so far. */
+  tries: number;
+  nextTryAt: number;
+}
+
+/** How long a held outcome waits before each new try: doubling from the first, at most the last. */
+export const HELD_RETRY_MS = { first: 1000, max: 5000 } as const;
+
 export class JobWorker {
   /** Names the process holding a lease, so operators can tell which instance runs a job. */
   readonly owner = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
@@ -84,12 +116,11 @@ export class JobWorker {
   /** The runs in progress, each with the lease it holds its job under: what a stop hands back. */
   private readonly active = new Map<Promise<void>, string>();
   /**
-   * Runs whose outcome the store failed to record, as claimed, by job id: the job stays RUNNING under this
-   * process until its lease expires, so a stop hands it back too. It did run, so unlike a job whose run was
-   * cut short its attempt stays counted. `leaseEndsAt`: the lease's end by this instance's clock (its claim's time
-   * plus the lease), as the job's leaseExpiresAt is the store's time on PostgreSQL.
+   * Runs whose outcome the store failed to record, by job id: the job stays RUNNING under this process, which
+   * tries to record the outcome again (see recordHeld) until its lease ends, and a stop records it or hands the job
+   * back. It did run, so unlike a job whose run was cut short its attempt stays counted.
    */
-  private readonly unrecorded = new Map<string, { job: DuplicationJob; lease: string; leaseEndsAt: number }>();
+  private readonly unrecorded = new Map<string, HeldRun>();
   private wake: (() => void) | null = null;
   private woken = false;
   /** Set when the duplicator deferred a job: nothing can run before then, so claiming waits. */
@@ -146,7 +177,10 @@ export class JobWorker {
     this.wake?.();
   }
 
-  /** Stops claiming, lets running jobs finish for up to `graceMs`, then hands back what it still holds. */
+  /**
+   * Stops claiming, lets running jobs finish for up to `graceMs`, then records the outcomes it holds and hands back
+   * the jobs it still holds without one.
+   */
   async stop(graceMs = 10_000): Promise<void> {
     if (!this.running) return;
     this.running = false;
@@ -162,19 +196,25 @@ export class JobWorker {
     const now = this.clock.now();
     try {
       for (const lease of new Set(this.active.values())) released += await this.store.releaseJobs(lease, now);
-      // A job claimed again since is under another lease, which the store's check leaves alone.
-      for (const { job, lease } of this.unrecorded.values()) {
-        if (await this.store.retryJob(job.id, lease, now, job.error, now)) released += 1;
-      }
     } catch (error) {
       // The stop goes on: the jobs are not lost, only later, run again once their lease expires.
       logFailure(this.logger, error, {}, 'returning unfinished jobs to the queue failed; they run again when their lease expires');
+    }
+    // A job claimed again since is under another lease, which the store's check leaves alone.
+    for (const held of this.heldRuns(now)) {
+      try {
+        if (held.outcome) await this.recordLate(held, held.outcome, now);
+        else if (await this.store.retryJob(held.job.id, held.lease, now, held.job.error, now)) released += 1;
+      } catch (error) {
+        logFailure(this.logger, error, jobLogFields(held.job), 'returning unfinished jobs to the queue failed; they run again when their lease expires');
+      }
     }
     if (released > 0) this.logger.warn({ released }, 'returned unfinished jobs to the queue');
   }
 
   private async loop(): Promise<void> {
     while (this.running) {
+      await this.recordHeld();
       const free = this.options.concurrency - this.active.size;
       let claimed: ClaimedJob[] = [];
       const now = this.clock.now();
@@ -239,7 +279,7 @@ export class JobWorker {
     const startedAt = Date.now();
     // Once a run that acts outside the store has returned, its effect is made: an outcome the store then fails to
     // take must not send the job back for free, or every try would make another copy upstream.
-    let ran = false;
+    let outcome: RunOutcome | null = null;
     try {
       const result: DuplicationResult =
         job.attempts > this.options.maxAttempts
@@ -250,44 +290,54 @@ export class JobWorker {
               logFailure(this.logger, error, jobLogFields(job), 'duplication raised an unexpected error');
               return { kind: 'transient', error: { code: 'INTERNAL_ERROR', message: 'Unexpected error while duplicating' } } as const;
             });
-      ran = true;
       const now = this.clock.now();
-      if (result.kind === 'deferred') {
-        const runAt = new Date(now.getTime() + result.retryAfterMs);
-        this.claimPausedUntil = Math.max(this.claimPausedUntil, runAt.getTime());
-        if (!(await this.store.deferJob(job.id, lease, runAt, now))) return this.leaseLost(job);
-        this.storeOutages.succeeded();
-        this.observer.jobDeferred?.(result.waitsFor === 'slot' ? 'upstream_slot' : 'pacing_store');
-        const waiting = { ...jobLogFields(job), delayMs: result.retryAfterMs };
-        // A slot comes at the window's end, so each instance defers at most its concurrency a window. The pacing
-        // store is asked again every few seconds for as long as it is down, every job each time, while the
-        // duplicator logs the outage itself once: that line is for tracing one job.
-        if (result.waitsFor === 'slot') this.logger.info(waiting, 'job waits for an upstream slot');
-        else this.logger.debug(waiting, 'job waits for the upstream pacing store');
-        return;
-      }
-      if (result.kind === 'transient' && job.attempts < this.options.maxAttempts) {
-        const delay = backoffDelay(job.attempts, this.options, result.retryAfterMs);
-        if (!(await this.store.retryJob(job.id, lease, new Date(now.getTime() + delay), result.error, now))) return this.leaseLost(job);
-        this.storeOutages.succeeded();
-        this.observer.jobRetried?.();
-        this.logger.warn({ ...jobLogFields(job), attempt: job.attempts, delayMs: delay, error: result.error }, 'job will be retried');
-        return;
-      }
-      const outcome = this.outcome(job, result, now);
-      if (!(await this.store.finishJob(job.id, lease, outcome, now))) return this.leaseLost(job);
-      this.storeOutages.succeeded();
-      this.observer.jobFinished?.(outcome.status, Date.now() - startedAt, outcome.error?.code ?? null, waitedMs(job, claimedAt, now));
-      const finished = { ...jobLogFields(job), status: outcome.status, attempts: job.attempts };
-      // A job that failed for good is what the caller will ask about: the line says why.
-      if (outcome.status === 'FAILED') this.logger.warn({ ...finished, error: outcome.error }, 'job finished');
-      else this.logger.info(finished, 'job finished');
+      if (result.kind === 'deferred') this.claimPausedUntil = Math.max(this.claimPausedUntil, now.getTime() + result.retryAfterMs);
+      // The backoff's jitter is drawn once: a retry recorded late waits as long as one recorded at once.
+      const retryDelayMs = result.kind === 'transient' ? backoffDelay(job.attempts, this.options, result.retryAfterMs) : 0;
+      outcome = { result, retryDelayMs, durationMs: Date.now() - startedAt };
+      await this.record({ job, lease, claimedAt, outcome }, now);
     } catch (error) {
-      if (isUnavailable(error) && (!ran || !this.duplicator.actsOutsideStore) && (await this.deferInOutage(job, lease, error))) return;
-      // The store failed; the lease will expire and the job will be claimed again, or a stop hands it back sooner.
+      if (isUnavailable(error) && (!outcome || !this.duplicator.actsOutsideStore) && (await this.deferInOutage(job, lease, error))) return;
       logFailure(this.logger, error, jobLogFields(job), 'recording the job outcome failed');
-      this.holdUnrecorded(job, lease, claimedAt);
+      this.holdUnrecorded({ job, lease, claimedAt, outcome });
     }
+  }
+
+  /**
+   * Writes what a run came to, as of `now`, and counts and logs it. False when the lease is no longer this run's
+   * (nothing written); throws when the store fails.
+   */
+  private async record({ job, lease, claimedAt, outcome }: Recordable, now: Date): Promise<boolean> {
+    const { result, retryDelayMs, durationMs } = outcome;
+    if (result.kind === 'deferred') {
+      if (!(await this.store.deferJob(job.id, lease, new Date(now.getTime() + result.retryAfterMs), now))) return this.leaseLost(job);
+      this.storeOutages.succeeded();
+      this.observer.jobDeferred?.(result.waitsFor === 'slot' ? 'upstream_slot' : 'pacing_store');
+      const waiting = { ...jobLogFields(job), delayMs: result.retryAfterMs };
+      // A slot comes at the window's end, so each instance defers at most its concurrency a window. The pacing
+      // store is asked again every few seconds for as long as it is down, every job each time, while the
+      // duplicator logs the outage itself once: that line is for tracing one job.
+      if (result.waitsFor === 'slot') this.logger.info(waiting, 'job waits for an upstream slot');
+      else this.logger.debug(waiting, 'job waits for the upstream pacing store');
+      return true;
+    }
+    if (result.kind === 'transient' && job.attempts < this.options.maxAttempts) {
+      if (!(await this.store.retryJob(job.id, lease, new Date(now.getTime() + retryDelayMs), result.error, now))) return this.leaseLost(job);
+      this.storeOutages.succeeded();
+      this.observer.jobRetried?.();
+      this.logger.warn({ ...jobLogFields(job), attempt: job.attempts, delayMs: retryDelayMs, error: result.error }, 'job will be retried');
+      return true;
+    }
+    // Its event is stamped now, as it is written: the stores rely on events being stamped just before they commit.
+    const finish = this.outcome(job, result, now);
+    if (!(await this.store.finishJob(job.id, lease, finish, now))) return this.leaseLost(job);
+    this.storeOutages.succeeded();
+    this.observer.jobFinished?.(finish.status, durationMs, finish.error?.code ?? null, waitedMs(job, claimedAt, now));
+    const finished = { ...jobLogFields(job), status: finish.status, attempts: job.attempts };
+    // A job that failed for good is what the caller will ask about: the line says why.
+    if (finish.status === 'FAILED') this.logger.warn({ ...finished, error: finish.error }, 'job finished');
+    else this.logger.info(finished, 'job finished');
+    return true;
   }
 
   /**
@@ -313,10 +363,53 @@ export class JobWorker {
     return true;
   }
 
-  private holdUnrecorded(job: DuplicationJob, lease: string, claimedAt: Date): void {
+  /**
+   * Keeps a run whose outcome the store failed to take, to record it while its lease lasts: in upstream mode the job
+   * would otherwise run again once the lease ends, and Braze copy the campaign twice.
+   */
+  private holdUnrecorded(run: Omit<HeldRun, 'leaseEndsAt' | 'failedAt' | 'tries' | 'nextTryAt'>): void {
     const now = this.clock.now().getTime();
-    for (const [jobId, run] of this.unrecorded) if (run.leaseEndsAt <= now) this.unrecorded.delete(jobId);
-    this.unrecorded.set(job.id, { job, lease, leaseEndsAt: claimedAt.getTime() + this.options.leaseMs });
+    this.unrecorded.set(run.job.id, {
+      ...run,
+      // By this instance's clock, from before the claim: never past the lease's end by the store's (on PostgreSQL,
+      // the database server's), which began when the claim was written.
+      leaseEndsAt: run.claimedAt.getTime() + this.options.leaseMs,
+      failedAt: now,
+      tries: 1,
+      nextTryAt: now + HELD_RETRY_MS.first,
+    });
+  }
+
+  /** The runs held, less those whose lease ended: those jobs are the next claim's, to run again. */
+  private heldRuns(now: Date): HeldRun[] {
+    for (const [jobId, held] of this.unrecorded) if (held.leaseEndsAt <= now.getTime()) this.unrecorded.delete(jobId);
+    return [...this.unrecorded.values()];
+  }
+
+  /** Tries again, once its wait is over, to record each outcome held. */
+  private async recordHeld(): Promise<void> {
+    for (const held of this.heldRuns(this.clock.now())) {
+      const now = this.clock.now();
+      if (!held.outcome || now.getTime() < held.nextTryAt) continue;
+      try {
+        await this.recordLate(held, held.outcome, now);
+      } catch {
+        // Logged once, at the first failure: the job stays held until its lease ends.
+        held.tries += 1;
+        held.nextTryAt = now.getTime() + Math.min(HELD_RETRY_MS.max, HELD_RETRY_MS.first * 2 ** (held.tries - 1));
+      }
+    }
+  }
+
+  private async recordLate(held: HeldRun, outcome: RunOutcome, now: Date): Promise<void> {
+    const recorded = await this.record({ ...held, outcome }, now);
+    this.unrecorded.delete(held.job.id);
+    if (recorded) {
+      this.logger.info(
+        { ...jobLogFields(held.job), tries: held.tries + 1, delayMs: now.getTime() - held.failedAt },
+        'recorded a job outcome after the store came back',
+      );
+    }
   }
 
   /**
@@ -331,8 +424,9 @@ export class JobWorker {
     );
   }
 
-  private leaseLost(job: DuplicationJob): void {
+  private leaseLost(job: DuplicationJob): false {
     this.logger.warn(jobLogFields(job), 'lease lost before the job finished; another run owns it');
+    return false;
   }
 
   private outcome(job: DuplicationJob, result: Exclude<DuplicationResult, { kind: 'deferred' }>, now: Date): JobOutcome {

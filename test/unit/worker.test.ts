@@ -8,7 +8,7 @@ import { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import { DependencyUnavailableError } from '../../src/domain/errors.js';
 import type { Duplicator, DuplicationResult } from '../../src/domain/ports.js';
 import { LocalDuplicator } from '../../src/duplicators/local.js';
-import { CLAIM_RECOVERY_SETTLE_MS, JobWorker } from '../../src/jobs/worker.js';
+import { CLAIM_RECOVERY_SETTLE_MS, HELD_RETRY_MS, JobWorker } from '../../src/jobs/worker.js';
 import { ManualClock } from '../support/clock.js';
 import { campaignFixture, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
 import { componentLines, recordingLogger, startGateway, storeFailingOn, storeHeldOn } from '../support/gateway.js';
@@ -27,10 +27,10 @@ const workerOptions = (concurrency: number, leaseMs = 30_000) => ({
   backoffMaxMs: 60_000,
 });
 
-/** A duplicator whose runs end when the test says, in the order it says. */
+/** A duplicator whose runs end when the test says, in the order it says (a rejected promise: the run throws). */
 class HeldDuplicator implements Duplicator {
   readonly actsOutsideStore = false;
-  readonly runs: ((result: DuplicationResult) => void)[] = [];
+  readonly runs: ((result: DuplicationResult | Promise<DuplicationResult>) => void)[] = [];
   duplicate(): Promise<DuplicationResult> {
     return new Promise((resolve) => this.runs.push(resolve));
   }
@@ -195,27 +195,57 @@ describe('the job worker', () => {
     for (const job of jobs) expect(await store.getJob(ws.id, job.id)).toMatchObject({ status: 'PENDING', leaseOwner: null, attempts: 0 });
   });
 
-  it('hands back, when it stops, a job whose outcome the store failed to record', async () => {
+  it('hands back, when it stops, a job the store failed under before its run came to an outcome', async () => {
     const clock = new ManualClock();
     const ws = workspaceFixture();
     await store.createWorkspace(ws);
     let failing = true;
-    const flaky = storeFailingOn(store, ['finishJob'], () => failing);
+    const flaky = storeFailingOn(store, ['deferJob'], () => failing);
     const duplicator = new HeldDuplicator();
-    const errors: string[] = [];
-    const logger = { ...silent, error: (_details: object, message: string) => void errors.push(message) };
-    worker = new JobWorker(flaky, duplicator, clock, workerOptions(2), logger);
+    const messages: string[] = [];
+    const record = (_details: object, message: string) => void messages.push(message);
+    worker = new JobWorker(flaky, duplicator, clock, workerOptions(2), { debug: record, info: record, warn: record, error: record });
     worker.start();
     const job = await runningJob(ws.id, clock, duplicator);
-    duplicator.runs[0]({ kind: 'succeeded', resultCampaignId: null });
-    await waitFor(async () => errors.includes('recording the job outcome failed'));
+    // The run reads the store, which is unreachable, and cannot put the job back either.
+    duplicator.runs[0](Promise.reject(new DependencyUnavailableError(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }), 'store')));
+    await waitFor(async () => messages.includes('recording the job outcome failed'));
     expect(await store.getJob(ws.id, job.id)).toMatchObject({ status: 'RUNNING' });
 
     failing = false;
     await worker.stop(0);
     worker = undefined;
-    // It ran: unlike a run cut short, its attempt stays counted.
+    // Its attempt stays counted, as for any run handed back after it started.
     expect(await store.getJob(ws.id, job.id)).toMatchObject({ status: 'PENDING', leaseOwner: null, attempts: 1 });
+    expect(messages).toContain('returned unfinished jobs to the queue');
+  });
+
+  it('records a retry the store failed to take once it takes it again, while the lease lasts', async () => {
+    const clock = new ManualClock();
+    const ws = workspaceFixture();
+    await store.createWorkspace(ws);
+    let failures = 1;
+    const unavailable = () => new DependencyUnavailableError(Object.assign(new Error('disk I/O error'), { code: 'SQLITE_IOERR_FSYNC' }), 'store');
+    const flaky = storeFailingOn(store, ['retryJob'], () => failures-- > 0, unavailable);
+    // A run that acts upstream: the store failing its outcome does not send it back for free.
+    const duplicator = Object.assign(new HeldDuplicator(), { actsOutsideStore: true });
+    const messages: string[] = [];
+    const record = (_details: object, message: string) => void messages.push(message);
+    let retried = 0;
+    worker = new JobWorker(flaky, duplicator, clock, workerOptions(2), { debug: record, info: record, warn: record, error: record }, { jobRetried: () => (retried += 1) });
+    worker.start();
+    const job = await runningJob(ws.id, clock, duplicator);
+    duplicator.runs[0]({ kind: 'transient', error: { code: 'UPSTREAM_TIMEOUT', message: 'slow' } });
+    await waitFor(async () => messages.includes('recording the job outcome failed'));
+    expect(await store.getJob(ws.id, job.id)).toMatchObject({ status: 'RUNNING' });
+
+    clock.advance(HELD_RETRY_MS.first);
+    worker.notify();
+    await waitFor(async () => messages.includes('recorded a job outcome after the store came back'));
+    expect(await store.getJob(ws.id, job.id)).toMatchObject({ status: 'PENDING', attempts: 1, error: { code: 'UPSTREAM_TIMEOUT' } });
+    expect(messages).toEqual(['recording the job outcome failed', 'job will be retried', 'recorded a job outcome after the store came back']);
+    expect(retried).toBe(1);
+    expect(duplicator.runs).toHaveLength(1);
   });
 
   it.each([
