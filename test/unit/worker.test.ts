@@ -262,7 +262,8 @@ describe('the job worker', () => {
     worker.start();
     const job = await runningJob(ws.id, clock, duplicator);
     duplicator.runs[0]({ kind: 'succeeded', resultCampaignId: null });
-    await waitFor(async () => warnings.includes(logged));
+    // The outage is logged before the job is put back: wait for both.
+    await waitFor(async () => warnings.includes(logged) && (await store.getJob(ws.id, job.id))?.status === after.status);
     expect(await store.getJob(ws.id, job.id)).toMatchObject(after);
     expect(duplicator.runs).toHaveLength(1);
   });
