@@ -43,7 +43,7 @@ import type { DownloadClientLimits } from './http/security-events-download.js';
 import { RepeatedFailureLog } from './jobs/failure-log.js';
 import { RetentionPruner } from './jobs/retention.js';
 import { JobWorker, RETRY_BACKOFF, type WorkerLogger } from './jobs/worker.js';
-import { Readiness, upstreamCheck } from './readiness.js';
+import { Readiness, STORE_DOWN_AFTER_MS, upstreamCheck } from './readiness.js';
 
 export interface App {
   config: Config;
@@ -362,6 +362,10 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     {
       store: {
         neededToServe: true,
+        // The embedded store's reads are local and its check reads first: what is left to be slow is its write,
+        // which a slow disk slows while the instance still serves. A database server that does not answer within
+        // the 2 s is more likely unreachable (packets dropped) than slow: down then.
+        ...(store.kind === 'sqlite' ? { downAfterMs: STORE_DOWN_AFTER_MS } : {}),
         check: async () => {
           await store.ping();
           // A newer version migrated the store under this one (a rolling upgrade): this one may misread what it writes.

@@ -13,6 +13,8 @@ export interface DependencyStatus {
   backend?: string;
   /** What is wrong, when something is, or what holds it back (an upstream pause). Never a connection string or a secret. */
   message?: string;
+  /** Degraded only for being slow (a store past CHECK_TIMEOUT_MS, within its `downAfterMs`): it still answers. */
+  slow?: boolean;
 }
 
 export interface ReadinessReport {
@@ -28,6 +30,13 @@ export interface DependencyCheck {
    * `down`: taking every instance out of the load balancer for it would turn its outage into the gateway's.
    */
   neededToServe: boolean;
+  /**
+   * For a dependency that can be slow and still serve (the store: a slow disk slows its commits, not its reads):
+   * past CHECK_TIMEOUT_MS it is degraded, and down only when its check fails or has gone this long unanswered.
+   * Its check then goes on past a probe that stopped waiting for it, and the next probes wait for the same one.
+   * Absent: past CHECK_TIMEOUT_MS it is failing.
+   */
+  downAfterMs?: number;
   check(): Promise<DependencyStatus>;
 }
 
@@ -93,14 +102,22 @@ export function describeFailure(error: unknown): string {
   return `failing (${error instanceof Error ? error.name : 'unknown error'})`;
 }
 
-/** The per-check bound: a dependency that takes longer is failing, whatever it answers later. */
+/**
+ * The per-check bound, and how long a probe waits: a dependency that takes longer is failing, whatever it answers
+ * later, unless it may be slow (`downAfterMs`).
+ */
 export const CHECK_TIMEOUT_MS = 2000;
 
-/** What `work` answers, or UNAVAILABLE once `timeoutMs` has passed without an answer. */
-export async function withinTimeout<T>(work: Promise<T>, timeoutMs: number): Promise<T> {
+/** How long the store's check may go unanswered before the store is down rather than slow. */
+export const STORE_DOWN_AFTER_MS = 10_000;
+
+const NO_ANSWER = Symbol('no answer');
+
+/** What `work` answers, or NO_ANSWER once `timeoutMs` has passed without one. */
+async function answerWithin<T>(work: Promise<T>, timeoutMs: number): Promise<T | typeof NO_ANSWER> {
   let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new GatewayError('UNAVAILABLE', `did not answer within ${timeoutMs} ms`)), timeoutMs);
+  const timeout = new Promise<typeof NO_ANSWER>((resolve) => {
+    timer = setTimeout(() => resolve(NO_ANSWER), timeoutMs);
   });
   try {
     return await Promise.race([work, timeout]);
@@ -108,6 +125,17 @@ export async function withinTimeout<T>(work: Promise<T>, timeoutMs: number): Pro
     clearTimeout(timer);
   }
 }
+
+const noAnswerWithin = (timeoutMs: number) => new GatewayError('UNAVAILABLE', `did not answer within ${timeoutMs} ms`);
+
+/** What `work` answers, or UNAVAILABLE once `timeoutMs` has passed without an answer. */
+export async function withinTimeout<T>(work: Promise<T>, timeoutMs: number): Promise<T> {
+  const answer = await answerWithin(work, timeoutMs);
+  if (answer === NO_ANSWER) throw noAnswerWithin(timeoutMs);
+  return answer;
+}
+
+const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
 export interface ReadinessLogger extends WorkerLogger {
   child(bindings: Record<string, unknown>): WorkerLogger;
@@ -124,6 +152,8 @@ export interface ReadinessLogger extends WorkerLogger {
  */
 export class Readiness {
   private readonly failureLogs = new Map<string, RepeatedFailureLog>();
+  /** The check still running of each dependency that may be slow, and when it started (by the clock). */
+  private readonly running = new Map<string, { answer: Promise<DependencyStatus>; startedMs: number }>();
   private stopping = false;
 
   constructor(
@@ -155,7 +185,7 @@ export class Readiness {
       Object.entries(this.checks).map(async ([name, dependency]): Promise<[string, DependencyStatus]> => {
         const failing = dependency.neededToServe ? 'down' : 'degraded';
         try {
-          const status = await withinTimeout(dependency.check(), CHECK_TIMEOUT_MS);
+          const status = await this.run(name, dependency);
           this.failureLogs.get(name)?.succeeded();
           return [name, status.status === 'down' ? { ...status, status: failing } : status];
         } catch (error) {
@@ -166,5 +196,30 @@ export class Readiness {
     );
     const ready = !this.stopping && entries.every(([, status]) => status.status !== 'down');
     return { ready, stopping: this.stopping, checks: Object.fromEntries(entries) };
+  }
+
+  /** One dependency's status: throws when it fails, or, past its limit, has not answered. */
+  private async run(name: string, dependency: DependencyCheck): Promise<DependencyStatus> {
+    const { downAfterMs } = dependency;
+    if (downAfterMs === undefined) return withinTimeout(dependency.check(), CHECK_TIMEOUT_MS);
+    let running = this.running.get(name);
+    if (!running) {
+      const startedMs = this.clock.now().getTime();
+      const started = { answer: dependency.check(), startedMs };
+      const done = () => {
+        if (this.running.get(name) === started) this.running.delete(name);
+      };
+      started.answer.then(done, done);
+      this.running.set(name, started);
+      running = started;
+    }
+    const status = await answerWithin(running.answer, CHECK_TIMEOUT_MS);
+    const tookMs = this.clock.now().getTime() - running.startedMs;
+    if (status === NO_ANSWER) {
+      if (tookMs >= downAfterMs) throw noAnswerWithin(downAfterMs);
+      return { status: 'degraded', slow: true, message: `slow: its check has not answered for ${seconds(tookMs)} (down after ${seconds(downAfterMs)})` };
+    }
+    if (status.status !== 'up' || tookMs <= CHECK_TIMEOUT_MS) return status;
+    return { ...status, status: 'degraded', slow: true, message: `slow: its check answered in ${seconds(tookMs)}, over ${seconds(CHECK_TIMEOUT_MS)}` };
   }
 }

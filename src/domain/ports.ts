@@ -133,6 +133,13 @@ export interface GatewayStore {
    * Unlike a failing ping(), which an outage also causes, this fails liveness. Absent: no such state.
    */
   unrecoverable?(): string | null;
+  /**
+   * The embedded store's writer thread, for /metrics: hears, from now on, how long each group of writes took to
+   * commit (its fsync included), in seconds. Absent: not measured (PostgreSQL).
+   */
+  observeCommits?(observer: (seconds: number) => void): void;
+  /** The writes waiting for the embedded store's writer thread now: sent or about to be, not yet committed. */
+  writesWaiting?(): number;
   close(): Promise<void>;
 
   createWorkspace(workspace: Workspace): Promise<void>;

@@ -307,7 +307,8 @@ export class GatewayMetrics {
     this.dependencyUp = new Gauge({
       name: 'gateway_dependency_up',
       help:
-        `Each dependency /readyz checks, checked again at each scrape within the same ${CHECK_TIMEOUT_S} s: 1 up, 0 down or degraded (Redis unreachable or ` +
+        `Each dependency /readyz checks, checked again at each scrape within the same ${CHECK_TIMEOUT_S} s: 1 up (the embedded store ` +
+        'too while it is only slow: see gateway_store_commit_duration_seconds), 0 down or degraded (Redis unreachable or ' +
         "refusing the limiters' commands, as when out of memory: limits kept in process; the upstream unreachable, failing or refusing UPSTREAM_API_KEY). dependency: store, quota, and upstream in upstream mode.",
       labelNames: ['dependency'],
       registers,
@@ -354,6 +355,33 @@ export class GatewayMetrics {
         "With PostgreSQL: the database server's clock minus this instance's, as last measured by a readiness check (each scrape runs one). " +
         'Positive: the instance is behind. Past 1 s either way, /readyz notes it: event times go wrong.',
       registers: [this.clockRegistry],
+    });
+    this.watchStoreWriter(options.store);
+  }
+
+  /**
+   * The embedded store's writer thread: a slow disk slows every write (each waits for its group's fsync) while reads
+   * stay fast, so the check's answers alone do not show it. One observation per group, not per write.
+   */
+  private watchStoreWriter(store: GatewayStore): void {
+    if (!store.observeCommits || !store.writesWaiting) return;
+    const commits = new Histogram({
+      name: 'gateway_store_commit_duration_seconds',
+      help:
+        "Embedded store (SQLite) only: time each group of writes took to COMMIT in the writer thread, the WAL's fsync included. " +
+        'Every write of the group, a 202 included, waited at least this long.',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [this.registry],
+    });
+    store.observeCommits((seconds) => commits.observe(seconds));
+    const writesWaiting = () => store.writesWaiting!();
+    new Gauge({
+      name: 'gateway_store_writes_waiting',
+      help: 'Embedded store (SQLite) only: writes waiting for the writer thread at this scrape, queued or in the group being committed.',
+      registers: [this.registry],
+      collect() {
+        this.set(writesWaiting());
+      },
     });
   }
 
@@ -452,7 +480,8 @@ export class GatewayMetrics {
   async render(): Promise<string> {
     const [queueRead, pauseRead, dependencies] = await Promise.all([this.readQueue(), this.readUpstreamPause(), this.checkDependencies?.()]);
     this.storeReadOk.set(queueRead ? 1 : 0);
-    for (const [dependency, { status }] of Object.entries(dependencies?.checks ?? {})) this.dependencyUp.set({ dependency }, status === 'up' ? 1 : 0);
+    // A store that is only slow still serves: 1, so that a store answering either side of the 2 s does not flap.
+    for (const [dependency, { status, slow }] of Object.entries(dependencies?.checks ?? {})) this.dependencyUp.set({ dependency }, status === 'up' || slow ? 1 : 0);
     for (const [cache, { bytes }] of Object.entries(this.documentCaches)) this.documentCacheBytes.set({ cache }, bytes);
     this.downloads.set(this.downloadsInProgress());
     const offsetMs = this.clockOffset?.lastMs;

@@ -8,7 +8,7 @@ import { generateApiKey } from '../../src/domain/keys.js';
 import { systemClock } from '../../src/domain/ports.js';
 import type { JobErrorCode } from '../../src/domain/types.js';
 import { GatewayMetrics } from '../../src/http/metrics.js';
-import { CHECK_TIMEOUT_MS } from '../../src/readiness.js';
+import { CHECK_TIMEOUT_MS, STORE_DOWN_AFTER_MS } from '../../src/readiness.js';
 import { ManualClock } from '../support/clock.js';
 import { startFakeBraze } from '../support/fake-braze.js';
 import {
@@ -21,12 +21,14 @@ import {
   recordingLogger,
   startGateway,
   storeFailingOn,
+  storeHeldOn,
   waitFor,
   type TestGateway,
   type TestWorkspace,
 } from '../support/gateway.js';
 import { createTestSchema, openPostgresStore, skipWithoutPostgres } from '../support/postgres.js';
 import { PrivateRedis, skipWithoutRedisServer } from '../support/redis.js';
+import { sqlite } from '../support/stores.js';
 import { TcpProxy } from '../support/tcp-proxy.js';
 import { graphQL, rest } from '../support/transports.js';
 
@@ -626,6 +628,87 @@ describe("GET /readyz and GET /metrics: this instance's clock against the databa
       expect(await scrape(gateway)).not.toContain('gateway_clock_offset_seconds');
       expect(componentLines(lines, 'clock')).toEqual([]);
     } finally {
+      await gateway.close();
+    }
+  });
+});
+
+describe('GET /metrics: the embedded store\'s writer', () => {
+  it('times each group commit, and counts the writes waiting for the writer thread', async () => {
+    const { store, drop } = await sqlite.open();
+    const metrics = new GatewayMetrics({ store, clock: systemClock, downloadsInProgress: () => 0, logger: silent });
+    const waiting = metrics.registry.getSingleMetric('gateway_store_writes_waiting')!;
+    try {
+      const before = await metrics.render();
+      expect(sample(before, 'gateway_store_writes_waiting')).toBe(0);
+      const commits = sample(before, 'gateway_store_commit_duration_seconds_count') ?? 0;
+      // Sent together, the writes wait for one group: the gauge reads them before they are committed.
+      const writes = [1, 2, 3].map(() => store.pruneIdempotencyKeys(new Date(0), 1));
+      const read = waiting.get();
+      await Promise.all(writes);
+      expect((await read).values[0].value).toBe(3);
+      const after = await metrics.render();
+      expect(sample(after, 'gateway_store_writes_waiting')).toBe(0);
+      expect(sample(after, 'gateway_store_commit_duration_seconds_count')).toBeGreaterThan(commits);
+      expect(sample(after, 'gateway_store_commit_duration_seconds_bucket', { le: '+Inf' })).toBe(sample(after, 'gateway_store_commit_duration_seconds_count'));
+    } finally {
+      metrics.close();
+      await store.close();
+      await drop();
+    }
+  });
+
+  it('is observed by the gateway: each accepted duplication is in a commit timed', async () => {
+    const gateway = await startGateway({ WORKER_CONCURRENCY: '0' });
+    try {
+      const ws = await gateway.workspace();
+      const before = sample(await scrape(gateway), 'gateway_store_commit_duration_seconds_count') ?? 0;
+      await rest.duplicate(gateway.baseUrl, ws.key, { campaignId: 'cmp-0001', name: 'timed' });
+      expect(sample(await scrape(gateway), 'gateway_store_commit_duration_seconds_count')).toBeGreaterThan(before);
+    } finally {
+      await gateway.close();
+    }
+  });
+});
+
+describe('GET /readyz and GET /metrics: an embedded store whose writes are slow', () => {
+  const storeCheck = async (gateway: TestGateway) => {
+    const response = await http(gateway.baseUrl, 'GET', '/readyz');
+    return { status: response.status, store: response.body.checks.store, up: sample(await scrape(gateway), 'gateway_dependency_up', { dependency: 'store' }) };
+  };
+
+  it('is degraded and still ready while its check answers late, and down only once it has gone 10 s unanswered', async () => {
+    const clock = new ManualClock(new Date());
+    // The clock the readiness checks are timed by moves while the store's check runs, as a slow fsync would.
+    let hold: () => Promise<void> | undefined = () => undefined;
+    const gateway = await startGateway({ WORKER_CONCURRENCY: '0' }, { clock }, { wrapStore: (store) => storeHeldOn(store, ['ping'], () => hold()) });
+    try {
+      expect(await storeCheck(gateway)).toEqual({ status: 200, store: { status: 'up', backend: 'sqlite' }, up: 1 });
+
+      hold = async () => clock.advance(CHECK_TIMEOUT_MS + 1000);
+      expect(await storeCheck(gateway)).toEqual({
+        status: 200,
+        store: { status: 'degraded', backend: 'sqlite', message: 'slow: its check answered in 3.0 s, over 2.0 s' },
+        // Neither down nor flapping: a store that answers either side of the 2 s is serving.
+        up: 1,
+      });
+
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      hold = () => released;
+      const unanswered = await http(gateway.baseUrl, 'GET', '/readyz');
+      expect(unanswered.status).toBe(200);
+      expect(unanswered.body.checks.store).toEqual({ status: 'degraded', message: 'slow: its check has not answered for 0.0 s (down after 10.0 s)' });
+      clock.advance(STORE_DOWN_AFTER_MS);
+      // The same check, still running: past its 10 s the store is down.
+      expect(await storeCheck(gateway)).toEqual({ status: 503, store: { status: 'down', message: 'did not answer within 10000 ms' }, up: 0 });
+
+      hold = () => undefined;
+      release();
+      await waitFor(async () => (await storeCheck(gateway)).status === 200);
+      expect(await storeCheck(gateway)).toEqual({ status: 200, store: { status: 'up', backend: 'sqlite' }, up: 1 });
+    } finally {
+      hold = () => undefined;
       await gateway.close();
     }
   });

@@ -2,6 +2,12 @@ import type Database from 'better-sqlite3';
 
 export type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 
+/** A group's outcomes, and how long its COMMIT took (the WAL's write and fsync): what a slow disk shows in first. */
+export interface GroupOutcome {
+  outcomes: Outcome[];
+  commitMs: number;
+}
+
 /**
  * Group commit. A group of writes runs in one transaction and the group's outcomes are handed back only after
  * the COMMIT, which with `synchronous = FULL` returns once the WAL is on disk. One fsync then serves every
@@ -35,7 +41,7 @@ export class GroupTransaction {
   }
 
   /** Runs every write (synchronous statements only); throws, with nothing committed, if the transaction itself fails. */
-  run(works: readonly (() => unknown)[]): Outcome[] {
+  run(works: readonly (() => unknown)[]): GroupOutcome {
     this.begin.run();
     try {
       let outcomes: Outcome[];
@@ -47,8 +53,9 @@ export class GroupTransaction {
         outcomes = works.map((work) => this.runItem(work));
       }
       this.beforeCommit();
+      const committing = performance.now();
       this.commit.run();
-      return outcomes;
+      return { outcomes, commitMs: performance.now() - committing };
     } catch (error) {
       if (this.db.inTransaction) this.rollback.run();
       throw error;

@@ -86,6 +86,8 @@ export class SqliteStore implements GatewayStore {
   private storageFailure: { error: Error; damage: boolean } | undefined;
   /** The storage check in progress (ping). */
   private checking: Promise<void> | undefined;
+  /** Hears of each group's COMMIT time (observeCommits). */
+  private commitObserver: ((seconds: number) => void) | undefined;
   /** The directory held for this store's life (`holdDataDir`), let go once every connection has closed. */
   private readonly dataDirLock: { release(): void } | undefined;
 
@@ -118,9 +120,18 @@ export class SqliteStore implements GatewayStore {
     this.writerThread ??= new SqliteWriter(this.options.filename, {
       opened: this.opened,
       beforeAnswers: this.snapshot.end,
+      onCommit: (commitMs) => this.commitObserver?.(commitMs / 1000),
       onRestart: this.options.onWriterRestart,
     });
     return this.writerThread;
+  }
+
+  observeCommits(observer: (seconds: number) => void): void {
+    this.commitObserver = observer;
+  }
+
+  writesWaiting(): number {
+    return this.writerThread?.waitingCount ?? 0;
   }
 
   /** What a caller gets for `error`: UNAVAILABLE for a storage failure, which is also remembered for ping(). */

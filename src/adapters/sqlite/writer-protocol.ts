@@ -18,7 +18,8 @@ export interface WriteFailure {
 export type WriteAnswer = { id: number; ok: true; value: unknown } | { id: number; ok: false; error: WriteFailure };
 
 export type ToWriter = { calls: WriteCall[] } | { close: true };
-export type FromWriter = { answers: WriteAnswer[] };
+/** The answers of one group, with its COMMIT's time when it was committed (absent when the group failed). */
+export type FromWriter = { answers: WriteAnswer[]; commitMs?: number };
 
 export interface WriterData {
   filename: string;

@@ -38,14 +38,14 @@ function flush(): void {
   scheduled = false;
   const calls = queue;
   queue = [];
-  let answers: WriteAnswer[];
+  let message: FromWriter;
   try {
-    const outcomes = group.run(calls.map((call) => () => Reflect.apply(writes[call.name], writes, call.args)));
-    answers = calls.map((call, index) => answer(call, outcomes[index]));
+    const { outcomes, commitMs } = group.run(calls.map((call) => () => Reflect.apply(writes[call.name], writes, call.args)));
+    message = { answers: calls.map((call, index) => answer(call, outcomes[index])), commitMs };
   } catch (error) {
-    answers = calls.map((call) => answer(call, { ok: false, error }));
+    message = { answers: calls.map((call) => answer(call, { ok: false, error })) };
   }
-  port.postMessage({ answers } satisfies FromWriter);
+  port.postMessage(message);
 }
 
 port.on('message', (message: ToWriter) => {

@@ -26,6 +26,8 @@ export interface SqliteWriterOptions {
   opened?: FileIdentity;
   /** Runs before the answers of a group are handed out (the store ends its read transaction). */
   beforeAnswers?: () => void;
+  /** Told how long each group's COMMIT took, once it is on disk. */
+  onCommit?: (commitMs: number) => void;
   /** Told why a thread died when a new one replaces it. */
   onRestart?: (error: Error) => void;
   /** A thread that dies sooner than this after it started is not replaced: what killed it lasts (1 s). */
@@ -54,6 +56,7 @@ export class SqliteWriter {
   private onDrained: (() => void) | null = null;
 
   private readonly beforeAnswers: () => void;
+  private readonly onCommit: (commitMs: number) => void;
   private readonly onRestart: (error: Error) => void;
   private readonly minThreadLifetimeMs: number;
   private readonly opened: FileIdentity;
@@ -63,6 +66,7 @@ export class SqliteWriter {
     options: SqliteWriterOptions = {},
   ) {
     this.beforeAnswers = options.beforeAnswers ?? (() => undefined);
+    this.onCommit = options.onCommit ?? (() => undefined);
     this.onRestart = options.onRestart ?? (() => undefined);
     this.minThreadLifetimeMs = options.minThreadLifetimeMs ?? 1000;
     this.opened = options.opened ?? identify(filename);
@@ -118,6 +122,11 @@ export class SqliteWriter {
     return this.closing ? null : this.stopped;
   }
 
+  /** The calls made and not answered yet: those waiting to be sent, and those in the group being committed. */
+  get waitingCount(): number {
+    return this.waiting.size;
+  }
+
   call<K extends WriteName>(name: K, ...args: WriteArgs<K>): Promise<WriteResult<K>> {
     if (this.stopped) return Promise.reject(this.stopped);
     const id = this.nextId++;
@@ -163,8 +172,9 @@ export class SqliteWriter {
     }
   }
 
-  private settle({ answers }: FromWriter): void {
+  private settle({ answers, commitMs }: FromWriter): void {
     this.beforeAnswers();
+    if (commitMs !== undefined) this.onCommit(commitMs);
     for (const answer of answers) {
       const waiting = this.waiting.get(answer.id);
       if (!waiting) continue;
