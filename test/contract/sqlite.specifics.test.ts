@@ -536,6 +536,33 @@ describe('SQLite store specifics', () => {
     }
   });
 
+  it('frees, when a store that holds DATA_DIR opens the file, the keys reserved by requests a stopped process never finished', async () => {
+    const reservation = (key: string) => ({ workspaceId: ws, key, requestHash: 'h1', jobId: null, createdAt: at(0), expiresAt: at(86_400_000) });
+    const accepted = jobFixture(ws);
+    expect(await store.reserveIdempotencyKey(reservation('cut'), at(-60_000))).toBeNull();
+    expect(await store.reserveIdempotencyKey(reservation('accepted'), at(-60_000))).toBeNull();
+    expect(await store.enqueueJob(accepted, eventFixture(ws), reservation('accepted'))).toBe(true);
+    await other.close();
+    await store.close();
+
+    // A store that does not hold the directory (the CLI) may open the file while the gateway accepts that request.
+    const cli = new SqliteStore({ filename: file });
+    await cli.migrate('refuse');
+    expect(await cli.findIdempotencyKey(ws, 'cut')).toMatchObject({ jobId: null });
+    await cli.close();
+
+    const restarted = new SqliteStore({ filename: file, holdDataDir: true });
+    try {
+      await restarted.migrate();
+      // Within the minute a reservation is held: no 409 for the retry, which reserves the key for itself.
+      expect(await restarted.reserveIdempotencyKey({ ...reservation('cut'), requestHash: 'h2', createdAt: at(1000) }, at(-59_000))).toBeNull();
+      expect(await restarted.findIdempotencyKey(ws, 'cut')).toMatchObject({ requestHash: 'h2', jobId: null });
+      expect(await restarted.findIdempotencyKey(ws, 'accepted')).toMatchObject({ jobId: accepted.id });
+    } finally {
+      await restarted.close();
+    }
+  });
+
   it('runs one storage check at a time: checks asked for while one runs share its write', async () => {
     // Counts the checks' writes as SQLite makes them, on whichever connection.
     const db = new Database(file);

@@ -205,6 +205,9 @@ export class SqliteStore implements GatewayStore {
     if (missing.length > 0) {
       throw incompleteSchema(database, migrations.length, missing, 'Restore a backup, or move it aside to start on a new store');
     }
+    // Holding DATA_DIR, this is the only process that accepts requests on the file: a key reserved with no job is
+    // a request a stopped process never finished, and would answer its retry 409 for IDEMPOTENCY_RESERVATION_MS.
+    if (this.dataDirLock) this.owner.prepare('DELETE FROM idempotency_keys WHERE job_id IS NULL').run();
     return { from, to: migrations.length };
   }
 
