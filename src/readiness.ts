@@ -137,6 +137,13 @@ export async function withinTimeout<T>(work: Promise<T>, timeoutMs: number): Pro
 
 const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
+/**
+ * How long a check must keep passing, with no failure between, before its failure is logged as over: a check that
+ * fails one probe in two (a store answering either side of its bound) stays one failure, reminded once a minute,
+ * rather than two lines per probe.
+ */
+export const CHECK_SETTLE_MS = 60_000;
+
 export interface ReadinessLogger extends WorkerLogger {
   child(bindings: Record<string, unknown>): WorkerLogger;
 }
@@ -147,8 +154,8 @@ export interface ReadinessLogger extends WorkerLogger {
  * otherwise.
  *
  * Load balancers probe, and Prometheus scrapes, every few seconds: the error behind a failing check is logged
- * when it starts failing, as a reminder at most once a minute while it keeps failing, and once when it passes
- * again, not per probe.
+ * when it starts failing, as a reminder at most once a minute while it keeps failing, and once when it has passed
+ * again for CHECK_SETTLE_MS, not per probe.
  */
 export class Readiness {
   private readonly failureLogs = new Map<string, RepeatedFailureLog>();
@@ -170,7 +177,7 @@ export class Readiness {
           failed: 'dependency check failed',
           stillFailing: 'dependency check still fails',
           recovered: 'dependency check passes again',
-        }),
+        }, { settleMs: CHECK_SETTLE_MS }),
       );
     }
   }

@@ -8,7 +8,7 @@ import { generateApiKey } from '../../src/domain/keys.js';
 import { systemClock } from '../../src/domain/ports.js';
 import type { JobErrorCode } from '../../src/domain/types.js';
 import { GatewayMetrics } from '../../src/http/metrics.js';
-import { CHECK_TIMEOUT_MS, STORE_DOWN_AFTER_MS } from '../../src/readiness.js';
+import { CHECK_SETTLE_MS, CHECK_TIMEOUT_MS, STORE_DOWN_AFTER_MS } from '../../src/readiness.js';
 import { ManualClock } from '../support/clock.js';
 import { startFakeBraze } from '../support/fake-braze.js';
 import {
@@ -150,11 +150,23 @@ describe('GET /healthz and GET /readyz', () => {
       expect(logged()).toHaveLength(2);
       expect(logged()[1]).toMatchObject({ level: 40, dependency: 'store', msg: 'dependency check still fails', failures: 5, since, cause });
 
+      // Failing one probe in two is still one failure: no line for each pass and the failure after it.
+      for (let i = 0; i < 6; i += 1) {
+        failing = i % 2 === 1;
+        clock.advance(5_000);
+        await probe();
+      }
+      expect(logged()).toHaveLength(2);
+
       failing = false;
       expect(await probe()).toBe(200);
+      clock.advance(CHECK_SETTLE_MS - 1);
+      expect(await probe()).toBe(200);
+      expect(logged()).toHaveLength(2);
+      clock.advance(1);
       expect(await probe()).toBe(200);
       expect(logged()).toHaveLength(3);
-      expect(logged()[2]).toMatchObject({ level: 30, dependency: 'store', msg: 'dependency check passes again', failures: 5, since });
+      expect(logged()[2]).toMatchObject({ level: 30, dependency: 'store', msg: 'dependency check passes again', failures: 8, since });
     } finally {
       await gateway.close();
     }
