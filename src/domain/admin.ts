@@ -37,9 +37,20 @@ const ALIKE_SCRIPTS = [
 /** The scripts of ALIKE_SCRIPTS a name has letters of, in that order. */
 const alikeScripts = (name: string): string[] => ALIKE_SCRIPTS.filter(([, letters]) => letters.test(name)).map(([script]) => script);
 
+/**
+ * U+FFFD, what a byte that is not UTF-8 becomes when an argument is decoded (a Latin-1 `é` typed under LC_ALL=C):
+ * kept, the name or reason would say something other than what was typed, for good.
+ */
+function refuseReplaced(what: string, text: string): void {
+  if (text.includes('\uFFFD')) {
+    throw new GatewayError('BAD_USER_INPUT', `${what} holds U+FFFD, which an argument that was not UTF-8 becomes: give it in UTF-8 (check LANG or LC_ALL)`);
+  }
+}
+
 function requireName(what: string, raw: string): string {
   const name = raw.trim();
   if (!name) throw new GatewayError('BAD_USER_INPUT', `A ${what} needs a name`);
+  refuseReplaced(`A ${what} name`, name);
   if (characters(name) > NAME_LENGTH || !isReadableLine(name)) {
     throw new GatewayError('BAD_USER_INPUT', `A ${what} name is 1 to ${NAME_LENGTH} printable characters`);
   }
@@ -70,6 +81,7 @@ function parseOperatorText(what: 'reason' | 'operator', max: number, raw: string
   if (raw === undefined) return undefined;
   const text = raw.trim();
   const article = what === 'operator' ? 'An' : 'A';
+  refuseReplaced(`${article} ${what}`, text);
   if (!text || characters(text) > max || !isReadableLine(text)) {
     throw new GatewayError('BAD_USER_INPUT', `${article} ${what} is 1 to ${max} printable characters on one line`);
   }
@@ -134,7 +146,8 @@ export class AdminService {
     // is still refused by the store's unique name. Rare enough for an operator's command not to take a lock.
     const key = lookalikeKey(trimmed);
     const existing = (await this.store.listWorkspaces()).find((workspace) => lookalikeKey(workspace.name) === key);
-    if (existing?.name === trimmed) throw new GatewayError('BAD_USER_INPUT', `Workspace ${quoted(trimmed)} already exists`);
+    const taken = () => new GatewayError('ALREADY_EXISTS', `Workspace ${quoted(trimmed)} already exists`);
+    if (existing?.name === trimmed) throw taken();
     if (existing) {
       throw new GatewayError(
         'BAD_USER_INPUT',
@@ -142,7 +155,8 @@ export class AdminService {
       );
     }
     const workspace = { id: newId(), name: trimmed, createdAt: this.clock.now() };
-    await this.store.createWorkspace(workspace);
+    // Made since the look above, by a command run at the same moment.
+    if (!(await this.store.createWorkspace(workspace))) throw taken();
     return workspace;
   }
 
@@ -204,7 +218,11 @@ export class AdminService {
     const now = this.clock.now();
     if (input.expiresAt && input.expiresAt <= now) throw new GatewayError('BAD_USER_INPUT', 'The expiry must be in the future');
     let allowedCidrs: string[] | null = null;
-    if (input.allowedCidrs && input.allowedCidrs.length > 0) {
+    // No allowlist is null: an empty one, from an empty variable, would open the key to every address.
+    if (input.allowedCidrs?.length === 0) {
+      throw new GatewayError('BAD_USER_INPUT', 'An IP allowlist needs at least one address or range: leave it out to allow any address');
+    }
+    if (input.allowedCidrs) {
       try {
         allowedCidrs = parseAllowlist(input.allowedCidrs);
       } catch (error) {
@@ -228,7 +246,7 @@ export class AdminService {
       expiresAt: input.expiresAt ?? null,
       revokedAt: null,
     };
-    await this.store.insertApiKey(
+    const inserted = await this.store.insertApiKey(
       record,
       keyEvent(record, 'API_KEY_CREATED', now, {
         permissions: record.permissions,
@@ -236,6 +254,8 @@ export class AdminService {
         allowedCidrs: record.allowedCidrs,
       }, said),
     );
+    // Deleted since it was found, by a command run at the same moment.
+    if (!inserted) throw new GatewayError('NOT_FOUND', `No workspace ${quoted(input.workspace)}`);
     return { key, record };
   }
 

@@ -142,7 +142,8 @@ export interface GatewayStore {
   writesWaiting?(): number;
   close(): Promise<void>;
 
-  createWorkspace(workspace: Workspace): Promise<void>;
+  /** False, writing nothing, when a workspace has the name already (made since the caller looked). */
+  createWorkspace(workspace: Workspace): Promise<boolean>;
   findWorkspace(idOrName: string): Promise<Workspace | null>;
   listWorkspaces(): Promise<Workspace[]>;
   /** Whether there is any workspace: one row read, however many there are. */
@@ -172,7 +173,8 @@ export interface GatewayStore {
    */
   countRows(table: ExportTable): Promise<RowCount>;
 
-  insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<void>;
+  /** False, writing nothing, when the key's workspace does not exist (deleted since the caller found it). */
+  insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<boolean>;
   findApiKeyByHash(hash: string): Promise<ApiKeyRecord | null>;
   findApiKey(id: string): Promise<ApiKeyRecord | null>;
   listApiKeys(workspaceId?: string): Promise<ApiKeyRecord[]>;

@@ -402,12 +402,12 @@ describe('SQLite store specifics', () => {
         const { thread, exited } = killThread(writer);
         // Sent after the message that kills the thread: never run, and failed rather than left waiting.
         const sent = writer.call('createWorkspace', { ...workspaceFixture(), id: 'sent-before-death' });
-        let unsent: Promise<void> | undefined;
+        let unsent: Promise<boolean> | undefined;
         // Made while the thread's death is being handled, before any new thread exists.
         thread.prependOnceListener('exit', () => (unsent = writer.call('createWorkspace', { ...workspaceFixture(), id: 'unsent' })));
         await expect(sent).rejects.toThrow(/The SQLite writer stopped/);
         await exited;
-        await expect(unsent).resolves.toBeUndefined();
+        await expect(unsent).resolves.toBe(true);
         await writer.call('createWorkspace', { ...workspaceFixture(), id: 'after-death' });
         expect(restarts).toHaveLength(1);
         expect(workspaceRow('sent-before-death')).toBeUndefined();

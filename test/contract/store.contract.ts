@@ -43,10 +43,23 @@ export function storeContract(name: string, harness: StoreHarness): void {
       await harness.destroy(store);
     });
 
-    it('refuses a second workspace of the same name, even when two creations race past the admin check', async () => {
+    it('refuses a second workspace of the same name, even when two creations race past the admin check, answering false', async () => {
       const [first] = await store.listWorkspaces();
-      await expect(store.createWorkspace({ ...workspaceFixture(), name: first.name })).rejects.toThrow();
+      // An answer, not the driver's unique violation: the admin service words it as it words the name it finds taken.
+      await expect(store.createWorkspace({ ...workspaceFixture(), name: first.name })).resolves.toBe(false);
       expect((await store.listWorkspaces()).filter((workspace) => workspace.name === first.name)).toHaveLength(1);
+      await expect(store.createWorkspace(workspaceFixture())).resolves.toBe(true);
+    });
+
+    it('answers false to a key of a workspace deleted since it was found, writing neither the key nor its event', async () => {
+      const gone = workspaceFixture();
+      await store.createWorkspace(gone);
+      await store.deleteWorkspace(gone.id, new Date());
+      const key = apiKeyFixture(gone.id);
+      await expect(store.insertApiKey(key, eventFixture(gone.id, { type: 'API_KEY_CREATED', apiKeyId: key.id }))).resolves.toBe(false);
+      expect(Object.values(await harness.rowsNaming(store, [gone.id, key.id])).every((rows) => rows === 0)).toBe(true);
+      const kept = apiKeyFixture(ws);
+      await expect(store.insertApiKey(kept, eventFixture(ws, { type: 'API_KEY_CREATED', apiKeyId: kept.id }))).resolves.toBe(true);
     });
 
     it('migrates idempotently and answers pings', async () => {

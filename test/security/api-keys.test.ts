@@ -196,6 +196,14 @@ describe('API keys', () => {
       expect(denied[1]).toMatchObject({ ip: '127.0.0.1', details: { reason: 'ip_not_allowed' } });
       expect(denied.map((event) => event.ip)).toContain('2001:db9::1');
     });
+
+    it('refuses an empty allowlist rather than open the key to every address', async () => {
+      const before = (await gw.app.admin.listKeys(ws.workspace)).length;
+      await expect(
+        gw.app.admin.createKey({ workspace: ws.workspace.id, name: 'empty list', permissions: ['campaigns.duplicate'], allowedCidrs: [] }),
+      ).rejects.toMatchObject({ code: 'BAD_USER_INPUT', message: 'An IP allowlist needs at least one address or range: leave it out to allow any address' });
+      expect(await gw.app.admin.listKeys(ws.workspace)).toHaveLength(before);
+    });
   });
 
   /**

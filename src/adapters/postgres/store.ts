@@ -373,12 +373,14 @@ export class PostgresStore implements GatewayStore {
     await this.pool.end();
   }
 
-  async createWorkspace(workspace: Workspace): Promise<void> {
-    await this.db.query('INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, $3)', [
+  async createWorkspace(workspace: Workspace): Promise<boolean> {
+    // Not a unique violation: another process may have made the name since the caller looked.
+    const result = await this.db.query('INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING', [
       workspace.id,
       workspace.name,
       workspace.createdAt,
     ]);
+    return result.rowCount === 1;
   }
 
   async findWorkspace(idOrName: string): Promise<Workspace | null> {
@@ -432,10 +434,15 @@ export class PostgresStore implements GatewayStore {
     });
   }
 
-  async insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<void> {
-    await transaction(this.pool, async (client) => {
+  async insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<boolean> {
+    return transaction(this.pool, async (client) => {
+      // Not a foreign key violation: another process may have deleted the workspace since the caller found it. The
+      // share lock holds off a deletion until this commits.
+      const workspace = await client.query('SELECT 1 FROM workspaces WHERE id = $1 FOR KEY SHARE', [key.workspaceId]);
+      if (workspace.rowCount === 0) return false;
       await this.insert(client, 'api_keys', apiKeyToRow(key, PG));
       await this.insertEventWith(client, event);
+      return true;
     });
   }
 

@@ -305,8 +305,8 @@ export class SqliteStore implements GatewayStore {
     }
   }
 
-  async createWorkspace(workspace: Workspace): Promise<void> {
-    await this.write('createWorkspace', workspace);
+  async createWorkspace(workspace: Workspace): Promise<boolean> {
+    return this.write('createWorkspace', workspace);
   }
 
   async findWorkspace(idOrName: string): Promise<Workspace | null> {
@@ -346,8 +346,8 @@ export class SqliteStore implements GatewayStore {
     return { ofWorkspaces: Number(row.of_workspaces), orphaned: Number(row.orphaned) };
   }
 
-  async insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<void> {
-    await this.keyWrite(() => this.write('insertApiKey', key, event));
+  async insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<boolean> {
+    return this.keyWrite(() => this.write('insertApiKey', key, event));
   }
 
   async findApiKeyByHash(hash: string): Promise<ApiKeyRecord | null> {

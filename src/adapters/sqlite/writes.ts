@@ -103,8 +103,12 @@ export class SqliteWrites {
     this.db.pragma(`max_page_count = ${pages}`);
   }
 
-  createWorkspace(workspace: Workspace): void {
-    this.sql.get('INSERT INTO workspaces (id, name, created_at) VALUES (?, ?, ?)').run(workspace.id, workspace.name, workspace.createdAt.getTime());
+  createWorkspace(workspace: Workspace): boolean {
+    // Not a constraint error: another process may have made the name since the caller looked.
+    const result = this.sql
+      .get('INSERT INTO workspaces (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING')
+      .run(workspace.id, workspace.name, workspace.createdAt.getTime());
+    return result.changes === 1;
   }
 
   /**
@@ -133,9 +137,12 @@ export class SqliteWrites {
     for (const row of rows) statement.run(...Object.values(row));
   }
 
-  insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): void {
+  insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): boolean {
+    // Not a foreign key error: another process may have deleted the workspace since the caller found it.
+    if (!this.sql.get('SELECT 1 FROM workspaces WHERE id = ?').get(key.workspaceId)) return false;
     this.insert('api_keys', apiKeyToRow(key, SQLITE));
     this.insertEvent(event);
+    return true;
   }
 
   revokeApiKey(id: string, at: Date, event: NewSecurityEvent): boolean {
