@@ -1,12 +1,14 @@
 import { once } from 'node:events';
 import { isIP } from 'node:net';
-import { createWriteStream, existsSync, rmSync, statSync } from 'node:fs';
+import { closeSync, createWriteStream, existsSync, fsyncSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { createNewFile } from '../adapters/new-file.js';
+import { asOutage as postgresOutage } from '../adapters/postgres/outage.js';
+import { asOutage as sqliteOutage } from '../adapters/sqlite/outage.js';
 import { backupStore, createAuthFailureLimiter, createLimiterBackend, createStore, sqliteFilename, type StoreOptions } from '../app.js';
 import { ConfigError, loadConfig, type Config } from '../config.js';
-import { AdminService, NAME_LENGTH, OPERATOR_LENGTH, REASON_LENGTH, type KeyChangeOptions } from '../domain/admin.js';
-import { isGatewayError } from '../domain/errors.js';
+import { AdminService, NAME_LENGTH, OPERATOR_LENGTH, REASON_LENGTH, type CreatedKey, type KeyChangeOptions } from '../domain/admin.js';
+import { ERROR_CODES, GatewayError, isGatewayError, isUnavailable, unavailableCause } from '../domain/errors.js';
 import { clientNetwork } from '../domain/ip-allowlist.js';
 import { PERMISSIONS } from '../domain/permissions.js';
 import { EXPORT_TABLES, systemClock, type Clock, type GatewayStore } from '../domain/ports.js';
@@ -18,21 +20,27 @@ export interface CliIo {
   env: Record<string, string | undefined>;
   stdout: (text: string) => void;
   stderr: (text: string) => void;
-  /** Resolves once what was written to stdout has gone out (a pipe that reads slowly holds it up): absent, at once. */
-  stdoutDrained?: () => Promise<void>;
+  /**
+   * Resolves once what was written to stdout has gone out (a pipe that reads slowly holds it up), rejects if any of
+   * it could not be written (a full disk, a closed pipe): absent, at once.
+   */
+  stdoutWritten?: () => Promise<void>;
   clock?: Clock;
   /** The schema's migrations in place of this version's (see StoreOptions): tests of a CLI newer than its store. */
   migrations?: StoreOptions['migrations'];
 }
 
-/** 0: done; 1: the operation failed (unknown key, invalid value, store unreachable); 2: the command line is wrong. */
-export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
+/**
+ * 0: done; 1: the operation failed (unknown key, invalid value, store unreachable); 2: the command line is wrong;
+ * 3: done, but its output was lost (a new key's secret among it): what was done is said on stderr.
+ */
+export const EXIT = { ok: 0, failed: 1, usage: 2, outputLost: 3 } as const;
 
 /** How many jobs `jobs list` shows unless --limit says otherwise, and how many it reads at a time. */
 const JOBS_LIMIT = 100;
 const JOBS_PAGE = 500;
 
-export const USAGE = `Usage: npm run cli -- <command> [options]
+export const USAGE = `Usage: npm run -s cli -- <command> [options]   (-s: npm's own lines would go to stdout)
        node dist/cli/main.js <command> [options]   (a built gateway, as in a container image)
 
 Commands:
@@ -44,10 +52,11 @@ Commands:
                         every row of the workspace as JSON Lines, to a new file only you may read, or to stdout
   keys create --workspace <id or name> --name <name> --permissions <p1,p2,...>
               [--expires-in <30d|12h|15m> | --expires-at <ISO 8601 time>] [--allow-ip <ip or CIDR,...>]
-              [--reason <text>] [--operator <label>]
+              [--key-file <new file>] [--reason <text>] [--operator <label>]
   keys list [--workspace <id or name>]
   keys revoke <key id> [--reason <text>] [--operator <label>]
-  keys rotate <key id> [--overlap <0|1h|7d|...>] [--reason <text>] [--operator <label>]
+  keys rotate <key id> [--overlap <0|1h|7d|...>] [--key-file <new file>] [--reason <text>] [--operator <label>]
+                        --key-file: the new secret goes into a new file only you may read, not to stdout
   clients unblock <address>
                         lift the block of a client that failed to authenticate too often (Redis or PostgreSQL limits)
   store backup <file>   copy the embedded store as it is while the gateway runs (PostgreSQL: use pg_dump)
@@ -62,9 +71,11 @@ Commands:
                         for good: after a restore, those the upstream already has (see "After a restore")
 
 Options:
-  --json    print JSON instead of text
+  --json    print JSON instead of text; errors as {"error":{"code":"…","message":"…"}} on stderr
   --help    show this help
+  --version show this version
 
+Times (--expires-at, --since) are ISO 8601 with Z or an offset: 2027-01-31T00:00:00Z, 2027-01-31T09:00:00+09:00.
 Permissions: ${PERMISSIONS.join(', ')}
 Workspace and key names are 1 to ${NAME_LENGTH} characters on one line, without invisible characters (a zero-width
 space) or letters of two of Latin, Cyrillic and Greek (Аcme with a Cyrillic А); a workspace name that differs from another's only in case, accents or width (Acme, ACME, Acmé, Ａcme) is refused.
@@ -72,12 +83,15 @@ Key events record --reason (up to ${REASON_LENGTH} characters) and --operator, w
 characters; default: GATEWAY_OPERATOR), each one line and never a key, for the workspace's customers to read.
 Uses the same configuration as the gateway (DATA_DIR, DATABASE_URL; REDIS_URL for clients unblock). Never upgrades a store: on one an older
 version left, every command but 'store backup' refuses until this version's gateway has started on it.
-Exit codes: 0 done, 1 the operation failed, 2 the command line is wrong.`;
+Exit codes: 0 done, 1 the operation failed, 2 the command line is wrong, 3 done but its output was lost (stderr says
+what was done: a key whose secret was lost is to be revoked).`;
 
 /** The command line is wrong: an unknown command or option, a missing argument (exit 2). */
 class UsageError extends Error {}
 /** A known option has a value it cannot take (exit 1, as a value the store refuses). */
 class InvalidValue extends Error {}
+/** The command did what it was asked, but what it had to print could not be written (exit 3). */
+class OutputLost extends Error {}
 
 const DURATION = /^(\d+)([smhdw])$/;
 const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3600_000, d: 86_400_000, w: 7 * 86_400_000 };
@@ -90,10 +104,30 @@ export function parseDuration(option: string, text: string): number {
   return Number(match[1]) * UNIT_MS[match[2]];
 }
 
+const INSTANT = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,3})?)?(?:Z|[+-](\d{2}):(\d{2}))$/;
+
+/**
+ * An ISO 8601 time with its offset: one without would be read in the runner's time zone, which a CI machine and
+ * an operator's laptop do not share. A date or time that does not exist (February 30th, 24:00) is refused, not
+ * rolled over into the next month.
+ */
 function parseInstant(option: string, text: string): Date {
+  const match = INSTANT.exec(text);
   const value = new Date(text);
-  if (!/^\d{4}-\d{2}-\d{2}/.test(text) || Number.isNaN(value.getTime())) {
-    throw new InvalidValue(`--${option} must be an ISO 8601 time like 2027-01-31T00:00:00Z, got '${text}'`);
+  const [year, month, day, hour, minute, second, offsetHours, offsetMinutes] = (match ?? []).slice(1).map((part) => part ?? '0');
+  const calendar = new Date(Date.UTC(Number(year), Number(month) - 1, Number(day)));
+  const exists =
+    match !== null &&
+    calendar.getUTCFullYear() === Number(year) &&
+    calendar.getUTCMonth() === Number(month) - 1 &&
+    calendar.getUTCDate() === Number(day) &&
+    Number(hour) < 24 &&
+    Number(minute) < 60 &&
+    Number(second) < 60 &&
+    Number(offsetHours) < 24 &&
+    Number(offsetMinutes) < 60;
+  if (!exists || Number.isNaN(value.getTime())) {
+    throw new InvalidValue(`--${option} must be an ISO 8601 time with Z or an offset, like 2027-01-31T00:00:00Z, got '${text}'`);
   }
   return value;
 }
@@ -184,10 +218,64 @@ const keyJson = (key: ApiKeyRecord, workspaces: Map<string, Workspace>, now: Dat
   previousSecretValidUntil: key.previousHash ? (key.previousHashExpiresAt?.toISOString() ?? null) : null,
 });
 
+/** This version, as package.json gives it: two directories up from this file, in src/cli and in dist/cli alike. */
+const version = (): string => JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version;
+
+/**
+ * Creates or rotates a key (`change`), with --key-file its secret going into a new file (createNewFile) made before
+ * the change, so that a path that cannot be one changes nothing. Once the key is changed, a secret that could not be
+ * written, to the file or later to stdout, leaves a key no one has: exit 3, saying to revoke it.
+ */
+async function changeKey<T extends CreatedKey>(
+  { values, changed }: CommandContext,
+  verb: 'created' | 'rotated',
+  change: () => Promise<T>,
+): Promise<T & { keyFile: string | undefined }> {
+  const keyFile = values['key-file'] as string | undefined;
+  const fd = keyFile === undefined ? undefined : createNewFile(keyFile, '--key-file', verb);
+  let changedKey: T;
+  try {
+    changedKey = await change();
+  } catch (error) {
+    if (fd !== undefined) {
+      closeSync(fd);
+      rmSync(keyFile!, { force: true });
+    }
+    throw error;
+  }
+  const { id } = changedKey.record;
+  const lost = (why: string) => `key ${id} was ${verb} but its ${verb === 'rotated' ? 'new ' : ''}secret could not be written (${why}): revoke it (keys revoke ${id})`;
+  changed(lost);
+  if (fd !== undefined) {
+    try {
+      writeSync(fd, `${changedKey.key}\n`);
+      fsyncSync(fd);
+    } catch (error) {
+      rmSync(keyFile!, { force: true });
+      throw new OutputLost(lost(`${keyFile}: ${error instanceof Error ? error.message : String(error)}`));
+    } finally {
+      closeSync(fd);
+    }
+  }
+  return { ...changedKey, keyFile };
+}
+
+/** Where a new secret is: in the output, or in the --key-file named. */
+const secretLines = (key: string, keyFile: string | undefined, what: string): string[] =>
+  keyFile === undefined
+    ? [`${what} is shown only once; store it now:`, '', `  ${key}`]
+    : [`${what} is in ${keyFile}, which only you may read: it is not shown anywhere else.`];
+
+const secretJson = (key: string, keyFile: string | undefined) => (keyFile === undefined ? { key } : { keyFile });
+
 /** Runs one CLI command against the configured store. Never throws: errors become one line and an exit code. */
 export async function runCli(argv: string[], io: CliIo): Promise<number> {
   const clock = io.clock ?? systemClock;
-  const [group, action, ...rest] = argv;
+  // --json before the command is --json after it: `cli --json keys list` is how some scripts put it.
+  const leading = argv.findIndex((word) => word !== '--json');
+  const words = leading <= 0 ? argv : [...argv.slice(leading), ...argv.slice(0, leading)];
+  const [group, action, ...rest] = leading === -1 ? [] : words;
+  const json = argv.includes('--json');
   const isHelp = (word: string | undefined) => word === 'help' || word === '--help' || word === '-h';
   // `keys --help` asks for help as much as `--help` does.
   if (group === undefined || isHelp(group) || isHelp(action)) {
@@ -195,21 +283,31 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     return group === undefined ? EXIT.usage : EXIT.ok;
   }
   let store: GatewayStore | undefined;
+  // What was done, for the line that says so if the output is then lost; unset until the command changed something.
+  let done: ((why: string) => string) | undefined;
   try {
-    const command = `${group} ${action ?? ''}`.trim();
+    if (group === '--version') {
+      io.stdout(`${json ? JSON.stringify({ version: version() }) : version()}\n`);
+      await written(io, undefined);
+      return EXIT.ok;
+    }
+    // Only the words of the command: an option after one word is not part of its name.
+    const command = [group, action].filter((word) => word !== undefined && !word.startsWith('-')).join(' ');
     const spec = COMMANDS[command];
-    if (!spec) throw new UsageError(`unknown command '${command}'`);
+    if (!spec) throw new UsageError(`unknown command '${command || group}'`);
     const { values, positionals } = parse(rest, spec.options, spec.positionals);
     if (values.help) {
       io.stdout(`${USAGE}\n`);
       return EXIT.ok;
     }
+    // Before the store is opened: a wrong command line is exit 2 whether or not the store can be reached.
+    spec.check?.(values, positionals);
     const config = loadConfig(io.env);
     const filename = sqliteFilename(config);
     const newStore = filename !== null && !existsSync(filename);
     // A mistyped DATA_DIR would otherwise get a store of its own, whose keys the gateway never sees.
     if (newStore && !spec.mayCreateStore) {
-      throw new Error(`there is no store at ${filename}: check DATA_DIR, or start the gateway (or run 'workspaces create') to make one`);
+      throw new GatewayError('NOT_FOUND', `there is no store at ${filename}: check DATA_DIR, or start the gateway (or run 'workspaces create') to make one`);
     }
     const print = (text: string | (() => string), json: unknown) =>
       io.stdout(`${values.json ? JSON.stringify(json, null, 2) : typeof text === 'function' ? text() : text}\n`);
@@ -218,28 +316,81 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       // An empty variable is one unset, as a shell's `GATEWAY_OPERATOR= npm run cli …` means it.
       operator: (values.operator as string | undefined) ?? (io.env.GATEWAY_OPERATOR || undefined),
     };
-    const context = { values, positionals, print, now: clock.now(), config, said, io };
+    const changed = (what: (why: string) => string) => {
+      done = what;
+    };
+    const context = { values, positionals, print, now: clock.now(), config, said, io, changed };
     if (spec.run) {
       // Upgrading a store is its gateway's: an older one may still be running on it, and the README has a
       // backup taken first, which must restore under that older version.
-      store = await createStore(config, { olderSchema: 'refuse', migrations: io.migrations });
+      store = await createStore(config, { olderSchema: 'refuse', migrations: io.migrations }).catch((error: unknown) => {
+        throw storeUnavailable(error) ?? error;
+      });
       await spec.run({ ...context, admin: new AdminService(store, clock), store });
     } else {
       await spec.runWithoutStore(context);
     }
-    if (newStore && !values.json) io.stdout(`(A new store was made at ${filename}.)\n`);
+    // Whatever the output: a script reading JSON on stdout still learns that it made a store.
+    if (newStore) io.stderr(`(A new store was made at ${filename}.)\n`);
+    await written(io, done);
     return EXIT.ok;
   } catch (error) {
-    if (error instanceof UsageError) {
-      io.stderr(`campaign-gateway: ${error.message} (see --help)\n`);
-      return EXIT.usage;
-    }
-    const message = isGatewayError(error) || error instanceof ConfigError || error instanceof Error ? error.message : String(error);
-    io.stderr(`campaign-gateway: ${message}\n`);
-    return EXIT.failed;
+    const { exit, code, message } = failure(error);
+    if (json) io.stderr(`${JSON.stringify({ error: { code, message } })}\n`);
+    else io.stderr(`campaign-gateway: ${message}${exit === EXIT.usage ? ' (see --help)' : ''}\n`);
+    return exit;
   } finally {
     await store?.close();
   }
+}
+
+/**
+ * Waits for stdout to take what the command printed. If it could not (a full disk, a reader that went away), a
+ * command that changed something says what it did on stderr (exit 3): run again, it would do it twice.
+ */
+async function written(io: CliIo, done: ((why: string) => string) | undefined): Promise<void> {
+  try {
+    await io.stdoutWritten?.();
+  } catch (error) {
+    const why = error instanceof Error ? error.message : String(error);
+    if (done) throw new OutputLost(done(why));
+    throw new Error(`the output could not be written (${why})`);
+  }
+}
+
+/** The store's own refusal to open as UNAVAILABLE when it is busy or cannot be reached; undefined for any other. */
+function storeUnavailable(error: unknown): GatewayError | undefined {
+  const cause = error instanceof Error && error.cause !== undefined ? error.cause : error;
+  if (!isUnavailable(sqliteOutage(error)) && !isUnavailable(postgresOutage(cause))) return undefined;
+  return new GatewayError('UNAVAILABLE', unavailableMessage(error), { cause: error });
+}
+
+const BUSY = /^SQLITE_BUSY/;
+
+/** Why the store is unavailable, in words for an operator, never the driver's alone ("database is locked"). */
+function unavailableMessage(error: unknown): string {
+  const code = ((unavailableCause(error) ?? error) as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && BUSY.test(code)) {
+    return `the store is busy: another process has held it locked for longer than 5 s (${code}); nothing was changed, try again`;
+  }
+  // The store's own words on opening: "could not connect to the PostgreSQL database in DATABASE_URL: …".
+  if (!isGatewayError(error) && error instanceof Error) return error.message;
+  return `the store cannot be reached (${describeFailure(error)}); try again`;
+}
+
+/** The exit code, the code a script reads under --json, and the line a person reads. */
+function failure(error: unknown): { exit: number; code: string; message: string } {
+  if (error instanceof UsageError) return { exit: EXIT.usage, code: 'USAGE', message: error.message };
+  if (error instanceof OutputLost) return { exit: EXIT.outputLost, code: 'OUTPUT_LOST', message: error.message };
+  if (error instanceof InvalidValue) return { exit: EXIT.failed, code: 'BAD_USER_INPUT', message: error.message };
+  if (error instanceof ConfigError) return { exit: EXIT.failed, code: 'CONFIGURATION', message: error.message };
+  if (isUnavailable(error)) {
+    // The gateway's words when it has its own (storeUnavailable), else words for the cause.
+    const message = error.message !== ERROR_CODES.UNAVAILABLE.message ? error.message : unavailableMessage(error);
+    return { exit: EXIT.failed, code: 'UNAVAILABLE', message };
+  }
+  if (isGatewayError(error)) return { exit: EXIT.failed, code: error.code, message: error.message };
+  return { exit: EXIT.failed, code: 'FAILED', message: error instanceof Error ? error.message : String(error) };
 }
 
 interface CommandContext {
@@ -252,6 +403,8 @@ interface CommandContext {
   /** --reason and --operator (or GATEWAY_OPERATOR), for the key commands that take them. */
   said: KeyChangeOptions;
   io: CliIo;
+  /** Says, once the change is made, what was done, in the words stderr gives it should the output then be lost. */
+  changed: (what: (why: string) => string) => void;
 }
 
 interface CommandOptions {
@@ -259,6 +412,8 @@ interface CommandOptions {
   positionals: Positionals;
   /** Whether the command may start a deployment: the others refuse to work on a store that does not exist yet. */
   mayCreateStore?: boolean;
+  /** Refuses a command line the command cannot run, before the store is opened (UsageError, InvalidValue). */
+  check?(values: Record<string, string | boolean | undefined>, positionals: string[]): void;
 }
 
 /** A command works on the store opened at this version's schema, or on the configured store as it is, unopened. */
@@ -273,8 +428,9 @@ const COMMANDS: Record<string, Command> = {
     options: {},
     positionals: 1,
     mayCreateStore: true,
-    async run({ admin, positionals, print }) {
+    async run({ admin, positionals, print, changed }) {
       const workspace = await admin.createWorkspace(positionals[0]);
+      changed((why) => `workspace '${workspace.name}' was created (id ${workspace.id}) but the output could not be written (${why})`);
       print(`Created workspace "${workspace.name}" (id ${workspace.id}).`, {
         id: workspace.id,
         name: workspace.name,
@@ -291,7 +447,7 @@ const COMMANDS: Record<string, Command> = {
       print(
         () =>
           workspaces.length === 0
-            ? 'No workspaces yet: npm run cli -- workspaces create <name>'
+            ? 'No workspaces yet: npm run -s cli -- workspaces create <name>'
             : table([['ID', 'NAME', 'CREATED'], ...workspaces.map((w) => [w.id, w.name, iso(w.createdAt)])]),
         workspaces.map((w) => ({ id: w.id, name: w.name, createdAt: w.createdAt.toISOString() })),
       );
@@ -301,9 +457,12 @@ const COMMANDS: Record<string, Command> = {
   'workspaces delete': {
     options: { confirm: { type: 'string' } },
     positionals: 1,
-    async run({ admin, values, positionals, print }) {
+    check(values) {
       if (typeof values.confirm !== 'string') throw new UsageError("--confirm <the workspace's name> is required");
-      const { workspace, rows } = await admin.deleteWorkspace(positionals[0], values.confirm);
+    },
+    async run({ admin, values, positionals, print, changed }) {
+      const { workspace, rows } = await admin.deleteWorkspace(positionals[0], values.confirm as string);
+      changed((why) => `workspace '${workspace.name}' (id ${workspace.id}) was deleted but the output could not be written (${why})`);
       print(
         () =>
           [
@@ -361,16 +520,24 @@ const COMMANDS: Record<string, Command> = {
       'expires-in': { type: 'string' },
       'expires-at': { type: 'string' },
       'allow-ip': { type: 'string' },
+      'key-file': { type: 'string' },
       ...SAID,
     },
     positionals: 0,
-    async run({ admin, values, print, now, said }) {
+    check(values) {
       for (const required of ['workspace', 'name', 'permissions']) {
         if (typeof values[required] !== 'string') throw new UsageError(`--${required} is required`);
       }
       if (values['expires-in'] !== undefined && values['expires-at'] !== undefined) {
         throw new UsageError('give --expires-in or --expires-at, not both');
       }
+      // An empty templated variable must not open a key to every address.
+      if (values['allow-ip'] !== undefined && list(values['allow-ip'] as string).length === 0) {
+        throw new InvalidValue('--allow-ip has no address: leave the option out to allow any address');
+      }
+    },
+    async run(context) {
+      const { admin, values, now, said } = context;
       let expiresAt: Date | null = null;
       if (typeof values['expires-in'] === 'string') {
         const ms = parseDuration('expires-in', values['expires-in']);
@@ -378,27 +545,27 @@ const COMMANDS: Record<string, Command> = {
         expiresAt = new Date(now.getTime() + ms);
       }
       if (typeof values['expires-at'] === 'string') expiresAt = parseInstant('expires-at', values['expires-at']);
-      const { key, record } = await admin.createKey({
-        workspace: values.workspace as string,
-        name: values.name as string,
-        permissions: list(values.permissions as string),
-        expiresAt,
-        allowedCidrs: values['allow-ip'] === undefined ? null : list(values['allow-ip'] as string),
-        ...said,
-      });
+      const { key, record, keyFile } = await changeKey(context, 'created', () =>
+        admin.createKey({
+          workspace: values.workspace as string,
+          name: values.name as string,
+          permissions: list(values.permissions as string),
+          expiresAt,
+          allowedCidrs: values['allow-ip'] === undefined ? null : list(values['allow-ip'] as string),
+          ...said,
+        }),
+      );
       const workspace = await admin.requireWorkspace(record.workspaceId);
-      print(
+      context.print(
         [
           `Created key "${record.name}" (id ${record.id}) in workspace "${workspace.name}".`,
           `Permissions: ${record.permissions.join(', ')}`,
           `Expires:     ${record.expiresAt ? record.expiresAt.toISOString() : 'never'}`,
           `Allowed IPs: ${record.allowedCidrs ? record.allowedCidrs.join(', ') : 'any'}`,
           '',
-          'This key is shown only once; store it now:',
-          '',
-          `  ${key}`,
+          ...secretLines(key, keyFile, 'This key'),
         ].join('\n'),
-        { key, ...keyJson(record, new Map([[workspace.id, workspace]]), now) },
+        { ...secretJson(key, keyFile), ...keyJson(record, new Map([[workspace.id, workspace]]), now) },
       );
     },
   },
@@ -438,8 +605,9 @@ const COMMANDS: Record<string, Command> = {
   'keys revoke': {
     options: SAID,
     positionals: 1,
-    async run({ admin, positionals, print, now, said }) {
+    async run({ admin, positionals, print, now, said, changed }) {
       const { record, alreadyRevoked } = await admin.revokeKey(positionals[0], said);
+      changed((why) => `key ${record.id} is revoked but the output could not be written (${why})`);
       print(
         alreadyRevoked
           ? `Key "${record.name}" (id ${record.id}) was already revoked at ${iso(record.revokedAt)}.`
@@ -450,12 +618,16 @@ const COMMANDS: Record<string, Command> = {
   },
 
   'keys rotate': {
-    options: { overlap: { type: 'string' }, ...SAID },
+    options: { overlap: { type: 'string' }, 'key-file': { type: 'string' }, ...SAID },
     positionals: 1,
-    async run({ admin, values, positionals, print, said }) {
+    async run(context) {
+      const { admin, values, positionals, said, now } = context;
       const overlapMs = typeof values.overlap === 'string' ? parseDuration('overlap', values.overlap) : 0;
-      const { key, record, previousValidUntil, cutShortUntil } = await admin.rotateKey(positionals[0], overlapMs, said);
-      print(
+      const { key, record, keyFile, previousValidUntil, cutShortUntil } = await changeKey(context, 'rotated', () =>
+        admin.rotateKey(positionals[0], overlapMs, said),
+      );
+      const workspace = await admin.requireWorkspace(record.workspaceId);
+      context.print(
         [
           `Rotated key "${record.name}" (id ${record.id}).`,
           previousValidUntil
@@ -465,15 +637,11 @@ const COMMANDS: Record<string, Command> = {
             ? [`The secret replaced before it, which was to stay valid until ${cutShortUntil.toISOString()}, no longer works: a key keeps one earlier secret.`]
             : []),
           '',
-          'The new key is shown only once; store it now:',
-          '',
-          `  ${key}`,
+          ...secretLines(key, keyFile, 'The new key'),
         ].join('\n'),
         {
-          key,
-          id: record.id,
-          name: record.name,
-          prefix: record.prefix,
+          ...secretJson(key, keyFile),
+          ...keyJson(record, new Map([[workspace.id, workspace]]), now),
           previousSecretValidUntil: previousValidUntil?.toISOString() ?? null,
           earlierSecretWasValidUntil: cutShortUntil?.toISOString() ?? null,
         },
@@ -554,7 +722,7 @@ function jobCommands(): Record<string, Command> {
     'jobs list': {
       options: { workspace: { type: 'string' }, status: { type: 'string' }, since: { type: 'string' }, limit: { type: 'string' } },
       positionals: 0,
-      async run({ admin, values, print }) {
+      async run({ admin, values, print, io }) {
         const status = values.status as string | undefined;
         if (status !== undefined && !(JOB_STATUSES as readonly string[]).includes(status)) {
           throw new InvalidValue(`--status must be one of ${statuses}, got '${status}'`);
@@ -576,6 +744,10 @@ function jobCommands(): Record<string, Command> {
           const page = await admin.listJobs(filter, wanted, jobs.at(-1)?.id ?? null);
           jobs.push(...page);
           if (page.length < wanted || jobs.length === limit) break;
+        }
+        // On stderr, so that a script reading stdout gets the jobs alone, yet a person sees the list is cut.
+        if (jobs.length === limit && (await admin.listJobs(filter, 1, jobs.at(-1)!.id)).length > 0) {
+          io.stderr(`Showing the newest ${limit === 1 ? 'job' : `${limit} jobs`}: more match, raise --limit to see them.\n`);
         }
         const workspaces = new Map((only === undefined ? await admin.listWorkspaces() : [only]).map((w) => [w.id, w]));
         print(
@@ -605,10 +777,13 @@ function jobCommands(): Record<string, Command> {
     'jobs fail': {
       options: { confirm: { type: 'boolean' }, ...SAID },
       positionals: 'some',
-      async run({ admin, values, positionals, print, said }) {
+      check(values) {
         if (values.confirm !== true) throw new UsageError('--confirm is required: a failed job is never run again');
-        if (said.reason === undefined) throw new UsageError('--reason is required');
+        if (values.reason === undefined) throw new UsageError('--reason is required');
+      },
+      async run({ admin, positionals, print, said, changed }) {
         const results: { id: string; job: DuplicationJob | null; failed: boolean }[] = [];
+        changed((why) => `${results.filter((result) => result.failed).length} of ${positionals.length} jobs were failed but the output could not be written (${why}): jobs list shows them`);
         for (const id of positionals) results.push(await admin.failJob(id, said));
         const workspaces = new Map((await admin.listWorkspaces()).map((w) => [w.id, w]));
         // The lease end is the database's time on PostgreSQL: compared with this machine's clock it could tell an
@@ -626,7 +801,7 @@ function jobCommands(): Record<string, Command> {
           results.map(({ id, job, failed }) => (job === null ? { id, found: false, failed } : { ...jobJson(job, workspaces), found: true, failed })),
         );
         const refused = results.filter((result) => !result.failed).length;
-        if (refused > 0) throw new InvalidValue(`${refused} of ${results.length} jobs were not failed`);
+        if (refused > 0) throw new Error(`${refused} of ${results.length} jobs were not failed`);
       },
     },
   };
@@ -661,7 +836,7 @@ function stdoutSink(io: CliIo): ExportSink {
   return {
     async write(text) {
       io.stdout(text);
-      await io.stdoutDrained?.();
+      await io.stdoutWritten?.();
     },
     async end() {},
     abort() {},

@@ -1,11 +1,39 @@
-import { once } from 'node:events';
 import { runCli } from './commands.js';
+
+/**
+ * Writes to `stream`, keeping its first failure (a full disk, a reader that closed the pipe) instead of letting
+ * the stream's 'error' end the process with a stack trace: the command decides what a lost output means.
+ */
+function output(stream: NodeJS.WriteStream) {
+  let failure: Error | undefined;
+  let last: Promise<void> = Promise.resolve();
+  stream.on('error', (error) => {
+    failure ??= error;
+  });
+  return {
+    write(text: string) {
+      if (failure) return;
+      // Callbacks run in the order of the writes: the last one's says every one before it is out too.
+      last = new Promise((resolve) =>
+        stream.write(text, (error) => {
+          if (error) failure ??= error;
+          resolve();
+        }),
+      );
+    },
+    async written() {
+      await last;
+      if (failure) throw failure;
+    },
+  };
+}
+
+const stdout = output(process.stdout);
+const stderr = output(process.stderr);
 
 process.exitCode = await runCli(process.argv.slice(2), {
   env: process.env,
-  stdout: (text) => process.stdout.write(text),
-  stderr: (text) => process.stderr.write(text),
-  stdoutDrained: async () => {
-    if (process.stdout.writableNeedDrain) await once(process.stdout, 'drain');
-  },
+  stdout: stdout.write,
+  stderr: stderr.write,
+  stdoutWritten: stdout.written,
 });

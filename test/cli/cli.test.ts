@@ -17,7 +17,7 @@ import { hashApiKey } from '../../src/domain/keys.js';
 import { systemClock, type Clock } from '../../src/domain/ports.js';
 import { graphql, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
 import { ManualClock } from '../support/clock.js';
-import { cliProcess } from '../support/cli.js';
+import { cliProcess, cliProcessWritingTo } from '../support/cli.js';
 import { eventFixture, jobFixture } from '../support/fixtures.js';
 import { createTestDatabase, TEST_DATABASE_URL, withAdmin } from '../support/postgres.js';
 import { rest } from '../support/transports.js';
@@ -497,7 +497,22 @@ describe('the CLI', () => {
     [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-in', '10y'], EXIT.failed, "--expires-in must be a number followed by s, m, h, d or w (like 30d), got '10y'"],
     [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-in', '0s'], EXIT.failed, '--expires-in must be longer than 0\n'],
     [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-in', '0'], EXIT.failed, '--expires-in must be longer than 0\n'],
-    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-at', 'tomorrow'], EXIT.failed, "--expires-at must be an ISO 8601 time like 2027-01-31T00:00:00Z, got 'tomorrow'"],
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-at', 'tomorrow'], EXIT.failed, "--expires-at must be an ISO 8601 time with Z or an offset, like 2027-01-31T00:00:00Z, got 'tomorrow'"],
+    // Without an offset, the runner's time zone would decide; an impossible date would roll over into the next month.
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-at', '2027-06-01T00:00:00'], EXIT.failed, "--expires-at must be an ISO 8601 time with Z or an offset, like 2027-01-31T00:00:00Z, got '2027-06-01T00:00:00'"],
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-at', '2027-06-01'], EXIT.failed, "--expires-at must be an ISO 8601 time with Z or an offset, like 2027-01-31T00:00:00Z, got '2027-06-01'"],
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-at', '2027-02-30T00:00:00Z'], EXIT.failed, "--expires-at must be an ISO 8601 time with Z or an offset, like 2027-01-31T00:00:00Z, got '2027-02-30T00:00:00Z'"],
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-at', '2027-06-01T24:00:00+02:00'], EXIT.failed, "--expires-at must be an ISO 8601 time with Z or an offset, like 2027-01-31T00:00:00Z, got '2027-06-01T24:00:00+02:00'"],
+    [['jobs', 'list', '--since', '2027-01-01T00:00:00'], EXIT.failed, "--since must be an ISO 8601 time with Z or an offset, like 2027-01-31T00:00:00Z, got '2027-01-01T00:00:00'"],
+    // An empty templated variable: refused, never a key any address may use.
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--allow-ip', ''], EXIT.failed, '--allow-ip has no address: leave the option out to allow any address'],
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--allow-ip', ' , '], EXIT.failed, '--allow-ip has no address: leave the option out to allow any address'],
+    // What an argument that was not UTF-8 (a Latin-1 é under LC_ALL=C) becomes.
+    [['keys', 'create', '--workspace', 'acme', '--name', 'caf\ufffd', '--permissions', 'campaigns.list'], EXIT.failed, 'A key name holds U+FFFD, which an argument that was not UTF-8 becomes: give it in UTF-8 (check LANG or LC_ALL)'],
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--reason', 'caf\ufffd'], EXIT.failed, 'A reason holds U+FFFD, which an argument that was not UTF-8 becomes'],
+    [['keys', 'revoke', 'no-such-key', '--operator', 'caf\ufffd'], EXIT.failed, 'An operator holds U+FFFD, which an argument that was not UTF-8 becomes'],
+    [['workspaces', 'create', 'caf\ufffd'], EXIT.failed, 'A workspace name holds U+FFFD, which an argument that was not UTF-8 becomes'],
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--key-file', '/nonexistent-dir/key'], EXIT.failed, 'the directory /nonexistent-dir does not exist: make it first; nothing was created'],
     [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-at', '2020-01-01T00:00:00Z'], EXIT.failed, 'The expiry must be in the future'],
     [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.delete'], EXIT.failed, 'Unknown permission: campaigns.delete (known: campaigns.duplicate, campaigns.list, campaigns.details, security_events.read)'],
     [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', ','], EXIT.failed, 'A key needs at least one permission (campaigns.duplicate, campaigns.list, campaigns.details, security_events.read)'],
@@ -523,6 +538,8 @@ describe('the CLI', () => {
     [['workspaces', 'delete', 'acme', '--confirm', 'Acme'], EXIT.failed, "The confirmation 'Acme' is not the name of workspace "],
     [['workspaces', 'delete', 'nowhere', '--confirm', 'nowhere'], EXIT.failed, "No workspace 'nowhere'"],
     [['frobnicate'], EXIT.usage, "unknown command 'frobnicate' (see --help)"],
+    // Only the command's words: not an option that follows the first.
+    [['keys', '--bogus'], EXIT.usage, "unknown command 'keys' (see --help)"],
   ])('%j fails with exit code %i and one line, and creates no key', async (argv, code, message) => {
     const result = await cli(...argv);
     expect(result.code).toBe(code);
@@ -557,7 +574,7 @@ describe('the CLI', () => {
   it('prints help, and usage when called with nothing', async () => {
     const help = await cli('--help');
     expect(help.code).toBe(EXIT.ok);
-    expect(help.stdout).toMatch(/^Usage: npm run cli -- <command>.*\n\s+node dist\/cli\/main\.js <command>/);
+    expect(help.stdout).toMatch(/^Usage: npm run -s cli -- <command>.*\n\s+node dist\/cli\/main\.js <command>/);
     expect((await cli('keys', 'create', '--help')).code).toBe(EXIT.ok);
     const group = await cli('keys', '--help');
     expect(group.code).toBe(EXIT.ok);
@@ -588,9 +605,17 @@ describe('the CLI', () => {
       }
       expect(existsSync(fresh)).toBe(false);
       const created = await at('workspaces', 'create', 'first');
-      expect(created.code).toBe(EXIT.ok);
-      expect(created.stdout).toMatch(new RegExp(`^Created workspace "first" \\(id [0-9a-f-]{36}\\)\\.\n\\(A new store was made at ${join(fresh, 'gateway.db')}\\.\\)\n$`));
+      expect(created).toEqual({
+        code: EXIT.ok,
+        stdout: expect.stringMatching(/^Created workspace "first" \(id [0-9a-f-]{36}\)\.\n$/),
+        // On stderr, under --json too: stdout is the command's answer alone.
+        stderr: `(A new store was made at ${join(fresh, 'gateway.db')}.)\n`,
+      });
       expect((await at('workspaces', 'list')).code).toBe(EXIT.ok);
+      const other = join(parent, 'other');
+      const json = await cliAt(clock, ['workspaces', 'create', 'first', '--json'], other);
+      expect(json).toMatchObject({ code: EXIT.ok, stderr: `(A new store was made at ${join(other, 'gateway.db')}.)\n` });
+      expect(JSON.parse(json.stdout)).toMatchObject({ name: 'first' });
     } finally {
       rmSync(parent, { recursive: true, force: true });
     }
@@ -636,7 +661,11 @@ describe('the CLI', () => {
     expect(await cliJson('jobs', 'list', '--workspace', workspace.id, '--status', 'RUNNING')).toMatchObject([
       { id: held.id, status: 'RUNNING', requestId: 'req-1', leaseExpiresAt: '2027-02-01T00:01:00.000Z', workspace: { name: 'restored customer' } },
     ]);
-    expect((await cliJson('jobs', 'list', '--since', accepted(1).toISOString(), '--limit', '1')).map((job: { id: string }) => job.id)).toEqual([pending.id]);
+    const newest = await cli('jobs', 'list', '--since', accepted(1).toISOString(), '--limit', '1', '--json');
+    expect(JSON.parse(newest.stdout).map((job: { id: string }) => job.id)).toEqual([pending.id]);
+    // Cut at --limit with more left: said on stderr, so that stdout is still the jobs alone.
+    expect(newest).toMatchObject({ code: EXIT.ok, stderr: 'Showing the newest job: more match, raise --limit to see them.\n' });
+    expect(await cli('jobs', 'list', '--since', accepted(1).toISOString(), '--limit', '2')).toMatchObject({ code: EXIT.ok, stderr: '' });
     expect(await cli('jobs', 'list', '--status', 'DONE')).toMatchObject({ code: EXIT.failed, stderr: "campaign-gateway: --status must be one of PENDING, RUNNING, SUCCEEDED, FAILED, got 'DONE'\n" });
 
     expect(await cli('jobs', 'fail', pending.id, '--reason', 'Braze has it')).toMatchObject({ code: EXIT.usage });
@@ -716,6 +745,147 @@ describe('the CLI', () => {
       stderr: (text) => (stderr += text),
     });
     expect({ code, stderr }).toEqual({ code: EXIT.failed, stderr: 'campaign-gateway: the store is the PostgreSQL database in DATABASE_URL: back it up with pg_dump\n' });
+  });
+
+  it('puts a new secret in a new file only its owner reads with --key-file, made before the key, and never in the output', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cgw-cli-key-file-'));
+    const file = join(dir, 'ci.key');
+    try {
+      const created = await cli('keys', 'create', '--workspace', 'acme', '--name', 'to a file', '--permissions', 'campaigns.list', '--key-file', file);
+      expect(created.code).toBe(EXIT.ok);
+      expect(created.stdout).toContain(`This key is in ${file}, which only you may read: it is not shown anywhere else.`);
+      expect(created.stdout).not.toMatch(KEY);
+      const secret = readFileSync(file, 'utf8');
+      expect(secret).toMatch(/^cgw_[0-9A-Za-z]{38}\n$/);
+      expect(statSync(file).mode & 0o777).toBe(0o600);
+      const list = '{ campaigns { edges { node { id } } } }';
+      expect((await graphql(gw.baseUrl, secret.trim(), list)).status).toBe(200);
+
+      // Refused before anything is changed: the file is there, and no second key is made.
+      const keys = async () => (await cliJson('keys', 'list', '--workspace', 'acme')).length;
+      const before = await keys();
+      expect(await cli('keys', 'create', '--workspace', 'acme', '--name', 'to a file', '--permissions', 'campaigns.list', '--key-file', file)).toEqual({
+        code: EXIT.failed,
+        stdout: '',
+        stderr: `campaign-gateway: ${file} already exists: --key-file never overwrites a file\n`,
+      });
+      // A refusal after the file was made takes the file away with it.
+      const refused = join(dir, 'refused.key');
+      expect(await cli('keys', 'create', '--workspace', 'nowhere', '--name', 'x', '--permissions', 'campaigns.list', '--key-file', refused)).toMatchObject({ code: EXIT.failed });
+      expect(existsSync(refused)).toBe(false);
+      expect(await keys()).toBe(before);
+
+      const id = (await cliJson('keys', 'list', '--workspace', 'acme')).find((key: { name: string }) => key.name === 'to a file').id;
+      const rotatedFile = join(dir, 'rotated.key');
+      const rotated = await cli('keys', 'rotate', id, '--key-file', rotatedFile, '--json');
+      expect(rotated).toMatchObject({ code: EXIT.ok, stderr: '' });
+      const json = JSON.parse(rotated.stdout);
+      expect(json).toMatchObject({ id, keyFile: rotatedFile, previousSecretValidUntil: null });
+      expect(json).not.toHaveProperty('key');
+      expect(rotated.stdout).not.toMatch(KEY);
+      expect((await graphql(gw.baseUrl, readFileSync(rotatedFile, 'utf8').trim(), list)).status).toBe(200);
+      expect((await graphql(gw.baseUrl, secret.trim(), list)).status).toBe(401);
+      expect(await cli('keys', 'rotate', id, '--key-file', rotatedFile)).toMatchObject({ code: EXIT.failed, stderr: `campaign-gateway: ${rotatedFile} already exists: --key-file never overwrites a file\n` });
+      expect((await graphql(gw.baseUrl, readFileSync(rotatedFile, 'utf8').trim(), list)).status).toBe(200);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('as a process, says which key it made when stdout cannot take its secret, and exits 3 without a stack trace', async () => {
+    const create = ['keys', 'create', '--workspace', 'acme', '--name', 'lost', '--permissions', 'campaigns.list'];
+    const [text, json, list] = await Promise.all([
+      cliProcessWritingTo('/dev/full', create, { DATA_DIR: dataDir }),
+      cliProcessWritingTo('/dev/full', [...create, '--json'], { DATA_DIR: dataDir }),
+      cliProcessWritingTo('/dev/full', ['keys', 'list'], { DATA_DIR: dataDir }),
+    ]);
+    const lost = (await cliJson('keys', 'list', '--workspace', 'acme')).filter((key: { name: string }) => key.name === 'lost').map((key: { id: string }) => key.id);
+    expect(lost).toHaveLength(2);
+    expect(text.code).toBe(EXIT.outputLost);
+    const [id] = /key (\S+) was created/.exec(text.stderr)?.slice(1) ?? [];
+    expect(lost).toContain(id);
+    expect(text.stderr).toBe(`campaign-gateway: key ${id} was created but its secret could not be written (ENOSPC: no space left on device, write): revoke it (keys revoke ${id})\n`);
+    expect(json.code).toBe(EXIT.outputLost);
+    expect(JSON.parse(json.stderr)).toEqual({ error: { code: 'OUTPUT_LOST', message: expect.stringMatching(/^key \S+ was created but its secret could not be written \(ENOSPC[^)]*\): revoke it \(keys revoke \S+\)$/) } });
+    // Nothing was changed: a failure, in one line.
+    expect(list).toEqual({ code: EXIT.failed, stdout: '', stderr: 'campaign-gateway: the output could not be written (ENOSPC: no space left on device, write)\n' });
+  }, 60_000);
+
+  it('under --json, writes errors as one JSON line on stderr whose code a script can tell apart', async () => {
+    const error = async (argv: string[], env: Record<string, string> = { DATA_DIR: dataDir }) => {
+      const result = await runCaptured(argv, { env, clock });
+      expect(result.stdout).toBe('');
+      expect(result.stderr.split('\n')).toHaveLength(2);
+      return { exit: result.code, ...JSON.parse(result.stderr).error };
+    };
+    expect(await error(['workspaces', 'create', 'acme', '--json'])).toEqual({ exit: EXIT.failed, code: 'ALREADY_EXISTS', message: "Workspace 'acme' already exists" });
+    expect(await error(['keys', 'revoke', 'no-such-key', '--json'])).toEqual({ exit: EXIT.failed, code: 'NOT_FOUND', message: "No key 'no-such-key'" });
+    const taken = join(dataDir, 'gateway.db');
+    expect(await error(['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--key-file', taken, '--json'])).toEqual({
+      exit: EXIT.failed,
+      code: 'ALREADY_EXISTS',
+      message: `${taken} already exists: --key-file never overwrites a file`,
+    });
+    expect(await error(['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.delete', '--json'])).toMatchObject({ exit: EXIT.failed, code: 'BAD_USER_INPUT' });
+    expect(await error(['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-in', 'soon', '--json'])).toMatchObject({ exit: EXIT.failed, code: 'BAD_USER_INPUT' });
+    // --json before the command is --json.
+    expect(await error(['--json', 'frobnicate'])).toEqual({ exit: EXIT.usage, code: 'USAGE', message: "unknown command 'frobnicate'" });
+    const down = { DATABASE_URL: 'postgres://gateway:gateway@127.0.0.1:1/gateway' };
+    expect(await error(['keys', 'list', '--json'], down)).toEqual({
+      exit: EXIT.failed,
+      code: 'UNAVAILABLE',
+      message: expect.stringMatching(/^could not connect to the PostgreSQL database in DATABASE_URL: /),
+    });
+    expect(await error(['keys', 'list', '--json'], { DATABASE_URL: 'mysql://db/gateway' })).toMatchObject({ exit: EXIT.failed, code: 'CONFIGURATION' });
+  });
+
+  it('refuses a wrong command line with exit 2 before opening the store, whether or not the store can be reached', async () => {
+    const down = { DATABASE_URL: 'postgres://gateway:gateway@127.0.0.1:1/gateway' };
+    for (const [argv, message] of [
+      [['jobs', 'fail', 'some-job', '--reason', 'sent'], '--confirm is required: a failed job is never run again'],
+      [['jobs', 'fail', 'some-job', '--confirm'], '--reason is required'],
+      [['keys', 'create', '--workspace', 'acme', '--name', 'x'], '--permissions is required'],
+      [['workspaces', 'delete', 'acme'], "--confirm <the workspace's name> is required"],
+    ] as const) {
+      expect(await runCaptured([...argv], { env: down, clock })).toEqual({ code: EXIT.usage, stdout: '', stderr: `campaign-gateway: ${message} (see --help)\n` });
+    }
+  });
+
+  it('says the store is busy, not the driver\'s words, when another process holds it locked', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cgw-cli-busy-'));
+    try {
+      expect((await cliAt(clock, ['workspaces', 'create', 'first'], dir)).code).toBe(EXIT.ok);
+      const other = new Database(join(dir, 'gateway.db'));
+      other.exec('BEGIN IMMEDIATE');
+      try {
+        for (const json of [false, true]) {
+          const result = await cliAt(clock, ['workspaces', 'create', 'second', ...(json ? ['--json'] : [])], dir);
+          const message = 'the store is busy: another process has held it locked for longer than 5 s (SQLITE_BUSY); nothing was changed, try again';
+          expect(result).toEqual({
+            code: EXIT.failed,
+            stdout: '',
+            stderr: json ? `${JSON.stringify({ error: { code: 'UNAVAILABLE', message } })}\n` : `campaign-gateway: ${message}\n`,
+          });
+        }
+      } finally {
+        other.exec('ROLLBACK');
+        other.close();
+      }
+      expect((await cliAt(clock, ['workspaces', 'list'], dir)).stdout).not.toContain('second');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
+
+  it('prints its version, and the same JSON for a rotated key as for a created one', async () => {
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
+    expect(await cli('--version')).toEqual({ code: EXIT.ok, stdout: `${pkg.version}\n`, stderr: '' });
+    const created = await cliJson('keys', 'create', '--workspace', 'acme', '--name', 'shaped', '--permissions', 'campaigns.list');
+    const rotated = await cliJsonAt(clock, ['keys', 'rotate', created.id, '--overlap', '1h']);
+    expect(Object.keys(rotated).sort()).toEqual([...Object.keys(created), 'earlierSecretWasValidUntil'].sort());
+    expect(rotated).toMatchObject({ id: created.id, workspace: created.workspace, status: 'active', previousSecretValidUntil: '2026-06-01T01:00:00.000Z' });
+    // --json before the command, as after it.
+    expect(JSON.parse((await cli('--json', 'keys', 'list', '--workspace', 'acme')).stdout).map((key: { id: string }) => key.id)).toContain(created.id);
   });
 
   it('runs as printed in the README: npm run cli -- …', async () => {
@@ -978,7 +1148,7 @@ describe.skipIf(!TEST_DATABASE_URL && !process.env.CI)('jobs fail on PostgreSQL,
       stderr: 'campaign-gateway: 2 of 3 jobs were not failed\n',
     });
     const json = await runCaptured([...failing, '--json'], { env, clock: ahead });
-    expect(json).toMatchObject({ code: EXIT.failed, stderr: 'campaign-gateway: 3 of 3 jobs were not failed\n' });
+    expect(json).toMatchObject({ code: EXIT.failed, stderr: '{"error":{"code":"FAILED","message":"3 of 3 jobs were not failed"}}\n' });
     expect(JSON.parse(json.stdout)).toEqual([
       expect.objectContaining({ id: held!.id, status: 'RUNNING', found: true, failed: false }),
       { id: unknown, found: false, failed: false },

@@ -1,4 +1,5 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 
@@ -23,5 +24,22 @@ export function cliProcess(argv: string[], env: Record<string, string>, user?: {
       { cwd: ROOT, env: { PATH: process.env.PATH ?? '', HOME: tmpdir(), ...env }, timeout: 60_000, ...user },
       (error, stdout, stderr) => done({ code: error ? error.code : 0, stdout, stderr }),
     );
+  });
+}
+
+/** cliProcess with its stdout on `file` (such as /dev/full, where every write fails), as a shell's `> file` puts it. */
+export function cliProcessWritingTo(file: string, argv: string[], env: Record<string, string>): Promise<CliRun> {
+  const fd = openSync(file, 'w');
+  return new Promise((done) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...argv], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH ?? '', HOME: tmpdir(), ...env },
+      stdio: ['ignore', fd, 'pipe'],
+      timeout: 60_000,
+    });
+    closeSync(fd);
+    let stderr = '';
+    child.stderr!.setEncoding('utf8').on('data', (text: string) => (stderr += text));
+    child.on('close', (code) => done({ code, stdout: '', stderr }));
   });
 }
