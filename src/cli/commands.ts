@@ -56,7 +56,6 @@ Commands:
   keys list [--workspace <id or name>]
   keys revoke <key id> [--reason <text>] [--operator <label>]
   keys rotate <key id> [--overlap <0|1h|7d|...>] [--key-file <new file>] [--reason <text>] [--operator <label>]
-                        --key-file: the new secret goes into a new file only you may read, not to stdout
   clients unblock <address>
                         lift the block of a client that failed to authenticate too often (Redis or PostgreSQL limits)
   store backup <file>   copy the embedded store as it is while the gateway runs (PostgreSQL: use pg_dump)
@@ -74,6 +73,8 @@ Options:
   --json    print JSON instead of text; errors as {"error":{"code":"…","message":"…"}} on stderr
   --help    show this help
   --version show this version
+  --key-file <new file>  (keys create, keys rotate) the new secret into a new file only you may read, not to
+            stdout: for automation, keeping secrets out of logs
 
 Times (--expires-at, --since) are ISO 8601 with Z or an offset: 2027-01-31T00:00:00Z, 2027-01-31T09:00:00+09:00.
 Permissions: ${PERMISSIONS.join(', ')}
