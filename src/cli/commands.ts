@@ -8,7 +8,7 @@ import { asOutage as sqliteOutage } from '../adapters/sqlite/outage.js';
 import { backupStore, createAuthFailureLimiter, createLimiterBackend, createStore, sqliteFilename, type StoreOptions } from '../app.js';
 import { ConfigError, loadConfig, type Config } from '../config.js';
 import { AdminService, NAME_LENGTH, OPERATOR_LENGTH, REASON_LENGTH, type CreatedKey, type KeyChangeOptions } from '../domain/admin.js';
-import { ERROR_CODES, GatewayError, isGatewayError, isUnavailable, unavailableCause } from '../domain/errors.js';
+import { AlreadyExistsError, ERROR_CODES, GatewayError, isGatewayError, isUnavailable, unavailableCause } from '../domain/errors.js';
 import { clientNetwork } from '../domain/ip-allowlist.js';
 import { PERMISSIONS } from '../domain/permissions.js';
 import { EXPORT_TABLES, systemClock, type Clock, type GatewayStore } from '../domain/ports.js';
@@ -390,6 +390,7 @@ function failure(error: unknown): { exit: number; code: string; message: string 
     const message = error.message !== ERROR_CODES.UNAVAILABLE.message ? error.message : unavailableMessage(error);
     return { exit: EXIT.failed, code: 'UNAVAILABLE', message };
   }
+  if (error instanceof AlreadyExistsError) return { exit: EXIT.failed, code: 'ALREADY_EXISTS', message: error.message };
   if (isGatewayError(error)) return { exit: EXIT.failed, code: error.code, message: error.message };
   return { exit: EXIT.failed, code: 'FAILED', message: error instanceof Error ? error.message : String(error) };
 }

@@ -1,4 +1,4 @@
-import { GatewayError } from './errors.js';
+import { AlreadyExistsError, GatewayError } from './errors.js';
 import { exportLines, type ExportLine } from './export.js';
 import { newId } from './ids.js';
 import { AllowlistError, parseAllowlist } from './ip-allowlist.js';
@@ -146,7 +146,7 @@ export class AdminService {
     // is still refused by the store's unique name. Rare enough for an operator's command not to take a lock.
     const key = lookalikeKey(trimmed);
     const existing = (await this.store.listWorkspaces()).find((workspace) => lookalikeKey(workspace.name) === key);
-    const taken = () => new GatewayError('ALREADY_EXISTS', `Workspace ${quoted(trimmed)} already exists`);
+    const taken = () => new AlreadyExistsError(`Workspace ${quoted(trimmed)} already exists`);
     if (existing?.name === trimmed) throw taken();
     if (existing) {
       throw new GatewayError(

@@ -92,7 +92,6 @@ const REFUSAL_OUTCOMES: Record<ErrorCode, DuplicationOutcome> = {
   NOT_FOUND: 'invalid',
   IDEMPOTENCY_IN_FLIGHT: 'conflict',
   IDEMPOTENCY_MISMATCH: 'conflict',
-  ALREADY_EXISTS: 'conflict',
   UNAVAILABLE: 'unavailable',
   UPSTREAM_ERROR: 'unavailable',
   INTERNAL: 'internal',

@@ -18,8 +18,6 @@ export const ERROR_CODES = {
   IDEMPOTENCY_MISMATCH: { httpStatus: 422, graphqlCode: 'CONFLICT', message: 'This idempotency key was already used with a different request' },
   PAYLOAD_TOO_LARGE: { httpStatus: 413, graphqlCode: 'BAD_USER_INPUT', message: 'Request body is too large' },
   UNSUPPORTED_MEDIA_TYPE: { httpStatus: 415, graphqlCode: 'BAD_USER_INPUT', message: 'Content-Type must be application/json' },
-  // Raised by the operator's commands only (a workspace name taken): no request of a caller meets it.
-  ALREADY_EXISTS: { httpStatus: 409, graphqlCode: 'CONFLICT', message: 'Already exists' },
   RATE_LIMITED: { httpStatus: 429, graphqlCode: 'RATE_LIMITED', message: 'Rate limit exceeded' },
   // Braze's 429 and GraphQL's RATE_LIMITED, as before it had a code of its own; REST callers can tell it from a spent quota.
   AUTH_BLOCKED: { httpStatus: 429, graphqlCode: 'RATE_LIMITED', message: AUTHENTICATION_BLOCKED_MESSAGE },
@@ -118,3 +116,14 @@ export const isUnavailable = (error: unknown): error is GatewayError => isGatewa
 
 /** The dependency's own error behind an UNAVAILABLE answer, when there is one: what the log should show. */
 export const unavailableCause = (error: unknown): unknown => (isUnavailable(error) ? error.cause : undefined);
+
+/**
+ * What an operator asked to make exists already (a workspace of that name, a file the CLI would write): a refused
+ * value (BAD_USER_INPUT) to the closed set above, which no transport ever answers with it, and ALREADY_EXISTS to
+ * the CLI's --json, so that a script can tell "already there" from "failed" without reading English.
+ */
+export class AlreadyExistsError extends GatewayError {
+  constructor(message: string) {
+    super('BAD_USER_INPUT', message);
+  }
+}

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { AdminService } from '../../src/domain/admin.js';
-import { GatewayError } from '../../src/domain/errors.js';
+import { AlreadyExistsError, GatewayError } from '../../src/domain/errors.js';
 import type { GatewayStore } from '../../src/domain/ports.js';
 import { workspaceFixture } from '../support/fixtures.js';
 import { STORES } from '../support/stores.js';
@@ -29,7 +29,8 @@ const refusal = async (work: Promise<unknown>) => {
     (caught: unknown) => caught,
   );
   expect(error).toBeInstanceOf(GatewayError);
-  return { code: (error as GatewayError).code, message: (error as GatewayError).message };
+  // AlreadyExistsError is what the CLI's --json calls ALREADY_EXISTS.
+  return { code: error instanceof AlreadyExistsError ? 'ALREADY_EXISTS' : (error as GatewayError).code, message: (error as GatewayError).message };
 };
 
 describe.each(STORES)('the admin service racing another command, on $name', ({ skip, open }) => {
