@@ -7,6 +7,7 @@ import { EXIT, runCli } from '../../src/cli/commands.js';
 import { createStore } from '../../src/app.js';
 import { EXPORT_TABLES, type ExportRows, type ExportTable } from '../../src/domain/ports.js';
 import { copyStore, CountMismatch } from '../../src/domain/store-copy.js';
+import { cliProcessWritingTo } from '../support/cli.js';
 import { eventFixture } from '../support/fixtures.js';
 import { graphql, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
 import { createTestDatabase, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
@@ -199,5 +200,12 @@ describe.skipIf(skipWithoutPostgres)('store copy', () => {
     } finally {
       db.close();
     }
-  });
+
+    // Every row copied, but the summary lost: exit 3, not a failure a script would retry into a full target.
+    const again = mkdtempSync(join(tmpdir(), 'cgw-copy-lost-'));
+    cleanups.push(() => rmSync(again, { recursive: true, force: true }));
+    const lost = await cliProcessWritingTo('/dev/full', ['store', 'copy', '--to', again], { DATA_DIR: dataDir });
+    expect(lost.code, lost.stderr).toBe(EXIT.outputLost);
+    expect(lost.stderr).toMatch(/\ncampaign-gateway: the store was copied, and its counts checked, but the summary could not be written \(ENOSPC[^)]*\)\n$/);
+  }, 60_000);
 });
