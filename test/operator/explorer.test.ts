@@ -56,7 +56,7 @@ describe('the GraphQL explorer, outside production', () => {
     // A file it does not serve is answered as any unknown URL is.
     const answer = ({ status, headers, body }: HttpResult) => ({ status, type: headers['content-type'], body });
     const unknown = answer(await http(gateway.baseUrl, 'GET', '/no-such-page'));
-    expect(unknown).toEqual({ status: 404, type: 'application/json; charset=utf-8', body: { message: 'Not Found' } });
+    expect(unknown).toEqual({ status: 404, type: 'application/json; charset=utf-8', body: { message: 'Not Found', code: 'NOT_FOUND' } });
     for (const file of ['..%2Fpackage.json', 'nothing.js']) expect(answer(await http(gateway.baseUrl, 'GET', `/explorer/assets/${file}`))).toEqual(unknown);
   });
 
