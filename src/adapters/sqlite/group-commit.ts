@@ -26,6 +26,11 @@ export class GroupTransaction {
   private readonly savepoint: Database.Statement;
   private readonly release: Database.Statement;
   private readonly rollbackTo: Database.Statement;
+  /**
+   * How long the last group's COMMIT took, whether it succeeded or failed; undefined when that group failed before
+   * its COMMIT. A commit that ends in an I/O error after a slow fsync is what a failing disk looks like first.
+   */
+  lastCommitMs: number | undefined;
 
   /** `beforeCommit` may refuse the group by throwing: nothing of it is committed, and every write fails with that error. */
   constructor(
@@ -42,6 +47,7 @@ export class GroupTransaction {
 
   /** Runs every write (synchronous statements only); throws, with nothing committed, if the transaction itself fails. */
   run(works: readonly (() => unknown)[]): GroupOutcome {
+    this.lastCommitMs = undefined;
     this.begin.run();
     try {
       let outcomes: Outcome[];
@@ -54,8 +60,12 @@ export class GroupTransaction {
       }
       this.beforeCommit();
       const committing = performance.now();
-      this.commit.run();
-      return { outcomes, commitMs: performance.now() - committing };
+      try {
+        this.commit.run();
+      } finally {
+        this.lastCommitMs = performance.now() - committing;
+      }
+      return { outcomes, commitMs: this.lastCommitMs };
     } catch (error) {
       if (this.db.inTransaction) this.rollback.run();
       throw error;

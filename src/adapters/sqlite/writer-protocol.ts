@@ -18,7 +18,7 @@ export interface WriteFailure {
 export type WriteAnswer = { id: number; ok: true; value: unknown } | { id: number; ok: false; error: WriteFailure };
 
 export type ToWriter = { calls: WriteCall[] } | { close: true };
-/** The answers of one group, with its COMMIT's time when it was committed (absent when the group failed). */
+/** The answers of one group, with its COMMIT's time when one ran, committed or failed (absent when the group failed before it). */
 export type FromWriter = { answers: WriteAnswer[]; commitMs?: number };
 
 export interface WriterData {

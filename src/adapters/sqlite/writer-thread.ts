@@ -43,7 +43,8 @@ function flush(): void {
     const { outcomes, commitMs } = group.run(calls.map((call) => () => Reflect.apply(writes[call.name], writes, call.args)));
     message = { answers: calls.map((call, index) => answer(call, outcomes[index])), commitMs };
   } catch (error) {
-    message = { answers: calls.map((call) => answer(call, { ok: false, error })) };
+    const commitMs = group.lastCommitMs;
+    message = { answers: calls.map((call) => answer(call, { ok: false, error })), ...(commitMs === undefined ? {} : { commitMs }) };
   }
   port.postMessage(message);
 }
