@@ -109,6 +109,8 @@ export interface StoreOptions {
    * so that it works beside the gateway.
    */
   holdDataDir?: { waitMs: number; onWait: (message: string) => void };
+  /** With holdDataDir, leave the store as it is: no reservation a stopped process left is freed (`store copy`'s source). */
+  keepReservations?: boolean;
   /** Whose clock a PostgreSQL job queue keeps time by: the database's unless the gateway was given a clock. */
   jobTime?: 'database' | 'caller';
 }
@@ -132,7 +134,7 @@ async function openSqliteStore(filename: string, options: StoreOptions): Promise
   const { holdDataDir } = options;
   const open = () => {
     try {
-      return new SqliteStore({ filename, onWriterRestart: options.onWriterRestart, migrations: options.migrations?.sqlite, holdDataDir: holdDataDir !== undefined });
+      return new SqliteStore({ filename, onWriterRestart: options.onWriterRestart, migrations: options.migrations?.sqlite, holdDataDir: holdDataDir !== undefined, keepReservations: options.keepReservations });
     } catch (error) {
       throw dataDirRefusal(error, dirname(filename));
     }

@@ -74,7 +74,7 @@ export async function copyConfiguredStore(config: Config, to: string, io: StoreC
   const hold = { waitMs: 0, onWait: () => undefined };
   const stores: GatewayStore[] = [];
   try {
-    const source = await createStore(config, { olderSchema: 'refuse', migrations: io.migrations, holdDataDir: hold }).catch((error: unknown) => {
+    const source = await createStore(config, { olderSchema: 'refuse', migrations: io.migrations, holdDataDir: hold, keepReservations: true }).catch((error: unknown) => {
       if (!(error instanceof DataDirHeld)) throw error;
       throw new Error(
         `${sourceName} is in use by a running gateway (it holds ${error.file}): stop it first, so that the copy misses nothing it writes. Nothing was copied.`,

@@ -188,8 +188,24 @@ describe.skipIf(skipWithoutPostgres)('store copy', () => {
   });
 
   it('copies into an embedded store in a directory too', async () => {
-    const { gw, dataDir } = await sourceGateway();
+    const { gw, dataDir, ws } = await sourceGateway();
     await gw.app.close();
+    // A request a stopped gateway never finished: its key reserved, with no job. A gateway's start frees it; the
+    // copy, which leaves its source as it was, must not.
+    const reservations = () => {
+      const db = new Database(join(dataDir, 'gateway.db'), { readonly: true });
+      try {
+        return Number(db.prepare('SELECT count(*) FROM idempotency_keys WHERE job_id IS NULL').pluck().get());
+      } finally {
+        db.close();
+      }
+    };
+    const writable = new Database(join(dataDir, 'gateway.db'));
+    writable
+      .prepare("INSERT INTO idempotency_keys (workspace_id, key, request_hash, job_id, created_at, expires_at) VALUES (?, 'unfinished', 'hash', NULL, ?, ?)")
+      .run(ws.workspace.id, Date.now(), Date.now() + 86_400_000);
+    writable.close();
+    expect(reservations()).toBe(1);
     const into = mkdtempSync(join(tmpdir(), 'cgw-copy-into-'));
     cleanups.push(() => rmSync(into, { recursive: true, force: true }));
     const copied = await cli(dataDir, 'store', 'copy', '--to', into, '--json');
@@ -200,6 +216,7 @@ describe.skipIf(skipWithoutPostgres)('store copy', () => {
     } finally {
       db.close();
     }
+    expect(reservations()).toBe(1);
 
     // Every row copied, but the summary lost: exit 3, not a failure a script would retry into a full target.
     const again = mkdtempSync(join(tmpdir(), 'cgw-copy-lost-'));

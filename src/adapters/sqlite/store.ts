@@ -39,6 +39,11 @@ export interface SqliteStoreOptions {
   migrations?: readonly string[];
   /** Hold the file's directory until closed, refusing any other store that asks the same (data-dir-lock.ts): the gateway's. */
   holdDataDir?: boolean;
+  /**
+   * Holding DATA_DIR, keep the reservations with no job that a start frees (migrate): `store copy` holds its source
+   * only to keep a gateway off it, and leaves it as it was.
+   */
+  keepReservations?: boolean;
 }
 
 /**
@@ -207,7 +212,7 @@ export class SqliteStore implements GatewayStore {
     }
     // Holding DATA_DIR, this is the only process that accepts requests on the file: a key reserved with no job is
     // a request a stopped process never finished, and would answer its retry 409 for IDEMPOTENCY_RESERVATION_MS.
-    if (this.dataDirLock) this.owner.prepare('DELETE FROM idempotency_keys WHERE job_id IS NULL').run();
+    if (this.dataDirLock && !this.options.keepReservations) this.owner.prepare('DELETE FROM idempotency_keys WHERE job_id IS NULL').run();
     return { from, to: migrations.length };
   }
 
