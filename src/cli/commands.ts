@@ -32,7 +32,8 @@ export interface CliIo {
 
 /**
  * 0: done; 1: the operation failed (unknown key, invalid value, store unreachable); 2: the command line is wrong;
- * 3: done, but its output was lost (a new key's secret among it): what was done is said on stderr.
+ * 3: done, but its output was lost (a new key's secret among it), or the command failed after changing something:
+ * what was done is said on stderr.
  */
 export const EXIT = { ok: 0, failed: 1, usage: 2, outputLost: 3 } as const;
 
@@ -84,15 +85,17 @@ Key events record --reason (up to ${REASON_LENGTH} characters) and --operator, w
 characters; default: GATEWAY_OPERATOR), each one line and never a key, for the workspace's customers to read.
 Uses the same configuration as the gateway (DATA_DIR, DATABASE_URL; REDIS_URL for clients unblock). Never upgrades a store: on one an older
 version left, every command but 'store backup' refuses until this version's gateway has started on it.
-Exit codes: 0 done, 1 the operation failed, 2 the command line is wrong, 3 done but its output was lost (stderr says
-what was done: a key whose secret was lost is to be revoked).`;
+Exit codes: 0 done, 1 the operation failed, 2 the command line is wrong, 3 done but its output was lost, or it failed
+after changing something (stderr says what was done: a key whose secret was lost is to be revoked).`;
 
 /** The command line is wrong: an unknown command or option, a missing argument (exit 2). */
 class UsageError extends Error {}
 /** A known option has a value it cannot take (exit 1, as a value the store refuses). */
 class InvalidValue extends Error {}
-/** The command did what it was asked, but what it had to print could not be written (exit 3). */
+/** The command did what it was asked, but what it had to print could not be written, or it stopped after a change (exit 3). */
 class OutputLost extends Error {}
+/** The command printed what it did, and some of what it was asked it refused to do (exit 1). */
+class Refused extends Error {}
 
 const DURATION = /^(\d+)([smhdw])$/;
 const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3600_000, d: 86_400_000, w: 7 * 86_400_000 };
@@ -257,6 +260,8 @@ async function changeKey<T extends CreatedKey>(
     } finally {
       closeSync(fd);
     }
+    // The secret is safe in the file: output lost now loses nothing to revoke.
+    changed((why) => `key ${id} was ${verb}, its ${verb === 'rotated' ? 'new ' : ''}secret is in ${keyFile}, but the output could not be written (${why})`);
   }
   return { ...changedKey, keyFile };
 }
@@ -335,7 +340,9 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     if (newStore) io.stderr(`(A new store was made at ${filename}.)\n`);
     await written(io, done);
     return EXIT.ok;
-  } catch (error) {
+  } catch (caught) {
+    // A failure once something was changed must not read as one that changed nothing: run again, it would change it twice.
+    const error = done && !(caught instanceof OutputLost) && !(caught instanceof Refused) ? new OutputLost(done(`it stopped: ${failure(caught).message}`)) : caught;
     const { exit, code, message } = failure(error);
     if (json) io.stderr(`${JSON.stringify({ error: { code, message } })}\n`);
     else io.stderr(`campaign-gateway: ${message}${exit === EXIT.usage ? ' (see --help)' : ''}\n`);
@@ -547,7 +554,7 @@ const COMMANDS: Record<string, Command> = {
         expiresAt = new Date(now.getTime() + ms);
       }
       if (typeof values['expires-at'] === 'string') expiresAt = parseInstant('expires-at', values['expires-at']);
-      const { key, record, keyFile } = await changeKey(context, 'created', () =>
+      const { key, record, workspace, keyFile } = await changeKey(context, 'created', () =>
         admin.createKey({
           workspace: values.workspace as string,
           name: values.name as string,
@@ -557,7 +564,6 @@ const COMMANDS: Record<string, Command> = {
           ...said,
         }),
       );
-      const workspace = await admin.requireWorkspace(record.workspaceId);
       context.print(
         [
           `Created key "${record.name}" (id ${record.id}) in workspace "${workspace.name}".`,
@@ -625,10 +631,9 @@ const COMMANDS: Record<string, Command> = {
     async run(context) {
       const { admin, values, positionals, said, now } = context;
       const overlapMs = typeof values.overlap === 'string' ? parseDuration('overlap', values.overlap) : 0;
-      const { key, record, keyFile, previousValidUntil, cutShortUntil } = await changeKey(context, 'rotated', () =>
+      const { key, record, workspace, keyFile, previousValidUntil, cutShortUntil } = await changeKey(context, 'rotated', () =>
         admin.rotateKey(positionals[0], overlapMs, said),
       );
-      const workspace = await admin.requireWorkspace(record.workspaceId);
       context.print(
         [
           `Rotated key "${record.name}" (id ${record.id}).`,
@@ -790,8 +795,13 @@ function jobCommands(): Record<string, Command> {
       },
       async run({ admin, positionals, print, said, changed }) {
         const results: { id: string; job: DuplicationJob | null; failed: boolean }[] = [];
-        changed((why) => `${results.filter((result) => result.failed).length} of ${positionals.length} jobs were failed but the output could not be written (${why}): jobs list shows them`);
-        for (const id of positionals) results.push(await admin.failJob(id, said));
+        for (const id of positionals) {
+          const result = await admin.failJob(id, said);
+          results.push(result);
+          if (result.failed) {
+            changed((why) => `${results.filter(({ failed }) => failed).length} of ${positionals.length} jobs were failed but the output could not be written (${why}): jobs list shows them`);
+          }
+        }
         const workspaces = new Map((await admin.listWorkspaces()).map((w) => [w.id, w]));
         // The lease end is the database's time on PostgreSQL: compared with this machine's clock it could tell an
         // operator to try again at once while the lease still runs.
@@ -808,7 +818,7 @@ function jobCommands(): Record<string, Command> {
           results.map(({ id, job, failed }) => (job === null ? { id, found: false, failed } : { ...jobJson(job, workspaces), found: true, failed })),
         );
         const refused = results.filter((result) => !result.failed).length;
-        if (refused > 0) throw new Error(`${refused} of ${results.length} jobs were not failed`);
+        if (refused > 0) throw new Refused(`${refused} of ${results.length} jobs were not failed`);
       },
     },
   };

@@ -117,6 +117,8 @@ export interface CreatedKey {
   /** Shown once; only its hash is stored. */
   key: string;
   record: ApiKeyRecord;
+  /** The key's workspace, as found before the change: what is said of the key needs no read after it. */
+  workspace: Workspace;
 }
 
 export interface RotatedKey extends CreatedKey {
@@ -256,7 +258,7 @@ export class AdminService {
     );
     // Deleted since it was found, by a command run at the same moment.
     if (!inserted) throw new GatewayError('NOT_FOUND', `No workspace ${quoted(input.workspace)}`);
-    return { key, record };
+    return { key, record, workspace };
   }
 
   /** Keys of one workspace (found with requireWorkspace), or of all. */
@@ -293,6 +295,7 @@ export class AdminService {
     }
     const said = operatorDetails(options);
     const record = await this.requireKey(id);
+    const workspace = await this.requireWorkspace(record.workspaceId);
     const now = this.clock.now();
     if (record.revokedAt !== null) throw new GatewayError('BAD_USER_INPUT', `Key '${id}' is revoked; create a new one`);
     if (record.expiresAt !== null && record.expiresAt <= now) throw new GatewayError('BAD_USER_INPUT', `Key '${id}' has expired; create a new one`);
@@ -319,6 +322,7 @@ export class AdminService {
     return {
       key,
       record: { ...record, hash, prefix, previousHash: previousValidUntil ? record.hash : null, previousHashExpiresAt: previousValidUntil },
+      workspace,
       previousValidUntil,
       cutShortUntil,
     };

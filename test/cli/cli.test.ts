@@ -811,6 +811,25 @@ describe('the CLI', () => {
     expect(list).toEqual({ code: EXIT.failed, stdout: '', stderr: 'campaign-gateway: the output could not be written (ENOSPC: no space left on device, write)\n' });
   }, 60_000);
 
+  it('as a process, says where the secret is when --key-file holds it and stdout cannot take the rest: nothing to revoke', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cgw-cli-key-file-'));
+    const file = join(dir, 'ci.key');
+    try {
+      expect((await cli('workspaces', 'create', 'secret in a file')).code).toBe(EXIT.ok);
+      const create = ['keys', 'create', '--workspace', 'secret in a file', '--name', 'in a file', '--permissions', 'campaigns.list', '--key-file', file, '--json'];
+      const lost = await cliProcessWritingTo('/dev/full', create, { DATA_DIR: dataDir });
+      expect(lost.code, lost.stderr).toBe(EXIT.outputLost);
+      const [id] = /key (\S+) was created/.exec(lost.stderr)?.slice(1) ?? [];
+      expect(JSON.parse(lost.stderr)).toEqual({
+        error: { code: 'OUTPUT_LOST', message: `key ${id} was created, its secret is in ${file}, but the output could not be written (ENOSPC: no space left on device, write)` },
+      });
+      const secret = readFileSync(file, 'utf8').trim();
+      expect((await graphql(gw.baseUrl, secret, '{ campaigns { edges { node { id } } } }')).status).toBe(200);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
   it('under --json, writes errors as one JSON line on stderr whose code a script can tell apart', async () => {
     const error = async (argv: string[], env: Record<string, string> = { DATA_DIR: dataDir }) => {
       const result = await runCaptured(argv, { env, clock });
@@ -1154,5 +1173,44 @@ describe.skipIf(!TEST_DATABASE_URL && !process.env.CI)('jobs fail on PostgreSQL,
       { id: unknown, found: false, failed: false },
       expect.objectContaining({ id: pending!.id, status: 'FAILED', found: true, failed: false }),
     ]);
+  });
+
+  it('says what it changed when the database fails after the change, not that nothing was changed', async () => {
+    const env = { DATABASE_URL: database.url };
+    const store = await createStore(loadConfig(env), { olderSchema: 'upgrade' });
+    const jobs = await (async () => {
+      try {
+        const workspace = await new AdminService(store, systemClock).createWorkspace('failing after a change');
+        const made = [jobFixture(workspace.id), jobFixture(workspace.id)];
+        for (const job of made) await store.enqueueJob(job, eventFixture(workspace.id, { jobId: job.id }));
+        return made;
+      } finally {
+        await store.close();
+      }
+    })();
+    // The database refuses to change the second job, once the first is failed.
+    await withAdmin(async (client) => {
+      await client.query("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by the database'; END $$");
+      await client.query(`CREATE TRIGGER refuse BEFORE UPDATE ON jobs FOR EACH ROW WHEN (OLD.id = '${jobs[1].id}') EXECUTE FUNCTION refuse()`);
+    }, database.url);
+    const failing = await runCaptured(['jobs', 'fail', jobs[0].id, jobs[1].id, '--reason', 'Braze has it', '--confirm'], { env });
+    expect(failing).toMatchObject({ code: EXIT.outputLost, stdout: '' });
+    expect(failing.stderr).toMatch(/^campaign-gateway: 1 of 2 jobs were failed but the output could not be written \(it stopped: .*refused by the database.*\): jobs list shows them\n$/);
+
+    // Reading the workspace fails from the moment a key is made or rotated: the key's output needs no read after it.
+    await withAdmin(async (client) => {
+      await client.query("CREATE FUNCTION hide() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN ALTER TABLE workspaces RENAME TO workspaces_hidden; RETURN NULL; END $$");
+      await client.query('CREATE TRIGGER hide AFTER INSERT OR UPDATE ON api_keys FOR EACH STATEMENT EXECUTE FUNCTION hide()');
+    }, database.url);
+    const show = () => withAdmin((client) => client.query('ALTER TABLE workspaces_hidden RENAME TO workspaces'), database.url);
+    const created = await runCaptured(['keys', 'create', '--workspace', 'failing after a change', '--name', 'ci', '--permissions', 'campaigns.list', '--json'], { env });
+    expect(created, created.stderr).toMatchObject({ code: EXIT.ok, stderr: '' });
+    const key = JSON.parse(created.stdout);
+    expect(key).toMatchObject({ key: expect.stringMatching(KEY), workspace: { name: 'failing after a change' } });
+    await show();
+    const rotated = await runCaptured(['keys', 'rotate', key.id, '--json'], { env });
+    expect(rotated, rotated.stderr).toMatchObject({ code: EXIT.ok, stderr: '' });
+    expect(JSON.parse(rotated.stdout)).toMatchObject({ id: key.id, key: expect.stringMatching(KEY), workspace: { name: 'failing after a change' } });
+    await show();
   });
 });
