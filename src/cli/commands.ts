@@ -77,7 +77,7 @@ Options:
   --key-file <new file>  (keys create, keys rotate) the new secret into a new file only you may read, not to
             stdout: for automation, keeping secrets out of logs
 
-Times (--expires-at, --since) are ISO 8601 with Z or an offset: 2027-01-31T00:00:00Z, 2027-01-31T09:00:00+09:00.
+Times (--expires-at, --since) are ISO 8601 with Z or an offset: 2027-01-31T00:00:00Z, 2027-01-31T09:00:00+09:00 (or +0900).
 Permissions: ${PERMISSIONS.join(', ')}
 Workspace and key names are 1 to ${NAME_LENGTH} characters on one line, without invisible characters (a zero-width
 space) or letters of two of Latin, Cyrillic and Greek (Аcme with a Cyrillic А); a workspace name that differs from another's only in case, accents or width (Acme, ACME, Acmé, Ａcme) is refused.
@@ -108,17 +108,17 @@ export function parseDuration(option: string, text: string): number {
   return Number(match[1]) * UNIT_MS[match[2]];
 }
 
-const INSTANT = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,3})?)?(?:Z|[+-](\d{2}):(\d{2}))$/;
+const INSTANT = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?(?:Z|([+-])(\d{2}):?(\d{2}))$/;
 
 /**
  * An ISO 8601 time with its offset: one without would be read in the runner's time zone, which a CI machine and
  * an operator's laptop do not share. A date or time that does not exist (February 30th, 24:00) is refused, not
- * rolled over into the next month.
+ * rolled over into the next month. Any fraction of a second is taken (Python's isoformat gives microseconds), to
+ * the millisecond, and an offset with or without its colon (+09:00, +0900).
  */
 function parseInstant(option: string, text: string): Date {
   const match = INSTANT.exec(text);
-  const value = new Date(text);
-  const [year, month, day, hour, minute, second, offsetHours, offsetMinutes] = (match ?? []).slice(1).map((part) => part ?? '0');
+  const [year, month, day, hour, minute, second = '0', fraction = '', sign = '+', offsetHours = '0', offsetMinutes = '0'] = (match ?? []).slice(1);
   const calendar = new Date(Date.UTC(Number(year), Number(month) - 1, Number(day)));
   const exists =
     match !== null &&
@@ -130,10 +130,12 @@ function parseInstant(option: string, text: string): Date {
     Number(second) < 60 &&
     Number(offsetHours) < 24 &&
     Number(offsetMinutes) < 60;
-  if (!exists || Number.isNaN(value.getTime())) {
+  if (!exists) {
     throw new InvalidValue(`--${option} must be an ISO 8601 time with Z or an offset, like 2027-01-31T00:00:00Z, got '${text}'`);
   }
-  return value;
+  const offsetMs = (sign === '-' ? -1 : 1) * (Number(offsetHours) * 60 + Number(offsetMinutes)) * 60_000;
+  const ms = Number(fraction.slice(0, 3).padEnd(3, '0'));
+  return new Date(Date.UTC(Number(year), Number(month) - 1, Number(day), Number(hour), Number(minute), Number(second), ms) - offsetMs);
 }
 
 const list = (text: string | undefined): string[] =>

@@ -202,6 +202,12 @@ describe('the CLI', () => {
     expect(inThirtyDays).toMatchObject({ expiresAt: '2026-07-01T00:00:00.000Z', allowedCidrs: ['10.0.0.0/8', '::1/128'], key: expect.stringMatching(/^cgw_/) });
     const at = await cliJson('keys', 'create', '--workspace', 'acme', '--name', 'until', '--permissions', 'campaigns.list', '--expires-at', '2026-12-31T00:00:00Z');
     expect(at.expiresAt).toBe('2026-12-31T00:00:00.000Z');
+    // As other tools write them: Python's isoformat with microseconds (kept to the millisecond), an offset without its colon.
+    const written = async (expiresAt: string) =>
+      (await cliJson('keys', 'create', '--workspace', 'acme', '--name', 'until', '--permissions', 'campaigns.list', '--expires-at', expiresAt)).expiresAt;
+    expect(await written('2027-01-31T00:00:00.123456+00:00')).toBe('2027-01-31T00:00:00.123Z');
+    expect(await written('2027-01-31T09:00:00+0900')).toBe('2027-01-31T00:00:00.000Z');
+    expect(await written('2027-01-31T09:00:00.5-0130')).toBe('2027-01-31T10:30:00.500Z');
 
     const query = '{ campaigns { edges { node { id } } } }';
     const from = (ip: string) => ({ headers: { 'x-forwarded-for': ip, 'content-type': 'application/json' } });
@@ -503,6 +509,8 @@ describe('the CLI', () => {
     [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-at', '2027-06-01'], EXIT.failed, "--expires-at must be an ISO 8601 time with Z or an offset, like 2027-01-31T00:00:00Z, got '2027-06-01'"],
     [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-at', '2027-02-30T00:00:00Z'], EXIT.failed, "--expires-at must be an ISO 8601 time with Z or an offset, like 2027-01-31T00:00:00Z, got '2027-02-30T00:00:00Z'"],
     [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-at', '2027-06-01T24:00:00+02:00'], EXIT.failed, "--expires-at must be an ISO 8601 time with Z or an offset, like 2027-01-31T00:00:00Z, got '2027-06-01T24:00:00+02:00'"],
+    [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-at', '2027-02-29T00:00:00.123456+0900'], EXIT.failed, "--expires-at must be an ISO 8601 time with Z or an offset, like 2027-01-31T00:00:00Z, got '2027-02-29T00:00:00.123456+0900'"],
+    [['jobs', 'list', '--since', '2027-01-01T00:00:00.123456'], EXIT.failed, "--since must be an ISO 8601 time with Z or an offset, like 2027-01-31T00:00:00Z, got '2027-01-01T00:00:00.123456'"],
     [['jobs', 'list', '--since', '2027-01-01T00:00:00'], EXIT.failed, "--since must be an ISO 8601 time with Z or an offset, like 2027-01-31T00:00:00Z, got '2027-01-01T00:00:00'"],
     // An empty templated variable: refused, never a key any address may use.
     [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--allow-ip', ''], EXIT.failed, '--allow-ip has no address: leave the option out to allow any address'],
@@ -663,6 +671,9 @@ describe('the CLI', () => {
     ]);
     const newest = await cli('jobs', 'list', '--since', accepted(1).toISOString(), '--limit', '1', '--json');
     expect(JSON.parse(newest.stdout).map((job: { id: string }) => job.id)).toEqual([pending.id]);
+    // The same time in microseconds, with an offset without its colon.
+    const micro = await cli('jobs', 'list', '--since', accepted(1).toISOString().replace('Z', '999+0000'), '--limit', '1', '--json');
+    expect(JSON.parse(micro.stdout).map((job: { id: string }) => job.id)).toEqual([pending.id]);
     // Cut at --limit with more left: said on stderr, so that stdout is still the jobs alone.
     expect(newest).toMatchObject({ code: EXIT.ok, stderr: 'Showing the newest job: more match, raise --limit to see them.\n' });
     expect(await cli('jobs', 'list', '--since', accepted(1).toISOString(), '--limit', '2')).toMatchObject({ code: EXIT.ok, stderr: '' });
