@@ -715,14 +715,16 @@ const COMMANDS: Record<string, Command> = {
   'store copy': {
     options: { to: { type: 'string' } },
     positionals: 0,
-    async runWithoutStore({ config, values, print, io, changed }) {
+    check(values) {
       if (typeof values.to !== 'string') throw new UsageError('--to <PostgreSQL URL, a file holding it, or a directory> is required');
+    },
+    async runWithoutStore({ config, values, print, io, changed }) {
       // The summary is printed once every row is copied and counted.
       const summary: typeof print = (text, json) => {
         changed((why) => `the store was copied, and its counts checked, but the summary could not be written (${why})`);
         print(text, json);
       };
-      await copyConfiguredStore(config, values.to, { stderr: io.stderr, print: summary, migrations: io.migrations, table });
+      await copyConfiguredStore(config, values.to as string, { stderr: io.stderr, print: summary, migrations: io.migrations, table });
     },
   },
 

@@ -1,5 +1,5 @@
-import { readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync, realpathSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { createStore, sqliteFilename, type StoreOptions } from '../app.js';
 import type { Config } from '../config.js';
 import { DataDirHeld } from '../adapters/sqlite/data-dir-lock.js';
@@ -25,6 +25,11 @@ function copyTarget(config: Config, to: string): CopyTarget {
     if (stats === undefined) throw new Error(`--to ${to}: no such file or directory (give a postgres:// URL, a file holding one, or a DATA_DIR)`);
     if (stats.isDirectory()) {
       const file = join(to, 'gateway.db');
+      // Its lock would otherwise be reported as held by something to stop, which is the copy itself.
+      const source = sqliteFilename(config);
+      if (source !== null && realpathSync(to) === realpathSync(dirname(source))) {
+        throw new Error(`--to ${to} is the store being copied (${source}): give an empty directory or a PostgreSQL database. Nothing was copied.`);
+      }
       return {
         config: { ...config, databaseUrl: null, dataDir: to },
         name: `the embedded store ${file}`,
@@ -81,13 +86,13 @@ export async function copyConfiguredStore(config: Config, to: string, io: StoreC
       );
     });
     stores.push(source);
+    if (sourceFile === null) io.stderr('The source is a PostgreSQL database: the copy cannot tell whether a gateway still uses it; stop every one first.\n');
     // Migrated as a gateway's start migrates it, so that a gateway starts on the copy without changing it.
     const targetStore = await createStore(target.config, { olderSchema: 'upgrade', migrations: io.migrations, holdDataDir: hold }).catch((error: unknown) => {
       if (error instanceof DataDirHeld) throw new Error(`${target.name} is in use (${error.file} is held): stop what uses it. Nothing was copied.`);
       throw new Error(`${target.name}: ${error instanceof Error ? error.message.replaceAll('DATABASE_URL', '--to') : String(error)}. Nothing was copied.`);
     });
     stores.push(targetStore);
-    if (sourceFile === null) io.stderr('The source is a PostgreSQL database: the copy cannot tell whether a gateway still uses it; stop every one first.\n');
     io.stderr(`Copying ${sourceName} to ${target.name}.\n`);
     const started = performance.now();
     const running = await source.countJobs('RUNNING');

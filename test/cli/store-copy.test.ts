@@ -1,10 +1,11 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { EXIT, runCli } from '../../src/cli/commands.js';
 import { createStore } from '../../src/app.js';
+import { loadConfig } from '../../src/config.js';
 import { EXPORT_TABLES, type ExportRows, type ExportTable } from '../../src/domain/ports.js';
 import { copyStore, CountMismatch } from '../../src/domain/store-copy.js';
 import { cliProcessWritingTo } from '../support/cli.js';
@@ -127,6 +128,37 @@ describe.skipIf(skipWithoutPostgres)('store copy', () => {
     expect(refused.stderr).toMatch(/^campaign-gateway: the embedded store .*gateway\.db is in use by a running gateway \(it holds .*gateway\.lock\): stop it first, .* Nothing was copied\.\n$/);
     const tables = await withAdmin((client) => client.query("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"), url);
     expect(Number(tables.rows[0].count)).toBe(0);
+  });
+
+  it('refuses a command line without --to before looking at the store, and --to naming the store being copied', async () => {
+    const missing = await cli(join(tmpdir(), 'cgw-copy-no-such-dir'), 'store', 'copy');
+    expect(missing).toEqual({ code: EXIT.usage, stdout: '', stderr: 'campaign-gateway: --to <PostgreSQL URL, a file holding it, or a directory> is required (see --help)\n' });
+
+    const { gw, dataDir } = await sourceGateway();
+    await gw.app.close();
+    // By another path too: a link to it.
+    const links = mkdtempSync(join(tmpdir(), 'cgw-copy-link-'));
+    cleanups.push(() => rmSync(links, { recursive: true, force: true }));
+    symlinkSync(dataDir, join(links, 'data'));
+    for (const to of [dataDir, join(links, 'data')]) {
+      expect(await cli(dataDir, 'store', 'copy', '--to', to)).toEqual({
+        code: EXIT.failed,
+        stdout: '',
+        stderr: `campaign-gateway: --to ${to} is the store being copied (${join(dataDir, 'gateway.db')}): give an empty directory or a PostgreSQL database. Nothing was copied.\n`,
+      });
+    }
+  });
+
+  it('warns that a PostgreSQL source may still be in use before it opens the target', async () => {
+    const source = await createTestDatabase();
+    cleanups.push(source.drop);
+    const config = loadConfig({ DATABASE_URL: source.url });
+    await (await createStore(config, { olderSchema: 'upgrade' })).close();
+    const unreachable = 'postgres://gateway:gateway@127.0.0.1:1/gateway';
+    let stderr = '';
+    const code = await runCli(['store', 'copy', '--to', unreachable], { env: { DATABASE_URL: source.url }, stdout: () => undefined, stderr: (text) => (stderr += text) });
+    expect(code).toBe(EXIT.failed);
+    expect(stderr).toMatch(/^The source is a PostgreSQL database: the copy cannot tell whether a gateway still uses it; stop every one first\.\ncampaign-gateway: the PostgreSQL database gateway on 127\.0\.0\.1:1: .*Nothing was copied\.\n$/);
   });
 
   it('refuses a target that holds a workspace, naming it, and changes nothing there', async () => {
