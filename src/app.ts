@@ -68,6 +68,8 @@ export interface AppOverrides {
   store?: GatewayStore;
   quota?: Quota;
   clock?: Clock;
+  /** Milliseconds that readiness checks are timed by, which only move forward: performance.now() unless a test moves them. */
+  elapsedMs?: () => number;
   logger?: FastifyServerOptions['logger'];
   /** The limiter behind upstream pacing; instances given the same one share the pace. */
   upstreamLimiter?: RateLimiterAbstract;
@@ -390,6 +392,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       ...(upstream && pacer ? { upstream: upstreamCheck(upstream, pacer, clock) } : {}),
     },
     clock,
+    overrides.elapsedMs,
   );
   metrics.watchDependencies(() => readiness.report());
   if (pacer) metrics.watchUpstreamPause(pacer);

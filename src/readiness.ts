@@ -159,13 +159,15 @@ export interface ReadinessLogger extends WorkerLogger {
  */
 export class Readiness {
   private readonly failureLogs = new Map<string, RepeatedFailureLog>();
-  /** The check still running of each dependency that may be slow, and when it started (by the clock). */
+  /** The check still running of each dependency that may be slow, and when it started (by `elapsedMs`). */
   private readonly running = new Map<string, { answer: Promise<DependencyStatus>; startedMs: number }>();
   private stopping = false;
 
   constructor(
     private readonly checks: Record<string, DependencyCheck>,
     private readonly clock: Clock,
+    /** Times a check: monotonic, so that a step of the wall clock (NTP) during one neither slows nor downs it. */
+    private readonly elapsedMs: () => number = () => performance.now(),
   ) {}
 
   /** From now on, log each dependency's failures and recoveries to `logger`. */
@@ -211,7 +213,7 @@ export class Readiness {
     if (downAfterMs === undefined) return withinTimeout(dependency.check(), CHECK_TIMEOUT_MS);
     let running = this.running.get(name);
     if (!running) {
-      const startedMs = this.clock.now().getTime();
+      const startedMs = this.elapsedMs();
       const started = { answer: dependency.check(), startedMs };
       const done = () => {
         if (this.running.get(name) === started) this.running.delete(name);
@@ -221,7 +223,7 @@ export class Readiness {
       running = started;
     }
     const status = await answerWithin(running.answer, CHECK_TIMEOUT_MS);
-    const tookMs = this.clock.now().getTime() - running.startedMs;
+    const tookMs = this.elapsedMs() - running.startedMs;
     if (status === NO_ANSWER) {
       if (tookMs >= downAfterMs) throw noAnswerWithin(downAfterMs);
       return { status: 'degraded', slow: true, message: `slow: its check has not answered for ${seconds(tookMs)} (down after ${seconds(downAfterMs)})` };

@@ -691,9 +691,10 @@ describe('GET /readyz and GET /metrics: an embedded store whose writes are slow'
 
   it('is degraded and still ready while its check answers late, and down only once it has gone 10 s unanswered', async () => {
     const clock = new ManualClock(new Date());
-    // The clock the readiness checks are timed by moves while the store's check runs, as a slow fsync would.
+    // The time the readiness checks are timed by moves while the store's check runs, as a slow fsync would.
     let hold: () => Promise<void> | undefined = () => undefined;
-    const gateway = await startGateway({ WORKER_CONCURRENCY: '0' }, { clock }, { wrapStore: (store) => storeHeldOn(store, ['ping'], () => hold()) });
+    const elapsedMs = () => clock.now().getTime();
+    const gateway = await startGateway({ WORKER_CONCURRENCY: '0' }, { clock, elapsedMs }, { wrapStore: (store) => storeHeldOn(store, ['ping'], () => hold()) });
     try {
       expect(await storeCheck(gateway)).toEqual({ status: 200, store: { status: 'up', backend: 'sqlite' }, up: 1 });
 
@@ -719,6 +720,22 @@ describe('GET /readyz and GET /metrics: an embedded store whose writes are slow'
       release();
       await waitFor(async () => (await storeCheck(gateway)).status === 200);
       expect(await storeCheck(gateway)).toEqual({ status: 200, store: { status: 'up', backend: 'sqlite' }, up: 1 });
+    } finally {
+      hold = () => undefined;
+      await gateway.close();
+    }
+  });
+
+  it('times its check by a clock that only moves forward: a step of the wall clock during the check is no slow store', async () => {
+    const clock = new ManualClock(new Date());
+    let hold: () => Promise<void> | undefined = () => undefined;
+    const gateway = await startGateway({ WORKER_CONCURRENCY: '0' }, { clock }, { wrapStore: (store) => storeHeldOn(store, ['ping'], () => hold()) });
+    try {
+      // NTP sets the wall clock an hour forward, then back, while the store answers at once.
+      for (const stepMs of [3_600_000, -3_600_000]) {
+        hold = async () => clock.advance(stepMs);
+        expect(await storeCheck(gateway)).toEqual({ status: 200, store: { status: 'up', backend: 'sqlite' }, up: 1 });
+      }
     } finally {
       hold = () => undefined;
       await gateway.close();
