@@ -4,7 +4,7 @@ import { createStore, sqliteFilename, type StoreOptions } from '../app.js';
 import type { Config } from '../config.js';
 import { DataDirHeld } from '../adapters/sqlite/data-dir-lock.js';
 import { EXPORT_TABLES, type GatewayStore } from '../domain/ports.js';
-import { copyStore, CountMismatch, TargetNotEmpty, type CopySummary } from '../domain/store-copy.js';
+import { copyStore, CountMismatch, TargetNotEmpty, TargetNotWritable, type CopySummary } from '../domain/store-copy.js';
 
 /** Where `store copy` writes: a PostgreSQL database, or an embedded store's DATA_DIR. */
 interface CopyTarget {
@@ -54,6 +54,18 @@ function copyTarget(config: Config, to: string): CopyTarget {
       `drop the database and make it again, empty (DROP DATABASE ${database}; CREATE DATABASE ${database} OWNER <the gateway's role>), ` +
       "or drop the schema of the gateway's tables and make it again (DROP SCHEMA <schema> CASCADE; CREATE SCHEMA <schema>), then run the copy again",
   };
+}
+
+/** Why copyStore failed, and what the target holds now. */
+function copyFailure(error: unknown, target: CopyTarget): Error {
+  if (error instanceof TargetNotEmpty) {
+    return new Error(`${target.name} already holds ${error.message}: a copy goes only into a store without workspaces, never into or over one. Nothing was copied.`);
+  }
+  if (error instanceof TargetNotWritable) {
+    return new Error(`${target.name}: the role in --to may not write every row a copy writes (it lacks ${error.message}): run the copy as the role that owns the tables. Nothing was copied.`);
+  }
+  const what = error instanceof CountMismatch ? `the stores count different rows after the copy (${error.message})` : `the copy stopped: ${error instanceof Error ? error.message : String(error)}`;
+  return new Error(`${what}. ${target.name} holds part of the store, on which no gateway may start: ${target.startAgain}.`);
 }
 
 export interface StoreCopyIo {
@@ -112,11 +124,7 @@ export async function copyConfiguredStore(config: Config, to: string, io: StoreC
         workspaceRows = [];
       });
     } catch (error) {
-      if (error instanceof TargetNotEmpty) {
-        throw new Error(`${target.name} already holds ${error.message}: a copy goes only into a store without workspaces, never into or over one. Nothing was copied.`);
-      }
-      const what = error instanceof CountMismatch ? `the stores count different rows after the copy (${error.message})` : `the copy stopped: ${error instanceof Error ? error.message : String(error)}`;
-      throw new Error(`${what}. ${target.name} holds part of the store, on which no gateway may start: ${target.startAgain}.`);
+      throw copyFailure(error, target);
     }
     const seconds = (performance.now() - started) / 1000;
     const { copied, orphaned } = summary;

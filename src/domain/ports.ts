@@ -172,6 +172,11 @@ export interface GatewayStore {
    * the two stores, and those whose workspace is gone (erased while a request still wrote), which it does not copy.
    */
   countRows(table: ExportTable): Promise<RowCount>;
+  /**
+   * What importRows needs and the store's role lacks, as `INSERT on jobs` (none: the copy may write): checked before
+   * a copy writes anything, so that it stops before the first row rather than part-way.
+   */
+  missingImportPrivileges(): Promise<string[]>;
 
   /** False, writing nothing, when the key's workspace does not exist (deleted since the caller found it). */
   insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<boolean>;

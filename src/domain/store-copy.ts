@@ -26,6 +26,13 @@ export class CountMismatch extends Error {
   }
 }
 
+/** What the target's role may not do that a copy does (INSERT on a table, UPDATE on a sequence). */
+export class TargetNotWritable extends Error {
+  constructor(readonly missing: string[]) {
+    super(missing.join(', '));
+  }
+}
+
 /** What a copy wrote, and the rows of no workspace it left behind, per table. */
 export interface CopySummary {
   copied: Record<ExportTable, number>;
@@ -36,7 +43,7 @@ export interface CopySummary {
 /**
  * Copies every row of `source` to `target`, workspace by workspace and, within one, table by table in the export's
  * order (each row after the rows it refers to), a page read (exportRows) and written (importRows, one transaction)
- * at a time: no table is held in memory. Refuses a target that holds any workspace (TargetNotEmpty), and, once done,
+ * at a time: no table is held in memory. Refuses a target whose role may not write every row (TargetNotWritable) or that holds any workspace (TargetNotEmpty), and, once done,
  * compares each table's rows of a workspace in both stores (CountMismatch). Rows of no workspace are not copied, since
  * the workspace they belonged to was erased, only counted. The queue's and limiters' counters are not rows of a
  * workspace and are not copied: see importRows.
@@ -47,6 +54,8 @@ export async function copyStore(
   onProgress: (progress: CopyProgress) => void,
   pageSize = EXPORT_PAGE_SIZE,
 ): Promise<CopySummary> {
+  const missing = await target.missingImportPrivileges();
+  if (missing.length > 0) throw new TargetNotWritable(missing);
   if (await target.hasWorkspaces()) throw new TargetNotEmpty(await target.listWorkspaces());
   const copied = Object.fromEntries(EXPORT_TABLES.map((table) => [table, 0])) as Record<ExportTable, number>;
   for (const workspace of await source.listWorkspaces()) {

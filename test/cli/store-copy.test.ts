@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,7 +12,7 @@ import { copyStore, CountMismatch } from '../../src/domain/store-copy.js';
 import { cliProcessWritingTo } from '../support/cli.js';
 import { eventFixture } from '../support/fixtures.js';
 import { graphql, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
-import { createTestDatabase, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
+import { createTestDatabase, readmeGrants, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
 import { rest } from '../support/transports.js';
 
 async function cli(dataDir: string, ...argv: string[]) {
@@ -171,6 +172,31 @@ describe.skipIf(skipWithoutPostgres)('store copy', () => {
     expect(again).toMatchObject({ code: EXIT.failed, stdout: '' });
     expect(again.stderr).toMatch(/already holds 1 workspace: "acme" \(id [^)]+\): a copy goes only into a store without workspaces, never into or over one\. Nothing was copied\.\n$/);
     expect(await tableCounts(url)).toEqual(before);
+  });
+
+  it('refuses, writing nothing, as the runtime role of the README, which may not write everything a copy does', async () => {
+    const { gw, dataDir } = await sourceGateway();
+    await gw.app.close();
+    const runtime = `cgw_rt_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
+    cleanups.push(async () => {
+      await withAdmin((client) => client.query(`DROP ROLE IF EXISTS ${runtime}`));
+    });
+    const { url } = await target();
+    // The tables made by their owner, as a first start makes them; the runtime role granted what the README says.
+    await (await createStore({ ...gw.config, databaseUrl: url }, { olderSchema: 'upgrade' })).close();
+    const database = new URL(url).pathname.slice(1);
+    const owner = decodeURIComponent(new URL(url).username);
+    await withAdmin((client) => client.query(readmeGrants({ runtime, owner, schema: 'public', database, password: 'runtime' })), url);
+    const runtimeUrl = new URL(url);
+    runtimeUrl.username = runtime;
+    runtimeUrl.password = 'runtime';
+
+    const refused = await cli(dataDir, 'store', 'copy', '--to', runtimeUrl.toString());
+    expect(refused).toMatchObject({ code: EXIT.failed, stdout: '' });
+    expect(refused.stderr).toMatch(
+      /: the role in --to may not write every row a copy writes \(it lacks UPDATE on sequence public\.security_events_seq_seq\): run the copy as the role that owns the tables\. Nothing was copied\.\n$/,
+    );
+    expect(Object.values(await tableCounts(url)).every((count) => count === 0)).toBe(true);
   });
 
   it('leaves behind the rows of an erased workspace, saying how many, and counts only the rows of workspaces', async () => {

@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { postgresLimiters } from '../../src/adapters/limiter-backends.js';
@@ -7,22 +6,8 @@ import { POSTGRES_MIGRATIONS } from '../../src/adapters/postgres/migrations.js';
 import { EVENT_ORDER_LOCK, MIGRATION_LOCK, PostgresStore, type PostgresStoreOptions } from '../../src/adapters/postgres/store.js';
 import { isUnavailable } from '../../src/domain/errors.js';
 import { at, campaignFixture, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
-import { createTestDatabase, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
+import { createTestDatabase, readmeGrants, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
 import { waitFor } from '../support/wait.js';
-
-/** The SQL of the README's "PostgreSQL roles", for `runtime` in `schema` of `database`, the tables owned by `owner`. */
-function readmeGrants(names: { runtime: string; owner: string; schema: string; database: string; password: string }): string {
-  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
-  const section = readme.slice(readme.indexOf('### PostgreSQL roles'));
-  const sql = /```sql\n([\s\S]*?)```/.exec(section)![1];
-  return sql
-    .replace(/'change me'/g, `'${names.password}'`)
-    .replace(/\bgateway_app\b/g, names.runtime)
-    .replace(/\bgateway_owner\b/g, names.owner)
-    .replace(/\bSCHEMA app\b/g, `SCHEMA ${names.schema}`)
-    .replace(/search_path = app\b/g, `search_path = ${names.schema}`)
-    .replace(/\bDATABASE gateway\b/g, `DATABASE ${names.database}`);
-}
 
 /** A lock held, as an open transaction or a session lock of another session would hold it. */
 async function holding(url: string, statements: [string, unknown[]][]): Promise<{ pid: number; release(): Promise<void> }> {

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { PostgresStore } from '../../src/adapters/postgres/store.js';
 
@@ -46,3 +47,17 @@ export async function createTestDatabase(): Promise<{ url: string; drop(): Promi
 
 /** A store that keeps the job queue's time by the times its calls give, as the store contract drives them. */
 export const openPostgresStore = (url: string, schema?: string) => new PostgresStore({ connectionString: url, schema, poolSize: 4, jobTime: 'caller' });
+
+/** The SQL of the README's "PostgreSQL roles", for `runtime` in `schema` of `database`, the tables owned by `owner`. */
+export function readmeGrants(names: { runtime: string; owner: string; schema: string; database: string; password: string }): string {
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  const section = readme.slice(readme.indexOf('### PostgreSQL roles'));
+  const sql = /```sql\n([\s\S]*?)```/.exec(section)![1];
+  return sql
+    .replace(/'change me'/g, `'${names.password}'`)
+    .replace(/\bgateway_app\b/g, names.runtime)
+    .replace(/\bgateway_owner\b/g, names.owner)
+    .replace(/\bSCHEMA app\b/g, `SCHEMA ${names.schema}`)
+    .replace(/search_path = app\b/g, `search_path = ${names.schema}`)
+    .replace(/\bDATABASE gateway\b/g, `DATABASE ${names.database}`);
+}

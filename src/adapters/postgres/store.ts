@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { ClaimedJob, EventPruneBatch, EventPruneCursor, ExportPage, ExportRows, ExportTable, GatewayStore, JobFailure, JobOutcome, ListOptions, NewerSchema, OlderSchema, RowCount, SchemaVersions, WorkspaceDeletion } from '../../domain/ports.js';
+import { EXPORT_TABLES, type ClaimedJob, type EventPruneBatch, type EventPruneCursor, type ExportPage, type ExportRows, type ExportTable, type GatewayStore, type JobFailure, type JobOutcome, type ListOptions, type NewerSchema, type OlderSchema, type RowCount, type SchemaVersions, type WorkspaceDeletion } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
   Campaign,
@@ -870,6 +870,21 @@ export class PostgresStore implements GatewayStore {
   async countRows(table: ExportTable): Promise<RowCount> {
     const [row] = await this.rows(countRowsSql(table));
     return { ofWorkspaces: Number(row.of_workspaces), orphaned: Number(row.orphaned) };
+  }
+
+  /**
+   * INSERT on each table, and UPDATE on the events' sequence for importRows' setval: a runtime role granted only
+   * USAGE on sequences (README, "PostgreSQL roles") wrote a workspace, its keys and tags, then failed at the first
+   * page of events.
+   */
+  async missingImportPrivileges(): Promise<string[]> {
+    const rows = await this.rows(
+      `SELECT 'INSERT on ' || t AS missing FROM unnest($1::text[]) AS t WHERE NOT has_table_privilege(t, 'INSERT')
+       UNION ALL
+       SELECT 'UPDATE on sequence ' || s FROM pg_get_serial_sequence('security_events', 'seq') AS s WHERE NOT has_sequence_privilege(s, 'UPDATE')`,
+      [EXPORT_TABLES],
+    );
+    return rows.map((row) => String(row.missing));
   }
 
   /** A key no row can hold names no row: the page is empty. */

@@ -351,6 +351,11 @@ export class SqliteStore implements GatewayStore {
     return { ofWorkspaces: Number(row.of_workspaces), orphaned: Number(row.orphaned) };
   }
 
+  /** A file the process may open for writing grants every write. */
+  async missingImportPrivileges(): Promise<string[]> {
+    return [];
+  }
+
   async insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<boolean> {
     return this.keyWrite(() => this.write('insertApiKey', key, event));
   }
