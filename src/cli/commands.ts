@@ -14,7 +14,7 @@ import { PERMISSIONS } from '../domain/permissions.js';
 import { EXPORT_TABLES, systemClock, type Clock, type GatewayStore } from '../domain/ports.js';
 import { JOB_STATUSES, type ApiKeyRecord, type DuplicationJob, type JobFilter, type JobStatus, type Workspace } from '../domain/types.js';
 import { describeFailure } from '../readiness.js';
-import { copyConfiguredStore } from './store-copy.js';
+import { copyConfiguredStore, CopyInterrupted } from './store-copy.js';
 
 export interface CliIo {
   env: Record<string, string | undefined>;
@@ -62,7 +62,8 @@ Commands:
   store backup <file>   copy the embedded store as it is while the gateway runs (PostgreSQL: use pg_dump)
   store copy --to <PostgreSQL URL, a file holding it, or a directory>
                         copy every row of the stopped store into an empty PostgreSQL database (or DATA_DIR),
-                        migrated first, and count both (README, "Moving to PostgreSQL")
+                        migrated first, and count both (README, "Moving to PostgreSQL"); SIGINT or SIGTERM
+                        stops it after the page being written, saying how to start again (exit 130 or 143)
   jobs list [--workspace <id or name>] [--status PENDING|RUNNING|SUCCEEDED|FAILED] [--since <ISO 8601 time>]
             [--limit <n, default ${JOBS_LIMIT}>]
                         duplication jobs, newest first
@@ -392,6 +393,7 @@ function unavailableMessage(error: unknown): string {
 function failure(error: unknown): { exit: number; code: string; message: string } {
   if (error instanceof UsageError) return { exit: EXIT.usage, code: 'USAGE', message: error.message };
   if (error instanceof OutputLost) return { exit: EXIT.outputLost, code: 'OUTPUT_LOST', message: error.message };
+  if (error instanceof CopyInterrupted) return { exit: error.exit, code: 'INTERRUPTED', message: error.message };
   if (error instanceof InvalidValue) return { exit: EXIT.failed, code: 'BAD_USER_INPUT', message: error.message };
   if (error instanceof ConfigError) return { exit: EXIT.failed, code: 'CONFIGURATION', message: error.message };
   if (isUnavailable(error)) {

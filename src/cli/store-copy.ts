@@ -1,10 +1,11 @@
 import { readFileSync, realpathSync, statSync } from 'node:fs';
+import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createStore, sqliteFilename, type StoreOptions } from '../app.js';
 import type { Config } from '../config.js';
 import { DataDirHeld } from '../adapters/sqlite/data-dir-lock.js';
 import { EXPORT_TABLES, type GatewayStore } from '../domain/ports.js';
-import { copyStore, CountMismatch, TargetNotEmpty, TargetNotWritable, type CopySummary } from '../domain/store-copy.js';
+import { copyStore, CopyStopped, CountMismatch, TargetNotEmpty, TargetNotWritable, type CopyProgress, type CopySummary } from '../domain/store-copy.js';
 
 /** Where `store copy` writes: a PostgreSQL database, or an embedded store's DATA_DIR. */
 interface CopyTarget {
@@ -56,6 +57,39 @@ function copyTarget(config: Config, to: string): CopyTarget {
   };
 }
 
+/** A copy stopped by a signal: the CLI exits 128 + its number, as a shell reports a process the signal ended. */
+export class CopyInterrupted extends Error {
+  constructor(
+    message: string,
+    readonly exit: number,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Runs `copy` with SIGINT and SIGTERM told to it rather than ending the process, which would leave a partial
+ * target without a word: the copy stops after the page it is writing and says how to start again. A second signal
+ * of the same kind ends the process at once.
+ */
+async function stoppableBySignals<T>(stderr: (text: string) => void, copy: (stopped: () => string | undefined) => Promise<T>): Promise<T> {
+  let signal: NodeJS.Signals | undefined;
+  const stop = (received: NodeJS.Signals) => {
+    if (signal !== undefined) return;
+    signal = received;
+    stderr(`${received}: stopping after the page being written…\n`);
+  };
+  process.once('SIGINT', stop).once('SIGTERM', stop);
+  try {
+    return await copy(() => signal);
+  } finally {
+    process.off('SIGINT', stop).off('SIGTERM', stop);
+  }
+}
+
+/** `text` as the start of a sentence. */
+const sentence = (text: string): string => text.charAt(0).toUpperCase() + text.slice(1);
+
 /** Why copyStore failed, and what the target holds now. */
 function copyFailure(error: unknown, target: CopyTarget): Error {
   if (error instanceof TargetNotEmpty) {
@@ -63,6 +97,13 @@ function copyFailure(error: unknown, target: CopyTarget): Error {
   }
   if (error instanceof TargetNotWritable) {
     return new Error(`${target.name}: the role in --to may not write every row a copy writes (it lacks ${error.message}): run the copy as the role that owns the tables. Nothing was copied.`);
+  }
+  if (error instanceof CopyStopped) {
+    const signal = error.reason as NodeJS.Signals;
+    return new CopyInterrupted(
+      `the copy stopped on ${signal}, after the page it was writing. ${sentence(target.name)} holds part of the store, on which no gateway may start: ${target.startAgain}.`,
+      128 + constants.signals[signal],
+    );
   }
   const what = error instanceof CountMismatch ? `the stores count different rows after the copy (${error.message})` : `the copy stopped: ${error instanceof Error ? error.message : String(error)}`;
   return new Error(`${what}. ${target.name} holds part of the store, on which no gateway may start: ${target.startAgain}.`);
@@ -113,7 +154,7 @@ export async function copyConfiguredStore(config: Config, to: string, io: StoreC
       // One line per workspace once its last table is done, and one per PROGRESS_ROWS of a large table meanwhile:
       // a store of thousands of small workspaces does not print seven lines for each.
       let workspaceRows: string[] = [];
-      summary = await copyStore(source, targetStore, ({ workspace, table, rows, done }) => {
+      const progress = ({ workspace, table, rows, done }: CopyProgress) => {
         if (!done) {
           if (rows % PROGRESS_ROWS === 0) io.stderr(`  "${workspace.name}": ${table} ${rows} rows…\n`);
           return;
@@ -122,7 +163,8 @@ export async function copyConfiguredStore(config: Config, to: string, io: StoreC
         if (table !== EXPORT_TABLES.at(-1)) return;
         io.stderr(`  "${workspace.name}": ${workspaceRows.length === 0 ? 'no rows but the workspace' : workspaceRows.join(', ')}\n`);
         workspaceRows = [];
-      });
+      };
+      summary = await stoppableBySignals(io.stderr, (stopped) => copyStore(source, targetStore, progress, { stopped }));
     } catch (error) {
       throw copyFailure(error, target);
     }

@@ -33,6 +33,13 @@ export class TargetNotWritable extends Error {
   }
 }
 
+/** A copy told to stop (`reason`, such as the signal), which it did after the page it was writing. */
+export class CopyStopped extends Error {
+  constructor(readonly reason: string) {
+    super(`stopped by ${reason}`);
+  }
+}
+
 /** What a copy wrote, and the rows of no workspace it left behind, per table. */
 export interface CopySummary {
   copied: Record<ExportTable, number>;
@@ -43,8 +50,10 @@ export interface CopySummary {
 /**
  * Copies every row of `source` to `target`, workspace by workspace and, within one, table by table in the export's
  * order (each row after the rows it refers to), a page read (exportRows) and written (importRows, one transaction)
- * at a time: no table is held in memory. Refuses a target whose role may not write every row (TargetNotWritable) or that holds any workspace (TargetNotEmpty), and, once done,
- * compares each table's rows of a workspace in both stores (CountMismatch). Rows of no workspace are not copied, since
+ * at a time: no table is held in memory. Refuses a target whose role may not write every row (TargetNotWritable)
+ * or that holds any workspace (TargetNotEmpty); stops after the page being written once `stopped` gives a reason
+ * (CopyStopped); once done, compares each table's rows of a workspace in both stores (CountMismatch). Rows of no
+ * workspace are not copied, since
  * the workspace they belonged to was erased, only counted. The queue's and limiters' counters are not rows of a
  * workspace and are not copied: see importRows.
  */
@@ -52,7 +61,7 @@ export async function copyStore(
   source: GatewayStore,
   target: GatewayStore,
   onProgress: (progress: CopyProgress) => void,
-  pageSize = EXPORT_PAGE_SIZE,
+  { pageSize = EXPORT_PAGE_SIZE, stopped = () => undefined }: { pageSize?: number; stopped?: () => string | undefined } = {},
 ): Promise<CopySummary> {
   const missing = await target.missingImportPrivileges();
   if (missing.length > 0) throw new TargetNotWritable(missing);
@@ -69,6 +78,8 @@ export async function copyStore(
         copied[table] += page.rows.length;
         after = page.next;
         onProgress({ workspace, table, rows, done: after === null });
+        const reason = stopped();
+        if (reason !== undefined) throw new CopyStopped(reason);
       } while (after !== null);
     }
   }

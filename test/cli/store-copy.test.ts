@@ -9,7 +9,8 @@ import { createStore } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { EXPORT_TABLES, type ExportRows, type ExportTable } from '../../src/domain/ports.js';
 import { copyStore, CountMismatch } from '../../src/domain/store-copy.js';
-import { cliProcessWritingTo } from '../support/cli.js';
+import { databaseFile, prepareWorkspace, seedFinishedJobs } from '../../bench/lib/store.js';
+import { cliProcessSignalled, cliProcessWritingTo } from '../support/cli.js';
 import { eventFixture } from '../support/fixtures.js';
 import { graphql, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
 import { createTestDatabase, readmeGrants, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
@@ -198,6 +199,32 @@ describe.skipIf(skipWithoutPostgres)('store copy', () => {
     );
     expect(Object.values(await tableCounts(url)).every((count) => count === 0)).toBe(true);
   });
+
+  it.each([
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+  ] as const)('stops on %s after the page it writes, saying what the target holds and how to start again (exit %i)', async (signal, exit) => {
+    // A small workspace, whose line says the copy is under way, then one large enough to be copying when the signal lands.
+    const dataDir = mkdtempSync(join(tmpdir(), 'cgw-copy-signal-'));
+    cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+    await prepareWorkspace(dataDir, 'a-small');
+    seedFinishedJobs(dataDir, await prepareWorkspace(dataDir, 'b-large'), 0, 20_000);
+    const { url } = await target();
+
+    const stopped = await cliProcessSignalled(['store', 'copy', '--to', url], { DATA_DIR: dataDir }, signal, /\n {2}"a-small": /);
+    expect(stopped.code, stopped.stderr).toBe(exit);
+    const database = new URL(url).pathname.slice(1);
+    expect(stopped.stderr).toContain(`\n${signal}: stopping after the page being written…\n`);
+    expect(stopped.stderr).toMatch(
+      new RegExp(`\\ncampaign-gateway: the copy stopped on ${signal}, after the page it was writing\\. The PostgreSQL database ${database} on [^ ]+ holds part of the store, on which no gateway may start: drop the database`),
+    );
+    const counts = await tableCounts(url);
+    expect(counts.workspaces).toBe(2);
+    expect(counts.jobs).toBeLessThan(20_000);
+    const source = new Database(databaseFile(dataDir), { readonly: true });
+    expect(source.prepare('SELECT count(*) FROM jobs').pluck().get()).toBe(20_000);
+    source.close();
+  }, 60_000);
 
   it('leaves behind the rows of an erased workspace, saying how many, and counts only the rows of workspaces', async () => {
     const { gw, dataDir, ws } = await sourceGateway();

@@ -43,3 +43,24 @@ export function cliProcessWritingTo(file: string, argv: string[], env: Record<st
     child.on('close', (code) => done({ code, stdout: '', stderr }));
   });
 }
+
+/** cliProcess sent `signal` once its stderr matches `when` (a line of progress), as an operator's Ctrl-C or a `kill`. */
+export function cliProcessSignalled(argv: string[], env: Record<string, string>, signal: NodeJS.Signals, when: RegExp): Promise<CliRun> {
+  return new Promise((done) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...argv], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH ?? '', HOME: tmpdir(), ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: 60_000,
+    });
+    let stdout = '';
+    let stderr = '';
+    let sent = false;
+    child.stdout!.setEncoding('utf8').on('data', (text: string) => (stdout += text));
+    child.stderr!.setEncoding('utf8').on('data', (text: string) => {
+      stderr += text;
+      if (!sent && when.test(stderr)) sent = child.kill(signal);
+    });
+    child.on('close', (code, killed) => done({ code: code ?? killed, stdout, stderr }));
+  });
+}
