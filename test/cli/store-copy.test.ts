@@ -3,9 +3,11 @@ import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { EXIT, runCli } from '../../src/cli/commands.js';
 import { createStore } from '../../src/app.js';
+import { PostgresStore } from '../../src/adapters/postgres/store.js';
 import { loadConfig } from '../../src/config.js';
 import { EXPORT_TABLES, type ExportRows, type ExportTable } from '../../src/domain/ports.js';
 import { copyStore, CountMismatch } from '../../src/domain/store-copy.js';
@@ -270,6 +272,32 @@ describe.skipIf(skipWithoutPostgres)('store copy', () => {
     const copy = copyStore(source, losing, () => undefined);
     await expect(copy).rejects.toThrow(CountMismatch);
     await expect(copy).rejects.toThrow(`security_events: ${events} in the source, ${events - 1} in the target`);
+  });
+
+  it('counts a table whatever statement timeout the pool has, as a count of a very large store outlasts it', async () => {
+    const { url } = await target();
+    // A pooler in transaction mode takes the role's statement_timeout, here 1 ms; the count waits on a lock meanwhile.
+    const bounded = new URL(url);
+    bounded.searchParams.set('options', '-c statement_timeout=1ms');
+    const store = await createStore({ ...loadConfig({}), databaseUrl: url }, { olderSchema: 'upgrade' });
+    await store.close();
+    const pooled = new PostgresStore({ connectionString: bounded.toString(), poolMode: 'transaction', poolSize: 1 });
+    cleanups.push(() => pooled.close());
+    const locker = new pg.Client({ connectionString: url });
+    await locker.connect();
+    cleanups.push(() => locker.end());
+    await locker.query('BEGIN; LOCK TABLE security_events IN ACCESS EXCLUSIVE MODE');
+    let settled = false;
+    const counting = pooled.countRows('security_events').finally(() => (settled = true));
+    counting.catch(() => undefined);
+    await waitFor(async () => {
+      if (settled) return true;
+      // Not on the locker's connection: its transaction would see one snapshot of pg_stat_activity.
+      const { rows } = await withAdmin((client) => client.query(`SELECT count(*)::int AS waiting FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`), url);
+      return rows[0].waiting > 0;
+    });
+    await locker.query('COMMIT');
+    expect(await counting).toEqual({ ofWorkspaces: 0, orphaned: 0 });
   });
 
   it('copies into an embedded store in a directory too', async () => {
