@@ -115,6 +115,8 @@ export interface StoreOptions {
   keepReservations?: boolean;
   /** Whose clock a PostgreSQL job queue keeps time by: the database's unless the gateway was given a clock. */
   jobTime?: 'database' | 'caller';
+  /** `store copy`'s target: opened though a copy into it did not finish, which the copy itself refuses, in its words. */
+  partlyCopied?: 'open';
 }
 
 /**
@@ -163,11 +165,29 @@ export async function createStore(config: Config, options: StoreOptions): Promis
     const versions = await store.migrate(options.olderSchema);
     if (versions.from > 0 && versions.from < versions.to) options.onUpgrade?.({ from: versions.from, to: versions.to, durationMs: Math.round(performance.now() - started) });
     if (versions.unchecked) options.onUnchecked?.(versions.unchecked);
+    if (options.partlyCopied !== 'open') await refusePartlyCopied(store, filename);
   } catch (error) {
     await store.close();
     throw error;
   }
   return store;
+}
+
+/**
+ * Refuses a store that `store copy` started to fill and did not finish: it holds part of the store copied, and a
+ * gateway started on it served what was there (keys that work, a few thousand of 200,000 events) as if that were all.
+ */
+async function refusePartlyCopied(store: GatewayStore, filename: string | null): Promise<void> {
+  const started = await store.copyStarted();
+  if (started === null) return;
+  const [where, startAgain] =
+    filename === null
+      ? ['the PostgreSQL database in DATABASE_URL', "drop the database and make it again, empty, or drop the schema of the gateway's tables and make it again"]
+      : [`the embedded store ${filename}`, 'delete it and its -wal and -shm files'];
+  throw new Error(
+    `${where} holds part of a store: a store copy into it started at ${started.toISOString()} and did not finish, so no gateway may start on it. ` +
+      `Start on the store it was copied from, or ${startAgain}, then run the copy again (see "Moving to PostgreSQL" in the README)`,
+  );
 }
 
 /**

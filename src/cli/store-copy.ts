@@ -5,7 +5,7 @@ import { createStore, sqliteFilename, type StoreOptions } from '../app.js';
 import type { Config } from '../config.js';
 import { DataDirHeld } from '../adapters/sqlite/data-dir-lock.js';
 import { EXPORT_TABLES, type GatewayStore } from '../domain/ports.js';
-import { copyStore, CopyStopped, CountMismatch, TargetNotEmpty, TargetNotWritable, type CopyProgress, type CopySummary } from '../domain/store-copy.js';
+import { copyStore, CopyStopped, CountMismatch, TargetNotEmpty, TargetNotWritable, TargetPartlyCopied, type CopyProgress, type CopySummary } from '../domain/store-copy.js';
 
 /** Where `store copy` writes: a PostgreSQL database, or an embedded store's DATA_DIR. */
 interface CopyTarget {
@@ -98,6 +98,9 @@ function copyFailure(error: unknown, target: CopyTarget): Error {
   if (error instanceof TargetNotWritable) {
     return new Error(`${target.name}: the role in --to may not write every row a copy writes (it lacks ${error.message}): run the copy as the role that owns the tables. Nothing was copied.`);
   }
+  if (error instanceof TargetPartlyCopied) {
+    return new Error(`${target.name} holds part of a store (${error.message}), on which no gateway may start: ${target.startAgain}. Nothing was copied.`);
+  }
   if (error instanceof CopyStopped) {
     const signal = error.reason as NodeJS.Signals;
     return new CopyInterrupted(
@@ -141,7 +144,7 @@ export async function copyConfiguredStore(config: Config, to: string, io: StoreC
     stores.push(source);
     if (sourceFile === null) io.stderr('The source is a PostgreSQL database: the copy cannot tell whether a gateway still uses it; stop every one first.\n');
     // Migrated as a gateway's start migrates it, so that a gateway starts on the copy without changing it.
-    const targetStore = await createStore(target.config, { olderSchema: 'upgrade', migrations: io.migrations, holdDataDir: hold }).catch((error: unknown) => {
+    const targetStore = await createStore(target.config, { olderSchema: 'upgrade', migrations: io.migrations, holdDataDir: hold, partlyCopied: 'open' }).catch((error: unknown) => {
       if (error instanceof DataDirHeld) throw new Error(`${target.name} is in use (${error.file} is held): stop what uses it. Nothing was copied.`);
       throw new Error(`${target.name}: ${error instanceof Error ? error.message.replaceAll('DATABASE_URL', '--to') : String(error)}. Nothing was copied.`);
     });

@@ -177,6 +177,15 @@ export interface GatewayStore {
    * a copy writes anything, so that it stops before the first row rather than part-way.
    */
   missingImportPrivileges(): Promise<string[]>;
+  /**
+   * When a `store copy` into this store started, while it has not finished: the store then holds part of another, on
+   * which no gateway may start. Null for any other store.
+   */
+  copyStarted(): Promise<Date | null>;
+  /** Marks the store as being copied into (a table of its own, `store_copy`), before the copy writes any row. */
+  markCopyStarted(at: Date): Promise<void>;
+  /** Removes the mark, once every row is copied and the counts of both stores match. */
+  markCopyFinished(): Promise<void>;
 
   /** False, writing nothing, when the key's workspace does not exist (deleted since the caller found it). */
   insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<boolean>;

@@ -40,6 +40,13 @@ export class CopyStopped extends Error {
   }
 }
 
+/** A target a copy started into and did not finish: it holds part of a store, which a copy never adds to. */
+export class TargetPartlyCopied extends Error {
+  constructor(readonly startedAt: Date) {
+    super(`a copy into it started at ${startedAt.toISOString()} and did not finish`);
+  }
+}
+
 /** What a copy wrote, and the rows of no workspace it left behind, per table. */
 export interface CopySummary {
   copied: Record<ExportTable, number>;
@@ -50,12 +57,12 @@ export interface CopySummary {
 /**
  * Copies every row of `source` to `target`, workspace by workspace and, within one, table by table in the export's
  * order (each row after the rows it refers to), a page read (exportRows) and written (importRows, one transaction)
- * at a time: no table is held in memory. Refuses a target whose role may not write every row (TargetNotWritable)
- * or that holds any workspace (TargetNotEmpty); stops after the page being written once `stopped` gives a reason
- * (CopyStopped); once done, compares each table's rows of a workspace in both stores (CountMismatch). Rows of no
- * workspace are not copied, since
- * the workspace they belonged to was erased, only counted. The queue's and limiters' counters are not rows of a
- * workspace and are not copied: see importRows.
+ * at a time: no table is held in memory. Refuses a target whose role may not write every row (TargetNotWritable),
+ * one a copy started into and did not finish (TargetPartlyCopied) or one that holds any workspace (TargetNotEmpty).
+ * Marks the target as being copied into (markCopyStarted) until the counts match; stops after the page being
+ * written once `stopped` gives a reason (CopyStopped); once done, compares each table's rows of a workspace in both
+ * stores (CountMismatch). Rows of no workspace are not copied, since the workspace they belonged to was erased, only
+ * counted. The queue's and limiters' counters are not rows of a workspace and are not copied: see importRows.
  */
 export async function copyStore(
   source: GatewayStore,
@@ -65,7 +72,11 @@ export async function copyStore(
 ): Promise<CopySummary> {
   const missing = await target.missingImportPrivileges();
   if (missing.length > 0) throw new TargetNotWritable(missing);
+  const started = await target.copyStarted();
+  if (started !== null) throw new TargetPartlyCopied(started);
   if (await target.hasWorkspaces()) throw new TargetNotEmpty(await target.listWorkspaces());
+  // Before any row: a copy that stops leaves a target no gateway starts on (see createStore).
+  await target.markCopyStarted(new Date());
   const copied = Object.fromEntries(EXPORT_TABLES.map((table) => [table, 0])) as Record<ExportTable, number>;
   for (const workspace of await source.listWorkspaces()) {
     for (const table of EXPORT_TABLES) {
@@ -91,5 +102,6 @@ export async function copyStore(
     if (inSource.orphaned > 0) orphaned[table] = inSource.orphaned;
   }
   if (mismatches.length > 0) throw new CountMismatch(mismatches);
+  await target.markCopyFinished();
   return { copied, orphaned };
 }

@@ -892,7 +892,8 @@ export class PostgresStore implements GatewayStore {
   }
 
   /**
-   * INSERT on each table, and UPDATE on the events' sequence for importRows' setval: a runtime role granted only
+   * INSERT on each table, UPDATE on the events' sequence for importRows' setval, and CREATE on the schema for the
+   * copy's mark (markCopyStarted): a runtime role granted only
    * USAGE on sequences (README, "PostgreSQL roles") wrote a workspace, its keys and tags, then failed at the first
    * page of events.
    */
@@ -900,10 +901,30 @@ export class PostgresStore implements GatewayStore {
     const rows = await this.rows(
       `SELECT 'INSERT on ' || t AS missing FROM unnest($1::text[]) AS t WHERE NOT has_table_privilege(t, 'INSERT')
        UNION ALL
-       SELECT 'UPDATE on sequence ' || s FROM pg_get_serial_sequence('security_events', 'seq') AS s WHERE NOT has_sequence_privilege(s, 'UPDATE')`,
+       SELECT 'UPDATE on sequence ' || s FROM pg_get_serial_sequence('security_events', 'seq') AS s WHERE NOT has_sequence_privilege(s, 'UPDATE')
+       UNION ALL
+       SELECT 'CREATE on schema ' || current_schema() WHERE NOT has_schema_privilege(current_schema(), 'CREATE')`,
       [EXPORT_TABLES],
     );
     return rows.map((row) => String(row.missing));
+  }
+
+  async copyStarted(): Promise<Date | null> {
+    const [row] = await this.rows(`SELECT to_regclass('store_copy') IS NOT NULL AS marked`);
+    if (!row.marked) return null;
+    const [mark] = await this.rows('SELECT started_at FROM store_copy LIMIT 1');
+    return mark ? (mark.started_at as Date) : new Date(0);
+  }
+
+  async markCopyStarted(at: Date): Promise<void> {
+    await transaction(this.pool, async (client) => {
+      await client.query('CREATE TABLE store_copy (started_at timestamptz NOT NULL)');
+      await client.query('INSERT INTO store_copy (started_at) VALUES ($1)', [at]);
+    });
+  }
+
+  async markCopyFinished(): Promise<void> {
+    await this.db.query('DROP TABLE store_copy');
   }
 
   /** A key no row can hold names no row: the page is empty. */

@@ -356,6 +356,24 @@ export class SqliteStore implements GatewayStore {
     return [];
   }
 
+  /** On the owner's connection, as the schema is read and made: the mark is a table, made and dropped by the copy. */
+  async copyStarted(): Promise<Date | null> {
+    if (!this.owner.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'store_copy'").get()) return null;
+    const mark = this.owner.prepare('SELECT started_at FROM store_copy LIMIT 1').get() as Row | undefined;
+    return new Date(mark ? Number(mark.started_at) : 0);
+  }
+
+  async markCopyStarted(at: Date): Promise<void> {
+    this.owner.transaction(() => {
+      this.owner.exec('CREATE TABLE store_copy (started_at INTEGER NOT NULL)');
+      this.owner.prepare('INSERT INTO store_copy (started_at) VALUES (?)').run(at.getTime());
+    })();
+  }
+
+  async markCopyFinished(): Promise<void> {
+    this.owner.exec('DROP TABLE store_copy');
+  }
+
   async insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<boolean> {
     return this.keyWrite(() => this.write('insertApiKey', key, event));
   }
