@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path';
 import { createStore, sqliteFilename, type StoreOptions } from '../app.js';
 import type { Config } from '../config.js';
 import { DataDirHeld } from '../adapters/sqlite/data-dir-lock.js';
+import { unavailableCause } from '../domain/errors.js';
 import { EXPORT_TABLES, type GatewayStore } from '../domain/ports.js';
 import { copyStore, CopyStopped, CountMismatch, TargetNotEmpty, TargetNotWritable, TargetPartlyCopied, type CopyProgress, type CopySummary } from '../domain/store-copy.js';
 
@@ -90,6 +91,17 @@ async function stoppableBySignals<T>(stderr: (text: string) => void, copy: (stop
 /** `text` as the start of a sentence. */
 const sentence = (text: string): string => text.charAt(0).toUpperCase() + text.slice(1);
 
+/**
+ * What stopped a copy, in the words of the error under the gateway's UNAVAILABLE (which says only "Service
+ * unavailable"), with its code: `terminating connection due to administrator command (57P01)`.
+ */
+function stopCause(error: unknown): string {
+  const cause = unavailableCause(error) ?? error;
+  const message = cause instanceof Error ? cause.message : String(cause);
+  const code = (cause as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && code !== '' && !message.includes(code) ? `${message} (${code})` : message;
+}
+
 /** Why copyStore failed, and what the target holds now. */
 function copyFailure(error: unknown, target: CopyTarget): Error {
   if (error instanceof TargetNotEmpty) {
@@ -108,8 +120,8 @@ function copyFailure(error: unknown, target: CopyTarget): Error {
       128 + constants.signals[signal],
     );
   }
-  const what = error instanceof CountMismatch ? `the stores count different rows after the copy (${error.message})` : `the copy stopped: ${error instanceof Error ? error.message : String(error)}`;
-  return new Error(`${what}. ${target.name} holds part of the store, on which no gateway may start: ${target.startAgain}.`);
+  const what = error instanceof CountMismatch ? `the stores count different rows after the copy (${error.message})` : `the copy stopped: ${stopCause(error)}`;
+  return new Error(`${what}. ${sentence(target.name)} holds part of the store, on which no gateway may start: ${target.startAgain}.`);
 }
 
 export interface StoreCopyIo {

@@ -12,7 +12,7 @@ import { loadConfig } from '../../src/config.js';
 import { EXPORT_TABLES, type ExportRows, type ExportTable } from '../../src/domain/ports.js';
 import { copyStore, CountMismatch } from '../../src/domain/store-copy.js';
 import { databaseFile, prepareWorkspace, seedFinishedJobs } from '../../bench/lib/store.js';
-import { cliProcessSignalled, cliProcessWritingTo } from '../support/cli.js';
+import { cliProcessActedOn, cliProcessWritingTo } from '../support/cli.js';
 import { eventFixture } from '../support/fixtures.js';
 import { graphql, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
 import { createTestDatabase, readmeGrants, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
@@ -202,18 +202,44 @@ describe.skipIf(skipWithoutPostgres)('store copy', () => {
     expect(Object.values(await tableCounts(url)).every((count) => count === 0)).toBe(true);
   });
 
+  /**
+   * An embedded store of a small workspace, whose line says the copy is under way, then one large enough (20,000 jobs,
+   * 40,000 events) to be still copying when something is done to the copy after that line.
+   */
+  async function twoWorkspaces() {
+    const dataDir = mkdtempSync(join(tmpdir(), 'cgw-copy-large-'));
+    cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+    await prepareWorkspace(dataDir, 'a-small');
+    seedFinishedJobs(dataDir, await prepareWorkspace(dataDir, 'b-large'), 0, 20_000);
+    return dataDir;
+  }
+
+  it('says what ended the connection when the target database goes away mid-copy', async () => {
+    const dataDir = await twoWorkspaces();
+    const { url } = await target();
+    const database = new URL(url).pathname.slice(1);
+    const failed = await cliProcessActedOn(['store', 'copy', '--to', url], { DATA_DIR: dataDir }, /\n {2}"a-small": /, () =>
+      withAdmin(async (client) => {
+        await client.query(`ALTER DATABASE ${database} ALLOW_CONNECTIONS false`);
+        await client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [database]);
+      }),
+    );
+    expect(failed.code, failed.stderr).toBe(EXIT.failed);
+    // The server's words and code, not the gateway's "Service unavailable"; each sentence starts with a capital.
+    expect(failed.stderr).toMatch(
+      new RegExp(`\\ncampaign-gateway: the copy stopped: [^\\n]*\\((57P01|55000|57P03)\\)\\. The PostgreSQL database ${database} on \\S+ holds part of the store, on which no gateway may start: drop the database`),
+    );
+    expect(failed.stderr).not.toContain('Service unavailable');
+  }, 60_000);
+
   it.each([
     ['SIGINT', 130],
     ['SIGTERM', 143],
   ] as const)('stops on %s after the page it writes, saying what the target holds and how to start again (exit %i)', async (signal, exit) => {
-    // A small workspace, whose line says the copy is under way, then one large enough to be copying when the signal lands.
-    const dataDir = mkdtempSync(join(tmpdir(), 'cgw-copy-signal-'));
-    cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
-    await prepareWorkspace(dataDir, 'a-small');
-    seedFinishedJobs(dataDir, await prepareWorkspace(dataDir, 'b-large'), 0, 20_000);
+    const dataDir = await twoWorkspaces();
     const { url } = await target();
 
-    const stopped = await cliProcessSignalled(['store', 'copy', '--to', url], { DATA_DIR: dataDir }, signal, /\n {2}"a-small": /);
+    const stopped = await cliProcessActedOn(['store', 'copy', '--to', url], { DATA_DIR: dataDir }, /\n {2}"a-small": /, (child) => child.kill(signal));
     expect(stopped.code, stopped.stderr).toBe(exit);
     const database = new URL(url).pathname.slice(1);
     expect(stopped.stderr).toContain(`\n${signal}: stopping after the page being written…\n`);

@@ -1,4 +1,4 @@
-import { execFile, spawn } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -44,8 +44,11 @@ export function cliProcessWritingTo(file: string, argv: string[], env: Record<st
   });
 }
 
-/** cliProcess sent `signal` once its stderr matches `when` (a line of progress), as an operator's Ctrl-C or a `kill`. */
-export function cliProcessSignalled(argv: string[], env: Record<string, string>, signal: NodeJS.Signals, when: RegExp): Promise<CliRun> {
+/**
+ * cliProcess, with `act` done to it once its stderr matches `when` (a line of progress): a signal sent, as an
+ * operator's Ctrl-C or a `kill`, or its database taken away.
+ */
+export function cliProcessActedOn(argv: string[], env: Record<string, string>, when: RegExp, act: (child: ChildProcess) => unknown): Promise<CliRun> {
   return new Promise((done) => {
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...argv], {
       cwd: ROOT,
@@ -55,12 +58,12 @@ export function cliProcessSignalled(argv: string[], env: Record<string, string>,
     });
     let stdout = '';
     let stderr = '';
-    let sent = false;
+    let acted: unknown;
     child.stdout!.setEncoding('utf8').on('data', (text: string) => (stdout += text));
     child.stderr!.setEncoding('utf8').on('data', (text: string) => {
       stderr += text;
-      if (!sent && when.test(stderr)) sent = child.kill(signal);
+      if (acted === undefined && when.test(stderr)) acted = Promise.resolve(act(child));
     });
-    child.on('close', (code, killed) => done({ code: code ?? killed, stdout, stderr }));
+    child.on('close', (code, signal) => void Promise.resolve(acted).then(() => done({ code: code ?? signal, stdout, stderr })));
   });
 }
