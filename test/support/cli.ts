@@ -46,11 +46,19 @@ export function cliProcessWritingTo(file: string, argv: string[], env: Record<st
 
 /**
  * cliProcess, with `act` done to it once its stderr matches `when` (a line of progress): a signal sent, as an
- * operator's Ctrl-C or a `kill`, or its database taken away.
+ * operator's Ctrl-C or a `kill`, or its database taken away. `via: 'npm'` starts it as `npm run -s cli --`, so
+ * that `act` is done to npm's process, as a supervisor or a CI job's cancel does to the process it started.
  */
-export function cliProcessActedOn(argv: string[], env: Record<string, string>, when: RegExp, act: (child: ChildProcess) => unknown): Promise<CliRun> {
+export function cliProcessActedOn(
+  argv: string[],
+  env: Record<string, string>,
+  when: RegExp,
+  act: (child: ChildProcess) => unknown,
+  via: 'node' | 'npm' = 'node',
+): Promise<CliRun> {
+  const [command, args] = via === 'npm' ? ['npm', ['run', '-s', 'cli', '--', ...argv]] : [process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...argv]];
   return new Promise((done) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...argv], {
+    const child = spawn(command, args, {
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? '', HOME: tmpdir(), ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
