@@ -182,6 +182,8 @@ export class AdminService {
     }
     const now = this.clock.now();
     const deletion = await this.store.deleteWorkspace(workspace.id, now);
+    // Deleted by another command since it was found: the answer that command's lookup would have had.
+    if (deletion === null) throw new GatewayError('NOT_FOUND', `No workspace ${quoted(idOrName)}`);
     if (!deletion.deleted) {
       const jobs = deletion.running === 1 ? '1 job' : `${deletion.running} jobs`;
       throw new GatewayError(

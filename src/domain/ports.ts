@@ -151,9 +151,10 @@ export interface GatewayStore {
   /**
    * Erases a workspace and every row that names it or its keys, in every table, in one transaction. Deletes
    * nothing while one of its jobs is RUNNING under a lease not expired at `now` (a worker may be acting on it); a
-   * job whose lease expired is one no worker holds any more (its `finishJob` would write nothing), and goes.
+   * job whose lease expired is one no worker holds any more (its `finishJob` would write nothing), and goes. Null
+   * when the workspace is not there (another process deleted it since the caller found it): nothing was deleted.
    */
-  deleteWorkspace(workspaceId: string, now: Date): Promise<WorkspaceDeletion>;
+  deleteWorkspace(workspaceId: string, now: Date): Promise<WorkspaceDeletion | null>;
   /**
    * Up to `limit` rows of the workspace in `table`, in the order of the table's key (seq, id or name), after the row
    * whose key is `after` (null: from the first), read on an index that starts with the workspace: a page costs the

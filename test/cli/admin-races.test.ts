@@ -34,7 +34,7 @@ const refusal = async (work: Promise<unknown>) => {
 };
 
 describe.each(STORES)('the admin service racing another command, on $name', ({ skip, open }) => {
-  it.skipIf(skip)('refuses a workspace made meanwhile as one that exists, and a key of one deleted meanwhile as no workspace', async () => {
+  it.skipIf(skip)('refuses a workspace made meanwhile as one that exists, and a key of one deleted meanwhile, or its second deletion, as no workspace', async () => {
     const { store, drop } = await open();
     try {
       const clock = { now: () => new Date() };
@@ -50,6 +50,12 @@ describe.each(STORES)('the admin service racing another command, on $name', ({ s
       expect(await refusal(deleted.createKey(key))).toEqual({ code: 'NOT_FOUND', message: "No workspace 'doomed'" });
       expect(await refusal(admin(store).createKey(key))).toEqual({ code: 'NOT_FOUND', message: "No workspace 'doomed'" });
       expect(await store.listApiKeys()).toEqual([]);
+
+      // Two `workspaces delete` at once: the one that finds the workspace gone in its transaction deleted nothing.
+      const twice = await admin(store).createWorkspace('twice');
+      const erased = admin(racing(store, 'findWorkspace', () => store.deleteWorkspace(twice.id, new Date())));
+      expect(await refusal(erased.deleteWorkspace('twice', 'twice'))).toEqual({ code: 'NOT_FOUND', message: "No workspace 'twice'" });
+      expect(await refusal(admin(store).deleteWorkspace('twice', 'twice'))).toEqual({ code: 'NOT_FOUND', message: "No workspace 'twice'" });
     } finally {
       await store.close();
       await drop();

@@ -403,11 +403,11 @@ export class PostgresStore implements GatewayStore {
    * that an event being written commits before the events are deleted. Rows without a foreign key go first (nothing
    * else removes them), then each table before the one it refers to. The limiter counters are those named after the
    * workspace (its quota, its upstream reads) or one of its keys (refusal events, downloads): RateLimiterPostgres's
-   * keys are `<limiter>:<key>`.
+   * keys are `<limiter>:<key>`. No row to lock: another process deleted the workspace since the caller found it (null).
    */
-  async deleteWorkspace(workspaceId: string, now: Date): Promise<WorkspaceDeletion> {
+  async deleteWorkspace(workspaceId: string, now: Date): Promise<WorkspaceDeletion | null> {
     return transaction(this.pool, async (client) => {
-      await client.query('SELECT FROM workspaces WHERE id = $1 FOR UPDATE', [workspaceId]);
+      if ((await client.query('SELECT FROM workspaces WHERE id = $1 FOR UPDATE', [workspaceId])).rowCount === 0) return null;
       const [running] = await this.rows(
         `SELECT count(*) AS count, max(lease_expires_at) AS until FROM (
            SELECT status, lease_expires_at FROM jobs WHERE workspace_id = $1 AND status IN ('PENDING', 'RUNNING') FOR UPDATE

@@ -331,7 +331,7 @@ export class SqliteStore implements GatewayStore {
    * A key write: the workspace's keys go with it. Its campaigns and tags stay in this process's caches until pushed
    * out, where no caller reaches them, since no key of the workspace is left to ask.
    */
-  async deleteWorkspace(workspaceId: string, now: Date): Promise<WorkspaceDeletion> {
+  async deleteWorkspace(workspaceId: string, now: Date): Promise<WorkspaceDeletion | null> {
     return this.keyWrite(() => this.write('deleteWorkspace', workspaceId, now));
   }
 

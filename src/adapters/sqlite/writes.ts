@@ -114,9 +114,11 @@ export class SqliteWrites {
   /**
    * The workspace's rows, table by table, those without a foreign key first (nothing else removes them), then each
    * table before the one it refers to; nothing while one of its jobs runs under a live lease. A claim is a write
-   * of this thread too, so none can take a job between the check and the deletes.
+   * of this thread too, so none can take a job between the check and the deletes. Null if another process deleted
+   * the workspace since the caller found it.
    */
-  deleteWorkspace(workspaceId: string, now: Date): WorkspaceDeletion {
+  deleteWorkspace(workspaceId: string, now: Date): WorkspaceDeletion | null {
+    if (!this.sql.get('SELECT 1 FROM workspaces WHERE id = ?').get(workspaceId)) return null;
     const running = this.sql
       .get(`SELECT count(*) AS count, max(lease_expires_at) AS until FROM jobs WHERE workspace_id = ? AND status = 'RUNNING' AND lease_expires_at > ?`)
       .get(workspaceId, now.getTime()) as Row;
