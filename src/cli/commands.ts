@@ -160,7 +160,10 @@ function usageError(error: unknown): UsageError {
   const option = /'(?:-[^-' ], )?(-[^' ,]+)/.exec(message ?? '')?.[1];
   if (option && code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') return new UsageError(`unknown option ${option}`);
   if (option && code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
-    return new UsageError(/argument missing/.test(message ?? '') ? `option ${option} needs a value` : `option ${option} takes no value`);
+    if (/argument missing/.test(message ?? '')) return new UsageError(`option ${option} needs a value`);
+    // "Ambiguous": an option follows where the value should be (`--name --permissions x`), or a value starts with a dash.
+    if (/ambiguous/.test(message ?? '')) return new UsageError(`option ${option} needs a value (one starting with a dash is written ${option}=-…)`);
+    return new UsageError(`option ${option} takes no value`);
   }
   return new UsageError(message ?? String(error));
 }

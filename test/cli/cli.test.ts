@@ -538,6 +538,9 @@ describe('the CLI', () => {
     [['keys', 'rotate', 'no-such-key', '--overlap', '31d'], EXIT.failed, 'The overlap must be between none and 30 days'],
     [['keys', 'rotate', 'no-such-key', '--overlap', 'a while'], EXIT.failed, "--overlap must be a number followed by s, m, h, d or w (like 30d), got 'a while'"],
     [['keys', 'rotate', 'no-such-key', '--overlap'], EXIT.usage, 'option --overlap needs a value (see --help)\n'],
+    // Another option where the value should be: parseArgs calls it ambiguous.
+    [['keys', 'create', '--workspace', 'acme', '--name', '--permissions', 'campaigns.list'], EXIT.usage, 'option --name needs a value (one starting with a dash is written --name=-…) (see --help)\n'],
+    [['keys', 'rotate', 'no-such-key', '--overlap', '--reason', 'x'], EXIT.usage, 'option --overlap needs a value'],
     [['keys', 'list', 'extra'], EXIT.usage, "unexpected argument 'extra' (see --help)"],
     [['keys', 'list', '--workspace', 'nowhere'], EXIT.failed, "No workspace 'nowhere'"],
     [['workspaces', 'create', '   '], EXIT.failed, 'A workspace needs a name'],
@@ -860,6 +863,12 @@ describe('the CLI', () => {
     expect(await error(['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-in', 'soon', '--json'])).toMatchObject({ exit: EXIT.failed, code: 'BAD_USER_INPUT' });
     // --json before the command is --json.
     expect(await error(['--json', 'frobnicate'])).toEqual({ exit: EXIT.usage, code: 'USAGE', message: "unknown command 'frobnicate'" });
+    // Moved after the command, --json is where the missing value of the last option should be.
+    expect(await error(['--json', 'keys', 'revoke', 'no-such-key', '--reason'])).toEqual({
+      exit: EXIT.usage,
+      code: 'USAGE',
+      message: 'option --reason needs a value (one starting with a dash is written --reason=-…)',
+    });
     const down = { DATABASE_URL: 'postgres://gateway:gateway@127.0.0.1:1/gateway' };
     expect(await error(['keys', 'list', '--json'], down)).toEqual({
       exit: EXIT.failed,
