@@ -8,6 +8,8 @@ import { AlreadyExistsError, GatewayError } from '../domain/errors.js';
  * 'backed up'), `what` writes ('a backup') never overwriting a file, as errors a script can tell apart (the CLI's --json).
  */
 export function createNewFile(destination: string, what: string, nothing: string): number {
+  // An empty templated variable: opening '' would blame a directory the operator never named.
+  if (destination === '') throw new GatewayError('BAD_USER_INPUT', `${what} names no file: give it a file name; nothing was ${nothing}`);
   try {
     return openSync(destination, 'wx', 0o600);
   } catch (error) {
@@ -16,6 +18,8 @@ export function createNewFile(destination: string, what: string, nothing: string
     const directory = dirname(resolve(destination));
     if (code === 'ENOENT') throw new GatewayError('BAD_USER_INPUT', `the directory ${directory} does not exist: make it first; nothing was ${nothing}`);
     if (code === 'ENOTDIR') throw new GatewayError('BAD_USER_INPUT', `${directory} is not a directory (a file is in its path): nothing was ${nothing}`);
+    if (code === 'EACCES' || code === 'EPERM') throw new GatewayError('BAD_USER_INPUT', `cannot create ${destination}: permission denied; nothing was ${nothing}`);
+    if (code === 'EROFS') throw new GatewayError('BAD_USER_INPUT', `cannot create ${destination}: the file system is read-only; nothing was ${nothing}`);
     throw error;
   }
 }

@@ -859,6 +859,20 @@ describe('the CLI', () => {
       code: 'ALREADY_EXISTS',
       message: `${taken} already exists: --key-file never overwrites a file`,
     });
+    // An empty templated variable names no file, not the working directory's parent.
+    expect(await error(['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--key-file', '', '--json'])).toEqual({
+      exit: EXIT.failed,
+      code: 'BAD_USER_INPUT',
+      message: '--key-file names no file: give it a file name; nothing was created',
+    });
+    // sysfs takes no new file, root or not: EACCES where it is mounted read-write, EROFS where read-only (containers).
+    if (process.platform === 'linux') {
+      expect(await error(['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--key-file', '/sys/x.key', '--json'])).toEqual({
+        exit: EXIT.failed,
+        code: 'BAD_USER_INPUT',
+        message: expect.stringMatching(/^cannot create \/sys\/x\.key: (permission denied|the file system is read-only); nothing was created$/),
+      });
+    }
     expect(await error(['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.delete', '--json'])).toMatchObject({ exit: EXIT.failed, code: 'BAD_USER_INPUT' });
     expect(await error(['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', '--expires-in', 'soon', '--json'])).toMatchObject({ exit: EXIT.failed, code: 'BAD_USER_INPUT' });
     // --json before the command is --json.
