@@ -3,18 +3,17 @@ import { isIP } from 'node:net';
 import { closeSync, createWriteStream, existsSync, fsyncSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { createNewFile } from '../adapters/new-file.js';
-import { asOutage as postgresOutage } from '../adapters/postgres/outage.js';
-import { asOutage as sqliteOutage } from '../adapters/sqlite/outage.js';
 import { backupStore, createAuthFailureLimiter, createLimiterBackend, createStore, sqliteFilename, type StoreOptions } from '../app.js';
 import { ConfigError, loadConfig, type Config } from '../config.js';
 import { AdminService, NAME_LENGTH, OPERATOR_LENGTH, REASON_LENGTH, type CreatedKey, type KeyChangeOptions } from '../domain/admin.js';
-import { AlreadyExistsError, ERROR_CODES, GatewayError, isGatewayError, isUnavailable, unavailableCause } from '../domain/errors.js';
+import { AlreadyExistsError, ERROR_CODES, GatewayError, isGatewayError, isUnavailable } from '../domain/errors.js';
 import { clientNetwork } from '../domain/ip-allowlist.js';
 import { PERMISSIONS } from '../domain/permissions.js';
 import { EXPORT_TABLES, systemClock, type Clock, type GatewayStore } from '../domain/ports.js';
 import { JOB_STATUSES, type ApiKeyRecord, type DuplicationJob, type JobFilter, type JobStatus, type Workspace } from '../domain/types.js';
 import { describeFailure } from '../readiness.js';
 import { copyConfiguredStore, CopyInterrupted } from './store-copy.js';
+import { storeUnavailable, unavailableMessage } from './store-unavailable.js';
 
 export interface CliIo {
   env: Record<string, string | undefined>;
@@ -370,26 +369,6 @@ async function written(io: CliIo, done: ((why: string) => string) | undefined): 
     if (done) throw new OutputLost(done(why));
     throw new Error(`the output could not be written (${why})`);
   }
-}
-
-/** The store's own refusal to open as UNAVAILABLE when it is busy or cannot be reached; undefined for any other. */
-function storeUnavailable(error: unknown): GatewayError | undefined {
-  const cause = error instanceof Error && error.cause !== undefined ? error.cause : error;
-  if (!isUnavailable(sqliteOutage(error)) && !isUnavailable(postgresOutage(cause))) return undefined;
-  return new GatewayError('UNAVAILABLE', unavailableMessage(error), { cause: error });
-}
-
-const BUSY = /^SQLITE_BUSY/;
-
-/** Why the store is unavailable, in words for an operator, never the driver's alone ("database is locked"). */
-function unavailableMessage(error: unknown): string {
-  const code = ((unavailableCause(error) ?? error) as { code?: unknown } | null)?.code;
-  if (typeof code === 'string' && BUSY.test(code)) {
-    return `the store is busy: another process has held it locked for longer than 5 s (${code}); nothing was changed, try again`;
-  }
-  // The store's own words on opening: "could not connect to the PostgreSQL database in DATABASE_URL: …".
-  if (!isGatewayError(error) && error instanceof Error) return error.message;
-  return `the store cannot be reached (${describeFailure(error)}); try again`;
 }
 
 /** The exit code, the code a script reads under --json, and the line a person reads. */

@@ -4,8 +4,9 @@ import { dirname, join } from 'node:path';
 import { createStore, sqliteFilename, type StoreOptions } from '../app.js';
 import type { Config } from '../config.js';
 import { DataDirHeld } from '../adapters/sqlite/data-dir-lock.js';
-import { unavailableCause } from '../domain/errors.js';
+import { AlreadyExistsError, GatewayError, unavailableCause } from '../domain/errors.js';
 import { EXPORT_TABLES, type GatewayStore } from '../domain/ports.js';
+import { storeUnavailable } from './store-unavailable.js';
 import { copyStore, CopyStopped, CountMismatch, TargetNotEmpty, TargetNotWritable, TargetPartlyCopied, type CopyProgress, type CopySummary } from '../domain/store-copy.js';
 
 /** Where `store copy` writes: a PostgreSQL database, or an embedded store's DATA_DIR. */
@@ -24,13 +25,13 @@ function copyTarget(config: Config, to: string): CopyTarget {
   let url = to;
   if (!POSTGRES_URL.test(to)) {
     const stats = statSync(to, { throwIfNoEntry: false });
-    if (stats === undefined) throw new Error(`--to ${to}: no such file or directory (give a postgres:// URL, a file holding one, or a DATA_DIR)`);
+    if (stats === undefined) throw new GatewayError('BAD_USER_INPUT', `--to ${to}: no such file or directory (give a postgres:// URL, a file holding one, or a DATA_DIR)`);
     if (stats.isDirectory()) {
       const file = join(to, 'gateway.db');
       // Its lock would otherwise be reported as held by something to stop, which is the copy itself.
       const source = sqliteFilename(config);
       if (source !== null && realpathSync(to) === realpathSync(dirname(source))) {
-        throw new Error(`--to ${to} is the store being copied (${source}): give an empty directory or a PostgreSQL database. Nothing was copied.`);
+        throw new GatewayError('BAD_USER_INPUT', `--to ${to} is the store being copied (${source}): give an empty directory or a PostgreSQL database. Nothing was copied.`);
       }
       return {
         config: { ...config, databaseUrl: null, dataDir: to },
@@ -40,13 +41,13 @@ function copyTarget(config: Config, to: string): CopyTarget {
     }
     url = readFileSync(to, 'utf8').trim();
     // Its text is not repeated: the file is where a password is kept.
-    if (!POSTGRES_URL.test(url)) throw new Error(`--to ${to}: the file holds no postgres:// URL`);
+    if (!POSTGRES_URL.test(url)) throw new GatewayError('BAD_USER_INPUT', `--to ${to}: the file holds no postgres:// URL`);
   }
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch {
-    throw new Error('--to: the PostgreSQL URL is not a valid URL');
+    throw new GatewayError('BAD_USER_INPUT', '--to: the PostgreSQL URL is not a valid URL');
   }
   const database = decodeURIComponent(parsed.pathname.slice(1)) || '(the user’s default)';
   return {
@@ -105,13 +106,13 @@ function stopCause(error: unknown): string {
 /** Why copyStore failed, and what the target holds now. */
 function copyFailure(error: unknown, target: CopyTarget): Error {
   if (error instanceof TargetNotEmpty) {
-    return new Error(`${target.name} already holds ${error.message}: a copy goes only into a store without workspaces, never into or over one. Nothing was copied.`);
+    return new AlreadyExistsError(`${target.name} already holds ${error.message}: a copy goes only into a store without workspaces, never into or over one. Nothing was copied.`);
   }
   if (error instanceof TargetNotWritable) {
-    return new Error(`${target.name}: the role in --to may not write every row a copy writes (it lacks ${error.message}): run the copy as the role that owns the tables. Nothing was copied.`);
+    return new GatewayError('BAD_USER_INPUT', `${target.name}: the role in --to may not write every row a copy writes (it lacks ${error.message}): run the copy as the role that owns the tables. Nothing was copied.`);
   }
   if (error instanceof TargetPartlyCopied) {
-    return new Error(`${target.name} holds part of a store (${error.message}), on which no gateway may start: ${target.startAgain}. Nothing was copied.`);
+    return new GatewayError('BAD_USER_INPUT', `${target.name} holds part of a store (${error.message}), on which no gateway may start: ${target.startAgain}. Nothing was copied.`);
   }
   if (error instanceof CopyStopped) {
     const signal = error.reason as NodeJS.Signals;
@@ -148,7 +149,7 @@ export async function copyConfiguredStore(config: Config, to: string, io: StoreC
   const stores: GatewayStore[] = [];
   try {
     const source = await createStore(config, { olderSchema: 'refuse', migrations: io.migrations, holdDataDir: hold, keepReservations: true }).catch((error: unknown) => {
-      if (!(error instanceof DataDirHeld)) throw error;
+      if (!(error instanceof DataDirHeld)) throw storeUnavailable(error) ?? error;
       throw new Error(
         `${sourceName} is in use by a running gateway (it holds ${error.file}): stop it first, so that the copy misses nothing it writes. Nothing was copied.`,
       );
@@ -158,7 +159,9 @@ export async function copyConfiguredStore(config: Config, to: string, io: StoreC
     // Migrated as a gateway's start migrates it, so that a gateway starts on the copy without changing it.
     const targetStore = await createStore(target.config, { olderSchema: 'upgrade', migrations: io.migrations, holdDataDir: hold, partlyCopied: 'open' }).catch((error: unknown) => {
       if (error instanceof DataDirHeld) throw new Error(`${target.name} is in use (${error.file} is held): stop what uses it. Nothing was copied.`);
-      throw new Error(`${target.name}: ${error instanceof Error ? error.message.replaceAll('DATABASE_URL', '--to') : String(error)}. Nothing was copied.`);
+      const message = `${target.name}: ${error instanceof Error ? error.message.replaceAll('DATABASE_URL', '--to') : String(error)}. Nothing was copied.`;
+      // UNAVAILABLE, as for the configured store: a script may try again once the target can be reached.
+      throw storeUnavailable(error) ? new GatewayError('UNAVAILABLE', message, { cause: error }) : new Error(message);
     });
     stores.push(targetStore);
     io.stderr(`Copying ${sourceName} to ${target.name}.\n`);

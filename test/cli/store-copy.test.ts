@@ -25,6 +25,13 @@ async function cli(dataDir: string, ...argv: string[]) {
   return { code, stdout, stderr };
 }
 
+/** The exit code and the `--json` error of a failed run: what a script tells refusals apart by. */
+async function jsonError(dataDir: string, ...argv: string[]) {
+  const { code, stdout, stderr } = await cli(dataDir, ...argv, '--json');
+  expect(stdout).toBe('');
+  return { exit: code, ...JSON.parse(stderr.split('\n').filter((line) => line.startsWith('{"error"')).join('')).error };
+}
+
 const EVENTS = `query Events($first: Int, $after: String) {
   securityEvents(first: $first, after: $after) { edges { node { id type occurredAt jobId } } pageInfo { endCursor hasNextPage } }
 }`;
@@ -153,6 +160,28 @@ describe.skipIf(skipWithoutPostgres)('store copy', () => {
     }
   });
 
+  it('refuses a --to that names no target as BAD_USER_INPUT, and one that cannot be reached as UNAVAILABLE, under --json', async () => {
+    const { gw, dataDir } = await sourceGateway();
+    await gw.app.close();
+    const files = mkdtempSync(join(tmpdir(), 'cgw-copy-to-'));
+    cleanups.push(() => rmSync(files, { recursive: true, force: true }));
+    const noUrl = join(files, 'no-url');
+    writeFileSync(noUrl, 'hunter2\n');
+    const missing = join(files, 'missing');
+    expect(await jsonError(dataDir, 'store', 'copy', '--to', missing)).toEqual({
+      exit: EXIT.failed,
+      code: 'BAD_USER_INPUT',
+      message: `--to ${missing}: no such file or directory (give a postgres:// URL, a file holding one, or a DATA_DIR)`,
+    });
+    expect(await jsonError(dataDir, 'store', 'copy', '--to', noUrl)).toEqual({ exit: EXIT.failed, code: 'BAD_USER_INPUT', message: `--to ${noUrl}: the file holds no postgres:// URL` });
+    expect(await jsonError(dataDir, 'store', 'copy', '--to', dataDir)).toMatchObject({ exit: EXIT.failed, code: 'BAD_USER_INPUT' });
+    expect(await jsonError(dataDir, 'store', 'copy', '--to', 'postgres://gateway:gateway@127.0.0.1:1/gateway')).toEqual({
+      exit: EXIT.failed,
+      code: 'UNAVAILABLE',
+      message: expect.stringMatching(/^the PostgreSQL database gateway on 127\.0\.0\.1:1: could not connect to the PostgreSQL database in --to: .*Nothing was copied\.$/),
+    });
+  });
+
   it('warns that a PostgreSQL source may still be in use before it opens the target', async () => {
     const source = await createTestDatabase();
     cleanups.push(source.drop);
@@ -174,6 +203,7 @@ describe.skipIf(skipWithoutPostgres)('store copy', () => {
     const again = await cli(dataDir, 'store', 'copy', '--to', url);
     expect(again).toMatchObject({ code: EXIT.failed, stdout: '' });
     expect(again.stderr).toMatch(/already holds 1 workspace: "acme" \(id [^)]+\): a copy goes only into a store without workspaces, never into or over one\. Nothing was copied\.\n$/);
+    expect(await jsonError(dataDir, 'store', 'copy', '--to', url)).toMatchObject({ exit: EXIT.failed, code: 'ALREADY_EXISTS' });
     expect(await tableCounts(url)).toEqual(before);
   });
 
@@ -199,6 +229,7 @@ describe.skipIf(skipWithoutPostgres)('store copy', () => {
     expect(refused.stderr).toMatch(
       /: the role in --to may not write every row a copy writes \(it lacks [^)]*UPDATE on sequence public\.security_events_seq_seq[^)]*\): run the copy as the role that owns the tables\. Nothing was copied\.\n$/,
     );
+    expect(await jsonError(dataDir, 'store', 'copy', '--to', runtimeUrl.toString())).toMatchObject({ exit: EXIT.failed, code: 'BAD_USER_INPUT' });
     expect(Object.values(await tableCounts(url)).every((count) => count === 0)).toBe(true);
   });
 
@@ -338,6 +369,7 @@ describe.skipIf(skipWithoutPostgres)('store copy', () => {
       const again = await cli(dataDir, 'store', 'copy', '--to', kind === 'PostgreSQL' ? env.DATABASE_URL : env.DATA_DIR);
       expect(again).toMatchObject({ code: EXIT.failed, stdout: '' });
       expect(again.stderr).toMatch(/ holds part of a store \(a copy into it started at \S+ and did not finish\), on which no gateway may start: .* Nothing was copied\.\n$/);
+      expect(await jsonError(dataDir, 'store', 'copy', '--to', kind === 'PostgreSQL' ? env.DATABASE_URL : env.DATA_DIR)).toMatchObject({ exit: EXIT.failed, code: 'BAD_USER_INPUT', message: expect.stringContaining(' holds part of a store') });
     },
     60_000,
   );

@@ -1,0 +1,24 @@
+import { asOutage as postgresOutage } from '../adapters/postgres/outage.js';
+import { asOutage as sqliteOutage } from '../adapters/sqlite/outage.js';
+import { GatewayError, isGatewayError, isUnavailable, unavailableCause } from '../domain/errors.js';
+import { describeFailure } from '../readiness.js';
+
+/** The store's own refusal to open as UNAVAILABLE when it is busy or cannot be reached; undefined for any other. */
+export function storeUnavailable(error: unknown): GatewayError | undefined {
+  const cause = error instanceof Error && error.cause !== undefined ? error.cause : error;
+  if (!isUnavailable(sqliteOutage(error)) && !isUnavailable(postgresOutage(cause))) return undefined;
+  return new GatewayError('UNAVAILABLE', unavailableMessage(error), { cause: error });
+}
+
+const BUSY = /^SQLITE_BUSY/;
+
+/** Why the store is unavailable, in words for an operator, never the driver's alone ("database is locked"). */
+export function unavailableMessage(error: unknown): string {
+  const code = ((unavailableCause(error) ?? error) as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && BUSY.test(code)) {
+    return `the store is busy: another process has held it locked for longer than 5 s (${code}); nothing was changed, try again`;
+  }
+  // The store's own words on opening: "could not connect to the PostgreSQL database in DATABASE_URL: …".
+  if (!isGatewayError(error) && error instanceof Error) return error.message;
+  return `the store cannot be reached (${describeFailure(error)}); try again`;
+}
