@@ -491,9 +491,9 @@ const COMMANDS: Record<string, Command> = {
         await sink.end();
       } catch (error) {
         sink.abort();
-        const written = Object.values(rows).reduce((sum, count) => sum + count, 0);
+        const rowsWritten = Object.values(rows).reduce((sum, count) => sum + count, 0);
         const left = out === undefined ? 'the rows on stdout are not the whole workspace' : `${out} was deleted`;
-        throw new Error(`the export stopped after ${written} rows and ${left}: ${error instanceof Error ? error.message : String(error)}`);
+        throw new Error(`the export stopped after ${rowsWritten} rows and ${left}: ${error instanceof Error ? error.message : String(error)}`);
       }
       const text = () =>
         [
