@@ -165,7 +165,7 @@ export async function createStore(config: Config, options: StoreOptions): Promis
     const versions = await store.migrate(options.olderSchema);
     if (versions.from > 0 && versions.from < versions.to) options.onUpgrade?.({ from: versions.from, to: versions.to, durationMs: Math.round(performance.now() - started) });
     if (versions.unchecked) options.onUnchecked?.(versions.unchecked);
-    if (options.partlyCopied !== 'open') await refusePartlyCopied(store, filename);
+    if (options.partlyCopied !== 'open') await refusePartlyCopied(store, config);
   } catch (error) {
     await store.close();
     throw error;
@@ -173,20 +173,32 @@ export async function createStore(config: Config, options: StoreOptions): Promis
   return store;
 }
 
+/** The database a PostgreSQL URL names, for messages: never its user or password. */
+export const databaseName = (url: string): string => decodeURIComponent(new URL(url).pathname.slice(1)) || '(the user’s default)';
+
+/** How to empty a store a copy left half-way, so that the copy can run again: a PostgreSQL database, or a file. */
+export function startAgainAfterCopy(store: { database: string } | { file: string }): string {
+  if ('file' in store) return `delete ${store.file} and its -wal and -shm files, then run the copy again`;
+  const { database } = store;
+  return (
+    `drop the database and make it again, empty (DROP DATABASE ${database}; CREATE DATABASE ${database} OWNER <the gateway's role>), ` +
+    "or drop the schema of the gateway's tables and make it again (DROP SCHEMA <schema> CASCADE; CREATE SCHEMA <schema>), then run the copy again"
+  );
+}
+
 /**
  * Refuses a store that `store copy` started to fill and did not finish: it holds part of the store copied, and a
  * gateway started on it served what was there (keys that work, a few thousand of 200,000 events) as if that were all.
  */
-async function refusePartlyCopied(store: GatewayStore, filename: string | null): Promise<void> {
+async function refusePartlyCopied(store: GatewayStore, config: Config): Promise<void> {
   const started = await store.copyStarted();
   if (started === null) return;
-  const [where, startAgain] =
-    filename === null
-      ? ['the PostgreSQL database in DATABASE_URL', "drop the database and make it again, empty, or drop the schema of the gateway's tables and make it again"]
-      : [`the embedded store ${filename}`, 'delete it and its -wal and -shm files'];
+  const file = sqliteFilename(config);
+  const where = file === null ? { database: databaseName(config.databaseUrl!) } : { file };
+  const name = file === null ? 'the PostgreSQL database in DATABASE_URL' : `the embedded store ${file}`;
   throw new Error(
-    `${where} holds part of a store: a store copy into it started at ${started.toISOString()} and did not finish, so no gateway may start on it. ` +
-      `Start on the store it was copied from, or ${startAgain}, then run the copy again (see "Moving to PostgreSQL" in the README)`,
+    `${name} holds part of a store: a store copy into it started at ${started.toISOString()} and did not finish, so no gateway may start on it. ` +
+      `Start on the store it was copied from, or ${startAgainAfterCopy(where)} (see "Moving to PostgreSQL" in the README)`,
   );
 }
 

@@ -1,7 +1,7 @@
 import { readFileSync, realpathSync, statSync } from 'node:fs';
 import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
-import { createStore, sqliteFilename, type StoreOptions } from '../app.js';
+import { createStore, databaseName, sqliteFilename, startAgainAfterCopy, type StoreOptions } from '../app.js';
 import type { Config } from '../config.js';
 import { DataDirHeld } from '../adapters/sqlite/data-dir-lock.js';
 import { AlreadyExistsError, GatewayError, unavailableCause } from '../domain/errors.js';
@@ -33,11 +33,7 @@ function copyTarget(config: Config, to: string): CopyTarget {
       if (source !== null && realpathSync(to) === realpathSync(dirname(source))) {
         throw new GatewayError('BAD_USER_INPUT', `--to ${to} is the store being copied (${source}): give an empty directory or a PostgreSQL database. Nothing was copied.`);
       }
-      return {
-        config: { ...config, databaseUrl: null, dataDir: to },
-        name: `the embedded store ${file}`,
-        startAgain: `delete ${file} and its -wal and -shm files, then run the copy again`,
-      };
+      return { config: { ...config, databaseUrl: null, dataDir: to }, name: `the embedded store ${file}`, startAgain: startAgainAfterCopy({ file }) };
     }
     url = readFileSync(to, 'utf8').trim();
     // Its text is not repeated: the file is where a password is kept.
@@ -49,14 +45,8 @@ function copyTarget(config: Config, to: string): CopyTarget {
   } catch {
     throw new GatewayError('BAD_USER_INPUT', '--to: the PostgreSQL URL is not a valid URL');
   }
-  const database = decodeURIComponent(parsed.pathname.slice(1)) || '(the user’s default)';
-  return {
-    config: { ...config, databaseUrl: url },
-    name: `the PostgreSQL database ${database} on ${parsed.host}`,
-    startAgain:
-      `drop the database and make it again, empty (DROP DATABASE ${database}; CREATE DATABASE ${database} OWNER <the gateway's role>), ` +
-      "or drop the schema of the gateway's tables and make it again (DROP SCHEMA <schema> CASCADE; CREATE SCHEMA <schema>), then run the copy again",
-  };
+  const database = databaseName(url);
+  return { config: { ...config, databaseUrl: url }, name: `the PostgreSQL database ${database} on ${parsed.host}`, startAgain: startAgainAfterCopy({ database }) };
 }
 
 /** A copy stopped by a signal: the CLI exits 128 + its number, as a shell reports a process the signal ended. */
