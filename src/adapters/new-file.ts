@@ -8,8 +8,7 @@ import { AlreadyExistsError, GatewayError } from '../domain/errors.js';
  * 'backed up'), `what` writes ('a backup') never overwriting a file, as errors a script can tell apart (the CLI's --json).
  */
 export function createNewFile(destination: string, what: string, nothing: string): number {
-  // An empty templated variable: opening '' would blame a directory the operator never named.
-  if (destination === '') throw new GatewayError('BAD_USER_INPUT', `${what} names no file: give it a file name; nothing was ${nothing}`);
+  requireFileName(destination, what, nothing);
   try {
     return openSync(destination, 'wx', 0o600);
   } catch (error) {
@@ -22,4 +21,10 @@ export function createNewFile(destination: string, what: string, nothing: string
     if (code === 'EROFS') throw new GatewayError('BAD_USER_INPUT', `cannot create ${destination}: the file system is read-only; nothing was ${nothing}`);
     throw error;
   }
+}
+
+/** Refuses a name that names no file, as createNewFile does, for a command to refuse before it does anything else. */
+export function requireFileName(destination: string, what: string, nothing: string): void {
+  // An empty templated variable: opening '' would blame a directory the operator never named.
+  if (destination === '') throw new GatewayError('BAD_USER_INPUT', `${what} names no file: give it a file name; nothing was ${nothing}`);
 }

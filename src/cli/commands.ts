@@ -2,10 +2,22 @@ import { once } from 'node:events';
 import { isIP } from 'node:net';
 import { closeSync, createWriteStream, existsSync, fsyncSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { createNewFile } from '../adapters/new-file.js';
+import { createNewFile, requireFileName } from '../adapters/new-file.js';
 import { backupStore, createAuthFailureLimiter, createLimiterBackend, createStore, sqliteFilename, type StoreOptions } from '../app.js';
 import { ConfigError, loadConfig, type Config } from '../config.js';
-import { AdminService, NAME_LENGTH, OPERATOR_LENGTH, REASON_LENGTH, type CreatedKey, type KeyChangeOptions } from '../domain/admin.js';
+import {
+  AdminService,
+  checkNewKey,
+  checkOverlap,
+  NAME_LENGTH,
+  OPERATOR_LENGTH,
+  operatorDetails,
+  REASON_LENGTH,
+  requireName,
+  type CreatedKey,
+  type CreateKeyInput,
+  type KeyChangeOptions,
+} from '../domain/admin.js';
 import { AlreadyExistsError, ERROR_CODES, GatewayError, isGatewayError, isUnavailable } from '../domain/errors.js';
 import { clientNetwork } from '../domain/ip-allowlist.js';
 import { PERMISSIONS } from '../domain/permissions.js';
@@ -279,6 +291,45 @@ const secretLines = (key: string, keyFile: string | undefined, what: string): st
 
 const secretJson = (key: string, keyFile: string | undefined) => (keyFile === undefined ? { key } : { keyFile });
 
+/** Refuses a --key-file that names no file before the store is opened. */
+function checkSecretDestination(values: Record<string, string | boolean | undefined>, verb: 'created' | 'rotated'): void {
+  const keyFile = values['key-file'];
+  if (typeof keyFile === 'string') requireFileName(keyFile, '--key-file', verb);
+}
+
+/** `keys create`'s values as the key is made of them, but its workspace's look-up. */
+function newKey(values: Record<string, string | boolean | undefined>, now: Date, said: KeyChangeOptions): CreateKeyInput {
+  let expiresAt: Date | null = null;
+  if (typeof values['expires-in'] === 'string') {
+    const ms = parseDuration('expires-in', values['expires-in']);
+    if (ms === 0) throw new InvalidValue('--expires-in must be longer than 0');
+    expiresAt = new Date(now.getTime() + ms);
+  }
+  if (typeof values['expires-at'] === 'string') expiresAt = parseInstant('expires-at', values['expires-at']);
+  return {
+    workspace: values.workspace as string,
+    name: values.name as string,
+    permissions: list(values.permissions as string),
+    expiresAt,
+    allowedCidrs: values['allow-ip'] === undefined ? null : list(values['allow-ip'] as string),
+    ...said,
+  };
+}
+
+/** `keys rotate --overlap`, in milliseconds: none unless given. */
+const overlap = (values: Record<string, string | boolean | undefined>): number =>
+  typeof values.overlap === 'string' ? parseDuration('overlap', values.overlap) : 0;
+
+/** The client `clients unblock` names: an address, or an IPv6 client's /64 as the gateway's warning names it. */
+function blockedClient(argument: string): string {
+  // Any address in the /64, or the network itself, lifts it.
+  const address = argument.replace(/\/64$/, '');
+  if (isIP(address) === 0) {
+    throw new InvalidValue(`'${argument}' is no IP address: give the client the gateway's warning names, such as 203.0.113.7 or 2001:db8::/64`);
+  }
+  return clientNetwork(address);
+}
+
 /** Runs one CLI command against the configured store. Never throws: errors become one line and an exit code. */
 export async function runCli(argv: string[], io: CliIo): Promise<number> {
   const clock = io.clock ?? systemClock;
@@ -311,8 +362,16 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       io.stdout(`${USAGE}\n`);
       return EXIT.ok;
     }
-    // Before the store is opened: a wrong command line is exit 2 whether or not the store can be reached.
-    spec.check?.(values, positionals);
+    const said: KeyChangeOptions = {
+      reason: values.reason as string | undefined,
+      // An empty variable is one unset, as a shell's `GATEWAY_OPERATOR= npm run cli …` means it.
+      operator: (values.operator as string | undefined) ?? (io.env.GATEWAY_OPERATOR || undefined),
+    };
+    const now = clock.now();
+    // Before the store is opened: a wrong command line (exit 2), or a value no store would take (exit 1), is
+    // answered the same whether or not the store can be reached.
+    spec.check?.(values, positionals, { said, now, io });
+    if ('reason' in spec.options) operatorDetails(said);
     const config = loadConfig(io.env);
     const filename = sqliteFilename(config);
     const newStore = filename !== null && !existsSync(filename);
@@ -322,15 +381,10 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     }
     const print = (text: string | (() => string), json: unknown) =>
       io.stdout(`${values.json ? JSON.stringify(json, null, 2) : typeof text === 'function' ? text() : text}\n`);
-    const said: KeyChangeOptions = {
-      reason: values.reason as string | undefined,
-      // An empty variable is one unset, as a shell's `GATEWAY_OPERATOR= npm run cli …` means it.
-      operator: (values.operator as string | undefined) ?? (io.env.GATEWAY_OPERATOR || undefined),
-    };
     const changed = (what: (why: string) => string) => {
       done = what;
     };
-    const context = { values, positionals, print, now: clock.now(), config, said, io, changed };
+    const context = { values, positionals, print, now, config, said, io, changed };
     if (spec.run) {
       // Upgrading a store is its gateway's: an older one may still be running on it, and the README has a
       // backup taken first, which must restore under that older version.
@@ -407,8 +461,11 @@ interface CommandOptions {
   positionals: Positionals;
   /** Whether the command may start a deployment: the others refuse to work on a store that does not exist yet. */
   mayCreateStore?: boolean;
-  /** Refuses a command line the command cannot run, before the store is opened (UsageError, InvalidValue). */
-  check?(values: Record<string, string | boolean | undefined>, positionals: string[]): void;
+  /**
+   * Refuses a command line the command cannot run, before the store is opened (UsageError, InvalidValue, a
+   * GatewayError BAD_USER_INPUT): every value that can be checked without the store is checked here.
+   */
+  check?(values: Record<string, string | boolean | undefined>, positionals: string[], context: Pick<CommandContext, 'said' | 'now' | 'io'>): void;
 }
 
 /** A command works on the store opened at this version's schema, or on the configured store as it is, unopened. */
@@ -423,6 +480,9 @@ const COMMANDS: Record<string, Command> = {
     options: {},
     positionals: 1,
     mayCreateStore: true,
+    check(_values, positionals) {
+      requireName('workspace', positionals[0]);
+    },
     async run({ admin, positionals, print, changed }) {
       const workspace = await admin.createWorkspace(positionals[0]);
       changed((why) => `workspace '${workspace.name}' was created (id ${workspace.id}) but the output could not be written (${why})`);
@@ -472,6 +532,9 @@ const COMMANDS: Record<string, Command> = {
   'workspaces export': {
     options: { out: { type: 'string' } },
     positionals: 1,
+    check(values) {
+      if (typeof values.out === 'string') requireFileName(values.out, 'an export', 'exported');
+    },
     async run({ admin, values, positionals, print, io }) {
       const { workspace, lines } = await admin.exportWorkspace(positionals[0]);
       const out = values.out as string | undefined;
@@ -519,7 +582,7 @@ const COMMANDS: Record<string, Command> = {
       ...SAID,
     },
     positionals: 0,
-    check(values) {
+    check(values, _positionals, { said, now }) {
       for (const required of ['workspace', 'name', 'permissions']) {
         if (typeof values[required] !== 'string') throw new UsageError(`--${required} is required`);
       }
@@ -530,26 +593,12 @@ const COMMANDS: Record<string, Command> = {
       if (values['allow-ip'] !== undefined && list(values['allow-ip'] as string).length === 0) {
         throw new InvalidValue('--allow-ip has no address: leave the option out to allow any address');
       }
+      checkNewKey(newKey(values, now, said), now);
+      checkSecretDestination(values, 'created');
     },
     async run(context) {
       const { admin, values, now, said } = context;
-      let expiresAt: Date | null = null;
-      if (typeof values['expires-in'] === 'string') {
-        const ms = parseDuration('expires-in', values['expires-in']);
-        if (ms === 0) throw new InvalidValue('--expires-in must be longer than 0');
-        expiresAt = new Date(now.getTime() + ms);
-      }
-      if (typeof values['expires-at'] === 'string') expiresAt = parseInstant('expires-at', values['expires-at']);
-      const { key, record, workspace, keyFile } = await changeKey(context, 'created', () =>
-        admin.createKey({
-          workspace: values.workspace as string,
-          name: values.name as string,
-          permissions: list(values.permissions as string),
-          expiresAt,
-          allowedCidrs: values['allow-ip'] === undefined ? null : list(values['allow-ip'] as string),
-          ...said,
-        }),
-      );
+      const { key, record, workspace, keyFile } = await changeKey(context, 'created', () => admin.createKey(newKey(values, now, said)));
       context.print(
         [
           `Created key "${record.name}" (id ${record.id}) in workspace "${workspace.name}".`,
@@ -614,9 +663,13 @@ const COMMANDS: Record<string, Command> = {
   'keys rotate': {
     options: { overlap: { type: 'string' }, 'key-file': { type: 'string' }, ...SAID },
     positionals: 1,
+    check(values) {
+      checkOverlap(overlap(values));
+      checkSecretDestination(values, 'rotated');
+    },
     async run(context) {
       const { admin, values, positionals, said, now } = context;
-      const overlapMs = typeof values.overlap === 'string' ? parseDuration('overlap', values.overlap) : 0;
+      const overlapMs = overlap(values);
       const { key, record, workspace, keyFile, previousValidUntil, cutShortUntil } = await changeKey(context, 'rotated', () =>
         admin.rotateKey(positionals[0], overlapMs, said),
       );
@@ -645,13 +698,11 @@ const COMMANDS: Record<string, Command> = {
   'clients unblock': {
     options: {},
     positionals: 1,
+    check(_values, positionals) {
+      blockedClient(positionals[0]);
+    },
     async run({ store, config, positionals, print }) {
-      // An IPv6 client is its /64, as the warning names it: any address in it, or the network itself, lifts it.
-      const address = positionals[0].replace(/\/64$/, '');
-      if (isIP(address) === 0) {
-        throw new InvalidValue(`'${positionals[0]}' is no IP address: give the client the gateway's warning names, such as 203.0.113.7 or 2001:db8::/64`);
-      }
-      const client = clientNetwork(address);
+      const client = blockedClient(positionals[0]);
       const limiters = createLimiterBackend(config, store);
       try {
         if (limiters.kind === 'memory') {
@@ -715,28 +766,33 @@ const COMMANDS: Record<string, Command> = {
   ...jobCommands(),
 };
 
+/** `jobs list`'s --status, --limit and --since, refused when invalid. */
+function jobsWanted(values: Record<string, string | boolean | undefined>): { status: JobStatus | undefined; limit: number; createdSince: Date | undefined } {
+  const status = values.status as string | undefined;
+  if (status !== undefined && !(JOB_STATUSES as readonly string[]).includes(status)) {
+    throw new InvalidValue(`--status must be one of ${JOB_STATUSES.join(', ')}, got '${status}'`);
+  }
+  const limit = values.limit === undefined ? JOBS_LIMIT : Number(values.limit);
+  if (!/^\d+$/.test(String(values.limit ?? limit)) || !Number.isSafeInteger(limit) || limit < 1) {
+    throw new InvalidValue(`--limit must be a whole number of at least 1, got '${values.limit}'`);
+  }
+  const createdSince = typeof values.since === 'string' ? parseInstant('since', values.since) : undefined;
+  return { status: status as JobStatus | undefined, limit, createdSince };
+}
+
 /** The job commands, for an operator after a restore (README, "After a restore"). */
 function jobCommands(): Record<string, Command> {
-  const statuses = JOB_STATUSES.join(', ');
   return {
     'jobs list': {
       options: { workspace: { type: 'string' }, status: { type: 'string' }, since: { type: 'string' }, limit: { type: 'string' } },
       positionals: 0,
+      check(values) {
+        jobsWanted(values);
+      },
       async run({ admin, values, print, io }) {
-        const status = values.status as string | undefined;
-        if (status !== undefined && !(JOB_STATUSES as readonly string[]).includes(status)) {
-          throw new InvalidValue(`--status must be one of ${statuses}, got '${status}'`);
-        }
-        const limit = values.limit === undefined ? JOBS_LIMIT : Number(values.limit);
-        if (!/^\d+$/.test(String(values.limit ?? limit)) || !Number.isSafeInteger(limit) || limit < 1) {
-          throw new InvalidValue(`--limit must be a whole number of at least 1, got '${values.limit}'`);
-        }
+        const { status, limit, createdSince } = jobsWanted(values);
         const only = values.workspace === undefined ? undefined : await admin.requireWorkspace(values.workspace as string);
-        const filter: JobFilter = {
-          workspaceId: only?.id,
-          status: status as JobStatus | undefined,
-          createdSince: typeof values.since === 'string' ? parseInstant('since', values.since) : undefined,
-        };
+        const filter: JobFilter = { workspaceId: only?.id, status, createdSince };
         // A page at a time, each after the last job of the one before: no read holds every job at once.
         const jobs: DuplicationJob[] = [];
         for (;;) {

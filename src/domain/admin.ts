@@ -47,7 +47,8 @@ function refuseReplaced(what: string, text: string): void {
   }
 }
 
-function requireName(what: string, raw: string): string {
+/** A workspace or key name, trimmed and composed; refused (BAD_USER_INPUT) as the rules above say. */
+export function requireName(what: 'workspace' | 'key', raw: string): string {
   const name = raw.trim();
   if (!name) throw new GatewayError('BAD_USER_INPUT', `A ${what} needs a name`);
   refuseReplaced(`A ${what} name`, name);
@@ -99,7 +100,7 @@ export interface KeyChangeOptions {
 }
 
 /** The details an operator's text adds to a key lifecycle event, refused before anything is written when invalid. */
-function operatorDetails(options: KeyChangeOptions): Record<string, string> {
+export function operatorDetails(options: KeyChangeOptions): Record<string, string> {
   const reason = parseOperatorText('reason', REASON_LENGTH, options.reason);
   const operator = parseOperatorText('operator', OPERATOR_LENGTH, options.operator);
   return { ...(operator === undefined ? {} : { operator }), ...(reason === undefined ? {} : { reason }) };
@@ -133,6 +134,44 @@ export interface RotatedKey extends CreatedKey {
 
 /** The longest a replaced secret may stay valid after a rotation. */
 export const MAX_ROTATION_OVERLAP_MS = 30 * 86_400_000;
+
+/**
+ * A new key's values, checked without the store (its workspace is looked up apart): the CLI refuses them before it
+ * opens the store, so an invalid value is told apart from a store that cannot be reached.
+ */
+export function checkNewKey(input: Omit<CreateKeyInput, 'workspace'>, now: Date): { name: string; allowedCidrs: string[] | null; said: Record<string, string> } {
+  const name = requireName('key', input.name);
+  if (input.permissions.length === 0) {
+    throw new GatewayError('BAD_USER_INPUT', `A key needs at least one permission (${PERMISSIONS.join(', ')})`);
+  }
+  const unknown = input.permissions.filter((permission) => !isPermission(permission));
+  if (unknown.length > 0) {
+    throw new GatewayError('BAD_USER_INPUT', `Unknown permission: ${unknown.join(', ')} (known: ${PERMISSIONS.join(', ')})`);
+  }
+  const said = operatorDetails(input);
+  if (input.expiresAt && input.expiresAt <= now) throw new GatewayError('BAD_USER_INPUT', 'The expiry must be in the future');
+  let allowedCidrs: string[] | null = null;
+  // No allowlist is null: an empty one, from an empty variable, would open the key to every address.
+  if (input.allowedCidrs?.length === 0) {
+    throw new GatewayError('BAD_USER_INPUT', 'An IP allowlist needs at least one address or range: leave it out to allow any address');
+  }
+  if (input.allowedCidrs) {
+    try {
+      allowedCidrs = parseAllowlist(input.allowedCidrs);
+    } catch (error) {
+      if (error instanceof AllowlistError) throw new GatewayError('BAD_USER_INPUT', error.message);
+      throw error;
+    }
+  }
+  return { name, allowedCidrs, said };
+}
+
+/** How long a replaced secret stays valid after a rotation: refused unless between none and MAX_ROTATION_OVERLAP_MS. */
+export function checkOverlap(overlapMs: number): void {
+  if (!Number.isInteger(overlapMs) || overlapMs < 0 || overlapMs > MAX_ROTATION_OVERLAP_MS) {
+    throw new GatewayError('BAD_USER_INPUT', 'The overlap must be between none and 30 days');
+  }
+}
 
 /** Operator actions on workspaces and keys (CLI, first-start seeding). */
 export class AdminService {
@@ -210,30 +249,8 @@ export class AdminService {
 
   async createKey(input: CreateKeyInput): Promise<CreatedKey> {
     const workspace = await this.requireWorkspace(input.workspace);
-    const name = requireName('key', input.name);
-    if (input.permissions.length === 0) {
-      throw new GatewayError('BAD_USER_INPUT', `A key needs at least one permission (${PERMISSIONS.join(', ')})`);
-    }
-    const unknown = input.permissions.filter((permission) => !isPermission(permission));
-    if (unknown.length > 0) {
-      throw new GatewayError('BAD_USER_INPUT', `Unknown permission: ${unknown.join(', ')} (known: ${PERMISSIONS.join(', ')})`);
-    }
-    const said = operatorDetails(input);
     const now = this.clock.now();
-    if (input.expiresAt && input.expiresAt <= now) throw new GatewayError('BAD_USER_INPUT', 'The expiry must be in the future');
-    let allowedCidrs: string[] | null = null;
-    // No allowlist is null: an empty one, from an empty variable, would open the key to every address.
-    if (input.allowedCidrs?.length === 0) {
-      throw new GatewayError('BAD_USER_INPUT', 'An IP allowlist needs at least one address or range: leave it out to allow any address');
-    }
-    if (input.allowedCidrs) {
-      try {
-        allowedCidrs = parseAllowlist(input.allowedCidrs);
-      } catch (error) {
-        if (error instanceof AllowlistError) throw new GatewayError('BAD_USER_INPUT', error.message);
-        throw error;
-      }
-    }
+    const { name, allowedCidrs, said } = checkNewKey(input, now);
     const key = generateApiKey();
     const record: ApiKeyRecord = {
       id: newId(),
@@ -292,9 +309,7 @@ export class AdminService {
    * `overlapMs` (0: not at all), so callers can switch without downtime.
    */
   async rotateKey(id: string, overlapMs = 0, options: KeyChangeOptions = {}): Promise<RotatedKey> {
-    if (!Number.isInteger(overlapMs) || overlapMs < 0 || overlapMs > MAX_ROTATION_OVERLAP_MS) {
-      throw new GatewayError('BAD_USER_INPUT', 'The overlap must be between none and 30 days');
-    }
+    checkOverlap(overlapMs);
     const said = operatorDetails(options);
     const record = await this.requireKey(id);
     const workspace = await this.requireWorkspace(record.workspaceId);

@@ -904,6 +904,47 @@ describe('the CLI', () => {
     }
   });
 
+  it('refuses an invalid value before opening the store: the same code and exit whether or not the store can be reached', async () => {
+    const down = { DATABASE_URL: 'postgres://gateway:gateway@127.0.0.1:1/gateway' };
+    const key = (...options: string[]) => ['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', ...options];
+    const cases: [string[], Record<string, string>?][] = [
+      [['workspaces', 'create', '   ']],
+      [['workspaces', 'create', 'caf\ufffd']],
+      [['workspaces', 'export', 'acme', '--out', '']],
+      [['keys', 'create', '--workspace', 'acme', '--name', '\u0007', '--permissions', 'campaigns.list']],
+      [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.delete']],
+      [['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', ',']],
+      [key('--expires-in', 'forever')],
+      [key('--expires-in', '0')],
+      [key('--expires-at', 'tomorrow')],
+      [key('--expires-at', '2020-01-01T00:00:00Z')],
+      [key('--allow-ip', '10.0.0.0/33')],
+      [key('--allow-ip', ' , ')],
+      [key('--reason', ' ')],
+      [key('--operator', 'cgw_0QkF0xAbCdEfGh')],
+      [key(), { GATEWAY_OPERATOR: 'Ops\nteam' }],
+      [key('--key-file', '')],
+      [['keys', 'revoke', 'no-such-key', '--reason', 'x'.repeat(501)]],
+      [['keys', 'revoke', 'no-such-key', '--operator', '\u202eevil']],
+      [['keys', 'rotate', 'no-such-key', '--overlap', 'a while']],
+      [['keys', 'rotate', 'no-such-key', '--overlap', '31d']],
+      [['keys', 'rotate', 'no-such-key', '--reason', '\u202eevil']],
+      [['keys', 'rotate', 'no-such-key', '--key-file', '']],
+      [['jobs', 'list', '--status', 'DONE']],
+      [['jobs', 'list', '--limit', '0']],
+      [['jobs', 'list', '--since', '2027-01-01T00:00:00']],
+      [['jobs', 'fail', 'no-such-job', '--confirm', '--reason', '\u202eevil']],
+      [['clients', 'unblock', 'not-an-address']],
+    ];
+    for (const [argv, env = {}] of cases) {
+      for (const store of [down, { DATA_DIR: dataDir }]) {
+        const result = await runCaptured([...argv, '--json'], { env: { ...store, ...env }, clock });
+        expect({ argv, store, exit: result.code, code: JSON.parse(result.stderr).error.code }).toEqual({ argv, store, exit: EXIT.failed, code: 'BAD_USER_INPUT' });
+      }
+    }
+    expect((await cliJson('keys', 'list', '--workspace', 'acme')).map((key: { name: string }) => key.name)).not.toContain('x');
+  });
+
   it('says the store is busy, not the driver\'s words, when another process holds it locked', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'cgw-cli-busy-'));
     try {
