@@ -36,13 +36,16 @@ export interface CliIo {
    * it could not be written (a full disk, a closed pipe): absent, at once.
    */
   stdoutWritten?: () => Promise<void>;
+  /** Whether stdout goes nowhere (/dev/null): what is printed there is lost. Absent, it goes somewhere. */
+  stdoutDiscarded?: () => boolean;
   clock?: Clock;
   /** The schema's migrations in place of this version's (see StoreOptions): tests of a CLI newer than its store. */
   migrations?: StoreOptions['migrations'];
 }
 
 /**
- * 0: done; 1: the operation failed (unknown key, invalid value, store unreachable); 2: the command line is wrong;
+ * 0: done; 1: the operation failed (unknown key, invalid value, store unreachable); 2: the command line is wrong (a
+ * new secret that would go to /dev/null among it);
  * 3: done, but its output was lost (a new key's secret among it), or the command failed after changing something:
  * what was done is said on stderr.
  */
@@ -97,8 +100,9 @@ Key events record --reason (up to ${REASON_LENGTH} characters) and --operator, w
 characters; default: GATEWAY_OPERATOR), each one line and never a key, for the workspace's customers to read.
 Uses the same configuration as the gateway (DATA_DIR, DATABASE_URL; REDIS_URL for clients unblock). Never upgrades a store: on one an older
 version left, every command but 'store backup' refuses until this version's gateway has started on it.
-Exit codes: 0 done, 1 the operation failed, 2 the command line is wrong, 3 done but its output was lost, or it failed
-after changing something (stderr says what was done: a key whose secret was lost is to be revoked).`;
+Exit codes: 0 done, 1 the operation failed, 2 the command line is wrong (a new secret to stdout on /dev/null: use
+--key-file), 3 done but its output was lost, or it failed after changing something (stderr says what was done: a key
+whose secret was lost is to be revoked).`;
 
 /** The command line is wrong: an unknown command or option, a missing argument (exit 2). */
 class UsageError extends Error {}
@@ -291,10 +295,20 @@ const secretLines = (key: string, keyFile: string | undefined, what: string): st
 
 const secretJson = (key: string, keyFile: string | undefined) => (keyFile === undefined ? { key } : { keyFile });
 
-/** Refuses a --key-file that names no file before the store is opened. */
-function checkSecretDestination(values: Record<string, string | boolean | undefined>, verb: 'created' | 'rotated'): void {
+/**
+ * Refuses, before any key is changed, a new secret that would be printed to nowhere: stdout on /dev/null (`> /dev/null`,
+ * or closed at start, which Node opens on /dev/null) would take it and the command would succeed, leaving a key no
+ * one has.
+ */
+function checkSecretDestination(values: Record<string, string | boolean | undefined>, io: CliIo, verb: 'created' | 'rotated'): void {
   const keyFile = values['key-file'];
-  if (typeof keyFile === 'string') requireFileName(keyFile, '--key-file', verb);
+  if (typeof keyFile === 'string') {
+    requireFileName(keyFile, '--key-file', verb);
+    return;
+  }
+  if (io.stdoutDiscarded?.()) {
+    throw new UsageError(`stdout is /dev/null (or was closed), where the new secret would be lost: give --key-file <new file>, or send stdout where it can be read; nothing was ${verb}`);
+  }
 }
 
 /** `keys create`'s values as the key is made of them, but its workspace's look-up. */
@@ -582,7 +596,7 @@ const COMMANDS: Record<string, Command> = {
       ...SAID,
     },
     positionals: 0,
-    check(values, _positionals, { said, now }) {
+    check(values, _positionals, { said, now, io }) {
       for (const required of ['workspace', 'name', 'permissions']) {
         if (typeof values[required] !== 'string') throw new UsageError(`--${required} is required`);
       }
@@ -594,7 +608,7 @@ const COMMANDS: Record<string, Command> = {
         throw new InvalidValue('--allow-ip has no address: leave the option out to allow any address');
       }
       checkNewKey(newKey(values, now, said), now);
-      checkSecretDestination(values, 'created');
+      checkSecretDestination(values, io, 'created');
     },
     async run(context) {
       const { admin, values, now, said } = context;
@@ -663,9 +677,9 @@ const COMMANDS: Record<string, Command> = {
   'keys rotate': {
     options: { overlap: { type: 'string' }, 'key-file': { type: 'string' }, ...SAID },
     positionals: 1,
-    check(values) {
+    check(values, _positionals, { io }) {
       checkOverlap(overlap(values));
-      checkSecretDestination(values, 'rotated');
+      checkSecretDestination(values, io, 'rotated');
     },
     async run(context) {
       const { admin, values, positionals, said, now } = context;

@@ -1,3 +1,4 @@
+import { fstatSync, statSync } from 'node:fs';
 import { runCli } from './commands.js';
 
 /**
@@ -28,6 +29,23 @@ function output(stream: NodeJS.WriteStream) {
   };
 }
 
+/**
+ * Whether fd 1 is the null device: a shell's `> /dev/null`, or a stdout closed at start, which Node opens on
+ * /dev/null. The same character device (its rdev) under any name, not a file that happens to be called so.
+ */
+function discarded(fd: number): boolean {
+  let out;
+  try {
+    out = fstatSync(fd);
+  } catch (error) {
+    // Closed, and not reopened: nothing written there is read.
+    if ((error as NodeJS.ErrnoException).code === 'EBADF') return true;
+    throw error;
+  }
+  const devNull = statSync('/dev/null', { throwIfNoEntry: false });
+  return out.isCharacterDevice() && devNull !== undefined && devNull.isCharacterDevice() && out.rdev === devNull.rdev;
+}
+
 const stdout = output(process.stdout);
 const stderr = output(process.stderr);
 
@@ -36,4 +54,5 @@ process.exitCode = await runCli(process.argv.slice(2), {
   stdout: stdout.write,
   stderr: stderr.write,
   stdoutWritten: stdout.written,
+  stdoutDiscarded: () => discarded(1),
 });

@@ -17,7 +17,7 @@ import { hashApiKey } from '../../src/domain/keys.js';
 import { systemClock, type Clock } from '../../src/domain/ports.js';
 import { graphql, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
 import { ManualClock } from '../support/clock.js';
-import { cliProcess, cliProcessWritingTo } from '../support/cli.js';
+import { cliProcess, cliProcessWithoutStdout, cliProcessWritingTo } from '../support/cli.js';
 import { eventFixture, jobFixture } from '../support/fixtures.js';
 import { createTestDatabase, TEST_DATABASE_URL, withAdmin } from '../support/postgres.js';
 import { rest } from '../support/transports.js';
@@ -843,6 +843,50 @@ describe('the CLI', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   }, 60_000);
+
+  it('as a process, refuses to print a new secret to /dev/null or a closed stdout, changing nothing, and puts it in --key-file there', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cgw-cli-nowhere-'));
+    const env = { DATA_DIR: dataDir };
+    const list = '{ campaigns { edges { node { id } } } }';
+    try {
+      const kept = await cliJson('keys', 'create', '--workspace', 'acme', '--name', 'kept secret', '--permissions', 'campaigns.list');
+      const create = ['keys', 'create', '--workspace', 'acme', '--name', 'to nowhere', '--permissions', 'campaigns.list'];
+      const refused = await Promise.all([
+        cliProcessWithoutStdout('ignore', create, env),
+        cliProcessWithoutStdout('closed', [...create, '--json'], env),
+        cliProcessWithoutStdout('ignore', ['keys', 'rotate', kept.id, '--json'], env),
+        cliProcessWithoutStdout('closed', ['keys', 'rotate', kept.id, '--overlap', '1h'], env),
+      ]);
+      const why = (verb: string) =>
+        `stdout is /dev/null (or was closed), where the new secret would be lost: give --key-file <new file>, or send stdout where it can be read; nothing was ${verb}`;
+      expect(refused).toEqual([
+        { code: EXIT.usage, stdout: '', stderr: `campaign-gateway: ${why('created')} (see --help)\n` },
+        { code: EXIT.usage, stdout: '', stderr: `${JSON.stringify({ error: { code: 'USAGE', message: why('created') } })}\n` },
+        { code: EXIT.usage, stdout: '', stderr: `${JSON.stringify({ error: { code: 'USAGE', message: why('rotated') } })}\n` },
+        { code: EXIT.usage, stdout: '', stderr: `campaign-gateway: ${why('rotated')} (see --help)\n` },
+      ]);
+      const keys = async () => (await cliJson('keys', 'list', '--workspace', 'acme')) as { id: string; name: string; prefix: string; previousSecretValidUntil: string | null }[];
+      expect((await keys()).map(({ name }) => name)).not.toContain('to nowhere');
+      expect((await keys()).find(({ id }) => id === kept.id)).toMatchObject({ prefix: kept.prefix, previousSecretValidUntil: null });
+      expect((await graphql(gw.baseUrl, kept.key, list)).status).toBe(200);
+
+      // With --key-file the secret is kept, whatever stdout is.
+      const [created, rotated] = await Promise.all([
+        cliProcessWithoutStdout('closed', [...create, '--key-file', join(dir, 'created.key')], env),
+        cliProcessWithoutStdout('ignore', ['keys', 'rotate', kept.id, '--key-file', join(dir, 'rotated.key'), '--json'], env),
+      ]);
+      expect([created, rotated]).toEqual([
+        { code: EXIT.ok, stdout: '', stderr: '' },
+        { code: EXIT.ok, stdout: '', stderr: '' },
+      ]);
+      for (const file of ['created.key', 'rotated.key']) {
+        expect((await graphql(gw.baseUrl, readFileSync(join(dir, file), 'utf8').trim(), list)).status).toBe(200);
+      }
+      expect((await graphql(gw.baseUrl, kept.key, list)).status).toBe(401);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
 
   it('under --json, writes errors as one JSON line on stderr whose code a script can tell apart', async () => {
     const error = async (argv: string[], env: Record<string, string> = { DATA_DIR: dataDir }) => {

@@ -45,6 +45,26 @@ export function cliProcessWritingTo(file: string, argv: string[], env: Record<st
 }
 
 /**
+ * cliProcess with nothing to read its stdout: `'ignore'` puts it on /dev/null, as `> /dev/null` does; `'closed'` starts
+ * it with fd 1 closed, as a shell's `>&-` does (Node then opens /dev/null on it).
+ */
+export function cliProcessWithoutStdout(stdout: 'ignore' | 'closed', argv: string[], env: Record<string, string>): Promise<CliRun> {
+  const node = ['--import', 'tsx', 'src/cli/main.ts', ...argv];
+  const [command, args] = stdout === 'ignore' ? [process.execPath, node] : ['bash', ['-c', 'exec "$0" "$@" >&-', process.execPath, ...node]];
+  return new Promise((done) => {
+    const child = spawn(command, args, {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH ?? '', HOME: tmpdir(), ...env },
+      stdio: ['ignore', 'ignore', 'pipe'],
+      timeout: 60_000,
+    });
+    let stderr = '';
+    child.stderr!.setEncoding('utf8').on('data', (text: string) => (stderr += text));
+    child.on('close', (code) => done({ code, stdout: '', stderr }));
+  });
+}
+
+/**
  * cliProcess, with `act` done to it once its stderr matches `when` (a line of progress): a signal sent, as an
  * operator's Ctrl-C or a `kill`, or its database taken away. `via: 'npm'` starts it as `npm run -s cli --`, so
  * that `act` is done to npm's process, as a supervisor or a CI job's cancel does to the process it started.
