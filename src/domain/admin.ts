@@ -173,6 +173,12 @@ export function checkOverlap(overlapMs: number): void {
   }
 }
 
+/**
+ * How many times a rotation reads the key and tries to replace the secret it read. Each attempt lost means another
+ * rotation of the key committed since the read, so this many rotations of one key started at once all finish.
+ */
+export const ROTATION_ATTEMPTS = 8;
+
 /** Operator actions on workspaces and keys (CLI, first-start seeding). */
 export class AdminService {
   constructor(
@@ -306,16 +312,38 @@ export class AdminService {
 
   /**
    * Gives a key a new secret, keeping its id, permissions and history. The old secret keeps working for
-   * `overlapMs` (0: not at all), so callers can switch without downtime.
+   * `overlapMs` (0: not at all), so callers can switch without downtime. What it says of the secrets it replaced
+   * is what the store replaced: a rotation whose key another rotation changed since it read it is read and tried
+   * again, and refused (UNAVAILABLE: try again) once it has lost ROTATION_ATTEMPTS times.
    */
   async rotateKey(id: string, overlapMs = 0, options: KeyChangeOptions = {}): Promise<RotatedKey> {
     checkOverlap(overlapMs);
     const said = operatorDetails(options);
+    for (let attempt = 1; attempt <= ROTATION_ATTEMPTS; attempt += 1) {
+      const rotated = await this.rotateOnce(id, overlapMs, said);
+      if (rotated) return rotated;
+    }
+    // The last attempt may have lost to a revocation rather than a rotation: that is refused as it is.
+    await this.rotatableKey(id);
+    throw new GatewayError(
+      'UNAVAILABLE',
+      `Key '${id}' was rotated by other commands each of the ${ROTATION_ATTEMPTS} times this rotation tried: it changed nothing; try again`,
+    );
+  }
+
+  /** The key as it is now, and the time it was read at, refused if it cannot be rotated. */
+  private async rotatableKey(id: string): Promise<{ record: ApiKeyRecord; workspace: Workspace; now: Date }> {
     const record = await this.requireKey(id);
     const workspace = await this.requireWorkspace(record.workspaceId);
     const now = this.clock.now();
     if (record.revokedAt !== null) throw new GatewayError('BAD_USER_INPUT', `Key '${id}' is revoked; create a new one`);
     if (record.expiresAt !== null && record.expiresAt <= now) throw new GatewayError('BAD_USER_INPUT', `Key '${id}' has expired; create a new one`);
+    return { record, workspace, now };
+  }
+
+  /** One rotation of the key as read now; null when it was revoked, or another rotation replaced its secret, since that read. */
+  private async rotateOnce(id: string, overlapMs: number, said: Record<string, string>): Promise<RotatedKey | null> {
+    const { record, workspace, now } = await this.rotatableKey(id);
     const key = generateApiKey();
     const hash = hashApiKey(key);
     const prefix = displayPrefix(key);
@@ -333,9 +361,8 @@ export class AdminService {
       },
       said,
     );
-    if (!(await this.store.rotateApiKey(id, hash, prefix, previousValidUntil, event))) {
-      throw new GatewayError('BAD_USER_INPUT', `Key '${id}' is revoked; create a new one`);
-    }
+    // Revoked since it was read, or rotated by another command: the next read tells which.
+    if (!(await this.store.rotateApiKey(id, record.hash, hash, prefix, previousValidUntil, event))) return null;
     return {
       key,
       record: { ...record, hash, prefix, previousHash: previousValidUntil ? record.hash : null, previousHashExpiresAt: previousValidUntil },

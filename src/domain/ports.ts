@@ -195,10 +195,12 @@ export interface GatewayStore {
   listApiKeys(workspaceId?: string): Promise<ApiKeyRecord[]>;
   revokeApiKey(id: string, at: Date, event: NewSecurityEvent): Promise<boolean>;
   /**
-   * Replaces a key's secret. The old hash stays valid until `previousValidUntil` (null: not at all).
-   * `findApiKeyByHash` finds the key by either hash; the caller checks the previous hash's expiry.
+   * Replaces a key's secret `replacing`, the hash the caller read, and writes `event` with it. The old hash stays
+   * valid until `previousValidUntil` (null: not at all). `findApiKeyByHash` finds the key by either hash; the caller
+   * checks the previous hash's expiry. False, writing nothing, when the key is revoked, gone, or no longer has that
+   * hash (another rotation replaced it since the caller read it, so what the event says of the key is stale).
    */
-  rotateApiKey(id: string, hash: string, prefix: string, previousValidUntil: Date | null, event: NewSecurityEvent): Promise<boolean>;
+  rotateApiKey(id: string, replacing: string, hash: string, prefix: string, previousValidUntil: Date | null, event: NewSecurityEvent): Promise<boolean>;
   /**
    * Records that `key`, as `findApiKeyByHash` returned it, was used at `at`. A store that caches keys gives its
    * cached record that time, so that the next lookup sees it without reading the row again.

@@ -245,7 +245,7 @@ describe('SQLite store specifics', () => {
       await other.revokeApiKey(revoked.id, at(6), eventFixture(ws));
       await nextTurn();
       expect((await store.findApiKeyByHash(revoked.hash))?.revokedAt).toEqual(at(6));
-      await other.rotateApiKey(used.id, 'a'.repeat(64), 'cgw_rotated', null, eventFixture(ws));
+      await other.rotateApiKey(used.id, used.hash, 'a'.repeat(64), 'cgw_rotated', null, eventFixture(ws));
       await nextTurn();
       expect(await store.findApiKeyByHash(used.hash)).toBeNull();
       const raw = new Database(file);

@@ -120,13 +120,13 @@ export function storeContract(name: string, harness: StoreHarness): void {
       const key = apiKeyFixture(ws);
       await store.insertApiKey(key, eventFixture(ws, { type: 'API_KEY_CREATED' }));
       const newHash = 'a'.repeat(64);
-      expect(await store.rotateApiKey(key.id, newHash, 'cgw_newkey', at(1000), eventFixture(ws, { type: 'API_KEY_CREATED' }))).toBe(true);
+      expect(await store.rotateApiKey(key.id, key.hash, newHash, 'cgw_newkey', at(1000), eventFixture(ws, { type: 'API_KEY_CREATED' }))).toBe(true);
       const rotated = await store.findApiKeyByHash(newHash);
       expect(rotated).toMatchObject({ id: key.id, hash: newHash, prefix: 'cgw_newkey', previousHash: key.hash, previousHashExpiresAt: at(1000) });
       expect((await store.findApiKeyByHash(key.hash))?.id).toBe(key.id);
 
       const newer = 'b'.repeat(64);
-      await store.rotateApiKey(key.id, newer, 'cgw_newer', null, eventFixture(ws, { type: 'API_KEY_CREATED' }));
+      await store.rotateApiKey(key.id, newHash, newer, 'cgw_newer', null, eventFixture(ws, { type: 'API_KEY_CREATED' }));
       expect(await store.findApiKeyByHash(newHash)).toBeNull();
       expect((await store.findApiKeyByHash(newer))?.previousHash).toBeNull();
     });
@@ -138,12 +138,30 @@ export function storeContract(name: string, harness: StoreHarness): void {
 
       const newHash = 'c'.repeat(64);
       const rotation = eventFixture(ws, { type: 'API_KEY_ROTATED', apiKeyId: key.id });
-      expect(await store.rotateApiKey(key.id, newHash, 'cgw_revived', at(1000), rotation)).toBe(false);
+      expect(await store.rotateApiKey(key.id, key.hash, newHash, 'cgw_revived', at(1000), rotation)).toBe(false);
       expect(await store.findApiKey(key.id)).toEqual({ ...key, revokedAt: at(10) });
       expect(await store.findApiKeyByHash(newHash)).toBeNull();
       expect((await store.findApiKeyByHash(key.hash))?.revokedAt).toEqual(at(10));
       const events = await store.listEvents(ws, { apiKeyId: key.id }, { first: 10 });
       expect(events.map((e) => e.type)).toEqual(['API_KEY_REVOKED', 'API_KEY_CREATED']);
+    });
+
+    it('does not rotate a key whose secret is no longer the one the rotation read: it keeps both hashes and records nothing', async () => {
+      const key = apiKeyFixture(ws);
+      await store.insertApiKey(key, eventFixture(ws, { type: 'API_KEY_CREATED', apiKeyId: key.id }));
+      const first = 'd'.repeat(64);
+      expect(await store.rotateApiKey(key.id, key.hash, first, 'cgw_first', at(1000), eventFixture(ws, { type: 'API_KEY_ROTATED', apiKeyId: key.id }))).toBe(true);
+      const rotated = await store.findApiKey(key.id);
+
+      // A second rotation that read the key before the first one committed.
+      const stale = 'e'.repeat(64);
+      expect(await store.rotateApiKey(key.id, key.hash, stale, 'cgw_stale', at(2000), eventFixture(ws, { type: 'API_KEY_ROTATED', apiKeyId: key.id }))).toBe(false);
+      expect(await store.findApiKey(key.id)).toEqual(rotated);
+      expect(rotated).toMatchObject({ hash: first, previousHash: key.hash, previousHashExpiresAt: at(1000) });
+      expect(await store.findApiKeyByHash(stale)).toBeNull();
+      expect((await store.findApiKeyByHash(key.hash))?.id).toBe(key.id);
+      const events = await store.listEvents(ws, { apiKeyId: key.id }, { first: 10 });
+      expect(events.map((e) => e.type)).toEqual(['API_KEY_ROTATED', 'API_KEY_CREATED']);
     });
 
     it('keeps campaigns and tags per workspace and pages campaigns newest first', async () => {
@@ -837,7 +855,7 @@ export function storeContract(name: string, harness: StoreHarness): void {
 
       const revoked = eventFixture(ws, { type: 'API_KEY_REVOKED', apiKeyId: key.id });
       expect(await store.revokeApiKey(withNul(key.id), at(10), revoked)).toBe(false);
-      expect(await store.rotateApiKey(withNul(key.id), 'a'.repeat(64), 'cgw_rotated', null, revoked)).toBe(false);
+      expect(await store.rotateApiKey(withNul(key.id), key.hash, 'a'.repeat(64), 'cgw_rotated', null, revoked)).toBe(false);
       await store.touchApiKey({ ...key, id: withNul(key.id) }, at(20));
       await store.releaseIdempotencyKey({ ...record, key: withNul('k') });
       expect(await store.findApiKey(key.id)).toEqual(key);

@@ -477,14 +477,14 @@ export class PostgresStore implements GatewayStore {
     });
   }
 
-  async rotateApiKey(id: string, hash: string, prefix: string, previousValidUntil: Date | null, event: NewSecurityEvent): Promise<boolean> {
+  async rotateApiKey(id: string, replacing: string, hash: string, prefix: string, previousValidUntil: Date | null, event: NewSecurityEvent): Promise<boolean> {
     if (!storable(id)) return false;
     return transaction(this.pool, async (client) => {
       const changed = await this.count(
         `UPDATE api_keys SET previous_hash = CASE WHEN $1::timestamptz IS NULL THEN NULL ELSE hash END,
            previous_hash_expires_at = $1, hash = $2, prefix = $3
-         WHERE id = $4 AND revoked_at IS NULL`,
-        [previousValidUntil, hash, prefix, id],
+         WHERE id = $4 AND hash = $5 AND revoked_at IS NULL`,
+        [previousValidUntil, hash, prefix, id, replacing],
         client,
       );
       if (changed === 0) return false;

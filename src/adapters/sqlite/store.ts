@@ -402,8 +402,8 @@ export class SqliteStore implements GatewayStore {
     return this.keyWrite(() => this.write('revokeApiKey', id, at, event));
   }
 
-  async rotateApiKey(id: string, hash: string, prefix: string, previousValidUntil: Date | null, event: NewSecurityEvent): Promise<boolean> {
-    return this.keyWrite(() => this.write('rotateApiKey', id, hash, prefix, previousValidUntil, event));
+  async rotateApiKey(id: string, replacing: string, hash: string, prefix: string, previousValidUntil: Date | null, event: NewSecurityEvent): Promise<boolean> {
+    return this.keyWrite(() => this.write('rotateApiKey', id, replacing, hash, prefix, previousValidUntil, event));
   }
 
   /** Not a key write: a key's last use moves no version, and the cached record takes the time itself (key-cache.ts). */

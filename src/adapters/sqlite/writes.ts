@@ -154,11 +154,11 @@ export class SqliteWrites {
     return true;
   }
 
-  rotateApiKey(id: string, hash: string, prefix: string, previousValidUntil: Date | null, event: NewSecurityEvent): boolean {
+  rotateApiKey(id: string, replacing: string, hash: string, prefix: string, previousValidUntil: Date | null, event: NewSecurityEvent): boolean {
     const result = this.sql.get(
       `UPDATE api_keys SET previous_hash = CASE WHEN ? IS NULL THEN NULL ELSE hash END, previous_hash_expires_at = ?,
-         hash = ?, prefix = ? WHERE id = ? AND revoked_at IS NULL`,
-    ).run(ms(previousValidUntil), ms(previousValidUntil), hash, prefix, id);
+         hash = ?, prefix = ? WHERE id = ? AND hash = ? AND revoked_at IS NULL`,
+    ).run(ms(previousValidUntil), ms(previousValidUntil), hash, prefix, id, replacing);
     if (result.changes === 0) return false;
     this.insertEvent(event);
     return true;
