@@ -11,7 +11,7 @@ import { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import { createStore, type StoreOptions } from '../../src/app.js';
 import { EXIT, runCli, type CliIo } from '../../src/cli/commands.js';
 import { loadConfig } from '../../src/config.js';
-import { AdminService } from '../../src/domain/admin.js';
+import { AdminService, ROTATION_ATTEMPTS } from '../../src/domain/admin.js';
 import { newId } from '../../src/domain/ids.js';
 import { hashApiKey } from '../../src/domain/keys.js';
 import { systemClock, type Clock } from '../../src/domain/ports.js';
@@ -422,6 +422,23 @@ describe('the CLI', () => {
       'The secret replaced before it, which was to stay valid until 2026-06-01T01:00:00.000Z, no longer works: a key keeps one earlier secret.',
     );
     expect((await graphql(gw.baseUrl, (fourth.stdout.match(KEY) ?? [''])[0], list)).status).toBe(200);
+  });
+
+  it('refuses under --json with the code UNAVAILABLE a rotation that other rotations beat every time it tries', async () => {
+    const created = await cliJson('keys', 'create', '--workspace', 'acme', '--name', 'rotated elsewhere', '--permissions', 'campaigns.list');
+    const db = new Database(join(dataDir, 'gateway.db'));
+    try {
+      // Another process rotates the key whenever this one reads the time, which it does after reading the key.
+      const racedClock = { now: () => (db.prepare('UPDATE api_keys SET hash = ? WHERE id = ?').run(hashApiKey(newId()), created.id), clock.now()) };
+      const beaten = await cliAt(racedClock, ['keys', 'rotate', created.id, '--overlap', '1h', '--json']);
+      expect(beaten).toMatchObject({ code: EXIT.failed, stdout: '' });
+      expect(JSON.parse(beaten.stderr)).toEqual({
+        error: { code: 'UNAVAILABLE', message: `Key '${created.id}' was rotated by other commands each of the ${ROTATION_ATTEMPTS} times this rotation tried: it changed nothing; try again` },
+      });
+    } finally {
+      db.close();
+    }
+    expect((await keyEventDetails(created.id)).map((event: { type: string }) => event.type)).toEqual(['API_KEY_CREATED']);
   });
 
   /** The details of the key lifecycle events of `keyId`, newest first, as a key with security_events.read reads them. */
