@@ -229,6 +229,18 @@ export function applyHttpSemantics(
 /** What a request refused before its persisted query was looked up runs in its place: nothing of anyone's. */
 const NOTHING = '{ __typename }';
 
+/** A persisted query's hash as Apollo computes it from a text: SHA-256, in lower-case hex. */
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+
+/**
+ * A hash no text can have is a malformed extension, refused before Apollo would look it up and answer
+ * PERSISTED_QUERY_NOT_FOUND, which tells a client to send the text with it, to no end.
+ */
+const malformedHash = (): GraphQLError =>
+  new GraphQLError("The persisted query's sha256Hash must be 64 lower-case hexadecimal characters", {
+    extensions: { code: ApolloServerErrorCode.BAD_REQUEST, http: { status: 400, headers: new Map() } },
+  });
+
 /**
  * Automatic persisted queries, kept and looked up by the workspace of the request's key.
  *
@@ -236,8 +248,9 @@ const NOTHING = '{ __typename }';
  * and a refusal counts as a failed authentication. Refused (or not checked: an outage), the request runs
  * NOTHING in its place, and its answer is the refusal alone (applyHttpSemantics), whatever the hash: a hash
  * looked up for anyone would tell whether some workspace had sent that document, literals and all. Accepted,
- * its hash is looked up among the texts its own workspace has sent, for the same reason. A text is kept once its
- * operation runs: after Apollo has checked it against its hash, parsed and validated it, and the limits took it.
+ * its hash, once it is one a text can have (malformedHash), is looked up among the texts its own workspace has
+ * sent, for the same reason. A text is kept once its operation runs: after Apollo has checked it against its hash,
+ * parsed and validated it, and the limits took it.
  */
 function persistedQueryPlugin(logger: FastifyBaseLogger, refusals: DependencyRefusals, texts: DocumentCache<string>): ApolloServerPlugin<GraphQLContext> {
   return {
@@ -254,7 +267,17 @@ function persistedQueryPlugin(logger: FastifyBaseLogger, refusals: DependencyRef
         Object.assign(request, { query: NOTHING, operationName: undefined, variables: undefined, extensions: undefined });
         return;
       }
-      if (!isRecord(persisted) || typeof persisted.sha256Hash !== 'string') return;
+      // An extension that is no object is Apollo's to refuse, as an unsupported version.
+      if (!isRecord(persisted)) return;
+      if (typeof persisted.sha256Hash !== 'string' || !SHA256_HEX.test(persisted.sha256Hash)) {
+        // Thrown where Apollo answers a plugin's refusal of the request as its own; NOTHING stands in until then.
+        Object.assign(request, { query: NOTHING, operationName: undefined, variables: undefined, extensions: undefined });
+        return {
+          async didResolveOperation() {
+            throw malformedHash();
+          },
+        };
+      }
       const key = `${workspaceId}:${persisted.sha256Hash}`;
       const { query } = request;
       if (query === undefined) {

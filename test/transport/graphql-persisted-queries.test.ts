@@ -16,6 +16,7 @@ afterAll(async () => {
   await gateway?.close();
 });
 
+const MALFORMED_HASH = "The persisted query's sha256Hash must be 64 lower-case hexadecimal characters";
 const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
 const send = (body: Record<string, unknown>) =>
   http(gateway.baseUrl, 'POST', '/graphql', { headers: { ...json, ...bearer(ws.key) }, body: JSON.stringify(body) });
@@ -76,7 +77,11 @@ describe('automatic persisted queries', () => {
 
   it.each([
     ['a hash that is not the query’s', { query: '{ __typename }', extensions: { persistedQuery: { version: 1, sha256Hash: '0'.repeat(64) } } }, 'provided sha does not match query'],
-    ['a query without its hash', { query: '{ __typename }', extensions: { persistedQuery: { version: 1 } } }, 'provided sha does not match query'],
+    ['a query without its hash', { query: '{ __typename }', extensions: { persistedQuery: { version: 1 } } }, MALFORMED_HASH],
+    ['a hash alone that is a number', { extensions: { persistedQuery: { version: 1, sha256Hash: 5 } } }, MALFORMED_HASH],
+    ['a hash alone of 60,000 characters', { extensions: { persistedQuery: { version: 1, sha256Hash: 'a'.repeat(60_000) } } }, MALFORMED_HASH],
+    ['a hash alone in upper case, which no text has', { extensions: { persistedQuery: { version: 1, sha256Hash: sha256('{ __typename }').toUpperCase() } } }, MALFORMED_HASH],
+    ['no hash and no query', { extensions: { persistedQuery: { version: 1 } } }, MALFORMED_HASH],
     ['a version Apollo does not know', { query: '{ __typename }', extensions: { persistedQuery: { version: 2, sha256Hash: sha256('{ __typename }') } } }, 'Unsupported persisted query version'],
     ['an extension that is no object', { query: '{ __typename }', extensions: { persistedQuery: 'x' } }, 'Unsupported persisted query version'],
   ])('%s: 400 BAD_REQUEST saying so, not an internal error', async (_case, body, message) => {
@@ -84,8 +89,18 @@ describe('automatic persisted queries', () => {
     const before = errorsLogged();
     const answer = await send(body);
     expect(answer.status).toBe(400);
+    expect(answer.headers['cache-control']).toBe('no-store');
     expect(answer.body).toEqual({ errors: [{ message, extensions: { code: 'BAD_REQUEST' } }] });
     expect(errorsLogged()).toBe(before);
+  });
+
+  it('refuses a malformed hash in a GET as in a POST, and keeps no text for it', async () => {
+    const extensions = { persistedQuery: { version: 1, sha256Hash: 5 } };
+    const get = await http(gateway.baseUrl, 'GET', `/graphql?query=${encodeURIComponent('{ viewer { workspaceId } }')}&extensions=${encodeURIComponent(JSON.stringify(extensions))}`, {
+      headers: { 'apollo-require-preflight': 'true', ...bearer(ws.key) },
+    });
+    expect([get.status, get.body]).toEqual([400, { errors: [{ message: MALFORMED_HASH, extensions: { code: 'BAD_REQUEST' } }] }]);
+    expect((await send({ extensions })).status).toBe(400);
   });
 
   it('keeps the texts of persisted queries within their budget, the least recently registered dropped first', async () => {
@@ -127,6 +142,11 @@ describe('automatic persisted queries', () => {
         headers: { 'apollo-require-preflight': 'true' },
       });
       expect([get.status, get.body]).toEqual([401, UNAUTHENTICATED]);
+    });
+
+    it('answers a malformed hash sent without a key 401, as any other', async () => {
+      const answer = await post({ extensions: { persistedQuery: { version: 1, sha256Hash: 5 } } });
+      expect([answer.status, answer.body]).toEqual([401, UNAUTHENTICATED]);
     });
 
     it('keeps no text sent without a key, whatever it asks for', async () => {
