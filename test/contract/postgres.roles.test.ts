@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { postgresLimiters } from '../../src/adapters/limiter-backends.js';
 import { POSTGRES_MIGRATIONS } from '../../src/adapters/postgres/migrations.js';
 import { EVENT_ORDER_LOCK, MIGRATION_LOCK, PostgresStore, type PostgresStoreOptions } from '../../src/adapters/postgres/store.js';
@@ -244,5 +244,61 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL: a database another application
       await store.close();
       await database.drop();
     }
+  });
+});
+
+describe.skipIf(skipWithoutPostgres)('PostgreSQL: a second store, in a schema of its own, beside one in public', () => {
+  let database: Awaited<ReturnType<typeof createTestDatabase>>;
+  let databaseName: string;
+  const opened: PostgresStore[] = [];
+  const open = (url: string) => {
+    const store = new PostgresStore({ connectionString: url, poolSize: 1, jobTime: 'caller' });
+    opened.push(store);
+    return store;
+  };
+  const naming = (schema: string) => {
+    const url = new URL(database.url);
+    url.searchParams.set('options', `-c search_path=${schema}`);
+    return url.toString();
+  };
+  const tablesIn = (schema: string) =>
+    withAdmin(async (client) => (await client.query(`SELECT count(*)::int AS tables FROM pg_tables WHERE schemaname = $1`, [schema])).rows[0].tables, database.url);
+
+  beforeEach(async () => {
+    database = await createTestDatabase();
+    databaseName = new URL(database.url).pathname.slice(1);
+    // The first store, in public, with a workspace of its own.
+    const first = open(database.url);
+    await first.migrate();
+    await first.createWorkspace(workspaceFixture('production'));
+    await withAdmin((client) => client.query('CREATE SCHEMA staging'), database.url);
+  });
+
+  afterEach(async () => {
+    await Promise.all(opened.splice(0).map((store) => store.close().catch(() => undefined)));
+    await database?.drop();
+  });
+
+  it('makes it when DATABASE_URL names its schema, leaving the first as it was', async () => {
+    const before = await tablesIn('public');
+    const second = open(naming('staging'));
+    expect(await second.migrate()).toEqual({ from: 0, to: POSTGRES_MIGRATIONS.length });
+    expect(await tablesIn('staging')).toBe(before);
+    expect(await tablesIn('public')).toBe(before);
+    const workspaces = (schema: string) =>
+      withAdmin(async (client) => (await client.query(`SELECT name FROM ${schema}.workspaces`)).rows.map((row) => row.name), database.url);
+    expect(await workspaces('public')).toEqual(['production']);
+    expect(await workspaces('staging')).toEqual([]);
+  });
+
+  it.each([
+    ['the database', (name: string) => `ALTER DATABASE ${name} SET search_path = staging`],
+    ['the role in the database', (name: string) => `ALTER ROLE CURRENT_USER IN DATABASE ${name} SET search_path = staging`],
+  ])('still refuses an empty search_path set on %s, not by the connection, saying how a second store is made', async (_on, set) => {
+    await withAdmin((client) => client.query(set(databaseName)), database.url);
+    await expect(open(database.url).migrate()).rejects.toThrow(
+      /holds no gateway tables on its search_path \(staging\), but schema public holds a gateway store: .*A second store, in a schema of its own, is made by naming its schema in DATABASE_URL/,
+    );
+    expect(await tablesIn('staging')).toBe(0);
   });
 });

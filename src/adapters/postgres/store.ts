@@ -97,11 +97,22 @@ async function schemaVersion(client: pg.ClientBase): Promise<number> {
 const STORE_TABLES = ['schema_migrations', 'workspaces', 'api_keys', 'tags', 'campaigns', 'jobs', 'security_events', 'idempotency_keys', 'rate_limits'];
 
 /**
+ * Where a search_path the connection chose itself comes from (pg_settings.source): its startup packet (`options` in
+ * DATABASE_URL, PGOPTIONS), or a SET in its session (the store's `schema` option). A restore loses neither.
+ */
+const CHOSEN_BY_CONNECTION: ReadonlySet<string> = new Set(['client', 'session']);
+
+/**
  * Refuses to make a new store when the search_path finds no gateway tables but another schema of the database holds
  * them: a dump restored without `pg_restore --create` loses the database's `SET search_path`, and the gateway then
- * made an empty store (a demo workspace, a new admin key) beside the restored one. Any role may read the catalog.
+ * made an empty store (a demo workspace, a new admin key) beside the restored one. Only a search_path that settings
+ * a restore may have lost gave (the database's, the role's in it, the default) is refused: one the connection
+ * names itself is a store placed on purpose, a second one beside the first (staging, tests). Any role may read the
+ * catalog and pg_settings.
  */
 async function refuseStoreElsewhere(client: pg.ClientBase): Promise<void> {
+  const { rows: setting } = await client.query(`SELECT source FROM pg_settings WHERE name = 'search_path'`);
+  if (CHOSEN_BY_CONNECTION.has(setting[0]?.source)) return;
   const { rows } = await client.query(
     `SELECT n.nspname AS schema FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE c.relname = ANY($1::text[]) AND c.relkind IN ('r', 'p') AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast%'
@@ -119,7 +130,8 @@ async function refuseStoreElsewhere(client: pg.ClientBase): Promise<void> {
     `${DATABASE} holds no gateway tables on its search_path (${searchPath}), but ${named} a gateway store: ` +
       'a restore without pg_restore --create loses the database\'s settings. Nothing was made. ' +
       `Set the search_path to the store's schema (ALTER DATABASE ${database} SET search_path = ${schemas[0]}, or ALTER ROLE … IN DATABASE, ` +
-      `or options=-c%20search_path%3D${schemas[0]} in DATABASE_URL), then start again (see "Restoring" in the README)`,
+      `or options=-c%20search_path%3D${schemas[0]} in DATABASE_URL), then start again (see "Restoring" in the README). ` +
+      'A second store, in a schema of its own, is made by naming its schema in DATABASE_URL (options=-c%20search_path%3D…)',
   );
 }
 
@@ -265,7 +277,7 @@ export class PostgresStore implements GatewayStore {
     let upgrading = false;
     try {
       current = await schemaVersion(client);
-      if (current === 0 && this.options.schema === undefined) await refuseStoreElsewhere(client);
+      if (current === 0) await refuseStoreElsewhere(client);
       const refusal = schemaRefusal(DATABASE, current, migrations.length, older);
       if (refusal) throw refusal;
       await client.query('BEGIN');
