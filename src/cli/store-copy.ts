@@ -1,4 +1,4 @@
-import { readFileSync, realpathSync, statSync } from 'node:fs';
+import { accessSync, constants as fsConstants, readFileSync, realpathSync, statSync } from 'node:fs';
 import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createStore, databaseName, sqliteFilename, startAgainAfterCopy, type StoreOptions } from '../app.js';
@@ -20,13 +20,35 @@ interface CopyTarget {
 
 const POSTGRES_URL = /^postgres(ql)?:\/\//i;
 
+/**
+ * `--to` that this process may not read (or, a directory, write in): BAD_USER_INPUT, as a wrong path is, naming the
+ * path and the reason only, never the file's text, which holds a password. Any other failure as it is.
+ */
+function deniedTo(to: string, error: unknown, what: string): unknown {
+  const { code } = error as NodeJS.ErrnoException;
+  if (code !== 'EACCES' && code !== 'EPERM' && code !== 'EROFS') return error;
+  const uid = process.getuid?.();
+  const reason = code === 'EROFS' ? 'the file system is read-only' : `permission denied to this process${uid === undefined ? '' : ` (uid ${uid})`}`;
+  return new GatewayError('BAD_USER_INPUT', `--to ${to}: cannot ${what}: ${reason}. Nothing was copied.`, { cause: error });
+}
+
 /** `--to`: a PostgreSQL URL, a file holding one (kept out of the shell's history and `ps`), or a directory (DATA_DIR). */
 function copyTarget(config: Config, to: string): CopyTarget {
   let url = to;
   if (!POSTGRES_URL.test(to)) {
-    const stats = statSync(to, { throwIfNoEntry: false });
+    let stats: ReturnType<typeof statSync>;
+    try {
+      stats = statSync(to, { throwIfNoEntry: false });
+    } catch (error) {
+      throw deniedTo(to, error, 'look it up (a directory of its path may not be entered)');
+    }
     if (stats === undefined) throw new GatewayError('BAD_USER_INPUT', `--to ${to}: no such file or directory (give a postgres:// URL, a file holding one, or a DATA_DIR)`);
     if (stats.isDirectory()) {
+      try {
+        accessSync(to, fsConstants.W_OK | fsConstants.X_OK);
+      } catch (error) {
+        throw deniedTo(to, error, 'make an embedded store in this directory');
+      }
       const file = join(to, 'gateway.db');
       // Its lock would otherwise be reported as held by something to stop, which is the copy itself.
       const source = sqliteFilename(config);
@@ -35,7 +57,11 @@ function copyTarget(config: Config, to: string): CopyTarget {
       }
       return { config: { ...config, databaseUrl: null, dataDir: to }, name: `the embedded store ${file}`, startAgain: startAgainAfterCopy({ file }) };
     }
-    url = readFileSync(to, 'utf8').trim();
+    try {
+      url = readFileSync(to, 'utf8').trim();
+    } catch (error) {
+      throw deniedTo(to, error, 'read the file');
+    }
     // Its text is not repeated: the file is where a password is kept.
     if (!POSTGRES_URL.test(url)) throw new GatewayError('BAD_USER_INPUT', `--to ${to}: the file holds no postgres:// URL`);
   }
@@ -140,16 +166,25 @@ export async function copyConfiguredStore(config: Config, to: string, io: StoreC
   try {
     const source = await createStore(config, { olderSchema: 'refuse', migrations: io.migrations, holdDataDir: hold, keepReservations: true }).catch((error: unknown) => {
       if (!(error instanceof DataDirHeld)) throw storeUnavailable(error) ?? error;
-      throw new Error(
-        `${sourceName} is in use by a running gateway (it holds ${error.file}): stop it first, so that the copy misses nothing it writes. Nothing was copied.`,
+      // UNAVAILABLE: a script tries again once the gateway is stopped, as it does a store it cannot reach.
+      throw new GatewayError(
+        'UNAVAILABLE',
+        `${sourceName} is in use by a running gateway (it holds ${error.file}): stop it first, so that the copy misses nothing it writes, then try again. Nothing was copied.`,
+        { cause: error },
       );
     });
     stores.push(source);
     if (sourceFile === null) io.stderr('The source is a PostgreSQL database: the copy cannot tell whether a gateway still uses it; stop every one first.\n');
     // Migrated as a gateway's start migrates it, so that a gateway starts on the copy without changing it.
     const targetStore = await createStore(target.config, { olderSchema: 'upgrade', migrations: io.migrations, holdDataDir: hold, partlyCopied: 'open' }).catch((error: unknown) => {
-      if (error instanceof DataDirHeld) throw new Error(`${target.name} is in use (${error.file} is held): stop what uses it. Nothing was copied.`);
+      if (error instanceof DataDirHeld) {
+        throw new GatewayError('UNAVAILABLE', `${target.name} is in use (${error.file} is held): stop what uses it, then try again. Nothing was copied.`, { cause: error });
+      }
       const message = `${target.name}: ${error instanceof Error ? error.message.replaceAll('DATABASE_URL', '--to') : String(error)}. Nothing was copied.`;
+      // A login refused (class 28) or no such database is --to's to change: the same --to again fails the same way.
+      // A running gateway's store reads the first as an outage (a password changed under it), not the copy.
+      const sqlstate = ((error as { cause?: { code?: unknown } } | null)?.cause?.code ?? '') as string;
+      if (typeof sqlstate === 'string' && (sqlstate.startsWith('28') || sqlstate === '3D000')) throw new GatewayError('BAD_USER_INPUT', message, { cause: error });
       // UNAVAILABLE, as for the configured store: a script may try again once the target can be reached.
       throw storeUnavailable(error) ? new GatewayError('UNAVAILABLE', message, { cause: error }) : new Error(message);
     });

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -12,7 +12,7 @@ import { loadConfig } from '../../src/config.js';
 import { EXPORT_TABLES, type ExportRows, type ExportTable } from '../../src/domain/ports.js';
 import { copyStore, CountMismatch } from '../../src/domain/store-copy.js';
 import { databaseFile, prepareWorkspace, seedFinishedJobs } from '../../bench/lib/store.js';
-import { cliProcessActedOn, cliProcessWritingTo } from '../support/cli.js';
+import { cliProcess, cliProcessActedOn, cliProcessWritingTo } from '../support/cli.js';
 import { eventFixture } from '../support/fixtures.js';
 import { graphql, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
 import { createTestDatabase, readmeGrants, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
@@ -55,6 +55,9 @@ const finished = (baseUrl: string, key: string, jobId: string) =>
     const { job } = await rest.job(baseUrl, key, jobId);
     return job?.status === 'SUCCEEDED' || job?.status === 'FAILED' ? job : undefined;
   });
+
+/** Modes do not bind root: as root, the CLI whose access they are to refuse runs as nobody, whom they bind. */
+const LOCKED_OUT = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : undefined;
 
 const tableCounts = (url: string) =>
   withAdmin(async (client) => {
@@ -180,6 +183,104 @@ describe.skipIf(skipWithoutPostgres)('store copy', () => {
       code: 'UNAVAILABLE',
       message: expect.stringMatching(/^the PostgreSQL database gateway on 127\.0\.0\.1:1: could not connect to the PostgreSQL database in --to: .*Nothing was copied\.$/),
     });
+  });
+
+  /** A new embedded store of one workspace, the CLI's own when it runs as someone else. */
+  async function embeddedSource(name = 'acme') {
+    const dataDir = mkdtempSync(join(tmpdir(), 'cgw-copy-source-'));
+    cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+    await prepareWorkspace(dataDir, name);
+    if (LOCKED_OUT) for (const path of [dataDir, ...readdirSync(dataDir).map((file) => join(dataDir, file))]) chownSync(path, LOCKED_OUT.uid, LOCKED_OUT.gid);
+    return dataDir;
+  }
+
+  /** `path` given `mode` (0o200: not to be read; 0o600: not to be entered; 0o555: not to be written in) until the test ends. */
+  function lockOut(path: string, mode: number) {
+    chmodSync(path, mode);
+    cleanups.push(() => chmodSync(path, 0o700));
+    return path;
+  }
+
+  it.each<{ what: string; arrange: () => Promise<{ to: string; env?: Record<string, string>; user?: { uid: number; gid: number } }>; code: string; message: (to: string) => string | RegExp }>([
+    {
+      what: 'a file holding the URL that it may not read',
+      arrange: async () => {
+        const { urlFile } = await target();
+        chmodSync(join(urlFile, '..'), 0o755);
+        return { to: lockOut(urlFile, 0o200), user: LOCKED_OUT };
+      },
+      code: 'BAD_USER_INPUT',
+      message: (to) => `--to ${to}: cannot read the file: permission denied to this process (uid ${LOCKED_OUT?.uid ?? process.getuid!()}). Nothing was copied.`,
+    },
+    {
+      what: 'a file in a directory that it may not enter',
+      arrange: async () => {
+        const { urlFile } = await target();
+        lockOut(join(urlFile, '..'), 0o600);
+        return { to: urlFile, user: LOCKED_OUT };
+      },
+      code: 'BAD_USER_INPUT',
+      message: (to) => new RegExp(`^--to ${to}: cannot look it up \\(a directory of its path may not be entered\\): permission denied to this process \\(uid \\d+\\)\\. Nothing was copied\\.$`),
+    },
+    ...[
+      ['enter', 0o600],
+      ['write in', 0o555],
+    ].map(([may, mode]) => ({
+      what: `a directory that it may not ${may}`,
+      arrange: async () => {
+        const into = mkdtempSync(join(tmpdir(), 'cgw-copy-into-'));
+        cleanups.push(() => rmSync(into, { recursive: true, force: true }));
+        return { to: lockOut(into, mode as number), user: LOCKED_OUT };
+      },
+      code: 'BAD_USER_INPUT',
+      message: (to: string) => new RegExp(`^--to ${to}: cannot make an embedded store in this directory: permission denied to this process \\(uid \\d+\\)\\. Nothing was copied\\.$`),
+    })),
+    ...[
+      ['a password PostgreSQL refuses', (url: URL) => (url.password = 'wrong'), /PostgreSQL refused the user name or password in --to \(28P01\)/],
+      ['a database that does not exist', (url: URL) => (url.pathname = `/cgw_none_${randomUUID().slice(0, 8)}`), /database "cgw_none_\w+" does not exist \(3D000\)/],
+    ].map(([what, change, said]) => ({
+      what: `a URL with ${what}`,
+      arrange: async () => {
+        const url = new URL((await target()).url);
+        (change as (url: URL) => void)(url);
+        return { to: url.toString() };
+      },
+      code: 'BAD_USER_INPUT',
+      message: () => new RegExp(`^the PostgreSQL database \\S+ on 127\\.0\\.0\\.1:\\d+: .*${(said as RegExp).source}\\. Nothing was copied\\.$`),
+    })),
+    {
+      what: 'a source that a running gateway holds',
+      arrange: async () => {
+        const { urlFile } = await target();
+        const source = await embeddedSource();
+        const gw = await startGateway({ DATA_DIR: source });
+        cleanups.push(() => gw.close());
+        return { to: urlFile, env: { DATA_DIR: source } };
+      },
+      code: 'UNAVAILABLE',
+      message: () =>
+        /^the embedded store \S+\/gateway\.db is in use by a running gateway \(it holds \S+\/gateway\.lock\): stop it first, so that the copy misses nothing it writes, then try again\. Nothing was copied\.$/,
+    },
+    {
+      what: 'a target directory that a running gateway holds',
+      arrange: async () => {
+        const into = mkdtempSync(join(tmpdir(), 'cgw-copy-into-'));
+        cleanups.push(() => rmSync(into, { recursive: true, force: true }));
+        const gw = await startGateway({ DATA_DIR: into });
+        cleanups.push(() => gw.close());
+        return { to: into };
+      },
+      code: 'UNAVAILABLE',
+      message: (to) => `the embedded store ${to}/gateway.db is in use (${to}/gateway.lock is held): stop what uses it, then try again. Nothing was copied.`,
+    },
+  ])('refuses $what as $code under --json, in the CLI’s own process', async ({ arrange, code, message }) => {
+    const { to, env = { DATA_DIR: await embeddedSource() }, user } = await arrange();
+    const refused = await cliProcess(['store', 'copy', '--to', to, '--json'], env, user);
+    expect(refused).toMatchObject({ code: EXIT.failed, stdout: '' });
+    const error = JSON.parse(refused.stderr.split('\n').find((line) => line.startsWith('{"error"')) ?? refused.stderr).error;
+    expect(error).toEqual({ code, message: typeof message(to) === 'string' ? message(to) : expect.stringMatching(message(to)) });
+    // The file, or the URL, holds a password: never its text.
+    expect(refused.stderr).not.toContain('postgres://');
   });
 
   it('warns that a PostgreSQL source may still be in use before it opens the target', async () => {
