@@ -87,19 +87,23 @@ export class CopyInterrupted extends Error {
 
 /**
  * Runs `copy` with SIGINT and SIGTERM told to it rather than ending the process, which would leave a partial
- * target without a word: the copy stops after the page it is writing and says how to start again. A second signal
- * of the same kind ends the process at once.
+ * target without a word: the copy stops after the page it is writing (or, once it is `counting`, the table it is
+ * counting) and says how to start again. A second signal of the same kind ends the process at once.
  */
-async function stoppableBySignals<T>(stderr: (text: string) => void, copy: (stopped: () => string | undefined) => Promise<T>): Promise<T> {
+async function stoppableBySignals<T>(
+  stderr: (text: string) => void,
+  copy: (signals: { stopped: () => string | undefined; counting: () => void }) => Promise<T>,
+): Promise<T> {
   let signal: NodeJS.Signals | undefined;
+  let after = 'the page being written';
   const stop = (received: NodeJS.Signals) => {
     if (signal !== undefined) return;
     signal = received;
-    stderr(`${received}: stopping after the page being written…\n`);
+    stderr(`${received}: stopping after ${after}…\n`);
   };
   process.once('SIGINT', stop).once('SIGTERM', stop);
   try {
-    return await copy(() => signal);
+    return await copy({ stopped: () => signal, counting: () => (after = 'the table being counted') });
   } finally {
     process.off('SIGINT', stop).off('SIGTERM', stop);
   }
@@ -132,10 +136,10 @@ function copyFailure(error: unknown, target: CopyTarget): Error {
   }
   if (error instanceof CopyStopped) {
     const signal = error.reason as NodeJS.Signals;
-    return new CopyInterrupted(
-      `the copy stopped on ${signal}, after the page it was writing. ${sentence(target.name)} holds part of the store, on which no gateway may start: ${target.startAgain}.`,
-      128 + constants.signals[signal],
-    );
+    const holds = error.counting
+      ? `while counting the rows of each table in both stores. ${sentence(target.name)} holds every row, not yet counted against the source`
+      : `after the page it was writing. ${sentence(target.name)} holds part of the store`;
+    return new CopyInterrupted(`the copy stopped on ${signal}, ${holds}, on which no gateway may start: ${target.startAgain}.`, 128 + constants.signals[signal]);
   }
   const what = error instanceof CountMismatch ? `the stores count different rows after the copy (${error.message})` : `the copy stopped: ${stopCause(error)}`;
   return new Error(`${what}. ${sentence(target.name)} holds part of the store, on which no gateway may start: ${target.startAgain}.`);
@@ -207,7 +211,15 @@ export async function copyConfiguredStore(config: Config, to: string, io: StoreC
         io.stderr(`  "${workspace.name}": ${workspaceRows.length === 0 ? 'no rows but the workspace' : workspaceRows.join(', ')}\n`);
         workspaceRows = [];
       };
-      summary = await stoppableBySignals(io.stderr, (stopped) => copyStore(source, targetStore, progress, { stopped }));
+      summary = await stoppableBySignals(io.stderr, ({ stopped, counting }) =>
+        copyStore(source, targetStore, progress, {
+          stopped,
+          onCounting: () => {
+            counting();
+            io.stderr("Every row written: counting each table's rows in both stores…\n");
+          },
+        }),
+      );
     } catch (error) {
       throw copyFailure(error, target);
     }

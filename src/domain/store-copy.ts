@@ -33,9 +33,13 @@ export class TargetNotWritable extends Error {
   }
 }
 
-/** A copy told to stop (`reason`, such as the signal), which it did after the page it was writing. */
+/** A copy told to stop (`reason`, such as the signal), which it did after the page it was writing or the table it was counting. */
 export class CopyStopped extends Error {
-  constructor(readonly reason: string) {
+  constructor(
+    readonly reason: string,
+    /** Every row was written, and the stores were being counted. */
+    readonly counting: boolean,
+  ) {
     super(`stopped by ${reason}`);
   }
 }
@@ -45,6 +49,11 @@ export class TargetPartlyCopied extends Error {
   constructor(readonly startedAt: Date) {
     super(`a copy into it started at ${startedAt.toISOString()} and did not finish`);
   }
+}
+
+function stopIfTold(stopped: () => string | undefined, counting: boolean): void {
+  const reason = stopped();
+  if (reason !== undefined) throw new CopyStopped(reason, counting);
 }
 
 /** What a copy wrote, and the rows of no workspace it left behind, per table. */
@@ -60,15 +69,19 @@ export interface CopySummary {
  * at a time: no table is held in memory. Refuses a target whose role may not write every row (TargetNotWritable),
  * one a copy started into and did not finish (TargetPartlyCopied) or one that holds any workspace (TargetNotEmpty).
  * Marks the target as being copied into (markCopyStarted) until the counts match; stops after the page being
- * written once `stopped` gives a reason (CopyStopped); once done, compares each table's rows of a workspace in both
- * stores (CountMismatch). Rows of no workspace are not copied, since the workspace they belonged to was erased, only
+ * written, or the table being counted, once `stopped` gives a reason (CopyStopped); once done, tells `onCounting` and
+ * compares each table's rows of a workspace in both stores (CountMismatch). Rows of no workspace are not copied, since the workspace they belonged to was erased, only
  * counted. The queue's and limiters' counters are not rows of a workspace and are not copied: see importRows.
  */
 export async function copyStore(
   source: GatewayStore,
   target: GatewayStore,
   onProgress: (progress: CopyProgress) => void,
-  { pageSize = EXPORT_PAGE_SIZE, stopped = () => undefined }: { pageSize?: number; stopped?: () => string | undefined } = {},
+  {
+    pageSize = EXPORT_PAGE_SIZE,
+    stopped = () => undefined,
+    onCounting = () => undefined,
+  }: { pageSize?: number; stopped?: () => string | undefined; onCounting?: () => void } = {},
 ): Promise<CopySummary> {
   const missing = await target.missingImportPrivileges();
   if (missing.length > 0) throw new TargetNotWritable(missing);
@@ -89,17 +102,19 @@ export async function copyStore(
         copied[table] += page.rows.length;
         after = page.next;
         onProgress({ workspace, table, rows, done: after === null });
-        const reason = stopped();
-        if (reason !== undefined) throw new CopyStopped(reason);
+        stopIfTold(stopped, false);
       } while (after !== null);
     }
   }
+  onCounting();
   const mismatches: { table: ExportTable; source: number; target: number }[] = [];
   const orphaned: CopySummary['orphaned'] = {};
   for (const table of EXPORT_TABLES) {
     const [inSource, inTarget] = await Promise.all([source.countRows(table), target.countRows(table)]);
     if (inSource.ofWorkspaces !== inTarget.ofWorkspaces) mismatches.push({ table, source: inSource.ofWorkspaces, target: inTarget.ofWorkspaces });
     if (inSource.orphaned > 0) orphaned[table] = inSource.orphaned;
+    // A count of a very large table takes seconds: a signal then must not leave a target finished, or unmarked, unsaid.
+    stopIfTold(stopped, true);
   }
   if (mismatches.length > 0) throw new CountMismatch(mismatches);
   await target.markCopyFinished();

@@ -388,6 +388,48 @@ describe.skipIf(skipWithoutPostgres)('store copy', () => {
     source.close();
   }, 60_000);
 
+  it.each([
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+  ] as const)('stops on %s while counting the stores, leaving the target marked and saying how to start again (exit %i)', async (signal, exit) => {
+    // One workspace and no idempotency key: the copy never writes to that table, only counts it.
+    const dataDir = await embeddedSource();
+    const { url } = await target();
+    const database = new URL(url).pathname.slice(1);
+    await (await createStore({ ...loadConfig({}), databaseUrl: url }, { olderSchema: 'upgrade' })).close();
+    const locker = new pg.Client({ connectionString: url });
+    await locker.connect();
+    cleanups.push(() => locker.end());
+    // Held until the signal is told: the count of idempotency_keys waits on it meanwhile, however fast the machine.
+    await locker.query('BEGIN; LOCK TABLE idempotency_keys IN ACCESS EXCLUSIVE MODE');
+
+    const stopped = await cliProcessActedOn(['store', 'copy', '--to', url], { DATA_DIR: dataDir }, /\n {2}"acme": /, async (child) => {
+      let stderr = '';
+      child.stderr!.on('data', (text: string) => (stderr += text));
+      try {
+        await waitFor(async () => {
+          const { rows } = await withAdmin((client) => client.query(`SELECT count(*)::int AS waiting FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`), url);
+          return rows[0].waiting > 0;
+        });
+        child.kill(signal);
+        await waitFor(async () => stderr.includes(`${signal}: stopping after`));
+      } finally {
+        await locker.query('COMMIT');
+      }
+    });
+    expect(stopped.code, stopped.stderr).toBe(exit);
+    expect(stopped.stderr).toContain("\nEvery row written: counting each table's rows in both stores…\n");
+    expect(stopped.stderr).toContain(`\n${signal}: stopping after the table being counted…\n`);
+    expect(stopped.stderr).toMatch(
+      new RegExp(
+        `\\ncampaign-gateway: the copy stopped on ${signal}, while counting the rows of each table in both stores\\. The PostgreSQL database ${database} on \\S+ holds every row, not yet counted against the source, on which no gateway may start: drop the database .*then run the copy again\\.\\n$`,
+      ),
+    );
+    // Still marked: neither a gateway nor another copy takes it.
+    await expect(startGateway({ DATABASE_URL: url })).rejects.toThrow(/holds part of a store: a store copy into it started at /);
+    expect(await jsonError(dataDir, 'store', 'copy', '--to', url)).toMatchObject({ exit: EXIT.failed, code: 'BAD_USER_INPUT', message: expect.stringContaining(' holds part of a store') });
+  }, 60_000);
+
   it('leaves behind the rows of an erased workspace, saying how many, and counts only the rows of workspaces', async () => {
     const { gw, dataDir, ws } = await sourceGateway();
     await gw.app.close();
