@@ -77,7 +77,7 @@ Commands:
   store copy --to <PostgreSQL URL, a file holding it, or a directory>
                         copy every row of the stopped store into an empty PostgreSQL database (or DATA_DIR),
                         migrated first, and count both (README, "Moving to PostgreSQL"); SIGINT or SIGTERM
-                        stops it after the page being written, saying how to start again (exit 130 or 143)
+                        stops it after the page being written (or the table being counted), saying how to start again (exit 130 or 143)
   jobs list [--workspace <id or name>] [--status PENDING|RUNNING|SUCCEEDED|FAILED] [--since <ISO 8601 time>]
             [--limit <n, default ${JOBS_LIMIT}>]
                         duplication jobs, newest first
