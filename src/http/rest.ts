@@ -1,3 +1,4 @@
+import { METHODS } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteShorthandOptions } from 'fastify';
 import { GatewayError } from '../domain/errors.js';
 import type { GatewayService, RequestContext, RequestLog, RequestTrace } from '../domain/service.js';
@@ -216,13 +217,17 @@ const jobSchema = {
   },
 };
 
-/** The methods a route may be asked with that fastify routes; OPTIONS is left to CORS preflights. */
-const ROUTABLE_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH'] as const;
+/**
+ * Every method Node's parser hands on as a request (WebDAV's, PURGE, QUERY… included): CONNECT goes to the server's
+ * `connect` event, which nothing listens for, so Node closes its connection.
+ */
+const REQUEST_METHODS = METHODS.filter((method) => method !== 'CONNECT');
 
 /**
- * Answers the other methods of a route with 405 and the methods it has (RFC 9110 §15.5.6), as the request
+ * Answers every other method of a route with 405 and the methods it has (RFC 9110 §15.5.6), as the request
  * arrives: before fastify would read its body and refuse that instead. Fastify needs a handler, which the
- * refusal in onRequest leaves unreached.
+ * refusal in onRequest leaves unreached. A CORS preflight (OPTIONS) is answered before it, by the server's
+ * hooks that run first.
  */
 function methodNotAllowed(app: FastifyInstance, url: string, allowed: readonly string[]): void {
   const refuse = async (_request: FastifyRequest, reply: FastifyReply) => {
@@ -230,8 +235,8 @@ function methodNotAllowed(app: FastifyInstance, url: string, allowed: readonly s
     throw new GatewayError('METHOD_NOT_ALLOWED');
   };
   // HEAD is made from GET by fastify (exposeHeadRoutes), so it is never named here.
-  const methods = ROUTABLE_METHODS.filter((method) => method !== 'HEAD' && !allowed.includes(method));
-  app.route({ method: [...methods], url, schema: { hide: true }, onRequest: refuse, handler: refuse });
+  const methods = REQUEST_METHODS.filter((method) => method !== 'HEAD' && !allowed.includes(method));
+  app.route({ method: methods, url, schema: { hide: true }, onRequest: refuse, handler: refuse });
 }
 
 /** How a keyed route checks its caller: before the body is read, and again once it is in. */
@@ -279,6 +284,8 @@ export function keyedRoute(check: KeyCheck): {
 export async function restRoutes(app: FastifyInstance, options: { service: GatewayService; idempotencyTtlHours: number }): Promise<void> {
   const { service, idempotencyTtlHours } = options;
   for (const schema of [jobStatusSchema, duplicateRequestSchema, duplicationAcceptedSchema, duplicationJobSchema]) app.addSchema(schema);
+  // Fastify routes a few methods unless told of the others; being told makes no route answer them.
+  for (const method of REQUEST_METHODS) if (!app.supportedMethods.includes(method)) app.addHttpMethod(method);
   for (const [url, allowed] of Object.entries(ALLOWED_METHODS)) methodNotAllowed(app, url, allowed);
   const duplication = keyedRoute({
     authorize: (context) => service.authorizeDuplication(context),

@@ -4,7 +4,7 @@
  */
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bearer, http, json, startGateway, type HttpResult, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { bearer, http, json, rawHttp, startGateway, type HttpResult, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { jobTotal } from '../support/store-checks.js';
 import { rest, transports, type DuplicateArgs } from '../support/transports.js';
 
@@ -204,6 +204,18 @@ describe('a method a route does not have', () => {
     const response = await http(gateway.baseUrl, method, path, { headers: bearer(team.key) });
     expect(response.status).toBe(405);
     expect(response.headers.allow).toBe(allow);
+  });
+
+  // Any method Node hands on, whether or not fastify knows it; an OPTIONS that is no CORS preflight included.
+  it.each(['OPTIONS', 'TRACE', 'PROPFIND', 'SEARCH', 'PURGE', 'LOCK', 'MKCOL', 'QUERY'].flatMap((method) => [
+    [method, '/campaigns/duplicate', 'POST'],
+    [method, job, 'GET, HEAD'],
+  ]))('%s %s → 405 with Allow: %s, in the error shape, with a request id', async (method, path, allow) => {
+    const { head, body } = await rawHttp(gateway.baseUrl, `${method} ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${team.key}\r\nConnection: close\r\n\r\n`);
+    expect(head).toMatch(/^HTTP\/1\.1 405 /);
+    expect(head).toMatch(new RegExp(`\r\nallow: ${allow}\r\n`, 'i'));
+    expect(head).toMatch(/\r\nx-request-id: [0-9a-f-]{36}\r\n/i);
+    expect(JSON.parse(body)).toEqual({ message: 'Method Not Allowed', code: 'METHOD_NOT_ALLOWED' });
   });
 
   // As the README's 404 row says: only the two Braze routes answer 405.
