@@ -147,7 +147,16 @@ const duplicateSchema = (idempotencyTtlHours: number) => ({
     202: {
       description: 'Accepted: the job is committed and will run',
       ...schemaRef(duplicationAcceptedSchema.$id),
-      headers: { ...RATE_LIMIT_HEADERS, location: { type: 'string', required: true, description: 'The job: /duplication_jobs/{job_id}' } },
+      headers: {
+        ...RATE_LIMIT_HEADERS,
+        location: {
+          type: 'string',
+          required: true,
+          description:
+            "The job, relative to the request's URL so that it keeps a proxy's path prefix: `../duplication_jobs/{job_id}` " +
+            '(one more `../` for each trailing or doubled slash the request path had)',
+        },
+      },
     },
     ...authenticatedErrorResponses([400, 413, 422], RATE_LIMIT_HEADERS, {
       400:
@@ -239,6 +248,17 @@ function methodNotAllowed(app: FastifyInstance, url: string, allowed: readonly s
   app.route({ method: methods, url, schema: { hide: true }, onRequest: refuse, handler: refuse });
 }
 
+/**
+ * Where the job an accepted request made is, relative to the request's own URL, so that it stays right behind a proxy
+ * that adds a path prefix, as the OpenAPI document's server URL `.` does: one `../` for each slash after the route's
+ * first segment, which the request reached with or without a trailing or doubled slash (`/campaigns//duplicate/`
+ * gives `../../../duplication_jobs/…`).
+ */
+export function jobLocation(requestUrl: string, jobId: string): string {
+  const path = requestUrl.split('?', 1)[0].replace(/^\/+/, '');
+  return `${'../'.repeat(path.split('/').length - 1)}duplication_jobs/${jobId}`;
+}
+
 /** How a keyed route checks its caller: before the body is read, and again once it is in. */
 export interface KeyCheck {
   authorize(context: RequestContext): Promise<Principal>;
@@ -304,7 +324,7 @@ export async function restRoutes(app: FastifyInstance, options: { service: Gatew
       const { job, rateLimit } = await service.acceptDuplication(principal, toDuplicateInput(request.body), idempotencyKey);
       request.jobId = job.id;
       reply.headers(rateLimitHeaders(rateLimit));
-      reply.header('location', `/duplication_jobs/${job.id}`);
+      reply.header('location', jobLocation(request.url, job.id));
       return reply.status(202).send({ message: 'success', job_id: job.id, status: job.status.toLowerCase() });
     },
   );

@@ -170,11 +170,21 @@ describe('POST /campaigns/duplicate', () => {
     expect(again.jobId).toBe(first.jobId);
   });
 
-  it.each(['/campaigns/duplicate/', '//campaigns/duplicate', '//campaigns//duplicate//'])('is reached at %s, as a base URL ending in a slash makes', async (path) => {
-    const response = await http(gateway.baseUrl, 'POST', path, { headers: { ...json, ...bearer(team.key) }, body: rest.body(args()) });
-    expect(response.status).toBe(202);
-    expect(response.headers.location).toBe(`/duplication_jobs/${response.body.job_id}`);
-  });
+  it.each(['/campaigns/duplicate', '/campaigns/duplicate/', '//campaigns/duplicate', '//campaigns//duplicate//', '/campaigns/duplicate?via=proxy'])(
+    'is reached at %s, and its Location leads to the job from there, behind a path prefix too',
+    async (path) => {
+      const response = await http(gateway.baseUrl, 'POST', path, { headers: { ...json, ...bearer(team.key) }, body: rest.body(args()) });
+      expect(response.status).toBe(202);
+      const location = String(response.headers.location);
+      expect(location).not.toMatch(/^\//);
+      // As a client behind a proxy that adds /api resolves it, and the proxy passes it on without the prefix.
+      const resolved = new URL(location, `http://proxy.example/api${path}`).pathname;
+      expect(resolved.replace(/\/+/g, '/')).toBe(`/api/duplication_jobs/${response.body.job_id}`);
+      const job = await http(gateway.baseUrl, 'GET', resolved.slice('/api'.length), { headers: bearer(team.key) });
+      expect(job.status).toBe(200);
+      expect(job.body.job_id).toBe(response.body.job_id);
+    },
+  );
 });
 
 describe('a method a route does not have', () => {
