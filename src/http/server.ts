@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { maxHeaderSize, type ServerResponse } from 'node:http';
+import { maxHeaderSize, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import fastifySwagger from '@fastify/swagger';
 import { fastifyApolloHandler } from '@as-integrations/fastify';
@@ -159,6 +159,17 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     },
   });
   const refusals = new DependencyRefusals(app.log, deps.clock);
+  // Node answers `Expect: 100-continue` with 100 Continue as the request arrives, so that its client sends the body
+  // a refused key or a Content-Length over the limit then refuses. Sent instead once the body is read, which is
+  // after those checks: a request refused before is answered at once, and Node closes its connection, whose
+  // client may have sent no body.
+  app.server.on('checkContinue', (request: IncomingMessage, response: ServerResponse) => {
+    // Node reads and drops the body of a request answered without it, after the answer: no 100 then.
+    request.once('resume', () => {
+      if (!response.headersSent) response.writeContinue();
+    });
+    app.server.emit('request', request, response);
+  });
   deps.inFlight.watch(app.server);
   // Node emits an accept that failed (out of file descriptors beyond what libuv absorbs, say) on the server, where an
   // error without a listener ends the process. An error while not listening is listen()'s, which fastify reports.
