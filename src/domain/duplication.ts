@@ -89,6 +89,7 @@ const REFUSAL_OUTCOMES: Record<ErrorCode, DuplicationOutcome> = {
   METHOD_NOT_ALLOWED: 'invalid',
   REQUEST_TIMEOUT: 'invalid',
   HEADERS_TOO_LARGE: 'invalid',
+  EXPECTATION_FAILED: 'invalid',
   NOT_FOUND: 'invalid',
   IDEMPOTENCY_IN_FLIGHT: 'conflict',
   IDEMPOTENCY_MISMATCH: 'conflict',

@@ -27,6 +27,8 @@ export const ERROR_CODES = {
   // Refused by Node's HTTP parser before any route (src/http/errors.ts CLIENT_ERRORS): never a GraphQL answer.
   REQUEST_TIMEOUT: { httpStatus: 408, graphqlCode: 'BAD_REQUEST', message: 'Request timeout' },
   HEADERS_TOO_LARGE: { httpStatus: 431, graphqlCode: 'BAD_REQUEST', message: 'Request headers are too large' },
+  // An Expect header other than 100-continue, answered by the HTTP server before any route: never a GraphQL answer.
+  EXPECTATION_FAILED: { httpStatus: 417, graphqlCode: 'BAD_REQUEST', message: 'Only Expect: 100-continue is supported' },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -96,25 +96,32 @@ const CLIENT_ERRORS: Record<string, ErrorCode> = {
 /** The status and body a request Node could not parse is refused with, by Node's error code. */
 export function clientError(nodeCode: string | undefined): { status: number; body: RestErrorBody } {
   const code = CLIENT_ERRORS[nodeCode ?? ''];
-  if (code === undefined) return { status: 400, body: { message: 'Malformed request', code: 'BAD_USER_INPUT' } };
-  return { status: ERROR_CODES[code].httpStatus, body: { message: ERROR_CODES[code].message, code } };
+  return code === undefined ? { status: 400, body: { message: 'Malformed request', code: 'BAD_USER_INPUT' } } : serverRefusal(code);
 }
 
-/**
- * The raw HTTP answer to a request fastify never sees because Node could not parse it: the same JSON body and
- * request id as any other error, and nothing of what was sent.
- */
+/** A refusal the HTTP server answers before any route, in the error shape. */
+export const serverRefusal = (code: ErrorCode): { status: number; body: RestErrorBody } => ({
+  status: ERROR_CODES[code].httpStatus,
+  body: { message: ERROR_CODES[code].message, code },
+});
 
+/**
+ * The headers of an answer given outside fastify: the same JSON body and request id as any other error. The
+ * connection is closed, as what follows on it cannot be trusted to start a request.
+ */
+export function serverRefusalHeaders(body: string, requestId: string): Record<string, string> {
+  return {
+    'Content-Type': 'application/json; charset=utf-8',
+    'Content-Length': String(Buffer.byteLength(body)),
+    'X-Request-Id': requestId,
+    Connection: 'close',
+  };
+}
+
+/** The raw HTTP answer to a request fastify never sees because Node could not parse it, with nothing of what was sent. */
 export function clientErrorResponse(code: string | undefined, requestId: string): string {
   const { status, body: error } = clientError(code);
   const body = JSON.stringify(error);
-  return [
-    `HTTP/1.1 ${status} ${STATUS_CODES[status]}`,
-    'Content-Type: application/json; charset=utf-8',
-    `Content-Length: ${Buffer.byteLength(body)}`,
-    `X-Request-Id: ${requestId}`,
-    'Connection: close',
-    '',
-    body,
-  ].join('\r\n');
+  const headers = Object.entries(serverRefusalHeaders(body, requestId)).map(([name, value]) => `${name}: ${value}`);
+  return [`HTTP/1.1 ${status} ${STATUS_CODES[status]}`, ...headers, '', body].join('\r\n');
 }

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { maxHeaderSize, type IncomingMessage, type ServerResponse } from 'node:http';
+import { maxHeaderSize, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import fastifySwagger from '@fastify/swagger';
 import { fastifyApolloHandler } from '@as-integrations/fastify';
@@ -27,7 +27,7 @@ import { gatewaySchema } from '../graphql/schema.js';
 import { summarizeError } from '../jobs/failure-log.js';
 import type { ReadinessReport } from '../readiness.js';
 import { DependencyRefusals, REQUESTS_COMPONENT } from './dependency-refusals.js';
-import { clientError, clientErrorResponse, toRestError } from './errors.js';
+import { clientError, clientErrorResponse, serverRefusal, serverRefusalHeaders, toRestError } from './errors.js';
 import { explorerAssetRoutes, sendExplorer, sendExplorerOff, wantsExplorer } from './explorer.js';
 import { healthRoutes } from './health.js';
 import type { InFlight } from './in-flight.js';
@@ -63,6 +63,12 @@ export interface HttpDeps {
 const hiddenFromOpenapi: FastifySchema = { hide: true };
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** An incoming x-request-id is kept when it is safe to log; otherwise one is made. */
+const requestIdOf = (request: IncomingMessage): string => {
+  const incoming = request.headers['x-request-id'];
+  return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+};
 
 /**
  * The status a request is counted with when its response was cut short: its client went away, or the gateway ended
@@ -152,11 +158,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
       }
       socket.destroy();
     },
-    // An incoming x-request-id is kept when it is safe to log; otherwise one is made.
-    genReqId: (request) => {
-      const incoming = request.headers['x-request-id'];
-      return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
-    },
+    genReqId: requestIdOf,
   });
   const refusals = new DependencyRefusals(app.log, deps.clock);
   // Node answers `Expect: 100-continue` with 100 Continue as the request arrives, so that its client sends the body
@@ -169,6 +171,16 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
       if (!response.headersSent) response.writeContinue();
     });
     app.server.emit('request', request, response);
+  });
+  // Any other expectation cannot be met (RFC 9110 §10.1.1): refused before any route, as a request Node cannot
+  // parse is, in the error shape rather than Node's bare 417.
+  app.server.on('checkExpectation', (request: IncomingMessage, response: ServerResponse) => {
+    const requestId = requestIdOf(request);
+    const { status, body } = serverRefusal('EXPECTATION_FAILED');
+    const text = JSON.stringify(body);
+    app.log.info({ reqId: requestId, expect: request.headers.expect }, 'request with an expectation the gateway cannot meet refused');
+    response.writeHead(status, STATUS_CODES[status], serverRefusalHeaders(text, requestId)).end(text);
+    deps.metrics.malformedRequest(status);
   });
   deps.inFlight.watch(app.server);
   // Node emits an accept that failed (out of file descriptors beyond what libuv absorbs, say) on the server, where an

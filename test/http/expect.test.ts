@@ -1,18 +1,19 @@
 /**
  * The Expect header, over raw sockets on loopback: `100-continue` is answered 100 Continue only once the request
- * will read its body, after its key and size are checked.
+ * will read its body, after its key and size are checked; any other expectation is refused in the error shape.
  */
 import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { http, metricSample, recordingLogger, startGateway, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 
 const BODY_LIMIT = 1024;
 let gateway: TestGateway;
 let team: TestWorkspace;
 let reader: { key: string };
+const logs = recordingLogger();
 
 beforeAll(async () => {
-  gateway = await startGateway({ BODY_LIMIT_BYTES: String(BODY_LIMIT), WORKER_CONCURRENCY: '0' });
+  gateway = await startGateway({ BODY_LIMIT_BYTES: String(BODY_LIMIT), WORKER_CONCURRENCY: '0' }, { logger: logs.logger });
   team = await gateway.workspace();
   reader = await team.addKey(['security_events.read']);
 });
@@ -62,5 +63,24 @@ describe('Expect: 100-continue', () => {
     await waitFor(async () => FINAL_STATUS.test(received().slice('HTTP/1.1 100 Continue\r\n\r\n'.length)));
     expect(received()).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 202 /);
     socket.destroy();
+  });
+});
+
+describe('another expectation', () => {
+  it('is refused with 417 in the error shape, with a request id, logged and counted', async () => {
+    const before = metricSample((await http(gateway.baseUrl, 'GET', '/metrics')).text, 'gateway_http_requests_total', { status_code: '417' }) ?? 0;
+    const { socket, received, closed } = connection();
+    socket.write(head('/campaigns/duplicate', [`Authorization: Bearer ${team.key}`, 'Expect: 200-ok', 'X-Request-Id: expect-417'], 2));
+    await waitFor(async () => FINAL_STATUS.test(received()));
+    const answerHead = received().slice(0, received().indexOf('\r\n\r\n'));
+    expect(answerHead).toMatch(/^HTTP\/1\.1 417 /);
+    expect(answerHead).toMatch(/\r\ncontent-type: application\/json; charset=utf-8\r\n/i);
+    expect(answerHead).toMatch(/\r\nx-request-id: expect-417(\r\n|$)/i);
+    await closed;
+    expect(JSON.parse(received().slice(answerHead.length + 4))).toEqual({ message: 'Only Expect: 100-continue is supported', code: 'EXPECTATION_FAILED' });
+    const line = logs.lines.map((text) => JSON.parse(text)).find((entry) => entry.reqId === 'expect-417');
+    expect(line).toMatchObject({ level: 30, expect: '200-ok' });
+    const after = metricSample((await http(gateway.baseUrl, 'GET', '/metrics')).text, 'gateway_http_requests_total', { status_code: '417' });
+    expect(after).toBe(before + 1);
   });
 });
