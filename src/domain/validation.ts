@@ -40,7 +40,7 @@ export const CHARACTERS = 'characters (Unicode code points: an emoji is one, tho
 
 // Checked first: only the first issue of a field is answered, and a lone surrogate is neither visible nor a control
 // character, so any other check would misname what is wrong with it.
-const wellFormed = (message: string) => z.string({ error: message }).refine((value) => value.isWellFormed(), { message: 'must be valid Unicode' });
+const wellFormed = (message: string | ((issue: { input: unknown }) => string)) => z.string({ error: message }).refine((value) => value.isWellFormed(), { message: 'must be valid Unicode' });
 
 /**
  * Text as it is kept and compared: in Unicode's composed form (NFC), so that an `é` typed as `e` and a combining
@@ -48,17 +48,26 @@ const wellFormed = (message: string) => z.string({ error: message }).refine((val
  */
 export const composed = (value: string): string => value.normalize('NFC');
 
-/** Text as a person reads it, checked as it is kept (see asKept). */
-const text = (message: string, max: number) =>
-  wellFormed(message)
+/** A required field that is missing, or holds something other than a string. */
+const notAString = ({ input }: { input: unknown }): string => (input === undefined ? 'is required' : 'must be a string');
+
+/**
+ * Text as a person reads it, checked as it is kept (see asKept). `typeMessage` answers a value that is no string,
+ * `message` one with nothing visible.
+ */
+const text = (message: string, max: number, typeMessage: string | typeof notAString = notAString) =>
+  wellFormed(typeMessage)
     .refine((value) => VISIBLE.test(value), { message })
     .refine((value) => characters(value) <= max, { message: `must be at most ${max} characters` })
     .refine((value) => NO_CONTROL.test(value), { message: 'must not contain control or bidirectional formatting characters' });
 
 const tagName = text('must be a non-empty string', LIMITS.tagLength);
 
+const CAMPAIGN_ID_MESSAGE = 'must be a string of the object api identifier';
+
 const duplicateInputSchema = z.object({
-  campaignId: text('must be a string of the object api identifier', LIMITS.campaignIdLength),
+  // Braze's wording, whatever is wrong with it, which Braze clients may match on.
+  campaignId: text(CAMPAIGN_ID_MESSAGE, LIMITS.campaignIdLength, CAMPAIGN_ID_MESSAGE),
   name: text('must be a non-empty string', LIMITS.nameLength),
   description: wellFormed('must be a string')
     .refine((value) => characters(value) <= LIMITS.descriptionLength, { message: `must be at most ${LIMITS.descriptionLength} characters` })

@@ -40,7 +40,8 @@ export function jsonBodies(app: FastifyInstance): void {
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
     const charset = charsetOf(request.headers['content-type']);
     if (charset !== undefined && !isUtf8(charset)) {
-      done(new GatewayError('UNSUPPORTED_MEDIA_TYPE', `JSON bodies must be UTF-8; charset ${charset} is not supported`), undefined);
+      const named = charset === '' ? 'the charset parameter is empty' : `charset ${charset} is not supported`;
+      done(new GatewayError('UNSUPPORTED_MEDIA_TYPE', `JSON bodies must be UTF-8; ${named}`), undefined);
       return;
     }
     let text: string;

@@ -305,6 +305,18 @@ describe('hostile input', () => {
   });
 
   it.each([
+    { what: 'a name that is a number', fields: { name: 123 }, error: "'name' must be a string" },
+    { what: 'a null name', fields: { name: null }, error: "'name' must be a string" },
+    { what: 'no name', fields: {}, error: "'name' is required" },
+    { what: 'a blank name', fields: { name: '  ' }, error: "'name' must be a non-empty string" },
+    { what: 'a description that is a number', fields: { name: 'Copy', description: 1 }, error: "'description' must be a string" },
+  ])('says what is wrong with $what: a wrong type is not an empty string', async ({ fields, error }) => {
+    const result = await http(gw.baseUrl, 'POST', PATH.REST, { headers: { ...json, ...bearer(ws.key) }, body: JSON.stringify({ campaign_id: ws.campaign.id, ...fields }) });
+    expect(result.status).toBe(400);
+    expect(result.body.errors).toEqual([error]);
+  });
+
+  it.each([
     ['a right-to-left name', 'حملة الترحيب — نسخة'],
     ['emoji with zero-width joiners', '👩‍💻 launch 🚀'],
     ['combining characters, stored composed (NFC)', 'Ünïcödé ñ e\u0301 x\u0301'],

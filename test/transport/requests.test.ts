@@ -63,6 +63,12 @@ describe.each(transports)('a body over $name', (transport) => {
     },
   );
 
+  it.each(['', '""'])('refuses an empty charset (charset=%s) with 415, saying it is empty', async (charset) => {
+    const response = await refusedBeforeThePoint(() => post(transport.body(args()), { 'content-type': `application/json; charset=${charset}` }));
+    expect(response.status).toBe(415);
+    expect(message(response)).toBe('JSON bodies must be UTF-8; the charset parameter is empty');
+  });
+
   it.each(['utf-8', 'UTF-8', '"utf-8"', 'utf8'])('reads a body whose charset is UTF-8 (%s) as it is', async (charset) => {
     const response = await post(transport.body(args()), { 'content-type': `application/json;charset=${charset}` });
     const jobId = jobOf(response);
