@@ -17,9 +17,10 @@ afterAll(async () => {
 describe('GET /duplication_jobs/{job_id}', () => {
   it('is where the 202 points, and follows the job to its end in snake_case', async () => {
     const accepted = await rest.duplicate(gateway.baseUrl, team.key, { campaignId: team.campaign.id, name: 'followed', tagNames: ['promo'] });
-    expect(accepted.response.headers.location).toBe(`/duplication_jobs/${accepted.jobId}`);
+    expect(accepted.response.headers.location).toBe(`../duplication_jobs/${accepted.jobId}`);
+    const job = new URL(accepted.response.headers.location as string, `${gateway.baseUrl}/campaigns/duplicate`).pathname;
     const done = await waitFor(async () => {
-      const response = await http(gateway.baseUrl, 'GET', accepted.response.headers.location as string, { headers: bearer(team.key) });
+      const response = await http(gateway.baseUrl, 'GET', job, { headers: bearer(team.key) });
       expect(response.status).toBe(200);
       if (response.body.status === 'pending' || response.body.status === 'running') {
         expect(response.headers['retry-after']).toBe('1');
