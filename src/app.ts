@@ -457,6 +457,8 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       `the gateway reads no variable named ${config.misspelledVariables.map(({ name, meant }) => `${name} (did you mean ${meant}?)`).join(', ')}: it is ignored`,
     );
   }
+  // On in production only when asked for: said at each start, since it lets anyone read the schema without a key.
+  if (config.production && config.explorer) http.log.warn('the GraphQL explorer and introspection are on in production (GRAPHQL_EXPLORER=true)');
   if (upgrade) storeLog.info(upgrade, `upgraded the store's schema from version ${upgrade.from} to ${upgrade.to}`);
   if (unchecked) storeLog.warn(unchecked);
   // An existing DATA_DIR keeps its mode (one made by hand, or by a version that did not restrict it): said, not changed.

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -22,6 +23,11 @@ const fromPackage = (name: string, file: string) => async () =>
   (await readFile(join(packageDir(name), file), 'utf8')).replace(/\n\/[/*]# sourceMappingURL=\S+\s*$/, '\n');
 
 const JS = 'text/javascript; charset=utf-8';
+const CSS = 'text/css; charset=utf-8';
+
+/** The page's own style, as a file: the CSP allows no inline style. */
+const PAGE_STYLE = `html, body, #explorer { height: 100%; margin: 0; }
+`;
 
 /** Starts GraphiQL from the configuration the page carries (no inline script, so the CSP can forbid them). */
 const BOOT_SCRIPT = `(function () {
@@ -126,34 +132,40 @@ const ASSETS: Record<string, Asset> = {
   'react.js': { type: JS, load: fromPackage('react', 'umd/react.production.min.js') },
   'react-dom.js': { type: JS, load: fromPackage('react-dom', 'umd/react-dom.production.min.js') },
   'graphiql.js': { type: JS, load: fromPackage('graphiql', 'dist/index.umd.js') },
-  'graphiql.css': { type: 'text/css; charset=utf-8', load: fromPackage('graphiql', 'dist/style.css') },
+  'graphiql.css': { type: CSS, load: fromPackage('graphiql', 'dist/style.css') },
+  'explorer.css': { type: CSS, load: async () => PAGE_STYLE },
   'explorer.js': { type: JS, load: async () => BOOT_SCRIPT },
 };
 
 interface LoadedAsset {
   type: string;
   body: Buffer;
-  gzip: Buffer;
+  /** Of the content: the page names each file with it, so any change, the gateway's own scripts included, is a new URL. */
+  version: string;
+  gzip: () => Buffer;
 }
 
-// Read and compressed once per process, on first use.
-const loaded = new Map<string, Promise<LoadedAsset>>();
-function loadAsset(name: string, asset: Asset): Promise<LoadedAsset> {
-  let entry = loaded.get(name);
-  if (!entry) {
-    entry = asset.load().then((text) => {
-      const body = Buffer.from(text);
-      return { type: asset.type, body, gzip: gzipSync(body) };
-    });
-    entry.catch(() => loaded.delete(name));
-    loaded.set(name, entry);
-  }
-  return entry;
-}
+export const contentVersion = (body: Buffer): string => createHash('sha256').update(body).digest('hex').slice(0, 20);
 
-const ASSET_VERSION = ['react', 'react-dom', 'graphiql']
-  .map((name) => (require(`${name}/package.json`) as { version: string }).version)
-  .join('-');
+// Read and hashed once per process, when the first server with the explorer starts; compressed on first use.
+let loading: Promise<Map<string, LoadedAsset>> | undefined;
+let loadedAssets: Map<string, LoadedAsset> | undefined;
+function loadAssets(): Promise<Map<string, LoadedAsset>> {
+  loading ??= Promise.all(
+    Object.entries(ASSETS).map(async ([name, asset]): Promise<[string, LoadedAsset]> => {
+      const body = Buffer.from(await asset.load());
+      let gzip: Buffer | undefined;
+      return [name, { type: asset.type, body, version: contentVersion(body), gzip: () => (gzip ??= gzipSync(body)) }];
+    }),
+  ).then(
+    (entries) => (loadedAssets = new Map(entries)),
+    (error: unknown) => {
+      loading = undefined;
+      throw error;
+    },
+  );
+  return loading;
+}
 
 export const EXAMPLE_OPERATIONS = `# Duplicate a campaign, then poll its job.
 #
@@ -227,7 +239,7 @@ export const DEFAULT_HEADERS = JSON.stringify({ Authorization: 'Bearer ' }, null
 const CONTENT_SECURITY_POLICY = [
   "default-src 'self'",
   "script-src 'self'",
-  "style-src 'self' 'unsafe-inline'",
+  "style-src 'self'",
   "img-src 'self' data:",
   "font-src 'self' data:",
   "connect-src 'self'",
@@ -241,11 +253,12 @@ const scriptSafeJson = (value: unknown): string => JSON.stringify(value).replace
 
 /**
  * The page, its assets named relative to where it is served: the router also serves it at `/graphql/`, whose
- * relative URLs resolve one level further down, so each trailing slash takes a `../`.
+ * relative URLs resolve one level further down, so each trailing slash takes a `../`. `versions` holds each
+ * asset's content version.
  */
-function page(path: string): string {
+export function explorerPage(path: string, versions: ReadonlyMap<string, string>): string {
   const up = '../'.repeat(path.length - path.replace(/\/+$/, '').length);
-  const asset = (name: string) => `${up}explorer/assets/${name}?v=${ASSET_VERSION}`;
+  const asset = (name: string) => `${up}explorer/assets/${name}?v=${versions.get(name)}`;
   const config = { query: EXAMPLE_OPERATIONS, variables: EXAMPLE_VARIABLES, headers: DEFAULT_HEADERS };
   return `<!doctype html>
 <html lang="en">
@@ -255,7 +268,7 @@ function page(path: string): string {
 <title>campaign-gateway · GraphQL explorer</title>
 <link rel="icon" href="data:,">
 <link rel="stylesheet" href="${asset('graphiql.css')}">
-<style>html, body, #explorer { height: 100%; margin: 0; }</style>
+<link rel="stylesheet" href="${asset('explorer.css')}">
 </head>
 <body>
 <div id="explorer">Loading the GraphQL explorer…</div>
@@ -291,8 +304,9 @@ export function sendExplorer(reply: FastifyReply): FastifyReply {
     .type('text/html; charset=utf-8')
     .header('content-security-policy', CONTENT_SECURITY_POLICY)
     .header('x-content-type-options', 'nosniff')
+    .header('x-frame-options', 'DENY')
     .header('cache-control', 'no-cache')
-    .send(page(reply.request.url.split('?')[0]));
+    .send(explorerPage(reply.request.url.split('?')[0], assetVersions()));
 }
 
 /** A browser on /graphql of a server whose explorer is off: better than the CSRF refusal a GET would get. */
@@ -304,20 +318,27 @@ export function sendExplorerOff(reply: FastifyReply): FastifyReply {
     .send('The GraphQL explorer is not enabled on this server. GraphQL clients send their operations to this URL with POST.\n');
 }
 
+function assetVersions(): Map<string, string> {
+  // Loaded by explorerAssetRoutes, which a server with the explorer registers before it listens.
+  if (!loadedAssets) throw new Error('the explorer is served without its assets: register explorerAssetRoutes');
+  return new Map([...loadedAssets].map(([name, { version }]) => [name, version]));
+}
+
 /** The explorer's static files. Registered only when the explorer is enabled. */
 export async function explorerAssetRoutes(app: FastifyInstance): Promise<void> {
-  app.get<{ Params: { file: string } }>('/explorer/assets/:file', { schema: { hide: true } }, async (request, reply) => {
-    const asset = Object.hasOwn(ASSETS, request.params.file) ? ASSETS[request.params.file] : undefined;
+  const assets = await loadAssets();
+  app.get<{ Params: { file: string }; Querystring: { v?: string } }>('/explorer/assets/:file', { schema: { hide: true } }, async (request, reply) => {
+    const asset = assets.get(request.params.file);
     // The answer every unknown URL gets, from the error table.
     if (!asset) return reply.callNotFound();
-    const { type, body, gzip } = await loadAsset(request.params.file, asset);
     const acceptsGzip = /\bgzip\b/.test(String(request.headers['accept-encoding'] ?? ''));
     reply
-      .type(type)
+      .type(asset.type)
       .header('x-content-type-options', 'nosniff')
-      .header('cache-control', 'public, max-age=86400')
+      // A URL naming this content never changes; any other (an old page's, none) is checked on every use.
+      .header('cache-control', request.query.v === asset.version ? 'public, max-age=31536000, immutable' : 'no-cache')
       .header('vary', 'accept-encoding');
     if (acceptsGzip) reply.header('content-encoding', 'gzip');
-    return reply.send(acceptsGzip ? gzip : body);
+    return reply.send(acceptsGzip ? asset.gzip() : asset.body);
   });
 }

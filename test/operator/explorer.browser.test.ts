@@ -99,6 +99,10 @@ describe.skipIf(!chromiumPath && !process.env.CI)('GraphQL explorer in a real br
     context.on('requestfailed', (request) => log.failed.push(`${request.url()}: ${request.failure()?.errorText}`));
     const page = await context.newPage();
     page.on('pageerror', (error) => log.errors.push(error.message));
+    // What the Content-Security-Policy refused (an inline style, a script) is said on the console only.
+    page.on('console', (message) => {
+      if (/Content Security Policy/i.test(message.text())) log.errors.push(message.text());
+    });
     await page.goto(`${gateway.baseUrl}${path}`);
     await page.waitForSelector(editor.query);
     return { page, log };

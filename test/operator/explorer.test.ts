@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto';
 import { gunzipSync } from 'node:zlib';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bearer, http, startGateway, type HttpResult, type TestGateway } from '../support/gateway.js';
+import { explorerPage } from '../../src/http/explorer.js';
+import { bearer, http, recordingLogger, startGateway, type HttpResult, type TestGateway } from '../support/gateway.js';
 
 const BROWSER_ACCEPT = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
 
@@ -26,6 +27,9 @@ describe('the GraphQL explorer, outside production', () => {
     );
     expect(csp.get('default-src')).toEqual(["'self'"]);
     expect(csp.get('script-src')).toEqual(["'self'"]);
+    expect(csp.get('style-src')).toEqual(["'self'"]);
+    expect(page.text).not.toMatch(/<style|style=/);
+    expect(page.headers['x-frame-options']).toBe('DENY');
     expect(page.text).not.toMatch(/(src|href)="(https?:)?\/\//);
 
     const config = JSON.parse(/<script id="explorer-config" type="application\/json">(.*?)<\/script>/s.exec(page.text)![1]);
@@ -40,7 +44,7 @@ describe('the GraphQL explorer, outside production', () => {
 
     const assets = [...page.text.matchAll(/(?:src|href)="(explorer\/assets\/[^"]+)"/g)].map((match) => match[1]);
     expect(assets.map((asset) => asset.split('?')[0]).sort()).toEqual(
-      ['explorer/assets/explorer.js', 'explorer/assets/graphiql.css', 'explorer/assets/graphiql.js', 'explorer/assets/react-dom.js', 'explorer/assets/react.js'],
+      ['explorer/assets/explorer.css', 'explorer/assets/explorer.js', 'explorer/assets/graphiql.css', 'explorer/assets/graphiql.js', 'explorer/assets/react-dom.js', 'explorer/assets/react.js'],
     );
     for (const asset of assets) {
       const response = await request(`${gateway.baseUrl}/${asset}`, { headers: { 'accept-encoding': 'gzip' } });
@@ -48,7 +52,14 @@ describe('the GraphQL explorer, outside production', () => {
       expect(response.statusCode, asset).toBe(200);
       expect(response.headers['content-encoding']).toBe('gzip');
       expect(response.headers['content-type']).toMatch(asset.includes('.css') ? /^text\/css/ : /^text\/javascript/);
-      expect(gunzipSync(body).length).toBeGreaterThan(asset.includes('explorer.js') ? 100 : 10_000);
+      expect(gunzipSync(body).length).toBeGreaterThan(asset.includes('explorer.') ? 40 : 10_000);
+      // Named by a hash of what is served, so any change is a new URL, which may be kept for good.
+      expect(new URL(asset, 'http://page/').searchParams.get('v')).toBe(createHash('sha256').update(gunzipSync(body)).digest('hex').slice(0, 20));
+      expect(response.headers['cache-control']).toBe('public, max-age=31536000, immutable');
+    }
+    // A URL naming other content (an older page's) or none must be checked again.
+    for (const query of ['', '?v=0123456789abcdef0123']) {
+      expect((await http(gateway.baseUrl, 'GET', `/explorer/assets/explorer.js${query}`)).headers['cache-control']).toBe('no-cache');
     }
     const plain = await http(gateway.baseUrl, 'GET', '/explorer/assets/react.js');
     expect(plain.headers['content-encoding']).toBeUndefined();
@@ -58,6 +69,15 @@ describe('the GraphQL explorer, outside production', () => {
     const unknown = answer(await http(gateway.baseUrl, 'GET', '/no-such-page'));
     expect(unknown).toEqual({ status: 404, type: 'application/json; charset=utf-8', body: { message: 'Not Found', code: 'NOT_FOUND' } });
     for (const file of ['..%2Fpackage.json', 'nothing.js']) expect(answer(await http(gateway.baseUrl, 'GET', `/explorer/assets/${file}`))).toEqual(unknown);
+  });
+
+  it('names each file by its content: a change to any file, the gateway\'s own included, changes its URL', () => {
+    const urls = (versions: [string, string][]) => [...explorerPage('/graphql', new Map(versions)).matchAll(/(?:src|href)="(explorer\/assets\/[^"]+)"/g)].map((match) => match[1]);
+    const before = urls([['explorer.js', 'aaaa'], ['graphiql.js', 'bbbb']]);
+    const after = urls([['explorer.js', 'cccc'], ['graphiql.js', 'bbbb']]);
+    expect(before).toContain('explorer/assets/explorer.js?v=aaaa');
+    expect(after).toContain('explorer/assets/explorer.js?v=cccc');
+    expect(after.filter((url) => !before.includes(url))).toEqual(['explorer/assets/explorer.js?v=cccc']);
   });
 
   it('leaves every other GET /graphql to Apollo', async () => {
@@ -129,5 +149,20 @@ describe.each([
       });
       expect(incomplete.body.errors[0].message).toMatch(/non-empty `query`/);
     }
+  });
+});
+
+describe('the explorer on in production', () => {
+  it.each([
+    [{ GRAPHQL_EXPLORER: 'true' }, true],
+    [{}, false],
+  ])('is said once at start (%o)', async (env, said) => {
+    const { logger, lines } = recordingLogger('info');
+    const gateway = await startGateway({ NODE_ENV: 'production', ...env }, { logger });
+    await gateway.close();
+    const warnings = lines.map((line) => JSON.parse(line)).filter((line) => /explorer/i.test(line.msg));
+    expect(warnings.map(({ level, msg }) => ({ level, msg }))).toEqual(
+      said ? [{ level: 40, msg: 'the GraphQL explorer and introspection are on in production (GRAPHQL_EXPLORER=true)' }] : [],
+    );
   });
 });

@@ -265,7 +265,7 @@ describe('the other routes, with trailing and doubled slashes ignored', () => {
     const page = await http(gateway.baseUrl, 'GET', path, { headers: { accept: 'text/html' } });
     expect(page.status).toBe(200);
     const assets = [...page.text.matchAll(/(?:src|href)="([^"]+\?v=[^"]+)"/g)].map((match) => match[1]);
-    expect(assets.length).toBe(5);
+    expect(assets.length).toBe(6);
     for (const asset of assets) {
       // Resolved as a browser resolves it against the page's URL.
       const url = new URL(asset, `${gateway.baseUrl}${path}`);
