@@ -74,6 +74,46 @@ const storedValues = (page: Page): Promise<[string, string][]> =>
     return [localStorage, sessionStorage].flatMap((storage) => Object.keys(storage).map((key): [string, string] => [key, storage.getItem(key) ?? '']));
   });
 
+/**
+ * The contrast ratio (WCAG 2) between an element's colour property and what is behind it: its nearest ancestor
+ * with a background, translucent colours blended over what is behind them.
+ */
+const contrastOf = (page: Page, selector: string, property: 'color' | 'outline-color'): Promise<number> =>
+  page.$eval(
+    selector,
+    (element, colourProperty) => {
+      const { getComputedStyle } = globalThis as any;
+      const parse = (value: string): number[] => {
+        const [r, g, b, a = 1] = (value.match(/[\d.]+/g) ?? []).map(Number);
+        return [r, g, b, a];
+      };
+      const over = ([r, g, b, a]: number[], [br, bg, bb]: number[]): number[] => [r * a + br * (1 - a), g * a + bg * (1 - a), b * a + bb * (1 - a), 1];
+      const layers: number[][] = [];
+      for (let node: any = element; node; node = node.parentElement) {
+        const background = parse(getComputedStyle(node).backgroundColor);
+        if (background[3] > 0) layers.push(background);
+      }
+      const behind = layers.reduceRight((below, layer) => over(layer, below), [255, 255, 255, 1]);
+      const front = over(parse(getComputedStyle(element).getPropertyValue(colourProperty)), behind);
+      const luminance = (rgb: number[]) =>
+        rgb
+          .slice(0, 3)
+          .map((channel) => channel / 255)
+          .map((c) => (c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4))
+          .reduce((sum, c, i) => sum + c * [0.2126, 0.7152, 0.0722][i], 0);
+      const [light, dark] = [luminance(front), luminance(behind)].sort((a, b) => b - a);
+      return (light + 0.05) / (dark + 0.05);
+    },
+    property,
+  );
+
+/** Where an element is, as the page lays it out. */
+const boxOf = (page: Page, selector: string) =>
+  page.$eval(selector, (element: any) => {
+    const { x, y, width, height } = element.getBoundingClientRect();
+    return { x, y, width, height, overflows: element.scrollWidth > element.clientWidth || element.scrollHeight > element.clientHeight };
+  });
+
 describe.skipIf(!chromiumPath && !process.env.CI)('GraphQL explorer in a real browser', () => {
   let gateway: TestGateway;
   let workspace: TestWorkspace;
@@ -92,8 +132,8 @@ describe.skipIf(!chromiumPath && !process.env.CI)('GraphQL explorer in a real br
   });
 
   /** The explorer in a browser profile of its own, as on a first visit. */
-  async function openExplorer(path = '/graphql'): Promise<{ page: Page; log: PageLog }> {
-    const context = await browser.newContext({ viewport: { width: 1600, height: 1000 } });
+  async function openExplorer(path = '/graphql', viewport = { width: 1600, height: 1000 }): Promise<{ page: Page; log: PageLog }> {
+    const context = await browser.newContext({ viewport });
     const log: PageLog = { requested: [], failed: [], errors: [] };
     context.on('request', (request) => log.requested.push(request.url()));
     context.on('requestfailed', (request) => log.failed.push(`${request.url()}: ${request.failure()?.errorText}`));
@@ -272,6 +312,55 @@ describe.skipIf(!chromiumPath && !process.env.CI)('GraphQL explorer in a real br
     await runOperation(page, 'query ListCampaigns', await editorValue(page, editor.response));
     await waitFor(async () => ((await history()).length > before ? true : null));
     expect(await holdingKey()).toEqual([]);
+    expectOnlyOwnRequests(log);
+  }, 60_000);
+
+  it('keeps the Headers editor usable at 200 % zoom, and the result readable and the logo whole on a phone', async () => {
+    // 200 % zoom of a 1280×720 window: the Headers editor holds its three lines, and the key can be typed in.
+    const { page: zoomed, log } = await openExplorer('/graphql', { width: 640, height: 360 });
+    const lineHeight = await zoomed.$eval(`${editor.tool} .CodeMirror-line`, (line: any) => line.getBoundingClientRect().height);
+    await zoomed.locator(editor.tool).scrollIntoViewIfNeeded();
+    const headers = await boxOf(zoomed, editor.tool);
+    expect(headers.height).toBeGreaterThanOrEqual(3 * lineHeight);
+    // All of it can be brought into the window.
+    expect(headers.y).toBeGreaterThanOrEqual(0);
+    expect(headers.y + headers.height).toBeLessThanOrEqual(360);
+    await placeCursor(zoomed, editor.tool, 'Bearer ', 'Bearer '.length);
+    await zoomed.keyboard.type(workspace.key);
+    expect(JSON.parse(await editorValue(zoomed, editor.tool))).toEqual({ Authorization: `Bearer ${workspace.key}` });
+    expectOnlyOwnRequests(log);
+
+    for (const viewport of [{ width: 375, height: 667 }, { width: 320, height: 568 }]) {
+      const { page } = await openExplorer('/graphql', viewport);
+      // Stacked under the editors, the result takes the width they have.
+      const [editors, result] = [await boxOf(page, '.graphiql-editors'), await boxOf(page, editor.response)];
+      expect({ viewport, width: result.width }).toEqual({ viewport, width: editors.width });
+      expect(result.y).toBeGreaterThanOrEqual(editors.y + editors.height);
+      const [logo, header] = [await boxOf(page, '.graphiql-logo'), await boxOf(page, '.graphiql-session-header')];
+      expect({ viewport, overflows: logo.overflows }).toEqual({ viewport, overflows: false });
+      expect(logo.x + logo.width).toBeLessThanOrEqual(viewport.width);
+      expect(logo.y).toBeGreaterThanOrEqual(header.y);
+      expect(logo.y + logo.height).toBeLessThanOrEqual(header.y + header.height);
+      await page.context().close();
+    }
+    await zoomed.context().close();
+  }, 60_000);
+
+  it('shows where the focus is, and draws its text at 4.5:1 or more', async () => {
+    const { page, log } = await openExplorer();
+    // The first control Tab reaches is a button of the sidebar.
+    await page.keyboard.press('Tab');
+    expect(await page.evaluate(() => (globalThis as any).document.activeElement.tagName)).toBe('BUTTON');
+    const ring = (selector: string) => page.$eval(selector, (element: any) => parseFloat((globalThis as any).getComputedStyle(element).outlineWidth));
+    expect(await ring(':focus')).toBeGreaterThanOrEqual(2);
+    expect(await contrastOf(page, ':focus', 'outline-color')).toBeGreaterThanOrEqual(3);
+    await placeCursor(page, editor.query, 'query ListCampaigns');
+    expect(await ring('.CodeMirror-focused')).toBeGreaterThanOrEqual(2);
+    expect(await contrastOf(page, '.CodeMirror-focused', 'outline-color')).toBeGreaterThanOrEqual(3);
+
+    for (const selector of ['.graphiql-logo', `${editor.tool} .cm-string:not(.cm-property)`, `${editor.tool} .cm-property`, `${editor.query} .CodeMirror-linenumber`]) {
+      expect({ selector, ratio: await contrastOf(page, selector, 'color') }).toEqual({ selector, ratio: expect.toSatisfy((ratio: number) => ratio >= 4.5) });
+    }
     expectOnlyOwnRequests(log);
   }, 60_000);
 });
