@@ -32,6 +32,7 @@ const CSS = 'text/css; charset=utf-8';
  * on more specific selectors, so it keeps them.
  */
 const PAGE_STYLE = `html, body, #explorer { height: 100%; margin: 0; }
+.visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip-path: inset(50%); white-space: nowrap; }
 body .graphiql-container { --color-warning: 36, 100%, 30%; --color-info: 208, 100%, 40%; }
 .graphiql-container .graphiql-logo, .graphiql-container .graphiql-logo .graphiql-logo-link,
 .cm-s-graphiql .CodeMirror-linenumber { color: hsl(var(--color-neutral)); }
@@ -119,18 +120,89 @@ const BOOT_SCRIPT = `(function () {
     tabbable.add(editor);
   });
 
+  // The editors' textareas carry no name of their own: screen readers would announce four unnamed text fields.
+  var EDITOR_NAMES = [
+    ['.graphiql-query-editor .CodeMirror textarea', 'Query'],
+    ['.graphiql-editor-tool .graphiql-editor:nth-child(1) .CodeMirror textarea', 'Variables'],
+    ['.graphiql-editor-tool .graphiql-editor:nth-child(2) .CodeMirror textarea', 'Headers'],
+    ['.result-window .CodeMirror textarea', 'Result'],
+  ];
+  var explorer = document.getElementById('explorer');
+  function nameEditors() {
+    EDITOR_NAMES.forEach(function (entry) {
+      var textarea = explorer.querySelector(entry[0]);
+      if (textarea && textarea.getAttribute('aria-label') !== entry[1]) textarea.setAttribute('aria-label', entry[1]);
+    });
+  }
+  new MutationObserver(nameEditors).observe(explorer, { childList: true, subtree: true });
+
+  // A result appears in an editor with no announcement: the live region says it arrived. A gateway that does not
+  // answer makes fetch reject with a bare "Failed to fetch", which GraphiQL shows with its stack: say what it means.
+  var status = document.getElementById('explorer-status');
+  function announce(text) {
+    status.textContent = status.textContent === text ? text + '\u00a0' : text;
+  }
+  // One leading slash: a path served as //graphql would be a URL of the host "graphql".
+  var fetchFromGateway = GraphiQL.createFetcher({ url: window.location.pathname.replace(/^[/]+/, '/') });
+  function fetcher(params, options) {
+    // GraphiQL's own schema request is no answer the user asked for.
+    var asked = params.operationName !== 'IntrospectionQuery';
+    function answered(result) {
+      if (asked) announce(result && result.errors ? 'The gateway answered with an error.' : 'The gateway answered.');
+      return result;
+    }
+    function unanswered(error) {
+      // fetch rejects with a TypeError only when no response came.
+      if (!(error instanceof TypeError)) throw error;
+      var message = 'The gateway at ' + window.location.origin + ' did not answer: is it running and reachable?';
+      if (asked) announce(message);
+      return { errors: [{ message: message }] };
+    }
+    return Promise.resolve()
+      .then(function () {
+        return fetchFromGateway(params, options);
+      })
+      .then(function (result) {
+        // GraphiQL's fetcher answers with an iterator (it reads multipart answers too): its first step fetches.
+        if (!result || typeof result[Symbol.asyncIterator] !== 'function') return answered(result);
+        var steps = result[Symbol.asyncIterator]();
+        var failed = false;
+        var wrapped = {
+          next: function () {
+            if (failed) return Promise.resolve({ done: true, value: undefined });
+            return steps.next().then(
+              function (step) {
+                if (!step.done) answered(step.value);
+                return step;
+              },
+              function (error) {
+                failed = true;
+                return { done: false, value: unanswered(error) };
+              },
+            );
+          },
+          return: function (value) {
+            return steps.return ? steps.return(value) : Promise.resolve({ done: true, value: value });
+          },
+        };
+        wrapped[Symbol.asyncIterator] = function () {
+          return wrapped;
+        };
+        return wrapped;
+      }, unanswered);
+  }
+
   // GraphiQL 4 leaves the variables editor empty on a first visit even when the default tab has variables.
   var storedVariables = null;
   try {
     storedVariables = window.localStorage.getItem('graphiql:variables');
   } catch (error) {}
-  var root = ReactDOM.createRoot(document.getElementById('explorer'));
+  var root = ReactDOM.createRoot(explorer);
   root.render(
     React.createElement(
       GraphiQL,
       {
-        // One leading slash: a path served as //graphql would be a URL of the host "graphql".
-        fetcher: GraphiQL.createFetcher({ url: window.location.pathname.replace(/^[/]+/, '/') }),
+        fetcher: fetcher,
         storage: storageWithoutHeaders(),
         defaultTabs: [{ query: config.query, variables: config.variables, headers: config.headers }],
         variables: storedVariables === null ? config.variables : undefined,
@@ -245,7 +317,8 @@ query PollJob($jobId: ID!) {
 `;
 
 export const EXAMPLE_VARIABLES = JSON.stringify(
-  { input: { campaignId: 'PUT-A-CAMPAIGN-ID-HERE', name: 'Copy made in the explorer' }, jobId: '' },
+  // No job id yet: null is refused by name ("$jobId" must not be null), where an id of no job lists no events.
+  { input: { campaignId: 'PUT-A-CAMPAIGN-ID-HERE', name: 'Copy made in the explorer' }, jobId: null },
   null,
   2,
 );
@@ -289,6 +362,7 @@ export function explorerPage(path: string, versions: ReadonlyMap<string, string>
 </head>
 <body>
 <div id="explorer">Loading the GraphQL explorer…</div>
+<div id="explorer-status" class="visually-hidden" role="status" aria-live="polite"></div>
 <script id="explorer-config" type="application/json">${scriptSafeJson(config)}</script>
 <script src="${asset('react.js')}"></script>
 <script src="${asset('react-dom.js')}"></script>

@@ -132,7 +132,7 @@ describe.skipIf(!chromiumPath && !process.env.CI)('GraphQL explorer in a real br
   });
 
   /** The explorer in a browser profile of its own, as on a first visit. */
-  async function openExplorer(path = '/graphql', viewport = { width: 1600, height: 1000 }): Promise<{ page: Page; log: PageLog }> {
+  async function openExplorer(path = '/graphql', viewport = { width: 1600, height: 1000 }, baseUrl = gateway.baseUrl): Promise<{ page: Page; log: PageLog }> {
     const context = await browser.newContext({ viewport });
     const log: PageLog = { requested: [], failed: [], errors: [] };
     context.on('request', (request) => log.requested.push(request.url()));
@@ -143,7 +143,7 @@ describe.skipIf(!chromiumPath && !process.env.CI)('GraphQL explorer in a real br
     page.on('console', (message) => {
       if (/Content Security Policy/i.test(message.text())) log.errors.push(message.text());
     });
-    await page.goto(`${gateway.baseUrl}${path}`);
+    await page.goto(`${baseUrl}${path}`);
     await page.waitForSelector(editor.query);
     return { page, log };
   }
@@ -362,5 +362,40 @@ describe.skipIf(!chromiumPath && !process.env.CI)('GraphQL explorer in a real br
       expect({ selector, ratio: await contrastOf(page, selector, 'color') }).toEqual({ selector, ratio: expect.toSatisfy((ratio: number) => ratio >= 4.5) });
     }
     expectOnlyOwnRequests(log);
+  }, 60_000);
+
+  it('names each editor for a screen reader and says when an answer arrived', async () => {
+    const { page, log } = await openExplorer();
+    const named = async () => {
+      const names = ['Query', 'Variables', 'Headers', 'Result'];
+      return Object.fromEntries(await Promise.all(names.map(async (name) => [name, await page.getByRole('textbox', { name, exact: true }).count()])));
+    };
+    // The editor tools show the headers, the variables being hidden until their tab is chosen.
+    expect(await named()).toEqual({ Query: 1, Variables: 0, Headers: 1, Result: 1 });
+    await page.getByRole('button', { name: 'Variables' }).click();
+    expect(await named()).toEqual({ Query: 1, Variables: 1, Headers: 0, Result: 1 });
+    await page.getByRole('button', { name: 'Headers', exact: true }).click();
+    const status = page.getByRole('status');
+    expect(await status.getAttribute('aria-live')).toBe('polite');
+
+    // The example variables have no job id yet: PollJob says so, where an empty list would look like no events.
+    await placeCursor(page, editor.tool, 'Bearer ', 'Bearer '.length);
+    await page.keyboard.type(workspace.key);
+    const polled = await runOperation(page, 'query PollJob', '');
+    expect(polled.data).toBeUndefined();
+    expect(polled.errors.map((error: { message: string }) => error.message)).toEqual([expect.stringContaining('"$jobId"')]);
+    await waitFor(async () => ((await status.textContent()) === 'The gateway answered with an error.' ? true : null));
+    await runOperation(page, 'query ListCampaigns', await editorValue(page, editor.response));
+    await waitFor(async () => ((await status.textContent()) === 'The gateway answered.' ? true : null));
+    expectOnlyOwnRequests(log);
+  }, 60_000);
+
+  it('says the gateway did not answer when it is gone, without a stack', async () => {
+    const stopped = await startGateway();
+    const { page } = await openExplorer('/graphql', undefined, stopped.baseUrl);
+    await stopped.close();
+    const answer = await runOperation(page, 'query ListCampaigns', '');
+    expect(answer).toEqual({ errors: [{ message: `The gateway at ${new URL(stopped.baseUrl).origin} did not answer: is it running and reachable?` }] });
+    expect(await page.getByRole('status').textContent()).toBe(answer.errors[0].message);
   }, 60_000);
 });

@@ -2,8 +2,8 @@ import { createHash } from 'node:crypto';
 import { gunzipSync } from 'node:zlib';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { explorerPage } from '../../src/http/explorer.js';
-import { bearer, http, recordingLogger, startGateway, type HttpResult, type TestGateway } from '../support/gateway.js';
+import { EXAMPLE_VARIABLES, explorerPage } from '../../src/http/explorer.js';
+import { bearer, graphql, http, recordingLogger, startGateway, type HttpResult, type TestGateway } from '../support/gateway.js';
 
 const BROWSER_ACCEPT = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
 
@@ -78,6 +78,13 @@ describe('the GraphQL explorer, outside production', () => {
     expect(before).toContain('explorer/assets/explorer.js?v=aaaa');
     expect(after).toContain('explorer/assets/explorer.js?v=cccc');
     expect(after.filter((url) => !before.includes(url))).toEqual(['explorer/assets/explorer.js?v=cccc']);
+  });
+
+  it('answers PollJob with its example variables by an error naming $jobId, not with an empty list', async () => {
+    const { key } = await gateway.workspace();
+    const polled = await graphql(gateway.baseUrl, key, 'query PollJob($jobId: ID!) { securityEvents(filter: { jobId: $jobId }) { edges { node { type } } } }', JSON.parse(EXAMPLE_VARIABLES));
+    expect(polled.body.data).toBeUndefined();
+    expect(polled.body.errors.map((error: { message: string }) => error.message)).toEqual([expect.stringContaining('"$jobId"')]);
   });
 
   it('leaves every other GET /graphql to Apollo', async () => {
