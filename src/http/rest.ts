@@ -154,7 +154,7 @@ const duplicateSchema = (idempotencyTtlHours: number) => ({
           required: true,
           description:
             "The job, relative to the request's URL so that it keeps a proxy's path prefix: `../duplication_jobs/{job_id}` " +
-            '(one more `../` for each trailing or doubled slash the request path had)',
+            '(one more `../` for each trailing slash, or doubled slash after the first segment, the request path had)',
         },
       },
     },
