@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { maxHeaderSize, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import fastifySwagger from '@fastify/swagger';
 import { fastifyApolloHandler } from '@as-integrations/fastify';
 import cors from '@fastify/cors';
@@ -134,11 +135,17 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     // (fastify's own 414, in its own shape): each route decides what a long one means. A base URL that ends in
     // a slash makes `//campaigns/duplicate`, and some clients add one at the end: both reach the route.
     routerOptions: { maxParamLength: maxHeaderSize, ignoreTrailingSlash: true, ignoreDuplicateSlashes: true },
-    // A URL fastify cannot decode fails before routing, where no hook runs; it is answered like every other
-    // error, and counted like every other unmatched request.
+    // A URL fastify cannot decode fails before routing, where no hook runs and fastify, having logged `incoming
+    // request`, neither times the response nor logs its `request completed`: both are done here, as fastify does,
+    // and it is answered like every other error, and counted like every other unmatched request.
     frameworkErrors: (error, request, reply) => {
+      const started = performance.now();
       reply.header('x-request-id', request.id);
-      reply.raw.once('finish', () => deps.metrics.observeRequest(request.method, 'unmatched', reply.statusCode, reply.elapsedTime / 1000));
+      reply.raw.once('finish', () => {
+        const responseTime = performance.now() - started;
+        reply.log.info({ res: reply, responseTime }, 'request completed');
+        deps.metrics.observeRequest(request.method, 'unmatched', reply.statusCode, responseTime / 1000);
+      });
       void sendError(error, request, reply);
     },
     // A request Node cannot parse never reaches fastify: answered on the socket, logged without what was sent.

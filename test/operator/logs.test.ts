@@ -230,6 +230,28 @@ describe('logs', () => {
     }
   });
 
+  it('logs a URL that cannot be decoded twice, as any other request: incoming, and completed with its status and time', async () => {
+    const key = ws.key;
+    for (const [method, path] of [
+      ['POST', `/campaigns/duplicate%?api_key=${key}&token=hunter2-token`],
+      ['GET', '/%ff'],
+      ['GET', '/campaigns/%E0%A4%A'],
+    ] as const) {
+      sink.text = '';
+      const response = await http(gateway.baseUrl, method, path, { headers: { ...json, ...bearer(key) }, body: method === 'POST' ? '{}' : undefined });
+      expect(response.status).toBe(400);
+      expect(response.body).toEqual({ message: 'Malformed URL', code: 'BAD_USER_INPUT' });
+      const requestId = response.headers['x-request-id'] as string;
+      await completed(requestId);
+      const lines = sink.lines().filter((line) => line.reqId === requestId);
+      expect(lines.map((line) => line.msg)).toEqual(['incoming request', 'request completed']);
+      expect(lines[1]).toMatchObject({ level: 30, res: { statusCode: 400, method, code: 'BAD_USER_INPUT' }, responseTime: expect.any(Number) });
+      expect(lines[1].responseTime).toBeGreaterThan(0);
+      expect(sink.text).not.toContain(key.slice(4));
+      expect(sink.text).not.toContain('hunter2-token');
+    }
+  });
+
   it('logs a request Node cannot parse under the id it was answered with, and nothing of what it sent', async () => {
     const { head } = await rawHttp(gateway.baseUrl, 'GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer hunter2-secret\r\nBad Header: 1\r\n\r\n');
     const requestId = /\r\nx-request-id: ([^\r]+)/i.exec(head)?.[1];
