@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { isIP } from 'node:net';
 import { closeSync, createWriteStream, existsSync, fsyncSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { createNewFile, requireFileName } from '../adapters/new-file.js';
+import { checkNewFile, createNewFile } from '../adapters/new-file.js';
 import { backupStore, createAuthFailureLimiter, createLimiterBackend, createStore, sqliteFilename, type StoreOptions } from '../app.js';
 import { ConfigError, loadConfig, type Config } from '../config.js';
 import {
@@ -303,7 +303,7 @@ const secretJson = (key: string, keyFile: string | undefined) => (keyFile === un
 function checkSecretDestination(values: Record<string, string | boolean | undefined>, io: CliIo, verb: 'created' | 'rotated'): void {
   const keyFile = values['key-file'];
   if (typeof keyFile === 'string') {
-    requireFileName(keyFile, '--key-file', verb);
+    checkNewFile(keyFile, '--key-file', verb);
     return;
   }
   if (io.stdoutDiscarded?.()) {
@@ -547,7 +547,7 @@ const COMMANDS: Record<string, Command> = {
     options: { out: { type: 'string' } },
     positionals: 1,
     check(values) {
-      if (typeof values.out === 'string') requireFileName(values.out, 'an export', 'exported');
+      if (typeof values.out === 'string') checkNewFile(values.out, 'an export', 'exported');
     },
     async run({ admin, values, positionals, print, io }) {
       const { workspace, lines } = await admin.exportWorkspace(positionals[0]);

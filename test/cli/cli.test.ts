@@ -968,7 +968,11 @@ describe('the CLI', () => {
   it('refuses an invalid value before opening the store: the same code and exit whether or not the store can be reached', async () => {
     const down = { DATABASE_URL: 'postgres://gateway:gateway@127.0.0.1:1/gateway' };
     const key = (...options: string[]) => ['keys', 'create', '--workspace', 'acme', '--name', 'x', '--permissions', 'campaigns.list', ...options];
-    const cases: [string[], Record<string, string>?][] = [
+    const taken = join(dataDir, 'taken.txt');
+    writeFileSync(taken, 'kept');
+    const missingDirectory = join(dataDir, 'missing', 'new.txt');
+    const underAFile = join(taken, 'new.txt');
+    const cases: [string[], Record<string, string>?, string?][] = [
       [['workspaces', 'create', '   ']],
       [['workspaces', 'create', 'caf\ufffd']],
       [['workspaces', 'export', 'acme', '--out', '']],
@@ -996,13 +1000,24 @@ describe('the CLI', () => {
       [['jobs', 'list', '--since', '2027-01-01T00:00:00']],
       [['jobs', 'fail', 'no-such-job', '--confirm', '--reason', '\u202eevil']],
       [['clients', 'unblock', 'not-an-address']],
+      [['workspaces', 'export', 'acme', '--out', taken], {}, 'ALREADY_EXISTS'],
+      [['workspaces', 'export', 'acme', '--out', missingDirectory]],
+      [['workspaces', 'export', 'acme', '--out', underAFile]],
+      [key('--key-file', taken), {}, 'ALREADY_EXISTS'],
+      [key('--key-file', missingDirectory)],
+      [key('--key-file', underAFile)],
+      [['keys', 'rotate', 'no-such-key', '--key-file', taken], {}, 'ALREADY_EXISTS'],
+      [['keys', 'rotate', 'no-such-key', '--key-file', missingDirectory]],
+      [['keys', 'rotate', 'no-such-key', '--key-file', underAFile]],
     ];
-    for (const [argv, env = {}] of cases) {
+    for (const [argv, env = {}, code = 'BAD_USER_INPUT'] of cases) {
       for (const store of [down, { DATA_DIR: dataDir }]) {
         const result = await runCaptured([...argv, '--json'], { env: { ...store, ...env }, clock });
-        expect({ argv, store, exit: result.code, code: JSON.parse(result.stderr).error.code }).toEqual({ argv, store, exit: EXIT.failed, code: 'BAD_USER_INPUT' });
+        expect({ argv, store, exit: result.code, code: JSON.parse(result.stderr).error.code }).toEqual({ argv, store, exit: EXIT.failed, code });
       }
     }
+    expect(readFileSync(taken, 'utf8')).toBe('kept');
+    rmSync(taken);
     expect((await cliJson('keys', 'list', '--workspace', 'acme')).map((key: { name: string }) => key.name)).not.toContain('x');
   });
 
