@@ -114,6 +114,12 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   // read, a body over the limit), until the rest of the body has been read. Should it never arrive, or arrive
   // malformed, the client error that follows ends the connection without a second answer (a 408 or a 400).
   const answeredBeforeItsBody = new WeakSet<Socket>();
+  // The request each connection has in fastify, until its response is over: a body Node then cannot parse (a bad
+  // chunk, one that stops arriving) is that request's answer, under its id, not another request's.
+  const requestOn = new WeakMap<Socket, FastifyReply>();
+  // Responses answered on their socket that way, with the status they were answered: they end without finishing,
+  // not cut short, and what fastify was still doing for the request (a key being checked) may set another.
+  const answeredByTheParser = new WeakMap<ServerResponse, number>();
 
   const app = Fastify({
     logger: deps.logger ?? loggerOptions(config, deps.logDestination),
@@ -155,13 +161,26 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
         socket.destroy();
         return;
       }
+      const { status, body } = clientError(error.code);
+      const reply = requestOn.get(socket);
+      if (reply !== undefined && !reply.raw.headersSent) {
+        // Its head was read: it has its `incoming request` line, and gets its `request completed` here, where the
+        // response closing counts it, with its method and route.
+        reply.request.refusal = body.code;
+        reply.code(status);
+        answeredByTheParser.set(reply.raw, status);
+        if (socket.writable) socket.write(clientErrorResponse(error.code, reply.request.id));
+        reply.log.info({ res: reply, responseTime: reply.elapsedTime, code: error.code }, 'request completed');
+        socket.destroy();
+        return;
+      }
       const requestId = randomUUID();
       // A client too slow to send its request in time (a bad link, often) did nothing malformed.
-      const timedOut = clientError(error.code).status === 408;
+      const timedOut = status === 408;
       app.log.info({ reqId: requestId, code: error.code }, timedOut ? 'request timed out before it arrived in full' : 'malformed HTTP request refused');
       if (socket.writable) {
         socket.write(clientErrorResponse(error.code, requestId));
-        deps.metrics.malformedRequest(clientError(error.code).status);
+        deps.metrics.malformedRequest(status);
       }
       socket.destroy();
     },
@@ -203,12 +222,14 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     const reply = this[REPLY]!;
     const { request } = reply;
     deps.inFlight.ended(request);
-    const status = this.writableFinished ? reply.statusCode : CUT_SHORT_STATUS;
+    if (requestOn.get(request.raw.socket) === reply) requestOn.delete(request.raw.socket);
+    const status = answeredByTheParser.get(this) ?? (this.writableFinished ? reply.statusCode : CUT_SHORT_STATUS);
     // The route template, never the raw URL: label values must stay few.
     deps.metrics.observeRequest(request.method, request.routeOptions.url ?? 'unmatched', status, reply.elapsedTime / 1000);
   }
   app.addHook('onRequest', (request, reply, done) => {
     deps.inFlight.started(request);
+    requestOn.set(request.raw.socket, reply);
     (reply.raw as ServerResponse & { [REPLY]?: FastifyReply })[REPLY] = reply;
     // A response closes once: `on`, which, unlike `once`, wraps nothing.
     reply.raw.on('close', responseClosed);

@@ -252,6 +252,51 @@ describe('logs', () => {
     }
   });
 
+  it('logs each request answered outside the routes once, under the id it was answered with, and none of its secrets', async () => {
+    const secrets = `Authorization: Bearer ${ws.key}\r\nCookie: session=hunter2-cookie\r\n`;
+    const path = `/campaigns/duplicate?api_key=${ws.key}&token=hunter2-token`;
+    const post = `POST ${path} HTTP/1.1\r\nHost: x\r\n${secrets}Content-Type: application/json\r\n`;
+    const cases = [
+      { name: 'a malformed header', raw: `${post}Bad Header: 1\r\n\r\n`, status: 400, lines: ['malformed HTTP request refused'] },
+      { name: 'headers over the limit', raw: `${post}X-Big: ${'a'.repeat(20_000)}\r\n\r\n`, status: 431, lines: ['malformed HTTP request refused'] },
+      { name: 'an expectation', raw: `${post}Expect: the-moon\r\nContent-Length: 2\r\n\r\n{}`, status: 417, lines: ['request with an expectation the gateway cannot meet refused'] },
+      { name: 'a body over the limit', raw: `${post}Content-Length: 999999999\r\n\r\n{`, status: 413, lines: ['incoming request', 'request completed'] },
+      { name: 'a malformed chunk', raw: `${post}Transfer-Encoding: chunked\r\n\r\nzz\r\n`, status: 400, lines: ['incoming request', 'request completed'] },
+      {
+        // Answered while its key is still being checked.
+        name: 'a malformed chunk without a key',
+        raw: `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n`,
+        status: 400,
+        lines: ['incoming request', 'request completed'],
+      },
+      {
+        name: 'chunk extensions over the limit',
+        raw: `${post}Transfer-Encoding: chunked\r\n\r\n1;${'e'.repeat(20_000)}\r\n`,
+        status: 413,
+        lines: ['incoming request', 'request completed'],
+      },
+    ];
+    for (const [index, { name, raw, status, lines }] of cases.entries()) {
+      sink.text = '';
+      const { head } = await rawHttp(gateway.baseUrl, raw);
+      expect(head, name).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
+      const requestId = /\r\nx-request-id: ([^\r]+)/i.exec(head)![1];
+      await waitFor(async () => sink.lines().some((line) => line.reqId === requestId && line.msg === lines.at(-1)));
+      // A request after it, answered in full, leaves time for any line it caused late.
+      await http(gateway.baseUrl, 'GET', '/nowhere', { headers: { 'x-request-id': `after-${index}` } });
+      await completed(`after-${index}`);
+      const written = sink.lines().filter((line) => line.reqId !== `after-${index}`);
+      expect(written.map((line) => [line.reqId, line.msg]), name).toEqual(lines.map((msg) => [requestId, msg]));
+      if (lines.at(-1) === 'request completed') {
+        expect(written.at(-1), name).toMatchObject({ res: { statusCode: status, method: 'POST', route: '/campaigns/duplicate' }, responseTime: expect.any(Number) });
+        // The parser's error code, as on the line of a request whose head it could not parse.
+        if (name.includes('chunk')) expect(written.at(-1)?.code, name).toMatch(/^HPE_/);
+      }
+      expect(sink.text, name).not.toContain(ws.key.slice(4));
+      expect(sink.text, name).not.toMatch(/hunter2/);
+    }
+  });
+
   it('logs a request Node cannot parse under the id it was answered with, and nothing of what it sent', async () => {
     const { head } = await rawHttp(gateway.baseUrl, 'GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer hunter2-secret\r\nBad Header: 1\r\n\r\n');
     const requestId = /\r\nx-request-id: ([^\r]+)/i.exec(head)?.[1];

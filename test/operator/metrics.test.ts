@@ -9,7 +9,7 @@ import { CHANNELS, type DuplicationJob } from '../../src/domain/types.js';
 import { GatewayMetrics } from '../../src/http/metrics.js';
 import { ManualClock } from '../support/clock.js';
 import { startFakeBraze } from '../support/fake-braze.js';
-import { bearer, graphql, http, json, metricSample as sample, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
+import { bearer, graphql, http, json, metricSample as sample, rawHttp, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
 import { transports } from '../support/transports.js';
 
 const scrape = async (gateway: TestGateway) => {
@@ -204,6 +204,25 @@ describe('GET /metrics outside upstream mode', () => {
     expect(answer).toMatch(/^HTTP\/1\.1 400 /);
     const text = await scrape(gateway);
     expect(sample(text, 'gateway_http_requests_total', { method: 'unknown', route: 'unmatched', status_code: '400' })).toBe(1);
+  });
+
+  it('counts a request whose body Node could not parse once, with its route and the status it was answered', async () => {
+    const unmatched = { method: 'unknown', route: 'unmatched', status_code: '400' };
+    const unmatchedBefore = sample(await scrape(gateway), 'gateway_http_requests_total', unmatched);
+    const { key } = await gateway.workspace();
+    // With a key, and without one, whose refusal is still being decided when the malformed chunk arrives.
+    for (const [count, authorization] of [`Authorization: Bearer ${key}\r\n`, ''].entries()) {
+      const { head } = await rawHttp(
+        gateway.baseUrl,
+        `POST /campaigns/duplicate HTTP/1.1\r\nHost: x\r\n${authorization}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n`,
+      );
+      expect(head).toMatch(/^HTTP\/1\.1 400 /);
+      const counted = { method: 'POST', route: '/campaigns/duplicate', status_code: '400' };
+      await waitFor(async () => sample(await scrape(gateway), 'gateway_http_requests_total', counted) === count + 1);
+    }
+    const text = await scrape(gateway);
+    for (const status of ['401', '499']) expect(sample(text, 'gateway_http_requests_total', { method: 'POST', route: '/campaigns/duplicate', status_code: status })).toBeUndefined();
+    expect(sample(text, 'gateway_http_requests_total', unmatched)).toBe(unmatchedBefore);
   });
 
   it('names the version of the build and of Node', async () => {

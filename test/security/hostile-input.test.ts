@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import { Client, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bearer, http, json, rawConnection, rawHttp, recordingLogger, startGateway, type HttpResult, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { bearer, http, json, rawConnection, rawHttp, recordingLogger, startGateway, waitFor, type HttpResult, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { assertStoreConsistent } from '../support/store-checks.js';
 import { DUPLICATE_MUTATION } from '../support/transports.js';
 
@@ -377,9 +377,15 @@ describe('slow senders', () => {
   afterAll(() => gw.close());
 
   it.each([
-    { part: 'body', head: () => `POST /campaigns/duplicate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Bearer ${ws.key}\r\nContent-Length: 1000\r\n\r\n{`, drip: ' ' },
-    { part: 'headers', head: () => 'POST /campaigns/duplicate HTTP/1.1\r\nHost: x\r\n', drip: 'X-Drip: 1\r\n' },
-  ])('answers 408 and hangs up when the $part of a request keeps trickling in past REQUEST_TIMEOUT_SECONDS', async ({ head, drip }) => {
+    {
+      part: 'body',
+      head: () => `POST /campaigns/duplicate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Bearer ${ws.key}\r\nContent-Length: 1000\r\n\r\n{`,
+      drip: ' ',
+      // Its head was read: it is logged as every request is, under its own id.
+      logged: { msg: 'request completed', res: { statusCode: 408 } },
+    },
+    { part: 'headers', head: () => 'POST /campaigns/duplicate HTTP/1.1\r\nHost: x\r\n', drip: 'X-Drip: 1\r\n', logged: { msg: 'request timed out before it arrived in full' } },
+  ])('answers 408 and hangs up when the $part of a request keeps trickling in past REQUEST_TIMEOUT_SECONDS', async ({ head, drip, logged }) => {
     const connection = rawConnection(gw.baseUrl);
     connection.send(head());
     // A few bytes now and then, as a slow sender keeps a connection from looking idle; then nothing, so that
@@ -390,8 +396,8 @@ describe('slow senders', () => {
     expect(answerHead).toMatch(/^HTTP\/1\.1 408 /);
     expect(JSON.parse(body)).toEqual({ message: 'Request timeout', code: 'REQUEST_TIMEOUT' });
     const requestId = /^x-request-id: (.+)$/im.exec(answerHead)?.[1];
-    const line = logs.lines.map((text) => JSON.parse(text)).find((entry) => entry.reqId === requestId);
-    expect(line).toMatchObject({ level: 30, msg: 'request timed out before it arrived in full', code: 'ERR_HTTP_REQUEST_TIMEOUT' });
+    const line = await waitFor(async () => logs.lines.map((text) => JSON.parse(text)).find((entry) => entry.reqId === requestId && entry.msg === logged.msg));
+    expect(line).toMatchObject({ level: 30, code: 'ERR_HTTP_REQUEST_TIMEOUT', ...logged });
   });
 
   it('answers a request refused before its body has arrived once: no 408 follows when the rest never comes', async () => {
