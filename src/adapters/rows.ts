@@ -236,13 +236,21 @@ export function listJobsSql(filter: JobFilter, first: number, beforeId: string |
 /** The due time of the pending job due longest ago, and the time it is due by; `now` is SQL for the time. */
 export const oldestDueJobSql = (now: string): string => `SELECT MIN(run_at) AS run_at, ${now} AS now FROM jobs WHERE status = 'PENDING' AND run_at <= ${now}`;
 
+/** The pending jobs put there not due yet (`waiting`) whose time, `now`, has come. */
+const dueWaitingJobs = (now: string): string => `status = 'PENDING' AND waiting = true AND run_at <= ${now}`;
+
 /**
  * Makes due the pending jobs put there not due yet (`waiting`: retried, deferred) whose time has come, so that a
  * claim finds them in jobs_turn, and claims never step over the jobs still waiting. One seek on jobs_waiting: its
  * cost is the number of jobs that became due, not the number waiting. `now` is its one parameter, in the store's
- * placeholder. Running it twice at once is harmless.
+ * placeholder. Running it twice at once is correct, though not harmless on PostgreSQL (see its store's promoteDueJobs).
  */
-export const promoteDueJobsSql = (now: string): string => `UPDATE jobs SET waiting = false WHERE status = 'PENDING' AND waiting = true AND run_at <= ${now}`;
+export const promoteDueJobsSql = (now: string): string => `UPDATE jobs SET waiting = false WHERE ${dueWaitingJobs(now)}`;
+/**
+ * A job promoteDueJobsSql would make due, if any, read without locking it. In the order of jobs_waiting, so that it is one
+ * seek there: as EXISTS, planned to stop at the first row it finds, it read every due job instead.
+ */
+export const anyJobToPromoteSql = (now: string): string => `SELECT run_at FROM jobs WHERE ${dueWaitingJobs(now)} ORDER BY run_at LIMIT 1`;
 
 /** A column whose value the INSERT reads from the database: SQL taking one parameter (`param`, given its placeholder). */
 export interface ReadColumn {

@@ -1,8 +1,10 @@
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { postgresLimiters } from '../../src/adapters/limiter-backends.js';
 import type { PostgresStore } from '../../src/adapters/postgres/store.js';
-import { apiKeyFixture, at, eventFixture, workspaceFixture } from '../support/fixtures.js';
+import { apiKeyFixture, at, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
 import { createTestSchema, openPostgresStore, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
+import { waitFor } from '../support/wait.js';
 import { storeContract } from './store.contract.js';
 
 const schemas = new Map<PostgresStore, Awaited<ReturnType<typeof createTestSchema>>>();
@@ -70,6 +72,48 @@ describe.skipIf(skipWithoutPostgres)('postgres', () => {
       );
     } finally {
       await store.close();
+      await schema.drop();
+    }
+  });
+
+  it('lets a claim take due jobs while two instances make waiting jobs due at once and one still waits on a locked job', async () => {
+    const schema = await createTestSchema();
+    const [store, second] = [openPostgresStore(schema.url, schema.schema), openPostgresStore(schema.url, schema.schema)];
+    const lockers = [new pg.Client({ connectionString: schema.url }), new pg.Client({ connectionString: schema.url })];
+    try {
+      await store.migrate();
+      const workspace = workspaceFixture();
+      await store.createWorkspace(workspace);
+      // Jobs 1 to 29 are retries, waiting until their time; 29's comes later than the others'.
+      const jobs = Array.from({ length: 30 }, (_, i) => jobFixture(workspace.id, { runAt: at(i === 29 ? 5000 : i) }));
+      for (const job of jobs) await store.enqueueJob(job, eventFixture(workspace.id, { jobId: job.id }));
+      const pids = await Promise.all(
+        lockers.map(async (locker, i) => {
+          await locker.connect();
+          await locker.query(`SET search_path = ${schema.schema}`);
+          await locker.query('BEGIN');
+          await locker.query('SELECT FROM jobs WHERE id = $1 FOR UPDATE', [jobs[28 + i].id]);
+          return Number((await locker.query('SELECT pg_backend_pid() AS pid')).rows[0].pid);
+        }),
+      );
+      const blockedBy = (pid: number) =>
+        withAdmin(async (client) => (await client.query('SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [pid])).rows[0]?.pid as number | undefined);
+      // One instance makes 1 to 28 due and waits on 28; another, whose time has 29 due as well, waits behind it.
+      const first = store.claimJobs('first', 5, at(100), at(60_000));
+      const firstPid = await waitFor(() => blockedBy(pids[0]));
+      const later = second.claimJobs('later', 5, at(10_000), at(60_000));
+      await waitFor(() => blockedBy(firstPid));
+      await lockers[0].query('COMMIT');
+      expect((await first).map((job) => job.id)).toEqual(jobs.slice(0, 5).map((job) => job.id));
+      // The later one, its jobs made due by the first, now waits on 29.
+      await waitFor(() => blockedBy(pids[1]));
+      // Jobs 5 to 28 are due, pending, and claimed by nobody: a claim takes them rather than skip them all.
+      expect((await second.claimJobs('next', 5, at(100), at(60_000))).map((job) => job.id)).toEqual(jobs.slice(5, 10).map((job) => job.id));
+      await lockers[1].query('COMMIT');
+      expect(await later).toHaveLength(5);
+    } finally {
+      await Promise.all(lockers.map((locker) => locker.end()));
+      await Promise.all([store.close(), second.close()]);
       await schema.drop();
     }
   });

@@ -14,6 +14,7 @@ import type {
   Workspace,
 } from '../../domain/types.js';
 import {
+  anyJobToPromoteSql,
   apiKeyToRow,
   campaignToRow,
   claimedJobs,
@@ -183,6 +184,17 @@ async function migrationRefused(client: pg.ClientBase, error: Error, from: numbe
 }
 /** With the workspace's hash, the key of the lock that puts its events in order (the two-number key space). */
 export const EVENT_ORDER_LOCK = 0x6367_7702;
+/** With the schema's hash, the key of the lock that lets one claim at a time make waiting jobs due (promoteDueJobs). */
+export const PROMOTE_LOCK = 0x6367_7703;
+
+/**
+ * Takes the transaction's advisory lock `key`, `second` (SQL, from `$2` on) the second half of its key. It waits as long
+ * as the statement timeout lets it, whatever the role's lock_timeout (see insertEventWith), which it sets in the
+ * lock's own statement to cost no round trip.
+ */
+async function waitForLock(client: pg.ClientBase, key: number, second: string, values: unknown[] = []): Promise<void> {
+  await client.query(`SELECT pg_advisory_xact_lock($1, ${second}) FROM (SELECT set_config('lock_timeout', '0', true)) AS unbounded`, [key, ...values]);
+}
 
 /** Where a page starts, as one upper bound on `seq`: a cursor's row, or a sequence number. */
 function pageBound(table: 'campaigns' | 'security_events', options: ListOptions, param: (value: unknown) => string): string {
@@ -628,13 +640,13 @@ export class PostgresStore implements GatewayStore {
    * skipped, not waited for. FOR UPDATE cannot sit under a UNION, hence one locking CTE per kind of runnable job;
    * their UNION ALL gives the expired ones first. Concurrent claims wait for each other only on the clock's row,
    * and only those that move it, after their jobs are taken. The waiting jobs whose time has come are made due
-   * first, in a statement of their own: a data-modifying CTE's changes are invisible to the rest of its statement.
+   * first (promoteDueJobs): a data-modifying CTE's changes are invisible to the rest of its statement.
    * `run_at <= $3` stays, so that no job is taken early whatever its flag. An expired lease's owner is read as its
    * row is locked, so that the worker can say whose run it took over.
    */
   async claimJobs(owner: string, limit: number, now: Date, leaseExpiresAt: Date): Promise<ClaimedJob[]> {
     const clock = this.jobClock(now);
-    await this.count(promoteDueJobsSql(jobTime('$1')), [clock]);
+    await this.promoteDueJobs(clock);
     const rows = await this.rows(
       `WITH expired AS (
          SELECT id, lease_owner FROM jobs WHERE status = 'RUNNING' AND lease_expires_at < ${jobTime('$3')}
@@ -656,6 +668,21 @@ export class PostgresStore implements GatewayStore {
       [owner, leaseExpiresAt.getTime() - now.getTime(), clock, limit],
     );
     return claimedJobs(rows).jobs;
+  }
+
+  /**
+   * Makes due the waiting jobs whose time has come, one claim at a time, and only when there are some. Two
+   * promotions at once are not harmless: the one that waited for the other re-checks every row the other made
+   * due, and an UPDATE locks each row it re-checks until its transaction ends, due or not. Claims skip locked
+   * rows, so for as long as it went on (waiting on any one row) they took none of the due jobs it had re-checked.
+   * After the lock, the statement's snapshot is taken: it sees the jobs made due while it waited, and leaves them alone.
+   */
+  private async promoteDueJobs(clock: Date | null): Promise<void> {
+    if ((await this.rows(anyJobToPromoteSql(jobTime('$1')), [clock])).length === 0) return;
+    await transaction(this.pool, async (client) => {
+      await waitForLock(client, PROMOTE_LOCK, 'hashtext(current_schema())');
+      await this.count(promoteDueJobsSql(jobTime('$1')), [clock], client);
+    });
   }
 
   async finishJob(jobId: string, owner: string, outcome: JobOutcome, now: Date): Promise<boolean> {
@@ -800,10 +827,7 @@ export class PostgresStore implements GatewayStore {
    * no round trip.
    */
   private async insertEventWith(client: pg.PoolClient, event: NewSecurityEvent): Promise<void> {
-    await client.query(`SELECT pg_advisory_xact_lock($1, hashtext($2)) FROM (SELECT set_config('lock_timeout', '0', true)) AS unbounded`, [
-      EVENT_ORDER_LOCK,
-      event.workspaceId,
-    ]);
+    await waitForLock(client, EVENT_ORDER_LOCK, 'hashtext($2)', [event.workspaceId]);
     await this.insert(client, 'security_events', eventToRow(event, PG));
   }
 
