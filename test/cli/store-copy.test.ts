@@ -1,3 +1,4 @@
+import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { chmodSync, chownSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -58,6 +59,13 @@ const finished = (baseUrl: string, key: string, jobId: string) =>
 
 /** Modes do not bind root: as root, the CLI whose access they are to refuse runs as nobody, whom they bind. */
 const LOCKED_OUT = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : undefined;
+
+/** Whether a statement in the database of `url` waits on a lock (asked on a connection of its own, with its own snapshot). */
+const waitingOnLock = (url: string) =>
+  withAdmin(async (client) => {
+    const { rows } = await client.query(`SELECT count(*)::int AS waiting FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`);
+    return rows[0].waiting > 0;
+  }, url);
 
 const tableCounts = (url: string) =>
   withAdmin(async (client) => {
@@ -335,8 +343,9 @@ describe.skipIf(skipWithoutPostgres)('store copy', () => {
   });
 
   /**
-   * An embedded store of a small workspace, whose line says the copy is under way, then one large enough (20,000 jobs,
-   * 40,000 events) to be still copying when something is done to the copy after that line.
+   * An embedded store of a small workspace without jobs, whose line says the copy is under way, then one of 20,000
+   * jobs and 40,000 events, of many pages: a copy that stops at one of them holds part of the store. How far the copy
+   * gets before the test acts is not left to the machine's speed: see whileCopyWaitsOn.
    */
   async function twoWorkspaces() {
     const dataDir = mkdtempSync(join(tmpdir(), 'cgw-copy-large-'));
@@ -346,15 +355,49 @@ describe.skipIf(skipWithoutPostgres)('store copy', () => {
     return dataDir;
   }
 
+  /**
+   * `table` of the target `url` locked before a copy starts, so that the copy waits on it when it comes to the
+   * table, however fast the machine and however late the test acts. The function it returns does `during` once the
+   * copy waits, then releases the lock.
+   */
+  async function whileCopyWaitsOn(url: string, table: ExportTable) {
+    await (await createStore({ ...loadConfig({}), databaseUrl: url }, { olderSchema: 'upgrade' })).close();
+    const locker = new pg.Client({ connectionString: url });
+    await locker.connect();
+    cleanups.push(() => locker.end());
+    await locker.query(`BEGIN; LOCK TABLE ${table} IN ACCESS EXCLUSIVE MODE`);
+    const { pid } = (await locker.query('SELECT pg_backend_pid() AS pid')).rows[0];
+    return async (during: (locker: { pid: number }) => Promise<void>) => {
+      try {
+        await waitFor(() => waitingOnLock(url));
+        await during({ pid });
+      } finally {
+        await locker.query('COMMIT');
+      }
+    };
+  }
+
+  /** `signal` sent to `child`, then its line that it stops awaited (or its end, should it never say so). */
+  async function signalled(child: ChildProcess, signal: NodeJS.Signals) {
+    let stderr = '';
+    child.stderr!.on('data', (text: string) => (stderr += text));
+    child.kill(signal);
+    await waitFor(async () => stderr.includes(`${signal}: stopping after`) || child.exitCode !== null || child.signalCode !== null);
+  }
+
   it('says what ended the connection when the target database goes away mid-copy', async () => {
     const dataDir = await twoWorkspaces();
     const { url } = await target();
     const database = new URL(url).pathname.slice(1);
+    // "a-small" has no jobs: the copy waits at the first page of "b-large"'s, mid-copy, when the database goes away.
+    const held = await whileCopyWaitsOn(url, 'jobs');
     const failed = await cliProcessActedOn(['store', 'copy', '--to', url], { DATA_DIR: dataDir }, /\n {2}"a-small": /, () =>
-      withAdmin(async (client) => {
-        await client.query(`ALTER DATABASE ${database} ALLOW_CONNECTIONS false`);
-        await client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [database]);
-      }),
+      held((locker) =>
+        withAdmin(async (client) => {
+          await client.query(`ALTER DATABASE ${database} ALLOW_CONNECTIONS false`);
+          await client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid NOT IN (pg_backend_pid(), $2)', [database, locker.pid]);
+        }),
+      ),
     );
     expect(failed.code, failed.stderr).toBe(EXIT.failed);
     // The server's words and code, not the gateway's "Service unavailable"; each sentence starts with a capital.
@@ -373,7 +416,9 @@ describe.skipIf(skipWithoutPostgres)('store copy', () => {
     const dataDir = await twoWorkspaces();
     const { url } = await target();
 
-    const stopped = await cliProcessActedOn(['store', 'copy', '--to', url], { DATA_DIR: dataDir }, /\n {2}"a-small": /, (child) => child.kill(signal), via);
+    // Told while it waits to write the first page of "b-large"'s jobs ("a-small" has none): that page, and no other.
+    const held = await whileCopyWaitsOn(url, 'jobs');
+    const stopped = await cliProcessActedOn(['store', 'copy', '--to', url], { DATA_DIR: dataDir }, /\n {2}"a-small": /, (child) => held(() => signalled(child, signal)), via);
     expect(stopped.code, stopped.stderr).toBe(exit);
     const database = new URL(url).pathname.slice(1);
     expect(stopped.stderr).toContain(`\n${signal}: stopping after the page being written…\n`);
@@ -396,27 +441,9 @@ describe.skipIf(skipWithoutPostgres)('store copy', () => {
     const dataDir = await embeddedSource();
     const { url } = await target();
     const database = new URL(url).pathname.slice(1);
-    await (await createStore({ ...loadConfig({}), databaseUrl: url }, { olderSchema: 'upgrade' })).close();
-    const locker = new pg.Client({ connectionString: url });
-    await locker.connect();
-    cleanups.push(() => locker.end());
-    // Held until the signal is told: the count of idempotency_keys waits on it meanwhile, however fast the machine.
-    await locker.query('BEGIN; LOCK TABLE idempotency_keys IN ACCESS EXCLUSIVE MODE');
-
-    const stopped = await cliProcessActedOn(['store', 'copy', '--to', url], { DATA_DIR: dataDir }, /\n {2}"acme": /, async (child) => {
-      let stderr = '';
-      child.stderr!.on('data', (text: string) => (stderr += text));
-      try {
-        await waitFor(async () => {
-          const { rows } = await withAdmin((client) => client.query(`SELECT count(*)::int AS waiting FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`), url);
-          return rows[0].waiting > 0;
-        });
-        child.kill(signal);
-        await waitFor(async () => stderr.includes(`${signal}: stopping after`));
-      } finally {
-        await locker.query('COMMIT');
-      }
-    });
+    // Told while the count of idempotency_keys waits.
+    const held = await whileCopyWaitsOn(url, 'idempotency_keys');
+    const stopped = await cliProcessActedOn(['store', 'copy', '--to', url], { DATA_DIR: dataDir }, /\n {2}"acme": /, (child) => held(() => signalled(child, signal)));
     expect(stopped.code, stopped.stderr).toBe(exit);
     expect(stopped.stderr).toContain("\nEvery row written: counting each table's rows in both stores…\n");
     expect(stopped.stderr).toContain(`\n${signal}: stopping after the table being counted…\n`);
@@ -536,8 +563,7 @@ describe.skipIf(skipWithoutPostgres)('store copy', () => {
     await waitFor(async () => {
       if (settled) return true;
       // Not on the locker's connection: its transaction would see one snapshot of pg_stat_activity.
-      const { rows } = await withAdmin((client) => client.query(`SELECT count(*)::int AS waiting FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`), url);
-      return rows[0].waiting > 0;
+      return waitingOnLock(url);
     });
     await locker.query('COMMIT');
     expect(await counting).toEqual({ ofWorkspaces: 0, orphaned: 0 });
