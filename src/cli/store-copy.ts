@@ -86,22 +86,33 @@ export class CopyInterrupted extends Error {
 }
 
 /**
+ * How long after the first signal another is taken for the same one: a terminal's Ctrl-C goes to the whole process
+ * group, so `npm run cli` both receives it and hands it on, and the copy gets it twice within milliseconds.
+ */
+const SAME_SIGNAL_MS = 1_000;
+
+/**
  * Runs `copy` with SIGINT and SIGTERM told to it rather than ending the process, which would leave a partial
  * target without a word: the copy stops after the page it is writing (or, once it is `counting`, the table it is
- * counting) and says how to start again. A second signal of the same kind ends the process at once.
+ * counting) and says how to start again. Another signal, a second or more after the first, ends the process at once.
  */
 async function stoppableBySignals<T>(
   stderr: (text: string) => void,
   copy: (signals: { stopped: () => string | undefined; counting: () => void }) => Promise<T>,
 ): Promise<T> {
   let signal: NodeJS.Signals | undefined;
+  let receivedAt = 0;
   let after = 'the page being written';
   const stop = (received: NodeJS.Signals) => {
-    if (signal !== undefined) return;
-    signal = received;
-    stderr(`${received}: stopping after ${after}…\n`);
+    if (signal === undefined) {
+      signal = received;
+      receivedAt = performance.now();
+      stderr(`${received}: stopping after ${after}…\n`);
+      return;
+    }
+    if (performance.now() - receivedAt >= SAME_SIGNAL_MS) process.exit(128 + constants.signals[received]);
   };
-  process.once('SIGINT', stop).once('SIGTERM', stop);
+  process.on('SIGINT', stop).on('SIGTERM', stop);
   try {
     return await copy({ stopped: () => signal, counting: () => (after = 'the table being counted') });
   } finally {

@@ -2,6 +2,7 @@ import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { chmodSync, chownSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { setTimeout } from 'node:timers/promises';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import pg from 'pg';
@@ -377,11 +378,15 @@ describe.skipIf(skipWithoutPostgres)('store copy', () => {
     };
   }
 
-  /** `signal` sent to `child`, then its line that it stops awaited (or its end, should it never say so). */
-  async function signalled(child: ChildProcess, signal: NodeJS.Signals) {
+  /**
+   * `signal` sent to `child` (or to its whole process group), then its line that it stops awaited (or its end, should
+   * it never say so).
+   */
+  async function signalled(child: ChildProcess, signal: NodeJS.Signals, toGroup = false) {
     let stderr = '';
     child.stderr!.on('data', (text: string) => (stderr += text));
-    child.kill(signal);
+    if (toGroup) process.kill(-child.pid!, signal);
+    else child.kill(signal);
     await waitFor(async () => stderr.includes(`${signal}: stopping after`) || child.exitCode !== null || child.signalCode !== null);
   }
 
@@ -412,13 +417,15 @@ describe.skipIf(skipWithoutPostgres)('store copy', () => {
     ['SIGTERM', 143, 'node'],
     // npm's own process signalled: its script hands the signal on, so the copy does not go on behind npm's exit.
     ['SIGTERM', 143, 'npm'],
+    // A terminal's Ctrl-C: the copy gets it from the terminal and again from npm, and takes the two for one.
+    ['SIGINT', 130, 'npm in its own process group'],
   ] as const)('stops on %s after the page it writes, saying what the target holds and how to start again (exit %i, run by %s)', async (signal, exit, via) => {
     const dataDir = await twoWorkspaces();
     const { url } = await target();
 
     // Told while it waits to write the first page of "b-large"'s jobs ("a-small" has none): that page, and no other.
     const held = await whileCopyWaitsOn(url, 'jobs');
-    const stopped = await cliProcessActedOn(['store', 'copy', '--to', url], { DATA_DIR: dataDir }, /\n {2}"a-small": /, (child) => held(() => signalled(child, signal)), via);
+    const stopped = await cliProcessActedOn(['store', 'copy', '--to', url], { DATA_DIR: dataDir }, /\n {2}"a-small": /, (child) => held(() => signalled(child, signal, via === 'npm in its own process group')), via);
     expect(stopped.code, stopped.stderr).toBe(exit);
     const database = new URL(url).pathname.slice(1);
     expect(stopped.stderr).toContain(`\n${signal}: stopping after the page being written…\n`);
@@ -431,6 +438,25 @@ describe.skipIf(skipWithoutPostgres)('store copy', () => {
     const source = new Database(databaseFile(dataDir), { readonly: true });
     expect(source.prepare('SELECT count(*) FROM jobs').pluck().get()).toBe(20_000);
     source.close();
+  }, 60_000);
+
+  it('ends at once on a second signal a second or more after the first, the target still marked', async () => {
+    const dataDir = await twoWorkspaces();
+    const { url } = await target();
+    const held = await whileCopyWaitsOn(url, 'jobs');
+    const ended = await cliProcessActedOn(['store', 'copy', '--to', url], { DATA_DIR: dataDir }, /\n {2}"a-small": /, (child) =>
+      held(async () => {
+        await signalled(child, 'SIGINT');
+        // The copy still waits on the lock: only the second signal can end it now. Sooner, it would be the same one.
+        await setTimeout(1_000);
+        child.kill('SIGINT');
+        await waitFor(async () => child.exitCode !== null || child.signalCode !== null);
+      }),
+    );
+    expect(ended.code, ended.stderr).toBe(130);
+    expect(ended.stderr).toContain('\nSIGINT: stopping after the page being written…\n');
+    expect(ended.stderr).not.toContain('the copy stopped');
+    expect(await jsonError(dataDir, 'store', 'copy', '--to', url)).toMatchObject({ exit: EXIT.failed, code: 'BAD_USER_INPUT', message: expect.stringContaining(' holds part of a store') });
   }, 60_000);
 
   it.each([

@@ -67,18 +67,21 @@ export function cliProcessWithoutStdout(stdout: 'ignore' | 'closed', argv: strin
 /**
  * cliProcess, with `act` done to it once its stderr matches `when` (a line of progress): a signal sent, as an
  * operator's Ctrl-C or a `kill`, or its database taken away. `via: 'npm'` starts it as `npm run -s cli --`, so
- * that `act` is done to npm's process, as a supervisor or a CI job's cancel does to the process it started.
+ * that `act` is done to npm's process, as a supervisor or a CI job's cancel does to the process it started;
+ * `via: 'npm in its own process group'` too, in a process group of its own, as a terminal starts a command, for `act`
+ * to signal the whole group as a terminal's Ctrl-C does.
  */
 export function cliProcessActedOn(
   argv: string[],
   env: Record<string, string>,
   when: RegExp,
   act: (child: ChildProcess) => unknown,
-  via: 'node' | 'npm' = 'node',
+  via: 'node' | 'npm' | 'npm in its own process group' = 'node',
 ): Promise<CliRun> {
-  const [command, args] = via === 'npm' ? ['npm', ['run', '-s', 'cli', '--', ...argv]] : [process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...argv]];
+  const [command, args] = via === 'node' ? [process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...argv]] : ['npm', ['run', '-s', 'cli', '--', ...argv]];
   return new Promise((done) => {
     const child = spawn(command, args, {
+      detached: via === 'npm in its own process group',
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? '', HOME: tmpdir(), ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
