@@ -52,7 +52,8 @@ export const openPostgresStore = (url: string, schema?: string) => new PostgresS
 export function readmeGrants(names: { runtime: string; owner: string; schema: string; database: string; password: string }): string {
   const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
   const section = readme.slice(readme.indexOf('### PostgreSQL roles'));
-  const sql = /```sql\n([\s\S]*?)```/.exec(section)![1];
+  // The block that grants the runtime role; the one before it makes the database, its owner and the schema.
+  const sql = [...section.matchAll(/```sql\n([\s\S]*?)```/g)].map((block) => block[1]).find((block) => block.includes('CREATE ROLE gateway_app'))!;
   return sql
     .replace(/'change me'/g, `'${names.password}'`)
     .replace(/\bgateway_app\b/g, names.runtime)
