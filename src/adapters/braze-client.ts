@@ -19,6 +19,14 @@ export interface BrazeClientOptions {
   clock?: Clock;
   logger?: { info(object: object, message: string): void; warn(object: object, message: string): void; error(object: object, message: string): void };
   observer?: UpstreamObserver;
+  /** The longest wait an upstream's time (Retry-After, X-RateLimit-Reset) is followed for: longer ones are cut to it. */
+  maxWait: UpstreamWaitBounds;
+}
+
+/** See `maxWait`: a 429's time holds every upstream call, a 408's or 5xx's only the retry of the call it answered. */
+export interface UpstreamWaitBounds {
+  rateLimitedMs: number;
+  unavailableMs: number;
 }
 
 /** The upstream endpoints the gateway calls: a closed set, so metrics can be labelled by them. */
@@ -47,7 +55,6 @@ const MAX_MESSAGE_LENGTH = 500;
 const MAX_SNIPPET_LENGTH = 200;
 /** A media type as RFC 9110 spells it, so the one named in an error is a type, not arbitrary header text. */
 const MEDIA_TYPE = /^[\w!#$%&'*+.^`|~-]+\/[\w!#$%&'*+.^`|~-]+$/;
-const MAX_RETRY_AFTER_MS = 24 * 60 * 60 * 1000;
 /** How often readiness probes may spend a call to Braze on asking whether a refused key is accepted again. */
 const KEY_RECHECK_MS = 30_000;
 const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
@@ -209,7 +216,7 @@ export class BrazeClient {
     }
     const message = `The upstream answered ${status}${this.describeAnswer(response.headers, text, body)}`;
     if (status === 408 || status === 429 || status >= 500) {
-      const retryAfterMs = this.retryAfterMs(response.headers, status === 429);
+      const retryAfterMs = this.retryAfterMs(call, response.headers, status);
       return this.failed(call, {
         kind: 'unavailable',
         status,
@@ -272,8 +279,11 @@ export class BrazeClient {
     return safe.length > maxLength ? `${safe.slice(0, maxLength)}…` : safe;
   }
 
-  /** Retry-After (seconds or an HTTP date) and, on 429, X-RateLimit-Reset (epoch seconds): the later wins. */
-  private retryAfterMs(headers: Dispatcher.ResponseData['headers'], rateLimited: boolean): number | undefined {
+  /**
+   * Retry-After (seconds or an HTTP date) and, on 429, X-RateLimit-Reset (epoch seconds): the later wins, up to
+   * `maxWait`. A time past it is no upstream's honest wait: followed, one answer would stop duplication for days.
+   */
+  private retryAfterMs(call: CallContext, headers: Dispatcher.ResponseData['headers'], status: number): number | undefined {
     const now = this.clock.now().getTime();
     const candidates: number[] = [];
     const retryAfter = header(headers, 'retry-after');
@@ -281,14 +291,27 @@ export class BrazeClient {
       if (/^\d+$/.test(retryAfter)) candidates.push(Number(retryAfter) * 1000);
       else if (!Number.isNaN(Date.parse(retryAfter))) candidates.push(Date.parse(retryAfter) - now);
     }
-    const reset = header(headers, 'x-ratelimit-reset');
-    if (rateLimited && reset !== undefined && /^\d+(\.\d+)?$/.test(reset)) {
+    const reset = status === 429 ? header(headers, 'x-ratelimit-reset') : undefined;
+    if (reset !== undefined && /^\d+(\.\d+)?$/.test(reset)) {
       const value = Number(reset);
       // Braze sends epoch seconds; a small number can only be seconds from now.
       candidates.push(value > 1e9 ? value * 1000 - now : value * 1000);
     }
     if (candidates.length === 0) return undefined;
-    return Math.min(MAX_RETRY_AFTER_MS, Math.max(0, Math.ceil(Math.max(...candidates))));
+    const askedMs = Math.max(0, Math.ceil(Math.max(...candidates)));
+    const maxMs = status === 429 ? this.options.maxWait.rateLimitedMs : this.options.maxWait.unavailableMs;
+    if (askedMs <= maxMs) return askedMs;
+    if (!call.quiet) {
+      const asked = {
+        ...(retryAfter === undefined ? {} : { retryAfter: this.safeText(retryAfter, MAX_SNIPPET_LENGTH) }),
+        ...(reset === undefined ? {} : { rateLimitReset: this.safeText(reset, MAX_SNIPPET_LENGTH) }),
+      };
+      this.options.logger?.warn(
+        { method: call.method, path: call.path, ...callFields(call), status, asked, askedMs, waitMs: maxMs },
+        'the upstream asked to wait longer than the gateway waits for it; waiting the longest it does instead',
+      );
+    }
+    return maxMs;
   }
 
   private networkFailure(error: unknown, timeoutMs = this.options.timeoutMs): Extract<UpstreamResponse, { kind: 'unavailable' }> {

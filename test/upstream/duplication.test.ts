@@ -241,6 +241,59 @@ describe('upstream mode: what each upstream answer does to a job', () => {
     expect(requestsFor(h, limited.name)).toHaveLength(2);
   });
 
+  /** The warning a clamped upstream time leaves, once per answer: naming what the upstream asked for. */
+  const clampWarnings = (h: Harness, jobId: string) =>
+    h.lines.map((line) => JSON.parse(line)).filter((line) => line.jobId === jobId && /asked to wait longer than the gateway waits/.test(line.msg));
+
+  it.each<[string, (now: Date) => Record<string, string>]>([
+    ['Retry-After as an HTTP date 10 years ahead', (now) => ({ 'retry-after': new Date(at(now, 10 * 365 * 86_400) * 1000).toUTCString() })],
+    ['Retry-After as a number past any clock', () => ({ 'retry-after': '99999999999999999999999' })],
+    ['X-RateLimit-Reset 10 years ahead', (now) => ({ 'x-ratelimit-reset': String(at(now, 10 * 365 * 86_400)) })],
+  ])('429 with %s: every job is held an hour at most, not as long as the upstream asked, and the log says what it asked', async (_, headers) => {
+    const now = h.clock.now();
+    const sent = headers(now);
+    h.fake.script(DUPLICATE, { status: 429, json: { message: 'Rate limit exceeded' }, headers: sent });
+    const limited = await enqueue(h);
+    const job = await until(h, limited.id, retried(1));
+    expect(delayOf(h, job)).toBe(60 * 60_000);
+    expect(await pollAfter(h, limited.id)).toBe('3600');
+    // The shared pause every instance reads holds no longer either.
+    expect((await h.limiter.get(PACER_KEY))!.msBeforeNext).toBeLessThanOrEqual(60 * 60_000);
+    const [warning, ...more] = clampWarnings(h, limited.id);
+    expect(more).toEqual([]);
+    expect(warning).toMatchObject({
+      level: 40,
+      status: 429,
+      asked: sent['retry-after'] ? { retryAfter: sent['retry-after'] } : { rateLimitReset: sent['x-ratelimit-reset'] },
+      waitMs: 60 * 60_000,
+    });
+    expect(warning.askedMs).toBeGreaterThan(365 * 86_400_000);
+
+    await h.limiter.delete(PACER_KEY);
+    advanceTo(h, job.runAt);
+    expect(await until(h, limited.id, finished)).toMatchObject({ status: 'SUCCEEDED', attempts: 2 });
+  });
+
+  it("503 with a Retry-After of 10 years: the job's retry waits the backoff's longest (5 min), and JOB_MAX_ATTEMPTS still ends it", async () => {
+    const answer = { status: 503, json: { message: 'Service Unavailable' }, headers: { 'retry-after': '315360000' } };
+    h.fake.script(DUPLICATE, answer, answer, answer);
+    const { id, name } = await enqueue(h);
+
+    const first = await until(h, id, retried(1));
+    expect(delayOf(h, first)).toBe(5 * 60_000);
+    expect(await pollAfter(h, id)).toBe('300');
+    advanceTo(h, first.runAt);
+    const second = await until(h, id, retried(2));
+    expect(delayOf(h, second)).toBe(5 * 60_000);
+    advanceTo(h, second.runAt);
+
+    expect(await until(h, id, finished)).toMatchObject({ status: 'FAILED', attempts: 3, error: { code: 'UPSTREAM_UNAVAILABLE' } });
+    expect(requestsFor(h, name)).toHaveLength(3);
+    const warnings = clampWarnings(h, id);
+    expect(warnings).toHaveLength(3);
+    expect(warnings[0]).toMatchObject({ status: 503, asked: { retryAfter: '315360000' }, askedMs: 315_360_000_000, waitMs: 5 * 60_000 });
+  });
+
   it("429 with a time shorter than the gateway's window: the job is due when the window ends, its first poll says so, and it is not tried before", async () => {
     h.fake.script(DUPLICATE, { status: 429, json: { message: 'Rate limit exceeded' }, headers: { 'retry-after': '3' } });
     const limited = await enqueue(h);
