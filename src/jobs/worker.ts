@@ -455,7 +455,18 @@ export class JobWorker {
         name: job.name,
         attempts: job.attempts,
         error,
+        ...(this.duplicator.actsOutsideStore ? { upstreamMayHaveActed: mayHaveActed(job, error) } : {}),
       }),
     };
   }
 }
+
+/** Failures after which a call may have reached the upstream, and been carried out, with no answer saying so. */
+const AMBIGUOUS_FAILURES: ReadonlySet<JobErrorCode> = new Set(['UPSTREAM_TIMEOUT', 'UPSTREAM_UNREACHABLE', 'UPSTREAM_UNAVAILABLE']);
+
+/**
+ * Whether a job that failed for good may have been done upstream all the same. Its error names its last attempt
+ * only, and any attempt before that failed transiently, perhaps after the upstream acted (a timeout, a proxy's 502 or
+ * 504): only a job refused or rate limited at its first attempt is known to have made nothing.
+ */
+const mayHaveActed = (job: DuplicationJob, error: JobError): boolean => job.attempts > 1 || AMBIGUOUS_FAILURES.has(error.code);

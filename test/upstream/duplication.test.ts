@@ -174,7 +174,8 @@ describe('upstream mode: what each upstream answer does to a job', () => {
     expect(requestsFor(h, name)).toHaveLength(1);
     const [outcome] = await eventsOf(h, id);
     expect(outcome.type).toBe('CAMPAIGN_DUPLICATION_FAILED');
-    expect(outcome.details).toMatchObject({ attempts: 1, error: { code, message } });
+    // Refused at its only attempt: Braze made nothing, and the event says so.
+    expect(outcome.details).toMatchObject({ attempts: 1, error: { code, message }, upstreamMayHaveActed: false });
   });
 
   it('retries 500, 502 and 503 with exponential, jittered backoff, then fails with the last error', async () => {
@@ -201,7 +202,19 @@ describe('upstream mode: what each upstream answer does to a job', () => {
     expect(requestsFor(h, name)).toHaveLength(3);
     const events = await eventsOf(h, id);
     expect(events.map((event) => event.type)).toEqual(['CAMPAIGN_DUPLICATION_FAILED', 'CAMPAIGN_DUPLICATION_REQUESTED']);
-    expect(events[0].details).toMatchObject({ attempts: 3 });
+    // A 5xx may be a proxy's after Braze acted (502, 504): the failure cannot say that nothing was made.
+    expect(events[0].details).toMatchObject({ attempts: 3, upstreamMayHaveActed: true });
+  });
+
+  it('a job whose every call timed out fails saying Braze may have acted: each call reached it', async () => {
+    const slow = { status: 202, json: { message: 'success' }, delayMs: 10_000 };
+    h.fake.script(DUPLICATE, slow, slow, slow);
+    const { id, name } = await enqueue(h);
+    for (let attempt = 1; attempt < 3; attempt++) advanceTo(h, (await until(h, id, retried(attempt))).runAt);
+    expect(await until(h, id, finished)).toMatchObject({ status: 'FAILED', attempts: 3, error: { code: 'UPSTREAM_TIMEOUT' } });
+    expect(requestsFor(h, name)).toHaveLength(3);
+    const [outcome] = await eventsOf(h, id);
+    expect(outcome.details).toMatchObject({ attempts: 3, error: { code: 'UPSTREAM_TIMEOUT' }, upstreamMayHaveActed: true });
   });
 
   // Header values carry whole seconds; `at` is the first whole second at least `seconds` from now. Every time here
