@@ -120,6 +120,40 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   // Responses answered on their socket that way, with the status they were answered: they end without finishing,
   // not cut short, and what fastify was still doing for the request (a key being checked) may set another.
   const answeredByTheParser = new WeakMap<ServerResponse, number>();
+  // Connections whose request Node could not parse, refused once the responses before it are over.
+  const refusalWaits = new WeakSet<Socket>();
+  /** A request none of fastify's: refused under an id of its own, then the connection is closed. */
+  const refuseUnmatched = (error: NodeJS.ErrnoException, socket: Socket) => {
+    const { status } = clientError(error.code);
+    const requestId = randomUUID();
+    // A client too slow to send its request in time (a bad link, often) did nothing malformed.
+    const timedOut = status === 408;
+    app.log.info({ reqId: requestId, code: error.code }, timedOut ? 'request timed out before it arrived in full' : 'malformed HTTP request refused');
+    if (socket.writable) {
+      socket.write(clientErrorResponse(error.code, requestId));
+      deps.metrics.malformedRequest(status);
+    }
+    // Once what was written has gone: the response before the refusal may still be on its way.
+    socket.destroySoon();
+  };
+  /** A request whose head fastify has, whose body Node cannot parse: the answer is that request's, under its id. */
+  const refuseInFlight = (error: NodeJS.ErrnoException, socket: Socket, reply: FastifyReply) => {
+    // Its response has begun (a download streaming) or was made before its body: nothing may be written into it,
+    // and Node's own handler then only hangs up. The response is counted as cut short.
+    if (reply.raw.headersSent) {
+      socket.destroy();
+      return;
+    }
+    // It has its `incoming request` line, and gets its `request completed` here, where the response closing counts
+    // it, with its method and route.
+    const { status, body } = clientError(error.code);
+    reply.request.refusal = body.code;
+    reply.code(status);
+    answeredByTheParser.set(reply.raw, status);
+    if (socket.writable) socket.write(clientErrorResponse(error.code, reply.request.id));
+    reply.log.info({ res: reply, responseTime: reply.elapsedTime, code: error.code }, 'request completed');
+    socket.destroy();
+  };
 
   const app = Fastify({
     logger: deps.logger ?? loggerOptions(config, deps.logDestination),
@@ -155,34 +189,28 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
       void sendError(error, request, reply);
     },
     // A request Node cannot parse never reaches fastify: answered on the socket, logged without what was sent.
+    // Node reads pipelined requests on while the responses before them go out, and nothing may be written on the
+    // connection before those are over: the answer waits for them.
     clientErrorHandler: (error, socket) => {
-      if (error.code === 'ECONNRESET' || socket.destroyed) return;
+      if (error.code === 'ECONNRESET' || socket.destroyed || refusalWaits.has(socket)) return;
       if (answeredBeforeItsBody.has(socket)) {
         socket.destroy();
         return;
       }
-      const { status, body } = clientError(error.code);
       const reply = requestOn.get(socket);
-      if (reply !== undefined && !reply.raw.headersSent) {
-        // Its head was read: it has its `incoming request` line, and gets its `request completed` here, where the
-        // response closing counts it, with its method and route.
-        reply.request.refusal = body.code;
-        reply.code(status);
-        answeredByTheParser.set(reply.raw, status);
-        if (socket.writable) socket.write(clientErrorResponse(error.code, reply.request.id));
-        reply.log.info({ res: reply, responseTime: reply.elapsedTime, code: error.code }, 'request completed');
-        socket.destroy();
-        return;
+      if (reply === undefined) {
+        refuseUnmatched(error, socket);
+      } else if (reply.request.raw.complete) {
+        // Its request arrived in full: the error is a pipelined request's after it, whose head Node could not parse.
+        refusalWaits.add(socket);
+        reply.raw.once('close', () => refuseUnmatched(error, socket));
+      } else if (reply.raw.socket !== socket) {
+        // Its response's turn has not come (Node gives it the socket then).
+        refusalWaits.add(socket);
+        reply.raw.once('socket', () => refuseInFlight(error, socket, reply));
+      } else {
+        refuseInFlight(error, socket, reply);
       }
-      const requestId = randomUUID();
-      // A client too slow to send its request in time (a bad link, often) did nothing malformed.
-      const timedOut = status === 408;
-      app.log.info({ reqId: requestId, code: error.code }, timedOut ? 'request timed out before it arrived in full' : 'malformed HTTP request refused');
-      if (socket.writable) {
-        socket.write(clientErrorResponse(error.code, requestId));
-        deps.metrics.malformedRequest(status);
-      }
-      socket.destroy();
     },
     genReqId: requestIdOf,
   });

@@ -7,7 +7,7 @@ import { loadConfig } from '../../src/config.js';
 import { dependencyUnavailable, GatewayError } from '../../src/domain/errors.js';
 import { usesPrettyLogs } from '../../src/http/logging.js';
 import { ManualClock } from '../support/clock.js';
-import { bearer, graphql, http, json, rawHttp, startGateway, storeFailingOn, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { bearer, graphql, http, json, pipelinedAfterADuplicate, rawHttp, startGateway, storeFailingOn, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { LogSink } from '../support/log-sink.js';
 
 describe('logs', () => {
@@ -294,6 +294,39 @@ describe('logs', () => {
       }
       expect(sink.text, name).not.toContain(ws.key.slice(4));
       expect(sink.text, name).not.toMatch(/hunter2/);
+    }
+  });
+
+  it('answers a request that arrived in full before refusing the pipelined request after it that Node cannot parse', async () => {
+    const cases = [
+      { name: 'a malformed head', next: () => 'GARBAGE\r\n\r\n', status: 400, lines: ['malformed HTTP request refused'] },
+      { name: 'headers over the limit', next: () => `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, status: 431, lines: ['malformed HTTP request refused'] },
+      {
+        // Its head is read while the job is being answered: its own answer, under its id, comes after the job's.
+        name: 'a malformed chunk',
+        next: () => `POST /campaigns/duplicate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${ws.key}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n`,
+        status: 400,
+        lines: ['incoming request', 'request completed'],
+      },
+    ];
+    for (const [index, { name, next, status, lines }] of cases.entries()) {
+      sink.text = '';
+      const team = await gateway.workspace(`pipelining ${index}`);
+      const first = `pipelined-${index}`;
+      const answer = await pipelinedAfterADuplicate(gateway.baseUrl, team, first, next());
+      // The job's answer, under its id, then the refusal under an id of its own.
+      const [accepted, refused] = answer.split(/(?=HTTP\/1\.1 )/);
+      expect(accepted, name).toMatch(/^HTTP\/1\.1 202 /);
+      expect(accepted, name).toMatch(new RegExp(`\r\nx-request-id: ${first}\r\n`, 'i'));
+      expect(refused, name).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
+      const refusedId = /\r\nx-request-id: ([^\r]+)/i.exec(refused)![1];
+      expect(refusedId, name).not.toBe(first);
+      await completed(first);
+      await waitFor(async () => sink.lines().some((line) => line.reqId === refusedId && line.msg === lines.at(-1)));
+      const written = sink.lines();
+      expect(written.find((line) => line.reqId === first && line.msg === 'request completed'), name).toMatchObject({ res: { statusCode: 202 } });
+      expect(written.filter((line) => line.reqId === refusedId).map((line) => line.msg), name).toEqual(lines);
+      expect(await gateway.app.store.listJobs({ workspaceId: team.workspace.id }, 10, null), name).toHaveLength(1);
     }
   });
 

@@ -9,7 +9,7 @@ import { CHANNELS, type DuplicationJob } from '../../src/domain/types.js';
 import { GatewayMetrics } from '../../src/http/metrics.js';
 import { ManualClock } from '../support/clock.js';
 import { startFakeBraze } from '../support/fake-braze.js';
-import { bearer, graphql, http, json, metricSample as sample, rawHttp, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
+import { bearer, graphql, http, json, metricSample as sample, pipelinedAfterADuplicate, rawHttp, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
 import { transports } from '../support/transports.js';
 
 const scrape = async (gateway: TestGateway) => {
@@ -223,6 +223,20 @@ describe('GET /metrics outside upstream mode', () => {
     const text = await scrape(gateway);
     for (const status of ['401', '499']) expect(sample(text, 'gateway_http_requests_total', { method: 'POST', route: '/campaigns/duplicate', status_code: status })).toBeUndefined();
     expect(sample(text, 'gateway_http_requests_total', unmatched)).toBe(unmatchedBefore);
+  });
+
+  it('counts a request answered in full and the pipelined request after it that Node could not parse, each with its own status', async () => {
+    const accepted = { method: 'POST', route: '/campaigns/duplicate', status_code: '202' };
+    const unmatched = { method: 'unknown', route: 'unmatched', status_code: '400' };
+    const before = await scrape(gateway);
+    const answer = await pipelinedAfterADuplicate(gateway.baseUrl, await gateway.workspace('pipelining'), 'pipelined', 'GARBAGE\r\n\r\n');
+    expect(answer).toMatch(/^HTTP\/1\.1 202 [\s\S]*HTTP\/1\.1 400 /);
+    const text = await waitFor(async () => {
+      const scraped = await scrape(gateway);
+      return sample(scraped, 'gateway_http_requests_total', accepted) === (sample(before, 'gateway_http_requests_total', accepted) ?? 0) + 1 && scraped;
+    });
+    expect(sample(text, 'gateway_http_requests_total', unmatched)).toBe((sample(before, 'gateway_http_requests_total', unmatched) ?? 0) + 1);
+    for (const status of ['400', '499']) expect(sample(text, 'gateway_http_requests_total', { ...accepted, status_code: status })).toBe(sample(before, 'gateway_http_requests_total', { ...accepted, status_code: status }));
   });
 
   it('names the version of the build and of Node', async () => {

@@ -28,6 +28,7 @@ import {
   recordingLogger,
   startGateway,
   storeFailingOn,
+  storeHeldOn,
   waitFor,
   type TestGateway,
   type TestWorkspace,
@@ -838,6 +839,43 @@ describe('a download in the request metrics', () => {
     await waitFor(async () => (await downloadsInProgress(gateway)) === 0);
     expect(await counted('499')).toEqual([1, 1]);
     expect(await counted('200')).toEqual([1, 1]);
+  });
+});
+
+describe('a download whose request goes on to send a body Node cannot parse', () => {
+  let gateway: TestGateway;
+  let ws: TestWorkspace;
+  /** Holds back every batch of events after the first until the test is over. */
+  let releaseLaterBatches: () => void = () => undefined;
+  const laterBatches = new Promise<void>((resolve) => (releaseLaterBatches = resolve));
+
+  beforeAll(async () => {
+    const hold = (...args: unknown[]) => ((args[2] as ListOptions).beforeSeq === undefined ? undefined : laterBatches);
+    gateway = await startGateway({}, {}, { wrapStore: (store) => storeHeldOn(store, ['listEvents'], hold) });
+    ws = await gateway.workspace(undefined, undefined, BEFORE_LARGE_EVENTS);
+    await seedLargeEvents(gateway.app.store, ws);
+  });
+  afterAll(async () => {
+    releaseLaterBatches();
+    await gateway?.close();
+  });
+
+  it('is cut, never has an answer written into it, and is counted as cut short', async () => {
+    const cutShort = { method: 'GET', route: '/security_events/download', status_code: '499' };
+    const socket = connect(Number(new URL(gateway.baseUrl).port), '127.0.0.1');
+    let received = '';
+    socket.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
+    // A reset is how a connection cut with data unread may end.
+    socket.on('error', () => undefined);
+    const closed = new Promise((resolve) => socket.once('close', resolve));
+    // A GET is answered without its body being read: the download streams while the body is still arriving.
+    socket.write(`GET /security_events/download${LARGE_RANGE} HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer ${ws.key}\r\nTransfer-Encoding: chunked\r\n\r\n`);
+    await waitFor(async () => received.includes(EVENT_NAMES.CAMPAIGN_DUPLICATION_REQUESTED));
+    socket.write('zz\r\n');
+    await closed;
+    expect(received).toMatch(/^HTTP\/1\.1 200 /);
+    expect(received.match(/HTTP\/1\.1 /g)).toHaveLength(1);
+    await waitFor(async () => sample((await http(gateway.baseUrl, 'GET', '/metrics')).text, 'gateway_http_requests_total', cutShort) === 1);
   });
 });
 

@@ -161,6 +161,22 @@ export function rawHttp(baseUrl: string, raw: string): Promise<{ head: string; b
   return connection.answer;
 }
 
+/**
+ * A job asked for on a raw connection, under `requestId`, with `next` written after it in the same write, as a
+ * client pipelining its requests does; the connection is left open until the gateway hangs up. All it answered.
+ */
+export async function pipelinedAfterADuplicate(baseUrl: string, ws: TestWorkspace, requestId: string, next: string): Promise<string> {
+  const body = JSON.stringify({ campaign_id: ws.campaign.id, name: 'pipelined copy' });
+  const connection = rawConnection(baseUrl);
+  connection.send(
+    `POST /campaigns/duplicate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${ws.key}\r\nContent-Type: application/json\r\n` +
+      `X-Request-Id: ${requestId}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}${next}`,
+  );
+  const { head, body: rest } = await connection.answer;
+  connection.socket.destroy();
+  return `${head}\r\n\r\n${rest}`;
+}
+
 /** The value of one sample of the Prometheus text format, or undefined when the series is absent. */
 export function metricSample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
   for (const line of text.split('\n')) {
@@ -215,14 +231,14 @@ export function storeFailingOn(
  * The store with some of its methods waiting for `hold()` first, while it returns a promise: a request caught
  * half-way through, for as long as a test needs it there.
  */
-export function storeHeldOn(store: GatewayStore, methods: (keyof GatewayStore)[], hold: () => Promise<void> | undefined): GatewayStore {
+export function storeHeldOn(store: GatewayStore, methods: (keyof GatewayStore)[], hold: (...args: unknown[]) => Promise<void> | undefined): GatewayStore {
   return new Proxy(store, {
     get(target, property) {
       const value = Reflect.get(target, property, target);
       if (typeof value !== 'function') return value;
       if (!methods.includes(property as keyof GatewayStore)) return value.bind(target);
       return async (...args: unknown[]) => {
-        await hold();
+        await hold(...args);
         return value.apply(target, args);
       };
     },
