@@ -1,7 +1,21 @@
 import { Readable } from 'node:stream';
 import { Client, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bearer, http, json, rawConnection, rawHttp, recordingLogger, startGateway, waitFor, type HttpResult, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import {
+  bearer,
+  http,
+  json,
+  pipelinedAfterADuplicate,
+  rawConnection,
+  rawHttp,
+  recordingLogger,
+  startGateway,
+  storeHeldOn,
+  waitFor,
+  type HttpResult,
+  type TestGateway,
+  type TestWorkspace,
+} from '../support/gateway.js';
 import { assertStoreConsistent } from '../support/store-checks.js';
 import { DUPLICATE_MUTATION } from '../support/transports.js';
 
@@ -406,6 +420,27 @@ describe('slow senders', () => {
     const { head, body } = await connection.answer;
     expect(head).toMatch(/^HTTP\/1\.1 401 /);
     expect(JSON.parse(body)).toEqual({ message: 'Invalid API key', code: 'UNAUTHENTICATED' });
+  });
+
+  it('answers a job being accepted before the 408 of the request pipelined after it, which stopped arriving', async () => {
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const gateway = await startGateway({ REQUEST_TIMEOUT_SECONDS: '1', WORKER_CONCURRENCY: '0' }, {}, { wrapStore: (store) => storeHeldOn(store, ['enqueueJob'], () => held) });
+    try {
+      const team = await gateway.workspace('held');
+      const timedOut = new Promise((resolve) => gateway.app.http.server.once('clientError', resolve));
+      const answer = pipelinedAfterADuplicate(gateway.baseUrl, team, 'held-job', 'POST /campaigns/duplicate HTTP/1.1\r\nHost: x\r\n');
+      // The next request's head times out while the job is still being written.
+      expect(await timedOut).toMatchObject({ code: 'ERR_HTTP_REQUEST_TIMEOUT' });
+      release();
+      const [accepted, refused] = (await answer).split(/(?=HTTP\/1\.1 )/);
+      expect(accepted).toMatch(/^HTTP\/1\.1 202 [\s\S]*\r\nx-request-id: held-job\r\n/i);
+      expect(refused).toMatch(/^HTTP\/1\.1 408 /);
+      expect(await gateway.app.store.listJobs({ workspaceId: team.workspace.id }, 10, null)).toHaveLength(1);
+    } finally {
+      release();
+      await gateway.close();
+    }
   });
 
   it('keeps the connection of a request whose body had arrived, whatever the answer', async () => {
