@@ -3,6 +3,7 @@ import { RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate
 import { summarizeError } from '../../jobs/failure-log.js';
 import { describeFailure, type DependencyStatus } from '../../readiness.js';
 import { memoryLimiter, type LimiterBackend, type LimiterLogger, type LimiterSettings } from '../limiter-backends.js';
+import { certificateRefusal } from '../certificate-refusal.js';
 
 const FALLBACK = "each instance enforces its callers' limits on its own with an in-process limiter until";
 const DEGRADED = `Redis is unreachable; ${FALLBACK} Redis is back`;
@@ -87,15 +88,6 @@ const databaseRefused = (refusal: string): string =>
     ? "REDIS_URL selects a database, and Redis refuses its user the SELECT (NOPERM): allow it +select, or drop the database from REDIS_URL"
     : `REDIS_URL selects a database this Redis does not have (${refusal})`;
 const DATABASE_FALLBACK = 'the limits are kept in its database 0, still shared by every instance, until REDIS_URL or Redis is fixed';
-
-/**
- * Node's codes for a TLS certificate it does not accept (an unknown CA, a self-signed one, an expired one, a
- * name it does not cover…): no reconnection fixes them.
- */
-const certificateRefusal = (error: unknown): string | undefined => {
-  const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && /CERT|SIGNATURE|ISSUER/.test(code) ? code : undefined;
-};
 
 /** Warned about, and said in /readyz, when Redis may evict keys to make room: the limiters' keys all expire, so they may go first. */
 const evictionRisk = (policy: string): string =>
