@@ -4,6 +4,7 @@ import { systemClock, type Clock } from '../domain/ports.js';
 import type { DuplicationJob, JobError, JobErrorCode } from '../domain/types.js';
 import { isRecord } from '../domain/validation.js';
 import { jobLogFields } from '../jobs/failure-log.js';
+import { certificateRefusal } from './certificate-refusal.js';
 import { KeyRedaction } from './key-redaction.js';
 
 export interface BrazeClientOptions {
@@ -44,10 +45,16 @@ export interface UpstreamObserver {
 export type UpstreamResponse =
   /** `message`: Braze's own, made safe to keep like an error's (see `safeText`). */
   | { kind: 'ok'; status: number; body: unknown; message?: string }
-  /** The upstream refused the request itself (400, 401, 403, 404, …): sending it again cannot help. */
-  | { kind: 'rejected'; status: number; body: unknown; error: JobError }
-  /** 408, 429, 5xx, timeouts, connection errors: worth trying again, not before `retryAfterMs` when given. */
-  | { kind: 'unavailable'; status: number | null; error: JobError; retryAfterMs?: number };
+  /**
+   * The upstream refused the request itself (400, 401, 403, 404, a redirect, …), or its TLS certificate was refused
+   * (`status` null): sending it again cannot help.
+   */
+  | { kind: 'rejected'; status: number | null; body: unknown; error: JobError }
+  /**
+   * 408, 429, 5xx, timeouts, connection errors: worth trying again, not before `retryAfterMs` when given.
+   * `timedOut`: an error answer whose body outlasted the deadline, which held the call as long as no answer would.
+   */
+  | { kind: 'unavailable'; status: number | null; error: JobError; retryAfterMs?: number; timedOut?: boolean };
 
 const MAX_RESPONSE_BYTES = 1024 * 1024;
 const MAX_MESSAGE_LENGTH = 500;
@@ -55,6 +62,8 @@ const MAX_MESSAGE_LENGTH = 500;
 const MAX_SNIPPET_LENGTH = 200;
 /** A media type as RFC 9110 spells it, so the one named in an error is a type, not arbitrary header text. */
 const MEDIA_TYPE = /^[\w!#$%&'*+.^`|~-]+\/[\w!#$%&'*+.^`|~-]+$/;
+/** How an HTML page starts, whatever its content type says. */
+const HTML_START = /^\s*<(?:!doctype\s+html|html)[\s>]/i;
 /** How often readiness probes may spend a call to Braze on asking whether a refused key is accepted again. */
 const KEY_RECHECK_MS = 30_000;
 const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
@@ -134,6 +143,7 @@ export class BrazeClient {
     const call: CallContext = { method, path, job: options.job, requestId: options.requestId, quiet: options.quiet };
     let response: Dispatcher.ResponseData;
     let text: string | null;
+    let bodyError: unknown;
     try {
       // The signal bounds the whole call, body included: a server that trickles bytes cannot hold a worker.
       response = await request(`${this.baseUrl}${path}${query}`, {
@@ -143,20 +153,25 @@ export class BrazeClient {
         body: options.json === undefined ? undefined : JSON.stringify(options.json),
         signal: AbortSignal.timeout(this.options.timeoutMs),
       });
-      text = await response.body.text().catch(() => null);
+      text = await response.body.text().catch((error: unknown) => {
+        bodyError = error;
+        return null;
+      });
     } catch (error) {
       return this.failed(call, this.networkFailure(error), error);
     }
-    return this.classify(call, response, text);
+    return this.classify(call, response, text, bodyError);
   }
 
   /**
-   * Reachability for /readyz: any answer below 500 from the upstream's origin, without the key; and, while the
-   * key stands refused, at most every KEY_RECHECK_MS, whether the upstream accepts it again.
+   * Reachability for /readyz: any answer below 500 from the upstream's origin, without the key, but a redirect of
+   * it to another address (UPSTREAM_URL points at the wrong place); and, while the key stands refused, at most
+   * every KEY_RECHECK_MS, whether the upstream accepts it again.
    */
   async ping(): Promise<void> {
     const timeoutMs = Math.min(this.options.timeoutMs, 3000);
     let status: number;
+    let headers: Dispatcher.ResponseData['headers'];
     try {
       const response = await request(`${this.baseUrl}/`, {
         dispatcher: this.agent,
@@ -165,11 +180,16 @@ export class BrazeClient {
         signal: AbortSignal.timeout(timeoutMs),
       });
       status = response.statusCode;
+      headers = response.headers;
       await response.body.dump();
     } catch (error) {
       throw new GatewayError('UNAVAILABLE', this.networkFailure(error, timeoutMs).error.message, { cause: error });
     }
     if (status >= 500) throw new GatewayError('UNAVAILABLE', `The upstream answered ${status}`);
+    if (isRedirect(status)) {
+      const redirect = this.describeRedirect(status, headers, '/');
+      if (redirect.moved) throw new GatewayError('UNAVAILABLE', redirect.message);
+    }
     if (this.keyRefused && this.clock.now().getTime() - this.keyCheckedAt >= KEY_RECHECK_MS) {
       // Only a call with the key says whether it is still refused. Without asking, an instance whose jobs all
       // ran elsewhere would report a key replaced (or accepted again) as refused for as long as it runs. The
@@ -191,16 +211,18 @@ export class BrazeClient {
     return this.keyRefused;
   }
 
-  private classify(call: CallContext, response: Dispatcher.ResponseData, text: string | null): UpstreamResponse {
+  private classify(call: CallContext, response: Dispatcher.ResponseData, text: string | null, bodyError: unknown): UpstreamResponse {
     const status = response.statusCode;
     const body = parseJson(text);
+    const media = mediaType(response.headers);
     if (status === 401) {
       if (!this.keyRefused) this.options.logger?.error({ ...callFields(call), status }, 'the upstream refused UPSTREAM_API_KEY: duplications fail until it is replaced');
       this.keyRefused = true;
     }
-    if (status >= 200 && status < 300 && /^\s*text\/html\b/i.test(header(response.headers, 'content-type') ?? '')) {
+    const html = media === 'text/html' || (!isJson(media) && text !== null && HTML_START.test(text));
+    if (status >= 200 && status < 300 && html) {
       // Braze's API never answers with a page: this is a proxy's sign-in page or an UPSTREAM_URL that points at a
-      // website. Counting it as a success would report copies nobody made.
+      // website, whether or not it says it is HTML. Counting it as a success would report copies nobody made.
       return this.failed(call, {
         kind: 'rejected',
         status,
@@ -211,8 +233,20 @@ export class BrazeClient {
     if (status >= 200 && status < 300) {
       if (this.keyRefused) this.options.logger?.info({}, 'the upstream accepts UPSTREAM_API_KEY again');
       this.keyRefused = false;
+      if (body === undefined && call.job && !call.quiet) {
+        // A 2xx means the upstream acted (a copy made): only what it said about it is lost, so the job still succeeds.
+        // A read has nothing to take as done: the reader reports the unreadable answer itself.
+        this.options.logger?.warn(
+          { method: call.method, path: call.path, ...callFields(call), status, cause: errorDetail(bodyError) },
+          `the upstream answered ${status} with a body that ${text === null ? 'could not be read' : 'is not JSON'}: taken as done, without what the body said`,
+        );
+      }
       const message = isRecord(body) && typeof body.message === 'string' ? this.safeText(body.message) : undefined;
       return { kind: 'ok', status, body, ...(message === undefined ? {} : { message }) };
+    }
+    if (isRedirect(status)) {
+      // Not followed: the key must go to UPSTREAM_URL and nowhere else. Where it points tells the operator what to fix.
+      return this.failed(call, { kind: 'rejected', status, body, error: { code: 'UPSTREAM_REJECTED', message: this.describeRedirect(status, response.headers, call.path).message } });
     }
     const message = `The upstream answered ${status}${this.describeAnswer(response.headers, text, body)}`;
     if (status === 408 || status === 429 || status >= 500) {
@@ -221,6 +255,7 @@ export class BrazeClient {
         kind: 'unavailable',
         status,
         error: { code: status === 429 ? 'UPSTREAM_RATE_LIMITED' : 'UPSTREAM_UNAVAILABLE', message },
+        ...(isTimeout(bodyError) ? { timedOut: true } : {}),
         ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
       });
     }
@@ -244,17 +279,40 @@ export class BrazeClient {
       if (Array.isArray(body.errors)) parts.push(...body.errors.filter((item): item is string => typeof item === 'string'));
       if (parts.length > 0) return `: ${this.safeText(parts.join('; '))}`;
     }
-    const media = header(headers, 'content-type')?.split(';')[0].trim().toLowerCase() || undefined;
+    const media = mediaType(headers);
     const type = media === undefined ? 'no content type' : MEDIA_TYPE.test(media) ? media : 'an invalid content type';
     if (text === null) return ` with a body that could not be read (${type})`;
     if (!text.trim()) return ` with an empty body (${type})`;
-    if (media === 'text/html' || media === 'application/xhtml+xml' || /^\s*<(?:!doctype\s+html|html)[\s>]/i.test(text)) {
+    if (media === 'text/html' || media === 'application/xhtml+xml' || HTML_START.test(text)) {
       const title = this.safeText(htmlTitle(text), MAX_SNIPPET_LENGTH);
       return ` with an HTML page (${type}) ${title ? `titled "${title}"` : 'without a title'}`;
     }
     // A binary body has no line to show; no content type at all is read as text, as a client would.
     if (media !== undefined && !/^text\/|[/+](?:json|xml)$/.test(media)) return ` with a body of ${type}`;
     return ` (${type}): ${this.safeText(text, MAX_SNIPPET_LENGTH)}`;
+  }
+
+  /**
+   * Where a redirect points, by origin and path only: its query or fragment may carry a token. `moved` when it is the
+   * same path at another address (http:// sent to https://, another host): UPSTREAM_URL should be that address.
+   */
+  private describeRedirect(status: number, headers: Dispatcher.ResponseData['headers'], path: string): { message: string; moved: boolean } {
+    const asked = new URL(`${this.baseUrl}${path}`);
+    const location = header(headers, 'location');
+    let target: URL | undefined;
+    try {
+      target = location ? new URL(location, asked) : undefined;
+    } catch {
+      target = undefined;
+    }
+    if (target === undefined || !/^https?:$/.test(target.protocol)) {
+      return { message: `The upstream answered ${status}, a redirect without a usable Location: redirects are not followed; check UPSTREAM_URL`, moved: false };
+    }
+    const where = this.safeText(`${target.origin}${target.pathname}`, MAX_SNIPPET_LENGTH);
+    const moved = target.pathname === asked.pathname && target.origin !== asked.origin;
+    if (!moved) return { message: `The upstream answered ${status}, redirecting to ${where}: redirects are not followed; check UPSTREAM_URL`, moved };
+    const base = this.safeText(`${target.origin}${new URL(this.baseUrl).pathname}`.replace(/\/+$/, ''), MAX_SNIPPET_LENGTH);
+    return { message: `The upstream answered ${status}, redirecting to ${where}: set UPSTREAM_URL to ${base} (redirects are not followed, so that the key goes nowhere else)`, moved };
   }
 
   /** Whether upstream text holds the key: such text is kept only redacted, and an id holding it not at all. */
@@ -314,29 +372,42 @@ export class BrazeClient {
     return maxMs;
   }
 
-  private networkFailure(error: unknown, timeoutMs = this.options.timeoutMs): Extract<UpstreamResponse, { kind: 'unavailable' }> {
+  private networkFailure(error: unknown, timeoutMs = this.options.timeoutMs): Extract<UpstreamResponse, { kind: 'unavailable' | 'rejected' }> {
     const code = (error as { code?: unknown } | null)?.code;
-    const name = (error as { name?: unknown } | null)?.name;
-    if (name === 'TimeoutError' || (typeof code === 'string' && TIMEOUT_CODES.has(code))) {
+    const certificate = certificateRefusal(error);
+    if (certificate !== undefined) {
+      // A certificate does not fix itself within the retry window: retrying would only hide the cause for minutes.
+      return {
+        kind: 'rejected',
+        status: null,
+        body: undefined,
+        error: {
+          code: 'UPSTREAM_UNREACHABLE',
+          message: `The upstream's TLS certificate was refused (${certificate}): if a private CA signed it, give that CA's certificate file in NODE_EXTRA_CA_CERTS`,
+        },
+      };
+    }
+    if (isTimeout(error)) {
       return {
         kind: 'unavailable',
         status: null,
         error: { code: 'UPSTREAM_TIMEOUT', message: `The upstream did not answer within ${timeoutMs} ms` },
       };
     }
+    // Other TLS failures (a handshake cut short, https:// to a plain HTTP port) are named, and may pass.
+    const tls = typeof code === 'string' && /^ERR_(SSL|TLS)_/.test(code) ? ` (TLS: ${code})` : '';
     return {
       kind: 'unavailable',
       status: null,
-      error: { code: 'UPSTREAM_UNREACHABLE', message: 'The connection to the upstream failed' },
+      error: { code: 'UPSTREAM_UNREACHABLE', message: `The connection to the upstream failed${tls}` },
     };
   }
 
   private failed<T extends UpstreamResponse>(call: CallContext, response: T, cause?: unknown): T {
     if (response.kind !== 'ok' && !call.quiet) {
-      const detail = cause instanceof Error ? { name: cause.name, code: (cause as { code?: unknown }).code, message: cause.message } : undefined;
       const { method, path } = call;
       this.options.logger?.warn(
-        { method, path, ...callFields(call), status: response.status, error: response.error, cause: detail },
+        { method, path, ...callFields(call), status: response.status, error: response.error, cause: errorDetail(cause) },
         'upstream call failed',
       );
     }
@@ -347,8 +418,22 @@ export class BrazeClient {
 /** What names the call's job, or the request a call for no job is made for, on a log line. */
 const callFields = (call: CallContext): object => (call.job ? jobLogFields(call.job) : call.requestId ? { reqId: call.requestId } : {});
 
+const errorDetail = (cause: unknown): object | undefined =>
+  cause instanceof Error ? { name: cause.name, code: (cause as { code?: unknown }).code, message: cause.message } : undefined;
+
+const isTimeout = (error: unknown): boolean => {
+  const code = (error as { code?: unknown } | null)?.code;
+  return (error as { name?: unknown } | null)?.name === 'TimeoutError' || (typeof code === 'string' && TIMEOUT_CODES.has(code));
+};
+
+/** 3xx but 304, which answers a conditional request the gateway never makes. */
+const isRedirect = (status: number): boolean => status >= 300 && status < 400 && status !== 304;
+
 function outcomeOf(response: UpstreamResponse): UpstreamOutcome {
+  // A refused certificate is not retried, yet the connection is what failed.
+  if (response.kind === 'rejected' && response.status === null) return 'unreachable';
   if (response.kind !== 'unavailable') return response.kind;
+  if (response.timedOut) return 'timeout';
   switch (response.error.code) {
     case 'UPSTREAM_RATE_LIMITED':
       return 'rate_limited';
@@ -371,6 +456,12 @@ function htmlTitle(html: string): string {
   // A title never closed is cut: safeText bounds it anyway, once its spaces are collapsed.
   return html.slice(start + 1, close.exec(html)?.index ?? start + 1 + MAX_SNIPPET_LENGTH * 4);
 }
+
+/** The response's media type, lower-cased, without parameters; undefined when it gives none. */
+const mediaType = (headers: Dispatcher.ResponseData['headers']): string | undefined =>
+  header(headers, 'content-type')?.split(';')[0].trim().toLowerCase() || undefined;
+
+const isJson = (media: string | undefined): boolean => media !== undefined && /[/+]json$/.test(media);
 
 function header(headers: Dispatcher.ResponseData['headers'], name: string): string | undefined {
   const value = headers[name];

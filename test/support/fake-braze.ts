@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-/** One scripted answer. Without `hang`, `drop`, `stallBody` or `trickleMs` it is an ordinary response. */
+/** One scripted answer. Without `hang`, `drop`, `stallBody`, `resetBody` or `trickleMs` it is an ordinary response. */
 export interface FakeReply {
   status?: number;
   /** Sent as JSON. */
@@ -19,6 +19,8 @@ export interface FakeReply {
   drop?: boolean;
   /** Sends the status and the start of a body, then nothing more. */
   stallBody?: boolean;
+  /** Sends the status and the start of a body, then resets the connection. */
+  resetBody?: boolean;
   /** Sends the status, then the body a byte at a time, one every this many ms, then spaces: it never ends, nor idles. */
   trickleMs?: number;
 }
@@ -94,8 +96,11 @@ export async function startFakeBraze(apiKey: string, campaigns: FakeCampaign[] =
       'x-ratelimit-reset': String(Math.ceil(Date.now() / 60_000) * 60),
     };
     response.writeHead(status, { 'content-type': type, ...headers });
-    if (reply.stallBody) {
-      response.write(body.slice(0, Math.max(1, Math.floor(body.length / 2))) || ' ');
+    if (reply.stallBody || reply.resetBody) {
+      // Reset once the start is on the wire, so that the client has the status before the connection goes.
+      response.write(body.slice(0, Math.max(1, Math.floor(body.length / 2))) || ' ', () => {
+        if (reply.resetBody) response.socket?.resetAndDestroy();
+      });
       return;
     }
     if (reply.trickleMs) {

@@ -109,17 +109,23 @@ describe('upstream mode: what each upstream answer does to a job', () => {
     expect(JSON.parse(requestsFor(h, name)[0].body)).toStrictEqual({ campaign_id: 'cmp-0001', name });
   });
 
-  it.each<[string, FakeReply, string | null]>([
-    ['a 201 that names the copy', { status: 201, json: { message: 'success', new_campaign_id: 'cmp-copy-1' } }, 'cmp-copy-1'],
-    ['a 201 naming the copy with an implausible id', { status: 201, json: { message: 'success', new_campaign_id: `cmp\u0000${'x'.repeat(200)}` } }, null],
-    ['a 202 with a plain-text body', { status: 202, raw: 'Accepted', headers: { 'content-type': 'text/plain' } }, null],
-    ['a 202 whose body never ends', { status: 202, json: { message: 'success' }, stallBody: true }, null],
-  ])('%s succeeds on the first attempt', async (_, reply, resultCampaignId) => {
+  // A 2xx means Braze acted: a body that cannot be read loses only what it said, so the job succeeds, with a warning.
+  it.each<[string, FakeReply, string | null, string | null]>([
+    ['a 201 that names the copy', { status: 201, json: { message: 'success', new_campaign_id: 'cmp-copy-1' } }, 'cmp-copy-1', null],
+    ['a 201 naming the copy with an implausible id', { status: 201, json: { message: 'success', new_campaign_id: `cmp\u0000${'x'.repeat(200)}` } }, null, null],
+    ['a 202 with a plain-text body', { status: 202, raw: 'Accepted', headers: { 'content-type': 'text/plain' } }, null, 'is not JSON'],
+    ['a 202 with broken JSON', { status: 202, raw: '{"message": "succ', headers: { 'content-type': 'application/json' } }, null, 'is not JSON'],
+    ['a 202 whose body never ends', { status: 202, json: { message: 'success' }, stallBody: true }, null, 'could not be read'],
+    ['a 202 whose connection is reset mid-body', { status: 202, json: { message: 'success', new_campaign_id: 'cmp-copy-2' }, resetBody: true }, null, 'could not be read'],
+    ['a 202 whose body is larger than any answer of Braze', { status: 202, raw: `{"message":"${'x'.repeat(2 * 1024 * 1024)}"}`, headers: { 'content-type': 'application/json' } }, null, 'could not be read'],
+  ])('%s succeeds on the first attempt', async (_, reply, resultCampaignId, unread) => {
     h.fake.script(DUPLICATE, reply);
     const { id, name } = await enqueue(h);
     const job = await until(h, id, finished);
     expect(job).toMatchObject({ status: 'SUCCEEDED', attempts: 1, resultCampaignId, error: null });
     expect(requestsFor(h, name)).toHaveLength(1);
+    const warnings = h.lines.map((line) => JSON.parse(line)).filter((line) => line.jobId === id && line.level === 40);
+    expect(warnings.map((line) => line.msg)).toEqual(unread ? [expect.stringMatching(new RegExp(`^the upstream answered 202 with a body that ${unread}: `))] : []);
   });
 
   it.each<[number, FakeReply, string, string]>([
@@ -166,7 +172,28 @@ describe('upstream mode: what each upstream answer does to a job', () => {
       'UPSTREAM_NOT_API',
       "The upstream answered 202 with an HTML page, not Braze's API",
     ],
-  ])('%i fails at once with the upstream message in the error and the event', async (_, reply, code, message) => {
+    [
+      200,
+      { status: 200, raw: '\n<!DOCTYPE html><html><head><title>Sign in</title></head></html>', headers: { 'content-type': '' } },
+      'UPSTREAM_NOT_API',
+      "The upstream answered 200 with an HTML page, not Braze's API",
+    ],
+    // Not followed, so the key goes nowhere else; named by origin and path, never the query that may hold a token.
+    [
+      301,
+      { status: 301, raw: '', headers: { location: 'https://rest.example.test/campaigns/duplicate?token=s3cr3t#frag' } },
+      'UPSTREAM_REJECTED',
+      'The upstream answered 301, redirecting to https://rest.example.test/campaigns/duplicate: set UPSTREAM_URL to https://rest.example.test (redirects are not followed, so that the key goes nowhere else)',
+    ],
+    [
+      302,
+      { status: 302, raw: '', headers: { location: '/sso/login?next=%2Fcampaigns' } },
+      'UPSTREAM_REJECTED',
+      'The upstream answered 302, redirecting to http://127.0.0.1:PORT/sso/login: redirects are not followed; check UPSTREAM_URL',
+    ],
+    [307, { status: 307, raw: '' }, 'UPSTREAM_REJECTED', 'The upstream answered 307, a redirect without a usable Location: redirects are not followed; check UPSTREAM_URL'],
+  ])('%i fails at once with the upstream message in the error and the event', async (_, reply, code, pattern) => {
+    const message = pattern.replace('http://127.0.0.1:PORT', h.fake.url);
     h.fake.script(DUPLICATE, reply);
     const { id, name } = await enqueue(h);
     const job = await until(h, id, finished);

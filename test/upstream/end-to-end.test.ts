@@ -177,6 +177,23 @@ describe('upstream mode end to end: a gateway in front of a Braze-like upstream'
     expect(upstreamLines.filter((line) => line.path === '/campaigns/list')).toEqual([]);
   });
 
+  it('an upstream whose root redirects to another address (http:// sent to https://) is degraded, naming where; one to a page of its own is up', async () => {
+    fake = await startFakeBraze(UPSTREAM_KEY);
+    fake.script(
+      'GET /',
+      { status: 301, raw: '', headers: { location: 'https://rest.example.test/?session=s3cr3t' } },
+      { status: 302, raw: '', headers: { location: '/dashboard' } },
+    );
+    gateway = await startGateway({ UPSTREAM_URL: fake.url, UPSTREAM_API_KEY: UPSTREAM_KEY });
+    const moved = await http(gateway.baseUrl, 'GET', '/readyz');
+    expect(moved.status).toBe(200);
+    expect(moved.body.checks.upstream).toEqual({
+      status: 'degraded',
+      message: 'The upstream answered 301, redirecting to https://rest.example.test/: set UPSTREAM_URL to https://rest.example.test (redirects are not followed, so that the key goes nowhere else)',
+    });
+    expect((await http(gateway.baseUrl, 'GET', '/readyz')).body.checks.upstream).toEqual({ status: 'up', backend: 'braze' });
+  });
+
   it('an upstream answering 5xx, or not answering at all, is degraded; local mode has no upstream check', async () => {
     fake = await startFakeBraze(UPSTREAM_KEY);
     fake.script('GET /', { status: 503, json: { message: 'Service Unavailable' } }, { hang: true });
