@@ -107,14 +107,15 @@ export const serverRefusal = (code: ErrorCode): { status: number; body: RestErro
 
 /**
  * The headers of an answer given outside fastify: the same JSON body and request id as any other error. The
- * connection is closed, as what follows on it cannot be trusted to start a request.
+ * connection is closed unless `keepAlive`, as what follows on it cannot be trusted to start a request when the
+ * request could not be parsed.
  */
-export function serverRefusalHeaders(body: string, requestId: string): Record<string, string> {
+export function serverRefusalHeaders(body: string, requestId: string, keepAlive = false): Record<string, string> {
   return {
     'Content-Type': 'application/json; charset=utf-8',
     'Content-Length': String(Buffer.byteLength(body)),
     'X-Request-Id': requestId,
-    Connection: 'close',
+    ...(keepAlive ? {} : { Connection: 'close' }),
   };
 }
 

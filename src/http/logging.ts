@@ -35,6 +35,16 @@ const escapeCharacter = (char: string): string => `\\u${char.charCodeAt(0).toStr
 const loggableHost = (host: string): string =>
   host.search(NOT_VISIBLE_ASCII) === -1 ? host : host.replace(NOT_VISIBLE_ASCII, escapeCharacter);
 
+const NOT_PRINTABLE_ASCII = /[^\x20-\x7E]/g;
+/** How much of a header the caller chose is logged: enough to recognise it, not 16 KiB of it on every line. */
+const LOGGED_HEADER_LENGTH = 64;
+
+/** Any other header a line names, as loggableHost escapes the Host, and cut short. */
+export const loggableHeader = (value: string): string => {
+  const shown = value.slice(0, LOGGED_HEADER_LENGTH).replace(NOT_PRINTABLE_ASCII, escapeCharacter);
+  return value.length > LOGGED_HEADER_LENGTH ? `${shown}…` : shown;
+};
+
 /**
  * The `res` of a request's last line (`request completed`, `stream closed prematurely`): its status, method and route
  * template, and what the request came to where it is known: the workspace and the key id of its caller, the code it

@@ -33,7 +33,7 @@ import { explorerAssetRoutes, sendExplorer, sendExplorerOff, wantsExplorer } fro
 import { healthRoutes } from './health.js';
 import type { InFlight } from './in-flight.js';
 import { jsonBodies } from './json-body.js';
-import { loggerOptions } from './logging.js';
+import { loggableHeader, loggerOptions } from './logging.js';
 import { metricsRoutes, type GatewayMetrics } from './metrics.js';
 import { openapiOptions, openapiRoutes, schemasOnlyDocument } from './openapi.js';
 import { quotaStateFor, rateLimitHeaders } from './rate-limit-headers.js';
@@ -232,8 +232,10 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     const requestId = requestIdOf(request);
     const { status, body } = serverRefusal('EXPECTATION_FAILED');
     const text = JSON.stringify(body);
-    app.log.info({ reqId: requestId, expect: request.headers.expect }, 'request with an expectation the gateway cannot meet refused');
-    response.writeHead(status, STATUS_CODES[status], serverRefusalHeaders(text, requestId)).end(text);
+    app.log.info({ reqId: requestId, expect: loggableHeader(request.headers.expect ?? '') }, 'request with an expectation the gateway cannot meet refused');
+    // Parsed whole, so the connection goes on as Node's own 417 leaves it: a request pipelined behind this one was
+    // parsed and is being handled already, and closing would drop its answer after its job was made.
+    response.writeHead(status, STATUS_CODES[status], serverRefusalHeaders(text, requestId, true)).end(text);
     deps.metrics.malformedRequest(status);
   });
   deps.inFlight.watch(app.server);

@@ -37,9 +37,10 @@ const FINAL_STATUS = /HTTP\/1\.1 [2-5]\d\d [^\r]*\r\n[\s\S]*?\r\n\r\n/;
 const head = (path: string, headers: string[], length: number) =>
   [`POST ${path} HTTP/1.1`, 'Host: x', 'Content-Type: application/json', `Content-Length: ${length}`, ...headers, '', ''].join('\r\n');
 
-describe('Expect: 100-continue', () => {
-  const body = () => JSON.stringify({ campaign_id: team.campaign.id, name: 'Copy' });
+/** A duplication's body. */
+const body = () => JSON.stringify({ campaign_id: team.campaign.id, name: 'Copy' });
 
+describe('Expect: 100-continue', () => {
   it.each([
     { name: 'an unknown key', auth: () => 'Authorization: Bearer cgw_nope', length: () => body().length, status: 401, code: 'UNAUTHENTICATED' },
     { name: 'no key', auth: () => 'X-None: 1', length: () => body().length, status: 401, code: 'UNAUTHENTICATED' },
@@ -67,19 +68,33 @@ describe('Expect: 100-continue', () => {
 });
 
 describe('another expectation', () => {
-  it('is refused with 417 in the error shape, with a request id, logged and counted', async () => {
+  it('is refused with 417 in the error shape, with a request id, logged and counted, and a request behind it answered', async () => {
     const before = metricSample((await http(gateway.baseUrl, 'GET', '/metrics')).text, 'gateway_http_requests_total', { status_code: '417' }) ?? 0;
-    const { socket, received, closed } = connection();
-    socket.write(head('/campaigns/duplicate', [`Authorization: Bearer ${team.key}`, 'Expect: 200-ok', 'X-Request-Id: expect-417'], 2));
-    await waitFor(async () => FINAL_STATUS.test(received()));
+    const { socket, received } = connection();
+    const behind = body();
+    // A C1 control (CSI) and more than a log line should hold of what the caller chose.
+    const expectation = `200-ok\x9b31m${'x'.repeat(200)}`;
+    socket.write(
+      Buffer.concat([
+        Buffer.from(head('/campaigns/duplicate', [`Authorization: Bearer ${team.key}`, `Expect: ${expectation}`, 'X-Request-Id: expect-417'], 2) + '{}', 'latin1'),
+        Buffer.from(head('/campaigns/duplicate', [`Authorization: Bearer ${team.key}`, 'X-Request-Id: behind-417'], Buffer.byteLength(behind)) + behind),
+      ]),
+    );
+    await waitFor(async () => /\r\nx-request-id: behind-417\r\n[\s\S]*?\r\n\r\n\{[^}]*\}/i.test(received()));
     const answerHead = received().slice(0, received().indexOf('\r\n\r\n'));
     expect(answerHead).toMatch(/^HTTP\/1\.1 417 /);
     expect(answerHead).toMatch(/\r\ncontent-type: application\/json; charset=utf-8\r\n/i);
     expect(answerHead).toMatch(/\r\nx-request-id: expect-417(\r\n|$)/i);
-    await closed;
-    expect(JSON.parse(received().slice(answerHead.length + 4))).toEqual({ message: 'Only Expect: 100-continue is supported', code: 'EXPECTATION_FAILED' });
+    const refusal = received().slice(answerHead.length + 4);
+    expect(JSON.parse(refusal.slice(0, refusal.indexOf('}') + 1))).toEqual({ message: 'Only Expect: 100-continue is supported', code: 'EXPECTATION_FAILED' });
+    // The request pipelined behind it is answered: its job is not made behind a closed connection.
+    const second = refusal.slice(refusal.indexOf('}') + 1);
+    expect(second).toMatch(/^HTTP\/1\.1 202 /);
+    const jobId = JSON.parse(second.slice(second.indexOf('\r\n\r\n') + 4)).job_id;
+    expect((await gateway.app.store.getJob(team.workspace.id, jobId))?.requestId).toBe('behind-417');
+    socket.destroy();
     const line = logs.lines.map((text) => JSON.parse(text)).find((entry) => entry.reqId === 'expect-417');
-    expect(line).toMatchObject({ level: 30, expect: '200-ok' });
+    expect(line).toMatchObject({ level: 30, expect: `200-ok\\u009B31m${'x'.repeat(54)}…` });
     const after = metricSample((await http(gateway.baseUrl, 'GET', '/metrics')).text, 'gateway_http_requests_total', { status_code: '417' });
     expect(after).toBe(before + 1);
   });
