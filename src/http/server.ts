@@ -250,20 +250,54 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   // One listener made once, not a closure per request: it finds the request through the reply kept on the response.
   function responseClosed(this: ServerResponse & { [REPLY]?: FastifyReply }): void {
     const reply = this[REPLY]!;
+    requestOver(reply, answeredByTheParser.get(this) ?? (this.writableFinished ? reply.statusCode : CUT_SHORT_STATUS));
+  }
+  const requestOver = (reply: FastifyReply, status: number) => {
     const { request } = reply;
     deps.inFlight.ended(request);
     if (requestOn.get(request.raw.socket) === reply) requestOn.delete(request.raw.socket);
-    const status = answeredByTheParser.get(this) ?? (this.writableFinished ? reply.statusCode : CUT_SHORT_STATUS);
     // The route template, never the raw URL: label values must stay few.
     deps.metrics.observeRequest(request.method, request.routeOptions.url ?? 'unmatched', status, reply.elapsedTime / 1000);
-  }
+  };
+  // A request pipelined behind a response not yet over is answered once Node hands it the connection, when that
+  // response is over; never, if that response closes the connection (an `Expect: 100-continue` request answered
+  // without 100 Continue, which Node closes on, or a response with `Connection: close`, as during a shutdown),
+  // whether it ended before this request arrived (the connection is no longer writable) or ends after. Nothing is
+  // done for the request before its turn, so that none is carried out (a job made) whose answer cannot be sent.
+  const awaitTurn = (reply: FastifyReply, socket: Socket, done: () => void) => {
+    if (reply.raw.socket === socket) {
+      if (socket.writable) done();
+      else drop(reply, done);
+      return;
+    }
+    const turn = () => {
+      socket.off('close', closed);
+      awaitTurn(reply, socket, done);
+    };
+    const closed = () => {
+      reply.raw.off('socket', turn);
+      drop(reply, done);
+    };
+    reply.raw.once('socket', turn);
+    if (socket.closed) closed();
+    else socket.once('close', closed);
+  };
+  /** A request whose answer cannot be sent: neither carried out nor answered, and counted as cut short. */
+  const drop = (reply: FastifyReply, done: () => void) => {
+    reply.raw.off('close', responseClosed);
+    reply.code(CUT_SHORT_STATUS).hijack();
+    reply.log.info({ res: reply, responseTime: reply.elapsedTime }, 'request dropped: its connection closed before its turn to be answered');
+    requestOver(reply, CUT_SHORT_STATUS);
+    done();
+  };
   app.addHook('onRequest', (request, reply, done) => {
+    const { socket } = request.raw;
     deps.inFlight.started(request);
-    requestOn.set(request.raw.socket, reply);
+    requestOn.set(socket, reply);
     (reply.raw as ServerResponse & { [REPLY]?: FastifyReply })[REPLY] = reply;
     // A response closes once: `on`, which, unlike `once`, wraps nothing.
     reply.raw.on('close', responseClosed);
-    done();
+    awaitTurn(reply, socket, done);
   });
 
   // Two info lines per probe, whatever the traffic, all of an idle instance's log: at LOG_LEVEL=info the probe routes log only

@@ -67,6 +67,44 @@ describe('Expect: 100-continue', () => {
   });
 });
 
+describe('a request pipelined behind one refused without 100 Continue', () => {
+  const accepted = async () =>
+    metricSample((await http(gateway.baseUrl, 'GET', '/metrics')).text, 'gateway_duplications_total', { channel: 'REST', outcome: 'accepted' }) ?? 0;
+  const dropped = async () =>
+    metricSample((await http(gateway.baseUrl, 'GET', '/metrics')).text, 'gateway_http_requests_total', {
+      method: 'POST',
+      route: '/campaigns/duplicate',
+      status_code: '499',
+    }) ?? 0;
+
+  it.each([
+    { name: 'no key', auth: () => 'X-None: 1', length: () => body().length, status: 401 },
+    { name: 'an unknown key', auth: () => 'Authorization: Bearer cgw_nope', length: () => body().length, status: 401 },
+    { name: 'a Content-Length over the limit', auth: () => `Authorization: Bearer ${team.key}`, length: () => BODY_LIMIT + 1, status: 413 },
+  ])('is dropped, not carried out, when the refusal of $name closes the connection', async ({ name, auth, length, status }) => {
+    const [acceptedBefore, droppedBefore] = [await accepted(), await dropped()];
+    const requestId = `behind-${name.replaceAll(' ', '-')}`;
+    const behind = body();
+    const { socket, received, closed } = connection();
+    // The refused request's body is sent anyway, and the next request in the same write: Node parses both at once.
+    socket.write(
+      head('/campaigns/duplicate', [auth(), 'Expect: 100-continue'], length()) +
+        'x'.repeat(length()) +
+        head('/campaigns/duplicate', [`Authorization: Bearer ${team.key}`, `X-Request-Id: ${requestId}`], Buffer.byteLength(behind)) +
+        behind,
+    );
+    await closed;
+    expect(received(), name).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
+    expect(received().match(/HTTP\/1\.1 /g)).toHaveLength(1);
+    const linesOf = () => logs.lines.map((text) => JSON.parse(text)).filter((entry) => entry.reqId === requestId);
+    await waitFor(async () => linesOf().some((entry) => entry.msg.startsWith('request dropped')));
+    expect(linesOf().map((entry) => entry.msg)).toEqual(['incoming request', 'request dropped: its connection closed before its turn to be answered']);
+    expect(linesOf()[1]).toMatchObject({ level: 30, res: { statusCode: 499 } });
+    expect(await accepted()).toBe(acceptedBefore);
+    expect(await dropped()).toBe(droppedBefore + 1);
+  });
+});
+
 describe('another expectation', () => {
   it('is refused with 417 in the error shape, with a request id, logged and counted, and a request behind it answered', async () => {
     const before = metricSample((await http(gateway.baseUrl, 'GET', '/metrics')).text, 'gateway_http_requests_total', { status_code: '417' }) ?? 0;
