@@ -114,6 +114,11 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   // read, a body over the limit), until the rest of the body has been read. Should it never arrive, or arrive
   // malformed, the client error that follows ends the connection without a second answer (a 408 or a 400).
   const answeredBeforeItsBody = new WeakSet<Socket>();
+  const answered = (request: IncomingMessage) => {
+    if (request.complete) return;
+    answeredBeforeItsBody.add(request.socket);
+    request.once('end', () => answeredBeforeItsBody.delete(request.socket));
+  };
   // The request each connection has in fastify, until its response is over: a body Node then cannot parse (a bad
   // chunk, one that stops arriving) is that request's answer, under its id, not another request's.
   const requestOn = new WeakMap<Socket, FastifyReply>();
@@ -178,13 +183,22 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     // A URL fastify cannot decode fails before routing, where no hook runs and fastify, having logged `incoming
     // request`, neither times the response nor logs its `request completed`: both are done here, as fastify does,
     // and it is answered like every other error, and counted like every other unmatched request.
+    // Its body may still be arriving: one Node cannot parse is this request's, which is answered once (by the parser
+    // if its answer has not begun), as the routes' requests are.
     frameworkErrors: (error, request, reply) => {
       const started = performance.now();
+      const { socket } = request.raw;
+      requestOn.set(socket, reply);
       reply.header('x-request-id', request.id);
-      reply.raw.once('finish', () => {
+      reply.raw.once('close', () => {
+        if (requestOn.get(socket) === reply) requestOn.delete(socket);
         const responseTime = performance.now() - started;
-        reply.log.info({ res: reply, responseTime }, 'request completed');
-        deps.metrics.observeRequest(request.method, 'unmatched', reply.statusCode, responseTime / 1000);
+        if (reply.raw.writableFinished) {
+          answered(request.raw);
+          reply.log.info({ res: reply, responseTime }, 'request completed');
+        }
+        const status = answeredByTheParser.get(reply.raw) ?? (reply.raw.writableFinished ? reply.statusCode : CUT_SHORT_STATUS);
+        deps.metrics.observeRequest(request.method, 'unmatched', status, responseTime / 1000);
       });
       void sendError(error, request, reply);
     },
@@ -348,10 +362,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   });
 
   app.addHook('onResponse', async (request, reply) => {
-    if (!request.raw.complete) {
-      answeredBeforeItsBody.add(request.raw.socket);
-      request.raw.once('end', () => answeredBeforeItsBody.delete(request.raw.socket));
-    }
+    answered(request.raw);
     // A request with a key had its client checked against the failed authentications (in the quota's store) and
     // its key looked up in the store, which it would otherwise have been refused for.
     if (reply.statusCode < 500 && request.headers.authorization !== undefined) refusals.served();

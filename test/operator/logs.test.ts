@@ -7,7 +7,7 @@ import { loadConfig } from '../../src/config.js';
 import { dependencyUnavailable, GatewayError } from '../../src/domain/errors.js';
 import { usesPrettyLogs } from '../../src/http/logging.js';
 import { ManualClock } from '../support/clock.js';
-import { bearer, graphql, http, json, pipelinedAfterADuplicate, rawHttp, startGateway, storeFailingOn, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { bearer, graphql, http, json, metricSample, pipelinedAfterADuplicate, rawConnection, rawHttp, startGateway, storeFailingOn, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { LogSink } from '../support/log-sink.js';
 
 describe('logs', () => {
@@ -295,6 +295,26 @@ describe('logs', () => {
       expect(sink.text, name).not.toContain(ws.key.slice(4));
       expect(sink.text, name).not.toMatch(/hunter2/);
     }
+  });
+
+  it('answers a URL that cannot be decoded once, when its body cannot be parsed either', async () => {
+    const count = async () =>
+      metricSample((await http(gateway.baseUrl, 'GET', '/metrics')).text, 'gateway_http_requests_total', { method: 'POST', route: 'unmatched', status_code: '400' }) ?? 0;
+    const before = await count();
+    sink.text = '';
+    const connection = rawConnection(gateway.baseUrl);
+    connection.send('POST /campaigns/%E0%A4%A HTTP/1.1\r\nHost: x\r\nX-Request-Id: bad-url-bad-chunk\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\nZZ\r\n');
+    const { head, body } = await connection.answer;
+    expect(head).toMatch(/^HTTP\/1\.1 400 /);
+    expect(`${head}\r\n\r\n${body}`.match(/HTTP\/1\.1 /g)).toHaveLength(1);
+    await completed('bad-url-bad-chunk');
+    await http(gateway.baseUrl, 'GET', '/nowhere', { headers: { 'x-request-id': 'after-bad-url' } });
+    await completed('after-bad-url');
+    expect(sink.lines().filter((line) => line.reqId !== 'after-bad-url').map((line) => [line.reqId, line.msg])).toEqual([
+      ['bad-url-bad-chunk', 'incoming request'],
+      ['bad-url-bad-chunk', 'request completed'],
+    ]);
+    expect(await count()).toBe(before + 1);
   });
 
   it('answers a request that arrived in full before refusing the pipelined request after it that Node cannot parse', async () => {
