@@ -129,12 +129,16 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   const refusalWaits = new WeakSet<Socket>();
   /** A request none of fastify's: refused under an id of its own, then the connection is closed. */
   const refuseUnmatched = (error: NodeJS.ErrnoException, socket: Socket) => {
-    const { status } = clientError(error.code);
-    const requestId = randomUUID();
-    // A client too slow to send its request in time (a bad link, often) did nothing malformed.
-    const timedOut = status === 408;
-    app.log.info({ reqId: requestId, code: error.code }, timedOut ? 'request timed out before it arrived in full' : 'malformed HTTP request refused');
-    if (socket.writable) {
+    if (!socket.writable) {
+      // The client hung up, or sent more after its own `Connection: close`: no refusal can reach it, and none is
+      // said to have been sent.
+      app.log.info({ code: error.code }, 'malformed HTTP request not answered: its connection was closing');
+    } else {
+      const { status } = clientError(error.code);
+      const requestId = randomUUID();
+      // A client too slow to send its request in time (a bad link, often) did nothing malformed.
+      const timedOut = status === 408;
+      app.log.info({ reqId: requestId, code: error.code }, timedOut ? 'request timed out before it arrived in full' : 'malformed HTTP request refused');
       socket.write(clientErrorResponse(error.code, requestId));
       deps.metrics.malformedRequest(status);
     }

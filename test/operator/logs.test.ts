@@ -317,6 +317,19 @@ describe('logs', () => {
     expect(await count()).toBe(before + 1);
   });
 
+  it('says a refusal was not sent when the connection could no longer carry it', async () => {
+    sink.text = '';
+    // The client's own `Connection: close`, then more bytes: Node refuses them (HPE_CLOSED_CONNECTION) once it has answered.
+    const { head } = await rawHttp(gateway.baseUrl, 'GET /nowhere HTTP/1.1\r\nHost: x\r\nX-Request-Id: closing-then-more\r\nConnection: close\r\n\r\nGARBAGE\r\n\r\n');
+    expect(head).toMatch(/^HTTP\/1\.1 404 /);
+    await waitFor(async () => sink.lines().some((line) => line.reqId !== 'closing-then-more'));
+    await http(gateway.baseUrl, 'GET', '/nowhere', { headers: { 'x-request-id': 'after-closing' } });
+    await completed('after-closing');
+    const others = sink.lines().filter((line) => line.reqId !== 'closing-then-more' && line.reqId !== 'after-closing');
+    expect(others).toEqual([expect.objectContaining({ level: 30, msg: 'malformed HTTP request not answered: its connection was closing', code: 'HPE_CLOSED_CONNECTION' })]);
+    expect(others[0]).not.toHaveProperty('reqId');
+  });
+
   it('answers a request that arrived in full before refusing the pipelined request after it that Node cannot parse', async () => {
     const cases = [
       { name: 'a malformed head', next: () => 'GARBAGE\r\n\r\n', status: 400, lines: ['malformed HTTP request refused'] },
