@@ -105,6 +105,58 @@ describe('a request pipelined behind one refused without 100 Continue', () => {
   });
 });
 
+describe('a request pipelined behind one refused without 100 Continue after it arrived', () => {
+  const heldLogs = recordingLogger();
+  let held: TestGateway;
+  let heldTeam: TestWorkspace;
+  let heldReader: { key: string };
+  // The next key lookup waits until the test lets it go, as one over the network can take longer than the request
+  // behind it takes to arrive.
+  let hold: Promise<void> | undefined;
+  beforeAll(async () => {
+    held = await startGateway({ WORKER_CONCURRENCY: '0' }, { logger: heldLogs.logger }, {
+      wrapStore: (store) =>
+        new Proxy(store, {
+          get(target, property) {
+            const value = Reflect.get(target, property, target);
+            if (property !== 'findApiKeyByHash' || typeof value !== 'function') return value;
+            return async (...args: unknown[]) => {
+              const waiting = hold;
+              hold = undefined;
+              await waiting;
+              return value.apply(target, args);
+            };
+          },
+        }),
+    });
+    heldTeam = await held.workspace();
+    heldReader = await heldTeam.addKey(['security_events.read']);
+  });
+  afterAll(() => held?.close());
+
+  it('waits for its turn, and is dropped when the refusal closes the connection', async () => {
+    let release!: () => void;
+    hold = new Promise((resolve) => (release = resolve));
+    const behind = JSON.stringify({ campaign_id: heldTeam.campaign.id, name: 'Copy' });
+    const socket = connect(Number(new URL(held.baseUrl).port), '127.0.0.1');
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    socket.on('data', () => undefined);
+    socket.write(
+      head('/campaigns/duplicate', [`Authorization: Bearer ${heldReader.key}`, 'Expect: 100-continue'], 2) +
+        '{}' +
+        head('/campaigns/duplicate', [`Authorization: Bearer ${heldTeam.key}`, 'X-Request-Id: behind-held'], Buffer.byteLength(behind)) +
+        behind,
+    );
+    const linesOf = () => heldLogs.lines.map((text) => JSON.parse(text)).filter((entry) => entry.reqId === 'behind-held');
+    await waitFor(async () => linesOf().length > 0);
+    release();
+    await closed;
+    await waitFor(async () => linesOf().length > 1);
+    expect(linesOf().map((entry) => entry.msg)).toEqual(['incoming request', 'request dropped: its connection closed before its turn to be answered']);
+    expect(await held.app.store.listJobs({ workspaceId: heldTeam.workspace.id }, 10, null)).toHaveLength(0);
+  });
+});
+
 describe('another expectation', () => {
   it('is refused with 417 in the error shape, with a request id, logged and counted, and a request behind it answered', async () => {
     const before = metricSample((await http(gateway.baseUrl, 'GET', '/metrics')).text, 'gateway_http_requests_total', { status_code: '417' }) ?? 0;
