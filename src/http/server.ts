@@ -186,9 +186,9 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     routerOptions: { maxParamLength: maxHeaderSize, ignoreTrailingSlash: true, ignoreDuplicateSlashes: true },
     // A URL fastify cannot decode fails before routing, where no hook runs and fastify, having logged `incoming
     // request`, neither times the response nor logs its `request completed`: both are done here, as fastify does,
-    // and it is answered like every other error, and counted like every other unmatched request.
-    // Its body may still be arriving: one Node cannot parse is this request's, which is answered once (by the parser
-    // if its answer has not begun), as the routes' requests are.
+    // and it is answered like every other error, and counted like every other unmatched request. Its body may still
+    // be arriving: one Node cannot parse is this request's, answered once (by the parser if its answer has not
+    // begun), as a route's request is.
     frameworkErrors: (error, request, reply) => {
       const started = performance.now();
       const { socket } = request.raw;
