@@ -5,20 +5,10 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
+import { selfSigned } from '../support/certificates.js';
 import { withAdmin } from '../support/postgres.js';
 import { startFailureOf } from '../support/process.js';
 import { createPrivateCluster, spawnGateway, type PrivateCluster } from './support.js';
-
-/** A self-signed certificate for 127.0.0.1 and its key, made with openssl in `dir` as `<name>.crt` and `<name>.key`. */
-function selfSigned(dir: string, name: string): { cert: string; key: string } {
-  const cert = join(dir, `${name}.crt`);
-  const key = join(dir, `${name}.key`);
-  execFileSync('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
-    '-subj', `/CN=${name}`, '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert,
-  ], { stdio: 'pipe' });
-  return { cert, key };
-}
 
 // The shared server has no TLS, and turning it on would change it for every suite: this one runs its own.
 describe.skipIf(!existsSync('/usr/lib/postgresql') && !process.env.CI)('TLS to PostgreSQL as DATABASE_URL asks for it', () => {

@@ -1,10 +1,10 @@
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { selfSigned } from '../support/certificates.js';
 import { startFakeBraze } from '../support/fake-braze.js';
 import { bearer, http, json, metricSample, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
 
@@ -18,11 +18,7 @@ describe('upstream mode over TLS: an upstream certificate Node does not trust', 
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'cgw-upstream-tls-'));
-    const [cert, key] = [join(dir, 'upstream.crt'), join(dir, 'upstream.key')];
-    execFileSync('openssl', [
-      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
-      '-subj', '/CN=upstream', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert,
-    ], { stdio: 'pipe' });
+    const { cert, key } = selfSigned(dir, 'upstream');
     // A real HTTPS upstream that would accept every duplication, were its certificate trusted.
     server = createServer({ cert: readFileSync(cert), key: readFileSync(key) }, (_, response) => {
       response.writeHead(202, { 'content-type': 'application/json' });
