@@ -25,10 +25,17 @@ export function createNewFile(destination: string, what: string, nothing: string
     if (code === 'EEXIST') throw alreadyExists(destination, what);
     if (code === 'ENOENT') throw noDirectory(destination, nothing);
     if (code === 'ENOTDIR') throw notADirectory(destination, nothing);
-    if (code === 'EACCES' || code === 'EPERM') throw new GatewayError('BAD_USER_INPUT', `cannot create ${destination}: permission denied; nothing was ${nothing}`);
-    if (code === 'EROFS') throw new GatewayError('BAD_USER_INPUT', `cannot create ${destination}: the file system is read-only; nothing was ${nothing}`);
+    const refused = accessRefusal(code);
+    if (refused !== undefined) throw new GatewayError('BAD_USER_INPUT', `cannot create ${destination}: ${refused}; nothing was ${nothing}`);
     throw error;
   }
+}
+
+/** Why the file system refused this process a file (`code`, an errno's), in words; undefined for any other failure. */
+export function accessRefusal(code: string | undefined): string | undefined {
+  if (code === 'EACCES' || code === 'EPERM') return 'permission denied';
+  if (code === 'EROFS') return 'the file system is read-only';
+  return undefined;
 }
 
 /** Refuses a name that names no file: opening it would blame something else. */

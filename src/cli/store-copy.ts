@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path';
 import { createStore, databaseName, sqliteFilename, startAgainAfterCopy, type StoreOptions } from '../app.js';
 import type { Config } from '../config.js';
 import { DataDirHeld } from '../adapters/sqlite/data-dir-lock.js';
+import { accessRefusal } from '../adapters/new-file.js';
 import { AlreadyExistsError, GatewayError, unavailableCause } from '../domain/errors.js';
 import { EXPORT_TABLES, type GatewayStore } from '../domain/ports.js';
 import { storeUnavailable } from './store-unavailable.js';
@@ -26,9 +27,10 @@ const POSTGRES_URL = /^postgres(ql)?:\/\//i;
  */
 function deniedTo(to: string, error: unknown, what: string): unknown {
   const { code } = error as NodeJS.ErrnoException;
-  if (code !== 'EACCES' && code !== 'EPERM' && code !== 'EROFS') return error;
+  const refused = accessRefusal(code);
+  if (refused === undefined) return error;
   const uid = process.getuid?.();
-  const reason = code === 'EROFS' ? 'the file system is read-only' : `permission denied to this process${uid === undefined ? '' : ` (uid ${uid})`}`;
+  const reason = code === 'EROFS' ? refused : `${refused} to this process${uid === undefined ? '' : ` (uid ${uid})`}`;
   return new GatewayError('BAD_USER_INPUT', `--to ${to}: cannot ${what}: ${reason}. Nothing was copied.`, { cause: error });
 }
 
@@ -198,7 +200,7 @@ export async function copyConfiguredStore(config: Config, to: string, io: StoreC
       const message = `${target.name}: ${error instanceof Error ? error.message.replaceAll('DATABASE_URL', '--to') : String(error)}. Nothing was copied.`;
       // A login refused (class 28) or no such database is --to's to change: the same --to again fails the same way.
       // A running gateway's store reads the first as an outage (a password changed under it), not the copy.
-      const sqlstate = ((error as { cause?: { code?: unknown } } | null)?.cause?.code ?? '') as string;
+      const sqlstate = (error as { cause?: { code?: unknown } } | null)?.cause?.code;
       if (typeof sqlstate === 'string' && (sqlstate.startsWith('28') || sqlstate === '3D000')) throw new GatewayError('BAD_USER_INPUT', message, { cause: error });
       // UNAVAILABLE, as for the configured store: a script may try again once the target can be reached.
       throw storeUnavailable(error) ? new GatewayError('UNAVAILABLE', message, { cause: error }) : new Error(message);
