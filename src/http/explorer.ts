@@ -238,7 +238,8 @@ export const contentVersion = (body: Buffer): string => createHash('sha256').upd
 
 // Read and hashed once per process, when the first server with the explorer starts; compressed on first use.
 let loading: Promise<Map<string, LoadedAsset>> | undefined;
-let loadedAssets: Map<string, LoadedAsset> | undefined;
+/** Each loaded file's version, for the page to name it by: made once, with the files. */
+let loadedVersions: ReadonlyMap<string, string> | undefined;
 function loadAssets(): Promise<Map<string, LoadedAsset>> {
   loading ??= Promise.all(
     Object.entries(ASSETS).map(async ([name, asset]): Promise<[string, LoadedAsset]> => {
@@ -247,7 +248,10 @@ function loadAssets(): Promise<Map<string, LoadedAsset>> {
       return [name, { type: asset.type, body, version: contentVersion(body), gzip: () => (gzip ??= gzipSync(body)) }];
     }),
   ).then(
-    (entries) => (loadedAssets = new Map(entries)),
+    (entries) => {
+      loadedVersions = new Map(entries.map(([name, { version }]) => [name, version]));
+      return new Map(entries);
+    },
     (error: unknown) => {
       loading = undefined;
       throw error;
@@ -409,10 +413,10 @@ export function sendExplorerOff(reply: FastifyReply): FastifyReply {
     .send('The GraphQL explorer is not enabled on this server. GraphQL clients send their operations to this URL with POST.\n');
 }
 
-function assetVersions(): Map<string, string> {
+function assetVersions(): ReadonlyMap<string, string> {
   // Loaded by explorerAssetRoutes, which a server with the explorer registers before it listens.
-  if (!loadedAssets) throw new Error('the explorer is served without its assets: register explorerAssetRoutes');
-  return new Map([...loadedAssets].map(([name, { version }]) => [name, version]));
+  if (!loadedVersions) throw new Error('the explorer is served without its assets: register explorerAssetRoutes');
+  return loadedVersions;
 }
 
 /** The explorer's static files. Registered only when the explorer is enabled. */
