@@ -88,15 +88,17 @@ export class CopyInterrupted extends Error {
 }
 
 /**
- * How long after the first signal another is taken for the same one: a terminal's Ctrl-C goes to the whole process
- * group, so `npm run cli` both receives it and hands it on, and the copy gets it twice within milliseconds.
+ * How long after the first signal the same signal again is taken for the first: a terminal's Ctrl-C goes to the whole
+ * process group, so `npm run cli` both receives it and hands it on, and the copy gets it twice within milliseconds.
+ * A different signal is never an echo (a supervisor's SIGTERM after a Ctrl-C).
  */
 const SAME_SIGNAL_MS = 1_000;
 
 /**
  * Runs `copy` with SIGINT and SIGTERM told to it rather than ending the process, which would leave a partial
  * target without a word: the copy stops after the page it is writing (or, once it is `counting`, the table it is
- * counting) and says how to start again. Another signal, a second or more after the first, ends the process at once.
+ * counting) and says how to start again. Another signal ends the process at once: a different one whenever it comes,
+ * the same one a second or more after the first.
  */
 async function stoppableBySignals<T>(
   stderr: (text: string) => void,
@@ -112,7 +114,7 @@ async function stoppableBySignals<T>(
       stderr(`${received}: stopping after ${after}…\n`);
       return;
     }
-    if (performance.now() - receivedAt >= SAME_SIGNAL_MS) process.exit(128 + constants.signals[received]);
+    if (received !== signal || performance.now() - receivedAt >= SAME_SIGNAL_MS) process.exit(128 + constants.signals[received]);
   };
   process.on('SIGINT', stop).on('SIGTERM', stop);
   try {

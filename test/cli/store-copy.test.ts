@@ -459,6 +459,24 @@ describe.skipIf(skipWithoutPostgres)('store copy', () => {
     expect(await jsonError(dataDir, 'store', 'copy', '--to', url)).toMatchObject({ exit: EXIT.failed, code: 'BAD_USER_INPUT', message: expect.stringContaining(' holds part of a store') });
   }, 60_000);
 
+  it("ends at once on a different signal right after the first, as a supervisor's SIGTERM after a Ctrl-C", async () => {
+    const dataDir = await twoWorkspaces();
+    const { url } = await target();
+    const held = await whileCopyWaitsOn(url, 'jobs');
+    const ended = await cliProcessActedOn(['store', 'copy', '--to', url], { DATA_DIR: dataDir }, /\n {2}"a-small": /, (child) =>
+      held(async () => {
+        await signalled(child, 'SIGINT');
+        // At once, while the copy still waits on the lock: taken for an echo of the first, it would wait there.
+        child.kill('SIGTERM');
+        await waitFor(async () => child.exitCode !== null || child.signalCode !== null);
+      }),
+    );
+    expect(ended.code, ended.stderr).toBe(143);
+    expect(ended.stderr).toContain('\nSIGINT: stopping after the page being written…\n');
+    expect(ended.stderr).not.toContain('the copy stopped');
+    expect(await jsonError(dataDir, 'store', 'copy', '--to', url)).toMatchObject({ exit: EXIT.failed, code: 'BAD_USER_INPUT', message: expect.stringContaining(' holds part of a store') });
+  }, 60_000);
+
   it.each([
     ['SIGINT', 130],
     ['SIGTERM', 143],
