@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import { isIP } from 'node:net';
 import { closeSync, createWriteStream, existsSync, fsyncSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { getSystemErrorMap, parseArgs, type ParseArgsConfig } from 'node:util';
 import { checkNewFile, createNewFile } from '../adapters/new-file.js';
 import { backupStore, createAuthFailureLimiter, createLimiterBackend, createStore, sqliteFilename, type StoreOptions } from '../app.js';
 import { ConfigError, loadConfig, type Config } from '../config.js';
@@ -38,18 +38,22 @@ export interface CliIo {
   stdoutWritten?: () => Promise<void>;
   /** Whether stdout goes nowhere (/dev/null): what is printed there is lost. Absent, it goes somewhere. */
   stdoutDiscarded?: () => boolean;
+  /** Whether stdout was closed when the process started (`>&-`), not sent to /dev/null on purpose. Absent, it was not. */
+  stdoutClosed?: () => boolean;
   clock?: Clock;
   /** The schema's migrations in place of this version's (see StoreOptions): tests of a CLI newer than its store. */
   migrations?: StoreOptions['migrations'];
 }
 
 /**
- * 0: done; 1: the operation failed (unknown key, invalid value, store unreachable); 2: the command line is wrong (a
- * new secret that would go to /dev/null among it);
+ * 0: done; 1: the operation failed (unknown key, invalid value, store unreachable, stdout closed or full); 2: the
+ * command line is wrong (a new secret that would go to /dev/null among it);
  * 3: done, but its output was lost (a new key's secret among it), or the command failed after changing something:
- * what was done is said on stderr.
+ * what was done is said on stderr;
+ * 141: the reader of stdout went away (`| head -1`) before the command changed anything: it stopped without a word,
+ * with the status a shell gives a process that SIGPIPE ended, as it ends Unix tools.
  */
-export const EXIT = { ok: 0, failed: 1, usage: 2, outputLost: 3 } as const;
+export const EXIT = { ok: 0, failed: 1, usage: 2, outputLost: 3, readerGone: 141 } as const;
 
 /** How many jobs `jobs list` shows unless --limit says otherwise, and how many it reads at a time. */
 const JOBS_LIMIT = 100;
@@ -100,9 +104,9 @@ Key events record --reason (up to ${REASON_LENGTH} characters) and --operator, w
 characters; default: GATEWAY_OPERATOR), each one line and never a key, for the workspace's customers to read.
 Uses the same configuration as the gateway (DATA_DIR, DATABASE_URL; REDIS_URL for clients unblock). Never upgrades a store: on one an older
 version left, every command but 'store backup' refuses until this version's gateway has started on it.
-Exit codes: 0 done, 1 the operation failed, 2 the command line is wrong (a new secret to stdout on /dev/null: use
---key-file), 3 done but its output was lost, or it failed after changing something (stderr says what was done: a key
-whose secret was lost is to be revoked).`;
+Exit codes: 0 done, 1 the operation failed (stdout closed or full among it), 2 the command line is wrong (a new
+secret to stdout on /dev/null: use --key-file), 3 done but its output was lost, or it failed after changing something
+(stderr says what was done: a key whose secret was lost is to be revoked), 141 the reader of stdout went away (| head).`;
 
 /** The command line is wrong: an unknown command or option, a missing argument (exit 2). */
 class UsageError extends Error {}
@@ -112,6 +116,10 @@ class InvalidValue extends Error {}
 class OutputLost extends Error {}
 /** The command printed what it did, and some of what it was asked it refused to do (exit 1). */
 class Refused extends Error {}
+/** What the command had to print could not be written, and it changed nothing (exit 1). */
+class StdoutFailed extends Error {}
+/** The reader of stdout went away (EPIPE) before anything was changed: the command stops without a word (exit 141). */
+class ReaderGone extends Error {}
 
 const DURATION = /^(\d+)([smhdw])$/;
 const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3600_000, d: 86_400_000, w: 7 * 86_400_000 };
@@ -353,29 +361,30 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
   const [group, action, ...rest] = leading === -1 ? [] : words;
   const json = argv.includes('--json');
   const isHelp = (word: string | undefined) => word === 'help' || word === '--help' || word === '-h';
-  // `keys --help` asks for help as much as `--help` does.
-  if (group === undefined || isHelp(group) || isHelp(action)) {
-    (group === undefined ? io.stderr : io.stdout)(`${USAGE}\n`);
-    return group === undefined ? EXIT.usage : EXIT.ok;
+  if (group === undefined) {
+    io.stderr(`${USAGE}\n`);
+    return EXIT.usage;
   }
   let store: GatewayStore | undefined;
   // What was done, for the line that says so if the output is then lost; unset until the command changed something.
   let done: ((why: string) => string) | undefined;
+  /** Prints what needs no store, and waits for it to be written. */
+  const printOnly = async (text: string) => {
+    refuseClosedStdout(io);
+    io.stdout(`${text}\n`);
+    await written(io, undefined);
+    return EXIT.ok;
+  };
   try {
-    if (group === '--version') {
-      io.stdout(`${json ? JSON.stringify({ version: version() }) : version()}\n`);
-      await written(io, undefined);
-      return EXIT.ok;
-    }
+    // `keys --help` asks for help as much as `--help` does.
+    if (isHelp(group) || isHelp(action)) return await printOnly(USAGE);
+    if (group === '--version') return await printOnly(json ? JSON.stringify({ version: version() }) : version());
     // Only the words of the command: an option after one word is not part of its name.
     const command = [group, action].filter((word) => word !== undefined && !word.startsWith('-')).join(' ');
     const spec = COMMANDS[command];
     if (!spec) throw new UsageError(`unknown command '${command || group}'`);
     const { values, positionals } = parse(rest, spec.options, spec.positionals);
-    if (values.help) {
-      io.stdout(`${USAGE}\n`);
-      return EXIT.ok;
-    }
+    if (values.help) return await printOnly(USAGE);
     const said: KeyChangeOptions = {
       reason: values.reason as string | undefined,
       // An empty variable is one unset, as a shell's `GATEWAY_OPERATOR= npm run cli …` means it.
@@ -385,6 +394,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     // Before the store is opened: a wrong command line (exit 2), or a value no store would take (exit 1), is
     // answered the same whether or not the store can be reached.
     spec.check?.(values, positionals, { said, now, io });
+    refuseClosedStdout(io);
     if ('reason' in spec.options) operatorDetails(said);
     const config = loadConfig(io.env);
     const filename = sqliteFilename(config);
@@ -414,6 +424,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     await written(io, done);
     return EXIT.ok;
   } catch (caught) {
+    if (caught instanceof ReaderGone) return EXIT.readerGone;
     // A failure once something was changed must not read as one that changed nothing: run again, it would change it twice.
     const error = done && !(caught instanceof OutputLost) && !(caught instanceof Refused) ? new OutputLost(done(`it stopped: ${failure(caught).message}`)) : caught;
     const { exit, code, message } = failure(error);
@@ -426,17 +437,40 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
 }
 
 /**
+ * Refuses, before the store is read or anything done, a stdout closed at start: whatever the command printed would be
+ * lost, and a write to a closed descriptor fails with EBADF. Node opens /dev/null on it instead, so no write fails.
+ */
+function refuseClosedStdout(io: CliIo): void {
+  if (io.stdoutClosed?.()) {
+    throw new StdoutFailed('the output could not be written (EBADF: bad file descriptor, stdout was closed): send it to a file, a pipe or > /dev/null; nothing was done');
+  }
+}
+
+/**
  * Waits for stdout to take what the command printed. If it could not (a full disk, a reader that went away), a
- * command that changed something says what it did on stderr (exit 3): run again, it would do it twice.
+ * command that changed something says what it did on stderr (exit 3): run again, it would do it twice. A reader that
+ * went away from a command that changed nothing is no failure to report (`| head -1`): ReaderGone.
  */
 async function written(io: CliIo, done: ((why: string) => string) | undefined): Promise<void> {
   try {
     await io.stdoutWritten?.();
   } catch (error) {
-    const why = error instanceof Error ? error.message : String(error);
+    const why = writeFailure(error);
     if (done) throw new OutputLost(done(why));
-    throw new Error(`the output could not be written (${why})`);
+    if ((error as NodeJS.ErrnoException).code === 'EPIPE') throw new ReaderGone(why);
+    throw new StdoutFailed(`the output could not be written (${why})`);
   }
+}
+
+/**
+ * Why a write failed, as its errno and what that means (`EPIPE: broken pipe`): a pipe's error says only `write EPIPE`,
+ * a file's adds the call (`ENOSPC: no space left on device, write`).
+ */
+function writeFailure(error: unknown): string {
+  const { code, errno } = error as NodeJS.ErrnoException;
+  const meaning = typeof errno === 'number' ? getSystemErrorMap().get(errno)?.[1] : undefined;
+  if (typeof code === 'string' && meaning !== undefined) return `${code}: ${meaning}`;
+  return error instanceof Error ? error.message : String(error);
 }
 
 /** The exit code, the code a script reads under --json, and the line a person reads. */
@@ -568,9 +602,13 @@ const COMMANDS: Record<string, Command> = {
         await sink.end();
       } catch (error) {
         sink.abort();
+        if (error instanceof ReaderGone) throw error;
         const rowsWritten = Object.values(rows).reduce((sum, count) => sum + count, 0);
         const left = out === undefined ? 'the rows on stdout are not the whole workspace' : `${out} was deleted`;
-        throw new Error(`the export stopped after ${rowsWritten} rows and ${left}: ${error instanceof Error ? error.message : String(error)}`);
+        const why = error instanceof Error ? error.message : String(error);
+        // Said first when it is stdout that failed: the one line names it, as every other command's does.
+        if (error instanceof StdoutFailed) throw new Error(`${why}: the export stopped after ${rowsWritten} rows and ${left}`);
+        throw new Error(`the export stopped after ${rowsWritten} rows and ${left}: ${why}`);
       }
       const text = () =>
         [
@@ -911,7 +949,7 @@ function stdoutSink(io: CliIo): ExportSink {
   return {
     async write(text) {
       io.stdout(text);
-      await io.stdoutWritten?.();
+      await written(io, undefined);
     },
     async end() {},
     abort() {},

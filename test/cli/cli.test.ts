@@ -835,11 +835,11 @@ describe('the CLI', () => {
     expect(text.code).toBe(EXIT.outputLost);
     const [id] = /key (\S+) was created/.exec(text.stderr)?.slice(1) ?? [];
     expect(lost).toContain(id);
-    expect(text.stderr).toBe(`campaign-gateway: key ${id} was created but its secret could not be written (ENOSPC: no space left on device, write): revoke it (keys revoke ${id})\n`);
+    expect(text.stderr).toBe(`campaign-gateway: key ${id} was created but its secret could not be written (ENOSPC: no space left on device): revoke it (keys revoke ${id})\n`);
     expect(json.code).toBe(EXIT.outputLost);
     expect(JSON.parse(json.stderr)).toEqual({ error: { code: 'OUTPUT_LOST', message: expect.stringMatching(/^key \S+ was created but its secret could not be written \(ENOSPC[^)]*\): revoke it \(keys revoke \S+\)$/) } });
     // Nothing was changed: a failure, in one line.
-    expect(list).toEqual({ code: EXIT.failed, stdout: '', stderr: 'campaign-gateway: the output could not be written (ENOSPC: no space left on device, write)\n' });
+    expect(list).toEqual({ code: EXIT.failed, stdout: '', stderr: 'campaign-gateway: the output could not be written (ENOSPC: no space left on device)\n' });
   }, 60_000);
 
   it('as a process, says where the secret is when --key-file holds it and stdout cannot take the rest: nothing to revoke', async () => {
@@ -852,7 +852,7 @@ describe('the CLI', () => {
       expect(lost.code, lost.stderr).toBe(EXIT.outputLost);
       const [id] = /key (\S+) was created/.exec(lost.stderr)?.slice(1) ?? [];
       expect(JSON.parse(lost.stderr)).toEqual({
-        error: { code: 'OUTPUT_LOST', message: `key ${id} was created, its secret is in ${file}, but the output could not be written (ENOSPC: no space left on device, write)` },
+        error: { code: 'OUTPUT_LOST', message: `key ${id} was created, its secret is in ${file}, but the output could not be written (ENOSPC: no space left on device)` },
       });
       const secret = readFileSync(file, 'utf8').trim();
       expect((await graphql(gw.baseUrl, secret, '{ campaigns { edges { node { id } } } }')).status).toBe(200);
@@ -887,15 +887,20 @@ describe('the CLI', () => {
       expect((await keys()).find(({ id }) => id === kept.id)).toMatchObject({ prefix: kept.prefix, previousSecretValidUntil: null });
       expect((await graphql(gw.baseUrl, kept.key, list)).status).toBe(200);
 
-      // With --key-file the secret is kept, whatever stdout is.
-      const [created, rotated] = await Promise.all([
-        cliProcessWithoutStdout('closed', [...create, '--key-file', join(dir, 'created.key')], env),
-        cliProcessWithoutStdout('ignore', ['keys', 'rotate', kept.id, '--key-file', join(dir, 'rotated.key'), '--json'], env),
+      // With --key-file the secret is kept, stdout on /dev/null as a shell's `> /dev/null` opens it; a closed stdout,
+      // where the rest would be lost, is refused before the key or its file is made.
+      const [created, rotated, closed] = await Promise.all([
+        cliProcessWritingTo('/dev/null', [...create, '--key-file', join(dir, 'created.key')], env),
+        cliProcessWritingTo('/dev/null', ['keys', 'rotate', kept.id, '--key-file', join(dir, 'rotated.key'), '--json'], env),
+        cliProcessWithoutStdout('closed', [...create, '--key-file', join(dir, 'closed.key')], env),
       ]);
       expect([created, rotated]).toEqual([
         { code: EXIT.ok, stdout: '', stderr: '' },
         { code: EXIT.ok, stdout: '', stderr: '' },
       ]);
+      expect(closed).toEqual({ code: EXIT.failed, stdout: '', stderr: expect.stringMatching(/^campaign-gateway: the output could not be written \(EBADF: [^\n]*nothing was done\n$/) });
+      expect(existsSync(join(dir, 'closed.key'))).toBe(false);
+      expect((await keys()).filter(({ name }) => name === 'to nowhere')).toHaveLength(1);
       for (const file of ['created.key', 'rotated.key']) {
         expect((await graphql(gw.baseUrl, readFileSync(join(dir, file), 'utf8').trim(), list)).status).toBe(200);
       }

@@ -27,41 +27,56 @@ export function cliProcess(argv: string[], env: Record<string, string>, user?: {
   });
 }
 
-/** cliProcess with its stdout on `file` (such as /dev/full, where every write fails), as a shell's `> file` puts it. */
-export function cliProcessWritingTo(file: string, argv: string[], env: Record<string, string>): Promise<CliRun> {
-  const fd = openSync(file, 'w');
+/**
+ * `command` run as cliProcess runs the CLI, with its stdout `stdout` and nothing read of it; `started` is done to the
+ * child at once.
+ */
+function withoutReadingStdout(
+  command: string,
+  args: string[],
+  env: Record<string, string>,
+  stdout: 'ignore' | 'pipe' | number,
+  started: (child: ChildProcess) => void = () => undefined,
+): Promise<CliRun> {
   return new Promise((done) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...argv], {
+    const child = spawn(command, args, {
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? '', HOME: tmpdir(), ...env },
-      stdio: ['ignore', fd, 'pipe'],
+      stdio: ['ignore', stdout, 'pipe'],
       timeout: 60_000,
     });
-    closeSync(fd);
+    started(child);
     let stderr = '';
     child.stderr!.setEncoding('utf8').on('data', (text: string) => (stderr += text));
     child.on('close', (code) => done({ code, stdout: '', stderr }));
   });
 }
 
+const CLI = ['--import', 'tsx', 'src/cli/main.ts'];
+
+/** cliProcess with its stdout on `file` (such as /dev/full, where every write fails), as a shell's `> file` puts it. */
+export function cliProcessWritingTo(file: string, argv: string[], env: Record<string, string>): Promise<CliRun> {
+  const fd = openSync(file, 'w');
+  return withoutReadingStdout(process.execPath, [...CLI, ...argv], env, fd, () => closeSync(fd));
+}
+
 /**
- * cliProcess with nothing to read its stdout: `'ignore'` puts it on /dev/null, as `> /dev/null` does; `'closed'` starts
- * it with fd 1 closed, as a shell's `>&-` does (Node then opens /dev/null on it).
+ * cliProcess with nothing to read its stdout: `'ignore'` puts it on /dev/null (opened for reading and writing, as
+ * Python's subprocess.DEVNULL does too); `'closed'` starts it with fd 1 closed, as a shell's `>&-` does (Node then
+ * opens /dev/null on it, for reading and writing as well).
  */
 export function cliProcessWithoutStdout(stdout: 'ignore' | 'closed', argv: string[], env: Record<string, string>): Promise<CliRun> {
-  const node = ['--import', 'tsx', 'src/cli/main.ts', ...argv];
+  const node = [...CLI, ...argv];
   const [command, args] = stdout === 'ignore' ? [process.execPath, node] : ['bash', ['-c', 'exec "$0" "$@" >&-', process.execPath, ...node]];
-  return new Promise((done) => {
-    const child = spawn(command, args, {
-      cwd: ROOT,
-      env: { PATH: process.env.PATH ?? '', HOME: tmpdir(), ...env },
-      stdio: ['ignore', 'ignore', 'pipe'],
-      timeout: 60_000,
-    });
-    let stderr = '';
-    child.stderr!.setEncoding('utf8').on('data', (text: string) => (stderr += text));
-    child.on('close', (code) => done({ code, stdout: '', stderr }));
-  });
+  return withoutReadingStdout(command, args, env, 'ignore');
+}
+
+/**
+ * cliProcess with its stdout a pipe whose reader has gone away before the CLI writes (a `| head` that has exited):
+ * every write fails with EPIPE. The read end is closed here at once, so no write can reach it first.
+ */
+export function cliProcessWithReaderGone(argv: string[], env: Record<string, string>): Promise<CliRun> {
+  return withoutReadingStdout(process.execPath, [...CLI, ...argv], env, 'pipe', (child) => child.stdout!.destroy());
 }
 
 /**
