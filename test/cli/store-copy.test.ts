@@ -440,38 +440,25 @@ describe.skipIf(skipWithoutPostgres)('store copy', () => {
     source.close();
   }, 60_000);
 
-  it('ends at once on a second signal a second or more after the first, the target still marked', async () => {
+  it.each([
+    // Sooner, it would be taken for the first one again.
+    ['the same signal a second or more after the first', 'SIGINT', 1_000, 130],
+    // A supervisor's SIGTERM after a Ctrl-C is no echo of it, however soon it comes.
+    ['a different signal right after the first', 'SIGTERM', 0, 143],
+  ] as const)('ends at once on %s, the target still marked', async (_case, second, afterMs, exit) => {
     const dataDir = await twoWorkspaces();
     const { url } = await target();
     const held = await whileCopyWaitsOn(url, 'jobs');
     const ended = await cliProcessActedOn(['store', 'copy', '--to', url], { DATA_DIR: dataDir }, /\n {2}"a-small": /, (child) =>
       held(async () => {
         await signalled(child, 'SIGINT');
-        // The copy still waits on the lock: only the second signal can end it now. Sooner, it would be the same one.
-        await setTimeout(1_000);
-        child.kill('SIGINT');
+        // The copy still waits on the lock: only the second signal can end it now.
+        await setTimeout(afterMs);
+        child.kill(second);
         await waitFor(async () => child.exitCode !== null || child.signalCode !== null);
       }),
     );
-    expect(ended.code, ended.stderr).toBe(130);
-    expect(ended.stderr).toContain('\nSIGINT: stopping after the page being written…\n');
-    expect(ended.stderr).not.toContain('the copy stopped');
-    expect(await jsonError(dataDir, 'store', 'copy', '--to', url)).toMatchObject({ exit: EXIT.failed, code: 'BAD_USER_INPUT', message: expect.stringContaining(' holds part of a store') });
-  }, 60_000);
-
-  it("ends at once on a different signal right after the first, as a supervisor's SIGTERM after a Ctrl-C", async () => {
-    const dataDir = await twoWorkspaces();
-    const { url } = await target();
-    const held = await whileCopyWaitsOn(url, 'jobs');
-    const ended = await cliProcessActedOn(['store', 'copy', '--to', url], { DATA_DIR: dataDir }, /\n {2}"a-small": /, (child) =>
-      held(async () => {
-        await signalled(child, 'SIGINT');
-        // At once, while the copy still waits on the lock: taken for an echo of the first, it would wait there.
-        child.kill('SIGTERM');
-        await waitFor(async () => child.exitCode !== null || child.signalCode !== null);
-      }),
-    );
-    expect(ended.code, ended.stderr).toBe(143);
+    expect(ended.code, ended.stderr).toBe(exit);
     expect(ended.stderr).toContain('\nSIGINT: stopping after the page being written…\n');
     expect(ended.stderr).not.toContain('the copy stopped');
     expect(await jsonError(dataDir, 'store', 'copy', '--to', url)).toMatchObject({ exit: EXIT.failed, code: 'BAD_USER_INPUT', message: expect.stringContaining(' holds part of a store') });
