@@ -38,15 +38,13 @@ export interface CliIo {
   stdoutWritten?: () => Promise<void>;
   /** Whether stdout goes nowhere (/dev/null): what is printed there is lost. Absent, it goes somewhere. */
   stdoutDiscarded?: () => boolean;
-  /** Whether stdout was closed when the process started (`>&-`), not sent to /dev/null on purpose. Absent, it was not. */
-  stdoutClosed?: () => boolean;
   clock?: Clock;
   /** The schema's migrations in place of this version's (see StoreOptions): tests of a CLI newer than its store. */
   migrations?: StoreOptions['migrations'];
 }
 
 /**
- * 0: done; 1: the operation failed (unknown key, invalid value, store unreachable, stdout closed or full); 2: the
+ * 0: done; 1: the operation failed (unknown key, invalid value, store unreachable, stdout full); 2: the
  * command line is wrong (a new secret that would go to /dev/null among it);
  * 3: done, but its output was lost (a new key's secret among it), or the command failed after changing something:
  * what was done is said on stderr;
@@ -104,7 +102,7 @@ Key events record --reason (up to ${REASON_LENGTH} characters) and --operator, w
 characters; default: GATEWAY_OPERATOR), each one line and never a key, for the workspace's customers to read.
 Uses the same configuration as the gateway (DATA_DIR, DATABASE_URL; REDIS_URL for clients unblock). Never upgrades a store: on one an older
 version left, every command but 'store backup' refuses until this version's gateway has started on it.
-Exit codes: 0 done, 1 the operation failed (stdout closed or full among it), 2 the command line is wrong (a new
+Exit codes: 0 done, 1 the operation failed (a full stdout among it), 2 the command line is wrong (a new
 secret to stdout on /dev/null: use --key-file), 3 done but its output was lost, or it failed after changing something
 (stderr says what was done: a key whose secret was lost is to be revoked), 141 the reader of stdout went away (| head).`;
 
@@ -370,7 +368,6 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
   let done: ((why: string) => string) | undefined;
   /** Prints what needs no store, and waits for it to be written. */
   const printOnly = async (text: string) => {
-    refuseClosedStdout(io);
     io.stdout(`${text}\n`);
     await written(io, undefined);
     return EXIT.ok;
@@ -394,7 +391,6 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     // Before the store is opened: a wrong command line (exit 2), or a value no store would take (exit 1), is
     // answered the same whether or not the store can be reached.
     spec.check?.(values, positionals, { said, now, io });
-    refuseClosedStdout(io);
     if ('reason' in spec.options) operatorDetails(said);
     const config = loadConfig(io.env);
     const filename = sqliteFilename(config);
@@ -433,16 +429,6 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     return exit;
   } finally {
     await store?.close();
-  }
-}
-
-/**
- * Refuses, before the store is read or anything done, a stdout closed at start: whatever the command printed would be
- * lost, and a write to a closed descriptor fails with EBADF. Node opens /dev/null on it instead, so no write fails.
- */
-function refuseClosedStdout(io: CliIo): void {
-  if (io.stdoutClosed?.()) {
-    throw new StdoutFailed('the output could not be written (EBADF: bad file descriptor, stdout was closed): send it to a file, a pipe or > /dev/null; nothing was done');
   }
 }
 

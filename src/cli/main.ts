@@ -1,4 +1,4 @@
-import { fstatSync, readFileSync, statSync } from 'node:fs';
+import { fstatSync, statSync } from 'node:fs';
 import { runCli } from './commands.js';
 
 /**
@@ -46,25 +46,6 @@ function discarded(fd: number): boolean {
   return out.isCharacterDevice() && devNull !== undefined && devNull.isCharacterDevice() && out.rdev === devNull.rdev;
 }
 
-/**
- * Whether fd 1 was closed when the process started (a shell's `>&-`): Node then opens /dev/null on it for reading and
- * writing, where a shell's `> /dev/null` opens it for writing only. Linux tells how a descriptor was opened
- * (/proc/self/fdinfo); elsewhere a closed stdout is taken for /dev/null. A parent that hands over /dev/null opened
- * for both (Node's stdio 'ignore', Python's subprocess.DEVNULL) looks the same, and is taken for closed.
- */
-function closedAtStart(fd: number): boolean {
-  if (!discarded(fd)) return false;
-  let info: string;
-  try {
-    info = readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
-  } catch {
-    return false;
-  }
-  const flags = /^flags:\s*([0-7]+)$/m.exec(info)?.[1];
-  // O_ACCMODE: the two bits that say read, write or both; O_RDWR is 2 on every Linux.
-  return flags !== undefined && (parseInt(flags, 8) & 0o3) === 0o2;
-}
-
 const stdout = output(process.stdout);
 const stderr = output(process.stderr);
 
@@ -74,5 +55,4 @@ process.exitCode = await runCli(process.argv.slice(2), {
   stderr: stderr.write,
   stdoutWritten: stdout.written,
   stdoutDiscarded: () => discarded(1),
-  stdoutClosed: () => closedAtStart(1),
 });
