@@ -26,6 +26,16 @@ function decode(kind: string, cursor: string | null | undefined, isValue: (value
  */
 export const decodeRowCursor = (kind: string, cursor: string | null | undefined): string | undefined => decode(kind, cursor, isGatewayId);
 
+/**
+ * A cursor whose event is gone (pruned past retention, or never the caller workspace's), which the store refuses
+ * rather than answer the empty page that reads as the end of the list. Paging cannot continue from it: the cursor
+ * holds only the id, and the place the event had in the list (its sequence number) is not kept anywhere else.
+ */
+export const eventCursorGone = (): GatewayError =>
+  new GatewayError('BAD_USER_INPUT', 'The event this cursor points at no longer exists', {
+    issues: [{ field: 'after', message: 'names an event no longer kept (events are deleted once past their retention period): start again from the first page' }],
+  });
+
 /** A position in a list read from elsewhere (the upstream's pages), which has no ids of the gateway's. */
 export function decodeOffsetCursor(kind: string, cursor: string | null | undefined): number | undefined {
   const offset = decode(kind, cursor, (value) => /^\d{1,15}$/.test(value));

@@ -19,8 +19,9 @@ export interface ListOptions {
   /** Return rows strictly before (older than) this sequence number. */
   beforeSeq?: number;
   /**
-   * Return rows strictly before the row of the workspace with this id (a cursor's); none when there is no such
-   * row. Takes the place of `beforeSeq`.
+   * Return rows strictly before the row of the workspace with this id (a cursor's). Takes the place of `beforeSeq`.
+   * When the workspace has no such row: campaigns list none; events reject with `eventCursorGone` (cursor.ts), since
+   * an empty page would read as the end of a list that goes on past a pruned event.
    */
   beforeId?: string;
 }

@@ -84,7 +84,11 @@ export class SecurityEventResolver {
     @Arg('filter', () => SecurityEventFilter, { nullable: true, description: 'Which events; every event the key may see when left out.' })
     filter: SecurityEventFilter | null,
     @Arg('first', () => Int, { nullable: true, defaultValue: DEFAULT_PAGE_SIZE, description: FIRST_DESCRIPTION }) first: number | null,
-    @Arg('after', () => String, { nullable: true, description: AFTER_DESCRIPTION }) after: string | null,
+    @Arg('after', () => String, {
+      nullable: true,
+      description: `${AFTER_DESCRIPTION} The cursor of an event deleted since (past its retention period) is refused (BAD_USER_INPUT): start again from the first page.`,
+    })
+    after: string | null,
     @Ctx() context: GraphQLContext,
   ): Promise<SecurityEventConnection | null> {
     const page = await context.service.listSecurityEvents(

@@ -581,8 +581,30 @@ export function storeContract(name: string, harness: StoreHarness): void {
         }
         expect(seen).toEqual([...Array(30).keys()].reverse());
       }
-      const [otherEvent] = await store.listEvents(other, {}, { first: 1 });
-      expect(await store.listEvents(ws, {}, { first: 100, beforeId: otherEvent.id })).toEqual([]);
+    });
+
+    it("refuses a cursor whose event was pruned, or is another workspace's, rather than answer an empty page that reads as the list's end", async () => {
+      // A job still running keeps its old events past the cutoff, as at any retention edge with a job in progress.
+      const running = jobFixture(ws, { runAt: at(10_000_000) });
+      await store.enqueueJob(running, eventFixture(ws, { occurredAt: at(0), jobId: running.id, details: { i: 0 } }));
+      for (let i = 1; i <= 8; i += 1) await store.insertEvent(eventFixture(ws, { occurredAt: at(i * 1000), details: { i } }));
+      const otherEvent = eventFixture(other, { occurredAt: at(9000) });
+      await store.insertEvent(otherEvent);
+      const filters: SecurityEventFilter[] = [{}, { since: at(0), until: at(9000) }, { types: ['CAMPAIGN_DUPLICATION_REQUESTED', 'PERMISSION_DENIED'] }, { until: at(9000), types: ['CAMPAIGN_DUPLICATION_REQUESTED'] }];
+      const firstPage = await store.listEvents(ws, {}, { first: 3 });
+      expect(firstPage.map((e) => e.details.i)).toEqual([8, 7, 6]);
+
+      expect((await store.pruneEvents(at(6500), 100, null)).deleted).toBe(6);
+      const gone = { code: 'BAD_USER_INPUT', issues: [expect.objectContaining({ field: 'after' })] };
+      for (const filter of filters) {
+        await expect(store.listEvents(ws, filter, { first: 3, beforeId: firstPage[2].id }), JSON.stringify(filter)).rejects.toMatchObject(gone);
+        // Another workspace's event is refused alike, saying no more than of a pruned one.
+        await expect(store.listEvents(ws, filter, { first: 3, beforeId: otherEvent.id })).rejects.toMatchObject(gone);
+        // A cursor whose event is kept pages on past the pruned ones, to the end of the list, which is no refusal.
+        const [kept] = await store.listEvents(ws, filter, { first: 1, beforeId: firstPage[1].id });
+        expect(kept.details.i).toBe(0);
+        expect(await store.listEvents(ws, filter, { first: 3, beforeId: kept.id })).toEqual([]);
+      }
     });
 
     it("leaves out the events of types a newer version wrote, filling each page from the known ones behind them, unless asked for every type", async () => {
@@ -845,7 +867,8 @@ export function storeContract(name: string, harness: StoreHarness): void {
       const types: SecurityEventType[] = ['CAMPAIGN_DUPLICATION_REQUESTED', 'API_KEY_CREATED'];
       expect(await store.listEvents(ws, { types, apiKeyId: withNul(key.id) }, { first: 10 })).toEqual([]);
       expect(await store.listEvents(withNul(ws), { types }, { first: 10 })).toEqual([]);
-      expect(await store.listEvents(ws, { types }, { first: 10, beforeId: withNul(key.id) })).toEqual([]);
+      // As the cursor of any event the workspace does not hold.
+      await expect(store.listEvents(ws, { types }, { first: 10, beforeId: withNul(key.id) })).rejects.toMatchObject({ code: 'BAD_USER_INPUT' });
       expect(await store.findWorkspace(withNul(ws))).toBeNull();
       expect(await store.findApiKey(withNul(key.id))).toBeNull();
       expect(await store.findApiKeyByHash(withNul(key.hash))).toBeNull();

@@ -545,6 +545,43 @@ describe('securityEvents(filter: {since, until}) over GraphQL', () => {
   });
 });
 
+describe('securityEvents(after) at the retention edge over GraphQL', () => {
+  const clock = new ManualClock(new Date('2030-01-01T00:00:00.000Z'));
+  let pruned: TestGateway;
+
+  beforeAll(async () => {
+    pruned = await startGateway({}, { clock });
+  });
+
+  afterAll(async () => {
+    await pruned?.close();
+  });
+
+  it("refuses the cursor of an event pruned since it was listed, saying to start again, rather than end the list there", async () => {
+    const team = await pruned.workspace();
+    await team.addKey(['campaigns.list']);
+    const query = 'query ($after: String) { securityEvents(first: 1, after: $after) { edges { node { id } } pageInfo { hasNextPage endCursor } } }';
+    const first = (await graphql(pruned.baseUrl, team.key, query, {})).body.data.securityEvents;
+    expect(first.pageInfo.hasNextPage).toBe(true);
+
+    // As retention would, with a cutoff just past the page's event: the older event goes with it.
+    expect((await pruned.app.store.pruneEvents(new Date(clock.now().getTime() + 1), 1000, null)).next).toBeNull();
+    const next = await graphql(pruned.baseUrl, team.key, query, { after: first.pageInfo.endCursor });
+    expect(next.status).toBe(200);
+    expect(next.body).toEqual({
+      errors: [
+        expect.objectContaining({
+          message:
+            "The event this cursor points at no longer exists: 'after' names an event no longer kept (events are deleted once past their retention period): start again from the first page",
+          path: ['securityEvents'],
+          extensions: { code: 'BAD_USER_INPUT', issues: [{ field: 'after', message: expect.stringContaining('start again from the first page') }] },
+        }),
+      ],
+      data: { securityEvents: null },
+    });
+  });
+});
+
 describe('the quota', () => {
   let limited: TestGateway;
 

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { eventCursorGone } from '../../domain/cursor.js';
 import { EXPORT_TABLES, type ClaimedJob, type EventPruneBatch, type EventPruneCursor, type ExportPage, type ExportRows, type ExportTable, type GatewayStore, type JobFailure, type JobOutcome, type ListOptions, type NewerSchema, type OlderSchema, type RowCount, type SchemaVersions, type WorkspaceDeletion } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
@@ -857,8 +858,7 @@ export class PostgresStore implements GatewayStore {
       );
       if (bounds === undefined) return [];
       const cursor = options.beforeId !== undefined ? bounds.cursor : (options.beforeSeq ?? Number.MAX_SAFE_INTEGER);
-      // A cursor that names no event of the workspace starts no page.
-      if (cursor === null) return [];
+      if (cursor === null) throw eventCursorGone();
       if (seeks.since !== undefined) where.push(`seq > ${param(bounds.after)}`);
       where.push(`seq < ${param(Math.min(Number(bounds.before), Number(cursor)))}`);
     }
@@ -884,7 +884,14 @@ export class PostgresStore implements GatewayStore {
       const branches = types.map((type) => newest([`type = ${param(type)}`, ...where]));
       text = branches.length === 1 ? branches[0] : `${branches.map((branch) => `(${branch})`).join(' UNION ALL ')} ORDER BY seq DESC LIMIT ${limit}`;
     }
-    return (await this.lookup(text, values)).map(rowToEvent);
+    const rows = await this.lookup(text, values);
+    // A cursor's row that is gone lists nothing (pageBound): told apart from the end of the list only then. A time
+    // window read the cursor's row already.
+    if (rows.length === 0 && options.beforeId !== undefined && seeks.since === undefined && seeks.until === undefined) {
+      const [cursor] = await this.lookup(`SELECT ${rowSeq('security_events', '$1', '$2')} AS seq`, [workspaceId, options.beforeId]);
+      if ((cursor?.seq ?? null) === null) throw eventCursorGone();
+    }
+    return rows.map(rowToEvent);
   }
 
   /**

@@ -1,6 +1,7 @@
 import { closeSync, constants, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type Database from 'better-sqlite3';
+import { eventCursorGone } from '../../domain/cursor.js';
 import { dependencyUnavailable } from '../../domain/errors.js';
 import type { ClaimedJob, EventPruneBatch, EventPruneCursor, ExportPage, ExportRows, ExportTable, GatewayStore, JobFailure, JobOutcome, ListOptions, NewerSchema, OlderSchema, RowCount, SchemaVersions, WorkspaceDeletion } from '../../domain/ports.js';
 import type {
@@ -584,6 +585,11 @@ export class SqliteStore implements GatewayStore {
         `SELECT * FROM security_events INDEXED BY ${index} WHERE ${where.join(' AND ')} AND type = @type${position}`;
       text = `${types.map((_, position) => branch(position)).join(' UNION ALL ')} ${newest}`;
     }
-    return this.readAll(text, params).map(rowToEvent);
+    const rows = this.readAll(text, params);
+    // A cursor's row that is gone lists nothing (pageEnd): told apart from the end of the list only then.
+    if (rows.length === 0 && options.beforeId !== undefined && this.read(`SELECT ${rowSeq('security_events', '?', '?')} AS seq`, workspaceId, options.beforeId)!.seq === null) {
+      throw eventCursorGone();
+    }
+    return rows.map(rowToEvent);
   }
 }
