@@ -78,7 +78,7 @@ export class DuplicationResolver {
 export class SecurityEventResolver {
   @Query(() => SecurityEventConnection, {
     nullable: true,
-    description: `Security events, newest first. With security_events.read: every event of your workspace; without: the events your own key caused. Poll a job with filter: {jobId}. ${refusedList('an invalid `first`, `after` or filter')}`,
+    description: `Security events, the last recorded first: in the order the workspace recorded them, not strictly that of occurredAt. To find the events recorded since you last looked, read from the first page down to the newest event id you hold (since: the newest occurredAt seen can miss some). With security_events.read: every event of your workspace; without: the events your own key caused. Poll a job with filter: {jobId}. ${refusedList('an invalid `first`, `after` or filter')}`,
   })
   async securityEvents(
     @Arg('filter', () => SecurityEventFilter, { nullable: true, description: 'Which events; every event the key may see when left out.' })

@@ -206,7 +206,7 @@ export class CampaignConnection {
 
 @ObjectType({
   description:
-    'Something that happened to a key, a job or a permission check; newest first in lists. Kept for a limited time, 90 days by default, and never less long than the job it is about.',
+    'Something that happened to a key, a job or a permission check; in lists, the last recorded first. Kept for a limited time, 90 days by default, and never less long than the job it is about.',
 })
 export class SecurityEvent {
   @Field(() => ID, { description: "The event's id." })
@@ -215,7 +215,10 @@ export class SecurityEvent {
   @Field(() => SecurityEventType, { description: 'What happened.' })
   type!: string;
 
-  @Field(() => Date, { description: 'When it happened.' })
+  @Field(() => Date, {
+    description:
+      'When it happened, stamped just before it was recorded. Lists are in the order events were recorded, so an event may be listed above one stamped up to a fraction of a second after it.',
+  })
   occurredAt!: Date;
 
   @Field(() => ApiKeyRef, { nullable: true, description: 'Who; null only for events with no key.' })
@@ -267,7 +270,7 @@ export class SecurityEventEdge {
   node!: SecurityEvent;
 }
 
-@ObjectType({ description: 'A page of security events, newest first (a Relay connection).' })
+@ObjectType({ description: 'A page of security events, the last recorded first (a Relay connection).' })
 export class SecurityEventConnection {
   @Field(() => [SecurityEventEdge], { description: EDGES_DESCRIPTION })
   edges!: SecurityEventEdge[];
