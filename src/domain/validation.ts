@@ -212,10 +212,20 @@ const invalidRange = (issues: FieldIssue[]) => new GatewayError('BAD_USER_INPUT'
 
 /**
  * A window of events whose end (exclusive) is not after its start (inclusive) holds no event, which a caller
- * can only have meant by mistake: the end is named, as the bound that is wrong for it.
+ * can only have meant by mistake: the end is named, as the bound that is wrong for it. Equal bounds are said to be
+ * equal to the millisecond: the caller's may have differed finer than that (…00.0001Z and …00.0009Z both come to
+ * …00.001Z), and a bare "must be after" would contradict what they sent.
  */
-const emptyWindowIssue = (start: Date, end: Date, names: { start: string; end: string }): FieldIssue | null =>
-  end <= start ? { field: names.end, message: `must be after ${names.start}` } : null;
+function emptyWindowIssue(start: Date, end: Date, names: { start: string; end: string }): FieldIssue | null {
+  if (end > start) return null;
+  const same = end.getTime() === start.getTime();
+  return {
+    field: names.end,
+    message: same
+      ? `must be after ${names.start}: both come to ${end.toISOString()}, as each is taken to the millisecond, a finer fraction rounded up to the next`
+      : `must be after ${names.start}`,
+  };
+}
 
 /** `start` and `end` as a transport received them (query string values), checked and turned into a range. */
 export function parseEventRange(raw: { start?: unknown; end?: unknown }): EventRange {

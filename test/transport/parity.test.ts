@@ -444,7 +444,7 @@ for (const store of STORES) {
   });
 }
 
-describe('securityEvents(filter: {since, until}) over GraphQL', () => {
+describe('securityEvents(filter: {since, until}, after) over GraphQL', () => {
   const clock = new ManualClock(new Date('2030-01-01T00:00:00.000Z'));
   let timed: TestGateway;
 
@@ -520,53 +520,44 @@ describe('securityEvents(filter: {since, until}) over GraphQL', () => {
   it('refuses a window that holds no event, `until` not after `since`, as the download refuses its range', async () => {
     const team = await timed.workspace();
     const query = 'query ($filter: SecurityEventFilter) { securityEvents(filter: $filter) { edges { node { id } } } }';
-    for (const [since, until] of [
-      ['2030-01-02T00:00:00.000Z', '2030-01-01T00:00:00.000Z'],
-      ['2030-01-01T00:00:00.000Z', '2030-01-01T00:00:00.000Z'],
+    const same = (at: string) => `: both come to ${at}, as each is taken to the millisecond, a finer fraction rounded up to the next`;
+    for (const [since, until, why] of [
+      ['2030-01-02T00:00:00.000Z', '2030-01-01T00:00:00.000Z', ''],
+      ['2030-01-01T00:00:00.000Z', '2030-01-01T00:00:00.000Z', same('2030-01-01T00:00:00.000Z')],
+      // The caller's `until` is after its `since`, but not by a whole millisecond: the refusal must say why it is refused.
+      ['2030-01-01T00:00:00.0001Z', '2030-01-01T00:00:00.0009Z', same('2030-01-01T00:00:00.001Z')],
     ]) {
       const listed = await graphql(timed.baseUrl, team.key, query, { filter: { since, until } });
       expect(listed.status).toBe(200);
       expect(listed.body).toEqual({
         errors: [
           expect.objectContaining({
-            message: "Invalid date range: 'until' must be after since",
+            message: `Invalid date range: 'until' must be after since${why}`,
             path: ['securityEvents'],
-            extensions: { code: 'BAD_USER_INPUT', issues: [{ field: 'until', message: 'must be after since' }] },
+            extensions: { code: 'BAD_USER_INPUT', issues: [{ field: 'until', message: `must be after since${why}` }] },
           }),
         ],
         data: { securityEvents: null },
       });
       const downloaded = await http(timed.baseUrl, 'GET', `/security_events/download?start=${since}&end=${until}`, { headers: bearer(team.key) });
       expect(downloaded.status).toBe(400);
-      expect(downloaded.body).toEqual({ message: 'Invalid date range', code: 'BAD_USER_INPUT', errors: ["'end' must be after start"] });
+      expect(downloaded.body).toEqual({ message: 'Invalid date range', code: 'BAD_USER_INPUT', errors: [`'end' must be after start${why}`] });
     }
     // An empty list of types is a filter that matches nothing, as its description says, not an error.
     expect((await graphql(timed.baseUrl, team.key, query, { filter: { types: [] } })).body).toEqual({ data: { securityEvents: { edges: [] } } });
   });
-});
 
-describe('securityEvents(after) at the retention edge over GraphQL', () => {
-  const clock = new ManualClock(new Date('2030-01-01T00:00:00.000Z'));
-  let pruned: TestGateway;
-
-  beforeAll(async () => {
-    pruned = await startGateway({}, { clock });
-  });
-
-  afterAll(async () => {
-    await pruned?.close();
-  });
-
+  // Last: it prunes every event this gateway's store holds.
   it("refuses the cursor of an event pruned since it was listed, saying to start again, rather than end the list there", async () => {
-    const team = await pruned.workspace();
+    const team = await timed.workspace();
     await team.addKey(['campaigns.list']);
     const query = 'query ($after: String) { securityEvents(first: 1, after: $after) { edges { node { id } } pageInfo { hasNextPage endCursor } } }';
-    const first = (await graphql(pruned.baseUrl, team.key, query, {})).body.data.securityEvents;
+    const first = (await graphql(timed.baseUrl, team.key, query, {})).body.data.securityEvents;
     expect(first.pageInfo.hasNextPage).toBe(true);
 
     // As retention would, with a cutoff just past the page's event: the older event goes with it.
-    expect((await pruned.app.store.pruneEvents(new Date(clock.now().getTime() + 1), 1000, null)).next).toBeNull();
-    const next = await graphql(pruned.baseUrl, team.key, query, { after: first.pageInfo.endCursor });
+    expect((await timed.app.store.pruneEvents(new Date(clock.now().getTime() + 1), 1000, null)).next).toBeNull();
+    const next = await graphql(timed.baseUrl, team.key, query, { after: first.pageInfo.endCursor });
     expect(next.status).toBe(200);
     expect(next.body).toEqual({
       errors: [
