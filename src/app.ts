@@ -236,6 +236,12 @@ function lateLogger(target: () => FastifyBaseLogger | undefined): WorkerLogger {
 /** The longest window Braze counts a rate limit over (an hour): see `maxWait` in createUpstream. */
 const UPSTREAM_LONGEST_LIMIT_MS = 60 * 60_000;
 
+/**
+ * The longest a 429's time is followed. Braze counts its limits per minute or per clock hour, so no honest 429 asks
+ * for longer than an hour; the gateway's own window, when longer, is waited out by every pause anyway.
+ */
+const longestUpstreamPauseMs = (config: Config): number => Math.max(UPSTREAM_LONGEST_LIMIT_MS, config.upstreamRateWindowSeconds * 1000);
+
 /** Upstream mode: the one client (and socket pool) shared by the duplicator, the campaign reader and readiness. */
 function createUpstream(config: Config, clock: Clock, logger: BrazeClientOptions['logger'], observer: UpstreamObserver): BrazeClient | null {
   if (!config.upstreamUrl || !config.upstreamApiKey) return null;
@@ -249,9 +255,7 @@ function createUpstream(config: Config, clock: Clock, logger: BrazeClientOptions
     logger,
     observer,
     maxWait: {
-      // Braze counts its limits per minute or per clock hour, so no honest 429 asks for longer than an hour; the
-      // gateway's own window, when longer, is waited out by every pause anyway.
-      rateLimitedMs: Math.max(UPSTREAM_LONGEST_LIMIT_MS, config.upstreamRateWindowSeconds * 1000),
+      rateLimitedMs: longestUpstreamPauseMs(config),
       // A 408's or 5xx's time holds back one job's retry: no longer than the backoff's own longest wait, so that
       // JOB_MAX_ATTEMPTS bounds how long a job keeps retrying whatever the upstream says.
       unavailableMs: RETRY_BACKOFF.backoffMaxMs,
@@ -344,6 +348,8 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
         overrides.upstreamLimiter ??
           // Paced by each instance on its own, N instances would send N times the limit, and miss each other's pauses.
           limiters.limiter({ keyPrefix: 'upstream', points: config.upstreamRateLimit, durationSeconds: config.upstreamRateWindowSeconds, sharedOnly: true }),
+        longestUpstreamPauseMs(config),
+        lateLogger(() => upstreamLog),
       )
     : undefined;
   const duplicator: Duplicator =

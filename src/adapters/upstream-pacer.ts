@@ -16,17 +16,35 @@ export class UpstreamPacer implements UpstreamPause {
   /** Written by `probe`, away from the keys that pace. */
   private readonly probeKey = 'probe';
 
-  constructor(private readonly limiter: RateLimiterAbstract) {}
+  /**
+   * The longest a hold or mark lasts as this version writes them: a 429's longest time, or the window when longer,
+   * in whole seconds. Earlier versions followed a 429 for up to a day, and wrote that hold here, where it outlives
+   * their upgrade.
+   */
+  private readonly longestMs: number;
 
-  /** Takes a slot: 0 when granted, otherwise how long until the next one. Rejects when the limiter's store fails. */
-  async take(): Promise<number> {
+  /** `longestPauseMs`: the longest time of a 429's that is followed (see `maxWait` in braze-client.ts). */
+  constructor(
+    private readonly limiter: RateLimiterAbstract,
+    longestPauseMs: number,
+    private readonly logger?: PacerLogger,
+  ) {
+    this.longestMs = blockSeconds(Math.max(longestPauseMs, limiter.duration * 1000)) * 1000;
+  }
+
+  /**
+   * Takes a slot: 0 when granted, otherwise how long until the next one. Rejects when the limiter's store fails.
+   * `clearStale`: false for the try after a stale hold was cleared, so a store that keeps one cannot loop it.
+   */
+  async take(clearStale = true): Promise<number> {
     try {
       await this.limiter.consume(this.key);
       return 0;
     } catch (rejection) {
       // rate-limiter-flexible rejects with a RateLimiterRes when the window is spent, with an Error when its store fails.
-      if (rejection instanceof RateLimiterRes) return Math.max(1, rejection.msBeforeNext);
-      throw rejection;
+      if (!(rejection instanceof RateLimiterRes)) throw rejection;
+      if (clearStale && (await this.clearedStale(rejection))) return this.take(false);
+      return Math.max(1, rejection.msBeforeNext);
     }
   }
 
@@ -50,7 +68,8 @@ export class UpstreamPacer implements UpstreamPause {
    * sending is held back.
    */
   async pause(ms: number): Promise<number> {
-    const current = await this.limiter.get(this.key);
+    let current = await this.limiter.get(this.key);
+    if (await this.clearedStale(current)) current = null;
     let heldMs: number;
     if (current && current.consumedPoints > this.limiter.points && current.msBeforeNext >= ms) {
       heldMs = current.msBeforeNext;
@@ -79,10 +98,33 @@ export class UpstreamPacer implements UpstreamPause {
     const marked = await this.limiter.get(this.pausedKey);
     if (!marked) return 0;
     const hold = await this.limiter.get(this.key);
+    if (await this.clearedStale(marked, hold)) return 0;
     if (!hold || hold.consumedPoints <= this.limiter.points) return 0;
     // A hold ending after the marked one is a window opened since the pause, and spent by the gateway's own pace.
     return hold.msBeforeNext <= markedHoldMs(marked) ? Math.max(0, hold.msBeforeNext) : 0;
   }
+
+  /**
+   * Clears the hold and its mark when either lasts longer than this version writes them: an earlier version's, which
+   * would hold every upstream call for up to a day after the upgrade. True when it did. Of the instances that find
+   * it at once, the one whose delete removed it says so.
+   */
+  private async clearedStale(...records: (RateLimiterRes | null)[]): Promise<boolean> {
+    const heldMs = Math.max(0, ...records.map((record) => record?.msBeforeNext ?? 0));
+    if (heldMs <= this.longestMs) return false;
+    const removed = await Promise.all([this.limiter.delete(this.key), this.limiter.delete(this.pausedKey)]);
+    if (removed.includes(true)) {
+      this.logger?.warn(
+        { heldMs, longestMs: this.longestMs },
+        'cleared an upstream pause longer than this version holds one, written by an earlier version; upstream calls resume',
+      );
+    }
+    return true;
+  }
+}
+
+export interface PacerLogger {
+  warn(object: object, message: string): void;
 }
 
 /** Whole seconds covering `ms`, at least one: the limiter keeps whole seconds, and a block of 0 never ends. */

@@ -48,7 +48,7 @@ describe.skipIf(skipWithoutRedisServer)('Redis keys and permissions', () => {
       await Promise.all([staging.connect(), production.connect()]);
       const quota = (limiters: RedisLimiters) => new RateLimiterQuota(limiters.limiter({ keyPrefix: 'duplicate', points: 2, durationSeconds: 60 }));
       const pacer = (limiters: RedisLimiters) =>
-        new UpstreamPacer(limiters.limiter({ keyPrefix: 'upstream', points: 1, durationSeconds: 60, sharedOnly: true }));
+        new UpstreamPacer(limiters.limiter({ keyPrefix: 'upstream', points: 1, durationSeconds: 60, sharedOnly: true }), 60 * 60_000);
       const authFailures = (limiters: RedisLimiters) =>
         new RateLimiterAuthFailures(limiters.limiter({ keyPrefix: 'auth-failures', points: 1, durationSeconds: 60 }), 60);
 

@@ -14,6 +14,8 @@ import { postgres } from '../support/stores.js';
 const UPSTREAM_KEY = 'Braze/Upstream+Key=5F1E7C2A9D';
 const DUPLICATE = 'POST /campaigns/duplicate';
 const PACER_KEY = 'duplicate';
+/** The longest a 429's time is followed, with the gateway's window at most an hour. */
+const HOUR_MS = 60 * 60_000;
 
 /** A gateway in upstream mode on a manual clock, a fake Braze, and what the tests need to drive them. */
 async function upstreamGateway(env: Record<string, string> = {}, limiter: RateLimiterAbstract = new RateLimiterMemory({ points: 100, duration: 60 })) {
@@ -535,6 +537,14 @@ const sharedBackends: { name: string; missing: boolean; create(settings: Limiter
   },
 ];
 
+/** Every limiter backend the pace may live on, but those whose service is missing outside CI. */
+const everyBackend = [
+  { name: 'memory', missing: false, create: async (settings: LimiterSettings) => ({ limiter: memoryLimiter(settings), close: async () => undefined }) },
+  ...sharedBackends,
+]
+  .filter((backend) => !backend.missing || process.env.CI)
+  .map((backend) => [backend.name, backend] as const);
+
 describe('upstream mode: pacing', () => {
   const harnesses: Harness[] = [];
   const shared: SharedLimiter[] = [];
@@ -608,7 +618,7 @@ describe('upstream mode: pacing', () => {
   });
 
   it('after an upstream 429, opens no fresh window before the current one ends', async () => {
-    const pacer = new UpstreamPacer(new RateLimiterMemory({ points: 2, duration: 20 }));
+    const pacer = new UpstreamPacer(new RateLimiterMemory({ points: 2, duration: 20 }), HOUR_MS);
     expect(await pacer.take()).toBe(0);
     await pacer.pause(3000);
     // One slot of this window was used: a fresh window after 3 s would allow two more calls within 20 s.
@@ -616,11 +626,11 @@ describe('upstream mode: pacing', () => {
   });
 
   it('a 429 with no time holds the current window to its end, or a whole window when none is under way', async () => {
-    const pacer = new UpstreamPacer(new RateLimiterMemory({ points: 2, duration: 20 }));
+    const pacer = new UpstreamPacer(new RateLimiterMemory({ points: 2, duration: 20 }), HOUR_MS);
     expect(await pacer.pause(0)).toBe(20_000);
     expect(await pacer.take()).toBeGreaterThan(15_000);
 
-    const busy = new UpstreamPacer(new RateLimiterMemory({ points: 2, duration: 20 }));
+    const busy = new UpstreamPacer(new RateLimiterMemory({ points: 2, duration: 20 }), HOUR_MS);
     expect(await busy.take()).toBe(0);
     const held = await busy.pause(0);
     expect(held).toBeGreaterThan(15_000);
@@ -630,7 +640,7 @@ describe('upstream mode: pacing', () => {
 
   it('tells a pause the upstream asked for from a window that is only spent', async () => {
     const limiter = new RateLimiterMemory({ points: 1, duration: 20 });
-    const pacer = new UpstreamPacer(limiter);
+    const pacer = new UpstreamPacer(limiter, HOUR_MS);
     expect(await pacer.take()).toBe(0);
     // Spent, and counted past the limit by the refused take, as a hold is: still the gateway's own pace.
     expect(await pacer.take()).toBeGreaterThan(0);
@@ -687,18 +697,11 @@ describe('upstream mode: pacing', () => {
     },
   );
 
-  it.each(
-    [
-      { name: 'memory', missing: false, create: async (settings: LimiterSettings) => ({ limiter: memoryLimiter(settings), close: async () => undefined }) },
-      ...sharedBackends,
-    ]
-      .filter((backend) => !backend.missing || process.env.CI)
-      .map((backend) => [backend.name, backend] as const),
-  )('on %s, a window spent by the pace after a pause has ended is no pause, while the pause mark lasts', async (_, backend) => {
+  it.each(everyBackend)('on %s, a window spent by the pace after a pause has ended is no pause, while the pause mark lasts', async (_, backend) => {
     const backendLimiter = await backend.create({ keyPrefix: `upstream-${randomUUID()}`, points: 1, durationSeconds: 1 });
     shared.push(backendLimiter);
     const { limiter } = backendLimiter;
-    const pacer = new UpstreamPacer(limiter);
+    const pacer = new UpstreamPacer(limiter, HOUR_MS);
     expect(await pacer.take()).toBe(0);
     expect(await pacer.take()).toBeGreaterThan(0);
     // A 429 with no time on the spent window, once most of it has passed: the hold is its rest, the mark a whole second.
@@ -714,6 +717,43 @@ describe('upstream mode: pacing', () => {
     expect(await pacer.take()).toBeGreaterThan(0);
     expect(await limiter.get('paused')).not.toBeNull();
     expect(await pacer.remainingMs()).toBe(0);
+  });
+
+  it.each(everyBackend)('on %s, a day-long pause an earlier version wrote is cleared, with a warning, and upstream calls go again', async (_, backend) => {
+    const backendLimiter = await backend.create({ keyPrefix: `upstream-${randomUUID()}`, points: 100, durationSeconds: 60 });
+    shared.push(backendLimiter);
+    const { limiter } = backendLimiter;
+    const h = await upstreamGateway({}, limiter);
+    harnesses.push(h);
+    // As versions that followed a 429's time for up to 24 h wrote it: the window's key blocked, and the mark beside it.
+    const writeOldPause = async () => {
+      await limiter.block(PACER_KEY, 86_400);
+      await limiter.set('paused', 0, 86_400);
+    };
+    const cleared = () => h.lines.map((line) => JSON.parse(line)).filter((line) => /^cleared an upstream pause longer than this version holds one/.test(line.msg));
+    const upstreamCheck = async () => (await http(h.gateway.baseUrl, 'GET', '/readyz')).body.checks.upstream;
+
+    // Read by readiness (as by a poll): no pause is reported, and none is left.
+    await writeOldPause();
+    expect(await upstreamCheck()).toEqual({ status: 'up', backend: 'braze' });
+    expect(cleared()).toEqual([expect.objectContaining({ level: 40, component: 'upstream', longestMs: HOUR_MS })]);
+    expect(cleared()[0].heldMs).toBeGreaterThan(23 * HOUR_MS);
+    expect(await limiter.get(PACER_KEY)).toBeNull();
+    expect(await limiter.get('paused')).toBeNull();
+
+    // Met by a job first: it is sent at once, at its first attempt.
+    await writeOldPause();
+    const { id, name } = await enqueue(h);
+    expect(await until(h, id, finished)).toMatchObject({ status: 'SUCCEEDED', attempts: 1 });
+    expect(requestsFor(h, name)).toHaveLength(1);
+    expect(cleared()).toHaveLength(2);
+
+    // The longest pause this version writes stands.
+    const pacer = new UpstreamPacer(limiter, HOUR_MS);
+    await pacer.pause(HOUR_MS);
+    expect((await upstreamCheck()).message).toMatch(/^paused until /);
+    expect(await pacer.remainingMs()).toBeGreaterThan(HOUR_MS - 60_000);
+    expect(cleared()).toHaveLength(2);
   });
 
   it("reads the shared pause once for a whole page of pending jobs' polls, each as REST's Retry-After says", async () => {
@@ -736,7 +776,7 @@ describe('upstream mode: pacing', () => {
     expect(open.reads).toBeLessThanOrEqual(2);
     for (const job of open.jobs) expect(job.pollAfterSeconds).toBe(1);
 
-    await new UpstreamPacer(limiter).pause(30_000);
+    await new UpstreamPacer(limiter, HOUR_MS).pause(30_000);
     const paused = await polls();
     expect(paused.reads).toBeLessThanOrEqual(2);
     const retryAfter = (await http(h.gateway.baseUrl, 'GET', `/duplication_jobs/${ids[0]}`, { headers: bearer(h.ws.key) })).headers['retry-after'];
