@@ -53,8 +53,9 @@ export type UpstreamResponse =
   /**
    * 408, 429, 5xx, timeouts, connection errors: worth trying again, not before `retryAfterMs` when given.
    * `timedOut`: an error answer whose body outlasted the deadline, which held the call as long as no answer would.
+   * `unsent`: no connection was made (refused, a name that does not resolve, connecting timed out): the request never left.
    */
-  | { kind: 'unavailable'; status: number | null; error: JobError; retryAfterMs?: number; timedOut?: boolean };
+  | { kind: 'unavailable'; status: number | null; error: JobError; retryAfterMs?: number; timedOut?: boolean; unsent?: true };
 
 const MAX_RESPONSE_BYTES = 1024 * 1024;
 const MAX_MESSAGE_LENGTH = 500;
@@ -67,6 +68,8 @@ const HTML_START = /^\s*<(?:!doctype\s+html|html)[\s>]/i;
 /** How often readiness probes may spend a call to Braze on asking whether a refused key is accepted again. */
 const KEY_RECHECK_MS = 30_000;
 const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
+/** Failures to connect: raised before any byte of the request left. A reset or a TLS failure may come after it did. */
+const UNSENT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EAI_FAIL', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'UND_ERR_CONNECT_TIMEOUT']);
 const REJECTED_CODES: Record<number, JobErrorCode> = {
   400: 'UPSTREAM_BAD_REQUEST',
   401: 'UPSTREAM_UNAUTHORIZED',
@@ -387,11 +390,13 @@ export class BrazeClient {
         },
       };
     }
+    const unsent = typeof code === 'string' && UNSENT_CODES.has(code) ? { unsent: true as const } : {};
     if (isTimeout(error)) {
       return {
         kind: 'unavailable',
         status: null,
         error: { code: 'UPSTREAM_TIMEOUT', message: `The upstream did not answer within ${timeoutMs} ms` },
+        ...unsent,
       };
     }
     // Other TLS failures (a handshake cut short, https:// to a plain HTTP port) are named, and may pass.
@@ -400,6 +405,7 @@ export class BrazeClient {
       kind: 'unavailable',
       status: null,
       error: { code: 'UPSTREAM_UNREACHABLE', message: `The connection to the upstream failed${tls}` },
+      ...unsent,
     };
   }
 

@@ -303,7 +303,12 @@ export function claimedJobs(rows: Row[]): { jobs: ClaimedJob[]; lastTurn: number
   const turn = (row: Row) => Number(row.queue_turn);
   const ordered = rows.map((row) => ({
     row,
-    job: typeof row.taken_over_from === 'string' ? { ...rowToJob(row), takenOverFrom: row.taken_over_from } : rowToJob(row),
+    job: {
+      ...rowToJob(row),
+      ...(typeof row.taken_over_from === 'string' ? { takenOverFrom: row.taken_over_from } : {}),
+      // SQLite gives 0 or 1, PostgreSQL a boolean.
+      ...(row.upstream_may_have_acted ? { upstreamMayHaveActed: true as const } : {}),
+    },
   }));
   ordered.sort(
     (a, b) => turn(a.row) - turn(b.row) || a.job.runAt.getTime() - b.job.runAt.getTime() || (a.job.id < b.job.id ? -1 : a.job.id > b.job.id ? 1 : 0),
@@ -438,6 +443,8 @@ export const IMPORT_ROWS: { [T in ExportTable]: (record: ExportRows[T], sql: Sql
     result_campaign_id: job.resultCampaignId,
     error_code: job.error?.code ?? null,
     error_message: job.error?.message ?? null,
+    // An export does not say whether an attempt may have reached the upstream: a job tried and not finished may have.
+    upstream_may_have_acted: sql.bool(job.finishedAt === null && job.attempts > 0),
   }),
   security_events: (event, sql) => ({ seq: event.seq, ...eventToRow(event, sql) }),
   idempotency_keys: (record, sql) => ({

@@ -246,7 +246,7 @@ export interface GatewayStore {
    */
   finishJob(jobId: string, owner: string, outcome: JobOutcome, now: Date): Promise<boolean>;
   /** Returns a running job to the queue, due at `runAt`, keeping the error of the failed attempt. */
-  retryJob(jobId: string, owner: string, runAt: Date, error: JobError | null, now: Date): Promise<boolean>;
+  retryJob(jobId: string, owner: string, runAt: Date, error: JobError | null, now: Date, mayHaveActed?: boolean): Promise<boolean>;
   /**
    * Returns a running job to the queue, due at `runAt`, without counting the attempt it was claimed with:
    * it was never tried (e.g. it waited for an upstream pacing slot). Keeps the job's error.
@@ -312,6 +312,11 @@ export interface ClaimedJob extends DuplicationJob {
    * store): that run may have reached the upstream already. Absent for a job that was pending.
    */
   takenOverFrom?: string;
+  /**
+   * An attempt before this one may have reached the upstream with the request (`mayHaveActed` of a retry): a job
+   * failed for good says so whatever its last attempt was. Absent when none may have.
+   */
+  upstreamMayHaveActed?: true;
 }
 
 /**
@@ -338,8 +343,12 @@ export interface EventBudget {
 
 export type DuplicationResult =
   | { kind: 'succeeded'; resultCampaignId: string | null; newCampaign?: Campaign; details?: Record<string, unknown> }
-  | { kind: 'permanent'; error: JobError }
-  | { kind: 'transient'; error: JobError; retryAfterMs?: number }
+  /**
+   * `mayHaveActed` (a duplicator acting outside the store): false when the attempt is known to have made nothing
+   * there (refused, or never sent); left out, it may have.
+   */
+  | { kind: 'permanent'; error: JobError; mayHaveActed?: boolean }
+  | { kind: 'transient'; error: JobError; retryAfterMs?: number; mayHaveActed?: boolean }
   /**
    * Not tried at all (no upstream pacing slot yet, or the pacing store cannot be reached): back to the queue for
    * `retryAfterMs`, no attempt counted. No other job can be tried before then either, so the worker stops

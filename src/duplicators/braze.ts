@@ -83,7 +83,8 @@ export class BrazeDuplicator implements Duplicator {
           details: { upstreamStatus: response.status, ...(response.message === undefined ? {} : { upstreamMessage: response.message }) },
         };
       case 'rejected':
-        return { kind: 'permanent', error: response.error };
+        // Refused, or its certificate was, before the request was sent: nothing was made.
+        return { kind: 'permanent', error: response.error, mayHaveActed: false };
       case 'unavailable': {
         let retryAfterMs = response.retryAfterMs;
         if (response.status === 429) {
@@ -92,7 +93,9 @@ export class BrazeDuplicator implements Duplicator {
           const heldMs = await this.pacer.pause(retryAfterMs ?? 0).catch(() => undefined);
           if (heldMs !== undefined) retryAfterMs = Math.max(retryAfterMs ?? 0, heldMs);
         }
-        return { kind: 'transient', error: response.error, ...(retryAfterMs === undefined ? {} : { retryAfterMs }) };
+        // A 429 refused the call; a 5xx (a proxy's, after Braze acted) or a lost answer may hide a copy made.
+        const mayHaveActed = response.status !== 429 && !response.unsent;
+        return { kind: 'transient', error: response.error, mayHaveActed, ...(retryAfterMs === undefined ? {} : { retryAfterMs }) };
       }
     }
   }

@@ -78,10 +78,12 @@ interface RunOutcome {
   retryDelayMs: number;
   /** How long the run took. */
   durationMs: number;
+  /** In upstream mode, whether this attempt or one before it may have reached the upstream with the request. */
+  mayHaveActed: boolean;
 }
 
 interface Recordable {
-  job: DuplicationJob;
+  job: ClaimedJob;
   lease: string;
   claimedAt: Date;
   outcome: RunOutcome;
@@ -275,7 +277,7 @@ export class JobWorker {
     });
   }
 
-  private async run(job: DuplicationJob, lease: string, claimedAt: Date): Promise<void> {
+  private async run(job: ClaimedJob, lease: string, claimedAt: Date): Promise<void> {
     const startedAt = Date.now();
     // Once a run that acts outside the store has returned, its effect is made: an outcome the store then fails to
     // take must not send the job back for free, or every try would make another copy upstream.
@@ -294,7 +296,7 @@ export class JobWorker {
       if (result.kind === 'deferred') this.claimPausedUntil = Math.max(this.claimPausedUntil, now.getTime() + result.retryAfterMs);
       // The backoff's jitter is drawn once: a retry recorded late waits as long as one recorded at once.
       const retryDelayMs = result.kind === 'transient' ? backoffDelay(job.attempts, this.options, result.retryAfterMs) : 0;
-      outcome = { result, retryDelayMs, durationMs: Date.now() - startedAt };
+      outcome = { result, retryDelayMs, durationMs: Date.now() - startedAt, mayHaveActed: this.mayHaveActed(job, result) };
       await this.record({ job, lease, claimedAt, outcome }, now);
     } catch (error) {
       if (isUnavailable(error) && (!outcome || !this.duplicator.actsOutsideStore) && (await this.deferInOutage(job, lease, error))) return;
@@ -308,7 +310,7 @@ export class JobWorker {
    * (nothing written); throws when the store fails.
    */
   private async record({ job, lease, claimedAt, outcome }: Recordable, now: Date): Promise<boolean> {
-    const { result, retryDelayMs, durationMs } = outcome;
+    const { result, retryDelayMs, durationMs, mayHaveActed } = outcome;
     if (result.kind === 'deferred') {
       if (!(await this.store.deferJob(job.id, lease, new Date(now.getTime() + result.retryAfterMs), now))) return this.leaseLost(job);
       this.storeOutages.succeeded();
@@ -322,14 +324,14 @@ export class JobWorker {
       return true;
     }
     if (result.kind === 'transient' && job.attempts < this.options.maxAttempts) {
-      if (!(await this.store.retryJob(job.id, lease, new Date(now.getTime() + retryDelayMs), result.error, now))) return this.leaseLost(job);
+      if (!(await this.store.retryJob(job.id, lease, new Date(now.getTime() + retryDelayMs), result.error, now, outcome.mayHaveActed))) return this.leaseLost(job);
       this.storeOutages.succeeded();
       this.observer.jobRetried?.();
       this.logger.warn({ ...jobLogFields(job), attempt: job.attempts, delayMs: retryDelayMs, error: result.error }, 'job will be retried');
       return true;
     }
     // Its event is stamped now, as it is written: the stores rely on events being stamped just before they commit.
-    const finish = this.outcome(job, result, now);
+    const finish = this.outcome(job, result, now, mayHaveActed);
     if (!(await this.store.finishJob(job.id, lease, finish, now))) return this.leaseLost(job);
     this.storeOutages.succeeded();
     this.observer.jobFinished?.(finish.status, durationMs, finish.error?.code ?? null, waitedMs(job, claimedAt, now));
@@ -429,7 +431,18 @@ export class JobWorker {
     return false;
   }
 
-  private outcome(job: DuplicationJob, result: Exclude<DuplicationResult, { kind: 'deferred' }>, now: Date): JobOutcome {
+  /**
+   * Whether the job may have been done upstream by the time of this attempt's result: an attempt before may have (its
+   * retry said so, or its run was taken over, perhaps after it called), or this one failed without knowing that it
+   * made nothing. Only refusals and calls that never left are known to have made nothing.
+   */
+  private mayHaveActed(job: ClaimedJob, result: DuplicationResult): boolean {
+    if (!this.duplicator.actsOutsideStore) return false;
+    const thisAttempt = (result.kind === 'permanent' || result.kind === 'transient') && (result.mayHaveActed ?? true);
+    return job.upstreamMayHaveActed === true || job.takenOverFrom !== undefined || thisAttempt;
+  }
+
+  private outcome(job: DuplicationJob, result: Exclude<DuplicationResult, { kind: 'deferred' }>, now: Date, mayHaveActed: boolean): JobOutcome {
     if (result.kind === 'succeeded') {
       return {
         status: 'SUCCEEDED',
@@ -455,18 +468,8 @@ export class JobWorker {
         name: job.name,
         attempts: job.attempts,
         error,
-        ...(this.duplicator.actsOutsideStore ? { upstreamMayHaveActed: mayHaveActed(job, error) } : {}),
+        ...(this.duplicator.actsOutsideStore ? { upstreamMayHaveActed: mayHaveActed } : {}),
       }),
     };
   }
 }
-
-/** Failures after which a call may have reached the upstream, and been carried out, with no answer saying so. */
-const AMBIGUOUS_FAILURES: ReadonlySet<JobErrorCode> = new Set(['UPSTREAM_TIMEOUT', 'UPSTREAM_UNREACHABLE', 'UPSTREAM_UNAVAILABLE']);
-
-/**
- * Whether a job that failed for good may have been done upstream all the same. Its error names its last attempt
- * only, and any attempt before that failed transiently, perhaps after the upstream acted (a timeout, a proxy's 502 or
- * 504): only a job refused or rate limited at its first attempt is known to have made nothing.
- */
-const mayHaveActed = (job: DuplicationJob, error: JobError): boolean => job.attempts > 1 || AMBIGUOUS_FAILURES.has(error.code);

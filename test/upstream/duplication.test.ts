@@ -492,6 +492,64 @@ describe('upstream mode: what each upstream answer does to a job', () => {
   });
 });
 
+describe('upstream mode: whether a job failed for good may have made a copy', () => {
+  const harnesses: Harness[] = [];
+  afterEach(async () => {
+    for (const h of harnesses.splice(0)) {
+      await h.gateway.close();
+      await h.fake.close();
+    }
+  });
+
+  const failedEvent = async (h: Harness, id: string) => {
+    for (let attempt = 1; attempt < 3; attempt++) advanceTo(h, (await until(h, id, retried(attempt))).runAt);
+    expect(await until(h, id, finished)).toMatchObject({ status: 'FAILED', attempts: 3 });
+    const [outcome] = await eventsOf(h, id);
+    expect(outcome.type).toBe('CAMPAIGN_DUPLICATION_FAILED');
+    return outcome.details;
+  };
+
+  it('no: every attempt met a closed port, so no request ever left', async () => {
+    const h = await upstreamGateway();
+    harnesses.push(h);
+    await h.fake.close();
+    const { id } = await enqueue(h);
+    expect(await failedEvent(h, id)).toMatchObject({ attempts: 3, error: { code: 'UPSTREAM_UNREACHABLE' }, upstreamMayHaveActed: false });
+  });
+
+  it('yes: the first attempt timed out, though the later ones met a closed port', async () => {
+    const h = await upstreamGateway();
+    harnesses.push(h);
+    h.fake.script(DUPLICATE, { status: 202, json: { message: 'success' }, delayMs: 10_000 });
+    const { id, name } = await enqueue(h);
+    const first = await until(h, id, retried(1));
+    expect(first.error?.code).toBe('UPSTREAM_TIMEOUT');
+    expect(requestsFor(h, name)).toHaveLength(1);
+    await h.fake.close();
+    advanceTo(h, first.runAt);
+    for (let attempt = 2; attempt < 3; attempt++) advanceTo(h, (await until(h, id, retried(attempt))).runAt);
+    expect(await until(h, id, finished)).toMatchObject({ status: 'FAILED', attempts: 3, error: { code: 'UPSTREAM_UNREACHABLE' } });
+    const [outcome] = await eventsOf(h, id);
+    expect(outcome.details).toMatchObject({ attempts: 3, upstreamMayHaveActed: true });
+  });
+
+  it('yes: rate limited at its first attempt, then answered 5xx, which may come after Braze acted', async () => {
+    const h = await upstreamGateway();
+    harnesses.push(h);
+    const unavailable = { status: 503, json: { message: 'Service Unavailable' } };
+    h.fake.script(DUPLICATE, { status: 429, json: { message: 'Rate limit exceeded' }, headers: { 'retry-after': '1' } }, unavailable, unavailable);
+    const { id } = await enqueue(h);
+    const first = await until(h, id, retried(1));
+    expect(first.error?.code).toBe('UPSTREAM_RATE_LIMITED');
+    await h.limiter.delete(PACER_KEY); // the window has passed
+    advanceTo(h, first.runAt);
+    advanceTo(h, (await until(h, id, retried(2))).runAt);
+    expect(await until(h, id, finished)).toMatchObject({ status: 'FAILED', attempts: 3, error: { code: 'UPSTREAM_UNAVAILABLE' } });
+    const [outcome] = await eventsOf(h, id);
+    expect(outcome.details).toMatchObject({ attempts: 3, upstreamMayHaveActed: true });
+  });
+});
+
 /** A memory limiter that counts its reads. */
 class CountingLimiter extends RateLimiterMemory {
   gets = 0;

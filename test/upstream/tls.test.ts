@@ -45,6 +45,9 @@ describe('upstream mode over TLS: an upstream certificate Node does not trust', 
       return job.body.status !== 'pending' && job.body.status !== 'running' && job.body;
     });
     expect(failed).toMatchObject({ status: 'failed', attempts: 1, error: { code: 'UPSTREAM_UNREACHABLE', message: REFUSED } });
+    // Refused in the handshake, before the request was sent: Braze cannot have made the copy.
+    const [outcome] = await gateway.app.store.listEvents(ws.workspace.id, { jobId: accepted.body.job_id }, { first: 1 });
+    expect(outcome).toMatchObject({ type: 'CAMPAIGN_DUPLICATION_FAILED', details: { upstreamMayHaveActed: false } });
 
     const ready = await http(gateway.baseUrl, 'GET', '/readyz');
     expect(ready.status).toBe(200);

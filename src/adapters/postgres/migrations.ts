@@ -172,6 +172,14 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
   `
   CREATE INDEX IF NOT EXISTS jobs_workspace ON jobs(workspace_id, id);
   `,
+  // Whether an attempt before the job's current one may have reached the upstream with the request (upstream mode),
+  // so that a job failed for good says so even when its last attempt never left (upstreamMayHaveActed). The jobs
+  // tried before this version kept no such fact: those not finished count as having reached it. A constant default
+  // does not rewrite the table.
+  `
+  ALTER TABLE jobs ADD COLUMN upstream_may_have_acted boolean NOT NULL DEFAULT false;
+  UPDATE jobs SET upstream_may_have_acted = true WHERE status IN ('PENDING', 'RUNNING') AND attempts > 0;
+  `,
 ];
 
 /**

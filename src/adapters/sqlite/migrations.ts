@@ -170,6 +170,13 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   `
   CREATE INDEX jobs_workspace ON jobs(workspace_id, id);
   `,
+  // Whether an attempt before the job's current one may have reached the upstream with the request (upstream mode),
+  // so that a job failed for good says so even when its last attempt never left (upstreamMayHaveActed). The jobs
+  // tried before this version kept no such fact: those not finished count as having reached it.
+  `
+  ALTER TABLE jobs ADD COLUMN upstream_may_have_acted INTEGER NOT NULL DEFAULT 0;
+  UPDATE jobs SET upstream_may_have_acted = 1 WHERE status IN ('PENDING', 'RUNNING') AND attempts > 0;
+  `,
 ];
 
 /** What a database holds, by name: each table with each of its columns, each index and trigger. */
