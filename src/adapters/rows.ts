@@ -306,8 +306,7 @@ export function claimedJobs(rows: Row[]): { jobs: ClaimedJob[]; lastTurn: number
     job: {
       ...rowToJob(row),
       ...(typeof row.taken_over_from === 'string' ? { takenOverFrom: row.taken_over_from } : {}),
-      // SQLite gives 0 or 1, PostgreSQL a boolean.
-      ...(row.upstream_may_have_acted ? { upstreamMayHaveActed: true as const } : {}),
+      upstreamUnactedAttempts: Number(row.upstream_unacted_attempts ?? 0),
     },
   }));
   ordered.sort(
@@ -426,7 +425,8 @@ export function exportPage<T extends ExportTable>(table: T, rows: Row[], limit: 
 /**
  * Each table's row as importRows writes it, every column the domain object holds: unlike newJobToRow, a job keeps its
  * lease and outcome, and an event its seq (a campaign's seq, which the domain does not hold, is the target's own, in
- * the order the rows come in). A pending job is `waiting` whatever its due time: the next claim's promoteDueJobsSql
+ * the order the rows come in; a job's upstream_unacted_attempts, which it does not hold either, starts at 0, so that
+ * each attempt it made counts as one that may have reached the upstream). A pending job is `waiting` whatever its due time: the next claim's promoteDueJobsSql
  * puts those due in the queue's index.
  */
 export const IMPORT_ROWS: { [T in ExportTable]: (record: ExportRows[T], sql: SqlValues) => Row } = {
@@ -443,8 +443,6 @@ export const IMPORT_ROWS: { [T in ExportTable]: (record: ExportRows[T], sql: Sql
     result_campaign_id: job.resultCampaignId,
     error_code: job.error?.code ?? null,
     error_message: job.error?.message ?? null,
-    // An export does not say whether an attempt may have reached the upstream: a job tried and not finished may have.
-    upstream_may_have_acted: sql.bool(job.finishedAt === null && job.attempts > 0),
   }),
   security_events: (event, sql) => ({ seq: event.seq, ...eventToRow(event, sql) }),
   idempotency_keys: (record, sql) => ({

@@ -245,8 +245,12 @@ export interface GatewayStore {
    * only while `owner` still holds the lease. Returns false, writing nothing, when it does not.
    */
   finishJob(jobId: string, owner: string, outcome: JobOutcome, now: Date): Promise<boolean>;
-  /** Returns a running job to the queue, due at `runAt`, keeping the error of the failed attempt. */
-  retryJob(jobId: string, owner: string, runAt: Date, error: JobError | null, now: Date, mayHaveActed?: boolean): Promise<boolean>;
+  /**
+   * Returns a running job to the queue, due at `runAt`, keeping the error of the failed attempt. `unacted`: the
+   * attempt is known to have made nothing upstream, and is counted in `upstreamUnactedAttempts`; left out, as an
+   * earlier version leaves it, the attempt counts as one that may have.
+   */
+  retryJob(jobId: string, owner: string, runAt: Date, error: JobError | null, now: Date, unacted?: boolean): Promise<boolean>;
   /**
    * Returns a running job to the queue, due at `runAt`, without counting the attempt it was claimed with:
    * it was never tried (e.g. it waited for an upstream pacing slot). Keeps the job's error.
@@ -313,10 +317,10 @@ export interface ClaimedJob extends DuplicationJob {
    */
   takenOverFrom?: string;
   /**
-   * An attempt before this one may have reached the upstream with the request (`mayHaveActed` of a retry): a job
-   * failed for good says so whatever its last attempt was. Absent when none may have.
+   * How many of the attempts before this one are known to have made nothing upstream (`unacted` of their retry):
+   * every other attempt counted in `attempts` may have, whichever instance made it and however it ended. Absent: none.
    */
-  upstreamMayHaveActed?: true;
+  upstreamUnactedAttempts?: number;
 }
 
 /**

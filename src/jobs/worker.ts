@@ -78,8 +78,8 @@ interface RunOutcome {
   retryDelayMs: number;
   /** How long the run took. */
   durationMs: number;
-  /** In upstream mode, whether this attempt or one before it may have reached the upstream with the request. */
-  mayHaveActed: boolean;
+  /** This attempt is known to have made nothing upstream (refused, rate limited, never sent). */
+  unacted: boolean;
 }
 
 interface Recordable {
@@ -296,7 +296,7 @@ export class JobWorker {
       if (result.kind === 'deferred') this.claimPausedUntil = Math.max(this.claimPausedUntil, now.getTime() + result.retryAfterMs);
       // The backoff's jitter is drawn once: a retry recorded late waits as long as one recorded at once.
       const retryDelayMs = result.kind === 'transient' ? backoffDelay(job.attempts, this.options, result.retryAfterMs) : 0;
-      outcome = { result, retryDelayMs, durationMs: Date.now() - startedAt, mayHaveActed: this.mayHaveActed(job, result) };
+      outcome = { result, retryDelayMs, durationMs: Date.now() - startedAt, unacted: isUnacted(result) };
       await this.record({ job, lease, claimedAt, outcome }, now);
     } catch (error) {
       if (isUnavailable(error) && (!outcome || !this.duplicator.actsOutsideStore) && (await this.deferInOutage(job, lease, error))) return;
@@ -310,7 +310,7 @@ export class JobWorker {
    * (nothing written); throws when the store fails.
    */
   private async record({ job, lease, claimedAt, outcome }: Recordable, now: Date): Promise<boolean> {
-    const { result, retryDelayMs, durationMs, mayHaveActed } = outcome;
+    const { result, retryDelayMs, durationMs, unacted } = outcome;
     if (result.kind === 'deferred') {
       if (!(await this.store.deferJob(job.id, lease, new Date(now.getTime() + result.retryAfterMs), now))) return this.leaseLost(job);
       this.storeOutages.succeeded();
@@ -324,14 +324,14 @@ export class JobWorker {
       return true;
     }
     if (result.kind === 'transient' && job.attempts < this.options.maxAttempts) {
-      if (!(await this.store.retryJob(job.id, lease, new Date(now.getTime() + retryDelayMs), result.error, now, outcome.mayHaveActed))) return this.leaseLost(job);
+      if (!(await this.store.retryJob(job.id, lease, new Date(now.getTime() + retryDelayMs), result.error, now, unacted))) return this.leaseLost(job);
       this.storeOutages.succeeded();
       this.observer.jobRetried?.();
       this.logger.warn({ ...jobLogFields(job), attempt: job.attempts, delayMs: retryDelayMs, error: result.error }, 'job will be retried');
       return true;
     }
     // Its event is stamped now, as it is written: the stores rely on events being stamped just before they commit.
-    const finish = this.outcome(job, result, now, mayHaveActed);
+    const finish = this.outcome(job, result, now, unacted);
     if (!(await this.store.finishJob(job.id, lease, finish, now))) return this.leaseLost(job);
     this.storeOutages.succeeded();
     this.observer.jobFinished?.(finish.status, durationMs, finish.error?.code ?? null, waitedMs(job, claimedAt, now));
@@ -431,18 +431,7 @@ export class JobWorker {
     return false;
   }
 
-  /**
-   * Whether the job may have been done upstream by the time of this attempt's result: an attempt before may have (its
-   * retry said so, or its run was taken over, perhaps after it called), or this one failed without knowing that it
-   * made nothing. Only refusals and calls that never left are known to have made nothing.
-   */
-  private mayHaveActed(job: ClaimedJob, result: DuplicationResult): boolean {
-    if (!this.duplicator.actsOutsideStore) return false;
-    const thisAttempt = (result.kind === 'permanent' || result.kind === 'transient') && (result.mayHaveActed ?? true);
-    return job.upstreamMayHaveActed === true || job.takenOverFrom !== undefined || thisAttempt;
-  }
-
-  private outcome(job: DuplicationJob, result: Exclude<DuplicationResult, { kind: 'deferred' }>, now: Date, mayHaveActed: boolean): JobOutcome {
+  private outcome(job: ClaimedJob, result: Exclude<DuplicationResult, { kind: 'deferred' }>, now: Date, unacted: boolean): JobOutcome {
     if (result.kind === 'succeeded') {
       return {
         status: 'SUCCEEDED',
@@ -468,8 +457,18 @@ export class JobWorker {
         name: job.name,
         attempts: job.attempts,
         error,
-        ...(this.duplicator.actsOutsideStore ? { upstreamMayHaveActed: mayHaveActed } : {}),
+        ...(this.duplicator.actsOutsideStore ? { upstreamMayHaveActed: mayHaveActed(job, unacted) } : {}),
       }),
     };
   }
 }
+
+/** Only refusals and calls that never left are known to have made nothing upstream. */
+const isUnacted = (result: DuplicationResult): boolean => (result.kind === 'permanent' || result.kind === 'transient') && result.mayHaveActed === false;
+
+/**
+ * Whether a job failed for good may have been done upstream: some attempt it counts, this one included, is not known
+ * to have made nothing. A run taken over, or an earlier version's retry, counted its attempt and no more, so it counts
+ * as one that may have.
+ */
+const mayHaveActed = (job: ClaimedJob, unacted: boolean): boolean => job.attempts > (job.upstreamUnactedAttempts ?? 0) + (unacted ? 1 : 0);

@@ -412,22 +412,26 @@ export function storeContract(name: string, harness: StoreHarness): void {
       expect(await jobCounts(store)).toEqual({ PENDING: 1, RUNNING: 1, SUCCEEDED: 0, FAILED: 1 });
     });
 
-    it('keeps, across retries, that an attempt may have reached the upstream, and gives it with the next claim', async () => {
+    it('counts, across retries, the attempts known to have made nothing upstream, and gives the count with the next claim', async () => {
       const job = jobFixture(ws);
       await store.enqueueJob(job, eventFixture(ws));
       const error = { code: 'UPSTREAM_UNREACHABLE' as const, message: 'The connection to the upstream failed' };
       const [first] = await store.claimJobs('w', 1, at(0), at(10_000));
-      expect(first.upstreamMayHaveActed).toBeUndefined();
-      expect(await store.retryJob(job.id, 'w', at(100), error, at(10))).toBe(true);
+      expect(first).toMatchObject({ attempts: 1, upstreamUnactedAttempts: 0 });
+      expect(await store.retryJob(job.id, 'w', at(100), error, at(10), true)).toBe(true);
       const [second] = await store.claimJobs('x', 1, at(100), at(10_000));
-      expect(second.upstreamMayHaveActed).toBeUndefined();
-      expect(await store.retryJob(job.id, 'x', at(200), error, at(110), true)).toBe(true);
-      // A later attempt that never left does not undo what an earlier one may have done.
+      expect(second).toMatchObject({ attempts: 2, upstreamUnactedAttempts: 1 });
+      // A retry that says nothing, as an earlier version's, counts an attempt that may have acted.
+      expect(await store.retryJob(job.id, 'x', at(200), error, at(110))).toBe(true);
       const [third] = await store.claimJobs('y', 1, at(200), at(10_000));
-      expect(third.upstreamMayHaveActed).toBe(true);
-      expect(await store.retryJob(job.id, 'y', at(300), error, at(210), false)).toBe(true);
+      expect(third).toMatchObject({ attempts: 3, upstreamUnactedAttempts: 1 });
+      expect(await store.retryJob(job.id, 'y', at(300), error, at(210), true)).toBe(true);
+      // Deferred, the attempt the claim counted is given back, and the count stays.
       const [fourth] = await store.claimJobs('z', 1, at(300), at(10_000));
-      expect(fourth).toMatchObject({ id: job.id, attempts: 4, upstreamMayHaveActed: true });
+      expect(await store.deferJob(job.id, 'z', at(400), at(310))).toBe(true);
+      expect(fourth).toMatchObject({ id: job.id, attempts: 4, upstreamUnactedAttempts: 2 });
+      const [fifth] = await store.claimJobs('v', 1, at(400), at(10_000));
+      expect(fifth).toMatchObject({ id: job.id, attempts: 4, upstreamUnactedAttempts: 2 });
     });
 
     it('defers a running job to a later time without counting the attempt, for its owner only', async () => {

@@ -501,12 +501,16 @@ describe('upstream mode: whether a job failed for good may have made a copy', ()
     }
   });
 
-  const failedEvent = async (h: Harness, id: string) => {
-    for (let attempt = 1; attempt < 3; attempt++) advanceTo(h, (await until(h, id, retried(attempt))).runAt);
+  /** The details of the failure event of a job that fails at its third attempt. */
+  const failureDetails = async (h: Harness, id: string) => {
     expect(await until(h, id, finished)).toMatchObject({ status: 'FAILED', attempts: 3 });
     const [outcome] = await eventsOf(h, id);
     expect(outcome.type).toBe('CAMPAIGN_DUPLICATION_FAILED');
     return outcome.details;
+  };
+  const failedEvent = async (h: Harness, id: string) => {
+    for (let attempt = 1; attempt < 3; attempt++) advanceTo(h, (await until(h, id, retried(attempt))).runAt);
+    return failureDetails(h, id);
   };
 
   it('no: every attempt met a closed port, so no request ever left', async () => {
@@ -528,9 +532,24 @@ describe('upstream mode: whether a job failed for good may have made a copy', ()
     await h.fake.close();
     advanceTo(h, first.runAt);
     for (let attempt = 2; attempt < 3; attempt++) advanceTo(h, (await until(h, id, retried(attempt))).runAt);
-    expect(await until(h, id, finished)).toMatchObject({ status: 'FAILED', attempts: 3, error: { code: 'UPSTREAM_UNREACHABLE' } });
-    const [outcome] = await eventsOf(h, id);
-    expect(outcome.details).toMatchObject({ attempts: 3, upstreamMayHaveActed: true });
+    expect(await failureDetails(h, id)).toMatchObject({ attempts: 3, error: { code: 'UPSTREAM_UNREACHABLE' }, upstreamMayHaveActed: true });
+  });
+
+  it('yes: an earlier version retried it after a timeout, counting the attempt and no more, though every attempt here met a closed port', async () => {
+    const h = await upstreamGateway();
+    harnesses.push(h);
+    await h.fake.close();
+    const { id } = await enqueue(h);
+    const first = await until(h, id, retried(1));
+    // An instance of the previous version, in a rolling update, takes the second attempt: its call times out, and its
+    // retry moves attempts and writes nothing else.
+    const { store } = h.gateway.app;
+    const [claimed] = await store.claimJobs('previous-version', 1, first.runAt, new Date(first.runAt.getTime() + 60_000));
+    expect(claimed).toMatchObject({ id, attempts: 2 });
+    const timeout = { code: 'UPSTREAM_TIMEOUT' as const, message: 'The upstream did not answer within 300 ms' };
+    expect(await store.retryJob(id, 'previous-version', first.runAt, timeout, first.runAt)).toBe(true);
+    advanceTo(h, first.runAt);
+    expect(await failureDetails(h, id)).toMatchObject({ attempts: 3, error: { code: 'UPSTREAM_UNREACHABLE' }, upstreamMayHaveActed: true });
   });
 
   it('yes: rate limited at its first attempt, then answered 5xx, which may come after Braze acted', async () => {
@@ -544,9 +563,7 @@ describe('upstream mode: whether a job failed for good may have made a copy', ()
     await h.limiter.delete(PACER_KEY); // the window has passed
     advanceTo(h, first.runAt);
     advanceTo(h, (await until(h, id, retried(2))).runAt);
-    expect(await until(h, id, finished)).toMatchObject({ status: 'FAILED', attempts: 3, error: { code: 'UPSTREAM_UNAVAILABLE' } });
-    const [outcome] = await eventsOf(h, id);
-    expect(outcome.details).toMatchObject({ attempts: 3, upstreamMayHaveActed: true });
+    expect(await failureDetails(h, id)).toMatchObject({ attempts: 3, error: { code: 'UPSTREAM_UNAVAILABLE' }, upstreamMayHaveActed: true });
   });
 });
 

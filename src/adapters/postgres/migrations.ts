@@ -172,13 +172,12 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
   `
   CREATE INDEX IF NOT EXISTS jobs_workspace ON jobs(workspace_id, id);
   `,
-  // Whether an attempt before the job's current one may have reached the upstream with the request (upstream mode),
-  // so that a job failed for good says so even when its last attempt never left (upstreamMayHaveActed). The jobs
-  // tried before this version kept no such fact: those not finished count as having reached it. A constant default
-  // does not rewrite the table.
+  // How many of a job's attempts are known to have made nothing upstream (upstream mode): a job failed for good may
+  // have made a copy when it had more attempts than that (upstreamMayHaveActed). What earlier versions do, count
+  // attempts and write nothing here, reads as attempts that may have: their jobs need no update, and their instances
+  // in a rolling update none either. A constant default does not rewrite the table.
   `
-  ALTER TABLE jobs ADD COLUMN upstream_may_have_acted boolean NOT NULL DEFAULT false;
-  UPDATE jobs SET upstream_may_have_acted = true WHERE status IN ('PENDING', 'RUNNING') AND attempts > 0;
+  ALTER TABLE jobs ADD COLUMN upstream_unacted_attempts integer NOT NULL DEFAULT 0;
   `,
 ];
 

@@ -702,12 +702,12 @@ export class PostgresStore implements GatewayStore {
     });
   }
 
-  async retryJob(jobId: string, owner: string, runAt: Date, error: JobError | null, now: Date, mayHaveActed = false): Promise<boolean> {
+  async retryJob(jobId: string, owner: string, runAt: Date, error: JobError | null, now: Date, unacted = false): Promise<boolean> {
     const changed = await this.count(
       `UPDATE jobs SET status = 'PENDING', run_at = ${jobTime('$2')} + ${millis('$1')}, waiting = $1::double precision > 0, updated_at = ${jobTime('$2')},
-         error_code = $3, error_message = $4, upstream_may_have_acted = upstream_may_have_acted OR $7, lease_owner = NULL, lease_expires_at = NULL
+         error_code = $3, error_message = $4, upstream_unacted_attempts = upstream_unacted_attempts + $7, lease_owner = NULL, lease_expires_at = NULL
        WHERE id = $5 AND status = 'RUNNING' AND lease_owner = $6`,
-      [runAt.getTime() - now.getTime(), this.jobClock(now), error?.code ?? null, error?.message ?? null, jobId, owner, mayHaveActed],
+      [runAt.getTime() - now.getTime(), this.jobClock(now), error?.code ?? null, error?.message ?? null, jobId, owner, unacted ? 1 : 0],
     );
     return changed > 0;
   }

@@ -479,8 +479,8 @@ export class SqliteStore implements GatewayStore {
     return this.write('finishJob', jobId, owner, outcome, now);
   }
 
-  async retryJob(jobId: string, owner: string, runAt: Date, error: JobError | null, now: Date, mayHaveActed = false): Promise<boolean> {
-    return this.write('retryJob', jobId, owner, runAt, error, now, mayHaveActed);
+  async retryJob(jobId: string, owner: string, runAt: Date, error: JobError | null, now: Date, unacted = false): Promise<boolean> {
+    return this.write('retryJob', jobId, owner, runAt, error, now, unacted);
   }
 
   async deferJob(jobId: string, owner: string, runAt: Date, now: Date): Promise<boolean> {

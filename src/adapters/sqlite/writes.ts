@@ -241,12 +241,12 @@ export class SqliteWrites {
     return true;
   }
 
-  retryJob(jobId: string, owner: string, runAt: Date, error: JobError | null, now: Date, mayHaveActed = false): boolean {
+  retryJob(jobId: string, owner: string, runAt: Date, error: JobError | null, now: Date, unacted = false): boolean {
     return this.sql.get(
       `UPDATE jobs SET status = 'PENDING', run_at = ?, waiting = ?, updated_at = ?, error_code = ?, error_message = ?,
-         upstream_may_have_acted = MAX(upstream_may_have_acted, ?), lease_owner = NULL, lease_expires_at = NULL
+         upstream_unacted_attempts = upstream_unacted_attempts + ?, lease_owner = NULL, lease_expires_at = NULL
        WHERE id = ? AND status = 'RUNNING' AND lease_owner = ?`,
-    ).run(runAt.getTime(), SQLITE.bool(runAt > now), now.getTime(), error?.code ?? null, error?.message ?? null, SQLITE.bool(mayHaveActed), jobId, owner).changes > 0;
+    ).run(runAt.getTime(), SQLITE.bool(runAt > now), now.getTime(), error?.code ?? null, error?.message ?? null, unacted ? 1 : 0, jobId, owner).changes > 0;
   }
 
   deferJob(jobId: string, owner: string, runAt: Date, now: Date): boolean {
