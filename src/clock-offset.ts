@@ -13,7 +13,7 @@ const describeOffset = (offsetMs: number, roundTripMs: number): string =>
   `this instance's clock is ${seconds(offsetMs)} s ${offsetMs > 0 ? 'behind' : 'ahead of'} the database's (±${seconds(roundTripMs / 2)} s)`;
 
 const CONSEQUENCES =
-  'event times, idempotency reservations and X-RateLimit-Reset are taken from it, so instances disagree on them ' +
+  'event times and idempotency reservations are taken from it, so instances disagree on them ' +
   '(events out of order in since/until windows); sync it with NTP';
 
 /**

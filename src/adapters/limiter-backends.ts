@@ -1,6 +1,7 @@
 import type pg from 'pg';
-import { RateLimiterMemory, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import { RateLimiterMemory, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { DependencyStatus } from '../readiness.js';
+import { inWindow, type LimiterWindow } from './limiter-window.js';
 import { DatabaseTimeRateLimiterPostgres } from './postgres/database-time-limiter.js';
 
 export interface LimiterSettings {
@@ -39,8 +40,59 @@ export interface LimiterBackend {
   close(): Promise<void>;
 }
 
+interface MemoryRecord {
+  value: number;
+  expiresAt: number | null;
+}
+
+/** RateLimiterMemory whose results carry their LimiterWindow. */
+class WindowedMemoryLimiter extends RateLimiterMemory {
+  /** The key's record while its window lasts: the library makes a new one for each window. */
+  private current(rlKey: string): MemoryRecord | undefined {
+    const storage = (this as unknown as { _memoryStorage: { _storage: Map<string, MemoryRecord> } })._memoryStorage._storage;
+    const record = storage.get(rlKey);
+    return record && (record.expiresAt === null || record.expiresAt > Date.now()) ? record : undefined;
+  }
+
+  /** Read right after the library's call, which changes the record synchronously, before any other call can. */
+  private windowNow(key: string | number): LimiterWindow | undefined {
+    const rlKey = this.getKey(key);
+    const record = this.current(rlKey);
+    if (!record) return undefined;
+    return {
+      end: record.expiresAt,
+      giveBack: async (points) => {
+        if (this.current(rlKey) !== record) return false;
+        record.value -= points;
+        return true;
+      },
+    };
+  }
+
+  private counted<T extends RateLimiterRes | null>(key: string | number, result: Promise<T>): Promise<T> {
+    const window = this.windowNow(key);
+    if (!window) return result;
+    return result.then(
+      (res) => res && inWindow(res, window),
+      (rejection: unknown) => {
+        throw rejection instanceof RateLimiterRes ? inWindow(rejection, window) : rejection;
+      },
+    );
+  }
+
+  override consume(key: string | number, points?: number, options?: { [key: string]: unknown }): Promise<RateLimiterRes> {
+    return this.counted(key, super.consume(key, points, options));
+  }
+
+  override get(key: string | number, options?: { [key: string]: unknown }): Promise<RateLimiterRes | null> {
+    // The library keeps a record until a timer drops it, and reads it as counting meanwhile: a window over counts nothing.
+    if (!this.current(this.getKey(key))) return Promise.resolve(null);
+    return this.counted(key, super.get(key, options));
+  }
+}
+
 export const memoryLimiter = (settings: LimiterSettings): RateLimiterAbstract =>
-  new RateLimiterMemory({ keyPrefix: settings.keyPrefix, points: settings.points, duration: settings.durationSeconds });
+  new WindowedMemoryLimiter({ keyPrefix: settings.keyPrefix, points: settings.points, duration: settings.durationSeconds });
 
 /** Per process: right for one instance, not shared between several. */
 export const memoryLimiters = (): LimiterBackend => ({

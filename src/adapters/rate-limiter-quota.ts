@@ -1,6 +1,7 @@
 import { RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import { limitsUnavailable, GatewayError, rethrowAsLimitsUnavailable, type RateLimitState } from '../domain/errors.js';
-import type { Quota } from '../domain/ports.js';
+import type { Quota, QuotaTaken } from '../domain/ports.js';
+import { windowOf, type LimiterWindow } from './limiter-window.js';
 
 /** A quota over any rate-limiter-flexible limiter (memory, Redis, PostgreSQL). */
 export class RateLimiterQuota implements Quota {
@@ -10,19 +11,24 @@ export class RateLimiterQuota implements Quota {
     return this.limiter.points;
   }
 
+  /**
+   * The window's end as its store keeps it, one value for the whole window whichever answer or instance reads it;
+   * a count given back below zero never shows more than the limit left.
+   */
   private state(result: RateLimiterRes | null): RateLimitState {
     const consumed = result?.consumedPoints ?? 0;
-    const msBeforeNext = result?.msBeforeNext ?? this.limiter.duration * 1000;
+    const end = windowOf(result)?.end ?? Date.now() + Math.max(0, result?.msBeforeNext ?? this.limiter.duration * 1000);
     return {
       limit: this.limit,
-      remaining: Math.max(0, this.limit - consumed),
-      resetAt: new Date(Date.now() + Math.max(0, msBeforeNext)),
+      remaining: Math.min(this.limit, Math.max(0, this.limit - consumed)),
+      resetAt: new Date(end),
     };
   }
 
-  async consume(key: string, points = 1): Promise<RateLimitState> {
+  async consume(key: string, points = 1): Promise<QuotaTaken> {
     try {
-      return this.state(await this.limiter.consume(key, points));
+      const result = await this.limiter.consume(key, points);
+      return { ...this.state(result), window: windowOf(result) };
     } catch (rejection) {
       // rate-limiter-flexible rejects with a RateLimiterRes when the quota is spent, with an Error when its store fails.
       if (rejection instanceof RateLimiterRes) {
@@ -36,8 +42,9 @@ export class RateLimiterQuota implements Quota {
     }
   }
 
-  async refund(key: string, points = 1): Promise<void> {
-    await this.limiter.reward(key, points).catch(rethrowAsLimitsUnavailable);
+  async refund(taken: QuotaTaken, points = 1): Promise<boolean> {
+    const window = taken.window as LimiterWindow | undefined;
+    return window ? window.giveBack(points).catch(rethrowAsLimitsUnavailable) : false;
   }
 
   async peek(key: string): Promise<RateLimitState> {

@@ -10,6 +10,7 @@ import { newId } from './ids.js';
 import { hashesEqual } from './keys.js';
 import { requestEvent, secretUsed } from './request-events.js';
 import type { GatewayService, GatewayServiceDeps } from './service.js';
+import type { QuotaTaken } from './ports.js';
 import type { Channel, DuplicationJob, IdempotencyRecord, Principal } from './types.js';
 import {
   LIMITS,
@@ -27,6 +28,9 @@ export interface DuplicationAccepted {
   /** True when an idempotency key returned the job of an earlier request. */
   replayed: boolean;
 }
+
+/** The state a quota's take reports, without the window it keeps for a refund. */
+const stateOf = ({ limit, remaining, resetAt }: QuotaTaken): RateLimitState => ({ limit, remaining, resetAt });
 
 /** A reservation whose request never produced a job (the process died) is given up after this long. */
 const IDEMPOTENCY_RESERVATION_MS = 60_000;
@@ -233,7 +237,7 @@ export class Duplication {
     // quota costs the store reads, never a write.
     const held = await store.findIdempotencyKey(principal.workspaceId, key);
     if (held && holdsIdempotencyKey(held, now, staleBefore)) return this.replay(principal, held, requestHash, raw);
-    let rateLimit: RateLimitState;
+    let rateLimit: QuotaTaken;
     try {
       rateLimit = await this.deps.quota.consume(principal.workspaceId);
     } catch (error) {
@@ -256,7 +260,7 @@ export class Duplication {
     try {
       holder = await store.reserveIdempotencyKey(record, staleBefore);
     } catch (error) {
-      throw await this.failedAfterPoint(principal, error, rateLimit);
+      throw await this.failedAfterPoint(error, rateLimit);
     }
     endTurn();
     this.unreleased.delete(reservation);
@@ -279,11 +283,11 @@ export class Duplication {
     }
     // Taken between the look-up and the reservation, or replaced since. Best effort: a point lost to a failing
     // quota store is better than a failed repeat.
-    await this.deps.quota.refund(principal.workspaceId).catch(() => undefined);
+    await this.deps.quota.refund(rateLimit).catch(() => undefined);
     return this.replay(principal, holder, requestHash, raw);
   }
 
-  private async takeQuotaPoint(principal: Principal): Promise<RateLimitState> {
+  private async takeQuotaPoint(principal: Principal): Promise<QuotaTaken> {
     return this.deps.quota.consume(principal.workspaceId).catch((error: unknown) => {
       if (error instanceof GatewayError && error.code === 'RATE_LIMITED') this.deps.onQuotaRejected?.(principal.channel);
       throw error;
@@ -318,17 +322,17 @@ export class Duplication {
    * parsed it; a raw one is validated after the quota point, as Braze does. With the idempotency key's
    * `reservation`, null when another reservation replaced it: nothing was written.
    */
-  private async enqueue(principal: Principal, rateLimit: RateLimitState, raw: RawDuplicateCampaignInput): Promise<DuplicationAccepted>;
+  private async enqueue(principal: Principal, rateLimit: QuotaTaken, raw: RawDuplicateCampaignInput): Promise<DuplicationAccepted>;
   private async enqueue(
     principal: Principal,
-    rateLimit: RateLimitState,
+    rateLimit: QuotaTaken,
     raw: RawDuplicateCampaignInput,
     reservation: IdempotencyRecord,
     parsed: DuplicateCampaignInput | undefined,
   ): Promise<DuplicationAccepted | null>;
   private async enqueue(
     principal: Principal,
-    rateLimit: RateLimitState,
+    rateLimit: QuotaTaken,
     raw: RawDuplicateCampaignInput,
     reservation?: IdempotencyRecord,
     parsed?: DuplicateCampaignInput,
@@ -381,26 +385,29 @@ export class Duplication {
       );
       if (!enqueued) return null;
       this.deps.onJobEnqueued?.();
-      return { job, rateLimit, replayed: false };
+      return { job, rateLimit: stateOf(rateLimit), replayed: false };
     } catch (error) {
-      throw await this.failedAfterPoint(principal, error, rateLimit);
+      throw await this.failedAfterPoint(error, rateLimit);
     }
   }
 
   /**
    * The error of a request that took a quota point, carrying the quota state to report. A request refused
    * because a dependency is down gives its point back (best effort): the caller is told to retry, and should
-   * not pay for an outage.
+   * not pay for an outage. Once the window that took the point is over there is nothing to give back, and the
+   * state reported is the current window's, read as for any refusal.
    */
-  private async failedAfterPoint(principal: Principal, error: unknown, rateLimit: RateLimitState): Promise<unknown> {
+  private async failedAfterPoint(error: unknown, taken: QuotaTaken): Promise<unknown> {
     if (!(error instanceof GatewayError) || error.rateLimit !== undefined) return error;
-    const refunded =
-      isDependencyOutage(error) &&
-      (await this.deps.quota.refund(principal.workspaceId).then(
-        () => true,
-        () => false,
-      ));
-    error.rateLimit = refunded ? { ...rateLimit, remaining: Math.min(rateLimit.limit, rateLimit.remaining + 1) } : rateLimit;
+    const state = stateOf(taken);
+    if (!isDependencyOutage(error)) {
+      error.rateLimit = state;
+      return error;
+    }
+    const refunded = await this.deps.quota.refund(taken).catch(() => undefined);
+    if (refunded === true) error.rateLimit = { ...state, remaining: Math.min(state.limit, state.remaining + 1) };
+    // Not given back because the store failed: the point stays taken, as the state says.
+    else if (refunded === undefined) error.rateLimit = state;
     return error;
   }
 }

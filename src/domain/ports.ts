@@ -298,15 +298,24 @@ export interface GatewayStore {
   listEvents(workspaceId: string, filter: SecurityEventFilter, options: ListOptions): Promise<SecurityEvent[]>;
 }
 
+/** Points a quota took: the state after, and the window they were taken in, which alone may get them back. */
+export interface QuotaTaken extends RateLimitState {
+  readonly window?: unknown;
+}
+
 /** A quota: a number of points per window, per key (a workspace). */
 export interface Quota {
   readonly limit: number;
   /** Takes points; rejects with GatewayError RATE_LIMITED (carrying the state) when the quota is spent. */
-  consume(key: string, points?: number): Promise<RateLimitState>;
+  consume(key: string, points?: number): Promise<QuotaTaken>;
   /** The state without taking a point. */
   peek(key: string): Promise<RateLimitState>;
-  /** Gives back points taken for a request that turned out to owe none. */
-  refund(key: string, points?: number): Promise<void>;
+  /**
+   * Gives back the points `taken` took, for a request that turned out to owe none, to the window they were taken
+   * in while it lasts; resolves whether it did. A window that is over owes nothing, and the next one must not hold
+   * more than the limit for it.
+   */
+  refund(taken: QuotaTaken, points?: number): Promise<boolean>;
 }
 
 /** A job as a claim took it. */

@@ -104,10 +104,51 @@ describe.each(backends.filter((backend) => !backend.missing || process.env.CI))(
 
   it('gives back a refunded point', async () => {
     const key = randomUUID();
-    expect((await quota.consume(key, 100)).remaining).toBe(0);
-    await quota.refund(key);
+    const taken = await quota.consume(key, 100);
+    expect(taken.remaining).toBe(0);
+    expect(await quota.refund(taken)).toBe(true);
     expect((await quota.peek(key)).remaining).toBe(1);
     expect((await quota.consume(key)).remaining).toBe(0);
+  });
+
+  it('gives nothing back once the window that took the point is over, so the next one holds exactly the limit', async () => {
+    const short = new RateLimiterQuota(limiters.limiter({ keyPrefix: 'short', points: 3, durationSeconds: 1 }));
+    const whole = async (key: string) => (await short.peek(key)).remaining === 3;
+    // Refunded after its window ended, the key counting nothing since.
+    const [idle, reopened] = [randomUUID(), randomUUID()];
+    const [idleTaken, reopenedTaken] = [await short.consume(idle), await short.consume(reopened)];
+    await waitFor(() => whole(idle));
+    await waitFor(() => whole(reopened));
+    expect(await short.refund(idleTaken)).toBe(false);
+    expect((await short.peek(idle)).remaining).toBe(3);
+    const results = await Promise.allSettled(Array.from({ length: 4 }, () => short.consume(idle)));
+    expect(results.map((result) => result.status).sort()).toEqual(['fulfilled', 'fulfilled', 'fulfilled', 'rejected']);
+    // Refunded into a later window the key has opened meanwhile.
+    const later = await short.consume(reopened);
+    expect(await short.refund(reopenedTaken)).toBe(false);
+    expect((await short.peek(reopened)).remaining).toBe(2);
+    expect(await short.refund(later)).toBe(true);
+    expect((await short.peek(reopened)).remaining).toBe(3);
+  });
+
+  it('reports one end for a window, whoever reads it', async () => {
+    const key = randomUUID();
+    const first = await quota.consume(key);
+    const ends = new Set([first.resetAt.getTime()]);
+    for (let read = 0; read < 20; read += 1) {
+      ends.add((await quota.consume(key)).resetAt.getTime());
+      ends.add((await quota.peek(key)).resetAt.getTime());
+    }
+    expect([...ends]).toEqual([first.resetAt.getTime()]);
+  });
+
+  it('reports an end by which the window is over', async () => {
+    const short = new RateLimiterQuota(limiters.limiter({ keyPrefix: 'reset', points: 3, durationSeconds: 1 }));
+    const key = randomUUID();
+    // X-RateLimit-Reset, in whole seconds: a caller waiting until then finds the quota whole.
+    const reset = Math.ceil((await short.consume(key)).resetAt.getTime() / 1000) * 1000;
+    await waitFor(async () => Date.now() >= reset);
+    expect((await short.peek(key)).remaining).toBe(3);
   });
 
   it('keeps limiters with different prefixes apart on one backend', async () => {

@@ -1,4 +1,5 @@
 import { RateLimiterPostgres, RateLimiterRes } from 'rate-limiter-flexible';
+import { inWindow } from '../limiter-window.js';
 
 /** The database server's time in epoch milliseconds, as the `expire` column holds it: one time for the statement. */
 const NOW_MS = '(extract(epoch FROM statement_timestamp()) * 1000)::bigint';
@@ -16,7 +17,8 @@ interface CounterRow {
  * over and granted a second quota within the minute, and its failed authentications reset another's block. These
  * are the methods rate-limiter-flexible has a custom store implement (`_upsert`, `_get`, `_getRateLimiterRes`) and
  * its pruning of expired counters, on the same table with the same semantics but for the clock. The time left in a
- * window is measured on that clock too, so `Retry-After` is right whatever the instance's.
+ * window is measured on that clock too, so `Retry-After` is right whatever the instance's. Its results carry their
+ * LimiterWindow, identified by the row's `expire`.
  */
 export class DatabaseTimeRateLimiterPostgres extends RateLimiterPostgres {
   private table(): string {
@@ -61,11 +63,24 @@ export class DatabaseTimeRateLimiterPostgres extends RateLimiterPostgres {
     return result.rowCount === 0 ? null : result;
   }
 
-  _getRateLimiterRes(_key: string, changedPoints: number, result: { rows: CounterRow[] }) {
+  _getRateLimiterRes(key: string, changedPoints: number, result: { rows: CounterRow[] }) {
     const [row] = result.rows;
     const isFirstInDuration = changedPoints === row.points;
     const consumedPoints = isFirstInDuration ? changedPoints : row.points;
     const msBeforeNext = row.expire === null ? -1 : Math.max(Number(row.expire) - Number(row.now), 0);
-    return new RateLimiterRes(Math.max(this.points - consumedPoints, 0), msBeforeNext, consumedPoints, isFirstInDuration);
+    const res = new RateLimiterRes(Math.max(this.points - consumedPoints, 0), msBeforeNext, consumedPoints, isFirstInDuration);
+    return inWindow(res, { end: row.expire === null ? null : Number(row.expire), giveBack: (points) => this.giveBack(key, points, row.expire) });
+  }
+
+  /** Gives points back to the counter while its window is the one that ended at `expire`, and has not ended yet. */
+  private async giveBack(key: string, points: number, expire: string | null): Promise<boolean> {
+    const result = await this.query(
+      'give-back',
+      `UPDATE ${this.table()} SET points = points - $2
+       WHERE key = $1 AND expire IS NOT DISTINCT FROM $3::bigint AND (expire > ${NOW_MS} OR expire IS NULL)
+       RETURNING points, expire, ${NOW_MS} AS now`,
+      [key, points, expire],
+    );
+    return result.rowCount === 1;
   }
 }

@@ -3,6 +3,7 @@ import { RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate
 import { summarizeError } from '../../jobs/failure-log.js';
 import { describeFailure, type DependencyStatus } from '../../readiness.js';
 import { memoryLimiter, type LimiterBackend, type LimiterLogger, type LimiterSettings } from '../limiter-backends.js';
+import { inWindow } from '../limiter-window.js';
 import { certificateRefusal } from '../certificate-refusal.js';
 
 const FALLBACK = "each instance enforces its callers' limits on its own with an in-process limiter until";
@@ -104,6 +105,103 @@ const REDIS_ANSWER_TIMEOUT_MS = 1500;
 
 /** The limiters' calls, each answered by Redis or, when it cannot answer, by the in-process fallback. */
 const CALLS = ['consume', 'penalty', 'reward', 'get', 'set', 'block', 'delete'] as const;
+
+/**
+ * The end of the window of KEYS[1], whose PTTL is `ttl`, in epoch ms on Redis's clock, -1 for one that never ends:
+ * the expiry Redis keeps (PEXPIRETIME, Redis 7.0), or before 7.0 its time plus `ttl`, a millisecond late at most;
+ * -2 when the user may run neither (an ACL written for an earlier version).
+ */
+const WINDOW_END = `local function window_end(ttl)
+  if ttl < 0 then return -1 end
+  local expiretime = redis.pcall('pexpiretime', KEYS[1])
+  if type(expiretime) == 'number' then return expiretime end
+  local now = redis.pcall('time')
+  if now.err then return -2 end
+  return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + ttl
+end
+`;
+
+/** rate-limiter-flexible's own script (ARGV: points, window seconds), answering the window's end too. */
+const CONSUME = `${WINDOW_END}
+redis.call('set', KEYS[1], 0, 'EX', ARGV[2], 'NX')
+local consumed = redis.call('incrby', KEYS[1], ARGV[1])
+local ttl = redis.call('pttl', KEYS[1])
+if ttl == -1 then
+  redis.call('expire', KEYS[1], ARGV[2])
+  ttl = 1000 * ARGV[2]
+end
+return {consumed, ttl, window_end(ttl)}`;
+
+/** The library's read (a MULTI of GET and PTTL), answering the window's end too. */
+const GET = `${WINDOW_END}
+local points = redis.call('get', KEYS[1])
+if not points then return nil end
+local ttl = redis.call('pttl', KEYS[1])
+return {points, ttl, window_end(ttl)}`;
+
+/**
+ * Takes ARGV[1] points back while the key's window is the one that ends at ARGV[2]. Windows of one key end at least
+ * a window apart, so one within half a window (ARGV[3] ms) of it is it, however late the end was read before 7.0.
+ */
+const GIVE_BACK = `${WINDOW_END}
+local ttl = redis.call('pttl', KEYS[1])
+if ttl == -2 then return 0 end
+local ending = window_end(ttl)
+if ending == -2 then return 0 end
+if ending == -1 or tonumber(ARGV[2]) == -1 then
+  if ending ~= tonumber(ARGV[2]) then return 0 end
+elseif math.abs(ending - tonumber(ARGV[2])) >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('incrby', KEYS[1], -tonumber(ARGV[1]))
+return 1`;
+
+interface WindowCommands {
+  gatewayLimiterGet(key: string): Promise<[number | string, number, number] | null>;
+  gatewayLimiterGiveBack(key: string, points: number, end: number, tolerance: number): Promise<number>;
+}
+
+/** RateLimiterRedis whose results carry their LimiterWindow, identified by the key's expiry on Redis's clock. */
+class WindowedRedisLimiter extends RateLimiterRedis {
+  private readonly redis: Redis & WindowCommands;
+
+  constructor(client: Redis, options: { keyPrefix: string; points: number; duration: number }) {
+    super({ storeClient: client, rejectIfRedisNotReady: true, customIncrTtlLuaScript: CONSUME, ...options });
+    client.defineCommand('gatewayLimiterGet', { numberOfKeys: 1, lua: GET });
+    client.defineCommand('gatewayLimiterGiveBack', { numberOfKeys: 1, lua: GIVE_BACK });
+    this.redis = client as Redis & WindowCommands;
+  }
+
+  private ready(rlKey: string): void {
+    if (!(this as unknown as { _isRedisReady(key: string, readonly: boolean): boolean })._isRedisReady(rlKey, false)) {
+      throw new Error('Redis connection is not ready');
+    }
+  }
+
+  async _get(rlKey: string): Promise<[number | string, number, number] | null> {
+    this.ready(rlKey);
+    return this.redis.gatewayLimiterGet(rlKey);
+  }
+
+  _getRateLimiterRes(rlKey: string, changedPoints: number, result: unknown): RateLimiterRes {
+    const res = (RateLimiterRedis.prototype as unknown as { _getRateLimiterRes(...args: unknown[]): RateLimiterRes })._getRateLimiterRes.call(
+      this,
+      rlKey,
+      changedPoints,
+      result,
+    );
+    // The library's own MULTIs (set, block) answer no window, nor does a Redis that will not tell its end: the
+    // reset is then estimated on this instance's clock, and nothing is given back.
+    if (!Array.isArray(result) || result.length !== 3 || Number(result[2]) === -2) return res;
+    const end = Number(result[2]);
+    return inWindow(res, { end: end < 0 ? null : end, giveBack: (points) => this.giveBack(rlKey, points, end) });
+  }
+
+  private async giveBack(rlKey: string, points: number, end: number): Promise<boolean> {
+    this.ready(rlKey);
+    return (await this.redis.gatewayLimiterGiveBack(rlKey, points, end, (this.duration * 1000) / 2)) === 1;
+  }
+}
 
 /**
  * Limiters shared by every instance through Redis. When Redis cannot answer a call, it is answered by an
@@ -217,9 +315,7 @@ export class RedisLimiters implements LimiterBackend {
   }
 
   private redisLimiter(settings: LimiterSettings): RateLimiterAbstract {
-    return new RateLimiterRedis({
-      storeClient: this.client,
-      rejectIfRedisNotReady: true,
+    return new WindowedRedisLimiter(this.client, {
       keyPrefix: this.keyPrefix ? `${this.keyPrefix}:${settings.keyPrefix}` : settings.keyPrefix,
       points: settings.points,
       duration: settings.durationSeconds,
