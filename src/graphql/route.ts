@@ -7,7 +7,7 @@ import type { GatewayService } from '../domain/service.js';
 import type { DependencyRefusals } from '../http/dependency-refusals.js';
 import { explorerAssetRoutes, sendExplorer, sendExplorerOff, wantsExplorer } from '../http/explorer.js';
 import type { GatewayMetrics } from '../http/metrics.js';
-import { httpRequestContext } from '../http/rest.js';
+import { httpRequestContext } from '../http/request-context.js';
 import { createApollo, graphQLErrorFormatter, type GraphQLErrorObserver } from './apollo.js';
 import { createContext, refusesKey } from './context.js';
 import { DocumentCache, QUERY_TEXT_CACHE_BYTES } from './document-cache.js';

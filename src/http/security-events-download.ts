@@ -8,7 +8,7 @@ import type { GatewayService } from '../domain/service.js';
 import type { SecurityEvent, SecurityEventType } from '../domain/types.js';
 import { MAX_EVENT_RANGE_DAYS } from '../domain/validation.js';
 import { authenticatedErrorResponses } from './openapi.js';
-import { httpRequestContext } from './rest.js';
+import { httpRequestContext } from './request-context.js';
 
 /** Braze's "Security Event Download" columns, in Braze's order. */
 export const CSV_COLUMNS = ['CreatedAt', 'EmailAtTimeOfEvent', 'CurrentEmail', 'EventName', 'OtherAccount', 'JsonProperties'] as const;
