@@ -40,7 +40,7 @@ import { InFlight } from './http/in-flight.js';
 import { GatewayMetrics } from './http/metrics.js';
 import { buildHttpServer } from './http/server.js';
 import type { DownloadClientLimits } from './http/security-events-download.js';
-import { RepeatedFailureLog } from './jobs/failure-log.js';
+import { RepeatedFailureLog } from './failure-log.js';
 import { RetentionPruner } from './jobs/retention.js';
 import { JobWorker, RETRY_BACKOFF, type WorkerLogger } from './jobs/worker.js';
 import { Readiness, STORE_DOWN_AFTER_MS, upstreamCheck } from './readiness.js';

@@ -1,5 +1,5 @@
 import type { Clock } from './domain/ports.js';
-import { FAILURE_REMINDER_MS } from './jobs/failure-log.js';
+import { FAILURE_REMINDER_MS } from './failure-log.js';
 import type { WorkerLogger } from './jobs/worker.js';
 
 /** How far this instance's clock may be from the database's before it is reported: the README asks for a second. */

@@ -1,6 +1,6 @@
 import { ERROR_CODES, GatewayError, unavailableCause } from './domain/errors.js';
 import type { Clock, UpstreamPause } from './domain/ports.js';
-import { RepeatedFailureLog } from './jobs/failure-log.js';
+import { RepeatedFailureLog } from './failure-log.js';
 import type { WorkerLogger } from './jobs/worker.js';
 
 /**

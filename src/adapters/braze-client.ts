@@ -3,7 +3,7 @@ import { GatewayError } from '../domain/errors.js';
 import { systemClock, type Clock } from '../domain/ports.js';
 import type { DuplicationJob, JobError, JobErrorCode } from '../domain/types.js';
 import { isRecord } from '../domain/validation.js';
-import { jobLogFields } from '../jobs/failure-log.js';
+import { jobLogFields } from '../failure-log.js';
 import { certificateRefusal } from './certificate-refusal.js';
 import { KeyRedaction } from './key-redaction.js';
 

@@ -3,7 +3,7 @@ import type { UpstreamPacer } from '../adapters/upstream-pacer.js';
 import { limitsUnavailable } from '../domain/errors.js';
 import type { Clock, Duplicator, DuplicationResult } from '../domain/ports.js';
 import type { DuplicationJob } from '../domain/types.js';
-import { RepeatedFailureLog } from '../jobs/failure-log.js';
+import { RepeatedFailureLog } from '../failure-log.js';
 import type { WorkerLogger } from '../jobs/worker.js';
 
 /**

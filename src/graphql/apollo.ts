@@ -27,7 +27,7 @@ import { operationTypeRule, type OperationLimits } from './limits.js';
 import { REQUESTS_COMPONENT, type DependencyRefusals } from '../http/dependency-refusals.js';
 import { errorHeaders } from '../http/errors.js';
 import { rateLimitHeaders } from '../http/rate-limit-headers.js';
-import { summarizeError } from '../jobs/failure-log.js';
+import { summarizeError } from '../failure-log.js';
 
 /** The error a resolver threw, under GraphQL's wrapping. */
 function thrown(error: unknown): unknown {

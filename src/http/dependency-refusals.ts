@@ -1,6 +1,6 @@
 import { isDependencyOutage, type Dependency } from '../domain/errors.js';
 import type { Clock } from '../domain/ports.js';
-import { RepeatedFailureLog } from '../jobs/failure-log.js';
+import { RepeatedFailureLog } from '../failure-log.js';
 import type { ReadinessLogger } from '../readiness.js';
 
 /**

@@ -13,7 +13,7 @@ import {
 } from '../domain/service.js';
 import { CHANNELS, JOB_ERROR_CODES, type Channel, type JobErrorCode } from '../domain/types.js';
 import { GRAPHQL_ERROR_CODES } from '../graphql/apollo.js';
-import { RepeatedFailureLog } from '../jobs/failure-log.js';
+import { RepeatedFailureLog } from '../failure-log.js';
 import { DEFERRAL_REASONS, type WorkerLogger, type WorkerObserver } from '../jobs/worker.js';
 import { CHECK_TIMEOUT_MS, withinTimeout, type ReadinessReport } from '../readiness.js';
 import { GATEWAY_VERSION } from './openapi.js';

@@ -11,7 +11,7 @@ import type { GatewayService } from '../domain/service.js';
 import { graphqlErrorBody, stringifyGraphQLResult } from '../graphql/apollo.js';
 import { refusalResponseType } from '../graphql/prepared.js';
 import { graphqlRoute } from '../graphql/route.js';
-import { summarizeError } from '../jobs/failure-log.js';
+import { summarizeError } from '../failure-log.js';
 import type { ReadinessReport } from '../readiness.js';
 import { requestIdOf, watchConnections, type Connections } from './connections.js';
 import { DependencyRefusals, REQUESTS_COMPONENT } from './dependency-refusals.js';

@@ -1,5 +1,5 @@
 import type { Clock, EventPruneCursor, GatewayStore } from '../domain/ports.js';
-import { RepeatedFailureLog } from './failure-log.js';
+import { RepeatedFailureLog } from '../failure-log.js';
 import type { WorkerLogger } from './worker.js';
 
 export interface RetentionOptions {

@@ -4,7 +4,7 @@ import { isUnavailable, type GatewayError } from '../domain/errors.js';
 import type { ClaimedJob, Clock, Duplicator, DuplicationResult, GatewayStore, JobOutcome, NewerSchema } from '../domain/ports.js';
 import type { DuplicationJob, JobError, JobErrorCode } from '../domain/types.js';
 import { jobEvent } from '../domain/request-events.js';
-import { jobLogFields, logFailure, RepeatedFailureLog } from './failure-log.js';
+import { jobLogFields, logFailure, RepeatedFailureLog, type FailureLogger } from '../failure-log.js';
 
 export interface WorkerOptions {
   /** Jobs run at once by this process. 0 disables the worker. */
@@ -18,11 +18,8 @@ export interface WorkerOptions {
   backoffMaxMs: number;
 }
 
-export interface WorkerLogger {
-  info(object: object, message: string): void;
-  warn(object: object, message: string): void;
-  error(object: object, message: string): void;
-}
+/** The worker logs its failures as every other part does. */
+export type WorkerLogger = FailureLogger;
 
 /** The worker's logger: a job sent back to wait for the pacing store is a line for tracing it, not for every day. */
 export interface JobWorkerLogger extends WorkerLogger {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { dependencyUnavailable } from '../../src/domain/errors.js';
-import { RepeatedFailureLog } from '../../src/jobs/failure-log.js';
+import { RepeatedFailureLog } from '../../src/failure-log.js';
 import { ManualClock } from '../support/clock.js';
 
 const messages = { failed: 'down', stillFailing: 'still down', recovered: 'up again' };

@@ -1,6 +1,6 @@
 import { Redis, ReplyError } from 'ioredis';
 import { RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
-import { summarizeError } from '../../jobs/failure-log.js';
+import { summarizeError } from '../../failure-log.js';
 import { describeFailure, type DependencyStatus } from '../../readiness.js';
 import { memoryLimiter, type LimiterBackend, type LimiterLogger, type LimiterSettings } from '../limiter-backends.js';
 import { inWindow } from '../limiter-window.js';

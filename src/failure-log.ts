@@ -1,7 +1,13 @@
-import { isUnavailable, unavailableCause } from '../domain/errors.js';
-import type { Clock } from '../domain/ports.js';
-import type { DuplicationJob } from '../domain/types.js';
-import type { WorkerLogger } from './worker.js';
+import { isUnavailable, unavailableCause } from './domain/errors.js';
+import type { Clock } from './domain/ports.js';
+import type { DuplicationJob } from './domain/types.js';
+
+/** What a failure is logged to: pino's loggers, and the small ones the worker, the readiness checks and tests pass. */
+export interface FailureLogger {
+  info(object: object, message: string): void;
+  warn(object: object, message: string): void;
+  error(object: object, message: string): void;
+}
 
 /** How often a failure that keeps repeating is logged again. */
 export const FAILURE_REMINDER_MS = 60_000;
@@ -35,7 +41,7 @@ export const jobLogFields = (job: Pick<DuplicationJob, 'id' | 'requestId'>): { j
  * outside the gateway) is a warning with the dependency's own error (or what it came without one), whose
  * stack says nothing; anything else is a bug, an error with its stack.
  */
-export function logFailure(logger: WorkerLogger, error: unknown, fields: object, message: string): void {
+export function logFailure(logger: FailureLogger, error: unknown, fields: object, message: string): void {
   if (isUnavailable(error)) logger.warn({ ...fields, cause: summarizeError(unavailableCause(error) ?? error) }, message);
   else logger.error({ ...fields, err: error }, message);
 }
@@ -73,10 +79,10 @@ export interface RepeatedFailureOptions {
  */
 export class RepeatedFailureLog {
   private streak: { since: Date; failures: number; outage: boolean; loggedAt: number; succeedingSince?: number } | undefined;
-  private readonly logger: WorkerLogger;
+  private readonly logger: FailureLogger;
 
   constructor(
-    logger: WorkerLogger,
+    logger: FailureLogger,
     private readonly clock: Clock,
     private readonly messages: RepeatedFailureMessages,
     private readonly options: RepeatedFailureOptions = {},
