@@ -314,252 +314,259 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       jobTime: overrides.clock ? 'caller' : 'database',
     }));
   const limiters = createLimiterBackend(config, store);
+  // What a later step opened, closed should one fail (the schema build, Apollo's start, …), before the limiters and the
+  // store: a failed start leaves no timer, connection or SQLite writer thread behind, nor DATA_DIR held.
+  const opened: (() => unknown)[] = [];
   try {
     await limiters.connect();
+    const quota =
+      overrides.quota ??
+      new RateLimiterQuota(
+        limiters.limiter({ keyPrefix: 'duplicate', points: config.duplicateRateLimit, durationSeconds: config.duplicateRateWindowSeconds }),
+      );
+    const downloads = new DownloadSlots({ perWorkspace: config.downloadConcurrencyPerWorkspace, perInstance: config.downloadConcurrency }, clock);
+    const metrics = new GatewayMetrics({
+      store,
+      clock,
+      downloadsInProgress: () => downloads.inProgress,
+      logger: lateLogger(() => metricsLog),
+      eventLoopWindowMs: overrides.eventLoopWindowMs,
+    });
+    opened.push(() => metrics.close());
+    const upstream = createUpstream(config, clock, lateLogger(() => upstreamLog), metrics.upstreamObserver);
+    if (upstream) opened.push(() => upstream.close());
+    const campaigns: CampaignReader = upstream
+      ? new BrazeCampaignReader(
+          upstream,
+          new RateLimiterQuota(
+            limiters.limiter({ keyPrefix: 'upstream-reads', points: config.upstreamReadRateLimit, durationSeconds: config.upstreamReadRateWindowSeconds }),
+          ),
+        )
+      : new StoreCampaignReader(store);
+    const pacer = upstream
+      ? new UpstreamPacer(
+          overrides.upstreamLimiter ??
+            // Paced by each instance on its own, N instances would send N times the limit, and miss each other's pauses.
+            limiters.limiter({ keyPrefix: 'upstream', points: config.upstreamRateLimit, durationSeconds: config.upstreamRateWindowSeconds, sharedOnly: true }),
+          longestUpstreamPauseMs(config),
+          lateLogger(() => upstreamLog),
+        )
+      : undefined;
+    const duplicator: Duplicator =
+      upstream && pacer ? new BrazeDuplicator(upstream, pacer, lateLogger(() => upstreamLog), clock) : new LocalDuplicator(store, clock);
+
+    let worker: JobWorker | undefined;
+    const service = new GatewayService({
+      store,
+      quota,
+      authFailures: createAuthFailureLimiter(config, limiters),
+      refusalEvents: new RateLimiterEventBudget(
+        overrides.refusalEventLimiter ??
+          // Named for the first refusal it counted: the README documents the key, and renaming it would reset the budgets.
+          limiters.limiter({ keyPrefix: 'denied-permission-events', points: REFUSAL_EVENTS_PER_MINUTE, durationSeconds: 60 }),
+      ),
+      downloadEvents: new RateLimiterEventBudget(
+        limiters.limiter({ keyPrefix: 'security-event-downloads', points: SECURITY_EVENT_DOWNLOADS_PER_MINUTE, durationSeconds: 60 }),
+      ),
+      campaigns,
+      clock,
+      upstreamPause: pacer,
+      onJobEnqueued: () => worker?.notify(),
+      idempotencyTtlMs: config.idempotencyTtlMs,
+      onQuotaRejected: (channel) => metrics.quotaRejected(channel),
+      onAuthFailed: (channel, code) => metrics.authFailed(channel, code),
+      onAuthBlocked: (channel) => metrics.authBlocked(channel),
+      onClientBlocked: (block) =>
+        serviceLog?.warn(
+          block,
+          `blocked ${block.client} for ${block.blockSeconds} s after too many failed authentications (the last: ${block.reason}); ` +
+            'every request from it is refused with 429 until then, or until ' +
+            // In memory, the CLI cannot reach the block (clients unblock says so): only this instance's restart lifts it.
+            (limiters.kind === 'memory' ? 'this instance restarts, which forgets every block' : `'npm run cli -- clients unblock ${block.client}'`),
+        ),
+      onDuplication: (channel, outcome) => metrics.duplication(channel, outcome),
+      onEventUnrecorded: (type) => metrics.eventUnrecorded(type),
+      keyUseLog: new RepeatedFailureLog(
+        lateLogger(() => serviceLog),
+        clock,
+        {
+          failed: "could not record the API key's last use",
+          stillFailing: "API keys' last use still cannot be recorded",
+          recovered: "API keys' last use is recorded again",
+        },
+        { warningsOnly: true },
+      ),
+      keyRejectionLog: new RepeatedFailureLog(
+        lateLogger(() => serviceLog),
+        clock,
+        {
+          failed: 'could not record a rejected API key as an API_KEY_REJECTED event',
+          stillFailing: 'rejected API keys still cannot be recorded as events',
+          recovered: 'rejected API keys are recorded as events again',
+        },
+        { warningsOnly: true },
+      ),
+      downloads,
+    });
+    const admin = new AdminService(store, clock);
+    // Only a database server has a clock of its own to measure this instance's against; SQLite shares the instance's.
+    const clockOffset = store.databaseTime ? new ClockOffset(() => store.databaseTime!(), clock) : undefined;
+    const readiness = new Readiness(
+      {
+        store: {
+          neededToServe: true,
+          // The embedded store's reads are local and its check reads first: what is left to be slow is its write,
+          // which a slow disk slows while the instance still serves. A database server that does not answer within
+          // the 2 s is more likely unreachable (packets dropped) than slow: down then.
+          ...(store.kind === 'sqlite' ? { downAfterMs: STORE_DOWN_AFTER_MS } : {}),
+          check: async () => {
+            await store.ping();
+            // A newer version migrated the store under this one (a rolling upgrade): this one may misread what it writes.
+            const newer = await store.newerSchema();
+            if (newer) return { status: 'down', backend: store.kind, message: newer.message };
+            // On the store's check, measured against the store's server: a note, as on Redis's eviction risk, not a failure.
+            const skew = await clockOffset?.measure();
+            return skew ? { status: 'up', backend: store.kind, message: skew } : { status: 'up', backend: store.kind };
+          },
+        },
+        // A limiter backend that can fall back (Redis) reports itself degraded; one that fails cannot count.
+        quota: {
+          neededToServe: true,
+          check: async () => {
+            const status = await limiters.check();
+            await quota.peek('readiness');
+            return overrides.quota ? { ...status, backend: 'custom' } : status;
+          },
+        },
+        ...(upstream && pacer ? { upstream: upstreamCheck(upstream, pacer, clock) } : {}),
+      },
+      clock,
+      overrides.elapsedMs,
+    );
+    metrics.watchDependencies(() => readiness.report());
+    if (pacer) metrics.watchUpstreamPause(pacer);
+    if (clockOffset) metrics.watchClockOffset(clockOffset);
+    const inFlight = new InFlight();
+    const http = await buildHttpServer({
+      config,
+      service,
+      quota,
+      metrics,
+      inFlight,
+      clock,
+      logger: overrides.logger,
+      logDestination: overrides.logDestination,
+      downloadClientLimits: overrides.downloadClientLimits,
+      checkReady: () => readiness.report(),
+      checkLive: () => {
+        const reason = store.unrecoverable?.() ?? null;
+        return reason === null ? null : `store: ${reason}; restart the process`;
+      },
+    });
+    opened.push(() => http.close());
+    limiters.logTo(http.log.child({ component: 'limits' }));
+    readiness.logTo(http.log.child({ component: 'readiness' }));
+    clockOffset?.logTo(http.log.child({ component: 'clock' }));
+    upstreamLog = http.log.child({ component: 'upstream' });
+    storeLog = http.log.child({ component: 'store' });
+    if (config.misspelledVariables.length > 0) {
+      http.log.warn(
+        { variables: Object.fromEntries(config.misspelledVariables.map(({ name, meant }) => [name, meant])) },
+        `the gateway reads no variable named ${config.misspelledVariables.map(({ name, meant }) => `${name} (did you mean ${meant}?)`).join(', ')}: it is ignored`,
+      );
+    }
+    // On in production only when asked for: said at each start, since it lets anyone read the schema without a key.
+    if (config.production && config.explorer) http.log.warn('the GraphQL explorer and introspection are on in production (GRAPHQL_EXPLORER=true)');
+    if (upgrade) storeLog.info(upgrade, `upgraded the store's schema from version ${upgrade.from} to ${upgrade.to}`);
+    if (unchecked) storeLog.warn(unchecked);
+    // An existing DATA_DIR keeps its mode (one made by hand, or by a version that did not restrict it): said, not changed.
+    const storeFile = overrides.store ? null : sqliteFilename(config);
+    const shared = storeFile === null ? [] : sharedStorePaths(storeFile);
+    if (shared.length > 0) {
+      storeLog.warn(
+        { paths: shared },
+        `other users of this machine can read or write the embedded store, which holds key hashes and security events: ${shared
+          .map(({ path, mode, fix }) => `${path} is mode ${mode} (${fix})`)
+          .join(', ')}`,
+      );
+    }
+    metricsLog = http.log.child({ component: 'metrics' });
+    serviceLog = http.log.child({ component: 'service' });
+    worker = new JobWorker(
+      store,
+      duplicator,
+      clock,
+      {
+        concurrency: config.workerConcurrency,
+        leaseMs: config.jobLeaseMs,
+        pollIntervalMs: overrides.workerPollIntervalMs ?? 500,
+        maxAttempts: config.jobMaxAttempts,
+        ...RETRY_BACKOFF,
+      },
+      http.log.child({ component: 'worker' }),
+      metrics.workerObserver,
+    );
+    const jobWorker = worker;
+    const retention = new RetentionPruner(
+      store,
+      clock,
+      {
+        jobRetentionMs: config.jobRetentionMs,
+        eventRetentionMs: config.eventRetentionMs,
+        intervalMs: config.retentionIntervalMs,
+        batchSize: 1000,
+      },
+      http.log.child({ component: 'retention' }),
+    );
+
+    let closed: Promise<void> | undefined;
+    return {
+      config,
+      http,
+      service,
+      admin,
+      store,
+      quotaBackend: overrides.quota ? 'custom' : limiters.kind,
+      worker: jobWorker,
+      retention,
+      start: () => {
+        jobWorker.start();
+        retention.start();
+      },
+      close: () =>
+        (closed ??= (async () => {
+          const started = performance.now();
+          // Load balancers see /readyz fail, and stop sending requests here, before the listener closes: until then
+          // requests keep arriving and would meet refused connections.
+          readiness.stop();
+          if (config.shutdownDrainMs > 0) {
+            http.log.info({ drainMs: config.shutdownDrainMs }, 'draining: /readyz answers 503 while requests are still served');
+            await (overrides.drainWait ?? delay)(config.shutdownDrainMs);
+          }
+          // In-flight requests and running jobs finish side by side, both within the grace period. A connection
+          // still busy when it ends (a client sending its body slowly, a download read slowly) is cut, or close()
+          // would wait for it. A download is given the grace like any request: most end well within it, and one cut
+          // must be started again from its first row.
+          const cutConnections = setTimeout(() => {
+            http.log.warn({ graceMs: config.shutdownGraceMs, ...inFlight.summary() }, 'the shutdown grace period ended: cutting the connections still open');
+            http.server.closeAllConnections();
+          }, config.shutdownGraceMs);
+          await Promise.all([
+            http.close().finally(() => clearTimeout(cutConnections)),
+            retention.stop(),
+            jobWorker.stop(config.shutdownGraceMs),
+          ]);
+          metrics.close();
+          await upstream?.close();
+          await limiters.close();
+          await store.close();
+          http.log.info({ durationMs: Math.round(performance.now() - started) }, 'stopped');
+        })()),
+    };
   } catch (error) {
+    for (const close of opened.reverse()) await Promise.resolve().then(close).catch(() => undefined);
     await limiters.close();
     if (!overrides.store) await store.close();
     throw error;
   }
-  const quota =
-    overrides.quota ??
-    new RateLimiterQuota(
-      limiters.limiter({ keyPrefix: 'duplicate', points: config.duplicateRateLimit, durationSeconds: config.duplicateRateWindowSeconds }),
-    );
-  const downloads = new DownloadSlots({ perWorkspace: config.downloadConcurrencyPerWorkspace, perInstance: config.downloadConcurrency }, clock);
-  const metrics = new GatewayMetrics({
-    store,
-    clock,
-    downloadsInProgress: () => downloads.inProgress,
-    logger: lateLogger(() => metricsLog),
-    eventLoopWindowMs: overrides.eventLoopWindowMs,
-  });
-  const upstream = createUpstream(config, clock, lateLogger(() => upstreamLog), metrics.upstreamObserver);
-  const campaigns: CampaignReader = upstream
-    ? new BrazeCampaignReader(
-        upstream,
-        new RateLimiterQuota(
-          limiters.limiter({ keyPrefix: 'upstream-reads', points: config.upstreamReadRateLimit, durationSeconds: config.upstreamReadRateWindowSeconds }),
-        ),
-      )
-    : new StoreCampaignReader(store);
-  const pacer = upstream
-    ? new UpstreamPacer(
-        overrides.upstreamLimiter ??
-          // Paced by each instance on its own, N instances would send N times the limit, and miss each other's pauses.
-          limiters.limiter({ keyPrefix: 'upstream', points: config.upstreamRateLimit, durationSeconds: config.upstreamRateWindowSeconds, sharedOnly: true }),
-        longestUpstreamPauseMs(config),
-        lateLogger(() => upstreamLog),
-      )
-    : undefined;
-  const duplicator: Duplicator =
-    upstream && pacer ? new BrazeDuplicator(upstream, pacer, lateLogger(() => upstreamLog), clock) : new LocalDuplicator(store, clock);
-
-  let worker: JobWorker | undefined;
-  const service = new GatewayService({
-    store,
-    quota,
-    authFailures: createAuthFailureLimiter(config, limiters),
-    refusalEvents: new RateLimiterEventBudget(
-      overrides.refusalEventLimiter ??
-        // Named for the first refusal it counted: the README documents the key, and renaming it would reset the budgets.
-        limiters.limiter({ keyPrefix: 'denied-permission-events', points: REFUSAL_EVENTS_PER_MINUTE, durationSeconds: 60 }),
-    ),
-    downloadEvents: new RateLimiterEventBudget(
-      limiters.limiter({ keyPrefix: 'security-event-downloads', points: SECURITY_EVENT_DOWNLOADS_PER_MINUTE, durationSeconds: 60 }),
-    ),
-    campaigns,
-    clock,
-    upstreamPause: pacer,
-    onJobEnqueued: () => worker?.notify(),
-    idempotencyTtlMs: config.idempotencyTtlMs,
-    onQuotaRejected: (channel) => metrics.quotaRejected(channel),
-    onAuthFailed: (channel, code) => metrics.authFailed(channel, code),
-    onAuthBlocked: (channel) => metrics.authBlocked(channel),
-    onClientBlocked: (block) =>
-      serviceLog?.warn(
-        block,
-        `blocked ${block.client} for ${block.blockSeconds} s after too many failed authentications (the last: ${block.reason}); ` +
-          'every request from it is refused with 429 until then, or until ' +
-          // In memory, the CLI cannot reach the block (clients unblock says so): only this instance's restart lifts it.
-          (limiters.kind === 'memory' ? 'this instance restarts, which forgets every block' : `'npm run cli -- clients unblock ${block.client}'`),
-      ),
-    onDuplication: (channel, outcome) => metrics.duplication(channel, outcome),
-    onEventUnrecorded: (type) => metrics.eventUnrecorded(type),
-    keyUseLog: new RepeatedFailureLog(
-      lateLogger(() => serviceLog),
-      clock,
-      {
-        failed: "could not record the API key's last use",
-        stillFailing: "API keys' last use still cannot be recorded",
-        recovered: "API keys' last use is recorded again",
-      },
-      { warningsOnly: true },
-    ),
-    keyRejectionLog: new RepeatedFailureLog(
-      lateLogger(() => serviceLog),
-      clock,
-      {
-        failed: 'could not record a rejected API key as an API_KEY_REJECTED event',
-        stillFailing: 'rejected API keys still cannot be recorded as events',
-        recovered: 'rejected API keys are recorded as events again',
-      },
-      { warningsOnly: true },
-    ),
-    downloads,
-  });
-  const admin = new AdminService(store, clock);
-  // Only a database server has a clock of its own to measure this instance's against; SQLite shares the instance's.
-  const clockOffset = store.databaseTime ? new ClockOffset(() => store.databaseTime!(), clock) : undefined;
-  const readiness = new Readiness(
-    {
-      store: {
-        neededToServe: true,
-        // The embedded store's reads are local and its check reads first: what is left to be slow is its write,
-        // which a slow disk slows while the instance still serves. A database server that does not answer within
-        // the 2 s is more likely unreachable (packets dropped) than slow: down then.
-        ...(store.kind === 'sqlite' ? { downAfterMs: STORE_DOWN_AFTER_MS } : {}),
-        check: async () => {
-          await store.ping();
-          // A newer version migrated the store under this one (a rolling upgrade): this one may misread what it writes.
-          const newer = await store.newerSchema();
-          if (newer) return { status: 'down', backend: store.kind, message: newer.message };
-          // On the store's check, measured against the store's server: a note, as on Redis's eviction risk, not a failure.
-          const skew = await clockOffset?.measure();
-          return skew ? { status: 'up', backend: store.kind, message: skew } : { status: 'up', backend: store.kind };
-        },
-      },
-      // A limiter backend that can fall back (Redis) reports itself degraded; one that fails cannot count.
-      quota: {
-        neededToServe: true,
-        check: async () => {
-          const status = await limiters.check();
-          await quota.peek('readiness');
-          return overrides.quota ? { ...status, backend: 'custom' } : status;
-        },
-      },
-      ...(upstream && pacer ? { upstream: upstreamCheck(upstream, pacer, clock) } : {}),
-    },
-    clock,
-    overrides.elapsedMs,
-  );
-  metrics.watchDependencies(() => readiness.report());
-  if (pacer) metrics.watchUpstreamPause(pacer);
-  if (clockOffset) metrics.watchClockOffset(clockOffset);
-  const inFlight = new InFlight();
-  const http = await buildHttpServer({
-    config,
-    service,
-    quota,
-    metrics,
-    inFlight,
-    clock,
-    logger: overrides.logger,
-    logDestination: overrides.logDestination,
-    downloadClientLimits: overrides.downloadClientLimits,
-    checkReady: () => readiness.report(),
-    checkLive: () => {
-      const reason = store.unrecoverable?.() ?? null;
-      return reason === null ? null : `store: ${reason}; restart the process`;
-    },
-  });
-  limiters.logTo(http.log.child({ component: 'limits' }));
-  readiness.logTo(http.log.child({ component: 'readiness' }));
-  clockOffset?.logTo(http.log.child({ component: 'clock' }));
-  upstreamLog = http.log.child({ component: 'upstream' });
-  storeLog = http.log.child({ component: 'store' });
-  if (config.misspelledVariables.length > 0) {
-    http.log.warn(
-      { variables: Object.fromEntries(config.misspelledVariables.map(({ name, meant }) => [name, meant])) },
-      `the gateway reads no variable named ${config.misspelledVariables.map(({ name, meant }) => `${name} (did you mean ${meant}?)`).join(', ')}: it is ignored`,
-    );
-  }
-  // On in production only when asked for: said at each start, since it lets anyone read the schema without a key.
-  if (config.production && config.explorer) http.log.warn('the GraphQL explorer and introspection are on in production (GRAPHQL_EXPLORER=true)');
-  if (upgrade) storeLog.info(upgrade, `upgraded the store's schema from version ${upgrade.from} to ${upgrade.to}`);
-  if (unchecked) storeLog.warn(unchecked);
-  // An existing DATA_DIR keeps its mode (one made by hand, or by a version that did not restrict it): said, not changed.
-  const storeFile = overrides.store ? null : sqliteFilename(config);
-  const shared = storeFile === null ? [] : sharedStorePaths(storeFile);
-  if (shared.length > 0) {
-    storeLog.warn(
-      { paths: shared },
-      `other users of this machine can read or write the embedded store, which holds key hashes and security events: ${shared
-        .map(({ path, mode, fix }) => `${path} is mode ${mode} (${fix})`)
-        .join(', ')}`,
-    );
-  }
-  metricsLog = http.log.child({ component: 'metrics' });
-  serviceLog = http.log.child({ component: 'service' });
-  worker = new JobWorker(
-    store,
-    duplicator,
-    clock,
-    {
-      concurrency: config.workerConcurrency,
-      leaseMs: config.jobLeaseMs,
-      pollIntervalMs: overrides.workerPollIntervalMs ?? 500,
-      maxAttempts: config.jobMaxAttempts,
-      ...RETRY_BACKOFF,
-    },
-    http.log.child({ component: 'worker' }),
-    metrics.workerObserver,
-  );
-  const jobWorker = worker;
-  const retention = new RetentionPruner(
-    store,
-    clock,
-    {
-      jobRetentionMs: config.jobRetentionMs,
-      eventRetentionMs: config.eventRetentionMs,
-      intervalMs: config.retentionIntervalMs,
-      batchSize: 1000,
-    },
-    http.log.child({ component: 'retention' }),
-  );
-
-  let closed: Promise<void> | undefined;
-  return {
-    config,
-    http,
-    service,
-    admin,
-    store,
-    quotaBackend: overrides.quota ? 'custom' : limiters.kind,
-    worker: jobWorker,
-    retention,
-    start: () => {
-      jobWorker.start();
-      retention.start();
-    },
-    close: () =>
-      (closed ??= (async () => {
-        const started = performance.now();
-        // Load balancers see /readyz fail, and stop sending requests here, before the listener closes: until then
-        // requests keep arriving and would meet refused connections.
-        readiness.stop();
-        if (config.shutdownDrainMs > 0) {
-          http.log.info({ drainMs: config.shutdownDrainMs }, 'draining: /readyz answers 503 while requests are still served');
-          await (overrides.drainWait ?? delay)(config.shutdownDrainMs);
-        }
-        // In-flight requests and running jobs finish side by side, both within the grace period. A connection
-        // still busy when it ends (a client sending its body slowly, a download read slowly) is cut, or close()
-        // would wait for it. A download is given the grace like any request: most end well within it, and one cut
-        // must be started again from its first row.
-        const cutConnections = setTimeout(() => {
-          http.log.warn({ graceMs: config.shutdownGraceMs, ...inFlight.summary() }, 'the shutdown grace period ended: cutting the connections still open');
-          http.server.closeAllConnections();
-        }, config.shutdownGraceMs);
-        await Promise.all([
-          http.close().finally(() => clearTimeout(cutConnections)),
-          retention.stop(),
-          jobWorker.stop(config.shutdownGraceMs),
-        ]);
-        metrics.close();
-        await upstream?.close();
-        await limiters.close();
-        await store.close();
-        http.log.info({ durationMs: Math.round(performance.now() - started) }, 'stopped');
-      })()),
-  };
 }

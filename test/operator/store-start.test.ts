@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createStore } from '../../src/app.js';
+import { buildApp, createStore } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { cliProcess } from '../support/cli.js';
 import { http, startGateway } from '../support/gateway.js';
@@ -237,6 +237,16 @@ describe.skipIf(process.platform === 'win32')('starting on DATA_DIR', () => {
     expect(failure).toContain('campaign-gateway: stopped by SIGTERM before it started\n');
     expect(failure).not.toContain('failed to start');
   }, 120_000);
+
+  it('is let go of by a start that fails after the store opened, so that the next start need not wait for it', async () => {
+    const dir = dataDir();
+    const config = loadConfig({ DATA_DIR: dir, SHUTDOWN_GRACE_SECONDS: '1' });
+    // The logger is made with the HTTP server, after the store, the limiters and the metrics: pino refuses the level there.
+    await expect(buildApp(config, { logger: { level: 'loudest' } })).rejects.toThrow('loudest');
+    // Without waiting: a DATA_DIR still held would be waited for (6 s here), then refused.
+    const next = await buildApp(config, { logger: false });
+    await next.close();
+  });
 
   it('is held by a gateway in this process until it is closed, and waited for meanwhile', async () => {
     const dir = dataDir();
