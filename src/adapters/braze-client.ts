@@ -198,7 +198,9 @@ export class BrazeClient {
       // ran elsewhere would report a key replaced (or accepted again) as refused for as long as it runs. The
       // answer is for the probes that follow: awaited, a slow one would outlast the check's own bound.
       this.keyCheckedAt = this.clock.now().getTime();
-      void this.call('GET', '/campaigns/list', { query: { page: '0' }, quiet: true });
+      this.call('GET', '/campaigns/list', { query: { page: '0' }, quiet: true }).catch((error: unknown) =>
+        this.options.logger?.error({ err: error }, 'unexpected error while checking whether the upstream accepts UPSTREAM_API_KEY again'),
+      );
     }
   }
 

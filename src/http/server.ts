@@ -102,7 +102,8 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     // begun), as a route's request is.
     frameworkErrors: (error, request, reply) => {
       connections.unrouted(request, reply);
-      void sendError(error, request, reply);
+      // Fastify awaits the error handler of a routed request, not this: a failure here would end the process.
+      sendError(error, request, reply).catch((failure: unknown) => request.log.error({ err: failure }, 'unexpected error while answering a request refused before routing'));
     },
     // A request Node cannot parse never reaches fastify: answered on the socket, logged without what was sent.
     clientErrorHandler: (error, socket) => connections.clientError(error, socket),
