@@ -450,7 +450,6 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     const http = await buildHttpServer({
       config,
       service,
-      quota,
       metrics,
       inFlight,
       clock,

@@ -177,8 +177,13 @@ export class Duplication {
    */
   async withQuotaState(principal: Principal, error: unknown): Promise<GatewayError> {
     const refusal = isGatewayError(error) ? error : internalError(error);
-    refusal.rateLimit ??= await this.deps.quota.peek(principal.workspaceId).catch(() => undefined);
+    refusal.rateLimit ??= await this.quotaState(principal);
     return refusal;
+  }
+
+  /** The workspace's quota as it stands, no point taken; none when the quota's store cannot be read. */
+  async quotaState(principal: Principal): Promise<RateLimitState | undefined> {
+    return this.deps.quota.peek(principal.workspaceId).catch(() => undefined);
   }
 
   /**

@@ -134,7 +134,7 @@ export class GatewayService {
 
   /** The workspace's duplication quota as it stands, no point taken; null when the quota's store cannot be read. */
   async duplicationQuota(principal: Principal): Promise<RateLimitState | null> {
-    return this.deps.quota.peek(principal.workspaceId).catch(() => null);
+    return (await this.duplication.quotaState(principal)) ?? null;
   }
 
   /**

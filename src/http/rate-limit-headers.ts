@@ -1,6 +1,6 @@
 import type { FastifyRequest } from 'fastify';
 import type { RateLimitState } from '../domain/errors.js';
-import type { Quota } from '../domain/ports.js';
+import type { GatewayService } from '../domain/service.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -25,7 +25,7 @@ export function rateLimitHeaders(state: RateLimitState | undefined): Record<stri
  * does not read, more than one Idempotency-Key header (the service's own refusals carry their state). None for
  * a caller not yet known (401), and none when the quota cannot be read: the answer stands without them.
  */
-export async function quotaStateFor(request: FastifyRequest, quota: Pick<Quota, 'peek'>): Promise<RateLimitState | undefined> {
+export async function quotaStateFor(request: FastifyRequest, service: Pick<GatewayService, 'duplicationQuota'>): Promise<RateLimitState | undefined> {
   if (!request.routeOptions.config?.quotaBearing || !request.principal) return undefined;
-  return quota.peek(request.principal.workspaceId).catch(() => undefined);
+  return (await service.duplicationQuota(request.principal)) ?? undefined;
 }

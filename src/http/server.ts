@@ -6,7 +6,7 @@ import type { GraphQLFormattedError } from 'graphql';
 import type { Config } from '../config.js';
 import { GatewayError, internalCause, unavailableCause } from '../domain/errors.js';
 import { trustedProxies } from '../domain/ip-allowlist.js';
-import type { Clock, Quota } from '../domain/ports.js';
+import type { Clock } from '../domain/ports.js';
 import type { GatewayService } from '../domain/service.js';
 import { graphqlErrorBody, stringifyGraphQLResult } from '../graphql/apollo.js';
 import { refusalResponseType } from '../graphql/prepared.js';
@@ -29,8 +29,6 @@ import { securityEventsDownloadRoutes, type DownloadClientLimits } from './secur
 export interface HttpDeps {
   config: Config;
   service: GatewayService;
-  /** Read, never consumed, for the rate-limit headers of errors raised before the service took a point. */
-  quota: Pick<Quota, 'peek'>;
   metrics: GatewayMetrics;
   /** Kept up to date with the requests being answered and the connections held, for the shutdown. */
   inFlight: InFlight;
@@ -65,7 +63,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
       const cause = unavailableCause(error);
       if (cause !== undefined) request.log.warn({ ...REQUESTS_COMPONENT, cause: summarizeError(cause) }, 'a dependency is unavailable');
     }
-    reply.headers(rateLimitHeaders(mapped.gatewayError.rateLimit ?? (await quotaStateFor(request, deps.quota))));
+    reply.headers(rateLimitHeaders(mapped.gatewayError.rateLimit ?? (await quotaStateFor(request, service))));
     reply.headers(mapped.headers);
     if (request.routeOptions.url !== '/graphql') return reply.status(mapped.status).send(mapped.body);
     const body = graphqlErrorBody(mapped.gatewayError, request.id);
