@@ -1,4 +1,5 @@
 import { asOutage as postgresOutage } from '../adapters/postgres/outage.js';
+import { BUSY_TIMEOUT_MS } from '../adapters/sqlite/connection.js';
 import { asOutage as sqliteOutage } from '../adapters/sqlite/outage.js';
 import { GatewayError, isGatewayError, isUnavailable, unavailableCause } from '../domain/errors.js';
 import { describeFailure } from '../readiness.js';
@@ -16,7 +17,7 @@ const BUSY = /^SQLITE_BUSY/;
 export function unavailableMessage(error: unknown): string {
   const code = ((unavailableCause(error) ?? error) as { code?: unknown } | null)?.code;
   if (typeof code === 'string' && BUSY.test(code)) {
-    return `the store is busy: another process has held it locked for longer than 5 s (${code}); nothing was changed, try again`;
+    return `the store is busy: another process has held it locked for longer than ${BUSY_TIMEOUT_MS / 1000} s (${code}); nothing was changed, try again`;
   }
   // The store's own words on opening: "could not connect to the PostgreSQL database in DATABASE_URL: …".
   if (!isGatewayError(error) && error instanceof Error) return error.message;

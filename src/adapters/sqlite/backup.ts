@@ -1,6 +1,7 @@
 import { closeSync, existsSync, rmSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { createNewFile } from '../new-file.js';
+import { BUSY_TIMEOUT_MS } from './connection.js';
 import { assertNoStrayWal } from './database-file.js';
 
 /** Whether `db` holds a gateway's tables: every version of the schema has had `workspaces`. */
@@ -21,7 +22,7 @@ export function backupSqliteStore(filename: string, destination: string): void {
   if (existsSync(filename)) assertNoStrayWal(filename);
   const db = new Database(filename, { fileMustExist: true });
   try {
-    db.pragma('busy_timeout = 5000');
+    db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     let gatewayStore: boolean;
     try {
       gatewayStore = isGatewayStore(db);

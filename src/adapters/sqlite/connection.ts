@@ -8,6 +8,9 @@ import Database from 'better-sqlite3';
  */
 export const WAL_SIZE_LIMIT_BYTES = 4 * 1024 * 1024;
 
+/** How long a connection waits for another's lock on the store before it fails with SQLITE_BUSY. */
+export const BUSY_TIMEOUT_MS = 5000;
+
 /** A connection with the settings every connection of the embedded store shares; `readonly` for one that only reads. */
 export function openConnection(filename: string, { readonly = false } = {}): Database.Database {
   const db = new Database(filename, { readonly });
@@ -22,7 +25,7 @@ export function openConnection(filename: string, { readonly = false } = {}): Dat
     db.pragma('secure_delete = ON');
   }
   db.pragma('foreign_keys = ON');
-  db.pragma('busy_timeout = 5000');
+  db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
   return db;
 }
 
