@@ -333,27 +333,30 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       eventLoopWindowMs: overrides.eventLoopWindowMs,
     });
     opened.push(() => metrics.close());
-    const upstream = createUpstream(config, clock, lateLogger(() => upstreamLog), metrics.upstreamObserver);
-    if (upstream) opened.push(() => upstream.close());
+    const upstreamClient = createUpstream(config, clock, lateLogger(() => upstreamLog), metrics.upstreamObserver);
+    // Upstream mode: the client, and the pace every duplication sent through it keeps.
+    const upstream = upstreamClient && {
+      client: upstreamClient,
+      pacer: new UpstreamPacer(
+        overrides.upstreamLimiter ??
+          // Paced by each instance on its own, N instances would send N times the limit, and miss each other's pauses.
+          limiters.limiter({ keyPrefix: 'upstream', points: config.upstreamRateLimit, durationSeconds: config.upstreamRateWindowSeconds, sharedOnly: true }),
+        longestUpstreamPauseMs(config),
+        lateLogger(() => upstreamLog),
+      ),
+    };
+    if (upstream) opened.push(() => upstream.client.close());
     const campaigns: CampaignReader = upstream
       ? new BrazeCampaignReader(
-          upstream,
+          upstream.client,
           new RateLimiterQuota(
             limiters.limiter({ keyPrefix: 'upstream-reads', points: config.upstreamReadRateLimit, durationSeconds: config.upstreamReadRateWindowSeconds }),
           ),
         )
       : new StoreCampaignReader(store);
-    const pacer = upstream
-      ? new UpstreamPacer(
-          overrides.upstreamLimiter ??
-            // Paced by each instance on its own, N instances would send N times the limit, and miss each other's pauses.
-            limiters.limiter({ keyPrefix: 'upstream', points: config.upstreamRateLimit, durationSeconds: config.upstreamRateWindowSeconds, sharedOnly: true }),
-          longestUpstreamPauseMs(config),
-          lateLogger(() => upstreamLog),
-        )
-      : undefined;
-    const duplicator: Duplicator =
-      upstream && pacer ? new BrazeDuplicator(upstream, pacer, lateLogger(() => upstreamLog), clock) : new LocalDuplicator(store, clock);
+    const duplicator: Duplicator = upstream
+      ? new BrazeDuplicator(upstream.client, upstream.pacer, lateLogger(() => upstreamLog), clock)
+      : new LocalDuplicator(store, clock);
 
     let worker: JobWorker | undefined;
     const service = new GatewayService({
@@ -370,7 +373,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       ),
       campaigns,
       clock,
-      upstreamPause: pacer,
+      upstreamPause: upstream?.pacer,
       onJobEnqueued: () => worker?.notify(),
       idempotencyTtlMs: config.idempotencyTtlMs,
       onQuotaRejected: (channel) => metrics.quotaRejected(channel),
@@ -438,13 +441,13 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
             return overrides.quota ? { ...status, backend: 'custom' } : status;
           },
         },
-        ...(upstream && pacer ? { upstream: upstreamCheck(upstream, pacer, clock) } : {}),
+        ...(upstream ? { upstream: upstreamCheck(upstream.client, upstream.pacer, clock) } : {}),
       },
       clock,
       overrides.elapsedMs,
     );
     metrics.watchDependencies(() => readiness.report());
-    if (pacer) metrics.watchUpstreamPause(pacer);
+    if (upstream) metrics.watchUpstreamPause(upstream.pacer);
     if (clockOffset) metrics.watchClockOffset(clockOffset);
     const inFlight = new InFlight();
     const http = await buildHttpServer({
@@ -556,7 +559,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
             jobWorker.stop(config.shutdownGraceMs),
           ]);
           metrics.close();
-          await upstream?.close();
+          await upstream?.client.close();
           await limiters.close();
           await store.close();
           http.log.info({ durationMs: Math.round(performance.now() - started) }, 'stopped');
