@@ -3,7 +3,7 @@ import { FAILURE_REMINDER_MS } from './failure-log.js';
 import type { WorkerLogger } from './jobs/worker.js';
 
 /** How far this instance's clock may be from the database's before it is reported: the README asks for a second. */
-export const CLOCK_OFFSET_TOLERANCE_MS = 1000;
+const CLOCK_OFFSET_TOLERANCE_MS = 1000;
 
 const seconds = (ms: number): string => (Math.abs(ms) / 1000).toFixed(3);
 const offsetFields = (offsetMs: number, roundTripMs: number) => ({ offsetSeconds: offsetMs / 1000, roundTripSeconds: roundTripMs / 1000 });

@@ -6,7 +6,7 @@ import { isRecord } from '../domain/validation.js';
 import { type BrazeClient, type UpstreamEndpoint, type UpstreamResponse } from './braze-client.js';
 
 /** Braze's `GET /campaigns/list` returns pages of this many campaigns. */
-export const BRAZE_PAGE_SIZE = 100;
+const BRAZE_PAGE_SIZE = 100;
 const CURSOR_KIND = 'bz';
 
 const text = (value: unknown): string | null => (typeof value === 'string' ? value : null);

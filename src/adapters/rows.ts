@@ -22,7 +22,7 @@ export type Row = Record<string, unknown>;
 
 // Dates arrive as epoch milliseconds (SQLite) or as Date objects (PostgreSQL timestamptz).
 const date = (value: unknown): Date => new Date(Number(value));
-export const maybeDate = (value: unknown): Date | null => (value === null || value === undefined ? null : date(value));
+const maybeDate = (value: unknown): Date | null => (value === null || value === undefined ? null : date(value));
 // JSON arrives as text (SQLite) or already parsed (PostgreSQL jsonb).
 const parse = <T>(value: unknown): T => (typeof value === 'string' ? JSON.parse(value) : value) as T;
 

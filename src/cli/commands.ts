@@ -123,7 +123,7 @@ const DURATION = /^(\d+)([smhdw])$/;
 const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3600_000, d: 86_400_000, w: 7 * 86_400_000 };
 
 /** `90s`, `15m`, `12h`, `30d`, `2w` → milliseconds; `0` needs no unit. */
-export function parseDuration(option: string, text: string): number {
+function parseDuration(option: string, text: string): number {
   if (text.trim() === '0') return 0;
   const match = DURATION.exec(text.trim());
   if (!match) throw new InvalidValue(`--${option} must be a number followed by s, m, h, d or w (like 30d), got '${text}'`);

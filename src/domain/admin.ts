@@ -133,7 +133,7 @@ export interface RotatedKey extends CreatedKey {
 }
 
 /** The longest a replaced secret may stay valid after a rotation. */
-export const MAX_ROTATION_OVERLAP_MS = 30 * 86_400_000;
+const MAX_ROTATION_OVERLAP_MS = 30 * 86_400_000;
 
 /**
  * A new key's values, checked without the store (its workspace is looked up apart): the CLI refuses them before it

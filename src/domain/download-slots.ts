@@ -9,7 +9,7 @@ export interface DownloadLimits {
 }
 
 /** What a refused download is told to wait: most downloads finish within seconds. */
-export const DOWNLOAD_RETRY_AFTER_SECONDS = 5;
+const DOWNLOAD_RETRY_AFTER_SECONDS = 5;
 
 /**
  * How long a download's client must have taken nothing before a new download by the same key may take its slot: a

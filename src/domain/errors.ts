@@ -2,7 +2,7 @@
  * A client blocked after too many failed authentications: a 429 like a spent quota, but worded apart, so that a
  * person, or a UI, can tell that no key from this address will do for a while.
  */
-export const AUTHENTICATION_BLOCKED_MESSAGE = 'Too many failed authentications from this address; retry later';
+const AUTHENTICATION_BLOCKED_MESSAGE = 'Too many failed authentications from this address; retry later';
 
 /**
  * The closed set of error codes. Each transport maps them in exactly one place; REST bodies carry the code itself,

@@ -13,7 +13,7 @@ import type { WorkerLogger } from '../jobs/worker.js';
 const PACING_STORE_RETRY_MS = 5000;
 
 /** Braze's request body, exactly: optional fields are left out rather than sent as null. */
-export function brazeDuplicateBody(job: DuplicationJob): Record<string, unknown> {
+function brazeDuplicateBody(job: DuplicationJob): Record<string, unknown> {
   return {
     campaign_id: job.sourceCampaignId,
     name: job.name,

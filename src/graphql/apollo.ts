@@ -72,7 +72,7 @@ function observeFormatted(observe: GraphQLErrorObserver, formatted: GraphQLForma
   if (!isAuthenticationRefusal(unwrapResolverError(error))) observe(formatted);
 }
 
-export const renderGraphQLIssue = (issue: FieldIssue): string => `'${issue.field}' ${issue.message}`;
+const renderGraphQLIssue = (issue: FieldIssue): string => `'${issue.field}' ${issue.message}`;
 
 /** The one place GraphQL maps an error to its wire form. Anything not meant for callers becomes INTERNAL_SERVER_ERROR. */
 export function formatGraphQLError(formatted: GraphQLFormattedError, error: unknown): GraphQLFormattedError {
@@ -328,7 +328,7 @@ const withoutSchemaHints = (formatted: GraphQLFormattedError): GraphQLFormattedE
  * Longest error message answered, in characters (code points), as the gateway's other limits count: graphql-js's
  * messages, and the gateway's about unknown tags, quote the values they refuse, whole, however long they are.
  */
-export const MAX_ERROR_MESSAGE_LENGTH = 1000;
+const MAX_ERROR_MESSAGE_LENGTH = 1000;
 
 const withinMessageLength = (formatted: GraphQLFormattedError): GraphQLFormattedError => {
   const { message } = formatted;

@@ -94,8 +94,8 @@ function measure(
  * No real operation comes near these bounds. Within them the rule can still cost tens of milliseconds (50 same-named
  * fields each selecting a dozen more), past which graphql-js's own budget refuses the document ("Validation aborted").
  */
-export const MAX_FIELDS_PER_RESPONSE_NAME = 50;
-export const MAX_FRAGMENTS_PER_SELECTION = 50;
+const MAX_FIELDS_PER_RESPONSE_NAME = 50;
+const MAX_FRAGMENTS_PER_SELECTION = 50;
 
 /** What one selection set merges: its fields by response name, and the fragments spread into it. */
 interface Merged {
@@ -108,7 +108,7 @@ interface Merged {
  * afford, as a refusal, or null. Fragments count as the rule takes them: once per set, however often spread. Linear:
  * each fragment is merged once, and a set stops being merged at the first bound it passes.
  */
-export function mergeRefusal(document: DocumentNode): string | null {
+function mergeRefusal(document: DocumentNode): string | null {
   const definitions = new Map<string, FragmentDefinitionNode>();
   for (const definition of document.definitions) {
     if (definition.kind === Kind.FRAGMENT_DEFINITION) definitions.set(definition.name.value, definition);

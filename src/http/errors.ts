@@ -20,7 +20,7 @@ const REST_HEADER_FIELDS: Record<string, string> = { idempotencyKey: 'Idempotenc
 /** The service's camelCase field, as REST callers know it: a body field in snake_case, or a header. */
 const restFieldName = (field: string): string => REST_HEADER_FIELDS[field] ?? snakeCase(field);
 
-export const renderRestIssue = (issue: FieldIssue): string => `'${restFieldName(issue.field)}' ${issue.message}`;
+const renderRestIssue = (issue: FieldIssue): string => `'${restFieldName(issue.field)}' ${issue.message}`;
 
 /** A request without a body, whether or not it said its (absent) body was JSON. */
 export const emptyBodyError = (): GatewayError => new GatewayError('BAD_USER_INPUT', 'Request body is empty; send a JSON object');

@@ -234,7 +234,7 @@ interface LoadedAsset {
   gzip: () => Buffer;
 }
 
-export const contentVersion = (body: Buffer): string => createHash('sha256').update(body).digest('hex').slice(0, 20);
+const contentVersion = (body: Buffer): string => createHash('sha256').update(body).digest('hex').slice(0, 20);
 
 // Read and hashed once per process, when the first server with the explorer starts; compressed on first use.
 let loading: Promise<Map<string, LoadedAsset>> | undefined;
@@ -260,7 +260,7 @@ function loadAssets(): Promise<Map<string, LoadedAsset>> {
   return loading;
 }
 
-export const EXAMPLE_OPERATIONS = `# Duplicate a campaign, then poll its job.
+const EXAMPLE_OPERATIONS = `# Duplicate a campaign, then poll its job.
 #
 # 1. Headers: your API key after "Bearer ".
 # 2. Run ListCampaigns; copy an id into

@@ -19,7 +19,7 @@ function isSecretParameter(name: string): boolean {
 }
 
 /** A URL as it may be logged: no secret or possibly personal query parameter values, no key-shaped tokens. */
-export const redactUrl = (url: string): string =>
+const redactUrl = (url: string): string =>
   redactApiKeys(url.replace(QUERY_PARAMETER, (parameter, separator: string, name: string) => (isSecretParameter(name) ? `${separator}${name}=[redacted]` : parameter)));
 
 // Built once: the Host header is logged with every request. `search` ignores the global flag's lastIndex, where `test`

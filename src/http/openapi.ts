@@ -130,7 +130,7 @@ export function schemasOnlyDocument(app: FastifyInstance): void {
 export const schemaRef = (id: string) => ({ $ref: `${id}#` }) as const;
 
 /** Every REST error's body, Braze's shape: one component, referenced by every error response. */
-export const errorBodySchema = {
+const errorBodySchema = {
   $id: 'Error',
   type: 'object',
   required: ['message', 'code'],

@@ -44,7 +44,7 @@ function methodNotAllowed(app: FastifyInstance, url: string, allowed: readonly s
  * first segment, which the request reached with or without a trailing or doubled slash (`/campaigns//duplicate/`
  * gives `../../../duplication_jobs/…`).
  */
-export function jobLocation(requestUrl: string, jobId: string): string {
+function jobLocation(requestUrl: string, jobId: string): string {
   const path = requestUrl.split('?', 1)[0].replace(/^\/+/, '');
   return `${'../'.repeat(path.split('/').length - 1)}duplication_jobs/${jobId}`;
 }

@@ -11,7 +11,7 @@ import { authenticatedErrorResponses } from './openapi.js';
 import { httpRequestContext } from './request-context.js';
 
 /** Braze's "Security Event Download" columns, in Braze's order. */
-export const CSV_COLUMNS = ['CreatedAt', 'EmailAtTimeOfEvent', 'CurrentEmail', 'EventName', 'OtherAccount', 'JsonProperties'] as const;
+const CSV_COLUMNS = ['CreatedAt', 'EmailAtTimeOfEvent', 'CurrentEmail', 'EventName', 'OtherAccount', 'JsonProperties'] as const;
 
 export const EVENT_NAMES: Record<SecurityEventType, string> = {
   CAMPAIGN_DUPLICATION_REQUESTED: 'Requested Campaign Duplication via API',
@@ -29,7 +29,7 @@ export const EVENT_NAMES: Record<SecurityEventType, string> = {
  * One CSV row. Events are caused by API keys, which have no email address: the email columns stay empty and
  * who did it is in JsonProperties.
  */
-export function toCsvRecord(event: SecurityEvent): string[] {
+function toCsvRecord(event: SecurityEvent): string[] {
   const resultCampaignId = event.details.resultCampaignId;
   const properties = {
     event_id: event.id,
@@ -65,7 +65,7 @@ const rangeBound = (which: string) => ({
  * How far behind the minimum rate a client may fall, in time spent waiting on it: how long a download waits on a
  * client that takes no data when it has no waiting earned in hand.
  */
-export const DOWNLOAD_STALL_TIMEOUT_MS = 30_000;
+const DOWNLOAD_STALL_TIMEOUT_MS = 30_000;
 
 /** The least a client must take, on average, per `perMs` that a download spends waiting on it. */
 export interface DownloadMinimumRate {
@@ -77,7 +77,7 @@ export interface DownloadMinimumRate {
  * 1 KiB/s, on average over the time spent waiting on the client: a client that takes a little now and then, just
  * often enough never to stall for long, does not keep its download slot for as long as it likes.
  */
-export const DOWNLOAD_MINIMUM_RATE: DownloadMinimumRate = { bytes: 1024, perMs: 1000 };
+const DOWNLOAD_MINIMUM_RATE: DownloadMinimumRate = { bytes: 1024, perMs: 1000 };
 
 /**
  * The most waiting a client can have earned ahead of the minimum rate, so that a client that stops reading keeps its
@@ -85,7 +85,7 @@ export const DOWNLOAD_MINIMUM_RATE: DownloadMinimumRate = { bytes: 1024, perMs: 
  * to 4 MiB) takes more only once about a third of it has been read: a client reading at 1 KiB/s makes it take more
  * about every 23 minutes (1.4 MB). Any less would end such a client's download.
  */
-export const DOWNLOAD_MOST_WAIT_EARNED_MS = 30 * 60_000;
+const DOWNLOAD_MOST_WAIT_EARNED_MS = 30 * 60_000;
 
 /** What a download asks of its client; see watchClient. */
 export interface DownloadClientLimits {

@@ -186,7 +186,7 @@ async function migrationRefused(client: pg.ClientBase, error: Error, from: numbe
 /** With the workspace's hash, the key of the lock that puts its events in order (the two-number key space). */
 export const EVENT_ORDER_LOCK = 0x6367_7702;
 /** With the schema's hash, the key of the lock that lets one claim at a time make waiting jobs due (promoteDueJobs). */
-export const PROMOTE_LOCK = 0x6367_7703;
+const PROMOTE_LOCK = 0x6367_7703;
 
 /**
  * Takes the transaction's advisory lock `key`, `second` (SQL, from `$2` on) the second half of its key. It waits as long

@@ -21,7 +21,7 @@ const codeOf = (error: Error): string => {
 };
 
 /** Whether `error` says the storage failed rather than a statement or the caller. */
-export const isStorageFailure = (error: unknown): error is Error =>
+const isStorageFailure = (error: unknown): error is Error =>
   error instanceof Error && (error.name === FILE_MOVED || STORAGE_CODES.test(codeOf(error)));
 
 /** Whether a storage failure is damage to the file, which no later write can prove repaired. */
