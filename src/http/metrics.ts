@@ -562,7 +562,7 @@ export async function metricsRoutes(app: FastifyInstance, options: { metrics: Ga
         response: { 200: { description: 'Prometheus text exposition format 0.0.4', content: { 'text/plain': { schema: { type: 'string' } } } } },
       },
     },
-    async (request, reply) => {
+    async (_request, reply) => {
       const text = await metrics.render();
       return reply.type(metrics.registry.contentType).send(text);
     },

@@ -16,7 +16,7 @@ import { copyStore, CountMismatch } from '../../src/domain/store-copy.js';
 import { databaseFile, prepareWorkspace, seedFinishedJobs } from '../../bench/lib/store.js';
 import { cliProcess, cliProcessActedOn, cliProcessWritingTo } from '../support/cli.js';
 import { eventFixture } from '../support/fixtures.js';
-import { graphql, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
+import { graphql, startGateway, waitFor } from '../support/gateway.js';
 import { createTestDatabase, readmeGrants, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
 import { rest } from '../support/transports.js';
 

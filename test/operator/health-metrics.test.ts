@@ -16,6 +16,7 @@ import {
   componentLines,
   graphql,
   http,
+  scrape,
   json,
   metricSample as sample,
   recordingLogger,
@@ -31,13 +32,6 @@ import { PrivateRedis, skipWithoutRedisServer } from '../support/redis.js';
 import { sqlite } from '../support/stores.js';
 import { TcpProxy } from '../support/tcp-proxy.js';
 import { graphQL, rest } from '../support/transports.js';
-
-const scrape = async (gateway: TestGateway) => {
-  const response = await http(gateway.baseUrl, 'GET', '/metrics');
-  expect(response.status).toBe(200);
-  expect(response.headers['content-type']).toBe('text/plain; version=0.0.4; charset=utf-8');
-  return response.text;
-};
 
 /** A scrape once the store answers again, after `failures` reads that failed: the queue is back, and so logged once. */
 const scrapeReadAgain = async (gateway: TestGateway, lines: string[], failures: number) => {

@@ -9,14 +9,8 @@ import { CHANNELS, type DuplicationJob } from '../../src/domain/types.js';
 import { GatewayMetrics } from '../../src/http/metrics.js';
 import { ManualClock } from '../support/clock.js';
 import { startFakeBraze } from '../support/fake-braze.js';
-import { bearer, graphql, http, json, metricSample as sample, pipelinedAfterADuplicate, rawHttp, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
+import { bearer, graphql, http, json, metricSample as sample, pipelinedAfterADuplicate, rawHttp, scrape, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
 import { transports } from '../support/transports.js';
-
-const scrape = async (gateway: TestGateway) => {
-  const response = await http(gateway.baseUrl, 'GET', '/metrics');
-  expect(response.status).toBe(200);
-  return response.text;
-};
 
 const silent = { info() {}, warn() {}, error() {} };
 

@@ -3,6 +3,7 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request, type Dispatcher } from 'undici';
+import { expect } from 'vitest';
 import { buildApp, createStore, type App, type AppOverrides } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { AdminService } from '../../src/domain/admin.js';
@@ -176,6 +177,14 @@ export async function pipelinedAfterADuplicate(baseUrl: string, ws: TestWorkspac
   connection.socket.destroy();
   return `${head}\r\n\r\n${rest}`;
 }
+
+/** The text of a /metrics scrape, checked to be a 200 in Prometheus's text format. */
+export const scrape = async (gateway: TestGateway): Promise<string> => {
+  const response = await http(gateway.baseUrl, 'GET', '/metrics');
+  expect(response.status).toBe(200);
+  expect(response.headers['content-type']).toBe('text/plain; version=0.0.4; charset=utf-8');
+  return response.text;
+};
 
 /** The value of one sample of the Prometheus text format, or undefined when the series is absent. */
 export function metricSample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {

@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, SECRET_VARIABLES } from '../../src/config.js';
 
 describe('configuration', () => {
-  it('works with no environment at all', () => {
+  it('starts on port 4000 of 127.0.0.1 with a quota of 100 a minute when no variable is set', () => {
     expect(loadConfig({})).toMatchObject({ port: 4000, host: '127.0.0.1', duplicateRateLimit: 100, duplicateRateWindowSeconds: 60 });
   });
 
