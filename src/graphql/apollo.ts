@@ -24,6 +24,7 @@ import { characters, isRecord } from '../domain/validation.js';
 import { isAuthenticationRefusal, recordRateLimit, type GraphQLContext } from './context.js';
 import { apolloDocumentStore, NO_QUERY_TEXTS, queryTextBytes, type DocumentCache } from './document-cache.js';
 import { operationTypeRule, type OperationLimits } from './limits.js';
+import { readScopePlugin } from './read-scope.js';
 import { REQUESTS_COMPONENT, type DependencyRefusals } from '../http/dependency-refusals.js';
 import { errorHeaders } from '../http/errors.js';
 import { rateLimitHeaders } from '../http/rate-limit-headers.js';
@@ -459,6 +460,7 @@ export function createApollo(options: ApolloOptions): ApolloServer<GraphQLContex
       persistedQueryPlugin(options.logger, options.refusals, options.persistedQueries),
       options.limits.plugin(),
       httpSemanticsPlugin(options.logger, options.refusals, options.observeError),
+      readScopePlugin(),
       ...(options.plugins ?? []),
     ],
   });

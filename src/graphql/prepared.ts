@@ -15,7 +15,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { ApolloServerPlugin } from '@apollo/server';
 import type { FastifyBaseLogger } from 'fastify';
 import type { DependencyRefusals } from '../http/dependency-refusals.js';
-import { execute, getVariableValues, type DocumentNode, type GraphQLSchema, type VariableDefinitionNode } from 'graphql';
+import { execute, getVariableValues, type DocumentNode, type GraphQLSchema, type OperationTypeNode, type VariableDefinitionNode } from 'graphql';
 import Negotiator from 'negotiator';
 import {
   applyHttpSemantics,
@@ -30,6 +30,7 @@ import { isRecord } from '../domain/validation.js';
 import type { GraphQLContext } from './context.js';
 import { DocumentCache, entryBytes } from './document-cache.js';
 import { holdsManyEntries, type OperationLimits } from './limits.js';
+import { beginOperationReads, endOperationReads } from './read-scope.js';
 
 /** What Apollo's CSRF prevention lets through without a preflight header and parses as JSON. */
 const JSON_CONTENT_TYPES = new Set(['application/json', 'application/json; charset=utf-8']);
@@ -80,6 +81,7 @@ const MAX_QUERY_LENGTH = 8192;
 interface Prepared {
   document: DocumentNode;
   operationName: string | undefined;
+  operation: OperationTypeNode;
   variableDefinitions: readonly VariableDefinitionNode[];
 }
 
@@ -132,7 +134,7 @@ export class PreparedOperations {
           if (source.length > MAX_QUERY_LENGTH || !this.limits.isFixedWithinLimits(operation)) return;
           const key = keyOf(source, request.operationName);
           if (this.entries.has(key)) return;
-          this.entries.set(key, { document, operationName: request.operationName, variableDefinitions: operation.variableDefinitions ?? [] }, entryBytes(key, document));
+          this.entries.set(key, { document, operationName: request.operationName, operation: operation.operation, variableDefinitions: operation.variableDefinitions ?? [] }, entryBytes(key, document));
         },
       }),
     };
@@ -168,6 +170,7 @@ export class PreparedOperations {
       return undefined;
     }
     const contextValue = context();
+    beginOperationReads(entry.operation);
     const result = await execute({
       schema: this.schema,
       document: entry.document,
@@ -175,6 +178,7 @@ export class PreparedOperations {
       variableValues: variables ?? undefined,
       operationName: entry.operationName,
     });
+    await endOperationReads();
     // No data at all: the variables did not fit the operation, and no resolver ran. Apollo words that answer.
     if (result.data === undefined) return undefined;
 

@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyRequest, FastifySchema } from 'fastify';
 import type { DocumentNode } from 'graphql';
 import type { Config } from '../config.js';
 import { GatewayError } from '../domain/errors.js';
+import { withReadScope } from '../domain/read-scope.js';
 import type { GatewayService } from '../domain/service.js';
 import type { DependencyRefusals } from '../http/dependency-refusals.js';
 import { explorerAssetRoutes, sendExplorer, sendExplorerOff, wantsExplorer } from '../http/explorer.js';
@@ -92,18 +93,20 @@ export async function graphqlRoute(app: FastifyInstance, options: GraphQLRouteOp
         );
       }
     },
-    // An operation Apollo has accepted before is answered without it, identically (src/graphql/prepared.ts).
-    handler: async (request, reply) => {
-      if (!requestUrls.parses(request)) throw new GatewayError('BAD_USER_INPUT', 'The Host header is not a valid host name');
-      const answer = await prepared.answer(request, () => graphqlContext(request));
-      if (answer) {
-        metrics.graphqlRequest('prepared');
-        for (const [name, value] of answer.headers) reply.header(name, value);
-        return reply.code(answer.status).send(answer.body);
-      }
-      metrics.graphqlRequest('apollo');
-      return apolloHandler.call(app, request, reply);
-    },
+    // An operation Apollo has accepted before is answered without it, identically (src/graphql/prepared.ts). A
+    // query's reads share one view of the store, given up however the request ends (src/graphql/read-scope.ts).
+    handler: (request, reply) =>
+      withReadScope(async () => {
+        if (!requestUrls.parses(request)) throw new GatewayError('BAD_USER_INPUT', 'The Host header is not a valid host name');
+        const answer = await prepared.answer(request, () => graphqlContext(request));
+        if (answer) {
+          metrics.graphqlRequest('prepared');
+          for (const [name, value] of answer.headers) reply.header(name, value);
+          return reply.code(answer.status).send(answer.body);
+        }
+        metrics.graphqlRequest('apollo');
+        return apolloHandler.call(app, request, reply);
+      }),
   });
 }
 

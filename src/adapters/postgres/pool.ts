@@ -27,6 +27,8 @@ export interface PostgresOptions {
  */
 export type PoolMode = 'session' | 'transaction';
 
+/** Connections per process, unless the options say. */
+export const DEFAULT_POOL_SIZE = 10;
 /** No statement runs longer than this, waits for locks included. */
 const STATEMENT_TIMEOUT_MS = 10_000;
 /** A crashed or stuck caller must not keep rows locked; the lease mechanism takes over instead. */
@@ -109,7 +111,7 @@ export async function requireRoleSettings(pool: pg.Pool): Promise<void> {
 export function createPool(options: PostgresOptions): pg.Pool {
   const pool = new pg.Pool({
     ...clientConfig(options),
-    max: options.poolSize ?? 10,
+    max: options.poolSize ?? DEFAULT_POOL_SIZE,
     idleTimeoutMillis: 30_000,
     onConnect: (client) => startSession(client, options, 'queries'),
     query_timeout: options.queryTimeoutMs ?? STATEMENT_TIMEOUT_MS + QUERY_TIMEOUT_MARGIN_MS,

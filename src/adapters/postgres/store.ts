@@ -49,7 +49,8 @@ import {
 import { incompleteSchema, migratedUnder, schemaRefusal, SchemaVersionRefusal } from '../schema-version.js';
 import { missingSchemaObjects, POSTGRES_MIGRATIONS, schemaCheckRefused } from './migrations.js';
 import { asOutage, startupFailure } from './outage.js';
-import { clientConfig, createPool, queriesOf, startSession, transaction, type PostgresOptions, type Queryable } from './pool.js';
+import { clientConfig, createPool, DEFAULT_POOL_SIZE, queriesOf, startSession, transaction, type PostgresOptions, type Queryable } from './pool.js';
+import { Snapshots } from './snapshots.js';
 
 /** Any constant works; it only has to be the same for every instance of the gateway. */
 export const MIGRATION_LOCK = 0x6367_7701;
@@ -239,10 +240,13 @@ export class PostgresStore implements GatewayStore {
   readonly pool: pg.Pool;
   /** Queries outside a transaction; the database being down answers UNAVAILABLE. */
   private readonly db: Queryable;
+  /** The reads of a GraphQL query, each seeing the same moment (snapshots.ts). */
+  private readonly snapshots: Snapshots;
 
   constructor(private readonly options: PostgresStoreOptions) {
     this.pool = createPool(options);
     this.db = queriesOf(this.pool);
+    this.snapshots = new Snapshots(this.pool, options.poolSize ?? DEFAULT_POOL_SIZE);
   }
 
   /** The parameter of a jobTime: null, for the database's clock, unless the store takes the caller's. */
@@ -254,9 +258,12 @@ export class PostgresStore implements GatewayStore {
     return (await client.query(text, values)).rows as Row[];
   }
 
-  /** The rows a read finds by its keys (every parameter a key or a bound): none when a key cannot be stored. */
+  /**
+   * The rows a read finds by its keys (every parameter a key or a bound): none when a key cannot be stored. In a read
+   * scope that has begun, from its snapshot.
+   */
   private async lookup(text: string, keys: unknown[]): Promise<Row[]> {
-    return keys.every(storable) ? this.rows(text, keys) : [];
+    return keys.every(storable) ? this.rows(text, keys, this.snapshots.reads(this.db)) : [];
   }
 
   private async insert(client: Queryable, table: string, row: Row): Promise<void> {

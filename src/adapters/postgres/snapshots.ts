@@ -1,0 +1,108 @@
+import type pg from 'pg';
+import { isUnavailable } from '../../domain/errors.js';
+import { openReadScope, type ReadScope } from '../../domain/read-scope.js';
+import { asOutage } from './outage.js';
+import type { Queryable } from './pool.js';
+
+interface Snapshot {
+  client: pg.PoolClient;
+  /** The first statement of the snapshot that failed: it aborted the transaction, so later reads fail with it. */
+  failed?: unknown;
+  /** Being given up: a read still arriving (work the operation left running) is read on its own. */
+  closing?: boolean;
+}
+
+/**
+ * The reads of an open read scope (domain/read-scope.ts) in one REPEATABLE READ READ ONLY transaction, begun at
+ * the scope's first read and committed when it ends: every statement of it sees the database as of its first one.
+ * Its connection is held for the scope's length, and meanwhile the operation may write on another (an event, a key's
+ * last use, the quota): with every connection of the pool held by a snapshot, each waiting for a second one, none
+ * would ever get one. So snapshots hold at most one connection fewer than the pool has, and a pool of one
+ * connection reads each statement on its own.
+ */
+export class Snapshots {
+  private readonly held = new WeakMap<ReadScope, Promise<Snapshot>>();
+  private readonly enabled: boolean;
+  private free: number;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(
+    private readonly pool: pg.Pool,
+    poolSize: number,
+  ) {
+    this.enabled = poolSize > 1;
+    this.free = poolSize - 1;
+  }
+
+  /** Where a read goes: the open scope's snapshot, if it is made in one, or else `alone`. */
+  reads(alone: Queryable): Queryable {
+    const scope = openReadScope();
+    if (scope === undefined || !this.enabled) return alone;
+    return { query: ((text: string, values?: unknown[]) => this.query(scope, alone, text, values)) as Queryable['query'] };
+  }
+
+  private async query(scope: ReadScope, alone: Queryable, text: string, values?: unknown[]): Promise<pg.QueryResult> {
+    let opening = this.held.get(scope);
+    if (opening === undefined) {
+      opening = this.open();
+      this.held.set(scope, opening);
+      const begun = opening;
+      scope.onEnd(() => begun.then((snapshot) => this.close(snapshot), () => undefined));
+    }
+    const snapshot = await opening;
+    if (snapshot.closing) return alone.query(text, values);
+    if (snapshot.failed !== undefined) throw asOutage(snapshot.failed);
+    return snapshot.client.query(text, values).catch((error: unknown) => {
+      snapshot.failed ??= error;
+      throw asOutage(error);
+    });
+  }
+
+  private async open(): Promise<Snapshot> {
+    await this.take();
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (error) {
+      this.give();
+      throw asOutage(error);
+    }
+    try {
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    } catch (error) {
+      client.release(error as Error);
+      this.give();
+      throw asOutage(error);
+    }
+    return { client };
+  }
+
+  /** A connection lost or silent takes no COMMIT (the server ends the transaction with it) and is not reused. */
+  private async close(snapshot: Snapshot): Promise<void> {
+    snapshot.closing = true;
+    const { client, failed } = snapshot;
+    let broken: Error | undefined = failed !== undefined && isUnavailable(asOutage(failed)) ? (failed as Error) : undefined;
+    try {
+      if (broken === undefined) await client.query('COMMIT');
+    } catch (error) {
+      broken = error as Error;
+    } finally {
+      client.release(broken);
+      this.give();
+    }
+  }
+
+  private take(): Promise<void> {
+    if (this.free > 0) {
+      this.free -= 1;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  private give(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.free += 1;
+  }
+}
