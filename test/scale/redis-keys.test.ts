@@ -77,6 +77,29 @@ describe.skipIf(skipWithoutRedisServer)('Redis keys and permissions', () => {
     }
   });
 
+  it('says once when the Redis user may not read when a window ends, and still counts exactly', async () => {
+    await admin.flushall();
+    const line = /^ACL SETUSER .+$/m.exec(README)?.[0] ?? '';
+    // The README's line as an earlier version gave it: without the command that reads a window's end, nor TIME.
+    const rules = line.split(' ').slice(3).filter((rule) => rule !== '+pexpiretime' && !rule.startsWith('~'));
+    expect(rules).toContain('-@all');
+    await admin.call('ACL', 'SETUSER', 'earlier', ...rules.map((rule) => (rule.startsWith('>') ? '>earlier-password' : rule)), '~*');
+    const limiters = new RedisLimiters(redis.url('earlier:earlier-password'));
+    const warnings: string[] = [];
+    limiters.logTo({ info: () => undefined, warn: (_details: object, message: string) => void warnings.push(message) });
+    try {
+      await limiters.connect();
+      const quota = new RateLimiterQuota(limiters.limiter({ keyPrefix: 'duplicate', points: 3, durationSeconds: 60 }));
+      const taken = [];
+      for (let i = 0; i < 4; i++) taken.push(await quota.consume('workspace-1').then(({ remaining }) => remaining, ({ code }) => code));
+      expect(taken).toEqual([2, 1, 0, 'RATE_LIMITED']);
+      expect(warnings.filter((message) => message.includes('PEXPIRETIME'))).toEqual([expect.stringMatching(/^the Redis user may run neither PEXPIRETIME nor TIME .*grant \+pexpiretime/)]);
+    } finally {
+      await limiters.close();
+      await admin.call('ACL', 'DELUSER', 'earlier');
+    }
+  });
+
   describe('a gateway whose Redis user is made by the README\'s ACL SETUSER line', () => {
     const line = /^ACL SETUSER .+$/m.exec(README)?.[0] ?? '';
     const [user, ...rules] = line.split(' ').slice(2);

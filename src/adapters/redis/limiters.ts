@@ -103,6 +103,9 @@ const evictionRisk = (policy: string): string =>
  */
 const REDIS_ANSWER_TIMEOUT_MS = 1500;
 
+const WINDOW_UNKNOWN =
+  "the Redis user may run neither PEXPIRETIME nor TIME (an ACL written for an earlier version): quotas still count exactly, but a point taken by a request then refused for an outage is not given back, and X-RateLimit-Reset is estimated at each answer; grant +pexpiretime (Redis 7.0 and later) or +time";
+
 /** The limiters' calls, each answered by Redis or, when it cannot answer, by the in-process fallback. */
 const CALLS = ['consume', 'penalty', 'reward', 'get', 'set', 'block', 'delete'] as const;
 
@@ -165,7 +168,11 @@ interface WindowCommands {
 class WindowedRedisLimiter extends RateLimiterRedis {
   private readonly redis: Redis & WindowCommands;
 
-  constructor(client: Redis, options: { keyPrefix: string; points: number; duration: number }) {
+  constructor(
+    client: Redis,
+    options: { keyPrefix: string; points: number; duration: number },
+    private readonly onWindowUnknown: () => void,
+  ) {
     super({ storeClient: client, rejectIfRedisNotReady: true, customIncrTtlLuaScript: CONSUME, ...options });
     client.defineCommand('gatewayLimiterGet', { numberOfKeys: 1, lua: GET });
     client.defineCommand('gatewayLimiterGiveBack', { numberOfKeys: 1, lua: GIVE_BACK });
@@ -192,7 +199,11 @@ class WindowedRedisLimiter extends RateLimiterRedis {
     );
     // The library's own MULTIs (set, block) answer no window, nor does a Redis that will not tell its end: the
     // reset is then estimated on this instance's clock, and nothing is given back.
-    if (!Array.isArray(result) || result.length !== 3 || Number(result[2]) === -2) return res;
+    if (!Array.isArray(result) || result.length !== 3) return res;
+    if (Number(result[2]) === -2) {
+      this.onWindowUnknown();
+      return res;
+    }
     const end = Number(result[2]);
     return inWindow(res, { end: end < 0 ? null : end, giveBack: (points) => this.giveBack(rlKey, points, end) });
   }
@@ -251,6 +262,7 @@ export class RedisLimiters implements LimiterBackend {
   private recheck: NodeJS.Timeout | undefined;
   /** How many times the limiters went back to Redis: a fallback made before the last time holds an earlier outage's counts. */
   private returns = 0;
+  private windowUnknownSaid = false;
   /** Redis's `maxmemory-policy`, when its INFO said it. */
   private evictionPolicy: string | undefined;
 
@@ -315,11 +327,22 @@ export class RedisLimiters implements LimiterBackend {
   }
 
   private redisLimiter(settings: LimiterSettings): RateLimiterAbstract {
-    return new WindowedRedisLimiter(this.client, {
-      keyPrefix: this.keyPrefix ? `${this.keyPrefix}:${settings.keyPrefix}` : settings.keyPrefix,
-      points: settings.points,
-      duration: settings.durationSeconds,
-    });
+    return new WindowedRedisLimiter(
+      this.client,
+      {
+        keyPrefix: this.keyPrefix ? `${this.keyPrefix}:${settings.keyPrefix}` : settings.keyPrefix,
+        points: settings.points,
+        duration: settings.durationSeconds,
+      },
+      () => this.windowUnknown(),
+    );
+  }
+
+  /** Said once: counting stays exact, so nothing fails that an operator would otherwise notice. */
+  private windowUnknown(): void {
+    if (this.windowUnknownSaid) return;
+    this.windowUnknownSaid = true;
+    this.logger?.warn({}, WINDOW_UNKNOWN);
   }
 
   /** The in-process limiter answering for `settings` during the current outage, fresh for each one. */
