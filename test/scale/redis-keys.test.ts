@@ -86,9 +86,10 @@ describe.skipIf(skipWithoutRedisServer)('Redis keys and permissions', () => {
     await admin.call('ACL', 'SETUSER', 'earlier', ...rules.map((rule) => (rule.startsWith('>') ? '>earlier-password' : rule)), '~*');
     const limiters = new RedisLimiters(redis.url('earlier:earlier-password'));
     const warnings: string[] = [];
-    limiters.logTo({ info: () => undefined, warn: (_details: object, message: string) => void warnings.push(message) });
     try {
+      // As the gateway starts: the connection's probe write meets the refusal before there is a logger.
       await limiters.connect();
+      limiters.logTo({ info: () => undefined, warn: (_details: object, message: string) => void warnings.push(message) });
       const quota = new RateLimiterQuota(limiters.limiter({ keyPrefix: 'duplicate', points: 3, durationSeconds: 60 }));
       const taken = [];
       for (let i = 0; i < 4; i++) taken.push(await quota.consume('workspace-1').then(({ remaining }) => remaining, ({ code }) => code));

@@ -262,6 +262,8 @@ export class RedisLimiters implements LimiterBackend {
   private recheck: NodeJS.Timeout | undefined;
   /** How many times the limiters went back to Redis: a fallback made before the last time holds an earlier outage's counts. */
   private returns = 0;
+  /** Whether Redis would not say when a window ends (windowUnknown), and whether the log has been told. */
+  private windowUnknownSeen = false;
   private windowUnknownSaid = false;
   /** Redis's `maxmemory-policy`, when its INFO said it. */
   private evictionPolicy: string | undefined;
@@ -338,11 +340,16 @@ export class RedisLimiters implements LimiterBackend {
     );
   }
 
-  /** Said once: counting stays exact, so nothing fails that an operator would otherwise notice. */
+  /**
+   * Said once: counting stays exact, so nothing fails that an operator would otherwise notice. The probe write of
+   * the first connection meets it before the logger is given (logTo), which then says it.
+   */
   private windowUnknown(): void {
     if (this.windowUnknownSaid) return;
+    this.windowUnknownSeen = true;
+    if (this.logger === undefined) return;
     this.windowUnknownSaid = true;
-    this.logger?.warn({}, WINDOW_UNKNOWN);
+    this.logger.warn({}, WINDOW_UNKNOWN);
   }
 
   /** The in-process limiter answering for `settings` during the current outage, fresh for each one. */
@@ -486,6 +493,7 @@ export class RedisLimiters implements LimiterBackend {
     if (this.evictionPolicy !== undefined && this.evictionPolicy !== 'noeviction') logger.warn({}, evictionRisk(this.evictionPolicy));
     const messages = new Map([...this.refusals].map(([prefix, error]) => [refusedCalls(error, this.keyPattern(prefix)), error]));
     for (const [message, error] of messages) logger.warn({ cause: summarizeError(error) }, message);
+    if (this.windowUnknownSeen) this.windowUnknown();
   }
 
   async check(): Promise<DependencyStatus> {
