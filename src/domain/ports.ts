@@ -256,8 +256,12 @@ export interface GatewayStore {
    * it was never tried (e.g. it waited for an upstream pacing slot). Keeps the job's error.
    */
   deferJob(jobId: string, owner: string, runAt: Date, now: Date): Promise<boolean>;
-  /** Hands back every job `owner` holds (graceful shutdown) without counting the attempt. */
-  releaseJobs(owner: string, now: Date): Promise<number>;
+  /**
+   * Hands back every job `owner` holds (graceful shutdown), due at once, without counting the attempt; with
+   * `keepAttempts`, the attempt stays counted (and not as one known to have made nothing): its run may have acted
+   * outside the store before it was cut short.
+   */
+  releaseJobs(owner: string, now: Date, options?: ReleaseOptions): Promise<number>;
   /**
    * Jobs in one status. PENDING and RUNNING count the queue, through its partial indexes, so they stay cheap
    * however many finished jobs are kept; SUCCEEDED and FAILED count every finished job kept.
@@ -330,6 +334,12 @@ export interface ClaimedJob extends DuplicationJob {
    * every other attempt counted in `attempts` may have, whichever instance made it and however it ended. Absent: none.
    */
   upstreamUnactedAttempts?: number;
+}
+
+/** How `releaseJobs` hands jobs back. */
+export interface ReleaseOptions {
+  /** Keep the attempt each job was claimed with: in upstream mode its call may be in flight, and may have acted. */
+  keepAttempts?: boolean;
 }
 
 /**

@@ -434,6 +434,21 @@ export function storeContract(name: string, harness: StoreHarness): void {
       expect(fifth).toMatchObject({ id: job.id, attempts: 4, upstreamUnactedAttempts: 2 });
     });
 
+    it("releases keeping the attempts, counted as ones that may have acted, for the owner's jobs only", async () => {
+      const [kept, other] = [jobFixture(ws), jobFixture(ws)];
+      for (const job of [kept, other]) await store.enqueueJob(job, eventFixture(ws));
+      const error = { code: 'UPSTREAM_UNREACHABLE' as const, message: 'The connection to the upstream failed' };
+      await store.claimJobs('w', 1, at(0), at(10_000));
+      expect(await store.retryJob(kept.id, 'w', at(100), error, at(10), true)).toBe(true);
+      expect(await store.claimJobs('x', 1, at(100), at(10_000))).toMatchObject([{ id: kept.id, attempts: 2 }]);
+      expect(await store.claimJobs('y', 1, at(100), at(10_000))).toMatchObject([{ id: other.id, attempts: 1 }]);
+
+      expect(await store.releaseJobs('x', at(200), { keepAttempts: true })).toBe(1);
+      expect(await store.getJob(ws, kept.id)).toMatchObject({ status: 'PENDING', attempts: 2, runAt: at(200), leaseOwner: null, error });
+      expect(await store.getJob(ws, other.id)).toMatchObject({ status: 'RUNNING', attempts: 1, leaseOwner: 'y' });
+      expect(await store.claimJobs('z', 1, at(200), at(10_000))).toMatchObject([{ id: kept.id, attempts: 3, upstreamUnactedAttempts: 1 }]);
+    });
+
     it('defers a running job to a later time without counting the attempt, for its owner only', async () => {
       const job = jobFixture(ws);
       await store.enqueueJob(job, eventFixture(ws));

@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { eventCursorGone } from '../../domain/cursor.js';
-import { EXPORT_TABLES, type ClaimedJob, type EventPruneBatch, type EventPruneCursor, type ExportPage, type ExportRows, type ExportTable, type GatewayStore, type JobFailure, type JobOutcome, type ListOptions, type NewerSchema, type OlderSchema, type RowCount, type SchemaVersions, type WorkspaceDeletion } from '../../domain/ports.js';
+import { EXPORT_TABLES, type ClaimedJob, type EventPruneBatch, type EventPruneCursor, type ExportPage, type ExportRows, type ExportTable, type GatewayStore, type JobFailure, type JobOutcome, type ListOptions, type NewerSchema, type OlderSchema, type ReleaseOptions, type RowCount, type SchemaVersions, type WorkspaceDeletion } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
   Campaign,
@@ -729,12 +729,12 @@ export class PostgresStore implements GatewayStore {
     return changed > 0;
   }
 
-  async releaseJobs(owner: string, now: Date): Promise<number> {
+  async releaseJobs(owner: string, now: Date, { keepAttempts = false }: ReleaseOptions = {}): Promise<number> {
     return this.count(
-      `UPDATE jobs SET status = 'PENDING', attempts = GREATEST(attempts - 1, 0), run_at = ${jobTime('$1')}, waiting = false, updated_at = ${jobTime('$1')},
-         lease_owner = NULL, lease_expires_at = NULL
+      `UPDATE jobs SET status = 'PENDING', attempts = CASE WHEN $3::boolean THEN attempts ELSE GREATEST(attempts - 1, 0) END, run_at = ${jobTime('$1')},
+         waiting = false, updated_at = ${jobTime('$1')}, lease_owner = NULL, lease_expires_at = NULL
        WHERE status = 'RUNNING' AND lease_owner = $2`,
-      [this.jobClock(now), owner],
+      [this.jobClock(now), owner, keepAttempts],
     );
   }
 

@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import type Database from 'better-sqlite3';
 import { eventCursorGone } from '../../domain/cursor.js';
 import { dependencyUnavailable } from '../../domain/errors.js';
-import type { ClaimedJob, EventPruneBatch, EventPruneCursor, ExportPage, ExportRows, ExportTable, GatewayStore, JobFailure, JobOutcome, ListOptions, NewerSchema, OlderSchema, RowCount, SchemaVersions, WorkspaceDeletion } from '../../domain/ports.js';
+import type { ClaimedJob, EventPruneBatch, EventPruneCursor, ExportPage, ExportRows, ExportTable, GatewayStore, JobFailure, JobOutcome, ListOptions, NewerSchema, OlderSchema, ReleaseOptions, RowCount, SchemaVersions, WorkspaceDeletion } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
   Campaign,
@@ -487,8 +487,8 @@ export class SqliteStore implements GatewayStore {
     return this.write('deferJob', jobId, owner, runAt, now);
   }
 
-  async releaseJobs(owner: string, now: Date): Promise<number> {
-    return this.write('releaseJobs', owner, now);
+  async releaseJobs(owner: string, now: Date, options: ReleaseOptions = {}): Promise<number> {
+    return this.write('releaseJobs', owner, now, options);
   }
 
   async countJobs(status: JobStatus): Promise<number> {

@@ -1,6 +1,6 @@
 import type Database from 'better-sqlite3';
 import { holdsIdempotencyKey } from '../../domain/idempotency.js';
-import type { ClaimedJob, EventPruneBatch, EventPruneCursor, ExportRows, ExportTable, JobFailure, JobOutcome, WorkspaceDeletion } from '../../domain/ports.js';
+import type { ClaimedJob, EventPruneBatch, EventPruneCursor, ExportRows, ExportTable, JobFailure, JobOutcome, ReleaseOptions, WorkspaceDeletion } from '../../domain/ports.js';
 import type { ApiKeyRecord, Campaign, DuplicationJob, IdempotencyRecord, JobError, NewSecurityEvent, Workspace } from '../../domain/types.js';
 import {
   apiKeyToRow,
@@ -257,12 +257,12 @@ export class SqliteWrites {
     ).run(runAt.getTime(), SQLITE.bool(runAt > now), now.getTime(), jobId, owner).changes > 0;
   }
 
-  releaseJobs(owner: string, now: Date): number {
+  releaseJobs(owner: string, now: Date, { keepAttempts = false }: ReleaseOptions = {}): number {
     return this.sql.get(
-      `UPDATE jobs SET status = 'PENDING', attempts = MAX(attempts - 1, 0), run_at = ?, waiting = false, updated_at = ?,
-         lease_owner = NULL, lease_expires_at = NULL
+      `UPDATE jobs SET status = 'PENDING', attempts = CASE WHEN ? THEN attempts ELSE MAX(attempts - 1, 0) END, run_at = ?, waiting = false,
+         updated_at = ?, lease_owner = NULL, lease_expires_at = NULL
        WHERE status = 'RUNNING' AND lease_owner = ?`,
-    ).run(now.getTime(), now.getTime(), owner).changes;
+    ).run(SQLITE.bool(keepAttempts), now.getTime(), now.getTime(), owner).changes;
   }
 
   reserveIdempotencyKey(record: IdempotencyRecord, staleBefore: Date): IdempotencyRecord | null {
