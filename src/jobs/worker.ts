@@ -178,7 +178,7 @@ export class JobWorker {
 
   /**
    * Stops claiming, lets running jobs finish for up to `graceMs`, then records the outcomes it holds and hands back
-   * the jobs it still holds without one.
+   * the jobs it still holds without one: in upstream mode each spends the attempt it was claimed with.
    */
   async stop(graceMs = 10_000): Promise<void> {
     if (!this.running) return;
@@ -193,8 +193,11 @@ export class JobWorker {
     clearTimeout(timer);
     let released = 0;
     const now = this.clock.now();
+    // A run cut short in upstream mode may have its call in flight, and Braze may act on it: its attempt stays counted,
+    // as one that may have acted, as a held run's does below. In local mode it made nothing, and costs nothing.
+    const keepAttempts = this.duplicator.actsOutsideStore;
     try {
-      for (const lease of new Set(this.active.values())) released += await this.store.releaseJobs(lease, now);
+      for (const lease of new Set(this.active.values())) released += await this.store.releaseJobs(lease, now, { keepAttempts });
     } catch (error) {
       // The stop goes on: the jobs are not lost, only later, run again once their lease expires.
       logFailure(this.logger, error, {}, 'returning unfinished jobs to the queue failed; they run again when their lease expires');

@@ -7,7 +7,7 @@ import { UpstreamPacer } from '../../src/adapters/upstream-pacer.js';
 import type { DuplicationJob } from '../../src/domain/types.js';
 import { ManualClock } from '../support/clock.js';
 import { startFakeBraze, type FakeReply } from '../support/fake-braze.js';
-import { bearer, graphql, http, json, recordingLogger, startGateway, waitFor } from '../support/gateway.js';
+import { bearer, graphql, http, json, recordingLogger, startGateway, waitFor, type StartOptions } from '../support/gateway.js';
 import { postgres } from '../support/stores.js';
 
 // Mixed case, so that an echo of it lower-cased or upper-cased differs from it, and URL-encoded it differs too.
@@ -17,14 +17,18 @@ const PACER_KEY = 'duplicate';
 /** The longest a 429's time is followed, with the gateway's window at most an hour. */
 const HOUR_MS = 60 * 60_000;
 
+/** The settings of a gateway in upstream mode, calling Braze at `url`. */
+const upstreamEnv = (url: string) => ({ UPSTREAM_URL: url, UPSTREAM_API_KEY: UPSTREAM_KEY, UPSTREAM_TIMEOUT_MS: '300', JOB_MAX_ATTEMPTS: '3' });
+
 /** A gateway in upstream mode on a manual clock, a fake Braze, and what the tests need to drive them. */
-async function upstreamGateway(env: Record<string, string> = {}, limiter: RateLimiterAbstract = new RateLimiterMemory({ points: 100, duration: 60 })) {
+async function upstreamGateway(env: Record<string, string> = {}, limiter: RateLimiterAbstract = new RateLimiterMemory({ points: 100, duration: 60 }), options: StartOptions = {}) {
   const fake = await startFakeBraze(UPSTREAM_KEY);
   const clock = new ManualClock();
   const { logger, lines } = recordingLogger();
   const gateway = await startGateway(
-    { UPSTREAM_URL: fake.url, UPSTREAM_API_KEY: UPSTREAM_KEY, UPSTREAM_TIMEOUT_MS: '300', JOB_MAX_ATTEMPTS: '3', ...env },
+    { ...upstreamEnv(fake.url), ...env },
     { clock, logger, upstreamLimiter: limiter },
+    options,
   );
   const ws = await gateway.workspace();
   return { fake, clock, lines, gateway, ws, limiter };
@@ -550,6 +554,37 @@ describe('upstream mode: whether a job failed for good may have made a copy', ()
     expect(await store.retryJob(id, 'previous-version', first.runAt, timeout, first.runAt)).toBe(true);
     advanceTo(h, first.runAt);
     expect(await failureDetails(h, id)).toMatchObject({ attempts: 3, error: { code: 'UPSTREAM_UNREACHABLE' }, upstreamMayHaveActed: true });
+  });
+
+  it('yes: the gateway stopped with its first call held by Braze past the grace, and every later attempt met a closed port', async () => {
+    // The call outlives the stop's grace, and its own timeout is far off: the stop hands the job back mid-call.
+    const h = await upstreamGateway({ UPSTREAM_TIMEOUT_MS: '60000' }, undefined, { tuned: { shutdownGraceMs: 10 } });
+    harnesses.push(h);
+    h.fake.script(DUPLICATE, { hang: true });
+    const { id, name } = await enqueue(h);
+    await waitFor(async () => requestsFor(h, name).length === 1);
+    const stopped = h.gateway.app.close();
+    await waitFor(async () => h.lines.some((line) => JSON.parse(line).msg === 'returned unfinished jobs to the queue'));
+    // The port closes, cutting the call held, and stays closed for the instance that starts next on the same store.
+    await h.fake.close();
+    await stopped;
+    const { logger } = recordingLogger();
+    const restarted: Harness = {
+      ...h,
+      gateway: await startGateway(
+        { ...upstreamEnv(h.fake.url), DATA_DIR: h.gateway.dataDir },
+        { clock: h.clock, logger, upstreamLimiter: new RateLimiterMemory({ points: 100, duration: 60 }) },
+      ),
+    };
+    // Closed before the first, whose close removes the directory both use.
+    harnesses.unshift(restarted);
+    await waitFor(async () => {
+      const job = await getJob(restarted, id);
+      if (job.status === 'PENDING') advanceTo(restarted, job.runAt);
+      return finished(job);
+    });
+    expect(requestsFor(h, name)).toHaveLength(1);
+    expect(await failureDetails(restarted, id)).toMatchObject({ attempts: 3, error: { code: 'UPSTREAM_UNREACHABLE' }, upstreamMayHaveActed: true });
   });
 
   it('yes: rate limited at its first attempt, then answered 5xx, which may come after Braze acted', async () => {
