@@ -217,13 +217,15 @@ export interface ListJobsDialect {
  * workspace's jobs: the PostgreSQL store writes the workspace as a list of one (IN_WORKSPACE in its store.ts says
  * why). A time bound also bounds the ids from below (ids begin with their time, ids.ts), so that the scan stops
  * there instead of reading every older job. The status is written in the text, as COUNT_JOBS_SQL's, so that a
- * queue's partial index can serve PENDING and RUNNING.
+ * queue's partial index can serve PENDING and RUNNING. A key is read among the rows the rest finds (no index starts with it):
+ * the CLI names its workspace with it (AdminService.keyJobFilter).
  */
 export function listJobsSql(filter: JobFilter, first: number, beforeId: string | null, sql: ListJobsDialect): string {
   const { param } = sql;
   const where: string[] = [];
   if (filter.workspaceId !== undefined) where.push(sql.inWorkspace(param(filter.workspaceId)));
   if (filter.status !== undefined) where.push(`status = '${JOB_STATUSES.find((status) => status === filter.status) ?? 'none'}'`);
+  if (filter.apiKeyId !== undefined) where.push(`api_key_id = ${param(filter.apiKeyId)}`);
   if (filter.createdSince !== undefined) {
     where.push(`created_at >= ${param(sql.toDate(filter.createdSince))}`);
     where.push(`id >= ${param(firstIdAt(filter.createdSince.getTime() - ID_CLOCK_SLACK_MS))}`);

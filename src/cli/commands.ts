@@ -80,12 +80,14 @@ Commands:
                         copy every row of the stopped store into an empty PostgreSQL database (or DATA_DIR),
                         migrated first, and count both (README, "Moving to PostgreSQL"); SIGINT or SIGTERM
                         stops it after the page being written (or the table being counted), saying how to start again (exit 130 or 143)
-  jobs list [--workspace <id or name>] [--status PENDING|RUNNING|SUCCEEDED|FAILED] [--since <ISO 8601 time>]
-            [--limit <n, default ${JOBS_LIMIT}>]
+  jobs list [--workspace <id or name>] [--key <key id>] [--status PENDING|RUNNING|SUCCEEDED|FAILED]
+            [--since <ISO 8601 time>] [--limit <n, default ${JOBS_LIMIT}>]
                         duplication jobs, newest first
   jobs fail <job id>... --reason <text> [--operator <label>] --confirm
                         fail jobs no worker holds (PENDING, or RUNNING past their lease) with error CANCELLED,
                         for good: after a restore, those the upstream already has (see "After a restore")
+  jobs fail --key <key id> --reason <text> [--operator <label>] --confirm
+                        the same, for every job of a key no worker holds: a leaked key's (see "A key has leaked")
 
 Options:
   --json    print JSON instead of text; errors as {"error":{"code":"…","message":"…"}} on stderr
@@ -189,8 +191,8 @@ function usageError(error: unknown): UsageError {
   return new UsageError(message ?? String(error));
 }
 
-/** How many arguments a command takes: a number, or one or more ('some'). */
-type Positionals = number | 'some';
+/** How many arguments a command takes: a number, one or more ('some'), or any number, which its check sees to ('any'). */
+type Positionals = number | 'some' | 'any';
 
 function parse(args: string[], options: Options, positionals: Positionals) {
   let parsed;
@@ -200,7 +202,8 @@ function parse(args: string[], options: Options, positionals: Positionals) {
     throw usageError(error);
   }
   const count = parsed.positionals.length;
-  if (!parsed.values.help && (positionals === 'some' ? count === 0 : count !== positionals)) {
+  const wrong = positionals === 'some' ? count === 0 : positionals !== 'any' && count !== positionals;
+  if (!parsed.values.help && wrong) {
     throw new UsageError(positionals === 0 ? `unexpected argument '${parsed.positionals[0]}'` : 'wrong number of arguments');
   }
   return parsed as { values: Record<string, string | boolean | undefined>; positionals: string[] };
@@ -686,15 +689,25 @@ const COMMANDS: Record<string, Command> = {
   'keys revoke': {
     options: SAID,
     positionals: 1,
-    async run({ admin, positionals, print, now, said, changed }) {
+    async run({ admin, positionals, print, now, said, changed, io, values }) {
       const { record, alreadyRevoked } = await admin.revokeKey(positionals[0], said);
       changed((why) => `key ${record.id} is revoked but the output could not be written (${why})`);
+      // Revoking fails none of them: a retired integration's accepted work is still to be done.
+      const { pending, running } = await admin.countKeyJobs(record);
+      const failCommand = `npm run -s cli -- jobs fail --key ${record.id} --reason '<why>' --confirm`;
       print(
         alreadyRevoked
           ? `Key "${record.name}" (id ${record.id}) was already revoked at ${iso(record.revokedAt)}.`
           : `Revoked key "${record.name}" (id ${record.id}); requests with it are refused from now on.`,
-        { id: record.id, name: record.name, revokedAt: iso(record.revokedAt), alreadyRevoked, status: keyStatus(record, now) },
+        { id: record.id, name: record.name, revokedAt: iso(record.revokedAt), alreadyRevoked, status: keyStatus(record, now), jobs: { pending, running, failCommand } },
       );
+      // On stderr, so that stdout stays the one line scripts read.
+      if (!values.json && pending + running > 0) {
+        io.stderr(
+          `Its jobs still run: ${pending} PENDING, ${running} RUNNING (jobs list --key ${record.id}). ` +
+            `To fail those no worker holds, for good: ${failCommand}\n`,
+        );
+      }
     },
   },
 
@@ -822,15 +835,21 @@ function jobsWanted(values: Record<string, string | boolean | undefined>): { sta
 function jobCommands(): Record<string, Command> {
   return {
     'jobs list': {
-      options: { workspace: { type: 'string' }, status: { type: 'string' }, since: { type: 'string' }, limit: { type: 'string' } },
+      options: { workspace: { type: 'string' }, key: { type: 'string' }, status: { type: 'string' }, since: { type: 'string' }, limit: { type: 'string' } },
       positionals: 0,
       check(values) {
         jobsWanted(values);
       },
       async run({ admin, values, print, io }) {
         const { status, limit, createdSince } = jobsWanted(values);
-        const only = values.workspace === undefined ? undefined : await admin.requireWorkspace(values.workspace as string);
-        const filter: JobFilter = { workspaceId: only?.id, status, createdSince };
+        let only = values.workspace === undefined ? undefined : await admin.requireWorkspace(values.workspace as string);
+        const key = values.key === undefined ? undefined : await admin.requireKey(values.key as string);
+        if (key !== undefined && only !== undefined && key.workspaceId !== only.id) {
+          throw new InvalidValue(`key ${key.id} is not of workspace "${only.name}": leave out --workspace`);
+        }
+        // A key's jobs are read among its workspace's, which an index gives in order.
+        if (key !== undefined) only ??= await admin.requireWorkspace(key.workspaceId);
+        const filter: JobFilter = { workspaceId: only?.id, apiKeyId: key?.id, status, createdSince };
         // A page at a time, each after the last job of the one before: no read holds every job at once.
         const jobs: DuplicationJob[] = [];
         for (;;) {
@@ -869,13 +888,16 @@ function jobCommands(): Record<string, Command> {
     },
 
     'jobs fail': {
-      options: { confirm: { type: 'boolean' }, ...SAID },
-      positionals: 'some',
-      check(values) {
+      options: { confirm: { type: 'boolean' }, key: { type: 'string' }, ...SAID },
+      positionals: 'any',
+      check(values, positionals) {
+        if ((values.key === undefined) === (positionals.length === 0)) throw new UsageError('give job ids or --key <key id>, one or the other');
         if (values.confirm !== true) throw new UsageError('--confirm is required: a failed job is never run again');
         if (values.reason === undefined) throw new UsageError('--reason is required');
       },
-      async run({ admin, positionals, print, said, changed }) {
+      async run(context) {
+        const { admin, positionals, print, said, changed, values } = context;
+        if (values.key !== undefined) return failKeyJobs(context, values.key as string);
         const results: { id: string; job: DuplicationJob | null; failed: boolean }[] = [];
         for (const id of positionals) {
           const result = await admin.failJob(id, said);
@@ -906,6 +928,27 @@ function jobCommands(): Record<string, Command> {
   };
 }
 
+/**
+ * `jobs fail --key`: every job of the key no worker holds, read and failed a page at a time. What it says is counted,
+ * not listed, as the jobs can be any number: `jobs list --key` lists them. The jobs a worker holds are named, and
+ * refused as `jobs fail` refuses them.
+ */
+async function failKeyJobs({ admin, print, said, changed }: CommandContext & { admin: AdminService }, keyId: string): Promise<void> {
+  const { record, failed, held } = await admin.failKeyJobs(keyId, said, (count) =>
+    changed((why) => `${count} jobs of key ${keyId} were failed but the output could not be written (${why}): jobs list --key ${keyId} shows them`),
+  );
+  const workspaces = new Map([[record.workspaceId, await admin.requireWorkspace(record.workspaceId)]]);
+  print(
+    () =>
+      [
+        `Failed ${failed} ${failed === 1 ? 'job' : 'jobs'} of key "${record.name}" (id ${record.id}) with error CANCELLED: they will not run.`,
+        ...held.map((job) => `Job ${job.id} was not failed: a worker holds it, its lease ends at ${iso(job.leaseExpiresAt)} (try again after it).`),
+      ].join('\n'),
+    { key: { id: record.id, name: record.name }, failed, held: held.map((job) => jobJson(job, workspaces)) },
+  );
+  if (held.length > 0) throw new Refused(`${held.length} ${held.length === 1 ? 'job' : 'jobs'} of key ${record.id} ${held.length === 1 ? 'was' : 'were'} not failed: a worker holds ${held.length === 1 ? 'it' : 'them'}`);
+}
+
 const jobJson = (job: DuplicationJob, workspaces: Map<string, Workspace>) => ({
   id: job.id,
   workspace: { id: job.workspaceId, name: workspaces.get(job.workspaceId)?.name ?? null },
@@ -914,6 +957,8 @@ const jobJson = (job: DuplicationJob, workspaces: Map<string, Workspace>) => ({
   name: job.name,
   channel: job.channel,
   apiKey: { id: job.apiKeyId, name: job.apiKeyName },
+  /** The address of the client whose request queued the job. */
+  ip: job.ip,
   requestId: job.requestId,
   attempts: job.attempts,
   createdAt: job.createdAt.toISOString(),

@@ -6,7 +6,7 @@ import { displayPrefix, generateApiKey, hashApiKey, redactApiKeys } from './keys
 import { isPermission, PERMISSIONS, type Permission } from './permissions.js';
 import { jobEvent } from './request-events.js';
 import type { Clock, GatewayStore, JobFailure } from './ports.js';
-import type { ApiKeyRecord, Campaign, DuplicationJob, JobFilter, NewSecurityEvent, SecurityEventType, Workspace } from './types.js';
+import type { ApiKeyRecord, Campaign, DuplicationJob, JobFilter, JobStatus, NewSecurityEvent, SecurityEventType, Workspace } from './types.js';
 import { ACCENT, characters, composed, isReadableLine, quoted } from './validation.js';
 
 /** The longest workspace or key name, in characters (code points). */
@@ -179,6 +179,9 @@ export function checkOverlap(overlapMs: number): void {
  */
 export const ROTATION_ATTEMPTS = 8;
 
+/** How many of a key's jobs are read at a time when they are counted or failed. */
+const KEY_JOBS_PAGE = 500;
+
 /** Operator actions on workspaces and keys (CLI, first-start seeding). */
 export class AdminService {
   constructor(
@@ -291,7 +294,7 @@ export class AdminService {
     return this.store.listApiKeys(workspace?.id);
   }
 
-  private async requireKey(id: string): Promise<ApiKeyRecord> {
+  async requireKey(id: string): Promise<ApiKeyRecord> {
     const record = await this.store.findApiKey(id);
     if (!record) throw new GatewayError('NOT_FOUND', `No key '${id}'`);
     return record;
@@ -375,6 +378,56 @@ export class AdminService {
   /** Up to `first` jobs that match `filter`, newest first, older than the job `beforeId` (null: from the newest). */
   async listJobs(filter: JobFilter, first: number, beforeId: string | null): Promise<DuplicationJob[]> {
     return this.store.listJobs(filter, first, beforeId);
+  }
+
+  /**
+   * The jobs of a key in one status, newest first, a page at a time: any number of them, never all held at once.
+   * Read among its workspace's jobs, which an index (jobs_workspace) gives in order.
+   */
+  private async *keyJobs(record: ApiKeyRecord, status: JobStatus): AsyncGenerator<DuplicationJob[]> {
+    const filter: JobFilter = { workspaceId: record.workspaceId, apiKeyId: record.id, status };
+    for (let after: string | null = null; ; ) {
+      const page = await this.store.listJobs(filter, KEY_JOBS_PAGE, after);
+      if (page.length > 0) yield page;
+      if (page.length < KEY_JOBS_PAGE) return;
+      after = page[page.length - 1].id;
+    }
+  }
+
+  /** How many of a key's jobs are waiting to run and running: what revoking the key leaves to run. */
+  async countKeyJobs(record: ApiKeyRecord): Promise<{ pending: number; running: number }> {
+    const count = async (status: JobStatus) => {
+      let jobs = 0;
+      for await (const page of this.keyJobs(record, status)) jobs += page.length;
+      return jobs;
+    };
+    return { pending: await count('PENDING'), running: await count('RUNNING') };
+  }
+
+  /**
+   * Fails, as failJob each, every job of a key that no worker holds: PENDING, and RUNNING under an expired lease.
+   * `onFailed` hears of each as it is failed. Returns how many were, and the jobs a worker holds, which it leaves
+   * running. A job that finished while this ran is neither.
+   */
+  async failKeyJobs(
+    id: string,
+    options: KeyChangeOptions,
+    onFailed: (failed: number) => void,
+  ): Promise<{ record: ApiKeyRecord; failed: number; held: DuplicationJob[] }> {
+    if (operatorDetails(options).reason === undefined) throw new GatewayError('BAD_USER_INPUT', 'Failing a job needs a reason');
+    const record = await this.requireKey(id);
+    let failed = 0;
+    const held: DuplicationJob[] = [];
+    for (const status of ['PENDING', 'RUNNING'] as const) {
+      for await (const page of this.keyJobs(record, status)) {
+        for (const { id: jobId } of page) {
+          const result = await this.failJob(jobId, options);
+          if (result.failed) onFailed((failed += 1));
+          else if (result.job?.status === 'RUNNING') held.push(result.job);
+        }
+      }
+    }
+    return { record, failed, held };
   }
 
   /**

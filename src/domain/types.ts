@@ -138,6 +138,8 @@ export interface DuplicationJob {
 export interface JobFilter {
   workspaceId?: string;
   status?: JobStatus;
+  /** Jobs accepted with this key (`apiKeyId`). */
+  apiKeyId?: string;
   /** Jobs accepted at or after this time. */
   createdSince?: Date;
 }

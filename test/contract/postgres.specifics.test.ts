@@ -384,6 +384,9 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL: the jobs an operator lists', (
     const cases: [JobFilter, number][] = [
       [{ workspaceId: quiet.id }, 100],
       [{ workspaceId: empty.id }, 0],
+      // A key's, as the CLI reads them: among its workspace's jobs.
+      [{ workspaceId: quiet.id, apiKeyId: 'key' }, 100],
+      [{ workspaceId: empty.id, apiKeyId: 'key', status: 'PENDING' }, 0],
       [{ workspaceId: quiet.id, createdSince: at(19_995 * 10 * MINUTE) }, 6],
       [{ createdSince: new Date(newest.getTime() - 25 * MINUTE) }, 3],
       [{ status: 'SUCCEEDED', createdSince: new Date(newest.getTime() - 25 * MINUTE) }, 3],

@@ -280,6 +280,25 @@ export function storeContract(name: string, harness: StoreHarness): void {
         expect(await store.findJob(randomUUID())).toBeNull();
       });
 
+      it('lists the jobs of one key, with the address each request came from, a page at a time', async () => {
+        const leaked = { apiKeyId: randomUUID(), apiKeyName: 'leaked' };
+        const byKey = (ms: number, ip: string) => jobFixture(ws, { ...leaked, ip, id: newId(at(ms).getTime()), createdAt: at(ms), runAt: at(ms) });
+        const jobs = [byKey(1000, '203.0.113.7'), jobAt(ws, 2000), byKey(3000, '198.51.100.9'), byKey(4000, '203.0.113.7'), jobAt(other, 5000)];
+        for (const job of jobs) await store.enqueueJob(job, eventFixture(job.workspaceId, { jobId: job.id }));
+        await store.claimJobs('w', 1, at(1500), at(60_000));
+
+        const first = await store.listJobs({ workspaceId: ws, apiKeyId: leaked.apiKeyId }, 2, null);
+        expect(first.map(({ id, ip }) => ({ id, ip }))).toEqual([
+          { id: jobs[3].id, ip: '203.0.113.7' },
+          { id: jobs[2].id, ip: '198.51.100.9' },
+        ]);
+        expect(ids(await store.listJobs({ workspaceId: ws, apiKeyId: leaked.apiKeyId }, 2, first[1].id))).toEqual([jobs[0].id]);
+        expect(ids(await store.listJobs({ apiKeyId: leaked.apiKeyId, status: 'PENDING' }, 10, null))).toEqual([jobs[3].id, jobs[2].id]);
+        expect(ids(await store.listJobs({ apiKeyId: leaked.apiKeyId, status: 'RUNNING' }, 10, null))).toEqual([jobs[0].id]);
+        expect(await store.listJobs({ workspaceId: other, apiKeyId: leaked.apiKeyId }, 10, null)).toEqual([]);
+        expect(await store.listJobs({ apiKeyId: 'no\u0000key' }, 10, null)).toEqual([]);
+      });
+
       it('lists by acceptance time a job whose id an instance with a clock behind the database’s made', async () => {
         // Its id made by an instance an hour behind the time the database stamped it with.
         const skewed = jobFixture(ws, { id: newId(at(10_000).getTime() - 3_600_000), createdAt: at(10_000), runAt: at(10_000) });
