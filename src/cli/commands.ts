@@ -941,7 +941,9 @@ async function failKeyJobs({ admin, print, said, changed }: CommandContext & { a
   print(
     () =>
       [
-        `Failed ${failed} ${failed === 1 ? 'job' : 'jobs'} of key "${record.name}" (id ${record.id}) with error CANCELLED: they will not run.`,
+        failed === 0
+          ? `Failed no job of key "${record.name}" (id ${record.id}): none was PENDING${held.length > 0 ? '' : ' or RUNNING'}.`
+          : `Failed ${failed === 1 ? '1 job' : `${failed} jobs`} of key "${record.name}" (id ${record.id}) with error CANCELLED: ${failed === 1 ? 'it' : 'they'} will not run.`,
         ...held.map((job) => `Job ${job.id} was not failed: a worker holds it, its lease ends at ${iso(job.leaseExpiresAt)} (try again after it).`),
       ].join('\n'),
     { key: { id: record.id, name: record.name }, failed, held: held.map((job) => jobJson(job, workspaces)) },

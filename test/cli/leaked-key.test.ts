@@ -113,6 +113,16 @@ describe('the jobs a leaked key queued', () => {
     expect(again).toMatchObject({ code: EXIT.ok, stderr: '' });
     expect(JSON.parse(again.stdout)).toEqual({ key: { id: leaked.id, name: 'integration' }, failed: 1, held: [] });
     expect(await gw.app.store.getJob(workspace.id, held)).toMatchObject({ status: 'FAILED' });
+    expect(await cli('jobs', 'fail', '--key', other.id, '--reason', 'tidying up', '--confirm')).toEqual({
+      code: EXIT.ok,
+      stdout: `Failed 1 job of key "other integration" (id ${other.id}) with error CANCELLED: it will not run.\n`,
+      stderr: '',
+    });
+    expect(await cli('jobs', 'fail', '--key', leaked.id, '--reason', 'key leaked', '--confirm')).toEqual({
+      code: EXIT.ok,
+      stdout: `Failed no job of key "integration" (id ${leaked.id}): none was PENDING or RUNNING.\n`,
+      stderr: '',
+    });
   });
 
   it('fails any number of a key’s pending jobs, a page at a time', async () => {
