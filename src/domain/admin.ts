@@ -364,11 +364,12 @@ export class AdminService {
       },
       said,
     );
-    // Revoked since it was read, or rotated by another command: the next read tells which.
+    // Revoked since it was read, or rotated by another command: the next read tells which. The old hash is kept without
+    // an overlap too: its later use is then refused as rotated_out and recorded as the key's, not taken for an unknown key.
     if (!(await this.store.rotateApiKey(id, record.hash, hash, prefix, previousValidUntil, event))) return null;
     return {
       key,
-      record: { ...record, hash, prefix, previousHash: previousValidUntil ? record.hash : null, previousHashExpiresAt: previousValidUntil },
+      record: { ...record, hash, prefix, previousHash: record.hash, previousHashExpiresAt: previousValidUntil },
       workspace,
       previousValidUntil,
       cutShortUntil,

@@ -196,9 +196,10 @@ export interface GatewayStore {
   listApiKeys(workspaceId?: string): Promise<ApiKeyRecord[]>;
   revokeApiKey(id: string, at: Date, event: NewSecurityEvent): Promise<boolean>;
   /**
-   * Replaces a key's secret `replacing`, the hash the caller read, and writes `event` with it. The old hash stays
-   * valid until `previousValidUntil` (null: not at all). `findApiKeyByHash` finds the key by either hash; the caller
-   * checks the previous hash's expiry. False, writing nothing, when the key is revoked, gone, or no longer has that
+   * Replaces a key's secret `replacing`, the hash the caller read, and writes `event` with it. The old hash is kept as
+   * the previous one, in place of any earlier previous hash, valid until `previousValidUntil` (null: not at all, on no
+   * clock's word, so that no instance with a clock behind the caller's takes it after the rotation). `findApiKeyByHash` finds the key by either hash, so that a replaced secret used later is known as
+   * the key's; the caller checks the previous hash's expiry. False, writing nothing, when the key is revoked, gone, or no longer has that
    * hash (another rotation replaced it since the caller read it, so what the event says of the key is stale).
    */
   rotateApiKey(id: string, replacing: string, hash: string, prefix: string, previousValidUntil: Date | null, event: NewSecurityEvent): Promise<boolean>;

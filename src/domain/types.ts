@@ -34,7 +34,7 @@ export interface ApiKeyRecord {
   prefix: string;
   permissions: Permission[];
   allowedCidrs: string[] | null;
-  /** After a rotation, the replaced secret's hash, valid until `previousHashExpiresAt`. */
+  /** After a rotation, the replaced secret's hash, valid until `previousHashExpiresAt` (null: not at all). */
   previousHash: string | null;
   previousHashExpiresAt: Date | null;
   createdAt: Date;

@@ -54,8 +54,8 @@ registerEnumType(SecurityEventType, {
     API_KEY_REJECTED: {
       description:
         'A request presented a secret of a key the gateway holds but refused it (details.reason: revoked, expired or ' +
-        'rotated_out, a previous secret past its overlap); the caller got the 401 an unknown key gets. Unknown and ' +
-        'malformed keys, and a secret that a second rotation or one without overlap replaced, are recorded nowhere here.',
+        'rotated_out, a previous secret past its overlap or replaced with none); the caller got the 401 an unknown key gets. ' +
+        'Unknown and malformed keys, and a secret that a second rotation replaced, are recorded nowhere here.',
     },
   },
 });

@@ -247,7 +247,7 @@ describe('SQLite store specifics', () => {
       expect((await store.findApiKeyByHash(revoked.hash))?.revokedAt).toEqual(at(6));
       await other.rotateApiKey(used.id, used.hash, 'a'.repeat(64), 'cgw_rotated', null, eventFixture(ws));
       await nextTurn();
-      expect(await store.findApiKeyByHash(used.hash)).toBeNull();
+      expect(await store.findApiKeyByHash(used.hash)).toMatchObject({ hash: 'a'.repeat(64), previousHash: used.hash, previousHashExpiresAt: null });
       const raw = new Database(file);
       try {
         raw.prepare("UPDATE api_keys SET permissions = '[]' WHERE id = ?").run(narrowed.id);

@@ -125,10 +125,21 @@ export function storeContract(name: string, harness: StoreHarness): void {
       expect(rotated).toMatchObject({ id: key.id, hash: newHash, prefix: 'cgw_newkey', previousHash: key.hash, previousHashExpiresAt: at(1000) });
       expect((await store.findApiKeyByHash(key.hash))?.id).toBe(key.id);
 
+    });
+
+    it('keeps the secret a rotation without overlap replaced, valid at no time, and forgets it at the next rotation', async () => {
+      const key = apiKeyFixture(ws);
+      await store.insertApiKey(key, eventFixture(ws, { type: 'API_KEY_CREATED' }));
+      const newHash = 'a'.repeat(64);
+      expect(await store.rotateApiKey(key.id, key.hash, newHash, 'cgw_newkey', null, eventFixture(ws, { type: 'API_KEY_ROTATED', apiKeyId: key.id }))).toBe(true);
+      // Found by the replaced secret, so that its later use is the key's: refused as rotated_out, not as unknown.
+      expect(await store.findApiKeyByHash(key.hash)).toMatchObject({ id: key.id, hash: newHash, previousHash: key.hash, previousHashExpiresAt: null });
+
       const newer = 'b'.repeat(64);
-      await store.rotateApiKey(key.id, newHash, newer, 'cgw_newer', null, eventFixture(ws, { type: 'API_KEY_CREATED' }));
-      expect(await store.findApiKeyByHash(newHash)).toBeNull();
-      expect((await store.findApiKeyByHash(newer))?.previousHash).toBeNull();
+      expect(await store.rotateApiKey(key.id, newHash, newer, 'cgw_newer', null, eventFixture(ws, { type: 'API_KEY_ROTATED', apiKeyId: key.id }))).toBe(true);
+      // A key keeps one earlier secret: the first one replaced is no longer the key's.
+      expect(await store.findApiKeyByHash(key.hash)).toBeNull();
+      expect(await store.findApiKeyByHash(newHash)).toMatchObject({ id: key.id, hash: newer, previousHash: newHash, previousHashExpiresAt: null });
     });
 
     it('does not rotate a revoked key: it keeps its secret, stays revoked and records nothing', async () => {

@@ -94,6 +94,28 @@ describe.each(STORES)('a known key refused, on $name', ({ skip, open }) => {
       expect(completed(unknown.response.headers['x-request-id'])).not.toHaveProperty('apiKeyId');
     });
 
+    it('records the secret a rotation without overlap replaced as rotated_out, answers it as an unknown key, and logs its id on the 401', async () => {
+      const { key: replaced, keyId } = await ws.addKey(['campaigns.duplicate'], `rotated at once over ${client.name}`);
+      const { key: current, previousValidUntil } = await gw.app.admin.rotateKey(keyId);
+      expect(previousValidUntil).toBeNull();
+      const refused = await duplicate(client, replaced);
+      const unknown = await duplicate(client, generateApiKey());
+      expect(refused).toMatchObject({ status: 401, code: 'UNAUTHENTICATED' });
+      expect(answer(refused)).toEqual(answer(unknown));
+      expect((await duplicate(client, current)).code).toBeNull();
+      expect(await rejectionsOnce(keyId, 1)).toEqual([
+        {
+          type: 'API_KEY_REJECTED',
+          apiKey: { id: keyId, name: `rotated at once over ${client.name}` },
+          channel: client.name,
+          ip: '192.0.2.7',
+          details: { reason: 'rotated_out', secret: 'previous', requestId: expect.any(String) },
+        },
+      ]);
+      const completed = logLines().find((line) => line.msg === 'request completed' && line.reqId === refused.response.headers['x-request-id']);
+      expect(completed).toMatchObject({ res: { statusCode: 401 }, apiKeyId: keyId, apiKeyRejected: 'rotated_out' });
+    });
+
     it('records an expired key', async () => {
       const created = await gw.app.admin.createKey({
         workspace: ws.workspace.id,

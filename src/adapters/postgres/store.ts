@@ -513,8 +513,7 @@ export class PostgresStore implements GatewayStore {
     if (!storable(id)) return false;
     return transaction(this.pool, async (client) => {
       const changed = await this.count(
-        `UPDATE api_keys SET previous_hash = CASE WHEN $1::timestamptz IS NULL THEN NULL ELSE hash END,
-           previous_hash_expires_at = $1, hash = $2, prefix = $3
+        `UPDATE api_keys SET previous_hash = hash, previous_hash_expires_at = $1, hash = $2, prefix = $3
          WHERE id = $4 AND hash = $5 AND revoked_at IS NULL`,
         [previousValidUntil, hash, prefix, id, replacing],
         client,

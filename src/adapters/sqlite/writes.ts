@@ -156,9 +156,9 @@ export class SqliteWrites {
 
   rotateApiKey(id: string, replacing: string, hash: string, prefix: string, previousValidUntil: Date | null, event: NewSecurityEvent): boolean {
     const result = this.sql.get(
-      `UPDATE api_keys SET previous_hash = CASE WHEN ? IS NULL THEN NULL ELSE hash END, previous_hash_expires_at = ?,
-         hash = ?, prefix = ? WHERE id = ? AND hash = ? AND revoked_at IS NULL`,
-    ).run(ms(previousValidUntil), ms(previousValidUntil), hash, prefix, id, replacing);
+      `UPDATE api_keys SET previous_hash = hash, previous_hash_expires_at = ?, hash = ?, prefix = ?
+         WHERE id = ? AND hash = ? AND revoked_at IS NULL`,
+    ).run(ms(previousValidUntil), hash, prefix, id, replacing);
     if (result.changes === 0) return false;
     this.insertEvent(event);
     return true;
