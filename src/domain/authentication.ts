@@ -40,6 +40,14 @@ export interface RequestTrace {
   caller?: Principal;
   /** The code the request was refused with, for an answer of 4xx or 5xx. */
   refusal?: ErrorCode;
+  /** What a GraphQL request asked for, once its operation is known. */
+  graphql?: LoggedOperation;
+}
+
+/** A GraphQL operation as its request's log line names it: its type and top-level field names, nothing the caller wrote. */
+export interface LoggedOperation {
+  operation: string;
+  fields: readonly string[];
 }
 
 /** Adds fields to every later line about one request. */

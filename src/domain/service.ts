@@ -11,7 +11,7 @@ import { SecurityEventReads, type SecurityEventDownload } from './security-event
 import type { Campaign, Channel, DuplicationJob, Page, Principal, SecurityEvent, SecurityEventFilter } from './types.js';
 import type { RawDuplicateCampaignInput } from './validation.js';
 
-export { AUTH_REFUSALS, type AuthRefusal, type ClientBlock, type RequestContext, type RequestLog, type RequestTrace } from './authentication.js';
+export { AUTH_REFUSALS, type AuthRefusal, type ClientBlock, type LoggedOperation, type RequestContext, type RequestLog, type RequestTrace } from './authentication.js';
 export { DUPLICATION_OUTCOMES, type DuplicationAccepted, type DuplicationOutcome } from './duplication.js';
 export { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from './pages.js';
 export { REFUSAL_EVENT_TYPES, type RefusalEventType } from './refusal-events.js';

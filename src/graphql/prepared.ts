@@ -31,6 +31,8 @@ import type { GraphQLContext } from './context.js';
 import { DocumentCache, entryBytes } from './document-cache.js';
 import { holdsManyEntries, type OperationLimits } from './limits.js';
 import { beginOperationReads, endOperationReads } from './read-scope.js';
+import { loggedOperation } from './logged-operation.js';
+import type { LoggedOperation } from '../domain/service.js';
 
 /** What Apollo's CSRF prevention lets through without a preflight header and parses as JSON. */
 const JSON_CONTENT_TYPES = new Set(['application/json', 'application/json; charset=utf-8']);
@@ -83,6 +85,8 @@ interface Prepared {
   operationName: string | undefined;
   operation: OperationTypeNode;
   variableDefinitions: readonly VariableDefinitionNode[];
+  /** Made once, when the operation is prepared: not again for each request of it. */
+  logged: LoggedOperation;
 }
 
 /** The parts of an HTTP request this path looks at (a FastifyRequest has them). */
@@ -134,7 +138,14 @@ export class PreparedOperations {
           if (source.length > MAX_QUERY_LENGTH || !this.limits.isFixedWithinLimits(operation)) return;
           const key = keyOf(source, request.operationName);
           if (this.entries.has(key)) return;
-          this.entries.set(key, { document, operationName: request.operationName, operation: operation.operation, variableDefinitions: operation.variableDefinitions ?? [] }, entryBytes(key, document));
+          const prepared = {
+            document,
+            operationName: request.operationName,
+            operation: operation.operation,
+            variableDefinitions: operation.variableDefinitions ?? [],
+            logged: loggedOperation(operation, document),
+          };
+          this.entries.set(key, prepared, entryBytes(key, document));
         },
       }),
     };
@@ -170,6 +181,7 @@ export class PreparedOperations {
       return undefined;
     }
     const contextValue = context();
+    if (contextValue.request.trace) contextValue.request.trace.graphql = entry.logged;
     beginOperationReads(entry.operation);
     const result = await execute({
       schema: this.schema,

@@ -13,6 +13,7 @@ import { createApollo, graphQLErrorFormatter, type GraphQLErrorObserver } from '
 import { createContext, refusesKey } from './context.js';
 import { DocumentCache, QUERY_TEXT_CACHE_BYTES } from './document-cache.js';
 import { OperationLimits } from './limits.js';
+import { operationLogPlugin } from './logged-operation.js';
 import { PreparedOperations } from './prepared.js';
 import { gatewaySchema } from './schema.js';
 
@@ -54,7 +55,7 @@ export async function graphqlRoute(app: FastifyInstance, options: GraphQLRouteOp
     refusals,
     documents,
     persistedQueries,
-    plugins: [prepared.plugin()],
+    plugins: [prepared.plugin(), operationLogPlugin()],
     observeError: observeGraphQLError,
   });
   await apollo.start();

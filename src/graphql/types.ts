@@ -49,7 +49,7 @@ registerEnumType(SecurityEventType, {
     API_KEY_REVOKED: { description: 'An API key was revoked.' },
     API_KEY_ROTATED: { description: "An API key's secret was replaced; details say until when the old one is valid." },
     SECURITY_EVENTS_DOWNLOADED: {
-      description: "A key downloaded the workspace's security events as CSV (REST); details say which range. Reads through securityEvents are not recorded.",
+      description: "A key downloaded the workspace's security events as CSV (REST); details say which range. Reads through securityEvents leave no event, only a line in the gateway's log.",
     },
     API_KEY_REJECTED: {
       description:

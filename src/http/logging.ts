@@ -47,8 +47,9 @@ export const loggableHeader = (value: string): string => {
 
 /**
  * The `res` of a request's last line (`request completed`, `stream closed prematurely`): its status, method and route
- * template, and what the request came to where it is known: the workspace and the key id of its caller, the code it
- * was refused with, the job it was accepted as. Read from the request (RequestTrace) as the line is written, so that
+ * template, the User-Agent it gave, and what the request came to where it is known: the workspace and the key id of
+ * its caller, the code it was refused with, the job it was accepted as, the GraphQL operation's type and top-level
+ * fields (so that what a key read can be told from the log). Read from the request (RequestTrace) as the line is written, so that
  * a request whose line is not written pays nothing for it and none pays for a logger of its own. Ids and codes only:
  * no field holds the key.
  */
@@ -59,12 +60,15 @@ function completedResponse(reply: Partial<FastifyReply> & Pick<FastifyReply, 'st
   if (!request) return line;
   line.method = request.method;
   line.route = request.routeOptions.url;
+  const userAgent = request.headers['user-agent'];
+  if (userAgent !== undefined) line.userAgent = loggableHeader(userAgent);
   if (request.caller) {
     line.workspaceId = request.caller.workspaceId;
     line.keyId = request.caller.keyId;
   }
   if (request.refusal !== undefined) line.code = request.refusal;
   if (request.jobId !== undefined) line.jobId = request.jobId;
+  if (request.graphql !== undefined) line.graphql = request.graphql;
   return line;
 }
 

@@ -146,7 +146,14 @@ describe('logs', () => {
         body: JSON.stringify({ query: '{ viewer { workspaceId } }' }),
       });
       expect(viewer.status).toBe(200);
-      expect(await completedRes('completed-graphql')).toEqual({ statusCode: 200, method: 'POST', route: '/graphql', workspaceId: ws.workspace.id, keyId: ws.keyId });
+      expect(await completedRes('completed-graphql')).toEqual({
+        statusCode: 200,
+        method: 'POST',
+        route: '/graphql',
+        workspaceId: ws.workspace.id,
+        keyId: ws.keyId,
+        graphql: { operation: 'query', fields: ['viewer'] },
+      });
 
       const refused = await http(gateway.baseUrl, 'POST', '/graphql', {
         headers: { ...json, ...bearer('cgw_unknown'), 'x-request-id': 'completed-graphql-refused' },
@@ -154,6 +161,46 @@ describe('logs', () => {
       });
       expect(refused.status).toBe(401);
       expect(await completedRes('completed-graphql-refused')).toEqual({ statusCode: 401, method: 'POST', route: '/graphql', code: 'UNAUTHENTICATED' });
+    });
+
+    it("names a GraphQL operation's type and top-level fields, whichever path answered it, and none of the caller's text", async () => {
+      const read = `query Dump($filter: SecurityEventFilter) {
+        hidden: securityEvents(filter: $filter, first: 5) { edges { node { type } } }
+        ...Both
+      }
+      fragment Both on Query { ... on Query { campaign(id: "sekrit-argument") { id } } securityEvents(first: 1) { edges { node { type } } } }`;
+      const send = (requestId: string, query: string, variables: Record<string, unknown> = {}) =>
+        http(gateway.baseUrl, 'POST', '/graphql', {
+          headers: { ...json, ...bearer(ws.key), 'x-request-id': requestId },
+          body: JSON.stringify({ query, variables }),
+        });
+      const prepared = async () => metricSample((await http(gateway.baseUrl, 'GET', '/metrics')).text, 'gateway_graphql_requests_total', { path: 'prepared' }) ?? 0;
+      const preparedBefore = await prepared();
+      // The first is Apollo's; the second, the same operation, is answered by the prepared path.
+      for (const requestId of ['graphql-fields-apollo', 'graphql-fields-prepared']) {
+        const response = await send(requestId, read, { filter: { types: ['API_KEY_CREATED'], apiKeyId: 'sekrit-variable' } });
+        expect(response.status).toBe(200);
+        expect(await completedRes(requestId)).toMatchObject({ keyId: ws.keyId, graphql: { operation: 'query', fields: ['securityEvents', 'campaign'] } });
+      }
+      expect(await prepared()).toBe(preparedBefore + 1);
+
+      const mutation = 'mutation { duplicateCampaign(input: { campaignId: "nope", name: "sekrit-name" }) { job { id } } }';
+      await send('graphql-fields-mutation', mutation);
+      expect(await completedRes('graphql-fields-mutation')).toMatchObject({ graphql: { operation: 'mutation', fields: ['duplicateCampaign'] } });
+      const logged = sink.lines().filter((line) => line.msg === 'request completed');
+      expect(JSON.stringify(logged)).not.toMatch(/sekrit|hidden|Dump|Both/);
+    });
+
+    it('carries the User-Agent, escaped and cut short as other logged headers are', async () => {
+      // A C1 control (CSI), which a terminal would act on, in a header longer than is logged.
+      const agents = { 'agent-plain': 'curl/8.5.0', 'agent-hostile': `evil\u009b31m${'x'.repeat(100)}` };
+      for (const [requestId, agent] of Object.entries(agents)) {
+        await http(gateway.baseUrl, 'GET', '/healthz', { headers: { 'user-agent': agent, 'x-request-id': requestId } });
+      }
+      await http(gateway.baseUrl, 'GET', '/nowhere', { headers: { 'x-request-id': 'agent-none' } });
+      expect((await completedRes('agent-plain')).userAgent).toBe('curl/8.5.0');
+      expect((await completedRes('agent-hostile')).userAgent).toBe(`evil\\u009B31m${'x'.repeat(56)}…`);
+      expect(await completedRes('agent-none')).not.toHaveProperty('userAgent');
     });
 
     it('carries ids, never the key, so nothing in it needed scrubbing', async () => {
