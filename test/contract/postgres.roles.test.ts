@@ -131,6 +131,52 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL: the migration lock, a runtime 
     expect(waits).toHaveLength(1);
   });
 
+  it('lets other sessions’ statements on a table through while a migration waits for its lock, naming who holds it, and migrates once it is let go', async () => {
+    await withAdmin((client) => client.query('CREATE SCHEMA blocked'), database.url);
+    // A store at the schema before jobs.upstream_unacted_attempts (version 7), which needs jobs to itself for a moment.
+    await open({ schema: 'blocked', migrations: POSTGRES_MIGRATIONS.slice(0, 6) }).migrate();
+    // A transaction that read jobs and stays open, as a pg_dump or a long export holds it.
+    const blocker = await holding(database.url, [
+      ['BEGIN', []],
+      ['SELECT count(*) FROM blocked.jobs', []],
+    ]);
+    // Given up with the migration lock's wait.
+    await expect(open({ schema: 'blocked', migrationLock: { tableLockTimeoutMs: 100, waitMs: 50 } }).migrate()).rejects.toThrow(
+      new RegExp(`gave up after \\d+ s waiting for a lock on the store's tables held by the session of pid ${blocker.pid} .* on jobs`),
+    );
+    const waits: string[] = [];
+    let settled = false;
+    const migrating = open({ schema: 'blocked', migrationLock: { tableLockTimeoutMs: 200 }, onMigrationWait: (message) => waits.push(message) })
+      .migrate()
+      .finally(() => (settled = true));
+    const other = new pg.Client({ connectionString: database.url, application_name: 'other-instance' });
+    await other.connect();
+    try {
+      const waitingFor = async (text: string) => {
+        const { rows } = await other.query(`SELECT count(*)::int AS waiting FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1`, [`%${text}%`]);
+        return rows[0].waiting > 0;
+      };
+      await waitFor(() => waitingFor('ADD COLUMN upstream_unacted_attempts'));
+      // Another instance's read of jobs, asked for while the migration waits: it gets through with the blocker still open.
+      let read = false;
+      const reading = other.query('SELECT count(*) FROM blocked.jobs').then(() => (read = true));
+      reading.catch(() => undefined);
+      await waitFor(async () => read);
+      await reading;
+      expect(settled).toBe(false);
+      await waitFor(async () => waits.length > 0);
+      expect(waits[0]).toContain(`upgrading the schema to version ${POSTGRES_MIGRATIONS.length} waits for a lock on the store's tables held by the session of pid ${blocker.pid} (`);
+      expect(waits[0]).toContain(`application_name 'lock-holder'`);
+      expect(waits[0]).toContain(`on jobs (SELECT pg_terminate_backend(${blocker.pid}) ends it)`);
+    } finally {
+      await other.end();
+      await blocker.release();
+    }
+    expect(await migrating).toMatchObject({ from: 6, to: POSTGRES_MIGRATIONS.length });
+    // Told once for the one blocker, however many times it was tried.
+    expect(waits).toHaveLength(1);
+  });
+
   it('starts as a role granted only what the README says, running no DDL, and refuses to make or upgrade the schema with one line naming who can', async () => {
     // The schema its owner made: the runtime role starts, its search_path from the role.
     const store = open({ url: runtimeUrl() });

@@ -56,15 +56,33 @@ import { Snapshots } from './snapshots.js';
 export const MIGRATION_LOCK = 0x6367_7701;
 /** How long a start waits for another to finish migrating: an upgrade of a large store takes minutes at most (README, "Upgrading"). */
 const MIGRATION_LOCK_WAIT_MS = 5 * 60_000;
+/**
+ * How long a migration's statement waits for a lock on a table before its transaction is rolled back and tried again:
+ * while it waits, every later statement on the table queues behind it, and the other instances' are cancelled at
+ * their statement_timeout (10 s, STATEMENT_TIMEOUT_MS).
+ */
+const MIGRATION_TABLE_LOCK_TIMEOUT_MS = 2_000;
+/** How long the other sessions' statements have the tables between a migration's tries. */
+const MIGRATION_RETRY_PAUSE_MS = 1_000;
+/** How often a migration held up by the same sessions says so again. */
+const MIGRATION_BLOCKED_NOTICE_MS = 30_000;
 const DATABASE = 'the PostgreSQL database in DATABASE_URL';
 /** SQLSTATE insufficient_privilege. */
 const INSUFFICIENT_PRIVILEGE = '42501';
+/** SQLSTATE lock_not_available: a lock waited for past lock_timeout. */
+const LOCK_NOT_AVAILABLE = '55P03';
 
 export interface PostgresStoreOptions extends PostgresOptions {
-  /** Told, once, that a start waits for the migration lock another session holds, and who holds it. */
+  /**
+   * Told, once, that a start waits for the migration lock another session holds, and who holds it; and that a
+   * migration waits for a lock on the store's tables, once per set of sessions holding it up and at most every 30 s.
+   */
   onMigrationWait?: (message: string) => void;
-  /** How often the migration lock is asked for, when the wait is told, and when it is given up (ms); tests shorten them. */
-  migrationLock?: { retryMs?: number; noticeMs?: number; waitMs?: number };
+  /**
+   * How often the migration lock is asked for, when the wait is told, when it (with the waits for the tables' locks)
+   * is given up, and how long a migration's statement waits for a table's lock (ms); tests shorten them.
+   */
+  migrationLock?: { retryMs?: number; noticeMs?: number; waitMs?: number; tableLockTimeoutMs?: number };
   /**
    * Whose clock the job queue keeps time by: the database server's (the default), or the time each call is given,
    * for a gateway that was given a clock of its own (tests drive leases and retries with one).
@@ -138,28 +156,64 @@ async function refuseStoreElsewhere(client: pg.ClientBase): Promise<void> {
   );
 }
 
+/** What pg_stat_activity tells of a session, as far as this role may see it (another role's session shows its pid, user and application_name only). */
+const SESSION_COLUMNS = `a.usename, a.application_name, a.client_addr, a.state,
+  round(extract(epoch FROM clock_timestamp() - a.xact_start))::int AS transaction_seconds`;
+
+/** A session that holds a lock the gateway waits for, with SESSION_COLUMNS, and the statement that ends it. */
+function sessionHolding(row: Row): string {
+  const known = [
+    row.usename && `user ${row.usename}`,
+    row.application_name && `application_name '${row.application_name}'`,
+    row.client_addr && `from ${row.client_addr}`,
+    row.state && `${row.state}`,
+    row.transaction_seconds !== null && row.transaction_seconds !== undefined && `its transaction open for ${row.transaction_seconds} s`,
+  ].filter(Boolean);
+  return `the session of pid ${row.pid}${known.length > 0 ? ` (${known.join(', ')})` : ''}`;
+}
+
 /**
- * The migration lock and the session holding it, as far as this role may see it (another role's session shows its
- * pid, user and application_name only). A single bigint key is classid (its high half), objid (its low half) and objsubid 1.
+ * The migration lock and the session holding it. A single bigint key is classid (its high half), objid (its low half)
+ * and objsubid 1.
  */
 async function migrationLockHolder(client: pg.ClientBase): Promise<string> {
   const lock = `the migration lock (PostgreSQL advisory lock ${MIGRATION_LOCK})`;
   const { rows } = await client.query(
-    `SELECT l.pid, a.usename, a.application_name, a.client_addr, a.state, a.xact_start FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+    `SELECT l.pid, ${SESSION_COLUMNS} FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
      WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
        AND l.classid = 0 AND l.objid = $1 AND l.objsubid = 1 LIMIT 1`,
     [MIGRATION_LOCK],
   );
   const holder = rows[0];
   if (!holder) return lock;
-  const known = [
-    holder.usename && `user ${holder.usename}`,
-    holder.application_name && `application_name '${holder.application_name}'`,
-    holder.client_addr && `from ${holder.client_addr}`,
-    holder.state && `${holder.state}`,
-    holder.xact_start && `in a transaction since ${new Date(holder.xact_start).toISOString()}`,
-  ].filter(Boolean);
-  return `${lock}, held by the session of pid ${holder.pid}${known.length > 0 ? ` (${known.join(', ')})` : ''}: another instance updating the schema, or a session that kept the lock (SELECT pg_terminate_backend(${holder.pid}) ends it)`;
+  return `${lock}, held by ${sessionHolding(holder)}: another instance updating the schema, or a session that kept the lock (SELECT pg_terminate_backend(${holder.pid}) ends it)`;
+}
+
+/**
+ * The sessions that held up a migration's statement for `timeoutMs` (its lock_timeout), each with the store's tables it
+ * holds a lock on, found once the statement has been rolled back: those holding a lock on a table of the store's schema
+ * whose transaction has been open at least that long (one that began later would have queued behind the statement).
+ * A session of another role, whose transaction this role may not see, is named whatever its transaction's age.
+ */
+async function tableLockHolders(client: pg.ClientBase, timeoutMs: number): Promise<Row[]> {
+  const { rows } = await client.query(
+    `SELECT l.pid, string_agg(DISTINCT c.relname, ', ') AS tables, ${SESSION_COLUMNS}
+     FROM pg_locks l JOIN pg_class c ON c.oid = l.relation LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+     WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid() AND c.relkind IN ('r', 'p')
+       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+       AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())
+       AND (a.xact_start IS NULL OR a.xact_start <= clock_timestamp() - $1::double precision * interval '1 millisecond')
+     GROUP BY l.pid, a.usename, a.application_name, a.client_addr, a.state, a.xact_start ORDER BY a.xact_start NULLS LAST, l.pid LIMIT 5`,
+    [timeoutMs],
+  );
+  return rows as Row[];
+}
+
+/** The sessions tableLockHolders found, in words, with the statement that ends each. */
+function describeTableLockHolders(holders: Row[]): string {
+  if (holders.length === 0) return 'a lock on the store\'s tables that another transaction held';
+  const sessions = holders.map((holder) => `${sessionHolding(holder)} on ${holder.tables} (SELECT pg_terminate_backend(${holder.pid}) ends it)`);
+  return `a lock on the store's tables held by ${sessions.join('; ')}`;
 }
 
 /**
@@ -280,7 +334,7 @@ export class PostgresStore implements GatewayStore {
    * only read and write the rows starts (README, "PostgreSQL roles"). Otherwise the migrations run in one transaction
    * that holds the migration lock, so instances that start together apply them once and the lock ends with the
    * transaction: a session lock outlived `client.end()` behind a pooler, which keeps the server's session. On a
-   * connection of its own, without a statement or lock timeout.
+   * connection of its own (upgrade).
    */
   async migrate(older: OlderSchema = 'upgrade'): Promise<SchemaVersions> {
     const migrations = this.options.migrations ?? POSTGRES_MIGRATIONS;
@@ -300,35 +354,14 @@ export class PostgresStore implements GatewayStore {
       if (current === 0) await refuseStoreElsewhere(client);
       const refusal = schemaRefusal(DATABASE, current, migrations.length, older);
       if (refusal) throw refusal;
-      await client.query('BEGIN');
       if (current === migrations.length) {
         // Writes nothing: the transaction is for the check's savepoint.
+        await client.query('BEGIN');
         const unchecked = await this.checkSchema(client, migrations, current).finally(() => client.query('ROLLBACK'));
         return { from: current, to: current, ...(unchecked ? { unchecked } : {}) };
       }
       upgrading = true;
-      try {
-        await client.query('SET LOCAL statement_timeout = 0');
-        await client.query('SET LOCAL lock_timeout = 0');
-        await this.takeMigrationLock(client);
-        await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())');
-        // Another instance may have migrated while this one waited for the lock.
-        current = await schemaVersion(client);
-        const refusal = schemaRefusal(DATABASE, current, migrations.length, older);
-        if (refusal) throw refusal;
-        const unchecked = await this.checkSchema(client, migrations, current);
-        for (const [index, migration] of migrations.entries()) {
-          const version = index + 1;
-          if (version <= current) continue;
-          await client.query(migration);
-          await client.query('INSERT INTO schema_migrations (version) VALUES ($1)', [version]);
-        }
-        await client.query('COMMIT');
-        return { from: current, to: migrations.length, ...(unchecked ? { unchecked } : {}) };
-      } catch (error) {
-        await client.query('ROLLBACK').catch(() => undefined);
-        throw error;
-      }
+      return await this.upgrade(client, migrations, older);
     } catch (error) {
       // The database works; it holds a schema this version must not use as it is.
       if (error instanceof SchemaVersionRefusal) throw error;
@@ -365,12 +398,62 @@ export class PostgresStore implements GatewayStore {
   }
 
   /**
-   * The migration lock, for the client's transaction. Asked for again and again rather than waited on, so that a
-   * start held up says so, once, naming who holds the lock, and gives up after a while rather than wait unseen.
+   * Applies the pending migrations in one transaction holding the migration lock, without a statement timeout. A
+   * statement that waits for a table's lock past a short lock_timeout rolls the transaction back and it is tried again
+   * after a pause, saying who holds the lock: waiting on, it made every later statement on the table (the other
+   * instances' claims, enqueues and polls) queue behind it until they were cancelled, for as long as any transaction on
+   * the table stayed open (a pg_dump, an export). Given up with the migration lock's wait.
    */
-  private async takeMigrationLock(client: pg.Client): Promise<void> {
-    const { retryMs = 100, noticeMs = 2_000, waitMs = MIGRATION_LOCK_WAIT_MS } = this.options.migrationLock ?? {};
+  private async upgrade(client: pg.Client, migrations: readonly string[], older: OlderSchema): Promise<SchemaVersions> {
+    const { waitMs = MIGRATION_LOCK_WAIT_MS, tableLockTimeoutMs = MIGRATION_TABLE_LOCK_TIMEOUT_MS } = this.options.migrationLock ?? {};
     const started = Date.now();
+    let told: { pids: string; at: number } | undefined;
+    for (;;) {
+      await client.query('BEGIN');
+      try {
+        await client.query(`SELECT set_config('statement_timeout', '0', true), set_config('lock_timeout', $1, true)`, [String(tableLockTimeoutMs)]);
+        await this.takeMigrationLock(client, started);
+        await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())');
+        // Another instance may have migrated while this one waited for the lock.
+        const current = await schemaVersion(client);
+        const refusal = schemaRefusal(DATABASE, current, migrations.length, older);
+        if (refusal) throw refusal;
+        const unchecked = await this.checkSchema(client, migrations, current);
+        for (const [index, migration] of migrations.entries()) {
+          const version = index + 1;
+          if (version <= current) continue;
+          await client.query(migration);
+          await client.query('INSERT INTO schema_migrations (version) VALUES ($1)', [version]);
+        }
+        await client.query('COMMIT');
+        return { from: current, to: migrations.length, ...(unchecked ? { unchecked } : {}) };
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        if ((error as { code?: unknown }).code !== LOCK_NOT_AVAILABLE) throw error;
+      }
+      // Rolled back: the statements that queued behind the migration's run, and those that held it up still hold their locks.
+      const holders = await tableLockHolders(client, tableLockTimeoutMs);
+      const waited = Date.now() - started;
+      if (waited >= waitMs) throw new Error(`gave up after ${Math.round(waited / 1000)} s waiting for ${describeTableLockHolders(holders)}`);
+      const pids = holders.map((holder) => holder.pid).join(' ');
+      if (told?.pids !== pids || Date.now() - told.at >= MIGRATION_BLOCKED_NOTICE_MS) {
+        told = { pids, at: Date.now() };
+        this.options.onMigrationWait?.(
+          `upgrading the schema to version ${migrations.length} waits for ${describeTableLockHolders(holders)}; ` +
+            `it is rolled back after ${tableLockTimeoutMs / 1000} s of waiting, so that other statements on those tables run, and tried again ` +
+            `every ${MIGRATION_RETRY_PAUSE_MS / 1000} s; giving up after ${Math.round(waitMs / 1000)} s`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, MIGRATION_RETRY_PAUSE_MS));
+    }
+  }
+
+  /**
+   * The migration lock, for the client's transaction. Asked for again and again rather than waited on, so that a
+   * start held up says so, once, naming who holds the lock, and gives up `waitMs` after `started` rather than wait unseen.
+   */
+  private async takeMigrationLock(client: pg.Client, started: number): Promise<void> {
+    const { retryMs = 100, noticeMs = 2_000, waitMs = MIGRATION_LOCK_WAIT_MS } = this.options.migrationLock ?? {};
     let told = false;
     for (;;) {
       const { rows } = await client.query('SELECT pg_try_advisory_xact_lock($1) AS taken', [MIGRATION_LOCK]);
