@@ -14,6 +14,8 @@ export interface PostgresOptions {
    * pool already holds would otherwise leave the query, and the request behind it, waiting for good.
    */
   queryTimeoutMs?: number;
+  /** How long a connection is waited for, new or from the pool (a query's snapshot waits as long for its own). */
+  connectionTimeoutMs?: number;
   /** The schema's migrations, this version's unless a test stands for another version with its list. */
   migrations?: readonly string[];
   /** What a connection of the gateway's is on the server's side (DATABASE_POOL_MODE); `session` unless set. */
@@ -33,8 +35,8 @@ export const DEFAULT_POOL_SIZE = 10;
 const STATEMENT_TIMEOUT_MS = 10_000;
 /** A crashed or stuck caller must not keep rows locked; the lease mechanism takes over instead. */
 const IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000;
-/** How long a request waits for a connection (new or from the pool) before it fails. */
-const CONNECTION_TIMEOUT_MS = 10_000;
+/** How long a request waits for a connection (new or from the pool) before it fails, unless the options say. */
+export const CONNECTION_TIMEOUT_MS = 10_000;
 /** Past the statement timeout, for the server's own cancellation to arrive first. */
 const QUERY_TIMEOUT_MARGIN_MS = 2_000;
 
@@ -57,7 +59,7 @@ export function clientConfig(options: PostgresOptions): pg.ClientConfig {
     connectionString: options.connectionString,
     application_name: 'campaign-gateway',
     keepAlive: true,
-    connectionTimeoutMillis: CONNECTION_TIMEOUT_MS,
+    connectionTimeoutMillis: options.connectionTimeoutMs ?? CONNECTION_TIMEOUT_MS,
   };
 }
 

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { isUnavailable } from '../../domain/errors.js';
+import { dependencyUnavailable, isUnavailable } from '../../domain/errors.js';
 import { openReadScope, type ReadScope } from '../../domain/read-scope.js';
 import { asOutage } from './outage.js';
 import type { Queryable } from './pool.js';
@@ -18,17 +18,20 @@ interface Snapshot {
  * Its connection is held for the scope's length, and meanwhile the operation may write on another (an event, a key's
  * last use, the quota): with every connection of the pool held by a snapshot, each waiting for a second one, none
  * would ever get one. So snapshots hold at most one connection fewer than the pool has, and a pool of one
- * connection reads each statement on its own.
+ * connection reads each statement on its own. A query that finds them all held waits for one as long as for a
+ * connection of the pool (`waitMs`), and is then refused as the pool's exhaustion is: UNAVAILABLE, 503 with
+ * Retry-After.
  */
 export class Snapshots {
   private readonly held = new WeakMap<ReadScope, Promise<Snapshot>>();
   private readonly enabled: boolean;
   private free: number;
-  private readonly waiting: (() => void)[] = [];
+  private readonly waiting = new Set<() => void>();
 
   constructor(
     private readonly pool: pg.Pool,
     poolSize: number,
+    private readonly waitMs: number,
   ) {
     this.enabled = poolSize > 1;
     this.free = poolSize - 1;
@@ -97,12 +100,25 @@ export class Snapshots {
       this.free -= 1;
       return Promise.resolve();
     }
-    return new Promise((resolve) => this.waiting.push(resolve));
+    return new Promise((resolve, reject) => {
+      const taken = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        this.waiting.delete(taken);
+        reject(dependencyUnavailable(new Error("timeout exceeded waiting for a connection for a query's snapshot")));
+      }, this.waitMs);
+      this.waiting.add(taken);
+    });
   }
 
+  /** The first query still waiting takes the connection given back (a Set iterates in insertion order). */
   private give(): void {
-    const next = this.waiting.shift();
-    if (next) next();
-    else this.free += 1;
+    const [next] = this.waiting;
+    if (next) {
+      this.waiting.delete(next);
+      next();
+    } else this.free += 1;
   }
 }

@@ -49,7 +49,7 @@ import {
 import { incompleteSchema, migratedUnder, schemaRefusal, SchemaVersionRefusal } from '../schema-version.js';
 import { missingSchemaObjects, POSTGRES_MIGRATIONS, schemaCheckRefused } from './migrations.js';
 import { asOutage, startupFailure } from './outage.js';
-import { clientConfig, createPool, DEFAULT_POOL_SIZE, queriesOf, startSession, transaction, type PostgresOptions, type Queryable } from './pool.js';
+import { clientConfig, CONNECTION_TIMEOUT_MS, createPool, DEFAULT_POOL_SIZE, queriesOf, startSession, transaction, type PostgresOptions, type Queryable } from './pool.js';
 import { Snapshots } from './snapshots.js';
 
 /** Any constant works; it only has to be the same for every instance of the gateway. */
@@ -300,7 +300,7 @@ export class PostgresStore implements GatewayStore {
   constructor(private readonly options: PostgresStoreOptions) {
     this.pool = createPool(options);
     this.db = queriesOf(this.pool);
-    this.snapshots = new Snapshots(this.pool, options.poolSize ?? DEFAULT_POOL_SIZE);
+    this.snapshots = new Snapshots(this.pool, options.poolSize ?? DEFAULT_POOL_SIZE, options.connectionTimeoutMs ?? CONNECTION_TIMEOUT_MS);
   }
 
   /** The parameter of a jobTime: null, for the database's clock, unless the store takes the caller's. */
