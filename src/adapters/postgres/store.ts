@@ -312,12 +312,18 @@ export class PostgresStore implements GatewayStore {
     return (await client.query(text, values)).rows as Row[];
   }
 
+  /** The rows a read finds by its keys (every parameter a key or a bound): none when a key cannot be stored. */
+  private async lookup(text: string, keys: unknown[], client: Queryable = this.db): Promise<Row[]> {
+    return keys.every(storable) ? this.rows(text, keys, client) : [];
+  }
+
   /**
-   * The rows a read finds by its keys (every parameter a key or a bound): none when a key cannot be stored. In a read
-   * scope that has begun, from its snapshot.
+   * Where a read of what a query answers with (jobs, events, campaigns) goes: in a read scope that has begun, its
+   * snapshot. Nothing else opens or uses one, the key's look-up included, so that a query that reads none of these
+   * holds no connection while it waits for the upstream or Redis (snapshots.ts).
    */
-  private async lookup(text: string, keys: unknown[]): Promise<Row[]> {
-    return keys.every(storable) ? this.rows(text, keys, this.snapshots.reads(this.db)) : [];
+  private get view(): Queryable {
+    return this.snapshots.reads(this.db);
   }
 
   private async insert(client: Queryable, table: string, row: Row): Promise<void> {
@@ -635,14 +641,14 @@ export class PostgresStore implements GatewayStore {
   }
 
   async getCampaign(workspaceId: string, id: string): Promise<Campaign | null> {
-    const [row] = await this.lookup('SELECT * FROM campaigns WHERE id = $1 AND workspace_id = $2', [id, workspaceId]);
+    const [row] = await this.lookup('SELECT * FROM campaigns WHERE id = $1 AND workspace_id = $2', [id, workspaceId], this.view);
     return row ? rowToCampaign(row) : null;
   }
 
   async listCampaigns(workspaceId: string, options: ListOptions): Promise<Campaign[]> {
     const values: unknown[] = [workspaceId];
     const param = (value: unknown): string => `$${values.push(value)}`;
-    const rows = await this.lookup(newestInWorkspace('campaigns', [pageBound('campaigns', options, param)], param(options.first)), values);
+    const rows = await this.lookup(newestInWorkspace('campaigns', [pageBound('campaigns', options, param)], param(options.first)), values, this.view);
     return rows.map(rowToCampaign);
   }
 
@@ -688,7 +694,7 @@ export class PostgresStore implements GatewayStore {
   }
 
   async getJob(workspaceId: string, id: string): Promise<DuplicationJob | null> {
-    const [row] = await this.lookup('SELECT * FROM jobs WHERE id = $1 AND workspace_id = $2', [id, workspaceId]);
+    const [row] = await this.lookup('SELECT * FROM jobs WHERE id = $1 AND workspace_id = $2', [id, workspaceId], this.view);
     return row ? rowToJob(row) : null;
   }
 
@@ -944,6 +950,7 @@ export class PostgresStore implements GatewayStore {
            ${seeks.until ? EVENT_WINDOW_SQL.firstFromUntil(IN_WORKSPACE, at(seeks.until)) : Number.MAX_SAFE_INTEGER} AS before
            ${options.beforeId !== undefined ? `, ${rowSeq('security_events', '$1', at(options.beforeId))} AS cursor` : ''}`,
         seek,
+        this.view,
       );
       if (bounds === undefined) return [];
       const cursor = options.beforeId !== undefined ? bounds.cursor : (options.beforeSeq ?? Number.MAX_SAFE_INTEGER);
@@ -973,11 +980,11 @@ export class PostgresStore implements GatewayStore {
       const branches = types.map((type) => newest([`type = ${param(type)}`, ...where]));
       text = branches.length === 1 ? branches[0] : `${branches.map((branch) => `(${branch})`).join(' UNION ALL ')} ORDER BY seq DESC LIMIT ${limit}`;
     }
-    const rows = await this.lookup(text, values);
+    const rows = await this.lookup(text, values, this.view);
     // A cursor's row that is gone lists nothing (pageBound): told apart from the end of the list only then. A time
     // window read the cursor's row already.
     if (rows.length === 0 && options.beforeId !== undefined && seeks.since === undefined && seeks.until === undefined) {
-      const [cursor] = await this.lookup(`SELECT ${rowSeq('security_events', '$1', '$2')} AS seq`, [workspaceId, options.beforeId]);
+      const [cursor] = await this.lookup(`SELECT ${rowSeq('security_events', '$1', '$2')} AS seq`, [workspaceId, options.beforeId], this.view);
       if ((cursor?.seq ?? null) === null) throw eventCursorGone();
     }
     return rows.map(rowToEvent);
