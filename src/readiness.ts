@@ -1,4 +1,4 @@
-import { ERROR_CODES, GatewayError, unavailableCause } from './domain/errors.js';
+import { CommandRefusedError, ERROR_CODES, GatewayError, unavailableCause } from './domain/errors.js';
 import type { Clock, UpstreamPause } from './domain/ports.js';
 import { RepeatedFailureLog } from './failure-log.js';
 import type { WorkerLogger } from './jobs/worker.js';
@@ -55,6 +55,11 @@ export interface PacingProbe extends UpstreamPause {
 }
 
 const PACING_UNAVAILABLE = 'The pacing store is unavailable: no duplication is sent upstream until it is back';
+const pacingRefused = (refusal: CommandRefusedError): DependencyStatus => ({
+  status: 'degraded',
+  backend: 'braze',
+  message: `The pacing store refuses the gateway a command (${refusal.message}): no duplication is sent upstream until it is granted`,
+});
 
 /**
  * Upstream mode's check. Accepting a job does not need the upstream (jobs wait and retry until it answers again),
@@ -66,19 +71,22 @@ export function upstreamCheck(upstream: UpstreamProbe, pacing: PacingProbe, cloc
     neededToServe: false,
     check: async () => {
       // Side by side: a hung pacing store takes most of the check's time before it counts as unreachable.
-      const paused = pacing.remainingMs().catch(() => null);
+      const paused = pacing.remainingMs().catch((error: unknown) => (error instanceof CommandRefusedError ? error : null));
       // Reading the pause is not enough: a store that answers reads and refuses writes holds every call too.
       const paces = pacing.probe().then(
         () => true,
-        () => false,
+        (error: unknown) => (error instanceof CommandRefusedError ? error : false),
       );
       await upstream.ping();
       if (upstream.refusesKey) {
         return { status: 'degraded', backend: 'braze', message: 'The upstream refused UPSTREAM_API_KEY (401) at its last call: duplications fail until it is replaced' };
       }
-      const pausedMs = await paused;
+      const [pausedMs, paced] = [await paused, await paces];
+      // A command the store's user is not granted is no outage: it lasts until an operator grants it.
+      if (pausedMs instanceof CommandRefusedError) return pacingRefused(pausedMs);
+      if (paced instanceof CommandRefusedError) return pacingRefused(paced);
       // The store's own failure is the quota check's to report; what it means here is that nothing is sent.
-      if (pausedMs === null || !(await paces)) return { status: 'degraded', backend: 'braze', message: PACING_UNAVAILABLE };
+      if (pausedMs === null || !paced) return { status: 'degraded', backend: 'braze', message: PACING_UNAVAILABLE };
       if (pausedMs === 0) return { status: 'up', backend: 'braze' };
       const until = new Date(Math.ceil((clock.now().getTime() + pausedMs) / 1000) * 1000).toISOString();
       return { status: 'up', backend: 'braze', message: `paused until ${until}: the upstream answered 429, and no duplication is sent before then` };
@@ -92,7 +100,7 @@ export function describeFailure(error: unknown): string {
   if (error instanceof GatewayError && error.message !== ERROR_CODES[error.code].message) return error.message;
   const cause = unavailableCause(error);
   if (cause !== undefined) return describeFailure(cause);
-  if (error instanceof GatewayError) return error.message;
+  if (error instanceof GatewayError || error instanceof CommandRefusedError) return error.message;
   const code = (error as { code?: unknown } | null)?.code;
   // SQLSTATE class 28, invalid authorization: no reconnection fixes it, the operator has to. Only 28P01 is a
   // wrong password; the server's words for the others name hosts, so they go to the log, not to /readyz.

@@ -18,7 +18,7 @@ import {
   type CreateKeyInput,
   type KeyChangeOptions,
 } from '../domain/admin.js';
-import { AlreadyExistsError, ERROR_CODES, GatewayError, isGatewayError, isUnavailable } from '../domain/errors.js';
+import { AlreadyExistsError, CommandRefusedError, ERROR_CODES, GatewayError, isGatewayError, isUnavailable, unavailableCause } from '../domain/errors.js';
 import { clientNetwork } from '../domain/ip-allowlist.js';
 import { PERMISSIONS } from '../domain/permissions.js';
 import { EXPORT_TABLES, systemClock, type Clock, type GatewayStore } from '../domain/ports.js';
@@ -767,7 +767,8 @@ const COMMANDS: Record<string, Command> = {
           .unblock(client)
           .catch((error: unknown) => {
             const where = limiters.kind === 'redis' ? 'the Redis in REDIS_URL' : 'the database in DATABASE_URL';
-            throw new Error(`${where} cannot be reached (${describeFailure(error)}): nothing was unblocked`);
+            const refused = unavailableCause(error) instanceof CommandRefusedError;
+            throw new Error(`${where} ${refused ? 'refuses it' : 'cannot be reached'} (${describeFailure(error)}): nothing was unblocked`);
           });
         print(
           lifted

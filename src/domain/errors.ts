@@ -113,6 +113,12 @@ export const rethrowAsLimitsUnavailable = (cause: unknown): never => {
   throw limitsUnavailable(cause);
 };
 
+/**
+ * A shared store's refusal of a command its user is not granted (a Redis ACL without it): no outage, which ends by
+ * itself, but a grant an operator has to add. Its message names what is refused, never the store's own answer.
+ */
+export class CommandRefusedError extends Error {}
+
 /** A dependency that cannot be reached, whether or not its own error came with it. */
 export const isUnavailable = (error: unknown): error is GatewayError => isGatewayError(error) && error.code === 'UNAVAILABLE';
 

@@ -1,6 +1,6 @@
 import type { BrazeClient } from '../adapters/braze-client.js';
 import type { UpstreamPacer } from '../adapters/upstream-pacer.js';
-import { limitsUnavailable } from '../domain/errors.js';
+import { CommandRefusedError, limitsUnavailable } from '../domain/errors.js';
 import type { Clock, Duplicator, DuplicationResult } from '../domain/ports.js';
 import type { DuplicationJob } from '../domain/types.js';
 import { RepeatedFailureLog } from '../failure-log.js';
@@ -47,6 +47,8 @@ export class BrazeDuplicator implements Duplicator {
 
   /** Every job meets a pacing store outage, again at each try: said when it starts, as a reminder, and when it ends. */
   private readonly pacingFailures: RepeatedFailureLog;
+  /** The same for a command the pacing store's user is not granted, which no wait ends: an operator has to grant it. */
+  private readonly pacingRefusals: RepeatedFailureLog;
 
   constructor(
     private readonly client: BrazeClient,
@@ -59,6 +61,11 @@ export class BrazeDuplicator implements Duplicator {
       stillFailing: 'the upstream pacing store is still unavailable; upstream calls are held',
       recovered: 'the upstream pacing store is back; upstream calls resume',
     });
+    this.pacingRefusals = new RepeatedFailureLog(logger, clock, {
+      failed: 'the upstream pacing store refuses the gateway a command; upstream calls are held until it is granted',
+      stillFailing: 'the upstream pacing store still refuses the gateway a command; upstream calls are held',
+      recovered: 'the upstream pacing store runs the gateway\'s commands again; upstream calls resume',
+    });
   }
 
   async duplicate(job: DuplicationJob): Promise<DuplicationResult> {
@@ -68,10 +75,11 @@ export class BrazeDuplicator implements Duplicator {
     } catch (error) {
       // Without the shared pace, each instance would send as if alone: nothing is sent until the store is back.
       // The job was not tried, so it waits without spending an attempt, however long the outage lasts.
-      this.pacingFailures.failed(limitsUnavailable(error));
+      (error instanceof CommandRefusedError ? this.pacingRefusals : this.pacingFailures).failed(limitsUnavailable(error));
       return { kind: 'deferred', retryAfterMs: PACING_STORE_RETRY_MS, waitsFor: 'pacing store' };
     }
     this.pacingFailures.succeeded();
+    this.pacingRefusals.succeeded();
     if (waitMs > 0) return { kind: 'deferred', retryAfterMs: waitMs, waitsFor: 'slot' };
 
     const response = await this.client.call('POST', '/campaigns/duplicate', { json: brazeDuplicateBody(job), job });

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RateLimiterAuthFailures } from '../../src/adapters/rate-limiter-auth-failures.js';
+import { runCli } from '../../src/cli/commands.js';
 import { RateLimiterQuota } from '../../src/adapters/rate-limiter-quota.js';
 import { RedisLimiters } from '../../src/adapters/redis/limiters.js';
 import { UpstreamPacer } from '../../src/adapters/upstream-pacer.js';
@@ -101,6 +102,61 @@ describe.skipIf(skipWithoutRedisServer)('Redis keys and permissions', () => {
     }
   });
 
+  it('names a command the Redis user is not granted, in the log, /readyz and clients unblock, rather than an outage', async () => {
+    await admin.flushall();
+    const line = /^ACL SETUSER .+$/m.exec(README)?.[0] ?? '';
+    // The README's line as an earlier version gave it: without DEL, which clears an earlier version's pause.
+    const rules = line.split(' ').slice(3).filter((rule) => rule !== '+del' && !rule.startsWith('~') && !rule.startsWith('>'));
+    await admin.call('ACL', 'SETUSER', 'earlier', ...rules, '>earlier-password', '~*');
+    const url = redis.url('earlier:earlier-password');
+    const fake = await startFakeBraze(UPSTREAM_KEY);
+    const { logger, lines } = recordingLogger();
+    const gateway = await startGateway({ REDIS_URL: url, UPSTREAM_URL: fake.url, UPSTREAM_API_KEY: UPSTREAM_KEY }, { logger });
+    try {
+      const ws = await gateway.workspace();
+      const { upstreamRateLimit: points, upstreamRateWindowSeconds: durationSeconds } = gateway.app.config;
+      const earlier = new RedisLimiters(redis.url());
+      try {
+        await earlier.connect();
+        const pace = earlier.limiter({ keyPrefix: 'upstream', points, durationSeconds, sharedOnly: true });
+        await pace.block('duplicate', 86_400);
+        await pace.set('paused', 0, 86_400);
+        await earlier.limiter({ keyPrefix: 'auth-failures', points: 1, durationSeconds: 60 }).block('192.0.2.7', 600);
+      } finally {
+        await earlier.close();
+      }
+      const sent = await http(gateway.baseUrl, 'POST', '/campaigns/duplicate', {
+        headers: { ...json, ...bearer(ws.key) },
+        body: JSON.stringify({ campaign_id: 'cmp-0001', name: 'A copy' }),
+      });
+      expect(sent.status).toBe(202);
+      const refused = await waitFor(async () => componentLines(lines, 'upstream').find(({ msg }) => /pacing store/.test(msg)));
+      expect(refused).toMatchObject({
+        level: 40,
+        msg: 'the upstream pacing store refuses the gateway a command; upstream calls are held until it is granted',
+        cause: { message: 'The user in REDIS_URL may not run DEL (NOPERM)' },
+      });
+      expect(await readiness(gateway)).toMatchObject({
+        checks: {
+          upstream: {
+            status: 'degraded',
+            message: 'The pacing store refuses the gateway a command (The user in REDIS_URL may not run DEL (NOPERM)): no duplication is sent upstream until it is granted',
+          },
+        },
+      });
+      expect(fake.requestsTo('POST /campaigns/duplicate')).toEqual([]);
+
+      let stderr = '';
+      const code = await runCli(['clients', 'unblock', '192.0.2.7'], { env: { DATA_DIR: gateway.dataDir, REDIS_URL: url }, stdout: () => undefined, stderr: (text) => void (stderr += text) });
+      expect(code).not.toBe(0);
+      expect(stderr).toContain('the Redis in REDIS_URL refuses it (The user in REDIS_URL may not run DEL (NOPERM)): nothing was unblocked');
+    } finally {
+      await gateway.close();
+      await fake.close();
+      await admin.call('ACL', 'DELUSER', 'earlier');
+    }
+  });
+
   describe('a gateway whose Redis user is made by the README\'s ACL SETUSER line', () => {
     const line = /^ACL SETUSER .+$/m.exec(README)?.[0] ?? '';
     const [user, ...rules] = line.split(' ').slice(2);
@@ -156,10 +212,22 @@ describe.skipIf(skipWithoutRedisServer)('Redis keys and permissions', () => {
           return done(found) && found;
         });
 
+      // A day-long upstream pause an earlier version left, which the first slot taken clears.
+      const earlier = new RedisLimiters(`${redis.url()}/3`, prefix);
+      try {
+        await earlier.connect();
+        const { upstreamRateLimit: points, upstreamRateWindowSeconds: durationSeconds } = gateway.app.config;
+        const pace = earlier.limiter({ keyPrefix: 'upstream', points, durationSeconds, sharedOnly: true });
+        await pace.block('duplicate', 86_400);
+        await pace.set('paused', 0, 86_400);
+      } finally {
+        await earlier.close();
+      }
       // The quota and upstream pacing; then a 429 from upstream, which pauses the pace.
       const sent = await duplicate(ws.key);
       expect(sent.status).toBe(202);
       expect(await job(sent.body.job_id, (found) => found.status !== 'PENDING' && found.status !== 'RUNNING')).toMatchObject({ status: 'SUCCEEDED' });
+      expect(componentLines(lines, 'upstream').map(({ msg }) => msg)).toContainEqual(expect.stringMatching(/^cleared an upstream pause longer than this version holds one/));
       fake.script('POST /campaigns/duplicate', { status: 429, json: { message: 'Rate limit exceeded' }, headers: { 'retry-after': '30' } });
       const limited = await duplicate(ws.key);
       expect(await job(limited.body.job_id, (found) => found.error !== null)).toMatchObject({ status: 'PENDING', error: { code: 'UPSTREAM_RATE_LIMITED' } });
@@ -174,6 +242,15 @@ describe.skipIf(skipWithoutRedisServer)('Redis keys and permissions', () => {
       const failures = [];
       for (let i = 0; i < 3; i++) failures.push((await duplicate('not-a-key')).status);
       expect(failures).toEqual([401, 401, 429]);
+      // Lifted with the CLI, as the same user; then counted again, so that the key is there to be checked below.
+      let stderr = '';
+      const unblocked = await runCli(['clients', 'unblock', '127.0.0.1'], {
+        env: { DATA_DIR: gateway.dataDir, REDIS_URL: `${redis.url(`${user}:${password}`)}/3`, REDIS_KEY_PREFIX: prefix },
+        stdout: () => undefined,
+        stderr: (text) => void (stderr += text),
+      });
+      expect({ unblocked, stderr }).toEqual({ unblocked: 0, stderr: '' });
+      expect((await duplicate('not-a-key')).status).toBe(401);
       // Readiness: the limiters' probe, a quota read, the pacer's probe and the pause.
       expect(await readiness(gateway)).toMatchObject({ code: 200, checks: { quota: { status: 'up', backend: 'redis' }, upstream: { status: 'up' } } });
 

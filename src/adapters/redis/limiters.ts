@@ -5,6 +5,7 @@ import { describeFailure, type DependencyStatus } from '../../readiness.js';
 import { memoryLimiter, type LimiterBackend, type LimiterLogger, type LimiterSettings } from '../limiter-backends.js';
 import { inWindow } from '../limiter-window.js';
 import { certificateRefusal } from '../certificate-refusal.js';
+import { CommandRefusedError } from '../../domain/errors.js';
 
 const FALLBACK = "each instance enforces its callers' limits on its own with an in-process limiter until";
 const DEGRADED = `Redis is unreachable; ${FALLBACK} Redis is back`;
@@ -51,6 +52,11 @@ const errorWord = (error: Error): string => /^[A-Z]+/.exec(error.message)?.[0] ?
  * limiters' keys and not others; any other refusal is Redis's as a whole.
  */
 function refusedCalls(error: Error, pattern: string): string {
+  return `${refusedWhat(error, pattern)}; ${FALLBACK} Redis runs them again`;
+}
+
+/** What Redis refused, and the word its answer starts with: `refusedCalls` without what the gateway does meanwhile. */
+function refusedWhat(error: Error, pattern: string): string {
   const word = errorWord(error);
   const command = /'([a-z|]+)' command/.exec(error.message)?.[1];
   const what =
@@ -61,7 +67,7 @@ function refusedCalls(error: Error, pattern: string): string {
         : /\bkeys?\b/.test(error.message)
           ? `The user in REDIS_URL may not use the keys ${pattern}`
           : CALL_REFUSALS.NOPERM;
-  return `${what} (${word}); ${FALLBACK} Redis runs them again`;
+  return `${what} (${word})`;
 }
 
 /**
@@ -379,8 +385,14 @@ export class RedisLimiters implements LimiterBackend {
       return await viaRedis();
     } catch (error) {
       // A spent limit is Redis's answer, not a failure.
-      if (error instanceof RateLimiterRes || !viaFallback) throw error;
-      if (error instanceof ReplyError) this.refused(prefix, firstRefusal(error as Error));
+      if (error instanceof RateLimiterRes) throw error;
+      const refusal = error instanceof ReplyError ? firstRefusal(error as Error) : undefined;
+      if (!viaFallback) {
+        // A limiter without a fallback fails the call: an ACL's refusal is named, for its caller not to report an outage.
+        if (refusal !== undefined && errorWord(refusal) === 'NOPERM') throw new CommandRefusedError(refusedWhat(refusal, this.keyPattern(prefix)));
+        throw error;
+      }
+      if (refusal !== undefined) this.refused(prefix, refusal);
       return viaFallback();
     }
   }
