@@ -932,7 +932,7 @@ function jobCommands(): Record<string, Command> {
 /**
  * `jobs fail --key`: every job of the key no worker holds, read and failed a page at a time. What it says is counted,
  * not listed, as the jobs can be any number: `jobs list --key` lists them. The jobs a worker holds are named, and
- * refused as `jobs fail` refuses them.
+ * refused as `jobs fail` refuses them, and so is one a worker handed back too late to be failed: it may still run.
  */
 async function failKeyJobs({ admin, print, said, changed }: CommandContext & { admin: AdminService }, keyId: string): Promise<void> {
   const { record, failed, held } = await admin.failKeyJobs(keyId, said, (count) =>
@@ -945,11 +945,19 @@ async function failKeyJobs({ admin, print, said, changed }: CommandContext & { a
         failed === 0
           ? `Failed no job of key "${record.name}" (id ${record.id}): none was PENDING${held.length > 0 ? '' : ' or RUNNING'}.`
           : `Failed ${failed === 1 ? '1 job' : `${failed} jobs`} of key "${record.name}" (id ${record.id}) with error CANCELLED: ${failed === 1 ? 'it' : 'they'} will not run.`,
-        ...held.map((job) => `Job ${job.id} was not failed: a worker holds it, its lease ends at ${iso(job.leaseExpiresAt)} (try again after it).`),
+        ...held.map((job) =>
+          job.status === 'RUNNING'
+            ? `Job ${job.id} was not failed: a worker holds it, its lease ends at ${iso(job.leaseExpiresAt)} (try again after it).`
+            : `Job ${job.id} was not failed: a worker handed it back to the queue as this ran (try again now).`,
+        ),
       ].join('\n'),
     { key: { id: record.id, name: record.name }, failed, held: held.map((job) => jobJson(job, workspaces)) },
   );
-  if (held.length > 0) throw new Refused(`${held.length} ${held.length === 1 ? 'job' : 'jobs'} of key ${record.id} ${held.length === 1 ? 'was' : 'were'} not failed: a worker holds ${held.length === 1 ? 'it' : 'them'}`);
+  if (held.length > 0) {
+    const one = held.length === 1;
+    const why = held.every((job) => job.status === 'RUNNING') ? `a worker holds ${one ? 'it' : 'them'}` : `${one ? 'it is' : 'they are'} still PENDING or RUNNING`;
+    throw new Refused(`${held.length} ${one ? 'job' : 'jobs'} of key ${record.id} ${one ? 'was' : 'were'} not failed: ${why}`);
+  }
 }
 
 const jobJson = (job: DuplicationJob, workspaces: Map<string, Workspace>) => ({

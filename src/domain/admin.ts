@@ -382,11 +382,11 @@ export class AdminService {
   }
 
   /**
-   * The jobs of a key in one status, newest first, a page at a time: any number of them, never all held at once.
-   * Read among its workspace's jobs, which an index (jobs_workspace) gives in order.
+   * The jobs of a key in one status (or in any), newest first, a page at a time: any number of them, never all held
+   * at once. Read among its workspace's jobs, which an index (jobs_workspace) gives in order.
    */
-  private async *keyJobs(record: ApiKeyRecord, status: JobStatus): AsyncGenerator<DuplicationJob[]> {
-    const filter: JobFilter = { workspaceId: record.workspaceId, apiKeyId: record.id, status };
+  private async *keyJobs(record: ApiKeyRecord, status?: JobStatus): AsyncGenerator<DuplicationJob[]> {
+    const filter: JobFilter = { workspaceId: record.workspaceId, apiKeyId: record.id, ...(status === undefined ? {} : { status }) };
     for (let after: string | null = null; ; ) {
       const page = await this.store.listJobs(filter, KEY_JOBS_PAGE, after);
       if (page.length > 0) yield page;
@@ -407,8 +407,8 @@ export class AdminService {
 
   /**
    * Fails, as failJob each, every job of a key that no worker holds: PENDING, and RUNNING under an expired lease.
-   * `onFailed` hears of each as it is failed. Returns how many were, and the jobs a worker holds, which it leaves
-   * running. A job that finished while this ran is neither.
+   * `onFailed` hears of each as it is failed. Returns how many were, and the jobs it left PENDING or RUNNING: those a
+   * worker holds, and any handed back to the queue after the last pass read them.
    */
   async failKeyJobs(
     id: string,
@@ -418,16 +418,25 @@ export class AdminService {
     if (operatorDetails(options).reason === undefined) throw new GatewayError('BAD_USER_INPUT', 'Failing a job needs a reason');
     const record = await this.requireKey(id);
     let failed = 0;
-    const held: DuplicationJob[] = [];
-    for (const status of ['PENDING', 'RUNNING'] as const) {
-      for await (const page of this.keyJobs(record, status)) {
-        for (const { id: jobId } of page) {
-          const result = await this.failJob(jobId, options);
-          if (result.failed) onFailed((failed += 1));
-          else if (result.job?.status === 'RUNNING') held.push(result.job);
+    let failedInPass: number;
+    let held: DuplicationJob[];
+    // Each pass reads every job of the key once, whatever its status: one read per status would miss a job a worker
+    // hands back, or claims, between the two. A job a worker held when its pass reached it may be handed back
+    // after (retried, or released at shutdown): passes go on until one fails nothing, and what it left is named.
+    do {
+      failedInPass = 0;
+      held = [];
+      for await (const page of this.keyJobs(record)) {
+        for (const job of page) {
+          if (job.status !== 'PENDING' && job.status !== 'RUNNING') continue;
+          const result = await this.failJob(job.id, options);
+          if (result.failed) {
+            failedInPass += 1;
+            onFailed((failed += 1));
+          } else if (result.job?.status === 'PENDING' || result.job?.status === 'RUNNING') held.push(result.job);
         }
       }
-    }
+    } while (failedInPass > 0);
     return { record, failed, held };
   }
 

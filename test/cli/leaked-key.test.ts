@@ -3,8 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXIT, runCli } from '../../src/cli/commands.js';
+import { AdminService } from '../../src/domain/admin.js';
 import { newId } from '../../src/domain/ids.js';
-import type { Clock } from '../../src/domain/ports.js';
+import type { Clock, GatewayStore } from '../../src/domain/ports.js';
 import { ManualClock } from '../support/clock.js';
 import { eventFixture, jobFixture } from '../support/fixtures.js';
 import { startGateway, type TestGateway } from '../support/gateway.js';
@@ -122,6 +123,55 @@ describe('the jobs a leaked key queued', () => {
       code: EXIT.ok,
       stdout: `Failed no job of key "integration" (id ${leaked.id}): none was PENDING or RUNNING.\n`,
       stderr: '',
+    });
+  });
+
+  describe('a job a worker hands back to the queue while they are failed', () => {
+    /**
+     * Three pending jobs of a new key, the oldest claimed by a worker; and an AdminService on the gateway's store in
+     * which that worker hands it back (a retry) the `nth` time it is refused: after the command found it held.
+     */
+    async function handedBack(name: string, nth: number) {
+      const workspace = await cliJson('workspaces', 'create', name);
+      const key = await cliJson('keys', 'create', '--workspace', name, '--name', 'integration', '--permissions', 'campaigns.duplicate');
+      const ids = [];
+      for (let n = 0; n < 3; n += 1) {
+        const job = jobFixture(workspace.id, { id: newId(clock.now().getTime() + n), apiKeyId: key.id, apiKeyName: key.name, runAt: clock.now() });
+        await gw.app.store.enqueueJob(job, eventFixture(workspace.id, { jobId: job.id }));
+        ids.push(job.id);
+      }
+      const store = gw.app.store;
+      const [held] = await store.claimJobs('worker', 1, clock.now(), new Date(clock.now().getTime() + 60_000));
+      expect(held.id).toBe(ids[0]);
+      let refusals = 0;
+      const wrapped = new Proxy(store, {
+        get(target, property, receiver) {
+          if (property !== 'cancelJob') return Reflect.get(target, property, receiver);
+          return async (...args: Parameters<GatewayStore['cancelJob']>) => {
+            const cancelled = await target.cancelJob(...args);
+            if (!cancelled && args[0] === held.id && ++refusals === nth) {
+              expect(await target.retryJob(held.id, 'worker', clock.now(), null, clock.now())).toBe(true);
+            }
+            return cancelled;
+          };
+        },
+      });
+      const failed: number[] = [];
+      const result = await new AdminService(wrapped, clock).failKeyJobs(key.id, { reason: 'key leaked' }, (count) => void failed.push(count));
+      return { workspace, held, result, failed };
+    }
+
+    it('fails it too, in another pass', async () => {
+      const { workspace, held, result, failed } = await handedBack('handed back', 1);
+      expect({ failed: result.failed, held: result.held }).toEqual({ failed: 3, held: [] });
+      expect(failed).toEqual([1, 2, 3]);
+      expect(await gw.app.store.getJob(workspace.id, held.id)).toMatchObject({ status: 'FAILED', error: { code: 'CANCELLED' } });
+    });
+
+    it('names it when it was handed back in the pass that failed nothing', async () => {
+      const { workspace, held, result } = await handedBack('handed back late', 2);
+      expect({ failed: result.failed, held: result.held.map(({ id, status }) => ({ id, status })) }).toEqual({ failed: 2, held: [{ id: held.id, status: 'PENDING' }] });
+      expect(await gw.app.store.getJob(workspace.id, held.id)).toMatchObject({ status: 'PENDING' });
     });
   });
 
