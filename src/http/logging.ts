@@ -61,7 +61,8 @@ function completedResponse(reply: Partial<FastifyReply> & Pick<FastifyReply, 'st
   line.method = request.method;
   line.route = request.routeOptions.url;
   const userAgent = request.headers['user-agent'];
-  if (userAgent !== undefined) line.userAgent = loggableHeader(userAgent);
+  // The caller's text, like the URL: a key in it is redacted before it is cut, which could leave too little of it to be recognised.
+  if (userAgent !== undefined) line.userAgent = loggableHeader(redactApiKeys(userAgent));
   if (request.caller) {
     line.workspaceId = request.caller.workspaceId;
     line.keyId = request.caller.keyId;

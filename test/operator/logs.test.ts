@@ -5,6 +5,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { RateLimiterQuota } from '../../src/adapters/rate-limiter-quota.js';
 import { loadConfig } from '../../src/config.js';
 import { dependencyUnavailable, GatewayError } from '../../src/domain/errors.js';
+import { generateApiKey } from '../../src/domain/keys.js';
 import { usesPrettyLogs } from '../../src/http/logging.js';
 import { ManualClock } from '../support/clock.js';
 import { bearer, graphql, http, json, metricSample, pipelinedAfterADuplicate, rawConnection, rawHttp, startGateway, storeFailingOn, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
@@ -201,6 +202,17 @@ describe('logs', () => {
       expect((await completedRes('agent-plain')).userAgent).toBe('curl/8.5.0');
       expect((await completedRes('agent-hostile')).userAgent).toBe(`evil\\u009B31m${'x'.repeat(56)}…`);
       expect(await completedRes('agent-none')).not.toHaveProperty('userAgent');
+    });
+
+    it('redacts a key in the User-Agent, before cutting it short', async () => {
+      const key = generateApiKey();
+      // The second's key starts where the cut would leave too little of it to be recognised as one.
+      const agents = { 'agent-key': `integration/2.0 (${key})`, 'agent-key-cut': `${'x'.repeat(58)}${key}` };
+      for (const [requestId, agent] of Object.entries(agents)) {
+        await http(gateway.baseUrl, 'GET', '/healthz', { headers: { 'user-agent': agent, 'x-request-id': requestId } });
+      }
+      expect((await completedRes('agent-key')).userAgent).toBe('integration/2.0 (cgw_[redacted])');
+      expect((await completedRes('agent-key-cut')).userAgent).toBe(`${'x'.repeat(58)}cgw_[r…`);
     });
 
     it('carries ids, never the key, so nothing in it needed scrubbing', async () => {
