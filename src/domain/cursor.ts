@@ -32,8 +32,14 @@ export const decodeRowCursor = (kind: string, cursor: string | null | undefined)
  * holds only the id, and the place the event had in the list (its sequence number) is not kept anywhere else.
  */
 export const eventCursorGone = (): GatewayError =>
-  new GatewayError('BAD_USER_INPUT', 'The event this cursor points at no longer exists', {
-    issues: [{ field: 'after', message: 'names an event no longer kept (events are deleted once past their retention period): start again from the first page' }],
+  new GatewayError('BAD_USER_INPUT', 'The event this cursor points at is not in this workspace', {
+    issues: [
+      {
+        field: 'after',
+        // Which of the two the store does not say: that another workspace's event exists is not the caller's to learn.
+        message: "names no event of this workspace (deleted once past its retention period, or never this workspace's): start again from the first page",
+      },
+    ],
   });
 
 /** A position in a list read from elsewhere (the upstream's pages), which has no ids of the gateway's. */

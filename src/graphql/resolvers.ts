@@ -86,7 +86,7 @@ export class SecurityEventResolver {
     @Arg('first', () => Int, { nullable: true, defaultValue: DEFAULT_PAGE_SIZE, description: FIRST_DESCRIPTION }) first: number | null,
     @Arg('after', () => String, {
       nullable: true,
-      description: `${AFTER_DESCRIPTION} The cursor of an event deleted since (past its retention period) is refused (BAD_USER_INPUT): start again from the first page.`,
+      description: `${AFTER_DESCRIPTION} The cursor of an event deleted since (past its retention period), or of another workspace's, is refused (BAD_USER_INPUT): start again from the first page.`,
     })
     after: string | null,
     @Ctx() context: GraphQLContext,

@@ -563,7 +563,7 @@ describe('securityEvents(filter: {since, until}, after) over GraphQL', () => {
       errors: [
         expect.objectContaining({
           message:
-            "The event this cursor points at no longer exists: 'after' names an event no longer kept (events are deleted once past their retention period): start again from the first page",
+            "The event this cursor points at is not in this workspace: 'after' names no event of this workspace (deleted once past its retention period, or never this workspace's): start again from the first page",
           path: ['securityEvents'],
           extensions: { code: 'BAD_USER_INPUT', issues: [{ field: 'after', message: expect.stringContaining('start again from the first page') }] },
         }),
