@@ -587,6 +587,34 @@ describe('upstream mode: whether a job failed for good may have made a copy', ()
     expect(await failureDetails(restarted, id)).toMatchObject({ attempts: 3, error: { code: 'UPSTREAM_UNREACHABLE' }, upstreamMayHaveActed: true });
   });
 
+  it('yes: its last attempt was handed back mid-call at a stop, and the next claim fails it without calling again', async () => {
+    const h = await upstreamGateway({ UPSTREAM_TIMEOUT_MS: '60000', JOB_MAX_ATTEMPTS: '1' }, undefined, { tuned: { shutdownGraceMs: 10 } });
+    harnesses.push(h);
+    h.fake.script(DUPLICATE, { hang: true });
+    const { id, name } = await enqueue(h);
+    await waitFor(async () => requestsFor(h, name).length === 1);
+    const stopped = h.gateway.app.close();
+    await waitFor(async () => h.lines.some((line) => JSON.parse(line).msg === 'returned unfinished jobs to the queue'));
+    // Closing cuts the call held; a Braze that answers is there for the instance that starts next on the same store.
+    await h.fake.close();
+    await stopped;
+    const fake = await startFakeBraze(UPSTREAM_KEY);
+    const restarted: Harness = {
+      ...h,
+      fake,
+      gateway: await startGateway(
+        { ...upstreamEnv(fake.url), JOB_MAX_ATTEMPTS: '1', DATA_DIR: h.gateway.dataDir },
+        { clock: h.clock, logger: recordingLogger().logger, upstreamLimiter: new RateLimiterMemory({ points: 100, duration: 60 }) },
+      ),
+    };
+    harnesses.unshift(restarted);
+    // The claim that finds its attempts spent counts one more, and sends nothing.
+    expect(await until(restarted, id, finished)).toMatchObject({ status: 'FAILED', attempts: 2, error: { code: 'ATTEMPTS_EXHAUSTED' } });
+    expect(fake.requests).toEqual([]);
+    const [outcome] = await eventsOf(restarted, id);
+    expect(outcome.details).toMatchObject({ attempts: 2, error: { code: 'ATTEMPTS_EXHAUSTED' }, upstreamMayHaveActed: true });
+  });
+
   it('yes: rate limited at its first attempt, then answered 5xx, which may come after Braze acted', async () => {
     const h = await upstreamGateway();
     harnesses.push(h);
