@@ -6,7 +6,7 @@ import { RedisLimiters } from '../../src/adapters/redis/limiters.js';
 import { UpstreamPacer } from '../../src/adapters/upstream-pacer.js';
 import type { DuplicationJob } from '../../src/domain/types.js';
 import { ManualClock } from '../support/clock.js';
-import { startFakeBraze, type FakeReply } from '../support/fake-braze.js';
+import { startFakeBraze, type FakeBraze, type FakeReply } from '../support/fake-braze.js';
 import { bearer, graphql, http, json, recordingLogger, startGateway, waitFor, type StartOptions } from '../support/gateway.js';
 import { postgres } from '../support/stores.js';
 
@@ -556,28 +556,42 @@ describe('upstream mode: whether a job failed for good may have made a copy', ()
     expect(await failureDetails(h, id)).toMatchObject({ attempts: 3, error: { code: 'UPSTREAM_UNREACHABLE' }, upstreamMayHaveActed: true });
   });
 
-  it('yes: the gateway stopped with its first call held by Braze past the grace, and every later attempt met a closed port', async () => {
-    // The call outlives the stop's grace, and its own timeout is far off: the stop hands the job back mid-call.
-    const h = await upstreamGateway({ UPSTREAM_TIMEOUT_MS: '60000' }, undefined, { tuned: { shutdownGraceMs: 10 } });
+  /**
+   * A gateway stopped while Braze holds a job's call: the call outlives the stop's grace, and its own timeout is far
+   * off, so the stop hands the job back mid-call. Then the port closes, cutting the call held.
+   */
+  const stoppedMidCall = async (env: Record<string, string> = {}) => {
+    const h = await upstreamGateway({ UPSTREAM_TIMEOUT_MS: '60000', ...env }, undefined, { tuned: { shutdownGraceMs: 10 } });
     harnesses.push(h);
     h.fake.script(DUPLICATE, { hang: true });
     const { id, name } = await enqueue(h);
     await waitFor(async () => requestsFor(h, name).length === 1);
     const stopped = h.gateway.app.close();
     await waitFor(async () => h.lines.some((line) => JSON.parse(line).msg === 'returned unfinished jobs to the queue'));
-    // The port closes, cutting the call held, and stays closed for the instance that starts next on the same store.
     await h.fake.close();
     await stopped;
-    const { logger } = recordingLogger();
+    return { h, id, name };
+  };
+
+  /** The instance that starts next on the store of `h`, with Braze at `fake`. */
+  const restartedAfter = async (h: Harness, fake: FakeBraze, env: Record<string, string> = {}): Promise<Harness> => {
     const restarted: Harness = {
       ...h,
+      fake,
       gateway: await startGateway(
-        { ...upstreamEnv(h.fake.url), DATA_DIR: h.gateway.dataDir },
-        { clock: h.clock, logger, upstreamLimiter: new RateLimiterMemory({ points: 100, duration: 60 }) },
+        { ...upstreamEnv(fake.url), ...env, DATA_DIR: h.gateway.dataDir },
+        { clock: h.clock, logger: recordingLogger().logger, upstreamLimiter: new RateLimiterMemory({ points: 100, duration: 60 }) },
       ),
     };
     // Closed before the first, whose close removes the directory both use.
     harnesses.unshift(restarted);
+    return restarted;
+  };
+
+  it('yes: the gateway stopped with its first call held by Braze past the grace, and every later attempt met a closed port', async () => {
+    const { h, id, name } = await stoppedMidCall();
+    // The port stays closed for the instance that starts next on the same store.
+    const restarted = await restartedAfter(h, h.fake);
     await waitFor(async () => {
       const job = await getJob(restarted, id);
       if (job.status === 'PENDING') advanceTo(restarted, job.runAt);
@@ -588,29 +602,12 @@ describe('upstream mode: whether a job failed for good may have made a copy', ()
   });
 
   it('yes: its last attempt was handed back mid-call at a stop, and the next claim fails it without calling again', async () => {
-    const h = await upstreamGateway({ UPSTREAM_TIMEOUT_MS: '60000', JOB_MAX_ATTEMPTS: '1' }, undefined, { tuned: { shutdownGraceMs: 10 } });
-    harnesses.push(h);
-    h.fake.script(DUPLICATE, { hang: true });
-    const { id, name } = await enqueue(h);
-    await waitFor(async () => requestsFor(h, name).length === 1);
-    const stopped = h.gateway.app.close();
-    await waitFor(async () => h.lines.some((line) => JSON.parse(line).msg === 'returned unfinished jobs to the queue'));
-    // Closing cuts the call held; a Braze that answers is there for the instance that starts next on the same store.
-    await h.fake.close();
-    await stopped;
-    const fake = await startFakeBraze(UPSTREAM_KEY);
-    const restarted: Harness = {
-      ...h,
-      fake,
-      gateway: await startGateway(
-        { ...upstreamEnv(fake.url), JOB_MAX_ATTEMPTS: '1', DATA_DIR: h.gateway.dataDir },
-        { clock: h.clock, logger: recordingLogger().logger, upstreamLimiter: new RateLimiterMemory({ points: 100, duration: 60 }) },
-      ),
-    };
-    harnesses.unshift(restarted);
+    const { h, id } = await stoppedMidCall({ JOB_MAX_ATTEMPTS: '1' });
+    // A Braze that answers, for the instance that starts next on the same store: it is not called.
+    const restarted = await restartedAfter(h, await startFakeBraze(UPSTREAM_KEY), { JOB_MAX_ATTEMPTS: '1' });
     // The claim that finds its attempts spent counts one more, and sends nothing.
     expect(await until(restarted, id, finished)).toMatchObject({ status: 'FAILED', attempts: 2, error: { code: 'ATTEMPTS_EXHAUSTED' } });
-    expect(fake.requests).toEqual([]);
+    expect(restarted.fake.requests).toEqual([]);
     const [outcome] = await eventsOf(restarted, id);
     expect(outcome.details).toMatchObject({ attempts: 2, error: { code: 'ATTEMPTS_EXHAUSTED' }, upstreamMayHaveActed: true });
   });
