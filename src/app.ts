@@ -459,6 +459,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       logger: overrides.logger,
       logDestination: overrides.logDestination,
       downloadClientLimits: overrides.downloadClientLimits,
+      queryReadScopes: store.kind === 'postgres',
       checkReady: () => readiness.report(),
       checkLive: () => {
         const reason = store.unrecoverable?.() ?? null;

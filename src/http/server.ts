@@ -42,6 +42,8 @@ export interface HttpDeps {
   logDestination?: NodeJS.WritableStream;
   /** What a security event download asks of its client, scaled down for a test (the DOWNLOAD_ constants by default). */
   downloadClientLimits?: Partial<DownloadClientLimits>;
+  /** Whether the store reads a query's fields in one view of its own (PostgreSQL): see GraphQLRouteOptions. */
+  queryReadScopes: boolean;
 }
 
 
@@ -174,7 +176,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     await api.register(openapiRoutes);
   });
 
-  await app.register(graphqlRoute, { config, service, metrics: deps.metrics, refusals, observeGraphQLError });
+  await app.register(graphqlRoute, { config, service, metrics: deps.metrics, refusals, observeGraphQLError, queryReadScopes: deps.queryReadScopes });
 
   return app;
 }
