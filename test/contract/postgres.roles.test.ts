@@ -87,6 +87,32 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL: the migration lock, a runtime 
     expect(await open({ url: url.toString() }).migrate()).toEqual({ from: POSTGRES_MIGRATIONS.length, to: POSTGRES_MIGRATIONS.length });
   });
 
+  it('starts on the store another instance made on its search_path between its first two looks, rather than take it for a restore’s', async () => {
+    const fresh = await createTestDatabase();
+    const query = pg.Client.prototype.query;
+    let interleaved = false;
+    // The other instance commits its whole migration right after this one's first look found no store.
+    const spy = vi.spyOn(pg.Client.prototype, 'query');
+    spy.mockImplementation(function (this: pg.Client, ...args: unknown[]) {
+      const result = (query as (...args: unknown[]) => Promise<unknown>).apply(this, args);
+      if (interleaved || typeof args[0] !== 'string' || !args[0].includes("to_regclass('schema_migrations')")) return result;
+      interleaved = true;
+      spy.mockRestore();
+      return result.then(async (found) => {
+        await open({ url: fresh.url }).migrate();
+        return found;
+      });
+    } as typeof query);
+    try {
+      expect(await open({ url: fresh.url }).migrate()).toEqual({ from: POSTGRES_MIGRATIONS.length, to: POSTGRES_MIGRATIONS.length });
+      expect(interleaved).toBe(true);
+    } finally {
+      spy.mockRestore();
+      await Promise.all(opened.splice(-2).map((store) => store.close().catch(() => undefined)));
+      await fresh.drop();
+    }
+  });
+
   it('holds the migration lock no longer than the migration, even where the connection outlives the store’s use of it', async () => {
     await withAdmin((client) => client.query('CREATE SCHEMA pooled'), database.url);
     // A pooler keeps the server's session when the client goes: here the migration's connection is simply kept open.

@@ -142,6 +142,9 @@ async function refuseStoreElsewhere(client: pg.ClientBase): Promise<void> {
     [STORE_TABLES],
   );
   if (rows.length === 0) return;
+  // Another instance starting on the same empty database may have committed its store on this search_path since
+  // the first look found none (schemaVersion): that store is this one's, not one a restore left elsewhere.
+  if ((await schemaVersion(client)) > 0) return;
   const schemas = rows.map((row: { schema: string }) => row.schema);
   const [{ search_path: searchPath, database }] = (
     await client.query(`SELECT current_setting('search_path') AS search_path, quote_ident(current_database()) AS database`)
