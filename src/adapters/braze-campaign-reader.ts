@@ -1,7 +1,7 @@
 import { decodeOffsetCursor, encodeCursor } from '../domain/cursor.js';
 import { GatewayError, isGatewayError } from '../domain/errors.js';
 import type { CampaignReader, Quota } from '../domain/ports.js';
-import type { Campaign, Page } from '../domain/types.js';
+import type { Campaign, ListedCampaign, Page } from '../domain/types.js';
 import { isRecord } from '../domain/validation.js';
 import { type BrazeClient, type UpstreamEndpoint, type UpstreamResponse } from './braze-client.js';
 
@@ -73,10 +73,10 @@ export class BrazeCampaignReader implements CampaignReader {
    * Newest first. The cursor is an offset into the upstream's list, so campaigns created while a caller pages
    * shift later pages by as many (the upstream pages by number, not by key).
    */
-  async list(workspaceId: string, first: number, after: string | null, requestId?: string): Promise<Page<Campaign>> {
+  async list(workspaceId: string, first: number, after: string | null, requestId?: string): Promise<Page<ListedCampaign>> {
     const offset = decodeOffsetCursor(CURSOR_KIND, after) ?? 0;
     // Each campaign with its position in the upstream's list, which is what a cursor records.
-    const found: { position: number; campaign: Campaign }[] = [];
+    const found: { position: number; campaign: ListedCampaign }[] = [];
     let page = Math.floor(offset / BRAZE_PAGE_SIZE);
     // Enough pages for one campaign more than asked for, which says whether there is a next page.
     const lastPage = Math.floor((offset + first) / BRAZE_PAGE_SIZE);
@@ -105,19 +105,16 @@ export class BrazeCampaignReader implements CampaignReader {
   }
 }
 
-/** The list carries no description, draft flag or creation time; `campaign(id)` has them. */
-function fromListItem(workspaceId: string, item: Record<string, unknown>): Campaign {
-  const edited = date(item.last_edited);
+/** The list carries no description, draft flag or creation time: the entry is partial, and its details have them. */
+function fromListItem(workspaceId: string, item: Record<string, unknown>): ListedCampaign {
   return {
+    partial: true,
     id: String(item.id),
     workspaceId,
     name: text(item.name) ?? '',
-    description: null,
     tagNames: strings(item.tags),
-    draft: false,
     body: { is_api_campaign: item.is_api_campaign === true },
-    createdAt: edited,
-    updatedAt: edited,
+    updatedAt: date(item.last_edited),
     duplicatedFrom: null,
   };
 }

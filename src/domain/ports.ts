@@ -7,6 +7,7 @@ import type {
   JobError,
   JobFilter,
   JobStatus,
+  ListedCampaign,
   NewSecurityEvent,
   Page,
   SecurityEvent,
@@ -396,7 +397,7 @@ export interface CampaignReader {
   readonly validatesOnAccept: boolean;
   /** `requestId`: the request that reads, for an upstream's logs and the calls it makes (upstream mode). */
   get(workspaceId: string, id: string, requestId?: string): Promise<Campaign | null>;
-  list(workspaceId: string, first: number, after: string | null, requestId?: string): Promise<Page<Campaign>>;
+  list(workspaceId: string, first: number, after: string | null, requestId?: string): Promise<Page<ListedCampaign>>;
 }
 
 /**

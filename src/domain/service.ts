@@ -8,7 +8,7 @@ import { PERMISSIONS, type Permission } from './permissions.js';
 import type { AuthFailureLimiter, CampaignReader, Clock, EventBudget, GatewayStore, Quota, UpstreamPause } from './ports.js';
 import { RefusalEvents, type RefusalEventType } from './refusal-events.js';
 import { SecurityEventReads, type SecurityEventDownload } from './security-event-reads.js';
-import type { Campaign, Channel, DuplicationJob, Page, Principal, SecurityEvent, SecurityEventFilter } from './types.js';
+import type { Campaign, Channel, DuplicationJob, ListedCampaign, Page, Principal, SecurityEvent, SecurityEventFilter } from './types.js';
 import type { RawDuplicateCampaignInput } from './validation.js';
 
 export { AUTH_REFUSALS, type AuthRefusal, type ClientBlock, type LoggedOperation, type RequestContext, type RequestLog, type RequestTrace } from './authentication.js';
@@ -242,9 +242,18 @@ export class GatewayService {
     return this.eventReads.downloadSecurityEvents(principal, raw);
   }
 
-  async listCampaigns(principal: Principal, first: number, after: string | null | undefined): Promise<Page<Campaign>> {
+  async listCampaigns(principal: Principal, first: number, after: string | null | undefined): Promise<Page<ListedCampaign>> {
     await this.authorize(principal, 'campaigns.list');
     return this.deps.campaigns.list(principal.workspaceId, pageSize(first), after ?? null, principal.requestId);
+  }
+
+  /**
+   * The details of a partial list entry (upstream mode), read as `campaign(id)` reads them, from the same budget.
+   * `campaigns.list` is enough: it grants every field of a list's entries, as it does in local mode.
+   */
+  async listedCampaignDetails(principal: Principal, id: string): Promise<Campaign | null> {
+    await this.authorize(principal, 'campaigns.list');
+    return this.deps.campaigns.get(principal.workspaceId, id, principal.requestId);
   }
 
   async getCampaign(principal: Principal, id: string): Promise<Campaign | null> {

@@ -78,6 +78,15 @@ export interface Campaign {
   duplicatedFrom: string | null;
 }
 
+/** What Braze's campaign list leaves out: only a campaign's own details say them. */
+export type CampaignDetailField = 'description' | 'draft' | 'createdAt';
+
+/**
+ * A campaign as a list gives it: whole from the gateway's store; from Braze's list without what the list leaves
+ * out (`partial`), which nothing may make up: a caller that asks for it gets it from the campaign's details.
+ */
+export type ListedCampaign = Campaign | (Omit<Campaign, CampaignDetailField> & { partial: true });
+
 /** Every code a job's error can carry: local duplication, the worker, and upstream mode. */
 export const JOB_ERROR_CODES = [
   'CAMPAIGN_NOT_FOUND',

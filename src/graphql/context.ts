@@ -1,6 +1,6 @@
 import { isGatewayError, type ErrorCode, type GatewayError, type RateLimitState } from '../domain/errors.js';
 import { AUTH_REFUSALS, type GatewayService, type RequestContext } from '../domain/service.js';
-import type { Principal } from '../domain/types.js';
+import type { Campaign, Principal } from '../domain/types.js';
 
 export interface GraphQLContext {
   service: GatewayService;
@@ -25,6 +25,11 @@ export interface GraphQLContext {
    * pending jobs asks it for each job's pollAfterSeconds.
    */
   upstreamPausedMs(): Promise<number>;
+  /**
+   * The details of a partial entry of the campaign list (upstream mode), read once per campaign per request
+   * however many entries and fields ask, and at most LISTED_DETAILS_CONCURRENCY at once.
+   */
+  listedCampaignDetails(id: string): Promise<Campaign | null>;
   /** The quota after the last point this request took, for the X-RateLimit-* headers. */
   rateLimit?: RateLimitState;
 }
@@ -49,6 +54,36 @@ const authenticationRefusals = new WeakSet<GatewayError>();
 /** Whether `error` is the refusal of a request's key, as principal() raised it to each field that asked. */
 export const isAuthenticationRefusal = (error: unknown): boolean => isGatewayError(error) && authenticationRefusals.has(error);
 
+/** Upstream reads of one request's list entries in flight at once: a page of 200 does not open 200 connections. */
+export const LISTED_DETAILS_CONCURRENCY = 4;
+
+/** Each id loaded once (a failure too: asking again would spend another read), `concurrency` loads at a time. */
+export function onceEach<T>(load: (id: string) => Promise<T>, concurrency: number): (id: string) => Promise<T> {
+  const loaded = new Map<string, Promise<T>>();
+  const waiting: (() => void)[] = [];
+  let running = 0;
+  const run = async (id: string): Promise<T> => {
+    if (running < concurrency) running += 1;
+    else await new Promise<void>((resolve) => waiting.push(resolve));
+    try {
+      return await load(id);
+    } finally {
+      // The slot passes to the next load waiting, if any.
+      const next = waiting.shift();
+      if (next) next();
+      else running -= 1;
+    }
+  };
+  return (id) => {
+    let promise = loaded.get(id);
+    if (!promise) {
+      promise = run(id);
+      loaded.set(id, promise);
+    }
+    return promise;
+  };
+}
+
 /**
  * `checked`: the principal the request's headers were authenticated as before its body was read, if they were;
  * checked again on first use when the body came late.
@@ -58,7 +93,7 @@ export function createContext(service: GatewayService, request: RequestContext, 
   let principal: Promise<Principal> | undefined;
   let upstreamPaused: Promise<number> | undefined;
   const authentication: GraphQLContext['authentication'] = {};
-  return {
+  const context: GraphQLContext = {
     service,
     request,
     requestId: request.requestId,
@@ -72,5 +107,7 @@ export function createContext(service: GatewayService, request: RequestContext, 
         throw error;
       })),
     upstreamPausedMs: () => (upstreamPaused ??= service.upstreamPausedMs()),
+    listedCampaignDetails: onceEach(async (id) => service.listedCampaignDetails(await context.principal(), id), LISTED_DETAILS_CONCURRENCY),
   };
+  return context;
 }

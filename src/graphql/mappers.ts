@@ -21,15 +21,13 @@ export const toGraphQLJob = (job: domain.DuplicationJob): DuplicationJob => ({
   runAt: job.runAt,
 });
 
-export const toGraphQLCampaign = (campaign: domain.Campaign): Campaign => ({
+export const toGraphQLCampaign = (campaign: domain.ListedCampaign): Campaign => ({
   id: campaign.id,
   name: campaign.name,
-  description: campaign.description,
   tagNames: campaign.tagNames,
-  draft: campaign.draft,
-  createdAt: campaign.createdAt,
   updatedAt: campaign.updatedAt,
   duplicatedFrom: campaign.duplicatedFrom,
+  details: 'partial' in campaign ? null : { description: campaign.description, draft: campaign.draft, createdAt: campaign.createdAt },
 });
 
 export const toGraphQLEvent = (event: domain.SecurityEvent): SecurityEvent => ({

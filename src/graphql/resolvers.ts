@@ -1,5 +1,6 @@
 import { Arg, Ctx, FieldResolver, ID, Int, Mutation, Query, Resolver, Root } from 'type-graphql';
-import type { SecurityEventType as DomainEventType, JobStatus } from '../domain/types.js';
+import { GatewayError } from '../domain/errors.js';
+import type { Campaign as DomainCampaign, CampaignDetailField, SecurityEventType as DomainEventType, JobStatus } from '../domain/types.js';
 import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from '../domain/service.js';
 import { recordRateLimit, type GraphQLContext } from './context.js';
 import { toConnection, toGraphQLCampaign, toGraphQLEvent, toGraphQLJob, toGraphQLViewer } from './mappers.js';
@@ -71,6 +72,41 @@ export class DuplicationResolver {
   async campaign(@Arg('id', () => ID, { description: "The campaign's id." }) id: string, @Ctx() context: GraphQLContext): Promise<Campaign | null> {
     const campaign = await context.service.getCampaign(await context.principal(), id);
     return campaign ? toGraphQLCampaign(campaign) : null;
+  }
+}
+
+/** What the field answers on an entry of the upstream's campaign list, and what refuses it. */
+const FROM_DETAILS =
+  "On an entry of campaigns in upstream mode, read from the campaign's details: one upstream read per campaign and request, taken from the workspace's budget of upstream reads; null, with an error at its path, when that read is refused or fails.";
+
+type CampaignDetails = Pick<DomainCampaign, CampaignDetailField>;
+
+/** Known already (local mode, `campaign`), without a promise; or read for this partial list entry. */
+function detail<F extends CampaignDetailField>(campaign: Campaign, context: GraphQLContext, field: F): CampaignDetails[F] | Promise<CampaignDetails[F]> {
+  if (campaign.details) return campaign.details[field];
+  return context.listedCampaignDetails(campaign.id).then((found) => {
+    // Deleted upstream since it was listed: there is nothing to answer with.
+    if (!found) throw new GatewayError('UPSTREAM_ERROR', `The upstream no longer has campaign ${campaign.id}`);
+    return found[field];
+  });
+}
+
+/** The fields that Braze's campaign list leaves out, which an entry of it reads from the campaign's details. */
+@Resolver(() => Campaign)
+export class CampaignResolver {
+  @FieldResolver(() => String, { nullable: true, description: `The campaign's description; null when it has none. ${FROM_DETAILS}` })
+  description(@Root() campaign: Campaign, @Ctx() context: GraphQLContext): string | null | Promise<string | null> {
+    return detail(campaign, context, 'description');
+  }
+
+  @FieldResolver(() => Boolean, { nullable: true, description: `True while the campaign is a draft. ${FROM_DETAILS}` })
+  draft(@Root() campaign: Campaign, @Ctx() context: GraphQLContext): boolean | Promise<boolean> {
+    return detail(campaign, context, 'draft');
+  }
+
+  @FieldResolver(() => Date, { nullable: true, description: `When the campaign was made. ${FROM_DETAILS}` })
+  createdAt(@Root() campaign: Campaign, @Ctx() context: GraphQLContext): Date | Promise<Date> {
+    return detail(campaign, context, 'createdAt');
   }
 }
 

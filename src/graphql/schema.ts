@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import type { GraphQLSchema } from 'graphql';
 import { buildSchema } from 'type-graphql';
-import { DuplicationJobResolver, DuplicationResolver, SecurityEventResolver, ViewerResolver } from './resolvers.js';
+import { CampaignResolver, DuplicationJobResolver, DuplicationResolver, SecurityEventResolver, ViewerResolver } from './resolvers.js';
 import { scalarsMap } from './types.js';
 
 const QUERY_DESCRIPTION =
@@ -13,7 +13,7 @@ let schema: Promise<GraphQLSchema> | undefined;
 /** The schema is the same for every app in a process; build it once. */
 export function gatewaySchema(): Promise<GraphQLSchema> {
   schema ??= buildSchema({
-    resolvers: [DuplicationResolver, DuplicationJobResolver, SecurityEventResolver, ViewerResolver],
+    resolvers: [DuplicationResolver, DuplicationJobResolver, CampaignResolver, SecurityEventResolver, ViewerResolver],
     scalarsMap,
     validate: false,
     emitSchemaFile: false,

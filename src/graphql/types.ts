@@ -2,7 +2,7 @@ import { GraphQLScalarType, Kind } from 'graphql';
 import { DateTimeResolver, JSONObjectResolver } from 'graphql-scalars';
 import { Field, ID, InputType, Int, ObjectType, registerEnumType } from 'type-graphql';
 import { PERMISSIONS } from '../domain/permissions.js';
-import { CHANNELS, JOB_ERROR_CODES, JOB_STATUSES, SECURITY_EVENT_TYPES } from '../domain/types.js';
+import { CHANNELS, JOB_ERROR_CODES, JOB_STATUSES, SECURITY_EVENT_TYPES, type Campaign as DomainCampaign, type CampaignDetailField } from '../domain/types.js';
 import { CHARACTERS, eventTimeBound, LIMITS } from '../domain/validation.js';
 
 /** What every connection's edges, cursors and pageInfo are. */
@@ -149,23 +149,23 @@ export class Campaign {
   @Field(() => String, { description: "The campaign's name." })
   name!: string;
 
-  @Field(() => String, { nullable: true, description: "The campaign's description; null when it has none." })
-  description!: string | null;
-
   @Field(() => [String], { description: "The campaign's tags." })
   tagNames!: string[];
-
-  @Field(() => Boolean, { description: 'True while the campaign is a draft.' })
-  draft!: boolean;
-
-  @Field(() => Date, { description: 'When the campaign was made.' })
-  createdAt!: Date;
 
   @Field(() => Date, { description: 'When the campaign last changed.' })
   updatedAt!: Date;
 
-  @Field(() => ID, { nullable: true, description: 'The campaign this one was copied from.' })
+  @Field(() => ID, {
+    nullable: true,
+    description: 'The campaign this one was copied from; null when it is not a copy, and always in upstream mode, where the upstream does not say.',
+  })
   duplicatedFrom!: string | null;
+
+  /**
+   * Not a field: description, draft and createdAt (CampaignResolver), or null on an entry of the upstream's list,
+   * which leaves them out.
+   */
+  details!: Pick<DomainCampaign, CampaignDetailField> | null;
 }
 
 @ObjectType({ description: "Where a page stands in its list (Relay's PageInfo)." })

@@ -193,3 +193,126 @@ describe.each(readBackends)('upstream mode: each workspace has its own budget of
     expect(Object.values(unaffected.body.data)).toEqual(Array.from({ length: BUDGET }, () => ({ id: 'cmp-0001' })));
   });
 });
+
+// What Braze's list leaves out.
+const DETAIL_FIELDS = 'description draft createdAt';
+// Created a day before their last edit, so that a creation time taken from the edit shows.
+const listedCampaigns = (count: number) =>
+  sampleCampaigns(count).map((campaign) => ({ ...campaign, created_at: new Date(Date.parse(campaign.updated_at) - 86_400_000).toISOString() }));
+const LIST_WITH_DETAILS = `query ($first: Int) {
+  campaigns(first: $first) { edges { node { id name description tagNames draft createdAt updatedAt duplicatedFrom } } }
+}`;
+
+interface ListedNode {
+  id: string;
+  [field: string]: unknown;
+}
+const nodesOf = (response: { body: { data: { campaigns: { edges: { node: ListedNode }[] } } } }) =>
+  response.body.data.campaigns.edges.map((edge) => edge.node);
+
+describe("upstream mode: a list entry's fields the upstream's list leaves out come from the campaign's details", () => {
+  const BUDGET = 6;
+  let fake: FakeBraze;
+  let gateway: TestGateway;
+
+  beforeAll(async () => {
+    fake = await startFakeBraze(UPSTREAM_KEY, listedCampaigns(8));
+    gateway = await startGateway({ UPSTREAM_URL: fake.url, UPSTREAM_API_KEY: UPSTREAM_KEY, UPSTREAM_READ_RATE_LIMIT: String(BUDGET) });
+  });
+  afterAll(async () => {
+    await gateway?.close();
+    await fake?.close();
+  });
+
+  it('answers each entry as campaign(id) answers it, to a key that may only list', async () => {
+    const ws = await gateway.workspace();
+    const { key } = await ws.addKey(['campaigns.list']);
+    const list = await graphql(gateway.baseUrl, key, LIST_WITH_DETAILS, { first: 4 });
+    expect(list.body.errors).toBeUndefined();
+    const nodes = nodesOf(list);
+    expect(nodes.map((node) => node.id)).toEqual(['cmp-0008', 'cmp-0007', 'cmp-0006', 'cmp-0005']);
+    // campaign(id) read by another workspace, whose budget is its own.
+    const other = await gateway.workspace();
+    for (const node of nodes) {
+      const single = await graphql(gateway.baseUrl, other.key, CAMPAIGN, { id: node.id });
+      expect(node).toEqual(single.body.data.campaign);
+    }
+    // Both kinds of entry are in the page: with and without a description, drafts and not.
+    expect(new Set(nodes.map((node) => node.draft))).toEqual(new Set([true, false]));
+    expect(nodes.some((node) => node.description === null)).toBe(true);
+  });
+
+  it('reads no details for a list that does not select those fields', async () => {
+    const ws = await gateway.workspace();
+    const before = fake.requests.length;
+    const list = await graphql(gateway.baseUrl, ws.key, CAMPAIGNS, { first: 8 });
+    expect(list.body.errors).toBeUndefined();
+    expect(list.body.data.campaigns.edges).toHaveLength(8);
+    // The list took one read of the budget, no more: the rest is there for campaign fields, which the answer
+    // to this request follows, so that a details read the list had started in the background would show.
+    const fields = await graphql(gateway.baseUrl, ws.key, `{ ${Array.from({ length: BUDGET }, (_, index) => `c${index}: campaign(id: "cmp-0001") { id }`).join(' ')} }`);
+    expect(fields.body.errors).toEqual([expect.objectContaining({ extensions: expect.objectContaining({ code: 'RATE_LIMITED' }) })]);
+    expect(fake.requests.slice(before).map((request) => request.path)).toEqual(['/campaigns/list', ...Array<string>(BUDGET - 1).fill('/campaigns/details')]);
+  });
+
+  it('reads the details of a campaign once per request, however many entries and fields ask', async () => {
+    const ws = await gateway.workspace();
+    const before = fake.requestsTo(DETAILS).length;
+    const response = await graphql(
+      gateway.baseUrl,
+      ws.key,
+      `{ a: campaigns(first: 2) { edges { node { id ${DETAIL_FIELDS} } } } b: campaigns(first: 2) { edges { node { id description again: draft } } } }`,
+    );
+    expect(response.body.errors).toBeUndefined();
+    expect(response.body.data.a.edges).toHaveLength(2);
+    const asked = fake.requestsTo(DETAILS).slice(before).map((request) => request.query.campaign_id);
+    expect(asked.sort()).toEqual(['cmp-0007', 'cmp-0008']);
+  });
+
+  it("refuses at its own path a field whose details read is past the budget or fails, and answers the rest", async () => {
+    const ws = await gateway.workspace();
+    const before = fake.requests.length;
+    // One read for the list, then one per entry: two entries past the budget.
+    const response = await graphql(gateway.baseUrl, ws.key, `{ campaigns(first: ${BUDGET + 1}) { edges { node { id name draft description } } } }`);
+    expect(response.status).toBe(200);
+    expect(fake.requests.length - before).toBe(BUDGET);
+    const nodes = nodesOf(response);
+    expect(nodes).toHaveLength(BUDGET + 1);
+    const refused = nodes.filter((node) => node.draft === null);
+    expect(refused).toHaveLength(2);
+    for (const node of refused) {
+      expect(node).toEqual({ id: node.id, name: expect.stringMatching(/^Campaign /), draft: null, description: null });
+    }
+    expect(response.body.errors).toHaveLength(4);
+    for (const error of response.body.errors) {
+      expect(error).toMatchObject({ message: UPSTREAM_READS_SPENT_MESSAGE, extensions: { code: 'RATE_LIMITED', retryAfterSeconds: expect.any(Number) } });
+      const [root, edges, index, node, field] = error.path;
+      expect([root, edges, node]).toEqual(['campaigns', 'edges', 'node']);
+      expect(refused).toContain(nodes[index]);
+      expect(['draft', 'description']).toContain(field);
+    }
+
+    const fresh = await gateway.workspace();
+    fake.script(DETAILS, { status: 500, json: { message: 'Internal Server Error' } });
+    const failing = await graphql(gateway.baseUrl, fresh.key, `{ campaigns(first: 2) { edges { node { id createdAt } } } }`);
+    expect(failing.status).toBe(200);
+    expect(failing.body.errors).toEqual([
+      {
+        message: 'The upstream answered 500: Internal Server Error',
+        locations: expect.any(Array),
+        path: ['campaigns', 'edges', expect.any(Number), 'node', 'createdAt'],
+        extensions: { code: 'SERVICE_UNAVAILABLE' },
+      },
+    ]);
+    expect(nodesOf(failing).filter((node) => node.createdAt === null)).toHaveLength(1);
+    expect(nodesOf(failing).map((node) => node.id)).toEqual(['cmp-0008', 'cmp-0007']);
+
+    // Deleted upstream between the list and its details: no value to answer with.
+    fake.script(DETAILS, { status: 400, json: { message: 'Invalid campaign_id' } });
+    const deleted = await graphql(gateway.baseUrl, fresh.key, `{ campaigns(first: 1) { edges { node { id description } } } }`);
+    expect(deleted.body).toEqual({
+      data: { campaigns: { edges: [{ node: { id: 'cmp-0008', description: null } }] } },
+      errors: [expect.objectContaining({ message: 'The upstream no longer has campaign cmp-0008', path: ['campaigns', 'edges', 0, 'node', 'description'], extensions: { code: 'UPSTREAM_ERROR' } })],
+    });
+  });
+});
