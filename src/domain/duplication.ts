@@ -34,8 +34,27 @@ const stateOf = ({ limit, remaining, resetAt }: QuotaTaken): RateLimitState => (
 
 /** A reservation whose request never produced a job (the process died) is given up after this long. */
 const IDEMPOTENCY_RESERVATION_MS = 60_000;
+/**
+ * A reservation this young may still have its request working on it: accepting takes milliseconds, but one
+ * statement may wait up to PostgreSQL's statement timeout (10 s).
+ */
+const YOUNG_RESERVATION_MS = 10_000;
 /** Past this many, the reservations left unreleased are forgotten: they expire on their own after a minute. */
 const MAX_UNRELEASED_RESERVATIONS = 10_000;
+
+/**
+ * How long a repeat should wait before asking again about a key reserved with no job yet. A young reservation
+ * gets a second. An older one is likely left by a request that died (a crash on PostgreSQL, whose reservations
+ * no instance frees): it gets as long as it has already lasted, so that a client doing as told doubles the age
+ * at each retry (about a dozen 409s before the minute is up, rather than sixty), but never past the first
+ * second at which `now`'s clock gives it up, so the retry that follows the advice can replace it.
+ */
+function inFlightRetryAfterSeconds(holder: IdempotencyRecord, now: Date): number {
+  const ageMs = now.getTime() - holder.createdAt.getTime();
+  if (ageMs < YOUNG_RESERVATION_MS) return 1;
+  const givenUpAt = Math.min(holder.createdAt.getTime() + IDEMPOTENCY_RESERVATION_MS, holder.expiresAt.getTime());
+  return Math.max(1, Math.min(Math.ceil(ageMs / 1000), Math.floor((givenUpAt - now.getTime()) / 1000) + 1));
+}
 
 function parseIdempotencyKey(key: string): string {
   if (key.length === 0 || key.length > LIMITS.idempotencyKeyLength || !/^[\x21-\x7e]+$/.test(key)) {
@@ -305,7 +324,7 @@ export class Duplication {
    */
   private async replay(principal: Principal, holder: IdempotencyRecord, requestHash: string, raw: unknown): Promise<DuplicationAccepted> {
     // No job yet, so no telling whose request it is: the same answer for every caller and every input.
-    if (holder.jobId === null) throw new GatewayError('IDEMPOTENCY_IN_FLIGHT', undefined, { retryAfterSeconds: 1 });
+    if (holder.jobId === null) throw new GatewayError('IDEMPOTENCY_IN_FLIGHT', undefined, { retryAfterSeconds: inFlightRetryAfterSeconds(holder, this.deps.clock.now()) });
     const job = await this.deps.store.getJob(principal.workspaceId, holder.jobId);
     // The job was pruned while its key was still kept, which the configuration prevents (keys live no longer
     // than finished jobs) unless retention was shortened since: refused, since the copy was made.

@@ -5,6 +5,7 @@ import { dependencyUnavailable } from '../../src/domain/errors.js';
 import type { GatewayStore } from '../../src/domain/ports.js';
 import { ManualClock } from '../support/clock.js';
 import { startGateway, storeHeldOn, waitFor, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { STORES } from '../support/stores.js';
 import { transports, type DuplicateArgs, type DuplicateOutcome } from '../support/transports.js';
 
 let gateway: TestGateway;
@@ -429,4 +430,43 @@ it('treats the same key and body as one request whichever transport repeats it',
   const viaRest = await transports[0].duplicate(gateway.baseUrl, team.key, args, { idempotencyKey: 'cross' });
   const viaGraphQL = await transports[1].duplicate(gateway.baseUrl, team.key, args, { idempotencyKey: 'cross' });
   expect(viaGraphQL.jobId).toBe(viaRest.jobId);
+});
+
+describe.each(STORES.filter((store) => !store.skip))('a reservation left by a request that died, on $name', (store) => {
+  const clock = new ManualClock();
+  let orphaned: TestGateway;
+
+  beforeAll(async () => {
+    orphaned = await store.startGateway({ WORKER_CONCURRENCY: '0' }, { clock });
+  });
+
+  afterAll(async () => {
+    await orphaned?.close();
+  });
+
+  const retryAfter = (outcome: DuplicateOutcome): number =>
+    Number(outcome.status === 409 ? outcome.response.headers['retry-after'] : outcome.response.body.errors[0].extensions.retryAfterSeconds);
+
+  it.each(transports)('tells a retry over $name to wait a second while it is young, then as long as it has lasted, never past its minute', async (transport) => {
+    const team = await orphaned.workspace();
+    const args = { campaignId: team.campaign.id, name: 'accepted when the gateway was killed' };
+    const key = `killed-${transport.name}`;
+    // What a kill between the reservation and the job's commit leaves: a reservation without a job, which no
+    // instance frees on PostgreSQL.
+    const reservedAt = clock.now();
+    const left = { workspaceId: team.workspace.id, key, requestHash: '0'.repeat(64), jobId: null, createdAt: reservedAt, expiresAt: new Date(reservedAt.getTime() + HOUR) };
+    expect(await orphaned.app.store.reserveIdempotencyKey(left, reservedAt)).toBeNull();
+    const waits: number[] = [];
+    for (const ageMs of [0, 9_999, 10_000, 25_400, 50_500, 59_999]) {
+      clock.advance(reservedAt.getTime() + ageMs - clock.now().getTime());
+      const retry = await transport.duplicate(orphaned.baseUrl, team.key, args, { idempotencyKey: key });
+      expect([retry.code, retry.jobId]).toEqual(['CONFLICT', null]);
+      waits.push(retryAfter(retry));
+    }
+    expect(waits).toEqual([1, 1, 10, 26, 10, 1]);
+    clock.advance(2);
+    const past = await transport.duplicate(orphaned.baseUrl, team.key, args, { idempotencyKey: key });
+    expect(past.jobId).not.toBeNull();
+    expect(await requested(team, orphaned)).toBe(1);
+  });
 });
