@@ -25,6 +25,11 @@ export interface ListOptions {
    * an empty page would read as the end of a list that goes on past a pruned event.
    */
   beforeId?: string;
+  /**
+   * Events only: return rows strictly after (newer than) the workspace's event with this id, in the same order;
+   * combines with the other bounds. When the workspace has no such event the read rejects with `eventCursorGone`.
+   */
+  afterId?: string;
 }
 
 export interface JobOutcome {

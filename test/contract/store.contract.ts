@@ -678,6 +678,53 @@ export function storeContract(name: string, harness: StoreHarness): void {
       }
     });
 
+    it('lists after an event the events recorded after it, in the order they were recorded, whatever their times, paged down to it', async () => {
+      // Stamped out of the order they are recorded in, as events stamped before a slow commit are.
+      const stamps = [5000, 1000, 9000, 3000, 7000, 2000, 8000];
+      const written: SecurityEvent[] = [];
+      for (const [i, time] of stamps.entries()) {
+        await store.insertEvent(eventFixture(ws, { occurredAt: at(time), details: { i } }));
+        written.push((await store.listEvents(ws, {}, { first: 1 }))[0]);
+      }
+      await store.insertEvent(eventFixture(other, { occurredAt: at(4000) }));
+      const from = written[2];
+      const recordedAfter = [6, 5, 4, 3];
+      const listed = async (filter: SecurityEventFilter, first: number) => {
+        const seen: number[] = [];
+        let beforeSeq: number | undefined;
+        for (;;) {
+          const page = await store.listEvents(ws, filter, { first, beforeSeq, afterId: from.id });
+          seen.push(...page.map((e) => e.details.i as number));
+          if (page.length < first) return seen;
+          beforeSeq = page.at(-1)!.seq;
+        }
+      };
+      for (const first of [1, 2, 100]) {
+        expect(await listed({}, first)).toEqual(recordedAfter);
+        // With a time window, both bounds apply: events recorded after `from` stamped within it.
+        expect(await listed({ since: at(2000), until: at(8000) }, first)).toEqual([5, 4, 3]);
+        expect(await listed({ types: ['CAMPAIGN_DUPLICATION_REQUESTED', 'PERMISSION_DENIED'], since: at(0) }, first)).toEqual(recordedAfter);
+      }
+      expect(await store.listEvents(ws, {}, { first: 10, afterId: written[6].id })).toEqual([]);
+    });
+
+    it("refuses to list after an event that was pruned, or is another workspace's, rather than answer a short list", async () => {
+      for (let i = 0; i < 4; i += 1) await store.insertEvent(eventFixture(ws, { occurredAt: at(i * 1000), details: { i } }));
+      const otherEvent = eventFixture(other, { occurredAt: at(500) });
+      await store.insertEvent(otherEvent);
+      const [, , , oldest] = await store.listEvents(ws, {}, { first: 4 });
+      expect((await store.pruneEvents(at(1500), 100, null)).deleted).toBe(3);
+      const gone = {
+        code: 'BAD_USER_INPUT',
+        issues: [{ field: 'after', message: "names no event of this workspace (deleted once past its retention period, or never this workspace's): start again from the first page" }],
+      };
+      for (const filter of [{}, { since: at(0), until: at(9000) }, { types: ['CAMPAIGN_DUPLICATION_REQUESTED', 'PERMISSION_DENIED'] }] as SecurityEventFilter[]) {
+        for (const afterId of [oldest.id, otherEvent.id]) {
+          await expect(store.listEvents(ws, filter, { first: 10, afterId }), JSON.stringify(filter)).rejects.toMatchObject(gone);
+        }
+      }
+    });
+
     it("leaves out the events of types a newer version wrote, filling each page from the known ones behind them, unless asked for every type", async () => {
       const jobId = randomUUID();
       const keyId = randomUUID();

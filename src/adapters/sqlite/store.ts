@@ -541,10 +541,17 @@ export class SqliteStore implements GatewayStore {
       where.push(`seq < min(${end}, ${EVENT_WINDOW_SQL.firstFromUntil('workspace_id = @workspaceId', '@untilSeek')})`);
       params.untilSeek = seeks.until.getTime();
     }
+    // One lower bound, as pageEnd makes one upper bound: `max` is NULL, matching no row, when the cursor's row is gone.
+    const starts: string[] = [];
     if (seeks.since !== undefined) {
-      where.push(`seq > ${EVENT_WINDOW_SQL.lastBeforeSince('workspace_id = @workspaceId', '@sinceSeek')}`);
+      starts.push(EVENT_WINDOW_SQL.lastBeforeSince('workspace_id = @workspaceId', '@sinceSeek'));
       params.sinceSeek = seeks.since.getTime();
     }
+    if (options.afterId !== undefined) {
+      starts.push(rowSeq('security_events', '@workspaceId', '@afterId'));
+      params.afterId = options.afterId;
+    }
+    if (starts.length > 0) where.push(`seq > ${starts.length === 1 ? starts[0] : `max(${starts.join(', ')})`}`);
     if (filter.jobId !== undefined) {
       where.push('job_id = @jobId');
       params.jobId = filter.jobId;
@@ -586,10 +593,9 @@ export class SqliteStore implements GatewayStore {
       text = `${types.map((_, position) => branch(position)).join(' UNION ALL ')} ${newest}`;
     }
     const rows = this.readAll(text, params);
-    // A cursor's row that is gone lists nothing (pageEnd): told apart from the end of the list only then.
-    if (rows.length === 0 && options.beforeId !== undefined && this.read(`SELECT ${rowSeq('security_events', '?', '?')} AS seq`, workspaceId, options.beforeId)!.seq === null) {
-      throw eventCursorGone();
-    }
+    // A cursor's row that is gone lists nothing (pageEnd, the lower bound): told apart from the end of the list only then.
+    const gone = (id: string | undefined) => id !== undefined && this.read(`SELECT ${rowSeq('security_events', '?', '?')} AS seq`, workspaceId, id)!.seq === null;
+    if (rows.length === 0 && (gone(options.beforeId) || gone(options.afterId))) throw eventCursorGone();
     return rows.map(rowToEvent);
   }
 }
