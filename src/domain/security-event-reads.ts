@@ -2,7 +2,7 @@
 // security_events.read sees of its own), and the download (its slot, its budget, its batches, and the event
 // recording it).
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { decodeRowCursor } from './cursor.js';
+import { decodeRowCursor, eventCursorGone } from './cursor.js';
 import type { DownloadSlot } from './download-slots.js';
 import { GatewayError } from './errors.js';
 import { isGatewayId } from './ids.js';
@@ -26,9 +26,19 @@ const DOWNLOAD_BATCH_BYTES = 1024 * 1024;
  */
 export const DOWNLOAD_BATCH_SIZE = Math.floor(DOWNLOAD_BATCH_BYTES / (2 * MAX_EVENT_TEXT_UNITS + 1024));
 
+/** What a download was asked for, as a transport received it (query string values). */
+export interface SecurityEventDownloadQuery {
+  start?: unknown;
+  end?: unknown;
+  after?: unknown;
+}
+
 export interface SecurityEventDownload {
-  range: EventRange;
-  /** The workspace's events in the range, newest first, read from the store batch by batch as they are consumed. */
+  /** Null for a download by `after` alone. */
+  range: EventRange | null;
+  /** The id of the event the download lists the events recorded after, when it was given. */
+  after: string | null;
+  /** The workspace's events in the range and after `after`, newest first, read from the store batch by batch as they are consumed. */
   events: AsyncIterable<SecurityEvent>;
   /**
    * The download's slot: give it back once the download has ended, however it ended (sent, client gone, failed,
@@ -83,15 +93,25 @@ export class SecurityEventReads {
    * each one's event would otherwise let one key fill the store and bury the log), then the first batch, then the SECURITY_EVENTS_DOWNLOADED event, so that a refusal or a failing store is an error
    * response, not a cut stream. A download that cannot be recorded is refused: a stolen key must not read the
    * log unseen. Recorded after the first batch, which is the newest, so that the download does not list itself.
+   *
+   * `after` (an event id) lists only the events recorded after that one, in the order `securityEvents` pages in
+   * (commit order within the workspace), so that a collector that keeps the first row's id misses nothing that
+   * commits later, as a range ending near now can. Without a range it needs none; with one, both apply. An `after`
+   * that names no event of the workspace is refused as GraphQL refuses such a cursor (the store's own check, for a
+   * pruned or foreign event): an empty download would hide the gap from the collector.
    */
-  async downloadSecurityEvents(principal: Principal, raw: { start?: unknown; end?: unknown }): Promise<SecurityEventDownload> {
+  async downloadSecurityEvents(principal: Principal, raw: SecurityEventDownloadQuery): Promise<SecurityEventDownload> {
     await this.access.authorize(principal, 'security_events.read');
-    const range = parseEventRange(raw);
+    const after = raw.after === undefined || raw.after === '' ? null : raw.after;
+    if (after !== null && !(typeof after === 'string' && isGatewayId(after))) throw eventCursorGone();
+    const noRange = [raw.start, raw.end].every((bound) => bound === undefined || bound === '');
+    const range = after !== null && noRange ? null : parseEventRange(raw);
     const { store } = this.deps;
     // Every event, a newer version's types too: the CSV's EventName is text, and an audit export must not miss any.
-    const filter: SecurityEventFilter = { since: range.start, until: range.end, unknownTypes: true };
+    const filter: SecurityEventFilter = { since: range?.start, until: range?.end, unknownTypes: true };
     const slot = this.deps.downloads.acquire(principal.workspaceId, principal.keyId);
-    const read = (beforeSeq?: number) => store.listEvents(principal.workspaceId, filter, { first: DOWNLOAD_BATCH_SIZE, beforeSeq });
+    const afterId = after ?? undefined;
+    const read = (beforeSeq?: number) => store.listEvents(principal.workspaceId, filter, { first: DOWNLOAD_BATCH_SIZE, beforeSeq, afterId });
     let first: SecurityEvent[];
     try {
       const budget = await this.deps.downloadEvents.take(principal.keyId);
@@ -103,7 +123,10 @@ export class SecurityEventReads {
       first = await read();
       await store.insertEvent(
         requestEvent(this.deps.clock, principal, 'SECURITY_EVENTS_DOWNLOADED', {
-          details: { start: range.start.toISOString(), end: range.end.toISOString() },
+          details: {
+            ...(range && { start: range.start.toISOString(), end: range.end.toISOString() }),
+            ...(after !== null && { after }),
+          },
         }),
       );
     } catch (error) {
@@ -122,6 +145,6 @@ export class SecurityEventReads {
         batch = await read(batch[batch.length - 1].seq);
       }
     }
-    return { range, events: events(first), slot };
+    return { range, after, events: events(first), slot };
   }
 }

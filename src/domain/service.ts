@@ -7,7 +7,7 @@ import { pageSize } from './pages.js';
 import { PERMISSIONS, type Permission } from './permissions.js';
 import type { AuthFailureLimiter, CampaignReader, Clock, EventBudget, GatewayStore, Quota, UpstreamPause } from './ports.js';
 import { RefusalEvents, type RefusalEventType } from './refusal-events.js';
-import { SecurityEventReads, type SecurityEventDownload } from './security-event-reads.js';
+import { SecurityEventReads, type SecurityEventDownload, type SecurityEventDownloadQuery } from './security-event-reads.js';
 import type { Campaign, Channel, DuplicationJob, ListedCampaign, Page, Principal, SecurityEvent, SecurityEventFilter } from './types.js';
 import type { RawDuplicateCampaignInput } from './validation.js';
 
@@ -238,7 +238,7 @@ export class GatewayService {
   }
 
   /** Braze's "Security Event Download" (security-event-reads.ts). */
-  downloadSecurityEvents(principal: Principal, raw: { start?: unknown; end?: unknown }): Promise<SecurityEventDownload> {
+  downloadSecurityEvents(principal: Principal, raw: SecurityEventDownloadQuery): Promise<SecurityEventDownload> {
     return this.eventReads.downloadSecurityEvents(principal, raw);
   }
 

@@ -252,7 +252,7 @@ export class SecurityEvent {
       'secret works (null: it stopped at once); earlierSecretCutShortFrom when the rotation ended an earlier overlap, until when ' +
       'that older secret was to work. API_KEY_CREATED, API_KEY_ROTATED and API_KEY_REVOKED: operator, the label ' +
       'the one who ran the key command gave themselves, and reason, each when given; the demo key a first start makes has neither. ' +
-      'SECURITY_EVENTS_DOWNLOADED: start (included) and end (excluded) of the range downloaded. ' +
+      'SECURITY_EVENTS_DOWNLOADED: start (included) and end (excluded) of the range downloaded, when one was given, and after, the id of the event it listed the events recorded after, when given. ' +
       'The events a request causes (CAMPAIGN_DUPLICATION_REQUESTED, PERMISSION_DENIED, API_KEY_REJECTED, SECURITY_EVENTS_DOWNLOADED) also hold requestId, the id the gateway ' +
       "answered that request with (its X-Request-Id header: the caller's own when it sent one of 1 to 128 of A-Z a-z 0-9 . _ : -), " +
       "to find the request in the caller's and the gateway's logs. A job's outcome is not a request's: its CAMPAIGN_DUPLICATION_REQUESTED, " +

@@ -4,9 +4,10 @@ import { Readable, pipeline } from 'node:stream';
 import { stringify } from 'csv-stringify';
 import type { FastifyInstance } from 'fastify';
 import { DOWNLOAD_REPLACEABLE_AFTER_MS } from '../domain/download-slots.js';
+import type { SecurityEventDownloadQuery } from '../domain/security-event-reads.js';
 import type { GatewayService } from '../domain/service.js';
 import type { SecurityEvent, SecurityEventType } from '../domain/types.js';
-import { MAX_EVENT_RANGE_DAYS } from '../domain/validation.js';
+import { MAX_EVENT_RANGE_DAYS, type EventRange } from '../domain/validation.js';
 import { authenticatedErrorResponses } from './openapi.js';
 import { httpRequestContext } from './request-context.js';
 
@@ -54,6 +55,12 @@ async function* csvRecords(events: AsyncIterable<SecurityEvent>): AsyncGenerator
 }
 
 const fileStamp = (date: Date): string => date.toISOString().replace(/[:.]/g, '-');
+
+/** The download's file name, from what it was asked for: an event id is hex digits and hyphens, safe in a file name. */
+function fileName(range: EventRange | null, after: string | null): string {
+  const parts = [...(range ? [fileStamp(range.start), fileStamp(range.end)] : []), ...(after === null ? [] : ['after', after])];
+  return `security_events_${parts.join('_')}.csv`;
+}
 
 const rangeBound = (which: string) => ({
   type: 'string',
@@ -173,7 +180,7 @@ export interface SecurityEventsDownloadOptions {
   clientLimits?: Partial<DownloadClientLimits>;
 }
 
-/** GET /security_events/download: the workspace's events in [start, end) as CSV, streamed. */
+/** GET /security_events/download: the workspace's events in [start, end), or recorded after an event, as CSV, streamed. */
 export async function securityEventsDownloadRoutes(app: FastifyInstance, options: SecurityEventsDownloadOptions): Promise<void> {
   const { service } = options;
   const limits: DownloadClientLimits = {
@@ -182,7 +189,7 @@ export async function securityEventsDownloadRoutes(app: FastifyInstance, options
     mostWaitEarnedMs: DOWNLOAD_MOST_WAIT_EARNED_MS,
     ...options.clientLimits,
   };
-  app.get<{ Querystring: { start?: unknown; end?: unknown } }>(
+  app.get<{ Querystring: SecurityEventDownloadQuery }>(
     '/security_events/download',
     {
       // fastify's automatic HEAD would read the whole range from the store only to throw it away.
@@ -192,8 +199,11 @@ export async function securityEventsDownloadRoutes(app: FastifyInstance, options
         tags: ['security events'],
         summary: 'Download security events as CSV',
         description:
-          `Every security event of the key's workspace from \`start\` (inclusive) to \`end\` (exclusive), newest first, ` +
-          `at most ${MAX_EVENT_RANGE_DAYS} days, with Braze's columns. Needs the permission security_events.read. Streamed. ` +
+          `Every security event of the key's workspace from \`start\` (inclusive) to \`end\` (exclusive), at most ${MAX_EVENT_RANGE_DAYS} days, ` +
+          'or recorded after the event `after`, or both, newest first, with Braze\'s columns. Needs the permission security_events.read. Streamed. ' +
+          '`after` is the way to collect continuously: pass the `event_id` of the first row of the last complete download; ' +
+          'it lists, in the order events were recorded, every event recorded after that one, where a range ending near now ' +
+          'can miss an event stamped before its end that was recorded after the read. ' +
           'Each download is recorded as a SECURITY_EVENTS_DOWNLOADED event before it is sent. ' +
           'A workspace may have only a few downloads in progress at once (2 by default; 429 past that, unless one is the same ' +
           `key's download whose client has taken nothing for ${DOWNLOAD_REPLACEABLE_AFTER_MS / 1000} s, which is ended for the new one), and a download whose ` +
@@ -202,8 +212,17 @@ export async function securityEventsDownloadRoutes(app: FastifyInstance, options
         security: [{ apiKey: [] }],
         querystring: {
           type: 'object',
-          required: ['start', 'end'],
-          properties: { start: rangeBound('Start of the range, inclusive'), end: rangeBound('End of the range, exclusive') },
+          properties: {
+            start: rangeBound('Start of the range, inclusive; required with `end` unless `after` is given'),
+            end: rangeBound('End of the range, exclusive; required with `start` unless `after` is given'),
+            after: {
+              type: 'string',
+              format: 'uuid',
+              description:
+                'An event id (`event_id` in JsonProperties): only the events of the workspace recorded after it. An id that names no event ' +
+                'of the workspace (pruned past EVENT_RETENTION_DAYS, the workspace erased, another workspace\'s, malformed) is refused with 400',
+            },
+          },
         },
         response: {
           200: {
@@ -213,13 +232,17 @@ export async function securityEventsDownloadRoutes(app: FastifyInstance, options
               'content-disposition': {
                 type: 'string',
                 required: true,
-                description: 'An attachment named for the range: `attachment; filename="security_events_<start>_<end>.csv"`',
+                description:
+                  'An attachment named for what was asked: `attachment; filename="security_events_<start>_<end>.csv"`, ' +
+                  '`security_events_after_<after>.csv`, or `security_events_<start>_<end>_after_<after>.csv`',
               },
               'cache-control': { type: 'string', const: 'no-store', required: true, description: 'Security events are never kept by a cache' },
             },
           },
           ...authenticatedErrorResponses([400], {}, {
-            400: `\`start\` or \`end\` is missing or not a date, \`end\` is not after \`start\`, or the range is longer than ${MAX_EVENT_RANGE_DAYS} days; \`errors\` says which`,
+            400:
+              `\`start\` or \`end\` is missing (without \`after\`, or the other is given) or not a date, \`end\` is not after \`start\`, the range is longer than ${MAX_EVENT_RANGE_DAYS} days, ` +
+              'or `after` names no event of the workspace; `errors` says which',
             403: "The key lacks the permission security_events.read, or is used from an address outside the key's IP allowlist",
             429:
               'Too many downloads in progress, for the workspace or on this instance (`Retry-After: 5`), too many downloads by ' +
@@ -234,7 +257,7 @@ export async function securityEventsDownloadRoutes(app: FastifyInstance, options
     },
     async (request, reply) => {
       const principal = await service.authenticate(httpRequestContext(request, 'REST'));
-      const { range, events, slot } = await service.downloadSecurityEvents(principal, request.query);
+      const { range, after, events, slot } = await service.downloadSecurityEvents(principal, request.query);
       // Records wait in the CSV stream one at a time: an event can be tens of kilobytes.
       const csv = stringify({ header: true, columns: [...CSV_COLUMNS], writableHighWaterMark: 1 });
       // Readable.from pulls the next event only when the CSV stream wants more, and pipeline stops paging
@@ -268,7 +291,7 @@ export async function securityEventsDownloadRoutes(app: FastifyInstance, options
       reply.raw.once('close', stopWatching);
       return reply
         .type('text/csv; charset=utf-8')
-        .header('content-disposition', `attachment; filename="security_events_${fileStamp(range.start)}_${fileStamp(range.end)}.csv"`)
+        .header('content-disposition', `attachment; filename="${fileName(range, after)}"`)
         .header('cache-control', 'no-store')
         .send(csv);
     },

@@ -36,6 +36,7 @@ import {
 import { ManualClock } from '../support/clock.js';
 import { LogSink } from '../support/log-sink.js';
 import { spawnGateway, type GatewayProcess } from '../support/process.js';
+import { STORES } from '../support/stores.js';
 
 const COLUMNS = ['CreatedAt', 'EmailAtTimeOfEvent', 'CurrentEmail', 'EventName', 'OtherAccount', 'JsonProperties'];
 
@@ -43,6 +44,21 @@ const rowsOf = (text: string): Record<string, string>[] => parse(text, { columns
 
 const download = (gateway: TestGateway, key: string | null, query: string) =>
   http(gateway.baseUrl, 'GET', `/security_events/download${query}`, { headers: key ? bearer(key) : {} });
+
+const event = (team: TestWorkspace, occurredAt: string, fields: Partial<NewSecurityEvent> = {}): NewSecurityEvent => ({
+  id: randomUUID(),
+  workspaceId: team.workspace.id,
+  type: 'CAMPAIGN_DUPLICATION_REQUESTED',
+  occurredAt: new Date(occurredAt),
+  apiKeyId: team.keyId,
+  apiKeyName: 'admin',
+  channel: 'REST',
+  ip: '127.0.0.1',
+  jobId: null,
+  campaignId: null,
+  details: {},
+  ...fields,
+});
 
 describe('GET /security_events/download', () => {
   let gateway: TestGateway;
@@ -53,21 +69,6 @@ describe('GET /security_events/download', () => {
     ws = await gateway.workspace();
   });
   afterAll(() => gateway?.close());
-
-  const event = (team: TestWorkspace, occurredAt: string, fields: Partial<NewSecurityEvent> = {}): NewSecurityEvent => ({
-    id: randomUUID(),
-    workspaceId: team.workspace.id,
-    type: 'CAMPAIGN_DUPLICATION_REQUESTED',
-    occurredAt: new Date(occurredAt),
-    apiKeyId: team.keyId,
-    apiKeyName: 'admin',
-    channel: 'REST',
-    ip: '127.0.0.1',
-    jobId: null,
-    campaignId: null,
-    details: {},
-    ...fields,
-  });
 
   it("streams Braze's columns for a real duplication, with readable event names and the event as JSON", async () => {
     const name = 'Spring "sale", part 2';
@@ -658,6 +659,99 @@ describe("a download refused while the workspace's one slot is held by a downloa
     }
   });
 });
+
+for (const store of STORES) {
+  describe.skipIf(store.skip)(`GET /security_events/download?after=<event id> on a ${store.name} store`, () => {
+    let gateway: TestGateway;
+
+    beforeAll(async () => {
+      gateway = await store.startGateway();
+    });
+    afterAll(() => gateway?.close());
+
+    /** A download's rows, as the campaign ids (or event types, for events without one) of its events. */
+    const listed = (text: string) =>
+      rowsOf(text).map((row) => {
+        const properties = JSON.parse(row.JsonProperties);
+        return properties.campaign_id ?? properties.event_type;
+      });
+    const firstId = (text: string): string => JSON.parse(rowsOf(text)[0].JsonProperties).event_id;
+    const recent = (minutesAgo: number) => new Date(Date.now() - minutesAgo * 60_000).toISOString();
+    const writeEach = async (events: NewSecurityEvent[]) => {
+      for (const item of events) await gateway.app.store.insertEvent(item);
+    };
+
+    it('lists every event recorded after it, newest first, each once, whenever it was stamped; the next download lists what was recorded since', async () => {
+      const team = await gateway.workspace();
+      const from = event(team, recent(10), { campaignId: 'from' });
+      // More than two batches, and one stamped before `from`, as an event stamped before a slow commit is.
+      const later = Array.from({ length: DOWNLOAD_BATCH_SIZE * 2 + 3 }, (_, index) => event(team, recent(9 - index / 1000), { campaignId: `c${index}` }));
+      const lateCommit = event(team, recent(60), { campaignId: 'stamped before from' });
+      await writeEach([event(team, recent(11), { campaignId: 'before' }), from, ...later, lateCommit]);
+
+      const first = await download(gateway, team.key, `?after=${from.id}`);
+      expect(first.status).toBe(200);
+      expect(first.headers['content-disposition']).toBe(`attachment; filename="security_events_after_${from.id}.csv"`);
+      expect(listed(first.text)).toEqual(['stamped before from', ...later.map((item) => item.campaignId).reverse()]);
+
+      // Recorded between the two downloads, stamped before everything the first listed: the next lists it, after
+      // the first download's own event.
+      const between = event(team, recent(120), { campaignId: 'between' });
+      await writeEach([between]);
+      const second = await download(gateway, team.key, `?after=${firstId(first.text)}`);
+      expect(listed(second.text)).toEqual(['between', 'SECURITY_EVENTS_DOWNLOADED']);
+      expect(JSON.parse(rowsOf(second.text)[1].JsonProperties).details).toEqual({ after: from.id, requestId: first.headers['x-request-id'] });
+
+      const third = await download(gateway, team.key, `?after=${firstId(second.text)}`);
+      expect(listed(third.text)).toEqual(['SECURITY_EVENTS_DOWNLOADED']);
+    });
+
+    it('applies a range too when one is given, named in the file and the event with the id', async () => {
+      const team = await gateway.workspace();
+      const from = event(team, '2030-01-01T00:00:10Z', { campaignId: 'from' });
+      await writeEach([
+        event(team, '2030-01-01T00:00:20Z', { campaignId: 'before from' }),
+        from,
+        event(team, '2030-01-01T00:00:05Z', { campaignId: 'after, before start' }),
+        event(team, '2030-01-01T00:00:15Z', { campaignId: 'after, inside' }),
+        event(team, '2030-01-01T00:01:00Z', { campaignId: 'after, at end' }),
+      ]);
+      const range = 'start=2030-01-01T00:00:06Z&end=2030-01-01T00:01:00Z';
+      const response = await download(gateway, team.key, `?${range}&after=${from.id}`);
+      expect(response.status).toBe(200);
+      expect(listed(response.text)).toEqual(['after, inside']);
+      expect(response.headers['content-disposition']).toBe(
+        `attachment; filename="security_events_2030-01-01T00-00-06-000Z_2030-01-01T00-01-00-000Z_after_${from.id}.csv"`,
+      );
+      const [recorded] = await gateway.app.store.listEvents(team.workspace.id, { types: ['SECURITY_EVENTS_DOWNLOADED'] }, { first: 1 });
+      expect(recorded.details).toMatchObject({ start: '2030-01-01T00:00:06.000Z', end: '2030-01-01T00:01:00.000Z', after: from.id });
+
+      // Half a range is refused, as without `after`.
+      const half = await download(gateway, team.key, `?start=2030-01-01&after=${from.id}`);
+      expect(half.status).toBe(400);
+      expect(half.body.errors).toEqual([expect.stringContaining("'end' is required")]);
+    });
+
+    it("refuses an id that names no event of the workspace (pruned, another workspace's, never one, malformed) with a 400 that says so, and records nothing", async () => {
+      const [team, other] = [await gateway.workspace(), await gateway.workspace()];
+      const pruned = event(team, '2001-01-01T00:00:00Z', { campaignId: 'pruned' });
+      const foreign = event(other, recent(1));
+      await writeEach([pruned, event(team, '2001-01-01T00:00:01Z'), foreign]);
+      await gateway.app.store.pruneEvents(new Date('2001-01-01T00:00:00.500Z'), 1000, null);
+      const gone = {
+        message: 'The event this cursor points at is not in this workspace',
+        code: 'BAD_USER_INPUT',
+        errors: ["'after' names no event of this workspace (deleted once past its retention period, or never this workspace's): start again from the first page"],
+      };
+      for (const after of [pruned.id, foreign.id, randomUUID(), 'not-an-id', `${pruned.id}&after=${pruned.id}`]) {
+        const response = await download(gateway, team.key, `?after=${after}`);
+        expect(response.status, after).toBe(400);
+        expect(response.body).toEqual(gone);
+      }
+      expect(await gateway.app.store.listEvents(team.workspace.id, { types: ['SECURITY_EVENTS_DOWNLOADED'] }, { first: 10 })).toEqual([]);
+    });
+  });
+}
 
 describe('a download whose client reads slowly but at the minimum rate', () => {
   let limited: Awaited<ReturnType<typeof limitedGateway>>;
