@@ -1,11 +1,11 @@
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
 import type { PostgresStore } from '../../src/adapters/postgres/store.js';
 import { EVENT_TIME_SKEW_MS } from '../../src/adapters/rows.js';
 import type { ListOptions } from '../../src/domain/ports.js';
 import type { JobFilter, SecurityEventFilter, SecurityEventType } from '../../src/domain/types.js';
 import { at, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
-import { createTestSchema, openPostgresStore, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
+import { createTestDatabase, createTestSchema, openPostgresStore, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
 
 interface PlanNode {
   'Node Type': string;
@@ -235,44 +235,49 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL store specifics', () => {
   });
 
   it('claims 10 due jobs behind 10,000 waiting for a retry with turns ahead of theirs, reading fewer than 20 pages of the queue’s indexes', async () => {
+    // A database of its own: a transaction open in the shared one (another suite's snapshot, a long export) would keep
+    // the vacuum below from clearing dead entries, which the claim would step over; its horizon is its database's.
+    const database = await createTestDatabase();
+    const queue = openPostgresStore(database.url, 'public');
+    onTestFinished(async () => {
+      await queue.close();
+      await database.drop();
+    });
+    await queue.migrate();
     const [waiting, due] = [workspaceFixture(), workspaceFixture()];
-    for (const workspace of [waiting, due]) await store.createWorkspace(workspace);
+    for (const workspace of [waiting, due]) await queue.createWorkspace(workspace);
     // Claimed, then retried an hour on by the store itself, each keeping its turn: 0, 1, 2… The queue holds nothing else.
-    await withAdmin(async (client) => {
-      await client.query(`SET search_path = ${schema.schema}`);
-      await client.query('DELETE FROM jobs');
-      await client.query(
+    const retried = await withAdmin(async (client) => {
+      const { rows } = await client.query(
         `INSERT INTO jobs (id, workspace_id, status, source_campaign_id, name, channel, api_key_id, api_key_name, ip, run_at, created_at, updated_at, queue_turn, lease_owner, lease_expires_at)
          SELECT 'waiting-job-' || i, $1, 'RUNNING', 'cmp', 'Copy', 'REST', 'key-waiting', 'key', '127.0.0.1', $2, $2, $2, i, 'w', $3
-         FROM generate_series(0, 9999) AS i`,
+         FROM generate_series(0, 9999) AS i RETURNING id`,
         [waiting.id, at(0), at(60_000)],
       );
-    }, schema.url);
-    const retried = await withAdmin(async (client) => {
-      await client.query(`SET search_path = ${schema.schema}`);
-      return (await client.query('SELECT id FROM jobs WHERE workspace_id = $1', [waiting.id])).rows.map((row) => String(row.id));
-    }, schema.url);
-    const error = { code: 'UPSTREAM_UNAVAILABLE' as const, message: 'busy' };
-    // Four at a time: the pool's connections, not its queue's timeout, bound how many run at once.
-    const lanes = [0, 1, 2, 3].map(async (lane) => {
-      for (let i = lane; i < retried.length; i += 4) expect(await store.retryJob(retried[i], 'w', at(3_600_000), error, at(1000))).toBe(true);
-    });
-    await Promise.all(lanes);
-    // Then another workspace's backlog of 10,000, due, turn by turn after them: too many to sort on each claim.
-    await withAdmin(async (client) => {
-      await client.query(`SET search_path = ${schema.schema}`);
+      // Another workspace's backlog of 10,000, due, turn by turn after them: too many to sort on each claim. Made before
+      // the retries, on the same connection, so that it fills pages of its own in turn order, not the gaps the retries'
+      // updates leave across the table: the pages counted below include those of the rows the claim fetches.
       await client.query(
         `INSERT INTO jobs (id, workspace_id, status, source_campaign_id, name, channel, api_key_id, api_key_name, ip, run_at, created_at, updated_at, queue_turn)
          SELECT 'due-job-' || lpad(i::text, 5, '0'), $1, 'PENDING', 'cmp', 'Copy', 'REST', 'key-due', 'key', '127.0.0.1', $2::timestamptz + i * interval '1 ms', $2, $2, 10000 + i
          FROM generate_series(0, 9999) AS i`,
         [due.id, at(2000)],
       );
-      // Without the entries of the rows deleted and updated above, which a claim would step over until a vacuum.
+      return rows.map((row) => String(row.id));
+    }, database.url);
+    const error = { code: 'UPSTREAM_UNAVAILABLE' as const, message: 'busy' };
+    // Four at a time: the pool's connections, not its queue's timeout, bound how many run at once.
+    const lanes = [0, 1, 2, 3].map(async (lane) => {
+      for (let i = lane; i < retried.length; i += 4) expect(await queue.retryJob(retried[i], 'w', at(3_600_000), error, at(1000))).toBe(true);
+    });
+    await Promise.all(lanes);
+    await withAdmin(async (client) => {
+      // Without the entries of the rows updated above, which a claim would step over until a vacuum.
       await client.query('VACUUM ANALYZE jobs');
-    }, schema.url);
+    }, database.url);
 
-    const { listed, read, plans } = await explained(async () => {
-      const claimed = await store.claimJobs('w', 10, at(120_000), at(180_000));
+    const { listed, read, plans } = await explainedOn(queue, { url: database.url, schema: 'public' }, async () => {
+      const claimed = await queue.claimJobs('w', 10, at(120_000), at(180_000));
       expect(claimed.map((job) => job.id)).toEqual(Array.from({ length: 10 }, (_, i) => `due-job-0000${i}`));
       return claimed;
     });
