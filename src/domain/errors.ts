@@ -6,7 +6,7 @@ const AUTHENTICATION_BLOCKED_MESSAGE = 'Too many failed authentications from thi
 
 /**
  * The closed set of error codes. Each transport maps them in exactly one place; REST bodies carry the code itself,
- * GraphQL errors their `graphqlCode`.
+ * GraphQL errors their `graphqlCode`, and the code itself as `reason` where the two differ.
  */
 export const ERROR_CODES = {
   BAD_USER_INPUT: { httpStatus: 400, graphqlCode: 'BAD_USER_INPUT', message: 'Bad request' },
@@ -19,7 +19,7 @@ export const ERROR_CODES = {
   PAYLOAD_TOO_LARGE: { httpStatus: 413, graphqlCode: 'BAD_USER_INPUT', message: 'Request body is too large' },
   UNSUPPORTED_MEDIA_TYPE: { httpStatus: 415, graphqlCode: 'BAD_USER_INPUT', message: 'Content-Type must be application/json' },
   RATE_LIMITED: { httpStatus: 429, graphqlCode: 'RATE_LIMITED', message: 'Rate limit exceeded' },
-  // Braze's 429 and GraphQL's RATE_LIMITED, as before it had a code of its own; REST callers can tell it from a spent quota.
+  // Braze's 429 and GraphQL's RATE_LIMITED, as before it had a code of its own; REST's code and GraphQL's reason tell it from a spent quota.
   AUTH_BLOCKED: { httpStatus: 429, graphqlCode: 'RATE_LIMITED', message: AUTHENTICATION_BLOCKED_MESSAGE },
   UPSTREAM_ERROR: { httpStatus: 502, graphqlCode: 'UPSTREAM_ERROR', message: 'The upstream service failed' },
   UNAVAILABLE: { httpStatus: 503, graphqlCode: 'SERVICE_UNAVAILABLE', message: 'Service unavailable' },

@@ -17,6 +17,7 @@ import {
   isGatewayError,
   unavailableCause,
   type Dependency,
+  type ErrorCode,
   type FieldIssue,
   type GatewayError,
 } from '../domain/errors.js';
@@ -75,6 +76,16 @@ function observeFormatted(observe: GraphQLErrorObserver, formatted: GraphQLForma
 
 const renderGraphQLIssue = (issue: FieldIssue): string => `'${issue.field}' ${issue.message}`;
 
+/**
+ * A domain error's `extensions.code`, and the code REST answers with as `reason` where GraphQL names it otherwise:
+ * several domain codes share one GraphQL code (a key in flight, to retry, and a key reused with another input, not
+ * to, are both CONFLICT), so `reason ?? code` is always REST's code.
+ */
+function codeExtensions(code: ErrorCode): { code: string; reason?: ErrorCode } {
+  const { graphqlCode } = ERROR_CODES[code];
+  return graphqlCode === code ? { code: graphqlCode } : { code: graphqlCode, reason: code };
+}
+
 /** The one place GraphQL maps an error to its wire form. Anything not meant for callers becomes INTERNAL_SERVER_ERROR. */
 export function formatGraphQLError(formatted: GraphQLFormattedError, error: unknown): GraphQLFormattedError {
   const original = unwrapResolverError(error);
@@ -85,7 +96,7 @@ export function formatGraphQLError(formatted: GraphQLFormattedError, error: unkn
       locations: formatted.locations,
       path: formatted.path,
       extensions: {
-        code: ERROR_CODES[original.code].graphqlCode,
+        ...codeExtensions(original.code),
         ...(issues.length > 0 ? { issues } : {}),
         ...(original.retryAfterSeconds !== undefined ? { retryAfterSeconds: original.retryAfterSeconds } : {}),
       },
@@ -104,7 +115,7 @@ export function formatGraphQLError(formatted: GraphQLFormattedError, error: unkn
     message: ERROR_CODES.INTERNAL.message,
     locations: formatted.locations,
     path: formatted.path,
-    extensions: { code: ERROR_CODES.INTERNAL.graphqlCode },
+    extensions: codeExtensions('INTERNAL'),
   };
 }
 

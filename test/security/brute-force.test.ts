@@ -46,7 +46,7 @@ describe.each([
     for (const other of transports) {
       for (const headers of [bearer(generateApiKey()), bearer(ws.key)]) {
         const blocked = await attempt(other, from(attacker, headers));
-        expect(blocked).toMatchObject({ status: 429, code: 'RATE_LIMITED' });
+        expect(blocked).toMatchObject({ status: 429, code: 'RATE_LIMITED', restCode: 'AUTH_BLOCKED' });
         const retryAfter = Number(blocked.response.headers['retry-after']);
         expect(retryAfter).toBeGreaterThan(60);
         expect(retryAfter).toBeLessThanOrEqual(120);
@@ -59,7 +59,7 @@ describe.each([
     // Worded apart from a spent quota, on both doors, so that a person or a UI can tell the two apart.
     expect((await attempt(rest, from(attacker, bearer(ws.key)))).response.body).toEqual({ message: AUTHENTICATION_BLOCKED, code: 'AUTH_BLOCKED' });
     expect((await attempt(graphQL, from(attacker, bearer(ws.key)))).response.body).toEqual({
-      errors: [{ message: AUTHENTICATION_BLOCKED, extensions: { code: 'RATE_LIMITED', retryAfterSeconds: expect.any(Number) } }],
+      errors: [{ message: AUTHENTICATION_BLOCKED, extensions: { code: 'RATE_LIMITED', reason: 'AUTH_BLOCKED', retryAfterSeconds: expect.any(Number) } }],
     });
   });
 

@@ -337,7 +337,7 @@ describe('GraphQL in production', () => {
         message: 'Internal server error',
         locations: [{ line: 1, column: 3 }],
         path: ['securityEvents'],
-        extensions: { code: 'INTERNAL_SERVER_ERROR', requestId: gqlAnswer.headers['x-request-id'] },
+        extensions: { code: 'INTERNAL_SERVER_ERROR', reason: 'INTERNAL', requestId: gqlAnswer.headers['x-request-id'] },
       });
       expect(restAnswer.status).toBe(500);
       expect(restAnswer.body).toEqual({ message: 'Internal server error', code: 'INTERNAL' });

@@ -1,7 +1,8 @@
 /**
  * The gateway's two transports behind one interface: a duplication and a job lookup over REST or GraphQL,
  * with any request headers (a client address in X-Forwarded-For, odd Authorization headers), answered in one
- * vocabulary: the HTTP status and the error code in GraphQL's names (REST's own code beside it).
+ * vocabulary: the HTTP status and the error code in GraphQL's names (REST's own code beside it, which GraphQL gives as
+ * extensions.reason where its name differs).
  */
 import type { Dispatcher } from 'undici';
 import { ERROR_CODES } from '../../src/domain/errors.js';
@@ -27,7 +28,7 @@ export interface Outcome {
   status: number;
   /** GraphQL's extensions.code, or the GraphQL name of the code REST's body carries; null on success. */
   code: string | null;
-  /** The code REST's body carries, in the gateway's names (ERROR_CODES); null over GraphQL and on success. */
+  /** The code REST's body carries, in the gateway's names (ERROR_CODES): over GraphQL its extensions.reason, or its code when it has none; null on success. */
   restCode: string | null;
   message: string | null;
   details: string[];
@@ -105,7 +106,7 @@ async function postGraphQL(baseUrl: string, key: string | null, options: Request
   const outcome: Outcome = {
     status: response.status,
     code: error?.extensions?.code ?? null,
-    restCode: null,
+    restCode: error?.extensions?.reason ?? error?.extensions?.code ?? null,
     message: error?.message ?? null,
     details: (error?.extensions?.issues ?? []).map((issue: { field: string; message: string }) => `${issue.field}: ${issue.message}`),
     response,

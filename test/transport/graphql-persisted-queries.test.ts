@@ -166,11 +166,11 @@ describe('automatic persisted queries', () => {
         const outage = await ask();
         expect(outage.status).toBe(503);
         expect(outage.headers['retry-after']).toBe('5');
-        expect(outage.body).toEqual({ errors: [{ message: 'Service unavailable', extensions: { code: 'SERVICE_UNAVAILABLE', retryAfterSeconds: 5 } }] });
+        expect(outage.body).toEqual({ errors: [{ message: 'Service unavailable', extensions: { code: 'SERVICE_UNAVAILABLE', reason: 'UNAVAILABLE', retryAfterSeconds: 5 } }] });
         failure = () => new Error('disk /var/secret/gateway.db exploded');
         const internal = await ask();
         expect(internal.status).toBe(500);
-        expect(internal.body).toEqual({ errors: [{ message: 'Internal server error', extensions: { code: 'INTERNAL_SERVER_ERROR', requestId: internal.headers['x-request-id'] } }] });
+        expect(internal.body).toEqual({ errors: [{ message: 'Internal server error', extensions: { code: 'INTERNAL_SERVER_ERROR', reason: 'INTERNAL', requestId: internal.headers['x-request-id'] } }] });
       } finally {
         await failing.close();
       }

@@ -256,7 +256,7 @@ describe('prepared GraphQL operations answer exactly as Apollo does', () => {
       const { answers, taken, requestId } = await twice(post(ws.key, named('{ securityEvents { edges { node { id } } } }', 'internal')));
       expect(taken).toEqual({ apollo: 1, prepared: 1 });
       expect(answers[0].body.errors).toEqual([
-        { message: 'Internal server error', locations: [{ line: 1, column: 3 }], path: ['securityEvents'], extensions: { code: 'INTERNAL_SERVER_ERROR', requestId } },
+        { message: 'Internal server error', locations: [{ line: 1, column: 3 }], path: ['securityEvents'], extensions: { code: 'INTERNAL_SERVER_ERROR', reason: 'INTERNAL', requestId } },
       ]);
       expectSameAnswer(...answers);
       const logged = logs.lines.map((line) => JSON.parse(line)).filter((line) => line.reqId === requestId && line.msg === 'unexpected error in a GraphQL request');

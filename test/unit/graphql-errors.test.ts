@@ -16,7 +16,7 @@ describe('formatGraphQLError', () => {
     ]) {
       const formatted = formatGraphQLError({ message: cause.message, extensions: { code: 'INTERNAL_SERVER_ERROR', stacktrace: ['at x'] } }, error);
       expect(formatted.message).toBe('Internal server error');
-      expect(formatted.extensions).toEqual({ code: 'INTERNAL_SERVER_ERROR' });
+      expect(formatted.extensions).toEqual({ code: 'INTERNAL_SERVER_ERROR', reason: 'INTERNAL' });
     }
   });
 

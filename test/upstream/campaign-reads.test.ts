@@ -73,16 +73,21 @@ describe('upstream mode: campaigns and campaign read through to the upstream', (
     expect(missing.body).toEqual({ data: { campaign: null } });
   });
 
-  it.each<[string, FakeReply, string, string, number | undefined]>([
-    ['a 500', { status: 500, json: { message: 'Internal Server Error' } }, 'SERVICE_UNAVAILABLE', 'The upstream answered 500: Internal Server Error', undefined],
-    ['a 503 with a non-JSON body', { status: 503, raw: '<html>down</html>' }, 'SERVICE_UNAVAILABLE', 'The upstream answered 503 with an HTML page (text/html) without a title', undefined],
-    ['a 429', { status: 429, json: { message: 'Rate limit exceeded' }, headers: { 'retry-after': '5' } }, 'SERVICE_UNAVAILABLE', 'The upstream answered 429: Rate limit exceeded', 5],
-    ['a slow upstream', { status: 200, json: { message: 'success' }, delayMs: 10_000 }, 'SERVICE_UNAVAILABLE', 'The upstream did not answer within 300 ms', undefined],
-    ['a dropped connection', { drop: true }, 'SERVICE_UNAVAILABLE', 'The connection to the upstream failed', undefined],
-    ['a 401 for the gateway', { status: 401, json: { message: `Invalid API key ${UPSTREAM_KEY}` } }, 'UPSTREAM_ERROR', 'The upstream answered 401: Invalid API key [redacted]', undefined],
-    ['a 200 that is not JSON', { status: 200, raw: 'hello', headers: { 'content-type': 'text/plain' } }, 'UPSTREAM_ERROR', 'The upstream returned campaign details the gateway cannot read', undefined],
-    ['a 200 web page', { status: 200, raw: '<html>hello</html>' }, 'UPSTREAM_ERROR', "The upstream answered 200 with an HTML page, not Braze's API", undefined],
-  ])('%s reaches the caller as a clear GraphQL error, never a hang or internals', async (_, reply, code, message, retryAfterSeconds) => {
+  /** An error's GraphQL code, and REST's code as `reason` where GraphQL names it otherwise. */
+  type Codes = { code: string; reason?: string };
+  const UNAVAILABLE: Codes = { code: 'SERVICE_UNAVAILABLE', reason: 'UNAVAILABLE' };
+  const UPSTREAM_ERROR: Codes = { code: 'UPSTREAM_ERROR' };
+
+  it.each<[string, FakeReply, Codes, string, number | undefined]>([
+    ['a 500', { status: 500, json: { message: 'Internal Server Error' } }, UNAVAILABLE, 'The upstream answered 500: Internal Server Error', undefined],
+    ['a 503 with a non-JSON body', { status: 503, raw: '<html>down</html>' }, UNAVAILABLE, 'The upstream answered 503 with an HTML page (text/html) without a title', undefined],
+    ['a 429', { status: 429, json: { message: 'Rate limit exceeded' }, headers: { 'retry-after': '5' } }, UNAVAILABLE, 'The upstream answered 429: Rate limit exceeded', 5],
+    ['a slow upstream', { status: 200, json: { message: 'success' }, delayMs: 10_000 }, UNAVAILABLE, 'The upstream did not answer within 300 ms', undefined],
+    ['a dropped connection', { drop: true }, UNAVAILABLE, 'The connection to the upstream failed', undefined],
+    ['a 401 for the gateway', { status: 401, json: { message: `Invalid API key ${UPSTREAM_KEY}` } }, UPSTREAM_ERROR, 'The upstream answered 401: Invalid API key [redacted]', undefined],
+    ['a 200 that is not JSON', { status: 200, raw: 'hello', headers: { 'content-type': 'text/plain' } }, UPSTREAM_ERROR, 'The upstream returned campaign details the gateway cannot read', undefined],
+    ['a 200 web page', { status: 200, raw: '<html>hello</html>' }, UPSTREAM_ERROR, "The upstream answered 200 with an HTML page, not Braze's API", undefined],
+  ])('%s reaches the caller as a clear GraphQL error, never a hang or internals', async (_, reply, codes, message, retryAfterSeconds) => {
     fake.script(DETAILS, reply);
     const response = await graphql(gateway.baseUrl, ws.key, CAMPAIGN, { id: 'cmp-0001' });
     expect(response.status).toBe(200);
@@ -92,7 +97,7 @@ describe('upstream mode: campaigns and campaign read through to the upstream', (
         message,
         locations: expect.any(Array),
         path: ['campaign'],
-        extensions: { code, ...(retryAfterSeconds === undefined ? {} : { retryAfterSeconds }) },
+        extensions: { ...codes, ...(retryAfterSeconds === undefined ? {} : { retryAfterSeconds }) },
       },
     ]);
     expect(response.text).not.toContain(UPSTREAM_KEY);
