@@ -125,3 +125,17 @@ describe("the README's merge for securityEvents, over real pages", () => {
     expect(list.pageInfo.hasNextPage).toBe(true);
   });
 });
+
+describe("the README's job poll", () => {
+  it('shows when to ask again', async () => {
+    const ws = await gw.workspace();
+    const { jobId } = await duplicate(ws);
+    const poll = /```graphql\n(query \(\$job: ID!\) \{\n {2}securityEvents[\s\S]*?)```/.exec(readme)?.[1] ?? '';
+    const response = await graphql(gw.baseUrl, ws.key, poll, { job: jobId });
+    expect(response.body.errors).toBeUndefined();
+    // The job waits for a worker (there is none): ask again in a second.
+    expect(response.body.data.securityEvents.edges.map((edge: any) => edge.node.job)).toEqual([
+      expect.objectContaining({ status: 'PENDING', pollAfterSeconds: 1 }),
+    ]);
+  });
+});
