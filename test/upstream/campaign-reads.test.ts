@@ -306,7 +306,7 @@ describe("upstream mode: a list entry's fields the upstream's list leaves out co
         message: 'The upstream answered 500: Internal Server Error',
         locations: expect.any(Array),
         path: ['campaigns', 'edges', expect.any(Number), 'node', 'createdAt'],
-        extensions: { code: 'SERVICE_UNAVAILABLE' },
+        extensions: { code: 'SERVICE_UNAVAILABLE', reason: 'UNAVAILABLE' },
       },
     ]);
     expect(nodesOf(failing).filter((node) => node.createdAt === null)).toHaveLength(1);
