@@ -5,7 +5,7 @@ import type { FastifyBaseLogger, FastifyInstance, FastifyServerOptions } from 'f
 import type { RateLimiterAbstract } from 'rate-limiter-flexible';
 import { BrazeCampaignReader } from './adapters/braze-campaign-reader.js';
 import { BrazeClient, type BrazeClientOptions, type UpstreamObserver } from './adapters/braze-client.js';
-import { memoryLimiters, postgresLimiters, type LimiterBackend } from './adapters/limiter-backends.js';
+import { memoryLimiters, postgresLimiters, sqliteLimiters, type LimiterBackend } from './adapters/limiter-backends.js';
 import { requireRoleSettings } from './adapters/postgres/pool.js';
 import { PostgresStore } from './adapters/postgres/store.js';
 import { RateLimiterAuthFailures } from './adapters/rate-limiter-auth-failures.js';
@@ -216,11 +216,12 @@ export function backupStore(config: Config, destination: string): { file: string
 /**
  * Where every rate-limiter-flexible limiter keeps its counters (the caller quota, failed authentications,
  * refusal events and upstream pacing), so all instances share them: Redis when REDIS_URL is set, else the
- * PostgreSQL store's database, else memory.
+ * PostgreSQL store's database, else memory (upstream pacing in the embedded store, so a restart keeps it).
  */
 export function createLimiterBackend(config: Config, store: GatewayStore): LimiterBackend {
   if (config.redisUrl) return new RedisLimiters(config.redisUrl, config.redisKeyPrefix);
   if (store instanceof PostgresStore) return postgresLimiters(store.pool);
+  if (store instanceof SqliteStore) return sqliteLimiters(store);
   return memoryLimiters();
 }
 
@@ -340,7 +341,15 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       pacer: new UpstreamPacer(
         overrides.upstreamLimiter ??
           // Paced by each instance on its own, N instances would send N times the limit, and miss each other's pauses.
-          limiters.limiter({ keyPrefix: 'upstream', points: config.upstreamRateLimit, durationSeconds: config.upstreamRateWindowSeconds, sharedOnly: true }),
+          // Kept across restarts: a gateway restarted (crashing, redeployed) would otherwise send a fresh window's worth
+          // at once, and forget a pause the upstream asked for.
+          limiters.limiter({
+            keyPrefix: 'upstream',
+            points: config.upstreamRateLimit,
+            durationSeconds: config.upstreamRateWindowSeconds,
+            sharedOnly: true,
+            durable: true,
+          }),
         longestUpstreamPauseMs(config),
         lateLogger(() => upstreamLog),
       ),

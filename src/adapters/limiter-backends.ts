@@ -3,6 +3,7 @@ import { RateLimiterMemory, RateLimiterRes, type RateLimiterAbstract } from 'rat
 import type { DependencyStatus } from '../readiness.js';
 import { inWindow, type LimiterWindow } from './limiter-window.js';
 import { DatabaseTimeRateLimiterPostgres } from './postgres/database-time-limiter.js';
+import { SqliteRateLimiter, type CounterTable } from './sqlite/rate-limiter.js';
 
 export interface LimiterSettings {
   /** Keeps the counters of different limiters apart in a shared store. */
@@ -14,6 +15,11 @@ export interface LimiterSettings {
    * (Redis's in-process fallback): for a limit that must hold for the instances together, as upstream pacing.
    */
   sharedOnly?: boolean;
+  /**
+   * Keep the counters across a restart on the embedded store too, whose other limiters count in memory: for upstream
+   * pacing, which a restart must not reset (Redis and PostgreSQL keep every limiter's).
+   */
+  durable?: boolean;
 }
 
 export interface LimiterLogger {
@@ -26,7 +32,7 @@ export interface LimiterLogger {
  * and upstream pacing all take their limiters from one backend, so several instances share them.
  */
 export interface LimiterBackend {
-  /** Where the counters are: memory, postgres or redis. */
+  /** Where the counters are: memory (on the embedded store, but for `durable` limiters), postgres or redis. */
   readonly kind: string;
   limiter(settings: LimiterSettings): RateLimiterAbstract;
   /**
@@ -102,6 +108,18 @@ export const memoryLimiters = (): LimiterBackend => ({
   check: async () => ({ status: 'up', backend: 'memory' }),
   logTo: () => undefined,
   close: async () => undefined,
+});
+
+/**
+ * On the embedded store: in memory, but for `durable` limiters, whose counters are in the store's file. Writing the
+ * others' there would put a write on every accepted request's path (the quota), beside the jobs' on the writer thread.
+ */
+export const sqliteLimiters = (table: CounterTable): LimiterBackend => ({
+  ...memoryLimiters(),
+  limiter: (settings) =>
+    settings.durable
+      ? new SqliteRateLimiter(table, { keyPrefix: settings.keyPrefix, points: settings.points, duration: settings.durationSeconds })
+      : memoryLimiter(settings),
 });
 
 /**

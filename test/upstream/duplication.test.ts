@@ -1,14 +1,18 @@
 import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { RateLimiterMemory, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { memoryLimiter, postgresLimiters, type LimiterSettings } from '../../src/adapters/limiter-backends.js';
+import { memoryLimiter, postgresLimiters, sqliteLimiters, type LimiterSettings } from '../../src/adapters/limiter-backends.js';
 import { RedisLimiters } from '../../src/adapters/redis/limiters.js';
+import type { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import { UpstreamPacer } from '../../src/adapters/upstream-pacer.js';
 import type { DuplicationJob } from '../../src/domain/types.js';
 import { ManualClock } from '../support/clock.js';
 import { startFakeBraze, type FakeBraze, type FakeReply } from '../support/fake-braze.js';
 import { bearer, graphql, http, json, recordingLogger, startGateway, waitFor, type StartOptions } from '../support/gateway.js';
-import { postgres } from '../support/stores.js';
+import { postgres, sqlite } from '../support/stores.js';
 
 // Mixed case, so that an echo of it lower-cased or upper-cased differs from it, and URL-encoded it differs too.
 const UPSTREAM_KEY = 'Braze/Upstream+Key=5F1E7C2A9D';
@@ -675,6 +679,20 @@ const sharedBackends: { name: string; missing: boolean; create(settings: Limiter
 /** Every limiter backend the pace may live on, but those whose service is missing outside CI. */
 const everyBackend = [
   { name: 'memory', missing: false, create: async (settings: LimiterSettings) => ({ limiter: memoryLimiter(settings), close: async () => undefined }) },
+  {
+    name: 'SQLite',
+    missing: false,
+    async create(settings: LimiterSettings) {
+      const { store, drop } = await sqlite.open();
+      return {
+        limiter: sqliteLimiters(store as SqliteStore).limiter({ ...settings, durable: true }),
+        async close() {
+          await store.close();
+          await drop();
+        },
+      };
+    },
+  },
   ...sharedBackends,
 ]
   .filter((backend) => !backend.missing || process.env.CI)
@@ -917,6 +935,37 @@ describe('upstream mode: pacing', () => {
     const retryAfter = (await http(h.gateway.baseUrl, 'GET', `/duplication_jobs/${ids[0]}`, { headers: bearer(h.ws.key) })).headers['retry-after'];
     expect(Number(retryAfter)).toBeGreaterThan(1);
     for (const job of paused.jobs) expect(job.pollAfterSeconds).toBe(Number(retryAfter));
+  });
+
+  it.each<[string, Record<string, string>, FakeReply | undefined]>([
+    ['a window spent', { UPSTREAM_RATE_LIMIT: '1' }, undefined],
+    ['a pause the upstream asked for', {}, { status: 429, json: { message: 'Rate limit exceeded' }, headers: { 'retry-after': '600' } }],
+  ])('on SQLite, %s outlives a restart of the gateway', async (_, env, reply) => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'cgw-pacing-'));
+    const fake = await startFakeBraze(UPSTREAM_KEY);
+    const start = () => startGateway({ ...upstreamEnv(fake.url), DATA_DIR: dataDir, ...env });
+    const h = { fake, gateway: await start() } as Harness;
+    try {
+      h.ws = await h.gateway.workspace();
+      if (reply) fake.script(DUPLICATE, reply);
+      const first = await enqueue(h);
+      await until(h, first.id, (job) => job.attempts === 1 && job.status !== 'RUNNING');
+      const paused = (await http(h.gateway.baseUrl, 'GET', '/readyz')).body.checks.upstream.message;
+      expect(paused).toEqual(reply ? expect.stringMatching(/^paused until /) : undefined);
+      await h.gateway.close();
+
+      h.gateway = await start();
+      expect((await http(h.gateway.baseUrl, 'GET', '/readyz')).body.checks.upstream.message).toBe(paused);
+      const second = await enqueue(h);
+      // Sent, or put off by the pace until a later time than it was accepted for.
+      const job = await until(h, second.id, (current) => finished(current) || current.runAt > current.createdAt);
+      expect(job).toMatchObject({ status: 'PENDING', attempts: 0 });
+      expect(fake.requestsTo(DUPLICATE)).toHaveLength(1);
+    } finally {
+      await h.gateway.close();
+      await fake.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 
   it('instances sharing one limiter share one pace', async () => {

@@ -176,6 +176,16 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE jobs ADD COLUMN upstream_unacted_attempts INTEGER NOT NULL DEFAULT 0;
   `,
+  // Upstream pacing's counters (its window and a pause the upstream asked for), so that a restart keeps them: as
+  // rate-limiter-flexible keeps counters in a table (key, points, expire at in epoch ms, NULL for never), like the
+  // PostgreSQL store's rate_limits. Written on the writer thread (SqliteWrites.upsertCounter).
+  `
+  CREATE TABLE rate_limits (
+    key TEXT PRIMARY KEY,
+    points INTEGER NOT NULL,
+    expire INTEGER
+  ) WITHOUT ROWID;
+  `,
 ];
 
 /** What a database holds, by name: each table with each of its columns, each index and trigger. */

@@ -28,6 +28,7 @@ import { ReadSnapshot } from './read-snapshot.js';
 import { FoundCache } from './read-cache.js';
 import { missingSchemaObjects, SQLITE_MIGRATIONS } from './migrations.js';
 import { asOutage, FILE_MOVED, isDamage } from './outage.js';
+import type { CounterRow, CounterTable } from './rate-limiter.js';
 import { SqliteWriter } from './writer.js';
 import type { WriteArgs, WriteName, WriteResult } from './writes.js';
 
@@ -73,7 +74,7 @@ function pageEnd(table: 'campaigns' | 'security_events', options: ListOptions, p
  * A failure of the storage (full disk, I/O error, read-only file system, a file deleted or replaced under the
  * store, damage) is UNAVAILABLE for callers (outage.ts) and is remembered for ping().
  */
-export class SqliteStore implements GatewayStore {
+export class SqliteStore implements GatewayStore, CounterTable {
   readonly kind = 'sqlite';
   /** The reads' connection, read-only: SQLite checkpoints the WAL when the last connection closes, unless that one cannot write. */
   private readonly db: Database.Database;
@@ -527,6 +528,19 @@ export class SqliteStore implements GatewayStore {
 
   async insertEvent(event: NewSecurityEvent): Promise<void> {
     await this.write('insertEvent', event);
+  }
+
+  /** Upstream pacing's counters (rate-limiter.ts): CounterTable. */
+  upsertCounter(key: string, points: number, msDuration: number, forceExpire: boolean): Promise<CounterRow> {
+    return this.write('upsertCounter', key, points, msDuration, forceExpire);
+  }
+
+  async readCounter(key: string): Promise<CounterRow | null> {
+    return (this.read('SELECT points, expire FROM rate_limits WHERE key = ? AND (expire > ? OR expire IS NULL)', key, Date.now()) as CounterRow | undefined) ?? null;
+  }
+
+  deleteCounter(key: string): Promise<boolean> {
+    return this.write('deleteCounter', key);
   }
 
   async listEvents(workspaceId: string, filter: SecurityEventFilter, options: ListOptions): Promise<SecurityEvent[]> {

@@ -19,6 +19,7 @@ import {
   type SqlValues,
 } from '../rows.js';
 import { Statements } from './connection.js';
+import type { CounterRow } from './rate-limiter.js';
 
 /** The RUNNING jobs a claim takes over, oldest lease first: their worker died, hung or lost the store. */
 const EXPIRED_LEASES_SQL = "SELECT id, lease_owner FROM jobs WHERE status = 'RUNNING' AND lease_expires_at < @now ORDER BY lease_expires_at LIMIT +@limit";
@@ -317,6 +318,29 @@ export class SqliteWrites {
 
   insertEvent(event: NewSecurityEvent): void {
     this.insert('security_events', eventToRow(event, SQLITE));
+  }
+  /**
+   * rate-limiter-flexible's counter at `key` changed by `points` (sqlite/rate-limiter.ts): in its window while that
+   * lasts, else in a new one of `msDuration` (none: it never ends); `forceExpire` starts a new one whatever is there
+   * (block, set). RateLimiterSQLite's statements, on this machine's clock.
+   */
+  upsertCounter(key: string, points: number, msDuration: number, forceExpire: boolean): CounterRow {
+    const now = Date.now();
+    const expire = msDuration > 0 ? now + msDuration : null;
+    return this.sql
+      .get(
+        `INSERT INTO rate_limits (key, points, expire) VALUES (@key, @points, @expire)
+         ON CONFLICT (key) DO UPDATE SET
+           points = CASE WHEN @force = 0 AND (expire IS NULL OR expire > @now) THEN points + excluded.points ELSE excluded.points END,
+           expire = CASE WHEN @force = 0 AND (expire IS NULL OR expire > @now) THEN expire ELSE excluded.expire END
+         RETURNING points, expire`,
+      )
+      .get({ key, points, expire, now, force: forceExpire ? 1 : 0 }) as CounterRow;
+  }
+
+  /** Whether there was a counter at `key` to delete. */
+  deleteCounter(key: string): boolean {
+    return this.sql.get('DELETE FROM rate_limits WHERE key = ?').run(key).changes > 0;
   }
 }
 
