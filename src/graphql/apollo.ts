@@ -79,7 +79,8 @@ const renderGraphQLIssue = (issue: FieldIssue): string => `'${issue.field}' ${is
 /**
  * A domain error's `extensions.code`, and the code REST answers with as `reason` where GraphQL names it otherwise:
  * several domain codes share one GraphQL code (a key in flight, to retry, and a key reused with another input, not
- * to, are both CONFLICT), so `reason ?? code` is always REST's code.
+ * to, are both CONFLICT), so `reason ?? code` of the gateway's own errors is always REST's code. GraphQL's and Apollo's
+ * refusals of the request itself (GRAPHQL_PARSE_FAILED, BAD_REQUEST, …) keep their codes alone: REST has none of them.
  */
 function codeExtensions(code: ErrorCode): { code: string; reason?: ErrorCode } {
   const { graphqlCode } = ERROR_CODES[code];
@@ -394,7 +395,7 @@ export function formatExecutionErrors(
       }
       return format({ ...error.toJSON(), extensions }, error);
     } catch {
-      return { message: ERROR_CODES.INTERNAL.message, extensions: { code: ERROR_CODES.INTERNAL.graphqlCode } };
+      return { message: ERROR_CODES.INTERNAL.message, extensions: codeExtensions('INTERNAL') };
     }
   });
   formatted.forEach((wire, index) => observeFormatted(observe, wire, errors[index]));
