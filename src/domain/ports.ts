@@ -26,10 +26,11 @@ export interface ListOptions {
    */
   beforeId?: string;
   /**
-   * Events only: return rows strictly after (newer than) the workspace's event with this id, in the same order;
-   * combines with the other bounds. When the workspace has no such event the read rejects with `eventCursorGone`.
+   * Events only: return rows strictly after (newer than) this sequence number, an event's (`eventSeq`); combines
+   * with the other bounds. A number, not the event's id, so that a listing read in pages goes on once the event is
+   * pruned.
    */
-  afterId?: string;
+  afterSeq?: number;
 }
 
 export interface JobOutcome {
@@ -307,6 +308,8 @@ export interface GatewayStore {
 
   insertEvent(event: NewSecurityEvent): Promise<void>;
   listEvents(workspaceId: string, filter: SecurityEventFilter, options: ListOptions): Promise<SecurityEvent[]>;
+  /** The sequence number of the workspace's event with this id, null when it has none (pruned, another workspace's). */
+  eventSeq(workspaceId: string, id: string): Promise<number | null>;
 }
 
 /** Points a quota took: the state after, and the window they were taken in, which alone may get them back. */

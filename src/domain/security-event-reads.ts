@@ -97,8 +97,9 @@ export class SecurityEventReads {
    * `after` (an event id) lists only the events recorded after that one, in the order `securityEvents` pages in
    * (commit order within the workspace), so that a collector that keeps the first row's id misses nothing that
    * commits later, as a range ending near now can. Without a range it needs none; with one, both apply. An `after`
-   * that names no event of the workspace is refused as GraphQL refuses such a cursor (the store's own check, for a
-   * pruned or foreign event): an empty download would hide the gap from the collector.
+   * that names no event of the workspace is refused as GraphQL refuses such a cursor (pruned, or another
+   * workspace's): an empty download would hide the gap from the collector. Its position is read once, before the first
+   * batch, and every batch reads below that: retention deleting the event while the download streams must not cut it.
    */
   async downloadSecurityEvents(principal: Principal, raw: SecurityEventDownloadQuery): Promise<SecurityEventDownload> {
     await this.access.authorize(principal, 'security_events.read');
@@ -110,8 +111,8 @@ export class SecurityEventReads {
     // Every event, a newer version's types too: the CSV's EventName is text, and an audit export must not miss any.
     const filter: SecurityEventFilter = { since: range?.start, until: range?.end, unknownTypes: true };
     const slot = this.deps.downloads.acquire(principal.workspaceId, principal.keyId);
-    const afterId = after ?? undefined;
-    const read = (beforeSeq?: number) => store.listEvents(principal.workspaceId, filter, { first: DOWNLOAD_BATCH_SIZE, beforeSeq, afterId });
+    let afterSeq: number | undefined;
+    const read = (beforeSeq?: number) => store.listEvents(principal.workspaceId, filter, { first: DOWNLOAD_BATCH_SIZE, beforeSeq, afterSeq });
     let first: SecurityEvent[];
     try {
       const budget = await this.deps.downloadEvents.take(principal.keyId);
@@ -119,6 +120,10 @@ export class SecurityEventReads {
         throw new GatewayError('RATE_LIMITED', 'This API key has made too many security event downloads recently; try again later', {
           retryAfterSeconds: Math.max(1, Math.ceil(budget.retryAfterMs / 1000)),
         });
+      }
+      if (after !== null) {
+        afterSeq = (await store.eventSeq(principal.workspaceId, after)) ?? undefined;
+        if (afterSeq === undefined) throw eventCursorGone();
       }
       first = await read();
       await store.insertEvent(

@@ -688,12 +688,14 @@ export function storeContract(name: string, harness: StoreHarness): void {
       }
       await store.insertEvent(eventFixture(other, { occurredAt: at(4000) }));
       const from = written[2];
+      const afterSeq = (await store.eventSeq(ws, from.id))!;
+      expect(afterSeq).toBe(from.seq);
       const recordedAfter = [6, 5, 4, 3];
       const listed = async (filter: SecurityEventFilter, first: number) => {
         const seen: number[] = [];
         let beforeSeq: number | undefined;
         for (;;) {
-          const page = await store.listEvents(ws, filter, { first, beforeSeq, afterId: from.id });
+          const page = await store.listEvents(ws, filter, { first, beforeSeq, afterSeq });
           seen.push(...page.map((e) => e.details.i as number));
           if (page.length < first) return seen;
           beforeSeq = page.at(-1)!.seq;
@@ -705,23 +707,22 @@ export function storeContract(name: string, harness: StoreHarness): void {
         expect(await listed({ since: at(2000), until: at(8000) }, first)).toEqual([5, 4, 3]);
         expect(await listed({ types: ['CAMPAIGN_DUPLICATION_REQUESTED', 'PERMISSION_DENIED'], since: at(0) }, first)).toEqual(recordedAfter);
       }
-      expect(await store.listEvents(ws, {}, { first: 10, afterId: written[6].id })).toEqual([]);
+      expect(await store.listEvents(ws, {}, { first: 10, afterSeq: written[6].seq })).toEqual([]);
     });
 
-    it("refuses to list after an event that was pruned, or is another workspace's, rather than answer a short list", async () => {
+    it("gives no position for an event that was pruned, or is another workspace's, and lists after a pruned event's position as before", async () => {
       for (let i = 0; i < 4; i += 1) await store.insertEvent(eventFixture(ws, { occurredAt: at(i * 1000), details: { i } }));
       const otherEvent = eventFixture(other, { occurredAt: at(500) });
       await store.insertEvent(otherEvent);
-      const [, , , oldest] = await store.listEvents(ws, {}, { first: 4 });
+      const [newest, , , oldest] = await store.listEvents(ws, {}, { first: 4 });
+      expect(await store.eventSeq(ws, newest.id)).toBe(newest.seq);
       expect((await store.pruneEvents(at(1500), 100, null)).deleted).toBe(3);
-      const gone = {
-        code: 'BAD_USER_INPUT',
-        issues: [{ field: 'after', message: "names no event of this workspace (deleted once past its retention period, or never this workspace's): start again from the first page" }],
-      };
+      expect(await store.eventSeq(ws, oldest.id)).toBeNull();
+      expect(await store.eventSeq(ws, otherEvent.id)).toBeNull();
+      expect(await store.eventSeq(ws, randomUUID())).toBeNull();
       for (const filter of [{}, { since: at(0), until: at(9000) }, { types: ['CAMPAIGN_DUPLICATION_REQUESTED', 'PERMISSION_DENIED'] }] as SecurityEventFilter[]) {
-        for (const afterId of [oldest.id, otherEvent.id]) {
-          await expect(store.listEvents(ws, filter, { first: 10, afterId }), JSON.stringify(filter)).rejects.toMatchObject(gone);
-        }
+        const listed = await store.listEvents(ws, filter, { first: 10, afterSeq: oldest.seq });
+        expect(listed.map((e) => e.details.i), JSON.stringify(filter)).toEqual([3, 2]);
       }
     });
 

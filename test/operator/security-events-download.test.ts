@@ -663,9 +663,12 @@ describe("a download refused while the workspace's one slot is held by a downloa
 for (const store of STORES) {
   describe.skipIf(store.skip)(`GET /security_events/download?after=<event id> on a ${store.name} store`, () => {
     let gateway: TestGateway;
+    /** Run before each batch of a download after its first is read, while a test sets it. */
+    let beforeLaterBatch: (() => Promise<void>) | undefined;
 
     beforeAll(async () => {
-      gateway = await store.startGateway();
+      const hold = (...args: unknown[]) => ((args[2] as ListOptions).beforeSeq === undefined ? undefined : beforeLaterBatch?.());
+      gateway = await store.startGateway({}, {}, { wrapStore: (inner) => storeHeldOn(inner, ['listEvents'], hold) });
     });
     afterAll(() => gateway?.close());
 
@@ -704,6 +707,26 @@ for (const store of STORES) {
 
       const third = await download(gateway, team.key, `?after=${firstId(second.text)}`);
       expect(listed(third.text)).toEqual(['SECURITY_EVENTS_DOWNLOADED']);
+    });
+
+    it('streams every event recorded after it when retention deletes that event once the first batch is read', async () => {
+      const team = await gateway.workspace();
+      const from = event(team, '2001-01-01T00:00:00Z', { campaignId: 'from' });
+      const later = Array.from({ length: DOWNLOAD_BATCH_SIZE * 2 + 3 }, (_, index) => event(team, recent(9 - index / 1000), { campaignId: `c${index}` }));
+      await writeEach([from, ...later]);
+      let deleted = 0;
+      beforeLaterBatch = async () => {
+        deleted += (await gateway.app.store.pruneEvents(new Date('2001-01-02T00:00:00Z'), 1000, null)).deleted;
+      };
+      try {
+        const response = await download(gateway, team.key, `?after=${from.id}`);
+        expect(response.status).toBe(200);
+        expect(listed(response.text)).toEqual(later.map((item) => item.campaignId).reverse());
+      } finally {
+        beforeLaterBatch = undefined;
+      }
+      expect(deleted).toBe(1);
+      expect(await gateway.app.store.eventSeq(team.workspace.id, from.id)).toBeNull();
     });
 
     it('applies a range too when one is given, named in the file and the event with the id', async () => {

@@ -939,11 +939,12 @@ export class PostgresStore implements GatewayStore {
     if (filter.jobId !== undefined) where.push(`job_id = ${param(filter.jobId)}`);
     if (filter.apiKeyId !== undefined) where.push(`api_key_id = ${param(filter.apiKeyId)}`);
     const seeks = eventWindowSeeks(filter);
-    const bounded = seeks.since !== undefined || seeks.until !== undefined || options.afterId !== undefined;
+    const bounded = seeks.since !== undefined || seeks.until !== undefined;
     if (!bounded) {
       where.push(pageBound('security_events', options, param));
+      if (options.afterSeq !== undefined) where.push(`seq > ${param(options.afterSeq)}`);
     } else {
-      // The window's bounds on seq, and the page's cursors, are read first, so that the listing is planned knowing
+      // The window's bounds on seq, and the page's cursor, are read first, so that the listing is planned knowing
       // them. As subqueries they are unknown to the planner, which takes a range between a known and an unknown
       // bound for a small one: it may then read every event in it by the primary key, every other workspace's
       // included, to sort the few of this workspace.
@@ -952,16 +953,14 @@ export class PostgresStore implements GatewayStore {
       const [bounds] = await this.lookup(
         `SELECT ${seeks.since ? EVENT_WINDOW_SQL.lastBeforeSince(IN_WORKSPACE, at(seeks.since)) : 0} AS after,
            ${seeks.until ? EVENT_WINDOW_SQL.firstFromUntil(IN_WORKSPACE, at(seeks.until)) : Number.MAX_SAFE_INTEGER} AS before
-           ${options.beforeId !== undefined ? `, ${rowSeq('security_events', '$1', at(options.beforeId))} AS cursor` : ''}
-           ${options.afterId !== undefined ? `, ${rowSeq('security_events', '$1', at(options.afterId))} AS after_cursor` : ''}`,
+           ${options.beforeId !== undefined ? `, ${rowSeq('security_events', '$1', at(options.beforeId))} AS cursor` : ''}`,
         seek,
         this.view,
       );
       if (bounds === undefined) return [];
       const cursor = options.beforeId !== undefined ? bounds.cursor : (options.beforeSeq ?? Number.MAX_SAFE_INTEGER);
-      const afterCursor = options.afterId !== undefined ? bounds.after_cursor : 0;
-      if (cursor === null || afterCursor === null) throw eventCursorGone();
-      if (seeks.since !== undefined || options.afterId !== undefined) where.push(`seq > ${param(Math.max(Number(bounds.after), Number(afterCursor)))}`);
+      if (cursor === null) throw eventCursorGone();
+      if (seeks.since !== undefined || options.afterSeq !== undefined) where.push(`seq > ${param(Math.max(Number(bounds.after), options.afterSeq ?? 0))}`);
       where.push(`seq < ${param(Math.min(Number(bounds.before), Number(cursor)))}`);
     }
     // `± interval '0 s'`: the times filter the rows of the seq range, and must not draw the planner to a time index,
@@ -988,12 +987,16 @@ export class PostgresStore implements GatewayStore {
     }
     const rows = await this.lookup(text, values, this.view);
     // A cursor's row that is gone lists nothing (pageBound): told apart from the end of the list only then. A time
-    // window, or a lower cursor, read the cursor's row already.
-    if (rows.length === 0 && options.beforeId !== undefined && !bounded) {
-      const [cursor] = await this.lookup(`SELECT ${rowSeq('security_events', '$1', '$2')} AS seq`, [workspaceId, options.beforeId], this.view);
-      if ((cursor?.seq ?? null) === null) throw eventCursorGone();
+    // window read the cursor's row already.
+    if (rows.length === 0 && options.beforeId !== undefined && !bounded && (await this.eventSeq(workspaceId, options.beforeId)) === null) {
+      throw eventCursorGone();
     }
     return rows.map(rowToEvent);
+  }
+
+  async eventSeq(workspaceId: string, id: string): Promise<number | null> {
+    const [row] = await this.lookup(`SELECT ${rowSeq('security_events', '$1', '$2')} AS seq`, [workspaceId, id], this.view);
+    return (row?.seq ?? null) === null ? null : Number(row.seq);
   }
 
   /**

@@ -555,15 +555,15 @@ export class SqliteStore implements GatewayStore, CounterTable {
       where.push(`seq < min(${end}, ${EVENT_WINDOW_SQL.firstFromUntil('workspace_id = @workspaceId', '@untilSeek')})`);
       params.untilSeek = seeks.until.getTime();
     }
-    // One lower bound, as pageEnd makes one upper bound: `max` is NULL, matching no row, when the cursor's row is gone.
+    // One lower bound, as pageEnd makes one upper bound.
     const starts: string[] = [];
     if (seeks.since !== undefined) {
       starts.push(EVENT_WINDOW_SQL.lastBeforeSince('workspace_id = @workspaceId', '@sinceSeek'));
       params.sinceSeek = seeks.since.getTime();
     }
-    if (options.afterId !== undefined) {
-      starts.push(rowSeq('security_events', '@workspaceId', '@afterId'));
-      params.afterId = options.afterId;
+    if (options.afterSeq !== undefined) {
+      starts.push('@afterSeq');
+      params.afterSeq = options.afterSeq;
     }
     if (starts.length > 0) where.push(`seq > ${starts.length === 1 ? starts[0] : `max(${starts.join(', ')})`}`);
     if (filter.jobId !== undefined) {
@@ -607,9 +607,14 @@ export class SqliteStore implements GatewayStore, CounterTable {
       text = `${types.map((_, position) => branch(position)).join(' UNION ALL ')} ${newest}`;
     }
     const rows = this.readAll(text, params);
-    // A cursor's row that is gone lists nothing (pageEnd, the lower bound): told apart from the end of the list only then.
-    const gone = (id: string | undefined) => id !== undefined && this.read(`SELECT ${rowSeq('security_events', '?', '?')} AS seq`, workspaceId, id)!.seq === null;
-    if (rows.length === 0 && (gone(options.beforeId) || gone(options.afterId))) throw eventCursorGone();
+    // A cursor's row that is gone lists nothing (pageEnd): told apart from the end of the list only then.
+    if (rows.length === 0 && options.beforeId !== undefined && (await this.eventSeq(workspaceId, options.beforeId)) === null) {
+      throw eventCursorGone();
+    }
     return rows.map(rowToEvent);
+  }
+
+  async eventSeq(workspaceId: string, id: string): Promise<number | null> {
+    return this.read(`SELECT ${rowSeq('security_events', '?', '?')} AS seq`, workspaceId, id)!.seq as number | null;
   }
 }
