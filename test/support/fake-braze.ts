@@ -53,6 +53,11 @@ export interface FakeBraze {
   campaigns: FakeCampaign[];
   /** Answers the next calls to `route` (e.g. 'POST /campaigns/duplicate') with these, in order, before behaving normally. */
   script(route: string, ...replies: FakeReply[]): void;
+  /**
+   * From now on answers each call to `route` that no script answers with what `reply` gives for it (undefined: as
+   * Braze would); null goes back to answering as Braze would.
+   */
+  answer(route: string, reply: ((request: RecordedRequest) => FakeReply | undefined) | null): void;
   requestsTo(route: string): RecordedRequest[];
   close(): Promise<void>;
 }
@@ -82,6 +87,7 @@ export function sampleCampaigns(count: number): FakeCampaign[] {
 export async function startFakeBraze(apiKey: string, campaigns: FakeCampaign[] = sampleCampaigns(3)): Promise<FakeBraze> {
   const requests: RecordedRequest[] = [];
   const scripts = new Map<string, FakeReply[]>();
+  const rules = new Map<string, (request: RecordedRequest) => FakeReply | undefined>();
   const timers = new Set<NodeJS.Timeout>();
   const fake = { campaigns };
 
@@ -176,7 +182,8 @@ export async function startFakeBraze(apiKey: string, campaigns: FakeCampaign[] =
         at: Date.now(),
       };
       requests.push(recorded);
-      const reply = scripts.get(`${recorded.method} ${recorded.path}`)?.shift() ?? normal(request, recorded);
+      const route = `${recorded.method} ${recorded.path}`;
+      const reply = scripts.get(route)?.shift() ?? rules.get(route)?.(recorded) ?? normal(request, recorded);
       if (reply.hang) return;
       if (reply.drop) {
         request.socket.destroy();
@@ -214,6 +221,10 @@ export async function startFakeBraze(apiKey: string, campaigns: FakeCampaign[] =
     },
     script(route, ...replies) {
       scripts.set(route, [...(scripts.get(route) ?? []), ...replies]);
+    },
+    answer(route, reply) {
+      if (reply) rules.set(route, reply);
+      else rules.delete(route);
     },
     requestsTo(route) {
       return requests.filter((request) => `${request.method} ${request.path}` === route);
