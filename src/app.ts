@@ -35,6 +35,7 @@ import {
 } from './domain/ports.js';
 import { GatewayService } from './domain/service.js';
 import { BrazeDuplicator } from './duplicators/braze.js';
+import { UpstreamCircuit } from './duplicators/upstream-circuit.js';
 import { LocalDuplicator } from './duplicators/local.js';
 import { InFlight } from './http/in-flight.js';
 import { GatewayMetrics } from './http/metrics.js';
@@ -353,6 +354,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
         longestUpstreamPauseMs(config),
         lateLogger(() => upstreamLog),
       ),
+      circuit: new UpstreamCircuit(lateLogger(() => upstreamLog), clock),
     };
     if (upstream) opened.push(() => upstream.client.close());
     const campaigns: CampaignReader = upstream
@@ -364,7 +366,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
         )
       : new StoreCampaignReader(store);
     const duplicator: Duplicator = upstream
-      ? new BrazeDuplicator(upstream.client, upstream.pacer, lateLogger(() => upstreamLog), clock)
+      ? new BrazeDuplicator(upstream.client, upstream.pacer, upstream.circuit, lateLogger(() => upstreamLog), clock)
       : new LocalDuplicator(store, clock);
 
     let worker: JobWorker | undefined;
@@ -450,13 +452,16 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
             return overrides.quota ? { ...status, backend: 'custom' } : status;
           },
         },
-        ...(upstream ? { upstream: upstreamCheck(upstream.client, upstream.pacer, clock) } : {}),
+        ...(upstream ? { upstream: upstreamCheck(upstream.client, upstream.pacer, upstream.circuit, clock) } : {}),
       },
       clock,
       overrides.elapsedMs,
     );
     metrics.watchDependencies(() => readiness.report());
-    if (upstream) metrics.watchUpstreamPause(upstream.pacer);
+    if (upstream) {
+      metrics.watchUpstreamPause(upstream.pacer);
+      metrics.watchUpstreamCircuit(upstream.circuit);
+    }
     if (clockOffset) metrics.watchClockOffset(clockOffset);
     const inFlight = new InFlight();
     const http = await buildHttpServer({

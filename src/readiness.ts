@@ -54,6 +54,21 @@ export interface PacingProbe extends UpstreamPause {
   probe(): Promise<void>;
 }
 
+/** What the upstream check needs of the upstream's circuit (upstream-circuit.ts). */
+export interface CircuitState {
+  readonly isOpen: boolean;
+  /** When the next probe may go, while open. */
+  readonly probeAt: Date | null;
+}
+
+/** What an open circuit means for jobs, null while closed. */
+function circuitHeld(circuit: CircuitState, clock: Clock): string | null {
+  if (!circuit.isOpen) return null;
+  const probeAt = circuit.probeAt;
+  const probe = probeAt === null || probeAt <= clock.now() ? 'one job is sent now as a probe' : `one job is sent as a probe at ${probeAt.toISOString()}`;
+  return `circuit open: calls of several jobs failed in a row, so duplications wait without spending attempts; ${probe}`;
+}
+
 const PACING_UNAVAILABLE = 'The pacing store is unavailable: no duplication is sent upstream until it is back';
 const pacingRefused = (refusal: CommandRefusedError): DependencyStatus => ({
   status: 'degraded',
@@ -64,9 +79,10 @@ const pacingRefused = (refusal: CommandRefusedError): DependencyStatus => ({
 /**
  * Upstream mode's check. Accepting a job does not need the upstream (jobs wait and retry until it answers again),
  * so it is never needed to serve. A pause the upstream asked for (a 429) is its instruction, followed, not an
- * outage: the upstream stays up, and the check says until when nothing is sent.
+ * outage: the upstream stays up, and the check says until when nothing is sent. An open circuit (this instance's
+ * duplications failing) is said too, whether or not the upstream's root answers the check.
  */
-export function upstreamCheck(upstream: UpstreamProbe, pacing: PacingProbe, clock: Clock): DependencyCheck {
+export function upstreamCheck(upstream: UpstreamProbe, pacing: PacingProbe, circuit: CircuitState, clock: Clock): DependencyCheck {
   return {
     neededToServe: false,
     check: async () => {
@@ -77,7 +93,14 @@ export function upstreamCheck(upstream: UpstreamProbe, pacing: PacingProbe, cloc
         () => true,
         (error: unknown) => (error instanceof CommandRefusedError ? error : false),
       );
-      await upstream.ping();
+      const held = circuitHeld(circuit, clock);
+      try {
+        await upstream.ping();
+      } catch (error) {
+        if (held === null) throw error;
+        throw new GatewayError('UNAVAILABLE', `${describeFailure(error)}; ${held}`, { cause: error });
+      }
+      if (held !== null) return { status: 'degraded', backend: 'braze', message: `The upstream answers its root, but ${held}` };
       if (upstream.refusesKey) {
         return { status: 'degraded', backend: 'braze', message: 'The upstream refused UPSTREAM_API_KEY (401) at its last call: duplications fail until it is replaced' };
       }

@@ -437,7 +437,7 @@ const isTimeout = (error: unknown): boolean => {
 /** 3xx but 304, which answers a conditional request the gateway never makes. */
 const isRedirect = (status: number): boolean => status >= 300 && status < 400 && status !== 304;
 
-function outcomeOf(response: UpstreamResponse): UpstreamOutcome {
+export function outcomeOf(response: UpstreamResponse): UpstreamOutcome {
   // A refused certificate is not retried, yet the connection is what failed.
   if (response.kind === 'rejected' && response.status === null) return 'unreachable';
   if (response.kind !== 'unavailable') return response.kind;

@@ -383,11 +383,11 @@ export type DuplicationResult =
   | { kind: 'permanent'; error: JobError; mayHaveActed?: boolean }
   | { kind: 'transient'; error: JobError; retryAfterMs?: number; mayHaveActed?: boolean }
   /**
-   * Not tried at all (no upstream pacing slot yet, or the pacing store cannot be reached): back to the queue for
-   * `retryAfterMs`, no attempt counted. No other job can be tried before then either, so the worker stops
-   * claiming until that time.
+   * Not tried at all (no upstream pacing slot yet, the pacing store cannot be reached, or the upstream is down and
+   * its circuit open): back to the queue for `retryAfterMs`, no attempt counted. No other job can be tried before
+   * then either, so the worker stops claiming until that time.
    */
-  | { kind: 'deferred'; retryAfterMs: number; waitsFor: 'slot' | 'pacing store' };
+  | { kind: 'deferred'; retryAfterMs: number; waitsFor: 'slot' | 'pacing store' | 'upstream' };
 
 /** Executes one duplication job: in the gateway's own store (local) or against Braze (braze). */
 export interface Duplicator {

@@ -1,10 +1,11 @@
-import type { BrazeClient } from '../adapters/braze-client.js';
+import type { BrazeClient, UpstreamResponse } from '../adapters/braze-client.js';
 import type { UpstreamPacer } from '../adapters/upstream-pacer.js';
 import { CommandRefusedError, limitsUnavailable } from '../domain/errors.js';
 import type { Clock, Duplicator, DuplicationResult } from '../domain/ports.js';
 import type { DuplicationJob } from '../domain/types.js';
 import { RepeatedFailureLog } from '../failure-log.js';
 import type { WorkerLogger } from '../jobs/worker.js';
+import type { UpstreamCircuit } from './upstream-circuit.js';
 
 /**
  * How long a job waits when the pacing store cannot be asked for a slot: long enough that the workers do not
@@ -53,6 +54,8 @@ export class BrazeDuplicator implements Duplicator {
   constructor(
     private readonly client: BrazeClient,
     private readonly pacer: UpstreamPacer,
+    /** Holds every call while the upstream is down, rather than spending each job's attempts on it. */
+    private readonly circuit: UpstreamCircuit,
     logger: WorkerLogger,
     clock: Clock,
   ) {
@@ -69,10 +72,14 @@ export class BrazeDuplicator implements Duplicator {
   }
 
   async duplicate(job: DuplicationJob): Promise<DuplicationResult> {
+    // Asked first: a job held by the circuit takes no pacing slot.
+    const heldMs = this.circuit.admit(job);
+    if (heldMs > 0) return { kind: 'deferred', retryAfterMs: heldMs, waitsFor: 'upstream' };
     let waitMs: number;
     try {
       waitMs = await this.pacer.take();
     } catch (error) {
+      this.circuit.release(job);
       // Without the shared pace, each instance would send as if alone: nothing is sent until the store is back.
       // The job was not tried, so it waits without spending an attempt, however long the outage lasts.
       (error instanceof CommandRefusedError ? this.pacingRefusals : this.pacingFailures).failed(limitsUnavailable(error));
@@ -80,9 +87,20 @@ export class BrazeDuplicator implements Duplicator {
     }
     this.pacingFailures.succeeded();
     this.pacingRefusals.succeeded();
-    if (waitMs > 0) return { kind: 'deferred', retryAfterMs: waitMs, waitsFor: 'slot' };
+    if (waitMs > 0) {
+      this.circuit.release(job);
+      return { kind: 'deferred', retryAfterMs: waitMs, waitsFor: 'slot' };
+    }
 
-    const response = await this.client.call('POST', '/campaigns/duplicate', { json: brazeDuplicateBody(job), job });
+    let response: UpstreamResponse;
+    try {
+      response = await this.client.call('POST', '/campaigns/duplicate', { json: brazeDuplicateBody(job), job });
+    } catch (error) {
+      // The client classifies every failure it knows; one it throws says nothing of the upstream.
+      this.circuit.release(job);
+      throw error;
+    }
+    this.circuit.answered(job, response);
     switch (response.kind) {
       case 'ok':
         return {

@@ -112,6 +112,10 @@ export class GatewayMetrics {
   private readonly clockRegistry = new Registry();
   private readonly clockOffsetGauge: Gauge;
   private clockOffset: { readonly lastMs: number | undefined } | undefined;
+  /** Upstream mode: this instance's circuit, read at each scrape (it lives in memory, so the read cannot fail). */
+  private readonly circuitRegistry = new Registry();
+  private readonly circuitOpen: Gauge;
+  private upstreamCircuit: { readonly isOpen: boolean } | undefined;
 
   constructor(options: GatewayMetricsOptions) {
     this.store = options.store;
@@ -201,7 +205,8 @@ export class GatewayMetrics {
         name: 'gateway_duplication_job_deferrals_total',
         help:
           'Jobs put back in the queue without using an attempt, by reason: upstream_slot (upstream mode: no upstream pacing slot yet, ' +
-          'or a pause the upstream asked for), pacing_store (upstream mode: the pacing store unavailable), store (the store failed under the run).',
+          'or a pause the upstream asked for), pacing_store (upstream mode: the pacing store unavailable), upstream_circuit (upstream mode: ' +
+          'the upstream down, its circuit open), store (the store failed under the run).',
         labelNames: ['reason'],
         registers,
       }),
@@ -356,6 +361,13 @@ export class GatewayMetrics {
         'Positive: the instance is behind. Past 1 s either way, /readyz notes it: event times go wrong.',
       registers: [this.clockRegistry],
     });
+    this.circuitOpen = new Gauge({
+      name: 'gateway_upstream_circuit_open',
+      help:
+        "Upstream mode: 1 while this instance's upstream circuit is open (calls of several jobs failed in a row with 5xx, 408, a timeout or a " +
+        'failed connection): no duplication is sent, but one probe after each cooldown, and jobs wait without spending attempts. 0 otherwise.',
+      registers: [this.circuitRegistry],
+    });
     this.watchStoreWriter(options.store);
   }
 
@@ -403,6 +415,11 @@ export class GatewayMetrics {
   /** Upstream mode: the pause each scrape reads. */
   watchUpstreamPause(pause: UpstreamPause): void {
     this.upstreamPause = pause;
+  }
+
+  /** Upstream mode: the circuit each scrape reports. */
+  watchUpstreamCircuit(circuit: { readonly isOpen: boolean }): void {
+    this.upstreamCircuit = circuit;
   }
 
   /** Stops taking in the event loop delays; the registry still answers. */
@@ -490,6 +507,10 @@ export class GatewayMetrics {
     if (queueRead) text += `\n${await this.queueRegistry.metrics()}`;
     if (pauseRead) text += `\n${await this.upstreamRegistry.metrics()}`;
     if (offsetMs !== undefined) text += `\n${await this.clockRegistry.metrics()}`;
+    if (this.upstreamCircuit) {
+      this.circuitOpen.set(this.upstreamCircuit.isOpen ? 1 : 0);
+      text += `\n${await this.circuitRegistry.metrics()}`;
+    }
     return text;
   }
 

@@ -28,10 +28,16 @@ export interface JobWorkerLogger extends WorkerLogger {
 
 /**
  * Why a job went back to the queue without using an attempt: no upstream slot yet (or an upstream pause), the
- * upstream pacing store unavailable, the store failing under the run.
+ * upstream pacing store unavailable, the upstream down (its circuit open), the store failing under the run.
  */
-export const DEFERRAL_REASONS = ['upstream_slot', 'pacing_store', 'store'] as const;
+export const DEFERRAL_REASONS = ['upstream_slot', 'pacing_store', 'upstream_circuit', 'store'] as const;
 export type DeferralReason = (typeof DEFERRAL_REASONS)[number];
+
+const DEFERRAL_REASON: Record<Extract<DuplicationResult, { kind: 'deferred' }>['waitsFor'], DeferralReason> = {
+  slot: 'upstream_slot',
+  'pacing store': 'pacing_store',
+  upstream: 'upstream_circuit',
+};
 
 export interface WorkerObserver {
   /**
@@ -314,12 +320,14 @@ export class JobWorker {
     if (result.kind === 'deferred') {
       if (!(await this.store.deferJob(job.id, lease, new Date(now.getTime() + result.retryAfterMs), now))) return this.leaseLost(job);
       this.storeOutages.succeeded();
-      this.observer.jobDeferred?.(result.waitsFor === 'slot' ? 'upstream_slot' : 'pacing_store');
+      this.observer.jobDeferred?.(DEFERRAL_REASON[result.waitsFor]);
       const waiting = { ...jobLogFields(job), delayMs: result.retryAfterMs };
       // A slot comes at the window's end, so each instance defers at most its concurrency a window. The pacing
-      // store is asked again every few seconds for as long as it is down, every job each time, while the
-      // duplicator logs the outage itself once: that line is for tracing one job.
+      // store is asked again every few seconds for as long as it is down, and the upstream's circuit tried again
+      // after each cooldown, every job each time, while the duplicator logs the outage itself once: that line is
+      // for tracing one job.
       if (result.waitsFor === 'slot') this.logger.info(waiting, 'job waits for an upstream slot');
+      else if (result.waitsFor === 'upstream') this.logger.debug(waiting, 'job waits for the upstream to answer again');
       else this.logger.debug(waiting, 'job waits for the upstream pacing store');
       return true;
     }

@@ -301,8 +301,13 @@ describe("the README's metrics table and alerts", () => {
   });
 });
 
-/** The series kept apart, in the registries of what each scrape reads from the store and the pacing store, and the clock offset. */
+/**
+ * The series kept apart, in the registries of what each scrape reads from the store and the pacing store, the clock
+ * offset and the upstream circuit.
+ */
 function readAtEachScrape(metrics: GatewayMetrics): { name: string }[] {
-  const registries = metrics as unknown as Record<'queueRegistry' | 'upstreamRegistry' | 'clockRegistry', GatewayMetrics['registry']>;
-  return [registries.queueRegistry, registries.upstreamRegistry, registries.clockRegistry].flatMap((registry) => registry.getMetricsAsArray());
+  const registries = metrics as unknown as Record<'queueRegistry' | 'upstreamRegistry' | 'clockRegistry' | 'circuitRegistry', GatewayMetrics['registry']>;
+  return [registries.queueRegistry, registries.upstreamRegistry, registries.clockRegistry, registries.circuitRegistry].flatMap((registry) =>
+    registry.getMetricsAsArray(),
+  );
 }
