@@ -100,6 +100,10 @@ describe('the upstream circuit', () => {
     expect(attempts(opened)).toBe(sent);
     for (const job of opened) expect(job).toMatchObject({ status: 'PENDING' });
     expect(opened.filter((job) => job.attempts === 0).length).toBe(10 - sent);
+    // A job sent back tells its poller the cooldown's end.
+    const deferred = opened.find((job) => job.attempts === 0 && job.runAt > h.clock.now())!;
+    const poll = await http(h.gateway.baseUrl, 'GET', `/duplication_jobs/${deferred.id}`, { headers: bearer(h.ws.key) });
+    expect(poll.headers['retry-after']).toBe(String(CIRCUIT_COOLDOWN_MS.first / 1000));
 
     // Still ready: an upstream outage takes no instance out of the load balancer.
     const ready = await http(h.gateway.baseUrl, 'GET', '/readyz');
