@@ -87,6 +87,8 @@ export function upstreamCheck(upstream: UpstreamProbe, pacing: PacingProbe, circ
     neededToServe: false,
     check: async () => {
       // Side by side: a hung pacing store takes most of the check's time before it counts as unreachable.
+      // The end is counted from when the pause is read, not from after the upstream's ping, however long that takes.
+      const readAt = clock.now().getTime();
       const paused = pacing.remainingMs().catch((error: unknown) => (error instanceof CommandRefusedError ? error : null));
       // Reading the pause is not enough: a store that answers reads and refuses writes holds every call too.
       const paces = pacing.probe().then(
@@ -111,7 +113,7 @@ export function upstreamCheck(upstream: UpstreamProbe, pacing: PacingProbe, circ
       // The store's own failure is the quota check's to report; what it means here is that nothing is sent.
       if (pausedMs === null || !paced) return { status: 'degraded', backend: 'braze', message: PACING_UNAVAILABLE };
       if (pausedMs === 0) return { status: 'up', backend: 'braze' };
-      const until = new Date(Math.ceil((clock.now().getTime() + pausedMs) / 1000) * 1000).toISOString();
+      const until = new Date(Math.ceil((readAt + pausedMs) / 1000) * 1000).toISOString();
       return { status: 'up', backend: 'braze', message: `paused until ${until}: the upstream answered 429, and no duplication is sent before then` };
     },
   };
