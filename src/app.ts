@@ -534,6 +534,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
         batchSize: 1000,
       },
       http.log.child({ component: 'retention' }),
+      metrics.retentionObserver,
     );
 
     let closed: Promise<void> | undefined;

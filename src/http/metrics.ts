@@ -14,6 +14,7 @@ import {
 import { CHANNELS, JOB_ERROR_CODES, type Channel, type JobErrorCode } from '../domain/types.js';
 import { GRAPHQL_ERROR_CODES } from '../graphql/apollo.js';
 import { RepeatedFailureLog } from '../failure-log.js';
+import { PRUNED_TABLES, type RetentionObserver } from '../jobs/retention.js';
 import { DEFERRAL_REASONS, type WorkerLogger, type WorkerObserver } from '../jobs/worker.js';
 import { CHECK_TIMEOUT_MS, withinTimeout, type ReadinessReport } from '../readiness.js';
 import { GATEWAY_VERSION } from './openapi.js';
@@ -85,6 +86,8 @@ export class GatewayMetrics {
   private readonly jobDeferrals: Counter<'reason'>;
   private readonly jobsTakenOver: Counter;
   private readonly jobWait: Histogram<'status'>;
+  private readonly prunedRows: Counter<'table'>;
+  private readonly retentionPassDuration: Histogram;
   /**
    * Duplications by channel and outcome, in plain numbers the counter is given at each scrape: counting them, on
    * the path of every accepted request, allocates nothing, where prom-client's inc() (a labels() child's too)
@@ -227,6 +230,24 @@ export class GatewayMetrics {
         'what a caller waits for a duplication, retries, deferrals and queueing included.',
       labelNames: ['status'],
       buckets: [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600],
+      registers,
+    });
+    this.prunedRows = fromZero(
+      new Counter({
+        name: 'gateway_retention_pruned_rows_total',
+        help:
+          'Rows the retention pruner of this instance deleted, by table, counted batch by batch: rising while a pass runs. ' +
+          'A long pass (the first after a long time) slows writes on the embedded store.',
+        labelNames: ['table'],
+        registers,
+      }),
+      'table',
+      Object.values(PRUNED_TABLES),
+    );
+    this.retentionPassDuration = new Histogram({
+      name: 'gateway_retention_pass_duration_seconds',
+      help: 'Time each retention pass of this instance took, idle ones included, observed when it ends (or stops at a shutdown).',
+      buckets: [0.01, 0.1, 1, 5, 10, 30, 60, 120, 300, 600, 1800],
       registers,
     });
     this.duplicationCounts = Object.fromEntries(
@@ -438,6 +459,11 @@ export class GatewayMetrics {
     jobTakenOver: () => this.jobsTakenOver.inc(),
   };
 
+  readonly retentionObserver: RetentionObserver = {
+    pruned: (table, rows) => this.prunedRows.inc({ table }, rows),
+    passFinished: (durationMs) => this.retentionPassDuration.observe(durationMs / 1000),
+  };
+
   readonly upstreamObserver: UpstreamObserver = {
     callFinished: (endpoint, outcome, seconds) => this.upstreamDuration.observe({ endpoint, outcome }, seconds),
   };
@@ -576,7 +602,7 @@ export async function metricsRoutes(app: FastifyInstance, options: { metrics: Ga
         description:
           'Request counts and durations, duplications by channel and outcome, GraphQL requests by path and errors by code, GraphQL document ' +
           'cache sizes, queued jobs by status, queue depth, age of the oldest due job, job durations and waits from acceptance, finished jobs ' +
-          'by error code, deferrals by reason, upstream call durations and pause, quota rejections, failed authentications and the requests ' +
+          'by error code, deferrals by reason, rows pruned by table and retention pass durations, upstream call durations and pause, quota rejections, failed authentications and the requests ' +
           'refused for them, security events left unrecorded, each dependency /readyz checks, with PostgreSQL the clock offset from the database, ' +
           'downloads in progress, build, process metrics. ' +
           `Answers 200 while the store is down or does not answer within ${CHECK_TIMEOUT_S} s, without the queue series and with gateway_metrics_store_read_ok 0.`,

@@ -17,6 +17,22 @@ export interface PruneCounts {
   idempotencyKeys: number;
 }
 
+/** The store's table each count of a pass is pruned from: the label of the pruned rows metric. */
+export const PRUNED_TABLES = { jobs: 'jobs', events: 'security_events', idempotencyKeys: 'idempotency_keys' } as const satisfies Record<keyof PruneCounts, string>;
+export type PrunedTable = (typeof PRUNED_TABLES)[keyof PruneCounts];
+
+export interface RetentionObserver {
+  /** One batch deleted `rows` rows of `table`: counted as it goes, so that a long pass shows while it runs. */
+  pruned?(table: PrunedTable, rows: number): void;
+  /** A pass ended, all done or stopped, after `durationMs` by the pruner's clock. */
+  passFinished?(durationMs: number): void;
+}
+
+/** How often a long pass says how far it has got. */
+const PROGRESS_INTERVAL_MS = 30_000;
+
+const total = (counts: PruneCounts): number => counts.jobs + counts.events + counts.idempotencyKeys;
+
 /** Runs one batch of a pass: how many rows it deleted, and whether the pass is over. */
 type Batches = (limit: number) => Promise<{ deleted: number; done: boolean }>;
 
@@ -42,6 +58,7 @@ export class RetentionPruner {
     private readonly clock: Clock,
     private readonly options: RetentionOptions,
     private readonly logger: WorkerLogger,
+    private readonly observer: RetentionObserver = {},
   ) {
     this.failures = new RepeatedFailureLog(logger, clock, {
       failed: 'retention pass failed',
@@ -83,14 +100,15 @@ export class RetentionPruner {
   }
 
   private async pass(): Promise<PruneCounts> {
-    const now = this.clock.now().getTime();
+    const startedAt = this.clock.now().getTime();
+    const progress = new PassProgress(this.logger, startedAt, this.options.batchSize);
     // Jobs first: the events of a job pruned now may go in the same pass.
-    const counts: PruneCounts = {
-      jobs: await this.drain(counted((limit) => this.store.pruneFinishedJobs(new Date(now - this.options.jobRetentionMs), limit))),
-      events: await this.drain(this.eventBatches(new Date(now - this.options.eventRetentionMs))),
-      idempotencyKeys: await this.drain(counted((limit) => this.store.pruneIdempotencyKeys(new Date(now), limit))),
-    };
-    if (counts.jobs + counts.events + counts.idempotencyKeys > 0) this.logger.info({ ...counts }, 'pruned old records');
+    await this.drain('jobs', progress, counted((limit) => this.store.pruneFinishedJobs(new Date(startedAt - this.options.jobRetentionMs), limit)));
+    await this.drain('events', progress, this.eventBatches(new Date(startedAt - this.options.eventRetentionMs)));
+    await this.drain('idempotencyKeys', progress, counted((limit) => this.store.pruneIdempotencyKeys(new Date(startedAt), limit)));
+    const { counts } = progress;
+    if (total(counts) > 0) this.logger.info({ ...counts }, 'pruned old records');
+    this.observer.passFinished?.(this.clock.now().getTime() - startedAt);
     return counts;
   }
 
@@ -104,15 +122,44 @@ export class RetentionPruner {
     };
   }
 
-  private async drain(prune: Batches): Promise<number> {
-    let total = 0;
+  private async drain(table: keyof PruneCounts, progress: PassProgress, prune: Batches): Promise<void> {
     for (;;) {
-      if (this.stopping) return total;
+      if (this.stopping) return;
       const { deleted, done } = await prune(this.options.batchSize);
-      total += deleted;
-      if (done) return total;
+      if (deleted > 0) this.observer.pruned?.(PRUNED_TABLES[table], deleted);
+      progress.deleted(table, deleted, this.clock.now().getTime());
+      if (done) return;
       // Let waiting requests run between batches.
       await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+}
+
+/**
+ * What one pass has deleted so far, and its lines while it runs: none before it has deleted a batch's worth, so
+ * that idle and small passes stay quiet and a long one, which writes may wait behind, is announced and followed.
+ */
+class PassProgress {
+  readonly counts: PruneCounts = { jobs: 0, events: 0, idempotencyKeys: 0 };
+  /** When the last line about this pass was logged; undefined until it has deleted a full batch. */
+  private loggedAt: number | undefined;
+
+  constructor(
+    private readonly logger: WorkerLogger,
+    private readonly startedAt: number,
+    private readonly batchSize: number,
+  ) {}
+
+  deleted(table: keyof PruneCounts, rows: number, now: number): void {
+    this.counts[table] += rows;
+    const fields = { ...this.counts, elapsedMs: now - this.startedAt };
+    if (this.loggedAt === undefined) {
+      if (total(this.counts) < this.batchSize) return;
+      this.logger.info(fields, 'pruning old records');
+      this.loggedAt = now;
+    } else if (now - this.loggedAt >= PROGRESS_INTERVAL_MS) {
+      this.logger.info(fields, 'still pruning old records');
+      this.loggedAt = now;
     }
   }
 }

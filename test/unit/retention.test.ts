@@ -6,12 +6,18 @@ import { SqliteStore } from '../../src/adapters/sqlite/store.js';
 import { RetentionPruner } from '../../src/jobs/retention.js';
 import { ManualClock } from '../support/clock.js';
 import { eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
-import { componentLines, recordingLogger, startGateway, storeHeldOn, waitFor } from '../support/gateway.js';
+import { componentLines, metricSample, recordingLogger, scrape, startGateway, storeHeldOn, waitFor } from '../support/gateway.js';
 import { jobEvents, rest } from '../support/transports.js';
 
 const DAY = 86_400_000;
 const HOUR = 3_600_000;
 const silent = { info() {}, warn() {}, error() {} };
+
+/** A pruner's logger that keeps its info lines. */
+const infoLines = () => {
+  const lines: { msg: string; [field: string]: unknown }[] = [];
+  return { lines, logger: { ...silent, info: (fields: object, msg: string) => void lines.push({ msg, ...fields }) } };
+};
 
 describe('retention', () => {
   let dir: string;
@@ -101,9 +107,13 @@ describe('retention', () => {
     }
 
     // Five rows of each in batches of two: the pass goes on past full batches, to the one of one row.
-    const pruner = new RetentionPruner(store, clock, { jobRetentionMs: DAY, eventRetentionMs: 365 * DAY, intervalMs: 60_000, batchSize: 2 }, silent);
+    const pruned: Record<string, number[]> = {};
+    const observer = { pruned: (table: string, rows: number) => void (pruned[table] ??= []).push(rows) };
+    const pruner = new RetentionPruner(store, clock, { jobRetentionMs: DAY, eventRetentionMs: 365 * DAY, intervalMs: 60_000, batchSize: 2 }, silent, observer);
     clock.advance(2 * DAY);
     expect(await pruner.pruneOnce()).toEqual({ jobs: 5, events: 0, idempotencyKeys: 5 });
+    // Told batch by batch, in the store's table names.
+    expect(pruned).toEqual({ jobs: [2, 2, 1], idempotency_keys: [2, 2, 1] });
     for (const job of jobs) expect(await store.getJob(ws.id, job.id)).toBeNull();
     for (let i = 0; i < 5; i += 1) expect(await store.findIdempotencyKey(ws.id, `k${i}`)).toBeNull();
   });
@@ -127,6 +137,43 @@ describe('retention', () => {
     await pruner.stop();
   });
 
+  /** `count` events a day past their retention, and a pruner deleting them in batches of 5 that keeps its info lines. */
+  const pastRetention = async (count: number) => {
+    const ws = workspaceFixture();
+    await store.createWorkspace(ws);
+    for (let i = 0; i < count; i += 1) await store.insertEvent(eventFixture(ws.id, { occurredAt: clock.now() }));
+    const { lines, logger } = infoLines();
+    const pruner = new RetentionPruner(store, clock, { jobRetentionMs: DAY, eventRetentionMs: DAY, intervalMs: 60_000, batchSize: 5 }, logger);
+    clock.advance(2 * DAY);
+    return { lines, pruner };
+  };
+
+  it('says when a pass of more than a batch starts, then how far it has got every 30 s, and nothing for an idle pass', async () => {
+    const { lines, pruner } = await pastRetention(17);
+    // Each of the 4 batches takes 20 s by the clock: 30 s after the first line have passed only when the third ends.
+    const prune = store.pruneEvents.bind(store);
+    store.pruneEvents = async (before, limit, after) => {
+      clock.advance(20_000);
+      return prune(before, limit, after);
+    };
+
+    expect(await pruner.pruneOnce()).toEqual({ jobs: 0, events: 17, idempotencyKeys: 0 });
+    expect(lines).toEqual([
+      { msg: 'pruning old records', jobs: 0, events: 5, idempotencyKeys: 0, elapsedMs: 20_000 },
+      { msg: 'still pruning old records', jobs: 0, events: 15, idempotencyKeys: 0, elapsedMs: 60_000 },
+      { msg: 'pruned old records', jobs: 0, events: 17, idempotencyKeys: 0 },
+    ]);
+
+    expect(await pruner.pruneOnce()).toEqual({ jobs: 0, events: 0, idempotencyKeys: 0 });
+    expect(lines).toHaveLength(3);
+  });
+
+  it('says nothing before the end of a pass that deletes less than a batch', async () => {
+    const { lines, pruner } = await pastRetention(4);
+    expect(await pruner.pruneOnce()).toEqual({ jobs: 0, events: 4, idempotencyKeys: 0 });
+    expect(lines.map((line) => line.msg)).toEqual(['pruned old records']);
+  });
+
   /** Events older than the default 90 days of EVENT_RETENTION_DAYS by the time the gateway starts. */
   const oldEvents = async (count: number) => {
     const ws = workspaceFixture();
@@ -144,6 +191,25 @@ describe('retention', () => {
     try {
       const pruned = await waitFor(async () => componentLines(lines, 'retention').find((line) => line.msg === 'pruned old records'));
       expect(pruned).toMatchObject({ level: 30, jobs: 0, events: 3, idempotencyKeys: 0 });
+    } finally {
+      await gateway.close();
+    }
+  });
+
+  it('counts in /metrics the rows each table lost, and announces a pass of more than a batch', async () => {
+    await oldEvents(1001);
+    const { logger, lines } = recordingLogger();
+    const gateway = await startGateway({}, { store, clock, logger });
+    try {
+      await waitFor(async () => componentLines(lines, 'retention').some((line) => line.msg === 'pruned old records'));
+      expect(componentLines(lines, 'retention').map(({ msg, events }) => ({ msg, events }))).toEqual([
+        { msg: 'pruning old records', events: 1000 },
+        { msg: 'pruned old records', events: 1001 },
+      ]);
+      const text = await scrape(gateway);
+      const pruned = (table: string) => metricSample(text, 'gateway_retention_pruned_rows_total', { table });
+      expect([pruned('jobs'), pruned('security_events'), pruned('idempotency_keys')]).toEqual([0, 1001, 0]);
+      expect(metricSample(text, 'gateway_retention_pass_duration_seconds_count')).toBe(1);
     } finally {
       await gateway.close();
     }
