@@ -230,6 +230,8 @@ export interface GatewayStore {
    */
   enqueueJob(job: DuplicationJob, event: NewSecurityEvent, reservation?: IdempotencyRecord): Promise<boolean>;
   getJob(workspaceId: string, id: string): Promise<DuplicationJob | null>;
+  /** The jobs of the workspace among `ids`, in one read, in no particular order: an id of none is left out. */
+  getJobs(workspaceId: string, ids: readonly string[]): Promise<DuplicationJob[]>;
   /** A job by its id alone, whatever its workspace: for the operator (the CLI), never for a caller. */
   findJob(id: string): Promise<DuplicationJob | null>;
   /**

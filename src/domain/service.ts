@@ -195,6 +195,22 @@ export class GatewayService {
   }
 
   /**
+   * The jobs of `ids`, each answered as getJob answers it (null where getJob's is), read from the store in one
+   * statement: a page of events asks for each event's job.
+   */
+  async getJobs(principal: Principal, ids: readonly string[]): Promise<(DuplicationJob | null)[]> {
+    const known = [...new Set(ids.filter(isGatewayId))];
+    const found = known.length === 0 ? [] : await this.deps.store.getJobs(principal.workspaceId, known);
+    const byId = new Map(found.map((job) => [job.id, job]));
+    return Promise.all(
+      ids.map(async (id) => {
+        const job = byId.get(id);
+        return job && (await this.maySee(principal, job)) ? job : null;
+      }),
+    );
+  }
+
+  /**
    * Seconds a caller following an unfinished job should wait before asking again (null once it is finished):
    * until its next run when that is later (a retry delay, a wait for an upstream slot), or until the end of a
    * pause the upstream asked for when that is later still, otherwise one. `pausedMs` reads that pause, only for

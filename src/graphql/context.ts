@@ -1,6 +1,6 @@
 import { isGatewayError, type ErrorCode, type GatewayError, type RateLimitState } from '../domain/errors.js';
 import { AUTH_REFUSALS, type GatewayService, type RequestContext } from '../domain/service.js';
-import type { Campaign, Principal } from '../domain/types.js';
+import type { Campaign, DuplicationJob, Principal } from '../domain/types.js';
 
 export interface GraphQLContext {
   service: GatewayService;
@@ -30,6 +30,11 @@ export interface GraphQLContext {
    * however many entries and fields ask, and at most LISTED_DETAILS_CONCURRENCY at once.
    */
   listedCampaignDetails(id: string): Promise<Campaign | null>;
+  /**
+   * The job of an event, as duplicationJob(id) answers it: the jobs the request's events ask for in one turn are
+   * read together, in one statement, and each once.
+   */
+  eventJob(id: string): Promise<DuplicationJob | null>;
   /** The quota after the last point this request took, for the X-RateLimit-* headers. */
   rateLimit?: RateLimitState;
 }
@@ -85,6 +90,37 @@ export function onceEach<T>(load: (id: string) => Promise<T>, concurrency: numbe
 }
 
 /**
+ * Each id loaded once (a failure too), and the ids asked for until the turn's promise jobs have all run loaded
+ * together, by one call of `loadMany` that answers them in the order given. Still within the turn: SQLite's reads
+ * of one turn see one moment (read-snapshot.ts), the events' read included.
+ */
+export function batchedOnce<T>(loadMany: (ids: string[]) => Promise<T[]>): (id: string) => Promise<T> {
+  const loaded = new Map<string, Promise<T>>();
+  let waiting: { id: string; resolve: (value: T) => void; reject: (error: unknown) => void }[] = [];
+  const load = () => {
+    const batch = waiting;
+    waiting = [];
+    new Promise<T[]>((resolve) => resolve(loadMany(batch.map(({ id }) => id)))).then(
+      (values) => batch.forEach(({ resolve }, index) => resolve(values[index])),
+      (error: unknown) => batch.forEach(({ reject }) => reject(error)),
+    );
+  };
+  return (id) => {
+    let promise = loaded.get(id);
+    if (!promise) {
+      promise = new Promise<T>((resolve, reject) => {
+        // A tick queued from a promise job runs once every promise job queued meanwhile has run: the fields that
+        // other lists' resolutions reach in this turn ask first.
+        if (waiting.length === 0) void Promise.resolve().then(() => process.nextTick(load));
+        waiting.push({ id, resolve, reject });
+      });
+      loaded.set(id, promise);
+    }
+    return promise;
+  };
+}
+
+/**
  * `checked`: the principal the request's headers were authenticated as before its body was read, if they were;
  * checked again on first use when the body came late.
  */
@@ -108,6 +144,7 @@ export function createContext(service: GatewayService, request: RequestContext, 
       })),
     upstreamPausedMs: () => (upstreamPaused ??= service.upstreamPausedMs()),
     listedCampaignDetails: onceEach(async (id) => service.listedCampaignDetails(await context.principal(), id), LISTED_DETAILS_CONCURRENCY),
+    eventJob: batchedOnce(async (ids) => service.getJobs(await context.principal(), ids)),
   };
   return context;
 }

@@ -145,7 +145,7 @@ export class SecurityEventResolver {
   @FieldResolver(() => DuplicationJob, { nullable: true, description: 'The current state of the job the event is about.' })
   async job(@Root() event: SecurityEvent, @Ctx() context: GraphQLContext): Promise<DuplicationJob | null> {
     if (!event.jobId) return null;
-    const job = await context.service.getJob(await context.principal(), event.jobId);
+    const job = await context.eventJob(event.jobId);
     return job ? toGraphQLJob(job) : null;
   }
 }

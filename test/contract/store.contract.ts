@@ -239,6 +239,17 @@ export function storeContract(name: string, harness: StoreHarness): void {
       expect(await store.countJobs('PENDING')).toBe(1);
     });
 
+    it('reads the jobs of a list of ids in one call, only those of the workspace asked for', async () => {
+      const mine = [jobFixture(ws, { runAt: at(0) }), jobFixture(ws, { runAt: at(1) })];
+      const theirs = jobFixture(other, { runAt: at(2) });
+      for (const job of [...mine, theirs]) await store.enqueueJob(job, eventFixture(job.workspaceId, { jobId: job.id }));
+      const asked = [mine[1].id, theirs.id, randomUUID(), mine[0].id, 'not\u0000stored', mine[1].id];
+      const found = await store.getJobs(ws, asked);
+      expect(found.sort((a, b) => a.id.localeCompare(b.id))).toEqual([...mine].sort((a, b) => a.id.localeCompare(b.id)));
+      expect(await store.getJobs(other, asked)).toEqual([theirs]);
+      expect(await store.getJobs(ws, [])).toEqual([]);
+    });
+
     it('keeps the id of the request that asked for a job, for the worker that claims it; none when it has none', async () => {
       const traced = jobFixture(ws, { requestId: 'trace-42.a:b', runAt: at(0) });
       const untraced = jobFixture(ws, { requestId: null, runAt: at(1) });

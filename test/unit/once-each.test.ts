@@ -1,6 +1,6 @@
 import { setImmediate as turn } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { onceEach } from '../../src/graphql/context.js';
+import { batchedOnce, onceEach } from '../../src/graphql/context.js';
 
 /** A load per id that ends only when the test says, with the ids it was asked for. */
 function heldLoads() {
@@ -44,5 +44,42 @@ describe('onceEach: the loader of the details of a request\'s campaign list entr
     await expect(get('a')).rejects.toThrow('no a');
     expect(await get('b')).toBe('details of b');
     expect(asked).toEqual(['a', 'b']);
+  });
+});
+
+describe('batchedOnce: the loader of the jobs of a request\'s events', () => {
+  /** Loads that answer at once, with the batches they were asked for and whether the turn had ended by then. */
+  function batches(fail?: Error) {
+    const asked: { ids: string[]; turnEnded: boolean }[] = [];
+    let turnEnded = false;
+    setImmediate(() => (turnEnded = true));
+    const loadMany = async (ids: string[]) => {
+      asked.push({ ids, turnEnded });
+      if (fail) throw fail;
+      return ids.map((id) => `job ${id}`);
+    };
+    return { asked, get: batchedOnce(loadMany) };
+  }
+
+  it('reads the ids asked for in one turn in one load, each once, before the turn ends', async () => {
+    const { asked, get } = batches();
+    const first = get('a');
+    // Asked for from promise jobs of their own, as the fields of lists resolved one after another are.
+    const later = Promise.resolve().then(() => Promise.resolve().then(() => [get('b'), get('a'), get('c')]));
+    expect(await first).toBe('job a');
+    expect(await Promise.all(await later)).toEqual(['job b', 'job a', 'job c']);
+    expect(asked).toEqual([{ ids: ['a', 'b', 'c'], turnEnded: false }]);
+
+    await turn();
+    expect(await Promise.all([get('c'), get('d')])).toEqual(['job c', 'job d']);
+    expect(asked.map(({ ids }) => ids)).toEqual([['a', 'b', 'c'], ['d']]);
+  });
+
+  it('fails each id of a failed load, and does not load them again', async () => {
+    const { asked, get } = batches(new Error('store down'));
+    const answers = [get('a'), get('b')];
+    for (const answer of answers) await expect(answer).rejects.toThrow('store down');
+    await expect(get('a')).rejects.toThrow('store down');
+    expect(asked.map(({ ids }) => ids)).toEqual([['a', 'b']]);
   });
 });

@@ -701,6 +701,12 @@ export class PostgresStore implements GatewayStore {
     return row ? rowToJob(row) : null;
   }
 
+  async getJobs(workspaceId: string, ids: readonly string[]): Promise<DuplicationJob[]> {
+    // An id that cannot be stored is no job's, as in getJob.
+    const rows = await this.lookup('SELECT * FROM jobs WHERE workspace_id = $1 AND id = ANY($2::text[])', [workspaceId, ids.filter(storable)], this.view);
+    return rows.map(rowToJob);
+  }
+
   async findJob(id: string): Promise<DuplicationJob | null> {
     const [row] = await this.lookup('SELECT * FROM jobs WHERE id = $1', [id]);
     return row ? rowToJob(row) : null;

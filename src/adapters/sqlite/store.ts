@@ -452,6 +452,11 @@ export class SqliteStore implements GatewayStore, CounterTable {
     return row ? rowToJob(row) : null;
   }
 
+  async getJobs(workspaceId: string, ids: readonly string[]): Promise<DuplicationJob[]> {
+    // One statement whatever the number of ids, where `IN (?, …)` would prepare and keep one per number.
+    return this.readAll('SELECT * FROM jobs WHERE workspace_id = ? AND id IN (SELECT value FROM json_each(?))', workspaceId, JSON.stringify(ids)).map(rowToJob);
+  }
+
   async findJob(id: string): Promise<DuplicationJob | null> {
     const row = this.read('SELECT * FROM jobs WHERE id = ?', id);
     return row ? rowToJob(row) : null;
