@@ -8,6 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import type pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { PostgresStore } from '../../src/adapters/postgres/store.js';
 import { eventToRow, insertStatement, type SqlValues } from '../../src/adapters/rows.js';
@@ -71,6 +72,42 @@ interface Harness {
   start(between: { finish?: () => void }): Promise<TestGateway>;
   /** The poll's answer, with the job finished after its event read and before its job read. */
   pollAcrossFinish(gateway: TestGateway, ws: TestWorkspace, jobId: string, query: string, between: { finish?: () => void }): Promise<HttpResult>;
+}
+
+/**
+ * Every statement each connection of `pool` is given from now on, and those given to one while it still ran another
+ * (node-postgres queues them, deprecated: pg@9 refuses them).
+ */
+function watchStatements(pool: pg.Pool) {
+  const ran: { client: pg.PoolClient; text: string }[] = [];
+  const overlapping: string[] = [];
+  const watched = new WeakSet<pg.PoolClient>();
+  pool.on('acquire', (client) => {
+    if (watched.has(client)) return;
+    watched.add(client);
+    const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+    let running = 0;
+    (client as { query: unknown }).query = (...args: unknown[]) => {
+      const text = typeof args[0] === 'string' ? args[0] : String((args[0] as { text?: string }).text);
+      ran.push({ client, text });
+      if (running > 0) overlapping.push(text);
+      running += 1;
+      const callback = typeof args.at(-1) === 'function' ? (args.pop() as (...results: unknown[]) => void) : undefined;
+      if (callback) {
+        return query(...args, (...results: unknown[]) => {
+          running -= 1;
+          callback(...results);
+        });
+      }
+      const result = query(...args) as Promise<unknown>;
+      result.then(
+        () => (running -= 1),
+        () => (running -= 1),
+      );
+      return result;
+    };
+  });
+  return { ran, overlapping };
 }
 
 /** The store's pool, and whether each of its connections is back in it: none held, so no transaction left open. */
@@ -186,6 +223,30 @@ describe.skipIf(postgres.skip)('the snapshot of a query on a PostgreSQL store', 
   afterEach(async () => {
     await gateway?.close();
     gateway = undefined;
+  });
+
+  it('gives its connection one statement at a time, every read of the operation in the one snapshot', async () => {
+    gateway = await postgres.startGateway(ENV);
+    const ws = await gateway.workspace();
+    const jobId = (await rest.duplicate(gateway.baseUrl, ws.key, { campaignId: ws.campaign.id, name: 'copy' })).jobId!;
+    const statements = watchStatements(poolOf(gateway));
+
+    const severalReads = `query ($job: ID!) {
+      a: duplicationJob(id: $job) { status }
+      b: duplicationJob(id: $job) { status }
+      c: securityEvents(filter: {jobId: $job}) { edges { node { type job { status } } } }
+      d: securityEvents { edges { node { type } } }
+    }`;
+    const response = await graphql(gateway.baseUrl, ws.key, severalReads, { job: jobId });
+    expect(response.body.errors).toBeUndefined();
+    expect(response.body.data).toMatchObject({ a: { status: 'PENDING' }, b: { status: 'PENDING' }, c: { edges: [{ node: { job: { status: 'PENDING' } } }] } });
+
+    expect(statements.overlapping).toEqual([]);
+    const snapshots = statements.ran.filter(({ text }) => text.startsWith('BEGIN ISOLATION LEVEL REPEATABLE READ'));
+    expect(snapshots).toHaveLength(1);
+    const storeReads = statements.ran.filter(({ text }) => /FROM (jobs|security_events)\b/.test(text) && !/INSERT|UPDATE/.test(text));
+    expect(storeReads.length).toBeGreaterThanOrEqual(4);
+    expect(new Set(storeReads.map(({ client }) => client))).toEqual(new Set([snapshots[0].client]));
   });
 
   it('gives its connection back, its transaction ended, when the client goes away before the answer', async () => {

@@ -10,6 +10,11 @@ interface Snapshot {
   failed?: unknown;
   /** Being given up: a read still arriving (work the operation left running) is read on its own. */
   closing?: boolean;
+  /**
+   * The end of the last statement given to the connection: the next one is sent after it, since node-postgres
+   * deprecates a query given to a client already running one (pg@9 refuses it). Never fails.
+   */
+  last: Promise<void>;
 }
 
 /**
@@ -54,11 +59,25 @@ export class Snapshots {
     }
     const snapshot = await opening;
     if (snapshot.closing) return alone.query(text, values);
-    if (snapshot.failed !== undefined) throw asOutage(snapshot.failed);
-    return snapshot.client.query(text, values).catch((error: unknown) => {
-      snapshot.failed ??= error;
-      throw asOutage(error);
+    return this.inOrder(snapshot, async () => {
+      if (snapshot.failed !== undefined) throw asOutage(snapshot.failed);
+      try {
+        return await snapshot.client.query(text, values);
+      } catch (error) {
+        snapshot.failed ??= error;
+        throw asOutage(error);
+      }
     });
+  }
+
+  /** Runs `statement` once every statement given to the snapshot before it has ended, however they did. */
+  private inOrder<T>(snapshot: Snapshot, statement: () => Promise<T>): Promise<T> {
+    const result = snapshot.last.then(statement);
+    snapshot.last = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    return result;
   }
 
   private async open(): Promise<Snapshot> {
@@ -77,16 +96,21 @@ export class Snapshots {
       this.give();
       throw asOutage(error);
     }
-    return { client };
+    return { client, last: Promise.resolve() };
   }
 
   /** A connection lost or silent takes no COMMIT (the server ends the transaction with it) and is not reused. */
   private async close(snapshot: Snapshot): Promise<void> {
     snapshot.closing = true;
-    const { client, failed } = snapshot;
-    let broken: Error | undefined = failed !== undefined && isUnavailable(asOutage(failed)) ? (failed as Error) : undefined;
+    const { client } = snapshot;
+    let broken: Error | undefined;
     try {
-      if (broken === undefined) await client.query('COMMIT');
+      // After the statements given to it already, whose failure may have broken the connection.
+      await this.inOrder(snapshot, async () => {
+        const { failed } = snapshot;
+        broken = failed !== undefined && isUnavailable(asOutage(failed)) ? (failed as Error) : undefined;
+        if (broken === undefined) await client.query('COMMIT');
+      });
     } catch (error) {
       broken = error as Error;
     } finally {
