@@ -1,4 +1,4 @@
-import type { ClaimedJob, EventPruneBatch, ExportPage, ExportRows, ExportTable } from '../domain/ports.js';
+import type { BatchErasedTable, ClaimedJob, EventPruneBatch, ExportPage, ExportRows, ExportTable } from '../domain/ports.js';
 import { firstIdAt } from '../domain/ids.js';
 import {
   JOB_STATUSES,
@@ -413,6 +413,17 @@ export function exportPageSql(table: ExportTable, inWorkspace: (column: string) 
  */
 export function countRowsSql(table: ExportTable): string {
   return `SELECT COUNT(w.id) AS of_workspaces, COUNT(*) - COUNT(w.id) AS orphaned FROM ${table} t LEFT JOIN workspaces w ON w.id = t.${EXPORT_READS[table].workspace}`;
+}
+
+/**
+ * One batch of an erasure (eraseWorkspaceRows): up to `limit` rows of the workspace, found on an index that starts
+ * with it. Of jobs only finished ones: one still queued or running was enqueued since the erasure's first step.
+ */
+export function eraseWorkspaceRowsSql(table: BatchErasedTable, workspace: string, limit: string): string {
+  const { key } = EXPORT_READS[table];
+  const finished = table === 'jobs' ? " AND status NOT IN ('PENDING', 'RUNNING')" : '';
+  return `DELETE FROM ${table} WHERE workspace_id = ${workspace} AND ${key} IN (
+    SELECT ${key} FROM ${table} WHERE workspace_id = ${workspace}${finished} LIMIT ${limit})`;
 }
 
 /** The cursor of an export page as its statement takes it: a number for a table paged by seq. */

@@ -66,6 +66,10 @@ export type WorkspaceDeletion =
   | { deleted: true; rows: Record<string, number> }
   | { deleted: false; running: number; leaseEndsAt: Date };
 
+/** The tables an erasure empties in batches between its first step and its last, in that order. */
+export const ERASED_IN_BATCHES = ['security_events', 'jobs', 'campaigns', 'tags'] as const;
+export type BatchErasedTable = (typeof ERASED_IN_BATCHES)[number];
+
 /** The rows of one workspace an export reads from each table, as the domain holds them (the store's tables, by their names). */
 export interface ExportRows {
   workspaces: Workspace;
@@ -157,7 +161,19 @@ export interface GatewayStore {
   /** Whether there is any workspace: one row read, however many there are. */
   hasWorkspaces(): Promise<boolean>;
   /**
-   * Erases a workspace and every row that names it or its keys, in every table, in one transaction. Deletes
+   * The first step of an erasure, in one short transaction: what must go at once so that nothing new starts for the
+   * workspace. Its API keys (no request authenticates for it any more), its idempotency keys, and its jobs a claim
+   * could take (PENDING, and RUNNING under a lease expired at `now`). Refused, deleting nothing, while one of its jobs
+   * runs under a lease, as deleteWorkspace. Null when the workspace is not there.
+   */
+  startWorkspaceErasure(workspaceId: string, now: Date): Promise<WorkspaceDeletion | null>;
+  /**
+   * Deletes up to `limit` rows of the workspace from `table` (of jobs, only finished ones: a job a request enqueued
+   * since the first step is deleteWorkspace's to judge), in a transaction of its own; returns how many it did.
+   */
+  eraseWorkspaceRows(workspaceId: string, table: BatchErasedTable, limit: number): Promise<number>;
+  /**
+   * The last step of an erasure (alone, a whole one): the workspace and every row that names it or its keys, in every table, in one transaction. Deletes
    * nothing while one of its jobs is RUNNING under a lease not expired at `now` (a worker may be acting on it); a
    * job whose lease expired is one no worker holds any more (its `finishJob` would write nothing), and goes. Null
    * when the workspace is not there (another process deleted it since the caller found it): nothing was deleted.

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { EVENT_TIME_SKEW_MS } from '../../src/adapters/rows.js';
+import { AdminService } from '../../src/domain/admin.js';
 import { exportLines, type ExportLine } from '../../src/domain/export.js';
 import { newId } from '../../src/domain/ids.js';
 import { EXPORT_TABLES, type GatewayStore, type JobFailure, type ListOptions } from '../../src/domain/ports.js';
@@ -1191,6 +1192,67 @@ export function storeContract(name: string, harness: StoreHarness): void {
         expect(await harness.rowsNaming(store, erased.ids)).toEqual(before);
         expect(await store.deleteWorkspace(ws, at(60_000))).toMatchObject({ deleted: true, rows: { workspaces: 1, jobs: 3 } });
         expect(nonZero(await harness.rowsNaming(store, erased.ids))).toEqual({});
+      });
+    });
+
+    describe('erasing a workspace in batches', () => {
+      /** The store, its erasure stopping (as on a crash or Ctrl-C) once `batches` batches have committed. */
+      const stoppingAfter = (batches: number): GatewayStore =>
+        new Proxy(store, {
+          get(target, property) {
+            const value = Reflect.get(target, property, target);
+            if (property !== 'eraseWorkspaceRows') return typeof value === 'function' ? value.bind(target) : value;
+            return async (...args: Parameters<GatewayStore['eraseWorkspaceRows']>) => {
+              if (batches-- <= 0) throw new Error('stopped between batches');
+              return target.eraseWorkspaceRows(...args);
+            };
+          },
+        });
+      const erase = async (on: GatewayStore) => new AdminService(on, { now: () => at(200) }, 2).deleteWorkspace(ws, (await store.findWorkspace(ws))!.name);
+
+      /** populate's rows, and events enough for several batches of 2. */
+      async function populateMany(workspaceId: string) {
+        const populated = await populate(workspaceId);
+        for (let i = 0; i < 5; i += 1) await store.insertEvent(eventFixture(workspaceId, { type: 'PERMISSION_DENIED' }));
+        return populated;
+      }
+
+      it('deletes a workspace of more rows than a batch holds, every row of it, and nothing of another', async () => {
+        const erased = await populateMany(ws);
+        const kept = await populateMany(other);
+        const otherBefore = await harness.rowsNaming(store, kept.ids);
+        const before = nonZero(await harness.rowsNaming(store, erased.ids));
+        expect(before.security_events).toBe(11);
+
+        const { rows } = await erase(store);
+        expect(nonZero(rows)).toEqual(before);
+        expect(nonZero(await harness.rowsNaming(store, erased.ids))).toEqual({});
+        expect(await harness.rowsNaming(store, kept.ids)).toEqual(otherBefore);
+      });
+
+      it('leaves a workspace stopped part-way one no key can use and no job can be claimed from, and a second run finishes it', async () => {
+        const erased = await populateMany(ws);
+        await populateMany(other);
+        await expect(erase(stoppingAfter(3))).rejects.toThrow('stopped between batches');
+
+        expect(await store.findWorkspace(ws)).not.toBeNull();
+        expect(await store.findApiKeyByHash(erased.hash)).toBeNull();
+        expect((await store.claimJobs('after', 10, at(20_000), at(30_000))).map((job) => job.workspaceId)).toEqual([other, other]);
+        const left = nonZero(await harness.rowsNaming(store, erased.ids));
+        expect(left).toMatchObject({ workspaces: 1, security_events: 11 - 3 * 2 });
+
+        // The second run deletes what the first left, and says so.
+        const { rows } = await erase(store);
+        expect(nonZero(rows)).toEqual(left);
+        expect(nonZero(await harness.rowsNaming(store, erased.ids))).toEqual({});
+      });
+
+      it('deletes nothing while one of its jobs runs under a lease', async () => {
+        const erased = await populateMany(ws);
+        await store.claimJobs('worker', 1, at(1000), at(60_000));
+        const before = await harness.rowsNaming(store, erased.ids);
+        await expect(erase(store)).rejects.toThrow(`has 1 job running, leased until ${at(60_000).toISOString()}: nothing was deleted`);
+        expect(await harness.rowsNaming(store, erased.ids)).toEqual(before);
       });
     });
 

@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { eventCursorGone } from '../../domain/cursor.js';
-import { EXPORT_TABLES, type ClaimedJob, type EventPruneBatch, type EventPruneCursor, type ExportPage, type ExportRows, type ExportTable, type GatewayStore, type JobFailure, type JobOutcome, type ListOptions, type NewerSchema, type OlderSchema, type ReleaseOptions, type RowCount, type SchemaVersions, type WorkspaceDeletion } from '../../domain/ports.js';
+import { EXPORT_TABLES, type BatchErasedTable, type ClaimedJob, type EventPruneBatch, type EventPruneCursor, type ExportPage, type ExportRows, type ExportTable, type GatewayStore, type JobFailure, type JobOutcome, type ListOptions, type NewerSchema, type OlderSchema, type ReleaseOptions, type RowCount, type SchemaVersions, type WorkspaceDeletion } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
   Campaign,
@@ -22,6 +22,7 @@ import {
   COUNT_JOBS_SQL,
   distinctTypes,
   eventPruneBatch,
+  eraseWorkspaceRowsSql,
   eventToRow,
   EVENT_WINDOW_SQL,
   eventWindowSeeks,
@@ -531,31 +532,70 @@ export class PostgresStore implements GatewayStore {
    */
   async deleteWorkspace(workspaceId: string, now: Date): Promise<WorkspaceDeletion | null> {
     return transaction(this.pool, async (client) => {
-      if ((await client.query('SELECT FROM workspaces WHERE id = $1 FOR UPDATE', [workspaceId])).rowCount === 0) return null;
-      const [running] = await this.rows(
-        `SELECT count(*) AS count, max(lease_expires_at) AS until FROM (
-           SELECT status, lease_expires_at FROM jobs WHERE workspace_id = $1 AND status IN ('PENDING', 'RUNNING') FOR UPDATE
-         ) queued WHERE status = 'RUNNING' AND lease_expires_at > ${jobTime('$2')}`,
-        [workspaceId, this.jobClock(now)],
-        client,
-      );
-      if (Number(running.count) > 0) return { deleted: false, running: Number(running.count), leaseEndsAt: new Date(running.until as Date) };
+      const refused = await this.erasable(client, workspaceId, now);
+      if (refused !== true) return refused;
       await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [EVENT_ORDER_LOCK, workspaceId]);
       const rows: Record<string, number> = {};
       for (const table of ['idempotency_keys', 'security_events', 'jobs', 'campaigns', 'tags']) {
         rows[table] = await this.count(`DELETE FROM ${table} WHERE workspace_id = $1`, [workspaceId], client);
       }
-      const keys = (await this.rows('DELETE FROM api_keys WHERE workspace_id = $1 RETURNING id', [workspaceId], client)).map((row) => row.id);
-      rows.api_keys = keys.length;
+      Object.assign(rows, await this.deleteKeys(client, workspaceId));
       rows.job_queue_turns = await this.count('DELETE FROM job_queue_turns WHERE workspace_id = $1', [workspaceId], client);
-      rows.rate_limits = await this.count(
-        `DELETE FROM rate_limits WHERE strpos(key, $1) > 0 OR EXISTS (SELECT FROM unnest($2::text[]) AS k (id) WHERE strpos(key, k.id) > 0)`,
-        [workspaceId, keys],
-        client,
-      );
       rows.workspaces = await this.count('DELETE FROM workspaces WHERE id = $1', [workspaceId], client);
       return { deleted: true, rows };
     });
+  }
+
+  /**
+   * Locks as deleteWorkspace, then deletes the rows that must go at once: keys (with their counters: once they are
+   * gone nothing names them), idempotency keys, and the jobs a claim could take. The locks end with this short
+   * transaction: the batches after it hold none for long, so vacuum is not held back.
+   */
+  async startWorkspaceErasure(workspaceId: string, now: Date): Promise<WorkspaceDeletion | null> {
+    return transaction(this.pool, async (client) => {
+      const refused = await this.erasable(client, workspaceId, now);
+      if (refused !== true) return refused;
+      return {
+        deleted: true,
+        rows: {
+          ...(await this.deleteKeys(client, workspaceId)),
+          idempotency_keys: await this.count('DELETE FROM idempotency_keys WHERE workspace_id = $1', [workspaceId], client),
+          jobs: await this.count(`DELETE FROM jobs WHERE workspace_id = $1 AND status IN ('PENDING', 'RUNNING')`, [workspaceId], client),
+        },
+      };
+    });
+  }
+
+  async eraseWorkspaceRows(workspaceId: string, table: BatchErasedTable, limit: number): Promise<number> {
+    return this.count(eraseWorkspaceRowsSql(table, '$1', '$2'), [workspaceId, limit]);
+  }
+
+  /**
+   * Locks the workspace's row and its pending and running jobs; true when none of them runs under a lease live at
+   * `now`, else what the erasure answers.
+   */
+  private async erasable(client: pg.PoolClient, workspaceId: string, now: Date): Promise<true | WorkspaceDeletion | null> {
+    if ((await client.query('SELECT FROM workspaces WHERE id = $1 FOR UPDATE', [workspaceId])).rowCount === 0) return null;
+    const [running] = await this.rows(
+      `SELECT count(*) AS count, max(lease_expires_at) AS until FROM (
+         SELECT status, lease_expires_at FROM jobs WHERE workspace_id = $1 AND status IN ('PENDING', 'RUNNING') FOR UPDATE
+       ) queued WHERE status = 'RUNNING' AND lease_expires_at > ${jobTime('$2')}`,
+      [workspaceId, this.jobClock(now)],
+      client,
+    );
+    if (Number(running.count) > 0) return { deleted: false, running: Number(running.count), leaseEndsAt: new Date(running.until as Date) };
+    return true;
+  }
+
+  /** The workspace's keys, and the limiter counters named after the workspace or one of its keys. */
+  private async deleteKeys(client: pg.PoolClient, workspaceId: string): Promise<Record<string, number>> {
+    const keys = (await this.rows('DELETE FROM api_keys WHERE workspace_id = $1 RETURNING id', [workspaceId], client)).map((row) => row.id);
+    const rateLimits = await this.count(
+      `DELETE FROM rate_limits WHERE strpos(key, $1) > 0 OR EXISTS (SELECT FROM unnest($2::text[]) AS k (id) WHERE strpos(key, k.id) > 0)`,
+      [workspaceId, keys],
+      client,
+    );
+    return { api_keys: keys.length, rate_limits: rateLimits };
   }
 
   async insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<boolean> {

@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import type Database from 'better-sqlite3';
 import { eventCursorGone } from '../../domain/cursor.js';
 import { dependencyUnavailable } from '../../domain/errors.js';
-import type { ClaimedJob, EventPruneBatch, EventPruneCursor, ExportPage, ExportRows, ExportTable, GatewayStore, JobFailure, JobOutcome, ListOptions, NewerSchema, OlderSchema, ReleaseOptions, RowCount, SchemaVersions, WorkspaceDeletion } from '../../domain/ports.js';
+import type { BatchErasedTable, ClaimedJob, EventPruneBatch, EventPruneCursor, ExportPage, ExportRows, ExportTable, GatewayStore, JobFailure, JobOutcome, ListOptions, NewerSchema, OlderSchema, ReleaseOptions, RowCount, SchemaVersions, WorkspaceDeletion } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
   Campaign,
@@ -335,6 +335,14 @@ export class SqliteStore implements GatewayStore, CounterTable {
    */
   async deleteWorkspace(workspaceId: string, now: Date): Promise<WorkspaceDeletion | null> {
     return this.keyWrite(() => this.write('deleteWorkspace', workspaceId, now));
+  }
+
+  async startWorkspaceErasure(workspaceId: string, now: Date): Promise<WorkspaceDeletion | null> {
+    return this.keyWrite(() => this.write('startWorkspaceErasure', workspaceId, now));
+  }
+
+  async eraseWorkspaceRows(workspaceId: string, table: BatchErasedTable, limit: number): Promise<number> {
+    return this.write('eraseWorkspaceRows', workspaceId, table, limit);
   }
 
   async exportRows<T extends ExportTable>(workspaceId: string, table: T, after: string | null, limit: number): Promise<ExportPage<T>> {

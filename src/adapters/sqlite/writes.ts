@@ -1,12 +1,13 @@
 import type Database from 'better-sqlite3';
 import { holdsIdempotencyKey } from '../../domain/idempotency.js';
-import type { ClaimedJob, EventPruneBatch, EventPruneCursor, ExportRows, ExportTable, JobFailure, JobOutcome, ReleaseOptions, WorkspaceDeletion } from '../../domain/ports.js';
+import type { BatchErasedTable, ClaimedJob, EventPruneBatch, EventPruneCursor, ExportRows, ExportTable, JobFailure, JobOutcome, ReleaseOptions, WorkspaceDeletion } from '../../domain/ports.js';
 import type { ApiKeyRecord, Campaign, DuplicationJob, IdempotencyRecord, JobError, NewSecurityEvent, Workspace } from '../../domain/types.js';
 import {
   apiKeyToRow,
   campaignToRow,
   claimedJobs,
   eventPruneBatch,
+  eraseWorkspaceRowsSql,
   eventToRow,
   importRows,
   insertStatement,
@@ -119,17 +120,48 @@ export class SqliteWrites {
    * the workspace since the caller found it.
    */
   deleteWorkspace(workspaceId: string, now: Date): WorkspaceDeletion | null {
-    if (!this.sql.get('SELECT 1 FROM workspaces WHERE id = ?').get(workspaceId)) return null;
-    const running = this.sql
-      .get(`SELECT count(*) AS count, max(lease_expires_at) AS until FROM jobs WHERE workspace_id = ? AND status = 'RUNNING' AND lease_expires_at > ?`)
-      .get(workspaceId, now.getTime()) as Row;
-    if (Number(running.count) > 0) return { deleted: false, running: Number(running.count), leaseEndsAt: new Date(Number(running.until)) };
+    const refused = this.erasable(workspaceId, now);
+    if (refused !== true) return refused;
     const rows: Record<string, number> = {};
     for (const table of ['idempotency_keys', 'security_events', 'jobs', 'campaigns', 'tags', 'api_keys']) {
       rows[table] = this.sql.get(`DELETE FROM ${table} WHERE workspace_id = ?`).run(workspaceId).changes;
     }
     rows.workspaces = this.sql.get('DELETE FROM workspaces WHERE id = ?').run(workspaceId).changes;
     return { deleted: true, rows };
+  }
+
+  /** As deleteWorkspace, of the rows that must go at once: keys, idempotency keys, and the jobs a claim could take. */
+  startWorkspaceErasure(workspaceId: string, now: Date): WorkspaceDeletion | null {
+    const refused = this.erasable(workspaceId, now);
+    if (refused !== true) return refused;
+    return {
+      deleted: true,
+      rows: {
+        api_keys: this.sql.get('DELETE FROM api_keys WHERE workspace_id = ?').run(workspaceId).changes,
+        idempotency_keys: this.sql.get('DELETE FROM idempotency_keys WHERE workspace_id = ?').run(workspaceId).changes,
+        // Found on the queue's partial indexes (jobs_due, jobs_leased), one status each: the workspace's own index would
+        // read every job it ever had. Its running jobs' leases have all expired (erasable).
+        jobs: ['PENDING', 'RUNNING'].reduce(
+          (deleted, status) => deleted + this.sql.get('DELETE FROM jobs WHERE +workspace_id = ? AND status = ?').run(workspaceId, status).changes,
+          0,
+        ),
+      },
+    };
+  }
+
+  eraseWorkspaceRows(workspaceId: string, table: BatchErasedTable, limit: number): number {
+    return this.sql.get(eraseWorkspaceRowsSql(table, '@workspace', '+@limit')).run({ workspace: workspaceId, limit }).changes;
+  }
+
+  /** True when the workspace is there and none of its jobs runs under a lease live at `now`; else what to answer. */
+  private erasable(workspaceId: string, now: Date): true | WorkspaceDeletion | null {
+    if (!this.sql.get('SELECT 1 FROM workspaces WHERE id = ?').get(workspaceId)) return null;
+    // On jobs_leased, for the reason startWorkspaceErasure says.
+    const running = this.sql
+      .get(`SELECT count(*) AS count, max(lease_expires_at) AS until FROM jobs WHERE +workspace_id = ? AND status = 'RUNNING' AND lease_expires_at > ?`)
+      .get(workspaceId, now.getTime()) as Row;
+    if (Number(running.count) > 0) return { deleted: false, running: Number(running.count), leaseEndsAt: new Date(Number(running.until)) };
+    return true;
   }
 
   /** A page of another store's rows, every column kept (IMPORT_ROWS in rows.ts); an event's seq moves sqlite_sequence past it. */
