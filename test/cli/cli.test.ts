@@ -17,7 +17,7 @@ import { hashApiKey } from '../../src/domain/keys.js';
 import { systemClock, type Clock } from '../../src/domain/ports.js';
 import { graphql, startGateway, waitFor, type TestGateway } from '../support/gateway.js';
 import { ManualClock } from '../support/clock.js';
-import { cliProcess, cliProcessWithoutStdout, cliProcessWritingTo } from '../support/cli.js';
+import { cliProcess, cliProcessWithFileSizeLimit, cliProcessWithoutStdout, cliProcessWritingTo } from '../support/cli.js';
 import { eventFixture, jobFixture } from '../support/fixtures.js';
 import { createTestDatabase, TEST_DATABASE_URL, withAdmin } from '../support/postgres.js';
 import { rest } from '../support/transports.js';
@@ -1281,6 +1281,47 @@ describe('store backup of a store the version before left', () => {
     expect(existsSync(backup)).toBe(false);
     expect(readFileSync(file).equals(copyBefore)).toBe(true);
     expect(readFileSync(`${file}-wal`).equals(staleLog)).toBe(true);
+  });
+});
+
+describe('store backup that cannot write its whole copy', () => {
+  let place: StorePlace;
+
+  beforeEach(async () => {
+    place = await sqlitePlace();
+  });
+
+  afterEach(() => place.remove());
+
+  it('names the target and what happened, removes what it wrote, and leaves the store and what was there as they were', async () => {
+    // A store of some 2 MB, whose copy cannot fit under a limit of 256 KiB on the files the CLI writes.
+    await asGateway(place.env, undefined, async (admin) => {
+      const workspace = await admin.createWorkspace('large');
+      for (let i = 0; i < 200; i += 1) await admin.addCampaign(workspace.id, { name: `campaign ${i}`, description: null, tagNames: [], body: { text: `${i} `.repeat(2_000) } });
+    });
+    const file = join(place.env.DATA_DIR, 'gateway.db');
+    expect(statSync(file).size).toBeGreaterThan(1024 * 1024);
+    const storeBefore = readFileSync(file);
+    const backup = join(place.env.DATA_DIR, 'backup.db');
+    // Not the backup's: a file named as SQLite names a database's shared memory, there before it.
+    writeFileSync(`${backup}-shm`, 'kept');
+
+    expect(await cliProcessWithFileSizeLimit(256, ['store', 'backup', backup], place.env)).toEqual({
+      code: EXIT.failed,
+      stdout: '',
+      stderr:
+        `campaign-gateway: the backup target ${backup} could not be written (SQLITE_IOERR_WRITE: disk I/O error): ` +
+        'the partial copy was removed; nothing of the store was changed\n',
+    });
+    expect(existsSync(backup)).toBe(false);
+    expect(existsSync(`${backup}-journal`)).toBe(false);
+    expect(existsSync(`${backup}-wal`)).toBe(false);
+    expect(readFileSync(`${backup}-shm`, 'utf8')).toBe('kept');
+    expect(readFileSync(file).equals(storeBefore)).toBe(true);
+
+    // Nothing is left in the way of the next try.
+    expect(await cliProcess(['store', 'backup', backup], place.env)).toMatchObject({ code: 0, stderr: '' });
+    expect(sqliteVersion(backup)).toBe(SQLITE_MIGRATIONS.length);
   });
 });
 

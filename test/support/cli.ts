@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const CLI = ['--import', 'tsx', 'src/cli/main.ts'];
 
 export interface CliRun {
   /** 0, the CLI's exit code, or the spawn error's code. */
@@ -17,10 +18,22 @@ export interface CliRun {
  * other variable but PATH and HOME, as `user` when given (the test must then be root).
  */
 export function cliProcess(argv: string[], env: Record<string, string>, user?: { uid: number; gid: number }): Promise<CliRun> {
+  return captured(process.execPath, [...CLI, ...argv], env, user);
+}
+
+/**
+ * cliProcess with no file it writes allowed past `kib` KiB (bash's `ulimit -f`, which needs no privilege): the write
+ * that would pass it fails with EFBIG, as on a file system that refuses to grow a file, since Node ignores SIGXFSZ.
+ */
+export function cliProcessWithFileSizeLimit(kib: number, argv: string[], env: Record<string, string>): Promise<CliRun> {
+  return captured('bash', ['-c', 'ulimit -f "$0" && exec "$@"', String(kib), process.execPath, ...CLI, ...argv], env);
+}
+
+function captured(command: string, args: string[], env: Record<string, string>, user?: { uid: number; gid: number }): Promise<CliRun> {
   return new Promise((done) => {
     execFile(
-      process.execPath,
-      ['--import', 'tsx', 'src/cli/main.ts', ...argv],
+      command,
+      args,
       { cwd: ROOT, env: { PATH: process.env.PATH ?? '', HOME: tmpdir(), ...env }, timeout: 60_000, ...user },
       (error, stdout, stderr) => done({ code: error ? error.code : 0, stdout, stderr }),
     );
@@ -52,7 +65,6 @@ function withoutReadingStdout(
   });
 }
 
-const CLI = ['--import', 'tsx', 'src/cli/main.ts'];
 
 /** cliProcess with its stdout on `file` (such as /dev/full, where every write fails), as a shell's `> file` puts it. */
 export function cliProcessWritingTo(file: string, argv: string[], env: Record<string, string>): Promise<CliRun> {

@@ -1,4 +1,4 @@
-import { closeSync, existsSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, rmSync, statSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { createNewFile } from '../new-file.js';
 import { BUSY_TIMEOUT_MS } from './connection.js';
@@ -7,6 +7,26 @@ import { assertNoStrayWal } from './database-file.js';
 /** Whether `db` holds a gateway's tables: every version of the schema has had `workspaces`. */
 function isGatewayStore(db: Database.Database): boolean {
   return db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'workspaces'").get() !== undefined;
+}
+
+/** What SQLite may leave beside a database it was writing when the write failed. */
+const SIDE_FILES = ['-journal', '-wal', '-shm'];
+
+/** What a failed write of the target means to the operator, by SQLite's code; the others say only that it failed. */
+const TARGET_FAILURES = new Map([
+  ['SQLITE_FULL', 'ran out of space'],
+  // EFBIG (a file-size limit), EDQUOT (a quota) or a disk's error.
+  ['SQLITE_IOERR_WRITE', 'could not be written'],
+]);
+
+/** The failure of the copy into `destination`, naming it rather than the store, which only the copy's read touched. */
+function backupFailed(filename: string, destination: string, error: unknown): Error {
+  const { code, message } = error as { code?: string; message: string };
+  const cause = code === undefined ? message : `${code}: ${message}`;
+  const failed = code === undefined ? undefined : TARGET_FAILURES.get(code);
+  const what = failed ? `the backup target ${destination} ${failed} (${cause})` : `backing up ${filename} to ${destination} failed (${cause})`;
+  const room = code === 'SQLITE_FULL' ? `, and a backup needs about the size of ${filename} (${statSync(filename).size} bytes) free there` : '';
+  return new Error(`${what}: the partial copy was removed${room}; nothing of the store was changed`, { cause: error });
 }
 
 /**
@@ -32,11 +52,13 @@ export function backupSqliteStore(filename: string, destination: string): void {
     if (!gatewayStore) throw new Error(`${filename} holds no campaign-gateway store: nothing was backed up`);
     // VACUUM INTO takes a missing or empty file: making it here first gives it its mode and never overwrites one.
     closeSync(createNewFile(destination, 'a backup', 'backed up'));
+    // A journal left by a failed write goes with the copy; a file that was there before is not the backup's to delete.
+    const made = [destination, ...SIDE_FILES.map((suffix) => destination + suffix).filter((file) => !existsSync(file))];
     try {
       db.prepare('VACUUM INTO ?').run(destination);
     } catch (error) {
-      rmSync(destination, { force: true });
-      throw error;
+      for (const file of made) rmSync(file, { force: true });
+      throw backupFailed(filename, destination, error);
     }
   } finally {
     db.close();
