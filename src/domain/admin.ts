@@ -249,7 +249,9 @@ export class AdminService {
     };
     add(this.erased(idOrName, workspace, await this.store.startWorkspaceErasure(workspace.id, this.clock.now()), 'nothing was deleted'));
     for (const table of ERASED_IN_BATCHES) {
-      for (let deleted = this.erasureBatchSize; deleted === this.erasureBatchSize; ) {
+      // Until a batch finds nothing: one finds fewer than it asks for whenever another transaction (the pruner) took
+      // some of the rows it chose, and stopping there would leave the rest to the last step's one transaction.
+      for (let deleted = -1; deleted !== 0; ) {
         const started = performance.now();
         deleted = await this.store.eraseWorkspaceRows(workspace.id, table, this.erasureBatchSize);
         add({ [table]: deleted });

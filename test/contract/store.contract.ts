@@ -1247,6 +1247,34 @@ export function storeContract(name: string, harness: StoreHarness): void {
         expect(nonZero(await harness.rowsNaming(store, erased.ids))).toEqual({});
       });
 
+      it('goes on past a batch that found fewer rows than it asked for, as when the pruner took some, leaving none to the last step', async () => {
+        const erased = await populateMany(ws);
+        let raced = false;
+        let lastStep: Awaited<ReturnType<GatewayStore['deleteWorkspace']>> = null;
+        const racing = new Proxy(store, {
+          get(target, property) {
+            const value = Reflect.get(target, property, target);
+            if (property === 'eraseWorkspaceRows') {
+              return async (workspaceId: string, table: Parameters<GatewayStore['eraseWorkspaceRows']>[1], limit: number) => {
+                if (raced || table !== 'security_events') return target.eraseWorkspaceRows(workspaceId, table, limit);
+                raced = true;
+                return target.eraseWorkspaceRows(workspaceId, table, limit - 1);
+              };
+            }
+            if (property === 'deleteWorkspace') {
+              return async (...args: Parameters<GatewayStore['deleteWorkspace']>) => (lastStep = await target.deleteWorkspace(...args));
+            }
+            return typeof value === 'function' ? value.bind(target) : value;
+          },
+        });
+
+        const { rows } = await erase(racing);
+        expect(raced).toBe(true);
+        expect(rows.security_events).toBe(11);
+        expect(lastStep).toMatchObject({ deleted: true, rows: expect.objectContaining({ security_events: 0 }) });
+        expect(nonZero(await harness.rowsNaming(store, erased.ids))).toEqual({});
+      });
+
       it('deletes nothing while one of its jobs runs under a lease', async () => {
         const erased = await populateMany(ws);
         await store.claimJobs('worker', 1, at(1000), at(60_000));
