@@ -26,22 +26,31 @@ interface CountedFailure {
 }
 
 /**
+ * The statuses that say the upstream as a whole cannot answer: a proxy or load balancer in front of a Braze that is
+ * down, or overloaded, answers these. A 500 (or any other 5xx) is Braze answering about that one request: a bug
+ * that one campaign meets gets it on every try while every other campaign is served, so it must not hold them.
+ */
+const UPSTREAM_DOWN_STATUSES: ReadonlySet<number> = new Set([408, 502, 503, 504]);
+
+/**
  * What a call's answer says about the upstream: down (by the outcome its metric counts), up (it answered, even with a
- * refusal or a 429), or nothing.
+ * refusal, a 500 or a 429), or nothing.
  */
 function verdict(response: UpstreamResponse): CountedFailure['outcome'] | 'answered' | 'unknown' {
   // A certificate refused before anything was sent says nothing of whether Braze is up.
   if (response.kind === 'rejected' && response.status === null) return 'unknown';
   const outcome = outcomeOf(response);
-  return outcome === 'unavailable' || outcome === 'timeout' || outcome === 'unreachable' ? outcome : 'answered';
+  if (outcome === 'timeout' || outcome === 'unreachable') return outcome;
+  return outcome === 'unavailable' && response.status !== null && UPSTREAM_DOWN_STATUSES.has(response.status) ? outcome : 'answered';
 }
 
 /**
  * Holds upstream duplications while the upstream is down, so that an outage waits in the queue rather than spending
  * every job's attempts (and failing them), each call possibly making a copy the gateway never hears of.
  *
- * Closed, every call goes. Once the calls of CIRCUIT_OPENING_JOBS distinct jobs have failed transiently in a row
- * (5xx or 408, a timeout, a failed connection; any other answer resets the count), it opens: no call goes until the
+ * Closed, every call goes. Once the calls of CIRCUIT_OPENING_JOBS distinct jobs have failed in a row saying the
+ * upstream is down (502, 503, 504 or 408, a timeout, a failed connection; any other answer, a 500 too, resets the
+ * count), it opens: no call goes until the
  * cooldown ends. Then one job's call goes as a probe, the others still waiting: its success closes the circuit, its
  * transient failure opens it again for twice the cooldown.
  *

@@ -385,8 +385,8 @@ export class GatewayMetrics {
     this.circuitOpen = new Gauge({
       name: 'gateway_upstream_circuit_open',
       help:
-        "Upstream mode: 1 while this instance's upstream circuit is open (calls of several jobs failed in a row with 5xx, 408, a timeout or a " +
-        'failed connection): no duplication is sent, but one probe after each cooldown, and jobs wait without spending attempts. 0 otherwise.',
+        "Upstream mode: 1 while this instance's upstream circuit is open (calls of several jobs failed in a row with 502, 503, 504, 408, a " +
+        'timeout or a failed connection): no duplication is sent, but one probe after each cooldown, and jobs wait without spending attempts. 0 otherwise.',
       registers: [this.circuitRegistry],
     });
     this.watchStoreWriter(options.store);

@@ -54,10 +54,10 @@ async function fakeBraze(): Promise<FakeBraze> {
   return fake;
 }
 
-async function enqueue({ gateway, ws }: Harness, name: string): Promise<string> {
+async function enqueue({ gateway, ws }: Harness, name: string, campaignId = 'cmp-0001'): Promise<string> {
   const response = await http(gateway.baseUrl, 'POST', '/campaigns/duplicate', {
     headers: { ...json, ...bearer(ws.key) },
-    body: JSON.stringify({ campaign_id: 'cmp-0001', name }),
+    body: JSON.stringify({ campaign_id: campaignId, name }),
   });
   expect(response.status).toBe(202);
   return response.body.job_id;
@@ -148,31 +148,38 @@ describe('the upstream circuit', () => {
     expect(h.lines.join('\n')).not.toContain(UPSTREAM_KEY);
   }, 60_000);
 
-  it('stays closed while one job alone gets 500 on every try: the other jobs are sent', async () => {
+  it("stays closed while one campaign's jobs get 500 on every try: the other campaigns' jobs are sent at once, and a 503 for everything still opens it", async () => {
     const fake = await fakeBraze();
     const h = await upstreamGateway(fake.url);
-    fake.answer(DUPLICATE, (request) => (JSON.parse(request.body).name === 'poison' ? { status: 500, json: { message: 'Internal Server Error' } } : undefined));
-    const poison = await enqueue(h, 'poison');
-    for (let tries = 1; tries <= 4; tries++) {
-      await waitFor(async () => {
-        const [job] = await jobsOf(h, [poison]);
-        return job.status === 'PENDING' && job.attempts === tries;
-      });
-      // Its retry is due after its backoff.
-      waitOut(h, 60_000);
-    }
-    await waitFor(async () => fake.requestsTo(DUPLICATE).length === 5);
-    expect(await metric(h, 'gateway_upstream_circuit_open')).toBe(0);
-
+    const broken = (request: { body: string }) => JSON.parse(request.body).campaign_id === 'cmp-0001';
+    fake.answer(DUPLICATE, (request) => (broken(request) ? { status: 500, json: { message: 'Internal Server Error' } } : undefined));
+    // Claimed first, as many as the worker runs at once: more than enough distinct jobs to open the circuit.
+    const poisoned: string[] = [];
+    for (let index = 0; index < 5; index++) poisoned.push(await enqueue(h, `poison ${index}`, 'cmp-0001'));
     const others: string[] = [];
-    for (let index = 0; index < 5; index++) others.push(await enqueue(h, `healthy ${index}`));
+    for (let index = 0; index < 6; index++) others.push(await enqueue(h, `healthy ${index}`, `cmp-000${2 + (index % 2)}`));
+
     const done = await waitFor(async () => {
       const jobs = await jobsOf(h, others);
       return jobs.every((job) => job.status === 'SUCCEEDED') && jobs;
     });
     for (const job of done) expect(job.attempts).toBe(1);
+    for (let tries = 1; tries <= 3; tries++) {
+      await waitFor(async () => {
+        const jobs = await jobsOf(h, poisoned);
+        return jobs.every((job) => job.status === 'PENDING' && job.attempts === tries);
+      });
+      // Their retries are due after their backoff.
+      waitOut(h, 60_000);
+    }
+    expect(fake.requestsTo(DUPLICATE).filter(broken)).toHaveLength(3 * poisoned.length);
     expect(await deferrals(h)).toBe(0);
     expect(await metric(h, 'gateway_upstream_circuit_open')).toBe(0);
+    expect(componentLines(h.lines, 'upstream').filter((line) => line.msg === OPENED)).toHaveLength(0);
+
+    fake.answer(DUPLICATE, () => ({ status: 503, json: { message: 'Service Unavailable' } }));
+    for (let index = 0; index < 4; index++) await enqueue(h, `outage ${index}`, 'cmp-0002');
+    await waitFor(async () => (await metric(h, 'gateway_upstream_circuit_open')) === 1);
   }, 60_000);
 
   it('opens when Braze cannot be reached (a closed port), and probes with one job after the cooldown', async () => {
