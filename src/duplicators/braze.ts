@@ -100,7 +100,7 @@ export class BrazeDuplicator implements Duplicator {
       this.circuit.release(job);
       throw error;
     }
-    this.circuit.answered(job, response);
+    const probeFailedMs = this.circuit.answered(job, response);
     switch (response.kind) {
       case 'ok':
         return {
@@ -112,7 +112,7 @@ export class BrazeDuplicator implements Duplicator {
         // Refused, or its certificate was, before the request was sent: nothing was made.
         return { kind: 'permanent', error: response.error, mayHaveActed: false };
       case 'unavailable': {
-        let retryAfterMs = response.retryAfterMs;
+        let retryAfterMs = probeFailedMs > 0 ? Math.max(response.retryAfterMs ?? 0, probeFailedMs) : response.retryAfterMs;
         if (response.status === 429) {
           // Best effort: the pause keeps every job back, this one too, often past the time Braze gave (to the end of
           // the gateway's own window). The job is due when the hold ends, so its due time is when it is really tried.

@@ -110,27 +110,32 @@ export class UpstreamCircuit {
     if (this.probe === job.id) this.probe = null;
   }
 
-  /** Takes in what a call that went came to. */
-  answered(job: DuplicationJob, response: UpstreamResponse): void {
+  /**
+   * Takes in what a call that went came to. Returns how long the job must wait at least before its next call: for a
+   * failed probe, twice the new cooldown, so that it is not due when the next probe goes. Claims go by turn, so
+   * otherwise the job first in the queue would be every probe and spend all its attempts within minutes; this way
+   * the next probe is another job's, and the probes' attempts spread over the held jobs.
+   */
+  answered(job: DuplicationJob, response: UpstreamResponse): number {
     const seen = verdict(response);
     const wasProbe = this.probe === job.id;
     if (wasProbe) this.probe = null;
-    if (seen === 'unknown') return;
+    if (seen === 'unknown') return 0;
     const now = this.clock.now().getTime();
     if (seen === 'answered') {
       this.streak.clear();
       // A call sent before the circuit opened may answer while it is open: the upstream is back either way.
       if (this.open !== null) this.close(now, job);
-      return;
+      return 0;
     }
     if (this.open !== null) {
-      if (!wasProbe) return;
+      if (!wasProbe) return 0;
       const cooldownMs = Math.min(CIRCUIT_COOLDOWN_MS.max, this.open.cooldownMs * 2);
       this.open = { ...this.open, until: now + cooldownMs, cooldownMs, failedProbes: this.open.failedProbes + 1 };
-      return;
+      return 2 * cooldownMs;
     }
     this.streak.set(job.id, { jobId: job.id, outcome: seen, status: response.status });
-    if (this.streak.size < CIRCUIT_OPENING_JOBS) return;
+    if (this.streak.size < CIRCUIT_OPENING_JOBS) return 0;
     const cooldownMs = CIRCUIT_COOLDOWN_MS.first;
     this.open = { since: now, until: now + cooldownMs, cooldownMs, heldJobs: 0, failedProbes: 0, remindedAt: now };
     this.logger.warn(
@@ -138,6 +143,7 @@ export class UpstreamCircuit {
       'the upstream circuit is open: calls of several jobs failed in a row, so upstream duplications are held and the upstream probed with one',
     );
     this.streak.clear();
+    return 0;
   }
 
   private close(now: number, job: DuplicationJob): void {

@@ -148,6 +148,30 @@ describe('the upstream circuit', () => {
     expect(h.lines.join('\n')).not.toContain(UPSTREAM_KEY);
   }, 60_000);
 
+  it('probes with a different job each time, so that no job spends its attempts on the probes alone', async () => {
+    const fake = await fakeBraze();
+    const h = await upstreamGateway(fake.url);
+    fake.answer(DUPLICATE, () => ({ status: 503, json: { message: 'Service Unavailable' } }));
+    const ids: string[] = [];
+    for (let index = 0; index < 8; index++) ids.push(await enqueue(h, `held ${index}`));
+    await waitFor(async () => (await metric(h, 'gateway_upstream_circuit_open')) === 1 && ((await deferrals(h)) ?? 0) > 0 && settled(h, ids));
+    const opening = fake.requestsTo(DUPLICATE).length;
+
+    let cooldownMs: number = CIRCUIT_COOLDOWN_MS.first;
+    for (let probe = 1; probe <= 4; probe++) {
+      // Every held job is due by the cooldown's end; the last probe's job is not.
+      waitOut(h, cooldownMs);
+      await waitFor(async () => fake.requestsTo(DUPLICATE).length === opening + probe && settled(h, ids));
+      cooldownMs *= 2;
+    }
+    const probed = fake.requestsTo(DUPLICATE).slice(opening).map((request) => JSON.parse(request.body).name as string);
+    for (let index = 1; index < probed.length; index++) expect(probed[index]).not.toBe(probed[index - 1]);
+    const perJob = new Map<string, number>();
+    for (const name of probed) perJob.set(name, (perJob.get(name) ?? 0) + 1);
+    for (const count of perJob.values()) expect(count).toBeLessThanOrEqual(2);
+    expect(await metric(h, 'gateway_upstream_circuit_open')).toBe(1);
+  }, 60_000);
+
   it("stays closed while one campaign's jobs get 500 on every try: the other campaigns' jobs are sent at once, and a 503 for everything still opens it", async () => {
     const fake = await fakeBraze();
     const h = await upstreamGateway(fake.url);
