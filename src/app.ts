@@ -385,6 +385,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       campaigns,
       clock,
       upstreamPause: upstream?.pacer,
+      upstreamCircuit: upstream?.circuit,
       onJobEnqueued: () => worker?.notify(),
       idempotencyTtlMs: config.idempotencyTtlMs,
       onQuotaRejected: (channel) => metrics.quotaRejected(channel),

@@ -53,6 +53,8 @@ export interface GatewayServiceDeps {
   clock: Clock;
   /** Upstream mode: the hold on upstream calls after a 429, which no pending job is sent before. */
   upstreamPause?: UpstreamPause;
+  /** Upstream mode: this instance's circuit, which sends nothing before `probeAt` while the upstream is down. */
+  upstreamCircuit?: { readonly probeAt: Date | null };
   /** Wakes the worker after a job was committed. */
   onJobEnqueued?: () => void;
   /** How long an idempotency key is kept (24 h by default). */
@@ -213,7 +215,8 @@ export class GatewayService {
   /**
    * Seconds a caller following an unfinished job should wait before asking again (null once it is finished):
    * until its next run when that is later (a retry delay, a wait for an upstream slot), or until the end of a
-   * pause the upstream asked for when that is later still, otherwise one. `pausedMs` reads that pause, only for
+   * pause the upstream asked for or this instance's next probe of a down upstream when that is later still,
+   * otherwise one. `pausedMs` reads that pause, only for
    * a pending job: a request answering for many jobs passes one that reads the shared limiter once.
    */
   async pollAfterSeconds(
@@ -226,8 +229,10 @@ export class GatewayService {
     // wait the job was given when it was put back (its run time less the time it was put back, one clock) bounds it.
     const untilRun = Math.min(job.runAt.getTime() - this.deps.clock.now().getTime(), job.runAt.getTime() - job.updatedAt.getTime());
     // A job the worker has not picked up yet still has its old run time, though nothing is sent before the pause
-    // ends.
-    return Math.max(1, Math.ceil(Math.max(untilRun, await pausedMs()) / 1000));
+    // ends, nor while the circuit is open: the worker claims nothing then, so most pending jobs are not picked up.
+    const probeAt = this.deps.upstreamCircuit?.probeAt;
+    const untilProbe = probeAt ? probeAt.getTime() - this.deps.clock.now().getTime() : 0;
+    return Math.max(1, Math.ceil(Math.max(untilRun, untilProbe, await pausedMs()) / 1000));
   }
 
   /**

@@ -104,6 +104,13 @@ describe('the upstream circuit', () => {
     const deferred = opened.find((job) => job.attempts === 0 && job.runAt > h.clock.now())!;
     const poll = await http(h.gateway.baseUrl, 'GET', `/duplication_jobs/${deferred.id}`, { headers: bearer(h.ws.key) });
     expect(poll.headers['retry-after']).toBe(String(CIRCUIT_COOLDOWN_MS.first / 1000));
+    // So does a job the worker has not claimed (it claims nothing while the circuit is open): nothing is sent sooner.
+    const unclaimed = await enqueue(h, 'accepted while open');
+    const [waiting] = await jobsOf(h, [unclaimed]);
+    expect(waiting).toMatchObject({ status: 'PENDING', attempts: 0 });
+    const unclaimedPoll = await http(h.gateway.baseUrl, 'GET', `/duplication_jobs/${unclaimed}`, { headers: bearer(h.ws.key) });
+    expect(unclaimedPoll.headers['retry-after']).toBe(String(CIRCUIT_COOLDOWN_MS.first / 1000));
+    ids.push(unclaimed);
 
     // Still ready: an upstream outage takes no instance out of the load balancer.
     const ready = await http(h.gateway.baseUrl, 'GET', '/readyz');
