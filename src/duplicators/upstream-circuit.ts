@@ -60,8 +60,8 @@ function verdict(response: UpstreamResponse): CountedFailure['outcome'] | 'answe
 export class UpstreamCircuit {
   /** The transient failures in a row while closed, the last of each job's: a job failing again adds no job. */
   private readonly streak = new Map<string, CountedFailure>();
-  /** Open (probing once its cooldown has passed): since when, until when no call goes, and the cooldown that set it. */
-  private open: { since: number; until: number; cooldownMs: number; heldJobs: number; failedProbes: number; remindedAt: number } | null = null;
+  /** Open (probing once its cooldown has passed): since when, until when no call goes, the cooldown that set it, and how many times a job was sent back (a job held through several cooldowns counts each time). */
+  private open: { since: number; until: number; cooldownMs: number; deferrals: number; failedProbes: number; remindedAt: number } | null = null;
   /** The job whose call is the probe, while it is in flight. */
   private probe: string | null = null;
 
@@ -94,11 +94,11 @@ export class UpstreamCircuit {
       this.probe = job.id;
       return 0;
     } else waitMs = CIRCUIT_PROBE_WAIT_MS;
-    open.heldJobs += 1;
+    open.deferrals += 1;
     if (now - open.remindedAt >= FAILURE_REMINDER_MS) {
       open.remindedAt = now;
       this.logger.warn(
-        { since: new Date(open.since).toISOString(), heldJobs: open.heldJobs, failedProbes: open.failedProbes, probeAt: new Date(Math.max(now, open.until)).toISOString() },
+        { since: new Date(open.since).toISOString(), deferrals: open.deferrals, failedProbes: open.failedProbes, probeAt: new Date(Math.max(now, open.until)).toISOString() },
         'the upstream circuit is still open: upstream duplications are held',
       );
     }
@@ -137,7 +137,7 @@ export class UpstreamCircuit {
     this.streak.set(job.id, { jobId: job.id, outcome: seen, status: response.status });
     if (this.streak.size < CIRCUIT_OPENING_JOBS) return 0;
     const cooldownMs = CIRCUIT_COOLDOWN_MS.first;
-    this.open = { since: now, until: now + cooldownMs, cooldownMs, heldJobs: 0, failedProbes: 0, remindedAt: now };
+    this.open = { since: now, until: now + cooldownMs, cooldownMs, deferrals: 0, failedProbes: 0, remindedAt: now };
     this.logger.warn(
       { failures: [...this.streak.values()], probeAt: new Date(now + cooldownMs).toISOString() },
       'the upstream circuit is open: calls of several jobs failed in a row, so upstream duplications are held and the upstream probed with one',
@@ -152,7 +152,7 @@ export class UpstreamCircuit {
     this.open = null;
     this.probe = null;
     this.logger.info(
-      { ...jobLogFields(job), since: new Date(open.since).toISOString(), heldJobs: open.heldJobs, failedProbes: open.failedProbes, openMs: now - open.since },
+      { ...jobLogFields(job), since: new Date(open.since).toISOString(), deferrals: open.deferrals, failedProbes: open.failedProbes, openMs: now - open.since },
       'the upstream circuit is closed: the upstream answered, upstream duplications resume',
     );
   }

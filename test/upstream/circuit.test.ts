@@ -151,7 +151,7 @@ describe('the upstream circuit', () => {
     ]);
     expect(upstream[0].failures).toHaveLength(3);
     for (const failure of upstream[0].failures) expect(failure).toMatchObject({ outcome: 'unavailable', status: 503, jobId: expect.any(String) });
-    expect(upstream[1]).toMatchObject({ failedProbes: 1 });
+    expect(upstream[1]).toMatchObject({ failedProbes: 1, deferrals: await deferrals(h) });
     expect(h.lines.join('\n')).not.toContain(UPSTREAM_KEY);
   }, 60_000);
 
