@@ -114,7 +114,7 @@ export class UpstreamCircuit {
    * Takes in what a call that went came to. Returns how long the job must wait at least before its next call: for a
    * failed probe, twice the new cooldown, so that it is not due when the next probe goes. Claims go by turn, so
    * otherwise the job first in the queue would be every probe and spend all its attempts within minutes; this way
-   * the next probe is another job's, and the probes' attempts spread over the held jobs.
+   * the next probe is another job's, and the first two jobs in the queue take turns.
    */
   answered(job: DuplicationJob, response: UpstreamResponse): number {
     const seen = verdict(response);

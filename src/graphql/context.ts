@@ -62,12 +62,24 @@ export const isAuthenticationRefusal = (error: unknown): boolean => isGatewayErr
 /** Upstream reads of one request's list entries in flight at once: a page of 200 does not open 200 connections. */
 export const LISTED_DETAILS_CONCURRENCY = 4;
 
+/** `load` called once per id, its promise (a failure too) kept for the request's later asks. */
+function memoizedById<T>(load: (id: string) => Promise<T>): (id: string) => Promise<T> {
+  const loaded = new Map<string, Promise<T>>();
+  return (id) => {
+    let promise = loaded.get(id);
+    if (!promise) {
+      promise = load(id);
+      loaded.set(id, promise);
+    }
+    return promise;
+  };
+}
+
 /** Each id loaded once (a failure too: asking again would spend another read), `concurrency` loads at a time. */
 export function onceEach<T>(load: (id: string) => Promise<T>, concurrency: number): (id: string) => Promise<T> {
-  const loaded = new Map<string, Promise<T>>();
   const waiting: (() => void)[] = [];
   let running = 0;
-  const run = async (id: string): Promise<T> => {
+  return memoizedById(async (id) => {
     if (running < concurrency) running += 1;
     else await new Promise<void>((resolve) => waiting.push(resolve));
     try {
@@ -78,15 +90,7 @@ export function onceEach<T>(load: (id: string) => Promise<T>, concurrency: numbe
       if (next) next();
       else running -= 1;
     }
-  };
-  return (id) => {
-    let promise = loaded.get(id);
-    if (!promise) {
-      promise = run(id);
-      loaded.set(id, promise);
-    }
-    return promise;
-  };
+  });
 }
 
 /**
@@ -95,7 +99,6 @@ export function onceEach<T>(load: (id: string) => Promise<T>, concurrency: numbe
  * of one turn see one moment (read-snapshot.ts), the events' read included.
  */
 export function batchedOnce<T>(loadMany: (ids: string[]) => Promise<T[]>): (id: string) => Promise<T> {
-  const loaded = new Map<string, Promise<T>>();
   let waiting: { id: string; resolve: (value: T) => void; reject: (error: unknown) => void }[] = [];
   const load = () => {
     const batch = waiting;
@@ -105,19 +108,15 @@ export function batchedOnce<T>(loadMany: (ids: string[]) => Promise<T[]>): (id: 
       (error: unknown) => batch.forEach(({ reject }) => reject(error)),
     );
   };
-  return (id) => {
-    let promise = loaded.get(id);
-    if (!promise) {
-      promise = new Promise<T>((resolve, reject) => {
+  return memoizedById(
+    (id) =>
+      new Promise<T>((resolve, reject) => {
         // A tick queued from a promise job runs once every promise job queued meanwhile has run: the fields that
         // other lists' resolutions reach in this turn ask first.
         if (waiting.length === 0) void Promise.resolve().then(() => process.nextTick(load));
         waiting.push({ id, resolve, reject });
-      });
-      loaded.set(id, promise);
-    }
-    return promise;
-  };
+      }),
+  );
 }
 
 /**
