@@ -9,7 +9,7 @@ import { memoryLimiters, postgresLimiters, sqliteLimiters, type LimiterBackend }
 import { requireRoleSettings } from './adapters/postgres/pool.js';
 import { PostgresStore } from './adapters/postgres/store.js';
 import { RateLimiterAuthFailures } from './adapters/rate-limiter-auth-failures.js';
-import { RateLimiterEventBudget } from './adapters/rate-limiter-event-budget.js';
+import { RateLimiterBudget } from './adapters/rate-limiter-budget.js';
 import { RateLimiterQuota } from './adapters/rate-limiter-quota.js';
 import { RedisLimiters } from './adapters/redis/limiters.js';
 import { backupSqliteStore } from './adapters/sqlite/backup.js';
@@ -374,14 +374,17 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       store,
       quota,
       authFailures: createAuthFailureLimiter(config, limiters),
-      refusalEvents: new RateLimiterEventBudget(
+      refusalEvents: new RateLimiterBudget(
         overrides.refusalEventLimiter ??
           // Named for the first refusal it counted: the README documents the key, and renaming it would reset the budgets.
           limiters.limiter({ keyPrefix: 'denied-permission-events', points: REFUSAL_EVENTS_PER_MINUTE, durationSeconds: 60 }),
       ),
-      downloadEvents: new RateLimiterEventBudget(
+      downloadEvents: new RateLimiterBudget(
         limiters.limiter({ keyPrefix: 'security-event-downloads', points: SECURITY_EVENT_DOWNLOADS_PER_MINUTE, durationSeconds: 60 }),
       ),
+      ...(config.readBudgetPerMinute > 0
+        ? { readBudget: new RateLimiterBudget(limiters.limiter({ keyPrefix: 'reads', points: config.readBudgetPerMinute, durationSeconds: 60 })) }
+        : {}),
       campaigns,
       clock,
       upstreamPause: upstream?.pacer,
@@ -389,6 +392,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       onJobEnqueued: () => worker?.notify(),
       idempotencyTtlMs: config.idempotencyTtlMs,
       onQuotaRejected: (channel) => metrics.quotaRejected(channel),
+      onReadBudgetRefused: (channel) => metrics.readBudgetRefused(channel),
       onAuthFailed: (channel, code) => metrics.authFailed(channel, code),
       onAuthBlocked: (channel) => metrics.authBlocked(channel),
       onClientBlocked: (block) =>

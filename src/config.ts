@@ -3,6 +3,7 @@ import { dirname, resolve } from 'node:path';
 import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
 import { DEFAULT_IDEMPOTENCY_TTL_HOURS } from './domain/idempotency.js';
+import { DEFAULT_READ_BUDGET_PER_MINUTE } from './domain/read-budget.js';
 import { AllowlistError, coversEveryAddress, parseAllowlist } from './domain/ip-allowlist.js';
 
 export interface Config {
@@ -69,6 +70,11 @@ export interface Config {
   graphqlMaxAliases: number;
   /** duplicateCampaign fields one GraphQL operation may hold (each still takes a quota point). */
   graphqlMaxDuplicatesPerOperation: number;
+  /**
+   * Estimated cost a workspace's reads may spend per minute, queries by their estimated cost and REST's job reads as
+   * the same query; 0 for no budget.
+   */
+  readBudgetPerMinute: number;
   /** Security event downloads this instance serves at once, all workspaces together. */
   downloadConcurrency: number;
   /** Security event downloads one workspace may have in progress at once on this instance. */
@@ -391,6 +397,12 @@ export function loadConfig(environment: Env = process.env): Config {
   if (eventRetentionMs < jobRetentionMs) {
     throw new ConfigError('EVENT_RETENTION_DAYS', `must not be shorter than JOB_RETENTION_DAYS (${jobRetentionMs / 86_400_000} days)`);
   }
+  const graphqlMaxCost = integer(env, 'GRAPHQL_MAX_COST', 10_000, 1, 10_000_000);
+  const readBudgetPerMinute = integer(env, 'READ_BUDGET_PER_MINUTE', DEFAULT_READ_BUDGET_PER_MINUTE, 0, 1_000_000_000);
+  // A budget smaller than one allowed query would refuse that query for good, however long its caller waited.
+  if (readBudgetPerMinute > 0 && readBudgetPerMinute < graphqlMaxCost) {
+    throw new ConfigError('READ_BUDGET_PER_MINUTE', `must be 0 (no budget) or at least GRAPHQL_MAX_COST (${graphqlMaxCost})`);
+  }
   const downloadConcurrency = integer(env, 'DOWNLOAD_CONCURRENCY', 8, 1, 1000);
   const downloadConcurrencyPerWorkspace = integer(env, 'DOWNLOAD_CONCURRENCY_PER_WORKSPACE', Math.min(2, downloadConcurrency), 1, 1000);
   if (downloadConcurrencyPerWorkspace > downloadConcurrency) {
@@ -445,9 +457,10 @@ export function loadConfig(environment: Env = process.env): Config {
     authFailureWindowSeconds: integer(env, 'AUTH_FAILURE_WINDOW_SECONDS', 60, 1, 86_400),
     authFailureBlockSeconds: integer(env, 'AUTH_FAILURE_BLOCK_SECONDS', 300, 1, 86_400),
     graphqlMaxDepth: integer(env, 'GRAPHQL_MAX_DEPTH', 10, 2, 100),
-    graphqlMaxCost: integer(env, 'GRAPHQL_MAX_COST', 10_000, 1, 10_000_000),
+    graphqlMaxCost,
     graphqlMaxAliases: integer(env, 'GRAPHQL_MAX_ALIASES', 30, 0, 1000),
     graphqlMaxDuplicatesPerOperation: integer(env, 'GRAPHQL_MAX_DUPLICATES_PER_OPERATION', 5, 1, 100),
+    readBudgetPerMinute,
     downloadConcurrency,
     downloadConcurrencyPerWorkspace,
   };

@@ -2,12 +2,16 @@ import { readFileSync } from 'node:fs';
 import { WebSocket } from 'undici';
 import { spawnGateway, type GatewayProcess } from '../../test/support/process.js';
 
-/** What the gateway runs with in every scenario; the quota is raised so that load measures work, not refusals. */
+/**
+ * What the gateway runs with in every scenario; the quota and the read budget are raised, still taken, so that load
+ * measures work, not refusals.
+ */
 const GATEWAY_ENV = {
   NODE_ENV: 'production',
   LOG_LEVEL: 'warn',
   SEED_DEMO: 'false',
   DUPLICATE_RATE_LIMIT: '1000000000',
+  READ_BUDGET_PER_MINUTE: '1000000000',
 };
 
 export type ServerProcess = GatewayProcess;

@@ -106,6 +106,8 @@ const REFUSAL_OUTCOMES: Record<ErrorCode, DuplicationOutcome> = {
   RATE_LIMITED: 'rate_limited',
   // Counted as before it had a code of its own.
   AUTH_BLOCKED: 'rate_limited',
+  // A duplication takes no read budget: only a read answers this.
+  READ_BUDGET_EXCEEDED: 'rate_limited',
   BAD_USER_INPUT: 'invalid',
   PAYLOAD_TOO_LARGE: 'invalid',
   UNSUPPORTED_MEDIA_TYPE: 'invalid',

@@ -21,6 +21,8 @@ export const ERROR_CODES = {
   RATE_LIMITED: { httpStatus: 429, graphqlCode: 'RATE_LIMITED', message: 'Rate limit exceeded' },
   // Braze's 429 and GraphQL's RATE_LIMITED, as before it had a code of its own; REST's code and GraphQL's reason tell it from a spent quota.
   AUTH_BLOCKED: { httpStatus: 429, graphqlCode: 'RATE_LIMITED', message: AUTHENTICATION_BLOCKED_MESSAGE },
+  // The workspace's reads, not its duplications: a spent read budget leaves the quota as it is, and the other way round.
+  READ_BUDGET_EXCEEDED: { httpStatus: 429, graphqlCode: 'RATE_LIMITED', message: 'Read budget exceeded; retry later' },
   UPSTREAM_ERROR: { httpStatus: 502, graphqlCode: 'UPSTREAM_ERROR', message: 'The upstream service failed' },
   UNAVAILABLE: { httpStatus: 503, graphqlCode: 'SERVICE_UNAVAILABLE', message: 'Service unavailable' },
   INTERNAL: { httpStatus: 500, graphqlCode: 'INTERNAL_SERVER_ERROR', message: 'Internal server error' },

@@ -384,12 +384,12 @@ export interface AuthFailureLimiter {
 }
 
 /**
- * How many events of one kind a key may add to its workspace's security log per window, so that a key
- * refused over and over cannot bury the log (or fill the disk) with its refusals.
+ * Points a name may spend per window: the events of one kind a key may add to its workspace's security log, so that a
+ * key refused over and over cannot bury the log (or fill the disk) with its refusals; the reads of a workspace.
  */
-export interface EventBudget {
-  /** Whether one more event under this name may be recorded now, and if not, how long until one may. */
-  take(name: string): Promise<{ granted: true } | { granted: false; retryAfterMs: number }>;
+export interface Budget {
+  /** Whether `points` (1 when left out) more may be spent under this name now, and if not, how long until they may. */
+  take(name: string, points?: number): Promise<{ granted: true } | { granted: false; retryAfterMs: number }>;
 }
 
 export type DuplicationResult =

@@ -5,7 +5,7 @@ import { GatewayError, type RateLimitState } from './errors.js';
 import { isGatewayId } from './ids.js';
 import { pageSize } from './pages.js';
 import { PERMISSIONS, type Permission } from './permissions.js';
-import type { AuthFailureLimiter, CampaignReader, Clock, EventBudget, GatewayStore, Quota, UpstreamPause } from './ports.js';
+import type { AuthFailureLimiter, CampaignReader, Clock, Budget, GatewayStore, Quota, UpstreamPause } from './ports.js';
 import { RefusalEvents, type RefusalEventType } from './refusal-events.js';
 import { SecurityEventReads, type SecurityEventDownload, type SecurityEventDownloadQuery } from './security-event-reads.js';
 import type { Campaign, Channel, DuplicationJob, ListedCampaign, Page, Principal, SecurityEvent, SecurityEventFilter } from './types.js';
@@ -43,12 +43,14 @@ export interface GatewayServiceDeps {
    * Refusal events (PERMISSION_DENIED and API_KEY_REJECTED together) each key may record per window; the refusals
    * past it are counted, not recorded.
    */
-  refusalEvents: EventBudget;
+  refusalEvents: Budget;
   /**
    * SECURITY_EVENTS_DOWNLOADED events each key may record per window: every download is recorded, so the downloads
    * past it are refused.
    */
-  downloadEvents: EventBudget;
+  downloadEvents: Budget;
+  /** The estimated cost each workspace's reads may spend per window (src/domain/read-budget.ts); none when left out. */
+  readBudget?: Budget;
   campaigns: CampaignReader;
   clock: Clock;
   /** Upstream mode: the hold on upstream calls after a 429, which no pending job is sent before. */
@@ -61,6 +63,8 @@ export interface GatewayServiceDeps {
   idempotencyTtlMs?: number;
   /** Told when a request was refused because its workspace's quota was spent (metrics). */
   onQuotaRejected?: (channel: Channel) => void;
+  /** Told when a read was refused because its workspace's read budget was spent (metrics). */
+  onReadBudgetRefused?: (channel: Channel) => void;
   /** Told of each failed authentication, with the code of its refusal (metrics). */
   onAuthFailed?: (channel: Channel, code: AuthRefusal) => void;
   /** Told when a request was refused because its client failed to authenticate too often (metrics). */
@@ -184,6 +188,19 @@ export class GatewayService {
   /** Takes a quota point, validates and commits the job, or replays an idempotency key's. */
   acceptDuplication(principal: Principal, raw: RawDuplicateCampaignInput, idempotencyKey?: string | null): Promise<DuplicationAccepted> {
     return this.duplication.acceptDuplication(principal, raw, idempotencyKey);
+  }
+
+  /**
+   * Takes a read's estimated cost from its workspace's read budget, before anything is read: refused with
+   * READ_BUDGET_EXCEEDED (429, Retry-After) once the workspace has spent it. A budget whose store cannot be reached
+   * lets the read through, as the store's own outage would answer it.
+   */
+  async takeReadBudget(principal: Principal, cost: number): Promise<void> {
+    if (!this.deps.readBudget) return;
+    const taken = await this.deps.readBudget.take(principal.workspaceId, cost);
+    if (taken.granted) return;
+    this.deps.onReadBudgetRefused?.(principal.channel);
+    throw new GatewayError('READ_BUDGET_EXCEEDED', undefined, { retryAfterSeconds: Math.max(1, Math.ceil(taken.retryAfterMs / 1000)) });
   }
 
   /**

@@ -8,6 +8,13 @@ export interface GraphQLContext {
   requestId: string;
   /** Authenticates once per request, on first use. */
   principal(): Promise<Principal>;
+  /** Records the estimated cost of the operation about to run, which its reads take from the read budget. */
+  setOperationCost(cost: number): void;
+  /**
+   * principal(), once the operation's estimated cost is taken from its workspace's read budget: every root query
+   * field reads through it, so that the operation is charged once, before its first read, however many fields ask.
+   */
+  reader(): Promise<Principal>;
   /**
    * Why the request's key was refused, once principal() has failed: decides the HTTP status. An object of its
    * own because Apollo hands resolvers and plugins a shallow copy of the context.
@@ -126,6 +133,8 @@ export function batchedOnce<T>(loadMany: (ids: string[]) => Promise<T[]>): (id: 
 export function createContext(service: GatewayService, request: RequestContext, checked?: Principal): GraphQLContext {
   // Kept in closures, like the authentication object, so that Apollo's shallow copies of the context share them.
   let principal: Promise<Principal> | undefined;
+  let operationCost: number | undefined;
+  let reader: Promise<Principal> | undefined;
   let upstreamPaused: Promise<number> | undefined;
   const authentication: GraphQLContext['authentication'] = {};
   const context: GraphQLContext = {
@@ -140,6 +149,16 @@ export function createContext(service: GatewayService, request: RequestContext, 
           if (REFUSAL_CODES.has(error.code)) authenticationRefusals.add(error);
         }
         throw error;
+      })),
+    setOperationCost: (cost) => {
+      operationCost = cost;
+    },
+    reader: () =>
+      (reader ??= context.principal().then(async (caller) => {
+        // Both GraphQL paths estimate an operation before running it; one that did not would read for free.
+        if (operationCost === undefined) throw new Error('a query ran without its estimated cost');
+        await service.takeReadBudget(caller, operationCost);
+        return caller;
       })),
     upstreamPausedMs: () => (upstreamPaused ??= service.upstreamPausedMs()),
     listedCampaignDetails: onceEach(async (id) => service.listedCampaignDetails(await context.principal(), id), LISTED_DETAILS_CONCURRENCY),

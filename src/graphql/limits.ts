@@ -15,6 +15,7 @@ import {
 } from 'graphql';
 import type { ComplexityEstimator } from 'graphql-query-complexity/cjs';
 import { DEFAULT_PAGE_SIZE } from '../domain/service.js';
+import type { GraphQLContext } from './context.js';
 
 // The CommonJS entry, required: the ESM build imports graphql/index.mjs, a second copy of graphql in the
 // process, and an ESM import of the CommonJS entry sees its re-exports differently under Node and vitest.
@@ -215,6 +216,25 @@ const paginatedEstimator: ComplexityEstimator = ({ args, childComplexity }) => {
   return 1 + Math.max(0, first) * childComplexity;
 };
 
+/**
+ * The estimated cost of one operation of `document` with these variables: one per field, a list times its `first`.
+ * What GRAPHQL_MAX_COST bounds and the read budget charges. Throws a GraphQLError for a document too large to estimate.
+ */
+export function estimatedCost(
+  schema: GraphQLSchema,
+  document: DocumentNode,
+  operation: OperationDefinitionNode,
+  variables: Record<string, unknown> | undefined,
+): number {
+  // Only the operation that runs, with the fragments: the library trips over anonymous operations when given an
+  // operation name.
+  const query: DocumentNode = {
+    kind: Kind.DOCUMENT,
+    definitions: [operation, ...document.definitions.filter((definition) => definition.kind === Kind.FRAGMENT_DEFINITION)],
+  };
+  return getComplexity({ schema, query, variables: variables ?? {}, estimators: [paginatedEstimator, simpleEstimator({ defaultComplexity: 1 })] });
+}
+
 /** Whether a variable reaches a `first` argument or a directive (@include/@skip): what the estimate reads of them. */
 function costReadsVariables(document: DocumentNode, operation: OperationDefinitionNode): boolean {
   let reading = 0;
@@ -318,12 +338,14 @@ export class OperationLimits {
     private readonly limits: GraphQLLimits,
   ) {}
 
-  /** True once the operation is known to be within the limits, at the same cost, whatever its variables. */
-  isFixedWithinLimits(operation: OperationDefinitionNode): boolean {
-    return typeof this.known.get(operation) === 'number';
+  /** The operation's cost once it is known to be within the limits at that cost, whatever its variables. */
+  fixedCost(operation: OperationDefinitionNode): number | undefined {
+    const seen = this.known.get(operation);
+    return typeof seen === 'number' ? seen : undefined;
   }
 
-  plugin(): ApolloServerPlugin {
+  /** Refuses operations over a limit, and gives the context of every other its estimated cost (its reads' price). */
+  plugin(): ApolloServerPlugin<GraphQLContext> {
     const { schema, limits, known, refusedMerges } = this;
     return {
       async requestDidStart() {
@@ -337,34 +359,29 @@ export class OperationLimits {
             refusedMerges.set(standIn, refusal);
             Object.assign(requestContext, { document: standIn });
           },
-          async didResolveOperation({ request, document, operation }) {
+          async didResolveOperation({ request, document, operation, contextValue }) {
             // No such operation: Apollo answers that itself, with its own code.
             if (!operation) return;
             const seen = known.get(operation);
             // Within the limits whatever its variables: only variables large enough to make their errors costly
             // are checked here, the rest by execute.
-            if (typeof seen === 'number' && !holdsManyEntries(request.variables)) return;
+            if (typeof seen === 'number' && !holdsManyEntries(request.variables)) {
+              contextValue.setOperationCost(seen);
+              return;
+            }
             if (seen === undefined) {
               const refusal = shapeRefusal(document, operation, limits);
               if (refusal) throw limitError(operation, refusal);
             }
             const variableError = firstVariableError(schema, operation, request.variables);
             if (variableError) throw variableError;
-            if (typeof seen === 'number') return;
-            // Only the operation that runs, with the fragments: the library trips over anonymous operations
-            // when given an operation name.
-            const query: DocumentNode = {
-              kind: Kind.DOCUMENT,
-              definitions: [operation, ...document.definitions.filter((definition) => definition.kind === Kind.FRAGMENT_DEFINITION)],
-            };
+            if (typeof seen === 'number') {
+              contextValue.setOperationCost(seen);
+              return;
+            }
             let cost: number;
             try {
-              cost = getComplexity({
-                schema,
-                query,
-                variables: request.variables ?? {},
-                estimators: [paginatedEstimator, simpleEstimator({ defaultComplexity: 1 })],
-              });
+              cost = estimatedCost(schema, document, operation, request.variables);
             } catch (error) {
               // Too many nodes to even estimate: about the request. Anything else is a fault of ours.
               if (!(error instanceof GraphQLError)) throw error;
@@ -375,6 +392,7 @@ export class OperationLimits {
               throw limitError(operation, message, { cost, maxCost: limits.maxCost });
             }
             if (seen === undefined) known.set(operation, costReadsVariables(document, operation) ? VARIABLE : cost);
+            contextValue.setOperationCost(cost);
           },
         };
       },

@@ -85,6 +85,8 @@ interface Prepared {
   operationName: string | undefined;
   operation: OperationTypeNode;
   variableDefinitions: readonly VariableDefinitionNode[];
+  /** Its estimated cost, which cannot depend on variables: what its reads take from the read budget. */
+  cost: number;
   /** Made once, when the operation is prepared: not again for each request of it. */
   logged: LoggedOperation;
 }
@@ -135,7 +137,8 @@ export class PreparedOperations {
       requestDidStart: async () => ({
         executionDidStart: async ({ source, request, document, operation }) => {
           if (!operation || (operation.operation !== 'query' && operation.operation !== 'mutation')) return;
-          if (source.length > MAX_QUERY_LENGTH || !this.limits.isFixedWithinLimits(operation)) return;
+          const cost = this.limits.fixedCost(operation);
+          if (source.length > MAX_QUERY_LENGTH || cost === undefined) return;
           const key = keyOf(source, request.operationName);
           if (this.entries.has(key)) return;
           const prepared = {
@@ -143,6 +146,7 @@ export class PreparedOperations {
             operationName: request.operationName,
             operation: operation.operation,
             variableDefinitions: operation.variableDefinitions ?? [],
+            cost,
             logged: loggedOperation(operation, document),
           };
           this.entries.set(key, prepared, entryBytes(key, document));
@@ -181,6 +185,7 @@ export class PreparedOperations {
       return undefined;
     }
     const contextValue = context();
+    contextValue.setOperationCost(entry.cost);
     if (contextValue.request.trace) contextValue.request.trace.graphql = entry.logged;
     beginOperationReads(entry.operation);
     const result = await execute({

@@ -51,7 +51,7 @@ export class DuplicationResolver {
     @Arg('id', () => ID, { description: "The job's id, as duplicateCampaign answered it (REST: job_id)." }) id: string,
     @Ctx() context: GraphQLContext,
   ): Promise<DuplicationJob | null> {
-    const job = await context.service.getJob(await context.principal(), id);
+    const job = await context.service.getJob(await context.reader(), id);
     return job ? toGraphQLJob(job) : null;
   }
 
@@ -64,13 +64,13 @@ export class DuplicationResolver {
     @Arg('after', () => String, { nullable: true, description: AFTER_DESCRIPTION }) after: string | null,
     @Ctx() context: GraphQLContext,
   ): Promise<CampaignConnection | null> {
-    const page = await context.service.listCampaigns(await context.principal(), first ?? DEFAULT_PAGE_SIZE, after);
+    const page = await context.service.listCampaigns(await context.reader(), first ?? DEFAULT_PAGE_SIZE, after);
     return toConnection(page, toGraphQLCampaign);
   }
 
   @Query(() => Campaign, { nullable: true, description: 'One campaign of your workspace. Permission campaigns.details.' })
   async campaign(@Arg('id', () => ID, { description: "The campaign's id." }) id: string, @Ctx() context: GraphQLContext): Promise<Campaign | null> {
-    const campaign = await context.service.getCampaign(await context.principal(), id);
+    const campaign = await context.service.getCampaign(await context.reader(), id);
     return campaign ? toGraphQLCampaign(campaign) : null;
   }
 }
@@ -128,7 +128,7 @@ export class SecurityEventResolver {
     @Ctx() context: GraphQLContext,
   ): Promise<SecurityEventConnection | null> {
     const page = await context.service.listSecurityEvents(
-      await context.principal(),
+      await context.reader(),
       {
         jobId: filter?.jobId ?? undefined,
         types: (filter?.types as DomainEventType[] | null | undefined) ?? undefined,
@@ -158,7 +158,7 @@ export class ViewerResolver {
       'The API key making the request, what it may do and the quota it would spend, so that a client can offer only what the key may do. Any valid key may ask: it needs no permission, takes no quota point and records no event.',
   })
   async viewer(@Ctx() context: GraphQLContext): Promise<Viewer> {
-    return toGraphQLViewer(await context.service.describeKey(await context.principal()));
+    return toGraphQLViewer(await context.service.describeKey(await context.reader()));
   }
 
   @FieldResolver(() => DuplicationQuota, {
@@ -166,7 +166,7 @@ export class ViewerResolver {
     description: "The workspace's duplication quota as it stands now, read without taking a point; null when it cannot be read right now.",
   })
   async duplicationQuota(@Ctx() context: GraphQLContext): Promise<DuplicationQuota | null> {
-    return context.service.duplicationQuota(await context.principal());
+    return context.service.duplicationQuota(await context.reader());
   }
 }
 

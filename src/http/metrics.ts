@@ -102,6 +102,7 @@ export class GatewayMetrics {
   private readonly eventLoopWindow: NodeJS.Timeout | undefined;
   private readonly upstreamDuration: Histogram<'endpoint' | 'outcome'>;
   private readonly quotaRejections: Counter<'channel'>;
+  private readonly readBudgetRefusals: Counter<'channel'>;
   private readonly authFailures: Counter<'channel' | 'code'>;
   private readonly authBlocks: Counter<'channel'>;
   private readonly dependencyUp: Gauge<'dependency'>;
@@ -309,6 +310,16 @@ export class GatewayMetrics {
       'channel',
       CHANNELS,
     );
+    this.readBudgetRefusals = fromZero(
+      new Counter({
+        name: 'gateway_read_budget_refusals_total',
+        help: "Reads (GraphQL queries, REST job reads) refused because the workspace's read budget was spent (READ_BUDGET_PER_MINUTE), by channel.",
+        labelNames: ['channel'],
+        registers,
+      }),
+      'channel',
+      CHANNELS,
+    );
     this.authFailures = new Counter({
       name: 'gateway_auth_failures_total',
       help:
@@ -480,6 +491,10 @@ export class GatewayMetrics {
 
   quotaRejected(channel: Channel): void {
     this.quotaRejections.inc({ channel });
+  }
+
+  readBudgetRefused(channel: Channel): void {
+    this.readBudgetRefusals.inc({ channel });
   }
 
   /** An authentication that failed, by the code the request was refused with. */

@@ -200,8 +200,9 @@ export function authenticatedErrorResponses(statuses: HttpErrorStatus[], headers
 export const ALLOWLIST_ONLY_403 = "The key is used from an address outside its IP allowlist (this route needs no permission)";
 
 /** A 429 on a route that takes no quota point: only a client blocked after failed authentications gets it. */
-export const AUTH_BLOCK_ONLY_429 =
-  'This client failed to authenticate too often (`AUTH_BLOCKED`, whatever key it sends); see Retry-After. This route takes no quota point';
+export const READ_429 =
+  "The workspace's read budget is spent (`READ_BUDGET_EXCEEDED`), or this client failed to authenticate too often (`AUTH_BLOCKED`, " +
+  'whatever key it sends); see Retry-After. This route takes no quota point';
 
 export async function openapiRoutes(app: FastifyInstance): Promise<void> {
   app.get(

@@ -1,7 +1,7 @@
 /** The OpenAPI (JSON Schema) declarations of the Braze-compatible routes: they document, never validate (openapi.ts). */
 import { CHANNELS, JOB_STATUSES } from '../domain/types.js';
 import { CHARACTERS, LIMITS } from '../domain/validation.js';
-import { ACCEPT_ENCODING_HEADER, ALLOWLIST_ONLY_403, AUTH_BLOCK_ONLY_429, authenticatedErrorResponses, errorResponses, RETRY_AFTER_HEADER, schemaRef } from './openapi.js';
+import { ACCEPT_ENCODING_HEADER, ALLOWLIST_ONLY_403, READ_429, authenticatedErrorResponses, errorResponses, RETRY_AFTER_HEADER, schemaRef } from './openapi.js';
 
 const RATE_LIMIT_HEADERS = {
   'x-ratelimit-limit': {
@@ -168,7 +168,7 @@ export const jobSchema = {
       400: 'The job id in the path is not valid percent-encoding',
       403: ALLOWLIST_ONLY_403,
       404: 'No such job, or not one this key may see (another key\'s job, without security_events.read)',
-      429: AUTH_BLOCK_ONLY_429,
+      429: READ_429,
     }),
   },
 };

@@ -1,6 +1,7 @@
 import { METHODS } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteShorthandOptions } from 'fastify';
 import { GatewayError } from '../domain/errors.js';
+import { JOB_READ_COST } from '../domain/read-budget.js';
 import type { GatewayService, RequestContext } from '../domain/service.js';
 import { keepsSourceTags, type Principal } from '../domain/types.js';
 import { isRecord } from '../domain/validation.js';
@@ -121,6 +122,7 @@ export async function restRoutes(app: FastifyInstance, options: { service: Gatew
 
   app.get<{ Params: { job_id: string } }>('/duplication_jobs/:job_id', { schema: jobSchema }, async (request, reply) => {
     const principal = await service.authenticate(httpRequestContext(request, 'REST'));
+    await service.takeReadBudget(principal, JOB_READ_COST);
     const job = await service.getJob(principal, request.params.job_id);
     if (!job) throw new GatewayError('NOT_FOUND', 'Job not found');
     const pollAfter = await service.pollAfterSeconds(job);

@@ -98,7 +98,7 @@ export const DUPLICATE_MUTATION = `mutation Duplicate($input: DuplicateCampaignI
   duplicateCampaign(input: $input) { job { id status } }
 }`;
 
-const JOB_QUERY = 'query Job($id: ID!) { duplicationJob(id: $id) { id status } }';
+export const JOB_QUERY = 'query Job($id: ID!) { duplicationJob(id: $id) { id status } }';
 
 async function postGraphQL(baseUrl: string, key: string | null, options: RequestOptions, body: string) {
   const response = await http(baseUrl, 'POST', '/graphql', { headers: headersFor(key, options), body, dispatcher: options.dispatcher });

@@ -1,17 +1,24 @@
 import { Redis } from 'ioredis';
 import { RateLimiterMemory, RateLimiterRedis } from 'rate-limiter-flexible';
 import { describe, expect, it } from 'vitest';
-import { RateLimiterEventBudget } from '../../src/adapters/rate-limiter-event-budget.js';
+import { RateLimiterBudget } from '../../src/adapters/rate-limiter-budget.js';
 
-describe('the event budget', () => {
+describe('a budget', () => {
   it('grants its points, then refuses until the window ends', async () => {
-    const budget = new RateLimiterEventBudget(new RateLimiterMemory({ points: 2, duration: 60 }));
+    const budget = new RateLimiterBudget(new RateLimiterMemory({ points: 2, duration: 60 }));
     expect([await budget.take('ws'), await budget.take('ws'), await budget.take('ws')]).toEqual([
       { granted: true },
       { granted: true },
       { granted: false, retryAfterMs: expect.any(Number) },
     ]);
     expect(await budget.take('other')).toEqual({ granted: true });
+  });
+
+  it('spends as many points as a take asks for, and refuses a take larger than what is left', async () => {
+    const budget = new RateLimiterBudget(new RateLimiterMemory({ points: 100, duration: 60 }));
+    expect(await budget.take('ws', 60)).toEqual({ granted: true });
+    expect(await budget.take('ws', 41)).toEqual({ granted: false, retryAfterMs: expect.any(Number) });
+    expect(await budget.take('other', 100)).toEqual({ granted: true });
   });
 
   it('grants every event while its store fails: a refusal is still worth recording', async () => {
@@ -22,7 +29,7 @@ describe('the event budget', () => {
     try {
       const limiter = new RateLimiterRedis({ storeClient: client, points: 1, duration: 60 });
       await expect(limiter.consume('ws')).rejects.toBeInstanceOf(Error);
-      const budget = new RateLimiterEventBudget(limiter);
+      const budget = new RateLimiterBudget(limiter);
       expect([await budget.take('ws'), await budget.take('ws')]).toEqual([{ granted: true }, { granted: true }]);
       expect(client.status).toBe('end');
     } finally {
