@@ -24,6 +24,9 @@ const AFTER_DESCRIPTION = 'The endCursor of the page before, for the page after 
 /** Why the root lists are nullable: non-null, one refused list would null every other root field's answer too. */
 const refusedList = (reasons: string) => `Null, with an error at its path, when refused (${reasons}); the other fields of the operation keep their answers.`;
 
+/** Every root query field: the query's estimated cost is taken from the workspace's read budget before it reads. */
+const READ_BUDGET = "Null, with RATE_LIMITED (reason READ_BUDGET_EXCEEDED) at its path, once the workspace's read budget for the minute is spent.";
+
 @Resolver()
 export class DuplicationResolver {
   @Mutation(() => DuplicateCampaignPayload, {
@@ -46,7 +49,7 @@ export class DuplicationResolver {
     return { job: toGraphQLJob(job) };
   }
 
-  @Query(() => DuplicationJob, { nullable: true, description: 'A job of yours (or of your workspace with security_events.read).' })
+  @Query(() => DuplicationJob, { nullable: true, description: `A job of yours (or of your workspace with security_events.read). ${READ_BUDGET}` })
   async duplicationJob(
     @Arg('id', () => ID, { description: "The job's id, as duplicateCampaign answered it (REST: job_id)." }) id: string,
     @Ctx() context: GraphQLContext,
@@ -57,7 +60,7 @@ export class DuplicationResolver {
 
   @Query(() => CampaignConnection, {
     nullable: true,
-    description: `Campaigns of your workspace, newest first. Permission campaigns.list. ${refusedList('without the permission, or for an invalid `first` or `after`')}`,
+    description: `Campaigns of your workspace, newest first. Permission campaigns.list. ${refusedList('without the permission, for an invalid `first` or `after`, or past the read budget')}`,
   })
   async campaigns(
     @Arg('first', () => Int, { nullable: true, defaultValue: DEFAULT_PAGE_SIZE, description: FIRST_DESCRIPTION }) first: number | null,
@@ -68,7 +71,7 @@ export class DuplicationResolver {
     return toConnection(page, toGraphQLCampaign);
   }
 
-  @Query(() => Campaign, { nullable: true, description: 'One campaign of your workspace. Permission campaigns.details.' })
+  @Query(() => Campaign, { nullable: true, description: `One campaign of your workspace. Permission campaigns.details. ${READ_BUDGET}` })
   async campaign(@Arg('id', () => ID, { description: "The campaign's id." }) id: string, @Ctx() context: GraphQLContext): Promise<Campaign | null> {
     const campaign = await context.service.getCampaign(await context.reader(), id);
     return campaign ? toGraphQLCampaign(campaign) : null;
@@ -114,7 +117,7 @@ export class CampaignResolver {
 export class SecurityEventResolver {
   @Query(() => SecurityEventConnection, {
     nullable: true,
-    description: `Security events, the last recorded first: in the order the workspace recorded them, not strictly that of occurredAt. To find the events recorded since you last looked, read from the first page down to the newest event id you hold (since: the newest occurredAt seen can miss some). With security_events.read: every event of your workspace; without: the events your own key caused. Poll a job with filter: {jobId}. ${refusedList('an invalid `first`, `after` or filter')}`,
+    description: `Security events, the last recorded first: in the order the workspace recorded them, not strictly that of occurredAt. To find the events recorded since you last looked, read from the first page down to the newest event id you hold (since: the newest occurredAt seen can miss some). With security_events.read: every event of your workspace; without: the events your own key caused. Poll a job with filter: {jobId}. ${refusedList('an invalid `first`, `after` or filter, or past the read budget')}`,
   })
   async securityEvents(
     @Arg('filter', () => SecurityEventFilter, { nullable: true, description: 'Which events; every event the key may see when left out.' })
@@ -154,8 +157,7 @@ export class SecurityEventResolver {
 export class ViewerResolver {
   @Query(() => Viewer, {
     nullable: true,
-    description:
-      'The API key making the request, what it may do and the quota it would spend, so that a client can offer only what the key may do. Any valid key may ask: it needs no permission, takes no quota point and records no event.',
+    description: `The API key making the request, what it may do and the quota it would spend, so that a client can offer only what the key may do. Any valid key may ask: it needs no permission, takes no quota point and records no event. ${READ_BUDGET}`,
   })
   async viewer(@Ctx() context: GraphQLContext): Promise<Viewer> {
     return toGraphQLViewer(await context.service.describeKey(await context.reader()));
