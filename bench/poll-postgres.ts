@@ -11,12 +11,15 @@ import { isJobPolled, pollJob } from './lib/scenarios.js';
 /**
  * The poll-job scenario of bench/profile.ts on a PostgreSQL store: a gateway process on a schema of its own in
  * TEST_DATABASE_URL, polled for jobs picked at random among finished ones, two events each.
- * `TEST_DATABASE_URL=… npx tsx bench/poll-postgres.ts --seconds 8 --connections 50`
+ * `TEST_DATABASE_URL=… npx tsx bench/poll-postgres.ts --seconds 8 --connections 50`; `--read-budget 0` polls without the
+ * read budget, which is otherwise taken (raised) as the gateway takes it.
  */
 const JOBS = 5_000;
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { seconds: { type: 'string', default: '8' }, connections: { type: 'string', default: '50' } } });
+  const { values } = parseArgs({
+    options: { seconds: { type: 'string', default: '8' }, connections: { type: 'string', default: '50' }, 'read-budget': { type: 'string', default: '1000000000' } },
+  });
   const schema = await createTestSchema();
   const databaseUrl = `${schema.url}${schema.url.includes('?') ? '&' : '?'}options=-c%20search_path%3D${schema.schema}`;
   const store = new PostgresStore({ connectionString: databaseUrl });
@@ -39,7 +42,7 @@ async function main(): Promise<void> {
       [workspace.id, campaign.id, record.id, JOBS],
     );
     await store.pool.query('ANALYZE');
-    const gateway = await startGateway('/nonexistent', { DATABASE_URL: databaseUrl, WORKER_CONCURRENCY: '0' });
+    const gateway = await startGateway('/nonexistent', { DATABASE_URL: databaseUrl, WORKER_CONCURRENCY: '0', READ_BUDGET_PER_MINUTE: values['read-budget'] });
     try {
       const result = await runLoad({
         url: gateway.baseUrl,

@@ -5,7 +5,7 @@ import type { FastifyBaseLogger, FastifyInstance, FastifyServerOptions } from 'f
 import type { RateLimiterAbstract } from 'rate-limiter-flexible';
 import { BrazeCampaignReader } from './adapters/braze-campaign-reader.js';
 import { BrazeClient, type BrazeClientOptions, type UpstreamObserver } from './adapters/braze-client.js';
-import { memoryLimiters, postgresLimiters, sqliteLimiters, type LimiterBackend } from './adapters/limiter-backends.js';
+import { memoryLimiter, memoryLimiters, postgresLimiters, sqliteLimiters, type LimiterBackend } from './adapters/limiter-backends.js';
 import { requireRoleSettings } from './adapters/postgres/pool.js';
 import { PostgresStore } from './adapters/postgres/store.js';
 import { RateLimiterAuthFailures } from './adapters/rate-limiter-auth-failures.js';
@@ -382,8 +382,11 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       downloadEvents: new RateLimiterBudget(
         limiters.limiter({ keyPrefix: 'security-event-downloads', points: SECURITY_EVENT_DOWNLOADS_PER_MINUTE, durationSeconds: 60 }),
       ),
+      // Counted by each instance on its own: what it protects is this instance's event loop and connections, and
+      // counting in a shared store would put a write on every read (on PostgreSQL, one row per workspace, locked until
+      // its commit, which the workspace's reads would queue on).
       ...(config.readBudgetPerMinute > 0
-        ? { readBudget: new RateLimiterBudget(limiters.limiter({ keyPrefix: 'reads', points: config.readBudgetPerMinute, durationSeconds: 60 })) }
+        ? { readBudget: new RateLimiterBudget(memoryLimiter({ keyPrefix: 'reads', points: config.readBudgetPerMinute, durationSeconds: 60 })) }
         : {}),
       campaigns,
       clock,

@@ -3,7 +3,7 @@ import { dirname, resolve } from 'node:path';
 import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
 import { DEFAULT_IDEMPOTENCY_TTL_HOURS } from './domain/idempotency.js';
-import { DEFAULT_READ_BUDGET_PER_MINUTE } from './domain/read-budget.js';
+import { DEFAULT_READ_BUDGET_PER_MINUTE, JOB_READ_COST } from './domain/read-budget.js';
 import { AllowlistError, coversEveryAddress, parseAllowlist } from './domain/ip-allowlist.js';
 
 export interface Config {
@@ -399,9 +399,13 @@ export function loadConfig(environment: Env = process.env): Config {
   }
   const graphqlMaxCost = integer(env, 'GRAPHQL_MAX_COST', 10_000, 1, 10_000_000);
   const readBudgetPerMinute = integer(env, 'READ_BUDGET_PER_MINUTE', DEFAULT_READ_BUDGET_PER_MINUTE, 0, 1_000_000_000);
-  // A budget smaller than one allowed query would refuse that query for good, however long its caller waited.
-  if (readBudgetPerMinute > 0 && readBudgetPerMinute < graphqlMaxCost) {
-    throw new ConfigError('READ_BUDGET_PER_MINUTE', `must be 0 (no budget) or at least GRAPHQL_MAX_COST (${graphqlMaxCost})`);
+  // A budget smaller than one allowed read would refuse that read for good, however long its caller waited.
+  const costliestRead = Math.max(graphqlMaxCost, JOB_READ_COST);
+  if (readBudgetPerMinute > 0 && readBudgetPerMinute < costliestRead) {
+    throw new ConfigError(
+      'READ_BUDGET_PER_MINUTE',
+      `must be 0 (no budget) or at least ${costliestRead}, the costlier of GRAPHQL_MAX_COST (${graphqlMaxCost}) and a REST job read (${JOB_READ_COST})`,
+    );
   }
   const downloadConcurrency = integer(env, 'DOWNLOAD_CONCURRENCY', 8, 1, 1000);
   const downloadConcurrencyPerWorkspace = integer(env, 'DOWNLOAD_CONCURRENCY_PER_WORKSPACE', Math.min(2, downloadConcurrency), 1, 1000);

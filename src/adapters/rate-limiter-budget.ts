@@ -10,9 +10,13 @@ export class RateLimiterBudget implements Budget {
       await this.limiter.consume(name, points);
       return { granted: true };
     } catch (rejection) {
-      if (rejection instanceof RateLimiterRes) return { granted: false, retryAfterMs: rejection.msBeforeNext };
-      // The limiter's store failed: a refusal is still worth recording, a download still worth serving, a read still
-      // worth answering.
+      if (rejection instanceof RateLimiterRes) {
+        // The library counts a refused take too: given back, a smaller take still fits what was left. A take of one
+        // point leaves nothing smaller to fit, and is not worth another write to a shared store on every refusal.
+        if (points > 1) await this.limiter.reward(name, points).catch(() => undefined);
+        return { granted: false, retryAfterMs: rejection.msBeforeNext };
+      }
+      // The limiter's store failed: a refusal is still worth recording, a download still worth serving.
       return { granted: true };
     }
   }

@@ -192,8 +192,7 @@ export class GatewayService {
 
   /**
    * Takes a read's estimated cost from its workspace's read budget, before anything is read: refused with
-   * READ_BUDGET_EXCEEDED (429, Retry-After) once the workspace has spent it. A budget whose store cannot be reached
-   * lets the read through, as the store's own outage would answer it.
+   * READ_BUDGET_EXCEEDED (429, Retry-After) once the workspace has spent it.
    */
   async takeReadBudget(principal: Principal, cost: number): Promise<void> {
     if (!this.deps.readBudget) return;

@@ -50,7 +50,7 @@ describe.skipIf(skipWithoutPostgres)('postgres', () => {
     try {
       await store.migrate();
       const limiters = postgresLimiters(store.pool);
-      const [quota, upstreamReads, reads, refusals, downloads] = ['duplicate', 'upstream-reads', 'reads', 'denied-permission-events', 'security-event-downloads'].map((keyPrefix) =>
+      const [quota, reads, refusals, downloads] = ['duplicate', 'upstream-reads', 'denied-permission-events', 'security-event-downloads'].map((keyPrefix) =>
         limiters.limiter({ keyPrefix, points: 100, durationSeconds: 60 }),
       );
       const keys = new Map<string, string>();
@@ -58,17 +58,17 @@ describe.skipIf(skipWithoutPostgres)('postgres', () => {
         await store.createWorkspace(workspace);
         const key = apiKeyFixture(workspace.id);
         await store.insertApiKey(key, eventFixture(workspace.id, { type: 'API_KEY_CREATED', apiKeyId: key.id }));
-        await Promise.all([quota.consume(workspace.id), upstreamReads.consume(workspace.id), reads.consume(workspace.id), refusals.consume(key.id), refusals.consume(`${key.id}:previous`), downloads.consume(key.id)]);
+        await Promise.all([quota.consume(workspace.id), reads.consume(workspace.id), refusals.consume(key.id), refusals.consume(`${key.id}:previous`), downloads.consume(key.id)]);
         keys.set(workspace.id, key.id);
       }
       const [erased, kept] = [...keys.keys()];
       const counted = async () => (await withAdmin((client) => client.query(`SELECT key FROM ${schema.schema}.rate_limits ORDER BY key`), schema.url)).rows.map((row) => row.key);
-      expect(await counted()).toHaveLength(12);
+      expect(await counted()).toHaveLength(10);
 
-      expect(await store.deleteWorkspace(erased, at(0))).toMatchObject({ deleted: true, rows: { rate_limits: 6, job_queue_turns: 0, api_keys: 1 } });
+      expect(await store.deleteWorkspace(erased, at(0))).toMatchObject({ deleted: true, rows: { rate_limits: 5, job_queue_turns: 0, api_keys: 1 } });
       const keptKey = keys.get(kept);
       expect(await counted()).toEqual(
-        [`denied-permission-events:${keptKey}`, `denied-permission-events:${keptKey}:previous`, `duplicate:${kept}`, `reads:${kept}`, `security-event-downloads:${keptKey}`, `upstream-reads:${kept}`].sort(),
+        [`denied-permission-events:${keptKey}`, `denied-permission-events:${keptKey}:previous`, `duplicate:${kept}`, `security-event-downloads:${keptKey}`, `upstream-reads:${kept}`].sort(),
       );
     } finally {
       await store.close();

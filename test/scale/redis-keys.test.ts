@@ -264,7 +264,7 @@ describe.skipIf(skipWithoutRedisServer)('Redis keys and permissions', () => {
       expect(keys.filter((key) => !documented.some((pattern) => pattern.test(key)))).toEqual([]);
       const families = new Set(keys.map((key) => key.split(':')[1]));
       // The readiness probe's key, which lasts a second, may be gone already.
-      expect([...families]).toEqual(expect.arrayContaining(['auth-failures', 'denied-permission-events', 'duplicate', 'reads', 'security-event-downloads', 'upstream', 'upstream-reads']));
+      expect([...families]).toEqual(expect.arrayContaining(['auth-failures', 'denied-permission-events', 'duplicate', 'security-event-downloads', 'upstream', 'upstream-reads']));
       for (const key of keys) expect(await database.pttl(key), key).not.toBe(-1);
       // Without a prefix, the README grants each family instead: every family the gateway wrote is among them.
       const perFamily = /grant each key family instead of `[^`]+`: `([^`]+)`/.exec(README.replace(/\n/g, ' '))?.[1] ?? '';

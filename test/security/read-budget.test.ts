@@ -3,14 +3,15 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse, type OperationDefinitionNode } from 'graphql';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { DEFAULT_READ_BUDGET_PER_MINUTE, JOB_READ_COST } from '../../src/domain/read-budget.js';
 import type { GatewayStore } from '../../src/domain/ports.js';
 import { estimatedCost } from '../../src/graphql/limits.js';
 import { gatewaySchema } from '../../src/graphql/schema.js';
-import { graphql, metricSample, scrape, startGateway, type TestGateway, type TestWorkspace } from '../support/gateway.js';
+import { bearer, graphql, http, metricSample, scrape, startGateway, type TestGateway, type TestWorkspace } from '../support/gateway.js';
 import { createTestDatabase, skipWithoutPostgres } from '../support/postgres.js';
 import { JOB_QUERY, transports } from '../support/transports.js';
+import type { PostgresStore } from '../../src/adapters/postgres/store.js';
 
 const README = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
 const schema = await gatewaySchema();
@@ -150,7 +151,9 @@ describe('every root query field', () => {
     const accepted = await transports[1].duplicate(gw.baseUrl, ws.key, { campaignId: ws.campaign.id, name: field });
     const [query, variables] = ROOT_QUERIES[field](ws, accepted.jobId!);
     expect((await graphql(gw.baseUrl, ws.key, query, variables)).body).toMatchObject({ data: { [field]: expect.anything() } });
-    expect(await gw.app.service.takeReadBudget({ ...(await gw.app.service.authenticate({ authorization: `Bearer ${ws.key}`, ip: '127.0.0.1', channel: 'GRAPHQL', requestId: field })) }, BUDGET).catch((error: { code?: string }) => error.code)).toBe('READ_BUDGET_EXCEEDED');
+    // What the answered query left, spent.
+    const principal = await gw.app.service.authenticate({ authorization: `Bearer ${ws.key}`, ip: '127.0.0.1', channel: 'GRAPHQL', requestId: field });
+    await gw.app.service.takeReadBudget(principal, BUDGET - costOf(query));
 
     const readsBefore = counted.reads;
     const refused = await graphql(gw.baseUrl, ws.key, query, variables);
@@ -170,6 +173,67 @@ describe('every root query field', () => {
   });
 });
 
+describe('what a read spends', () => {
+  let gw: TestGateway;
+  let ws: TestWorkspace;
+  const cheap = '{ viewer { workspaceId } }';
+
+  beforeAll(async () => {
+    gw = await startGateway({ ...budgetEnv, WORKER_CONCURRENCY: '0' });
+  });
+
+  beforeEach(async () => {
+    ws = await gw.workspace();
+  });
+
+  afterAll(async () => {
+    await gw?.close();
+  });
+
+  /** How many of the cheap query the workspace is still answered, up to the whole budget's worth and one more. */
+  const cheapLeft = async (): Promise<number> => {
+    for (let answered = 0; answered <= BUDGET / costOf(cheap); answered += 1) {
+      if ((await graphql(gw.baseUrl, ws.key, cheap)).status !== 200) return answered;
+    }
+    return Infinity;
+  };
+
+  it('takes the same cost from a GET as from a POST', async () => {
+    const url = `/graphql?query=${encodeURIComponent(cheap)}`;
+    const statuses = [];
+    for (let request = 0; request < 10; request += 1) {
+      statuses.push((await http(gw.baseUrl, 'GET', url, { headers: { ...bearer(ws.key), 'apollo-require-preflight': 'true' } })).status);
+    }
+    expect(statuses).toEqual(Array.from({ length: 10 }, () => 200));
+    expect(await cheapLeft()).toBe(BUDGET / costOf(cheap) - 10);
+  });
+
+  it('takes nothing for a query refused for its cost, nor for duplications', async () => {
+    const tooCostly = '{ securityEvents(first: 200) { edges { node { id type } } } }';
+    expect(costOf(tooCostly)).toBeGreaterThan(BUDGET);
+    for (let request = 0; request < 5; request += 1) expect((await graphql(gw.baseUrl, ws.key, tooCostly)).status).toBe(400);
+    for (let request = 0; request < 5; request += 1) {
+      expect((await transports[1].duplicate(gw.baseUrl, ws.key, { campaignId: ws.campaign.id, name: `copy ${request}` })).jobId).toEqual(expect.any(String));
+    }
+    expect(await cheapLeft()).toBe(BUDGET / costOf(cheap));
+  });
+
+  it('takes nothing for a query it refuses, so that a smaller one still fits what is left', async () => {
+    const costly = '{ securityEvents(first: 11) { edges { node { id type occurredAt } } } }';
+    expect(costOf(costly)).toBeGreaterThan(BUDGET / 2);
+    expect((await graphql(gw.baseUrl, ws.key, costly)).status).toBe(200);
+    expect((await graphql(gw.baseUrl, ws.key, costly)).status).toBe(429);
+    expect(await cheapLeft()).toBe(Math.floor((BUDGET - costOf(costly)) / costOf(cheap)));
+  });
+
+  it('answers 200 when a field that reads nothing still has its answer beside the refused ones', async () => {
+    for (let request = 0; request < BUDGET / costOf(cheap); request += 1) await graphql(gw.baseUrl, ws.key, cheap);
+    const answer = await graphql(gw.baseUrl, ws.key, '{ __typename viewer { workspaceId } }');
+    expect(answer.status).toBe(200);
+    expect(answer.body).toMatchObject({ data: { __typename: 'Query', viewer: null }, errors: [{ path: ['viewer'], extensions: { reason: 'READ_BUDGET_EXCEEDED' } }] });
+  });
+});
+
 describe('no read budget', () => {
   it('answers every read when READ_BUDGET_PER_MINUTE is 0', async () => {
     const gw = await startGateway({ READ_BUDGET_PER_MINUTE: '0', GRAPHQL_MAX_COST: String(BUDGET) });
@@ -184,31 +248,15 @@ describe('no read budget', () => {
   });
 });
 
-const TEST_REDIS_URL = process.env.TEST_REDIS_URL;
-
-/** The shared backends several instances count one budget in, with the environment both instances are given. */
-const sharedBackends = [
-  {
-    name: 'Redis',
-    skip: (!TEST_REDIS_URL || skipWithoutPostgres) && !process.env.CI,
-    env: async (url: string) => {
-      if (!TEST_REDIS_URL) throw new Error('TEST_REDIS_URL is not set');
-      return { DATABASE_URL: url, REDIS_URL: TEST_REDIS_URL, REDIS_KEY_PREFIX: `reads-${randomUUID().slice(0, 8)}` };
-    },
-  },
-  { name: 'PostgreSQL', skip: skipWithoutPostgres, env: async (url: string) => ({ DATABASE_URL: url }) },
-];
-
-describe.each(sharedBackends)('two instances counting in $name', (backend) => {
+describe.skipIf(skipWithoutPostgres)('two instances on one PostgreSQL database', () => {
   let database: { url: string; drop(): Promise<void> };
   let gateways: TestGateway[] = [];
   let dataDir: string;
 
   beforeAll(async () => {
-    if (backend.skip) return;
     database = await createTestDatabase();
     dataDir = mkdtempSync(join(tmpdir(), 'cgw-reads-'));
-    const env = { ...budgetEnv, ...(await backend.env(database.url)), DATA_DIR: dataDir };
+    const env = { ...budgetEnv, DATABASE_URL: database.url, DATA_DIR: dataDir };
     gateways = [await startGateway(env), await startGateway(env)];
   });
 
@@ -218,16 +266,18 @@ describe.each(sharedBackends)('two instances counting in $name', (backend) => {
     if (dataDir) rmSync(dataDir, { recursive: true, force: true });
   });
 
-  it.skipIf(backend.skip)("share one workspace's budget: what one instance answered, the other does not answer again", async () => {
+  it("each answer a workspace's whole budget, and write nothing to the database to count it", async () => {
     const [first, second] = gateways;
     const ws = await first.workspace();
     const query = '{ viewer { workspaceId } }';
-    const perRequest = costOf(query);
-    const answered = [];
-    for (let request = 0; request < Math.ceil(BUDGET / perRequest) + 2; request += 1) {
-      answered.push((await graphql((request % 2 === 0 ? first : second).baseUrl, ws.key, query)).status);
+    const allowed = Math.floor(BUDGET / costOf(query));
+    for (const gateway of [first, second]) {
+      const answered = [];
+      for (let request = 0; request <= allowed; request += 1) answered.push((await graphql(gateway.baseUrl, ws.key, query)).status);
+      expect(answered).toEqual([...Array.from({ length: allowed }, () => 200), 429]);
     }
-    expect(answered.filter((status) => status === 200)).toHaveLength(Math.floor(BUDGET / perRequest));
-    expect(answered.slice(Math.floor(BUDGET / perRequest))).toEqual(answered.slice(Math.floor(BUDGET / perRequest)).map(() => 429));
+    const store = first.app.store as PostgresStore;
+    const { rows } = await store.pool.query<{ counters: number }>("SELECT count(*)::int AS counters FROM rate_limits WHERE key LIKE 'reads%'");
+    expect(rows[0].counters).toBe(0);
   });
 });

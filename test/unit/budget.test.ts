@@ -14,10 +14,12 @@ describe('a budget', () => {
     expect(await budget.take('other')).toEqual({ granted: true });
   });
 
-  it('spends as many points as a take asks for, and refuses a take larger than what is left', async () => {
+  it('spends as many points as a take asks for, and refuses a take larger than what is left without spending it', async () => {
     const budget = new RateLimiterBudget(new RateLimiterMemory({ points: 100, duration: 60 }));
     expect(await budget.take('ws', 60)).toEqual({ granted: true });
     expect(await budget.take('ws', 41)).toEqual({ granted: false, retryAfterMs: expect.any(Number) });
+    expect(await budget.take('ws', 40)).toEqual({ granted: true });
+    expect(await budget.take('ws', 1)).toEqual({ granted: false, retryAfterMs: expect.any(Number) });
     expect(await budget.take('other', 100)).toEqual({ granted: true });
   });
 

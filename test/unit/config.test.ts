@@ -320,12 +320,15 @@ describe('security configuration', () => {
     );
   });
 
-  it('refuses a read budget smaller than the costliest query it would have to take', () => {
+  it('refuses a read budget smaller than the costliest read it would have to take', () => {
     expect(loadConfig({}).readBudgetPerMinute).toBe(1_000_000);
     expect(loadConfig({ READ_BUDGET_PER_MINUTE: '0' }).readBudgetPerMinute).toBe(0);
     expect(loadConfig({ READ_BUDGET_PER_MINUTE: '500', GRAPHQL_MAX_COST: '500' }).readBudgetPerMinute).toBe(500);
     expect(() => loadConfig({ READ_BUDGET_PER_MINUTE: '9999' })).toThrow(
-      'invalid configuration: READ_BUDGET_PER_MINUTE must be 0 (no budget) or at least GRAPHQL_MAX_COST (10000)',
+      'invalid configuration: READ_BUDGET_PER_MINUTE must be 0 (no budget) or at least 10000, the costlier of GRAPHQL_MAX_COST (10000) and a REST job read (20)',
+    );
+    expect(() => loadConfig({ READ_BUDGET_PER_MINUTE: '10', GRAPHQL_MAX_COST: '10' })).toThrow(
+      'invalid configuration: READ_BUDGET_PER_MINUTE must be 0 (no budget) or at least 20, the costlier of GRAPHQL_MAX_COST (10) and a REST job read (20)',
     );
   });
 
