@@ -60,7 +60,7 @@ export const round = (value: number, digits = 3): number => Number(value.toFixed
 const MICROS_PER_TICK = 10_000;
 
 /** User and system CPU time of a process and all its threads, in µs; null when /proc cannot tell. */
-function processCpuMicros(pid: number | undefined): number | null {
+export function processCpuMicros(pid: number | undefined): number | null {
   if (pid === undefined) return null;
   try {
     const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
