@@ -37,10 +37,10 @@ describe("the README's read budget", () => {
   const poll = /Poll until an event[\s\S]*?```graphql\n([\s\S]*?)```/.exec(README)?.[1] ?? '';
 
   it('gives each read the cost the gateway estimates for it, and how many of them the default budget takes a minute', () => {
-    expect(poll).toContain('securityEvents(filter: {jobId: $job})');
+    expect(poll).toContain('securityEvents(filter: {jobId: $job}, first: 2)');
     const estimated = [
       costOf(poll),
-      costOf(poll.replace('securityEvents(filter: {jobId: $job})', 'securityEvents(filter: {jobId: $job}, first: 2)')),
+      costOf(poll.replace('securityEvents(filter: {jobId: $job}, first: 2)', 'securityEvents(filter: {jobId: $job})')),
       costOf('query ($job: ID!) { duplicationJob(id: $job) { status pollAfterSeconds } }'),
       JOB_READ_COST,
       10_000,
