@@ -56,7 +56,7 @@ export function demoBanner(seed: DemoSeed, baseUrl: string): string {
     query: `mutation { duplicateCampaign(input: {campaignId: "${campaign.id}", name: "Welcome series (GraphQL copy)"}) { job { id status } } }`,
   });
   const poll = JSON.stringify({
-    query: 'query($job: ID!) { securityEvents(filter: {jobId: $job}) { edges { node { type occurredAt } } } duplicationJob(id: $job) { status resultCampaignId } }',
+    query: 'query($job: ID!) { securityEvents(filter: {jobId: $job}, first: 2) { edges { node { type occurredAt } } } duplicationJob(id: $job) { status resultCampaignId } }',
     variables: { job: 'JOB_ID' },
   });
   return [
