@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client } from 'undici';
+import { DEFAULT_READ_BUDGET_PER_MINUTE } from '../src/domain/read-budget.js';
 import { processCpuMicros, round } from './lib/load.js';
 import { startGateway, stop, type ServerProcess } from './lib/processes.js';
 import { isRestAccepted, restDuplicate } from './lib/scenarios.js';
@@ -24,7 +25,6 @@ const WARMUP_REQUESTS = 100;
 const WARMUP_QUERIES = 100;
 const WARMUP_REFUSALS = 500;
 const ROUNDS = 2;
-const DEFAULT_READ_BUDGET = '1000000';
 
 const JOB_FIELDS =
   'id status sourceCampaignId name description tagNames keepsSourceTags channel apiKey { id name } attempts error { code message } createdAt updatedAt finishedAt resultCampaignId pollAfterSeconds';
@@ -183,7 +183,7 @@ async function runCondition(condition: Condition, query: string): Promise<Result
     // loop serves requests only.
     gateway = await startGateway(store.dataDir, {
       WORKER_CONCURRENCY: '0',
-      READ_BUDGET_PER_MINUTE: condition.budget === 'on' ? DEFAULT_READ_BUDGET : '0',
+      READ_BUDGET_PER_MINUTE: condition.budget === 'on' ? String(DEFAULT_READ_BUDGET_PER_MINUTE) : '0',
     });
     const victimClient = new Client(gateway.baseUrl);
     clients.push(victimClient);
@@ -300,7 +300,7 @@ async function main(): Promise<void> {
   }
   const summary = {
     noisyQuery: { first: calibration.first, estimatedCost: calibration.cost, maxCost: calibration.maxCost },
-    readBudgetPerMinute: Number(DEFAULT_READ_BUDGET),
+    readBudgetPerMinute: DEFAULT_READ_BUDGET_PER_MINUTE,
     measuredSeconds: MEASURED_MS / 1000,
     victimIntervalMs: VICTIM_INTERVAL_MS,
     noisyJobs: NOISY_JOBS,

@@ -199,7 +199,7 @@ export function authenticatedErrorResponses(statuses: HttpErrorStatus[], headers
 /** A 403 on a route that needs no permission: only the key's IP allowlist refuses it. */
 export const ALLOWLIST_ONLY_403 = "The key is used from an address outside its IP allowlist (this route needs no permission)";
 
-/** A 429 on a route that takes no quota point: only a client blocked after failed authentications gets it. */
+/** A 429 on a read, which takes no quota point: a spent read budget, or a client blocked after failed authentications. */
 export const READ_429 =
   "The workspace's read budget is spent (`READ_BUDGET_EXCEEDED`), or this client failed to authenticate too often (`AUTH_BLOCKED`, " +
   'whatever key it sends); see Retry-After. This route takes no quota point';

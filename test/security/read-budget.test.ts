@@ -2,8 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parse, type OperationDefinitionNode } from 'graphql';
+import { Kind, parse, print, visit, type OperationDefinitionNode } from 'graphql';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
 import { DEFAULT_READ_BUDGET_PER_MINUTE, JOB_READ_COST } from '../../src/domain/read-budget.js';
 import type { GatewayStore } from '../../src/domain/ports.js';
 import { estimatedCost } from '../../src/graphql/limits.js';
@@ -43,11 +44,26 @@ describe("the README's read budget", () => {
       costOf(poll.replace('securityEvents(filter: {jobId: $job}, first: 2)', 'securityEvents(filter: {jobId: $job})')),
       costOf('query ($job: ID!) { duplicationJob(id: $job) { status pollAfterSeconds } }'),
       JOB_READ_COST,
-      10_000,
+      loadConfig({}).graphqlMaxCost,
     ];
     expect([...rows.values()].map((row) => row.cost)).toEqual(estimated);
     for (const row of rows.values()) expect(row.perMinute).toBe(Math.floor(DEFAULT_READ_BUDGET_PER_MINUTE / row.cost));
-    expect(README).toMatch(new RegExp(`\\| \`READ_BUDGET_PER_MINUTE\` \\| \`${DEFAULT_READ_BUDGET_PER_MINUTE}\` \\|`));
+    expect(README).toMatch(new RegExp(`\\| \`READ_BUDGET_PER_MINUTE\` \\| \`${DEFAULT_READ_BUDGET_PER_MINUTE}\``));
+  });
+
+  it("gives the job poll's cost as Apollo Client sends it, a __typename in every selection set below the root", () => {
+    const withTypenames = (query: string) =>
+      print(
+        visit(parse(query), {
+          SelectionSet: (set, _key, parent) =>
+            (parent as { kind?: string }).kind === Kind.OPERATION_DEFINITION
+              ? undefined
+              : { ...set, selections: [...set.selections, { kind: Kind.FIELD, name: { kind: Kind.NAME, value: '__typename' } }] },
+        }),
+      );
+    const pagedPoll = poll.replace('securityEvents(filter: {jobId: $job}, first: 2)', 'securityEvents(filter: {jobId: $job})');
+    const [asSent, pageAsSent] = [costOf(withTypenames(poll)), costOf(withTypenames(pagedPoll))];
+    expect(section).toContain(`the job poll above costs ${asSent}\nas Apollo Client sends it, ${pageAsSent.toLocaleString('en-US')} without its \`first: 2\``);
   });
 
   it("charges a REST job read what GraphQL's duplicationJob asking for the same fields costs", () => {
@@ -96,6 +112,13 @@ describe.each(transports)('a workspace past its read budget, $name', (transport)
       expect(refused.response.body).toEqual({ message: 'Read budget exceeded; retry later', code: 'READ_BUDGET_EXCEEDED' });
     }
     expect(metricSample(await scrape(gw), 'gateway_read_budget_refusals_total', { channel: transport.name })).toBe(1);
+  });
+
+  it('charges a read whatever it is answered: a job that does not exist costs what one that does costs', async () => {
+    const other = await gw.workspace();
+    const allowed = Math.floor(BUDGET / cost);
+    for (let read = 1; read <= allowed; read += 1) expect((await transport.job(gw.baseUrl, other.key, randomUUID())).job).toBeNull();
+    expect(await transport.job(gw.baseUrl, other.key, randomUUID())).toMatchObject({ status: 429, restCode: 'READ_BUDGET_EXCEEDED' });
   });
 
   it("leaves the workspace's duplications, and another workspace's reads, as they were", async () => {

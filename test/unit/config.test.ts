@@ -324,6 +324,9 @@ describe('security configuration', () => {
     expect(loadConfig({}).readBudgetPerMinute).toBe(1_000_000);
     expect(loadConfig({ READ_BUDGET_PER_MINUTE: '0' }).readBudgetPerMinute).toBe(0);
     expect(loadConfig({ READ_BUDGET_PER_MINUTE: '500', GRAPHQL_MAX_COST: '500' }).readBudgetPerMinute).toBe(500);
+    // Unset, it follows a raised GRAPHQL_MAX_COST: 100 of the costliest queries a minute.
+    expect(loadConfig({ GRAPHQL_MAX_COST: '2000000' }).readBudgetPerMinute).toBe(200_000_000);
+    expect(loadConfig({ GRAPHQL_MAX_COST: '10000000' }).readBudgetPerMinute).toBe(1_000_000_000);
     expect(() => loadConfig({ READ_BUDGET_PER_MINUTE: '9999' })).toThrow(
       'invalid configuration: READ_BUDGET_PER_MINUTE must be 0 (no budget) or at least 10000, the costlier of GRAPHQL_MAX_COST (10000) and a REST job read (20)',
     );
