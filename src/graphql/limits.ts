@@ -347,6 +347,34 @@ export class OperationLimits {
   /** Refuses operations over a limit, and gives the context of every other its estimated cost (its reads' price). */
   plugin(): ApolloServerPlugin<GraphQLContext> {
     const { schema, limits, known, refusedMerges } = this;
+    /** The operation's estimated cost, once it is known to be within every limit with these variables; else a refusal. */
+    const checkedCost = (document: DocumentNode, operation: OperationDefinitionNode, variables: Record<string, unknown> | undefined): number => {
+      const seen = known.get(operation);
+      // Within the limits whatever its variables: only variables large enough to make their errors costly are
+      // checked here, the rest by execute.
+      if (typeof seen === 'number' && !holdsManyEntries(variables)) return seen;
+      if (seen === undefined) {
+        const refusal = shapeRefusal(document, operation, limits);
+        if (refusal) throw limitError(operation, refusal);
+      }
+      const variableError = firstVariableError(schema, operation, variables);
+      if (variableError) throw variableError;
+      if (typeof seen === 'number') return seen;
+      let cost: number;
+      try {
+        cost = estimatedCost(schema, document, operation, variables);
+      } catch (error) {
+        // Too many nodes to even estimate: about the request. Anything else is a fault of ours.
+        if (!(error instanceof GraphQLError)) throw error;
+        throw limitError(operation, error.message);
+      }
+      if (cost > limits.maxCost) {
+        const message = `${operationLabel(operation)}'s estimated cost is ${cost}; at most ${limits.maxCost} is allowed`;
+        throw limitError(operation, message, { cost, maxCost: limits.maxCost });
+      }
+      if (seen === undefined) known.set(operation, costReadsVariables(document, operation) ? VARIABLE : cost);
+      return cost;
+    };
     return {
       async requestDidStart() {
         return {
@@ -362,37 +390,7 @@ export class OperationLimits {
           async didResolveOperation({ request, document, operation, contextValue }) {
             // No such operation: Apollo answers that itself, with its own code.
             if (!operation) return;
-            const seen = known.get(operation);
-            // Within the limits whatever its variables: only variables large enough to make their errors costly
-            // are checked here, the rest by execute.
-            if (typeof seen === 'number' && !holdsManyEntries(request.variables)) {
-              contextValue.setOperationCost(seen);
-              return;
-            }
-            if (seen === undefined) {
-              const refusal = shapeRefusal(document, operation, limits);
-              if (refusal) throw limitError(operation, refusal);
-            }
-            const variableError = firstVariableError(schema, operation, request.variables);
-            if (variableError) throw variableError;
-            if (typeof seen === 'number') {
-              contextValue.setOperationCost(seen);
-              return;
-            }
-            let cost: number;
-            try {
-              cost = estimatedCost(schema, document, operation, request.variables);
-            } catch (error) {
-              // Too many nodes to even estimate: about the request. Anything else is a fault of ours.
-              if (!(error instanceof GraphQLError)) throw error;
-              throw limitError(operation, error.message);
-            }
-            if (cost > limits.maxCost) {
-              const message = `${operationLabel(operation)}'s estimated cost is ${cost}; at most ${limits.maxCost} is allowed`;
-              throw limitError(operation, message, { cost, maxCost: limits.maxCost });
-            }
-            if (seen === undefined) known.set(operation, costReadsVariables(document, operation) ? VARIABLE : cost);
-            contextValue.setOperationCost(cost);
+            contextValue.setOperationCost(checkedCost(document, operation, request.variables));
           },
         };
       },
