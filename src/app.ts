@@ -38,8 +38,6 @@ import { BrazeDuplicator } from './duplicators/braze.js';
 import { UpstreamCircuit } from './duplicators/upstream-circuit.js';
 import { LocalDuplicator } from './duplicators/local.js';
 import { InFlight } from './http/in-flight.js';
-import { GatewayMetrics } from './http/metrics.js';
-import { buildHttpServer } from './http/server.js';
 import type { DownloadClientLimits } from './http/security-events-download.js';
 import { RepeatedFailureLog } from './failure-log.js';
 import { RetentionPruner } from './jobs/retention.js';
@@ -316,6 +314,9 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       jobTime: overrides.clock ? 'caller' : 'database',
     }));
   const limiters = createLimiterBackend(config, store);
+  // Imported here rather than with the module: the CLI shares the store's composition above and would otherwise load
+  // the HTTP and GraphQL stack, twice its start-up time, for every command.
+  const [{ GatewayMetrics }, { buildHttpServer }] = await Promise.all([import('./http/metrics.js'), import('./http/server.js')]);
   // What a later step opened, closed should one fail (the schema build, Apollo's start, …), before the limiters and the
   // store: a failed start leaves no timer, connection or SQLite writer thread behind, nor DATA_DIR held.
   const opened: (() => unknown)[] = [];
