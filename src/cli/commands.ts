@@ -223,18 +223,22 @@ const WIDE = /[\u1100-\u115F\u2E80-\uA4CF\uAC00-\uD7A3\uF900-\uFAFF\uFE30-\uFE4F
 // Drawn as nothing on their own: marks on the character before them, controls, characters Unicode says to ignore.
 const ZERO_WIDTH = /^[\p{M}\p{Cc}\p{Cf}\p{Default_Ignorable_Code_Point}]*$/u;
 
+// Printable ASCII: one column per character, so no grapheme needs finding (ids, times and most names are).
+const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
+
 /** The columns a terminal draws text in, a character as a user sees it (a grapheme) at a time: names are in any script. */
 function displayWidth(text: string): number {
+  if (PRINTABLE_ASCII.test(text)) return text.length;
   let width = 0;
   for (const { segment } of GRAPHEMES.segment(text)) width += ZERO_WIDTH.test(segment) ? 0 : WIDE.test(segment) ? 2 : 1;
   return width;
 }
 
 function table(rows: string[][]): string {
+  const cellWidths = rows.map((row) => row.map(displayWidth));
   // Not Math.max(...widths): spread arguments overflow the stack past about 120,000 rows.
-  const widths = rows[0].map((_, column) => rows.reduce((widest, row) => Math.max(widest, displayWidth(row[column])), 0));
-  const pad = (cell: string, width: number) => cell + ' '.repeat(width - displayWidth(cell));
-  return rows.map((row) => row.map((cell, column) => pad(cell, widths[column])).join('  ').trimEnd()).join('\n');
+  const widths = rows[0].map((_, column) => cellWidths.reduce((widest, row) => Math.max(widest, row[column]), 0));
+  return rows.map((row, index) => row.map((cell, column) => cell + ' '.repeat(widths[column] - cellWidths[index][column])).join('  ').trimEnd()).join('\n');
 }
 
 const keyJson = (key: ApiKeyRecord, workspaces: Map<string, Workspace>, now: Date) => ({
