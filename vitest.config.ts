@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
 import { defineConfig } from 'vitest/config';
 
 const require = createRequire(import.meta.url);
@@ -14,5 +15,8 @@ export default defineConfig({
     hookTimeout: 60_000,
     pool: 'forks',
     fileParallelism: true,
+    // Vitest's default, a worker per core but one, runs one file at a time on two cores; the suite spends much of
+    // its time waiting on child processes, databases and timers, so a second file fills the idle core.
+    maxWorkers: Math.max(2, availableParallelism() - 1),
   },
 });
