@@ -291,6 +291,9 @@ const startupWait = (message: string): void => void process.stderr.write(`campai
 
 /** The composition root: every adapter is chosen here and nowhere else. */
 export async function buildApp(config: Config, overrides: AppOverrides = {}): Promise<App> {
+  // Imported here rather than with the module, and before anything is opened: the CLI shares the store's composition
+  // above and would otherwise load the HTTP and GraphQL stack, twice its start-up time, for every command.
+  const [{ GatewayMetrics }, { buildHttpServer }] = await Promise.all([import('./http/metrics.js'), import('./http/server.js')]);
   const clock = overrides.clock ?? systemClock;
   // The HTTP server owns the logger and is built last; these only log once it exists.
   let storeLog: FastifyBaseLogger | undefined;
@@ -314,9 +317,6 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       jobTime: overrides.clock ? 'caller' : 'database',
     }));
   const limiters = createLimiterBackend(config, store);
-  // Imported here rather than with the module: the CLI shares the store's composition above and would otherwise load
-  // the HTTP and GraphQL stack, twice its start-up time, for every command.
-  const [{ GatewayMetrics }, { buildHttpServer }] = await Promise.all([import('./http/metrics.js'), import('./http/server.js')]);
   // What a later step opened, closed should one fail (the schema build, Apollo's start, …), before the limiters and the
   // store: a failed start leaves no timer, connection or SQLite writer thread behind, nor DATA_DIR held.
   const opened: (() => unknown)[] = [];
