@@ -6,12 +6,9 @@ import type { RateLimiterAbstract } from 'rate-limiter-flexible';
 import { BrazeCampaignReader } from './adapters/braze-campaign-reader.js';
 import { BrazeClient, type BrazeClientOptions, type UpstreamObserver } from './adapters/braze-client.js';
 import { memoryLimiter, memoryLimiters, postgresLimiters, sqliteLimiters, type LimiterBackend } from './adapters/limiter-backends.js';
-import { requireRoleSettings } from './adapters/postgres/pool.js';
-import { PostgresStore } from './adapters/postgres/store.js';
 import { RateLimiterAuthFailures } from './adapters/rate-limiter-auth-failures.js';
 import { RateLimiterBudget } from './adapters/rate-limiter-budget.js';
 import { RateLimiterQuota } from './adapters/rate-limiter-quota.js';
-import { RedisLimiters } from './adapters/redis/limiters.js';
 import { backupSqliteStore } from './adapters/sqlite/backup.js';
 import { whenDataDirFree } from './adapters/sqlite/data-dir-lock.js';
 import { sharedStorePaths } from './adapters/sqlite/file-modes.js';
@@ -145,21 +142,32 @@ async function openSqliteStore(filename: string, options: StoreOptions): Promise
   return holdDataDir ? whenDataDirFree(open, holdDataDir.waitMs, holdDataDir.onWait) : open();
 }
 
+async function openPostgresStore(config: Config, options: StoreOptions): Promise<GatewayStore> {
+  // node-postgres is loaded only for a PostgreSQL store: the CLI on the embedded one starts without it.
+  const [{ PostgresStore }, { requireRoleSettings }] = await Promise.all([import('./adapters/postgres/store.js'), import('./adapters/postgres/pool.js')]);
+  const store = new PostgresStore({
+    connectionString: config.databaseUrl!,
+    poolMode: config.databasePoolMode,
+    migrations: options.migrations?.postgres,
+    onMigrationWait: options.onMigrationWait,
+    jobTime: options.jobTime,
+  });
+  if (config.databasePoolMode === 'transaction') {
+    try {
+      await requireRoleSettings(store.pool);
+    } catch (error) {
+      await store.close();
+      throw error;
+    }
+  }
+  return store;
+}
+
 /** PostgreSQL when DATABASE_URL is set (several instances can share it), the embedded SQLite file otherwise. */
 export async function createStore(config: Config, options: StoreOptions): Promise<GatewayStore> {
   const filename = sqliteFilename(config);
-  const store =
-    filename === null
-      ? new PostgresStore({
-          connectionString: config.databaseUrl!,
-          poolMode: config.databasePoolMode,
-          migrations: options.migrations?.postgres,
-          onMigrationWait: options.onMigrationWait,
-          jobTime: options.jobTime,
-        })
-      : await openSqliteStore(filename, options);
+  const store = filename === null ? await openPostgresStore(config, options) : await openSqliteStore(filename, options);
   try {
-    if (store instanceof PostgresStore && config.databasePoolMode === 'transaction') await requireRoleSettings(store.pool);
     const started = performance.now();
     const versions = await store.migrate(options.olderSchema);
     if (versions.from > 0 && versions.from < versions.to) options.onUpgrade?.({ from: versions.from, to: versions.to, durationMs: Math.round(performance.now() - started) });
@@ -217,10 +225,15 @@ export function backupStore(config: Config, destination: string): { file: string
  * refusal events and upstream pacing), so all instances share them: Redis when REDIS_URL is set, else the
  * PostgreSQL store's database, else memory (upstream pacing in the embedded store, so a restart keeps it).
  */
-export function createLimiterBackend(config: Config, store: GatewayStore): LimiterBackend {
-  if (config.redisUrl) return new RedisLimiters(config.redisUrl, config.redisKeyPrefix);
-  if (store instanceof PostgresStore) return postgresLimiters(store.pool);
+export async function createLimiterBackend(config: Config, store: GatewayStore): Promise<LimiterBackend> {
+  // ioredis and node-postgres are loaded only when they are used: the CLI on the embedded store starts without them.
+  if (config.redisUrl) {
+    const { RedisLimiters } = await import('./adapters/redis/limiters.js');
+    return new RedisLimiters(config.redisUrl, config.redisKeyPrefix);
+  }
   if (store instanceof SqliteStore) return sqliteLimiters(store);
+  const { PostgresStore } = await import('./adapters/postgres/store.js');
+  if (store instanceof PostgresStore) return postgresLimiters(store.pool);
   return memoryLimiters();
 }
 
@@ -316,7 +329,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       // A clock given to the gateway (tests drive leases and retries with a manual one) is the queue's time too.
       jobTime: overrides.clock ? 'caller' : 'database',
     }));
-  const limiters = createLimiterBackend(config, store);
+  const limiters = await createLimiterBackend(config, store);
   // What a later step opened, closed should one fail (the schema build, Apollo's start, …), before the limiters and the
   // store: a failed start leaves no timer, connection or SQLite writer thread behind, nor DATA_DIR held.
   const opened: (() => unknown)[] = [];

@@ -758,7 +758,7 @@ const COMMANDS: Record<string, Command> = {
     },
     async run({ store, config, positionals, print }) {
       const client = blockedClient(positionals[0]);
-      const limiters = createLimiterBackend(config, store);
+      const limiters = await createLimiterBackend(config, store);
       try {
         if (limiters.kind === 'memory') {
           throw new Error(
