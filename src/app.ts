@@ -144,23 +144,14 @@ async function openSqliteStore(filename: string, options: StoreOptions): Promise
 
 async function openPostgresStore(config: Config, options: StoreOptions): Promise<GatewayStore> {
   // node-postgres is loaded only for a PostgreSQL store: the CLI on the embedded one starts without it.
-  const [{ PostgresStore }, { requireRoleSettings }] = await Promise.all([import('./adapters/postgres/store.js'), import('./adapters/postgres/pool.js')]);
-  const store = new PostgresStore({
+  const { PostgresStore } = await import('./adapters/postgres/store.js');
+  return new PostgresStore({
     connectionString: config.databaseUrl!,
     poolMode: config.databasePoolMode,
     migrations: options.migrations?.postgres,
     onMigrationWait: options.onMigrationWait,
     jobTime: options.jobTime,
   });
-  if (config.databasePoolMode === 'transaction') {
-    try {
-      await requireRoleSettings(store.pool);
-    } catch (error) {
-      await store.close();
-      throw error;
-    }
-  }
-  return store;
 }
 
 /** PostgreSQL when DATABASE_URL is set (several instances can share it), the embedded SQLite file otherwise. */

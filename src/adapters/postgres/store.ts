@@ -50,7 +50,7 @@ import {
 import { incompleteSchema, migratedUnder, schemaRefusal, SchemaVersionRefusal } from '../schema-version.js';
 import { missingSchemaObjects, POSTGRES_MIGRATIONS, schemaCheckRefused } from './migrations.js';
 import { asOutage, startupFailure } from './outage.js';
-import { clientConfig, CONNECTION_TIMEOUT_MS, createPool, DEFAULT_POOL_SIZE, queriesOf, startSession, transaction, type PostgresOptions, type Queryable } from './pool.js';
+import { clientConfig, CONNECTION_TIMEOUT_MS, createPool, DEFAULT_POOL_SIZE, queriesOf, requireRoleSettings, startSession, transaction, type PostgresOptions, type Queryable } from './pool.js';
 import { Snapshots } from './snapshots.js';
 
 /** Any constant works; it only has to be the same for every instance of the gateway. */
@@ -344,9 +344,11 @@ export class PostgresStore implements GatewayStore {
    * only read and write the rows starts (README, "PostgreSQL roles"). Otherwise the migrations run in one transaction
    * that holds the migration lock, so instances that start together apply them once and the lock ends with the
    * transaction: a session lock outlived `client.end()` behind a pooler, which keeps the server's session. On a
-   * connection of its own (upgrade).
+   * connection of its own (upgrade). Behind a pooler in transaction mode, the role's own settings are checked first
+   * (requireRoleSettings).
    */
   async migrate(older: OlderSchema = 'upgrade'): Promise<SchemaVersions> {
+    if (this.options.poolMode === 'transaction') await requireRoleSettings(this.pool);
     const migrations = this.options.migrations ?? POSTGRES_MIGRATIONS;
     const client = new pg.Client(clientConfig(this.options));
     // A broken connection also fails the pending query, which is where it is reported.
