@@ -398,8 +398,10 @@ export function loadConfig(environment: Env = process.env): Config {
     throw new ConfigError('EVENT_RETENTION_DAYS', `must not be shorter than JOB_RETENTION_DAYS (${jobRetentionMs / 86_400_000} days)`);
   }
   const graphqlMaxCost = integer(env, 'GRAPHQL_MAX_COST', 10_000, 1, 10_000_000);
+  const mostReadBudgetPerMinute = 1_000_000_000;
   // Unset, it allows at least 100 of the costliest queries a minute, so that a raised GRAPHQL_MAX_COST never stops start-up.
-  const readBudgetPerMinute = integer(env, 'READ_BUDGET_PER_MINUTE', Math.min(1_000_000_000, Math.max(DEFAULT_READ_BUDGET_PER_MINUTE, 100 * graphqlMaxCost)), 0, 1_000_000_000);
+  const readBudgetDefault = Math.min(mostReadBudgetPerMinute, Math.max(DEFAULT_READ_BUDGET_PER_MINUTE, 100 * graphqlMaxCost));
+  const readBudgetPerMinute = integer(env, 'READ_BUDGET_PER_MINUTE', readBudgetDefault, 0, mostReadBudgetPerMinute);
   // A budget smaller than one allowed read would refuse that read for good, however long its caller waited.
   const costliestRead = Math.max(graphqlMaxCost, JOB_READ_COST);
   if (readBudgetPerMinute > 0 && readBudgetPerMinute < costliestRead) {
