@@ -62,9 +62,14 @@ const finished = (baseUrl: string, key: string, jobId: string) =>
 const LOCKED_OUT = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : undefined;
 
 /** Whether a statement in the database of `url` waits on a lock (asked on a connection of its own, with its own snapshot). */
-const waitingOnLock = (url: string) =>
+/** Whether a statement has waited on a lock in the database, for longer than `forMs` when given. */
+const waitingOnLock = (url: string, forMs = 0) =>
   withAdmin(async (client) => {
-    const { rows } = await client.query(`SELECT count(*)::int AS waiting FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`);
+    const { rows } = await client.query(
+      `SELECT count(*)::int AS waiting FROM pg_stat_activity
+       WHERE wait_event_type = 'Lock' AND datname = current_database() AND clock_timestamp() - query_start > $1 * interval '1 millisecond'`,
+      [forMs],
+    );
     return rows[0].waiting > 0;
   }, url);
 
@@ -577,9 +582,11 @@ describe.skipIf(skipWithoutPostgres)('store copy', () => {
 
   it('counts a table whatever statement timeout the pool has, as a count of a very large store outlasts it', async () => {
     const { url } = await target();
-    // A pooler in transaction mode takes the role's statement_timeout, here 1 ms; the count waits on a lock meanwhile.
+    // A pooler in transaction mode takes the role's statement_timeout, here 250 ms: long enough for the statements that
+    // open the count's transaction on a busy machine (1 ms cancelled its BEGIN), and the count waits on a lock past it.
+    const timeoutMs = 250;
     const bounded = new URL(url);
-    bounded.searchParams.set('options', '-c statement_timeout=1ms');
+    bounded.searchParams.set('options', `-c statement_timeout=${timeoutMs}ms`);
     const store = await createStore({ ...loadConfig({}), databaseUrl: url }, { olderSchema: 'upgrade' });
     await store.close();
     const pooled = new PostgresStore({ connectionString: bounded.toString(), poolMode: 'transaction', poolSize: 1 });
@@ -594,7 +601,7 @@ describe.skipIf(skipWithoutPostgres)('store copy', () => {
     await waitFor(async () => {
       if (settled) return true;
       // Not on the locker's connection: its transaction would see one snapshot of pg_stat_activity.
-      return waitingOnLock(url);
+      return waitingOnLock(url, 2 * timeoutMs);
     });
     await locker.query('COMMIT');
     expect(await counting).toEqual({ ofWorkspaces: 0, orphaned: 0 });
