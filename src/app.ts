@@ -3,8 +3,7 @@ import { dirname, join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { FastifyBaseLogger, FastifyInstance, FastifyServerOptions } from 'fastify';
 import type { RateLimiterAbstract } from 'rate-limiter-flexible';
-import { BrazeCampaignReader } from './adapters/braze-campaign-reader.js';
-import { BrazeClient, type BrazeClientOptions, type UpstreamObserver } from './adapters/braze-client.js';
+import type { BrazeClient, BrazeClientOptions, UpstreamObserver } from './adapters/braze-client.js';
 import { memoryLimiter, memoryLimiters, postgresLimiters, sqliteLimiters, type LimiterBackend } from './adapters/limiter-backends.js';
 import { RateLimiterAuthFailures } from './adapters/rate-limiter-auth-failures.js';
 import { RateLimiterBudget } from './adapters/rate-limiter-budget.js';
@@ -31,8 +30,6 @@ import {
   type SchemaVersions,
 } from './domain/ports.js';
 import { GatewayService } from './domain/service.js';
-import { BrazeDuplicator } from './duplicators/braze.js';
-import { UpstreamCircuit } from './duplicators/upstream-circuit.js';
 import { LocalDuplicator } from './duplicators/local.js';
 import { InFlight } from './http/in-flight.js';
 import type { DownloadClientLimits } from './http/security-events-download.js';
@@ -246,8 +243,30 @@ const UPSTREAM_LONGEST_LIMIT_MS = 60 * 60_000;
  */
 const longestUpstreamPauseMs = (config: Config): number => Math.max(UPSTREAM_LONGEST_LIMIT_MS, config.upstreamRateWindowSeconds * 1000);
 
+/**
+ * Upstream mode's adapters, imported only when it is on: undici alone is about a quarter of a CLI command's start-up,
+ * and the gateway on the embedded store never calls it.
+ */
+async function importUpstreamAdapters() {
+  const [{ BrazeClient }, { BrazeCampaignReader }, { BrazeDuplicator }, { UpstreamCircuit }] = await Promise.all([
+    import('./adapters/braze-client.js'),
+    import('./adapters/braze-campaign-reader.js'),
+    import('./duplicators/braze.js'),
+    import('./duplicators/upstream-circuit.js'),
+  ]);
+  return { BrazeClient, BrazeCampaignReader, BrazeDuplicator, UpstreamCircuit };
+}
+
+type UpstreamAdapters = Awaited<ReturnType<typeof importUpstreamAdapters>>;
+
 /** Upstream mode: the one client (and socket pool) shared by the duplicator, the campaign reader and readiness. */
-function createUpstream(config: Config, clock: Clock, logger: BrazeClientOptions['logger'], observer: UpstreamObserver): BrazeClient | null {
+function createUpstream(
+  { BrazeClient }: UpstreamAdapters,
+  config: Config,
+  clock: Clock,
+  logger: BrazeClientOptions['logger'],
+  observer: UpstreamObserver,
+): BrazeClient | null {
   if (!config.upstreamUrl || !config.upstreamApiKey) return null;
   return new BrazeClient({
     baseUrl: config.upstreamUrl,
@@ -297,7 +316,11 @@ const startupWait = (message: string): void => void process.stderr.write(`campai
 export async function buildApp(config: Config, overrides: AppOverrides = {}): Promise<App> {
   // Imported here rather than with the module, and before anything is opened: the CLI shares the store's composition
   // above and would otherwise load the HTTP and GraphQL stack, twice its start-up time, for every command.
-  const [{ GatewayMetrics }, { buildHttpServer }] = await Promise.all([import('./http/metrics.js'), import('./http/server.js')]);
+  const [{ GatewayMetrics }, { buildHttpServer }, upstreamAdapters] = await Promise.all([
+    import('./http/metrics.js'),
+    import('./http/server.js'),
+    config.upstreamUrl ? importUpstreamAdapters() : null,
+  ]);
   const clock = overrides.clock ?? systemClock;
   // The HTTP server owns the logger and is built last; these only log once it exists.
   let storeLog: FastifyBaseLogger | undefined;
@@ -340,9 +363,10 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       eventLoopWindowMs: overrides.eventLoopWindowMs,
     });
     opened.push(() => metrics.close());
-    const upstreamClient = createUpstream(config, clock, lateLogger(() => upstreamLog), metrics.upstreamObserver);
+    const upstreamClient = upstreamAdapters && createUpstream(upstreamAdapters, config, clock, lateLogger(() => upstreamLog), metrics.upstreamObserver);
     // Upstream mode: the client, and the pace every duplication sent through it keeps.
-    const upstream = upstreamClient && {
+    const upstream = upstreamAdapters && upstreamClient && {
+      adapters: upstreamAdapters,
       client: upstreamClient,
       pacer: new UpstreamPacer(
         overrides.upstreamLimiter ??
@@ -359,11 +383,11 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
         longestUpstreamPauseMs(config),
         lateLogger(() => upstreamLog),
       ),
-      circuit: new UpstreamCircuit(lateLogger(() => upstreamLog), clock),
+      circuit: new upstreamAdapters.UpstreamCircuit(lateLogger(() => upstreamLog), clock),
     };
     if (upstream) opened.push(() => upstream.client.close());
     const campaigns: CampaignReader = upstream
-      ? new BrazeCampaignReader(
+      ? new upstream.adapters.BrazeCampaignReader(
           upstream.client,
           new RateLimiterQuota(
             limiters.limiter({ keyPrefix: 'upstream-reads', points: config.upstreamReadRateLimit, durationSeconds: config.upstreamReadRateWindowSeconds }),
@@ -371,7 +395,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
         )
       : new StoreCampaignReader(store);
     const duplicator: Duplicator = upstream
-      ? new BrazeDuplicator(upstream.client, upstream.pacer, upstream.circuit, lateLogger(() => upstreamLog), clock)
+      ? new upstream.adapters.BrazeDuplicator(upstream.client, upstream.pacer, upstream.circuit, lateLogger(() => upstreamLog), clock)
       : new LocalDuplicator(store, clock);
 
     let worker: JobWorker | undefined;

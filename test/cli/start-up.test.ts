@@ -10,11 +10,11 @@ const RECORD_IMPORTS = fileURLToPath(new URL('./fixtures/record-imports.mjs', im
 
 /**
  * What a command on the embedded store never uses: the gateway's HTTP side, which would double every command's
- * start-up time, and the PostgreSQL and Redis drivers, which would add half as much again.
+ * start-up time, the PostgreSQL and Redis drivers, which would add half as much again, and upstream mode's HTTP client.
  */
 const UNUSED_BY_AN_EMBEDDED_STORE_COMMAND = [
   ...['fastify', '@apollo/server', '@as-integrations/fastify', 'type-graphql', 'graphql', 'graphql-scalars', 'prom-client', 'graphiql'],
-  ...['pg', 'ioredis'],
+  ...['pg', 'ioredis', 'undici'],
 ];
 
 describe("the CLI's start-up", () => {
