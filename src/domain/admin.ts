@@ -3,7 +3,7 @@ import { AlreadyExistsError, GatewayError } from './errors.js';
 import { exportLines, type ExportLine } from './export.js';
 import { newId } from './ids.js';
 import { AllowlistError, parseAllowlist } from './ip-allowlist.js';
-import { displayPrefix, generateApiKey, hashApiKey, redactApiKeys } from './keys.js';
+import { displayPrefix, generateApiKey, hashApiKey, holdsApiKey } from './keys.js';
 import { isPermission, PERMISSIONS, type Permission } from './permissions.js';
 import { jobEvent } from './request-events.js';
 import { ERASED_IN_BATCHES, type Clock, type GatewayStore, type JobFailure, type WorkspaceDeletion } from './ports.js';
@@ -87,7 +87,7 @@ function parseOperatorText(what: 'reason' | 'operator', max: number, raw: string
   if (!text || characters(text) > max || !isReadableLine(text)) {
     throw new GatewayError('BAD_USER_INPUT', `${article} ${what} is 1 to ${max} printable characters on one line`);
   }
-  if (redactApiKeys(text) !== text) throw new GatewayError('BAD_USER_INPUT', `${article} ${what} must not hold an API key`);
+  if (holdsApiKey(text)) throw new GatewayError('BAD_USER_INPUT', `${article} ${what} must not hold an API key`);
   return text;
 }
 

@@ -7,7 +7,7 @@ import type { Authentication, RequestContext } from './authentication.js';
 import { GatewayError, internalError, isDependencyOutage, isGatewayError, type ErrorCode, type RateLimitState } from './errors.js';
 import { DEFAULT_IDEMPOTENCY_TTL_HOURS, holdsIdempotencyKey, KeyTurns } from './idempotency.js';
 import { newId } from './ids.js';
-import { hashesEqual } from './keys.js';
+import { hashesEqual, holdsApiKey } from './keys.js';
 import { requestEvent, secretUsed } from './request-events.js';
 import type { GatewayService, GatewayServiceDeps } from './service.js';
 import type { QuotaTaken } from './ports.js';
@@ -62,6 +62,8 @@ function parseIdempotencyKey(key: string): string {
       { field: 'idempotencyKey', message: `must be 1 to ${LIMITS.idempotencyKeyLength} visible ASCII characters` },
     ]);
   }
+  // Kept in the store as sent until it expires: a key sent here by mistake is refused like any other bad one.
+  if (holdsApiKey(key)) throw validationError([{ field: 'idempotencyKey', message: 'must not hold an API key' }]);
   return key;
 }
 

@@ -73,3 +73,8 @@ const KEY_LIKE = new RegExp(`${[...KEY_PREFIX].map(spelledAnyWay).join('')}(?:[0
 
 /** Replaces every key-shaped token in a text. */
 export const redactApiKeys = (text: string): string => text.replace(KEY_LIKE, `${KEY_PREFIX}[redacted]`);
+
+const ANY_KEY_LIKE = new RegExp(KEY_LIKE.source);
+
+/** Whether a text holds anything key-shaped (see KEY_LIKE). */
+export const holdsApiKey = (text: string): boolean => ANY_KEY_LIKE.test(text);

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { GatewayError, type FieldIssue } from './errors.js';
+import { holdsApiKey } from './keys.js';
 
 /** A JSON object: not null, not an array. */
 export const isRecord = (value: unknown): value is Record<string, unknown> =>
@@ -63,15 +64,22 @@ const text = (message: string, max: number, typeMessage: string | typeof notAStr
 
 const tagName = text('must be a non-empty string', LIMITS.tagLength);
 
+/**
+ * A name or description is sent upstream and shown to every reader of the workspace's events: a key pasted into one
+ * by mistake is refused, as the CLI refuses one in an operator's reason.
+ */
+const NO_API_KEY = [(value: string) => !holdsApiKey(value), { message: 'must not hold an API key' }] as const;
+
 const CAMPAIGN_ID_MESSAGE = 'must be a string of the object api identifier';
 
 const duplicateInputSchema = z.object({
   // Braze's wording, whatever is wrong with it, which Braze clients may match on.
   campaignId: text(CAMPAIGN_ID_MESSAGE, LIMITS.campaignIdLength, CAMPAIGN_ID_MESSAGE),
-  name: text('must be a non-empty string', LIMITS.nameLength),
+  name: text('must be a non-empty string', LIMITS.nameLength).refine(...NO_API_KEY),
   description: wellFormed('must be a string')
     .refine((value) => characters(value) <= LIMITS.descriptionLength, { message: `must be at most ${LIMITS.descriptionLength} characters` })
     .refine((value) => NO_CONTROL_MULTILINE.test(value), { message: 'must not contain control or bidirectional formatting characters' })
+    .refine(...NO_API_KEY)
     .nullish(),
   tagNames: z
     .union([tagName.transform((tag) => [tag]), z.array(tagName, { error: 'must be an array of strings' })], {

@@ -3,6 +3,7 @@ import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { holdsApiKey } from '../domain/keys.js';
 import { clientError, clientErrorResponse, serverRefusal, serverRefusalHeaders } from './errors.js';
 import type { InFlight } from './in-flight.js';
 import { loggableHeader } from './logging.js';
@@ -10,10 +11,13 @@ import type { GatewayMetrics } from './metrics.js';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
-/** An incoming x-request-id is kept when it is safe to log; otherwise one is made. */
+/**
+ * An incoming x-request-id is kept when it is safe to log and to keep: not key-shaped, since the id is stored on the
+ * job and its events (which every reader of the workspace's events sees) and sent upstream. Otherwise one is made.
+ */
 export const requestIdOf = (request: IncomingMessage): string => {
   const incoming = request.headers['x-request-id'];
-  return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+  return typeof incoming === 'string' && REQUEST_ID.test(incoming) && !holdsApiKey(incoming) ? incoming : randomUUID();
 };
 
 /**

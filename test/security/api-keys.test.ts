@@ -389,6 +389,18 @@ describe('API keys', () => {
     const revoked = await ws.addKey(['campaigns.duplicate'], 'leak check revoked');
     const rotating = await ws.addKey(['campaigns.duplicate'], 'leak check rotating');
     await use(ws.key);
+    // A valid key pasted by its caller where the store, the events or the upstream would keep it.
+    for (const client of transports) {
+      const misplaced = [
+        client.duplicate(gw.baseUrl, ws.key, { campaignId: ws.campaign.id, name: `Copy ${ws.key}` }),
+        client.duplicate(gw.baseUrl, ws.key, { campaignId: ws.campaign.id, name: 'Copy', description: `see ${ws.key}` }),
+        client.duplicate(gw.baseUrl, ws.key, { campaignId: ws.campaign.id, name: 'Copy' }, { idempotencyKey: ws.key }),
+      ];
+      for (const outcome of await Promise.all(misplaced)) expect(outcome.code).toBe('BAD_USER_INPUT');
+      const traced = await client.duplicate(gw.baseUrl, ws.key, { campaignId: ws.campaign.id, name: 'Copy' }, { headers: { 'x-request-id': ws.key } });
+      expect(traced.jobId).not.toBeNull();
+      expect(traced.response.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
+    }
     await use(flipLastChecksumCharacter(ws.key));
     await use(limited.key, xff('10.1.2.3'));
     await use(limited.key, xff('192.0.2.1'));

@@ -408,6 +408,15 @@ describe.each(transports)('idempotency keys over $name', (transport) => {
     expect(outcome.response.headers['x-ratelimit-remaining']).toBe('1000');
   });
 
+  it('refuses an API key sent as the idempotency key, which would be kept as sent', async () => {
+    const team = await gateway.workspace();
+    const outcome = await transport.duplicate(gateway.baseUrl, team.key, { campaignId: team.campaign.id, name: 'x' }, { idempotencyKey: team.key });
+    expect(outcome.code).toBe('BAD_USER_INPUT');
+    const problem = 'must not hold an API key';
+    expect(outcome.details).toEqual([transport.name === 'REST' ? `'Idempotency-Key' ${problem}` : `idempotencyKey: ${problem}`]);
+    expect(await requested(team)).toBe(0);
+  });
+
   it('creates exactly one job from 50 simultaneous requests with one key', async () => {
     const team = await gateway.workspace();
     const args = { campaignId: team.campaign.id, name: 'burst' };

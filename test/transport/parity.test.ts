@@ -285,6 +285,18 @@ for (const store of STORES) {
         expect(await gateway.app.store.getJob(ws.workspace.id, outcome.jobId!)).toMatchObject({ name: 'a'.repeat(255), tagNames: [tag] });
       });
 
+      it('refuses a name or description holding an API key, which the events and the upstream would show', async () => {
+        const before = await jobTotal(gateway.app.store);
+        const refused = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), name: `Copy ${ws.key}`, description: `key: ${ws.key.slice(0, 12)}` });
+        expectError(refused, 'BAD_USER_INPUT', transport.name);
+        expect(refused.details).toEqual(
+          transport.name === 'REST'
+            ? ["'name' must not hold an API key", "'description' must not hold an API key"]
+            : ['name: must not hold an API key', 'description: must not hold an API key'],
+        );
+        expect(await jobTotal(gateway.app.store)).toBe(before);
+      });
+
       it('calls a lone surrogate invalid Unicode, whatever else it is not', async () => {
         const refused = await transport.duplicate(gateway.baseUrl, ws.key, { ...valid(), name: '\ud800', tagNames: ['\udc00'] });
         expectError(refused, 'BAD_USER_INPUT', transport.name);
