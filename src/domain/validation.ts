@@ -112,8 +112,11 @@ function toIssues(error: z.ZodError): FieldIssue[] {
   return issues;
 }
 
+/** The message of a validation error: a heading for its issues, which say what is wrong. */
+export const INVALID_REQUEST = 'Invalid request';
+
 export function validationError(issues: FieldIssue[]): GatewayError {
-  return new GatewayError('BAD_USER_INPUT', 'Invalid request', { issues });
+  return new GatewayError('BAD_USER_INPUT', INVALID_REQUEST, { issues });
 }
 
 const keptName = (value: unknown): unknown => (typeof value === 'string' ? composed(value.trim()) : value);

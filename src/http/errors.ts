@@ -1,6 +1,7 @@
 import { STATUS_CODES } from 'node:http';
 import type { FastifyError } from 'fastify';
 import { ERROR_CODES, GatewayError, isGatewayError, type ErrorCode, type FieldIssue } from '../domain/errors.js';
+import { INVALID_REQUEST } from '../domain/validation.js';
 
 /**
  * Braze's error body: every REST error has one, never HTML or an empty body. `code`, which Braze does not send
@@ -81,7 +82,12 @@ export function toRestError(error: unknown): {
     };
   }
   const body: RestErrorBody = { message: gatewayError.message, code: gatewayError.code };
-  if (gatewayError.issues.length > 0) body.errors = gatewayError.issues.map(renderRestIssue);
+  if (gatewayError.issues.length > 0) {
+    body.errors = gatewayError.issues.map(renderRestIssue);
+    // Braze says what is wrong in `message` ('campaign_id' must be a string of the object api identifier), where Braze
+    // clients show and match it, rather than a heading.
+    if (gatewayError.message === INVALID_REQUEST) body.message = body.errors.join('; ');
+  }
   const status = ERROR_CODES[gatewayError.code].httpStatus;
   return { status, headers: errorHeaders(gatewayError), body, gatewayError, unexpected: gatewayError.code === 'INTERNAL' };
 }

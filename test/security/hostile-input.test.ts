@@ -315,7 +315,8 @@ describe('hostile input', () => {
   ])('answers a REST campaign_id that is $name with Braze\'s message', async ({ campaignId }) => {
     const result = await http(gw.baseUrl, 'POST', PATH.REST, { headers: { ...json, ...bearer(ws.key) }, body: restBody({ campaignId, name: 'Copy' }) });
     expect(result.status).toBe(400);
-    expect(result.body).toEqual({ message: 'Invalid request', code: 'BAD_USER_INPUT', errors: ["'campaign_id' must be a string of the object api identifier"] });
+    const braze = "'campaign_id' must be a string of the object api identifier";
+    expect(result.body).toEqual({ message: braze, code: 'BAD_USER_INPUT', errors: [braze] });
   });
 
   it.each([

@@ -294,6 +294,8 @@ for (const store of STORES) {
             ? ["'name' must not hold an API key", "'description' must not hold an API key"]
             : ['name: must not hold an API key', 'description: must not hold an API key'],
         );
+        // REST says it in Braze's place for it too: the message.
+        if (transport.name === 'REST') expect(refused.message).toBe("'name' must not hold an API key; 'description' must not hold an API key");
         expect(await jobTotal(gateway.app.store)).toBe(before);
       });
 
