@@ -50,6 +50,9 @@ export interface HttpDeps {
 /** Routes that load balancers probe and Prometheus scrapes every few seconds, whatever the traffic. */
 const PROBE_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
 
+/** HTTP/1.1 requires the header (RFC 9112, 3.2); HTTP/1.0 requests may go without, as Node lets them. */
+const MISSING_HOST = 'An HTTP/1.1 request must have a Host header';
+
 /** Builds the HTTP server without listening, so tests and main.ts share it. */
 export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> {
   const { config, service } = deps;
@@ -85,6 +88,9 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
       headersTimeout: Math.min(60_000, config.requestTimeoutMs),
       requestTimeout: config.requestTimeoutMs,
       connectionsCheckingInterval: Math.min(30_000, config.requestTimeoutMs / 4),
+      // Node answers an HTTP/1.1 request without a Host header with an empty 400 no hook sees, unlogged and without a
+      // request id; the hook below refuses it as every other bad request is.
+      requireHostHeader: false,
     },
     trustProxy: config.trustProxy && trustedProxies(config.trustProxy),
     forceCloseConnections: 'idle',
@@ -132,8 +138,10 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     if (closing) reply.header('connection', 'close');
   });
   // A callback, not an async hook: it runs on every request and has nothing to wait for.
-  app.addHook('onRequest', (_request, _reply, done) => {
-    done(closing ? new GatewayError('UNAVAILABLE', 'The gateway is shutting down', { retryAfterSeconds: 1 }) : undefined);
+  app.addHook('onRequest', (request, _reply, done) => {
+    if (closing) done(new GatewayError('UNAVAILABLE', 'The gateway is shutting down', { retryAfterSeconds: 1 }));
+    else if (request.headers.host === undefined && request.raw.httpVersion === '1.1') done(new GatewayError('BAD_USER_INPUT', MISSING_HOST));
+    else done();
   });
 
   // Only JSON is parsed: any other body is refused with 415 before a handler runs.

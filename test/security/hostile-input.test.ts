@@ -277,6 +277,7 @@ describe('hostile input', () => {
     { name: 'Content-Length and Transfer-Encoding together', raw: 'POST /campaigns/duplicate HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', status: 400, message: malformed, code: 'BAD_USER_INPUT' },
     { name: 'a header name with a space', raw: 'POST /graphql HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n', status: 400, message: malformed, code: 'BAD_USER_INPUT' },
     { name: 'a bare line feed in a header value', raw: 'POST /graphql HTTP/1.1\r\nHost: x\r\nX-A: 1\nX-B: 2\r\n\r\n', status: 400, message: malformed, code: 'BAD_USER_INPUT' },
+    { name: 'no Host header', raw: 'POST /campaigns/duplicate HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}', status: 400, message: 'An HTTP/1.1 request must have a Host header', code: 'BAD_USER_INPUT' },
     { name: 'not HTTP at all', raw: '\u0016\u0003\u0001\u0000\u00a5\u0001\u0000\u0000\u00a1\u0003\u0003\r\n\r\n', status: 400, message: malformed, code: 'BAD_USER_INPUT' },
     { name: 'headers over 16 KiB', raw: `GET /duplication_jobs/x HTTP/1.1\r\nHost: x\r\nX-Pad: ${'p'.repeat(17_000)}\r\n\r\n`, status: 431, message: 'Request headers are too large', code: 'HEADERS_TOO_LARGE' },
   ])('answers a malformed HTTP request ($name) with $status, an error body like any other and a request id', async ({ raw, status, message, code }) => {
