@@ -372,6 +372,10 @@ export function loadConfig(environment: Env = process.env): Config {
   if (upstreamUrl && /[?#]/.test(upstreamUrl)) throw new ConfigError('UPSTREAM_URL', 'must not have a query or a fragment');
   const upstreamApiKey = env.UPSTREAM_API_KEY?.trim() || null;
   if (upstreamUrl && !upstreamApiKey) throw new ConfigError('UPSTREAM_API_KEY', 'must be set when UPSTREAM_URL is set');
+  // Sent in the Authorization header, which cannot carry anything else: every call would fail, as unreachable.
+  if (upstreamApiKey && !/^[\x21-\x7e]+$/.test(upstreamApiKey)) {
+    throw new ConfigError(label('UPSTREAM_API_KEY'), 'must be visible ASCII characters only, with no space: it is sent in an HTTP header');
+  }
   const upstreamTimeoutMs = integer(env, 'UPSTREAM_TIMEOUT_MS', 10_000, 50, 600_000);
   // A lease shorter than an upstream call would let a second worker claim a job while the first still waits on it:
   // unset, it follows the timeout.

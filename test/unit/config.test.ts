@@ -207,6 +207,14 @@ describe('secrets from files', () => {
     expect(message).toBe('invalid configuration: DATABASE_URL (read from the file in DATABASE_URL_FILE) must start with postgres:// or postgresql://');
   });
 
+  it.each(['braze✓key', 'braze key', 'braze\u0000key'])('refuses an UPSTREAM_API_KEY no HTTP header can carry (%j), without repeating it', (key) => {
+    const expected = 'invalid configuration: UPSTREAM_API_KEY must be visible ASCII characters only, with no space: it is sent in an HTTP header';
+    expect(refusal({ UPSTREAM_URL: 'https://rest.iad-01.braze.com', UPSTREAM_API_KEY: key })).toBe(expected);
+    expect(refusal({ UPSTREAM_URL: 'https://rest.iad-01.braze.com', UPSTREAM_API_KEY_FILE: secretFile('odd-key', `${key}\n`) })).toBe(
+      expected.replace('UPSTREAM_API_KEY', 'UPSTREAM_API_KEY (read from the file in UPSTREAM_API_KEY_FILE)'),
+    );
+  });
+
   it('stops a production start on a _FILE variable set but empty, as on the variable itself', () => {
     expect(refusal({ NODE_ENV: 'production', DATABASE_URL_FILE: '' })).toBe(
       "invalid configuration: DATABASE_URL_FILE is set but empty: give it the path of a file holding the URL, or unset it to run on the embedded SQLite store",
