@@ -74,8 +74,7 @@ export async function graphqlRoute(app: FastifyInstance, options: GraphQLRouteOp
   // authentication); a key refused, or a client blocked after too many failed authentications, is refused whatever
   // the request asks. Either is refused before the body is read, as REST does, so that a client without a valid key
   // cannot have bodies held in memory or parsed.
-  const authenticatesBeforeBody = (request: FastifyRequest) =>
-    request.method !== 'OPTIONS' && (request.headers.authorization !== undefined || !config.explorer);
+  const authenticatesBeforeBody = (request: FastifyRequest) => request.headers.authorization !== undefined || !config.explorer;
   const apolloHandler = fastifyApolloHandler(apollo, { context: async (request) => graphqlContext(request) });
   if (config.explorer) await app.register(explorerAssetRoutes);
   app.route<{ Reply: string }>({
@@ -85,7 +84,12 @@ export async function graphqlRoute(app: FastifyInstance, options: GraphQLRouteOp
     // A browser gets the explorer, or word that it is off; GraphQL clients, GET ones included, get Apollo. A
     // callback: every GraphQL request passes here, and a reply sent here ends the request without done().
     onRequest: (request, reply, done) => {
-      if (wantsExplorer(request)) {
+      if (request.method === 'OPTIONS') {
+        // The server's hooks answer every CORS preflight before this: any other OPTIONS is refused as REST's routes
+        // refuse a method they lack, rather than by Apollo's CSRF check.
+        reply.header('allow', 'GET, HEAD, POST');
+        done(new GatewayError('METHOD_NOT_ALLOWED'));
+      } else if (wantsExplorer(request)) {
         if (config.explorer) sendExplorer(reply);
         else sendExplorerOff(reply);
       } else if (!authenticatesBeforeBody(request)) {

@@ -385,11 +385,11 @@ export function explorerPage(path: string, versions: ReadonlyMap<string, string>
 const GRAPHQL_PARAMETERS = ['query', 'extensions', 'operationName', 'variables'];
 
 /**
- * A browser navigating to the endpoint, as opposed to a GraphQL client: a GET that accepts HTML and carries no
- * GraphQL parameter. A GET with one is a GraphQL client's, whatever else it accepts.
+ * A browser navigating to the endpoint, as opposed to a GraphQL client: a GET (or its HEAD) that accepts HTML and
+ * carries no GraphQL parameter. A GET with one is a GraphQL client's, whatever else it accepts.
  */
 export function wantsExplorer(request: FastifyRequest): boolean {
-  if (request.method !== 'GET' || GRAPHQL_PARAMETERS.some((name) => Object.hasOwn(request.query as object, name))) return false;
+  if ((request.method !== 'GET' && request.method !== 'HEAD') || GRAPHQL_PARAMETERS.some((name) => Object.hasOwn(request.query as object, name))) return false;
   const accept = request.headers.accept ?? '';
   return accept.split(',').some((type) => type.trim().toLowerCase().startsWith('text/html'));
 }

@@ -115,6 +115,14 @@ describe.each([
       expect(page.status).toBe(404);
       expect(page.text).toMatch(/explorer is not enabled on this server/);
     }
+    // HEAD answers as GET does, without the body.
+    const head = await http(gateway.baseUrl, 'HEAD', '/graphql', { headers: { accept: BROWSER_ACCEPT } });
+    expect({ status: head.status, type: head.headers['content-type'], length: head.headers['content-length'], text: head.text }).toEqual({
+      status: page.status,
+      type: page.headers['content-type'],
+      length: String(Buffer.byteLength(page.text)),
+      text: '',
+    });
     // A GraphQL client whose GET also accepts HTML gets the API, whether the explorer is on or off.
     const { key } = await gateway.workspace();
     const client = await http(gateway.baseUrl, 'GET', `/graphql?query=${encodeURIComponent('{ __typename }')}`, {

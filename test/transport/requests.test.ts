@@ -234,7 +234,14 @@ describe('a method a route does not have', () => {
     expect(JSON.parse(body)).toEqual({ message: 'Method Not Allowed', code: 'METHOD_NOT_ALLOWED' });
   });
 
-  // As the README's 404 row says: only the two Braze routes answer 405.
+  it('refuses an OPTIONS /graphql that is no CORS preflight with 405 and the methods it has, not a CSRF refusal', async () => {
+    const { head, body } = await rawHttp(gateway.baseUrl, `OPTIONS /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n`);
+    expect(head).toMatch(/^HTTP\/1\.1 405 /);
+    expect(head).toMatch(/\r\nallow: GET, HEAD, POST\r\n/i);
+    expect(JSON.parse(body).errors).toEqual([expect.objectContaining({ message: 'Method Not Allowed', extensions: expect.objectContaining({ code: 'BAD_REQUEST' }) })]);
+  });
+
+  // As the README's 404 row says: only the two Braze routes answer 405, and /graphql to a mutation sent with GET or an OPTIONS.
   it('leaves every other unknown route, and a method the other routes lack, a 404', async () => {
     const others = [['PUT', '/graphql'], ['POST', '/healthz'], ['PATCH', '/readyz'], ['PUT', '/metrics'], ['DELETE', '/openapi.json'], ['POST', '/security_events/download']] as const;
     for (const [method, path] of [...others, ['GET', '/campaigns'], ['POST', '/campaigns/duplicate/x']] as const) {
