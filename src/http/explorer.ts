@@ -298,8 +298,10 @@ mutation DuplicateCampaign($input: DuplicateCampaignInput!) {
   }
 }
 
+# A job has two events at most: its request and its
+# outcome. A read costs the page it asks for.
 query PollJob($jobId: ID!) {
-  securityEvents(filter: { jobId: $jobId }, first: 10) {
+  securityEvents(filter: { jobId: $jobId }, first: 2) {
     edges {
       node {
         type
