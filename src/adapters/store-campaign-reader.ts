@@ -1,4 +1,4 @@
-import { decodeRowCursor } from '../domain/cursor.js';
+import { campaignCursorUnknown, decodeRowCursor } from '../domain/cursor.js';
 import { toPage } from '../domain/pages.js';
 import type { CampaignReader, GatewayStore } from '../domain/ports.js';
 import type { Campaign, Page } from '../domain/types.js';
@@ -14,7 +14,11 @@ export class StoreCampaignReader implements CampaignReader {
   }
 
   async list(workspaceId: string, first: number, after: string | null): Promise<Page<Campaign>> {
-    const rows = await this.store.listCampaigns(workspaceId, { first: first + 1, beforeId: decodeRowCursor('c', after) });
+    const beforeId = decodeRowCursor('c', after);
+    const rows = await this.store.listCampaigns(workspaceId, { first: first + 1, beforeId });
+    // The store lists nothing after a campaign it does not have, which would read as the end of the list. Campaigns
+    // go only with their workspace, so such a cursor was never this workspace's: refused, as an event's is.
+    if (rows.length === 0 && beforeId !== undefined && (await this.store.getCampaign(workspaceId, beforeId)) === null) throw campaignCursorUnknown();
     return toPage(rows, first, 'c');
   }
 }

@@ -42,6 +42,10 @@ export const eventCursorGone = (): GatewayError =>
     ],
   });
 
+/** A campaigns cursor whose campaign the workspace does not have: campaigns are deleted only with their workspace. */
+export const campaignCursorUnknown = (): GatewayError =>
+  new GatewayError('BAD_USER_INPUT', 'Invalid cursor', { issues: [{ field: 'after', message: 'names no campaign of this workspace' }] });
+
 /** A position in a list read from elsewhere (the upstream's pages), which has no ids of the gateway's. */
 export function decodeOffsetCursor(kind: string, cursor: string | null | undefined): number | undefined {
   const offset = decode(kind, cursor, (value) => /^\d{1,15}$/.test(value));

@@ -423,6 +423,23 @@ for (const store of STORES) {
       });
     });
 
+    it("refuses a campaigns cursor of another workspace's campaign, rather than answer an empty page that reads as the end", async () => {
+      const other = await gateway.workspace();
+      const query = 'query ($after: String) { campaigns(first: 5, after: $after) { edges { node { id } } pageInfo { hasNextPage } } }';
+      const response = await graphql(gateway.baseUrl, ws.key, query, { after: Buffer.from(`c:${other.campaign.id}`).toString('base64url') });
+      expect(response.body).toEqual({
+        data: { campaigns: null },
+        errors: [
+          expect.objectContaining({
+            path: ['campaigns'],
+            extensions: { code: 'BAD_USER_INPUT', issues: [{ field: 'after', message: 'names no campaign of this workspace' }] },
+          }),
+        ],
+      });
+      const own = await graphql(gateway.baseUrl, other.key, query, { after: Buffer.from(`c:${other.campaign.id}`).toString('base64url') });
+      expect(own.body).toEqual({ data: { campaigns: { edges: [], pageInfo: { hasNextPage: false } } } });
+    });
+
     describe("BAD_USER_INPUT's two shapes over GraphQL, as the README shows them", () => {
       const mutation = 'mutation ($input: DuplicateCampaignInput!) { duplicateCampaign(input: $input) { job { id } } }';
 
