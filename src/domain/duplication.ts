@@ -2,9 +2,10 @@
 // permission and the quota point, validation, idempotency keys (their turns, reservations and replays), the
 // enqueue with its CAMPAIGN_DUPLICATION_REQUESTED event, and the outcome each duplication is counted as.
 import { hash } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { configure } from 'safe-stable-stringify';
 import type { Authentication, RequestContext } from './authentication.js';
-import { GatewayError, internalError, isDependencyOutage, isGatewayError, type ErrorCode, type RateLimitState } from './errors.js';
+import { GatewayError, internalError, isDependencyOutage, isGatewayError, isQuotaOutage, type ErrorCode, type RateLimitState } from './errors.js';
 import { DEFAULT_IDEMPOTENCY_TTL_HOURS, holdsIdempotencyKey, KeyTurns } from './idempotency.js';
 import { newId } from './ids.js';
 import { hashesEqual, holdsApiKey } from './keys.js';
@@ -31,6 +32,13 @@ export interface DuplicationAccepted {
 
 /** The state a quota's take reports, without the window it keeps for a refund. */
 const stateOf = ({ limit, remaining, resetAt }: QuotaTaken): RateLimitState => ({ limit, remaining, resetAt });
+
+/**
+ * How long the answer to a request refused for an outage waits for its point to be given back. A quota store that
+ * answers does so in milliseconds; one on the database that has just stopped answering would hold the answer for
+ * as long again as the statement that failed (12 s), where the caller is owed a 503 at once.
+ */
+const OUTAGE_REFUND_WAIT_MS = 1_000;
 
 /** A reservation whose request never produced a job (the process died) is given up after this long. */
 const IDEMPOTENCY_RESERVATION_MS = 60_000;
@@ -200,7 +208,8 @@ export class Duplication {
    */
   async withQuotaState(principal: Principal, error: unknown): Promise<GatewayError> {
     const refusal = isGatewayError(error) ? error : internalError(error);
-    refusal.rateLimit ??= await this.quotaState(principal);
+    // The quota's store has just failed to answer: asked again, a silent one would hold the answer as long again.
+    if (!isQuotaOutage(refusal)) refusal.rateLimit ??= await this.quotaState(principal);
     return refusal;
   }
 
@@ -432,9 +441,12 @@ export class Duplication {
       error.rateLimit = state;
       return error;
     }
-    const refunded = await this.deps.quota.refund(taken).catch(() => undefined);
+    const refunded = await Promise.race([
+      this.deps.quota.refund(taken).catch(() => undefined),
+      sleep(OUTAGE_REFUND_WAIT_MS, undefined, { ref: false }),
+    ]);
     if (refunded === true) error.rateLimit = { ...state, remaining: Math.min(state.limit, state.remaining + 1) };
-    // Not given back because the store failed: the point stays taken, as the state says.
+    // Not given back, or not yet (its store failed, or is as silent as the one that failed): taken, as the state says.
     else if (refunded === undefined) error.rateLimit = state;
     return error;
   }

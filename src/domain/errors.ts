@@ -111,6 +111,9 @@ export const limitsUnavailable = (cause: unknown): GatewayError => new Dependenc
 
 export const isDependencyOutage = (error: unknown): error is DependencyUnavailableError => error instanceof DependencyUnavailableError;
 
+/** The quota's own store failed to answer: nothing more should be asked of it for the same answer. */
+export const isQuotaOutage = (error: unknown): boolean => isDependencyOutage(error) && error.dependency === 'quota';
+
 export const rethrowAsLimitsUnavailable = (cause: unknown): never => {
   throw limitsUnavailable(cause);
 };

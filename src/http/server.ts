@@ -4,7 +4,7 @@ import cors from '@fastify/cors';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import type { GraphQLFormattedError } from 'graphql';
 import type { Config } from '../config.js';
-import { GatewayError, internalCause, unavailableCause } from '../domain/errors.js';
+import { GatewayError, internalCause, isQuotaOutage, unavailableCause } from '../domain/errors.js';
 import { trustedProxies } from '../domain/ip-allowlist.js';
 import type { Clock } from '../domain/ports.js';
 import type { GatewayService } from '../domain/service.js';
@@ -62,16 +62,18 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   /** Every error becomes one answer here, in its transport's shape. */
   const sendError = async (error: FastifyError | Error, request: FastifyRequest, reply: FastifyReply) => {
     const mapped = toRestError(error);
-    request.refusal = mapped.gatewayError.code;
+    const { gatewayError } = mapped;
+    request.refusal = gatewayError.code;
     if (mapped.unexpected) request.log.error({ err: internalCause(error) }, 'unexpected error');
     if (!refusals.refused(error, request.id)) {
       const cause = unavailableCause(error);
       if (cause !== undefined) request.log.warn({ ...REQUESTS_COMPONENT, cause: summarizeError(cause) }, 'a dependency is unavailable');
     }
-    reply.headers(rateLimitHeaders(mapped.gatewayError.rateLimit ?? (await quotaStateFor(request, service))));
+    // Not after the quota's store failed to answer: asked again, a silent one would hold the answer as long again.
+    reply.headers(rateLimitHeaders(gatewayError.rateLimit ?? (isQuotaOutage(gatewayError) ? undefined : await quotaStateFor(request, service))));
     reply.headers(mapped.headers);
     if (request.routeOptions.url !== '/graphql') return reply.status(mapped.status).send(mapped.body);
-    const body = graphqlErrorBody(mapped.gatewayError, request.id);
+    const body = graphqlErrorBody(gatewayError, request.id);
     body.errors.forEach(observeGraphQLError);
     // As Apollo answers, byte for byte: in the media type the client accepts, never cached, its JSON and a newline.
     reply.type(refusalResponseType(request.headers.accept)).header('cache-control', 'no-store');

@@ -5,7 +5,7 @@ import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
-import { dependencyUnavailable, ERROR_CODES, GatewayError, type ErrorCode } from '../../src/domain/errors.js';
+import { dependencyUnavailable, ERROR_CODES, GatewayError, limitsUnavailable, type ErrorCode } from '../../src/domain/errors.js';
 import type { Quota } from '../../src/domain/ports.js';
 import {
   bearer,
@@ -901,6 +901,55 @@ describe.each(transports)('a duplication that fails inside the gateway after its
     const requestId = outcome.response.headers['x-request-id'];
     const logged = logs.lines.map((line) => JSON.parse(line)).filter((line) => line.reqId === requestId && line.level === 50);
     expect(logged.map((line) => line.err.message)).toEqual(['disk /var/secret/gateway.db exploded']);
+  });
+});
+
+describe.each(transports)('a duplication refused for an outage while the quota store is silent, over $name', (transport) => {
+  const LIMIT = 5;
+  const never = () => new Promise<never>(() => undefined);
+  let quotaFails = false;
+  let peeks = 0;
+  let gw: TestGateway;
+  let team: TestWorkspace;
+
+  beforeAll(async () => {
+    // A quota store that stops answering, as PostgreSQL does when it holds the limiters and goes silent: a take fails
+    // once its statement is given up, and a look or a refund is left hanging as that statement was.
+    const quota: Quota = {
+      limit: LIMIT,
+      consume: async () => {
+        if (quotaFails) throw limitsUnavailable(new Error('Query read timeout'));
+        return { limit: LIMIT, remaining: LIMIT - 1, resetAt: new Date(Date.now() + 60_000) };
+      },
+      peek: () => {
+        peeks += 1;
+        return never();
+      },
+      refund: never,
+    };
+    gw = await startGateway({}, { quota }, {
+      wrapStore: (store) => storeFailingOn(store, ['enqueueJob'], () => !quotaFails, () => dependencyUnavailable(new Error('Query read timeout'))),
+    });
+    team = await gw.workspace();
+  });
+
+  afterAll(async () => {
+    await gw?.close();
+  });
+
+  it('answers a failed take at once, without asking the silent store for the state', async () => {
+    quotaFails = true;
+    const outcome = await transport.duplicate(gw.baseUrl, team.key, { campaignId: team.campaign.id, name: 'n' });
+    expectError(outcome, 'UNAVAILABLE', transport.name);
+    expect(outcome.response.headers['x-ratelimit-remaining']).toBeUndefined();
+    expect(peeks).toBe(0);
+  });
+
+  it('answers a failed enqueue without waiting out the refund of its point, reporting the point as taken', async () => {
+    quotaFails = false;
+    const outcome = await transport.duplicate(gw.baseUrl, team.key, { campaignId: team.campaign.id, name: 'n' });
+    expectError(outcome, 'UNAVAILABLE', transport.name);
+    expect(outcome.response.headers['x-ratelimit-remaining']).toBe(String(LIMIT - 1));
   });
 });
 
