@@ -11,6 +11,7 @@ import { displayPrefix, hashApiKey } from '../../src/domain/keys.js';
 import type { GatewayStore } from '../../src/domain/ports.js';
 import {
   componentLines,
+  flipLastChecksumCharacter,
   graphql,
   http,
   metricSample,
@@ -57,7 +58,6 @@ function countingStore(store: GatewayStore): { store: GatewayStore; lookups: () 
   return { store: proxy, lookups: () => lookups, touchesLanded: () => Promise.allSettled(touches) };
 }
 
-const flipLastChecksumCharacter = (key: string) => key.slice(0, -1) + (key.endsWith('A') ? 'B' : 'A');
 
 describe('API keys', () => {
   let gw: TestGateway;

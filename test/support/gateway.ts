@@ -198,6 +198,9 @@ export function metricSample(text: string, name: string, labels: Record<string, 
 }
 
 export const bearer = (key: string) => ({ authorization: `Bearer ${key}` });
+
+/** A key's secret with its last checksum character changed: never the key itself, whatever that character is. */
+export const flipLastChecksumCharacter = (key: string) => key.slice(0, -1) + (key.endsWith('A') ? 'B' : 'A');
 export const json = { 'content-type': 'application/json' };
 
 export async function graphql(
