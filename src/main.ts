@@ -49,7 +49,7 @@ async function main(): Promise<void> {
   await app.http.listen({ port: config.port, host: config.host });
   if (stopping) return;
   // After listen: a first start that cannot bind its port must not make a key it never shows.
-  const seed = config.seedDemo ? await seedDemoWorkspace(app.store, app.admin) : null;
+  const seed = config.seedDemo ? await seedDemoWorkspace(app.store, app.admin, { upstream: config.upstreamUrl !== null }) : null;
   if (!config.seedDemo && !(await app.store.hasWorkspaces())) {
     // In production the gateway runs from dist/, where `npm run cli` (tsx, from src/) may not work: a read-only image.
     const cli = config.production ? 'node dist/cli/main.js --help' : 'npm run cli -- --help';

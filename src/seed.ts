@@ -30,8 +30,11 @@ const SAMPLE_CAMPAIGNS = [
   },
 ];
 
-/** First start with an empty store: a `demo` workspace, sample campaigns and tags, and an admin key. */
-export async function seedDemoWorkspace(store: GatewayStore, admin: AdminService): Promise<DemoSeed | null> {
+/**
+ * First start with an empty store: a `demo` workspace, sample campaigns and tags, and an admin key. In upstream mode
+ * no samples: the workspace's campaigns are then the Braze workspace's, which the gateway reads and copies there.
+ */
+export async function seedDemoWorkspace(store: GatewayStore, admin: AdminService, { upstream = false } = {}): Promise<DemoSeed | null> {
   if (await store.hasWorkspaces()) return null;
   let workspace: Workspace;
   try {
@@ -41,31 +44,50 @@ export async function seedDemoWorkspace(store: GatewayStore, admin: AdminService
     if (await store.findWorkspace('demo')) return null;
     throw error;
   }
-  await store.upsertTags(workspace.id, ['newsletter']);
   const campaigns: Campaign[] = [];
-  for (const sample of SAMPLE_CAMPAIGNS) campaigns.push(await admin.addCampaign(workspace.id, sample));
+  if (!upstream) {
+    await store.upsertTags(workspace.id, ['newsletter']);
+    for (const sample of SAMPLE_CAMPAIGNS) campaigns.push(await admin.addCampaign(workspace.id, sample));
+  }
   const { key } = await admin.createKey({ workspace: workspace.id, name: 'demo admin', permissions: [...PERMISSIONS] });
   return { workspace, key, campaigns };
 }
 
-/** The first-start banner: the key, once, and examples that work exactly as printed. */
+/**
+ * The first-start banner: the key, once, and examples that work exactly as printed, but for the ids they say to put
+ * in: the job's, and in upstream mode a campaign's of the Braze workspace, which the first example lists.
+ */
 export function demoBanner(seed: DemoSeed, baseUrl: string): string {
-  const campaign = seed.campaigns[0];
-  const restBody = JSON.stringify({ campaign_id: campaign.id, name: 'Welcome series (copy)', tag_names: ['newsletter'] });
+  const [sample] = seed.campaigns;
+  const campaignId = sample?.id ?? 'CAMPAIGN_ID';
+  const name = sample ? sample.name : 'Campaign';
+  const restBody = JSON.stringify({ campaign_id: campaignId, name: `${name} (copy)`, ...(sample ? { tag_names: ['newsletter'] } : {}) });
   const mutation = JSON.stringify({
-    query: `mutation { duplicateCampaign(input: {campaignId: "${campaign.id}", name: "Welcome series (GraphQL copy)"}) { job { id status } } }`,
+    query: `mutation { duplicateCampaign(input: {campaignId: "${campaignId}", name: "${name} (GraphQL copy)"}) { job { id status } } }`,
   });
+  const list = JSON.stringify({ query: '{ campaigns(first: 20) { edges { node { id name } } } }' });
   const poll = JSON.stringify({
     query: 'query($job: ID!) { securityEvents(filter: {jobId: $job}, first: 2) { edges { node { type occurredAt } } } duplicationJob(id: $job) { status resultCampaignId } }',
     variables: { job: 'JOB_ID' },
   });
   return [
     '',
-    'Created workspace "demo" with sample campaigns, and an admin API key with every permission.',
+    sample
+      ? 'Created workspace "demo" with sample campaigns, and an admin API key with every permission.'
+      : 'Created workspace "demo", whose campaigns are those of the Braze workspace of UPSTREAM_API_KEY, and an admin API key with every permission.',
     'This key is shown only once; store it now:',
     '',
     `  ${seed.key}`,
     '',
+    ...(sample
+      ? []
+      : [
+          'List the campaigns (Braze\'s, read through the gateway), and put an id of one in place of CAMPAIGN_ID below:',
+          '',
+          `  curl -sS ${baseUrl}/graphql -H 'Authorization: Bearer ${seed.key}' -H 'Content-Type: application/json' \\`,
+          `    -d '${list}'`,
+          '',
+        ]),
     'Duplicate a campaign over REST (Braze-compatible):',
     '',
     `  curl -sS -X POST ${baseUrl}/campaigns/duplicate \\`,

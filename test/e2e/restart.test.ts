@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { afterAll, describe, expect, it } from 'vitest';
 import { bearer, http, json, waitFor } from '../support/gateway.js';
+import { startFakeBraze } from '../support/fake-braze.js';
 import { spawnGateway, type GatewayProcess } from '../support/process.js';
 import { jobEvents } from '../support/transports.js';
 
@@ -125,6 +126,35 @@ describe('a real gateway process', () => {
         duplicationJob: { status: 'PENDING', resultCampaignId: null },
       });
     } finally {
+      rmSync(fresh, { recursive: true, force: true });
+    }
+  });
+
+  it("prints, in upstream mode, a banner that lists Braze's campaigns and duplicates one of them as printed", async () => {
+    const fresh = mkdtempSync(join(tmpdir(), 'cgw-e2e-upstream-banner-'));
+    const braze = await startFakeBraze('braze-banner-key');
+    try {
+      const gateway = await spawnGateway({ DATA_DIR: fresh, UPSTREAM_URL: braze.url, UPSTREAM_API_KEY: braze.apiKey, WORKER_CONCURRENCY: '0' });
+      processes.push(gateway);
+      const banner = gateway.output();
+      expect(banner).not.toContain('sample campaigns');
+      const [listCall, restCall, graphqlCall, pollCall] = curlCommands(banner);
+      const listed = await send(listCall);
+      expect(listed.body.errors).toBeUndefined();
+      const ids = listed.body.data.campaigns.edges.map((edge: { node: { id: string } }) => edge.node.id);
+      expect(ids.sort()).toEqual(braze.campaigns.map((campaign) => campaign.id).sort());
+      const withCampaign = (call: CurlCall) => ({ ...call, body: call.body!.replace('CAMPAIGN_ID', ids[0]) });
+
+      const rest = await send(withCampaign(restCall));
+      expect(rest.status, rest.text).toBe(202);
+      const mutation = await send(withCampaign(graphqlCall));
+      expect(mutation.body.errors).toBeUndefined();
+      const job = mutation.body.data.duplicateCampaign.job;
+      expect(job).toEqual({ id: expect.any(String), status: 'PENDING' });
+      const poll = await send({ ...pollCall, body: pollCall.body!.replace('JOB_ID', job.id) });
+      expect(poll.body.data.duplicationJob).toEqual({ status: 'PENDING', resultCampaignId: null });
+    } finally {
+      await braze.close();
       rmSync(fresh, { recursive: true, force: true });
     }
   });
