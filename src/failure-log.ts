@@ -127,7 +127,9 @@ export class RepeatedFailureLog {
   private recover(): void {
     const streak = this.streak;
     if (!streak) return;
-    this.logger.info({ failures: streak.failures, since: streak.since.toISOString() }, this.messages.recovered);
+    // Logged once the successes have lasted the settling time, or later: when they began dates the recovery.
+    const workingSince = streak.succeedingSince === undefined ? {} : { workingSince: new Date(streak.succeedingSince).toISOString() };
+    this.logger.info({ failures: streak.failures, since: streak.since.toISOString(), ...workingSince }, this.messages.recovered);
     this.streak = undefined;
   }
 }

@@ -24,10 +24,11 @@ describe('a repeated failure log that settles', () => {
     log.succeeded();
     clock.advance(3 * 3_600_000);
     log.failed(outage());
-    expect(lines.map((line) => [line.level, line.message, line.fields.failures, line.fields.since])).toEqual([
-      ['warn', 'down', undefined, undefined],
-      ['info', 'up again', 1, '2030-01-01T00:00:00.000Z'],
-      ['warn', 'down', undefined, undefined],
+    expect(lines.map((line) => [line.level, line.message, line.fields.failures, line.fields.since, line.fields.workingSince])).toEqual([
+      ['warn', 'down', undefined, undefined, undefined],
+      // Logged hours later, dated from the success that began it.
+      ['info', 'up again', 1, '2030-01-01T00:00:00.000Z', '2030-01-01T00:00:20.000Z'],
+      ['warn', 'down', undefined, undefined, undefined],
     ]);
   });
 
@@ -44,9 +45,9 @@ describe('a repeated failure log that settles', () => {
     expect(lines.map((line) => line.message)).toEqual(['down']);
     clock.advance(5_000);
     log.succeeded();
-    expect(lines.map((line) => [line.message, line.fields.failures])).toEqual([
-      ['down', undefined],
-      ['up again', 2],
+    expect(lines.map((line) => [line.message, line.fields.failures, line.fields.workingSince])).toEqual([
+      ['down', undefined, undefined],
+      ['up again', 2, '2030-01-01T00:00:09.999Z'],
     ]);
   });
 });
