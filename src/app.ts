@@ -433,7 +433,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
           `blocked ${block.client} for ${block.blockSeconds} s after too many failed authentications (the last: ${block.reason}); ` +
             'every request from it is refused with 429 until then, or until ' +
             // In memory, the CLI cannot reach the block (clients unblock says so): only this instance's restart lifts it.
-            (limiters.kind === 'memory' ? 'this instance restarts, which forgets every block' : `'npm run cli -- clients unblock ${block.client}'`),
+            (limiters.kind === 'memory' ? 'this instance restarts, which forgets every block' : `'npm run -s cli -- clients unblock ${block.client}'`),
         ),
       onDuplication: (channel, outcome) => metrics.duplication(channel, outcome),
       onEventUnrecorded: (type) => metrics.eventUnrecorded(type),

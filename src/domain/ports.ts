@@ -21,8 +21,9 @@ export interface ListOptions {
   beforeSeq?: number;
   /**
    * Return rows strictly before the row of the workspace with this id (a cursor's). Takes the place of `beforeSeq`.
-   * When the workspace has no such row: campaigns list none (the campaign reader refuses the cursor); events reject with `eventCursorGone` (cursor.ts), since
-   * an empty page would read as the end of a list that goes on past a pruned event.
+   * When the workspace has no such row: campaigns list none (the campaign reader then refuses the cursor); events
+   * reject with `eventCursorGone` (cursor.ts), since an empty page would read as the end of a list that goes on past
+   * a pruned event.
    */
   beforeId?: string;
   /**

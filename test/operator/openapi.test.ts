@@ -405,4 +405,10 @@ describe("the README's REST error table", () => {
     const byCode = (a: { code: string }, b: { code: string }) => a.code.localeCompare(b.code);
     expect(rows.sort(byCode)).toEqual(Object.entries(ERROR_CODES).map(([code, { httpStatus }]) => ({ code, status: httpStatus })).sort(byCode));
   });
+
+  it("is the list of the codes a request's log line may carry", () => {
+    const row = /^\| `code` \| the gateway's code for the refusal: (.*)$/m.exec(readme)![1];
+    const named = new Set([...row.slice(0, row.indexOf(": REST's")).matchAll(/`([A-Z_]+)`/g)].map(([, code]) => code));
+    expect([...named].sort()).toEqual(Object.keys(ERROR_CODES).sort());
+  });
 });

@@ -101,7 +101,7 @@ describe.each(backends)('a client blocked after failed authentications, limits i
         keyId: revoked.keyId,
         msg:
           `blocked ${client} for 600 s after too many failed authentications (the last: revoked); every request from it is refused ` +
-          `with 429 until then, or until 'npm run cli -- clients unblock ${client}'`,
+          `with 429 until then, or until 'npm run -s cli -- clients unblock ${client}'`,
       }),
     ]);
     const completed = log.lines().filter((line) => line.msg === 'request completed' && line.res?.statusCode === 429);
