@@ -201,10 +201,10 @@ async function refusePartlyCopied(store: GatewayStore, config: Config): Promise<
  * Copies the embedded store to `destination` as it is, whatever its schema version: a backup taken before an
  * upgrade must restore under the version that made it. PostgreSQL is pg_dump's, said before connecting.
  */
-export function backupStore(config: Config, destination: string): { file: string } {
+export async function backupStore(config: Config, destination: string, stopped?: () => boolean): Promise<{ file: string }> {
   const file = sqliteFilename(config);
   if (file === null) throw new Error('the store is the PostgreSQL database in DATABASE_URL: back it up with pg_dump');
-  backupSqliteStore(file, destination);
+  await backupSqliteStore(file, destination, stopped);
   return { file };
 }
 

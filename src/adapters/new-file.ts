@@ -3,7 +3,7 @@ import { dirname, resolve } from 'node:path';
 import { AlreadyExistsError, GatewayError } from '../domain/errors.js';
 
 /** The refusal of a file name that is taken, as createNewFile and checkNewFile both give it. */
-const alreadyExists = (destination: string, what: string) => new AlreadyExistsError(`${destination} already exists: ${what} never overwrites a file`);
+export const alreadyExists = (destination: string, what: string) => new AlreadyExistsError(`${destination} already exists: ${what} never overwrites a file`);
 
 const noDirectory = (destination: string, nothing: string) =>
   new GatewayError('BAD_USER_INPUT', `the directory ${dirname(resolve(destination))} does not exist: make it first; nothing was ${nothing}`);

@@ -3,6 +3,7 @@ import { isIP } from 'node:net';
 import { closeSync, createWriteStream, existsSync, fsyncSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { getSystemErrorMap, parseArgs, type ParseArgsConfig } from 'node:util';
 import { checkNewFile, createNewFile } from '../adapters/new-file.js';
+import { BackupStopped } from '../adapters/sqlite/backup.js';
 import { backupStore, createAuthFailureLimiter, createLimiterBackend, createStore, sqliteFilename, type StoreOptions } from '../app.js';
 import { ConfigError, loadConfig, type Config } from '../config.js';
 import {
@@ -24,7 +25,8 @@ import { PERMISSIONS } from '../domain/permissions.js';
 import { EXPORT_TABLES, systemClock, type Clock, type GatewayStore } from '../domain/ports.js';
 import { JOB_STATUSES, type ApiKeyRecord, type DuplicationJob, type JobFilter, type JobStatus, type Workspace } from '../domain/types.js';
 import { describeFailure } from '../readiness.js';
-import { copyConfiguredStore, CopyInterrupted } from './store-copy.js';
+import { Interrupted, stoppableBySignals } from './signals.js';
+import { copyConfiguredStore } from './store-copy.js';
 import { storeUnavailable, unavailableMessage } from './store-unavailable.js';
 
 export interface CliIo {
@@ -66,7 +68,8 @@ Commands:
   workspaces delete <id or name> --confirm <the workspace's name>
                         erase the workspace and everything of it, for good
   workspaces export <id or name> [--out <file>]
-                        every row of the workspace as JSON Lines, to a new file only you may read, or to stdout
+                        every row of the workspace as JSON Lines, to a new file only you may read, or to stdout;
+                        SIGINT or SIGTERM stops it before its next write, deleting the file (exit 130 or 143)
   keys create --workspace <id or name> --name <name> --permissions <p1,p2,...>
               [--expires-in <30d|12h|15m> | --expires-at <ISO 8601 time>] [--allow-ip <ip or CIDR,...>]
               [--key-file <new file>] [--reason <text>] [--operator <label>]
@@ -75,7 +78,8 @@ Commands:
   keys rotate <key id> [--overlap <0|1h|7d|...>] [--key-file <new file>] [--reason <text>] [--operator <label>]
   clients unblock <address>
                         lift the block of a client that failed to authenticate too often (Redis or PostgreSQL limits)
-  store backup <file>   copy the embedded store as it is while the gateway runs (PostgreSQL: use pg_dump)
+  store backup <file>   copy the embedded store as it is while the gateway runs (PostgreSQL: use pg_dump); SIGINT or
+                        SIGTERM discards the copy once it is written (exit 130 or 143)
   store copy --to <PostgreSQL URL, a file holding it, or a directory>
                         copy every row of the stopped store into an empty PostgreSQL database (or DATA_DIR),
                         migrated first, and count both (README, "Moving to PostgreSQL"); SIGINT or SIGTERM
@@ -110,6 +114,12 @@ secret to stdout on /dev/null: use --key-file), 3 done but its output was lost, 
 
 /** The command line is wrong: an unknown command or option, a missing argument (exit 2). */
 class UsageError extends Error {}
+/** An export that a signal stopped, before the chunk it would have written next. */
+class ExportStopped extends Error {
+  constructor(readonly signal: NodeJS.Signals) {
+    super(signal);
+  }
+}
 /** A known option has a value it cannot take (exit 1, as a value the store refuses). */
 class InvalidValue extends Error {}
 /** The command did what it was asked, but what it had to print could not be written, or it stopped after a change (exit 3). */
@@ -470,7 +480,7 @@ function writeFailure(error: unknown): string {
 function failure(error: unknown): { exit: number; code: string; message: string } {
   if (error instanceof UsageError) return { exit: EXIT.usage, code: 'USAGE', message: error.message };
   if (error instanceof OutputLost) return { exit: EXIT.outputLost, code: 'OUTPUT_LOST', message: error.message };
-  if (error instanceof CopyInterrupted) return { exit: error.exit, code: 'INTERRUPTED', message: error.message };
+  if (error instanceof Interrupted) return { exit: error.exit, code: 'INTERRUPTED', message: error.message };
   if (error instanceof InvalidValue) return { exit: EXIT.failed, code: 'BAD_USER_INPUT', message: error.message };
   if (error instanceof ConfigError) return { exit: EXIT.failed, code: 'CONFIGURATION', message: error.message };
   if (isUnavailable(error)) {
@@ -581,23 +591,34 @@ const COMMANDS: Record<string, Command> = {
       const out = values.out as string | undefined;
       const sink = out === undefined ? stdoutSink(io) : fileSink(out);
       const rows: Record<string, number> = Object.fromEntries(EXPORT_TABLES.map((table) => [table, 0]));
+      // Counted once written: a chunk that failed is no rows of the export.
+      let rowsWritten = 0;
       try {
-        let chunk = '';
-        for await (const line of lines) {
-          rows[line.table] += 1;
-          chunk += `${JSON.stringify(line)}\n`;
-          if (chunk.length >= 65_536) {
+        await stoppableBySignals(io.stderr, 'the rows being written', async ({ stopped }) => {
+          let chunk = '';
+          let chunkRows = 0;
+          const write = async () => {
+            const signal = stopped();
+            if (signal !== undefined) throw new ExportStopped(signal);
             await sink.write(chunk);
+            rowsWritten += chunkRows;
             chunk = '';
+            chunkRows = 0;
+          };
+          for await (const line of lines) {
+            rows[line.table] += 1;
+            chunk += `${JSON.stringify(line)}\n`;
+            chunkRows += 1;
+            if (chunk.length >= 65_536) await write();
           }
-        }
-        await sink.write(chunk);
-        await sink.end();
+          await write();
+          await sink.end();
+        });
       } catch (error) {
         sink.abort();
         if (error instanceof ReaderGone) throw error;
-        const rowsWritten = Object.values(rows).reduce((sum, count) => sum + count, 0);
         const left = out === undefined ? 'the rows on stdout are not the whole workspace' : `${out} was deleted`;
+        if (error instanceof ExportStopped) throw new Interrupted(`the export stopped on ${error.signal} after ${rowsWritten} rows and ${left}`, error.signal);
         const why = error instanceof Error ? error.message : String(error);
         // Said first when it is stdout that failed: the one line names it, as every other command's does.
         if (error instanceof StdoutFailed) throw new Error(`${why}: the export stopped after ${rowsWritten} rows and ${left}`);
@@ -789,9 +810,20 @@ const COMMANDS: Record<string, Command> = {
   'store backup': {
     options: {},
     positionals: 1,
-    async runWithoutStore({ config, positionals, print }) {
+    check(_values, [destination]) {
+      checkNewFile(destination, 'a backup', 'backed up');
+    },
+    async runWithoutStore({ config, positionals, print, io }) {
       const [destination] = positionals;
-      const { file } = backupStore(config, destination);
+      const { file } = await stoppableBySignals(io.stderr, 'the copy being written', async ({ stopped }) => {
+        try {
+          return await backupStore(config, destination, () => stopped() !== undefined);
+        } catch (error) {
+          const signal = stopped();
+          if (error instanceof BackupStopped && signal !== undefined) throw new Interrupted(`the backup stopped on ${signal}: nothing was written to ${destination}`, signal);
+          throw error;
+        }
+      });
       const { size } = statSync(destination);
       print(
         `Backed up the store to ${destination} (${size} bytes). To restore it, stop every gateway, delete ${file}-wal and ` +

@@ -1,5 +1,4 @@
 import { accessSync, constants as fsConstants, readFileSync, realpathSync, statSync } from 'node:fs';
-import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createStore, databaseName, sqliteFilename, startAgainAfterCopy, type StoreOptions } from '../app.js';
 import type { Config } from '../config.js';
@@ -7,6 +6,7 @@ import { DataDirHeld } from '../adapters/sqlite/data-dir-lock.js';
 import { accessRefusal } from '../adapters/new-file.js';
 import { AlreadyExistsError, GatewayError, unavailableCause } from '../domain/errors.js';
 import { EXPORT_TABLES, type GatewayStore } from '../domain/ports.js';
+import { Interrupted, stoppableBySignals } from './signals.js';
 import { storeUnavailable } from './store-unavailable.js';
 import { copyStore, CopyStopped, CountMismatch, TargetNotEmpty, TargetNotWritable, TargetPartlyCopied, type CopyProgress, type CopySummary } from '../domain/store-copy.js';
 
@@ -77,53 +77,6 @@ function copyTarget(config: Config, to: string): CopyTarget {
   return { config: { ...config, databaseUrl: url }, name: `the PostgreSQL database ${database} on ${parsed.host}`, startAgain: startAgainAfterCopy({ database }) };
 }
 
-/** A copy stopped by a signal: the CLI exits 128 + its number, as a shell reports a process the signal ended. */
-export class CopyInterrupted extends Error {
-  constructor(
-    message: string,
-    readonly exit: number,
-  ) {
-    super(message);
-  }
-}
-
-/**
- * How long after the first signal the same signal again is taken for the first: a terminal's Ctrl-C goes to the whole
- * process group, so `npm run cli` both receives it and hands it on, and the copy gets it twice within milliseconds.
- * A different signal is never an echo (a supervisor's SIGTERM after a Ctrl-C).
- */
-const SAME_SIGNAL_MS = 1_000;
-
-/**
- * Runs `copy` with SIGINT and SIGTERM told to it rather than ending the process, which would leave a partial
- * target without a word: the copy stops after the page it is writing (or, once it is `counting`, the table it is
- * counting) and says how to start again. Another signal ends the process at once: a different one whenever it comes,
- * the same one a second or more after the first.
- */
-async function stoppableBySignals<T>(
-  stderr: (text: string) => void,
-  copy: (signals: { stopped: () => string | undefined; counting: () => void }) => Promise<T>,
-): Promise<T> {
-  let signal: NodeJS.Signals | undefined;
-  let receivedAt = 0;
-  let after = 'the page being written';
-  const stop = (received: NodeJS.Signals) => {
-    if (signal === undefined) {
-      signal = received;
-      receivedAt = performance.now();
-      stderr(`${received}: stopping after ${after}…\n`);
-      return;
-    }
-    if (received !== signal || performance.now() - receivedAt >= SAME_SIGNAL_MS) process.exit(128 + constants.signals[received]);
-  };
-  process.on('SIGINT', stop).on('SIGTERM', stop);
-  try {
-    return await copy({ stopped: () => signal, counting: () => (after = 'the table being counted') });
-  } finally {
-    process.off('SIGINT', stop).off('SIGTERM', stop);
-  }
-}
-
 /** `text` as the start of a sentence. */
 const sentence = (text: string): string => text.charAt(0).toUpperCase() + text.slice(1);
 
@@ -154,7 +107,7 @@ function copyFailure(error: unknown, target: CopyTarget): Error {
     const holds = error.counting
       ? `while counting the rows of each table in both stores. ${sentence(target.name)} holds every row, not yet counted against the source`
       : `after the page it was writing. ${sentence(target.name)} holds part of the store`;
-    return new CopyInterrupted(`the copy stopped on ${signal}, ${holds}, on which no gateway may start: ${target.startAgain}.`, 128 + constants.signals[signal]);
+    return new Interrupted(`the copy stopped on ${signal}, ${holds}, on which no gateway may start: ${target.startAgain}.`, signal);
   }
   const what = error instanceof CountMismatch ? `the stores count different rows after the copy (${error.message})` : `the copy stopped: ${stopCause(error)}`;
   return new Error(`${what}. ${sentence(target.name)} holds part of the store, on which no gateway may start: ${target.startAgain}.`);
@@ -226,11 +179,11 @@ export async function copyConfiguredStore(config: Config, to: string, io: StoreC
         io.stderr(`  "${workspace.name}": ${workspaceRows.length === 0 ? 'no rows but the workspace' : workspaceRows.join(', ')}\n`);
         workspaceRows = [];
       };
-      summary = await stoppableBySignals(io.stderr, ({ stopped, counting }) =>
+      summary = await stoppableBySignals(io.stderr, 'the page being written', ({ stopped, stopsAfter }) =>
         copyStore(source, targetStore, progress, {
           stopped,
           onCounting: () => {
-            counting();
+            stopsAfter('the table being counted');
             io.stderr("Every row written: counting each table's rows in both stores…\n");
           },
         }),

@@ -83,6 +83,11 @@ export function cliProcessWithoutStdout(stdout: 'ignore' | 'closed', argv: strin
   return withoutReadingStdout(command, args, env, 'ignore');
 }
 
+/** cliProcess with `started` done to the child at once, to act on it while it works (a signal); its stdout is not read. */
+export function cliProcessStarted(argv: string[], env: Record<string, string>, started: (child: ChildProcess) => void): Promise<CliRun> {
+  return withoutReadingStdout(process.execPath, [...CLI, ...argv], env, 'ignore', started);
+}
+
 /**
  * cliProcess with its stdout a pipe whose reader has gone away before the CLI writes (a `| head` that has exited):
  * every write fails with EPIPE. The read end is closed here at once, so no write can reach it first.

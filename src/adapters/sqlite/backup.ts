@@ -1,6 +1,7 @@
-import { closeSync, existsSync, rmSync, statSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, linkSync, rmSync, statSync } from 'node:fs';
 import Database from 'better-sqlite3';
-import { createNewFile } from '../new-file.js';
+import { alreadyExists, checkNewFile, createNewFile } from '../new-file.js';
 import { BUSY_TIMEOUT_MS } from './connection.js';
 import { assertNoStrayWal } from './database-file.js';
 
@@ -29,15 +30,23 @@ function backupFailed(filename: string, destination: string, error: unknown): Er
   return new Error(`${what}: the partial copy was removed${room}; nothing of the store was changed`, { cause: error });
 }
 
+/** A backup a signal stopped before it was put in place: nothing is left of it. */
+export class BackupStopped extends Error {}
+
 /**
  * Copies the embedded store to `destination` while gateways keep using it. VACUUM INTO reads one consistent
  * snapshot (in WAL mode without holding up writers) and writes a compact database with no WAL of its own, ready
  * to be put back as the store's file. The copy holds key hashes and events, so only its owner may read it.
  *
+ * It is written under a name of its own beside `destination` and linked there whole: a copy cut short (a kill, a
+ * power cut) never lies at `destination`, where it could pass for a backup (SQLite reads a half-written one, with
+ * its journal, as an empty database, and checks it as sound). `stopped`, asked once the copy is written, discards it
+ * instead (a signal that came while VACUUM INTO held the thread).
+ *
  * The store is copied as it is: its schema version is neither checked nor changed (a gateway of that version
  * may be running on it), and the connection sets nothing that persists in the file.
  */
-export function backupSqliteStore(filename: string, destination: string): void {
+export async function backupSqliteStore(filename: string, destination: string, stopped: () => boolean = () => false): Promise<void> {
   // Reading a restored copy through a stray -wal would back up the damage, and closing would write it into the copy.
   if (existsSync(filename)) assertNoStrayWal(filename);
   const db = new Database(filename, { fileMustExist: true });
@@ -50,15 +59,32 @@ export function backupSqliteStore(filename: string, destination: string): void {
       throw new Error(`${filename} is not a readable SQLite database (${(error as Error).message}): nothing was backed up`);
     }
     if (!gatewayStore) throw new Error(`${filename} holds no campaign-gateway store: nothing was backed up`);
+    checkNewFile(destination, 'a backup', 'backed up');
+    const partial = `${destination}.partial-${randomBytes(4).toString('hex')}`;
     // VACUUM INTO takes a missing or empty file: making it here first gives it its mode and never overwrites one.
-    closeSync(createNewFile(destination, 'a backup', 'backed up'));
-    // A journal left by a failed write goes with the copy; a file that was there before is not the backup's to delete.
-    const made = [destination, ...SIDE_FILES.map((suffix) => destination + suffix).filter((file) => !existsSync(file))];
-    try {
-      db.prepare('VACUUM INTO ?').run(destination);
-    } catch (error) {
+    closeSync(createNewFile(partial, 'a backup', 'backed up'));
+    const made = [partial, ...SIDE_FILES.map((suffix) => partial + suffix)];
+    const removeMade = () => {
       for (const file of made) rmSync(file, { force: true });
+    };
+    try {
+      db.prepare('VACUUM INTO ?').run(partial);
+    } catch (error) {
+      removeMade();
       throw backupFailed(filename, destination, error);
+    }
+    // A signal that came while the copy held the thread is handled in the event loop's next poll: past the check
+    // phase of this turn and into the next one.
+    for (let turn = 0; turn < 2; turn += 1) await new Promise(setImmediate);
+    try {
+      if (stopped()) throw new BackupStopped();
+      // A link, unlike a rename, never replaces a file made there meanwhile.
+      linkSync(partial, destination);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EEXIST') throw alreadyExists(destination, 'a backup');
+      throw error;
+    } finally {
+      removeMade();
     }
   } finally {
     db.close();
