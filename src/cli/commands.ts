@@ -134,12 +134,17 @@ class ReaderGone extends Error {}
 const DURATION = /^(\d+)([smhdw])$/;
 const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3600_000, d: 86_400_000, w: 7 * 86_400_000 };
 
+/** The longest duration an option takes: past it, an expiry or an overlap means "never", which is said otherwise. */
+const LONGEST_DURATION_DAYS = 36_500;
+
 /** `90s`, `15m`, `12h`, `30d`, `2w` → milliseconds; `0` needs no unit. */
 function parseDuration(option: string, text: string): number {
   if (text.trim() === '0') return 0;
   const match = DURATION.exec(text.trim());
   if (!match) throw new InvalidValue(`--${option} must be a number followed by s, m, h, d or w (like 30d), got '${text}'`);
-  return Number(match[1]) * UNIT_MS[match[2]];
+  const ms = Number(match[1]) * UNIT_MS[match[2]];
+  if (ms > LONGEST_DURATION_DAYS * UNIT_MS.d) throw new InvalidValue(`--${option} must be at most ${LONGEST_DURATION_DAYS}d (100 years), got '${text}'`);
+  return ms;
 }
 
 const INSTANT = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?(?:Z|([+-])(\d{2}):?(\d{2}))$/;
@@ -840,6 +845,8 @@ const COMMANDS: Record<string, Command> = {
     positionals: 0,
     check(values) {
       if (typeof values.to !== 'string') throw new UsageError('--to <PostgreSQL URL, a file holding it, or a directory> is required');
+      // An empty templated variable: refused as empty, whether or not the store can be reached.
+      if (values.to.trim() === '') throw new InvalidValue('--to names nothing: give a postgres:// URL, a file holding one, or a DATA_DIR');
     },
     async runWithoutStore({ config, values, print, io, changed }) {
       // The summary is printed once every row is copied and counted.
