@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AlreadyExistsError, GatewayError } from './errors.js';
 import { exportLines, type ExportLine } from './export.js';
-import { newId } from './ids.js';
+import { isGatewayId, newId } from './ids.js';
 import { AllowlistError, parseAllowlist } from './ip-allowlist.js';
 import { displayPrefix, generateApiKey, hashApiKey, holdsApiKey } from './keys.js';
 import { isPermission, PERMISSIONS, type Permission } from './permissions.js';
@@ -200,6 +200,8 @@ export class AdminService {
 
   async createWorkspace(name: string): Promise<Workspace> {
     const trimmed = requireName('workspace', name);
+    // Commands name a workspace by id or name, the id first: a workspace named as an id could be taken for another.
+    if (isGatewayId(trimmed)) throw new GatewayError('BAD_USER_INPUT', `A workspace name must not be shaped like an id (${trimmed}): commands would take it for one`);
     // Not one transaction with the insert: two CLI runs at the same moment (on PostgreSQL, or one SQLite file) may both
     // pass this look and make two lookalikes, which `workspaces list` then shows side by side; the same name twice
     // is still refused by the store's unique name. Rare enough for an operator's command not to take a lock.

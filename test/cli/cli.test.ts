@@ -562,6 +562,8 @@ describe('the CLI', () => {
     [['keys', 'list', 'extra'], EXIT.usage, "unexpected argument 'extra' (see --help)"],
     [['keys', 'list', '--workspace', 'nowhere'], EXIT.failed, "No workspace 'nowhere'"],
     [['workspaces', 'create', '   '], EXIT.failed, 'A workspace needs a name'],
+    // Taken for the id of the workspace it names, which `--workspace` looks up first.
+    [['workspaces', 'create', '01a23156-4d2f-7b3e-9c1a-2b3c4d5e6f70'], EXIT.failed, 'A workspace name must not be shaped like an id (01a23156-4d2f-7b3e-9c1a-2b3c4d5e6f70): commands would take it for one'],
     [['workspaces', 'delete', 'acme'], EXIT.usage, "--confirm <the workspace's name> is required (see --help)"],
     // A name that differs only in case is another customer's, as far as the confirmation goes.
     [['workspaces', 'delete', 'acme', '--confirm', 'Acme'], EXIT.failed, "The confirmation 'Acme' is not the name of workspace "],
