@@ -141,4 +141,66 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL credentials and start-up failur
       expect(up.checks!.store).toEqual({ status: 'up', backend: 'postgres' });
     });
   });
+
+  describe('a database that answers but cannot serve, under a running gateway', () => {
+    let gateway: TestGateway;
+    let tenant: TestWorkspace;
+    const name = () => new URL(database.url).pathname.slice(1);
+    const storeCheck = (code: number) =>
+      waitFor(async () => {
+        const report = await readiness(gateway);
+        return report.code === code ? report.checks!.store : null;
+      });
+    const duplicate = () =>
+      http(gateway.baseUrl, 'POST', '/campaigns/duplicate', {
+        headers: { ...json, ...bearer(tenant.key) },
+        body: JSON.stringify({ campaign_id: tenant.campaign.id, name: 'copy' }),
+      });
+
+    beforeAll(async () => {
+      gateway = await startGateway({ DATABASE_URL: urlAs(database.url, role, PASSWORD), ...(TEST_REDIS_URL ? { REDIS_URL: TEST_REDIS_URL } : {}) });
+      tenant = await gateway.workspace();
+    });
+
+    afterAll(async () => {
+      await gateway?.close();
+    });
+
+    // Accepted jobs no worker could claim, or duplications all failing, while the instance reported itself ready.
+    it('is not ready while its role lacks a grant the README gives it, and is again once it has it', async () => {
+      await withAdmin((client) => client.query(`REVOKE UPDATE ON jobs FROM ${role}`), database.url);
+      expect(await storeCheck(503)).toEqual({
+        status: 'down',
+        message: `the role ${role} lacks UPDATE on jobs: grant them as the README's "PostgreSQL roles" does`,
+      });
+      await withAdmin((client) => client.query(`GRANT UPDATE ON jobs TO ${role}`), database.url);
+      expect(await storeCheck(200)).toEqual({ status: 'up', backend: 'postgres' });
+    });
+
+    // A standby a failover has not promoted yet answers reads and refuses every write.
+    it('is not ready while the database takes no writes, and refuses duplications as an outage (503), not as a bug', async () => {
+      const reconnect = (setting: string) =>
+        withAdmin(async (client) => {
+          await client.query(`ALTER DATABASE ${name()} ${setting}`);
+          await client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1', [role]);
+        });
+      await reconnect('SET default_transaction_read_only = on');
+      try {
+        expect(await storeCheck(503)).toEqual({
+          status: 'down',
+          message: 'the PostgreSQL database in DATABASE_URL takes no writes (transaction_read_only is on: a standby, or a database set read-only)',
+        });
+        const refused = await waitFor(async () => {
+          const answer = await duplicate();
+          return answer.status !== 202 && answer;
+        });
+        expect(refused.status).toBe(503);
+        expect(refused.headers['retry-after']).toBe('5');
+      } finally {
+        await reconnect('RESET default_transaction_read_only');
+      }
+      expect(await storeCheck(200)).toEqual({ status: 'up', backend: 'postgres' });
+      expect((await waitFor(async () => (await duplicate()).status === 202 || null))).toBe(true);
+    });
+  });
 });

@@ -26,6 +26,8 @@ const UNREACHABLE_CODES = new Set([
   '57P03',
   '53300',
   '55P03',
+  // read_only_sql_transaction: a write to a standby not yet promoted, or to a database set read-only, until it is not.
+  '25006',
 ]);
 /** SQLSTATE invalid_password: the password, or the user name, is wrong. */
 const INVALID_PASSWORD = '28P01';

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { eventCursorGone } from '../../domain/cursor.js';
+import { GatewayError } from '../../domain/errors.js';
 import { EXPORT_TABLES, type BatchErasedTable, type ClaimedJob, type EventPruneBatch, type EventPruneCursor, type ExportPage, type ExportRows, type ExportTable, type GatewayStore, type JobFailure, type JobOutcome, type ListOptions, type NewerSchema, type OlderSchema, type ReleaseOptions, type RowCount, type SchemaVersions, type WorkspaceDeletion } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
@@ -117,6 +118,9 @@ async function schemaVersion(client: pg.ClientBase): Promise<number> {
  * of them together is taken for a gateway store.
  */
 const STORE_TABLES = ['schema_migrations', 'workspaces', 'api_keys', 'tags', 'campaigns', 'jobs', 'security_events', 'idempotency_keys', 'rate_limits'];
+
+/** The tables the gateway reads and writes as it runs, each granted to its role (README, "PostgreSQL roles"). */
+const RUNTIME_TABLES = [...STORE_TABLES.filter((table) => table !== 'schema_migrations'), 'job_queue_turns', 'job_queue_clock'];
 
 /**
  * Where a search_path the connection chose itself comes from (pg_settings.source): its startup packet (`options` in
@@ -484,10 +488,29 @@ export class PostgresStore implements GatewayStore {
     }
   }
 
+  /**
+   * Also what answers yet cannot serve: a database that takes no writes (a standby a failover has not promoted yet, or
+   * one set read-only) and a role without the grants the README gives it, either of which would take requests it can
+   * only fail, or jobs it could never run. An outage is UNAVAILABLE around the driver's own error: /readyz describes
+   * that error, and the log has it as a warning, not as a bug.
+   */
   async ping(): Promise<void> {
-    // An outage is UNAVAILABLE around the driver's own error: /readyz describes that error, and the log has
-    // it as a warning, not as a bug.
-    await this.db.query('SELECT 1');
+    const [row] = await this.rows(
+      `SELECT current_setting('transaction_read_only') = 'on' AS read_only, current_user AS role,
+         ARRAY(SELECT p || ' on ' || t FROM unnest($1::text[]) AS t CROSS JOIN unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) AS p
+               WHERE to_regclass(t) IS NOT NULL AND NOT has_table_privilege(t, p)
+               UNION ALL
+               SELECT 'USAGE on sequence ' || s FROM unnest(ARRAY['campaigns', 'security_events']) AS t, pg_get_serial_sequence(t, 'seq') AS s
+               WHERE NOT has_sequence_privilege(s, 'USAGE')) AS missing`,
+      [RUNTIME_TABLES],
+    );
+    if (row.read_only) {
+      throw new GatewayError('UNAVAILABLE', `${DATABASE} takes no writes (transaction_read_only is on: a standby, or a database set read-only)`);
+    }
+    const missing = row.missing as string[];
+    if (missing.length > 0) {
+      throw new GatewayError('UNAVAILABLE', `the role ${String(row.role)} lacks ${missing.join(', ')}: grant them as the README's "PostgreSQL roles" does`);
+    }
   }
 
   async databaseTime(): Promise<Date> {
