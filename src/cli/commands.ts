@@ -797,8 +797,11 @@ const COMMANDS: Record<string, Command> = {
           .unblock(client)
           .catch((error: unknown) => {
             const where = limiters.kind === 'redis' ? 'the Redis in REDIS_URL' : 'the database in DATABASE_URL';
-            const refused = unavailableCause(error) instanceof CommandRefusedError;
-            throw new Error(`${where} ${refused ? 'refuses it' : 'cannot be reached'} (${describeFailure(error)}): nothing was unblocked`);
+            const cause = unavailableCause(error) ?? error;
+            if (cause instanceof CommandRefusedError) throw new Error(`${where} refuses it (${describeFailure(error)}): nothing was unblocked`);
+            // The operator's own terminal: the driver's words, which /readyz keeps to itself, say what to fix.
+            const why = cause instanceof Error ? cause.message : describeFailure(error);
+            throw new GatewayError('UNAVAILABLE', `${where} cannot be reached (${why}): nothing was unblocked; try again`);
           });
         print(
           lifted

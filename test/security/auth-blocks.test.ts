@@ -160,10 +160,14 @@ describe('clients unblock where it cannot reach the limits', () => {
     expect(result.stderr).toContain("each gateway keeps its failed authentications in its own memory");
   });
 
-  it('says that Redis cannot be reached, rather than lift a block in its own memory', async () => {
-    const result = await cli(['clients', 'unblock', '203.0.113.63'], { DATA_DIR: gw.dataDir, REDIS_URL: `redis://127.0.0.1:${await freePort()}` });
+  it('says that Redis cannot be reached, and why, rather than lift a block in its own memory', async () => {
+    const port = await freePort();
+    const result = await cli(['clients', 'unblock', '203.0.113.63'], { DATA_DIR: gw.dataDir, REDIS_URL: `redis://127.0.0.1:${port}` });
     expect(result).toMatchObject({ code: EXIT.failed, stdout: '' });
-    expect(result.stderr).toMatch(/^campaign-gateway: the Redis in REDIS_URL cannot be reached \(.+\): nothing was unblocked\n$/);
+    expect(result.stderr).toBe(`campaign-gateway: the Redis in REDIS_URL cannot be reached (connect ECONNREFUSED 127.0.0.1:${port}): nothing was unblocked; try again\n`);
+    // An outage to a script: try again, as the CLI's error table says.
+    const json = await cli(['clients', 'unblock', '203.0.113.63', '--json'], { DATA_DIR: gw.dataDir, REDIS_URL: `redis://127.0.0.1:${port}` });
+    expect(JSON.parse(json.stderr).error.code).toBe('UNAVAILABLE');
   });
 
   it('refuses what is no IP address', async () => {

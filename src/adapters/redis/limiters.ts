@@ -379,7 +379,8 @@ export class RedisLimiters implements LimiterBackend {
   private async call(prefix: string, viaRedis: () => Promise<unknown>, viaFallback: (() => Promise<unknown>) | undefined): Promise<unknown> {
     if (!this.writesAnswered) {
       if (viaFallback) return viaFallback();
-      throw new Error('Redis has not answered a write since it connected');
+      // The connection's own error, when it has one, says why (ECONNREFUSED, a timeout) better than this does.
+      throw this.trouble ?? new Error('Redis has not answered a write since it connected');
     }
     try {
       return await viaRedis();
