@@ -196,6 +196,8 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL credentials and start-up failur
         });
         expect(refused.status).toBe(503);
         expect(refused.headers['retry-after']).toBe('5');
+        // A start on it says so, not that the tables could not be made: they are there, up to date.
+        expect(await startFailure(urlAs(database.url, role, PASSWORD))).toMatch(/^the PostgreSQL database in DATABASE_URL takes no writes \(a standby, or a database set read-only\): .*\(25006\)$/);
       } finally {
         await reconnect('RESET default_transaction_read_only');
       }

@@ -1,5 +1,8 @@
 import { dependencyUnavailable } from '../../domain/errors.js';
 
+/** SQLSTATE read_only_sql_transaction. */
+const READ_ONLY = '25006';
+
 /**
  * Socket errors, and SQLSTATEs of PostgreSQL shutting down, refusing connections or out of them, that say
  * the server cannot be reached right now rather than that a statement failed (class 08 is "connection
@@ -26,8 +29,8 @@ const UNREACHABLE_CODES = new Set([
   '57P03',
   '53300',
   '55P03',
-  // read_only_sql_transaction: a write to a standby not yet promoted, or to a database set read-only, until it is not.
-  '25006',
+  // A write to a standby not yet promoted, or to a database set read-only, until it is not.
+  READ_ONLY,
 ]);
 /** SQLSTATE invalid_password: the password, or the user name, is wrong. */
 const INVALID_PASSWORD = '28P01';
@@ -63,6 +66,10 @@ export function startupFailure(error: unknown, step: 'connect' | 'migrate'): Err
   // pg_hba.conf with no entry for this client or without TLS. Its own words say which.
   if (typeof code === 'string' && code.startsWith('28')) {
     return new Error(`PostgreSQL refused the login in DATABASE_URL: ${what}${suffix}`, { cause: error });
+  }
+  // Even a store already up to date writes at start (its schema check's temporary tables): not a migration's failure.
+  if (code === READ_ONLY) {
+    return new Error(`the PostgreSQL database in DATABASE_URL takes no writes (a standby, or a database set read-only): ${what}${suffix}`, { cause: error });
   }
   return step === 'connect'
     ? new Error(`could not connect to the PostgreSQL database in DATABASE_URL: ${what}${suffix}`, { cause: error })
