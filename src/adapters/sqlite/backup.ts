@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, linkSync, rmSync, statSync } from 'node:fs';
+import { closeSync, existsSync, linkSync, renameSync, rmSync, statSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { alreadyExists, checkNewFile, createNewFile } from '../new-file.js';
 import { BUSY_TIMEOUT_MS } from './connection.js';
@@ -28,6 +28,24 @@ function backupFailed(filename: string, destination: string, error: unknown): Er
   const what = failed ? `the backup target ${destination} ${failed} (${cause})` : `backing up ${filename} to ${destination} failed (${cause})`;
   const room = code === 'SQLITE_FULL' ? `, and a backup needs about the size of ${filename} (${statSync(filename).size} bytes) free there` : '';
   return new Error(`${what}: the partial copy was removed${room}; nothing of the store was changed`, { cause: error });
+}
+
+/** Error codes of a file system that has no hard links (FAT, some network shares). */
+const NO_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS']);
+
+/**
+ * Gives the written copy its name. A link, unlike a rename, never replaces a file made there meanwhile; where the file
+ * system has none, a rename, once the name is seen to be free. (`link`: a test's file system without links.)
+ */
+export function putInPlace(partial: string, destination: string, link: typeof linkSync = linkSync): void {
+  try {
+    link(partial, destination);
+  } catch (error) {
+    const { code } = error as NodeJS.ErrnoException;
+    if (code === 'EEXIST' || (NO_LINKS.has(code ?? '') && existsSync(destination))) throw alreadyExists(destination, 'a backup');
+    if (!NO_LINKS.has(code ?? '')) throw error;
+    renameSync(partial, destination);
+  }
 }
 
 /** A backup a signal stopped before it was put in place: nothing is left of it. */
@@ -78,11 +96,7 @@ export async function backupSqliteStore(filename: string, destination: string, s
     for (let turn = 0; turn < 2; turn += 1) await new Promise(setImmediate);
     try {
       if (stopped()) throw new BackupStopped();
-      // A link, unlike a rename, never replaces a file made there meanwhile.
-      linkSync(partial, destination);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'EEXIST') throw alreadyExists(destination, 'a backup');
-      throw error;
+      putInPlace(partial, destination);
     } finally {
       removeMade();
     }
