@@ -349,6 +349,9 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   const opened: (() => unknown)[] = [];
   try {
     await limiters.connect();
+    // Before this process's worker exists, so none of the leases is its own: on an embedded store it holds, the jobs a
+    // killed process left RUNNING are taken over by the first claim, as they would be once their leases ran out.
+    await store.endOrphanedLeases?.(clock.now());
     const quota =
       overrides.quota ??
       new RateLimiterQuota(

@@ -202,7 +202,11 @@ export async function copyConfiguredStore(config: Config, to: string, io: StoreC
           io.table(Object.entries(copied).map(([table, count]) => [`  ${table}`, String(count)])),
           ...(left.length > 0 ? [`Not copied, rows of erased workspaces (their workspace_id names no workspace): ${left.join(', ')}.`] : []),
           ...(running > 0
-            ? [`${running} job${running === 1 ? ' was' : 's were'} RUNNING when the source stopped: copied as they were, the target's gateway takes them over once their leases end, as the source's would have.`]
+            ? [
+                `${running} job${running === 1 ? ' was' : 's were'} RUNNING when the source stopped: copied as they were, the target's gateway takes them over ` +
+                  // An embedded store's gateway holds it alone, and ends the leases it finds as it starts (endOrphanedLeases).
+                  `${target.config.databaseUrl === null ? 'as it starts' : 'once their leases end'}, as it takes over the jobs of a gateway that was killed.`,
+              ]
             : []),
         ].join('\n'),
       { source: sourceName, target: target.name, copied, orphaned, runningJobs: running, seconds: Number(seconds.toFixed(3)) },

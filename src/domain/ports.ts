@@ -290,6 +290,14 @@ export interface GatewayStore {
    */
   releaseJobs(owner: string, now: Date, options?: ReleaseOptions): Promise<number>;
   /**
+   * The gateway's start, before its worker claims: ends, as of `now`, the lease of every RUNNING job when the store
+   * knows that no other process can be running it (an embedded store this process holds, data-dir-lock.ts), so that
+   * the next claim takes the job over as it takes one whose lease expired (an attempt counted, `takenOverFrom`). How
+   * many it ended: none for a store that cannot know (a CLI's, beside a running gateway). Absent: never known
+   * (PostgreSQL, which other instances share).
+   */
+  endOrphanedLeases?(now: Date): Promise<number>;
+  /**
    * Jobs in one status. PENDING and RUNNING count the queue, through its partial indexes, so they stay cheap
    * however many finished jobs are kept; SUCCEEDED and FAILED count every finished job kept.
    */

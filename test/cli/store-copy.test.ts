@@ -608,28 +608,35 @@ describe.skipIf(skipWithoutPostgres)('store copy', () => {
   });
 
   it('copies into an embedded store in a directory too', async () => {
-    const { gw, dataDir, ws } = await sourceGateway();
+    const { gw, dataDir, ws, jobId } = await sourceGateway();
     await gw.app.close();
-    // A request a stopped gateway never finished: its key reserved, with no job. A gateway's start frees it; the
-    // copy, which leaves its source as it was, must not.
-    const reservations = () => {
+    // A request a stopped gateway never finished: its key reserved, with no job; and a job it was running. A gateway's
+    // start frees the one and ends the other's lease; the copy, which leaves its source as it was, must do neither.
+    const leftOver = () => {
       const db = new Database(join(dataDir, 'gateway.db'), { readonly: true });
       try {
-        return Number(db.prepare('SELECT count(*) FROM idempotency_keys WHERE job_id IS NULL').pluck().get());
+        return {
+          reservations: Number(db.prepare('SELECT count(*) FROM idempotency_keys WHERE job_id IS NULL').pluck().get()),
+          lease: db.prepare('SELECT lease_owner AS owner, lease_expires_at AS endsAt FROM jobs WHERE id = ?').get(jobId),
+        };
       } finally {
         db.close();
       }
     };
+    const leaseEnd = Date.now() + 3_600_000;
     const writable = new Database(join(dataDir, 'gateway.db'));
     writable
       .prepare("INSERT INTO idempotency_keys (workspace_id, key, request_hash, job_id, created_at, expires_at) VALUES (?, 'unfinished', 'hash', NULL, ?, ?)")
       .run(ws.workspace.id, Date.now(), Date.now() + 86_400_000);
+    writable.prepare("UPDATE jobs SET status = 'RUNNING', finished_at = NULL, lease_owner = 'killed', lease_expires_at = ? WHERE id = ?").run(leaseEnd, jobId);
     writable.close();
-    expect(reservations()).toBe(1);
+    const before = { reservations: 1, lease: { owner: 'killed', endsAt: leaseEnd } };
+    expect(leftOver()).toEqual(before);
     const into = mkdtempSync(join(tmpdir(), 'cgw-copy-into-'));
     cleanups.push(() => rmSync(into, { recursive: true, force: true }));
     const copied = await cli(dataDir, 'store', 'copy', '--to', into, '--json');
     expect(copied.code, copied.stderr).toBe(EXIT.ok);
+    expect(JSON.parse(copied.stdout).runningJobs).toBe(1);
     // A finished copy is no longer marked: a gateway opens it.
     await (await createStore({ ...gw.config, dataDir: into }, { olderSchema: 'refuse' })).close();
     const db = new Database(join(into, 'gateway.db'), { readonly: true });
@@ -638,7 +645,7 @@ describe.skipIf(skipWithoutPostgres)('store copy', () => {
     } finally {
       db.close();
     }
-    expect(reservations()).toBe(1);
+    expect(leftOver()).toEqual(before);
 
     // Every row copied, but the summary lost: exit 3, not a failure a script would retry into a full target.
     const again = mkdtempSync(join(tmpdir(), 'cgw-copy-lost-'));

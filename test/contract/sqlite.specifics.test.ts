@@ -563,6 +563,37 @@ describe('SQLite store specifics', () => {
     }
   });
 
+  it('ends, in a store that holds DATA_DIR, the leases a stopped process left, so that the next claim takes their jobs over', async () => {
+    const running = jobFixture(ws);
+    const pending = jobFixture(ws, { runAt: at(1) });
+    for (const job of [running, pending]) await store.enqueueJob(job, eventFixture(ws, { jobId: job.id }));
+    await store.claimJobs('killed', 1, at(0), at(3_600_000));
+    await other.close();
+    await store.close();
+
+    // A store that does not hold the directory (the CLI) may be opened while the gateway runs the job.
+    const cli = new SqliteStore({ filename: file });
+    await cli.migrate('refuse');
+    expect(await cli.endOrphanedLeases(at(1000))).toBe(0);
+    expect(await cli.findJob(running.id)).toMatchObject({ status: 'RUNNING', leaseOwner: 'killed', leaseExpiresAt: at(3_600_000) });
+    await cli.close();
+
+    const restarted = new SqliteStore({ filename: file, holdDataDir: true });
+    try {
+      await restarted.migrate();
+      expect(await restarted.endOrphanedLeases(at(1000))).toBe(1);
+      // Still the killed run's until claimed: the claim at that very time takes it over, first, as an expired one.
+      expect(await restarted.findJob(running.id)).toMatchObject({ status: 'RUNNING', leaseOwner: 'killed', attempts: 1 });
+      const claimed = await restarted.claimJobs('next', 5, at(1000), at(61_000));
+      expect(claimed.map(({ id, attempts, takenOverFrom }) => ({ id, attempts, takenOverFrom }))).toEqual([
+        { id: running.id, attempts: 2, takenOverFrom: 'killed' },
+        { id: pending.id, attempts: 1, takenOverFrom: undefined },
+      ]);
+    } finally {
+      await restarted.close();
+    }
+  });
+
   it('runs one storage check at a time: checks asked for while one runs share its write', async () => {
     // Counts the checks' writes as SQLite makes them, on whichever connection.
     const db = new Database(file);

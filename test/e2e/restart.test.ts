@@ -2,13 +2,13 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { afterAll, describe, expect, it } from 'vitest';
-import { bearer, http, json, waitFor } from '../support/gateway.js';
+import { bearer, graphql, http, json, waitFor } from '../support/gateway.js';
 import { startFakeBraze } from '../support/fake-braze.js';
 import { spawnGateway, type GatewayProcess } from '../support/process.js';
 import { jobEvents } from '../support/transports.js';
@@ -92,6 +92,64 @@ describe('a real gateway process', () => {
 
     second.child.kill('SIGTERM');
     expect((await second.exited).code).toBe(0);
+  });
+
+  it('finishes the jobs a kill -9 left running as soon as it starts again, without waiting for their leases to run out', async () => {
+    const fresh = mkdtempSync(join(tmpdir(), 'cgw-e2e-running-'));
+    const braze = await startFakeBraze('braze-restart-key');
+    try {
+      // Leases of an hour, and calls that do not time out before the kill: only the restart can end them in time.
+      const env = { DATA_DIR: fresh, UPSTREAM_URL: braze.url, UPSTREAM_API_KEY: braze.apiKey, UPSTREAM_TIMEOUT_MS: '600000', JOB_LEASE_SECONDS: '3600' };
+      const first = await spawnGateway(env);
+      processes.push(first);
+      const key = /^\s+(cgw_[0-9A-Za-z]+)$/m.exec(first.output())?.[1];
+      expect(key).toBeDefined();
+      // Braze receives each job's first call and never answers it: every job is RUNNING when the process is killed.
+      braze.answer('POST /campaigns/duplicate', () => ({ hang: true }));
+      const jobIds: string[] = [];
+      for (const [index, campaign] of braze.campaigns.entries()) {
+        const accepted = await http(first.baseUrl, 'POST', '/campaigns/duplicate', {
+          headers: { ...json, ...bearer(key!) },
+          body: JSON.stringify({ campaign_id: campaign.id, name: `Running at the kill ${index}` }),
+        });
+        expect(accepted.status).toBe(202);
+        jobIds.push(accepted.body.job_id as string);
+      }
+      await waitFor(async () => braze.requestsTo('POST /campaigns/duplicate').length === jobIds.length);
+      first.child.kill('SIGKILL');
+      expect((await first.exited).signal).toBe('SIGKILL');
+      braze.answer('POST /campaigns/duplicate', null);
+
+      const second = await spawnGateway(env);
+      processes.push(second);
+      const query = `query Job($id: ID!) {
+        duplicationJob(id: $id) { status attempts }
+        securityEvents(filter: {jobId: $id}) { edges { node { type details } } }
+      }`;
+      for (const jobId of jobIds) {
+        const done = await waitFor(async () => {
+          const { body } = await graphql(second.baseUrl, key!, query, { id: jobId });
+          return body.data.duplicationJob.status === 'SUCCEEDED' && body.data;
+        });
+        // One outcome, its run the second: the killed run's attempt counts, as a lease that ran out would have.
+        expect(done.duplicationJob.attempts).toBe(2);
+        const events = done.securityEvents.edges.map((edge: { node: { type: string; details: { attempts?: number } } }) => edge.node);
+        expect(events.map((event: { type: string }) => event.type)).toEqual(['CAMPAIGN_DUPLICATED', 'CAMPAIGN_DUPLICATION_REQUESTED']);
+        expect(events[0].details.attempts).toBe(2);
+      }
+      // Taken over as after a lease that ran out, and said so: each killed call may have reached Braze, which got two.
+      const takenOver = second.logs.filter((line) => line.msg === 'took over a job whose lease expired; in upstream mode the upstream may have received it twice');
+      expect(takenOver.map((line) => line.jobId).sort()).toEqual([...jobIds].sort());
+      for (const line of takenOver) expect(line.previousLeaseOwner.split(':').slice(0, 2)).toEqual([hostname(), String(first.child.pid)]);
+      const calls = braze.requestsTo('POST /campaigns/duplicate').map((call) => JSON.parse(call.body).name as string);
+      expect(calls.sort()).toEqual(braze.campaigns.flatMap((_, index) => Array(2).fill(`Running at the kill ${index}`)));
+
+      second.child.kill('SIGTERM');
+      expect((await second.exited).code).toBe(0);
+    } finally {
+      await braze.close();
+      rmSync(fresh, { recursive: true, force: true });
+    }
   });
 
   it("prints a first-start banner whose REST and GraphQL curl examples work exactly as printed", async () => {

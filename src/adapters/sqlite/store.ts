@@ -505,6 +505,15 @@ export class SqliteStore implements GatewayStore, CounterTable {
     return this.write('releaseJobs', owner, now, options);
   }
 
+  /**
+   * Holding DATA_DIR, this is the only process that runs the file's jobs: at its start, a job left RUNNING is one a
+   * process that stopped without handing it back (killed, crashed, the machine lost) was running. Without it (the
+   * CLI), a gateway may be running them.
+   */
+  async endOrphanedLeases(now: Date): Promise<number> {
+    return this.dataDirLock ? this.write('endLeases', now) : 0;
+  }
+
   async countJobs(status: JobStatus): Promise<number> {
     return Number((this.read(COUNT_JOBS_SQL[status]) as Row).count);
   }

@@ -298,6 +298,16 @@ export class SqliteWrites {
     ).run(SQLITE.bool(keepAttempts), now.getTime(), now.getTime(), owner).changes;
   }
 
+  /**
+   * Ends every lease live at `now` a millisecond before it, so that a claim at `now` finds it expired (the claim's
+   * `lease_expires_at < @now`). Nothing else changes: the claim that takes the job over counts its attempt.
+   */
+  endLeases(now: Date): number {
+    return this.sql
+      .get("UPDATE jobs SET lease_expires_at = @ended WHERE status = 'RUNNING' AND lease_expires_at > @ended")
+      .run({ ended: now.getTime() - 1 }).changes;
+  }
+
   reserveIdempotencyKey(record: IdempotencyRecord, staleBefore: Date): IdempotencyRecord | null {
     const row = this.sql.get('SELECT * FROM idempotency_keys WHERE workspace_id = ? AND key = ?').get(record.workspaceId, record.key) as
       | Row
