@@ -43,8 +43,11 @@ export interface UpstreamObserver {
 
 /** One upstream call, classified: what the caller does next depends only on `kind`. */
 export type UpstreamResponse =
-  /** `message`: Braze's own, made safe to keep like an error's (see `safeText`). */
-  | { kind: 'ok'; status: number; body: unknown; message?: string }
+  /**
+   * `message`: Braze's own, made safe to keep like an error's (see `safeText`); `errors`: the non-fatal errors Braze
+   * may send with a success, joined into one such text.
+   */
+  | { kind: 'ok'; status: number; body: unknown; message?: string; errors?: string }
   /**
    * The upstream refused the request itself (400, 401, 403, 404, a redirect, …), or its TLS certificate was refused
    * (`status` null): sending it again cannot help.
@@ -247,7 +250,8 @@ export class BrazeClient {
         );
       }
       const message = isRecord(body) && typeof body.message === 'string' ? this.safeText(body.message) : undefined;
-      return { kind: 'ok', status, body, ...(message === undefined ? {} : { message }) };
+      const errors = isRecord(body) ? this.safeText(brazeErrors(body.errors).join('; ')) : '';
+      return { kind: 'ok', status, body, ...(message === undefined ? {} : { message }), ...(errors ? { errors } : {}) };
     }
     if (isRedirect(status)) {
       // Not followed: the key must go to UPSTREAM_URL and nowhere else. Where it points tells the operator what to fix.
@@ -281,7 +285,7 @@ export class BrazeClient {
     if (isRecord(body)) {
       const parts: string[] = [];
       if (typeof body.message === 'string') parts.push(body.message);
-      if (Array.isArray(body.errors)) parts.push(...body.errors.filter((item): item is string => typeof item === 'string'));
+      parts.push(...brazeErrors(body.errors));
       if (parts.length > 0) return `: ${this.safeText(parts.join('; '))}`;
     }
     const media = mediaType(headers);
@@ -433,6 +437,24 @@ const isTimeout = (error: unknown): boolean => {
   const code = (error as { code?: unknown } | null)?.code;
   return (error as { name?: unknown } | null)?.name === 'TimeoutError' || (typeof code === 'string' && TIMEOUT_CODES.has(code));
 };
+
+/**
+ * The entries of Braze's `errors`, as text, unsafe yet (see `safeText`): a string as it is, any other value as its JSON
+ * (Braze's errors may be objects, such as `{type, input_array, index}`), a lone value as one entry. Nothing for what
+ * has no text: an entry too deeply nested to write out, null, an empty string.
+ */
+function brazeErrors(errors: unknown): string[] {
+  const entries = Array.isArray(errors) ? (errors as unknown[]) : errors === undefined ? [] : [errors];
+  return entries.flatMap((entry) => {
+    if (typeof entry === 'string') return entry.trim() ? [entry] : [];
+    if (entry === null) return [];
+    try {
+      return [JSON.stringify(entry)];
+    } catch {
+      return [];
+    }
+  });
+}
 
 /** 3xx but 304, which answers a conditional request the gateway never makes. */
 const isRedirect = (status: number): boolean => status >= 300 && status < 400 && status !== 304;

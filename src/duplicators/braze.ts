@@ -106,7 +106,11 @@ export class BrazeDuplicator implements Duplicator {
         return {
           kind: 'succeeded',
           resultCampaignId: copyId(response.body, job, this.client),
-          details: { upstreamStatus: response.status, ...(response.message === undefined ? {} : { upstreamMessage: response.message }) },
+          details: {
+            upstreamStatus: response.status,
+            ...(response.message === undefined ? {} : { upstreamMessage: response.message }),
+            ...(response.errors === undefined ? {} : { upstreamErrors: response.errors }),
+          },
         };
       case 'rejected':
         // Refused, or its certificate was, before the request was sent: nothing was made.

@@ -242,7 +242,7 @@ export class SecurityEvent {
   @Field(() => JSONObjectResolver, {
     description:
       'More, by type. CAMPAIGN_DUPLICATION_REQUESTED: name, description and tagNames asked for. CAMPAIGN_DUPLICATED: ' +
-      'sourceCampaignId, resultCampaignId, name, attempts, and in upstream mode upstreamStatus and upstreamMessage. ' +
+      'sourceCampaignId, resultCampaignId, name, attempts, and in upstream mode upstreamStatus, upstreamMessage and, when Braze sent any, upstreamErrors, its non-fatal errors as one line of text. ' +
       'CAMPAIGN_DUPLICATION_FAILED: sourceCampaignId, name, attempts and error. PERMISSION_DENIED: permission, the one refused, ' +
       'or reason: ip_not_allowed; with unrecordedBefore, the number of the key\'s denials left unrecorded since its last such event, when there were any. ' +
       'API_KEY_REJECTED: reason (revoked, expired or rotated_out), with unrecordedBefore as PERMISSION_DENIED has it. ' +

@@ -111,6 +111,7 @@ describe('upstream mode: what each upstream answer does to a job', () => {
     const events = await eventsOf(h, id);
     expect(events.map((event) => event.type)).toEqual(['CAMPAIGN_DUPLICATED', 'CAMPAIGN_DUPLICATION_REQUESTED']);
     expect(events[0].details).toMatchObject({ upstreamStatus: 202, upstreamMessage: 'success', attempts: 1 });
+    expect(events[0].details).not.toHaveProperty('upstreamErrors');
   });
 
   it('leaves optional fields out of the upstream body when the caller left them out', async () => {
@@ -481,6 +482,34 @@ describe('upstream mode: what each upstream answer does to a job', () => {
     expect(events).toContain('success; received Authorization: Bearer [redacted] x');
     expect(events).not.toContain(UPSTREAM_KEY);
     expect(events).not.toContain('x'.repeat(600));
+  });
+
+  // Braze may send non-fatal errors with a success; an upstream may send a great many, of any kind.
+  const manyErrors = [
+    'tag_names: unknown tag vip, ignored',
+    { type: 'invalid_tag', input_array: 'tag_names', index: 1 },
+    42,
+    null,
+    '  ',
+    `received\u0000\nBearer ${UPSTREAM_KEY}`,
+    'x'.repeat(1_000_000),
+  ];
+  const keptErrors = 'tag_names: unknown tag vip, ignored; {"type":"invalid_tag","input_array":"tag_names","index":1}; 42; received Bearer [redacted]; ';
+  const success = (errors: string) => `{"message":"success","errors":${errors}}`;
+  it.each<[string, string, string | undefined]>([
+    ['of every kind, near the largest body read', success(JSON.stringify(manyErrors)), `${keptErrors}${'x'.repeat(500 - keptErrors.length)}…`],
+    ['as one string', success('"description: too long, cut"'), 'description: too long, cut'],
+    ['with one nested too deeply to write out', success(`[${'['.repeat(300_000)}${']'.repeat(300_000)}, "name: trimmed"]`), 'name: trimmed'],
+    ['as an empty list', success('[]'), undefined],
+  ])('keeps the non-fatal errors of a success, sent %s, in its event as safe text: no echoed key, no control characters, bounded', async (_, body, kept) => {
+    h.fake.script(DUPLICATE, { status: 201, raw: body, headers: { 'content-type': 'application/json' } });
+    const { id } = await enqueue(h);
+    expect(await until(h, id, finished)).toMatchObject({ status: 'SUCCEEDED', attempts: 1, error: null });
+    const events = await eventsOf(h, id);
+    expect(events[0].type).toBe('CAMPAIGN_DUPLICATED');
+    expect(events[0].details).toMatchObject({ upstreamStatus: 201, upstreamMessage: 'success' });
+    expect(events[0].details.upstreamErrors).toBe(kept);
+    expect(JSON.stringify(events)).not.toContain(UPSTREAM_KEY);
   });
 
   it.each<[string, Record<string, unknown>]>([
