@@ -1,4 +1,6 @@
-import { Agent, request, type Dispatcher } from 'undici';
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { Agent, errors as undiciErrors, request, type Dispatcher } from 'undici';
 import { GatewayError } from '../domain/errors.js';
 import { systemClock, type Clock } from '../domain/ports.js';
 import type { DuplicationJob, JobError, JobErrorCode } from '../domain/types.js';
@@ -111,6 +113,8 @@ export class BrazeClient {
   /** Finds upstream text that would give the key away. */
   private readonly keyText: KeyRedaction;
   private keyRefused = false;
+  /** Calls and readiness checks under way, each bounded by its deadline: close() waits for them. */
+  private readonly running = new Set<Promise<unknown>>();
   /** When the readiness check last asked whether a refused key is accepted again. */
   private keyCheckedAt = Number.NEGATIVE_INFINITY;
 
@@ -130,7 +134,7 @@ export class BrazeClient {
 
   async call(method: 'GET' | 'POST', path: UpstreamEndpoint, options: CallOptions = {}): Promise<UpstreamResponse> {
     const started = performance.now();
-    const response = await this.send(method, path, options);
+    const response = await this.tracked(this.send(method, path, options));
     this.options.observer?.callFinished(path, outcomeOf(response), (performance.now() - started) / 1000);
     return response;
   }
@@ -151,14 +155,12 @@ export class BrazeClient {
     let text: string | null;
     let bodyError: unknown;
     try {
-      // The signal bounds the whole call, body included: a server that trickles bytes cannot hold a worker.
-      response = await request(`${this.baseUrl}${path}${query}`, {
-        dispatcher: this.agent,
-        method,
-        headers,
-        body: options.json === undefined ? undefined : JSON.stringify(options.json),
-        signal: AbortSignal.timeout(this.options.timeoutMs),
-      });
+      // The deadline bounds the whole call, body included: a server that trickles bytes cannot hold a worker.
+      response = await this.request(
+        `${this.baseUrl}${path}${query}`,
+        { method, headers, body: options.json === undefined ? undefined : JSON.stringify(options.json) },
+        this.options.timeoutMs,
+      );
       text = await response.body.text().catch((error: unknown) => {
         bodyError = error;
         return null;
@@ -174,17 +176,16 @@ export class BrazeClient {
    * it to another address (UPSTREAM_URL points at the wrong place); and, while the key stands refused, at most
    * every KEY_RECHECK_MS, whether the upstream accepts it again.
    */
-  async ping(): Promise<void> {
+  ping(): Promise<void> {
+    return this.tracked(this.reach());
+  }
+
+  private async reach(): Promise<void> {
     const timeoutMs = Math.min(this.options.timeoutMs, 3000);
     let status: number;
     let headers: Dispatcher.ResponseData['headers'];
     try {
-      const response = await request(`${this.baseUrl}/`, {
-        dispatcher: this.agent,
-        method: 'GET',
-        headers: { 'user-agent': 'campaign-gateway' },
-        signal: AbortSignal.timeout(timeoutMs),
-      });
+      const response = await this.request(`${this.baseUrl}/`, { method: 'GET', headers: { 'user-agent': 'campaign-gateway' } }, timeoutMs);
       status = response.statusCode;
       headers = response.headers;
       await response.body.dump();
@@ -207,8 +208,45 @@ export class BrazeClient {
     }
   }
 
-  close(): Promise<void> {
-    return this.agent.close();
+  /**
+   * Once the calls under way have ended, drops what undici still holds: idle connections, and connections still
+   * opening for calls whose deadline passed, which would otherwise hold the stop until their connect timeout.
+   */
+  async close(): Promise<void> {
+    await Promise.allSettled(this.running);
+    await this.agent.destroy();
+  }
+
+  /**
+   * `request`, within `timeoutMs` from start to end of the body. undici heeds an abort only once the request has a
+   * connection: one still opening, or a wait for a free one, would hold the call until the connect timeout, which
+   * undici checks only every half second or so. Here the call ends at the deadline whatever it is waiting for; undici
+   * then cancels the request before sending it, when its connection opens. A deadline passed before the request had a
+   * connection is a ConnectTimeoutError, a failure to connect: the request never left.
+   */
+  private request(url: string, options: Pick<Dispatcher.RequestOptions, 'method' | 'headers' | 'body'>, timeoutMs: number): Promise<Dispatcher.ResponseData> {
+    const deadline = AbortSignal.timeout(timeoutMs);
+    let connected = false;
+    const dispatcher = this.agent.compose(
+      (dispatch) => (opts, handler) =>
+        dispatch(opts, new ConnectionWatch(handler, () => {
+          connected = true;
+        })),
+    );
+    return new Promise<Dispatcher.ResponseData>((resolve, reject) => {
+      const expire = () => reject(connected ? deadline.reason : new undiciErrors.ConnectTimeoutError(`no connection to the upstream within ${timeoutMs} ms`));
+      deadline.addEventListener('abort', expire, { once: true });
+      request(url, { ...options, dispatcher, signal: deadline })
+        .then(resolve, reject)
+        .finally(() => deadline.removeEventListener('abort', expire));
+    });
+  }
+
+  /** Keeps `work` among the calls under way until it ends. */
+  private tracked<T>(work: Promise<T>): Promise<T> {
+    this.running.add(work);
+    void work.catch(() => undefined).finally(() => this.running.delete(work));
+    return work;
   }
 
   /**
@@ -424,6 +462,39 @@ export class BrazeClient {
       );
     }
     return response;
+  }
+}
+
+/** Passes a request's events on, saying first when the request has its connection, just before it is sent. */
+class ConnectionWatch implements Dispatcher.DispatchHandler {
+  constructor(
+    private readonly handler: Dispatcher.DispatchHandler,
+    private readonly connected: () => void,
+  ) {}
+
+  onRequestStart(controller: Dispatcher.DispatchController, context: unknown): void {
+    this.connected();
+    this.handler.onRequestStart?.(controller, context);
+  }
+
+  onRequestUpgrade(controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders, socket: Duplex): void {
+    this.handler.onRequestUpgrade?.(controller, statusCode, headers, socket);
+  }
+
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders, statusMessage?: string): void {
+    this.handler.onResponseStart?.(controller, statusCode, headers, statusMessage);
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.handler.onResponseData?.(controller, chunk);
+  }
+
+  onResponseEnd(controller: Dispatcher.DispatchController, trailers: IncomingHttpHeaders): void {
+    this.handler.onResponseEnd?.(controller, trailers);
+  }
+
+  onResponseError(controller: Dispatcher.DispatchController, error: Error): void {
+    this.handler.onResponseError?.(controller, error);
   }
 }
 

@@ -11,6 +11,7 @@ import { UpstreamPacer } from '../../src/adapters/upstream-pacer.js';
 import type { DuplicationJob } from '../../src/domain/types.js';
 import { ManualClock } from '../support/clock.js';
 import { startFakeBraze, type FakeBraze, type FakeReply } from '../support/fake-braze.js';
+import { startFullListener } from '../support/full-listener.js';
 import { bearer, graphql, http, json, recordingLogger, startGateway, waitFor, type StartOptions } from '../support/gateway.js';
 import { postgres, sqlite } from '../support/stores.js';
 
@@ -556,6 +557,24 @@ describe('upstream mode: whether a job failed for good may have made a copy', ()
     await h.fake.close();
     const { id } = await enqueue(h);
     expect(await failedEvent(h, id)).toMatchObject({ attempts: 3, error: { code: 'UPSTREAM_UNREACHABLE' }, upstreamMayHaveActed: false });
+  });
+
+  it('no: a connection to it never opened, however long the connect timeout: each call ended at its deadline, unsent', async () => {
+    const listener = await startFullListener();
+    // A connect timeout the configuration cannot set, far past the deadline: only the deadline ends these calls, as it
+    // must when undici's own connect timer, checked every half second or so, fires after it.
+    const h = await upstreamGateway({ UPSTREAM_URL: listener.url }, undefined, { tuned: { upstreamConnectTimeoutMs: 600_000 } });
+    harnesses.push(h);
+    try {
+      const { id } = await enqueue(h);
+      expect(await failedEvent(h, id)).toMatchObject({
+        attempts: 3,
+        error: { code: 'UPSTREAM_TIMEOUT', message: 'The upstream did not answer within 300 ms' },
+        upstreamMayHaveActed: false,
+      });
+    } finally {
+      await listener.close();
+    }
   });
 
   it('yes: the first attempt timed out, though the later ones met a closed port', async () => {
