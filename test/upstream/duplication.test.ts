@@ -449,6 +449,8 @@ describe('upstream mode: what each upstream answer does to a job', () => {
     expect((await until(h, id, finished)).error).toEqual({ code: 'UPSTREAM_BAD_REQUEST', message });
     const [outcome] = await eventsOf(h, id);
     expect(outcome.details).toMatchObject({ error: { code: 'UPSTREAM_BAD_REQUEST', message } });
+    // The worker logs the job's end once its outcome is committed, so a poll can see the job finished first.
+    await waitFor(async () => h.lines.some((line) => line.includes(id) && JSON.parse(line).msg === 'job finished'));
     const logged = h.lines.filter((line) => line.includes(id)).map((line) => JSON.parse(line));
     expect(logged.filter((line) => line.msg === 'upstream call failed' || line.msg === 'job finished').map((line) => line.error.message)).toEqual([message, message]);
     const everything = [JSON.stringify(outcome), ...h.lines].join('\n').toLowerCase();
