@@ -1,4 +1,4 @@
-import { asOutage as postgresOutage } from '../adapters/postgres/outage.js';
+import { LockWaitCancelled, asOutage as postgresOutage } from '../adapters/postgres/outage.js';
 import { BUSY_TIMEOUT_MS } from '../adapters/sqlite/connection.js';
 import { asOutage as sqliteOutage } from '../adapters/sqlite/outage.js';
 import { GatewayError, isGatewayError, isUnavailable, unavailableCause } from '../domain/errors.js';
@@ -15,10 +15,13 @@ const BUSY = /^SQLITE_BUSY/;
 
 /** Why the store is unavailable, in words for an operator, never the driver's alone ("database is locked"). */
 export function unavailableMessage(error: unknown): string {
-  const code = ((unavailableCause(error) ?? error) as { code?: unknown } | null)?.code;
+  const cause = unavailableCause(error) ?? error;
+  const code = (cause as { code?: unknown } | null)?.code;
   if (typeof code === 'string' && BUSY.test(code)) {
     return `the store is busy: another process has held it locked for longer than ${BUSY_TIMEOUT_MS / 1000} s (${code}); nothing was changed, try again`;
   }
+  // Its transaction was rolled back with the wait.
+  if (cause instanceof LockWaitCancelled) return `the store is busy: ${cause.message}; nothing was changed, try again`;
   // The store's own words on opening: "could not connect to the PostgreSQL database in DATABASE_URL: …".
   if (!isGatewayError(error) && error instanceof Error) return error.message;
   return `the store cannot be reached (${describeFailure(error)}); try again`;

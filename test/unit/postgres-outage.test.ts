@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { asOutage } from '../../src/adapters/postgres/outage.js';
+import { asLockWaitOutage, asOutage, LockWaitCancelled } from '../../src/adapters/postgres/outage.js';
 import { isGatewayError } from '../../src/domain/errors.js';
 
 const withCode = (message: string, code: string) => Object.assign(new Error(message), { code });
@@ -31,5 +31,23 @@ describe('PostgreSQL errors that mean the database cannot be reached', () => {
     ['a plain error', new Error('something else')],
   ])('%s stays what it is', (_, error) => {
     expect(asOutage(error)).toBe(error);
+  });
+
+  it('a wait for a lock the statement timeout cancels becomes UNAVAILABLE, its cause naming the lock; any other error as asOutage makes it', () => {
+    const cancelled = withCode('canceling statement due to statement timeout', '57014');
+    const answer = asLockWaitOutage(cancelled, 'the lock that orders the security events of workspace ws_1');
+    expect(isGatewayError(answer) && [answer.code, answer.retryAfterSeconds, answer.message]).toEqual(['UNAVAILABLE', 5, 'Service unavailable']);
+    const cause = (answer as Error).cause as LockWaitCancelled;
+    expect(cause).toBeInstanceOf(LockWaitCancelled);
+    expect([cause.code, cause.message, cause.cause]).toEqual([
+      '57014',
+      'waited for the lock that orders the security events of workspace ws_1 until the statement was cancelled (canceling statement due to statement timeout): another transaction held it all that time',
+      cancelled,
+    ]);
+
+    const refused = withCode('connect ECONNREFUSED 127.0.0.1:5432', 'ECONNREFUSED');
+    expect((asLockWaitOutage(refused, 'a lock') as Error).cause).toBe(refused);
+    const syntax = withCode('syntax error at or near "SELEC"', '42601');
+    expect(asLockWaitOutage(syntax, 'a lock')).toBe(syntax);
   });
 });

@@ -32,6 +32,8 @@ const UNREACHABLE_CODES = new Set([
   // A write to a standby not yet promoted, or to a database set read-only, until it is not.
   READ_ONLY,
 ]);
+/** SQLSTATE query_canceled: the statement timeout (or pg_cancel_backend) ended a statement. */
+const QUERY_CANCELED = '57014';
 /** SQLSTATE invalid_password: the password, or the user name, is wrong. */
 const INVALID_PASSWORD = '28P01';
 
@@ -48,6 +50,28 @@ export function asOutage(error: unknown): unknown {
   const unreachable =
     (typeof code === 'string' && (UNREACHABLE_CODES.has(code) || code.startsWith('08') || code.startsWith('28'))) || UNREACHABLE_MESSAGES.test(error.message);
   return unreachable ? dependencyUnavailable(error) : error;
+}
+
+/**
+ * The error a caller should get for `error`, failing a statement that does nothing but wait for `lock` (described for
+ * the log). Cancelled there, by the statement timeout, it waited all that time for a transaction that holds the lock
+ * and does not end (an instance frozen in the middle of a write): busy, not broken, so UNAVAILABLE as for a
+ * lock_timeout's 55P03, its cause naming the lock. A statement cancelled anywhere else stays what it is: a query
+ * slow enough for the timeout, which no retry makes faster. Any other error as asOutage answers it.
+ */
+export function asLockWaitOutage(error: unknown, lock: string): unknown {
+  if (!(error instanceof Error) || (error as { code?: unknown }).code !== QUERY_CANCELED) return asOutage(error);
+  return dependencyUnavailable(new LockWaitCancelled(lock, error));
+}
+
+/** Why asLockWaitOutage answered UNAVAILABLE: the lock waited for, in words, with the server's error as its cause. */
+export class LockWaitCancelled extends Error {
+  readonly code = QUERY_CANCELED;
+
+  constructor(lock: string, cause: Error) {
+    super(`waited for ${lock} until the statement was cancelled (${cause.message}): another transaction held it all that time`, { cause });
+    this.name = 'LockWaitCancelled';
+  }
 }
 
 /**

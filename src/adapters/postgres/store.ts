@@ -50,7 +50,7 @@ import {
 } from '../rows.js';
 import { incompleteSchema, migratedUnder, schemaRefusal, SchemaVersionRefusal } from '../schema-version.js';
 import { missingSchemaObjects, POSTGRES_MIGRATIONS, schemaCheckRefused } from './migrations.js';
-import { asOutage, startupFailure } from './outage.js';
+import { asLockWaitOutage, asOutage, startupFailure } from './outage.js';
 import { clientConfig, CONNECTION_TIMEOUT_MS, createPool, DEFAULT_POOL_SIZE, queriesOf, requireRoleSettings, startSession, transaction, type PostgresOptions, type Queryable } from './pool.js';
 import { Snapshots } from './snapshots.js';
 
@@ -252,12 +252,16 @@ export const EVENT_ORDER_LOCK = 0x6367_7702;
 const PROMOTE_LOCK = 0x6367_7703;
 
 /**
- * Takes the transaction's advisory lock `key`, `second` (SQL, from `$2` on) the second half of its key. It waits as long
- * as the statement timeout lets it, whatever the role's lock_timeout (see insertEventWith), which it sets in the
- * lock's own statement to cost no round trip.
+ * Takes the lock that puts the workspace's events in order, for the transaction. It waits as long as the statement
+ * timeout lets it, whatever the role's lock_timeout (see insertEventWith), which it sets in the lock's own statement to
+ * cost no round trip. A wait the statement timeout ends is answered UNAVAILABLE, the lock named in the log.
  */
-async function waitForLock(client: pg.ClientBase, key: number, second: string, values: unknown[] = []): Promise<void> {
-  await client.query(`SELECT pg_advisory_xact_lock($1, ${second}) FROM (SELECT set_config('lock_timeout', '0', true)) AS unbounded`, [key, ...values]);
+async function waitForEventLock(client: pg.ClientBase, workspaceId: string): Promise<void> {
+  await client
+    .query(`SELECT pg_advisory_xact_lock($1, hashtext($2)) FROM (SELECT set_config('lock_timeout', '0', true)) AS unbounded`, [EVENT_ORDER_LOCK, workspaceId])
+    .catch((error: unknown) => {
+      throw asLockWaitOutage(error, `the lock that orders the security events of workspace ${workspaceId} (PostgreSQL advisory lock ${EVENT_ORDER_LOCK}, hashtext('${workspaceId}'))`);
+    });
 }
 
 /** Where a page starts, as one upper bound on `seq`: a cursor's row, or a sequence number. */
@@ -850,7 +854,7 @@ export class PostgresStore implements GatewayStore {
   private async promoteDueJobs(clock: Date | null): Promise<void> {
     if ((await this.rows(anyJobToPromoteSql(jobTime('$1')), [clock])).length === 0) return;
     await transaction(this.pool, async (client) => {
-      await waitForLock(client, PROMOTE_LOCK, 'hashtext(current_schema())');
+      await client.query(`SELECT pg_advisory_xact_lock($1, hashtext(current_schema())) FROM (SELECT set_config('lock_timeout', '0', true)) AS unbounded`, [PROMOTE_LOCK]);
       await this.count(promoteDueJobsSql(jobTime('$1')), [clock], client);
     });
   }
@@ -997,7 +1001,7 @@ export class PostgresStore implements GatewayStore {
    * no round trip.
    */
   private async insertEventWith(client: pg.PoolClient, event: NewSecurityEvent): Promise<void> {
-    await waitForLock(client, EVENT_ORDER_LOCK, 'hashtext($2)', [event.workspaceId]);
+    await waitForEventLock(client, event.workspaceId);
     await this.insert(client, 'security_events', eventToRow(event, PG));
   }
 
