@@ -250,6 +250,14 @@ async function migrationRefused(client: pg.ClientBase, error: Error, from: numbe
 export const EVENT_ORDER_LOCK = 0x6367_7702;
 /** With the schema's hash, the key of the lock that lets one claim at a time make waiting jobs due (promoteDueJobs). */
 const PROMOTE_LOCK = 0x6367_7703;
+/**
+ * How long a claim waits for another to make the waiting jobs due before it leaves that to it: a promotion takes
+ * milliseconds, unless its instance froze in the middle of it.
+ */
+const PROMOTE_LOCK_WAIT_MS = 1_000;
+
+/** Thrown out of a promotion's transaction, to roll it back, when another promotion kept the lock past PROMOTE_LOCK_WAIT_MS. */
+class PromotionLeftToAnother extends Error {}
 
 /**
  * Takes the lock that puts the workspace's events in order, for the transaction. It waits as long as the statement
@@ -850,12 +858,27 @@ export class PostgresStore implements GatewayStore {
    * due, and an UPDATE locks each row it re-checks until its transaction ends, due or not. Claims skip locked
    * rows, so for as long as it went on (waiting on any one row) they took none of the due jobs it had re-checked.
    * After the lock, the statement's snapshot is taken: it sees the jobs made due while it waited, and leaves them alone.
+   * A claim that waits longer than PROMOTE_LOCK_WAIT_MS leaves the promotion to the one holding the lock, and
+   * claims the jobs due already: waiting on, every instance's claims stalled behind one frozen in the middle of its
+   * promotion, and failed at the statement timeout, over and over until that instance's transaction ended. That
+   * wait is the lock_timeout of the lock's own statement, whatever the role's; the UPDATE then waits for a job's
+   * row as long as the statement timeout lets it, as it did behind an unbounded wait for the lock.
    */
   private async promoteDueJobs(clock: Date | null): Promise<void> {
     if ((await this.rows(anyJobToPromoteSql(jobTime('$1')), [clock])).length === 0) return;
     await transaction(this.pool, async (client) => {
-      await client.query(`SELECT pg_advisory_xact_lock($1, hashtext(current_schema())) FROM (SELECT set_config('lock_timeout', '0', true)) AS unbounded`, [PROMOTE_LOCK]);
+      await client
+        .query(`SELECT pg_advisory_xact_lock($1, hashtext(current_schema())) FROM (SELECT set_config('lock_timeout', $2, true)) AS bounded`, [
+          PROMOTE_LOCK,
+          String(PROMOTE_LOCK_WAIT_MS),
+        ])
+        .catch((error: unknown) => {
+          throw (error as { code?: unknown }).code === LOCK_NOT_AVAILABLE ? new PromotionLeftToAnother() : error;
+        });
+      await client.query(`SELECT set_config('lock_timeout', '0', true)`);
       await this.count(promoteDueJobsSql(jobTime('$1')), [clock], client);
+    }).catch((error: unknown) => {
+      if (!(error instanceof PromotionLeftToAnother)) throw error;
     });
   }
 
