@@ -186,8 +186,9 @@ export function watchConnections(app: FastifyInstance, deps: { metrics: GatewayM
     reply.raw.on('close', responseClosed);
     awaitTurn(reply, socket, done);
   });
-  app.addHook('onResponse', async (request) => {
+  app.addHook('onResponse', (request, _reply, done) => {
     answered(request.raw);
+    done();
   });
 
   return {
