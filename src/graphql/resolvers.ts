@@ -32,7 +32,7 @@ export class DuplicationResolver {
   @Mutation(() => DuplicateCampaignPayload, {
     nullable: true,
     description:
-      'Accepts a duplication job and answers at once with it, PENDING (a replay of an idempotency key answers the job as it is now, and costs no point). Costs one point of the workspace quota per field. Null, with an error at its path, when refused; the other fields of the operation keep their answers.',
+      'Accepts a duplication job and answers at once with it, PENDING (a replay of an idempotency key answers the job as it is now, and costs no point). Permission campaigns.duplicate. Costs one point of the workspace quota per field. Null, with an error at its path, when refused; the other fields of the operation keep their answers.',
   })
   async duplicateCampaign(
     @Arg('input', () => DuplicateCampaignInput, { description: 'The campaign to copy, and what the copy is to be.' }) input: DuplicateCampaignInput,
