@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -26,10 +26,10 @@ const JS = 'text/javascript; charset=utf-8';
 const CSS = 'text/css; charset=utf-8';
 
 /**
- * The page's own style, as a file (the CSP allows no inline style). It fixes what GraphiQL's does not: the editor
- * tools keep room at 200 % zoom, the panes stack on a narrow screen, the focus is visible, and the logo, strings (the
- * warning colour), JSON keys (the info colour) and line numbers reach 4.5:1. GraphiQL's dark theme sets its colours
- * on more specific selectors, so it keeps them.
+ * The page's own style, as a file (the CSP lets in no inline style but GraphiQL's dialogs', by nonce). It fixes what
+ * GraphiQL's does not: the editor tools keep room at 200 % zoom, the panes stack on a narrow screen, the focus is
+ * visible, and the logo, strings (the warning colour), JSON keys (the info colour) and line numbers reach 4.5:1.
+ * GraphiQL's dark theme sets its colours on more specific selectors, so it keeps them.
  */
 const PAGE_STYLE = `html, body, #explorer { height: 100%; margin: 0; }
 .visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip-path: inset(50%); white-space: nowrap; }
@@ -50,6 +50,9 @@ body .graphiql-container { --color-warning: 36, 100%, 30%; --color-info: 208, 10
 /** Starts GraphiQL from the configuration the page carries (no inline script, so the CSP can forbid them). */
 const BOOT_SCRIPT = `(function () {
   var config = JSON.parse(document.getElementById('explorer-config').textContent);
+  // GraphiQL's dialogs (settings, short keys) lock the page's scroll with a <style> element they add, and name it
+  // with this global's nonce: the page's CSP lets in no other inline style.
+  window.__webpack_nonce__ = config.styleNonce;
 
   // GraphiQL's history and favourites keep the headers of every run, API key included, and shouldPersistHeaders
   // covers only the tabs. Nothing GraphiQL stores keeps headers here, nor what an earlier page stored: entries
@@ -331,18 +334,22 @@ export const EXAMPLE_VARIABLES = JSON.stringify(
 
 export const DEFAULT_HEADERS = JSON.stringify({ Authorization: 'Bearer ' }, null, 2);
 
-// Everything the page loads comes from the gateway itself; the browser enforces it too.
-const CONTENT_SECURITY_POLICY = [
-  "default-src 'self'",
-  "script-src 'self'",
-  "style-src 'self'",
-  "img-src 'self' data:",
-  "font-src 'self' data:",
-  "connect-src 'self'",
-  "base-uri 'none'",
-  "form-action 'none'",
-  "frame-ancestors 'none'",
-].join('; ');
+/**
+ * Everything the page loads comes from the gateway itself; the browser enforces it too. The one inline style let
+ * in is the <style> element GraphiQL's dialogs add to lock the page's scroll, which carries the page's nonce.
+ */
+const contentSecurityPolicy = (styleNonce: string): string =>
+  [
+    "default-src 'self'",
+    "script-src 'self'",
+    `style-src 'self' 'nonce-${styleNonce}'`,
+    "img-src 'self' data:",
+    "font-src 'self' data:",
+    "connect-src 'self'",
+    "base-uri 'none'",
+    "form-action 'none'",
+    "frame-ancestors 'none'",
+  ].join('; ');
 
 // JSON inside <script> must not be able to close the element.
 const scriptSafeJson = (value: unknown): string => JSON.stringify(value).replace(/</g, '\\u003c');
@@ -350,12 +357,12 @@ const scriptSafeJson = (value: unknown): string => JSON.stringify(value).replace
 /**
  * The page, its assets named relative to where it is served: the router also serves it at `/graphql/`, whose
  * relative URLs resolve one level further down, so each trailing slash takes a `../`. `versions` holds each
- * asset's content version.
+ * asset's content version; `styleNonce` is the one the page's Content-Security-Policy names.
  */
-export function explorerPage(path: string, versions: ReadonlyMap<string, string>): string {
+export function explorerPage(path: string, versions: ReadonlyMap<string, string>, styleNonce: string): string {
   const up = '../'.repeat(path.length - path.replace(/\/+$/, '').length);
   const asset = (name: string) => `${up}explorer/assets/${name}?v=${versions.get(name)}`;
-  const config = { query: EXAMPLE_OPERATIONS, variables: EXAMPLE_VARIABLES, headers: DEFAULT_HEADERS };
+  const config = { query: EXAMPLE_OPERATIONS, variables: EXAMPLE_VARIABLES, headers: DEFAULT_HEADERS, styleNonce };
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -397,13 +404,15 @@ export function wantsExplorer(request: FastifyRequest): boolean {
 }
 
 export function sendExplorer(reply: FastifyReply): FastifyReply {
+  // A new one for every page: a nonce that never changes would let in any <style> that carries it.
+  const styleNonce = randomBytes(16).toString('base64');
   return reply
     .type('text/html; charset=utf-8')
-    .header('content-security-policy', CONTENT_SECURITY_POLICY)
+    .header('content-security-policy', contentSecurityPolicy(styleNonce))
     .header('x-content-type-options', 'nosniff')
     .header('x-frame-options', 'DENY')
     .header('cache-control', 'no-cache')
-    .send(explorerPage(reply.request.url.split('?')[0], assetVersions()));
+    .send(explorerPage(reply.request.url.split('?')[0], assetVersions(), styleNonce));
 }
 
 /** A browser on /graphql of a server whose explorer is off: better than the CSRF refusal a GET would get. */

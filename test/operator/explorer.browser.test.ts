@@ -390,6 +390,21 @@ describe.skipIf(!chromiumPath && !process.env.CI)('GraphQL explorer in a real br
     expectOnlyOwnRequests(log);
   }, 60_000);
 
+  it('opens its dialogs within the Content-Security-Policy, their scroll lock applied', async () => {
+    const { page, log } = await openExplorer();
+    const scrollLocked = () => page.evaluate(() => (globalThis as any).getComputedStyle((globalThis as any).document.body).overflow === 'hidden');
+    expect(await scrollLocked()).toBe(false);
+    for (const name of ['Open settings dialog', 'Open short keys dialog']) {
+      await page.getByRole('button', { name }).click();
+      await page.getByRole('dialog').waitFor();
+      // The lock is a <style> element GraphiQL's dialogs add: refused, the console says so and the page scrolls on.
+      expect({ name, locked: await scrollLocked() }).toEqual({ name, locked: true });
+      await page.keyboard.press('Escape');
+      await page.getByRole('dialog').waitFor({ state: 'detached' });
+    }
+    expectOnlyOwnRequests(log);
+  }, 60_000);
+
   it('says the gateway did not answer when it is gone, without a stack', async () => {
     const stopped = await startGateway();
     const { page } = await openExplorer('/graphql', undefined, stopped.baseUrl);

@@ -25,14 +25,18 @@ describe('the GraphQL explorer, outside production', () => {
         .map((directive) => directive.trim().split(/\s+/))
         .map(([name, ...sources]) => [name, sources]),
     );
+    const config = JSON.parse(/<script id="explorer-config" type="application\/json">(.*?)<\/script>/s.exec(page.text)![1]);
     expect(csp.get('default-src')).toEqual(["'self'"]);
     expect(csp.get('script-src')).toEqual(["'self'"]);
-    expect(csp.get('style-src')).toEqual(["'self'"]);
+    // The only inline style is the one the page's script adds with the nonce (GraphiQL's dialogs'), new on every page.
+    expect(csp.get('style-src')).toEqual(["'self'", `'nonce-${config.styleNonce}'`]);
+    expect(config.styleNonce).toMatch(/^[A-Za-z0-9+/]{22}==$/);
+    const again = await http(gateway.baseUrl, 'GET', '/graphql', { headers: { accept: BROWSER_ACCEPT } });
+    expect(again.headers['content-security-policy']).not.toContain(config.styleNonce);
     expect(page.text).not.toMatch(/<style|style=/);
     expect(page.headers['x-frame-options']).toBe('DENY');
     expect(page.text).not.toMatch(/(src|href)="(https?:)?\/\//);
 
-    const config = JSON.parse(/<script id="explorer-config" type="application\/json">(.*?)<\/script>/s.exec(page.text)![1]);
     expect(JSON.parse(config.headers)).toEqual({ Authorization: 'Bearer ' });
     expect(config.query).toContain('mutation DuplicateCampaign(');
     // As the README's poll: a job's two events, at the price of two (a read costs the page it asks for).
@@ -73,7 +77,7 @@ describe('the GraphQL explorer, outside production', () => {
   });
 
   it('names each file by its content: a change to any file, the gateway\'s own included, changes its URL', () => {
-    const urls = (versions: [string, string][]) => [...explorerPage('/graphql', new Map(versions)).matchAll(/(?:src|href)="(explorer\/assets\/[^"]+)"/g)].map((match) => match[1]);
+    const urls = (versions: [string, string][]) => [...explorerPage('/graphql', new Map(versions), 'nonce').matchAll(/(?:src|href)="(explorer\/assets\/[^"]+)"/g)].map((match) => match[1]);
     const before = urls([['explorer.js', 'aaaa'], ['graphiql.js', 'bbbb']]);
     const after = urls([['explorer.js', 'cccc'], ['graphiql.js', 'bbbb']]);
     expect(before).toContain('explorer/assets/explorer.js?v=aaaa');
