@@ -147,9 +147,28 @@ const BOOT_SCRIPT = `(function () {
   }
   // One leading slash: a path served as //graphql would be a URL of the host "graphql".
   var fetchFromGateway = GraphiQL.createFetcher({ url: window.location.pathname.replace(/^[/]+/, '/') });
+  // The Headers editor's template, "Bearer " with nothing after it, holds no key: sent, it would be refused as an
+  // invalid key and counted against this address as a failed authentication. The schema loads without one, and an
+  // operation is answered here, saying where the key goes.
+  var NO_KEY = 'No API key: put yours in the Headers editor, after \\u201cBearer \\u201d, then run the operation again.';
+  function withoutBlankKey(headers) {
+    var kept = {};
+    var blank = false;
+    Object.keys(headers || {}).forEach(function (name) {
+      if (name.toLowerCase() === 'authorization' && /^\\s*(bearer\\s*)?$/i.test(String(headers[name]))) blank = true;
+      else kept[name] = headers[name];
+    });
+    return blank ? kept : null;
+  }
   function fetcher(params, options) {
     // GraphiQL's own schema request is no answer the user asked for.
     var asked = params.operationName !== 'IntrospectionQuery';
+    var keyless = withoutBlankKey(options && options.headers);
+    if (keyless && asked) {
+      announce(NO_KEY);
+      return Promise.resolve({ errors: [{ message: NO_KEY }] });
+    }
+    if (keyless) options = Object.assign({}, options, { headers: keyless });
     function answered(result) {
       if (asked) announce(result && result.errors ? 'The gateway answered with an error.' : 'The gateway answered.');
       return result;

@@ -390,6 +390,36 @@ describe.skipIf(!chromiumPath && !process.env.CI)('GraphQL explorer in a real br
     expectOnlyOwnRequests(log);
   }, 60_000);
 
+  it('answers an operation run before a key is in the Headers editor itself, and loads the schema without one', async () => {
+    const { page, log } = await openExplorer();
+    // The schema loaded (without a key) before the requests are watched.
+    await page.getByRole('button', { name: 'Show Documentation Explorer' }).click();
+    await page.locator('.graphiql-doc-explorer').getByText('Mutation', { exact: true }).waitFor();
+    const sent: { operation: string; authorization?: string; status: number }[] = [];
+    page.on('response', (response) => {
+      const request = response.request();
+      if (request.method() === 'POST') sent.push({ operation: request.postDataJSON().operationName, authorization: request.headers().authorization, status: response.status() });
+    });
+    expect(await editorValue(page, editor.tool)).toBe(DEFAULT_HEADERS);
+
+    // Sent, the template's bare "Bearer" would be refused as an invalid key, and counted against the address.
+    const message = 'No API key: put yours in the Headers editor, after \u201cBearer \u201d, then run the operation again.';
+    expect(await runOperation(page, 'query ListCampaigns', '')).toEqual({ errors: [{ message }] });
+    expect(await page.getByRole('status').textContent()).toBe(message);
+    // The schema's request is sent without the template, and answered.
+    const refetched = page.waitForResponse((response) => response.request().method() === 'POST');
+    await page.getByRole('button', { name: 'Re-fetch GraphQL schema' }).click();
+    await refetched;
+    expect(sent).toEqual([{ operation: 'IntrospectionQuery', status: 200 }]);
+
+    await placeCursor(page, editor.tool, 'Bearer ', 'Bearer '.length);
+    await page.keyboard.type(workspace.key);
+    const listed = await runOperation(page, 'query ListCampaigns', await editorValue(page, editor.response));
+    expect(listed.errors).toBeUndefined();
+    expect(sent.at(-1)).toEqual({ operation: 'ListCampaigns', authorization: `Bearer ${workspace.key}`, status: 200 });
+    expectOnlyOwnRequests(log);
+  }, 60_000);
+
   it('opens its dialogs within the Content-Security-Policy, their scroll lock applied', async () => {
     const { page, log } = await openExplorer();
     const scrollLocked = () => page.evaluate(() => (globalThis as any).getComputedStyle((globalThis as any).document.body).overflow === 'hidden');
@@ -409,6 +439,9 @@ describe.skipIf(!chromiumPath && !process.env.CI)('GraphQL explorer in a real br
     const stopped = await startGateway();
     const { page } = await openExplorer('/graphql', undefined, stopped.baseUrl);
     await stopped.close();
+    // A key, so that the operation is sent (any key: nothing answers).
+    await placeCursor(page, editor.tool, 'Bearer ', 'Bearer '.length);
+    await page.keyboard.type(workspace.key);
     const answer = await runOperation(page, 'query ListCampaigns', '');
     expect(answer).toEqual({ errors: [{ message: `The gateway at ${new URL(stopped.baseUrl).origin} did not answer: is it running and reachable?` }] });
     expect(await page.getByRole('status').textContent()).toBe(answer.errors[0].message);
