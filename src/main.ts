@@ -60,7 +60,7 @@ async function main(): Promise<void> {
   const address = app.http.server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   const baseUrl = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
-  if (seed) process.stdout.write(demoBanner(seed, baseUrl) + '\n');
+  if (seed) process.stdout.write(demoBanner(seed, baseUrl, config.explorer) + '\n');
   app.http.log.info({ url: baseUrl, store: app.store.kind, quota: app.quotaBackend }, 'campaign-gateway is listening');
 }
 

@@ -57,7 +57,7 @@ export async function seedDemoWorkspace(store: GatewayStore, admin: AdminService
  * The first-start banner: the key, once, and examples that work exactly as printed, but for the ids they say to put
  * in: the job's, and in upstream mode a campaign's of the Braze workspace, which the first example lists.
  */
-export function demoBanner(seed: DemoSeed, baseUrl: string): string {
+export function demoBanner(seed: DemoSeed, baseUrl: string, explorer: boolean): string {
   const [sample] = seed.campaigns;
   const campaignId = sample?.id ?? 'CAMPAIGN_ID';
   const name = sample ? sample.name : 'Campaign';
@@ -104,5 +104,6 @@ export function demoBanner(seed: DemoSeed, baseUrl: string): string {
     `  curl -sS ${baseUrl}/graphql -H 'Authorization: Bearer ${seed.key}' -H 'Content-Type: application/json' \\`,
     `    -d '${poll}'`,
     '',
+    ...(explorer ? ['Or explore the API in a browser, the key after "Bearer " in its Headers editor:', '', `  ${baseUrl}/graphql`, ''] : []),
   ].join('\n');
 }

@@ -183,6 +183,13 @@ describe('a real gateway process', () => {
         securityEvents: { edges: [{ node: { type: 'CAMPAIGN_DUPLICATION_REQUESTED', occurredAt: expect.any(String) } }] },
         duplicationJob: { status: 'PENDING', resultCampaignId: null },
       });
+
+      // The explorer's address, on a line of its own, serves the explorer's page.
+      const explorerUrl = /^ {2}(http:\S+\/graphql)$/m.exec(banner)?.[1];
+      expect(explorerUrl).toBe(`${gateway.baseUrl}/graphql`);
+      const page = await fetch(explorerUrl!, { headers: { accept: 'text/html' } });
+      expect([page.status, page.headers.get('content-type')]).toEqual([200, 'text/html; charset=utf-8']);
+      expect(await page.text()).toContain('explorer-config');
     } finally {
       rmSync(fresh, { recursive: true, force: true });
     }
