@@ -250,7 +250,7 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL: the migration lock, a runtime 
     );
   });
 
-  it('waits for a workspace’s event lock past a lock_timeout set on the role, and answers a lock it does time out on as unavailable', async () => {
+  it('waits for a workspace’s event lock past a lock_timeout set on the role, for a row as long as its own lock_timeout, not the role’s, and answers a lock it times out on as unavailable', async () => {
     await withAdmin((client) => client.query(`ALTER ROLE ${runtime} SET lock_timeout = '50ms'`), database.url);
     const store = open({ url: runtimeUrl() });
     const ws = workspaceFixture();
@@ -258,37 +258,47 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL: the migration lock, a runtime 
     const first = jobFixture(ws.id);
     await store.enqueueJob(first, eventFixture(ws.id, { jobId: first.id }));
 
-    // Another transaction of the workspace holds its event lock (a session lock conflicts with the transaction's).
-    const holder = await holding(database.url, [['SELECT pg_advisory_lock($1, hashtext($2))', [EVENT_ORDER_LOCK, ws.id]]]);
-    let settled = false;
-    const job = jobFixture(ws.id);
-    const enqueued = store.enqueueJob(job, eventFixture(ws.id, { jobId: job.id })).finally(() => (settled = true));
-    enqueued.catch(() => undefined);
-    try {
-      // Many times the role's lock_timeout, as the server measures it, or the enqueue gave up.
+    // Whether `work` still waits once its statement has waited for a lock many times the role's lock_timeout, as the server measures it.
+    const waitsPastTheRoles = async (work: Promise<unknown>): Promise<boolean> => {
+      let settled = false;
+      void work.then(
+        () => (settled = true),
+        () => (settled = true),
+      );
       await waitFor(async () => {
         if (settled) return true;
         const { rows } = await store.pool.query(
-          `SELECT count(*)::int AS waiting FROM pg_stat_activity WHERE usename = $1 AND wait_event = 'advisory' AND now() - query_start > interval '500 ms'`,
+          `SELECT count(*)::int AS waiting FROM pg_stat_activity WHERE usename = $1 AND wait_event_type = 'Lock' AND now() - query_start > interval '500 ms'`,
           [runtime],
         );
         return rows[0].waiting > 0;
       });
-      expect(settled).toBe(false);
+      return !settled;
+    };
+
+    // Another transaction of the workspace holds its event lock (a session lock conflicts with the transaction's).
+    const holder = await holding(database.url, [['SELECT pg_advisory_lock($1, hashtext($2))', [EVENT_ORDER_LOCK, ws.id]]]);
+    const job = jobFixture(ws.id);
+    const enqueued = store.enqueueJob(job, eventFixture(ws.id, { jobId: job.id }));
+    try {
+      expect(await waitsPastTheRoles(enqueued)).toBe(true);
     } finally {
       await holder.release();
     }
     expect(await enqueued).toBe(true);
 
-    // A row the enqueue must update, locked by another transaction past the role's lock_timeout: 55P03, answered 503.
+    // A row the enqueue must update, locked by another transaction: waited for past the role's lock_timeout, which the
+    // gateway's own overrides, then refused with 55P03, answered 503.
     const rowHolder = await holding(database.url, [
       ['BEGIN', []],
       [`SELECT * FROM ${schema}.job_queue_turns WHERE workspace_id = $1 FOR UPDATE`, [ws.id]],
     ]);
     try {
-      const refused = await store.enqueueJob(jobFixture(ws.id), eventFixture(ws.id)).catch((error: unknown) => error);
+      const refusal = store.enqueueJob(jobFixture(ws.id), eventFixture(ws.id)).catch((error: unknown) => error);
+      expect(await waitsPastTheRoles(refusal)).toBe(true);
+      const refused = await refusal;
       expect(isUnavailable(refused)).toBe(true);
-      expect((refused as Error).cause).toMatchObject({ code: '55P03' });
+      expect((refused as Error).cause).toMatchObject({ code: '55P03', message: expect.stringContaining('relation "job_queue_turns"') });
     } finally {
       await rowHolder.release();
     }

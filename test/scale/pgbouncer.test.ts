@@ -24,6 +24,7 @@ const throughPooler = (direct: string, pooler: string): string => {
 const roleSettings = (database: string) => [
   `ALTER ROLE CURRENT_USER IN DATABASE ${database} SET statement_timeout = '10s'`,
   `ALTER ROLE CURRENT_USER IN DATABASE ${database} SET idle_in_transaction_session_timeout = '60s'`,
+  `ALTER ROLE CURRENT_USER IN DATABASE ${database} SET lock_timeout = '4s'`,
 ];
 
 const QUOTA = 10;
@@ -86,11 +87,15 @@ for (const { mode, variable } of POOLERS) {
       try {
         // Both of the pool's connections, whichever server session each statement gets.
         const settings = await Promise.all(
-          [1, 2].map(() => store.pool.query(`SELECT current_setting('statement_timeout') AS statement, current_setting('idle_in_transaction_session_timeout') AS idle`)),
+          [1, 2].map(() =>
+            store.pool.query(
+              `SELECT current_setting('statement_timeout') AS statement, current_setting('idle_in_transaction_session_timeout') AS idle, current_setting('lock_timeout') AS lock`,
+            ),
+          ),
         );
         expect(settings.map((result) => result.rows[0])).toEqual([
-          { statement: '10s', idle: '1min' },
-          { statement: '10s', idle: '1min' },
+          { statement: '10s', idle: '1min', lock: '4s' },
+          { statement: '10s', idle: '1min', lock: '4s' },
         ]);
       } finally {
         await store.close();

@@ -4,6 +4,14 @@ import { isGatewayError } from '../../src/domain/errors.js';
 
 const withCode = (message: string, code: string) => Object.assign(new Error(message), { code });
 
+/** `answer`, checked to be UNAVAILABLE with Retry-After around a LockWaitCancelled: that cause's code, message and own cause. */
+function lockWaitCause(answer: unknown): [string, string, unknown] {
+  expect(isGatewayError(answer) && [answer.code, answer.retryAfterSeconds, answer.message]).toEqual(['UNAVAILABLE', 5, 'Service unavailable']);
+  const cause = (answer as Error).cause;
+  expect(cause).toBeInstanceOf(LockWaitCancelled);
+  return [(cause as LockWaitCancelled).code, (cause as LockWaitCancelled).message, (cause as LockWaitCancelled).cause];
+}
+
 describe('PostgreSQL errors that mean the database cannot be reached', () => {
   it.each([
     ['a refused connection', withCode('connect ECONNREFUSED 127.0.0.1:5432', 'ECONNREFUSED')],
@@ -35,11 +43,7 @@ describe('PostgreSQL errors that mean the database cannot be reached', () => {
 
   it('a wait for a lock the statement timeout cancels becomes UNAVAILABLE, its cause naming the lock; any other error as asOutage makes it', () => {
     const cancelled = withCode('canceling statement due to statement timeout', '57014');
-    const answer = asLockWaitOutage(cancelled, 'the lock that orders the security events of workspace ws_1');
-    expect(isGatewayError(answer) && [answer.code, answer.retryAfterSeconds, answer.message]).toEqual(['UNAVAILABLE', 5, 'Service unavailable']);
-    const cause = (answer as Error).cause as LockWaitCancelled;
-    expect(cause).toBeInstanceOf(LockWaitCancelled);
-    expect([cause.code, cause.message, cause.cause]).toEqual([
+    expect(lockWaitCause(asLockWaitOutage(cancelled, 'the lock that orders the security events of workspace ws_1'))).toEqual([
       '57014',
       'waited for the lock that orders the security events of workspace ws_1 until the statement was cancelled (canceling statement due to statement timeout): another transaction held it all that time',
       cancelled,
@@ -49,5 +53,20 @@ describe('PostgreSQL errors that mean the database cannot be reached', () => {
     expect((asLockWaitOutage(refused, 'a lock') as Error).cause).toBe(refused);
     const syntax = withCode('syntax error at or near "SELEC"', '42601');
     expect(asLockWaitOutage(syntax, 'a lock')).toBe(syntax);
+  });
+
+  it('a lock waited for past the lock timeout becomes UNAVAILABLE, its cause naming the row as the server does, the statement left out', () => {
+    const timedOut = Object.assign(withCode('canceling statement due to lock timeout', '55P03'), {
+      where: 'while locking tuple (0,1) in relation "workspaces"\nSQL statement "SELECT 1 FROM ONLY "public"."workspaces" x WHERE "id" OPERATOR(pg_catalog.=) $1 FOR KEY SHARE OF x"',
+    });
+    expect(lockWaitCause(asOutage(timedOut))).toEqual([
+      '55P03',
+      'waited for a lock (while locking tuple (0,1) in relation "workspaces") until the statement was cancelled (canceling statement due to lock timeout): another transaction held it all that time',
+      timedOut,
+    ]);
+    // A table's lock, or a row's waited for behind another waiter: the server names none.
+    expect(((asOutage(withCode('canceling statement due to lock timeout', '55P03')) as Error).cause as Error).message).toBe(
+      'waited for a lock until the statement was cancelled (canceling statement due to lock timeout): another transaction held it all that time',
+    );
   });
 });

@@ -2,13 +2,14 @@ import { dependencyUnavailable } from '../../domain/errors.js';
 
 /** SQLSTATE read_only_sql_transaction. */
 const READ_ONLY = '25006';
+/** SQLSTATE lock_not_available: a lock waited for past the lock_timeout. */
+export const LOCK_NOT_AVAILABLE = '55P03';
 
 /**
  * Socket errors, and SQLSTATEs of PostgreSQL shutting down, refusing connections or out of them, that say
  * the server cannot be reached right now rather than that a statement failed (class 08 is "connection
  * exception"; class 28, "invalid authorization", is the role's password changed under running instances,
- * which the operator fixes outside the gateway like any outage). 55P03 (lock_not_available) is a lock waited for
- * longer than a `lock_timeout` set on the role or the database allows: busy, not broken, so come back later too.
+ * which the operator fixes outside the gateway like any outage).
  * EMFILE, ENFILE, EADDRNOTAVAIL and ENOBUFS are this host out of descriptors, ports or buffers for a new connection.
  */
 const UNREACHABLE_CODES = new Set([
@@ -28,7 +29,6 @@ const UNREACHABLE_CODES = new Set([
   '57P02',
   '57P03',
   '53300',
-  '55P03',
   // A write to a standby not yet promoted, or to a database set read-only, until it is not.
   READ_ONLY,
 ]);
@@ -42,11 +42,14 @@ const UNREACHABLE_MESSAGES = /^(Connection terminated|timeout exceeded when tryi
 
 /**
  * The error a caller should get for `error`: UNAVAILABLE (503 with Retry-After) when the database cannot be
- * reached, carrying the original as its cause for the log; anything else unchanged.
+ * reached, carrying the original as its cause for the log; anything else unchanged. A lock waited for past the
+ * lock_timeout (55P03) is UNAVAILABLE too: busy, not broken, so come back later; its cause, a LockWaitCancelled,
+ * names the row as the server does.
  */
 export function asOutage(error: unknown): unknown {
   if (!(error instanceof Error)) return error;
   const code = (error as { code?: unknown }).code;
+  if (code === LOCK_NOT_AVAILABLE) return dependencyUnavailable(new LockWaitCancelled(lockWaitedFor(error), error));
   const unreachable =
     (typeof code === 'string' && (UNREACHABLE_CODES.has(code) || code.startsWith('08') || code.startsWith('28'))) || UNREACHABLE_MESSAGES.test(error.message);
   return unreachable ? dependencyUnavailable(error) : error;
@@ -64,14 +67,28 @@ export function asLockWaitOutage(error: unknown, lock: string): unknown {
   return dependencyUnavailable(new LockWaitCancelled(lock, error));
 }
 
-/** Why asLockWaitOutage answered UNAVAILABLE: the lock waited for, in words, with the server's error as its cause. */
+/**
+ * Why asOutage or asLockWaitOutage answered UNAVAILABLE for a wait for a lock: the lock, in words, with the server's
+ * error (and its code: 55P03 at the lock timeout, 57014 at the statement timeout) as its cause.
+ */
 export class LockWaitCancelled extends Error {
-  readonly code = QUERY_CANCELED;
+  readonly code: string;
 
   constructor(lock: string, cause: Error) {
     super(`waited for ${lock} until the statement was cancelled (${cause.message}): another transaction held it all that time`, { cause });
     this.name = 'LockWaitCancelled';
+    this.code = String((cause as { code?: unknown }).code);
   }
+}
+
+/**
+ * The lock a 55P03 waited for, as far as the server says: for a row, the first line of its context names the row and
+ * its table (`while updating tuple (0,1) in relation "jobs"`); the rest, if any, is the statement that waited.
+ */
+function lockWaitedFor(error: Error): string {
+  const where = (error as { where?: unknown }).where;
+  const row = typeof where === 'string' ? where.split('\n')[0] : '';
+  return row ? `a lock (${row})` : 'a lock';
 }
 
 /**

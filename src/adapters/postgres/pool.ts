@@ -33,6 +33,15 @@ export type PoolMode = 'session' | 'transaction';
 export const DEFAULT_POOL_SIZE = 10;
 /** No statement runs longer than this, waits for locks included. */
 const STATEMENT_TIMEOUT_MS = 10_000;
+/**
+ * How long a statement of the pool's waits for one lock (a row, a table) before the server cancels it with 55P03, which
+ * is answered UNAVAILABLE: a wait this long is a transaction that holds the lock and does not end (an instance frozen in
+ * the middle of a write), where the statement timeout's 57014 could not be told from a slow query. Under half the
+ * statement timeout, since a statement waits for a row twice at most, each wait bounded on its own (first for its place
+ * among the row's waiters, then for the transaction holding it), and it must end at the lock timeout first. Ordinary
+ * waits for a row take milliseconds. The waits the gateway makes by design (the event lock, the migrations) set their own.
+ */
+export const LOCK_TIMEOUT_MS = 4_000;
 /** A crashed or stuck caller must not keep rows locked; the lease mechanism takes over instead. */
 const IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000;
 /** How long a request waits for a connection (new or from the pool) before it fails, unless the options say. */
@@ -64,17 +73,22 @@ export function clientConfig(options: PostgresOptions): pg.ClientConfig {
 }
 
 /**
- * Sets a new connection's session up: the pool's with the statement timeout; the migration connection's without,
- * since a migration may take longer. In transaction mode it sets nothing: a SET would stay on the one server
- * session that ran it, under whichever connection gets that session next, and miss the sessions every other
- * statement runs in; a SET LOCAL in each transaction would leave out the statements outside one, and add a
- * round trip to each. There the role's own settings apply to every session, and requireRoleSettings checks them at start.
+ * Sets a new connection's session up: the pool's with the statement and lock timeouts; the migration connection's
+ * without, since a migration may take longer (and bounds its waits for locks itself). In transaction mode it sets
+ * nothing: a SET would stay on the one server session that ran it, under whichever connection gets that session next,
+ * and miss the sessions every other statement runs in; a SET LOCAL in each transaction would leave out the statements
+ * outside one, and add a round trip to each. There the role's own settings apply to every session, and requireRoleSettings checks them at start.
  */
 export async function startSession(client: pg.ClientBase, options: PostgresOptions, purpose: 'queries' | 'migration'): Promise<void> {
   if (options.poolMode === 'transaction') return;
   const settings: [string, string][] = [
     ['idle_in_transaction_session_timeout', String(IDLE_IN_TRANSACTION_TIMEOUT_MS)],
-    ...(purpose === 'queries' ? [['statement_timeout', String(STATEMENT_TIMEOUT_MS)] as [string, string]] : []),
+    ...(purpose === 'queries'
+      ? ([
+          ['statement_timeout', String(STATEMENT_TIMEOUT_MS)],
+          ['lock_timeout', String(LOCK_TIMEOUT_MS)],
+        ] as [string, string][])
+      : []),
     ...(options.schema ? [['search_path', options.schema] as [string, string]] : []),
   ];
   await client.query('SELECT set_config(name, setting, false) FROM unnest($1::text[], $2::text[]) AS s(name, setting)', [
@@ -86,7 +100,9 @@ export async function startSession(client: pg.ClientBase, options: PostgresOptio
 /**
  * Behind a pooler in transaction mode, refuses start-up unless the role's own settings bound the gateway's
  * statements as startSession would, naming the statements that make them do so. A statement timeout above the
- * gateway's own would outlast the query timeout, which gives the connection up while the server still runs it.
+ * gateway's own would outlast the query timeout, which gives the connection up while the server still runs it. The
+ * role's lock timeout is not asked for: without it a wait for a lock that a transaction holds and does not end fails
+ * at the statement timeout, answered 500 rather than 503, which is no reason to refuse a start.
  */
 export async function requireRoleSettings(pool: pg.Pool): Promise<void> {
   const { rows } = await pool

@@ -50,8 +50,8 @@ import {
 } from '../rows.js';
 import { incompleteSchema, migratedUnder, schemaRefusal, SchemaVersionRefusal } from '../schema-version.js';
 import { missingSchemaObjects, POSTGRES_MIGRATIONS, schemaCheckRefused } from './migrations.js';
-import { asLockWaitOutage, asOutage, startupFailure } from './outage.js';
-import { clientConfig, CONNECTION_TIMEOUT_MS, createPool, DEFAULT_POOL_SIZE, queriesOf, requireRoleSettings, startSession, transaction, type PostgresOptions, type Queryable } from './pool.js';
+import { asLockWaitOutage, asOutage, LOCK_NOT_AVAILABLE, startupFailure } from './outage.js';
+import { clientConfig, CONNECTION_TIMEOUT_MS, createPool, DEFAULT_POOL_SIZE, LOCK_TIMEOUT_MS, queriesOf, requireRoleSettings, startSession, transaction, type PostgresOptions, type Queryable } from './pool.js';
 import { Snapshots } from './snapshots.js';
 
 /** Any constant works; it only has to be the same for every instance of the gateway. */
@@ -61,7 +61,7 @@ const MIGRATION_LOCK_WAIT_MS = 5 * 60_000;
 /**
  * How long a migration's statement waits for a lock on a table before its transaction is rolled back and tried again:
  * while it waits, every later statement on the table queues behind it, and the other instances' are cancelled at
- * their statement_timeout (10 s, STATEMENT_TIMEOUT_MS).
+ * their lock_timeout (4 s, LOCK_TIMEOUT_MS).
  */
 const MIGRATION_TABLE_LOCK_TIMEOUT_MS = 2_000;
 /** How long the other sessions' statements have the tables between a migration's tries. */
@@ -71,8 +71,6 @@ const MIGRATION_BLOCKED_NOTICE_MS = 30_000;
 const DATABASE = 'the PostgreSQL database in DATABASE_URL';
 /** SQLSTATE insufficient_privilege. */
 const INSUFFICIENT_PRIVILEGE = '42501';
-/** SQLSTATE lock_not_available: a lock waited for past lock_timeout. */
-const LOCK_NOT_AVAILABLE = '55P03';
 
 export interface PostgresStoreOptions extends PostgresOptions {
   /**
@@ -261,8 +259,9 @@ class PromotionLeftToAnother extends Error {}
 
 /**
  * Takes the lock that puts the workspace's events in order, for the transaction. It waits as long as the statement
- * timeout lets it, whatever the role's lock_timeout (see insertEventWith), which it sets in the lock's own statement to
- * cost no round trip. A wait the statement timeout ends is answered UNAVAILABLE, the lock named in the log.
+ * timeout lets it, whatever the lock_timeout (the gateway's or the role's, see insertEventWith), which it lifts for the
+ * rest of the transaction in the lock's own statement to cost no round trip. A wait the statement timeout ends is
+ * answered UNAVAILABLE, the lock named in the log.
  */
 async function waitForEventLock(client: pg.ClientBase, workspaceId: string): Promise<void> {
   await client
@@ -862,7 +861,7 @@ export class PostgresStore implements GatewayStore {
    * claims the jobs due already: waiting on, every instance's claims stalled behind one frozen in the middle of its
    * promotion, and failed at the statement timeout, over and over until that instance's transaction ended. That
    * wait is the lock_timeout of the lock's own statement, whatever the role's; the UPDATE then waits for a job's
-   * row as long as the statement timeout lets it, as it did behind an unbounded wait for the lock.
+   * row as long as the gateway's lock timeout (LOCK_TIMEOUT_MS) lets it.
    */
   private async promoteDueJobs(clock: Date | null): Promise<void> {
     if ((await this.rows(anyJobToPromoteSql(jobTime('$1')), [clock])).length === 0) return;
@@ -875,7 +874,7 @@ export class PostgresStore implements GatewayStore {
         .catch((error: unknown) => {
           throw (error as { code?: unknown }).code === LOCK_NOT_AVAILABLE ? new PromotionLeftToAnother() : error;
         });
-      await client.query(`SELECT set_config('lock_timeout', '0', true)`);
+      await client.query(`SELECT set_config('lock_timeout', $1, true)`, [String(LOCK_TIMEOUT_MS)]);
       await this.count(promoteDueJobsSql(jobTime('$1')), [clock], client);
     }).catch((error: unknown) => {
       if (!(error instanceof PromotionLeftToAnother)) throw error;
@@ -1018,10 +1017,10 @@ export class PostgresStore implements GatewayStore {
    * transactions commit in any order, so an event could become visible below one a poller has already seen
    * and be missed. Holding the workspace's lock from before the number is taken until the commit makes the
    * events of one workspace commit in the order of their numbers. It serialises only the commits of one
-   * workspace, whose quota is 100 a minute. Waiting for it is normal, so the transaction sets no lock timeout of
-   * its own (the statement timeout bounds the wait): a role's `lock_timeout` of a few milliseconds failed accepts
-   * of a busy workspace. The setting is made in the lock's statement, from a subquery its row comes from, to cost
-   * no round trip.
+   * workspace, whose quota is 100 a minute. Waiting for it is normal, so its wait, and the rest of the transaction,
+   * has no lock timeout, neither the gateway's (LOCK_TIMEOUT_MS) nor a role's (the statement timeout bounds the wait):
+   * a role's `lock_timeout` of a few milliseconds failed accepts of a busy workspace. The setting is made in the lock's
+   * statement, from a subquery its row comes from, to cost no round trip.
    */
   private async insertEventWith(client: pg.PoolClient, event: NewSecurityEvent): Promise<void> {
     await waitForEventLock(client, event.workspaceId);
