@@ -10,6 +10,7 @@ import {
   AdminService,
   checkNewKey,
   checkOverlap,
+  ErasureInterrupted,
   NAME_LENGTH,
   OPERATOR_LENGTH,
   operatorDetails,
@@ -27,7 +28,7 @@ import { JOB_STATUSES, type ApiKeyRecord, type DuplicationJob, type JobFilter, t
 import { describeFailure } from '../readiness.js';
 import { Interrupted, stoppableBySignals } from './signals.js';
 import { copyConfiguredStore } from './store-copy.js';
-import { storeUnavailable, unavailableMessage } from './store-unavailable.js';
+import { storeUnavailable, unavailableMessage, unavailableReason } from './store-unavailable.js';
 
 export interface CliIo {
   env: Record<string, string | undefined>;
@@ -481,6 +482,18 @@ function writeFailure(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
+/**
+ * An erasure that failed after its first step, in words that never say nothing was changed (the store's busy wait
+ * does, for the commands it rolls back whole): what stopped it, what is left, and that the same command finishes it.
+ * Its code stays the failure's (UNAVAILABLE for a store busy or unreachable).
+ */
+function interruptedErasure(error: ErasureInterrupted): Error {
+  const { cause } = error;
+  const why = isUnavailable(cause) ? unavailableReason(cause) : failure(cause).message;
+  const message = `${error.message} (${why}): the workspace is still listed, with no key, no job that can run and fewer rows; run the same command again and it finishes the erasure`;
+  return isGatewayError(cause) ? new GatewayError(cause.code, message, { cause }) : new Error(message, { cause });
+}
+
 /** The exit code, the code a script reads under --json, and the line a person reads. */
 function failure(error: unknown): { exit: number; code: string; message: string } {
   if (error instanceof UsageError) return { exit: EXIT.usage, code: 'USAGE', message: error.message };
@@ -572,7 +585,9 @@ const COMMANDS: Record<string, Command> = {
       if (typeof values.confirm !== 'string') throw new UsageError("--confirm <the workspace's name> is required");
     },
     async run({ admin, values, positionals, print, changed }) {
-      const { workspace, rows } = await admin.deleteWorkspace(positionals[0], values.confirm as string);
+      const { workspace, rows } = await admin.deleteWorkspace(positionals[0], values.confirm as string).catch((error: unknown) => {
+        throw error instanceof ErasureInterrupted ? interruptedErasure(error) : error;
+      });
       changed((why) => `workspace '${workspace.name}' (id ${workspace.id}) was deleted but the output could not be written (${why})`);
       print(
         () =>

@@ -189,6 +189,20 @@ export const ERASURE_BATCH_SIZE = 500;
 /** How long an erasure leaves the store to others after each batch, as a multiple of the time the batch took. */
 const ERASURE_PAUSE = 2;
 
+/**
+ * An erasure (AdminService.deleteWorkspace) that failed after its first step committed: the workspace has lost its keys
+ * and its jobs that could run, and perhaps more of its rows, and erasing it again finishes it. `cause` is the failure.
+ */
+export class ErasureInterrupted extends Error {
+  constructor(
+    readonly workspace: Workspace,
+    cause: unknown,
+  ) {
+    super(`the erasure of workspace '${workspace.name}' (id ${workspace.id}) was interrupted`, { cause });
+    this.name = 'ErasureInterrupted';
+  }
+}
+
 /** Operator actions on workspaces and keys (CLI, first-start seeding). */
 export class AdminService {
   constructor(
@@ -238,7 +252,8 @@ export class AdminService {
    * other workspace's requests with it. A first short transaction makes the workspace one no key can use and no
    * job can start for; its other rows then go in batches of `erasureBatchSize`, each its own transaction, so that
    * other writes take turns; its row goes last, with whatever a request still in flight wrote meanwhile. Stopped
-   * part-way, the workspace is still there, with fewer rows, and erasing it again finishes it.
+   * part-way, the workspace is still there, with fewer rows, and erasing it again finishes it: a failure after the
+   * first step is an ErasureInterrupted, so that it never reads as one that changed nothing.
    */
   async deleteWorkspace(idOrName: string, confirm: string): Promise<{ workspace: Workspace; rows: Record<string, number> }> {
     const workspace = await this.requireWorkspace(idOrName);
@@ -250,21 +265,27 @@ export class AdminService {
       for (const [table, count] of Object.entries(deleted)) rows[table] = (rows[table] ?? 0) + count;
     };
     add(this.erased(idOrName, workspace, await this.store.startWorkspaceErasure(workspace.id, this.clock.now()), 'nothing was deleted'));
-    for (const table of ERASED_IN_BATCHES) {
-      // Until a batch finds nothing: one finds fewer than it asks for whenever another transaction (the pruner) took
-      // some of the rows it chose, and stopping there would leave the rest to the last step's one transaction.
-      for (let deleted = -1; deleted !== 0; ) {
-        const started = performance.now();
-        deleted = await this.store.eraseWorkspaceRows(workspace.id, table, this.erasureBatchSize);
-        add({ [table]: deleted });
-        // Another process's writer waiting on the lock polls for it now and then (SQLite's busy handler, up to
-        // every 100 ms): taken again at once, the lock would be free only by chance when it looks. Free twice as
-        // long as it was held, it is found free most times; the erasure takes three times as long.
-        await sleep(ERASURE_PAUSE * (performance.now() - started));
+    let lastStep: WorkspaceDeletion | null;
+    try {
+      for (const table of ERASED_IN_BATCHES) {
+        // Until a batch finds nothing: one finds fewer than it asks for whenever another transaction (the pruner) took
+        // some of the rows it chose, and stopping there would leave the rest to the last step's one transaction.
+        for (let deleted = -1; deleted !== 0; ) {
+          const started = performance.now();
+          deleted = await this.store.eraseWorkspaceRows(workspace.id, table, this.erasureBatchSize);
+          add({ [table]: deleted });
+          // Another process's writer waiting on the lock polls for it now and then (SQLite's busy handler, up to
+          // every 100 ms): taken again at once, the lock would be free only by chance when it looks. Free twice as
+          // long as it was held, it is found free most times; the erasure takes three times as long.
+          await sleep(ERASURE_PAUSE * (performance.now() - started));
+        }
       }
+      lastStep = await this.store.deleteWorkspace(workspace.id, this.clock.now());
+    } catch (error) {
+      throw new ErasureInterrupted(workspace, error);
     }
     // Refused only for a job that a request in flight enqueued after the first step, and a worker claimed since.
-    const last = this.erased(idOrName, workspace, await this.store.deleteWorkspace(workspace.id, this.clock.now()), 'its keys and most of its rows are deleted');
+    const last = this.erased(idOrName, workspace, lastStep, 'its keys and most of its rows are deleted');
     // In the order of the last step's tables, every table: the order the rows went in when they went at once.
     return { workspace, rows: { ...last, ...Object.fromEntries(Object.entries(rows).map(([table, count]) => [table, count + (last[table] ?? 0)])) } };
   }

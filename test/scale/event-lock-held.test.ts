@@ -48,4 +48,31 @@ describe.skipIf(skipWithoutPostgres)('a workspace whose event lock another insta
       if (!released) await holder.release();
     }
   }, 60_000);
+
+  it('says a workspace erasure whose last step the lock held up was interrupted, not that nothing was changed, and finishes it when run again', async () => {
+    const { shared } = suite;
+    const { workspace } = await shared.workspace();
+    const erase = () => cliProcess(['workspaces', 'delete', workspace.id, '--confirm', workspace.name], { DATABASE_URL: shared.url });
+    const holder = await holdAdvisoryLock(shared.url, EVENT_ORDER_LOCK, workspace.id);
+    try {
+      // Its first step and its batches commit; its last step waits for the lock until the statement timeout.
+      expect(await erase()).toEqual({
+        code: EXIT.failed,
+        stdout: '',
+        stderr:
+          `campaign-gateway: the erasure of workspace '${workspace.name}' (id ${workspace.id}) was interrupted (the store is busy: waited for the lock that orders ` +
+          `the security events of workspace ${workspace.id} (PostgreSQL advisory lock ${EVENT_ORDER_LOCK}, hashtext('${workspace.id}')) until the statement was ` +
+          'cancelled (canceling statement due to statement timeout): another transaction held it all that time): the workspace is still listed, with no key, ' +
+          'no job that can run and fewer rows; run the same command again and it finishes the erasure\n',
+      });
+      expect(await shared.query('SELECT name FROM api_keys WHERE workspace_id = $1', [workspace.id])).toEqual([]);
+      expect(await shared.query('SELECT name FROM workspaces WHERE id = $1', [workspace.id])).toEqual([{ name: workspace.name }]);
+    } finally {
+      await holder.release();
+    }
+    const again = await erase();
+    expect([again.code, again.stderr]).toEqual([EXIT.ok, '']);
+    expect(again.stdout).toContain(`Deleted workspace "${workspace.name}" (id ${workspace.id}) and every row of it.`);
+    expect(await shared.query('SELECT name FROM workspaces WHERE id = $1', [workspace.id])).toEqual([]);
+  }, 60_000);
 });

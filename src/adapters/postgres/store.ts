@@ -570,7 +570,7 @@ export class PostgresStore implements GatewayStore {
     return transaction(this.pool, async (client) => {
       const refused = await this.erasable(client, workspaceId, now);
       if (refused !== true) return refused;
-      await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [EVENT_ORDER_LOCK, workspaceId]);
+      await waitForEventLock(client, workspaceId);
       const rows: Record<string, number> = {};
       for (const table of ['idempotency_keys', 'security_events', 'jobs', 'campaigns', 'tags']) {
         rows[table] = await this.count(`DELETE FROM ${table} WHERE workspace_id = $1`, [workspaceId], client);
