@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
+import type { Queryable } from '../../src/adapters/postgres/pool.js';
 import type { PostgresStore } from '../../src/adapters/postgres/store.js';
 import { EVENT_TIME_SKEW_MS } from '../../src/adapters/rows.js';
 import type { ListOptions } from '../../src/domain/ports.js';
@@ -36,7 +37,8 @@ function indexPagesRead(node: PlanNode, indexes: string[]): number {
 
 /** The statements a listing sends, run again under EXPLAIN ANALYZE: the rows it lists and those they read together. */
 async function explainedOn(store: PostgresStore, schema: { url: string; schema: string }, list: () => Promise<unknown[]>): Promise<{ listed: number; read: number; plans: PlanNode[] }> {
-  const sent = vi.spyOn(store.pool, 'query');
+  // The store's statements outside a transaction, as it sends them (its private `db`, on the pool's connections).
+  const sent = vi.spyOn((store as unknown as { db: Queryable }).db, 'query');
   let listed: number;
   let statements: [string, unknown[]][];
   try {

@@ -1,7 +1,8 @@
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { postgresLimiters } from '../../src/adapters/limiter-backends.js';
-import type { PostgresStore } from '../../src/adapters/postgres/store.js';
+import { PostgresStore } from '../../src/adapters/postgres/store.js';
+import { isUnavailable, unavailableCause } from '../../src/domain/errors.js';
 import { apiKeyFixture, at, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
 import { createTestSchema, openPostgresStore, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
 import { waitFor } from '../support/wait.js';
@@ -71,6 +72,51 @@ describe.skipIf(skipWithoutPostgres)('postgres', () => {
         [`denied-permission-events:${keptKey}`, `denied-permission-events:${keptKey}:previous`, `duplicate:${kept}`, `security-event-downloads:${keptKey}`, `upstream-reads:${kept}`].sort(),
       );
     } finally {
+      await store.close();
+      await schema.drop();
+    }
+  });
+
+  it('lets a write wait for a row another transaction holds a moment; answers one that waited out its lock timeout UNAVAILABLE, naming the row, and uses its connection again', async () => {
+    const schema = await createTestSchema();
+    // One connection: the same server process answers every statement unless it is given up and replaced.
+    const store = new PostgresStore({ connectionString: schema.url, schema: schema.schema, poolSize: 1, jobTime: 'caller' });
+    const holder = new pg.Client({ connectionString: schema.url });
+    try {
+      await store.migrate();
+      const workspace = workspaceFixture();
+      await store.createWorkspace(workspace);
+      const key = apiKeyFixture(workspace.id);
+      await store.insertApiKey(key, eventFixture(workspace.id));
+      const serverProcess = async () => Number((await store.pool.query('SELECT pg_backend_pid() AS pid')).rows[0].pid);
+      const before = await serverProcess();
+      await holder.connect();
+      await holder.query(`SET search_path = ${schema.schema}`);
+      const holderPid = Number((await holder.query('SELECT pg_backend_pid() AS pid')).rows[0].pid);
+      const lockKeyRow = async () => {
+        await holder.query('BEGIN');
+        await holder.query('SELECT FROM api_keys WHERE id = $1 FOR UPDATE', [key.id]);
+      };
+      // A wait that ends within the lock timeout, as writes of one row wait for each other: the write goes through.
+      await lockKeyRow();
+      const touched = store.touchApiKey(key, at(500));
+      await waitFor(() => withAdmin(async (client) => (await client.query('SELECT FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [holderPid])).rowCount, schema.url));
+      await holder.query('COMMIT');
+      await touched;
+      // The key's row, as a transaction of an instance frozen in the middle of a key change keeps it.
+      await lockKeyRow();
+      // A statement of its own (the key's last use), and one in a transaction (a revocation).
+      for (const write of [() => store.touchApiKey(key, at(1000)), () => store.revokeApiKey(key.id, at(1000), eventFixture(workspace.id))]) {
+        const refused = await write().then(() => 'written', (error: unknown) => error);
+        expect(isUnavailable(refused)).toBe(true);
+        expect(unavailableCause(refused)).toMatchObject({ code: '55P03', message: expect.stringContaining('in relation "api_keys"') });
+      }
+      expect(await serverProcess()).toBe(before);
+      await holder.query('ROLLBACK');
+      expect(await store.revokeApiKey(key.id, at(2000), eventFixture(workspace.id))).toBe(true);
+      expect(await serverProcess()).toBe(before);
+    } finally {
+      await holder.end();
       await store.close();
       await schema.drop();
     }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { asLockWaitOutage, asOutage, LockWaitCancelled } from '../../src/adapters/postgres/outage.js';
+import { asLockWaitOutage, asOutage, LockWaitCancelled, waitedForLock } from '../../src/adapters/postgres/outage.js';
 import { isGatewayError } from '../../src/domain/errors.js';
 
 const withCode = (message: string, code: string) => Object.assign(new Error(message), { code });
@@ -68,5 +68,12 @@ describe('PostgreSQL errors that mean the database cannot be reached', () => {
     expect(((asOutage(withCode('canceling statement due to lock timeout', '55P03')) as Error).cause as Error).message).toBe(
       'waited for a lock until the statement was cancelled (canceling statement due to lock timeout): another transaction held it all that time',
     );
+  });
+
+  it('tells a lock waited for too long, whose connection works on, from a server that cannot be reached', () => {
+    expect(waitedForLock(asOutage(withCode('canceling statement due to lock timeout', '55P03')))).toBe(true);
+    expect(waitedForLock(asLockWaitOutage(withCode('canceling statement due to statement timeout', '57014'), 'a lock'))).toBe(true);
+    expect(waitedForLock(asOutage(withCode('terminating connection due to administrator command', '57P01')))).toBe(false);
+    expect(waitedForLock(asOutage(new Error('Query read timeout')))).toBe(false);
   });
 });

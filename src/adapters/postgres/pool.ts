@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { dependencyUnavailable, isUnavailable } from '../../domain/errors.js';
-import { asOutage, startupFailure } from './outage.js';
+import { asOutage, startupFailure, waitedForLock } from './outage.js';
 
 export interface PostgresOptions {
   connectionString: string;
@@ -150,14 +150,30 @@ const rethrowAsOutage = (error: unknown): never => {
   throw asOutage(error);
 };
 
-/** The pool's queries, a lost or unreachable server reported as UNAVAILABLE (outage.ts). */
+/**
+ * The pool's queries, a lost or unreachable server reported as UNAVAILABLE (outage.ts). A connection whose statement
+ * failed is given up, as pool.query does, unless the statement only waited too long for a lock: that connection works,
+ * and replacing it would cost a new connection for each statement refused while a transaction keeps the lock.
+ */
 export function queriesOf(pool: pg.Pool): Queryable {
-  return { query: ((text: string, values?: unknown[]) => pool.query(text, values).catch(rethrowAsOutage)) as Queryable['query'] };
+  const query = async (text: string, values?: unknown[]) => {
+    const client = await pool.connect().catch(rethrowAsOutage);
+    try {
+      const result = await client.query(text, values);
+      client.release();
+      return result;
+    } catch (error) {
+      const answer = asOutage(error);
+      client.release(waitedForLock(answer) ? undefined : (error as Error));
+      throw answer;
+    }
+  };
+  return { query: query as Queryable['query'] };
 }
 
 /**
  * Runs `work` in one transaction on one connection; rolls back when it throws. A lost or unreachable server
- * is reported as UNAVAILABLE.
+ * is reported as UNAVAILABLE, as is a lock waited for too long, whose connection rolls back and is used again.
  */
 export async function transaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect().catch(rethrowAsOutage);
@@ -177,8 +193,9 @@ export async function transaction<T>(pool: pg.Pool, work: (client: pg.PoolClient
   } catch (error) {
     // The transaction went with its connection, whatever `work` made of that.
     const answer = lost ? dependencyUnavailable(lost) : asOutage(error);
-    // A connection that is lost or stopped answering takes no ROLLBACK: the server rolls back when it goes.
-    if (isUnavailable(answer)) broken = lost ?? (error as Error);
+    // A connection that is lost or stopped answering takes no ROLLBACK: the server rolls back when it goes. One whose
+    // statement waited too long for a lock has just been answered by the server: it works.
+    if (isUnavailable(answer) && !waitedForLock(answer)) broken = lost ?? (error as Error);
     else {
       await client.query('ROLLBACK').catch((rollbackError: Error) => {
         broken = rollbackError;

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { dependencyUnavailable, isUnavailable } from '../../domain/errors.js';
 import { openReadScope, type ReadScope } from '../../domain/read-scope.js';
-import { asOutage } from './outage.js';
+import { asOutage, waitedForLock } from './outage.js';
 import type { Queryable } from './pool.js';
 
 interface Snapshot {
@@ -108,7 +108,9 @@ export class Snapshots {
       // After the statements given to it already, whose failure may have broken the connection.
       await this.inOrder(snapshot, async () => {
         const { failed } = snapshot;
-        broken = failed !== undefined && isUnavailable(asOutage(failed)) ? (failed as Error) : undefined;
+        const answer = asOutage(failed);
+        // One that only waited too long for a lock (a table a migration holds) works: its COMMIT rolls it back.
+        broken = failed !== undefined && isUnavailable(answer) && !waitedForLock(answer) ? (failed as Error) : undefined;
         if (broken === undefined) await client.query('COMMIT');
       });
     } catch (error) {
