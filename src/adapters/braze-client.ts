@@ -35,8 +35,12 @@ export interface UpstreamWaitBounds {
 /** The upstream endpoints the gateway calls: a closed set, so metrics can be labelled by them. */
 export type UpstreamEndpoint = '/campaigns/duplicate' | '/campaigns/list' | '/campaigns/details';
 
-/** How a call ended: its `kind`, with the transient failures told apart by their cause. */
-export type UpstreamOutcome = 'ok' | 'rejected' | 'rate_limited' | 'unavailable' | 'timeout' | 'unreachable';
+/**
+ * How a call ended: its `kind`, with the transient failures told apart by their cause. `connect_timeout` (no connection
+ * in time: the request never left) is kept apart from `timeout` (sent, no answer in time): a network that drops the
+ * connections is not an upstream that answers slowly.
+ */
+export type UpstreamOutcome = 'ok' | 'rejected' | 'rate_limited' | 'unavailable' | 'connect_timeout' | 'timeout' | 'unreachable';
 
 /** Hears of every upstream call as it ends (metrics). */
 export interface UpstreamObserver {
@@ -539,7 +543,7 @@ export function outcomeOf(response: UpstreamResponse): UpstreamOutcome {
     case 'UPSTREAM_RATE_LIMITED':
       return 'rate_limited';
     case 'UPSTREAM_TIMEOUT':
-      return 'timeout';
+      return response.unsent ? 'connect_timeout' : 'timeout';
     case 'UPSTREAM_UNREACHABLE':
       return 'unreachable';
     default:

@@ -21,7 +21,7 @@ export const CIRCUIT_PROBE_WAIT_MS = 1000;
 /** A failed call that counts toward opening the circuit, as the log line says it. */
 interface CountedFailure {
   jobId: string;
-  outcome: 'unavailable' | 'timeout' | 'unreachable';
+  outcome: 'unavailable' | 'connect_timeout' | 'timeout' | 'unreachable';
   status: number | null;
 }
 
@@ -40,7 +40,7 @@ function verdict(response: UpstreamResponse): CountedFailure['outcome'] | 'answe
   // A certificate refused before anything was sent says nothing of whether Braze is up.
   if (response.kind === 'rejected' && response.status === null) return 'unknown';
   const outcome = outcomeOf(response);
-  if (outcome === 'timeout' || outcome === 'unreachable') return outcome;
+  if (outcome === 'connect_timeout' || outcome === 'timeout' || outcome === 'unreachable') return outcome;
   return outcome === 'unavailable' && response.status !== null && UPSTREAM_DOWN_STATUSES.has(response.status) ? outcome : 'answered';
 }
 

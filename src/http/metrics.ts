@@ -295,7 +295,8 @@ export class GatewayMetrics {
       name: 'gateway_upstream_request_duration_seconds',
       help:
         'Time an upstream (Braze) call took, upstream mode only, by endpoint and outcome: ok, rejected (a refusal such as 400, or an HTML page), ' +
-        'rate_limited (429), unavailable (408, 5xx), timeout, unreachable (the connection failed).',
+        'rate_limited (429), unavailable (408, 5xx), connect_timeout (no connection in time: the request never left), timeout (sent, no ' +
+        'answer in time), unreachable (the connection failed).',
       labelNames: ['endpoint', 'outcome'],
       buckets: [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers,

@@ -12,7 +12,7 @@ import type { DuplicationJob } from '../../src/domain/types.js';
 import { ManualClock } from '../support/clock.js';
 import { startFakeBraze, type FakeBraze, type FakeReply } from '../support/fake-braze.js';
 import { startFullListener } from '../support/full-listener.js';
-import { bearer, graphql, http, json, recordingLogger, startGateway, waitFor, type StartOptions } from '../support/gateway.js';
+import { bearer, graphql, http, json, metricSample, recordingLogger, startGateway, waitFor, type StartOptions } from '../support/gateway.js';
 import { postgres, sqlite } from '../support/stores.js';
 
 // Mixed case, so that an echo of it lower-cased or upper-cased differs from it, and URL-encoded it differs too.
@@ -68,6 +68,12 @@ const finished = (job: DuplicationJob) => job.status === 'SUCCEEDED' || job.stat
 function advanceTo(h: Harness, at: Date): void {
   h.clock.advance(Math.max(0, at.getTime() - h.clock.now().getTime()));
   h.gateway.app.worker.notify();
+}
+
+/** The calls to POST /campaigns/duplicate timed in the metrics, by outcome. */
+async function duplicateCalls(h: Harness, ...outcomes: string[]): Promise<number[]> {
+  const text = (await http(h.gateway.baseUrl, 'GET', '/metrics')).text;
+  return outcomes.map((outcome) => metricSample(text, 'gateway_upstream_request_duration_seconds_count', { endpoint: '/campaigns/duplicate', outcome }) ?? 0);
 }
 
 const delayOf = (h: Harness, job: DuplicationJob) => job.runAt.getTime() - h.clock.now().getTime();
@@ -574,6 +580,8 @@ describe('upstream mode: whether a job failed for good may have made a copy', ()
         error: { code: 'UPSTREAM_TIMEOUT', message: 'The upstream did not answer within 300 ms' },
         upstreamMayHaveActed: false,
       });
+      // Timed apart from calls that were sent and not answered: a network that drops connections, not a slow upstream.
+      expect(await duplicateCalls(h, 'connect_timeout', 'timeout')).toEqual([3, 0]);
     } finally {
       await listener.close();
     }
@@ -587,6 +595,7 @@ describe('upstream mode: whether a job failed for good may have made a copy', ()
     const first = await until(h, id, retried(1));
     expect(first.error?.code).toBe('UPSTREAM_TIMEOUT');
     expect(requestsFor(h, name)).toHaveLength(1);
+    expect(await duplicateCalls(h, 'connect_timeout', 'timeout')).toEqual([0, 1]);
     await h.fake.close();
     advanceTo(h, first.runAt);
     for (let attempt = 2; attempt < 3; attempt++) advanceTo(h, (await until(h, id, retried(attempt))).runAt);
