@@ -220,8 +220,9 @@ export class GatewayMetrics {
     this.jobsTakenOver = new Counter({
       name: 'gateway_duplication_jobs_taken_over_total',
       help:
-        'RUNNING jobs this instance claimed after their lease expired (the instance running them died, hung or lost the store): in upstream ' +
-        'mode the upstream may have received each of them twice. Each is logged with its job id and previous lease owner.',
+        'RUNNING jobs this instance claimed after their lease expired (the instance running them died, hung or lost the store), or, on the ' +
+        'embedded store, that the process before it left RUNNING: in upstream mode the upstream may have received each of them twice. Each ' +
+        'is logged with its job id and previous lease owner.',
       registers,
     });
     this.jobWait = new Histogram({

@@ -8,7 +8,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { afterAll, describe, expect, it } from 'vitest';
-import { bearer, graphql, http, json, waitFor } from '../support/gateway.js';
+import { bearer, graphql, http, json, metricSample, waitFor } from '../support/gateway.js';
 import { startFakeBraze } from '../support/fake-braze.js';
 import { spawnGateway, type GatewayProcess } from '../support/process.js';
 import { jobEvents } from '../support/transports.js';
@@ -107,6 +107,7 @@ describe('a real gateway process', () => {
       // Braze receives each job's first call and never answers it: every job is RUNNING when the process is killed.
       braze.answer('POST /campaigns/duplicate', () => ({ hang: true }));
       const jobIds: string[] = [];
+      const requestIds = new Map<string, string>();
       for (const [index, campaign] of braze.campaigns.entries()) {
         const accepted = await http(first.baseUrl, 'POST', '/campaigns/duplicate', {
           headers: { ...json, ...bearer(key!) },
@@ -114,6 +115,7 @@ describe('a real gateway process', () => {
         });
         expect(accepted.status).toBe(202);
         jobIds.push(accepted.body.job_id as string);
+        requestIds.set(accepted.body.job_id as string, accepted.headers['x-request-id'] as string);
       }
       await waitFor(async () => braze.requestsTo('POST /campaigns/duplicate').length === jobIds.length);
       first.child.kill('SIGKILL');
@@ -140,7 +142,14 @@ describe('a real gateway process', () => {
       // Taken over as after a lease that ran out, and said so: each killed call may have reached Braze, which got two.
       const takenOver = second.logs.filter((line) => line.msg === 'took over a job whose lease expired; in upstream mode the upstream may have received it twice');
       expect(takenOver.map((line) => line.jobId).sort()).toEqual([...jobIds].sort());
-      for (const line of takenOver) expect(line.previousLeaseOwner.split(':').slice(0, 2)).toEqual([hostname(), String(first.child.pid)]);
+      for (const line of takenOver) {
+        expect(line.previousLeaseOwner.split(':').slice(0, 2)).toEqual([hostname(), String(first.child.pid)]);
+        // What the README's Logs section says the line carries, to find the job's request and its copies in Braze.
+        expect(line).toMatchObject({ level: 40, component: 'worker', reqId: requestIds.get(line.jobId), attempts: 2 });
+      }
+      // And counted where the README's alerts look for it.
+      const metrics = await http(second.baseUrl, 'GET', '/metrics');
+      expect(metricSample(metrics.text, 'gateway_duplication_jobs_taken_over_total')).toBe(jobIds.length);
       const calls = braze.requestsTo('POST /campaigns/duplicate').map((call) => JSON.parse(call.body).name as string);
       expect(calls.sort()).toEqual(braze.campaigns.flatMap((_, index) => Array(2).fill(`Running at the kill ${index}`)));
 
