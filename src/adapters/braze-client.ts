@@ -76,7 +76,8 @@ const MEDIA_TYPE = /^[\w!#$%&'*+.^`|~-]+\/[\w!#$%&'*+.^`|~-]+$/;
 const HTML_START = /^\s*<(?:!doctype\s+html|html)[\s>]/i;
 /** How often readiness probes may spend a call to Braze on asking whether a refused key is accepted again. */
 const KEY_RECHECK_MS = 30_000;
-const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
+const CONNECT_TIMEOUT = 'UND_ERR_CONNECT_TIMEOUT';
+const TIMEOUT_CODES = new Set([CONNECT_TIMEOUT, 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
 /** Failures to connect: raised before any byte of the request left. A reset or a TLS failure may come after it did. */
 const UNSENT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EAI_FAIL', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'UND_ERR_CONNECT_TIMEOUT']);
 const REJECTED_CODES: Record<number, JobErrorCode> = {
@@ -238,7 +239,7 @@ export class BrazeClient {
         })),
     );
     return new Promise<Dispatcher.ResponseData>((resolve, reject) => {
-      const expire = () => reject(connected ? deadline.reason : new undiciErrors.ConnectTimeoutError(`no connection to the upstream within ${timeoutMs} ms`));
+      const expire = () => reject(connected ? deadline.reason : new DeadlineBeforeConnection(timeoutMs));
       deadline.addEventListener('abort', expire, { once: true });
       request(url, { ...options, dispatcher, signal: deadline })
         .then(resolve, reject)
@@ -440,12 +441,10 @@ export class BrazeClient {
     }
     const unsent = typeof code === 'string' && UNSENT_CODES.has(code) ? { unsent: true as const } : {};
     if (isTimeout(error)) {
-      return {
-        kind: 'unavailable',
-        status: null,
-        error: { code: 'UPSTREAM_TIMEOUT', message: `The upstream did not answer within ${timeoutMs} ms` },
-        ...unsent,
-      };
+      // No connection is no answer of the upstream's: say which wait ran out, the call's or undici's connect timeout.
+      const connectMs = deadlineBeforeConnection(error) ?? this.options.connectTimeoutMs;
+      const message = code === CONNECT_TIMEOUT ? `No connection to the upstream within ${connectMs} ms` : `The upstream did not answer within ${timeoutMs} ms`;
+      return { kind: 'unavailable', status: null, error: { code: 'UPSTREAM_TIMEOUT', message }, ...unsent };
     }
     // Other TLS failures (a handshake cut short, https:// to a plain HTTP port) are named, and may pass.
     const tls = typeof code === 'string' && /^ERR_(SSL|TLS)_/.test(code) ? ` (TLS: ${code})` : '';
@@ -468,6 +467,20 @@ export class BrazeClient {
     return response;
   }
 }
+
+/** A call's deadline passed before its request had a connection: a failure to connect, as undici's own connect timeout. */
+class DeadlineBeforeConnection extends undiciErrors.ConnectTimeoutError {
+  constructor(readonly deadlineMs: number) {
+    super(`no connection to the upstream within ${deadlineMs} ms`);
+  }
+}
+
+/**
+ * The deadline of a DeadlineBeforeConnection, undefined for undici's own connect timeout. Not `instanceof`: undici's
+ * errors answer it for any error of their kind (Symbol.hasInstance), subclasses included.
+ */
+const deadlineBeforeConnection = (error: unknown): number | undefined =>
+  Object.getPrototypeOf(error) === DeadlineBeforeConnection.prototype ? (error as DeadlineBeforeConnection).deadlineMs : undefined;
 
 /** Passes a request's events on, saying first when the request has its connection, just before it is sent. */
 class ConnectionWatch implements Dispatcher.DispatchHandler {

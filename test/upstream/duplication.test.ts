@@ -577,10 +577,27 @@ describe('upstream mode: whether a job failed for good may have made a copy', ()
       const { id } = await enqueue(h);
       expect(await failedEvent(h, id)).toMatchObject({
         attempts: 3,
-        error: { code: 'UPSTREAM_TIMEOUT', message: 'The upstream did not answer within 300 ms' },
+        error: { code: 'UPSTREAM_TIMEOUT', message: 'No connection to the upstream within 300 ms' },
         upstreamMayHaveActed: false,
       });
       // Timed apart from calls that were sent and not answered: a network that drops connections, not a slow upstream.
+      expect(await duplicateCalls(h, 'connect_timeout', 'timeout')).toEqual([3, 0]);
+    } finally {
+      await listener.close();
+    }
+  });
+
+  it("no: a connection to it never opened within UPSTREAM_CONNECT_TIMEOUT_MS, well inside the call's deadline: the error names that wait", async () => {
+    const listener = await startFullListener();
+    const h = await upstreamGateway({ UPSTREAM_URL: listener.url, UPSTREAM_TIMEOUT_MS: '60000', UPSTREAM_CONNECT_TIMEOUT_MS: '50' });
+    harnesses.push(h);
+    try {
+      const { id } = await enqueue(h);
+      expect(await failedEvent(h, id)).toMatchObject({
+        attempts: 3,
+        error: { code: 'UPSTREAM_TIMEOUT', message: 'No connection to the upstream within 50 ms' },
+        upstreamMayHaveActed: false,
+      });
       expect(await duplicateCalls(h, 'connect_timeout', 'timeout')).toEqual([3, 0]);
     } finally {
       await listener.close();
