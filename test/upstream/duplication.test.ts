@@ -567,37 +567,23 @@ describe('upstream mode: whether a job failed for good may have made a copy', ()
     expect(await failedEvent(h, id)).toMatchObject({ attempts: 3, error: { code: 'UPSTREAM_UNREACHABLE' }, upstreamMayHaveActed: false });
   });
 
-  it('no: a connection to it never opened, however long the connect timeout: each call ended at its deadline, unsent', async () => {
-    const listener = await startFullListener();
+  it.each([
     // A connect timeout the configuration cannot set, far past the deadline: only the deadline ends these calls, as it
     // must when undici's own connect timer, checked every half second or so, fires after it.
-    const h = await upstreamGateway({ UPSTREAM_URL: listener.url }, undefined, { tuned: { upstreamConnectTimeoutMs: 600_000 } });
+    ['however long the connect timeout: each call ended at its deadline', {}, { upstreamConnectTimeoutMs: 600_000 }, 300],
+    ["within UPSTREAM_CONNECT_TIMEOUT_MS, well inside the call's deadline", { UPSTREAM_TIMEOUT_MS: '60000', UPSTREAM_CONNECT_TIMEOUT_MS: '50' }, {}, 50],
+  ])('no: a connection to it never opened %s, unsent, and the error names the wait that ran out', async (_, env, tuned, waitedMs) => {
+    const listener = await startFullListener();
+    const h = await upstreamGateway({ UPSTREAM_URL: listener.url, ...env }, undefined, { tuned });
     harnesses.push(h);
     try {
       const { id } = await enqueue(h);
       expect(await failedEvent(h, id)).toMatchObject({
         attempts: 3,
-        error: { code: 'UPSTREAM_TIMEOUT', message: 'No connection to the upstream within 300 ms' },
+        error: { code: 'UPSTREAM_TIMEOUT', message: `No connection to the upstream within ${waitedMs} ms` },
         upstreamMayHaveActed: false,
       });
       // Timed apart from calls that were sent and not answered: a network that drops connections, not a slow upstream.
-      expect(await duplicateCalls(h, 'connect_timeout', 'timeout')).toEqual([3, 0]);
-    } finally {
-      await listener.close();
-    }
-  });
-
-  it("no: a connection to it never opened within UPSTREAM_CONNECT_TIMEOUT_MS, well inside the call's deadline: the error names that wait", async () => {
-    const listener = await startFullListener();
-    const h = await upstreamGateway({ UPSTREAM_URL: listener.url, UPSTREAM_TIMEOUT_MS: '60000', UPSTREAM_CONNECT_TIMEOUT_MS: '50' });
-    harnesses.push(h);
-    try {
-      const { id } = await enqueue(h);
-      expect(await failedEvent(h, id)).toMatchObject({
-        attempts: 3,
-        error: { code: 'UPSTREAM_TIMEOUT', message: 'No connection to the upstream within 50 ms' },
-        upstreamMayHaveActed: false,
-      });
       expect(await duplicateCalls(h, 'connect_timeout', 'timeout')).toEqual([3, 0]);
     } finally {
       await listener.close();
