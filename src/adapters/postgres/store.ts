@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { eventCursorGone } from '../../domain/cursor.js';
-import { dependencyUnavailable, GatewayError, isUnavailable, unavailableCause } from '../../domain/errors.js';
+import { dependencyUnavailable, GatewayError, unavailableCause } from '../../domain/errors.js';
 import { EXPORT_TABLES, type BatchErasedTable, type ClaimedJob, type EventPruneBatch, type EventPruneCursor, type ExportPage, type ExportRows, type ExportTable, type GatewayStore, type JobFailure, type JobOutcome, type ListOptions, type NewerSchema, type OlderSchema, type ReleaseOptions, type RowCount, type SchemaVersions, type WorkspaceDeletion } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
@@ -277,17 +277,14 @@ const eventLock = (workspaceId: string): string =>
   `the lock that orders the security events of workspace ${workspaceId} (PostgreSQL advisory lock ${EVENT_ORDER_LOCK}, hashtext('${workspaceId}'))`;
 
 /**
- * What the writes of a workspace waiting for their turn (eventTransaction) are refused with, at once, when the turn
- * before them failed with `error`, or undefined for them to take their turns. Each would otherwise meet what that turn
- * met and wait as long, one after another: the workspace's event lock kept by a transaction that does not end (the
- * statement timeout each), or a database that cannot be reached (the connection timeout each). A row's lock waited
- * for in vain refuses none: the writes behind it may not need that row. Those asking later try again.
+ * What the writes of a workspace waiting for their turn (eventTransaction) are refused with when the turn before them
+ * waited for the workspace's event lock until its statement was cancelled: UNAVAILABLE at once, since each would
+ * meet the same transaction holding the lock and wait as long, one after another. Those asking later try again.
  */
-export function refusedBehind(error: unknown, workspaceId: string): unknown {
-  if (!isUnavailable(error)) return undefined;
+function refusedBehind(error: unknown, workspaceId: string): unknown {
   const cause = unavailableCause(error);
-  if (!(cause instanceof LockWaitCancelled)) return dependencyUnavailable(cause);
-  return cause.lock === eventLock(workspaceId) ? dependencyUnavailable(new LockWaitCancelled(cause.lock, cause.cause as Error, true)) : undefined;
+  if (!(cause instanceof LockWaitCancelled) || cause.lock !== eventLock(workspaceId)) return undefined;
+  return dependencyUnavailable(new LockWaitCancelled(cause.lock, cause.cause as Error, true));
 }
 
 /** Where a page starts, as one upper bound on `seq`: a cursor's row, or a sequence number. */
