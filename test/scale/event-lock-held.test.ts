@@ -2,7 +2,6 @@ import { describe, expect, it } from 'vitest';
 import { EVENT_ORDER_LOCK } from '../../src/adapters/postgres/store.js';
 import { EXIT } from '../../src/cli/commands.js';
 import { cliProcess } from '../support/cli.js';
-import { waitFor, type TestWorkspace } from '../support/gateway.js';
 import { skipWithoutPostgres } from '../support/postgres.js';
 import { graphQL, rest } from '../support/transports.js';
 import { expectAcceptedAgain, expectRefusalWarning, expectRefusedUnavailable, gatewayOnItsOwnDatabase, holdAdvisoryLock } from './locks.js';
@@ -45,45 +44,6 @@ describe.skipIf(skipWithoutPostgres)('a workspace whose event lock another insta
       released = true;
       // The requests refused gave their quota points back: this is the first of 100 the workspace spent.
       await expectAcceptedAgain(gateway.baseUrl, tenant.key, args, 1);
-    } finally {
-      if (!released) await holder.release();
-    }
-  }, 60_000);
-
-  it('holds one connection for the writes waiting on it: 30 accepts of the workspace at once are all refused 503, while another workspace is accepted and the instance stays ready', async () => {
-    const { shared, gateway } = suite;
-    const [held, other] = [await shared.workspace(), await shared.workspace()];
-    const args = (tenant: TestWorkspace) => (name: string) => ({ campaignId: tenant.campaign.id, name });
-    // The sessions waiting for the held workspace's event lock.
-    const waiting = async () =>
-      (
-        await shared.query<{ count: number }>(
-          "SELECT count(*)::int AS count FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND classid = $1 AND objid = hashtext($2)::oid",
-          [EVENT_ORDER_LOCK, held.workspace.id],
-        )
-      )[0].count;
-    const holder = await holdAdvisoryLock(shared.url, EVENT_ORDER_LOCK, held.workspace.id);
-    let released = false;
-    try {
-      const atOnce = Promise.all(Array.from({ length: 30 }, (_, n) => rest.duplicate(gateway.baseUrl, held.key, args(held)(`at once ${n}`))));
-      await waitFor(async () => (await waiting()) > 0);
-      // One of them waits on the server, the others in the instance's memory: its other connections serve the rest.
-      const [otherAccepted, ready] = await Promise.all([rest.duplicate(gateway.baseUrl, other.key, args(other)('beside the held workspace')), readiness(gateway)]);
-      expect([otherAccepted.status, otherAccepted.jobId]).toEqual([202, expect.any(String)]);
-      expect(ready).toMatchObject({ code: 200, status: 'ready' });
-      expect(await waiting()).toBeLessThanOrEqual(1);
-
-      // Those waiting when the first was refused are refused with it, as they would be after the same wait.
-      const refused = await atOnce;
-      for (const answer of refused) {
-        expect([answer.status, answer.response.headers['retry-after'], answer.response.body]).toEqual([503, '5', { message: 'Service unavailable', code: 'UNAVAILABLE' }]);
-      }
-      expect(await shared.query('SELECT name FROM jobs WHERE workspace_id = $1', [held.workspace.id])).toEqual([]);
-      expect(gateway.logs.filter((line) => line.level >= 50)).toEqual([]);
-
-      await holder.release();
-      released = true;
-      await expectAcceptedAgain(gateway.baseUrl, held.key, args(held), 1);
     } finally {
       if (!released) await holder.release();
     }

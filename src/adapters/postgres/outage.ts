@@ -74,18 +74,8 @@ export function asLockWaitOutage(error: unknown, lock: string): unknown {
 export class LockWaitCancelled extends Error {
   readonly code: string;
 
-  /** `queued`: not waited for, since the write before it waited for the lock until `cause` cancelled its statement. */
-  constructor(
-    readonly lock: string,
-    cause: Error,
-    queued = false,
-  ) {
-    super(
-      queued
-        ? `did not wait for ${lock}: the write before it waited for it until its statement was cancelled (${cause.message}), another transaction holding it all that time`
-        : `waited for ${lock} until the statement was cancelled (${cause.message}): another transaction held it all that time`,
-      { cause },
-    );
+  constructor(lock: string, cause: Error) {
+    super(`waited for ${lock} until the statement was cancelled (${cause.message}): another transaction held it all that time`, { cause });
     this.name = 'LockWaitCancelled';
     this.code = String((cause as { code?: unknown }).code);
   }

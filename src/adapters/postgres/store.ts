@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { eventCursorGone } from '../../domain/cursor.js';
-import { dependencyUnavailable, GatewayError, unavailableCause } from '../../domain/errors.js';
+import { GatewayError } from '../../domain/errors.js';
 import { EXPORT_TABLES, type BatchErasedTable, type ClaimedJob, type EventPruneBatch, type EventPruneCursor, type ExportPage, type ExportRows, type ExportTable, type GatewayStore, type JobFailure, type JobOutcome, type ListOptions, type NewerSchema, type OlderSchema, type ReleaseOptions, type RowCount, type SchemaVersions, type WorkspaceDeletion } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
@@ -50,10 +50,9 @@ import {
 } from '../rows.js';
 import { incompleteSchema, migratedUnder, schemaRefusal, SchemaVersionRefusal } from '../schema-version.js';
 import { missingSchemaObjects, POSTGRES_MIGRATIONS, schemaCheckRefused } from './migrations.js';
-import { asLockWaitOutage, asOutage, LOCK_NOT_AVAILABLE, LockWaitCancelled, startupFailure } from './outage.js';
+import { asLockWaitOutage, asOutage, LOCK_NOT_AVAILABLE, startupFailure } from './outage.js';
 import { clientConfig, CONNECTION_TIMEOUT_MS, createPool, DEFAULT_POOL_SIZE, LOCK_TIMEOUT_MS, queriesOf, requireRoleSettings, startSession, transaction, type PostgresOptions, type Queryable } from './pool.js';
 import { Snapshots } from './snapshots.js';
-import { Turns } from './turns.js';
 
 /** Any constant works; it only has to be the same for every instance of the gateway. */
 export const MIGRATION_LOCK = 0x6367_7701;
@@ -268,23 +267,8 @@ async function waitForEventLock(client: pg.ClientBase, workspaceId: string): Pro
   await client
     .query(`SELECT pg_advisory_xact_lock($1, hashtext($2)) FROM (SELECT set_config('lock_timeout', '0', true)) AS unbounded`, [EVENT_ORDER_LOCK, workspaceId])
     .catch((error: unknown) => {
-      throw asLockWaitOutage(error, eventLock(workspaceId));
+      throw asLockWaitOutage(error, `the lock that orders the security events of workspace ${workspaceId} (PostgreSQL advisory lock ${EVENT_ORDER_LOCK}, hashtext('${workspaceId}'))`);
     });
-}
-
-/** The workspace's event lock, in words for the log. */
-const eventLock = (workspaceId: string): string =>
-  `the lock that orders the security events of workspace ${workspaceId} (PostgreSQL advisory lock ${EVENT_ORDER_LOCK}, hashtext('${workspaceId}'))`;
-
-/**
- * What the writes of a workspace waiting for their turn (eventTransaction) are refused with when the turn before them
- * waited for the workspace's event lock until its statement was cancelled: UNAVAILABLE at once, since each would
- * meet the same transaction holding the lock and wait as long, one after another. Those asking later try again.
- */
-function refusedBehind(error: unknown, workspaceId: string): unknown {
-  const cause = unavailableCause(error);
-  if (!(cause instanceof LockWaitCancelled) || cause.lock !== eventLock(workspaceId)) return undefined;
-  return dependencyUnavailable(new LockWaitCancelled(cause.lock, cause.cause as Error, true));
 }
 
 /** Where a page starts, as one upper bound on `seq`: a cursor's row, or a sequence number. */
@@ -331,8 +315,6 @@ export class PostgresStore implements GatewayStore {
   private readonly db: Queryable;
   /** The reads of a GraphQL query, each seeing the same moment (snapshots.ts). */
   private readonly snapshots: Snapshots;
-  /** Each workspace's transactions that take its event lock, one at a time (eventTransaction). */
-  private readonly eventTurns = new Turns(refusedBehind);
 
   constructor(private readonly options: PostgresStoreOptions) {
     this.pool = createPool(options);
@@ -361,18 +343,6 @@ export class PostgresStore implements GatewayStore {
    */
   private get view(): Queryable {
     return this.snapshots.reads(this.db);
-  }
-
-  /**
-   * A transaction that takes the workspace's event lock (insertEventWith), begun only once this instance's previous one
-   * for the workspace has ended. They would commit one after another on the lock anyway; waiting for it on the
-   * server, each held a connection of the pool, and a workspace with as many writes at once as the pool has
-   * connections took them all, every other workspace's requests and /readyz waiting with it (for as long as the
-   * statement timeout when a frozen instance kept the lock). Waiting here holds none. No transaction takes another
-   * workspace's turn while it holds one.
-   */
-  private eventTransaction<T>(workspaceId: string, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-    return this.eventTurns.run(workspaceId, () => transaction(this.pool, work));
   }
 
   private async insert(client: Queryable, table: string, row: Row): Promise<void> {
@@ -597,7 +567,7 @@ export class PostgresStore implements GatewayStore {
    * keys are `<limiter>:<key>`. No row to lock: another process deleted the workspace since the caller found it (null).
    */
   async deleteWorkspace(workspaceId: string, now: Date): Promise<WorkspaceDeletion | null> {
-    return this.eventTransaction(workspaceId, async (client) => {
+    return transaction(this.pool, async (client) => {
       const refused = await this.erasable(client, workspaceId, now);
       if (refused !== true) return refused;
       await waitForEventLock(client, workspaceId);
@@ -665,7 +635,7 @@ export class PostgresStore implements GatewayStore {
   }
 
   async insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<boolean> {
-    return this.eventTransaction(event.workspaceId, async (client) => {
+    return transaction(this.pool, async (client) => {
       // Not a foreign key violation: another process may have deleted the workspace since the caller found it. The
       // share lock holds off a deletion until this commits.
       const workspace = await client.query('SELECT 1 FROM workspaces WHERE id = $1 FOR KEY SHARE', [key.workspaceId]);
@@ -699,7 +669,7 @@ export class PostgresStore implements GatewayStore {
 
   async revokeApiKey(id: string, at: Date, event: NewSecurityEvent): Promise<boolean> {
     if (!storable(id)) return false;
-    return this.eventTransaction(event.workspaceId, async (client) => {
+    return transaction(this.pool, async (client) => {
       const changed = await this.count('UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL', [at, id], client);
       if (changed === 0) return false;
       await this.insertEventWith(client, event);
@@ -709,7 +679,7 @@ export class PostgresStore implements GatewayStore {
 
   async rotateApiKey(id: string, replacing: string, hash: string, prefix: string, previousValidUntil: Date | null, event: NewSecurityEvent): Promise<boolean> {
     if (!storable(id)) return false;
-    return this.eventTransaction(event.workspaceId, async (client) => {
+    return transaction(this.pool, async (client) => {
       const changed = await this.count(
         `UPDATE api_keys SET previous_hash = hash, previous_hash_expires_at = $1, hash = $2, prefix = $3
          WHERE id = $4 AND hash = $5 AND revoked_at IS NULL`,
@@ -781,7 +751,7 @@ export class PostgresStore implements GatewayStore {
 
   async enqueueJob(job: DuplicationJob, event: NewSecurityEvent, reservation?: IdempotencyRecord): Promise<boolean> {
     const turn = await this.nextTurn(job.workspaceId);
-    return this.eventTransaction(event.workspaceId, async (client) => {
+    return transaction(this.pool, async (client) => {
       // Binds the key first, only while it is still this reservation's: the job is written after, or not at all.
       if (reservation !== undefined) {
         const bound = await client.query(
@@ -831,7 +801,7 @@ export class PostgresStore implements GatewayStore {
   /** As finishJob, for a job no worker holds: PENDING, or RUNNING under a lease expired by the queue's clock. */
   async cancelJob(jobId: string, outcome: JobFailure, now: Date): Promise<boolean> {
     if (!storable(jobId)) return false;
-    return this.eventTransaction(outcome.event.workspaceId, async (client) => {
+    return transaction(this.pool, async (client) => {
       const changed = await this.count(
         `UPDATE jobs SET status = 'FAILED', finished_at = ${jobTime('$1')}, updated_at = ${jobTime('$1')}, error_code = $2, error_message = $3,
            lease_owner = NULL, lease_expires_at = NULL
@@ -912,7 +882,7 @@ export class PostgresStore implements GatewayStore {
   }
 
   async finishJob(jobId: string, owner: string, outcome: JobOutcome, now: Date): Promise<boolean> {
-    return this.eventTransaction(outcome.event.workspaceId, async (client) => {
+    return transaction(this.pool, async (client) => {
       const changed = await this.count(
         `UPDATE jobs SET status = $1, finished_at = ${jobTime('$2')}, updated_at = ${jobTime('$2')}, result_campaign_id = $3, error_code = $4,
            error_message = $5, lease_owner = NULL, lease_expires_at = NULL
@@ -1039,7 +1009,7 @@ export class PostgresStore implements GatewayStore {
   }
 
   async insertEvent(event: NewSecurityEvent): Promise<void> {
-    await this.eventTransaction(event.workspaceId, (client) => this.insertEventWith(client, event));
+    await transaction(this.pool, (client) => this.insertEventWith(client, event));
   }
 
   /**
@@ -1047,8 +1017,7 @@ export class PostgresStore implements GatewayStore {
    * transactions commit in any order, so an event could become visible below one a poller has already seen
    * and be missed. Holding the workspace's lock from before the number is taken until the commit makes the
    * events of one workspace commit in the order of their numbers. It serialises only the commits of one
-   * workspace, whose quota is 100 a minute, and its transaction is an eventTransaction, so that of this instance's
-   * only one waits for it at a time. Waiting for it is normal, so its wait, and the rest of the transaction,
+   * workspace, whose quota is 100 a minute. Waiting for it is normal, so its wait, and the rest of the transaction,
    * has no lock timeout, neither the gateway's (LOCK_TIMEOUT_MS) nor a role's (the statement timeout bounds the wait):
    * a role's `lock_timeout` of a few milliseconds failed accepts of a busy workspace. The setting is made in the lock's
    * statement, from a subquery its row comes from, to cost no round trip.
