@@ -1,12 +1,15 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
+import { LockWaitCancelled } from '../../src/adapters/postgres/outage.js';
 import type { Queryable } from '../../src/adapters/postgres/pool.js';
-import type { PostgresStore } from '../../src/adapters/postgres/store.js';
+import { EVENT_ORDER_LOCK, type PostgresStore } from '../../src/adapters/postgres/store.js';
 import { EVENT_TIME_SKEW_MS } from '../../src/adapters/rows.js';
+import { isUnavailable } from '../../src/domain/errors.js';
 import type { ListOptions } from '../../src/domain/ports.js';
 import type { JobFilter, SecurityEventFilter, SecurityEventType } from '../../src/domain/types.js';
 import { at, eventFixture, jobFixture, workspaceFixture } from '../support/fixtures.js';
 import { createTestDatabase, createTestSchema, openPostgresStore, skipWithoutPostgres, withAdmin } from '../support/postgres.js';
+import { waitFor } from '../support/wait.js';
 
 interface PlanNode {
   'Node Type': string;
@@ -406,4 +409,85 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL: the jobs an operator lists', (
       expect(read, JSON.stringify(filter)).toBeLessThan(200);
     }
   });
+});
+
+describe.skipIf(skipWithoutPostgres)('PostgreSQL: a workspace whose event lock another transaction keeps', () => {
+  let schema: Awaited<ReturnType<typeof createTestSchema>>;
+  // Four connections: one of them may wait for a workspace's event lock at a time.
+  let store: PostgresStore;
+  const held = workspaceFixture();
+  const other = workspaceFixture();
+  const enqueue = (workspaceId: string) => {
+    const job = jobFixture(workspaceId);
+    return store.enqueueJob(job, eventFixture(workspaceId, { jobId: job.id }));
+  };
+  /** The sessions waiting on the server for the held workspace's event lock, and the store's connections in use. */
+  const waits = async () => {
+    const [{ waiting }] = await withAdmin(
+      async (client) =>
+        (
+          await client.query(
+            "SELECT count(*)::int AS waiting FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND classid = $1 AND objid = hashtext($2)::oid",
+            [EVENT_ORDER_LOCK, held.id],
+          )
+        ).rows,
+      schema.url,
+    );
+    return { waiting, inUse: store.pool.totalCount - store.pool.idleCount };
+  };
+  /** Runs `work` while another session's transaction keeps the held workspace's event lock. */
+  const whileHeld = <T>(work: () => Promise<T>): Promise<T> =>
+    withAdmin(async (client) => {
+      await client.query('BEGIN');
+      await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [EVENT_ORDER_LOCK, held.id]);
+      try {
+        return await work();
+      } finally {
+        await client.query('COMMIT');
+      }
+    }, schema.url);
+
+  beforeAll(async () => {
+    schema = await createTestSchema();
+    store = openPostgresStore(schema.url, schema.schema);
+    await store.migrate();
+    for (const workspace of [held, other]) await store.createWorkspace(workspace);
+  });
+
+  afterAll(async () => {
+    await store?.close();
+    await schema?.drop();
+  });
+
+  it("lets one connection wait for it, parks the workspace's other writes without one, and runs them again once it is free", async () => {
+    let writes: Promise<boolean[]> | undefined;
+    await whileHeld(async () => {
+      writes = Promise.all(Array.from({ length: 6 }, () => enqueue(held.id)));
+      await waitFor(async () => {
+        const now = await waits();
+        return now.waiting === 1 && now.inUse === 1;
+      });
+      // Three connections stay for the other workspaces.
+      expect(await enqueue(other.id)).toBe(true);
+      expect((await waits()).waiting).toBe(1);
+    });
+    expect(await writes).toEqual(Array.from({ length: 6 }, () => true));
+    const events = await store.listEvents(held.id, {}, { first: 10 });
+    expect(new Set(events.map((event) => event.jobId)).size).toBe(6);
+  });
+
+  it('refuses them all after 8 s, waiting or parked, each naming the lock', async () => {
+    const eventsBefore = (await store.listEvents(held.id, {}, { first: 100 })).length;
+    const refusals = await whileHeld(() => Promise.all(Array.from({ length: 4 }, () => enqueue(held.id).catch((error: unknown) => error))));
+    const lock = `the lock that orders the security events of workspace ${held.id} \\(PostgreSQL advisory lock ${EVENT_ORDER_LOCK}, hashtext\\('${held.id}'\\)\\)`;
+    const waited = '(until the statement was cancelled \\(canceling statement due to lock timeout\\)|for 8 s, without a connection while 1 of this instance\'s connections waited for it)';
+    for (const refused of refusals) {
+      expect(isUnavailable(refused)).toBe(true);
+      expect((refused as Error).cause).toBeInstanceOf(LockWaitCancelled);
+      expect(((refused as Error).cause as Error).message).toMatch(new RegExp(`^waited for ${lock} ${waited}: another transaction held it all that time$`));
+    }
+    // The first to wait did so on the server, until the lock timeout its statement set.
+    expect(refusals.map((refused) => ((refused as Error).cause as LockWaitCancelled).code)).toContain('55P03');
+    expect(await store.listEvents(held.id, {}, { first: 100 })).toHaveLength(eventsBefore);
+  }, 30_000);
 });

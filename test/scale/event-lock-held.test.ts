@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { EVENT_ORDER_LOCK } from '../../src/adapters/postgres/store.js';
 import { EXIT } from '../../src/cli/commands.js';
 import { cliProcess } from '../support/cli.js';
+import { waitFor, type TestWorkspace } from '../support/gateway.js';
 import { skipWithoutPostgres } from '../support/postgres.js';
 import { graphQL, rest } from '../support/transports.js';
 import { expectAcceptedAgain, expectRefusalWarning, expectRefusedUnavailable, gatewayOnItsOwnDatabase, holdAdvisoryLock } from './locks.js';
@@ -17,7 +18,7 @@ describe.skipIf(skipWithoutPostgres)('a workspace whose event lock another insta
     const holder = await holdAdvisoryLock(shared.url, EVENT_ORDER_LOCK, tenant.workspace.id);
     let released = false;
     try {
-      // Each waits for the lock until the statement timeout (10 s) cancels the wait; an operator's key change too.
+      // Each waits for the lock until its lock timeout (8 s) cancels the wait; an operator's key change too.
       const [overRest, overGraphQL, keyCreated] = await Promise.all([
         rest.duplicate(gateway.baseUrl, tenant.key, args('while held, REST')),
         graphQL.duplicate(gateway.baseUrl, tenant.key, args('while held, GraphQL')),
@@ -35,7 +36,7 @@ describe.skipIf(skipWithoutPostgres)('a workspace whose event lock another insta
       expect(await shared.query("SELECT name FROM api_keys WHERE name = 'while held'")).toEqual([]);
 
       // A warning naming the lock and the workspace.
-      await expectRefusalWarning(gateway, { code: '57014', message: expect.stringContaining(lock) });
+      await expectRefusalWarning(gateway, { code: '55P03', message: expect.stringContaining(lock) });
       expect(gateway.logs.filter((line) => line.level >= 50)).toEqual([]);
       // Busy on one workspace, not down: the load balancer keeps sending the others' requests.
       expect(await readiness(gateway)).toMatchObject({ code: 200, status: 'ready' });
@@ -49,20 +50,58 @@ describe.skipIf(skipWithoutPostgres)('a workspace whose event lock another insta
     }
   }, 60_000);
 
+  it('keeps a quarter of the pool for the writes waiting on it: 30 accepts of the workspace at once are all refused 503, while another workspace is accepted and the instance stays ready', async () => {
+    const { shared, gateway } = suite;
+    const [held, other] = [await shared.workspace(), await shared.workspace()];
+    const args = (tenant: TestWorkspace) => (name: string) => ({ campaignId: tenant.campaign.id, name });
+    // The sessions waiting for the held workspace's event lock.
+    const waiting = async () =>
+      (
+        await shared.query<{ count: number }>(
+          "SELECT count(*)::int AS count FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND classid = $1 AND objid = hashtext($2)::oid",
+          [EVENT_ORDER_LOCK, held.workspace.id],
+        )
+      )[0].count;
+    const holder = await holdAdvisoryLock(shared.url, EVENT_ORDER_LOCK, held.workspace.id);
+    let released = false;
+    try {
+      const atOnce = Promise.all(Array.from({ length: 30 }, (_, n) => rest.duplicate(gateway.baseUrl, held.key, args(held)(`at once ${n}`))));
+      await waitFor(async () => (await waiting()) === 2);
+      // Two of the 10 connections wait on the server, the other writes in the instance's memory: the rest serve the others.
+      const [otherAccepted, ready] = await Promise.all([rest.duplicate(gateway.baseUrl, other.key, args(other)('beside the held workspace')), readiness(gateway)]);
+      expect([otherAccepted.status, otherAccepted.jobId]).toEqual([202, expect.any(String)]);
+      expect(ready).toMatchObject({ code: 200, status: 'ready' });
+      expect(await waiting()).toBe(2);
+
+      const refused = await atOnce;
+      for (const answer of refused) {
+        expect([answer.status, answer.response.headers['retry-after'], answer.response.body]).toEqual([503, '5', { message: 'Service unavailable', code: 'UNAVAILABLE' }]);
+      }
+      expect(await shared.query('SELECT name FROM jobs WHERE workspace_id = $1', [held.workspace.id])).toEqual([]);
+      expect(gateway.logs.filter((line) => line.level >= 50)).toEqual([]);
+
+      await holder.release();
+      released = true;
+      await expectAcceptedAgain(gateway.baseUrl, held.key, args(held), 1);
+    } finally {
+      if (!released) await holder.release();
+    }
+  }, 60_000);
+
   it('says a workspace erasure whose last step the lock held up was interrupted, not that nothing was changed, and finishes it when run again', async () => {
     const { shared } = suite;
     const { workspace } = await shared.workspace();
     const erase = () => cliProcess(['workspaces', 'delete', workspace.id, '--confirm', workspace.name], { DATABASE_URL: shared.url });
     const holder = await holdAdvisoryLock(shared.url, EVENT_ORDER_LOCK, workspace.id);
     try {
-      // Its first step and its batches commit; its last step waits for the lock until the statement timeout.
+      // Its first step and its batches commit; its last step waits for the lock until its lock timeout.
       expect(await erase()).toEqual({
         code: EXIT.failed,
         stdout: '',
         stderr:
           `campaign-gateway: the erasure of workspace '${workspace.name}' (id ${workspace.id}) was interrupted (the store is busy: waited for the lock that orders ` +
           `the security events of workspace ${workspace.id} (PostgreSQL advisory lock ${EVENT_ORDER_LOCK}, hashtext('${workspace.id}')) until the statement was ` +
-          'cancelled (canceling statement due to statement timeout): another transaction held it all that time): the workspace is still listed, with no key, ' +
+          'cancelled (canceling statement due to lock timeout): another transaction held it all that time): the workspace is still listed, with no key, ' +
           'no job that can run and fewer rows; run the same command again and it finishes the erasure\n',
       });
       expect(await shared.query('SELECT name FROM api_keys WHERE workspace_id = $1', [workspace.id])).toEqual([]);

@@ -5,7 +5,7 @@ import { isGatewayError } from '../../src/domain/errors.js';
 const withCode = (message: string, code: string) => Object.assign(new Error(message), { code });
 
 /** `answer`, checked to be UNAVAILABLE with Retry-After around a LockWaitCancelled: that cause's code, message and own cause. */
-function lockWaitCause(answer: unknown): [string, string, unknown] {
+function lockWaitCause(answer: unknown): [string | undefined, string, unknown] {
   expect(isGatewayError(answer) && [answer.code, answer.retryAfterSeconds, answer.message]).toEqual(['UNAVAILABLE', 5, 'Service unavailable']);
   const cause = (answer as Error).cause;
   expect(cause).toBeInstanceOf(LockWaitCancelled);
@@ -41,12 +41,19 @@ describe('PostgreSQL errors that mean the database cannot be reached', () => {
     expect(asOutage(error)).toBe(error);
   });
 
-  it('a wait for a lock the statement timeout cancels becomes UNAVAILABLE, its cause naming the lock; any other error as asOutage makes it', () => {
+  it('a wait for a lock its lock timeout or the statement timeout cancels becomes UNAVAILABLE, its cause naming the lock; any other error as asOutage makes it', () => {
     const cancelled = withCode('canceling statement due to statement timeout', '57014');
     expect(lockWaitCause(asLockWaitOutage(cancelled, 'the lock that orders the security events of workspace ws_1'))).toEqual([
       '57014',
       'waited for the lock that orders the security events of workspace ws_1 until the statement was cancelled (canceling statement due to statement timeout): another transaction held it all that time',
       cancelled,
+    ]);
+    // The lock's own statement set the lock timeout: the server names no row, the lock is named as given.
+    const timedOut = withCode('canceling statement due to lock timeout', '55P03');
+    expect(lockWaitCause(asLockWaitOutage(timedOut, 'the lock that orders the security events of workspace ws_1'))).toEqual([
+      '55P03',
+      'waited for the lock that orders the security events of workspace ws_1 until the statement was cancelled (canceling statement due to lock timeout): another transaction held it all that time',
+      timedOut,
     ]);
 
     const refused = withCode('connect ECONNREFUSED 127.0.0.1:5432', 'ECONNREFUSED');

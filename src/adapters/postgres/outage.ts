@@ -57,27 +57,30 @@ export function asOutage(error: unknown): unknown {
 
 /**
  * The error a caller should get for `error`, failing a statement that does nothing but wait for `lock` (described for
- * the log). Cancelled there, by the statement timeout, it waited all that time for a transaction that holds the lock
- * and does not end (an instance frozen in the middle of a write): busy, not broken, so UNAVAILABLE as for a
- * lock_timeout's 55P03, its cause naming the lock. A statement cancelled anywhere else stays what it is: a query
- * slow enough for the timeout, which no retry makes faster. Any other error as asOutage answers it.
+ * the log). Cancelled there, by its lock timeout or the statement timeout, it waited all that time for a transaction
+ * that holds the lock and does not end (an instance frozen in the middle of a write): busy, not broken, so UNAVAILABLE,
+ * its cause naming the lock. A statement cancelled anywhere else stays what it is: a query slow enough for the
+ * timeout, which no retry makes faster. Any other error as asOutage answers it.
  */
 export function asLockWaitOutage(error: unknown, lock: string): unknown {
-  if (!(error instanceof Error) || (error as { code?: unknown }).code !== QUERY_CANCELED) return asOutage(error);
+  const code = (error as { code?: unknown } | null)?.code;
+  if (!(error instanceof Error) || (code !== QUERY_CANCELED && code !== LOCK_NOT_AVAILABLE)) return asOutage(error);
   return dependencyUnavailable(new LockWaitCancelled(lock, error));
 }
 
 /**
  * Why asOutage or asLockWaitOutage answered UNAVAILABLE for a wait for a lock: the lock, in words, with the server's
- * error (and its code: 55P03 at the lock timeout, 57014 at the statement timeout) as its cause.
+ * error (and its code: 55P03 at the lock timeout, 57014 at the statement timeout) as its cause; or, for a wait the
+ * gateway gave up without the server, how it waited.
  */
 export class LockWaitCancelled extends Error {
-  readonly code: string;
+  readonly code?: string;
 
-  constructor(lock: string, cause: Error) {
-    super(`waited for ${lock} until the statement was cancelled (${cause.message}): another transaction held it all that time`, { cause });
+  constructor(lock: string, cause: Error, waited = `until the statement was cancelled (${cause.message})`) {
+    super(`waited for ${lock} ${waited}: another transaction held it all that time`, { cause });
     this.name = 'LockWaitCancelled';
-    this.code = String((cause as { code?: unknown }).code);
+    const code = (cause as { code?: unknown }).code;
+    if (typeof code === 'string') this.code = code;
   }
 }
 

@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { eventCursorGone } from '../../domain/cursor.js';
-import { GatewayError } from '../../domain/errors.js';
+import { dependencyUnavailable, GatewayError } from '../../domain/errors.js';
 import { EXPORT_TABLES, type BatchErasedTable, type ClaimedJob, type EventPruneBatch, type EventPruneCursor, type ExportPage, type ExportRows, type ExportTable, type GatewayStore, type JobFailure, type JobOutcome, type ListOptions, type NewerSchema, type OlderSchema, type ReleaseOptions, type RowCount, type SchemaVersions, type WorkspaceDeletion } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
@@ -50,7 +50,8 @@ import {
 } from '../rows.js';
 import { incompleteSchema, migratedUnder, schemaRefusal, SchemaVersionRefusal } from '../schema-version.js';
 import { missingSchemaObjects, POSTGRES_MIGRATIONS, schemaCheckRefused } from './migrations.js';
-import { asLockWaitOutage, asOutage, LOCK_NOT_AVAILABLE, startupFailure } from './outage.js';
+import { EventLockWaits, type EventLockTurn } from './event-lock-waits.js';
+import { asLockWaitOutage, asOutage, LOCK_NOT_AVAILABLE, LockWaitCancelled, startupFailure } from './outage.js';
 import { clientConfig, CONNECTION_TIMEOUT_MS, createPool, DEFAULT_POOL_SIZE, LOCK_TIMEOUT_MS, queriesOf, requireRoleSettings, startSession, transaction, type PostgresOptions, type Queryable } from './pool.js';
 import { Snapshots } from './snapshots.js';
 
@@ -258,18 +259,21 @@ const PROMOTE_LOCK_WAIT_MS = 1_000;
 class PromotionLeftToAnother extends Error {}
 
 /**
- * Takes the lock that puts the workspace's events in order, for the transaction. It waits as long as the statement
- * timeout lets it, whatever the lock_timeout (the gateway's or the role's, see insertEventWith), which it lifts for the
- * rest of the transaction in the lock's own statement to cost no round trip. A wait the statement timeout ends is
- * answered UNAVAILABLE, the lock named in the log.
+ * How long a write waits for its workspace's event lock, parked in memory and on the server together, before it is
+ * answered UNAVAILABLE. Under the statement timeout, so that the server ends a wait with the lock timeout the lock's
+ * statement sets (55P03) rather than the statement timeout, which a slow statement meets too.
  */
-async function waitForEventLock(client: pg.ClientBase, workspaceId: string): Promise<void> {
-  await client
-    .query(`SELECT pg_advisory_xact_lock($1, hashtext($2)) FROM (SELECT set_config('lock_timeout', '0', true)) AS unbounded`, [EVENT_ORDER_LOCK, workspaceId])
-    .catch((error: unknown) => {
-      throw asLockWaitOutage(error, `the lock that orders the security events of workspace ${workspaceId} (PostgreSQL advisory lock ${EVENT_ORDER_LOCK}, hashtext('${workspaceId}'))`);
-    });
-}
+const EVENT_LOCK_WAIT_MS = 8_000;
+
+/** The event lock of a workspace, in words, for the log and the CLI. */
+const eventLockName = (workspaceId: string): string =>
+  `the lock that orders the security events of workspace ${workspaceId} (PostgreSQL advisory lock ${EVENT_ORDER_LOCK}, hashtext('${workspaceId}'))`;
+
+/** Thrown out of a write's transaction, to roll it back and give its connection up, when its event lock is held and no turn to wait for it is free. */
+class EventLockBusy extends Error {}
+
+/** Takes the workspace's event lock for a write's transaction (PostgresStore.eventTransaction). */
+type LockEvents = () => Promise<void>;
 
 /** Where a page starts, as one upper bound on `seq`: a cursor's row, or a sequence number. */
 function pageBound(table: 'campaigns' | 'security_events', options: ListOptions, param: (value: unknown) => string): string {
@@ -315,11 +319,15 @@ export class PostgresStore implements GatewayStore {
   private readonly db: Queryable;
   /** The reads of a GraphQL query, each seeing the same moment (snapshots.ts). */
   private readonly snapshots: Snapshots;
+  /** The connections waiting for each workspace's event lock, a quarter of the pool at most (eventTransaction). */
+  private readonly eventLockWaits: EventLockWaits;
 
   constructor(private readonly options: PostgresStoreOptions) {
     this.pool = createPool(options);
     this.db = queriesOf(this.pool);
-    this.snapshots = new Snapshots(this.pool, options.poolSize ?? DEFAULT_POOL_SIZE, options.connectionTimeoutMs ?? CONNECTION_TIMEOUT_MS);
+    const poolSize = options.poolSize ?? DEFAULT_POOL_SIZE;
+    this.snapshots = new Snapshots(this.pool, poolSize, options.connectionTimeoutMs ?? CONNECTION_TIMEOUT_MS);
+    this.eventLockWaits = new EventLockWaits(Math.max(1, Math.floor(poolSize / 4)));
   }
 
   /** The parameter of a jobTime: null, for the database's clock, unless the store takes the caller's. */
@@ -567,10 +575,10 @@ export class PostgresStore implements GatewayStore {
    * keys are `<limiter>:<key>`. No row to lock: another process deleted the workspace since the caller found it (null).
    */
   async deleteWorkspace(workspaceId: string, now: Date): Promise<WorkspaceDeletion | null> {
-    return transaction(this.pool, async (client) => {
+    return this.eventTransaction(workspaceId, async (client, lockEvents) => {
       const refused = await this.erasable(client, workspaceId, now);
       if (refused !== true) return refused;
-      await waitForEventLock(client, workspaceId);
+      await lockEvents();
       const rows: Record<string, number> = {};
       for (const table of ['idempotency_keys', 'security_events', 'jobs', 'campaigns', 'tags']) {
         rows[table] = await this.count(`DELETE FROM ${table} WHERE workspace_id = $1`, [workspaceId], client);
@@ -635,13 +643,13 @@ export class PostgresStore implements GatewayStore {
   }
 
   async insertApiKey(key: ApiKeyRecord, event: NewSecurityEvent): Promise<boolean> {
-    return transaction(this.pool, async (client) => {
+    return this.eventTransaction(event.workspaceId, async (client, lockEvents) => {
       // Not a foreign key violation: another process may have deleted the workspace since the caller found it. The
       // share lock holds off a deletion until this commits.
       const workspace = await client.query('SELECT 1 FROM workspaces WHERE id = $1 FOR KEY SHARE', [key.workspaceId]);
       if (workspace.rowCount === 0) return false;
       await this.insert(client, 'api_keys', apiKeyToRow(key, PG));
-      await this.insertEventWith(client, event);
+      await this.insertEventWith(client, lockEvents, event);
       return true;
     });
   }
@@ -669,17 +677,17 @@ export class PostgresStore implements GatewayStore {
 
   async revokeApiKey(id: string, at: Date, event: NewSecurityEvent): Promise<boolean> {
     if (!storable(id)) return false;
-    return transaction(this.pool, async (client) => {
+    return this.eventTransaction(event.workspaceId, async (client, lockEvents) => {
       const changed = await this.count('UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL', [at, id], client);
       if (changed === 0) return false;
-      await this.insertEventWith(client, event);
+      await this.insertEventWith(client, lockEvents, event);
       return true;
     });
   }
 
   async rotateApiKey(id: string, replacing: string, hash: string, prefix: string, previousValidUntil: Date | null, event: NewSecurityEvent): Promise<boolean> {
     if (!storable(id)) return false;
-    return transaction(this.pool, async (client) => {
+    return this.eventTransaction(event.workspaceId, async (client, lockEvents) => {
       const changed = await this.count(
         `UPDATE api_keys SET previous_hash = hash, previous_hash_expires_at = $1, hash = $2, prefix = $3
          WHERE id = $4 AND hash = $5 AND revoked_at IS NULL`,
@@ -687,7 +695,7 @@ export class PostgresStore implements GatewayStore {
         client,
       );
       if (changed === 0) return false;
-      await this.insertEventWith(client, event);
+      await this.insertEventWith(client, lockEvents, event);
       return true;
     });
   }
@@ -751,7 +759,7 @@ export class PostgresStore implements GatewayStore {
 
   async enqueueJob(job: DuplicationJob, event: NewSecurityEvent, reservation?: IdempotencyRecord): Promise<boolean> {
     const turn = await this.nextTurn(job.workspaceId);
-    return transaction(this.pool, async (client) => {
+    return this.eventTransaction(event.workspaceId, async (client, lockEvents) => {
       // Binds the key first, only while it is still this reservation's: the job is written after, or not at all.
       if (reservation !== undefined) {
         const bound = await client.query(
@@ -767,7 +775,7 @@ export class PostgresStore implements GatewayStore {
       const read = times.map(([column, at]) => ({ column, sql: jobTime, param: this.jobClock(at) }));
       const { text, values } = insertStatement('jobs', { ...row, queue_turn: turn }, (position) => `$${position}`, read);
       await client.query(text, values);
-      await this.insertEventWith(client, event);
+      await this.insertEventWith(client, lockEvents, event);
       return true;
     });
   }
@@ -801,7 +809,7 @@ export class PostgresStore implements GatewayStore {
   /** As finishJob, for a job no worker holds: PENDING, or RUNNING under a lease expired by the queue's clock. */
   async cancelJob(jobId: string, outcome: JobFailure, now: Date): Promise<boolean> {
     if (!storable(jobId)) return false;
-    return transaction(this.pool, async (client) => {
+    return this.eventTransaction(outcome.event.workspaceId, async (client, lockEvents) => {
       const changed = await this.count(
         `UPDATE jobs SET status = 'FAILED', finished_at = ${jobTime('$1')}, updated_at = ${jobTime('$1')}, error_code = $2, error_message = $3,
            lease_owner = NULL, lease_expires_at = NULL
@@ -810,7 +818,7 @@ export class PostgresStore implements GatewayStore {
         client,
       );
       if (changed === 0) return false;
-      await this.insertEventWith(client, outcome.event);
+      await this.insertEventWith(client, lockEvents, outcome.event);
       return true;
     });
   }
@@ -882,7 +890,7 @@ export class PostgresStore implements GatewayStore {
   }
 
   async finishJob(jobId: string, owner: string, outcome: JobOutcome, now: Date): Promise<boolean> {
-    return transaction(this.pool, async (client) => {
+    return this.eventTransaction(outcome.event.workspaceId, async (client, lockEvents) => {
       const changed = await this.count(
         `UPDATE jobs SET status = $1, finished_at = ${jobTime('$2')}, updated_at = ${jobTime('$2')}, result_campaign_id = $3, error_code = $4,
            error_message = $5, lease_owner = NULL, lease_expires_at = NULL
@@ -892,7 +900,7 @@ export class PostgresStore implements GatewayStore {
       );
       if (changed === 0) return false;
       if (outcome.newCampaign) await this.insertCampaignWith(client, outcome.newCampaign);
-      await this.insertEventWith(client, outcome.event);
+      await this.insertEventWith(client, lockEvents, outcome.event);
       return true;
     });
   }
@@ -1009,7 +1017,7 @@ export class PostgresStore implements GatewayStore {
   }
 
   async insertEvent(event: NewSecurityEvent): Promise<void> {
-    await transaction(this.pool, (client) => this.insertEventWith(client, event));
+    await this.eventTransaction(event.workspaceId, (client, lockEvents) => this.insertEventWith(client, lockEvents, event));
   }
 
   /**
@@ -1017,14 +1025,78 @@ export class PostgresStore implements GatewayStore {
    * transactions commit in any order, so an event could become visible below one a poller has already seen
    * and be missed. Holding the workspace's lock from before the number is taken until the commit makes the
    * events of one workspace commit in the order of their numbers. It serialises only the commits of one
-   * workspace, whose quota is 100 a minute. Waiting for it is normal, so its wait, and the rest of the transaction,
-   * has no lock timeout, neither the gateway's (LOCK_TIMEOUT_MS) nor a role's (the statement timeout bounds the wait):
-   * a role's `lock_timeout` of a few milliseconds failed accepts of a busy workspace. The setting is made in the lock's
-   * statement, from a subquery its row comes from, to cost no round trip.
+   * workspace, whose quota is 100 a minute.
    */
-  private async insertEventWith(client: pg.PoolClient, event: NewSecurityEvent): Promise<void> {
-    await waitForEventLock(client, event.workspaceId);
+  private async insertEventWith(client: pg.PoolClient, lockEvents: LockEvents, event: NewSecurityEvent): Promise<void> {
+    await lockEvents();
     await this.insert(client, 'security_events', eventToRow(event, PG));
+  }
+
+  /**
+   * Runs `work` in a transaction that takes the workspace's event lock (`lockEvents`), waiting for it for at most
+   * EVENT_LOCK_WAIT_MS in all. At most eventLockWaits' bound of the instance's connections wait for one workspace's
+   * lock at once; a write that finds the lock held and the turns taken rolls back, giving its connection up, parks
+   * until a turn is handed to it and runs again from the start, having changed nothing. Out of time, parked or on the
+   * server, it is answered UNAVAILABLE with a LockWaitCancelled naming the lock.
+   */
+  private async eventTransaction<T>(workspaceId: string, work: (client: pg.PoolClient, lockEvents: LockEvents) => Promise<T>): Promise<T> {
+    const deadline = Date.now() + EVENT_LOCK_WAIT_MS;
+    const handed: { turn: EventLockTurn | null } = { turn: null };
+    try {
+      for (;;) {
+        try {
+          return await transaction(this.pool, (client) =>
+            work(client, () => {
+              const turn = handed.turn ?? this.eventLockWaits.take(workspaceId);
+              handed.turn = null;
+              return this.lockEvents(client, workspaceId, turn, deadline);
+            }),
+          );
+        } catch (error) {
+          if (!(error instanceof EventLockBusy)) throw error;
+        }
+        handed.turn = await this.eventLockWaits.next(workspaceId, deadline - Date.now());
+        if (handed.turn === null) {
+          const turns = this.eventLockWaits.perWorkspace;
+          throw dependencyUnavailable(
+            new LockWaitCancelled(
+              eventLockName(workspaceId),
+              new Error(`${turns} of this instance's connections were waiting for it, as many as may`),
+              `for ${EVENT_LOCK_WAIT_MS / 1000} s, without a connection while ${turns} of this instance's connections waited for it`,
+            ),
+          );
+        }
+      }
+    } finally {
+      handed.turn?.release();
+    }
+  }
+
+  /**
+   * The workspace's event lock, for the transaction. With a turn, waited for until `deadline` (its statement's lock
+   * timeout, whatever the gateway's or a role's: a role's of a few milliseconds failed accepts of a busy workspace);
+   * without one, taken only if it is free, else EventLockBusy. The rest of the transaction, the event's insert and
+   * the commit, waits for no lock, and has none set, in the same statement to cost no round trip.
+   */
+  private async lockEvents(client: pg.PoolClient, workspaceId: string, turn: EventLockTurn | null, deadline: number): Promise<void> {
+    if (turn === null) {
+      const { rows } = await client.query(
+        `SELECT pg_try_advisory_xact_lock($1, hashtext($2)) AS taken FROM (SELECT set_config('lock_timeout', '0', true)) AS unbounded`,
+        [EVENT_ORDER_LOCK, workspaceId],
+      );
+      if (!rows[0].taken) throw new EventLockBusy();
+      return;
+    }
+    try {
+      await client.query(
+        `SELECT pg_advisory_xact_lock($1, hashtext($2)), set_config('lock_timeout', '0', true) FROM (SELECT set_config('lock_timeout', $3, true)) AS bounded`,
+        [EVENT_ORDER_LOCK, workspaceId, String(Math.max(1, deadline - Date.now()))],
+      );
+    } catch (error) {
+      throw asLockWaitOutage(error, eventLockName(workspaceId));
+    } finally {
+      turn.release();
+    }
   }
 
   async listEvents(workspaceId: string, filter: SecurityEventFilter, options: ListOptions): Promise<SecurityEvent[]> {
