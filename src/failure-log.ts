@@ -1,4 +1,4 @@
-import { isUnavailable, unavailableCause } from './domain/errors.js';
+import { isStoreBusy, isUnavailable, unavailableCause } from './domain/errors.js';
 import type { Clock } from './domain/ports.js';
 import type { DuplicationJob } from './domain/types.js';
 
@@ -46,8 +46,17 @@ export function logFailure(logger: FailureLogger, error: unknown, fields: object
   else logger.error({ ...fields, err: error }, message);
 }
 
+/**
+ * What a failure is, for the log: a dependency that cannot be reached, the store busy (it answers, but gave up a wait
+ * for a lock another keeps), or a bug. Each is a streak of its own: an outage that begins while the store is busy is
+ * logged when it begins, not left to the next reminder.
+ */
+type FailureKind = 'outage' | 'busy' | 'bug';
+
+const failureKind = (error: unknown): FailureKind => (isStoreBusy(error) ? 'busy' : isUnavailable(error) ? 'outage' : 'bug');
+
 export interface RepeatedFailureMessages {
-  /** The first failure, or the first of another kind (an outage after a bug, or the reverse). */
+  /** The first failure, or the first of another kind (failureKind: an outage after a bug, or after the store was busy, or the reverse). */
   failed: string;
   /** A reminder while it keeps failing, with the number of failures so far. */
   stillFailing: string;
@@ -78,7 +87,7 @@ export interface RepeatedFailureOptions {
  * and one line when it works again, rather than a line per try.
  */
 export class RepeatedFailureLog {
-  private streak: { since: Date; failures: number; outage: boolean; loggedAt: number; succeedingSince?: number } | undefined;
+  private streak: { since: Date; failures: number; kind: FailureKind; loggedAt: number; succeedingSince?: number } | undefined;
   private readonly logger: FailureLogger;
 
   constructor(
@@ -95,13 +104,13 @@ export class RepeatedFailureLog {
   /** `fields` go on a line logged for this failure, when it starts a streak (a request's id, say), not on reminders. */
   failed(error: unknown, fields: object = {}): void {
     const now = this.clock.now();
-    const outage = isUnavailable(error);
+    const kind = failureKind(error);
     // Successes that lasted the settling time with none after them to say so (job outcomes come only with
     // traffic): the failure they followed is over, logged now, and this one starts another.
     if (this.streak?.succeedingSince !== undefined && now.getTime() - this.streak.succeedingSince >= (this.options.settleMs ?? 0)) this.recover();
     const streak = this.streak;
-    if (!streak || streak.outage !== outage) {
-      this.streak = { since: streak?.since ?? now, failures: (streak?.failures ?? 0) + 1, outage, loggedAt: now.getTime() };
+    if (!streak || streak.kind !== kind) {
+      this.streak = { since: streak?.since ?? now, failures: (streak?.failures ?? 0) + 1, kind, loggedAt: now.getTime() };
       const sofar = streak ? { failures: this.streak.failures, since: this.streak.since.toISOString() } : {};
       logFailure(this.logger, error, { ...fields, ...sofar }, this.messages.failed);
       return;
@@ -111,7 +120,7 @@ export class RepeatedFailureLog {
     if (now.getTime() - streak.loggedAt < FAILURE_REMINDER_MS) return;
     streak.loggedAt = now.getTime();
     const reminder = { failures: streak.failures, since: streak.since.toISOString(), cause: summarizeError(unavailableCause(error) ?? error) };
-    if (outage) this.logger.warn(reminder, this.messages.stillFailing);
+    if (kind !== 'bug') this.logger.warn(reminder, this.messages.stillFailing);
     else this.logger.error(reminder, this.messages.stillFailing);
   }
 

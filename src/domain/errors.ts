@@ -97,6 +97,8 @@ export class DependencyUnavailableError extends GatewayError {
   constructor(
     cause: unknown,
     readonly dependency: Dependency,
+    /** It answers, but gave up waiting for a lock that another transaction or process keeps: busy, not down. */
+    readonly busy = false,
   ) {
     super('UNAVAILABLE', undefined, { retryAfterSeconds: 5, cause });
   }
@@ -106,6 +108,11 @@ export class DependencyUnavailableError extends GatewayError {
 export type Dependency = 'store' | 'quota';
 
 export const dependencyUnavailable = (cause: unknown): GatewayError => new DependencyUnavailableError(cause, 'store');
+
+/** The store gave up waiting for a lock another keeps (`cause` says which): answered as an outage, logged apart from one. */
+export const storeBusy = (cause: unknown): GatewayError => new DependencyUnavailableError(cause, 'store', true);
+
+export const isStoreBusy = (error: unknown): boolean => error instanceof DependencyUnavailableError && error.busy;
 
 export const limitsUnavailable = (cause: unknown): GatewayError => new DependencyUnavailableError(cause, 'quota');
 

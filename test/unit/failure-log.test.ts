@@ -1,4 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import { asOutage as postgresOutage } from '../../src/adapters/postgres/outage.js';
+import { asOutage as sqliteOutage } from '../../src/adapters/sqlite/outage.js';
 import { dependencyUnavailable } from '../../src/domain/errors.js';
 import { RepeatedFailureLog } from '../../src/failure-log.js';
 import { ManualClock } from '../support/clock.js';
@@ -48,6 +50,30 @@ describe('a repeated failure log that settles', () => {
     expect(lines.map((line) => [line.message, line.fields.failures, line.fields.workingSince])).toEqual([
       ['down', undefined, undefined],
       ['up again', 2, '2030-01-01T00:00:09.999Z'],
+    ]);
+  });
+});
+
+describe('a repeated failure log of a store that is busy, then down', () => {
+  const withCode = (message: string, code: string) => Object.assign(new Error(message), { code });
+
+  it.each([
+    ['PostgreSQL', postgresOutage(withCode('canceling statement due to lock timeout', '55P03')), postgresOutage(withCode('connect ECONNREFUSED 127.0.0.1:5432', 'ECONNREFUSED'))],
+    ['SQLite', sqliteOutage(withCode('database is locked', 'SQLITE_BUSY')), sqliteOutage(withCode('database or disk is full', 'SQLITE_FULL'))],
+  ])('%s: logs the outage that begins while a lock keeps it busy when it begins, as a failure of its own', (_, busy, down) => {
+    const clock = new ManualClock();
+    const { lines, logger } = recording();
+    const log = new RepeatedFailureLog(logger, clock, messages, { settleMs: 5_000 });
+    log.failed(busy);
+    clock.advance(1_000);
+    log.failed(busy);
+    clock.advance(1_000);
+    log.failed(down);
+    clock.advance(1_000);
+    log.failed(down);
+    expect(lines.map((line) => [line.level, line.message, line.fields.failures, (line.fields.cause as { message: string }).message])).toEqual([
+      ['warn', 'down', undefined, expect.stringMatching(/lock/)],
+      ['warn', 'down', 3, (down as Error & { cause: Error }).cause.message],
     ]);
   });
 });

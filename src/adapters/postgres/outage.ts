@@ -1,4 +1,4 @@
-import { dependencyUnavailable, unavailableCause } from '../../domain/errors.js';
+import { dependencyUnavailable, storeBusy, unavailableCause } from '../../domain/errors.js';
 
 /** SQLSTATE read_only_sql_transaction. */
 const READ_ONLY = '25006';
@@ -49,7 +49,7 @@ const UNREACHABLE_MESSAGES = /^(Connection terminated|timeout exceeded when tryi
 export function asOutage(error: unknown): unknown {
   if (!(error instanceof Error)) return error;
   const code = (error as { code?: unknown }).code;
-  if (code === LOCK_NOT_AVAILABLE) return dependencyUnavailable(new LockWaitCancelled(lockWaitedFor(error), error));
+  if (code === LOCK_NOT_AVAILABLE) return storeBusy(new LockWaitCancelled(lockWaitedFor(error), error));
   const unreachable =
     (typeof code === 'string' && (UNREACHABLE_CODES.has(code) || code.startsWith('08') || code.startsWith('28'))) || UNREACHABLE_MESSAGES.test(error.message);
   return unreachable ? dependencyUnavailable(error) : error;
@@ -65,7 +65,7 @@ export function asOutage(error: unknown): unknown {
 export function asLockWaitOutage(error: unknown, lock: string): unknown {
   const code = (error as { code?: unknown } | null)?.code;
   if (!(error instanceof Error) || (code !== QUERY_CANCELED && code !== LOCK_NOT_AVAILABLE)) return asOutage(error);
-  return dependencyUnavailable(new LockWaitCancelled(lock, error));
+  return storeBusy(new LockWaitCancelled(lock, error));
 }
 
 /**

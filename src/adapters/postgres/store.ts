@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { eventCursorGone } from '../../domain/cursor.js';
-import { dependencyUnavailable, GatewayError } from '../../domain/errors.js';
+import { GatewayError, storeBusy } from '../../domain/errors.js';
 import { EXPORT_TABLES, type BatchErasedTable, type ClaimedJob, type EventPruneBatch, type EventPruneCursor, type ExportPage, type ExportRows, type ExportTable, type GatewayStore, type JobFailure, type JobOutcome, type ListOptions, type NewerSchema, type OlderSchema, type ReleaseOptions, type RowCount, type SchemaVersions, type WorkspaceDeletion } from '../../domain/ports.js';
 import type {
   ApiKeyRecord,
@@ -1058,7 +1058,7 @@ export class PostgresStore implements GatewayStore {
         handed.turn = await this.eventLockWaits.next(workspaceId, deadline - Date.now());
         if (handed.turn === null) {
           const turns = this.eventLockWaits.perWorkspace;
-          throw dependencyUnavailable(
+          throw storeBusy(
             new LockWaitCancelled(
               eventLockName(workspaceId),
               new Error(`${turns} of this instance's connections were waiting for it, as many as may`),

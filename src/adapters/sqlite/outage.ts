@@ -1,4 +1,4 @@
-import { dependencyUnavailable } from '../../domain/errors.js';
+import { dependencyUnavailable, storeBusy } from '../../domain/errors.js';
 
 /**
  * SQLite's result codes (extended ones included) that say the storage under the database cannot take a write
@@ -11,6 +11,8 @@ import { dependencyUnavailable } from '../../domain/errors.js';
 const STORAGE_CODES = /^SQLITE_(FULL|IOERR|READONLY|CANTOPEN|CORRUPT|NOTADB|BUSY)(_|$)/;
 /** Damage does not heal by itself: a store that saw it stays down until an operator has restored the file. */
 const DAMAGE_CODES = /^SQLITE_(CORRUPT|NOTADB)(_|$)/;
+/** Another process keeps the file locked: the storage works, and is busy. */
+const BUSY_CODES = /^SQLITE_BUSY(_|$)/;
 
 /** The name of the error raised when the file at the store's path is no longer the one it opened (database-file.ts). */
 export const FILE_MOVED = 'DatabaseFileMoved';
@@ -33,5 +35,6 @@ export const isDamage = (error: Error): boolean => DAMAGE_CODES.test(codeOf(erro
  * does the same for a server that cannot be reached.
  */
 export function asOutage(error: unknown): unknown {
-  return isStorageFailure(error) ? dependencyUnavailable(error) : error;
+  if (!isStorageFailure(error)) return error;
+  return BUSY_CODES.test(codeOf(error)) ? storeBusy(error) : dependencyUnavailable(error);
 }
