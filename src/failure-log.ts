@@ -53,6 +53,9 @@ export function logFailure(logger: FailureLogger, error: unknown, fields: object
  */
 type FailureKind = 'outage' | 'busy' | 'bug';
 
+/** How long a busy store's streak must go without a refusal to count as over (RepeatedFailureLog.settleMs). */
+const BUSY_SETTLE_MS = 60_000;
+
 const failureKind = (error: unknown): FailureKind => (isStoreBusy(error) ? 'busy' : isUnavailable(error) ? 'outage' : 'bug');
 
 export interface RepeatedFailureMessages {
@@ -107,7 +110,7 @@ export class RepeatedFailureLog {
     const kind = failureKind(error);
     // Successes that lasted the settling time with none after them to say so (job outcomes come only with
     // traffic): the failure they followed is over, logged now, and this one starts another.
-    if (this.streak?.succeedingSince !== undefined && now.getTime() - this.streak.succeedingSince >= (this.options.settleMs ?? 0)) this.recover();
+    if (this.streak?.succeedingSince !== undefined && now.getTime() - this.streak.succeedingSince >= this.settleMs(this.streak.kind)) this.recover();
     const streak = this.streak;
     if (!streak || streak.kind !== kind) {
       this.streak = { since: streak?.since ?? now, failures: (streak?.failures ?? 0) + 1, kind, loggedAt: now.getTime() };
@@ -129,8 +132,18 @@ export class RepeatedFailureLog {
     if (!streak) return;
     const now = this.clock.now().getTime();
     streak.succeedingSince ??= now;
-    if (now - streak.succeedingSince < (this.options.settleMs ?? 0)) return;
+    if (now - streak.succeedingSince < this.settleMs(streak.kind)) return;
     this.recover();
+  }
+
+  /**
+   * How long successes must go on before a streak of `kind` counts as over. A lock kept refuses only the writes that
+   * need it, and the others are served between them: taken as over after a few seconds of those, a workspace whose
+   * writes wait for a held lock logged a failure and a recovery for each of its refusals.
+   */
+  private settleMs(kind: FailureKind): number {
+    const settleMs = this.options.settleMs ?? 0;
+    return kind === 'busy' ? Math.max(settleMs, BUSY_SETTLE_MS) : settleMs;
   }
 
   private recover(): void {

@@ -77,3 +77,32 @@ describe('a repeated failure log of a store that is busy, then down', () => {
     ]);
   });
 });
+
+describe('a repeated failure log of a store busy with a held lock', () => {
+  it('keeps one streak while other requests are served between the refusals, and ends it after a minute without one', () => {
+    const clock = new ManualClock();
+    const { lines, logger } = recording();
+    const log = new RepeatedFailureLog(logger, clock, messages, { settleMs: 5_000 });
+    const busy = postgresOutage(Object.assign(new Error('canceling statement due to lock timeout'), { code: '55P03' }));
+    // One workspace's writes refused every 13 s (8 s of waiting, then Retry-After: 5), the others' served.
+    for (let refusal = 0; refusal < 6; refusal += 1) {
+      log.failed(busy);
+      for (let second = 0; second < 13; second += 1) {
+        clock.advance(1_000);
+        log.succeeded();
+      }
+    }
+    const streak = [
+      ['down', undefined],
+      ['still down', 6],
+    ];
+    expect(lines.map((line) => [line.message, line.fields.failures])).toEqual(streak);
+    // Served since a second after the last refusal: 58 s so far, then a minute.
+    clock.advance(46_000);
+    log.succeeded();
+    expect(lines.map((line) => [line.message, line.fields.failures])).toEqual(streak);
+    clock.advance(2_000);
+    log.succeeded();
+    expect(lines.map((line) => [line.message, line.fields.failures])).toEqual([...streak, ['up again', 6]]);
+  });
+});
