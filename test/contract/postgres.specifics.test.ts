@@ -411,35 +411,36 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL: the jobs an operator lists', (
   });
 });
 
-describe.skipIf(skipWithoutPostgres)('PostgreSQL: a workspace whose event lock another transaction keeps', () => {
+describe.skipIf(skipWithoutPostgres)('PostgreSQL: workspaces whose event lock another transaction keeps', () => {
   let schema: Awaited<ReturnType<typeof createTestSchema>>;
-  // Four connections: one of them may wait for a workspace's event lock at a time.
+  // Four connections: one of them may wait for a workspace's event lock at a time, two for all of them.
   let store: PostgresStore;
-  const held = workspaceFixture();
+  const held = [workspaceFixture(), workspaceFixture(), workspaceFixture()];
   const other = workspaceFixture();
   const enqueue = (workspaceId: string) => {
     const job = jobFixture(workspaceId);
     return store.enqueueJob(job, eventFixture(workspaceId, { jobId: job.id }));
   };
-  /** The sessions waiting on the server for the held workspace's event lock, and the store's connections in use. */
+  /** The sessions waiting on the server for the held workspaces' event locks, and the store's connections in use. */
   const waits = async () => {
     const [{ waiting }] = await withAdmin(
       async (client) =>
         (
           await client.query(
-            "SELECT count(*)::int AS waiting FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND classid = $1 AND objid = hashtext($2)::oid",
-            [EVENT_ORDER_LOCK, held.id],
+            `SELECT count(*)::int AS waiting FROM pg_locks
+             WHERE locktype = 'advisory' AND NOT granted AND classid = $1 AND objid IN (SELECT hashtext(id)::oid FROM unnest($2::text[]) AS held (id))`,
+            [EVENT_ORDER_LOCK, held.map((workspace) => workspace.id)],
           )
         ).rows,
       schema.url,
     );
     return { waiting, inUse: store.pool.totalCount - store.pool.idleCount };
   };
-  /** Runs `work` while another session's transaction keeps the held workspace's event lock. */
-  const whileHeld = <T>(work: () => Promise<T>): Promise<T> =>
+  /** Runs `work` while another session's transaction keeps the event locks of `workspaces`. */
+  const whileHeld = <T>(workspaces: { id: string }[], work: () => Promise<T>): Promise<T> =>
     withAdmin(async (client) => {
       await client.query('BEGIN');
-      await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [EVENT_ORDER_LOCK, held.id]);
+      for (const workspace of workspaces) await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [EVENT_ORDER_LOCK, workspace.id]);
       try {
         return await work();
       } finally {
@@ -451,7 +452,7 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL: a workspace whose event lock a
     schema = await createTestSchema();
     store = openPostgresStore(schema.url, schema.schema);
     await store.migrate();
-    for (const workspace of [held, other]) await store.createWorkspace(workspace);
+    for (const workspace of [...held, other]) await store.createWorkspace(workspace);
   });
 
   afterAll(async () => {
@@ -459,10 +460,11 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL: a workspace whose event lock a
     await schema?.drop();
   });
 
-  it("lets one connection wait for it, parks the workspace's other writes without one, and runs them again once it is free", async () => {
+  it("lets one connection wait for a workspace's lock, parks its other writes without one, and runs them again once it is free", async () => {
+    const [workspace] = held;
     let writes: Promise<boolean[]> | undefined;
-    await whileHeld(async () => {
-      writes = Promise.all(Array.from({ length: 6 }, () => enqueue(held.id)));
+    await whileHeld([workspace], async () => {
+      writes = Promise.all(Array.from({ length: 6 }, () => enqueue(workspace.id)));
       await waitFor(async () => {
         const now = await waits();
         return now.waiting === 1 && now.inUse === 1;
@@ -472,22 +474,34 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL: a workspace whose event lock a
       expect((await waits()).waiting).toBe(1);
     });
     expect(await writes).toEqual(Array.from({ length: 6 }, () => true));
-    const events = await store.listEvents(held.id, {}, { first: 10 });
+    const events = await store.listEvents(workspace.id, {}, { first: 10 });
     expect(new Set(events.map((event) => event.jobId)).size).toBe(6);
   });
 
-  it('refuses them all after 8 s, waiting or parked, each naming the lock', async () => {
-    const eventsBefore = (await store.listEvents(held.id, {}, { first: 100 })).length;
-    const refusals = await whileHeld(() => Promise.all(Array.from({ length: 4 }, () => enqueue(held.id).catch((error: unknown) => error))));
-    const lock = `the lock that orders the security events of workspace ${held.id} \\(PostgreSQL advisory lock ${EVENT_ORDER_LOCK}, hashtext\\('${held.id}'\\)\\)`;
-    const waited = '(until the statement was cancelled \\(canceling statement due to lock timeout\\)|for 8 s, without a connection while 1 of this instance\'s connections waited for it)';
-    for (const refused of refusals) {
+  it('lets two connections wait for the locks of three workspaces, and refuses all their writes after 8 s, waiting or parked, each naming its lock', async () => {
+    const eventsBefore = await Promise.all(held.map(async (workspace) => (await store.listEvents(workspace.id, {}, { first: 100 })).length));
+    const refusals = await whileHeld(held, async () => {
+      const writes = held.flatMap((workspace) => [0, 1].map(() => enqueue(workspace.id).catch((error: unknown) => error)));
+      await waitFor(async () => (await waits()).waiting === 2);
+      // Two connections stay for the other workspaces.
+      expect(await enqueue(other.id)).toBe(true);
+      expect(await waits()).toEqual({ waiting: 2, inUse: 2 });
+      return Promise.all(writes);
+    });
+    const waited = [
+      'until the statement was cancelled \\(canceling statement due to lock timeout\\)',
+      "for 8 s, without a connection while as many of this instance's connections as may waited for event locks \\(1 for one workspace's, 2 in all\\)",
+    ];
+    for (const [index, refused] of refusals.entries()) {
+      const workspace = held[Math.floor(index / 2)];
+      const lock = `the lock that orders the security events of workspace ${workspace.id} \\(PostgreSQL advisory lock ${EVENT_ORDER_LOCK}, hashtext\\('${workspace.id}'\\)\\)`;
       expect(isUnavailable(refused)).toBe(true);
       expect((refused as Error).cause).toBeInstanceOf(LockWaitCancelled);
-      expect(((refused as Error).cause as Error).message).toMatch(new RegExp(`^waited for ${lock} ${waited}: another transaction held it all that time$`));
+      expect(((refused as Error).cause as Error).message).toMatch(new RegExp(`^waited for ${lock} (${waited.join('|')}): another transaction held it all that time$`));
     }
-    // The first to wait did so on the server, until the lock timeout its statement set.
-    expect(refusals.map((refused) => ((refused as Error).cause as LockWaitCancelled).code)).toContain('55P03');
-    expect(await store.listEvents(held.id, {}, { first: 100 })).toHaveLength(eventsBefore);
+    // The first two to wait did so on the server, until the lock timeout their statements set.
+    expect(refusals.filter((refused) => ((refused as Error).cause as LockWaitCancelled).code === '55P03').length).toBeGreaterThanOrEqual(2);
+    const eventsAfter = await Promise.all(held.map(async (workspace) => (await store.listEvents(workspace.id, {}, { first: 100 })).length));
+    expect(eventsAfter).toEqual(eventsBefore);
   }, 30_000);
 });

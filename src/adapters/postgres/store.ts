@@ -319,7 +319,7 @@ export class PostgresStore implements GatewayStore {
   private readonly db: Queryable;
   /** The reads of a GraphQL query, each seeing the same moment (snapshots.ts). */
   private readonly snapshots: Snapshots;
-  /** The connections waiting for each workspace's event lock, a quarter of the pool at most (eventTransaction). */
+  /** The connections waiting for event locks: a quarter of the pool at most for one workspace's, half for all (eventTransaction). */
   private readonly eventLockWaits: EventLockWaits;
 
   constructor(private readonly options: PostgresStoreOptions) {
@@ -327,7 +327,7 @@ export class PostgresStore implements GatewayStore {
     this.db = queriesOf(this.pool);
     const poolSize = options.poolSize ?? DEFAULT_POOL_SIZE;
     this.snapshots = new Snapshots(this.pool, poolSize, options.connectionTimeoutMs ?? CONNECTION_TIMEOUT_MS);
-    this.eventLockWaits = new EventLockWaits(Math.max(1, Math.floor(poolSize / 4)));
+    this.eventLockWaits = new EventLockWaits(Math.max(1, Math.floor(poolSize / 4)), Math.max(1, Math.floor(poolSize / 2)));
   }
 
   /** The parameter of a jobTime: null, for the database's clock, unless the store takes the caller's. */
@@ -1034,8 +1034,8 @@ export class PostgresStore implements GatewayStore {
 
   /**
    * Runs `work` in a transaction that takes the workspace's event lock (`lockEvents`), waiting for it for at most
-   * EVENT_LOCK_WAIT_MS in all. At most eventLockWaits' bound of the instance's connections wait for one workspace's
-   * lock at once; a write that finds the lock held and the turns taken rolls back, giving its connection up, parks
+   * EVENT_LOCK_WAIT_MS in all. At most eventLockWaits' bounds of the instance's connections wait for one workspace's
+   * lock, and for all, at once; a write that finds the lock held and no turn free rolls back, giving its connection up, parks
    * until a turn is handed to it and runs again from the start, having changed nothing. Out of time, parked or on the
    * server, it is answered UNAVAILABLE with a LockWaitCancelled naming the lock.
    */
@@ -1057,12 +1057,13 @@ export class PostgresStore implements GatewayStore {
         }
         handed.turn = await this.eventLockWaits.next(workspaceId, deadline - Date.now());
         if (handed.turn === null) {
-          const turns = this.eventLockWaits.perWorkspace;
+          const { perWorkspace, inAll } = this.eventLockWaits;
+          const bounds = `${perWorkspace} for one workspace's, ${inAll} in all`;
           throw storeBusy(
             new LockWaitCancelled(
               eventLockName(workspaceId),
-              new Error(`${turns} of this instance's connections were waiting for it, as many as may`),
-              `for ${EVENT_LOCK_WAIT_MS / 1000} s, without a connection while ${turns} of this instance's connections waited for it`,
+              new Error(`as many of this instance's connections as may were waiting for event locks (${bounds})`),
+              `for ${EVENT_LOCK_WAIT_MS / 1000} s, without a connection while as many of this instance's connections as may waited for event locks (${bounds})`,
             ),
           );
         }
