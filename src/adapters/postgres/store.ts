@@ -1035,9 +1035,9 @@ export class PostgresStore implements GatewayStore {
   /**
    * Runs `work` in a transaction that takes the workspace's event lock (`lockEvents`), waiting for it for at most
    * EVENT_LOCK_WAIT_MS in all. At most eventLockWaits' bounds of the instance's connections wait for one workspace's
-   * lock, and for all, at once; a write that finds the lock held and no turn free rolls back, giving its connection up, parks
-   * until a turn is handed to it and runs again from the start, having changed nothing. Out of time, parked or on the
-   * server, it is answered UNAVAILABLE with a LockWaitCancelled naming the lock.
+   * lock, and for all, at once; a write that finds the lock held and no turn free rolls back, giving its connection
+   * up, parks until a turn is handed to it and runs again from the start, having changed nothing. Out of time, parked
+   * or on the server, it is answered UNAVAILABLE (the store busy) with a LockWaitCancelled naming the lock.
    */
   private async eventTransaction<T>(workspaceId: string, work: (client: pg.PoolClient, lockEvents: LockEvents) => Promise<T>): Promise<T> {
     const deadline = Date.now() + EVENT_LOCK_WAIT_MS;
@@ -1058,12 +1058,12 @@ export class PostgresStore implements GatewayStore {
         handed.turn = await this.eventLockWaits.next(workspaceId, deadline - Date.now());
         if (handed.turn === null) {
           const { perWorkspace, inAll } = this.eventLockWaits;
-          const bounds = `${perWorkspace} for one workspace's, ${inAll} in all`;
           throw storeBusy(
             new LockWaitCancelled(
               eventLockName(workspaceId),
-              new Error(`as many of this instance's connections as may were waiting for event locks (${bounds})`),
-              `for ${EVENT_LOCK_WAIT_MS / 1000} s, without a connection while as many of this instance's connections as may waited for event locks (${bounds})`,
+              new EventLockBusy('no turn to wait for it came free in time'),
+              `for ${EVENT_LOCK_WAIT_MS / 1000} s, without a connection while as many of this instance's connections as may ` +
+                `waited for event locks (${perWorkspace} for one workspace's, ${inAll} in all)`,
             ),
           );
         }
