@@ -53,9 +53,6 @@ export function logFailure(logger: FailureLogger, error: unknown, fields: object
  */
 type FailureKind = 'outage' | 'busy' | 'bug';
 
-/** How long a busy store's streak must go without a refusal to count as over (RepeatedFailureLog.settleMs). */
-const BUSY_SETTLE_MS = 60_000;
-
 const failureKind = (error: unknown): FailureKind => (isStoreBusy(error) ? 'busy' : isUnavailable(error) ? 'outage' : 'bug');
 
 export interface RepeatedFailureMessages {
@@ -70,6 +67,13 @@ export interface RepeatedFailureMessages {
   recovered: string;
 }
 
+/**
+ * How long the successes after a streak of the store busy must go on for those that serve one workspace's writes
+ * beside another's refused for a held lock (the requests' and the job outcomes' logs): such a lock refuses only the
+ * writes that need it, every 8 s or so while it is held, and the others are served between them.
+ */
+export const BUSY_SETTLE_MS = 60_000;
+
 export interface RepeatedFailureOptions {
   /**
    * How long successes must go on, with no failure between them, before the failure counts as over. A
@@ -77,6 +81,12 @@ export interface RepeatedFailureOptions {
    * find nothing) is then one failure in the log, not a line for every turn.
    */
   settleMs?: number;
+  /**
+   * As settleMs, for a streak of the store busy (`settleMs` unless given). A lock kept refuses only the writes that need
+   * it, and the others are served between them: taken as over after a few seconds of those, a workspace whose writes
+   * waited for a held lock logged a failure and a recovery for each of its refusals.
+   */
+  busySettleMs?: number;
   /**
    * Log a failure that is not an outage as a warning too (with its stack, as an error would be): for a write
    * whose failure costs nothing but itself, such as a key's last use.
@@ -136,14 +146,10 @@ export class RepeatedFailureLog {
     this.recover();
   }
 
-  /**
-   * How long successes must go on before a streak of `kind` counts as over. A lock kept refuses only the writes that
-   * need it, and the others are served between them: taken as over after a few seconds of those, a workspace whose
-   * writes wait for a held lock logged a failure and a recovery for each of its refusals.
-   */
+  /** How long successes must go on before a streak of `kind` counts as over. */
   private settleMs(kind: FailureKind): number {
     const settleMs = this.options.settleMs ?? 0;
-    return kind === 'busy' ? Math.max(settleMs, BUSY_SETTLE_MS) : settleMs;
+    return kind === 'busy' ? (this.options.busySettleMs ?? settleMs) : settleMs;
   }
 
   private recover(): void {

@@ -1,6 +1,6 @@
 import { isDependencyOutage, type Dependency } from '../domain/errors.js';
 import type { Clock } from '../domain/ports.js';
-import { RepeatedFailureLog } from '../failure-log.js';
+import { BUSY_SETTLE_MS, RepeatedFailureLog } from '../failure-log.js';
 import type { ReadinessLogger } from '../readiness.js';
 
 /**
@@ -34,7 +34,7 @@ export class DependencyRefusals {
           stillFailing: 'a dependency is still unavailable; requests are refused',
           recovered: 'a dependency is available again; requests are served',
         },
-        { settleMs: SERVED_SETTLE_MS },
+        { settleMs: SERVED_SETTLE_MS, busySettleMs: BUSY_SETTLE_MS },
       );
     this.logs = { store: log('store'), quota: log('quota') };
   }

@@ -4,7 +4,7 @@ import { isUnavailable, type GatewayError } from '../domain/errors.js';
 import type { ClaimedJob, Clock, Duplicator, DuplicationResult, GatewayStore, JobOutcome, NewerSchema } from '../domain/ports.js';
 import type { DuplicationJob, JobError, JobErrorCode } from '../domain/types.js';
 import { jobEvent } from '../domain/request-events.js';
-import { jobLogFields, logFailure, RepeatedFailureLog, type FailureLogger } from '../failure-log.js';
+import { BUSY_SETTLE_MS, jobLogFields, logFailure, RepeatedFailureLog, type FailureLogger } from '../failure-log.js';
 
 export interface WorkerOptions {
   /** Jobs run at once by this process. 0 disables the worker. */
@@ -166,7 +166,7 @@ export class JobWorker {
         stillFailing: 'the store is still unavailable; jobs go back to the queue without spending an attempt',
         recovered: 'jobs run again',
       },
-      { settleMs: CLAIM_RECOVERY_SETTLE_MS },
+      { settleMs: CLAIM_RECOVERY_SETTLE_MS, busySettleMs: BUSY_SETTLE_MS },
     );
   }
 

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { asOutage as postgresOutage } from '../../src/adapters/postgres/outage.js';
 import { asOutage as sqliteOutage } from '../../src/adapters/sqlite/outage.js';
 import { dependencyUnavailable } from '../../src/domain/errors.js';
-import { RepeatedFailureLog } from '../../src/failure-log.js';
+import { BUSY_SETTLE_MS, RepeatedFailureLog } from '../../src/failure-log.js';
 import { ManualClock } from '../support/clock.js';
 
 const messages = { failed: 'down', stillFailing: 'still down', recovered: 'up again' };
@@ -79,10 +79,10 @@ describe('a repeated failure log of a store that is busy, then down', () => {
 });
 
 describe('a repeated failure log of a store busy with a held lock', () => {
-  it('keeps one streak while other requests are served between the refusals, and ends it after a minute without one', () => {
+  it('keeps one streak, where told to, while other requests are served between the refusals, and ends it after a minute without one', () => {
     const clock = new ManualClock();
     const { lines, logger } = recording();
-    const log = new RepeatedFailureLog(logger, clock, messages, { settleMs: 5_000 });
+    const log = new RepeatedFailureLog(logger, clock, messages, { settleMs: 5_000, busySettleMs: BUSY_SETTLE_MS });
     const busy = postgresOutage(Object.assign(new Error('canceling statement due to lock timeout'), { code: '55P03' }));
     // One workspace's writes refused every 13 s (8 s of waiting, then Retry-After: 5), the others' served.
     for (let refusal = 0; refusal < 6; refusal += 1) {
