@@ -153,6 +153,10 @@ export interface GatewayStore {
   observeCommits?(observer: (seconds: number) => void): void;
   /** The writes waiting for the embedded store's writer thread now: sent or about to be, not yet committed. */
   writesWaiting?(): number;
+  /** A shared store's pool, for /metrics: its connections in use and idle now, and the requests waiting for one. Absent: no pool. */
+  connections?(): { inUse: number; idle: number; awaited: number };
+  /** The writes waiting for the workspaces' event locks now: on a connection, or parked without one. Absent: no such lock. */
+  eventLockWrites?(): { waiting: number; parked: number };
   close(): Promise<void>;
 
   /** False, writing nothing, when a workspace has the name already (made since the caller looked). */

@@ -403,6 +403,7 @@ export class GatewayMetrics {
       registers: [this.circuitRegistry],
     });
     this.watchStoreWriter(options.store);
+    this.watchStorePool(options.store);
   }
 
   /**
@@ -427,6 +428,49 @@ export class GatewayMetrics {
       registers: [this.registry],
       collect() {
         this.set(writesWaiting());
+      },
+    });
+  }
+
+  /**
+   * A shared store's pool and the writes waiting for event locks: a transaction that keeps a lock (an instance frozen
+   * mid-write) holds up the writes that need it, each on a connection or parked, and the instance's other requests
+   * wait for the connections left.
+   */
+  private watchStorePool(store: GatewayStore): void {
+    if (!store.connections || !store.eventLockWrites) return;
+    const connections = () => store.connections!();
+    const eventLockWrites = () => store.eventLockWrites!();
+    new Gauge({
+      name: 'gateway_store_connections',
+      help: 'PostgreSQL only: connections of this instance\'s pool at this scrape, in use (by a request, the worker, this scrape) or idle.',
+      labelNames: ['state'],
+      registers: [this.registry],
+      collect() {
+        const now = connections();
+        this.set({ state: 'in_use' }, now.inUse);
+        this.set({ state: 'idle' }, now.idle);
+      },
+    });
+    new Gauge({
+      name: 'gateway_store_connection_waits',
+      help: 'PostgreSQL only: requests and jobs waiting for a connection of this instance\'s pool at this scrape.',
+      registers: [this.registry],
+      collect() {
+        this.set(connections().awaited);
+      },
+    });
+    new Gauge({
+      name: 'gateway_store_event_lock_writes',
+      help:
+        "PostgreSQL only: writes of this instance waiting for a workspace's event lock at this scrape, on a connection (at most a quarter " +
+        'of the pool for one workspace, half for all) or parked without one.',
+      labelNames: ['state'],
+      registers: [this.registry],
+      collect() {
+        const now = eventLockWrites();
+        this.set({ state: 'waiting' }, now.waiting);
+        this.set({ state: 'parked' }, now.parked);
       },
     });
   }

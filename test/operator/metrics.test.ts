@@ -260,8 +260,8 @@ describe('GET /metrics: event loop delay', () => {
 });
 
 describe("the README's metrics table and alerts", () => {
-  // A store with the embedded store's writer, whose series only it has.
-  const store = { observeCommits() {}, writesWaiting: () => 0 };
+  // A store with the embedded store's writer and PostgreSQL's pool, whose series only one of them has.
+  const store = { observeCommits() {}, writesWaiting: () => 0, connections: () => ({ inUse: 0, idle: 0, awaited: 0 }), eventLockWrites: () => ({ waiting: 0, parked: 0 }) };
   const metrics = new GatewayMetrics({ store: store as never, clock: { now: () => new Date() }, downloadsInProgress: () => 0, logger: silent });
   metrics.close();
   const gatewayMetrics = [...metrics.registry.getMetricsAsArray(), ...readAtEachScrape(metrics)].filter((metric) => metric.name.startsWith('gateway_'));

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { EVENT_ORDER_LOCK } from '../../src/adapters/postgres/store.js';
 import { EXIT } from '../../src/cli/commands.js';
 import { cliProcess } from '../support/cli.js';
-import { waitFor, type TestWorkspace } from '../support/gateway.js';
+import { http, metricSample, waitFor, type TestWorkspace } from '../support/gateway.js';
 import { skipWithoutPostgres } from '../support/postgres.js';
 import { graphQL, rest } from '../support/transports.js';
 import { expectAcceptedAgain, expectRefusalWarning, expectRefusedUnavailable, gatewayOnItsOwnDatabase, holdAdvisoryLock } from './locks.js';
@@ -67,6 +67,21 @@ describe.skipIf(skipWithoutPostgres)('a workspace whose event lock another insta
     try {
       const atOnce = Promise.all(Array.from({ length: 30 }, (_, n) => rest.duplicate(gateway.baseUrl, held.key, args(held)(`at once ${n}`))));
       await waitFor(async () => (await waiting()) === 2);
+      // As /metrics shows it: two writes on connections, the other 28 parked, and no request waiting for a connection.
+      const pool = async () => {
+        const text = (await http(gateway.baseUrl, 'GET', '/metrics')).text;
+        return {
+          eventLockWrites: ['waiting', 'parked'].map((state) => metricSample(text, 'gateway_store_event_lock_writes', { state })),
+          inUse: metricSample(text, 'gateway_store_connections', { state: 'in_use' }),
+          awaited: metricSample(text, 'gateway_store_connection_waits'),
+        };
+      };
+      await waitFor(async () => (await pool()).eventLockWrites[1] === 28);
+      const seen = await pool();
+      expect([seen.eventLockWrites, seen.awaited]).toEqual([[2, 28], 0]);
+      // The two waiting, and whatever the worker and this scrape's own reads hold at that moment: never the whole pool.
+      expect(seen.inUse).toBeGreaterThanOrEqual(2);
+      expect(seen.inUse).toBeLessThan(10);
       // Two of the 10 connections wait on the server, the other writes in the instance's memory: the rest serve the others.
       const [otherAccepted, ready] = await Promise.all([rest.duplicate(gateway.baseUrl, other.key, args(other)('beside the held workspace')), readiness(gateway)]);
       expect([otherAccepted.status, otherAccepted.jobId]).toEqual([202, expect.any(String)]);

@@ -54,6 +54,11 @@ export class EventLockWaits {
     });
   }
 
+  /** The turns out (handed over included) and the writes parked, for all workspaces. */
+  counts(): { waiting: number; parked: number } {
+    return { waiting: this.waitingInAll, parked: this.parked.length };
+  }
+
   private free(workspaceId: string): boolean {
     return this.waitingInAll < this.inAll && (this.waiting.get(workspaceId) ?? 0) < this.perWorkspace;
   }

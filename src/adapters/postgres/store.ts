@@ -330,6 +330,15 @@ export class PostgresStore implements GatewayStore {
     this.eventLockWaits = new EventLockWaits(Math.max(1, Math.floor(poolSize / 4)), Math.max(1, Math.floor(poolSize / 2)));
   }
 
+  connections(): { inUse: number; idle: number; awaited: number } {
+    const { totalCount, idleCount, waitingCount } = this.pool;
+    return { inUse: totalCount - idleCount, idle: idleCount, awaited: waitingCount };
+  }
+
+  eventLockWrites(): { waiting: number; parked: number } {
+    return this.eventLockWaits.counts();
+  }
+
   /** The parameter of a jobTime: null, for the database's clock, unless the store takes the caller's. */
   private jobClock(now: Date): Date | null {
     return this.options.jobTime === 'caller' ? now : null;
