@@ -454,7 +454,7 @@ export class GatewayMetrics {
     });
     new Gauge({
       name: 'gateway_store_connection_waits',
-      help: 'PostgreSQL only: requests and jobs waiting for a connection of this instance\'s pool at this scrape.',
+      help: "PostgreSQL only: requests and jobs waiting for a connection of this instance's pool at this scrape, GraphQL queries waiting for a snapshot's included.",
       registers: [this.registry],
       collect() {
         this.set(connections().awaited);

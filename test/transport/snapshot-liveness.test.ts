@@ -34,6 +34,8 @@ interface Harness {
   gateway: TestGateway;
   /** Connections of the store's pool not idle in it: what snapshots and statements hold now. */
   held(): number;
+  /** The requests waiting for a connection, as /metrics shows them. */
+  awaited(): number;
   /** The store's connections in a transaction between two statements: snapshots waiting on something else. */
   idleInTransaction(): Promise<number>;
   /** Lets the fake Braze answer what it holds. */
@@ -60,6 +62,7 @@ async function start(options: { clock?: ManualClock; wrap?: (store: GatewayStore
     fake,
     gateway,
     held: () => store.pool.totalCount - store.pool.idleCount,
+    awaited: () => store.connections().awaited,
     idleInTransaction: () =>
       withAdmin(async (admin) => {
         const { rows } = await admin.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = ANY($1) AND state = 'idle in transaction'", [[...pids]]);
@@ -162,7 +165,11 @@ describe.skipIf(skipWithoutPostgres)('a query on PostgreSQL waiting on the upstr
     await waitFor(async () => fake.requestsTo(LIST).length === SNAPSHOTS);
     await waitFor(async () => (await harness!.idleInTransaction()) === SNAPSHOTS);
 
-    const refused = await graphql(gateway.baseUrl, ws.key, JOB, { job: jobId });
+    const refusal = graphql(gateway.baseUrl, ws.key, JOB, { job: jobId });
+    // Counted as waiting for a connection while it waits for a snapshot's.
+    await waitFor(async () => harness!.awaited() === 1);
+    const refused = await refusal;
+    expect(harness.awaited()).toBe(0);
     expect(refused.status).toBe(503);
     expect(refused.headers['retry-after']).toBe('5');
     expect(refused.body.errors.map((error: { extensions: { code: string } }) => error.extensions.code)).toEqual(['SERVICE_UNAVAILABLE']);

@@ -42,6 +42,11 @@ export class Snapshots {
     this.free = poolSize - 1;
   }
 
+  /** The queries waiting for a snapshot's connection now, every one the snapshots may hold being held. */
+  get waitingCount(): number {
+    return this.waiting.size;
+  }
+
   /** Where a read goes: the open scope's snapshot, if it is made in one, or else `alone`. */
   reads(alone: Queryable): Queryable {
     const scope = openReadScope();

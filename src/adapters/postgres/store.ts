@@ -332,7 +332,7 @@ export class PostgresStore implements GatewayStore {
 
   connections(): { inUse: number; idle: number; awaited: number } {
     const { totalCount, idleCount, waitingCount } = this.pool;
-    return { inUse: totalCount - idleCount, idle: idleCount, awaited: waitingCount };
+    return { inUse: totalCount - idleCount, idle: idleCount, awaited: waitingCount + this.snapshots.waitingCount };
   }
 
   eventLockWrites(): { waiting: number; parked: number } {
