@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { asLockWaitOutage, asOutage, LockWaitCancelled, waitedForLock } from '../../src/adapters/postgres/outage.js';
-import { isGatewayError } from '../../src/domain/errors.js';
+import { asLockWaitOutage, asOutage, LockWaitCancelled } from '../../src/adapters/postgres/outage.js';
+import { isGatewayError, isStoreBusy } from '../../src/domain/errors.js';
 
 const withCode = (message: string, code: string) => Object.assign(new Error(message), { code });
 
@@ -78,9 +78,9 @@ describe('PostgreSQL errors that mean the database cannot be reached', () => {
   });
 
   it('tells a lock waited for too long, whose connection works on, from a server that cannot be reached', () => {
-    expect(waitedForLock(asOutage(withCode('canceling statement due to lock timeout', '55P03')))).toBe(true);
-    expect(waitedForLock(asLockWaitOutage(withCode('canceling statement due to statement timeout', '57014'), 'a lock'))).toBe(true);
-    expect(waitedForLock(asOutage(withCode('terminating connection due to administrator command', '57P01')))).toBe(false);
-    expect(waitedForLock(asOutage(new Error('Query read timeout')))).toBe(false);
+    expect(isStoreBusy(asOutage(withCode('canceling statement due to lock timeout', '55P03')))).toBe(true);
+    expect(isStoreBusy(asLockWaitOutage(withCode('canceling statement due to statement timeout', '57014'), 'a lock'))).toBe(true);
+    expect(isStoreBusy(asOutage(withCode('terminating connection due to administrator command', '57P01')))).toBe(false);
+    expect(isStoreBusy(asOutage(new Error('Query read timeout')))).toBe(false);
   });
 });

@@ -1,4 +1,4 @@
-import { dependencyUnavailable, storeBusy, unavailableCause } from '../../domain/errors.js';
+import { dependencyUnavailable, storeBusy } from '../../domain/errors.js';
 
 /** SQLSTATE read_only_sql_transaction. */
 const READ_ONLY = '25006';
@@ -93,12 +93,6 @@ function lockWaitedFor(error: Error): string {
   const row = typeof where === 'string' ? where.split('\n')[0] : '';
   return row ? `a lock (${row})` : 'a lock';
 }
-
-/**
- * Whether `answer` (asOutage's, asLockWaitOutage's) is a statement that only waited too long for a lock: the server
- * answered it, so its connection works on, and may roll back and be used again rather than be replaced.
- */
-export const waitedForLock = (answer: unknown): boolean => unavailableCause(answer) instanceof LockWaitCancelled;
 
 /**
  * Why the gateway could not start on the PostgreSQL database in DATABASE_URL, naming the setting and the

@@ -1,6 +1,6 @@
 import pg from 'pg';
-import { dependencyUnavailable, isUnavailable } from '../../domain/errors.js';
-import { asOutage, startupFailure, waitedForLock } from './outage.js';
+import { dependencyUnavailable, isStoreBusy, isUnavailable } from '../../domain/errors.js';
+import { asOutage, startupFailure } from './outage.js';
 
 export interface PostgresOptions {
   connectionString: string;
@@ -164,7 +164,7 @@ export function queriesOf(pool: pg.Pool): Queryable {
       return result;
     } catch (error) {
       const answer = asOutage(error);
-      client.release(waitedForLock(answer) ? undefined : (error as Error));
+      client.release(isStoreBusy(answer) ? undefined : (error as Error));
       throw answer;
     }
   };
@@ -195,7 +195,7 @@ export async function transaction<T>(pool: pg.Pool, work: (client: pg.PoolClient
     const answer = lost ? dependencyUnavailable(lost) : asOutage(error);
     // A connection that is lost or stopped answering takes no ROLLBACK: the server rolls back when it goes. One whose
     // statement waited too long for a lock has just been answered by the server: it works.
-    if (isUnavailable(answer) && !waitedForLock(answer)) broken = lost ?? (error as Error);
+    if (isUnavailable(answer) && !isStoreBusy(answer)) broken = lost ?? (error as Error);
     else {
       await client.query('ROLLBACK').catch((rollbackError: Error) => {
         broken = rollbackError;

@@ -1,7 +1,7 @@
 import type pg from 'pg';
-import { dependencyUnavailable, isUnavailable } from '../../domain/errors.js';
+import { dependencyUnavailable, isStoreBusy, isUnavailable } from '../../domain/errors.js';
 import { openReadScope, type ReadScope } from '../../domain/read-scope.js';
-import { asOutage, waitedForLock } from './outage.js';
+import { asOutage } from './outage.js';
 import type { Queryable } from './pool.js';
 
 interface Snapshot {
@@ -115,7 +115,7 @@ export class Snapshots {
         const { failed } = snapshot;
         const answer = asOutage(failed);
         // One that only waited too long for a lock (a table a migration holds) works: its COMMIT rolls it back.
-        broken = failed !== undefined && isUnavailable(answer) && !waitedForLock(answer) ? (failed as Error) : undefined;
+        broken = failed !== undefined && isUnavailable(answer) && !isStoreBusy(answer) ? (failed as Error) : undefined;
         if (broken === undefined) await client.query('COMMIT');
       });
     } catch (error) {
