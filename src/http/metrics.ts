@@ -441,17 +441,24 @@ export class GatewayMetrics {
     if (!store.connections || !store.eventLockWrites) return;
     const connections = () => store.connections!();
     const eventLockWrites = () => store.eventLockWrites!();
-    new Gauge({
-      name: 'gateway_store_connections',
-      help: 'PostgreSQL only: connections of this instance\'s pool at this scrape, in use (by a request, the worker, this scrape) or idle.',
-      labelNames: ['state'],
-      registers: [this.registry],
-      collect() {
+    const byState = (name: string, help: string, read: () => Record<string, number>) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ['state'],
+        registers: [this.registry],
+        collect() {
+          for (const [state, value] of Object.entries(read())) this.set({ state }, value);
+        },
+      });
+    byState(
+      'gateway_store_connections',
+      "PostgreSQL only: connections of this instance's pool at this scrape, in use (by a request, the worker, this scrape) or idle.",
+      () => {
         const now = connections();
-        this.set({ state: 'in_use' }, now.inUse);
-        this.set({ state: 'idle' }, now.idle);
+        return { in_use: now.inUse, idle: now.idle };
       },
-    });
+    );
     new Gauge({
       name: 'gateway_store_connection_waits',
       help: "PostgreSQL only: requests and jobs waiting for a connection of this instance's pool at this scrape, GraphQL queries waiting for a snapshot's included.",
@@ -460,19 +467,12 @@ export class GatewayMetrics {
         this.set(connections().awaited);
       },
     });
-    new Gauge({
-      name: 'gateway_store_event_lock_writes',
-      help:
-        "PostgreSQL only: writes of this instance waiting for a workspace's event lock at this scrape, on a connection (at most a quarter " +
+    byState(
+      'gateway_store_event_lock_writes',
+      "PostgreSQL only: writes of this instance waiting for a workspace's event lock at this scrape, on a connection (at most a quarter " +
         'of the pool for one workspace, half for all) or parked without one.',
-      labelNames: ['state'],
-      registers: [this.registry],
-      collect() {
-        const now = eventLockWrites();
-        this.set({ state: 'waiting' }, now.waiting);
-        this.set({ state: 'parked' }, now.parked);
-      },
-    });
+      eventLockWrites,
+    );
   }
 
   /** The dependency checks each scrape runs, those of /readyz: a gauge kept by probes would go stale when nothing probes. */
