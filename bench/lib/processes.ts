@@ -16,10 +16,13 @@ const GATEWAY_ENV = {
 
 export type ServerProcess = GatewayProcess;
 
-/** A real gateway process (src/main.ts) on `dataDir`; WORKER_CONCURRENCY=0 keeps the worker out of the way. */
+/**
+ * A real gateway process on `dataDir`; WORKER_CONCURRENCY=0 keeps the worker out of the way. Run from the sources
+ * through tsx, as the baseline is, so that both are the same kind of process.
+ */
 export async function startGateway(dataDir: string, env: Record<string, string> = {}, nodeArgs: string[] = []): Promise<ServerProcess> {
   // At LOG_LEVEL=warn the gateway does not log that it listens: readiness is /healthz on a chosen port.
-  return spawnGateway({ ...GATEWAY_ENV, DATA_DIR: dataDir, ...env }, { timeoutMs: 120_000, ownPort: true, nodeArgs });
+  return spawnGateway({ ...GATEWAY_ENV, DATA_DIR: dataDir, ...env }, { entry: 'src/main.ts', timeoutMs: 120_000, ownPort: true, nodeArgs });
 }
 
 export function startBaseline(nodeArgs: string[] = []): Promise<ServerProcess> {

@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { prepareWorkspace, seedFinishedJobs } from '../../bench/lib/store.js';
 import { EXIT, runCli } from '../../src/cli/commands.js';
+import { CLI_ENTRY } from '../support/build.js';
 import { cliProcess, cliProcessStarted, cliProcessWithoutStdout, cliProcessWithReaderGone, cliProcessWritingTo } from '../support/cli.js';
 import { waitFor } from '../support/wait.js';
 
@@ -47,7 +48,7 @@ describe('the CLI whose output cannot be written', () => {
   it('ends quietly under `| head -1`, as Unix tools do, with the status of a process SIGPIPE ended', async () => {
     const { stdout, stderr } = await promisify(execFile)(
       'bash',
-      ['-c', '"$0" "$@" | head -1; echo "exit ${PIPESTATUS[0]}" >&2', process.execPath, '--import', 'tsx', 'src/cli/main.ts', 'workspaces', 'export', 'big'],
+      ['-c', '"$0" "$@" | head -1; echo "exit ${PIPESTATUS[0]}" >&2', process.execPath, CLI_ENTRY, 'workspaces', 'export', 'big'],
       { cwd: new URL('../..', import.meta.url), env: { PATH: process.env.PATH ?? '', HOME: tmpdir(), ...env }, timeout: 60_000 },
     );
     expect(JSON.parse(stdout)).toMatchObject({ table: 'workspaces', name: 'big' });

@@ -8,6 +8,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { afterAll, describe, expect, it } from 'vitest';
+import { GATEWAY_ENTRY } from '../support/build.js';
 import { bearer, graphql, http, json, metricSample, waitFor } from '../support/gateway.js';
 import { startFakeBraze } from '../support/fake-braze.js';
 import { spawnGateway, type GatewayProcess } from '../support/process.js';
@@ -268,7 +269,7 @@ describe('a real gateway process', () => {
   it('stops cleanly on a SIGTERM sent the moment its port opens, while it is still seeding', async () => {
     const fresh = mkdtempSync(join(tmpdir(), 'cgw-e2e-early-'));
     try {
-      const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+      const child = spawn(process.execPath, [GATEWAY_ENTRY], {
         cwd: fileURLToPath(new URL('../..', import.meta.url)),
         env: { PATH: process.env.PATH ?? '', DATA_DIR: fresh, PORT: '0', LOG_LEVEL: 'info', WORKER_CONCURRENCY: '0' },
         stdio: ['ignore', 'pipe', 'pipe'],

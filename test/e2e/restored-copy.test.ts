@@ -62,7 +62,7 @@ describe('a gateway started on a restored backup', () => {
 
   /** What a start on the copy beside the old `-wal` writes before it exits with 1: one line naming the files to delete. */
   const refusal = (file: string) =>
-    `src/main.ts exited with 1 before listening:\ncampaign-gateway: failed to start: ${file} is not in WAL mode, as a restored backup is not, ` +
+    `dist/main.js exited with 1 before listening:\ncampaign-gateway: failed to start: ${file} is not in WAL mode, as a restored backup is not, ` +
     `but ${file}-wal beside it holds the log of the database it replaced, which would damage it: delete ${file}-wal and ${file}-shm, then start again\n`;
 
   /** Deletes what the refusal names, starts the gateway, and checks the store holds what the backup held and nothing after. */

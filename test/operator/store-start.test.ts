@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { buildApp, createStore } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
+import { GATEWAY_ENTRY } from '../support/build.js';
 import { cliProcess } from '../support/cli.js';
 import { http, startGateway } from '../support/gateway.js';
 import { spawnGateway, startFailureOf, type GatewayProcess, type SpawnOptions } from '../support/process.js';
@@ -71,7 +72,7 @@ function chattrWorks(dir: string): boolean {
 
 /** Whether nobody can run the gateway from this checkout, which may sit where only root reads (/root is 0700). */
 const nobodyCanRun = (): boolean =>
-  spawnSync(process.execPath, ['--import', 'tsx', '-e', "require('node:fs').readFileSync('package.json')"], {
+  spawnSync(process.execPath, ['-e', `require('node:fs').readFileSync('${GATEWAY_ENTRY}')`], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: tmpdir() },
     stdio: 'ignore',

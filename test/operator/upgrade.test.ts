@@ -35,7 +35,7 @@ describe('starting on a store a newer gateway has migrated', () => {
     const failure = await startFailureOf({ DATA_DIR: dir, SEED_DEMO: 'false' });
 
     const [exit, line, ...rest] = failure.split('\n');
-    expect(exit).toBe('src/main.ts exited with 1 before listening:');
+    expect(exit).toBe('dist/main.js exited with 1 before listening:');
     expect(line).toContain(
       `campaign-gateway: failed to start: the SQLite database ${file} has schema version ${SQLITE_MIGRATIONS.length + 1}, newer than this gateway's ${SQLITE_MIGRATIONS.length}`,
     );
@@ -307,7 +307,7 @@ describe.skipIf(skipWithoutPostgres)('starting on a PostgreSQL store that claims
     const failure = await startFailureOf({ DATABASE_URL: database.url, SEED_DEMO: 'false' });
 
     const [exit, line, ...rest] = failure.split('\n');
-    expect(exit).toBe('src/main.ts exited with 1 before listening:');
+    expect(exit).toBe('dist/main.js exited with 1 before listening:');
     expect(line).toContain(
       `campaign-gateway: failed to start: the PostgreSQL database in DATABASE_URL is at schema version ${turns + 1} but lacks column jobs.waiting, index jobs_waiting: `,
     );

@@ -55,7 +55,7 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL credentials and start-up failur
   it('a password PostgreSQL refuses stops start-up with one line naming DATABASE_URL, never the password', async () => {
     const failure = await startFailureOf({ SEED_DEMO: 'false', DATABASE_URL: urlAs(database.url, role, 'not-the-pg-secret-41c') });
     expect(failure).toBe(
-      'src/main.ts exited with 1 before listening:\ncampaign-gateway: failed to start: PostgreSQL refused the user name or password in DATABASE_URL (28P01)\n',
+      'dist/main.js exited with 1 before listening:\ncampaign-gateway: failed to start: PostgreSQL refused the user name or password in DATABASE_URL (28P01)\n',
     );
   });
 

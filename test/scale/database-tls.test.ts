@@ -61,7 +61,7 @@ describe.skipIf(!existsSync('/usr/lib/postgresql') && !process.env.CI)('TLS to P
     // Newer Node versions add a hint of their own to the certificate's error ("…; if the root CA is installed locally, try
     // running Node.js with --use-system-ca"): one line still, ending with the code.
     expect(await startFailureOf({ SEED_DEMO: 'false', DATABASE_URL: withTls(`sslmode=verify-full&sslrootcert=${otherCa.cert}`) })).toMatch(
-      /^src\/main\.ts exited with 1 before listening:\ncampaign-gateway: failed to start: could not connect to the PostgreSQL database in DATABASE_URL: self-signed certificate(; [^\n]*)? \(DEPTH_ZERO_SELF_SIGNED_CERT\)\n$/,
+      /^dist\/main\.js exited with 1 before listening:\ncampaign-gateway: failed to start: could not connect to the PostgreSQL database in DATABASE_URL: self-signed certificate(; [^\n]*)? \(DEPTH_ZERO_SELF_SIGNED_CERT\)\n$/,
     );
   }, 60_000);
 

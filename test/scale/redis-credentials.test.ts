@@ -34,7 +34,7 @@ describe.skipIf(skipWithoutRedisServer)('Redis credentials', () => {
   it('a password Redis refuses stops start-up with one line naming REDIS_URL, never the password', async () => {
     const failure = await startFailureOf({ DATA_DIR: dataDir(), SEED_DEMO: 'false', REDIS_URL: redis.url(`:${WRONG}`) });
     expect(failure).toBe(
-      'src/main.ts exited with 1 before listening:\ncampaign-gateway: failed to start: Redis refused the user name or password in REDIS_URL (WRONGPASS)\n',
+      'dist/main.js exited with 1 before listening:\ncampaign-gateway: failed to start: Redis refused the user name or password in REDIS_URL (WRONGPASS)\n',
     );
     expect(failure).not.toContain(WRONG);
   });

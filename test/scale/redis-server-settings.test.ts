@@ -80,7 +80,7 @@ describe.skipIf(skipWithoutRedisServer)('Redis servers that are not fresh local 
       await admin.call('ACL', 'SETUSER', 'no-select', 'on', `>${PASSWORD}`, '+@all', '-select', '~*');
       const failure = await startFailureOf({ DATA_DIR: tempDir('cgw-redis-select-'), SEED_DEMO: 'false', REDIS_URL: `${redis.url(`no-select:${PASSWORD}`)}/3` });
       expect(failure).toBe(
-        'src/main.ts exited with 1 before listening:\ncampaign-gateway: failed to start: REDIS_URL selects a database, and Redis refuses its user the SELECT (NOPERM): allow it +select, or drop the database from REDIS_URL\n',
+        'dist/main.js exited with 1 before listening:\ncampaign-gateway: failed to start: REDIS_URL selects a database, and Redis refuses its user the SELECT (NOPERM): allow it +select, or drop the database from REDIS_URL\n',
       );
     }, 60_000);
   });
@@ -140,7 +140,7 @@ describe.skipIf(skipWithoutRedisServer)('Redis servers that are not fresh local 
     it('a certificate Node does not trust stops start-up with one line naming the problem', async () => {
       const failure = await startFailureOf({ DATA_DIR: tempDir('cgw-redis-tls-'), SEED_DEMO: 'false', REDIS_URL: `rediss://127.0.0.1:${tlsPort}` });
       expect(failure).toBe(
-        'src/main.ts exited with 1 before listening:\ncampaign-gateway: failed to start: ' +
+        'dist/main.js exited with 1 before listening:\ncampaign-gateway: failed to start: ' +
           "Redis's TLS certificate is not trusted (SELF_SIGNED_CERT_IN_CHAIN): if a private CA signed it, give that CA's certificate file in NODE_EXTRA_CA_CERTS\n",
       );
     }, 60_000);

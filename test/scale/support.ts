@@ -16,7 +16,7 @@ import { transports, type Transport } from '../support/transports.js';
 
 export const TEST_REDIS_URL = process.env.TEST_REDIS_URL;
 
-/** A gateway running as its own process (`node --import tsx src/main.ts`), as an operator would run it. */
+/** A gateway running as its own process (`node dist/main.js`, as `npm start` runs it), as an operator would run it. */
 export interface ChildGateway {
   name: string;
   pid: number;

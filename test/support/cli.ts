@@ -2,9 +2,10 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { CLI_ENTRY } from './build.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const CLI = ['--import', 'tsx', 'src/cli/main.ts'];
+const CLI = [CLI_ENTRY];
 
 export interface CliRun {
   /** 0, the CLI's exit code, or the spawn error's code. */
@@ -110,7 +111,7 @@ export function cliProcessActedOn(
   act: (child: ChildProcess) => unknown,
   via: 'node' | 'npm' | 'npm in its own process group' = 'node',
 ): Promise<CliRun> {
-  const [command, args] = via === 'node' ? [process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...argv]] : ['npm', ['run', '-s', 'cli', '--', ...argv]];
+  const [command, args] = via === 'node' ? [process.execPath, [...CLI, ...argv]] : ['npm', ['run', '-s', 'cli', '--', ...argv]];
   return new Promise((done) => {
     const child = spawn(command, args, {
       detached: via === 'npm in its own process group',

@@ -4,6 +4,7 @@ import { connect, createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
+import { GATEWAY_ENTRY } from './build.js';
 import { waitFor } from './wait.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -23,7 +24,7 @@ export interface GatewayProcess {
 }
 
 export interface SpawnOptions {
-  /** The TypeScript entry point, relative to the project root. */
+  /** What to run, relative to the project root: the build by default; a TypeScript file is run through tsx. */
   entry?: string;
   /** The `msg` of the JSON log line, carrying `url`, that says the server is listening. */
   listeningMessage?: string;
@@ -76,7 +77,7 @@ export function isListening(port: number): Promise<boolean> {
 class PortTaken extends Error {}
 
 /**
- * Starts `src/main.ts` (or another entry) as a real child process and waits until it logs that it is
+ * Starts the gateway (the build, as `npm start` does) or another entry as a real child process and waits until it logs that it is
  * listening. PORT defaults to 0: the process picks a free port and logs its URL.
  */
 export async function spawnGateway(env: Record<string, string>, timeoutMsOrOptions: number | SpawnOptions = {}): Promise<GatewayProcess> {
@@ -107,8 +108,9 @@ export async function startFailureOf(env: Record<string, string>, options: Spawn
 }
 
 async function spawnOnce(env: Record<string, string>, options: SpawnOptions, healthzPort?: number): Promise<GatewayProcess> {
-  const { entry = 'src/main.ts', listeningMessage = 'campaign-gateway is listening', timeoutMs = 30_000, nodeArgs = [], user, onOutput } = options;
-  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', entry], {
+  const { entry = GATEWAY_ENTRY, listeningMessage = 'campaign-gateway is listening', timeoutMs = 30_000, nodeArgs = [], user, onOutput } = options;
+  const loader = entry.endsWith('.ts') ? ['--import', 'tsx'] : [];
+  const child = spawn(process.execPath, [...nodeArgs, ...loader, entry], {
     cwd: ROOT,
     ...user,
     env: {
