@@ -375,15 +375,15 @@ export function eventWindowSeeks(filter: { since?: Date; until?: Date }): { sinc
 }
 
 /**
- * The types an event filter reads, each once (undefined: every type). A caller repeating a type must not make a
- * statement of another shape: there is one per number of distinct types, at most as many as there are types.
- */
-/**
  * The condition that leaves out events of a type this version does not know (SecurityEventFilter.unknownTypes):
  * a filter on the rows a listing reads in order, so that a page is filled from the known events behind them.
  */
 export const KNOWN_EVENT_TYPES_SQL = `type IN (${SECURITY_EVENT_TYPES.map((type) => `'${type}'`).join(', ')})`;
 
+/**
+ * The types an event filter reads, each once (undefined: every type). A caller repeating a type must not make a
+ * statement of another shape: there is one per number of distinct types, at most as many as there are types.
+ */
 export const distinctTypes = (filter: SecurityEventFilter): SecurityEventType[] | undefined => filter.types && [...new Set(filter.types)];
 
 /** How an export pages through each table: the column that names the workspace, the key it pages by, and the row as the domain holds it. */

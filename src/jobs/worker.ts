@@ -64,7 +64,6 @@ export function backoffDelay(attempt: number, options: Pick<WorkerOptions, 'back
   return Math.max(Math.round(jittered), retryAfterMs);
 }
 
-/** Claim → run → complete, retry or fail. Several workers (processes) may share one store. */
 /**
  * How long a job has waited from its acceptance to `now`: until its claim by the store's clock (the claim's row gives
  * both times: updatedAt is the claim's), then by this instance's. Either clock alone measures across instances whose
@@ -108,6 +107,7 @@ interface HeldRun extends Omit<Recordable, 'outcome'> {
 /** How long a held outcome waits before each new try: doubling from the first, at most the last. */
 export const HELD_RETRY_MS = { first: 1000, max: 5000 } as const;
 
+/** Claim → run → complete, retry or fail. Several workers (processes) may share one store. */
 export class JobWorker {
   /** Names the process holding a lease, so operators can tell which instance runs a job. */
   readonly owner = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
