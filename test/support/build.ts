@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import type { TestProject } from 'vitest/node';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -10,11 +11,17 @@ export const GATEWAY_ENTRY = 'dist/main.js';
 export const CLI_ENTRY = 'dist/cli/main.js';
 
 /**
- * Vitest's global setup: `npm run build`. Tests start the compiled build rather than the sources through tsx, as
- * operators run it, and each start is half a second to a second faster without the loader. The build is
- * incremental, so a run with nothing changed spends a moment on it.
+ * Vitest's global setup: `npm run build`, before the first run and each rerun in watch mode, so that no test starts
+ * a build older than the sources. Tests start the compiled build rather than the sources through tsx, as operators
+ * run it, and each start is half a second to a second faster without the loader. The build is incremental, so a run
+ * with nothing changed spends a few seconds on it.
  */
-export default async function build(): Promise<void> {
+export default async function setup(project: TestProject): Promise<void> {
+  project.onTestsRerun(build);
+  await build();
+}
+
+async function build(): Promise<void> {
   const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
   try {
     await promisify(execFile)(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { cwd: ROOT });
