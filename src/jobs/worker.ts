@@ -93,7 +93,8 @@ interface Recordable {
 
 /**
  * A run whose outcome the store failed to take, held under its lease. `outcome` null: the run got none (the store
- * failed under it), so a stop hands the job back. Times are this instance's clock's.
+ * failed under it), so a stop hands the job back, and it is let go when the lease ends. Times are this instance's
+ * clock's.
  */
 interface HeldRun extends Omit<Recordable, 'outcome'> {
   outcome: RunOutcome | null;
@@ -122,8 +123,10 @@ export class JobWorker {
   private readonly active = new Map<Promise<void>, string>();
   /**
    * Runs whose outcome the store failed to record, by job id: the job stays RUNNING under this process, which
-   * tries to record the outcome again (see recordHeld) until its lease ends, and a stop records it or hands the job
-   * back. It did run, so unlike a job whose run was cut short its attempt stays counted.
+   * tries to record the outcome again (see recordHeld), and a stop records it or hands the job back. It did run, so
+   * unlike a job whose run was cut short its attempt stays counted. An outcome is kept past the lease's end: the
+   * store's owner check refuses it once another run holds the job, and a claim of this process that takes the job
+   * back records it instead of running the job again (see recordTakenBack).
    */
   private readonly unrecorded = new Map<string, HeldRun>();
   private wake: (() => void) | null = null;
@@ -236,6 +239,11 @@ export class JobWorker {
         }
       }
       for (const job of claimed) {
+        const held = this.unrecorded.get(job.id);
+        if (held?.outcome && held.lease === job.takenOverFrom) {
+          await this.recordTakenBack(held, held.outcome, job, lease, now);
+          continue;
+        }
         if (job.takenOverFrom !== undefined) this.tookOver(job, job.takenOverFrom);
         const run = this.run(job, lease, now).finally(() => {
           this.active.delete(run);
@@ -374,8 +382,8 @@ export class JobWorker {
   }
 
   /**
-   * Keeps a run whose outcome the store failed to take, to record it while its lease lasts: in upstream mode the job
-   * would otherwise run again once the lease ends, and Braze copy the campaign twice.
+   * Keeps a run whose outcome the store failed to take, to record it once the store takes it: in upstream mode the
+   * job would otherwise run again once the lease ends, and Braze copy the campaign twice.
    */
   private holdUnrecorded(run: Omit<HeldRun, 'leaseEndsAt' | 'failedAt' | 'tries' | 'nextTryAt'>): void {
     const now = this.clock.now().getTime();
@@ -390,9 +398,9 @@ export class JobWorker {
     });
   }
 
-  /** The runs held, less those whose lease ended: those jobs are the next claim's, to run again. */
+  /** The runs held, less those without an outcome whose lease ended: those jobs are the next claim's, to run. */
   private heldRuns(now: Date): HeldRun[] {
-    for (const [jobId, held] of this.unrecorded) if (held.leaseEndsAt <= now.getTime()) this.unrecorded.delete(jobId);
+    for (const [jobId, held] of this.unrecorded) if (!held.outcome && held.leaseEndsAt <= now.getTime()) this.unrecorded.delete(jobId);
     return [...this.unrecorded.values()];
   }
 
@@ -400,15 +408,29 @@ export class JobWorker {
   private async recordHeld(): Promise<void> {
     for (const held of this.heldRuns(this.clock.now())) {
       const now = this.clock.now();
-      if (!held.outcome || now.getTime() < held.nextTryAt) continue;
-      try {
-        await this.recordLate(held, held.outcome, now);
-      } catch {
-        // Logged once, at the first failure: the job stays held until its lease ends.
-        held.tries += 1;
-        held.nextTryAt = now.getTime() + Math.min(HELD_RETRY_MS.max, HELD_RETRY_MS.first * 2 ** (held.tries - 1));
-      }
+      if (held.outcome && now.getTime() >= held.nextTryAt) await this.tryRecordingHeld(held, held.outcome, now);
     }
+  }
+
+  private async tryRecordingHeld(held: HeldRun, outcome: RunOutcome, now: Date): Promise<void> {
+    try {
+      await this.recordLate(held, outcome, now);
+    } catch {
+      // Logged once, at the first failure: the outcome stays held.
+      held.tries += 1;
+      held.nextTryAt = now.getTime() + Math.min(HELD_RETRY_MS.max, HELD_RETRY_MS.first * 2 ** (held.tries - 1));
+    }
+  }
+
+  /**
+   * A claim of this process took back, its lease having ended, a job whose outcome it holds (the store was down for
+   * longer than the lease): the outcome is recorded under the claim's lease, which counted one more attempt,
+   * rather than the job run again, in upstream mode a second call to Braze. Held again under that lease if the
+   * store fails it.
+   */
+  private async recordTakenBack(held: HeldRun, outcome: RunOutcome, job: ClaimedJob, lease: string, claimedAt: Date): Promise<void> {
+    Object.assign(held, { job, lease, claimedAt, leaseEndsAt: claimedAt.getTime() + this.options.leaseMs });
+    await this.tryRecordingHeld(held, outcome, claimedAt);
   }
 
   private async recordLate(held: HeldRun, outcome: RunOutcome, now: Date): Promise<void> {
