@@ -1,5 +1,4 @@
 import { execFile } from 'node:child_process';
-import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { TestProject } from 'vitest/node';
@@ -22,9 +21,8 @@ export default async function setup(project: TestProject): Promise<void> {
 }
 
 async function build(): Promise<void> {
-  const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
   try {
-    await promisify(execFile)(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { cwd: ROOT });
+    await promisify(execFile)('npm', ['run', '-s', 'build'], { cwd: ROOT });
   } catch (error) {
     const { stdout, message } = error as { stdout?: string; message: string };
     throw new Error(`the build the tests run failed:\n${stdout || message}`);

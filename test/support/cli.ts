@@ -5,7 +5,6 @@ import { fileURLToPath } from 'node:url';
 import { CLI_ENTRY } from './build.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const CLI = [CLI_ENTRY];
 
 export interface CliRun {
   /** 0, the CLI's exit code, or the spawn error's code. */
@@ -19,7 +18,7 @@ export interface CliRun {
  * other variable but PATH and HOME, as `user` when given (the test must then be root).
  */
 export function cliProcess(argv: string[], env: Record<string, string>, user?: { uid: number; gid: number }): Promise<CliRun> {
-  return captured(process.execPath, [...CLI, ...argv], env, user);
+  return captured(process.execPath, [CLI_ENTRY, ...argv], env, user);
 }
 
 /**
@@ -27,7 +26,7 @@ export function cliProcess(argv: string[], env: Record<string, string>, user?: {
  * that would pass it fails with EFBIG, as on a file system that refuses to grow a file, since Node ignores SIGXFSZ.
  */
 export function cliProcessWithFileSizeLimit(kib: number, argv: string[], env: Record<string, string>): Promise<CliRun> {
-  return captured('bash', ['-c', 'ulimit -f "$0" && exec "$@"', String(kib), process.execPath, ...CLI, ...argv], env);
+  return captured('bash', ['-c', 'ulimit -f "$0" && exec "$@"', String(kib), process.execPath, CLI_ENTRY, ...argv], env);
 }
 
 function captured(command: string, args: string[], env: Record<string, string>, user?: { uid: number; gid: number }): Promise<CliRun> {
@@ -70,7 +69,7 @@ function withoutReadingStdout(
 /** cliProcess with its stdout on `file` (such as /dev/full, where every write fails), as a shell's `> file` puts it. */
 export function cliProcessWritingTo(file: string, argv: string[], env: Record<string, string>): Promise<CliRun> {
   const fd = openSync(file, 'w');
-  return withoutReadingStdout(process.execPath, [...CLI, ...argv], env, fd, () => closeSync(fd));
+  return withoutReadingStdout(process.execPath, [CLI_ENTRY, ...argv], env, fd, () => closeSync(fd));
 }
 
 /**
@@ -79,14 +78,14 @@ export function cliProcessWritingTo(file: string, argv: string[], env: Record<st
  * opens /dev/null on it, for reading and writing as well).
  */
 export function cliProcessWithoutStdout(stdout: 'ignore' | 'closed', argv: string[], env: Record<string, string>): Promise<CliRun> {
-  const node = [...CLI, ...argv];
+  const node = [CLI_ENTRY, ...argv];
   const [command, args] = stdout === 'ignore' ? [process.execPath, node] : ['bash', ['-c', 'exec "$0" "$@" >&-', process.execPath, ...node]];
   return withoutReadingStdout(command, args, env, 'ignore');
 }
 
 /** cliProcess with `started` done to the child at once, to act on it while it works (a signal); its stdout is not read. */
 export function cliProcessStarted(argv: string[], env: Record<string, string>, started: (child: ChildProcess) => void): Promise<CliRun> {
-  return withoutReadingStdout(process.execPath, [...CLI, ...argv], env, 'ignore', started);
+  return withoutReadingStdout(process.execPath, [CLI_ENTRY, ...argv], env, 'ignore', started);
 }
 
 /**
@@ -94,7 +93,7 @@ export function cliProcessStarted(argv: string[], env: Record<string, string>, s
  * every write fails with EPIPE. The read end is closed here at once, so no write can reach it first.
  */
 export function cliProcessWithReaderGone(argv: string[], env: Record<string, string>): Promise<CliRun> {
-  return withoutReadingStdout(process.execPath, [...CLI, ...argv], env, 'pipe', (child) => child.stdout!.destroy());
+  return withoutReadingStdout(process.execPath, [CLI_ENTRY, ...argv], env, 'pipe', (child) => child.stdout!.destroy());
 }
 
 /**
@@ -111,7 +110,7 @@ export function cliProcessActedOn(
   act: (child: ChildProcess) => unknown,
   via: 'node' | 'npm' | 'npm in its own process group' = 'node',
 ): Promise<CliRun> {
-  const [command, args] = via === 'node' ? [process.execPath, [...CLI, ...argv]] : ['npm', ['run', '-s', 'cli', '--', ...argv]];
+  const [command, args] = via === 'node' ? [process.execPath, [CLI_ENTRY, ...argv]] : ['npm', ['run', '-s', 'cli', '--', ...argv]];
   return new Promise((done) => {
     const child = spawn(command, args, {
       detached: via === 'npm in its own process group',
