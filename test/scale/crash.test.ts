@@ -5,6 +5,7 @@ import { holdLocks } from './locks.js';
 import { sharedDatabase, type ChildGateway, type SharedDatabase } from './support.js';
 
 const JOBS = 12;
+const LEASE_MS = 2000;
 
 describe.skipIf(!TEST_DATABASE_URL && !process.env.CI)('an instance killed while it runs jobs', () => {
   let shared: SharedDatabase;
@@ -14,7 +15,7 @@ describe.skipIf(!TEST_DATABASE_URL && !process.env.CI)('an instance killed while
   beforeAll(async () => {
     shared = await sharedDatabase();
     // Short leases, so the dead instance's jobs are taken over soon.
-    [survivor, victim] = await shared.spawn(['survivor', 'victim'], { JOB_LEASE_SECONDS: '2', DUPLICATE_RATE_LIMIT: '1000' });
+    [survivor, victim] = await shared.spawn(['survivor', 'victim'], { JOB_LEASE_SECONDS: String(LEASE_MS / 1000), DUPLICATE_RATE_LIMIT: '1000' });
   }, 120_000);
 
   afterAll(async () => {
@@ -35,12 +36,20 @@ describe.skipIf(!TEST_DATABASE_URL && !process.env.CI)('an instance killed while
         expect(response.status).toBe(202);
         ids.push(response.body.job_id);
       }
-      held = await waitFor(async () => {
-        const rows = await shared.query<{ id: string }>("SELECT id FROM jobs WHERE status = 'RUNNING' AND lease_owner LIKE $1", [`%:${victim.pid}:%`]);
-        return rows.length > 0 ? rows : null;
-      });
+      // The jobs running under the victim's leases; with `claimedInLastMs`, only those it claimed that recently.
+      const runningUnderVictim = (claimedInLastMs?: number) =>
+        shared.query<{ id: string }>(
+          `SELECT id FROM jobs WHERE status = 'RUNNING' AND lease_owner LIKE $1
+             AND ($2::int IS NULL OR lease_expires_at > clock_timestamp() + make_interval(secs => ($3::int - $2::int) / 1000.0))`,
+          [`%:${victim.pid}:%`, claimedInLastMs ?? null, LEASE_MS],
+        );
+      // Killed just after a claim: a job whose copy has waited for the lock past its lock_timeout (4 s) goes back to
+      // the queue, and one doing so as the kill lands would not be the dead instance's to take over.
+      await waitFor(async () => (await runningUnderVictim(500)).length > 0);
       victim.signal('SIGKILL');
       expect(await victim.exited).toMatchObject({ signal: 'SIGKILL' });
+      held = await runningUnderVictim();
+      expect(held.length).toBeGreaterThan(0);
     } finally {
       await locks.release();
     }
