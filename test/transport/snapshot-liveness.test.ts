@@ -18,8 +18,11 @@ const LIST = 'GET /campaigns/list';
 /** Three snapshots at most (pool size − 1). */
 const POOL_SIZE = 4;
 const SNAPSHOTS = POOL_SIZE - 1;
-/** How long a connection, or a snapshot's, is waited for: short, so that a refusal comes soon. */
-const CONNECTION_TIMEOUT_MS = 300;
+/**
+ * How long a connection, or a snapshot's, is waited for: short, so that a refusal comes soon, yet long enough for the
+ * pool to open a connection on a loaded machine, and for the test to see the refused query waiting.
+ */
+const CONNECTION_TIMEOUT_MS = 2000;
 /** Longer than the test: the fake Braze answers when it is told to, not the client's timeout. */
 const UPSTREAM = { UPSTREAM_URL: '', UPSTREAM_API_KEY: UPSTREAM_KEY, UPSTREAM_TIMEOUT_MS: '120000', WORKER_CONCURRENCY: '0' };
 /** How long after its headers a request's key is checked again, its body having come late (authentication.ts). */
