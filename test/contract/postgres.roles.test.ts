@@ -18,12 +18,17 @@ async function holding(url: string, statements: [string, unknown[]][]): Promise<
   return { pid, release: () => client.end() };
 }
 
-/** Whether the migration lock is held by anyone, as pg_locks shows it. */
+/**
+ * Whether the migration lock of `url`'s database is held by anyone, as pg_locks shows it. An advisory lock is the
+ * database's: the stores other test files migrate meanwhile in other databases take their own.
+ */
 async function migrationLockHeld(url: string): Promise<boolean> {
   return withAdmin(async (client) => {
-    const { rows } = await client.query(`SELECT count(*)::int AS held FROM pg_locks WHERE locktype = 'advisory' AND classid = 0 AND objid = $1 AND objsubid = 1`, [
-      MIGRATION_LOCK,
-    ]);
+    const { rows } = await client.query(
+      `SELECT count(*)::int AS held FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+         AND classid = 0 AND objid = $1 AND objsubid = 1`,
+      [MIGRATION_LOCK],
+    );
     return rows[0].held > 0;
   }, url);
 }
@@ -136,6 +141,7 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL: the migration lock, a runtime 
   it('says once who holds the migration lock while it waits, then migrates when it is let go; gives up after a bound', async () => {
     await withAdmin((client) => client.query('CREATE SCHEMA waiting; CREATE SCHEMA bounded'), database.url);
     const holder = await holding(database.url, [['SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]]]);
+    expect(await migrationLockHeld(database.url)).toBe(true);
     const waits: string[] = [];
     let settled = false;
     const migrating = open({ schema: 'waiting', migrationLock: { retryMs: 20, noticeMs: 0 }, onMigrationWait: (message) => waits.push(message) })
