@@ -185,7 +185,7 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL: the migration lock, a runtime 
     await other.connect();
     try {
       const waitingFor = async (text: string) => {
-        const { rows } = await other.query(`SELECT count(*)::int AS waiting FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1`, [`%${text}%`]);
+        const { rows } = await other.query(`SELECT count(*)::int AS waiting FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE $1`, [`%${text}%`]);
         return rows[0].waiting > 0;
       };
       await waitFor(() => waitingFor('ADD COLUMN upstream_unacted_attempts'));
