@@ -36,16 +36,16 @@ describe.skipIf(!TEST_DATABASE_URL && !process.env.CI)('an instance killed while
         expect(response.status).toBe(202);
         ids.push(response.body.job_id);
       }
-      // The jobs running under the victim's leases; with `claimedInLastMs`, only those it claimed that recently.
-      const runningUnderVictim = (claimedInLastMs?: number) =>
+      // The jobs running under the victim's leases; with `leaseLeftMs`, only those with at least that much lease left.
+      const runningUnderVictim = (leaseLeftMs: number | null = null) =>
         shared.query<{ id: string }>(
           `SELECT id FROM jobs WHERE status = 'RUNNING' AND lease_owner LIKE $1
-             AND ($2::int IS NULL OR lease_expires_at > clock_timestamp() + make_interval(secs => ($3::int - $2::int) / 1000.0))`,
-          [`%:${victim.pid}:%`, claimedInLastMs ?? null, LEASE_MS],
+             AND ($2::int IS NULL OR lease_expires_at > clock_timestamp() + $2 * interval '1 millisecond')`,
+          [`%:${victim.pid}:%`, leaseLeftMs],
         );
-      // Killed just after a claim: a job whose copy has waited for the lock past its lock_timeout (4 s) goes back to
-      // the queue, and one doing so as the kill lands would not be the dead instance's to take over.
-      await waitFor(async () => (await runningUnderVictim(500)).length > 0);
+      // Killed within 500 ms of a claim: a job whose copy has waited for the lock past its lock_timeout (4 s) goes
+      // back to the queue, and one doing so as the kill lands would not be the dead instance's to take over.
+      await waitFor(async () => (await runningUnderVictim(LEASE_MS - 500)).length > 0);
       victim.signal('SIGKILL');
       expect(await victim.exited).toMatchObject({ signal: 'SIGKILL' });
       held = await runningUnderVictim();
