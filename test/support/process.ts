@@ -1,5 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomInt } from 'node:crypto';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -52,8 +54,42 @@ async function healthy(baseUrl: string): Promise<boolean> {
   }
 }
 
-/** A port nothing listens on right now, for a process that must be told its port up front. */
+/** Whether a server could listen on the loopback port right now. */
+async function canListen(port: number): Promise<boolean> {
+  const server = createServer();
+  const listening = await new Promise<boolean>((resolve) => {
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => resolve(true));
+  });
+  if (listening) await new Promise((resolve) => server.close(resolve));
+  return listening;
+}
+
+const LOWEST_PORT = 10_000;
+
+/** The first port of the kernel's ephemeral range (Linux), or undefined where it cannot be read. */
+function ephemeralRangeStart(): number | undefined {
+  try {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    return Number.isInteger(low) && low > LOWEST_PORT ? low : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A port nothing listens on right now, for a process that must be told its port up front. Where it can, it
+ * is picked below the ephemeral range, from which the kernel gives ports to outgoing connections and to
+ * `listen(0)`: between this check and the process's bind, no other test's connection can take it there.
+ */
 export async function freePort(): Promise<number> {
+  const rangeStart = ephemeralRangeStart();
+  if (rangeStart !== undefined) {
+    for (let attempt = 0; attempt < 100; attempt += 1) {
+      const port = randomInt(LOWEST_PORT, rangeStart);
+      if (await canListen(port)) return port;
+    }
+  }
   const server = createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const address = server.address();

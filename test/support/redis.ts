@@ -47,10 +47,16 @@ export class PrivateRedis {
   }
 
   async start(args: string[] = []): Promise<void> {
-    this.process = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...args], {
+    const child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...args], {
       stdio: 'ignore',
     });
-    await waitFor(() => answersPing(this.port));
+    this.process = child;
+    await waitFor(async () => {
+      if (child.exitCode !== null || child.signalCode !== null) {
+        throw new Error(`redis-server for port ${this.port} exited (${child.exitCode ?? child.signalCode}) before it answered`);
+      }
+      return answersPing(this.port);
+    });
   }
 
   /** SIGSTOP pauses it (connections are still accepted, nothing is answered); SIGCONT resumes it. */
