@@ -79,8 +79,11 @@ export async function readiness(gateway: { baseUrl: string }): Promise<{ code: n
 export interface DuplicateAttempt {
   gateway: string;
   transport: Transport['name'];
-  /** accepted: a job id; limited: RATE_LIMITED with HTTP 429 on either transport; other: anything else. */
-  outcome: 'accepted' | 'limited' | 'other';
+  /**
+   * accepted: a job id; limited: RATE_LIMITED with HTTP 429 on either transport; anything else is named by its
+   * status, code and message, so that a tally that went wrong says what the gateway answered.
+   */
+  outcome: 'accepted' | 'limited' | `other: ${number} ${string}`;
   status: number;
   jobId?: string;
 }
@@ -95,7 +98,11 @@ export async function duplicate(
   dispatcher?: Agent,
 ): Promise<DuplicateAttempt> {
   const answer = await transport.duplicate(gateway.baseUrl, key, { campaignId, name }, { dispatcher });
-  const outcome = answer.jobId ? 'accepted' : answer.status === 429 && answer.code === 'RATE_LIMITED' ? 'limited' : 'other';
+  const outcome: DuplicateAttempt['outcome'] = answer.jobId
+    ? 'accepted'
+    : answer.status === 429 && answer.code === 'RATE_LIMITED'
+      ? 'limited'
+      : `other: ${answer.status} ${answer.code} ${answer.message}`;
   return { gateway: gateway.name, transport: transport.name, outcome, status: answer.status, jobId: answer.jobId ?? undefined };
 }
 
