@@ -41,8 +41,9 @@ afterEach(async () => {
 async function upstreamGateway(url: string): Promise<Harness> {
   const clock = new ManualClock();
   const { logger, lines } = recordingLogger('debug');
-  // Defaults otherwise: 4 jobs at once, 10 attempts.
-  const gateway = await startGateway({ UPSTREAM_URL: url, UPSTREAM_API_KEY: UPSTREAM_KEY, UPSTREAM_TIMEOUT_MS: '300' }, { clock, logger });
+  // Defaults: 4 jobs at once, 10 attempts, 10 s for a call. No test here waits for a call to time out, and a short
+  // deadline let a probe time out on a busy machine, the circuit then staying open for a cooldown no test waits out.
+  const gateway = await startGateway({ UPSTREAM_URL: url, UPSTREAM_API_KEY: UPSTREAM_KEY }, { clock, logger });
   const harness = { gateway, ws: await gateway.workspace(), clock, lines };
   harnesses.push(harness);
   return harness;
