@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { isDeepStrictEqual } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
@@ -17,6 +18,20 @@ const urlAs = (database: string, role: string, password: string): string => {
   url.password = password;
   return url.toString();
 };
+
+/**
+ * Waits for /readyz to answer `code` with the store's check as `expected`, and fails showing the last answer if it
+ * never does. The first answers after the gateway's connections were ended can still be about their ending.
+ */
+async function expectStoreCheck(gateway: TestGateway, code: number, expected: Record<string, string>): Promise<void> {
+  let last: unknown;
+  await waitFor(async () => {
+    const report = await readiness(gateway);
+    last = { code: report.code, store: report.checks?.store };
+    return isDeepStrictEqual(last, { code, store: expected });
+  }).catch(() => undefined);
+  expect(last).toEqual({ code, store: expected });
+}
 
 describe.skipIf(skipWithoutPostgres)('PostgreSQL credentials and start-up failures', () => {
   const role = `cgw_role_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
@@ -102,11 +117,7 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL credentials and start-up failur
     });
 
     it('is an outage to callers (503 with Retry-After), and /readyz names what PostgreSQL refused', async () => {
-      const down = await waitFor(async () => {
-        const report = await readiness(gateway);
-        return report.code === 503 ? report : null;
-      });
-      expect(down.checks!.store).toEqual({ status: 'down', message: 'refused the user name or password in DATABASE_URL (28P01)' });
+      await expectStoreCheck(gateway, 503, { status: 'down', message: 'refused the user name or password in DATABASE_URL (28P01)' });
 
       const rest = await http(gateway.baseUrl, 'POST', '/campaigns/duplicate', {
         headers: { ...json, ...bearer(tenant.key) },
@@ -134,11 +145,7 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL credentials and start-up failur
 
     it('recovers without a restart once the password is put back', async () => {
       await withAdmin((client) => client.query(`ALTER ROLE ${role} PASSWORD '${PASSWORD}'`));
-      const up = await waitFor(async () => {
-        const report = await readiness(gateway);
-        return report.code === 200 ? report : null;
-      });
-      expect(up.checks!.store).toEqual({ status: 'up', backend: 'postgres' });
+      await expectStoreCheck(gateway, 200, { status: 'up', backend: 'postgres' });
     });
   });
 
@@ -146,11 +153,6 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL credentials and start-up failur
     let gateway: TestGateway;
     let tenant: TestWorkspace;
     const name = () => new URL(database.url).pathname.slice(1);
-    const storeCheck = (code: number) =>
-      waitFor(async () => {
-        const report = await readiness(gateway);
-        return report.code === code ? report.checks!.store : null;
-      });
     const duplicate = () =>
       http(gateway.baseUrl, 'POST', '/campaigns/duplicate', {
         headers: { ...json, ...bearer(tenant.key) },
@@ -169,12 +171,12 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL credentials and start-up failur
     // Accepted jobs no worker could claim, or duplications all failing, while the instance reported itself ready.
     it('is not ready while its role lacks a grant the README gives it, and is again once it has it', async () => {
       await withAdmin((client) => client.query(`REVOKE UPDATE ON jobs FROM ${role}`), database.url);
-      expect(await storeCheck(503)).toEqual({
+      await expectStoreCheck(gateway, 503, {
         status: 'down',
         message: `the role ${role} lacks UPDATE on jobs: grant them as the README's "PostgreSQL roles" does`,
       });
       await withAdmin((client) => client.query(`GRANT UPDATE ON jobs TO ${role}`), database.url);
-      expect(await storeCheck(200)).toEqual({ status: 'up', backend: 'postgres' });
+      await expectStoreCheck(gateway, 200, { status: 'up', backend: 'postgres' });
     });
 
     // A standby a failover has not promoted yet answers reads and refuses every write.
@@ -186,7 +188,7 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL credentials and start-up failur
         });
       await reconnect('SET default_transaction_read_only = on');
       try {
-        expect(await storeCheck(503)).toEqual({
+        await expectStoreCheck(gateway, 503, {
           status: 'down',
           message: 'the PostgreSQL database in DATABASE_URL takes no writes (transaction_read_only is on: a standby, or a database set read-only)',
         });
@@ -201,7 +203,7 @@ describe.skipIf(skipWithoutPostgres)('PostgreSQL credentials and start-up failur
       } finally {
         await reconnect('RESET default_transaction_read_only');
       }
-      expect(await storeCheck(200)).toEqual({ status: 'up', backend: 'postgres' });
+      await expectStoreCheck(gateway, 200, { status: 'up', backend: 'postgres' });
       expect((await waitFor(async () => (await duplicate()).status === 202 || null))).toBe(true);
     });
   });
